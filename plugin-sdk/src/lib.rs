@@ -1,0 +1,113 @@
+//! The Tollgate plugin SDK: write a vendor adapter in plain Rust, ship it as a WebAssembly
+//! component.
+//!
+//! A plugin implements [`Plugin`] (what it is) and [`Exchange`] (what it does for one call) and
+//! calls [`export_plugin!`]. The same code compiles natively, so [`testing::Harness`] can drive a
+//! plugin's logic in ordinary unit tests, without wasm.
+//!
+//! Invariants the SDK keeps for every plugin:
+//! - one [`Exchange`] value serves exactly one call (or one task poll) and is dropped with it;
+//! - a plugin never does I/O: every upstream request is a [`Step`] the host performs;
+//! - credentials used through [`Auth`] never reach the plugin.
+//!
+//! For OpenAI-compatible vendors, [`openai_compat`] does the whole job: see `plugins/openai`.
+
+pub mod errors;
+pub mod openai_compat;
+pub mod sse;
+pub mod testing;
+mod types;
+
+/// The bindings generated from `wit/adapter.wit`. Plugin authors rarely need this module; the
+/// types are re-exported at the crate root.
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        default_bindings_module: "tollgate_plugin_sdk::bindings",
+        pub_export_macro: true,
+        export_macro_name: "__export_bindings",
+    });
+}
+
+pub use bindings::tollgate::adapter::types::*;
+pub use types::*;
+
+use bindings::exports::tollgate::adapter::adapter::{Guest, GuestExchange};
+use std::cell::RefCell;
+
+/// What a plugin is: its manifest and the type that serves one call.
+pub trait Plugin: 'static {
+    type Exchange: Exchange;
+    /// Name, version, operations, native routes, credential fields, default base URL.
+    fn describe() -> Manifest;
+}
+
+/// One consumer call (or one task poll), from first step to last.
+pub trait Exchange: Sized + 'static {
+    fn new(call: Call) -> Self;
+    /// The first step: usually `Step::Send` or `Step::Stream` with the translated request.
+    fn first(&mut self) -> Step;
+    /// The step after a `Send` (or a `Stream` that answered non-2xx) got its response.
+    fn next(&mut self, response: UpstreamResponse) -> Step;
+    /// One network chunk of a stream's body. Plugins that never stream keep the default.
+    fn decode(&mut self, _input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
+        Err(AdapterError::new(ErrorKind::Unsupported, "this plugin does not stream"))
+    }
+    /// The end of a stream: last chunks and the usage seen.
+    fn finish(&mut self, _end: StreamEnd) -> Result<StreamTail, AdapterError> {
+        Err(AdapterError::new(ErrorKind::Unsupported, "this plugin does not stream"))
+    }
+}
+
+/// Adapts an [`Exchange`] (which takes `&mut self`) to the generated resource trait (which
+/// takes `&self`); a resource is only ever used by one call at a time, so the borrow never
+/// conflicts.
+#[doc(hidden)]
+pub struct ExchangeCell<E>(RefCell<E>);
+
+impl<E: Exchange> GuestExchange for ExchangeCell<E> {
+    fn new(call: Call) -> Self {
+        ExchangeCell(RefCell::new(E::new(call)))
+    }
+    fn first(&self) -> Step {
+        self.0.borrow_mut().first()
+    }
+    fn next(&self, response: UpstreamResponse) -> Step {
+        self.0.borrow_mut().next(response)
+    }
+    fn decode(&self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
+        self.0.borrow_mut().decode(input)
+    }
+    fn finish(&self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
+        self.0.borrow_mut().finish(end)
+    }
+}
+
+/// Bridges a [`Plugin`] to the generated `Guest` trait; used by [`export_plugin!`].
+#[doc(hidden)]
+pub struct Exported<P>(std::marker::PhantomData<P>);
+
+impl<P: Plugin> Guest for Exported<P> {
+    type Exchange = ExchangeCell<P::Exchange>;
+    fn describe() -> Manifest {
+        P::describe()
+    }
+}
+
+/// Exports a [`Plugin`] as the component's `tollgate:adapter/adapter` interface.
+///
+/// ```ignore
+/// tollgate_plugin_sdk::export_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // Native builds (unit tests with the harness) export nothing: the export names are
+        // component-model names that only a wasm linker accepts.
+        #[cfg(target_arch = "wasm32")]
+        type __TollgateExported = $crate::Exported<$plugin>;
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_bindings!(__TollgateExported);
+    };
+}

@@ -1,0 +1,226 @@
+//! A complete adapter for OpenAI-compatible vendors (OpenAI, DeepSeek, SiliconFlow, Ark, Zhipu,
+//! any `/v1/chat/completions` server). A vendor plugin supplies a [`Vendor`] and exports
+//! `Compat<ItsVendor>`; see `plugins/openai` for a whole plugin.
+//!
+//! What it guarantees:
+//! - bodies pass through unchanged except `model` (the channel's upstream name) and, for
+//!   streams, `stream_options.include_usage = true`, because billing needs the usage chunk;
+//!   when the consumer did not ask for usage, that chunk is removed again before it is sent;
+//! - stream chunks are forwarded one by one as they arrive; only chunks that may carry usage
+//!   are parsed;
+//! - a stream that ends without `[DONE]` but cleanly gets one; an interrupted stream does not
+//!   (the host ends it with an error event).
+
+use crate::{
+    errors, AdapterError, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SseEvent,
+    Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use std::marker::PhantomData;
+
+/// What differs between OpenAI-compatible vendors.
+pub trait Vendor: 'static {
+    fn manifest() -> Manifest;
+
+    /// The upstream path for an operation; `None` answers "unsupported".
+    fn path(op: &str) -> Option<&'static str> {
+        match op {
+            "chat" => Some("/v1/chat/completions"),
+            "embeddings" => Some("/v1/embeddings"),
+            _ => None,
+        }
+    }
+
+    /// Last edits to the request JSON before it is sent (after `model` is set).
+    fn adjust_request(_op: &str, _body: &mut Value) {}
+
+    /// The class of a non-2xx response.
+    fn classify(response: &UpstreamResponse) -> AdapterError {
+        errors::from_openai_response(response)
+    }
+}
+
+/// The plugin type for a [`Vendor`]: `export_plugin!(Compat<MyVendor>)`.
+pub struct Compat<V>(PhantomData<V>);
+
+impl<V: Vendor> Plugin for Compat<V> {
+    type Exchange = CompatExchange<V>;
+    fn describe() -> Manifest {
+        V::manifest()
+    }
+}
+
+pub struct CompatExchange<V> {
+    call: Call,
+    /// The consumer asked for `stream_options.include_usage`.
+    consumer_wants_usage: bool,
+    saw_done: bool,
+    usage: Usage,
+    vendor: PhantomData<V>,
+}
+
+impl<V: Vendor> Exchange for CompatExchange<V> {
+    fn new(call: Call) -> Self {
+        CompatExchange {
+            call,
+            consumer_wants_usage: false,
+            saw_done: false,
+            usage: Usage::default(),
+            vendor: PhantomData,
+        }
+    }
+
+    fn first(&mut self) -> Step {
+        let Some(path) = V::path(&self.call.op) else {
+            return Step::fail(
+                ErrorKind::Unsupported,
+                format!("operation '{}' is not supported by this channel", self.call.op),
+            );
+        };
+        let mut body: Value = match self.call.body.as_bytes().map(serde_json::from_slice) {
+            Some(Ok(v @ Value::Object(_))) => v,
+            _ => return Step::fail(ErrorKind::BadRequest, "the request body must be a JSON object"),
+        };
+        if !self.call.upstream_model.is_empty() {
+            body["model"] = Value::String(self.call.upstream_model.clone());
+        }
+        let streaming = self.call.op == "chat" && body.get("stream") == Some(&Value::Bool(true));
+        if streaming {
+            self.consumer_wants_usage = body
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            body["stream_options"] = serde_json::json!({ "include_usage": true });
+        }
+        V::adjust_request(&self.call.op, &mut body);
+        let request = UpstreamRequest::post_json(path, body.to_string());
+        if streaming {
+            Step::stream_sse(request)
+        } else {
+            Step::Send(request)
+        }
+    }
+
+    fn next(&mut self, response: UpstreamResponse) -> Step {
+        if !(200..300).contains(&response.status) {
+            return Step::Fail(V::classify(&response));
+        }
+        #[derive(Deserialize)]
+        struct UsageOnly {
+            usage: Option<OpenAiUsage>,
+        }
+        let usage = match serde_json::from_slice::<UsageOnly>(&response.body) {
+            Ok(u) => u.usage.map(OpenAiUsage::into_usage).unwrap_or_default(),
+            Err(_) => {
+                return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON")
+            }
+        };
+        Step::Reply(Reply::with_body(200, "application/json", crate::Body::Bytes(response.body), usage))
+    }
+
+    fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
+        let events = match input {
+            StreamInput::Events(e) => e,
+            StreamInput::Bytes(_) => return Err(AdapterError::new(ErrorKind::UpstreamFault, "expected SSE")),
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                self.saw_done = true;
+                out.push(OutChunk::Event(event));
+                continue;
+            }
+            if mentions_object(data, "usage") || mentions_object(data, "error") {
+                let v: Value = serde_json::from_str(data)
+                    .map_err(|_| AdapterError::new(ErrorKind::UpstreamFault, "the upstream sent an invalid stream chunk"))?;
+                if let Some(err) = v.get("error").filter(|e| e.is_object()) {
+                    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
+                    return Err(AdapterError::new(ErrorKind::UpstreamFault, message));
+                }
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                    if let Ok(u) = OpenAiUsage::deserialize(u) {
+                        self.usage = u.into_usage();
+                    }
+                    let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
+                    if no_choices && !self.consumer_wants_usage {
+                        continue;
+                    }
+                }
+            }
+            out.push(OutChunk::Event(event));
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
+        let mut chunks = Vec::new();
+        if end == StreamEnd::Complete && !self.saw_done {
+            chunks.push(OutChunk::Event(SseEvent { event: None, data: "[DONE]".into(), id: None }));
+        }
+        Ok(StreamTail::new(chunks, std::mem::take(&mut self.usage)))
+    }
+}
+
+/// True when `json` has the key `"name"` followed by an object (not `null`): a cheap test that
+/// spares parsing the chunks that cannot carry usage or an error.
+fn mentions_object(json: &str, name: &str) -> bool {
+    let key = format!("\"{name}\"");
+    let mut rest = json;
+    while let Some(i) = rest.find(&key) {
+        rest = &rest[i + key.len()..];
+        let after = rest.trim_start();
+        if let Some(v) = after.strip_prefix(':') {
+            if v.trim_start().starts_with('{') {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// OpenAI's usage object, with DeepSeek's cache fields.
+#[derive(Deserialize, Default)]
+pub struct OpenAiUsage {
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub prompt_cache_hit_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+impl OpenAiUsage {
+    pub fn into_usage(self) -> Usage {
+        Usage {
+            input_tokens: self.prompt_tokens,
+            output_tokens: self.completion_tokens,
+            cached_tokens: self
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .or(self.prompt_cache_hit_tokens),
+            ..Usage::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions_object;
+
+    #[test]
+    fn mentions_object_ignores_null_and_strings() {
+        assert!(mentions_object(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#, "usage"));
+        assert!(!mentions_object(r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#, "usage"));
+        assert!(!mentions_object(r#"{"x":"\"usage\""}"#, "usage"));
+    }
+}

@@ -1,0 +1,171 @@
+//! Conveniences on the generated contract types: constructors and small helpers that keep
+//! plugin code short. Nothing here changes what crosses the boundary.
+
+use crate::{
+    AdapterError, Auth, Body, ErrorKind, Header, Manifest, Reply, Route, Step, StreamRequest,
+    StreamTail, UpstreamRequest, Usage,
+};
+
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            input_tokens: None,
+            output_tokens: None,
+            cached_tokens: None,
+            cache_write_tokens: None,
+            characters: None,
+            milliseconds: None,
+            images: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl Usage {
+    /// True when the vendor reported no unit at all.
+    pub fn is_empty(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+impl PartialEq for Usage {
+    fn eq(&self, o: &Self) -> bool {
+        self.input_tokens == o.input_tokens
+            && self.output_tokens == o.output_tokens
+            && self.cached_tokens == o.cached_tokens
+            && self.cache_write_tokens == o.cache_write_tokens
+            && self.characters == o.characters
+            && self.milliseconds == o.milliseconds
+            && self.images == o.images
+            && self.extra == o.extra
+    }
+}
+
+impl AdapterError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        AdapterError { kind, message: message.into(), code: None, retry_after_ms: None }
+    }
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+}
+
+impl Header {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Header { name: name.into(), value: value.into() }
+    }
+}
+
+/// The value of the first header called `name` (ASCII case-insensitive).
+pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+}
+
+impl Body {
+    /// The body as bytes; `None` for bodies the host holds (`client-body`, `form`).
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Body::Empty => Some(&[]),
+            Body::Text(s) => Some(s.as_bytes()),
+            Body::Bytes(b) => Some(b),
+            Body::ClientBody | Body::Form(_) => None,
+        }
+    }
+}
+
+impl UpstreamRequest {
+    /// A JSON POST with the channel's key as a bearer token.
+    pub fn post_json(path: impl Into<String>, json: String) -> Self {
+        UpstreamRequest {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![Header::new("content-type", "application/json")],
+            body: Body::Text(json),
+            auth: Auth::Bearer,
+            timeout_ms: None,
+        }
+    }
+    /// A GET with the channel's key as a bearer token.
+    pub fn get(path: impl Into<String>) -> Self {
+        UpstreamRequest {
+            method: "GET".into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Body::Empty,
+            auth: Auth::Bearer,
+            timeout_ms: None,
+        }
+    }
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push(Header::new(name, value));
+        self
+    }
+}
+
+impl Reply {
+    /// A 200 JSON reply.
+    pub fn json(json: String, usage: Usage) -> Self {
+        Reply::with_body(200, "application/json", Body::Text(json), usage)
+    }
+    pub fn with_body(status: u16, content_type: &str, body: Body, usage: Usage) -> Self {
+        Reply {
+            status,
+            headers: vec![Header::new("content-type", content_type)],
+            body,
+            usage,
+            error: None,
+        }
+    }
+}
+
+impl Step {
+    /// Fail the call with a classified error.
+    pub fn fail(kind: ErrorKind, message: impl Into<String>) -> Step {
+        Step::Fail(AdapterError::new(kind, message))
+    }
+    /// Stream an SSE response to the consumer as `text/event-stream`.
+    pub fn stream_sse(request: UpstreamRequest) -> Step {
+        Step::Stream(StreamRequest {
+            request,
+            framing: crate::Framing::Sse,
+            reply_headers: vec![
+                Header::new("content-type", "text/event-stream"),
+                Header::new("cache-control", "no-cache"),
+            ],
+        })
+    }
+}
+
+impl StreamTail {
+    pub fn new(chunks: Vec<crate::OutChunk>, usage: Usage) -> Self {
+        StreamTail { chunks, usage }
+    }
+}
+
+impl Manifest {
+    /// A manifest with no routes and no credential fields.
+    pub fn new(name: &str, version: &str, vendor: &str, operations: &[&str]) -> Self {
+        Manifest {
+            name: name.into(),
+            version: version.into(),
+            vendor: vendor.into(),
+            operations: operations.iter().map(|s| s.to_string()).collect(),
+            routes: Vec::new(),
+            credential_fields: Vec::new(),
+            default_base_url: None,
+        }
+    }
+    pub fn with_route(mut self, method: &str, path: &str, op: &str) -> Self {
+        self.routes.push(Route { method: method.into(), path: path.into(), op: op.into() });
+        self
+    }
+    pub fn with_base_url(mut self, url: &str) -> Self {
+        self.default_base_url = Some(url.into());
+        self
+    }
+}
