@@ -1,1 +1,81 @@
+//! Tollgate: a multi-vendor AI API gateway whose vendor adapters are WebAssembly components.
+//!
+//! A request reads top to bottom through these modules: `server` (sockets, routing, limits,
+//! error bodies) → `surface` (OpenAI and vendor-native routes) → `account` (consumer keys) →
+//! `exchange` (drives the call through a `plugin`, with `keypool` credentials and upstream
+//! I/O) → `store` (the call log). `telemetry` and `admin` watch it all.
 
+pub mod account;
+pub mod admin;
+pub mod config;
+pub mod exchange;
+pub mod keypool;
+pub mod plugin;
+pub mod server;
+pub mod store;
+pub mod surface;
+pub mod telemetry;
+
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts everything `tollgate serve` runs and serves until SIGTERM or Ctrl-C.
+pub async fn serve(config: config::Config) -> Result<()> {
+    let db = store::open(&config.database_url()).await?;
+    let keys = account::KeyCache::new();
+    keys.reload(&db).await.context("loading consumer keys")?;
+    keys.refresh_forever(db.clone(), Duration::from_millis(config.key_refresh_ms));
+
+    let runtime = plugin::Runtime::new(
+        config.data_dir.join("cache"),
+        config.plugin_memory_limit_mb,
+        config.plugin_time_limit_ms,
+        config.max_concurrent_calls,
+    )?;
+    let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir());
+    registry.scan().await.with_context(|| format!("scanning {}", registry.dir().display()))?;
+    let _watcher = registry.watch(Duration::from_secs(10))?;
+    for s in registry.status() {
+        if s.status == "failed" {
+            tracing::error!(file = %s.file, error = s.last_error.as_deref().unwrap_or(""), "plugin not loaded");
+        }
+    }
+    for ch in &config.channels {
+        if registry.current().get(&ch.plugin).is_none() {
+            tracing::warn!(channel = %ch.name, plugin = %ch.plugin, dir = %registry.dir().display(), "channel's plugin is not loaded");
+        }
+    }
+
+    let (call_log, writer) = store::CallLog::start(db.clone());
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db));
+    // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
+    println!("tollgate listening on http://{addr}");
+    tracing::info!(%addr, plugins = state.registry.current().len(), "tollgate serving");
+    server::serve(Arc::clone(&state), listener, shutdown_signal()).await;
+    drop(state);
+    // Every CallLog clone is gone once the connections are; the writer drains and ends.
+    if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {
+        tracing::error!("the call log did not finish writing within 10 s");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,1 +1,108 @@
-fn main() {}
+//! The `tollgate` command: `serve`, `keys create|list`, `plugins list`.
+//! This interface is the operator contract (DESIGN §4): scripts depend on it.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tollgate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "A multi-vendor AI API gateway with WebAssembly vendor adapters")]
+struct Cli {
+    /// Configuration file (also TOLLGATE_CONFIG).
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Consumer API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Plugins in plugins_dir.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a consumer key and print it (shown only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Starting balance, a decimal amount such as 10 or 2.50.
+        #[arg(long, default_value = "0")]
+        balance: String,
+    },
+    /// List consumer keys (without secrets).
+    List,
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Load and validate every plugin file; print name, version, sha256, status, last error.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let path_given = cli.config.is_some();
+    let path = cli.config.unwrap_or_else(|| PathBuf::from("config/tollgate.toml"));
+    let config = Config::load(&path, path_given)?;
+    tollgate::telemetry::init_logging(&config.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve => tollgate::serve(config).await,
+            Command::Keys { command: KeysCommand::Create { name, balance } } => {
+                let db = tollgate::store::open(&config.database_url()).await?;
+                let key = tollgate::account::create_key(&db, &name, &balance).await?;
+                println!("{key}");
+                Ok(())
+            }
+            Command::Keys { command: KeysCommand::List } => {
+                let db = tollgate::store::open(&config.database_url()).await?;
+                for k in tollgate::account::list_keys(&db).await? {
+                    println!("{}\t{}\t{}…\t{}\t{}", k.id, k.name, k.key_prefix, k.balance, if k.disabled { "disabled" } else { "enabled" });
+                }
+                Ok(())
+            }
+            Command::Plugins { command: PluginsCommand::List { json } } => plugins_list(&config, json).await,
+        }
+    })
+}
+
+async fn plugins_list(config: &Config, json: bool) -> Result<()> {
+    let runtime = tollgate::plugin::Runtime::new(config.data_dir.join("cache"), config.plugin_memory_limit_mb, config.plugin_time_limit_ms, 16)?;
+    let registry = tollgate::plugin::PluginRegistry::new(runtime, config.plugins_dir());
+    registry.scan().await?;
+    let status = registry.status();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!("{:<24} {:<12} {:<10} {:<8} {:<14} error", "file", "name", "version", "status", "sha256");
+    for s in status {
+        println!(
+            "{:<24} {:<12} {:<10} {:<8} {:<14} {}",
+            s.file,
+            s.name.as_deref().unwrap_or("-"),
+            s.version.as_deref().unwrap_or("-"),
+            s.status,
+            &s.sha256[..12.min(s.sha256.len())],
+            s.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Consumers and their API keys.
+//!
+//! Invariants: a key (`sk-tg-…`) is shown once, at creation, and only its SHA-256 is stored.
+//! The request path checks keys against an in-memory map (`KeyCache`) that a background task
+//! refreshes from the database, so new and disabled keys take effect within
+//! `key_refresh_ms` and a flood of bad keys never reaches the database.
+
+use crate::store::{now_unix, Db};
+use anyhow::{bail, Context, Result};
+use arc_swap::ArcSwap;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the request path knows about a consumer key.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub key_id: i64,
+    pub name: String,
+}
+
+/// A key as the operator sees it (no secret).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub name: String,
+    pub key_prefix: String,
+    pub balance: String,
+    pub disabled: bool,
+}
+
+/// SHA-256 hashes of enabled keys → consumer.
+pub struct KeyCache {
+    keys: ArcSwap<HashMap<[u8; 32], Consumer>>,
+}
+
+impl KeyCache {
+    pub fn new() -> Arc<KeyCache> {
+        Arc::new(KeyCache { keys: ArcSwap::from_pointee(HashMap::new()) })
+    }
+
+    /// The consumer owning `key`, if it is a known, enabled key.
+    pub fn check(&self, key: &str) -> Option<Consumer> {
+        self.keys.load().get(&hash(key)).cloned()
+    }
+
+    /// Reloads every enabled key from the database.
+    pub async fn reload(&self, db: &Db) -> Result<()> {
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT id, name, key_hash FROM consumer_keys WHERE disabled = 0").fetch_all(db).await?;
+        let mut map = HashMap::with_capacity(rows.len());
+        for (key_id, name, key_hash) in rows {
+            let mut h = [0u8; 32];
+            if hex::decode_to_slice(&key_hash, &mut h).is_ok() {
+                map.insert(h, Consumer { key_id, name });
+            }
+        }
+        self.keys.store(Arc::new(map));
+        Ok(())
+    }
+
+    /// Re-reads keys every `every` when the table changed (a cheap fingerprint query).
+    pub fn refresh_forever(self: &Arc<Self>, db: Db, every: Duration) {
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut seen: Option<(i64, i64)> = None;
+            loop {
+                tokio::time::sleep(every).await;
+                let fingerprint: Result<(i64, i64), _> =
+                    sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(updated_at), 0) + COALESCE(SUM(disabled), 0) FROM consumer_keys")
+                        .fetch_one(&db)
+                        .await;
+                match fingerprint {
+                    Ok(f) if Some(f) == seen => {}
+                    Ok(f) => match cache.reload(&db).await {
+                        Ok(()) => seen = Some(f),
+                        Err(e) => tracing::warn!(error = %e, "reloading consumer keys failed"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "checking consumer keys failed"),
+                }
+            }
+        });
+    }
+}
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Creates a consumer key and returns it; the only time the key exists in clear.
+pub async fn create_key(db: &Db, name: &str, balance: &str) -> Result<String> {
+    if name.trim().is_empty() {
+        bail!("the key needs a name (--name)");
+    }
+    let balance_micros = parse_money(balance)?;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let secret: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let key = format!("sk-tg-{secret}");
+    let now = now_unix();
+    sqlx::query(
+        "INSERT INTO consumer_keys (name, key_hash, key_prefix, balance_micros, disabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 0, $5, $5)",
+    )
+    .bind(name)
+    .bind(hex::encode(hash(&key)))
+    .bind(&key[..10])
+    .bind(balance_micros)
+    .bind(now)
+    .execute(db)
+    .await
+    .context("storing the new key")?;
+    Ok(key)
+}
+
+pub async fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
+    let rows: Vec<(i64, String, String, i64, i64)> =
+        sqlx::query_as("SELECT id, name, key_prefix, balance_micros, disabled FROM consumer_keys ORDER BY id")
+            .fetch_all(db)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, key_prefix, micros, disabled)| KeyInfo {
+            id,
+            name,
+            key_prefix,
+            balance: format_money(micros),
+            disabled: disabled != 0,
+        })
+        .collect())
+}
+
+/// Parses a decimal amount ("12", "0.5", "3.000001") into millionths, exactly.
+pub fn parse_money(s: &str) -> Result<i64> {
+    let s = s.trim();
+    let bad = || anyhow::anyhow!("'{s}' is not an amount: use digits with at most 6 decimals, e.g. 12.50");
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    let frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
+    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac)).ok_or_else(bad)
+}
+
+pub fn format_money(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_exact() {
+        assert_eq!(parse_money("12").unwrap(), 12_000_000);
+        assert_eq!(parse_money("0.1").unwrap(), 100_000);
+        assert_eq!(parse_money("3.000001").unwrap(), 3_000_001);
+        assert!(parse_money("1.0000001").is_err());
+        assert!(parse_money("-1").is_err());
+        assert!(parse_money("1e3").is_err());
+        assert!(parse_money("").is_err());
+        assert!(parse_money("99999999999999999").is_err());
+        assert_eq!(format_money(3_000_001), "3.000001");
+        assert_eq!(format_money(-5), "-0.000005");
+    }
+}

@@ -1,0 +1,237 @@
+//! The operator's configuration: `tollgate.toml`, then `TOLLGATE_<NAME>` environment overrides.
+//!
+//! Defaults are chosen so that `tollgate serve` starts with no external service: embedded
+//! SQLite and plugins under `data/`. Every scalar top-level setting can be overridden by an
+//! environment variable named `TOLLGATE_` + the setting in upper case (e.g. `TOLLGATE_LISTEN`);
+//! channels can be replaced whole with `TOLLGATE_CHANNELS` holding TOML `[[channel]]` tables.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// Defaults to `sqlite://<data_dir>/tollgate.db`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Defaults to `<data_dir>/plugins`.
+    #[serde(default)]
+    pub plugins_dir: Option<PathBuf>,
+    /// Largest consumer request body accepted; larger ones get 413.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Time to connect to an upstream.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time for an upstream to answer with its headers, and for a whole non-streamed body.
+    #[serde(default = "defaults::upstream_timeout_ms")]
+    pub upstream_timeout_ms: u64,
+    /// Longest silence allowed between two chunks of a streamed upstream body.
+    #[serde(default = "defaults::stream_idle_timeout_ms")]
+    pub stream_idle_timeout_ms: u64,
+    /// CPU budget of one plugin call (first, next, decode, ...), in milliseconds.
+    #[serde(default = "defaults::plugin_time_limit_ms")]
+    pub plugin_time_limit_ms: u64,
+    /// Linear memory one plugin call may use.
+    #[serde(default = "defaults::plugin_memory_limit_mb")]
+    pub plugin_memory_limit_mb: usize,
+    /// Plugin calls in flight at once (pooling allocator slots); beyond it, 503.
+    #[serde(default = "defaults::max_concurrent_calls")]
+    pub max_concurrent_calls: u32,
+    /// How long SIGTERM waits for calls in flight before closing their connections.
+    #[serde(default = "defaults::shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// How often consumer keys are re-read from the database (new and revoked keys).
+    #[serde(default = "defaults::key_refresh_ms")]
+    pub key_refresh_ms: u64,
+    /// Bearer token for `/admin/*`; the admin API is off when unset.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Log format: "text" or "json".
+    #[serde(default = "defaults::log_format")]
+    pub log_format: String,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<ChannelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub name: String,
+    /// The name the plugin declares in describe().
+    pub plugin: String,
+    /// Every upstream request of this channel goes to this origin; defaults to the plugin's.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    pub models: Vec<String>,
+    /// Upstream credentials, a pool used in turn.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Consumer model name → upstream model name.
+    #[serde(default)]
+    pub model_map: std::collections::BTreeMap<String, String>,
+    /// Plugin settings handed to the plugin as JSON.
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
+}
+
+mod defaults {
+    use std::path::PathBuf;
+    pub fn listen() -> String {
+        "127.0.0.1:8080".into()
+    }
+    pub fn data_dir() -> PathBuf {
+        "data".into()
+    }
+    pub fn max_body_bytes() -> usize {
+        16 << 20
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn upstream_timeout_ms() -> u64 {
+        120_000
+    }
+    pub fn stream_idle_timeout_ms() -> u64 {
+        120_000
+    }
+    pub fn plugin_time_limit_ms() -> u64 {
+        1_000
+    }
+    pub fn plugin_memory_limit_mb() -> usize {
+        64
+    }
+    pub fn max_concurrent_calls() -> u32 {
+        1_000
+    }
+    pub fn shutdown_grace_ms() -> u64 {
+        30_000
+    }
+    pub fn key_refresh_ms() -> u64 {
+        1_000
+    }
+    pub fn log_format() -> String {
+        "text".into()
+    }
+}
+
+impl Config {
+    /// Reads `path` (a missing file at the default path means "all defaults"), then applies
+    /// environment overrides.
+    pub fn load(path: &Path, path_was_given: bool) -> Result<Config> {
+        let mut table = match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .parse::<toml::Table>()
+                .with_context(|| format!("{} is not valid TOML", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_was_given => toml::Table::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        apply_env(&mut table, std::env::vars())?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/tollgate.db", self.data_dir.display()))
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut names = std::collections::HashSet::new();
+        for c in &self.channels {
+            if !names.insert(&c.name) {
+                bail!("two channels are named '{}'", c.name);
+            }
+            if let Some(url) = &c.base_url {
+                let uri: http::Uri = url
+                    .parse()
+                    .with_context(|| format!("channel '{}': base_url '{url}' is not a URL", c.name))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+                    bail!("channel '{}': base_url must be http(s)://host[:port][/prefix]", c.name);
+                }
+                if uri.query().is_some() {
+                    bail!("channel '{}': base_url must not have a query", c.name);
+                }
+            }
+            if c.models.is_empty() {
+                bail!("channel '{}' lists no models", c.name);
+            }
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be \"text\" or \"json\"");
+        }
+        Ok(())
+    }
+}
+
+/// Applies `TOLLGATE_<NAME>` variables to the top-level table. Values are parsed as TOML
+/// values when they parse (numbers, booleans, arrays) and taken as strings otherwise.
+fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
+    for (key, value) in vars {
+        let Some(name) = key.strip_prefix("TOLLGATE_") else { continue };
+        let name = name.to_ascii_lowercase();
+        if name == "channels" {
+            let parsed: toml::Table = value.parse().context("TOLLGATE_CHANNELS must hold [[channel]] tables")?;
+            let channels = parsed.get("channel").cloned().unwrap_or(toml::Value::Array(vec![]));
+            table.insert("channel".into(), channels);
+            continue;
+        }
+        if name == "config" || name == "log" {
+            continue; // read elsewhere: the config path and the log filter
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        table.insert(name, parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_scalars_and_channels() {
+        let mut t: toml::Table = "listen = \"127.0.0.1:1\"\nmax_body_bytes = 5".parse().unwrap();
+        let vars = vec![
+            ("TOLLGATE_LISTEN".to_string(), "127.0.0.1:9".to_string()),
+            ("TOLLGATE_MAX_BODY_BYTES".to_string(), "77".to_string()),
+            (
+                "TOLLGATE_CHANNELS".to_string(),
+                "[[channel]]\nname='a'\nplugin='openai'\nmodels=['m']".to_string(),
+            ),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        apply_env(&mut t, vars.into_iter()).unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9");
+        assert_eq!(c.max_body_bytes, 77);
+        assert_eq!(c.channels[0].plugin, "openai");
+        assert_eq!(c.database_url(), "sqlite://data/tollgate.db");
+    }
+
+    #[test]
+    fn bad_base_url_is_refused() {
+        let c: Config = toml::from_str(
+            "[[channel]]\nname='a'\nplugin='openai'\nmodels=['m']\nbase_url='ftp://x'",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("base_url"));
+    }
+}

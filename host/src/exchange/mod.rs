@@ -1,0 +1,195 @@
+//! Drives one consumer call through a plugin: start the exchange, perform each step the plugin
+//! answers (send, stream, relay, reply, fail), and hand back what the consumer gets.
+//!
+//! Invariants:
+//! - the plugin's store lives exactly as long as the call (streams: until the stream task ends);
+//! - a trapped plugin is never called again; the call fails with 502 `plugin_error`;
+//! - every call ends in exactly one `Finished` report (for the call log), streams included.
+
+mod stream;
+pub mod upstream;
+
+use crate::keypool::{Channel, UpstreamKey};
+use crate::plugin::{wit, Plugin, Runtime};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+
+pub use stream::StreamBody;
+pub use upstream::Upstream;
+
+/// The most steps one call may take; a plugin that loops between steps is a bug.
+const MAX_STEPS: usize = 16;
+
+/// A failed call, with what the consumer is told.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub status: u16,
+    /// OpenAI's error `type`.
+    pub kind: &'static str,
+    /// OpenAI's error `code`.
+    pub code: String,
+    pub message: String,
+    /// The plugin's classification, when the failure came from the upstream.
+    pub class: Option<wit::ErrorKind>,
+}
+
+impl CallError {
+    pub fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+        CallError { status, kind, code: code.into(), message: message.into(), class: None }
+    }
+    pub fn plugin(message: impl Into<String>) -> Self {
+        CallError::new(502, "upstream_error", "plugin_error", message)
+    }
+    pub fn config(message: impl Into<String>) -> Self {
+        CallError::new(503, "server_error", "channel_misconfigured", message)
+    }
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        CallError::new(400, "invalid_request_error", "unsupported_operation", message)
+    }
+    /// The consumer-facing error for a classified upstream failure.
+    pub fn upstream(class: wit::ErrorKind, message: impl Into<String>) -> Self {
+        use wit::ErrorKind as K;
+        let (status, kind, code) = match class {
+            K::BadRequest => (400, "invalid_request_error", "upstream_bad_request"),
+            K::Unauthorized => (502, "upstream_error", "upstream_unauthorized"),
+            K::Forbidden => (403, "permission_error", "upstream_forbidden"),
+            K::InsufficientBalance => (503, "upstream_error", "upstream_insufficient_balance"),
+            K::RateLimited => (429, "rate_limit_error", "upstream_rate_limited"),
+            K::NotFound => (404, "invalid_request_error", "upstream_not_found"),
+            K::ContentFiltered => (400, "invalid_request_error", "content_filtered"),
+            K::UpstreamFault => (502, "upstream_error", "upstream_error"),
+            K::Timeout => (504, "upstream_error", "upstream_timeout"),
+            K::Unsupported => (400, "invalid_request_error", "unsupported_operation"),
+        };
+        CallError { status, kind, code: code.into(), message: message.into(), class: Some(class) }
+    }
+    pub fn from_adapter(e: &wit::AdapterError) -> Self {
+        CallError::upstream(e.kind, e.message.clone())
+    }
+}
+
+/// Everything needed to run one call.
+pub struct CallContext {
+    pub plugin: Arc<Plugin>,
+    pub channel: Arc<Channel>,
+    pub key: Option<UpstreamKey>,
+    pub runtime: Runtime,
+    pub upstream: Upstream,
+    /// The consumer's body, for `client-body` requests.
+    pub client_body: Bytes,
+}
+
+/// What the consumer gets.
+pub enum Outcome {
+    Reply {
+        status: u16,
+        headers: Vec<wit::Header>,
+        body: Bytes,
+        usage: wit::Usage,
+        /// A vendor error relayed verbatim (native routes).
+        error: Option<wit::AdapterError>,
+    },
+    /// A streamed answer; the body reports its own end through the `on_end` callback.
+    Stream { headers: Vec<wit::Header>, body: StreamBody },
+    /// An upstream response copied to the consumer as it is.
+    Relay { response: http::Response<hyper::body::Incoming> },
+}
+
+/// How a stream ended, reported once by the stream task.
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    pub usage: wit::Usage,
+    /// `None`: the stream completed normally.
+    pub error: Option<CallError>,
+    pub client_gone: bool,
+}
+
+pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
+
+/// Runs the call to its first answer.
+pub async fn run(ctx: CallContext, call: wit::Call, on_stream_end: OnStreamEnd) -> Result<Outcome, CallError> {
+    let mut pc = ctx
+        .runtime
+        .start(&ctx.plugin.pre, &call)
+        .await
+        .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e))?;
+    let base_url = match ctx.channel.base_url.as_deref().or(ctx.plugin.manifest.default_base_url.as_deref()) {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => return Err(CallError::config(format!("channel '{}' has no base_url", ctx.channel.name))),
+    };
+    let mut step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
+    for _ in 0..MAX_STEPS {
+        step = match step {
+            wit::Step::Send(req) => {
+                let resp = ctx.upstream.send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body).await?;
+                let response = read_whole(resp, &ctx.upstream).await?;
+                pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e))?
+            }
+            wit::Step::Stream(s) => {
+                let resp = ctx.upstream.send(&base_url, &s.request, ctx.key.as_ref(), &ctx.client_body).await?;
+                if !resp.status().is_success() {
+                    let response = read_whole(resp, &ctx.upstream).await?;
+                    pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e))?
+                } else {
+                    let body = stream::start(pc, resp, s.framing, ctx.upstream.idle_timeout, Arc::clone(&ctx.plugin), on_stream_end);
+                    return Ok(Outcome::Stream { headers: s.reply_headers, body });
+                }
+            }
+            wit::Step::Relay(req) => {
+                let response = ctx.upstream.send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body).await?;
+                return Ok(Outcome::Relay { response });
+            }
+            wit::Step::Reply(r) => {
+                let body = match r.body {
+                    wit::Body::Empty => Bytes::new(),
+                    wit::Body::Text(s) => Bytes::from(s),
+                    wit::Body::Bytes(b) => Bytes::from(b),
+                    wit::Body::ClientBody | wit::Body::Form(_) => {
+                        return Err(CallError::plugin("the plugin replied with a body only a request can have"))
+                    }
+                };
+                return Ok(Outcome::Reply { status: r.status, headers: r.headers, body, usage: r.usage, error: r.error });
+            }
+            wit::Step::Fail(e) => return Err(CallError::from_adapter(&e)),
+            wit::Step::Submitted(_) | wit::Step::Task(_) => {
+                return Err(CallError::unsupported("asynchronous tasks are not supported by this gateway version yet"))
+            }
+        };
+    }
+    Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())))
+}
+
+/// Reads a whole upstream body, within the response timeout.
+async fn read_whole(resp: http::Response<hyper::body::Incoming>, upstream: &Upstream) -> Result<wit::UpstreamResponse, CallError> {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| wit::Header { name: k.as_str().to_string(), value: v.to_string() }))
+        .collect();
+    let body = match tokio::time::timeout(upstream.response_timeout, resp.into_body().collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, "the upstream connection failed while sending its answer")),
+        Err(_) => return Err(CallError::upstream(wit::ErrorKind::Timeout, "the upstream did not finish its answer in time")),
+    };
+    Ok(wit::UpstreamResponse { status, headers, body: body.to_vec() })
+}
+
+/// A plugin that trapped, ran out of time or memory: logged with its cause, 502 for the consumer.
+pub(crate) fn plugin_failure(plugin: &Plugin, during: &str, e: anyhow::Error) -> CallError {
+    let detail = format!("{e:#}");
+    let cause = if detail.contains("time limit") {
+        "exceeded its time limit"
+    } else if detail.contains("memory") || detail.contains("grow") {
+        "exceeded its memory limit"
+    } else if detail.contains("pooling") || detail.contains("instance count") || detail.contains("concurrent") {
+        return CallError::new(503, "server_error", "overloaded", "too many calls in flight; retry shortly");
+    } else {
+        "trapped"
+    };
+    crate::telemetry::METRICS.plugin_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!(plugin = plugin.name(), version = %plugin.manifest.version, during, error = %detail, "plugin failed");
+    CallError::plugin(format!("plugin '{}' {cause} during {during}", plugin.name()))
+}
+

@@ -1,0 +1,180 @@
+//! Streams: one task per streamed call owns the plugin's store, reads the upstream body frame
+//! by frame, frames it (SSE) and feeds each network chunk's events to `decode`, and writes the
+//! plugin's output to the consumer as one frame per upstream chunk. Nothing is buffered whole.
+//!
+//! The end is always explicit: `finish` is called with why the stream ended; an upstream cut,
+//! an idle timeout or a decoder error ends the consumer's stream with an SSE `error` event,
+//! never a silent clean end; a consumer that goes away stops the upstream read. The end is
+//! reported once, with the usage seen, through `on_end`.
+
+use super::{plugin_failure, CallError, OnStreamEnd, StreamReport};
+use crate::plugin::{wit, Plugin, PluginCall};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tollgate_plugin_sdk::sse;
+
+/// The consumer-facing body of a stream.
+pub struct StreamBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for StreamBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+pub(super) fn start(
+    pc: PluginCall,
+    resp: http::Response<Incoming>,
+    framing: wit::Framing,
+    idle: Duration,
+    plugin: Arc<Plugin>,
+    on_end: OnStreamEnd,
+) -> StreamBody {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let report = pump(pc, resp.into_body(), framing, idle, &plugin, &tx).await;
+        if let Some(e) = &report.error {
+            if !report.client_gone {
+                let _ = tx.send(error_event(e)).await;
+            }
+        }
+        drop(tx);
+        on_end(report);
+    });
+    StreamBody { rx }
+}
+
+enum Stop {
+    Complete,
+    Cut(CallError),
+    ClientGone,
+    /// The plugin trapped: it must not be called again.
+    PluginDead(CallError),
+    /// The decoder rejected the stream (e.g. an error event from the upstream).
+    Rejected(CallError),
+}
+
+async fn pump(
+    mut pc: PluginCall,
+    mut body: Incoming,
+    framing: wit::Framing,
+    idle: Duration,
+    plugin: &Plugin,
+    tx: &mpsc::Sender<Bytes>,
+) -> StreamReport {
+    let mut parser = sse::Parser::new();
+    let mut events = Vec::new();
+    let sse_framed = matches!(framing, wit::Framing::Sse);
+    let stop = loop {
+        let frame = match tokio::time::timeout(idle, std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))).await {
+            Err(_) => break Stop::Cut(CallError::upstream(wit::ErrorKind::Timeout, "the upstream stream went silent")),
+            Ok(None) => break Stop::Complete,
+            Ok(Some(Err(_))) => break Stop::Cut(CallError::upstream(wit::ErrorKind::UpstreamFault, "the upstream stream was interrupted")),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        let input = if sse_framed {
+            parser.feed(&data, &mut events);
+            if events.is_empty() {
+                continue;
+            }
+            wit::StreamInput::Events(events.drain(..).map(to_wit).collect())
+        } else {
+            wit::StreamInput::Bytes(data.to_vec())
+        };
+        match deliver(&mut pc, &input, plugin, tx).await {
+            Ok(()) => {}
+            Err(stop) => break stop,
+        }
+    };
+    let stop = match stop {
+        Stop::Complete if sse_framed => {
+            parser.finish(&mut events);
+            if events.is_empty() {
+                Stop::Complete
+            } else {
+                let input = wit::StreamInput::Events(events.drain(..).map(to_wit).collect());
+                deliver(&mut pc, &input, plugin, tx).await.err().unwrap_or(Stop::Complete)
+            }
+        }
+        other => other,
+    };
+    let (end, error, client_gone) = match stop {
+        Stop::Complete => (wit::StreamEnd::Complete, None, false),
+        Stop::Cut(e) | Stop::Rejected(e) => (wit::StreamEnd::UpstreamCut, Some(e), false),
+        Stop::ClientGone => (wit::StreamEnd::ClientGone, None, true),
+        Stop::PluginDead(e) => return StreamReport { usage: empty_usage(), error: Some(e), client_gone: false },
+    };
+    match pc.finish(end).await {
+        Ok(Ok(tail)) => {
+            let mut error = error;
+            let mut client_gone = client_gone;
+            if !client_gone && !tail.chunks.is_empty() && tx.send(render(&tail.chunks)).await.is_err() {
+                client_gone = true;
+                error = None;
+            }
+            StreamReport { usage: tail.usage, error, client_gone }
+        }
+        Ok(Err(e)) => StreamReport { usage: empty_usage(), error: Some(error.unwrap_or_else(|| CallError::from_adapter(&e))), client_gone },
+        Err(trap) => StreamReport { usage: empty_usage(), error: Some(plugin_failure(plugin, "finish()", trap)), client_gone },
+    }
+}
+
+async fn deliver(pc: &mut PluginCall, input: &wit::StreamInput, plugin: &Plugin, tx: &mpsc::Sender<Bytes>) -> Result<(), Stop> {
+    match pc.decode(input).await {
+        Ok(Ok(chunks)) => {
+            if !chunks.is_empty() && tx.send(render(&chunks)).await.is_err() {
+                return Err(Stop::ClientGone);
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(Stop::Rejected(CallError::from_adapter(&e))),
+        Err(trap) => Err(Stop::PluginDead(plugin_failure(plugin, "decode()", trap))),
+    }
+}
+
+fn to_wit(e: sse::Event) -> wit::SseEvent {
+    wit::SseEvent { event: e.event, data: e.data, id: e.id }
+}
+
+/// The plugin's chunks as one network write.
+fn render(chunks: &[wit::OutChunk]) -> Bytes {
+    let mut out = Vec::new();
+    for c in chunks {
+        match c {
+            wit::OutChunk::Event(e) => sse::write_event(&mut out, e.event.as_deref(), e.id.as_deref(), &e.data),
+            wit::OutChunk::Bytes(b) => out.extend_from_slice(b),
+        }
+    }
+    Bytes::from(out)
+}
+
+/// The explicit end of an abnormal stream, in OpenAI's error shape.
+fn error_event(e: &CallError) -> Bytes {
+    let json = serde_json::json!({ "error": { "message": e.message, "type": e.kind, "code": e.code, "param": null } });
+    let mut out = Vec::new();
+    sse::write_event(&mut out, None, None, &json.to_string());
+    Bytes::from(out)
+}
+
+pub(crate) fn empty_usage() -> wit::Usage {
+    wit::Usage {
+        input_tokens: None,
+        output_tokens: None,
+        cached_tokens: None,
+        cache_write_tokens: None,
+        characters: None,
+        milliseconds: None,
+        images: None,
+        extra: Vec::new(),
+    }
+}

@@ -1,0 +1,186 @@
+//! The one upstream HTTP client: pooled keep-alive connections, rustls for https, connect and
+//! response timeouts. It sends a plugin's request only to its channel's base URL: the plugin
+//! gives a path, never a host.
+
+use super::CallError;
+use crate::keypool::UpstreamKey;
+use crate::plugin::wit;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<Connector, Full<Bytes>>,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Headers a plugin may not set: the host owns framing and connection management.
+const HOP_BY_HOP: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"];
+
+impl Upstream {
+    pub fn new(connect_timeout: Duration, response_timeout: Duration, idle_timeout: Duration) -> Upstream {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(512)
+            .build(https);
+        Upstream { client, response_timeout, idle_timeout }
+    }
+
+    /// Sends `req` to `base_url`, attaching `key` as `req.auth` says; waits for the headers.
+    pub async fn send(
+        &self,
+        base_url: &str,
+        req: &wit::UpstreamRequest,
+        key: Option<&UpstreamKey>,
+        client_body: &Bytes,
+    ) -> Result<Response<Incoming>, CallError> {
+        let request = build(base_url, req, key, client_body)?;
+        let timeout = req.timeout_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(self.response_timeout);
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                let reason = if e.is_connect() { "cannot connect to the upstream" } else { "the upstream connection failed" };
+                tracing::warn!(error = %e, base_url, "upstream request failed");
+                Err(CallError::upstream(wit::ErrorKind::UpstreamFault, reason))
+            }
+            Err(_) => Err(CallError::upstream(
+                wit::ErrorKind::Timeout,
+                format!("the upstream did not answer within {} ms", timeout.as_millis()),
+            )),
+        }
+    }
+}
+
+fn build(
+    base_url: &str,
+    req: &wit::UpstreamRequest,
+    key: Option<&UpstreamKey>,
+    client_body: &Bytes,
+) -> Result<Request<Full<Bytes>>, CallError> {
+    let plugin_bug = |m: String| CallError::plugin(m);
+    if !req.path.starts_with('/') || req.path.starts_with("//") || req.path.contains(['\r', '\n', '#']) {
+        return Err(plugin_bug(format!("the plugin asked for path '{}': a path must start with a single '/'", req.path)));
+    }
+    let mut uri = format!("{base_url}{}", req.path);
+    let method = Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| plugin_bug(format!("the plugin asked for method '{}'", req.method)))?;
+    let needs_key = !matches!(req.auth, wit::Auth::None);
+    let key = match (needs_key, key) {
+        (true, None) => return Err(CallError::config("the channel has no upstream keys")),
+        (_, k) => k,
+    };
+    if let (wit::Auth::Query(param), Some(k)) = (&req.auth, key) {
+        uri.push(if uri.contains('?') { '&' } else { '?' });
+        uri.push_str(&percent_encode(param));
+        uri.push('=');
+        uri.push_str(&percent_encode(&k.0));
+    }
+    let mut builder = Request::builder().method(method).uri(&uri);
+    let headers = builder.headers_mut().expect("fresh builder");
+    for h in &req.headers {
+        if HOP_BY_HOP.iter().any(|x| h.name.eq_ignore_ascii_case(x)) {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) else {
+            return Err(plugin_bug(format!("the plugin set an invalid header '{}'", h.name)));
+        };
+        headers.append(name, value);
+    }
+    if let Some(k) = key {
+        let secret = |v: String| {
+            let mut v = HeaderValue::from_str(&v).map_err(|_| CallError::config("an upstream key contains invalid characters"))?;
+            v.set_sensitive(true);
+            Ok::<_, CallError>(v)
+        };
+        match &req.auth {
+            wit::Auth::Bearer => {
+                headers.insert(http::header::AUTHORIZATION, secret(format!("Bearer {}", k.0))?);
+            }
+            wit::Auth::Header(name) => {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| plugin_bug(format!("the plugin named an invalid auth header '{name}'")))?;
+                headers.insert(name, secret(k.0.to_string())?);
+            }
+            wit::Auth::Query(_) | wit::Auth::None => {}
+        }
+    }
+    let body = match &req.body {
+        wit::Body::Empty => Bytes::new(),
+        wit::Body::Text(s) => Bytes::copy_from_slice(s.as_bytes()),
+        wit::Body::Bytes(b) => Bytes::copy_from_slice(b),
+        wit::Body::ClientBody => client_body.clone(),
+        wit::Body::Form(_) => {
+            return Err(CallError::unsupported("multipart upstream bodies are not supported by this gateway version"))
+        }
+    };
+    builder.body(Full::new(body)).map_err(|e| plugin_bug(format!("the plugin built an invalid request: {e}")))
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn req(path: &str, auth: wit::Auth) -> wit::UpstreamRequest {
+        wit::UpstreamRequest {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![wit::Header { name: "Host".into(), value: "evil.example".into() }],
+            body: wit::Body::Text("{}".into()),
+            auth,
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn requests_go_only_to_the_base_url() {
+        let key = UpstreamKey(Arc::from("k 1"));
+        let r = build("http://127.0.0.1:9", &req("/v1/x", wit::Auth::Bearer), Some(&key), &Bytes::new()).unwrap();
+        assert_eq!(r.uri(), "http://127.0.0.1:9/v1/x");
+        assert!(r.headers().get("host").is_none(), "plugins cannot set Host");
+        assert_eq!(r.headers()["authorization"], "Bearer k 1");
+        for bad in ["//evil.example/x", "http://evil.example/x", "x", "/a\r\nHost: y"] {
+            assert!(build("http://127.0.0.1:9", &req(bad, wit::Auth::None), None, &Bytes::new()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn query_and_header_auth() {
+        let key = UpstreamKey(Arc::from("a&b"));
+        let r = build("http://h", &req("/p?x=1", wit::Auth::Query("key".into())), Some(&key), &Bytes::new()).unwrap();
+        assert_eq!(r.uri(), "http://h/p?x=1&key=a%26b");
+        let r = build("http://h", &req("/p", wit::Auth::Header("x-api-key".into())), Some(&key), &Bytes::new()).unwrap();
+        assert_eq!(r.headers()["x-api-key"], "a&b");
+        assert!(build("http://h", &req("/p", wit::Auth::Bearer), None, &Bytes::new()).is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! Channels and their upstream key pools.
+//!
+//! A channel is one configured upstream: a plugin, a base URL, the models it serves and a pool
+//! of credentials. Keys are taken in turn (round-robin, lock-free). Upstream keys are secrets:
+//! they are never logged and `Debug` prints them masked.
+
+use crate::config::ChannelConfig;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct Channel {
+    pub name: String,
+    pub plugin: String,
+    /// Normalised: no trailing '/'. `None`: the plugin's default base URL.
+    pub base_url: Option<String>,
+    pub models: Vec<String>,
+    pub model_map: HashMap<String, String>,
+    /// The channel's plugin settings as JSON, handed to the plugin.
+    pub settings_json: String,
+    keys: Vec<UpstreamKey>,
+    next: AtomicUsize,
+}
+
+/// An upstream credential. `Debug` never shows it.
+#[derive(Clone)]
+pub struct UpstreamKey(pub Arc<str>);
+
+impl std::fmt::Debug for UpstreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UpstreamKey(***)")
+    }
+}
+
+impl Channel {
+    pub fn from_config(c: &ChannelConfig) -> Channel {
+        let settings_json = c
+            .settings
+            .as_ref()
+            .and_then(|t| serde_json::to_string(t).ok())
+            .unwrap_or_else(|| "{}".to_string());
+        Channel {
+            name: c.name.clone(),
+            plugin: c.plugin.clone(),
+            base_url: c.base_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+            models: c.models.clone(),
+            model_map: c.model_map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            settings_json,
+            keys: c.keys.iter().map(|k| UpstreamKey(Arc::from(k.as_str()))).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next key of the pool, in turn; `None` if the channel has no keys.
+    pub fn pick_key(&self) -> Option<&UpstreamKey> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len();
+        Some(&self.keys[i])
+    }
+
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.model_map.get(model).map(String::as_str).unwrap_or(model)
+    }
+}
+
+/// All channels, indexed by model and by plugin.
+#[derive(Default)]
+pub struct Channels {
+    all: Vec<Arc<Channel>>,
+    by_model: HashMap<String, Vec<Arc<Channel>>>,
+    next: AtomicUsize,
+}
+
+impl Channels {
+    pub fn new(configs: &[ChannelConfig]) -> Channels {
+        let mut channels = Channels::default();
+        for c in configs {
+            let ch = Arc::new(Channel::from_config(c));
+            for m in &ch.models {
+                channels.by_model.entry(m.clone()).or_default().push(Arc::clone(&ch));
+            }
+            channels.all.push(ch);
+        }
+        channels
+    }
+
+    /// A channel serving `model`; several channels for one model are used in turn.
+    pub fn for_model(&self, model: &str) -> Option<&Arc<Channel>> {
+        let list = self.by_model.get(model)?;
+        if list.len() == 1 {
+            return list.first();
+        }
+        list.get(self.next.fetch_add(1, Ordering::Relaxed) % list.len())
+    }
+
+    /// A channel using `plugin`, preferring one that serves `model`.
+    pub fn for_plugin(&self, plugin: &str, model: Option<&str>) -> Option<&Arc<Channel>> {
+        model
+            .and_then(|m| self.by_model.get(m))
+            .and_then(|l| l.iter().find(|c| c.plugin == plugin))
+            .or_else(|| self.all.iter().find(|c| c.plugin == plugin))
+    }
+
+    /// Every configured model with its channel's plugin, sorted, for `/v1/models`.
+    pub fn models(&self) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> =
+            self.by_model.iter().map(|(m, chans)| (m.as_str(), chans[0].plugin.as_str())).collect();
+        v.sort();
+        v
+    }
+
+    pub fn all(&self) -> &[Arc<Channel>] {
+        &self.all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: &str, keys: &[&str], models: &[&str]) -> ChannelConfig {
+        toml::from_str(&format!(
+            "name='{name}'\nplugin='openai'\nmodels={models:?}\nkeys={keys:?}\n[model_map]\nalias='real'"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_are_used_in_turn_and_never_printed() {
+        let ch = Channel::from_config(&cfg("a", &["k1", "k2"], &["m"]));
+        let picked: Vec<String> = (0..4).map(|_| ch.pick_key().unwrap().0.to_string()).collect();
+        assert_eq!(picked, ["k1", "k2", "k1", "k2"]);
+        assert_eq!(format!("{:?}", ch.pick_key().unwrap()), "UpstreamKey(***)");
+        assert_eq!(ch.upstream_model("alias"), "real");
+        assert_eq!(ch.upstream_model("m"), "m");
+    }
+
+    #[test]
+    fn models_route_to_their_channels() {
+        let c = Channels::new(&[cfg("a", &["k"], &["m1", "m2"]), cfg("b", &["k"], &["m2"])]);
+        assert_eq!(c.for_model("m1").unwrap().name, "a");
+        let names: std::collections::HashSet<_> = (0..4).map(|_| c.for_model("m2").unwrap().name.clone()).collect();
+        assert_eq!(names.len(), 2);
+        assert!(c.for_model("nope").is_none());
+        assert_eq!(c.models().len(), 2);
+    }
+}

@@ -1,0 +1,306 @@
+//! The loaded plugin set and its hot reload, in one file because it is the part of the
+//! gateway where a mistake drops requests.
+//!
+//! Why it is shaped this way:
+//! - `notify` events only *trigger* a rescan. Events are coalesced, can arrive while a file is
+//!   half written, and are not delivered on every filesystem; the scan itself (list, hash,
+//!   compare) is the source of truth, and a periodic rescan backs the watcher up.
+//! - Files are compared by SHA-256, so touching a file or rewriting identical bytes does
+//!   nothing, and the same broken bytes are not compiled again and again.
+//! - A new or changed file is compiled and validated (links against the empty WASI context,
+//!   exports the contract, `describe()` runs, its name and routes do not collide with another
+//!   plugin or with the gateway's own routes) before anything changes. Only then is a new
+//!   immutable `PluginSet` built and swapped in with one atomic store.
+//! - A file that fails keeps serving its previous good version (if it had one); the failure is
+//!   logged, counted and shown by `tollgate plugins list` and `GET /admin/plugins`.
+//! - Calls hold an `Arc<Plugin>`: a call in flight finishes on the version it started with;
+//!   the old version is freed when its last call ends.
+//! - Scans are serialised by a mutex, so two triggers never race to swap.
+
+use super::runtime::{read_plugin_file, sha256_hex, Runtime};
+use super::{Manifest, Plugin};
+use anyhow::{bail, Result};
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Routes the gateway serves itself; a plugin may not declare them.
+pub const RESERVED_PATH_PREFIXES: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/audio/speech",
+    "/health",
+    "/metrics",
+    "/admin",
+];
+
+/// An immutable snapshot of the loaded plugins.
+#[derive(Default)]
+pub struct PluginSet {
+    by_name: HashMap<String, Arc<Plugin>>,
+    /// (method, path) → (plugin name, op)
+    routes: HashMap<(String, String), (String, String)>,
+}
+
+impl PluginSet {
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.by_name.get(name)
+    }
+
+    /// The plugin and op serving a native route.
+    pub fn route(&self, method: &str, path: &str) -> Option<(&Arc<Plugin>, &str)> {
+        let (name, op) = self.routes.get(&(method.to_string(), path.to_string()))?;
+        Some((self.by_name.get(name)?, op.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    fn build(plugins: impl Iterator<Item = Arc<Plugin>>) -> PluginSet {
+        let mut set = PluginSet::default();
+        for p in plugins {
+            for r in &p.manifest.routes {
+                set.routes.insert((r.method.to_ascii_uppercase(), r.path.clone()), (p.name().to_string(), r.op.clone()));
+            }
+            set.by_name.insert(p.name().to_string(), p);
+        }
+        set
+    }
+}
+
+/// What the operator sees for one file in `plugins_dir`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginFileStatus {
+    pub file: String,
+    pub sha256: String,
+    /// "loaded", or "failed" when the file's current bytes were rejected.
+    pub status: &'static str,
+    /// The plugin name and version serving from this file (the previous good version when
+    /// the current bytes failed), if any.
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub serving_sha256: Option<String>,
+    pub last_error: Option<String>,
+    pub routes: Vec<String>,
+    pub operations: Vec<String>,
+}
+
+struct FileEntry {
+    /// SHA-256 of the bytes last examined.
+    sha256: String,
+    /// The good version serving from this file.
+    plugin: Option<Arc<Plugin>>,
+    error: Option<String>,
+}
+
+pub struct PluginRegistry {
+    runtime: Runtime,
+    dir: PathBuf,
+    current: ArcSwap<PluginSet>,
+    files: Mutex<BTreeMap<PathBuf, FileEntry>>,
+    scanning: tokio::sync::Mutex<()>,
+    /// Counters for /metrics: accepted and rejected files.
+    pub loads_ok: std::sync::atomic::AtomicU64,
+    pub loads_failed: std::sync::atomic::AtomicU64,
+}
+
+impl PluginRegistry {
+    pub fn new(runtime: Runtime, dir: PathBuf) -> Arc<PluginRegistry> {
+        Arc::new(PluginRegistry {
+            runtime,
+            dir,
+            current: ArcSwap::from_pointee(PluginSet::default()),
+            files: Mutex::new(BTreeMap::new()),
+            scanning: tokio::sync::Mutex::new(()),
+            loads_ok: Default::default(),
+            loads_failed: Default::default(),
+        })
+    }
+
+    /// The current set; cheap, lock-free, for the request path.
+    pub fn current(&self) -> arc_swap::Guard<Arc<PluginSet>> {
+        self.current.load()
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Rescans the folder, loads what is new or changed, unloads what is gone, swaps.
+    pub async fn scan(&self) -> Result<()> {
+        let _only_one = self.scanning.lock().await;
+        std::fs::create_dir_all(&self.dir)?;
+        let mut on_disk: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
+        on_disk.sort();
+
+        let mut changed = false;
+        {
+            let mut files = self.files.lock().expect("plugin file table");
+            let before = files.len();
+            files.retain(|path, entry| {
+                let keep = on_disk.contains(path);
+                if !keep {
+                    if let Some(p) = &entry.plugin {
+                        tracing::info!(plugin = p.name(), file = %path.display(), "plugin file removed: unloaded");
+                    }
+                }
+                keep
+            });
+            changed |= files.len() != before;
+        }
+
+        for path in on_disk {
+            let bytes = match read_plugin_file(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read plugin file");
+                    continue;
+                }
+            };
+            let sha = sha256_hex(&bytes);
+            if self.files.lock().expect("plugin file table").get(&path).is_some_and(|e| e.sha256 == sha) {
+                continue;
+            }
+            changed = true;
+            let result = self.load(&path, bytes, &sha).await;
+            let mut files = self.files.lock().expect("plugin file table");
+            let entry = files.entry(path.clone()).or_insert(FileEntry { sha256: String::new(), plugin: None, error: None });
+            entry.sha256 = sha.clone();
+            match result {
+                Ok(plugin) => {
+                    self.loads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(plugin = plugin.name(), version = %plugin.manifest.version, sha256 = %sha, file = %path.display(), "plugin loaded");
+                    entry.plugin = Some(plugin);
+                    entry.error = None;
+                }
+                Err(e) => {
+                    self.loads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let message = format!("{e:#}");
+                    tracing::error!(file = %path.display(), sha256 = %sha, error = %message,
+                        still_serving = entry.plugin.as_ref().map(|p| p.manifest.version.as_str()).unwrap_or("nothing"),
+                        "plugin file rejected");
+                    entry.error = Some(message);
+                }
+            }
+        }
+
+        if changed {
+            let files = self.files.lock().expect("plugin file table");
+            let set = PluginSet::build(files.values().filter_map(|e| e.plugin.clone()));
+            self.current.store(Arc::new(set));
+        }
+        Ok(())
+    }
+
+    async fn load(&self, path: &Path, bytes: Vec<u8>, sha: &str) -> Result<Arc<Plugin>> {
+        let runtime = self.runtime.clone();
+        let sha_owned = sha.to_string();
+        let pre = tokio::task::spawn_blocking(move || runtime.prepare(&bytes, &sha_owned)).await??;
+        let manifest = tokio::time::timeout(Duration::from_secs(10), self.runtime.describe(&pre))
+            .await
+            .map_err(|_| anyhow::anyhow!("describe() did not return"))?
+            .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))?;
+        self.check_conflicts(path, &manifest)?;
+        Ok(Arc::new(Plugin { manifest, sha256: sha.to_string(), file: path.to_path_buf(), pre }))
+    }
+
+    /// A plugin's name and routes must be its own: not another file's, not the gateway's.
+    fn check_conflicts(&self, path: &Path, m: &Manifest) -> Result<()> {
+        if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            bail!("plugin name '{}' must be non-empty ASCII letters, digits, '-' or '_'", m.name);
+        }
+        for r in &m.routes {
+            if !r.path.starts_with('/') {
+                bail!("route '{}' must start with '/'", r.path);
+            }
+            if let Some(p) = RESERVED_PATH_PREFIXES.iter().find(|p| r.path.starts_with(**p)) {
+                bail!("route {} {} collides with the gateway's own route {p}", r.method, r.path);
+            }
+        }
+        let files = self.files.lock().expect("plugin file table");
+        for (other_path, other) in files.iter() {
+            let Some(o) = &other.plugin else { continue };
+            if other_path == path {
+                continue;
+            }
+            if o.name() == m.name {
+                bail!("plugin name '{}' is already served by {}", m.name, other_path.display());
+            }
+            for r in &m.routes {
+                if o.manifest.routes.iter().any(|x| x.path == r.path && x.method.eq_ignore_ascii_case(&r.method)) {
+                    bail!("route {} {} is already served by plugin '{}'", r.method, r.path, o.name());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file's status, for the operator.
+    pub fn status(&self) -> Vec<PluginFileStatus> {
+        let files = self.files.lock().expect("plugin file table");
+        files
+            .iter()
+            .map(|(path, e)| PluginFileStatus {
+                file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                sha256: e.sha256.clone(),
+                status: if e.error.is_some() { "failed" } else { "loaded" },
+                name: e.plugin.as_ref().map(|p| p.name().to_string()),
+                version: e.plugin.as_ref().map(|p| p.manifest.version.clone()),
+                serving_sha256: e.plugin.as_ref().map(|p| p.sha256.clone()),
+                last_error: e.error.clone(),
+                routes: e
+                    .plugin
+                    .iter()
+                    .flat_map(|p| p.manifest.routes.iter().map(|r| format!("{} {}", r.method, r.path)))
+                    .collect(),
+                operations: e.plugin.iter().flat_map(|p| p.manifest.operations.clone()).collect(),
+            })
+            .collect()
+    }
+
+    /// Watches the folder and rescans on change (debounced), plus every `backstop`.
+    pub fn watch(self: &Arc<Self>, backstop: Duration) -> Result<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        })?;
+        watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
+        let registry = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let triggered = tokio::time::timeout(backstop, rx.recv()).await;
+                if let Ok(None) = triggered {
+                    return; // the watcher was dropped
+                }
+                if triggered.is_ok() {
+                    // Let a burst of events (a file being written) settle before scanning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    while rx.try_recv().is_ok() {}
+                }
+                if let Err(e) = registry.scan().await {
+                    tracing::error!(error = %e, dir = %registry.dir.display(), "plugin rescan failed");
+                }
+            }
+        });
+        Ok(watcher)
+    }
+}

@@ -1,0 +1,133 @@
+//! The batching writer for call records.
+//!
+//! The request path calls `CallLog::record`, which never waits: records go into a bounded
+//! queue and one task writes them in a transaction per batch (up to `BATCH` records, or what
+//! arrived within `WINDOW`). If the queue is full (the database is far behind), the record is
+//! dropped, counted in `dropped` and logged: never silently. A crash loses at most the
+//! records of one open window.
+
+use super::Db;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const BATCH: usize = 512;
+const WINDOW: Duration = Duration::from_millis(200);
+const QUEUE: usize = 65_536;
+
+#[derive(Debug, Clone, Default)]
+pub struct CallRecord {
+    pub request_id: String,
+    pub key_id: Option<i64>,
+    pub channel: Option<String>,
+    pub plugin: Option<String>,
+    pub model: Option<String>,
+    pub op: String,
+    pub status: u16,
+    pub error_kind: Option<String>,
+    pub latency_us: u64,
+    pub streamed: bool,
+    pub interrupted: bool,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub characters: Option<u64>,
+    pub milliseconds: Option<u64>,
+    pub images: Option<u64>,
+    pub created_at: i64,
+}
+
+#[derive(Clone)]
+pub struct CallLog {
+    tx: mpsc::Sender<CallRecord>,
+    pub written: Arc<AtomicU64>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl CallLog {
+    /// Starts the writer task. The returned handle finishes once every `CallLog` clone is
+    /// dropped and the queue is drained (used on shutdown).
+    pub fn start(db: Db) -> (CallLog, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let written = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(write_loop(db, rx, written.clone()));
+        (CallLog { tx, written, dropped }, task)
+    }
+
+    pub fn record(&self, record: CallRecord) {
+        if self.tx.try_send(record).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::error!(dropped_total = n, "call log queue full: call records dropped");
+            }
+        }
+    }
+}
+
+async fn write_loop(db: Db, mut rx: mpsc::Receiver<CallRecord>, written: Arc<AtomicU64>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + WINDOW;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                _ => break,
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            match insert(&db, &batch).await {
+                Ok(()) => {
+                    written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "writing call records failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = batch.len(), "writing call records failed; batch lost");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn insert(db: &Db, batch: &[CallRecord]) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    for r in batch {
+        sqlx::query(
+            "INSERT INTO call_log (request_id, key_id, channel, plugin, model, op, status, error_kind, \
+             latency_us, streamed, interrupted, input_tokens, output_tokens, cached_tokens, characters, \
+             milliseconds, images, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
+        )
+        .bind(&r.request_id)
+        .bind(r.key_id)
+        .bind(&r.channel)
+        .bind(&r.plugin)
+        .bind(&r.model)
+        .bind(&r.op)
+        .bind(r.status as i64)
+        .bind(&r.error_kind)
+        .bind(r.latency_us as i64)
+        .bind(r.streamed)
+        .bind(r.interrupted)
+        .bind(r.input_tokens.map(|v| v as i64))
+        .bind(r.output_tokens.map(|v| v as i64))
+        .bind(r.cached_tokens.map(|v| v as i64))
+        .bind(r.characters.map(|v| v as i64))
+        .bind(r.milliseconds.map(|v| v as i64))
+        .bind(r.images.map(|v| v as i64))
+        .bind(r.created_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}

@@ -1,0 +1,226 @@
+//! What consumers call: the OpenAI-compatible routes (`openai`) and the vendor-native routes
+//! plugins declare (`native`). Both end in `dispatch`, which runs the exchange, shapes the
+//! response and records the call exactly once.
+
+pub mod native;
+pub mod openai;
+
+use crate::account::Consumer;
+use crate::exchange::{self, CallContext, CallError, Outcome, StreamReport};
+use crate::keypool::Channel;
+use crate::plugin::{wit, Plugin};
+use crate::server::body::{Response, ResponseBody};
+use crate::server::AppState;
+use crate::store::{now_unix, CallRecord};
+use crate::telemetry::METRICS;
+use bytes::Bytes;
+use http_body_util::Full;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One call, resolved to its plugin and channel.
+pub struct Resolved {
+    pub consumer: Consumer,
+    pub plugin: Arc<Plugin>,
+    pub channel: Arc<Channel>,
+    pub op: String,
+    pub model: String,
+    pub body: Bytes,
+    pub query: String,
+    pub headers: Vec<wit::Header>,
+    pub started: Instant,
+    pub request_id: String,
+}
+
+/// Headers never copied from a plugin's reply to the consumer.
+const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"];
+
+pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
+    let upstream_model = r.channel.upstream_model(&r.model).to_string();
+    let credential = credential_fields(&r.plugin, &r.channel);
+    let key = r.channel.pick_key().cloned();
+    let credential = match (credential, &key) {
+        (Some(fields), Some(k)) => match split_credential(&fields, &k.0) {
+            Ok(c) => c,
+            Err(e) => return finish_error(state, &r, e),
+        },
+        _ => Vec::new(),
+    };
+    let call = wit::Call {
+        op: r.op.clone(),
+        model: r.model.clone(),
+        upstream_model,
+        body: match std::str::from_utf8(&r.body) {
+            Ok(s) => wit::Body::Text(s.to_string()),
+            Err(_) => wit::Body::Bytes(r.body.to_vec()),
+        },
+        query: r.query.clone(),
+        headers: r.headers.clone(),
+        credential,
+        config: r.channel.settings_json.clone(),
+        task: None,
+    };
+    let ctx = CallContext {
+        plugin: Arc::clone(&r.plugin),
+        channel: Arc::clone(&r.channel),
+        key,
+        runtime: state.registry.runtime().clone(),
+        upstream: state.upstream.clone(),
+        client_body: r.body.clone(),
+    };
+    let draft = draft_record(&r);
+    let call_log = state.call_log.clone();
+    let started = r.started;
+    let on_stream_end: exchange::OnStreamEnd = Box::new(move |report: StreamReport| {
+        METRICS.in_flight.fetch_sub(1, Relaxed);
+        let mut rec = draft;
+        rec.streamed = true;
+        rec.latency_us = started.elapsed().as_micros() as u64;
+        rec.interrupted = report.error.is_some() || report.client_gone;
+        if report.client_gone {
+            METRICS.streams_client_gone.fetch_add(1, Relaxed);
+            rec.error_kind = Some("client_gone".into());
+        }
+        if let Some(e) = &report.error {
+            METRICS.streams_interrupted.fetch_add(1, Relaxed);
+            rec.error_kind = Some(e.code.clone());
+        }
+        set_usage(&mut rec, &report.usage);
+        call_log.record(rec);
+    });
+    METRICS.in_flight.fetch_add(1, Relaxed);
+    let outcome = exchange::run(ctx, call, on_stream_end).await;
+    let mut rec = draft_record(&r);
+    let response = match outcome {
+        Ok(Outcome::Stream { headers, body }) => {
+            // The stream task records the call when the stream ends.
+            let mut resp = http::Response::builder().status(200);
+            for h in &headers {
+                if !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+                    resp = resp.header(h.name.as_str(), h.value.as_str());
+                }
+            }
+            return resp
+                .header("x-request-id", &r.request_id)
+                .body(ResponseBody::Stream(body))
+                .unwrap_or_else(|_| CallError::plugin("the plugin set invalid stream headers").into_response());
+        }
+        Ok(Outcome::Reply { status, headers, body, usage, error }) => {
+            set_usage(&mut rec, &usage);
+            rec.status = status;
+            rec.error_kind = error.map(|e| kind_name(e.kind).to_string());
+            let mut resp = http::Response::builder().status(status);
+            for h in &headers {
+                if !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+                    resp = resp.header(h.name.as_str(), h.value.as_str());
+                }
+            }
+            resp.body(ResponseBody::Full(Full::new(body)))
+                .unwrap_or_else(|_| CallError::plugin("the plugin replied with invalid headers").into_response())
+        }
+        Ok(Outcome::Relay { response }) => {
+            rec.status = response.status().as_u16();
+            let (parts, body) = response.into_parts();
+            let mut resp = http::Response::builder().status(parts.status);
+            for name in [http::header::CONTENT_TYPE, http::header::CONTENT_LENGTH, http::header::CONTENT_DISPOSITION] {
+                if let Some(v) = parts.headers.get(&name) {
+                    resp = resp.header(name, v);
+                }
+            }
+            resp.body(ResponseBody::Relay(body)).expect("copied headers are valid")
+        }
+        Err(e) => {
+            rec.status = e.status;
+            rec.error_kind = Some(e.code.clone());
+            e.into_response()
+        }
+    };
+    METRICS.in_flight.fetch_sub(1, Relaxed);
+    rec.latency_us = r.started.elapsed().as_micros() as u64;
+    state.call_log.record(rec);
+    with_request_id(response, &r.request_id)
+}
+
+/// Records a call refused before the exchange started, and answers it.
+fn finish_error(state: &AppState, r: &Resolved, e: CallError) -> Response {
+    let mut rec = draft_record(r);
+    rec.status = e.status;
+    rec.error_kind = Some(e.code.clone());
+    rec.latency_us = r.started.elapsed().as_micros() as u64;
+    state.call_log.record(rec);
+    with_request_id(e.into_response(), &r.request_id)
+}
+
+pub fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn draft_record(r: &Resolved) -> CallRecord {
+    CallRecord {
+        request_id: r.request_id.clone(),
+        key_id: Some(r.consumer.key_id),
+        channel: Some(r.channel.name.clone()),
+        plugin: Some(r.plugin.name().to_string()),
+        model: Some(r.model.clone()),
+        op: r.op.clone(),
+        status: 200,
+        created_at: now_unix(),
+        ..CallRecord::default()
+    }
+}
+
+fn set_usage(rec: &mut CallRecord, u: &wit::Usage) {
+    rec.input_tokens = u.input_tokens;
+    rec.output_tokens = u.output_tokens;
+    rec.cached_tokens = u.cached_tokens;
+    rec.characters = u.characters;
+    rec.milliseconds = u.milliseconds;
+    rec.images = u.images.map(u64::from);
+}
+
+pub fn kind_name(k: wit::ErrorKind) -> &'static str {
+    use wit::ErrorKind as K;
+    match k {
+        K::BadRequest => "bad_request",
+        K::Unauthorized => "unauthorized",
+        K::Forbidden => "forbidden",
+        K::InsufficientBalance => "insufficient_balance",
+        K::RateLimited => "rate_limited",
+        K::NotFound => "not_found",
+        K::ContentFiltered => "content_filtered",
+        K::UpstreamFault => "upstream_fault",
+        K::Timeout => "timeout",
+        K::Unsupported => "unsupported",
+    }
+}
+
+/// The credential field names, for plugins that sign requests themselves.
+fn credential_fields(plugin: &Plugin, _channel: &Channel) -> Option<Vec<String>> {
+    let f = &plugin.manifest.credential_fields;
+    (!f.is_empty()).then(|| f.iter().map(|c| c.name.clone()).collect())
+}
+
+/// A multi-field credential is written in the channel's `keys` as `value1|value2|...`, in the
+/// order of the plugin's credential fields.
+fn split_credential(fields: &[String], key: &str) -> Result<Vec<(String, String)>, CallError> {
+    let values: Vec<&str> = if fields.len() == 1 { vec![key] } else { key.split('|').collect() };
+    if values.len() != fields.len() {
+        return Err(CallError::config(format!(
+            "this channel's plugin needs credentials as '{}' (separated by '|')",
+            fields.join("|")
+        )));
+    }
+    Ok(fields.iter().cloned().zip(values.into_iter().map(str::to_string)).collect())
+}
+
+/// Consumer headers a plugin may see. Never the consumer's own credentials.
+pub fn forwarded_headers(h: &http::HeaderMap) -> Vec<wit::Header> {
+    ["content-type", "accept", "accept-language", "user-agent"]
+        .iter()
+        .filter_map(|n| h.get(*n).and_then(|v| v.to_str().ok()).map(|v| wit::Header { name: n.to_string(), value: v.to_string() }))
+        .collect()
+}

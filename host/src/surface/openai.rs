@@ -1,0 +1,108 @@
+//! The OpenAI-compatible routes: `/v1/chat/completions`, `/v1/embeddings`,
+//! `/v1/audio/speech` (model calls, translated by the channel's plugin) and `/v1/models`.
+
+use super::{dispatch, forwarded_headers, with_request_id, Resolved};
+use crate::exchange::CallError;
+use crate::server::body::{json, Response};
+use crate::server::error::{bad_request, not_found};
+use crate::server::AppState;
+use http::Request;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub async fn model_call(state: &Arc<AppState>, req: Request<Incoming>, op: &str) -> Response {
+    let started = Instant::now();
+    let request_id = state.next_request_id();
+    match resolve(state, req, op, started, request_id.clone()).await {
+        Ok(r) => dispatch(state, r).await,
+        Err(e) => with_request_id(e.into_response(), &request_id),
+    }
+}
+
+async fn resolve(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    op: &str,
+    started: Instant,
+    request_id: String,
+) -> Result<Resolved, CallError> {
+    let consumer = state.authenticate(&req)?;
+    let headers = forwarded_headers(req.headers());
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = state.read_body(req).await?;
+    let model = requested_model(&body)?;
+    let channel = state.channels.for_model(&model).ok_or_else(|| {
+        not_found("model_not_found", format!("The model '{model}' does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."))
+    })?;
+    let plugin = state.registry.current().get(&channel.plugin).cloned().ok_or_else(|| {
+        CallError::config(format!("the plugin '{}' of channel '{}' is not loaded; see GET /admin/plugins", channel.plugin, channel.name))
+    })?;
+    if !plugin.supports(op) {
+        return Err(CallError::unsupported(format!("the model '{model}' does not support {op} (plugin '{}')", plugin.name())));
+    }
+    Ok(Resolved {
+        consumer,
+        plugin,
+        channel: Arc::clone(channel),
+        op: op.to_string(),
+        model,
+        body,
+        query,
+        headers,
+        started,
+        request_id,
+    })
+}
+
+/// The `model` of a JSON object body; 400 with a precise message otherwise.
+fn requested_model(body: &[u8]) -> Result<String, CallError> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        model: Option<std::borrow::Cow<'a, str>>,
+    }
+    if body.is_empty() {
+        return Err(bad_request("invalid_json", "The request body is empty; send a JSON object."));
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(bad_request("invalid_json", "The request body must be a JSON object."));
+    }
+    let head: Head = serde_json::from_slice(body)
+        .map_err(|e| bad_request("invalid_json", format!("We could not parse the JSON body of your request: {e}")))?;
+    match head.model {
+        Some(m) if !m.is_empty() => Ok(m.into_owned()),
+        _ => Err(bad_request("missing_model", "You must provide a model parameter.")),
+    }
+}
+
+pub fn models(state: &AppState, req: &Request<Incoming>) -> Response {
+    if let Err(e) = state.authenticate(req) {
+        return e.into_response();
+    }
+    let data: Vec<serde_json::Value> = state
+        .channels
+        .models()
+        .into_iter()
+        .map(|(id, plugin)| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": plugin }))
+        .collect();
+    json(200, &serde_json::json!({ "object": "list", "data": data }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_model;
+
+    #[test]
+    fn model_is_required_and_body_must_be_an_object() {
+        assert_eq!(requested_model(br#"{"model":"m","messages":[]}"#).unwrap(), "m");
+        assert_eq!(requested_model(br#" {"model":"a\"b"}"#).unwrap(), "a\"b");
+        assert_eq!(requested_model(br#"{"messages":[]}"#).unwrap_err().code, "missing_model");
+        assert_eq!(requested_model(br#"{"model":""}"#).unwrap_err().code, "missing_model");
+        assert_eq!(requested_model(b"[1]").unwrap_err().code, "invalid_json");
+        assert_eq!(requested_model(b"{\"model\":").unwrap_err().status, 400);
+        assert_eq!(requested_model(b"").unwrap_err().code, "invalid_json");
+    }
+}

@@ -1,0 +1,91 @@
+//! Logs (`tracing`, text or JSON) and metrics (Prometheus text at `/metrics`).
+//!
+//! Metrics are plain atomics in one static: the request path pays one relaxed add per
+//! counter, and nothing here allocates per request.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub struct Metrics {
+    /// Consumer responses by status class: 2xx, 4xx, 5xx.
+    pub responses: [AtomicU64; 3],
+    pub plugin_failures: AtomicU64,
+    pub streams_interrupted: AtomicU64,
+    pub streams_client_gone: AtomicU64,
+    pub in_flight: AtomicU64,
+}
+
+pub static METRICS: Metrics = Metrics {
+    responses: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    plugin_failures: AtomicU64::new(0),
+    streams_interrupted: AtomicU64::new(0),
+    streams_client_gone: AtomicU64::new(0),
+    in_flight: AtomicU64::new(0),
+};
+
+impl Metrics {
+    pub fn response(&self, status: u16) {
+        let i = match status {
+            200..=399 => 0,
+            400..=499 => 1,
+            _ => 2,
+        };
+        self.responses[i].fetch_add(1, Relaxed);
+    }
+}
+
+/// Extra gauges the caller knows about (plugins loaded, call log counters).
+pub struct Snapshot {
+    pub plugins_loaded: usize,
+    pub plugin_loads_ok: u64,
+    pub plugin_loads_failed: u64,
+    pub call_records_written: u64,
+    pub call_records_dropped: u64,
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let m = &METRICS;
+    let mut out = String::with_capacity(1024);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    metric(
+        "tollgate_responses_total",
+        "counter",
+        "Consumer responses by status class.",
+        &[
+            ("{class=\"2xx\"}", m.responses[0].load(Relaxed)),
+            ("{class=\"4xx\"}", m.responses[1].load(Relaxed)),
+            ("{class=\"5xx\"}", m.responses[2].load(Relaxed)),
+        ],
+    );
+    metric("tollgate_in_flight", "gauge", "Calls in progress.", &[("", m.in_flight.load(Relaxed))]);
+    metric("tollgate_plugin_failures_total", "counter", "Plugin traps, time-outs and memory faults.", &[("", m.plugin_failures.load(Relaxed))]);
+    metric("tollgate_streams_interrupted_total", "counter", "Streams that ended abnormally.", &[("", m.streams_interrupted.load(Relaxed))]);
+    metric("tollgate_streams_client_gone_total", "counter", "Streams the consumer left.", &[("", m.streams_client_gone.load(Relaxed))]);
+    metric("tollgate_plugins_loaded", "gauge", "Plugins serving.", &[("", s.plugins_loaded as u64)]);
+    metric(
+        "tollgate_plugin_loads_total",
+        "counter",
+        "Plugin files examined by result.",
+        &[("{result=\"ok\"}", s.plugin_loads_ok), ("{result=\"failed\"}", s.plugin_loads_failed)],
+    );
+    metric("tollgate_call_records_written_total", "counter", "Call records written.", &[("", s.call_records_written)]);
+    metric("tollgate_call_records_dropped_total", "counter", "Call records dropped (queue full).", &[("", s.call_records_dropped)]);
+    out
+}
+
+/// Installs the global subscriber; the filter comes from `TOLLGATE_LOG` (default `info`).
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
