@@ -32,6 +32,10 @@ pub trait Vendor: 'static {
         }
     }
 
+    /// Whether a request that needs no change may be forwarded as the consumer sent it,
+    /// without entering the plugin. Vendors that override `adjust_request` set this to false.
+    const PASS_THROUGH: bool = true;
+
     /// Last edits to the request JSON before it is sent (after `model` is set).
     fn adjust_request(_op: &str, _body: &mut Value) {}
 
@@ -78,6 +82,15 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
                 format!("operation '{}' is not supported by this channel", self.call.op),
             );
         };
+        let streaming_asked = self.call.op == "chat" && asks_for_stream(&self.call.body);
+        let model_unchanged = self.call.upstream_model.is_empty() || self.call.upstream_model == self.call.model;
+        if !streaming_asked && model_unchanged && V::PASS_THROUGH {
+            // Nothing to change: the host forwards the consumer's bytes; the body never
+            // enters the plugin (the host has already checked it is a JSON object).
+            let mut request = UpstreamRequest::post_json(path, String::new());
+            request.body = crate::Body::ClientBody;
+            return Step::Send(request);
+        }
         let mut body: Value = match self.call.body.as_bytes().map(serde_json::from_slice) {
             Some(Ok(v @ Value::Object(_))) => v,
             _ => return Step::fail(ErrorKind::BadRequest, "the request body must be a JSON object"),
@@ -160,6 +173,15 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             chunks.push(OutChunk::Event(SseEvent { event: None, data: "[DONE]".into(), id: None }));
         }
         Ok(StreamTail::new(chunks, std::mem::take(&mut self.usage)))
+    }
+}
+
+/// True when the body may ask for a stream (`"stream"` followed by `true`); errs on the side
+/// of parsing.
+fn asks_for_stream(body: &crate::Body) -> bool {
+    match body.as_bytes().and_then(|b| std::str::from_utf8(b).ok()) {
+        Some(text) => text.contains("\"stream\""),
+        None => true,
     }
 }
 

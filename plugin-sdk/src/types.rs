@@ -6,6 +6,7 @@ use crate::{
     StreamTail, UpstreamRequest, Usage,
 };
 
+#[allow(clippy::derivable_impls)] // generated type: it cannot derive
 impl Default for Usage {
     fn default() -> Self {
         Usage {

@@ -52,6 +52,9 @@ pub struct Config {
     /// Bearer token for `/admin/*`; the admin API is off when unset.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Threads serving requests; defaults to the number of cores.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
     /// Log format: "text" or "json".
     #[serde(default = "defaults::log_format")]
     pub log_format: String,

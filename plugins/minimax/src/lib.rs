@@ -1,1 +1,761 @@
+//! The `minimax` plugin: MiniMax text-to-speech (`POST /v1/t2a_v2`).
+//!
+//! Two ways in:
+//! - op `speech`, OpenAI's `/v1/audio/speech`: the JSON body is translated to a T2A request with
+//!   `output_format: "hex"`, and the hex audio of the answer is decoded and replied as bytes;
+//! - op `minimax.t2a`, the native route `POST /v1/t2a_v2`: byte-compatible, so MiniMax's own
+//!   clients only change host.
+//!
+//! Invariants:
+//! - the native route forwards the consumer's body unchanged except `model`, which is replaced
+//!   by the channel's upstream name only when that differs; answers and stream events go back
+//!   verbatim, errors included, with `reply.error` set so the host still acts on the class;
+//! - MiniMax reports most failures as HTTP 200 with `base_resp.status_code != 0`: every answer
+//!   and every stream event is checked for it, and the code is classified (see [`classify`]);
+//! - usage is what MiniMax reports (`extra_info.usage_characters`, `audio_length` in ms); when it
+//!   is absent the usage stays empty and the host estimates;
+//! - stream events are parsed only for `base_resp` and `extra_info`: the hex audio is skipped by
+//!   serde without being copied;
+//! - an error event fails the stream after exactly the events before it, however the network
+//!   split them; a stream that completes without a single event is a failure, never a silent
+//!   success (a plain JSON answer yields no SSE event);
+//! - nothing untrusted is unwrapped: bad bodies are `bad-request`, bad answers `upstream-fault`.
 
+use serde::Deserialize;
+use serde_json::{Number, Value};
+use std::borrow::Cow;
+use tollgate_plugin_sdk::{
+    errors, header, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin,
+    Reply, Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
+};
+
+const T2A_PATH: &str = "/v1/t2a_v2";
+const DEFAULT_VOICE: &str = "male-qn-qingse";
+
+pub struct MiniMax;
+
+impl Plugin for MiniMax {
+    type Exchange = T2a;
+    fn describe() -> Manifest {
+        Manifest::new(
+            "minimax",
+            env!("CARGO_PKG_VERSION"),
+            "MiniMax",
+            &["speech", "minimax.t2a"],
+        )
+        .with_route("POST", T2A_PATH, "minimax.t2a")
+        .with_base_url("https://api.minimax.io")
+    }
+}
+
+tollgate_plugin_sdk::export_plugin!(MiniMax);
+
+/// The MiniMax format, its MIME type and sample rate for an OpenAI `response_format`.
+/// OpenAI's `pcm` is raw 24 kHz samples; the other formats carry their rate in a header.
+fn audio_format(name: &str) -> Option<(&'static str, &'static str, u32)> {
+    match name.to_ascii_lowercase().as_str() {
+        "mp3" => Some(("mp3", "audio/mpeg", 32000)),
+        "wav" => Some(("wav", "audio/wav", 32000)),
+        "flac" => Some(("flac", "audio/flac", 32000)),
+        "pcm" => Some(("pcm", "audio/pcm", 24000)),
+        _ => None,
+    }
+}
+
+/// What the exchange is doing, decided by `first`.
+enum Mode {
+    Start,
+    /// An OpenAI speech call; the audio is replied with this content type.
+    Speech(&'static str),
+    Native,
+}
+
+/// One call: a speech synthesis or one native T2A request (plain or streamed).
+pub struct T2a {
+    call: Call,
+    mode: Mode,
+    /// Usage from the latest stream event that carried `extra_info`.
+    usage: Usage,
+    /// A stream delivered at least one event.
+    saw_event: bool,
+    /// An error event that followed events of the same chunk: those are delivered first, the
+    /// error is returned by the next `decode` or `finish`.
+    pending: Option<AdapterError>,
+}
+
+impl Exchange for T2a {
+    fn new(call: Call) -> Self {
+        T2a {
+            call,
+            mode: Mode::Start,
+            usage: Usage::default(),
+            saw_event: false,
+            pending: None,
+        }
+    }
+
+    fn first(&mut self) -> Step {
+        let step = match self.call.op.as_str() {
+            "speech" => self.speech_request(),
+            "minimax.t2a" => self.native_request(),
+            op => Err(AdapterError::new(
+                ErrorKind::Unsupported,
+                format!("operation '{op}' is not supported by the minimax plugin"),
+            )),
+        };
+        step.unwrap_or_else(Step::Fail)
+    }
+
+    fn next(&mut self, response: UpstreamResponse) -> Step {
+        match self.mode {
+            Mode::Speech(content_type) => match speech_reply(content_type, response) {
+                Ok(reply) => Step::Reply(reply),
+                Err(e) => Step::Fail(e),
+            },
+            Mode::Native => Step::Reply(native_reply(response)),
+            Mode::Start => Step::Fail(fault(
+                "the minimax plugin got a response it did not ask for",
+            )),
+        }
+    }
+
+    fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
+        if let Some(error) = self.pending.take() {
+            return Err(error);
+        }
+        let StreamInput::Events(events) = input else {
+            return Err(fault("the minimax plugin expects an SSE stream"));
+        };
+        self.saw_event |= !events.is_empty();
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            // An event that is not JSON is relayed as it is: the native route is byte-compatible.
+            if let Ok(parsed) = serde_json::from_str::<T2aBody>(&event.data) {
+                if let Some(error) = parsed.error() {
+                    if out.is_empty() {
+                        return Err(error);
+                    }
+                    self.pending = Some(error);
+                    break;
+                }
+                if parsed.extra_info.is_some() {
+                    self.usage = parsed.usage();
+                }
+            }
+            out.push(OutChunk::Event(event));
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
+        if let Some(error) = self.pending.take() {
+            return Err(error);
+        }
+        if end == StreamEnd::Complete && !self.saw_event {
+            // With SSE framing a plain JSON answer (how MiniMax may report an error at HTTP 200)
+            // yields no event at all; a silent empty success would hide the failure.
+            return Err(fault("MiniMax ended the stream without sending any event"));
+        }
+        Ok(StreamTail::new(Vec::new(), std::mem::take(&mut self.usage)))
+    }
+}
+
+/// OpenAI's speech request; unknown fields (`instructions`, ...) are ignored.
+#[derive(Deserialize)]
+struct SpeechRequest {
+    model: Option<String>,
+    input: Option<String>,
+    voice: Option<String>,
+    response_format: Option<String>,
+    speed: Option<f64>,
+}
+
+impl T2a {
+    fn speech_request(&mut self) -> Result<Step, AdapterError> {
+        let body = json_object(&self.call.body)?;
+        let req = SpeechRequest::deserialize(&body)
+            .map_err(|e| bad_request(format!("invalid speech request: {e}")))?;
+        let input = req.input.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+            bad_request("'input' is required: the text to synthesize must not be empty")
+        })?;
+        let model = Some(self.call.upstream_model.clone())
+            .filter(|m| !m.is_empty())
+            .or(req.model.filter(|m| !m.is_empty()))
+            .ok_or_else(|| bad_request("'model' is required"))?;
+        let wanted = req.response_format.filter(|f| !f.is_empty());
+        let wanted = wanted.as_deref().unwrap_or("mp3");
+        let (format, content_type, sample_rate) = audio_format(wanted).ok_or_else(|| {
+            bad_request(format!(
+                "response_format '{wanted}' is not supported by MiniMax; use mp3, wav, flac or pcm"
+            ))
+        })?;
+        let speed = req.speed.unwrap_or(1.0);
+        if !(0.5..=2.0).contains(&speed) {
+            return Err(bad_request(format!(
+                "speed {speed} is out of range: MiniMax accepts 0.5 to 2"
+            )));
+        }
+        let voice = req
+            .voice
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_VOICE.into());
+        let t2a = serde_json::json!({
+            "model": model,
+            "text": input,
+            "stream": false,
+            "voice_setting": { "voice_id": voice, "speed": speed, "vol": 1, "pitch": 0 },
+            "audio_setting": {
+                "format": format,
+                "sample_rate": sample_rate,
+                "bitrate": 128000,
+                "channel": 1,
+            },
+            "output_format": "hex",
+        });
+        self.mode = Mode::Speech(content_type);
+        Ok(Step::Send(UpstreamRequest::post_json(
+            T2A_PATH,
+            t2a.to_string(),
+        )))
+    }
+
+    fn native_request(&mut self) -> Result<Step, AdapterError> {
+        let mut json = json_object(&self.call.body)?;
+        let stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let model = &self.call.upstream_model;
+        let body = if !model.is_empty() && json.get("model").and_then(Value::as_str) != Some(model)
+        {
+            json["model"] = Value::String(model.clone());
+            Body::Text(json.to_string())
+        } else {
+            // Unchanged: the consumer's exact bytes, taken rather than copied.
+            std::mem::replace(&mut self.call.body, Body::Empty)
+        };
+        let mut request = UpstreamRequest::post_json(native_path(&self.call.query), String::new());
+        request.body = body;
+        self.mode = Mode::Native;
+        Ok(if stream {
+            Step::stream_sse(request)
+        } else {
+            Step::Send(request)
+        })
+    }
+}
+
+/// The T2A path, keeping the legacy `GroupId` parameter when the consumer sent one (older hosts
+/// required it; nothing else of the consumer's query goes upstream).
+fn native_path(query: &str) -> String {
+    match query.split('&').find(|p| p.starts_with("GroupId=")) {
+        Some(group) => format!("{T2A_PATH}?{group}"),
+        None => T2A_PATH.to_owned(),
+    }
+}
+
+/// The decoded audio of a speech answer, or the classified failure.
+fn speech_reply(content_type: &str, response: UpstreamResponse) -> Result<Reply, AdapterError> {
+    if !(200..300).contains(&response.status) {
+        return Err(http_error(&response));
+    }
+    let body: T2aBody = serde_json::from_slice(&response.body)
+        .map_err(|_| fault("MiniMax answered with invalid JSON"))?;
+    if let Some(error) = body.error() {
+        return Err(with_retry_after(error, &response));
+    }
+    let usage = body.usage();
+    let audio = body
+        .data
+        .and_then(|d| d.audio)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| fault("MiniMax answered without audio"))?;
+    let bytes =
+        decode_hex(&audio).ok_or_else(|| fault("MiniMax answered with audio that is not hex"))?;
+    Ok(Reply::with_body(
+        200,
+        content_type,
+        Body::Bytes(bytes),
+        usage,
+    ))
+}
+
+/// The native answer relayed verbatim (status, content type, body), with the error class set
+/// whenever MiniMax reported a failure.
+fn native_reply(response: UpstreamResponse) -> Reply {
+    let (usage, error) = if (200..300).contains(&response.status) {
+        match serde_json::from_slice::<T2aBody>(&response.body) {
+            Ok(body) => (
+                body.usage(),
+                body.error().map(|e| with_retry_after(e, &response)),
+            ),
+            Err(_) => (
+                Usage::default(),
+                Some(fault("MiniMax answered with invalid JSON")),
+            ),
+        }
+    } else {
+        (Usage::default(), Some(http_error(&response)))
+    };
+    let content_type = header(&response.headers, "content-type").unwrap_or("application/json");
+    let mut reply = Reply::with_body(
+        response.status,
+        content_type,
+        Body::Bytes(response.body),
+        usage,
+    );
+    reply.error = error;
+    reply
+}
+
+/// The fields of a T2A answer or stream event that the plugin reads; serde skips the rest.
+#[derive(Deserialize)]
+struct T2aBody<'a> {
+    #[serde(borrow)]
+    data: Option<AudioData<'a>>,
+    extra_info: Option<ExtraInfo>,
+    base_resp: Option<BaseResp>,
+}
+
+#[derive(Deserialize)]
+struct AudioData<'a> {
+    /// Borrowed from the response: hex has no escapes, so the audio is never copied as text.
+    #[serde(borrow)]
+    audio: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ExtraInfo {
+    usage_characters: Option<Number>,
+    audio_length: Option<Number>,
+}
+
+#[derive(Deserialize)]
+struct BaseResp {
+    #[serde(default)]
+    status_code: i64,
+    #[serde(default)]
+    status_msg: Option<String>,
+}
+
+impl T2aBody<'_> {
+    fn error(&self) -> Option<AdapterError> {
+        let base = self.base_resp.as_ref().filter(|b| b.status_code != 0)?;
+        Some(classify(
+            base.status_code,
+            base.status_msg.as_deref().unwrap_or(""),
+        ))
+    }
+
+    fn usage(&self) -> Usage {
+        let count = |n: &Option<Number>| {
+            n.as_ref()
+                .and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)))
+        };
+        match &self.extra_info {
+            Some(info) => Usage {
+                characters: count(&info.usage_characters),
+                milliseconds: count(&info.audio_length),
+                ..Usage::default()
+            },
+            None => Usage::default(),
+        }
+    }
+}
+
+/// The class of a MiniMax `base_resp.status_code`.
+fn classify(code: i64, message: &str) -> AdapterError {
+    let kind = match code {
+        1004 | 2049 => ErrorKind::Unauthorized,
+        1008 => ErrorKind::InsufficientBalance,
+        1002 | 1039 => ErrorKind::RateLimited,
+        2013 | 1042 => ErrorKind::BadRequest,
+        1001 => ErrorKind::Timeout,
+        _ => ErrorKind::UpstreamFault,
+    };
+    let message = match message.trim() {
+        "" => format!("MiniMax error {code}"),
+        m => m.to_owned(),
+    };
+    AdapterError::new(kind, message).with_code(code.to_string())
+}
+
+/// A non-2xx answer: MiniMax's `base_resp` when the body has a known code, else the HTTP status.
+fn http_error(response: &UpstreamResponse) -> AdapterError {
+    match serde_json::from_slice::<T2aBody>(&response.body)
+        .ok()
+        .and_then(|b| b.error())
+    {
+        Some(mut error) => {
+            if error.kind == ErrorKind::UpstreamFault {
+                error.kind = errors::kind_for_status(response.status);
+            }
+            with_retry_after(error, response)
+        }
+        None => errors::from_openai_response(response),
+    }
+}
+
+fn with_retry_after(mut error: AdapterError, response: &UpstreamResponse) -> AdapterError {
+    error.retry_after_ms = header(&response.headers, "retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| (s * 1000.0) as u64);
+    error
+}
+
+/// The call's body as a JSON object, or a bad-request error.
+fn json_object(body: &Body) -> Result<Value, AdapterError> {
+    match body.as_bytes().map(serde_json::from_slice::<Value>) {
+        Some(Ok(v @ Value::Object(_))) => Ok(v),
+        _ => Err(bad_request("the request body must be a JSON object")),
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let pairs = hex.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    pairs
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+fn bad_request(message: impl Into<String>) -> AdapterError {
+    AdapterError::new(ErrorKind::BadRequest, message)
+}
+
+fn fault(message: &str) -> AdapterError {
+    AdapterError::new(ErrorKind::UpstreamFault, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tollgate_plugin_sdk::testing::{
+        body_text, call, event_data, response, Harness, Outcome, Run,
+    };
+    use tollgate_plugin_sdk::{Auth, Framing, Header};
+
+    const OK: &str = r#"{"data":{"audio":"52494646","status":2},"extra_info":{"audio_length":1234,"usage_characters":4},"trace_id":"t","base_resp":{"status_code":0,"status_msg":"success"}}"#;
+    const BAD_KEY: &str = r#"{"base_resp":{"status_code":1004,"status_msg":"login fail"}}"#;
+    const EVENTS: [&str; 3] = [
+        r#"{"data":{"audio":"4944","status":1},"trace_id":"t","base_resp":{"status_code":0,"status_msg":""}}"#,
+        r#"{"data":{"audio":"3303","status":1},"trace_id":"t","base_resp":{"status_code":0,"status_msg":""}}"#,
+        r#"{"data":{"audio":"49443303","status":2},"extra_info":{"audio_length":900,"usage_characters":26},"trace_id":"t","base_resp":{"status_code":0,"status_msg":"success"}}"#,
+    ];
+    const HI: &str = r#"{"input":"hi"}"#;
+    const HI_STREAM: &str = r#"{"model":"speech-2.8-hd","text":"hi","stream":true}"#;
+
+    fn sse(events: &[&str], eol: &str) -> String {
+        events
+            .iter()
+            .map(|e| format!("data: {e}{eol}{eol}"))
+            .collect()
+    }
+
+    fn speech(json: &str) -> Call {
+        Call {
+            upstream_model: "speech-2.8-hd".into(),
+            ..call("speech", "tts-1", json)
+        }
+    }
+
+    fn native(json: &str) -> Call {
+        call("minimax.t2a", "speech-2.8-hd", json)
+    }
+
+    /// Runs a call against an upstream that always gives `answer`, fed in `piece`-byte chunks.
+    fn run_in(piece: usize, c: Call, answer: UpstreamResponse) -> Run {
+        Harness::<MiniMax>::new(c)
+            .piece_size(piece)
+            .run(move |_| answer.clone())
+    }
+
+    fn run(c: Call, answer: UpstreamResponse) -> Run {
+        run_in(64, c, answer)
+    }
+
+    fn sent(run: &Run) -> Value {
+        serde_json::from_str(&body_text(&run.requests[0])).expect("JSON request")
+    }
+
+    fn reply(outcome: Outcome) -> Reply {
+        match outcome {
+            Outcome::Reply(r) => r,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn failed(outcome: Outcome) -> AdapterError {
+        match outcome {
+            Outcome::Failed(e) | Outcome::StreamFailed { error: e, .. } => e,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    /// The error of a call refused before anything is sent upstream.
+    fn refused(c: Call) -> AdapterError {
+        failed(Harness::<MiniMax>::new(c).run(|_| unreachable!()).outcome)
+    }
+
+    fn class(e: &AdapterError) -> (ErrorKind, &str) {
+        (e.kind, e.code.as_deref().unwrap_or(""))
+    }
+
+    fn bytes(body: &Body) -> &[u8] {
+        body.as_bytes().expect("a body held by the plugin")
+    }
+
+    #[test]
+    fn manifest_declares_ops_route_and_base_url() {
+        let m = MiniMax::describe();
+        assert_eq!(
+            (m.name.as_str(), m.operations.join(",")),
+            ("minimax", "speech,minimax.t2a".into())
+        );
+        let route = &m.routes[0];
+        assert_eq!(
+            [&route.method, &route.path, &route.op],
+            ["POST", T2A_PATH, "minimax.t2a"]
+        );
+        assert_eq!(
+            m.default_base_url.as_deref(),
+            Some("https://api.minimax.io")
+        );
+    }
+
+    #[test]
+    fn speech_maps_request_decodes_hex_and_reports_usage() {
+        let body =
+            r#"{"input":"你好","voice":"female-shaonv","response_format":"wav","speed":1.5}"#;
+        let run = run(speech(body), response(200, OK));
+        let req = &run.requests[0];
+        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", T2A_PATH));
+        assert!(matches!(req.auth, Auth::Bearer));
+        let voice = json!({"voice_id": "female-shaonv", "speed": 1.5, "vol": 1, "pitch": 0});
+        let audio = json!({"format": "wav", "sample_rate": 32000, "bitrate": 128000, "channel": 1});
+        let want = json!({"model": "speech-2.8-hd", "text": "你好", "stream": false,
+            "voice_setting": voice, "audio_setting": audio, "output_format": "hex"});
+        assert_eq!(sent(&run), want);
+        let r = reply(run.outcome);
+        assert_eq!(
+            (r.status, header(&r.headers, "content-type")),
+            (200, Some("audio/wav"))
+        );
+        assert_eq!(bytes(&r.body), b"RIFF");
+        assert_eq!(
+            (r.usage.characters, r.usage.milliseconds),
+            (Some(4), Some(1234))
+        );
+        assert!(r.error.is_none());
+    }
+
+    #[test]
+    fn speech_defaults_to_mp3_the_default_voice_and_speed_1() {
+        let run = run(speech(HI), response(200, OK));
+        let voice = json!({"voice_id": DEFAULT_VOICE, "speed": 1.0, "vol": 1, "pitch": 0});
+        assert_eq!(sent(&run)["voice_setting"], voice);
+        assert_eq!(sent(&run)["audio_setting"]["format"], "mp3");
+        let r = reply(run.outcome);
+        assert_eq!(header(&r.headers, "content-type"), Some("audio/mpeg"));
+    }
+
+    #[test]
+    fn bad_key_fails_speech_and_is_relayed_with_its_class_on_the_native_route() {
+        let e = failed(run(speech(HI), response(200, BAD_KEY)).outcome);
+        assert_eq!(class(&e), (ErrorKind::Unauthorized, "1004"));
+        assert_eq!(e.message, "login fail");
+
+        let r = reply(run(native(r#"{"text":"hi"}"#), response(200, BAD_KEY)).outcome);
+        assert_eq!(
+            (r.status, bytes(&r.body)),
+            (200, BAD_KEY.as_bytes()),
+            "verbatim"
+        );
+        let e = r.error.expect("the error class is set");
+        assert_eq!(class(&e), (ErrorKind::Unauthorized, "1004"));
+    }
+
+    #[test]
+    fn error_codes_are_classified() {
+        use ErrorKind::*;
+        let kinds = [
+            Unauthorized,
+            InsufficientBalance,
+            RateLimited,
+            RateLimited,
+            BadRequest,
+        ];
+        let more = [BadRequest, Timeout, UpstreamFault];
+        let codes = [2049, 1008, 1002, 1039, 2013, 1042, 1001, 1000];
+        for (code, kind) in codes.into_iter().zip(kinds.into_iter().chain(more)) {
+            assert_eq!(classify(code, "").kind, kind, "code {code}");
+        }
+        assert_eq!(classify(1000, " ").message, "MiniMax error 1000");
+    }
+
+    #[test]
+    fn http_errors_are_classified_and_relayed_on_the_native_route() {
+        let rpm = r#"{"base_resp":{"status_code":1002,"status_msg":"rpm"}}"#;
+        let mut limited = response(429, rpm);
+        limited.headers.push(Header::new("Retry-After", "3"));
+        let e = failed(run(speech(HI), limited).outcome);
+        assert_eq!(
+            (class(&e), e.retry_after_ms),
+            ((ErrorKind::RateLimited, "1002"), Some(3000))
+        );
+
+        let unknown = r#"{"base_resp":{"status_code":1000,"status_msg":"?"}}"#;
+        let e = failed(run(speech(HI), response(401, unknown)).outcome);
+        assert_eq!(
+            class(&e),
+            (ErrorKind::Unauthorized, "1000"),
+            "HTTP class for unknown codes"
+        );
+
+        let r = reply(run(native(HI_STREAM), response(502, "Bad Gateway")).outcome);
+        assert_eq!((r.status, bytes(&r.body)), (502, &b"Bad Gateway"[..]));
+        assert_eq!(r.error.map(|e| e.kind), Some(ErrorKind::UpstreamFault));
+    }
+
+    #[test]
+    fn invalid_answers_are_upstream_faults() {
+        let bad_hex = r#"{"data":{"audio":"5249zz"},"base_resp":{"status_code":0}}"#;
+        for body in [
+            bad_hex,
+            r#"{"data":{"audio":"524"}}"#,
+            r#"{"data":{}}"#,
+            "not json",
+        ] {
+            let e = failed(run(speech(HI), response(200, body)).outcome);
+            assert_eq!(e.kind, ErrorKind::UpstreamFault, "{body}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_bad_request() {
+        let bodies = [
+            r#"{"voice":"x"}"#,
+            r#"{"input":" "}"#,
+            r#"{"input":5}"#,
+            "[1]",
+            "nope",
+        ];
+        for body in bodies.into_iter().chain([r#"{"input":"hi","speed":4}"#]) {
+            assert_eq!(refused(speech(body)).kind, ErrorKind::BadRequest, "{body}");
+        }
+        assert!(refused(speech("{}"))
+            .message
+            .contains("'input' is required"));
+        for body in [r#"["x"]"#, "", "null"] {
+            assert_eq!(refused(native(body)).kind, ErrorKind::BadRequest, "{body}");
+        }
+        assert_eq!(
+            refused(call("chat", "m", "{}")).kind,
+            ErrorKind::Unsupported
+        );
+    }
+
+    #[test]
+    fn unsupported_formats_are_refused_not_replaced() {
+        for format in ["opus", "aac"] {
+            let body = format!(r#"{{"input":"hi","response_format":"{format}"}}"#);
+            let e = refused(speech(&body));
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert!(e.message.contains(format), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn native_forwards_bytes_and_replaces_only_a_different_model() {
+        let body = r#"{"model":"speech-2.8-hd", "text":"hi","voice_setting":{"voice_id":"v"}}"#;
+        let c = Call {
+            query: "GroupId=42&other=x".into(),
+            ..native(body)
+        };
+        let same = run(c, response(200, OK));
+        assert_eq!(
+            body_text(&same.requests[0]),
+            body,
+            "same model: bytes unchanged"
+        );
+        assert_eq!(same.requests[0].path, "/v1/t2a_v2?GroupId=42");
+        let r = reply(same.outcome);
+        assert_eq!((r.status, bytes(&r.body)), (200, OK.as_bytes()));
+        assert_eq!((r.usage.characters, r.error.is_none()), (Some(4), true));
+        assert_eq!(header(&r.headers, "content-type"), Some("application/json"));
+
+        let c = Call {
+            upstream_model: "speech-02-turbo".into(),
+            ..native(body)
+        };
+        let mapped = run(c, response(200, OK));
+        let want =
+            json!({"model": "speech-02-turbo", "text": "hi", "voice_setting": {"voice_id": "v"}});
+        assert_eq!(
+            (sent(&mapped), mapped.requests[0].path.as_str()),
+            (want, T2A_PATH)
+        );
+    }
+
+    #[test]
+    fn stream_passes_events_through_in_any_pieces_and_framing() {
+        let Step::Stream(step) = T2a::new(native(HI_STREAM)).first() else {
+            panic!("a stream")
+        };
+        assert_eq!(step.framing, Framing::Sse);
+        assert_eq!(
+            header(&step.reply_headers, "content-type"),
+            Some("text/event-stream")
+        );
+        for eol in ["\n", "\r\n"] {
+            for piece in [1, 5, 1000] {
+                let run = run_in(piece, native(HI_STREAM), response(200, sse(&EVENTS, eol)));
+                assert_eq!(body_text(&run.requests[0]), HI_STREAM);
+                let Outcome::Stream { chunks, tail } = run.outcome else {
+                    panic!("a stream")
+                };
+                assert_eq!(event_data(&chunks), EVENTS, "{eol:?}, piece {piece}");
+                assert!(tail.chunks.is_empty(), "MiniMax has no [DONE]");
+                assert_eq!(
+                    (tail.usage.characters, tail.usage.milliseconds),
+                    (Some(26), Some(900))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stream_error_event_fails_the_stream_after_the_events_before_it() {
+        let tpm = r#"{"base_resp":{"status_code":1039,"status_msg":"tpm limit"}}"#;
+        let body = sse(&[EVENTS[0], EVENTS[1], tpm, EVENTS[2]], "\r\n");
+        for piece in [1, 7, 1000] {
+            let run = run_in(piece, native(HI_STREAM), response(200, body.clone()));
+            let Outcome::StreamFailed { chunks, error } = run.outcome else {
+                panic!("a failure")
+            };
+            assert_eq!(event_data(&chunks), EVENTS[..2], "piece {piece}");
+            assert_eq!(class(&error), (ErrorKind::RateLimited, "1039"));
+            assert_eq!(error.message, "tpm limit");
+        }
+    }
+
+    #[test]
+    fn stream_answered_without_events_is_not_a_silent_success() {
+        let e = failed(run(native(HI_STREAM), response(200, BAD_KEY)).outcome);
+        assert_eq!(e.kind, ErrorKind::UpstreamFault);
+        let r = reply(run(native(HI_STREAM), response(401, BAD_KEY)).outcome);
+        assert_eq!(
+            (r.status, r.error.map(|e| e.kind)),
+            (401, Some(ErrorKind::Unauthorized))
+        );
+    }
+}

@@ -37,6 +37,14 @@ mod tests {
         assert!(matches!(r.body, Body::Bytes(b) if b.starts_with(br#"{"id":"x""#)));
     }
 
+    #[test]
+    fn unchanged_request_is_forwarded_without_entering_the_plugin() {
+        let run = Harness::<Plugin>::new(call("chat", "m", r#"{"model":"m","messages":[]}"#))
+            .run(|_| response(200, r#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#));
+        assert!(matches!(run.requests[0].body, Body::ClientBody));
+        assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.input_tokens == Some(1)));
+    }
+
     const STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n\
         data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n\
         data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n\
@@ -74,7 +82,7 @@ mod tests {
         let run = Harness::<Plugin>::new(call("embeddings", "e", r#"{"input":"x"}"#))
             .run(|_| response(401, r#"{"error":{"message":"bad key","code":"invalid_api_key"}}"#));
         assert!(matches!(run.outcome, Outcome::Failed(e) if e.kind == ErrorKind::Unauthorized));
-        let mut ex = <tollgate_plugin_sdk::openai_compat::CompatExchange<super::OpenAi> as tollgate_plugin_sdk::Exchange>::new(call("chat", "m", "[1]"));
+        let mut ex = <tollgate_plugin_sdk::openai_compat::CompatExchange<super::OpenAi> as tollgate_plugin_sdk::Exchange>::new(call("chat", "m", r#"[{"stream":true}]"#));
         assert!(matches!(tollgate_plugin_sdk::Exchange::first(&mut ex), Step::Fail(e) if e.kind == ErrorKind::BadRequest));
         let run = Harness::<Plugin>::new(call("speech", "m", "{}")).run(|_| unreachable!());
         assert!(matches!(run.outcome, Outcome::Failed(e) if e.kind == ErrorKind::Unsupported));

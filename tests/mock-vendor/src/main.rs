@@ -1,1 +1,441 @@
-fn main(){}
+//! `mock-vendor`: a fast mock upstream for Tollgate's end-to-end tests and benchmarks.
+//!
+//! ```text
+//! mock-vendor [--listen 127.0.0.1:0] [--threads 1] [--chunk-delay-ms 0]
+//! ```
+//!
+//! Binds, prints exactly one line `LISTENING <addr>` on stdout, then serves HTTP/1.1 (keep-alive)
+//! until killed. Routes: OpenAI-compatible chat/embeddings/models (see `openai.rs`), MiniMax
+//! `POST /v1/t2a_v2` (see `minimax.rs`), and the control routes under `/_mock/` (below).
+
+mod body;
+mod minimax;
+mod openai;
+
+use body::MockBody;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const USAGE: &str = "usage: mock-vendor [--listen ADDR] [--threads N] [--chunk-delay-ms D]";
+
+struct Args {
+    listen: SocketAddr,
+    threads: usize,
+    chunk_delay_ms: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: ([127, 0, 0, 1], 0).into(),
+        threads: 1,
+        chunk_delay_ms: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let bad = || format!("bad value for {flag}: {value}");
+        match flag.as_str() {
+            "--listen" => args.listen = value.parse().map_err(|_| bad())?,
+            "--threads" => args.threads = value.parse::<usize>().map_err(|_| bad())?.max(1),
+            "--chunk-delay-ms" => args.chunk_delay_ms = value.parse().map_err(|_| bad())?,
+            _ => return Err(format!("unknown argument {flag}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("mock-vendor: {e}\n{USAGE}");
+        std::process::exit(2);
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(serve(args));
+}
+
+async fn serve(args: Args) {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("mock-vendor: cannot bind {}: {e}", args.listen);
+            std::process::exit(1);
+        });
+    let addr = listener.local_addr().expect("local address");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "LISTENING {addr}");
+        let _ = out.flush();
+    }
+    let state = Arc::new(State::new(args.chunk_delay_ms));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors and the like: back off instead of spinning.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(req, state).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// The last request seen on one path.
+struct Last {
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+pub struct State {
+    requests: AtomicU64,
+    by_key: Mutex<HashMap<String, u64>>,
+    last: Mutex<HashMap<String, Last>>,
+    /// The default pause between stream chunks (`--chunk-delay-ms`).
+    chunk_delay_ms: u64,
+    trace: AtomicU64,
+}
+
+impl State {
+    fn new(chunk_delay_ms: u64) -> Self {
+        State {
+            requests: AtomicU64::new(0),
+            by_key: Mutex::new(HashMap::new()),
+            last: Mutex::new(HashMap::new()),
+            chunk_delay_ms,
+            trace: AtomicU64::new(1),
+        }
+    }
+
+    fn count(&self, key: Option<&str>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(k) = key {
+            let mut map = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(k) {
+                Some(n) => *n += 1,
+                None => {
+                    map.insert(k.to_owned(), 1);
+                }
+            }
+        }
+    }
+
+    fn record(&self, parts: &Parts, body: &Bytes) {
+        let last = Last {
+            method: parts.method.clone(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        };
+        let path = parts.uri.path();
+        let mut map = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(path) {
+            Some(slot) => *slot = last,
+            None => {
+                map.insert(path.to_owned(), last);
+            }
+        }
+    }
+
+    /// A fresh 32-hex-digit trace id.
+    pub fn trace_id(&self) -> String {
+        format!("{:032x}", self.trace.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The pause between stream chunks: `x-mock-delay-ms`, else `--chunk-delay-ms`.
+    pub fn chunk_delay(&self, headers: &HeaderMap) -> Duration {
+        Duration::from_millis(header_u64(headers, "x-mock-delay-ms").unwrap_or(self.chunk_delay_ms))
+    }
+}
+
+/// One vendor request, body read, ready for a route handler.
+pub struct Ctx {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// A bearer token is present and does not start with `bad`.
+    pub authorized: bool,
+}
+
+async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody> {
+    if req.uri().path().starts_with("/_mock/") {
+        return control(req, &state).await;
+    }
+    let key = bearer(req.headers());
+    state.count(key);
+    let authorized = key.is_some_and(|k| !k.starts_with("bad"));
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::BAD_REQUEST, "unreadable body"),
+    };
+    state.record(&parts, &body);
+    let cx = Ctx {
+        headers: parts.headers,
+        body,
+        authorized,
+    };
+    match (&parts.method, parts.uri.path()) {
+        (&Method::POST, "/v1/chat/completions") => openai::chat(&state, &cx).await,
+        (&Method::POST, "/v1/embeddings") => openai::embeddings(&cx).await,
+        (&Method::GET, "/v1/models") => openai::models(&cx),
+        (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx).await,
+        _ => openai::not_found(),
+    }
+}
+
+/// `/_mock/stats`, `/_mock/reset`, `/_mock/last?path=...`.
+async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/_mock/stats") => {
+            let by_key = state
+                .by_key
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let v = serde_json::json!({
+                "requests": state.requests.load(Ordering::Relaxed),
+                "by_key": by_key,
+            });
+            json(StatusCode::OK, v.to_string())
+        }
+        (&Method::POST, "/_mock/reset") => {
+            state.requests.store(0, Ordering::Relaxed);
+            state
+                .by_key
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            state.last.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            json(StatusCode::OK, r#"{"ok":true}"#)
+        }
+        (&Method::GET, "/_mock/last") => {
+            let path = req
+                .uri()
+                .query()
+                .and_then(|q| query_param(q, "path"))
+                .unwrap_or_default();
+            let map = state.last.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(last) = map.get(&path) else {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    r#"{"error":"no request recorded on that path"}"#,
+                );
+            };
+            json(StatusCode::OK, last_json(&path, last).to_string())
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"unknown control route"}"#,
+        ),
+    }
+}
+
+fn last_json(path: &str, last: &Last) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for name in last.headers.keys() {
+        let values: Vec<String> = last
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        headers.insert(name.as_str().to_owned(), values.join(", ").into());
+    }
+    serde_json::json!({
+        "path": path,
+        "method": last.method.as_str(),
+        "query": last.query,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&last.body),
+        "body_hex": hex::encode(&last.body),
+        "json": serde_json::from_slice::<serde_json::Value>(&last.body).ok(),
+    })
+}
+
+/// The value of `name` in a query string, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex_digit(b[i + 1]), hex_digit(b[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+pub fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: MockBody,
+) -> Response<MockBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<MockBody> {
+    respond(status, "application/json", MockBody::full(body))
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<MockBody> {
+    respond(status, "text/plain", MockBody::full(body))
+}
+
+/// An SSE response whose chunks go out one frame each.
+pub fn sse(chunks: Vec<Bytes>, delay: Duration, cut: bool) -> Response<MockBody> {
+    let mut r = respond(
+        StatusCode::OK,
+        "text/event-stream",
+        MockBody::chunks(chunks, delay, cut),
+    );
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Fault-injection models shared by the vendor routes.
+#[derive(Debug, PartialEq)]
+pub enum Fault {
+    None,
+    /// `fail-<n>`.
+    Fail(u32),
+    /// `slow-<ms>`: answer after that long.
+    Slow(u64),
+    /// `hang`: never answer.
+    Hang,
+    /// `cut-stream`: drop the connection mid-stream.
+    Cut,
+}
+
+impl Fault {
+    pub fn of(model: &str) -> Fault {
+        if let Some(n) = model.strip_prefix("fail-").and_then(|n| n.parse().ok()) {
+            Fault::Fail(n)
+        } else if let Some(ms) = model.strip_prefix("slow-").and_then(|n| n.parse().ok()) {
+            Fault::Slow(ms)
+        } else if model == "hang" {
+            Fault::Hang
+        } else if model == "cut-stream" {
+            Fault::Cut
+        } else {
+            Fault::None
+        }
+    }
+
+    /// Sleeps for `slow-*` and `hang`; returns at once otherwise.
+    pub async fn pause(&self) {
+        match self {
+            Fault::Slow(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            Fault::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse() {
+        assert_eq!(Fault::of("fail-429"), Fault::Fail(429));
+        assert_eq!(Fault::of("slow-250"), Fault::Slow(250));
+        assert_eq!(Fault::of("hang"), Fault::Hang);
+        assert_eq!(Fault::of("cut-stream"), Fault::Cut);
+        assert_eq!(Fault::of("gpt-4o"), Fault::None);
+        assert_eq!(Fault::of("slow-x"), Fault::None);
+    }
+
+    #[test]
+    fn query_params_decode() {
+        let q = "a=1&path=%2Fv1%2Fchat%2Fcompletions&x";
+        assert_eq!(
+            query_param(q, "path").as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(
+            query_param("path=/v1/t2a_v2", "path").as_deref(),
+            Some("/v1/t2a_v2")
+        );
+        assert_eq!(query_param("path=%2", "path").as_deref(), Some("%2"));
+        assert_eq!(query_param("x=1", "path"), None);
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-1"));
+        assert_eq!(bearer(&h), Some("sk-1"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Turn the raw figures run.sh collected into the printed table and a JSON file (stdlib only).
+
+Usage: report.py METRICS_TSV OUT_JSON
+
+METRICS_TSV has one figure per line: TARGET <tab> KEY <tab> VALUE, where TARGET is "meta",
+"direct", "tollgate" or a peer name, and VALUE is a number, a string, or a JSON object (the
+WRK_JSON line of post.lua, the output of ttfb.py). Keys per target:
+  wrk_c1, wrk_c32     post.lua's done() output for the c=1 (--latency) and c=32 runs
+  cpu_ticks_self      utime+stime ticks of the target's own process(es) during the c=32 run
+  cpu_ticks_mock      ticks of mock-vendor during the same run (the upstream's share)
+  rss_hwm_kb          VmHWM after the load
+  stream              ttfb.py output
+  upstream, note      free text
+"""
+import json
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    data = defaultdict(dict)
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            target, key, value = line.split("\t", 2)
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass  # plain string
+            data[target][key] = value
+    return data
+
+
+def rps(w):
+    return w["requests"] / (w["duration_us"] / 1e6) if w and w.get("duration_us") else None
+
+
+def errors(w):
+    if not w:
+        return None
+    return sum(w[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+
+
+def summarize(t, clk_tck):
+    """Figures of one target, in the units the table uses."""
+    c1, c32, st = t.get("wrk_c1"), t.get("wrk_c32"), t.get("stream") or {}
+    us_per_tick = 1e6 / clk_tck
+    n32 = c32["requests"] if c32 else 0
+
+    def per_req(ticks):
+        return ticks * us_per_tick / n32 if (ticks is not None and n32) else None
+
+    return {
+        "p50_us": c1["p50_us"] if c1 else None,
+        "p99_us": c1["p99_us"] if c1 else None,
+        "requests_c1": c1["requests"] if c1 else None,
+        "rps_c32": rps(c32),
+        "requests_c32": n32 or None,
+        "cpu_us_per_req": per_req(t.get("cpu_ticks_self")),
+        "mock_cpu_us_per_req": per_req(t.get("cpu_ticks_mock")),
+        "peak_rss_mib": t["rss_hwm_kb"] / 1024 if "rss_hwm_kb" in t else None,
+        "first_byte_ms": st.get("first_ms"),
+        "first_byte_p90_ms": st.get("first_p90_ms"),
+        "headers_ms": st.get("head_ms"),
+        "last_byte_ms": st.get("last_ms"),
+        "stream_ok": st.get("ok"),
+        "stream_failed": st.get("failed"),
+        "errors_c1": errors(c1),
+        "errors_c32": errors(c32),
+        "upstream": t.get("upstream"),
+        "note": t.get("note"),
+    }
+
+
+def diff(a, b):
+    return b - a if (a is not None and b is not None) else None
+
+
+def fmt(v, nd=0, sign=False):
+    if v is None:
+        return "-"
+    s = f"{v:+,.{nd}f}" if sign else f"{v:,.{nd}f}"
+    return s
+
+
+def pct(a, b):
+    """b relative to a, as a signed percentage."""
+    if not a or b is None:
+        return "-"
+    return f"{(b / a - 1) * 100:+.0f}%"
+
+
+def rounded(v):
+    """Floats to 3 decimals, so the JSON is readable and diffs stay small."""
+    if isinstance(v, float):
+        return round(v, 3)
+    if isinstance(v, dict):
+        return {k: rounded(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [rounded(x) for x in v]
+    return v
+
+
+def main():
+    data = load(sys.argv[1])
+    out_path = sys.argv[2]
+    meta = data.pop("meta", {})
+    clk = int(meta.get("clk_tck", 100))
+    d = summarize(data.pop("direct", {}), clk)
+    g = summarize(data.pop("tollgate", {}), clk)
+    peers = {name: summarize(t, clk) for name, t in data.items()}
+
+    overhead = {
+        "p50_us": diff(d["p50_us"], g["p50_us"]),
+        "p99_us": diff(d["p99_us"], g["p99_us"]),
+        "rps_c32_ratio": (g["rps_c32"] / d["rps_c32"]) if d["rps_c32"] and g["rps_c32"] else None,
+        "gateway_cpu_us_per_req": g["cpu_us_per_req"],
+        "first_byte_ms": diff(d["first_byte_ms"], g["first_byte_ms"]),
+        "last_byte_ms": diff(d["last_byte_ms"], g["last_byte_ms"]),
+    }
+
+    rows = [
+        ("p50 latency c=1 (us)", fmt(d["p50_us"]), fmt(g["p50_us"]), fmt(overhead["p50_us"], sign=True)),
+        ("p99 latency c=1 (us)", fmt(d["p99_us"]), fmt(g["p99_us"]), fmt(overhead["p99_us"], sign=True)),
+        ("req/s c=32", fmt(d["rps_c32"]), fmt(g["rps_c32"]), pct(d["rps_c32"], g["rps_c32"])),
+        ("CPU per request (us)", fmt(d["cpu_us_per_req"], 1), fmt(g["cpu_us_per_req"], 1),
+         fmt(g["cpu_us_per_req"], 1, sign=True)),
+        ("  mock CPU per req (us)", fmt(d["mock_cpu_us_per_req"], 1), fmt(g["mock_cpu_us_per_req"], 1), ""),
+        ("peak RSS (MiB)", "-", fmt(g["peak_rss_mib"], 1), ""),
+        ("first streamed byte (ms)", fmt(d["first_byte_ms"], 2), fmt(g["first_byte_ms"], 2),
+         fmt(overhead["first_byte_ms"], 2, sign=True)),
+        ("last streamed byte (ms)", fmt(d["last_byte_ms"], 2), fmt(g["last_byte_ms"], 2),
+         fmt(overhead["last_byte_ms"], 2, sign=True)),
+    ]
+    cores = meta.get("cores", "?")
+    print(f"Tollgate benchmark ({cores} cores shared by wrk, mock and gateway)  {meta.get('date', '')}")
+    print(f"git {meta.get('git', '?')}   wrk -t1, {meta.get('duration_s', '?')} s per run, "
+          f"stream: median of {meta.get('stream_n', '?')}   CPU busy just before: "
+          f"{meta.get('busy_before_pct', '?')}%")
+    print(f"{'':28}{'direct':>12}{'tollgate':>12}{'overhead':>12}")
+    for name, a, b, c in rows:
+        print(f"{name:28}{a:>12}{b:>12}{c:>12}")
+    print("CPU per request: direct = mock-vendor process; tollgate = gateway process only (the mock's")
+    print("share is the line below). CPU ticks are 1/%d s; overhead = tollgate minus direct." % clk)
+
+    warnings = []
+    busy = meta.get("busy_before_pct")
+    if isinstance(busy, (int, float)) and busy > 20:
+        warnings.append(f"the CPUs were {busy}% busy just before the load (other jobs?): "
+                        "figures are noisy, rerun on a quiet machine")
+    for name, s in [("direct", d), ("tollgate", g)] + sorted(peers.items()):
+        for k in ("errors_c1", "errors_c32", "stream_failed"):
+            if s.get(k):
+                warnings.append(f"{name}: {s[k]} {k.replace('_', ' ')}")
+    if peers:
+        print()
+        print("Peers (same wrk settings; overhead vs their upstream measured directly in this run)")
+        print(f"{'':22}{'p50 c=1':>10}{'p99 c=1':>10}{'ovh p50':>10}{'req/s c32':>11}"
+              f"{'CPU/req':>10}{'RSS MiB':>9}{'1st byte':>10}")
+        print(f"{'':22}{'(us)':>10}{'(us)':>10}{'(us)':>10}{'':>11}{'(us)':>10}{'':>9}{'(ms)':>10}")
+        base_by_upstream = {"mock-vendor": d, "peer-mock": peers.get("peer-mock")}
+        for name, s in sorted(peers.items()):
+            base = base_by_upstream.get(s.get("upstream") or "mock-vendor") or d
+            s["overhead_p50_us"] = diff(base["p50_us"], s["p50_us"]) if name != "peer-mock" else None
+            s["overhead_p99_us"] = diff(base["p99_us"], s["p99_us"]) if name != "peer-mock" else None
+            print(f"{name:22}{fmt(s['p50_us']):>10}{fmt(s['p99_us']):>10}"
+                  f"{fmt(s['overhead_p50_us'], sign=True):>10}{fmt(s['rps_c32']):>11}"
+                  f"{fmt(s['cpu_us_per_req'], 1):>10}{fmt(s['peak_rss_mib'], 1):>9}"
+                  f"{fmt(s['first_byte_ms'], 2):>10}")
+            if s.get("note"):
+                print(f"  note: {s['note']}")
+    if meta.get("peers_note"):
+        print()
+        print("Peers: " + meta["peers_note"])
+    for w in warnings:
+        print("WARNING: " + w)
+
+    result = {
+        "date": meta.get("date"),
+        "cores": cores,
+        "git": meta.get("git"),
+        "duration_s": meta.get("duration_s"),
+        "stream_requests": meta.get("stream_n"),
+        "clk_tck": clk,
+        "busy_before_pct": meta.get("busy_before_pct"),
+        "direct": d,
+        "tollgate": g,
+        "overhead": overhead,
+        "peers": peers,
+        "peers_note": meta.get("peers_note"),
+        "warnings": warnings,
+    }
+    with open(out_path, "w") as f:
+        json.dump(rounded(result), f, indent=2)
+        f.write("\n")
+    print(f"\nJSON written to {out_path}")
+
+
+if __name__ == "__main__":
+    main()

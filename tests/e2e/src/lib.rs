@@ -1,0 +1,222 @@
+//! The end-to-end harness: starts the real `tollgate` binary and the `mock-vendor` upstream on
+//! 127.0.0.1, with real plugins built from this repository, and talks to them over real
+//! sockets with a small HTTP/1.1 client (which can also time each streamed chunk).
+//!
+//! Expects the binaries and plugins built first (the README's test command does it):
+//! `target/release/{tollgate,mock-vendor}` and `target/wasm32-wasip2/plugin/*.wasm`, plus the
+//! two versions of the fault plugin in `target/fixtures/`.
+
+pub mod http;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = root().join("target/release").join(name);
+    assert!(p.exists(), "{} is missing: run the README's test command (it builds it)", p.display());
+    p
+}
+
+/// A built plugin: `openai`, `minimax`, or a fixture such as `faulty-v1`.
+pub fn plugin_file(name: &str) -> PathBuf {
+    let p = match name {
+        "openai" | "minimax" => root().join(format!("target/wasm32-wasip2/plugin/tollgate_plugin_{name}.wasm")),
+        other => root().join(format!("target/fixtures/{other}.wasm")),
+    };
+    assert!(p.exists(), "{} is missing: run the README's test command (it builds plugins)", p.display());
+    p
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` and returns it with the first line it prints on stdout.
+fn spawn_reading_first_line(mut cmd: Command, log: &Path) -> (Proc, String) {
+    let stderr = std::fs::File::create(log).expect("log file");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep draining so the child never blocks on a full pipe.
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    let proc = Proc { child };
+    if line.is_empty() {
+        panic!("process printed nothing; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+    (proc, line.trim().to_string())
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh folder for one test under target/e2e.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = root().join("target/e2e").join(format!("{name}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+pub struct Mock {
+    _proc: Proc,
+    pub addr: String,
+}
+
+impl Mock {
+    pub fn start() -> Mock {
+        Mock::start_with(&[])
+    }
+
+    /// With extra flags, e.g. `["--chunk-delay-ms", "250"]`.
+    pub fn start_with(flags: &[&str]) -> Mock {
+        let dir = scratch("mock");
+        let mut cmd = Command::new(bin("mock-vendor"));
+        cmd.args(["--listen", "127.0.0.1:0", "--threads", "1"]).args(flags);
+        let (proc, line) = spawn_reading_first_line(cmd, &dir.join("mock.log"));
+        let addr = line.strip_prefix("LISTENING ").expect("mock's first line").to_string();
+        Mock { _proc: proc, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> Value {
+        http::request(&self.addr, "GET", "/_mock/stats", &[], b"").json()
+    }
+
+    /// The last body the mock received on `path`.
+    pub fn last_body(&self, path: &str) -> Value {
+        http::request(&self.addr, "GET", &format!("/_mock/last?path={path}"), &[], b"").json()
+    }
+}
+
+pub struct Gateway {
+    pub proc: Proc,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    /// A consumer key created before the start.
+    pub key: String,
+}
+
+impl Gateway {
+    /// Starts a gateway in a scratch folder with `plugins` (name in target → file name in
+    /// plugins_dir) and `extra` TOML appended to the config (settings and channels).
+    pub fn start(name: &str, plugins: &[(&str, &str)], extra: &str) -> Gateway {
+        let dir = scratch(name);
+        let plugins_dir = dir.join("plugins");
+        std::fs::create_dir_all(&plugins_dir).unwrap();
+        for (src, dest) in plugins {
+            std::fs::copy(plugin_file(src), plugins_dir.join(dest)).expect("copy plugin");
+        }
+        let config = dir.join("tollgate.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nplugins_dir = \"{d}/plugins\"\nadmin_token = \"admin-secret\"\nkey_refresh_ms = 200\n{extra}\n",
+            d = dir.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let key = Gateway::cli(&config, &["keys", "create", "--name", "e2e", "--balance", "10"]).trim().to_string();
+        assert!(key.starts_with("sk-tg-"), "unexpected key output {key:?}");
+        let mut cmd = Command::new(bin("tollgate"));
+        cmd.args(["--config", config.to_str().unwrap(), "serve"]).env("TOLLGATE_LOG", "info");
+        let (proc, line) = spawn_reading_first_line(cmd, &dir.join("gateway.log"));
+        let addr = line.strip_prefix("tollgate listening on http://").expect("gateway's first line").to_string();
+        let gw = Gateway { proc, addr, dir, config, key };
+        gw.wait_healthy();
+        gw
+    }
+
+    fn wait_healthy(&self) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if http::try_request(&self.addr, "GET", "/health", &[], b"").is_some_and(|r| r.status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway never became healthy; log:\n{}", self.log());
+    }
+
+    /// Runs the `tollgate` CLI and returns its stdout (panics on failure).
+    pub fn cli(config: &Path, args: &[&str]) -> String {
+        let out = Command::new(bin("tollgate")).arg("--config").arg(config).args(args).output().expect("run tollgate");
+        assert!(out.status.success(), "tollgate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.join("plugins")
+    }
+
+    /// POST JSON with the consumer key.
+    pub fn post(&self, path: &str, json: &str) -> http::Response {
+        http::request(&self.addr, "POST", path, &[("authorization", &format!("Bearer {}", self.key)), ("content-type", "application/json")], json.as_bytes())
+    }
+
+    pub fn admin_plugins(&self) -> Value {
+        http::request(&self.addr, "GET", "/admin/plugins", &[("authorization", "Bearer admin-secret")], b"").json()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.proc.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, returning its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if let Ok(Some(s)) = self.proc.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A channel table for the config.
+pub fn channel(name: &str, plugin: &str, base_url: &str, models: &[&str], keys: &[&str]) -> String {
+    format!("[[channel]]\nname = \"{name}\"\nplugin = \"{plugin}\"\nbase_url = \"{base_url}\"\nmodels = {models:?}\nkeys = {keys:?}\n")
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

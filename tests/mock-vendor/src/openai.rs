@@ -1,0 +1,250 @@
+//! OpenAI-compatible routes: chat completions (plain and SSE), embeddings, models.
+
+use crate::{header_u64, json, sse, Ctx, Fault, State};
+use bytes::Bytes;
+use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use std::borrow::Cow;
+
+use crate::body::MockBody;
+
+const UNAUTHORIZED: &str = r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+const RATE_LIMITED: &str = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+const SERVER_ERROR: &str = r#"{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}"#;
+const NOT_FOUND: &str = r#"{"error":{"message":"Unknown request URL","type":"invalid_request_error","param":null,"code":"unknown_url"}}"#;
+const MODELS: &str = r#"{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1700000000,"owned_by":"mock"},{"id":"gpt-4o","object":"model","created":1700000000,"owned_by":"mock"},{"id":"text-embedding-3-small","object":"model","created":1700000000,"owned_by":"mock"}]}"#;
+/// A sanity cap on `x-mock-chunks`.
+const MAX_CHUNKS: u64 = 1_000_000;
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+#[derive(Deserialize)]
+struct ChatRequest<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsRequest<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    input: Option<serde_json::Value>,
+}
+
+pub fn unauthorized() -> Response<MockBody> {
+    json(StatusCode::UNAUTHORIZED, UNAUTHORIZED)
+}
+
+pub fn not_found() -> Response<MockBody> {
+    json(StatusCode::NOT_FOUND, NOT_FOUND)
+}
+
+pub fn bad_request(message: &str) -> Response<MockBody> {
+    let v = serde_json::json!({"error": {
+        "message": message, "type": "invalid_request_error", "param": null, "code": null,
+    }});
+    json(StatusCode::BAD_REQUEST, v.to_string())
+}
+
+/// The answer to `fail-<n>`: HTTP n (500 when n is not an error status) with an OpenAI error.
+pub fn fail(n: u32) -> Response<MockBody> {
+    let status = u16::try_from(n)
+        .ok()
+        .and_then(|n| StatusCode::from_u16(n).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match status.as_u16() {
+        401 => unauthorized(),
+        429 => {
+            let mut r = json(status, RATE_LIMITED);
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        s if s >= 500 => json(status, SERVER_ERROR),
+        s => {
+            let v = serde_json::json!({"error": {
+                "message": format!("mock fault {s}"), "type": "invalid_request_error",
+                "param": null, "code": null,
+            }});
+            json(status, v.to_string())
+        }
+    }
+}
+
+pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
+    if !cx.authorized {
+        return unauthorized();
+    }
+    let req: ChatRequest = match serde_json::from_slice(&cx.body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(&format!(
+                "We could not parse the JSON body of your request: {e}"
+            ))
+        }
+    };
+    let Some(model) = req.model else {
+        return bad_request("you must provide a model parameter");
+    };
+    let fault = Fault::of(&model);
+    if let Fault::Fail(n) = fault {
+        return fail(n);
+    }
+    fault.pause().await;
+    let model_json = serde_json::to_string(&model).expect("a string serialises");
+    if !req.stream.unwrap_or(false) {
+        return json(StatusCode::OK, completion(&model_json));
+    }
+    let include_usage = req
+        .stream_options
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let cut = fault == Fault::Cut;
+    let n = if cut {
+        2
+    } else {
+        header_u64(&cx.headers, "x-mock-chunks")
+            .unwrap_or(5)
+            .min(MAX_CHUNKS)
+    };
+    sse(
+        stream_chunks(&model_json, n, include_usage, cut),
+        state.chunk_delay(&cx.headers),
+        cut,
+    )
+}
+
+fn completion(model_json: &str) -> String {
+    format!(
+        concat!(
+            r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{},"#,
+            r#""choices":[{{"index":0,"message":{{"role":"assistant","content":"Hello from mock"}},"finish_reason":"stop"}}],"#,
+            r#""usage":{{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}}}"#
+        ),
+        model_json
+    )
+}
+
+/// The SSE events of a streamed completion with `n` content chunks `tok0 `, `tok1 `, ...; a cut
+/// stream stops after the content chunks.
+fn stream_chunks(model_json: &str, n: u64, include_usage: bool, cut: bool) -> Vec<Bytes> {
+    let head = format!(
+        r#"data: {{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":{model_json},"choices":["#
+    );
+    let event = |rest: &str| Bytes::from([head.as_str(), rest, "\n\n"].concat());
+    let mut out = Vec::with_capacity(n as usize + 4);
+    out.push(event(
+        r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#,
+    ));
+    for i in 0..n {
+        out.push(event(&format!(
+            r#"{{"index":0,"delta":{{"content":"tok{i} "}},"finish_reason":null}}],"usage":null}}"#
+        )));
+    }
+    if cut {
+        return out;
+    }
+    out.push(event(
+        r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+    ));
+    if include_usage {
+        out.push(event(&format!(
+            r#"],"usage":{{"prompt_tokens":9,"completion_tokens":{n},"total_tokens":{}}}}}"#,
+            9 + n
+        )));
+    }
+    out.push(Bytes::from_static(DONE));
+    out
+}
+
+pub async fn embeddings(cx: &Ctx) -> Response<MockBody> {
+    if !cx.authorized {
+        return unauthorized();
+    }
+    let req: EmbeddingsRequest = match serde_json::from_slice(&cx.body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(&format!(
+                "We could not parse the JSON body of your request: {e}"
+            ))
+        }
+    };
+    let Some(model) = req.model else {
+        return bad_request("you must provide a model parameter");
+    };
+    let fault = Fault::of(&model);
+    if let Fault::Fail(n) = fault {
+        return fail(n);
+    }
+    fault.pause().await;
+    let count = match &req.input {
+        Some(serde_json::Value::Array(items)) => items.len(),
+        Some(_) => 1,
+        None => return bad_request("you must provide an input parameter"),
+    };
+    let mut body = String::with_capacity(160 + count * 72);
+    body.push_str(r#"{"object":"list","data":["#);
+    for i in 0..count {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"object":"embedding","index":{i},"embedding":[0.1,0.2,0.3]}}"#
+        ));
+    }
+    body.push_str(r#"],"model":"#);
+    body.push_str(&serde_json::to_string(&model).expect("a string serialises"));
+    body.push_str(r#","usage":{"prompt_tokens":4,"total_tokens":4}}"#);
+    json(StatusCode::OK, body)
+}
+
+pub fn models(cx: &Ctx) -> Response<MockBody> {
+    if !cx.authorized {
+        return unauthorized();
+    }
+    json(StatusCode::OK, MODELS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(b: &Bytes) -> serde_json::Value {
+        let s = std::str::from_utf8(b).unwrap();
+        let data = s
+            .strip_prefix("data: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
+        serde_json::from_str(data).unwrap()
+    }
+
+    #[test]
+    fn stream_shape() {
+        let chunks = stream_chunks("\"m\"", 3, true, false);
+        assert_eq!(chunks.len(), 1 + 3 + 1 + 1 + 1);
+        assert_eq!(
+            parse(&chunks[0])["choices"][0]["delta"]["role"],
+            "assistant"
+        );
+        assert_eq!(parse(&chunks[1])["choices"][0]["delta"]["content"], "tok0 ");
+        assert_eq!(parse(&chunks[4])["choices"][0]["finish_reason"], "stop");
+        let usage = parse(&chunks[5]);
+        assert_eq!(usage["choices"], serde_json::json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 12);
+        assert!(parse(&chunks[4])["usage"].is_null());
+        assert_eq!(&chunks[6][..], DONE);
+        assert_eq!(stream_chunks("\"m\"", 3, false, false).len(), 6);
+        assert_eq!(stream_chunks("\"m\"", 2, true, true).len(), 3);
+        let v: serde_json::Value = serde_json::from_str(&completion("\"m\"")).unwrap();
+        assert_eq!(v["usage"]["total_tokens"], 12);
+    }
+}
