@@ -44,7 +44,12 @@ impl PartialEq for Usage {
 
 impl AdapterError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        AdapterError { kind, message: message.into(), code: None, retry_after_ms: None }
+        AdapterError {
+            kind,
+            message: message.into(),
+            code: None,
+            retry_after_ms: None,
+        }
     }
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
@@ -54,13 +59,19 @@ impl AdapterError {
 
 impl Header {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Header { name: name.into(), value: value.into() }
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
 /// The value of the first header called `name` (ASCII case-insensitive).
 pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
-    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
 }
 
 impl Body {
@@ -162,7 +173,11 @@ impl Manifest {
         }
     }
     pub fn with_route(mut self, method: &str, path: &str, op: &str) -> Self {
-        self.routes.push(Route { method: method.into(), path: path.into(), op: op.into() });
+        self.routes.push(Route {
+            method: method.into(),
+            path: path.into(),
+            op: op.into(),
+        });
         self
     }
     pub fn with_base_url(mut self, url: &str) -> Self {

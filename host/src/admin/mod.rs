@@ -8,8 +8,18 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
-    let Some(token) = state.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
-        return error_response(404, "invalid_request_error", "admin_disabled", "The admin API is off: set admin_token (TOLLGATE_ADMIN_TOKEN) to enable it.");
+    let Some(token) = state
+        .config
+        .admin_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    else {
+        return error_response(
+            404,
+            "invalid_request_error",
+            "admin_disabled",
+            "The admin API is off: set admin_token (TOLLGATE_ADMIN_TOKEN) to enable it.",
+        );
     };
     let given = req
         .headers()
@@ -17,15 +27,31 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-        return error_response(401, "invalid_request_error", "invalid_admin_token", "The admin API needs 'Authorization: Bearer <admin_token>'.");
+        return error_response(
+            401,
+            "invalid_request_error",
+            "invalid_admin_token",
+            "The admin API needs 'Authorization: Bearer <admin_token>'.",
+        );
     }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/admin/plugins") => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
+        (&Method::GET, "/admin/plugins") => json(
+            200,
+            &serde_json::json!({ "plugins": state.registry.status() }),
+        ),
         (&Method::POST, "/admin/plugins/rescan") => match state.registry.scan().await {
-            Ok(()) => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
+            Ok(()) => json(
+                200,
+                &serde_json::json!({ "plugins": state.registry.status() }),
+            ),
             Err(e) => error_response(500, "server_error", "rescan_failed", &format!("{e:#}")),
         },
-        _ => error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
+        _ => error_response(
+            404,
+            "invalid_request_error",
+            "unknown_route",
+            "Unknown admin route.",
+        ),
     }
 }
 

@@ -131,7 +131,9 @@ impl Config {
             Ok(text) => text
                 .parse::<toml::Table>()
                 .with_context(|| format!("{} is not valid TOML", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_was_given => toml::Table::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_was_given => {
+                toml::Table::new()
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         apply_env(&mut table, std::env::vars())?;
@@ -149,7 +151,9 @@ impl Config {
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
-        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+        self.plugins_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
     fn validate(&self) -> Result<()> {
@@ -159,11 +163,15 @@ impl Config {
                 bail!("two channels are named '{}'", c.name);
             }
             if let Some(url) = &c.base_url {
-                let uri: http::Uri = url
-                    .parse()
-                    .with_context(|| format!("channel '{}': base_url '{url}' is not a URL", c.name))?;
-                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-                    bail!("channel '{}': base_url must be http(s)://host[:port][/prefix]", c.name);
+                let uri: http::Uri = url.parse().with_context(|| {
+                    format!("channel '{}': base_url '{url}' is not a URL", c.name)
+                })?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none()
+                {
+                    bail!(
+                        "channel '{}': base_url must be http(s)://host[:port][/prefix]",
+                        c.name
+                    );
                 }
                 if uri.query().is_some() {
                     bail!("channel '{}': base_url must not have a query", c.name);
@@ -184,11 +192,18 @@ impl Config {
 /// values when they parse (numbers, booleans, arrays) and taken as strings otherwise.
 fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
     for (key, value) in vars {
-        let Some(name) = key.strip_prefix("TOLLGATE_") else { continue };
+        let Some(name) = key.strip_prefix("TOLLGATE_") else {
+            continue;
+        };
         let name = name.to_ascii_lowercase();
         if name == "channels" {
-            let parsed: toml::Table = value.parse().context("TOLLGATE_CHANNELS must hold [[channel]] tables")?;
-            let channels = parsed.get("channel").cloned().unwrap_or(toml::Value::Array(vec![]));
+            let parsed: toml::Table = value
+                .parse()
+                .context("TOLLGATE_CHANNELS must hold [[channel]] tables")?;
+            let channels = parsed
+                .get("channel")
+                .cloned()
+                .unwrap_or(toml::Value::Array(vec![]));
             table.insert("channel".into(), channels);
             continue;
         }
@@ -211,7 +226,9 @@ mod tests {
 
     #[test]
     fn env_overrides_scalars_and_channels() {
-        let mut t: toml::Table = "listen = \"127.0.0.1:1\"\nmax_body_bytes = 5".parse().unwrap();
+        let mut t: toml::Table = "listen = \"127.0.0.1:1\"\nmax_body_bytes = 5"
+            .parse()
+            .unwrap();
         let vars = vec![
             ("TOLLGATE_LISTEN".to_string(), "127.0.0.1:9".to_string()),
             ("TOLLGATE_MAX_BODY_BYTES".to_string(), "77".to_string()),

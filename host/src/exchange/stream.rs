@@ -26,7 +26,10 @@ pub struct StreamBody {
 impl Body for StreamBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -75,13 +78,30 @@ async fn pump(
     let mut events = Vec::new();
     let sse_framed = matches!(framing, wit::Framing::Sse);
     let stop = loop {
-        let frame = match tokio::time::timeout(idle, std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))).await {
-            Err(_) => break Stop::Cut(CallError::upstream(wit::ErrorKind::Timeout, "the upstream stream went silent")),
+        let frame = match tokio::time::timeout(
+            idle,
+            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
+        )
+        .await
+        {
+            Err(_) => {
+                break Stop::Cut(CallError::upstream(
+                    wit::ErrorKind::Timeout,
+                    "the upstream stream went silent",
+                ))
+            }
             Ok(None) => break Stop::Complete,
-            Ok(Some(Err(_))) => break Stop::Cut(CallError::upstream(wit::ErrorKind::UpstreamFault, "the upstream stream was interrupted")),
+            Ok(Some(Err(_))) => {
+                break Stop::Cut(CallError::upstream(
+                    wit::ErrorKind::UpstreamFault,
+                    "the upstream stream was interrupted",
+                ))
+            }
             Ok(Some(Ok(frame))) => frame,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         let input = if sse_framed {
             parser.feed(&data, &mut events);
             if events.is_empty() {
@@ -103,7 +123,10 @@ async fn pump(
                 Stop::Complete
             } else {
                 let input = wit::StreamInput::Events(events.drain(..).map(to_wit).collect());
-                deliver(&mut pc, &input, plugin, tx).await.err().unwrap_or(Stop::Complete)
+                deliver(&mut pc, &input, plugin, tx)
+                    .await
+                    .err()
+                    .unwrap_or(Stop::Complete)
             }
         }
         other => other,
@@ -112,24 +135,50 @@ async fn pump(
         Stop::Complete => (wit::StreamEnd::Complete, None, false),
         Stop::Cut(e) | Stop::Rejected(e) => (wit::StreamEnd::UpstreamCut, Some(e), false),
         Stop::ClientGone => (wit::StreamEnd::ClientGone, None, true),
-        Stop::PluginDead(e) => return StreamReport { usage: empty_usage(), error: Some(e), client_gone: false },
+        Stop::PluginDead(e) => {
+            return StreamReport {
+                usage: empty_usage(),
+                error: Some(e),
+                client_gone: false,
+            }
+        }
     };
     match pc.finish(end).await {
         Ok(Ok(tail)) => {
             let mut error = error;
             let mut client_gone = client_gone;
-            if !client_gone && !tail.chunks.is_empty() && tx.send(render(&tail.chunks)).await.is_err() {
+            if !client_gone
+                && !tail.chunks.is_empty()
+                && tx.send(render(&tail.chunks)).await.is_err()
+            {
                 client_gone = true;
                 error = None;
             }
-            StreamReport { usage: tail.usage, error, client_gone }
+            StreamReport {
+                usage: tail.usage,
+                error,
+                client_gone,
+            }
         }
-        Ok(Err(e)) => StreamReport { usage: empty_usage(), error: Some(error.unwrap_or_else(|| CallError::from_adapter(&e))), client_gone },
-        Err(trap) => StreamReport { usage: empty_usage(), error: Some(plugin_failure(plugin, "finish()", trap)), client_gone },
+        Ok(Err(e)) => StreamReport {
+            usage: empty_usage(),
+            error: Some(error.unwrap_or_else(|| CallError::from_adapter(&e))),
+            client_gone,
+        },
+        Err(trap) => StreamReport {
+            usage: empty_usage(),
+            error: Some(plugin_failure(plugin, "finish()", trap)),
+            client_gone,
+        },
     }
 }
 
-async fn deliver(pc: &mut PluginCall, input: &wit::StreamInput, plugin: &Plugin, tx: &mpsc::Sender<Bytes>) -> Result<(), Stop> {
+async fn deliver(
+    pc: &mut PluginCall,
+    input: &wit::StreamInput,
+    plugin: &Plugin,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), Stop> {
     match pc.decode(input).await {
         Ok(Ok(chunks)) => {
             if !chunks.is_empty() && tx.send(render(&chunks)).await.is_err() {
@@ -143,7 +192,11 @@ async fn deliver(pc: &mut PluginCall, input: &wit::StreamInput, plugin: &Plugin,
 }
 
 fn to_wit(e: sse::Event) -> wit::SseEvent {
-    wit::SseEvent { event: e.event, data: e.data, id: e.id }
+    wit::SseEvent {
+        event: e.event,
+        data: e.data,
+        id: e.id,
+    }
 }
 
 /// The plugin's chunks as one network write.
@@ -151,7 +204,9 @@ fn render(chunks: &[wit::OutChunk]) -> Bytes {
     let mut out = Vec::new();
     for c in chunks {
         match c {
-            wit::OutChunk::Event(e) => sse::write_event(&mut out, e.event.as_deref(), e.id.as_deref(), &e.data),
+            wit::OutChunk::Event(e) => {
+                sse::write_event(&mut out, e.event.as_deref(), e.id.as_deref(), &e.data)
+            }
             wit::OutChunk::Bytes(b) => out.extend_from_slice(b),
         }
     }

@@ -15,7 +15,6 @@ pub mod runtime;
 pub use reload::{PluginFileStatus, PluginRegistry, PluginSet};
 pub use runtime::{PluginCall, Runtime};
 
-
 /// Host bindings generated from `wit/adapter.wit`.
 pub mod bindings {
     wasmtime::component::bindgen!({

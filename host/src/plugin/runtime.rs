@@ -38,7 +38,10 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -55,7 +58,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(cache_dir: PathBuf, memory_limit_mb: usize, time_limit_ms: u64, slots: u32) -> Result<Runtime> {
+    pub fn new(
+        cache_dir: PathBuf,
+        memory_limit_mb: usize,
+        time_limit_ms: u64,
+        slots: u32,
+    ) -> Result<Runtime> {
         let memory_limit = memory_limit_mb << 20;
         let mut cfg = Config::new();
         cfg.wasm_component_model(true).epoch_interruption(true);
@@ -73,18 +81,25 @@ impl Runtime {
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(128 << 10);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("creating the wasm engine")?;
+        let engine = Engine::new(&cfg)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasm engine")?;
         let ticker = engine.weak();
-        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || loop {
-            std::thread::sleep(TICK);
-            match ticker.upgrade() {
-                Some(e) => e.increment_epoch(),
-                None => return,
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                match ticker.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => return,
+                }
+            })?;
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)?;
+        bindings::Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
@@ -108,24 +123,35 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("the plugin imports something the host does not provide (only WASI with no capabilities is linked)")?;
-        bindings::PluginPre::new(pre).map_err(anyhow::Error::from).context("the plugin does not export tollgate:adapter/adapter@1.0.0")
+        bindings::PluginPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the plugin does not export tollgate:adapter/adapter@1.0.0")
     }
 
     fn compile_cached(&self, wasm: &[u8], sha256: &str) -> Result<Component> {
-        let cached = self.cache_dir.join(format!("{sha256}-{}.cwasm", self.engine_hash));
+        let cached = self
+            .cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.engine_hash));
         if cached.exists() {
             // SAFETY: the file is in the gateway's own cache folder, named by the source's
             // SHA-256 and this engine's compatibility hash; only `Component::serialize` of this
             // runtime writes there.
             match unsafe { Component::deserialize_file(&self.engine, &cached) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(file = %cached.display(), error = %e, "ignoring unreadable compile cache entry"),
+                Err(e) => {
+                    tracing::warn!(file = %cached.display(), error = %e, "ignoring unreadable compile cache entry")
+                }
             }
         }
-        let component = Component::new(&self.engine, wasm).map_err(anyhow::Error::from).context("not a valid WebAssembly component")?;
+        let component = Component::new(&self.engine, wasm)
+            .map_err(anyhow::Error::from)
+            .context("not a valid WebAssembly component")?;
         if let Ok(bytes) = component.serialize() {
             let tmp = cached.with_extension("tmp");
-            if std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &cached)).is_err() {
+            if std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::rename(&tmp, &cached))
+                .is_err()
+            {
                 tracing::warn!(file = %cached.display(), "could not write the compile cache");
             }
         }
@@ -136,7 +162,11 @@ impl Runtime {
         let state = CallState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(self.memory_limit).instances(8).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.memory_limit)
+                .instances(8)
+                .trap_on_grow_failure(true)
+                .build(),
             ticks: 0,
             max_ticks: self.max_ticks,
         };
@@ -157,19 +187,42 @@ impl Runtime {
     pub async fn describe(&self, pre: &bindings::PluginPre<CallState>) -> Result<Manifest> {
         let mut store = self.new_store();
         enter(&mut store);
-        let plugin = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+        let plugin = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
         enter(&mut store);
-        plugin.tollgate_adapter_adapter().call_describe(&mut store).await.map_err(Into::into)
+        plugin
+            .tollgate_adapter_adapter()
+            .call_describe(&mut store)
+            .await
+            .map_err(Into::into)
     }
 
     /// Starts one call: a fresh store, an instance, and the plugin's exchange resource.
-    pub async fn start(&self, pre: &bindings::PluginPre<CallState>, call: &wit::Call) -> Result<PluginCall> {
+    pub async fn start(
+        &self,
+        pre: &bindings::PluginPre<CallState>,
+        call: &wit::Call,
+    ) -> Result<PluginCall> {
         let mut store = self.new_store();
         enter(&mut store);
-        let instance = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
         enter(&mut store);
-        let exchange = instance.tollgate_adapter_adapter().exchange().call_constructor(&mut store, call).await.map_err(anyhow::Error::from)?;
-        Ok(PluginCall { store, instance, exchange })
+        let exchange = instance
+            .tollgate_adapter_adapter()
+            .exchange()
+            .call_constructor(&mut store, call)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(PluginCall {
+            store,
+            instance,
+            exchange,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -193,22 +246,48 @@ pub struct PluginCall {
 impl PluginCall {
     pub async fn first(&mut self) -> Result<wit::Step> {
         enter(&mut self.store);
-        self.instance.tollgate_adapter_adapter().exchange().call_first(&mut self.store, self.exchange).await.map_err(Into::into)
+        self.instance
+            .tollgate_adapter_adapter()
+            .exchange()
+            .call_first(&mut self.store, self.exchange)
+            .await
+            .map_err(Into::into)
     }
 
     pub async fn next(&mut self, response: &wit::UpstreamResponse) -> Result<wit::Step> {
         enter(&mut self.store);
-        self.instance.tollgate_adapter_adapter().exchange().call_next(&mut self.store, self.exchange, response).await.map_err(Into::into)
+        self.instance
+            .tollgate_adapter_adapter()
+            .exchange()
+            .call_next(&mut self.store, self.exchange, response)
+            .await
+            .map_err(Into::into)
     }
 
-    pub async fn decode(&mut self, input: &wit::StreamInput) -> Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
+    pub async fn decode(
+        &mut self,
+        input: &wit::StreamInput,
+    ) -> Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
         enter(&mut self.store);
-        self.instance.tollgate_adapter_adapter().exchange().call_decode(&mut self.store, self.exchange, input).await.map_err(Into::into)
+        self.instance
+            .tollgate_adapter_adapter()
+            .exchange()
+            .call_decode(&mut self.store, self.exchange, input)
+            .await
+            .map_err(Into::into)
     }
 
-    pub async fn finish(&mut self, end: wit::StreamEnd) -> Result<Result<wit::StreamTail, wit::AdapterError>> {
+    pub async fn finish(
+        &mut self,
+        end: wit::StreamEnd,
+    ) -> Result<Result<wit::StreamTail, wit::AdapterError>> {
         enter(&mut self.store);
-        self.instance.tollgate_adapter_adapter().exchange().call_finish(&mut self.store, self.exchange, end).await.map_err(Into::into)
+        self.instance
+            .tollgate_adapter_adapter()
+            .exchange()
+            .call_finish(&mut self.store, self.exchange, end)
+            .await
+            .map_err(Into::into)
     }
 }
 
