@@ -175,7 +175,8 @@ pub async fn run(
                     .upstream
                     .send(&base_url, &s.request, ctx.key.as_ref(), &ctx.client_body)
                     .await?;
-                if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing) {
+                if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing)
+                {
                     let response = read_whole(resp, &ctx.upstream).await?;
                     pc.next(&response)
                         .await
@@ -237,7 +238,10 @@ pub async fn run(
 
 /// Vendors such as MiniMax answer a streamed request that failed with a plain JSON error
 /// (HTTP 200); that body goes to `next()` for classification instead of the SSE decoder.
-fn answered_json_instead_of_events(resp: &http::Response<hyper::body::Incoming>, framing: &wit::Framing) -> bool {
+fn answered_json_instead_of_events(
+    resp: &http::Response<hyper::body::Incoming>,
+    framing: &wit::Framing,
+) -> bool {
     matches!(framing, wit::Framing::Sse)
         && resp
             .headers()
