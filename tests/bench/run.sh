@@ -32,7 +32,7 @@ for arg in "$@"; do
   case $arg in
     --with-peers) WITH_PEERS=1 ;;
     --no-build) BUILD=0 ;;
-    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -282,8 +282,8 @@ listening_pids() {
   local pids kids
   pids=$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -oE 'pid=[0-9]+' | cut -d= -f2 | sort -u | paste -sd' ')
   [ -n "$pids" ] || return 1
-  # shellcheck disable=SC2086
   kids=$(ps -o pid= --ppid "${pids// /,}" 2>/dev/null | tr -s ' \n' ' ' || true)
+  # shellcheck disable=SC2086  # word-split on purpose: one line of PIDs
   echo $pids $kids
 }
 
