@@ -8,14 +8,8 @@ use tollgate::plugin::{runtime::sha256_hex, wit, Runtime};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let path = std::env::args()
-        .nth(1)
-        .expect("usage: plugin_cost FILE.wasm [N]");
-    let n: u32 = std::env::args()
-        .nth(2)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(20_000);
+    let path = std::env::args().nth(1).expect("usage: plugin_cost FILE.wasm [N]");
+    let n: u32 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
     let bytes = std::fs::read(&path)?;
     let dir = std::env::temp_dir().join("tollgate-plugin-cost");
     let runtime = Runtime::new(dir, 64, 1000, 64)?;
@@ -33,11 +27,7 @@ async fn main() -> anyhow::Result<()> {
         task: None,
     };
     let answer = br#"{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#;
-    let response = wit::UpstreamResponse {
-        status: 200,
-        headers: vec![],
-        body: answer.to_vec(),
-    };
+    let response = wit::UpstreamResponse { status: 200, headers: vec![], body: answer.to_vec() };
     let (mut t_start, mut t_first, mut t_next) = (0u128, 0u128, 0u128);
     for _ in 0..n {
         let t0 = Instant::now();

@@ -34,10 +34,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
         config.max_concurrent_calls,
     )?;
     let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir());
-    registry
-        .scan()
-        .await
-        .with_context(|| format!("scanning {}", registry.dir().display()))?;
+    registry.scan().await.with_context(|| format!("scanning {}", registry.dir().display()))?;
     let _watcher = registry.watch(Duration::from_secs(10))?;
     for s in registry.status() {
         if s.status == "failed" {
@@ -62,10 +59,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     server::serve(Arc::clone(&state), listener, shutdown_signal()).await;
     drop(state);
     // Every CallLog clone is gone once the connections are; the writer drains and ends.
-    if tokio::time::timeout(Duration::from_secs(10), writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {
         tracing::error!("the call log did not finish writing within 10 s");
     }
     tracing::info!("stopped");
@@ -76,8 +70,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

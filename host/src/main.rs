@@ -12,11 +12,7 @@ use tollgate::config::Config;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "tollgate",
-    version,
-    about = "A multi-vendor AI API gateway with WebAssembly vendor adapters"
-)]
+#[command(name = "tollgate", version, about = "A multi-vendor AI API gateway with WebAssembly vendor adapters")]
 struct Cli {
     /// Configuration file (also TOLLGATE_CONFIG).
     #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
@@ -67,9 +63,7 @@ enum PluginsCommand {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let path_given = cli.config.is_some();
-    let path = cli
-        .config
-        .unwrap_or_else(|| PathBuf::from("config/tollgate.toml"));
+    let path = cli.config.unwrap_or_else(|| PathBuf::from("config/tollgate.toml"));
     let config = Config::load(&path, path_given)?;
     tollgate::telemetry::init_logging(&config.log_format);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -80,17 +74,13 @@ fn main() -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve => tollgate::serve(config).await,
-            Command::Keys {
-                command: KeysCommand::Create { name, balance },
-            } => {
+            Command::Keys { command: KeysCommand::Create { name, balance } } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 let key = tollgate::account::create_key(&db, &name, &balance).await?;
                 println!("{key}");
                 Ok(())
             }
-            Command::Keys {
-                command: KeysCommand::List,
-            } => {
+            Command::Keys { command: KeysCommand::List } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 for k in tollgate::account::list_keys(&db).await? {
                     println!(
@@ -104,9 +94,7 @@ fn main() -> Result<()> {
                 }
                 Ok(())
             }
-            Command::Plugins {
-                command: PluginsCommand::List { json },
-            } => plugins_list(&config, json).await,
+            Command::Plugins { command: PluginsCommand::List { json } } => plugins_list(&config, json).await,
         }
     })
 }
@@ -125,10 +113,7 @@ async fn plugins_list(config: &Config, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    println!(
-        "{:<24} {:<12} {:<10} {:<8} {:<14} error",
-        "file", "name", "version", "status", "sha256"
-    );
+    println!("{:<24} {:<12} {:<10} {:<8} {:<14} error", "file", "name", "version", "status", "sha256");
     for s in status {
         println!(
             "{:<24} {:<12} {:<10} {:<8} {:<14} {}",

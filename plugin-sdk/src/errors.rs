@@ -27,17 +27,8 @@ pub fn from_openai_response(resp: &UpstreamResponse) -> AdapterError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&resp.body).ok();
     let err = parsed.as_ref().and_then(|v| v.get("error"));
     let message = err
-        .and_then(|e| {
-            e.get("message")
-                .and_then(|m| m.as_str())
-                .or_else(|| e.as_str())
-        })
-        .or_else(|| {
-            parsed
-                .as_ref()
-                .and_then(|v| v.get("message"))
-                .and_then(|m| m.as_str())
-        })
+        .and_then(|e| e.get("message").and_then(|m| m.as_str()).or_else(|| e.as_str()))
+        .or_else(|| parsed.as_ref().and_then(|v| v.get("message")).and_then(|m| m.as_str()))
         .map(str::to_owned)
         .unwrap_or_else(|| {
             let text = String::from_utf8_lossy(&resp.body);
@@ -48,25 +39,18 @@ pub fn from_openai_response(resp: &UpstreamResponse) -> AdapterError {
                 truncate(text, 300).to_owned()
             }
         });
-    let code = err
-        .and_then(|e| e.get("code").or_else(|| e.get("type")))
-        .and_then(|c| match c {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
+    let code = err.and_then(|e| e.get("code").or_else(|| e.get("type"))).and_then(|c| match c {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
     if code.as_deref() == Some("insufficient_quota") {
         kind = ErrorKind::InsufficientBalance;
     }
     let retry_after_ms = crate::header(&resp.headers, "retry-after")
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|s| (s * 1000.0) as u64);
-    AdapterError {
-        kind,
-        message,
-        code,
-        retry_after_ms,
-    }
+    AdapterError { kind, message, code, retry_after_ms }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -86,11 +70,7 @@ mod tests {
     use crate::Header;
 
     fn resp(status: u16, body: &str) -> UpstreamResponse {
-        UpstreamResponse {
-            status,
-            headers: vec![Header::new("Retry-After", "2")],
-            body: body.into(),
-        }
+        UpstreamResponse { status, headers: vec![Header::new("Retry-After", "2")], body: body.into() }
     }
 
     #[test]
@@ -106,20 +86,14 @@ mod tests {
 
     #[test]
     fn insufficient_quota_is_a_balance_problem() {
-        let e = from_openai_response(&resp(
-            429,
-            r#"{"error":{"message":"quota","code":"insufficient_quota"}}"#,
-        ));
+        let e = from_openai_response(&resp(429, r#"{"error":{"message":"quota","code":"insufficient_quota"}}"#));
         assert_eq!(e.kind, ErrorKind::InsufficientBalance);
         assert_eq!(e.retry_after_ms, Some(2000));
     }
 
     #[test]
     fn plain_text_and_empty_bodies() {
-        assert_eq!(
-            from_openai_response(&resp(401, "Invalid token")).message,
-            "Invalid token"
-        );
+        assert_eq!(from_openai_response(&resp(401, "Invalid token")).message, "Invalid token");
         let e = from_openai_response(&resp(503, ""));
         assert_eq!(e.kind, ErrorKind::UpstreamFault);
         assert!(e.message.contains("503"));

@@ -52,17 +52,11 @@ pub trait Exchange: Sized + 'static {
     fn next(&mut self, response: UpstreamResponse) -> Step;
     /// One network chunk of a stream's body. Plugins that never stream keep the default.
     fn decode(&mut self, _input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
-        Err(AdapterError::new(
-            ErrorKind::Unsupported,
-            "this plugin does not stream",
-        ))
+        Err(AdapterError::new(ErrorKind::Unsupported, "this plugin does not stream"))
     }
     /// The end of a stream: last chunks and the usage seen.
     fn finish(&mut self, _end: StreamEnd) -> Result<StreamTail, AdapterError> {
-        Err(AdapterError::new(
-            ErrorKind::Unsupported,
-            "this plugin does not stream",
-        ))
+        Err(AdapterError::new(ErrorKind::Unsupported, "this plugin does not stream"))
     }
 }
 

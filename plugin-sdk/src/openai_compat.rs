@@ -12,8 +12,8 @@
 //!   (the host ends it with an error event).
 
 use crate::{
-    errors, AdapterError, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SseEvent,
-    Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
+    errors, AdapterError, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SseEvent, Step, StreamEnd,
+    StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -79,15 +79,11 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
         let Some(path) = V::path(&self.call.op) else {
             return Step::fail(
                 ErrorKind::Unsupported,
-                format!(
-                    "operation '{}' is not supported by this channel",
-                    self.call.op
-                ),
+                format!("operation '{}' is not supported by this channel", self.call.op),
             );
         };
         let streaming_asked = self.call.op == "chat" && asks_for_stream(&self.call.body);
-        let model_unchanged =
-            self.call.upstream_model.is_empty() || self.call.upstream_model == self.call.model;
+        let model_unchanged = self.call.upstream_model.is_empty() || self.call.upstream_model == self.call.model;
         if !streaming_asked && model_unchanged && V::PASS_THROUGH {
             // Nothing to change: the host forwards the consumer's bytes; the body never
             // enters the plugin (the host has already checked it is a JSON object).
@@ -97,22 +93,15 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
         }
         let mut body: Value = match self.call.body.as_bytes().map(serde_json::from_slice) {
             Some(Ok(v @ Value::Object(_))) => v,
-            _ => {
-                return Step::fail(
-                    ErrorKind::BadRequest,
-                    "the request body must be a JSON object",
-                )
-            }
+            _ => return Step::fail(ErrorKind::BadRequest, "the request body must be a JSON object"),
         };
         if !self.call.upstream_model.is_empty() {
             body["model"] = Value::String(self.call.upstream_model.clone());
         }
         let streaming = self.call.op == "chat" && body.get("stream") == Some(&Value::Bool(true));
         if streaming {
-            self.consumer_wants_usage = body
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            self.consumer_wants_usage =
+                body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
             body["stream_options"] = serde_json::json!({ "include_usage": true });
         }
         V::adjust_request(&self.call.op, &mut body);
@@ -134,27 +123,15 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
         }
         let usage = match serde_json::from_slice::<UsageOnly>(&response.body) {
             Ok(u) => u.usage.map(OpenAiUsage::into_usage).unwrap_or_default(),
-            Err(_) => {
-                return Step::fail(
-                    ErrorKind::UpstreamFault,
-                    "the upstream answered with invalid JSON",
-                )
-            }
+            Err(_) => return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON"),
         };
-        Step::Reply(Reply::with_body(
-            200,
-            "application/json",
-            crate::Body::Bytes(response.body),
-            usage,
-        ))
+        Step::Reply(Reply::with_body(200, "application/json", crate::Body::Bytes(response.body), usage))
     }
 
     fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
         let events = match input {
             StreamInput::Events(e) => e,
-            StreamInput::Bytes(_) => {
-                return Err(AdapterError::new(ErrorKind::UpstreamFault, "expected SSE"))
-            }
+            StreamInput::Bytes(_) => return Err(AdapterError::new(ErrorKind::UpstreamFault, "expected SSE")),
         };
         let mut out = Vec::with_capacity(events.len());
         for event in events {
@@ -166,26 +143,17 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             }
             if mentions_object(data, "usage") || mentions_object(data, "error") {
                 let v: Value = serde_json::from_str(data).map_err(|_| {
-                    AdapterError::new(
-                        ErrorKind::UpstreamFault,
-                        "the upstream sent an invalid stream chunk",
-                    )
+                    AdapterError::new(ErrorKind::UpstreamFault, "the upstream sent an invalid stream chunk")
                 })?;
                 if let Some(err) = v.get("error").filter(|e| e.is_object()) {
-                    let message = err
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("upstream stream error");
+                    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
                     return Err(AdapterError::new(ErrorKind::UpstreamFault, message));
                 }
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     if let Ok(u) = OpenAiUsage::deserialize(u) {
                         self.usage = u.into_usage();
                     }
-                    let no_choices = v
-                        .get("choices")
-                        .and_then(Value::as_array)
-                        .is_none_or(|c| c.is_empty());
+                    let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
                     if no_choices && !self.consumer_wants_usage {
                         continue;
                     }
@@ -199,11 +167,7 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
     fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
         let mut chunks = Vec::new();
         if end == StreamEnd::Complete && !self.saw_done {
-            chunks.push(OutChunk::Event(SseEvent {
-                event: None,
-                data: "[DONE]".into(),
-                id: None,
-            }));
+            chunks.push(OutChunk::Event(SseEvent { event: None, data: "[DONE]".into(), id: None }));
         }
         Ok(StreamTail::new(chunks, std::mem::take(&mut self.usage)))
     }
@@ -259,10 +223,7 @@ impl OpenAiUsage {
         Usage {
             input_tokens: self.prompt_tokens,
             output_tokens: self.completion_tokens,
-            cached_tokens: self
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .or(self.prompt_cache_hit_tokens),
+            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens).or(self.prompt_cache_hit_tokens),
             ..Usage::default()
         }
     }
@@ -274,14 +235,8 @@ mod tests {
 
     #[test]
     fn mentions_object_ignores_null_and_strings() {
-        assert!(mentions_object(
-            r#"{"choices":[],"usage": {"prompt_tokens":1}}"#,
-            "usage"
-        ));
-        assert!(!mentions_object(
-            r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#,
-            "usage"
-        ));
+        assert!(mentions_object(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#, "usage"));
+        assert!(!mentions_object(r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#, "usage"));
         assert!(!mentions_object(r#"{"x":"\"usage\""}"#, "usage"));
     }
 }

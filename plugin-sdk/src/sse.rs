@@ -150,21 +150,9 @@ mod tests {
     fn every_split_point_gives_the_same_events() {
         let input = b": comment\r\nevent: delta\r\ndata: {\"a\":1}\r\n\r\ndata: x\ndata:  y\n\nid: 7\rdata:z\r\r";
         let want = vec![
-            Event {
-                event: Some("delta".into()),
-                data: "{\"a\":1}".into(),
-                id: None,
-            },
-            Event {
-                event: None,
-                data: "x\n y".into(),
-                id: None,
-            },
-            Event {
-                event: None,
-                data: "z".into(),
-                id: Some("7".into()),
-            },
+            Event { event: Some("delta".into()), data: "{\"a\":1}".into(), id: None },
+            Event { event: None, data: "x\n y".into(), id: None },
+            Event { event: None, data: "z".into(), id: Some("7".into()) },
         ];
         for piece in 1..input.len() {
             assert_eq!(parse_in_pieces(input, piece), want, "piece size {piece}");

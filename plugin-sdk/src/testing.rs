@@ -9,9 +9,8 @@
 
 use crate::sse;
 use crate::{
-    AdapterError, Body, Call, Exchange, Framing, OutChunk, Plugin, Reply, SseEvent, Step,
-    StreamEnd, StreamInput, StreamTail, TaskState, TaskSubmitted, UpstreamRequest,
-    UpstreamResponse,
+    AdapterError, Body, Call, Exchange, Framing, OutChunk, Plugin, Reply, SseEvent, Step, StreamEnd, StreamInput,
+    StreamTail, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse,
 };
 
 /// How a call ended.
@@ -50,12 +49,7 @@ pub struct Harness<P: Plugin> {
 
 impl<P: Plugin> Harness<P> {
     pub fn new(call: Call) -> Self {
-        Harness {
-            call,
-            piece: 64,
-            max_steps: 16,
-            plugin: std::marker::PhantomData,
-        }
+        Harness { call, piece: 64, max_steps: 16, plugin: std::marker::PhantomData }
     }
 
     /// Feed streamed bodies in pieces of `n` bytes (default 64).
@@ -86,36 +80,11 @@ impl<P: Plugin> Harness<P> {
                         return Run { outcome, requests };
                     }
                 }
-                Step::Relay(r) => {
-                    return Run {
-                        outcome: Outcome::Relay(r),
-                        requests,
-                    }
-                }
-                Step::Reply(r) => {
-                    return Run {
-                        outcome: Outcome::Reply(r),
-                        requests,
-                    }
-                }
-                Step::Submitted(t) => {
-                    return Run {
-                        outcome: Outcome::Submitted(t),
-                        requests,
-                    }
-                }
-                Step::Task(t) => {
-                    return Run {
-                        outcome: Outcome::Task(t),
-                        requests,
-                    }
-                }
-                Step::Fail(e) => {
-                    return Run {
-                        outcome: Outcome::Failed(e),
-                        requests,
-                    }
-                }
+                Step::Relay(r) => return Run { outcome: Outcome::Relay(r), requests },
+                Step::Reply(r) => return Run { outcome: Outcome::Reply(r), requests },
+                Step::Submitted(t) => return Run { outcome: Outcome::Submitted(t), requests },
+                Step::Task(t) => return Run { outcome: Outcome::Task(t), requests },
+                Step::Fail(e) => return Run { outcome: Outcome::Failed(e), requests },
             };
         }
         panic!("the plugin took more than {} steps", self.max_steps);
@@ -126,11 +95,10 @@ fn drive_stream<E: Exchange>(ex: &mut E, framing: Framing, body: &[u8], piece: u
     let mut parser = sse::Parser::new();
     let mut chunks = Vec::new();
     let mut events = Vec::new();
-    let feed =
-        |ex: &mut E, input: StreamInput, chunks: &mut Vec<OutChunk>| -> Result<(), AdapterError> {
-            chunks.extend(ex.decode(input)?);
-            Ok(())
-        };
+    let feed = |ex: &mut E, input: StreamInput, chunks: &mut Vec<OutChunk>| -> Result<(), AdapterError> {
+        chunks.extend(ex.decode(input)?);
+        Ok(())
+    };
     for part in body.chunks(piece) {
         let input = match framing {
             Framing::Sse => {
@@ -149,11 +117,7 @@ fn drive_stream<E: Exchange>(ex: &mut E, framing: Framing, body: &[u8], piece: u
     if matches!(framing, Framing::Sse) {
         parser.finish(&mut events);
         if !events.is_empty() {
-            if let Err(error) = feed(
-                ex,
-                StreamInput::Events(events.drain(..).map(to_wit).collect()),
-                &mut chunks,
-            ) {
+            if let Err(error) = feed(ex, StreamInput::Events(events.drain(..).map(to_wit).collect()), &mut chunks) {
                 return Outcome::StreamFailed { chunks, error };
             }
         }
@@ -165,11 +129,7 @@ fn drive_stream<E: Exchange>(ex: &mut E, framing: Framing, body: &[u8], piece: u
 }
 
 fn to_wit(e: sse::Event) -> SseEvent {
-    SseEvent {
-        event: e.event,
-        data: e.data,
-        id: e.id,
-    }
+    SseEvent { event: e.event, data: e.data, id: e.id }
 }
 
 /// A call with a JSON body, as the host builds it for OpenAI-surface ops.
@@ -189,11 +149,7 @@ pub fn call(op: &str, model: &str, json: &str) -> Call {
 
 /// An upstream response with a body.
 pub fn response(status: u16, body: impl Into<Vec<u8>>) -> UpstreamResponse {
-    UpstreamResponse {
-        status,
-        headers: Vec::new(),
-        body: body.into(),
-    }
+    UpstreamResponse { status, headers: Vec::new(), body: body.into() }
 }
 
 /// The data of every SSE event among `chunks`, in order.

@@ -2,8 +2,8 @@
 //! plugin code short. Nothing here changes what crosses the boundary.
 
 use crate::{
-    AdapterError, Auth, Body, ErrorKind, Header, Manifest, Reply, Route, Step, StreamRequest,
-    StreamTail, UpstreamRequest, Usage,
+    AdapterError, Auth, Body, ErrorKind, Header, Manifest, Reply, Route, Step, StreamRequest, StreamTail,
+    UpstreamRequest, Usage,
 };
 
 #[allow(clippy::derivable_impls)] // generated type: it cannot derive
@@ -44,12 +44,7 @@ impl PartialEq for Usage {
 
 impl AdapterError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        AdapterError {
-            kind,
-            message: message.into(),
-            code: None,
-            retry_after_ms: None,
-        }
+        AdapterError { kind, message: message.into(), code: None, retry_after_ms: None }
     }
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
@@ -59,19 +54,13 @@ impl AdapterError {
 
 impl Header {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Header {
-            name: name.into(),
-            value: value.into(),
-        }
+        Header { name: name.into(), value: value.into() }
     }
 }
 
 /// The value of the first header called `name` (ASCII case-insensitive).
 pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str())
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
 }
 
 impl Body {
@@ -125,13 +114,7 @@ impl Reply {
         Reply::with_body(200, "application/json", Body::Text(json), usage)
     }
     pub fn with_body(status: u16, content_type: &str, body: Body, usage: Usage) -> Self {
-        Reply {
-            status,
-            headers: vec![Header::new("content-type", content_type)],
-            body,
-            usage,
-            error: None,
-        }
+        Reply { status, headers: vec![Header::new("content-type", content_type)], body, usage, error: None }
     }
 }
 
@@ -173,11 +156,7 @@ impl Manifest {
         }
     }
     pub fn with_route(mut self, method: &str, path: &str, op: &str) -> Self {
-        self.routes.push(Route {
-            method: method.into(),
-            path: path.into(),
-            op: op.into(),
-        });
+        self.routes.push(Route { method: method.into(), path: path.into(), op: op.into() });
         self
     }
     pub fn with_base_url(mut self, url: &str) -> Self {

@@ -38,9 +38,7 @@ pub struct KeyCache {
 
 impl KeyCache {
     pub fn new() -> Arc<KeyCache> {
-        Arc::new(KeyCache {
-            keys: ArcSwap::from_pointee(HashMap::new()),
-        })
+        Arc::new(KeyCache { keys: ArcSwap::from_pointee(HashMap::new()) })
     }
 
     /// The consumer owning `key`, if it is a known, enabled key.
@@ -51,9 +49,7 @@ impl KeyCache {
     /// Reloads every enabled key from the database.
     pub async fn reload(&self, db: &Db) -> Result<()> {
         let rows: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT id, name, key_hash FROM consumer_keys WHERE disabled = 0")
-                .fetch_all(db)
-                .await?;
+            sqlx::query_as("SELECT id, name, key_hash FROM consumer_keys WHERE disabled = 0").fetch_all(db).await?;
         let mut map = HashMap::with_capacity(rows.len());
         for (key_id, name, key_hash) in rows {
             let mut h = [0u8; 32];
@@ -72,10 +68,11 @@ impl KeyCache {
             let mut seen: Option<(i64, i64)> = None;
             loop {
                 tokio::time::sleep(every).await;
-                let fingerprint: Result<(i64, i64), _> =
-                    sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(updated_at), 0) + COALESCE(SUM(disabled), 0) FROM consumer_keys")
-                        .fetch_one(&db)
-                        .await;
+                let fingerprint: Result<(i64, i64), _> = sqlx::query_as(
+                    "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) + COALESCE(SUM(disabled), 0) FROM consumer_keys",
+                )
+                .fetch_one(&db)
+                .await;
                 match fingerprint {
                     Ok(f) if Some(f) == seen => {}
                     Ok(f) => match cache.reload(&db).await {
@@ -101,9 +98,7 @@ pub async fn create_key(db: &Db, name: &str, balance: &str) -> Result<String> {
     let balance_micros = parse_money(balance)?;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    let secret: String = (0..40)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
+    let secret: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     let key = format!("sk-tg-{secret}");
     let now = now_unix();
     sqlx::query(
@@ -122,11 +117,10 @@ pub async fn create_key(db: &Db, name: &str, balance: &str) -> Result<String> {
 }
 
 pub async fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
-    let rows: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT id, name, key_prefix, balance_micros, disabled FROM consumer_keys ORDER BY id",
-    )
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<(i64, String, String, i64, i64)> =
+        sqlx::query_as("SELECT id, name, key_prefix, balance_micros, disabled FROM consumer_keys ORDER BY id")
+            .fetch_all(db)
+            .await?;
     Ok(rows
         .into_iter()
         .map(|(id, name, key_prefix, micros, disabled)| KeyInfo {
@@ -142,9 +136,7 @@ pub async fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
 /// Parses a decimal amount ("12", "0.5", "3.000001") into millionths, exactly.
 pub fn parse_money(s: &str) -> Result<i64> {
     let s = s.trim();
-    let bad = || {
-        anyhow::anyhow!("'{s}' is not an amount: use digits with at most 6 decimals, e.g. 12.50")
-    };
+    let bad = || anyhow::anyhow!("'{s}' is not an amount: use digits with at most 6 decimals, e.g. 12.50");
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     if whole.is_empty()
         || !whole.bytes().all(|b| b.is_ascii_digit())
@@ -154,15 +146,8 @@ pub fn parse_money(s: &str) -> Result<i64> {
         return Err(bad());
     }
     let whole: i64 = whole.parse().map_err(|_| bad())?;
-    let frac: i64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<6}").parse().map_err(|_| bad())?
-    };
-    whole
-        .checked_mul(1_000_000)
-        .and_then(|w| w.checked_add(frac))
-        .ok_or_else(bad)
+    let frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
+    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac)).ok_or_else(bad)
 }
 
 pub fn format_money(micros: i64) -> String {

@@ -8,12 +8,7 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
-    let Some(token) = state
-        .config
-        .admin_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(token) = state.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
         return error_response(
             404,
             "invalid_request_error",
@@ -35,23 +30,12 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
         );
     }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/admin/plugins") => json(
-            200,
-            &serde_json::json!({ "plugins": state.registry.status() }),
-        ),
+        (&Method::GET, "/admin/plugins") => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
         (&Method::POST, "/admin/plugins/rescan") => match state.registry.scan().await {
-            Ok(()) => json(
-                200,
-                &serde_json::json!({ "plugins": state.registry.status() }),
-            ),
+            Ok(()) => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
             Err(e) => error_response(500, "server_error", "rescan_failed", &format!("{e:#}")),
         },
-        _ => error_response(
-            404,
-            "invalid_request_error",
-            "unknown_route",
-            "Unknown admin route.",
-        ),
+        _ => error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
     }
 }
 

@@ -128,12 +128,8 @@ impl Config {
     /// environment overrides.
     pub fn load(path: &Path, path_was_given: bool) -> Result<Config> {
         let mut table = match std::fs::read_to_string(path) {
-            Ok(text) => text
-                .parse::<toml::Table>()
-                .with_context(|| format!("{} is not valid TOML", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_was_given => {
-                toml::Table::new()
-            }
+            Ok(text) => text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_was_given => toml::Table::new(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         apply_env(&mut table, std::env::vars())?;
@@ -145,15 +141,11 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}/tollgate.db", self.data_dir.display()))
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/tollgate.db", self.data_dir.display()))
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
-        self.plugins_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("plugins"))
+        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
     fn validate(&self) -> Result<()> {
@@ -163,15 +155,10 @@ impl Config {
                 bail!("two channels are named '{}'", c.name);
             }
             if let Some(url) = &c.base_url {
-                let uri: http::Uri = url.parse().with_context(|| {
-                    format!("channel '{}': base_url '{url}' is not a URL", c.name)
-                })?;
-                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none()
-                {
-                    bail!(
-                        "channel '{}': base_url must be http(s)://host[:port][/prefix]",
-                        c.name
-                    );
+                let uri: http::Uri =
+                    url.parse().with_context(|| format!("channel '{}': base_url '{url}' is not a URL", c.name))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+                    bail!("channel '{}': base_url must be http(s)://host[:port][/prefix]", c.name);
                 }
                 if uri.query().is_some() {
                     bail!("channel '{}': base_url must not have a query", c.name);
@@ -197,13 +184,8 @@ fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String
         };
         let name = name.to_ascii_lowercase();
         if name == "channels" {
-            let parsed: toml::Table = value
-                .parse()
-                .context("TOLLGATE_CHANNELS must hold [[channel]] tables")?;
-            let channels = parsed
-                .get("channel")
-                .cloned()
-                .unwrap_or(toml::Value::Array(vec![]));
+            let parsed: toml::Table = value.parse().context("TOLLGATE_CHANNELS must hold [[channel]] tables")?;
+            let channels = parsed.get("channel").cloned().unwrap_or(toml::Value::Array(vec![]));
             table.insert("channel".into(), channels);
             continue;
         }
@@ -226,16 +208,11 @@ mod tests {
 
     #[test]
     fn env_overrides_scalars_and_channels() {
-        let mut t: toml::Table = "listen = \"127.0.0.1:1\"\nmax_body_bytes = 5"
-            .parse()
-            .unwrap();
+        let mut t: toml::Table = "listen = \"127.0.0.1:1\"\nmax_body_bytes = 5".parse().unwrap();
         let vars = vec![
             ("TOLLGATE_LISTEN".to_string(), "127.0.0.1:9".to_string()),
             ("TOLLGATE_MAX_BODY_BYTES".to_string(), "77".to_string()),
-            (
-                "TOLLGATE_CHANNELS".to_string(),
-                "[[channel]]\nname='a'\nplugin='openai'\nmodels=['m']".to_string(),
-            ),
+            ("TOLLGATE_CHANNELS".to_string(), "[[channel]]\nname='a'\nplugin='openai'\nmodels=['m']".to_string()),
             ("OTHER".to_string(), "x".to_string()),
         ];
         apply_env(&mut t, vars.into_iter()).unwrap();
@@ -248,10 +225,8 @@ mod tests {
 
     #[test]
     fn bad_base_url_is_refused() {
-        let c: Config = toml::from_str(
-            "[[channel]]\nname='a'\nplugin='openai'\nmodels=['m']\nbase_url='ftp://x'",
-        )
-        .unwrap();
+        let c: Config =
+            toml::from_str("[[channel]]\nname='a'\nplugin='openai'\nmodels=['m']\nbase_url='ftp://x'").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("base_url"));
     }
 }

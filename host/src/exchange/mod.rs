@@ -36,13 +36,7 @@ pub struct CallError {
 
 impl CallError {
     pub fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
-        CallError {
-            status,
-            kind,
-            code: code.into(),
-            message: message.into(),
-            class: None,
-        }
+        CallError { status, kind, code: code.into(), message: message.into(), class: None }
     }
     pub fn plugin(message: impl Into<String>) -> Self {
         CallError::new(502, "upstream_error", "plugin_error", message)
@@ -51,12 +45,7 @@ impl CallError {
         CallError::new(503, "server_error", "channel_misconfigured", message)
     }
     pub fn unsupported(message: impl Into<String>) -> Self {
-        CallError::new(
-            400,
-            "invalid_request_error",
-            "unsupported_operation",
-            message,
-        )
+        CallError::new(400, "invalid_request_error", "unsupported_operation", message)
     }
     /// The consumer-facing error for a classified upstream failure.
     pub fn upstream(class: wit::ErrorKind, message: impl Into<String>) -> Self {
@@ -73,13 +62,7 @@ impl CallError {
             K::Timeout => (504, "upstream_error", "upstream_timeout"),
             K::Unsupported => (400, "invalid_request_error", "unsupported_operation"),
         };
-        CallError {
-            status,
-            kind,
-            code: code.into(),
-            message: message.into(),
-            class: Some(class),
-        }
+        CallError { status, kind, code: code.into(), message: message.into(), class: Some(class) }
     }
     pub fn from_adapter(e: &wit::AdapterError) -> Self {
         CallError::upstream(e.kind, e.message.clone())
@@ -108,14 +91,9 @@ pub enum Outcome {
         error: Option<wit::AdapterError>,
     },
     /// A streamed answer; the body reports its own end through the `on_end` callback.
-    Stream {
-        headers: Vec<wit::Header>,
-        body: StreamBody,
-    },
+    Stream { headers: Vec<wit::Header>, body: StreamBody },
     /// An upstream response copied to the consumer as it is.
-    Relay {
-        response: http::Response<hyper::body::Incoming>,
-    },
+    Relay { response: http::Response<hyper::body::Incoming> },
 }
 
 /// How a stream ended, reported once by the stream task.
@@ -130,57 +108,29 @@ pub struct StreamReport {
 pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
 
 /// Runs the call to its first answer.
-pub async fn run(
-    ctx: CallContext,
-    call: wit::Call,
-    on_stream_end: OnStreamEnd,
-) -> Result<Outcome, CallError> {
+pub async fn run(ctx: CallContext, call: wit::Call, on_stream_end: OnStreamEnd) -> Result<Outcome, CallError> {
     let mut pc = ctx
         .runtime
         .start(&ctx.plugin.pre, &call)
         .await
         .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e))?;
-    let base_url = match ctx.channel.base_url.as_deref().or(ctx
-        .plugin
-        .manifest
-        .default_base_url
-        .as_deref())
-    {
+    let base_url = match ctx.channel.base_url.as_deref().or(ctx.plugin.manifest.default_base_url.as_deref()) {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => {
-            return Err(CallError::config(format!(
-                "channel '{}' has no base_url",
-                ctx.channel.name
-            )))
-        }
+        None => return Err(CallError::config(format!("channel '{}' has no base_url", ctx.channel.name))),
     };
-    let mut step = pc
-        .first()
-        .await
-        .map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
+    let mut step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
     for _ in 0..MAX_STEPS {
         step = match step {
             wit::Step::Send(req) => {
-                let resp = ctx
-                    .upstream
-                    .send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body)
-                    .await?;
+                let resp = ctx.upstream.send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body).await?;
                 let response = read_whole(resp, &ctx.upstream).await?;
-                pc.next(&response)
-                    .await
-                    .map_err(|e| plugin_failure(&ctx.plugin, "next()", e))?
+                pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e))?
             }
             wit::Step::Stream(s) => {
-                let resp = ctx
-                    .upstream
-                    .send(&base_url, &s.request, ctx.key.as_ref(), &ctx.client_body)
-                    .await?;
-                if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing)
-                {
+                let resp = ctx.upstream.send(&base_url, &s.request, ctx.key.as_ref(), &ctx.client_body).await?;
+                if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing) {
                     let response = read_whole(resp, &ctx.upstream).await?;
-                    pc.next(&response)
-                        .await
-                        .map_err(|e| plugin_failure(&ctx.plugin, "next()", e))?
+                    pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e))?
                 } else {
                     let body = stream::start(
                         pc,
@@ -190,17 +140,11 @@ pub async fn run(
                         Arc::clone(&ctx.plugin),
                         on_stream_end,
                     );
-                    return Ok(Outcome::Stream {
-                        headers: s.reply_headers,
-                        body,
-                    });
+                    return Ok(Outcome::Stream { headers: s.reply_headers, body });
                 }
             }
             wit::Step::Relay(req) => {
-                let response = ctx
-                    .upstream
-                    .send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body)
-                    .await?;
+                let response = ctx.upstream.send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body).await?;
                 return Ok(Outcome::Relay { response });
             }
             wit::Step::Reply(r) => {
@@ -209,9 +153,7 @@ pub async fn run(
                     wit::Body::Text(s) => Bytes::from(s),
                     wit::Body::Bytes(b) => Bytes::from(b),
                     wit::Body::ClientBody | wit::Body::Form(_) => {
-                        return Err(CallError::plugin(
-                            "the plugin replied with a body only a request can have",
-                        ))
+                        return Err(CallError::plugin("the plugin replied with a body only a request can have"))
                     }
                 };
                 return Ok(Outcome::Reply {
@@ -224,24 +166,16 @@ pub async fn run(
             }
             wit::Step::Fail(e) => return Err(CallError::from_adapter(&e)),
             wit::Step::Submitted(_) | wit::Step::Task(_) => {
-                return Err(CallError::unsupported(
-                    "asynchronous tasks are not supported by this gateway version yet",
-                ))
+                return Err(CallError::unsupported("asynchronous tasks are not supported by this gateway version yet"))
             }
         };
     }
-    Err(CallError::plugin(format!(
-        "plugin '{}' took more than {MAX_STEPS} steps",
-        ctx.plugin.name()
-    )))
+    Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())))
 }
 
 /// Vendors such as MiniMax answer a streamed request that failed with a plain JSON error
 /// (HTTP 200); that body goes to `next()` for classification instead of the SSE decoder.
-fn answered_json_instead_of_events(
-    resp: &http::Response<hyper::body::Incoming>,
-    framing: &wit::Framing,
-) -> bool {
+fn answered_json_instead_of_events(resp: &http::Response<hyper::body::Incoming>, framing: &wit::Framing) -> bool {
     matches!(framing, wit::Framing::Sse)
         && resp
             .headers()
@@ -260,33 +194,22 @@ async fn read_whole(
         .headers()
         .iter()
         .filter_map(|(k, v)| {
-            v.to_str().ok().map(|v| wit::Header {
-                name: k.as_str().to_string(),
-                value: v.to_string(),
-            })
+            v.to_str().ok().map(|v| wit::Header { name: k.as_str().to_string(), value: v.to_string() })
         })
         .collect();
-    let body =
-        match tokio::time::timeout(upstream.response_timeout, resp.into_body().collect()).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(_)) => {
-                return Err(CallError::upstream(
-                    wit::ErrorKind::UpstreamFault,
-                    "the upstream connection failed while sending its answer",
-                ))
-            }
-            Err(_) => {
-                return Err(CallError::upstream(
-                    wit::ErrorKind::Timeout,
-                    "the upstream did not finish its answer in time",
-                ))
-            }
-        };
-    Ok(wit::UpstreamResponse {
-        status,
-        headers,
-        body: body.to_vec(),
-    })
+    let body = match tokio::time::timeout(upstream.response_timeout, resp.into_body().collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
+            return Err(CallError::upstream(
+                wit::ErrorKind::UpstreamFault,
+                "the upstream connection failed while sending its answer",
+            ))
+        }
+        Err(_) => {
+            return Err(CallError::upstream(wit::ErrorKind::Timeout, "the upstream did not finish its answer in time"))
+        }
+    };
+    Ok(wit::UpstreamResponse { status, headers, body: body.to_vec() })
 }
 
 /// A plugin that trapped, ran out of time or memory: logged with its cause, 502 for the consumer.
@@ -296,25 +219,12 @@ pub(crate) fn plugin_failure(plugin: &Plugin, during: &str, e: anyhow::Error) ->
         "exceeded its time limit"
     } else if detail.contains("memory") || detail.contains("grow") {
         "exceeded its memory limit"
-    } else if detail.contains("pooling")
-        || detail.contains("instance count")
-        || detail.contains("concurrent")
-    {
-        return CallError::new(
-            503,
-            "server_error",
-            "overloaded",
-            "too many calls in flight; retry shortly",
-        );
+    } else if detail.contains("pooling") || detail.contains("instance count") || detail.contains("concurrent") {
+        return CallError::new(503, "server_error", "overloaded", "too many calls in flight; retry shortly");
     } else {
         "trapped"
     };
-    crate::telemetry::METRICS
-        .plugin_failures
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::telemetry::METRICS.plugin_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::error!(plugin = plugin.name(), version = %plugin.manifest.version, during, error = %detail, "plugin failed");
-    CallError::plugin(format!(
-        "plugin '{}' {cause} during {during}",
-        plugin.name()
-    ))
+    CallError::plugin(format!("plugin '{}' {cause} during {during}", plugin.name()))
 }

@@ -26,10 +26,7 @@ pub struct StreamBody {
 impl Body for StreamBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -78,18 +75,10 @@ async fn pump(
     let mut events = Vec::new();
     let sse_framed = matches!(framing, wit::Framing::Sse);
     let stop = loop {
-        let frame = match tokio::time::timeout(
-            idle,
-            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
-        )
-        .await
+        let frame = match tokio::time::timeout(idle, std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)))
+            .await
         {
-            Err(_) => {
-                break Stop::Cut(CallError::upstream(
-                    wit::ErrorKind::Timeout,
-                    "the upstream stream went silent",
-                ))
-            }
+            Err(_) => break Stop::Cut(CallError::upstream(wit::ErrorKind::Timeout, "the upstream stream went silent")),
             Ok(None) => break Stop::Complete,
             Ok(Some(Err(_))) => {
                 break Stop::Cut(CallError::upstream(
@@ -123,10 +112,7 @@ async fn pump(
                 Stop::Complete
             } else {
                 let input = wit::StreamInput::Events(events.drain(..).map(to_wit).collect());
-                deliver(&mut pc, &input, plugin, tx)
-                    .await
-                    .err()
-                    .unwrap_or(Stop::Complete)
+                deliver(&mut pc, &input, plugin, tx).await.err().unwrap_or(Stop::Complete)
             }
         }
         other => other,
@@ -135,41 +121,26 @@ async fn pump(
         Stop::Complete => (wit::StreamEnd::Complete, None, false),
         Stop::Cut(e) | Stop::Rejected(e) => (wit::StreamEnd::UpstreamCut, Some(e), false),
         Stop::ClientGone => (wit::StreamEnd::ClientGone, None, true),
-        Stop::PluginDead(e) => {
-            return StreamReport {
-                usage: empty_usage(),
-                error: Some(e),
-                client_gone: false,
-            }
-        }
+        Stop::PluginDead(e) => return StreamReport { usage: empty_usage(), error: Some(e), client_gone: false },
     };
     match pc.finish(end).await {
         Ok(Ok(tail)) => {
             let mut error = error;
             let mut client_gone = client_gone;
-            if !client_gone
-                && !tail.chunks.is_empty()
-                && tx.send(render(&tail.chunks)).await.is_err()
-            {
+            if !client_gone && !tail.chunks.is_empty() && tx.send(render(&tail.chunks)).await.is_err() {
                 client_gone = true;
                 error = None;
             }
-            StreamReport {
-                usage: tail.usage,
-                error,
-                client_gone,
-            }
+            StreamReport { usage: tail.usage, error, client_gone }
         }
         Ok(Err(e)) => StreamReport {
             usage: empty_usage(),
             error: Some(error.unwrap_or_else(|| CallError::from_adapter(&e))),
             client_gone,
         },
-        Err(trap) => StreamReport {
-            usage: empty_usage(),
-            error: Some(plugin_failure(plugin, "finish()", trap)),
-            client_gone,
-        },
+        Err(trap) => {
+            StreamReport { usage: empty_usage(), error: Some(plugin_failure(plugin, "finish()", trap)), client_gone }
+        }
     }
 }
 
@@ -192,11 +163,7 @@ async fn deliver(
 }
 
 fn to_wit(e: sse::Event) -> wit::SseEvent {
-    wit::SseEvent {
-        event: e.event,
-        data: e.data,
-        id: e.id,
-    }
+    wit::SseEvent { event: e.event, data: e.data, id: e.id }
 }
 
 /// The plugin's chunks as one network write.
@@ -204,9 +171,7 @@ fn render(chunks: &[wit::OutChunk]) -> Bytes {
     let mut out = Vec::new();
     for c in chunks {
         match c {
-            wit::OutChunk::Event(e) => {
-                sse::write_event(&mut out, e.event.as_deref(), e.id.as_deref(), &e.data)
-            }
+            wit::OutChunk::Event(e) => sse::write_event(&mut out, e.event.as_deref(), e.id.as_deref(), &e.data),
             wit::OutChunk::Bytes(b) => out.extend_from_slice(b),
         }
     }

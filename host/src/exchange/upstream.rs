@@ -23,23 +23,11 @@ pub struct Upstream {
 }
 
 /// Headers a plugin may not set: the host owns framing and connection management.
-const HOP_BY_HOP: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-];
+const HOP_BY_HOP: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"];
 
 impl Upstream {
-    pub fn new(
-        connect_timeout: Duration,
-        response_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> Upstream {
+    pub fn new(connect_timeout: Duration, response_timeout: Duration, idle_timeout: Duration) -> Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
@@ -53,11 +41,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(512)
             .build(https);
-        Upstream {
-            client,
-            response_timeout,
-            idle_timeout,
-        }
+        Upstream { client, response_timeout, idle_timeout }
     }
 
     /// Sends `req` to `base_url`, attaching `key` as `req.auth` says; waits for the headers.
@@ -69,27 +53,18 @@ impl Upstream {
         client_body: &Bytes,
     ) -> Result<Response<Incoming>, CallError> {
         let request = build(base_url, req, key, client_body)?;
-        let timeout = req
-            .timeout_ms
-            .map(|ms| Duration::from_millis(ms as u64))
-            .unwrap_or(self.response_timeout);
+        let timeout = req.timeout_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(self.response_timeout);
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
-                let reason = if e.is_connect() {
-                    "cannot connect to the upstream"
-                } else {
-                    "the upstream connection failed"
-                };
+                let reason =
+                    if e.is_connect() { "cannot connect to the upstream" } else { "the upstream connection failed" };
                 tracing::warn!(error = %e, base_url, "upstream request failed");
                 Err(CallError::upstream(wit::ErrorKind::UpstreamFault, reason))
             }
             Err(_) => Err(CallError::upstream(
                 wit::ErrorKind::Timeout,
-                format!(
-                    "the upstream did not answer within {} ms",
-                    timeout.as_millis()
-                ),
+                format!("the upstream did not answer within {} ms", timeout.as_millis()),
             )),
         }
     }
@@ -102,10 +77,7 @@ fn build(
     client_body: &Bytes,
 ) -> Result<Request<Full<Bytes>>, CallError> {
     let plugin_bug = |m: String| CallError::plugin(m);
-    if !req.path.starts_with('/')
-        || req.path.starts_with("//")
-        || req.path.contains(['\r', '\n', '#'])
-    {
+    if !req.path.starts_with('/') || req.path.starts_with("//") || req.path.contains(['\r', '\n', '#']) {
         return Err(plugin_bug(format!(
             "the plugin asked for path '{}': a path must start with a single '/'",
             req.path
@@ -131,14 +103,8 @@ fn build(
         if HOP_BY_HOP.iter().any(|x| h.name.eq_ignore_ascii_case(x)) {
             continue;
         }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_str(&h.value),
-        ) else {
-            return Err(plugin_bug(format!(
-                "the plugin set an invalid header '{}'",
-                h.name
-            )));
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) else {
+            return Err(plugin_bug(format!("the plugin set an invalid header '{}'", h.name)));
         };
         headers.append(name, value);
     }
@@ -151,15 +117,11 @@ fn build(
         };
         match &req.auth {
             wit::Auth::Bearer => {
-                headers.insert(
-                    http::header::AUTHORIZATION,
-                    secret(format!("Bearer {}", k.0))?,
-                );
+                headers.insert(http::header::AUTHORIZATION, secret(format!("Bearer {}", k.0))?);
             }
             wit::Auth::Header(name) => {
-                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    plugin_bug(format!("the plugin named an invalid auth header '{name}'"))
-                })?;
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| plugin_bug(format!("the plugin named an invalid auth header '{name}'")))?;
                 headers.insert(name, secret(k.0.to_string())?);
             }
             wit::Auth::Query(_) | wit::Auth::None => {}
@@ -171,14 +133,10 @@ fn build(
         wit::Body::Bytes(b) => Bytes::copy_from_slice(b),
         wit::Body::ClientBody => client_body.clone(),
         wit::Body::Form(_) => {
-            return Err(CallError::unsupported(
-                "multipart upstream bodies are not supported by this gateway version",
-            ))
+            return Err(CallError::unsupported("multipart upstream bodies are not supported by this gateway version"))
         }
     };
-    builder
-        .body(Full::new(body))
-        .map_err(|e| plugin_bug(format!("the plugin built an invalid request: {e}")))
+    builder.body(Full::new(body)).map_err(|e| plugin_bug(format!("the plugin built an invalid request: {e}")))
 }
 
 fn percent_encode(s: &str) -> String {
@@ -202,10 +160,7 @@ mod tests {
         wit::UpstreamRequest {
             method: "POST".into(),
             path: path.into(),
-            headers: vec![wit::Header {
-                name: "Host".into(),
-                value: "evil.example".into(),
-            }],
+            headers: vec![wit::Header { name: "Host".into(), value: "evil.example".into() }],
             body: wit::Body::Text("{}".into()),
             auth,
             timeout_ms: None,
@@ -215,60 +170,23 @@ mod tests {
     #[test]
     fn requests_go_only_to_the_base_url() {
         let key = UpstreamKey(Arc::from("k 1"));
-        let r = build(
-            "http://127.0.0.1:9",
-            &req("/v1/x", wit::Auth::Bearer),
-            Some(&key),
-            &Bytes::new(),
-        )
-        .unwrap();
+        let r = build("http://127.0.0.1:9", &req("/v1/x", wit::Auth::Bearer), Some(&key), &Bytes::new()).unwrap();
         assert_eq!(r.uri(), "http://127.0.0.1:9/v1/x");
         assert!(r.headers().get("host").is_none(), "plugins cannot set Host");
         assert_eq!(r.headers()["authorization"], "Bearer k 1");
-        for bad in [
-            "//evil.example/x",
-            "http://evil.example/x",
-            "x",
-            "/a\r\nHost: y",
-        ] {
-            assert!(
-                build(
-                    "http://127.0.0.1:9",
-                    &req(bad, wit::Auth::None),
-                    None,
-                    &Bytes::new()
-                )
-                .is_err(),
-                "{bad}"
-            );
+        for bad in ["//evil.example/x", "http://evil.example/x", "x", "/a\r\nHost: y"] {
+            assert!(build("http://127.0.0.1:9", &req(bad, wit::Auth::None), None, &Bytes::new()).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn query_and_header_auth() {
         let key = UpstreamKey(Arc::from("a&b"));
-        let r = build(
-            "http://h",
-            &req("/p?x=1", wit::Auth::Query("key".into())),
-            Some(&key),
-            &Bytes::new(),
-        )
-        .unwrap();
+        let r = build("http://h", &req("/p?x=1", wit::Auth::Query("key".into())), Some(&key), &Bytes::new()).unwrap();
         assert_eq!(r.uri(), "http://h/p?x=1&key=a%26b");
-        let r = build(
-            "http://h",
-            &req("/p", wit::Auth::Header("x-api-key".into())),
-            Some(&key),
-            &Bytes::new(),
-        )
-        .unwrap();
+        let r =
+            build("http://h", &req("/p", wit::Auth::Header("x-api-key".into())), Some(&key), &Bytes::new()).unwrap();
         assert_eq!(r.headers()["x-api-key"], "a&b");
-        assert!(build(
-            "http://h",
-            &req("/p", wit::Auth::Bearer),
-            None,
-            &Bytes::new()
-        )
-        .is_err());
+        assert!(build("http://h", &req("/p", wit::Auth::Bearer), None, &Bytes::new()).is_err());
     }
 }

@@ -34,30 +34,16 @@ impl std::fmt::Debug for UpstreamKey {
 
 impl Channel {
     pub fn from_config(c: &ChannelConfig) -> Channel {
-        let settings_json = c
-            .settings
-            .as_ref()
-            .and_then(|t| serde_json::to_string(t).ok())
-            .unwrap_or_else(|| "{}".to_string());
+        let settings_json =
+            c.settings.as_ref().and_then(|t| serde_json::to_string(t).ok()).unwrap_or_else(|| "{}".to_string());
         Channel {
             name: c.name.clone(),
             plugin: c.plugin.clone(),
-            base_url: c
-                .base_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_string()),
+            base_url: c.base_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
             models: c.models.clone(),
-            model_map: c
-                .model_map
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            model_map: c.model_map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             settings_json,
-            keys: c
-                .keys
-                .iter()
-                .map(|k| UpstreamKey(Arc::from(k.as_str())))
-                .collect(),
+            keys: c.keys.iter().map(|k| UpstreamKey(Arc::from(k.as_str()))).collect(),
             next: AtomicUsize::new(0),
         }
     }
@@ -72,10 +58,7 @@ impl Channel {
     }
 
     pub fn upstream_model<'a>(&'a self, model: &'a str) -> &'a str {
-        self.model_map
-            .get(model)
-            .map(String::as_str)
-            .unwrap_or(model)
+        self.model_map.get(model).map(String::as_str).unwrap_or(model)
     }
 }
 
@@ -93,11 +76,7 @@ impl Channels {
         for c in configs {
             let ch = Arc::new(Channel::from_config(c));
             for m in &ch.models {
-                channels
-                    .by_model
-                    .entry(m.clone())
-                    .or_default()
-                    .push(Arc::clone(&ch));
+                channels.by_model.entry(m.clone()).or_default().push(Arc::clone(&ch));
             }
             channels.all.push(ch);
         }
@@ -123,11 +102,8 @@ impl Channels {
 
     /// Every configured model with its channel's plugin, sorted, for `/v1/models`.
     pub fn models(&self) -> Vec<(&str, &str)> {
-        let mut v: Vec<(&str, &str)> = self
-            .by_model
-            .iter()
-            .map(|(m, chans)| (m.as_str(), chans[0].plugin.as_str()))
-            .collect();
+        let mut v: Vec<(&str, &str)> =
+            self.by_model.iter().map(|(m, chans)| (m.as_str(), chans[0].plugin.as_str())).collect();
         v.sort();
         v
     }
@@ -151,9 +127,7 @@ mod tests {
     #[test]
     fn keys_are_used_in_turn_and_never_printed() {
         let ch = Channel::from_config(&cfg("a", &["k1", "k2"], &["m"]));
-        let picked: Vec<String> = (0..4)
-            .map(|_| ch.pick_key().unwrap().0.to_string())
-            .collect();
+        let picked: Vec<String> = (0..4).map(|_| ch.pick_key().unwrap().0.to_string()).collect();
         assert_eq!(picked, ["k1", "k2", "k1", "k2"]);
         assert_eq!(format!("{:?}", ch.pick_key().unwrap()), "UpstreamKey(***)");
         assert_eq!(ch.upstream_model("alias"), "real");
@@ -164,9 +138,7 @@ mod tests {
     fn models_route_to_their_channels() {
         let c = Channels::new(&[cfg("a", &["k"], &["m1", "m2"]), cfg("b", &["k"], &["m2"])]);
         assert_eq!(c.for_model("m1").unwrap().name, "a");
-        let names: std::collections::HashSet<_> = (0..4)
-            .map(|_| c.for_model("m2").unwrap().name.clone())
-            .collect();
+        let names: std::collections::HashSet<_> = (0..4).map(|_| c.for_model("m2").unwrap().name.clone()).collect();
         assert_eq!(names.len(), 2);
         assert!(c.for_model("nope").is_none());
         assert_eq!(c.models().len(), 2);

@@ -28,15 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Routes the gateway serves itself; a plugin may not declare them.
-pub const RESERVED_PATH_PREFIXES: &[&str] = &[
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/models",
-    "/v1/audio/speech",
-    "/health",
-    "/metrics",
-    "/admin",
-];
+pub const RESERVED_PATH_PREFIXES: &[&str] =
+    &["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/audio/speech", "/health", "/metrics", "/admin"];
 
 /// An immutable snapshot of the loaded plugins.
 #[derive(Default)]
@@ -69,10 +62,8 @@ impl PluginSet {
         let mut set = PluginSet::default();
         for p in plugins {
             for r in &p.manifest.routes {
-                set.routes.insert(
-                    (r.method.to_ascii_uppercase(), r.path.clone()),
-                    (p.name().to_string(), r.op.clone()),
-                );
+                set.routes
+                    .insert((r.method.to_ascii_uppercase(), r.path.clone()), (p.name().to_string(), r.op.clone()));
             }
             set.by_name.insert(p.name().to_string(), p);
         }
@@ -177,35 +168,24 @@ impl PluginRegistry {
                 }
             };
             let sha = sha256_hex(&bytes);
-            if self
-                .files
-                .lock()
-                .expect("plugin file table")
-                .get(&path)
-                .is_some_and(|e| e.sha256 == sha)
-            {
+            if self.files.lock().expect("plugin file table").get(&path).is_some_and(|e| e.sha256 == sha) {
                 continue;
             }
             changed = true;
             let result = self.load(&path, bytes, &sha).await;
             let mut files = self.files.lock().expect("plugin file table");
-            let entry = files.entry(path.clone()).or_insert(FileEntry {
-                sha256: String::new(),
-                plugin: None,
-                error: None,
-            });
+            let entry =
+                files.entry(path.clone()).or_insert(FileEntry { sha256: String::new(), plugin: None, error: None });
             entry.sha256 = sha.clone();
             match result {
                 Ok(plugin) => {
-                    self.loads_ok
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.loads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(plugin = plugin.name(), version = %plugin.manifest.version, sha256 = %sha, file = %path.display(), "plugin loaded");
                     entry.plugin = Some(plugin);
                     entry.error = None;
                 }
                 Err(e) => {
-                    self.loads_failed
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.loads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let message = format!("{e:#}");
                     tracing::error!(file = %path.display(), sha256 = %sha, error = %message,
                         still_serving = entry.plugin.as_ref().map(|p| p.manifest.version.as_str()).unwrap_or("nothing"),
@@ -226,47 +206,26 @@ impl PluginRegistry {
     async fn load(&self, path: &Path, bytes: Vec<u8>, sha: &str) -> Result<Arc<Plugin>> {
         let runtime = self.runtime.clone();
         let sha_owned = sha.to_string();
-        let pre =
-            tokio::task::spawn_blocking(move || runtime.prepare(&bytes, &sha_owned)).await??;
+        let pre = tokio::task::spawn_blocking(move || runtime.prepare(&bytes, &sha_owned)).await??;
         let manifest = tokio::time::timeout(Duration::from_secs(10), self.runtime.describe(&pre))
             .await
             .map_err(|_| anyhow::anyhow!("describe() did not return"))?
             .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))?;
         self.check_conflicts(path, &manifest)?;
-        Ok(Arc::new(Plugin {
-            manifest,
-            sha256: sha.to_string(),
-            file: path.to_path_buf(),
-            pre,
-        }))
+        Ok(Arc::new(Plugin { manifest, sha256: sha.to_string(), file: path.to_path_buf(), pre }))
     }
 
     /// A plugin's name and routes must be its own: not another file's, not the gateway's.
     fn check_conflicts(&self, path: &Path, m: &Manifest) -> Result<()> {
-        if m.name.is_empty()
-            || !m
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            bail!(
-                "plugin name '{}' must be non-empty ASCII letters, digits, '-' or '_'",
-                m.name
-            );
+        if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            bail!("plugin name '{}' must be non-empty ASCII letters, digits, '-' or '_'", m.name);
         }
         for r in &m.routes {
             if !r.path.starts_with('/') {
                 bail!("route '{}' must start with '/'", r.path);
             }
-            if let Some(p) = RESERVED_PATH_PREFIXES
-                .iter()
-                .find(|p| r.path.starts_with(**p))
-            {
-                bail!(
-                    "route {} {} collides with the gateway's own route {p}",
-                    r.method,
-                    r.path
-                );
+            if let Some(p) = RESERVED_PATH_PREFIXES.iter().find(|p| r.path.starts_with(**p)) {
+                bail!("route {} {} collides with the gateway's own route {p}", r.method, r.path);
             }
         }
         let files = self.files.lock().expect("plugin file table");
@@ -276,24 +235,11 @@ impl PluginRegistry {
                 continue;
             }
             if o.name() == m.name {
-                bail!(
-                    "plugin name '{}' is already served by {}",
-                    m.name,
-                    other_path.display()
-                );
+                bail!("plugin name '{}' is already served by {}", m.name, other_path.display());
             }
             for r in &m.routes {
-                if o.manifest
-                    .routes
-                    .iter()
-                    .any(|x| x.path == r.path && x.method.eq_ignore_ascii_case(&r.method))
-                {
-                    bail!(
-                        "route {} {} is already served by plugin '{}'",
-                        r.method,
-                        r.path,
-                        o.name()
-                    );
+                if o.manifest.routes.iter().any(|x| x.path == r.path && x.method.eq_ignore_ascii_case(&r.method)) {
+                    bail!("route {} {} is already served by plugin '{}'", r.method, r.path, o.name());
                 }
             }
         }
@@ -306,16 +252,9 @@ impl PluginRegistry {
         files
             .iter()
             .map(|(path, e)| PluginFileStatus {
-                file: path
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
                 sha256: e.sha256.clone(),
-                status: if e.error.is_some() {
-                    "failed"
-                } else {
-                    "loaded"
-                },
+                status: if e.error.is_some() { "failed" } else { "loaded" },
                 name: e.plugin.as_ref().map(|p| p.name().to_string()),
                 version: e.plugin.as_ref().map(|p| p.manifest.version.clone()),
                 serving_sha256: e.plugin.as_ref().map(|p| p.sha256.clone()),
@@ -323,18 +262,9 @@ impl PluginRegistry {
                 routes: e
                     .plugin
                     .iter()
-                    .flat_map(|p| {
-                        p.manifest
-                            .routes
-                            .iter()
-                            .map(|r| format!("{} {}", r.method, r.path))
-                    })
+                    .flat_map(|p| p.manifest.routes.iter().map(|r| format!("{} {}", r.method, r.path)))
                     .collect(),
-                operations: e
-                    .plugin
-                    .iter()
-                    .flat_map(|p| p.manifest.operations.clone())
-                    .collect(),
+                operations: e.plugin.iter().flat_map(|p| p.manifest.operations.clone()).collect(),
             })
             .collect()
     }
@@ -343,12 +273,11 @@ impl PluginRegistry {
     pub fn watch(self: &Arc<Self>, backstop: Duration) -> Result<notify::RecommendedWatcher> {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
-                    let _ = tx.send(());
-                }
-            })?;
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        })?;
         watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
         let registry = Arc::clone(self);
         tokio::spawn(async move {

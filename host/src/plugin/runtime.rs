@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+    UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -38,10 +38,7 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -58,12 +55,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(
-        cache_dir: PathBuf,
-        memory_limit_mb: usize,
-        time_limit_ms: u64,
-        slots: u32,
-    ) -> Result<Runtime> {
+    pub fn new(cache_dir: PathBuf, memory_limit_mb: usize, time_limit_ms: u64, slots: u32) -> Result<Runtime> {
         let memory_limit = memory_limit_mb << 20;
         let mut cfg = Config::new();
         cfg.wasm_component_model(true).epoch_interruption(true);
@@ -84,25 +76,18 @@ impl Runtime {
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(128 << 10);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&cfg)
-            .map_err(anyhow::Error::from)
-            .context("creating the wasm engine")?;
+        let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("creating the wasm engine")?;
         let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(TICK);
-                match ticker.upgrade() {
-                    Some(e) => e.increment_epoch(),
-                    None => return,
-                }
-            })?;
+        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || loop {
+            std::thread::sleep(TICK);
+            match ticker.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => return,
+            }
+        })?;
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
-            &mut linker,
-            |s| s,
-        )?;
+        bindings::Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
@@ -121,20 +106,16 @@ impl Runtime {
     /// Compiles (or loads from the cache) and links a component; does not run it.
     pub fn prepare(&self, wasm: &[u8], sha256: &str) -> Result<bindings::PluginPre<CallState>> {
         let component = self.compile_cached(wasm, sha256)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .context("the plugin imports something the host does not provide (only WASI with no capabilities is linked)")?;
+        let pre = self.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context(
+            "the plugin imports something the host does not provide (only WASI with no capabilities is linked)",
+        )?;
         bindings::PluginPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the plugin does not export tollgate:adapter/adapter@1.0.0")
     }
 
     fn compile_cached(&self, wasm: &[u8], sha256: &str) -> Result<Component> {
-        let cached = self
-            .cache_dir
-            .join(format!("{sha256}-{}.cwasm", self.engine_hash));
+        let cached = self.cache_dir.join(format!("{sha256}-{}.cwasm", self.engine_hash));
         if cached.exists() {
             // SAFETY: the file is in the gateway's own cache folder, named by the source's
             // SHA-256 and this engine's compatibility hash; only `Component::serialize` of this
@@ -151,10 +132,7 @@ impl Runtime {
             .context("not a valid WebAssembly component")?;
         if let Ok(bytes) = component.serialize() {
             let tmp = cached.with_extension("tmp");
-            if std::fs::write(&tmp, bytes)
-                .and_then(|_| std::fs::rename(&tmp, &cached))
-                .is_err()
-            {
+            if std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &cached)).is_err() {
                 tracing::warn!(file = %cached.display(), "could not write the compile cache");
             }
         }
@@ -190,30 +168,16 @@ impl Runtime {
     pub async fn describe(&self, pre: &bindings::PluginPre<CallState>) -> Result<Manifest> {
         let mut store = self.new_store();
         enter(&mut store);
-        let plugin = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(anyhow::Error::from)?;
+        let plugin = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
         enter(&mut store);
-        plugin
-            .tollgate_adapter_adapter()
-            .call_describe(&mut store)
-            .await
-            .map_err(Into::into)
+        plugin.tollgate_adapter_adapter().call_describe(&mut store).await.map_err(Into::into)
     }
 
     /// Starts one call: a fresh store, an instance, and the plugin's exchange resource.
-    pub async fn start(
-        &self,
-        pre: &bindings::PluginPre<CallState>,
-        call: &wit::Call,
-    ) -> Result<PluginCall> {
+    pub async fn start(&self, pre: &bindings::PluginPre<CallState>, call: &wit::Call) -> Result<PluginCall> {
         let mut store = self.new_store();
         enter(&mut store);
-        let instance = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(anyhow::Error::from)?;
+        let instance = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
         enter(&mut store);
         let exchange = instance
             .tollgate_adapter_adapter()
@@ -221,11 +185,7 @@ impl Runtime {
             .call_constructor(&mut store, call)
             .await
             .map_err(anyhow::Error::from)?;
-        Ok(PluginCall {
-            store,
-            instance,
-            exchange,
-        })
+        Ok(PluginCall { store, instance, exchange })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -267,10 +227,7 @@ impl PluginCall {
             .map_err(Into::into)
     }
 
-    pub async fn decode(
-        &mut self,
-        input: &wit::StreamInput,
-    ) -> Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
+    pub async fn decode(&mut self, input: &wit::StreamInput) -> Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
         enter(&mut self.store);
         self.instance
             .tollgate_adapter_adapter()
@@ -280,10 +237,7 @@ impl PluginCall {
             .map_err(Into::into)
     }
 
-    pub async fn finish(
-        &mut self,
-        end: wit::StreamEnd,
-    ) -> Result<Result<wit::StreamTail, wit::AdapterError>> {
+    pub async fn finish(&mut self, end: wit::StreamEnd) -> Result<Result<wit::StreamTail, wit::AdapterError>> {
         enter(&mut self.store);
         self.instance
             .tollgate_adapter_adapter()

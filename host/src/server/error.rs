@@ -5,10 +5,7 @@ use crate::exchange::CallError;
 
 /// `{"error":{"message","type","param","code"}}` with the status.
 pub fn error_response(status: u16, kind: &str, code: &str, message: &str) -> Response {
-    json(
-        status,
-        &serde_json::json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }),
-    )
+    json(status, &serde_json::json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }))
 }
 
 impl CallError {

@@ -68,11 +68,7 @@ impl AppState {
 
     /// A request id unique across restarts (random prefix) and cheap (a counter).
     pub fn next_request_id(&self) -> String {
-        format!(
-            "req-{}{:08x}",
-            self.request_prefix,
-            self.request_seq.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("req-{}{:08x}", self.request_prefix, self.request_seq.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The consumer behind the request's `Authorization: Bearer` (or `x-api-key`) key.
@@ -81,10 +77,7 @@ impl AppState {
         let key = h
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim);
         match key {
@@ -100,10 +93,8 @@ impl AppState {
     /// Reads the whole request body, refusing more than `max_body_bytes` with 413.
     pub async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, CallError> {
         let limit = self.config.max_body_bytes;
-        if let Some(len) = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        if let Some(len) =
+            req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         {
             if len > limit {
                 return Err(too_large(limit));
@@ -112,10 +103,7 @@ impl AppState {
         match Limited::new(req.into_body(), limit).collect().await {
             Ok(b) => Ok(b.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-            Err(_) => Err(error::bad_request(
-                "body_read_failed",
-                "the request body could not be read",
-            )),
+            Err(_) => Err(error::bad_request("body_read_failed", "the request body could not be read")),
         }
     }
 }
@@ -134,42 +122,26 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = match (&method, path.as_str()) {
-        (&Method::GET, "/health") => json(
-            200,
-            &serde_json::json!({ "status": "ok", "plugins": state.registry.current().len() }),
-        ),
+        (&Method::GET, "/health") => {
+            json(200, &serde_json::json!({ "status": "ok", "plugins": state.registry.current().len() }))
+        }
         (&Method::GET, "/metrics") => full(200, "text/plain; version=0.0.4", metrics_text(&state)),
         (&Method::GET, "/v1/models") => surface::openai::models(&state, &req),
-        (&Method::POST, "/v1/chat/completions") => {
-            surface::openai::model_call(&state, req, "chat").await
-        }
-        (&Method::POST, "/v1/embeddings") => {
-            surface::openai::model_call(&state, req, "embeddings").await
-        }
-        (&Method::POST, "/v1/audio/speech") => {
-            surface::openai::model_call(&state, req, "speech").await
-        }
+        (&Method::POST, "/v1/chat/completions") => surface::openai::model_call(&state, req, "chat").await,
+        (&Method::POST, "/v1/embeddings") => surface::openai::model_call(&state, req, "embeddings").await,
+        (&Method::POST, "/v1/audio/speech") => surface::openai::model_call(&state, req, "speech").await,
         (_, p) if p.starts_with("/admin/") => admin::handle(&state, req).await,
-        (
-            _,
-            "/v1/chat/completions"
-            | "/v1/embeddings"
-            | "/v1/audio/speech"
-            | "/v1/models"
-            | "/health"
-            | "/metrics",
-        ) => error::error_response(
-            405,
-            "invalid_request_error",
-            "method_not_allowed",
-            &format!("{method} is not allowed on {path}"),
-        ),
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/audio/speech" | "/v1/models" | "/health" | "/metrics") => {
+            error::error_response(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                &format!("{method} is not allowed on {path}"),
+            )
+        }
         _ => {
-            let route = state
-                .registry
-                .current()
-                .route(method.as_str(), &path)
-                .map(|(p, op)| (Arc::clone(p), op.to_string()));
+            let route =
+                state.registry.current().route(method.as_str(), &path).map(|(p, op)| (Arc::clone(p), op.to_string()));
             match route {
                 Some((plugin, op)) => surface::native::call(&state, req, plugin, op).await,
                 None => error::error_response(
@@ -196,16 +168,10 @@ fn metrics_text(state: &AppState) -> String {
 }
 
 /// Serves until `shutdown` resolves, then drains gracefully.
-pub async fn serve(
-    state: Arc<AppState>,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
+    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

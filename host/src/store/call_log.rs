@@ -53,24 +53,14 @@ impl CallLog {
         let written = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(write_loop(db, rx, written.clone()));
-        (
-            CallLog {
-                tx,
-                written,
-                dropped,
-            },
-            task,
-        )
+        (CallLog { tx, written, dropped }, task)
     }
 
     pub fn record(&self, record: CallRecord) {
         if self.tx.try_send(record).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
-                tracing::error!(
-                    dropped_total = n,
-                    "call log queue full: call records dropped"
-                );
+                tracing::error!(dropped_total = n, "call log queue full: call records dropped");
             }
         }
     }

@@ -23,14 +23,8 @@ pub async fn open(url: &str) -> Result<Db> {
     if !url.starts_with("sqlite:") {
         bail!("database_url '{url}': only sqlite:// is supported in this version");
     }
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .map(|p| p.split('?').next().unwrap_or(p))
-    {
-        if let Some(dir) = std::path::Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
+    if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
@@ -45,17 +39,11 @@ pub async fn open(url: &str) -> Result<Db> {
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
-    MIGRATIONS
-        .run(&pool)
-        .await
-        .context("applying database migrations")?;
+    MIGRATIONS.run(&pool).await.context("applying database migrations")?;
     Ok(pool)
 }
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -34,13 +34,7 @@ pub struct Resolved {
 }
 
 /// Headers never copied from a plugin's reply to the consumer.
-const NOT_FORWARDED: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "set-cookie",
-];
+const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"];
 
 pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     let upstream_model = r.channel.upstream_model(&r.model).to_string();
@@ -110,17 +104,9 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
             return resp
                 .header("x-request-id", &r.request_id)
                 .body(ResponseBody::Stream(body))
-                .unwrap_or_else(|_| {
-                    CallError::plugin("the plugin set invalid stream headers").into_response()
-                });
+                .unwrap_or_else(|_| CallError::plugin("the plugin set invalid stream headers").into_response());
         }
-        Ok(Outcome::Reply {
-            status,
-            headers,
-            body,
-            usage,
-            error,
-        }) => {
+        Ok(Outcome::Reply { status, headers, body, usage, error }) => {
             set_usage(&mut rec, &usage);
             rec.status = status;
             rec.error_kind = error.map(|e| kind_name(e.kind).to_string());
@@ -131,25 +117,18 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
                 }
             }
             resp.body(ResponseBody::Full(Full::new(body)))
-                .unwrap_or_else(|_| {
-                    CallError::plugin("the plugin replied with invalid headers").into_response()
-                })
+                .unwrap_or_else(|_| CallError::plugin("the plugin replied with invalid headers").into_response())
         }
         Ok(Outcome::Relay { response }) => {
             rec.status = response.status().as_u16();
             let (parts, body) = response.into_parts();
             let mut resp = http::Response::builder().status(parts.status);
-            for name in [
-                http::header::CONTENT_TYPE,
-                http::header::CONTENT_LENGTH,
-                http::header::CONTENT_DISPOSITION,
-            ] {
+            for name in [http::header::CONTENT_TYPE, http::header::CONTENT_LENGTH, http::header::CONTENT_DISPOSITION] {
                 if let Some(v) = parts.headers.get(&name) {
                     resp = resp.header(name, v);
                 }
             }
-            resp.body(ResponseBody::Relay(body))
-                .expect("copied headers are valid")
+            resp.body(ResponseBody::Relay(body)).expect("copied headers are valid")
         }
         Err(e) => {
             rec.status = e.status;
@@ -228,22 +207,14 @@ fn credential_fields(plugin: &Plugin, _channel: &Channel) -> Option<Vec<String>>
 /// A multi-field credential is written in the channel's `keys` as `value1|value2|...`, in the
 /// order of the plugin's credential fields.
 fn split_credential(fields: &[String], key: &str) -> Result<Vec<(String, String)>, CallError> {
-    let values: Vec<&str> = if fields.len() == 1 {
-        vec![key]
-    } else {
-        key.split('|').collect()
-    };
+    let values: Vec<&str> = if fields.len() == 1 { vec![key] } else { key.split('|').collect() };
     if values.len() != fields.len() {
         return Err(CallError::config(format!(
             "this channel's plugin needs credentials as '{}' (separated by '|')",
             fields.join("|")
         )));
     }
-    Ok(fields
-        .iter()
-        .cloned()
-        .zip(values.into_iter().map(str::to_string))
-        .collect())
+    Ok(fields.iter().cloned().zip(values.into_iter().map(str::to_string)).collect())
 }
 
 /// Consumer headers a plugin may see. Never the consumer's own credentials.
@@ -251,12 +222,7 @@ pub fn forwarded_headers(h: &http::HeaderMap) -> Vec<wit::Header> {
     ["content-type", "accept", "accept-language", "user-agent"]
         .iter()
         .filter_map(|n| {
-            h.get(*n)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| wit::Header {
-                    name: n.to_string(),
-                    value: v.to_string(),
-                })
+            h.get(*n).and_then(|v| v.to_str().ok()).map(|v| wit::Header { name: n.to_string(), value: v.to_string() })
         })
         .collect()
 }

@@ -13,12 +13,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub async fn call(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    plugin: Arc<Plugin>,
-    op: String,
-) -> Response {
+pub async fn call(state: &Arc<AppState>, req: Request<Incoming>, plugin: Arc<Plugin>, op: String) -> Response {
     let started = Instant::now();
     let request_id = state.next_request_id();
     match resolve(state, req, plugin, op, started, request_id.clone()).await {
@@ -45,19 +40,16 @@ async fn resolve(
         .unwrap_or_default();
     let channel = state
         .channels
-        .for_plugin(
-            plugin.name(),
-            Some(model.as_str()).filter(|m| !m.is_empty()),
-        )
-        .ok_or_else(|| {
-            CallError::config(format!("no channel uses the plugin '{}'", plugin.name()))
-        })?;
+        .for_plugin(plugin.name(), Some(model.as_str()).filter(|m| !m.is_empty()))
+        .ok_or_else(|| CallError::config(format!("no channel uses the plugin '{}'", plugin.name())))?;
     if !model.is_empty() && !channel.models.contains(&model) {
         return Err(CallError::new(
             404,
             "invalid_request_error",
             "model_not_found",
-            format!("The model '{model}' is not served on this route. GET /v1/models lists the models this gateway serves."),
+            format!(
+                "The model '{model}' is not served on this route. GET /v1/models lists the models this gateway serves."
+            ),
         ));
     }
     Ok(Resolved {

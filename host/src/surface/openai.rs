@@ -36,17 +36,12 @@ async fn resolve(
     let channel = state.channels.for_model(&model).ok_or_else(|| {
         not_found("model_not_found", format!("The model '{model}' does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."))
     })?;
-    let plugin = state
-        .registry
-        .current()
-        .get(&channel.plugin)
-        .cloned()
-        .ok_or_else(|| {
-            CallError::config(format!(
-                "the plugin '{}' of channel '{}' is not loaded; see GET /admin/plugins",
-                channel.plugin, channel.name
-            ))
-        })?;
+    let plugin = state.registry.current().get(&channel.plugin).cloned().ok_or_else(|| {
+        CallError::config(format!(
+            "the plugin '{}' of channel '{}' is not loaded; see GET /admin/plugins",
+            channel.plugin, channel.name
+        ))
+    })?;
     if !plugin.supports(op) {
         return Err(CallError::unsupported(format!(
             "the model '{model}' does not support {op} (plugin '{}')",
@@ -75,30 +70,17 @@ fn requested_model(body: &[u8]) -> Result<String, CallError> {
         model: Option<std::borrow::Cow<'a, str>>,
     }
     if body.is_empty() {
-        return Err(bad_request(
-            "invalid_json",
-            "The request body is empty; send a JSON object.",
-        ));
+        return Err(bad_request("invalid_json", "The request body is empty; send a JSON object."));
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
-        return Err(bad_request(
-            "invalid_json",
-            "The request body must be a JSON object.",
-        ));
+        return Err(bad_request("invalid_json", "The request body must be a JSON object."));
     }
-    let head: Head = serde_json::from_slice(body).map_err(|e| {
-        bad_request(
-            "invalid_json",
-            format!("We could not parse the JSON body of your request: {e}"),
-        )
-    })?;
+    let head: Head = serde_json::from_slice(body)
+        .map_err(|e| bad_request("invalid_json", format!("We could not parse the JSON body of your request: {e}")))?;
     match head.model {
         Some(m) if !m.is_empty() => Ok(m.into_owned()),
-        _ => Err(bad_request(
-            "missing_model",
-            "You must provide a model parameter.",
-        )),
+        _ => Err(bad_request("missing_model", "You must provide a model parameter.")),
     }
 }
 
@@ -121,19 +103,10 @@ mod tests {
 
     #[test]
     fn model_is_required_and_body_must_be_an_object() {
-        assert_eq!(
-            requested_model(br#"{"model":"m","messages":[]}"#).unwrap(),
-            "m"
-        );
+        assert_eq!(requested_model(br#"{"model":"m","messages":[]}"#).unwrap(), "m");
         assert_eq!(requested_model(br#" {"model":"a\"b"}"#).unwrap(), "a\"b");
-        assert_eq!(
-            requested_model(br#"{"messages":[]}"#).unwrap_err().code,
-            "missing_model"
-        );
-        assert_eq!(
-            requested_model(br#"{"model":""}"#).unwrap_err().code,
-            "missing_model"
-        );
+        assert_eq!(requested_model(br#"{"messages":[]}"#).unwrap_err().code, "missing_model");
+        assert_eq!(requested_model(br#"{"model":""}"#).unwrap_err().code, "missing_model");
         assert_eq!(requested_model(b"[1]").unwrap_err().code, "invalid_json");
         assert_eq!(requested_model(b"{\"model\":").unwrap_err().status, 400);
         assert_eq!(requested_model(b"").unwrap_err().code, "invalid_json");

@@ -62,12 +62,7 @@ pub fn render(s: &Snapshot) -> String {
             ("{class=\"5xx\"}", m.responses[2].load(Relaxed)),
         ],
     );
-    metric(
-        "tollgate_in_flight",
-        "gauge",
-        "Calls in progress.",
-        &[("", m.in_flight.load(Relaxed))],
-    );
+    metric("tollgate_in_flight", "gauge", "Calls in progress.", &[("", m.in_flight.load(Relaxed))]);
     metric(
         "tollgate_plugin_failures_total",
         "counter",
@@ -86,27 +81,14 @@ pub fn render(s: &Snapshot) -> String {
         "Streams the consumer left.",
         &[("", m.streams_client_gone.load(Relaxed))],
     );
-    metric(
-        "tollgate_plugins_loaded",
-        "gauge",
-        "Plugins serving.",
-        &[("", s.plugins_loaded as u64)],
-    );
+    metric("tollgate_plugins_loaded", "gauge", "Plugins serving.", &[("", s.plugins_loaded as u64)]);
     metric(
         "tollgate_plugin_loads_total",
         "counter",
         "Plugin files examined by result.",
-        &[
-            ("{result=\"ok\"}", s.plugin_loads_ok),
-            ("{result=\"failed\"}", s.plugin_loads_failed),
-        ],
+        &[("{result=\"ok\"}", s.plugin_loads_ok), ("{result=\"failed\"}", s.plugin_loads_failed)],
     );
-    metric(
-        "tollgate_call_records_written_total",
-        "counter",
-        "Call records written.",
-        &[("", s.call_records_written)],
-    );
+    metric("tollgate_call_records_written_total", "counter", "Call records written.", &[("", s.call_records_written)]);
     metric(
         "tollgate_call_records_dropped_total",
         "counter",
@@ -120,9 +102,7 @@ pub fn render(s: &Snapshot) -> String {
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         let _ = builder.json().try_init();
     } else {

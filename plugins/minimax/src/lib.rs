@@ -25,8 +25,8 @@ use serde::Deserialize;
 use serde_json::{Number, Value};
 use std::borrow::Cow;
 use tollgate_plugin_sdk::{
-    errors, header, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin,
-    Reply, Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
+    errors, header, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, Step, StreamEnd,
+    StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 const T2A_PATH: &str = "/v1/t2a_v2";
@@ -37,14 +37,9 @@ pub struct MiniMax;
 impl Plugin for MiniMax {
     type Exchange = T2a;
     fn describe() -> Manifest {
-        Manifest::new(
-            "minimax",
-            env!("CARGO_PKG_VERSION"),
-            "MiniMax",
-            &["speech", "minimax.t2a"],
-        )
-        .with_route("POST", T2A_PATH, "minimax.t2a")
-        .with_base_url("https://api.minimax.io")
+        Manifest::new("minimax", env!("CARGO_PKG_VERSION"), "MiniMax", &["speech", "minimax.t2a"])
+            .with_route("POST", T2A_PATH, "minimax.t2a")
+            .with_base_url("https://api.minimax.io")
     }
 }
 
@@ -85,13 +80,7 @@ pub struct T2a {
 
 impl Exchange for T2a {
     fn new(call: Call) -> Self {
-        T2a {
-            call,
-            mode: Mode::Start,
-            usage: Usage::default(),
-            saw_event: false,
-            pending: None,
-        }
+        T2a { call, mode: Mode::Start, usage: Usage::default(), saw_event: false, pending: None }
     }
 
     fn first(&mut self) -> Step {
@@ -113,9 +102,7 @@ impl Exchange for T2a {
                 Err(e) => Step::Fail(e),
             },
             Mode::Native => Step::Reply(native_reply(response)),
-            Mode::Start => Step::Fail(fault(
-                "the minimax plugin got a response it did not ask for",
-            )),
+            Mode::Start => Step::Fail(fault("the minimax plugin got a response it did not ask for")),
         }
     }
 
@@ -173,11 +160,11 @@ struct SpeechRequest {
 impl T2a {
     fn speech_request(&mut self) -> Result<Step, AdapterError> {
         let body = json_object(&self.call.body)?;
-        let req = SpeechRequest::deserialize(&body)
-            .map_err(|e| bad_request(format!("invalid speech request: {e}")))?;
-        let input = req.input.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-            bad_request("'input' is required: the text to synthesize must not be empty")
-        })?;
+        let req = SpeechRequest::deserialize(&body).map_err(|e| bad_request(format!("invalid speech request: {e}")))?;
+        let input = req
+            .input
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| bad_request("'input' is required: the text to synthesize must not be empty"))?;
         let model = Some(self.call.upstream_model.clone())
             .filter(|m| !m.is_empty())
             .or(req.model.filter(|m| !m.is_empty()))
@@ -185,20 +172,13 @@ impl T2a {
         let wanted = req.response_format.filter(|f| !f.is_empty());
         let wanted = wanted.as_deref().unwrap_or("mp3");
         let (format, content_type, sample_rate) = audio_format(wanted).ok_or_else(|| {
-            bad_request(format!(
-                "response_format '{wanted}' is not supported by MiniMax; use mp3, wav, flac or pcm"
-            ))
+            bad_request(format!("response_format '{wanted}' is not supported by MiniMax; use mp3, wav, flac or pcm"))
         })?;
         let speed = req.speed.unwrap_or(1.0);
         if !(0.5..=2.0).contains(&speed) {
-            return Err(bad_request(format!(
-                "speed {speed} is out of range: MiniMax accepts 0.5 to 2"
-            )));
+            return Err(bad_request(format!("speed {speed} is out of range: MiniMax accepts 0.5 to 2")));
         }
-        let voice = req
-            .voice
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| DEFAULT_VOICE.into());
+        let voice = req.voice.filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_VOICE.into());
         let t2a = serde_json::json!({
             "model": model,
             "text": input,
@@ -213,18 +193,14 @@ impl T2a {
             "output_format": "hex",
         });
         self.mode = Mode::Speech(content_type);
-        Ok(Step::Send(UpstreamRequest::post_json(
-            T2A_PATH,
-            t2a.to_string(),
-        )))
+        Ok(Step::Send(UpstreamRequest::post_json(T2A_PATH, t2a.to_string())))
     }
 
     fn native_request(&mut self) -> Result<Step, AdapterError> {
         let mut json = json_object(&self.call.body)?;
         let stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
         let model = &self.call.upstream_model;
-        let body = if !model.is_empty() && json.get("model").and_then(Value::as_str) != Some(model)
-        {
+        let body = if !model.is_empty() && json.get("model").and_then(Value::as_str) != Some(model) {
             json["model"] = Value::String(model.clone());
             Body::Text(json.to_string())
         } else {
@@ -234,11 +210,7 @@ impl T2a {
         let mut request = UpstreamRequest::post_json(native_path(&self.call.query), String::new());
         request.body = body;
         self.mode = Mode::Native;
-        Ok(if stream {
-            Step::stream_sse(request)
-        } else {
-            Step::Send(request)
-        })
+        Ok(if stream { Step::stream_sse(request) } else { Step::Send(request) })
     }
 }
 
@@ -256,8 +228,8 @@ fn speech_reply(content_type: &str, response: UpstreamResponse) -> Result<Reply,
     if !(200..300).contains(&response.status) {
         return Err(http_error(&response));
     }
-    let body: T2aBody = serde_json::from_slice(&response.body)
-        .map_err(|_| fault("MiniMax answered with invalid JSON"))?;
+    let body: T2aBody =
+        serde_json::from_slice(&response.body).map_err(|_| fault("MiniMax answered with invalid JSON"))?;
     if let Some(error) = body.error() {
         return Err(with_retry_after(error, &response));
     }
@@ -267,14 +239,8 @@ fn speech_reply(content_type: &str, response: UpstreamResponse) -> Result<Reply,
         .and_then(|d| d.audio)
         .filter(|a| !a.is_empty())
         .ok_or_else(|| fault("MiniMax answered without audio"))?;
-    let bytes =
-        decode_hex(&audio).ok_or_else(|| fault("MiniMax answered with audio that is not hex"))?;
-    Ok(Reply::with_body(
-        200,
-        content_type,
-        Body::Bytes(bytes),
-        usage,
-    ))
+    let bytes = decode_hex(&audio).ok_or_else(|| fault("MiniMax answered with audio that is not hex"))?;
+    Ok(Reply::with_body(200, content_type, Body::Bytes(bytes), usage))
 }
 
 /// The native answer relayed verbatim (status, content type, body), with the error class set
@@ -282,25 +248,14 @@ fn speech_reply(content_type: &str, response: UpstreamResponse) -> Result<Reply,
 fn native_reply(response: UpstreamResponse) -> Reply {
     let (usage, error) = if (200..300).contains(&response.status) {
         match serde_json::from_slice::<T2aBody>(&response.body) {
-            Ok(body) => (
-                body.usage(),
-                body.error().map(|e| with_retry_after(e, &response)),
-            ),
-            Err(_) => (
-                Usage::default(),
-                Some(fault("MiniMax answered with invalid JSON")),
-            ),
+            Ok(body) => (body.usage(), body.error().map(|e| with_retry_after(e, &response))),
+            Err(_) => (Usage::default(), Some(fault("MiniMax answered with invalid JSON"))),
         }
     } else {
         (Usage::default(), Some(http_error(&response)))
     };
     let content_type = header(&response.headers, "content-type").unwrap_or("application/json");
-    let mut reply = Reply::with_body(
-        response.status,
-        content_type,
-        Body::Bytes(response.body),
-        usage,
-    );
+    let mut reply = Reply::with_body(response.status, content_type, Body::Bytes(response.body), usage);
     reply.error = error;
     reply
 }
@@ -338,17 +293,12 @@ struct BaseResp {
 impl T2aBody<'_> {
     fn error(&self) -> Option<AdapterError> {
         let base = self.base_resp.as_ref().filter(|b| b.status_code != 0)?;
-        Some(classify(
-            base.status_code,
-            base.status_msg.as_deref().unwrap_or(""),
-        ))
+        Some(classify(base.status_code, base.status_msg.as_deref().unwrap_or("")))
     }
 
     fn usage(&self) -> Usage {
-        let count = |n: &Option<Number>| {
-            n.as_ref()
-                .and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)))
-        };
+        let count =
+            |n: &Option<Number>| n.as_ref().and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)));
         match &self.extra_info {
             Some(info) => Usage {
                 characters: count(&info.usage_characters),
@@ -379,10 +329,7 @@ fn classify(code: i64, message: &str) -> AdapterError {
 
 /// A non-2xx answer: MiniMax's `base_resp` when the body has a known code, else the HTTP status.
 fn http_error(response: &UpstreamResponse) -> AdapterError {
-    match serde_json::from_slice::<T2aBody>(&response.body)
-        .ok()
-        .and_then(|b| b.error())
-    {
+    match serde_json::from_slice::<T2aBody>(&response.body).ok().and_then(|b| b.error()) {
         Some(mut error) => {
             if error.kind == ErrorKind::UpstreamFault {
                 error.kind = errors::kind_for_status(response.status);
@@ -422,9 +369,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if !pairs.remainder().is_empty() {
         return None;
     }
-    pairs
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    pairs.map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
 }
 
 fn bad_request(message: impl Into<String>) -> AdapterError {
@@ -439,9 +384,7 @@ fn fault(message: &str) -> AdapterError {
 mod tests {
     use super::*;
     use serde_json::json;
-    use tollgate_plugin_sdk::testing::{
-        body_text, call, event_data, response, Harness, Outcome, Run,
-    };
+    use tollgate_plugin_sdk::testing::{body_text, call, event_data, response, Harness, Outcome, Run};
     use tollgate_plugin_sdk::{Auth, Framing, Header};
 
     const OK: &str = r#"{"data":{"audio":"52494646","status":2},"extra_info":{"audio_length":1234,"usage_characters":4},"trace_id":"t","base_resp":{"status_code":0,"status_msg":"success"}}"#;
@@ -455,17 +398,11 @@ mod tests {
     const HI_STREAM: &str = r#"{"model":"speech-2.8-hd","text":"hi","stream":true}"#;
 
     fn sse(events: &[&str], eol: &str) -> String {
-        events
-            .iter()
-            .map(|e| format!("data: {e}{eol}{eol}"))
-            .collect()
+        events.iter().map(|e| format!("data: {e}{eol}{eol}")).collect()
     }
 
     fn speech(json: &str) -> Call {
-        Call {
-            upstream_model: "speech-2.8-hd".into(),
-            ..call("speech", "tts-1", json)
-        }
+        Call { upstream_model: "speech-2.8-hd".into(), ..call("speech", "tts-1", json) }
     }
 
     fn native(json: &str) -> Call {
@@ -474,9 +411,7 @@ mod tests {
 
     /// Runs a call against an upstream that always gives `answer`, fed in `piece`-byte chunks.
     fn run_in(piece: usize, c: Call, answer: UpstreamResponse) -> Run {
-        Harness::<MiniMax>::new(c)
-            .piece_size(piece)
-            .run(move |_| answer.clone())
+        Harness::<MiniMax>::new(c).piece_size(piece).run(move |_| answer.clone())
     }
 
     fn run(c: Call, answer: UpstreamResponse) -> Run {
@@ -517,25 +452,15 @@ mod tests {
     #[test]
     fn manifest_declares_ops_route_and_base_url() {
         let m = MiniMax::describe();
-        assert_eq!(
-            (m.name.as_str(), m.operations.join(",")),
-            ("minimax", "speech,minimax.t2a".into())
-        );
+        assert_eq!((m.name.as_str(), m.operations.join(",")), ("minimax", "speech,minimax.t2a".into()));
         let route = &m.routes[0];
-        assert_eq!(
-            [&route.method, &route.path, &route.op],
-            ["POST", T2A_PATH, "minimax.t2a"]
-        );
-        assert_eq!(
-            m.default_base_url.as_deref(),
-            Some("https://api.minimax.io")
-        );
+        assert_eq!([&route.method, &route.path, &route.op], ["POST", T2A_PATH, "minimax.t2a"]);
+        assert_eq!(m.default_base_url.as_deref(), Some("https://api.minimax.io"));
     }
 
     #[test]
     fn speech_maps_request_decodes_hex_and_reports_usage() {
-        let body =
-            r#"{"input":"你好","voice":"female-shaonv","response_format":"wav","speed":1.5}"#;
+        let body = r#"{"input":"你好","voice":"female-shaonv","response_format":"wav","speed":1.5}"#;
         let run = run(speech(body), response(200, OK));
         let req = &run.requests[0];
         assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", T2A_PATH));
@@ -546,15 +471,9 @@ mod tests {
             "voice_setting": voice, "audio_setting": audio, "output_format": "hex"});
         assert_eq!(sent(&run), want);
         let r = reply(run.outcome);
-        assert_eq!(
-            (r.status, header(&r.headers, "content-type")),
-            (200, Some("audio/wav"))
-        );
+        assert_eq!((r.status, header(&r.headers, "content-type")), (200, Some("audio/wav")));
         assert_eq!(bytes(&r.body), b"RIFF");
-        assert_eq!(
-            (r.usage.characters, r.usage.milliseconds),
-            (Some(4), Some(1234))
-        );
+        assert_eq!((r.usage.characters, r.usage.milliseconds), (Some(4), Some(1234)));
         assert!(r.error.is_none());
     }
 
@@ -575,11 +494,7 @@ mod tests {
         assert_eq!(e.message, "login fail");
 
         let r = reply(run(native(r#"{"text":"hi"}"#), response(200, BAD_KEY)).outcome);
-        assert_eq!(
-            (r.status, bytes(&r.body)),
-            (200, BAD_KEY.as_bytes()),
-            "verbatim"
-        );
+        assert_eq!((r.status, bytes(&r.body)), (200, BAD_KEY.as_bytes()), "verbatim");
         let e = r.error.expect("the error class is set");
         assert_eq!(class(&e), (ErrorKind::Unauthorized, "1004"));
     }
@@ -587,13 +502,7 @@ mod tests {
     #[test]
     fn error_codes_are_classified() {
         use ErrorKind::*;
-        let kinds = [
-            Unauthorized,
-            InsufficientBalance,
-            RateLimited,
-            RateLimited,
-            BadRequest,
-        ];
+        let kinds = [Unauthorized, InsufficientBalance, RateLimited, RateLimited, BadRequest];
         let more = [BadRequest, Timeout, UpstreamFault];
         let codes = [2049, 1008, 1002, 1039, 2013, 1042, 1001, 1000];
         for (code, kind) in codes.into_iter().zip(kinds.into_iter().chain(more)) {
@@ -608,18 +517,11 @@ mod tests {
         let mut limited = response(429, rpm);
         limited.headers.push(Header::new("Retry-After", "3"));
         let e = failed(run(speech(HI), limited).outcome);
-        assert_eq!(
-            (class(&e), e.retry_after_ms),
-            ((ErrorKind::RateLimited, "1002"), Some(3000))
-        );
+        assert_eq!((class(&e), e.retry_after_ms), ((ErrorKind::RateLimited, "1002"), Some(3000)));
 
         let unknown = r#"{"base_resp":{"status_code":1000,"status_msg":"?"}}"#;
         let e = failed(run(speech(HI), response(401, unknown)).outcome);
-        assert_eq!(
-            class(&e),
-            (ErrorKind::Unauthorized, "1000"),
-            "HTTP class for unknown codes"
-        );
+        assert_eq!(class(&e), (ErrorKind::Unauthorized, "1000"), "HTTP class for unknown codes");
 
         let r = reply(run(native(HI_STREAM), response(502, "Bad Gateway")).outcome);
         assert_eq!((r.status, bytes(&r.body)), (502, &b"Bad Gateway"[..]));
@@ -629,12 +531,7 @@ mod tests {
     #[test]
     fn invalid_answers_are_upstream_faults() {
         let bad_hex = r#"{"data":{"audio":"5249zz"},"base_resp":{"status_code":0}}"#;
-        for body in [
-            bad_hex,
-            r#"{"data":{"audio":"524"}}"#,
-            r#"{"data":{}}"#,
-            "not json",
-        ] {
+        for body in [bad_hex, r#"{"data":{"audio":"524"}}"#, r#"{"data":{}}"#, "not json"] {
             let e = failed(run(speech(HI), response(200, body)).outcome);
             assert_eq!(e.kind, ErrorKind::UpstreamFault, "{body}");
         }
@@ -642,26 +539,15 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_bad_request() {
-        let bodies = [
-            r#"{"voice":"x"}"#,
-            r#"{"input":" "}"#,
-            r#"{"input":5}"#,
-            "[1]",
-            "nope",
-        ];
+        let bodies = [r#"{"voice":"x"}"#, r#"{"input":" "}"#, r#"{"input":5}"#, "[1]", "nope"];
         for body in bodies.into_iter().chain([r#"{"input":"hi","speed":4}"#]) {
             assert_eq!(refused(speech(body)).kind, ErrorKind::BadRequest, "{body}");
         }
-        assert!(refused(speech("{}"))
-            .message
-            .contains("'input' is required"));
+        assert!(refused(speech("{}")).message.contains("'input' is required"));
         for body in [r#"["x"]"#, "", "null"] {
             assert_eq!(refused(native(body)).kind, ErrorKind::BadRequest, "{body}");
         }
-        assert_eq!(
-            refused(call("chat", "m", "{}")).kind,
-            ErrorKind::Unsupported
-        );
+        assert_eq!(refused(call("chat", "m", "{}")).kind, ErrorKind::Unsupported);
     }
 
     #[test]
@@ -677,58 +563,34 @@ mod tests {
     #[test]
     fn native_forwards_bytes_and_replaces_only_a_different_model() {
         let body = r#"{"model":"speech-2.8-hd", "text":"hi","voice_setting":{"voice_id":"v"}}"#;
-        let c = Call {
-            query: "GroupId=42&other=x".into(),
-            ..native(body)
-        };
+        let c = Call { query: "GroupId=42&other=x".into(), ..native(body) };
         let same = run(c, response(200, OK));
-        assert_eq!(
-            body_text(&same.requests[0]),
-            body,
-            "same model: bytes unchanged"
-        );
+        assert_eq!(body_text(&same.requests[0]), body, "same model: bytes unchanged");
         assert_eq!(same.requests[0].path, "/v1/t2a_v2?GroupId=42");
         let r = reply(same.outcome);
         assert_eq!((r.status, bytes(&r.body)), (200, OK.as_bytes()));
         assert_eq!((r.usage.characters, r.error.is_none()), (Some(4), true));
         assert_eq!(header(&r.headers, "content-type"), Some("application/json"));
 
-        let c = Call {
-            upstream_model: "speech-02-turbo".into(),
-            ..native(body)
-        };
+        let c = Call { upstream_model: "speech-02-turbo".into(), ..native(body) };
         let mapped = run(c, response(200, OK));
-        let want =
-            json!({"model": "speech-02-turbo", "text": "hi", "voice_setting": {"voice_id": "v"}});
-        assert_eq!(
-            (sent(&mapped), mapped.requests[0].path.as_str()),
-            (want, T2A_PATH)
-        );
+        let want = json!({"model": "speech-02-turbo", "text": "hi", "voice_setting": {"voice_id": "v"}});
+        assert_eq!((sent(&mapped), mapped.requests[0].path.as_str()), (want, T2A_PATH));
     }
 
     #[test]
     fn stream_passes_events_through_in_any_pieces_and_framing() {
-        let Step::Stream(step) = T2a::new(native(HI_STREAM)).first() else {
-            panic!("a stream")
-        };
+        let Step::Stream(step) = T2a::new(native(HI_STREAM)).first() else { panic!("a stream") };
         assert_eq!(step.framing, Framing::Sse);
-        assert_eq!(
-            header(&step.reply_headers, "content-type"),
-            Some("text/event-stream")
-        );
+        assert_eq!(header(&step.reply_headers, "content-type"), Some("text/event-stream"));
         for eol in ["\n", "\r\n"] {
             for piece in [1, 5, 1000] {
                 let run = run_in(piece, native(HI_STREAM), response(200, sse(&EVENTS, eol)));
                 assert_eq!(body_text(&run.requests[0]), HI_STREAM);
-                let Outcome::Stream { chunks, tail } = run.outcome else {
-                    panic!("a stream")
-                };
+                let Outcome::Stream { chunks, tail } = run.outcome else { panic!("a stream") };
                 assert_eq!(event_data(&chunks), EVENTS, "{eol:?}, piece {piece}");
                 assert!(tail.chunks.is_empty(), "MiniMax has no [DONE]");
-                assert_eq!(
-                    (tail.usage.characters, tail.usage.milliseconds),
-                    (Some(26), Some(900))
-                );
+                assert_eq!((tail.usage.characters, tail.usage.milliseconds), (Some(26), Some(900)));
             }
         }
     }
@@ -739,9 +601,7 @@ mod tests {
         let body = sse(&[EVENTS[0], EVENTS[1], tpm, EVENTS[2]], "\r\n");
         for piece in [1, 7, 1000] {
             let run = run_in(piece, native(HI_STREAM), response(200, body.clone()));
-            let Outcome::StreamFailed { chunks, error } = run.outcome else {
-                panic!("a failure")
-            };
+            let Outcome::StreamFailed { chunks, error } = run.outcome else { panic!("a failure") };
             assert_eq!(event_data(&chunks), EVENTS[..2], "piece {piece}");
             assert_eq!(class(&error), (ErrorKind::RateLimited, "1039"));
             assert_eq!(error.message, "tpm limit");
@@ -753,9 +613,6 @@ mod tests {
         let e = failed(run(native(HI_STREAM), response(200, BAD_KEY)).outcome);
         assert_eq!(e.kind, ErrorKind::UpstreamFault);
         let r = reply(run(native(HI_STREAM), response(401, BAD_KEY)).outcome);
-        assert_eq!(
-            (r.status, r.error.map(|e| e.kind)),
-            (401, Some(ErrorKind::Unauthorized))
-        );
+        assert_eq!((r.status, r.error.map(|e| e.kind)), (401, Some(ErrorKind::Unauthorized)));
     }
 }

@@ -15,24 +15,17 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     /// The OpenAI error code of an error body.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
     }
     /// The `data:` payloads of an SSE body.
     pub fn sse_data(&self) -> Vec<String> {
@@ -59,10 +52,8 @@ fn write_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -71,32 +62,17 @@ fn write_request(
     stream.write_all(body)
 }
 
-pub fn try_request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Option<Response> {
+pub fn try_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<Response> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     write_request(&mut stream, addr, method, path, headers, body).ok()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).ok()?;
     parse(&raw)
 }
 
-pub fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    try_request(addr, method, path, headers, body)
-        .unwrap_or_else(|| panic!("{method} {path} to {addr} failed"))
+pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    try_request(addr, method, path, headers, body).unwrap_or_else(|| panic!("{method} {path} to {addr} failed"))
 }
 
 fn parse(raw: &[u8]) -> Option<Response> {
@@ -109,27 +85,16 @@ fn parse(raw: &[u8]) -> Option<Response> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let rest = &raw[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
-    Some(Response {
-        status,
-        headers,
-        body,
-    })
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    Some(Response { status, headers, body })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
         let size_line = std::str::from_utf8(&data[..pos]).unwrap_or("0");
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
         data = &data[pos + 2..];
         if size == 0 || data.len() < size {
             out.extend_from_slice(&data[..size.min(data.len())]);
@@ -172,9 +137,7 @@ impl Timed {
 /// Sends a request and records every read of the response with its arrival time.
 pub fn timed(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Timed {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let start = Instant::now();
     write_request(&mut stream, addr, "POST", path, headers, body).expect("write");
     let mut pieces = Vec::new();
@@ -186,10 +149,6 @@ pub fn timed(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> T
         }
     }
     let first: Vec<u8> = pieces.first().map(|(_, p)| p.clone()).unwrap_or_default();
-    let status = String::from_utf8_lossy(&first)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = String::from_utf8_lossy(&first).split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     Timed { status, pieces }
 }

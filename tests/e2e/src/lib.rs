@@ -16,35 +16,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let p = root().join("target/release").join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run the README's test command (it builds it)",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run the README's test command (it builds it)", p.display());
     p
 }
 
 /// A built plugin: `openai`, `minimax`, or a fixture such as `faulty-v1`.
 pub fn plugin_file(name: &str) -> PathBuf {
     let p = match name {
-        "openai" | "minimax" => root().join(format!(
-            "target/wasm32-wasip2/plugin/tollgate_plugin_{name}.wasm"
-        )),
+        "openai" | "minimax" => root().join(format!("target/wasm32-wasip2/plugin/tollgate_plugin_{name}.wasm")),
         other => root().join(format!("target/fixtures/{other}.wasm")),
     };
-    assert!(
-        p.exists(),
-        "{} is missing: run the README's test command (it builds plugins)",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run the README's test command (it builds plugins)", p.display());
     p
 }
 
@@ -63,11 +50,7 @@ impl Drop for Proc {
 /// Spawns `cmd` and returns it with the first line it prints on stdout.
 fn spawn_reading_first_line(mut cmd: Command, log: &Path) -> (Proc, String) {
     let stderr = std::fs::File::create(log).expect("log file");
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -82,10 +65,7 @@ fn spawn_reading_first_line(mut cmd: Command, log: &Path) -> (Proc, String) {
     let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
     let proc = Proc { child };
     if line.is_empty() {
-        panic!(
-            "process printed nothing; its log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
+        panic!("process printed nothing; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
     }
     (proc, line.trim().to_string())
 }
@@ -118,13 +98,9 @@ impl Mock {
     pub fn start_with(flags: &[&str]) -> Mock {
         let dir = scratch("mock");
         let mut cmd = Command::new(bin("mock-vendor"));
-        cmd.args(["--listen", "127.0.0.1:0", "--threads", "1"])
-            .args(flags);
+        cmd.args(["--listen", "127.0.0.1:0", "--threads", "1"]).args(flags);
         let (proc, line) = spawn_reading_first_line(cmd, &dir.join("mock.log"));
-        let addr = line
-            .strip_prefix("LISTENING ")
-            .expect("mock's first line")
-            .to_string();
+        let addr = line.strip_prefix("LISTENING ").expect("mock's first line").to_string();
         Mock { _proc: proc, addr }
     }
 
@@ -138,14 +114,7 @@ impl Mock {
 
     /// The last body the mock received on `path`.
     pub fn last_body(&self, path: &str) -> Value {
-        http::request(
-            &self.addr,
-            "GET",
-            &format!("/_mock/last?path={path}"),
-            &[],
-            b"",
-        )
-        .json()
+        http::request(&self.addr, "GET", &format!("/_mock/last?path={path}"), &[], b"").json()
     }
 }
 
@@ -174,28 +143,13 @@ impl Gateway {
             d = dir.display()
         );
         std::fs::write(&config, text).unwrap();
-        let key = Gateway::cli(
-            &config,
-            &["keys", "create", "--name", "e2e", "--balance", "10"],
-        )
-        .trim()
-        .to_string();
+        let key = Gateway::cli(&config, &["keys", "create", "--name", "e2e", "--balance", "10"]).trim().to_string();
         assert!(key.starts_with("sk-tg-"), "unexpected key output {key:?}");
         let mut cmd = Command::new(bin("tollgate"));
-        cmd.args(["--config", config.to_str().unwrap(), "serve"])
-            .env("TOLLGATE_LOG", "info");
+        cmd.args(["--config", config.to_str().unwrap(), "serve"]).env("TOLLGATE_LOG", "info");
         let (proc, line) = spawn_reading_first_line(cmd, &dir.join("gateway.log"));
-        let addr = line
-            .strip_prefix("tollgate listening on http://")
-            .expect("gateway's first line")
-            .to_string();
-        let gw = Gateway {
-            proc,
-            addr,
-            dir,
-            config,
-            key,
-        };
+        let addr = line.strip_prefix("tollgate listening on http://").expect("gateway's first line").to_string();
+        let gw = Gateway { proc, addr, dir, config, key };
         gw.wait_healthy();
         gw
     }
@@ -203,9 +157,7 @@ impl Gateway {
     fn wait_healthy(&self) {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(30) {
-            if http::try_request(&self.addr, "GET", "/health", &[], b"")
-                .is_some_and(|r| r.status == 200)
-            {
+            if http::try_request(&self.addr, "GET", "/health", &[], b"").is_some_and(|r| r.status == 200) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -215,17 +167,8 @@ impl Gateway {
 
     /// Runs the `tollgate` CLI and returns its stdout (panics on failure).
     pub fn cli(config: &Path, args: &[&str]) -> String {
-        let out = Command::new(bin("tollgate"))
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .output()
-            .expect("run tollgate");
-        assert!(
-            out.status.success(),
-            "tollgate {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(bin("tollgate")).arg("--config").arg(config).args(args).output().expect("run tollgate");
+        assert!(out.status.success(), "tollgate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -243,31 +186,18 @@ impl Gateway {
             &self.addr,
             "POST",
             path,
-            &[
-                ("authorization", &format!("Bearer {}", self.key)),
-                ("content-type", "application/json"),
-            ],
+            &[("authorization", &format!("Bearer {}", self.key)), ("content-type", "application/json")],
             json.as_bytes(),
         )
     }
 
     pub fn admin_plugins(&self) -> Value {
-        http::request(
-            &self.addr,
-            "GET",
-            "/admin/plugins",
-            &[("authorization", "Bearer admin-secret")],
-            b"",
-        )
-        .json()
+        http::request(&self.addr, "GET", "/admin/plugins", &[("authorization", "Bearer admin-secret")], b"").json()
     }
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.proc.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-TERM", &self.proc.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 

@@ -22,19 +22,10 @@ fn sigterm_lets_a_stream_in_flight_finish() {
     gw.terminate();
     let streamed = client.join().unwrap();
     let data = http::sse_data(&streamed.text());
-    assert_eq!(
-        data.last().map(String::as_str),
-        Some("[DONE]"),
-        "the stream in flight completed: {data:?}"
-    );
-    let status = gw
-        .wait_exit(Duration::from_secs(15))
-        .expect("the gateway exits after SIGTERM");
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "the stream in flight completed: {data:?}");
+    let status = gw.wait_exit(Duration::from_secs(15)).expect("the gateway exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
-    assert!(
-        http::try_request(&gw.addr, "GET", "/health", &[], b"").is_none(),
-        "no longer listening"
-    );
+    assert!(http::try_request(&gw.addr, "GET", "/health", &[], b"").is_none(), "no longer listening");
 }
 
 #[test]
@@ -42,23 +33,10 @@ fn keys_created_while_serving_work_without_restart() {
     let mock = Mock::start();
     let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini"], &["up"]);
     let gw = Gateway::start("livekeys", &[("openai", "openai.wasm")], &ch);
-    let key = Gateway::cli(&gw.config, &["keys", "create", "--name", "late"])
-        .trim()
-        .to_string();
+    let key = Gateway::cli(&gw.config, &["keys", "create", "--name", "late"]).trim().to_string();
     let listed = Gateway::cli(&gw.config, &["keys", "list"]);
-    assert!(
-        listed.contains("late") && !listed.contains(&key),
-        "keys list never shows secrets: {listed}"
-    );
+    assert!(listed.contains("late") && !listed.contains(&key), "keys list never shows secrets: {listed}");
     assert!(eventually(Duration::from_secs(5), || {
-        http::request(
-            &gw.addr,
-            "GET",
-            "/v1/models",
-            &[("authorization", &format!("Bearer {key}"))],
-            b"",
-        )
-        .status
-            == 200
+        http::request(&gw.addr, "GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], b"").status == 200
     }));
 }

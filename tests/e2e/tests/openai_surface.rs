@@ -7,22 +7,8 @@ use tollgate_e2e::{channel, eventually, http, Gateway, Mock};
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
 fn gateway(mock: &Mock, extra: &str) -> Gateway {
-    let models = [
-        "gpt-4o-mini",
-        "text-embedding-3-small",
-        "fail-500",
-        "fail-429",
-        "hang",
-        "cut-stream",
-        "alias",
-    ];
-    let ch = channel(
-        "mock",
-        "openai",
-        &mock.url(),
-        &models,
-        &["up-key-1", "up-key-2"],
-    );
+    let models = ["gpt-4o-mini", "text-embedding-3-small", "fail-500", "fail-429", "hang", "cut-stream", "alias"];
+    let ch = channel("mock", "openai", &mock.url(), &models, &["up-key-1", "up-key-2"]);
     Gateway::start(
         "openai",
         &[("openai", "openai.wasm")],
@@ -44,35 +30,16 @@ fn chat_embeddings_models_and_health() {
     let v = r.json();
     assert_eq!(v["choices"][0]["message"]["content"], "Hello from mock");
     assert_eq!(v["usage"]["total_tokens"], 12);
-    assert!(r
-        .header("x-request-id")
-        .is_some_and(|id| id.starts_with("req-")));
+    assert!(r.header("x-request-id").is_some_and(|id| id.starts_with("req-")));
 
-    let r = gw.post(
-        "/v1/embeddings",
-        r#"{"model":"text-embedding-3-small","input":["a","b"]}"#,
-    );
+    let r = gw.post("/v1/embeddings", r#"{"model":"text-embedding-3-small","input":["a","b"]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
 
-    let r = http::request(
-        &gw.addr,
-        "GET",
-        "/v1/models",
-        &[("authorization", &format!("Bearer {}", gw.key))],
-        b"",
-    );
-    let ids: Vec<String> = r.json()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(
-        ids.contains(&"gpt-4o-mini".to_string())
-            && ids.contains(&"text-embedding-3-small".to_string()),
-        "{ids:?}"
-    );
+    let r = http::request(&gw.addr, "GET", "/v1/models", &[("authorization", &format!("Bearer {}", gw.key))], b"");
+    let ids: Vec<String> =
+        r.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert!(ids.contains(&"gpt-4o-mini".to_string()) && ids.contains(&"text-embedding-3-small".to_string()), "{ids:?}");
 
     // Upstream keys are used in turn, and the consumer's key never reaches the upstream.
     for _ in 0..4 {
@@ -80,18 +47,11 @@ fn chat_embeddings_models_and_health() {
     }
     let stats = mock.stats();
     let by_key = &stats["by_key"];
-    assert!(
-        by_key["up-key-1"].as_u64().unwrap() >= 2 && by_key["up-key-2"].as_u64().unwrap() >= 2,
-        "{stats}"
-    );
+    assert!(by_key["up-key-1"].as_u64().unwrap() >= 2 && by_key["up-key-2"].as_u64().unwrap() >= 2, "{stats}");
     assert!(by_key.get(&gw.key).is_none());
 
     // A model alias is sent upstream under the channel's name for it.
-    assert_eq!(
-        gw.post("/v1/chat/completions", r#"{"model":"alias","messages":[]}"#)
-            .status,
-        200
-    );
+    assert_eq!(gw.post("/v1/chat/completions", r#"{"model":"alias","messages":[]}"#).status, 200);
     let last = mock.last_body("/v1/chat/completions");
     let sent: serde_json::Value = serde_json::from_str(last["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent["model"], "gpt-4o-mini", "{last}");
@@ -112,17 +72,8 @@ fn errors_use_openais_shape_and_status() {
     let gw = gateway(&mock, "max_body_bytes = 2048\nupstream_timeout_ms = 700");
 
     // Missing and bad keys: 401.
-    let r = http::request(
-        &gw.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        CHAT.as_bytes(),
-    );
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (401, "invalid_api_key")
-    );
+    let r = http::request(&gw.addr, "POST", "/v1/chat/completions", &[], CHAT.as_bytes());
+    assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_api_key"));
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     let r = http::request(
         &gw.addr,
@@ -134,67 +85,34 @@ fn errors_use_openais_shape_and_status() {
     assert_eq!(r.status, 401);
 
     // Malformed JSON, missing model: 400.
-    let r = gw.post(
-        "/v1/chat/completions",
-        r#"{"model":"gpt-4o-mini","messages":["#,
-    );
+    let r = gw.post("/v1/chat/completions", r#"{"model":"gpt-4o-mini","messages":["#);
     assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_json"));
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("parse"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("parse"));
     let r = gw.post("/v1/chat/completions", r#"{"messages":[]}"#);
     assert_eq!((r.status, r.error_code().as_str()), (400, "missing_model"));
 
     // Unknown model: 404, and the upstream was not called.
     let before = mock.stats()["requests"].as_u64().unwrap();
     let r = gw.post("/v1/chat/completions", r#"{"model":"gpt-9","messages":[]}"#);
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (404, "model_not_found")
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (404, "model_not_found"));
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
 
     // Body over the limit: 413.
-    let big = format!(
-        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(4096)
-    );
+    let big = format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(4096));
     let r = gw.post("/v1/chat/completions", &big);
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (413, "request_too_large")
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (413, "request_too_large"));
 
     // An op the plugin does not map: 400.
-    let r = gw.post(
-        "/v1/audio/speech",
-        r#"{"model":"gpt-4o-mini","input":"hi","voice":"alloy"}"#,
-    );
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (400, "unsupported_operation")
-    );
+    let r = gw.post("/v1/audio/speech", r#"{"model":"gpt-4o-mini","input":"hi","voice":"alloy"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_operation"));
 
     // Upstream faults: 502 with the upstream's message, 429 passed on, 504 on a hang.
-    let r = gw.post(
-        "/v1/chat/completions",
-        r#"{"model":"fail-500","messages":[]}"#,
-    );
+    let r = gw.post("/v1/chat/completions", r#"{"model":"fail-500","messages":[]}"#);
     assert_eq!(r.status, 502, "{}", r.text());
-    let r = gw.post(
-        "/v1/chat/completions",
-        r#"{"model":"fail-429","messages":[]}"#,
-    );
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (429, "upstream_rate_limited")
-    );
+    let r = gw.post("/v1/chat/completions", r#"{"model":"fail-429","messages":[]}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (429, "upstream_rate_limited"));
     let r = gw.post("/v1/chat/completions", r#"{"model":"hang","messages":[]}"#);
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (504, "upstream_timeout")
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"));
 
     // Unknown route and wrong method.
     let r = http::request(&gw.addr, "GET", "/v1/nothing", &[], b"");
@@ -206,21 +124,10 @@ fn errors_use_openais_shape_and_status() {
 #[test]
 fn upstream_that_refuses_the_key_is_a_gateway_error_not_the_consumers() {
     let mock = Mock::start();
-    let ch = channel(
-        "badkeys",
-        "openai",
-        &mock.url(),
-        &["gpt-4o-mini"],
-        &["bad-upstream-key"],
-    );
+    let ch = channel("badkeys", "openai", &mock.url(), &["gpt-4o-mini"], &["bad-upstream-key"]);
     let gw = Gateway::start("badkey", &[("openai", "openai.wasm")], &ch);
     let r = gw.post("/v1/chat/completions", CHAT);
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (502, "upstream_unauthorized"),
-        "{}",
-        r.text()
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (502, "upstream_unauthorized"), "{}", r.text());
 }
 
 #[test]
@@ -229,12 +136,7 @@ fn streaming_passes_chunks_as_they_arrive_with_usage_when_asked() {
     let gw = gateway(&mock, "");
     let auth = format!("Bearer {}", gw.key);
     let body = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
-    let t = http::timed(
-        &gw.addr,
-        "/v1/chat/completions",
-        &[("authorization", &auth)],
-        body.as_bytes(),
-    );
+    let t = http::timed(&gw.addr, "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes());
     assert_eq!(t.status, 200);
     let first = t.arrival_of("tok0").expect("first token");
     let last = t.arrival_of("[DONE]").expect("[DONE]");
@@ -244,17 +146,11 @@ fn streaming_passes_chunks_as_they_arrive_with_usage_when_asked() {
         "first token at {first:?}, end at {last:?}: the stream was buffered"
     );
     let data = http::sse_data(&t.text());
-    assert!(
-        data.iter().any(|d| d.contains("\"usage\":{")),
-        "usage chunk expected: {data:?}"
-    );
+    assert!(data.iter().any(|d| d.contains("\"usage\":{")), "usage chunk expected: {data:?}");
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
 
     // Without include_usage the usage chunk is not shown (the gateway still reads it).
-    let r = gw.post(
-        "/v1/chat/completions",
-        r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#,
-    );
+    let r = gw.post("/v1/chat/completions", r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#);
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     let data = r.sse_data();
     assert!(!data.iter().any(|d| d.contains("\"usage\":{")), "{data:?}");
@@ -265,17 +161,11 @@ fn streaming_passes_chunks_as_they_arrive_with_usage_when_asked() {
 fn a_cut_stream_ends_with_an_error_event_not_a_clean_end() {
     let mock = Mock::start();
     let gw = gateway(&mock, "");
-    let r = gw.post(
-        "/v1/chat/completions",
-        r#"{"model":"cut-stream","stream":true,"messages":[]}"#,
-    );
+    let r = gw.post("/v1/chat/completions", r#"{"model":"cut-stream","stream":true,"messages":[]}"#);
     assert_eq!(r.status, 200);
     let data = r.sse_data();
     assert!(data.iter().any(|d| d.contains("tok0")), "{data:?}");
-    assert!(
-        !data.iter().any(|d| d == "[DONE]"),
-        "no clean end: {data:?}"
-    );
+    assert!(!data.iter().any(|d| d == "[DONE]"), "no clean end: {data:?}");
     let last: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "upstream_error", "{data:?}");
     let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();

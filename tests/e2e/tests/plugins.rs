@@ -8,13 +8,7 @@ use std::time::{Duration, Instant};
 use tollgate_e2e::{channel, eventually, http, Gateway, Mock};
 
 fn faulty_gateway(mock: &Mock, name: &str) -> Gateway {
-    let ch = channel(
-        "faults",
-        "faulty",
-        &mock.url(),
-        &["trap", "loop", "oom", "echo"],
-        &[],
-    );
+    let ch = channel("faults", "faulty", &mock.url(), &["trap", "loop", "oom", "echo"], &[]);
     Gateway::start(
         name,
         &[("faulty-v1", "faulty.wasm")],
@@ -31,29 +25,13 @@ fn a_faulty_plugin_fails_only_its_own_call() {
     let mock = Mock::start();
     let gw = faulty_gateway(&mock, "faults");
     assert_eq!(echo(&gw).json()["version"], "1");
-    for (model, cause) in [
-        ("trap", "trapped"),
-        ("loop", "time limit"),
-        ("oom", "memory limit"),
-    ] {
+    for (model, cause) in [("trap", "trapped"), ("loop", "time limit"), ("oom", "memory limit")] {
         let t = Instant::now();
-        let r = gw.post(
-            "/v1/chat/completions",
-            &format!(r#"{{"model":"{model}","messages":[]}}"#),
-        );
-        assert_eq!(
-            (r.status, r.error_code().as_str()),
-            (502, "plugin_error"),
-            "{model}: {}",
-            r.text()
-        );
+        let r = gw.post("/v1/chat/completions", &format!(r#"{{"model":"{model}","messages":[]}}"#));
+        assert_eq!((r.status, r.error_code().as_str()), (502, "plugin_error"), "{model}: {}", r.text());
         let message = r.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(message.contains(cause), "{model}: {message}");
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{model} took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(20), "{model} took {:?}", t.elapsed());
         // The gateway keeps serving, with the same plugin.
         let r = echo(&gw);
         assert_eq!(r.status, 200, "after {model}: {}", r.text());
@@ -76,14 +54,8 @@ fn replacing_plugin_files_under_load_fails_no_request() {
     let seen_v2 = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
         .map(|_| {
-            let (stop, ok, failures, seen_v2, addr, key) = (
-                stop.clone(),
-                ok.clone(),
-                failures.clone(),
-                seen_v2.clone(),
-                gw.addr.clone(),
-                gw.key.clone(),
-            );
+            let (stop, ok, failures, seen_v2, addr, key) =
+                (stop.clone(), ok.clone(), failures.clone(), seen_v2.clone(), gw.addr.clone(), gw.key.clone());
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -100,10 +72,7 @@ fn replacing_plugin_files_under_load_fails_no_request() {
                             seen_v2.store(true, Ordering::Relaxed);
                         }
                     } else {
-                        failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} {}", r.status, r.text()));
+                        failures.lock().unwrap().push(format!("{} {}", r.status, r.text()));
                     }
                 }
             })
@@ -124,27 +93,14 @@ fn replacing_plugin_files_under_load_fails_no_request() {
     }
     std::fs::write(dir.join("faulty.wasm.part"), &v2).unwrap();
     std::fs::rename(dir.join("faulty.wasm.part"), dir.join("faulty.wasm")).unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || echo(&gw).json()["version"]
-            == "2"),
-        "v2 never served"
-    );
+    assert!(eventually(Duration::from_secs(10), || echo(&gw).json()["version"] == "2"), "v2 never served");
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
     }
     let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed requests, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
-    assert!(
-        ok.load(Ordering::Relaxed) > 100,
-        "the load loop barely ran: {}",
-        ok.load(Ordering::Relaxed)
-    );
+    assert!(failures.is_empty(), "{} failed requests, e.g. {:?}", failures.len(), failures.first());
+    assert!(ok.load(Ordering::Relaxed) > 100, "the load loop barely ran: {}", ok.load(Ordering::Relaxed));
     assert!(seen_v2.load(Ordering::Relaxed));
     let status = gw.admin_plugins();
     assert_eq!(status["plugins"][0]["version"], "1.0.2", "{status}");
@@ -156,42 +112,24 @@ fn a_broken_file_never_replaces_a_working_one_and_says_why() {
     let gw = faulty_gateway(&mock, "broken");
     let path = gw.plugins_dir().join("faulty.wasm");
     std::fs::write(&path, b"\0asm this is not a component").unwrap();
-    assert!(eventually(Duration::from_secs(10), || gw.admin_plugins()
-        ["plugins"][0]["status"]
-        == "failed"));
+    assert!(eventually(Duration::from_secs(10), || gw.admin_plugins()["plugins"][0]["status"] == "failed"));
     let status = gw.admin_plugins();
     let p = &status["plugins"][0];
-    assert_eq!(
-        p["version"], "1.0.1",
-        "the previous version keeps serving: {status}"
-    );
-    assert!(
-        p["last_error"].as_str().unwrap().contains("component"),
-        "{status}"
-    );
+    assert_eq!(p["version"], "1.0.1", "the previous version keeps serving: {status}");
+    assert!(p["last_error"].as_str().unwrap().contains("component"), "{status}");
     assert_eq!(echo(&gw).status, 200);
     assert!(gw.log().contains("plugin file rejected"), "the log says so");
 
     // The CLI shows the same.
     let out = Gateway::cli(&gw.config, &["plugins", "list"]);
-    assert!(
-        out.contains("faulty.wasm") && out.contains("failed"),
-        "{out}"
-    );
+    assert!(out.contains("faulty.wasm") && out.contains("failed"), "{out}");
 
     // A second plugin claiming the same name is refused; removing a file unloads it.
-    std::fs::copy(
-        tollgate_e2e::plugin_file("faulty-v2"),
-        gw.plugins_dir().join("faulty-copy.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(tollgate_e2e::plugin_file("faulty-v2"), gw.plugins_dir().join("faulty-copy.wasm")).unwrap();
     assert!(eventually(Duration::from_secs(10), || {
         let s = gw.admin_plugins();
         s["plugins"].as_array().unwrap().iter().any(|p| {
-            p["file"] == "faulty-copy.wasm"
-                && p["last_error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("already served"))
+            p["file"] == "faulty-copy.wasm" && p["last_error"].as_str().is_some_and(|e| e.contains("already served"))
         })
     }));
     std::fs::remove_file(&path).unwrap();
@@ -204,20 +142,8 @@ fn a_broken_file_never_replaces_a_working_one_and_says_why() {
 fn admin_api_needs_its_token() {
     let mock = Mock::start();
     let gw = faulty_gateway(&mock, "admin");
-    let r = http::request(
-        &gw.addr,
-        "GET",
-        "/admin/plugins",
-        &[("authorization", "Bearer wrong")],
-        b"",
-    );
+    let r = http::request(&gw.addr, "GET", "/admin/plugins", &[("authorization", "Bearer wrong")], b"");
     assert_eq!(r.status, 401);
-    let r = http::request(
-        &gw.addr,
-        "GET",
-        "/admin/plugins",
-        &[("authorization", &format!("Bearer {}", gw.key))],
-        b"",
-    );
+    let r = http::request(&gw.addr, "GET", "/admin/plugins", &[("authorization", &format!("Bearer {}", gw.key))], b"");
     assert_eq!(r.status, 401, "a consumer key is not an admin token");
 }

@@ -30,13 +30,7 @@ impl MockBody {
     /// `chunks` go out one frame each, `delay` apart (no delay before the first); with `cut`
     /// the body then fails instead of ending.
     pub fn chunks(chunks: Vec<Bytes>, delay: Duration, cut: bool) -> Self {
-        MockBody::Chunks(Box::new(Chunks {
-            chunks: chunks.into_iter(),
-            delay,
-            sent_any: false,
-            cut,
-            sleep: None,
-        }))
+        MockBody::Chunks(Box::new(Chunks { chunks: chunks.into_iter(), delay, sent_any: false, cut, sleep: None }))
     }
 }
 
@@ -80,10 +74,7 @@ impl Chunks {
             }
             None if self.cut => {
                 self.cut = false;
-                Some(Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "mock: stream cut",
-                )))
+                Some(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "mock: stream cut")))
             }
             None => None,
         }
@@ -94,10 +85,7 @@ impl Body for MockBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             MockBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             MockBody::Chunks(c) => c.poll_next(cx),

@@ -37,11 +37,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        listen: ([127, 0, 0, 1], 0).into(),
-        threads: 1,
-        chunk_delay_ms: 0,
-    };
+    let mut args = Args { listen: ([127, 0, 0, 1], 0).into(), threads: 1, chunk_delay_ms: 0 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -74,12 +70,10 @@ fn main() {
 }
 
 async fn serve(args: Args) {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .unwrap_or_else(|e| {
-            eprintln!("mock-vendor: cannot bind {}: {e}", args.listen);
-            std::process::exit(1);
-        });
+    let listener = tokio::net::TcpListener::bind(args.listen).await.unwrap_or_else(|e| {
+        eprintln!("mock-vendor: cannot bind {}: {e}", args.listen);
+        std::process::exit(1);
+    });
     let addr = listener.local_addr().expect("local address");
     {
         let mut out = std::io::stdout().lock();
@@ -201,11 +195,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         Err(_) => return text(StatusCode::BAD_REQUEST, "unreadable body"),
     };
     state.record(&parts, &body);
-    let cx = Ctx {
-        headers: parts.headers,
-        body,
-        authorized,
-    };
+    let cx = Ctx { headers: parts.headers, body, authorized };
     match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => openai::chat(&state, &cx).await,
         (&Method::POST, "/v1/embeddings") => openai::embeddings(&cx).await,
@@ -219,11 +209,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
 async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/_mock/stats") => {
-            let by_key = state
-                .by_key
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let by_key = state.by_key.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let v = serde_json::json!({
                 "requests": state.requests.load(Ordering::Relaxed),
                 "by_key": by_key,
@@ -232,45 +218,27 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
         }
         (&Method::POST, "/_mock/reset") => {
             state.requests.store(0, Ordering::Relaxed);
-            state
-                .by_key
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            state.by_key.lock().unwrap_or_else(|e| e.into_inner()).clear();
             state.last.lock().unwrap_or_else(|e| e.into_inner()).clear();
             json(StatusCode::OK, r#"{"ok":true}"#)
         }
         (&Method::GET, "/_mock/last") => {
-            let path = req
-                .uri()
-                .query()
-                .and_then(|q| query_param(q, "path"))
-                .unwrap_or_default();
+            let path = req.uri().query().and_then(|q| query_param(q, "path")).unwrap_or_default();
             let map = state.last.lock().unwrap_or_else(|e| e.into_inner());
             let Some(last) = map.get(&path) else {
-                return json(
-                    StatusCode::NOT_FOUND,
-                    r#"{"error":"no request recorded on that path"}"#,
-                );
+                return json(StatusCode::NOT_FOUND, r#"{"error":"no request recorded on that path"}"#);
             };
             json(StatusCode::OK, last_json(&path, last).to_string())
         }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            r#"{"error":"unknown control route"}"#,
-        ),
+        _ => json(StatusCode::NOT_FOUND, r#"{"error":"unknown control route"}"#),
     }
 }
 
 fn last_json(path: &str, last: &Last) -> serde_json::Value {
     let mut headers = serde_json::Map::new();
     for name in last.headers.keys() {
-        let values: Vec<String> = last
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
+        let values: Vec<String> =
+            last.headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
         headers.insert(name.as_str().to_owned(), values.join(", ").into());
     }
     serde_json::json!({
@@ -329,15 +297,10 @@ pub fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-pub fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: MockBody,
-) -> Response<MockBody> {
+pub fn respond(status: StatusCode, content_type: &'static str, body: MockBody) -> Response<MockBody> {
     let mut r = Response::new(body);
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -351,13 +314,8 @@ fn text(status: StatusCode, body: &'static str) -> Response<MockBody> {
 
 /// An SSE response whose chunks go out one frame each.
 pub fn sse(chunks: Vec<Bytes>, delay: Duration, cut: bool) -> Response<MockBody> {
-    let mut r = respond(
-        StatusCode::OK,
-        "text/event-stream",
-        MockBody::chunks(chunks, delay, cut),
-    );
-    r.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    let mut r = respond(StatusCode::OK, "text/event-stream", MockBody::chunks(chunks, delay, cut));
+    r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
     r
 }
 
@@ -417,14 +375,8 @@ mod tests {
     #[test]
     fn query_params_decode() {
         let q = "a=1&path=%2Fv1%2Fchat%2Fcompletions&x";
-        assert_eq!(
-            query_param(q, "path").as_deref(),
-            Some("/v1/chat/completions")
-        );
-        assert_eq!(
-            query_param("path=/v1/t2a_v2", "path").as_deref(),
-            Some("/v1/t2a_v2")
-        );
+        assert_eq!(query_param(q, "path").as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(query_param("path=/v1/t2a_v2", "path").as_deref(), Some("/v1/t2a_v2"));
         assert_eq!(query_param("path=%2", "path").as_deref(), Some("%2"));
         assert_eq!(query_param("x=1", "path"), None);
     }

@@ -60,8 +60,7 @@ fn fail(state: &State, n: u32) -> Response<MockBody> {
     match n {
         429 => {
             let mut r = base_error(state, StatusCode::TOO_MANY_REQUESTS, 1002, "rate limit");
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
         100..=599 => {
@@ -115,19 +114,12 @@ pub async fn t2a(state: &State, cx: &Ctx) -> Response<MockBody> {
         return json(StatusCode::OK, done.to_string());
     }
 
-    let crlf = cx
-        .headers
-        .get("x-mock-crlf")
-        .is_some_and(|v| v.as_bytes() == b"1");
+    let crlf = cx.headers.get("x-mock-crlf").is_some_and(|v| v.as_bytes() == b"1");
     let sep = if crlf { "\r\n\r\n" } else { "\n\n" };
     let event = |v: &serde_json::Value| Bytes::from(format!("data: {v}{sep}"));
     let (a, b) = (audio.len() / 3, audio.len() * 2 / 3);
     let cut = fault == Fault::Cut;
-    let parts: &[&[u8]] = if cut {
-        &[&audio[..a], &audio[a..b]]
-    } else {
-        &[&audio[..a], &audio[a..b], &audio[b..]]
-    };
+    let parts: &[&[u8]] = if cut { &[&audio[..a], &audio[a..b]] } else { &[&audio[..a], &audio[a..b], &audio[b..]] };
     let mut events: Vec<Bytes> = parts
         .iter()
         .map(|p| {

@@ -12,7 +12,8 @@ use crate::body::MockBody;
 const UNAUTHORIZED: &str = r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
 const RATE_LIMITED: &str = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
 const SERVER_ERROR: &str = r#"{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}"#;
-const NOT_FOUND: &str = r#"{"error":{"message":"Unknown request URL","type":"invalid_request_error","param":null,"code":"unknown_url"}}"#;
+const NOT_FOUND: &str =
+    r#"{"error":{"message":"Unknown request URL","type":"invalid_request_error","param":null,"code":"unknown_url"}}"#;
 const MODELS: &str = r#"{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1700000000,"owned_by":"mock"},{"id":"gpt-4o","object":"model","created":1700000000,"owned_by":"mock"},{"id":"text-embedding-3-small","object":"model","created":1700000000,"owned_by":"mock"}]}"#;
 /// A sanity cap on `x-mock-chunks`.
 const MAX_CHUNKS: u64 = 1_000_000;
@@ -64,8 +65,7 @@ pub fn fail(n: u32) -> Response<MockBody> {
         401 => unauthorized(),
         429 => {
             let mut r = json(status, RATE_LIMITED);
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
         s if s >= 500 => json(status, SERVER_ERROR),
@@ -85,11 +85,7 @@ pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
     }
     let req: ChatRequest = match serde_json::from_slice(&cx.body) {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(&format!(
-                "We could not parse the JSON body of your request: {e}"
-            ))
-        }
+        Err(e) => return bad_request(&format!("We could not parse the JSON body of your request: {e}")),
     };
     let Some(model) = req.model else {
         return bad_request("you must provide a model parameter");
@@ -103,23 +99,10 @@ pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
     if !req.stream.unwrap_or(false) {
         return json(StatusCode::OK, completion(&model_json));
     }
-    let include_usage = req
-        .stream_options
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let cut = fault == Fault::Cut;
-    let n = if cut {
-        2
-    } else {
-        header_u64(&cx.headers, "x-mock-chunks")
-            .unwrap_or(5)
-            .min(MAX_CHUNKS)
-    };
-    sse(
-        stream_chunks(&model_json, n, include_usage, cut),
-        state.chunk_delay(&cx.headers),
-        cut,
-    )
+    let n = if cut { 2 } else { header_u64(&cx.headers, "x-mock-chunks").unwrap_or(5).min(MAX_CHUNKS) };
+    sse(stream_chunks(&model_json, n, include_usage, cut), state.chunk_delay(&cx.headers), cut)
 }
 
 fn completion(model_json: &str) -> String {
@@ -141,9 +124,7 @@ fn stream_chunks(model_json: &str, n: u64, include_usage: bool, cut: bool) -> Ve
     );
     let event = |rest: &str| Bytes::from([head.as_str(), rest, "\n\n"].concat());
     let mut out = Vec::with_capacity(n as usize + 4);
-    out.push(event(
-        r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#,
-    ));
+    out.push(event(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#));
     for i in 0..n {
         out.push(event(&format!(
             r#"{{"index":0,"delta":{{"content":"tok{i} "}},"finish_reason":null}}],"usage":null}}"#
@@ -152,9 +133,7 @@ fn stream_chunks(model_json: &str, n: u64, include_usage: bool, cut: bool) -> Ve
     if cut {
         return out;
     }
-    out.push(event(
-        r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
-    ));
+    out.push(event(r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#));
     if include_usage {
         out.push(event(&format!(
             r#"],"usage":{{"prompt_tokens":9,"completion_tokens":{n},"total_tokens":{}}}}}"#,
@@ -171,11 +150,7 @@ pub async fn embeddings(cx: &Ctx) -> Response<MockBody> {
     }
     let req: EmbeddingsRequest = match serde_json::from_slice(&cx.body) {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(&format!(
-                "We could not parse the JSON body of your request: {e}"
-            ))
-        }
+        Err(e) => return bad_request(&format!("We could not parse the JSON body of your request: {e}")),
     };
     let Some(model) = req.model else {
         return bad_request("you must provide a model parameter");
@@ -196,9 +171,7 @@ pub async fn embeddings(cx: &Ctx) -> Response<MockBody> {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&format!(
-            r#"{{"object":"embedding","index":{i},"embedding":[0.1,0.2,0.3]}}"#
-        ));
+        body.push_str(&format!(r#"{{"object":"embedding","index":{i},"embedding":[0.1,0.2,0.3]}}"#));
     }
     body.push_str(r#"],"model":"#);
     body.push_str(&serde_json::to_string(&model).expect("a string serialises"));
@@ -219,11 +192,7 @@ mod tests {
 
     fn parse(b: &Bytes) -> serde_json::Value {
         let s = std::str::from_utf8(b).unwrap();
-        let data = s
-            .strip_prefix("data: ")
-            .unwrap()
-            .strip_suffix("\n\n")
-            .unwrap();
+        let data = s.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
         serde_json::from_str(data).unwrap()
     }
 
@@ -231,10 +200,7 @@ mod tests {
     fn stream_shape() {
         let chunks = stream_chunks("\"m\"", 3, true, false);
         assert_eq!(chunks.len(), 1 + 3 + 1 + 1 + 1);
-        assert_eq!(
-            parse(&chunks[0])["choices"][0]["delta"]["role"],
-            "assistant"
-        );
+        assert_eq!(parse(&chunks[0])["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(parse(&chunks[1])["choices"][0]["delta"]["content"], "tok0 ");
         assert_eq!(parse(&chunks[4])["choices"][0]["finish_reason"], "stop");
         let usage = parse(&chunks[5]);
