@@ -121,7 +121,9 @@ async fn pump(
         Stop::Complete => (wit::StreamEnd::Complete, None, false),
         Stop::Cut(e) | Stop::Rejected(e) => (wit::StreamEnd::UpstreamCut, Some(e), false),
         Stop::ClientGone => (wit::StreamEnd::ClientGone, None, true),
-        Stop::PluginDead(e) => return StreamReport { usage: empty_usage(), error: Some(e), client_gone: false },
+        Stop::PluginDead(e) => {
+            return StreamReport { usage: wit::Usage::default(), error: Some(e), client_gone: false }
+        }
     };
     match pc.finish(end).await {
         Ok(Ok(tail)) => {
@@ -134,13 +136,15 @@ async fn pump(
             StreamReport { usage: tail.usage, error, client_gone }
         }
         Ok(Err(e)) => StreamReport {
-            usage: empty_usage(),
+            usage: wit::Usage::default(),
             error: Some(error.unwrap_or_else(|| CallError::from_adapter(&e))),
             client_gone,
         },
-        Err(trap) => {
-            StreamReport { usage: empty_usage(), error: Some(plugin_failure(plugin, "finish()", trap)), client_gone }
-        }
+        Err(trap) => StreamReport {
+            usage: wit::Usage::default(),
+            error: Some(plugin_failure(plugin, "finish()", trap)),
+            client_gone,
+        },
     }
 }
 
@@ -184,17 +188,4 @@ fn error_event(e: &CallError) -> Bytes {
     let mut out = Vec::new();
     sse::write_event(&mut out, None, None, &json.to_string());
     Bytes::from(out)
-}
-
-pub(crate) fn empty_usage() -> wit::Usage {
-    wit::Usage {
-        input_tokens: None,
-        output_tokens: None,
-        cached_tokens: None,
-        cache_write_tokens: None,
-        characters: None,
-        milliseconds: None,
-        images: None,
-        extra: Vec::new(),
-    }
 }

@@ -28,6 +28,22 @@ pub mod bindings {
 pub use bindings::exports::tollgate::adapter::adapter::Manifest;
 pub use bindings::tollgate::adapter::types as wit;
 
+impl Default for wit::Usage {
+    /// No unit reported.
+    fn default() -> Self {
+        wit::Usage {
+            input_tokens: None,
+            output_tokens: None,
+            cached_tokens: None,
+            cache_write_tokens: None,
+            characters: None,
+            milliseconds: None,
+            images: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
 /// One loaded, validated plugin.
 pub struct Plugin {
     pub manifest: Manifest,

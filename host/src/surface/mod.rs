@@ -38,7 +38,7 @@ const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connect
 
 pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     let upstream_model = r.channel.upstream_model(&r.model).to_string();
-    let credential = credential_fields(&r.plugin, &r.channel);
+    let credential = credential_fields(&r.plugin);
     let key = r.channel.pick_key().cloned();
     let credential = match (credential, &key) {
         (Some(fields), Some(k)) => match split_credential(&fields, &k.0) {
@@ -199,7 +199,7 @@ pub fn kind_name(k: wit::ErrorKind) -> &'static str {
 }
 
 /// The credential field names, for plugins that sign requests themselves.
-fn credential_fields(plugin: &Plugin, _channel: &Channel) -> Option<Vec<String>> {
+fn credential_fields(plugin: &Plugin) -> Option<Vec<String>> {
     let f = &plugin.manifest.credential_fields;
     (!f.is_empty()).then(|| f.iter().map(|c| c.name.clone()).collect())
 }
