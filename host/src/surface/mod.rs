@@ -33,6 +33,41 @@ pub struct Resolved {
     pub request_id: String,
 }
 
+/// What every call reads from the consumer's request before it is resolved to a channel.
+pub struct ConsumerRequest {
+    pub consumer: Consumer,
+    pub headers: Vec<wit::Header>,
+    pub query: String,
+    pub body: Bytes,
+}
+
+/// Authenticates the consumer (401) and reads the body within the limit (413).
+pub async fn read_request(
+    state: &AppState,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<ConsumerRequest, CallError> {
+    let consumer = state.authenticate(&req)?;
+    let headers = forwarded_headers(req.headers());
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = state.read_body(req).await?;
+    Ok(ConsumerRequest { consumer, headers, query, body })
+}
+
+/// Runs a call once `resolve` has found its plugin and channel; a call refused while
+/// resolving is answered with its error.
+pub async fn answer<F, Fut>(state: &Arc<AppState>, resolve: F) -> Response
+where
+    F: FnOnce(Instant, String) -> Fut,
+    Fut: std::future::Future<Output = Result<Resolved, CallError>>,
+{
+    let started = Instant::now();
+    let request_id = state.next_request_id();
+    match resolve(started, request_id.clone()).await {
+        Ok(r) => dispatch(state, r).await,
+        Err(e) => with_request_id(e.into_response(), &request_id),
+    }
+}
+
 /// Headers never copied from a plugin's reply to the consumer.
 const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"];
 

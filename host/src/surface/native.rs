@@ -3,7 +3,7 @@
 //! vendor's client only changes its host and key. The channel is the one using the plugin that
 //! serves the body's `model`, or else the first channel using that plugin.
 
-use super::{dispatch, forwarded_headers, with_request_id, Resolved};
+use super::{answer, read_request, ConsumerRequest, Resolved};
 use crate::exchange::CallError;
 use crate::plugin::Plugin;
 use crate::server::body::Response;
@@ -14,12 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn call(state: &Arc<AppState>, req: Request<Incoming>, plugin: Arc<Plugin>, op: String) -> Response {
-    let started = Instant::now();
-    let request_id = state.next_request_id();
-    match resolve(state, req, plugin, op, started, request_id.clone()).await {
-        Ok(r) => dispatch(state, r).await,
-        Err(e) => with_request_id(e.into_response(), &request_id),
-    }
+    answer(state, |started, request_id| resolve(state, req, plugin, op, started, request_id)).await
 }
 
 async fn resolve(
@@ -30,10 +25,7 @@ async fn resolve(
     started: Instant,
     request_id: String,
 ) -> Result<Resolved, CallError> {
-    let consumer = state.authenticate(&req)?;
-    let headers = forwarded_headers(req.headers());
-    let query = req.uri().query().unwrap_or("").to_string();
-    let body = state.read_body(req).await?;
+    let ConsumerRequest { consumer, headers, query, body } = read_request(state, req).await?;
     let model = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_string))

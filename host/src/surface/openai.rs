@@ -1,7 +1,7 @@
 //! The OpenAI-compatible routes: `/v1/chat/completions`, `/v1/embeddings`,
 //! `/v1/audio/speech` (model calls, translated by the channel's plugin) and `/v1/models`.
 
-use super::{dispatch, forwarded_headers, with_request_id, Resolved};
+use super::{answer, read_request, ConsumerRequest, Resolved};
 use crate::exchange::CallError;
 use crate::server::body::{json, Response};
 use crate::server::error::{bad_request, not_found};
@@ -13,12 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn model_call(state: &Arc<AppState>, req: Request<Incoming>, op: &str) -> Response {
-    let started = Instant::now();
-    let request_id = state.next_request_id();
-    match resolve(state, req, op, started, request_id.clone()).await {
-        Ok(r) => dispatch(state, r).await,
-        Err(e) => with_request_id(e.into_response(), &request_id),
-    }
+    answer(state, |started, request_id| resolve(state, req, op, started, request_id)).await
 }
 
 async fn resolve(
@@ -28,13 +23,13 @@ async fn resolve(
     started: Instant,
     request_id: String,
 ) -> Result<Resolved, CallError> {
-    let consumer = state.authenticate(&req)?;
-    let headers = forwarded_headers(req.headers());
-    let query = req.uri().query().unwrap_or("").to_string();
-    let body = state.read_body(req).await?;
+    let ConsumerRequest { consumer, headers, query, body } = read_request(state, req).await?;
     let model = requested_model(&body)?;
     let channel = state.channels.for_model(&model).ok_or_else(|| {
-        not_found("model_not_found", format!("The model '{model}' does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."))
+        not_found(
+            "model_not_found",
+            format!("The model '{model}' does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."),
+        )
     })?;
     let plugin = state.registry.current().get(&channel.plugin).cloned().ok_or_else(|| {
         CallError::config(format!(
