@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod billing;
 pub mod config;
 pub mod exchange;
 pub mod keypool;
@@ -23,9 +24,17 @@ use std::time::Duration;
 /// Starts everything `tollgate serve` runs and serves until SIGTERM or Ctrl-C.
 pub async fn serve(config: config::Config) -> Result<()> {
     let db = store::open(&config.database_url()).await?;
+    let billing = match &config.pricing_file {
+        Some(path) => {
+            let b = billing::Billing::load(path.clone())?;
+            b.watch(Duration::from_secs(2));
+            Some(b)
+        }
+        None => None,
+    };
     let keys = account::KeyCache::new();
-    keys.reload(&db).await.context("loading consumer keys")?;
-    keys.refresh_forever(db.clone(), Duration::from_millis(config.key_refresh_ms));
+    keys.reload(&db, billing.as_ref().map(|b| &b.wallets)).await.context("loading consumer keys")?;
+    keys.refresh_forever(db.clone(), Duration::from_millis(config.key_refresh_ms), billing.clone());
 
     let runtime = plugin::Runtime::new(
         config.data_dir.join("cache"),
@@ -47,12 +56,12 @@ pub async fn serve(config: config::Config) -> Result<()> {
         }
     }
 
-    let (call_log, writer) = store::CallLog::start(db.clone());
+    let (call_log, writer) = store::CallLog::start(db.clone(), billing.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db));
+    let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db, billing));
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.registry.current().len(), "tollgate serving");

@@ -30,6 +30,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The money ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Plugins in plugins_dir.
     Plugins {
         #[command(subcommand)]
@@ -49,6 +54,22 @@ enum KeysCommand {
     },
     /// List consumer keys (without secrets).
     List,
+    /// Add to a key's balance (a ledger entry).
+    Topup {
+        /// The key's id, as `keys list` shows it.
+        #[arg(long)]
+        id: i64,
+        /// A decimal amount such as 10 or 2.50.
+        #[arg(long)]
+        amount: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Check that every balance equals the sum of its ledger entries and that every charge has
+    /// its call record; exits 1 otherwise.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +101,11 @@ fn main() -> Result<()> {
                 println!("{key}");
                 Ok(())
             }
+            Command::Keys { command: KeysCommand::Topup { id, amount } } => {
+                let db = tollgate::store::open(&config.database_url()).await?;
+                println!("{}", tollgate::account::top_up(&db, id, &amount).await?);
+                Ok(())
+            }
             Command::Keys { command: KeysCommand::List } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 for k in tollgate::account::list_keys(&db).await? {
@@ -95,6 +121,21 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Plugins { command: PluginsCommand::List { json } } => plugins_list(&config, json).await,
+            Command::Ledger { command: LedgerCommand::Verify } => {
+                let db = tollgate::store::open(&config.database_url()).await?;
+                let (keys, mismatches, orphans) = tollgate::account::verify_ledger(&db).await?;
+                for m in &mismatches {
+                    println!("key {}: balance {} but ledger sums to {}", m.key_id, m.balance_micros, m.ledger_micros);
+                }
+                if orphans > 0 {
+                    println!("{orphans} charges without their call record");
+                }
+                if !mismatches.is_empty() || orphans > 0 {
+                    std::process::exit(1);
+                }
+                println!("ledger consistent: {keys} keys");
+                Ok(())
+            }
         }
     })
 }

@@ -5,6 +5,7 @@
 //! refreshes from the database, so new and disabled keys take effect within
 //! `key_refresh_ms` and a flood of bad keys never reaches the database.
 
+use crate::billing::{Billing, Wallets};
 use crate::store::{now_unix, Db};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
@@ -46,12 +47,22 @@ impl KeyCache {
         self.keys.load().get(&hash(key)).cloned()
     }
 
-    /// Reloads every enabled key from the database.
-    pub async fn reload(&self, db: &Db) -> Result<()> {
-        let rows: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT id, name, key_hash FROM consumer_keys WHERE disabled = 0").fetch_all(db).await?;
+    /// Reloads every enabled key from the database, and the balances into `wallets`.
+    pub async fn reload(&self, db: &Db, wallets: Option<&Wallets>) -> Result<()> {
+        // Held across the read and the update: no charge commits in between.
+        let _sync = match wallets {
+            Some(w) => Some(w.sync.lock().await),
+            None => None,
+        };
+        let rows: Vec<(i64, String, String, i64)> =
+            sqlx::query_as("SELECT id, name, key_hash, balance_micros FROM consumer_keys WHERE disabled = 0")
+                .fetch_all(db)
+                .await?;
+        if let Some(w) = wallets {
+            w.set_db_balances(rows.iter().map(|r| (r.0, r.3)));
+        }
         let mut map = HashMap::with_capacity(rows.len());
-        for (key_id, name, key_hash) in rows {
+        for (key_id, name, key_hash, _) in rows {
             let mut h = [0u8; 32];
             if hex::decode_to_slice(&key_hash, &mut h).is_ok() {
                 map.insert(h, Consumer { key_id, name });
@@ -62,7 +73,7 @@ impl KeyCache {
     }
 
     /// Re-reads keys every `every` when the table changed (a cheap fingerprint query).
-    pub fn refresh_forever(self: &Arc<Self>, db: Db, every: Duration) {
+    pub fn refresh_forever(self: &Arc<Self>, db: Db, every: Duration, billing: Option<Arc<Billing>>) {
         let cache = Arc::clone(self);
         tokio::spawn(async move {
             let mut seen: Option<(i64, i64)> = None;
@@ -75,7 +86,7 @@ impl KeyCache {
                 .await;
                 match fingerprint {
                     Ok(f) if Some(f) == seen => {}
-                    Ok(f) => match cache.reload(&db).await {
+                    Ok(f) => match cache.reload(&db, billing.as_ref().map(|b| &b.wallets)).await {
                         Ok(()) => seen = Some(f),
                         Err(e) => tracing::warn!(error = %e, "reloading consumer keys failed"),
                     },
@@ -101,19 +112,67 @@ pub async fn create_key(db: &Db, name: &str, balance: &str) -> Result<String> {
     let secret: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     let key = format!("sk-tg-{secret}");
     let now = now_unix();
-    sqlx::query(
+    let mut tx = db.begin().await?;
+    let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO consumer_keys (name, key_hash, key_prefix, balance_micros, disabled, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 0, $5, $5)",
+         VALUES ($1, $2, $3, $4, 0, $5, $5) RETURNING id",
     )
     .bind(name)
     .bind(hex::encode(hash(&key)))
     .bind(&key[..10])
     .bind(balance_micros)
     .bind(now)
-    .execute(db)
+    .fetch_one(&mut *tx)
     .await
     .context("storing the new key")?;
+    if balance_micros != 0 {
+        sqlx::query(
+            "INSERT INTO ledger (entry_id, key_id, amount_micros, kind, created_at) VALUES ($1, $2, $3, 'grant', $4)",
+        )
+        .bind(format!("grant-{id}"))
+        .bind(id)
+        .bind(balance_micros)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(key)
+}
+
+/// Adds `amount` to a key's balance (a ledger entry and the balance, in one transaction);
+/// returns the new balance. The running gateway sees it within `key_refresh_ms`.
+pub async fn top_up(db: &Db, key_id: i64, amount: &str) -> Result<String> {
+    let micros = parse_money(amount)?;
+    let now = now_unix();
+    let mut tx = db.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE consumer_keys SET balance_micros = balance_micros + $1, updated_at = updated_at + 1 WHERE id = $2",
+    )
+    .bind(micros)
+    .bind(key_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated != 1 {
+        bail!("no consumer key with id {key_id} ('tollgate keys list' shows the ids)");
+    }
+    let entry = format!("topup-{key_id}-{now}-{:016x}", rand::random::<u64>());
+    sqlx::query(
+        "INSERT INTO ledger (entry_id, key_id, amount_micros, kind, created_at) VALUES ($1, $2, $3, 'topup', $4)",
+    )
+    .bind(entry)
+    .bind(key_id)
+    .bind(micros)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let (balance,): (i64,) = sqlx::query_as("SELECT balance_micros FROM consumer_keys WHERE id = $1")
+        .bind(key_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(format_money(balance))
 }
 
 pub async fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
@@ -173,4 +232,36 @@ mod tests {
         assert_eq!(format_money(3_000_001), "3.000001");
         assert_eq!(format_money(-5), "-0.000005");
     }
+}
+
+/// One key whose balance disagrees with its ledger.
+#[derive(Debug)]
+pub struct LedgerMismatch {
+    pub key_id: i64,
+    pub balance_micros: i64,
+    pub ledger_micros: i64,
+}
+
+/// Checks the money invariants: every balance equals the sum of its ledger entries, and every
+/// charge in the ledger has its call record (they are written in one transaction). Returns
+/// the number of keys checked, the mismatches, and the orphan charges.
+pub async fn verify_ledger(db: &Db) -> Result<(usize, Vec<LedgerMismatch>, i64)> {
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT k.id, k.balance_micros, COALESCE((SELECT SUM(l.amount_micros) FROM ledger l WHERE l.key_id = k.id), 0) \
+         FROM consumer_keys k ORDER BY k.id",
+    )
+    .fetch_all(db)
+    .await?;
+    let (orphans,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM ledger l WHERE l.kind = 'charge' \
+         AND NOT EXISTS (SELECT 1 FROM call_log c WHERE c.request_id = l.entry_id)",
+    )
+    .fetch_one(db)
+    .await?;
+    let mismatches = rows
+        .iter()
+        .filter(|(_, b, l)| b != l)
+        .map(|&(key_id, balance_micros, ledger_micros)| LedgerMismatch { key_id, balance_micros, ledger_micros })
+        .collect();
+    Ok((rows.len(), mismatches, orphans))
 }

@@ -49,6 +49,9 @@ pub struct Config {
     /// How often consumer keys are re-read from the database (new and revoked keys).
     #[serde(default = "defaults::key_refresh_ms")]
     pub key_refresh_ms: u64,
+    /// The price table; billing (402 before the upstream, charges, the ledger) is on when set.
+    #[serde(default)]
+    pub pricing_file: Option<PathBuf>,
     /// Bearer token for `/admin/*`; the admin API is off when unset.
     #[serde(default)]
     pub admin_token: Option<String>,

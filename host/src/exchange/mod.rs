@@ -100,6 +100,9 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct StreamReport {
     pub usage: wit::Usage,
+    /// SSE events delivered to the consumer, `[DONE]` excluded (the billing estimate for an
+    /// interrupted stream without usage).
+    pub delivered_events: u64,
     /// `None`: the stream completed normally.
     pub error: Option<CallError>,
     pub client_gone: bool,

@@ -73,6 +73,7 @@ async fn pump(
 ) -> StreamReport {
     let mut parser = sse::Parser::new();
     let mut events = Vec::new();
+    let mut delivered = 0u64;
     let sse_framed = matches!(framing, wit::Framing::Sse);
     let stop = loop {
         let frame = match tokio::time::timeout(idle, std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)))
@@ -100,7 +101,7 @@ async fn pump(
         } else {
             wit::StreamInput::Bytes(data.to_vec())
         };
-        match deliver(&mut pc, &input, plugin, tx).await {
+        match deliver(&mut pc, &input, plugin, tx, &mut delivered).await {
             Ok(()) => {}
             Err(stop) => break stop,
         }
@@ -112,7 +113,7 @@ async fn pump(
                 Stop::Complete
             } else {
                 let input = wit::StreamInput::Events(events.drain(..).map(to_wit).collect());
-                deliver(&mut pc, &input, plugin, tx).await.err().unwrap_or(Stop::Complete)
+                deliver(&mut pc, &input, plugin, tx, &mut delivered).await.err().unwrap_or(Stop::Complete)
             }
         }
         other => other,
@@ -122,7 +123,12 @@ async fn pump(
         Stop::Cut(e) | Stop::Rejected(e) => (wit::StreamEnd::UpstreamCut, Some(e), false),
         Stop::ClientGone => (wit::StreamEnd::ClientGone, None, true),
         Stop::PluginDead(e) => {
-            return StreamReport { usage: wit::Usage::default(), error: Some(e), client_gone: false }
+            return StreamReport {
+                usage: wit::Usage::default(),
+                delivered_events: delivered,
+                error: Some(e),
+                client_gone: false,
+            }
         }
     };
     match pc.finish(end).await {
@@ -133,15 +139,20 @@ async fn pump(
                 client_gone = true;
                 error = None;
             }
-            StreamReport { usage: tail.usage, error, client_gone }
+            if !client_gone {
+                delivered += content_events(&tail.chunks);
+            }
+            StreamReport { usage: tail.usage, delivered_events: delivered, error, client_gone }
         }
         Ok(Err(e)) => StreamReport {
             usage: wit::Usage::default(),
+            delivered_events: delivered,
             error: Some(error.unwrap_or_else(|| CallError::from_adapter(&e))),
             client_gone,
         },
         Err(trap) => StreamReport {
             usage: wit::Usage::default(),
+            delivered_events: delivered,
             error: Some(plugin_failure(plugin, "finish()", trap)),
             client_gone,
         },
@@ -153,17 +164,23 @@ async fn deliver(
     input: &wit::StreamInput,
     plugin: &Plugin,
     tx: &mpsc::Sender<Bytes>,
+    delivered: &mut u64,
 ) -> Result<(), Stop> {
     match pc.decode(input).await {
         Ok(Ok(chunks)) => {
             if !chunks.is_empty() && tx.send(render(&chunks)).await.is_err() {
                 return Err(Stop::ClientGone);
             }
+            *delivered += content_events(&chunks);
             Ok(())
         }
         Ok(Err(e)) => Err(Stop::Rejected(CallError::from_adapter(&e))),
         Err(trap) => Err(Stop::PluginDead(plugin_failure(plugin, "decode()", trap))),
     }
+}
+
+fn content_events(chunks: &[wit::OutChunk]) -> u64 {
+    chunks.iter().filter(|c| matches!(c, wit::OutChunk::Event(e) if e.data != "[DONE]")).count() as u64
 }
 
 fn to_wit(e: sse::Event) -> wit::SseEvent {

@@ -9,6 +9,7 @@ pub mod body;
 pub mod error;
 
 use crate::account::{Consumer, KeyCache};
+use crate::billing::Billing;
 use crate::config::Config;
 use crate::exchange::{CallError, Upstream};
 use crate::keypool::Channels;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub upstream: Upstream,
     pub call_log: CallLog,
     pub db: Db,
+    /// On when the configuration names a price table.
+    pub billing: Option<Arc<Billing>>,
     request_seq: AtomicU64,
     request_prefix: String,
 }
@@ -46,6 +49,7 @@ impl AppState {
         keys: Arc<KeyCache>,
         call_log: CallLog,
         db: Db,
+        billing: Option<Arc<Billing>>,
     ) -> AppState {
         let channels = Channels::new(&config.channels);
         let upstream = Upstream::new(
@@ -61,6 +65,7 @@ impl AppState {
             upstream,
             call_log,
             db,
+            billing,
             request_seq: AtomicU64::new(0),
             request_prefix: format!("{:08x}", rand::random::<u32>()),
         }

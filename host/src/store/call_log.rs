@@ -7,6 +7,7 @@
 //! records of one open window.
 
 use super::Db;
+use crate::billing::Billing;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub struct CallRecord {
     pub characters: Option<u64>,
     pub milliseconds: Option<u64>,
     pub images: Option<u64>,
+    /// What the call is charged, in micros (0: free or failed).
+    pub charge_micros: i64,
+    /// Some billed units were estimated by the gateway, not reported by the vendor.
+    pub estimated: bool,
     pub created_at: i64,
 }
 
@@ -48,16 +53,33 @@ pub struct CallLog {
 impl CallLog {
     /// Starts the writer task. The returned handle finishes once every `CallLog` clone is
     /// dropped and the queue is drained (used on shutdown).
-    pub fn start(db: Db) -> (CallLog, tokio::task::JoinHandle<()>) {
+    pub fn start(db: Db, billing: Option<Arc<Billing>>) -> (CallLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let written = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(write_loop(db, rx, written.clone()));
+        let task = tokio::spawn(write_loop(db, rx, written.clone(), billing));
         (CallLog { tx, written, dropped }, task)
     }
 
+    /// Queues a record. A record carrying a charge waits for room rather than being dropped:
+    /// money is never lost to a full queue.
+    pub async fn record_charge(&self, record: CallRecord) {
+        if self.tx.send(record).await.is_err() {
+            tracing::error!("call log writer is gone: a charge was not recorded");
+        }
+    }
+
     pub fn record(&self, record: CallRecord) {
-        if self.tx.try_send(record).is_err() {
+        let record = match self.tx.try_send(record) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(r)) | Err(mpsc::error::TrySendError::Closed(r)) => r,
+        };
+        if record.charge_micros != 0 {
+            let log = self.clone();
+            tokio::spawn(async move { log.record_charge(record).await });
+            return;
+        }
+        {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::error!(dropped_total = n, "call log queue full: call records dropped");
@@ -66,7 +88,12 @@ impl CallLog {
     }
 }
 
-async fn write_loop(db: Db, mut rx: mpsc::Receiver<CallRecord>, written: Arc<AtomicU64>) {
+async fn write_loop(
+    db: Db,
+    mut rx: mpsc::Receiver<CallRecord>,
+    written: Arc<AtomicU64>,
+    billing: Option<Arc<Billing>>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -78,10 +105,23 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<CallRecord>, written: Arc<Ato
             }
         }
         let mut attempt = 0;
+        // Held from the transaction to the wallet update: a balance refresh never reads the
+        // database between the two (see billing::wallet).
+        let _sync = match &billing {
+            Some(b) => Some(b.wallets.sync.lock().await),
+            None => None,
+        };
         loop {
             match insert(&db, &batch).await {
-                Ok(()) => {
+                Ok(applied) => {
                     written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if let Some(b) = &billing {
+                        for (r, applied) in batch.iter().zip(applied) {
+                            if r.charge_micros != 0 {
+                                b.wallets.committed(r.key_id.unwrap_or_default(), r.charge_micros, applied);
+                            }
+                        }
+                    }
                     break;
                 }
                 Err(e) if attempt < 3 => {
@@ -91,6 +131,12 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<CallRecord>, written: Arc<Ato
                 }
                 Err(e) => {
                     tracing::error!(error = %e, records = batch.len(), "writing call records failed; batch lost");
+                    if let Some(b) = &billing {
+                        for r in batch.iter().filter(|r| r.charge_micros != 0) {
+                            tracing::error!(request_id = %r.request_id, key_id = r.key_id, charge_micros = r.charge_micros, "charge not recorded");
+                            b.wallets.dropped(r.key_id.unwrap_or_default(), r.charge_micros);
+                        }
+                    }
                     break;
                 }
             }
@@ -99,14 +145,17 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<CallRecord>, written: Arc<Ato
     }
 }
 
-async fn insert(db: &Db, batch: &[CallRecord]) -> Result<(), sqlx::Error> {
+/// Writes a batch in one transaction; for each record, whether its charge was applied (false
+/// when the ledger already had a charge for that request id).
+async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = db.begin().await?;
+    let mut applied = Vec::with_capacity(batch.len());
     for r in batch {
         sqlx::query(
             "INSERT INTO call_log (request_id, key_id, channel, plugin, model, op, status, error_kind, \
              latency_us, streamed, interrupted, input_tokens, output_tokens, cached_tokens, characters, \
-             milliseconds, images, created_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
+             milliseconds, images, created_at, charge_micros, estimated) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)",
         )
         .bind(&r.request_id)
         .bind(r.key_id)
@@ -126,8 +175,35 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<(), sqlx::Error> {
         .bind(r.milliseconds.map(|v| v as i64))
         .bind(r.images.map(|v| v as i64))
         .bind(r.created_at)
+        .bind(r.charge_micros)
+        .bind(r.estimated)
         .execute(&mut *tx)
         .await?;
+        let mut charged = false;
+        if r.charge_micros != 0 {
+            let key_id = r.key_id.unwrap_or_default();
+            let inserted = sqlx::query(
+                "INSERT INTO ledger (entry_id, key_id, amount_micros, kind, created_at) VALUES ($1, $2, $3, 'charge', $4) \
+                 ON CONFLICT (entry_id) DO NOTHING",
+            )
+            .bind(&r.request_id)
+            .bind(key_id)
+            .bind(-r.charge_micros)
+            .bind(r.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                sqlx::query("UPDATE consumer_keys SET balance_micros = balance_micros - $1 WHERE id = $2")
+                    .bind(r.charge_micros)
+                    .bind(key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                charged = true;
+            }
+        }
+        applied.push(charged);
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(applied)
 }

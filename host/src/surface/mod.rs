@@ -5,7 +5,8 @@
 pub mod native;
 pub mod openai;
 
-use crate::account::Consumer;
+use crate::account::{format_money, Consumer};
+use crate::billing::{Meter, Refusal};
 use crate::exchange::{self, CallContext, CallError, Outcome, StreamReport};
 use crate::keypool::Channel;
 use crate::plugin::{wit, Plugin};
@@ -104,9 +105,21 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
         upstream: state.upstream.clone(),
         client_body: r.body.clone(),
     };
+    // Billing: priced and reserved before the upstream is called (402/403 otherwise).
+    let meter = match &state.billing {
+        None => None,
+        Some(b) => match b.start(r.consumer.key_id, "default", &r.model, &r.op, &r.body) {
+            Ok(m) => Some(m),
+            Err(refusal) => return finish_error(state, &r, refusal_error(&r.model, refusal)),
+        },
+    };
+    // Whichever end the call reaches (reply, error or stream end) takes the meter once.
+    let meter = Arc::new(std::sync::Mutex::new(meter));
     let draft = draft_record(&r);
     let call_log = state.call_log.clone();
     let started = r.started;
+    let billing = state.billing.clone();
+    let stream_meter = Arc::clone(&meter);
     let on_stream_end: exchange::OnStreamEnd = Box::new(move |report: StreamReport| {
         METRICS.in_flight.fetch_sub(1, Relaxed);
         let mut rec = draft;
@@ -122,6 +135,18 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
             rec.error_kind = Some(e.code.clone());
         }
         set_usage(&mut rec, &report.usage);
+        // The written rule for streams: bill what was delivered. Nothing delivered and no
+        // usage reported (the stream failed before its first event) costs nothing.
+        let nothing = report.delivered_events == 0 && report.usage.input_tokens.is_none() && rec.interrupted;
+        if let (Some(b), Some(m)) = (&billing, take(&stream_meter)) {
+            if nothing {
+                b.release(m);
+            } else {
+                let charge = b.settle(m, &report.usage, Some(report.delivered_events));
+                rec.charge_micros = charge.micros;
+                rec.estimated = charge.estimated;
+            }
+        }
         call_log.record(rec);
     });
     METRICS.in_flight.fetch_add(1, Relaxed);
@@ -143,6 +168,15 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
         }
         Ok(Outcome::Reply { status, headers, body, usage, error }) => {
             set_usage(&mut rec, &usage);
+            if let (Some(b), Some(m)) = (&state.billing, take(&meter)) {
+                if error.is_none() && (200..300).contains(&status) {
+                    let charge = b.settle(m, &usage, None);
+                    rec.charge_micros = charge.micros;
+                    rec.estimated = charge.estimated;
+                } else {
+                    b.release(m);
+                }
+            }
             rec.status = status;
             rec.error_kind = error.map(|e| kind_name(e.kind).to_string());
             let mut resp = http::Response::builder().status(status);
@@ -156,6 +190,13 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
         }
         Ok(Outcome::Relay { response }) => {
             rec.status = response.status().as_u16();
+            if let (Some(b), Some(m)) = (&state.billing, take(&meter)) {
+                if response.status().is_success() {
+                    rec.charge_micros = b.settle(m, &wit::Usage::default(), None).micros;
+                } else {
+                    b.release(m);
+                }
+            }
             let (parts, body) = response.into_parts();
             let mut resp = http::Response::builder().status(parts.status);
             for name in [http::header::CONTENT_TYPE, http::header::CONTENT_LENGTH, http::header::CONTENT_DISPOSITION] {
@@ -166,6 +207,9 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
             resp.body(ResponseBody::Relay(body)).expect("copied headers are valid")
         }
         Err(e) => {
+            if let (Some(b), Some(m)) = (&state.billing, take(&meter)) {
+                b.release(m);
+            }
             rec.status = e.status;
             rec.error_kind = Some(e.code.clone());
             e.into_response()
@@ -175,6 +219,31 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     rec.latency_us = r.started.elapsed().as_micros() as u64;
     state.call_log.record(rec);
     with_request_id(response, &r.request_id)
+}
+
+fn take(meter: &std::sync::Mutex<Option<Meter>>) -> Option<Meter> {
+    meter.lock().expect("meter").take()
+}
+
+fn refusal_error(model: &str, refusal: Refusal) -> CallError {
+    match refusal {
+        Refusal::NotPriced => CallError::new(
+            403,
+            "invalid_request_error",
+            "model_not_priced",
+            format!("The model '{model}' has no price on this gateway; the operator must add it to the price table."),
+        ),
+        Refusal::Insufficient { available, needed } => CallError::new(
+            402,
+            "insufficient_quota",
+            "insufficient_balance",
+            format!(
+                "Your balance ({}) cannot cover this call, which reserves up to {}. Top up, or lower max_tokens.",
+                format_money(available),
+                format_money(needed)
+            ),
+        ),
+    }
 }
 
 /// Records a call refused before the exchange started, and answers it.

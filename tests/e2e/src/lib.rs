@@ -172,6 +172,38 @@ impl Gateway {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Creates another consumer key with `balance`; returns the key.
+    pub fn create_key(&self, name: &str, balance: &str) -> String {
+        Gateway::cli(&self.config, &["keys", "create", "--name", name, "--balance", balance]).trim().to_string()
+    }
+
+    /// The balance `keys list` shows for the key named `name`, in micros.
+    pub fn balance_micros(&self, name: &str) -> i64 {
+        let out = Gateway::cli(&self.config, &["keys", "list"]);
+        let line =
+            out.lines().find(|l| l.split('\t').nth(1) == Some(name)).unwrap_or_else(|| panic!("no key {name}: {out}"));
+        let balance = line.split('\t').nth(3).unwrap();
+        let negative = balance.starts_with('-');
+        let (whole, frac) = balance.trim_start_matches('-').split_once('.').unwrap();
+        let micros = whole.parse::<i64>().unwrap() * 1_000_000 + frac.parse::<i64>().unwrap();
+        if negative {
+            -micros
+        } else {
+            micros
+        }
+    }
+
+    /// `tollgate ledger verify`: (success, output).
+    pub fn verify_ledger(&self) -> (bool, String) {
+        let out = Command::new(bin("tollgate"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["ledger", "verify"])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
     }

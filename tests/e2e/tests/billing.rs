@@ -1,0 +1,189 @@
+//! Money through the real binary: 402 before the upstream, exact charges, concurrent calls
+//! that cannot overdraw, interrupted streams billed by the written rule, and a ledger that
+//! stays consistent when the gateway is killed under load.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tollgate_e2e::{channel, eventually, http, scratch, Gateway, Mock};
+
+/// input 1 and output 1000 per million tokens: a chat with the mock's usage (9 in, 3 out)
+/// costs 9 + 3000 micros; reserving 1000 output tokens holds 1,000,000 micros.
+const PRICES: &str = r#"
+[models."gpt-4o-mini"]
+input_per_million = "1"
+output_per_million = "1000"
+max_output_tokens = 1000
+[models."slow-300"]
+input_per_million = "1"
+output_per_million = "1000"
+max_output_tokens = 1000
+[models."fail-500"]
+per_call = "1"
+[models."cut-stream"]
+input_per_million = "1"
+output_per_million = "1000"
+max_output_tokens = 1000
+"#;
+
+fn billed_gateway(mock: &Mock, name: &str) -> Gateway {
+    let dir = scratch("prices");
+    let prices = dir.join("pricing.toml");
+    std::fs::write(&prices, PRICES).unwrap();
+    let ch = channel(
+        "mock",
+        "openai",
+        &mock.url(),
+        &["gpt-4o-mini", "slow-300", "cut-stream", "fail-500", "unpriced"],
+        &["up"],
+    );
+    Gateway::start(name, &[("openai", "openai.wasm")], &format!("pricing_file = \"{}\"\n{ch}", prices.display()))
+}
+
+fn chat(gw: &Gateway, key: &str, model: &str, extra: &str) -> http::Response {
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
+    http::request(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", &format!("Bearer {key}"))],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_call_the_balance_cannot_cover_is_refused_before_the_upstream() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "bill402");
+    let poor = gw.create_key("poor", "0.5");
+    assert!(eventually(Duration::from_secs(5), || chat(&gw, &poor, "gpt-4o-mini", "").status != 401));
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = chat(&gw, &poor, "gpt-4o-mini", "");
+    assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_balance"), "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("0.500000"));
+    // A smaller max_tokens fits: the reservation follows the request.
+    let r = chat(&gw, &poor, "gpt-4o-mini", r#","max_tokens":100"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before + 1, "the refused call never reached the upstream");
+    // An unpriced model is refused, not served free.
+    let r = chat(&gw, &gw.key, "unpriced", "");
+    assert_eq!((r.status, r.error_code().as_str()), (403, "model_not_priced"));
+}
+
+#[test]
+fn charges_are_exact_and_failed_calls_are_free() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "billexact");
+    let start = gw.balance_micros("e2e");
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, &gw.key, "gpt-4o-mini", "").status, 200);
+    }
+    // A failed call costs nothing, even with a per-call price.
+    assert_eq!(chat(&gw, &gw.key, "fail-500", "").status, 502);
+    assert!(eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == start - 3 * 3009));
+    let (ok, out) = gw.verify_ledger();
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn parallel_calls_against_a_small_balance_never_overdraw() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "billrace");
+    // Room for two reservations of ~1.0 each, not three.
+    let key = gw.create_key("racer", "2.5");
+    assert!(eventually(Duration::from_secs(5), || chat(&gw, &key, "gpt-4o-mini", r#","max_tokens":1"#).status == 200));
+    let ok = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (ok, refused, addr, key) = (ok.clone(), refused.clone(), gw.addr.clone(), key.clone());
+            std::thread::spawn(move || {
+                let body = br#"{"model":"slow-300","messages":[]}"#;
+                let r = http::request(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[("authorization", &format!("Bearer {key}"))],
+                    body,
+                );
+                match r.status {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    402 => refused.fetch_add(1, Ordering::Relaxed),
+                    s => panic!("unexpected {s}: {}", r.text()),
+                };
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (ok, refused) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
+    assert!(ok <= 2 + 1, "at most two reservations fit at once (one more may start after one ends): ok {ok}");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let b = gw.balance_micros("racer");
+            b == 2_500_000 - (ok as i64 + 1) * 3_009
+        }),
+        "balance {}",
+        gw.balance_micros("racer")
+    );
+    assert!(gw.balance_micros("racer") >= 0);
+}
+
+#[test]
+fn an_interrupted_stream_is_billed_for_what_was_delivered() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "billcut");
+    let start = gw.balance_micros("e2e");
+    let body = r#"{"model":"cut-stream","stream":true,"messages":[]}"#;
+    let r = gw.post("/v1/chat/completions", body);
+    let data = r.sse_data();
+    assert!(data.last().unwrap().contains("\"error\""), "ends with an error event: {data:?}");
+    // Delivered: the role event and two content events = 3 output tokens (3000 micros), plus the
+    // input estimated from the request (one token per 2 bytes, 1 micro each).
+    let expected = 3 * 1000 + (body.len() as u64).div_ceil(2) as i64;
+    assert!(
+        eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == start - expected),
+        "balance {} expected {}",
+        gw.balance_micros("e2e"),
+        start - expected
+    );
+}
+
+#[test]
+fn sigkill_under_load_leaves_the_ledger_consistent() {
+    let mock = Mock::start();
+    let mut gw = billed_gateway(&mock, "billkill");
+    let stop = Instant::now() + Duration::from_millis(1500);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, key) = (gw.addr.clone(), gw.key.clone());
+            std::thread::spawn(move || {
+                while Instant::now() < stop {
+                    let body = br#"{"model":"gpt-4o-mini","max_tokens":5,"messages":[]}"#;
+                    if http::try_request(
+                        &addr,
+                        "POST",
+                        "/v1/chat/completions",
+                        &[("authorization", &format!("Bearer {key}"))],
+                        body,
+                    )
+                    .is_none()
+                    {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    gw.proc.child.kill().unwrap(); // SIGKILL, mid-load
+    gw.proc.child.wait().unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (ok, out) = gw.verify_ledger();
+    assert!(ok, "after SIGKILL: {out}");
+    assert!(gw.balance_micros("e2e") < 10_000_000, "some calls were charged before the kill");
+}
