@@ -8,6 +8,7 @@
 #   DURATION   seconds per wrk run (default 8)
 #   STREAM_N   streamed requests per target for the first-byte median (default 50)
 #   OUT        JSON output (default tests/bench/results/latest.json; that folder is git-ignored)
+#   BILLING=0  run the gateway without a price table (billing is on by default)
 #   KEEP_TMP=1 keep the temp dir (config, logs, raw wrk output) instead of deleting it
 #
 # What it does: builds the gateway, mock-vendor and the openai plugin; starts mock-vendor and a
@@ -156,10 +157,21 @@ start_gateway() {
   mkdir -p "$WORK/plugins" "$WORK/data"
   cp "$PLUGIN_WASM" "$WORK/plugins/openai.wasm"
   CFG=$WORK/tollgate.toml
+  # Billing on (every call priced, reserved, charged and written to the ledger) unless BILLING=0.
+  local pricing=""
+  if [ "${BILLING:-1}" != 0 ]; then
+    cat > "$WORK/pricing.toml" <<EOF
+[models."gpt-4o-mini"]
+input_per_million = "0.15"
+output_per_million = "0.60"
+EOF
+    pricing="pricing_file = \"$WORK/pricing.toml\""
+  fi
   cat > "$CFG" <<EOF
 listen = "127.0.0.1:0"
 data_dir = "$WORK/data"
 plugins_dir = "$WORK/plugins"
+$pricing
 
 [[channel]]
 name = "bench"

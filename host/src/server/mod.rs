@@ -132,18 +132,26 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
         }
         (&Method::GET, "/metrics") => full(200, "text/plain; version=0.0.4", metrics_text(&state)),
         (&Method::GET, "/v1/models") => surface::openai::models(&state, &req),
+        (&Method::GET, "/v1/user/info") => surface::openai::user_info(&state, &req).await,
         (&Method::POST, "/v1/chat/completions") => surface::openai::model_call(&state, req, "chat").await,
         (&Method::POST, "/v1/embeddings") => surface::openai::model_call(&state, req, "embeddings").await,
         (&Method::POST, "/v1/audio/speech") => surface::openai::model_call(&state, req, "speech").await,
         (_, p) if p.starts_with("/admin/") => admin::handle(&state, req).await,
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/audio/speech" | "/v1/models" | "/health" | "/metrics") => {
-            error::error_response(
-                405,
-                "invalid_request_error",
-                "method_not_allowed",
-                &format!("{method} is not allowed on {path}"),
-            )
-        }
+        (
+            _,
+            "/v1/chat/completions"
+            | "/v1/embeddings"
+            | "/v1/audio/speech"
+            | "/v1/models"
+            | "/v1/user/info"
+            | "/health"
+            | "/metrics",
+        ) => error::error_response(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            &format!("{method} is not allowed on {path}"),
+        ),
         _ => {
             let route =
                 state.registry.current().route(method.as_str(), &path).map(|(p, op)| (Arc::clone(p), op.to_string()));

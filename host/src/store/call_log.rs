@@ -207,3 +207,36 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
     tx.commit().await?;
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charge(request_id: &str, key_id: i64, micros: i64) -> CallRecord {
+        CallRecord {
+            request_id: request_id.into(),
+            key_id: Some(key_id),
+            op: "chat".into(),
+            status: 200,
+            charge_micros: micros,
+            ..CallRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_id_is_charged_once_however_often_it_is_settled() {
+        let dir = std::env::temp_dir().join(format!("tollgate-ledger-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = crate::store::open(&format!("sqlite://{}/t.db", dir.display())).await.unwrap();
+        crate::account::create_key(&db, "k", "1").await.unwrap();
+        let applied = insert(&db, &[charge("req-1", 1, 300), charge("req-1", 1, 300)]).await.unwrap();
+        assert_eq!(applied, [true, false]);
+        let applied = insert(&db, &[charge("req-1", 1, 300), charge("req-2", 1, 5)]).await.unwrap();
+        assert_eq!(applied, [false, true]);
+        let (keys, mismatches, orphans) = crate::account::verify_ledger(&db).await.unwrap();
+        assert_eq!((keys, mismatches.len(), orphans), (1, 0, 0));
+        let (balance,): (i64,) =
+            sqlx::query_as("SELECT balance_micros FROM consumer_keys").fetch_one(&db).await.unwrap();
+        assert_eq!(balance, 1_000_000 - 305);
+    }
+}

@@ -79,6 +79,37 @@ fn requested_model(body: &[u8]) -> Result<String, CallError> {
     }
 }
 
+/// `GET /v1/user/info`: the caller's balance (what it can spend now) and its usage so far.
+pub async fn user_info(state: &AppState, req: &Request<Incoming>) -> Response {
+    let consumer = match state.authenticate(req) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let usage: Result<(i64, i64), _> =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(charge_micros), 0) FROM call_log WHERE key_id = $1")
+            .bind(consumer.key_id)
+            .fetch_one(&state.db)
+            .await;
+    let (calls, spent) = usage.unwrap_or_default();
+    let (balance, currency) = match &state.billing {
+        Some(b) => (
+            serde_json::Value::String(crate::account::format_money(b.wallets.available(consumer.key_id))),
+            serde_json::Value::String(b.table().currency.clone()),
+        ),
+        None => (serde_json::Value::Null, serde_json::Value::Null),
+    };
+    json(
+        200,
+        &serde_json::json!({
+            "object": "user.info",
+            "name": consumer.name,
+            "balance": balance,
+            "currency": currency,
+            "usage": { "calls": calls, "spent": crate::account::format_money(spent) },
+        }),
+    )
+}
+
 pub fn models(state: &AppState, req: &Request<Incoming>) -> Response {
     if let Err(e) = state.authenticate(req) {
         return e.into_response();

@@ -83,6 +83,12 @@ fn charges_are_exact_and_failed_calls_are_free() {
     assert!(eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == start - 3 * 3009));
     let (ok, out) = gw.verify_ledger();
     assert!(ok, "{out}");
+    let info =
+        http::request(&gw.addr, "GET", "/v1/user/info", &[("authorization", &format!("Bearer {}", gw.key))], b"")
+            .json();
+    assert_eq!(info["usage"]["calls"], 4, "{info}");
+    assert_eq!(info["usage"]["spent"], "0.009027", "{info}");
+    assert_eq!(info["balance"], "9.990973", "{info}");
 }
 
 #[test]
