@@ -1,5 +1,6 @@
 //! The admin API (`/admin/*`), guarded by the `admin_token` setting (off when unset).
-//! For now: `GET /admin/plugins`, the status of every plugin file.
+//! For now: `GET /admin/plugins` (every plugin file's status), `POST /admin/plugins/rescan`,
+//! `GET /admin/channels` (channels and the health of their keys, masked).
 
 use crate::server::body::{json, Response};
 use crate::server::error::error_response;
@@ -31,6 +32,22 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/admin/plugins") => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
+        (&Method::GET, "/admin/channels") => {
+            let channels: Vec<serde_json::Value> = state
+                .channels
+                .all()
+                .iter()
+                .map(|c| {
+                    let keys: Vec<serde_json::Value> = c
+                        .key_states()
+                        .into_iter()
+                        .map(|(prefix, st)| serde_json::json!({ "key": prefix, "state": st }))
+                        .collect();
+                    serde_json::json!({ "name": c.name, "plugin": c.plugin, "models": c.models, "keys": keys })
+                })
+                .collect();
+            json(200, &serde_json::json!({ "channels": channels }))
+        }
         (&Method::POST, "/admin/plugins/rescan") => match state.registry.scan().await {
             Ok(()) => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
             Err(e) => error_response(500, "server_error", "rescan_failed", &format!("{e:#}")),

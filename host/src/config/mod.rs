@@ -46,6 +46,10 @@ pub struct Config {
     /// How long SIGTERM waits for calls in flight before closing their connections.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// How long an upstream key refused by its vendor stays disabled before one call probes it
+    /// (doubling after each failed probe).
+    #[serde(default = "defaults::key_probe_after_ms")]
+    pub key_probe_after_ms: u64,
     /// How often consumer keys are re-read from the database (new and revoked keys).
     #[serde(default = "defaults::key_refresh_ms")]
     pub key_refresh_ms: u64,
@@ -117,6 +121,9 @@ mod defaults {
     }
     pub fn shutdown_grace_ms() -> u64 {
         30_000
+    }
+    pub fn key_probe_after_ms() -> u64 {
+        60_000
     }
     pub fn key_refresh_ms() -> u64 {
         1_000

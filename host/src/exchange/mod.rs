@@ -32,11 +32,13 @@ pub struct CallError {
     pub message: String,
     /// The plugin's classification, when the failure came from the upstream.
     pub class: Option<wit::ErrorKind>,
+    /// The upstream's retry-after, for rate limits.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl CallError {
     pub fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
-        CallError { status, kind, code: code.into(), message: message.into(), class: None }
+        CallError { status, kind, code: code.into(), message: message.into(), class: None, retry_after_ms: None }
     }
     pub fn plugin(message: impl Into<String>) -> Self {
         CallError::new(502, "upstream_error", "plugin_error", message)
@@ -62,10 +64,10 @@ impl CallError {
             K::Timeout => (504, "upstream_error", "upstream_timeout"),
             K::Unsupported => (400, "invalid_request_error", "unsupported_operation"),
         };
-        CallError { status, kind, code: code.into(), message: message.into(), class: Some(class) }
+        CallError { status, kind, code: code.into(), message: message.into(), class: Some(class), retry_after_ms: None }
     }
     pub fn from_adapter(e: &wit::AdapterError) -> Self {
-        CallError::upstream(e.kind, e.message.clone())
+        CallError { retry_after_ms: e.retry_after_ms, ..CallError::upstream(e.kind, e.message.clone()) }
     }
 }
 
@@ -111,10 +113,16 @@ pub struct StreamReport {
 pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
 
 /// Runs the call to its first answer.
-pub async fn run(ctx: CallContext, call: wit::Call, on_stream_end: OnStreamEnd) -> Result<Outcome, CallError> {
+/// `on_stream_end` is taken when the call turns into a stream (and left in place otherwise,
+/// so that a failed attempt can be retried on another key).
+pub async fn run(
+    ctx: CallContext,
+    call: &wit::Call,
+    on_stream_end: &mut Option<OnStreamEnd>,
+) -> Result<Outcome, CallError> {
     let mut pc = ctx
         .runtime
-        .start(&ctx.plugin.pre, &call)
+        .start(&ctx.plugin.pre, call)
         .await
         .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e))?;
     let base_url = match ctx.channel.base_url.as_deref().or(ctx.plugin.manifest.default_base_url.as_deref()) {
@@ -141,7 +149,7 @@ pub async fn run(ctx: CallContext, call: wit::Call, on_stream_end: OnStreamEnd) 
                         s.framing,
                         ctx.upstream.idle_timeout,
                         Arc::clone(&ctx.plugin),
-                        on_stream_end,
+                        on_stream_end.take().expect("one stream per call"),
                     );
                     return Ok(Outcome::Stream { headers: s.reply_headers, body });
                 }

@@ -1,13 +1,19 @@
 //! Channels and their upstream key pools.
 //!
 //! A channel is one configured upstream: a plugin, a base URL, the models it serves and a pool
-//! of credentials. Keys are taken in turn (round-robin, lock-free). Upstream keys are secrets:
-//! they are never logged and `Debug` prints them masked.
+//! of credentials. Keys are taken in turn (round-robin), skipping keys that are disabled or
+//! cooling down (see `health`); a call that fails on a key's account is retried on another key
+//! of the pool before anything reaches the consumer (see `surface::dispatch`). Upstream keys
+//! are secrets: they are never logged, `Debug` prints them masked, the admin API shows a prefix.
+
+pub mod health;
 
 use crate::config::ChannelConfig;
+use health::{KeyHealth, KeyOutcome, KeyState};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub struct Channel {
     pub name: String,
@@ -19,6 +25,7 @@ pub struct Channel {
     /// The channel's plugin settings as JSON, handed to the plugin.
     pub settings_json: String,
     keys: Vec<UpstreamKey>,
+    health: Vec<KeyHealth>,
     next: AtomicUsize,
 }
 
@@ -33,7 +40,7 @@ impl std::fmt::Debug for UpstreamKey {
 }
 
 impl Channel {
-    pub fn from_config(c: &ChannelConfig) -> Channel {
+    pub fn from_config(c: &ChannelConfig, probe_after: Duration) -> Channel {
         let settings_json =
             c.settings.as_ref().and_then(|t| serde_json::to_string(t).ok()).unwrap_or_else(|| "{}".to_string());
         Channel {
@@ -44,17 +51,50 @@ impl Channel {
             model_map: c.model_map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             settings_json,
             keys: c.keys.iter().map(|k| UpstreamKey(Arc::from(k.as_str()))).collect(),
+            health: c.keys.iter().map(|_| KeyHealth::new(probe_after)).collect(),
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The next key of the pool, in turn; `None` if the channel has no keys.
-    pub fn pick_key(&self) -> Option<&UpstreamKey> {
-        if self.keys.is_empty() {
+    /// The next usable key of the pool, in turn, not among `tried`: healthy keys first, a
+    /// disabled key when its probe is due; if every other key is out, one that is cooling
+    /// down. `None`: no key can serve.
+    pub fn pick_key(&self, tried: &[usize]) -> Option<(usize, &UpstreamKey)> {
+        let n = self.keys.len();
+        if n == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len();
-        Some(&self.keys[i])
+        let now = Instant::now();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n).map(|o| (start + o) % n).filter(|i| !tried.contains(i));
+        if let Some(i) = candidates.clone().find(|&i| self.health[i].try_take(now)) {
+            return Some((i, &self.keys[i]));
+        }
+        candidates.into_iter().find(|&i| self.health[i].state(now) == KeyState::CoolingDown).map(|i| (i, &self.keys[i]))
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Records what a call on key `index` taught about it.
+    pub fn report(&self, index: usize, outcome: KeyOutcome) {
+        if let Some(h) = self.health.get(index) {
+            h.report(outcome, Instant::now());
+        }
+    }
+
+    /// Each key's masked prefix and state, for the operator.
+    pub fn key_states(&self) -> Vec<(String, KeyState)> {
+        let now = Instant::now();
+        self.keys
+            .iter()
+            .zip(&self.health)
+            .map(|(k, h)| {
+                let prefix: String = k.0.chars().take(6).collect();
+                (format!("{prefix}…"), h.state(now))
+            })
+            .collect()
     }
 
     pub fn upstream_model<'a>(&'a self, model: &'a str) -> &'a str {
@@ -71,10 +111,10 @@ pub struct Channels {
 }
 
 impl Channels {
-    pub fn new(configs: &[ChannelConfig]) -> Channels {
+    pub fn new(configs: &[ChannelConfig], probe_after: Duration) -> Channels {
         let mut channels = Channels::default();
         for c in configs {
-            let ch = Arc::new(Channel::from_config(c));
+            let ch = Arc::new(Channel::from_config(c, probe_after));
             for m in &ch.models {
                 channels.by_model.entry(m.clone()).or_default().push(Arc::clone(&ch));
             }
@@ -126,17 +166,34 @@ mod tests {
 
     #[test]
     fn keys_are_used_in_turn_and_never_printed() {
-        let ch = Channel::from_config(&cfg("a", &["k1", "k2"], &["m"]));
-        let picked: Vec<String> = (0..4).map(|_| ch.pick_key().unwrap().0.to_string()).collect();
+        let ch = Channel::from_config(&cfg("a", &["k1", "k2"], &["m"]), Duration::from_secs(60));
+        let picked: Vec<String> = (0..4).map(|_| ch.pick_key(&[]).unwrap().1 .0.to_string()).collect();
         assert_eq!(picked, ["k1", "k2", "k1", "k2"]);
-        assert_eq!(format!("{:?}", ch.pick_key().unwrap()), "UpstreamKey(***)");
+        assert_eq!(format!("{:?}", ch.pick_key(&[]).unwrap().1), "UpstreamKey(***)");
         assert_eq!(ch.upstream_model("alias"), "real");
         assert_eq!(ch.upstream_model("m"), "m");
     }
 
     #[test]
+    fn refused_keys_are_skipped_and_retries_take_another_key() {
+        let ch = Channel::from_config(&cfg("a", &["k1", "k2", "k3"], &["m"]), Duration::from_secs(60));
+        ch.report(0, KeyOutcome::Refused);
+        for _ in 0..6 {
+            assert_ne!(ch.pick_key(&[]).unwrap().0, 0, "a disabled key is never picked");
+        }
+        let (first, _) = ch.pick_key(&[]).unwrap();
+        let (second, _) = ch.pick_key(&[first]).unwrap();
+        assert!(second != first && second != 0);
+        assert!(ch.pick_key(&[1, 2]).is_none(), "the only key left is disabled");
+        ch.report(1, KeyOutcome::RateLimited(None));
+        ch.report(2, KeyOutcome::RateLimited(None));
+        assert!(ch.pick_key(&[]).is_some(), "all cooling down: one is still tried");
+        assert_eq!(ch.key_states()[0], ("k1…".to_string(), KeyState::Disabled));
+    }
+
+    #[test]
     fn models_route_to_their_channels() {
-        let c = Channels::new(&[cfg("a", &["k"], &["m1", "m2"]), cfg("b", &["k"], &["m2"])]);
+        let c = Channels::new(&[cfg("a", &["k"], &["m1", "m2"]), cfg("b", &["k"], &["m2"])], Duration::from_secs(60));
         assert_eq!(c.for_model("m1").unwrap().name, "a");
         let names: std::collections::HashSet<_> = (0..4).map(|_| c.for_model("m2").unwrap().name.clone()).collect();
         assert_eq!(names.len(), 2);

@@ -10,7 +10,11 @@ pub fn error_response(status: u16, kind: &str, code: &str, message: &str) -> Res
 
 impl CallError {
     pub fn into_response(&self) -> Response {
-        error_response(self.status, self.kind, &self.code, &self.message)
+        let mut resp = error_response(self.status, self.kind, &self.code, &self.message);
+        if let Some(ms) = self.retry_after_ms {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(ms.div_ceil(1000).max(1)));
+        }
+        resp
     }
 }
 

@@ -51,7 +51,7 @@ impl AppState {
         db: Db,
         billing: Option<Arc<Billing>>,
     ) -> AppState {
-        let channels = Channels::new(&config.channels);
+        let channels = Channels::new(&config.channels, Duration::from_millis(config.key_probe_after_ms));
         let upstream = Upstream::new(
             Duration::from_millis(config.connect_timeout_ms),
             Duration::from_millis(config.upstream_timeout_ms),

@@ -8,6 +8,7 @@ pub mod openai;
 use crate::account::{format_money, Consumer};
 use crate::billing::{Meter, Refusal};
 use crate::exchange::{self, CallContext, CallError, Outcome, StreamReport};
+use crate::keypool::health::KeyOutcome;
 use crate::keypool::Channel;
 use crate::plugin::{wit, Plugin};
 use crate::server::body::{Response, ResponseBody};
@@ -73,38 +74,6 @@ where
 const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"];
 
 pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
-    let upstream_model = r.channel.upstream_model(&r.model).to_string();
-    let credential = credential_fields(&r.plugin);
-    let key = r.channel.pick_key().cloned();
-    let credential = match (credential, &key) {
-        (Some(fields), Some(k)) => match split_credential(&fields, &k.0) {
-            Ok(c) => c,
-            Err(e) => return finish_error(state, &r, e),
-        },
-        _ => Vec::new(),
-    };
-    let call = wit::Call {
-        op: r.op.clone(),
-        model: r.model.clone(),
-        upstream_model,
-        body: match std::str::from_utf8(&r.body) {
-            Ok(s) => wit::Body::Text(s.to_string()),
-            Err(_) => wit::Body::Bytes(r.body.to_vec()),
-        },
-        query: r.query.clone(),
-        headers: r.headers.clone(),
-        credential,
-        config: r.channel.settings_json.clone(),
-        task: None,
-    };
-    let ctx = CallContext {
-        plugin: Arc::clone(&r.plugin),
-        channel: Arc::clone(&r.channel),
-        key,
-        runtime: state.registry.runtime().clone(),
-        upstream: state.upstream.clone(),
-        client_body: r.body.clone(),
-    };
     // Billing: priced and reserved before the upstream is called (402/403 otherwise).
     let meter = match &state.billing {
         None => None,
@@ -150,7 +119,8 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
         call_log.record(rec);
     });
     METRICS.in_flight.fetch_add(1, Relaxed);
-    let outcome = exchange::run(ctx, call, on_stream_end).await;
+    let mut on_stream_end = Some(on_stream_end);
+    let outcome = run_with_failover(state, &r, &mut on_stream_end).await;
     let mut rec = draft_record(&r);
     let response = match outcome {
         Ok(Outcome::Stream { headers, body }) => {
@@ -219,6 +189,93 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     rec.latency_us = r.started.elapsed().as_micros() as u64;
     state.call_log.record(rec);
     with_request_id(response, &r.request_id)
+}
+
+/// The most keys one call tries.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Runs the exchange on a key of the channel's pool; when the upstream fails on that key's
+/// account (refused, rate limited, a fault) before anything reached the consumer, runs it
+/// again on another key. The call keeps its request id, so it is charged once whatever the
+/// number of attempts.
+async fn run_with_failover(
+    state: &AppState,
+    r: &Resolved,
+    on_stream_end: &mut Option<exchange::OnStreamEnd>,
+) -> Result<Outcome, CallError> {
+    let fields = credential_fields(&r.plugin);
+    let mut call = wit::Call {
+        op: r.op.clone(),
+        model: r.model.clone(),
+        upstream_model: r.channel.upstream_model(&r.model).to_string(),
+        body: match std::str::from_utf8(&r.body) {
+            Ok(s) => wit::Body::Text(s.to_string()),
+            Err(_) => wit::Body::Bytes(r.body.to_vec()),
+        },
+        query: r.query.clone(),
+        headers: r.headers.clone(),
+        credential: Vec::new(),
+        config: r.channel.settings_json.clone(),
+        task: None,
+    };
+    let attempts = r.channel.key_count().clamp(1, MAX_ATTEMPTS);
+    let mut tried = Vec::with_capacity(attempts);
+    loop {
+        let (index, key) = match r.channel.pick_key(&tried) {
+            Some((i, k)) => (Some(i), Some(k.clone())),
+            None if r.channel.key_count() == 0 => (None, None),
+            None => {
+                return Err(CallError::new(
+                    503,
+                    "server_error",
+                    "upstream_keys_unavailable",
+                    format!(
+                        "every upstream key of channel '{}' is disabled or cooling down; retry later",
+                        r.channel.name
+                    ),
+                ))
+            }
+        };
+        call.credential = match (&fields, &key) {
+            (Some(f), Some(k)) => split_credential(f, &k.0)?,
+            _ => Vec::new(),
+        };
+        let ctx = CallContext {
+            plugin: Arc::clone(&r.plugin),
+            channel: Arc::clone(&r.channel),
+            key,
+            runtime: state.registry.runtime().clone(),
+            upstream: state.upstream.clone(),
+            client_body: r.body.clone(),
+        };
+        let result = exchange::run(ctx, &call, on_stream_end).await;
+        let outcome = key_outcome(&result);
+        let Some(index) = index else { return result };
+        r.channel.report(index, outcome);
+        tried.push(index);
+        let retryable = matches!(outcome, KeyOutcome::Refused | KeyOutcome::RateLimited(_) | KeyOutcome::Fault);
+        if !retryable || tried.len() >= attempts {
+            return result;
+        }
+        tracing::warn!(channel = %r.channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
+    }
+}
+
+/// What a call's result says about the key it used.
+fn key_outcome(result: &Result<Outcome, CallError>) -> KeyOutcome {
+    use wit::ErrorKind as K;
+    let (class, retry_after) = match result {
+        Ok(Outcome::Reply { error: Some(e), .. }) => (e.kind, e.retry_after_ms),
+        Ok(_) => return KeyOutcome::Success,
+        Err(CallError { class: Some(c), retry_after_ms, .. }) => (*c, *retry_after_ms),
+        Err(_) => return KeyOutcome::Neutral,
+    };
+    match class {
+        K::Unauthorized | K::InsufficientBalance => KeyOutcome::Refused,
+        K::RateLimited => KeyOutcome::RateLimited(retry_after.map(std::time::Duration::from_millis)),
+        K::UpstreamFault | K::Timeout => KeyOutcome::Fault,
+        K::BadRequest | K::Forbidden | K::NotFound | K::ContentFiltered | K::Unsupported => KeyOutcome::Neutral,
+    }
 }
 
 fn take(meter: &std::sync::Mutex<Option<Meter>>) -> Option<Meter> {

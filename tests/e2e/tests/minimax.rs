@@ -76,14 +76,14 @@ fn native_t2a_is_byte_compatible() {
     assert_eq!(t, d);
     assert_eq!(t.last().unwrap()["extra_info"]["usage_characters"], 5);
 
-    // A bad upstream key: MiniMax's own error body, relayed verbatim.
-    let r = bad.post("/v1/t2a_v2", body);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json()["base_resp"]["status_code"], 1004, "{}", r.text());
-    // In stream mode MiniMax answers that error as plain JSON, and so does the gateway.
+    // A bad upstream key: MiniMax's own error body, relayed verbatim (in stream mode MiniMax
+    // answers it as plain JSON, and so does the gateway).
     let r = bad.post("/v1/t2a_v2", &stream_body);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["base_resp"]["status_code"], 1004, "{}", r.text());
+    // That key is now disabled: the channel has no other, so the gateway says so.
+    let r = bad.post("/v1/t2a_v2", body);
+    assert_eq!((r.status, r.error_code().as_str()), (503, "upstream_keys_unavailable"), "{}", r.text());
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {

@@ -117,6 +117,8 @@ pub struct State {
     requests: AtomicU64,
     by_key: Mutex<HashMap<String, u64>>,
     last: Mutex<HashMap<String, Last>>,
+    /// Keys refused as if revoked (`POST /_mock/reject?key=K&on=1|0`), besides `bad…` keys.
+    rejected: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
     chunk_delay_ms: u64,
     trace: AtomicU64,
@@ -128,6 +130,7 @@ impl State {
             requests: AtomicU64::new(0),
             by_key: Mutex::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
+            rejected: Mutex::new(std::collections::HashSet::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
         }
@@ -188,7 +191,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     }
     let key = bearer(req.headers());
     state.count(key);
-    let authorized = key.is_some_and(|k| !k.starts_with("bad"));
+    let authorized = key.is_some_and(|k| {
+        !k.starts_with("bad") && !state.rejected.lock().unwrap_or_else(|e| e.into_inner()).contains(k)
+    });
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -205,7 +210,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     }
 }
 
-/// `/_mock/stats`, `/_mock/reset`, `/_mock/last?path=...`.
+/// `/_mock/stats`, `/_mock/reset`, `/_mock/last?path=...`, `/_mock/reject?key=K&on=1|0`.
 async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/_mock/stats") => {
@@ -220,6 +225,19 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
             state.requests.store(0, Ordering::Relaxed);
             state.by_key.lock().unwrap_or_else(|e| e.into_inner()).clear();
             state.last.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            json(StatusCode::OK, r#"{"ok":true}"#)
+        }
+        (&Method::POST, "/_mock/reject") => {
+            let q = req.uri().query().unwrap_or_default();
+            let (Some(key), on) = (query_param(q, "key"), query_param(q, "on").as_deref() != Some("0")) else {
+                return json(StatusCode::BAD_REQUEST, r#"{"error":"key= is required"}"#);
+            };
+            let mut set = state.rejected.lock().unwrap_or_else(|e| e.into_inner());
+            if on {
+                set.insert(key);
+            } else {
+                set.remove(&key);
+            }
             json(StatusCode::OK, r#"{"ok":true}"#)
         }
         (&Method::GET, "/_mock/last") => {

@@ -1,0 +1,178 @@
+//! The health of one upstream key: a small circuit breaker driven by classified outcomes.
+//!
+//! - `unauthorized` or `insufficient-balance`: the key is **disabled**. After `probe_after`
+//!   (doubling on each failed probe, up to ten minutes) one real call is let through as a
+//!   probe; its success re-enables the key. A failed probe costs the consumer nothing: the
+//!   call fails over to another key before any byte is sent.
+//! - `rate-limited`: the key **cools down** for the vendor's retry-after (or 10 s).
+//! - `upstream-fault` / `timeout`: counted in a sliding window of the last 60 s; at four or
+//!   more samples with half or more faults, the key cools down for 30 s.
+//! - success clears all of it.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(60);
+const FAULT_COOLDOWN: Duration = Duration::from_secs(30);
+const RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(10);
+const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(600);
+
+/// What one call taught about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOutcome {
+    Success,
+    /// The upstream refused the key itself (revoked, out of balance).
+    Refused,
+    RateLimited(Option<Duration>),
+    Fault,
+    /// Nothing about the key (the consumer's request was bad, the plugin failed).
+    Neutral,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    Healthy,
+    CoolingDown,
+    Disabled,
+}
+
+#[derive(Debug)]
+struct State {
+    disabled: Option<Disabled>,
+    cooling_until: Option<Instant>,
+    recent: VecDeque<(Instant, bool)>,
+}
+
+#[derive(Debug)]
+struct Disabled {
+    probe_at: Instant,
+    backoff: Duration,
+    probing: bool,
+}
+
+#[derive(Debug)]
+pub struct KeyHealth {
+    state: Mutex<State>,
+    probe_after: Duration,
+}
+
+impl KeyHealth {
+    pub fn new(probe_after: Duration) -> KeyHealth {
+        KeyHealth {
+            state: Mutex::new(State { disabled: None, cooling_until: None, recent: VecDeque::new() }),
+            probe_after,
+        }
+    }
+
+    /// Takes the key for a call if it may serve one now (a disabled key: one probe call).
+    pub fn try_take(&self, now: Instant) -> bool {
+        let mut s = self.state.lock().expect("key health");
+        if let Some(d) = &mut s.disabled {
+            if d.probing || now < d.probe_at {
+                return false;
+            }
+            d.probing = true;
+            return true;
+        }
+        s.cooling_until.is_none_or(|t| now >= t)
+    }
+
+    pub fn state(&self, now: Instant) -> KeyState {
+        let s = self.state.lock().expect("key health");
+        if s.disabled.is_some() {
+            KeyState::Disabled
+        } else if s.cooling_until.is_some_and(|t| now < t) {
+            KeyState::CoolingDown
+        } else {
+            KeyState::Healthy
+        }
+    }
+
+    pub fn report(&self, outcome: KeyOutcome, now: Instant) {
+        let mut s = self.state.lock().expect("key health");
+        match outcome {
+            KeyOutcome::Neutral => {
+                if let Some(d) = &mut s.disabled {
+                    d.probing = false; // the probe proved nothing; allow another
+                }
+            }
+            KeyOutcome::Success => {
+                s.disabled = None;
+                s.cooling_until = None;
+                s.recent.push_back((now, true));
+            }
+            KeyOutcome::Refused => {
+                let backoff = match &s.disabled {
+                    Some(d) => (d.backoff * 2).min(MAX_PROBE_BACKOFF),
+                    None => self.probe_after,
+                };
+                s.disabled = Some(Disabled { probe_at: now + backoff, backoff, probing: false });
+            }
+            KeyOutcome::RateLimited(after) => {
+                if let Some(d) = &mut s.disabled {
+                    d.probing = false;
+                }
+                s.cooling_until = Some(now + after.unwrap_or(RATE_LIMIT_COOLDOWN));
+            }
+            KeyOutcome::Fault => {
+                if let Some(d) = &mut s.disabled {
+                    d.probing = false;
+                    d.probe_at = now + d.backoff;
+                }
+                s.recent.push_back((now, false));
+                while s.recent.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW) {
+                    s.recent.pop_front();
+                }
+                let faults = s.recent.iter().filter(|(_, ok)| !ok).count();
+                if s.recent.len() >= 4 && faults * 2 >= s.recent.len() {
+                    s.cooling_until = Some(now + FAULT_COOLDOWN);
+                    s.recent.clear();
+                }
+            }
+        }
+        while s.recent.len() > 64 {
+            s.recent.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_key_is_disabled_then_probed_once_and_recovers() {
+        let h = KeyHealth::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        h.report(KeyOutcome::Refused, t0);
+        assert_eq!(h.state(t0), KeyState::Disabled);
+        assert!(!h.try_take(t0 + Duration::from_secs(4)));
+        assert!(h.try_take(t0 + Duration::from_secs(5)), "one probe");
+        assert!(!h.try_take(t0 + Duration::from_secs(5)), "only one probe at a time");
+        h.report(KeyOutcome::Refused, t0 + Duration::from_secs(5));
+        assert!(!h.try_take(t0 + Duration::from_secs(14)), "backoff doubled");
+        assert!(h.try_take(t0 + Duration::from_secs(15)));
+        h.report(KeyOutcome::Success, t0 + Duration::from_secs(15));
+        assert_eq!(h.state(t0 + Duration::from_secs(15)), KeyState::Healthy);
+        assert!(h.try_take(t0 + Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn rate_limits_cool_down_and_fault_storms_too() {
+        let h = KeyHealth::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        h.report(KeyOutcome::RateLimited(Some(Duration::from_secs(2))), t0);
+        assert!(!h.try_take(t0 + Duration::from_secs(1)));
+        assert!(h.try_take(t0 + Duration::from_secs(2)));
+        let h = KeyHealth::new(Duration::from_secs(5));
+        h.report(KeyOutcome::Success, t0);
+        h.report(KeyOutcome::Fault, t0);
+        h.report(KeyOutcome::Success, t0);
+        assert!(h.try_take(t0), "one fault in three is not a storm");
+        h.report(KeyOutcome::Fault, t0);
+        assert_eq!(h.state(t0), KeyState::CoolingDown);
+        assert!(h.try_take(t0 + FAULT_COOLDOWN));
+    }
+}
