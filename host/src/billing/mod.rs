@@ -173,18 +173,32 @@ struct RequestEstimate {
 
 impl RequestEstimate {
     fn of(op: &str, body: &[u8], price: &ModelPrice) -> RequestEstimate {
-        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        let text = ["input", "text", "prompt"].iter().find_map(|k| v.get(*k).and_then(|t| t.as_str())).unwrap_or("");
-        let max_output_tokens = ["max_completion_tokens", "max_tokens"]
-            .iter()
-            .find_map(|k| v.get(*k).and_then(|t| t.as_u64()))
-            .unwrap_or(price.max_output_tokens);
+        /// Only the fields the estimate needs: serde skips the rest without allocating.
+        #[derive(serde::Deserialize, Default)]
+        struct Fields<'a> {
+            #[serde(default)]
+            max_tokens: Option<u64>,
+            #[serde(default)]
+            max_completion_tokens: Option<u64>,
+            #[serde(default, borrow)]
+            input: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default, borrow)]
+            text: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default, borrow)]
+            prompt: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            n: Option<u64>,
+        }
+        // Fields of other types (an `input` array for embeddings) fall back to the defaults.
+        let f: Fields = serde_json::from_slice(body).unwrap_or_default();
+        let text = f.input.as_deref().or(f.text.as_deref()).or(f.prompt.as_deref()).unwrap_or("");
+        let max_output_tokens = f.max_completion_tokens.or(f.max_tokens).unwrap_or(price.max_output_tokens);
         RequestEstimate {
             // A token is at least ~2 bytes of JSON-escaped text: bytes/2 is a generous bound.
             input_tokens: (body.len() as u64).div_ceil(2),
             max_output_tokens: if op == "chat" { max_output_tokens } else { 0 },
             characters: vendor_characters(text),
-            images: v.get("n").and_then(|n| n.as_u64()).unwrap_or(1),
+            images: f.n.unwrap_or(1),
         }
     }
 }

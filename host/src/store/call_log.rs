@@ -145,64 +145,79 @@ async fn write_loop(
     }
 }
 
-/// Writes a batch in one transaction; for each record, whether its charge was applied (false
-/// when the ledger already had a charge for that request id).
+/// Writes a batch in one transaction: the call records and the ledger entries as multi-row
+/// inserts, then one balance update per key. Returns, for each record, whether its charge was
+/// applied (false when the ledger already had a charge for that request id).
 async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let mut applied = Vec::with_capacity(batch.len());
-    for r in batch {
-        sqlx::query(
+    // 20 parameters a row; SQLite allows 32766 per statement.
+    for rows in batch.chunks(800) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO call_log (request_id, key_id, channel, plugin, model, op, status, error_kind, \
              latency_us, streamed, interrupted, input_tokens, output_tokens, cached_tokens, characters, \
-             milliseconds, images, created_at, charge_micros, estimated) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)",
-        )
-        .bind(&r.request_id)
-        .bind(r.key_id)
-        .bind(&r.channel)
-        .bind(&r.plugin)
-        .bind(&r.model)
-        .bind(&r.op)
-        .bind(r.status as i64)
-        .bind(&r.error_kind)
-        .bind(r.latency_us as i64)
-        .bind(r.streamed)
-        .bind(r.interrupted)
-        .bind(r.input_tokens.map(|v| v as i64))
-        .bind(r.output_tokens.map(|v| v as i64))
-        .bind(r.cached_tokens.map(|v| v as i64))
-        .bind(r.characters.map(|v| v as i64))
-        .bind(r.milliseconds.map(|v| v as i64))
-        .bind(r.images.map(|v| v as i64))
-        .bind(r.created_at)
-        .bind(r.charge_micros)
-        .bind(r.estimated)
-        .execute(&mut *tx)
-        .await?;
-        let mut charged = false;
-        if r.charge_micros != 0 {
-            let key_id = r.key_id.unwrap_or_default();
-            let inserted = sqlx::query(
-                "INSERT INTO ledger (entry_id, key_id, amount_micros, kind, created_at) VALUES ($1, $2, $3, 'charge', $4) \
-                 ON CONFLICT (entry_id) DO NOTHING",
-            )
-            .bind(&r.request_id)
-            .bind(key_id)
-            .bind(-r.charge_micros)
-            .bind(r.created_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                sqlx::query("UPDATE consumer_keys SET balance_micros = balance_micros - $1 WHERE id = $2")
-                    .bind(r.charge_micros)
-                    .bind(key_id)
-                    .execute(&mut *tx)
-                    .await?;
-                charged = true;
+             milliseconds, images, created_at, charge_micros, estimated) ",
+        );
+        q.push_values(rows, |mut b, r| {
+            b.push_bind(&r.request_id)
+                .push_bind(r.key_id)
+                .push_bind(&r.channel)
+                .push_bind(&r.plugin)
+                .push_bind(&r.model)
+                .push_bind(&r.op)
+                .push_bind(r.status as i64)
+                .push_bind(&r.error_kind)
+                .push_bind(r.latency_us as i64)
+                .push_bind(r.streamed)
+                .push_bind(r.interrupted)
+                .push_bind(r.input_tokens.map(|v| v as i64))
+                .push_bind(r.output_tokens.map(|v| v as i64))
+                .push_bind(r.cached_tokens.map(|v| v as i64))
+                .push_bind(r.characters.map(|v| v as i64))
+                .push_bind(r.milliseconds.map(|v| v as i64))
+                .push_bind(r.images.map(|v| v as i64))
+                .push_bind(r.created_at)
+                .push_bind(r.charge_micros)
+                .push_bind(r.estimated);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+
+    let charges: Vec<&CallRecord> = batch.iter().filter(|r| r.charge_micros != 0).collect();
+    let mut inserted = std::collections::HashSet::new();
+    for rows in charges.chunks(4000) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO ledger (entry_id, key_id, amount_micros, kind, created_at) ",
+        );
+        q.push_values(rows, |mut b, r| {
+            b.push_bind(&r.request_id)
+                .push_bind(r.key_id.unwrap_or_default())
+                .push_bind(-r.charge_micros)
+                .push_bind("charge")
+                .push_bind(r.created_at);
+        });
+        q.push(" ON CONFLICT (entry_id) DO NOTHING RETURNING entry_id");
+        let ids: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+        inserted.extend(ids.into_iter().map(|(id,)| id));
+    }
+
+    // A request id's charge applies once: to its first record, if the ledger took it.
+    let mut per_key: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    let applied: Vec<bool> = batch
+        .iter()
+        .map(|r| {
+            let applied = r.charge_micros != 0 && inserted.remove(&r.request_id);
+            if applied {
+                *per_key.entry(r.key_id.unwrap_or_default()).or_default() += r.charge_micros;
             }
-        }
-        applied.push(charged);
+            applied
+        })
+        .collect();
+    for (key_id, total) in per_key {
+        sqlx::query("UPDATE consumer_keys SET balance_micros = balance_micros - $1 WHERE id = $2")
+            .bind(total)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(applied)
