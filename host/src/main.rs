@@ -51,6 +51,22 @@ enum KeysCommand {
         /// Starting balance, a decimal amount such as 10 or 2.50.
         #[arg(long, default_value = "0")]
         balance: String,
+        /// Days until the key expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// The only models the key may call, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+    },
+    /// Refuse a key from now on (within key_refresh_ms on a running gateway).
+    Disable {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Accept a disabled key again.
+    Enable {
+        #[arg(long)]
+        id: i64,
     },
     /// List consumer keys (without secrets).
     List,
@@ -95,11 +111,21 @@ fn main() -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve => tollgate::serve(config).await,
-            Command::Keys { command: KeysCommand::Create { name, balance } } => {
+            Command::Keys { command: KeysCommand::Create { name, balance, expires_in_days, models } } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
-                let key = tollgate::account::create_key(&db, &name, &balance).await?;
+                let expires_at = expires_in_days.map(|d| tollgate::store::now_unix() + i64::from(d) * 86_400);
+                let new = tollgate::account::NewKey { name, balance, expires_at, models };
+                let key = tollgate::account::create_key(&db, &new).await?;
                 println!("{key}");
                 Ok(())
+            }
+            Command::Keys { command: KeysCommand::Disable { id } } => {
+                let db = tollgate::store::open(&config.database_url()).await?;
+                tollgate::account::set_disabled(&db, id, true).await
+            }
+            Command::Keys { command: KeysCommand::Enable { id } } => {
+                let db = tollgate::store::open(&config.database_url()).await?;
+                tollgate::account::set_disabled(&db, id, false).await
             }
             Command::Keys { command: KeysCommand::Topup { id, amount } } => {
                 let db = tollgate::store::open(&config.database_url()).await?;

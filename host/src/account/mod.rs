@@ -20,6 +20,26 @@ use std::time::Duration;
 pub struct Consumer {
     pub key_id: i64,
     pub name: String,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+    /// The models the key may call; `None`: every model.
+    pub models: Option<Arc<[String]>>,
+}
+
+impl Consumer {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+}
+
+/// The options of a new key.
+#[derive(Debug, Default, Clone)]
+pub struct NewKey {
+    pub name: String,
+    /// A decimal amount.
+    pub balance: String,
+    pub expires_at: Option<i64>,
+    pub models: Vec<String>,
 }
 
 /// A key as the operator sees it (no secret).
@@ -54,18 +74,21 @@ impl KeyCache {
             Some(w) => Some(w.sync.lock().await),
             None => None,
         };
-        let rows: Vec<(i64, String, String, i64)> =
-            sqlx::query_as("SELECT id, name, key_hash, balance_micros FROM consumer_keys WHERE disabled = 0")
-                .fetch_all(db)
-                .await?;
+        type Row = (i64, String, String, i64, Option<i64>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, name, key_hash, balance_micros, expires_at, models FROM consumer_keys WHERE disabled = 0",
+        )
+        .fetch_all(db)
+        .await?;
         if let Some(w) = wallets {
             w.set_db_balances(rows.iter().map(|r| (r.0, r.3)));
         }
         let mut map = HashMap::with_capacity(rows.len());
-        for (key_id, name, key_hash, _) in rows {
+        for (key_id, name, key_hash, _, expires_at, models) in rows {
+            let models = models.map(|m| m.split(',').map(str::to_string).collect::<Vec<_>>().into());
             let mut h = [0u8; 32];
             if hex::decode_to_slice(&key_hash, &mut h).is_ok() {
-                map.insert(h, Consumer { key_id, name });
+                map.insert(h, Consumer { key_id, name, expires_at, models });
             }
         }
         self.keys.store(Arc::new(map));
@@ -76,11 +99,13 @@ impl KeyCache {
     pub fn refresh_forever(self: &Arc<Self>, db: Db, every: Duration, billing: Option<Arc<Billing>>) {
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            let mut seen: Option<(i64, i64)> = None;
+            let mut seen: Option<(i64, i64, i64)> = None;
             loop {
                 tokio::time::sleep(every).await;
-                let fingerprint: Result<(i64, i64), _> = sqlx::query_as(
-                    "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) + COALESCE(SUM(disabled), 0) FROM consumer_keys",
+                // Every change bumps a key's updated_at, so the sum only grows: a change is
+                // never mistaken for "no change".
+                let fingerprint: Result<(i64, i64, i64), _> = sqlx::query_as(
+                    "SELECT COUNT(*), COALESCE(SUM(updated_at), 0), COALESCE(SUM(disabled), 0) FROM consumer_keys",
                 )
                 .fetch_one(&db)
                 .await;
@@ -102,11 +127,15 @@ fn hash(key: &str) -> [u8; 32] {
 }
 
 /// Creates a consumer key and returns it; the only time the key exists in clear.
-pub async fn create_key(db: &Db, name: &str, balance: &str) -> Result<String> {
+pub async fn create_key(db: &Db, new: &NewKey) -> Result<String> {
+    let name = new.name.as_str();
     if name.trim().is_empty() {
         bail!("the key needs a name (--name)");
     }
-    let balance_micros = parse_money(balance)?;
+    if new.models.iter().any(|m| m.is_empty() || m.contains(',')) {
+        bail!("model names in the allow-list must be non-empty and contain no comma");
+    }
+    let balance_micros = parse_money(&new.balance)?;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     let secret: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
@@ -114,14 +143,16 @@ pub async fn create_key(db: &Db, name: &str, balance: &str) -> Result<String> {
     let now = now_unix();
     let mut tx = db.begin().await?;
     let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO consumer_keys (name, key_hash, key_prefix, balance_micros, disabled, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 0, $5, $5) RETURNING id",
+        "INSERT INTO consumer_keys (name, key_hash, key_prefix, balance_micros, disabled, created_at, updated_at, \
+         expires_at, models) VALUES ($1, $2, $3, $4, 0, $5, $5, $6, $7) RETURNING id",
     )
     .bind(name)
     .bind(hex::encode(hash(&key)))
     .bind(&key[..10])
     .bind(balance_micros)
     .bind(now)
+    .bind(new.expires_at)
+    .bind((!new.models.is_empty()).then(|| new.models.join(",")))
     .fetch_one(&mut *tx)
     .await
     .context("storing the new key")?;
@@ -138,6 +169,21 @@ pub async fn create_key(db: &Db, name: &str, balance: &str) -> Result<String> {
     }
     tx.commit().await?;
     Ok(key)
+}
+
+/// Disables or enables a key; the running gateway refuses or accepts it within
+/// `key_refresh_ms`.
+pub async fn set_disabled(db: &Db, key_id: i64, disabled: bool) -> Result<()> {
+    let updated = sqlx::query("UPDATE consumer_keys SET disabled = $1, updated_at = updated_at + 1 WHERE id = $2")
+        .bind(disabled as i64)
+        .bind(key_id)
+        .execute(db)
+        .await?
+        .rows_affected();
+    if updated != 1 {
+        bail!("no consumer key with id {key_id} ('tollgate keys list' shows the ids)");
+    }
+    Ok(())
 }
 
 /// Adds `amount` to a key's balance (a ledger entry and the balance, in one transaction);

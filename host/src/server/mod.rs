@@ -89,9 +89,17 @@ impl AppState {
             None | Some("") => Err(error::unauthorized(
                 "You didn't provide an API key. Send your Tollgate key as 'Authorization: Bearer sk-tg-...'.",
             )),
-            Some(k) => self.keys.check(k).ok_or_else(|| {
-                error::unauthorized("Incorrect API key provided. Create one with 'tollgate keys create --name NAME'.")
-            }),
+            Some(k) => {
+                let consumer = self.keys.check(k).ok_or_else(|| {
+                    error::unauthorized(
+                        "Incorrect API key provided. Create one with 'tollgate keys create --name NAME'.",
+                    )
+                })?;
+                if consumer.expires_at.is_some_and(|t| crate::store::now_unix() >= t) {
+                    return Err(error::unauthorized("This API key has expired; ask the operator for a new one."));
+                }
+                Ok(consumer)
+            }
         }
     }
 

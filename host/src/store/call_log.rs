@@ -243,7 +243,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tollgate-ledger-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let db = crate::store::open(&format!("sqlite://{}/t.db", dir.display())).await.unwrap();
-        crate::account::create_key(&db, "k", "1").await.unwrap();
+        crate::account::create_key(
+            &db,
+            &crate::account::NewKey { name: "k".into(), balance: "1".into(), ..Default::default() },
+        )
+        .await
+        .unwrap();
         let applied = insert(&db, &[charge("req-1", 1, 300), charge("req-1", 1, 300)]).await.unwrap();
         assert_eq!(applied, [true, false]);
         let applied = insert(&db, &[charge("req-1", 1, 300), charge("req-2", 1, 5)]).await.unwrap();

@@ -74,6 +74,15 @@ where
 const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"];
 
 pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
+    if !r.model.is_empty() && !r.consumer.may_use(&r.model) {
+        let e = CallError::new(
+            403,
+            "permission_error",
+            "model_not_allowed",
+            format!("This API key may not use the model '{}'.", r.model),
+        );
+        return finish_error(state, &r, e);
+    }
     // Billing: priced and reserved before the upstream is called (402/403 otherwise).
     let meter = match &state.billing {
         None => None,

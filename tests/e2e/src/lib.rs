@@ -193,6 +193,14 @@ impl Gateway {
         }
     }
 
+    /// The id `keys list` shows for the key named `name`.
+    pub fn key_id(&self, name: &str) -> String {
+        let out = Gateway::cli(&self.config, &["keys", "list"]);
+        let line =
+            out.lines().find(|l| l.split('\t').nth(1) == Some(name)).unwrap_or_else(|| panic!("no key {name}: {out}"));
+        line.split('\t').next().unwrap().to_string()
+    }
+
     /// `tollgate ledger verify`: (success, output).
     pub fn verify_ledger(&self) -> (bool, String) {
         let out = Command::new(bin("tollgate"))

@@ -40,3 +40,41 @@ fn keys_created_while_serving_work_without_restart() {
         http::request(&gw.addr, "GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], b"").status == 200
     }));
 }
+
+#[test]
+fn key_limits_expiry_allow_list_and_disable() {
+    let mock = Mock::start();
+    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini", "text-embedding-3-small"], &["up"]);
+    let gw = Gateway::start("keylimits", &[("openai", "openai.wasm")], &ch);
+    let models = |key: &str| {
+        http::request(&gw.addr, "GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], b"").status
+    };
+    let call = |key: &str, model: &str| {
+        let body = format!(r#"{{"model":"{model}","input":"x","messages":[]}}"#);
+        http::request(
+            &gw.addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("authorization", &format!("Bearer {key}"))],
+            body.as_bytes(),
+        )
+    };
+
+    let narrow =
+        Gateway::cli(&gw.config, &["keys", "create", "--name", "narrow", "--models", "gpt-4o-mini"]).trim().to_string();
+    let expired =
+        Gateway::cli(&gw.config, &["keys", "create", "--name", "old", "--expires-in-days", "0"]).trim().to_string();
+    assert!(eventually(Duration::from_secs(5), || models(&narrow) == 200));
+    assert_eq!(call(&narrow, "gpt-4o-mini").status, 200);
+    let r = call(&narrow, "text-embedding-3-small");
+    assert_eq!((r.status, r.error_code().as_str()), (403, "model_not_allowed"));
+    let r = call(&expired, "gpt-4o-mini");
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("expired"), "{}", r.text());
+
+    let id = gw.key_id("narrow");
+    Gateway::cli(&gw.config, &["keys", "disable", "--id", &id]);
+    assert!(eventually(Duration::from_secs(5), || models(&narrow) == 401), "disabled keys are refused");
+    Gateway::cli(&gw.config, &["keys", "enable", "--id", &id]);
+    assert!(eventually(Duration::from_secs(5), || models(&narrow) == 200), "enabled again");
+}
