@@ -57,6 +57,19 @@ pub async fn serve(config: config::Config) -> Result<()> {
     }
 
     let (call_log, writer) = store::CallLog::start(db.clone(), billing.clone());
+    if let Some(days) = config.log_retention_days {
+        let db = db.clone();
+        tokio::spawn(async move {
+            loop {
+                match admin::reports::prune(&db, days).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, days, "call log retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "call log retention failed"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -30,6 +30,37 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Usage, spending and statistics (JSON).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+        /// Start of the range, unix seconds.
+        #[arg(long, global = true)]
+        from: Option<i64>,
+        /// End of the range (exclusive), unix seconds.
+        #[arg(long, global = true)]
+        to: Option<i64>,
+    },
+    /// The request log, newest first (JSON).
+    Logs {
+        #[arg(long)]
+        key_id: Option<i64>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        channel: Option<String>,
+        /// An exact status, or a class: 2, 4, 5.
+        #[arg(long)]
+        status: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// The next page: records older than this id.
+        #[arg(long)]
+        before_id: Option<i64>,
+        /// Delete records older than this many days instead (the ledger is kept).
+        #[arg(long)]
+        prune_days: Option<u32>,
+    },
     /// The money ledger.
     Ledger {
         #[command(subcommand)]
@@ -79,6 +110,19 @@ enum KeysCommand {
         #[arg(long)]
         amount: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Calls, errors, spending and units per day or month.
+    Usage {
+        #[arg(long, default_value = "day")]
+        period: String,
+    },
+    /// Per consumer key: calls, errors, spending, balance.
+    Keys,
+    /// Totals, revenue, top keys and models.
+    Stats,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +191,37 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Plugins { command: PluginsCommand::List { json } } => plugins_list(&config, json).await,
+            Command::Report { command, from, to } => {
+                use tollgate::admin::reports;
+                let db = tollgate::store::open(&config.database_url()).await?;
+                let range = reports::Range { from, to };
+                let v = match command {
+                    ReportCommand::Usage { period } => reports::usage(&db, &period, range).await?,
+                    ReportCommand::Keys => reports::keys(&db, range).await?,
+                    ReportCommand::Stats => reports::stats(&db, range).await?,
+                };
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
+            }
+            Command::Logs { key_id, model, channel, status, limit, before_id, prune_days } => {
+                use tollgate::admin::reports;
+                let db = tollgate::store::open(&config.database_url()).await?;
+                if let Some(days) = prune_days {
+                    println!("deleted {} call records", reports::prune(&db, days).await?);
+                    return Ok(());
+                }
+                let filter = reports::LogFilter {
+                    key_id,
+                    model,
+                    channel,
+                    status,
+                    range: reports::Range::default(),
+                    before_id,
+                    limit,
+                };
+                println!("{}", serde_json::to_string_pretty(&reports::logs(&db, &filter).await?)?);
+                Ok(())
+            }
             Command::Ledger { command: LedgerCommand::Verify } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 let (keys, mismatches, orphans) = tollgate::account::verify_ledger(&db).await?;

@@ -1,6 +1,12 @@
 //! The admin API (`/admin/*`), guarded by the `admin_token` setting (off when unset).
-//! For now: `GET /admin/plugins` (every plugin file's status), `POST /admin/plugins/rescan`,
-//! `GET /admin/channels` (channels and the health of their keys, masked).
+//! Reports: `GET /admin/reports/usage?period=day|month`, `/admin/reports/keys`,
+//! `/admin/stats`, `/admin/logs?key_id=&model=&channel=&status=&before_id=&limit=`; every
+//! report takes `from` and `to` (unix seconds).
+//! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
+//! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels and the health of their keys,
+//! masked).
+
+pub mod reports;
 
 use crate::server::body::{json, Response};
 use crate::server::error::error_response;
@@ -48,6 +54,34 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
                 .collect();
             json(200, &serde_json::json!({ "channels": channels }))
         }
+        (&Method::GET, path @ ("/admin/reports/usage" | "/admin/reports/keys" | "/admin/stats" | "/admin/logs")) => {
+            let q = query_params(req.uri().query().unwrap_or(""));
+            let int = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
+            let range = reports::Range { from: int("from"), to: int("to") };
+            let result = match path {
+                "/admin/reports/usage" => {
+                    reports::usage(&state.db, q.get("period").map(String::as_str).unwrap_or("day"), range).await
+                }
+                "/admin/reports/keys" => reports::keys(&state.db, range).await,
+                "/admin/stats" => reports::stats(&state.db, range).await,
+                _ => {
+                    let filter = reports::LogFilter {
+                        key_id: int("key_id"),
+                        model: q.get("model").cloned(),
+                        channel: q.get("channel").cloned(),
+                        status: int("status"),
+                        range,
+                        before_id: int("before_id"),
+                        limit: int("limit").unwrap_or(100),
+                    };
+                    reports::logs(&state.db, &filter).await
+                }
+            };
+            match result {
+                Ok(v) => json(200, &v),
+                Err(e) => error_response(400, "invalid_request_error", "bad_report_query", &format!("{e:#}")),
+            }
+        }
         (&Method::POST, "/admin/plugins/rescan") => match state.registry.scan().await {
             Ok(()) => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
             Err(e) => error_response(500, "server_error", "rescan_failed", &format!("{e:#}")),
@@ -58,4 +92,52 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `a=1&b=x%20y` → map (percent-decoded, `+` as space).
+fn query_params(query: &str) -> std::collections::HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_params_decode() {
+        let q = super::query_params("model=gpt-4o%2Dmini&x=a+b&empty=&flag");
+        assert_eq!(q["model"], "gpt-4o-mini");
+        assert_eq!(q["x"], "a b");
+        assert_eq!(q["empty"], "");
+        assert_eq!(q["flag"], "");
+        assert_eq!(super::decode("100%"), "100%");
+    }
 }

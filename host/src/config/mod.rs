@@ -62,6 +62,10 @@ pub struct Config {
     /// Threads serving requests; defaults to the number of cores.
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// Call records older than this many days are deleted (hourly); unset keeps them all.
+    /// The ledger is never pruned.
+    #[serde(default)]
+    pub log_retention_days: Option<u32>,
     /// Log format: "text" or "json".
     #[serde(default = "defaults::log_format")]
     pub log_format: String,

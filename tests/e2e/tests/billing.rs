@@ -193,3 +193,46 @@ fn sigkill_under_load_leaves_the_ledger_consistent() {
     assert!(ok, "after SIGKILL: {out}");
     assert!(gw.balance_micros("e2e") < 10_000_000, "some calls were charged before the kill");
 }
+
+#[test]
+fn reports_and_logs_show_usage_spending_and_pages() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "reports");
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, &gw.key, "gpt-4o-mini", "").status, 200);
+    }
+    assert_eq!(chat(&gw, &gw.key, "fail-500", "").status, 502);
+    let admin = |path: &str| http::request(&gw.addr, "GET", path, &[("authorization", "Bearer admin-secret")], b"");
+    assert!(eventually(Duration::from_secs(5), || admin("/admin/stats").json()["calls"] == 4));
+
+    let stats = admin("/admin/stats").json();
+    assert_eq!(stats["revenue"], "0.009027", "{stats}");
+    assert_eq!(stats["errors"], 1, "{stats}");
+    assert_eq!(stats["top_keys"][0]["name"], "e2e", "{stats}");
+
+    let usage = admin("/admin/reports/usage?period=month").json();
+    assert_eq!(usage["data"][0]["calls"], 4, "{usage}");
+    assert_eq!(usage["data"][0]["output_tokens"], 9, "{usage}");
+    assert_eq!(admin("/admin/reports/usage?period=year").status, 400);
+
+    let keys = admin("/admin/reports/keys").json();
+    assert_eq!(keys["data"][0]["spent"], "0.009027", "{keys}");
+    assert_eq!(keys["data"][0]["balance"], "9.990973", "{keys}");
+
+    // Filters and pages.
+    let errors = admin("/admin/logs?status=5").json();
+    assert_eq!(errors["data"].as_array().unwrap().len(), 1, "{errors}");
+    assert_eq!(errors["data"][0]["model"], "fail-500");
+    let page1 = admin("/admin/logs?model=gpt-4o-mini&limit=2").json();
+    assert_eq!(page1["data"].as_array().unwrap().len(), 2);
+    let next = page1["next_before_id"].as_i64().expect("a next page");
+    let page2 = admin(&format!("/admin/logs?model=gpt-4o-mini&limit=2&before_id={next}")).json();
+    assert_eq!(page2["data"].as_array().unwrap().len(), 1, "{page2}");
+    assert!(page2["next_before_id"].is_null());
+
+    // The CLI reads the same.
+    let out = Gateway::cli(&gw.config, &["report", "stats"]);
+    assert!(out.contains("\"revenue\": \"0.009027\""), "{out}");
+    let out = Gateway::cli(&gw.config, &["logs", "--status", "5"]);
+    assert!(out.contains("fail-500"), "{out}");
+}

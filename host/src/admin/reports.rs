@@ -1,0 +1,173 @@
+//! Reports for operators, shared by the admin API and the CLI: usage by day or month, spending
+//! per key, system statistics, and the request log with filters and paging. All read the
+//! database (never the request path) and return JSON.
+
+use crate::account::format_money;
+use crate::store::Db;
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+
+/// A time range in unix seconds; `None` ends are open.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Range {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+impl Range {
+    fn bounds(&self) -> (i64, i64) {
+        (self.from.unwrap_or(i64::MIN), self.to.unwrap_or(i64::MAX))
+    }
+}
+
+/// Calls, spending and units per day (`day`) or month (`month`).
+pub async fn usage(db: &Db, period: &str, range: Range) -> Result<Value> {
+    let format = match period {
+        "day" => "%Y-%m-%d",
+        "month" => "%Y-%m",
+        other => bail!("period must be 'day' or 'month', not '{other}'"),
+    };
+    let (from, to) = range.bounds();
+    type Row = (String, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT strftime($1, created_at, 'unixepoch') AS period, COUNT(*), COALESCE(SUM(charge_micros), 0), \
+         COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(characters), 0), \
+         SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) \
+         FROM call_log WHERE created_at >= $2 AND created_at < $3 GROUP BY period ORDER BY period",
+    )
+    .bind(format)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(period, calls, spent, input, output, chars, errors)| {
+            json!({ "period": period, "calls": calls, "errors": errors, "spent": format_money(spent),
+                    "input_tokens": input, "output_tokens": output, "characters": chars })
+        })
+        .collect();
+    Ok(json!({ "period": period, "data": data }))
+}
+
+/// Per consumer key: calls, spending, balance.
+pub async fn keys(db: &Db, range: Range) -> Result<Value> {
+    let (from, to) = range.bounds();
+    type Row = (i64, String, i64, i64, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT k.id, k.name, k.balance_micros, COUNT(c.id), COALESCE(SUM(c.charge_micros), 0), \
+         COALESCE(SUM(CASE WHEN c.status >= 400 THEN 1 ELSE 0 END), 0) \
+         FROM consumer_keys k LEFT JOIN call_log c ON c.key_id = k.id AND c.created_at >= $1 AND c.created_at < $2 \
+         GROUP BY k.id ORDER BY k.id",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, name, balance, calls, spent, errors)| {
+            json!({ "key_id": id, "name": name, "balance": format_money(balance), "calls": calls,
+                    "errors": errors, "spent": format_money(spent) })
+        })
+        .collect();
+    Ok(json!({ "data": data }))
+}
+
+/// Totals, revenue, error rate, and the top keys by spending.
+pub async fn stats(db: &Db, range: Range) -> Result<Value> {
+    let (from, to) = range.bounds();
+    let (calls, revenue, errors, streamed, interrupted): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(charge_micros), 0), COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(streamed), 0), COALESCE(SUM(interrupted), 0) FROM call_log WHERE created_at >= $1 AND created_at < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(db)
+    .await?;
+    let top: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT c.key_id, COALESCE(k.name, ''), COUNT(*), COALESCE(SUM(c.charge_micros), 0) AS spent \
+         FROM call_log c LEFT JOIN consumer_keys k ON k.id = c.key_id \
+         WHERE c.created_at >= $1 AND c.created_at < $2 AND c.key_id IS NOT NULL \
+         GROUP BY c.key_id ORDER BY spent DESC, c.key_id LIMIT 10",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let models: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT COALESCE(model, ''), COUNT(*), COALESCE(SUM(charge_micros), 0) AS spent FROM call_log \
+         WHERE created_at >= $1 AND created_at < $2 GROUP BY model ORDER BY spent DESC LIMIT 20",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    Ok(json!({
+        "calls": calls, "errors": errors, "streamed": streamed, "interrupted": interrupted,
+        "revenue": format_money(revenue),
+        "top_keys": top.into_iter().map(|(id, name, calls, spent)| json!({ "key_id": id, "name": name, "calls": calls, "spent": format_money(spent) })).collect::<Vec<_>>(),
+        "models": models.into_iter().map(|(m, calls, spent)| json!({ "model": m, "calls": calls, "spent": format_money(spent) })).collect::<Vec<_>>(),
+    }))
+}
+
+/// Request-log filters; every field is optional.
+#[derive(Debug, Default, Clone)]
+pub struct LogFilter {
+    pub key_id: Option<i64>,
+    pub model: Option<String>,
+    pub channel: Option<String>,
+    /// An exact status, or a class: 2 (2xx), 4 (4xx), 5 (5xx).
+    pub status: Option<i64>,
+    pub range: Range,
+    /// Newest first; the page after the record with this id.
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// The request log, newest first, with `next_before_id` for the next page.
+pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
+    let (from, to) = f.range.bounds();
+    let limit = f.limit.clamp(1, 1000);
+    let (status_lo, status_hi) = match f.status {
+        None => (0, 1000),
+        Some(c @ 1..=5) => (c * 100, c * 100 + 100),
+        Some(s) => (s, s + 1),
+    };
+    type Row =
+        (i64, String, Option<i64>, Option<String>, Option<String>, String, i64, Option<String>, i64, i64, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, request_id, key_id, channel, model, op, status, error_kind, latency_us, charge_micros, \
+         interrupted, created_at FROM call_log \
+         WHERE ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR channel = $3) \
+         AND status >= $4 AND status < $5 AND created_at >= $6 AND created_at < $7 AND id < $8 \
+         ORDER BY id DESC LIMIT $9",
+    )
+    .bind(f.key_id)
+    .bind(&f.model)
+    .bind(&f.channel)
+    .bind(status_lo)
+    .bind(status_hi)
+    .bind(from)
+    .bind(to)
+    .bind(f.before_id.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.0)).flatten();
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, request_id, key_id, channel, model, op, status, error, latency_us, charge, interrupted, at)| {
+            json!({ "id": id, "request_id": request_id, "key_id": key_id, "channel": channel, "model": model,
+                    "op": op, "status": status, "error": error, "latency_us": latency_us,
+                    "charge": format_money(charge), "interrupted": interrupted != 0, "created_at": at })
+        })
+        .collect();
+    Ok(json!({ "data": data, "next_before_id": next }))
+}
+
+/// Deletes call records older than `days` (the ledger is kept: money history is never pruned).
+pub async fn prune(db: &Db, days: u32) -> Result<u64> {
+    let cutoff = crate::store::now_unix() - i64::from(days) * 86_400;
+    Ok(sqlx::query("DELETE FROM call_log WHERE created_at < $1").bind(cutoff).execute(db).await?.rows_affected())
+}
