@@ -83,9 +83,11 @@ pub struct ChannelConfig {
     #[serde(default)]
     pub base_url: Option<String>,
     pub models: Vec<String>,
-    /// Upstream credentials, a pool used in turn.
+    /// Upstream credentials: a pool. Each is a string, or a table
+    /// `{ key = "...", weight = 3, priority = 1 }`: the highest priority with a usable key
+    /// serves, its keys in weighted turn.
     #[serde(default)]
-    pub keys: Vec<String>,
+    pub keys: Vec<KeySpec>,
     /// Consumer model name → upstream model name.
     #[serde(default)]
     pub model_map: std::collections::BTreeMap<String, String>,
@@ -94,7 +96,43 @@ pub struct ChannelConfig {
     pub settings: Option<toml::Table>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum KeySpec {
+    Plain(String),
+    Detailed {
+        key: String,
+        #[serde(default = "defaults::weight")]
+        weight: u32,
+        #[serde(default)]
+        priority: i32,
+    },
+}
+
+impl KeySpec {
+    pub fn key(&self) -> &str {
+        match self {
+            KeySpec::Plain(k) | KeySpec::Detailed { key: k, .. } => k,
+        }
+    }
+    pub fn weight(&self) -> u32 {
+        match self {
+            KeySpec::Plain(_) => 1,
+            KeySpec::Detailed { weight, .. } => *weight,
+        }
+    }
+    pub fn priority(&self) -> i32 {
+        match self {
+            KeySpec::Plain(_) => 0,
+            KeySpec::Detailed { priority, .. } => *priority,
+        }
+    }
+}
+
 mod defaults {
+    pub fn weight() -> u32 {
+        1
+    }
     use std::path::PathBuf;
     pub fn listen() -> String {
         "127.0.0.1:8080".into()
@@ -180,6 +218,9 @@ impl Config {
             }
             if c.models.is_empty() {
                 bail!("channel '{}' lists no models", c.name);
+            }
+            if c.keys.iter().any(|k| k.weight() == 0 || k.key().is_empty()) {
+                bail!("channel '{}': every key needs a value and a weight of at least 1", c.name);
             }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {

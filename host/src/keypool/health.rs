@@ -79,6 +79,15 @@ impl KeyHealth {
         s.cooling_until.is_none_or(|t| now >= t)
     }
 
+    /// Whether `try_take` would succeed now (no side effect).
+    pub fn available(&self, now: Instant) -> bool {
+        let s = self.state.lock().expect("key health");
+        match &s.disabled {
+            Some(d) => !d.probing && now >= d.probe_at,
+            None => s.cooling_until.is_none_or(|t| now >= t),
+        }
+    }
+
     pub fn state(&self, now: Instant) -> KeyState {
         let s = self.state.lock().expect("key health");
         if s.disabled.is_some() {

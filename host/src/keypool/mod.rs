@@ -1,8 +1,9 @@
 //! Channels and their upstream key pools.
 //!
 //! A channel is one configured upstream: a plugin, a base URL, the models it serves and a pool
-//! of credentials. Keys are taken in turn (round-robin), skipping keys that are disabled or
-//! cooling down (see `health`); a call that fails on a key's account is retried on another key
+//! of credentials. Keys of the highest priority that has a usable key are taken in smooth
+//! weighted turn (a key of weight 3 serves three calls for each call of a key of weight 1,
+//! interleaved), skipping keys that are disabled or cooling down (see `health`); a call that fails on a key's account is retried on another key
 //! of the pool before anything reaches the consumer (see `surface::dispatch`). Upstream keys
 //! are secrets: they are never logged, `Debug` prints them masked, the admin API shows a prefix.
 
@@ -26,7 +27,10 @@ pub struct Channel {
     pub settings_json: String,
     keys: Vec<UpstreamKey>,
     health: Vec<KeyHealth>,
-    next: AtomicUsize,
+    weights: Vec<i64>,
+    priorities: Vec<i32>,
+    /// Smooth weighted round-robin state: each key's current weight.
+    turn: std::sync::Mutex<Vec<i64>>,
 }
 
 /// An upstream credential. `Debug` never shows it.
@@ -50,27 +54,45 @@ impl Channel {
             models: c.models.clone(),
             model_map: c.model_map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             settings_json,
-            keys: c.keys.iter().map(|k| UpstreamKey(Arc::from(k.as_str()))).collect(),
+            keys: c.keys.iter().map(|k| UpstreamKey(Arc::from(k.key()))).collect(),
             health: c.keys.iter().map(|_| KeyHealth::new(probe_after)).collect(),
-            next: AtomicUsize::new(0),
+            weights: c.keys.iter().map(|k| i64::from(k.weight())).collect(),
+            priorities: c.keys.iter().map(|k| k.priority()).collect(),
+            turn: std::sync::Mutex::new(vec![0; c.keys.len()]),
         }
     }
 
-    /// The next usable key of the pool, in turn, not among `tried`: healthy keys first, a
-    /// disabled key when its probe is due; if every other key is out, one that is cooling
-    /// down. `None`: no key can serve.
+    /// The next usable key of the pool, not among `tried`: among the usable keys of the highest
+    /// priority, in smooth weighted turn (a disabled key is usable when its probe is due); if
+    /// no key is usable, one that is cooling down. `None`: no key can serve.
     pub fn pick_key(&self, tried: &[usize]) -> Option<(usize, &UpstreamKey)> {
         let n = self.keys.len();
         if n == 0 {
             return None;
         }
         let now = Instant::now();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let candidates = (0..n).map(|o| (start + o) % n).filter(|i| !tried.contains(i));
-        if let Some(i) = candidates.clone().find(|&i| self.health[i].try_take(now)) {
-            return Some((i, &self.keys[i]));
+        let mut turn = self.turn.lock().expect("key turn");
+        let mut excluded: Vec<usize> = tried.to_vec();
+        loop {
+            let usable: Vec<usize> =
+                (0..n).filter(|i| !excluded.contains(i) && self.health[*i].available(now)).collect();
+            let Some(best) = usable.iter().map(|&i| self.priorities[i]).max() else { break };
+            let group: Vec<usize> = usable.into_iter().filter(|&i| self.priorities[i] == best).collect();
+            let total: i64 = group.iter().map(|&i| self.weights[i]).sum();
+            for &i in &group {
+                turn[i] += self.weights[i];
+            }
+            let pick = *group.iter().max_by_key(|&&i| (turn[i], std::cmp::Reverse(i))).expect("non-empty group");
+            turn[pick] -= total;
+            if self.health[pick].try_take(now) {
+                return Some((pick, &self.keys[pick]));
+            }
+            excluded.push(pick); // taken by a concurrent call's probe meanwhile
         }
-        candidates.into_iter().find(|&i| self.health[i].state(now) == KeyState::CoolingDown).map(|i| (i, &self.keys[i]))
+        (0..n)
+            .filter(|i| !tried.contains(i))
+            .find(|&i| self.health[i].state(now) == KeyState::CoolingDown)
+            .map(|i| (i, &self.keys[i]))
     }
 
     pub fn key_count(&self) -> usize {
@@ -156,6 +178,22 @@ impl Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_and_priorities() {
+        let c: ChannelConfig = toml::from_str(
+            "name='w'\nplugin='openai'\nmodels=['m']\nkeys=[{key='a', weight=3}, 'b', {key='backup', priority=-1}]",
+        )
+        .unwrap();
+        let ch = Channel::from_config(&c, Duration::from_secs(60));
+        let picks: Vec<usize> = (0..8).map(|_| ch.pick_key(&[]).unwrap().0).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 6, "weight 3 against 1: {picks:?}");
+        assert!(!picks.contains(&2), "the backup priority is not used while the others serve");
+        assert_ne!(picks[0..4], [0, 0, 0, 1], "smooth: interleaved, not in blocks: {picks:?}");
+        ch.report(0, KeyOutcome::Refused);
+        ch.report(1, KeyOutcome::Refused);
+        assert_eq!(ch.pick_key(&[]).unwrap().0, 2, "the backup serves when the others are out");
+    }
 
     fn cfg(name: &str, keys: &[&str], models: &[&str]) -> ChannelConfig {
         toml::from_str(&format!(
