@@ -2,6 +2,7 @@
 //! Reports: `GET /admin/reports/usage?period=day|month`, `/admin/reports/keys`,
 //! `/admin/stats`, `/admin/logs?key_id=&model=&channel=&status=&before_id=&limit=`; every
 //! report takes `from` and `to` (unix seconds).
+//! Prices: `GET /admin/pricing` (the TOML), `PUT /admin/pricing` (validated, written, live).
 //! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
 //! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels and the health of their keys,
 //! masked).
@@ -80,6 +81,30 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
             match result {
                 Ok(v) => json(200, &v),
                 Err(e) => error_response(400, "invalid_request_error", "bad_report_query", &format!("{e:#}")),
+            }
+        }
+        (&Method::GET, "/admin/pricing") => match state.billing.as_ref().map(|b| b.text()) {
+            Some(Ok(text)) => crate::server::body::full(200, "application/toml", text),
+            Some(Err(e)) => error_response(500, "server_error", "pricing_unreadable", &format!("{e:#}")),
+            None => error_response(404, "invalid_request_error", "billing_off", "Billing is off: set pricing_file."),
+        },
+        (&Method::PUT, "/admin/pricing") => {
+            let Some(billing) = state.billing.clone() else {
+                return error_response(
+                    404,
+                    "invalid_request_error",
+                    "billing_off",
+                    "Billing is off: set pricing_file.",
+                );
+            };
+            let body = match state.read_body(req).await {
+                Ok(b) => b,
+                Err(e) => return e.into_response(),
+            };
+            let text = String::from_utf8_lossy(&body);
+            match billing.replace(&text) {
+                Ok(models) => json(200, &serde_json::json!({ "models": models })),
+                Err(e) => error_response(400, "invalid_request_error", "invalid_pricing", &format!("{e:#}")),
             }
         }
         (&Method::POST, "/admin/plugins/rescan") => match state.registry.scan().await {

@@ -82,6 +82,23 @@ impl Billing {
         });
     }
 
+    /// Replaces the price table with `text` (TOML): validated first, then written to the file
+    /// (via a temporary file and a rename) and swapped in. A bad table changes nothing.
+    pub fn replace(&self, text: &str) -> Result<usize> {
+        let table = PriceTable::parse(text)?;
+        let tmp = self.path.with_extension("toml.part");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.path)?;
+        let models = table.models.len();
+        self.table.store(Arc::new(table));
+        Ok(models)
+    }
+
+    /// The price table file as it is.
+    pub fn text(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(&self.path)?)
+    }
+
     pub fn table(&self) -> arc_swap::Guard<Arc<PriceTable>> {
         self.table.load()
     }

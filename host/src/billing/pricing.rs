@@ -95,8 +95,12 @@ pub struct Units {
 impl PriceTable {
     pub fn load(path: &Path) -> Result<PriceTable> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let table: PriceTable =
-            toml::from_str(&text).with_context(|| format!("invalid price table {}", path.display()))?;
+        PriceTable::parse(&text).with_context(|| format!("invalid price table {}", path.display()))
+    }
+
+    /// Parses and checks a price table.
+    pub fn parse(text: &str) -> Result<PriceTable> {
+        let table: PriceTable = toml::from_str(text)?;
         for (name, m) in &table.groups {
             if m.0.is_sign_negative() {
                 bail!("group '{name}': a multiplier cannot be negative");

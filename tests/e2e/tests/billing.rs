@@ -236,3 +236,26 @@ fn reports_and_logs_show_usage_spending_and_pages() {
     let out = Gateway::cli(&gw.config, &["logs", "--status", "5"]);
     assert!(out.contains("fail-500"), "{out}");
 }
+
+#[test]
+fn prices_are_edited_through_the_admin_api_without_restart() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "pricing");
+    let admin = |method: &str, body: &str| {
+        http::request(&gw.addr, method, "/admin/pricing", &[("authorization", "Bearer admin-secret")], body.as_bytes())
+    };
+    assert!(admin("GET", "").text().contains("gpt-4o-mini"));
+    let initial = gw.balance_micros("e2e");
+    let r = admin("PUT", "[models.\"gpt-4o-mini\"]\ninput_per_million = 0.5\n");
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_pricing"), "a float is refused");
+    assert_eq!(chat(&gw, &gw.key, "gpt-4o-mini", "").status, 200, "the old table still serves");
+    let r = admin("PUT", "[models.\"gpt-4o-mini\"]\nper_call = \"1\"\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(chat(&gw, &gw.key, "gpt-4o-mini", "").status, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == initial - 3_009 - 1_000_000),
+        "the first call at the old prices, the second per call: {}",
+        gw.balance_micros("e2e")
+    );
+    assert_eq!(chat(&gw, &gw.key, "slow-300", "").status, 403, "models no longer in the table are refused");
+}
