@@ -219,7 +219,7 @@ per_second = "0.1""#,
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("p.toml");
         std::fs::write(&f, "[models.m]\nper_call = \"-1\"").unwrap();
-        assert!(PriceTable::load(&f).unwrap_err().to_string().contains("negative"));
+        assert!(format!("{:#}", PriceTable::load(&f).unwrap_err()).contains("negative"));
     }
 
     #[test]
