@@ -41,6 +41,20 @@ pub struct ConsumerRequest {
     pub headers: Vec<wit::Header>,
     pub query: String,
     pub body: Bytes,
+    /// The consumer's `Idempotency-Key`, if it sent a usable one.
+    pub idempotency_key: Option<String>,
+}
+
+impl ConsumerRequest {
+    /// The call's request id: with an `Idempotency-Key`, one derived from it and the consumer
+    /// key, so that a client that repeats a call (a reconnect, a retry after a timeout) is
+    /// charged once for it; else the id the gateway generated.
+    pub fn request_id(&self, generated: String) -> String {
+        match &self.idempotency_key {
+            Some(k) => format!("idem-{}-{k}", self.consumer.key_id),
+            None => generated,
+        }
+    }
 }
 
 /// Authenticates the consumer (401) and reads the body within the limit (413).
@@ -51,8 +65,20 @@ pub async fn read_request(
     let consumer = state.authenticate(&req)?;
     let headers = forwarded_headers(req.headers());
     let query = req.uri().query().unwrap_or("").to_string();
+    let idempotency_key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(k.to_string())
+        }
+        Some(_) => {
+            return Err(crate::server::error::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 128 visible ASCII characters.",
+            ))
+        }
+    };
     let body = state.read_body(req).await?;
-    Ok(ConsumerRequest { consumer, headers, query, body })
+    Ok(ConsumerRequest { consumer, headers, query, body, idempotency_key })
 }
 
 /// Runs a call once `resolve` has found its plugin and channel; a call refused while

@@ -25,7 +25,9 @@ async fn resolve(
     started: Instant,
     request_id: String,
 ) -> Result<Resolved, CallError> {
-    let ConsumerRequest { consumer, headers, query, body } = read_request(state, req).await?;
+    let request = read_request(state, req).await?;
+    let request_id = request.request_id(request_id);
+    let ConsumerRequest { consumer, headers, query, body, .. } = request;
     let model = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_string))

@@ -23,7 +23,9 @@ async fn resolve(
     started: Instant,
     request_id: String,
 ) -> Result<Resolved, CallError> {
-    let ConsumerRequest { consumer, headers, query, body } = read_request(state, req).await?;
+    let request = read_request(state, req).await?;
+    let request_id = request.request_id(request_id);
+    let ConsumerRequest { consumer, headers, query, body, .. } = request;
     let model = requested_model(&body)?;
     let channel = state.channels.for_model(&model).ok_or_else(|| {
         not_found(
