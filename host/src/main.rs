@@ -30,6 +30,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Users: who owns keys and the balance.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Usage, spending and statistics (JSON).
     Report {
         #[command(subcommand)]
@@ -79,9 +84,15 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Starting balance, a decimal amount such as 10 or 2.50.
+        /// Granted to the owner with the key, a decimal amount such as 10 or 2.50.
         #[arg(long, default_value = "0")]
         balance: String,
+        /// The owner (default: a user named like the key, created if missing).
+        #[arg(long)]
+        user: Option<String>,
+        /// The most this key may spend (default: no limit but the owner's balance).
+        #[arg(long)]
+        limit: Option<String>,
         /// Days until the key expires (default: never).
         #[arg(long)]
         expires_in_days: Option<u32>,
@@ -101,12 +112,39 @@ enum KeysCommand {
     },
     /// List consumer keys (without secrets).
     List,
-    /// Add to a key's balance (a ledger entry).
+    /// Add to the balance of the key's owner (a ledger entry).
     Topup {
         /// The key's id, as `keys list` shows it.
         #[arg(long)]
         id: i64,
         /// A decimal amount such as 10 or 2.50.
+        #[arg(long)]
+        amount: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user (prints its id).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// "admin" or "user".
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Pricing group (multiplier in the price table).
+        #[arg(long, default_value = "default")]
+        group: String,
+        /// Granted at creation.
+        #[arg(long, default_value = "0")]
+        balance: String,
+    },
+    /// List users with their balance.
+    List,
+    /// Add to a user's balance (a ledger entry); prints the new balance.
+    Topup {
+        #[arg(long)]
+        name: String,
         #[arg(long)]
         amount: String,
     },
@@ -155,10 +193,10 @@ fn main() -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve => tollgate::serve(config).await,
-            Command::Keys { command: KeysCommand::Create { name, balance, expires_in_days, models } } => {
+            Command::Keys { command: KeysCommand::Create { name, balance, user, limit, expires_in_days, models } } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 let expires_at = expires_in_days.map(|d| tollgate::store::now_unix() + i64::from(d) * 86_400);
-                let new = tollgate::account::NewKey { name, balance, expires_at, models };
+                let new = tollgate::account::NewKey { name, user, balance, limit, expires_at, models };
                 let key = tollgate::account::create_key(&db, &new).await?;
                 println!("{key}");
                 Ok(())
@@ -173,7 +211,7 @@ fn main() -> Result<()> {
             }
             Command::Keys { command: KeysCommand::Topup { id, amount } } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
-                println!("{}", tollgate::account::top_up(&db, id, &amount).await?);
+                println!("{}", tollgate::account::top_up_key(&db, id, &amount).await?);
                 Ok(())
             }
             Command::Keys { command: KeysCommand::List } => {
@@ -191,6 +229,25 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Plugins { command: PluginsCommand::List { json } } => plugins_list(&config, json).await,
+            Command::Users { command } => {
+                let db = tollgate::store::open(&config.database_url()).await?;
+                match command {
+                    UsersCommand::Create { name, role, group, balance } => {
+                        let new = tollgate::account::NewUser { name, password_hash: None, role, group, balance };
+                        println!("{}", tollgate::account::create_user(&db, &new).await?);
+                    }
+                    UsersCommand::List => {
+                        for u in tollgate::account::list_users(&db).await? {
+                            let state = if u.disabled { "disabled" } else { "enabled" };
+                            println!("{}\t{}\t{}\t{}\t{}\t{state}", u.id, u.name, u.role, u.group, u.balance);
+                        }
+                    }
+                    UsersCommand::Topup { name, amount } => {
+                        println!("{}", tollgate::account::top_up(&db, &name, &amount).await?)
+                    }
+                }
+                Ok(())
+            }
             Command::Report { command, from, to } => {
                 use tollgate::admin::reports;
                 let db = tollgate::store::open(&config.database_url()).await?;
@@ -226,7 +283,7 @@ fn main() -> Result<()> {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 let (keys, mismatches, orphans) = tollgate::account::verify_ledger(&db).await?;
                 for m in &mismatches {
-                    println!("key {}: balance {} but ledger sums to {}", m.key_id, m.balance_micros, m.ledger_micros);
+                    println!("{}: stored {} but the ledger says {}", m.account, m.stored_micros, m.ledger_micros);
                 }
                 if orphans > 0 {
                     println!("{orphans} charges without their call record");
@@ -234,7 +291,7 @@ fn main() -> Result<()> {
                 if !mismatches.is_empty() || orphans > 0 {
                     std::process::exit(1);
                 }
-                println!("ledger consistent: {keys} keys");
+                println!("ledger consistent: {keys} users");
                 Ok(())
             }
         }

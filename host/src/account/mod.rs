@@ -1,15 +1,26 @@
-//! Consumers and their API keys.
+//! Users, their consumer API keys, and the money on their accounts.
+//!
+//! A user owns the balance; a key belongs to a user and may carry its own spending limit,
+//! an expiry and a model allow-list. Every change of a balance is a ledger entry
+//! (`ledger.rs` checks the invariants).
 //!
 //! Invariants: a key (`sk-tg-…`) is shown once, at creation, and only its SHA-256 is stored.
 //! The request path checks keys against an in-memory map (`KeyCache`) that a background task
 //! refreshes from the database, so new and disabled keys take effect within
 //! `key_refresh_ms` and a flood of bad keys never reaches the database.
 
-use crate::billing::{Billing, Wallets};
-use crate::store::{now_unix, Db};
-use anyhow::{bail, Context, Result};
+mod keys;
+mod ledger;
+mod users;
+
+pub use keys::{create_key, list_keys, set_disabled, KeyInfo, NewKey};
+pub use ledger::{verify_ledger, LedgerMismatch};
+pub use users::{create_user, list_users, top_up, top_up_key, NewUser, UserInfo};
+
+use crate::billing::{Account, Billing, Wallets};
+use crate::store::Db;
+use anyhow::Result;
 use arc_swap::ArcSwap;
-use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +31,12 @@ use std::time::Duration;
 pub struct Consumer {
     pub key_id: i64,
     pub name: String,
+    /// The user whose balance pays.
+    pub user_id: i64,
+    /// The user's pricing group.
+    pub group: Arc<str>,
+    /// The key has a spending limit of its own.
+    pub limited: bool,
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<i64>,
     /// The models the key may call; `None`: every model.
@@ -30,26 +47,15 @@ impl Consumer {
     pub fn may_use(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
     }
-}
 
-/// The options of a new key.
-#[derive(Debug, Default, Clone)]
-pub struct NewKey {
-    pub name: String,
-    /// A decimal amount.
-    pub balance: String,
-    pub expires_at: Option<i64>,
-    pub models: Vec<String>,
-}
-
-/// A key as the operator sees it (no secret).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KeyInfo {
-    pub id: i64,
-    pub name: String,
-    pub key_prefix: String,
-    pub balance: String,
-    pub disabled: bool,
+    /// The wallet accounts a call of this key draws on.
+    pub fn accounts(&self) -> Vec<Account> {
+        let mut a = vec![Account::User(self.user_id)];
+        if self.limited {
+            a.push(Account::KeyLimit(self.key_id));
+        }
+        a
+    }
 }
 
 /// SHA-256 hashes of enabled keys → consumer.
@@ -74,21 +80,33 @@ impl KeyCache {
             Some(w) => Some(w.sync.lock().await),
             None => None,
         };
-        type Row = (i64, String, String, i64, Option<i64>, Option<String>);
+        type Row = (i64, String, String, Option<i64>, Option<String>, i64, String, i64, Option<i64>, i64);
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, name, key_hash, balance_micros, expires_at, models FROM consumer_keys WHERE disabled = 0",
+            "SELECT k.id, k.name, k.key_hash, k.expires_at, k.models, u.id, u.user_group, u.balance_micros, \
+             k.spend_limit_micros, k.spent_micros \
+             FROM consumer_keys k JOIN users u ON u.id = k.user_id WHERE k.disabled = 0 AND u.disabled = 0",
         )
         .fetch_all(db)
         .await?;
         if let Some(w) = wallets {
-            w.set_db_balances(rows.iter().map(|r| (r.0, r.3)));
+            w.set_db_balances(rows.iter().map(|r| (Account::User(r.5), r.7)));
+            w.set_db_balances(rows.iter().filter_map(|r| r.8.map(|limit| (Account::KeyLimit(r.0), limit - r.9))));
         }
         let mut map = HashMap::with_capacity(rows.len());
-        for (key_id, name, key_hash, _, expires_at, models) in rows {
+        for (key_id, name, key_hash, expires_at, models, user_id, group, _, limit, _) in rows {
             let models = models.map(|m| m.split(',').map(str::to_string).collect::<Vec<_>>().into());
             let mut h = [0u8; 32];
             if hex::decode_to_slice(&key_hash, &mut h).is_ok() {
-                map.insert(h, Consumer { key_id, name, expires_at, models });
+                let consumer = Consumer {
+                    key_id,
+                    name,
+                    user_id,
+                    group: group.into(),
+                    limited: limit.is_some(),
+                    expires_at,
+                    models,
+                };
+                map.insert(h, consumer);
             }
         }
         self.keys.store(Arc::new(map));
@@ -105,7 +123,9 @@ impl KeyCache {
                 // Every change bumps a key's updated_at, so the sum only grows: a change is
                 // never mistaken for "no change".
                 let fingerprint: Result<(i64, i64, i64), _> = sqlx::query_as(
-                    "SELECT COUNT(*), COALESCE(SUM(updated_at), 0), COALESCE(SUM(disabled), 0) FROM consumer_keys",
+                    "SELECT (SELECT COUNT(*) FROM consumer_keys) + (SELECT COUNT(*) FROM users), \
+                     (SELECT COALESCE(SUM(updated_at), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(updated_at), 0) FROM users), \
+                     (SELECT COALESCE(SUM(disabled), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(disabled), 0) FROM users)",
                 )
                 .fetch_one(&db)
                 .await;
@@ -122,120 +142,8 @@ impl KeyCache {
     }
 }
 
-fn hash(key: &str) -> [u8; 32] {
+pub(crate) fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-/// Creates a consumer key and returns it; the only time the key exists in clear.
-pub async fn create_key(db: &Db, new: &NewKey) -> Result<String> {
-    let name = new.name.as_str();
-    if name.trim().is_empty() {
-        bail!("the key needs a name (--name)");
-    }
-    if new.models.iter().any(|m| m.is_empty() || m.contains(',')) {
-        bail!("model names in the allow-list must be non-empty and contain no comma");
-    }
-    let balance_micros = parse_money(&new.balance)?;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let secret: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
-    let key = format!("sk-tg-{secret}");
-    let now = now_unix();
-    let mut tx = db.begin().await?;
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO consumer_keys (name, key_hash, key_prefix, balance_micros, disabled, created_at, updated_at, \
-         expires_at, models) VALUES ($1, $2, $3, $4, 0, $5, $5, $6, $7) RETURNING id",
-    )
-    .bind(name)
-    .bind(hex::encode(hash(&key)))
-    .bind(&key[..10])
-    .bind(balance_micros)
-    .bind(now)
-    .bind(new.expires_at)
-    .bind((!new.models.is_empty()).then(|| new.models.join(",")))
-    .fetch_one(&mut *tx)
-    .await
-    .context("storing the new key")?;
-    if balance_micros != 0 {
-        sqlx::query(
-            "INSERT INTO ledger (entry_id, key_id, amount_micros, kind, created_at) VALUES ($1, $2, $3, 'grant', $4)",
-        )
-        .bind(format!("grant-{id}"))
-        .bind(id)
-        .bind(balance_micros)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(key)
-}
-
-/// Disables or enables a key; the running gateway refuses or accepts it within
-/// `key_refresh_ms`.
-pub async fn set_disabled(db: &Db, key_id: i64, disabled: bool) -> Result<()> {
-    let updated = sqlx::query("UPDATE consumer_keys SET disabled = $1, updated_at = updated_at + 1 WHERE id = $2")
-        .bind(disabled as i64)
-        .bind(key_id)
-        .execute(db)
-        .await?
-        .rows_affected();
-    if updated != 1 {
-        bail!("no consumer key with id {key_id} ('tollgate keys list' shows the ids)");
-    }
-    Ok(())
-}
-
-/// Adds `amount` to a key's balance (a ledger entry and the balance, in one transaction);
-/// returns the new balance. The running gateway sees it within `key_refresh_ms`.
-pub async fn top_up(db: &Db, key_id: i64, amount: &str) -> Result<String> {
-    let micros = parse_money(amount)?;
-    let now = now_unix();
-    let mut tx = db.begin().await?;
-    let updated = sqlx::query(
-        "UPDATE consumer_keys SET balance_micros = balance_micros + $1, updated_at = updated_at + 1 WHERE id = $2",
-    )
-    .bind(micros)
-    .bind(key_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if updated != 1 {
-        bail!("no consumer key with id {key_id} ('tollgate keys list' shows the ids)");
-    }
-    let entry = format!("topup-{key_id}-{now}-{:016x}", rand::random::<u64>());
-    sqlx::query(
-        "INSERT INTO ledger (entry_id, key_id, amount_micros, kind, created_at) VALUES ($1, $2, $3, 'topup', $4)",
-    )
-    .bind(entry)
-    .bind(key_id)
-    .bind(micros)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    let (balance,): (i64,) = sqlx::query_as("SELECT balance_micros FROM consumer_keys WHERE id = $1")
-        .bind(key_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(format_money(balance))
-}
-
-pub async fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
-    let rows: Vec<(i64, String, String, i64, i64)> =
-        sqlx::query_as("SELECT id, name, key_prefix, balance_micros, disabled FROM consumer_keys ORDER BY id")
-            .fetch_all(db)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, name, key_prefix, micros, disabled)| KeyInfo {
-            id,
-            name,
-            key_prefix,
-            balance: format_money(micros),
-            disabled: disabled != 0,
-        })
-        .collect())
 }
 
 /// Parses a decimal amount ("12", "0.5", "3.000001") into millionths, exactly.
@@ -278,38 +186,4 @@ mod tests {
         assert_eq!(format_money(3_000_001), "3.000001");
         assert_eq!(format_money(-5), "-0.000005");
     }
-}
-
-/// One key whose balance disagrees with its ledger.
-#[derive(Debug)]
-pub struct LedgerMismatch {
-    pub key_id: i64,
-    pub balance_micros: i64,
-    pub ledger_micros: i64,
-}
-
-/// Checks the money invariants: every balance equals the sum of its ledger entries, and every
-/// charge in the ledger has its call record (they are written in one transaction; records
-/// older than the retention window are pruned, so only newer charges are checked). Returns
-/// the number of keys checked, the mismatches, and the orphan charges.
-pub async fn verify_ledger(db: &Db) -> Result<(usize, Vec<LedgerMismatch>, i64)> {
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT k.id, k.balance_micros, COALESCE((SELECT SUM(l.amount_micros) FROM ledger l WHERE l.key_id = k.id), 0) \
-         FROM consumer_keys k ORDER BY k.id",
-    )
-    .fetch_all(db)
-    .await?;
-    let (orphans,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM ledger l WHERE l.kind = 'charge' \
-         AND l.created_at >= (SELECT COALESCE(MIN(created_at), 9223372036854775807) FROM call_log) \
-         AND NOT EXISTS (SELECT 1 FROM call_log c WHERE c.request_id = l.entry_id)",
-    )
-    .fetch_one(db)
-    .await?;
-    let mismatches = rows
-        .iter()
-        .filter(|(_, b, l)| b != l)
-        .map(|&(key_id, balance_micros, ledger_micros)| LedgerMismatch { key_id, balance_micros, ledger_micros })
-        .collect();
-    Ok((rows.len(), mismatches, orphans))
 }

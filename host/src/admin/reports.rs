@@ -50,14 +50,15 @@ pub async fn usage(db: &Db, period: &str, range: Range) -> Result<Value> {
     Ok(json!({ "period": period, "data": data }))
 }
 
-/// Per consumer key: calls, spending, balance.
+/// Per consumer key: calls, spending, and its owner's balance.
 pub async fn keys(db: &Db, range: Range) -> Result<Value> {
     let (from, to) = range.bounds();
     type Row = (i64, String, i64, i64, i64, i64);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT k.id, k.name, k.balance_micros, COUNT(c.id), COALESCE(SUM(c.charge_micros), 0), \
+        "SELECT k.id, k.name, u.balance_micros, COUNT(c.id), COALESCE(SUM(c.charge_micros), 0), \
          COALESCE(SUM(CASE WHEN c.status >= 400 THEN 1 ELSE 0 END), 0) \
-         FROM consumer_keys k LEFT JOIN call_log c ON c.key_id = k.id AND c.created_at >= $1 AND c.created_at < $2 \
+         FROM consumer_keys k JOIN users u ON u.id = k.user_id \
+         LEFT JOIN call_log c ON c.key_id = k.id AND c.created_at >= $1 AND c.created_at < $2 \
          GROUP BY k.id ORDER BY k.id",
     )
     .bind(from)

@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-pub use wallet::{Reservation, Wallets};
+pub use wallet::{Account, Reservation, Wallets};
 
 pub struct Billing {
     table: ArcSwap<PriceTable>,
@@ -49,6 +49,8 @@ pub struct Meter {
 pub struct Charge {
     pub micros: i64,
     pub estimated: bool,
+    /// The charge also counts against the key's spending limit.
+    pub key_limited: bool,
 }
 
 impl Billing {
@@ -104,7 +106,15 @@ impl Billing {
     }
 
     /// Prices and reserves a call before it starts; the error is what the consumer is told.
-    pub fn start(&self, key_id: i64, group: &str, model: &str, op: &str, body: &[u8]) -> Result<Meter, Refusal> {
+    /// `accounts`: the user's balance, and the key's limit when it has one.
+    pub fn start(
+        &self,
+        accounts: &[Account],
+        group: &str,
+        model: &str,
+        op: &str,
+        body: &[u8],
+    ) -> Result<Meter, Refusal> {
         let table = self.table();
         let Some(price) = table.model(model) else {
             return Err(Refusal::NotPriced);
@@ -119,10 +129,11 @@ impl Billing {
             ..Units::default()
         };
         let amount = price.cost_micros(&reserve_units, multiplier);
-        let reservation = self
-            .wallets
-            .reserve(key_id, amount)
-            .map_err(|e| Refusal::Insufficient { available: e.available, needed: e.needed })?;
+        let reservation = self.wallets.reserve(accounts, amount).map_err(|e| Refusal::Insufficient {
+            account: e.account,
+            available: e.available,
+            needed: e.needed,
+        })?;
         Ok(Meter {
             reservation,
             price: price.clone(),
@@ -142,8 +153,9 @@ impl Billing {
     pub fn settle(&self, meter: Meter, usage: &wit::Usage, delivered_events: Option<u64>) -> Charge {
         let (units, estimated) = meter.units(usage, delivered_events);
         let micros = meter.price.cost_micros(&units, meter.multiplier);
+        let key_limited = meter.reservation.accounts.iter().any(|a| matches!(a, Account::KeyLimit(_)));
         self.wallets.settle(meter.reservation, micros);
-        Charge { micros, estimated }
+        Charge { micros, estimated, key_limited }
     }
 }
 
@@ -177,7 +189,7 @@ impl Meter {
 #[derive(Debug, Clone, Copy)]
 pub enum Refusal {
     NotPriced,
-    Insufficient { available: i64, needed: i64 },
+    Insufficient { account: Account, available: i64, needed: i64 },
 }
 
 /// Upper bounds read from the request body.
@@ -243,35 +255,40 @@ mod tests {
     #[test]
     fn unpriced_models_and_small_balances_are_refused_before_the_call() {
         let b = billing(PRICES);
-        b.wallets.set_db_balances([(1, 1_000)]);
-        assert!(matches!(b.start(1, "default", "free-lunch", "chat", b"{}"), Err(Refusal::NotPriced)));
+        let (u1, u2) = (Account::User(1), Account::User(2));
+        b.wallets.set_db_balances([(u1, 1_000)]);
+        assert!(matches!(b.start(&[u1], "default", "free-lunch", "chat", b"{}"), Err(Refusal::NotPriced)));
         // 100 output tokens at 2 per million reserve 200 micros, plus the input estimate.
-        let m = b.start(1, "default", "m", "chat", br#"{"messages":[]}"#).unwrap();
+        let m = b.start(&[u1], "default", "m", "chat", br#"{"messages":[]}"#).unwrap();
         assert!(m.reservation.amount >= 200);
-        b.wallets.set_db_balances([(2, 10)]);
-        assert!(matches!(b.start(2, "default", "m", "chat", b"{}"), Err(Refusal::Insufficient { available: 10, .. })));
+        b.wallets.set_db_balances([(u2, 10)]);
+        assert!(matches!(
+            b.start(&[u2], "default", "m", "chat", b"{}"),
+            Err(Refusal::Insufficient { available: 10, .. })
+        ));
         b.release(m);
-        assert_eq!(b.wallets.available(1), 1_000);
+        assert_eq!(b.wallets.available(u1), 1_000);
     }
 
     #[test]
     fn reported_usage_is_billed_and_missing_usage_is_estimated() {
         let b = billing(PRICES);
-        b.wallets.set_db_balances([(1, 1_000_000)]);
-        let m = b.start(1, "default", "m", "chat", br#"{"max_tokens":10}"#).unwrap();
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 1_000_000)]);
+        let m = b.start(&[u1], "default", "m", "chat", br#"{"max_tokens":10}"#).unwrap();
         let usage = wit::Usage { input_tokens: Some(1000), output_tokens: Some(500), ..wit::Usage::default() };
         let c = b.settle(m, &usage, None);
         assert_eq!((c.micros, c.estimated), (1000 + 1000, false));
 
         // A stream cut before its usage chunk: 7 delivered events bill as 7 output tokens.
         let body = br#"{"messages":[{"role":"user","content":"hello"}]}"#;
-        let m = b.start(1, "default", "m", "chat", body).unwrap();
+        let m = b.start(&[u1], "default", "m", "chat", body).unwrap();
         let c = b.settle(m, &wit::Usage::default(), Some(7));
         assert!(c.estimated);
         assert_eq!(c.micros, (body.len() as u64).div_ceil(2) as i64 + 14);
 
         // Characters, as the vendor counts them, else as the host counts them.
-        let m = b.start(1, "default", "tts", "speech", r#"{"input":"你好"}"#.as_bytes()).unwrap();
+        let m = b.start(&[u1], "default", "tts", "speech", r#"{"input":"你好"}"#.as_bytes()).unwrap();
         assert_eq!(m.reservation.amount, 4_000);
         let c = b.settle(m, &wit::Usage::default(), None);
         assert_eq!((c.micros, c.estimated), (4_000, true));

@@ -7,7 +7,7 @@
 //! records of one open window.
 
 use super::Db;
-use crate::billing::Billing;
+use crate::billing::{Account, Billing};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,8 @@ const QUEUE: usize = 65_536;
 pub struct CallRecord {
     pub request_id: String,
     pub key_id: Option<i64>,
+    /// The user whose balance pays the charge.
+    pub user_id: Option<i64>,
     pub channel: Option<String>,
     pub plugin: Option<String>,
     pub model: Option<String>,
@@ -40,6 +42,8 @@ pub struct CallRecord {
     pub charge_micros: i64,
     /// Some billed units were estimated by the gateway, not reported by the vendor.
     pub estimated: bool,
+    /// The charge also counts against the key's spending limit.
+    pub key_limited: bool,
     pub created_at: i64,
 }
 
@@ -118,7 +122,7 @@ async fn write_loop(
                     if let Some(b) = &billing {
                         for (r, applied) in batch.iter().zip(applied) {
                             if r.charge_micros != 0 {
-                                b.wallets.committed(r.key_id.unwrap_or_default(), r.charge_micros, applied);
+                                commit_in_wallets(b, r, applied);
                             }
                         }
                     }
@@ -134,7 +138,7 @@ async fn write_loop(
                     if let Some(b) = &billing {
                         for r in batch.iter().filter(|r| r.charge_micros != 0) {
                             tracing::error!(request_id = %r.request_id, key_id = r.key_id, charge_micros = r.charge_micros, "charge not recorded");
-                            b.wallets.dropped(r.key_id.unwrap_or_default(), r.charge_micros);
+                            commit_in_wallets(b, r, false);
                         }
                     }
                     break;
@@ -142,6 +146,14 @@ async fn write_loop(
             }
         }
         batch.clear();
+    }
+}
+
+/// Ends a charge's pending state in the wallets it was settled on.
+fn commit_in_wallets(b: &Billing, r: &CallRecord, applied: bool) {
+    b.wallets.committed(Account::User(r.user_id.unwrap_or_default()), r.charge_micros, applied);
+    if r.key_limited {
+        b.wallets.committed(Account::KeyLimit(r.key_id.unwrap_or_default()), r.charge_micros, applied);
     }
 }
 
@@ -186,11 +198,12 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
     let mut inserted = std::collections::HashSet::new();
     for rows in charges.chunks(4000) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO ledger (entry_id, key_id, amount_micros, kind, created_at) ",
+            "INSERT INTO ledger (entry_id, key_id, user_id, amount_micros, kind, created_at) ",
         );
         q.push_values(rows, |mut b, r| {
             b.push_bind(&r.request_id)
                 .push_bind(r.key_id.unwrap_or_default())
+                .push_bind(r.user_id.unwrap_or_default())
                 .push_bind(-r.charge_micros)
                 .push_bind("charge")
                 .push_bind(r.created_at);
@@ -201,19 +214,28 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
     }
 
     // A request id's charge applies once: to its first record, if the ledger took it.
+    let mut per_user: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
     let mut per_key: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
     let applied: Vec<bool> = batch
         .iter()
         .map(|r| {
             let applied = r.charge_micros != 0 && inserted.remove(&r.request_id);
             if applied {
+                *per_user.entry(r.user_id.unwrap_or_default()).or_default() += r.charge_micros;
                 *per_key.entry(r.key_id.unwrap_or_default()).or_default() += r.charge_micros;
             }
             applied
         })
         .collect();
+    for (user_id, total) in per_user {
+        sqlx::query("UPDATE users SET balance_micros = balance_micros - $1 WHERE id = $2")
+            .bind(total)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     for (key_id, total) in per_key {
-        sqlx::query("UPDATE consumer_keys SET balance_micros = balance_micros - $1 WHERE id = $2")
+        sqlx::query("UPDATE consumer_keys SET spent_micros = spent_micros + $1 WHERE id = $2")
             .bind(total)
             .bind(key_id)
             .execute(&mut *tx)
@@ -231,6 +253,7 @@ mod tests {
         CallRecord {
             request_id: request_id.into(),
             key_id: Some(key_id),
+            user_id: Some(1),
             op: "chat".into(),
             status: 200,
             charge_micros: micros,
@@ -255,8 +278,7 @@ mod tests {
         assert_eq!(applied, [false, true]);
         let (keys, mismatches, orphans) = crate::account::verify_ledger(&db).await.unwrap();
         assert_eq!((keys, mismatches.len(), orphans), (1, 0, 0));
-        let (balance,): (i64,) =
-            sqlx::query_as("SELECT balance_micros FROM consumer_keys").fetch_one(&db).await.unwrap();
+        let (balance,): (i64,) = sqlx::query_as("SELECT balance_micros FROM users").fetch_one(&db).await.unwrap();
         assert_eq!(balance, 1_000_000 - 305);
     }
 }

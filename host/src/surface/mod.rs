@@ -6,7 +6,7 @@ pub mod native;
 pub mod openai;
 
 use crate::account::{format_money, Consumer};
-use crate::billing::{Meter, Refusal};
+use crate::billing::{Account, Meter, Refusal};
 use crate::exchange::{self, CallContext, CallError, Outcome, StreamReport};
 use crate::keypool::health::KeyOutcome;
 use crate::keypool::Channel;
@@ -112,7 +112,7 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     // Billing: priced and reserved before the upstream is called (402/403 otherwise).
     let meter = match &state.billing {
         None => None,
-        Some(b) => match b.start(r.consumer.key_id, "default", &r.model, &r.op, &r.body) {
+        Some(b) => match b.start(&r.consumer.accounts(), &r.consumer.group, &r.model, &r.op, &r.body) {
             Ok(m) => Some(m),
             Err(refusal) => return finish_error(state, &r, refusal_error(&r.model, refusal)),
         },
@@ -149,6 +149,7 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
                 let charge = b.settle(m, &report.usage, Some(report.delivered_events));
                 rec.charge_micros = charge.micros;
                 rec.estimated = charge.estimated;
+                rec.key_limited = charge.key_limited;
             }
         }
         call_log.record(rec);
@@ -178,6 +179,7 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
                     let charge = b.settle(m, &usage, None);
                     rec.charge_micros = charge.micros;
                     rec.estimated = charge.estimated;
+                    rec.key_limited = charge.key_limited;
                 } else {
                     b.release(m);
                 }
@@ -197,7 +199,9 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
             rec.status = response.status().as_u16();
             if let (Some(b), Some(m)) = (&state.billing, take(&meter)) {
                 if response.status().is_success() {
-                    rec.charge_micros = b.settle(m, &wit::Usage::default(), None).micros;
+                    let charge = b.settle(m, &wit::Usage::default(), None);
+                    rec.charge_micros = charge.micros;
+                    rec.key_limited = charge.key_limited;
                 } else {
                     b.release(m);
                 }
@@ -325,12 +329,22 @@ fn refusal_error(model: &str, refusal: Refusal) -> CallError {
             "model_not_priced",
             format!("The model '{model}' has no price on this gateway; the operator must add it to the price table."),
         ),
-        Refusal::Insufficient { available, needed } => CallError::new(
+        Refusal::Insufficient { account: Account::User(_), available, needed } => CallError::new(
             402,
             "insufficient_quota",
             "insufficient_balance",
             format!(
                 "Your balance ({}) cannot cover this call, which reserves up to {}. Top up, or lower max_tokens.",
+                format_money(available),
+                format_money(needed)
+            ),
+        ),
+        Refusal::Insufficient { account: Account::KeyLimit(_), available, needed } => CallError::new(
+            402,
+            "insufficient_quota",
+            "key_limit_reached",
+            format!(
+                "This API key's spending limit has {} left; this call reserves up to {}.",
                 format_money(available),
                 format_money(needed)
             ),
@@ -359,6 +373,7 @@ fn draft_record(r: &Resolved) -> CallRecord {
     CallRecord {
         request_id: r.request_id.clone(),
         key_id: Some(r.consumer.key_id),
+        user_id: Some(r.consumer.user_id),
         channel: Some(r.channel.name.clone()),
         plugin: Some(r.plugin.name().to_string()),
         model: Some(r.model.clone()),

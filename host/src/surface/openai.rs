@@ -95,7 +95,9 @@ pub async fn user_info(state: &AppState, req: &Request<Incoming>) -> Response {
     let (calls, spent) = usage.unwrap_or_default();
     let (balance, currency) = match &state.billing {
         Some(b) => (
-            serde_json::Value::String(crate::account::format_money(b.wallets.available(consumer.key_id))),
+            serde_json::Value::String(crate::account::format_money(
+                b.wallets.available(crate::billing::Account::User(consumer.user_id)),
+            )),
             serde_json::Value::String(b.table().currency.clone()),
         ),
         None => (serde_json::Value::Null, serde_json::Value::Null),

@@ -287,3 +287,36 @@ fn a_client_that_repeats_a_call_with_an_idempotency_key_pays_once() {
     assert!(ok, "{out}");
     assert_eq!(send("bad key with spaces").status, 400);
 }
+
+#[test]
+fn keys_of_one_user_share_its_balance_and_a_key_limit_binds_that_key_only() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "users");
+    Gateway::cli(&gw.config, &["users", "create", "--name", "acme", "--balance", "5"]);
+    let a = Gateway::cli(&gw.config, &["keys", "create", "--name", "acme-a", "--user", "acme"]).trim().to_string();
+    // Limit 1.5: one call reserves ~1.0 (1000 output tokens at 1000 per million).
+    let b = Gateway::cli(&gw.config, &["keys", "create", "--name", "acme-b", "--user", "acme", "--limit", "1.5"])
+        .trim()
+        .to_string();
+    assert!(eventually(Duration::from_secs(5), || chat(&gw, &a, "gpt-4o-mini", "").status == 200));
+    assert_eq!(chat(&gw, &b, "gpt-4o-mini", "").status, 200);
+    // Both keys charged the one balance: 5 - 2 × 3009 micros.
+    assert!(
+        eventually(Duration::from_secs(5), || gw.balance_micros("acme-a") == 5_000_000 - 2 * 3_009
+            && gw.balance_micros("acme-b") == 5_000_000 - 2 * 3_009),
+        "{}",
+        Gateway::cli(&gw.config, &["keys", "list"])
+    );
+    // Key b has 1.5 - 0.003009 left: a second full reservation does not fit its limit...
+    assert_eq!(chat(&gw, &b, "gpt-4o-mini", "").status, 200);
+    assert!(eventually(Duration::from_secs(5), || gw.balance_micros("acme-a") == 5_000_000 - 3 * 3_009));
+    let r = chat(&gw, &b, "gpt-4o-mini", r#","max_tokens":1500"#);
+    assert_eq!((r.status, r.error_code().as_str()), (402, "key_limit_reached"), "{}", r.text());
+    // ...while key a still spends the user's balance.
+    assert_eq!(chat(&gw, &a, "gpt-4o-mini", r#","max_tokens":1500"#).status, 200);
+    Gateway::cli(&gw.config, &["users", "topup", "--name", "acme", "--amount", "1"]);
+    let users = Gateway::cli(&gw.config, &["users", "list"]);
+    assert!(users.contains("acme"), "{users}");
+    let (ok, out) = gw.verify_ledger();
+    assert!(ok, "{out}");
+}

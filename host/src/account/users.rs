@@ -1,0 +1,155 @@
+//! Users: who owns keys and the balance. Every balance change is a ledger entry written in the
+//! same transaction as the balance.
+
+use super::{format_money, parse_money};
+use crate::store::{now_unix, Db};
+use anyhow::{bail, Context, Result};
+use sqlx::{Sqlite, Transaction};
+
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    pub name: String,
+    /// Already hashed (argon2id), or `None`: the user cannot log in.
+    pub password_hash: Option<String>,
+    /// "admin" or "user".
+    pub role: String,
+    pub group: String,
+    /// A decimal amount granted at creation.
+    pub balance: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserInfo {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub group: String,
+    pub balance: String,
+    pub disabled: bool,
+}
+
+pub async fn create_user(db: &Db, new: &NewUser) -> Result<i64> {
+    if new.name.trim().is_empty() {
+        bail!("the user needs a name");
+    }
+    if !matches!(new.role.as_str(), "admin" | "user") {
+        bail!("role must be 'admin' or 'user'");
+    }
+    let grant = parse_money(&new.balance)?;
+    let now = now_unix();
+    let mut tx = db.begin().await?;
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO users (name, password_hash, role, user_group, balance_micros, disabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 0, 0, $5, $5) RETURNING id",
+    )
+    .bind(&new.name)
+    .bind(&new.password_hash)
+    .bind(&new.role)
+    .bind(if new.group.is_empty() { "default" } else { new.group.as_str() })
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .with_context(|| format!("creating user '{}' (is the name taken?)", new.name))?;
+    if grant != 0 {
+        credit(&mut tx, id, None, grant, "grant", &format!("grant-user-{id}")).await?;
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The id of the user `name`; created (no password, role user) if `create` and missing.
+pub(super) async fn find_or_create(tx: &mut Transaction<'_, Sqlite>, name: &str, create: bool) -> Result<i64> {
+    if let Some((id,)) =
+        sqlx::query_as::<_, (i64,)>("SELECT id FROM users WHERE name = $1").bind(name).fetch_optional(&mut **tx).await?
+    {
+        return Ok(id);
+    }
+    if !create {
+        bail!("no user named '{name}' ('tollgate users create --name {name}' creates one)");
+    }
+    let now = now_unix();
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO users (name, role, user_group, balance_micros, disabled, created_at, updated_at) \
+         VALUES ($1, 'user', 'default', 0, 0, $2, $2) RETURNING id",
+    )
+    .bind(name)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+/// Adds `micros` to a user's balance with its ledger entry, in `tx`.
+pub(super) async fn credit(
+    tx: &mut Transaction<'_, Sqlite>,
+    user_id: i64,
+    key_id: Option<i64>,
+    micros: i64,
+    kind: &str,
+    entry_id: &str,
+) -> Result<()> {
+    let now = now_unix();
+    sqlx::query(
+        "INSERT INTO ledger (entry_id, key_id, user_id, amount_micros, kind, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(entry_id)
+    .bind(key_id.unwrap_or(0))
+    .bind(user_id)
+    .bind(micros)
+    .bind(kind)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    // updated_at moves so that running gateways re-read the balance.
+    sqlx::query("UPDATE users SET balance_micros = balance_micros + $1, updated_at = updated_at + 1 WHERE id = $2")
+        .bind(micros)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Tops up the user `name`; returns the new balance. Running gateways see it within
+/// `key_refresh_ms`.
+pub async fn top_up(db: &Db, name: &str, amount: &str) -> Result<String> {
+    let micros = parse_money(amount)?;
+    let mut tx = db.begin().await?;
+    let user_id = find_or_create(&mut tx, name, false).await?;
+    let entry = format!("topup-{user_id}-{}-{:016x}", now_unix(), rand::random::<u64>());
+    credit(&mut tx, user_id, None, micros, "topup", &entry).await?;
+    let (balance,): (i64,) =
+        sqlx::query_as("SELECT balance_micros FROM users WHERE id = $1").bind(user_id).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(format_money(balance))
+}
+
+/// Tops up the owner of key `key_id`.
+pub async fn top_up_key(db: &Db, key_id: i64, amount: &str) -> Result<String> {
+    let owner: Option<(String,)> =
+        sqlx::query_as("SELECT u.name FROM consumer_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1")
+            .bind(key_id)
+            .fetch_optional(db)
+            .await?;
+    match owner {
+        Some((name,)) => top_up(db, &name, amount).await,
+        None => bail!("no consumer key with id {key_id} ('tollgate keys list' shows the ids)"),
+    }
+}
+
+pub async fn list_users(db: &Db) -> Result<Vec<UserInfo>> {
+    let rows: Vec<(i64, String, String, String, i64, i64)> =
+        sqlx::query_as("SELECT id, name, role, user_group, balance_micros, disabled FROM users ORDER BY id")
+            .fetch_all(db)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, role, group, balance, disabled)| UserInfo {
+            id,
+            name,
+            role,
+            group,
+            balance: format_money(balance),
+            disabled: disabled != 0,
+        })
+        .collect())
+}
