@@ -74,7 +74,9 @@ pub async fn serve(config: config::Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db, billing));
+    let sessions =
+        account::session::Sessions::new(config.jwt_secret.as_deref(), &config.data_dir, config.session_ttl_hours)?;
+    let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db, billing, sessions));
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.registry.current().len(), "tollgate serving");

@@ -129,6 +129,9 @@ enum UsersCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// Lets the user sign in (POST /v1/auth/login); without it the user only owns keys.
+        #[arg(long)]
+        password: Option<String>,
         /// "admin" or "user".
         #[arg(long, default_value = "user")]
         role: String,
@@ -217,13 +220,11 @@ fn main() -> Result<()> {
             Command::Keys { command: KeysCommand::List } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 for k in tollgate::account::list_keys(&db).await? {
+                    let state = if k.disabled { "disabled" } else { "enabled" };
+                    let limit = k.limit.map(|l| format!("limit {l}, spent {}", k.spent)).unwrap_or_default();
                     println!(
-                        "{}\t{}\t{}…\t{}\t{}",
-                        k.id,
-                        k.name,
-                        k.key_prefix,
-                        k.balance,
-                        if k.disabled { "disabled" } else { "enabled" }
+                        "{}\t{}\t{}…\t{}\t{state}\tuser {}\t{limit}",
+                        k.id, k.name, k.key_prefix, k.balance, k.user
                     );
                 }
                 Ok(())
@@ -232,8 +233,10 @@ fn main() -> Result<()> {
             Command::Users { command } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 match command {
-                    UsersCommand::Create { name, role, group, balance } => {
-                        let new = tollgate::account::NewUser { name, password_hash: None, role, group, balance };
+                    UsersCommand::Create { name, password, role, group, balance } => {
+                        let password_hash =
+                            password.map(|p| tollgate::account::session::hash_password(&p)).transpose()?;
+                        let new = tollgate::account::NewUser { name, password_hash, role, group, balance };
                         println!("{}", tollgate::account::create_user(&db, &new).await?);
                     }
                     UsersCommand::List => {

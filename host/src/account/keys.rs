@@ -45,8 +45,10 @@ pub async fn create_key(db: &Db, new: &NewKey) -> Result<String> {
     let grant = parse_money(&new.balance)?;
     let limit = new.limit.as_deref().map(parse_money).transpose()?;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let secret: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let secret: String = {
+        let mut rng = rand::rng(); // not Send: dropped before the first await
+        (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    };
     let key = format!("sk-tg-{secret}");
     let now = now_unix();
     let mut tx = db.begin().await?;
@@ -74,13 +76,20 @@ pub async fn create_key(db: &Db, new: &NewKey) -> Result<String> {
     Ok(key)
 }
 
-/// Disables or enables a key; the running gateway refuses or accepts it within
-/// `key_refresh_ms`.
+/// Disables or enables a key (of `owner` only, when given); the running gateway refuses or
+/// accepts it within `key_refresh_ms`.
 pub async fn set_disabled(db: &Db, key_id: i64, disabled: bool) -> Result<()> {
-    let updated = sqlx::query("UPDATE consumer_keys SET disabled = $1, updated_at = updated_at + 1 WHERE id = $2")
-        .bind(disabled as i64)
-        .bind(key_id)
-        .execute(db)
+    set_disabled_of(db, key_id, None, disabled).await
+}
+
+pub async fn set_disabled_of(db: &Db, key_id: i64, owner: Option<i64>, disabled: bool) -> Result<()> {
+    let updated = sqlx::query(
+        "UPDATE consumer_keys SET disabled = $1, updated_at = updated_at + 1 WHERE id = $2 AND ($3 IS NULL OR user_id = $3)",
+    )
+    .bind(disabled as i64)
+    .bind(key_id)
+    .bind(owner)
+    .execute(db)
         .await?
         .rows_affected();
     if updated != 1 {
@@ -90,11 +99,17 @@ pub async fn set_disabled(db: &Db, key_id: i64, disabled: bool) -> Result<()> {
 }
 
 pub async fn list_keys(db: &Db) -> Result<Vec<KeyInfo>> {
+    list_keys_of(db, None).await
+}
+
+/// The keys of one user (`Some`), or of everyone.
+pub async fn list_keys_of(db: &Db, user_id: Option<i64>) -> Result<Vec<KeyInfo>> {
     type Row = (i64, String, String, i64, i64, String, Option<i64>, i64);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT k.id, k.name, k.key_prefix, u.balance_micros, k.disabled, u.name, k.spend_limit_micros, k.spent_micros \
-         FROM consumer_keys k JOIN users u ON u.id = k.user_id ORDER BY k.id",
+         FROM consumer_keys k JOIN users u ON u.id = k.user_id WHERE ($1 IS NULL OR k.user_id = $1) ORDER BY k.id",
     )
+    .bind(user_id)
     .fetch_all(db)
     .await?;
     Ok(rows

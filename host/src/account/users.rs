@@ -137,10 +137,31 @@ pub async fn top_up_key(db: &Db, key_id: i64, amount: &str) -> Result<String> {
 }
 
 pub async fn list_users(db: &Db) -> Result<Vec<UserInfo>> {
-    let rows: Vec<(i64, String, String, String, i64, i64)> =
-        sqlx::query_as("SELECT id, name, role, user_group, balance_micros, disabled FROM users ORDER BY id")
-            .fetch_all(db)
+    list_users_where(db, None).await
+}
+
+/// What login needs: id, password hash, role, disabled.
+pub async fn credentials(db: &Db, name: &str) -> Result<Option<(i64, Option<String>, String, bool)>> {
+    let row: Option<(i64, Option<String>, String, i64)> =
+        sqlx::query_as("SELECT id, password_hash, role, disabled FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(db)
             .await?;
+    Ok(row.map(|(id, hash, role, disabled)| (id, hash, role, disabled != 0)))
+}
+
+/// One user, if it exists.
+pub async fn get_user(db: &Db, id: i64) -> Result<Option<UserInfo>> {
+    Ok(list_users_where(db, Some(id)).await?.into_iter().next())
+}
+
+async fn list_users_where(db: &Db, id: Option<i64>) -> Result<Vec<UserInfo>> {
+    let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, name, role, user_group, balance_micros, disabled FROM users WHERE ($1 IS NULL OR id = $1) ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(id, name, role, group, balance, disabled)| UserInfo {

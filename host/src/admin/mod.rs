@@ -2,6 +2,8 @@
 //! Reports: `GET /admin/reports/usage?period=day|month`, `/admin/reports/keys`,
 //! `/admin/stats`, `/admin/logs?key_id=&model=&channel=&status=&before_id=&limit=`; every
 //! report takes `from` and `to` (unix seconds).
+//! Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup`, `POST /admin/keys`,
+//! `POST /admin/keys/{id}/disable|enable`. Access: `admin_token`, or an admin user's session.
 //! Prices: `GET /admin/pricing` (the TOML), `PUT /admin/pricing` (validated, written, live).
 //! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
 //! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels and the health of their keys,
@@ -16,26 +18,31 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
-    let Some(token) = state.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
-        return error_response(
-            404,
-            "invalid_request_error",
-            "admin_disabled",
-            "The admin API is off: set admin_token (TOLLGATE_ADMIN_TOKEN) to enable it.",
-        );
-    };
     let given = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let token_ok = state
+        .config
+        .admin_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .is_some_and(|t| constant_time_eq(given.as_bytes(), t.as_bytes()));
+    let admin_session = !token_ok
+        && crate::account::session::looks_like_jwt(given)
+        && matches!(crate::surface::user::session_user(state, &req).await, Ok((_, role)) if role == "admin");
+    if !token_ok && !admin_session {
         return error_response(
             401,
             "invalid_request_error",
-            "invalid_admin_token",
-            "The admin API needs 'Authorization: Bearer <admin_token>'.",
+            "admin_required",
+            "The admin API needs 'Authorization: Bearer <admin_token>' or an admin user's session token.",
         );
+    }
+    if req.method() == Method::POST && is_manage_route(req.uri().path()) {
+        return manage(state, req).await;
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/admin/plugins") => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
@@ -152,6 +159,84 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup`, `POST /admin/keys`,
+/// `POST /admin/keys/{id}/disable|enable`, each with a JSON body.
+fn is_manage_route(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+    matches!(segments.as_slice(), ["users"] | ["users", _, "topup"] | ["keys"] | ["keys", _, "disable" | "enable"])
+}
+
+async fn manage(state: &AppState, req: Request<Incoming>) -> Response {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+    let body = match state.read_body(req).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let body: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error_response(400, "invalid_request_error", "invalid_json", &format!("Invalid JSON body: {e}"))
+            }
+        }
+    };
+    match run_manage(state, &segments, body).await {
+        Ok(v) => json(200, &v),
+        Err(e) => error_response(400, "invalid_request_error", "admin_request_failed", &format!("{e:#}")),
+    }
+}
+
+async fn run_manage(state: &AppState, segments: &[&str], body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    use crate::account;
+    let text = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    match segments {
+        ["users"] => {
+            let password_hash = text("password").map(|p| account::session::hash_password(&p)).transpose()?;
+            let new = account::NewUser {
+                name: text("name").unwrap_or_default(),
+                password_hash,
+                role: text("role").unwrap_or_else(|| "user".into()),
+                group: text("group").unwrap_or_else(|| "default".into()),
+                balance: text("balance").unwrap_or_else(|| "0".into()),
+            };
+            let id = account::create_user(&state.db, &new).await?;
+            Ok(serde_json::json!({ "id": id, "name": new.name }))
+        }
+        ["users", name, "topup"] => {
+            let balance = account::top_up(&state.db, name, &text("amount").unwrap_or_default()).await?;
+            Ok(serde_json::json!({ "name": name, "balance": balance }))
+        }
+        ["keys"] => {
+            let new = account::NewKey {
+                name: text("name").unwrap_or_default(),
+                user: text("user"),
+                balance: text("balance").unwrap_or_else(|| "0".into()),
+                limit: text("limit"),
+                expires_at: body
+                    .get("expires_in_days")
+                    .and_then(|d| d.as_i64())
+                    .map(|d| crate::store::now_unix() + d * 86_400),
+                models: body
+                    .get("models")
+                    .and_then(|m| m.as_array())
+                    .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+            };
+            let key = account::create_key(&state.db, &new).await?;
+            Ok(serde_json::json!({ "key": key }))
+        }
+        ["keys", id, action] => {
+            let id: i64 = id.parse()?;
+            account::set_disabled(&state.db, id, *action == "disable").await?;
+            Ok(serde_json::json!({ "id": id, "disabled": *action == "disable" }))
+        }
+        _ => anyhow::bail!("unknown admin route"),
+    }
 }
 
 #[cfg(test)]

@@ -56,7 +56,16 @@ pub struct Config {
     /// The price table; billing (402 before the upstream, charges, the ledger) is on when set.
     #[serde(default)]
     pub pricing_file: Option<PathBuf>,
-    /// Bearer token for `/admin/*`; the admin API is off when unset.
+    /// Secret that signs session tokens (JWT); unset: one is created in `<data_dir>/jwt.secret`.
+    #[serde(default)]
+    pub jwt_secret: Option<String>,
+    /// Whether anyone may register (`POST /v1/auth/register`).
+    #[serde(default = "defaults::allow_registration")]
+    pub allow_registration: bool,
+    /// How long a session token lasts.
+    #[serde(default = "defaults::session_ttl_hours")]
+    pub session_ttl_hours: u32,
+    /// Bearer token for `/admin/*` (admin users' session tokens work too).
     #[serde(default)]
     pub admin_token: Option<String>,
     /// Threads serving requests; defaults to the number of cores.
@@ -163,6 +172,12 @@ mod defaults {
     }
     pub fn shutdown_grace_ms() -> u64 {
         30_000
+    }
+    pub fn allow_registration() -> bool {
+        true
+    }
+    pub fn session_ttl_hours() -> u32 {
+        24
     }
     pub fn key_probe_after_ms() -> u64 {
         60_000

@@ -38,6 +38,7 @@ pub struct AppState {
     pub db: Db,
     /// On when the configuration names a price table.
     pub billing: Option<Arc<Billing>>,
+    pub sessions: crate::account::session::Sessions,
     request_seq: AtomicU64,
     request_prefix: String,
 }
@@ -50,6 +51,7 @@ impl AppState {
         call_log: CallLog,
         db: Db,
         billing: Option<Arc<Billing>>,
+        sessions: crate::account::session::Sessions,
     ) -> AppState {
         let channels = Channels::new(&config.channels, Duration::from_millis(config.key_probe_after_ms));
         let upstream = Upstream::new(
@@ -66,6 +68,7 @@ impl AppState {
             call_log,
             db,
             billing,
+            sessions,
             request_seq: AtomicU64::new(0),
             request_prefix: format!("{:08x}", rand::random::<u32>()),
         }
@@ -141,6 +144,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
         (&Method::GET, "/metrics") => full(200, "text/plain; version=0.0.4", metrics_text(&state)),
         (&Method::GET, "/v1/models") => surface::openai::models(&state, &req),
         (&Method::GET, "/v1/user/info") => surface::openai::user_info(&state, &req).await,
+        (_, p) if p.starts_with("/v1/auth/") || p.starts_with("/v1/user/keys") => {
+            surface::user::handle(&state, req).await
+        }
         (&Method::POST, "/v1/chat/completions") => surface::openai::model_call(&state, req, "chat").await,
         (&Method::POST, "/v1/embeddings") => surface::openai::model_call(&state, req, "embeddings").await,
         (&Method::POST, "/v1/audio/speech") => surface::openai::model_call(&state, req, "speech").await,

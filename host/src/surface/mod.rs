@@ -4,6 +4,7 @@
 
 pub mod native;
 pub mod openai;
+pub mod user;
 
 use crate::account::{format_money, Consumer};
 use crate::billing::{Account, Meter, Refusal};

@@ -1,0 +1,174 @@
+//! Accounts as users see them: register, log in (a session token, JWT), their info, and
+//! their own API keys. Session routes read the database: they are not on the model-call path.
+
+use crate::account::{self, session::looks_like_jwt};
+use crate::exchange::CallError;
+use crate::server::body::{json, Response};
+use crate::server::error::{bad_request, unauthorized};
+use crate::server::AppState;
+use http::{Method, Request};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+/// `POST /v1/auth/register`, `POST /v1/auth/login`, `/v1/user/keys[/{id}]`.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
+    let result = match (req.method().clone(), req.uri().path().to_string()) {
+        (Method::POST, p) if p == "/v1/auth/register" => register(state, req).await,
+        (Method::POST, p) if p == "/v1/auth/login" => login(state, req).await,
+        (Method::GET, p) if p == "/v1/user/keys" => list_keys(state, &req).await,
+        (Method::POST, p) if p == "/v1/user/keys" => create_key(state, req).await,
+        (Method::DELETE, p) if p.starts_with("/v1/user/keys/") => {
+            revoke_key(state, &req, &p["/v1/user/keys/".len()..]).await
+        }
+        _ => Err(CallError::new(404, "invalid_request_error", "unknown_route", "Unknown account route.")),
+    };
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    name: String,
+    password: String,
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(state: &AppState, req: Request<Incoming>) -> Result<T, CallError> {
+    let body = state.read_body(req).await?;
+    serde_json::from_slice(&body).map_err(|e| bad_request("invalid_json", format!("Invalid JSON body: {e}")))
+}
+
+fn internal(e: anyhow::Error) -> CallError {
+    tracing::error!(error = %format!("{e:#}"), "account operation failed");
+    CallError::new(500, "server_error", "internal_error", "The account operation failed; see the gateway log.")
+}
+
+async fn register(state: &AppState, req: Request<Incoming>) -> Result<Response, CallError> {
+    if !state.config.allow_registration {
+        return Err(CallError::new(
+            403,
+            "permission_error",
+            "registration_closed",
+            "Registration is closed on this gateway.",
+        ));
+    }
+    let c: Credentials = read_json(state, req).await?;
+    let name = c.name.trim();
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|ch| ch.is_alphanumeric() || "-_.@".contains(ch)) {
+        return Err(bad_request("invalid_name", "A user name is 1 to 64 letters, digits, '-', '_', '.' or '@'."));
+    }
+    let hash = account::session::hash_password(&c.password).map_err(|e| bad_request("weak_password", e.to_string()))?;
+    if account::credentials(&state.db, name).await.map_err(internal)?.is_some() {
+        return Err(CallError::new(409, "invalid_request_error", "name_taken", "That user name is taken."));
+    }
+    let new = account::NewUser {
+        name: name.to_string(),
+        password_hash: Some(hash),
+        role: "user".into(),
+        group: "default".into(),
+        balance: "0".into(),
+    };
+    let id = account::create_user(&state.db, &new)
+        .await
+        .map_err(|_| CallError::new(409, "invalid_request_error", "name_taken", "That user name is taken."))?;
+    let (token, expires_at) = state.sessions.issue(id, name, "user").map_err(internal)?;
+    Ok(json(
+        201,
+        &serde_json::json!({ "user": { "id": id, "name": name, "role": "user" }, "token": token, "expires_at": expires_at }),
+    ))
+}
+
+async fn login(state: &AppState, req: Request<Incoming>) -> Result<Response, CallError> {
+    let c: Credentials = read_json(state, req).await?;
+    let refused = || unauthorized("Wrong user name or password.");
+    let Some((id, Some(hash), role, disabled)) =
+        account::credentials(&state.db, c.name.trim()).await.map_err(internal)?
+    else {
+        return Err(refused());
+    };
+    if disabled || !account::session::verify_password(&c.password, &hash) {
+        return Err(refused());
+    }
+    let (token, expires_at) = state.sessions.issue(id, c.name.trim(), &role).map_err(internal)?;
+    Ok(json(200, &serde_json::json!({ "token": token, "expires_at": expires_at, "role": role })))
+}
+
+/// The signed-in user (a valid session token of an enabled user): (id, role).
+pub async fn session_user(state: &AppState, req: &Request<Incoming>) -> Result<(i64, String), CallError> {
+    let token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| looks_like_jwt(t))
+        .ok_or_else(|| unauthorized("Sign in: send 'Authorization: Bearer <token>' from POST /v1/auth/login."))?;
+    let claims = state
+        .sessions
+        .verify(token)
+        .ok_or_else(|| unauthorized("The session token is invalid or expired; sign in again."))?;
+    match account::get_user(&state.db, claims.sub).await.map_err(internal)? {
+        Some(u) if !u.disabled => Ok((u.id, u.role)),
+        _ => Err(unauthorized("This user is disabled or no longer exists.")),
+    }
+}
+
+/// `GET /v1/user/info` for a session: the user, its balance and spending.
+pub async fn info(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {
+    let (id, _) = session_user(state, req).await?;
+    let user =
+        account::get_user(&state.db, id).await.map_err(internal)?.ok_or_else(|| unauthorized("No such user."))?;
+    let (calls, spent): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(charge_micros), 0) FROM call_log WHERE user_id = $1")
+            .bind(id)
+            .fetch_one(&state.db)
+            .await
+            .unwrap_or_default();
+    Ok(json(
+        200,
+        &serde_json::json!({ "object": "user.info", "id": user.id, "name": user.name, "role": user.role,
+            "group": user.group, "balance": user.balance,
+            "usage": { "calls": calls, "spent": account::format_money(spent) } }),
+    ))
+}
+
+async fn list_keys(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {
+    let (id, _) = session_user(state, req).await?;
+    let keys = account::list_keys_of(&state.db, Some(id)).await.map_err(internal)?;
+    Ok(json(200, &serde_json::json!({ "data": keys })))
+}
+
+#[derive(Deserialize)]
+struct NewKeyRequest {
+    name: String,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+}
+
+async fn create_key(state: &AppState, req: Request<Incoming>) -> Result<Response, CallError> {
+    let (id, _) = session_user(state, &req).await?;
+    let user =
+        account::get_user(&state.db, id).await.map_err(internal)?.ok_or_else(|| unauthorized("No such user."))?;
+    let r: NewKeyRequest = read_json(state, req).await?;
+    let new = account::NewKey {
+        name: r.name,
+        user: Some(user.name),
+        balance: "0".into(),
+        limit: r.limit,
+        expires_at: r.expires_in_days.map(|d| crate::store::now_unix() + i64::from(d) * 86_400),
+        models: r.models,
+    };
+    let key =
+        account::create_key(&state.db, &new).await.map_err(|e| bad_request("invalid_key_request", format!("{e:#}")))?;
+    Ok(json(201, &serde_json::json!({ "key": key, "note": "This is the only time the key is shown." })))
+}
+
+async fn revoke_key(state: &AppState, req: &Request<Incoming>, id: &str) -> Result<Response, CallError> {
+    let (user, _) = session_user(state, req).await?;
+    let key_id: i64 = id.parse().map_err(|_| bad_request("invalid_id", "The key id must be a number."))?;
+    account::set_disabled_of(&state.db, key_id, Some(user), true)
+        .await
+        .map_err(|_| CallError::new(404, "invalid_request_error", "key_not_found", "You have no key with that id."))?;
+    Ok(json(200, &serde_json::json!({ "id": key_id, "disabled": true })))
+}

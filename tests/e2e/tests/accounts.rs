@@ -1,0 +1,108 @@
+//! Users through the real binary: register and log in (session tokens), the user's own keys,
+//! and admin users managing users, balances and keys through the admin API.
+
+use std::time::Duration;
+use tollgate_e2e::{channel, eventually, http, Gateway, Mock};
+
+fn post(gw: &Gateway, path: &str, bearer: &str, body: &str) -> http::Response {
+    http::request(&gw.addr, "POST", path, &[("authorization", &format!("Bearer {bearer}"))], body.as_bytes())
+}
+
+fn get(gw: &Gateway, path: &str, bearer: &str) -> http::Response {
+    http::request(&gw.addr, "GET", path, &[("authorization", &format!("Bearer {bearer}"))], b"")
+}
+
+#[test]
+fn register_log_in_and_manage_own_keys() {
+    let mock = Mock::start();
+    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini"], &["up"]);
+    let gw = Gateway::start("accounts", &[("openai", "openai.wasm")], &ch);
+
+    let r = post(&gw, "/v1/auth/register", "", r#"{"name":"ann","password":"short"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "weak_password"));
+    let r = post(&gw, "/v1/auth/register", "", r#"{"name":"ann","password":"correct horse"}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post(&gw, "/v1/auth/register", "", r#"{"name":"ann","password":"another one"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (409, "name_taken"));
+
+    let r = post(&gw, "/v1/auth/login", "", r#"{"name":"ann","password":"wrong horse"}"#);
+    assert_eq!(r.status, 401);
+    let r = post(&gw, "/v1/auth/login", "", r#"{"name":"ann","password":"correct horse"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+
+    let info = get(&gw, "/v1/user/info", &token).json();
+    assert_eq!((info["name"].as_str(), info["role"].as_str()), (Some("ann"), Some("user")), "{info}");
+    assert_eq!(get(&gw, "/v1/user/info", &format!("{token}x")).status, 401, "a tampered token is refused");
+
+    let r = post(&gw, "/v1/user/keys", &token, r#"{"name":"laptop","models":["gpt-4o-mini"]}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    assert!(eventually(Duration::from_secs(5), || {
+        post(&gw, "/v1/chat/completions", &key, r#"{"model":"gpt-4o-mini","messages":[]}"#).status == 200
+    }));
+    let keys = get(&gw, "/v1/user/keys", &token).json();
+    assert_eq!(keys["data"].as_array().unwrap().len(), 1, "{keys}");
+    assert!(!keys.to_string().contains(&key), "the key itself is never listed");
+    let id = keys["data"][0]["id"].as_i64().unwrap();
+
+    // Another user cannot revoke it; its owner can.
+    post(&gw, "/v1/auth/register", "", r#"{"name":"bob","password":"bob's password"}"#);
+    let bob = post(&gw, "/v1/auth/login", "", r#"{"name":"bob","password":"bob's password"}"#).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = http::request(
+        &gw.addr,
+        "DELETE",
+        &format!("/v1/user/keys/{id}"),
+        &[("authorization", &format!("Bearer {bob}"))],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    let r = http::request(
+        &gw.addr,
+        "DELETE",
+        &format!("/v1/user/keys/{id}"),
+        &[("authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(eventually(Duration::from_secs(5), || {
+        post(&gw, "/v1/chat/completions", &key, r#"{"model":"gpt-4o-mini","messages":[]}"#).status == 401
+    }));
+    // A user's session is not an admin's.
+    assert_eq!(get(&gw, "/admin/stats", &token).status, 401);
+}
+
+#[test]
+fn admin_users_manage_users_balances_and_keys() {
+    let mock = Mock::start();
+    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini"], &["up"]);
+    let gw = Gateway::start("admins", &[("openai", "openai.wasm")], &ch);
+    Gateway::cli(&gw.config, &["users", "create", "--name", "root", "--password", "root password", "--role", "admin"]);
+    let token = post(&gw, "/v1/auth/login", "", r#"{"name":"root","password":"root password"}"#).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(get(&gw, "/admin/stats", &token).status, 200, "an admin session opens the admin API");
+
+    let r = post(&gw, "/admin/users", &token, r#"{"name":"carol","group":"default"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(&gw, "/admin/users/carol/topup", &token, r#"{"amount":"2.5"}"#);
+    assert_eq!(r.json()["balance"], "2.500000", "{}", r.text());
+    let r = post(&gw, "/admin/keys", &token, r#"{"name":"carol-key","user":"carol","limit":"1"}"#);
+    let key = r.json()["key"].as_str().unwrap_or_default().to_string();
+    assert!(key.starts_with("sk-tg-"), "{}", r.text());
+    let listed = Gateway::cli(&gw.config, &["keys", "list"]);
+    assert!(listed.contains("carol-key") && listed.contains("limit 1.000000"), "{listed}");
+    let id = gw.key_id("carol-key");
+    assert_eq!(post(&gw, &format!("/admin/keys/{id}/disable"), &token, "").status, 200);
+    assert!(Gateway::cli(&gw.config, &["keys", "list"])
+        .lines()
+        .any(|l| l.contains("carol-key") && l.contains("disabled")));
+    let r = post(&gw, "/admin/users/nobody/topup", &token, r#"{"amount":"1"}"#);
+    assert_eq!(r.status, 400);
+    let (ok, out) = gw.verify_ledger();
+    assert!(ok, "{out}");
+}
