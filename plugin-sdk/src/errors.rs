@@ -47,10 +47,15 @@ pub fn from_openai_response(resp: &UpstreamResponse) -> AdapterError {
     if code.as_deref() == Some("insufficient_quota") {
         kind = ErrorKind::InsufficientBalance;
     }
-    let retry_after_ms = crate::header(&resp.headers, "retry-after")
+    AdapterError { kind, message, code, retry_after_ms: retry_after_ms(&resp.headers) }
+}
+
+/// A `Retry-After` in seconds (a number; the HTTP-date form is ignored), in milliseconds.
+pub fn retry_after_ms(headers: &[crate::Header]) -> Option<u64> {
+    crate::header(headers, "retry-after")
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|s| (s * 1000.0) as u64);
-    AdapterError { kind, message, code, retry_after_ms }
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| (s * 1000.0) as u64)
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -341,10 +341,7 @@ fn http_error(response: &UpstreamResponse) -> AdapterError {
 }
 
 fn with_retry_after(mut error: AdapterError, response: &UpstreamResponse) -> AdapterError {
-    error.retry_after_ms = header(&response.headers, "retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| (s * 1000.0) as u64);
+    error.retry_after_ms = tollgate_plugin_sdk::errors::retry_after_ms(&response.headers);
     error
 }
 
