@@ -174,3 +174,18 @@ async fn list_users_where(db: &Db, id: Option<i64>) -> Result<Vec<UserInfo>> {
         })
         .collect())
 }
+
+/// Disables or enables a user: its keys and sessions are refused (within `key_refresh_ms`
+/// for keys, at once for sessions).
+pub async fn set_user_disabled(db: &Db, name: &str, disabled: bool) -> Result<()> {
+    let updated = sqlx::query("UPDATE users SET disabled = $1, updated_at = updated_at + 1 WHERE name = $2")
+        .bind(disabled as i64)
+        .bind(name)
+        .execute(db)
+        .await?
+        .rows_affected();
+    if updated != 1 {
+        bail!("no user named '{name}'");
+    }
+    Ok(())
+}

@@ -2,8 +2,8 @@
 //! Reports: `GET /admin/reports/usage?period=day|month`, `/admin/reports/keys`,
 //! `/admin/stats`, `/admin/logs?key_id=&model=&channel=&status=&before_id=&limit=`; every
 //! report takes `from` and `to` (unix seconds).
-//! Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup`, `POST /admin/keys`,
-//! `POST /admin/keys/{id}/disable|enable`. Access: `admin_token`, or an admin user's session.
+//! Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup|disable|enable`,
+//! `POST /admin/keys`, `POST /admin/keys/{id}/disable|enable`. Access: `admin_token`, or an admin user's session.
 //! Prices: `GET /admin/pricing` (the TOML), `PUT /admin/pricing` (validated, written, live).
 //! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
 //! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels and the health of their keys,
@@ -165,7 +165,10 @@ fn decode(s: &str) -> String {
 /// `POST /admin/keys/{id}/disable|enable`, each with a JSON body.
 fn is_manage_route(path: &str) -> bool {
     let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
-    matches!(segments.as_slice(), ["users"] | ["users", _, "topup"] | ["keys"] | ["keys", _, "disable" | "enable"])
+    matches!(
+        segments.as_slice(),
+        ["users"] | ["users", _, "topup" | "disable" | "enable"] | ["keys"] | ["keys", _, "disable" | "enable"]
+    )
 }
 
 async fn manage(state: &AppState, req: Request<Incoming>) -> Response {
@@ -206,6 +209,10 @@ async fn run_manage(state: &AppState, segments: &[&str], body: serde_json::Value
             };
             let id = account::create_user(&state.db, &new).await?;
             Ok(serde_json::json!({ "id": id, "name": new.name }))
+        }
+        ["users", name, action @ ("disable" | "enable")] => {
+            account::set_user_disabled(&state.db, name, *action == "disable").await?;
+            Ok(serde_json::json!({ "name": name, "disabled": *action == "disable" }))
         }
         ["users", name, "topup"] => {
             let balance = account::top_up(&state.db, name, &text("amount").unwrap_or_default()).await?;

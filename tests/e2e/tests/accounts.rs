@@ -103,6 +103,20 @@ fn admin_users_manage_users_balances_and_keys() {
         .any(|l| l.contains("carol-key") && l.contains("disabled")));
     let r = post(&gw, "/admin/users/nobody/topup", &token, r#"{"amount":"1"}"#);
     assert_eq!(r.status, 400);
+
+    // A disabled user can neither sign in nor use its keys; enabling restores both.
+    post(&gw, "/admin/users", &token, r#"{"name":"dave","password":"dave's password"}"#);
+    let dave_key = post(&gw, "/admin/keys", &token, r#"{"name":"dave-key","user":"dave"}"#).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let models = |k: &str| get(&gw, "/v1/models", k).status;
+    assert!(eventually(Duration::from_secs(5), || models(&dave_key) == 200));
+    assert_eq!(post(&gw, "/admin/users/dave/disable", &token, "").status, 200);
+    assert_eq!(post(&gw, "/v1/auth/login", "", r#"{"name":"dave","password":"dave's password"}"#).status, 401);
+    assert!(eventually(Duration::from_secs(5), || models(&dave_key) == 401));
+    assert_eq!(post(&gw, "/admin/users/dave/enable", &token, "").status, 200);
+    assert!(eventually(Duration::from_secs(5), || models(&dave_key) == 200));
     let (ok, out) = gw.verify_ledger();
     assert!(ok, "{out}");
 }
