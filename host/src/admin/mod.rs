@@ -32,7 +32,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
         .is_some_and(|t| constant_time_eq(given.as_bytes(), t.as_bytes()));
     let admin_session = !token_ok
         && crate::account::session::looks_like_jwt(given)
-        && matches!(crate::surface::user::session_user(state, &req).await, Ok((_, role)) if role == "admin");
+        && matches!(crate::surface::user::session_user(state, &req).await, Ok(user) if user.role == "admin");
     if !token_ok && !admin_session {
         return error_response(
             401,

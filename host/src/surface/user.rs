@@ -91,8 +91,8 @@ async fn login(state: &AppState, req: Request<Incoming>) -> Result<Response, Cal
     Ok(json(200, &serde_json::json!({ "token": token, "expires_at": expires_at, "role": role })))
 }
 
-/// The signed-in user (a valid session token of an enabled user): (id, role).
-pub async fn session_user(state: &AppState, req: &Request<Incoming>) -> Result<(i64, String), CallError> {
+/// The signed-in user (a valid session token of an enabled user), as the database has it now.
+pub async fn session_user(state: &AppState, req: &Request<Incoming>) -> Result<account::UserInfo, CallError> {
     let token = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -105,22 +105,22 @@ pub async fn session_user(state: &AppState, req: &Request<Incoming>) -> Result<(
         .verify(token)
         .ok_or_else(|| unauthorized("The session token is invalid or expired; sign in again."))?;
     match account::get_user(&state.db, claims.sub).await.map_err(internal)? {
-        Some(u) if !u.disabled => Ok((u.id, u.role)),
+        Some(u) if !u.disabled => Ok(u),
         _ => Err(unauthorized("This user is disabled or no longer exists.")),
     }
 }
 
 /// `GET /v1/user/info` for a session: the user, its balance and spending.
 pub async fn info(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {
-    let (id, _) = session_user(state, req).await?;
-    let user =
-        account::get_user(&state.db, id).await.map_err(internal)?.ok_or_else(|| unauthorized("No such user."))?;
-    let (calls, spent): (i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(charge_micros), 0) FROM call_log WHERE user_id = $1")
-            .bind(id)
-            .fetch_one(&state.db)
-            .await
-            .unwrap_or_default();
+    let user = session_user(state, req).await?;
+    let (calls, spent): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(charge_micros), 0) FROM call_log \
+             WHERE key_id IN (SELECT id FROM consumer_keys WHERE user_id = $1)",
+    )
+    .bind(user.id)
+    .fetch_one(&state.db)
+    .await
+    .map_err(|e| internal(e.into()))?;
     Ok(json(
         200,
         &serde_json::json!({ "object": "user.info", "id": user.id, "name": user.name, "role": user.role,
@@ -130,8 +130,8 @@ pub async fn info(state: &AppState, req: &Request<Incoming>) -> Result<Response,
 }
 
 async fn list_keys(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {
-    let (id, _) = session_user(state, req).await?;
-    let keys = account::list_keys_of(&state.db, Some(id)).await.map_err(internal)?;
+    let user = session_user(state, req).await?;
+    let keys = account::list_keys_of(&state.db, Some(user.id)).await.map_err(internal)?;
     Ok(json(200, &serde_json::json!({ "data": keys })))
 }
 
@@ -147,9 +147,7 @@ struct NewKeyRequest {
 }
 
 async fn create_key(state: &AppState, req: Request<Incoming>) -> Result<Response, CallError> {
-    let (id, _) = session_user(state, &req).await?;
-    let user =
-        account::get_user(&state.db, id).await.map_err(internal)?.ok_or_else(|| unauthorized("No such user."))?;
+    let user = session_user(state, &req).await?;
     let r: NewKeyRequest = read_json(state, req).await?;
     let new = account::NewKey {
         name: r.name,
@@ -165,7 +163,7 @@ async fn create_key(state: &AppState, req: Request<Incoming>) -> Result<Response
 }
 
 async fn revoke_key(state: &AppState, req: &Request<Incoming>, id: &str) -> Result<Response, CallError> {
-    let (user, _) = session_user(state, req).await?;
+    let user = session_user(state, req).await?.id;
     let key_id: i64 = id.parse().map_err(|_| bad_request("invalid_id", "The key id must be a number."))?;
     account::set_disabled_of(&state.db, key_id, Some(user), true)
         .await

@@ -41,6 +41,11 @@ fn register_log_in_and_manage_own_keys() {
     assert!(eventually(Duration::from_secs(5), || {
         post(&gw, "/v1/chat/completions", &key, r#"{"model":"gpt-4o-mini","messages":[]}"#).status == 200
     }));
+    assert!(
+        eventually(Duration::from_secs(5), || get(&gw, "/v1/user/info", &token).json()["usage"]["calls"] == 1),
+        "the user's info counts its keys' calls: {}",
+        get(&gw, "/v1/user/info", &token).text()
+    );
     let keys = get(&gw, "/v1/user/keys", &token).json();
     assert_eq!(keys["data"].as_array().unwrap().len(), 1, "{keys}");
     assert!(!keys.to_string().contains(&key), "the key itself is never listed");
