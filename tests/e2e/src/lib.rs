@@ -231,6 +231,18 @@ impl Gateway {
         )
     }
 
+    /// A chat call with `key`: one user message, plus `extra` JSON members (e.g. `,"max_tokens":5`).
+    pub fn chat(&self, key: &str, model: &str, extra: &str) -> http::Response {
+        let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
+        http::request(
+            &self.addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("authorization", &format!("Bearer {key}"))],
+            body.as_bytes(),
+        )
+    }
+
     pub fn admin_plugins(&self) -> Value {
         http::request(&self.addr, "GET", "/admin/plugins", &[("authorization", "Bearer admin-secret")], b"").json()
     }

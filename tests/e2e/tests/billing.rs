@@ -40,33 +40,22 @@ fn billed_gateway(mock: &Mock, name: &str) -> Gateway {
     Gateway::start(name, &[("openai", "openai.wasm")], &format!("pricing_file = \"{}\"\n{ch}", prices.display()))
 }
 
-fn chat(gw: &Gateway, key: &str, model: &str, extra: &str) -> http::Response {
-    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
-    http::request(
-        &gw.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[("authorization", &format!("Bearer {key}"))],
-        body.as_bytes(),
-    )
-}
-
 #[test]
 fn a_call_the_balance_cannot_cover_is_refused_before_the_upstream() {
     let mock = Mock::start();
     let gw = billed_gateway(&mock, "bill402");
     let poor = gw.create_key("poor", "0.5");
-    assert!(eventually(Duration::from_secs(5), || chat(&gw, &poor, "gpt-4o-mini", "").status != 401));
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&poor, "gpt-4o-mini", "").status != 401));
     let before = mock.stats()["requests"].as_u64().unwrap();
-    let r = chat(&gw, &poor, "gpt-4o-mini", "");
+    let r = gw.chat(&poor, "gpt-4o-mini", "");
     assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_balance"), "{}", r.text());
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("0.500000"));
     // A smaller max_tokens fits: the reservation follows the request.
-    let r = chat(&gw, &poor, "gpt-4o-mini", r#","max_tokens":100"#);
+    let r = gw.chat(&poor, "gpt-4o-mini", r#","max_tokens":100"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before + 1, "the refused call never reached the upstream");
     // An unpriced model is refused, not served free.
-    let r = chat(&gw, &gw.key, "unpriced", "");
+    let r = gw.chat(&gw.key, "unpriced", "");
     assert_eq!((r.status, r.error_code().as_str()), (403, "model_not_priced"));
 }
 
@@ -76,10 +65,10 @@ fn charges_are_exact_and_failed_calls_are_free() {
     let gw = billed_gateway(&mock, "billexact");
     let start = gw.balance_micros("e2e");
     for _ in 0..3 {
-        assert_eq!(chat(&gw, &gw.key, "gpt-4o-mini", "").status, 200);
+        assert_eq!(gw.chat(&gw.key, "gpt-4o-mini", "").status, 200);
     }
     // A failed call costs nothing, even with a per-call price.
-    assert_eq!(chat(&gw, &gw.key, "fail-500", "").status, 502);
+    assert_eq!(gw.chat(&gw.key, "fail-500", "").status, 502);
     assert!(eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == start - 3 * 3009));
     let (ok, out) = gw.verify_ledger();
     assert!(ok, "{out}");
@@ -97,7 +86,7 @@ fn parallel_calls_against_a_small_balance_never_overdraw() {
     let gw = billed_gateway(&mock, "billrace");
     // Room for two reservations of ~1.0 each, not three.
     let key = gw.create_key("racer", "2.5");
-    assert!(eventually(Duration::from_secs(5), || chat(&gw, &key, "gpt-4o-mini", r#","max_tokens":1"#).status == 200));
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&key, "gpt-4o-mini", r#","max_tokens":1"#).status == 200));
     let ok = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..16)
@@ -199,9 +188,9 @@ fn reports_and_logs_show_usage_spending_and_pages() {
     let mock = Mock::start();
     let gw = billed_gateway(&mock, "reports");
     for _ in 0..3 {
-        assert_eq!(chat(&gw, &gw.key, "gpt-4o-mini", "").status, 200);
+        assert_eq!(gw.chat(&gw.key, "gpt-4o-mini", "").status, 200);
     }
-    assert_eq!(chat(&gw, &gw.key, "fail-500", "").status, 502);
+    assert_eq!(gw.chat(&gw.key, "fail-500", "").status, 502);
     let admin = |path: &str| http::request(&gw.addr, "GET", path, &[("authorization", "Bearer admin-secret")], b"");
     assert!(eventually(Duration::from_secs(5), || admin("/admin/stats").json()["calls"] == 4));
 
@@ -248,16 +237,16 @@ fn prices_are_edited_through_the_admin_api_without_restart() {
     let initial = gw.balance_micros("e2e");
     let r = admin("PUT", "[models.\"gpt-4o-mini\"]\ninput_per_million = 0.5\n");
     assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_pricing"), "a float is refused");
-    assert_eq!(chat(&gw, &gw.key, "gpt-4o-mini", "").status, 200, "the old table still serves");
+    assert_eq!(gw.chat(&gw.key, "gpt-4o-mini", "").status, 200, "the old table still serves");
     let r = admin("PUT", "[models.\"gpt-4o-mini\"]\nper_call = \"1\"\n");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(chat(&gw, &gw.key, "gpt-4o-mini", "").status, 200);
+    assert_eq!(gw.chat(&gw.key, "gpt-4o-mini", "").status, 200);
     assert!(
         eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == initial - 3_009 - 1_000_000),
         "the first call at the old prices, the second per call: {}",
         gw.balance_micros("e2e")
     );
-    assert_eq!(chat(&gw, &gw.key, "slow-300", "").status, 403, "models no longer in the table are refused");
+    assert_eq!(gw.chat(&gw.key, "slow-300", "").status, 403, "models no longer in the table are refused");
 }
 
 #[test]
@@ -298,8 +287,8 @@ fn keys_of_one_user_share_its_balance_and_a_key_limit_binds_that_key_only() {
     let b = Gateway::cli(&gw.config, &["keys", "create", "--name", "acme-b", "--user", "acme", "--limit", "1.5"])
         .trim()
         .to_string();
-    assert!(eventually(Duration::from_secs(5), || chat(&gw, &a, "gpt-4o-mini", "").status == 200));
-    assert!(eventually(Duration::from_secs(5), || chat(&gw, &b, "gpt-4o-mini", "").status == 200));
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&a, "gpt-4o-mini", "").status == 200));
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&b, "gpt-4o-mini", "").status == 200));
     // Both keys charged the one balance: 5 - 2 × 3009 micros.
     assert!(
         eventually(Duration::from_secs(5), || gw.balance_micros("acme-a") == 5_000_000 - 2 * 3_009
@@ -308,12 +297,12 @@ fn keys_of_one_user_share_its_balance_and_a_key_limit_binds_that_key_only() {
         Gateway::cli(&gw.config, &["keys", "list"])
     );
     // Key b has 1.5 - 0.003009 left: a second full reservation does not fit its limit...
-    assert_eq!(chat(&gw, &b, "gpt-4o-mini", "").status, 200);
+    assert_eq!(gw.chat(&b, "gpt-4o-mini", "").status, 200);
     assert!(eventually(Duration::from_secs(5), || gw.balance_micros("acme-a") == 5_000_000 - 3 * 3_009));
-    let r = chat(&gw, &b, "gpt-4o-mini", r#","max_tokens":1500"#);
+    let r = gw.chat(&b, "gpt-4o-mini", r#","max_tokens":1500"#);
     assert_eq!((r.status, r.error_code().as_str()), (402, "key_limit_reached"), "{}", r.text());
     // ...while key a still spends the user's balance.
-    assert_eq!(chat(&gw, &a, "gpt-4o-mini", r#","max_tokens":1500"#).status, 200);
+    assert_eq!(gw.chat(&a, "gpt-4o-mini", r#","max_tokens":1500"#).status, 200);
     Gateway::cli(&gw.config, &["users", "topup", "--name", "acme", "--amount", "1"]);
     let users = Gateway::cli(&gw.config, &["users", "list"]);
     assert!(users.contains("acme"), "{users}");

@@ -49,16 +49,7 @@ fn key_limits_expiry_allow_list_and_disable() {
     let models = |key: &str| {
         http::request(&gw.addr, "GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], b"").status
     };
-    let call = |key: &str, model: &str| {
-        let body = format!(r#"{{"model":"{model}","input":"x","messages":[]}}"#);
-        http::request(
-            &gw.addr,
-            "POST",
-            "/v1/chat/completions",
-            &[("authorization", &format!("Bearer {key}"))],
-            body.as_bytes(),
-        )
-    };
+    let call = |key: &str, model: &str| gw.chat(key, model, "");
 
     let narrow =
         Gateway::cli(&gw.config, &["keys", "create", "--name", "narrow", "--models", "gpt-4o-mini"]).trim().to_string();

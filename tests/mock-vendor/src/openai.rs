@@ -79,22 +79,31 @@ pub fn fail(n: u32) -> Response<MockBody> {
     }
 }
 
-pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
+/// What every OpenAI route checks first: the key, the JSON body, its `model`, and the fault
+/// that model asks for (answered here, or paused for). `Err` is the answer to send.
+async fn admit<'a, T: serde::Deserialize<'a>>(
+    cx: &'a Ctx,
+    model_of: impl FnOnce(&T) -> Option<Cow<'a, str>>,
+) -> Result<(T, Cow<'a, str>, Fault), Response<MockBody>> {
     if !cx.authorized {
-        return unauthorized();
+        return Err(unauthorized());
     }
-    let req: ChatRequest = match serde_json::from_slice(&cx.body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(&format!("We could not parse the JSON body of your request: {e}")),
-    };
-    let Some(model) = req.model else {
-        return bad_request("you must provide a model parameter");
-    };
+    let req: T = serde_json::from_slice(&cx.body)
+        .map_err(|e| bad_request(&format!("We could not parse the JSON body of your request: {e}")))?;
+    let model = model_of(&req).ok_or_else(|| bad_request("you must provide a model parameter"))?;
     let fault = Fault::of(&model);
     if let Fault::Fail(n) = fault {
-        return fail(n);
+        return Err(fail(n));
     }
     fault.pause().await;
+    Ok((req, model, fault))
+}
+
+pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
+    let (req, model, fault) = match admit::<ChatRequest>(cx, |r| r.model.clone()).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
     let model_json = serde_json::to_string(&model).expect("a string serialises");
     if !req.stream.unwrap_or(false) {
         return json(StatusCode::OK, completion(&model_json));
@@ -145,21 +154,10 @@ fn stream_chunks(model_json: &str, n: u64, include_usage: bool, cut: bool) -> Ve
 }
 
 pub async fn embeddings(cx: &Ctx) -> Response<MockBody> {
-    if !cx.authorized {
-        return unauthorized();
-    }
-    let req: EmbeddingsRequest = match serde_json::from_slice(&cx.body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(&format!("We could not parse the JSON body of your request: {e}")),
+    let (req, model, _) = match admit::<EmbeddingsRequest>(cx, |r| r.model.clone()).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
     };
-    let Some(model) = req.model else {
-        return bad_request("you must provide a model parameter");
-    };
-    let fault = Fault::of(&model);
-    if let Fault::Fail(n) = fault {
-        return fail(n);
-    }
-    fault.pause().await;
     let count = match &req.input {
         Some(serde_json::Value::Array(items)) => items.len(),
         Some(_) => 1,
