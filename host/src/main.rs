@@ -50,6 +50,9 @@ enum Command {
     Logs {
         #[arg(long)]
         key_id: Option<i64>,
+        /// Every call of this user, through any of their keys.
+        #[arg(long)]
+        user_id: Option<i64>,
         #[arg(long)]
         model: Option<String>,
         #[arg(long)]
@@ -162,7 +165,9 @@ enum ReportCommand {
     },
     /// Per consumer key: calls, errors, spending, balance.
     Keys,
-    /// Totals, revenue, top keys and models.
+    /// Per user: balance, calls, spending and credits (the billing summary).
+    Users,
+    /// Totals, revenue, top users, keys and models.
     Stats,
 }
 
@@ -258,12 +263,13 @@ fn main() -> Result<()> {
                 let v = match command {
                     ReportCommand::Usage { period } => reports::usage(&db, &period, range).await?,
                     ReportCommand::Keys => reports::keys(&db, range).await?,
+                    ReportCommand::Users => reports::users(&db, range).await?,
                     ReportCommand::Stats => reports::stats(&db, range).await?,
                 };
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 Ok(())
             }
-            Command::Logs { key_id, model, channel, status, limit, before_id, prune_days } => {
+            Command::Logs { key_id, user_id, model, channel, status, limit, before_id, prune_days } => {
                 use tollgate::admin::reports;
                 let db = tollgate::store::open(&config.database_url()).await?;
                 if let Some(days) = prune_days {
@@ -272,6 +278,7 @@ fn main() -> Result<()> {
                 }
                 let filter = reports::LogFilter {
                     key_id,
+                    user_id,
                     model,
                     channel,
                     status,

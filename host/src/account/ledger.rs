@@ -18,14 +18,14 @@ pub struct LedgerMismatch {
 /// Returns the number of users checked, the mismatches, and the orphan charges.
 pub async fn verify_ledger(db: &Db) -> Result<(usize, Vec<LedgerMismatch>, i64)> {
     let users: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT u.id, u.balance_micros, COALESCE((SELECT SUM(l.amount_micros) FROM ledger l WHERE l.user_id = u.id), 0) \
+        "SELECT u.id, u.balance_micros, CAST(COALESCE((SELECT SUM(l.amount_micros) FROM ledger l WHERE l.user_id = u.id), 0) AS BIGINT) \
          FROM users u ORDER BY u.id",
     )
     .fetch_all(db)
     .await?;
     let keys: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT k.id, k.spent_micros, \
-         COALESCE((SELECT -SUM(l.amount_micros) FROM ledger l WHERE l.key_id = k.id AND l.kind = 'charge'), 0) \
+         CAST(COALESCE((SELECT -SUM(l.amount_micros) FROM ledger l WHERE l.key_id = k.id AND l.kind = 'charge'), 0) AS BIGINT) \
          FROM consumer_keys k ORDER BY k.id",
     )
     .fetch_all(db)

@@ -120,15 +120,17 @@ impl KeyCache {
     pub fn refresh_forever(self: &Arc<Self>, db: Db, every: Duration, billing: Option<Arc<Billing>>) {
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            let mut seen: Option<(i64, i64, i64)> = None;
+            let mut seen: Option<(i64, i64, i64, i64)> = None;
             loop {
                 tokio::time::sleep(every).await;
                 // Every change bumps a key's updated_at, so the sum only grows: a change is
-                // never mistaken for "no change".
-                let fingerprint: Result<(i64, i64, i64), _> = sqlx::query_as(
+                // never mistaken for "no change". The balances' sum catches charges written by
+                // other nodes sharing the database.
+                let fingerprint: Result<(i64, i64, i64, i64), _> = sqlx::query_as(
                     "SELECT (SELECT COUNT(*) FROM consumer_keys) + (SELECT COUNT(*) FROM users), \
-                     (SELECT COALESCE(SUM(updated_at), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(updated_at), 0) FROM users), \
-                     (SELECT COALESCE(SUM(disabled), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(disabled), 0) FROM users)",
+                     CAST((SELECT COALESCE(SUM(updated_at), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(updated_at), 0) FROM users) AS BIGINT), \
+                     CAST((SELECT COALESCE(SUM(disabled), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(disabled), 0) FROM users) AS BIGINT), \
+                     CAST((SELECT COALESCE(SUM(balance_micros), 0) FROM users) AS BIGINT)",
                 )
                 .fetch_one(&db)
                 .await;

@@ -4,7 +4,7 @@
 use super::{format_money, parse_money};
 use crate::store::{now_unix, Db};
 use anyhow::{bail, Context, Result};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 
 #[derive(Debug, Clone, Default)]
 pub struct NewUser {
@@ -58,7 +58,7 @@ pub async fn create_user(db: &Db, new: &NewUser) -> Result<i64> {
 }
 
 /// The id of the user `name`; created (no password, role user) if `create` and missing.
-pub(super) async fn find_or_create(tx: &mut Transaction<'_, Sqlite>, name: &str, create: bool) -> Result<i64> {
+pub(super) async fn find_or_create(tx: &mut Transaction<'_, Any>, name: &str, create: bool) -> Result<i64> {
     if let Some((id,)) =
         sqlx::query_as::<_, (i64,)>("SELECT id FROM users WHERE name = $1").bind(name).fetch_optional(&mut **tx).await?
     {
@@ -81,7 +81,7 @@ pub(super) async fn find_or_create(tx: &mut Transaction<'_, Sqlite>, name: &str,
 
 /// Adds `micros` to a user's balance with its ledger entry, in `tx`.
 pub(super) async fn credit(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     user_id: i64,
     key_id: Option<i64>,
     micros: i64,

@@ -1,6 +1,7 @@
 //! The admin API (`/admin/*`), guarded by the `admin_token` setting (off when unset).
-//! Reports: `GET /admin/reports/usage?period=day|month`, `/admin/reports/keys`,
-//! `/admin/stats`, `/admin/logs?key_id=&model=&channel=&status=&before_id=&limit=`; every
+//! Reports: `GET /admin/reports/usage?period=day|month`, `/admin/reports/users`,
+//! `/admin/reports/keys`, `/admin/stats`,
+//! `/admin/logs?user_id=&key_id=&model=&channel=&status=&before_id=&limit=`; every
 //! report takes `from` and `to` (unix seconds).
 //! Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup|disable|enable`,
 //! `POST /admin/keys`, `POST /admin/keys/{id}/disable|enable`. Access: `admin_token`, or an admin user's session.
@@ -62,7 +63,14 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
                 .collect();
             json(200, &serde_json::json!({ "channels": channels }))
         }
-        (&Method::GET, path @ ("/admin/reports/usage" | "/admin/reports/keys" | "/admin/stats" | "/admin/logs")) => {
+        (
+            &Method::GET,
+            path @ ("/admin/reports/usage"
+            | "/admin/reports/keys"
+            | "/admin/reports/users"
+            | "/admin/stats"
+            | "/admin/logs"),
+        ) => {
             let q = query_params(req.uri().query().unwrap_or(""));
             let int = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
             let range = reports::Range { from: int("from"), to: int("to") };
@@ -71,10 +79,12 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
                     reports::usage(&state.db, q.get("period").map(String::as_str).unwrap_or("day"), range).await
                 }
                 "/admin/reports/keys" => reports::keys(&state.db, range).await,
+                "/admin/reports/users" => reports::users(&state.db, range).await,
                 "/admin/stats" => reports::stats(&state.db, range).await,
                 _ => {
                     let filter = reports::LogFilter {
                         key_id: int("key_id"),
+                        user_id: int("user_id"),
                         model: q.get("model").cloned(),
                         channel: q.get("channel").cloned(),
                         status: int("status"),

@@ -1,5 +1,5 @@
-//! Reports for operators, shared by the admin API and the CLI: usage by day or month, spending
-//! per key, system statistics, and the request log with filters and paging. All read the
+//! Reports for operators, shared by the admin API and the CLI: usage by day or month, the
+//! billing summary per user, spending per key, system statistics, and the request log with filters and paging. All read the
 //! database (never the request path) and return JSON.
 
 use crate::account::format_money;
@@ -20,29 +20,40 @@ impl Range {
     }
 }
 
-/// Calls, spending and units per day (`day`) or month (`month`).
+/// Calls, spending and units per day (`day`) or month (`month`), in UTC.
 pub async fn usage(db: &Db, period: &str, range: Range) -> Result<Value> {
-    let format = match period {
-        "day" => "%Y-%m-%d",
-        "month" => "%Y-%m",
+    let month = match period {
+        "day" => false,
+        "month" => true,
         other => bail!("period must be 'day' or 'month', not '{other}'"),
     };
     let (from, to) = range.bounds();
-    type Row = (String, i64, i64, i64, i64, i64, i64);
+    // Grouped by day number in SQL (portable integer division), formatted and merged into
+    // months here.
+    type Row = (i64, i64, i64, i64, i64, i64, i64);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT strftime($1, created_at, 'unixepoch') AS period, COUNT(*), COALESCE(SUM(charge_micros), 0), \
-         COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(characters), 0), \
-         SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) \
-         FROM call_log WHERE created_at >= $2 AND created_at < $3 GROUP BY period ORDER BY period",
+        "SELECT created_at / 86400 AS day, COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(characters), 0) AS BIGINT), CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) \
+         FROM call_log WHERE created_at >= $1 AND created_at < $2 GROUP BY created_at / 86400 ORDER BY day",
     )
-    .bind(format)
     .bind(from)
     .bind(to)
     .fetch_all(db)
     .await?;
-    let data: Vec<Value> = rows
+    let mut buckets: Vec<(String, [i64; 6])> = Vec::new();
+    for (day, calls, spent, input, output, chars, errors) in rows {
+        let (y, m, d) = civil_from_days(day);
+        let label = if month { format!("{y:04}-{m:02}") } else { format!("{y:04}-{m:02}-{d:02}") };
+        let figures = [calls, spent, input, output, chars, errors];
+        match buckets.last_mut() {
+            Some((last, sums)) if *last == label => sums.iter_mut().zip(figures).for_each(|(s, f)| *s += f),
+            _ => buckets.push((label, figures)),
+        }
+    }
+    let data: Vec<Value> = buckets
         .into_iter()
-        .map(|(period, calls, spent, input, output, chars, errors)| {
+        .map(|(period, [calls, spent, input, output, chars, errors])| {
             json!({ "period": period, "calls": calls, "errors": errors, "spent": format_money(spent),
                     "input_tokens": input, "output_tokens": output, "characters": chars })
         })
@@ -50,16 +61,29 @@ pub async fn usage(db: &Db, period: &str, range: Range) -> Result<Value> {
     Ok(json!({ "period": period, "data": data }))
 }
 
+/// The proleptic Gregorian date of a day number (days since 1970-01-01).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Per consumer key: calls, spending, and its owner's balance.
 pub async fn keys(db: &Db, range: Range) -> Result<Value> {
     let (from, to) = range.bounds();
-    type Row = (i64, String, i64, i64, i64, i64);
+    type Row = (i64, String, String, i64, i64, i64, i64);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT k.id, k.name, u.balance_micros, COUNT(c.id), COALESCE(SUM(c.charge_micros), 0), \
-         COALESCE(SUM(CASE WHEN c.status >= 400 THEN 1 ELSE 0 END), 0) \
+        "SELECT k.id, k.name, u.name, u.balance_micros, COUNT(c.id), CAST(COALESCE(SUM(c.charge_micros), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN c.status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) \
          FROM consumer_keys k JOIN users u ON u.id = k.user_id \
          LEFT JOIN call_log c ON c.key_id = k.id AND c.created_at >= $1 AND c.created_at < $2 \
-         GROUP BY k.id ORDER BY k.id",
+         GROUP BY k.id, k.name, u.name, u.balance_micros ORDER BY k.id",
     )
     .bind(from)
     .bind(to)
@@ -67,47 +91,93 @@ pub async fn keys(db: &Db, range: Range) -> Result<Value> {
     .await?;
     let data: Vec<Value> = rows
         .into_iter()
-        .map(|(id, name, balance, calls, spent, errors)| {
-            json!({ "key_id": id, "name": name, "balance": format_money(balance), "calls": calls,
+        .map(|(id, name, user, balance, calls, spent, errors)| {
+            json!({ "key_id": id, "name": name, "user": user, "balance": format_money(balance), "calls": calls,
                     "errors": errors, "spent": format_money(spent) })
         })
         .collect();
     Ok(json!({ "data": data }))
 }
 
-/// Totals, revenue, error rate, and the top keys by spending.
+/// The billing summary per user: balance, calls, spending and top-ups in the range.
+pub async fn users(db: &Db, range: Range) -> Result<Value> {
+    let (from, to) = range.bounds();
+    type Row = (i64, String, String, i64, i64, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT u.id, u.name, u.user_group, u.balance_micros, \
+         (SELECT COUNT(*) FROM call_log c JOIN consumer_keys k ON k.id = c.key_id \
+            WHERE k.user_id = u.id AND c.created_at >= $1 AND c.created_at < $2), \
+         CAST(COALESCE((SELECT -SUM(l.amount_micros) FROM ledger l WHERE l.user_id = u.id AND l.kind = 'charge' \
+            AND l.created_at >= $1 AND l.created_at < $2), 0) AS BIGINT), \
+         CAST(COALESCE((SELECT SUM(l.amount_micros) FROM ledger l WHERE l.user_id = u.id AND l.kind <> 'charge' \
+            AND l.created_at >= $1 AND l.created_at < $2), 0) AS BIGINT) \
+         FROM users u ORDER BY u.id",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, name, group, balance, calls, spent, credited)| {
+            json!({ "user_id": id, "name": name, "group": group, "balance": format_money(balance), "calls": calls,
+                    "spent": format_money(spent), "credited": format_money(credited) })
+        })
+        .collect();
+    Ok(json!({ "data": data }))
+}
+
+/// Totals, revenue, error rate, and the top users, keys and models by spending.
 pub async fn stats(db: &Db, range: Range) -> Result<Value> {
     let (from, to) = range.bounds();
     let (calls, revenue, errors, streamed, interrupted): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(charge_micros), 0), COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0), \
-         COALESCE(SUM(streamed), 0), COALESCE(SUM(interrupted), 0) FROM call_log WHERE created_at >= $1 AND created_at < $2",
+        "SELECT COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(streamed), 0) AS BIGINT), CAST(COALESCE(SUM(interrupted), 0) AS BIGINT) \
+         FROM call_log WHERE created_at >= $1 AND created_at < $2",
     )
     .bind(from)
     .bind(to)
     .fetch_one(db)
     .await?;
-    let top: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT c.key_id, COALESCE(k.name, ''), COUNT(*), COALESCE(SUM(c.charge_micros), 0) AS spent \
+    let top_users: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT u.id, u.name, COUNT(*), CAST(COALESCE(SUM(c.charge_micros), 0) AS BIGINT) AS spent \
+         FROM call_log c JOIN consumer_keys k ON k.id = c.key_id JOIN users u ON u.id = k.user_id \
+         WHERE c.created_at >= $1 AND c.created_at < $2 \
+         GROUP BY u.id, u.name ORDER BY spent DESC, u.id LIMIT 10",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let top_keys: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT c.key_id, COALESCE(k.name, ''), COUNT(*), CAST(COALESCE(SUM(c.charge_micros), 0) AS BIGINT) AS spent \
          FROM call_log c LEFT JOIN consumer_keys k ON k.id = c.key_id \
          WHERE c.created_at >= $1 AND c.created_at < $2 AND c.key_id IS NOT NULL \
-         GROUP BY c.key_id ORDER BY spent DESC, c.key_id LIMIT 10",
+         GROUP BY c.key_id, k.name ORDER BY spent DESC, c.key_id LIMIT 10",
     )
     .bind(from)
     .bind(to)
     .fetch_all(db)
     .await?;
     let models: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT COALESCE(model, ''), COUNT(*), COALESCE(SUM(charge_micros), 0) AS spent FROM call_log \
+        "SELECT COALESCE(model, ''), COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT) AS spent FROM call_log \
          WHERE created_at >= $1 AND created_at < $2 GROUP BY model ORDER BY spent DESC LIMIT 20",
     )
     .bind(from)
     .bind(to)
     .fetch_all(db)
     .await?;
+    let ranked = |rows: Vec<(i64, String, i64, i64)>, id: &str| -> Vec<Value> {
+        rows.into_iter()
+            .map(|(i, name, calls, spent)| json!({ id: i, "name": name, "calls": calls, "spent": format_money(spent) }))
+            .collect()
+    };
     Ok(json!({
         "calls": calls, "errors": errors, "streamed": streamed, "interrupted": interrupted,
         "revenue": format_money(revenue),
-        "top_keys": top.into_iter().map(|(id, name, calls, spent)| json!({ "key_id": id, "name": name, "calls": calls, "spent": format_money(spent) })).collect::<Vec<_>>(),
+        "top_users": ranked(top_users, "user_id"),
+        "top_keys": ranked(top_keys, "key_id"),
         "models": models.into_iter().map(|(m, calls, spent)| json!({ "model": m, "calls": calls, "spent": format_money(spent) })).collect::<Vec<_>>(),
     }))
 }
@@ -116,6 +186,8 @@ pub async fn stats(db: &Db, range: Range) -> Result<Value> {
 #[derive(Debug, Default, Clone)]
 pub struct LogFilter {
     pub key_id: Option<i64>,
+    /// The user's calls, through any of their keys.
+    pub user_id: Option<i64>,
     pub model: Option<String>,
     pub channel: Option<String>,
     /// An exact status, or a class: 2 (2xx), 4 (4xx), 5 (5xx).
@@ -142,6 +214,7 @@ pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
          interrupted, created_at FROM call_log \
          WHERE ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR channel = $3) \
          AND status >= $4 AND status < $5 AND created_at >= $6 AND created_at < $7 AND id < $8 \
+         AND ($10 IS NULL OR key_id IN (SELECT id FROM consumer_keys WHERE user_id = $10)) \
          ORDER BY id DESC LIMIT $9",
     )
     .bind(f.key_id)
@@ -153,6 +226,7 @@ pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
     .bind(to)
     .bind(f.before_id.unwrap_or(i64::MAX))
     .bind(limit)
+    .bind(f.user_id)
     .fetch_all(db)
     .await?;
     let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.0)).flatten();
@@ -171,4 +245,15 @@ pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
 pub async fn prune(db: &Db, days: u32) -> Result<u64> {
     let cutoff = crate::store::now_unix() - i64::from(days) * 86_400;
     Ok(sqlx::query("DELETE FROM call_log WHERE created_at < $1").bind(cutoff).execute(db).await?.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn day_numbers_become_calendar_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(super::civil_from_days(20_779), (2026, 11, 22));
+        assert_eq!(super::civil_from_days(-1), (1969, 12, 31));
+    }
 }

@@ -162,54 +162,60 @@ fn commit_in_wallets(b: &Billing, r: &CallRecord, applied: bool) {
 /// applied (false when the ledger already had a charge for that request id).
 async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    // 20 parameters a row; SQLite allows 32766 per statement.
+    // 20 parameters a row; SQLite allows 32766 per statement, PostgreSQL 65535.
     for rows in batch.chunks(800) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let sql = format!(
             "INSERT INTO call_log (request_id, key_id, channel, plugin, model, op, status, error_kind, \
              latency_us, streamed, interrupted, input_tokens, output_tokens, cached_tokens, characters, \
-             milliseconds, images, created_at, charge_micros, estimated) ",
+             milliseconds, images, created_at, charge_micros, estimated) VALUES {}",
+            placeholders(rows.len(), 20)
         );
-        q.push_values(rows, |mut b, r| {
-            b.push_bind(&r.request_id)
-                .push_bind(r.key_id)
-                .push_bind(&r.channel)
-                .push_bind(&r.plugin)
-                .push_bind(&r.model)
-                .push_bind(&r.op)
-                .push_bind(r.status as i64)
-                .push_bind(&r.error_kind)
-                .push_bind(r.latency_us as i64)
-                .push_bind(r.streamed)
-                .push_bind(r.interrupted)
-                .push_bind(r.input_tokens.map(|v| v as i64))
-                .push_bind(r.output_tokens.map(|v| v as i64))
-                .push_bind(r.cached_tokens.map(|v| v as i64))
-                .push_bind(r.characters.map(|v| v as i64))
-                .push_bind(r.milliseconds.map(|v| v as i64))
-                .push_bind(r.images.map(|v| v as i64))
-                .push_bind(r.created_at)
-                .push_bind(r.charge_micros)
-                .push_bind(r.estimated);
-        });
-        q.build().execute(&mut *tx).await?;
+        let mut q = sqlx::query(&sql);
+        for r in rows {
+            q = q
+                .bind(&r.request_id)
+                .bind(r.key_id)
+                .bind(&r.channel)
+                .bind(&r.plugin)
+                .bind(&r.model)
+                .bind(&r.op)
+                .bind(r.status as i64)
+                .bind(&r.error_kind)
+                .bind(r.latency_us as i64)
+                .bind(r.streamed as i64)
+                .bind(r.interrupted as i64)
+                .bind(r.input_tokens.map(|v| v as i64))
+                .bind(r.output_tokens.map(|v| v as i64))
+                .bind(r.cached_tokens.map(|v| v as i64))
+                .bind(r.characters.map(|v| v as i64))
+                .bind(r.milliseconds.map(|v| v as i64))
+                .bind(r.images.map(|v| v as i64))
+                .bind(r.created_at)
+                .bind(r.charge_micros)
+                .bind(r.estimated as i64);
+        }
+        q.execute(&mut *tx).await?;
     }
 
     let charges: Vec<&CallRecord> = batch.iter().filter(|r| r.charge_micros != 0).collect();
     let mut inserted = std::collections::HashSet::new();
     for rows in charges.chunks(4000) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO ledger (entry_id, key_id, user_id, amount_micros, kind, created_at) ",
+        let sql = format!(
+            "INSERT INTO ledger (entry_id, key_id, user_id, amount_micros, kind, created_at) VALUES {} \
+             ON CONFLICT (entry_id) DO NOTHING RETURNING entry_id",
+            placeholders(rows.len(), 6)
         );
-        q.push_values(rows, |mut b, r| {
-            b.push_bind(&r.request_id)
-                .push_bind(r.key_id.unwrap_or_default())
-                .push_bind(r.user_id.unwrap_or_default())
-                .push_bind(-r.charge_micros)
-                .push_bind("charge")
-                .push_bind(r.created_at);
-        });
-        q.push(" ON CONFLICT (entry_id) DO NOTHING RETURNING entry_id");
-        let ids: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+        let mut q = sqlx::query_as::<_, (String,)>(&sql);
+        for r in rows {
+            q = q
+                .bind(&r.request_id)
+                .bind(r.key_id.unwrap_or_default())
+                .bind(r.user_id.unwrap_or_default())
+                .bind(-r.charge_micros)
+                .bind("charge")
+                .bind(r.created_at);
+        }
+        let ids = q.fetch_all(&mut *tx).await?;
         inserted.extend(ids.into_iter().map(|(id,)| id));
     }
 
@@ -245,9 +251,32 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
     Ok(applied)
 }
 
+/// `($1, $2), ($3, $4)` for 2 rows of 2 columns. (sqlx's `QueryBuilder` writes `?` for the
+/// `Any` driver, which PostgreSQL does not accept.)
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..columns {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + col + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_across_rows() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
 
     fn charge(request_id: &str, key_id: i64, micros: i64) -> CallRecord {
         CallRecord {
@@ -263,9 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_id_is_charged_once_however_often_it_is_settled() {
-        let dir = std::env::temp_dir().join(format!("tollgate-ledger-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let db = crate::store::open(&format!("sqlite://{}/t.db", dir.display())).await.unwrap();
+        let db = crate::store::open_for_test("ledger").await;
         crate::account::create_key(
             &db,
             &crate::account::NewKey { name: "k".into(), balance: "1".into(), ..Default::default() },

@@ -91,11 +91,12 @@ pub async fn user_info(state: &AppState, req: &Request<Incoming>) -> Response {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let usage: Result<(i64, i64), _> =
-        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(charge_micros), 0) FROM call_log WHERE key_id = $1")
-            .bind(consumer.key_id)
-            .fetch_one(&state.db)
-            .await;
+    let usage: Result<(i64, i64), _> = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT) FROM call_log WHERE key_id = $1",
+    )
+    .bind(consumer.key_id)
+    .fetch_one(&state.db)
+    .await;
     let (calls, spent) = usage.unwrap_or_default();
     let (balance, currency) = match &state.billing {
         Some(b) => (

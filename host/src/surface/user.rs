@@ -114,7 +114,7 @@ pub async fn session_user(state: &AppState, req: &Request<Incoming>) -> Result<a
 pub async fn info(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {
     let user = session_user(state, req).await?;
     let (calls, spent): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(charge_micros), 0) FROM call_log \
+        "SELECT COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT) FROM call_log \
              WHERE key_id IN (SELECT id FROM consumer_keys WHERE user_id = $1)",
     )
     .bind(user.id)

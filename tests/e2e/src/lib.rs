@@ -84,6 +84,23 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// With `TEST_POSTGRES_URL` set to a PostgreSQL server's URL (`tests/run` starts one), a
+/// new empty database on it for the gateway in `dir`; otherwise `None` (SQLite in `dir`).
+pub fn fresh_database(dir: &Path) -> Option<String> {
+    let server = std::env::var("TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())?;
+    let server = server.trim_end_matches('/');
+    let leaf = dir.file_name().unwrap().to_string_lossy().to_lowercase();
+    let name: String =
+        format!("tg_{leaf}").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(63).collect();
+    let out = Command::new("psql")
+        .args(["-v", "ON_ERROR_STOP=1", "-d", &format!("{server}/postgres")])
+        .args(["-c", &format!("DROP DATABASE IF EXISTS {name}"), "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "creating database {name}: {}", String::from_utf8_lossy(&out.stderr));
+    Some(format!("{server}/{name}"))
+}
+
 pub struct Mock {
     _proc: Proc,
     pub addr: String,
@@ -138,8 +155,12 @@ impl Gateway {
             std::fs::copy(plugin_file(src), plugins_dir.join(dest)).expect("copy plugin");
         }
         let config = dir.join("tollgate.toml");
+        let database = match fresh_database(&dir) {
+            Some(url) => format!("database_url = \"{url}\"\n"),
+            None => String::new(),
+        };
         let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nplugins_dir = \"{d}/plugins\"\nadmin_token = \"admin-secret\"\nkey_refresh_ms = 200\n{extra}\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nplugins_dir = \"{d}/plugins\"\nadmin_token = \"admin-secret\"\nkey_refresh_ms = 200\n{database}{extra}\n",
             d = dir.display()
         );
         std::fs::write(&config, text).unwrap();

@@ -191,39 +191,60 @@ fn reports_and_logs_show_usage_spending_and_pages() {
         assert_eq!(gw.chat(&gw.key, "gpt-4o-mini", "").status, 200);
     }
     assert_eq!(gw.chat(&gw.key, "fail-500", "").status, 502);
+    // A second user, with one call through a key of their own.
+    Gateway::cli(&gw.config, &["users", "create", "--name", "bob", "--balance", "2"]);
+    let bob_key =
+        Gateway::cli(&gw.config, &["keys", "create", "--name", "bob-key", "--user", "bob"]).trim().to_string();
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&bob_key, "gpt-4o-mini", "").status == 200));
     let admin = |path: &str| http::request(&gw.addr, "GET", path, &[("authorization", "Bearer admin-secret")], b"");
-    assert!(eventually(Duration::from_secs(5), || admin("/admin/stats").json()["calls"] == 4));
+    assert!(eventually(Duration::from_secs(5), || admin("/admin/stats").json()["calls"] == 5));
 
     let stats = admin("/admin/stats").json();
-    assert_eq!(stats["revenue"], "0.009027", "{stats}");
+    assert_eq!(stats["revenue"], "0.012036", "{stats}");
     assert_eq!(stats["errors"], 1, "{stats}");
     assert_eq!(stats["top_keys"][0]["name"], "e2e", "{stats}");
+    assert_eq!(stats["top_users"][0]["calls"], 4, "{stats}");
+    assert_eq!((&stats["top_users"][1]["name"], &stats["top_users"][1]["spent"]), (&"bob".into(), &"0.003009".into()));
 
     let usage = admin("/admin/reports/usage?period=month").json();
-    assert_eq!(usage["data"][0]["calls"], 4, "{usage}");
-    assert_eq!(usage["data"][0]["output_tokens"], 9, "{usage}");
+    assert_eq!(usage["data"][0]["calls"], 5, "{usage}");
+    assert_eq!(usage["data"][0]["output_tokens"], 12, "{usage}");
+    let today = admin("/admin/reports/usage?period=day").json();
+    let date = String::from_utf8(std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]).output().unwrap().stdout)
+        .unwrap();
+    assert_eq!(today["data"][0]["period"], date.trim(), "{today}");
     assert_eq!(admin("/admin/reports/usage?period=year").status, 400);
 
     let keys = admin("/admin/reports/keys").json();
     assert_eq!(keys["data"][0]["spent"], "0.009027", "{keys}");
     assert_eq!(keys["data"][0]["balance"], "9.990973", "{keys}");
 
+    // The billing summary per user: what each spent and was credited.
+    let users = admin("/admin/reports/users").json();
+    let bob = users["data"].as_array().unwrap().iter().find(|u| u["name"] == "bob").expect("bob").clone();
+    assert_eq!((&bob["calls"], &bob["spent"], &bob["credited"]), (&1.into(), &"0.003009".into(), &"2.000000".into()));
+    assert_eq!(bob["balance"], "1.996991", "{users}");
+    let bob_calls = admin(&format!("/admin/logs?user_id={}", bob["user_id"])).json();
+    assert_eq!(bob_calls["data"].as_array().unwrap().len(), 1, "{bob_calls}");
+
     // Filters and pages.
     let errors = admin("/admin/logs?status=5").json();
     assert_eq!(errors["data"].as_array().unwrap().len(), 1, "{errors}");
     assert_eq!(errors["data"][0]["model"], "fail-500");
-    let page1 = admin("/admin/logs?model=gpt-4o-mini&limit=2").json();
-    assert_eq!(page1["data"].as_array().unwrap().len(), 2);
+    let page1 = admin("/admin/logs?model=gpt-4o-mini&limit=3").json();
+    assert_eq!(page1["data"].as_array().unwrap().len(), 3);
     let next = page1["next_before_id"].as_i64().expect("a next page");
-    let page2 = admin(&format!("/admin/logs?model=gpt-4o-mini&limit=2&before_id={next}")).json();
+    let page2 = admin(&format!("/admin/logs?model=gpt-4o-mini&limit=3&before_id={next}")).json();
     assert_eq!(page2["data"].as_array().unwrap().len(), 1, "{page2}");
     assert!(page2["next_before_id"].is_null());
 
     // The CLI reads the same.
     let out = Gateway::cli(&gw.config, &["report", "stats"]);
-    assert!(out.contains("\"revenue\": \"0.009027\""), "{out}");
+    assert!(out.contains("\"revenue\": \"0.012036\""), "{out}");
     let out = Gateway::cli(&gw.config, &["logs", "--status", "5"]);
     assert!(out.contains("fail-500"), "{out}");
+    let out = Gateway::cli(&gw.config, &["report", "users"]);
+    assert!(out.contains("\"credited\": \"2.000000\""), "{out}");
 }
 
 #[test]
