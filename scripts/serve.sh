@@ -6,12 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null
-cargo build --profile plugin --target wasm32-wasip2 -p tollgate-plugin-openai -p tollgate-plugin-minimax
+cargo build --profile plugin --target wasm32-wasip2 -p tollgate-plugin-openai -p tollgate-plugin-minimax \
+  -p tollgate-plugin-siliconflow
 cargo build --release -p tollgate
 
 plugins_dir="${TOLLGATE_PLUGINS_DIR:-data/plugins}"
 mkdir -p "$plugins_dir"
-for name in openai minimax; do
+for name in openai minimax siliconflow; do
   # Write beside, then rename: a running gateway never reads half a file.
   cp "target/wasm32-wasip2/plugin/tollgate_plugin_${name}.wasm" "$plugins_dir/.${name}.wasm.part"
   mv "$plugins_dir/.${name}.wasm.part" "$plugins_dir/${name}.wasm"

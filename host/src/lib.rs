@@ -76,7 +76,16 @@ pub async fn serve(config: config::Config) -> Result<()> {
     let addr = listener.local_addr()?;
     let sessions =
         account::session::Sessions::new(config.jwt_secret.as_deref(), &config.data_dir, config.session_ttl_hours)?;
-    let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db, billing, sessions));
+    let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db.clone(), billing, sessions));
+    // Stored upstream keys join their pools before the first call, then follow changes.
+    keypool::stored::load_into(&db, state.config.master_key.as_ref(), &state.channels).await?;
+    keypool::stored::sync_forever(
+        db,
+        state.config.master_key.clone(),
+        Arc::clone(&state.channels),
+        Duration::from_millis(state.config.key_refresh_ms.max(200)),
+    );
+    keypool::balance::refresh_forever(&state);
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.registry.current().len(), "tollgate serving");

@@ -1,4 +1,5 @@
-//! The `tollgate` command: `serve`, `keys create|list`, `plugins list`.
+//! The `tollgate` command: `serve`, `keys`, `users`, `upstream`, `report`, `logs`, `ledger`,
+//! `plugins list`.
 //! This interface is the operator contract (DESIGN §4): scripts depend on it.
 
 use anyhow::Result;
@@ -29,6 +30,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Upstream keys stored in the database, encrypted with TOLLGATE_MASTER_KEY.
+    Upstream {
+        #[command(subcommand)]
+        command: UpstreamCommand,
     },
     /// Users: who owns keys and the balance.
     Users {
@@ -172,6 +178,30 @@ enum ReportCommand {
 }
 
 #[derive(Subcommand)]
+enum UpstreamCommand {
+    /// Store keys for a channel: a JSON array, or lines of `key[,weight[,priority]]`, read from
+    /// --file or standard input. A key stored twice gets the new weight and priority.
+    Import {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Print the stored keys in clear as JSON (importable again).
+    Export {
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// List stored keys without their secrets.
+    List,
+    /// Delete a stored key.
+    Remove {
+        #[arg(long)]
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
 enum LedgerCommand {
     /// Check that every balance equals the sum of its ledger entries and that every charge has
     /// its call record; exits 1 otherwise.
@@ -289,6 +319,7 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&reports::logs(&db, &filter).await?)?);
                 Ok(())
             }
+            Command::Upstream { command } => upstream_command(&config, command).await,
             Command::Ledger { command: LedgerCommand::Verify } => {
                 let db = tollgate::store::open(&config.database_url()).await?;
                 let (keys, mismatches, orphans) = tollgate::account::verify_ledger(&db).await?;
@@ -333,6 +364,46 @@ async fn plugins_list(config: &Config, json: bool) -> Result<()> {
             &s.sha256[..12.min(s.sha256.len())],
             s.last_error.as_deref().unwrap_or("")
         );
+    }
+    Ok(())
+}
+
+async fn upstream_command(config: &Config, command: UpstreamCommand) -> Result<()> {
+    use tollgate::keypool::stored;
+    let db = tollgate::store::open(&config.database_url()).await?;
+    let master = || {
+        config.master_key.clone().ok_or_else(|| {
+            anyhow::anyhow!("set {} (64 hex digits, e.g. `openssl rand -hex 32`)", stored::MASTER_KEY_ENV)
+        })
+    };
+    match command {
+        UpstreamCommand::Import { channel, file } => {
+            if !config.channels.iter().any(|c| c.name == channel) {
+                anyhow::bail!("no channel named '{channel}' in the configuration");
+            }
+            let text = match file {
+                Some(f) => std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let records = stored::parse_import(&text)?;
+            let (added, updated) = stored::import(&db, &master()?, &channel, &records).await?;
+            println!("{added} added, {updated} updated");
+        }
+        UpstreamCommand::Export { channel } => {
+            let keys = stored::export(&db, &master()?, channel.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&keys)?);
+        }
+        UpstreamCommand::List => {
+            for (id, channel, prefix, weight, priority) in stored::list(&db).await? {
+                println!("{id}\t{channel}\t{prefix}…\tweight {weight}\tpriority {priority}");
+            }
+        }
+        UpstreamCommand::Remove { id } => {
+            if !stored::remove(&db, id, None).await? {
+                anyhow::bail!("no stored upstream key {id}");
+            }
+            println!("removed {id}");
+        }
     }
     Ok(())
 }

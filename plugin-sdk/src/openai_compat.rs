@@ -43,6 +43,17 @@ pub trait Vendor: 'static {
     fn classify(response: &UpstreamResponse) -> AdapterError {
         errors::from_openai_response(response)
     }
+
+    /// The vendor's endpoint for a key's remaining balance (`GET`), for the host's
+    /// highest-balance key strategy (op `balance`); `None`: the vendor has none.
+    fn balance_path() -> Option<&'static str> {
+        None
+    }
+
+    /// The balance, a decimal string, read from that endpoint's JSON answer; `None`: unknown.
+    fn read_balance(_answer: &Value) -> Option<String> {
+        None
+    }
 }
 
 /// The plugin type for a [`Vendor`]: `export_plugin!(Compat<MyVendor>)`.
@@ -76,6 +87,12 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
     }
 
     fn first(&mut self) -> Step {
+        if self.call.op == BALANCE {
+            return match V::balance_path() {
+                Some(path) => Step::Send(UpstreamRequest::get(path)),
+                None => Step::fail(ErrorKind::Unsupported, "this vendor has no balance endpoint"),
+            };
+        }
         let Some(path) = V::path(&self.call.op) else {
             return Step::fail(
                 ErrorKind::Unsupported,
@@ -116,6 +133,9 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
     fn next(&mut self, response: UpstreamResponse) -> Step {
         if !(200..300).contains(&response.status) {
             return Step::Fail(V::classify(&response));
+        }
+        if self.call.op == BALANCE {
+            return balance_reply(serde_json::from_slice(&response.body).ok().as_ref().and_then(V::read_balance));
         }
         #[derive(Deserialize)]
         struct UsageOnly {
@@ -170,6 +190,25 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             chunks.push(OutChunk::Event(SseEvent { event: None, data: "[DONE]".into(), id: None }));
         }
         Ok(StreamTail::new(chunks, std::mem::take(&mut self.usage)))
+    }
+}
+
+/// The operation that reads an upstream key's balance. The contract: the plugin replies 200
+/// with `{"balance":"<decimal>"}`, or fails (an unauthorized key fails as `unauthorized`).
+pub const BALANCE: &str = "balance";
+
+/// The reply to op `balance`; an answer without a readable balance is "unknown", never zero.
+pub fn balance_reply(balance: Option<String>) -> Step {
+    let decimal = |b: &str| {
+        let digits = b.strip_prefix('-').unwrap_or(b);
+        !digits.is_empty()
+            && digits.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+            && digits.bytes().filter(|&c| c == b'.').count() <= 1
+            && digits.bytes().any(|c| c.is_ascii_digit())
+    };
+    match balance.filter(|b| decimal(b)) {
+        Some(b) => Step::Reply(Reply::json(serde_json::json!({ "balance": b }).to_string(), Usage::default())),
+        None => Step::fail(ErrorKind::UpstreamFault, "the balance endpoint answered without a readable balance"),
     }
 }
 

@@ -7,10 +7,11 @@
 //! `POST /admin/keys`, `POST /admin/keys/{id}/disable|enable`. Access: `admin_token`, or an admin user's session.
 //! Prices: `GET /admin/pricing` (the TOML), `PUT /admin/pricing` (validated, written, live).
 //! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
-//! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels and the health of their keys,
-//! masked).
+//! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels, their strategy, and each key's
+//! health and balance, masked). Stored upstream keys: see `upstream`.
 
 pub mod reports;
+pub mod upstream;
 
 use crate::server::body::{json, Response};
 use crate::server::error::error_response;
@@ -45,6 +46,9 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
     if req.method() == Method::POST && is_manage_route(req.uri().path()) {
         return manage(state, req).await;
     }
+    if upstream::is_route(req.uri().path()) {
+        return upstream::handle(state, req).await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/admin/plugins") => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
         (&Method::GET, "/admin/channels") => {
@@ -53,12 +57,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
                 .all()
                 .iter()
                 .map(|c| {
-                    let keys: Vec<serde_json::Value> = c
-                        .key_states()
-                        .into_iter()
-                        .map(|(prefix, st)| serde_json::json!({ "key": prefix, "state": st }))
-                        .collect();
-                    serde_json::json!({ "name": c.name, "plugin": c.plugin, "models": c.models, "keys": keys })
+                    serde_json::json!({ "name": c.name, "plugin": c.plugin, "models": c.models,
+                                        "strategy": c.strategy, "keys": c.key_states() })
                 })
                 .collect();
             json(200, &serde_json::json!({ "channels": channels }))

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Seals upstream keys stored in the database. Only from the environment
+    /// (`TOLLGATE_MASTER_KEY`), never from the file; `None` when unset.
+    #[serde(skip)]
+    pub master_key: Option<crate::keypool::stored::MasterKey>,
     #[serde(default = "defaults::listen")]
     pub listen: String,
     #[serde(default = "defaults::data_dir")]
@@ -97,12 +101,32 @@ pub struct ChannelConfig {
     /// serves, its keys in weighted turn.
     #[serde(default)]
     pub keys: Vec<KeySpec>,
+    /// How the keys of the best priority take turns.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Seconds between reads of every key's balance (`highest-balance` only).
+    #[serde(default = "defaults::balance_refresh_secs")]
+    pub balance_refresh_secs: u64,
     /// Consumer model name → upstream model name.
     #[serde(default)]
     pub model_map: std::collections::BTreeMap<String, String>,
     /// Plugin settings handed to the plugin as JSON.
     #[serde(default)]
     pub settings: Option<toml::Table>,
+}
+
+/// A channel's key selection among the usable keys of its best priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Smooth weighted turn (with every weight 1, plain round-robin).
+    #[default]
+    Weighted,
+    /// Plain turn; weights are ignored.
+    RoundRobin,
+    /// The key with the highest balance at the vendor, as the plugin's `balance` operation
+    /// reads it every `balance_refresh_secs`; keys with equal or unknown balances take turns.
+    HighestBalance,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +165,9 @@ impl KeySpec {
 mod defaults {
     pub fn weight() -> u32 {
         1
+    }
+    pub fn balance_refresh_secs() -> u64 {
+        300
     }
     use std::path::PathBuf;
     pub fn listen() -> String {
@@ -200,9 +227,10 @@ impl Config {
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         apply_env(&mut table, std::env::vars())?;
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        config.master_key = crate::keypool::stored::MasterKey::from_env()?;
         config.validate()?;
         Ok(config)
     }
@@ -259,8 +287,8 @@ fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String
             table.insert("channel".into(), channels);
             continue;
         }
-        if name == "config" || name == "log" {
-            continue; // read elsewhere: the config path and the log filter
+        if name == "config" || name == "log" || name == "master_key" {
+            continue; // read elsewhere: the config path, the log filter, the upstream keys' master key
         }
         let parsed = format!("v = {value}")
             .parse::<toml::Table>()

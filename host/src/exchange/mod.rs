@@ -149,7 +149,9 @@ pub async fn run(
                         s.framing,
                         ctx.upstream.idle_timeout,
                         Arc::clone(&ctx.plugin),
-                        on_stream_end.take().expect("one stream per call"),
+                        on_stream_end
+                            .take()
+                            .ok_or_else(|| CallError::plugin("the plugin streamed where no stream was expected"))?,
                     );
                     return Ok(Outcome::Stream { headers: s.reply_headers, body });
                 }

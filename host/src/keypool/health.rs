@@ -8,8 +8,12 @@
 //! - `upstream-fault` / `timeout`: counted in a sliding window of the last 60 s; at four or
 //!   more samples with half or more faults, the key cools down for 30 s.
 //! - success clears all of it.
+//!
+//! It also holds the key's last known balance at the vendor (for the highest-balance
+//! strategy), refreshed by `keypool::balance`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -56,14 +60,28 @@ struct Disabled {
 pub struct KeyHealth {
     state: Mutex<State>,
     probe_after: Duration,
+    /// Micros; `UNKNOWN_BALANCE` until read.
+    balance: AtomicI64,
 }
+
+const UNKNOWN_BALANCE: i64 = i64::MIN;
 
 impl KeyHealth {
     pub fn new(probe_after: Duration) -> KeyHealth {
         KeyHealth {
             state: Mutex::new(State { disabled: None, cooling_until: None, recent: VecDeque::new() }),
             probe_after,
+            balance: AtomicI64::new(UNKNOWN_BALANCE),
         }
+    }
+
+    /// The key's balance at the vendor in micros, when known.
+    pub fn balance(&self) -> Option<i64> {
+        Some(self.balance.load(Ordering::Relaxed)).filter(|&b| b != UNKNOWN_BALANCE)
+    }
+
+    pub fn set_balance(&self, micros: Option<i64>) {
+        self.balance.store(micros.unwrap_or(UNKNOWN_BALANCE), Ordering::Relaxed);
     }
 
     /// Takes the key for a call if it may serve one now (a disabled key: one probe call).

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 pub struct AppState {
     pub config: Config,
     pub registry: Arc<PluginRegistry>,
-    pub channels: Channels,
+    pub channels: Arc<Channels>,
     pub keys: Arc<KeyCache>,
     pub upstream: Upstream,
     pub call_log: CallLog,
@@ -53,7 +53,7 @@ impl AppState {
         billing: Option<Arc<Billing>>,
         sessions: crate::account::session::Sessions,
     ) -> AppState {
-        let channels = Channels::new(&config.channels, Duration::from_millis(config.key_probe_after_ms));
+        let channels = Arc::new(Channels::new(&config.channels, Duration::from_millis(config.key_probe_after_ms)));
         let upstream = Upstream::new(
             Duration::from_millis(config.connect_timeout_ms),
             Duration::from_millis(config.upstream_timeout_ms),

@@ -261,9 +261,9 @@ async fn run_with_failover(
     let attempts = r.channel.key_count().clamp(1, MAX_ATTEMPTS);
     let mut tried = Vec::with_capacity(attempts);
     loop {
-        let (index, key) = match r.channel.pick_key(&tried) {
-            Some((i, k)) => (Some(i), Some(k.clone())),
-            None if r.channel.key_count() == 0 => (None, None),
+        let picked = match r.channel.pick_key(&tried) {
+            Some(k) => Some(k),
+            None if r.channel.key_count() == 0 => None,
             None => {
                 return Err(CallError::new(
                     503,
@@ -276,23 +276,23 @@ async fn run_with_failover(
                 ))
             }
         };
-        call.credential = match (&fields, &key) {
-            (Some(f), Some(k)) => split_credential(f, &k.0)?,
+        call.credential = match (&fields, &picked) {
+            (Some(f), Some(k)) => split_credential(f, &k.secret.0)?,
             _ => Vec::new(),
         };
         let ctx = CallContext {
             plugin: Arc::clone(&r.plugin),
             channel: Arc::clone(&r.channel),
-            key,
+            key: picked.as_ref().map(|k| k.secret.clone()),
             runtime: state.registry.runtime().clone(),
             upstream: state.upstream.clone(),
             client_body: r.body.clone(),
         };
         let result = exchange::run(ctx, &call, on_stream_end).await;
         let outcome = key_outcome(&result);
-        let Some(index) = index else { return result };
-        r.channel.report(index, outcome);
-        tried.push(index);
+        let Some(picked) = picked else { return result };
+        picked.report(outcome);
+        tried.push(picked.id);
         let retryable = matches!(outcome, KeyOutcome::Refused | KeyOutcome::RateLimited(_) | KeyOutcome::Fault);
         if !retryable || tried.len() >= attempts {
             return result;
@@ -302,7 +302,7 @@ async fn run_with_failover(
 }
 
 /// What a call's result says about the key it used.
-fn key_outcome(result: &Result<Outcome, CallError>) -> KeyOutcome {
+pub(crate) fn key_outcome(result: &Result<Outcome, CallError>) -> KeyOutcome {
     use wit::ErrorKind as K;
     let (class, retry_after) = match result {
         Ok(Outcome::Reply { error: Some(e), .. }) => (e.kind, e.retry_after_ms),
@@ -411,14 +411,14 @@ pub fn kind_name(k: wit::ErrorKind) -> &'static str {
 }
 
 /// The credential field names, for plugins that sign requests themselves.
-fn credential_fields(plugin: &Plugin) -> Option<Vec<String>> {
+pub(crate) fn credential_fields(plugin: &Plugin) -> Option<Vec<String>> {
     let f = &plugin.manifest.credential_fields;
     (!f.is_empty()).then(|| f.iter().map(|c| c.name.clone()).collect())
 }
 
 /// A multi-field credential is written in the channel's `keys` as `value1|value2|...`, in the
 /// order of the plugin's credential fields.
-fn split_credential(fields: &[String], key: &str) -> Result<Vec<(String, String)>, CallError> {
+pub(crate) fn split_credential(fields: &[String], key: &str) -> Result<Vec<(String, String)>, CallError> {
     let values: Vec<&str> = if fields.len() == 1 { vec![key] } else { key.split('|').collect() };
     if values.len() != fields.len() {
         return Err(CallError::config(format!(

@@ -28,11 +28,23 @@ pub fn bin(name: &str) -> PathBuf {
 /// A built plugin: `openai`, `minimax`, or a fixture such as `faulty-v1`.
 pub fn plugin_file(name: &str) -> PathBuf {
     let p = match name {
-        "openai" | "minimax" => root().join(format!("target/wasm32-wasip2/plugin/tollgate_plugin_{name}.wasm")),
+        "openai" | "minimax" | "siliconflow" => {
+            root().join(format!("target/wasm32-wasip2/plugin/tollgate_plugin_{name}.wasm"))
+        }
         other => root().join(format!("target/fixtures/{other}.wasm")),
     };
     assert!(p.exists(), "{} is missing: run the README's test command (it builds plugins)", p.display());
     p
+}
+
+/// The master key the tests' gateways and CLI runs seal stored upstream keys with.
+pub const TEST_MASTER_KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
+/// The `tollgate` binary, with the tests' master key in its environment.
+pub fn tollgate_command() -> Command {
+    let mut cmd = Command::new(bin("tollgate"));
+    cmd.env("TOLLGATE_MASTER_KEY", TEST_MASTER_KEY);
+    cmd
 }
 
 /// A child process killed when dropped.
@@ -142,6 +154,8 @@ pub struct Gateway {
     pub config: PathBuf,
     /// A consumer key created before the start.
     pub key: String,
+    /// The PostgreSQL database, on the PostgreSQL pass; `None`: SQLite under `dir/data`.
+    pub database_url: Option<String>,
 }
 
 impl Gateway {
@@ -155,7 +169,8 @@ impl Gateway {
             std::fs::copy(plugin_file(src), plugins_dir.join(dest)).expect("copy plugin");
         }
         let config = dir.join("tollgate.toml");
-        let database = match fresh_database(&dir) {
+        let database_url = fresh_database(&dir);
+        let database = match &database_url {
             Some(url) => format!("database_url = \"{url}\"\n"),
             None => String::new(),
         };
@@ -166,11 +181,11 @@ impl Gateway {
         std::fs::write(&config, text).unwrap();
         let key = Gateway::cli(&config, &["keys", "create", "--name", "e2e", "--balance", "10"]).trim().to_string();
         assert!(key.starts_with("sk-tg-"), "unexpected key output {key:?}");
-        let mut cmd = Command::new(bin("tollgate"));
+        let mut cmd = tollgate_command();
         cmd.args(["--config", config.to_str().unwrap(), "serve"]).env("TOLLGATE_LOG", "info");
         let (proc, line) = spawn_reading_first_line(cmd, &dir.join("gateway.log"));
         let addr = line.strip_prefix("tollgate listening on http://").expect("gateway's first line").to_string();
-        let gw = Gateway { proc, addr, dir, config, key };
+        let gw = Gateway { proc, addr, dir, config, key, database_url };
         gw.wait_healthy();
         gw
     }
@@ -188,7 +203,7 @@ impl Gateway {
 
     /// Runs the `tollgate` CLI and returns its stdout (panics on failure).
     pub fn cli(config: &Path, args: &[&str]) -> String {
-        let out = Command::new(bin("tollgate")).arg("--config").arg(config).args(args).output().expect("run tollgate");
+        let out = tollgate_command().arg("--config").arg(config).args(args).output().expect("run tollgate");
         assert!(out.status.success(), "tollgate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
@@ -224,13 +239,29 @@ impl Gateway {
 
     /// `tollgate ledger verify`: (success, output).
     pub fn verify_ledger(&self) -> (bool, String) {
-        let out = Command::new(bin("tollgate"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(["ledger", "verify"])
-            .output()
-            .unwrap();
+        let out = tollgate_command().arg("--config").arg(&self.config).args(["ledger", "verify"]).output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// What the database holds, as raw as it can be read: on SQLite the database and WAL
+    /// files' bytes, on PostgreSQL every row of `table` as text. For checks that a secret is
+    /// not stored in clear.
+    pub fn raw_database(&self, table: &str) -> String {
+        match &self.database_url {
+            Some(url) => {
+                let out = Command::new("psql")
+                    .args(["-At", "-d", url, "-c", &format!("SELECT * FROM {table}")])
+                    .output()
+                    .expect("run psql");
+                assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+            None => ["tollgate.db", "tollgate.db-wal"]
+                .iter()
+                .filter_map(|f| std::fs::read(self.dir.join("data").join(f)).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .collect(),
+        }
     }
 
     pub fn log(&self) -> String {

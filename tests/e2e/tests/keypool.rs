@@ -90,3 +90,119 @@ fn a_failover_storm_never_charges_twice() {
     let (ok, out) = gw.verify_ledger();
     assert!(ok, "{out}");
 }
+
+fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> http::Response {
+    http::request(&gw.addr, method, path, &[("authorization", "Bearer admin-secret")], body.as_bytes())
+}
+
+fn chat(gw: &Gateway) -> u16 {
+    gw.post("/v1/chat/completions", r#"{"model":"gpt-4o-mini","messages":[]}"#).status
+}
+
+#[test]
+fn stored_keys_are_sealed_serve_without_restart_and_export_in_clear() {
+    let mock = Mock::start();
+    let ch = channel("pool", "openai", &mock.url(), &["gpt-4o-mini"], &["conf-key"]);
+    let gw = Gateway::start("stored", &[("openai", "openai.wasm")], &ch);
+
+    // The CLI stores keys; the running gateway picks them up (within key_refresh_ms).
+    let file = gw.dir.join("keys.txt");
+    std::fs::write(&file, "# two keys\nst-one-4f1c9a\nst-two-77b2e0, 2\n").unwrap();
+    let out = Gateway::cli(&gw.config, &["upstream", "import", "--channel", "pool", "--file", file.to_str().unwrap()]);
+    assert_eq!(out.trim(), "2 added, 0 updated");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            assert_eq!(chat(&gw), 200);
+            used(&mock, "st-one-4f1c9a") > 0 && used(&mock, "st-two-77b2e0") > 0
+        }),
+        "the stored keys serve: {}",
+        mock.stats()
+    );
+
+    // The admin API stores one too; it serves from the next call on.
+    let r = admin(&gw, "POST", "/admin/channels/pool/keys", r#"[{"key":"st-three-c0ffee","priority":5}]"#);
+    assert_eq!((r.status, r.json()["added"].as_i64()), (200, Some(1)), "{}", r.text());
+    assert_eq!(chat(&gw), 200);
+    assert_eq!(used(&mock, "st-three-c0ffee"), 1, "the higher priority key served at once");
+    assert_eq!(admin(&gw, "POST", "/admin/channels/pool/keys", "a key with spaces").status, 400);
+    assert_eq!(admin(&gw, "POST", "/admin/channels/nope/keys", "k").status, 404);
+
+    // At rest the keys are sealed; in the log they never appear.
+    let raw = gw.raw_database("upstream_keys");
+    assert!(raw.contains("st-one") || raw.len() > 100, "the table was read: {raw}");
+    for secret in ["st-one-4f1c9a", "st-two-77b2e0", "st-three-c0ffee"] {
+        assert!(!raw.contains(secret), "{secret} is stored in clear");
+        assert!(!gw.log().contains(secret), "{secret} is in the log");
+    }
+
+    // Export gives them back in clear (importable again); a wrong master key cannot.
+    let exported: serde_json::Value =
+        serde_json::from_str(&Gateway::cli(&gw.config, &["upstream", "export", "--channel", "pool"])).unwrap();
+    let keys: Vec<&str> = exported.as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["st-one-4f1c9a", "st-two-77b2e0", "st-three-c0ffee"]);
+    assert_eq!(exported[1]["weight"], 2);
+    let wrong = tollgate_e2e::tollgate_command()
+        .env("TOLLGATE_MASTER_KEY", "ab".repeat(32))
+        .args(["--config", gw.config.to_str().unwrap(), "upstream", "export"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("does not decrypt"), "{wrong:?}");
+    let api = admin(&gw, "GET", "/admin/channels/pool/keys/export", "").json();
+    assert_eq!(api["keys"].as_array().unwrap().len(), 3, "{api}");
+
+    // Removing a stored key takes it out of the pool.
+    let states = admin(&gw, "GET", "/admin/channels", "").json();
+    let three = states["channels"][0]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["priority"] == 5)
+        .expect("the stored key is listed")
+        .clone();
+    assert_eq!(three["key"], "st-thr…", "{states}");
+    let id = three["stored_id"].as_i64().unwrap();
+    assert_eq!(admin(&gw, "DELETE", &format!("/admin/channels/pool/keys/{id}"), "").status, 200);
+    assert_eq!(admin(&gw, "DELETE", &format!("/admin/channels/pool/keys/{id}"), "").status, 404);
+    for _ in 0..3 {
+        assert_eq!(chat(&gw), 200);
+    }
+    assert_eq!(used(&mock, "st-three-c0ffee"), 1, "a removed key no longer serves");
+}
+
+fn set_balance(mock: &Mock, key: &str, value: &str) {
+    let r = http::request(&mock.addr, "POST", &format!("/_mock/balance?key={key}&value={value}"), &[], b"");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn highest_balance_sends_calls_to_the_richest_key_and_follows_its_balance() {
+    let mock = Mock::start();
+    for (key, balance) in [("sf-low", "1.00"), ("sf-rich", "50.00"), ("sf-mid", "10.00")] {
+        set_balance(&mock, key, balance);
+    }
+    let ch = channel("sf", "siliconflow", &mock.url(), &["gpt-4o-mini"], &["sf-low", "sf-rich", "sf-mid", "bad-sf"]);
+    let gw = Gateway::start(
+        "balance",
+        &[("siliconflow", "siliconflow.wasm")],
+        &format!("{ch}strategy = \"highest-balance\"\nbalance_refresh_secs = 1\n"),
+    );
+    let keys = || admin(&gw, "GET", "/admin/channels", "").json()["channels"][0]["keys"].clone();
+    assert!(eventually(Duration::from_secs(10), || keys()[1]["balance"] == "50.000000"), "{}", keys());
+    assert_eq!(keys()[3]["state"], "disabled", "a key refused by the balance read is disabled: {}", keys());
+    assert_eq!(used(&mock, "bad-sf"), 0, "before any consumer met it");
+
+    for _ in 0..5 {
+        assert_eq!(chat(&gw), 200);
+    }
+    assert_eq!(used(&mock, "sf-rich"), 5, "every call on the richest key: {}", mock.stats());
+
+    // The rich key is spent: after the next read, the next richest serves.
+    set_balance(&mock, "sf-rich", "0.50");
+    assert!(eventually(Duration::from_secs(10), || keys()[1]["balance"] == "0.500000"), "{}", keys());
+    for _ in 0..4 {
+        assert_eq!(chat(&gw), 200);
+    }
+    assert_eq!((used(&mock, "sf-mid"), used(&mock, "sf-rich")), (4, 5), "{}", mock.stats());
+    assert!(mock.stats()["balance_reads"].as_u64().unwrap() >= 8, "balances are read on schedule");
+}

@@ -119,6 +119,10 @@ pub struct State {
     last: Mutex<HashMap<String, Last>>,
     /// Keys refused as if revoked (`POST /_mock/reject?key=K&on=1|0`), besides `bad…` keys.
     rejected: Mutex<std::collections::HashSet<String>>,
+    /// Each key's balance for SiliconFlow's `GET /v1/user/info`
+    /// (`POST /_mock/balance?key=K&value=12.5`); a key without one gets 404.
+    balances: Mutex<HashMap<String, String>>,
+    balance_reads: AtomicU64,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
     chunk_delay_ms: u64,
     trace: AtomicU64,
@@ -131,6 +135,8 @@ impl State {
             by_key: Mutex::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
             rejected: Mutex::new(std::collections::HashSet::new()),
+            balances: Mutex::new(HashMap::new()),
+            balance_reads: AtomicU64::new(0),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
         }
@@ -190,10 +196,15 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         return control(req, &state).await;
     }
     let key = bearer(req.headers());
-    state.count(key);
     let authorized = key.is_some_and(|k| {
         !k.starts_with("bad") && !state.rejected.lock().unwrap_or_else(|e| e.into_inner()).contains(k)
     });
+    if req.uri().path() == "/v1/user/info" {
+        // Balance reads are counted apart: `by_key` counts the calls that serve consumers.
+        state.balance_reads.fetch_add(1, Ordering::Relaxed);
+        return user_info(&state, key, authorized);
+    }
+    state.count(key);
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -210,7 +221,8 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     }
 }
 
-/// `/_mock/stats`, `/_mock/reset`, `/_mock/last?path=...`, `/_mock/reject?key=K&on=1|0`.
+/// `/_mock/stats`, `/_mock/reset`, `/_mock/last?path=...`, `/_mock/reject?key=K&on=1|0`,
+/// `/_mock/balance?key=K&value=V`.
 async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/_mock/stats") => {
@@ -218,6 +230,7 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
             let v = serde_json::json!({
                 "requests": state.requests.load(Ordering::Relaxed),
                 "by_key": by_key,
+                "balance_reads": state.balance_reads.load(Ordering::Relaxed),
             });
             json(StatusCode::OK, v.to_string())
         }
@@ -240,6 +253,14 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
             }
             json(StatusCode::OK, r#"{"ok":true}"#)
         }
+        (&Method::POST, "/_mock/balance") => {
+            let q = req.uri().query().unwrap_or_default();
+            let (Some(key), Some(value)) = (query_param(q, "key"), query_param(q, "value")) else {
+                return json(StatusCode::BAD_REQUEST, r#"{"error":"key= and value= are required"}"#);
+            };
+            state.balances.lock().unwrap_or_else(|e| e.into_inner()).insert(key, value);
+            json(StatusCode::OK, r#"{"ok":true}"#)
+        }
         (&Method::GET, "/_mock/last") => {
             let path = req.uri().query().and_then(|q| query_param(q, "path")).unwrap_or_default();
             let map = state.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,6 +270,24 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
             json(StatusCode::OK, last_json(&path, last).to_string())
         }
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"unknown control route"}"#),
+    }
+}
+
+/// SiliconFlow's `GET /v1/user/info`: 401 with a bare string for a refused key, 404 for a key
+/// without a balance, else the account with `totalBalance`.
+fn user_info(state: &State, key: Option<&str>, authorized: bool) -> Response<MockBody> {
+    if !authorized {
+        return json(StatusCode::UNAUTHORIZED, r#""Invalid token""#);
+    }
+    let balances = state.balances.lock().unwrap_or_else(|e| e.into_inner());
+    match key.and_then(|k| balances.get(k)) {
+        Some(b) => json(
+            StatusCode::OK,
+            serde_json::json!({ "code": 20000, "message": "OK", "status": true,
+                "data": { "id": "u1", "balance": "0.00", "chargeBalance": b, "totalBalance": b, "status": "normal" } })
+            .to_string(),
+        ),
+        None => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }
 

@@ -1,0 +1,115 @@
+//! Reads each upstream key's balance at the vendor, for channels with
+//! `strategy = "highest-balance"`: every `balance_refresh_secs`, the channel's plugin runs
+//! operation `balance` on each key of the pool (the plugin knows the vendor's endpoint, e.g.
+//! SiliconFlow's `GET /v1/user/info`) and replies `{"balance":"<decimal>"}`.
+//!
+//! A read that fails leaves the balance unknown, never zero. A key the vendor refuses
+//! (unauthorized, out of balance) is reported to its health like a failed call, so it is
+//! disabled before a consumer's call meets it.
+
+use super::health::KeyOutcome;
+use super::Channel;
+use crate::exchange::{self, CallContext, Outcome};
+use crate::plugin::wit;
+use crate::server::AppState;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Starts one refresh loop per highest-balance channel. The loops hold the state weakly and
+/// end with it (a shutdown waits for the call log, which the state holds).
+pub fn refresh_forever(state: &Arc<AppState>) {
+    for channel in state.channels.all() {
+        if channel.strategy != crate::config::Strategy::HighestBalance {
+            continue;
+        }
+        let state = Arc::downgrade(state);
+        let channel = Arc::clone(channel);
+        tokio::spawn(async move {
+            while let Some(state) = state.upgrade() {
+                refresh(&state, &channel).await;
+                drop(state);
+                tokio::time::sleep(channel.balance_refresh).await;
+            }
+        });
+    }
+}
+
+/// Reads every key's balance once. Returns how many were read.
+pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
+    let Some(plugin) = state.registry.current().get(&channel.plugin).cloned() else {
+        tracing::warn!(channel = %channel.name, plugin = %channel.plugin, "balance refresh: the plugin is not loaded");
+        return 0;
+    };
+    if !plugin.supports(super::BALANCE_OP) {
+        tracing::warn!(channel = %channel.name, plugin = %channel.plugin,
+            "strategy highest-balance: the plugin has no 'balance' operation; keys take turns instead");
+        return 0;
+    }
+    let fields = crate::surface::credential_fields(&plugin);
+    let mut read = 0;
+    for key in channel.all_keys() {
+        let credential = match &fields {
+            Some(f) => match crate::surface::split_credential(f, &key.secret.0) {
+                Ok(c) => c,
+                Err(_) => continue,
+            },
+            None => Vec::new(),
+        };
+        let call = wit::Call {
+            op: super::BALANCE_OP.into(),
+            model: String::new(),
+            upstream_model: String::new(),
+            body: wit::Body::Empty,
+            query: String::new(),
+            headers: Vec::new(),
+            credential,
+            config: channel.settings_json.clone(),
+            task: None,
+        };
+        let ctx = CallContext {
+            plugin: Arc::clone(&plugin),
+            channel: Arc::clone(channel),
+            key: Some(key.secret.clone()),
+            runtime: state.registry.runtime().clone(),
+            upstream: state.upstream.clone(),
+            client_body: Bytes::new(),
+        };
+        let result = exchange::run(ctx, &call, &mut None).await;
+        let balance = match &result {
+            Ok(Outcome::Reply { status: 200..=299, body, error: None, .. }) => parse_balance(body),
+            _ => None,
+        };
+        match crate::surface::key_outcome(&result) {
+            outcome @ KeyOutcome::Refused => key.report(outcome),
+            _ if balance.is_some() => read += 1,
+            _ => {
+                let why = result.err().map(|e| e.message).unwrap_or_else(|| "no readable balance".into());
+                tracing::warn!(channel = %channel.name, key = %key.secret.masked(), error = %why, "reading a key's balance failed");
+            }
+        }
+        key.set_balance(balance);
+    }
+    read
+}
+
+/// `{"balance":"12.50"}` → micros, exactly (digits past the sixth decimal are cut: a balance
+/// only ranks keys, it is never charged). Negative balances (a vendor's overdraft) are kept.
+fn parse_balance(body: &[u8]) -> Option<i64> {
+    use rust_decimal::prelude::ToPrimitive;
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let amount: rust_decimal::Decimal = v.get("balance")?.as_str()?.parse().ok()?;
+    (amount * rust_decimal::Decimal::from(1_000_000)).trunc().to_i64()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn balances_parse_exactly() {
+        assert_eq!(super::parse_balance(br#"{"balance":"88.88"}"#), Some(88_880_000));
+        assert_eq!(super::parse_balance(br#"{"balance":"-0.5"}"#), Some(-500_000));
+        assert_eq!(super::parse_balance(br#"{"balance":"1.23456789"}"#), Some(1_234_567));
+        assert_eq!(super::parse_balance(br#"{"balance":"7"}"#), Some(7_000_000));
+        assert_eq!(super::parse_balance(br#"{"balance":"lots"}"#), None);
+        assert_eq!(super::parse_balance(br#"{"balance":88}"#), None);
+    }
+}
