@@ -285,6 +285,11 @@ impl Channels {
         list.get(self.next.fetch_add(1, Ordering::Relaxed) % list.len())
     }
 
+    /// The other channels serving `model`, in configuration order, for failover.
+    pub fn others_for_model(&self, model: &str, except: &str) -> Vec<Arc<Channel>> {
+        self.by_model.get(model).map(|l| l.iter().filter(|c| c.name != except).cloned().collect()).unwrap_or_default()
+    }
+
     /// A channel using `plugin`, preferring one that serves `model`.
     pub fn for_plugin(&self, plugin: &str, model: Option<&str>) -> Option<&Arc<Channel>> {
         model

@@ -121,6 +121,9 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     // Whichever end the call reaches (reply, error or stream end) takes the meter once.
     let meter = Arc::new(std::sync::Mutex::new(meter));
     let draft = draft_record(&r);
+    // The channel that serves, when failover moved the call off the resolved one.
+    let serving = Arc::new(std::sync::Mutex::new(r.channel.name.clone()));
+    let stream_serving = Arc::clone(&serving);
     let call_log = state.call_log.clone();
     let started = r.started;
     let billing = state.billing.clone();
@@ -128,6 +131,7 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     let on_stream_end: exchange::OnStreamEnd = Box::new(move |report: StreamReport| {
         METRICS.in_flight.fetch_sub(1, Relaxed);
         let mut rec = draft;
+        rec.channel = Some(stream_serving.lock().expect("serving channel").clone());
         rec.streamed = true;
         rec.latency_us = started.elapsed().as_micros() as u64;
         rec.interrupted = report.error.is_some() || report.client_gone;
@@ -157,8 +161,9 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     });
     METRICS.in_flight.fetch_add(1, Relaxed);
     let mut on_stream_end = Some(on_stream_end);
-    let outcome = run_with_failover(state, &r, &mut on_stream_end).await;
+    let outcome = run_with_failover(state, &r, &serving, &mut on_stream_end).await;
     let mut rec = draft_record(&r);
+    rec.channel = Some(serving.lock().expect("serving channel").clone());
     let response = match outcome {
         Ok(Outcome::Stream { headers, body }) => {
             // The stream task records the call when the stream ends.
@@ -234,20 +239,53 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
 /// The most keys one call tries.
 const MAX_ATTEMPTS: usize = 3;
 
-/// Runs the exchange on a key of the channel's pool; when the upstream fails on that key's
-/// account (refused, rate limited, a fault) before anything reached the consumer, runs it
-/// again on another key. The call keeps its request id, so it is charged once whatever the
-/// number of attempts.
+/// Runs the call on the resolved channel; when every attempt there failed on the keys'
+/// account (refused, rate limited, faults, or no usable key), runs it on the model's other
+/// channels in turn. `serving` names the channel that gave the result.
 async fn run_with_failover(
     state: &AppState,
     r: &Resolved,
+    serving: &std::sync::Mutex<String>,
     on_stream_end: &mut Option<exchange::OnStreamEnd>,
 ) -> Result<Outcome, CallError> {
-    let fields = credential_fields(&r.plugin);
+    let (mut result, mut retryable) = run_on_channel(state, r, &r.plugin, &r.channel, on_stream_end).await;
+    if !retryable || r.model.is_empty() {
+        return result;
+    }
+    for channel in state.channels.others_for_model(&r.model, &r.channel.name) {
+        let Some(plugin) = state.registry.current().get(&channel.plugin).cloned().filter(|p| p.supports(&r.op)) else {
+            continue;
+        };
+        {
+            let mut name = serving.lock().expect("serving channel");
+            tracing::warn!(from = %*name, to = %channel.name, request_id = %r.request_id, "channel failed on every key; trying the next channel");
+            *name = channel.name.clone();
+        }
+        (result, retryable) = run_on_channel(state, r, &plugin, &channel, on_stream_end).await;
+        if !retryable {
+            break;
+        }
+    }
+    result
+}
+
+/// Runs the exchange on a key of `channel`'s pool; when the upstream fails on that key's
+/// account (refused, rate limited, a fault) before anything reached the consumer, runs it
+/// again on another key. The call keeps its request id, so it is charged once whatever the
+/// number of attempts. The flag: the channel could not serve for reasons of its keys (another
+/// channel may).
+async fn run_on_channel(
+    state: &AppState,
+    r: &Resolved,
+    plugin: &Arc<Plugin>,
+    channel: &Arc<Channel>,
+    on_stream_end: &mut Option<exchange::OnStreamEnd>,
+) -> (Result<Outcome, CallError>, bool) {
+    let fields = credential_fields(plugin);
     let mut call = wit::Call {
         op: r.op.clone(),
         model: r.model.clone(),
-        upstream_model: r.channel.upstream_model(&r.model).to_string(),
+        upstream_model: channel.upstream_model(&r.model).to_string(),
         body: match std::str::from_utf8(&r.body) {
             Ok(s) => wit::Body::Text(s.to_string()),
             Err(_) => wit::Body::Bytes(r.body.to_vec()),
@@ -255,34 +293,38 @@ async fn run_with_failover(
         query: r.query.clone(),
         headers: r.headers.clone(),
         credential: Vec::new(),
-        config: r.channel.settings_json.clone(),
+        config: channel.settings_json.clone(),
         task: None,
     };
-    let attempts = r.channel.key_count().clamp(1, MAX_ATTEMPTS);
+    let attempts = channel.key_count().clamp(1, MAX_ATTEMPTS);
     let mut tried = Vec::with_capacity(attempts);
     loop {
-        let picked = match r.channel.pick_key(&tried) {
+        let picked = match channel.pick_key(&tried) {
             Some(k) => Some(k),
-            None if r.channel.key_count() == 0 => None,
+            None if channel.key_count() == 0 => None,
             None => {
-                return Err(CallError::new(
+                let e = CallError::new(
                     503,
                     "server_error",
                     "upstream_keys_unavailable",
                     format!(
                         "every upstream key of channel '{}' is disabled or cooling down; retry later",
-                        r.channel.name
+                        channel.name
                     ),
-                ))
+                );
+                return (Err(e), true);
             }
         };
         call.credential = match (&fields, &picked) {
-            (Some(f), Some(k)) => split_credential(f, &k.secret.0)?,
+            (Some(f), Some(k)) => match split_credential(f, &k.secret.0) {
+                Ok(c) => c,
+                Err(e) => return (Err(e), false),
+            },
             _ => Vec::new(),
         };
         let ctx = CallContext {
-            plugin: Arc::clone(&r.plugin),
-            channel: Arc::clone(&r.channel),
+            plugin: Arc::clone(plugin),
+            channel: Arc::clone(channel),
             key: picked.as_ref().map(|k| k.secret.clone()),
             runtime: state.registry.runtime().clone(),
             upstream: state.upstream.clone(),
@@ -290,14 +332,16 @@ async fn run_with_failover(
         };
         let result = exchange::run(ctx, &call, on_stream_end).await;
         let outcome = key_outcome(&result);
-        let Some(picked) = picked else { return result };
+        let Some(picked) = picked else { return (result, false) };
         picked.report(outcome);
         tried.push(picked.id);
-        let retryable = matches!(outcome, KeyOutcome::Refused | KeyOutcome::RateLimited(_) | KeyOutcome::Fault);
+        // A stream that started is the consumer's now: never retried.
+        let retryable = on_stream_end.is_some()
+            && matches!(outcome, KeyOutcome::Refused | KeyOutcome::RateLimited(_) | KeyOutcome::Fault);
         if !retryable || tried.len() >= attempts {
-            return result;
+            return (result, retryable);
         }
-        tracing::warn!(channel = %r.channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
+        tracing::warn!(channel = %channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
     }
 }
 

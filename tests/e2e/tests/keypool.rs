@@ -206,3 +206,21 @@ fn highest_balance_sends_calls_to_the_richest_key_and_follows_its_balance() {
     assert_eq!((used(&mock, "sf-mid"), used(&mock, "sf-rich")), (4, 5), "{}", mock.stats());
     assert!(mock.stats()["balance_reads"].as_u64().unwrap() >= 8, "balances are read on schedule");
 }
+
+#[test]
+fn a_channel_out_of_keys_fails_over_to_the_next_channel_of_the_model() {
+    let mock = Mock::start();
+    let primary = channel("primary", "openai", &mock.url(), &["gpt-4o-mini"], &["bad-p1", "bad-p2"]);
+    let backup = channel("backup", "openai", &mock.url(), &["gpt-4o-mini"], &["good-b"]);
+    let gw = Gateway::start("channels", &[("openai", "openai.wasm")], &format!("{primary}{backup}"));
+    for _ in 0..6 {
+        assert_eq!(chat(&gw), 200, "the consumer never sees the refused channel");
+    }
+    assert_eq!((used(&mock, "bad-p1"), used(&mock, "bad-p2")), (1, 1), "each refused once, then disabled");
+    assert_eq!(used(&mock, "good-b"), 6);
+    // Every call is recorded under the channel that served it.
+    assert!(eventually(Duration::from_secs(5), || {
+        admin(&gw, "GET", "/admin/logs?channel=backup", "").json()["data"].as_array().unwrap().len() == 6
+    }));
+    assert_eq!(admin(&gw, "GET", "/admin/logs?channel=primary", "").json()["data"], serde_json::json!([]));
+}
