@@ -71,6 +71,12 @@ enum Command {
         /// The next page: records older than this id.
         #[arg(long)]
         before_id: Option<i64>,
+        /// Records from this time on, unix seconds.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Records before this time, unix seconds.
+        #[arg(long)]
+        to: Option<i64>,
         /// Delete records older than this many days instead (the ledger is kept).
         #[arg(long)]
         prune_days: Option<u32>,
@@ -299,7 +305,7 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 Ok(())
             }
-            Command::Logs { key_id, user_id, model, channel, status, limit, before_id, prune_days } => {
+            Command::Logs { key_id, user_id, model, channel, status, limit, before_id, from, to, prune_days } => {
                 use tollgate::admin::reports;
                 let db = tollgate::store::open(&config.database_url()).await?;
                 if let Some(days) = prune_days {
@@ -312,7 +318,7 @@ fn main() -> Result<()> {
                     model,
                     channel,
                     status,
-                    range: reports::Range::default(),
+                    range: reports::Range { from, to },
                     before_id,
                     limit,
                 };

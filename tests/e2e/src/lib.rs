@@ -162,6 +162,15 @@ impl Gateway {
     /// Starts a gateway in a scratch folder with `plugins` (name in target → file name in
     /// plugins_dir) and `extra` TOML appended to the config (settings and channels).
     pub fn start(name: &str, plugins: &[(&str, &str)], extra: &str) -> Gateway {
+        Gateway::start_on(name, plugins, extra, None)
+    }
+
+    /// Like `start`, as a second node on `other`'s database (SQLite file or PostgreSQL).
+    pub fn start_sharing(name: &str, plugins: &[(&str, &str)], extra: &str, other: &Gateway) -> Gateway {
+        Gateway::start_on(name, plugins, extra, Some(other))
+    }
+
+    fn start_on(name: &str, plugins: &[(&str, &str)], extra: &str, shared: Option<&Gateway>) -> Gateway {
         let dir = scratch(name);
         let plugins_dir = dir.join("plugins");
         std::fs::create_dir_all(&plugins_dir).unwrap();
@@ -169,10 +178,14 @@ impl Gateway {
             std::fs::copy(plugin_file(src), plugins_dir.join(dest)).expect("copy plugin");
         }
         let config = dir.join("tollgate.toml");
-        let database_url = fresh_database(&dir);
-        let database = match &database_url {
-            Some(url) => format!("database_url = \"{url}\"\n"),
-            None => String::new(),
+        let database_url = match shared {
+            Some(g) => g.database_url.clone(),
+            None => fresh_database(&dir),
+        };
+        let database = match (&database_url, shared) {
+            (Some(url), _) => format!("database_url = \"{url}\"\n"),
+            (None, Some(g)) => format!("database_url = \"sqlite://{}/data/tollgate.db\"\n", g.dir.display()),
+            (None, None) => String::new(),
         };
         let text = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nplugins_dir = \"{d}/plugins\"\nadmin_token = \"admin-secret\"\nkey_refresh_ms = 200\n{database}{extra}\n",

@@ -330,3 +330,40 @@ fn keys_of_one_user_share_its_balance_and_a_key_limit_binds_that_key_only() {
     let (ok, out) = gw.verify_ledger();
     assert!(ok, "{out}");
 }
+
+#[test]
+fn two_nodes_on_one_database_share_balances_and_the_ledger() {
+    let mock = Mock::start();
+    let a = billed_gateway(&mock, "node-a");
+    let config = std::fs::read_to_string(&a.config).unwrap();
+    let extra = &config[config.find("pricing_file").unwrap()..];
+    let b = Gateway::start_sharing("node-b", &[("openai", "openai.wasm")], extra, &a);
+
+    // One user, one key, created through node A. With max_tokens 5 a call reserves about
+    // 0.005 and costs 0.003009: the balance covers one call, not two.
+    let key = a.create_key("shared", "0.006");
+    let info = |gw: &Gateway| {
+        http::request(&gw.addr, "GET", "/v1/user/info", &[("authorization", &format!("Bearer {key}"))], b"").json()
+    };
+    let call = |gw: &Gateway| gw.chat(&key, "gpt-4o-mini", r#","max_tokens":5"#);
+    assert!(eventually(Duration::from_secs(5), || info(&a)["balance"] == "0.006000"), "node A knows the key");
+    assert!(eventually(Duration::from_secs(5), || info(&b)["balance"] == "0.006000"), "node B knows the key");
+    assert_eq!(call(&a).status, 200);
+
+    // Node B sees node A's charge, and refuses what the balance no longer covers.
+    assert!(eventually(Duration::from_secs(5), || info(&b)["balance"] == "0.002991"), "{}", info(&b));
+    let r = call(&b);
+    assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_balance"), "{}", r.text());
+
+    // A top-up through node B's CLI serves on node A.
+    Gateway::cli(&b.config, &["users", "topup", "--name", "shared", "--amount", "1"]);
+    assert!(eventually(Duration::from_secs(5), || info(&a)["balance"] == "1.002991"), "{}", info(&a));
+    assert_eq!(call(&a).status, 200);
+    assert!(eventually(Duration::from_secs(5), || info(&b)["balance"] != "0.002991"), "node B sees the top-up");
+    assert_eq!(call(&b).status, 200);
+    assert!(eventually(Duration::from_secs(5), || info(&a)["balance"] == "0.996973"), "{}", info(&a));
+    for gw in [&a, &b] {
+        let (ok, out) = gw.verify_ledger();
+        assert!(ok, "{out}");
+    }
+}
