@@ -188,10 +188,14 @@ enum UpstreamCommand {
     /// Store keys for a channel: a JSON array, or lines of `key[,weight[,priority]]`, read from
     /// --file or standard input. A key stored twice gets the new weight and priority.
     Import {
-        #[arg(long)]
-        channel: String,
+        #[arg(long, required_unless_present = "from_config")]
+        channel: Option<String>,
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Store every channel's keys from the configuration file instead (then delete them
+        /// from the file: stored keys are encrypted at rest, the file is not).
+        #[arg(long, conflicts_with_all = ["channel", "file"])]
+        from_config: bool,
     },
     /// Print the stored keys in clear as JSON (importable again).
     Export {
@@ -383,7 +387,25 @@ async fn upstream_command(config: &Config, command: UpstreamCommand) -> Result<(
         })
     };
     match command {
-        UpstreamCommand::Import { channel, file } => {
+        UpstreamCommand::Import { from_config: true, .. } => {
+            let master = master()?;
+            for c in config.channels.iter().filter(|c| !c.keys.is_empty()) {
+                let records: Vec<stored::KeyRecord> = c
+                    .keys
+                    .iter()
+                    .map(|k| stored::KeyRecord {
+                        key: k.key().to_string(),
+                        weight: k.weight(),
+                        priority: k.priority(),
+                        channel: None,
+                    })
+                    .collect();
+                let (added, updated) = stored::import(&db, &master, &c.name, &records).await?;
+                println!("{}: {added} added, {updated} updated", c.name);
+            }
+        }
+        UpstreamCommand::Import { channel, file, .. } => {
+            let channel = channel.unwrap_or_default();
             if !config.channels.iter().any(|c| c.name == channel) {
                 anyhow::bail!("no channel named '{channel}' in the configuration");
             }

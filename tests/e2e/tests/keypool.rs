@@ -150,6 +150,10 @@ fn stored_keys_are_sealed_serve_without_restart_and_export_in_clear() {
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("does not decrypt"), "{wrong:?}");
     let api = admin(&gw, "GET", "/admin/channels/pool/keys/export", "").json();
     assert_eq!(api["keys"].as_array().unwrap().len(), 3, "{api}");
+    // The configuration file's keys can move into the store too.
+    let out = Gateway::cli(&gw.config, &["upstream", "import", "--from-config"]);
+    assert_eq!(out.trim(), "pool: 1 added, 0 updated");
+    assert!(Gateway::cli(&gw.config, &["upstream", "list"]).contains("\tpool\tconf-k…\t"));
 
     // Removing a stored key takes it out of the pool.
     let states = admin(&gw, "GET", "/admin/channels", "").json();
