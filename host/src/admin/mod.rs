@@ -137,7 +137,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `a=1&b=x%20y` → map (percent-decoded, `+` as space).
-fn query_params(query: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn query_params(query: &str) -> std::collections::HashMap<String, String> {
     query
         .split('&')
         .filter(|p| !p.is_empty())

@@ -144,7 +144,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
         (&Method::GET, "/metrics") => full(200, "text/plain; version=0.0.4", metrics_text(&state)),
         (&Method::GET, "/v1/models") => surface::openai::models(&state, &req),
         (&Method::GET, "/v1/user/info") => surface::openai::user_info(&state, &req).await,
-        (_, p) if p.starts_with("/v1/auth/") || p.starts_with("/v1/user/keys") => {
+        (_, p) if p.starts_with("/v1/auth/") || p.starts_with("/v1/user/keys") || p == "/v1/user/logs" => {
             surface::user::handle(&state, req).await
         }
         (&Method::POST, "/v1/chat/completions") => surface::openai::model_call(&state, req, "chat").await,

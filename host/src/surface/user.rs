@@ -1,5 +1,5 @@
-//! Accounts as users see them: register, log in (a session token, JWT), their info, and
-//! their own API keys. Session routes read the database: they are not on the model-call path.
+//! Accounts as users see them: register, log in (a session token, JWT), their info, their
+//! own API keys, and their own request log. Session routes read the database: they are not on the model-call path.
 
 use crate::account::{self, session::looks_like_jwt};
 use crate::exchange::CallError;
@@ -10,12 +10,13 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-/// `POST /v1/auth/register`, `POST /v1/auth/login`, `/v1/user/keys[/{id}]`.
+/// `POST /v1/auth/register`, `POST /v1/auth/login`, `/v1/user/keys[/{id}]`, `GET /v1/user/logs`.
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
     let result = match (req.method().clone(), req.uri().path().to_string()) {
         (Method::POST, p) if p == "/v1/auth/register" => register(state, req).await,
         (Method::POST, p) if p == "/v1/auth/login" => login(state, req).await,
         (Method::GET, p) if p == "/v1/user/keys" => list_keys(state, &req).await,
+        (Method::GET, p) if p == "/v1/user/logs" => logs(state, &req).await,
         (Method::POST, p) if p == "/v1/user/keys" => create_key(state, req).await,
         (Method::DELETE, p) if p.starts_with("/v1/user/keys/") => {
             revoke_key(state, &req, &p["/v1/user/keys/".len()..]).await
@@ -127,6 +128,38 @@ pub async fn info(state: &AppState, req: &Request<Incoming>) -> Result<Response,
             "group": user.group, "balance": user.balance,
             "usage": { "calls": calls, "spent": account::format_money(spent) } }),
     ))
+}
+
+/// `GET /v1/user/logs?model=&status=&from=&to=&before_id=&limit=`: the caller's own calls,
+/// newest first. With a session token, every call of the user's keys; with an API key, that
+/// key's calls only. Never another user's, and without the operator's channel names.
+async fn logs(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {
+    use crate::admin::reports;
+    let bearer = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (user_id, key_id) = if looks_like_jwt(bearer.trim_start_matches("Bearer ")) {
+        (Some(session_user(state, req).await?.id), None)
+    } else {
+        (None, Some(state.authenticate(req)?.key_id))
+    };
+    let q = crate::admin::query_params(req.uri().query().unwrap_or(""));
+    let int = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
+    let filter = reports::LogFilter {
+        key_id,
+        user_id,
+        model: q.get("model").cloned(),
+        channel: None,
+        status: int("status"),
+        range: reports::Range { from: int("from"), to: int("to") },
+        before_id: int("before_id"),
+        limit: int("limit").unwrap_or(50),
+    };
+    let mut page = reports::logs(&state.db, &filter).await.map_err(internal)?;
+    if let Some(rows) = page["data"].as_array_mut() {
+        for row in rows.iter_mut().filter_map(|r| r.as_object_mut()) {
+            row.remove("channel");
+        }
+    }
+    Ok(json(200, &page))
 }
 
 async fn list_keys(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {

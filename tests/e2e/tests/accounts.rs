@@ -65,6 +65,16 @@ fn register_log_in_and_manage_own_keys() {
         b"",
     );
     assert_eq!(r.status, 404);
+
+    // Each sees their own request log only: a session all of the user's keys, a key its own.
+    let ann_logs = get(&gw, "/v1/user/logs", &token).json();
+    assert_eq!(ann_logs["data"].as_array().unwrap().len(), 1, "{ann_logs}");
+    assert_eq!((&ann_logs["data"][0]["model"], ann_logs["data"][0].get("channel")), (&"gpt-4o-mini".into(), None));
+    assert_eq!(get(&gw, "/v1/user/logs", &key).json()["data"].as_array().unwrap().len(), 1);
+    assert_eq!(get(&gw, "/v1/user/logs", &bob).json()["data"], serde_json::json!([]), "bob sees none of ann's");
+    assert_eq!(get(&gw, "/v1/user/logs", &gw.key).json()["data"], serde_json::json!([]), "another key neither");
+    assert_eq!(get(&gw, "/v1/user/logs", "nonsense").status, 401);
+
     let r = http::request(
         &gw.addr,
         "DELETE",
