@@ -367,3 +367,43 @@ fn two_nodes_on_one_database_share_balances_and_the_ledger() {
         assert!(ok, "{out}");
     }
 }
+
+#[test]
+fn a_client_that_leaves_mid_stream_pays_for_what_it_received() {
+    use std::io::{Read, Write};
+    let mock = Mock::start_with(&["--chunk-delay-ms", "200"]);
+    let gw = billed_gateway(&mock, "billgone");
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+    let mut conn = std::net::TcpStream::connect(&gw.addr).unwrap();
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        gw.key,
+        body.len()
+    )
+    .unwrap();
+    // Read until the first event arrived, then leave.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: ") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(conn);
+
+    let admin = |path: &str| http::request(&gw.addr, "GET", path, &[("authorization", "Bearer admin-secret")], b"");
+    let record = || admin("/admin/logs?model=gpt-4o-mini").json()["data"][0].clone();
+    assert!(eventually(Duration::from_secs(10), || record()["error"] == "client_gone"), "{}", record());
+    let r = record();
+    assert_eq!(r["interrupted"], true, "{r}");
+    // No usage was seen (it comes last): the input estimate plus one output token (1000
+    // micros) per event delivered. At least the first event, never the whole stream (5 content
+    // events and the usage).
+    let charged = (gw.balance_micros("e2e") - 10_000_000).abs();
+    let input = (body.len() as i64 + 1) / 2;
+    assert!(charged >= 1000 + input && charged < 5000 + input, "charged {charged} micros: {r}");
+    assert_eq!(r["charge"], format!("0.{charged:06}"));
+    let (ok, out) = gw.verify_ledger();
+    assert!(ok, "{out}");
+}
