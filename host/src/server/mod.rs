@@ -12,6 +12,7 @@ use crate::account::{Consumer, KeyCache};
 use crate::billing::Billing;
 use crate::config::Config;
 use crate::exchange::{CallError, Upstream};
+use crate::keypool::health::KeyState;
 use crate::keypool::Channels;
 use crate::plugin::PluginRegistry;
 use crate::store::{CallLog, Db};
@@ -191,6 +192,22 @@ fn metrics_text(state: &AppState) -> String {
         plugin_loads_failed: state.registry.loads_failed.load(Ordering::Relaxed),
         call_records_written: state.call_log.written.load(Ordering::Relaxed),
         call_records_dropped: state.call_log.dropped.load(Ordering::Relaxed),
+        upstream_keys: state
+            .channels
+            .all()
+            .iter()
+            .map(|c| {
+                let mut counts = [0u64; 3];
+                for k in c.key_states() {
+                    counts[match k.state {
+                        KeyState::Healthy => 0,
+                        KeyState::CoolingDown => 1,
+                        KeyState::Disabled => 2,
+                    }] += 1;
+                }
+                (c.name.clone(), counts)
+            })
+            .collect(),
     })
 }
 

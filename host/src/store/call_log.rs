@@ -121,6 +121,11 @@ async fn write_loop(
                     written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     if let Some(b) = &billing {
                         for (r, applied) in batch.iter().zip(applied) {
+                            if applied {
+                                crate::telemetry::METRICS
+                                    .charged_micros
+                                    .fetch_add(r.charge_micros.max(0) as u64, Ordering::Relaxed);
+                            }
                             if r.charge_micros != 0 {
                                 commit_in_wallets(b, r, applied);
                             }

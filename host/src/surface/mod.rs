@@ -256,6 +256,7 @@ async fn run_with_failover(
         let Some(plugin) = state.registry.current().get(&channel.plugin).cloned().filter(|p| p.supports(&r.op)) else {
             continue;
         };
+        METRICS.channel_failovers.fetch_add(1, Relaxed);
         {
             let mut name = serving.lock().expect("serving channel");
             tracing::warn!(from = %*name, to = %channel.name, request_id = %r.request_id, "channel failed on every key; trying the next channel");
@@ -341,6 +342,7 @@ async fn run_on_channel(
         if !retryable || tried.len() >= attempts {
             return (result, retryable);
         }
+        METRICS.key_failovers.fetch_add(1, Relaxed);
         tracing::warn!(channel = %channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
     }
 }

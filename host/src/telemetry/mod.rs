@@ -13,6 +13,11 @@ pub struct Metrics {
     pub streams_interrupted: AtomicU64,
     pub streams_client_gone: AtomicU64,
     pub in_flight: AtomicU64,
+    /// Calls retried on another key of their channel, and on another channel.
+    pub key_failovers: AtomicU64,
+    pub channel_failovers: AtomicU64,
+    /// Charges applied to the ledger, in micros.
+    pub charged_micros: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -21,6 +26,9 @@ pub static METRICS: Metrics = Metrics {
     streams_interrupted: AtomicU64::new(0),
     streams_client_gone: AtomicU64::new(0),
     in_flight: AtomicU64::new(0),
+    key_failovers: AtomicU64::new(0),
+    channel_failovers: AtomicU64::new(0),
+    charged_micros: AtomicU64::new(0),
 };
 
 impl Metrics {
@@ -41,6 +49,8 @@ pub struct Snapshot {
     pub plugin_loads_failed: u64,
     pub call_records_written: u64,
     pub call_records_dropped: u64,
+    /// Per channel: its keys that are healthy, cooling down, disabled.
+    pub upstream_keys: Vec<(String, [u64; 3])>,
 }
 
 pub fn render(s: &Snapshot) -> String {
@@ -88,6 +98,30 @@ pub fn render(s: &Snapshot) -> String {
         "Plugin files examined by result.",
         &[("{result=\"ok\"}", s.plugin_loads_ok), ("{result=\"failed\"}", s.plugin_loads_failed)],
     );
+    metric(
+        "tollgate_failovers_total",
+        "counter",
+        "Calls retried before any byte reached the consumer: on another key, on another channel.",
+        &[("{to=\"key\"}", m.key_failovers.load(Relaxed)), ("{to=\"channel\"}", m.channel_failovers.load(Relaxed))],
+    );
+    metric(
+        "tollgate_charged_micros_total",
+        "counter",
+        "Charges applied to the ledger, in millionths of the currency.",
+        &[("", m.charged_micros.load(Relaxed))],
+    );
+    let keys: Vec<(String, u64)> = s
+        .upstream_keys
+        .iter()
+        .flat_map(|(channel, counts)| {
+            ["healthy", "cooling_down", "disabled"]
+                .iter()
+                .zip(counts)
+                .map(move |(state, n)| (format!("{{channel=\"{channel}\",state=\"{state}\"}}"), *n))
+        })
+        .collect();
+    let keys: Vec<(&str, u64)> = keys.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric("tollgate_upstream_keys", "gauge", "Upstream keys per channel and state.", &keys);
     metric("tollgate_call_records_written_total", "counter", "Call records written.", &[("", s.call_records_written)]);
     metric(
         "tollgate_call_records_dropped_total",

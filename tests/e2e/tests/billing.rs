@@ -201,6 +201,8 @@ fn reports_and_logs_show_usage_spending_and_pages() {
 
     let stats = admin("/admin/stats").json();
     assert_eq!(stats["revenue"], "0.012036", "{stats}");
+    let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains("tollgate_charged_micros_total 12036"), "{metrics}");
     assert_eq!(stats["errors"], 1, "{stats}");
     assert_eq!(stats["top_keys"][0]["name"], "e2e", "{stats}");
     assert_eq!(stats["top_users"][0]["calls"], 4, "{stats}");

@@ -30,6 +30,10 @@ fn a_refused_key_fails_over_is_disabled_and_recovers() {
     assert_eq!(states["channels"][0]["keys"][0]["state"], "disabled", "{states}");
     assert_eq!(states["channels"][0]["keys"][0]["key"], "k-one…", "keys are shown masked: {states}");
     assert!(!states.to_string().contains("k-two\""), "{states}");
+    let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains("tollgate_upstream_keys{channel=\"pool\",state=\"disabled\"} 1"), "{metrics}");
+    assert!(metrics.contains("tollgate_upstream_keys{channel=\"pool\",state=\"healthy\"} 2"), "{metrics}");
+    assert!(metrics.contains("tollgate_failovers_total{to=\"key\"} 1"), "{metrics}");
 
     // The vendor accepts the key again: after the probe delay one call probes it, and it serves.
     reject(&mock, "k-one", false);
@@ -227,4 +231,7 @@ fn a_channel_out_of_keys_fails_over_to_the_next_channel_of_the_model() {
         admin(&gw, "GET", "/admin/logs?channel=backup", "").json()["data"].as_array().unwrap().len() == 6
     }));
     assert_eq!(admin(&gw, "GET", "/admin/logs?channel=primary", "").json()["data"], serde_json::json!([]));
+    let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains("tollgate_failovers_total{to=\"channel\"} "), "{metrics}");
+    assert!(!metrics.contains("tollgate_failovers_total{to=\"channel\"} 0"), "{metrics}");
 }
