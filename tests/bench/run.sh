@@ -178,7 +178,8 @@ name = "bench"
 plugin = "openai"
 base_url = "$MOCK_URL"
 models = ["gpt-4o-mini"]
-keys = ["sk-upstream-1", "sk-upstream-2"]
+# A weighted pool with a backup priority: key selection is on the measured path.
+keys = [{ key = "sk-upstream-1", weight = 3 }, "sk-upstream-2", { key = "sk-upstream-backup", priority = -1 }]
 EOF
   GW_KEY=$(TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" keys create --name bench --balance 100 \
     2>> "$WORK/gateway.log" | awk 'NF { k = $0 } END { print k }')
