@@ -42,6 +42,7 @@ pub struct Meter {
     /// Estimates from the request, used for units the vendor does not report.
     input_tokens_estimate: u64,
     characters_estimate: u64,
+    images_estimate: u64,
 }
 
 /// What a finished call is charged.
@@ -140,6 +141,7 @@ impl Billing {
             multiplier,
             input_tokens_estimate: request.input_tokens,
             characters_estimate: request.characters,
+            images_estimate: request.images,
         })
     }
 
@@ -178,9 +180,15 @@ impl Meter {
             output_tokens: estimate(u.output_tokens, tokens_priced, delivered_events.unwrap_or(0)),
             cached_tokens: u.cached_tokens.unwrap_or(0),
             characters: estimate(u.characters, !p.characters_per_10k.0.is_zero(), self.characters_estimate),
-            milliseconds: u.milliseconds.unwrap_or(0),
-            images: u.images.map(u64::from).unwrap_or(0),
+            // Nothing in a request bounds a duration: a plugin that does not report the seconds
+            // its model is priced by leaves them unbilled, flagged (estimated) and logged.
+            milliseconds: estimate(u.milliseconds, !p.per_second.0.is_zero(), 0),
+            // Images the vendor did not count: as many as the request asked for (`n`).
+            images: estimate(u.images.map(u64::from), !p.per_image.0.is_zero(), self.images_estimate),
         };
+        if u.milliseconds.is_none() && !p.per_second.0.is_zero() {
+            tracing::warn!("a call priced per second reported no duration: its seconds are not billed");
+        }
         (units, estimated)
     }
 }
@@ -250,7 +258,7 @@ mod tests {
         Billing::load(f).unwrap()
     }
 
-    const PRICES: &str = "[models.m]\ninput_per_million = \"1\"\noutput_per_million = \"2\"\nmax_output_tokens = 100\n[models.tts]\ncharacters_per_10k = \"10\"";
+    const PRICES: &str = "[models.m]\ninput_per_million = \"1\"\noutput_per_million = \"2\"\nmax_output_tokens = 100\n[models.tts]\ncharacters_per_10k = \"10\"\n[models.img]\nper_image = \"0.04\"";
 
     #[test]
     fn unpriced_models_and_small_balances_are_refused_before_the_call() {
@@ -292,5 +300,14 @@ mod tests {
         assert_eq!(m.reservation.amount, 4_000);
         let c = b.settle(m, &wit::Usage::default(), None);
         assert_eq!((c.micros, c.estimated), (4_000, true));
+
+        // Images: as the vendor counts them, else as many as the request asked for.
+        let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a cat","n":2}"#).unwrap();
+        assert_eq!(m.reservation.amount, 80_000);
+        let c = b.settle(m, &wit::Usage { images: Some(1), ..wit::Usage::default() }, None);
+        assert_eq!((c.micros, c.estimated), (40_000, false));
+        let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a cat","n":2}"#).unwrap();
+        let c = b.settle(m, &wit::Usage::default(), None);
+        assert_eq!((c.micros, c.estimated), (80_000, true), "never free because the vendor said nothing");
     }
 }
