@@ -28,6 +28,7 @@ pub trait Vendor: 'static {
         match op {
             "chat" => Some("/v1/chat/completions"),
             "embeddings" => Some("/v1/embeddings"),
+            "images" => Some("/v1/images/generations"),
             _ => None,
         }
     }
@@ -140,9 +141,15 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
         #[derive(Deserialize)]
         struct UsageOnly {
             usage: Option<OpenAiUsage>,
+            /// Image generation: one item per image.
+            #[serde(default)]
+            data: Option<Vec<serde::de::IgnoredAny>>,
         }
         let usage = match serde_json::from_slice::<UsageOnly>(&response.body) {
-            Ok(u) => u.usage.map(OpenAiUsage::into_usage).unwrap_or_default(),
+            Ok(u) => {
+                let images = u.data.as_ref().map(|d| d.len() as u32).filter(|_| self.call.op == "images");
+                Usage { images, ..u.usage.map(OpenAiUsage::into_usage).unwrap_or_default() }
+            }
             Err(_) => return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON"),
         };
         Step::Reply(Reply::with_body(200, "application/json", crate::Body::Bytes(response.body), usage))

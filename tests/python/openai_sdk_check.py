@@ -34,6 +34,10 @@ assert usage is not None and usage.prompt_tokens == 9, usage
 e = client.embeddings.create(model="text-embedding-3-small", input="hello")
 assert len(e.data[0].embedding) == 3, e
 
+# Image generation.
+img = client.images.generate(model="dall-e-3", prompt="a lighthouse at dusk", n=2)
+assert len(img.data) == 2 and img.data[0].url.endswith(".png"), img
+
 # Models.
 ids = [m.id for m in client.models.list()]
 assert "gpt-4o-mini" in ids, ids

@@ -381,7 +381,7 @@ fn refusal_error(model: &str, refusal: Refusal) -> CallError {
             "insufficient_quota",
             "insufficient_balance",
             format!(
-                "Your balance ({}) cannot cover this call, which reserves up to {}. Top up, or lower max_tokens.",
+                "Your balance ({}) cannot cover this call, which reserves up to {}. Top up, or ask for less (max_tokens, n).",
                 format_money(available),
                 format_money(needed)
             ),

@@ -1,5 +1,6 @@
 //! The `openai` plugin: any OpenAI-compatible vendor, chosen by the channel's base URL.
-//! Chat (with streaming and usage), embeddings; bodies pass through, usage is reported.
+//! Chat (with streaming and usage), embeddings, image generation; bodies pass through, usage
+//! (tokens, images) is reported.
 
 use tollgate_plugin_sdk::openai_compat::{Compat, Vendor};
 use tollgate_plugin_sdk::{export_plugin, Manifest};
@@ -8,7 +9,7 @@ pub struct OpenAi;
 
 impl Vendor for OpenAi {
     fn manifest() -> Manifest {
-        Manifest::new("openai", env!("CARGO_PKG_VERSION"), "OpenAI-compatible", &["chat", "embeddings"])
+        Manifest::new("openai", env!("CARGO_PKG_VERSION"), "OpenAI-compatible", &["chat", "embeddings", "images"])
             .with_base_url("https://api.openai.com")
     }
 }
@@ -36,6 +37,18 @@ mod tests {
         let Outcome::Reply(r) = run.outcome else { panic!("expected a reply") };
         assert_eq!((r.usage.input_tokens, r.usage.output_tokens, r.usage.cached_tokens), (Some(9), Some(2), Some(4)));
         assert!(matches!(r.body, Body::Bytes(b) if b.starts_with(br#"{"id":"x""#)));
+    }
+
+    #[test]
+    fn images_are_counted_for_billing() {
+        let run = Harness::<Plugin>::new(call("images", "dall-e-3", r#"{"model":"dall-e-3","prompt":"a cat","n":2}"#))
+            .run(|_| response(200, r#"{"created":1,"data":[{"url":"https://x/1.png"},{"url":"https://x/2.png"}]}"#));
+        assert_eq!(run.requests[0].path, "/v1/images/generations");
+        assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.images == Some(2)));
+        // Other operations' `data` (embeddings) are not images.
+        let run = Harness::<Plugin>::new(call("embeddings", "e", r#"{"input":"x"}"#))
+            .run(|_| response(200, r#"{"data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":1}}"#));
+        assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.images.is_none()));
     }
 
     #[test]

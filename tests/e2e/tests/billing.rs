@@ -20,6 +20,8 @@ output_per_million = "1000"
 max_output_tokens = 1000
 [models."fail-500"]
 per_call = "1"
+[models."dall-e-3"]
+per_image = "0.04"
 [models."cut-stream"]
 input_per_million = "1"
 output_per_million = "1000"
@@ -34,7 +36,7 @@ fn billed_gateway(mock: &Mock, name: &str) -> Gateway {
         "mock",
         "openai",
         &mock.url(),
-        &["gpt-4o-mini", "slow-300", "cut-stream", "fail-500", "unpriced"],
+        &["gpt-4o-mini", "slow-300", "cut-stream", "fail-500", "unpriced", "dall-e-3"],
         &["up"],
     );
     Gateway::start(name, &[("openai", "openai.wasm")], &format!("pricing_file = \"{}\"\n{ch}", prices.display()))
@@ -408,4 +410,36 @@ fn a_client_that_leaves_mid_stream_pays_for_what_it_received() {
     assert_eq!(r["charge"], format!("0.{charged:06}"));
     let (ok, out) = gw.verify_ledger();
     assert!(ok, "{out}");
+}
+
+#[test]
+fn images_are_reserved_by_n_and_charged_per_image() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "billimg");
+    let key = gw.create_key("painter", "0.1");
+    let images = |n: u32| {
+        http::request(
+            &gw.addr,
+            "POST",
+            "/v1/images/generations",
+            &[("authorization", &format!("Bearer {key}"))],
+            format!(r#"{{"model":"dall-e-3","prompt":"a lighthouse","n":{n}}}"#).as_bytes(),
+        )
+    };
+    let info =
+        || http::request(&gw.addr, "GET", "/v1/user/info", &[("authorization", &format!("Bearer {key}"))], b"").status;
+    assert!(eventually(Duration::from_secs(5), || info() == 200), "the key is known");
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    // 3 images reserve 0.12 > 0.1: refused before the upstream.
+    let r = images(3);
+    assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_balance"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before, "the upstream was not called");
+    let r = images(2);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+    assert!(
+        eventually(Duration::from_secs(5), || gw.balance_micros("painter") == 100_000 - 80_000),
+        "2 images at 0.04: balance {}",
+        gw.balance_micros("painter")
+    );
 }

@@ -14,7 +14,13 @@ fn the_official_openai_sdk_works_against_tollgate() {
         return;
     }
     let mock = Mock::start();
-    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini", "text-embedding-3-small", "cut-stream"], &["up"]);
+    let ch = channel(
+        "mock",
+        "openai",
+        &mock.url(),
+        &["gpt-4o-mini", "text-embedding-3-small", "dall-e-3", "cut-stream"],
+        &["up"],
+    );
     let gw = Gateway::start("pysdk", &[("openai", "openai.wasm")], &ch);
     let out = Command::new(&python)
         .arg(root().join("tests/python/openai_sdk_check.py"))

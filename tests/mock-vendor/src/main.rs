@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Binds, prints exactly one line `LISTENING <addr>` on stdout, then serves HTTP/1.1 (keep-alive)
-//! until killed. Routes: OpenAI-compatible chat/embeddings/models (see `openai.rs`), MiniMax
+//! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`), MiniMax
 //! `POST /v1/t2a_v2` (see `minimax.rs`), and the control routes under `/_mock/` (below).
 
 mod body;
@@ -215,6 +215,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => openai::chat(&state, &cx).await,
         (&Method::POST, "/v1/embeddings") => openai::embeddings(&cx).await,
+        (&Method::POST, "/v1/images/generations") => openai::images(&cx).await,
         (&Method::GET, "/v1/models") => openai::models(&cx),
         (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx).await,
         _ => openai::not_found(),

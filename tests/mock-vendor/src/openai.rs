@@ -1,4 +1,5 @@
-//! OpenAI-compatible routes: chat completions (plain and SSE), embeddings, models.
+//! OpenAI-compatible routes: chat completions (plain and SSE), embeddings, image generation,
+//! models.
 
 use crate::{header_u64, json, sse, Ctx, Fault, State};
 use bytes::Bytes;
@@ -37,6 +38,14 @@ struct EmbeddingsRequest<'a> {
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
     input: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ImagesRequest<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    prompt: Option<String>,
+    n: Option<u64>,
 }
 
 pub fn unauthorized() -> Response<MockBody> {
@@ -175,6 +184,23 @@ pub async fn embeddings(cx: &Ctx) -> Response<MockBody> {
     body.push_str(&serde_json::to_string(&model).expect("a string serialises"));
     body.push_str(r#","usage":{"prompt_tokens":4,"total_tokens":4}}"#);
     json(StatusCode::OK, body)
+}
+
+/// `POST /v1/images/generations`: `n` images (URLs), OpenAI's shape, no usage object (as
+/// most vendors answer).
+pub async fn images(cx: &Ctx) -> Response<MockBody> {
+    let (req, _, _) = match admit::<ImagesRequest>(cx, |r| r.model.clone()).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    if req.prompt.as_deref().unwrap_or("").is_empty() {
+        return bad_request("you must provide a prompt");
+    }
+    let n = req.n.unwrap_or(1).clamp(1, 10);
+    let data: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({ "url": format!("https://images.mock.test/img-{i}.png"), "revised_prompt": req.prompt }))
+        .collect();
+    json(StatusCode::OK, serde_json::json!({ "created": 1_700_000_000, "data": data }).to_string())
 }
 
 pub fn models(cx: &Ctx) -> Response<MockBody> {
