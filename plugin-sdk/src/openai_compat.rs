@@ -29,16 +29,23 @@ pub trait Vendor: 'static {
             "chat" => Some("/v1/chat/completions"),
             "embeddings" => Some("/v1/embeddings"),
             "images" => Some("/v1/images/generations"),
+            "rerank" => Some("/v1/rerank"),
             _ => None,
         }
     }
 
-    /// Whether a request that needs no change may be forwarded as the consumer sent it,
-    /// without entering the plugin. Vendors that override `adjust_request` set this to false.
-    const PASS_THROUGH: bool = true;
+    /// Whether the vendor rewrites this operation's request or answer (`adjust_request`,
+    /// `adjust_response`). Other operations pass through: a request that needs no change is
+    /// forwarded as the consumer sent it, without entering the plugin.
+    fn rewrites(_op: &str) -> bool {
+        false
+    }
 
     /// Last edits to the request JSON before it is sent (after `model` is set).
     fn adjust_request(_op: &str, _body: &mut Value) {}
+
+    /// Turns the vendor's (2xx) answer into OpenAI's shape, for operations it `rewrites`.
+    fn adjust_response(_op: &str, _body: &mut Value) {}
 
     /// The class of a non-2xx response.
     fn classify(response: &UpstreamResponse) -> AdapterError {
@@ -102,7 +109,7 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
         };
         let streaming_asked = self.call.op == "chat" && asks_for_stream(&self.call.body);
         let model_unchanged = self.call.upstream_model.is_empty() || self.call.upstream_model == self.call.model;
-        if !streaming_asked && model_unchanged && V::PASS_THROUGH {
+        if !streaming_asked && model_unchanged && !V::rewrites(&self.call.op) {
             // Nothing to change: the host forwards the consumer's bytes; the body never
             // enters the plugin (the host has already checked it is a JSON object).
             let mut request = UpstreamRequest::post_json(path, String::new());
@@ -138,21 +145,53 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
         if self.call.op == BALANCE {
             return balance_reply(serde_json::from_slice(&response.body).ok().as_ref().and_then(V::read_balance));
         }
+        let mut body = response.body;
+        if V::rewrites(&self.call.op) {
+            let Ok(mut answer) = serde_json::from_slice::<Value>(&body) else {
+                return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON");
+            };
+            V::adjust_response(&self.call.op, &mut answer);
+            body = answer.to_string().into_bytes();
+        }
         #[derive(Deserialize)]
         struct UsageOnly {
             usage: Option<OpenAiUsage>,
             /// Image generation: one item per image.
             #[serde(default)]
             data: Option<Vec<serde::de::IgnoredAny>>,
+            /// Rerank: `tokens`, or `meta.tokens` (Cohere's shape, which rerank vendors follow).
+            #[serde(default)]
+            tokens: Option<RerankTokens>,
+            #[serde(default)]
+            meta: Option<RerankMeta>,
         }
-        let usage = match serde_json::from_slice::<UsageOnly>(&response.body) {
+        #[derive(Deserialize)]
+        struct RerankMeta {
+            tokens: Option<RerankTokens>,
+        }
+        #[derive(Deserialize)]
+        struct RerankTokens {
+            input_tokens: Option<u64>,
+            output_tokens: Option<u64>,
+        }
+        let usage = match serde_json::from_slice::<UsageOnly>(&body) {
             Ok(u) => {
-                let images = u.data.as_ref().map(|d| d.len() as u32).filter(|_| self.call.op == "images");
-                Usage { images, ..u.usage.map(OpenAiUsage::into_usage).unwrap_or_default() }
+                let op = self.call.op.as_str();
+                let images = u.data.as_ref().map(|d| d.len() as u32).filter(|_| op == "images");
+                let rerank = u.tokens.or(u.meta.and_then(|m| m.tokens)).filter(|_| op == "rerank");
+                match (u.usage, rerank) {
+                    (Some(usage), _) => Usage { images, ..usage.into_usage() },
+                    (None, Some(t)) => Usage {
+                        input_tokens: t.input_tokens,
+                        output_tokens: Some(t.output_tokens.unwrap_or(0)),
+                        ..Usage::default()
+                    },
+                    (None, None) => Usage { images, ..Usage::default() },
+                }
             }
             Err(_) => return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON"),
         };
-        Step::Reply(Reply::with_body(200, "application/json", crate::Body::Bytes(response.body), usage))
+        Step::Reply(Reply::with_body(200, "application/json", crate::Body::Bytes(body), usage))
     }
 
     fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {

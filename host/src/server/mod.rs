@@ -151,6 +151,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
         (&Method::POST, "/v1/chat/completions") => surface::openai::model_call(&state, req, "chat").await,
         (&Method::POST, "/v1/embeddings") => surface::openai::model_call(&state, req, "embeddings").await,
         (&Method::POST, "/v1/images/generations") => surface::openai::model_call(&state, req, "images").await,
+        (&Method::POST, "/v1/rerank") => surface::openai::model_call(&state, req, "rerank").await,
         (&Method::POST, "/v1/audio/speech") => surface::openai::model_call(&state, req, "speech").await,
         (_, p) if p.starts_with("/admin/") => admin::handle(&state, req).await,
         (
@@ -158,6 +159,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
             "/v1/chat/completions"
             | "/v1/embeddings"
             | "/v1/images/generations"
+            | "/v1/rerank"
             | "/v1/audio/speech"
             | "/v1/models"
             | "/v1/user/info"

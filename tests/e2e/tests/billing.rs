@@ -443,3 +443,45 @@ fn images_are_reserved_by_n_and_charged_per_image() {
         gw.balance_micros("painter")
     );
 }
+
+#[test]
+fn siliconflow_images_and_rerank_are_translated_and_billed_by_their_units() {
+    let mock = Mock::start();
+    let dir = scratch("sf-prices");
+    let prices = dir.join("pricing.toml");
+    std::fs::write(
+        &prices,
+        "[models.\"Kwai-Kolors/Kolors\"]\nper_image = \"0.02\"\n[models.\"BAAI/bge-reranker-v2-m3\"]\ninput_per_million = \"1000\"\n",
+    )
+    .unwrap();
+    let ch = channel("sf", "siliconflow", &mock.url(), &["Kwai-Kolors/Kolors", "BAAI/bge-reranker-v2-m3"], &["up"]);
+    let gw = Gateway::start(
+        "sfbill",
+        &[("siliconflow", "siliconflow.wasm")],
+        &format!("pricing_file = \"{}\"\n{ch}", prices.display()),
+    );
+    let start = gw.balance_micros("e2e");
+
+    // OpenAI's image request in, SiliconFlow's on the wire, OpenAI's answer out.
+    let r = gw
+        .post("/v1/images/generations", r#"{"model":"Kwai-Kolors/Kolors","prompt":"a fox","size":"1024x1024","n":2}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2, "{}", r.text());
+    let sent = &mock.last_body("/v1/images/generations")["json"];
+    assert_eq!((&sent["image_size"], &sent["batch_size"]), (&"1024x1024".into(), &2.into()), "{sent}");
+    assert!(eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == start - 40_000), "2 images at 0.02");
+
+    // Rerank: the vendor's meta.tokens (the mock counts a token per 4 bytes: query 1 + documents
+    // 3 + 5 = 9 tokens, at 1000 per million).
+    let r = gw.post(
+        "/v1/rerank",
+        r#"{"model":"BAAI/bge-reranker-v2-m3","query":"fox","documents":["a red fox","a brown dog jumps"]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["results"][0]["index"], 1, "{}", r.text());
+    assert!(
+        eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == start - 40_000 - 9_000),
+        "balance {}",
+        gw.balance_micros("e2e")
+    );
+}

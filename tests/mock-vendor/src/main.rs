@@ -216,6 +216,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         (&Method::POST, "/v1/chat/completions") => openai::chat(&state, &cx).await,
         (&Method::POST, "/v1/embeddings") => openai::embeddings(&cx).await,
         (&Method::POST, "/v1/images/generations") => openai::images(&cx).await,
+        (&Method::POST, "/v1/rerank") => openai::rerank(&cx).await,
         (&Method::GET, "/v1/models") => openai::models(&cx),
         (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx).await,
         _ => openai::not_found(),

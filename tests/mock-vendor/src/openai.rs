@@ -46,6 +46,18 @@ struct ImagesRequest<'a> {
     model: Option<Cow<'a, str>>,
     prompt: Option<String>,
     n: Option<u64>,
+    /// SiliconFlow's names for `size` and `n`: a request with them gets SiliconFlow's answer.
+    image_size: Option<String>,
+    batch_size: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct RerankRequest<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    query: Option<String>,
+    #[serde(default)]
+    documents: Vec<String>,
 }
 
 pub fn unauthorized() -> Response<MockBody> {
@@ -196,11 +208,37 @@ pub async fn images(cx: &Ctx) -> Response<MockBody> {
     if req.prompt.as_deref().unwrap_or("").is_empty() {
         return bad_request("you must provide a prompt");
     }
-    let n = req.n.unwrap_or(1).clamp(1, 10);
+    let siliconflow = req.image_size.is_some() || req.batch_size.is_some();
+    let n = req.batch_size.or(req.n).unwrap_or(1).clamp(1, 10);
     let data: Vec<serde_json::Value> = (0..n)
         .map(|i| serde_json::json!({ "url": format!("https://images.mock.test/img-{i}.png"), "revised_prompt": req.prompt }))
         .collect();
-    json(StatusCode::OK, serde_json::json!({ "created": 1_700_000_000, "data": data }).to_string())
+    let body = if siliconflow {
+        serde_json::json!({ "images": data, "timings": { "inference": 1.2 }, "seed": 42 })
+    } else {
+        serde_json::json!({ "created": 1_700_000_000, "data": data })
+    };
+    json(StatusCode::OK, body.to_string())
+}
+
+/// `POST /v1/rerank` (SiliconFlow's shape): the documents by relevance, and `meta.tokens`
+/// counting the query and documents (one token per 4 bytes, at least 1 each).
+pub async fn rerank(cx: &Ctx) -> Response<MockBody> {
+    let (req, _, _) = match admit::<RerankRequest>(cx, |r| r.model.clone()).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Some(query) = req.query.filter(|q| !q.is_empty()) else {
+        return bad_request("you must provide a query");
+    };
+    let tokens: usize = std::iter::once(&query).chain(&req.documents).map(|t| t.len().div_ceil(4).max(1)).sum();
+    let results: Vec<serde_json::Value> = (0..req.documents.len())
+        .rev()
+        .map(|i| serde_json::json!({ "index": i, "relevance_score": 0.9 - 0.1 * i as f64 }))
+        .collect();
+    let body = serde_json::json!({ "id": "rerank-mock", "results": results,
+        "meta": { "tokens": { "input_tokens": tokens, "output_tokens": 0 } } });
+    json(StatusCode::OK, body.to_string())
 }
 
 pub fn models(cx: &Ctx) -> Response<MockBody> {
