@@ -78,14 +78,10 @@ pub async fn serve(config: config::Config) -> Result<()> {
         account::session::Sessions::new(config.jwt_secret.as_deref(), &config.data_dir, config.session_ttl_hours)?;
     let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db.clone(), billing, sessions));
     // Stored upstream keys join their pools before the first call, then follow changes.
-    keypool::stored::load_into(&db, state.config.master_key.as_ref(), &state.channels).await?;
-    keypool::stored::sync_forever(
-        db,
-        state.config.master_key.clone(),
-        Arc::clone(&state.channels),
-        Duration::from_millis(state.config.key_refresh_ms.max(200)),
-    );
+    keypool::stored::load_into(&db, state.config.master_key.as_ref(), &state.channels.load()).await?;
+    keypool::stored::sync_forever(&state, Duration::from_millis(state.config.key_refresh_ms.max(200)));
     keypool::balance::refresh_forever(&state);
+    reload_channels_on_sighup(&state);
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.registry.current().len(), "tollgate serving");
@@ -97,6 +93,29 @@ pub async fn serve(config: config::Config) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the channels from the configuration file (as `POST /admin/channels/reload`).
+fn reload_channels_on_sighup(state: &Arc<server::AppState>) {
+    #[cfg(unix)]
+    {
+        let state = Arc::downgrade(state);
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: channels reload only through the admin API");
+            return;
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some(state) = state.upgrade() else { return };
+                match state.reload_channels().await {
+                    Ok(channels) => tracing::info!(?channels, "channels reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "channels not reloaded; the previous ones serve")
+                    }
+                }
+            }
+        });
+    }
 }
 
 async fn shutdown_signal() {

@@ -8,7 +8,8 @@
 //! Prices: `GET /admin/pricing` (the TOML), `PUT /admin/pricing` (validated, written, live).
 //! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
 //! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels, their strategy, and each key's
-//! health and balance, masked). Stored upstream keys: see `upstream`.
+//! health and balance, masked), `POST /admin/channels/reload` (the channels re-read from the
+//! configuration file). Stored upstream keys: see `upstream`.
 
 pub mod reports;
 pub mod upstream;
@@ -54,6 +55,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
         (&Method::GET, "/admin/channels") => {
             let channels: Vec<serde_json::Value> = state
                 .channels
+                .load()
                 .all()
                 .iter()
                 .map(|c| {
@@ -124,6 +126,10 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
                 Err(e) => error_response(400, "invalid_request_error", "invalid_pricing", &format!("{e:#}")),
             }
         }
+        (&Method::POST, "/admin/channels/reload") => match state.reload_channels().await {
+            Ok(names) => json(200, &serde_json::json!({ "channels": names })),
+            Err(e) => error_response(400, "invalid_request_error", "reload_failed", &format!("{e:#}")),
+        },
         (&Method::POST, "/admin/plugins/rescan") => match state.registry.scan().await {
             Ok(()) => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
             Err(e) => error_response(500, "server_error", "rescan_failed", &format!("{e:#}")),

@@ -28,7 +28,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
     let method = req.method().clone();
     let segs = segments(&path);
     let name = segs[1];
-    if !state.channels.all().iter().any(|c| c.name == name) {
+    if state.channels.load().by_name(name).is_none() {
         return error_response(
             404,
             "invalid_request_error",
@@ -83,7 +83,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
     match result {
         Ok(v) => {
             // The change serves from the next call on, not from the next sync.
-            if let Err(e) = stored::load_into(&state.db, Some(master), &state.channels).await {
+            if let Err(e) = stored::load_into(&state.db, Some(master), &state.channels.load()).await {
                 tracing::warn!(error = %e, "reloading stored upstream keys failed");
             }
             json(200, &v)

@@ -16,6 +16,9 @@ pub struct Config {
     /// (`TOLLGATE_MASTER_KEY`), never from the file; `None` when unset.
     #[serde(skip)]
     pub master_key: Option<crate::keypool::stored::MasterKey>,
+    /// The file this configuration was read from (re-read when channels are reloaded).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     #[serde(default = "defaults::listen")]
     pub listen: String,
     #[serde(default = "defaults::data_dir")]
@@ -231,6 +234,7 @@ impl Config {
             .try_into()
             .with_context(|| format!("invalid configuration in {}", path.display()))?;
         config.master_key = crate::keypool::stored::MasterKey::from_env()?;
+        config.source = Some(path.to_path_buf());
         config.validate()?;
         Ok(config)
     }

@@ -13,25 +13,29 @@ use crate::exchange::{self, CallContext, Outcome};
 use crate::plugin::wit;
 use crate::server::AppState;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Starts one refresh loop per highest-balance channel. The loops hold the state weakly and
-/// end with it (a shutdown waits for the call log, which the state holds).
+/// Refreshes the balances of every highest-balance channel of the current set (it changes
+/// with reloads), each on its own schedule. Holds the state weakly and ends with it (a
+/// shutdown waits for the call log, which the state holds).
 pub fn refresh_forever(state: &Arc<AppState>) {
-    for channel in state.channels.all() {
-        if channel.strategy != crate::config::Strategy::HighestBalance {
-            continue;
-        }
-        let state = Arc::downgrade(state);
-        let channel = Arc::clone(channel);
-        tokio::spawn(async move {
-            while let Some(state) = state.upgrade() {
-                refresh(&state, &channel).await;
-                drop(state);
-                tokio::time::sleep(channel.balance_refresh).await;
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut last_read: HashMap<String, Instant> = HashMap::new();
+        while let Some(state) = state.upgrade() {
+            let channels = state.channels.load_full();
+            for channel in channels.all().iter().filter(|c| c.strategy == crate::config::Strategy::HighestBalance) {
+                if last_read.get(&channel.name).is_none_or(|t| t.elapsed() >= channel.balance_refresh) {
+                    last_read.insert(channel.name.clone(), Instant::now());
+                    refresh(&state, channel).await;
+                }
             }
-        });
-    }
+            drop(state);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
 }
 
 /// Reads every key's balance once. Returns how many were read.

@@ -156,7 +156,19 @@ impl Channel {
     /// Rebuilds the pool from the configured keys and `stored` (the channel's keys in the
     /// database). A key already in the pool keeps its id, health and balance.
     pub fn set_stored_keys(&self, stored: Vec<KeyEntry>) {
-        let old = self.pool.load();
+        let old = self.pool.load_full();
+        self.build_pool(stored, &old);
+    }
+
+    /// Takes over what `old` (the same channel before a reload) knew: its stored keys, and
+    /// the id, health and balance of every key that stays.
+    pub fn carry_over(&self, old: &Channel) {
+        let old = old.pool.load_full();
+        let stored = old.keys.iter().filter(|k| k.entry.stored_id.is_some()).map(|k| k.entry.clone()).collect();
+        self.build_pool(stored, &old);
+    }
+
+    fn build_pool(&self, stored: Vec<KeyEntry>, old: &Pool) {
         let mut known: HashMap<&UpstreamKey, &PooledKey> = old.keys.iter().map(|k| (&k.entry.secret, k)).collect();
         let mut seen = std::collections::HashSet::new();
         let keys: Vec<PooledKey> = self
@@ -283,6 +295,22 @@ impl Channels {
             return list.first();
         }
         list.get(self.next.fetch_add(1, Ordering::Relaxed) % list.len())
+    }
+
+    /// The channels of `configs`, each taking over what the same-named channel of `previous`
+    /// knew about its keys (a reload keeps health, balances and stored keys).
+    pub fn reloaded(configs: &[ChannelConfig], probe_after: Duration, previous: &Channels) -> Channels {
+        let channels = Channels::new(configs, probe_after);
+        for ch in channels.all() {
+            if let Some(old) = previous.by_name(&ch.name) {
+                ch.carry_over(old);
+            }
+        }
+        channels
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Channel>> {
+        self.all.iter().find(|c| c.name == name)
     }
 
     /// The other channels serving `model`, in configuration order, for failover.

@@ -288,25 +288,27 @@ pub async fn load_into(db: &Db, master: Option<&MasterKey>, channels: &Channels)
 }
 
 /// Reloads the pools whenever the stored keys change (another process imported, another
-/// node shares the database).
-pub fn sync_forever(db: Db, master: Option<MasterKey>, channels: Arc<Channels>, every: Duration) {
+/// node shares the database). Holds the state weakly and ends with it.
+pub fn sync_forever(state: &Arc<crate::server::AppState>, every: Duration) {
+    let state = Arc::downgrade(state);
     tokio::spawn(async move {
         let mut seen: Option<(i64, i64, i64)> = None;
-        loop {
+        while let Some(state) = state.upgrade() {
             let fingerprint: Result<(i64, i64, i64), _> = sqlx::query_as(
                 "SELECT COUNT(*), CAST(COALESCE(SUM(id), 0) AS BIGINT), CAST(COALESCE(SUM(updated_at), 0) AS BIGINT) \
                  FROM upstream_keys",
             )
-            .fetch_one(&db)
+            .fetch_one(&state.db)
             .await;
             match fingerprint {
                 Ok(f) if Some(f) == seen => {}
-                Ok(f) => match load_into(&db, master.as_ref(), &channels).await {
+                Ok(f) => match load_into(&state.db, state.config.master_key.as_ref(), &state.channels.load()).await {
                     Ok(()) => seen = Some(f),
                     Err(e) => tracing::warn!(error = %e, "loading stored upstream keys failed"),
                 },
                 Err(e) => tracing::warn!(error = %e, "checking stored upstream keys failed"),
             }
+            drop(state);
             tokio::time::sleep(every).await;
         }
     });

@@ -32,7 +32,8 @@ use tokio::net::TcpListener;
 pub struct AppState {
     pub config: Config,
     pub registry: Arc<PluginRegistry>,
-    pub channels: Arc<Channels>,
+    /// Replaced whole by a reload (`reload_channels`); a call keeps the set it started with.
+    pub channels: arc_swap::ArcSwap<Channels>,
     pub keys: Arc<KeyCache>,
     pub upstream: Upstream,
     pub call_log: CallLog,
@@ -54,7 +55,10 @@ impl AppState {
         billing: Option<Arc<Billing>>,
         sessions: crate::account::session::Sessions,
     ) -> AppState {
-        let channels = Arc::new(Channels::new(&config.channels, Duration::from_millis(config.key_probe_after_ms)));
+        let channels = arc_swap::ArcSwap::from_pointee(Channels::new(
+            &config.channels,
+            Duration::from_millis(config.key_probe_after_ms),
+        ));
         let upstream = Upstream::new(
             Duration::from_millis(config.connect_timeout_ms),
             Duration::from_millis(config.upstream_timeout_ms),
@@ -73,6 +77,24 @@ impl AppState {
             request_seq: AtomicU64::new(0),
             request_prefix: format!("{:08x}", rand::random::<u32>()),
         }
+    }
+
+    /// Re-reads the channels from the configuration file and swaps them in: keys that stay
+    /// keep their health and balance, stored keys stay in their pools, calls in flight finish
+    /// on the set they started with. A file that does not load changes nothing.
+    pub async fn reload_channels(&self) -> anyhow::Result<Vec<String>> {
+        use anyhow::Context;
+        let path = self.config.source.as_deref().context("this gateway was not started from a configuration file")?;
+        let fresh = Config::load(path, true)?;
+        let channels = Channels::reloaded(
+            &fresh.channels,
+            Duration::from_millis(self.config.key_probe_after_ms),
+            &self.channels.load(),
+        );
+        crate::keypool::stored::load_into(&self.db, self.config.master_key.as_ref(), &channels).await?;
+        let names = channels.all().iter().map(|c| c.name.clone()).collect();
+        self.channels.store(Arc::new(channels));
+        Ok(names)
     }
 
     /// A request id unique across restarts (random prefix) and cheap (a counter).
@@ -198,6 +220,7 @@ fn metrics_text(state: &AppState) -> String {
         call_records_dropped: state.call_log.dropped.load(Ordering::Relaxed),
         upstream_keys: state
             .channels
+            .load()
             .all()
             .iter()
             .map(|c| {

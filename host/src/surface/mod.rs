@@ -252,7 +252,8 @@ async fn run_with_failover(
     if !retryable || r.model.is_empty() {
         return result;
     }
-    for channel in state.channels.others_for_model(&r.model, &r.channel.name) {
+    let others = state.channels.load().others_for_model(&r.model, &r.channel.name);
+    for channel in others {
         let Some(plugin) = state.registry.current().get(&channel.plugin).cloned().filter(|p| p.supports(&r.op)) else {
             continue;
         };

@@ -34,7 +34,9 @@ async fn resolve(
         .unwrap_or_default();
     let channel = state
         .channels
+        .load()
         .for_plugin(plugin.name(), Some(model.as_str()).filter(|m| !m.is_empty()))
+        .cloned()
         .ok_or_else(|| CallError::config(format!("no channel uses the plugin '{}'", plugin.name())))?;
     if !model.is_empty() && !channel.models.contains(&model) {
         return Err(CallError::new(
@@ -46,16 +48,5 @@ async fn resolve(
             ),
         ));
     }
-    Ok(Resolved {
-        consumer,
-        plugin,
-        channel: Arc::clone(channel),
-        op,
-        model,
-        body,
-        query,
-        headers,
-        started,
-        request_id,
-    })
+    Ok(Resolved { consumer, plugin, channel, op, model, body, query, headers, started, request_id })
 }

@@ -27,7 +27,7 @@ async fn resolve(
     let request_id = request.request_id(request_id);
     let ConsumerRequest { consumer, headers, query, body, .. } = request;
     let model = requested_model(&body)?;
-    let channel = state.channels.for_model(&model).ok_or_else(|| {
+    let channel = state.channels.load().for_model(&model).cloned().ok_or_else(|| {
         not_found(
             "model_not_found",
             format!("The model '{model}' does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."),
@@ -45,18 +45,7 @@ async fn resolve(
             plugin.name()
         )));
     }
-    Ok(Resolved {
-        consumer,
-        plugin,
-        channel: Arc::clone(channel),
-        op: op.to_string(),
-        model,
-        body,
-        query,
-        headers,
-        started,
-        request_id,
-    })
+    Ok(Resolved { consumer, plugin, channel, op: op.to_string(), model, body, query, headers, started, request_id })
 }
 
 /// The `model` of a JSON object body; 400 with a precise message otherwise.
@@ -125,6 +114,7 @@ pub fn models(state: &AppState, req: &Request<Incoming>) -> Response {
     }
     let data: Vec<serde_json::Value> = state
         .channels
+        .load()
         .models()
         .into_iter()
         .map(|(id, plugin)| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": plugin }))

@@ -246,3 +246,44 @@ fn a_channel_out_of_keys_fails_over_to_the_next_channel_of_the_model() {
     assert!(metrics.contains("tollgate_failovers_total{to=\"channel\"} "), "{metrics}");
     assert!(!metrics.contains("tollgate_failovers_total{to=\"channel\"} 0"), "{metrics}");
 }
+
+#[test]
+fn channels_reload_from_the_file_without_restart_and_keep_their_keys_health() {
+    let mock = Mock::start();
+    let a = channel("a", "openai", &mock.url(), &["gpt-4o-mini"], &["k-a1", "bad-a2"]);
+    let gw = Gateway::start("chreload", &[("openai", "openai.wasm")], &a);
+    for _ in 0..4 {
+        assert_eq!(chat(&gw), 200);
+    }
+    assert_eq!(used(&mock, "bad-a2"), 1, "refused once, then disabled");
+    let embed = || gw.post("/v1/embeddings", r#"{"model":"text-embedding-3-small","input":"x"}"#).status;
+    assert_eq!(embed(), 404, "no channel serves it yet");
+
+    // A broken file is refused and the running channels keep serving.
+    let original = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(&gw.config, format!("{original}[[channel]]\nname = \"b\"\n")).unwrap();
+    let r = admin(&gw, "POST", "/admin/channels/reload", "");
+    assert_eq!((r.status, r.error_code().as_str()), (400, "reload_failed"), "{}", r.text());
+    assert_eq!(chat(&gw), 200);
+
+    // A new channel serves after the reload; the old one keeps what it knew about its keys.
+    let b = channel("b", "openai", &mock.url(), &["text-embedding-3-small"], &["k-b"]);
+    std::fs::write(&gw.config, format!("{original}{b}")).unwrap();
+    let r = admin(&gw, "POST", "/admin/channels/reload", "");
+    assert_eq!((r.status, r.json()["channels"].clone()), (200, serde_json::json!(["a", "b"])), "{}", r.text());
+    assert_eq!(embed(), 200);
+    assert_eq!(used(&mock, "k-b"), 1);
+    let states = admin(&gw, "GET", "/admin/channels", "").json();
+    assert_eq!(states["channels"][0]["keys"][1]["state"], "disabled", "health kept across the reload: {states}");
+    for _ in 0..4 {
+        assert_eq!(chat(&gw), 200);
+    }
+    assert_eq!(used(&mock, "bad-a2"), 1, "the disabled key stayed out");
+
+    // SIGHUP reloads too: channel b is gone again.
+    std::fs::write(&gw.config, &original).unwrap();
+    let hup = std::process::Command::new("kill").args(["-HUP", &gw.proc.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    assert!(eventually(Duration::from_secs(5), || embed() == 404), "channel b removed by SIGHUP");
+    assert_eq!(chat(&gw), 200);
+}
