@@ -113,6 +113,14 @@ pub fn fresh_database(dir: &Path) -> Option<String> {
     Some(format!("{server}/{name}"))
 }
 
+/// Writes `table` as a price table in a scratch folder; returns the `pricing_file` setting
+/// that names it (billing on).
+pub fn pricing_setting(table: &str) -> String {
+    let file = scratch("prices").join("pricing.toml");
+    std::fs::write(&file, table).expect("write the price table");
+    format!("pricing_file = \"{}\"\n", file.display())
+}
+
 pub struct Mock {
     _proc: Proc,
     pub addr: String,

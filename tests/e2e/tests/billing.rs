@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_e2e::{channel, eventually, http, scratch, Gateway, Mock};
+use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
 
 /// input 1 and output 1000 per million tokens: a chat with the mock's usage (9 in, 3 out)
 /// costs 9 + 3000 micros; reserving 1000 output tokens holds 1,000,000 micros.
@@ -29,9 +29,6 @@ max_output_tokens = 1000
 "#;
 
 fn billed_gateway(mock: &Mock, name: &str) -> Gateway {
-    let dir = scratch("prices");
-    let prices = dir.join("pricing.toml");
-    std::fs::write(&prices, PRICES).unwrap();
     let ch = channel(
         "mock",
         "openai",
@@ -39,7 +36,7 @@ fn billed_gateway(mock: &Mock, name: &str) -> Gateway {
         &["gpt-4o-mini", "slow-300", "cut-stream", "fail-500", "unpriced", "dall-e-3"],
         &["up"],
     );
-    Gateway::start(name, &[("openai", "openai.wasm")], &format!("pricing_file = \"{}\"\n{ch}", prices.display()))
+    Gateway::start(name, &[("openai", "openai.wasm")], &format!("{}{ch}", pricing_setting(PRICES)))
 }
 
 #[test]
@@ -447,19 +444,11 @@ fn images_are_reserved_by_n_and_charged_per_image() {
 #[test]
 fn siliconflow_images_and_rerank_are_translated_and_billed_by_their_units() {
     let mock = Mock::start();
-    let dir = scratch("sf-prices");
-    let prices = dir.join("pricing.toml");
-    std::fs::write(
-        &prices,
+    let prices = pricing_setting(
         "[models.\"Kwai-Kolors/Kolors\"]\nper_image = \"0.02\"\n[models.\"BAAI/bge-reranker-v2-m3\"]\ninput_per_million = \"1000\"\n",
-    )
-    .unwrap();
-    let ch = channel("sf", "siliconflow", &mock.url(), &["Kwai-Kolors/Kolors", "BAAI/bge-reranker-v2-m3"], &["up"]);
-    let gw = Gateway::start(
-        "sfbill",
-        &[("siliconflow", "siliconflow.wasm")],
-        &format!("pricing_file = \"{}\"\n{ch}", prices.display()),
     );
+    let ch = channel("sf", "siliconflow", &mock.url(), &["Kwai-Kolors/Kolors", "BAAI/bge-reranker-v2-m3"], &["up"]);
+    let gw = Gateway::start("sfbill", &[("siliconflow", "siliconflow.wasm")], &format!("{prices}{ch}"));
     let start = gw.balance_micros("e2e");
 
     // OpenAI's image request in, SiliconFlow's on the wire, OpenAI's answer out.

@@ -3,7 +3,7 @@
 //! again; a failover storm never charges twice.
 
 use std::time::Duration;
-use tollgate_e2e::{channel, eventually, http, scratch, Gateway, Mock};
+use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
 
 fn reject(mock: &Mock, key: &str, on: bool) {
     let r = http::request(&mock.addr, "POST", &format!("/_mock/reject?key={key}&on={}", on as u8), &[], b"");
@@ -51,19 +51,11 @@ fn a_refused_key_fails_over_is_disabled_and_recovers() {
 #[test]
 fn a_failover_storm_never_charges_twice() {
     let mock = Mock::start();
-    let dir = scratch("prices");
-    let prices = dir.join("pricing.toml");
-    std::fs::write(
-        &prices,
+    let prices = pricing_setting(
         "[models.\"gpt-4o-mini\"]\ninput_per_million = \"1\"\noutput_per_million = \"1000\"\nmax_output_tokens = 10\n",
-    )
-    .unwrap();
-    let ch = channel("pool", "openai", &mock.url(), &["gpt-4o-mini"], &["bad-a", "bad-b", "good"]);
-    let gw = Gateway::start(
-        "storm",
-        &[("openai", "openai.wasm")],
-        &format!("pricing_file = \"{}\"\n{ch}", prices.display()),
     );
+    let ch = channel("pool", "openai", &mock.url(), &["gpt-4o-mini"], &["bad-a", "bad-b", "good"]);
+    let gw = Gateway::start("storm", &[("openai", "openai.wasm")], &format!("{prices}{ch}"));
     let start = gw.balance_micros("e2e");
     let n = 20;
     let threads: Vec<_> = (0..n)
