@@ -121,8 +121,8 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     // Whichever end the call reaches (reply, error or stream end) takes the meter once.
     let meter = Arc::new(std::sync::Mutex::new(meter));
     let draft = draft_record(&r);
-    // The channel that serves, when failover moved the call off the resolved one.
-    let serving = Arc::new(std::sync::Mutex::new(r.channel.name.clone()));
+    // The channel and plugin that serve, when failover moved the call off the resolved ones.
+    let serving = Arc::new(std::sync::Mutex::new((r.channel.name.clone(), r.plugin.name().to_string())));
     let stream_serving = Arc::clone(&serving);
     let call_log = state.call_log.clone();
     let started = r.started;
@@ -131,7 +131,7 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     let on_stream_end: exchange::OnStreamEnd = Box::new(move |report: StreamReport| {
         METRICS.in_flight.fetch_sub(1, Relaxed);
         let mut rec = draft;
-        rec.channel = Some(stream_serving.lock().expect("serving channel").clone());
+        (rec.channel, rec.plugin) = served_by(&stream_serving);
         rec.streamed = true;
         rec.latency_us = started.elapsed().as_micros() as u64;
         rec.interrupted = report.error.is_some() || report.client_gone;
@@ -163,7 +163,7 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     let mut on_stream_end = Some(on_stream_end);
     let outcome = run_with_failover(state, &r, &serving, &mut on_stream_end).await;
     let mut rec = draft_record(&r);
-    rec.channel = Some(serving.lock().expect("serving channel").clone());
+    (rec.channel, rec.plugin) = served_by(&serving);
     let response = match outcome {
         Ok(Outcome::Stream { headers, body }) => {
             // The stream task records the call when the stream ends.
@@ -236,16 +236,22 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     with_request_id(response, &r.request_id)
 }
 
+/// The (channel, plugin) names for the call record.
+fn served_by(serving: &std::sync::Mutex<(String, String)>) -> (Option<String>, Option<String>) {
+    let (channel, plugin) = serving.lock().expect("serving channel").clone();
+    (Some(channel), Some(plugin))
+}
+
 /// The most keys one call tries.
 const MAX_ATTEMPTS: usize = 3;
 
 /// Runs the call on the resolved channel; when every attempt there failed on the keys'
 /// account (refused, rate limited, faults, or no usable key), runs it on the model's other
-/// channels in turn. `serving` names the channel that gave the result.
+/// channels in turn. `serving` names the channel and plugin that gave the result.
 async fn run_with_failover(
     state: &AppState,
     r: &Resolved,
-    serving: &std::sync::Mutex<String>,
+    serving: &std::sync::Mutex<(String, String)>,
     on_stream_end: &mut Option<exchange::OnStreamEnd>,
 ) -> Result<Outcome, CallError> {
     let (mut result, mut retryable) = run_on_channel(state, r, &r.plugin, &r.channel, on_stream_end).await;
@@ -259,9 +265,9 @@ async fn run_with_failover(
         };
         METRICS.channel_failovers.fetch_add(1, Relaxed);
         {
-            let mut name = serving.lock().expect("serving channel");
-            tracing::warn!(from = %*name, to = %channel.name, request_id = %r.request_id, "channel failed on every key; trying the next channel");
-            *name = channel.name.clone();
+            let mut names = serving.lock().expect("serving channel");
+            tracing::warn!(from = %names.0, to = %channel.name, request_id = %r.request_id, "channel failed on every key; trying the next channel");
+            *names = (channel.name.clone(), plugin.name().to_string());
         }
         (result, retryable) = run_on_channel(state, r, &plugin, &channel, on_stream_end).await;
         if !retryable {
