@@ -83,19 +83,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
                 "/admin/reports/keys" => reports::keys(&state.db, range).await,
                 "/admin/reports/users" => reports::users(&state.db, range).await,
                 "/admin/stats" => reports::stats(&state.db, range).await,
-                _ => {
-                    let filter = reports::LogFilter {
-                        key_id: int("key_id"),
-                        user_id: int("user_id"),
-                        model: q.get("model").cloned(),
-                        channel: q.get("channel").cloned(),
-                        status: int("status"),
-                        range,
-                        before_id: int("before_id"),
-                        limit: int("limit").unwrap_or(100),
-                    };
-                    reports::logs(&state.db, &filter).await
-                }
+                _ => reports::logs(&state.db, &reports::LogFilter::from_query(&q, 100)).await,
             };
             match result {
                 Ok(v) => json(200, &v),

@@ -198,6 +198,24 @@ pub struct LogFilter {
     pub limit: i64,
 }
 
+impl LogFilter {
+    /// From query parameters (`user_id`, `key_id`, `model`, `channel`, `status`, `from`, `to`,
+    /// `before_id`, `limit`); a page holds `default_limit` records unless `limit` says otherwise.
+    pub fn from_query(q: &std::collections::HashMap<String, String>, default_limit: i64) -> LogFilter {
+        let int = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
+        LogFilter {
+            key_id: int("key_id"),
+            user_id: int("user_id"),
+            model: q.get("model").cloned(),
+            channel: q.get("channel").cloned(),
+            status: int("status"),
+            range: Range { from: int("from"), to: int("to") },
+            before_id: int("before_id"),
+            limit: int("limit").unwrap_or(default_limit),
+        }
+    }
+}
+
 /// The request log, newest first, with `next_before_id` for the next page.
 pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
     let (from, to) = f.range.bounds();

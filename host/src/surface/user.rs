@@ -142,17 +142,8 @@ async fn logs(state: &AppState, req: &Request<Incoming>) -> Result<Response, Cal
         (None, Some(state.authenticate(req)?.key_id))
     };
     let q = crate::admin::query_params(req.uri().query().unwrap_or(""));
-    let int = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
-    let filter = reports::LogFilter {
-        key_id,
-        user_id,
-        model: q.get("model").cloned(),
-        channel: None,
-        status: int("status"),
-        range: reports::Range { from: int("from"), to: int("to") },
-        before_id: int("before_id"),
-        limit: int("limit").unwrap_or(50),
-    };
+    // The caller's own calls only: the identity filters come from the credential, never the query.
+    let filter = reports::LogFilter { key_id, user_id, channel: None, ..reports::LogFilter::from_query(&q, 50) };
     let mut page = reports::logs(&state.db, &filter).await.map_err(internal)?;
     if let Some(rows) = page["data"].as_array_mut() {
         for row in rows.iter_mut().filter_map(|r| r.as_object_mut()) {
