@@ -12,6 +12,7 @@ pub mod config;
 pub mod exchange;
 pub mod keypool;
 pub mod plugin;
+pub mod private_fs;
 pub mod server;
 pub mod store;
 pub mod surface;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 /// Starts everything `tollgate serve` runs and serves until SIGTERM or Ctrl-C.
 pub async fn serve(config: config::Config) -> Result<()> {
+    config.check_serve_safety()?;
     let db = store::open(&config.database_url()).await?;
     let billing = match &config.pricing_file {
         Some(path) => {
@@ -57,14 +59,22 @@ pub async fn serve(config: config::Config) -> Result<()> {
     }
 
     let (call_log, writer) = store::CallLog::start(db.clone(), billing.clone());
-    if let Some(days) = config.log_retention_days {
+    // Housekeeping, hourly: expired idempotency keys; call records past the retention window
+    // when one is set (the ledger is never pruned).
+    {
         let db = db.clone();
+        let days = config.log_retention_days;
         tokio::spawn(async move {
             loop {
-                match admin::reports::prune(&db, days).await {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, days, "call log retention"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "call log retention failed"),
+                if let Err(e) = store::idempotency::prune(&db, store::now_unix()).await {
+                    tracing::warn!(error = %e, "pruning idempotency keys failed");
+                }
+                if let Some(days) = days {
+                    match admin::reports::prune(&db, days).await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, days, "call log retention"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "call log retention failed"),
+                    }
                 }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }

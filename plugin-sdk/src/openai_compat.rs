@@ -107,7 +107,13 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
                 format!("operation '{}' is not supported by this channel", self.call.op),
             );
         };
-        let streaming_asked = self.call.op == "chat" && asks_for_stream(&self.call.body);
+        let streaming_asked = match self.call.op == "chat" {
+            true => match asks_for_stream(&self.call.body) {
+                Ok(asked) => asked,
+                Err(e) => return Step::Fail(e),
+            },
+            false => false,
+        };
         let model_unchanged = self.call.upstream_model.is_empty() || self.call.upstream_model == self.call.model;
         if !streaming_asked && model_unchanged && !V::rewrites(&self.call.op) {
             // Nothing to change: the host forwards the consumer's bytes; the body never
@@ -123,7 +129,7 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
         if !self.call.upstream_model.is_empty() {
             body["model"] = Value::String(self.call.upstream_model.clone());
         }
-        let streaming = self.call.op == "chat" && body.get("stream") == Some(&Value::Bool(true));
+        let streaming = streaming_asked;
         if streaming {
             self.consumer_wants_usage =
                 body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
@@ -258,12 +264,23 @@ pub fn balance_reply(balance: Option<String>) -> Step {
     }
 }
 
-/// True when the body may ask for a stream (`"stream"` followed by `true`); errs on the side
-/// of parsing.
-fn asks_for_stream(body: &crate::Body) -> bool {
-    match body.as_bytes().and_then(|b| std::str::from_utf8(b).ok()) {
-        Some(text) => text.contains("\"stream\""),
-        None => true,
+/// Whether the consumer asked for a stream, read as the vendor reads it: from the parsed
+/// JSON (an escaped key such as `"str\u0065am"` is still `stream`), never from a substring.
+/// A body that is not one JSON object with at most one boolean `stream` is refused: the vendor
+/// might read it another way.
+fn asks_for_stream(body: &crate::Body) -> Result<bool, AdapterError> {
+    #[derive(Deserialize)]
+    struct StreamField {
+        #[serde(default)]
+        stream: Option<bool>,
+    }
+    let bytes = body.as_bytes().unwrap_or_default();
+    match serde_json::from_slice::<StreamField>(bytes) {
+        Ok(f) => Ok(f.stream.unwrap_or(false)),
+        Err(e) => Err(AdapterError::new(
+            ErrorKind::BadRequest,
+            format!("the request body must be one JSON object with a boolean 'stream' at most once: {e}"),
+        )),
     }
 }
 
@@ -317,6 +334,19 @@ impl OpenAiUsage {
 #[cfg(test)]
 mod tests {
     use super::mentions_object;
+
+    #[test]
+    fn a_stream_is_read_from_the_parsed_json_never_a_substring() {
+        use super::asks_for_stream;
+        let ask = |s: &str| asks_for_stream(&crate::Body::Text(s.into()));
+        assert!(ask(r#"{"str\u0065am":true}"#).unwrap(), "an escaped key is still 'stream'");
+        assert!(ask(r#"{"model":"m","stream":true}"#).unwrap());
+        assert!(!ask(r#"{"model":"m","content":"\"stream\":true"}"#).unwrap());
+        assert!(!ask(r#"{"model":"m"}"#).unwrap());
+        assert!(ask(r#"{"stream":false,"stream":true}"#).is_err(), "written twice");
+        assert!(ask(r#"{"stream":"yes"}"#).is_err());
+        assert!(ask("[1]").is_err());
+    }
 
     #[test]
     fn mentions_object_ignores_null_and_strings() {

@@ -14,9 +14,15 @@ pub struct Event {
     pub id: Option<String>,
 }
 
+/// The largest line or event the parser holds; a stream with a larger one is broken (or
+/// hostile) and is refused rather than buffered without end.
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
+
 /// Incremental SSE parser.
 #[derive(Default)]
 pub struct Parser {
+    /// A line or an event outgrew `MAX_EVENT_BYTES`: the stream must be ended.
+    overflow: bool,
     /// Bytes of an incomplete line.
     line: Vec<u8>,
     /// The previous chunk ended in `\r`: a leading `\n` of the next chunk belongs to it.
@@ -30,8 +36,16 @@ impl Parser {
         Self::default()
     }
 
+    /// True once a line or an event exceeded `MAX_EVENT_BYTES`; nothing more is parsed.
+    pub fn overflowed(&self) -> bool {
+        self.overflow
+    }
+
     /// Feeds one network chunk, appending the events it completes to `out`.
     pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Event>) {
+        if self.overflow {
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if chunk.first() == Some(&b'\n') {
@@ -60,6 +74,11 @@ impl Parser {
             }
         }
         self.line.extend_from_slice(chunk);
+        if self.line.len() > MAX_EVENT_BYTES || self.current.data.len() > MAX_EVENT_BYTES {
+            self.overflow = true;
+            self.line = Vec::new();
+            self.current = Event::default();
+        }
     }
 
     /// Ends the stream: an event without its closing blank line is still delivered, since
@@ -144,6 +163,27 @@ mod tests {
         }
         p.finish(&mut out);
         out
+    }
+
+    #[test]
+    fn a_line_or_event_beyond_the_cap_stops_the_parser_instead_of_growing() {
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        let chunk = vec![b'x'; 1 << 20];
+        p.feed(b"data: ", &mut out);
+        for _ in 0..5 {
+            p.feed(&chunk, &mut out);
+        }
+        assert!(p.overflowed());
+        p.feed(b"\n\ndata: after\n\n", &mut out);
+        assert!(out.is_empty(), "nothing is parsed after an overflow");
+        // Many data lines that each fit, but together exceed the cap.
+        let mut p = Parser::new();
+        let line = format!("data: {}\n", "y".repeat(1 << 20));
+        for _ in 0..5 {
+            p.feed(line.as_bytes(), &mut out);
+        }
+        assert!(p.overflowed() && out.is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #   STREAM_N   streamed requests per target for the first-byte median (default 50)
 #   OUT        JSON output (default tests/bench/results/latest.json; that folder is git-ignored)
 #   BILLING=0  run the gateway without a price table (billing is on by default)
+#   GW_BIN, PLUGIN_WASM  the gateway binary and openai plugin to measure (default: this build)
 #   KEEP_TMP=1 keep the temp dir (config, logs, raw wrk output) instead of deleting it
 #
 # What it does: builds the gateway, mock-vendor and the openai plugin; starts mock-vendor and a
@@ -39,8 +40,8 @@ for arg in "$@"; do
 done
 
 MOCK_BIN=$ROOT/target/release/mock-vendor
-GW_BIN=$ROOT/target/release/tollgate
-PLUGIN_WASM=$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm
+GW_BIN=${GW_BIN:-$ROOT/target/release/tollgate}
+PLUGIN_WASM=${PLUGIN_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm}
 CHAT=/v1/chat/completions
 # The streamed request is paced: 5 chunks, 5 ms apart (no pause before the first one).
 STREAM_HEADERS=(-H 'x-mock-delay-ms: 5' -H 'x-mock-chunks: 5')

@@ -36,11 +36,11 @@ pub struct KeyInfo {
 /// Creates a consumer key and returns it; the only time the key exists in clear.
 pub async fn create_key(db: &Db, new: &NewKey) -> Result<String> {
     let name = new.name.as_str();
-    if name.trim().is_empty() {
-        bail!("the key needs a name (--name)");
+    if name.trim().is_empty() || name.chars().count() > 64 {
+        bail!("the key needs a name (--name) of 1 to 64 characters");
     }
-    if new.models.iter().any(|m| m.is_empty() || m.contains(',')) {
-        bail!("model names in the allow-list must be non-empty and contain no comma");
+    if new.models.len() > 64 || new.models.iter().any(|m| m.is_empty() || m.contains(',') || m.len() > 128) {
+        bail!("the allow-list takes up to 64 model names, each 1 to 128 characters with no comma");
     }
     let grant = parse_money(&new.balance)?;
     let limit = new.limit.as_deref().map(parse_money).transpose()?;

@@ -5,7 +5,7 @@
 //! every node given the same file or setting accepts the same tokens. A token says who the
 //! user is and its role; whether the user is still enabled is checked on every use.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use jsonwebtoken::{decode, encode, DecodingKey, EncodingKey, Header, Validation};
@@ -66,25 +66,35 @@ pub fn looks_like_jwt(token: &str) -> bool {
 
 fn read_or_create_secret(path: &Path) -> Result<String> {
     if let Ok(s) = std::fs::read_to_string(path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            if std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o077 != 0) {
+                tracing::warn!(file = %path.display(), "the session secret was readable by others: now 0600");
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
         return Ok(s.trim().to_string());
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private_fs::create_dir(dir)?;
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    std::fs::write(path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    crate::private_fs::write_new(path, secret.as_bytes())?;
     Ok(secret)
 }
 
-/// An argon2id hash of `password` (with a random salt), for storage.
+/// The longest password accepted (hashing cost grows with it).
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// An argon2id hash of `password` (with a random salt), for storage. Blocks for tens of
+/// milliseconds: on the request path, use `hash_password_off_workers`.
 pub fn hash_password(password: &str) -> Result<String> {
     if password.chars().count() < 8 {
         bail!("a password needs at least 8 characters");
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        bail!("a password has at most {MAX_PASSWORD_BYTES} bytes");
     }
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Argon2::default()
@@ -94,7 +104,31 @@ pub fn hash_password(password: &str) -> Result<String> {
 }
 
 pub fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    password.len() <= MAX_PASSWORD_BYTES
+        && PasswordHash::new(stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Argon2 runs on tokio's blocking threads, at most one per core at a time: a burst of logins
+/// waits its turn there and never stalls the workers that serve calls and streams.
+async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let permits = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let _permit = HASHING
+        .get_or_init(|| tokio::sync::Semaphore::new(permits))
+        .acquire()
+        .await
+        .expect("the hashing semaphore is never closed");
+    tokio::task::spawn_blocking(work).await.expect("password hashing does not panic")
+}
+
+/// `hash_password`, off the request workers.
+pub async fn hash_password_off_workers(password: String) -> Result<String> {
+    off_workers(move || hash_password(&password)).await
+}
+
+/// `verify_password`, off the request workers.
+pub async fn verify_password_off_workers(password: String, stored: String) -> bool {
+    off_workers(move || verify_password(&password, &stored)).await
 }
 
 #[cfg(test)]

@@ -58,14 +58,21 @@ pub async fn create_user(db: &Db, new: &NewUser) -> Result<i64> {
 }
 
 /// The id of the user `name`; created (no password, role user) if `create` and missing.
+/// With `create`, an existing user that signs in with a password (it registered, or an admin
+/// gave it one) is refused: a key named like a user must never hand that user the key and
+/// its grant unless the operator names the owner (`--user`).
 pub(super) async fn find_or_create(tx: &mut Transaction<'_, Any>, name: &str, create: bool) -> Result<i64> {
-    if let Some((id,)) =
-        sqlx::query_as::<_, (i64,)>("SELECT id FROM users WHERE name = $1").bind(name).fetch_optional(&mut **tx).await?
-    {
-        return Ok(id);
-    }
-    if !create {
-        bail!("no user named '{name}' ('tollgate users create --name {name}' creates one)");
+    let found: Option<(i64, Option<String>)> = sqlx::query_as("SELECT id, password_hash FROM users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match found {
+        Some((_, Some(_))) if create => bail!(
+            "a user named '{name}' already exists and signs in with a password; to give it this key, name it as the owner: --user {name}"
+        ),
+        Some((id, _)) => return Ok(id),
+        None if !create => bail!("no user named '{name}' ('tollgate users create --name {name}' creates one)"),
+        None => {}
     }
     let now = now_unix();
     let (id,): (i64,) = sqlx::query_as(

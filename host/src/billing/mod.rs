@@ -1,14 +1,20 @@
 //! Billing: the price table, consumer wallets, and what each call is charged.
 //!
-//! The rules (DESIGN §5), each with a test:
+//! The rules, each with a test:
 //! - a call whose reservation does not fit the balance is refused with 402 **before** the
-//!   upstream is called; a model with no price is refused (403) rather than served free;
-//! - the reservation is an upper bound: input tokens estimated from the request size, output
-//!   tokens from `max_tokens` (or the model's `max_output_tokens`), characters from the text;
+//!   upstream is called; a model with no price is refused (403) rather than served free; a
+//!   priced call reserves at least one micro, so a balance at zero or below refuses it;
+//! - the reservation is an upper bound read from the same JSON the vendor reads: input tokens
+//!   from the request size, output tokens from `max_tokens` (or the model's
+//!   `max_output_tokens`) times `n`, characters from every text field a vendor may read, images
+//!   from `n` or `batch_size`; a billing field of the wrong type or written twice is a 400,
+//!   never a zero estimate;
 //! - a call is charged once, by request id: the ledger refuses a second charge for the same id;
-//! - a failed call (no answer, upstream or plugin error, a vendor error relayed) costs nothing;
+//! - a call the vendor refused or never received costs nothing; one it answered 2xx is billed
+//!   even if the answer cannot be read (`settle_reserved`: the reservation, marked estimated);
 //! - usage the vendor reports is billed as reported; units it does not report are estimated
-//!   and the call record says `estimated`;
+//!   and the call record says `estimated`; a usage whose cost exceeds
+//!   `pricing::MAX_CHARGE_MICROS` is absurd: billed as reserved and logged, never wrapped;
 //! - an interrupted stream is billed for what was delivered: the usage seen before the cut, or
 //!   else one output token per content event delivered, and the record says `interrupted`.
 //!
@@ -121,7 +127,7 @@ impl Billing {
             return Err(Refusal::NotPriced);
         };
         let multiplier = table.multiplier(group);
-        let request = RequestEstimate::of(op, body, price);
+        let request = RequestEstimate::of(op, body, price)?;
         let reserve_units = Units {
             input_tokens: request.input_tokens,
             output_tokens: request.max_output_tokens,
@@ -129,7 +135,13 @@ impl Billing {
             images: request.images,
             ..Units::default()
         };
-        let amount = price.cost_micros(&reserve_units, multiplier);
+        // A priced call reserves at least one micro, so that an account at zero or below is
+        // refused even when the estimate rounds to nothing.
+        let amount = match price.cost_micros(&reserve_units, multiplier) {
+            Some(0) if !price.is_free() => 1,
+            Some(amount) => amount,
+            None => i64::MAX,
+        };
         let reservation = self.wallets.reserve(accounts, amount).map_err(|e| Refusal::Insufficient {
             account: e.account,
             available: e.available,
@@ -154,7 +166,24 @@ impl Billing {
     /// events a stream delivered (for an interrupted stream without usage).
     pub fn settle(&self, meter: Meter, usage: &wit::Usage, delivered_events: Option<u64>) -> Charge {
         let (units, estimated) = meter.units(usage, delivered_events);
-        let micros = meter.price.cost_micros(&units, meter.multiplier);
+        match meter.price.cost_micros(&units, meter.multiplier) {
+            Some(micros) => self.charge(meter, micros, estimated),
+            None => {
+                tracing::error!(?units, "the reported usage costs more than any balance holds: billed as reserved");
+                self.settle_reserved(meter)
+            }
+        }
+    }
+
+    /// Ends a call the vendor accepted but whose usage is unknown (the answer could not be
+    /// read, or its numbers are absurd): it is charged its whole reservation, marked
+    /// estimated. Never free: the vendor did the work.
+    pub fn settle_reserved(&self, meter: Meter) -> Charge {
+        let micros = meter.reservation.amount;
+        self.charge(meter, micros, true)
+    }
+
+    fn charge(&self, meter: Meter, micros: i64, estimated: bool) -> Charge {
         let key_limited = meter.reservation.accounts.iter().any(|a| matches!(a, Account::KeyLimit(_)));
         self.wallets.settle(meter.reservation, micros);
         Charge { micros, estimated, key_limited }
@@ -194,13 +223,23 @@ impl Meter {
 }
 
 /// Why a call was refused before it started.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Refusal {
     NotPriced,
-    Insufficient { account: Account, available: i64, needed: i64 },
+    /// A billing-relevant field of the request is malformed (400).
+    BadRequest {
+        param: Option<&'static str>,
+        message: String,
+    },
+    Insufficient {
+        account: Account,
+        available: i64,
+        needed: i64,
+    },
 }
 
 /// Upper bounds read from the request body.
+#[derive(Debug)]
 struct RequestEstimate {
     input_tokens: u64,
     max_output_tokens: u64,
@@ -208,35 +247,92 @@ struct RequestEstimate {
     images: u64,
 }
 
+/// The most items (`n`, `batch_size`) one request may ask for: more is refused, not estimated.
+const MAX_COUNT: u64 = 10_000;
+
 impl RequestEstimate {
-    fn of(op: &str, body: &[u8], price: &ModelPrice) -> RequestEstimate {
-        /// Only the fields the estimate needs: serde skips the rest without allocating.
+    /// Reads the bounds from the same JSON the plugin and the vendor read. A billing-relevant
+    /// field of the wrong type (`"max_tokens":"x"`, `"n":"x"`) or written twice is refused,
+    /// never estimated as zero: vendors read such bodies in ways the host cannot predict.
+    fn of(op: &str, body: &[u8], price: &ModelPrice) -> Result<RequestEstimate, Refusal> {
+        /// Only the fields the estimate needs: serde skips the rest, and refuses a field
+        /// written twice (a vendor may read the other copy).
         #[derive(serde::Deserialize, Default)]
-        struct Fields<'a> {
+        struct Fields {
             #[serde(default)]
-            max_tokens: Option<u64>,
+            max_tokens: Option<serde_json::Value>,
             #[serde(default)]
-            max_completion_tokens: Option<u64>,
-            #[serde(default, borrow)]
-            input: Option<std::borrow::Cow<'a, str>>,
-            #[serde(default, borrow)]
-            text: Option<std::borrow::Cow<'a, str>>,
-            #[serde(default, borrow)]
-            prompt: Option<std::borrow::Cow<'a, str>>,
+            max_completion_tokens: Option<serde_json::Value>,
             #[serde(default)]
-            n: Option<u64>,
+            input: Option<serde_json::Value>,
+            #[serde(default)]
+            text: Option<serde_json::Value>,
+            #[serde(default)]
+            prompt: Option<serde_json::Value>,
+            #[serde(default)]
+            n: Option<serde_json::Value>,
+            #[serde(default)]
+            batch_size: Option<serde_json::Value>,
         }
-        // Fields of other types (an `input` array for embeddings) fall back to the defaults.
-        let f: Fields = serde_json::from_slice(body).unwrap_or_default();
-        let text = f.input.as_deref().or(f.text.as_deref()).or(f.prompt.as_deref()).unwrap_or("");
-        let max_output_tokens = f.max_completion_tokens.or(f.max_tokens).unwrap_or(price.max_output_tokens);
-        RequestEstimate {
+        let f: Fields = if body.iter().all(u8::is_ascii_whitespace) {
+            Fields::default()
+        } else {
+            serde_json::from_slice(body).map_err(|e| Refusal::BadRequest {
+                param: None,
+                message: format!("The request body must be one JSON object with each field once: {e}"),
+            })?
+        };
+        let count = |name: &'static str, v: &Option<serde_json::Value>, min: u64, max: u64| match v {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => match v.as_u64().filter(|n| (min..=max).contains(n)) {
+                Some(n) => Ok(Some(n)),
+                None => Err(Refusal::BadRequest {
+                    param: Some(name),
+                    message: format!("'{name}' must be an integer from {min} to {max}, not {v}."),
+                }),
+            },
+        };
+        let max_tokens = count("max_tokens", &f.max_tokens, 0, u32::MAX as u64)?;
+        let max_completion = count("max_completion_tokens", &f.max_completion_tokens, 0, u32::MAX as u64)?;
+        let n = count("n", &f.n, 1, MAX_COUNT)?;
+        let batch_size = count("batch_size", &f.batch_size, 1, MAX_COUNT)?;
+        // Every text field a vendor may read: each is counted, so that adding an empty one
+        // never hides the one the vendor synthesises.
+        let mut characters = 0u64;
+        for (name, v) in [("input", &f.input), ("text", &f.text), ("prompt", &f.prompt)] {
+            characters = characters.saturating_add(text_characters(name, v.as_ref())?);
+        }
+        // The vendor generates `n` (or its own `batch_size`) items: the larger bounds both.
+        let items = n.unwrap_or(1).max(batch_size.unwrap_or(1));
+        let per_choice = max_completion.or(max_tokens).unwrap_or(price.max_output_tokens);
+        Ok(RequestEstimate {
             // A token is at least ~2 bytes of JSON-escaped text: bytes/2 is a generous bound.
             input_tokens: (body.len() as u64).div_ceil(2),
-            max_output_tokens: if op == "chat" { max_output_tokens } else { 0 },
-            characters: vendor_characters(text),
-            images: f.n.unwrap_or(1),
-        }
+            max_output_tokens: if op == "chat" { per_choice.saturating_mul(items) } else { 0 },
+            characters,
+            images: items,
+        })
+    }
+}
+
+/// The characters of a text field: a string, or a list of strings (token arrays count
+/// nothing); any other type is refused.
+fn text_characters(name: &'static str, v: Option<&serde_json::Value>) -> Result<u64, Refusal> {
+    use serde_json::Value;
+    let bad = || Refusal::BadRequest {
+        param: Some(name),
+        message: format!("'{name}' must be a string or a list of strings."),
+    };
+    match v {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::String(s)) => Ok(vendor_characters(s)),
+        Some(Value::Array(items)) => items.iter().try_fold(0u64, |sum, item| match item {
+            Value::String(s) => Ok(sum.saturating_add(vendor_characters(s))),
+            Value::Number(_) => Ok(sum),
+            Value::Array(tokens) if tokens.iter().all(Value::is_number) => Ok(sum),
+            _ => Err(bad()),
+        }),
+        Some(_) => Err(bad()),
     }
 }
 
@@ -309,5 +405,78 @@ mod tests {
         let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a cat","n":2}"#).unwrap();
         let c = b.settle(m, &wit::Usage::default(), None);
         assert_eq!((c.micros, c.estimated), (80_000, true), "never free because the vendor said nothing");
+    }
+
+    fn refused_param(r: Result<Meter, Refusal>) -> Option<&'static str> {
+        match r {
+            Err(Refusal::BadRequest { param, .. }) => param,
+            Err(other) => panic!("refused for another reason: {other:?}"),
+            Ok(_) => panic!("a malformed billing field was accepted"),
+        }
+    }
+
+    #[test]
+    fn a_wrongly_typed_billing_field_is_refused_never_estimated_as_zero() {
+        let b = billing(PRICES);
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 1_000_000)]);
+        let start =
+            |op, body: &str| b.start(&[u1], "default", if op == "speech" { "tts" } else { "m" }, op, body.as_bytes());
+        assert_eq!(refused_param(start("speech", r#"{"input":"Hello","n":"x"}"#)), Some("n"));
+        assert_eq!(refused_param(start("chat", r#"{"messages":[],"max_tokens":"x"}"#)), Some("max_tokens"));
+        assert_eq!(refused_param(start("chat", r#"{"messages":[],"max_tokens":-1}"#)), Some("max_tokens"));
+        assert_eq!(refused_param(start("chat", r#"{"max_completion_tokens":1.5}"#)), Some("max_completion_tokens"));
+        assert_eq!(refused_param(start("speech", r#"{"text":{"a":1}}"#)), Some("text"));
+        assert_eq!(refused_param(start("chat", r#"{"n":0}"#)), Some("n"));
+        // A field written twice: the vendor may read the other copy.
+        assert_eq!(refused_param(start("chat", r#"{"max_tokens":1,"max_tokens":100000}"#)), None);
+        assert_eq!(refused_param(start("speech", r#"{"text":"a"} trailing"#)), None);
+        assert_eq!(b.wallets.available(u1), 1_000_000, "nothing stays reserved");
+    }
+
+    #[test]
+    fn every_text_field_and_count_a_vendor_may_read_is_reserved() {
+        let b = billing(PRICES);
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 10_000_000)]);
+        // MiniMax reads `text`: an empty `input` beside it hides nothing.
+        let m = b.start(&[u1], "default", "tts", "speech", r#"{"input":"","text":"你好"}"#.as_bytes()).unwrap();
+        assert_eq!(m.reservation.amount, 4_000);
+        b.release(m);
+        // n choices of up to max_tokens each.
+        let m = b.start(&[u1], "default", "m", "chat", br#"{"max_tokens":100,"n":3}"#).unwrap();
+        assert_eq!(m.reservation.amount, 600 + 12);
+        b.release(m);
+        // SiliconFlow's own `batch_size` counts like `n`.
+        let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a","batch_size":4}"#).unwrap();
+        assert_eq!(m.reservation.amount, 160_000);
+        b.release(m);
+        let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a","n":2,"batch_size":3}"#).unwrap();
+        assert_eq!(m.reservation.amount, 120_000);
+        b.release(m);
+    }
+
+    #[test]
+    fn a_priced_call_is_refused_at_zero_balance_even_when_its_estimate_rounds_to_nothing() {
+        let b = billing(PRICES);
+        let (zero, owing) = (Account::User(5), Account::User(6));
+        b.wallets.set_db_balances([(zero, 0), (owing, -10)]);
+        for account in [zero, owing] {
+            let r = b.start(&[account], "default", "tts", "speech", br#"{"text":""}"#);
+            assert!(matches!(r, Err(Refusal::Insufficient { needed: 1, .. })), "{r:?}", r = r.map(|_| ()));
+        }
+    }
+
+    #[test]
+    fn an_absurd_usage_report_is_billed_as_reserved_never_wrapped() {
+        let b = billing(PRICES);
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 1_000_000)]);
+        let m = b.start(&[u1], "default", "m", "chat", br#"{"max_tokens":10}"#).unwrap();
+        let reserved = m.reservation.amount;
+        let absurd = wit::Usage { output_tokens: Some(u64::MAX), ..wit::Usage::default() };
+        let c = b.settle(m, &absurd, None);
+        assert_eq!((c.micros, c.estimated), (reserved, true));
+        assert_eq!(b.wallets.available(u1), 1_000_000 - reserved);
     }
 }

@@ -133,22 +133,50 @@ impl PriceTable {
 }
 
 impl ModelPrice {
-    /// The cost of `units` in micros, rounded up.
-    pub fn cost_micros(&self, units: &Units, multiplier: Decimal) -> i64 {
-        let million = Decimal::from(1_000_000u64);
+    /// The cost of `units` in micros, rounded up; `None` when it exceeds `MAX_CHARGE_MICROS`
+    /// (an absurd usage: an error, never a wrap).
+    pub fn cost_micros(&self, units: &Units, multiplier: Decimal) -> Option<i64> {
+        let d = Decimal::from;
         let uncached = units.input_tokens.saturating_sub(units.cached_tokens);
         let cached_price = self.cached_per_million.unwrap_or(self.input_per_million).0;
-        let cost = Decimal::from(uncached) * self.input_per_million.0 / million
-            + Decimal::from(units.cached_tokens.min(units.input_tokens)) * cached_price / million
-            + Decimal::from(units.output_tokens) * self.output_per_million.0 / million
-            + Decimal::from(units.characters) * self.characters_per_10k.0 / Decimal::from(10_000u64)
-            + Decimal::from(units.milliseconds) * self.per_second.0 / Decimal::from(1000u64)
-            + Decimal::from(units.images) * self.per_image.0
-            + self.per_call.0;
+        let terms = [
+            (d(uncached), self.input_per_million.0, 1_000_000u64),
+            (d(units.cached_tokens.min(units.input_tokens)), cached_price, 1_000_000),
+            (d(units.output_tokens), self.output_per_million.0, 1_000_000),
+            (d(units.characters), self.characters_per_10k.0, 10_000),
+            (d(units.milliseconds), self.per_second.0, 1_000),
+            (d(units.images), self.per_image.0, 1),
+            (Decimal::ONE, self.per_call.0, 1),
+        ];
+        let mut cost = Decimal::ZERO;
+        for (count, price, per) in terms {
+            cost = cost.checked_add(count.checked_mul(price)?.checked_div(d(per))?)?;
+        }
         use rust_decimal::prelude::ToPrimitive;
-        (cost * multiplier * million).ceil().to_i64().unwrap_or(i64::MAX)
+        let micros = cost.checked_mul(multiplier)?.checked_mul(d(1_000_000u64))?.ceil().to_i64()?;
+        (micros <= MAX_CHARGE_MICROS).then_some(micros)
+    }
+
+    /// No unit of this model has a price.
+    pub fn is_free(&self) -> bool {
+        [
+            self.input_per_million,
+            self.output_per_million,
+            self.cached_per_million.unwrap_or_default(),
+            self.characters_per_10k,
+            self.per_second,
+            self.per_image,
+            self.per_call,
+        ]
+        .iter()
+        .all(|p| p.0.is_zero())
     }
 }
+
+/// The most one call can cost (a billion currency units, in micros): a larger figure comes
+/// from an absurd usage report and is treated as an error. Sums of a batch of charges stay
+/// far from `i64::MAX`.
+pub const MAX_CHARGE_MICROS: i64 = 1_000_000_000_000_000;
 
 /// Characters as MiniMax counts them: CJK ideographs and full-width forms count 2.
 pub fn vendor_characters(text: &str) -> u64 {
@@ -179,10 +207,10 @@ cached_per_million = "0.075""#,
         let p = t.model("m").unwrap();
         // 600 uncached × 0.15 + 400 cached × 0.075 + 500 out × 0.60, per million: 90 + 30 + 300 micros.
         let u = Units { input_tokens: 1000, cached_tokens: 400, output_tokens: 500, ..Units::default() };
-        assert_eq!(p.cost_micros(&u, Decimal::ONE), 420);
+        assert_eq!(p.cost_micros(&u, Decimal::ONE), Some(420));
         // One token at 0.15 per million is 0.15 micros: charged as 1 micro, never 0.
-        assert_eq!(p.cost_micros(&Units { input_tokens: 1, ..Units::default() }, Decimal::ONE), 1);
-        assert_eq!(p.cost_micros(&Units::default(), Decimal::ONE), 0);
+        assert_eq!(p.cost_micros(&Units { input_tokens: 1, ..Units::default() }, Decimal::ONE), Some(1));
+        assert_eq!(p.cost_micros(&Units::default(), Decimal::ONE), Some(0));
     }
 
     #[test]
@@ -201,14 +229,26 @@ per_second = "0.1""#,
         );
         let tts = t.model("tts").unwrap();
         let u = Units { characters: 5000, ..Units::default() };
-        assert_eq!(tts.cost_micros(&u, t.multiplier("nobody")), 1_001_000);
-        assert_eq!(tts.cost_micros(&u, t.multiplier("vip")), 500_500);
+        assert_eq!(tts.cost_micros(&u, t.multiplier("nobody")), Some(1_001_000));
+        assert_eq!(tts.cost_micros(&u, t.multiplier("vip")), Some(500_500));
         assert_eq!(
             t.model("img").unwrap().cost_micros(&Units { images: 3, ..Units::default() }, Decimal::ONE),
-            120_000
+            Some(120_000)
         );
         let v = Units { milliseconds: 5500, ..Units::default() };
-        assert_eq!(t.model("video").unwrap().cost_micros(&v, Decimal::ONE), 550_000);
+        assert_eq!(t.model("video").unwrap().cost_micros(&v, Decimal::ONE), Some(550_000));
+    }
+
+    #[test]
+    fn an_absurd_usage_is_an_error_never_a_wrap() {
+        let t = table("[models.m]\noutput_per_million = \"1000\"\n[models.img]\nper_image = \"0.04\"");
+        let huge = Units { output_tokens: u64::MAX, ..Units::default() };
+        assert_eq!(t.model("m").unwrap().cost_micros(&huge, Decimal::ONE), None);
+        let many = Units { images: u64::MAX, ..Units::default() };
+        assert_eq!(t.model("img").unwrap().cost_micros(&many, Decimal::from(1_000_000)), None);
+        // Just below the cap is still a charge.
+        let big = Units { output_tokens: 1_000_000_000_000, ..Units::default() };
+        assert_eq!(t.model("m").unwrap().cost_micros(&big, Decimal::ONE), Some(1_000_000_000_000_000));
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! when the key has a limit); so concurrent calls never overdraw by more than what one call
 //! costs beyond its own reservation.
 //!
+//! Arithmetic saturates: a charge is at most `pricing::MAX_CHARGE_MICROS`, so the sums never
+//! come near the limits, and an absurd figure can never wrap a balance into a large positive.
+//!
 //! Consistency with the database: the writer commits a charge (ledger row + balances in one
 //! transaction, idempotent by request id) and then calls `committed`, which moves the amount
 //! from `pending` into `db_balance`; the periodic refresh (for top-ups made elsewhere) and the
@@ -16,7 +19,7 @@
 //! committed after its read.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What a charge is drawn from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,24 +38,59 @@ struct WalletState {
 
 impl WalletState {
     fn available(&self) -> i64 {
-        self.db_balance - self.pending - self.reserved
+        self.db_balance.saturating_sub(self.pending).saturating_sub(self.reserved)
     }
 }
 
+type State = Arc<Mutex<HashMap<Account, WalletState>>>;
+
 #[derive(Default)]
 pub struct Wallets {
-    state: Mutex<HashMap<Account, WalletState>>,
+    state: State,
     /// Serialises "read the database, apply" (refresh) with "commit, apply" (writer).
     pub sync: tokio::sync::Mutex<()>,
 }
 
 /// A reservation held by one call on one or two accounts; give it back with `settle` or
-/// `release`.
-#[derive(Debug)]
+/// `release`. Dropped without either (a call that panicked, a path that forgot), it releases
+/// itself: a reservation is always returned.
 #[must_use = "a reservation must be settled or released"]
 pub struct Reservation {
     pub accounts: Vec<Account>,
     pub amount: i64,
+    wallets: State,
+    /// Settled or released: nothing left to give back.
+    ended: bool,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").field("accounts", &self.accounts).field("amount", &self.amount).finish()
+    }
+}
+
+impl Reservation {
+    /// Returns the reservation and adds `charge` as pending, once.
+    fn end(&mut self, charge: i64) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let mut map = self.wallets.lock().unwrap_or_else(|e| e.into_inner());
+        for account in &self.accounts {
+            let w = map.entry(*account).or_default();
+            w.reserved = w.reserved.saturating_sub(self.amount);
+            w.pending = w.pending.saturating_add(charge);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.ended {
+            tracing::warn!(amount = self.amount, "a call ended without settling its reservation: released");
+            self.end(0);
+        }
+    }
 }
 
 /// An account cannot cover the call.
@@ -74,28 +112,21 @@ impl Wallets {
             }
         }
         for &account in accounts {
-            map.entry(account).or_default().reserved += amount;
+            let w = map.entry(account).or_default();
+            w.reserved = w.reserved.saturating_add(amount);
         }
-        Ok(Reservation { accounts: accounts.to_vec(), amount })
+        Ok(Reservation { accounts: accounts.to_vec(), amount, wallets: Arc::clone(&self.state), ended: false })
     }
 
     /// Ends a call that costs nothing (it failed): the reservation is returned.
-    pub fn release(&self, r: Reservation) {
-        let mut map = self.state.lock().expect("wallets");
-        for account in &r.accounts {
-            map.entry(*account).or_default().reserved -= r.amount;
-        }
+    pub fn release(&self, mut r: Reservation) {
+        r.end(0);
     }
 
     /// Ends a call that costs `charge`: the reservation is returned and the charge is pending
     /// until the writer commits it.
-    pub fn settle(&self, r: Reservation, charge: i64) {
-        let mut map = self.state.lock().expect("wallets");
-        for account in &r.accounts {
-            let w = map.entry(*account).or_default();
-            w.reserved -= r.amount;
-            w.pending += charge;
-        }
+    pub fn settle(&self, mut r: Reservation, charge: i64) {
+        r.end(charge);
     }
 
     /// The writer committed `charge` on `account` (`applied`: the ledger took it; false when
@@ -103,9 +134,9 @@ impl Wallets {
     pub fn committed(&self, account: Account, charge: i64, applied: bool) {
         let mut map = self.state.lock().expect("wallets");
         let w = map.entry(account).or_default();
-        w.pending -= charge;
+        w.pending = w.pending.saturating_sub(charge);
         if applied {
-            w.db_balance -= charge;
+            w.db_balance = w.db_balance.saturating_sub(charge);
         }
     }
 
@@ -160,6 +191,26 @@ mod tests {
         w.settle(r, 20);
         assert_eq!((w.available(U), w.available(K)), (980, 10));
         assert!(w.reserve(&[U], 900).is_ok(), "another key of the user is not bound by this key's limit");
+    }
+
+    #[test]
+    fn a_reservation_dropped_without_an_end_is_released() {
+        let w = Wallets::default();
+        w.set_db_balances([(U, 100)]);
+        let r = w.reserve(&[U], 60).unwrap();
+        assert_eq!(w.available(U), 40);
+        let panicked = std::thread::scope(|s| {
+            s.spawn(move || {
+                let _held = r;
+                panic!("a call's task panicked");
+            })
+            .join()
+        });
+        assert!(panicked.is_err());
+        assert_eq!(w.available(U), 100, "given back when the call's task died");
+        let r = w.reserve(&[U], 60).unwrap();
+        w.settle(r, 10);
+        assert_eq!(w.available(U), 90, "settled once, not released again on drop");
     }
 
     #[test]

@@ -66,15 +66,39 @@ pub struct Config {
     /// Secret that signs session tokens (JWT); unset: one is created in `<data_dir>/jwt.secret`.
     #[serde(default)]
     pub jwt_secret: Option<String>,
-    /// Whether anyone may register (`POST /v1/auth/register`).
+    /// Whether anyone may register (`POST /v1/auth/register`); closed by default.
     #[serde(default = "defaults::allow_registration")]
     pub allow_registration: bool,
+    /// How long a consumer may take to send a request body.
+    #[serde(default = "defaults::body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// How long a stream waits for a consumer that stopped reading before it ends the stream
+    /// (billed for what was delivered; the plugin slot and reservation are freed).
+    #[serde(default = "defaults::stream_write_timeout_ms")]
+    pub stream_write_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Sign-in and registration attempts per client address per minute (beyond: 429).
+    #[serde(default = "defaults::auth_attempts_per_minute")]
+    pub auth_attempts_per_minute: u32,
+    /// Keys a user may hold (enabled ones) through `POST /v1/user/keys`.
+    #[serde(default = "defaults::max_keys_per_user")]
+    pub max_keys_per_user: u32,
+    /// Open registration without a price table hands the upstream keys to anyone who can
+    /// reach the port: `serve` refuses it unless this says the operator means it.
+    #[serde(default)]
+    pub allow_unbilled_registration: bool,
     /// How long a session token lasts.
     #[serde(default = "defaults::session_ttl_hours")]
     pub session_ttl_hours: u32,
     /// Bearer token for `/admin/*` (admin users' session tokens work too).
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// A bearer token `GET /metrics` requires (it shows revenue, channels and key health);
+    /// unset: open, for a scraper on a private network.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
     /// Threads serving requests; defaults to the number of cores.
     #[serde(default)]
     pub worker_threads: Option<usize>,
@@ -116,6 +140,11 @@ pub struct ChannelConfig {
     /// Plugin settings handed to the plugin as JSON.
     #[serde(default)]
     pub settings: Option<toml::Table>,
+    /// Hand the raw keys to the plugin, for plugins that sign requests themselves (they
+    /// declare credential fields: Kling, Volcengine, ...). Off: such a plugin's calls fail
+    /// with 503, and the keys never enter a plugin.
+    #[serde(default)]
+    pub allow_signing: bool,
 }
 
 /// A channel's key selection among the usable keys of its best priority.
@@ -203,8 +232,23 @@ mod defaults {
     pub fn shutdown_grace_ms() -> u64 {
         30_000
     }
+    pub fn body_read_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn stream_write_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn auth_attempts_per_minute() -> u32 {
+        20
+    }
+    pub fn max_keys_per_user() -> u32 {
+        50
+    }
     pub fn allow_registration() -> bool {
-        true
+        false
     }
     pub fn session_ttl_hours() -> u32 {
         24
@@ -226,7 +270,16 @@ impl Config {
     pub fn load(path: &Path, path_was_given: bool) -> Result<Config> {
         let mut table = match std::fs::read_to_string(path) {
             Ok(text) => text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path_was_given => toml::Table::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+                let hint = if path_was_given {
+                    String::new()
+                } else {
+                    " (the default, relative to the current folder); run from the folder that has it, or pass --config PATH"
+                        .to_string()
+                };
+                bail!("no configuration file at {} in {cwd}{hint}", path.display())
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         apply_env(&mut table, std::env::vars())?;
@@ -245,6 +298,18 @@ impl Config {
 
     pub fn plugins_dir(&self) -> PathBuf {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+
+    /// Refuses settings that would serve the operator's upstream keys to strangers for free.
+    pub fn check_serve_safety(&self) -> Result<()> {
+        if self.allow_registration && self.pricing_file.is_none() && !self.allow_unbilled_registration {
+            bail!(
+                "allow_registration = true with no pricing_file lets anyone who reaches {} use the upstream keys for free; \
+                 set a pricing_file, close registration, or set allow_unbilled_registration = true if that is meant",
+                self.listen
+            );
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<()> {

@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub use stream::StreamBody;
 pub use upstream::Upstream;
 
+/// The largest upstream answer read whole (larger downloads are relayed, never buffered).
+const MAX_UPSTREAM_BODY: usize = 64 << 20;
+
 /// The most steps one call may take; a plugin that loops between steps is a bug.
 const MAX_STEPS: usize = 16;
 
@@ -34,11 +37,39 @@ pub struct CallError {
     pub class: Option<wit::ErrorKind>,
     /// The upstream's retry-after, for rate limits.
     pub retry_after_ms: Option<u64>,
+    /// OpenAI's error `param`: the request field at fault.
+    pub param: Option<&'static str>,
+    /// What the vendor may have done with the request before the call failed.
+    pub work: VendorWork,
+}
+
+/// What the vendor may have done with a call that failed: decides whether the call may be
+/// resent on another key and whether it is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VendorWork {
+    /// Nothing: the request never reached it, or it refused the request. Free; may be resent.
+    #[default]
+    None,
+    /// Maybe: the request was sent and no answer came (a timeout, a connection lost). Free,
+    /// but never resent: a consumer must not be able to make the operator pay twice.
+    Unknown,
+    /// It answered 2xx, and the answer could not be used. Billed (by the reservation, marked
+    /// estimated), never resent.
+    Done,
 }
 
 impl CallError {
     pub fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
-        CallError { status, kind, code: code.into(), message: message.into(), class: None, retry_after_ms: None }
+        CallError {
+            status,
+            kind,
+            code: code.into(),
+            message: message.into(),
+            class: None,
+            retry_after_ms: None,
+            param: None,
+            work: VendorWork::None,
+        }
     }
     pub fn plugin(message: impl Into<String>) -> Self {
         CallError::new(502, "upstream_error", "plugin_error", message)
@@ -64,10 +95,14 @@ impl CallError {
             K::Timeout => (504, "upstream_error", "upstream_timeout"),
             K::Unsupported => (400, "invalid_request_error", "unsupported_operation"),
         };
-        CallError { status, kind, code: code.into(), message: message.into(), class: Some(class), retry_after_ms: None }
+        CallError { class: Some(class), ..CallError::new(status, kind, code, message) }
     }
     pub fn from_adapter(e: &wit::AdapterError) -> Self {
         CallError { retry_after_ms: e.retry_after_ms, ..CallError::upstream(e.kind, e.message.clone()) }
+    }
+    /// The same error, after the vendor did `work`.
+    pub fn after(self, work: VendorWork) -> Self {
+        CallError { work, ..self }
     }
 }
 
@@ -80,6 +115,10 @@ pub struct CallContext {
     pub upstream: Upstream,
     /// The consumer's body, for `client-body` requests.
     pub client_body: Bytes,
+    /// Keep a copy of a streamed answer (for `Idempotency-Key` replays).
+    pub capture: bool,
+    /// How long a stream waits on a consumer that stopped reading.
+    pub write_timeout: std::time::Duration,
 }
 
 /// What the consumer gets.
@@ -108,6 +147,9 @@ pub struct StreamReport {
     /// `None`: the stream completed normally.
     pub error: Option<CallError>,
     pub client_gone: bool,
+    /// What the consumer was sent, when the call asked for a copy (`CallContext::capture`)
+    /// and it stayed within the size kept.
+    pub captured: Option<Bytes>,
 }
 
 pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
@@ -130,29 +172,33 @@ pub async fn run(
         None => return Err(CallError::config(format!("channel '{}' has no base_url", ctx.channel.name))),
     };
     let mut step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
+    // What a failure now costs: once the vendor answered 2xx, a plugin that cannot use the
+    // answer (it fails or traps) does not make the call free.
+    let mut work = VendorWork::None;
     for _ in 0..MAX_STEPS {
         step = match step {
             wit::Step::Send(req) => {
                 let resp = ctx.upstream.send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body).await?;
                 let response = read_whole(resp, &ctx.upstream).await?;
-                pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e))?
+                work = if (200..300).contains(&response.status) { VendorWork::Done } else { VendorWork::None };
+                pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
             }
             wit::Step::Stream(s) => {
                 let resp = ctx.upstream.send(&base_url, &s.request, ctx.key.as_ref(), &ctx.client_body).await?;
                 if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing) {
                     let response = read_whole(resp, &ctx.upstream).await?;
-                    pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e))?
+                    work = if (200..300).contains(&response.status) { VendorWork::Done } else { VendorWork::None };
+                    pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
                 } else {
-                    let body = stream::start(
-                        pc,
-                        resp,
-                        s.framing,
-                        ctx.upstream.idle_timeout,
-                        Arc::clone(&ctx.plugin),
-                        on_stream_end
-                            .take()
-                            .ok_or_else(|| CallError::plugin("the plugin streamed where no stream was expected"))?,
-                    );
+                    let settings = stream::Settings {
+                        idle: ctx.upstream.idle_timeout,
+                        write_timeout: ctx.write_timeout,
+                        capture: ctx.capture,
+                    };
+                    let on_end = on_stream_end
+                        .take()
+                        .ok_or_else(|| CallError::plugin("the plugin streamed where no stream was expected"))?;
+                    let body = stream::start(pc, resp, s.framing, settings, Arc::clone(&ctx.plugin), on_end);
                     return Ok(Outcome::Stream { headers: s.reply_headers, body });
                 }
             }
@@ -177,13 +223,18 @@ pub async fn run(
                     error: r.error,
                 });
             }
-            wit::Step::Fail(e) => return Err(CallError::from_adapter(&e)),
+            wit::Step::Fail(e) => {
+                // A class that says the vendor refused (an error inside an HTTP 200, as some
+                // vendors send) is free; a fault means the plugin could not read the answer.
+                let refused = !matches!(e.kind, wit::ErrorKind::UpstreamFault | wit::ErrorKind::Timeout);
+                return Err(CallError::from_adapter(&e).after(if refused { VendorWork::None } else { work }));
+            }
             wit::Step::Submitted(_) | wit::Step::Task(_) => {
                 return Err(CallError::unsupported("asynchronous tasks are not supported by this gateway version yet"))
             }
         };
     }
-    Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())))
+    Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())).after(work))
 }
 
 /// Vendors such as MiniMax answer a streamed request that failed with a plain JSON error
@@ -210,16 +261,28 @@ async fn read_whole(
             v.to_str().ok().map(|v| wit::Header { name: k.as_str().to_string(), value: v.to_string() })
         })
         .collect();
-    let body = match tokio::time::timeout(upstream.response_timeout, resp.into_body().collect()).await {
+    // A 2xx whose body is lost was still worked on by the vendor.
+    let work = if (200..300).contains(&status) { VendorWork::Done } else { VendorWork::None };
+    let limited = http_body_util::Limited::new(resp.into_body(), MAX_UPSTREAM_BODY);
+    let body = match tokio::time::timeout(upstream.response_timeout, limited.collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(CallError::upstream(
+                wit::ErrorKind::UpstreamFault,
+                format!("the upstream answered with more than {MAX_UPSTREAM_BODY} bytes"),
+            )
+            .after(work))
+        }
         Ok(Err(_)) => {
             return Err(CallError::upstream(
                 wit::ErrorKind::UpstreamFault,
                 "the upstream connection failed while sending its answer",
-            ))
+            )
+            .after(work))
         }
         Err(_) => {
-            return Err(CallError::upstream(wit::ErrorKind::Timeout, "the upstream did not finish its answer in time"))
+            return Err(CallError::upstream(wit::ErrorKind::Timeout, "the upstream did not finish its answer in time")
+                .after(work))
         }
     };
     Ok(wit::UpstreamResponse { status, headers, body: body.to_vec() })

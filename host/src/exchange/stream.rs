@@ -4,8 +4,8 @@
 //!
 //! The end is always explicit: `finish` is called with why the stream ended; an upstream cut,
 //! an idle timeout or a decoder error ends the consumer's stream with an SSE `error` event,
-//! never a silent clean end; a consumer that goes away stops the upstream read. The end is
-//! reported once, with the usage seen, through `on_end`.
+//! never a silent clean end; a consumer that goes away, or stops reading for the write timeout,
+//! stops the upstream read. The end is reported once, with the usage seen, through `on_end`.
 
 use super::{plugin_failure, CallError, OnStreamEnd, StreamReport};
 use crate::plugin::{wit, Plugin, PluginCall};
@@ -31,26 +31,63 @@ impl Body for StreamBody {
     }
 }
 
+/// How a stream treats its two sides.
+pub(super) struct Settings {
+    /// Upstream silence that ends the stream.
+    pub idle: Duration,
+    /// A consumer that takes no write for this long (it stopped reading) is gone.
+    pub write_timeout: Duration,
+    /// Keep a copy of what the consumer is sent (up to `idempotency::MAX_STORED_BYTES`), for
+    /// replays of an `Idempotency-Key`.
+    pub capture: bool,
+}
+
 pub(super) fn start(
     pc: PluginCall,
     resp: http::Response<Incoming>,
     framing: wit::Framing,
-    idle: Duration,
+    settings: Settings,
     plugin: Arc<Plugin>,
     on_end: OnStreamEnd,
 ) -> StreamBody {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        let report = pump(pc, resp.into_body(), framing, idle, &plugin, &tx).await;
+        let mut out = Out { tx, capture: settings.capture.then(Vec::new), write_timeout: settings.write_timeout };
+        let mut report = pump(pc, resp.into_body(), framing, settings.idle, &plugin, &mut out).await;
         if let Some(e) = &report.error {
             if !report.client_gone {
-                let _ = tx.send(error_event(e)).await;
+                let _ = out.send(error_event(e)).await;
             }
         }
-        drop(tx);
+        report.captured = out.capture.map(Bytes::from);
+        drop(out.tx);
         on_end(report);
     });
     StreamBody { rx }
+}
+
+/// The consumer's side of a stream, with the copy kept for replays.
+struct Out {
+    tx: mpsc::Sender<Bytes>,
+    /// `None` when not asked for, or once the stream outgrew what is kept.
+    capture: Option<Vec<u8>>,
+    /// A consumer that takes no write for this long (it stopped reading) is gone.
+    write_timeout: Duration,
+}
+
+impl Out {
+    /// Sends one write; false when the consumer is gone, or has read nothing for
+    /// `write_timeout` while the stream's buffer is full.
+    async fn send(&mut self, bytes: Bytes) -> bool {
+        if let Some(copy) = &mut self.capture {
+            if copy.len() + bytes.len() <= crate::store::idempotency::MAX_STORED_BYTES {
+                copy.extend_from_slice(&bytes);
+            } else {
+                self.capture = None;
+            }
+        }
+        matches!(tokio::time::timeout(self.write_timeout, self.tx.send(bytes)).await, Ok(Ok(())))
+    }
 }
 
 enum Stop {
@@ -69,7 +106,7 @@ async fn pump(
     framing: wit::Framing,
     idle: Duration,
     plugin: &Plugin,
-    tx: &mpsc::Sender<Bytes>,
+    out: &mut Out,
 ) -> StreamReport {
     let mut parser = sse::Parser::new();
     let mut events = Vec::new();
@@ -94,6 +131,12 @@ async fn pump(
         };
         let input = if sse_framed {
             parser.feed(&data, &mut events);
+            if parser.overflowed() {
+                break Stop::Cut(CallError::upstream(
+                    wit::ErrorKind::UpstreamFault,
+                    format!("the upstream sent an event larger than {} bytes", sse::MAX_EVENT_BYTES),
+                ));
+            }
             if events.is_empty() {
                 continue;
             }
@@ -101,7 +144,7 @@ async fn pump(
         } else {
             wit::StreamInput::Bytes(data.to_vec())
         };
-        match deliver(&mut pc, &input, plugin, tx, &mut delivered).await {
+        match deliver(&mut pc, &input, plugin, out, &mut delivered).await {
             Ok(()) => {}
             Err(stop) => break stop,
         }
@@ -113,7 +156,7 @@ async fn pump(
                 Stop::Complete
             } else {
                 let input = wit::StreamInput::Events(events.drain(..).map(to_wit).collect());
-                deliver(&mut pc, &input, plugin, tx, &mut delivered).await.err().unwrap_or(Stop::Complete)
+                deliver(&mut pc, &input, plugin, out, &mut delivered).await.err().unwrap_or(Stop::Complete)
             }
         }
         other => other,
@@ -128,6 +171,7 @@ async fn pump(
                 delivered_events: delivered,
                 error: Some(e),
                 client_gone: false,
+                captured: None,
             }
         }
     };
@@ -135,26 +179,28 @@ async fn pump(
         Ok(Ok(tail)) => {
             let mut error = error;
             let mut client_gone = client_gone;
-            if !client_gone && !tail.chunks.is_empty() && tx.send(render(&tail.chunks)).await.is_err() {
+            if !client_gone && !tail.chunks.is_empty() && !out.send(render(&tail.chunks)).await {
                 client_gone = true;
                 error = None;
             }
             if !client_gone {
                 delivered += content_events(&tail.chunks);
             }
-            StreamReport { usage: tail.usage, delivered_events: delivered, error, client_gone }
+            StreamReport { usage: tail.usage, delivered_events: delivered, error, client_gone, captured: None }
         }
         Ok(Err(e)) => StreamReport {
             usage: wit::Usage::default(),
             delivered_events: delivered,
             error: Some(error.unwrap_or_else(|| CallError::from_adapter(&e))),
             client_gone,
+            captured: None,
         },
         Err(trap) => StreamReport {
             usage: wit::Usage::default(),
             delivered_events: delivered,
             error: Some(plugin_failure(plugin, "finish()", trap)),
             client_gone,
+            captured: None,
         },
     }
 }
@@ -163,12 +209,12 @@ async fn deliver(
     pc: &mut PluginCall,
     input: &wit::StreamInput,
     plugin: &Plugin,
-    tx: &mpsc::Sender<Bytes>,
+    out: &mut Out,
     delivered: &mut u64,
 ) -> Result<(), Stop> {
     match pc.decode(input).await {
         Ok(Ok(chunks)) => {
-            if !chunks.is_empty() && tx.send(render(&chunks)).await.is_err() {
+            if !chunks.is_empty() && !out.send(render(&chunks)).await {
                 return Err(Stop::ClientGone);
             }
             *delivered += content_events(&chunks);
@@ -201,8 +247,7 @@ fn render(chunks: &[wit::OutChunk]) -> Bytes {
 
 /// The explicit end of an abnormal stream, in OpenAI's error shape.
 fn error_event(e: &CallError) -> Bytes {
-    let json = serde_json::json!({ "error": { "message": e.message, "type": e.kind, "code": e.code, "param": null } });
     let mut out = Vec::new();
-    sse::write_event(&mut out, None, None, &json.to_string());
+    sse::write_event(&mut out, None, None, &e.to_json().to_string());
     Bytes::from(out)
 }

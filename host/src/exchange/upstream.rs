@@ -2,7 +2,7 @@
 //! response timeouts. It sends a plugin's request only to its channel's base URL: the plugin
 //! gives a path, never a host.
 
-use super::CallError;
+use super::{CallError, VendorWork};
 use crate::keypool::UpstreamKey;
 use crate::plugin::wit;
 use bytes::Bytes;
@@ -57,15 +57,21 @@ impl Upstream {
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
-                let reason =
-                    if e.is_connect() { "cannot connect to the upstream" } else { "the upstream connection failed" };
                 tracing::warn!(error = %e, base_url, "upstream request failed");
-                Err(CallError::upstream(wit::ErrorKind::UpstreamFault, reason))
+                // A connection that never opened carried nothing; one that failed later may
+                // have delivered the request.
+                Err(if e.is_connect() {
+                    CallError::upstream(wit::ErrorKind::UpstreamFault, "cannot connect to the upstream")
+                } else {
+                    CallError::upstream(wit::ErrorKind::UpstreamFault, "the upstream connection failed")
+                        .after(VendorWork::Unknown)
+                })
             }
             Err(_) => Err(CallError::upstream(
                 wit::ErrorKind::Timeout,
                 format!("the upstream did not answer within {} ms", timeout.as_millis()),
-            )),
+            )
+            .after(VendorWork::Unknown)),
         }
     }
 }

@@ -53,7 +53,7 @@ pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
     let mut read = 0;
     for key in channel.all_keys() {
         let credential = match &fields {
-            Some(f) => match crate::surface::split_credential(f, &key.secret.0) {
+            Some(f) => match crate::surface::split_credential(channel, f, &key.secret.0) {
                 Ok(c) => c,
                 Err(_) => continue,
             },
@@ -77,6 +77,8 @@ pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
             runtime: state.registry.runtime().clone(),
             upstream: state.upstream.clone(),
             client_body: Bytes::new(),
+            capture: false,
+            write_timeout: std::time::Duration::from_millis(state.config.stream_write_timeout_ms),
         };
         let result = exchange::run(ctx, &call, &mut None).await;
         let balance = match &result {
@@ -97,12 +99,13 @@ pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
 }
 
 /// `{"balance":"12.50"}` → micros, exactly (digits past the sixth decimal are cut: a balance
-/// only ranks keys, it is never charged). Negative balances (a vendor's overdraft) are kept.
+/// only ranks keys, it is never charged). Negative balances (a vendor's overdraft) are kept;
+/// an absurd figure (beyond what micros in an i64 hold) is unknown, never a panic.
 fn parse_balance(body: &[u8]) -> Option<i64> {
     use rust_decimal::prelude::ToPrimitive;
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let amount: rust_decimal::Decimal = v.get("balance")?.as_str()?.parse().ok()?;
-    (amount * rust_decimal::Decimal::from(1_000_000)).trunc().to_i64()
+    amount.checked_mul(rust_decimal::Decimal::from(1_000_000))?.trunc().to_i64()
 }
 
 #[cfg(test)]
@@ -115,5 +118,7 @@ mod tests {
         assert_eq!(super::parse_balance(br#"{"balance":"7"}"#), Some(7_000_000));
         assert_eq!(super::parse_balance(br#"{"balance":"lots"}"#), None);
         assert_eq!(super::parse_balance(br#"{"balance":88}"#), None);
+        assert_eq!(super::parse_balance(br#"{"balance":"79228162514264337593543950335"}"#), None);
+        assert_eq!(super::parse_balance(br#"{"balance":"-9999999999999999999999"}"#), None);
     }
 }

@@ -38,6 +38,8 @@ pub struct Channel {
     pub settings_json: String,
     pub strategy: Strategy,
     pub balance_refresh: Duration,
+    /// The operator lets this channel's plugin receive raw keys (to sign requests).
+    pub allow_signing: bool,
     probe_after: Duration,
     /// The keys written in the configuration file.
     configured: Vec<KeyEntry>,
@@ -145,6 +147,7 @@ impl Channel {
             settings_json,
             strategy: c.strategy,
             balance_refresh: Duration::from_secs(c.balance_refresh_secs.max(1)),
+            allow_signing: c.allow_signing,
             probe_after,
             configured,
             pool: ArcSwap::from_pointee(Pool { keys: Vec::new(), turn: std::sync::Mutex::new(Vec::new()) }),

@@ -9,6 +9,7 @@
 //! - the loaded set is immutable and swapped whole: a call holds `Arc<Plugin>` and finishes
 //!   on the version it started with.
 
+mod compile_cache;
 pub mod reload;
 pub mod runtime;
 

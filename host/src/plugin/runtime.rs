@@ -48,7 +48,7 @@ impl wit::Host for CallState {}
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
-    cache_dir: PathBuf,
+    cache: Arc<super::compile_cache::CompileCache>,
     engine_hash: String,
     memory_limit: usize,
     max_ticks: u64,
@@ -91,12 +91,11 @@ impl Runtime {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
-        std::fs::create_dir_all(&cache_dir)
-            .with_context(|| format!("creating the compile cache {}", cache_dir.display()))?;
+        let cache = Arc::new(super::compile_cache::CompileCache::open(cache_dir)?);
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
-            cache_dir,
+            cache,
             engine_hash,
             memory_limit,
             max_ticks: time_limit_ms.div_ceil(TICK.as_millis() as u64).max(1),
@@ -115,26 +114,22 @@ impl Runtime {
     }
 
     fn compile_cached(&self, wasm: &[u8], sha256: &str) -> Result<Component> {
-        let cached = self.cache_dir.join(format!("{sha256}-{}.cwasm", self.engine_hash));
-        if cached.exists() {
-            // SAFETY: the file is in the gateway's own cache folder, named by the source's
-            // SHA-256 and this engine's compatibility hash; only `Component::serialize` of this
-            // runtime writes there.
-            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+        let name = format!("{sha256}-{}.cwasm", self.engine_hash);
+        if let Some(code) = self.cache.get(&name) {
+            // SAFETY: `CompileCache::get` returns only code this gateway serialized with this
+            // engine (its MAC, under a key only the gateway's private folder holds, matches);
+            // the name carries the source's SHA-256 and the engine's compatibility hash.
+            match unsafe { Component::deserialize(&self.engine, &code) } {
                 Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(file = %cached.display(), error = %e, "ignoring unreadable compile cache entry")
-                }
+                Err(e) => tracing::warn!(entry = %name, error = %e, "ignoring unreadable compile cache entry"),
             }
         }
         let component = Component::new(&self.engine, wasm)
             .map_err(anyhow::Error::from)
             .context("not a valid WebAssembly component")?;
-        if let Ok(bytes) = component.serialize() {
-            let tmp = cached.with_extension("tmp");
-            if std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &cached)).is_err() {
-                tracing::warn!(file = %cached.display(), "could not write the compile cache");
-            }
+        if let Err(e) = component.serialize().map_err(anyhow::Error::from).and_then(|code| self.cache.put(&name, &code))
+        {
+            tracing::warn!(entry = %name, error = %format!("{e:#}"), "could not write the compile cache");
         }
         Ok(component)
     }

@@ -9,8 +9,13 @@ pub fn error_response(status: u16, kind: &str, code: &str, message: &str) -> Res
 }
 
 impl CallError {
+    /// OpenAI's error object for this error.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code } })
+    }
+
     pub fn into_response(&self) -> Response {
-        let mut resp = error_response(self.status, self.kind, &self.code, &self.message);
+        let mut resp = json(self.status, &self.to_json());
         if let Some(ms) = self.retry_after_ms {
             resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(ms.div_ceil(1000).max(1)));
         }

@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod error;
+pub mod throttle;
 
 use crate::account::{Consumer, KeyCache};
 use crate::billing::Billing;
@@ -41,6 +42,8 @@ pub struct AppState {
     /// On when the configuration names a price table.
     pub billing: Option<Arc<Billing>>,
     pub sessions: crate::account::session::Sessions,
+    /// Sign-in and registration attempts per client address.
+    pub auth_throttle: throttle::Throttle,
     request_seq: AtomicU64,
     request_prefix: String,
 }
@@ -64,6 +67,7 @@ impl AppState {
             Duration::from_millis(config.upstream_timeout_ms),
             Duration::from_millis(config.stream_idle_timeout_ms),
         );
+        let auth_throttle = throttle::Throttle::new(config.auth_attempts_per_minute);
         AppState {
             config,
             registry,
@@ -74,8 +78,11 @@ impl AppState {
             db,
             billing,
             sessions,
+            auth_throttle,
             request_seq: AtomicU64::new(0),
-            request_prefix: format!("{:08x}", rand::random::<u32>()),
+            // 96 random bits: request ids key the ledger, so two nodes or two runs must never
+            // produce the same one (a collision would go uncharged).
+            request_prefix: format!("{:024x}", rand::random::<u128>() >> 32),
         }
     }
 
@@ -131,7 +138,13 @@ impl AppState {
 
     /// Reads the whole request body, refusing more than `max_body_bytes` with 413.
     pub async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, CallError> {
-        let limit = self.config.max_body_bytes;
+        self.read_body_within(req, self.config.max_body_bytes).await
+    }
+
+    /// Reads the whole request body: more than `limit` bytes is a 413; a body that does not
+    /// arrive within `body_read_timeout_ms` is a 408 (a client trickling bytes cannot hold
+    /// the connection and its buffer for ever).
+    pub async fn read_body_within(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, CallError> {
         if let Some(len) =
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         {
@@ -139,10 +152,17 @@ impl AppState {
                 return Err(too_large(limit));
             }
         }
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(b) => Ok(b.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-            Err(_) => Err(error::bad_request("body_read_failed", "the request body could not be read")),
+        let deadline = Duration::from_millis(self.config.body_read_timeout_ms);
+        match tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect()).await {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+            Ok(Err(_)) => Err(error::bad_request("body_read_failed", "the request body could not be read")),
+            Err(_) => Err(CallError::new(
+                408,
+                "invalid_request_error",
+                "request_timeout",
+                format!("the request body did not arrive within {} ms", deadline.as_millis()),
+            )),
         }
     }
 }
@@ -164,7 +184,15 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
         (&Method::GET, "/health") => {
             json(200, &serde_json::json!({ "status": "ok", "plugins": state.registry.current().len() }))
         }
-        (&Method::GET, "/metrics") => full(200, "text/plain; version=0.0.4", metrics_text(&state)),
+        (&Method::GET, "/metrics") => match &state.config.metrics_token {
+            Some(token) if !bearer_is(&req, token) => error::error_response(
+                401,
+                "invalid_request_error",
+                "metrics_token_required",
+                "GET /metrics needs 'Authorization: Bearer <metrics_token>'.",
+            ),
+            _ => full(200, "text/plain; version=0.0.4", metrics_text(&state)),
+        },
         (&Method::GET, "/v1/models") => surface::openai::models(&state, &req),
         (&Method::GET, "/v1/user/info") => surface::openai::user_info(&state, &req).await,
         (_, p) if p.starts_with("/v1/auth/") || p.starts_with("/v1/user/keys") || p == "/v1/user/logs" => {
@@ -211,6 +239,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
     response
 }
 
+/// The request carries `Authorization: Bearer <token>` (compared in constant time).
+fn bearer_is(req: &Request<Incoming>, token: &str) -> bool {
+    let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    given.strip_prefix("Bearer ").is_some_and(|g| admin::constant_time_eq(g.as_bytes(), token.as_bytes()))
+}
+
 fn metrics_text(state: &AppState) -> String {
     telemetry::render(&telemetry::Snapshot {
         plugins_loaded: state.registry.current().len(),
@@ -238,16 +272,27 @@ fn metrics_text(state: &AppState) -> String {
     })
 }
 
-/// Serves until `shutdown` resolves, then drains gracefully.
+/// The client's address, put in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
+
+/// Serves until `shutdown` resolves, then drains gracefully. At most `max_connections` are
+/// served at once: a connection is accepted only when a slot is free (others wait in the
+/// listen backlog), so a flood of idle or trickling connections cannot exhaust descriptors.
 pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the connection semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -257,7 +302,8 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: impl s
                 };
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(Peer(peer.ip()));
                     let state = Arc::clone(&state);
                     async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
                 });
@@ -265,6 +311,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: impl s
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(slot);
                 });
             }
             _ = &mut shutdown => break,

@@ -187,15 +187,15 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
                 .bind(&r.op)
                 .bind(r.status as i64)
                 .bind(&r.error_kind)
-                .bind(r.latency_us as i64)
+                .bind(db_count(r.latency_us))
                 .bind(r.streamed as i64)
                 .bind(r.interrupted as i64)
-                .bind(r.input_tokens.map(|v| v as i64))
-                .bind(r.output_tokens.map(|v| v as i64))
-                .bind(r.cached_tokens.map(|v| v as i64))
-                .bind(r.characters.map(|v| v as i64))
-                .bind(r.milliseconds.map(|v| v as i64))
-                .bind(r.images.map(|v| v as i64))
+                .bind(r.input_tokens.map(db_count))
+                .bind(r.output_tokens.map(db_count))
+                .bind(r.cached_tokens.map(db_count))
+                .bind(r.characters.map(db_count))
+                .bind(r.milliseconds.map(db_count))
+                .bind(r.images.map(db_count))
                 .bind(r.created_at)
                 .bind(r.charge_micros)
                 .bind(r.estimated as i64);
@@ -233,8 +233,10 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
         .map(|r| {
             let applied = r.charge_micros != 0 && inserted.remove(&r.request_id);
             if applied {
-                *per_user.entry(r.user_id.unwrap_or_default()).or_default() += r.charge_micros;
-                *per_key.entry(r.key_id.unwrap_or_default()).or_default() += r.charge_micros;
+                let user = per_user.entry(r.user_id.unwrap_or_default()).or_default();
+                *user = user.saturating_add(r.charge_micros);
+                let key = per_key.entry(r.key_id.unwrap_or_default()).or_default();
+                *key = key.saturating_add(r.charge_micros);
             }
             applied
         })
@@ -255,6 +257,12 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
     }
     tx.commit().await?;
     Ok(applied)
+}
+
+/// A count as the database stores it (BIGINT): an absurd figure is capped, never wrapped
+/// into a negative.
+fn db_count(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The VALUES list for `rows` rows of `columns` parameters: `($1, $2), ($3, $4)` for

@@ -13,6 +13,7 @@
 //! `account`) and hands records to `CallLog`.
 
 pub mod call_log;
+pub mod idempotency;
 
 use anyhow::{bail, Context, Result};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -34,7 +35,7 @@ pub async fn open(url: &str) -> Result<Db> {
         let path = rest.trim_start_matches("//");
         let file = path.split('?').next().unwrap_or(path);
         if let Some(dir) = std::path::Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::private_fs::create_dir(dir)?;
         }
         let url = if rest.contains("mode=") {
             url.to_string()

@@ -2,19 +2,20 @@
 //! plugins declare (`native`). Both end in `dispatch`, which runs the exchange, shapes the
 //! response and records the call exactly once.
 
+mod idempotency;
 pub mod native;
 pub mod openai;
 pub mod user;
 
 use crate::account::{format_money, Consumer};
-use crate::billing::{Account, Meter, Refusal};
-use crate::exchange::{self, CallContext, CallError, Outcome, StreamReport};
+use crate::billing::{Account, Refusal};
+use crate::exchange::{self, CallContext, CallError, Outcome, StreamReport, VendorWork};
 use crate::keypool::health::KeyOutcome;
 use crate::keypool::Channel;
 use crate::plugin::{wit, Plugin};
 use crate::server::body::{Response, ResponseBody};
 use crate::server::AppState;
-use crate::store::{now_unix, CallRecord};
+use crate::store::{self, now_unix, CallRecord};
 use crate::telemetry::METRICS;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -34,6 +35,8 @@ pub struct Resolved {
     pub headers: Vec<wit::Header>,
     pub started: Instant,
     pub request_id: String,
+    /// The consumer's `Idempotency-Key`: the call claims it before the upstream is called.
+    pub idempotency_key: Option<String>,
 }
 
 /// What every call reads from the consumer's request before it is resolved to a channel.
@@ -44,18 +47,6 @@ pub struct ConsumerRequest {
     pub body: Bytes,
     /// The consumer's `Idempotency-Key`, if it sent a usable one.
     pub idempotency_key: Option<String>,
-}
-
-impl ConsumerRequest {
-    /// The call's request id: with an `Idempotency-Key`, one derived from it and the consumer
-    /// key, so that a client that repeats a call (a reconnect, a retry after a timeout) is
-    /// charged once for it; else the id the gateway generated.
-    pub fn request_id(&self, generated: String) -> String {
-        match &self.idempotency_key {
-            Some(k) => format!("idem-{}-{k}", self.consumer.key_id),
-            None => generated,
-        }
-    }
 }
 
 /// Authenticates the consumer (401) and reads the body within the limit (413).
@@ -110,12 +101,30 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
         );
         return finish_error(state, &r, e);
     }
+    // An Idempotency-Key is claimed before anything is reserved or sent.
+    let held = match idempotency::claim(&state.db, &r).await {
+        idempotency::Decision::Run(held) => held,
+        idempotency::Decision::Answer(Ok(replayed)) => {
+            let mut rec = draft_record(&r);
+            rec.status = replayed.status().as_u16();
+            rec.error_kind = Some("idempotent_replay".into());
+            rec.latency_us = r.started.elapsed().as_micros() as u64;
+            state.call_log.record(rec);
+            return with_request_id(replayed, &r.request_id);
+        }
+        idempotency::Decision::Answer(Err(e)) => return finish_error(state, &r, e),
+    };
     // Billing: priced and reserved before the upstream is called (402/403 otherwise).
     let meter = match &state.billing {
         None => None,
         Some(b) => match b.start(&r.consumer.accounts(), &r.consumer.group, &r.model, &r.op, &r.body) {
             Ok(m) => Some(m),
-            Err(refusal) => return finish_error(state, &r, refusal_error(&r.model, refusal)),
+            Err(refusal) => {
+                if let Some(h) = held {
+                    h.give_up().await;
+                }
+                return finish_error(state, &r, refusal_error(&r.model, refusal));
+            }
         },
     };
     // Whichever end the call reaches (reply, error or stream end) takes the meter once.
@@ -128,6 +137,9 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
     let started = r.started;
     let billing = state.billing.clone();
     let stream_meter = Arc::clone(&meter);
+    // The claim goes to whichever end the call reaches, like the meter.
+    let held_slot = Arc::new(std::sync::Mutex::new(held));
+    let stream_held = Arc::clone(&held_slot);
     let on_stream_end: exchange::OnStreamEnd = Box::new(move |report: StreamReport| {
         METRICS.in_flight.fetch_sub(1, Relaxed);
         let mut rec = draft;
@@ -157,16 +169,30 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
                 rec.key_limited = charge.key_limited;
             }
         }
+        if let Some(h) = take(&stream_held) {
+            if nothing {
+                drop(h); // gives the key up
+            } else {
+                h.complete_later(report.captured.map(|b| (200, Some("text/event-stream".to_string()), b)));
+            }
+        }
         call_log.record(rec);
     });
     METRICS.in_flight.fetch_add(1, Relaxed);
+    // Until the call has an outcome, a consumer that goes away (hyper drops this future) is
+    // recorded by this guard; the reservation returns by itself (`Reservation`'s drop).
+    let mut left = LeftEarly { log: state.call_log.clone(), rec: Some(draft_record(&r)), started: r.started };
     let mut on_stream_end = Some(on_stream_end);
-    let outcome = run_with_failover(state, &r, &serving, &mut on_stream_end).await;
+    let capture = held_slot.lock().expect("idempotency claim").is_some();
+    let outcome = run_with_failover(state, &r, &serving, &mut on_stream_end, capture).await;
+    left.rec = None;
     let mut rec = draft_record(&r);
     (rec.channel, rec.plugin) = served_by(&serving);
-    let response = match outcome {
+    // Settled and recorded first, with nothing awaited in between; the idempotency key is
+    // completed after, so a consumer leaving then cannot lose a charge.
+    let (response, keep) = match outcome {
         Ok(Outcome::Stream { headers, body }) => {
-            // The stream task records the call when the stream ends.
+            // The stream task records the call, and keeps its answer, when the stream ends.
             let mut resp = http::Response::builder().status(200);
             for h in &headers {
                 if !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
@@ -180,8 +206,9 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
         }
         Ok(Outcome::Reply { status, headers, body, usage, error }) => {
             set_usage(&mut rec, &usage);
+            let answered = error.is_none() && (200..300).contains(&status);
             if let (Some(b), Some(m)) = (&state.billing, take(&meter)) {
-                if error.is_none() && (200..300).contains(&status) {
+                if answered {
                     let charge = b.settle(m, &usage, None);
                     rec.charge_micros = charge.micros;
                     rec.estimated = charge.estimated;
@@ -192,14 +219,19 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
             }
             rec.status = status;
             rec.error_kind = error.map(|e| kind_name(e.kind).to_string());
+            let content_type =
+                headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type")).map(|h| h.value.clone());
+            let keep = answered.then(|| Some((status, content_type, body.clone())));
             let mut resp = http::Response::builder().status(status);
             for h in &headers {
                 if !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
                     resp = resp.header(h.name.as_str(), h.value.as_str());
                 }
             }
-            resp.body(ResponseBody::Full(Full::new(body)))
-                .unwrap_or_else(|_| CallError::plugin("the plugin replied with invalid headers").into_response())
+            let resp = resp
+                .body(ResponseBody::Full(Full::new(body)))
+                .unwrap_or_else(|_| CallError::plugin("the plugin replied with invalid headers").into_response());
+            (resp, keep)
         }
         Ok(Outcome::Relay { response }) => {
             rec.status = response.status().as_u16();
@@ -212,6 +244,8 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
                     b.release(m);
                 }
             }
+            // A download is not kept: a repeat is told so, never served again.
+            let keep = response.status().is_success().then_some(None);
             let (parts, body) = response.into_parts();
             let mut resp = http::Response::builder().status(parts.status);
             for name in [http::header::CONTENT_TYPE, http::header::CONTENT_LENGTH, http::header::CONTENT_DISPOSITION] {
@@ -219,21 +253,59 @@ pub async fn dispatch(state: &Arc<AppState>, r: Resolved) -> Response {
                     resp = resp.header(name, v);
                 }
             }
-            resp.body(ResponseBody::Relay(body)).expect("copied headers are valid")
+            (resp.body(ResponseBody::Relay(body)).expect("copied headers are valid"), keep)
         }
         Err(e) => {
+            // The vendor answered 2xx and the answer was unusable: the work was done, the call
+            // is billed its reservation (marked estimated). Otherwise it is free.
+            let done = e.work == VendorWork::Done;
             if let (Some(b), Some(m)) = (&state.billing, take(&meter)) {
-                b.release(m);
+                if done {
+                    let charge = b.settle_reserved(m);
+                    rec.charge_micros = charge.micros;
+                    rec.estimated = charge.estimated;
+                    rec.key_limited = charge.key_limited;
+                } else {
+                    b.release(m);
+                }
             }
             rec.status = e.status;
             rec.error_kind = Some(e.code.clone());
-            e.into_response()
+            let body = Bytes::from(e.to_json().to_string());
+            (e.into_response(), done.then(|| Some((e.status, Some("application/json".to_string()), body))))
         }
     };
     METRICS.in_flight.fetch_sub(1, Relaxed);
     rec.latency_us = r.started.elapsed().as_micros() as u64;
     state.call_log.record(rec);
+    if let Some(h) = take(&held_slot) {
+        match keep {
+            Some(answer) => h.complete(answer.as_ref().map(|(s, ct, b)| (*s, ct.as_deref(), b.as_ref()))).await,
+            None => h.give_up().await,
+        }
+    }
     with_request_id(response, &r.request_id)
+}
+
+/// The record of a call whose consumer went away before it had an outcome.
+struct LeftEarly {
+    log: store::CallLog,
+    /// `None` once the call has an outcome.
+    rec: Option<CallRecord>,
+    started: Instant,
+}
+
+impl Drop for LeftEarly {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.rec.take() {
+            METRICS.in_flight.fetch_sub(1, Relaxed);
+            rec.status = 499;
+            rec.error_kind = Some("client_gone".into());
+            rec.interrupted = true;
+            rec.latency_us = self.started.elapsed().as_micros() as u64;
+            self.log.record(rec);
+        }
+    }
 }
 
 /// The (channel, plugin) names for the call record.
@@ -253,8 +325,9 @@ async fn run_with_failover(
     r: &Resolved,
     serving: &std::sync::Mutex<(String, String)>,
     on_stream_end: &mut Option<exchange::OnStreamEnd>,
+    capture: bool,
 ) -> Result<Outcome, CallError> {
-    let (mut result, mut retryable) = run_on_channel(state, r, &r.plugin, &r.channel, on_stream_end).await;
+    let (mut result, mut retryable) = run_on_channel(state, r, &r.plugin, &r.channel, on_stream_end, capture).await;
     if !retryable || r.model.is_empty() {
         return result;
     }
@@ -269,7 +342,7 @@ async fn run_with_failover(
             tracing::warn!(from = %names.0, to = %channel.name, request_id = %r.request_id, "channel failed on every key; trying the next channel");
             *names = (channel.name.clone(), plugin.name().to_string());
         }
-        (result, retryable) = run_on_channel(state, r, &plugin, &channel, on_stream_end).await;
+        (result, retryable) = run_on_channel(state, r, &plugin, &channel, on_stream_end, capture).await;
         if !retryable {
             break;
         }
@@ -288,6 +361,7 @@ async fn run_on_channel(
     plugin: &Arc<Plugin>,
     channel: &Arc<Channel>,
     on_stream_end: &mut Option<exchange::OnStreamEnd>,
+    capture: bool,
 ) -> (Result<Outcome, CallError>, bool) {
     let fields = credential_fields(plugin);
     let mut call = wit::Call {
@@ -324,7 +398,7 @@ async fn run_on_channel(
             }
         };
         call.credential = match (&fields, &picked) {
-            (Some(f), Some(k)) => match split_credential(f, &k.secret.0) {
+            (Some(f), Some(k)) => match split_credential(channel, f, &k.secret.0) {
                 Ok(c) => c,
                 Err(e) => return (Err(e), false),
             },
@@ -337,14 +411,20 @@ async fn run_on_channel(
             runtime: state.registry.runtime().clone(),
             upstream: state.upstream.clone(),
             client_body: r.body.clone(),
+            capture,
+            write_timeout: std::time::Duration::from_millis(state.config.stream_write_timeout_ms),
         };
         let result = exchange::run(ctx, &call, on_stream_end).await;
         let outcome = key_outcome(&result);
         let Some(picked) = picked else { return (result, false) };
         picked.report(outcome);
         tried.push(picked.id);
-        // A stream that started is the consumer's now: never retried.
+        // A stream that started is the consumer's now, and a request the vendor may have
+        // worked on is never sent again: only a call the vendor refused or never received is
+        // retried.
+        let may_have_run = matches!(&result, Err(e) if e.work != VendorWork::None);
         let retryable = on_stream_end.is_some()
+            && !may_have_run
             && matches!(outcome, KeyOutcome::Refused | KeyOutcome::RateLimited(_) | KeyOutcome::Fault);
         if !retryable || tried.len() >= attempts {
             return (result, retryable);
@@ -371,12 +451,22 @@ pub(crate) fn key_outcome(result: &Result<Outcome, CallError>) -> KeyOutcome {
     }
 }
 
-fn take(meter: &std::sync::Mutex<Option<Meter>>) -> Option<Meter> {
-    meter.lock().expect("meter").take()
+/// Takes a value only one end of the call may use.
+fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
+    slot.lock().expect("call slot").take()
 }
 
 fn refusal_error(model: &str, refusal: Refusal) -> CallError {
     match refusal {
+        Refusal::BadRequest { param, message } => CallError {
+            param,
+            ..CallError::new(
+                400,
+                "invalid_request_error",
+                if param.is_some() { "invalid_type" } else { "invalid_json" },
+                message,
+            )
+        },
         Refusal::NotPriced => CallError::new(
             403,
             "invalid_request_error",
@@ -469,9 +559,21 @@ pub(crate) fn credential_fields(plugin: &Plugin) -> Option<Vec<String>> {
     (!f.is_empty()).then(|| f.iter().map(|c| c.name.clone()).collect())
 }
 
-/// A multi-field credential is written in the channel's `keys` as `value1|value2|...`, in the
-/// order of the plugin's credential fields.
-pub(crate) fn split_credential(fields: &[String], key: &str) -> Result<Vec<(String, String)>, CallError> {
+/// The raw credential for a plugin that signs requests itself, only where the channel's
+/// operator allows it (`allow_signing`): a plugin file alone never decides that it receives
+/// keys. A multi-field credential is written in the channel's `keys` as `value1|value2|...`,
+/// in the order of the plugin's credential fields.
+pub(crate) fn split_credential(
+    channel: &Channel,
+    fields: &[String],
+    key: &str,
+) -> Result<Vec<(String, String)>, CallError> {
+    if !channel.allow_signing {
+        return Err(CallError::config(format!(
+            "channel '{}' uses a plugin that signs requests with the raw key; set allow_signing = true on the channel if you trust plugin '{}' with its keys",
+            channel.name, channel.plugin
+        )));
+    }
     let values: Vec<&str> = if fields.len() == 1 { vec![key] } else { key.split('|').collect() };
     if values.len() != fields.len() {
         return Err(CallError::config(format!(
@@ -490,4 +592,24 @@ pub fn forwarded_headers(h: &http::HeaderMap) -> Vec<wit::Header> {
             h.get(*n).and_then(|v| v.to_str().ok()).map(|v| wit::Header { name: n.to_string(), value: v.to_string() })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_keys_reach_a_signing_plugin_only_where_the_operator_allows_it() {
+        let channel = |allow: bool| {
+            let text = format!("name = \"k\"\nplugin = \"kling\"\nmodels = [\"m\"]\nallow_signing = {allow}");
+            Channel::from_config(&toml::from_str(&text).unwrap(), std::time::Duration::from_secs(1))
+        };
+        let fields = vec!["access_key".to_string(), "secret_key".to_string()];
+        let e = split_credential(&channel(false), &fields, "ak|sk").unwrap_err();
+        assert_eq!(e.status, 503);
+        assert!(e.message.contains("allow_signing"), "{}", e.message);
+        let pairs = split_credential(&channel(true), &fields, "ak|sk").unwrap();
+        assert_eq!(pairs, vec![("access_key".into(), "ak".into()), ("secret_key".into(), "sk".into())]);
+        assert!(split_credential(&channel(true), &fields, "ak").is_err(), "one field short");
+    }
 }

@@ -26,8 +26,7 @@ async fn resolve(
     request_id: String,
 ) -> Result<Resolved, CallError> {
     let request = read_request(state, req).await?;
-    let request_id = request.request_id(request_id);
-    let ConsumerRequest { consumer, headers, query, body, .. } = request;
+    let ConsumerRequest { consumer, headers, query, body, idempotency_key } = request;
     let model = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_string))
@@ -48,5 +47,5 @@ async fn resolve(
             ),
         ));
     }
-    Ok(Resolved { consumer, plugin, channel, op, model, body, query, headers, started, request_id })
+    Ok(Resolved { consumer, plugin, channel, op, model, body, query, headers, started, request_id, idempotency_key })
 }

@@ -24,8 +24,7 @@ async fn resolve(
     request_id: String,
 ) -> Result<Resolved, CallError> {
     let request = read_request(state, req).await?;
-    let request_id = request.request_id(request_id);
-    let ConsumerRequest { consumer, headers, query, body, .. } = request;
+    let ConsumerRequest { consumer, headers, query, body, idempotency_key } = request;
     let model = requested_model(&body)?;
     let channel = state.channels.load().for_model(&model).cloned().ok_or_else(|| {
         not_found(
@@ -45,7 +44,19 @@ async fn resolve(
             plugin.name()
         )));
     }
-    Ok(Resolved { consumer, plugin, channel, op: op.to_string(), model, body, query, headers, started, request_id })
+    Ok(Resolved {
+        consumer,
+        plugin,
+        channel,
+        op: op.to_string(),
+        model,
+        body,
+        query,
+        headers,
+        started,
+        request_id,
+        idempotency_key,
+    })
 }
 
 /// The `model` of a JSON object body; 400 with a precise message otherwise.

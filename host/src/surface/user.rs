@@ -12,6 +12,21 @@ use serde::Deserialize;
 
 /// `POST /v1/auth/register`, `POST /v1/auth/login`, `/v1/user/keys[/{id}]`, `GET /v1/user/logs`.
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
+    if req.uri().path().starts_with("/v1/auth/") {
+        if let Some(peer) = req.extensions().get::<crate::server::Peer>() {
+            if let Err(wait) = state.auth_throttle.take(peer.0, std::time::Instant::now()) {
+                let mut resp = CallError::new(
+                    429,
+                    "rate_limit_error",
+                    "too_many_attempts",
+                    "Too many sign-in or registration attempts from this address; wait and retry.",
+                )
+                .into_response();
+                resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(wait.as_secs().max(1)));
+                return resp;
+            }
+        }
+    }
     let result = match (req.method().clone(), req.uri().path().to_string()) {
         (Method::POST, p) if p == "/v1/auth/register" => register(state, req).await,
         (Method::POST, p) if p == "/v1/auth/login" => login(state, req).await,
@@ -32,8 +47,12 @@ struct Credentials {
     password: String,
 }
 
+/// The largest body an account route reads: credentials and key requests are small, and these
+/// routes are open before authentication.
+const MAX_ACCOUNT_BODY: usize = 8 * 1024;
+
 async fn read_json<T: serde::de::DeserializeOwned>(state: &AppState, req: Request<Incoming>) -> Result<T, CallError> {
-    let body = state.read_body(req).await?;
+    let body = state.read_body_within(req, MAX_ACCOUNT_BODY).await?;
     serde_json::from_slice(&body).map_err(|e| bad_request("invalid_json", format!("Invalid JSON body: {e}")))
 }
 
@@ -56,10 +75,12 @@ async fn register(state: &AppState, req: Request<Incoming>) -> Result<Response, 
     if name.is_empty() || name.len() > 64 || !name.chars().all(|ch| ch.is_alphanumeric() || "-_.@".contains(ch)) {
         return Err(bad_request("invalid_name", "A user name is 1 to 64 letters, digits, '-', '_', '.' or '@'."));
     }
-    let hash = account::session::hash_password(&c.password).map_err(|e| bad_request("weak_password", e.to_string()))?;
     if account::credentials(&state.db, name).await.map_err(internal)?.is_some() {
         return Err(CallError::new(409, "invalid_request_error", "name_taken", "That user name is taken."));
     }
+    let hash = account::session::hash_password_off_workers(c.password)
+        .await
+        .map_err(|e| bad_request("weak_password", e.to_string()))?;
     let new = account::NewUser {
         name: name.to_string(),
         password_hash: Some(hash),
@@ -85,7 +106,7 @@ async fn login(state: &AppState, req: Request<Incoming>) -> Result<Response, Cal
     else {
         return Err(refused());
     };
-    if disabled || !account::session::verify_password(&c.password, &hash) {
+    if disabled || !account::session::verify_password_off_workers(c.password, hash).await {
         return Err(refused());
     }
     let (token, expires_at) = state.sessions.issue(id, c.name.trim(), &role).map_err(internal)?;
@@ -173,6 +194,16 @@ struct NewKeyRequest {
 async fn create_key(state: &AppState, req: Request<Incoming>) -> Result<Response, CallError> {
     let user = session_user(state, &req).await?;
     let r: NewKeyRequest = read_json(state, req).await?;
+    let held = account::list_keys_of(&state.db, Some(user.id)).await.map_err(internal)?;
+    let cap = state.config.max_keys_per_user;
+    if held.iter().filter(|k| !k.disabled).count() >= cap as usize {
+        return Err(CallError::new(
+            403,
+            "permission_error",
+            "too_many_keys",
+            format!("You hold {cap} keys, the most this gateway allows; revoke one first."),
+        ));
+    }
     let new = account::NewKey {
         name: r.name,
         user: Some(user.name),

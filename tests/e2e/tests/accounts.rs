@@ -16,7 +16,11 @@ fn get(gw: &Gateway, path: &str, bearer: &str) -> http::Response {
 fn register_log_in_and_manage_own_keys() {
     let mock = Mock::start();
     let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini"], &["up"]);
-    let gw = Gateway::start("accounts", &[("openai", "openai.wasm")], &ch);
+    let gw = Gateway::start(
+        "accounts",
+        &[("openai", "openai.wasm")],
+        &format!("allow_registration = true\nallow_unbilled_registration = true\n{ch}"),
+    );
 
     let r = post(&gw, "/v1/auth/register", "", r#"{"name":"ann","password":"short"}"#);
     assert_eq!((r.status, r.error_code().as_str()), (400, "weak_password"));

@@ -390,6 +390,8 @@ pub enum Fault {
     Hang,
     /// `cut-stream`: drop the connection mid-stream.
     Cut,
+    /// `garbled-200`: do the work, then answer HTTP 200 with a body cut off mid-JSON.
+    Garbled,
 }
 
 impl Fault {
@@ -402,6 +404,8 @@ impl Fault {
             Fault::Hang
         } else if model == "cut-stream" {
             Fault::Cut
+        } else if model == "garbled-200" {
+            Fault::Garbled
         } else {
             Fault::None
         }
@@ -427,6 +431,7 @@ mod tests {
         assert_eq!(Fault::of("slow-250"), Fault::Slow(250));
         assert_eq!(Fault::of("hang"), Fault::Hang);
         assert_eq!(Fault::of("cut-stream"), Fault::Cut);
+        assert_eq!(Fault::of("garbled-200"), Fault::Garbled);
         assert_eq!(Fault::of("gpt-4o"), Fault::None);
         assert_eq!(Fault::of("slow-x"), Fault::None);
     }

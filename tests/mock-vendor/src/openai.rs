@@ -116,6 +116,9 @@ async fn admit<'a, T: serde::Deserialize<'a>>(
     if let Fault::Fail(n) = fault {
         return Err(fail(n));
     }
+    if fault == Fault::Garbled {
+        return Err(json(StatusCode::OK, r#"{"id":"chatcmpl-garbled","choices":[{"message":{"content":"Hel"#));
+    }
     fault.pause().await;
     Ok((req, model, fault))
 }
@@ -131,7 +134,9 @@ pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
     }
     let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let cut = fault == Fault::Cut;
-    let n = if cut { 2 } else { header_u64(&cx.headers, "x-mock-chunks").unwrap_or(5).min(MAX_CHUNKS) };
+    // `chunks-<n>` as the model asks for n chunks, like the `x-mock-chunks` header.
+    let asked = model.strip_prefix("chunks-").and_then(|n| n.parse().ok());
+    let n = if cut { 2 } else { asked.or(header_u64(&cx.headers, "x-mock-chunks")).unwrap_or(5).min(MAX_CHUNKS) };
     sse(stream_chunks(&model_json, n, include_usage, cut), state.chunk_delay(&cx.headers), cut)
 }
 

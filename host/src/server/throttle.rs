@@ -1,0 +1,73 @@
+//! Per-address limits on the unauthenticated account routes (sign-in, registration): a token
+//! bucket per client IP, `per_minute` attempts refilled evenly over a minute.
+//!
+//! Bounded: at most `MAX_ADDRESSES` buckets are kept; beyond that, buckets that are full again
+//! are forgotten first, and if every one is still draining the table starts over (an attack
+//! from that many addresses is not stopped by a per-address limit anyway).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const MAX_ADDRESSES: usize = 100_000;
+
+pub struct Throttle {
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Throttle {
+    pub fn new(per_minute: u32) -> Throttle {
+        Throttle { per_minute: per_minute.max(1), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one attempt for `ip` at `now`; `Err(wait)` when it has none left.
+    pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let capacity = f64::from(self.per_minute);
+        let per_sec = capacity / 60.0;
+        let mut buckets = self.buckets.lock().expect("throttle");
+        if buckets.len() >= MAX_ADDRESSES && !buckets.contains_key(&ip) {
+            let full_after = Duration::from_secs(60);
+            buckets.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
+            if buckets.len() >= MAX_ADDRESSES {
+                buckets.clear();
+            }
+        }
+        let b = buckets.entry(ip).or_insert(Bucket { tokens: capacity, at: now });
+        b.tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_sec).min(capacity);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / per_sec))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_its_attempts_per_minute_then_waits() {
+        let t = Throttle::new(3);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(t.take(a, now).is_ok());
+        }
+        let wait = t.take(a, now).unwrap_err();
+        assert!(wait > Duration::from_secs(19) && wait <= Duration::from_secs(20), "{wait:?}");
+        assert!(t.take(b, now).is_ok(), "another address has its own bucket");
+        assert!(t.take(a, now + Duration::from_secs(20)).is_ok(), "refilled evenly");
+        assert!(t.take(a, now + Duration::from_secs(20)).is_err());
+    }
+}
