@@ -1,14 +1,17 @@
 //! Tollgate: a multi-vendor AI API gateway whose vendor adapters are WebAssembly components.
 //!
-//! A request reads top to bottom through these modules: `server` (sockets, routing, limits,
-//! error bodies) → `surface` (OpenAI and vendor-native routes) → `account` (consumer keys) →
-//! `exchange` (drives the call through a `plugin`, with `keypool` credentials and upstream
-//! I/O) → `store` (the call log). `telemetry` and `admin` watch it all.
+//! A request reads top to bottom: `server` (sockets, routing, limits, error bodies) →
+//! `surface` (OpenAI and vendor-native routes: authenticate with `account`, read, resolve the
+//! channel) → `engine` (the call pipeline below HTTP: authorize the model, claim the
+//! idempotency key, reserve with `billing`, run the plugin's steps through `exchange` on a
+//! `keypool` key with failover, settle and record exactly once) → `store` (the call log and
+//! ledger, written off the request path). `telemetry` and `admin` watch it all.
 
 pub mod account;
 pub mod admin;
 pub mod billing;
 pub mod config;
+pub mod engine;
 pub mod exchange;
 pub mod keypool;
 pub mod plugin;
@@ -88,13 +91,13 @@ pub async fn serve(config: config::Config) -> Result<()> {
         account::session::Sessions::new(config.jwt_secret.as_deref(), &config.data_dir, config.session_ttl_hours)?;
     let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db.clone(), billing, sessions));
     // Stored upstream keys join their pools before the first call, then follow changes.
-    keypool::stored::load_into(&db, state.config.master_key.as_ref(), &state.channels.load()).await?;
+    keypool::stored::load_into(&db, state.config.master_key.as_ref(), &state.engine.channels.load()).await?;
     keypool::stored::sync_forever(&state, Duration::from_millis(state.config.key_refresh_ms.max(200)));
     keypool::balance::refresh_forever(&state);
     reload_channels_on_sighup(&state);
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
-    tracing::info!(%addr, plugins = state.registry.current().len(), "tollgate serving");
+    tracing::info!(%addr, plugins = state.engine.registry.current().len(), "tollgate serving");
     server::serve(Arc::clone(&state), listener, shutdown_signal()).await;
     drop(state);
     // Every CallLog clone is gone once the connections are; the writer drains and ends.

@@ -51,9 +51,12 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
         return upstream::handle(state, req).await;
     }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/admin/plugins") => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
+        (&Method::GET, "/admin/plugins") => {
+            json(200, &serde_json::json!({ "plugins": state.engine.registry.status() }))
+        }
         (&Method::GET, "/admin/channels") => {
             let channels: Vec<serde_json::Value> = state
+                .engine
                 .channels
                 .load()
                 .all()
@@ -78,25 +81,25 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
             let range = reports::Range { from: int("from"), to: int("to") };
             let result = match path {
                 "/admin/reports/usage" => {
-                    reports::usage(&state.db, q.get("period").map(String::as_str).unwrap_or("day"), range).await
+                    reports::usage(&state.engine.db, q.get("period").map(String::as_str).unwrap_or("day"), range).await
                 }
-                "/admin/reports/keys" => reports::keys(&state.db, range).await,
-                "/admin/reports/users" => reports::users(&state.db, range).await,
-                "/admin/stats" => reports::stats(&state.db, range).await,
-                _ => reports::logs(&state.db, &reports::LogFilter::from_query(&q, 100)).await,
+                "/admin/reports/keys" => reports::keys(&state.engine.db, range).await,
+                "/admin/reports/users" => reports::users(&state.engine.db, range).await,
+                "/admin/stats" => reports::stats(&state.engine.db, range).await,
+                _ => reports::logs(&state.engine.db, &reports::LogFilter::from_query(&q, 100)).await,
             };
             match result {
                 Ok(v) => json(200, &v),
                 Err(e) => error_response(400, "invalid_request_error", "bad_report_query", &format!("{e:#}")),
             }
         }
-        (&Method::GET, "/admin/pricing") => match state.billing.as_ref().map(|b| b.text()) {
+        (&Method::GET, "/admin/pricing") => match state.engine.billing.as_ref().map(|b| b.text()) {
             Some(Ok(text)) => crate::server::body::full(200, "application/toml", text),
             Some(Err(e)) => error_response(500, "server_error", "pricing_unreadable", &format!("{e:#}")),
             None => error_response(404, "invalid_request_error", "billing_off", "Billing is off: set pricing_file."),
         },
         (&Method::PUT, "/admin/pricing") => {
-            let Some(billing) = state.billing.clone() else {
+            let Some(billing) = state.engine.billing.clone() else {
                 return error_response(
                     404,
                     "invalid_request_error",
@@ -118,8 +121,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
             Ok(names) => json(200, &serde_json::json!({ "channels": names })),
             Err(e) => error_response(400, "invalid_request_error", "reload_failed", &format!("{e:#}")),
         },
-        (&Method::POST, "/admin/plugins/rescan") => match state.registry.scan().await {
-            Ok(()) => json(200, &serde_json::json!({ "plugins": state.registry.status() })),
+        (&Method::POST, "/admin/plugins/rescan") => match state.engine.registry.scan().await {
+            Ok(()) => json(200, &serde_json::json!({ "plugins": state.engine.registry.status() })),
             Err(e) => error_response(500, "server_error", "rescan_failed", &format!("{e:#}")),
         },
         _ => error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
@@ -211,15 +214,15 @@ async fn run_manage(state: &AppState, segments: &[&str], body: serde_json::Value
                 group: text("group").unwrap_or_else(|| "default".into()),
                 balance: text("balance").unwrap_or_else(|| "0".into()),
             };
-            let id = account::create_user(&state.db, &new).await?;
+            let id = account::create_user(&state.engine.db, &new).await?;
             Ok(serde_json::json!({ "id": id, "name": new.name }))
         }
         ["users", name, action @ ("disable" | "enable")] => {
-            account::set_user_disabled(&state.db, name, *action == "disable").await?;
+            account::set_user_disabled(&state.engine.db, name, *action == "disable").await?;
             Ok(serde_json::json!({ "name": name, "disabled": *action == "disable" }))
         }
         ["users", name, "topup"] => {
-            let balance = account::top_up(&state.db, name, &text("amount").unwrap_or_default()).await?;
+            let balance = account::top_up(&state.engine.db, name, &text("amount").unwrap_or_default()).await?;
             Ok(serde_json::json!({ "name": name, "balance": balance }))
         }
         ["keys"] => {
@@ -238,12 +241,12 @@ async fn run_manage(state: &AppState, segments: &[&str], body: serde_json::Value
                     .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_string)).collect())
                     .unwrap_or_default(),
             };
-            let key = account::create_key(&state.db, &new).await?;
+            let key = account::create_key(&state.engine.db, &new).await?;
             Ok(serde_json::json!({ "key": key }))
         }
         ["keys", id, action] => {
             let id: i64 = id.parse()?;
-            account::set_disabled(&state.db, id, *action == "disable").await?;
+            account::set_disabled(&state.engine.db, id, *action == "disable").await?;
             Ok(serde_json::json!({ "id": id, "disabled": *action == "disable" }))
         }
         _ => anyhow::bail!("unknown admin route"),

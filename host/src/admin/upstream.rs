@@ -28,7 +28,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
     let method = req.method().clone();
     let segs = segments(&path);
     let name = segs[1];
-    if state.channels.load().by_name(name).is_none() {
+    if state.engine.channels.load().by_name(name).is_none() {
         return error_response(
             404,
             "invalid_request_error",
@@ -54,18 +54,18 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
                 Ok(r) => r,
                 Err(e) => return error_response(400, "invalid_request_error", "invalid_keys", &format!("{e:#}")),
             };
-            stored::import(&state.db, master, name, &records)
+            stored::import(&state.engine.db, master, name, &records)
                 .await
                 .map(|(added, updated)| serde_json::json!({ "added": added, "updated": updated }))
         }
         (&Method::GET, ["keys", "export"]) => {
-            stored::export(&state.db, master, Some(name)).await.map(|keys| serde_json::json!({ "keys": keys }))
+            stored::export(&state.engine.db, master, Some(name)).await.map(|keys| serde_json::json!({ "keys": keys }))
         }
         (&Method::DELETE, ["keys", id]) => {
             let Ok(id) = id.parse::<i64>() else {
                 return error_response(400, "invalid_request_error", "invalid_id", "The key id must be a number.");
             };
-            match stored::remove(&state.db, id, Some(name)).await {
+            match stored::remove(&state.engine.db, id, Some(name)).await {
                 Ok(true) => Ok(serde_json::json!({ "id": id, "removed": true })),
                 Ok(false) => {
                     return error_response(
@@ -83,7 +83,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
     match result {
         Ok(v) => {
             // The change serves from the next call on, not from the next sync.
-            if let Err(e) = stored::load_into(&state.db, Some(master), &state.channels.load()).await {
+            if let Err(e) = stored::load_into(&state.engine.db, Some(master), &state.engine.channels.load()).await {
                 tracing::warn!(error = %e, "reloading stored upstream keys failed");
             }
             json(200, &v)

@@ -131,8 +131,9 @@ pub enum Outcome {
         /// A vendor error relayed verbatim (native routes).
         error: Option<wit::AdapterError>,
     },
-    /// A streamed answer; the body reports its own end through the `on_end` callback.
-    Stream { headers: Vec<wit::Header>, body: StreamBody },
+    /// A streamed answer, not started yet: `PendingStream::start` hands it the value that
+    /// ends the call, so that the stream task owns it from then on.
+    Stream { headers: Vec<wit::Header>, pending: PendingStream },
     /// An upstream response copied to the consumer as it is.
     Relay { response: http::Response<hyper::body::Incoming> },
 }
@@ -155,13 +156,7 @@ pub struct StreamReport {
 pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
 
 /// Runs the call to its first answer.
-/// `on_stream_end` is taken when the call turns into a stream (and left in place otherwise,
-/// so that a failed attempt can be retried on another key).
-pub async fn run(
-    ctx: CallContext,
-    call: &wit::Call,
-    on_stream_end: &mut Option<OnStreamEnd>,
-) -> Result<Outcome, CallError> {
+pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallError> {
     let mut pc = ctx
         .runtime
         .start(&ctx.plugin.pre, call)
@@ -195,11 +190,8 @@ pub async fn run(
                         write_timeout: ctx.write_timeout,
                         capture: ctx.capture,
                     };
-                    let on_end = on_stream_end
-                        .take()
-                        .ok_or_else(|| CallError::plugin("the plugin streamed where no stream was expected"))?;
-                    let body = stream::start(pc, resp, s.framing, settings, Arc::clone(&ctx.plugin), on_end);
-                    return Ok(Outcome::Stream { headers: s.reply_headers, body });
+                    let pending = PendingStream { pc, resp, framing: s.framing, settings, plugin: ctx.plugin };
+                    return Ok(Outcome::Stream { headers: s.reply_headers, pending });
                 }
             }
             wit::Step::Relay(req) => {
@@ -235,6 +227,23 @@ pub async fn run(
         };
     }
     Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())).after(work))
+}
+
+/// A stream whose upstream answered, waiting for the value that will end the call.
+pub struct PendingStream {
+    pc: crate::plugin::PluginCall,
+    resp: http::Response<hyper::body::Incoming>,
+    framing: wit::Framing,
+    settings: stream::Settings,
+    plugin: Arc<Plugin>,
+}
+
+impl PendingStream {
+    /// Starts the stream task; it calls `on_end` once, when the stream ends (dropped unused if
+    /// the task dies, so a value it owns still ends the call by its own drop).
+    pub fn start(self, on_end: OnStreamEnd) -> StreamBody {
+        stream::start(self.pc, self.resp, self.framing, self.settings, self.plugin, on_end)
+    }
 }
 
 /// Vendors such as MiniMax answer a streamed request that failed with a plain JSON error

@@ -25,7 +25,7 @@ pub fn refresh_forever(state: &Arc<AppState>) {
     tokio::spawn(async move {
         let mut last_read: HashMap<String, Instant> = HashMap::new();
         while let Some(state) = state.upgrade() {
-            let channels = state.channels.load_full();
+            let channels = state.engine.channels.load_full();
             for channel in channels.all().iter().filter(|c| c.strategy == crate::config::Strategy::HighestBalance) {
                 if last_read.get(&channel.name).is_none_or(|t| t.elapsed() >= channel.balance_refresh) {
                     last_read.insert(channel.name.clone(), Instant::now());
@@ -40,7 +40,7 @@ pub fn refresh_forever(state: &Arc<AppState>) {
 
 /// Reads every key's balance once. Returns how many were read.
 pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
-    let Some(plugin) = state.registry.current().get(&channel.plugin).cloned() else {
+    let Some(plugin) = state.engine.registry.current().get(&channel.plugin).cloned() else {
         tracing::warn!(channel = %channel.name, plugin = %channel.plugin, "balance refresh: the plugin is not loaded");
         return 0;
     };
@@ -49,11 +49,11 @@ pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
             "strategy highest-balance: the plugin has no 'balance' operation; keys take turns instead");
         return 0;
     }
-    let fields = crate::surface::credential_fields(&plugin);
+    let fields = crate::engine::credential_fields(&plugin);
     let mut read = 0;
     for key in channel.all_keys() {
         let credential = match &fields {
-            Some(f) => match crate::surface::split_credential(channel, f, &key.secret.0) {
+            Some(f) => match crate::engine::split_credential(channel, f, &key.secret.0) {
                 Ok(c) => c,
                 Err(_) => continue,
             },
@@ -74,18 +74,18 @@ pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
             plugin: Arc::clone(&plugin),
             channel: Arc::clone(channel),
             key: Some(key.secret.clone()),
-            runtime: state.registry.runtime().clone(),
-            upstream: state.upstream.clone(),
+            runtime: state.engine.registry.runtime().clone(),
+            upstream: state.engine.upstream.clone(),
             client_body: Bytes::new(),
             capture: false,
             write_timeout: std::time::Duration::from_millis(state.config.stream_write_timeout_ms),
         };
-        let result = exchange::run(ctx, &call, &mut None).await;
+        let result = exchange::run(ctx, &call).await;
         let balance = match &result {
             Ok(Outcome::Reply { status: 200..=299, body, error: None, .. }) => parse_balance(body),
             _ => None,
         };
-        match crate::surface::key_outcome(&result) {
+        match crate::engine::key_outcome(&result) {
             outcome @ KeyOutcome::Refused => key.report(outcome),
             _ if balance.is_some() => read += 1,
             _ => {

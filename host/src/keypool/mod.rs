@@ -10,7 +10,7 @@
 //! key of weight 1, interleaved), plain turn, or the highest known balance (ties and unknown
 //! balances take turns). Keys that are disabled or cooling down are skipped (see `health`); a
 //! call that fails on a key's account is retried on another key of the pool before anything
-//! reaches the consumer (see `surface::dispatch`).
+//! reaches the consumer (see `engine::call`).
 //!
 //! Upstream keys are secrets: they are never logged, `Debug` prints them masked, the admin API
 //! shows a prefix.

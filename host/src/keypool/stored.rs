@@ -298,14 +298,18 @@ pub fn sync_forever(state: &Arc<crate::server::AppState>, every: Duration) {
                 "SELECT COUNT(*), CAST(COALESCE(SUM(id), 0) AS BIGINT), CAST(COALESCE(SUM(updated_at), 0) AS BIGINT) \
                  FROM upstream_keys",
             )
-            .fetch_one(&state.db)
+            .fetch_one(&state.engine.db)
             .await;
             match fingerprint {
                 Ok(f) if Some(f) == seen => {}
-                Ok(f) => match load_into(&state.db, state.config.master_key.as_ref(), &state.channels.load()).await {
-                    Ok(()) => seen = Some(f),
-                    Err(e) => tracing::warn!(error = %e, "loading stored upstream keys failed"),
-                },
+                Ok(f) => {
+                    match load_into(&state.engine.db, state.config.master_key.as_ref(), &state.engine.channels.load())
+                        .await
+                    {
+                        Ok(()) => seen = Some(f),
+                        Err(e) => tracing::warn!(error = %e, "loading stored upstream keys failed"),
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "checking stored upstream keys failed"),
             }
             drop(state);

@@ -12,6 +12,7 @@ pub mod throttle;
 use crate::account::{Consumer, KeyCache};
 use crate::billing::Billing;
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::exchange::{CallError, Upstream};
 use crate::keypool::health::KeyState;
 use crate::keypool::Channels;
@@ -32,15 +33,9 @@ use tokio::net::TcpListener;
 /// Everything a request may need, shared by all connections.
 pub struct AppState {
     pub config: Config,
-    pub registry: Arc<PluginRegistry>,
-    /// Replaced whole by a reload (`reload_channels`); a call keeps the set it started with.
-    pub channels: arc_swap::ArcSwap<Channels>,
+    /// The call pipeline and what it shares (plugins, channels, billing, the call log).
+    pub engine: Engine,
     pub keys: Arc<KeyCache>,
-    pub upstream: Upstream,
-    pub call_log: CallLog,
-    pub db: Db,
-    /// On when the configuration names a price table.
-    pub billing: Option<Arc<Billing>>,
     pub sessions: crate::account::session::Sessions,
     /// Sign-in and registration attempts per client address.
     pub auth_throttle: throttle::Throttle,
@@ -68,15 +63,19 @@ impl AppState {
             Duration::from_millis(config.stream_idle_timeout_ms),
         );
         let auth_throttle = throttle::Throttle::new(config.auth_attempts_per_minute);
-        AppState {
-            config,
+        let engine = Engine {
             registry,
             channels,
-            keys,
             upstream,
+            billing,
             call_log,
             db,
-            billing,
+            stream_write_timeout: Duration::from_millis(config.stream_write_timeout_ms),
+        };
+        AppState {
+            config,
+            engine,
+            keys,
             sessions,
             auth_throttle,
             request_seq: AtomicU64::new(0),
@@ -96,11 +95,11 @@ impl AppState {
         let channels = Channels::reloaded(
             &fresh.channels,
             Duration::from_millis(self.config.key_probe_after_ms),
-            &self.channels.load(),
+            &self.engine.channels.load(),
         );
-        crate::keypool::stored::load_into(&self.db, self.config.master_key.as_ref(), &channels).await?;
+        crate::keypool::stored::load_into(&self.engine.db, self.config.master_key.as_ref(), &channels).await?;
         let names = channels.all().iter().map(|c| c.name.clone()).collect();
-        self.channels.store(Arc::new(channels));
+        self.engine.channels.store(Arc::new(channels));
         Ok(names)
     }
 
@@ -182,7 +181,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
     let path = req.uri().path().to_string();
     let response = match (&method, path.as_str()) {
         (&Method::GET, "/health") => {
-            json(200, &serde_json::json!({ "status": "ok", "plugins": state.registry.current().len() }))
+            json(200, &serde_json::json!({ "status": "ok", "plugins": state.engine.registry.current().len() }))
         }
         (&Method::GET, "/metrics") => match &state.config.metrics_token {
             Some(token) if !bearer_is(&req, token) => error::error_response(
@@ -222,8 +221,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
             &format!("{method} is not allowed on {path}"),
         ),
         _ => {
-            let route =
-                state.registry.current().route(method.as_str(), &path).map(|(p, op)| (Arc::clone(p), op.to_string()));
+            let route = state
+                .engine
+                .registry
+                .current()
+                .route(method.as_str(), &path)
+                .map(|(p, op)| (Arc::clone(p), op.to_string()));
             match route {
                 Some((plugin, op)) => surface::native::call(&state, req, plugin, op).await,
                 None => error::error_response(
@@ -247,12 +250,13 @@ fn bearer_is(req: &Request<Incoming>, token: &str) -> bool {
 
 fn metrics_text(state: &AppState) -> String {
     telemetry::render(&telemetry::Snapshot {
-        plugins_loaded: state.registry.current().len(),
-        plugin_loads_ok: state.registry.loads_ok.load(Ordering::Relaxed),
-        plugin_loads_failed: state.registry.loads_failed.load(Ordering::Relaxed),
-        call_records_written: state.call_log.written.load(Ordering::Relaxed),
-        call_records_dropped: state.call_log.dropped.load(Ordering::Relaxed),
+        plugins_loaded: state.engine.registry.current().len(),
+        plugin_loads_ok: state.engine.registry.loads_ok.load(Ordering::Relaxed),
+        plugin_loads_failed: state.engine.registry.loads_failed.load(Ordering::Relaxed),
+        call_records_written: state.engine.call_log.written.load(Ordering::Relaxed),
+        call_records_dropped: state.engine.call_log.dropped.load(Ordering::Relaxed),
         upstream_keys: state
+            .engine
             .channels
             .load()
             .all()

@@ -3,7 +3,8 @@
 //! vendor's client only changes its host and key. The channel is the one using the plugin that
 //! serves the body's `model`, or else the first channel using that plugin.
 
-use super::{answer, read_request, ConsumerRequest, Resolved};
+use super::{answer, read_request, ConsumerRequest};
+use crate::engine::CallRequest;
 use crate::exchange::CallError;
 use crate::plugin::Plugin;
 use crate::server::body::Response;
@@ -24,7 +25,7 @@ async fn resolve(
     op: String,
     started: Instant,
     request_id: String,
-) -> Result<Resolved, CallError> {
+) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
     let ConsumerRequest { consumer, headers, query, body, idempotency_key } = request;
     let model = serde_json::from_slice::<serde_json::Value>(&body)
@@ -32,6 +33,7 @@ async fn resolve(
         .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_string))
         .unwrap_or_default();
     let channel = state
+        .engine
         .channels
         .load()
         .for_plugin(plugin.name(), Some(model.as_str()).filter(|m| !m.is_empty()))
@@ -47,5 +49,5 @@ async fn resolve(
             ),
         ));
     }
-    Ok(Resolved { consumer, plugin, channel, op, model, body, query, headers, started, request_id, idempotency_key })
+    Ok(CallRequest { consumer, plugin, channel, op, model, body, query, headers, started, request_id, idempotency_key })
 }

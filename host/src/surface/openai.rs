@@ -1,7 +1,8 @@
 //! The OpenAI-compatible routes: `/v1/chat/completions`, `/v1/embeddings`,
 //! `/v1/audio/speech` (model calls, translated by the channel's plugin) and `/v1/models`.
 
-use super::{answer, read_request, ConsumerRequest, Resolved};
+use super::{answer, read_request, ConsumerRequest};
+use crate::engine::CallRequest;
 use crate::exchange::CallError;
 use crate::server::body::{json, Response};
 use crate::server::error::{bad_request, not_found};
@@ -22,17 +23,17 @@ async fn resolve(
     op: &str,
     started: Instant,
     request_id: String,
-) -> Result<Resolved, CallError> {
+) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
     let ConsumerRequest { consumer, headers, query, body, idempotency_key } = request;
     let model = requested_model(&body)?;
-    let channel = state.channels.load().for_model(&model).cloned().ok_or_else(|| {
+    let channel = state.engine.channels.load().for_model(&model).cloned().ok_or_else(|| {
         not_found(
             "model_not_found",
             format!("The model '{model}' does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."),
         )
     })?;
-    let plugin = state.registry.current().get(&channel.plugin).cloned().ok_or_else(|| {
+    let plugin = state.engine.registry.current().get(&channel.plugin).cloned().ok_or_else(|| {
         CallError::config(format!(
             "the plugin '{}' of channel '{}' is not loaded; see GET /admin/plugins",
             channel.plugin, channel.name
@@ -44,7 +45,7 @@ async fn resolve(
             plugin.name()
         )));
     }
-    Ok(Resolved {
+    Ok(CallRequest {
         consumer,
         plugin,
         channel,
@@ -95,10 +96,10 @@ pub async fn user_info(state: &AppState, req: &Request<Incoming>) -> Response {
         "SELECT COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT) FROM call_log WHERE key_id = $1",
     )
     .bind(consumer.key_id)
-    .fetch_one(&state.db)
+    .fetch_one(&state.engine.db)
     .await;
     let (calls, spent) = usage.unwrap_or_default();
-    let (balance, currency) = match &state.billing {
+    let (balance, currency) = match &state.engine.billing {
         Some(b) => (
             serde_json::Value::String(crate::account::format_money(
                 b.wallets.available(crate::billing::Account::User(consumer.user_id)),
@@ -124,6 +125,7 @@ pub fn models(state: &AppState, req: &Request<Incoming>) -> Response {
         return e.into_response();
     }
     let data: Vec<serde_json::Value> = state
+        .engine
         .channels
         .load()
         .models()

@@ -75,7 +75,7 @@ async fn register(state: &AppState, req: Request<Incoming>) -> Result<Response, 
     if name.is_empty() || name.len() > 64 || !name.chars().all(|ch| ch.is_alphanumeric() || "-_.@".contains(ch)) {
         return Err(bad_request("invalid_name", "A user name is 1 to 64 letters, digits, '-', '_', '.' or '@'."));
     }
-    if account::credentials(&state.db, name).await.map_err(internal)?.is_some() {
+    if account::credentials(&state.engine.db, name).await.map_err(internal)?.is_some() {
         return Err(CallError::new(409, "invalid_request_error", "name_taken", "That user name is taken."));
     }
     let hash = account::session::hash_password_off_workers(c.password)
@@ -88,7 +88,7 @@ async fn register(state: &AppState, req: Request<Incoming>) -> Result<Response, 
         group: "default".into(),
         balance: "0".into(),
     };
-    let id = account::create_user(&state.db, &new)
+    let id = account::create_user(&state.engine.db, &new)
         .await
         .map_err(|_| CallError::new(409, "invalid_request_error", "name_taken", "That user name is taken."))?;
     let (token, expires_at) = state.sessions.issue(id, name, "user").map_err(internal)?;
@@ -102,7 +102,7 @@ async fn login(state: &AppState, req: Request<Incoming>) -> Result<Response, Cal
     let c: Credentials = read_json(state, req).await?;
     let refused = || unauthorized("Wrong user name or password.");
     let Some((id, Some(hash), role, disabled)) =
-        account::credentials(&state.db, c.name.trim()).await.map_err(internal)?
+        account::credentials(&state.engine.db, c.name.trim()).await.map_err(internal)?
     else {
         return Err(refused());
     };
@@ -126,7 +126,7 @@ pub async fn session_user(state: &AppState, req: &Request<Incoming>) -> Result<a
         .sessions
         .verify(token)
         .ok_or_else(|| unauthorized("The session token is invalid or expired; sign in again."))?;
-    match account::get_user(&state.db, claims.sub).await.map_err(internal)? {
+    match account::get_user(&state.engine.db, claims.sub).await.map_err(internal)? {
         Some(u) if !u.disabled => Ok(u),
         _ => Err(unauthorized("This user is disabled or no longer exists.")),
     }
@@ -140,7 +140,7 @@ pub async fn info(state: &AppState, req: &Request<Incoming>) -> Result<Response,
              WHERE key_id IN (SELECT id FROM consumer_keys WHERE user_id = $1)",
     )
     .bind(user.id)
-    .fetch_one(&state.db)
+    .fetch_one(&state.engine.db)
     .await
     .map_err(|e| internal(e.into()))?;
     Ok(json(
@@ -165,7 +165,7 @@ async fn logs(state: &AppState, req: &Request<Incoming>) -> Result<Response, Cal
     let q = crate::admin::query_params(req.uri().query().unwrap_or(""));
     // The caller's own calls only: the identity filters come from the credential, never the query.
     let filter = reports::LogFilter { key_id, user_id, channel: None, ..reports::LogFilter::from_query(&q, 50) };
-    let mut page = reports::logs(&state.db, &filter).await.map_err(internal)?;
+    let mut page = reports::logs(&state.engine.db, &filter).await.map_err(internal)?;
     if let Some(rows) = page["data"].as_array_mut() {
         for row in rows.iter_mut().filter_map(|r| r.as_object_mut()) {
             row.remove("channel");
@@ -176,7 +176,7 @@ async fn logs(state: &AppState, req: &Request<Incoming>) -> Result<Response, Cal
 
 async fn list_keys(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {
     let user = session_user(state, req).await?;
-    let keys = account::list_keys_of(&state.db, Some(user.id)).await.map_err(internal)?;
+    let keys = account::list_keys_of(&state.engine.db, Some(user.id)).await.map_err(internal)?;
     Ok(json(200, &serde_json::json!({ "data": keys })))
 }
 
@@ -194,7 +194,7 @@ struct NewKeyRequest {
 async fn create_key(state: &AppState, req: Request<Incoming>) -> Result<Response, CallError> {
     let user = session_user(state, &req).await?;
     let r: NewKeyRequest = read_json(state, req).await?;
-    let held = account::list_keys_of(&state.db, Some(user.id)).await.map_err(internal)?;
+    let held = account::list_keys_of(&state.engine.db, Some(user.id)).await.map_err(internal)?;
     let cap = state.config.max_keys_per_user;
     if held.iter().filter(|k| !k.disabled).count() >= cap as usize {
         return Err(CallError::new(
@@ -212,15 +212,16 @@ async fn create_key(state: &AppState, req: Request<Incoming>) -> Result<Response
         expires_at: r.expires_in_days.map(|d| crate::store::now_unix() + i64::from(d) * 86_400),
         models: r.models,
     };
-    let key =
-        account::create_key(&state.db, &new).await.map_err(|e| bad_request("invalid_key_request", format!("{e:#}")))?;
+    let key = account::create_key(&state.engine.db, &new)
+        .await
+        .map_err(|e| bad_request("invalid_key_request", format!("{e:#}")))?;
     Ok(json(201, &serde_json::json!({ "key": key, "note": "This is the only time the key is shown." })))
 }
 
 async fn revoke_key(state: &AppState, req: &Request<Incoming>, id: &str) -> Result<Response, CallError> {
     let user = session_user(state, req).await?.id;
     let key_id: i64 = id.parse().map_err(|_| bad_request("invalid_id", "The key id must be a number."))?;
-    account::set_disabled_of(&state.db, key_id, Some(user), true)
+    account::set_disabled_of(&state.engine.db, key_id, Some(user), true)
         .await
         .map_err(|_| CallError::new(404, "invalid_request_error", "key_not_found", "You have no key with that id."))?;
     Ok(json(200, &serde_json::json!({ "id": key_id, "disabled": true })))

@@ -8,13 +8,12 @@
 //! - same key, another operation or body: 422 `idempotency_key_reused`;
 //! - a first call that cost nothing (refused, failed) gives the key up: a retry runs.
 
-use super::Resolved;
+use super::{Answer, CallRequest};
 use crate::exchange::CallError;
-use crate::server::body::{Response, ResponseBody};
+use crate::plugin::wit;
 use crate::store::idempotency::{self, Claim, Stored};
 use crate::store::{now_unix, Db};
 use bytes::Bytes;
-use http_body_util::Full;
 use sha2::{Digest, Sha256};
 
 /// What a call holds on its key; given up when dropped unfinished (a call that panicked).
@@ -29,12 +28,14 @@ pub struct Held {
 pub enum Decision {
     /// No key, or this call holds it: run it.
     Run(Option<Held>),
-    /// Answered without calling the upstream.
-    Answer(Result<Response, CallError>),
+    /// Answered before: replay it, without calling the upstream.
+    Replay(Stored),
+    /// Refused without calling the upstream (in progress, reused, not kept, store down).
+    Refuse(CallError),
 }
 
 /// Claims the call's key, if it sent one.
-pub async fn claim(db: &Db, r: &Resolved) -> Decision {
+pub async fn claim(db: &Db, r: &CallRequest) -> Decision {
     let Some(key) = &r.idempotency_key else { return Decision::Run(None) };
     let mut hash = Sha256::new();
     for part in [r.op.as_bytes(), b"\0", r.model.as_bytes(), b"\0", &r.body] {
@@ -43,49 +44,49 @@ pub async fn claim(db: &Db, r: &Resolved) -> Decision {
     let fingerprint = hex::encode(hash.finalize());
     let key_id = r.consumer.key_id;
     let claim = idempotency::claim(db, key_id, key, &fingerprint, &r.request_id, now_unix()).await;
-    Decision::Answer(match claim {
+    Decision::Refuse(match claim {
         Ok(Claim::Claimed) => {
             return Decision::Run(Some(Held { db: db.clone(), key_id, key: key.clone(), finished: false }))
         }
-        Ok(Claim::Answered(Some(stored))) => Ok(replay(stored)),
-        Ok(Claim::InProgress) => Err(CallError::new(
+        Ok(Claim::Answered(Some(stored))) => return Decision::Replay(stored),
+        Ok(Claim::InProgress) => CallError::new(
             409,
             "invalid_request_error",
             "idempotency_key_in_use",
             "A call with this Idempotency-Key is still in progress; retry once it has finished.",
-        )),
-        Ok(Claim::Mismatch) => Err(CallError::new(
+        ),
+        Ok(Claim::Mismatch) => CallError::new(
             422,
             "invalid_request_error",
             "idempotency_key_reused",
             "This Idempotency-Key was used for a different request; use a new key for a new request.",
-        )),
-        Ok(Claim::Answered(None)) => Err(CallError::new(
+        ),
+        Ok(Claim::Answered(None)) => CallError::new(
             409,
             "invalid_request_error",
             "idempotency_key_reused",
             "This Idempotency-Key was answered with a download or an answer too large to keep; use a new key to call again.",
-        )),
+        ),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "idempotency key store failed");
-            Err(CallError::new(
+            CallError::new(
                 503,
                 "server_error",
                 "idempotency_unavailable",
                 "The gateway could not check the Idempotency-Key; retry shortly.",
-            ))
+            )
         }
     })
 }
 
-fn replay(stored: Stored) -> Response {
-    let mut resp = http::Response::builder().status(stored.status).header("idempotent-replayed", "true");
+/// The stored answer, marked as a replay.
+pub fn replay(stored: Stored) -> Answer {
+    let header = |name: &str, value: &str| wit::Header { name: name.into(), value: value.into() };
+    let mut headers = vec![header("idempotent-replayed", "true"), header("original-request-id", &stored.request_id)];
     if let Some(ct) = &stored.content_type {
-        resp = resp.header(http::header::CONTENT_TYPE, ct.as_str());
+        headers.push(header("content-type", ct));
     }
-    resp.header("original-request-id", stored.request_id.as_str())
-        .body(ResponseBody::Full(Full::new(Bytes::from(stored.body))))
-        .unwrap_or_else(|_| CallError::plugin("a stored answer has invalid headers").into_response())
+    Answer::Full { status: stored.status, headers, body: Bytes::from(stored.body) }
 }
 
 impl Held {

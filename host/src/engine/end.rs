@@ -1,0 +1,206 @@
+//! `CallEnd`: the one value that settles a call's money and writes its record.
+//!
+//! It is created when a call is resolved and consumed by exactly one of `refuse`, `reply`,
+//! `relay`, `fail` or `stream` (each takes `self`), so a call cannot be settled or recorded
+//! twice, and the compiler refuses a path that forgets it. If it is dropped unconsumed (the
+//! consumer went away and hyper dropped the call, a stream task died), `Drop` records the call
+//! as `client_gone`; the reservation it held returns by itself (`Reservation`'s drop) and an
+//! `Idempotency-Key` it held is given up.
+//!
+//! The finishing methods are synchronous: money and the record are done before anything is
+//! awaited. They hand back the idempotency claim, which the caller completes afterwards.
+
+use super::idempotency::Held;
+use crate::billing::{Billing, Meter};
+use crate::exchange::{CallError, StreamReport, VendorWork};
+use crate::plugin::wit;
+use crate::store::{CallLog, CallRecord};
+use crate::telemetry::METRICS;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(super) struct CallEnd {
+    billing: Option<Arc<Billing>>,
+    pub(super) meter: Option<Meter>,
+    pub(super) held: Option<Held>,
+    log: CallLog,
+    /// `None` once recorded.
+    rec: Option<CallRecord>,
+    started: Instant,
+}
+
+impl CallEnd {
+    /// Counts the call in flight until it ends.
+    pub(super) fn new(billing: Option<Arc<Billing>>, log: CallLog, rec: CallRecord, started: Instant) -> CallEnd {
+        METRICS.in_flight.fetch_add(1, Relaxed);
+        CallEnd { billing, meter: None, held: None, log, rec: Some(rec), started }
+    }
+
+    /// The channel and plugin that serve, when failover moved the call.
+    pub(super) fn served_by(&mut self, channel: &str, plugin: &str) {
+        if let Some(rec) = &mut self.rec {
+            rec.channel = Some(channel.to_string());
+            rec.plugin = Some(plugin.to_string());
+        }
+    }
+
+    /// Refused before the upstream was called: free.
+    pub(super) fn refuse(mut self, e: &CallError) -> Option<Held> {
+        self.release();
+        self.finish(|rec| {
+            rec.status = e.status;
+            rec.error_kind = Some(e.code.clone());
+        })
+    }
+
+    /// Answered from an `Idempotency-Key`'s stored answer: free, recorded.
+    pub(super) fn replayed(self, status: u16) {
+        self.finish(|rec| {
+            rec.status = status;
+            rec.error_kind = Some("idempotent_replay".into());
+        });
+    }
+
+    /// A reply: charged by its usage when it answered 2xx without a vendor error, else free.
+    pub(super) fn reply(mut self, status: u16, usage: &wit::Usage, error: Option<&wit::AdapterError>) -> Option<Held> {
+        let answered = error.is_none() && (200..300).contains(&status);
+        let charge = match (&self.billing, self.meter.take()) {
+            (Some(b), Some(m)) if answered => Some(b.settle(m, usage, None)),
+            (Some(b), Some(m)) => {
+                b.release(m);
+                None
+            }
+            _ => None,
+        };
+        self.finish(|rec| {
+            set_usage(rec, usage);
+            rec.status = status;
+            rec.error_kind = error.map(|e| super::kind_name(e.kind).to_string());
+            set_charge(rec, charge);
+        })
+    }
+
+    /// A relayed download: charged (per call) when it answered 2xx.
+    pub(super) fn relay(mut self, status: u16) -> Option<Held> {
+        let charge = match (&self.billing, self.meter.take()) {
+            (Some(b), Some(m)) if (200..300).contains(&status) => Some(b.settle(m, &wit::Usage::default(), None)),
+            (Some(b), Some(m)) => {
+                b.release(m);
+                None
+            }
+            _ => None,
+        };
+        self.finish(|rec| {
+            rec.status = status;
+            set_charge(rec, charge);
+        })
+    }
+
+    /// A failure: free, unless the vendor answered 2xx and the answer was unusable (the work
+    /// was done: charged its reservation, marked estimated).
+    pub(super) fn fail(mut self, e: &CallError) -> Option<Held> {
+        let charge = match (&self.billing, self.meter.take()) {
+            (Some(b), Some(m)) if e.work == VendorWork::Done => Some(b.settle_reserved(m)),
+            (Some(b), Some(m)) => {
+                b.release(m);
+                None
+            }
+            _ => None,
+        };
+        self.finish(|rec| {
+            rec.status = e.status;
+            rec.error_kind = Some(e.code.clone());
+            set_charge(rec, charge);
+        })
+    }
+
+    /// The end of a stream, by the written rule: billed for what was delivered (the usage
+    /// seen, else one output token per content event); a stream that failed before its first
+    /// event and reported no usage costs nothing. Its answer is kept for an idempotency key.
+    pub(super) fn stream(mut self, report: StreamReport) {
+        let interrupted = report.error.is_some() || report.client_gone;
+        let nothing = report.delivered_events == 0 && report.usage.input_tokens.is_none() && interrupted;
+        if report.client_gone {
+            METRICS.streams_client_gone.fetch_add(1, Relaxed);
+        }
+        if report.error.is_some() {
+            METRICS.streams_interrupted.fetch_add(1, Relaxed);
+        }
+        let charge = match (&self.billing, self.meter.take()) {
+            (Some(b), Some(m)) if !nothing => Some(b.settle(m, &report.usage, Some(report.delivered_events))),
+            (Some(b), Some(m)) => {
+                b.release(m);
+                None
+            }
+            _ => None,
+        };
+        let held = self.finish(|rec| {
+            set_usage(rec, &report.usage);
+            rec.streamed = true;
+            rec.interrupted = interrupted;
+            if report.client_gone {
+                rec.error_kind = Some("client_gone".into());
+            }
+            if let Some(e) = &report.error {
+                rec.error_kind = Some(e.code.clone());
+            }
+            set_charge(rec, charge);
+        });
+        if let Some(h) = held {
+            if nothing {
+                drop(h); // gives the key up
+            } else {
+                h.complete_later(report.captured.map(|b| (200, Some("text/event-stream".to_string()), b)));
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        if let (Some(b), Some(m)) = (&self.billing, self.meter.take()) {
+            b.release(m);
+        }
+    }
+
+    /// Writes the record (once) and hands back the idempotency claim.
+    fn finish(mut self, fill: impl FnOnce(&mut CallRecord)) -> Option<Held> {
+        if let Some(mut rec) = self.rec.take() {
+            fill(&mut rec);
+            rec.latency_us = self.started.elapsed().as_micros() as u64;
+            METRICS.in_flight.fetch_sub(1, Relaxed);
+            self.log.record(rec);
+        }
+        self.held.take()
+    }
+}
+
+impl Drop for CallEnd {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.rec.take() {
+            rec.status = 499;
+            rec.error_kind = Some("client_gone".into());
+            rec.interrupted = true;
+            rec.latency_us = self.started.elapsed().as_micros() as u64;
+            METRICS.in_flight.fetch_sub(1, Relaxed);
+            self.log.record(rec);
+        }
+        // The meter's reservation and the claim end by their own drops.
+    }
+}
+
+fn set_charge(rec: &mut CallRecord, charge: Option<crate::billing::Charge>) {
+    if let Some(c) = charge {
+        rec.charge_micros = c.micros;
+        rec.estimated = c.estimated;
+        rec.key_limited = c.key_limited;
+    }
+}
+
+fn set_usage(rec: &mut CallRecord, u: &wit::Usage) {
+    rec.input_tokens = u.input_tokens;
+    rec.output_tokens = u.output_tokens;
+    rec.cached_tokens = u.cached_tokens;
+    rec.characters = u.characters;
+    rec.milliseconds = u.milliseconds;
+    rec.images = u.images.map(u64::from);
+}

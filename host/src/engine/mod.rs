@@ -1,0 +1,43 @@
+//! The call pipeline, below HTTP: a resolved call in, what the consumer gets out. Every entry
+//! (the OpenAI surface, vendor-native routes, and next tasks and WebSocket sessions) runs
+//! through `Engine::call`.
+//!
+//! Invariants (each with a test):
+//! - a call is settled and recorded exactly once: `CallEnd` is the only value that does it,
+//!   and it is consumed on every path (reply, relay, failure, stream end); dropped unconsumed
+//!   (the consumer left, a task panicked) it records the call as `client_gone` and its
+//!   reservation returns by itself;
+//! - the reservation is taken before the upstream is called, from the same parse the vendor
+//!   reads; an `Idempotency-Key` is claimed before that;
+//! - failover keeps the request id (charged once), never retries after a stream started, and
+//!   never resends a request the vendor may have worked on.
+//!
+//! No listener, no routes, no loops of its own.
+
+mod call;
+mod end;
+mod idempotency;
+
+use crate::billing::Billing;
+use crate::exchange::Upstream;
+use crate::keypool::Channels;
+use crate::plugin::PluginRegistry;
+use crate::store::{CallLog, Db};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use call::{credential_fields, key_outcome, kind_name, split_credential, Answer, CallRequest};
+
+/// What the pipeline needs, shared by every call.
+pub struct Engine {
+    pub registry: Arc<PluginRegistry>,
+    /// Replaced whole by a reload; a call keeps the set it started with.
+    pub channels: arc_swap::ArcSwap<Channels>,
+    pub upstream: Upstream,
+    /// On when the configuration names a price table.
+    pub billing: Option<Arc<Billing>>,
+    pub call_log: CallLog,
+    pub db: Db,
+    /// How long a stream waits on a consumer that stopped reading.
+    pub stream_write_timeout: Duration,
+}
