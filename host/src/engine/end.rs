@@ -204,3 +204,50 @@ fn set_usage(rec: &mut CallRecord, u: &wit::Usage) {
     rec.milliseconds = u.milliseconds;
     rec.images = u.images.map(u64::from);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::Account;
+
+    fn billing() -> Arc<Billing> {
+        let dir = std::env::temp_dir().join(format!("tollgate-end-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pricing.toml");
+        std::fs::write(&f, "[models.m]\nper_call = \"1\"\n").unwrap();
+        Billing::load(f).unwrap()
+    }
+
+    fn started(b: &Arc<Billing>, log: &CallLog) -> CallEnd {
+        let rec = CallRecord { request_id: "r1".into(), key_id: Some(1), user_id: Some(1), ..CallRecord::default() };
+        let mut end = CallEnd::new(Some(Arc::clone(b)), log.clone(), rec, Instant::now());
+        end.meter = Some(b.start(&[Account::User(1)], "default", "m", "chat", b"{}").unwrap());
+        end
+    }
+
+    #[test]
+    fn a_call_whose_task_dies_is_recorded_once_and_its_reservation_returns() {
+        let (log, mut records) = CallLog::to_channel();
+        let b = billing();
+        b.wallets.set_db_balances([(Account::User(1), 5_000_000)]);
+        let end = started(&b, &log);
+        assert_eq!(b.wallets.available(Account::User(1)), 4_000_000, "reserved");
+        let died = std::thread::spawn(move || {
+            let _end = end;
+            panic!("the call's task panicked");
+        })
+        .join();
+        assert!(died.is_err());
+        let rec = records.try_recv().expect("recorded");
+        assert_eq!((rec.status, rec.error_kind.as_deref(), rec.charge_micros), (499, Some("client_gone"), 0));
+        assert!(records.try_recv().is_err(), "once");
+        assert_eq!(b.wallets.available(Account::User(1)), 5_000_000, "the reservation came back");
+
+        // A call that ends normally is recorded once, and its drop adds nothing.
+        let end = started(&b, &log);
+        assert!(end.reply(200, &wit::Usage::default(), None).is_none());
+        let rec = records.try_recv().expect("recorded");
+        assert_eq!((rec.status, rec.charge_micros), (200, 1_000_000));
+        assert!(records.try_recv().is_err(), "once");
+    }
+}

@@ -65,6 +65,13 @@ impl CallLog {
         (CallLog { tx, written, dropped }, task)
     }
 
+    /// A call log whose records go to the returned receiver (for tests of what is recorded).
+    #[cfg(test)]
+    pub fn to_channel() -> (CallLog, mpsc::Receiver<CallRecord>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (CallLog { tx, written: Arc::default(), dropped: Arc::default() }, rx)
+    }
+
     /// Queues a record. A record carrying a charge waits for room rather than being dropped:
     /// money is never lost to a full queue.
     pub async fn record_charge(&self, record: CallRecord) {
