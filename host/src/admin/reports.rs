@@ -225,11 +225,10 @@ pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
         Some(c @ 1..=5) => (c * 100, c * 100 + 100),
         Some(s) => (s, s + 1),
     };
-    type Row =
-        (i64, String, Option<i64>, Option<String>, Option<String>, String, i64, Option<String>, i64, i64, i64, i64);
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows = sqlx::query(
         "SELECT id, request_id, key_id, channel, model, op, status, error_kind, latency_us, charge_micros, \
-         interrupted, created_at FROM call_log \
+         interrupted, created_at, streamed, estimated, input_tokens, output_tokens, cached_tokens, characters, \
+         milliseconds, images FROM call_log \
          WHERE ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR channel = $3) \
          AND status >= $4 AND status < $5 AND created_at >= $6 AND created_at < $7 AND id < $8 \
          AND ($10 IS NULL OR key_id IN (SELECT id FROM consumer_keys WHERE user_id = $10)) \
@@ -247,15 +246,36 @@ pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
     .bind(f.user_id)
     .fetch_all(db)
     .await?;
-    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.0)).flatten();
-    let data: Vec<Value> = rows
-        .into_iter()
-        .map(|(id, request_id, key_id, channel, model, op, status, error, latency_us, charge, interrupted, at)| {
-            json!({ "id": id, "request_id": request_id, "key_id": key_id, "channel": channel, "model": model,
-                    "op": op, "status": status, "error": error, "latency_us": latency_us,
-                    "charge": format_money(charge), "interrupted": interrupted != 0, "created_at": at })
-        })
-        .collect();
+    let mut data = Vec::with_capacity(rows.len());
+    let mut last_id = None;
+    for row in &rows {
+        use sqlx::Row;
+        let id: i64 = row.try_get(0)?;
+        last_id = Some(id);
+        // The units the call was billed for, as the vendor reported them or as estimated
+        // (`estimated`); a unit the call did not have is left out.
+        let mut units = serde_json::Map::new();
+        for (i, name) in
+            [(14, "input_tokens"), (15, "output_tokens"), (16, "cached_tokens"), (17, "characters"), (19, "images")]
+        {
+            if let Some(v) = row.try_get::<Option<i64>, _>(i)? {
+                units.insert(name.into(), json!(v));
+            }
+        }
+        if let Some(ms) = row.try_get::<Option<i64>, _>(18)? {
+            units.insert("seconds".into(), json!(format!("{}.{:03}", ms / 1000, ms % 1000)));
+        }
+        data.push(json!({
+            "id": id, "request_id": row.try_get::<String, _>(1)?, "key_id": row.try_get::<Option<i64>, _>(2)?,
+            "channel": row.try_get::<Option<String>, _>(3)?, "model": row.try_get::<Option<String>, _>(4)?,
+            "op": row.try_get::<String, _>(5)?, "status": row.try_get::<i64, _>(6)?,
+            "error": row.try_get::<Option<String>, _>(7)?, "latency_us": row.try_get::<i64, _>(8)?,
+            "charge": format_money(row.try_get(9)?), "interrupted": row.try_get::<i64, _>(10)? != 0,
+            "created_at": row.try_get::<i64, _>(11)?, "streamed": row.try_get::<i64, _>(12)? != 0,
+            "estimated": row.try_get::<i64, _>(13)? != 0, "units": units,
+        }));
+    }
+    let next = (rows.len() as i64 == limit).then_some(last_id).flatten();
     Ok(json!({ "data": data, "next_before_id": next }))
 }
 

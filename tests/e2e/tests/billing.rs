@@ -446,3 +446,26 @@ fn siliconflow_images_and_rerank_are_translated_and_billed_by_their_units() {
         gw.balance_micros("e2e")
     );
 }
+
+#[test]
+fn every_log_shows_the_units_each_call_was_billed_for() {
+    let mock = Mock::start();
+    let gw = billed_gateway(&mock, "units");
+    assert_eq!(gw.chat(&gw.key, "gpt-4o-mini", "").status, 200);
+    let r = gw.post("/v1/images/generations", r#"{"model":"dall-e-3","prompt":"a cat","n":2}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let auth = format!("Bearer {}", gw.key);
+    let user_log = || http::request(&gw.addr, "GET", "/v1/user/logs", &[("authorization", &auth)], b"").json();
+    assert!(eventually(Duration::from_secs(5), || user_log()["data"].as_array().unwrap().len() == 2));
+    let log = user_log();
+    let (image, chat) = (&log["data"][0], &log["data"][1]);
+    assert_eq!(chat["units"], serde_json::json!({ "input_tokens": 9, "output_tokens": 3 }), "{log}");
+    assert_eq!((&chat["charge"], &chat["estimated"]), (&"0.003009".into(), &false.into()), "{log}");
+    assert_eq!(image["units"]["images"], 2, "{log}");
+    assert_eq!(image["charge"], "0.080000", "{log}");
+    // The operator sees the same in the admin log and on the command line.
+    let admin = http::request(&gw.addr, "GET", "/admin/logs", &[("authorization", "Bearer admin-secret")], b"").json();
+    assert_eq!(admin["data"][1]["units"], chat["units"], "{admin}");
+    let cli: serde_json::Value = serde_json::from_str(&Gateway::cli(&gw.config, &["logs", "--limit", "2"])).unwrap();
+    assert_eq!(cli["data"][0]["units"]["images"], 2, "{cli}");
+}
