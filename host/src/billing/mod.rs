@@ -49,6 +49,9 @@ pub struct Meter {
     input_tokens_estimate: u64,
     characters_estimate: u64,
     images_estimate: u64,
+    /// The operation generates output tokens (chat); others (embeddings, rerank) that report
+    /// none have none, which is not an estimate.
+    generates_tokens: bool,
 }
 
 /// What a finished call is charged.
@@ -154,6 +157,7 @@ impl Billing {
             input_tokens_estimate: request.input_tokens,
             characters_estimate: request.characters,
             images_estimate: request.images,
+            generates_tokens: op == "chat",
         })
     }
 
@@ -206,7 +210,11 @@ impl Meter {
         };
         let units = Units {
             input_tokens: estimate(u.input_tokens, tokens_priced, self.input_tokens_estimate),
-            output_tokens: estimate(u.output_tokens, tokens_priced, delivered_events.unwrap_or(0)),
+            output_tokens: estimate(
+                u.output_tokens,
+                tokens_priced && self.generates_tokens,
+                delivered_events.unwrap_or(0),
+            ),
             cached_tokens: u.cached_tokens.unwrap_or(0),
             characters: estimate(u.characters, !p.characters_per_10k.0.is_zero(), self.characters_estimate),
             // Nothing in a request bounds a duration: a plugin that does not report the seconds
@@ -454,6 +462,19 @@ mod tests {
         let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a","n":2,"batch_size":3}"#).unwrap();
         assert_eq!(m.reservation.amount, 120_000);
         b.release(m);
+    }
+
+    #[test]
+    fn an_operation_without_output_tokens_is_not_marked_estimated_for_them() {
+        let b = billing(PRICES);
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 1_000_000)]);
+        let m = b.start(&[u1], "default", "m", "embeddings", br#"{"input":"hi"}"#).unwrap();
+        let c = b.settle(m, &wit::Usage { input_tokens: Some(4), ..wit::Usage::default() }, None);
+        assert_eq!((c.micros, c.estimated), (4, false));
+        let m = b.start(&[u1], "default", "m", "chat", br#"{"max_tokens":5}"#).unwrap();
+        let c = b.settle(m, &wit::Usage { input_tokens: Some(4), ..wit::Usage::default() }, Some(0));
+        assert!(c.estimated, "a chat that reported no output tokens is estimated");
     }
 
     #[test]
