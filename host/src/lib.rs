@@ -92,6 +92,9 @@ pub async fn serve(config: config::Config) -> Result<()> {
     let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db.clone(), billing, sessions));
     // Stored upstream keys join their pools before the first call, then follow changes.
     keypool::stored::load_into(&db, state.config.master_key.as_ref(), &state.engine.channels.load()).await?;
+    for c in state.engine.channels.load().all().iter().filter(|c| c.key_count() == 0) {
+        tracing::warn!(channel = %c.name, "channel has no upstream keys: its models answer 503 until you add keys to it in the configuration file or run `tollgate upstream import --channel {}`", c.name);
+    }
     keypool::stored::sync_forever(&state, Duration::from_millis(state.config.key_refresh_ms.max(200)));
     keypool::balance::refresh_forever(&state);
     reload_channels_on_sighup(&state);

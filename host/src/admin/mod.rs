@@ -77,8 +77,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
             | "/admin/logs"),
         ) => {
             let q = query_params(req.uri().query().unwrap_or(""));
-            let int = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
-            let range = reports::Range { from: int("from"), to: int("to") };
+            let range = reports::Range::from_query(&q);
             let result = match path {
                 "/admin/reports/usage" => {
                     reports::usage(&state.engine.db, q.get("period").map(String::as_str).unwrap_or("day"), range).await

@@ -15,6 +15,12 @@ pub struct Range {
 }
 
 impl Range {
+    /// `from` and `to` query parameters, each unix seconds or an ISO date (`parse_time`).
+    pub fn from_query(q: &std::collections::HashMap<String, String>) -> Range {
+        let time = |k: &str| q.get(k).and_then(|v| parse_time(v));
+        Range { from: time("from"), to: time("to") }
+    }
+
     fn bounds(&self) -> (i64, i64) {
         (self.from.unwrap_or(i64::MIN), self.to.unwrap_or(i64::MAX))
     }
@@ -59,6 +65,54 @@ pub async fn usage(db: &Db, period: &str, range: Range) -> Result<Value> {
         })
         .collect();
     Ok(json!({ "period": period, "data": data }))
+}
+
+/// A time as operators write it: unix seconds, `2026-12-01` (midnight UTC), or
+/// `2026-12-01T08:30[:00][Z]` (UTC). `None` for anything else.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<i64>() {
+        return Some(secs);
+    }
+    let (date, time) = match text.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
+        None => (text, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let (y, m, d): (i64, u32, u32) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || date.len() != 10 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    if civil_from_days(days) != (y, m, d) {
+        return None; // 2026-02-30
+    }
+    let seconds = match time {
+        None => 0,
+        Some(t) => {
+            let mut hms = t.split(':');
+            let h: i64 = hms.next()?.parse().ok()?;
+            let min: i64 = hms.next()?.parse().ok()?;
+            let s: i64 = hms.next().map(str::parse).transpose().ok()?.unwrap_or(0);
+            if hms.next().is_some() || !(0..24).contains(&h) || !(0..60).contains(&min) || !(0..60).contains(&s) {
+                return None;
+            }
+            h * 3600 + min * 60 + s
+        }
+    };
+    Some(days * 86_400 + seconds)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The proleptic Gregorian date of a day number (days since 1970-01-01).
@@ -209,7 +263,7 @@ impl LogFilter {
             model: q.get("model").cloned(),
             channel: q.get("channel").cloned(),
             status: int("status"),
-            range: Range { from: int("from"), to: int("to") },
+            range: Range::from_query(q),
             before_id: int("before_id"),
             limit: int("limit").unwrap_or(default_limit),
         }
@@ -287,6 +341,19 @@ pub async fn prune(db: &Db, days: u32) -> Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_are_unix_seconds_or_iso_dates_in_utc() {
+        use super::parse_time;
+        assert_eq!(parse_time("1796132083"), Some(1_796_132_083));
+        assert_eq!(parse_time("1970-01-01"), Some(0));
+        assert_eq!(parse_time("2026-12-01"), Some(1_796_083_200));
+        assert_eq!(parse_time("2026-12-01T08:30"), Some(1_796_083_200 + 8 * 3600 + 30 * 60));
+        assert_eq!(parse_time("2026-12-01T08:30:15Z"), Some(1_796_083_200 + 8 * 3600 + 30 * 60 + 15));
+        for bad in ["2026-02-30", "2026-13-01", "yesterday", "2026-12-01T25:00", "26-12-01", ""] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn day_numbers_become_calendar_dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));

@@ -22,6 +22,10 @@ pub struct Upstream {
     pub idle_timeout: Duration,
 }
 
+/// The error of a request that needs a key on a channel that has none (the pipeline names
+/// the channel and the fix).
+pub const NO_KEYS: &str = "the channel has no upstream keys";
+
 /// Headers a plugin may not set: the host owns framing and connection management.
 const HOP_BY_HOP: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"];
@@ -94,7 +98,7 @@ fn build(
         .map_err(|_| plugin_bug(format!("the plugin asked for method '{}'", req.method)))?;
     let needs_key = !matches!(req.auth, wit::Auth::None);
     let key = match (needs_key, key) {
-        (true, None) => return Err(CallError::config("the channel has no upstream keys")),
+        (true, None) => return Err(CallError::config(NO_KEYS)),
         (_, k) => k,
     };
     if let (wit::Auth::Query(param), Some(k)) = (&req.auth, key) {

@@ -180,9 +180,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = match (&method, path.as_str()) {
-        (&Method::GET, "/health") => {
-            json(200, &serde_json::json!({ "status": "ok", "plugins": state.engine.registry.current().len() }))
-        }
+        (&Method::GET, "/health") => json(200, &health(&state)),
         (&Method::GET, "/metrics") => match &state.config.metrics_token {
             Some(token) if !bearer_is(&req, token) => error::error_response(
                 401,
@@ -240,6 +238,43 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
     };
     telemetry::METRICS.response(response.status().as_u16());
     response
+}
+
+/// Liveness (always 200 while serving) with readiness details: channels that cannot serve
+/// (no usable key, plugin not loaded) and plugin files that failed to load.
+fn health(state: &AppState) -> serde_json::Value {
+    let plugins = state.engine.registry.current();
+    let mut unready = Vec::new();
+    for c in state.engine.channels.load().all() {
+        let usable = c.key_states().iter().filter(|k| k.state != KeyState::Disabled).count();
+        let why = if plugins.get(&c.plugin).is_none() {
+            Some(format!("plugin '{}' is not loaded", c.plugin))
+        } else if c.key_count() == 0 {
+            Some("no upstream keys".to_string())
+        } else if usable == 0 {
+            Some("every upstream key is disabled".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            unready.push(serde_json::json!({ "channel": c.name, "reason": why }));
+        }
+    }
+    let failed: Vec<_> = state
+        .engine
+        .registry
+        .status()
+        .into_iter()
+        .filter(|s| s.status == "failed")
+        .map(|s| serde_json::json!({ "file": s.file, "error": s.last_error }))
+        .collect();
+    serde_json::json!({
+        "status": "ok",
+        "ready": unready.is_empty() && failed.is_empty(),
+        "plugins": plugins.len(),
+        "channels_not_ready": unready,
+        "plugins_failed": failed,
+    })
 }
 
 /// The request carries `Authorization: Bearer <token>` (compared in constant time).
