@@ -124,7 +124,7 @@ impl AppState {
             Some(k) => {
                 let consumer = self.keys.check(k).ok_or_else(|| {
                     error::unauthorized(
-                        "Incorrect API key provided. Create one with 'tollgate keys create --name NAME'.",
+                        "Incorrect API key provided. Create one with 'tollgate keys create --name NAME'; a new key is accepted within key_refresh_ms (1 s by default).",
                     )
                 })?;
                 if consumer.expires_at.is_some_and(|t| crate::store::now_unix() >= t) {
