@@ -42,7 +42,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     keys.refresh_forever(db.clone(), Duration::from_millis(config.key_refresh_ms), billing.clone());
 
     let runtime = plugin::Runtime::new(
-        config.data_dir.join("cache"),
+        config.cache_dir(),
         config.plugin_memory_limit_mb,
         config.plugin_time_limit_ms,
         config.max_concurrent_calls,

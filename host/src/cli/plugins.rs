@@ -18,7 +18,7 @@ pub enum PluginsCommand {
 pub async fn run(config: &Config, command: PluginsCommand) -> Result<()> {
     let PluginsCommand::List { json: as_json } = command;
     let runtime = tollgate::plugin::Runtime::new(
-        config.data_dir.join("cache"),
+        config.cache_dir(),
         config.plugin_memory_limit_mb,
         config.plugin_time_limit_ms,
         16,

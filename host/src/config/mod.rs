@@ -23,6 +23,10 @@ pub struct Config {
     pub listen: String,
     #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,
+    /// Compiled plugins (native code, authenticated by a key kept in the folder); defaults to
+    /// `<data_dir>/cache`. Gateways on one machine may share one.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
     /// Defaults to `sqlite://<data_dir>/tollgate.db`.
     #[serde(default)]
     pub database_url: Option<String>,
@@ -294,6 +298,10 @@ impl Config {
 
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/tollgate.db", self.data_dir.display()))
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
     }
 
     pub fn plugins_dir(&self) -> PathBuf {

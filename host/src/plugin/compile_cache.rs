@@ -28,8 +28,14 @@ impl CompileCache {
             Some(_) => bail!("{} is not a compile cache key; delete it", key_file.display()),
             None => {
                 let key: [u8; 32] = rand::random();
-                crate::private_fs::write_new(&key_file, &key)?;
-                key
+                match crate::private_fs::write_new(&key_file, &key) {
+                    Ok(()) => key,
+                    // Another gateway sharing the folder created it first: use that one.
+                    Err(_) => match regular_file(&key_file) {
+                        Some(bytes) if bytes.len() == 32 => bytes.try_into().expect("32 bytes"),
+                        _ => bail!("cannot create the compile cache key {}", key_file.display()),
+                    },
+                }
             }
         };
         Ok(CompileCache { dir, key })

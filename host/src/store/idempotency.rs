@@ -147,3 +147,47 @@ pub async fn prune(db: &Db, now: i64) -> Result<u64> {
         .await?
         .rows_affected())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_claim_per_key_then_the_stored_answer_and_expired_claims_are_taken_over() {
+        let db = crate::store::open_for_test("idempotency").await;
+        let t = 1_000_000;
+        let claimed = |c: &Claim| matches!(c, Claim::Claimed);
+        assert!(claimed(&claim(&db, 1, "k", "f1", "req-1", t).await.unwrap()));
+        assert!(matches!(claim(&db, 1, "k", "f1", "req-2", t).await.unwrap(), Claim::InProgress));
+        assert!(matches!(claim(&db, 1, "k", "f2", "req-2", t).await.unwrap(), Claim::Mismatch));
+        assert!(claimed(&claim(&db, 2, "k", "f1", "req-3", t).await.unwrap()), "keys are per consumer key");
+
+        complete(&db, 1, "k", Some((200, Some("application/json"), b"{\"ok\":1}"))).await.unwrap();
+        match claim(&db, 1, "k", "f1", "req-4", t + 10).await.unwrap() {
+            Claim::Answered(Some(s)) => {
+                assert_eq!(
+                    (s.status, s.content_type.as_deref(), s.request_id.as_str()),
+                    (200, Some("application/json"), "req-1")
+                );
+                assert_eq!(s.body, b"{\"ok\":1}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An answer too large to keep is remembered as answered, never run again.
+        assert!(claimed(&claim(&db, 1, "big", "f", "req-5", t).await.unwrap()));
+        complete(&db, 1, "big", Some((200, None, &vec![0u8; MAX_STORED_BYTES + 1]))).await.unwrap();
+        assert!(matches!(claim(&db, 1, "big", "f", "req-6", t).await.unwrap(), Claim::Answered(None)));
+
+        // Given up (the call was free): a retry claims it; a stale claim is taken over; a day
+        // later the key is free again.
+        give_up(&db, 2, "k").await.unwrap();
+        assert!(claimed(&claim(&db, 2, "k", "f1", "req-7", t).await.unwrap()));
+        assert!(matches!(
+            claim(&db, 2, "k", "f1", "req-8", t + STALE_CLAIM_SECS - 1).await.unwrap(),
+            Claim::InProgress
+        ));
+        assert!(claimed(&claim(&db, 2, "k", "f1", "req-9", t + STALE_CLAIM_SECS + 1).await.unwrap()));
+        assert!(claimed(&claim(&db, 1, "k", "other", "req-10", t + KEEP_SECS + 1).await.unwrap()));
+        assert!(prune(&db, t + 10 * KEEP_SECS).await.unwrap() >= 2);
+    }
+}

@@ -22,7 +22,36 @@ pub fn root() -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     let p = root().join("target/release").join(name);
     assert!(p.exists(), "{} is missing: run the README's test command (it builds it)", p.display());
+    let sources: &[&str] = match name {
+        "tollgate" => &["host/src", "host/migrations", "host/Cargo.toml", "Cargo.lock"],
+        _ => &["tests/mock-vendor/src"],
+    };
+    assert_fresh(&p, sources);
     p
+}
+
+/// Refuses to test a build older than its sources: the suite always runs what was just built.
+fn assert_fresh(built: &Path, sources: &[&str]) {
+    fn newest(path: &Path) -> std::time::SystemTime {
+        let Ok(meta) = std::fs::metadata(path) else { return std::time::UNIX_EPOCH };
+        if !meta.is_dir() {
+            return meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        }
+        std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| newest(&e.path()))
+            .max()
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+    let built_at = std::fs::metadata(built).and_then(|m| m.modified()).expect("a built file's time");
+    let source_at = sources.iter().map(|s| newest(&root().join(s))).max().unwrap_or(std::time::UNIX_EPOCH);
+    assert!(
+        built_at >= source_at,
+        "{} is older than its sources: run the README's test command (it builds what is tested)",
+        built.display()
+    );
 }
 
 /// A built plugin: `openai`, `minimax`, or a fixture such as `faulty-v1`.
@@ -34,6 +63,12 @@ pub fn plugin_file(name: &str) -> PathBuf {
         other => root().join(format!("target/fixtures/{other}.wasm")),
     };
     assert!(p.exists(), "{} is missing: run the README's test command (it builds plugins)", p.display());
+    match name {
+        "openai" | "minimax" | "siliconflow" => {
+            assert_fresh(&p, &[&format!("plugins/{name}/src"), "plugin-sdk/src", "wit"]);
+        }
+        _ => assert_fresh(&p, &["tests/fixtures/trap/src", "plugin-sdk/src", "wit"]),
+    }
     p
 }
 
@@ -196,8 +231,9 @@ impl Gateway {
             (None, None) => String::new(),
         };
         let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nplugins_dir = \"{d}/plugins\"\nadmin_token = \"admin-secret\"\nkey_refresh_ms = 200\n{database}{extra}\n",
-            d = dir.display()
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nplugins_dir = \"{d}/plugins\"\ncache_dir = \"{c}\"\nadmin_token = \"admin-secret\"\nkey_refresh_ms = 200\n{database}{extra}\n",
+            d = dir.display(),
+            c = root().join("target/e2e/plugin-cache").display()
         );
         std::fs::write(&config, text).unwrap();
         let key = Gateway::cli(&config, &["keys", "create", "--name", "e2e", "--balance", "10"]).trim().to_string();
