@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let n: u32 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
     let bytes = std::fs::read(&path)?;
     let dir = std::env::temp_dir().join("tollgate-plugin-cost");
-    let runtime = Runtime::new(dir, 64, 1000, 64)?;
+    let runtime = Runtime::new(dir, 64, 1000, 5000, 64)?;
     let pre = runtime.prepare(&bytes, &sha256_hex(&bytes))?;
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
     let call = wit::Call {

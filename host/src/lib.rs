@@ -45,6 +45,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
         config.cache_dir(),
         config.plugin_memory_limit_mb,
         config.plugin_time_limit_ms,
+        config.plugin_deadline_ms,
         config.max_concurrent_calls,
     )?;
     let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir());

@@ -21,6 +21,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> Result<()> {
         config.cache_dir(),
         config.plugin_memory_limit_mb,
         config.plugin_time_limit_ms,
+        config.plugin_deadline_ms,
         16,
     )?;
     let registry = tollgate::plugin::PluginRegistry::new(runtime, config.plugins_dir());

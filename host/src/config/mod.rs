@@ -48,6 +48,10 @@ pub struct Config {
     /// CPU budget of one plugin call (first, next, decode, ...), in milliseconds.
     #[serde(default = "defaults::plugin_time_limit_ms")]
     pub plugin_time_limit_ms: u64,
+    /// Wall-clock time of one plugin entry, waits included (a plugin that sleeps fails its
+    /// call and frees its slot).
+    #[serde(default = "defaults::plugin_deadline_ms")]
+    pub plugin_deadline_ms: u64,
     /// Linear memory one plugin call may use.
     #[serde(default = "defaults::plugin_memory_limit_mb")]
     pub plugin_memory_limit_mb: usize,
@@ -226,6 +230,9 @@ mod defaults {
     }
     pub fn plugin_time_limit_ms() -> u64 {
         1_000
+    }
+    pub fn plugin_deadline_ms() -> u64 {
+        5_000
     }
     pub fn plugin_memory_limit_mb() -> usize {
         64

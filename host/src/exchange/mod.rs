@@ -300,7 +300,9 @@ async fn read_whole(
 /// A plugin that trapped, ran out of time or memory: logged with its cause, 502 for the consumer.
 pub(crate) fn plugin_failure(plugin: &Plugin, during: &str, e: anyhow::Error) -> CallError {
     let detail = format!("{e:#}");
-    let cause = if detail.contains("time limit") {
+    let cause = if detail.contains("wall-clock deadline") {
+        "exceeded its wall-clock deadline"
+    } else if detail.contains("time limit") {
         "exceeded its time limit"
     } else if detail.contains("memory") || detail.contains("grow") {
         "exceeded its memory limit"

@@ -52,10 +52,20 @@ pub struct Runtime {
     engine_hash: String,
     memory_limit: usize,
     max_ticks: u64,
+    deadline: Duration,
 }
 
 impl Runtime {
-    pub fn new(cache_dir: PathBuf, memory_limit_mb: usize, time_limit_ms: u64, slots: u32) -> Result<Runtime> {
+    /// `time_limit_ms`: CPU time inside the plugin per entry (epoch ticks); `deadline_ms`:
+    /// wall-clock time per entry, host waits included (a plugin blocked on a WASI clock or
+    /// poll does not tick the epoch, and must not hold its slot).
+    pub fn new(
+        cache_dir: PathBuf,
+        memory_limit_mb: usize,
+        time_limit_ms: u64,
+        deadline_ms: u64,
+        slots: u32,
+    ) -> Result<Runtime> {
         let memory_limit = memory_limit_mb << 20;
         let mut cfg = Config::new();
         cfg.wasm_component_model(true).epoch_interruption(true);
@@ -99,6 +109,7 @@ impl Runtime {
             engine_hash,
             memory_limit,
             max_ticks: time_limit_ms.div_ceil(TICK.as_millis() as u64).max(1),
+            deadline: Duration::from_millis(deadline_ms.max(1)),
         })
     }
 
@@ -162,29 +173,48 @@ impl Runtime {
     /// Runs `describe()` in a fresh store.
     pub async fn describe(&self, pre: &bindings::PluginPre<CallState>) -> Result<Manifest> {
         let mut store = self.new_store();
-        enter(&mut store);
-        let plugin = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
-        enter(&mut store);
-        plugin.tollgate_adapter_adapter().call_describe(&mut store).await.map_err(Into::into)
+        within(self.deadline, async {
+            enter(&mut store);
+            let plugin = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+            enter(&mut store);
+            plugin.tollgate_adapter_adapter().call_describe(&mut store).await.map_err(Into::into)
+        })
+        .await
     }
 
     /// Starts one call: a fresh store, an instance, and the plugin's exchange resource.
     pub async fn start(&self, pre: &bindings::PluginPre<CallState>, call: &wit::Call) -> Result<PluginCall> {
         let mut store = self.new_store();
-        enter(&mut store);
-        let instance = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
-        enter(&mut store);
-        let exchange = instance
-            .tollgate_adapter_adapter()
-            .exchange()
-            .call_constructor(&mut store, call)
-            .await
-            .map_err(anyhow::Error::from)?;
-        Ok(PluginCall { store, instance, exchange })
+        let (instance, exchange) = within(self.deadline, async {
+            enter(&mut store);
+            let instance = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+            enter(&mut store);
+            let exchange = instance
+                .tollgate_adapter_adapter()
+                .exchange()
+                .call_constructor(&mut store, call)
+                .await
+                .map_err(anyhow::Error::from)?;
+            Ok((instance, exchange))
+        })
+        .await?;
+        Ok(PluginCall { store, instance, exchange, deadline: self.deadline })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+}
+
+/// Runs one plugin entry within the wall-clock deadline. On expiry the entry's future is
+/// dropped: that store is never entered again (its call fails and frees the slot).
+async fn within<T>(deadline: Duration, entry: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(deadline, entry).await {
+        Ok(result) => result,
+        Err(_) => Err(anyhow::anyhow!(
+            "the plugin exceeded its wall-clock deadline of {} ms (plugin_deadline_ms)",
+            deadline.as_millis()
+        )),
     }
 }
 
@@ -199,47 +229,64 @@ pub struct PluginCall {
     store: Store<CallState>,
     instance: bindings::Plugin,
     exchange: ResourceAny,
+    deadline: Duration,
 }
 
 impl PluginCall {
     pub async fn first(&mut self) -> Result<wit::Step> {
-        enter(&mut self.store);
-        self.instance
-            .tollgate_adapter_adapter()
-            .exchange()
-            .call_first(&mut self.store, self.exchange)
-            .await
-            .map_err(Into::into)
+        let deadline = self.deadline;
+        within(deadline, async {
+            enter(&mut self.store);
+            self.instance
+                .tollgate_adapter_adapter()
+                .exchange()
+                .call_first(&mut self.store, self.exchange)
+                .await
+                .map_err(Into::into)
+        })
+        .await
     }
 
     pub async fn next(&mut self, response: &wit::UpstreamResponse) -> Result<wit::Step> {
-        enter(&mut self.store);
-        self.instance
-            .tollgate_adapter_adapter()
-            .exchange()
-            .call_next(&mut self.store, self.exchange, response)
-            .await
-            .map_err(Into::into)
+        let deadline = self.deadline;
+        within(deadline, async {
+            enter(&mut self.store);
+            self.instance
+                .tollgate_adapter_adapter()
+                .exchange()
+                .call_next(&mut self.store, self.exchange, response)
+                .await
+                .map_err(Into::into)
+        })
+        .await
     }
 
     pub async fn decode(&mut self, input: &wit::StreamInput) -> Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
-        enter(&mut self.store);
-        self.instance
-            .tollgate_adapter_adapter()
-            .exchange()
-            .call_decode(&mut self.store, self.exchange, input)
-            .await
-            .map_err(Into::into)
+        let deadline = self.deadline;
+        within(deadline, async {
+            enter(&mut self.store);
+            self.instance
+                .tollgate_adapter_adapter()
+                .exchange()
+                .call_decode(&mut self.store, self.exchange, input)
+                .await
+                .map_err(Into::into)
+        })
+        .await
     }
 
     pub async fn finish(&mut self, end: wit::StreamEnd) -> Result<Result<wit::StreamTail, wit::AdapterError>> {
-        enter(&mut self.store);
-        self.instance
-            .tollgate_adapter_adapter()
-            .exchange()
-            .call_finish(&mut self.store, self.exchange, end)
-            .await
-            .map_err(Into::into)
+        let deadline = self.deadline;
+        within(deadline, async {
+            enter(&mut self.store);
+            self.instance
+                .tollgate_adapter_adapter()
+                .exchange()
+                .call_finish(&mut self.store, self.exchange, end)
+                .await
+                .map_err(Into::into)
+        })
+        .await
     }
 }
 

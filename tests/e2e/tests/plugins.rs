@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use tollgate_e2e::{channel, eventually, http, Gateway, Mock};
 
 fn faulty_gateway(mock: &Mock, name: &str) -> Gateway {
-    let ch = channel("faults", "faulty", &mock.url(), &["trap", "loop", "oom", "echo"], &[]);
+    let ch = channel("faults", "faulty", &mock.url(), &["trap", "loop", "oom", "sleep", "echo"], &[]);
     Gateway::start(
         name,
         &[("faulty-v1", "faulty.wasm")],
-        &format!("plugin_time_limit_ms = 300\nplugin_memory_limit_mb = 32\n{ch}"),
+        &format!("plugin_time_limit_ms = 300\nplugin_deadline_ms = 1000\nplugin_memory_limit_mb = 32\n{ch}"),
     )
 }
 
@@ -25,7 +25,9 @@ fn a_faulty_plugin_fails_only_its_own_call() {
     let mock = Mock::start();
     let gw = faulty_gateway(&mock, "faults");
     assert_eq!(echo(&gw).json()["version"], "1");
-    for (model, cause) in [("trap", "trapped"), ("loop", "time limit"), ("oom", "memory limit")] {
+    let causes =
+        [("trap", "trapped"), ("loop", "time limit"), ("oom", "memory limit"), ("sleep", "wall-clock deadline")];
+    for (model, cause) in causes {
         let t = Instant::now();
         let r = gw.post("/v1/chat/completions", &format!(r#"{{"model":"{model}","messages":[]}}"#));
         assert_eq!((r.status, r.error_code().as_str()), (502, "plugin_error"), "{model}: {}", r.text());
@@ -37,7 +39,8 @@ fn a_faulty_plugin_fails_only_its_own_call() {
         assert_eq!(r.status, 200, "after {model}: {}", r.text());
     }
     let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
-    assert!(m.contains("tollgate_plugin_failures_total 3"), "{m}");
+    assert!(m.contains("tollgate_plugin_failures_total 4"), "{m}");
+    assert!(m.contains("tollgate_in_flight 0"), "every failed call freed its slot: {m}");
 }
 
 #[test]
