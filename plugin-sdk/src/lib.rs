@@ -14,7 +14,8 @@
 
 pub mod errors;
 pub mod openai_compat;
-pub mod sse;
+/// SSE framing: the host frames upstream streams with this same parser.
+pub use tollgate_base::sse;
 pub mod testing;
 mod types;
 

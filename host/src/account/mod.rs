@@ -151,44 +151,9 @@ pub(crate) fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Parses a decimal amount ("12", "0.5", "3.000001") into millionths, exactly.
+/// Parses a decimal amount ("12", "0.5", "3.000001") into micros, exactly (`money::parse`).
 pub fn parse_money(s: &str) -> Result<i64> {
-    let s = s.trim();
-    let bad = || anyhow::anyhow!("'{s}' is not an amount: use digits with at most 6 decimals, e.g. 12.50");
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    if whole.is_empty()
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || frac.len() > 6
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let whole: i64 = whole.parse().map_err(|_| bad())?;
-    let frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
-    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac)).ok_or_else(bad)
+    tollgate_base::money::parse(s).map_err(anyhow::Error::msg)
 }
 
-pub fn format_money(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let m = micros.unsigned_abs();
-    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn money_is_exact() {
-        assert_eq!(parse_money("12").unwrap(), 12_000_000);
-        assert_eq!(parse_money("0.1").unwrap(), 100_000);
-        assert_eq!(parse_money("3.000001").unwrap(), 3_000_001);
-        assert!(parse_money("1.0000001").is_err());
-        assert!(parse_money("-1").is_err());
-        assert!(parse_money("1e3").is_err());
-        assert!(parse_money("").is_err());
-        assert!(parse_money("99999999999999999").is_err());
-        assert_eq!(format_money(3_000_001), "3.000001");
-        assert_eq!(format_money(-5), "-0.000005");
-    }
-}
+pub use tollgate_base::money::format as format_money;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tollgate_plugin_sdk::sse;
+use tollgate_base::sse;
 
 /// The consumer-facing body of a stream.
 pub struct StreamBody {

@@ -98,14 +98,11 @@ pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
     read
 }
 
-/// `{"balance":"12.50"}` → micros, exactly (digits past the sixth decimal are cut: a balance
-/// only ranks keys, it is never charged). Negative balances (a vendor's overdraft) are kept;
-/// an absurd figure (beyond what micros in an i64 hold) is unknown, never a panic.
+/// `{"balance":"12.50"}` → micros, exactly (`money::parse_reported`: digits past the sixth
+/// decimal are cut, an overdraft is kept, an absurd figure is unknown, never a panic).
 fn parse_balance(body: &[u8]) -> Option<i64> {
-    use rust_decimal::prelude::ToPrimitive;
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let amount: rust_decimal::Decimal = v.get("balance")?.as_str()?.parse().ok()?;
-    amount.checked_mul(rust_decimal::Decimal::from(1_000_000))?.trunc().to_i64()
+    tollgate_base::money::parse_reported(v.get("balance")?.as_str()?)
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ impl Channel {
                 state: k.health.state(now),
                 weight: k.entry.weight,
                 priority: k.entry.priority,
-                balance: k.health.balance().map(crate::account::format_money),
+                balance: k.health.balance().map(tollgate_base::money::format),
                 stored_id: k.entry.stored_id,
             })
             .collect()
