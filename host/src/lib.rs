@@ -13,6 +13,7 @@ pub mod billing;
 pub mod config;
 pub mod engine;
 pub mod exchange;
+pub mod jobs;
 pub mod keypool;
 pub mod plugin;
 pub mod private_fs;
@@ -30,16 +31,11 @@ pub async fn serve(config: config::Config) -> Result<()> {
     config.check_serve_safety()?;
     let db = store::open(&config.database_url()).await?;
     let billing = match &config.pricing_file {
-        Some(path) => {
-            let b = billing::Billing::load(path.clone())?;
-            b.watch(Duration::from_secs(2));
-            Some(b)
-        }
+        Some(path) => Some(billing::Billing::load(path.clone())?),
         None => None,
     };
     let keys = account::KeyCache::new();
     keys.reload(&db, billing.as_ref().map(|b| &b.wallets)).await.context("loading consumer keys")?;
-    keys.refresh_forever(db.clone(), Duration::from_millis(config.key_refresh_ms), billing.clone());
 
     let runtime = plugin::Runtime::new(
         config.cache_dir(),
@@ -50,7 +46,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     )?;
     let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir());
     registry.scan().await.with_context(|| format!("scanning {}", registry.dir().display()))?;
-    let _watcher = registry.watch(Duration::from_secs(10))?;
+    let (watcher, plugin_events) = registry.watch_folder()?;
     for s in registry.status() {
         if s.status == "failed" {
             tracing::error!(file = %s.file, error = s.last_error.as_deref().unwrap_or(""), "plugin not loaded");
@@ -62,28 +58,8 @@ pub async fn serve(config: config::Config) -> Result<()> {
         }
     }
 
-    let (call_log, writer) = store::CallLog::start(db.clone(), billing.clone());
-    // Housekeeping, hourly: expired idempotency keys; call records past the retention window
-    // when one is set (the ledger is never pruned).
-    {
-        let db = db.clone();
-        let days = config.log_retention_days;
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = store::idempotency::prune(&db, store::now_unix()).await {
-                    tracing::warn!(error = %e, "pruning idempotency keys failed");
-                }
-                if let Some(days) = days {
-                    match admin::reports::prune(&db, days).await {
-                        Ok(n) if n > 0 => tracing::info!(deleted = n, days, "call log retention"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "call log retention failed"),
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
-        });
-    }
+    let charges = billing.clone().map(|b| b as Arc<dyn store::call_log::Charges>);
+    let (call_log, writer) = store::CallLog::start(db.clone(), charges);
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -96,15 +72,15 @@ pub async fn serve(config: config::Config) -> Result<()> {
     for c in state.engine.channels.load().all().iter().filter(|c| c.key_count() == 0) {
         tracing::warn!(channel = %c.name, "channel has no upstream keys: its models answer 503 until you add keys to it in the configuration file or run `tollgate upstream import --channel {}`", c.name);
     }
-    keypool::stored::sync_forever(&state, Duration::from_millis(state.config.key_refresh_ms.max(200)));
-    keypool::balance::refresh_forever(&state);
-    reload_channels_on_sighup(&state);
+    let jobs = start_jobs(&state, plugin_events);
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.engine.registry.current().len(), "tollgate serving");
     server::serve(Arc::clone(&state), listener, shutdown_signal()).await;
+    jobs.stop(Duration::from_secs(5)).await;
+    drop(watcher);
     drop(state);
-    // Every CallLog clone is gone once the connections are; the writer drains and ends.
+    // Every CallLog clone is gone once the connections and jobs are; the writer drains and ends.
     if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {
         tracing::error!("the call log did not finish writing within 10 s");
     }
@@ -112,27 +88,93 @@ pub async fn serve(config: config::Config) -> Result<()> {
     Ok(())
 }
 
-/// SIGHUP re-reads the channels from the configuration file (as `POST /admin/channels/reload`).
-fn reload_channels_on_sighup(state: &Arc<server::AppState>) {
-    #[cfg(unix)]
-    {
-        let state = Arc::downgrade(state);
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: channels reload only through the admin API");
-            return;
-        };
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let Some(state) = state.upgrade() else { return };
-                match state.reload_channels().await {
-                    Ok(channels) => tracing::info!(?channels, "channels reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "channels not reloaded; the previous ones serve")
-                    }
-                }
-            }
+/// Every background job of a serving gateway (see `jobs`).
+fn start_jobs(state: &Arc<server::AppState>, plugin_events: tokio::sync::mpsc::UnboundedReceiver<()>) -> jobs::Jobs {
+    let mut jobs = jobs::Jobs::default();
+    let refresh = Duration::from_millis(state.config.key_refresh_ms.max(50));
+
+    let s = Arc::clone(state);
+    jobs.spawn("consumer keys", move |mut stop| async move {
+        let mut seen = None;
+        while !stop.sleep(refresh).await {
+            s.keys.refresh(&s.engine.db, s.engine.billing.as_deref(), &mut seen).await;
+        }
+    });
+    if let Some(b) = state.engine.billing.clone() {
+        jobs.every("price table", Duration::from_secs(2), move || {
+            let b = Arc::clone(&b);
+            async move { b.reload_if_changed() }
         });
     }
+    let registry = Arc::clone(&state.engine.registry);
+    jobs.spawn("plugin rescan", move |mut stop| async move {
+        registry.rescan_on(plugin_events, Duration::from_secs(10), async move { stop.stopped().await }).await
+    });
+    let s = Arc::clone(state);
+    jobs.spawn("stored upstream keys", move |mut stop| async move {
+        let mut seen = None;
+        while !stop.sleep(refresh.max(Duration::from_millis(200))).await {
+            let channels = s.engine.channels.load_full();
+            keypool::stored::sync(&s.engine.db, s.config.master_key.as_ref(), &channels, &mut seen).await;
+        }
+    });
+    let s = Arc::clone(state);
+    jobs.spawn("key balances", move |mut stop| async move {
+        // Each highest-balance channel of the current set (it changes with reloads), on its
+        // own schedule.
+        let mut last_read: std::collections::HashMap<String, std::time::Instant> = Default::default();
+        while !stop.sleep(Duration::from_millis(250)).await {
+            let channels = s.engine.channels.load_full();
+            for channel in channels.all().iter().filter(|c| c.strategy == config::Strategy::HighestBalance) {
+                if last_read.get(&channel.name).is_none_or(|t| t.elapsed() >= channel.balance_refresh) {
+                    last_read.insert(channel.name.clone(), std::time::Instant::now());
+                    s.engine.read_balances(channel).await;
+                }
+            }
+        }
+    });
+    let (db, days) = (state.engine.db.clone(), state.config.log_retention_days);
+    jobs.spawn("housekeeping", move |mut stop| async move {
+        // Hourly, from the start: expired idempotency keys; call records past the retention
+        // window when one is set (the ledger is never pruned).
+        loop {
+            if let Err(e) = store::idempotency::prune(&db, store::now_unix()).await {
+                tracing::warn!(error = %e, "pruning idempotency keys failed");
+            }
+            if let Some(days) = days {
+                match admin::reports::prune(&db, days).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, days, "call log retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "call log retention failed"),
+                }
+            }
+            if stop.sleep(Duration::from_secs(3600)).await {
+                return;
+            }
+        }
+    });
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let s = Arc::clone(state);
+            jobs.spawn("SIGHUP channel reload", move |mut stop| async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.stopped() => return,
+                        signal = hup.recv() => if signal.is_none() { return },
+                    }
+                    match s.reload_channels().await {
+                        Ok(channels) => tracing::info!(?channels, "channels reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "channels not reloaded; the previous ones serve")
+                        }
+                    }
+                }
+            });
+        }
+        Err(_) => tracing::warn!("cannot listen for SIGHUP: channels reload only through the admin API"),
+    }
+    jobs
 }
 
 async fn shutdown_signal() {
@@ -148,4 +190,60 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The dependency direction inside this crate, until its parts become crates of their own
+/// (where Cargo enforces it): a lower module never names a higher one.
+#[cfg(test)]
+mod layering {
+    /// module → modules it must never name.
+    const RULES: &[(&str, &[&str])] = &[
+        (
+            "store",
+            &["billing", "account", "keypool", "engine", "exchange", "plugin", "server", "surface", "admin", "jobs"],
+        ),
+        ("billing", &["account", "keypool", "engine", "exchange", "plugin", "server", "surface", "admin", "jobs"]),
+        ("account", &["keypool", "engine", "exchange", "plugin", "server", "surface", "admin", "jobs"]),
+        ("keypool", &["account", "engine", "exchange", "server", "surface", "admin", "jobs"]),
+        (
+            "plugin",
+            &["store", "billing", "account", "keypool", "engine", "exchange", "server", "surface", "admin", "jobs"],
+        ),
+        ("exchange", &["account", "billing", "engine", "server", "surface", "admin", "jobs"]),
+        ("engine", &["server", "surface", "admin", "jobs"]),
+        ("jobs", &["server", "surface", "admin", "engine"]),
+    ];
+
+    fn sources(path: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap().flatten() {
+                sources(&entry.path(), out);
+            }
+        } else if path.is_file() && path.extension().is_some_and(|e| e == "rs") {
+            // Test modules may reach across (fixtures); the rule is for the code that ships.
+            let text = std::fs::read_to_string(path).unwrap();
+            let shipped = text.split("#[cfg(test)]").next().unwrap_or_default().to_string();
+            out.push((path.to_path_buf(), shipped));
+        }
+    }
+
+    #[test]
+    fn lower_modules_never_name_higher_ones() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut broken = Vec::new();
+        for (module, forbidden) in RULES {
+            let mut files = Vec::new();
+            sources(&src.join(module), &mut files);
+            sources(&src.join(format!("{module}.rs")), &mut files);
+            assert!(!files.is_empty(), "no sources for {module}");
+            for (file, text) in files {
+                for higher in *forbidden {
+                    if text.contains(&format!("crate::{higher}::")) || text.contains(&format!("crate::{higher}}}")) {
+                        broken.push(format!("{} names crate::{higher}", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(broken.is_empty(), "dependency direction broken:\n{}", broken.join("\n"));
+    }
 }

@@ -27,7 +27,6 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What the request path knows about a consumer key.
 #[derive(Debug, Clone)]
@@ -117,33 +116,28 @@ impl KeyCache {
     }
 
     /// Re-reads keys every `every` when the table changed (a cheap fingerprint query).
-    pub fn refresh_forever(self: &Arc<Self>, db: Db, every: Duration, billing: Option<Arc<Billing>>) {
-        let cache = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut seen: Option<(i64, i64, i64, i64)> = None;
-            loop {
-                tokio::time::sleep(every).await;
-                // Every change bumps a key's updated_at, so the sum only grows: a change is
-                // never mistaken for "no change". The balances' sum catches charges written by
-                // other nodes sharing the database.
-                let fingerprint: Result<(i64, i64, i64, i64), _> = sqlx::query_as(
-                    "SELECT (SELECT COUNT(*) FROM consumer_keys) + (SELECT COUNT(*) FROM users), \
-                     CAST((SELECT COALESCE(SUM(updated_at), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(updated_at), 0) FROM users) AS BIGINT), \
-                     CAST((SELECT COALESCE(SUM(disabled), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(disabled), 0) FROM users) AS BIGINT), \
-                     CAST((SELECT COALESCE(SUM(balance_micros), 0) FROM users) AS BIGINT)",
-                )
-                .fetch_one(&db)
-                .await;
-                match fingerprint {
-                    Ok(f) if Some(f) == seen => {}
-                    Ok(f) => match cache.reload(&db, billing.as_ref().map(|b| &b.wallets)).await {
-                        Ok(()) => seen = Some(f),
-                        Err(e) => tracing::warn!(error = %e, "reloading consumer keys failed"),
-                    },
-                    Err(e) => tracing::warn!(error = %e, "checking consumer keys failed"),
-                }
-            }
-        });
+    /// Reloads the keys if the keys, users or balances changed since the last look (a job
+    /// calls this every `key_refresh_ms`). `seen` is the fingerprint of the last load.
+    pub async fn refresh(&self, db: &Db, billing: Option<&Billing>, seen: &mut Option<(i64, i64, i64, i64)>) {
+        // Every change bumps a key's updated_at, so the sum only grows: a change is never
+        // mistaken for "no change". The balances' sum catches charges written by other nodes
+        // sharing the database.
+        let fingerprint: Result<(i64, i64, i64, i64), _> = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM consumer_keys) + (SELECT COUNT(*) FROM users), \
+             CAST((SELECT COALESCE(SUM(updated_at), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(updated_at), 0) FROM users) AS BIGINT), \
+             CAST((SELECT COALESCE(SUM(disabled), 0) FROM consumer_keys) + (SELECT COALESCE(SUM(disabled), 0) FROM users) AS BIGINT), \
+             CAST((SELECT COALESCE(SUM(balance_micros), 0) FROM users) AS BIGINT)",
+        )
+        .fetch_one(db)
+        .await;
+        match fingerprint {
+            Ok(f) if Some(f) == *seen => {}
+            Ok(f) => match self.reload(db, billing.map(|b| &b.wallets)).await {
+                Ok(()) => *seen = Some(f),
+                Err(e) => tracing::warn!(error = %e, "reloading consumer keys failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "checking consumer keys failed"),
+        }
     }
 }
 

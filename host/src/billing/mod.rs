@@ -24,19 +24,20 @@
 pub mod pricing;
 pub mod wallet;
 
-use crate::plugin::wit;
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use pricing::{vendor_characters, ModelPrice, PriceTable, Units};
 use rust_decimal::Decimal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 pub use wallet::{Account, Reservation, Wallets};
 
 pub struct Billing {
     table: ArcSwap<PriceTable>,
     path: PathBuf,
+    /// The file's modification time when it was last read.
+    seen: std::sync::Mutex<Option<SystemTime>>,
     pub wallets: Wallets,
 }
 
@@ -54,6 +55,18 @@ pub struct Meter {
     generates_tokens: bool,
 }
 
+/// Usage as the vendor reported it (the pipeline converts the plugin's report once); `None`:
+/// not reported, so the host estimates it where the unit is priced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub characters: Option<u64>,
+    pub milliseconds: Option<u64>,
+    pub images: Option<u32>,
+}
+
 /// What a finished call is charged.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Charge {
@@ -66,32 +79,28 @@ pub struct Charge {
 impl Billing {
     pub fn load(path: PathBuf) -> Result<Arc<Billing>> {
         let table = PriceTable::load(&path)?;
-        Ok(Arc::new(Billing { table: ArcSwap::from_pointee(table), path, wallets: Wallets::default() }))
+        let seen = std::sync::Mutex::new(modified(&path));
+        Ok(Arc::new(Billing { table: ArcSwap::from_pointee(table), path, seen, wallets: Wallets::default() }))
     }
 
-    /// Re-reads the price table when its file changes.
-    pub fn watch(self: &Arc<Self>, every: Duration) {
-        let billing = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut seen = modified(&billing.path);
-            loop {
-                tokio::time::sleep(every).await;
-                let now = modified(&billing.path);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                match PriceTable::load(&billing.path) {
-                    Ok(t) => {
-                        tracing::info!(file = %billing.path.display(), models = t.models.len(), "price table reloaded");
-                        billing.table.store(Arc::new(t));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "price table rejected; the previous one stays")
-                    }
-                }
+    /// Re-reads the price table if its file changed since the last read (a job calls this);
+    /// a file that does not parse keeps the previous table.
+    pub fn reload_if_changed(&self) {
+        let now = modified(&self.path);
+        {
+            let mut seen = self.seen.lock().expect("price table time");
+            if *seen == now {
+                return;
             }
-        });
+            *seen = now;
+        }
+        match PriceTable::load(&self.path) {
+            Ok(t) => {
+                tracing::info!(file = %self.path.display(), models = t.models.len(), "price table reloaded");
+                self.table.store(Arc::new(t));
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "price table rejected; the previous one stays"),
+        }
     }
 
     /// Replaces the price table with `text` (TOML): validated first, then written to the file
@@ -168,7 +177,7 @@ impl Billing {
 
     /// Ends a call with the usage the plugin reported; `delivered_events` counts the content
     /// events a stream delivered (for an interrupted stream without usage).
-    pub fn settle(&self, meter: Meter, usage: &wit::Usage, delivered_events: Option<u64>) -> Charge {
+    pub fn settle(&self, meter: Meter, usage: &Reported, delivered_events: Option<u64>) -> Charge {
         let (units, estimated) = meter.units(usage, delivered_events);
         match meter.price.cost_micros(&units, meter.multiplier) {
             Some(micros) => self.charge(meter, micros, estimated),
@@ -196,7 +205,7 @@ impl Billing {
 
 impl Meter {
     /// The units to bill: reported ones as they are, missing priced ones estimated.
-    fn units(&self, u: &wit::Usage, delivered_events: Option<u64>) -> (Units, bool) {
+    fn units(&self, u: &Reported, delivered_events: Option<u64>) -> (Units, bool) {
         let p = &self.price;
         let tokens_priced = !p.input_per_million.0.is_zero() || !p.output_per_million.0.is_zero();
         let mut estimated = false;
@@ -227,6 +236,20 @@ impl Meter {
             tracing::warn!("a call priced per second reported no duration: its seconds are not billed");
         }
         (units, estimated)
+    }
+}
+
+impl crate::store::call_log::Charges for Billing {
+    fn lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.wallets.sync
+    }
+
+    /// Moves a committed charge out of `pending`, on the user and, for a limited key, on the key.
+    fn committed(&self, r: &crate::store::CallRecord, applied: bool) {
+        self.wallets.committed(Account::User(r.user_id.unwrap_or_default()), r.charge_micros, applied);
+        if r.key_limited {
+            self.wallets.committed(Account::KeyLimit(r.key_id.unwrap_or_default()), r.charge_micros, applied);
+        }
     }
 }
 
@@ -388,30 +411,30 @@ mod tests {
         let u1 = Account::User(1);
         b.wallets.set_db_balances([(u1, 1_000_000)]);
         let m = b.start(&[u1], "default", "m", "chat", br#"{"max_tokens":10}"#).unwrap();
-        let usage = wit::Usage { input_tokens: Some(1000), output_tokens: Some(500), ..wit::Usage::default() };
+        let usage = Reported { input_tokens: Some(1000), output_tokens: Some(500), ..Reported::default() };
         let c = b.settle(m, &usage, None);
         assert_eq!((c.micros, c.estimated), (1000 + 1000, false));
 
         // A stream cut before its usage chunk: 7 delivered events bill as 7 output tokens.
         let body = br#"{"messages":[{"role":"user","content":"hello"}]}"#;
         let m = b.start(&[u1], "default", "m", "chat", body).unwrap();
-        let c = b.settle(m, &wit::Usage::default(), Some(7));
+        let c = b.settle(m, &Reported::default(), Some(7));
         assert!(c.estimated);
         assert_eq!(c.micros, (body.len() as u64).div_ceil(2) as i64 + 14);
 
         // Characters, as the vendor counts them, else as the host counts them.
         let m = b.start(&[u1], "default", "tts", "speech", r#"{"input":"你好"}"#.as_bytes()).unwrap();
         assert_eq!(m.reservation.amount, 4_000);
-        let c = b.settle(m, &wit::Usage::default(), None);
+        let c = b.settle(m, &Reported::default(), None);
         assert_eq!((c.micros, c.estimated), (4_000, true));
 
         // Images: as the vendor counts them, else as many as the request asked for.
         let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a cat","n":2}"#).unwrap();
         assert_eq!(m.reservation.amount, 80_000);
-        let c = b.settle(m, &wit::Usage { images: Some(1), ..wit::Usage::default() }, None);
+        let c = b.settle(m, &Reported { images: Some(1), ..Reported::default() }, None);
         assert_eq!((c.micros, c.estimated), (40_000, false));
         let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a cat","n":2}"#).unwrap();
-        let c = b.settle(m, &wit::Usage::default(), None);
+        let c = b.settle(m, &Reported::default(), None);
         assert_eq!((c.micros, c.estimated), (80_000, true), "never free because the vendor said nothing");
     }
 
@@ -470,10 +493,10 @@ mod tests {
         let u1 = Account::User(1);
         b.wallets.set_db_balances([(u1, 1_000_000)]);
         let m = b.start(&[u1], "default", "m", "embeddings", br#"{"input":"hi"}"#).unwrap();
-        let c = b.settle(m, &wit::Usage { input_tokens: Some(4), ..wit::Usage::default() }, None);
+        let c = b.settle(m, &Reported { input_tokens: Some(4), ..Reported::default() }, None);
         assert_eq!((c.micros, c.estimated), (4, false));
         let m = b.start(&[u1], "default", "m", "chat", br#"{"max_tokens":5}"#).unwrap();
-        let c = b.settle(m, &wit::Usage { input_tokens: Some(4), ..wit::Usage::default() }, Some(0));
+        let c = b.settle(m, &Reported { input_tokens: Some(4), ..Reported::default() }, Some(0));
         assert!(c.estimated, "a chat that reported no output tokens is estimated");
     }
 
@@ -495,7 +518,7 @@ mod tests {
         b.wallets.set_db_balances([(u1, 1_000_000)]);
         let m = b.start(&[u1], "default", "m", "chat", br#"{"max_tokens":10}"#).unwrap();
         let reserved = m.reservation.amount;
-        let absurd = wit::Usage { output_tokens: Some(u64::MAX), ..wit::Usage::default() };
+        let absurd = Reported { output_tokens: Some(u64::MAX), ..Reported::default() };
         let c = b.settle(m, &absurd, None);
         assert_eq!((c.micros, c.estimated), (reserved, true));
         assert_eq!(b.wallets.available(u1), 1_000_000 - reserved);

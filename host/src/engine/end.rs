@@ -66,7 +66,7 @@ impl CallEnd {
     pub(super) fn reply(mut self, status: u16, usage: &wit::Usage, error: Option<&wit::AdapterError>) -> Option<Held> {
         let answered = error.is_none() && (200..300).contains(&status);
         let charge = match (&self.billing, self.meter.take()) {
-            (Some(b), Some(m)) if answered => Some(b.settle(m, usage, None)),
+            (Some(b), Some(m)) if answered => Some(b.settle(m, &reported(usage), None)),
             (Some(b), Some(m)) => {
                 b.release(m);
                 None
@@ -84,7 +84,9 @@ impl CallEnd {
     /// A relayed download: charged (per call) when it answered 2xx.
     pub(super) fn relay(mut self, status: u16) -> Option<Held> {
         let charge = match (&self.billing, self.meter.take()) {
-            (Some(b), Some(m)) if (200..300).contains(&status) => Some(b.settle(m, &wit::Usage::default(), None)),
+            (Some(b), Some(m)) if (200..300).contains(&status) => {
+                Some(b.settle(m, &crate::billing::Reported::default(), None))
+            }
             (Some(b), Some(m)) => {
                 b.release(m);
                 None
@@ -128,7 +130,9 @@ impl CallEnd {
             METRICS.streams_interrupted.fetch_add(1, Relaxed);
         }
         let charge = match (&self.billing, self.meter.take()) {
-            (Some(b), Some(m)) if !nothing => Some(b.settle(m, &report.usage, Some(report.delivered_events))),
+            (Some(b), Some(m)) if !nothing => {
+                Some(b.settle(m, &reported(&report.usage), Some(report.delivered_events)))
+            }
             (Some(b), Some(m)) => {
                 b.release(m);
                 None
@@ -185,6 +189,18 @@ impl Drop for CallEnd {
             self.log.record(rec);
         }
         // The meter's reservation and the claim end by their own drops.
+    }
+}
+
+/// The plugin's usage report in billing's terms.
+fn reported(u: &wit::Usage) -> crate::billing::Reported {
+    crate::billing::Reported {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cached_tokens: u.cached_tokens,
+        characters: u.characters,
+        milliseconds: u.milliseconds,
+        images: u.images,
     }
 }
 

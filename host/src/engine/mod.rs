@@ -14,6 +14,7 @@
 //!
 //! No listener, no routes, no loops of its own.
 
+mod balance;
 mod call;
 mod end;
 mod idempotency;

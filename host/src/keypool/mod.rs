@@ -15,7 +15,6 @@
 //! Upstream keys are secrets: they are never logged, `Debug` prints them masked, the admin API
 //! shows a prefix.
 
-pub mod balance;
 pub mod health;
 pub mod stored;
 

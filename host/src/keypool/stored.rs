@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const MASTER_KEY_ENV: &str = "TOLLGATE_MASTER_KEY";
 
@@ -287,35 +286,24 @@ pub async fn load_into(db: &Db, master: Option<&MasterKey>, channels: &Channels)
     Ok(())
 }
 
-/// Reloads the pools whenever the stored keys change (another process imported, another
-/// node shares the database). Holds the state weakly and ends with it.
-pub fn sync_forever(state: &Arc<crate::server::AppState>, every: Duration) {
-    let state = Arc::downgrade(state);
-    tokio::spawn(async move {
-        let mut seen: Option<(i64, i64, i64)> = None;
-        while let Some(state) = state.upgrade() {
-            let fingerprint: Result<(i64, i64, i64), _> = sqlx::query_as(
-                "SELECT COUNT(*), CAST(COALESCE(SUM(id), 0) AS BIGINT), CAST(COALESCE(SUM(updated_at), 0) AS BIGINT) \
-                 FROM upstream_keys",
-            )
-            .fetch_one(&state.engine.db)
-            .await;
-            match fingerprint {
-                Ok(f) if Some(f) == seen => {}
-                Ok(f) => {
-                    match load_into(&state.engine.db, state.config.master_key.as_ref(), &state.engine.channels.load())
-                        .await
-                    {
-                        Ok(()) => seen = Some(f),
-                        Err(e) => tracing::warn!(error = %e, "loading stored upstream keys failed"),
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "checking stored upstream keys failed"),
-            }
-            drop(state);
-            tokio::time::sleep(every).await;
-        }
-    });
+/// Reloads the stored keys into `channels`' pools if they changed since the last look
+/// (another process imported, another node shares the database); a job calls this.
+/// `seen` is the fingerprint of the last load.
+pub async fn sync(db: &Db, master: Option<&MasterKey>, channels: &Channels, seen: &mut Option<(i64, i64, i64)>) {
+    let fingerprint: Result<(i64, i64, i64), _> = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(id), 0) AS BIGINT), CAST(COALESCE(SUM(updated_at), 0) AS BIGINT) \
+         FROM upstream_keys",
+    )
+    .fetch_one(db)
+    .await;
+    match fingerprint {
+        Ok(f) if Some(f) == *seen => {}
+        Ok(f) => match load_into(db, master, channels).await {
+            Ok(()) => *seen = Some(f),
+            Err(e) => tracing::warn!(error = %e, "loading stored upstream keys failed"),
+        },
+        Err(e) => tracing::warn!(error = %e, "checking stored upstream keys failed"),
+    }
 }
 
 #[cfg(test)]

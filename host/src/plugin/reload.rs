@@ -269,33 +269,45 @@ impl PluginRegistry {
             .collect()
     }
 
-    /// Watches the folder and rescans on change (debounced), plus every `backstop`.
-    pub fn watch(self: &Arc<Self>, backstop: Duration) -> Result<notify::RecommendedWatcher> {
+    /// Watches the folder: the receiver yields once per change event (the rescan job scans on
+    /// it, debounced, and on a backstop timer). Keep the watcher alive as long as the job runs.
+    /// A test drives the same job by sending into a channel of its own.
+    pub fn watch_folder(&self) -> Result<(notify::RecommendedWatcher, tokio::sync::mpsc::UnboundedReceiver<()>)> {
         use notify::Watcher;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok() {
                 let _ = tx.send(());
             }
         })?;
         watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
-        let registry = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                let triggered = tokio::time::timeout(backstop, rx.recv()).await;
-                if let Ok(None) = triggered {
-                    return; // the watcher was dropped
-                }
-                if triggered.is_ok() {
-                    // Let a burst of events (a file being written) settle before scanning.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    while rx.try_recv().is_ok() {}
-                }
-                if let Err(e) = registry.scan().await {
-                    tracing::error!(error = %e, dir = %registry.dir.display(), "plugin rescan failed");
-                }
+        Ok((watcher, rx))
+    }
+
+    /// The rescan job's loop: scans on each trigger (a burst of events, such as a file being
+    /// written, settles first) and every `backstop`, until `stop` resolves (the gateway stops).
+    pub async fn rescan_on(
+        &self,
+        mut triggers: tokio::sync::mpsc::UnboundedReceiver<()>,
+        backstop: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            let triggered = tokio::select! {
+                _ = &mut stop => return,
+                t = tokio::time::timeout(backstop, triggers.recv()) => t,
+            };
+            if let Ok(None) = triggered {
+                return; // every trigger source is gone
             }
-        });
-        Ok(watcher)
+            if triggered.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while triggers.try_recv().is_ok() {}
+            }
+            if let Err(e) = self.scan().await {
+                tracing::error!(error = %e, dir = %self.dir.display(), "plugin rescan failed");
+            }
+        }
     }
 }

@@ -7,7 +7,6 @@
 //! records of one open window.
 
 use super::Db;
-use crate::billing::{Account, Billing};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +46,16 @@ pub struct CallRecord {
     pub created_at: i64,
 }
 
+/// Who learns of committed charges (billing's wallets): the writer holds `lock` from before a
+/// batch's transaction until every `committed` of it is applied, so a balance refresh that
+/// takes the same lock never reads the database in between.
+pub trait Charges: Send + Sync + 'static {
+    fn lock(&self) -> &tokio::sync::Mutex<()>;
+    /// The record's charge was committed (`applied`: the ledger took it; false when its
+    /// request id had been charged already, or the batch was lost).
+    fn committed(&self, record: &CallRecord, applied: bool);
+}
+
 #[derive(Clone)]
 pub struct CallLog {
     tx: mpsc::Sender<CallRecord>,
@@ -57,11 +66,11 @@ pub struct CallLog {
 impl CallLog {
     /// Starts the writer task. The returned handle finishes once every `CallLog` clone is
     /// dropped and the queue is drained (used on shutdown).
-    pub fn start(db: Db, billing: Option<Arc<Billing>>) -> (CallLog, tokio::task::JoinHandle<()>) {
+    pub fn start(db: Db, charges: Option<Arc<dyn Charges>>) -> (CallLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let written = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(write_loop(db, rx, written.clone(), billing));
+        let task = tokio::spawn(write_loop(db, rx, written.clone(), charges));
         (CallLog { tx, written, dropped }, task)
     }
 
@@ -103,7 +112,7 @@ async fn write_loop(
     db: Db,
     mut rx: mpsc::Receiver<CallRecord>,
     written: Arc<AtomicU64>,
-    billing: Option<Arc<Billing>>,
+    charges: Option<Arc<dyn Charges>>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
@@ -118,15 +127,15 @@ async fn write_loop(
         let mut attempt = 0;
         // Held from the transaction to the wallet update: a balance refresh never reads the
         // database between the two (see billing::wallet).
-        let _sync = match &billing {
-            Some(b) => Some(b.wallets.sync.lock().await),
+        let _sync = match &charges {
+            Some(c) => Some(c.lock().lock().await),
             None => None,
         };
         loop {
             match insert(&db, &batch).await {
                 Ok(applied) => {
                     written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    if let Some(b) = &billing {
+                    if let Some(c) = &charges {
                         for (r, applied) in batch.iter().zip(applied) {
                             if applied {
                                 crate::telemetry::METRICS
@@ -134,7 +143,7 @@ async fn write_loop(
                                     .fetch_add(r.charge_micros.max(0) as u64, Ordering::Relaxed);
                             }
                             if r.charge_micros != 0 {
-                                commit_in_wallets(b, r, applied);
+                                c.committed(r, applied);
                             }
                         }
                     }
@@ -147,10 +156,10 @@ async fn write_loop(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, records = batch.len(), "writing call records failed; batch lost");
-                    if let Some(b) = &billing {
+                    if let Some(c) = &charges {
                         for r in batch.iter().filter(|r| r.charge_micros != 0) {
                             tracing::error!(request_id = %r.request_id, key_id = r.key_id, charge_micros = r.charge_micros, "charge not recorded");
-                            commit_in_wallets(b, r, false);
+                            c.committed(r, false);
                         }
                     }
                     break;
@@ -158,14 +167,6 @@ async fn write_loop(
             }
         }
         batch.clear();
-    }
-}
-
-/// Ends a charge's pending state in the wallets it was settled on.
-fn commit_in_wallets(b: &Billing, r: &CallRecord, applied: bool) {
-    b.wallets.committed(Account::User(r.user_id.unwrap_or_default()), r.charge_micros, applied);
-    if r.key_limited {
-        b.wallets.committed(Account::KeyLimit(r.key_id.unwrap_or_default()), r.charge_micros, applied);
     }
 }
 

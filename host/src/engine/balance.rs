@@ -7,60 +7,44 @@
 //! (unauthorized, out of balance) is reported to its health like a failed call, so it is
 //! disabled before a consumer's call meets it.
 
-use super::health::KeyOutcome;
-use super::Channel;
+use super::Engine;
 use crate::exchange::{self, CallContext, Outcome};
+use crate::keypool::health::KeyOutcome;
+use crate::keypool::{Channel, BALANCE_OP};
 use crate::plugin::wit;
-use crate::server::AppState;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-/// Refreshes the balances of every highest-balance channel of the current set (it changes
-/// with reloads), each on its own schedule. Holds the state weakly and ends with it (a
-/// shutdown waits for the call log, which the state holds).
-pub fn refresh_forever(state: &Arc<AppState>) {
-    let state = Arc::downgrade(state);
-    tokio::spawn(async move {
-        let mut last_read: HashMap<String, Instant> = HashMap::new();
-        while let Some(state) = state.upgrade() {
-            let channels = state.engine.channels.load_full();
-            for channel in channels.all().iter().filter(|c| c.strategy == crate::config::Strategy::HighestBalance) {
-                if last_read.get(&channel.name).is_none_or(|t| t.elapsed() >= channel.balance_refresh) {
-                    last_read.insert(channel.name.clone(), Instant::now());
-                    refresh(&state, channel).await;
-                }
-            }
-            drop(state);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    });
+impl Engine {
+    /// Reads every key's balance of `channel` once; returns how many were read. A job calls
+    /// this for each `highest-balance` channel every `balance_refresh_secs`.
+    pub async fn read_balances(&self, channel: &Arc<Channel>) -> usize {
+        read(self, channel).await
+    }
 }
 
-/// Reads every key's balance once. Returns how many were read.
-pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
-    let Some(plugin) = state.engine.registry.current().get(&channel.plugin).cloned() else {
+async fn read(engine: &Engine, channel: &Arc<Channel>) -> usize {
+    let Some(plugin) = engine.registry.current().get(&channel.plugin).cloned() else {
         tracing::warn!(channel = %channel.name, plugin = %channel.plugin, "balance refresh: the plugin is not loaded");
         return 0;
     };
-    if !plugin.supports(super::BALANCE_OP) {
+    if !plugin.supports(BALANCE_OP) {
         tracing::warn!(channel = %channel.name, plugin = %channel.plugin,
             "strategy highest-balance: the plugin has no 'balance' operation; keys take turns instead");
         return 0;
     }
-    let fields = crate::engine::credential_fields(&plugin);
+    let fields = super::credential_fields(&plugin);
     let mut read = 0;
     for key in channel.all_keys() {
         let credential = match &fields {
-            Some(f) => match crate::engine::split_credential(channel, f, &key.secret.0) {
+            Some(f) => match super::split_credential(channel, f, &key.secret.0) {
                 Ok(c) => c,
                 Err(_) => continue,
             },
             None => Vec::new(),
         };
         let call = wit::Call {
-            op: super::BALANCE_OP.into(),
+            op: BALANCE_OP.into(),
             model: String::new(),
             upstream_model: String::new(),
             body: wit::Body::Empty,
@@ -74,18 +58,18 @@ pub async fn refresh(state: &AppState, channel: &Arc<Channel>) -> usize {
             plugin: Arc::clone(&plugin),
             channel: Arc::clone(channel),
             key: Some(key.secret.clone()),
-            runtime: state.engine.registry.runtime().clone(),
-            upstream: state.engine.upstream.clone(),
+            runtime: engine.registry.runtime().clone(),
+            upstream: engine.upstream.clone(),
             client_body: Bytes::new(),
             capture: false,
-            write_timeout: std::time::Duration::from_millis(state.config.stream_write_timeout_ms),
+            write_timeout: engine.stream_write_timeout,
         };
         let result = exchange::run(ctx, &call).await;
         let balance = match &result {
             Ok(Outcome::Reply { status: 200..=299, body, error: None, .. }) => parse_balance(body),
             _ => None,
         };
-        match crate::engine::key_outcome(&result) {
+        match super::key_outcome(&result) {
             outcome @ KeyOutcome::Refused => key.report(outcome),
             _ if balance.is_some() => read += 1,
             _ => {

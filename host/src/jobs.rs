@@ -1,0 +1,120 @@
+//! Every background loop of a serving gateway runs here, under one shutdown signal: the
+//! consumer key cache, the price table, plugin rescans, stored upstream keys, key balances,
+//! housekeeping and SIGHUP channel reloads. The modules they drive expose one step each
+//! (`refresh`, `reload_if_changed`, `scan`, ...) and own no loop; the call log's writer is
+//! the one task outside, because it must outlive the jobs to drain the last charges.
+//!
+//! Invariants: each job checks the signal between steps and returns when it flips;
+//! `Jobs::stop` flips it and waits for every job (bounded), so shutdown never leaves a loop
+//! running against a closing database.
+
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The shutdown signal as a job sees it.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Waits `period`; true when the gateway is stopping (the job returns).
+    pub async fn sleep(&mut self, period: Duration) -> bool {
+        if *self.0.borrow() {
+            return true;
+        }
+        tokio::select! {
+            changed = self.0.changed() => changed.is_err() || *self.0.borrow(),
+            _ = tokio::time::sleep(period) => *self.0.borrow(),
+        }
+    }
+
+    /// Resolves when the gateway is stopping.
+    pub async fn stopped(&mut self) {
+        while !*self.0.borrow() {
+            if self.0.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+pub struct Jobs {
+    stop: watch::Sender<bool>,
+    running: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs { stop: watch::channel(false).0, running: Vec::new() }
+    }
+}
+
+impl Jobs {
+    /// Starts a job; it gets the shutdown signal and must return once it flips.
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, job: F)
+    where
+        F: FnOnce(Stop) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = Stop(self.stop.subscribe());
+        self.running.push((name, tokio::spawn(job(stop))));
+    }
+
+    /// Runs `step` every `period` (the first after one period) until shutdown.
+    pub fn every<F, Fut>(&mut self, name: &'static str, period: Duration, mut step: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn(name, move |mut stop| async move {
+            while !stop.sleep(period).await {
+                step().await;
+            }
+        });
+    }
+
+    /// Signals every job and waits for it (each at most `grace`).
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        for (name, job) in self.running {
+            if tokio::time::timeout(grace, job).await.is_err() {
+                tracing::warn!(job = name, "a background job did not stop in time");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn every_job_steps_until_the_one_signal_then_stops() {
+        let mut jobs = Jobs::default();
+        let steps = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&steps);
+        jobs.every("count", Duration::from_millis(5), move || {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let waited = Arc::new(AtomicU32::new(0));
+        let flag = Arc::clone(&waited);
+        jobs.spawn("wait", move |mut stop| async move {
+            stop.stopped().await;
+            flag.store(1, Ordering::Relaxed);
+        });
+        while steps.load(Ordering::Relaxed) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        jobs.stop(Duration::from_secs(5)).await;
+        let after = steps.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(steps.load(Ordering::Relaxed), after, "no step after stop");
+        assert_eq!(waited.load(Ordering::Relaxed), 1, "a waiting job saw the signal");
+    }
+}
