@@ -44,7 +44,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
         config.plugin_deadline_ms,
         config.max_concurrent_calls,
     )?;
-    let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir());
+    let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir(), server::routes::reserved);
     registry.scan().await.with_context(|| format!("scanning {}", registry.dir().display()))?;
     let (watcher, plugin_events) = registry.watch_folder()?;
     for s in registry.status() {

@@ -14,6 +14,7 @@
 pub mod reports;
 pub mod upstream;
 
+use crate::server::auth::{constant_time_eq, credential, Credential};
 use crate::server::body::{json, Response};
 use crate::server::error::error_response;
 use crate::server::AppState;
@@ -21,20 +22,13 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
-    let given = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let token_ok = state
-        .config
-        .admin_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .is_some_and(|t| constant_time_eq(given.as_bytes(), t.as_bytes()));
+    let presented = credential(req.headers());
+    let token_ok = match (&state.config.admin_token, presented.value()) {
+        (Some(token), Some(given)) if !token.is_empty() => constant_time_eq(given, token),
+        _ => false,
+    };
     let admin_session = !token_ok
-        && crate::account::session::looks_like_jwt(given)
+        && matches!(presented, Credential::Session(_))
         && matches!(crate::surface::user::session_user(state, &req).await, Ok(user) if user.role == "admin");
     if !token_ok && !admin_session {
         return error_response(
@@ -126,10 +120,6 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
         },
         _ => error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
     }
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `a=1&b=x%20y` → map (percent-decoded, `+` as space).

@@ -24,7 +24,8 @@ pub async fn run(config: &Config, command: PluginsCommand) -> Result<()> {
         config.plugin_deadline_ms,
         16,
     )?;
-    let registry = tollgate::plugin::PluginRegistry::new(runtime, config.plugins_dir());
+    let registry =
+        tollgate::plugin::PluginRegistry::new(runtime, config.plugins_dir(), tollgate::server::routes::reserved);
     registry.scan().await?;
     let status = registry.status();
     if as_json {

@@ -27,10 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Routes the gateway serves itself; a plugin may not declare them.
-pub const RESERVED_PATH_PREFIXES: &[&str] =
-    &["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/audio/speech", "/health", "/metrics", "/admin"];
-
 /// An immutable snapshot of the loaded plugins.
 #[derive(Default)]
 pub struct PluginSet {
@@ -99,6 +95,8 @@ struct FileEntry {
 pub struct PluginRegistry {
     runtime: Runtime,
     dir: PathBuf,
+    /// The gateway's own paths (from its route table).
+    reserved: fn(&str) -> bool,
     current: ArcSwap<PluginSet>,
     files: Mutex<BTreeMap<PathBuf, FileEntry>>,
     scanning: tokio::sync::Mutex<()>,
@@ -108,10 +106,13 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    pub fn new(runtime: Runtime, dir: PathBuf) -> Arc<PluginRegistry> {
+    /// `reserved`: the paths the gateway serves itself (its route table says), which a
+    /// plugin may not declare.
+    pub fn new(runtime: Runtime, dir: PathBuf, reserved: fn(&str) -> bool) -> Arc<PluginRegistry> {
         Arc::new(PluginRegistry {
             runtime,
             dir,
+            reserved,
             current: ArcSwap::from_pointee(PluginSet::default()),
             files: Mutex::new(BTreeMap::new()),
             scanning: tokio::sync::Mutex::new(()),
@@ -224,8 +225,8 @@ impl PluginRegistry {
             if !r.path.starts_with('/') {
                 bail!("route '{}' must start with '/'", r.path);
             }
-            if let Some(p) = RESERVED_PATH_PREFIXES.iter().find(|p| r.path.starts_with(**p)) {
-                bail!("route {} {} collides with the gateway's own route {p}", r.method, r.path);
+            if (self.reserved)(&r.path) {
+                bail!("route {} {} is one of the gateway's own routes; a plugin cannot take it", r.method, r.path);
             }
         }
         let files = self.files.lock().expect("plugin file table");

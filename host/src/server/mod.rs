@@ -5,8 +5,10 @@
 //! keep-alive connections are closed, and calls in flight, streams included, run to their end
 //! or until `shutdown_grace_ms`; then the call log is flushed.
 
+pub mod auth;
 pub mod body;
 pub mod error;
+pub mod routes;
 pub mod throttle;
 
 use crate::account::{Consumer, KeyCache};
@@ -21,7 +23,7 @@ use crate::store::{CallLog, Db};
 use crate::{admin, surface, telemetry};
 use body::{full, json, Response};
 use bytes::Bytes;
-use http::{Method, Request};
+use http::Request;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -111,12 +113,7 @@ impl AppState {
     /// The consumer behind the request's `Authorization: Bearer` (or `x-api-key`) key.
     pub fn authenticate(&self, req: &Request<Incoming>) -> Result<Consumer, CallError> {
         let h = req.headers();
-        let key = h
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()))
-            .map(str::trim);
+        let key = auth::credential(h).value();
         match key {
             None | Some("") => Err(error::unauthorized(
                 "You didn't provide an API key. Send your Tollgate key as 'Authorization: Bearer sk-tg-...'.",
@@ -175,13 +172,15 @@ fn too_large(limit: usize) -> CallError {
     )
 }
 
-/// Routes one request.
+/// Routes one request: the gateway's own routes from `routes::ROUTES`, then plugins' native
+/// routes.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
+    use routes::{Found, Handler};
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let response = match (&method, path.as_str()) {
-        (&Method::GET, "/health") => json(200, &health(&state)),
-        (&Method::GET, "/metrics") => match &state.config.metrics_token {
+    let response = match routes::find(method.as_str(), &path) {
+        Found::Route(Handler::Health) => json(200, &health(&state)),
+        Found::Route(Handler::Metrics) => match &state.config.metrics_token {
             Some(token) if !bearer_is(&req, token) => error::error_response(
                 401,
                 "invalid_request_error",
@@ -190,35 +189,24 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
             ),
             _ => full(200, "text/plain; version=0.0.4", metrics_text(&state)),
         },
-        (&Method::GET, "/v1/models") => surface::openai::models(&state, &req),
-        (&Method::GET, "/v1/user/info") => surface::openai::user_info(&state, &req).await,
-        (_, p) if p.starts_with("/v1/auth/") || p.starts_with("/v1/user/keys") || p == "/v1/user/logs" => {
-            surface::user::handle(&state, req).await
+        Found::Route(Handler::Models) => surface::openai::models(&state, &req),
+        Found::Route(Handler::UserInfo) => surface::openai::user_info(&state, &req).await,
+        Found::Route(Handler::Account) => surface::user::handle(&state, req).await,
+        Found::Route(Handler::ModelCall(op)) => surface::openai::model_call(&state, req, op).await,
+        Found::Route(Handler::Admin) => admin::handle(&state, req).await,
+        Found::WrongMethod(allowed) => {
+            let mut resp = error::error_response(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                &format!("{method} is not allowed on {path}; use {}", allowed.join(" or ")),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+                resp.headers_mut().insert(http::header::ALLOW, v);
+            }
+            resp
         }
-        (&Method::POST, "/v1/chat/completions") => surface::openai::model_call(&state, req, "chat").await,
-        (&Method::POST, "/v1/embeddings") => surface::openai::model_call(&state, req, "embeddings").await,
-        (&Method::POST, "/v1/images/generations") => surface::openai::model_call(&state, req, "images").await,
-        (&Method::POST, "/v1/rerank") => surface::openai::model_call(&state, req, "rerank").await,
-        (&Method::POST, "/v1/audio/speech") => surface::openai::model_call(&state, req, "speech").await,
-        (_, p) if p.starts_with("/admin/") => admin::handle(&state, req).await,
-        (
-            _,
-            "/v1/chat/completions"
-            | "/v1/embeddings"
-            | "/v1/images/generations"
-            | "/v1/rerank"
-            | "/v1/audio/speech"
-            | "/v1/models"
-            | "/v1/user/info"
-            | "/health"
-            | "/metrics",
-        ) => error::error_response(
-            405,
-            "invalid_request_error",
-            "method_not_allowed",
-            &format!("{method} is not allowed on {path}"),
-        ),
-        _ => {
+        Found::NotOurs => {
             let route = state
                 .engine
                 .registry
@@ -277,10 +265,9 @@ fn health(state: &AppState) -> serde_json::Value {
     })
 }
 
-/// The request carries `Authorization: Bearer <token>` (compared in constant time).
+/// The request presents `token` (compared in constant time).
 fn bearer_is(req: &Request<Incoming>, token: &str) -> bool {
-    let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    given.strip_prefix("Bearer ").is_some_and(|g| admin::constant_time_eq(g.as_bytes(), token.as_bytes()))
+    auth::credential(req.headers()).value().is_some_and(|given| auth::constant_time_eq(given, token))
 }
 
 fn metrics_text(state: &AppState) -> String {

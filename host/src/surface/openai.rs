@@ -4,6 +4,7 @@
 use super::{answer, read_request, ConsumerRequest};
 use crate::engine::CallRequest;
 use crate::exchange::CallError;
+use crate::server::auth::{credential, Credential};
 use crate::server::body::{json, Response};
 use crate::server::error::{bad_request, not_found};
 use crate::server::AppState;
@@ -84,8 +85,7 @@ fn requested_model(body: &[u8]) -> Result<String, CallError> {
 
 /// `GET /v1/user/info`: the caller's balance (what it can spend now) and its usage so far.
 pub async fn user_info(state: &AppState, req: &Request<Incoming>) -> Response {
-    let bearer = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if crate::account::session::looks_like_jwt(bearer.trim_start_matches("Bearer ")) {
+    if let Credential::Session(_) = credential(req.headers()) {
         return super::user::info(state, req).await.unwrap_or_else(|e| e.into_response());
     }
     let consumer = match state.authenticate(req) {

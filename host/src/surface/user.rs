@@ -1,8 +1,9 @@
 //! Accounts as users see them: register, log in (a session token, JWT), their info, their
 //! own API keys, and their own request log. Session routes read the database: they are not on the model-call path.
 
-use crate::account::{self, session::looks_like_jwt};
+use crate::account;
 use crate::exchange::CallError;
+use crate::server::auth::{credential, Credential};
 use crate::server::body::{json, Response};
 use crate::server::error::{bad_request, unauthorized};
 use crate::server::AppState;
@@ -115,13 +116,9 @@ async fn login(state: &AppState, req: Request<Incoming>) -> Result<Response, Cal
 
 /// The signed-in user (a valid session token of an enabled user), as the database has it now.
 pub async fn session_user(state: &AppState, req: &Request<Incoming>) -> Result<account::UserInfo, CallError> {
-    let token = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| looks_like_jwt(t))
-        .ok_or_else(|| unauthorized("Sign in: send 'Authorization: Bearer <token>' from POST /v1/auth/login."))?;
+    let Credential::Session(token) = credential(req.headers()) else {
+        return Err(unauthorized("Sign in: send 'Authorization: Bearer <token>' from POST /v1/auth/login."));
+    };
     let claims = state
         .sessions
         .verify(token)
@@ -156,8 +153,7 @@ pub async fn info(state: &AppState, req: &Request<Incoming>) -> Result<Response,
 /// key's calls only. Never another user's, and without the operator's channel names.
 async fn logs(state: &AppState, req: &Request<Incoming>) -> Result<Response, CallError> {
     use crate::admin::reports;
-    let bearer = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let (user_id, key_id) = if looks_like_jwt(bearer.trim_start_matches("Bearer ")) {
+    let (user_id, key_id) = if let Credential::Session(_) = credential(req.headers()) {
         (Some(session_user(state, req).await?.id), None)
     } else {
         (None, Some(state.authenticate(req)?.key_id))

@@ -1,0 +1,119 @@
+//! The gateway's own routes, as data. The router dispatches from this one table, and both
+//! the 405 answers (with `Allow`) and the paths a plugin may not declare are derived from it,
+//! so the three can never drift apart.
+
+/// What serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    Health,
+    Metrics,
+    Models,
+    UserInfo,
+    /// Registration, sign-in, a user's own keys and log.
+    Account,
+    /// A model call on the OpenAI surface, with its operation.
+    ModelCall(&'static str),
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum RoutePath {
+    Exact(&'static str),
+    /// Every path under it (the handler routes further).
+    Prefix(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// `None`: any method (the handler answers the methods it knows).
+    pub method: Option<&'static str>,
+    pub path: RoutePath,
+    pub handler: Handler,
+}
+
+use Handler::*;
+use RoutePath::*;
+
+const fn route(method: &'static str, path: &'static str, handler: Handler) -> Route {
+    Route { method: Some(method), path: Exact(path), handler }
+}
+
+const fn family(prefix: &'static str, handler: Handler) -> Route {
+    Route { method: None, path: Prefix(prefix), handler }
+}
+
+/// The routes the gateway serves itself; everything else may be a plugin's native route.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/health", Health),
+    route("GET", "/metrics", Metrics),
+    route("GET", "/v1/models", Models),
+    route("GET", "/v1/user/info", UserInfo),
+    route("GET", "/v1/user/logs", Account),
+    family("/v1/user/keys", Account),
+    family("/v1/auth/", Account),
+    route("POST", "/v1/chat/completions", ModelCall("chat")),
+    route("POST", "/v1/embeddings", ModelCall("embeddings")),
+    route("POST", "/v1/images/generations", ModelCall("images")),
+    route("POST", "/v1/rerank", ModelCall("rerank")),
+    route("POST", "/v1/audio/speech", ModelCall("speech")),
+    family("/admin/", Admin),
+];
+
+/// What the table says about a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    Route(Handler),
+    /// The path is the gateway's, not with this method: 405 with these methods allowed.
+    WrongMethod(Vec<&'static str>),
+    /// Not the gateway's: maybe a plugin's native route.
+    NotOurs,
+}
+
+pub fn find(method: &str, path: &str) -> Found {
+    let mut allowed = Vec::new();
+    for r in ROUTES {
+        let matches = match r.path {
+            Exact(p) => p == path,
+            Prefix(p) => path.starts_with(p),
+        };
+        if !matches {
+            continue;
+        }
+        match r.method {
+            None => return Found::Route(r.handler),
+            Some(m) if m == method => return Found::Route(r.handler),
+            Some(m) => allowed.push(m),
+        }
+    }
+    if allowed.is_empty() {
+        Found::NotOurs
+    } else {
+        Found::WrongMethod(allowed)
+    }
+}
+
+/// True when `path` belongs to the gateway, so a plugin may not declare it.
+pub fn reserved(path: &str) -> bool {
+    !matches!(find("", path), Found::NotOurs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_table_gives_routes_405s_and_the_paths_plugins_may_not_take() {
+        assert_eq!(find("POST", "/v1/rerank"), Found::Route(ModelCall("rerank")));
+        assert_eq!(find("GET", "/v1/rerank"), Found::WrongMethod(vec!["POST"]));
+        assert_eq!(find("DELETE", "/v1/user/keys/7"), Found::Route(Account));
+        assert_eq!(find("PUT", "/admin/pricing"), Found::Route(Admin));
+        assert_eq!(find("POST", "/v1/t2a_v2"), Found::NotOurs);
+        // Every route of the table is reserved, the ones the old hand-written list missed too.
+        for path in
+            ["/v1/rerank", "/v1/images/generations", "/v1/auth/login", "/v1/user/keys", "/v1/user/logs", "/admin/x"]
+        {
+            assert!(reserved(path), "{path}");
+        }
+        assert!(!reserved("/v1/t2a_v2"));
+    }
+}
