@@ -10,8 +10,9 @@
 //!   from `n` or `batch_size`; a billing field of the wrong type or written twice is a 400,
 //!   never a zero estimate;
 //! - a call is charged once, by request id: the ledger refuses a second charge for the same id;
-//! - a call the vendor refused or never received costs nothing; one it answered 2xx is billed
-//!   even if the answer cannot be read (`settle_reserved`: the reservation, marked estimated);
+//! - a call the vendor refused or never received costs nothing; one it received and may have
+//!   worked on (answered 2xx but unreadable, timed out, connection lost after sending) is
+//!   billed its reservation (`settle_reserved`, marked estimated), never resent;
 //! - usage the vendor reports is billed as reported; units it does not report are estimated
 //!   and the call record says `estimated`; a usage whose cost exceeds
 //!   `pricing::MAX_CHARGE_MICROS` is absurd: billed as reserved and logged, never wrapped;
@@ -50,6 +51,8 @@ pub struct Meter {
     input_tokens_estimate: u64,
     characters_estimate: u64,
     images_estimate: u64,
+    /// The output tokens reserved: what a reply that reports none is billed.
+    output_tokens_estimate: u64,
     /// The operation generates output tokens (chat); others (embeddings, rerank) that report
     /// none have none, which is not an estimate.
     generates_tokens: bool,
@@ -166,6 +169,7 @@ impl Billing {
             input_tokens_estimate: request.input_tokens,
             characters_estimate: request.characters,
             images_estimate: request.images,
+            output_tokens_estimate: request.max_output_tokens,
             generates_tokens: op == "chat",
         })
     }
@@ -219,10 +223,12 @@ impl Meter {
         };
         let units = Units {
             input_tokens: estimate(u.input_tokens, tokens_priced, self.input_tokens_estimate),
+            // A stream that reports none: one per content event delivered; a reply that
+            // reports none: what was reserved (never free because the vendor said nothing).
             output_tokens: estimate(
                 u.output_tokens,
                 tokens_priced && self.generates_tokens,
-                delivered_events.unwrap_or(0),
+                delivered_events.unwrap_or(self.output_tokens_estimate),
             ),
             cached_tokens: u.cached_tokens.unwrap_or(0),
             characters: estimate(u.characters, !p.characters_per_10k.0.is_zero(), self.characters_estimate),
@@ -335,7 +341,11 @@ impl RequestEstimate {
         }
         // The vendor generates `n` (or its own `batch_size`) items: the larger bounds both.
         let items = n.unwrap_or(1).max(batch_size.unwrap_or(1));
-        let per_choice = max_completion.or(max_tokens).unwrap_or(price.max_output_tokens);
+        // Vendors read one or the other: the larger bounds both.
+        let per_choice = match (max_completion, max_tokens) {
+            (None, None) => price.max_output_tokens,
+            (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
+        };
         Ok(RequestEstimate {
             // A token is at least ~2 bytes of JSON-escaped text: bytes/2 is a generous bound.
             input_tokens: (body.len() as u64).div_ceil(2),
@@ -485,6 +495,18 @@ mod tests {
         let m = b.start(&[u1], "default", "img", "images", br#"{"prompt":"a","n":2,"batch_size":3}"#).unwrap();
         assert_eq!(m.reservation.amount, 120_000);
         b.release(m);
+    }
+
+    #[test]
+    fn the_larger_of_both_output_limits_is_reserved_and_a_reply_without_output_tokens_bills_them() {
+        let b = billing(PRICES);
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 10_000_000)]);
+        let body = br#"{"max_completion_tokens":1,"max_tokens":90}"#;
+        let m = b.start(&[u1], "default", "m", "chat", body).unwrap();
+        assert_eq!(m.reservation.amount, 180 + (body.len() as u64).div_ceil(2) as i64);
+        let c = b.settle(m, &Reported { input_tokens: Some(10), ..Reported::default() }, None);
+        assert_eq!((c.micros, c.estimated), (10 + 180, true), "the reserved output, marked estimated");
     }
 
     #[test]

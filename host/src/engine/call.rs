@@ -116,7 +116,7 @@ impl Engine {
             }
             Err(e) => {
                 match end.fail(&e) {
-                    Some(h) if e.work == VendorWork::Done => {
+                    Some(h) if e.work != VendorWork::None => {
                         let body = e.to_json().to_string();
                         h.complete(Some((e.status, Some("application/json"), body.as_bytes()))).await
                     }
@@ -225,7 +225,13 @@ impl Engine {
             // A stream that started is the consumer's now (it is a success), and a request
             // the vendor may have worked on is never sent again: only a call the vendor
             // refused or never received is retried.
-            let may_have_run = matches!(&result, Err(e) if e.work != VendorWork::None);
+            let may_have_run = match &result {
+                Err(e) => e.work != VendorWork::None,
+                Ok(Outcome::Reply { status, error: Some(e), .. }) => {
+                    (200..300).contains(status) && super::end::is_fault(e.kind)
+                }
+                Ok(_) => false,
+            };
             let retryable = !may_have_run
                 && matches!(outcome, KeyOutcome::Refused | KeyOutcome::RateLimited(_) | KeyOutcome::Fault);
             if !retryable || tried.len() >= attempts {

@@ -62,11 +62,15 @@ impl CallEnd {
         });
     }
 
-    /// A reply: charged by its usage when it answered 2xx without a vendor error, else free.
+    /// A reply: charged by its usage when it answered 2xx without a vendor error; a 2xx whose
+    /// plugin reports a fault (it could not read the answer) is charged its reservation; else
+    /// free (the vendor refused).
     pub(super) fn reply(mut self, status: u16, usage: &wit::Usage, error: Option<&wit::AdapterError>) -> Option<Held> {
         let answered = error.is_none() && (200..300).contains(&status);
+        let unreadable = (200..300).contains(&status) && error.is_some_and(|e| is_fault(e.kind));
         let charge = match (&self.billing, self.meter.take()) {
             (Some(b), Some(m)) if answered => Some(b.settle(m, &reported(usage), None)),
+            (Some(b), Some(m)) if unreadable => Some(b.settle_reserved(m)),
             (Some(b), Some(m)) => {
                 b.release(m);
                 None
@@ -99,11 +103,12 @@ impl CallEnd {
         })
     }
 
-    /// A failure: free, unless the vendor answered 2xx and the answer was unusable (the work
-    /// was done: charged its reservation, marked estimated).
+    /// A failure: free when the vendor refused the request or never received it; charged its
+    /// reservation (marked estimated) when the vendor did or may have done the work (it
+    /// answered 2xx and the answer was unusable, or it was sent and no answer came).
     pub(super) fn fail(mut self, e: &CallError) -> Option<Held> {
         let charge = match (&self.billing, self.meter.take()) {
-            (Some(b), Some(m)) if e.work == VendorWork::Done => Some(b.settle_reserved(m)),
+            (Some(b), Some(m)) if e.work != VendorWork::None => Some(b.settle_reserved(m)),
             (Some(b), Some(m)) => {
                 b.release(m);
                 None
@@ -190,6 +195,11 @@ impl Drop for CallEnd {
         }
         // The meter's reservation and the claim end by their own drops.
     }
+}
+
+/// A class that means the plugin could not use the vendor's answer (not a refusal).
+pub(super) fn is_fault(kind: wit::ErrorKind) -> bool {
+    matches!(kind, wit::ErrorKind::UpstreamFault | wit::ErrorKind::Timeout)
 }
 
 /// The plugin's usage report in billing's terms.

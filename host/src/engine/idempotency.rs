@@ -21,6 +21,8 @@ pub struct Held {
     db: Db,
     key_id: i64,
     key: String,
+    /// The call that holds the claim (the only one that may end it).
+    request_id: String,
     finished: bool,
 }
 
@@ -46,7 +48,13 @@ pub async fn claim(db: &Db, r: &CallRequest) -> Decision {
     let claim = idempotency::claim(db, key_id, key, &fingerprint, &r.request_id, now_unix()).await;
     Decision::Refuse(match claim {
         Ok(Claim::Claimed) => {
-            return Decision::Run(Some(Held { db: db.clone(), key_id, key: key.clone(), finished: false }))
+            return Decision::Run(Some(Held {
+                db: db.clone(),
+                key_id,
+                key: key.clone(),
+                request_id: r.request_id.clone(),
+                finished: false,
+            }))
         }
         Ok(Claim::Answered(Some(stored))) => return Decision::Replay(stored),
         Ok(Claim::InProgress) => CallError::new(
@@ -93,7 +101,7 @@ impl Held {
     /// The call was answered: keep the answer for replays (`None`: answered, not kept).
     pub async fn complete(mut self, answer: Option<(u16, Option<&str>, &[u8])>) {
         self.finished = true;
-        if let Err(e) = idempotency::complete(&self.db, self.key_id, &self.key, answer).await {
+        if let Err(e) = idempotency::complete(&self.db, self.key_id, &self.key, &self.request_id, answer).await {
             tracing::error!(error = %format!("{e:#}"), "storing an idempotent answer failed");
         }
     }
@@ -109,7 +117,7 @@ impl Held {
     /// The call cost nothing: a retry with this key may run it.
     pub async fn give_up(mut self) {
         self.finished = true;
-        if let Err(e) = idempotency::give_up(&self.db, self.key_id, &self.key).await {
+        if let Err(e) = idempotency::give_up(&self.db, self.key_id, &self.key, &self.request_id).await {
             tracing::error!(error = %format!("{e:#}"), "giving up an idempotency key failed");
         }
     }
@@ -119,8 +127,9 @@ impl Drop for Held {
     fn drop(&mut self) {
         if !self.finished {
             let (db, key_id, key) = (self.db.clone(), self.key_id, std::mem::take(&mut self.key));
+            let request_id = std::mem::take(&mut self.request_id);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { idempotency::give_up(&db, key_id, &key).await });
+                rt.spawn(async move { idempotency::give_up(&db, key_id, &key, &request_id).await });
             }
         }
     }

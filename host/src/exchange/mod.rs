@@ -45,13 +45,14 @@ pub struct CallError {
 
 /// What the vendor may have done with a call that failed: decides whether the call may be
 /// resent on another key and whether it is billed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum VendorWork {
     /// Nothing: the request never reached it, or it refused the request. Free; may be resent.
     #[default]
     None,
-    /// Maybe: the request was sent and no answer came (a timeout, a connection lost). Free,
-    /// but never resent: a consumer must not be able to make the operator pay twice.
+    /// Maybe: the request was sent and no answer came (a timeout, a connection lost). The
+    /// vendor received it, so it is billed (its reservation, marked estimated), and never
+    /// resent: a consumer must not be able to make the operator pay twice.
     Unknown,
     /// It answered 2xx, and the answer could not be used. Billed (by the reservation, marked
     /// estimated), never resent.
@@ -102,6 +103,11 @@ impl CallError {
     }
     /// The same error, after the vendor did `work`.
     pub fn after(self, work: VendorWork) -> Self {
+        CallError { work, ..self }
+    }
+    /// The same error, with at least `work` done (what earlier steps got done stays done).
+    pub fn at_least(self, work: VendorWork) -> Self {
+        let work = self.work.max(work);
         CallError { work, ..self }
     }
 }
@@ -173,16 +179,29 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
     for _ in 0..MAX_STEPS {
         step = match step {
             wit::Step::Send(req) => {
-                let resp = ctx.upstream.send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body).await?;
-                let response = read_whole(resp, &ctx.upstream).await?;
-                work = if (200..300).contains(&response.status) { VendorWork::Done } else { VendorWork::None };
+                // Work an earlier step got done is never forgotten by a later step's failure.
+                let resp = ctx
+                    .upstream
+                    .send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body)
+                    .await
+                    .map_err(|e| e.at_least(work))?;
+                let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
+                if (200..300).contains(&response.status) {
+                    work = VendorWork::Done;
+                }
                 pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
             }
             wit::Step::Stream(s) => {
-                let resp = ctx.upstream.send(&base_url, &s.request, ctx.key.as_ref(), &ctx.client_body).await?;
+                let resp = ctx
+                    .upstream
+                    .send(&base_url, &s.request, ctx.key.as_ref(), &ctx.client_body)
+                    .await
+                    .map_err(|e| e.at_least(work))?;
                 if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing) {
-                    let response = read_whole(resp, &ctx.upstream).await?;
-                    work = if (200..300).contains(&response.status) { VendorWork::Done } else { VendorWork::None };
+                    let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
+                    if (200..300).contains(&response.status) {
+                        work = VendorWork::Done;
+                    }
                     pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
                 } else {
                     let settings = stream::Settings {
@@ -195,7 +214,11 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 }
             }
             wit::Step::Relay(req) => {
-                let response = ctx.upstream.send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body).await?;
+                let response = ctx
+                    .upstream
+                    .send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body)
+                    .await
+                    .map_err(|e| e.at_least(work))?;
                 return Ok(Outcome::Relay { response });
             }
             wit::Step::Reply(r) => {

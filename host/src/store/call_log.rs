@@ -149,10 +149,13 @@ async fn write_loop(
                     }
                     break;
                 }
-                Err(e) if attempt < 3 => {
+                // A batch that carries charges is retried until the database takes it (money is
+                // never dropped; new records wait in the queue meanwhile); one without is
+                // retried three times.
+                Err(e) if attempt < 3 || batch.iter().any(|r| r.charge_micros != 0) => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "writing call records failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt.min(50))).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, records = batch.len(), "writing call records failed; batch lost");

@@ -110,12 +110,20 @@ pub async fn claim(
     })
 }
 
-/// Stores the answer of the call that holds the claim (`None`: answered, but not kept).
-pub async fn complete(db: &Db, key_id: i64, idem_key: &str, answer: Option<(u16, Option<&str>, &[u8])>) -> Result<()> {
+/// Stores the answer of the call that holds the claim (`None`: answered, but not kept). Only
+/// the claim's own call (`request_id`) can complete it: one that lost it to a takeover cannot.
+pub async fn complete(
+    db: &Db,
+    key_id: i64,
+    idem_key: &str,
+    request_id: &str,
+    answer: Option<(u16, Option<&str>, &[u8])>,
+) -> Result<()> {
     let answer = answer.filter(|(_, _, body)| body.len() <= MAX_STORED_BYTES);
     let state = if answer.is_some() { STORED } else { NOT_KEPT };
     sqlx::query(
-        "UPDATE idempotency SET state = $1, status = $2, content_type = $3, body = $4 WHERE key_id = $5 AND idem_key = $6",
+        "UPDATE idempotency SET state = $1, status = $2, content_type = $3, body = $4 \
+         WHERE key_id = $5 AND idem_key = $6 AND request_id = $7",
     )
     .bind(state)
     .bind(answer.map(|(status, _, _)| status as i64))
@@ -123,17 +131,19 @@ pub async fn complete(db: &Db, key_id: i64, idem_key: &str, answer: Option<(u16,
     .bind(answer.map(|(_, _, body)| body.to_vec()))
     .bind(key_id)
     .bind(idem_key)
+    .bind(request_id)
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// Gives a claim up: the call cost nothing, a retry may run it.
-pub async fn give_up(db: &Db, key_id: i64, idem_key: &str) -> Result<()> {
-    sqlx::query("DELETE FROM idempotency WHERE key_id = $1 AND idem_key = $2 AND state = $3")
+/// Gives a claim up: the call cost nothing, a retry may run it (only the claim's own call).
+pub async fn give_up(db: &Db, key_id: i64, idem_key: &str, request_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM idempotency WHERE key_id = $1 AND idem_key = $2 AND state = $3 AND request_id = $4")
         .bind(key_id)
         .bind(idem_key)
         .bind(IN_PROGRESS)
+        .bind(request_id)
         .execute(db)
         .await?;
     Ok(())
@@ -162,7 +172,7 @@ mod tests {
         assert!(matches!(claim(&db, 1, "k", "f2", "req-2", t).await.unwrap(), Claim::Mismatch));
         assert!(claimed(&claim(&db, 2, "k", "f1", "req-3", t).await.unwrap()), "keys are per consumer key");
 
-        complete(&db, 1, "k", Some((200, Some("application/json"), b"{\"ok\":1}"))).await.unwrap();
+        complete(&db, 1, "k", "req-1", Some((200, Some("application/json"), b"{\"ok\":1}"))).await.unwrap();
         match claim(&db, 1, "k", "f1", "req-4", t + 10).await.unwrap() {
             Claim::Answered(Some(s)) => {
                 assert_eq!(
@@ -175,19 +185,24 @@ mod tests {
         }
         // An answer too large to keep is remembered as answered, never run again.
         assert!(claimed(&claim(&db, 1, "big", "f", "req-5", t).await.unwrap()));
-        complete(&db, 1, "big", Some((200, None, &vec![0u8; MAX_STORED_BYTES + 1]))).await.unwrap();
+        complete(&db, 1, "big", "req-5", Some((200, None, &vec![0u8; MAX_STORED_BYTES + 1]))).await.unwrap();
         assert!(matches!(claim(&db, 1, "big", "f", "req-6", t).await.unwrap(), Claim::Answered(None)));
 
         // Given up (the call was free): a retry claims it; a stale claim is taken over; a day
         // later the key is free again.
-        give_up(&db, 2, "k").await.unwrap();
+        give_up(&db, 2, "k", "req-3").await.unwrap();
         assert!(claimed(&claim(&db, 2, "k", "f1", "req-7", t).await.unwrap()));
         assert!(matches!(
             claim(&db, 2, "k", "f1", "req-8", t + STALE_CLAIM_SECS - 1).await.unwrap(),
             Claim::InProgress
         ));
         assert!(claimed(&claim(&db, 2, "k", "f1", "req-9", t + STALE_CLAIM_SECS + 1).await.unwrap()));
-        assert!(claimed(&claim(&db, 1, "k", "other", "req-10", t + KEEP_SECS + 1).await.unwrap()));
+        // The call that lost its claim to the takeover can neither give it up nor complete it.
+        give_up(&db, 2, "k", "req-7").await.unwrap();
+        complete(&db, 2, "k", "req-7", Some((200, None, b"stale"))).await.unwrap();
+        let later = t + STALE_CLAIM_SECS + 2;
+        assert!(matches!(claim(&db, 2, "k", "f1", "req-10", later).await.unwrap(), Claim::InProgress));
+        assert!(claimed(&claim(&db, 1, "k", "other", "req-11", t + KEEP_SECS + 1).await.unwrap()));
         assert!(prune(&db, t + 10 * KEEP_SECS).await.unwrap() >= 2);
     }
 }

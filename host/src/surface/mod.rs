@@ -61,7 +61,23 @@ where
     let started = Instant::now();
     let request_id = state.next_request_id();
     let answer = match resolve(started, request_id.clone()).await {
-        Ok(r) => state.engine.call(r).await,
+        // Its own task: a consumer that goes away cannot cancel a call the vendor may be
+        // working on; it finishes, is settled by its usage and recorded.
+        Ok(r) => {
+            let state = Arc::clone(state);
+            match tokio::spawn(async move { state.engine.call(r).await }).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::error!(request_id = %request_id, error = %e, "a call's task failed");
+                    Answer::Failed(CallError::new(
+                        500,
+                        "server_error",
+                        "internal_error",
+                        "The gateway failed this call.",
+                    ))
+                }
+            }
+        }
         Err(e) => Answer::Failed(e),
     };
     with_request_id(render(answer), &request_id)

@@ -198,7 +198,12 @@ impl T2a {
 
     fn native_request(&mut self) -> Result<Step, AdapterError> {
         let mut json = json_object(&self.call.body)?;
-        let stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        // Read as MiniMax reads it; anything but a boolean is refused, never guessed.
+        let stream = match json.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(AdapterError::new(ErrorKind::BadRequest, "'stream' must be true or false")),
+        };
         let model = &self.call.upstream_model;
         let body = if !model.is_empty() && json.get("model").and_then(Value::as_str) != Some(model) {
             json["model"] = Value::String(model.clone());

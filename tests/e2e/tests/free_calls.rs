@@ -200,11 +200,12 @@ fn a_stream_asked_for_with_an_escaped_key_streams_and_is_billed() {
 }
 
 #[test]
-fn a_client_that_leaves_before_the_answer_leaves_no_reservation_and_gets_a_record() {
+fn a_client_that_leaves_before_the_answer_pays_for_it_and_leaves_no_reservation() {
     let mock = Mock::start();
     let gw = gateway(&mock, "leaves");
-    // 1.5 covers one reservation of ~1.0 at a time: a leaked one would refuse the next call.
-    let key = gw.create_key("leaver", "1.5");
+    // 5 covers the three calls left in flight (~1.0 reserved each); a leaked reservation
+    // would then refuse the call that reserves 4.9.
+    let key = gw.create_key("leaver", "5");
     assert!(eventually(Duration::from_secs(5), || gw.chat(&key, "gpt-4o-mini", "").status == 200));
     for _ in 0..3 {
         let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
@@ -219,16 +220,18 @@ fn a_client_that_leaves_before_the_answer_leaves_no_reservation_and_gets_a_recor
         drop(s);
     }
     assert!(
-        eventually(Duration::from_secs(10), || gw.chat(&key, "gpt-4o-mini", "").status == 200),
+        eventually(Duration::from_secs(10), || gw.chat(&key, "gpt-4o-mini", r#","max_tokens":4900"#).status == 200),
         "the reservations came back"
     );
     let logs =
         || http::request(&gw.addr, "GET", "/v1/user/logs", &[("authorization", &format!("Bearer {key}"))], b"").json();
     assert!(
         eventually(Duration::from_secs(5), || {
-            logs()["data"].as_array().unwrap().iter().filter(|c| c["model"] == "slow-1500").count() == 3
+            let logs = logs();
+            let left = logs["data"].as_array().unwrap().iter().filter(|c| c["model"] == "slow-1500");
+            left.filter(|c| c["status"] == 200 && c["charge"] == "0.003009").count() == 3
         }),
-        "each call that was left is recorded: {}",
+        "each call that was left finished, was billed by its usage and recorded: {}",
         logs()
     );
     let (ok, out) = gw.verify_ledger();
@@ -262,4 +265,22 @@ fn keys_create_never_hands_a_key_and_its_grant_to_a_user_who_registered_that_nam
     // A name the operator's own key command created takes more keys, as before.
     gw.create_key("ops-batch", "1");
     gw.create_key("ops-batch", "1");
+}
+
+#[test]
+fn a_call_that_timed_out_after_reaching_the_vendor_is_billed_as_reserved_and_never_resent() {
+    let mock = Mock::start();
+    let gw = gateway_with(&mock, "timeout", "upstream_timeout_ms = 300\n");
+    let initial = gw.balance_micros("e2e");
+    let body = r#"{"model":"slow-1500","messages":[],"max_tokens":10}"#;
+    let r = call(&gw, &gw.key, "/v1/chat/completions", None, body);
+    assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"), "{}", r.text());
+    assert_eq!(upstream_calls(&mock), 1, "not resent on the channel's other key");
+    // Reserved: 10 output tokens at 1000 per million and the input estimate at 1 per million.
+    let reserved = 10_000 + (body.len() as i64 + 1) / 2;
+    assert!(
+        eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == initial - reserved),
+        "charged its reservation: {} of {initial}",
+        gw.balance_micros("e2e")
+    );
 }
