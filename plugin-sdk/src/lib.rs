@@ -12,6 +12,7 @@
 //!
 //! For OpenAI-compatible vendors, [`openai_compat`] does the whole job: see `plugins/openai`.
 
+mod clock;
 pub mod errors;
 pub mod openai_compat;
 /// SSE framing: the host frames upstream streams with this same parser.
@@ -32,6 +33,7 @@ pub mod bindings {
 }
 
 pub use bindings::tollgate::adapter::types::*;
+pub use clock::{nonce, now_ms};
 pub use types::*;
 
 use bindings::exports::tollgate::adapter::adapter::{Guest, GuestExchange};

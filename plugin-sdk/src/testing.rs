@@ -167,3 +167,31 @@ pub fn event_data(chunks: &[OutChunk]) -> Vec<String> {
 pub fn body_text(req: &UpstreamRequest) -> String {
     String::from_utf8(req.body.as_bytes().expect("plugin-held body").to_vec()).expect("utf-8 body")
 }
+
+/// Fixes `now_ms()` for this thread's tests (`None`: the real clock again).
+pub fn fix_clock(now_ms: Option<u64>) {
+    crate::clock::FIXED_NOW_MS.with(|f| *f.borrow_mut() = now_ms);
+}
+
+/// Fixes `nonce()` for this thread's tests (`None`: real randomness again).
+pub fn fix_nonce(nonce: Option<&str>) {
+    crate::clock::FIXED_NONCE.with(|f| *f.borrow_mut() = nonce.map(str::to_string));
+}
+
+#[cfg(test)]
+mod clock_tests {
+    #[test]
+    fn the_clock_and_nonces_are_real_unless_a_test_fixes_them() {
+        let now = crate::now_ms();
+        assert!(now > 1_700_000_000_000, "a real wall clock: {now}");
+        let (a, b) = (crate::nonce(), crate::nonce());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b, "fresh randomness each time");
+        super::fix_clock(Some(1_234));
+        super::fix_nonce(Some("00ff"));
+        assert_eq!((crate::now_ms(), crate::nonce().as_str()), (1_234, "00ff"));
+        super::fix_clock(None);
+        super::fix_nonce(None);
+        assert!(crate::now_ms() >= now);
+    }
+}

@@ -147,7 +147,12 @@ impl Runtime {
 
     fn new_store(&self) -> Store<CallState> {
         let state = CallState {
-            wasi: WasiCtx::builder().build(),
+            // Pinned, not left to defaults: plugins that sign requests need the real wall
+            // clock and a cryptographically secure random source (and nothing else of WASI).
+            wasi: WasiCtx::builder()
+                .wall_clock(wasmtime_wasi::clocks::WallClock::new())
+                .secure_random(wasmtime_wasi::thread_rng())
+                .build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.memory_limit)

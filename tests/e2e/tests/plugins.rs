@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tollgate_e2e::{channel, eventually, http, Gateway, Mock};
 
 fn faulty_gateway(mock: &Mock, name: &str) -> Gateway {
-    let ch = channel("faults", "faulty", &mock.url(), &["trap", "loop", "oom", "sleep", "echo"], &[]);
+    let ch = channel("faults", "faulty", &mock.url(), &["trap", "loop", "oom", "sleep", "clock", "echo"], &[]);
     Gateway::start(
         name,
         &[("faulty-v1", "faulty.wasm")],
@@ -149,4 +149,22 @@ fn admin_api_needs_its_token() {
     assert_eq!(r.status, 401);
     let r = http::request(&gw.addr, "GET", "/admin/plugins", &[("authorization", &format!("Bearer {}", gw.key))], b"");
     assert_eq!(r.status, 401, "a consumer key is not an admin token");
+}
+
+#[test]
+fn plugins_read_the_real_wall_clock_and_a_secure_random_source() {
+    let mock = Mock::start();
+    let gw = faulty_gateway(&mock, "clock");
+    let ask = || {
+        let r = gw.post("/v1/chat/completions", r#"{"model":"clock","messages":[]}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let (a, b) = (ask(), ask());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let plugin_now = a["now_ms"].as_i64().unwrap();
+    assert!((now - plugin_now).abs() < 60_000, "the plugin's clock ({plugin_now}) is the host's ({now})");
+    let nonce = a["nonce"].as_str().unwrap();
+    assert!(nonce.len() == 32 && nonce.bytes().all(|c| c.is_ascii_hexdigit()), "{nonce}");
+    assert_ne!(a["nonce"], b["nonce"], "fresh randomness on every call");
 }
