@@ -168,3 +168,19 @@ fn plugins_read_the_real_wall_clock_and_a_secure_random_source() {
     assert!(nonce.len() == 32 && nonce.bytes().all(|c| c.is_ascii_hexdigit()), "{nonce}");
     assert_ne!(a["nonce"], b["nonce"], "fresh randomness on every call");
 }
+
+#[test]
+fn a_relayed_answer_is_classified_so_a_refused_key_is_disabled_and_the_download_retried() {
+    let mock = Mock::start();
+    let ch = channel("relays", "faulty", &mock.url(), &["relay"], &["bad-relay-key", "good-relay-key"]);
+    let gw = Gateway::start("relay", &[("faulty-v1", "faulty.wasm")], &ch);
+    for _ in 0..3 {
+        let r = gw.post("/v1/chat/completions", r#"{"model":"relay","messages":[]}"#);
+        assert_eq!(r.status, 200, "served by the good key, whichever key came first: {}", r.text());
+        assert!(r.text().contains("gpt-4o-mini"), "the upstream's answer, relayed: {}", r.text());
+    }
+    let channels =
+        http::request(&gw.addr, "GET", "/admin/channels", &[("authorization", "Bearer admin-secret")], b"").json();
+    let keys = channels.to_string();
+    assert!(keys.contains("disabled"), "the key the vendor refused on a relay is disabled: {keys}");
+}
