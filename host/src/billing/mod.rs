@@ -148,6 +148,7 @@ impl Billing {
             output_tokens: request.max_output_tokens,
             characters: request.characters,
             images: request.images,
+            milliseconds: reserved_milliseconds(price),
             ..Units::default()
         };
         // A priced call reserves at least one micro, so that an account at zero or below is
@@ -232,14 +233,17 @@ impl Meter {
             ),
             cached_tokens: u.cached_tokens.unwrap_or(0),
             characters: estimate(u.characters, !p.characters_per_10k.0.is_zero(), self.characters_estimate),
-            // Nothing in a request bounds a duration: a plugin that does not report the seconds
-            // its model is priced by leaves them unbilled, flagged (estimated) and logged.
-            milliseconds: estimate(u.milliseconds, !p.per_second.0.is_zero(), 0),
+            // Nothing in a request bounds a duration: the model's `max_seconds` is reserved,
+            // and billed (estimated, logged) when the vendor reports none. Never free.
+            milliseconds: estimate(u.milliseconds, !p.per_second.0.is_zero(), reserved_milliseconds(p)),
             // Images the vendor did not count: as many as the request asked for (`n`).
             images: estimate(u.images.map(u64::from), !p.per_image.0.is_zero(), self.images_estimate),
         };
         if u.milliseconds.is_none() && !p.per_second.0.is_zero() {
-            tracing::warn!("a call priced per second reported no duration: its seconds are not billed");
+            tracing::warn!(
+                seconds = p.max_seconds,
+                "a call priced per second reported no duration: billed its reserved seconds"
+            );
         }
         (units, estimated)
     }
@@ -273,6 +277,15 @@ pub enum Refusal {
         available: i64,
         needed: i64,
     },
+}
+
+/// The duration reserved for a model priced per second.
+fn reserved_milliseconds(price: &ModelPrice) -> u64 {
+    if price.per_second.0.is_zero() {
+        0
+    } else {
+        price.max_seconds.saturating_mul(1000)
+    }
 }
 
 /// Upper bounds read from the request body.
@@ -507,6 +520,25 @@ mod tests {
         assert_eq!(m.reservation.amount, 180 + (body.len() as u64).div_ceil(2) as i64);
         let c = b.settle(m, &Reported { input_tokens: Some(10), ..Reported::default() }, None);
         assert_eq!((c.micros, c.estimated), (10 + 180, true), "the reserved output, marked estimated");
+    }
+
+    #[test]
+    fn a_per_second_model_reserves_its_max_seconds_and_bills_them_when_no_duration_is_reported() {
+        let b = billing("[models.v]\nper_second = \"0.1\"\nmax_seconds = 10\n");
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 5_000_000)]);
+        let m = b.start(&[u1], "default", "v", "video", b"{}").unwrap();
+        assert_eq!(m.reservation.amount, 1_000_000, "10 s at 0.1");
+        let c = b.settle(m, &Reported { milliseconds: Some(2_500), ..Reported::default() }, None);
+        assert_eq!((c.micros, c.estimated), (250_000, false));
+        let m = b.start(&[u1], "default", "v", "video", b"{}").unwrap();
+        let c = b.settle(m, &Reported::default(), None);
+        assert_eq!((c.micros, c.estimated), (1_000_000, true), "never free because the vendor said nothing");
+        b.wallets.set_db_balances([(Account::User(2), 500_000)]);
+        assert!(matches!(
+            b.start(&[Account::User(2)], "default", "v", "video", b"{}"),
+            Err(Refusal::Insufficient { .. })
+        ));
     }
 
     #[test]

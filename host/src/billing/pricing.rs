@@ -59,6 +59,14 @@ pub struct ModelPrice {
     /// Output tokens reserved up front when the request sets no `max_tokens`.
     #[serde(default = "default_max_output")]
     pub max_output_tokens: u64,
+    /// Seconds reserved up front for a model priced per second (nothing in a request bounds a
+    /// duration), and billed when the vendor reports none.
+    #[serde(default = "default_max_seconds")]
+    pub max_seconds: u64,
+}
+
+fn default_max_seconds() -> u64 {
+    60
 }
 
 fn default_max_output() -> u64 {
