@@ -19,67 +19,63 @@ impl Engine {
     /// Reads every key's balance of `channel` once; returns how many were read. A job calls
     /// this for each `highest-balance` channel every `balance_refresh_secs`.
     pub async fn read_balances(&self, channel: &Arc<Channel>) -> usize {
-        read(self, channel).await
-    }
-}
-
-async fn read(engine: &Engine, channel: &Arc<Channel>) -> usize {
-    let Some(plugin) = engine.registry.current().get(&channel.plugin).cloned() else {
-        tracing::warn!(channel = %channel.name, plugin = %channel.plugin, "balance refresh: the plugin is not loaded");
-        return 0;
-    };
-    if !plugin.supports(BALANCE_OP) {
-        tracing::warn!(channel = %channel.name, plugin = %channel.plugin,
+        let Some(plugin) = self.registry.current().get(&channel.plugin).cloned() else {
+            tracing::warn!(channel = %channel.name, plugin = %channel.plugin, "balance refresh: the plugin is not loaded");
+            return 0;
+        };
+        if !plugin.supports(BALANCE_OP) {
+            tracing::warn!(channel = %channel.name, plugin = %channel.plugin,
             "strategy highest-balance: the plugin has no 'balance' operation; keys take turns instead");
-        return 0;
-    }
-    let fields = super::credential_fields(&plugin);
-    let mut read = 0;
-    for key in channel.all_keys() {
-        let credential = match &fields {
-            Some(f) => match super::split_credential(channel, f, &key.secret.0) {
-                Ok(c) => c,
-                Err(_) => continue,
-            },
-            None => Vec::new(),
-        };
-        let call = wit::Call {
-            op: BALANCE_OP.into(),
-            model: String::new(),
-            upstream_model: String::new(),
-            body: wit::Body::Empty,
-            query: String::new(),
-            headers: Vec::new(),
-            credential,
-            config: channel.settings_json.clone(),
-            task: None,
-        };
-        let ctx = CallContext {
-            plugin: Arc::clone(&plugin),
-            channel: Arc::clone(channel),
-            key: Some(key.secret.clone()),
-            runtime: engine.registry.runtime().clone(),
-            upstream: engine.upstream.clone(),
-            client_body: Bytes::new(),
-            capture: false,
-            write_timeout: engine.stream_write_timeout,
-        };
-        let result = exchange::run(ctx, &call).await;
-        let balance = match &result {
-            Ok(Outcome::Reply { status: 200..=299, body, error: None, .. }) => parse_balance(body),
-            _ => None,
-        };
-        match super::key_outcome(&result) {
-            outcome @ KeyOutcome::Refused => key.report(outcome),
-            _ if balance.is_some() => read += 1,
-            _ => {
-                let why = result.err().map(|e| e.message).unwrap_or_else(|| "no readable balance".into());
-                tracing::warn!(channel = %channel.name, key = %key.secret.masked(), error = %why, "reading a key's balance failed");
-            }
+            return 0;
         }
-        key.set_balance(balance);
+        let fields = super::credential_fields(&plugin);
+        let mut read = 0;
+        for key in channel.all_keys() {
+            let credential = match &fields {
+                Some(f) => match super::split_credential(channel, f, &key.secret.0) {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                },
+                None => Vec::new(),
+            };
+            let call = wit::Call {
+                op: BALANCE_OP.into(),
+                model: String::new(),
+                upstream_model: String::new(),
+                body: wit::Body::Empty,
+                query: String::new(),
+                headers: Vec::new(),
+                credential,
+                config: channel.settings_json.clone(),
+                task: None,
+            };
+            let ctx = CallContext {
+                plugin: Arc::clone(&plugin),
+                channel: Arc::clone(channel),
+                key: Some(key.secret.clone()),
+                runtime: self.registry.runtime().clone(),
+                upstream: self.upstream.clone(),
+                client_body: Bytes::new(),
+                capture: false,
+                write_timeout: self.stream_write_timeout,
+            };
+            let result = exchange::run(ctx, &call).await;
+            let balance = match &result {
+                Ok(Outcome::Reply { status: 200..=299, body, error: None, .. }) => parse_balance(body),
+                _ => None,
+            };
+            match super::key_outcome(&result) {
+                outcome @ KeyOutcome::Refused => key.report(outcome),
+                _ if balance.is_some() => read += 1,
+                _ => {
+                    let why = result.err().map(|e| e.message).unwrap_or_else(|| "no readable balance".into());
+                    tracing::warn!(channel = %channel.name, key = %key.secret.masked(), error = %why, "reading a key's balance failed");
+                }
+            }
+            key.set_balance(balance);
+        }
+        read
     }
-    read
 }
 
 /// `{"balance":"12.50"}` → micros, exactly (`money::parse_reported`: digits past the sixth

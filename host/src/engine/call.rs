@@ -219,7 +219,7 @@ impl Engine {
             };
             let result = exchange::run(ctx, &call).await;
             let outcome = key_outcome(&result);
-            let Some(picked) = picked else { return (result.map_err(|e| name_keyless(e, channel)), false) };
+            let Some(picked) = picked else { return (result, false) };
             picked.report(outcome);
             tried.push(picked.id);
             // A stream that started is the consumer's now (it is a success), and a request
@@ -228,7 +228,7 @@ impl Engine {
             let may_have_run = match &result {
                 Err(e) => e.work != VendorWork::None,
                 Ok(Outcome::Reply { status, error: Some(e), .. }) => {
-                    (200..300).contains(status) && super::end::is_fault(e.kind)
+                    (200..300).contains(status) && exchange::is_fault(e.kind)
                 }
                 Ok(_) => false,
             };
@@ -241,17 +241,6 @@ impl Engine {
             tracing::warn!(channel = %channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
         }
     }
-}
-
-/// "No upstream keys", with the channel's name and how to give it keys.
-fn name_keyless(e: CallError, channel: &Channel) -> CallError {
-    if e.message != exchange::upstream::NO_KEYS {
-        return e;
-    }
-    CallError::config(format!(
-        "channel '{name}' has no upstream keys: add them to its `keys` in the configuration file (then SIGHUP or POST /admin/channels/reload), or store them with `tollgate upstream import --channel {name}`",
-        name = channel.name
-    ))
 }
 
 async fn give_up(held: Option<Held>) {

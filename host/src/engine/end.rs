@@ -12,7 +12,8 @@
 
 use super::idempotency::Held;
 use crate::billing::{Billing, Meter};
-use crate::exchange::{CallError, StreamReport, VendorWork};
+use crate::billing::{Charge, Reported};
+use crate::exchange::{is_fault, CallError, StreamReport, VendorWork};
 use crate::plugin::wit;
 use crate::store::{CallLog, CallRecord};
 use crate::telemetry::METRICS;
@@ -47,7 +48,7 @@ impl CallEnd {
 
     /// Refused before the upstream was called: free.
     pub(super) fn refuse(mut self, e: &CallError) -> Option<Held> {
-        self.release();
+        self.bill(Bill::Free);
         self.finish(|rec| {
             rec.status = e.status;
             rec.error_kind = Some(e.code.clone());
@@ -68,15 +69,14 @@ impl CallEnd {
     pub(super) fn reply(mut self, status: u16, usage: &wit::Usage, error: Option<&wit::AdapterError>) -> Option<Held> {
         let answered = error.is_none() && (200..300).contains(&status);
         let unreadable = (200..300).contains(&status) && error.is_some_and(|e| is_fault(e.kind));
-        let charge = match (&self.billing, self.meter.take()) {
-            (Some(b), Some(m)) if answered => Some(b.settle(m, &reported(usage), None)),
-            (Some(b), Some(m)) if unreadable => Some(b.settle_reserved(m)),
-            (Some(b), Some(m)) => {
-                b.release(m);
-                None
-            }
-            _ => None,
+        let how = if answered {
+            Bill::Usage(reported(usage), None)
+        } else if unreadable {
+            Bill::Reserved
+        } else {
+            Bill::Free
         };
+        let charge = self.bill(how);
         self.finish(|rec| {
             set_usage(rec, usage);
             rec.status = status;
@@ -87,16 +87,8 @@ impl CallEnd {
 
     /// A relayed download: charged (per call) when it answered 2xx.
     pub(super) fn relay(mut self, status: u16) -> Option<Held> {
-        let charge = match (&self.billing, self.meter.take()) {
-            (Some(b), Some(m)) if (200..300).contains(&status) => {
-                Some(b.settle(m, &crate::billing::Reported::default(), None))
-            }
-            (Some(b), Some(m)) => {
-                b.release(m);
-                None
-            }
-            _ => None,
-        };
+        let charge =
+            self.bill(if (200..300).contains(&status) { Bill::Usage(Reported::default(), None) } else { Bill::Free });
         self.finish(|rec| {
             rec.status = status;
             set_charge(rec, charge);
@@ -107,14 +99,7 @@ impl CallEnd {
     /// reservation (marked estimated) when the vendor did or may have done the work (it
     /// answered 2xx and the answer was unusable, or it was sent and no answer came).
     pub(super) fn fail(mut self, e: &CallError) -> Option<Held> {
-        let charge = match (&self.billing, self.meter.take()) {
-            (Some(b), Some(m)) if e.work != VendorWork::None => Some(b.settle_reserved(m)),
-            (Some(b), Some(m)) => {
-                b.release(m);
-                None
-            }
-            _ => None,
-        };
+        let charge = self.bill(if e.work != VendorWork::None { Bill::Reserved } else { Bill::Free });
         self.finish(|rec| {
             rec.status = e.status;
             rec.error_kind = Some(e.code.clone());
@@ -134,16 +119,11 @@ impl CallEnd {
         if report.error.is_some() {
             METRICS.streams_interrupted.fetch_add(1, Relaxed);
         }
-        let charge = match (&self.billing, self.meter.take()) {
-            (Some(b), Some(m)) if !nothing => {
-                Some(b.settle(m, &reported(&report.usage), Some(report.delivered_events)))
-            }
-            (Some(b), Some(m)) => {
-                b.release(m);
-                None
-            }
-            _ => None,
-        };
+        let charge = self.bill(if nothing {
+            Bill::Free
+        } else {
+            Bill::Usage(reported(&report.usage), Some(report.delivered_events))
+        });
         let held = self.finish(|rec| {
             set_usage(rec, &report.usage);
             rec.streamed = true;
@@ -165,9 +145,17 @@ impl CallEnd {
         }
     }
 
-    fn release(&mut self) {
-        if let (Some(b), Some(m)) = (&self.billing, self.meter.take()) {
-            b.release(m);
+    /// Ends the call's reservation, once: released, settled by usage (with the content
+    /// events a stream delivered), or charged whole. `None` when nothing was charged.
+    fn bill(&mut self, how: Bill) -> Option<Charge> {
+        let (Some(b), Some(m)) = (&self.billing, self.meter.take()) else { return None };
+        match how {
+            Bill::Free => {
+                b.release(m);
+                None
+            }
+            Bill::Usage(usage, delivered_events) => Some(b.settle(m, &usage, delivered_events)),
+            Bill::Reserved => Some(b.settle_reserved(m)),
         }
     }
 
@@ -181,6 +169,14 @@ impl CallEnd {
         }
         self.held.take()
     }
+}
+
+/// How a call's reservation ends.
+enum Bill {
+    Free,
+    Usage(Reported, Option<u64>),
+    /// The vendor did (or may have done) the work and its usage is unknown.
+    Reserved,
 }
 
 impl Drop for CallEnd {
@@ -197,14 +193,9 @@ impl Drop for CallEnd {
     }
 }
 
-/// A class that means the plugin could not use the vendor's answer (not a refusal).
-pub(super) fn is_fault(kind: wit::ErrorKind) -> bool {
-    matches!(kind, wit::ErrorKind::UpstreamFault | wit::ErrorKind::Timeout)
-}
-
 /// The plugin's usage report in billing's terms.
-fn reported(u: &wit::Usage) -> crate::billing::Reported {
-    crate::billing::Reported {
+fn reported(u: &wit::Usage) -> Reported {
+    Reported {
         input_tokens: u.input_tokens,
         output_tokens: u.output_tokens,
         cached_tokens: u.cached_tokens,
@@ -214,7 +205,7 @@ fn reported(u: &wit::Usage) -> crate::billing::Reported {
     }
 }
 
-fn set_charge(rec: &mut CallRecord, charge: Option<crate::billing::Charge>) {
+fn set_charge(rec: &mut CallRecord, charge: Option<Charge>) {
     if let Some(c) = charge {
         rec.charge_micros = c.micros;
         rec.estimated = c.estimated;

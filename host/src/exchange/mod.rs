@@ -180,28 +180,16 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
         step = match step {
             wit::Step::Send(req) => {
                 // Work an earlier step got done is never forgotten by a later step's failure.
-                let resp = ctx
-                    .upstream
-                    .send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body)
-                    .await
-                    .map_err(|e| e.at_least(work))?;
+                let resp = send(&ctx, &base_url, &req, work).await?;
                 let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
-                if (200..300).contains(&response.status) {
-                    work = VendorWork::Done;
-                }
+                work = work.max(answered(response.status));
                 pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
             }
             wit::Step::Stream(s) => {
-                let resp = ctx
-                    .upstream
-                    .send(&base_url, &s.request, ctx.key.as_ref(), &ctx.client_body)
-                    .await
-                    .map_err(|e| e.at_least(work))?;
+                let resp = send(&ctx, &base_url, &s.request, work).await?;
                 if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing) {
                     let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
-                    if (200..300).contains(&response.status) {
-                        work = VendorWork::Done;
-                    }
+                    work = work.max(answered(response.status));
                     pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
                 } else {
                     let settings = stream::Settings {
@@ -214,11 +202,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 }
             }
             wit::Step::Relay(req) => {
-                let response = ctx
-                    .upstream
-                    .send(&base_url, &req, ctx.key.as_ref(), &ctx.client_body)
-                    .await
-                    .map_err(|e| e.at_least(work))?;
+                let response = send(&ctx, &base_url, &req, work).await?;
                 return Ok(Outcome::Relay { response });
             }
             wit::Step::Reply(r) => {
@@ -241,8 +225,8 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
             wit::Step::Fail(e) => {
                 // A class that says the vendor refused (an error inside an HTTP 200, as some
                 // vendors send) is free; a fault means the plugin could not read the answer.
-                let refused = !matches!(e.kind, wit::ErrorKind::UpstreamFault | wit::ErrorKind::Timeout);
-                return Err(CallError::from_adapter(&e).after(if refused { VendorWork::None } else { work }));
+                let work = if is_fault(e.kind) { work } else { VendorWork::None };
+                return Err(CallError::from_adapter(&e).after(work));
             }
             wit::Step::Submitted(_) | wit::Step::Task(_) => {
                 return Err(CallError::unsupported("asynchronous tasks are not supported by this gateway version yet"))
@@ -250,6 +234,34 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
         };
     }
     Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())).after(work))
+}
+
+/// Sends one of the plugin's requests; a failure keeps what earlier steps got done.
+async fn send(
+    ctx: &CallContext,
+    base_url: &str,
+    req: &wit::UpstreamRequest,
+    work: VendorWork,
+) -> Result<http::Response<hyper::body::Incoming>, CallError> {
+    ctx.upstream
+        .send(&ctx.channel.name, base_url, req, ctx.key.as_ref(), &ctx.client_body)
+        .await
+        .map_err(|e| e.at_least(work))
+}
+
+/// What an answer's status says the vendor did: a 2xx is work done.
+fn answered(status: u16) -> VendorWork {
+    if (200..300).contains(&status) {
+        VendorWork::Done
+    } else {
+        VendorWork::None
+    }
+}
+
+/// A class that means the plugin could not use the vendor's answer (a fault or a timeout), as
+/// opposed to the vendor refusing the request (free, even inside an HTTP 200).
+pub fn is_fault(kind: wit::ErrorKind) -> bool {
+    matches!(kind, wit::ErrorKind::UpstreamFault | wit::ErrorKind::Timeout)
 }
 
 /// A stream whose upstream answered, waiting for the value that will end the call.
@@ -294,7 +306,7 @@ async fn read_whole(
         })
         .collect();
     // A 2xx whose body is lost was still worked on by the vendor.
-    let work = if (200..300).contains(&status) { VendorWork::Done } else { VendorWork::None };
+    let work = answered(status);
     let limited = http_body_util::Limited::new(resp.into_body(), MAX_UPSTREAM_BODY);
     let body = match tokio::time::timeout(upstream.response_timeout, limited.collect()).await {
         Ok(Ok(b)) => b.to_bytes(),

@@ -22,10 +22,6 @@ pub struct Upstream {
     pub idle_timeout: Duration,
 }
 
-/// The error of a request that needs a key on a channel that has none (the pipeline names
-/// the channel and the fix).
-pub const NO_KEYS: &str = "the channel has no upstream keys";
-
 /// Headers a plugin may not set: the host owns framing and connection management.
 const HOP_BY_HOP: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"];
@@ -49,14 +45,16 @@ impl Upstream {
     }
 
     /// Sends `req` to `base_url`, attaching `key` as `req.auth` says; waits for the headers.
+    /// `channel` names the channel in errors that are its operator's to fix.
     pub async fn send(
         &self,
+        channel: &str,
         base_url: &str,
         req: &wit::UpstreamRequest,
         key: Option<&UpstreamKey>,
         client_body: &Bytes,
     ) -> Result<Response<Incoming>, CallError> {
-        let request = build(base_url, req, key, client_body)?;
+        let request = build(channel, base_url, req, key, client_body)?;
         let timeout = req.timeout_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(self.response_timeout);
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(resp)) => Ok(resp),
@@ -81,6 +79,7 @@ impl Upstream {
 }
 
 fn build(
+    channel: &str,
     base_url: &str,
     req: &wit::UpstreamRequest,
     key: Option<&UpstreamKey>,
@@ -98,7 +97,11 @@ fn build(
         .map_err(|_| plugin_bug(format!("the plugin asked for method '{}'", req.method)))?;
     let needs_key = !matches!(req.auth, wit::Auth::None);
     let key = match (needs_key, key) {
-        (true, None) => return Err(CallError::config(NO_KEYS)),
+        (true, None) => {
+            return Err(CallError::config(format!(
+                "channel '{channel}' has no upstream keys: add them to its `keys` in the configuration file (then SIGHUP or POST /admin/channels/reload), or store them with `tollgate upstream import --channel {channel}`"
+            )))
+        }
         (_, k) => k,
     };
     if let (wit::Auth::Query(param), Some(k)) = (&req.auth, key) {
@@ -180,23 +183,27 @@ mod tests {
     #[test]
     fn requests_go_only_to_the_base_url() {
         let key = UpstreamKey(Arc::from("k 1"));
-        let r = build("http://127.0.0.1:9", &req("/v1/x", wit::Auth::Bearer), Some(&key), &Bytes::new()).unwrap();
+        let r = build("ch", "http://127.0.0.1:9", &req("/v1/x", wit::Auth::Bearer), Some(&key), &Bytes::new()).unwrap();
         assert_eq!(r.uri(), "http://127.0.0.1:9/v1/x");
         assert!(r.headers().get("host").is_none(), "plugins cannot set Host");
         assert_eq!(r.headers()["authorization"], "Bearer k 1");
         for bad in ["//evil.example/x", "http://evil.example/x", "x", "/a\r\nHost: y"] {
-            assert!(build("http://127.0.0.1:9", &req(bad, wit::Auth::None), None, &Bytes::new()).is_err(), "{bad}");
+            assert!(
+                build("ch", "http://127.0.0.1:9", &req(bad, wit::Auth::None), None, &Bytes::new()).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn query_and_header_auth() {
         let key = UpstreamKey(Arc::from("a&b"));
-        let r = build("http://h", &req("/p?x=1", wit::Auth::Query("key".into())), Some(&key), &Bytes::new()).unwrap();
-        assert_eq!(r.uri(), "http://h/p?x=1&key=a%26b");
         let r =
-            build("http://h", &req("/p", wit::Auth::Header("x-api-key".into())), Some(&key), &Bytes::new()).unwrap();
+            build("ch", "http://h", &req("/p?x=1", wit::Auth::Query("key".into())), Some(&key), &Bytes::new()).unwrap();
+        assert_eq!(r.uri(), "http://h/p?x=1&key=a%26b");
+        let r = build("ch", "http://h", &req("/p", wit::Auth::Header("x-api-key".into())), Some(&key), &Bytes::new())
+            .unwrap();
         assert_eq!(r.headers()["x-api-key"], "a&b");
-        assert!(build("http://h", &req("/p", wit::Auth::Bearer), None, &Bytes::new()).is_err());
+        assert!(build("ch", "http://h", &req("/p", wit::Auth::Bearer), None, &Bytes::new()).is_err());
     }
 }
