@@ -17,6 +17,13 @@ async fn main() -> anyhow::Result<()> {
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
     let call = wit::Call {
         op: "chat".into(),
+        context: wit::CallContext {
+            request_id: "req-cost".into(),
+            attempt: 1,
+            path: "/v1/chat/completions".into(),
+            path_params: vec![],
+            base_url: "http://127.0.0.1:9".into(),
+        },
         model: "gpt-4o-mini".into(),
         upstream_model: "gpt-4o-mini".into(),
         body: wit::Body::Text(body.into()),

@@ -67,6 +67,11 @@ pub async fn serve(config: config::Config) -> Result<()> {
     let sessions =
         account::session::Sessions::new(config.jwt_secret.as_deref(), &config.data_dir, config.session_ttl_hours)?;
     let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db.clone(), billing, sessions));
+    // Settings a plugin refuses are the operator's to fix before anything is served.
+    let refused = state.engine.check_settings(&state.engine.channels.load()).await;
+    if !refused.is_empty() {
+        anyhow::bail!("{}", refused.join("\n"));
+    }
     // Stored upstream keys join their pools before the first call, then follow changes.
     keypool::stored::load_into(&db, state.config.master_key.as_ref(), &state.engine.channels.load()).await?;
     for c in state.engine.channels.load().all().iter().filter(|c| c.key_count() == 0) {

@@ -15,8 +15,8 @@
 mod clock;
 pub mod errors;
 pub mod openai_compat;
-/// SSE framing: the host frames upstream streams with this same parser.
-pub use tollgate_base::sse;
+/// Stream framing: the host frames upstream streams with these same parsers.
+pub use tollgate_base::{ndjson, sse};
 pub mod testing;
 mod types;
 
@@ -44,11 +44,21 @@ pub trait Plugin: 'static {
     type Exchange: Exchange;
     /// Name, version, operations, native routes, credential fields, default base URL.
     fn describe() -> Manifest;
+    /// Checks a channel's settings (its `settings` table, as JSON) when the channel loads; the
+    /// error tells the operator what is wrong. The default accepts any settings.
+    fn check_settings(_settings: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One consumer call (or one task poll), from first step to last.
 pub trait Exchange: Sized + 'static {
     fn new(call: Call) -> Self;
+    /// For ops the manifest declares `quoted`: the units to reserve before the call runs (an
+    /// upper bound). An error refuses the call.
+    fn quote(&mut self) -> Result<Usage, AdapterError> {
+        Err(AdapterError::new(ErrorKind::Unsupported, "this plugin quotes no operation"))
+    }
     /// The first step: usually `Step::Send` or `Step::Stream` with the translated request.
     fn first(&mut self) -> Step;
     /// The step after a `Send` (or a `Stream` that answered non-2xx) got its response.
@@ -60,6 +70,15 @@ pub trait Exchange: Sized + 'static {
     /// The end of a stream: last chunks and the usage seen.
     fn finish(&mut self, _end: StreamEnd) -> Result<StreamTail, AdapterError> {
         Err(AdapterError::new(ErrorKind::Unsupported, "this plugin does not stream"))
+    }
+    /// The step after an `Archive` step stored its media. Plugins that archive nothing keep
+    /// the default.
+    fn archived(&mut self, _stored: Vec<Archived>) -> Step {
+        Step::fail(ErrorKind::Unsupported, "this plugin archives nothing")
+    }
+    /// One message of a `Socket` step's session. Plugins without WebSockets keep the default.
+    fn frame(&mut self, _input: SocketInput) -> Result<Vec<SocketAction>, AdapterError> {
+        Err(AdapterError::new(ErrorKind::Unsupported, "this plugin has no WebSocket sessions"))
     }
 }
 
@@ -73,6 +92,9 @@ impl<E: Exchange> GuestExchange for ExchangeCell<E> {
     fn new(call: Call) -> Self {
         ExchangeCell(RefCell::new(E::new(call)))
     }
+    fn quote(&self) -> Result<Usage, AdapterError> {
+        self.0.borrow_mut().quote()
+    }
     fn first(&self) -> Step {
         self.0.borrow_mut().first()
     }
@@ -85,6 +107,12 @@ impl<E: Exchange> GuestExchange for ExchangeCell<E> {
     fn finish(&self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
         self.0.borrow_mut().finish(end)
     }
+    fn archived(&self, stored: Vec<Archived>) -> Step {
+        self.0.borrow_mut().archived(stored)
+    }
+    fn frame(&self, input: SocketInput) -> Result<Vec<SocketAction>, AdapterError> {
+        self.0.borrow_mut().frame(input)
+    }
 }
 
 /// Bridges a [`Plugin`] to the generated `Guest` trait; used by [`export_plugin!`].
@@ -95,6 +123,9 @@ impl<P: Plugin> Guest for Exported<P> {
     type Exchange = ExchangeCell<P::Exchange>;
     fn describe() -> Manifest {
         P::describe()
+    }
+    fn check_settings(settings: String) -> Result<(), String> {
+        P::check_settings(&settings)
     }
 }
 

@@ -203,7 +203,9 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
     fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
         let events = match input {
             StreamInput::Events(e) => e,
-            StreamInput::Bytes(_) => return Err(AdapterError::new(ErrorKind::UpstreamFault, "expected SSE")),
+            StreamInput::Bytes(_) | StreamInput::Lines(_) => {
+                return Err(AdapterError::new(ErrorKind::UpstreamFault, "expected SSE"))
+            }
         };
         let mut out = Vec::with_capacity(events.len());
         for event in events {

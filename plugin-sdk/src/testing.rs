@@ -7,10 +7,10 @@
 //! assert!(matches!(run.outcome, Outcome::Reply(_)));
 //! ```
 
-use crate::sse;
+use crate::{ndjson, sse};
 use crate::{
-    AdapterError, Body, Call, Exchange, Framing, OutChunk, Plugin, Reply, SseEvent, Step, StreamEnd, StreamInput,
-    StreamTail, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse,
+    AdapterError, Archived, Body, Call, CallContext, Exchange, Framing, Media, OutChunk, Plugin, Reply, SocketRequest,
+    SseEvent, Step, StreamEnd, StreamInput, StreamTail, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse,
 };
 
 /// How a call ended.
@@ -28,6 +28,8 @@ pub enum Outcome {
         error: AdapterError,
     },
     Relay(UpstreamRequest),
+    /// A WebSocket session was asked for (drive it with `Exchange::frame`).
+    Socket(SocketRequest),
     Submitted(TaskSubmitted),
     Task(TaskState),
     Failed(AdapterError),
@@ -82,6 +84,16 @@ impl<P: Plugin> Harness<P> {
                 }
                 Step::Relay(r) => return Run { outcome: Outcome::Relay(r), requests },
                 Step::Reply(r) => return Run { outcome: Outcome::Reply(r), requests },
+                Step::Fetch(req) => {
+                    let resp = upstream(&req);
+                    requests.push(req);
+                    ex.next(resp)
+                }
+                Step::Archive(media) => {
+                    let stored = media.iter().map(archived).collect();
+                    ex.archived(stored)
+                }
+                Step::Socket(s) => return Run { outcome: Outcome::Socket(s), requests },
                 Step::Submitted(t) => return Run { outcome: Outcome::Submitted(t), requests },
                 Step::Task(t) => return Run { outcome: Outcome::Task(t), requests },
                 Step::Fail(e) => return Run { outcome: Outcome::Failed(e), requests },
@@ -93,6 +105,8 @@ impl<P: Plugin> Harness<P> {
 
 fn drive_stream<E: Exchange>(ex: &mut E, framing: Framing, body: &[u8], piece: usize) -> Outcome {
     let mut parser = sse::Parser::new();
+    let mut splitter = ndjson::Splitter::new();
+    let mut lines = Vec::new();
     let mut chunks = Vec::new();
     let mut events = Vec::new();
     let feed = |ex: &mut E, input: StreamInput, chunks: &mut Vec<OutChunk>| -> Result<(), AdapterError> {
@@ -108,10 +122,25 @@ fn drive_stream<E: Exchange>(ex: &mut E, framing: Framing, body: &[u8], piece: u
                 }
                 StreamInput::Events(events.drain(..).map(to_wit).collect())
             }
-            _ => StreamInput::Bytes(part.to_vec()),
+            Framing::Ndjson => {
+                splitter.feed(part, &mut lines);
+                if lines.is_empty() {
+                    continue;
+                }
+                StreamInput::Lines(std::mem::take(&mut lines))
+            }
+            Framing::Raw => StreamInput::Bytes(part.to_vec()),
         };
         if let Err(error) = feed(ex, input, &mut chunks) {
             return Outcome::StreamFailed { chunks, error };
+        }
+    }
+    if matches!(framing, Framing::Ndjson) {
+        splitter.finish(&mut lines);
+        if !lines.is_empty() {
+            if let Err(error) = feed(ex, StreamInput::Lines(std::mem::take(&mut lines)), &mut chunks) {
+                return Outcome::StreamFailed { chunks, error };
+            }
         }
     }
     if matches!(framing, Framing::Sse) {
@@ -132,10 +161,29 @@ fn to_wit(e: sse::Event) -> SseEvent {
     SseEvent { event: e.event, data: e.data, id: e.id }
 }
 
-/// A call with a JSON body, as the host builds it for OpenAI-surface ops.
+/// What the harness answers for an `Archive` step: each medium stored under a gateway URL.
+fn archived(m: &Media) -> Archived {
+    Archived {
+        source: m.url.clone(),
+        url: format!("/v1/archive/{}", m.url.rsplit('/').next().unwrap_or_default()),
+        content_type: m.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+        size: 0,
+        sha256: String::new(),
+    }
+}
+
+/// A call with a JSON body, as the host builds it for OpenAI-surface ops (request id
+/// `req-test`, first attempt, base URL `https://vendor.test`).
 pub fn call(op: &str, model: &str, json: &str) -> Call {
     Call {
         op: op.into(),
+        context: CallContext {
+            request_id: "req-test".into(),
+            attempt: 1,
+            path: String::new(),
+            path_params: Vec::new(),
+            base_url: "https://vendor.test".into(),
+        },
         model: model.into(),
         upstream_model: model.into(),
         body: Body::Text(json.into()),

@@ -2,8 +2,8 @@
 //! plugin code short. Nothing here changes what crosses the boundary.
 
 use crate::{
-    AdapterError, Auth, Body, ErrorKind, Header, Manifest, Reply, Route, Step, StreamRequest, StreamTail,
-    UpstreamRequest, Usage,
+    AdapterError, Auth, Body, ErrorKind, Field, Header, Manifest, Operation, Reply, Route, Step, StreamRequest,
+    StreamTail, UpstreamRequest, Usage,
 };
 
 #[allow(clippy::derivable_impls)] // generated type: it cannot derive
@@ -114,7 +114,14 @@ impl Reply {
         Reply::with_body(200, "application/json", Body::Text(json), usage)
     }
     pub fn with_body(status: u16, content_type: &str, body: Body, usage: Usage) -> Self {
-        Reply { status, headers: vec![Header::new("content-type", content_type)], body, usage, error: None }
+        Reply {
+            status,
+            headers: vec![Header::new("content-type", content_type)],
+            body,
+            usage,
+            error: None,
+            objects: Vec::new(),
+        }
     }
 }
 
@@ -142,21 +149,86 @@ impl StreamTail {
     }
 }
 
+impl Operation {
+    /// An op that is never resent once it may have reached the vendor, reserved from the
+    /// request by the host.
+    pub fn new(name: &str) -> Self {
+        Operation { name: name.into(), resend: false, quoted: false }
+    }
+    /// A read (a query, a list): may be sent again on another key when a request got no
+    /// answer.
+    pub fn resend(mut self) -> Self {
+        self.resend = true;
+        self
+    }
+    /// The host asks `Exchange::quote` for the units to reserve.
+    pub fn quoted(mut self) -> Self {
+        self.quoted = true;
+        self
+    }
+}
+
+impl Route {
+    /// A billed route whose model is the body's `model` field, without affinity.
+    pub fn new(method: &str, path: &str, op: &str) -> Self {
+        Route {
+            method: method.into(),
+            path: path.into(),
+            op: op.into(),
+            model: Field::Body("model".into()),
+            billed: true,
+            affinity: Field::None,
+        }
+    }
+    /// Where the model is (`Field::None`: the route has none).
+    pub fn model(mut self, field: Field) -> Self {
+        self.model = field;
+        self
+    }
+    /// A free route (queries, lists): never priced nor reserved.
+    pub fn free(mut self) -> Self {
+        self.billed = false;
+        self
+    }
+    /// Where the vendor object the call names is: the call runs on the key that created it.
+    pub fn affinity(mut self, field: Field) -> Self {
+        self.affinity = field;
+        self
+    }
+}
+
 impl Manifest {
-    /// A manifest with no routes and no credential fields.
+    /// A manifest with no routes and no credential fields; each op is `Operation::new`.
     pub fn new(name: &str, version: &str, vendor: &str, operations: &[&str]) -> Self {
         Manifest {
             name: name.into(),
             version: version.into(),
             vendor: vendor.into(),
-            operations: operations.iter().map(|s| s.to_string()).collect(),
+            operations: operations.iter().map(|s| Operation::new(s)).collect(),
             routes: Vec::new(),
+            forward_headers: Vec::new(),
+            fetch_hosts: Vec::new(),
             credential_fields: Vec::new(),
             default_base_url: None,
         }
     }
-    pub fn with_route(mut self, method: &str, path: &str, op: &str) -> Self {
-        self.routes.push(Route { method: method.into(), path: path.into(), op: op.into() });
+    /// Declares an op (replacing one of the same name).
+    pub fn with_operation(mut self, op: Operation) -> Self {
+        self.operations.retain(|o| o.name != op.name);
+        self.operations.push(op);
+        self
+    }
+    /// A billed route whose model is the body's `model` field (see `Route::new`).
+    pub fn with_route(self, method: &str, path: &str, op: &str) -> Self {
+        self.with(Route::new(method, path, op))
+    }
+    pub fn with(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+    /// A consumer header the plugin needs (e.g. `anthropic-version`).
+    pub fn forwarding(mut self, header: &str) -> Self {
+        self.forward_headers.push(header.into());
         self
     }
     pub fn with_base_url(mut self, url: &str) -> Self {

@@ -70,7 +70,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
             | "/admin/stats"
             | "/admin/logs"),
         ) => {
-            let q = query_params(req.uri().query().unwrap_or(""));
+            let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
             let range = reports::Range::from_query(&q);
             let result = match path {
                 "/admin/reports/usage" => {
@@ -120,41 +120,6 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response {
         },
         _ => error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
     }
-}
-
-/// `a=1&b=x%20y` → map (percent-decoded, `+` as space).
-pub(crate) fn query_params(query: &str) -> std::collections::HashMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup`, `POST /admin/keys`,
@@ -239,18 +204,5 @@ async fn run_manage(state: &AppState, segments: &[&str], body: serde_json::Value
             Ok(serde_json::json!({ "id": id, "disabled": *action == "disable" }))
         }
         _ => anyhow::bail!("unknown admin route"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn query_params_decode() {
-        let q = super::query_params("model=gpt-4o%2Dmini&x=a+b&empty=&flag");
-        assert_eq!(q["model"], "gpt-4o-mini");
-        assert_eq!(q["x"], "a b");
-        assert_eq!(q["empty"], "");
-        assert_eq!(q["flag"], "");
-        assert_eq!(super::decode("100%"), "100%");
     }
 }

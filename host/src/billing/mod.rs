@@ -53,6 +53,8 @@ pub struct Meter {
     images_estimate: u64,
     /// The output tokens reserved: what a reply that reports none is billed.
     output_tokens_estimate: u64,
+    /// The duration reserved: what a call priced per second that reports none is billed.
+    milliseconds_estimate: u64,
     /// The operation generates output tokens (chat); others (embeddings, rerank) that report
     /// none have none, which is not an estimate.
     generates_tokens: bool,
@@ -127,8 +129,9 @@ impl Billing {
         self.table.load()
     }
 
-    /// Prices and reserves a call before it starts; the error is what the consumer is told.
-    /// `accounts`: the user's balance, and the key's limit when it has one.
+    /// Prices and reserves a call before it starts, estimating from its JSON body; the error
+    /// is what the consumer is told. `accounts`: the user's balance, and the key's limit when
+    /// it has one. A call with no model is priced by its op (`[ops]` in the price table).
     pub fn start(
         &self,
         accounts: &[Account],
@@ -137,18 +140,34 @@ impl Billing {
         op: &str,
         body: &[u8],
     ) -> Result<Meter, Refusal> {
+        self.start_with(accounts, group, model, op, Estimate::Body(body))
+    }
+
+    /// `start`, with the reservation from the request body or from the plugin's quote.
+    pub fn start_with(
+        &self,
+        accounts: &[Account],
+        group: &str,
+        model: &str,
+        op: &str,
+        source: Estimate<'_>,
+    ) -> Result<Meter, Refusal> {
         let table = self.table();
-        let Some(price) = table.model(model) else {
+        let price = if model.is_empty() { table.op(op) } else { table.model(model) };
+        let Some(price) = price else {
             return Err(Refusal::NotPriced);
         };
         let multiplier = table.multiplier(group);
-        let request = RequestEstimate::of(op, body, price)?;
+        let request = match source {
+            Estimate::Body(body) => RequestEstimate::of(op, body, price)?,
+            Estimate::Quote(q) => RequestEstimate::quoted(q, price),
+        };
         let reserve_units = Units {
             input_tokens: request.input_tokens,
             output_tokens: request.max_output_tokens,
             characters: request.characters,
             images: request.images,
-            milliseconds: reserved_milliseconds(price),
+            milliseconds: request.milliseconds,
             ..Units::default()
         };
         // A priced call reserves at least one micro, so that an account at zero or below is
@@ -171,7 +190,8 @@ impl Billing {
             characters_estimate: request.characters,
             images_estimate: request.images,
             output_tokens_estimate: request.max_output_tokens,
-            generates_tokens: op == "chat",
+            milliseconds_estimate: request.milliseconds,
+            generates_tokens: op == "chat" || request.quoted_output,
         })
     }
 
@@ -235,13 +255,13 @@ impl Meter {
             characters: estimate(u.characters, !p.characters_per_10k.0.is_zero(), self.characters_estimate),
             // Nothing in a request bounds a duration: the model's `max_seconds` is reserved,
             // and billed (estimated, logged) when the vendor reports none. Never free.
-            milliseconds: estimate(u.milliseconds, !p.per_second.0.is_zero(), reserved_milliseconds(p)),
+            milliseconds: estimate(u.milliseconds, !p.per_second.0.is_zero(), self.milliseconds_estimate),
             // Images the vendor did not count: as many as the request asked for (`n`).
             images: estimate(u.images.map(u64::from), !p.per_image.0.is_zero(), self.images_estimate),
         };
         if u.milliseconds.is_none() && !p.per_second.0.is_zero() {
             tracing::warn!(
-                seconds = p.max_seconds,
+                seconds = self.milliseconds_estimate / 1000,
                 "a call priced per second reported no duration: billed its reserved seconds"
             );
         }
@@ -288,13 +308,25 @@ fn reserved_milliseconds(price: &ModelPrice) -> u64 {
     }
 }
 
-/// Upper bounds read from the request body.
+/// Where a call's reservation comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Estimate<'a> {
+    /// The request's JSON body, read as the vendor reads it.
+    Body(&'a [u8]),
+    /// The plugin's quote (ops it declares `quoted`: video seconds, songs, images).
+    Quote(&'a Reported),
+}
+
+/// Upper bounds of a call's units, read from the request or quoted by the plugin.
 #[derive(Debug)]
 struct RequestEstimate {
     input_tokens: u64,
     max_output_tokens: u64,
     characters: u64,
     images: u64,
+    milliseconds: u64,
+    /// The plugin quoted output tokens: a reply reporting none is billed them.
+    quoted_output: bool,
 }
 
 /// The most items (`n`, `batch_size`) one request may ask for: more is refused, not estimated.
@@ -365,7 +397,25 @@ impl RequestEstimate {
             max_output_tokens: if op == "chat" { per_choice.saturating_mul(items) } else { 0 },
             characters,
             images: items,
+            milliseconds: reserved_milliseconds(price),
+            quoted_output: false,
         })
+    }
+
+    /// The plugin's quote: each unit it names is reserved; a duration it does not name is the
+    /// model's `max_seconds`, as for any call priced per second.
+    fn quoted(q: &Reported, price: &ModelPrice) -> RequestEstimate {
+        RequestEstimate {
+            input_tokens: q.input_tokens.unwrap_or(0),
+            max_output_tokens: q.output_tokens.unwrap_or(0),
+            characters: q.characters.unwrap_or(0),
+            images: q.images.map_or(1, u64::from),
+            milliseconds: match q.milliseconds {
+                Some(ms) if !price.per_second.0.is_zero() => ms,
+                _ => reserved_milliseconds(price),
+            },
+            quoted_output: q.output_tokens.is_some(),
+        }
     }
 }
 

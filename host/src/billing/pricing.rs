@@ -83,6 +83,9 @@ pub struct PriceTable {
     pub groups: HashMap<String, Price>,
     #[serde(default)]
     pub models: HashMap<String, ModelPrice>,
+    /// Prices of model-less calls a plugin route marks billed, by op (usually `per_call`).
+    #[serde(default)]
+    pub ops: HashMap<String, ModelPrice>,
 }
 
 fn default_currency() -> String {
@@ -114,7 +117,7 @@ impl PriceTable {
                 bail!("group '{name}': a multiplier cannot be negative");
             }
         }
-        for (model, p) in &table.models {
+        for (model, p) in table.models.iter().chain(&table.ops) {
             let all = [
                 p.input_per_million,
                 p.output_per_million,
@@ -133,6 +136,11 @@ impl PriceTable {
 
     pub fn model(&self, model: &str) -> Option<&ModelPrice> {
         self.models.get(model)
+    }
+
+    /// The price of a model-less call, by its op.
+    pub fn op(&self, op: &str) -> Option<&ModelPrice> {
+        self.ops.get(op)
     }
 
     pub fn multiplier(&self, group: &str) -> Decimal {

@@ -12,7 +12,6 @@ use crate::exchange::{self, CallContext, Outcome};
 use crate::keypool::health::KeyOutcome;
 use crate::keypool::{Channel, BALANCE_OP};
 use crate::plugin::wit;
-use bytes::Bytes;
 use std::sync::Arc;
 
 impl Engine {
@@ -38,8 +37,16 @@ impl Engine {
                 },
                 None => Vec::new(),
             };
+            let Ok(base_url) = exchange::base_url(channel, &plugin) else { continue };
             let call = wit::Call {
                 op: BALANCE_OP.into(),
+                context: wit::CallContext {
+                    request_id: format!("balance-{}", channel.name),
+                    attempt: 1,
+                    path: String::new(),
+                    path_params: Vec::new(),
+                    base_url,
+                },
                 model: String::new(),
                 upstream_model: String::new(),
                 body: wit::Body::Empty,
@@ -55,7 +62,7 @@ impl Engine {
                 key: Some(key.secret.clone()),
                 runtime: self.registry.runtime().clone(),
                 upstream: self.upstream.clone(),
-                client_body: Bytes::new(),
+                client: Default::default(),
                 capture: false,
                 write_timeout: self.stream_write_timeout,
             };

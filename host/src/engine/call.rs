@@ -6,12 +6,14 @@ use super::end::CallEnd;
 use super::idempotency::{self, Held};
 use super::Engine;
 use crate::account::{format_money, Consumer};
-use crate::billing::{Account, Refusal};
-use crate::exchange::{self, CallContext, CallError, Outcome, StreamBody, VendorWork};
+use crate::billing::{Account, Estimate, Refusal, Reported};
+use crate::exchange::{
+    self, plugin_failure, CallContext, CallError, ClientInput, Form, Outcome, StreamBody, VendorWork,
+};
 use crate::keypool::health::KeyOutcome;
-use crate::keypool::Channel;
+use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::{wit, Plugin};
-use crate::store::{now_unix, CallRecord};
+use crate::store::{now_unix, objects, CallRecord};
 use crate::telemetry::METRICS;
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
@@ -25,9 +27,20 @@ pub struct CallRequest {
     pub channel: Arc<Channel>,
     pub op: String,
     pub model: String,
+    /// The consumer's body as it arrived.
     pub body: Bytes,
+    /// A multipart body, parsed: the plugin gets its parts, the host keeps its files.
+    pub form: Option<Form>,
     pub query: String,
     pub headers: Vec<wit::Header>,
+    /// The consumer's path and the route pattern's parameters.
+    pub path: String,
+    pub path_params: Vec<(String, String)>,
+    /// False for routes the plugin marks free (queries, lists): never priced nor reserved.
+    pub billed: bool,
+    /// The vendor object the call names (a route's `affinity`): it runs on the key that
+    /// created it.
+    pub affinity: Option<String>,
     pub started: Instant,
     pub request_id: String,
     /// The consumer's `Idempotency-Key`: the call claims it before the upstream is called.
@@ -75,24 +88,51 @@ impl Engine {
                 return Answer::Failed(e);
             }
         }
+        let client = Arc::new(ClientInput {
+            body: r.body.clone(),
+            files: r.form.as_ref().map(|f| f.files.clone()).unwrap_or_default(),
+        });
+        // A follow-up call runs on the key that created its object, for its owner only.
+        let pinned = match self.pinned_key(&r).await {
+            Ok(p) => p,
+            Err(e) => {
+                give_up(end.refuse(&e)).await;
+                return Answer::Failed(e);
+            }
+        };
         // Billing: priced and reserved before the upstream is called (400/402/403 otherwise).
-        if let Some(b) = &self.billing {
-            match b.start(&r.consumer.accounts(), &r.consumer.group, &r.model, &r.op, &r.body) {
+        if let (Some(b), true) = (&self.billing, r.billed) {
+            let started = match self.quote(&r).await {
+                Ok(Some(q)) => {
+                    b.start_with(&r.consumer.accounts(), &r.consumer.group, &r.model, &r.op, Estimate::Quote(&q))
+                }
+                Ok(None) => {
+                    let form_fields = r.form.as_ref().map(Form::estimate_json);
+                    let body = form_fields.as_deref().unwrap_or(&r.body);
+                    b.start(&r.consumer.accounts(), &r.consumer.group, &r.model, &r.op, body)
+                }
+                Err(e) => {
+                    give_up(end.refuse(&e)).await;
+                    return Answer::Failed(e);
+                }
+            };
+            match started {
                 Ok(m) => end.meter = Some(m),
                 Err(refusal) => {
-                    let e = refusal_error(&r.model, refusal);
+                    let e = refusal_error(&r.model, &r.op, refusal);
                     give_up(end.refuse(&e)).await;
                     return Answer::Failed(e);
                 }
             }
         }
         let capture = end.held.is_some();
-        match self.run_with_failover(&r, &mut end, capture).await {
+        let run = Run { r: &r, client, capture, pinned };
+        match self.run_with_failover(&run, &mut end).await {
             Ok(Outcome::Stream { headers, pending }) => {
                 let body = pending.start(Box::new(move |report| end.stream(report)));
                 Answer::Stream { headers, body }
             }
-            Ok(Outcome::Reply { status, headers, body, usage, error }) => {
+            Ok(Outcome::Reply { status, headers, body, usage, error, .. }) => {
                 let answered = error.is_none() && (200..300).contains(&status);
                 let held = end.reply(status, &usage, error.as_ref());
                 if let Some(h) = held {
@@ -127,12 +167,56 @@ impl Engine {
         }
     }
 
+    /// The key a call naming a vendor object must run on (`None`: any key of the pool). An
+    /// object another consumer created is not found, whoever asks.
+    async fn pinned_key(&self, r: &CallRequest) -> Result<Option<String>, CallError> {
+        let Some(object) = &r.affinity else { return Ok(None) };
+        match objects::owner(&self.db, &r.channel.name, object).await {
+            Ok(Some(owner)) if owner.user_id == r.consumer.user_id => Ok(Some(owner.key_fingerprint)),
+            Ok(Some(_)) => Err(CallError::new(
+                404,
+                "invalid_request_error",
+                "not_found",
+                format!("No object '{object}' exists for this account."),
+            )),
+            // Not created through the gateway: no consumer of it owns it; any key may try.
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot read vendor objects");
+                Err(CallError::new(
+                    503,
+                    "server_error",
+                    "database_unavailable",
+                    "The gateway cannot serve this call now; retry shortly.",
+                ))
+            }
+        }
+    }
+
+    /// The plugin's quote, for ops it declares `quoted` (`None`: estimate from the body). A
+    /// quote runs in an exchange of its own that sends nothing.
+    async fn quote(&self, r: &CallRequest) -> Result<Option<Reported>, CallError> {
+        if !r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
+            return Ok(None);
+        }
+        let call = wit_call(r, &r.channel, &r.plugin, 0)?;
+        let runtime = self.registry.runtime();
+        let mut pc = runtime.start(&r.plugin.pre, &call).await.map_err(|e| plugin_failure(&r.plugin, "quote()", e))?;
+        match pc.quote().await {
+            Ok(Ok(usage)) => Ok(Some(super::end::reported(&usage))),
+            Ok(Err(e)) => Err(CallError::from_adapter(&e)),
+            Err(e) => Err(plugin_failure(&r.plugin, "quote()", e)),
+        }
+    }
+
     /// Runs the call on the resolved channel; when every attempt there failed on the keys'
     /// account (refused, rate limited, faults, or no usable key), runs it on the model's other
-    /// channels in turn. `end` learns the channel and plugin that gave the result.
-    async fn run_with_failover(&self, r: &CallRequest, end: &mut CallEnd, capture: bool) -> Result<Outcome, CallError> {
-        let (mut result, mut retryable) = self.run_on_channel(r, &r.plugin, &r.channel, capture).await;
-        if !retryable || r.model.is_empty() {
+    /// channels in turn. `end` learns the channel and plugin that gave the result. A call
+    /// pinned to a key runs on that key only.
+    async fn run_with_failover(&self, run: &Run<'_>, end: &mut CallEnd) -> Result<Outcome, CallError> {
+        let r = run.r;
+        let (mut result, mut retryable) = self.run_on_channel(run, &r.plugin, &r.channel).await;
+        if !retryable || r.model.is_empty() || run.pinned.is_some() {
             return result;
         }
         let mut from = r.channel.name.clone();
@@ -146,7 +230,7 @@ impl Engine {
             tracing::warn!(from = %from, to = %channel.name, request_id = %r.request_id, "channel failed on every key; trying the next channel");
             end.served_by(&channel.name, plugin.name());
             from.clone_from(&channel.name);
-            (result, retryable) = self.run_on_channel(r, &plugin, &channel, capture).await;
+            (result, retryable) = self.run_on_channel(run, &plugin, &channel).await;
             if !retryable {
                 break;
             }
@@ -161,44 +245,54 @@ impl Engine {
     /// serve for reasons of its keys (another channel may).
     async fn run_on_channel(
         &self,
-        r: &CallRequest,
+        run: &Run<'_>,
         plugin: &Arc<Plugin>,
         channel: &Arc<Channel>,
-        capture: bool,
     ) -> (Result<Outcome, CallError>, bool) {
+        let r = run.r;
         let fields = credential_fields(plugin);
-        let mut call = wit::Call {
-            op: r.op.clone(),
-            model: r.model.clone(),
-            upstream_model: channel.upstream_model(&r.model).to_string(),
-            body: match std::str::from_utf8(&r.body) {
-                Ok(s) => wit::Body::Text(s.to_string()),
-                Err(_) => wit::Body::Bytes(r.body.to_vec()),
-            },
-            query: r.query.clone(),
-            headers: r.headers.clone(),
-            credential: Vec::new(),
-            config: channel.settings_json.clone(),
-            task: None,
-        };
-        let attempts = channel.key_count().clamp(1, MAX_ATTEMPTS);
+        // Ops that may be sent again after a request got no answer (reads): the plugin says.
+        let resend = plugin.operation(&r.op).is_some_and(|o| o.resend);
+        let attempts = if run.pinned.is_some() { 1 } else { channel.key_count().clamp(1, MAX_ATTEMPTS) };
         let mut tried = Vec::with_capacity(attempts);
         loop {
-            let picked = match channel.pick_key(&tried) {
-                Some(k) => Some(k),
-                None if channel.key_count() == 0 => None,
-                None => {
-                    let e = CallError::new(
-                        503,
-                        "server_error",
-                        "upstream_keys_unavailable",
-                        format!(
-                            "every upstream key of channel '{}' is disabled or cooling down; retry later",
-                            channel.name
-                        ),
-                    );
-                    return (Err(e), true);
-                }
+            let picked = match &run.pinned {
+                Some(fingerprint) => match channel.key_by_fingerprint(fingerprint) {
+                    Some(k) => Some(k),
+                    None => {
+                        let e = CallError::new(
+                            503,
+                            "server_error",
+                            "upstream_key_gone",
+                            format!(
+                                "the upstream key that created '{}' is no longer in channel '{}'",
+                                r.affinity.as_deref().unwrap_or_default(),
+                                channel.name
+                            ),
+                        );
+                        return (Err(e), false);
+                    }
+                },
+                None => match channel.pick_key(&tried) {
+                    Some(k) => Some(k),
+                    None if channel.key_count() == 0 => None,
+                    None => {
+                        let e = CallError::new(
+                            503,
+                            "server_error",
+                            "upstream_keys_unavailable",
+                            format!(
+                                "every upstream key of channel '{}' is disabled or cooling down; retry later",
+                                channel.name
+                            ),
+                        );
+                        return (Err(e), true);
+                    }
+                },
+            };
+            let mut call = match wit_call(r, channel, plugin, tried.len() as u32 + 1) {
+                Ok(c) => c,
+                Err(e) => return (Err(e), false),
             };
             call.credential = match (&fields, &picked) {
                 (Some(f), Some(k)) => match split_credential(channel, f, &k.secret.0) {
@@ -213,8 +307,8 @@ impl Engine {
                 key: picked.as_ref().map(|k| k.secret.clone()),
                 runtime: self.registry.runtime().clone(),
                 upstream: self.upstream.clone(),
-                client_body: r.body.clone(),
-                capture,
+                client: Arc::clone(&run.client),
+                capture: run.capture,
                 write_timeout: self.stream_write_timeout,
             };
             let result = exchange::run(ctx, &call).await;
@@ -222,11 +316,21 @@ impl Engine {
             let Some(picked) = picked else { return (result, false) };
             picked.report(outcome);
             tried.push(picked.id);
+            if let Ok(Outcome::Reply { objects, .. }) = &result {
+                if !objects.is_empty() {
+                    self.remember(r, channel, &picked.secret, objects).await;
+                }
+            }
             // A stream that started is the consumer's now (it is a success), and a request
-            // the vendor may have worked on is never sent again: only a call the vendor
-            // refused or never received is retried.
+            // the vendor may have worked on is never sent again (unless its op is a read the
+            // plugin says may be resent): only a call the vendor refused or never received is
+            // retried.
             let may_have_run = match &result {
-                Err(e) => e.work != VendorWork::None,
+                Err(e) => match e.work {
+                    VendorWork::None => false,
+                    VendorWork::Unknown => !resend,
+                    VendorWork::Done => true,
+                },
                 Ok(Outcome::Reply { status, error: Some(e), .. }) => {
                     (200..300).contains(status) && exchange::is_fault(e.kind)
                 }
@@ -241,6 +345,49 @@ impl Engine {
             tracing::warn!(channel = %channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
         }
     }
+
+    /// Remembers the vendor objects a call created, with its key and consumer.
+    async fn remember(&self, r: &CallRequest, channel: &Channel, key: &UpstreamKey, objects: &[String]) {
+        let owner = objects::Owner { key_fingerprint: key.fingerprint(), user_id: r.consumer.user_id };
+        if let Err(e) = objects::remember(&self.db, &channel.name, objects, &owner, &r.request_id, now_unix()).await {
+            tracing::error!(error = %format!("{e:#}"), request_id = %r.request_id, "cannot remember the vendor objects a call created");
+        }
+    }
+}
+
+/// One call's run, the same for every attempt.
+struct Run<'a> {
+    r: &'a CallRequest,
+    client: Arc<ClientInput>,
+    capture: bool,
+    /// The fingerprint of the key the call must run on.
+    pinned: Option<String>,
+}
+
+/// What the plugin is given for one attempt (`attempt` 0: a quote, nothing is sent).
+fn wit_call(r: &CallRequest, channel: &Channel, plugin: &Plugin, attempt: u32) -> Result<wit::Call, CallError> {
+    Ok(wit::Call {
+        op: r.op.clone(),
+        context: wit::CallContext {
+            request_id: r.request_id.clone(),
+            attempt,
+            path: r.path.clone(),
+            path_params: r.path_params.clone(),
+            base_url: exchange::base_url(channel, plugin)?,
+        },
+        model: r.model.clone(),
+        upstream_model: channel.upstream_model(&r.model).to_string(),
+        body: match (&r.form, std::str::from_utf8(&r.body)) {
+            (Some(form), _) => wit::Body::Form(form.parts.clone()),
+            (None, Ok(s)) => wit::Body::Text(s.to_string()),
+            (None, Err(_)) => wit::Body::Bytes(r.body.to_vec()),
+        },
+        query: r.query.clone(),
+        headers: r.headers.clone(),
+        credential: Vec::new(),
+        config: channel.settings_json.clone(),
+        task: None,
+    })
 }
 
 async fn give_up(held: Option<Held>) {
@@ -288,7 +435,7 @@ fn relayed_class(response: &http::Response<hyper::body::Incoming>) -> Option<(wi
     }
 }
 
-fn refusal_error(model: &str, refusal: Refusal) -> CallError {
+fn refusal_error(model: &str, op: &str, refusal: Refusal) -> CallError {
     match refusal {
         Refusal::BadRequest { param, message } => CallError {
             param,
@@ -299,6 +446,12 @@ fn refusal_error(model: &str, refusal: Refusal) -> CallError {
                 message,
             )
         },
+        Refusal::NotPriced if model.is_empty() => CallError::new(
+            403,
+            "invalid_request_error",
+            "operation_not_priced",
+            format!("The operation '{op}' has no price on this gateway; the operator must add it to the price table's [ops]."),
+        ),
         Refusal::NotPriced => CallError::new(
             403,
             "invalid_request_error",

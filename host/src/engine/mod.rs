@@ -29,6 +29,33 @@ use std::time::Duration;
 
 pub use call::{credential_fields, key_outcome, kind_name, split_credential, Answer, CallRequest};
 
+impl Engine {
+    /// Has each channel's plugin check the channel's settings (channels whose plugin is not
+    /// loaded are reported by `/health` instead). The errors name the channel and what is
+    /// wrong; empty when every channel's settings are accepted.
+    pub async fn check_settings(&self, channels: &Channels) -> Vec<String> {
+        let plugins = self.registry.current();
+        let mut errors = Vec::new();
+        for channel in channels.all() {
+            let Some(plugin) = plugins.get(&channel.plugin) else { continue };
+            match self.registry.runtime().check_settings(&plugin.pre, &channel.settings_json).await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => errors.push(format!(
+                    "channel '{}': plugin '{}' refuses its settings: {why}",
+                    channel.name,
+                    plugin.name()
+                )),
+                Err(e) => errors.push(format!(
+                    "channel '{}': plugin '{}' failed checking its settings: {e:#}",
+                    channel.name,
+                    plugin.name()
+                )),
+            }
+        }
+        errors
+    }
+}
+
 /// What the pipeline needs, shared by every call.
 pub struct Engine {
     pub registry: Arc<PluginRegistry>,

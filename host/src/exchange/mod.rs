@@ -6,6 +6,7 @@
 //! - a trapped plugin is never called again; the call fails with 502 `plugin_error`;
 //! - every call ends in exactly one `Finished` report (for the call log), streams included.
 
+pub mod form;
 mod stream;
 pub mod upstream;
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 
+pub use form::{ClientFile, Form};
 pub use stream::StreamBody;
 pub use upstream::Upstream;
 
@@ -112,6 +114,14 @@ impl CallError {
     }
 }
 
+/// What the consumer sent, held by the host for every attempt of a call: the raw body (for
+/// `client-body` requests) and, for a multipart body, its files (for `client-file` parts).
+#[derive(Debug, Default)]
+pub struct ClientInput {
+    pub body: Bytes,
+    pub files: Vec<ClientFile>,
+}
+
 /// Everything needed to run one call.
 pub struct CallContext {
     pub plugin: Arc<Plugin>,
@@ -119,8 +129,8 @@ pub struct CallContext {
     pub key: Option<UpstreamKey>,
     pub runtime: Runtime,
     pub upstream: Upstream,
-    /// The consumer's body, for `client-body` requests.
-    pub client_body: Bytes,
+    /// What the consumer sent, for `client-body` and `client-file` requests.
+    pub client: Arc<ClientInput>,
     /// Keep a copy of a streamed answer (for `Idempotency-Key` replays).
     pub capture: bool,
     /// How long a stream waits on a consumer that stopped reading.
@@ -136,10 +146,12 @@ pub enum Outcome {
         usage: wit::Usage,
         /// A vendor error relayed verbatim (native routes).
         error: Option<wit::AdapterError>,
+        /// Vendor objects the call created (for key affinity).
+        objects: Vec<String>,
     },
     /// A streamed answer, not started yet: `PendingStream::start` hands it the value that
     /// ends the call, so that the stream task owns it from then on.
-    Stream { headers: Vec<wit::Header>, pending: PendingStream },
+    Stream { headers: Vec<wit::Header>, pending: Box<PendingStream> },
     /// An upstream response copied to the consumer as it is.
     Relay { response: http::Response<hyper::body::Incoming> },
 }
@@ -168,10 +180,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
         .start(&ctx.plugin.pre, call)
         .await
         .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e))?;
-    let base_url = match ctx.channel.base_url.as_deref().or(ctx.plugin.manifest.default_base_url.as_deref()) {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => return Err(CallError::config(format!("channel '{}' has no base_url", ctx.channel.name))),
-    };
+    let base_url = &call.context.base_url;
     let mut step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
     // What a failure now costs: once the vendor answered 2xx, a plugin that cannot use the
     // answer (it fails or traps) does not make the call free.
@@ -180,13 +189,13 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
         step = match step {
             wit::Step::Send(req) => {
                 // Work an earlier step got done is never forgotten by a later step's failure.
-                let resp = send(&ctx, &base_url, &req, work).await?;
+                let resp = send(&ctx, base_url, &req, work).await?;
                 let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
                 work = work.max(answered(response.status));
                 pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
             }
             wit::Step::Stream(s) => {
-                let resp = send(&ctx, &base_url, &s.request, work).await?;
+                let resp = send(&ctx, base_url, &s.request, work).await?;
                 if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing) {
                     let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
                     work = work.max(answered(response.status));
@@ -198,11 +207,11 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                         capture: ctx.capture,
                     };
                     let pending = PendingStream { pc, resp, framing: s.framing, settings, plugin: ctx.plugin };
-                    return Ok(Outcome::Stream { headers: s.reply_headers, pending });
+                    return Ok(Outcome::Stream { headers: s.reply_headers, pending: Box::new(pending) });
                 }
             }
             wit::Step::Relay(req) => {
-                let response = send(&ctx, &base_url, &req, work).await?;
+                let response = send(&ctx, base_url, &req, work).await?;
                 return Ok(Outcome::Relay { response });
             }
             wit::Step::Reply(r) => {
@@ -220,6 +229,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                     body,
                     usage: r.usage,
                     error: r.error,
+                    objects: r.objects,
                 });
             }
             wit::Step::Fail(e) => {
@@ -231,9 +241,25 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
             wit::Step::Submitted(_) | wit::Step::Task(_) => {
                 return Err(CallError::unsupported("asynchronous tasks are not supported by this gateway version yet"))
             }
+            wit::Step::Fetch(_) | wit::Step::Archive(_) => {
+                return Err(CallError::unsupported(
+                    "fetching absolute URLs is not supported by this gateway version yet",
+                ))
+            }
+            wit::Step::Socket(_) => {
+                return Err(CallError::unsupported("upstream WebSockets are not supported by this gateway version yet"))
+            }
         };
     }
     Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())).after(work))
+}
+
+/// The base URL a channel's requests go to: the channel's, or its plugin's default.
+pub fn base_url(channel: &Channel, plugin: &Plugin) -> Result<String, CallError> {
+    match channel.base_url.as_deref().or(plugin.manifest.default_base_url.as_deref()) {
+        Some(u) => Ok(u.trim_end_matches('/').to_string()),
+        None => Err(CallError::config(format!("channel '{}' has no base_url", channel.name))),
+    }
 }
 
 /// Sends one of the plugin's requests; a failure keeps what earlier steps got done.
@@ -244,7 +270,7 @@ async fn send(
     work: VendorWork,
 ) -> Result<http::Response<hyper::body::Incoming>, CallError> {
     ctx.upstream
-        .send(&ctx.channel.name, base_url, req, ctx.key.as_ref(), &ctx.client_body)
+        .send(&ctx.channel.name, base_url, req, ctx.key.as_ref(), &ctx.client)
         .await
         .map_err(|e| e.at_least(work))
 }

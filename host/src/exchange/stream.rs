@@ -1,5 +1,5 @@
 //! Streams: one task per streamed call owns the plugin's store, reads the upstream body frame
-//! by frame, frames it (SSE) and feeds each network chunk's events to `decode`, and writes the
+//! by frame, frames it (SSE, NDJSON or raw) and feeds each network chunk's events to `decode`, and writes the
 //! plugin's output to the consumer as one frame per upstream chunk. Nothing is buffered whole.
 //!
 //! The end is always explicit: `finish` is called with why the stream ended; an upstream cut,
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tollgate_base::sse;
+use tollgate_base::{ndjson, sse};
 
 /// The consumer-facing body of a stream.
 pub struct StreamBody {
@@ -108,10 +108,8 @@ async fn pump(
     plugin: &Plugin,
     out: &mut Out,
 ) -> StreamReport {
-    let mut parser = sse::Parser::new();
-    let mut events = Vec::new();
+    let mut framer = Framer::new(framing);
     let mut delivered = 0u64;
-    let sse_framed = matches!(framing, wit::Framing::Sse);
     let stop = loop {
         let frame = match tokio::time::timeout(idle, std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)))
             .await
@@ -129,20 +127,10 @@ async fn pump(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        let input = if sse_framed {
-            parser.feed(&data, &mut events);
-            if parser.overflowed() {
-                break Stop::Cut(CallError::upstream(
-                    wit::ErrorKind::UpstreamFault,
-                    format!("the upstream sent an event larger than {} bytes", sse::MAX_EVENT_BYTES),
-                ));
-            }
-            if events.is_empty() {
-                continue;
-            }
-            wit::StreamInput::Events(events.drain(..).map(to_wit).collect())
-        } else {
-            wit::StreamInput::Bytes(data.to_vec())
+        let input = match framer.feed(&data) {
+            Err(e) => break Stop::Cut(e),
+            Ok(None) => continue,
+            Ok(Some(input)) => input,
         };
         match deliver(&mut pc, &input, plugin, out, &mut delivered).await {
             Ok(()) => {}
@@ -150,15 +138,10 @@ async fn pump(
         }
     };
     let stop = match stop {
-        Stop::Complete if sse_framed => {
-            parser.finish(&mut events);
-            if events.is_empty() {
-                Stop::Complete
-            } else {
-                let input = wit::StreamInput::Events(events.drain(..).map(to_wit).collect());
-                deliver(&mut pc, &input, plugin, out, &mut delivered).await.err().unwrap_or(Stop::Complete)
-            }
-        }
+        Stop::Complete => match framer.finish() {
+            None => Stop::Complete,
+            Some(input) => deliver(&mut pc, &input, plugin, out, &mut delivered).await.err().unwrap_or(Stop::Complete),
+        },
         other => other,
     };
     let (end, error, client_gone) = match stop {
@@ -222,6 +205,65 @@ async fn deliver(
         }
         Ok(Err(e)) => Err(Stop::Rejected(CallError::from_adapter(&e))),
         Err(trap) => Err(Stop::PluginDead(plugin_failure(plugin, "decode()", trap))),
+    }
+}
+
+/// Splits an upstream body into what `decode` receives, as the stream step's framing says.
+enum Framer {
+    Sse(sse::Parser, Vec<sse::Event>),
+    Ndjson(ndjson::Splitter, Vec<String>),
+    Raw,
+}
+
+impl Framer {
+    fn new(framing: wit::Framing) -> Framer {
+        match framing {
+            wit::Framing::Sse => Framer::Sse(sse::Parser::new(), Vec::new()),
+            wit::Framing::Ndjson => Framer::Ndjson(ndjson::Splitter::new(), Vec::new()),
+            wit::Framing::Raw => Framer::Raw,
+        }
+    }
+
+    /// One network chunk: `None` when it completed no event or line.
+    fn feed(&mut self, data: &[u8]) -> Result<Option<wit::StreamInput>, CallError> {
+        let too_long = |what: &str| {
+            CallError::upstream(
+                wit::ErrorKind::UpstreamFault,
+                format!("the upstream sent {what} larger than {} bytes", sse::MAX_EVENT_BYTES),
+            )
+        };
+        match self {
+            Framer::Sse(parser, events) => {
+                parser.feed(data, events);
+                if parser.overflowed() {
+                    return Err(too_long("an event"));
+                }
+                Ok((!events.is_empty()).then(|| wit::StreamInput::Events(events.drain(..).map(to_wit).collect())))
+            }
+            Framer::Ndjson(splitter, lines) => {
+                splitter.feed(data, lines);
+                if splitter.overflowed() {
+                    return Err(too_long("a line"));
+                }
+                Ok((!lines.is_empty()).then(|| wit::StreamInput::Lines(std::mem::take(lines))))
+            }
+            Framer::Raw => Ok(Some(wit::StreamInput::Bytes(data.to_vec()))),
+        }
+    }
+
+    /// The end of the body: what it completed.
+    fn finish(&mut self) -> Option<wit::StreamInput> {
+        match self {
+            Framer::Sse(parser, events) => {
+                parser.finish(events);
+                (!events.is_empty()).then(|| wit::StreamInput::Events(events.drain(..).map(to_wit).collect()))
+            }
+            Framer::Ndjson(splitter, lines) => {
+                splitter.finish(lines);
+                (!lines.is_empty()).then(|| wit::StreamInput::Lines(std::mem::take(lines)))
+            }
+            Framer::Raw => None,
+        }
     }
 }
 

@@ -2,13 +2,12 @@
 //! response timeouts. It sends a plugin's request only to its channel's base URL: the plugin
 //! gives a path, never a host.
 
-use super::{CallError, VendorWork};
+use super::{form, CallError, ClientInput, VendorWork};
 use crate::keypool::UpstreamKey;
 use crate::plugin::wit;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -17,7 +16,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<Connector, Full<Bytes>>,
+    client: Client<Connector, UpstreamBody>,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -52,9 +51,9 @@ impl Upstream {
         base_url: &str,
         req: &wit::UpstreamRequest,
         key: Option<&UpstreamKey>,
-        client_body: &Bytes,
+        client: &ClientInput,
     ) -> Result<Response<Incoming>, CallError> {
-        let request = build(channel, base_url, req, key, client_body)?;
+        let request = build(channel, base_url, req, key, client)?;
         let timeout = req.timeout_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(self.response_timeout);
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(resp)) => Ok(resp),
@@ -83,8 +82,8 @@ fn build(
     base_url: &str,
     req: &wit::UpstreamRequest,
     key: Option<&UpstreamKey>,
-    client_body: &Bytes,
-) -> Result<Request<Full<Bytes>>, CallError> {
+    client: &ClientInput,
+) -> Result<Request<UpstreamBody>, CallError> {
     let plugin_bug = |m: String| CallError::plugin(m);
     if !req.path.starts_with('/') || req.path.starts_with("//") || req.path.contains(['\r', '\n', '#']) {
         return Err(plugin_bug(format!(
@@ -113,7 +112,8 @@ fn build(
     let mut builder = Request::builder().method(method).uri(&uri);
     let headers = builder.headers_mut().expect("fresh builder");
     for h in &req.headers {
-        if HOP_BY_HOP.iter().any(|x| h.name.eq_ignore_ascii_case(x)) {
+        let form_type = matches!(req.body, wit::Body::Form(_)) && h.name.eq_ignore_ascii_case("content-type");
+        if form_type || HOP_BY_HOP.iter().any(|x| h.name.eq_ignore_ascii_case(x)) {
             continue;
         }
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) else {
@@ -141,15 +141,55 @@ fn build(
         }
     }
     let body = match &req.body {
-        wit::Body::Empty => Bytes::new(),
-        wit::Body::Text(s) => Bytes::copy_from_slice(s.as_bytes()),
-        wit::Body::Bytes(b) => Bytes::copy_from_slice(b),
-        wit::Body::ClientBody => client_body.clone(),
-        wit::Body::Form(_) => {
-            return Err(CallError::unsupported("multipart upstream bodies are not supported by this gateway version"))
+        wit::Body::Empty => UpstreamBody::whole(Bytes::new()),
+        wit::Body::Text(s) => UpstreamBody::whole(Bytes::copy_from_slice(s.as_bytes())),
+        wit::Body::Bytes(b) => UpstreamBody::whole(Bytes::copy_from_slice(b)),
+        wit::Body::ClientBody => UpstreamBody::whole(client.body.clone()),
+        wit::Body::Form(parts) => {
+            let (content_type, pieces) = form::encode(parts, &client.files)?;
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_str(&content_type).expect("ASCII boundary"));
+            UpstreamBody::pieces(pieces)
         }
     };
-    builder.body(Full::new(body)).map_err(|e| plugin_bug(format!("the plugin built an invalid request: {e}")))
+    builder.body(body).map_err(|e| plugin_bug(format!("the plugin built an invalid request: {e}")))
+}
+
+/// An upstream request body: whole, or pieces sent in turn (a form whose files are the
+/// consumer's own bytes, shared rather than copied).
+pub struct UpstreamBody {
+    pieces: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl UpstreamBody {
+    fn whole(b: Bytes) -> Self {
+        Self::pieces(vec![b])
+    }
+    fn pieces(pieces: Vec<Bytes>) -> Self {
+        let remaining = pieces.iter().map(|p| p.len() as u64).sum();
+        UpstreamBody { pieces: pieces.into_iter().filter(|p| !p.is_empty()).collect(), remaining }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.pieces.pop_front();
+        if let Some(p) = &next {
+            self.remaining -= p.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|p| Ok(Frame::data(p))))
+    }
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 fn percent_encode(s: &str) -> String {
@@ -183,13 +223,15 @@ mod tests {
     #[test]
     fn requests_go_only_to_the_base_url() {
         let key = UpstreamKey(Arc::from("k 1"));
-        let r = build("ch", "http://127.0.0.1:9", &req("/v1/x", wit::Auth::Bearer), Some(&key), &Bytes::new()).unwrap();
+        let r =
+            build("ch", "http://127.0.0.1:9", &req("/v1/x", wit::Auth::Bearer), Some(&key), &ClientInput::default())
+                .unwrap();
         assert_eq!(r.uri(), "http://127.0.0.1:9/v1/x");
         assert!(r.headers().get("host").is_none(), "plugins cannot set Host");
         assert_eq!(r.headers()["authorization"], "Bearer k 1");
         for bad in ["//evil.example/x", "http://evil.example/x", "x", "/a\r\nHost: y"] {
             assert!(
-                build("ch", "http://127.0.0.1:9", &req(bad, wit::Auth::None), None, &Bytes::new()).is_err(),
+                build("ch", "http://127.0.0.1:9", &req(bad, wit::Auth::None), None, &ClientInput::default()).is_err(),
                 "{bad}"
             );
         }
@@ -198,12 +240,24 @@ mod tests {
     #[test]
     fn query_and_header_auth() {
         let key = UpstreamKey(Arc::from("a&b"));
-        let r =
-            build("ch", "http://h", &req("/p?x=1", wit::Auth::Query("key".into())), Some(&key), &Bytes::new()).unwrap();
+        let r = build(
+            "ch",
+            "http://h",
+            &req("/p?x=1", wit::Auth::Query("key".into())),
+            Some(&key),
+            &ClientInput::default(),
+        )
+        .unwrap();
         assert_eq!(r.uri(), "http://h/p?x=1&key=a%26b");
-        let r = build("ch", "http://h", &req("/p", wit::Auth::Header("x-api-key".into())), Some(&key), &Bytes::new())
-            .unwrap();
+        let r = build(
+            "ch",
+            "http://h",
+            &req("/p", wit::Auth::Header("x-api-key".into())),
+            Some(&key),
+            &ClientInput::default(),
+        )
+        .unwrap();
         assert_eq!(r.headers()["x-api-key"], "a&b");
-        assert!(build("ch", "http://h", &req("/p", wit::Auth::Bearer), None, &Bytes::new()).is_err());
+        assert!(build("ch", "http://h", &req("/p", wit::Auth::Bearer), None, &ClientInput::default()).is_err());
     }
 }

@@ -56,6 +56,13 @@ impl std::fmt::Debug for UpstreamKey {
 }
 
 impl UpstreamKey {
+    /// A stable name of the key that reveals nothing of it (SHA-256, hex): what the database
+    /// stores where a later call must find the same key (vendor objects, tasks).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.0.as_bytes()))
+    }
+
     /// The first characters, for operators ("sk-abc…").
     pub fn masked(&self) -> String {
         let prefix: String = self.0.chars().take(6).collect();
@@ -231,6 +238,12 @@ impl Channel {
             excluded.push(pick); // taken by a concurrent call's probe meanwhile
         }
         keys.iter().find(|k| !tried.contains(&k.id) && k.health.state(now) == KeyState::CoolingDown).map(picked)
+    }
+
+    /// The key with this fingerprint, whatever its health: a follow-up call must run on the
+    /// key that created its object. `None`: the key left the pool.
+    pub fn key_by_fingerprint(&self, fingerprint: &str) -> Option<PickedKey> {
+        self.pool.load().keys.iter().find(|k| k.entry.secret.fingerprint() == fingerprint).map(picked)
     }
 
     pub fn key_count(&self) -> usize {

@@ -2,18 +2,21 @@
 //! hot reload (`reload`).
 //!
 //! Invariants:
-//! - a plugin gets WASI with an empty context: no files, no network, no environment, no clock
-//!   beyond what WASI's defaults allow; everything else it needs comes through the contract;
+//! - a plugin gets WASI with an empty context except the real wall clock and a secure random
+//!   source (signers need them): no files, no network, no environment; everything else it
+//!   needs comes through the contract;
 //! - every call runs in a fresh `Store` (one call never sees another's state) with a memory
 //!   limit and an epoch deadline; a trap ends that call only;
 //! - the loaded set is immutable and swapped whole: a call holds `Arc<Plugin>` and finishes
 //!   on the version it started with.
 
 mod compile_cache;
+mod pattern;
 pub mod reload;
 pub mod runtime;
 
-pub use reload::{PluginFileStatus, PluginRegistry, PluginSet};
+pub use pattern::Pattern;
+pub use reload::{PluginFileStatus, PluginRegistry, PluginSet, RouteMatch, FORBIDDEN_FORWARD};
 pub use runtime::{PluginCall, Runtime};
 
 /// Host bindings generated from `wit/adapter.wit`.
@@ -58,6 +61,9 @@ impl Plugin {
         &self.manifest.name
     }
     pub fn supports(&self, op: &str) -> bool {
-        self.manifest.operations.iter().any(|o| o == op)
+        self.operation(op).is_some()
+    }
+    pub fn operation(&self, op: &str) -> Option<&wit::Operation> {
+        self.manifest.operations.iter().find(|o| o.name == op)
     }
 }

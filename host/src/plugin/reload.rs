@@ -17,8 +17,9 @@
 //!   the old version is freed when its last call ends.
 //! - Scans are serialised by a mutex, so two triggers never race to swap.
 
+use super::pattern::Pattern;
 use super::runtime::{read_plugin_file, sha256_hex, Runtime};
-use super::{Manifest, Plugin};
+use super::{wit, Manifest, Plugin};
 use anyhow::{bail, Result};
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -31,8 +32,17 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct PluginSet {
     by_name: HashMap<String, Arc<Plugin>>,
-    /// (method, path) → (plugin name, op)
-    routes: HashMap<(String, String), (String, String)>,
+    /// Literal routes: (method, path) → (plugin, index of the route in its manifest).
+    literal: HashMap<(String, String), (Arc<Plugin>, usize)>,
+    /// Pattern routes, the most specific first.
+    patterns: Vec<(String, Pattern, Arc<Plugin>, usize)>,
+}
+
+/// A native route that matched a request.
+pub struct RouteMatch<'a> {
+    pub plugin: &'a Arc<Plugin>,
+    pub route: &'a wit::Route,
+    pub params: Vec<(String, String)>,
 }
 
 impl PluginSet {
@@ -40,10 +50,16 @@ impl PluginSet {
         self.by_name.get(name)
     }
 
-    /// The plugin and op serving a native route.
-    pub fn route(&self, method: &str, path: &str) -> Option<(&Arc<Plugin>, &str)> {
-        let (name, op) = self.routes.get(&(method.to_string(), path.to_string()))?;
-        Some((self.by_name.get(name)?, op.as_str()))
+    /// The plugin route serving `method path`: a literal route first, then the most specific
+    /// pattern.
+    pub fn route(&self, method: &str, path: &str) -> Option<RouteMatch<'_>> {
+        if let Some((plugin, i)) = self.literal.get(&(method.to_string(), path.to_string())) {
+            return Some(RouteMatch { plugin, route: &plugin.manifest.routes[*i], params: Vec::new() });
+        }
+        self.patterns.iter().filter(|(m, ..)| m == method).find_map(|(_, pattern, plugin, i)| {
+            let params = pattern.matches(path)?;
+            Some(RouteMatch { plugin, route: &plugin.manifest.routes[*i], params })
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -54,18 +70,29 @@ impl PluginSet {
         self.by_name.is_empty()
     }
 
+    /// Builds the set from plugins whose routes were checked (`check_manifest`).
     fn build(plugins: impl Iterator<Item = Arc<Plugin>>) -> PluginSet {
         let mut set = PluginSet::default();
         for p in plugins {
-            for r in &p.manifest.routes {
-                set.routes
-                    .insert((r.method.to_ascii_uppercase(), r.path.clone()), (p.name().to_string(), r.op.clone()));
+            for (i, r) in p.manifest.routes.iter().enumerate() {
+                let method = r.method.to_ascii_uppercase();
+                let Ok(pattern) = Pattern::parse(&r.path) else { continue };
+                if pattern.is_literal() {
+                    set.literal.insert((method, r.path.clone()), (Arc::clone(&p), i));
+                } else {
+                    set.patterns.push((method, pattern, Arc::clone(&p), i));
+                }
             }
             set.by_name.insert(p.name().to_string(), p);
         }
+        set.patterns.sort_by_key(|(_, pattern, ..)| std::cmp::Reverse(pattern.specificity()));
         set
     }
 }
+
+/// Consumer headers that carry credentials: never forwarded to a plugin.
+pub const FORBIDDEN_FORWARD: &[&str] =
+    &["authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "cookie", "api-key"];
 
 /// What the operator sees for one file in `plugins_dir`.
 #[derive(Debug, Clone, Serialize)]
@@ -212,21 +239,51 @@ impl PluginRegistry {
             .await
             .map_err(|_| anyhow::anyhow!("describe() did not return"))?
             .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))?;
-        self.check_conflicts(path, &manifest)?;
+        self.check_manifest(path, &manifest)?;
         Ok(Arc::new(Plugin { manifest, sha256: sha.to_string(), file: path.to_path_buf(), pre }))
     }
 
-    /// A plugin's name and routes must be its own: not another file's, not the gateway's.
-    fn check_conflicts(&self, path: &Path, m: &Manifest) -> Result<()> {
+    /// A plugin's manifest must make sense, and its name and routes must be its own: not
+    /// another file's, not the gateway's.
+    fn check_manifest(&self, path: &Path, m: &Manifest) -> Result<()> {
         if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             bail!("plugin name '{}' must be non-empty ASCII letters, digits, '-' or '_'", m.name);
         }
+        let mut patterns = Vec::with_capacity(m.routes.len());
         for r in &m.routes {
-            if !r.path.starts_with('/') {
-                bail!("route '{}' must start with '/'", r.path);
-            }
+            let pattern = Pattern::parse(&r.path)?;
             if (self.reserved)(&r.path) {
                 bail!("route {} {} is one of the gateway's own routes; a plugin cannot take it", r.method, r.path);
+            }
+            if !m.operations.iter().any(|o| o.name == r.op) {
+                bail!(
+                    "route {} {} runs op '{}', which the manifest's operations do not declare",
+                    r.method,
+                    r.path,
+                    r.op
+                );
+            }
+            for (what, field) in [("model", &r.model), ("affinity", &r.affinity)] {
+                if let wit::Field::Path(name) = field {
+                    if !pattern.has_param(name) {
+                        bail!(
+                            "route {} {} takes its {what} from the path parameter '{name}', which it does not have",
+                            r.method,
+                            r.path
+                        );
+                    }
+                }
+            }
+            patterns.push((r.method.to_ascii_uppercase(), pattern));
+        }
+        for (i, (method, a)) in patterns.iter().enumerate() {
+            if patterns[..i].iter().any(|(m, b)| m == method && a == b) {
+                bail!("route {method} {} is declared twice", m.routes[i].path);
+            }
+        }
+        for name in &m.forward_headers {
+            if FORBIDDEN_FORWARD.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+                bail!("the header '{name}' carries consumer credentials; a plugin cannot ask for it");
             }
         }
         let files = self.files.lock().expect("plugin file table");
@@ -238,9 +295,13 @@ impl PluginRegistry {
             if o.name() == m.name {
                 bail!("plugin name '{}' is already served by {}", m.name, other_path.display());
             }
-            for r in &m.routes {
-                if o.manifest.routes.iter().any(|x| x.path == r.path && x.method.eq_ignore_ascii_case(&r.method)) {
-                    bail!("route {} {} is already served by plugin '{}'", r.method, r.path, o.name());
+            for (r, (method, pattern)) in m.routes.iter().zip(&patterns) {
+                let taken = o.manifest.routes.iter().any(|x| {
+                    x.method.eq_ignore_ascii_case(method)
+                        && Pattern::parse(&x.path).is_ok_and(|other| other.overlaps(pattern))
+                });
+                if taken {
+                    bail!("route {} {} overlaps a route of plugin '{}'", r.method, r.path, o.name());
                 }
             }
         }
@@ -265,7 +326,11 @@ impl PluginRegistry {
                     .iter()
                     .flat_map(|p| p.manifest.routes.iter().map(|r| format!("{} {}", r.method, r.path)))
                     .collect(),
-                operations: e.plugin.iter().flat_map(|p| p.manifest.operations.clone()).collect(),
+                operations: e
+                    .plugin
+                    .iter()
+                    .flat_map(|p| p.manifest.operations.iter().map(|o| o.name.clone()))
+                    .collect(),
             })
             .collect()
     }

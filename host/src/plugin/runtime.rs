@@ -187,6 +187,23 @@ impl Runtime {
         .await
     }
 
+    /// Runs `check-settings(settings)` in a fresh store: `Ok(Err(message))` is the plugin's
+    /// verdict on the settings, `Err` a plugin that failed.
+    pub async fn check_settings(
+        &self,
+        pre: &bindings::PluginPre<CallState>,
+        settings: &str,
+    ) -> Result<Result<(), String>> {
+        let mut store = self.new_store();
+        within(self.deadline, async {
+            enter(&mut store);
+            let plugin = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+            enter(&mut store);
+            plugin.tollgate_adapter_adapter().call_check_settings(&mut store, settings).await.map_err(Into::into)
+        })
+        .await
+    }
+
     /// Starts one call: a fresh store, an instance, and the plugin's exchange resource.
     pub async fn start(&self, pre: &bindings::PluginPre<CallState>, call: &wit::Call) -> Result<PluginCall> {
         let mut store = self.new_store();
@@ -260,6 +277,21 @@ impl PluginCall {
                 .tollgate_adapter_adapter()
                 .exchange()
                 .call_next(&mut self.store, self.exchange, response)
+                .await
+                .map_err(Into::into)
+        })
+        .await
+    }
+
+    /// The units to reserve, for ops the plugin declares `quoted`.
+    pub async fn quote(&mut self) -> Result<Result<wit::Usage, wit::AdapterError>> {
+        let deadline = self.deadline;
+        within(deadline, async {
+            enter(&mut self.store);
+            self.instance
+                .tollgate_adapter_adapter()
+                .exchange()
+                .call_quote(&mut self.store, self.exchange)
                 .await
                 .map_err(Into::into)
         })

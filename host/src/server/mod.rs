@@ -10,6 +10,7 @@ pub mod body;
 pub mod error;
 pub mod routes;
 pub mod throttle;
+pub mod url;
 
 use crate::account::{Consumer, KeyCache};
 use crate::billing::Billing;
@@ -99,6 +100,10 @@ impl AppState {
             Duration::from_millis(self.config.key_probe_after_ms),
             &self.engine.channels.load(),
         );
+        let refused = self.engine.check_settings(&channels).await;
+        if !refused.is_empty() {
+            anyhow::bail!("{}", refused.join("; "));
+        }
         crate::keypool::stored::load_into(&self.engine.db, self.config.master_key.as_ref(), &channels).await?;
         let names = channels.all().iter().map(|c| c.name.clone()).collect();
         self.engine.channels.store(Arc::new(channels));
@@ -207,14 +212,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response {
             resp
         }
         Found::NotOurs => {
-            let route = state
-                .engine
-                .registry
-                .current()
-                .route(method.as_str(), &path)
-                .map(|(p, op)| (Arc::clone(p), op.to_string()));
+            let route = state.engine.registry.current().route(method.as_str(), &path).map(|m| {
+                surface::native::NativeRoute { plugin: Arc::clone(m.plugin), route: m.route.clone(), params: m.params }
+            });
             match route {
-                Some((plugin, op)) => surface::native::call(&state, req, plugin, op).await,
+                Some(route) => surface::native::call(&state, req, route).await,
                 None => error::error_response(
                     404,
                     "invalid_request_error",

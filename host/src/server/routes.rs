@@ -92,9 +92,16 @@ pub fn find(method: &str, path: &str) -> Found {
     }
 }
 
-/// True when `path` belongs to the gateway, so a plugin may not declare it.
-pub fn reserved(path: &str) -> bool {
-    !matches!(find("", path), Found::NotOurs)
+/// True when a plugin route `pattern` could take a path of the gateway's (it matches one of
+/// the table's paths, or reaches into one of its families), so a plugin may not declare it.
+/// A malformed pattern is refused elsewhere; here it counts as reserved.
+pub fn reserved(pattern: &str) -> bool {
+    let Ok(p) = crate::plugin::Pattern::parse(pattern) else { return true };
+    let prefix = p.literal_prefix();
+    ROUTES.iter().any(|r| match r.path {
+        Exact(path) => p.matches(path).is_some(),
+        Prefix(family) => prefix.starts_with(family) || (!p.is_literal() && family.starts_with(prefix.as_str())),
+    })
 }
 
 #[cfg(test)]
@@ -115,5 +122,11 @@ mod tests {
             assert!(reserved(path), "{path}");
         }
         assert!(!reserved("/v1/t2a_v2"));
+        // Patterns: reserved when one of the gateway's paths could match them.
+        assert!(reserved("/v1/{op}/completions"), "matches /v1/chat/completions");
+        assert!(reserved("/admin/{x}"));
+        assert!(reserved("/{area}/users"), "could reach into /admin/");
+        assert!(!reserved("/v1/videos/{id}"));
+        assert!(!reserved("/v1beta/models/{model}:generateContent"));
     }
 }

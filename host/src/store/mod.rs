@@ -14,6 +14,7 @@
 
 pub mod call_log;
 pub mod idempotency;
+pub mod objects;
 
 use anyhow::{bail, Context, Result};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

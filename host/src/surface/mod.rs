@@ -8,8 +8,8 @@ pub mod user;
 
 use crate::account::Consumer;
 use crate::engine::{Answer, CallRequest};
-use crate::exchange::CallError;
-use crate::plugin::wit;
+use crate::exchange::{form, CallError, Form};
+use crate::plugin::{wit, Plugin, FORBIDDEN_FORWARD};
 use crate::server::body::{Response, ResponseBody};
 use crate::server::AppState;
 use bytes::Bytes;
@@ -20,20 +20,46 @@ use std::time::Instant;
 /// What every call reads from the consumer's request before it is resolved to a channel.
 pub struct ConsumerRequest {
     pub consumer: Consumer,
-    pub headers: Vec<wit::Header>,
+    pub headers: http::HeaderMap,
+    pub path: String,
     pub query: String,
     pub body: Bytes,
+    /// A `multipart/form-data` body, parsed (the body stays as it arrived too).
+    pub form: Option<Form>,
     /// The consumer's `Idempotency-Key`, if it sent a usable one.
     pub idempotency_key: Option<String>,
 }
 
-/// Authenticates the consumer (401) and reads the body within the limit (413).
+impl ConsumerRequest {
+    /// The consumer headers `plugin` may see: the common ones and those its manifest asks
+    /// for, never credentials.
+    pub fn headers_for(&self, plugin: &Plugin) -> Vec<wit::Header> {
+        const ALWAYS: [&str; 4] = ["content-type", "accept", "accept-language", "user-agent"];
+        let asked = plugin.manifest.forward_headers.iter().map(String::as_str);
+        let mut out = Vec::new();
+        for name in ALWAYS.into_iter().chain(asked) {
+            if FORBIDDEN_FORWARD.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+                continue;
+            }
+            for v in self.headers.get_all(name) {
+                if let Ok(v) = v.to_str() {
+                    out.push(wit::Header { name: name.to_ascii_lowercase(), value: v.to_string() });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Authenticates the consumer (401), reads the body within the limit (413) and parses a
+/// multipart body (400).
 pub async fn read_request(
     state: &AppState,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<ConsumerRequest, CallError> {
     let consumer = state.authenticate(&req)?;
-    let headers = forwarded_headers(req.headers());
+    let headers = req.headers().clone();
+    let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let idempotency_key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
         None => None,
@@ -48,7 +74,12 @@ pub async fn read_request(
         }
     };
     let body = state.read_body(req).await?;
-    Ok(ConsumerRequest { consumer, headers, query, body, idempotency_key })
+    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let form = match form::boundary(content_type) {
+        None => None,
+        Some(boundary) => Some(form::parse(body.clone(), boundary?).await?),
+    };
+    Ok(ConsumerRequest { consumer, headers, path, query, body, form, idempotency_key })
 }
 
 /// Runs a call once `resolve` has found its plugin and channel; a call refused while
@@ -123,14 +154,4 @@ pub fn with_request_id(mut resp: Response, id: &str) -> Response {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
-}
-
-/// Consumer headers a plugin may see. Never the consumer's own credentials.
-pub fn forwarded_headers(h: &http::HeaderMap) -> Vec<wit::Header> {
-    ["content-type", "accept", "accept-language", "user-agent"]
-        .iter()
-        .filter_map(|n| {
-            h.get(*n).and_then(|v| v.to_str().ok()).map(|v| wit::Header { name: n.to_string(), value: v.to_string() })
-        })
-        .collect()
 }

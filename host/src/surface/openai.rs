@@ -26,8 +26,7 @@ async fn resolve(
     request_id: String,
 ) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
-    let ConsumerRequest { consumer, headers, query, body, idempotency_key } = request;
-    let model = requested_model(&body)?;
+    let model = requested_model(&request.body)?;
     let channel = state.engine.channels.load().for_model(&model).cloned().ok_or_else(|| {
         not_found(
             "model_not_found",
@@ -46,6 +45,8 @@ async fn resolve(
             plugin.name()
         )));
     }
+    let headers = request.headers_for(&plugin);
+    let ConsumerRequest { consumer, path, query, body, form, idempotency_key, .. } = request;
     Ok(CallRequest {
         consumer,
         plugin,
@@ -53,8 +54,13 @@ async fn resolve(
         op: op.to_string(),
         model,
         body,
+        form,
         query,
         headers,
+        path,
+        path_params: Vec::new(),
+        billed: true,
+        affinity: None,
         started,
         request_id,
         idempotency_key,

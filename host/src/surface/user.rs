@@ -158,7 +158,7 @@ async fn logs(state: &AppState, req: &Request<Incoming>) -> Result<Response, Cal
     } else {
         (None, Some(state.authenticate(req)?.key_id))
     };
-    let q = crate::admin::query_params(req.uri().query().unwrap_or(""));
+    let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
     // The caller's own calls only: the identity filters come from the credential, never the query.
     let filter = reports::LogFilter { key_id, user_id, channel: None, ..reports::LogFilter::from_query(&q, 50) };
     let mut page = reports::logs(&state.engine.db, &filter).await.map_err(internal)?;

@@ -70,9 +70,13 @@ fn bytes(body: &Body) -> &[u8] {
 #[test]
 fn manifest_declares_ops_route_and_base_url() {
     let m = MiniMax::describe();
-    assert_eq!((m.name.as_str(), m.operations.join(",")), ("minimax", "speech,minimax.t2a".into()));
+    let ops: Vec<&str> = m.operations.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!((m.name.as_str(), ops), ("minimax", vec!["speech", "minimax.t2a"]));
+    assert!(m.operations.iter().all(|o| !o.resend), "speech costs: never resent after it may have reached MiniMax");
     let route = &m.routes[0];
     assert_eq!([&route.method, &route.path, &route.op], ["POST", T2A_PATH, "minimax.t2a"]);
+    assert!(route.billed);
+    assert!(matches!(&route.model, tollgate_plugin_sdk::Field::Body(f) if f == "model"));
     assert_eq!(m.default_base_url.as_deref(), Some("https://api.minimax.io"));
 }
 

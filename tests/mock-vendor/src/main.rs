@@ -9,6 +9,7 @@
 //! `POST /v1/t2a_v2` (see `minimax.rs`), and the control routes under `/_mock/` (below).
 
 mod body;
+mod files;
 mod minimax;
 mod openai;
 
@@ -123,6 +124,10 @@ pub struct State {
     /// (`POST /_mock/balance?key=K&value=12.5`); a key without one gets 404.
     balances: Mutex<HashMap<String, String>>,
     balance_reads: AtomicU64,
+    /// Uploaded files by id (`POST /v1/files`), each in the account of the key that sent it.
+    files: Mutex<HashMap<String, files::Stored>>,
+    /// `hang-once-…` file ids whose first request already hung.
+    hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
     chunk_delay_ms: u64,
     trace: AtomicU64,
@@ -137,6 +142,8 @@ impl State {
             rejected: Mutex::new(std::collections::HashSet::new()),
             balances: Mutex::new(HashMap::new()),
             balance_reads: AtomicU64::new(0),
+            files: Mutex::new(HashMap::new()),
+            hung: Mutex::new(std::collections::HashSet::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
         }
@@ -172,6 +179,11 @@ impl State {
         }
     }
 
+    /// A fresh number, for ids.
+    pub fn next_trace(&self) -> u64 {
+        self.trace.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A fresh 32-hex-digit trace id.
     pub fn trace_id(&self) -> String {
         format!("{:032x}", self.trace.fetch_add(1, Ordering::Relaxed))
@@ -205,6 +217,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         return user_info(&state, key, authorized);
     }
     state.count(key);
+    let key = key.map(str::to_string);
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -219,6 +232,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         (&Method::POST, "/v1/rerank") => openai::rerank(&cx).await,
         (&Method::GET, "/v1/models") => openai::models(&cx),
         (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx).await,
+        (&Method::POST, "/v1/files") => files::upload(&state, &cx, key.as_deref()).await,
+        (&Method::GET, path) if path.starts_with("/v1/files/") => {
+            files::retrieve(&state, &cx, key.as_deref(), &path["/v1/files/".len()..]).await
+        }
         _ => openai::not_found(),
     }
 }

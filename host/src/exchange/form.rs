@@ -1,0 +1,239 @@
+//! Multipart bodies, both ways: a consumer's `multipart/form-data` body is parsed by the host
+//! (text fields go to the plugin, files stay in the host and are named by their field), and a
+//! plugin's `form` body is encoded by the host, the consumer's files spliced in without a copy.
+//!
+//! Invariants: a file's bytes never cross into the plugin; the parse is bounded (the body was
+//! read within the request limit; at most `MAX_PARTS` parts, text fields at most
+//! `MAX_TEXT_BYTES`); a form the plugin builds names only files the consumer sent.
+
+use super::CallError;
+use crate::plugin::wit;
+use bytes::Bytes;
+
+/// The most parts one consumer form may have.
+const MAX_PARTS: usize = 64;
+/// The largest text field (a prompt) read from a form.
+const MAX_TEXT_BYTES: usize = 1 << 20;
+
+/// A file the consumer uploaded, held by the host for every attempt of the call.
+#[derive(Debug, Clone)]
+pub struct ClientFile {
+    pub field: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Bytes,
+}
+
+/// A consumer's form: what the plugin sees, and the files the host keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Form {
+    pub parts: Vec<wit::FormPart>,
+    pub files: Vec<ClientFile>,
+}
+
+impl Form {
+    /// The form's text fields as the JSON object the billing estimate reads: vendors read
+    /// `n=2` in a form as the number 2; files count nothing. A field sent twice stays twice,
+    /// so that the estimate refuses it where it would (a vendor may read either copy).
+    pub fn estimate_json(&self) -> Vec<u8> {
+        let mut out = String::from("{");
+        for p in &self.parts {
+            if let wit::PartValue::Text(t) = &p.value {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::from(p.name.as_str()).to_string());
+                out.push(':');
+                match t.parse::<u64>() {
+                    Ok(n) => out.push_str(&n.to_string()),
+                    Err(_) => out.push_str(&serde_json::Value::from(t.as_str()).to_string()),
+                }
+            }
+        }
+        out.push('}');
+        out.into_bytes()
+    }
+
+    /// A text field's value (the first of that name).
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.parts.iter().find(|p| p.name == name).and_then(|p| match &p.value {
+            wit::PartValue::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// The boundary of a `multipart/form-data` content type; `None` for any other type.
+pub fn boundary(content_type: &str) -> Option<Result<String, CallError>> {
+    let mime = content_type.split(';').next()?.trim();
+    if !mime.eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    Some(multer::parse_boundary(content_type).map_err(|_| bad_form("the multipart content type has no boundary")))
+}
+
+/// Parses a consumer's multipart body (already read within the body limit).
+pub async fn parse(body: Bytes, boundary: String) -> Result<Form, CallError> {
+    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut form = Form::default();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(bad_form(&format!("the multipart body is malformed: {e}"))),
+        };
+        if form.parts.len() == MAX_PARTS {
+            return Err(bad_form(&format!("a form may have at most {MAX_PARTS} parts")));
+        }
+        let Some(name) = field.name().map(str::to_string) else {
+            return Err(bad_form("a multipart part has no name"));
+        };
+        let filename = field.file_name().map(str::to_string);
+        let content_type = field.content_type().map(|m| m.to_string());
+        let data = field.bytes().await.map_err(|e| bad_form(&format!("the part '{name}' is malformed: {e}")))?;
+        let value = if filename.is_some() {
+            form.files.push(ClientFile {
+                field: name.clone(),
+                filename: filename.clone(),
+                content_type: content_type.clone(),
+                data,
+            });
+            wit::PartValue::ClientFile(name.clone())
+        } else {
+            if data.len() > MAX_TEXT_BYTES {
+                return Err(bad_form(&format!("the field '{name}' is longer than {MAX_TEXT_BYTES} bytes")));
+            }
+            match String::from_utf8(data.to_vec()) {
+                Ok(text) => wit::PartValue::Text(text),
+                Err(_) => return Err(bad_form(&format!("the field '{name}' is not UTF-8 text; send it as a file"))),
+            }
+        };
+        form.parts.push(wit::FormPart { name, filename, content_type, value });
+    }
+    Ok(form)
+}
+
+/// Encodes a plugin's form as `multipart/form-data`: the content type and the body's pieces
+/// (the consumer's files are shared, not copied).
+pub fn encode(parts: &[wit::FormPart], files: &[ClientFile]) -> Result<(String, Vec<Bytes>), CallError> {
+    let boundary = format!("tollgate-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let mut pieces = Vec::with_capacity(parts.len() * 2 + 1);
+    for part in parts {
+        let (data, filename, content_type) = match &part.value {
+            wit::PartValue::Text(t) => {
+                (Bytes::copy_from_slice(t.as_bytes()), part.filename.clone(), part.content_type.clone())
+            }
+            wit::PartValue::Bytes(b) => (Bytes::copy_from_slice(b), part.filename.clone(), part.content_type.clone()),
+            wit::PartValue::ClientFile(field) => {
+                let Some(f) = files.iter().find(|f| &f.field == field) else {
+                    return Err(CallError::plugin(format!(
+                        "the plugin named the consumer's file '{field}', which the consumer did not send"
+                    )));
+                };
+                (
+                    f.data.clone(),
+                    part.filename.clone().or_else(|| f.filename.clone()),
+                    part.content_type.clone().or_else(|| f.content_type.clone()),
+                )
+            }
+        };
+        let mut head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"", quoted(&part.name)?);
+        if let Some(f) = &filename {
+            head.push_str(&format!("; filename=\"{}\"", quoted(f)?));
+        }
+        head.push_str("\r\n");
+        if let Some(ct) = &content_type {
+            if ct.contains(['\r', '\n']) {
+                return Err(CallError::plugin("a form part's content type contains a line break"));
+            }
+            head.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        head.push_str("\r\n");
+        pieces.push(Bytes::from(head));
+        pieces.push(data);
+        pieces.push(Bytes::from_static(b"\r\n"));
+    }
+    pieces.push(Bytes::from(format!("--{boundary}--\r\n")));
+    Ok((format!("multipart/form-data; boundary={boundary}"), pieces))
+}
+
+/// A name or file name inside a quoted header parameter.
+fn quoted(s: &str) -> Result<String, CallError> {
+    if s.contains(['\r', '\n']) {
+        return Err(CallError::plugin("a form part's name contains a line break"));
+    }
+    Ok(s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn bad_form(message: &str) -> CallError {
+    CallError::new(400, "invalid_request_error", "invalid_multipart", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_consumer_form_round_trips_with_its_file_kept_in_the_host() {
+        let parts = vec![
+            wit::FormPart {
+                name: "model".into(),
+                filename: None,
+                content_type: None,
+                value: wit::PartValue::Text("whisper-1".into()),
+            },
+            wit::FormPart {
+                name: "file".into(),
+                filename: Some("a \"b\".wav".into()),
+                content_type: Some("audio/wav".into()),
+                value: wit::PartValue::Bytes(vec![0, 159, 146, 150, b'\r', b'\n', b'-', b'-']),
+            },
+        ];
+        let (ct, pieces) = encode(&parts, &[]).unwrap();
+        let body: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        let form = parse(Bytes::from(body), boundary(&ct).unwrap().unwrap()).await.unwrap();
+        assert_eq!(form.text("model"), Some("whisper-1"));
+        assert!(matches!(&form.parts[1].value, wit::PartValue::ClientFile(f) if f == "file"));
+        assert_eq!(form.files[0].data.as_ref(), &[0, 159, 146, 150, b'\r', b'\n', b'-', b'-']);
+        assert_eq!(form.files[0].filename.as_deref(), Some("a \"b\".wav"));
+        assert_eq!(form.files[0].content_type.as_deref(), Some("audio/wav"));
+
+        // Upstream: the plugin names the consumer's file, the host splices the same bytes in.
+        let forward = vec![wit::FormPart {
+            name: "audio".into(),
+            filename: None,
+            content_type: None,
+            value: wit::PartValue::ClientFile("file".into()),
+        }];
+        let (_, pieces) = encode(&forward, &form.files).unwrap();
+        assert_eq!(pieces[1].as_ptr(), form.files[0].data.as_ptr(), "the file is shared, not copied");
+        let missing = vec![wit::FormPart { value: wit::PartValue::ClientFile("other".into()), ..forward[0].clone() }];
+        assert!(encode(&missing, &form.files).is_err());
+    }
+
+    #[test]
+    fn the_estimate_reads_a_form_as_the_vendor_does() {
+        let text = |name: &str, v: &str| wit::FormPart {
+            name: name.into(),
+            filename: None,
+            content_type: None,
+            value: wit::PartValue::Text(v.into()),
+        };
+        let form = Form { parts: vec![text("n", "2"), text("prompt", "a \"cat\""), text("n", "9")], files: Vec::new() };
+        assert_eq!(String::from_utf8(form.estimate_json()).unwrap(), r#"{"n":2,"prompt":"a \"cat\"","n":9}"#);
+    }
+
+    #[tokio::test]
+    async fn malformed_forms_are_a_400() {
+        assert!(boundary("application/json").is_none());
+        assert!(boundary("multipart/form-data").unwrap().is_err());
+        let e = parse(Bytes::from_static(b"--x\r\nbroken"), "x".into()).await.unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (400, "invalid_multipart"));
+        let text = format!(
+            "--x\r\nContent-Disposition: form-data; name=\"p\"\r\n\r\n{}\r\n--x--\r\n",
+            "a".repeat(MAX_TEXT_BYTES + 1)
+        );
+        assert_eq!(parse(Bytes::from(text), "x".into()).await.unwrap_err().status, 400);
+    }
+}

@@ -1,0 +1,222 @@
+//! The plugin contract as a plugin author relies on it, with the `faulty` fixture plugin's
+//! native routes (see `tests/fixtures/trap`) and the mock vendor's files API: route patterns
+//! and their parameters, the call context, forwarded headers (never credentials), a quote that
+//! sets the reservation, model-less routes billed per call or free, multipart forms whose
+//! files stay in the host, key affinity for follow-up calls (the owner only), and channel
+//! settings checked when the gateway starts.
+
+use std::time::Duration;
+use tollgate_e2e::{channel, eventually, http, pricing_setting, tollgate_command, Gateway, Mock};
+
+const PRICES: &str =
+    "[models.\"fixture-video\"]\nper_second = \"0.01\"\n[ops.\"files.upload\"]\nper_call = \"0.002\"\n";
+
+fn gateway(mock: &Mock, name: &str, keys: &[&str]) -> Gateway {
+    let ch = channel("fixture", "faulty", &mock.url(), &["fixture-video"], keys);
+    Gateway::start(name, &[("faulty-v1", "faulty.wasm")], &format!("{}{ch}", pricing_setting(PRICES)))
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// Creates a consumer key and waits until the gateway knows it.
+fn known_key(gw: &Gateway, name: &str, balance: &str) -> String {
+    let key = gw.create_key(name, balance);
+    let known = eventually(Duration::from_secs(5), || {
+        http::request(&gw.addr, "GET", "/v1/user/info", &[("authorization", &bearer(&key))], b"").status == 200
+    });
+    assert!(known, "the gateway never learned the key {name}");
+    key
+}
+
+/// Waits until the key named `name` shows `micros` (charges are written in batches).
+fn balance_becomes(gw: &Gateway, name: &str, micros: i64) {
+    let ok = eventually(Duration::from_secs(5), || gw.balance_micros(name) == micros);
+    assert!(ok, "balance of {name}: {} micros, expected {micros}", gw.balance_micros(name));
+}
+
+#[test]
+fn a_pattern_route_gets_its_context_forwarded_headers_and_a_quoted_reservation() {
+    let mock = Mock::start();
+    let gw = gateway(&mock, "contract-echo", &["k1"]);
+    let auth = bearer(&gw.key);
+    let echo = |key: &str, body: &str| {
+        http::request(
+            &gw.addr,
+            "POST",
+            "/fixture/echo/intro:run",
+            &[("authorization", key), ("x-fixture-tag", "blue"), ("x-api-key", "leak?")],
+            body.as_bytes(),
+        )
+    };
+    let r = echo(&auth, r#"{"model":"fixture-video","seconds":30}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["request_id"].as_str(), r.header("x-request-id"), "the context carries the gateway's request id");
+    assert_eq!(v["attempt"], 1);
+    assert_eq!(v["path"], "/fixture/echo/intro:run");
+    assert_eq!(v["params"], serde_json::json!({ "name": "intro" }));
+    assert_eq!(v["base_url"], mock.url());
+    assert_eq!(v["model"], "fixture-video");
+    assert_eq!(v["tag"], "blue", "the header the manifest asks for is forwarded");
+    assert_eq!(v["credential_headers"], serde_json::json!([]), "consumer credentials never reach a plugin");
+    // 30 seconds at 0.01 a second, as the plugin reported.
+    balance_becomes(&gw, "e2e", 10_000_000 - 300_000);
+
+    // The quote sets the reservation: 10 seconds fit a 0.20 balance (the model's default
+    // 60 seconds would not), 30 do not.
+    let small = known_key(&gw, "small", "0.20");
+    assert_eq!(echo(&bearer(&small), r#"{"model":"fixture-video","seconds":10}"#).status, 200);
+    balance_becomes(&gw, "small", 100_000);
+    let r = echo(&bearer(&small), r#"{"model":"fixture-video","seconds":30}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_balance"), "{}", r.text());
+
+    // A quote the plugin refuses is the consumer's 400; a billed route without its model too.
+    let r = echo(&auth, r#"{"model":"fixture-video","seconds":0}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("seconds"), "{}", r.text());
+    let r = echo(&auth, r#"{"seconds":5}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "missing_model"), "{}", r.text());
+    // A path the pattern does not match is not the plugin's.
+    let r = http::request(&gw.addr, "POST", "/fixture/echo/intro", &[("authorization", &auth)], b"{}");
+    assert_eq!(r.status, 404, "{}", r.text());
+    balance_becomes(&gw, "e2e", 10_000_000 - 300_000);
+    assert_eq!(mock.stats()["requests"], 0, "the echo route never calls the vendor");
+}
+
+/// A multipart body with a text field and a file.
+fn upload_body(purpose: &str, file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "e2e-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"voice.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn fnv1a64(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+#[test]
+fn an_uploaded_file_is_followed_up_on_the_key_that_created_it_for_its_owner_only() {
+    let mock = Mock::start();
+    let gw = gateway(&mock, "contract-files", &["k1", "k2", "k3"]);
+    let auth = bearer(&gw.key);
+    // Binary content with CRLFs and a fake boundary inside: the host must not mangle it.
+    let file: Vec<u8> = (0..=255u8).chain(b"\r\n--e2e-boundary\r\n".iter().copied()).cycle().take(70_000).collect();
+    let (content_type, body) = upload_body("voice_clone", &file);
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/fixture/files",
+        &[("authorization", &auth), ("content-type", &content_type)],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let uploaded = r.json();
+    assert_eq!(uploaded["bytes"], file.len());
+    assert_eq!(uploaded["fnv1a64"], fnv1a64(&file), "the file reached the vendor intact");
+    assert_eq!(uploaded["purpose"], "voice_clone");
+    assert_eq!(uploaded["filename"], "voice.wav");
+    let id = uploaded["id"].as_str().unwrap().to_string();
+    // A model-less route the plugin marks billed is priced per call by its op.
+    balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+
+    // The vendor keeps the file in the uploading key's account only; the pool has three keys,
+    // and every follow-up runs on that one. Reads are free.
+    for _ in 0..6 {
+        let r = http::request(&gw.addr, "GET", &format!("/fixture/files/{id}"), &[("authorization", &auth)], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["id"], id.as_str());
+    }
+    let by_key = mock.stats()["by_key"].clone();
+    let used: Vec<_> = by_key.as_object().unwrap().iter().filter(|(_, n)| n.as_u64() > Some(0)).collect();
+    assert_eq!(used.len(), 1, "one key served the upload and its follow-ups: {by_key}");
+    balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+
+    // Another consumer cannot reach the file through the gateway, and the vendor is not asked.
+    let other = known_key(&gw, "other", "1");
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = http::request(&gw.addr, "GET", &format!("/fixture/files/{id}"), &[("authorization", &bearer(&other))], b"");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+
+    // An id the gateway never saw runs on any key; the vendor's own 404 comes back.
+    let r = http::request(&gw.addr, "GET", "/fixture/files/file-unknown", &[("authorization", &auth)], b"");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("No such File object"), "{}", r.text());
+
+    // A malformed form is the consumer's 400, in OpenAI's shape, and costs nothing.
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/fixture/files",
+        &[("authorization", &auth), ("content-type", "multipart/form-data; boundary=zz")],
+        b"--zz\r\nbroken",
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_multipart"), "{}", r.text());
+    balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+}
+
+#[test]
+fn a_channel_whose_settings_its_plugin_refuses_is_not_served() {
+    let mock = Mock::start();
+    let dir = tollgate_e2e::scratch("contract-settings");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(tollgate_e2e::plugin_file("faulty-v1"), plugins.join("faulty.wasm")).unwrap();
+    let ch = channel("fixture", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nplugins_dir = \"{d}/plugins\"\ncache_dir = \"{c}\"\n{ch}[channel.settings]\nreject = \"mode must be 'fast' or 'slow'\"\n",
+            d = dir.display(),
+            c = tollgate_e2e::root().join("target/e2e/plugin-cache").display()
+        ),
+    )
+    .unwrap();
+    let out = tollgate_command().arg("--config").arg(&config).arg("serve").output().unwrap();
+    assert!(!out.status.success(), "serve must refuse to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("channel 'fixture'") && stderr.contains("mode must be 'fast' or 'slow'"),
+        "the error names the channel and the plugin's reason: {stderr}"
+    );
+}
+
+#[test]
+fn a_read_that_got_no_answer_is_resent_on_another_key_a_costly_call_never() {
+    let mock = Mock::start();
+    let ch = channel("fixture", "faulty", &mock.url(), &["fixture-video"], &["k1", "k2"]);
+    let extra = format!("upstream_timeout_ms = 400\n{}{ch}", pricing_setting(PRICES));
+    let gw = Gateway::start("contract-resend", &[("faulty-v1", "faulty.wasm")], &extra);
+    let auth = bearer(&gw.key);
+    // `files.get` is declared resendable: its first request hangs, the second key answers.
+    let r = http::request(&gw.addr, "GET", "/fixture/files/hang-once-1", &[("authorization", &auth)], b"");
+    assert_eq!(r.status, 404, "the vendor's own answer from the second key: {}", r.text());
+    assert!(r.text().contains("No such File object"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"], 2);
+    // `files.upload` is not: its request may have reached the vendor, so it is sent once, and
+    // billed as reserved (the vendor may have stored the file).
+    let (content_type, body) = upload_body("hang", b"hello");
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/fixture/files",
+        &[("authorization", &auth), ("content-type", &content_type)],
+        &body,
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"], 3, "sent once, never on the other key");
+    balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+}

@@ -1,0 +1,89 @@
+//! OpenAI's files API, as far as the gateway's contract tests need it: `POST /v1/files`
+//! (multipart: `purpose` and `file`) and `GET /v1/files/{id}`. As at the real vendor, a file
+//! exists only in the account (key) that uploaded it: another key gets 404. An id starting
+//! `hang-once-` never answers its first request (the next ones get 404), to test what the
+//! gateway does when a read got no answer; an upload with purpose `hang` never answers.
+
+use crate::body::MockBody;
+use crate::{json, openai, Ctx, State};
+use hyper::header::CONTENT_TYPE;
+use hyper::{Response, StatusCode};
+
+/// An uploaded file: its owner key and its OpenAI file object.
+pub struct Stored {
+    key: String,
+    object: serde_json::Value,
+}
+
+pub async fn upload(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+    if !cx.authorized {
+        return openai::unauthorized();
+    }
+    let ct = cx.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Ok(boundary) = multer::parse_boundary(ct) else {
+        return openai::bad_request("expected a multipart/form-data body");
+    };
+    let body = cx.body.clone();
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let (mut purpose, mut file) = (None, None);
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_string();
+                let filename = field.file_name().map(str::to_string);
+                let Ok(data) = field.bytes().await else { return openai::bad_request("a part is malformed") };
+                match (name.as_str(), filename) {
+                    ("purpose", None) => purpose = Some(String::from_utf8_lossy(&data).into_owned()),
+                    ("file", Some(f)) => file = Some((f, data)),
+                    _ => return openai::bad_request(&format!("unexpected part '{name}'")),
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return openai::bad_request(&format!("malformed multipart body: {e}")),
+        }
+    }
+    let (Some(purpose), Some((filename, data))) = (purpose, file) else {
+        return openai::bad_request("'purpose' and 'file' are required");
+    };
+    if purpose == "hang" {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+    let id = format!("file-{}", state.next_trace());
+    let object = serde_json::json!({
+        "id": id, "object": "file", "bytes": data.len(), "created_at": 1_700_000_000,
+        "filename": filename, "purpose": purpose, "fnv1a64": fnv1a64(&data),
+    });
+    let stored = Stored { key: key.unwrap_or_default().to_string(), object: object.clone() };
+    state.files.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stored);
+    json(StatusCode::OK, object.to_string())
+}
+
+pub async fn retrieve(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<MockBody> {
+    if !cx.authorized {
+        return openai::unauthorized();
+    }
+    if id.starts_with("hang-once-") && state.hung.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string()) {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+    let files = state.files.lock().unwrap_or_else(|e| e.into_inner());
+    match files.get(id) {
+        Some(f) if Some(f.key.as_str()) == key => json(StatusCode::OK, f.object.to_string()),
+        _ => {
+            let v = serde_json::json!({"error": {"message": format!("No such File object: {id}"),
+                "type": "invalid_request_error", "param": "id", "code": null}});
+            json(StatusCode::NOT_FOUND, v.to_string())
+        }
+    }
+}
+
+/// A checksum the tests compare with what they uploaded (FNV-1a 64: the mock only proves the
+/// bytes arrived intact; the field is the mock's, not OpenAI's).
+pub fn fnv1a64(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
