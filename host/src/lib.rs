@@ -1,30 +1,26 @@
 //! Tollgate: a multi-vendor AI API gateway whose vendor adapters are WebAssembly components.
 //!
-//! A request reads top to bottom: `server` (sockets, routing, limits, error bodies) →
-//! `surface` (OpenAI and vendor-native routes: authenticate with `account`, read, resolve the
-//! channel) → `engine` (the call pipeline below HTTP: authorize the model, claim the
-//! idempotency key, reserve with `billing`, run the plugin's steps through `exchange` on a
-//! `keypool` key with failover, settle and record exactly once) → `store` (the call log and
-//! ledger, written off the request path). `telemetry` and `admin` watch it all.
+//! This crate is the binary and the composition root: the configuration (`config`), the
+//! command line (`src/cli`), logging, and every background job (`jobs`), wired around the
+//! crates that do the work, in one direction (Cargo refuses cycles):
+//!
+//! `tollgate-base` (money, stream framing, metrics) ← `tollgate-store` (the database, the
+//! call-log writer) ← `tollgate-engine` (accounts, billing, key pools, plugins, the call
+//! pipeline below HTTP) ← `tollgate-api` (the route table, authentication, the surfaces) ←
+//! this crate.
 
-pub mod account;
-pub mod admin;
-pub mod billing;
 pub mod config;
-pub mod engine;
-pub mod exchange;
 pub mod jobs;
-pub mod keypool;
-pub mod plugin;
-pub mod private_fs;
-pub mod server;
-pub mod store;
-pub mod surface;
-pub mod telemetry;
+pub mod logging;
 
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_api::admin;
+use tollgate_api::server::{self, Api, ApiSettings, ChannelSource};
+use tollgate_engine::keypool::config::{ChannelConfig, Strategy};
+use tollgate_engine::{account, billing, exchange, keypool, plugin, Engine};
+use tollgate_store as store;
 
 /// Starts everything `tollgate serve` runs and serves until SIGTERM or Ctrl-C.
 pub async fn serve(config: config::Config) -> Result<()> {
@@ -66,18 +62,43 @@ pub async fn serve(config: config::Config) -> Result<()> {
     let addr = listener.local_addr()?;
     let sessions =
         account::session::Sessions::new(config.jwt_secret.as_deref(), &config.data_dir, config.session_ttl_hours)?;
-    let state = Arc::new(server::AppState::new(config, registry, keys, call_log, db.clone(), billing, sessions));
-    // Settings a plugin refuses are the operator's to fix before anything is served.
-    let refused = state.engine.check_settings(&state.engine.channels.load()).await;
-    if !refused.is_empty() {
-        anyhow::bail!("{}", refused.join("\n"));
-    }
-    // Stored upstream keys join their pools before the first call, then follow changes.
-    keypool::stored::load_into(&db, state.config.master_key.as_ref(), &state.engine.channels.load()).await?;
+    let key_refresh = Duration::from_millis(config.key_refresh_ms.max(50));
+    let log_retention_days = config.log_retention_days;
+    let engine = Engine {
+        registry,
+        channels: arc_swap::ArcSwap::from_pointee(keypool::Channels::default()),
+        upstream: exchange::Upstream::new(
+            Duration::from_millis(config.connect_timeout_ms),
+            Duration::from_millis(config.upstream_timeout_ms),
+            Duration::from_millis(config.stream_idle_timeout_ms),
+        ),
+        billing,
+        call_log,
+        db: db.clone(),
+        stream_write_timeout: Duration::from_millis(config.stream_write_timeout_ms),
+        key_probe_after: Duration::from_millis(config.key_probe_after_ms),
+        master_key: config.master_key.clone(),
+    };
+    // The channels, with their stored upstream keys, before the first call; settings a
+    // plugin refuses are the operator's to fix before anything is served.
+    engine.replace_channels(&config.channels).await?;
+    let settings = ApiSettings {
+        admin_token: config.admin_token.clone(),
+        metrics_token: config.metrics_token.clone(),
+        allow_registration: config.allow_registration,
+        max_keys_per_user: config.max_keys_per_user,
+        max_body_bytes: config.max_body_bytes,
+        body_read_timeout_ms: config.body_read_timeout_ms,
+        max_connections: config.max_connections,
+        shutdown_grace_ms: config.shutdown_grace_ms,
+        auth_attempts_per_minute: config.auth_attempts_per_minute,
+    };
+    let source = Box::new(ConfigFile(config.source.clone()));
+    let state = Arc::new(Api::new(settings, engine, keys, sessions, source));
     for c in state.engine.channels.load().all().iter().filter(|c| c.key_count() == 0) {
         tracing::warn!(channel = %c.name, "channel has no upstream keys: its models answer 503 until you add keys to it in the configuration file or run `tollgate upstream import --channel {}`", c.name);
     }
-    let jobs = start_jobs(&state, plugin_events);
+    let jobs = start_jobs(&state, plugin_events, key_refresh, log_retention_days);
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.engine.registry.current().len(), "tollgate serving");
@@ -94,9 +115,13 @@ pub async fn serve(config: config::Config) -> Result<()> {
 }
 
 /// Every background job of a serving gateway (see `jobs`).
-fn start_jobs(state: &Arc<server::AppState>, plugin_events: tokio::sync::mpsc::UnboundedReceiver<()>) -> jobs::Jobs {
+fn start_jobs(
+    state: &Arc<Api>,
+    plugin_events: tokio::sync::mpsc::UnboundedReceiver<()>,
+    refresh: Duration,
+    log_retention_days: Option<u32>,
+) -> jobs::Jobs {
     let mut jobs = jobs::Jobs::default();
-    let refresh = Duration::from_millis(state.config.key_refresh_ms.max(50));
 
     let s = Arc::clone(state);
     jobs.spawn("consumer keys", move |mut stop| async move {
@@ -120,7 +145,7 @@ fn start_jobs(state: &Arc<server::AppState>, plugin_events: tokio::sync::mpsc::U
         let mut seen = None;
         while !stop.sleep(refresh.max(Duration::from_millis(200))).await {
             let channels = s.engine.channels.load_full();
-            keypool::stored::sync(&s.engine.db, s.config.master_key.as_ref(), &channels, &mut seen).await;
+            keypool::stored::sync(&s.engine.db, s.engine.master_key.as_ref(), &channels, &mut seen).await;
         }
     });
     let s = Arc::clone(state);
@@ -130,7 +155,7 @@ fn start_jobs(state: &Arc<server::AppState>, plugin_events: tokio::sync::mpsc::U
         let mut last_read: std::collections::HashMap<String, std::time::Instant> = Default::default();
         while !stop.sleep(Duration::from_millis(250)).await {
             let channels = s.engine.channels.load_full();
-            for channel in channels.all().iter().filter(|c| c.strategy == config::Strategy::HighestBalance) {
+            for channel in channels.all().iter().filter(|c| c.strategy == Strategy::HighestBalance) {
                 if last_read.get(&channel.name).is_none_or(|t| t.elapsed() >= channel.balance_refresh) {
                     last_read.insert(channel.name.clone(), std::time::Instant::now());
                     s.engine.read_balances(channel).await;
@@ -138,7 +163,7 @@ fn start_jobs(state: &Arc<server::AppState>, plugin_events: tokio::sync::mpsc::U
             }
         }
     });
-    let (db, days) = (state.engine.db.clone(), state.config.log_retention_days);
+    let (db, days) = (state.engine.db.clone(), log_retention_days);
     jobs.spawn("housekeeping", move |mut stop| async move {
         // Hourly, from the start: expired idempotency keys; call records past the retention
         // window when one is set (the ledger is never pruned).
@@ -197,58 +222,12 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The dependency direction inside this crate, until its parts become crates of their own
-/// (where Cargo enforces it): a lower module never names a higher one.
-#[cfg(test)]
-mod layering {
-    /// module → modules it must never name.
-    const RULES: &[(&str, &[&str])] = &[
-        (
-            "store",
-            &["billing", "account", "keypool", "engine", "exchange", "plugin", "server", "surface", "admin", "jobs"],
-        ),
-        ("billing", &["account", "keypool", "engine", "exchange", "plugin", "server", "surface", "admin", "jobs"]),
-        ("account", &["keypool", "engine", "exchange", "plugin", "server", "surface", "admin", "jobs"]),
-        ("keypool", &["account", "engine", "exchange", "server", "surface", "admin", "jobs"]),
-        (
-            "plugin",
-            &["store", "billing", "account", "keypool", "engine", "exchange", "server", "surface", "admin", "jobs"],
-        ),
-        ("exchange", &["account", "billing", "engine", "server", "surface", "admin", "jobs"]),
-        ("engine", &["server", "surface", "admin", "jobs"]),
-        ("jobs", &["server", "surface", "admin", "engine"]),
-    ];
+/// Channel reloads read the configuration file again (SIGHUP, `POST /admin/channels/reload`).
+struct ConfigFile(Option<std::path::PathBuf>);
 
-    fn sources(path: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(path).unwrap().flatten() {
-                sources(&entry.path(), out);
-            }
-        } else if path.is_file() && path.extension().is_some_and(|e| e == "rs") {
-            // Test modules may reach across (fixtures); the rule is for the code that ships.
-            let text = std::fs::read_to_string(path).unwrap();
-            let shipped = text.split("#[cfg(test)]").next().unwrap_or_default().to_string();
-            out.push((path.to_path_buf(), shipped));
-        }
-    }
-
-    #[test]
-    fn lower_modules_never_name_higher_ones() {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut broken = Vec::new();
-        for (module, forbidden) in RULES {
-            let mut files = Vec::new();
-            sources(&src.join(module), &mut files);
-            sources(&src.join(format!("{module}.rs")), &mut files);
-            assert!(!files.is_empty(), "no sources for {module}");
-            for (file, text) in files {
-                for higher in *forbidden {
-                    if text.contains(&format!("crate::{higher}::")) || text.contains(&format!("crate::{higher}}}")) {
-                        broken.push(format!("{} names crate::{higher}", file.display()));
-                    }
-                }
-            }
-        }
-        assert!(broken.is_empty(), "dependency direction broken:\n{}", broken.join("\n"));
+impl ChannelSource for ConfigFile {
+    fn load(&self) -> Result<Vec<ChannelConfig>> {
+        let path = self.0.as_deref().context("this gateway was not started from a configuration file")?;
+        Ok(config::Config::load(path, true)?.channels)
     }
 }

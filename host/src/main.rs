@@ -74,7 +74,7 @@ fn main() -> Result<()> {
     let path_given = cli.config.is_some();
     let path = cli.config.unwrap_or_else(|| PathBuf::from("config/tollgate.toml"));
     let config = Config::load(&path, path_given)?;
-    tollgate::telemetry::init_logging(&config.log_format);
+    tollgate::logging::init_logging(&config.log_format);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.worker_threads {
         rt.worker_threads(n.max(1));

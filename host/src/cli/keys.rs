@@ -55,18 +55,18 @@ pub enum KeysCommand {
 }
 
 pub async fn run(config: &Config, command: KeysCommand) -> Result<()> {
-    let db = tollgate::store::open(&config.database_url()).await?;
+    let db = tollgate_store::open(&config.database_url()).await?;
     match command {
         KeysCommand::Create { name, balance, user, limit, expires_in_days, models } => {
-            let expires_at = expires_in_days.map(|d| tollgate::store::now_unix() + i64::from(d) * 86_400);
-            let new = tollgate::account::NewKey { name, user, balance, limit, expires_at, models };
-            line(tollgate::account::create_key(&db, &new).await?);
+            let expires_at = expires_in_days.map(|d| tollgate_store::now_unix() + i64::from(d) * 86_400);
+            let new = tollgate_engine::account::NewKey { name, user, balance, limit, expires_at, models };
+            line(tollgate_engine::account::create_key(&db, &new).await?);
         }
-        KeysCommand::Disable { id } => tollgate::account::set_disabled(&db, id, true).await?,
-        KeysCommand::Enable { id } => tollgate::account::set_disabled(&db, id, false).await?,
-        KeysCommand::Topup { id, amount } => line(tollgate::account::top_up_key(&db, id, &amount).await?),
+        KeysCommand::Disable { id } => tollgate_engine::account::set_disabled(&db, id, true).await?,
+        KeysCommand::Enable { id } => tollgate_engine::account::set_disabled(&db, id, false).await?,
+        KeysCommand::Topup { id, amount } => line(tollgate_engine::account::top_up_key(&db, id, &amount).await?),
         KeysCommand::List => {
-            let keys = tollgate::account::list_keys(&db).await?;
+            let keys = tollgate_engine::account::list_keys(&db).await?;
             table(
                 &["id", "name", "prefix", "balance", "state", "user", "limit", "spent"],
                 keys.into_iter().map(|k| {

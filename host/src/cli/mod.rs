@@ -43,7 +43,7 @@ pub fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
 
 /// A time flag: unix seconds or an ISO date (`2026-12-01`, `2026-12-01T08:30Z`, UTC).
 pub fn time_arg(text: &str) -> Result<i64, String> {
-    tollgate::admin::reports::parse_time(text)
+    tollgate_api::admin::reports::parse_time(text)
         .ok_or_else(|| format!("'{text}' is not a time: use unix seconds, 2026-12-01 or 2026-12-01T08:30Z (UTC)"))
 }
 

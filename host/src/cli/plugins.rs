@@ -17,15 +17,18 @@ pub enum PluginsCommand {
 
 pub async fn run(config: &Config, command: PluginsCommand) -> Result<()> {
     let PluginsCommand::List { json: as_json } = command;
-    let runtime = tollgate::plugin::Runtime::new(
+    let runtime = tollgate_engine::plugin::Runtime::new(
         config.cache_dir(),
         config.plugin_memory_limit_mb,
         config.plugin_time_limit_ms,
         config.plugin_deadline_ms,
         16,
     )?;
-    let registry =
-        tollgate::plugin::PluginRegistry::new(runtime, config.plugins_dir(), tollgate::server::routes::reserved);
+    let registry = tollgate_engine::plugin::PluginRegistry::new(
+        runtime,
+        config.plugins_dir(),
+        tollgate_api::server::routes::reserved,
+    );
     registry.scan().await?;
     let status = registry.status();
     if as_json {

@@ -4,8 +4,8 @@
 use super::{json, line, time_arg};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use tollgate::admin::reports;
 use tollgate::config::Config;
+use tollgate_api::admin::reports;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Period {
@@ -49,7 +49,7 @@ impl TimeRange {
 }
 
 pub async fn report(config: &Config, command: ReportCommand, range: TimeRange) -> Result<()> {
-    let db = tollgate::store::open(&config.database_url()).await?;
+    let db = tollgate_store::open(&config.database_url()).await?;
     let range = range.range();
     let v = match command {
         ReportCommand::Usage { period: Period::Day } => reports::usage(&db, "day", range).await?,
@@ -93,7 +93,7 @@ pub struct LogsArgs {
 }
 
 pub async fn logs(config: &Config, a: LogsArgs) -> Result<()> {
-    let db = tollgate::store::open(&config.database_url()).await?;
+    let db = tollgate_store::open(&config.database_url()).await?;
     if let Some(days) = a.prune_days {
         line(format!("deleted {} call records", reports::prune(&db, days).await?));
         return Ok(());
@@ -120,8 +120,8 @@ pub enum LedgerCommand {
 
 pub async fn ledger(config: &Config, command: LedgerCommand) -> Result<()> {
     let LedgerCommand::Verify = command;
-    let db = tollgate::store::open(&config.database_url()).await?;
-    let (users, mismatches, orphans) = tollgate::account::verify_ledger(&db).await?;
+    let db = tollgate_store::open(&config.database_url()).await?;
+    let (users, mismatches, orphans) = tollgate_engine::account::verify_ledger(&db).await?;
     for m in &mismatches {
         line(format!("{}: stored {} but the ledger says {}", m.account, m.stored_micros, m.ledger_micros));
     }

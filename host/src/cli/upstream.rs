@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
 use tollgate::config::Config;
-use tollgate::keypool::stored;
+use tollgate_engine::keypool::stored;
 
 #[derive(Subcommand)]
 pub enum UpstreamCommand {
@@ -40,7 +40,7 @@ pub enum UpstreamCommand {
 }
 
 pub async fn run(config: &Config, command: UpstreamCommand) -> Result<()> {
-    let db = tollgate::store::open(&config.database_url()).await?;
+    let db = tollgate_store::open(&config.database_url()).await?;
     let master = || {
         config.master_key.clone().ok_or_else(|| {
             anyhow::anyhow!("set {} (64 hex digits, e.g. `openssl rand -hex 32`)", stored::MASTER_KEY_ENV)

@@ -52,20 +52,20 @@ pub enum UsersCommand {
 }
 
 pub async fn run(config: &Config, command: UsersCommand) -> Result<()> {
-    let db = tollgate::store::open(&config.database_url()).await?;
+    let db = tollgate_store::open(&config.database_url()).await?;
     match command {
         UsersCommand::Create { name, password_stdin, password, role, group, balance } => {
             let password = if password_stdin { Some(password_from_stdin()?) } else { password };
-            let password_hash = password.map(|p| tollgate::account::session::hash_password(&p)).transpose()?;
+            let password_hash = password.map(|p| tollgate_engine::account::session::hash_password(&p)).transpose()?;
             let role = match role {
                 Role::Admin => "admin",
                 Role::User => "user",
             };
-            let new = tollgate::account::NewUser { name, password_hash, role: role.into(), group, balance };
-            line(tollgate::account::create_user(&db, &new).await?);
+            let new = tollgate_engine::account::NewUser { name, password_hash, role: role.into(), group, balance };
+            line(tollgate_engine::account::create_user(&db, &new).await?);
         }
         UsersCommand::List => {
-            let users = tollgate::account::list_users(&db).await?;
+            let users = tollgate_engine::account::list_users(&db).await?;
             table(
                 &["id", "name", "role", "group", "balance", "state"],
                 users.into_iter().map(|u| {
@@ -74,7 +74,7 @@ pub async fn run(config: &Config, command: UsersCommand) -> Result<()> {
                 }),
             );
         }
-        UsersCommand::Topup { name, amount } => line(tollgate::account::top_up(&db, &name, &amount).await?),
+        UsersCommand::Topup { name, amount } => line(tollgate_engine::account::top_up(&db, &name, &amount).await?),
     }
     Ok(())
 }

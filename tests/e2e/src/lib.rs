@@ -23,7 +23,8 @@ pub fn bin(name: &str) -> PathBuf {
     let p = root().join("target/release").join(name);
     assert!(p.exists(), "{} is missing: run the README's test command (it builds it)", p.display());
     let sources: &[&str] = match name {
-        "tollgate" => &["host/src", "host/migrations", "host/Cargo.toml", "Cargo.lock"],
+        // Every crate of the gateway, and the contract it is generated from.
+        "tollgate" => &["host", "wit", "Cargo.lock"],
         _ => &["tests/mock-vendor/src"],
     };
     assert_fresh(&p, sources);

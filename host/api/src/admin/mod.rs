@@ -1,0 +1,209 @@
+//! The admin API (`/admin/*`), guarded by the `admin_token` setting (off when unset).
+//! Reports: `GET /admin/reports/usage?period=day|month`, `/admin/reports/users`,
+//! `/admin/reports/keys`, `/admin/stats`,
+//! `/admin/logs?user_id=&key_id=&model=&channel=&status=&before_id=&limit=`; every
+//! report takes `from` and `to` (unix seconds).
+//! Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup|disable|enable`,
+//! `POST /admin/keys`, `POST /admin/keys/{id}/disable|enable`. Access: `admin_token`, or an admin user's session.
+//! Prices: `GET /admin/pricing` (the TOML), `PUT /admin/pricing` (validated, written, live).
+//! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
+//! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels, their strategy, and each key's
+//! health and balance, masked), `POST /admin/channels/reload` (the channels re-read from the
+//! configuration file). Stored upstream keys: see `upstream`.
+
+pub mod reports;
+pub mod upstream;
+
+use crate::server::auth::{constant_time_eq, credential, Credential};
+use crate::server::body::{json, Response};
+use crate::server::error::error_response;
+use crate::server::error::ToResponse;
+use crate::server::Api;
+use http::{Method, Request};
+use hyper::body::Incoming;
+
+pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
+    let presented = credential(req.headers());
+    let token_ok = match (&state.settings.admin_token, presented.value()) {
+        (Some(token), Some(given)) if !token.is_empty() => constant_time_eq(given, token),
+        _ => false,
+    };
+    let admin_session = !token_ok
+        && matches!(presented, Credential::Session(_))
+        && matches!(crate::surface::user::session_user(state, &req).await, Ok(user) if user.role == "admin");
+    if !token_ok && !admin_session {
+        return error_response(
+            401,
+            "invalid_request_error",
+            "admin_required",
+            "The admin API needs 'Authorization: Bearer <admin_token>' or an admin user's session token.",
+        );
+    }
+    if req.method() == Method::POST && is_manage_route(req.uri().path()) {
+        return manage(state, req).await;
+    }
+    if upstream::is_route(req.uri().path()) {
+        return upstream::handle(state, req).await;
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/admin/plugins") => {
+            json(200, &serde_json::json!({ "plugins": state.engine.registry.status() }))
+        }
+        (&Method::GET, "/admin/channels") => {
+            let channels: Vec<serde_json::Value> = state
+                .engine
+                .channels
+                .load()
+                .all()
+                .iter()
+                .map(|c| {
+                    serde_json::json!({ "name": c.name, "plugin": c.plugin, "models": c.models,
+                                        "strategy": c.strategy, "keys": c.key_states() })
+                })
+                .collect();
+            json(200, &serde_json::json!({ "channels": channels }))
+        }
+        (
+            &Method::GET,
+            path @ ("/admin/reports/usage"
+            | "/admin/reports/keys"
+            | "/admin/reports/users"
+            | "/admin/stats"
+            | "/admin/logs"),
+        ) => {
+            let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
+            let range = reports::Range::from_query(&q);
+            let result = match path {
+                "/admin/reports/usage" => {
+                    reports::usage(&state.engine.db, q.get("period").map(String::as_str).unwrap_or("day"), range).await
+                }
+                "/admin/reports/keys" => reports::keys(&state.engine.db, range).await,
+                "/admin/reports/users" => reports::users(&state.engine.db, range).await,
+                "/admin/stats" => reports::stats(&state.engine.db, range).await,
+                _ => reports::logs(&state.engine.db, &reports::LogFilter::from_query(&q, 100)).await,
+            };
+            match result {
+                Ok(v) => json(200, &v),
+                Err(e) => error_response(400, "invalid_request_error", "bad_report_query", &format!("{e:#}")),
+            }
+        }
+        (&Method::GET, "/admin/pricing") => match state.engine.billing.as_ref().map(|b| b.text()) {
+            Some(Ok(text)) => crate::server::body::full(200, "application/toml", text),
+            Some(Err(e)) => error_response(500, "server_error", "pricing_unreadable", &format!("{e:#}")),
+            None => error_response(404, "invalid_request_error", "billing_off", "Billing is off: set pricing_file."),
+        },
+        (&Method::PUT, "/admin/pricing") => {
+            let Some(billing) = state.engine.billing.clone() else {
+                return error_response(
+                    404,
+                    "invalid_request_error",
+                    "billing_off",
+                    "Billing is off: set pricing_file.",
+                );
+            };
+            let body = match state.read_body(req).await {
+                Ok(b) => b,
+                Err(e) => return e.to_response(),
+            };
+            let text = String::from_utf8_lossy(&body);
+            match billing.replace(&text) {
+                Ok(models) => json(200, &serde_json::json!({ "models": models })),
+                Err(e) => error_response(400, "invalid_request_error", "invalid_pricing", &format!("{e:#}")),
+            }
+        }
+        (&Method::POST, "/admin/channels/reload") => match state.reload_channels().await {
+            Ok(names) => json(200, &serde_json::json!({ "channels": names })),
+            Err(e) => error_response(400, "invalid_request_error", "reload_failed", &format!("{e:#}")),
+        },
+        (&Method::POST, "/admin/plugins/rescan") => match state.engine.registry.scan().await {
+            Ok(()) => json(200, &serde_json::json!({ "plugins": state.engine.registry.status() })),
+            Err(e) => error_response(500, "server_error", "rescan_failed", &format!("{e:#}")),
+        },
+        _ => error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
+    }
+}
+
+/// Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup`, `POST /admin/keys`,
+/// `POST /admin/keys/{id}/disable|enable`, each with a JSON body.
+fn is_manage_route(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["users"] | ["users", _, "topup" | "disable" | "enable"] | ["keys"] | ["keys", _, "disable" | "enable"]
+    )
+}
+
+async fn manage(state: &Api, req: Request<Incoming>) -> Response {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+    let body = match state.read_body(req).await {
+        Ok(b) => b,
+        Err(e) => return e.to_response(),
+    };
+    let body: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error_response(400, "invalid_request_error", "invalid_json", &format!("Invalid JSON body: {e}"))
+            }
+        }
+    };
+    match run_manage(state, &segments, body).await {
+        Ok(v) => json(200, &v),
+        Err(e) => error_response(400, "invalid_request_error", "admin_request_failed", &format!("{e:#}")),
+    }
+}
+
+async fn run_manage(state: &Api, segments: &[&str], body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    use crate::account;
+    let text = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    match segments {
+        ["users"] => {
+            let password_hash = text("password").map(|p| account::session::hash_password(&p)).transpose()?;
+            let new = account::NewUser {
+                name: text("name").unwrap_or_default(),
+                password_hash,
+                role: text("role").unwrap_or_else(|| "user".into()),
+                group: text("group").unwrap_or_else(|| "default".into()),
+                balance: text("balance").unwrap_or_else(|| "0".into()),
+            };
+            let id = account::create_user(&state.engine.db, &new).await?;
+            Ok(serde_json::json!({ "id": id, "name": new.name }))
+        }
+        ["users", name, action @ ("disable" | "enable")] => {
+            account::set_user_disabled(&state.engine.db, name, *action == "disable").await?;
+            Ok(serde_json::json!({ "name": name, "disabled": *action == "disable" }))
+        }
+        ["users", name, "topup"] => {
+            let balance = account::top_up(&state.engine.db, name, &text("amount").unwrap_or_default()).await?;
+            Ok(serde_json::json!({ "name": name, "balance": balance }))
+        }
+        ["keys"] => {
+            let new = account::NewKey {
+                name: text("name").unwrap_or_default(),
+                user: text("user"),
+                balance: text("balance").unwrap_or_else(|| "0".into()),
+                limit: text("limit"),
+                expires_at: body
+                    .get("expires_in_days")
+                    .and_then(|d| d.as_i64())
+                    .map(|d| crate::store::now_unix() + d * 86_400),
+                models: body
+                    .get("models")
+                    .and_then(|m| m.as_array())
+                    .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+            };
+            let key = account::create_key(&state.engine.db, &new).await?;
+            Ok(serde_json::json!({ "key": key }))
+        }
+        ["keys", id, action] => {
+            let id: i64 = id.parse()?;
+            account::set_disabled(&state.engine.db, id, *action == "disable").await?;
+            Ok(serde_json::json!({ "id": id, "disabled": *action == "disable" }))
+        }
+        _ => anyhow::bail!("unknown admin route"),
+    }
+}

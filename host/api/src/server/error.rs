@@ -1,0 +1,36 @@
+//! Errors as consumers see them: OpenAI's error object, with a message that says what to do.
+
+use super::body::{json, Response};
+use crate::exchange::CallError;
+
+/// `{"error":{"message","type","param","code"}}` with the status.
+pub fn error_response(status: u16, kind: &str, code: &str, message: &str) -> Response {
+    json(status, &serde_json::json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }))
+}
+
+/// A call's error as an HTTP response.
+pub trait ToResponse {
+    fn to_response(&self) -> Response;
+}
+
+impl ToResponse for CallError {
+    fn to_response(&self) -> Response {
+        let mut resp = json(self.status, &self.to_json());
+        if let Some(ms) = self.retry_after_ms {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(ms.div_ceil(1000).max(1)));
+        }
+        resp
+    }
+}
+
+pub fn unauthorized(message: &str) -> CallError {
+    CallError::new(401, "invalid_request_error", "invalid_api_key", message)
+}
+
+pub fn bad_request(code: &str, message: impl Into<String>) -> CallError {
+    CallError::new(400, "invalid_request_error", code, message)
+}
+
+pub fn not_found(code: &str, message: impl Into<String>) -> CallError {
+    CallError::new(404, "invalid_request_error", code, message)
+}

@@ -1,0 +1,343 @@
+//! The HTTP server: accepting connections (hyper 1, HTTP/1.1 keep-alive), routing, consumer
+//! request bodies with a size limit, and graceful shutdown.
+//!
+//! Shutdown: on the signal the listener closes at once (new connections are refused), idle
+//! keep-alive connections are closed, and calls in flight, streams included, run to their end
+//! or until `shutdown_grace_ms`; then the call log is flushed.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod routes;
+pub mod throttle;
+pub mod url;
+
+use crate::account::{Consumer, KeyCache};
+use crate::engine::Engine;
+use crate::exchange::CallError;
+use crate::keypool::config::ChannelConfig;
+use crate::keypool::health::KeyState;
+use crate::{admin, surface, telemetry};
+use body::{full, json, Response};
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The settings of the HTTP side (the binary reads them from its configuration).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `None`: the admin API is off.
+    pub admin_token: Option<String>,
+    /// `None`: `/metrics` is open.
+    pub metrics_token: Option<String>,
+    pub allow_registration: bool,
+    pub max_keys_per_user: u32,
+    pub max_body_bytes: usize,
+    pub body_read_timeout_ms: u64,
+    pub max_connections: usize,
+    pub shutdown_grace_ms: u64,
+    pub auth_attempts_per_minute: u32,
+}
+
+/// Where a channel reload reads the channels from (the binary's configuration file); a test
+/// can hand in its own.
+pub trait ChannelSource: Send + Sync {
+    fn load(&self) -> anyhow::Result<Vec<ChannelConfig>>;
+}
+
+/// What the HTTP side shares across connections: its settings, the engine, and the state of
+/// consumers' sign-ins. Built by the binary.
+pub struct Api {
+    pub settings: ApiSettings,
+    /// The call pipeline and what it shares (plugins, channels, billing, the call log).
+    pub engine: Engine,
+    pub keys: Arc<KeyCache>,
+    pub sessions: crate::account::session::Sessions,
+    /// Sign-in and registration attempts per client address.
+    pub auth_throttle: throttle::Throttle,
+    channel_source: Box<dyn ChannelSource>,
+    request_seq: AtomicU64,
+    request_prefix: String,
+}
+
+impl Api {
+    pub fn new(
+        settings: ApiSettings,
+        engine: Engine,
+        keys: Arc<KeyCache>,
+        sessions: crate::account::session::Sessions,
+        channel_source: Box<dyn ChannelSource>,
+    ) -> Api {
+        Api {
+            auth_throttle: throttle::Throttle::new(settings.auth_attempts_per_minute),
+            settings,
+            engine,
+            keys,
+            sessions,
+            channel_source,
+            request_seq: AtomicU64::new(0),
+            // 96 random bits: request ids key the ledger, so two nodes or two runs must never
+            // produce the same one (a collision would go uncharged).
+            request_prefix: format!("{:024x}", rand::random::<u128>() >> 32),
+        }
+    }
+
+    /// Re-reads the channels from their source and swaps them in (see
+    /// `Engine::replace_channels`); a set that does not load changes nothing.
+    pub async fn reload_channels(&self) -> anyhow::Result<Vec<String>> {
+        let configs = self.channel_source.load()?;
+        self.engine.replace_channels(&configs).await
+    }
+
+    /// A request id unique across restarts (random prefix) and cheap (a counter).
+    pub fn next_request_id(&self) -> String {
+        format!("req-{}{:08x}", self.request_prefix, self.request_seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The consumer behind the request's `Authorization: Bearer` (or `x-api-key`) key.
+    pub fn authenticate(&self, req: &Request<Incoming>) -> Result<Consumer, CallError> {
+        let h = req.headers();
+        let key = auth::credential(h).value();
+        match key {
+            None | Some("") => Err(error::unauthorized(
+                "You didn't provide an API key. Send your Tollgate key as 'Authorization: Bearer sk-tg-...'.",
+            )),
+            Some(k) => {
+                let consumer = self.keys.check(k).ok_or_else(|| {
+                    error::unauthorized(
+                        "Incorrect API key provided. Create one with 'tollgate keys create --name NAME'; a new key is accepted within key_refresh_ms (1 s by default).",
+                    )
+                })?;
+                if consumer.expires_at.is_some_and(|t| crate::store::now_unix() >= t) {
+                    return Err(error::unauthorized("This API key has expired; ask the operator for a new one."));
+                }
+                Ok(consumer)
+            }
+        }
+    }
+
+    /// Reads the whole request body, refusing more than `max_body_bytes` with 413.
+    pub async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, CallError> {
+        self.read_body_within(req, self.settings.max_body_bytes).await
+    }
+
+    /// Reads the whole request body: more than `limit` bytes is a 413; a body that does not
+    /// arrive within `body_read_timeout_ms` is a 408 (a client trickling bytes cannot hold
+    /// the connection and its buffer for ever).
+    pub async fn read_body_within(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, CallError> {
+        if let Some(len) =
+            req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        {
+            if len > limit {
+                return Err(too_large(limit));
+            }
+        }
+        let deadline = Duration::from_millis(self.settings.body_read_timeout_ms);
+        match tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect()).await {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+            Ok(Err(_)) => Err(error::bad_request("body_read_failed", "the request body could not be read")),
+            Err(_) => Err(CallError::new(
+                408,
+                "invalid_request_error",
+                "request_timeout",
+                format!("the request body did not arrive within {} ms", deadline.as_millis()),
+            )),
+        }
+    }
+}
+
+fn too_large(limit: usize) -> CallError {
+    CallError::new(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        format!("the request body exceeds the gateway's limit of {limit} bytes (max_body_bytes)"),
+    )
+}
+
+/// Routes one request: the gateway's own routes from `routes::ROUTES`, then plugins' native
+/// routes.
+pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
+    use routes::{Found, Handler};
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = match routes::find(method.as_str(), &path) {
+        Found::Route(Handler::Health) => json(200, &health(&state)),
+        Found::Route(Handler::Metrics) => match &state.settings.metrics_token {
+            Some(token) if !bearer_is(&req, token) => error::error_response(
+                401,
+                "invalid_request_error",
+                "metrics_token_required",
+                "GET /metrics needs 'Authorization: Bearer <metrics_token>'.",
+            ),
+            _ => full(200, "text/plain; version=0.0.4", metrics_text(&state)),
+        },
+        Found::Route(Handler::Models) => surface::openai::models(&state, &req),
+        Found::Route(Handler::UserInfo) => surface::openai::user_info(&state, &req).await,
+        Found::Route(Handler::Account) => surface::user::handle(&state, req).await,
+        Found::Route(Handler::ModelCall(op)) => surface::openai::model_call(&state, req, op).await,
+        Found::Route(Handler::Admin) => admin::handle(&state, req).await,
+        Found::WrongMethod(allowed) => {
+            let mut resp = error::error_response(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                &format!("{method} is not allowed on {path}; use {}", allowed.join(" or ")),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+                resp.headers_mut().insert(http::header::ALLOW, v);
+            }
+            resp
+        }
+        Found::NotOurs => {
+            let route = state.engine.registry.current().route(method.as_str(), &path).map(|m| {
+                surface::native::NativeRoute { plugin: Arc::clone(m.plugin), route: m.route.clone(), params: m.params }
+            });
+            match route {
+                Some(route) => surface::native::call(&state, req, route).await,
+                None => error::error_response(
+                    404,
+                    "invalid_request_error",
+                    "unknown_route",
+                    &format!("Unknown request URL: {method} {path}. See the README for the routes Tollgate serves."),
+                ),
+            }
+        }
+    };
+    telemetry::METRICS.response(response.status().as_u16());
+    response
+}
+
+/// Liveness (always 200 while serving) with readiness details: channels that cannot serve
+/// (no usable key, plugin not loaded) and plugin files that failed to load.
+fn health(state: &Api) -> serde_json::Value {
+    let plugins = state.engine.registry.current();
+    let mut unready = Vec::new();
+    for c in state.engine.channels.load().all() {
+        let usable = c.key_states().iter().filter(|k| k.state != KeyState::Disabled).count();
+        let why = if plugins.get(&c.plugin).is_none() {
+            Some(format!("plugin '{}' is not loaded", c.plugin))
+        } else if c.key_count() == 0 {
+            Some("no upstream keys".to_string())
+        } else if usable == 0 {
+            Some("every upstream key is disabled".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            unready.push(serde_json::json!({ "channel": c.name, "reason": why }));
+        }
+    }
+    let failed: Vec<_> = state
+        .engine
+        .registry
+        .status()
+        .into_iter()
+        .filter(|s| s.status == "failed")
+        .map(|s| serde_json::json!({ "file": s.file, "error": s.last_error }))
+        .collect();
+    serde_json::json!({
+        "status": "ok",
+        "ready": unready.is_empty() && failed.is_empty(),
+        "plugins": plugins.len(),
+        "channels_not_ready": unready,
+        "plugins_failed": failed,
+    })
+}
+
+/// The request presents `token` (compared in constant time).
+fn bearer_is(req: &Request<Incoming>, token: &str) -> bool {
+    auth::credential(req.headers()).value().is_some_and(|given| auth::constant_time_eq(given, token))
+}
+
+fn metrics_text(state: &Api) -> String {
+    telemetry::render(&telemetry::Snapshot {
+        plugins_loaded: state.engine.registry.current().len(),
+        plugin_loads_ok: state.engine.registry.loads_ok.load(Ordering::Relaxed),
+        plugin_loads_failed: state.engine.registry.loads_failed.load(Ordering::Relaxed),
+        call_records_written: state.engine.call_log.written.load(Ordering::Relaxed),
+        call_records_dropped: state.engine.call_log.dropped.load(Ordering::Relaxed),
+        upstream_keys: state
+            .engine
+            .channels
+            .load()
+            .all()
+            .iter()
+            .map(|c| {
+                let mut counts = [0u64; 3];
+                for k in c.key_states() {
+                    counts[match k.state {
+                        KeyState::Healthy => 0,
+                        KeyState::CoolingDown => 1,
+                        KeyState::Disabled => 2,
+                    }] += 1;
+                }
+                (c.name.clone(), counts)
+            })
+            .collect(),
+    })
+}
+
+/// The client's address, put in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
+
+/// Serves until `shutdown` resolves, then drains gracefully. At most `max_connections` are
+/// served at once: a connection is accepted only when a slot is free (others wait in the
+/// listen backlog), so a flood of idle or trickling connections cannot exhaust descriptors.
+pub async fn serve(state: Arc<Api>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.settings.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the connection semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(Peer(peer.ip()));
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+                });
+                let conn = http.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(slot);
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_millis(state.settings.shutdown_grace_ms);
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new connections; waiting for calls in flight"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+}

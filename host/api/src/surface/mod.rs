@@ -1,0 +1,163 @@
+//! What consumers call: the OpenAI-compatible routes (`openai`) and the vendor-native routes
+//! plugins declare (`native`). Each reads and resolves the request, hands it to
+//! `Engine::call` (which settles and records it) and renders the answer as HTTP.
+
+pub mod native;
+pub mod openai;
+pub mod user;
+
+use crate::account::Consumer;
+use crate::engine::{Answer, CallRequest};
+use crate::exchange::{form, CallError, Form};
+use crate::plugin::{wit, Plugin, FORBIDDEN_FORWARD};
+use crate::server::body::{Response, ResponseBody};
+use crate::server::error::ToResponse;
+use crate::server::Api;
+use bytes::Bytes;
+use http_body_util::Full;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every call reads from the consumer's request before it is resolved to a channel.
+pub struct ConsumerRequest {
+    pub consumer: Consumer,
+    pub headers: http::HeaderMap,
+    pub path: String,
+    pub query: String,
+    pub body: Bytes,
+    /// A `multipart/form-data` body, parsed (the body stays as it arrived too).
+    pub form: Option<Form>,
+    /// The consumer's `Idempotency-Key`, if it sent a usable one.
+    pub idempotency_key: Option<String>,
+}
+
+impl ConsumerRequest {
+    /// The consumer headers `plugin` may see: the common ones and those its manifest asks
+    /// for, never credentials.
+    pub fn headers_for(&self, plugin: &Plugin) -> Vec<wit::Header> {
+        const ALWAYS: [&str; 4] = ["content-type", "accept", "accept-language", "user-agent"];
+        let asked = plugin.manifest.forward_headers.iter().map(String::as_str);
+        let mut out = Vec::new();
+        for name in ALWAYS.into_iter().chain(asked) {
+            if FORBIDDEN_FORWARD.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+                continue;
+            }
+            for v in self.headers.get_all(name) {
+                if let Ok(v) = v.to_str() {
+                    out.push(wit::Header { name: name.to_ascii_lowercase(), value: v.to_string() });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Authenticates the consumer (401), reads the body within the limit (413) and parses a
+/// multipart body (400).
+pub async fn read_request(
+    state: &Api,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<ConsumerRequest, CallError> {
+    let consumer = state.authenticate(&req)?;
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let idempotency_key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(k.to_string())
+        }
+        Some(_) => {
+            return Err(crate::server::error::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 128 visible ASCII characters.",
+            ))
+        }
+    };
+    // The headers move out, not copied; the body reader keeps the declared length.
+    let mut req = req;
+    let headers = std::mem::take(req.headers_mut());
+    if let Some(length) = headers.get(http::header::CONTENT_LENGTH) {
+        req.headers_mut().insert(http::header::CONTENT_LENGTH, length.clone());
+    }
+    let body = state.read_body(req).await?;
+    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let form = match form::boundary(content_type) {
+        None => None,
+        Some(boundary) => Some(form::parse(body.clone(), boundary?).await?),
+    };
+    Ok(ConsumerRequest { consumer, headers, path, query, body, form, idempotency_key })
+}
+
+/// Runs a call once `resolve` has found its plugin and channel; a call refused while
+/// resolving is answered with its error.
+pub async fn answer<F, Fut>(state: &Arc<Api>, resolve: F) -> Response
+where
+    F: FnOnce(Instant, String) -> Fut,
+    Fut: std::future::Future<Output = Result<CallRequest, CallError>>,
+{
+    let started = Instant::now();
+    let request_id = state.next_request_id();
+    let answer = match resolve(started, request_id.clone()).await {
+        // Its own task: a consumer that goes away cannot cancel a call the vendor may be
+        // working on; it finishes, is settled by its usage and recorded.
+        Ok(r) => {
+            let state = Arc::clone(state);
+            match tokio::spawn(async move { state.engine.call(r).await }).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::error!(request_id = %request_id, error = %e, "a call's task failed");
+                    Answer::Failed(CallError::new(
+                        500,
+                        "server_error",
+                        "internal_error",
+                        "The gateway failed this call.",
+                    ))
+                }
+            }
+        }
+        Err(e) => Answer::Failed(e),
+    };
+    with_request_id(render(answer), &request_id)
+}
+
+/// Headers never copied from a plugin's reply to the consumer.
+const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"];
+
+/// What the engine answered, as an HTTP response.
+fn render(answer: Answer) -> Response {
+    let with_headers = |status: u16, headers: &[wit::Header]| {
+        let mut resp = http::Response::builder().status(status);
+        for h in headers {
+            if !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+                resp = resp.header(h.name.as_str(), h.value.as_str());
+            }
+        }
+        resp
+    };
+    match answer {
+        Answer::Full { status, headers, body } => with_headers(status, &headers)
+            .body(ResponseBody::Full(Full::new(body)))
+            .unwrap_or_else(|_| CallError::plugin("the plugin replied with invalid headers").to_response()),
+        Answer::Stream { headers, body } => with_headers(200, &headers)
+            .body(ResponseBody::Stream(body))
+            .unwrap_or_else(|_| CallError::plugin("the plugin set invalid stream headers").to_response()),
+        Answer::Relay(response) => {
+            let (parts, body) = response.into_parts();
+            let mut resp = http::Response::builder().status(parts.status);
+            for name in [http::header::CONTENT_TYPE, http::header::CONTENT_LENGTH, http::header::CONTENT_DISPOSITION] {
+                if let Some(v) = parts.headers.get(&name) {
+                    resp = resp.header(name, v);
+                }
+            }
+            resp.body(ResponseBody::Relay(body)).expect("copied headers are valid")
+        }
+        Answer::Failed(e) => e.to_response(),
+    }
+}
+
+pub fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

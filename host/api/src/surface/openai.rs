@@ -1,0 +1,159 @@
+//! The OpenAI-compatible routes: `/v1/chat/completions`, `/v1/embeddings`,
+//! `/v1/audio/speech` (model calls, translated by the channel's plugin) and `/v1/models`.
+
+use super::{answer, read_request, ConsumerRequest};
+use crate::engine::CallRequest;
+use crate::exchange::CallError;
+use crate::server::auth::{credential, Credential};
+use crate::server::body::{json, Response};
+use crate::server::error::ToResponse;
+use crate::server::error::{bad_request, not_found};
+use crate::server::Api;
+use http::Request;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub async fn model_call(state: &Arc<Api>, req: Request<Incoming>, op: &str) -> Response {
+    answer(state, |started, request_id| resolve(state, req, op, started, request_id)).await
+}
+
+async fn resolve(
+    state: &Arc<Api>,
+    req: Request<Incoming>,
+    op: &str,
+    started: Instant,
+    request_id: String,
+) -> Result<CallRequest, CallError> {
+    let request = read_request(state, req).await?;
+    let model = requested_model(&request.body)?;
+    let channel = state.engine.channels.load().for_model(&model).cloned().ok_or_else(|| {
+        not_found(
+            "model_not_found",
+            format!("The model '{model}' does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."),
+        )
+    })?;
+    let plugin = state.engine.registry.current().get(&channel.plugin).cloned().ok_or_else(|| {
+        CallError::config(format!(
+            "the plugin '{}' of channel '{}' is not loaded; see GET /admin/plugins",
+            channel.plugin, channel.name
+        ))
+    })?;
+    if !plugin.supports(op) {
+        return Err(CallError::unsupported(format!(
+            "the model '{model}' does not support {op} (plugin '{}')",
+            plugin.name()
+        )));
+    }
+    let headers = request.headers_for(&plugin);
+    let ConsumerRequest { consumer, path, query, body, form, idempotency_key, .. } = request;
+    Ok(CallRequest {
+        consumer,
+        plugin,
+        channel,
+        op: op.to_string(),
+        model,
+        body,
+        form,
+        query,
+        headers,
+        path,
+        path_params: Vec::new(),
+        billed: true,
+        affinity: None,
+        started,
+        request_id,
+        idempotency_key,
+    })
+}
+
+/// The `model` of a JSON object body; 400 with a precise message otherwise.
+fn requested_model(body: &[u8]) -> Result<String, CallError> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        model: Option<std::borrow::Cow<'a, str>>,
+    }
+    if body.is_empty() {
+        return Err(bad_request("invalid_json", "The request body is empty; send a JSON object."));
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(bad_request("invalid_json", "The request body must be a JSON object."));
+    }
+    let head: Head = serde_json::from_slice(body)
+        .map_err(|e| bad_request("invalid_json", format!("We could not parse the JSON body of your request: {e}")))?;
+    match head.model {
+        Some(m) if !m.is_empty() => Ok(m.into_owned()),
+        _ => Err(bad_request("missing_model", "You must provide a model parameter.")),
+    }
+}
+
+/// `GET /v1/user/info`: the caller's balance (what it can spend now) and its usage so far.
+pub async fn user_info(state: &Api, req: &Request<Incoming>) -> Response {
+    if let Credential::Session(_) = credential(req.headers()) {
+        return super::user::info(state, req).await.unwrap_or_else(|e| e.to_response());
+    }
+    let consumer = match state.authenticate(req) {
+        Ok(c) => c,
+        Err(e) => return e.to_response(),
+    };
+    let usage: Result<(i64, i64), _> = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT) FROM call_log WHERE key_id = $1",
+    )
+    .bind(consumer.key_id)
+    .fetch_one(&state.engine.db)
+    .await;
+    let (calls, spent) = usage.unwrap_or_default();
+    let (balance, currency) = match &state.engine.billing {
+        Some(b) => (
+            serde_json::Value::String(crate::account::format_money(
+                b.wallets.available(crate::billing::Account::User(consumer.user_id)),
+            )),
+            serde_json::Value::String(b.table().currency.clone()),
+        ),
+        None => (serde_json::Value::Null, serde_json::Value::Null),
+    };
+    json(
+        200,
+        &serde_json::json!({
+            "object": "user.info",
+            "name": consumer.name,
+            "balance": balance,
+            "currency": currency,
+            "usage": { "calls": calls, "spent": crate::account::format_money(spent) },
+        }),
+    )
+}
+
+pub fn models(state: &Api, req: &Request<Incoming>) -> Response {
+    if let Err(e) = state.authenticate(req) {
+        return e.to_response();
+    }
+    let data: Vec<serde_json::Value> = state
+        .engine
+        .channels
+        .load()
+        .models()
+        .into_iter()
+        .map(|(id, plugin)| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": plugin }))
+        .collect();
+    json(200, &serde_json::json!({ "object": "list", "data": data }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_model;
+
+    #[test]
+    fn model_is_required_and_body_must_be_an_object() {
+        assert_eq!(requested_model(br#"{"model":"m","messages":[]}"#).unwrap(), "m");
+        assert_eq!(requested_model(br#" {"model":"a\"b"}"#).unwrap(), "a\"b");
+        assert_eq!(requested_model(br#"{"messages":[]}"#).unwrap_err().code, "missing_model");
+        assert_eq!(requested_model(br#"{"model":""}"#).unwrap_err().code, "missing_model");
+        assert_eq!(requested_model(b"[1]").unwrap_err().code, "invalid_json");
+        assert_eq!(requested_model(b"{\"model\":").unwrap_err().status, 400);
+        assert_eq!(requested_model(b"").unwrap_err().code, "invalid_json");
+    }
+}

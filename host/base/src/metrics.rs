@@ -1,0 +1,133 @@
+//! Metrics (Prometheus text at `/metrics`): counters every layer of the gateway adds to.
+//!
+//! Metrics are plain atomics in one static: the request path pays one relaxed add per
+//! counter, and nothing here allocates per request.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub struct Metrics {
+    /// Consumer responses by status class: 2xx, 4xx, 5xx.
+    pub responses: [AtomicU64; 3],
+    pub plugin_failures: AtomicU64,
+    pub streams_interrupted: AtomicU64,
+    pub streams_client_gone: AtomicU64,
+    pub in_flight: AtomicU64,
+    /// Calls retried on another key of their channel, and on another channel.
+    pub key_failovers: AtomicU64,
+    pub channel_failovers: AtomicU64,
+    /// Charges applied to the ledger, in micros.
+    pub charged_micros: AtomicU64,
+}
+
+pub static METRICS: Metrics = Metrics {
+    responses: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    plugin_failures: AtomicU64::new(0),
+    streams_interrupted: AtomicU64::new(0),
+    streams_client_gone: AtomicU64::new(0),
+    in_flight: AtomicU64::new(0),
+    key_failovers: AtomicU64::new(0),
+    channel_failovers: AtomicU64::new(0),
+    charged_micros: AtomicU64::new(0),
+};
+
+impl Metrics {
+    pub fn response(&self, status: u16) {
+        let i = match status {
+            200..=399 => 0,
+            400..=499 => 1,
+            _ => 2,
+        };
+        self.responses[i].fetch_add(1, Relaxed);
+    }
+}
+
+/// Extra gauges the caller knows about (plugins loaded, call log counters).
+pub struct Snapshot {
+    pub plugins_loaded: usize,
+    pub plugin_loads_ok: u64,
+    pub plugin_loads_failed: u64,
+    pub call_records_written: u64,
+    pub call_records_dropped: u64,
+    /// Per channel: its keys that are healthy, cooling down, disabled.
+    pub upstream_keys: Vec<(String, [u64; 3])>,
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let m = &METRICS;
+    let mut out = String::with_capacity(1024);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    metric(
+        "tollgate_responses_total",
+        "counter",
+        "Consumer responses by status class.",
+        &[
+            ("{class=\"2xx\"}", m.responses[0].load(Relaxed)),
+            ("{class=\"4xx\"}", m.responses[1].load(Relaxed)),
+            ("{class=\"5xx\"}", m.responses[2].load(Relaxed)),
+        ],
+    );
+    metric("tollgate_in_flight", "gauge", "Calls in progress.", &[("", m.in_flight.load(Relaxed))]);
+    metric(
+        "tollgate_plugin_failures_total",
+        "counter",
+        "Plugin traps, time-outs and memory faults.",
+        &[("", m.plugin_failures.load(Relaxed))],
+    );
+    metric(
+        "tollgate_streams_interrupted_total",
+        "counter",
+        "Streams that ended abnormally.",
+        &[("", m.streams_interrupted.load(Relaxed))],
+    );
+    metric(
+        "tollgate_streams_client_gone_total",
+        "counter",
+        "Streams the consumer left.",
+        &[("", m.streams_client_gone.load(Relaxed))],
+    );
+    metric("tollgate_plugins_loaded", "gauge", "Plugins serving.", &[("", s.plugins_loaded as u64)]);
+    metric(
+        "tollgate_plugin_loads_total",
+        "counter",
+        "Plugin files examined by result.",
+        &[("{result=\"ok\"}", s.plugin_loads_ok), ("{result=\"failed\"}", s.plugin_loads_failed)],
+    );
+    metric(
+        "tollgate_failovers_total",
+        "counter",
+        "Calls retried before any byte reached the consumer: on another key, on another channel.",
+        &[("{to=\"key\"}", m.key_failovers.load(Relaxed)), ("{to=\"channel\"}", m.channel_failovers.load(Relaxed))],
+    );
+    metric(
+        "tollgate_charged_micros_total",
+        "counter",
+        "Charges applied to the ledger, in millionths of the currency.",
+        &[("", m.charged_micros.load(Relaxed))],
+    );
+    let keys: Vec<(String, u64)> = s
+        .upstream_keys
+        .iter()
+        .flat_map(|(channel, counts)| {
+            ["healthy", "cooling_down", "disabled"]
+                .iter()
+                .zip(counts)
+                .map(move |(state, n)| (format!("{{channel=\"{channel}\",state=\"{state}\"}}"), *n))
+        })
+        .collect();
+    let keys: Vec<(&str, u64)> = keys.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric("tollgate_upstream_keys", "gauge", "Upstream keys per channel and state.", &keys);
+    metric("tollgate_call_records_written_total", "counter", "Call records written.", &[("", s.call_records_written)]);
+    metric(
+        "tollgate_call_records_dropped_total",
+        "counter",
+        "Call records dropped (queue full).",
+        &[("", s.call_records_dropped)],
+    );
+    out
+}

@@ -1,0 +1,63 @@
+//! Measures what one call costs inside the plugin runtime: a fresh store, instantiation, the
+//! exchange constructor, `first()` and `next()`, for the plugin file given.
+//!
+//! `cargo run --release -p tollgate --example plugin_cost -- target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm`
+
+use std::time::Instant;
+use tollgate_engine::plugin::{runtime::sha256_hex, wit, Runtime};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let path = std::env::args().nth(1).expect("usage: plugin_cost FILE.wasm [N]");
+    let n: u32 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
+    let bytes = std::fs::read(&path)?;
+    let dir = std::env::temp_dir().join("tollgate-plugin-cost");
+    let runtime = Runtime::new(dir, 64, 1000, 5000, 64)?;
+    let pre = runtime.prepare(&bytes, &sha256_hex(&bytes))?;
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
+    let call = wit::Call {
+        op: "chat".into(),
+        context: wit::CallContext {
+            request_id: "req-cost".into(),
+            attempt: 1,
+            path: "/v1/chat/completions".into(),
+            path_params: vec![],
+            base_url: "http://127.0.0.1:9".into(),
+        },
+        model: "gpt-4o-mini".into(),
+        upstream_model: "gpt-4o-mini".into(),
+        body: wit::Body::Text(body.into()),
+        query: String::new(),
+        headers: vec![],
+        credential: vec![],
+        config: "{}".into(),
+        task: None,
+    };
+    let answer = br#"{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#;
+    let response = wit::UpstreamResponse { status: 200, headers: vec![], body: answer.to_vec() };
+    let (mut t_start, mut t_first, mut t_next) = (0u128, 0u128, 0u128);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let mut pc = runtime.start(&pre, &call).await?;
+        let t1 = Instant::now();
+        let step = pc.first().await?;
+        let t2 = Instant::now();
+        assert!(matches!(step, wit::Step::Send(_)));
+        let step = pc.next(&response).await?;
+        assert!(matches!(step, wit::Step::Reply(_)));
+        drop(pc);
+        let t3 = Instant::now();
+        t_start += (t1 - t0).as_nanos();
+        t_first += (t2 - t1).as_nanos();
+        t_next += (t3 - t2).as_nanos();
+    }
+    let per = |t: u128| t as f64 / n as f64 / 1000.0;
+    println!(
+        "per call: start {:.1} µs, first {:.1} µs, next+drop {:.1} µs, total {:.1} µs",
+        per(t_start),
+        per(t_first),
+        per(t_next),
+        per(t_start + t_first + t_next)
+    );
+    Ok(())
+}

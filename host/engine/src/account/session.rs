@@ -1,0 +1,155 @@
+//! Passwords (argon2id) and sessions (JWT, HS256).
+//!
+//! The signing secret is `jwt_secret` (or `TOLLGATE_JWT_SECRET`); when unset, a random secret
+//! is created once in `<data_dir>/jwt.secret` (mode 0600) so that sessions survive restarts and
+//! every node given the same file or setting accepts the same tokens. A token says who the
+//! user is and its role; whether the user is still enabled is checked on every use.
+
+use anyhow::{bail, Result};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use jsonwebtoken::{decode, encode, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What a session token carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: i64,
+    pub name: String,
+    pub role: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+pub struct Sessions {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    ttl_secs: i64,
+}
+
+impl Sessions {
+    /// Uses `secret`, else the secret file in `data_dir` (created if missing).
+    pub fn new(secret: Option<&str>, data_dir: &Path, ttl_hours: u32) -> Result<Sessions> {
+        let secret = match secret.filter(|s| !s.is_empty()) {
+            Some(s) => s.to_string(),
+            None => read_or_create_secret(&data_dir.join("jwt.secret"))?,
+        };
+        if secret.len() < 16 {
+            bail!("jwt_secret must be at least 16 characters");
+        }
+        Ok(Sessions {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            ttl_secs: i64::from(ttl_hours.max(1)) * 3600,
+        })
+    }
+
+    /// A token for the user; returns it and its expiry (unix seconds).
+    pub fn issue(&self, user_id: i64, name: &str, role: &str) -> Result<(String, i64)> {
+        let now = crate::store::now_unix();
+        let claims = Claims { sub: user_id, name: name.into(), role: role.into(), iat: now, exp: now + self.ttl_secs };
+        Ok((encode(&Header::default(), &claims, &self.encoding)?, claims.exp))
+    }
+
+    /// The claims of a valid, unexpired token.
+    pub fn verify(&self, token: &str) -> Option<Claims> {
+        decode::<Claims>(token, &self.decoding, &Validation::default()).ok().map(|d| d.claims)
+    }
+}
+
+/// True when a bearer value looks like a JWT rather than an API key.
+pub fn looks_like_jwt(token: &str) -> bool {
+    !token.starts_with("sk-") && token.split('.').count() == 3
+}
+
+fn read_or_create_secret(path: &Path) -> Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            if std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o077 != 0) {
+                tracing::warn!(file = %path.display(), "the session secret was readable by others: now 0600");
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+        return Ok(s.trim().to_string());
+    }
+    if let Some(dir) = path.parent() {
+        crate::store::private_fs::create_dir(dir)?;
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    crate::store::private_fs::write_new(path, secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// The longest password accepted (hashing cost grows with it).
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// An argon2id hash of `password` (with a random salt), for storage. Blocks for tens of
+/// milliseconds: on the request path, use `hash_password_off_workers`.
+pub fn hash_password(password: &str) -> Result<String> {
+    if password.chars().count() < 8 {
+        bail!("a password needs at least 8 characters");
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        bail!("a password has at most {MAX_PASSWORD_BYTES} bytes");
+    }
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
+}
+
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    password.len() <= MAX_PASSWORD_BYTES
+        && PasswordHash::new(stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Argon2 runs on tokio's blocking threads, at most one per core at a time: a burst of logins
+/// waits its turn there and never stalls the workers that serve calls and streams.
+async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let permits = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let _permit = HASHING
+        .get_or_init(|| tokio::sync::Semaphore::new(permits))
+        .acquire()
+        .await
+        .expect("the hashing semaphore is never closed");
+    tokio::task::spawn_blocking(work).await.expect("password hashing does not panic")
+}
+
+/// `hash_password`, off the request workers.
+pub async fn hash_password_off_workers(password: String) -> Result<String> {
+    off_workers(move || hash_password(&password)).await
+}
+
+/// `verify_password`, off the request workers.
+pub async fn verify_password_off_workers(password: String, stored: String) -> bool {
+    off_workers(move || verify_password(&password, &stored)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_and_tokens() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(hash_password("short").is_err());
+
+        let s = Sessions::new(Some("a-test-secret-of-some-length"), Path::new("/nonexistent"), 1).unwrap();
+        let (token, exp) = s.issue(7, "ann", "admin").unwrap();
+        assert!(looks_like_jwt(&token) && !looks_like_jwt("sk-tg-abc"));
+        let c = s.verify(&token).unwrap();
+        assert_eq!((c.sub, c.role.as_str(), c.exp), (7, "admin", exp));
+        let other = Sessions::new(Some("another-secret-of-some-length"), Path::new("/nonexistent"), 1).unwrap();
+        assert!(other.verify(&token).is_none(), "a token from another secret is refused");
+        assert!(s.verify(&format!("{token}x")).is_none());
+    }
+}

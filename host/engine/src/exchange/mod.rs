@@ -1,0 +1,384 @@
+//! Drives one consumer call through a plugin: start the exchange, perform each step the plugin
+//! answers (send, stream, relay, reply, fail), and hand back what the consumer gets.
+//!
+//! Invariants:
+//! - the plugin's store lives exactly as long as the call (streams: until the stream task ends);
+//! - a trapped plugin is never called again; the call fails with 502 `plugin_error`;
+//! - every call ends in exactly one `Finished` report (for the call log), streams included.
+
+pub mod form;
+mod stream;
+pub mod upstream;
+
+use crate::keypool::{Channel, UpstreamKey};
+use crate::plugin::{wit, Plugin, Runtime};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+
+pub use form::{ClientFile, Form};
+pub use stream::StreamBody;
+pub use upstream::Upstream;
+
+/// The largest upstream answer read whole (larger downloads are relayed, never buffered).
+const MAX_UPSTREAM_BODY: usize = 64 << 20;
+
+/// The most steps one call may take; a plugin that loops between steps is a bug.
+const MAX_STEPS: usize = 16;
+
+/// A failed call, with what the consumer is told.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub status: u16,
+    /// OpenAI's error `type`.
+    pub kind: &'static str,
+    /// OpenAI's error `code`.
+    pub code: String,
+    pub message: String,
+    /// The plugin's classification, when the failure came from the upstream.
+    pub class: Option<wit::ErrorKind>,
+    /// The upstream's retry-after, for rate limits.
+    pub retry_after_ms: Option<u64>,
+    /// OpenAI's error `param`: the request field at fault.
+    pub param: Option<&'static str>,
+    /// What the vendor may have done with the request before the call failed.
+    pub work: VendorWork,
+}
+
+/// What the vendor may have done with a call that failed: decides whether the call may be
+/// resent on another key and whether it is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum VendorWork {
+    /// Nothing: the request never reached it, or it refused the request. Free; may be resent.
+    #[default]
+    None,
+    /// Maybe: the request was sent and no answer came (a timeout, a connection lost). The
+    /// vendor received it, so it is billed (its reservation, marked estimated), and never
+    /// resent: a consumer must not be able to make the operator pay twice.
+    Unknown,
+    /// It answered 2xx, and the answer could not be used. Billed (by the reservation, marked
+    /// estimated), never resent.
+    Done,
+}
+
+impl CallError {
+    pub fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+        CallError {
+            status,
+            kind,
+            code: code.into(),
+            message: message.into(),
+            class: None,
+            retry_after_ms: None,
+            param: None,
+            work: VendorWork::None,
+        }
+    }
+    pub fn plugin(message: impl Into<String>) -> Self {
+        CallError::new(502, "upstream_error", "plugin_error", message)
+    }
+    pub fn config(message: impl Into<String>) -> Self {
+        CallError::new(503, "server_error", "channel_misconfigured", message)
+    }
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        CallError::new(400, "invalid_request_error", "unsupported_operation", message)
+    }
+    /// The consumer-facing error for a classified upstream failure.
+    pub fn upstream(class: wit::ErrorKind, message: impl Into<String>) -> Self {
+        use wit::ErrorKind as K;
+        let (status, kind, code) = match class {
+            K::BadRequest => (400, "invalid_request_error", "upstream_bad_request"),
+            K::Unauthorized => (502, "upstream_error", "upstream_unauthorized"),
+            K::Forbidden => (403, "permission_error", "upstream_forbidden"),
+            K::InsufficientBalance => (503, "upstream_error", "upstream_insufficient_balance"),
+            K::RateLimited => (429, "rate_limit_error", "upstream_rate_limited"),
+            K::NotFound => (404, "invalid_request_error", "upstream_not_found"),
+            K::ContentFiltered => (400, "invalid_request_error", "content_filtered"),
+            K::UpstreamFault => (502, "upstream_error", "upstream_error"),
+            K::Timeout => (504, "upstream_error", "upstream_timeout"),
+            K::Unsupported => (400, "invalid_request_error", "unsupported_operation"),
+        };
+        CallError { class: Some(class), ..CallError::new(status, kind, code, message) }
+    }
+    pub fn from_adapter(e: &wit::AdapterError) -> Self {
+        CallError { retry_after_ms: e.retry_after_ms, ..CallError::upstream(e.kind, e.message.clone()) }
+    }
+    /// OpenAI's error object for this error (what every surface shows, and what a stream's
+    /// final `error` event carries).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code } })
+    }
+
+    /// The same error, after the vendor did `work`.
+    pub fn after(self, work: VendorWork) -> Self {
+        CallError { work, ..self }
+    }
+    /// The same error, with at least `work` done (what earlier steps got done stays done).
+    pub fn at_least(self, work: VendorWork) -> Self {
+        let work = self.work.max(work);
+        CallError { work, ..self }
+    }
+}
+
+/// What the consumer sent, held by the host for every attempt of a call: the raw body (for
+/// `client-body` requests) and, for a multipart body, its files (for `client-file` parts).
+#[derive(Debug, Default)]
+pub struct ClientInput {
+    pub body: Bytes,
+    pub files: Vec<ClientFile>,
+}
+
+/// Everything needed to run one call.
+pub struct CallContext {
+    pub plugin: Arc<Plugin>,
+    pub channel: Arc<Channel>,
+    pub key: Option<UpstreamKey>,
+    pub runtime: Runtime,
+    pub upstream: Upstream,
+    /// What the consumer sent, for `client-body` and `client-file` requests.
+    pub client: Arc<ClientInput>,
+    /// Keep a copy of a streamed answer (for `Idempotency-Key` replays).
+    pub capture: bool,
+    /// How long a stream waits on a consumer that stopped reading.
+    pub write_timeout: std::time::Duration,
+}
+
+/// What the consumer gets.
+pub enum Outcome {
+    Reply {
+        status: u16,
+        headers: Vec<wit::Header>,
+        body: Bytes,
+        usage: wit::Usage,
+        /// A vendor error relayed verbatim (native routes).
+        error: Option<wit::AdapterError>,
+        /// Vendor objects the call created (for key affinity).
+        objects: Vec<String>,
+    },
+    /// A streamed answer, not started yet: `PendingStream::start` hands it the value that
+    /// ends the call, so that the stream task owns it from then on.
+    Stream { headers: Vec<wit::Header>, pending: Box<PendingStream> },
+    /// An upstream response copied to the consumer as it is.
+    Relay { response: http::Response<hyper::body::Incoming> },
+}
+
+/// How a stream ended, reported once by the stream task.
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    pub usage: wit::Usage,
+    /// SSE events delivered to the consumer, `[DONE]` excluded (the billing estimate for an
+    /// interrupted stream without usage).
+    pub delivered_events: u64,
+    /// `None`: the stream completed normally.
+    pub error: Option<CallError>,
+    pub client_gone: bool,
+    /// What the consumer was sent, when the call asked for a copy (`CallContext::capture`)
+    /// and it stayed within the size kept.
+    pub captured: Option<Bytes>,
+}
+
+pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
+
+/// Runs the call to its first answer.
+pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallError> {
+    let mut pc = ctx
+        .runtime
+        .start(&ctx.plugin.pre, call)
+        .await
+        .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e))?;
+    let base_url = &call.context.base_url;
+    let mut step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
+    // What a failure now costs: once the vendor answered 2xx, a plugin that cannot use the
+    // answer (it fails or traps) does not make the call free.
+    let mut work = VendorWork::None;
+    for _ in 0..MAX_STEPS {
+        step = match step {
+            wit::Step::Send(req) => {
+                // Work an earlier step got done is never forgotten by a later step's failure.
+                let resp = send(&ctx, base_url, &req, work).await?;
+                let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
+                work = work.max(answered(response.status));
+                pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
+            }
+            wit::Step::Stream(s) => {
+                let resp = send(&ctx, base_url, &s.request, work).await?;
+                if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing) {
+                    let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
+                    work = work.max(answered(response.status));
+                    pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
+                } else {
+                    let settings = stream::Settings {
+                        idle: ctx.upstream.idle_timeout,
+                        write_timeout: ctx.write_timeout,
+                        capture: ctx.capture,
+                    };
+                    let pending = PendingStream { pc, resp, framing: s.framing, settings, plugin: ctx.plugin };
+                    return Ok(Outcome::Stream { headers: s.reply_headers, pending: Box::new(pending) });
+                }
+            }
+            wit::Step::Relay(req) => {
+                let response = send(&ctx, base_url, &req, work).await?;
+                return Ok(Outcome::Relay { response });
+            }
+            wit::Step::Reply(r) => {
+                let body = match r.body {
+                    wit::Body::Empty => Bytes::new(),
+                    wit::Body::Text(s) => Bytes::from(s),
+                    wit::Body::Bytes(b) => Bytes::from(b),
+                    wit::Body::ClientBody | wit::Body::Form(_) => {
+                        return Err(CallError::plugin("the plugin replied with a body only a request can have"))
+                    }
+                };
+                return Ok(Outcome::Reply {
+                    status: r.status,
+                    headers: r.headers,
+                    body,
+                    usage: r.usage,
+                    error: r.error,
+                    objects: r.objects,
+                });
+            }
+            wit::Step::Fail(e) => {
+                // A class that says the vendor refused (an error inside an HTTP 200, as some
+                // vendors send) is free; a fault means the plugin could not read the answer.
+                let work = if is_fault(e.kind) { work } else { VendorWork::None };
+                return Err(CallError::from_adapter(&e).after(work));
+            }
+            wit::Step::Submitted(_) | wit::Step::Task(_) => {
+                return Err(CallError::unsupported("asynchronous tasks are not supported by this gateway version yet"))
+            }
+            wit::Step::Fetch(_) | wit::Step::Archive(_) => {
+                return Err(CallError::unsupported(
+                    "fetching absolute URLs is not supported by this gateway version yet",
+                ))
+            }
+            wit::Step::Socket(_) => {
+                return Err(CallError::unsupported("upstream WebSockets are not supported by this gateway version yet"))
+            }
+        };
+    }
+    Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())).after(work))
+}
+
+/// The base URL a channel's requests go to: the channel's, or its plugin's default.
+pub fn base_url(channel: &Channel, plugin: &Plugin) -> Result<String, CallError> {
+    match channel.base_url.as_deref().or(plugin.manifest.default_base_url.as_deref()) {
+        Some(u) => Ok(u.trim_end_matches('/').to_string()),
+        None => Err(CallError::config(format!("channel '{}' has no base_url", channel.name))),
+    }
+}
+
+/// Sends one of the plugin's requests; a failure keeps what earlier steps got done.
+async fn send(
+    ctx: &CallContext,
+    base_url: &str,
+    req: &wit::UpstreamRequest,
+    work: VendorWork,
+) -> Result<http::Response<hyper::body::Incoming>, CallError> {
+    ctx.upstream
+        .send(&ctx.channel.name, base_url, req, ctx.key.as_ref(), &ctx.client)
+        .await
+        .map_err(|e| e.at_least(work))
+}
+
+/// What an answer's status says the vendor did: a 2xx is work done.
+fn answered(status: u16) -> VendorWork {
+    if (200..300).contains(&status) {
+        VendorWork::Done
+    } else {
+        VendorWork::None
+    }
+}
+
+/// A class that means the plugin could not use the vendor's answer (a fault or a timeout), as
+/// opposed to the vendor refusing the request (free, even inside an HTTP 200).
+pub fn is_fault(kind: wit::ErrorKind) -> bool {
+    matches!(kind, wit::ErrorKind::UpstreamFault | wit::ErrorKind::Timeout)
+}
+
+/// A stream whose upstream answered, waiting for the value that will end the call.
+pub struct PendingStream {
+    pc: crate::plugin::PluginCall,
+    resp: http::Response<hyper::body::Incoming>,
+    framing: wit::Framing,
+    settings: stream::Settings,
+    plugin: Arc<Plugin>,
+}
+
+impl PendingStream {
+    /// Starts the stream task; it calls `on_end` once, when the stream ends (dropped unused if
+    /// the task dies, so a value it owns still ends the call by its own drop).
+    pub fn start(self, on_end: OnStreamEnd) -> StreamBody {
+        stream::start(self.pc, self.resp, self.framing, self.settings, self.plugin, on_end)
+    }
+}
+
+/// Vendors such as MiniMax answer a streamed request that failed with a plain JSON error
+/// (HTTP 200); that body goes to `next()` for classification instead of the SSE decoder.
+fn answered_json_instead_of_events(resp: &http::Response<hyper::body::Incoming>, framing: &wit::Framing) -> bool {
+    matches!(framing, wit::Framing::Sse)
+        && resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
+/// Reads a whole upstream body, within the response timeout.
+async fn read_whole(
+    resp: http::Response<hyper::body::Incoming>,
+    upstream: &Upstream,
+) -> Result<wit::UpstreamResponse, CallError> {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str().ok().map(|v| wit::Header { name: k.as_str().to_string(), value: v.to_string() })
+        })
+        .collect();
+    // A 2xx whose body is lost was still worked on by the vendor.
+    let work = answered(status);
+    let limited = http_body_util::Limited::new(resp.into_body(), MAX_UPSTREAM_BODY);
+    let body = match tokio::time::timeout(upstream.response_timeout, limited.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(CallError::upstream(
+                wit::ErrorKind::UpstreamFault,
+                format!("the upstream answered with more than {MAX_UPSTREAM_BODY} bytes"),
+            )
+            .after(work))
+        }
+        Ok(Err(_)) => {
+            return Err(CallError::upstream(
+                wit::ErrorKind::UpstreamFault,
+                "the upstream connection failed while sending its answer",
+            )
+            .after(work))
+        }
+        Err(_) => {
+            return Err(CallError::upstream(wit::ErrorKind::Timeout, "the upstream did not finish its answer in time")
+                .after(work))
+        }
+    };
+    Ok(wit::UpstreamResponse { status, headers, body: body.to_vec() })
+}
+
+/// A plugin that trapped, ran out of time or memory: logged with its cause, 502 for the consumer.
+pub(crate) fn plugin_failure(plugin: &Plugin, during: &str, e: anyhow::Error) -> CallError {
+    let detail = format!("{e:#}");
+    let cause = if detail.contains("wall-clock deadline") {
+        "exceeded its wall-clock deadline"
+    } else if detail.contains("time limit") {
+        "exceeded its time limit"
+    } else if detail.contains("memory") || detail.contains("grow") {
+        "exceeded its memory limit"
+    } else if detail.contains("pooling") || detail.contains("instance count") || detail.contains("concurrent") {
+        return CallError::new(503, "server_error", "overloaded", "too many calls in flight; retry shortly");
+    } else {
+        "trapped"
+    };
+    crate::telemetry::METRICS.plugin_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!(plugin = plugin.name(), version = %plugin.manifest.version, during, error = %detail, "plugin failed");
+    CallError::plugin(format!("plugin '{}' {cause} during {during}", plugin.name()))
+}
