@@ -16,9 +16,8 @@ pub mod logging;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_api::admin;
 use tollgate_api::server::{self, Api, ApiSettings, ChannelSource};
-use tollgate_engine::keypool::config::{ChannelConfig, Strategy};
+use tollgate_engine::keypool::config::ChannelConfig;
 use tollgate_engine::{account, billing, exchange, keypool, plugin, Engine};
 use tollgate_store as store;
 
@@ -98,7 +97,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     for c in state.engine.channels.load().all().iter().filter(|c| c.key_count() == 0) {
         tracing::warn!(channel = %c.name, "channel has no upstream keys: its models answer 503 until you add keys to it in the configuration file or run `tollgate upstream import --channel {}`", c.name);
     }
-    let jobs = start_jobs(&state, plugin_events, key_refresh, log_retention_days);
+    let jobs = jobs::start(&state, plugin_events, key_refresh, log_retention_days);
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.engine.registry.current().len(), "tollgate serving");
@@ -112,99 +111,6 @@ pub async fn serve(config: config::Config) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Every background job of a serving gateway (see `jobs`).
-fn start_jobs(
-    state: &Arc<Api>,
-    plugin_events: tokio::sync::mpsc::UnboundedReceiver<()>,
-    refresh: Duration,
-    log_retention_days: Option<u32>,
-) -> jobs::Jobs {
-    let mut jobs = jobs::Jobs::default();
-
-    let s = Arc::clone(state);
-    jobs.spawn("consumer keys", move |mut stop| async move {
-        let mut seen = None;
-        while !stop.sleep(refresh).await {
-            s.keys.refresh(&s.engine.db, s.engine.billing.as_deref(), &mut seen).await;
-        }
-    });
-    if let Some(b) = state.engine.billing.clone() {
-        jobs.every("price table", Duration::from_secs(2), move || {
-            let b = Arc::clone(&b);
-            async move { b.reload_if_changed() }
-        });
-    }
-    let registry = Arc::clone(&state.engine.registry);
-    jobs.spawn("plugin rescan", move |mut stop| async move {
-        registry.rescan_on(plugin_events, Duration::from_secs(10), async move { stop.stopped().await }).await
-    });
-    let s = Arc::clone(state);
-    jobs.spawn("stored upstream keys", move |mut stop| async move {
-        let mut seen = None;
-        while !stop.sleep(refresh.max(Duration::from_millis(200))).await {
-            let channels = s.engine.channels.load_full();
-            keypool::stored::sync(&s.engine.db, s.engine.master_key.as_ref(), &channels, &mut seen).await;
-        }
-    });
-    let s = Arc::clone(state);
-    jobs.spawn("key balances", move |mut stop| async move {
-        // Each highest-balance channel of the current set (it changes with reloads), on its
-        // own schedule.
-        let mut last_read: std::collections::HashMap<String, std::time::Instant> = Default::default();
-        while !stop.sleep(Duration::from_millis(250)).await {
-            let channels = s.engine.channels.load_full();
-            for channel in channels.all().iter().filter(|c| c.strategy == Strategy::HighestBalance) {
-                if last_read.get(&channel.name).is_none_or(|t| t.elapsed() >= channel.balance_refresh) {
-                    last_read.insert(channel.name.clone(), std::time::Instant::now());
-                    s.engine.read_balances(channel).await;
-                }
-            }
-        }
-    });
-    let (db, days) = (state.engine.db.clone(), log_retention_days);
-    jobs.spawn("housekeeping", move |mut stop| async move {
-        // Hourly, from the start: expired idempotency keys; call records past the retention
-        // window when one is set (the ledger is never pruned).
-        loop {
-            if let Err(e) = store::idempotency::prune(&db, store::now_unix()).await {
-                tracing::warn!(error = %e, "pruning idempotency keys failed");
-            }
-            if let Some(days) = days {
-                match admin::reports::prune(&db, days).await {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, days, "call log retention"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "call log retention failed"),
-                }
-            }
-            if stop.sleep(Duration::from_secs(3600)).await {
-                return;
-            }
-        }
-    });
-    #[cfg(unix)]
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(mut hup) => {
-            let s = Arc::clone(state);
-            jobs.spawn("SIGHUP channel reload", move |mut stop| async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.stopped() => return,
-                        signal = hup.recv() => if signal.is_none() { return },
-                    }
-                    match s.reload_channels().await {
-                        Ok(channels) => tracing::info!(?channels, "channels reloaded"),
-                        Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "channels not reloaded; the previous ones serve")
-                        }
-                    }
-                }
-            });
-        }
-        Err(_) => tracing::warn!("cannot listen for SIGHUP: channels reload only through the admin API"),
-    }
-    jobs
 }
 
 async fn shutdown_signal() {

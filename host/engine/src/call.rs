@@ -6,7 +6,7 @@ use super::end::CallEnd;
 use super::idempotency::{self, Held};
 use super::Engine;
 use crate::account::{format_money, Consumer};
-use crate::billing::{Account, Estimate, Refusal, Reported};
+use crate::billing::{self, Account, Estimate, Priced, Refusal, Reported};
 use crate::exchange::{
     self, plugin_failure, CallContext, CallError, ClientInput, Form, Outcome, StreamBody, VendorWork,
 };
@@ -66,12 +66,24 @@ impl Engine {
     /// Runs one call to what the consumer gets; the call is settled and recorded exactly once.
     pub async fn call(&self, r: CallRequest) -> Answer {
         let mut end = CallEnd::new(self.billing.clone(), self.call_log.clone(), draft_record(&r), r.started);
-        if !r.model.is_empty() && !r.consumer.may_use(&r.model) {
+        // A model-less route (a file upload, a task query) is allowed to a key whose models are
+        // limited only when its channel serves one of them.
+        let allowed = if r.model.is_empty() {
+            r.channel.models.iter().any(|m| r.consumer.may_use(m))
+        } else {
+            r.consumer.may_use(&r.model)
+        };
+        if !allowed {
+            let what = if r.model.is_empty() {
+                format!("the models of channel '{}'", r.channel.name)
+            } else {
+                format!("the model '{}'", r.model)
+            };
             let e = CallError::new(
                 403,
                 "permission_error",
                 "model_not_allowed",
-                format!("This API key may not use the model '{}'.", r.model),
+                format!("This API key may not use {what}."),
             );
             end.refuse(&e);
             return Answer::Failed(e);
@@ -100,16 +112,22 @@ impl Engine {
                 return Answer::Failed(e);
             }
         };
+        if let Some(p) = &pinned {
+            end.served_by(&p.channel.name, r.plugin.name());
+        }
         // Billing: priced and reserved before the upstream is called (400/402/403 otherwise).
         if let (Some(b), true) = (&self.billing, r.billed) {
+            let priced = match r.model.as_str() {
+                "" => Priced::Op { plugin: r.plugin.name(), op: &r.op },
+                model => Priced::Model(model),
+            };
+            let (accounts, group) = (r.consumer.accounts(), &r.consumer.group);
             let started = match self.quote(&r).await {
-                Ok(Some(q)) => {
-                    b.start_with(&r.consumer.accounts(), &r.consumer.group, &r.model, &r.op, Estimate::Quote(&q))
-                }
+                Ok(Some(q)) => b.start_with(&accounts, group, priced, &r.op, Estimate::Quote(&q)),
                 Ok(None) => {
-                    let form_fields = r.form.as_ref().map(Form::estimate_json);
+                    let form_fields = r.form.as_ref().map(|f| billing::form_estimate_body(f.text_fields()));
                     let body = form_fields.as_deref().unwrap_or(&r.body);
-                    b.start(&r.consumer.accounts(), &r.consumer.group, &r.model, &r.op, body)
+                    b.start_with(&accounts, group, priced, &r.op, Estimate::Body(body))
                 }
                 Err(e) => {
                     give_up(end.refuse(&e)).await;
@@ -119,7 +137,7 @@ impl Engine {
             match started {
                 Ok(m) => end.meter = Some(m),
                 Err(refusal) => {
-                    let e = refusal_error(&r.model, &r.op, refusal);
+                    let e = refusal_error(priced, refusal);
                     give_up(end.refuse(&e)).await;
                     return Answer::Failed(e);
                 }
@@ -167,29 +185,40 @@ impl Engine {
         }
     }
 
-    /// The key a call naming a vendor object must run on (`None`: any key of the pool). An
-    /// object another consumer created is not found, whoever asks.
-    async fn pinned_key(&self, r: &CallRequest) -> Result<Option<String>, CallError> {
+    /// The key (and its channel) a call naming a vendor object must run on; `None` for a call
+    /// that names none. An object the consumer's user did not create through the gateway is
+    /// not found: another user's object of that id is never reached, and no key "tries".
+    async fn pinned_key(&self, r: &CallRequest) -> Result<Option<Pinned>, CallError> {
         let Some(object) = &r.affinity else { return Ok(None) };
-        match objects::owner(&self.db, &r.channel.name, object).await {
-            Ok(Some(owner)) if owner.user_id == r.consumer.user_id => Ok(Some(owner.key_fingerprint)),
-            Ok(Some(_)) => Err(CallError::new(
+        let not_found = || {
+            CallError::new(
                 404,
                 "invalid_request_error",
                 "not_found",
-                format!("No object '{object}' exists for this account."),
-            )),
-            // Not created through the gateway: no consumer of it owns it; any key may try.
-            Ok(None) => Ok(None),
+                format!("No object '{object}' was created by this account through this gateway."),
+            )
+        };
+        let fingerprint = match objects::key_of(&self.db, r.plugin.name(), r.consumer.user_id, object).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err(not_found()),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot read vendor objects");
-                Err(CallError::new(
+                return Err(CallError::new(
                     503,
                     "server_error",
                     "database_unavailable",
                     "The gateway cannot serve this call now; retry shortly.",
-                ))
+                ));
             }
+        };
+        match self.channels.load().with_key(r.plugin.name(), &fingerprint) {
+            Some(channel) => Ok(Some(Pinned { channel, fingerprint })),
+            None => Err(CallError::new(
+                503,
+                "server_error",
+                "upstream_key_gone",
+                format!("The upstream key that created '{object}' is no longer configured on this gateway."),
+            )),
         }
     }
 
@@ -215,8 +244,11 @@ impl Engine {
     /// pinned to a key runs on that key only.
     async fn run_with_failover(&self, run: &Run<'_>, end: &mut CallEnd) -> Result<Outcome, CallError> {
         let r = run.r;
+        if let Some(p) = &run.pinned {
+            return self.run_on_channel(run, &r.plugin, &p.channel).await.0;
+        }
         let (mut result, mut retryable) = self.run_on_channel(run, &r.plugin, &r.channel).await;
-        if !retryable || r.model.is_empty() || run.pinned.is_some() {
+        if !retryable || r.model.is_empty() {
             return result;
         }
         let mut from = r.channel.name.clone();
@@ -257,22 +289,8 @@ impl Engine {
         let mut tried = Vec::with_capacity(attempts);
         loop {
             let picked = match &run.pinned {
-                Some(fingerprint) => match channel.key_by_fingerprint(fingerprint) {
-                    Some(k) => Some(k),
-                    None => {
-                        let e = CallError::new(
-                            503,
-                            "server_error",
-                            "upstream_key_gone",
-                            format!(
-                                "the upstream key that created '{}' is no longer in channel '{}'",
-                                r.affinity.as_deref().unwrap_or_default(),
-                                channel.name
-                            ),
-                        );
-                        return (Err(e), false);
-                    }
-                },
+                // Found in this channel's pool by `pinned_key` (a reload since keeps the key).
+                Some(p) => channel.key_by_fingerprint(&p.fingerprint),
                 None => match channel.pick_key(&tried) {
                     Some(k) => Some(k),
                     None if channel.key_count() == 0 => None,
@@ -318,7 +336,7 @@ impl Engine {
             tried.push(picked.id);
             if let Ok(Outcome::Reply { objects, .. }) = &result {
                 if !objects.is_empty() {
-                    self.remember(r, channel, &picked.secret, objects).await;
+                    self.remember(r, plugin, &picked.secret, objects).await;
                 }
             }
             // A stream that started is the consumer's now (it is a success), and a request
@@ -346,10 +364,12 @@ impl Engine {
         }
     }
 
-    /// Remembers the vendor objects a call created, with its key and consumer.
-    async fn remember(&self, r: &CallRequest, channel: &Channel, key: &UpstreamKey, objects: &[String]) {
-        let owner = objects::Owner { key_fingerprint: key.fingerprint(), user_id: r.consumer.user_id };
-        if let Err(e) = objects::remember(&self.db, &channel.name, objects, &owner, &r.request_id, now_unix()).await {
+    /// Remembers the vendor objects a call created, with its key and user.
+    async fn remember(&self, r: &CallRequest, plugin: &Plugin, key: &UpstreamKey, objects: &[String]) {
+        let (user, fingerprint) = (r.consumer.user_id, key.fingerprint());
+        let remembered =
+            objects::remember(&self.db, plugin.name(), user, objects, &fingerprint, &r.request_id, now_unix()).await;
+        if let Err(e) = remembered {
             tracing::error!(error = %format!("{e:#}"), request_id = %r.request_id, "cannot remember the vendor objects a call created");
         }
     }
@@ -360,8 +380,14 @@ struct Run<'a> {
     r: &'a CallRequest,
     client: Arc<ClientInput>,
     capture: bool,
-    /// The fingerprint of the key the call must run on.
-    pinned: Option<String>,
+    /// The key the call must run on.
+    pinned: Option<Pinned>,
+}
+
+/// The upstream key (and the channel holding it) that created the object a call names.
+struct Pinned {
+    channel: Arc<Channel>,
+    fingerprint: String,
 }
 
 /// What the plugin is given for one attempt (`attempt` 0: a quote, nothing is sent).
@@ -435,7 +461,7 @@ fn relayed_class(response: &http::Response<hyper::body::Incoming>) -> Option<(wi
     }
 }
 
-fn refusal_error(model: &str, op: &str, refusal: Refusal) -> CallError {
+fn refusal_error(priced: Priced<'_>, refusal: Refusal) -> CallError {
     match refusal {
         Refusal::BadRequest { param, message } => CallError {
             param,
@@ -446,18 +472,20 @@ fn refusal_error(model: &str, op: &str, refusal: Refusal) -> CallError {
                 message,
             )
         },
-        Refusal::NotPriced if model.is_empty() => CallError::new(
-            403,
-            "invalid_request_error",
-            "operation_not_priced",
-            format!("The operation '{op}' has no price on this gateway; the operator must add it to the price table's [ops]."),
-        ),
-        Refusal::NotPriced => CallError::new(
-            403,
-            "invalid_request_error",
-            "model_not_priced",
-            format!("The model '{model}' has no price on this gateway; the operator must add it to the price table."),
-        ),
+        Refusal::NotPriced => match priced {
+            Priced::Model(model) => CallError::new(
+                403,
+                "invalid_request_error",
+                "model_not_priced",
+                format!("The model '{model}' has no price on this gateway; the operator must add it to the price table."),
+            ),
+            Priced::Op { plugin, op } => CallError::new(
+                403,
+                "invalid_request_error",
+                "operation_not_priced",
+                format!("The operation '{op}' has no price on this gateway; the operator must add [ops.\"{plugin}/{op}\"] to the price table."),
+            ),
+        },
         Refusal::Insufficient { account: Account::User(_), available, needed } => CallError::new(
             402,
             "insufficient_quota",

@@ -108,11 +108,12 @@ impl CallEnd {
     }
 
     /// The end of a stream, by the written rule: billed for what was delivered (the usage
-    /// seen, else one output token per content event); a stream that failed before its first
-    /// event and reported no usage costs nothing. Its answer is kept for an idempotency key.
+    /// seen, else one output token per content event or byte chunk, and the request's
+    /// estimate for other priced units); a stream that failed before delivering anything and
+    /// reported no usage costs nothing. Its answer is kept for an idempotency key.
     pub(super) fn stream(mut self, report: StreamReport) {
         let interrupted = report.error.is_some() || report.client_gone;
-        let nothing = report.delivered_events == 0 && report.usage.input_tokens.is_none() && interrupted;
+        let nothing = report.delivered_events == 0 && reported(&report.usage) == Reported::default() && interrupted;
         if report.client_gone {
             METRICS.streams_client_gone.fetch_add(1, Relaxed);
         }
@@ -140,7 +141,7 @@ impl CallEnd {
             if nothing {
                 drop(h); // gives the key up
             } else {
-                h.complete_later(report.captured.map(|b| (200, Some("text/event-stream".to_string()), b)));
+                h.complete_later(report.captured.map(|b| (200, Some(report.content_type), b)));
             }
         }
     }

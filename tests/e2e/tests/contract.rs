@@ -9,7 +9,7 @@ use std::time::Duration;
 use tollgate_e2e::{channel, eventually, http, pricing_setting, tollgate_command, Gateway, Mock};
 
 const PRICES: &str =
-    "[models.\"fixture-video\"]\nper_second = \"0.01\"\n[ops.\"files.upload\"]\nper_call = \"0.002\"\n";
+    "[models.\"fixture-video\"]\nper_second = \"0.01\"\n[ops.\"faulty/files.upload\"]\nper_call = \"0.002\"\n";
 
 fn gateway(mock: &Mock, name: &str, keys: &[&str]) -> Gateway {
     let ch = channel("fixture", "faulty", &mock.url(), &["fixture-video"], keys);
@@ -78,6 +78,9 @@ fn a_pattern_route_gets_its_context_forwarded_headers_and_a_quoted_reservation()
     assert!(r.text().contains("seconds"), "{}", r.text());
     let r = echo(&auth, r#"{"seconds":5}"#);
     assert_eq!((r.status, r.error_code().as_str()), (400, "missing_model"), "{}", r.text());
+    // A model given twice is refused: the gateway would price one, the vendor might read the other.
+    let r = echo(&auth, r#"{"model":"fixture-video","model":"dearer","seconds":5}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "duplicate_field"), "{}", r.text());
     // A path the pattern does not match is not the plugin's.
     let r = http::request(&gw.addr, "POST", "/fixture/echo/intro", &[("authorization", &auth)], b"{}");
     assert_eq!(r.status, 404, "{}", r.text());
@@ -150,10 +153,22 @@ fn an_uploaded_file_is_followed_up_on_the_key_that_created_it_for_its_owner_only
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"), "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
 
-    // An id the gateway never saw runs on any key; the vendor's own 404 comes back.
+    // An id this user did not create through the gateway is not found, and no key "tries" it.
+    let before = mock.stats()["requests"].as_u64().unwrap();
     let r = http::request(&gw.addr, "GET", "/fixture/files/file-unknown", &[("authorization", &auth)], b"");
-    assert_eq!(r.status, 404, "{}", r.text());
-    assert!(r.text().contains("No such File object"), "{}", r.text());
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+
+    // A key limited to other models cannot use the plugin's model-less routes either.
+    let limited =
+        Gateway::cli(&gw.config, &["keys", "create", "--name", "limited", "--balance", "1", "--models", "gpt-4o"]);
+    let limited = limited.trim().to_string();
+    let known = eventually(Duration::from_secs(5), || {
+        http::request(&gw.addr, "GET", "/v1/user/info", &[("authorization", &bearer(&limited))], b"").status == 200
+    });
+    assert!(known);
+    let r = http::request(&gw.addr, "GET", "/fixture/files", &[("authorization", &bearer(&limited))], b"");
+    assert_eq!((r.status, r.error_code().as_str()), (403, "model_not_allowed"), "{}", r.text());
 
     // A malformed form is the consumer's 400, in OpenAI's shape, and costs nothing.
     let r = http::request(
@@ -201,10 +216,10 @@ fn a_read_that_got_no_answer_is_resent_on_another_key_a_costly_call_never() {
     let extra = format!("upstream_timeout_ms = 400\n{}{ch}", pricing_setting(PRICES));
     let gw = Gateway::start("contract-resend", &[("faulty-v1", "faulty.wasm")], &extra);
     let auth = bearer(&gw.key);
-    // `files.get` is declared resendable: its first request hangs, the second key answers.
-    let r = http::request(&gw.addr, "GET", "/fixture/files/hang-once-1", &[("authorization", &auth)], b"");
-    assert_eq!(r.status, 404, "the vendor's own answer from the second key: {}", r.text());
-    assert!(r.text().contains("No such File object"), "{}", r.text());
+    // `files.list` is declared resendable: its first request hangs, the second key answers.
+    let r = http::request(&gw.addr, "GET", "/fixture/files?purpose=hang-once-1", &[("authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "the second key's answer: {}", r.text());
+    assert_eq!(r.json()["object"], "list");
     assert_eq!(mock.stats()["requests"], 2);
     // `files.upload` is not: its request may have reached the vendor, so it is sent once, and
     // billed as reserved (the vendor may have stored the file).
@@ -219,4 +234,28 @@ fn a_read_that_got_no_answer_is_resent_on_another_key_a_costly_call_never() {
     assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"), "{}", r.text());
     assert_eq!(mock.stats()["requests"], 3, "sent once, never on the other key");
     balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+}
+
+#[test]
+fn an_interrupted_ndjson_stream_ends_with_an_error_line_and_pays_for_what_it_delivered() {
+    let mock = Mock::start();
+    let ch = channel("fixture", "faulty", &mock.url(), &["ndjson", "ndjson-cut"], &["k1"]);
+    let prices =
+        "[models.ndjson]\noutput_per_million = \"1000\"\n[models.\"ndjson-cut\"]\noutput_per_million = \"1000\"\n";
+    let gw =
+        Gateway::start("contract-ndjson", &[("faulty-v1", "faulty.wasm")], &format!("{}{ch}", pricing_setting(prices)));
+    let r = gw.chat(&gw.key, "ndjson", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<serde_json::Value> = r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "each upstream line, reassembled across chunks: {}", r.text());
+    // 7 output tokens, as the usage line said, at 0.001 each.
+    balance_becomes(&gw, "e2e", 10_000_000 - 7_000);
+
+    let r = gw.chat(&gw.key, "ndjson-cut", "");
+    let lines: Vec<serde_json::Value> = r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "two lines, then the error as a JSON line: {}", r.text());
+    assert!(lines[2]["error"]["message"].as_str().is_some(), "{}", r.text());
+    // No usage came: the two lines delivered are billed as two output tokens, never free.
+    balance_becomes(&gw, "e2e", 10_000_000 - 9_000);
 }

@@ -1,8 +1,9 @@
 //! OpenAI's files API, as far as the gateway's contract tests need it: `POST /v1/files`
 //! (multipart: `purpose` and `file`) and `GET /v1/files/{id}`. As at the real vendor, a file
-//! exists only in the account (key) that uploaded it: another key gets 404. An id starting
-//! `hang-once-` never answers its first request (the next ones get 404), to test what the
-//! gateway does when a read got no answer; an upload with purpose `hang` never answers.
+//! exists only in the account (key) that uploaded it: another key gets 404. `GET /v1/files`
+//! lists the key's files (`?purpose=` filters); a list for a purpose starting `hang-once-`
+//! never answers its first request, and an upload with purpose `hang` never answers, to test
+//! what the gateway does when a request got no answer.
 
 use crate::body::MockBody;
 use crate::{json, openai, Ctx, State};
@@ -63,9 +64,6 @@ pub async fn retrieve(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> R
     if !cx.authorized {
         return openai::unauthorized();
     }
-    if id.starts_with("hang-once-") && state.hung.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string()) {
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    }
     let files = state.files.lock().unwrap_or_else(|e| e.into_inner());
     match files.get(id) {
         Some(f) if Some(f.key.as_str()) == key => json(StatusCode::OK, f.object.to_string()),
@@ -75,6 +73,25 @@ pub async fn retrieve(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> R
             json(StatusCode::NOT_FOUND, v.to_string())
         }
     }
+}
+
+pub async fn list(state: &State, cx: &Ctx, key: Option<&str>, purpose: Option<String>) -> Response<MockBody> {
+    if !cx.authorized {
+        return openai::unauthorized();
+    }
+    if let Some(p) = purpose.as_deref().filter(|p| p.starts_with("hang-once-")) {
+        if state.hung.lock().unwrap_or_else(|e| e.into_inner()).insert(p.to_string()) {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    }
+    let files = state.files.lock().unwrap_or_else(|e| e.into_inner());
+    let data: Vec<&serde_json::Value> = files
+        .values()
+        .filter(|f| Some(f.key.as_str()) == key)
+        .filter(|f| purpose.as_deref().is_none_or(|p| f.object["purpose"] == p))
+        .map(|f| &f.object)
+        .collect();
+    json(StatusCode::OK, serde_json::json!({ "object": "list", "data": data }).to_string())
 }
 
 /// A checksum the tests compare with what they uploaded (FNV-1a 64: the mock only proves the

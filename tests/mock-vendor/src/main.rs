@@ -126,7 +126,7 @@ pub struct State {
     balance_reads: AtomicU64,
     /// Uploaded files by id (`POST /v1/files`), each in the account of the key that sent it.
     files: Mutex<HashMap<String, files::Stored>>,
-    /// `hang-once-…` file ids whose first request already hung.
+    /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
     chunk_delay_ms: u64,
@@ -232,7 +232,12 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         (&Method::POST, "/v1/rerank") => openai::rerank(&cx).await,
         (&Method::GET, "/v1/models") => openai::models(&cx),
         (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx).await,
+        (&Method::POST, "/v1/ndjson") => ndjson(&state, &cx, parts.uri.query().is_some_and(|q| q.contains("cut=1"))),
         (&Method::POST, "/v1/files") => files::upload(&state, &cx, key.as_deref()).await,
+        (&Method::GET, "/v1/files") => {
+            let purpose = parts.uri.query().and_then(|q| query_param(q, "purpose"));
+            files::list(&state, &cx, key.as_deref(), purpose).await
+        }
         (&Method::GET, path) if path.starts_with("/v1/files/") => {
             files::retrieve(&state, &cx, key.as_deref(), &path["/v1/files/".len()..]).await
         }
@@ -393,6 +398,19 @@ pub fn sse(chunks: Vec<Bytes>, delay: Duration, cut: bool) -> Response<MockBody>
     let mut r = respond(StatusCode::OK, "text/event-stream", MockBody::chunks(chunks, delay, cut));
     r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
     r
+}
+
+/// `POST /v1/ndjson`: a stream of JSON lines, split across chunks mid-line, ending with a
+/// usage line; `?cut=1` drops the connection before the usage line.
+fn ndjson(state: &State, cx: &Ctx, cut: bool) -> Response<MockBody> {
+    if !cx.authorized {
+        return openai::unauthorized();
+    }
+    let mut chunks = vec![Bytes::from_static(b"{\"n\":1}\n{\"n\""), Bytes::from_static(b":2}\n")];
+    if !cut {
+        chunks.push(Bytes::from_static(b"{\"done\":true,\"usage\":{\"output_tokens\":7}}\n"));
+    }
+    respond(StatusCode::OK, "application/x-ndjson", MockBody::chunks(chunks, state.chunk_delay(&cx.headers), cut))
 }
 
 /// Fault-injection models shared by the vendor routes.

@@ -24,7 +24,7 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
-            ResponseBody::Stream(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+            ResponseBody::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ResponseBody::Relay(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }

@@ -9,6 +9,7 @@ pub mod user;
 use crate::account::Consumer;
 use crate::engine::{Answer, CallRequest};
 use crate::exchange::{form, CallError, Form};
+use crate::keypool::Channel;
 use crate::plugin::{wit, Plugin, FORBIDDEN_FORWARD};
 use crate::server::body::{Response, ResponseBody};
 use crate::server::error::ToResponse;
@@ -32,6 +33,38 @@ pub struct ConsumerRequest {
 }
 
 impl ConsumerRequest {
+    /// The call this request makes once resolved: billed, without path parameters or
+    /// affinity (a native route sets those).
+    pub fn into_call(
+        self,
+        plugin: Arc<Plugin>,
+        channel: Arc<Channel>,
+        op: String,
+        model: String,
+        started: Instant,
+        request_id: String,
+    ) -> CallRequest {
+        let headers = self.headers_for(&plugin);
+        CallRequest {
+            consumer: self.consumer,
+            plugin,
+            channel,
+            op,
+            model,
+            body: self.body,
+            form: self.form,
+            query: self.query,
+            headers,
+            path: self.path,
+            path_params: Vec::new(),
+            billed: true,
+            affinity: None,
+            started,
+            request_id,
+            idempotency_key: self.idempotency_key,
+        }
+    }
+
     /// The consumer headers `plugin` may see: the common ones and those its manifest asks
     /// for, never credentials.
     pub fn headers_for(&self, plugin: &Plugin) -> Vec<wit::Header> {

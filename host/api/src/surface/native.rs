@@ -39,12 +39,13 @@ async fn resolve(
     request_id: String,
 ) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
-    let json = body_fields(&request, &route)?;
-    let model = field_value(&route.model, &request, &params, json.as_ref()).unwrap_or_default();
+    // The plugin sees the parameters as the consumer meant them (`%3A` is `:`), as the host does.
+    let params: Vec<(String, String)> = params.into_iter().map(|(k, v)| (k, url::decode(&v, false))).collect();
+    let model = field_value(&route.model, &request, &params)?.unwrap_or_default();
     if model.is_empty() && !matches!(route.model, wit::Field::None) && route.billed {
         return Err(bad_request("missing_model", format!("This route needs a model ({}).", describe(&route.model))));
     }
-    let affinity = field_value(&route.affinity, &request, &params, json.as_ref()).filter(|a| !a.is_empty());
+    let affinity = field_value(&route.affinity, &request, &params)?.filter(|a| !a.is_empty());
     let channel = state
         .engine
         .channels
@@ -62,57 +63,83 @@ async fn resolve(
             ),
         ));
     }
-    let headers = request.headers_for(&plugin);
-    let ConsumerRequest { consumer, path, query, body, form, idempotency_key, .. } = request;
-    Ok(CallRequest {
-        consumer,
-        plugin,
-        channel,
-        op: route.op,
-        model,
-        body,
-        form,
-        query,
-        headers,
-        path,
-        path_params: params,
-        billed: route.billed,
-        affinity,
-        started,
-        request_id,
-        idempotency_key,
-    })
+    let call = request.into_call(plugin, channel, route.op, model, started, request_id);
+    Ok(CallRequest { path_params: params, billed: route.billed, affinity, ..call })
 }
 
-/// The top-level fields of a JSON object body, when the route reads one of them.
-fn body_fields(
-    request: &ConsumerRequest,
-    route: &wit::Route,
-) -> Result<Option<serde_json::Map<String, serde_json::Value>>, CallError> {
-    let reads_body = [&route.model, &route.affinity].iter().any(|f| matches!(f, wit::Field::Body(_)));
-    if !reads_body || request.form.is_some() || request.body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    match serde_json::from_slice(&request.body) {
-        Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
-        Ok(_) => Err(bad_request("invalid_json", "The request body must be a JSON object.")),
-        Err(e) => Err(bad_request("invalid_json", format!("We could not parse the JSON body of your request: {e}"))),
-    }
-}
-
-/// The value a route's field names in this request.
+/// The value a route's field names in this request. A field given twice is refused: the
+/// host would price and authorize one copy while the vendor may read the other.
 fn field_value(
     field: &wit::Field,
     request: &ConsumerRequest,
     params: &[(String, String)],
-    json: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Option<String> {
+) -> Result<Option<String>, CallError> {
+    let twice = |name: &str| bad_request("duplicate_field", format!("'{name}' is given more than once; give it once."));
     match field {
-        wit::Field::None => None,
-        wit::Field::Body(name) => json?.get(name)?.as_str().map(str::to_string),
-        wit::Field::Path(name) => params.iter().find(|(n, _)| n == name).map(|(_, v)| url::decode(v, false)),
-        wit::Field::Form(name) => request.form.as_ref()?.text(name).map(str::to_string),
-        wit::Field::Query(name) => url::query_params(&request.query).remove(name),
+        wit::Field::None => Ok(None),
+        wit::Field::Body(name) if request.form.is_some() => Err(bad_request(
+            "invalid_json",
+            format!("This route reads '{name}' from a JSON body, not a multipart form."),
+        )),
+        wit::Field::Body(name) => json_field(&request.body, name),
+        wit::Field::Path(name) => Ok(params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())),
+        wit::Field::Form(name) => {
+            let Some(form) = &request.form else { return Ok(None) };
+            match form.parts.iter().filter(|p| &p.name == name).count() {
+                0 => Ok(None),
+                1 => Ok(form.text(name).map(str::to_string)),
+                _ => Err(twice(name)),
+            }
+        }
+        wit::Field::Query(name) => {
+            let mut values = request.query.split('&').filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (url::decode(k, true) == *name).then(|| url::decode(v, true))
+            });
+            match (values.next(), values.next()) {
+                (Some(_), Some(_)) => Err(twice(name)),
+                (value, None) => Ok(value),
+                (None, Some(_)) => unreachable!("a second value implies a first"),
+            }
+        }
+    }
+}
+
+/// A top-level string field of a JSON object body (`None`: absent, null, or no body).
+fn json_field(body: &[u8], name: &str) -> Result<Option<String>, CallError> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    /// Reads only `name`'s values: every copy of it, to refuse a second one.
+    struct Find<'a>(&'a str);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Vec<serde_json::Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = Vec::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == self.0 {
+                    found.push(map.next_value::<serde_json::Value>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let invalid =
+        |e: serde_json::Error| bad_request("invalid_json", format!("The request body must be one JSON object: {e}"));
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let found = de.deserialize_map(Find(name)).map_err(invalid)?;
+    de.end().map_err(invalid)?;
+    match found.as_slice() {
+        [] | [serde_json::Value::Null] => Ok(None),
+        [serde_json::Value::String(s)] => Ok(Some(s.clone())),
+        [_] => Err(bad_request("invalid_type", format!("'{name}' must be a string."))),
+        _ => Err(bad_request("duplicate_field", format!("'{name}' is given more than once; give it once."))),
     }
 }
 
@@ -123,5 +150,22 @@ fn describe(field: &wit::Field) -> String {
         wit::Field::Path(n) => format!("the path parameter '{n}'"),
         wit::Field::Form(n) => format!("the form field '{n}'"),
         wit::Field::Query(n) => format!("the query parameter '{n}'"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_field;
+
+    #[test]
+    fn a_body_field_is_read_once_and_as_a_string() {
+        assert_eq!(json_field(br#"{"model":"m","x":[1,{"model":"no"}]}"#, "model").unwrap().as_deref(), Some("m"));
+        assert_eq!(json_field(b"", "model").unwrap(), None);
+        assert_eq!(json_field(br#"{"model":null}"#, "model").unwrap(), None);
+        let e = json_field(br#"{"model":"cheap","model":"dear"}"#, "model").unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (400, "duplicate_field"));
+        assert_eq!(json_field(br#"{"model":7}"#, "model").unwrap_err().code, "invalid_type");
+        assert_eq!(json_field(b"[1]", "model").unwrap_err().code, "invalid_json");
+        assert_eq!(json_field(br#"{"model":"m"} {}"#, "model").unwrap_err().code, "invalid_json");
     }
 }

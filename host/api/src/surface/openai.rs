@@ -1,7 +1,7 @@
 //! The OpenAI-compatible routes: `/v1/chat/completions`, `/v1/embeddings`,
 //! `/v1/audio/speech` (model calls, translated by the channel's plugin) and `/v1/models`.
 
-use super::{answer, read_request, ConsumerRequest};
+use super::{answer, read_request};
 use crate::engine::CallRequest;
 use crate::exchange::CallError;
 use crate::server::auth::{credential, Credential};
@@ -46,26 +46,7 @@ async fn resolve(
             plugin.name()
         )));
     }
-    let headers = request.headers_for(&plugin);
-    let ConsumerRequest { consumer, path, query, body, form, idempotency_key, .. } = request;
-    Ok(CallRequest {
-        consumer,
-        plugin,
-        channel,
-        op: op.to_string(),
-        model,
-        body,
-        form,
-        query,
-        headers,
-        path,
-        path_params: Vec::new(),
-        billed: true,
-        affinity: None,
-        started,
-        request_id,
-        idempotency_key,
-    })
+    Ok(request.into_call(plugin, channel, op.to_string(), model, started, request_id))
 }
 
 /// The `model` of a JSON object body; 400 with a precise message otherwise.

@@ -129,9 +129,9 @@ impl Billing {
         self.table.load()
     }
 
-    /// Prices and reserves a call before it starts, estimating from its JSON body; the error
-    /// is what the consumer is told. `accounts`: the user's balance, and the key's limit when
-    /// it has one. A call with no model is priced by its op (`[ops]` in the price table).
+    /// Prices and reserves a model's call before it starts, estimating from its JSON body; the
+    /// error is what the consumer is told. `accounts`: the user's balance, and the key's limit
+    /// when it has one.
     pub fn start(
         &self,
         accounts: &[Account],
@@ -140,20 +140,24 @@ impl Billing {
         op: &str,
         body: &[u8],
     ) -> Result<Meter, Refusal> {
-        self.start_with(accounts, group, model, op, Estimate::Body(body))
+        self.start_with(accounts, group, Priced::Model(model), op, Estimate::Body(body))
     }
 
-    /// `start`, with the reservation from the request body or from the plugin's quote.
+    /// `start`, for a model's call or a model-less one (priced by `[ops]`), with the
+    /// reservation from the request body or from the plugin's quote.
     pub fn start_with(
         &self,
         accounts: &[Account],
         group: &str,
-        model: &str,
+        priced: Priced<'_>,
         op: &str,
         source: Estimate<'_>,
     ) -> Result<Meter, Refusal> {
         let table = self.table();
-        let price = if model.is_empty() { table.op(op) } else { table.model(model) };
+        let price = match priced {
+            Priced::Model(model) => table.model(model),
+            Priced::Op { plugin, op } => table.op(&format!("{plugin}/{op}")),
+        };
         let Some(price) = price else {
             return Err(Refusal::NotPriced);
         };
@@ -308,6 +312,38 @@ fn reserved_milliseconds(price: &ModelPrice) -> u64 {
     }
 }
 
+/// The count fields the estimate reads (`RequestEstimate::of`); a form gives them as text.
+const COUNT_FIELDS: [&str; 4] = ["max_tokens", "max_completion_tokens", "n", "batch_size"];
+
+/// A multipart form's text fields as the JSON body the estimate reads: vendors read `n=2` in a
+/// form as the number 2, and `prompt=123` as text. A field sent twice stays twice, so that the
+/// estimate refuses it where it would (a vendor may read either copy).
+pub fn form_estimate_body<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    let mut out = String::from("{");
+    for (name, value) in fields {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::Value::from(name).to_string());
+        out.push(':');
+        match value.trim().parse::<u64>() {
+            Ok(n) if COUNT_FIELDS.contains(&name) => out.push_str(&n.to_string()),
+            _ => out.push_str(&serde_json::Value::from(value).to_string()),
+        }
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
+/// What a call is priced as.
+#[derive(Debug, Clone, Copy)]
+pub enum Priced<'a> {
+    /// The model's prices (`[models."<model>"]`).
+    Model(&'a str),
+    /// A model-less call of a plugin route marked billed (`[ops."<plugin>/<op>"]`).
+    Op { plugin: &'a str, op: &'a str },
+}
+
 /// Where a call's reservation comes from.
 #[derive(Debug, Clone, Copy)]
 pub enum Estimate<'a> {
@@ -459,6 +495,18 @@ mod tests {
     }
 
     const PRICES: &str = "[models.m]\ninput_per_million = \"1\"\noutput_per_million = \"2\"\nmax_output_tokens = 100\n[models.tts]\ncharacters_per_10k = \"10\"\n[models.img]\nper_image = \"0.04\"";
+
+    #[test]
+    fn a_form_is_estimated_as_the_vendor_reads_it() {
+        let fields = [("n", "2"), ("prompt", "123"), ("max_tokens", " 9 "), ("n", "x")];
+        let body = form_estimate_body(fields.into_iter());
+        assert_eq!(String::from_utf8(body.clone()).unwrap(), r#"{"n":2,"prompt":"123","max_tokens":9,"n":"x"}"#);
+        let price = ModelPrice { output_per_million: pricing::Price(Decimal::ONE), ..Default::default() };
+        let once = form_estimate_body([("prompt", "12345"), ("n", "3")].into_iter());
+        let e = RequestEstimate::of("image", &once, &price).unwrap();
+        assert_eq!((e.characters, e.images), (5, 3), "a numeric prompt is text; n counts");
+        assert!(RequestEstimate::of("image", &body, &price).is_err(), "n given twice is refused");
+    }
 
     #[test]
     fn unpriced_models_and_small_balances_are_refused_before_the_call() {

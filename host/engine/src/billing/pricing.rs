@@ -83,7 +83,8 @@ pub struct PriceTable {
     pub groups: HashMap<String, Price>,
     #[serde(default)]
     pub models: HashMap<String, ModelPrice>,
-    /// Prices of model-less calls a plugin route marks billed, by op (usually `per_call`).
+    /// Prices of model-less calls a plugin route marks billed, by `"<plugin>/<op>"` (usually
+    /// `per_call`).
     #[serde(default)]
     pub ops: HashMap<String, ModelPrice>,
 }
@@ -138,7 +139,7 @@ impl PriceTable {
         self.models.get(model)
     }
 
-    /// The price of a model-less call, by its op.
+    /// The price of a model-less call, by `"<plugin>/<op>"`.
     pub fn op(&self, op: &str) -> Option<&ModelPrice> {
         self.ops.get(op)
     }

@@ -32,26 +32,12 @@ pub struct Form {
 }
 
 impl Form {
-    /// The form's text fields as the JSON object the billing estimate reads: vendors read
-    /// `n=2` in a form as the number 2; files count nothing. A field sent twice stays twice,
-    /// so that the estimate refuses it where it would (a vendor may read either copy).
-    pub fn estimate_json(&self) -> Vec<u8> {
-        let mut out = String::from("{");
-        for p in &self.parts {
-            if let wit::PartValue::Text(t) = &p.value {
-                if out.len() > 1 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::from(p.name.as_str()).to_string());
-                out.push(':');
-                match t.parse::<u64>() {
-                    Ok(n) => out.push_str(&n.to_string()),
-                    Err(_) => out.push_str(&serde_json::Value::from(t.as_str()).to_string()),
-                }
-            }
-        }
-        out.push('}');
-        out.into_bytes()
+    /// The text fields, in order (files excluded).
+    pub fn text_fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.parts.iter().filter_map(|p| match &p.value {
+            wit::PartValue::Text(t) => Some((p.name.as_str(), t.as_str())),
+            _ => None,
+        })
     }
 
     /// A text field's value (the first of that name).
@@ -210,18 +196,6 @@ mod tests {
         assert_eq!(pieces[1].as_ptr(), form.files[0].data.as_ptr(), "the file is shared, not copied");
         let missing = vec![wit::FormPart { value: wit::PartValue::ClientFile("other".into()), ..forward[0].clone() }];
         assert!(encode(&missing, &form.files).is_err());
-    }
-
-    #[test]
-    fn the_estimate_reads_a_form_as_the_vendor_does() {
-        let text = |name: &str, v: &str| wit::FormPart {
-            name: name.into(),
-            filename: None,
-            content_type: None,
-            value: wit::PartValue::Text(v.into()),
-        };
-        let form = Form { parts: vec![text("n", "2"), text("prompt", "a \"cat\""), text("n", "9")], files: Vec::new() };
-        assert_eq!(String::from_utf8(form.estimate_json()).unwrap(), r#"{"n":2,"prompt":"a \"cat\"","n":9}"#);
     }
 
     #[tokio::test]

@@ -163,11 +163,11 @@ pub enum Outcome {
 }
 
 /// How a stream ended, reported once by the stream task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StreamReport {
     pub usage: wit::Usage,
-    /// SSE events delivered to the consumer, `[DONE]` excluded (the billing estimate for an
-    /// interrupted stream without usage).
+    /// Content delivered to the consumer: SSE events (`[DONE]` excluded) and byte chunks
+    /// (the billing estimate for an interrupted stream without usage).
     pub delivered_events: u64,
     /// `None`: the stream completed normally.
     pub error: Option<CallError>,
@@ -175,6 +175,8 @@ pub struct StreamReport {
     /// What the consumer was sent, when the call asked for a copy (`CallContext::capture`)
     /// and it stayed within the size kept.
     pub captured: Option<Bytes>,
+    /// The consumer's content type (what a replay of the capture is served as).
+    pub content_type: String,
 }
 
 pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
@@ -211,6 +213,11 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                         idle: ctx.upstream.idle_timeout,
                         write_timeout: ctx.write_timeout,
                         capture: ctx.capture,
+                        content_type: s
+                            .reply_headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+                            .map_or_else(|| "text/event-stream".to_string(), |h| h.value.clone()),
                     };
                     let pending = PendingStream { pc, resp, framing: s.framing, settings, plugin: ctx.plugin };
                     return Ok(Outcome::Stream { headers: s.reply_headers, pending: Box::new(pending) });

@@ -20,14 +20,41 @@ use tollgate_base::{ndjson, sse};
 
 /// The consumer-facing body of a stream.
 pub struct StreamBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Result<Bytes, StreamCut>>,
 }
+
+/// A stream that ended abnormally in a format with no error event of its own (audio, raw
+/// bytes): the response is aborted, so the consumer sees a broken transfer, never a clean end.
+#[derive(Debug)]
+pub struct StreamCut;
+
+impl std::fmt::Display for StreamCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream stream ended abnormally")
+    }
+}
+
+impl std::error::Error for StreamCut {}
 
 impl Body for StreamBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = StreamCut;
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// How the consumer's stream says it failed, by its content type.
+fn end_with_error(content_type: &str, e: &CallError) -> Result<Bytes, StreamCut> {
+    let ct = content_type.to_ascii_lowercase();
+    if ct.starts_with("text/event-stream") {
+        let mut out = Vec::new();
+        sse::write_event(&mut out, None, None, &e.to_json().to_string());
+        Ok(Bytes::from(out))
+    } else if ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq") {
+        Ok(Bytes::from(format!("{}\n", e.to_json())))
+    } else {
+        Err(StreamCut)
     }
 }
 
@@ -40,6 +67,8 @@ pub(super) struct Settings {
     /// Keep a copy of what the consumer is sent (up to `idempotency::MAX_STORED_BYTES`), for
     /// replays of an `Idempotency-Key`.
     pub capture: bool,
+    /// The consumer's content type (the plugin's reply headers): how a failure is told.
+    pub content_type: String,
 }
 
 pub(super) fn start(
@@ -56,10 +85,18 @@ pub(super) fn start(
         let mut report = pump(pc, resp.into_body(), framing, settings.idle, &plugin, &mut out).await;
         if let Some(e) = &report.error {
             if !report.client_gone {
-                let _ = out.send(error_event(e)).await;
+                match end_with_error(&settings.content_type, e) {
+                    Ok(last) => {
+                        let _ = out.send(last).await;
+                    }
+                    Err(cut) => {
+                        let _ = out.tx.send(Err(cut)).await;
+                    }
+                }
             }
         }
         report.captured = out.capture.map(Bytes::from);
+        report.content_type = settings.content_type;
         drop(out.tx);
         on_end(report);
     });
@@ -68,7 +105,7 @@ pub(super) fn start(
 
 /// The consumer's side of a stream, with the copy kept for replays.
 struct Out {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Result<Bytes, StreamCut>>,
     /// `None` when not asked for, or once the stream outgrew what is kept.
     capture: Option<Vec<u8>>,
     /// A consumer that takes no write for this long (it stopped reading) is gone.
@@ -86,7 +123,7 @@ impl Out {
                 self.capture = None;
             }
         }
-        matches!(tokio::time::timeout(self.write_timeout, self.tx.send(bytes)).await, Ok(Ok(())))
+        matches!(tokio::time::timeout(self.write_timeout, self.tx.send(Ok(bytes))).await, Ok(Ok(())))
     }
 }
 
@@ -154,7 +191,7 @@ async fn pump(
                 delivered_events: delivered,
                 error: Some(e),
                 client_gone: false,
-                captured: None,
+                ..Default::default()
             }
         }
     };
@@ -169,21 +206,21 @@ async fn pump(
             if !client_gone {
                 delivered += content_events(&tail.chunks);
             }
-            StreamReport { usage: tail.usage, delivered_events: delivered, error, client_gone, captured: None }
+            StreamReport { usage: tail.usage, delivered_events: delivered, error, client_gone, ..Default::default() }
         }
         Ok(Err(e)) => StreamReport {
             usage: wit::Usage::default(),
             delivered_events: delivered,
             error: Some(error.unwrap_or_else(|| CallError::from_adapter(&e))),
             client_gone,
-            captured: None,
+            ..Default::default()
         },
         Err(trap) => StreamReport {
             usage: wit::Usage::default(),
             delivered_events: delivered,
             error: Some(plugin_failure(plugin, "finish()", trap)),
             client_gone,
-            captured: None,
+            ..Default::default()
         },
     }
 }
@@ -267,8 +304,16 @@ impl Framer {
     }
 }
 
+/// The content a write delivered, in the units an interrupted stream without usage is billed
+/// by: SSE events (`[DONE]` excluded), and byte chunks (NDJSON lines, audio) one each.
 fn content_events(chunks: &[wit::OutChunk]) -> u64 {
-    chunks.iter().filter(|c| matches!(c, wit::OutChunk::Event(e) if e.data != "[DONE]")).count() as u64
+    chunks
+        .iter()
+        .filter(|c| match c {
+            wit::OutChunk::Event(e) => e.data != "[DONE]",
+            wit::OutChunk::Bytes(b) => !b.is_empty(),
+        })
+        .count() as u64
 }
 
 fn to_wit(e: sse::Event) -> wit::SseEvent {
@@ -284,12 +329,5 @@ fn render(chunks: &[wit::OutChunk]) -> Bytes {
             wit::OutChunk::Bytes(b) => out.extend_from_slice(b),
         }
     }
-    Bytes::from(out)
-}
-
-/// The explicit end of an abnormal stream, in OpenAI's error shape.
-fn error_event(e: &CallError) -> Bytes {
-    let mut out = Vec::new();
-    sse::write_event(&mut out, None, None, &e.to_json().to_string());
     Bytes::from(out)
 }

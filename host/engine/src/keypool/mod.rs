@@ -342,6 +342,11 @@ impl Channels {
             .or_else(|| self.all.iter().find(|c| c.plugin == plugin))
     }
 
+    /// The channel of `plugin` whose pool holds the key with this fingerprint.
+    pub fn with_key(&self, plugin: &str, fingerprint: &str) -> Option<Arc<Channel>> {
+        self.all.iter().find(|c| c.plugin == plugin && c.key_by_fingerprint(fingerprint).is_some()).cloned()
+    }
+
     /// Every configured model with its channel's plugin, sorted, for `/v1/models`.
     pub fn models(&self) -> Vec<(&str, &str)> {
         let mut v: Vec<(&str, &str)> =

@@ -277,8 +277,8 @@ impl PluginRegistry {
             patterns.push((r.method.to_ascii_uppercase(), pattern));
         }
         for (i, (method, a)) in patterns.iter().enumerate() {
-            if patterns[..i].iter().any(|(m, b)| m == method && a == b) {
-                bail!("route {method} {} is declared twice", m.routes[i].path);
+            if patterns[..i].iter().any(|(m, b)| m == method && a.overlaps(b)) {
+                bail!("route {method} {} overlaps another route of the plugin", m.routes[i].path);
             }
         }
         for name in &m.forward_headers {
