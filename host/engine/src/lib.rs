@@ -54,6 +54,16 @@ impl Engine {
         }
         keypool::stored::load_into(&self.db, self.master_key.as_ref(), &channels).await?;
         let names = channels.all().iter().map(|c| c.name.clone()).collect();
+        let settings = channels
+            .all()
+            .iter()
+            .map(|c| plugin::ChannelSettings {
+                plugin: c.plugin.clone(),
+                channel: c.name.clone(),
+                settings_json: c.settings_json.clone(),
+            })
+            .collect();
+        self.registry.set_channel_settings(settings);
         self.channels.store(Arc::new(channels));
         Ok(names)
     }

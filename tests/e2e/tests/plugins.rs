@@ -184,3 +184,26 @@ fn a_relayed_answer_is_classified_so_a_refused_key_is_disabled_and_the_download_
     let keys = channels.to_string();
     assert!(keys.contains("disabled"), "the key the vendor refused on a relay is disabled: {keys}");
 }
+
+#[test]
+fn a_new_version_that_refuses_a_channels_settings_never_replaces_the_serving_one() {
+    let mock = Mock::start();
+    let ch = channel("faults", "faulty", &mock.url(), &["echo"], &[]);
+    let gw = Gateway::start(
+        "reload-settings",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{ch}[channel.settings]\nmode = \"legacy\"\n"),
+    );
+    assert_eq!(echo(&gw).json()["version"], "1");
+    let dir = gw.plugins_dir();
+    let tmp = dir.join("faulty.wasm.part");
+    std::fs::copy(tollgate_e2e::plugin_file("faulty-v2"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("faulty.wasm")).unwrap();
+    let failed = eventually(Duration::from_secs(10), || gw.admin_plugins()["plugins"][0]["status"] == "failed");
+    let status = gw.admin_plugins();
+    assert!(failed, "v2 was not refused: {status}");
+    let error = status["plugins"][0]["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("channel 'faults'") && error.contains("legacy"), "{error}");
+    assert_eq!(status["plugins"][0]["version"], "1.0.1", "v1 keeps serving: {status}");
+    assert_eq!(echo(&gw).json()["version"], "1");
+}

@@ -24,7 +24,7 @@ use http::Request;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -62,8 +62,7 @@ pub struct Api {
     /// Sign-in and registration attempts per client address.
     pub auth_throttle: throttle::Throttle,
     channel_source: Box<dyn ChannelSource>,
-    request_seq: AtomicU64,
-    request_prefix: String,
+    request_ids: tollgate_base::ids::RequestIds,
 }
 
 impl Api {
@@ -81,10 +80,7 @@ impl Api {
             keys,
             sessions,
             channel_source,
-            request_seq: AtomicU64::new(0),
-            // 96 random bits: request ids key the ledger, so two nodes or two runs must never
-            // produce the same one (a collision would go uncharged).
-            request_prefix: format!("{:024x}", rand::random::<u128>() >> 32),
+            request_ids: tollgate_base::ids::RequestIds::new(rand::random()),
         }
     }
 
@@ -97,7 +93,7 @@ impl Api {
 
     /// A request id unique across restarts (random prefix) and cheap (a counter).
     pub fn next_request_id(&self) -> String {
-        format!("req-{}{:08x}", self.request_prefix, self.request_seq.fetch_add(1, Ordering::Relaxed))
+        self.request_ids.next()
     }
 
     /// The consumer behind the request's `Authorization: Bearer` (or `x-api-key`) key.

@@ -16,7 +16,7 @@ pub mod reload;
 pub mod runtime;
 
 pub use pattern::Pattern;
-pub use reload::{PluginFileStatus, PluginRegistry, PluginSet, RouteMatch, FORBIDDEN_FORWARD};
+pub use reload::{ChannelSettings, PluginFileStatus, PluginRegistry, PluginSet, RouteMatch, FORBIDDEN_FORWARD};
 pub use runtime::{PluginCall, Runtime};
 
 /// Host bindings generated from `wit/adapter.wit`.

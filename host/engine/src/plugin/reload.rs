@@ -9,7 +9,8 @@
 //!   nothing, and the same broken bytes are not compiled again and again.
 //! - A new or changed file is compiled and validated (links against the empty WASI context,
 //!   exports the contract, `describe()` runs, its name and routes do not collide with another
-//!   plugin or with the gateway's own routes) before anything changes. Only then is a new
+//!   plugin or with the gateway's own routes, it accepts the settings of every channel that
+//!   uses it) before anything changes. Only then is a new
 //!   immutable `PluginSet` built and swapped in with one atomic store.
 //! - A file that fails keeps serving its previous good version (if it had one); the failure is
 //!   logged, counted and shown by `tollgate plugins list` and `GET /admin/plugins`.
@@ -94,6 +95,14 @@ impl PluginSet {
 pub const FORBIDDEN_FORWARD: &[&str] =
     &["authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "cookie", "api-key"];
 
+/// One channel's settings, as its plugin checks them.
+#[derive(Debug, Clone)]
+pub struct ChannelSettings {
+    pub plugin: String,
+    pub channel: String,
+    pub settings_json: String,
+}
+
 /// What the operator sees for one file in `plugins_dir`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginFileStatus {
@@ -125,6 +134,9 @@ pub struct PluginRegistry {
     /// The gateway's own paths (from its route table).
     reserved: fn(&str) -> bool,
     current: ArcSwap<PluginSet>,
+    /// The channels' settings, by plugin name: a new version of a plugin must accept the
+    /// settings of every channel that uses it before it replaces the one serving.
+    channel_settings: Mutex<Vec<ChannelSettings>>,
     files: Mutex<BTreeMap<PathBuf, FileEntry>>,
     scanning: tokio::sync::Mutex<()>,
     /// Counters for /metrics: accepted and rejected files.
@@ -141,11 +153,18 @@ impl PluginRegistry {
             dir,
             reserved,
             current: ArcSwap::from_pointee(PluginSet::default()),
+            channel_settings: Mutex::new(Vec::new()),
             files: Mutex::new(BTreeMap::new()),
             scanning: tokio::sync::Mutex::new(()),
             loads_ok: Default::default(),
             loads_failed: Default::default(),
         })
+    }
+
+    /// The settings of the channels now configured (the engine sets them with every channel
+    /// set it swaps in); later loads check them.
+    pub fn set_channel_settings(&self, settings: Vec<ChannelSettings>) {
+        *self.channel_settings.lock().expect("channel settings") = settings;
     }
 
     /// The current set; cheap, lock-free, for the request path.
@@ -240,6 +259,17 @@ impl PluginRegistry {
             .map_err(|_| anyhow::anyhow!("describe() did not return"))?
             .map_err(|e| anyhow::anyhow!("describe() failed: {e:#}"))?;
         self.check_manifest(path, &manifest)?;
+        let channels: Vec<ChannelSettings> = {
+            let all = self.channel_settings.lock().expect("channel settings");
+            all.iter().filter(|c| c.plugin == manifest.name).cloned().collect()
+        };
+        for c in channels {
+            match self.runtime.check_settings(&pre, &c.settings_json).await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => bail!("it refuses the settings of channel '{}': {why}", c.channel),
+                Err(e) => bail!("check-settings failed for channel '{}': {e:#}", c.channel),
+            }
+        }
         Ok(Arc::new(Plugin { manifest, sha256: sha.to_string(), file: path.to_path_buf(), pre }))
     }
 
