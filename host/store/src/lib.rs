@@ -16,6 +16,7 @@ pub mod call_log;
 pub mod idempotency;
 pub mod objects;
 pub mod private_fs;
+pub mod tasks;
 
 use anyhow::{bail, Context, Result};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
