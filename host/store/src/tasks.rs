@@ -9,9 +9,16 @@
 //! - only the lease holder records progress;
 //! - a task reaches a final status once (`finish` returns true to exactly one caller): only
 //!   that transition may charge or release the task's reservation;
-//! - the plugin's persisted state is at most `MAX_STATE_BYTES`.
+//! - the plugin's persisted state is at most `MAX_STATE_BYTES`;
+//! - money survives restarts and nodes: a submit writes the task, its call record and a hold
+//!   of its reservation on the ledger in one transaction (`create_with_hold`); the final
+//!   transition writes the settlement (the hold minus the charge, given back) in the same
+//!   transaction as the status (`finish_and_settle`), so a task is settled exactly once and
+//!   never without its hold. Ledger entries are charges keyed `<request id>` (the hold) and
+//!   `<request id>:settle` (negative: a refund), each with its call record, so the ledger's
+//!   invariants (`tollgate ledger verify`) hold unchanged.
 
-use super::Db;
+use super::{CallRecord, Db};
 use anyhow::{bail, Result};
 
 /// The largest plugin state kept per task.
@@ -123,6 +130,120 @@ pub async fn insert(db: &Db, id: &str, t: &NewTask, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// Stores a new task and holds `hold_micros` of its owner's balance (and of its key's limit):
+/// the task, the submit's call record and the ledger entry commit together or not at all.
+pub async fn create_with_hold(db: &Db, id: &str, t: &NewTask, record: &CallRecord, now: i64) -> Result<()> {
+    check_state(&t.state)?;
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO tasks (id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, state, \
+         status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, $15, $15, $16)",
+    )
+    .bind(id)
+    .bind(t.user_id)
+    .bind(t.key_id)
+    .bind(&t.channel)
+    .bind(&t.key_fingerprint)
+    .bind(&t.plugin)
+    .bind(&t.plugin_version)
+    .bind(&t.op)
+    .bind(&t.model)
+    .bind(&t.state)
+    .bind(QUEUED)
+    .bind(t.first_poll_at)
+    .bind(t.reserved_micros)
+    .bind(&t.request_id)
+    .bind(now)
+    .bind(t.expires_at)
+    .execute(&mut *tx)
+    .await?;
+    let record = CallRecord { charge_micros: t.reserved_micros, ..record.clone() };
+    charge(&mut tx, &record).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Ends a task with its settlement, in one transaction: the final status, then (for the one
+/// caller whose transition it is) the hold minus `charge_micros` given back, with a call
+/// record `<request id>:settle`. `None` when the task had already ended (nothing written);
+/// else the amount given back (negative: the vendor reported more than was held).
+pub async fn finish_and_settle(
+    db: &Db,
+    id: &str,
+    outcome: &Outcome<'_>,
+    charge_micros: i64,
+    now: i64,
+) -> Result<Option<i64>> {
+    let mut tx = db.begin().await?;
+    if !finish_in(&mut tx, id, &Outcome { charge_micros: Some(charge_micros), ..outcome.clone() }, now).await? {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
+    let task = sqlx::query_as::<_, Task>(&sql).bind(id).fetch_one(&mut *tx).await?;
+    let refund = task.reserved_micros.saturating_sub(charge_micros);
+    let record = CallRecord {
+        request_id: format!("{}:settle", task.request_id),
+        key_id: Some(task.key_id),
+        user_id: Some(task.user_id),
+        channel: Some(task.channel.clone()),
+        plugin: Some(task.plugin.clone()),
+        model: Some(task.model.clone()),
+        op: format!("{}.settle", task.op),
+        status: 200,
+        charge_micros: -refund,
+        created_at: now,
+        ..CallRecord::default()
+    };
+    if refund != 0 {
+        charge(&mut tx, &record).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(refund))
+}
+
+/// Writes a call record with its charge: the call log row, the ledger entry (keyed by the
+/// request id: a second one fails the transaction) and the balances.
+async fn charge(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &CallRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO call_log (request_id, key_id, channel, plugin, model, op, status, latency_us, streamed, \
+         interrupted, created_at, charge_micros, estimated) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0, $8, $9, $10)",
+    )
+    .bind(&r.request_id)
+    .bind(r.key_id)
+    .bind(&r.channel)
+    .bind(&r.plugin)
+    .bind(&r.model)
+    .bind(&r.op)
+    .bind(i64::from(r.status))
+    .bind(r.created_at)
+    .bind(r.charge_micros)
+    .bind(r.estimated as i64)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ledger (entry_id, key_id, user_id, amount_micros, kind, created_at) VALUES ($1, $2, $3, $4, 'charge', $5)",
+    )
+    .bind(&r.request_id)
+    .bind(r.key_id.unwrap_or_default())
+    .bind(r.user_id.unwrap_or_default())
+    .bind(-r.charge_micros)
+    .bind(r.created_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE users SET balance_micros = balance_micros - $1 WHERE id = $2")
+        .bind(r.charge_micros)
+        .bind(r.user_id.unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE consumer_keys SET spent_micros = spent_micros + $1 WHERE id = $2")
+        .bind(r.charge_micros)
+        .bind(r.key_id.unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// The task `id` if `user_id` owns it.
 pub async fn get(db: &Db, id: &str, user_id: i64) -> Result<Option<Task>> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2");
@@ -207,6 +328,11 @@ pub struct Outcome<'a> {
 /// Moves a task to its final status. True for exactly one caller: the one whose transition
 /// settles the task (charges or releases its reservation); false when it had already ended.
 pub async fn finish(db: &Db, id: &str, outcome: &Outcome<'_>, now: i64) -> Result<bool> {
+    let mut conn = db.acquire().await?;
+    finish_in(&mut conn, id, outcome, now).await
+}
+
+async fn finish_in(conn: &mut sqlx::AnyConnection, id: &str, outcome: &Outcome<'_>, now: i64) -> Result<bool> {
     if ![SUCCEEDED, FAILED, EXPIRED, CANCELLED].contains(&outcome.status) {
         bail!("'{}' is not a final task status", outcome.status);
     }
@@ -225,7 +351,7 @@ pub async fn finish(db: &Db, id: &str, outcome: &Outcome<'_>, now: i64) -> Resul
     .bind(id)
     .bind(QUEUED)
     .bind(IN_PROGRESS)
-    .execute(db)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -314,6 +440,99 @@ mod tests {
         assert!(t.is_final());
         assert!(claim_due(&db, "n", 10_000, 30, 10).await.unwrap().is_empty(), "a final task is never polled");
         assert!(finish(&db, "task_a", &Outcome { status: QUEUED, ..Default::default() }, 1).await.is_err());
+    }
+
+    /// A user granted 1.000000, and a key of theirs.
+    async fn account(db: &Db) {
+        sqlx::query("INSERT INTO users (name, balance_micros, created_at, updated_at) VALUES ('u', 1000000, 0, 0)")
+            .execute(db)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO consumer_keys (name, key_hash, key_prefix, created_at, updated_at, user_id) \
+             VALUES ('k', 'h', 'p', 0, 0, 1)",
+        )
+        .execute(db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO ledger (entry_id, key_id, user_id, amount_micros, kind, created_at) \
+             VALUES ('grant-1', 1, 1, 1000000, 'grant', 0)",
+        )
+        .execute(db)
+        .await
+        .unwrap();
+    }
+
+    async fn money(db: &Db) -> (i64, i64, i64, i64) {
+        let (balance, ledger): (i64, i64) = sqlx::query_as(
+            "SELECT u.balance_micros, CAST((SELECT SUM(l.amount_micros) FROM ledger l WHERE l.user_id = u.id) AS BIGINT) \
+             FROM users u WHERE u.id = 1",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap();
+        let (spent, charged): (i64, i64) = sqlx::query_as(
+            "SELECT k.spent_micros, CAST(COALESCE((SELECT -SUM(l.amount_micros) FROM ledger l \
+             WHERE l.key_id = k.id AND l.kind = 'charge'), 0) AS BIGINT) FROM consumer_keys k WHERE k.id = 1",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap();
+        (balance, ledger, spent, charged)
+    }
+
+    fn submit_record(request_id: &str) -> CallRecord {
+        CallRecord {
+            request_id: request_id.into(),
+            key_id: Some(1),
+            user_id: Some(1),
+            op: "video".into(),
+            status: 200,
+            created_at: 90,
+            ..CallRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_holds_its_reservation_and_is_settled_once_by_what_it_cost() {
+        let db = crate::open_for_test("tasks_money").await;
+        account(&db).await;
+        let mut t = new_task(1, 100);
+        t.request_id = "req-v".into();
+        create_with_hold(&db, "task_v", &t, &submit_record("req-v"), 90).await.unwrap();
+        // The hold is on the ledger at once: it survives a restart of the node.
+        assert_eq!(money(&db).await, (500_000, 500_000, 500_000, 500_000));
+        // The same request id cannot hold twice; nothing of the second attempt is written.
+        let mut again = new_task(1, 100);
+        again.request_id = "req-v".into();
+        assert!(create_with_hold(&db, "task_w", &again, &submit_record("req-v"), 90).await.is_err());
+        assert!(get(&db, "task_w", 1).await.unwrap().is_none());
+        // Two nodes settle at once (a poll and a cancel): one gives back 0.5 - 0.3, once.
+        let ok = Outcome { status: SUCCEEDED, outputs: Some("[]"), ..Default::default() };
+        let cancel = Outcome { status: CANCELLED, ..Default::default() };
+        let (x, y) = tokio::join!(
+            finish_and_settle(&db, "task_v", &ok, 300_000, 200),
+            finish_and_settle(&db, "task_v", &cancel, 0, 200)
+        );
+        let settled: Vec<i64> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+        assert_eq!(settled.len(), 1, "exactly one settlement");
+        let (balance, ledger, spent, charged) = money(&db).await;
+        assert_eq!((balance, spent), (1_000_000 - 500_000 + settled[0], 500_000 - settled[0]));
+        assert_eq!((balance, spent), (ledger, charged), "the ledger's invariants hold");
+        assert_eq!(finish_and_settle(&db, "task_v", &ok, 0, 300).await.unwrap(), None, "never again");
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_gives_its_hold_back_whole() {
+        let db = crate::open_for_test("tasks_refund").await;
+        account(&db).await;
+        create_with_hold(&db, "task_f", &new_task(1, 100), &submit_record("req-1"), 90).await.unwrap();
+        let failed = Outcome { status: FAILED, error_kind: Some("content_filtered"), ..Default::default() };
+        assert_eq!(finish_and_settle(&db, "task_f", &failed, 0, 200).await.unwrap(), Some(500_000));
+        assert_eq!(money(&db).await, (1_000_000, 1_000_000, 0, 0));
+        let t = get(&db, "task_f", 1).await.unwrap().unwrap();
+        assert_eq!((t.status.as_str(), t.charge_micros), (FAILED, Some(0)));
     }
 
     #[tokio::test]
