@@ -43,6 +43,7 @@ pub struct Task {
     pub plugin_version: String,
     pub op: String,
     pub model: String,
+    pub price_group: String,
     pub state: String,
     pub status: String,
     pub progress: Option<i64>,
@@ -78,6 +79,7 @@ pub struct NewTask {
     pub plugin_version: String,
     pub op: String,
     pub model: String,
+    pub price_group: String,
     pub state: String,
     pub reserved_micros: i64,
     pub request_id: String,
@@ -90,7 +92,8 @@ pub fn new_id(random: u128) -> String {
     format!("task_{random:032x}")
 }
 
-const COLUMNS: &str = "id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, state, \
+const COLUMNS: &str =
+    "id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, state, \
      status, progress, message, polls, next_poll_at, lease_owner, lease_until, outputs, reserved_micros, \
      charge_micros, error_kind, request_id, created_at, updated_at, expires_at";
 
@@ -103,11 +106,16 @@ fn check_state(state: &str) -> Result<()> {
 
 /// Stores a new task, queued.
 pub async fn insert(db: &Db, id: &str, t: &NewTask, now: i64) -> Result<()> {
+    let mut conn = db.acquire().await?;
+    insert_row(&mut conn, id, t, now).await
+}
+
+async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: i64) -> Result<()> {
     check_state(&t.state)?;
     sqlx::query(
-        "INSERT INTO tasks (id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, state, \
-         status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, $15, $15, $16)",
+        "INSERT INTO tasks (id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, \
+         state, status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17)",
     )
     .bind(id)
     .bind(t.user_id)
@@ -118,6 +126,7 @@ pub async fn insert(db: &Db, id: &str, t: &NewTask, now: i64) -> Result<()> {
     .bind(&t.plugin_version)
     .bind(&t.op)
     .bind(&t.model)
+    .bind(&t.price_group)
     .bind(&t.state)
     .bind(QUEUED)
     .bind(t.first_poll_at)
@@ -125,39 +134,16 @@ pub async fn insert(db: &Db, id: &str, t: &NewTask, now: i64) -> Result<()> {
     .bind(&t.request_id)
     .bind(now)
     .bind(t.expires_at)
-    .execute(db)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Stores a new task and holds `hold_micros` of its owner's balance (and of its key's limit):
+/// Stores a new task and holds its `reserved_micros` of its owner's balance (and of its key's limit):
 /// the task, the submit's call record and the ledger entry commit together or not at all.
 pub async fn create_with_hold(db: &Db, id: &str, t: &NewTask, record: &CallRecord, now: i64) -> Result<()> {
-    check_state(&t.state)?;
     let mut tx = db.begin().await?;
-    sqlx::query(
-        "INSERT INTO tasks (id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, state, \
-         status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, $15, $15, $16)",
-    )
-    .bind(id)
-    .bind(t.user_id)
-    .bind(t.key_id)
-    .bind(&t.channel)
-    .bind(&t.key_fingerprint)
-    .bind(&t.plugin)
-    .bind(&t.plugin_version)
-    .bind(&t.op)
-    .bind(&t.model)
-    .bind(&t.state)
-    .bind(QUEUED)
-    .bind(t.first_poll_at)
-    .bind(t.reserved_micros)
-    .bind(&t.request_id)
-    .bind(now)
-    .bind(t.expires_at)
-    .execute(&mut *tx)
-    .await?;
+    insert_row(&mut tx, id, t, now).await?;
     let record = CallRecord { charge_micros: t.reserved_micros, ..record.clone() };
     charge(&mut tx, &record).await?;
     tx.commit().await?;
@@ -384,6 +370,7 @@ mod tests {
             plugin_version: "1.0.0".into(),
             op: "video".into(),
             model: "kling-v2".into(),
+            price_group: "default".into(),
             state: r#"{"vendor_id":"v1"}"#.into(),
             reserved_micros: 500_000,
             request_id: "req-1".into(),

@@ -13,6 +13,8 @@ CREATE TABLE tasks (
     plugin_version  TEXT    NOT NULL,
     op              TEXT    NOT NULL,
     model           TEXT    NOT NULL,
+    -- The consumer group whose price multiplier applies when the task is settled.
+    price_group     TEXT    NOT NULL,
     -- The plugin's persisted state, handed back on every poll (size-capped by the gateway).
     state           TEXT    NOT NULL,
     -- queued, in_progress, succeeded, failed, expired, cancelled.
