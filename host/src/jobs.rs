@@ -1,6 +1,6 @@
 //! Every background loop of a serving gateway runs here, under one shutdown signal: the
 //! consumer key cache, the price table, plugin rescans, stored upstream keys, key balances,
-//! housekeeping and SIGHUP channel reloads. The modules they drive expose one step each
+//! the task poller, housekeeping and SIGHUP channel reloads. The modules they drive expose one step each
 //! (`refresh`, `reload_if_changed`, `scan`, ...) and own no loop; the call log's writer is
 //! the one task outside, because it must outlive the jobs to drain the last charges.
 //!
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tollgate_api::admin;
 use tollgate_api::server::Api;
 use tollgate_engine::keypool::{self, config::Strategy};
+use tollgate_engine::tasks;
 use tollgate_store as store;
 
 /// The shutdown signal as a job sees it.
@@ -136,6 +137,19 @@ pub fn start(
                     last_read.insert(channel.name.clone(), std::time::Instant::now());
                     s.engine.read_balances(channel).await;
                 }
+            }
+        }
+    });
+    let s = Arc::clone(state);
+    jobs.spawn("task poller", move |mut stop| async move {
+        // A name for this node's leases: unique per process.
+        let node = format!("node-{:016x}", rand::random::<u64>());
+        loop {
+            // After a full round more may be due: poll again at once.
+            let polled = s.engine.poll_tasks(&node).await;
+            let pause = if polled >= tasks::BATCH { Duration::ZERO } else { Duration::from_millis(500) };
+            if stop.sleep(pause).await {
+                return;
             }
         }
     });

@@ -77,6 +77,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
         stream_write_timeout: Duration::from_millis(config.stream_write_timeout_ms),
         key_probe_after: Duration::from_millis(config.key_probe_after_ms),
         master_key: config.master_key.clone(),
+        task_ttl_secs: i64::try_from(config.task_ttl_secs).unwrap_or(i64::MAX / 2),
     };
     // The channels, with their stored upstream keys, before the first call; settings a
     // plugin refuses are the operator's to fix before anything is served.

@@ -146,6 +146,14 @@ impl Engine {
         let capture = end.held.is_some();
         let run = Run { r: &r, client, capture, pinned };
         match self.run_with_failover(&run, &mut end).await {
+            Ok(Outcome::Submitted { task, key_fingerprint }) => {
+                return self.submitted(&r, end, task, key_fingerprint).await;
+            }
+            Ok(Outcome::Task(_)) => {
+                let e = CallError::plugin("the plugin answered a call with a task's state (that answers a poll)");
+                give_up(end.fail(&e)).await;
+                Answer::Failed(e)
+            }
             Ok(Outcome::Stream { headers, pending }) => {
                 let body = pending.start(Box::new(move |report| end.stream(report)));
                 Answer::Stream { headers, body }
@@ -416,7 +424,7 @@ fn wit_call(r: &CallRequest, channel: &Channel, plugin: &Plugin, attempt: u32) -
     })
 }
 
-async fn give_up(held: Option<Held>) {
+pub(super) async fn give_up(held: Option<Held>) {
     if let Some(h) = held {
         h.give_up().await;
     }

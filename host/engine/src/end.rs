@@ -107,6 +107,34 @@ impl CallEnd {
         })
     }
 
+    /// A submitted task took the call over: its record and the hold of its reservation were
+    /// written with the task, in one transaction (`tasks::create_with_hold`), and its meter
+    /// was released for the hold. Never recorded here; hands back the idempotency claim.
+    pub(super) fn into_task(mut self) -> Option<Held> {
+        if self.rec.take().is_some() {
+            METRICS.in_flight.fetch_sub(1, Relaxed);
+        }
+        self.held.take()
+    }
+
+    /// The call's record as it stands (for a task, whose record is written with it).
+    pub(super) fn draft(&self) -> CallRecord {
+        let mut rec = self.rec.clone().unwrap_or_default();
+        rec.latency_us = self.started.elapsed().as_micros() as u64;
+        rec
+    }
+
+    /// A submitted task whose row could not be written: the vendor has the job, so the call
+    /// is charged its reservation (estimated), like any call the vendor worked on.
+    pub(super) fn untracked(mut self, e: &CallError) {
+        let charge = self.bill(Bill::Reserved);
+        let _ = self.finish(|rec| {
+            rec.status = e.status;
+            rec.error_kind = Some(e.code.clone());
+            set_charge(rec, charge);
+        });
+    }
+
     /// The end of a stream, by the written rule: billed for what was delivered (the usage
     /// seen, else one output token per content event or byte chunk, and the request's
     /// estimate for other priced units); a stream that failed before delivering anything and

@@ -27,6 +27,7 @@ pub mod exchange;
 mod idempotency;
 pub mod keypool;
 pub mod plugin;
+pub mod tasks;
 
 // The layers below, under the names the modules use.
 use tollgate_base::metrics as telemetry;
@@ -110,4 +111,6 @@ pub struct Engine {
     pub key_probe_after: Duration,
     /// Seals the upstream keys stored in the database; `None`: no keys are stored.
     pub master_key: Option<keypool::stored::MasterKey>,
+    /// How long an asynchronous task may run before it expires (its hold given back).
+    pub task_ttl_secs: i64,
 }

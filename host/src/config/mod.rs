@@ -69,6 +69,10 @@ pub struct Config {
     /// How often consumer keys are re-read from the database (new and revoked keys).
     #[serde(default = "defaults::key_refresh_ms")]
     pub key_refresh_ms: u64,
+    /// How long an asynchronous task (video, music) may run before it expires and its hold is
+    /// given back.
+    #[serde(default = "defaults::task_ttl_secs")]
+    pub task_ttl_secs: u64,
     /// The price table; billing (402 before the upstream, charges, the ledger) is on when set.
     #[serde(default)]
     pub pricing_file: Option<PathBuf>,
@@ -180,6 +184,9 @@ mod defaults {
     }
     pub fn key_probe_after_ms() -> u64 {
         60_000
+    }
+    pub fn task_ttl_secs() -> u64 {
+        86_400
     }
     pub fn key_refresh_ms() -> u64 {
         1_000

@@ -236,6 +236,12 @@ pub async fn get(db: &Db, id: &str, user_id: i64) -> Result<Option<Task>> {
     Ok(sqlx::query_as::<_, Task>(&sql).bind(id).bind(user_id).fetch_optional(db).await?)
 }
 
+/// The task `id`, whoever owns it (for the gateway's own bookkeeping, never for a consumer).
+pub async fn get_any(db: &Db, id: &str) -> Result<Option<Task>> {
+    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
+    Ok(sqlx::query_as::<_, Task>(&sql).bind(id).fetch_optional(db).await?)
+}
+
 /// The owner's tasks, newest first.
 pub async fn list(db: &Db, user_id: i64, limit: i64) -> Result<Vec<Task>> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2");

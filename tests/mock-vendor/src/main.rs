@@ -10,6 +10,7 @@
 
 mod body;
 mod files;
+mod jobs;
 mod minimax;
 mod openai;
 
@@ -126,6 +127,8 @@ pub struct State {
     balance_reads: AtomicU64,
     /// Uploaded files by id (`POST /v1/files`), each in the account of the key that sent it.
     files: Mutex<HashMap<String, files::Stored>>,
+    /// Asynchronous video jobs by id (`POST /v1/video/jobs`).
+    jobs: Mutex<HashMap<String, jobs::Job>>,
     /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
@@ -144,6 +147,7 @@ impl State {
             balance_reads: AtomicU64::new(0),
             files: Mutex::new(HashMap::new()),
             hung: Mutex::new(std::collections::HashSet::new()),
+            jobs: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
         }
@@ -233,6 +237,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         (&Method::GET, "/v1/models") => openai::models(&cx),
         (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx).await,
         (&Method::POST, "/v1/ndjson") => ndjson(&state, &cx, parts.uri.query().is_some_and(|q| q.contains("cut=1"))),
+        (&Method::POST, "/v1/video/jobs") => jobs::submit(&state, &cx, key.as_deref()),
+        (&Method::GET, path) if path.starts_with("/v1/video/jobs/") => {
+            jobs::query(&state, &cx, key.as_deref(), &path["/v1/video/jobs/".len()..])
+        }
         (&Method::POST, "/v1/files") => files::upload(&state, &cx, key.as_deref()).await,
         (&Method::GET, "/v1/files") => {
             let purpose = parts.uri.query().and_then(|q| query_param(q, "purpose"));

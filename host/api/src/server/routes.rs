@@ -11,6 +11,8 @@ pub enum Handler {
     UserInfo,
     /// Registration, sign-in, a user's own keys and log.
     Account,
+    /// The caller's asynchronous tasks.
+    Tasks,
     /// A model call on the OpenAI surface, with its operation.
     ModelCall(&'static str),
     Admin,
@@ -56,6 +58,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/images/generations", ModelCall("images")),
     route("POST", "/v1/rerank", ModelCall("rerank")),
     route("POST", "/v1/audio/speech", ModelCall("speech")),
+    route("GET", "/v1/tasks", Tasks),
+    family("/v1/tasks/", Tasks),
     family("/admin/", Admin),
 ];
 

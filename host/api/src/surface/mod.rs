@@ -4,6 +4,7 @@
 
 pub mod native;
 pub mod openai;
+pub mod tasks;
 pub mod user;
 
 use crate::account::Consumer;

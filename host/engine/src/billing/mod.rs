@@ -199,6 +199,40 @@ impl Billing {
         })
     }
 
+    /// What a finished task costs, by the units the vendor reported at the end (`priced` as
+    /// at its submit, the `group`'s multiplier). The task's hold, marked estimated, when the
+    /// vendor left a priced unit unreported (never free because the vendor said nothing), or
+    /// when the units cost more than any balance holds.
+    pub fn task_charge(&self, priced: Priced<'_>, group: &str, usage: &Reported, held: i64) -> (i64, bool) {
+        let table = self.table();
+        let price = match priced {
+            Priced::Model(model) => table.model(model),
+            Priced::Op { plugin, op } => table.op(&format!("{plugin}/{op}")),
+        };
+        let Some(price) = price else { return (held, true) };
+        let unreported = |priced: bool, reported: bool| priced && !reported;
+        let tokens = !price.input_per_million.0.is_zero() || !price.output_per_million.0.is_zero();
+        if unreported(tokens, usage.input_tokens.is_some() || usage.output_tokens.is_some())
+            || unreported(!price.characters_per_10k.0.is_zero(), usage.characters.is_some())
+            || unreported(!price.per_second.0.is_zero(), usage.milliseconds.is_some())
+            || unreported(!price.per_image.0.is_zero(), usage.images.is_some())
+        {
+            return (held, true);
+        }
+        let units = Units {
+            input_tokens: usage.input_tokens.unwrap_or(0),
+            output_tokens: usage.output_tokens.unwrap_or(0),
+            cached_tokens: usage.cached_tokens.unwrap_or(0),
+            characters: usage.characters.unwrap_or(0),
+            milliseconds: usage.milliseconds.unwrap_or(0),
+            images: usage.images.map_or(0, u64::from),
+        };
+        match price.cost_micros(&units, table.multiplier(group)) {
+            Some(micros) => (micros, false),
+            None => (held, true),
+        }
+    }
+
     /// Ends a call that produced nothing billable.
     pub fn release(&self, meter: Meter) {
         self.wallets.release(meter.reservation);
@@ -495,6 +529,20 @@ mod tests {
     }
 
     const PRICES: &str = "[models.m]\ninput_per_million = \"1\"\noutput_per_million = \"2\"\nmax_output_tokens = 100\n[models.tts]\ncharacters_per_10k = \"10\"\n[models.img]\nper_image = \"0.04\"";
+
+    #[test]
+    fn a_task_is_charged_by_its_reported_units_and_never_free_for_saying_nothing() {
+        let b = billing("[models.video]\nper_second = \"0.01\"\n[ops.\"kling/upload\"]\nper_call = \"0.002\"");
+        let video = Priced::Model("video");
+        let secs = |ms| Reported { milliseconds: Some(ms), ..Reported::default() };
+        assert_eq!(b.task_charge(video, "default", &secs(4_000), 50_000), (40_000, false));
+        assert_eq!(b.task_charge(video, "default", &Reported::default(), 50_000), (50_000, true));
+        let images = Reported { images: Some(1), ..Reported::default() };
+        assert_eq!(b.task_charge(video, "default", &images, 50_000), (50_000, true), "the priced unit is missing");
+        assert_eq!(b.task_charge(video, "default", &secs(u64::MAX), 50_000), (50_000, true), "absurd: the hold");
+        let op = Priced::Op { plugin: "kling", op: "upload" };
+        assert_eq!(b.task_charge(op, "default", &Reported::default(), 9_000), (2_000, false), "per call");
+    }
 
     #[test]
     fn a_form_is_estimated_as_the_vendor_reads_it() {

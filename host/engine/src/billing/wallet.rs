@@ -129,6 +129,19 @@ impl Wallets {
         r.end(charge);
     }
 
+    /// A charge (or, negative, a refund) committed to the database by someone else than the
+    /// writer (a task's hold and settlement, written with the task): applied to the accounts
+    /// the wallet holds; one it does not hold (a key without a limit) has nothing to follow.
+    /// Call under `sync`, like the writer, so that a refresh cannot undo it.
+    pub fn apply_committed(&self, accounts: &[Account], charge: i64) {
+        let mut map = self.state.lock().expect("wallets");
+        for account in accounts {
+            if let Some(w) = map.get_mut(account) {
+                w.db_balance = w.db_balance.saturating_sub(charge);
+            }
+        }
+    }
+
     /// The writer committed `charge` on `account` (`applied`: the ledger took it; false when
     /// the request id had been charged already, so the database did not change).
     pub fn committed(&self, account: Account, charge: i64, applied: bool) {

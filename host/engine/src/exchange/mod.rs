@@ -160,6 +160,10 @@ pub enum Outcome {
     Stream { headers: Vec<wit::Header>, pending: Box<PendingStream> },
     /// An upstream response copied to the consumer as it is.
     Relay { response: http::Response<hyper::body::Incoming> },
+    /// The vendor accepted an asynchronous job (on `key_fingerprint`'s account).
+    Submitted { task: wit::TaskSubmitted, key_fingerprint: String },
+    /// A poll's news of a job.
+    Task(wit::TaskState),
 }
 
 /// How a stream ended, reported once by the stream task.
@@ -251,9 +255,11 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 let work = if is_fault(e.kind) { work } else { VendorWork::None };
                 return Err(CallError::from_adapter(&e).after(work));
             }
-            wit::Step::Submitted(_) | wit::Step::Task(_) => {
-                return Err(CallError::unsupported("asynchronous tasks are not supported by this gateway version yet"))
+            wit::Step::Submitted(task) => {
+                let key_fingerprint = ctx.key.as_ref().map(UpstreamKey::fingerprint).unwrap_or_default();
+                return Ok(Outcome::Submitted { task, key_fingerprint });
             }
+            wit::Step::Task(state) => return Ok(Outcome::Task(state)),
             wit::Step::Fetch(_) | wit::Step::Archive(_) => {
                 return Err(CallError::unsupported(
                     "fetching absolute URLs is not supported by this gateway version yet",

@@ -1,0 +1,317 @@
+//! Asynchronous vendor jobs (video, music, long speech): a submit the vendor accepted becomes a
+//! task, held on the ledger with it; the poller advances due tasks, each with a fresh plugin
+//! call on the upstream key that created it; the final transition settles the task once.
+//!
+//! Invariants (tests in `tests/e2e/tests/tasks.rs` and `tollgate-store`'s `tasks`):
+//! - a task's reservation is a ledger hold from its submit to its end: it survives restarts,
+//!   and every node sees it in the owner's balance;
+//! - a task is settled once, by the node whose final transition it is: success charges the
+//!   units the vendor reported (its hold, estimated, when it reported none), failure, expiry
+//!   and cancel give the hold back;
+//! - a poll never holds an instance between polls, never runs on another key, and a failed
+//!   poll (network, plugin) only delays the task: its expiry ends it;
+//! - the wallets follow every hold and settlement under their `sync` lock, so a balance
+//!   refresh never undoes one.
+
+use crate::billing::{Account, Priced};
+use crate::end::{reported, CallEnd};
+use crate::exchange::{self, CallContext, CallError, Outcome};
+use crate::plugin::wit;
+use crate::store::now_unix;
+use crate::store::tasks::{self, NewTask, Task};
+use crate::{Answer, CallRequest, Engine};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// How long a node holds a due task while it polls it.
+const LEASE_SECS: i64 = 60;
+/// The most tasks one poll round takes.
+pub const BATCH: usize = 16;
+/// Polls are at least this far apart, and at most this far (vendor hints are clamped).
+const MIN_POLL_SECS: i64 = 1;
+const MAX_POLL_SECS: i64 = 60;
+
+/// The op a plugin maps to read a job's state.
+pub const POLL_OP: &str = "task.poll";
+
+impl Engine {
+    /// The vendor accepted a job: the task, the call's record and the hold of its
+    /// reservation are written together; the consumer gets the plugin's vendor-shaped answer,
+    /// or the gateway's task object.
+    pub(super) async fn submitted(
+        &self,
+        r: &CallRequest,
+        mut end: CallEnd,
+        sub: wit::TaskSubmitted,
+        key_fingerprint: String,
+    ) -> Answer {
+        let now = now_unix();
+        let id = tasks::new_id(rand::random());
+        let mut rec = end.draft();
+        rec.status = 200;
+        let new = NewTask {
+            user_id: r.consumer.user_id,
+            key_id: r.consumer.key_id,
+            channel: rec.channel.clone().unwrap_or_default(),
+            key_fingerprint,
+            plugin: r.plugin.name().to_string(),
+            plugin_version: r.plugin.manifest.version.clone(),
+            op: r.op.clone(),
+            model: r.model.clone(),
+            price_group: r.consumer.group.to_string(),
+            state: sub.state,
+            reserved_micros: end.meter.as_ref().map_or(0, |m| m.reservation.amount),
+            request_id: r.request_id.clone(),
+            first_poll_at: now + poll_delay(sub.poll_after_ms, 0),
+            expires_at: now + self.task_ttl_secs,
+        };
+        let stored = match &self.billing {
+            Some(b) => {
+                let _sync = b.wallets.sync.lock().await;
+                let stored = tasks::create_with_hold(&self.db, &id, &new, &rec, now).await;
+                if stored.is_ok() {
+                    // The hold is in the database now: it replaces the reservation.
+                    if let Some(m) = end.meter.take() {
+                        let accounts = m.reservation.accounts.clone();
+                        b.release(m);
+                        b.wallets.apply_committed(&accounts, new.reserved_micros);
+                    }
+                }
+                stored
+            }
+            None => tasks::create_with_hold(&self.db, &id, &new, &rec, now).await,
+        };
+        if let Err(e) = stored {
+            tracing::error!(error = %format!("{e:#}"), request_id = %r.request_id, "a task the vendor accepted could not be stored");
+            let e = CallError::new(
+                500,
+                "server_error",
+                "task_not_stored",
+                "The vendor accepted the job but the gateway could not store it; it is billed as reserved. Retry later.",
+            );
+            end.untracked(&e);
+            return Answer::Failed(e);
+        }
+        let (status, headers, body) = match sub.reply {
+            Some(reply) => match reply.body {
+                wit::Body::Text(t) => (reply.status, reply.headers, Bytes::from(t)),
+                wit::Body::Bytes(b) => (reply.status, reply.headers, Bytes::from(b)),
+                _ => (reply.status, reply.headers, Bytes::new()),
+            },
+            None => {
+                let task = tasks::get(&self.db, &id, r.consumer.user_id).await.ok().flatten();
+                let body = task.as_ref().map(view).unwrap_or_else(|| serde_json::json!({ "id": id }));
+                let json = wit::Header { name: "content-type".into(), value: "application/json".into() };
+                (200, vec![json], Bytes::from(body.to_string()))
+            }
+        };
+        if let Some(h) = end.into_task() {
+            let ct = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type"));
+            h.complete(Some((status, ct.map(|h| h.value.as_str()), &body))).await;
+        }
+        Answer::Full { status, headers, body }
+    }
+
+    /// One poll round of this node: tasks past their expiry end (their holds given back),
+    /// then up to `BATCH` due tasks are leased and polled. Returns how many were polled (a
+    /// full batch: the job polls again at once).
+    pub async fn poll_tasks(&self, node: &str) -> usize {
+        let now = now_unix();
+        match tasks::overdue(&self.db, now, BATCH as i64).await {
+            Ok(ids) => {
+                for id in ids {
+                    let expired = tasks::Outcome {
+                        status: tasks::EXPIRED,
+                        error_kind: Some("expired"),
+                        message: Some("the vendor did not finish the job in time"),
+                        ..Default::default()
+                    };
+                    self.settle(&id, &expired, 0).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading overdue tasks failed"),
+        }
+        let due = match tasks::claim_due(&self.db, node, now, LEASE_SECS, BATCH as i64).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "claiming due tasks failed");
+                return 0;
+            }
+        };
+        let polled = due.len();
+        futures_util::future::join_all(due.into_iter().map(|t| self.poll(node, t))).await;
+        polled
+    }
+
+    /// Polls one leased task: a fresh exchange with op `task.poll` on the key that created it.
+    async fn poll(&self, node: &str, task: Task) {
+        let (id, polls) = (task.id.as_str(), task.polls);
+        let later = |why: &str| {
+            tracing::warn!(task = %id, why, "task poll failed; trying again later");
+            let next = now_unix() + poll_delay(None, polls);
+            async move {
+                let _ = tasks::progress(&self.db, id, node, None, None, None, next, now_unix()).await;
+            }
+        };
+        let Some(plugin) = self.registry.current().get(&task.plugin).cloned() else {
+            return later("its plugin is not loaded").await;
+        };
+        let channels = self.channels.load();
+        let Some(channel) = channels.with_key(&task.plugin, &task.key_fingerprint) else {
+            return later("the upstream key that created it is not configured").await;
+        };
+        let key = channel.key_by_fingerprint(&task.key_fingerprint);
+        let (Ok(base_url), Some(key)) = (exchange::base_url(&channel, &plugin), key) else {
+            return later("its channel has no base URL").await;
+        };
+        let credential = match crate::credential_fields(&plugin) {
+            Some(fields) => match crate::split_credential(&channel, &fields, &key.secret.0) {
+                Ok(c) => c,
+                Err(e) => return later(&e.message).await,
+            },
+            None => Vec::new(),
+        };
+        let call = wit::Call {
+            op: POLL_OP.into(),
+            context: wit::CallContext {
+                request_id: task.request_id.clone(),
+                attempt: 1,
+                path: String::new(),
+                path_params: Vec::new(),
+                base_url,
+            },
+            model: task.model.clone(),
+            upstream_model: channel.upstream_model(&task.model).to_string(),
+            body: wit::Body::Empty,
+            query: String::new(),
+            headers: Vec::new(),
+            credential,
+            config: channel.settings_json.clone(),
+            task: Some(task.state.clone()),
+        };
+        let ctx = CallContext {
+            plugin: Arc::clone(&plugin),
+            channel: Arc::clone(&channel),
+            key: Some(key.secret.clone()),
+            runtime: self.registry.runtime().clone(),
+            upstream: self.upstream.clone(),
+            client: Default::default(),
+            capture: false,
+            write_timeout: self.stream_write_timeout,
+        };
+        let result = exchange::run(ctx, &call).await;
+        key.report(crate::key_outcome(&result));
+        let now = now_unix();
+        match result {
+            Ok(Outcome::Task(wit::TaskState::Pending(p))) => {
+                let next = now + poll_delay(p.poll_after_ms, task.polls);
+                let percent = p.percent.map(|v| i64::from(v.min(100)));
+                let progressed = tasks::progress(
+                    &self.db,
+                    &task.id,
+                    node,
+                    percent,
+                    p.message.as_deref(),
+                    p.state.as_deref(),
+                    next,
+                    now,
+                )
+                .await;
+                if let Err(e) = progressed {
+                    tracing::warn!(task = %task.id, error = %format!("{e:#}"), "recording a task's progress failed");
+                }
+            }
+            Ok(Outcome::Task(wit::TaskState::Succeeded(done))) => {
+                let outputs: Vec<serde_json::Value> = done
+                    .outputs
+                    .iter()
+                    .map(|m| serde_json::json!({ "url": m.url, "content_type": m.content_type }))
+                    .collect();
+                let priced = match task.model.as_str() {
+                    "" => Priced::Op { plugin: &task.plugin, op: &task.op },
+                    model => Priced::Model(model),
+                };
+                let charge = match &self.billing {
+                    Some(b) => b.task_charge(priced, &task.price_group, &reported(&done.usage), task.reserved_micros).0,
+                    None => 0,
+                };
+                let outputs = serde_json::Value::from(outputs).to_string();
+                let ok = tasks::Outcome { status: tasks::SUCCEEDED, outputs: Some(&outputs), ..Default::default() };
+                self.settle(&task.id, &ok, charge).await;
+            }
+            Ok(Outcome::Task(wit::TaskState::Failed(e))) => {
+                let failed = tasks::Outcome {
+                    status: tasks::FAILED,
+                    error_kind: Some(crate::kind_name(e.kind)),
+                    message: Some(&e.message),
+                    ..Default::default()
+                };
+                self.settle(&task.id, &failed, 0).await;
+            }
+            Ok(_) => later("the plugin answered a poll with something else than the task's state").await,
+            Err(e) => later(&e.message).await,
+        }
+    }
+
+    /// Ends a task with its settlement (once, whoever else tries) and lets the wallets know.
+    async fn settle(&self, id: &str, outcome: &tasks::Outcome<'_>, charge: i64) {
+        let settled = match &self.billing {
+            Some(b) => {
+                let _sync = b.wallets.sync.lock().await;
+                let settled = tasks::finish_and_settle(&self.db, id, outcome, charge, now_unix()).await;
+                if let Ok(Some(refund)) = &settled {
+                    if let Ok(Some(t)) = tasks::get_any(&self.db, id).await {
+                        let accounts = [Account::User(t.user_id), Account::KeyLimit(t.key_id)];
+                        b.wallets.apply_committed(&accounts, -refund);
+                    }
+                }
+                settled
+            }
+            None => tasks::finish_and_settle(&self.db, id, outcome, 0, now_unix()).await,
+        };
+        if let Err(e) = settled {
+            tracing::error!(task = %id, error = %format!("{e:#}"), "settling a task failed; it is settled on a later round");
+        }
+    }
+}
+
+/// When to poll next: the vendor's hint, else a backoff that grows with the polls made.
+fn poll_delay(hint_ms: Option<u32>, polls: i64) -> i64 {
+    match hint_ms {
+        Some(ms) => (i64::from(ms) / 1000).clamp(MIN_POLL_SECS, MAX_POLL_SECS),
+        None => (MIN_POLL_SECS + polls / 2).clamp(MIN_POLL_SECS, MAX_POLL_SECS),
+    }
+}
+
+/// A task as its owner sees it.
+pub fn view(t: &Task) -> serde_json::Value {
+    let outputs: serde_json::Value =
+        t.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "id": t.id,
+        "object": "task",
+        "status": t.status,
+        "progress": t.progress,
+        "message": t.message,
+        "model": t.model,
+        "outputs": outputs,
+        "error": t.error_kind,
+        "charge": t.charge_micros.map(tollgate_base::money::format),
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "expires_at": t.expires_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn polls_follow_the_vendor_hint_within_bounds_or_back_off() {
+        assert_eq!(super::poll_delay(Some(5_000), 0), 5);
+        assert_eq!(super::poll_delay(Some(10), 0), 1);
+        assert_eq!(super::poll_delay(Some(3_600_000), 0), 60);
+        assert_eq!(super::poll_delay(None, 0), 1);
+        assert_eq!(super::poll_delay(None, 10), 6);
+        assert_eq!(super::poll_delay(None, 1_000), 60);
+    }
+}

@@ -1,0 +1,82 @@
+//! Asynchronous tasks end to end, with the `faulty` fixture's `POST /fixture/videos` (quoted by
+//! its seconds) against the mock vendor's job API: the submit holds the quote on the ledger at
+//! once, the gateway polls the job on the key that created it, success charges the seconds the
+//! vendor rendered and gives the rest of the hold back, failure gives it all back, and only
+//! the owner sees the task.
+
+use std::time::Duration;
+use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
+
+const PRICES: &str = "[models.\"fixture-video\"]\nper_second = \"0.01\"\n";
+
+fn submit(gw: &Gateway, key: &str, body: &str) -> http::Response {
+    http::request(&gw.addr, "POST", "/fixture/videos", &[("authorization", &format!("Bearer {key}"))], body.as_bytes())
+}
+
+fn task(gw: &Gateway, key: &str, id: &str) -> http::Response {
+    http::request(&gw.addr, "GET", &format!("/v1/tasks/{id}"), &[("authorization", &format!("Bearer {key}"))], b"")
+}
+
+/// Waits for the task's final status and returns the task.
+fn finished(gw: &Gateway, id: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let done = eventually(Duration::from_secs(30), || {
+        last = task(gw, &gw.key, id).json();
+        !matches!(last["status"].as_str(), Some("queued" | "in_progress"))
+    });
+    assert!(done, "the task never finished: {last}");
+    last
+}
+
+fn balance_becomes(gw: &Gateway, micros: i64) {
+    let ok = eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == micros);
+    assert!(ok, "balance {} micros, expected {micros}", gw.balance_micros("e2e"));
+}
+
+#[test]
+fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_made() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1", "k2", "k3"]);
+    let gw = Gateway::start("tasks-flow", &[("faulty-v1", "faulty.wasm")], &format!("{}{ch}", pricing_setting(PRICES)));
+
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let submitted = r.json();
+    let id = submitted["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("task_") && id.len() > 30, "an unguessable id: {id}");
+    assert_eq!(submitted["status"], "queued");
+    // The quote (5 s at 0.01) is held at once, on the ledger.
+    balance_becomes(&gw, 10_000_000 - 50_000);
+
+    let done = finished(&gw, &id);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["progress"], 100);
+    assert!(done["outputs"][0]["url"].as_str().unwrap().contains("/v1/video/jobs/"), "{done}");
+    // The vendor rendered 4 s: 0.04 charged, the rest of the hold given back, once.
+    assert_eq!(done["charge"], "0.040000", "{done}");
+    balance_becomes(&gw, 10_000_000 - 40_000);
+    // Every poll ran on the key that created the job (the vendor knows it on that key only).
+    let by_key = mock.stats()["by_key"].clone();
+    let used = by_key.as_object().unwrap().values().filter(|n| n.as_u64() > Some(0)).count();
+    assert_eq!(used, 1, "{by_key}");
+
+    // A job the vendor fails costs nothing: its whole hold comes back.
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":3,"prompt":"fail"}"#);
+    let failed = finished(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!((failed["status"].as_str(), failed["error"].as_str()), (Some("failed"), Some("content_filtered")));
+    assert_eq!(failed["charge"], "0.000000");
+    balance_becomes(&gw, 10_000_000 - 40_000);
+
+    // Only the owner sees a task; a submit the vendor refuses is no task and costs nothing.
+    let other = gw.create_key("other", "1");
+    assert!(eventually(Duration::from_secs(5), || task(&gw, &other, "task_x").status == 404));
+    let r = task(&gw, &other, &id);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "task_not_found"), "{}", r.text());
+    let list = http::request(&gw.addr, "GET", "/v1/tasks", &[("authorization", &format!("Bearer {}", gw.key))], b"");
+    assert_eq!(list.json()["data"].as_array().unwrap().len(), 2);
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":0}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    balance_becomes(&gw, 10_000_000 - 40_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "the ledger's invariants hold: {report}");
+}
