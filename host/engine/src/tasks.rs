@@ -62,7 +62,8 @@ impl Engine {
             state: sub.state,
             reserved_micros: end.meter.as_ref().map_or(0, |m| m.reservation.amount),
             request_id: r.request_id.clone(),
-            first_poll_at: now + poll_delay(sub.poll_after_ms, 0),
+            // Times are whole seconds: the first poll comes at least a full second after the submit.
+            first_poll_at: now + 1 + poll_delay(sub.poll_after_ms, 0),
             expires_at: now + self.task_ttl_secs,
         };
         let stored = match &self.billing {

@@ -19,9 +19,13 @@ fn task(gw: &Gateway, key: &str, id: &str) -> http::Response {
 
 /// Waits for the task's final status and returns the task.
 fn finished(gw: &Gateway, id: &str) -> serde_json::Value {
+    finished_for(gw, &gw.key, id)
+}
+
+fn finished_for(gw: &Gateway, key: &str, id: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let done = eventually(Duration::from_secs(30), || {
-        last = task(gw, &gw.key, id).json();
+        last = task(gw, key, id).json();
         !matches!(last["status"].as_str(), Some("queued" | "in_progress"))
     });
     assert!(done, "the task never finished: {last}");
@@ -79,4 +83,57 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     balance_becomes(&gw, 10_000_000 - 40_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "the ledger's invariants hold: {report}");
+}
+
+#[test]
+fn a_task_submitted_before_a_crash_completes_after_it_and_is_billed_once() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1", "k2"]);
+    let extra = format!("{}{ch}", pricing_setting(PRICES));
+    let plugins = [("faulty-v1", "faulty.wasm")];
+    let mut a = Gateway::start("tasks-crash-a", &plugins, &extra);
+    let key = a.create_key("video", "1");
+    let info = |gw: &Gateway| {
+        http::request(&gw.addr, "GET", "/v1/user/info", &[("authorization", &format!("Bearer {key}"))], b"").json()
+    };
+    assert!(eventually(Duration::from_secs(5), || info(&a)["balance"] == "1.000000"));
+    let r = submit(&a, &key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // The node dies at once (SIGKILL: nothing flushed, no lease taken yet).
+    a.proc.child.kill().unwrap();
+    a.proc.child.wait().unwrap();
+
+    // Another node on the same database takes the task over and settles it, once.
+    let b = Gateway::start_sharing("tasks-crash-b", &plugins, &extra, &a);
+    assert!(
+        eventually(Duration::from_secs(5), || info(&b)["balance"] == "0.950000"),
+        "the hold survived: {}",
+        info(&b)
+    );
+    let done = finished_for(&b, &key, &id);
+    assert_eq!((done["status"].as_str(), done["charge"].as_str()), (Some("succeeded"), Some("0.040000")), "{done}");
+    assert!(eventually(Duration::from_secs(5), || info(&b)["balance"] == "0.960000"), "{}", info(&b));
+    let (ok, report) = b.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_task_the_vendor_never_finishes_expires_and_gives_its_hold_back() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let gw = Gateway::start(
+        "tasks-expiry",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("task_ttl_secs = 1\n{}{ch}", pricing_setting(PRICES)),
+    );
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    balance_becomes(&gw, 10_000_000 - 50_000);
+    let done = finished(&gw, &id);
+    assert_eq!((done["status"].as_str(), done["error"].as_str()), (Some("expired"), Some("expired")), "{done}");
+    assert_eq!(done["charge"], "0.000000");
+    balance_becomes(&gw, 10_000_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
 }
