@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use cli::keys::KeysCommand;
 use cli::plugins::PluginsCommand;
 use cli::report::{LedgerCommand, LogsArgs, ReportCommand, TimeRange};
+use cli::tasks::TasksCommand;
 use cli::upstream::UpstreamCommand;
 use cli::users::UsersCommand;
 use std::path::PathBuf;
@@ -67,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Asynchronous tasks (video, music) of every user.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
 }
 
 fn main() -> Result<()> {
@@ -90,6 +96,7 @@ fn main() -> Result<()> {
             Command::Logs(args) => cli::report::logs(&config, args).await,
             Command::Ledger { command } => cli::report::ledger(&config, command).await,
             Command::Plugins { command } => cli::plugins::run(&config, command).await,
+            Command::Tasks { command } => cli::tasks::run(&config, command).await,
         }
     })
 }

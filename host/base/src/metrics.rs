@@ -18,7 +18,14 @@ pub struct Metrics {
     pub channel_failovers: AtomicU64,
     /// Charges applied to the ledger, in micros.
     pub charged_micros: AtomicU64,
+    /// Asynchronous tasks: submitted, polled, and ended by status (`TASK_ENDS`).
+    pub tasks_submitted: AtomicU64,
+    pub task_polls: AtomicU64,
+    pub tasks_ended: [AtomicU64; 4],
 }
+
+/// The final statuses of a task, in the order of `Metrics::tasks_ended`.
+pub const TASK_ENDS: [&str; 4] = ["succeeded", "failed", "expired", "cancelled"];
 
 pub static METRICS: Metrics = Metrics {
     responses: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
@@ -29,9 +36,19 @@ pub static METRICS: Metrics = Metrics {
     key_failovers: AtomicU64::new(0),
     channel_failovers: AtomicU64::new(0),
     charged_micros: AtomicU64::new(0),
+    tasks_submitted: AtomicU64::new(0),
+    task_polls: AtomicU64::new(0),
+    tasks_ended: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
 };
 
 impl Metrics {
+    /// A task reached `status` (one of `TASK_ENDS`).
+    pub fn task_ended(&self, status: &str) {
+        if let Some(i) = TASK_ENDS.iter().position(|s| *s == status) {
+            self.tasks_ended[i].fetch_add(1, Relaxed);
+        }
+    }
+
     pub fn response(&self, status: u16) {
         let i = match status {
             200..=399 => 0,
@@ -110,6 +127,17 @@ pub fn render(s: &Snapshot) -> String {
         "Charges applied to the ledger, in millionths of the currency.",
         &[("", m.charged_micros.load(Relaxed))],
     );
+    metric(
+        "tollgate_tasks_submitted_total",
+        "counter",
+        "Asynchronous tasks submitted.",
+        &[("", m.tasks_submitted.load(Relaxed))],
+    );
+    metric("tollgate_task_polls_total", "counter", "Polls of asynchronous tasks.", &[("", m.task_polls.load(Relaxed))]);
+    let ends: Vec<(String, u64)> =
+        TASK_ENDS.iter().zip(&m.tasks_ended).map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.load(Relaxed))).collect();
+    let ends: Vec<(&str, u64)> = ends.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric("tollgate_tasks_ended_total", "counter", "Asynchronous tasks by final status.", &ends);
     let keys: Vec<(String, u64)> = s
         .upstream_keys
         .iter()

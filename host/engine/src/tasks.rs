@@ -19,8 +19,10 @@ use crate::exchange::{self, CallContext, CallError, Outcome};
 use crate::plugin::wit;
 use crate::store::now_unix;
 use crate::store::tasks::{self, NewTask, Task};
+use crate::telemetry::METRICS;
 use crate::{Answer, CallRequest, Engine};
 use bytes::Bytes;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// How long a node holds a due task while it polls it.
@@ -106,6 +108,7 @@ impl Engine {
                 (200, vec![json], Bytes::from(body.to_string()))
             }
         };
+        METRICS.tasks_submitted.fetch_add(1, Relaxed);
         if let Some(h) = end.into_task() {
             let ct = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type"));
             h.complete(Some((status, ct.map(|h| h.value.as_str()), &body))).await;
@@ -201,6 +204,7 @@ impl Engine {
             write_timeout: self.stream_write_timeout,
         };
         let result = exchange::run(ctx, &call).await;
+        METRICS.task_polls.fetch_add(1, Relaxed);
         key.report(crate::key_outcome(&result));
         let now = now_unix();
         match result {
@@ -270,8 +274,12 @@ impl Engine {
             }
             None => tasks::finish_and_settle(&self.db, id, outcome, 0, now_unix()).await,
         };
-        if let Err(e) = settled {
-            tracing::error!(task = %id, error = %format!("{e:#}"), "settling a task failed; it is settled on a later round");
+        match settled {
+            Ok(Some(_)) => METRICS.task_ended(outcome.status),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(task = %id, error = %format!("{e:#}"), "settling a task failed; it is settled on a later round")
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod keys;
 pub mod plugins;
 pub mod report;
+pub mod tasks;
 pub mod upstream;
 pub mod users;
 

@@ -242,6 +242,53 @@ pub async fn get_any(db: &Db, id: &str) -> Result<Option<Task>> {
     Ok(sqlx::query_as::<_, Task>(&sql).bind(id).fetch_optional(db).await?)
 }
 
+/// What an operator filters tasks by (every field optional).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub status: Option<String>,
+    pub user_id: Option<i64>,
+    pub channel: Option<String>,
+    pub plugin: Option<String>,
+    pub limit: i64,
+}
+
+/// Every user's tasks matching `f`, newest first (for operators).
+pub async fn search(db: &Db, f: &Filter) -> Result<Vec<Task>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE 1 = 1");
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if f.status.is_some() {
+        sql.push_str(&format!(" AND status = ${}", next()));
+    }
+    if f.user_id.is_some() {
+        sql.push_str(&format!(" AND user_id = ${}", next()));
+    }
+    if f.channel.is_some() {
+        sql.push_str(&format!(" AND channel = ${}", next()));
+    }
+    if f.plugin.is_some() {
+        sql.push_str(&format!(" AND plugin = ${}", next()));
+    }
+    sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT ${}", next()));
+    let mut q = sqlx::query_as::<_, Task>(&sql);
+    if let Some(v) = &f.status {
+        q = q.bind(v);
+    }
+    if let Some(v) = f.user_id {
+        q = q.bind(v);
+    }
+    if let Some(v) = &f.channel {
+        q = q.bind(v);
+    }
+    if let Some(v) = &f.plugin {
+        q = q.bind(v);
+    }
+    Ok(q.bind(f.limit.clamp(1, 1000)).fetch_all(db).await?)
+}
+
 /// The owner's tasks, newest first.
 pub async fn list(db: &Db, user_id: i64, limit: i64) -> Result<Vec<Task>> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2");
@@ -433,6 +480,14 @@ mod tests {
         assert!(t.is_final());
         assert!(claim_due(&db, "n", 10_000, 30, 10).await.unwrap().is_empty(), "a final task is never polled");
         assert!(finish(&db, "task_a", &Outcome { status: QUEUED, ..Default::default() }, 1).await.is_err());
+        insert(&db, "task_b", &new_task(8, 100), 95).await.unwrap();
+        let all = search(&db, &Filter { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(all.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["task_b", "task_a"]);
+        let mine = Filter { user_id: Some(7), status: Some(t.status.clone()), limit: 10, ..Default::default() };
+        assert_eq!(search(&db, &mine).await.unwrap().len(), 1);
+        let none =
+            Filter { plugin: Some("suno".into()), channel: Some("video".into()), limit: 10, ..Default::default() };
+        assert!(search(&db, &none).await.unwrap().is_empty());
     }
 
     /// A user granted 1.000000, and a key of theirs.

@@ -83,6 +83,31 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     balance_becomes(&gw, 10_000_000 - 40_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "the ledger's invariants hold: {report}");
+
+    // Operators see every task: the admin API, the CLI, the metrics.
+    let admin = http::request(
+        &gw.addr,
+        "GET",
+        "/admin/tasks?status=succeeded",
+        &[("authorization", "Bearer admin-secret")],
+        b"",
+    );
+    let tasks = admin.json()["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 1, "{}", admin.text());
+    assert_eq!((tasks[0]["id"].as_str(), tasks[0]["held"].as_str()), (Some(id.as_str()), Some("0.050000")));
+    assert!(tasks[0]["polls"].as_i64() >= Some(2), "{}", admin.text());
+    let cli = Gateway::cli(&gw.config, &["tasks", "list", "--status", "failed"]);
+    assert_eq!(cli.lines().count(), 2, "a header and the failed task: {cli}");
+    let row: Vec<&str> = cli.lines().nth(1).unwrap().split('\t').collect();
+    assert_eq!((row[1], row[6], row[7]), ("failed", "0.030000", "0.000000"), "held 3 s, charged nothing: {cli}");
+    let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    for line in [
+        "tollgate_tasks_submitted_total 2",
+        "tollgate_tasks_ended_total{status=\"succeeded\"} 1",
+        "tollgate_tasks_ended_total{status=\"failed\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} in {m}");
+    }
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels, their strategy, and each key's
 //! health and balance, masked), `POST /admin/channels/reload` (the channels re-read from the
 //! configuration file). Stored upstream keys: see `upstream`.
+//! Tasks: `GET /admin/tasks?status=&user_id=&channel=&plugin=&limit=` (every user's, newest
+//! first, with their owner, key, plugin, polls and hold).
 
 pub mod reports;
 pub mod upstream;
@@ -85,6 +87,22 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
             match result {
                 Ok(v) => json(200, &v),
                 Err(e) => error_response(400, "invalid_request_error", "bad_report_query", &format!("{e:#}")),
+            }
+        }
+        (&Method::GET, "/admin/tasks") => {
+            let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
+            let filter = crate::store::tasks::Filter {
+                status: q.get("status").cloned(),
+                user_id: q.get("user_id").and_then(|v| v.parse().ok()),
+                channel: q.get("channel").cloned(),
+                plugin: q.get("plugin").cloned(),
+                limit: q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(100),
+            };
+            match crate::store::tasks::search(&state.engine.db, &filter).await {
+                Ok(tasks) => {
+                    json(200, &serde_json::json!({ "tasks": tasks.iter().map(task_json).collect::<Vec<_>>() }))
+                }
+                Err(e) => error_response(503, "server_error", "database_unavailable", &format!("{e:#}")),
             }
         }
         (&Method::GET, "/admin/pricing") => match state.engine.billing.as_ref().map(|b| b.text()) {
@@ -206,4 +224,18 @@ async fn run_manage(state: &Api, segments: &[&str], body: serde_json::Value) -> 
         }
         _ => anyhow::bail!("unknown admin route"),
     }
+}
+
+/// A task as an operator sees it: what its owner sees, and whose it is and how it runs.
+fn task_json(t: &crate::store::tasks::Task) -> serde_json::Value {
+    let mut v = crate::engine::tasks::view(t);
+    let fields = serde_json::json!({
+        "user_id": t.user_id, "key_id": t.key_id, "channel": t.channel, "plugin": t.plugin,
+        "plugin_version": t.plugin_version, "op": t.op, "polls": t.polls, "next_poll_at": t.next_poll_at,
+        "held": tollgate_base::money::format(t.reserved_micros), "request_id": t.request_id,
+    });
+    if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
+        v.extend(extra);
+    }
+    v
 }
