@@ -77,7 +77,8 @@ pub async fn serve(config: config::Config) -> Result<()> {
         stream_write_timeout: Duration::from_millis(config.stream_write_timeout_ms),
         key_probe_after: Duration::from_millis(config.key_probe_after_ms),
         master_key: config.master_key.clone(),
-        task_ttl_secs: i64::try_from(config.task_ttl_secs).unwrap_or(i64::MAX / 2),
+        // At most ten years: `now + ttl` never overflows.
+        task_ttl_secs: config.task_ttl_secs.min(10 * 365 * 86_400) as i64,
     };
     // The channels, with their stored upstream keys, before the first call; settings a
     // plugin refuses are the operator's to fix before anything is served.

@@ -1,7 +1,8 @@
 //! `CallEnd`: the one value that settles a call's money and writes its record.
 //!
 //! It is created when a call is resolved and consumed by exactly one of `refuse`, `reply`,
-//! `relay`, `fail` or `stream` (each takes `self`), so a call cannot be settled or recorded
+//! `relay`, `fail`, `stream`, or, for a submitted task, `into_task` (its record and hold are
+//! written with the task) or `untracked` (the task could not be stored) (each takes `self`), so a call cannot be settled or recorded
 //! twice, and the compiler refuses a path that forgets it. If it is dropped unconsumed (the
 //! consumer went away and hyper dropped the call, a stream task died), `Drop` records the call
 //! as `client_gone`; the reservation it held returns by itself (`Reservation`'s drop) and an
@@ -126,13 +127,13 @@ impl CallEnd {
 
     /// A submitted task whose row could not be written: the vendor has the job, so the call
     /// is charged its reservation (estimated), like any call the vendor worked on.
-    pub(super) fn untracked(mut self, e: &CallError) {
+    pub(super) fn untracked(mut self, e: &CallError) -> Option<Held> {
         let charge = self.bill(Bill::Reserved);
-        let _ = self.finish(|rec| {
+        self.finish(|rec| {
             rec.status = e.status;
             rec.error_kind = Some(e.code.clone());
             set_charge(rec, charge);
-        });
+        })
     }
 
     /// The end of a stream, by the written rule: billed for what was delivered (the usage

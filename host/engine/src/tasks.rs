@@ -5,11 +5,14 @@
 //! Invariants (tests in `tests/e2e/tests/tasks.rs` and `tollgate-store`'s `tasks`):
 //! - a task's reservation is a ledger hold from its submit to its end: it survives restarts,
 //!   and every node sees it in the owner's balance;
-//! - a task is settled once, by the node whose final transition it is: success charges the
-//!   units the vendor reported (its hold, estimated, when it reported none), failure, expiry
-//!   and cancel give the hold back;
-//! - a poll never holds an instance between polls, never runs on another key, and a failed
-//!   poll (network, plugin) only delays the task: its expiry ends it;
+//! - a task is settled once, by the node whose final transition it is (a poll's result only
+//!   while its node still holds the lease): success charges the units the vendor reported
+//!   (its hold, estimated, when it left a priced unit unreported), never more than its hold;
+//!   failure and expiry give the hold back; a task being polled does not expire;
+//! - a poll never holds an instance between polls, never runs on another key, ends within
+//!   `POLL_TIMEOUT` (well inside its lease), and a transient failure (network, rate limit, a
+//!   refused key) only delays the task: its expiry ends it; a vendor saying the job is bad or
+//!   gone fails it;
 //! - the wallets follow every hold and settlement under their `sync` lock, so a balance
 //!   refresh never undoes one.
 
@@ -25,8 +28,10 @@ use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-/// How long a node holds a due task while it polls it.
+/// How long a node holds a due task while it polls it, and how long one poll may take (well
+/// inside the lease, so that no other node polls the task meanwhile).
 const LEASE_SECS: i64 = 60;
+const POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The most tasks one poll round takes.
 pub const BATCH: usize = 16;
 /// Polls are at least this far apart, and at most this far (vendor hints are clamped).
@@ -90,9 +95,16 @@ impl Engine {
                 500,
                 "server_error",
                 "task_not_stored",
-                "The vendor accepted the job but the gateway could not store it; it is billed as reserved. Retry later.",
+                format!(
+                    "The vendor accepted the job but the gateway could not store it; it is billed as reserved. Give the operator the request id {}.",
+                    r.request_id
+                ),
             );
-            end.untracked(&e);
+            // A repeat with the same Idempotency-Key gets this answer: never a second job.
+            if let Some(h) = end.untracked(&e) {
+                let body = e.to_json().to_string();
+                h.complete(Some((e.status, Some("application/json"), body.as_bytes()))).await;
+            }
             return Answer::Failed(e);
         }
         let (status, headers, body) = match sub.reply {
@@ -130,7 +142,7 @@ impl Engine {
                         message: Some("the vendor did not finish the job in time"),
                         ..Default::default()
                     };
-                    self.settle(&id, &expired, 0).await;
+                    self.settle(&id, None, &expired, 0).await;
                 }
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading overdue tasks failed"),
@@ -161,19 +173,30 @@ impl Engine {
             return later("its plugin is not loaded").await;
         };
         let channels = self.channels.load();
-        let Some(channel) = channels.with_key(&task.plugin, &task.key_fingerprint) else {
-            return later("the upstream key that created it is not configured").await;
+        // A task submitted on a keyless channel (a vendor that needs none) polls without one.
+        let (channel, key) = if task.key_fingerprint.is_empty() {
+            match channels.for_plugin(&task.plugin, Some(task.model.as_str())) {
+                Some(c) if c.key_count() == 0 => (Arc::clone(c), None),
+                _ => return later("no keyless channel of its plugin is configured").await,
+            }
+        } else {
+            match channels.with_key(&task.plugin, &task.key_fingerprint) {
+                Some(c) => {
+                    let key = c.key_by_fingerprint(&task.key_fingerprint);
+                    (c, key)
+                }
+                None => return later("the upstream key that created it is not configured").await,
+            }
         };
-        let key = channel.key_by_fingerprint(&task.key_fingerprint);
-        let (Ok(base_url), Some(key)) = (exchange::base_url(&channel, &plugin), key) else {
+        let Ok(base_url) = exchange::base_url(&channel, &plugin) else {
             return later("its channel has no base URL").await;
         };
-        let credential = match crate::credential_fields(&plugin) {
-            Some(fields) => match crate::split_credential(&channel, &fields, &key.secret.0) {
+        let credential = match (crate::credential_fields(&plugin), &key) {
+            (Some(fields), Some(key)) => match crate::split_credential(&channel, &fields, &key.secret.0) {
                 Ok(c) => c,
                 Err(e) => return later(&e.message).await,
             },
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let call = wit::Call {
             op: POLL_OP.into(),
@@ -196,16 +219,21 @@ impl Engine {
         let ctx = CallContext {
             plugin: Arc::clone(&plugin),
             channel: Arc::clone(&channel),
-            key: Some(key.secret.clone()),
+            key: key.as_ref().map(|k| k.secret.clone()),
             runtime: self.registry.runtime().clone(),
             upstream: self.upstream.clone(),
             client: Default::default(),
             capture: false,
             write_timeout: self.stream_write_timeout,
         };
-        let result = exchange::run(ctx, &call).await;
+        let result = match tokio::time::timeout(POLL_TIMEOUT, exchange::run(ctx, &call)).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::upstream(wit::ErrorKind::Timeout, "the poll did not finish in time")),
+        };
         METRICS.task_polls.fetch_add(1, Relaxed);
-        key.report(crate::key_outcome(&result));
+        if let Some(key) = &key {
+            key.report(crate::key_outcome(&result));
+        }
         let now = now_unix();
         match result {
             Ok(Outcome::Task(wit::TaskState::Pending(p))) => {
@@ -242,7 +270,7 @@ impl Engine {
                 };
                 let outputs = serde_json::Value::from(outputs).to_string();
                 let ok = tasks::Outcome { status: tasks::SUCCEEDED, outputs: Some(&outputs), ..Default::default() };
-                self.settle(&task.id, &ok, charge).await;
+                self.settle(&task.id, Some(node), &ok, charge).await;
             }
             Ok(Outcome::Task(wit::TaskState::Failed(e))) => {
                 let failed = tasks::Outcome {
@@ -251,28 +279,37 @@ impl Engine {
                     message: Some(&e.message),
                     ..Default::default()
                 };
-                self.settle(&task.id, &failed, 0).await;
+                self.settle(&task.id, Some(node), &failed, 0).await;
             }
             Ok(_) => later("the plugin answered a poll with something else than the task's state").await,
+            // The vendor says the job is bad or gone: it will not finish.
+            Err(e) if e.class.is_some_and(job_is_over) => {
+                let failed = tasks::Outcome {
+                    status: tasks::FAILED,
+                    error_kind: Some(&e.code),
+                    message: Some(&e.message),
+                    ..Default::default()
+                };
+                self.settle(&task.id, Some(node), &failed, 0).await;
+            }
             Err(e) => later(&e.message).await,
         }
     }
 
-    /// Ends a task with its settlement (once, whoever else tries) and lets the wallets know.
-    async fn settle(&self, id: &str, outcome: &tasks::Outcome<'_>, charge: i64) {
+    /// Ends a task with its settlement (once, whoever else tries; `node`: the lease a poll's
+    /// result needs) and lets the wallets know.
+    async fn settle(&self, id: &str, node: Option<&str>, outcome: &tasks::Outcome<'_>, charge: i64) {
         let settled = match &self.billing {
             Some(b) => {
                 let _sync = b.wallets.sync.lock().await;
-                let settled = tasks::finish_and_settle(&self.db, id, outcome, charge, now_unix()).await;
-                if let Ok(Some(refund)) = &settled {
-                    if let Ok(Some(t)) = tasks::get_any(&self.db, id).await {
-                        let accounts = [Account::User(t.user_id), Account::KeyLimit(t.key_id)];
-                        b.wallets.apply_committed(&accounts, -refund);
-                    }
+                let settled = tasks::finish_and_settle(&self.db, id, node, outcome, charge, now_unix()).await;
+                if let Ok(Some(s)) = &settled {
+                    let accounts = [Account::User(s.user_id), Account::KeyLimit(s.key_id)];
+                    b.wallets.apply_committed(&accounts, -s.refund_micros);
                 }
                 settled
             }
-            None => tasks::finish_and_settle(&self.db, id, outcome, 0, now_unix()).await,
+            None => tasks::finish_and_settle(&self.db, id, node, outcome, 0, now_unix()).await,
         };
         match settled {
             Ok(Some(_)) => METRICS.task_ended(outcome.status),
@@ -282,6 +319,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// A poll failure of this class means the job will not finish (the vendor finds it bad, gone
+/// or forbidden); other classes (faults, time-outs, rate limits, a refused key) pass.
+fn job_is_over(class: wit::ErrorKind) -> bool {
+    use wit::ErrorKind as K;
+    matches!(class, K::BadRequest | K::NotFound | K::Forbidden | K::ContentFiltered | K::Unsupported)
 }
 
 /// When to poll next: the vendor's hint, else a backoff that grows with the polls made.

@@ -104,7 +104,9 @@ fn check_state(state: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stores a new task, queued.
+/// Stores a new task, queued, with no hold: for tests only (a real task is created with its
+/// hold, `create_with_hold`; settling a task without one would give back money never held).
+#[cfg(any(test, feature = "test-support"))]
 pub async fn insert(db: &Db, id: &str, t: &NewTask, now: i64) -> Result<()> {
     let mut conn = db.acquire().await?;
     insert_row(&mut conn, id, t, now).await
@@ -150,24 +152,38 @@ pub async fn create_with_hold(db: &Db, id: &str, t: &NewTask, record: &CallRecor
     Ok(())
 }
 
+/// A settled task: who paid, and what was given back of the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub user_id: i64,
+    pub key_id: i64,
+    pub refund_micros: i64,
+}
+
 /// Ends a task with its settlement, in one transaction: the final status, then (for the one
-/// caller whose transition it is) the hold minus `charge_micros` given back, with a call
-/// record `<request id>:settle`. `None` when the task had already ended (nothing written);
-/// else the amount given back (negative: the vendor reported more than was held).
+/// caller whose transition it is) the hold minus the charge given back, with a call record
+/// `<request id>:settle`. The charge is at most the hold: a task never costs more than was
+/// held for it (the plugin's quote is its upper bound). `node`: the lease that must still be
+/// held (a poll's result), or `None` (expiry, an operator). `None` when the task had already
+/// ended or the lease was lost (nothing written).
 pub async fn finish_and_settle(
     db: &Db,
     id: &str,
+    node: Option<&str>,
     outcome: &Outcome<'_>,
     charge_micros: i64,
     now: i64,
-) -> Result<Option<i64>> {
+) -> Result<Option<Settled>> {
+    // The write comes first: it takes the write lock before anything is read (two SQLite
+    // transactions that both read first deadlock when both then write).
     let mut tx = db.begin().await?;
-    if !finish_in(&mut tx, id, &Outcome { charge_micros: Some(charge_micros), ..outcome.clone() }, now).await? {
+    let outcome = Outcome { charge_micros: Some(charge_micros), ..outcome.clone() };
+    if !finish_in(&mut tx, id, node, &outcome, now).await? {
         return Ok(None);
     }
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
     let task = sqlx::query_as::<_, Task>(&sql).bind(id).fetch_one(&mut *tx).await?;
-    let refund = task.reserved_micros.saturating_sub(charge_micros);
+    let refund = task.reserved_micros.saturating_sub(task.charge_micros.unwrap_or(0));
     let record = CallRecord {
         request_id: format!("{}:settle", task.request_id),
         key_id: Some(task.key_id),
@@ -185,7 +201,7 @@ pub async fn finish_and_settle(
         charge(&mut tx, &record).await?;
     }
     tx.commit().await?;
-    Ok(Some(refund))
+    Ok(Some(Settled { user_id: task.user_id, key_id: task.key_id, refund_micros: refund }))
 }
 
 /// Writes a call record with its charge: the call log row, the ledger entry (keyed by the
@@ -234,12 +250,6 @@ async fn charge(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &CallRecord) -> Re
 pub async fn get(db: &Db, id: &str, user_id: i64) -> Result<Option<Task>> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2");
     Ok(sqlx::query_as::<_, Task>(&sql).bind(id).bind(user_id).fetch_optional(db).await?)
-}
-
-/// The task `id`, whoever owns it (for the gateway's own bookkeeping, never for a consumer).
-pub async fn get_any(db: &Db, id: &str) -> Result<Option<Task>> {
-    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
-    Ok(sqlx::query_as::<_, Task>(&sql).bind(id).fetch_optional(db).await?)
 }
 
 /// What an operator filters tasks by (every field optional).
@@ -341,7 +351,7 @@ pub async fn progress(
     )
     .bind(IN_PROGRESS)
     .bind(percent)
-    .bind(message)
+    .bind(message.map(|m| bounded(m, MAX_MESSAGE_BYTES)))
     .bind(state)
     .bind(next_poll_at)
     .bind(now)
@@ -368,37 +378,64 @@ pub struct Outcome<'a> {
 /// settles the task (charges or releases its reservation); false when it had already ended.
 pub async fn finish(db: &Db, id: &str, outcome: &Outcome<'_>, now: i64) -> Result<bool> {
     let mut conn = db.acquire().await?;
-    finish_in(&mut conn, id, outcome, now).await
+    finish_in(&mut conn, id, None, outcome, now).await
 }
 
-async fn finish_in(conn: &mut sqlx::AnyConnection, id: &str, outcome: &Outcome<'_>, now: i64) -> Result<bool> {
+async fn finish_in(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    node: Option<&str>,
+    outcome: &Outcome<'_>,
+    now: i64,
+) -> Result<bool> {
     if ![SUCCEEDED, FAILED, EXPIRED, CANCELLED].contains(&outcome.status) {
         bail!("'{}' is not a final task status", outcome.status);
     }
     let done = sqlx::query(
-        "UPDATE tasks SET status = $1, outputs = $2, charge_micros = $3, error_kind = $4, \
+        "UPDATE tasks SET status = $1, outputs = $2, \
+         charge_micros = CASE WHEN $3 > reserved_micros THEN reserved_micros WHEN $3 < 0 THEN 0 ELSE $3 END, error_kind = $4, \
          message = COALESCE($5, message), progress = CASE WHEN $1 = $6 THEN 100 ELSE progress END, \
-         lease_owner = NULL, lease_until = NULL, updated_at = $7 WHERE id = $8 AND status IN ($9, $10)",
+         lease_owner = NULL, lease_until = NULL, updated_at = $7 WHERE id = $8 AND status IN ($9, $10) \
+         AND ($11 = '' OR lease_owner = $11)",
     )
     .bind(outcome.status)
-    .bind(outcome.outputs)
+    .bind(outcome.outputs.map(|o| bounded(o, MAX_OUTPUTS_BYTES)))
     .bind(outcome.charge_micros)
     .bind(outcome.error_kind)
-    .bind(outcome.message)
+    .bind(outcome.message.map(|m| bounded(m, MAX_MESSAGE_BYTES)))
     .bind(SUCCEEDED)
     .bind(now)
     .bind(id)
     .bind(QUEUED)
     .bind(IN_PROGRESS)
+    .bind(node.unwrap_or(""))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// The ids of unfinished tasks past their expiry (the poller expires each with `finish`).
+/// The largest vendor message and outputs list kept per task.
+const MAX_MESSAGE_BYTES: usize = 1 << 10;
+const MAX_OUTPUTS_BYTES: usize = 64 << 10;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn bounded(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The ids of unfinished tasks past their expiry that no node is polling (the poller expires
+/// each with `finish_and_settle`; one being polled ends by its poll, or expires next round).
 pub async fn overdue(db: &Db, now: i64, limit: i64) -> Result<Vec<String>> {
     let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT id FROM tasks WHERE status IN ($1, $2) AND expires_at <= $3 ORDER BY expires_at LIMIT $4",
+        "SELECT id FROM tasks WHERE status IN ($1, $2) AND expires_at <= $3 \
+         AND (lease_until IS NULL OR lease_until < $3) ORDER BY expires_at LIMIT $4",
     )
     .bind(QUEUED)
     .bind(IN_PROGRESS)
@@ -560,15 +597,36 @@ mod tests {
         let ok = Outcome { status: SUCCEEDED, outputs: Some("[]"), ..Default::default() };
         let cancel = Outcome { status: CANCELLED, ..Default::default() };
         let (x, y) = tokio::join!(
-            finish_and_settle(&db, "task_v", &ok, 300_000, 200),
-            finish_and_settle(&db, "task_v", &cancel, 0, 200)
+            finish_and_settle(&db, "task_v", None, &ok, 300_000, 200),
+            finish_and_settle(&db, "task_v", None, &cancel, 0, 200)
         );
-        let settled: Vec<i64> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+        let settled: Vec<i64> = [x.unwrap(), y.unwrap()].into_iter().flatten().map(|s| s.refund_micros).collect();
         assert_eq!(settled.len(), 1, "exactly one settlement");
         let (balance, ledger, spent, charged) = money(&db).await;
         assert_eq!((balance, spent), (1_000_000 - 500_000 + settled[0], 500_000 - settled[0]));
         assert_eq!((balance, spent), (ledger, charged), "the ledger's invariants hold");
-        assert_eq!(finish_and_settle(&db, "task_v", &ok, 0, 300).await.unwrap(), None, "never again");
+        assert_eq!(finish_and_settle(&db, "task_v", None, &ok, 0, 300).await.unwrap(), None, "never again");
+    }
+
+    #[tokio::test]
+    async fn only_the_lease_holder_settles_a_poll_and_never_beyond_the_hold() {
+        let db = crate::open_for_test("tasks_lease_settle").await;
+        account(&db).await;
+        create_with_hold(&db, "task_l", &new_task(1, 100), &submit_record("req-l"), 90).await.unwrap();
+        // Leased by node A at its expiry time: neither expiry nor node B can end it meanwhile.
+        let leased = claim_due(&db, "node-a", 3700, 60, 10).await.unwrap();
+        assert_eq!(leased.len(), 1);
+        assert!(overdue(&db, 3750, 10).await.unwrap().is_empty(), "a task being polled does not expire");
+        assert_eq!(overdue(&db, 3761, 10).await.unwrap().len(), 1, "once its lease ran out, it does");
+        let ok = Outcome { status: SUCCEEDED, message: Some(&"é".repeat(2000)), ..Default::default() };
+        assert_eq!(finish_and_settle(&db, "task_l", Some("node-b"), &ok, 1, 110).await.unwrap(), None);
+        // Node A reports more than was held: the task costs its hold, no more.
+        let settled = finish_and_settle(&db, "task_l", Some("node-a"), &ok, 9_000_000, 110).await.unwrap().unwrap();
+        assert_eq!(settled.refund_micros, 0);
+        assert_eq!(money(&db).await, (500_000, 500_000, 500_000, 500_000));
+        let t = get(&db, "task_l", 1).await.unwrap().unwrap();
+        assert_eq!(t.charge_micros, Some(500_000));
+        assert!(t.message.unwrap().len() <= 1024, "the vendor's message is bounded");
     }
 
     #[tokio::test]
@@ -577,7 +635,8 @@ mod tests {
         account(&db).await;
         create_with_hold(&db, "task_f", &new_task(1, 100), &submit_record("req-1"), 90).await.unwrap();
         let failed = Outcome { status: FAILED, error_kind: Some("content_filtered"), ..Default::default() };
-        assert_eq!(finish_and_settle(&db, "task_f", &failed, 0, 200).await.unwrap(), Some(500_000));
+        let settled = finish_and_settle(&db, "task_f", None, &failed, 0, 200).await.unwrap().unwrap();
+        assert_eq!((settled.refund_micros, settled.user_id), (500_000, 1));
         assert_eq!(money(&db).await, (1_000_000, 1_000_000, 0, 0));
         let t = get(&db, "task_f", 1).await.unwrap().unwrap();
         assert_eq!((t.status.as_str(), t.charge_micros), (FAILED, Some(0)));

@@ -91,9 +91,21 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
         }
         (&Method::GET, "/admin/tasks") => {
             let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
+            let user_id = match q.get("user_id").map(|v| v.parse::<i64>()) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => {
+                    return error_response(
+                        400,
+                        "invalid_request_error",
+                        "bad_task_query",
+                        "user_id must be a user's id",
+                    )
+                }
+            };
             let filter = crate::store::tasks::Filter {
                 status: q.get("status").cloned(),
-                user_id: q.get("user_id").and_then(|v| v.parse().ok()),
+                user_id,
                 channel: q.get("channel").cloned(),
                 plugin: q.get("plugin").cloned(),
                 limit: q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(100),
