@@ -79,6 +79,8 @@ pub async fn serve(config: config::Config) -> Result<()> {
         master_key: config.master_key.clone(),
         // At most ten years: `now + ttl` never overflows.
         task_ttl_secs: config.task_ttl_secs.min(10 * 365 * 86_400) as i64,
+        // Rounds are half a second apart.
+        task_polls_per_round: (config.task_polls_per_second as usize).div_ceil(2).max(1),
     };
     // The channels, with their stored upstream keys, before the first call; settings a
     // plugin refuses are the operator's to fix before anything is served.

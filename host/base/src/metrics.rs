@@ -21,6 +21,8 @@ pub struct Metrics {
     /// Asynchronous tasks: submitted, polled, and ended by status (`TASK_ENDS`).
     pub tasks_submitted: AtomicU64,
     pub task_polls: AtomicU64,
+    /// Due polls put off to the next round by a vendor's poll rate cap.
+    pub task_polls_deferred: AtomicU64,
     pub tasks_ended: [AtomicU64; 4],
 }
 
@@ -38,6 +40,7 @@ pub static METRICS: Metrics = Metrics {
     charged_micros: AtomicU64::new(0),
     tasks_submitted: AtomicU64::new(0),
     task_polls: AtomicU64::new(0),
+    task_polls_deferred: AtomicU64::new(0),
     tasks_ended: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
 };
 
@@ -134,6 +137,12 @@ pub fn render(s: &Snapshot) -> String {
         &[("", m.tasks_submitted.load(Relaxed))],
     );
     metric("tollgate_task_polls_total", "counter", "Polls of asynchronous tasks.", &[("", m.task_polls.load(Relaxed))]);
+    metric(
+        "tollgate_task_polls_deferred_total",
+        "counter",
+        "Due task polls put off by a vendor's poll rate cap.",
+        &[("", m.task_polls_deferred.load(Relaxed))],
+    );
     let ends: Vec<(String, u64)> =
         TASK_ENDS.iter().zip(&m.tasks_ended).map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.load(Relaxed))).collect();
     let ends: Vec<(&str, u64)> = ends.iter().map(|(l, n)| (l.as_str(), *n)).collect();

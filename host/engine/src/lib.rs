@@ -113,4 +113,6 @@ pub struct Engine {
     pub master_key: Option<keypool::stored::MasterKey>,
     /// How long an asynchronous task may run before it expires (its hold given back).
     pub task_ttl_secs: i64,
+    /// The most polls of one plugin's tasks per poll round (a round is half a second).
+    pub task_polls_per_round: usize,
 }

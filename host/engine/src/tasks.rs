@@ -129,8 +129,9 @@ impl Engine {
     }
 
     /// One poll round of this node: tasks past their expiry end (their holds given back),
-    /// then up to `BATCH` due tasks are leased and polled. Returns how many were polled (a
-    /// full batch: the job polls again at once).
+    /// then up to `BATCH` due tasks are leased and polled, at most `task_polls_per_round` of
+    /// one plugin (vendors cap their query rates). Returns how many were polled (a full batch:
+    /// the job polls again at once; otherwise it waits half a second).
     pub async fn poll_tasks(&self, node: &str) -> usize {
         let now = now_unix();
         match tasks::overdue(&self.db, now, BATCH as i64).await {
@@ -154,8 +155,24 @@ impl Engine {
                 return 0;
             }
         };
-        let polled = due.len();
-        futures_util::future::join_all(due.into_iter().map(|t| self.poll(node, t))).await;
+        // A vendor gets at most its share per round (`task_polls_per_round`); the rest of its
+        // due tasks are given back untouched, for the next round.
+        let mut per_plugin: std::collections::HashMap<String, usize> = Default::default();
+        let mut polls = Vec::with_capacity(due.len());
+        for t in due {
+            let n = per_plugin.entry(t.plugin.clone()).or_default();
+            *n += 1;
+            if *n > self.task_polls_per_round {
+                METRICS.task_polls_deferred.fetch_add(1, Relaxed);
+                if let Err(e) = tasks::release(&self.db, &t.id, node).await {
+                    tracing::warn!(task = %t.id, error = %format!("{e:#}"), "giving a lease back failed");
+                }
+            } else {
+                polls.push(self.poll(node, t));
+            }
+        }
+        let polled = polls.len();
+        futures_util::future::join_all(polls).await;
         polled
     }
 

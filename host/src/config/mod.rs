@@ -73,6 +73,9 @@ pub struct Config {
     /// given back.
     #[serde(default = "defaults::task_ttl_secs")]
     pub task_ttl_secs: u64,
+    /// The most polls of one vendor's (plugin's) tasks per second, per node.
+    #[serde(default = "defaults::task_polls_per_second")]
+    pub task_polls_per_second: u32,
     /// The price table; billing (402 before the upstream, charges, the ledger) is on when set.
     #[serde(default)]
     pub pricing_file: Option<PathBuf>,
@@ -187,6 +190,9 @@ mod defaults {
     }
     pub fn task_ttl_secs() -> u64 {
         86_400
+    }
+    pub fn task_polls_per_second() -> u32 {
+        10
     }
     pub fn key_refresh_ms() -> u64 {
         1_000

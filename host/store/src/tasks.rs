@@ -363,6 +363,16 @@ pub async fn progress(
     Ok(done.rows_affected() == 1)
 }
 
+/// Gives a lease back untouched (the task was not polled this round): due again at once.
+pub async fn release(db: &Db, id: &str, node: &str) -> Result<()> {
+    sqlx::query("UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
+        .bind(id)
+        .bind(node)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// How a task ended.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome<'a> {
@@ -494,6 +504,14 @@ mod tests {
         let stored = get(&db, &t.id, 1).await.unwrap().unwrap();
         assert_eq!((stored.status.as_str(), stored.progress, stored.polls), (IN_PROGRESS, Some(40), 1));
         assert_eq!((stored.state.as_str(), stored.lease_owner), ("{}", None));
+        // A lease given back untouched makes the task due again at once, for any node.
+        let other = a.iter().chain(&b).find(|x| x.id != t.id).unwrap().clone();
+        release(&db, &other.id, "not-the-holder").await.unwrap();
+        assert!(claim_due(&db, "node-e", 111, 30, 10).await.unwrap().is_empty(), "only the holder releases");
+        release(&db, &other.id, other.lease_owner.as_deref().unwrap()).await.unwrap();
+        let again = claim_due(&db, "node-e", 111, 30, 10).await.unwrap();
+        assert_eq!(again.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), [other.id.as_str()]);
+        assert_eq!(again[0].polls, 0, "not counted as a poll");
         // A node that died: its leases run out and another node takes the tasks over.
         let taken = claim_due(&db, "node-d", 150, 30, 10).await.unwrap();
         assert_eq!(taken.len(), 5, "the five leased tasks whose leases ran out, not the one polled");

@@ -162,3 +162,31 @@ fn a_task_the_vendor_never_finishes_expires_and_gives_its_hold_back() {
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn a_vendors_poll_rate_is_capped_and_every_task_still_finishes() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let gw = Gateway::start(
+        "tasks-rate",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("task_polls_per_second = 2\n{}{ch}", pricing_setting(PRICES)),
+    );
+    let ids: Vec<String> = (0..4)
+        .map(|_| {
+            let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":2,"prompt":"a cat"}"#);
+            r.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for id in &ids {
+        assert_eq!(finished(&gw, id)["status"], "succeeded");
+    }
+    // Each job took exactly three queries: a task given back untouched is not polled twice.
+    let queries = mock.stats()["requests"].as_u64().unwrap();
+    assert_eq!(queries, 4 + 4 * 3, "4 submits and 3 queries each");
+    balance_becomes(&gw, 10_000_000 - 4 * 10_000);
+    // Four tasks due within two seconds, one poll of the vendor per round: some waited a round.
+    let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    let deferred = m.lines().find_map(|l| l.strip_prefix("tollgate_task_polls_deferred_total ")).unwrap_or("0");
+    assert!(deferred.parse::<u64>().unwrap() > 0, "{m}");
+}
