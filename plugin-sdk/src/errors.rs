@@ -36,7 +36,7 @@ pub fn from_openai_response(resp: &UpstreamResponse) -> AdapterError {
             if text.is_empty() {
                 format!("upstream answered HTTP {}", resp.status)
             } else {
-                truncate(text, 300).to_owned()
+                tollgate_base::text::truncate(text, 300).to_owned()
             }
         });
     let code = err.and_then(|e| e.get("code").or_else(|| e.get("type"))).and_then(|c| match c {
@@ -56,17 +56,6 @@ pub fn retry_after_ms(headers: &[crate::Header]) -> Option<u64> {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| (s * 1000.0) as u64)
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

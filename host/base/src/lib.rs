@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod money;
 pub mod ndjson;
 pub mod sse;
+pub mod text;

@@ -351,7 +351,7 @@ pub async fn progress(
     )
     .bind(IN_PROGRESS)
     .bind(percent)
-    .bind(message.map(|m| bounded(m, MAX_MESSAGE_BYTES)))
+    .bind(message.map(|m| tollgate_base::text::truncate(m, MAX_MESSAGE_BYTES)))
     .bind(state)
     .bind(next_poll_at)
     .bind(now)
@@ -409,10 +409,10 @@ async fn finish_in(
          AND ($11 = '' OR lease_owner = $11)",
     )
     .bind(outcome.status)
-    .bind(outcome.outputs.map(|o| bounded(o, MAX_OUTPUTS_BYTES)))
+    .bind(outcome.outputs.map(|o| tollgate_base::text::truncate(o, MAX_OUTPUTS_BYTES)))
     .bind(outcome.charge_micros)
     .bind(outcome.error_kind)
-    .bind(outcome.message.map(|m| bounded(m, MAX_MESSAGE_BYTES)))
+    .bind(outcome.message.map(|m| tollgate_base::text::truncate(m, MAX_MESSAGE_BYTES)))
     .bind(SUCCEEDED)
     .bind(now)
     .bind(id)
@@ -427,18 +427,6 @@ async fn finish_in(
 /// The largest vendor message and outputs list kept per task.
 const MAX_MESSAGE_BYTES: usize = 1 << 10;
 const MAX_OUTPUTS_BYTES: usize = 64 << 10;
-
-/// `text` cut to at most `max` bytes, on a character boundary.
-fn bounded(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// The ids of unfinished tasks past their expiry that no node is polling (the poller expires
 /// each with `finish_and_settle`; one being polled ends by its poll, or expires next round).
