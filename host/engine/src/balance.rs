@@ -8,7 +8,7 @@
 //! disabled before a consumer's call meets it.
 
 use super::Engine;
-use crate::exchange::{self, CallContext, Outcome};
+use crate::exchange::{self, Outcome};
 use crate::keypool::health::KeyOutcome;
 use crate::keypool::{Channel, BALANCE_OP};
 use crate::plugin::wit;
@@ -27,16 +27,9 @@ impl Engine {
             "strategy highest-balance: the plugin has no 'balance' operation; keys take turns instead");
             return 0;
         }
-        let fields = super::credential_fields(&plugin);
         let mut read = 0;
         for key in channel.all_keys() {
-            let credential = match &fields {
-                Some(f) => match super::split_credential(channel, f, &key.secret.0) {
-                    Ok(c) => c,
-                    Err(_) => continue,
-                },
-                None => Vec::new(),
-            };
+            let Ok(credential) = super::credential_for(&plugin, channel, Some(&key.secret)) else { continue };
             let Ok(base_url) = exchange::base_url(channel, &plugin) else { continue };
             let call = wit::Call {
                 op: BALANCE_OP.into(),
@@ -56,16 +49,7 @@ impl Engine {
                 config: channel.settings_json.clone(),
                 task: None,
             };
-            let ctx = CallContext {
-                plugin: Arc::clone(&plugin),
-                channel: Arc::clone(channel),
-                key: Some(key.secret.clone()),
-                runtime: self.registry.runtime().clone(),
-                upstream: self.upstream.clone(),
-                client: Default::default(),
-                capture: false,
-                write_timeout: self.stream_write_timeout,
-            };
+            let ctx = self.exchange_context(&plugin, channel, Some(&key.secret), Default::default(), false);
             let result = exchange::run(ctx, &call).await;
             let balance = match &result {
                 Ok(Outcome::Reply { status: 200..=299, body, error: None, .. }) => parse_balance(body),

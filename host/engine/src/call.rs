@@ -7,9 +7,7 @@ use super::idempotency::{self, Held};
 use super::Engine;
 use crate::account::{format_money, Consumer};
 use crate::billing::{self, Account, Estimate, Priced, Refusal, Reported};
-use crate::exchange::{
-    self, plugin_failure, CallContext, CallError, ClientInput, Form, Outcome, StreamBody, VendorWork,
-};
+use crate::exchange::{self, plugin_failure, CallError, ClientInput, Form, Outcome, StreamBody, VendorWork};
 use crate::keypool::health::KeyOutcome;
 use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::{wit, Plugin};
@@ -290,7 +288,6 @@ impl Engine {
         channel: &Arc<Channel>,
     ) -> (Result<Outcome, CallError>, bool) {
         let r = run.r;
-        let fields = credential_fields(plugin);
         // Ops that may be sent again after a request got no answer (reads): the plugin says.
         let resend = plugin.operation(&r.op).is_some_and(|o| o.resend);
         let attempts = if run.pinned.is_some() { 1 } else { channel.key_count().clamp(1, MAX_ATTEMPTS) };
@@ -320,23 +317,12 @@ impl Engine {
                 Ok(c) => c,
                 Err(e) => return (Err(e), false),
             };
-            call.credential = match (&fields, &picked) {
-                (Some(f), Some(k)) => match split_credential(channel, f, &k.secret.0) {
-                    Ok(c) => c,
-                    Err(e) => return (Err(e), false),
-                },
-                _ => Vec::new(),
+            let key = picked.as_ref().map(|k| &k.secret);
+            call.credential = match credential_for(plugin, channel, key) {
+                Ok(c) => c,
+                Err(e) => return (Err(e), false),
             };
-            let ctx = CallContext {
-                plugin: Arc::clone(plugin),
-                channel: Arc::clone(channel),
-                key: picked.as_ref().map(|k| k.secret.clone()),
-                runtime: self.registry.runtime().clone(),
-                upstream: self.upstream.clone(),
-                client: Arc::clone(&run.client),
-                capture: run.capture,
-                write_timeout: self.stream_write_timeout,
-            };
+            let ctx = self.exchange_context(plugin, channel, key, Arc::clone(&run.client), run.capture);
             let result = exchange::run(ctx, &call).await;
             let outcome = key_outcome(&result);
             let Some(picked) = picked else { return (result, false) };
@@ -548,10 +534,22 @@ pub fn kind_name(k: wit::ErrorKind) -> &'static str {
     }
 }
 
-/// The credential field names, for plugins that sign requests themselves.
-pub fn credential_fields(plugin: &Plugin) -> Option<Vec<String>> {
-    let f = &plugin.manifest.credential_fields;
-    (!f.is_empty()).then(|| f.iter().map(|c| c.name.clone()).collect())
+/// The raw credential `key` gives a plugin that signs requests itself (see
+/// `split_credential`); nothing for a plugin that lets the host insert the key, or without a
+/// key.
+pub fn credential_for(
+    plugin: &Plugin,
+    channel: &Channel,
+    key: Option<&UpstreamKey>,
+) -> Result<Vec<(String, String)>, CallError> {
+    let fields = &plugin.manifest.credential_fields;
+    match key {
+        Some(key) if !fields.is_empty() => {
+            let names: Vec<String> = fields.iter().map(|c| c.name.clone()).collect();
+            split_credential(channel, &names, &key.0)
+        }
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// The raw credential for a plugin that signs requests itself, only where the channel's

@@ -41,9 +41,31 @@ use crate::store::{CallLog, Db};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use call::{credential_fields, key_outcome, kind_name, split_credential, Answer, CallRequest};
+pub use call::{credential_for, key_outcome, kind_name, split_credential, Answer, CallRequest};
 
 impl Engine {
+    /// What one exchange of `plugin` on `channel` with `key` runs with (a consumer call's
+    /// attempt, a balance read, a task poll).
+    fn exchange_context(
+        &self,
+        plugin: &Arc<plugin::Plugin>,
+        channel: &Arc<keypool::Channel>,
+        key: Option<&keypool::UpstreamKey>,
+        client: Arc<exchange::ClientInput>,
+        capture: bool,
+    ) -> exchange::CallContext {
+        exchange::CallContext {
+            plugin: Arc::clone(plugin),
+            channel: Arc::clone(channel),
+            key: key.cloned(),
+            runtime: self.registry.runtime().clone(),
+            upstream: self.upstream.clone(),
+            client,
+            capture,
+            write_timeout: self.stream_write_timeout,
+        }
+    }
+
     /// Replaces the channel set with `configs`: keys that stay keep their health and balance,
     /// stored keys stay in their pools, calls in flight finish on the set they started with.
     /// A set whose settings a plugin refuses changes nothing. Returns the channels' names.

@@ -18,7 +18,7 @@
 
 use crate::billing::{Account, Priced};
 use crate::end::{reported, CallEnd};
-use crate::exchange::{self, CallContext, CallError, Outcome};
+use crate::exchange::{self, CallError, Outcome};
 use crate::plugin::wit;
 use crate::store::now_unix;
 use crate::store::tasks::{self, NewTask, Task};
@@ -108,11 +108,8 @@ impl Engine {
             return Answer::Failed(e);
         }
         let (status, headers, body) = match sub.reply {
-            Some(reply) => match reply.body {
-                wit::Body::Text(t) => (reply.status, reply.headers, Bytes::from(t)),
-                wit::Body::Bytes(b) => (reply.status, reply.headers, Bytes::from(b)),
-                _ => (reply.status, reply.headers, Bytes::new()),
-            },
+            // The task is stored: a body only a request can have (the plugin's bug) is sent empty.
+            Some(reply) => (reply.status, reply.headers, exchange::reply_body(reply.body).unwrap_or_default()),
             None => {
                 let task = tasks::get(&self.db, &id, r.consumer.user_id).await.ok().flatten();
                 let body = task.as_ref().map(view).unwrap_or_else(|| serde_json::json!({ "id": id }));
@@ -208,12 +205,9 @@ impl Engine {
         let Ok(base_url) = exchange::base_url(&channel, &plugin) else {
             return later("its channel has no base URL").await;
         };
-        let credential = match (crate::credential_fields(&plugin), &key) {
-            (Some(fields), Some(key)) => match crate::split_credential(&channel, &fields, &key.secret.0) {
-                Ok(c) => c,
-                Err(e) => return later(&e.message).await,
-            },
-            _ => Vec::new(),
+        let credential = match crate::credential_for(&plugin, &channel, key.as_ref().map(|k| &k.secret)) {
+            Ok(c) => c,
+            Err(e) => return later(&e.message).await,
         };
         let call = wit::Call {
             op: POLL_OP.into(),
@@ -233,16 +227,7 @@ impl Engine {
             config: channel.settings_json.clone(),
             task: Some(task.state.clone()),
         };
-        let ctx = CallContext {
-            plugin: Arc::clone(&plugin),
-            channel: Arc::clone(&channel),
-            key: key.as_ref().map(|k| k.secret.clone()),
-            runtime: self.registry.runtime().clone(),
-            upstream: self.upstream.clone(),
-            client: Default::default(),
-            capture: false,
-            write_timeout: self.stream_write_timeout,
-        };
+        let ctx = self.exchange_context(&plugin, &channel, key.as_ref().map(|k| &k.secret), Default::default(), false);
         let result = match tokio::time::timeout(POLL_TIMEOUT, exchange::run(ctx, &call)).await {
             Ok(result) => result,
             Err(_) => Err(CallError::upstream(wit::ErrorKind::Timeout, "the poll did not finish in time")),

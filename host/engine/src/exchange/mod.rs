@@ -232,14 +232,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 return Ok(Outcome::Relay { response });
             }
             wit::Step::Reply(r) => {
-                let body = match r.body {
-                    wit::Body::Empty => Bytes::new(),
-                    wit::Body::Text(s) => Bytes::from(s),
-                    wit::Body::Bytes(b) => Bytes::from(b),
-                    wit::Body::ClientBody | wit::Body::Form(_) => {
-                        return Err(CallError::plugin("the plugin replied with a body only a request can have"))
-                    }
-                };
+                let body = reply_body(r.body)?;
                 return Ok(Outcome::Reply {
                     status: r.status,
                     headers: r.headers,
@@ -271,6 +264,18 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
         };
     }
     Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())).after(work))
+}
+
+/// The bytes of a plugin's reply; a body only a request can have is the plugin's bug.
+pub fn reply_body(body: wit::Body) -> Result<Bytes, CallError> {
+    match body {
+        wit::Body::Empty => Ok(Bytes::new()),
+        wit::Body::Text(s) => Ok(Bytes::from(s)),
+        wit::Body::Bytes(b) => Ok(Bytes::from(b)),
+        wit::Body::ClientBody | wit::Body::Form(_) => {
+            Err(CallError::plugin("the plugin replied with a body only a request can have"))
+        }
+    }
 }
 
 /// The base URL a channel's requests go to: the channel's, or its plugin's default.

@@ -92,6 +92,9 @@ struct PooledKey {
     /// Unique while the gateway runs; kept when the pool is rebuilt.
     id: u64,
     health: Arc<KeyHealth>,
+    /// `UpstreamKey::fingerprint`, computed once (follow-up calls and task polls look keys
+    /// up by it).
+    fingerprint: String,
 }
 
 /// A key taken for one call (or one balance read).
@@ -188,8 +191,11 @@ impl Channel {
             .chain(stored)
             .filter(|e| seen.insert(e.secret.clone()))
             .map(|entry| match known.remove(&entry.secret) {
-                Some(k) => PooledKey { entry, id: k.id, health: Arc::clone(&k.health) },
+                Some(k) => {
+                    PooledKey { entry, id: k.id, health: Arc::clone(&k.health), fingerprint: k.fingerprint.clone() }
+                }
                 None => PooledKey {
+                    fingerprint: entry.secret.fingerprint(),
                     entry,
                     id: NEXT_KEY_ID.fetch_add(1, Ordering::Relaxed),
                     health: Arc::new(KeyHealth::new(self.probe_after)),
@@ -244,7 +250,7 @@ impl Channel {
     /// The key with this fingerprint, whatever its health: a follow-up call must run on the
     /// key that created its object. `None`: the key left the pool.
     pub fn key_by_fingerprint(&self, fingerprint: &str) -> Option<PickedKey> {
-        self.pool.load().keys.iter().find(|k| k.entry.secret.fingerprint() == fingerprint).map(picked)
+        self.pool.load().keys.iter().find(|k| k.fingerprint == fingerprint).map(picked)
     }
 
     pub fn key_count(&self) -> usize {
