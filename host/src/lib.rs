@@ -81,6 +81,20 @@ pub async fn serve(config: config::Config) -> Result<()> {
         task_ttl_secs: config.task_ttl_secs.min(10 * 365 * 86_400) as i64,
         // Rounds are half a second apart.
         task_polls_per_round: (config.task_polls_per_second as usize).div_ceil(2).max(1),
+        archive: Arc::new(
+            tollgate_engine::archive::Archive::open(tollgate_engine::archive::Settings {
+                dir: config.archive_dir(),
+                max_bytes: config.archive_max_bytes,
+                deadline: Duration::from_secs(config.archive_download_timeout_secs.clamp(1, 86_400)),
+                connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+                idle_timeout: Duration::from_millis(config.stream_idle_timeout_ms),
+                rules: tollgate_engine::archive::guard::Rules {
+                    allow_hosts: config.fetch_allow_hosts.clone(),
+                    private_hosts: config.fetch_allow_private_hosts.clone(),
+                },
+            })
+            .context("opening the archive")?,
+        ),
     };
     // The channels, with their stored upstream keys, before the first call; settings a
     // plugin refuses are the operator's to fix before anything is served.

@@ -231,6 +231,12 @@ impl Manifest {
         self.forward_headers.push(header.into());
         self
     }
+    /// A host the plugin's outputs are downloaded from (a CDN): a name or `*.domain`. The
+    /// operator must allow it too, and a private address only when named by the operator.
+    pub fn fetching(mut self, host: &str) -> Self {
+        self.fetch_hosts.push(host.into());
+        self
+    }
     pub fn with_base_url(mut self, url: &str) -> Self {
         self.default_base_url = Some(url.into());
         self

@@ -24,6 +24,12 @@ pub struct Metrics {
     /// Due polls put off to the next round by a vendor's poll rate cap.
     pub task_polls_deferred: AtomicU64,
     pub tasks_ended: [AtomicU64; 4],
+    /// The archive: files and bytes downloaded into it, downloads that failed, and bytes
+    /// served from it.
+    pub archive_files: AtomicU64,
+    pub archive_bytes: AtomicU64,
+    pub archive_failures: AtomicU64,
+    pub archive_served_bytes: AtomicU64,
 }
 
 /// The final statuses of a task, in the order of `Metrics::tasks_ended`.
@@ -42,6 +48,10 @@ pub static METRICS: Metrics = Metrics {
     task_polls: AtomicU64::new(0),
     task_polls_deferred: AtomicU64::new(0),
     tasks_ended: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    archive_files: AtomicU64::new(0),
+    archive_bytes: AtomicU64::new(0),
+    archive_failures: AtomicU64::new(0),
+    archive_served_bytes: AtomicU64::new(0),
 };
 
 impl Metrics {
@@ -147,6 +157,30 @@ pub fn render(s: &Snapshot) -> String {
         TASK_ENDS.iter().zip(&m.tasks_ended).map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.load(Relaxed))).collect();
     let ends: Vec<(&str, u64)> = ends.iter().map(|(l, n)| (l.as_str(), *n)).collect();
     metric("tollgate_tasks_ended_total", "counter", "Asynchronous tasks by final status.", &ends);
+    metric(
+        "tollgate_archive_files_total",
+        "counter",
+        "Files downloaded into the archive.",
+        &[("", m.archive_files.load(Relaxed))],
+    );
+    metric(
+        "tollgate_archive_bytes_total",
+        "counter",
+        "Bytes downloaded into the archive.",
+        &[("", m.archive_bytes.load(Relaxed))],
+    );
+    metric(
+        "tollgate_archive_failures_total",
+        "counter",
+        "Archive downloads that failed (tried again, or the task failed).",
+        &[("", m.archive_failures.load(Relaxed))],
+    );
+    metric(
+        "tollgate_archive_served_bytes_total",
+        "counter",
+        "Bytes of archived files served to their owners.",
+        &[("", m.archive_served_bytes.load(Relaxed))],
+    );
     let keys: Vec<(String, u64)> = s
         .upstream_keys
         .iter()

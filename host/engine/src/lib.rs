@@ -19,6 +19,7 @@
 //! `tollgate-store`; above it: `tollgate-api` and the binary. Cargo refuses the other way.
 
 pub mod account;
+pub mod archive;
 mod balance;
 pub mod billing;
 mod call;
@@ -137,4 +138,6 @@ pub struct Engine {
     pub task_ttl_secs: i64,
     /// The most polls of one plugin's tasks per poll round (a round is half a second).
     pub task_polls_per_round: usize,
+    /// Where task outputs are downloaded to and served from.
+    pub archive: Arc<archive::Archive>,
 }

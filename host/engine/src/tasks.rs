@@ -257,11 +257,22 @@ impl Engine {
                 }
             }
             Ok(Outcome::Task(wit::TaskState::Succeeded(done))) => {
-                let outputs: Vec<serde_json::Value> = done
-                    .outputs
-                    .iter()
-                    .map(|m| serde_json::json!({ "url": m.url, "content_type": m.content_type }))
-                    .collect();
+                let Some(archived) = self.archive_outputs(node, &task, &plugin, &done.outputs).await else {
+                    return;
+                };
+                let archived = match archived {
+                    Ok(files) => files,
+                    Err(f) if f.permanent => {
+                        let failed = tasks::Outcome {
+                            status: tasks::FAILED,
+                            error_kind: Some("archive_failed"),
+                            message: Some(&f.message),
+                            ..Default::default()
+                        };
+                        return self.settle(&task.id, Some(node), &failed, 0).await;
+                    }
+                    Err(f) => return later(&f.message).await,
+                };
                 let priced = match task.model.as_str() {
                     "" => Priced::Op { plugin: &task.plugin, op: &task.op },
                     model => Priced::Model(model),
@@ -270,8 +281,17 @@ impl Engine {
                     Some(b) => b.task_charge(priced, &task.price_group, &reported(&done.usage), task.reserved_micros).0,
                     None => 0,
                 };
+                let outputs: Vec<serde_json::Value> = archived
+                    .iter()
+                    .map(|o| serde_json::json!({ "index": o.n, "content_type": o.content_type, "size": o.size_bytes, "sha256": o.sha256 }))
+                    .collect();
                 let outputs = serde_json::Value::from(outputs).to_string();
-                let ok = tasks::Outcome { status: tasks::SUCCEEDED, outputs: Some(&outputs), ..Default::default() };
+                let ok = tasks::Outcome {
+                    status: tasks::SUCCEEDED,
+                    outputs: Some(&outputs),
+                    archived: &archived,
+                    ..Default::default()
+                };
                 self.settle(&task.id, Some(node), &ok, charge).await;
             }
             Ok(Outcome::Task(wit::TaskState::Failed(e))) => {
@@ -296,6 +316,42 @@ impl Engine {
             }
             Err(e) => later(&e.message).await,
         }
+    }
+
+    /// Downloads a succeeded job's outputs into the archive, under a lease extended to the
+    /// archive's deadline. `None`: the lease was lost (another node has the task now).
+    async fn archive_outputs(
+        &self,
+        node: &str,
+        task: &Task,
+        plugin: &crate::plugin::Plugin,
+        media: &[wit::Media],
+    ) -> Option<Result<Vec<crate::store::archive::Output>, crate::archive::Failure>> {
+        if media.is_empty() {
+            return Some(Ok(Vec::new()));
+        }
+        let until = now_unix() + self.archive.deadline.as_secs() as i64 + LEASE_SECS;
+        match tasks::extend_lease(&self.db, &task.id, node, until).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                let f = crate::archive::Failure { permanent: false, message: format!("the database: {e:#}") };
+                return Some(Err(f));
+            }
+        }
+        let result = self.archive.download_all(media, &plugin.manifest.fetch_hosts).await;
+        match &result {
+            Ok(files) => {
+                METRICS.archive_files.fetch_add(files.len() as u64, Relaxed);
+                let bytes: i64 = files.iter().map(|f| f.size_bytes).sum();
+                METRICS.archive_bytes.fetch_add(bytes as u64, Relaxed);
+            }
+            Err(f) => {
+                METRICS.archive_failures.fetch_add(1, Relaxed);
+                tracing::warn!(task = %task.id, permanent = f.permanent, error = %f.message, "archiving a task's outputs failed");
+            }
+        }
+        Some(result)
     }
 
     /// Ends a task with its settlement (once, whoever else tries; `node`: the lease a poll's
@@ -340,8 +396,14 @@ fn poll_delay(hint_ms: Option<u32>, polls: i64) -> i64 {
 
 /// A task as its owner sees it.
 pub fn view(t: &Task) -> serde_json::Value {
-    let outputs: serde_json::Value =
+    let mut outputs: serde_json::Value =
         t.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(serde_json::Value::Null);
+    // Each archived file is served by the gateway, to the owner only.
+    for o in outputs.as_array_mut().into_iter().flatten() {
+        if let Some(n) = o["index"].as_i64() {
+            o["url"] = format!("/v1/tasks/{}/content/{n}", t.id).into();
+        }
+    }
     serde_json::json!({
         "id": t.id,
         "object": "task",

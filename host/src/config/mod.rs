@@ -76,6 +76,28 @@ pub struct Config {
     /// The most polls of one vendor's (plugin's) tasks per second, per node.
     #[serde(default = "defaults::task_polls_per_second")]
     pub task_polls_per_second: u32,
+    /// Where task outputs (videos, music, speech) are kept; defaults to `<data_dir>/archive`.
+    /// One folder per gateway process.
+    #[serde(default)]
+    pub archive_dir: Option<PathBuf>,
+    /// The largest file the archive downloads; a task whose output is larger fails (and is
+    /// not charged).
+    #[serde(default = "defaults::archive_max_bytes")]
+    pub archive_max_bytes: u64,
+    /// How long the download of one task's outputs may take before it is tried again.
+    #[serde(default = "defaults::archive_download_timeout_secs")]
+    pub archive_download_timeout_secs: u64,
+    /// Archived files older than this many days are deleted (hourly); unset keeps them.
+    #[serde(default)]
+    pub archive_retention_days: Option<u32>,
+    /// Hosts the archive may download from, narrowing what plugins declare in their
+    /// `fetch-hosts` (names or `*.domain`); `["*"]`: whatever the loaded plugins declare.
+    #[serde(default = "defaults::fetch_allow_hosts")]
+    pub fetch_allow_hosts: Vec<String>,
+    /// Hosts the archive may reach although they are not public (names or IP literals,
+    /// exactly, e.g. `["127.0.0.1"]` for a local mock); plain http is allowed to them.
+    #[serde(default)]
+    pub fetch_allow_private_hosts: Vec<String>,
     /// The price table; billing (402 before the upstream, charges, the ledger) is on when set.
     #[serde(default)]
     pub pricing_file: Option<PathBuf>,
@@ -191,6 +213,15 @@ mod defaults {
     pub fn task_ttl_secs() -> u64 {
         86_400
     }
+    pub fn archive_max_bytes() -> u64 {
+        2 << 30
+    }
+    pub fn archive_download_timeout_secs() -> u64 {
+        600
+    }
+    pub fn fetch_allow_hosts() -> Vec<String> {
+        vec!["*".into()]
+    }
     pub fn task_polls_per_second() -> u32 {
         10
     }
@@ -236,6 +267,10 @@ impl Config {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.archive_dir.clone().unwrap_or_else(|| self.data_dir.join("archive"))
     }
 
     pub fn plugins_dir(&self) -> PathBuf {

@@ -12,6 +12,7 @@
 //! under the same number. The request path never awaits the database: it reads caches (see
 //! `account`) and hands records to `CallLog`.
 
+pub mod archive;
 pub mod call_log;
 pub mod idempotency;
 pub mod objects;

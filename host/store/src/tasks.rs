@@ -181,6 +181,7 @@ pub async fn finish_and_settle(
     if !finish_in(&mut tx, id, node, &outcome, now).await? {
         return Ok(None);
     }
+    crate::archive::record(&mut tx, id, outcome.archived, now).await?;
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
     let task = sqlx::query_as::<_, Task>(&sql).bind(id).fetch_one(&mut *tx).await?;
     let refund = task.reserved_micros.saturating_sub(task.charge_micros.unwrap_or(0));
@@ -363,6 +364,21 @@ pub async fn progress(
     Ok(done.rows_affected() == 1)
 }
 
+/// Extends `node`'s lease of a task to `until` (a poll that downloads the outputs). False
+/// when `node` no longer holds it.
+pub async fn extend_lease(db: &Db, id: &str, node: &str, until: i64) -> Result<bool> {
+    let done =
+        sqlx::query("UPDATE tasks SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND status IN ($4, $5)")
+            .bind(until)
+            .bind(id)
+            .bind(node)
+            .bind(QUEUED)
+            .bind(IN_PROGRESS)
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Gives a lease back untouched (the task was not polled this round): due again at once.
 pub async fn release(db: &Db, id: &str, node: &str) -> Result<()> {
     sqlx::query("UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
@@ -378,7 +394,10 @@ pub async fn release(db: &Db, id: &str, node: &str) -> Result<()> {
 pub struct Outcome<'a> {
     /// `SUCCEEDED`, `FAILED`, `EXPIRED` or `CANCELLED`.
     pub status: &'a str,
+    /// What the consumer sees of the outputs (JSON).
     pub outputs: Option<&'a str>,
+    /// The files archived for the outputs, recorded with the final status.
+    pub archived: &'a [crate::archive::Output],
     pub charge_micros: Option<i64>,
     pub error_kind: Option<&'a str>,
     pub message: Option<&'a str>,

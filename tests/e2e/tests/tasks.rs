@@ -8,6 +8,8 @@ use std::time::Duration;
 use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
 
 const PRICES: &str = "[models.\"fixture-video\"]\nper_second = \"0.01\"\n";
+/// The mock's CDN is on loopback: the operator names it, or the archive never reaches it.
+const LOCAL_CDN: &str = "fetch_allow_private_hosts = [\"127.0.0.1\"]\n";
 
 fn submit(gw: &Gateway, key: &str, body: &str) -> http::Response {
     http::request(&gw.addr, "POST", "/fixture/videos", &[("authorization", &format!("Bearer {key}"))], body.as_bytes())
@@ -41,7 +43,11 @@ fn balance_becomes(gw: &Gateway, micros: i64) {
 fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_made() {
     let mock = Mock::start();
     let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1", "k2", "k3"]);
-    let gw = Gateway::start("tasks-flow", &[("faulty-v1", "faulty.wasm")], &format!("{}{ch}", pricing_setting(PRICES)));
+    let gw = Gateway::start(
+        "tasks-flow",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{LOCAL_CDN}{}{ch}", pricing_setting(PRICES)),
+    );
 
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -55,7 +61,7 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     let done = finished(&gw, &id);
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["progress"], 100);
-    assert!(done["outputs"][0]["url"].as_str().unwrap().contains("/v1/video/jobs/"), "{done}");
+    assert_eq!(done["outputs"][0]["url"], format!("/v1/tasks/{id}/content/0"), "{done}");
     // The vendor rendered 4 s: 0.04 charged, the rest of the hold given back, once.
     assert_eq!(done["charge"], "0.040000", "{done}");
     balance_becomes(&gw, 10_000_000 - 40_000);
@@ -114,7 +120,7 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
 fn a_task_submitted_before_a_crash_completes_after_it_and_is_billed_once() {
     let mock = Mock::start();
     let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1", "k2"]);
-    let extra = format!("{}{ch}", pricing_setting(PRICES));
+    let extra = format!("{LOCAL_CDN}{}{ch}", pricing_setting(PRICES));
     let plugins = [("faulty-v1", "faulty.wasm")];
     let mut a = Gateway::start("tasks-crash-a", &plugins, &extra);
     let key = a.create_key("video", "1");
@@ -150,7 +156,7 @@ fn a_task_the_vendor_never_finishes_expires_and_gives_its_hold_back() {
     let gw = Gateway::start(
         "tasks-expiry",
         &[("faulty-v1", "faulty.wasm")],
-        &format!("task_ttl_secs = 1\n{}{ch}", pricing_setting(PRICES)),
+        &format!("task_ttl_secs = 1\n{LOCAL_CDN}{}{ch}", pricing_setting(PRICES)),
     );
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
     let id = r.json()["id"].as_str().unwrap().to_string();
@@ -170,7 +176,7 @@ fn a_vendors_poll_rate_is_capped_and_every_task_still_finishes() {
     let gw = Gateway::start(
         "tasks-rate",
         &[("faulty-v1", "faulty.wasm")],
-        &format!("task_polls_per_second = 2\n{}{ch}", pricing_setting(PRICES)),
+        &format!("task_polls_per_second = 2\n{LOCAL_CDN}{}{ch}", pricing_setting(PRICES)),
     );
     let ids: Vec<String> = (0..4)
         .map(|_| {
@@ -189,4 +195,134 @@ fn a_vendors_poll_rate_is_capped_and_every_task_still_finishes() {
     let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     let deferred = m.lines().find_map(|l| l.strip_prefix("tollgate_task_polls_deferred_total ")).unwrap_or("0");
     assert!(deferred.parse::<u64>().unwrap() > 0, "{m}");
+}
+
+fn get(gw: &Gateway, key: &str, path: &str, headers: &[(&str, &str)]) -> http::Response {
+    let auth = format!("Bearer {key}");
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    http::request(&gw.addr, "GET", path, &all, b"")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn blobs_in(gw: &Gateway) -> usize {
+    let dir = gw.dir.join("data/archive/sha256");
+    std::fs::read_dir(dir).map_or(0, |d| d.flatten().map(|sub| std::fs::read_dir(sub.path()).unwrap().count()).sum())
+}
+
+#[test]
+fn outputs_are_archived_and_served_to_their_owner_with_ranges_after_the_vendor_url_expired() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let extra = format!("{LOCAL_CDN}archive_max_bytes = 1048576\n{}{ch}", pricing_setting(PRICES));
+    let gw = Gateway::start("tasks-archive", &[("faulty-v1", "faulty.wasm")], &extra);
+
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let done = finished(&gw, &id);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let out = &done["outputs"][0];
+    assert_eq!((out["content_type"].as_str(), out["size"].as_u64()), (Some("video/mp4"), Some(200_005)), "{done}");
+    // The vendor's URL worked once; it has expired since (the mock's CDN says 403 now).
+    assert_eq!(mock.stats()["cdn_downloads"], 1);
+
+    let path = format!("/v1/tasks/{id}/content/0");
+    let whole = get(&gw, &gw.key, &path, &[]);
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert_eq!((whole.body.len(), &whole.body[4..8]), (200_005, &b"ftyp"[..]));
+    assert_eq!(whole.header("content-type"), Some("video/mp4"));
+    assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+    assert_eq!(sha256_hex(&whole.body), out["sha256"].as_str().unwrap(), "stored by its hash");
+    // Range requests: what players and resumed downloads send.
+    let part = get(&gw, &gw.key, &path, &[("range", "bytes=100-199")]);
+    assert_eq!((part.status, part.header("content-range")), (206, Some("bytes 100-199/200005")));
+    assert_eq!(part.body, whole.body[100..200]);
+    let tail = get(&gw, &gw.key, &path, &[("range", "bytes=-10")]);
+    assert_eq!((tail.status, tail.body.as_slice()), (206, &whole.body[200_005 - 10..]));
+    let past = get(&gw, &gw.key, &path, &[("range", "bytes=300000-")]);
+    assert_eq!((past.status, past.header("content-range")), (416, Some("bytes */200005")));
+    // Only the owner gets it; another output number or task is a 404 too.
+    let other = gw.create_key("other", "1");
+    assert!(eventually(Duration::from_secs(5), || get(&gw, &other, "/v1/tasks", &[]).status == 200));
+    let theirs = get(&gw, &other, &path, &[]);
+    assert_eq!((theirs.status, theirs.error_code().as_str()), (404, "output_not_found"));
+    assert_eq!(get(&gw, &gw.key, &format!("/v1/tasks/{id}/content/1"), &[]).status, 404);
+    // Served from the archive: the CDN was not asked again. Each download is in the log.
+    assert_eq!(mock.stats()["cdn_downloads"], 1);
+    assert_eq!(gw.log().matches("archived file served").count(), 3, "{}", gw.log());
+
+    // A redirect to the file is followed (and checked again).
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":2,"prompt":"redirect"}"#);
+    let redirected = finished(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(
+        (redirected["status"].as_str(), redirected["outputs"][0]["size"].as_u64()),
+        (Some("succeeded"), Some(200_002))
+    );
+
+    // Too large (announced or not) or not media: the task fails cleanly and costs nothing.
+    for (prompt, why) in [("huge", "archive_max_bytes"), ("huge-chunked", "archive_max_bytes"), ("html", "text/html")] {
+        let r = submit(&gw, &gw.key, &format!(r#"{{"model":"fixture-video","seconds":3,"prompt":"{prompt}"}}"#));
+        let failed = finished(&gw, r.json()["id"].as_str().unwrap());
+        assert_eq!(
+            (failed["status"].as_str(), failed["error"].as_str()),
+            (Some("failed"), Some("archive_failed")),
+            "{failed}"
+        );
+        assert!(failed["message"].as_str().unwrap().contains(why), "{prompt}: {failed}");
+        assert_eq!(failed["charge"], "0.000000");
+    }
+    // Charged: 4 s and 1 s rendered; the failed ones gave their holds back.
+    balance_becomes(&gw, 10_000_000 - 40_000 - 10_000);
+    assert_eq!(std::fs::read_dir(gw.dir.join("data/archive/tmp")).unwrap().count(), 0, "no partial file is left");
+    let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    for line in ["tollgate_archive_files_total 2", "tollgate_archive_failures_total 3"] {
+        assert!(m.contains(line), "{line} in {m}");
+    }
+
+    // Deleting a task deletes its file; a running task is not deleted.
+    assert_eq!(blobs_in(&gw), 2);
+    let delete = |key: &str, id: &str| {
+        http::request(
+            &gw.addr,
+            "DELETE",
+            &format!("/v1/tasks/{id}"),
+            &[("authorization", &format!("Bearer {key}"))],
+            b"",
+        )
+    };
+    assert_eq!(delete(&other, &id).status, 404);
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":2,"prompt":"a dog"}"#);
+    let running = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(delete(&gw.key, &running).error_code(), "task_running");
+    assert_eq!(delete(&gw.key, &id).status, 200);
+    assert_eq!(get(&gw, &gw.key, &path, &[]).status, 404);
+    assert_eq!(get(&gw, &gw.key, &format!("/v1/tasks/{id}"), &[]).status, 404);
+    assert_eq!(blobs_in(&gw), 1);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_private_cdn_the_operator_did_not_name_is_never_reached_and_the_task_costs_nothing() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let gw = Gateway::start(
+        "tasks-no-private",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{}{ch}", pricing_setting(PRICES)),
+    );
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
+    let failed = finished(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(
+        (failed["status"].as_str(), failed["error"].as_str()),
+        (Some("failed"), Some("archive_failed")),
+        "{failed}"
+    );
+    assert!(failed["message"].as_str().unwrap().contains("fetch_allow_private_hosts"), "{failed}");
+    assert_eq!(mock.stats()["cdn_downloads"], 0);
+    balance_becomes(&gw, 10_000_000);
 }

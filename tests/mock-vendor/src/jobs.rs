@@ -3,6 +3,12 @@
 //! `running` with a progress for its first two queries, then `succeeded` with the seconds
 //! rendered (one less than asked: vendors report what they made) and a URL, or `failed` when
 //! the prompt was `fail`. A job exists only in the account (key) that submitted it.
+//!
+//! The URL is on the mock's CDN, `GET /cdn/{id}.mp4?sig=…` (no key, as CDNs are), and it
+//! expires once it has been downloaded: a second download gets 403 with S3's XML error. The
+//! prompt shapes the file: `huge` (3 MiB, with its length), `huge-chunked` (3 MiB, no length),
+//! `html` (an HTML page answered 200), `redirect` (a 302 to the file); otherwise an MP4-like
+//! file of `200_000 + seconds` bytes.
 
 use crate::body::MockBody;
 use crate::{json, openai, Ctx, State};
@@ -11,8 +17,10 @@ use hyper::{Response, StatusCode};
 pub struct Job {
     key: String,
     seconds: u64,
-    fail: bool,
+    prompt: String,
     queries: u32,
+    /// The CDN URL was downloaded (it has expired).
+    downloaded: bool,
 }
 
 pub fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
@@ -26,7 +34,8 @@ pub fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> 
         return openai::bad_request("'seconds' must be an integer from 1 to 60");
     };
     let id = format!("job-{}", state.next_trace());
-    let job = Job { key: key.unwrap_or_default().to_string(), seconds, fail: body["prompt"] == "fail", queries: 0 };
+    let prompt = body["prompt"].as_str().unwrap_or_default().to_string();
+    let job = Job { key: key.unwrap_or_default().to_string(), seconds, prompt, queries: 0, downloaded: false };
     state.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), job);
     json(StatusCode::OK, serde_json::json!({ "id": id, "status": "queued" }).to_string())
 }
@@ -42,11 +51,55 @@ pub fn query(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<M
     job.queries += 1;
     let v = if job.queries < 3 {
         serde_json::json!({ "id": id, "status": "running", "progress": job.queries * 30 })
-    } else if job.fail {
+    } else if job.prompt == "fail" {
         serde_json::json!({ "id": id, "status": "failed", "error": "the prompt was rejected" })
     } else {
         serde_json::json!({ "id": id, "status": "succeeded", "seconds": job.seconds - 1,
-            "url": format!("/v1/video/jobs/{id}/content") })
+            "url": format!("http://{}/cdn/{id}.mp4?sig=s{}", state.addr, job.queries) })
     };
     json(StatusCode::OK, v.to_string())
 }
+
+/// `GET /cdn/{file}`: a job's output, once.
+pub fn cdn(state: &State, file: &str) -> Response<MockBody> {
+    let redirected = file.strip_prefix("r/");
+    let id = redirected.unwrap_or(file).trim_end_matches(".mp4");
+    let mut jobs = state.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(job) = jobs.get_mut(id) else {
+        return crate::respond(StatusCode::NOT_FOUND, "application/xml", MockBody::full(XML_NO_KEY));
+    };
+    if job.prompt == "redirect" && redirected.is_none() {
+        let mut r = crate::respond(StatusCode::FOUND, "text/plain", MockBody::empty());
+        let to = format!("/cdn/r/{id}.mp4");
+        r.headers_mut().insert(hyper::header::LOCATION, to.parse().expect("a valid location"));
+        return r;
+    }
+    if job.downloaded {
+        return crate::respond(StatusCode::FORBIDDEN, "application/xml", MockBody::full(XML_EXPIRED));
+    }
+    job.downloaded = true;
+    state.cdn_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match job.prompt.as_str() {
+        "html" => {
+            crate::respond(StatusCode::OK, "text/html; charset=utf-8", MockBody::full("<html>Service busy</html>"))
+        }
+        "huge" => crate::respond(StatusCode::OK, "video/mp4", MockBody::full(video(3 << 20))),
+        "huge-chunked" => {
+            let chunks = video(3 << 20).chunks(64 << 10).map(bytes::Bytes::copy_from_slice).collect();
+            crate::respond(StatusCode::OK, "video/mp4", MockBody::chunks(chunks, std::time::Duration::ZERO, false))
+        }
+        _ => crate::respond(StatusCode::OK, "video/mp4", MockBody::full(video(200_000 + job.seconds as usize))),
+    }
+}
+
+/// An MP4-like file: an `ftyp` box, then bytes that differ at every offset.
+pub fn video(len: usize) -> Vec<u8> {
+    let mut v = b"\x00\x00\x00\x18ftypmp42".to_vec();
+    v.extend((v.len()..len).map(|i| (i * 31 % 251) as u8));
+    v.truncate(len);
+    v
+}
+
+const XML_EXPIRED: &str =
+    "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+const XML_NO_KEY: &str = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>";

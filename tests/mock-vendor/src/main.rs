@@ -82,7 +82,7 @@ async fn serve(args: Args) {
         let _ = writeln!(out, "LISTENING {addr}");
         let _ = out.flush();
     }
-    let state = Arc::new(State::new(args.chunk_delay_ms));
+    let state = Arc::new(State::new(args.chunk_delay_ms, addr));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -134,10 +134,14 @@ pub struct State {
     /// The default pause between stream chunks (`--chunk-delay-ms`).
     chunk_delay_ms: u64,
     trace: AtomicU64,
+    /// Where the mock listens (its CDN's URLs are absolute).
+    pub addr: std::net::SocketAddr,
+    /// Files the CDN served (`GET /cdn/…`).
+    cdn_downloads: AtomicU64,
 }
 
 impl State {
-    fn new(chunk_delay_ms: u64) -> Self {
+    fn new(chunk_delay_ms: u64, addr: std::net::SocketAddr) -> Self {
         State {
             requests: AtomicU64::new(0),
             by_key: Mutex::new(HashMap::new()),
@@ -150,6 +154,8 @@ impl State {
             jobs: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
+            addr,
+            cdn_downloads: AtomicU64::new(0),
         }
     }
 
@@ -215,6 +221,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     let authorized = key.is_some_and(|k| {
         !k.starts_with("bad") && !state.rejected.lock().unwrap_or_else(|e| e.into_inner()).contains(k)
     });
+    if let Some(file) = req.uri().path().strip_prefix("/cdn/") {
+        // A CDN: no key, not counted as a vendor call.
+        return jobs::cdn(&state, file);
+    }
     if req.uri().path() == "/v1/user/info" {
         // Balance reads are counted apart: `by_key` counts the calls that serve consumers.
         state.balance_reads.fetch_add(1, Ordering::Relaxed);
@@ -263,6 +273,7 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
                 "requests": state.requests.load(Ordering::Relaxed),
                 "by_key": by_key,
                 "balance_reads": state.balance_reads.load(Ordering::Relaxed),
+                "cdn_downloads": state.cdn_downloads.load(Ordering::Relaxed),
             });
             json(StatusCode::OK, v.to_string())
         }

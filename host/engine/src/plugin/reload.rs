@@ -311,6 +311,9 @@ impl PluginRegistry {
                 bail!("route {method} {} overlaps another route of the plugin", m.routes[i].path);
             }
         }
+        for host in &m.fetch_hosts {
+            crate::archive::guard::check_pattern(host, false).map_err(|e| anyhow::anyhow!("fetch-hosts: {e}"))?;
+        }
         for name in &m.forward_headers {
             if FORBIDDEN_FORWARD.iter().any(|f| name.eq_ignore_ascii_case(f)) {
                 bail!("the header '{name}' carries consumer credentials; a plugin cannot ask for it");

@@ -1,0 +1,292 @@
+//! The archive's downloader: a task's outputs are vendor URLs that expire, so the gateway
+//! downloads each one into its content-addressed store (`tollgate-store::archive`) before the
+//! task succeeds, and serves it back to the task's owner.
+//!
+//! Invariants (tests here, in `guard` and in `tests/e2e/tests/tasks.rs`):
+//! - a download goes only where `guard` allows (declared and allowed host, https, public
+//!   addresses), re-checked at every redirect (at most `MAX_REDIRECTS`); it carries no
+//!   credential;
+//! - it is bounded: `max_bytes` (refused from `content-length` before a byte is read, or cut
+//!   as it passes the bound), an idle time between chunks and a deadline for the whole file;
+//! - only media are kept: a content type that is not audio, video, image or a generic binary
+//!   (an HTML error page answered 200) is refused, as is one of another kind than the plugin
+//!   declared;
+//! - a file is hashed as it is written and moved into place only when complete: a failed
+//!   download leaves nothing behind;
+//! - a failure says whether trying again can help (`Failure::permanent`): a refused host,
+//!   size or type cannot; a network error, a time-out or an error status can (the vendor's
+//!   next answer may carry a fresh URL).
+
+pub mod guard;
+
+use crate::plugin::wit;
+use crate::store::archive::{Blobs, Output};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Redirects followed per file (CDNs hand out a signed location).
+const MAX_REDIRECTS: usize = 3;
+/// The most outputs archived per task.
+pub const MAX_OUTPUTS: usize = 16;
+
+/// The operator's archive settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    /// The whole download of one task's outputs.
+    pub deadline: Duration,
+    pub connect_timeout: Duration,
+    /// For the response's headers, and between two chunks of its body.
+    pub idle_timeout: Duration,
+    pub rules: guard::Rules,
+}
+
+/// The archive: where files are kept and the client that downloads them.
+pub struct Archive {
+    pub blobs: Blobs,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector<guard::GuardedResolver>>, Empty<Bytes>>,
+    rules: Arc<guard::Rules>,
+    pub max_bytes: u64,
+    pub deadline: Duration,
+    idle: Duration,
+}
+
+/// Why a file was not archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Trying again cannot help (the task fails); otherwise it is tried again later.
+    pub permanent: bool,
+    pub message: String,
+}
+
+fn permanent(message: impl Into<String>) -> Failure {
+    Failure { permanent: true, message: message.into() }
+}
+
+fn transient(message: impl Into<String>) -> Failure {
+    Failure { permanent: false, message: message.into() }
+}
+
+impl Archive {
+    pub fn open(s: Settings) -> anyhow::Result<Archive> {
+        let rules = Arc::new(s.rules);
+        for p in &rules.allow_hosts {
+            guard::check_pattern(p, true).map_err(|e| anyhow::anyhow!("fetch_allow_hosts: {e}"))?;
+        }
+        let mut http = HttpConnector::new_with_resolver(guard::GuardedResolver::new(Arc::clone(&rules)));
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(s.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(8).build(https);
+        Ok(Archive {
+            blobs: Blobs::open(&s.dir)?,
+            client,
+            rules,
+            max_bytes: s.max_bytes,
+            deadline: s.deadline,
+            idle: s.idle_timeout,
+        })
+    }
+
+    /// Downloads a task's outputs (the `n`th is `media[n]`), all or none, within the deadline.
+    pub async fn download_all(&self, media: &[wit::Media], plugin_hosts: &[String]) -> Result<Vec<Output>, Failure> {
+        if media.len() > MAX_OUTPUTS {
+            return Err(permanent(format!("the job has {} outputs; at most {MAX_OUTPUTS} are archived", media.len())));
+        }
+        let all = async {
+            let mut out = Vec::with_capacity(media.len());
+            for (n, m) in media.iter().enumerate() {
+                out.push(self.download(n as i64, m, plugin_hosts).await?);
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(self.deadline, all).await {
+            Ok(result) => result,
+            Err(_) => Err(transient(format!("the outputs were not downloaded within {} s", self.deadline.as_secs()))),
+        }
+    }
+
+    async fn download(&self, n: i64, media: &wit::Media, plugin_hosts: &[String]) -> Result<Output, Failure> {
+        let mut url = media.url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let uri = self.rules.check(&url, plugin_hosts).map_err(permanent)?;
+            let request = http::Request::get(uri.clone())
+                .header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+                .body(Empty::new())
+                .map_err(|e| permanent(format!("a bad request for '{url}': {e}")))?;
+            let response = match tokio::time::timeout(self.idle, self.client.request(request)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    if let Some(why) = guard::refused(&e) {
+                        return Err(permanent(why));
+                    }
+                    tracing::warn!(error = %e, host = uri.host().unwrap_or(""), "archive download failed");
+                    return Err(transient(format!(
+                        "cannot download from '{}': {}",
+                        uri.host().unwrap_or(""),
+                        root(&e)
+                    )));
+                }
+                Err(_) => return Err(transient(format!("'{}' did not answer in time", uri.host().unwrap_or("")))),
+            };
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok());
+                url = redirect(&uri, location).map_err(permanent)?;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(transient(format!("the file host answered {status}")));
+            }
+            let headers = response.headers();
+            let answered = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let content_type = media_type(answered, media.content_type.as_deref()).map_err(permanent)?;
+            let length = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if length.is_some_and(|l| l > self.max_bytes) {
+                return Err(self.too_large());
+            }
+            let (sha256, size) = self.write(response.into_body()).await?;
+            return Ok(Output { n, sha256, size_bytes: size as i64, content_type, source_url: media.url.clone() });
+        }
+        Err(permanent(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    fn too_large(&self) -> Failure {
+        permanent(format!(
+            "the output is larger than the archive's limit of {} bytes (archive_max_bytes)",
+            self.max_bytes
+        ))
+    }
+
+    /// Writes a body to a temporary file, hashing it, then moves it into the store.
+    async fn write(&self, mut body: hyper::body::Incoming) -> Result<(String, u64), Failure> {
+        let temp = Temp(self.blobs.temp_path());
+        let mut file = tokio::fs::File::create(&temp.0).await.map_err(|e| transient(format!("the archive: {e}")))?;
+        let (mut hasher, mut size) = (Sha256::new(), 0u64);
+        loop {
+            let frame = match tokio::time::timeout(self.idle, body.frame()).await {
+                Ok(Some(Ok(f))) => f,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(transient(format!("the download broke off: {e}"))),
+                Err(_) => return Err(transient("the download stalled")),
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            size += data.len() as u64;
+            if size > self.max_bytes {
+                return Err(self.too_large());
+            }
+            hasher.update(&data);
+            file.write_all(&data).await.map_err(|e| transient(format!("the archive: {e}")))?;
+        }
+        file.flush().await.map_err(|e| transient(format!("the archive: {e}")))?;
+        drop(file);
+        let sha256 = hex::encode(hasher.finalize());
+        self.blobs.put(&temp.0, &sha256).await.map_err(|e| transient(format!("the archive: {e:#}")))?;
+        temp.disarm();
+        Ok((sha256, size))
+    }
+}
+
+/// A download in progress, deleted unless it was moved into the store.
+struct Temp(PathBuf);
+
+impl Temp {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Path::new(&self.0));
+    }
+}
+
+fn root(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(s) = e.source() {
+        e = s;
+    }
+    e.to_string()
+}
+
+/// The next URL of a redirect: absolute, or a path on the same origin.
+fn redirect(from: &http::Uri, location: Option<&str>) -> Result<String, String> {
+    match location {
+        Some(l) if l.starts_with("https://") || l.starts_with("http://") => Ok(l.to_string()),
+        Some(l) if l.starts_with('/') && !l.starts_with("//") => {
+            Ok(format!("{}://{}{l}", from.scheme_str().unwrap_or("https"), from.authority().map_or("", |a| a.as_str())))
+        }
+        _ => Err("a redirect without a usable location".into()),
+    }
+}
+
+/// Binary types some hosts give every file.
+const GENERIC: &[&str] = &["", "application/octet-stream", "binary/octet-stream"];
+/// Media types outside audio/, video/ and image/.
+const OTHER_MEDIA: &[&str] = &["application/ogg", "application/mp4"];
+
+/// The content type a file is kept as: the host's when it is a media type (of the kind the
+/// plugin declared, if it did), the plugin's when the host's is generic; anything else is not
+/// media.
+fn media_type(answered: Option<&str>, declared: Option<&str>) -> Result<String, String> {
+    let essence = |ct: &str| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let is_media = |t: &str| {
+        ["audio/", "video/", "image/"].iter().any(|p| t.starts_with(p) && t.len() > p.len()) || OTHER_MEDIA.contains(&t)
+    };
+    let kind = |t: &str| t.split('/').next().unwrap_or("").to_string();
+    let answered = essence(answered.unwrap_or(""));
+    let declared = declared.map(essence).filter(|d| is_media(d));
+    if GENERIC.contains(&answered.as_str()) {
+        return Ok(declared.unwrap_or_else(|| "application/octet-stream".into()));
+    }
+    if !is_media(&answered) {
+        return Err(format!("the file host answered '{answered}', not a media file"));
+    }
+    match declared {
+        Some(d) if kind(&d) != kind(&answered) => {
+            Err(format!("the file host answered '{answered}' where the vendor announced '{d}'"))
+        }
+        _ => Ok(answered),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_media_are_kept_as_what_the_host_or_the_plugin_says() {
+        assert_eq!(media_type(Some("video/mp4"), Some("video/mp4")).unwrap(), "video/mp4");
+        assert_eq!(media_type(Some("Video/MP4; codecs=avc1"), None).unwrap(), "video/mp4");
+        assert_eq!(media_type(Some("application/octet-stream"), Some("audio/mpeg")).unwrap(), "audio/mpeg");
+        assert_eq!(media_type(None, None).unwrap(), "application/octet-stream");
+        assert_eq!(media_type(Some("video/webm"), Some("video/mp4")).unwrap(), "video/webm");
+        assert!(media_type(Some("text/html; charset=utf-8"), Some("video/mp4")).unwrap_err().contains("text/html"));
+        assert!(media_type(Some("application/json"), None).is_err());
+        assert!(media_type(Some("image/png"), Some("video/mp4")).unwrap_err().contains("announced"));
+        assert!(media_type(Some("video/"), None).is_err());
+    }
+
+    #[test]
+    fn redirects_go_to_absolute_urls_or_paths_of_the_same_origin() {
+        let from: http::Uri = "https://cdn.example.com/a?x=1".parse().unwrap();
+        assert_eq!(redirect(&from, Some("https://b.example.com/v")).unwrap(), "https://b.example.com/v");
+        assert_eq!(redirect(&from, Some("/signed/v.mp4")).unwrap(), "https://cdn.example.com/signed/v.mp4");
+        assert!(redirect(&from, Some("//evil.com/x")).is_err());
+        assert!(redirect(&from, Some("v.mp4")).is_err());
+        assert!(redirect(&from, None).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+-- The archived outputs of tasks: one row per file a task produced, naming its content-addressed
+-- blob (sha256) in the archive store. Several rows may name one blob (the same bytes twice);
+-- a blob is deleted when no row that is not removed names it. A row is marked removed (its
+-- blob may be gone) by retention; deleting a task deletes its rows.
+CREATE TABLE task_outputs (
+    task_id      TEXT    NOT NULL,
+    n            BIGINT  NOT NULL,
+    sha256       TEXT    NOT NULL,
+    size_bytes   BIGINT  NOT NULL,
+    content_type TEXT    NOT NULL,
+    -- Where the gateway downloaded it from (vendor URLs expire; kept for operators).
+    source_url   TEXT    NOT NULL,
+    created_at   BIGINT  NOT NULL,
+    removed_at   BIGINT,
+    PRIMARY KEY (task_id, n)
+);
+CREATE INDEX task_outputs_blob ON task_outputs (sha256);
+CREATE INDEX task_outputs_age ON task_outputs (created_at);
