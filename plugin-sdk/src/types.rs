@@ -2,8 +2,8 @@
 //! plugin code short. Nothing here changes what crosses the boundary.
 
 use crate::{
-    AdapterError, Auth, Body, ErrorKind, Field, Header, Manifest, Operation, Reply, Route, Step, StreamRequest,
-    StreamTail, UpstreamRequest, Usage,
+    AdapterError, Auth, Body, ErrorKind, Field, Header, Manifest, Operation, PartValue, Reply, Route, Step,
+    StreamRequest, StreamTail, UpstreamRequest, Usage,
 };
 
 #[allow(clippy::derivable_impls)] // generated type: it cannot derive
@@ -64,6 +64,26 @@ pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
 }
 
 impl Body {
+    /// A top-level field of a JSON object body (a string, or a number or boolean as written),
+    /// or a text part of a form: OpenAI's APIs take both shapes (the `openai` SDK sends
+    /// `POST /v1/videos` as a form, curl users send JSON). `None` when absent or not text.
+    pub fn field(&self, name: &str) -> Option<String> {
+        match self {
+            Body::Form(parts) => parts.iter().find(|p| p.name == name).and_then(|p| match &p.value {
+                PartValue::Text(t) => Some(t.clone()),
+                _ => None,
+            }),
+            _ => {
+                let v: serde_json::Value = serde_json::from_slice(self.as_bytes()?).ok()?;
+                match v.get(name)? {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => Some(v.to_string()),
+                    _ => None,
+                }
+            }
+        }
+    }
+
     /// The body as bytes; `None` for bodies the host holds (`client-body`, `form`).
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
@@ -240,5 +260,30 @@ impl Manifest {
     pub fn with_base_url(mut self, url: &str) -> Self {
         self.default_base_url = Some(url.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Body, FormPart, PartValue};
+
+    #[test]
+    fn a_field_reads_the_same_from_json_and_from_a_form() {
+        let json = Body::Text(r#"{"seconds":8,"size":"720x1280","hd":true,"meta":{"a":1}}"#.into());
+        assert_eq!(json.field("seconds").as_deref(), Some("8"));
+        assert_eq!(json.field("size").as_deref(), Some("720x1280"));
+        assert_eq!(json.field("hd").as_deref(), Some("true"));
+        assert_eq!(json.field("meta"), None);
+        assert_eq!(json.field("absent"), None);
+        let part =
+            |name: &str, value: PartValue| FormPart { name: name.into(), filename: None, content_type: None, value };
+        let form = Body::Form(vec![
+            part("seconds", PartValue::Text("8".into())),
+            part("input_reference", PartValue::ClientFile("input_reference".into())),
+        ]);
+        assert_eq!(form.field("seconds").as_deref(), Some("8"));
+        assert_eq!(form.field("input_reference"), None);
+        assert_eq!(Body::ClientBody.field("seconds"), None);
+        assert_eq!(Body::Text("not json".into()).field("seconds"), None);
     }
 }

@@ -43,6 +43,12 @@ pub struct CallRequest {
     pub request_id: String,
     /// The consumer's `Idempotency-Key`: the call claims it before the upstream is called.
     pub idempotency_key: Option<String>,
+    /// How a job the vendor accepted is answered: `None`, the plugin's vendor-shaped reply
+    /// (native routes), else the gateway's task object; `Some`: this view of the task (a
+    /// surface's own object, e.g. OpenAI's video).
+    pub task_view: Option<fn(&crate::store::tasks::Task) -> serde_json::Value>,
+    /// What the surface keeps of the request, with the task (JSON, shown back by its view).
+    pub task_params: Option<String>,
 }
 
 /// What the consumer gets.

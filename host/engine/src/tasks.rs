@@ -72,6 +72,7 @@ impl Engine {
             // Times are whole seconds: the first poll comes at least a full second after the submit.
             first_poll_at: now + 1 + poll_delay(sub.poll_after_ms, 0),
             expires_at: now + self.task_ttl_secs,
+            params: r.task_params.clone(),
         };
         let stored = match &self.billing {
             Some(b) => {
@@ -107,12 +108,13 @@ impl Engine {
             }
             return Answer::Failed(e);
         }
-        let (status, headers, body) = match sub.reply {
+        let (status, headers, body) = match (r.task_view, sub.reply) {
             // The task is stored: a body only a request can have (the plugin's bug) is sent empty.
-            Some(reply) => (reply.status, reply.headers, exchange::reply_body(reply.body).unwrap_or_default()),
-            None => {
+            (None, Some(reply)) => (reply.status, reply.headers, exchange::reply_body(reply.body).unwrap_or_default()),
+            (task_view, _) => {
                 let task = tasks::get(&self.db, &id, r.consumer.user_id).await.ok().flatten();
-                let body = task.as_ref().map(view).unwrap_or_else(|| serde_json::json!({ "id": id }));
+                let body =
+                    task.as_ref().map(task_view.unwrap_or(view)).unwrap_or_else(|| serde_json::json!({ "id": id }));
                 let json = wit::Header { name: "content-type".into(), value: "application/json".into() };
                 (200, vec![json], Bytes::from(body.to_string()))
             }

@@ -232,6 +232,7 @@ mod tests {
             request_id: "req".into(),
             first_poll_at: 0,
             expires_at: 3600,
+            params: None,
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Task {
     pub created_at: i64,
     pub updated_at: i64,
     pub expires_at: i64,
+    /// What the surface that created the task keeps of its request (JSON).
+    pub params: Option<String>,
 }
 
 impl Task {
@@ -85,7 +87,12 @@ pub struct NewTask {
     pub request_id: String,
     pub first_poll_at: i64,
     pub expires_at: i64,
+    /// What the surface keeps of the request (at most `MAX_PARAMS_BYTES`).
+    pub params: Option<String>,
 }
+
+/// The most a surface keeps of a task's request.
+pub const MAX_PARAMS_BYTES: usize = 8 << 10;
 
 /// A fresh, unguessable task id.
 pub fn new_id(random: u128) -> String {
@@ -95,7 +102,7 @@ pub fn new_id(random: u128) -> String {
 const COLUMNS: &str =
     "id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, state, \
      status, progress, message, polls, next_poll_at, lease_owner, lease_until, outputs, reserved_micros, \
-     charge_micros, error_kind, request_id, created_at, updated_at, expires_at";
+     charge_micros, error_kind, request_id, created_at, updated_at, expires_at, params";
 
 fn check_state(state: &str) -> Result<()> {
     if state.len() > MAX_STATE_BYTES {
@@ -114,10 +121,13 @@ pub async fn insert(db: &Db, id: &str, t: &NewTask, now: i64) -> Result<()> {
 
 async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: i64) -> Result<()> {
     check_state(&t.state)?;
+    if t.params.as_ref().is_some_and(|p| p.len() > MAX_PARAMS_BYTES) {
+        bail!("a task's params are at most {MAX_PARAMS_BYTES} bytes");
+    }
     sqlx::query(
         "INSERT INTO tasks (id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, \
-         state, status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17)",
+         state, status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at, params) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17, $18)",
     )
     .bind(id)
     .bind(t.user_id)
@@ -136,6 +146,7 @@ async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: 
     .bind(&t.request_id)
     .bind(now)
     .bind(t.expires_at)
+    .bind(&t.params)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -302,8 +313,33 @@ pub async fn search(db: &Db, f: &Filter) -> Result<Vec<Task>> {
 
 /// The owner's tasks, newest first.
 pub async fn list(db: &Db, user_id: i64, limit: i64) -> Result<Vec<Task>> {
-    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2");
-    Ok(sqlx::query_as::<_, Task>(&sql).bind(user_id).bind(limit).fetch_all(db).await?)
+    page(db, user_id, None, None, limit, false).await
+}
+
+/// A page of the owner's tasks (of one op, if given), newest first or oldest first, after the
+/// task `after` (a cursor: the last id of the previous page). An `after` that is not the
+/// owner's task gives an empty page.
+pub async fn page(
+    db: &Db,
+    user_id: i64,
+    op: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+    oldest_first: bool,
+) -> Result<Vec<Task>> {
+    let (cmp, order) = if oldest_first { (">", "ASC") } else { ("<", "DESC") };
+    let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE user_id = $1 AND ($2 = '' OR op = $2)");
+    if after.is_some() {
+        sql.push_str(&format!(
+            " AND (created_at, id) {cmp} (SELECT created_at, id FROM tasks WHERE id = $4 AND user_id = $1)"
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY created_at {order}, id {order} LIMIT $3"));
+    let mut q = sqlx::query_as::<_, Task>(&sql).bind(user_id).bind(op.unwrap_or("")).bind(limit.clamp(1, 1000));
+    if let Some(a) = after {
+        q = q.bind(a);
+    }
+    Ok(q.fetch_all(db).await?)
 }
 
 /// Leases up to `limit` due tasks to `node` for `lease_secs`: queued or in progress, due, and
@@ -483,6 +519,7 @@ mod tests {
             request_id: "req-1".into(),
             first_poll_at,
             expires_at: first_poll_at + 3600,
+            params: None,
         }
     }
 
@@ -677,5 +714,31 @@ mod tests {
         big.state = "x".repeat(MAX_STATE_BYTES + 1);
         assert!(insert(&db, "task_big", &big, 90).await.is_err());
         assert_eq!(new_id(u128::MAX).len(), "task_".len() + 32);
+    }
+
+    #[tokio::test]
+    async fn pages_follow_a_cursor_of_the_owners_tasks_in_either_order() {
+        let db = crate::open_for_test("tasks_page").await;
+        for (id, at, op) in
+            [("task_1", 10, "video"), ("task_2", 20, "music"), ("task_3", 20, "video"), ("task_4", 30, "video")]
+        {
+            let t = NewTask { op: op.into(), ..new_task(1, 100) };
+            insert(&db, id, &t, at).await.unwrap();
+        }
+        insert(&db, "task_other", &new_task(2, 100), 25).await.unwrap();
+        let ids = |v: Vec<Task>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        let newest = ids(page(&db, 1, Some("video"), None, 2, false).await.unwrap());
+        assert_eq!(newest, ["task_4", "task_3"]);
+        assert_eq!(ids(page(&db, 1, Some("video"), Some("task_3"), 2, false).await.unwrap()), ["task_1"]);
+        assert_eq!(ids(page(&db, 1, None, Some("task_3"), 5, false).await.unwrap()), ["task_2", "task_1"]);
+        assert_eq!(ids(page(&db, 1, Some("video"), Some("task_1"), 5, true).await.unwrap()), ["task_3", "task_4"]);
+        // Another user's task is no cursor.
+        assert!(page(&db, 1, None, Some("task_other"), 5, false).await.unwrap().is_empty());
+        let mut with_params = new_task(1, 100);
+        with_params.params = Some(r#"{"seconds":"8"}"#.into());
+        insert(&db, "task_p", &with_params, 40).await.unwrap();
+        assert_eq!(get(&db, "task_p", 1).await.unwrap().unwrap().params.as_deref(), Some(r#"{"seconds":"8"}"#));
+        with_params.params = Some("x".repeat(MAX_PARAMS_BYTES + 1));
+        assert!(insert(&db, "task_q", &with_params, 40).await.is_err());
     }
 }

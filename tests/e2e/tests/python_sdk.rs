@@ -2,7 +2,7 @@
 //! `.ci/run` installs the SDK; outside CI a machine without it skips with a notice.
 
 use std::process::Command;
-use tollgate_e2e::{channel, root, Gateway, Mock};
+use tollgate_e2e::{channel, pricing_setting, root, Gateway, Mock};
 
 #[test]
 fn the_official_openai_sdk_works_against_tollgate() {
@@ -34,4 +34,44 @@ fn the_official_openai_sdk_works_against_tollgate() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_official_openai_sdk_makes_lists_downloads_and_deletes_videos() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_sdk = Command::new(&python).args(["-c", "import openai"]).status().is_ok_and(|s| s.success());
+    if !has_sdk {
+        assert!(std::env::var("CI").is_err(), "CI must have the openai package (pip install openai)");
+        eprintln!("SKIPPED: the openai Python package is not installed (pip install openai)");
+        return;
+    }
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["sora-2"], &["k1"]);
+    let prices = "[models.\"sora-2\"]\nper_second = \"0.1\"\n";
+    let extra = format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(prices));
+    let gw = Gateway::start("pysdk-videos", &[("faulty-v1", "faulty.wasm")], &extra);
+    let out = Command::new(&python)
+        .arg(root().join("tests/python/openai_videos_check.py"))
+        .arg(format!("http://{}", gw.addr))
+        .arg(&gw.key)
+        .arg(mock.url())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "openai SDK videos check failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    // Charged what was rendered (3 s and 7 s at 0.1); the failed video and the refused
+    // creates cost nothing.
+    assert!(
+        tollgate_e2e::eventually(std::time::Duration::from_secs(5), || gw.balance_micros("e2e")
+            == 10_000_000 - 1_000_000),
+        "balance {}",
+        gw.balance_micros("e2e")
+    );
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
 }

@@ -23,21 +23,54 @@ pub struct Job {
     downloaded: bool,
 }
 
-pub fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+pub async fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
     if !cx.authorized {
         return openai::unauthorized();
     }
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&cx.body) else {
-        return openai::bad_request("the body must be JSON");
+    let ct = cx.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let body = match multer::parse_boundary(ct) {
+        Ok(boundary) => match form_fields(cx.body.clone(), boundary).await {
+            Ok(v) => v,
+            Err(e) => return openai::bad_request(&e),
+        },
+        Err(_) => match serde_json::from_slice::<serde_json::Value>(&cx.body) {
+            Ok(v) => v,
+            Err(_) => return openai::bad_request("the body must be JSON or a form"),
+        },
     };
-    let Some(seconds) = body["seconds"].as_u64().filter(|s| (1..=60).contains(s)) else {
+    let seconds = body["seconds"].as_u64().or_else(|| body["seconds"].as_str()?.parse().ok());
+    let Some(seconds) = seconds.filter(|s| (1..=60).contains(s)) else {
         return openai::bad_request("'seconds' must be an integer from 1 to 60");
     };
     let id = format!("job-{}", state.next_trace());
     let prompt = body["prompt"].as_str().unwrap_or_default().to_string();
     let job = Job { key: key.unwrap_or_default().to_string(), seconds, prompt, queries: 0, downloaded: false };
     state.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), job);
-    json(StatusCode::OK, serde_json::json!({ "id": id, "status": "queued" }).to_string())
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "id": id, "status": "queued", "input_reference": body["input_reference"] }).to_string(),
+    )
+}
+
+/// A form's parts as a JSON object: text parts as strings, files as their name, type, length
+/// and FNV-1a hash (what a test compares with what it sent).
+async fn form_fields(body: bytes::Bytes, boundary: String) -> Result<serde_json::Value, String> {
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut out = serde_json::Map::new();
+    while let Some(field) = form.next_field().await.map_err(|e| format!("malformed multipart body: {e}"))? {
+        let name = field.name().unwrap_or_default().to_string();
+        let filename = field.file_name().map(str::to_string);
+        let content_type = field.content_type().map(|m| m.to_string());
+        let data = field.bytes().await.map_err(|_| "a part is malformed".to_string())?;
+        let value = match filename {
+            None => String::from_utf8_lossy(&data).into_owned().into(),
+            Some(f) => serde_json::json!({ "filename": f, "content_type": content_type,
+                "bytes": data.len(), "fnv1a64": crate::files::fnv1a64(&data) }),
+        };
+        out.insert(name, value);
+    }
+    Ok(out.into())
 }
 
 pub fn query(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<MockBody> {

@@ -179,6 +179,7 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
         Found::Route(Handler::UserInfo) => surface::openai::user_info(&state, &req).await,
         Found::Route(Handler::Account) => surface::user::handle(&state, req).await,
         Found::Route(Handler::Tasks) => surface::tasks::handle(&state, &req).await,
+        Found::Route(Handler::Videos) => surface::videos::handle(&state, req).await,
         Found::Route(Handler::ModelCall(op)) => surface::openai::model_call(&state, req, op).await,
         Found::Route(Handler::Admin) => admin::handle(&state, req).await,
         Found::WrongMethod(allowed) => {

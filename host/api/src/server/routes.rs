@@ -13,6 +13,8 @@ pub enum Handler {
     Account,
     /// The caller's asynchronous tasks.
     Tasks,
+    /// OpenAI's Videos API (tasks of op `video`).
+    Videos,
     /// A model call on the OpenAI surface, with its operation.
     ModelCall(&'static str),
     Admin,
@@ -60,6 +62,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/audio/speech", ModelCall("speech")),
     route("GET", "/v1/tasks", Tasks),
     family("/v1/tasks/", Tasks),
+    route("GET", "/v1/videos", Videos),
+    route("POST", "/v1/videos", Videos),
+    family("/v1/videos/", Videos),
     family("/admin/", Admin),
 ];
 

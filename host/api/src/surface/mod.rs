@@ -6,6 +6,7 @@ pub mod native;
 pub mod openai;
 pub mod tasks;
 pub mod user;
+pub mod videos;
 
 use crate::account::Consumer;
 use crate::engine::{Answer, CallRequest};
@@ -63,6 +64,8 @@ impl ConsumerRequest {
             started,
             request_id,
             idempotency_key: self.idempotency_key,
+            task_view: None,
+            task_params: None,
         }
     }
 

@@ -69,7 +69,7 @@ async fn resolve(
 
 /// The value a route's field names in this request. A field given twice is refused: the
 /// host would price and authorize one copy while the vendor may read the other.
-fn field_value(
+pub(super) fn field_value(
     field: &wit::Field,
     request: &ConsumerRequest,
     params: &[(String, String)],
@@ -107,6 +107,11 @@ fn field_value(
 
 /// A top-level string field of a JSON object body (`None`: absent, null, or no body).
 fn json_field(body: &[u8], name: &str) -> Result<Option<String>, CallError> {
+    json_text_field(body, name, false)
+}
+
+/// `json_field`, where `numbers` also takes a number as its text (`"seconds": 8`).
+pub(super) fn json_text_field(body: &[u8], name: &str, numbers: bool) -> Result<Option<String>, CallError> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
     /// Reads only `name`'s values: every copy of it, to refuse a second one.
     struct Find<'a>(&'a str);
@@ -138,6 +143,7 @@ fn json_field(body: &[u8], name: &str) -> Result<Option<String>, CallError> {
     match found.as_slice() {
         [] | [serde_json::Value::Null] => Ok(None),
         [serde_json::Value::String(s)] => Ok(Some(s.clone())),
+        [serde_json::Value::Number(n)] if numbers => Ok(Some(n.to_string())),
         [_] => Err(bad_request("invalid_type", format!("'{name}' must be a string."))),
         _ => Err(bad_request("duplicate_field", format!("'{name}' is given more than once; give it once."))),
     }

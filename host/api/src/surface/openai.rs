@@ -28,6 +28,19 @@ async fn resolve(
 ) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
     let model = requested_model(&request.body)?;
+    to_channel(state, request, op, model, started, request_id)
+}
+
+/// The call of a read request for `model`'s `op`: the channel serving the model (404) and its
+/// plugin, loaded (503) and supporting the op.
+pub(super) fn to_channel(
+    state: &Api,
+    request: super::ConsumerRequest,
+    op: &str,
+    model: String,
+    started: Instant,
+    request_id: String,
+) -> Result<CallRequest, CallError> {
     let channel = state.engine.channels.load().for_model(&model).cloned().ok_or_else(|| {
         not_found(
             "model_not_found",

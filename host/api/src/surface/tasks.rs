@@ -48,23 +48,9 @@ pub async fn handle(state: &Api, req: &Request<Incoming>) -> Response {
             Ok(None) => no_task(id),
             Err(e) => failed(e),
         },
-        (&Method::DELETE, Some(id), Some((None, _))) => match archive::delete_task(db, id, consumer.user_id).await {
-            Ok(Some(Ok(orphans))) => {
-                for sha in orphans {
-                    if let Err(e) = state.engine.archive.blobs.delete(&sha).await {
-                        tracing::warn!(error = %format!("{e:#}"), "deleting an archived file failed");
-                    }
-                }
-                json(200, &serde_json::json!({ "id": id, "object": "task", "deleted": true }))
-            }
-            Ok(Some(Err(status))) => error_response(
-                409,
-                "invalid_request_error",
-                "task_running",
-                &format!("Task '{id}' is {status}; a task is deleted once it has ended."),
-            ),
-            Ok(None) => no_task(id),
-            Err(e) => failed(e),
+        (&Method::DELETE, Some(id), Some((None, _))) => match delete(state, consumer.user_id, id).await {
+            Ok(()) => json(200, &serde_json::json!({ "id": id, "object": "task", "deleted": true })),
+            Err(refused) => refused,
         },
         (&Method::GET, Some(id), Some((Some("content"), Some(n)))) => {
             let Ok(n) = n.parse::<i64>() else {
@@ -84,6 +70,37 @@ pub async fn handle(state: &Api, req: &Request<Incoming>) -> Response {
             );
             resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, DELETE"));
             resp
+        }
+    }
+}
+
+/// Deletes the caller's finished task `id` and the archived files nothing else names; the
+/// refusal (404, 409 while it runs, 503) in the API's error shape.
+pub async fn delete(state: &Api, user_id: i64, id: &str) -> Result<(), Response> {
+    match archive::delete_task(&state.engine.db, id, user_id).await {
+        Ok(Some(Ok(orphans))) => {
+            for sha in orphans {
+                if let Err(e) = state.engine.archive.blobs.delete(&sha).await {
+                    tracing::warn!(error = %format!("{e:#}"), "deleting an archived file failed");
+                }
+            }
+            Ok(())
+        }
+        Ok(Some(Err(status))) => Err(error_response(
+            409,
+            "invalid_request_error",
+            "task_running",
+            &format!("Task '{id}' is {status}; a task is deleted once it has ended."),
+        )),
+        Ok(None) => Err(not_found("task_not_found", format!("No task '{id}' exists for this account.")).to_response()),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "deleting a task failed");
+            Err(error_response(
+                503,
+                "server_error",
+                "database_unavailable",
+                "The gateway cannot delete tasks now; retry shortly.",
+            ))
         }
     }
 }

@@ -16,3 +16,7 @@ CREATE TABLE task_outputs (
 );
 CREATE INDEX task_outputs_blob ON task_outputs (sha256);
 CREATE INDEX task_outputs_age ON task_outputs (created_at);
+
+-- What a surface keeps of a task's request to show it back (OpenAI's video object: seconds,
+-- size, prompt), as JSON; NULL for tasks that keep nothing.
+ALTER TABLE tasks ADD COLUMN params TEXT;
