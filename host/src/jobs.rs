@@ -97,6 +97,7 @@ pub fn start(
     plugin_events: tokio::sync::mpsc::UnboundedReceiver<()>,
     refresh: Duration,
     log_retention_days: Option<u32>,
+    archive_retention_days: Option<u32>,
 ) -> Jobs {
     let mut jobs = Jobs::default();
 
@@ -154,10 +155,19 @@ pub fn start(
         }
     });
     let (db, days) = (state.engine.db.clone(), log_retention_days);
+    let s = Arc::clone(state);
     jobs.spawn("housekeeping", move |mut stop| async move {
         // Hourly, from the start: expired idempotency keys; call records past the retention
-        // window when one is set (the ledger is never pruned).
+        // window when one is set (the ledger is never pruned); archived files past theirs.
         loop {
+            if let Some(days) = archive_retention_days {
+                let before = store::now_unix() - i64::from(days) * 86_400;
+                match s.engine.expire_archive(before).await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, days, "archive retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "archive retention failed"),
+                }
+            }
             if let Err(e) = store::idempotency::prune(&db, store::now_unix()).await {
                 tracing::warn!(error = %e, "pruning idempotency keys failed");
             }

@@ -115,7 +115,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     for c in state.engine.channels.load().all().iter().filter(|c| c.key_count() == 0) {
         tracing::warn!(channel = %c.name, "channel has no upstream keys: its models answer 503 until you add keys to it in the configuration file or run `tollgate upstream import --channel {}`", c.name);
     }
-    let jobs = jobs::start(&state, plugin_events, key_refresh, log_retention_days);
+    let jobs = jobs::start(&state, plugin_events, key_refresh, log_retention_days, config.archive_retention_days);
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.engine.registry.current().len(), "tollgate serving");

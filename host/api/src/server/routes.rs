@@ -135,7 +135,9 @@ mod tests {
         assert!(reserved("/v1/{op}/completions"), "matches /v1/chat/completions");
         assert!(reserved("/admin/{x}"));
         assert!(reserved("/{area}/users"), "could reach into /admin/");
-        assert!(!reserved("/v1/videos/{id}"));
+        assert!(reserved("/v1/videos/{id}"), "OpenAI's Videos API is the gateway's");
+        assert!(!reserved("/v1/video_generation"));
+        assert!(!reserved("/v1/query/{kind}"));
         assert!(!reserved("/v1beta/models/{model}:generateContent"));
     }
 }

@@ -199,6 +199,27 @@ impl Archive {
     }
 }
 
+impl crate::Engine {
+    /// Retention: deletes the archived files made before `before` (their rows stay, marked
+    /// removed: the owner gets 410). Returns how many files were removed; bounded per call.
+    pub async fn expire_archive(&self, before: i64) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        for _ in 0..100 {
+            let orphans = crate::store::archive::expire(&self.db, before, crate::store::now_unix(), 500).await?;
+            if orphans.is_empty() {
+                break;
+            }
+            removed += orphans.len();
+            for sha in orphans {
+                if let Err(e) = self.archive.blobs.delete(&sha).await {
+                    tracing::warn!(sha256 = %sha, error = %format!("{e:#}"), "deleting an expired archived file failed");
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
 /// A download in progress, deleted unless it was moved into the store.
 struct Temp(PathBuf);
 
