@@ -326,3 +326,70 @@ fn a_private_cdn_the_operator_did_not_name_is_never_reached_and_the_task_costs_n
     assert_eq!(mock.stats()["cdn_downloads"], 0);
     balance_becomes(&gw, 10_000_000);
 }
+
+#[test]
+fn a_browser_follows_a_task_on_its_event_stream_and_plays_the_result_with_a_task_token() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let gw = Gateway::start(
+        "tasks-stream",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{LOCAL_CDN}{}{ch}", pricing_setting(PRICES)),
+    );
+    let id = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream_url = task(&gw, &gw.key, &id).json()["stream_url"].as_str().unwrap().to_string();
+    assert!(stream_url.starts_with(&format!("/v1/tasks/{id}/stream?token=")), "{stream_url}");
+
+    // What an EventSource sends: no Authorization header, the token in the query.
+    let r = http::request(&gw.addr, "GET", &stream_url, &[("accept", "text/event-stream")], b"");
+    assert_eq!((r.status, r.header("content-type")), (200, Some("text/event-stream")), "{}", r.text());
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let events: Vec<serde_json::Value> =
+        data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let progress: Vec<i64> =
+        events.iter().filter(|e| e["status"] == "processing").map(|e| e["progress"].as_i64().unwrap()).collect();
+    assert!(progress.contains(&30) && progress.windows(2).all(|w| w[0] <= w[1]), "progress as it happened: {events:?}");
+    let done = events.last().unwrap();
+    assert_eq!(done["status"], "completed", "{events:?}");
+    // The result plays in a <video> (no header either): the URL carries a token.
+    let url = done["url"].as_str().unwrap();
+    let video = http::request(&gw.addr, "GET", url, &[("range", "bytes=0-99")], b"");
+    assert_eq!((video.status, video.body.len()), (206, 100), "{url}");
+
+    // A token reads its own task only, with a live key; nothing else gets in.
+    let token = stream_url.split_once("token=").unwrap().1;
+    let other_id = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":2,"prompt":"fail"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for path in [
+        format!("/v1/tasks/{other_id}/stream?token={token}"),
+        format!("/v1/tasks/{id}/stream?token={token}x"),
+        format!("/v1/tasks/{id}/stream"),
+        format!("/v1/tasks/{id}?token={token}"),
+        format!("/v1/tasks/{id}/content/0?token=not-a-token"),
+    ] {
+        assert_eq!(http::request(&gw.addr, "GET", &path, &[], b"").status, 401, "{path}");
+    }
+    let other = gw.create_key("other", "1");
+    assert!(eventually(Duration::from_secs(5), || get(&gw, &other, "/v1/tasks", &[]).status == 200));
+    assert_eq!(get(&gw, &other, &format!("/v1/tasks/{id}/stream"), &[]).status, 404);
+
+    // A failed job's stream ends with its error; a finished task's stream answers at once.
+    let failed = get(&gw, &gw.key, &format!("/v1/tasks/{other_id}/stream"), &[]).sse_data();
+    let last: serde_json::Value = serde_json::from_str(&failed[failed.len() - 2]).unwrap();
+    assert_eq!(
+        (last["status"].as_str(), failed.last().map(String::as_str)),
+        (Some("failed"), Some("[DONE]")),
+        "{failed:?}"
+    );
+    assert!(last["error"].as_str().unwrap().contains("rejected"), "{last}");
+    let again = get(&gw, &gw.key, &format!("/v1/tasks/{id}/stream"), &[]).sse_data();
+    assert_eq!(again.len(), 2, "{again:?}");
+    // Tokens are never logged.
+    assert!(!gw.log().contains(token), "a task token in the log");
+}

@@ -15,8 +15,8 @@ pub enum ResponseBody {
     Stream(StreamBody),
     /// An upstream body relayed as it arrives.
     Relay(Incoming),
-    /// A slice of a file (archived media).
-    File(FileBody),
+    /// Chunks a task of the gateway's writes (a slice of a file, an event stream).
+    Channel(ChannelBody),
 }
 
 impl Body for ResponseBody {
@@ -28,7 +28,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
             ResponseBody::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ResponseBody::Relay(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ResponseBody::File(b) => match b.rx.poll_recv(cx) {
+            ResponseBody::Channel(b) => match b.rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(None) => Poll::Ready(None),
@@ -42,7 +42,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => b.is_end_stream(),
             ResponseBody::Stream(_) => false,
             ResponseBody::Relay(b) => b.is_end_stream(),
-            ResponseBody::File(b) => b.len == 0,
+            ResponseBody::Channel(b) => b.len == Some(0),
         }
     }
 
@@ -51,22 +51,30 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => b.size_hint(),
             ResponseBody::Stream(_) => SizeHint::default(),
             ResponseBody::Relay(b) => b.size_hint(),
-            ResponseBody::File(b) => SizeHint::with_exact(b.len),
+            ResponseBody::Channel(b) => b.len.map_or_else(SizeHint::default, SizeHint::with_exact),
         }
     }
 }
 
-/// `len` bytes of a file from `offset`, read by a task a few chunks ahead of the consumer
-/// (the channel bounds what is buffered; the task ends when the consumer goes away).
-pub struct FileBody {
+/// A body written by a task of the gateway's through a small channel (so what is buffered is
+/// bounded, and the task learns the consumer left when its sends fail).
+pub struct ChannelBody {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
-    len: u64,
+    /// The exact length, when known.
+    len: Option<u64>,
 }
 
-impl FileBody {
+impl ChannelBody {
     const CHUNK: u64 = 64 << 10;
 
-    pub fn new(mut file: tokio::fs::File, offset: u64, len: u64) -> FileBody {
+    /// A body of unknown length and the sender that writes it.
+    pub fn new() -> (tokio::sync::mpsc::Sender<std::io::Result<Bytes>>, ChannelBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        (tx, ChannelBody { rx, len: None })
+    }
+
+    /// `len` bytes of a file from `offset`, read a few chunks ahead of the consumer.
+    pub fn file(mut file: tokio::fs::File, offset: u64, len: u64) -> ChannelBody {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -90,7 +98,7 @@ impl FileBody {
                 }
             }
         });
-        FileBody { rx, len }
+        ChannelBody { rx, len: Some(len) }
     }
 }
 

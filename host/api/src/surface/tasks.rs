@@ -1,13 +1,19 @@
 //! The caller's asynchronous tasks: `GET /v1/tasks` (newest first), `GET /v1/tasks/{id}`,
-//! `DELETE /v1/tasks/{id}` (a finished task, with its archived files) and
-//! `GET /v1/tasks/{id}/content/{n}` (an archived output, with range requests).
+//! `DELETE /v1/tasks/{id}` (a finished task, with its archived files),
+//! `GET /v1/tasks/{id}/content/{n}` (an archived output, with range requests) and
+//! `GET /v1/tasks/{id}/stream` (server-sent progress events in the MindVideo proxy's shape,
+//! then the result or the error, then `[DONE]`).
 //!
 //! A task and its files are found only for the user who submitted it: another user's id is a
-//! 404, the same answer as an id that does not exist. Every download of an archived file is
+//! 404, the same answer as an id that does not exist. A browser, whose `EventSource` and
+//! `<video>` cannot send an `Authorization` header, reads one task's stream and files with a
+//! task token in the query (`?token=`, from the task's `stream_url`; it expires, names one
+//! task and one key, and only paths are ever logged). Every download of an archived file is
 //! recorded in the call log (op `task.content`, free) and in the log.
 
+use crate::account::Consumer;
 use crate::engine::tasks::view;
-use crate::server::body::{json, FileBody, Response, ResponseBody};
+use crate::server::body::{json, ChannelBody, Response, ResponseBody};
 use crate::server::error::{error_response, not_found, ToResponse};
 use crate::server::Api;
 use crate::store::{archive, now_unix, tasks, CallRecord};
@@ -18,9 +24,26 @@ use tollgate_base::metrics::METRICS;
 
 /// The most tasks one list answers.
 const LIST_LIMIT: i64 = 100;
+/// How long a task token lasts.
+const TOKEN_TTL_SECS: i64 = 3600;
+/// How often a progress stream reads its task, and sends a comment to keep proxies from
+/// closing a quiet stream; the longest a stream lasts (a client reconnects).
+const STREAM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const STREAM_PING_EVERY: u32 = 15;
+const STREAM_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 
-pub async fn handle(state: &Api, req: &Request<Incoming>) -> Response {
-    let consumer = match state.authenticate(req) {
+pub async fn handle(state: &std::sync::Arc<Api>, req: &Request<Incoming>) -> Response {
+    let rest = req.uri().path().strip_prefix("/v1/tasks/");
+    let mut parts = rest.map(|r| r.splitn(3, '/'));
+    let id = parts.as_mut().and_then(|p| p.next());
+    let sub = parts.as_mut().map(|p| (p.next(), p.next()));
+    // The stream and the files also take a task token (browsers).
+    let readable = matches!(sub, Some((Some("stream"), None)) | Some((Some("content"), Some(_))));
+    let authenticated = match id {
+        Some(id) if readable && req.method() == Method::GET => authenticate_task(state, req, id),
+        _ => state.authenticate(req),
+    };
+    let consumer = match authenticated {
         Ok(c) => c,
         Err(e) => return e.to_response(),
     };
@@ -29,10 +52,6 @@ pub async fn handle(state: &Api, req: &Request<Incoming>) -> Response {
         tracing::error!(error = %format!("{e:#}"), "reading tasks failed");
         error_response(503, "server_error", "database_unavailable", "The gateway cannot read tasks now; retry shortly.")
     };
-    let rest = req.uri().path().strip_prefix("/v1/tasks/");
-    let mut parts = rest.map(|r| r.splitn(3, '/'));
-    let id = parts.as_mut().and_then(|p| p.next());
-    let sub = parts.as_mut().map(|p| (p.next(), p.next()));
     let no_task =
         |id: &str| not_found("task_not_found", format!("No task '{id}' exists for this account.")).to_response();
     let method = req.method();
@@ -44,7 +63,18 @@ pub async fn handle(state: &Api, req: &Request<Incoming>) -> Response {
             Err(e) => failed(e),
         },
         (&Method::GET, Some(id), Some((None, _))) => match tasks::get(db, id, consumer.user_id).await {
-            Ok(Some(t)) => json(200, &view(&t)),
+            Ok(Some(t)) => {
+                let mut v = view(&t);
+                if let Some(token) = task_token(state, &consumer, id) {
+                    v["stream_url"] = format!("/v1/tasks/{id}/stream?token={token}").into();
+                }
+                json(200, &v)
+            }
+            Ok(None) => no_task(id),
+            Err(e) => failed(e),
+        },
+        (&Method::GET, Some(id), Some((Some("stream"), None))) => match tasks::get(db, id, consumer.user_id).await {
+            Ok(Some(_)) => progress_stream(state, consumer, id.to_string()),
             Ok(None) => no_task(id),
             Err(e) => failed(e),
         },
@@ -71,6 +101,129 @@ pub async fn handle(state: &Api, req: &Request<Incoming>) -> Response {
             resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, DELETE"));
             resp
         }
+    }
+}
+
+/// The consumer of a request for task `id`'s stream or files: its `Authorization`, else the
+/// query's task token for that task (whose key must still be enabled and unexpired).
+fn authenticate_task(state: &Api, req: &Request<Incoming>, id: &str) -> Result<Consumer, crate::exchange::CallError> {
+    let token = req.uri().query().and_then(|q| crate::server::url::query_params(q).remove("token"));
+    let (Some(token), None) = (token, req.headers().get(http::header::AUTHORIZATION)) else {
+        return state.authenticate(req);
+    };
+    let refused = || {
+        crate::server::error::unauthorized(
+            "The task token is invalid or expired; read the task again for a fresh stream_url.",
+        )
+    };
+    let key_id = state.sessions.verify_task_token(&token, id).ok_or_else(refused)?;
+    let consumer = state.keys.by_id(key_id).ok_or_else(refused)?;
+    if consumer.expires_at.is_some_and(|t| now_unix() >= t) {
+        return Err(refused());
+    }
+    Ok(consumer)
+}
+
+fn task_token(state: &Api, consumer: &Consumer, id: &str) -> Option<String> {
+    match state.sessions.issue_task_token(consumer.key_id, id, TOKEN_TTL_SECS) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(error = %e, "issuing a task token failed");
+            None
+        }
+    }
+}
+
+/// Server-sent events of a task's progress, read from the database (so any node serves it):
+/// `{"status":"processing","progress":N,"remark":"…"}` whenever it changes, then
+/// `{"status":"completed","url":…,"urls":[…]}` (with a task token: a `<video>` can play them)
+/// or `{"status":"failed","error":"…"}`, then `[DONE]`.
+fn progress_stream(state: &std::sync::Arc<Api>, consumer: Consumer, id: String) -> Response {
+    let (tx, body) = ChannelBody::new();
+    let state = std::sync::Arc::clone(state);
+    tokio::spawn(async move {
+        let send = |text: String| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(bytes::Bytes::from(text))).await.is_ok() }
+        };
+        let started = std::time::Instant::now();
+        let (mut last, mut quiet) = (String::new(), 0u32);
+        while started.elapsed() < STREAM_MAX {
+            let (event, done) = match tasks::get(&state.engine.db, &id, consumer.user_id).await {
+                Ok(Some(t)) => progress_event(&state, &consumer, &t),
+                Ok(None) => (serde_json::json!({ "status": "failed", "error": "the task was deleted" }), true),
+                Err(e) => {
+                    // The database is away: the stream waits for it.
+                    tracing::warn!(task = %id, error = %format!("{e:#}"), "a progress stream could not read its task");
+                    (serde_json::Value::Null, false)
+                }
+            };
+            let event = (!event.is_null()).then(|| event.to_string()).filter(|e| *e != last);
+            match event {
+                Some(e) => {
+                    if !send(format!("data: {e}\n\n")).await {
+                        return;
+                    }
+                    (last, quiet) = (e, 0);
+                }
+                None => quiet += 1,
+            }
+            if done {
+                let _ = send("data: [DONE]\n\n".into()).await;
+                return;
+            }
+            if quiet >= STREAM_PING_EVERY {
+                if !send(": ping\n\n".into()).await {
+                    return;
+                }
+                quiet = 0;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(STREAM_EVERY) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    http::Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(ResponseBody::Channel(body))
+        .expect("valid response parts")
+}
+
+/// One task's state as a stream event; `true` when it is the last.
+fn progress_event(state: &Api, consumer: &Consumer, t: &tasks::Task) -> (serde_json::Value, bool) {
+    match t.status.as_str() {
+        tasks::QUEUED | tasks::IN_PROGRESS => (
+            serde_json::json!({
+                "status": "processing",
+                "progress": t.progress.unwrap_or(0),
+                "remark": t.message.as_deref().unwrap_or(if t.status == tasks::QUEUED { "queued" } else { "" }),
+            }),
+            false,
+        ),
+        tasks::SUCCEEDED => {
+            let token = task_token(state, consumer, &t.id).unwrap_or_default();
+            let outputs: serde_json::Value =
+                t.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default();
+            let urls: Vec<String> = outputs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["index"].as_i64())
+                .map(|n| format!("/v1/tasks/{}/content/{n}?token={token}", t.id))
+                .collect();
+            (serde_json::json!({ "status": "completed", "progress": 100, "url": urls.first(), "urls": urls }), true)
+        }
+        _ => (
+            serde_json::json!({
+                "status": "failed",
+                "error": t.message.as_deref().or(t.error_kind.as_deref()).unwrap_or("the task failed"),
+            }),
+            true,
+        ),
     }
 }
 
@@ -107,13 +260,7 @@ pub async fn delete(state: &Api, user_id: i64, id: &str) -> Result<(), Response>
 
 /// Serves archived output `n` of the caller's task `id`: the whole file, or the one byte
 /// range asked for.
-pub async fn content(
-    state: &Api,
-    req: &Request<Incoming>,
-    consumer: &crate::engine::account::Consumer,
-    id: &str,
-    n: i64,
-) -> Response {
+pub async fn content(state: &Api, req: &Request<Incoming>, consumer: &Consumer, id: &str, n: i64) -> Response {
     let started = std::time::Instant::now();
     let stored = match archive::output(&state.engine.db, id, n, consumer.user_id).await {
         Ok(Some(s)) => s,
@@ -187,7 +334,7 @@ pub async fn content(
     if status == 206 {
         resp = resp.header(http::header::CONTENT_RANGE, format!("bytes {}-{}/{size}", offset, offset + len - 1));
     }
-    resp.body(ResponseBody::File(FileBody::new(file, offset, len))).expect("valid response parts")
+    resp.body(ResponseBody::Channel(ChannelBody::file(file, offset, len))).expect("valid response parts")
 }
 
 /// The one byte range a `Range` header asks of a file of `size` bytes, inclusive. `None`:

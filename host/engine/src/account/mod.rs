@@ -75,6 +75,11 @@ impl KeyCache {
         self.keys.load().get(&hash(key)).cloned()
     }
 
+    /// The consumer of enabled key `key_id` (a scan: for task tokens, not the request path).
+    pub fn by_id(&self, key_id: i64) -> Option<Consumer> {
+        self.keys.load().values().find(|c| c.key_id == key_id).cloned()
+    }
+
     /// Reloads every enabled key from the database, and the balances into `wallets`.
     pub async fn reload(&self, db: &Db, wallets: Option<&Wallets>) -> Result<()> {
         // Held across the read and the update: no charge commits in between.

@@ -23,6 +23,18 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// What a task token carries: one consumer key's read access to one task (its progress
+/// stream and archived files), for browsers, whose `EventSource` and `<video>` cannot send an
+/// `Authorization` header. It is no session: it lacks a session's claims, and a session
+/// token lacks `task`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskClaims {
+    /// The consumer key id.
+    sub: i64,
+    task: String,
+    exp: i64,
+}
+
 pub struct Sessions {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -51,6 +63,18 @@ impl Sessions {
         let now = crate::store::now_unix();
         let claims = Claims { sub: user_id, name: name.into(), role: role.into(), iat: now, exp: now + self.ttl_secs };
         Ok((encode(&Header::default(), &claims, &self.encoding)?, claims.exp))
+    }
+
+    /// A token that reads task `task_id` as consumer key `key_id` for `ttl_secs`.
+    pub fn issue_task_token(&self, key_id: i64, task_id: &str, ttl_secs: i64) -> Result<String> {
+        let claims = TaskClaims { sub: key_id, task: task_id.into(), exp: crate::store::now_unix() + ttl_secs };
+        Ok(encode(&Header::default(), &claims, &self.encoding)?)
+    }
+
+    /// The consumer key id of a valid, unexpired token for task `task_id`.
+    pub fn verify_task_token(&self, token: &str, task_id: &str) -> Option<i64> {
+        let claims = decode::<TaskClaims>(token, &self.decoding, &Validation::default()).ok()?.claims;
+        (claims.task == task_id).then_some(claims.sub)
     }
 
     /// The claims of a valid, unexpired token.
@@ -151,5 +175,20 @@ mod tests {
         let other = Sessions::new(Some("another-secret-of-some-length"), Path::new("/nonexistent"), 1).unwrap();
         assert!(other.verify(&token).is_none(), "a token from another secret is refused");
         assert!(s.verify(&format!("{token}x")).is_none());
+    }
+
+    #[test]
+    fn a_task_token_reads_one_task_and_is_no_session() {
+        let s = Sessions::new(Some("a-test-secret-of-some-length"), Path::new("/nonexistent"), 1).unwrap();
+        let t = s.issue_task_token(5, "task_a", 60).unwrap();
+        assert_eq!(s.verify_task_token(&t, "task_a"), Some(5));
+        assert_eq!(s.verify_task_token(&t, "task_b"), None, "another task");
+        assert!(s.verify(&t).is_none(), "a task token is no session");
+        let (session, _) = s.issue(5, "ann", "admin").unwrap();
+        assert_eq!(s.verify_task_token(&session, "task_a"), None, "a session is no task token");
+        let expired = s.issue_task_token(5, "task_a", -120).unwrap();
+        assert_eq!(s.verify_task_token(&expired, "task_a"), None);
+        let other = Sessions::new(Some("another-secret-of-some-length"), Path::new("/nonexistent"), 1).unwrap();
+        assert_eq!(other.verify_task_token(&t, "task_a"), None);
     }
 }
