@@ -393,3 +393,75 @@ fn a_browser_follows_a_task_on_its_event_stream_and_plays_the_result_with_a_task
     // Tokens are never logged.
     assert!(!gw.log().contains(token), "a task token in the log");
 }
+
+#[test]
+fn the_mindvideo_proxys_clients_get_videos_through_the_image_and_chat_routes() {
+    let mock = Mock::start();
+    // A channel narrowed to video: its chat and image requests become video tasks.
+    let ch = format!("{}ops = [\"video\"]\n", channel("mindvideo", "faulty", &mock.url(), &["sora-2-free"], &["k1"]));
+    let prices = "[models.\"sora-2-free\"]\nper_second = \"0.01\"\n";
+    let gw = Gateway::start(
+        "tasks-mindvideo",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{LOCAL_CDN}{}{ch}", pricing_setting(prices)),
+    );
+    let auth = format!("Bearer {}", gw.key);
+    let post =
+        |path: &str, body: &str| http::request(&gw.addr, "POST", path, &[("authorization", &auth)], body.as_bytes());
+
+    // Images: the task id at once, followed on the task's stream.
+    let r = post("/v1/images/generations", r#"{"model":"sora-2-free","prompt":"a cat","size":"720x1280","seconds":4}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v.as_object().unwrap().len(), 1, "only the task id: {v}");
+    let id = v["task_id"].as_str().unwrap();
+    let events = get(&gw, &gw.key, &format!("/v1/tasks/{id}/stream"), &[]).sse_data();
+    assert!(events[events.len() - 2].contains("\"completed\""), "{events:?}");
+
+    // Chat: blocks until the video is done; the answer's content is its URL.
+    let r = post(
+        "/v1/chat/completions",
+        r#"{"model":"sora-2-free","seconds":4,"messages":[{"role":"user","content":"a dog"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = r.json();
+    assert_eq!(
+        (c["object"].as_str(), c["choices"][0]["finish_reason"].as_str()),
+        (Some("chat.completion"), Some("stop"))
+    );
+    let url = c["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let origin = format!("http://{}", gw.addr);
+    assert!(url.starts_with(&format!("{origin}/v1/tasks/task_")) && url.contains("?token="), "{url}");
+    let video = http::request(&gw.addr, "GET", &url[origin.len()..], &[], b"");
+    assert_eq!((video.status, video.body.len()), (200, 200_004), "plays without a header");
+
+    // Streamed: progress as content, then the URL, then [DONE].
+    let r = post(
+        "/v1/chat/completions",
+        r#"{"model":"sora-2-free","seconds":4,"stream":true,"messages":[{"role":"user","content":"a bird"}]}"#,
+    );
+    assert_eq!((r.status, r.header("content-type")), (200, Some("text/event-stream")));
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<serde_json::Value> =
+        data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert!(text.contains("Rendering: 30%") && text.contains("/content/0?token="), "{text}");
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+
+    // A job the vendor fails is an error in OpenAI's shape; a request without text is refused.
+    let r = post(
+        "/v1/chat/completions",
+        r#"{"model":"sora-2-free","seconds":4,"messages":[{"role":"user","content":"fail"}]}"#,
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (502, "content_filtered"), "{}", r.text());
+    let r = post("/v1/chat/completions", r#"{"model":"sora-2-free","messages":[{"role":"system","content":"x"}]}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "missing_prompt"));
+
+    // Ordinary video tasks: in the Videos API's list, each charged once (3 s rendered).
+    let videos = get(&gw, &gw.key, "/v1/videos", &[]).json();
+    assert_eq!(videos["data"].as_array().unwrap().len(), 4, "{videos}");
+    balance_becomes(&gw, 10_000_000 - 3 * 30_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}

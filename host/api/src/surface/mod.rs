@@ -2,6 +2,7 @@
 //! plugins declare (`native`). Each reads and resolves the request, hands it to
 //! `Engine::call` (which settles and records it) and renders the answer as HTTP.
 
+pub mod mindvideo;
 pub mod native;
 pub mod openai;
 pub mod tasks;
@@ -132,6 +133,16 @@ where
     F: FnOnce(Instant, String) -> Fut,
     Fut: std::future::Future<Output = Result<CallRequest, CallError>>,
 {
+    let (answer, request_id) = run(state, resolve).await;
+    with_request_id(render(answer), &request_id)
+}
+
+/// `answer`, before the answer is rendered: the engine's answer and the request id.
+pub async fn run<F, Fut>(state: &Arc<Api>, resolve: F) -> (Answer, String)
+where
+    F: FnOnce(Instant, String) -> Fut,
+    Fut: std::future::Future<Output = Result<CallRequest, CallError>>,
+{
     let started = Instant::now();
     let request_id = state.next_request_id();
     let answer = match resolve(started, request_id.clone()).await {
@@ -154,14 +165,14 @@ where
         }
         Err(e) => Answer::Failed(e),
     };
-    with_request_id(render(answer), &request_id)
+    (answer, request_id)
 }
 
 /// Headers never copied from a plugin's reply to the consumer.
 const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"];
 
 /// What the engine answered, as an HTTP response.
-fn render(answer: Answer) -> Response {
+pub fn render(answer: Answer) -> Response {
     let with_headers = |status: u16, headers: &[wit::Header]| {
         let mut resp = http::Response::builder().status(status);
         for h in headers {

@@ -1,7 +1,7 @@
 //! The OpenAI-compatible routes: `/v1/chat/completions`, `/v1/embeddings`,
 //! `/v1/audio/speech` (model calls, translated by the channel's plugin) and `/v1/models`.
 
-use super::{answer, read_request};
+use super::{read_request, render, run, with_request_id};
 use crate::engine::CallRequest;
 use crate::exchange::CallError;
 use crate::server::auth::{credential, Credential};
@@ -16,7 +16,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn model_call(state: &Arc<Api>, req: Request<Incoming>, op: &str) -> Response {
-    answer(state, |started, request_id| resolve(state, req, op, started, request_id)).await
+    let mut video = None;
+    let (answer, request_id) =
+        run(state, |started, request_id| resolve(state, req, op, started, request_id, &mut video)).await;
+    let response = match video {
+        Some(v) => super::mindvideo::finish(state, v, answer).await,
+        None => render(answer),
+    };
+    with_request_id(response, &request_id)
 }
 
 async fn resolve(
@@ -25,10 +32,21 @@ async fn resolve(
     op: &str,
     started: Instant,
     request_id: String,
+    video: &mut Option<super::mindvideo::VideoCall>,
 ) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
     let model = requested_model(&request.body)?;
-    to_channel(state, request, op, model, started, request_id)
+    // A video model asked through chat or images: the MindVideo proxy's surface.
+    let (as_video, request) = super::mindvideo::resolve(state, request, op, &model)?;
+    match as_video {
+        Some(v) => {
+            let mut call = to_channel(state, request, "video", model, started, request_id)?;
+            v.prepare(&mut call);
+            *video = Some(v);
+            Ok(call)
+        }
+        None => to_channel(state, request, op, model, started, request_id),
+    }
 }
 
 /// The call of a read request for `model`'s `op`: the channel serving the model (404) and its
@@ -53,13 +71,19 @@ pub(super) fn to_channel(
             channel.plugin, channel.name
         ))
     })?;
-    if !plugin.supports(op) {
+    if !serves(&plugin, &channel, op) {
         return Err(CallError::unsupported(format!(
             "the model '{model}' does not support {op} (plugin '{}')",
             plugin.name()
         )));
     }
     Ok(request.into_call(plugin, channel, op.to_string(), model, started, request_id))
+}
+
+/// Whether `channel` serves `op`: its plugin supports it and the operator did not narrow the
+/// channel's ops (`ops = [...]`).
+pub(super) fn serves(plugin: &crate::plugin::Plugin, channel: &crate::keypool::Channel, op: &str) -> bool {
+    plugin.supports(op) && channel.ops.as_ref().is_none_or(|ops| ops.iter().any(|o| o == op))
 }
 
 /// The `model` of a JSON object body; 400 with a precise message otherwise.

@@ -193,6 +193,21 @@ fn progress_stream(state: &std::sync::Arc<Api>, consumer: Consumer, id: String) 
         .expect("valid response parts")
 }
 
+/// The gateway paths of a task's archived outputs, each with a task token (a browser plays
+/// them without an `Authorization` header).
+pub fn output_urls(state: &Api, consumer: &Consumer, t: &tasks::Task) -> Vec<String> {
+    let token = task_token(state, consumer, &t.id).unwrap_or_default();
+    let outputs: serde_json::Value =
+        t.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default();
+    outputs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["index"].as_i64())
+        .map(|n| format!("/v1/tasks/{}/content/{n}?token={token}", t.id))
+        .collect()
+}
+
 /// One task's state as a stream event; `true` when it is the last.
 fn progress_event(state: &Api, consumer: &Consumer, t: &tasks::Task) -> (serde_json::Value, bool) {
     match t.status.as_str() {
@@ -205,16 +220,7 @@ fn progress_event(state: &Api, consumer: &Consumer, t: &tasks::Task) -> (serde_j
             false,
         ),
         tasks::SUCCEEDED => {
-            let token = task_token(state, consumer, &t.id).unwrap_or_default();
-            let outputs: serde_json::Value =
-                t.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default();
-            let urls: Vec<String> = outputs
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| o["index"].as_i64())
-                .map(|n| format!("/v1/tasks/{}/content/{n}?token={token}", t.id))
-                .collect();
+            let urls = output_urls(state, consumer, t);
             (serde_json::json!({ "status": "completed", "progress": 100, "url": urls.first(), "urls": urls }), true)
         }
         _ => (

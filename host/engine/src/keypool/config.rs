@@ -36,6 +36,11 @@ pub struct ChannelConfig {
     /// with 503, and the keys never enter a plugin.
     #[serde(default)]
     pub allow_signing: bool,
+    /// The OpenAI-surface operations this channel serves (`chat`, `images`, `video`, ...);
+    /// unset: every one its plugin supports. A channel serving `video` but not `chat` or
+    /// `images` runs those requests as video tasks (the MindVideo proxy's surface).
+    #[serde(default)]
+    pub ops: Option<Vec<String>>,
 }
 
 /// A channel's key selection among the usable keys of its best priority.

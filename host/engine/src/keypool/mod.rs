@@ -40,6 +40,8 @@ pub struct Channel {
     pub balance_refresh: Duration,
     /// The operator lets this channel's plugin receive raw keys (to sign requests).
     pub allow_signing: bool,
+    /// The OpenAI-surface operations the operator lets this channel serve; `None`: all.
+    pub ops: Option<Vec<String>>,
     probe_after: Duration,
     /// The keys written in the configuration file.
     configured: Vec<KeyEntry>,
@@ -158,6 +160,7 @@ impl Channel {
             strategy: c.strategy,
             balance_refresh: Duration::from_secs(c.balance_refresh_secs.max(1)),
             allow_signing: c.allow_signing,
+            ops: c.ops.clone(),
             probe_after,
             configured,
             pool: ArcSwap::from_pointee(Pool { keys: Vec::new(), turn: std::sync::Mutex::new(Vec::new()) }),
