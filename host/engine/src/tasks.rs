@@ -259,22 +259,6 @@ impl Engine {
                 }
             }
             Ok(Outcome::Task(wit::TaskState::Succeeded(done))) => {
-                let Some(archived) = self.archive_outputs(node, &task, &plugin, &done.outputs).await else {
-                    return;
-                };
-                let archived = match archived {
-                    Ok(files) => files,
-                    Err(f) if f.permanent => {
-                        let failed = tasks::Outcome {
-                            status: tasks::FAILED,
-                            error_kind: Some("archive_failed"),
-                            message: Some(&f.message),
-                            ..Default::default()
-                        };
-                        return self.settle(&task.id, Some(node), &failed, 0).await;
-                    }
-                    Err(f) => return later(&f.message).await,
-                };
                 let priced = match task.model.as_str() {
                     "" => Priced::Op { plugin: &task.plugin, op: &task.op },
                     model => Priced::Model(model),
@@ -283,18 +267,35 @@ impl Engine {
                     Some(b) => b.task_charge(priced, &task.price_group, &reported(&done.usage), task.reserved_micros).0,
                     None => 0,
                 };
-                let outputs: Vec<serde_json::Value> = archived
-                    .iter()
-                    .map(|o| serde_json::json!({ "index": o.n, "content_type": o.content_type, "size": o.size_bytes, "sha256": o.sha256 }))
-                    .collect();
-                let outputs = serde_json::Value::from(outputs).to_string();
-                let ok = tasks::Outcome {
-                    status: tasks::SUCCEEDED,
-                    outputs: Some(&outputs),
-                    archived: &archived,
-                    ..Default::default()
+                if done.outputs.is_empty() {
+                    let ok = tasks::Outcome { status: tasks::SUCCEEDED, outputs: Some("[]"), ..Default::default() };
+                    return self.settle(&task.id, Some(node), &ok, charge).await;
+                }
+                // The downloads run off the poll round (a slow file holds no other task), a
+                // few at a time per node, under a lease extended to the archive's deadline.
+                let Ok(slot) = std::sync::Arc::clone(&self.archive.slots).try_acquire_owned() else {
+                    return later("every archive slot of this node is busy").await;
                 };
-                self.settle(&task.id, Some(node), &ok, charge).await;
+                let until = now + self.archive.deadline.as_secs() as i64 + LEASE_SECS;
+                match tasks::extend_lease(&self.db, &task.id, node, until).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => return later(&format!("the database: {e:#}")).await,
+                }
+                let job = ArchiveJob {
+                    settler: self.settler(),
+                    archive: Arc::clone(&self.archive),
+                    hosts: plugin.manifest.fetch_hosts.clone(),
+                    id: task.id.clone(),
+                    node: node.to_string(),
+                    polls: task.polls,
+                    media: done.outputs,
+                    charge,
+                };
+                tokio::spawn(async move {
+                    job.run().await;
+                    drop(slot);
+                });
             }
             Ok(Outcome::Task(wit::TaskState::Failed(e))) => {
                 let failed = tasks::Outcome {
@@ -320,44 +321,25 @@ impl Engine {
         }
     }
 
-    /// Downloads a succeeded job's outputs into the archive, under a lease extended to the
-    /// archive's deadline. `None`: the lease was lost (another node has the task now).
-    async fn archive_outputs(
-        &self,
-        node: &str,
-        task: &Task,
-        plugin: &crate::plugin::Plugin,
-        media: &[wit::Media],
-    ) -> Option<Result<Vec<crate::store::archive::Output>, crate::archive::Failure>> {
-        if media.is_empty() {
-            return Some(Ok(Vec::new()));
-        }
-        let until = now_unix() + self.archive.deadline.as_secs() as i64 + LEASE_SECS;
-        match tasks::extend_lease(&self.db, &task.id, node, until).await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                let f = crate::archive::Failure { permanent: false, message: format!("the database: {e:#}") };
-                return Some(Err(f));
-            }
-        }
-        let result = self.archive.download_all(media, &plugin.manifest.fetch_hosts).await;
-        match &result {
-            Ok(files) => {
-                METRICS.archive_files.fetch_add(files.len() as u64, Relaxed);
-                let bytes: i64 = files.iter().map(|f| f.size_bytes).sum();
-                METRICS.archive_bytes.fetch_add(bytes as u64, Relaxed);
-            }
-            Err(f) => {
-                METRICS.archive_failures.fetch_add(1, Relaxed);
-                tracing::warn!(task = %task.id, permanent = f.permanent, error = %f.message, "archiving a task's outputs failed");
-            }
-        }
-        Some(result)
-    }
-
     /// Ends a task with its settlement (once, whoever else tries; `node`: the lease a poll's
     /// result needs) and lets the wallets know.
+    async fn settle(&self, id: &str, node: Option<&str>, outcome: &tasks::Outcome<'_>, charge: i64) {
+        self.settler().settle(id, node, outcome, charge).await
+    }
+
+    fn settler(&self) -> Settler {
+        Settler { db: self.db.clone(), billing: self.billing.clone() }
+    }
+}
+
+/// What settles tasks, owned: an archive download settles its task off the poll round.
+#[derive(Clone)]
+struct Settler {
+    db: crate::store::Db,
+    billing: Option<Arc<crate::billing::Billing>>,
+}
+
+impl Settler {
     async fn settle(&self, id: &str, node: Option<&str>, outcome: &tasks::Outcome<'_>, charge: i64) {
         let settled = match &self.billing {
             Some(b) => {
@@ -376,6 +358,75 @@ impl Engine {
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(task = %id, error = %format!("{e:#}"), "settling a task failed; it is settled on a later round")
+            }
+        }
+    }
+}
+
+/// A succeeded job's outputs, to download into the archive before the task is settled.
+struct ArchiveJob {
+    settler: Settler,
+    archive: Arc<crate::archive::Archive>,
+    /// The plugin's `fetch-hosts`.
+    hosts: Vec<String>,
+    id: String,
+    node: String,
+    polls: i64,
+    media: Vec<wit::Media>,
+    /// What the vendor's reported units cost.
+    charge: i64,
+}
+
+impl ArchiveJob {
+    /// Downloads every output, then settles: succeeded with the files; failed when the archive
+    /// refuses an output (too large, not media, a host not allowed), charged all the same (the
+    /// vendor made it, and the operator pays the vendor: a consumer cannot have jobs made for
+    /// free by asking for outputs the archive refuses); tried again later on a network error.
+    async fn run(self) {
+        let result = self.archive.download_all(&self.media, &self.hosts).await;
+        match &result {
+            Ok(files) => {
+                METRICS.archive_files.fetch_add(files.len() as u64, Relaxed);
+                METRICS.archive_bytes.fetch_add(files.iter().map(|f| f.size_bytes as u64).sum(), Relaxed);
+            }
+            Err(f) => {
+                METRICS.archive_failures.fetch_add(1, Relaxed);
+                tracing::warn!(task = %self.id, permanent = f.permanent, error = %f.message, "archiving a task's outputs failed");
+            }
+        }
+        let node = Some(self.node.as_str());
+        match result {
+            Ok(files) => {
+                let outputs: Vec<serde_json::Value> = files
+                    .iter()
+                    .map(|o| serde_json::json!({ "index": o.n, "content_type": o.content_type, "size": o.size_bytes, "sha256": o.sha256 }))
+                    .collect();
+                let outputs = serde_json::Value::from(outputs).to_string();
+                let ok = tasks::Outcome {
+                    status: tasks::SUCCEEDED,
+                    outputs: Some(&outputs),
+                    archived: &files,
+                    ..Default::default()
+                };
+                self.settler.settle(&self.id, node, &ok, self.charge).await;
+            }
+            Err(f) if f.permanent => {
+                let message = format!("{}; the vendor made it, so it is charged", f.message);
+                let failed = tasks::Outcome {
+                    status: tasks::FAILED,
+                    error_kind: Some("archive_failed"),
+                    message: Some(&message),
+                    ..Default::default()
+                };
+                self.settler.settle(&self.id, node, &failed, self.charge).await;
+            }
+            Err(f) => {
+                let (now, db) = (now_unix(), &self.settler.db);
+                let next = now + poll_delay(None, self.polls);
+                if let Err(e) = tasks::progress(db, &self.id, &self.node, None, Some(&f.message), None, next, now).await
+                {
+                    tracing::warn!(task = %self.id, error = %format!("{e:#}"), "recording a task's progress failed");
+                }
             }
         }
     }

@@ -161,22 +161,41 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    /// Opens (creating) the store at `dir`; files left in `tmp` by a crash are removed.
+    /// Opens (creating) the store at `dir`. Downloads a crash left in `tmp` are removed once
+    /// they are a day old (the folder may be shared by nodes: a young one may be another's).
     pub fn open(dir: &Path) -> Result<Blobs> {
         crate::private_fs::create_dir(&dir.join("sha256"))?;
         let tmp = dir.join("tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).with_context(|| format!("clearing {}", tmp.display()))?;
-        }
         crate::private_fs::create_dir(&tmp)?;
+        let day = std::time::Duration::from_secs(86_400);
+        for entry in std::fs::read_dir(&tmp).with_context(|| format!("reading {}", tmp.display()))?.flatten() {
+            let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         Ok(Blobs { dir: dir.to_path_buf() })
     }
 
-    /// A fresh path for a download in progress (the caller creates the file).
-    pub fn temp_path(&self) -> PathBuf {
+    /// A new file for a download in progress, only the gateway's, never one that exists
+    /// (names are unique per process and `create_new` refuses another's).
+    pub async fn create_temp(&self) -> Result<(PathBuf, tokio::fs::File)> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.dir.join("tmp").join(format!("{}-{n}.part", std::process::id()))
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        for _ in 0..8 {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = self.dir.join("tmp").join(format!("{}-{nanos:x}-{n}.part", std::process::id()));
+            let mut options = tokio::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            options.mode(0o600);
+            match options.open(&path).await {
+                Ok(f) => return Ok((path, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        bail!("no free name for a download in {}", self.dir.join("tmp").display())
     }
 
     fn path(&self, sha256: &str) -> Result<PathBuf> {
@@ -292,7 +311,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tollgate-blobs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let blobs = Blobs::open(&dir).unwrap();
-        let temp = blobs.temp_path();
+        let (temp, _file) = blobs.create_temp().await.unwrap();
+        let (other, _) = blobs.create_temp().await.unwrap();
+        assert_ne!(temp, other);
         std::fs::write(&temp, b"bytes").unwrap();
         let sha = "c".repeat(64);
         blobs.put(&temp, &sha).await.unwrap();
@@ -303,10 +324,9 @@ mod tests {
         assert!(blobs.open_blob(&sha).await.unwrap().is_none());
         assert!(blobs.open_blob("../../etc/passwd").await.is_err());
         assert!(blobs.put(&temp, &"C".repeat(64)).await.is_err());
-        // A crash's leftovers are cleared at the next start.
-        std::fs::write(blobs.temp_path(), b"half").unwrap();
+        // A young download (maybe another node's) survives a start.
         Blobs::open(&dir).unwrap();
-        assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        assert!(other.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -236,6 +236,10 @@ fn outputs_are_archived_and_served_to_their_owner_with_ranges_after_the_vendor_u
     assert_eq!((whole.body.len(), &whole.body[4..8]), (200_005, &b"ftyp"[..]));
     assert_eq!(whole.header("content-type"), Some("video/mp4"));
     assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+    assert_eq!(
+        (whole.header("x-content-type-options"), whole.header("content-security-policy")),
+        (Some("nosniff"), Some("sandbox"))
+    );
     assert_eq!(sha256_hex(&whole.body), out["sha256"].as_str().unwrap(), "stored by its hash");
     // Range requests: what players and resumed downloads send.
     let part = get(&gw, &gw.key, &path, &[("range", "bytes=100-199")]);
@@ -263,7 +267,9 @@ fn outputs_are_archived_and_served_to_their_owner_with_ranges_after_the_vendor_u
         (Some("succeeded"), Some(200_002))
     );
 
-    // Too large (announced or not) or not media: the task fails cleanly and costs nothing.
+    // Too large (announced or not) or not media: the task fails cleanly, saying why, and is
+    // charged what the vendor made (the operator pays the vendor: outputs the archive refuses
+    // are no way to have jobs made for free).
     for (prompt, why) in [("huge", "archive_max_bytes"), ("huge-chunked", "archive_max_bytes"), ("html", "text/html")] {
         let r = submit(&gw, &gw.key, &format!(r#"{{"model":"fixture-video","seconds":3,"prompt":"{prompt}"}}"#));
         let failed = finished(&gw, r.json()["id"].as_str().unwrap());
@@ -272,11 +278,13 @@ fn outputs_are_archived_and_served_to_their_owner_with_ranges_after_the_vendor_u
             (Some("failed"), Some("archive_failed")),
             "{failed}"
         );
-        assert!(failed["message"].as_str().unwrap().contains(why), "{prompt}: {failed}");
-        assert_eq!(failed["charge"], "0.000000");
+        let message = failed["message"].as_str().unwrap();
+        assert!(message.contains(why) && message.contains("charged"), "{prompt}: {failed}");
+        assert!(!message.contains("/cdn/"), "the vendor's URL is never shown: {message}");
+        assert_eq!(failed["charge"], "0.020000");
     }
-    // Charged: 4 s and 1 s rendered; the failed ones gave their holds back.
-    balance_becomes(&gw, 10_000_000 - 40_000 - 10_000);
+    // Charged: 4 s, 1 s and three times 2 s rendered, each once.
+    balance_becomes(&gw, 10_000_000 - 40_000 - 10_000 - 3 * 20_000);
     assert_eq!(std::fs::read_dir(gw.dir.join("data/archive/tmp")).unwrap().count(), 0, "no partial file is left");
     let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     for line in ["tollgate_archive_files_total 2", "tollgate_archive_failures_total 3"] {
@@ -307,7 +315,7 @@ fn outputs_are_archived_and_served_to_their_owner_with_ranges_after_the_vendor_u
 }
 
 #[test]
-fn a_private_cdn_the_operator_did_not_name_is_never_reached_and_the_task_costs_nothing() {
+fn a_private_cdn_the_operator_did_not_name_is_never_reached() {
     let mock = Mock::start();
     let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
     let gw = Gateway::start(
@@ -324,7 +332,8 @@ fn a_private_cdn_the_operator_did_not_name_is_never_reached_and_the_task_costs_n
     );
     assert!(failed["message"].as_str().unwrap().contains("fetch_allow_private_hosts"), "{failed}");
     assert_eq!(mock.stats()["cdn_downloads"], 0);
-    balance_becomes(&gw, 10_000_000);
+    // The vendor made it: charged (4 s rendered), once.
+    balance_becomes(&gw, 10_000_000 - 40_000);
 }
 
 #[test]
@@ -392,6 +401,28 @@ fn a_browser_follows_a_task_on_its_event_stream_and_plays_the_result_with_a_task
     assert_eq!(again.len(), 2, "{again:?}");
     // Tokens are never logged.
     assert!(!gw.log().contains(token), "a task token in the log");
+
+    // A key holds at most 16 streams at once (each reads the database every second).
+    let running = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"slow"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/tasks/{running}/stream");
+    let held: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n", gw.key).unwrap();
+            let mut first = [0u8; 12];
+            s.read_exact(&mut first).unwrap();
+            assert_eq!(&first, b"HTTP/1.1 200");
+            s
+        })
+        .collect();
+    let refused = get(&gw, &gw.key, &path, &[]);
+    assert_eq!((refused.status, refused.error_code().as_str()), (429, "too_many_streams"));
+    drop(held);
+    assert!(eventually(Duration::from_secs(5), || get(&gw, &gw.key, &path, &[]).status == 200));
 }
 
 #[test]
@@ -457,6 +488,9 @@ fn the_mindvideo_proxys_clients_get_videos_through_the_image_and_chat_routes() {
     assert_eq!((r.status, r.error_code().as_str()), (502, "content_filtered"), "{}", r.text());
     let r = post("/v1/chat/completions", r#"{"model":"sora-2-free","messages":[{"role":"system","content":"x"}]}"#);
     assert_eq!((r.status, r.error_code().as_str()), (400, "missing_prompt"));
+    // What the quote reads is given once: the vendor never reads another value.
+    let r = post("/v1/images/generations", r#"{"model":"sora-2-free","prompt":"a cat","seconds":1,"seconds":20}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "duplicate_field"), "{}", r.text());
 
     // Ordinary video tasks: in the Videos API's list, each charged once (3 s rendered).
     let videos = get(&gw, &gw.key, "/v1/videos", &[]).json();

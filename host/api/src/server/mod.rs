@@ -63,6 +63,8 @@ pub struct Api {
     pub auth_throttle: throttle::Throttle,
     channel_source: Box<dyn ChannelSource>,
     request_ids: tollgate_base::ids::RequestIds,
+    /// Long-lived task streams open per consumer key.
+    pub streams: Arc<throttle::OpenStreams>,
 }
 
 impl Api {
@@ -81,6 +83,7 @@ impl Api {
             sessions,
             channel_source,
             request_ids: tollgate_base::ids::RequestIds::new(rand::random()),
+            streams: Arc::default(),
         }
     }
 

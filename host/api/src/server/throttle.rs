@@ -71,3 +71,66 @@ mod tests {
         assert!(t.take(a, now + Duration::from_secs(20)).is_err());
     }
 }
+
+/// Long-lived task streams (progress streams, video chats that wait) open per consumer key:
+/// each reads the database every second and holds a connection, so a key holds at most
+/// `MAX_STREAMS_PER_KEY` at once.
+#[derive(Default)]
+pub struct OpenStreams(std::sync::Mutex<std::collections::HashMap<i64, u32>>);
+
+pub const MAX_STREAMS_PER_KEY: u32 = 16;
+
+/// One open stream; closing it (dropping) frees its place.
+pub struct StreamSlot {
+    streams: std::sync::Arc<OpenStreams>,
+    key_id: i64,
+}
+
+impl OpenStreams {
+    /// A place for one more stream of `key_id`; `None` at the limit.
+    pub fn open(self: &std::sync::Arc<Self>, key_id: i64) -> Option<StreamSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key_id).or_default();
+        if *n >= MAX_STREAMS_PER_KEY {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot { streams: std::sync::Arc::clone(self), key_id })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key_id) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key_id);
+            }
+        }
+    }
+}
+
+/// The answer at the limit.
+pub fn too_many_streams() -> crate::exchange::CallError {
+    crate::exchange::CallError::new(
+        429,
+        "rate_limit_error",
+        "too_many_streams",
+        format!("This key has {MAX_STREAMS_PER_KEY} task streams open; close one first."),
+    )
+}
+
+#[cfg(test)]
+mod stream_tests {
+    #[test]
+    fn a_key_holds_a_bounded_number_of_streams_and_closing_one_frees_its_place() {
+        let streams = std::sync::Arc::new(super::OpenStreams::default());
+        let held: Vec<_> = (0..super::MAX_STREAMS_PER_KEY).map(|_| streams.open(1).unwrap()).collect();
+        assert!(streams.open(1).is_none());
+        assert!(streams.open(2).is_some(), "another key is not held back");
+        drop(held);
+        assert!(streams.open(1).is_some());
+        assert!(streams.0.lock().unwrap().get(&1).is_none_or(|n| *n <= 1));
+    }
+}

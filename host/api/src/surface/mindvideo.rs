@@ -10,10 +10,13 @@
 //! Either is an ordinary video task: quoted, held, settled once, archived, and listed by
 //! `/v1/tasks` and `/v1/videos`. A client that leaves while it waits does not cancel it.
 
+use super::native::json_text_field;
 use super::{render, ConsumerRequest};
 use crate::account::Consumer;
 use crate::engine::{Answer, CallRequest};
 use crate::exchange::CallError;
+use crate::keypool::Channel;
+use crate::plugin::Plugin;
 use crate::server::body::{json, ChannelBody, Response, ResponseBody};
 use crate::server::error::{bad_request, ToResponse};
 use crate::server::Api;
@@ -24,15 +27,14 @@ use std::time::Duration;
 /// How often a waiting call reads its task, and the longest it waits.
 const WAIT_EVERY: Duration = Duration::from_secs(1);
 const WAIT_MAX: Duration = Duration::from_secs(30 * 60);
-/// The most of a prompt kept to show back.
-const PROMPT_KEPT: usize = 4 << 10;
 
 /// A chat or image request being served as a video task.
-#[derive(Debug, Clone)]
 pub struct VideoCall {
     chat: Option<ChatWait>,
+    /// A chat's place among its key's open streams, taken before the job is submitted.
+    slot: Option<crate::server::throttle::StreamSlot>,
     consumer: Consumer,
-    params: serde_json::Value,
+    params: String,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ struct ChatWait {
 /// becomes the video op's (`{"model","prompt",…}`).
 pub fn resolve(
     state: &Api,
+    plugin: &Plugin,
+    channel: &Channel,
     mut request: ConsumerRequest,
     op: &str,
     model: &str,
@@ -54,13 +58,7 @@ pub fn resolve(
     if op != "chat" && op != "images" {
         return Ok((None, request));
     }
-    let Some(channel) = state.engine.channels.load().for_model(model).cloned() else {
-        return Ok((None, request));
-    };
-    let Some(plugin) = state.engine.registry.current().get(&channel.plugin).cloned() else {
-        return Ok((None, request));
-    };
-    let serves = |op: &str| super::openai::serves(&plugin, &channel, op);
+    let serves = |op: &str| super::openai::serves(plugin, channel, op);
     if serves(op) || !serves("video") {
         return Ok((None, request));
     }
@@ -79,16 +77,13 @@ pub fn resolve(
             },
         ));
     };
-    let text = |name: &str| match &body[name] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    let params = serde_json::json!({
-        "seconds": text("seconds"),
-        "size": text("size"),
-        "prompt": tollgate_base::text::truncate(&prompt, PROMPT_KEPT),
-    });
+    // What the quote reads, given once (the vendor must read the value reserved for).
+    let seconds = json_text_field(&request.body, "seconds", true)?;
+    let size = json_text_field(&request.body, "size", true)?;
+    if op == "images" {
+        json_text_field(&request.body, "prompt", false)?;
+    }
+    let params = super::videos::task_params(seconds.clone(), size.clone(), &prompt);
     let chat = (op == "chat").then(|| ChatWait {
         stream: body["stream"].as_bool().unwrap_or(false),
         model: model.to_string(),
@@ -97,21 +92,27 @@ pub fn resolve(
     if op == "chat" {
         // The video op's body, as the Videos API would send it.
         let mut video = serde_json::json!({ "model": model, "prompt": prompt });
-        for name in ["seconds", "size"] {
-            if let Some(v) = text(name) {
+        for (name, value) in [("seconds", seconds), ("size", size)] {
+            if let Some(v) = value {
                 video[name] = v.into();
             }
         }
         request.body = video.to_string().into();
     }
-    Ok((Some(VideoCall { chat, consumer: request.consumer.clone(), params }), request))
+    let slot = match chat {
+        Some(_) => {
+            Some(state.streams.open(request.consumer.key_id).ok_or_else(crate::server::throttle::too_many_streams)?)
+        }
+        None => None,
+    };
+    Ok((Some(VideoCall { chat, slot, consumer: request.consumer.clone(), params }), request))
 }
 
 impl VideoCall {
     /// The submit answers `{"task_id"}` and keeps what the video's views show.
     pub fn prepare(&self, call: &mut CallRequest) {
         call.task_view = Some(|t| serde_json::json!({ "task_id": t.id }));
-        call.task_params = Some(self.params.to_string());
+        call.task_params = Some(self.params.clone());
     }
 }
 
@@ -125,8 +126,9 @@ pub async fn finish(state: &Arc<Api>, call: VideoCall, answer: Answer) -> Respon
         _ => None,
     };
     let Some(id) = id else { return render(answer) };
+    let slot = call.slot;
     if chat.stream {
-        return stream(state, call.consumer, chat, id);
+        return stream(state, call.consumer, chat, id, slot);
     }
     match wait(state, &call.consumer, &id, |_| async { true }).await {
         Some(t) if t.status == tasks::SUCCEEDED => {
@@ -170,10 +172,17 @@ where
     None
 }
 
-fn stream(state: &Arc<Api>, consumer: Consumer, chat: ChatWait, id: String) -> Response {
+fn stream(
+    state: &Arc<Api>,
+    consumer: Consumer,
+    chat: ChatWait,
+    id: String,
+    slot: Option<crate::server::throttle::StreamSlot>,
+) -> Response {
     let (tx, body) = ChannelBody::new();
     let state = Arc::clone(state);
     tokio::spawn(async move {
+        let _slot = slot;
         let chunk = |delta: serde_json::Value, finish: Option<&str>| {
             let c = serde_json::json!({
                 "id": format!("chatcmpl-{id}"),

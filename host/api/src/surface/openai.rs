@@ -36,17 +36,16 @@ async fn resolve(
 ) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
     let model = requested_model(&request.body)?;
+    let (plugin, channel) = route(state, &model)?;
     // A video model asked through chat or images: the MindVideo proxy's surface.
-    let (as_video, request) = super::mindvideo::resolve(state, request, op, &model)?;
-    match as_video {
-        Some(v) => {
-            let mut call = to_channel(state, request, "video", model, started, request_id)?;
-            v.prepare(&mut call);
-            *video = Some(v);
-            Ok(call)
-        }
-        None => to_channel(state, request, op, model, started, request_id),
+    let (as_video, request) = super::mindvideo::resolve(state, &plugin, &channel, request, op, &model)?;
+    let op = if as_video.is_some() { "video" } else { op };
+    let mut call = checked_call(plugin, channel, request, op, model, started, request_id)?;
+    if let Some(v) = as_video {
+        v.prepare(&mut call);
+        *video = Some(v);
     }
+    Ok(call)
 }
 
 /// The call of a read request for `model`'s `op`: the channel serving the model (404) and its
@@ -59,7 +58,13 @@ pub(super) fn to_channel(
     started: Instant,
     request_id: String,
 ) -> Result<CallRequest, CallError> {
-    let channel = state.engine.channels.load().for_model(&model).cloned().ok_or_else(|| {
+    let (plugin, channel) = route(state, &model)?;
+    checked_call(plugin, channel, request, op, model, started, request_id)
+}
+
+/// The channel serving `model` (several take turns: call once per request) and its plugin.
+fn route(state: &Api, model: &str) -> Result<(Arc<crate::plugin::Plugin>, Arc<crate::keypool::Channel>), CallError> {
+    let channel = state.engine.channels.load().for_model(model).cloned().ok_or_else(|| {
         not_found(
             "model_not_found",
             format!("The model '{model}' does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."),
@@ -71,6 +76,19 @@ pub(super) fn to_channel(
             channel.plugin, channel.name
         ))
     })?;
+    Ok((plugin, channel))
+}
+
+/// The call, if the channel serves `op`.
+fn checked_call(
+    plugin: Arc<crate::plugin::Plugin>,
+    channel: Arc<crate::keypool::Channel>,
+    request: super::ConsumerRequest,
+    op: &str,
+    model: String,
+    started: Instant,
+    request_id: String,
+) -> Result<CallRequest, CallError> {
     if !serves(&plugin, &channel, op) {
         return Err(CallError::unsupported(format!(
             "the model '{model}' does not support {op} (plugin '{}')",

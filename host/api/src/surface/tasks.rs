@@ -74,7 +74,10 @@ pub async fn handle(state: &std::sync::Arc<Api>, req: &Request<Incoming>) -> Res
             Err(e) => failed(e),
         },
         (&Method::GET, Some(id), Some((Some("stream"), None))) => match tasks::get(db, id, consumer.user_id).await {
-            Ok(Some(_)) => progress_stream(state, consumer, id.to_string()),
+            Ok(Some(_)) => match state.streams.open(consumer.key_id) {
+                Some(slot) => progress_stream(state, consumer, id.to_string(), slot),
+                None => crate::server::throttle::too_many_streams().to_response(),
+            },
             Ok(None) => no_task(id),
             Err(e) => failed(e),
         },
@@ -138,10 +141,16 @@ fn task_token(state: &Api, consumer: &Consumer, id: &str) -> Option<String> {
 /// `{"status":"processing","progress":N,"remark":"…"}` whenever it changes, then
 /// `{"status":"completed","url":…,"urls":[…]}` (with a task token: a `<video>` can play them)
 /// or `{"status":"failed","error":"…"}`, then `[DONE]`.
-fn progress_stream(state: &std::sync::Arc<Api>, consumer: Consumer, id: String) -> Response {
+fn progress_stream(
+    state: &std::sync::Arc<Api>,
+    consumer: Consumer,
+    id: String,
+    slot: crate::server::throttle::StreamSlot,
+) -> Response {
     let (tx, body) = ChannelBody::new();
     let state = std::sync::Arc::clone(state);
     tokio::spawn(async move {
+        let _slot = slot;
         let send = |text: String| {
             let tx = tx.clone();
             async move { tx.send(Ok(bytes::Bytes::from(text))).await.is_ok() }
@@ -173,7 +182,10 @@ fn progress_stream(state: &std::sync::Arc<Api>, consumer: Consumer, id: String) 
                 return;
             }
             if quiet >= STREAM_PING_EVERY {
-                if !send(": ping\n\n".into()).await {
+                // A key disabled (or expired) since the stream opened ends it.
+                let live =
+                    state.keys.by_id(consumer.key_id).is_some_and(|c| c.expires_at.is_none_or(|t| now_unix() < t));
+                if !live || !send(": ping\n\n".into()).await {
                     return;
                 }
                 quiet = 0;
@@ -336,7 +348,10 @@ pub async fn content(state: &Api, req: &Request<Incoming>, consumer: &Consumer, 
         .header(http::header::CONTENT_LENGTH, len)
         .header(http::header::ACCEPT_RANGES, "bytes")
         .header(http::header::ETAG, format!("\"{}\"", stored.sha256))
-        .header(http::header::CACHE_CONTROL, "private, max-age=86400");
+        .header(http::header::CACHE_CONTROL, "private, max-age=86400")
+        // Served from the gateway's origin: never sniffed into something active, never run.
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(http::header::CONTENT_SECURITY_POLICY, "sandbox");
     if status == 206 {
         resp = resp.header(http::header::CONTENT_RANGE, format!("bytes {}-{}/{size}", offset, offset + len - 1));
     }

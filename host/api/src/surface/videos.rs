@@ -133,17 +133,33 @@ async fn create(state: &Arc<Api>, req: Request<Incoming>) -> Response {
         let Some(prompt) = text_field(&request, "prompt")? else {
             return Err(bad_request("missing_prompt", "'prompt' is required."));
         };
-        let params = serde_json::json!({
-            "seconds": text_field(&request, "seconds")?,
-            "size": text_field(&request, "size")?,
-            "prompt": tollgate_base::text::truncate(&prompt, PROMPT_KEPT),
-        });
+        let params = task_params(text_field(&request, "seconds")?, text_field(&request, "size")?, &prompt);
         let mut call = super::openai::to_channel(state, request, "video", model, started, request_id)?;
         call.task_view = Some(view);
-        call.task_params = Some(params.to_string());
+        call.task_params = Some(params);
         Ok(call)
     })
     .await
+}
+
+/// What a video task keeps of its request to show back, within the store's bound (the prompt
+/// is cut to fit; it is shown back, never used again).
+pub(super) fn task_params(seconds: Option<String>, size: Option<String>, prompt: &str) -> String {
+    let short = |v: Option<String>| v.map(|v| tollgate_base::text::truncate(&v, 32).to_string());
+    let (seconds, size) = (short(seconds), short(size));
+    let mut kept = PROMPT_KEPT;
+    loop {
+        let params = serde_json::json!({
+            "seconds": seconds,
+            "size": size,
+            "prompt": tollgate_base::text::truncate(prompt, kept),
+        })
+        .to_string();
+        if params.len() <= tasks::MAX_PARAMS_BYTES || kept == 0 {
+            return params;
+        }
+        kept /= 2;
+    }
 }
 
 /// A text field of a JSON body (numbers as written) or a form; given twice: 400.
@@ -184,4 +200,19 @@ pub fn view(t: &Task) -> serde_json::Value {
         "error": error,
         "remixed_from_video_id": null,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_a_video_keeps_of_its_request_always_fits_the_store() {
+        // Control characters take six bytes each in JSON: the prompt is cut until it fits.
+        let p = super::task_params(Some("8".into()), Some("x".repeat(100)), &"\u{1}".repeat(5000));
+        assert!(p.len() <= crate::store::tasks::MAX_PARAMS_BYTES, "{}", p.len());
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!((v["seconds"].as_str(), v["size"].as_str().map(str::len)), (Some("8"), Some(32)));
+        assert!(!v["prompt"].as_str().unwrap().is_empty());
+        let plain = super::task_params(None, None, "a cat");
+        assert_eq!(plain, r#"{"prompt":"a cat","seconds":null,"size":null}"#);
+    }
 }

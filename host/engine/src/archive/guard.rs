@@ -61,8 +61,10 @@ impl Rules {
 
     /// Checks an absolute URL a plugin (declaring `plugin_hosts`) asks the gateway to download.
     pub fn check(&self, url: &str, plugin_hosts: &[String]) -> Result<http::Uri, Refusal> {
-        let uri: http::Uri = url.parse().map_err(|_| format!("'{}' is not a URL", short(url)))?;
-        let host = uri.host().ok_or_else(|| format!("'{}' has no host", short(url)))?;
+        // Messages name the host at most: the consumer sees them, and a vendor URL (signed,
+        // downloadable) must not reach a consumer the archive did not serve.
+        let uri: http::Uri = url.parse().map_err(|_| "the output's URL is not a URL".to_string())?;
+        let host = uri.host().ok_or_else(|| "the output's URL has no host".to_string())?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let private_ok = self.private_ok(host);
         if let Ok(ip) = host.parse::<IpAddr>() {
@@ -75,10 +77,10 @@ impl Rules {
         match uri.scheme_str() {
             Some("https") => {}
             Some("http") if private_ok => {}
-            _ => return Err(format!("'{}' is not an https URL", short(url))),
+            _ => return Err(format!("the output's URL on '{host}' is not https")),
         }
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(format!("'{}' carries credentials", short(url)));
+            return Err(format!("the output's URL on '{host}' carries credentials"));
         }
         if !plugin_hosts.iter().any(|p| p != "*" && matches(p, host)) {
             return Err(format!("the plugin does not declare the host '{host}' in its fetch-hosts"));
@@ -88,11 +90,6 @@ impl Rules {
         }
         Ok(uri)
     }
-}
-
-fn short(url: &str) -> &str {
-    let end = url.char_indices().nth(200).map_or(url.len(), |(i, _)| i);
-    &url[..end]
 }
 
 /// Whether an address is on the public internet (not loopback, private, link-local,
@@ -110,6 +107,11 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (s[0] == 0x2001 && s[1] < 0x0200) // IETF protocol assignments, Teredo
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only
+                || s[0] == 0x5f00 // segment routing
+                || (s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0) // IPv4-translated
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
                 || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64: reaches IPv4 addresses unchecked
                 || (s[0] == 0x2002) // 6to4: likewise
@@ -131,6 +133,7 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
         || (a == 198 && (18..20).contains(&b)) // benchmarking
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
         || a >= 240) // reserved
 }
 
@@ -241,6 +244,9 @@ mod tests {
         let local = declared(&["127.0.0.1", "10.0.0.5"]);
         assert!(r.check("https://10.0.0.5/a", &local).unwrap_err().contains("public"));
         assert!(r.check("http://127.0.0.1:9/a", &local).unwrap_err().contains("fetch_allow_private_hosts"));
+        // A refusal never repeats the URL (its signature would let a consumer download it).
+        let e = r.check("http://v1.kling-cdn.com/a.mp4?sig=secret", &cdn).unwrap_err();
+        assert!(e.contains("v1.kling-cdn.com") && !e.contains("secret"), "{e}");
         let named = rules(&["*"], &["127.0.0.1"]);
         assert!(named.check("http://127.0.0.1:9/a", &local).is_ok());
         assert!(named.check("https://10.0.0.5/a", &local).is_err());
@@ -271,6 +277,13 @@ mod tests {
             "2002:a00:1::",
             "2001:db8::1",
             "::127.0.0.1",
+            "fec0::1",
+            "2001::1",
+            "2001:0:4136:e378::1",
+            "100::1",
+            "5f00::1",
+            "::ffff:0:a00:1",
+            "192.88.99.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

@@ -35,6 +35,8 @@ use tokio::io::AsyncWriteExt;
 const MAX_REDIRECTS: usize = 3;
 /// The most outputs archived per task.
 pub const MAX_OUTPUTS: usize = 16;
+/// Tasks whose outputs one node downloads at once (more wait for a later poll).
+const SLOTS: usize = 4;
 
 /// The operator's archive settings.
 #[derive(Debug, Clone)]
@@ -57,6 +59,8 @@ pub struct Archive {
     pub max_bytes: u64,
     pub deadline: Duration,
     idle: Duration,
+    /// One per task being downloaded on this node.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a file was not archived.
@@ -97,6 +101,7 @@ impl Archive {
             max_bytes: s.max_bytes,
             deadline: s.deadline,
             idle: s.idle_timeout,
+            slots: Arc::new(tokio::sync::Semaphore::new(SLOTS)),
         })
     }
 
@@ -125,7 +130,7 @@ impl Archive {
             let request = http::Request::get(uri.clone())
                 .header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")))
                 .body(Empty::new())
-                .map_err(|e| permanent(format!("a bad request for '{url}': {e}")))?;
+                .map_err(|e| permanent(format!("the output's URL cannot be requested: {e}")))?;
             let response = match tokio::time::timeout(self.idle, self.client.request(request)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -172,8 +177,8 @@ impl Archive {
 
     /// Writes a body to a temporary file, hashing it, then moves it into the store.
     async fn write(&self, mut body: hyper::body::Incoming) -> Result<(String, u64), Failure> {
-        let temp = Temp(self.blobs.temp_path());
-        let mut file = tokio::fs::File::create(&temp.0).await.map_err(|e| transient(format!("the archive: {e}")))?;
+        let (path, mut file) = self.blobs.create_temp().await.map_err(|e| transient(format!("the archive: {e:#}")))?;
+        let temp = Temp(path);
         let (mut hasher, mut size) = (Sha256::new(), 0u64);
         loop {
             let frame = match tokio::time::timeout(self.idle, body.frame()).await {
@@ -245,8 +250,10 @@ fn root(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The next URL of a redirect: absolute, or a path on the same origin.
 fn redirect(from: &http::Uri, location: Option<&str>) -> Result<String, String> {
+    let absolute =
+        |l: &str| ["https://", "http://"].iter().any(|p| l.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p)));
     match location {
-        Some(l) if l.starts_with("https://") || l.starts_with("http://") => Ok(l.to_string()),
+        Some(l) if absolute(l) => Ok(l.to_string()),
         Some(l) if l.starts_with('/') && !l.starts_with("//") => {
             Ok(format!("{}://{}{l}", from.scheme_str().unwrap_or("https"), from.authority().map_or("", |a| a.as_str())))
         }
@@ -268,6 +275,16 @@ fn media_type(answered: Option<&str>, declared: Option<&str>) -> Result<String, 
         ["audio/", "video/", "image/"].iter().any(|p| t.starts_with(p) && t.len() > p.len()) || OTHER_MEDIA.contains(&t)
     };
     let kind = |t: &str| t.split('/').next().unwrap_or("").to_string();
+    // A type is a plain token pair (no parameters, spaces or control characters: it becomes a
+    // header); SVG is refused (it carries scripts, and the gateway serves it from its origin).
+    let valid = |t: &str| {
+        t.split_once('/').is_some_and(|(a, b)| {
+            [a, b]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c)))
+        }) && !t.contains("svg")
+    };
+    let is_media = |t: &str| valid(t) && is_media(t);
     let answered = essence(answered.unwrap_or(""));
     let declared = declared.map(essence).filter(|d| is_media(d));
     if GENERIC.contains(&answered.as_str()) {
@@ -299,12 +316,17 @@ mod tests {
         assert!(media_type(Some("application/json"), None).is_err());
         assert!(media_type(Some("image/png"), Some("video/mp4")).unwrap_err().contains("announced"));
         assert!(media_type(Some("video/"), None).is_err());
+        assert!(media_type(Some("image/svg+xml"), None).is_err(), "scripts");
+        assert!(media_type(Some("video/mp4\r\nx: y"), None).is_err());
+        assert_eq!(media_type(None, Some("video/mp4\n")).unwrap(), "video/mp4", "trimmed");
+        assert_eq!(media_type(None, Some("video/m p4")).unwrap(), "application/octet-stream");
     }
 
     #[test]
     fn redirects_go_to_absolute_urls_or_paths_of_the_same_origin() {
         let from: http::Uri = "https://cdn.example.com/a?x=1".parse().unwrap();
         assert_eq!(redirect(&from, Some("https://b.example.com/v")).unwrap(), "https://b.example.com/v");
+        assert_eq!(redirect(&from, Some("HTTPS://b.example.com/v")).unwrap(), "HTTPS://b.example.com/v");
         assert_eq!(redirect(&from, Some("/signed/v.mp4")).unwrap(), "https://cdn.example.com/signed/v.mp4");
         assert!(redirect(&from, Some("//evil.com/x")).is_err());
         assert!(redirect(&from, Some("v.mp4")).is_err());
