@@ -154,6 +154,17 @@ pub fn start(
             }
         }
     });
+    let s = Arc::clone(state);
+    jobs.spawn("task callbacks", move |mut stop| async move {
+        loop {
+            let key_of = |user_id: i64| s.sessions.webhook_secret(user_id).into_bytes();
+            let sent = s.engine.deliver_callbacks(&key_of).await;
+            let pause = if sent >= tasks::BATCH { Duration::ZERO } else { Duration::from_millis(500) };
+            if stop.sleep(pause).await {
+                return;
+            }
+        }
+    });
     let (db, days) = (state.engine.db.clone(), log_retention_days);
     let s = Arc::clone(state);
     jobs.spawn("housekeeping", move |mut stop| async move {

@@ -92,6 +92,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
                     allow_hosts: config.fetch_allow_hosts.clone(),
                     private_hosts: config.fetch_allow_private_hosts.clone(),
                 },
+                webhook_hosts: config.webhook_allow_hosts.clone(),
             })
             .context("opening the archive")?,
         ),

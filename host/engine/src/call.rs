@@ -49,6 +49,9 @@ pub struct CallRequest {
     pub task_view: Option<fn(&crate::store::tasks::Task) -> serde_json::Value>,
     /// What the surface keeps of the request, with the task (JSON, shown back by its view).
     pub task_params: Option<String>,
+    /// Where the consumer wants the task's end POSTed (already checked against the
+    /// operator's hosts); ignored by calls that are no task.
+    pub callback_url: Option<String>,
 }
 
 /// What the consumer gets.

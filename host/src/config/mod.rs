@@ -98,6 +98,10 @@ pub struct Config {
     /// exactly, e.g. `["127.0.0.1"]` for a local mock); plain http is allowed to them.
     #[serde(default)]
     pub fetch_allow_private_hosts: Vec<String>,
+    /// Hosts a consumer's task callbacks (`Tollgate-Callback-Url`) may go to (names or
+    /// `*.domain`); empty: callbacks are refused. Private hosts as for downloads.
+    #[serde(default)]
+    pub webhook_allow_hosts: Vec<String>,
     /// The price table; billing (402 before the upstream, charges, the ledger) is on when set.
     #[serde(default)]
     pub pricing_file: Option<PathBuf>,

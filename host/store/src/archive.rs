@@ -252,6 +252,7 @@ mod tests {
             first_poll_at: 0,
             expires_at: 3600,
             params: None,
+            callback_url: None,
         }
     }
 

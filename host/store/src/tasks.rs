@@ -62,6 +62,11 @@ pub struct Task {
     pub expires_at: i64,
     /// What the surface that created the task keeps of its request (JSON).
     pub params: Option<String>,
+    /// Where the task's end is POSTed, and how that delivery stands.
+    pub callback_url: Option<String>,
+    pub callback_state: Option<String>,
+    pub callback_attempts: i64,
+    pub callback_at: Option<i64>,
 }
 
 impl Task {
@@ -89,6 +94,8 @@ pub struct NewTask {
     pub expires_at: i64,
     /// What the surface keeps of the request (at most `MAX_PARAMS_BYTES`).
     pub params: Option<String>,
+    /// The consumer's callback URL (checked against the operator's hosts before the call).
+    pub callback_url: Option<String>,
 }
 
 /// The most a surface keeps of a task's request.
@@ -102,7 +109,8 @@ pub fn new_id(random: u128) -> String {
 const COLUMNS: &str =
     "id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, state, \
      status, progress, message, polls, next_poll_at, lease_owner, lease_until, outputs, reserved_micros, \
-     charge_micros, error_kind, request_id, created_at, updated_at, expires_at, params";
+     charge_micros, error_kind, request_id, created_at, updated_at, expires_at, params, callback_url, callback_state, \
+     callback_attempts, callback_at";
 
 fn check_state(state: &str) -> Result<()> {
     if state.len() > MAX_STATE_BYTES {
@@ -126,8 +134,8 @@ async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: 
     }
     sqlx::query(
         "INSERT INTO tasks (id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, \
-         state, status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at, params) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17, $18)",
+         state, status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at, params, \
+         callback_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17, $18, $19)",
     )
     .bind(id)
     .bind(t.user_id)
@@ -147,6 +155,7 @@ async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: 
     .bind(now)
     .bind(t.expires_at)
     .bind(&t.params)
+    .bind(&t.callback_url)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -400,6 +409,37 @@ pub async fn progress(
     Ok(done.rows_affected() == 1)
 }
 
+/// The callbacks due now (pending, due), each pushed `lease_secs` ahead so that no other node
+/// delivers it meanwhile (the statement re-checks, so concurrent claims are disjoint).
+pub async fn claim_callbacks(db: &Db, now: i64, lease_secs: i64, limit: i64) -> Result<Vec<Task>> {
+    let sql = format!(
+        "UPDATE tasks SET callback_at = $1 \
+         WHERE id IN (SELECT id FROM tasks WHERE callback_state = 'pending' AND callback_at <= $2 ORDER BY callback_at LIMIT $3) \
+         AND callback_state = 'pending' AND callback_at <= $2 RETURNING {COLUMNS}"
+    );
+    Ok(sqlx::query_as::<_, Task>(&sql).bind(now + lease_secs).bind(now).bind(limit).fetch_all(db).await?)
+}
+
+/// One delivery attempt of a task's callback: delivered, or due again at `retry_at`, or failed
+/// for good (`retry_at` none).
+pub async fn callback_attempted(db: &Db, id: &str, delivered: bool, retry_at: Option<i64>) -> Result<()> {
+    let state = match (delivered, retry_at) {
+        (true, _) => "delivered",
+        (false, Some(_)) => "pending",
+        (false, None) => "failed",
+    };
+    sqlx::query(
+        "UPDATE tasks SET callback_state = $1, callback_attempts = callback_attempts + 1, callback_at = $2 \
+         WHERE id = $3 AND callback_state = 'pending'",
+    )
+    .bind(state)
+    .bind(retry_at)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Extends `node`'s lease of a task to `until` (a poll that downloads the outputs). False
 /// when `node` no longer holds it.
 pub async fn extend_lease(db: &Db, id: &str, node: &str, until: i64) -> Result<bool> {
@@ -460,7 +500,9 @@ async fn finish_in(
         "UPDATE tasks SET status = $1, outputs = $2, \
          charge_micros = CASE WHEN $3 > reserved_micros THEN reserved_micros WHEN $3 < 0 THEN 0 ELSE $3 END, error_kind = $4, \
          message = COALESCE($5, message), progress = CASE WHEN $1 = $6 THEN 100 ELSE progress END, \
-         lease_owner = NULL, lease_until = NULL, updated_at = $7 WHERE id = $8 AND status IN ($9, $10) \
+         lease_owner = NULL, lease_until = NULL, updated_at = $7, \
+         callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, callback_at = $7 \
+         WHERE id = $8 AND status IN ($9, $10) \
          AND ($11 = '' OR lease_owner = $11)",
     )
     .bind(outcome.status)
@@ -520,6 +562,7 @@ mod tests {
             first_poll_at,
             expires_at: first_poll_at + 3600,
             params: None,
+            callback_url: None,
         }
     }
 
@@ -740,5 +783,39 @@ mod tests {
         assert_eq!(get(&db, "task_p", 1).await.unwrap().unwrap().params.as_deref(), Some(r#"{"seconds":"8"}"#));
         with_params.params = Some("x".repeat(MAX_PARAMS_BYTES + 1));
         assert!(insert(&db, "task_q", &with_params, 40).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_finished_tasks_callback_is_claimed_by_one_node_retried_and_ends_delivered_or_failed() {
+        let db = crate::open_for_test("tasks_callbacks").await;
+        let mut t = new_task(1, 100);
+        t.callback_url = Some("https://hooks.example.com/a".into());
+        insert(&db, "task_cb", &t, 90).await.unwrap();
+        insert(&db, "task_none", &new_task(1, 100), 90).await.unwrap();
+        assert!(claim_callbacks(&db, 200, 60, 10).await.unwrap().is_empty(), "nothing before the end");
+        let ok = Outcome { status: SUCCEEDED, ..Default::default() };
+        for id in ["task_cb", "task_none"] {
+            assert!(finish(&db, id, &ok, 150).await.unwrap());
+        }
+        let (a, b) = tokio::join!(claim_callbacks(&db, 200, 60, 10), claim_callbacks(&db, 200, 60, 10));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.len() + b.len(), 1, "one node delivers it; a task without a callback has none");
+        let claimed = a.into_iter().chain(b).next().unwrap();
+        assert_eq!((claimed.id.as_str(), claimed.callback_state.as_deref()), ("task_cb", Some("pending")));
+        assert!(claim_callbacks(&db, 230, 60, 10).await.unwrap().is_empty(), "held while it is tried");
+        callback_attempted(&db, "task_cb", false, Some(300)).await.unwrap();
+        assert!(claim_callbacks(&db, 299, 60, 10).await.unwrap().is_empty());
+        assert_eq!(claim_callbacks(&db, 300, 60, 10).await.unwrap().len(), 1, "retried when due");
+        callback_attempted(&db, "task_cb", true, None).await.unwrap();
+        let t = get(&db, "task_cb", 1).await.unwrap().unwrap();
+        assert_eq!((t.callback_state.as_deref(), t.callback_attempts), (Some("delivered"), 2));
+        assert!(claim_callbacks(&db, 10_000, 60, 10).await.unwrap().is_empty());
+        // A last failed attempt ends it.
+        let mut t2 = new_task(1, 100);
+        t2.callback_url = Some("https://hooks.example.com/b".into());
+        insert(&db, "task_cb2", &t2, 90).await.unwrap();
+        assert!(finish(&db, "task_cb2", &ok, 150).await.unwrap());
+        callback_attempted(&db, "task_cb2", false, None).await.unwrap();
+        assert_eq!(get(&db, "task_cb2", 1).await.unwrap().unwrap().callback_state.as_deref(), Some("failed"));
     }
 }

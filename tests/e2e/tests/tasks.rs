@@ -499,3 +499,52 @@ fn the_mindvideo_proxys_clients_get_videos_through_the_image_and_chat_routes() {
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn a_signed_callback_tells_the_caller_when_its_task_ends_and_is_retried_until_delivered() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let extra = format!("{LOCAL_CDN}webhook_allow_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(PRICES));
+    let gw = Gateway::start("tasks-callbacks", &[("faulty-v1", "faulty.wasm")], &extra);
+    let auth = format!("Bearer {}", gw.key);
+    let with_callback = |url: &str, body: &str| {
+        let headers = [("authorization", auth.as_str()), ("tollgate-callback-url", url)];
+        http::request(&gw.addr, "POST", "/fixture/videos", &headers, body.as_bytes())
+    };
+
+    // A host the operator does not list is refused before anything is called or held.
+    let r = with_callback("https://hooks.example.com/x", r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "callback_not_allowed"), "{}", r.text());
+    assert!(r.text().contains("webhook_allow_hosts"));
+    assert_eq!(mock.stats()["requests"], 0);
+
+    // The endpoint fails once: the callback is tried again, then delivered, once.
+    let hook = format!("{}/_mock/hooks?fail=1", mock.url());
+    let r = with_callback(&hook, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(finished(&gw, &id)["status"], "succeeded");
+    let hooks = || http::request(&mock.addr, "GET", "/_mock/hooks", &[], b"").json();
+    assert!(eventually(Duration::from_secs(15), || hooks().as_array().unwrap().len() == 2), "{}", hooks());
+    std::thread::sleep(Duration::from_secs(3));
+    let all = hooks();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2, "delivered once: {all:?}");
+    assert_eq!((all[0]["status"].as_u64(), all[1]["status"].as_u64()), (Some(500), Some(200)));
+    let last = &all[1];
+    assert_eq!(last["event"], "task.succeeded");
+    let body: serde_json::Value = serde_json::from_str(last["body"].as_str().unwrap()).unwrap();
+    assert_eq!((body["type"].as_str(), body["data"]["id"].as_str()), (Some("task.succeeded"), Some(id.as_str())));
+
+    // The signature is the owner's: HMAC-SHA256 of "<t>.<body>" with the secret in /v1/user/info.
+    let secret = get(&gw, &gw.key, "/v1/user/info", &[]).json()["webhook_secret"].as_str().unwrap().to_string();
+    let signature = last["signature"].as_str().unwrap();
+    let (t, v1) = signature.strip_prefix("t=").unwrap().split_once(",v1=").unwrap();
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{}", last["body"].as_str().unwrap()).as_bytes());
+    assert_eq!(hex::encode(mac.finalize().into_bytes()), v1, "{signature}");
+    let other = gw.create_key("other", "1");
+    assert!(eventually(Duration::from_secs(5), || get(&gw, &other, "/v1/user/info", &[]).status == 200));
+    assert_ne!(get(&gw, &other, "/v1/user/info", &[]).json()["webhook_secret"].as_str(), Some(secret.as_str()));
+}

@@ -138,6 +138,8 @@ pub struct State {
     pub addr: std::net::SocketAddr,
     /// Files the CDN served (`GET /cdn/…`).
     cdn_downloads: AtomicU64,
+    /// Callbacks received on `POST /_mock/hooks` (a consumer's endpoint), in order.
+    hooks: Mutex<Vec<serde_json::Value>>,
 }
 
 impl State {
@@ -156,6 +158,7 @@ impl State {
             trace: AtomicU64::new(1),
             addr,
             cdn_downloads: AtomicU64::new(0),
+            hooks: Mutex::new(Vec::new()),
         }
     }
 
@@ -266,7 +269,14 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
 /// `/_mock/stats`, `/_mock/reset`, `/_mock/last?path=...`, `/_mock/reject?key=K&on=1|0`,
 /// `/_mock/balance?key=K&value=V`.
 async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
+    if (req.method(), req.uri().path()) == (&Method::POST, "/_mock/hooks") {
+        return hook(req, state).await;
+    }
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/_mock/hooks") => {
+            let hooks = state.hooks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            json(StatusCode::OK, serde_json::Value::from(hooks).to_string())
+        }
         (&Method::GET, "/_mock/stats") => {
             let by_key = state.by_key.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let v = serde_json::json!({
@@ -314,6 +324,24 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
         }
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"unknown control route"}"#),
     }
+}
+
+/// A consumer's callback endpoint: records each delivery (headers, body) and answers 500 to
+/// the first `fail` of them (`?fail=N`), 200 after.
+async fn hook(req: Request<Incoming>, state: &State) -> Response<MockBody> {
+    let fail: usize = req.uri().query().and_then(|q| query_param(q, "fail")).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let mut hooks = state.hooks.lock().unwrap_or_else(|e| e.into_inner());
+    let status = if hooks.len() < fail { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+    hooks.push(serde_json::json!({
+        "signature": header("tollgate-signature"),
+        "event": header("tollgate-event"),
+        "body": String::from_utf8_lossy(&body),
+        "status": status.as_u16(),
+    }));
+    json(status, "{}")
 }
 
 /// SiliconFlow's `GET /v1/user/info`: 401 with a bare string for a refused key, 404 for a key

@@ -33,6 +33,8 @@ pub struct ConsumerRequest {
     pub form: Option<Form>,
     /// The consumer's `Idempotency-Key`, if it sent a usable one.
     pub idempotency_key: Option<String>,
+    /// `Tollgate-Callback-Url`: where a task's end is POSTed (checked: the operator's hosts).
+    pub callback_url: Option<String>,
 }
 
 impl ConsumerRequest {
@@ -67,6 +69,7 @@ impl ConsumerRequest {
             idempotency_key: self.idempotency_key,
             task_view: None,
             task_params: None,
+            callback_url: self.callback_url,
         }
     }
 
@@ -111,6 +114,19 @@ pub async fn read_request(
             ))
         }
     };
+    let callback_url = match req.headers().get("tollgate-callback-url").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(url)) => match state.engine.archive.check_callback(url) {
+            Ok(()) => Some(url.to_string()),
+            Err(why) => return Err(crate::server::error::bad_request("callback_not_allowed", why)),
+        },
+        Some(Err(_)) => {
+            return Err(crate::server::error::bad_request(
+                "callback_not_allowed",
+                "Tollgate-Callback-Url must be ASCII.",
+            ))
+        }
+    };
     // The headers move out, not copied; the body reader keeps the declared length.
     let mut req = req;
     let headers = std::mem::take(req.headers_mut());
@@ -123,7 +139,7 @@ pub async fn read_request(
         None => None,
         Some(boundary) => Some(form::parse(body.clone(), boundary?).await?),
     };
-    Ok(ConsumerRequest { consumer, headers, path, query, body, form, idempotency_key })
+    Ok(ConsumerRequest { consumer, headers, path, query, body, form, idempotency_key, callback_url })
 }
 
 /// Runs a call once `resolve` has found its plugin and channel; a call refused while

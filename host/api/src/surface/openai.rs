@@ -159,6 +159,8 @@ pub async fn user_info(state: &Api, req: &Request<Incoming>) -> Response {
             "balance": balance,
             "currency": currency,
             "usage": { "calls": calls, "spent": crate::account::format_money(spent) },
+            // Verifies the signatures of this user's task callbacks.
+            "webhook_secret": state.sessions.webhook_secret(consumer.user_id),
         }),
     )
 }

@@ -36,6 +36,8 @@ struct TaskClaims {
 }
 
 pub struct Sessions {
+    /// Derives each user's webhook signing key.
+    webhook_root: Vec<u8>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     ttl_secs: i64,
@@ -52,6 +54,7 @@ impl Sessions {
             bail!("jwt_secret must be at least 16 characters");
         }
         Ok(Sessions {
+            webhook_root: secret.as_bytes().to_vec(),
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             ttl_secs: i64::from(ttl_hours.max(1)) * 3600,
@@ -75,6 +78,17 @@ impl Sessions {
     pub fn verify_task_token(&self, token: &str, task_id: &str) -> Option<i64> {
         let claims = decode::<TaskClaims>(token, &self.decoding, &Validation::default()).ok()?.claims;
         (claims.task == task_id).then_some(claims.sub)
+    }
+
+    /// The key a user's callbacks are signed with (hex; the user reads it in
+    /// `GET /v1/user/info`): HMAC of the user id under the gateway's secret, so that every
+    /// node derives the same and no user learns another's.
+    pub fn webhook_secret(&self, user_id: i64) -> String {
+        use hmac::{Mac, SimpleHmac};
+        let mut mac =
+            <SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(&self.webhook_root).expect("HMAC takes any key");
+        mac.update(format!("tollgate-webhook:{user_id}").as_bytes());
+        format!("whsec_{}", hex::encode(mac.finalize().into_bytes()))
     }
 
     /// The claims of a valid, unexpired token.

@@ -61,12 +61,34 @@ impl Rules {
 
     /// Checks an absolute URL a plugin (declaring `plugin_hosts`) asks the gateway to download.
     pub fn check(&self, url: &str, plugin_hosts: &[String]) -> Result<http::Uri, Refusal> {
-        // Messages name the host at most: the consumer sees them, and a vendor URL (signed,
-        // downloadable) must not reach a consumer the archive did not serve.
-        let uri: http::Uri = url.parse().map_err(|_| "the output's URL is not a URL".to_string())?;
-        let host = uri.host().ok_or_else(|| "the output's URL has no host".to_string())?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let private_ok = self.private_ok(host);
+        let (uri, host) = self.vet(url, "the output's URL")?;
+        if !plugin_hosts.iter().any(|p| p != "*" && matches(p, &host)) {
+            return Err(format!("the plugin does not declare the host '{host}' in its fetch-hosts"));
+        }
+        if !self.allow_hosts.iter().any(|p| matches(p, &host)) {
+            return Err(format!("the operator does not allow the host '{host}' (fetch_allow_hosts)"));
+        }
+        Ok(uri)
+    }
+
+    /// Checks a consumer's callback URL against the operator's `webhook_allow_hosts`.
+    pub fn check_callback(&self, url: &str, allowed: &[String]) -> Result<http::Uri, Refusal> {
+        let (uri, host) = self.vet(url, "the callback URL")?;
+        if !allowed.iter().any(|p| matches(p, &host)) {
+            return Err(format!("the operator does not allow callbacks to '{host}' (webhook_allow_hosts)"));
+        }
+        Ok(uri)
+    }
+
+    /// What every URL the gateway reaches must be: absolute, https (http only to a named
+    /// private host), no credentials, not a private address unless named. Messages name the
+    /// host at most: a consumer sees them, and a vendor URL (signed, downloadable) must not
+    /// reach a consumer the archive did not serve.
+    fn vet(&self, url: &str, what: &str) -> Result<(http::Uri, String), Refusal> {
+        let uri: http::Uri = url.parse().map_err(|_| format!("{what} is not a URL"))?;
+        let host = uri.host().ok_or_else(|| format!("{what} has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let private_ok = self.private_ok(&host);
         if let Ok(ip) = host.parse::<IpAddr>() {
             if !private_ok && !is_public(ip) {
                 return Err(format!(
@@ -77,18 +99,12 @@ impl Rules {
         match uri.scheme_str() {
             Some("https") => {}
             Some("http") if private_ok => {}
-            _ => return Err(format!("the output's URL on '{host}' is not https")),
+            _ => return Err(format!("{what} on '{host}' is not https")),
         }
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(format!("the output's URL on '{host}' carries credentials"));
+            return Err(format!("{what} on '{host}' carries credentials"));
         }
-        if !plugin_hosts.iter().any(|p| p != "*" && matches(p, host)) {
-            return Err(format!("the plugin does not declare the host '{host}' in its fetch-hosts"));
-        }
-        if !self.allow_hosts.iter().any(|p| matches(p, host)) {
-            return Err(format!("the operator does not allow the host '{host}' (fetch_allow_hosts)"));
-        }
-        Ok(uri)
+        Ok((uri, host))
     }
 }
 
@@ -249,6 +265,13 @@ mod tests {
         assert!(e.contains("v1.kling-cdn.com") && !e.contains("secret"), "{e}");
         let named = rules(&["*"], &["127.0.0.1"]);
         assert!(named.check("http://127.0.0.1:9/a", &local).is_ok());
+        // Callbacks: only to hosts the operator lists, by the same address rules.
+        let hooks = declared(&["*.example.com", "127.0.0.1"]);
+        assert!(r.check_callback("https://app.example.com/hook", &hooks).is_ok());
+        assert!(r.check_callback("https://evil.net/hook", &hooks).unwrap_err().contains("webhook_allow_hosts"));
+        assert!(r.check_callback("http://app.example.com/hook", &hooks).unwrap_err().contains("https"));
+        assert!(r.check_callback("http://127.0.0.1:9/hook", &hooks).unwrap_err().contains("public"));
+        assert!(named.check_callback("http://127.0.0.1:9/hook", &hooks).is_ok());
         assert!(named.check("https://10.0.0.5/a", &local).is_err());
     }
 

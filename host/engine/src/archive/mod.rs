@@ -22,7 +22,7 @@ pub mod guard;
 use crate::plugin::wit;
 use crate::store::archive::{Blobs, Output};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
@@ -35,6 +35,8 @@ use tokio::io::AsyncWriteExt;
 const MAX_REDIRECTS: usize = 3;
 /// The most outputs archived per task.
 pub const MAX_OUTPUTS: usize = 16;
+/// The longest a consumer's callback endpoint may take to answer.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tasks whose outputs one node downloads at once (more wait for a later poll).
 const SLOTS: usize = 4;
 
@@ -49,13 +51,16 @@ pub struct Settings {
     /// For the response's headers, and between two chunks of its body.
     pub idle_timeout: Duration,
     pub rules: guard::Rules,
+    /// Hosts consumers' callbacks may go to (`webhook_allow_hosts`; empty: none).
+    pub webhook_hosts: Vec<String>,
 }
 
 /// The archive: where files are kept and the client that downloads them.
 pub struct Archive {
     pub blobs: Blobs,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector<guard::GuardedResolver>>, Empty<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector<guard::GuardedResolver>>, Full<Bytes>>,
     rules: Arc<guard::Rules>,
+    webhook_hosts: Vec<String>,
     pub max_bytes: u64,
     pub deadline: Duration,
     idle: Duration,
@@ -98,6 +103,7 @@ impl Archive {
             blobs: Blobs::open(&s.dir)?,
             client,
             rules,
+            webhook_hosts: s.webhook_hosts,
             max_bytes: s.max_bytes,
             deadline: s.deadline,
             idle: s.idle_timeout,
@@ -129,7 +135,7 @@ impl Archive {
             let uri = self.rules.check(&url, plugin_hosts).map_err(permanent)?;
             let request = http::Request::get(uri.clone())
                 .header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-                .body(Empty::new())
+                .body(Full::default())
                 .map_err(|e| permanent(format!("the output's URL cannot be requested: {e}")))?;
             let response = match tokio::time::timeout(self.idle, self.client.request(request)).await {
                 Ok(Ok(r)) => r,
@@ -166,6 +172,33 @@ impl Archive {
             return Ok(Output { n, sha256, size_bytes: size as i64, content_type, source_url: media.url.clone() });
         }
         Err(permanent(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    /// Whether a consumer may be called back at `url` (checked before the call is made).
+    pub fn check_callback(&self, url: &str) -> Result<(), String> {
+        self.rules.check_callback(url, &self.webhook_hosts).map(|_| ())
+    }
+
+    /// POSTs a signed callback (no redirect followed); the status, or why there is none.
+    pub async fn post(&self, url: &str, body: Bytes, headers: &[(&str, String)]) -> Result<u16, String> {
+        let uri = self.rules.check_callback(url, &self.webhook_hosts)?;
+        let mut request = http::Request::post(uri).header(http::header::CONTENT_TYPE, "application/json");
+        request = request.header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let sent = async {
+            let response = self.client.request(request).await.map_err(|e| root(&e))?;
+            let status = response.status().as_u16();
+            // The answer is read (bounded by the time-out) so that the connection is reused.
+            let _ = http_body_util::Limited::new(response.into_body(), 64 << 10).collect().await;
+            Ok(status)
+        };
+        match tokio::time::timeout(CALLBACK_TIMEOUT, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} s", CALLBACK_TIMEOUT.as_secs())),
+        }
     }
 
     fn too_large(&self) -> Failure {

@@ -20,3 +20,11 @@ CREATE INDEX task_outputs_age ON task_outputs (created_at);
 -- What a surface keeps of a task's request to show it back (OpenAI's video object: seconds,
 -- size, prompt), as JSON; NULL for tasks that keep nothing.
 ALTER TABLE tasks ADD COLUMN params TEXT;
+
+-- A consumer's callback: the end of the task is POSTed, signed, to callback_url; its delivery
+-- is pending, delivered or failed (after its retries), due again at callback_at.
+ALTER TABLE tasks ADD COLUMN callback_url TEXT;
+ALTER TABLE tasks ADD COLUMN callback_state TEXT;
+ALTER TABLE tasks ADD COLUMN callback_attempts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN callback_at BIGINT;
+CREATE INDEX tasks_callbacks ON tasks (callback_state, callback_at);
