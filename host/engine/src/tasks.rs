@@ -38,8 +38,21 @@ pub const BATCH: usize = 16;
 const MIN_POLL_SECS: i64 = 1;
 const MAX_POLL_SECS: i64 = 60;
 
-/// The op a plugin maps to read a job's state.
+/// The op a plugin maps to read a job's state, and the one that cancels it at the vendor.
 pub const POLL_OP: &str = "task.poll";
+pub const CANCEL_OP: &str = "task.cancel";
+
+/// What a cancel did.
+pub enum Cancel {
+    /// Cancelled at the vendor; the hold is given back.
+    Done,
+    /// The task had already ended (with this status).
+    Ended(String),
+    /// Its vendor cannot cancel a job (the plugin has no `task.cancel`).
+    Unsupported,
+    /// The vendor (or the gateway) refused or failed the cancel; the task runs on.
+    Failed(CallError),
+}
 
 impl Engine {
     /// The vendor accepted a job: the task, the call's record and the hold of its
@@ -176,25 +189,23 @@ impl Engine {
         polled
     }
 
-    /// Polls one leased task: a fresh exchange with op `task.poll` on the key that created it.
-    async fn poll(&self, node: &str, task: Task) {
-        let (id, polls) = (task.id.as_str(), task.polls);
-        let later = |why: &str| {
-            tracing::warn!(task = %id, why, "task poll failed; trying again later");
-            let next = now_unix() + poll_delay(None, polls);
-            async move {
-                let _ = tasks::progress(&self.db, id, node, None, None, None, next, now_unix()).await;
-            }
-        };
+    /// Runs one exchange of `op` for a task (a poll, a cancel): a fresh plugin call on the
+    /// upstream key that created it, within `POLL_TIMEOUT`. `Err`: why it could not run.
+    async fn task_exchange(
+        &self,
+        task: &Task,
+        op: &str,
+    ) -> Result<(Result<Outcome, CallError>, Option<crate::keypool::PickedKey>, Arc<crate::plugin::Plugin>), String>
+    {
         let Some(plugin) = self.registry.current().get(&task.plugin).cloned() else {
-            return later("its plugin is not loaded").await;
+            return Err("its plugin is not loaded".into());
         };
         let channels = self.channels.load();
-        // A task submitted on a keyless channel (a vendor that needs none) polls without one.
+        // A task submitted on a keyless channel (a vendor that needs none) runs without one.
         let (channel, key) = if task.key_fingerprint.is_empty() {
             match channels.for_plugin(&task.plugin, Some(task.model.as_str())) {
                 Some(c) if c.key_count() == 0 => (Arc::clone(c), None),
-                _ => return later("no keyless channel of its plugin is configured").await,
+                _ => return Err("no keyless channel of its plugin is configured".into()),
             }
         } else {
             match channels.with_key(&task.plugin, &task.key_fingerprint) {
@@ -202,18 +213,14 @@ impl Engine {
                     let key = c.key_by_fingerprint(&task.key_fingerprint);
                     (c, key)
                 }
-                None => return later("the upstream key that created it is not configured").await,
+                None => return Err("the upstream key that created it is not configured".into()),
             }
         };
-        let Ok(base_url) = exchange::base_url(&channel, &plugin) else {
-            return later("its channel has no base URL").await;
-        };
-        let credential = match crate::credential_for(&plugin, &channel, key.as_ref().map(|k| &k.secret)) {
-            Ok(c) => c,
-            Err(e) => return later(&e.message).await,
-        };
+        let base_url = exchange::base_url(&channel, &plugin).map_err(|e| e.message)?;
+        let credential =
+            crate::credential_for(&plugin, &channel, key.as_ref().map(|k| &k.secret)).map_err(|e| e.message)?;
         let call = wit::Call {
-            op: POLL_OP.into(),
+            op: op.into(),
             context: wit::CallContext {
                 request_id: task.request_id.clone(),
                 attempt: 1,
@@ -233,7 +240,60 @@ impl Engine {
         let ctx = self.exchange_context(&plugin, &channel, key.as_ref().map(|k| &k.secret), Default::default(), false);
         let result = match tokio::time::timeout(POLL_TIMEOUT, exchange::run(ctx, &call)).await {
             Ok(result) => result,
-            Err(_) => Err(CallError::upstream(wit::ErrorKind::Timeout, "the poll did not finish in time")),
+            Err(_) => Err(CallError::upstream(wit::ErrorKind::Timeout, format!("the {op} did not finish in time"))),
+        };
+        if let Some(key) = &key {
+            key.report(crate::key_outcome(&result));
+        }
+        Ok((result, key, plugin))
+    }
+
+    /// Cancels a running task at its vendor (op `task.cancel`, on the key that created it) and
+    /// gives its whole hold back. A vendor that cannot cancel (its plugin has no such op) keeps
+    /// working, so the task is not cancelled: the operator pays for what it makes.
+    pub async fn cancel_task(&self, task: &Task, by: &str) -> Cancel {
+        if task.is_final() {
+            return Cancel::Ended(task.status.clone());
+        }
+        let supported = self.registry.current().get(&task.plugin).is_some_and(|p| p.supports(CANCEL_OP));
+        if !supported {
+            return Cancel::Unsupported;
+        }
+        match self.task_exchange(task, CANCEL_OP).await {
+            Err(why) => Cancel::Failed(CallError::config(why)),
+            Ok((Err(e), ..)) => Cancel::Failed(e),
+            Ok((Ok(Outcome::Reply { error: Some(e), .. }), ..)) => Cancel::Failed(CallError::from_adapter(&e)),
+            Ok((Ok(Outcome::Reply { status: 200..=299, .. } | Outcome::Task(_)), ..)) => {
+                let message = format!("cancelled by {by}");
+                let cancelled = tasks::Outcome {
+                    status: tasks::CANCELLED,
+                    error_kind: Some("cancelled"),
+                    message: Some(&message),
+                    ..Default::default()
+                };
+                match self.settler().settle(&task.id, None, &cancelled, 0).await {
+                    true => Cancel::Done,
+                    // It ended meanwhile (a poll settled it first).
+                    false => Cancel::Ended("finished".into()),
+                }
+            }
+            Ok(_) => Cancel::Failed(CallError::plugin("the plugin answered a cancel with something else than a reply")),
+        }
+    }
+
+    /// Polls one leased task: a fresh exchange with op `task.poll` on the key that created it.
+    async fn poll(&self, node: &str, task: Task) {
+        let (id, polls) = (task.id.as_str(), task.polls);
+        let later = |why: &str| {
+            tracing::warn!(task = %id, why, "task poll failed; trying again later");
+            let next = now_unix() + poll_delay(None, polls);
+            async move {
+                let _ = tasks::progress(&self.db, id, node, None, None, None, next, now_unix()).await;
+            }
+        };
+        let (result, key, plugin) = match self.task_exchange(&task, POLL_OP).await {
+            Ok(ran) => ran,
+            Err(why) => return later(&why).await,
         };
         METRICS.task_polls.fetch_add(1, Relaxed);
         if let Some(key) = &key {
@@ -325,7 +385,7 @@ impl Engine {
     /// Ends a task with its settlement (once, whoever else tries; `node`: the lease a poll's
     /// result needs) and lets the wallets know.
     async fn settle(&self, id: &str, node: Option<&str>, outcome: &tasks::Outcome<'_>, charge: i64) {
-        self.settler().settle(id, node, outcome, charge).await
+        self.settler().settle(id, node, outcome, charge).await;
     }
 
     fn settler(&self) -> Settler {
@@ -341,7 +401,8 @@ struct Settler {
 }
 
 impl Settler {
-    async fn settle(&self, id: &str, node: Option<&str>, outcome: &tasks::Outcome<'_>, charge: i64) {
+    /// True when this call settled the task.
+    async fn settle(&self, id: &str, node: Option<&str>, outcome: &tasks::Outcome<'_>, charge: i64) -> bool {
         let settled = match &self.billing {
             Some(b) => {
                 let _sync = b.wallets.sync.lock().await;
@@ -355,10 +416,14 @@ impl Settler {
             None => tasks::finish_and_settle(&self.db, id, node, outcome, 0, now_unix()).await,
         };
         match settled {
-            Ok(Some(_)) => METRICS.task_ended(outcome.status),
-            Ok(None) => {}
+            Ok(Some(_)) => {
+                METRICS.task_ended(outcome.status);
+                true
+            }
+            Ok(None) => false,
             Err(e) => {
-                tracing::error!(task = %id, error = %format!("{e:#}"), "settling a task failed; it is settled on a later round")
+                tracing::error!(task = %id, error = %format!("{e:#}"), "settling a task failed; it is settled on a later round");
+                false
             }
         }
     }

@@ -548,3 +548,69 @@ fn a_signed_callback_tells_the_caller_when_its_task_ends_and_is_retried_until_de
     assert!(eventually(Duration::from_secs(5), || get(&gw, &other, "/v1/user/info", &[]).status == 200));
     assert_ne!(get(&gw, &other, "/v1/user/info", &[]).json()["webhook_secret"].as_str(), Some(secret.as_str()));
 }
+
+#[test]
+fn a_running_task_is_cancelled_at_its_vendor_and_its_hold_comes_back() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1", "k2"]);
+    let gw = Gateway::start(
+        "tasks-cancel",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{LOCAL_CDN}{}{ch}", pricing_setting(PRICES)),
+    );
+    let cancel = |key: &str, id: &str| {
+        http::request(
+            &gw.addr,
+            "POST",
+            &format!("/v1/tasks/{id}/cancel"),
+            &[("authorization", &format!("Bearer {key}"))],
+            b"",
+        )
+    };
+    let id = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    balance_becomes(&gw, 10_000_000 - 50_000);
+    // Only the owner cancels.
+    let other = gw.create_key("other", "1");
+    assert!(eventually(Duration::from_secs(5), || get(&gw, &other, "/v1/tasks", &[]).status == 200));
+    assert_eq!(cancel(&other, &id).status, 404);
+    let r = cancel(&gw.key, &id);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.json()["status"].as_str(), r.json()["charge"].as_str()), (Some("cancelled"), Some("0.000000")));
+    balance_becomes(&gw, 10_000_000);
+    // The vendor was told, on the key that made the job.
+    let last = mock.last_body(&format!("/v1/video/jobs/{}", "job-1"));
+    assert_eq!(last["method"], "DELETE", "{last}");
+    // Nothing more happens to it: not polled, not cancelled twice.
+    let r = cancel(&gw.key, &id);
+    assert_eq!((r.status, r.error_code().as_str()), (409, "task_finished"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(task(&gw, &gw.key, &id).json()["status"], "cancelled");
+
+    // A job the vendor has finished cannot be cancelled: the task runs to its end, charged.
+    let id = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":2,"prompt":"a dog"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = finished(&gw, &id);
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(cancel(&gw.key, &id).error_code(), "task_finished");
+    // Operators cancel any user's task.
+    let id = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":3,"prompt":"a bird"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        &format!("/admin/tasks/{id}/cancel"),
+        &[("authorization", "Bearer admin-secret")],
+        b"",
+    );
+    assert_eq!((r.status, r.json()["message"].as_str()), (200, Some("cancelled by the operator")), "{}", r.text());
+    balance_becomes(&gw, 10_000_000 - 10_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}

@@ -15,6 +15,8 @@ use crate::{json, openai, Ctx, State};
 use hyper::{Response, StatusCode};
 
 pub struct Job {
+    /// Cancelled by its submitter (`DELETE /v1/video/jobs/{id}`).
+    cancelled: bool,
     key: String,
     seconds: u64,
     prompt: String,
@@ -44,7 +46,14 @@ pub async fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<Mock
     };
     let id = format!("job-{}", state.next_trace());
     let prompt = body["prompt"].as_str().unwrap_or_default().to_string();
-    let job = Job { key: key.unwrap_or_default().to_string(), seconds, prompt, queries: 0, downloaded: false };
+    let job = Job {
+        cancelled: false,
+        key: key.unwrap_or_default().to_string(),
+        seconds,
+        prompt,
+        queries: 0,
+        downloaded: false,
+    };
     state.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), job);
     json(
         StatusCode::OK,
@@ -91,6 +100,25 @@ pub fn query(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<M
             "url": format!("http://{}/cdn/{id}.mp4?sig=s{}", state.addr, job.queries) })
     };
     json(StatusCode::OK, v.to_string())
+}
+
+/// `DELETE /v1/video/jobs/{id}`: cancels a running job of the caller's (409 once it ended).
+pub fn cancel(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<MockBody> {
+    if !cx.authorized {
+        return openai::unauthorized();
+    }
+    let mut jobs = state.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(job) = jobs.get_mut(id).filter(|j| Some(j.key.as_str()) == key) else {
+        return json(StatusCode::NOT_FOUND, r#"{"error":{"message":"no such job","type":"invalid_request_error"}}"#);
+    };
+    if job.queries >= 3 || job.cancelled {
+        return json(
+            StatusCode::CONFLICT,
+            r#"{"error":{"message":"the job has ended","type":"invalid_request_error"}}"#,
+        );
+    }
+    job.cancelled = true;
+    json(StatusCode::OK, serde_json::json!({ "id": id, "status": "cancelled" }).to_string())
 }
 
 /// `GET /cdn/{file}`: a job's output, once.

@@ -251,6 +251,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx).await,
         (&Method::POST, "/v1/ndjson") => ndjson(&state, &cx, parts.uri.query().is_some_and(|q| q.contains("cut=1"))),
         (&Method::POST, "/v1/video/jobs") => jobs::submit(&state, &cx, key.as_deref()).await,
+        (&Method::DELETE, path) if path.starts_with("/v1/video/jobs/") => {
+            jobs::cancel(&state, &cx, key.as_deref(), &path["/v1/video/jobs/".len()..])
+        }
         (&Method::GET, path) if path.starts_with("/v1/video/jobs/") => {
             jobs::query(&state, &cx, key.as_deref(), &path["/v1/video/jobs/".len()..])
         }

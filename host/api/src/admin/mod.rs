@@ -117,6 +117,14 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 Err(e) => error_response(503, "server_error", "database_unavailable", &format!("{e:#}")),
             }
         }
+        (&Method::POST, p) if p.starts_with("/admin/tasks/") && p.ends_with("/cancel") => {
+            let id = &p["/admin/tasks/".len()..p.len() - "/cancel".len()];
+            match crate::store::tasks::find(&state.engine.db, id).await {
+                Ok(Some(t)) => crate::surface::tasks::cancel(state, &t, "the operator").await,
+                Ok(None) => error_response(404, "invalid_request_error", "task_not_found", &format!("No task '{id}'.")),
+                Err(e) => error_response(503, "server_error", "database_unavailable", &format!("{e:#}")),
+            }
+        }
         (&Method::GET, "/admin/pricing") => match state.engine.billing.as_ref().map(|b| b.text()) {
             Some(Ok(text)) => crate::server::body::full(200, "application/toml", text),
             Some(Err(e)) => error_response(500, "server_error", "pricing_unreadable", &format!("{e:#}")),

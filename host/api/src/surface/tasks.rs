@@ -91,6 +91,11 @@ pub async fn handle(state: &std::sync::Arc<Api>, req: &Request<Incoming>) -> Res
             };
             content(state, req, &consumer, id, n).await
         }
+        (&Method::POST, Some(id), Some((Some("cancel"), None))) => match tasks::get(db, id, consumer.user_id).await {
+            Ok(Some(t)) => cancel(state, &t, "its owner").await,
+            Ok(None) => no_task(id),
+            Err(e) => failed(e),
+        },
         (&Method::GET | &Method::DELETE, Some(_), _) => {
             not_found("not_found", format!("No route for {}.", req.uri().path())).to_response()
         }
@@ -99,9 +104,9 @@ pub async fn handle(state: &std::sync::Arc<Api>, req: &Request<Incoming>) -> Res
                 405,
                 "invalid_request_error",
                 "method_not_allowed",
-                "Tasks are read with GET and deleted with DELETE.",
+                "Tasks are read with GET, deleted with DELETE and cancelled with POST /v1/tasks/{id}/cancel.",
             );
-            resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, DELETE"));
+            resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, POST, DELETE"));
             resp
         }
     }
@@ -242,6 +247,31 @@ fn progress_event(state: &Api, consumer: &Consumer, t: &tasks::Task) -> (serde_j
             }),
             true,
         ),
+    }
+}
+
+/// Cancels a running task at its vendor (its hold given back) and answers the task; a task
+/// that ended, or whose vendor cannot cancel, is a 409; a vendor's refusal is its error.
+pub async fn cancel(state: &Api, task: &tasks::Task, by: &str) -> Response {
+    use crate::engine::tasks::Cancel;
+    match state.engine.cancel_task(task, by).await {
+        Cancel::Done => match tasks::find(&state.engine.db, &task.id).await {
+            Ok(Some(t)) => json(200, &view(&t)),
+            _ => json(200, &serde_json::json!({ "id": task.id, "object": "task", "status": tasks::CANCELLED })),
+        },
+        Cancel::Ended(status) => error_response(
+            409,
+            "invalid_request_error",
+            "task_finished",
+            &format!("Task '{}' has ended ({status}); there is nothing to cancel.", task.id),
+        ),
+        Cancel::Unsupported => error_response(
+            409,
+            "invalid_request_error",
+            "cancel_unsupported",
+            &format!("The vendor of task '{}' cannot cancel a job; it runs to its end.", task.id),
+        ),
+        Cancel::Failed(e) => e.to_response(),
     }
 }
 
