@@ -236,24 +236,7 @@ mod tests {
     use crate::tasks::{self, NewTask};
 
     fn task(user_id: i64) -> NewTask {
-        NewTask {
-            user_id,
-            key_id: 1,
-            channel: "video".into(),
-            key_fingerprint: "fp".into(),
-            plugin: "kling".into(),
-            plugin_version: "1.0.0".into(),
-            op: "video".into(),
-            model: "kling-v2".into(),
-            price_group: "default".into(),
-            state: "{}".into(),
-            reserved_micros: 0,
-            request_id: "req".into(),
-            first_poll_at: 0,
-            expires_at: 3600,
-            params: None,
-            callback_url: None,
-        }
+        NewTask { reserved_micros: 0, ..tasks::tests::new_task(user_id, 0) }
     }
 
     fn file(n: i64, sha: char) -> Output {

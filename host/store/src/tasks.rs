@@ -548,10 +548,11 @@ pub async fn overdue(db: &Db, now: i64, limit: i64) -> Result<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn new_task(user_id: i64, first_poll_at: i64) -> NewTask {
+    /// A task of `user_id` first due at `first_poll_at` (for the store's tests).
+    pub(crate) fn new_task(user_id: i64, first_poll_at: i64) -> NewTask {
         NewTask {
             user_id,
             key_id: 1,
