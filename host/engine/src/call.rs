@@ -489,6 +489,18 @@ fn refusal_error(priced: Priced<'_>, refusal: Refusal) -> CallError {
                 format!("The operation '{op}' has no price on this gateway; the operator must add [ops.\"{plugin}/{op}\"] to the price table."),
             ),
         },
+        Refusal::NoUnitQuoted => CallError::new(
+            403,
+            "invalid_request_error",
+            "unit_not_quoted",
+            "This model is priced per named unit (a video tier, a song), and this operation quotes none; the operator must price it otherwise.",
+        ),
+        Refusal::UnitNotPriced(unit) => CallError::new(
+            403,
+            "invalid_request_error",
+            "unit_not_priced",
+            format!("This call is priced by the unit '{unit}', which has no price on this gateway; the operator must add it to the price table."),
+        ),
         Refusal::Insufficient { account: Account::User(_), available, needed } => CallError::new(
             402,
             "insufficient_quota",

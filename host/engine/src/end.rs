@@ -232,6 +232,7 @@ pub(super) fn reported(u: &wit::Usage) -> Reported {
         characters: u.characters,
         milliseconds: u.milliseconds,
         images: u.images,
+        named: u.extra.clone(),
     }
 }
 

@@ -614,3 +614,34 @@ fn a_running_task_is_cancelled_at_its_vendor_and_its_hold_comes_back() {
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn a_video_priced_by_its_tier_holds_the_tier_and_an_unpriced_tier_is_refused() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-tier"], &["k1"]);
+    let prices = "[models.\"fixture-tier\".units]\n\"720p-5s\" = \"0.5\"\n\"720p-10s\" = \"0.9\"\n";
+    let gw = Gateway::start(
+        "tasks-tiers",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{LOCAL_CDN}{}{ch}", pricing_setting(prices)),
+    );
+    // The quote names the tier (720p, 5 s): its price is held at once.
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-tier","seconds":5,"size":"1280x720","prompt":"a cat"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    balance_becomes(&gw, 10_000_000 - 500_000);
+    // The vendor reports no tier at the end: the quoted one is charged, estimated; once.
+    let done = finished(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!((done["status"].as_str(), done["charge"].as_str()), (Some("succeeded"), Some("0.500000")), "{done}");
+    balance_becomes(&gw, 10_000_000 - 500_000);
+    // A tier the table does not price, or none at all, is refused before the vendor is called.
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-tier","seconds":5,"size":"3840x2160","prompt":"a cat"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (403, "unit_not_priced"), "{}", r.text());
+    assert!(r.text().contains("2160p-5s"));
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-tier","seconds":5,"prompt":"a cat"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (403, "unit_not_quoted"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+    balance_becomes(&gw, 10_000_000 - 500_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}

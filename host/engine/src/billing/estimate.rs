@@ -54,6 +54,8 @@ pub(super) struct RequestEstimate {
     pub(super) milliseconds: u64,
     /// The plugin quoted output tokens: a reply reporting none is billed them.
     pub(super) quoted_output: bool,
+    /// Units the plugin's quote names (a video's tier, songs).
+    pub(super) named: Vec<(String, u64)>,
 }
 
 /// The most items (`n`, `batch_size`) one request may ask for: more is refused, not estimated.
@@ -126,6 +128,7 @@ impl RequestEstimate {
             images: items,
             milliseconds: reserved_milliseconds(price),
             quoted_output: false,
+            named: Vec::new(),
         })
     }
 
@@ -142,6 +145,7 @@ impl RequestEstimate {
                 _ => reserved_milliseconds(price),
             },
             quoted_output: q.output_tokens.is_some(),
+            named: q.named.clone(),
         }
     }
 }

@@ -61,11 +61,13 @@ pub struct Meter {
     /// The operation generates output tokens (chat); others (embeddings, rerank) that report
     /// none have none, which is not an estimate.
     generates_tokens: bool,
+    /// The named units quoted: what a call that reports none is billed.
+    named_estimate: Vec<(String, u64)>,
 }
 
 /// Usage as the vendor reported it (the pipeline converts the plugin's report once); `None`:
 /// not reported, so the host estimates it where the unit is priced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reported {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
@@ -73,6 +75,8 @@ pub struct Reported {
     pub characters: Option<u64>,
     pub milliseconds: Option<u64>,
     pub images: Option<u32>,
+    /// Units the vendor names (`usage.extra`): a video's tier, songs; empty: none reported.
+    pub named: Vec<(String, u64)>,
 }
 
 /// What a finished call is charged.
@@ -166,6 +170,13 @@ impl Billing {
             Estimate::Body(body) => RequestEstimate::of(op, body, price)?,
             Estimate::Quote(q) => RequestEstimate::quoted(q, price),
         };
+        if let Some(unit) = price.unpriced(&request.named) {
+            return Err(Refusal::UnitNotPriced(unit.to_string()));
+        }
+        // Priced only by named units, and nothing quoted one: nothing bounds what it costs.
+        if !price.units.is_empty() && request.named.is_empty() && price.fixed_free() {
+            return Err(Refusal::NoUnitQuoted);
+        }
         let reserve_units = Units {
             input_tokens: request.input_tokens,
             output_tokens: request.max_output_tokens,
@@ -176,7 +187,7 @@ impl Billing {
         };
         // A priced call reserves at least one micro, so that an account at zero or below is
         // refused even when the estimate rounds to nothing.
-        let amount = match price.cost_micros(&reserve_units, multiplier) {
+        let amount = match price.cost_micros(&reserve_units, &request.named, multiplier) {
             Some(0) if !price.is_free() => 1,
             Some(amount) => amount,
             None => i64::MAX,
@@ -196,6 +207,7 @@ impl Billing {
             output_tokens_estimate: request.max_output_tokens,
             milliseconds_estimate: request.milliseconds,
             generates_tokens: op == "chat" || request.quoted_output,
+            named_estimate: request.named,
         })
     }
 
@@ -213,6 +225,7 @@ impl Billing {
             || unreported(!price.characters_per_10k.0.is_zero(), usage.characters.is_some())
             || unreported(!price.per_second.0.is_zero(), usage.milliseconds.is_some())
             || unreported(!price.per_image.0.is_zero(), usage.images.is_some())
+            || unreported(!price.units.is_empty(), !usage.named.is_empty())
         {
             return (held, true);
         }
@@ -224,7 +237,8 @@ impl Billing {
             milliseconds: usage.milliseconds.unwrap_or(0),
             images: usage.images.map_or(0, u64::from),
         };
-        match price.cost_micros(&units, table.multiplier(group)) {
+        // A named unit without a price, or an absurd count: the hold, estimated.
+        match price.cost_micros(&units, &usage.named, table.multiplier(group)) {
             Some(micros) => (micros, false),
             None => (held, true),
         }
@@ -238,8 +252,13 @@ impl Billing {
     /// Ends a call with the usage the plugin reported; `delivered_events` counts the content
     /// events a stream delivered (for an interrupted stream without usage).
     pub fn settle(&self, meter: Meter, usage: &Reported, delivered_events: Option<u64>) -> Charge {
-        let (units, estimated) = meter.units(usage, delivered_events);
-        match meter.price.cost_micros(&units, meter.multiplier) {
+        // Priced by named units, none reported and none quoted: nothing says what was made.
+        if !meter.price.units.is_empty() && usage.named.is_empty() && meter.named_estimate.is_empty() {
+            tracing::warn!("a call priced by named units reported none and quoted none: billed as reserved");
+            return self.settle_reserved(meter);
+        }
+        let (units, named, estimated) = meter.units(usage, delivered_events);
+        match meter.price.cost_micros(&units, named, meter.multiplier) {
             Some(micros) => self.charge(meter, micros, estimated),
             None => {
                 tracing::error!(?units, "the reported usage costs more than any balance holds: billed as reserved");
@@ -265,7 +284,7 @@ impl Billing {
 
 impl Meter {
     /// The units to bill: reported ones as they are, missing priced ones estimated.
-    fn units(&self, u: &Reported, delivered_events: Option<u64>) -> (Units, bool) {
+    fn units<'a>(&'a self, u: &'a Reported, delivered_events: Option<u64>) -> (Units, &'a [(String, u64)], bool) {
         let p = &self.price;
         let tokens_priced = !p.input_per_million.0.is_zero() || !p.output_per_million.0.is_zero();
         let mut estimated = false;
@@ -300,7 +319,15 @@ impl Meter {
                 "a call priced per second reported no duration: billed its reserved seconds"
             );
         }
-        (units, estimated)
+        // Named units the vendor did not report: those quoted (a tier, songs), estimated.
+        let named = match (u.named.is_empty(), p.units.is_empty()) {
+            (false, _) | (true, true) => u.named.as_slice(),
+            (true, false) => {
+                estimated = true;
+                self.named_estimate.as_slice()
+            }
+        };
+        (units, named, estimated)
     }
 }
 
@@ -322,6 +349,10 @@ impl crate::store::call_log::Charges for Billing {
 #[derive(Debug, Clone)]
 pub enum Refusal {
     NotPriced,
+    /// The plugin's quote names a unit the price table does not price.
+    UnitNotPriced(String),
+    /// The model is priced only by named units, and the call's op quoted none.
+    NoUnitQuoted,
     /// A billing-relevant field of the request is malformed (400).
     BadRequest {
         param: Option<&'static str>,
@@ -385,6 +416,50 @@ mod tests {
         assert_eq!(b.task_charge(video, "default", &secs(u64::MAX), 50_000), (50_000, true), "absurd: the hold");
         let op = Priced::Op { plugin: "kling", op: "upload" };
         assert_eq!(b.task_charge(op, "default", &Reported::default(), 9_000), (2_000, false), "per call");
+    }
+
+    #[test]
+    fn named_units_price_video_tiers_and_songs_and_are_never_free() {
+        let b = billing(
+            "[models.hailuo.units]\n\"768p-6s\" = \"2.0\"\n\"768p-10s\" = \"4.0\"\n[models.suno.units]\nsong = \"0.25\"",
+        );
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 10_000_000)]);
+        let named = |n: &[(&str, u64)]| Reported {
+            named: n.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ..Reported::default()
+        };
+        let hailuo = Priced::Model("hailuo");
+        // The quote's tier is reserved; a tier without a price is refused before the vendor.
+        let quote = named(&[("768p-10s", 1)]);
+        let m = b.start_with(&[u1], "default", hailuo, "video", Estimate::Quote(&quote)).unwrap();
+        assert_eq!(m.reservation.amount, 4_000_000);
+        let refused = b.start_with(&[u1], "default", hailuo, "video", Estimate::Quote(&named(&[("1080p-10s", 1)])));
+        assert!(matches!(refused, Err(Refusal::UnitNotPriced(u)) if u == "1080p-10s"));
+        // A synchronous call: billed by the tier reported, else by the one quoted (estimated).
+        let c = b.settle(m, &named(&[("768p-6s", 1)]), None);
+        assert_eq!((c.micros, c.estimated), (2_000_000, false));
+        let m = b.start_with(&[u1], "default", hailuo, "video", Estimate::Quote(&quote)).unwrap();
+        let c = b.settle(m, &Reported::default(), None);
+        assert_eq!((c.micros, c.estimated), (4_000_000, true));
+        // A task: the units reported; the hold when none is reported or one has no price.
+        assert_eq!(b.task_charge(hailuo, "default", &named(&[("768p-6s", 1)]), 4_000_000), (2_000_000, false));
+        assert_eq!(b.task_charge(hailuo, "default", &Reported::default(), 4_000_000), (4_000_000, true));
+        assert_eq!(b.task_charge(hailuo, "default", &named(&[("4k-60s", 1)]), 4_000_000), (4_000_000, true));
+        let suno = Priced::Model("suno");
+        assert_eq!(b.task_charge(suno, "default", &named(&[("song", 2)]), 600_000), (500_000, false));
+        assert_eq!(b.task_charge(suno, "default", &named(&[("song", u64::MAX)]), 600_000), (600_000, true), "absurd");
+        // Priced only by units, called without a quote: nothing bounds it, refused.
+        assert!(matches!(b.start(&[u1], "default", "suno", "music", b"{}"), Err(Refusal::NoUnitQuoted)));
+        // A model without a units table ignores named units: priced per second as before.
+        let per_second = billing("[models.v]\nper_second = \"0.01\"");
+        let q = Reported { milliseconds: Some(5_000), ..named(&[("720p-5s", 1)]) };
+        per_second.wallets.set_db_balances([(u1, 10_000_000)]);
+        let m = per_second.start_with(&[u1], "default", Priced::Model("v"), "video", Estimate::Quote(&q)).unwrap();
+        assert_eq!(m.reservation.amount, 50_000);
+        // Negative unit prices are refused with the table.
+        assert!(PriceTable::parse("[models.x.units]\nsong = \"-1\"").is_err());
+        assert!(!PriceTable::parse("[models.x.units]\nsong = \"1\"").unwrap().model("x").unwrap().is_free());
     }
 
     #[test]

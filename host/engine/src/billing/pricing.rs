@@ -56,6 +56,13 @@ pub struct ModelPrice {
     pub per_image: Price,
     #[serde(default)]
     pub per_call: Price,
+    /// Units a vendor names (a plugin's `usage.extra`), each priced per unit: per-video tiers
+    /// (`"768p-6s" = "2.0"`, the tier read from the request by the plugin's quote), songs
+    /// (`song = "0.25"`), ... A model with this table prices every named unit: one without a
+    /// price is never free (the call is refused at its quote, and a report naming one bills
+    /// the hold). A model without it ignores named units (priced by the others).
+    #[serde(default)]
+    pub units: std::collections::BTreeMap<String, Price>,
     /// Output tokens reserved up front when the request sets no `max_tokens`.
     #[serde(default = "default_max_output")]
     pub max_output_tokens: u64,
@@ -128,7 +135,7 @@ impl PriceTable {
                 p.per_image,
                 p.per_call,
             ];
-            if all.iter().any(|x| x.0.is_sign_negative()) {
+            if all.iter().chain(p.units.values()).any(|x| x.0.is_sign_negative()) {
                 bail!("model '{model}': prices cannot be negative");
             }
         }
@@ -152,7 +159,7 @@ impl PriceTable {
 impl ModelPrice {
     /// The cost of `units` in micros, rounded up; `None` when it exceeds `MAX_CHARGE_MICROS`
     /// (an absurd usage: an error, never a wrap).
-    pub fn cost_micros(&self, units: &Units, multiplier: Decimal) -> Option<i64> {
+    pub fn cost_micros(&self, units: &Units, named: &[(String, u64)], multiplier: Decimal) -> Option<i64> {
         let d = Decimal::from;
         let uncached = units.input_tokens.saturating_sub(units.cached_tokens);
         let cached_price = self.cached_per_million.unwrap_or(self.input_per_million).0;
@@ -169,13 +176,29 @@ impl ModelPrice {
         for (count, price, per) in terms {
             cost = cost.checked_add(count.checked_mul(price)?.checked_div(d(per))?)?;
         }
+        for (name, count) in named.iter().filter(|_| !self.units.is_empty()) {
+            cost = cost.checked_add(d(*count).checked_mul(self.units.get(name)?.0)?)?;
+        }
         use rust_decimal::prelude::ToPrimitive;
         let micros = cost.checked_mul(multiplier)?.checked_mul(d(1_000_000u64))?.ceil().to_i64()?;
         (micros <= MAX_CHARGE_MICROS).then_some(micros)
     }
 
+    /// The first of `named` that has no price.
+    pub fn unpriced<'a>(&self, named: &'a [(String, u64)]) -> Option<&'a str> {
+        if self.units.is_empty() {
+            return None;
+        }
+        named.iter().find(|(n, _)| !self.units.contains_key(n)).map(|(n, _)| n.as_str())
+    }
+
     /// No unit of this model has a price.
     pub fn is_free(&self) -> bool {
+        self.units.values().all(|p| p.0.is_zero()) && self.fixed_free()
+    }
+
+    /// No unit but the named ones has a price.
+    pub fn fixed_free(&self) -> bool {
         [
             self.input_per_million,
             self.output_per_million,
@@ -224,10 +247,10 @@ cached_per_million = "0.075""#,
         let p = t.model("m").unwrap();
         // 600 uncached × 0.15 + 400 cached × 0.075 + 500 out × 0.60, per million: 90 + 30 + 300 micros.
         let u = Units { input_tokens: 1000, cached_tokens: 400, output_tokens: 500, ..Units::default() };
-        assert_eq!(p.cost_micros(&u, Decimal::ONE), Some(420));
+        assert_eq!(p.cost_micros(&u, &[], Decimal::ONE), Some(420));
         // One token at 0.15 per million is 0.15 micros: charged as 1 micro, never 0.
-        assert_eq!(p.cost_micros(&Units { input_tokens: 1, ..Units::default() }, Decimal::ONE), Some(1));
-        assert_eq!(p.cost_micros(&Units::default(), Decimal::ONE), Some(0));
+        assert_eq!(p.cost_micros(&Units { input_tokens: 1, ..Units::default() }, &[], Decimal::ONE), Some(1));
+        assert_eq!(p.cost_micros(&Units::default(), &[], Decimal::ONE), Some(0));
     }
 
     #[test]
@@ -246,26 +269,26 @@ per_second = "0.1""#,
         );
         let tts = t.model("tts").unwrap();
         let u = Units { characters: 5000, ..Units::default() };
-        assert_eq!(tts.cost_micros(&u, t.multiplier("nobody")), Some(1_001_000));
-        assert_eq!(tts.cost_micros(&u, t.multiplier("vip")), Some(500_500));
+        assert_eq!(tts.cost_micros(&u, &[], t.multiplier("nobody")), Some(1_001_000));
+        assert_eq!(tts.cost_micros(&u, &[], t.multiplier("vip")), Some(500_500));
         assert_eq!(
-            t.model("img").unwrap().cost_micros(&Units { images: 3, ..Units::default() }, Decimal::ONE),
+            t.model("img").unwrap().cost_micros(&Units { images: 3, ..Units::default() }, &[], Decimal::ONE),
             Some(120_000)
         );
         let v = Units { milliseconds: 5500, ..Units::default() };
-        assert_eq!(t.model("video").unwrap().cost_micros(&v, Decimal::ONE), Some(550_000));
+        assert_eq!(t.model("video").unwrap().cost_micros(&v, &[], Decimal::ONE), Some(550_000));
     }
 
     #[test]
     fn an_absurd_usage_is_an_error_never_a_wrap() {
         let t = table("[models.m]\noutput_per_million = \"1000\"\n[models.img]\nper_image = \"0.04\"");
         let huge = Units { output_tokens: u64::MAX, ..Units::default() };
-        assert_eq!(t.model("m").unwrap().cost_micros(&huge, Decimal::ONE), None);
+        assert_eq!(t.model("m").unwrap().cost_micros(&huge, &[], Decimal::ONE), None);
         let many = Units { images: u64::MAX, ..Units::default() };
-        assert_eq!(t.model("img").unwrap().cost_micros(&many, Decimal::from(1_000_000)), None);
+        assert_eq!(t.model("img").unwrap().cost_micros(&many, &[], Decimal::from(1_000_000)), None);
         // Just below the cap is still a charge.
         let big = Units { output_tokens: 1_000_000_000_000, ..Units::default() };
-        assert_eq!(t.model("m").unwrap().cost_micros(&big, Decimal::ONE), Some(1_000_000_000_000_000));
+        assert_eq!(t.model("m").unwrap().cost_micros(&big, &[], Decimal::ONE), Some(1_000_000_000_000_000));
     }
 
     #[test]
