@@ -243,6 +243,8 @@ impl Engine {
         if !r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
             return Ok(None);
         }
+        // What the quote reads, the vendor reads: a field given twice could be read once each.
+        refuse_repeated_fields(r)?;
         let call = wit_call(r, &r.channel, &r.plugin, 0)?;
         let runtime = self.registry.runtime();
         let mut pc = runtime.start(&r.plugin.pre, &call).await.map_err(|e| plugin_failure(&r.plugin, "quote()", e))?;
@@ -493,7 +495,7 @@ fn refusal_error(priced: Priced<'_>, refusal: Refusal) -> CallError {
             403,
             "invalid_request_error",
             "unit_not_quoted",
-            "This model is priced per named unit (a video tier, a song), and this operation quotes none; the operator must price it otherwise.",
+            "This model is priced per named unit (a video tier, a song), and this request names none; give what the model needs (a size, a duration, a count), or ask the operator.",
         ),
         Refusal::UnitNotPriced(unit) => CallError::new(
             403,
@@ -594,9 +596,66 @@ pub fn split_credential(channel: &Channel, fields: &[String], key: &str) -> Resu
     Ok(fields.iter().cloned().zip(values.into_iter().map(str::to_string)).collect())
 }
 
+/// A quoted request's top-level fields (JSON keys, form text fields) given more than once are
+/// refused (400): the plugin's quote might read one copy and the vendor another.
+fn refuse_repeated_fields(r: &CallRequest) -> Result<(), CallError> {
+    let repeated = match &r.form {
+        Some(form) => {
+            let mut seen = std::collections::HashSet::new();
+            form.parts
+                .iter()
+                .filter(|p| matches!(p.value, wit::PartValue::Text(_)))
+                .find(|p| !seen.insert(&p.name))
+                .map(|p| p.name.clone())
+        }
+        None => repeated_json_key(&r.body),
+    };
+    match repeated {
+        Some(name) => Err(CallError::new(
+            400,
+            "invalid_request_error",
+            "duplicate_field",
+            format!("'{name}' is given more than once; give it once."),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first top-level key a JSON object repeats (`None` also for what is not an object).
+fn repeated_json_key(body: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(key.clone()) {
+                    return Ok(Some(key));
+                }
+            }
+            Ok(None)
+        }
+    }
+    serde_json::Deserializer::from_slice(body).deserialize_map(Keys).ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_top_level_key_is_found_and_nested_ones_are_not_its_business() {
+        assert_eq!(repeated_json_key(br#"{"size":"a","seconds":5,"size":"b"}"#).as_deref(), Some("size"));
+        assert_eq!(repeated_json_key(br#"{"a":{"x":1,"x":2},"b":[{"y":1},{"y":2}]}"#), None);
+        assert_eq!(repeated_json_key(br#"{"a":1}"#), None);
+        assert_eq!(repeated_json_key(b"not json"), None);
+        assert_eq!(repeated_json_key(b"[1,1]"), None);
+    }
 
     #[test]
     fn raw_keys_reach_a_signing_plugin_only_where_the_operator_allows_it() {

@@ -640,6 +640,9 @@ fn a_video_priced_by_its_tier_holds_the_tier_and_an_unpriced_tier_is_refused() {
     assert!(r.text().contains("2160p-5s"));
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-tier","seconds":5,"prompt":"a cat"}"#);
     assert_eq!((r.status, r.error_code().as_str()), (403, "unit_not_quoted"), "{}", r.text());
+    // What the quote reads is given once: the vendor might read the other copy.
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-tier","seconds":5,"size":"1280x720","size":"1920x1080"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "duplicate_field"), "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
     balance_becomes(&gw, 10_000_000 - 500_000);
     let (ok, report) = gw.verify_ledger();

@@ -166,15 +166,17 @@ impl Billing {
             return Err(Refusal::NotPriced);
         };
         let multiplier = table.multiplier(group);
-        let request = match source {
+        let mut request = match source {
             Estimate::Body(body) => RequestEstimate::of(op, body, price)?,
             Estimate::Quote(q) => RequestEstimate::quoted(q, price),
         };
+        // A unit quoted zero times bounds nothing.
+        request.named.retain(|(_, count)| *count > 0);
         if let Some(unit) = price.unpriced(&request.named) {
             return Err(Refusal::UnitNotPriced(unit.to_string()));
         }
-        // Priced only by named units, and nothing quoted one: nothing bounds what it costs.
-        if !price.units.is_empty() && request.named.is_empty() && price.fixed_free() {
+        // Priced by named units and none quoted: nothing says which (a tier, how many songs).
+        if !price.units.is_empty() && request.named.is_empty() {
             return Err(Refusal::NoUnitQuoted);
         }
         let reserve_units = Units {
@@ -225,7 +227,7 @@ impl Billing {
             || unreported(!price.characters_per_10k.0.is_zero(), usage.characters.is_some())
             || unreported(!price.per_second.0.is_zero(), usage.milliseconds.is_some())
             || unreported(!price.per_image.0.is_zero(), usage.images.is_some())
-            || unreported(!price.units.is_empty(), !usage.named.is_empty())
+            || unreported(!price.units.is_empty(), price.named_covers(&usage.named))
         {
             return (held, true);
         }
@@ -252,11 +254,6 @@ impl Billing {
     /// Ends a call with the usage the plugin reported; `delivered_events` counts the content
     /// events a stream delivered (for an interrupted stream without usage).
     pub fn settle(&self, meter: Meter, usage: &Reported, delivered_events: Option<u64>) -> Charge {
-        // Priced by named units, none reported and none quoted: nothing says what was made.
-        if !meter.price.units.is_empty() && usage.named.is_empty() && meter.named_estimate.is_empty() {
-            tracing::warn!("a call priced by named units reported none and quoted none: billed as reserved");
-            return self.settle_reserved(meter);
-        }
         let (units, named, estimated) = meter.units(usage, delivered_events);
         match meter.price.cost_micros(&units, named, meter.multiplier) {
             Some(micros) => self.charge(meter, micros, estimated),
@@ -319,13 +316,12 @@ impl Meter {
                 "a call priced per second reported no duration: billed its reserved seconds"
             );
         }
-        // Named units the vendor did not report: those quoted (a tier, songs), estimated.
-        let named = match (u.named.is_empty(), p.units.is_empty()) {
-            (false, _) | (true, true) => u.named.as_slice(),
-            (true, false) => {
-                estimated = true;
-                self.named_estimate.as_slice()
-            }
+        // Named units the vendor did not report (none that costs): those quoted, estimated.
+        let named = if p.units.is_empty() || p.named_covers(&u.named) {
+            u.named.as_slice()
+        } else {
+            estimated = true;
+            self.named_estimate.as_slice()
         };
         (units, named, estimated)
     }
@@ -351,7 +347,7 @@ pub enum Refusal {
     NotPriced,
     /// The plugin's quote names a unit the price table does not price.
     UnitNotPriced(String),
-    /// The model is priced only by named units, and the call's op quoted none.
+    /// The model is priced by named units, and the call's op quoted none.
     NoUnitQuoted,
     /// A billing-relevant field of the request is malformed (400).
     BadRequest {
@@ -449,8 +445,20 @@ mod tests {
         let suno = Priced::Model("suno");
         assert_eq!(b.task_charge(suno, "default", &named(&[("song", 2)]), 600_000), (500_000, false));
         assert_eq!(b.task_charge(suno, "default", &named(&[("song", u64::MAX)]), 600_000), (600_000, true), "absurd");
-        // Priced only by units, called without a quote: nothing bounds it, refused.
+        // Priced by units, called without a quote, or quoting zero: refused, whatever else is priced.
         assert!(matches!(b.start(&[u1], "default", "suno", "music", b"{}"), Err(Refusal::NoUnitQuoted)));
+        let zero = b.start_with(&[u1], "default", suno, "music", Estimate::Quote(&named(&[("song", 0)])));
+        assert!(matches!(zero, Err(Refusal::NoUnitQuoted)));
+        let mixed = billing("[models.v]\nper_call = \"0.01\"\n[models.v.units]\n\"720p-5s\" = \"2.0\"");
+        mixed.wallets.set_db_balances([(u1, 10_000_000)]);
+        let none =
+            mixed.start_with(&[u1], "default", Priced::Model("v"), "video", Estimate::Quote(&Reported::default()));
+        assert!(matches!(none, Err(Refusal::NoUnitQuoted)));
+        // A report naming only a unit that costs nothing does not replace the quoted tier.
+        let m = b.start_with(&[u1], "default", hailuo, "video", Estimate::Quote(&quote)).unwrap();
+        let c = b.settle(m, &named(&[("768p-6s", 0)]), None);
+        assert_eq!((c.micros, c.estimated), (4_000_000, true));
+        assert_eq!(b.task_charge(hailuo, "default", &named(&[("768p-6s", 0)]), 4_000_000), (4_000_000, true));
         // A model without a units table ignores named units: priced per second as before.
         let per_second = billing("[models.v]\nper_second = \"0.01\"");
         let q = Reported { milliseconds: Some(5_000), ..named(&[("720p-5s", 1)]) };

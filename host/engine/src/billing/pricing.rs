@@ -58,9 +58,10 @@ pub struct ModelPrice {
     pub per_call: Price,
     /// Units a vendor names (a plugin's `usage.extra`), each priced per unit: per-video tiers
     /// (`"768p-6s" = "2.0"`, the tier read from the request by the plugin's quote), songs
-    /// (`song = "0.25"`), ... A model with this table prices every named unit: one without a
-    /// price is never free (the call is refused at its quote, and a report naming one bills
-    /// the hold). A model without it ignores named units (priced by the others).
+    /// (`song = "0.25"`), ... A model with this table needs its calls quoted with one of them
+    /// and prices every named unit: a quote naming none, or one without a price, is refused
+    /// before the vendor; a report naming none that costs is billed the quote (estimated), one
+    /// naming an unpriced unit the hold. A model without it ignores named units.
     #[serde(default)]
     pub units: std::collections::BTreeMap<String, Price>,
     /// Output tokens reserved up front when the request sets no `max_tokens`.
@@ -184,6 +185,11 @@ impl ModelPrice {
         (micros <= MAX_CHARGE_MICROS).then_some(micros)
     }
 
+    /// Whether a report of named units says what was made: one of them, counted, costs.
+    pub fn named_covers(&self, named: &[(String, u64)]) -> bool {
+        named.iter().any(|(n, count)| *count > 0 && self.units.get(n).is_some_and(|p| !p.0.is_zero()))
+    }
+
     /// The first of `named` that has no price.
     pub fn unpriced<'a>(&self, named: &'a [(String, u64)]) -> Option<&'a str> {
         if self.units.is_empty() {
@@ -197,8 +203,7 @@ impl ModelPrice {
         self.units.values().all(|p| p.0.is_zero()) && self.fixed_free()
     }
 
-    /// No unit but the named ones has a price.
-    pub fn fixed_free(&self) -> bool {
+    fn fixed_free(&self) -> bool {
         [
             self.input_per_million,
             self.output_per_million,
