@@ -279,6 +279,18 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<Task>> {
     Ok(sqlx::query_as::<_, Task>(&sql).bind(id).fetch_optional(db).await?)
 }
 
+/// The ledger entries of a task (its hold, and its settlement once it ended): entry id,
+/// amount (negative: taken from the balance), time.
+pub async fn ledger(db: &Db, task: &Task) -> Result<Vec<(String, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT entry_id, amount_micros, created_at FROM ledger WHERE entry_id = $1 OR entry_id = $2 ORDER BY created_at, entry_id",
+    )
+    .bind(&task.request_id)
+    .bind(format!("{}:settle", task.request_id))
+    .fetch_all(db)
+    .await?)
+}
+
 /// What an operator filters tasks by (every field optional).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

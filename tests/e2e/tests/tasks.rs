@@ -100,6 +100,13 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     );
     let tasks = admin.json()["tasks"].as_array().cloned().unwrap_or_default();
     assert_eq!(tasks.len(), 1, "{}", admin.text());
+    // One task in full: its files (and where they came from) and its money on the ledger.
+    let one =
+        http::request(&gw.addr, "GET", &format!("/admin/tasks/{id}"), &[("authorization", "Bearer admin-secret")], b"");
+    let one = one.json();
+    assert!(one["files"][0]["source_url"].as_str().unwrap().contains("/cdn/"), "{one}");
+    let ledger: Vec<&str> = one["ledger"].as_array().unwrap().iter().map(|e| e["amount"].as_str().unwrap()).collect();
+    assert_eq!(ledger, ["-0.050000", "0.010000"], "held 5 s, gave 1 s back: {one}");
     assert_eq!((tasks[0]["id"].as_str(), tasks[0]["held"].as_str()), (Some(id.as_str()), Some("0.050000")));
     assert!(tasks[0]["polls"].as_i64() >= Some(2), "{}", admin.text());
     let cli = Gateway::cli(&gw.config, &["tasks", "list", "--status", "failed"]);

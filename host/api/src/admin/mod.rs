@@ -11,7 +11,9 @@
 //! health and balance, masked), `POST /admin/channels/reload` (the channels re-read from the
 //! configuration file). Stored upstream keys: see `upstream`.
 //! Tasks: `GET /admin/tasks?status=&user_id=&channel=&plugin=&limit=` (every user's, newest
-//! first, with their owner, key, plugin, polls and hold).
+//! first, with their owner, key, plugin, polls and hold); `GET /admin/tasks/{id}` (one, with
+//! its archived files and their sources, its ledger entries and its callback);
+//! `POST /admin/tasks/{id}/cancel`.
 
 pub mod reports;
 pub mod upstream;
@@ -116,6 +118,41 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 }
                 Err(e) => error_response(503, "server_error", "database_unavailable", &format!("{e:#}")),
             }
+        }
+        (&Method::GET, p) if p.starts_with("/admin/tasks/") => {
+            let id = &p["/admin/tasks/".len()..];
+            let db = &state.engine.db;
+            let task = match crate::store::tasks::find(db, id).await {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    return error_response(404, "invalid_request_error", "task_not_found", &format!("No task '{id}'."))
+                }
+                Err(e) => return error_response(503, "server_error", "database_unavailable", &format!("{e:#}")),
+            };
+            let (files, ledger) = match tokio::try_join!(
+                crate::store::archive::outputs(db, id),
+                crate::store::tasks::ledger(db, &task)
+            ) {
+                Ok(found) => found,
+                Err(e) => return error_response(503, "server_error", "database_unavailable", &format!("{e:#}")),
+            };
+            let mut v = task_json(&task);
+            v["files"] = files
+                .iter()
+                .map(|f| {
+                    serde_json::json!({ "index": f.n, "sha256": f.sha256, "size": f.size_bytes,
+                        "content_type": f.content_type, "source_url": f.source_url })
+                })
+                .collect();
+            v["ledger"] = ledger
+                .iter()
+                .map(|(entry, amount, at)| {
+                    serde_json::json!({ "entry_id": entry, "amount": tollgate_base::money::format(*amount), "created_at": at })
+                })
+                .collect();
+            v["callback"] = serde_json::json!({ "url": task.callback_url, "state": task.callback_state,
+                "attempts": task.callback_attempts });
+            json(200, &v)
         }
         (&Method::POST, p) if p.starts_with("/admin/tasks/") && p.ends_with("/cancel") => {
             let id = &p["/admin/tasks/".len()..p.len() - "/cancel".len()];
