@@ -286,10 +286,7 @@ impl Engine {
         let (id, polls) = (task.id.as_str(), task.polls);
         let later = |why: &str| {
             tracing::warn!(task = %id, why, "task poll failed; trying again later");
-            let next = now_unix() + poll_delay(None, polls);
-            async move {
-                let _ = tasks::progress(&self.db, id, node, None, None, None, next, now_unix()).await;
-            }
+            retry_later(&self.db, id, node, polls, None)
         };
         let (result, key, plugin) = match self.task_exchange(&task, POLL_OP).await {
             Ok(ran) => ran,
@@ -486,14 +483,7 @@ impl ArchiveJob {
                 };
                 self.settler.settle(&self.id, node, &failed, self.charge).await;
             }
-            Err(f) => {
-                let (now, db) = (now_unix(), &self.settler.db);
-                let next = now + poll_delay(None, self.polls);
-                if let Err(e) = tasks::progress(db, &self.id, &self.node, None, Some(&f.message), None, next, now).await
-                {
-                    tracing::warn!(task = %self.id, error = %format!("{e:#}"), "recording a task's progress failed");
-                }
-            }
+            Err(f) => retry_later(&self.settler.db, &self.id, &self.node, self.polls, Some(&f.message)).await,
         }
     }
 }
@@ -557,6 +547,16 @@ fn sign(key: &[u8], t: i64, body: &[u8]) -> String {
 fn job_is_over(class: wit::ErrorKind) -> bool {
     use wit::ErrorKind as K;
     matches!(class, K::BadRequest | K::NotFound | K::Forbidden | K::ContentFiltered | K::Unsupported)
+}
+
+/// A poll (or its download) that failed for now: the lease is given back and the task is due
+/// again after the backoff of its `polls`, with `message` (why) recorded if given.
+async fn retry_later(db: &crate::store::Db, id: &str, node: &str, polls: i64, message: Option<&str>) {
+    let now = now_unix();
+    let next = now + poll_delay(None, polls);
+    if let Err(e) = tasks::progress(db, id, node, None, message, None, next, now).await {
+        tracing::warn!(task = %id, error = %format!("{e:#}"), "recording a task's progress failed");
+    }
 }
 
 /// When to poll next: the vendor's hint, else a backoff that grows with the polls made.

@@ -113,7 +113,7 @@ impl Api {
                         "Incorrect API key provided. Create one with 'tollgate keys create --name NAME'; a new key is accepted within key_refresh_ms (1 s by default).",
                     )
                 })?;
-                if consumer.expires_at.is_some_and(|t| crate::store::now_unix() >= t) {
+                if consumer.expired(crate::store::now_unix()) {
                     return Err(error::unauthorized("This API key has expired; ask the operator for a new one."));
                 }
                 Ok(consumer)

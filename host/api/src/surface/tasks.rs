@@ -126,7 +126,7 @@ fn authenticate_task(state: &Api, req: &Request<Incoming>, id: &str) -> Result<C
     };
     let key_id = state.sessions.verify_task_token(&token, id).ok_or_else(refused)?;
     let consumer = state.keys.by_id(key_id).ok_or_else(refused)?;
-    if consumer.expires_at.is_some_and(|t| now_unix() >= t) {
+    if consumer.expired(now_unix()) {
         return Err(refused());
     }
     Ok(consumer)
@@ -188,8 +188,7 @@ fn progress_stream(
             }
             if quiet >= STREAM_PING_EVERY {
                 // A key disabled (or expired) since the stream opened ends it.
-                let live =
-                    state.keys.by_id(consumer.key_id).is_some_and(|c| c.expires_at.is_none_or(|t| now_unix() < t));
+                let live = state.keys.by_id(consumer.key_id).is_some_and(|c| !c.expired(now_unix()));
                 if !live || !send(": ping\n\n".into()).await {
                     return;
                 }

@@ -46,6 +46,11 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// The key's expiry has passed at `now` (unix seconds): it is refused.
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
     pub fn may_use(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
     }
