@@ -169,7 +169,8 @@ pub fn start(
     let s = Arc::clone(state);
     jobs.spawn("housekeeping", move |mut stop| async move {
         // Hourly, from the start: expired idempotency keys; call records past the retention
-        // window when one is set (the ledger is never pruned); archived files past theirs.
+        // window when one is set (the ledger is never pruned); archived files past theirs, and
+        // those no task names.
         loop {
             if let Some(days) = archive_retention_days {
                 let before = store::now_unix() - i64::from(days) * 86_400;
@@ -178,6 +179,11 @@ pub fn start(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "archive retention failed"),
                 }
+            }
+            match s.engine.sweep_archive().await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "archive files no task names"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "sweeping the archive failed"),
             }
             if let Err(e) = store::idempotency::prune(&db, store::now_unix()).await {
                 tracing::warn!(error = %e, "pruning idempotency keys failed");

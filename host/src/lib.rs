@@ -82,18 +82,27 @@ pub async fn serve(config: config::Config) -> Result<()> {
         // Rounds are half a second apart.
         task_polls_per_round: (config.task_polls_per_second as usize).div_ceil(2).max(1),
         archive: Arc::new(
-            tollgate_engine::archive::Archive::open(tollgate_engine::archive::Settings {
-                dir: config.archive_dir(),
-                max_bytes: config.archive_max_bytes,
-                deadline: Duration::from_secs(config.archive_download_timeout_secs.clamp(1, 86_400)),
-                connect_timeout: Duration::from_millis(config.connect_timeout_ms),
-                idle_timeout: Duration::from_millis(config.stream_idle_timeout_ms),
-                rules: tollgate_engine::archive::guard::Rules {
-                    allow_hosts: config.fetch_allow_hosts.clone(),
-                    private_hosts: config.fetch_allow_private_hosts.clone(),
+            tollgate_engine::archive::Archive::open(
+                tollgate_engine::archive::Settings {
+                    dir: config.archive_dir(),
+                    remote: config.archive_s3_bucket.as_ref().map(|bucket| store::archive::Remote {
+                        bucket: bucket.clone(),
+                        prefix: config.archive_s3_prefix.clone(),
+                        endpoint: config.archive_s3_endpoint.clone(),
+                        region: config.archive_s3_region.clone(),
+                    }),
+                    max_bytes: config.archive_max_bytes,
+                    deadline: Duration::from_secs(config.archive_download_timeout_secs.clamp(1, 86_400)),
+                    connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+                    idle_timeout: Duration::from_millis(config.stream_idle_timeout_ms),
+                    rules: tollgate_engine::archive::guard::Rules {
+                        allow_hosts: config.fetch_allow_hosts.clone(),
+                        private_hosts: config.fetch_allow_private_hosts.clone(),
+                    },
+                    webhook_hosts: config.webhook_allow_hosts.clone(),
                 },
-                webhook_hosts: config.webhook_allow_hosts.clone(),
-            })
+                db.clone(),
+            )
             .context("opening the archive")?,
         ),
     };

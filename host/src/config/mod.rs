@@ -80,8 +80,22 @@ pub struct Config {
     /// One folder per gateway process.
     #[serde(default)]
     pub archive_dir: Option<PathBuf>,
+    /// Keep archived files in this S3-compatible bucket instead of `archive_dir` (which still
+    /// holds downloads in progress): what several nodes share. Credentials come from the
+    /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+    #[serde(default)]
+    pub archive_s3_bucket: Option<String>,
+    /// Keys in the bucket start with it (`<prefix>/sha256/ab/<hash>`).
+    #[serde(default)]
+    pub archive_s3_prefix: String,
+    /// The URL of an S3-compatible server other than AWS (MinIO, a cloud's S3 API).
+    #[serde(default)]
+    pub archive_s3_endpoint: Option<String>,
+    /// The bucket's region (else `AWS_REGION`, else us-east-1).
+    #[serde(default)]
+    pub archive_s3_region: Option<String>,
     /// The largest file the archive downloads; a task whose output is larger fails (and is
-    /// not charged).
+    /// charged what the vendor made).
     #[serde(default = "defaults::archive_max_bytes")]
     pub archive_max_bytes: u64,
     /// How long the download of one task's outputs may take before it is tried again.

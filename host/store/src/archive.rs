@@ -8,6 +8,9 @@
 //! - a file is found only through its task, for the task's owner (`output`);
 //! - a blob is deleted only when no row that is not removed names it (`delete_task`,
 //!   `expire`), so one task's deletion never takes another task's file;
+//! - nor while a download of the same bytes holds it (`hold` before `put`, until its task's
+//!   rows name it): a deletion is claimed in the database first (`claim_deletion`), so a
+//!   deletion and a download of one blob on two nodes are ordered there;
 //! - every folder and file is the gateway user's only (`private_fs`).
 
 use crate::Db;
@@ -34,7 +37,8 @@ pub struct Stored {
     pub removed_at: Option<i64>,
 }
 
-/// Records a task's archived files (in the transaction that ends the task).
+/// Records a task's archived files (in the transaction that ends the task), releasing the
+/// holds of their downloads.
 pub(crate) async fn record(conn: &mut sqlx::AnyConnection, task_id: &str, outputs: &[Output], now: i64) -> Result<()> {
     for o in outputs {
         check_hash(&o.sha256)?;
@@ -51,6 +55,11 @@ pub(crate) async fn record(conn: &mut sqlx::AnyConnection, task_id: &str, output
         .bind(now)
         .execute(&mut *conn)
         .await?;
+        // Named now: the download's hold is over.
+        sqlx::query("UPDATE archive_blobs SET holds = holds - 1 WHERE sha256 = $1 AND holds > 0")
+            .bind(&o.sha256)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -146,6 +155,88 @@ async fn unreferenced(tx: &mut sqlx::Transaction<'_, sqlx::Any>, hashes: Vec<(St
     Ok(orphans)
 }
 
+/// Holds a blob for a download about to store it, until its task's rows name it (`record`
+/// releases the hold) or `until` (unix seconds: a download that never records) at the
+/// latest: no deletion takes it meanwhile. `false`: the blob is being deleted right now;
+/// store it later.
+pub async fn hold(db: &Db, sha256: &str, until: i64) -> Result<bool> {
+    check_hash(sha256)?;
+    let held = sqlx::query(
+        "INSERT INTO archive_blobs (sha256, holds, held_until) VALUES ($1, 1, $2) ON CONFLICT (sha256) DO UPDATE \
+         SET holds = archive_blobs.holds + 1, held_until = CASE WHEN archive_blobs.held_until > excluded.held_until \
+         THEN archive_blobs.held_until ELSE excluded.held_until END WHERE archive_blobs.deleting = 0",
+    )
+    .bind(sha256)
+    .bind(until)
+    .execute(db)
+    .await?;
+    Ok(held.rows_affected() == 1)
+}
+
+/// A marked deletion older than this was cut short (a crash): it may be taken again.
+pub const STALE_DELETION_SECS: i64 = 3600;
+
+/// Marks a blob for deletion, if nothing keeps it: no hold covers `now`, no live row names
+/// it (or an earlier deletion of it was cut short). `true`: delete the object, then `forget`.
+pub async fn claim_deletion(db: &Db, sha256: &str, now: i64) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    // The write first: it takes the row (PostgreSQL) or the database (SQLite) before the read,
+    // so a download's hold or rows either came before it and are seen, or come after it.
+    let marked = sqlx::query(
+        "UPDATE archive_blobs SET deleting = $1 WHERE sha256 = $2 \
+         AND ((deleting = 0 AND (holds = 0 OR held_until <= $3)) OR (deleting <> 0 AND deleting < $4))",
+    )
+    .bind(now)
+    .bind(sha256)
+    .bind(now)
+    .bind(now - STALE_DELETION_SECS)
+    .execute(&mut *tx)
+    .await?;
+    if marked.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let (live,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM task_outputs WHERE sha256 = $1 AND removed_at IS NULL")
+        .bind(sha256)
+        .fetch_one(&mut *tx)
+        .await?;
+    if live > 0 {
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Releases a hold whose download will not be recorded (its task's other output failed).
+pub async fn release(db: &Db, sha256: &str) -> Result<()> {
+    sqlx::query("UPDATE archive_blobs SET holds = holds - 1 WHERE sha256 = $1 AND holds > 0")
+        .bind(sha256)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Drops a deleted blob's row (after its object is gone).
+pub async fn forget(db: &Db, sha256: &str) -> Result<()> {
+    sqlx::query("DELETE FROM archive_blobs WHERE sha256 = $1 AND deleting <> 0").bind(sha256).execute(db).await?;
+    Ok(())
+}
+
+/// Blobs to delete: unheld and named by no live row (a download whose task never recorded
+/// it, a deletion that found a hold), or whose deletion was cut short. At most `limit`.
+pub async fn sweepable(db: &Db, now: i64, limit: i64) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT sha256 FROM archive_blobs b WHERE (b.deleting = 0 AND (b.holds = 0 OR b.held_until <= $1) AND NOT EXISTS \
+         (SELECT 1 FROM task_outputs o WHERE o.sha256 = b.sha256 AND o.removed_at IS NULL)) \
+         OR (b.deleting <> 0 AND b.deleting < $2) ORDER BY b.sha256 LIMIT $3",
+    )
+    .bind(now)
+    .bind(now - STALE_DELETION_SECS)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(h,)| h).collect())
+}
+
 fn check_hash(sha256: &str) -> Result<()> {
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         bail!("'{sha256}' is not a lowercase hex sha256");
@@ -153,18 +244,41 @@ fn check_hash(sha256: &str) -> Result<()> {
     Ok(())
 }
 
-/// The blob store on a local folder: `<dir>/sha256/<first two hex>/<hash>`, downloads in
-/// progress under `<dir>/tmp` (on the same file system, so that `put` is a rename).
+/// Where blobs are kept: a local folder (one node, or nodes sharing a file system) or an
+/// S3-compatible bucket (several nodes).
+#[derive(Debug, Clone, Default)]
+pub struct Remote {
+    pub bucket: String,
+    /// Keys start with it (`<prefix>/sha256/ab/<hash>`); empty: at the bucket's root.
+    pub prefix: String,
+    /// Another S3-compatible server's URL (MinIO, moto, a cloud's S3 API); none: AWS.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+/// A blob's bytes as read, a chunk at a time.
+pub type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+
+/// The blob store: `<place>/sha256/<first two hex>/<hash>`, downloads in progress in a local
+/// `<dir>/tmp` (on the same file system as a local store, so that `put` is a rename).
 #[derive(Debug, Clone)]
 pub struct Blobs {
     dir: PathBuf,
+    remote: Option<(std::sync::Arc<dyn object_store::ObjectStore>, String)>,
 }
 
+/// Parts of an upload to a bucket; files up to this size are one request.
+const PART: usize = 8 << 20;
+/// Bytes read from a local blob per chunk served.
+const CHUNK: u64 = 64 << 10;
+
 impl Blobs {
-    /// Opens (creating) the store at `dir`. Downloads a crash left in `tmp` are removed once
-    /// they are a day old (the folder may be shared by nodes: a young one may be another's).
-    pub fn open(dir: &Path) -> Result<Blobs> {
-        crate::private_fs::create_dir(&dir.join("sha256"))?;
+    /// Opens (creating) the store at `dir`, or in `remote` with `dir` for downloads in
+    /// progress. Credentials for a bucket come from the environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), never from a file the gateway logs.
+    /// Downloads a crash left in `tmp` are removed once they are a day old (the folder may be
+    /// shared by nodes: a young one may be another's).
+    pub fn open(dir: &Path, remote: Option<&Remote>) -> Result<Blobs> {
         let tmp = dir.join("tmp");
         crate::private_fs::create_dir(&tmp)?;
         let day = std::time::Duration::from_secs(86_400);
@@ -174,7 +288,40 @@ impl Blobs {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        Ok(Blobs { dir: dir.to_path_buf() })
+        let remote = match remote {
+            None => {
+                crate::private_fs::create_dir(&dir.join("sha256"))?;
+                None
+            }
+            Some(r) => {
+                let mut b =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&r.bucket).with_client_options(
+                        // A read is as slow as the consumer reading it: no overall time-out.
+                        object_store::ClientOptions::new()
+                            .with_timeout_disabled()
+                            .with_connect_timeout(std::time::Duration::from_secs(10)),
+                    );
+                if let Some(e) = &r.endpoint {
+                    b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+                }
+                if let Some(region) = &r.region {
+                    b = b.with_region(region);
+                }
+                let store = b.build().with_context(|| format!("the archive's bucket '{}'", r.bucket))?;
+                let prefix = r.prefix.trim_matches('/');
+                let prefix = if prefix.is_empty() { "sha256".to_string() } else { format!("{prefix}/sha256") };
+                Some((std::sync::Arc::new(store) as std::sync::Arc<dyn object_store::ObjectStore>, prefix))
+            }
+        };
+        Ok(Blobs { dir: dir.to_path_buf(), remote })
+    }
+
+    /// Where the blobs are, for logs (a bucket's name, never a credential).
+    pub fn describe(&self) -> String {
+        match &self.remote {
+            None => self.dir.join("sha256").display().to_string(),
+            Some((store, prefix)) => format!("{store}/{prefix}"),
+        }
     }
 
     /// A new file for a download in progress, only the gateway's, never one that exists
@@ -203,29 +350,112 @@ impl Blobs {
         Ok(self.dir.join("sha256").join(&sha256[..2]).join(sha256))
     }
 
-    /// Moves a finished download (whose bytes hash to `sha256`) into place.
-    pub async fn put(&self, temp: &Path, sha256: &str) -> Result<()> {
-        let path = self.path(sha256)?;
-        let dir = path.parent().expect("a blob path has a folder").to_path_buf();
-        tokio::task::spawn_blocking(move || crate::private_fs::create_dir(&dir)).await??;
-        tokio::fs::rename(temp, &path).await.with_context(|| format!("storing blob {sha256}"))
+    fn key(prefix: &str, sha256: &str) -> Result<object_store::path::Path> {
+        check_hash(sha256)?;
+        Ok(object_store::path::Path::from(format!("{prefix}/{}/{sha256}", &sha256[..2])))
     }
 
-    /// Opens a blob for reading; `None` when it is not there.
-    pub async fn open_blob(&self, sha256: &str) -> Result<Option<tokio::fs::File>> {
-        match tokio::fs::File::open(self.path(sha256)?).await {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("opening blob {sha256}")),
+    /// Stores a finished download (whose bytes hash to `sha256`) and removes the temporary
+    /// file. The same bytes stored again replace the blob (so a stored blob is as young as
+    /// its last download).
+    pub async fn put(&self, temp: &Path, sha256: &str) -> Result<()> {
+        let Some((store, prefix)) = &self.remote else {
+            let path = self.path(sha256)?;
+            let dir = path.parent().expect("a blob path has a folder").to_path_buf();
+            tokio::task::spawn_blocking(move || crate::private_fs::create_dir(&dir)).await??;
+            return tokio::fs::rename(temp, &path).await.with_context(|| format!("storing blob {sha256}"));
+        };
+        use object_store::ObjectStoreExt;
+        use tokio::io::AsyncReadExt;
+        let key = Self::key(prefix, sha256)?;
+        let mut file = tokio::fs::File::open(temp).await.with_context(|| format!("reading {}", temp.display()))?;
+        let size = file.metadata().await?.len();
+        if size <= PART as u64 {
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut bytes).await?;
+            store.put(&key, bytes.into()).await.with_context(|| format!("storing blob {sha256} in {store}"))?;
+        } else {
+            let upload =
+                store.put_multipart(&key).await.with_context(|| format!("storing blob {sha256} in {store}"))?;
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+            let sent = async {
+                let mut buf = vec![0; 1 << 20];
+                loop {
+                    let n = file.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    writer.wait_for_capacity(2).await?;
+                    writer.write(&buf[..n]);
+                }
+                anyhow::Ok(())
+            };
+            if let Err(e) = sent.await {
+                let _ = writer.abort().await;
+                return Err(e.context(format!("storing blob {sha256} in {store}")));
+            }
+            writer.finish().await.with_context(|| format!("storing blob {sha256} in {store}"))?;
+        }
+        let _ = tokio::fs::remove_file(temp).await;
+        Ok(())
+    }
+
+    /// `len` bytes of a blob from `offset` (within its size); `None` when it is not there.
+    pub async fn read(&self, sha256: &str, offset: u64, len: u64) -> Result<Option<ByteStream>> {
+        use futures_util::StreamExt;
+        let Some((store, prefix)) = &self.remote else {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut file = match tokio::fs::File::open(self.path(sha256)?).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("opening blob {sha256}")),
+            };
+            file.seek(std::io::SeekFrom::Start(offset)).await?;
+            let chunks = futures_util::stream::unfold((file, len), |(mut file, left)| async move {
+                if left == 0 {
+                    return None;
+                }
+                let mut buf = vec![0; left.min(CHUNK) as usize];
+                match file.read_exact(&mut buf).await {
+                    Ok(_) => Some((Ok(bytes::Bytes::from(buf)), (file, left - left.min(CHUNK)))),
+                    Err(e) => Some((Err(e), (file, 0))),
+                }
+            });
+            return Ok(Some(chunks.boxed()));
+        };
+        use object_store::ObjectStoreExt;
+        let key = Self::key(prefix, sha256)?;
+        if len == 0 {
+            return match store.head(&key).await {
+                Ok(_) => Ok(Some(futures_util::stream::empty().boxed())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e).with_context(|| format!("reading blob {sha256} in {store}")),
+            };
+        }
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(offset..offset + len)),
+            ..Default::default()
+        };
+        match store.get_opts(&key, options).await {
+            Ok(got) => Ok(Some(got.into_stream().map(|r| r.map_err(std::io::Error::other)).boxed())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading blob {sha256} in {store}")),
         }
     }
 
     /// Deletes a blob (gone already is fine).
     pub async fn delete(&self, sha256: &str) -> Result<()> {
-        match tokio::fs::remove_file(self.path(sha256)?).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting blob {sha256}")),
+        let Some((store, prefix)) = &self.remote else {
+            return match tokio::fs::remove_file(self.path(sha256)?).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("deleting blob {sha256}")),
+            };
+        };
+        use object_store::ObjectStoreExt;
+        match store.delete(&Self::key(prefix, sha256)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting blob {sha256} in {store}")),
         }
     }
 }
@@ -291,10 +521,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_blob_is_deleted_only_when_no_download_holds_it_and_no_live_row_names_it() {
+        let db = crate::open_for_test("archive_holds").await;
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        // Two downloads of a hold it until 1000; their tasks have not recorded it yet.
+        assert!(hold(&db, &a, 1000).await.unwrap());
+        assert!(!claim_deletion(&db, &a, 500).await.unwrap(), "held");
+        assert!(sweepable(&db, 500, 10).await.unwrap().is_empty());
+        // A shorter hold never shortens a longer one.
+        assert!(hold(&db, &a, 800).await.unwrap());
+        assert!(!claim_deletion(&db, &a, 900).await.unwrap());
+        // One task records it: the row keeps it, and the other download still holds it.
+        succeed(&db, "task_a", 1, &[file(0, 'a')], 600).await;
+        assert_eq!(delete_task(&db, "task_a", 1).await.unwrap(), Some(Ok(vec![a.clone()])));
+        assert!(!claim_deletion(&db, &a, 900).await.unwrap(), "the other download's hold");
+        // The other task records it too; the rows keep it while they live.
+        succeed(&db, "task_b", 1, &[file(0, 'a')], 600).await;
+        assert!(!claim_deletion(&db, &a, 700).await.unwrap(), "named by a live row");
+        assert!(sweepable(&db, 700, 10).await.unwrap().is_empty());
+        assert_eq!(delete_task(&db, "task_b", 1).await.unwrap(), Some(Ok(vec![a.clone()])));
+        // No hold and no row: claimed at once; while it is being deleted, a new download of
+        // the same bytes is refused its hold (it stores them later), and nobody else claims it.
+        assert!(claim_deletion(&db, &a, 700).await.unwrap());
+        assert!(!hold(&db, &a, 5000).await.unwrap());
+        assert!(!claim_deletion(&db, &a, 2001).await.unwrap());
+        forget(&db, &a).await.unwrap();
+        assert!(hold(&db, &a, 5000).await.unwrap(), "deleted: stored anew");
+
+        // A download whose task never recorded its blob: swept once its hold is over, or
+        // released. A deletion cut short (claimed, never forgotten) is taken again later.
+        assert!(hold(&db, &b, 1000).await.unwrap());
+        assert!(sweepable(&db, 999, 10).await.unwrap().is_empty());
+        assert_eq!(sweepable(&db, 1000, 10).await.unwrap(), vec![b.clone()]);
+        release(&db, &b).await.unwrap();
+        assert_eq!(sweepable(&db, 10, 10).await.unwrap(), vec![b.clone()]);
+        assert!(claim_deletion(&db, &b, 1000).await.unwrap());
+        assert!(sweepable(&db, 1001, 10).await.unwrap().is_empty());
+        let later = 1000 + STALE_DELETION_SECS + 1;
+        assert_eq!(sweepable(&db, later, 10).await.unwrap(), vec![b.clone()]);
+        assert!(claim_deletion(&db, &b, later).await.unwrap());
+        forget(&db, &b).await.unwrap();
+        assert!(hold(&db, &"0".repeat(63), 1).await.is_err(), "not a hash");
+    }
+
+    #[tokio::test]
     async fn blobs_are_put_by_rename_read_back_and_deleted_and_bad_names_are_refused() {
         let dir = std::env::temp_dir().join(format!("tollgate-blobs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let blobs = Blobs::open(&dir).unwrap();
+        let blobs = Blobs::open(&dir, None).unwrap();
         let (temp, _file) = blobs.create_temp().await.unwrap();
         let (other, _) = blobs.create_temp().await.unwrap();
         assert_ne!(temp, other);
@@ -302,14 +576,26 @@ mod tests {
         let sha = "c".repeat(64);
         blobs.put(&temp, &sha).await.unwrap();
         assert!(!temp.exists());
-        assert!(blobs.open_blob(&sha).await.unwrap().is_some());
+        let read = |offset, len| {
+            let blobs = blobs.clone();
+            let sha = sha.clone();
+            async move {
+                use futures_util::TryStreamExt;
+                let chunks: Vec<bytes::Bytes> =
+                    blobs.read(&sha, offset, len).await.unwrap()?.try_collect().await.unwrap();
+                Some(chunks.concat())
+            }
+        };
+        assert_eq!(read(0, 5).await.as_deref(), Some(&b"bytes"[..]));
+        assert_eq!(read(1, 3).await.as_deref(), Some(&b"yte"[..]));
+        assert_eq!(read(5, 0).await.as_deref(), Some(&b""[..]));
         blobs.delete(&sha).await.unwrap();
         blobs.delete(&sha).await.unwrap();
-        assert!(blobs.open_blob(&sha).await.unwrap().is_none());
-        assert!(blobs.open_blob("../../etc/passwd").await.is_err());
+        assert!(read(0, 5).await.is_none());
+        assert!(blobs.read("../../etc/passwd", 0, 1).await.is_err());
         assert!(blobs.put(&temp, &"C".repeat(64)).await.is_err());
         // A young download (maybe another node's) survives a start.
-        Blobs::open(&dir).unwrap();
+        Blobs::open(&dir, None).unwrap();
         assert!(other.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -191,6 +191,63 @@ impl Mock {
     }
 }
 
+/// An S3-compatible server (moto's server mode, from PyPI) with one bucket, for the
+/// archive's tests; `S3::start` returns `None` (and says so) where moto is not installed,
+/// except in CI, which installs it.
+pub struct S3 {
+    _proc: Proc,
+    pub addr: String,
+    pub bucket: String,
+}
+
+impl S3 {
+    pub fn start() -> Option<S3> {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let has_moto = Command::new(&python).args(["-c", "import moto.server"]).status().is_ok_and(|s| s.success());
+        if !has_moto {
+            assert!(std::env::var("CI").is_err(), "CI must have moto's server (pip install 'moto[server]')");
+            eprintln!("SKIPPED: moto's server is not installed (pip install 'moto[server]')");
+            return None;
+        }
+        let dir = scratch("s3");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start moto");
+        let s3 = S3 { _proc: Proc { child }, addr: format!("127.0.0.1:{port}"), bucket: "tollgate-archive".into() };
+        let made = eventually(Duration::from_secs(60), || {
+            http::try_request(&s3.addr, "PUT", &format!("/{}", s3.bucket), &[], b"").is_some_and(|r| r.status == 200)
+        });
+        assert!(made, "moto never answered; its log:\n{}", std::fs::read_to_string(dir.join("moto.log")).unwrap());
+        Some(s3)
+    }
+
+    /// The gateway's settings for a bucket on this server, under `prefix`.
+    pub fn settings(&self, prefix: &str) -> String {
+        format!(
+            "archive_s3_bucket = \"{}\"\narchive_s3_prefix = \"{prefix}\"\narchive_s3_endpoint = \"http://{}\"\narchive_s3_region = \"us-east-1\"\n",
+            self.bucket, self.addr
+        )
+    }
+
+    /// The credentials a gateway reads from its environment (moto takes any).
+    pub fn env(&self) -> [(&'static str, &'static str); 2] {
+        [("AWS_ACCESS_KEY_ID", "tollgate-test"), ("AWS_SECRET_ACCESS_KEY", "tollgate-test-secret")]
+    }
+
+    /// The keys of the bucket's objects under `prefix` (ListObjectsV2).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let list = http::request(&self.addr, "GET", &format!("/{}?list-type=2&prefix={prefix}", self.bucket), &[], b"");
+        assert_eq!(list.status, 200, "{}", list.text());
+        let text = list.text();
+        text.split("<Key>").skip(1).filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string())).collect()
+    }
+}
+
 pub struct Gateway {
     pub proc: Proc,
     pub addr: String,
@@ -215,6 +272,17 @@ impl Gateway {
     }
 
     fn start_on(name: &str, plugins: &[(&str, &str)], extra: &str, shared: Option<&Gateway>) -> Gateway {
+        Gateway::start_with_env(name, plugins, extra, shared, &[])
+    }
+
+    /// Like `start` (on `shared`'s database when given), with `env` set for the gateway.
+    pub fn start_with_env(
+        name: &str,
+        plugins: &[(&str, &str)],
+        extra: &str,
+        shared: Option<&Gateway>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = scratch(name);
         let plugins_dir = dir.join("plugins");
         std::fs::create_dir_all(&plugins_dir).unwrap();
@@ -240,7 +308,7 @@ impl Gateway {
         let key = Gateway::cli(&config, &["keys", "create", "--name", "e2e", "--balance", "10"]).trim().to_string();
         assert!(key.starts_with("sk-tg-"), "unexpected key output {key:?}");
         let mut cmd = tollgate_command();
-        cmd.args(["--config", config.to_str().unwrap(), "serve"]).env("TOLLGATE_LOG", "info");
+        cmd.args(["--config", config.to_str().unwrap(), "serve"]).env("TOLLGATE_LOG", "info").envs(env.iter().copied());
         let (proc, line) = spawn_reading_first_line(cmd, &dir.join("gateway.log"));
         let addr = line.strip_prefix("tollgate listening on http://").expect("gateway's first line").to_string();
         let gw = Gateway { proc, addr, dir, config, key, database_url };

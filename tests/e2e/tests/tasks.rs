@@ -5,7 +5,7 @@
 //! the owner sees the task.
 
 use std::time::Duration;
-use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
+use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock, S3};
 
 const PRICES: &str = "[models.\"fixture-video\"]\nper_second = \"0.01\"\n";
 /// The mock's CDN is on loopback: the operator names it, or the archive never reaches it.
@@ -318,6 +318,81 @@ fn outputs_are_archived_and_served_to_their_owner_with_ranges_after_the_vendor_u
     assert_eq!(get(&gw, &gw.key, &format!("/v1/tasks/{id}"), &[]).status, 404);
     assert_eq!(blobs_in(&gw), 1);
     let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn two_nodes_keep_the_archive_in_one_s3_bucket_and_a_file_goes_with_the_last_task_naming_it() {
+    let Some(s3) = S3::start() else { return };
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let extra = format!("{LOCAL_CDN}{}{}{ch}", s3.settings("tg/archive"), pricing_setting(PRICES));
+    let plugins = [("faulty-v1", "faulty.wasm")];
+    let a = Gateway::start_with_env("tasks-s3-a", &plugins, &extra, None, &s3.env());
+    let b = Gateway::start_with_env("tasks-s3-b", &plugins, &extra, Some(&a), &s3.env());
+    let key = a.key.clone();
+    assert!(eventually(Duration::from_secs(5), || get(&b, &key, "/v1/tasks", &[]).status == 200));
+    let object = |sha: &str| format!("tg/archive/sha256/{}/{sha}", &sha[..2]);
+
+    // Whichever node polled and archived it, both serve it, from the bucket only.
+    let first = submit(&a, &key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = finished_for(&a, &key, &first);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let sha = done["outputs"][0]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(s3.keys("tg/"), vec![object(&sha)]);
+    for gw in [&a, &b] {
+        let path = format!("/v1/tasks/{first}/content/0");
+        let whole = get(gw, &key, &path, &[]);
+        assert_eq!((whole.status, sha256_hex(&whole.body)), (200, sha.clone()), "{}", whole.text());
+        let part = get(gw, &key, &path, &[("range", "bytes=100-199")]);
+        assert_eq!((part.status, part.body.as_slice()), (206, &whole.body[100..200]));
+        assert!(!gw.dir.join("data/archive/sha256").exists(), "no local copy");
+    }
+
+    // A file of several upload parts.
+    let huge = submit(&b, &key, r#"{"model":"fixture-video","seconds":2,"prompt":"huge"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = finished_for(&b, &key, &huge);
+    assert_eq!(
+        (done["status"].as_str(), done["outputs"][0]["size"].as_u64()),
+        (Some("succeeded"), Some(9 << 20)),
+        "{done}"
+    );
+    let huge_sha = done["outputs"][0]["sha256"].as_str().unwrap().to_string();
+    let whole = get(&a, &key, &format!("/v1/tasks/{huge}/content/0"), &[]);
+    assert_eq!((whole.body.len(), sha256_hex(&whole.body)), (9 << 20, huge_sha.clone()));
+
+    // The same bytes again are one object; it goes when the last task naming it is deleted.
+    let again = submit(&a, &key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(finished_for(&a, &key, &again)["outputs"][0]["sha256"], sha.as_str());
+    let delete = |gw: &Gateway, id: &str| {
+        http::request(
+            &gw.addr,
+            "DELETE",
+            &format!("/v1/tasks/{id}"),
+            &[("authorization", &format!("Bearer {key}"))],
+            b"",
+        )
+    };
+    assert_eq!(delete(&b, &first).status, 200);
+    let mut objects = s3.keys("tg/");
+    objects.sort();
+    let mut both = vec![object(&sha), object(&huge_sha)];
+    both.sort();
+    assert_eq!(objects, both, "still named by the second task");
+    assert_eq!(get(&b, &key, &format!("/v1/tasks/{again}/content/0"), &[]).status, 200);
+    assert_eq!(delete(&a, &again).status, 200);
+    assert_eq!(s3.keys("tg/"), vec![object(&huge_sha)]);
+    assert_eq!(get(&b, &key, &format!("/v1/tasks/{again}/content/0"), &[]).status, 404);
+    let (ok, report) = a.verify_ledger();
     assert!(ok, "{report}");
 }
 

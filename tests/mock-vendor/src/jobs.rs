@@ -6,7 +6,7 @@
 //!
 //! The URL is on the mock's CDN, `GET /cdn/{id}.mp4?sig=…` (no key, as CDNs are), and it
 //! expires once it has been downloaded: a second download gets 403 with S3's XML error. The
-//! prompt shapes the file: `huge` (3 MiB, with its length), `huge-chunked` (3 MiB, no length),
+//! prompt shapes the file: `huge` (9 MiB, with its length: more than one part of an upload to S3), `huge-chunked` (3 MiB, no length),
 //! `html` (an HTML page answered 200), `redirect` (a 302 to the file); otherwise an MP4-like
 //! file of `200_000 + seconds` bytes.
 
@@ -144,7 +144,7 @@ pub fn cdn(state: &State, file: &str) -> Response<MockBody> {
         "html" => {
             crate::respond(StatusCode::OK, "text/html; charset=utf-8", MockBody::full("<html>Service busy</html>"))
         }
-        "huge" => crate::respond(StatusCode::OK, "video/mp4", MockBody::full(video(3 << 20))),
+        "huge" => crate::respond(StatusCode::OK, "video/mp4", MockBody::full(video(9 << 20))),
         "huge-chunked" => {
             let chunks = video(3 << 20).chunks(64 << 10).map(bytes::Bytes::copy_from_slice).collect();
             crate::respond(StatusCode::OK, "video/mp4", MockBody::chunks(chunks, std::time::Duration::ZERO, false))

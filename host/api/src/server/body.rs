@@ -65,35 +65,21 @@ pub struct ChannelBody {
 }
 
 impl ChannelBody {
-    const CHUNK: u64 = 64 << 10;
-
     /// A body of unknown length and the sender that writes it.
     pub fn new() -> (tokio::sync::mpsc::Sender<std::io::Result<Bytes>>, ChannelBody) {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         (tx, ChannelBody { rx, len: None })
     }
 
-    /// `len` bytes of a file from `offset`, read a few chunks ahead of the consumer.
-    pub fn file(mut file: tokio::fs::File, offset: u64, len: u64) -> ChannelBody {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    /// A body of exactly `len` bytes read from `bytes` a few chunks ahead of the consumer
+    /// (an archived file: its reads stop when the consumer leaves).
+    pub fn stream(mut bytes: tollgate_store::archive::ByteStream, len: u64) -> ChannelBody {
+        use futures_util::StreamExt;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)).await {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-            let mut left = len;
-            while left > 0 {
-                let mut buf = vec![0; left.min(Self::CHUNK) as usize];
-                match file.read_exact(&mut buf).await {
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-                left -= buf.len() as u64;
-                if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+            while let Some(chunk) = bytes.next().await {
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
                     return;
                 }
             }

@@ -279,11 +279,7 @@ pub async fn cancel(state: &Api, task: &tasks::Task, by: &str) -> Response {
 pub async fn delete(state: &Api, user_id: i64, id: &str) -> Result<(), Response> {
     match archive::delete_task(&state.engine.db, id, user_id).await {
         Ok(Some(Ok(orphans))) => {
-            for sha in orphans {
-                if let Err(e) = state.engine.archive.blobs.delete(&sha).await {
-                    tracing::warn!(error = %format!("{e:#}"), "deleting an archived file failed");
-                }
-            }
+            state.engine.delete_blobs(&orphans).await;
             Ok(())
         }
         Ok(Some(Err(status))) => Err(error_response(
@@ -330,18 +326,6 @@ pub async fn content(state: &Api, req: &Request<Incoming>, consumer: &Consumer, 
             &format!("Output {n} of task '{id}' was removed after the archive's retention time."),
         );
     }
-    let file = match state.engine.archive.blobs.open_blob(&stored.sha256).await {
-        Ok(Some(f)) => f,
-        Ok(None) | Err(_) => {
-            tracing::error!(task = %id, sha256 = %stored.sha256, "an archived file is missing from the store");
-            return error_response(
-                500,
-                "server_error",
-                "output_missing",
-                &format!("Output {n} of task '{id}' is missing from the archive; tell the operator."),
-            );
-        }
-    };
     let size = stored.size_bytes.max(0) as u64;
     let range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok());
     let (status, offset, len) = match byte_range(range, size) {
@@ -357,6 +341,27 @@ pub async fn content(state: &Api, req: &Request<Incoming>, consumer: &Consumer, 
             resp.headers_mut()
                 .insert(http::header::CONTENT_RANGE, format!("bytes */{size}").parse().expect("a valid header"));
             return resp;
+        }
+    };
+    let bytes = match state.engine.archive.blobs.read(&stored.sha256, offset, len).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            tracing::error!(task = %id, sha256 = %stored.sha256, "an archived file is missing from the store");
+            return error_response(
+                500,
+                "server_error",
+                "output_missing",
+                &format!("Output {n} of task '{id}' is missing from the archive; tell the operator."),
+            );
+        }
+        Err(e) => {
+            tracing::error!(task = %id, error = %format!("{e:#}"), "reading an archived file failed");
+            return error_response(
+                503,
+                "server_error",
+                "archive_unavailable",
+                "The gateway cannot read the archive now; retry shortly.",
+            );
         }
     };
     METRICS.archive_served_bytes.fetch_add(len, Relaxed);
@@ -384,7 +389,7 @@ pub async fn content(state: &Api, req: &Request<Incoming>, consumer: &Consumer, 
     if status == 206 {
         resp = resp.header(http::header::CONTENT_RANGE, format!("bytes {}-{}/{size}", offset, offset + len - 1));
     }
-    resp.body(ResponseBody::Channel(ChannelBody::file(file, offset, len))).expect("valid response parts")
+    resp.body(ResponseBody::Channel(ChannelBody::stream(bytes, len))).expect("valid response parts")
 }
 
 /// The one byte range a `Range` header asks of a file of `size` bytes, inclusive. `None`:

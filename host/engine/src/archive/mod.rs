@@ -43,7 +43,9 @@ const SLOTS: usize = 4;
 /// The operator's archive settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Downloads in progress; the blobs too unless `remote` names a bucket.
     pub dir: PathBuf,
+    pub remote: Option<crate::store::archive::Remote>,
     pub max_bytes: u64,
     /// The whole download of one task's outputs.
     pub deadline: Duration,
@@ -58,6 +60,8 @@ pub struct Settings {
 /// The archive: where files are kept and the client that downloads them.
 pub struct Archive {
     pub blobs: Blobs,
+    /// Where blobs are held while they are stored (`store::archive::hold`).
+    db: crate::store::Db,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector<guard::GuardedResolver>>, Full<Bytes>>,
     rules: Arc<guard::Rules>,
     webhook_hosts: Vec<String>,
@@ -85,7 +89,7 @@ fn transient(message: impl Into<String>) -> Failure {
 }
 
 impl Archive {
-    pub fn open(s: Settings) -> anyhow::Result<Archive> {
+    pub fn open(s: Settings, db: crate::store::Db) -> anyhow::Result<Archive> {
         let rules = Arc::new(s.rules);
         for p in &rules.allow_hosts {
             guard::check_pattern(p, true).map_err(|e| anyhow::anyhow!("fetch_allow_hosts: {e}"))?;
@@ -100,7 +104,8 @@ impl Archive {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(8).build(https);
         Ok(Archive {
-            blobs: Blobs::open(&s.dir)?,
+            blobs: Blobs::open(&s.dir, s.remote.as_ref())?,
+            db,
             client,
             rules,
             webhook_hosts: s.webhook_hosts,
@@ -116,16 +121,28 @@ impl Archive {
         if media.len() > MAX_OUTPUTS {
             return Err(permanent(format!("the job has {} outputs; at most {MAX_OUTPUTS} are archived", media.len())));
         }
+        let mut out = Vec::with_capacity(media.len());
         let all = async {
-            let mut out = Vec::with_capacity(media.len());
             for (n, m) in media.iter().enumerate() {
                 out.push(self.download(n as i64, m, plugin_hosts).await?);
             }
-            Ok(out)
+            Ok(())
         };
-        match tokio::time::timeout(self.deadline, all).await {
+        let done = match tokio::time::timeout(self.deadline, all).await {
             Ok(result) => result,
             Err(_) => Err(transient(format!("the outputs were not downloaded within {} s", self.deadline.as_secs()))),
+        };
+        match done {
+            Ok(()) => Ok(out),
+            Err(failure) => {
+                // The files stored so far will not be recorded: their holds are over.
+                for o in &out {
+                    if let Err(e) = crate::store::archive::release(&self.db, &o.sha256).await {
+                        tracing::warn!(error = %format!("{e:#}"), "releasing an archive hold failed");
+                    }
+                }
+                Err(failure)
+            }
         }
     }
 
@@ -231,6 +248,14 @@ impl Archive {
         file.flush().await.map_err(|e| transient(format!("the archive: {e}")))?;
         drop(file);
         let sha256 = hex::encode(hasher.finalize());
+        // Held past the task's whole download and its recording (the lease is the deadline):
+        // no deletion of the same bytes, on any node, takes the blob before the task names it.
+        let until = crate::store::now_unix() + 2 * self.deadline.as_secs() as i64 + 3600;
+        match crate::store::archive::hold(&self.db, &sha256, until).await {
+            Ok(true) => {}
+            Ok(false) => return Err(transient("the same file is being removed from the archive; trying again")),
+            Err(e) => return Err(transient(format!("the archive: {e:#}"))),
+        }
         self.blobs.put(&temp.0, &sha256).await.map_err(|e| transient(format!("the archive: {e:#}")))?;
         temp.disarm();
         Ok((sha256, size))
@@ -239,7 +264,7 @@ impl Archive {
 
 impl crate::Engine {
     /// Retention: deletes the archived files made before `before` (their rows stay, marked
-    /// removed: the owner gets 410). Returns how many files were removed; bounded per call.
+    /// removed: the owner gets 410). Returns how many blobs were deleted; bounded per call.
     pub async fn expire_archive(&self, before: i64) -> anyhow::Result<usize> {
         let mut removed = 0;
         for _ in 0..100 {
@@ -247,14 +272,46 @@ impl crate::Engine {
             if orphans.is_empty() {
                 break;
             }
-            removed += orphans.len();
-            for sha in orphans {
-                if let Err(e) = self.archive.blobs.delete(&sha).await {
-                    tracing::warn!(sha256 = %sha, error = %format!("{e:#}"), "deleting an expired archived file failed");
-                }
-            }
+            removed += self.delete_blobs(&orphans).await;
         }
         Ok(removed)
+    }
+
+    /// Deletes the blobs nothing keeps any more (`store::archive::claim_deletion`); one a
+    /// download holds is left for `sweep_archive`. Returns how many were deleted.
+    pub async fn delete_blobs(&self, candidates: &[String]) -> usize {
+        let mut deleted = 0;
+        for sha in candidates {
+            let done = async {
+                if !crate::store::archive::claim_deletion(&self.db, sha, crate::store::now_unix()).await? {
+                    return anyhow::Ok(false);
+                }
+                self.archive.blobs.delete(sha).await?;
+                crate::store::archive::forget(&self.db, sha).await?;
+                Ok(true)
+            };
+            match done.await {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(sha256 = %sha, error = %format!("{e:#}"), "deleting an archived file failed"),
+            }
+        }
+        deleted
+    }
+
+    /// Deletes the blobs no task names (a download whose task never recorded it, a deletion
+    /// that found a hold or was cut short). Bounded per call.
+    pub async fn sweep_archive(&self) -> anyhow::Result<usize> {
+        let mut deleted = 0;
+        for _ in 0..20 {
+            let batch = crate::store::archive::sweepable(&self.db, crate::store::now_unix(), 500).await?;
+            let n = self.delete_blobs(&batch).await;
+            deleted += n;
+            if batch.len() < 500 || n == 0 {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 }
 
