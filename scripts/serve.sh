@@ -8,17 +8,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null
-cargo build --profile plugin --target wasm32-wasip2 -p tollgate-plugin-openai -p tollgate-plugin-minimax \
-  -p tollgate-plugin-siliconflow
+# shellcheck disable=SC2046 # one -p flag per shipped plugin (plugins/shipped names them)
+cargo build --profile plugin --target wasm32-wasip2 $(sed 's/^/-p tollgate-plugin-/' plugins/shipped)
 cargo build --release -p tollgate -p mock-vendor
 
 plugins_dir="${TOLLGATE_PLUGINS_DIR:-data/plugins}"
 mkdir -p "$plugins_dir"
-for name in openai minimax siliconflow; do
+while read -r name; do
   # Write beside, then rename: a running gateway never reads half a file.
   cp "target/wasm32-wasip2/plugin/tollgate_plugin_${name}.wasm" "$plugins_dir/.${name}.wasm.part"
   mv "$plugins_dir/.${name}.wasm.part" "$plugins_dir/${name}.wasm"
-done
+done < plugins/shipped
 
 demo_pid=
 if [ "${TOLLGATE_NO_DEMO:-}" != 1 ]; then

@@ -257,6 +257,13 @@ impl Manifest {
         self.fetch_hosts.push(host.into());
         self
     }
+    /// A field of the credential the plugin signs requests with (Kling's access and secret
+    /// keys): the channel's keys are written `field1|field2|…`, and the channel must set
+    /// `allow_signing = true` for the plugin to receive them.
+    pub fn with_credential(mut self, field: crate::CredentialField) -> Self {
+        self.credential_fields.push(field);
+        self
+    }
     pub fn with_base_url(mut self, url: &str) -> Self {
         self.default_base_url = Some(url.into());
         self

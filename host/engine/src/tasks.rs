@@ -54,6 +54,13 @@ pub enum Cancel {
     Failed(CallError),
 }
 
+/// What one exchange of a task (a poll, a cancel) gave; its key's health is reported.
+struct TaskExchange {
+    result: Result<Outcome, CallError>,
+    /// Where the task's outputs may be downloaded from (see `task_exchange`).
+    fetch_hosts: Vec<String>,
+}
+
 impl Engine {
     /// The vendor accepted a job: the task, the call's record and the hold of its
     /// reservation are written together; the consumer gets the plugin's vendor-shaped answer,
@@ -191,12 +198,7 @@ impl Engine {
 
     /// Runs one exchange of `op` for a task (a poll, a cancel): a fresh plugin call on the
     /// upstream key that created it, within `POLL_TIMEOUT`. `Err`: why it could not run.
-    async fn task_exchange(
-        &self,
-        task: &Task,
-        op: &str,
-    ) -> Result<(Result<Outcome, CallError>, Option<crate::keypool::PickedKey>, Arc<crate::plugin::Plugin>), String>
-    {
+    async fn task_exchange(&self, task: &Task, op: &str) -> Result<TaskExchange, String> {
         let Some(plugin) = self.registry.current().get(&task.plugin).cloned() else {
             return Err("its plugin is not loaded".into());
         };
@@ -217,6 +219,10 @@ impl Engine {
             }
         };
         let base_url = exchange::base_url(&channel, &plugin).map_err(|e| e.message)?;
+        // Outputs may come from the hosts the plugin declares, and from the channel's own
+        // host (the vendor's API serving its files; an operator's proxy in front of it).
+        let mut fetch_hosts = plugin.manifest.fetch_hosts.clone();
+        fetch_hosts.extend(base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_string)));
         let credential =
             crate::credential_for(&plugin, &channel, key.as_ref().map(|k| &k.secret)).map_err(|e| e.message)?;
         let call = wit::Call {
@@ -245,7 +251,7 @@ impl Engine {
         if let Some(key) = &key {
             key.report(crate::key_outcome(&result));
         }
-        Ok((result, key, plugin))
+        Ok(TaskExchange { result, fetch_hosts })
     }
 
     /// Cancels a running task at its vendor (op `task.cancel`, on the key that created it) and
@@ -261,9 +267,11 @@ impl Engine {
         }
         match self.task_exchange(task, CANCEL_OP).await {
             Err(why) => Cancel::Failed(CallError::config(why)),
-            Ok((Err(e), ..)) => Cancel::Failed(e),
-            Ok((Ok(Outcome::Reply { error: Some(e), .. }), ..)) => Cancel::Failed(CallError::from_adapter(&e)),
-            Ok((Ok(Outcome::Reply { status: 200..=299, .. } | Outcome::Task(_)), ..)) => {
+            Ok(TaskExchange { result: Err(e), .. }) => Cancel::Failed(e),
+            Ok(TaskExchange { result: Ok(Outcome::Reply { error: Some(e), .. }), .. }) => {
+                Cancel::Failed(CallError::from_adapter(&e))
+            }
+            Ok(TaskExchange { result: Ok(Outcome::Reply { status: 200..=299, .. } | Outcome::Task(_)), .. }) => {
                 let message = format!("cancelled by {by}");
                 let cancelled = tasks::Outcome {
                     status: tasks::CANCELLED,
@@ -288,14 +296,11 @@ impl Engine {
             tracing::warn!(task = %id, why, "task poll failed; trying again later");
             retry_later(&self.db, id, node, polls, None)
         };
-        let (result, key, plugin) = match self.task_exchange(&task, POLL_OP).await {
+        let TaskExchange { result, fetch_hosts } = match self.task_exchange(&task, POLL_OP).await {
             Ok(ran) => ran,
             Err(why) => return later(&why).await,
         };
         METRICS.task_polls.fetch_add(1, Relaxed);
-        if let Some(key) = &key {
-            key.report(crate::key_outcome(&result));
-        }
         let now = now_unix();
         match result {
             Ok(Outcome::Task(wit::TaskState::Pending(p))) => {
@@ -343,7 +348,7 @@ impl Engine {
                 let job = ArchiveJob {
                     settler: self.settler(),
                     archive: Arc::clone(&self.archive),
-                    hosts: plugin.manifest.fetch_hosts.clone(),
+                    hosts: fetch_hosts,
                     id: task.id.clone(),
                     node: node.to_string(),
                     polls: task.polls,

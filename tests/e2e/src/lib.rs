@@ -55,20 +55,19 @@ fn assert_fresh(built: &Path, sources: &[&str]) {
     );
 }
 
-/// A built plugin: `openai`, `minimax`, or a fixture such as `faulty-v1`.
+/// A built plugin: a shipped one (`plugins/shipped`), or a fixture such as `faulty-v1`.
 pub fn plugin_file(name: &str) -> PathBuf {
-    let p = match name {
-        "openai" | "minimax" | "siliconflow" => {
-            root().join(format!("target/wasm32-wasip2/plugin/tollgate_plugin_{name}.wasm"))
-        }
-        other => root().join(format!("target/fixtures/{other}.wasm")),
+    let shipped = include_str!("../../../plugins/shipped").lines().any(|l| l.trim() == name);
+    let p = if shipped {
+        root().join(format!("target/wasm32-wasip2/plugin/tollgate_plugin_{name}.wasm"))
+    } else {
+        root().join(format!("target/fixtures/{name}.wasm"))
     };
     assert!(p.exists(), "{} is missing: run the README's test command (it builds plugins)", p.display());
-    match name {
-        "openai" | "minimax" | "siliconflow" => {
-            assert_fresh(&p, &[&format!("plugins/{name}/src"), "plugin-sdk/src", "wit"]);
-        }
-        _ => assert_fresh(&p, &["tests/fixtures/trap/src", "plugin-sdk/src", "wit"]),
+    if shipped {
+        assert_fresh(&p, &[&format!("plugins/{name}/src"), "plugin-sdk/src", "wit"]);
+    } else {
+        assert_fresh(&p, &["tests/fixtures/trap/src", "plugin-sdk/src", "wit"]);
     }
     p
 }

@@ -61,6 +61,14 @@ pub async fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<Mock
     )
 }
 
+/// Records a job another vendor's API made (`kling`), for the CDN to serve its file; its id.
+pub fn create(state: &State, key: &str, seconds: u64, prompt: &str) -> String {
+    let id = format!("job-{}", state.next_trace());
+    let job = Job { cancelled: false, key: key.into(), seconds, prompt: prompt.into(), queries: 0, downloaded: false };
+    state.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), job);
+    id
+}
+
 /// A form's parts as a JSON object: text parts as strings, files as their name, type, length
 /// and FNV-1a hash (what a test compares with what it sent).
 async fn form_fields(body: bytes::Bytes, boundary: String) -> Result<serde_json::Value, String> {

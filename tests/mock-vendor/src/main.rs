@@ -6,11 +6,13 @@
 //!
 //! Binds, prints exactly one line `LISTENING <addr>` on stdout, then serves HTTP/1.1 (keep-alive)
 //! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`), MiniMax
-//! `POST /v1/t2a_v2` (see `minimax.rs`), and the control routes under `/_mock/` (below).
+//! `POST /v1/t2a_v2` (see `minimax.rs`), a generic video job API (`jobs.rs`), Kling's video API
+//! with its JWT checked (`kling.rs`), and the control routes under `/_mock/` (below).
 
 mod body;
 mod files;
 mod jobs;
+mod kling;
 mod minimax;
 mod openai;
 
@@ -129,6 +131,8 @@ pub struct State {
     files: Mutex<HashMap<String, files::Stored>>,
     /// Asynchronous video jobs by id (`POST /v1/video/jobs`).
     jobs: Mutex<HashMap<String, jobs::Job>>,
+    /// Kling's tasks by id (`POST /v1/videos/text2video`).
+    kling: Mutex<HashMap<String, kling::Task>>,
     /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
@@ -154,6 +158,7 @@ impl State {
             files: Mutex::new(HashMap::new()),
             hung: Mutex::new(std::collections::HashSet::new()),
             jobs: Mutex::new(HashMap::new()),
+            kling: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -257,6 +262,13 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         (&Method::GET, path) if path.starts_with("/v1/video/jobs/") => {
             jobs::query(&state, &cx, key.as_deref(), &path["/v1/video/jobs/".len()..])
         }
+        (&Method::POST, path @ ("/v1/videos/text2video" | "/v1/videos/image2video")) => {
+            kling::submit(&state, &cx, &path["/v1/videos/".len()..])
+        }
+        (&Method::GET, path) if path.starts_with("/v1/videos/") => match path["/v1/videos/".len()..].split_once('/') {
+            Some((kind @ ("text2video" | "image2video"), id)) => kling::query(&state, &cx, kind, id),
+            _ => openai::not_found(),
+        },
         (&Method::POST, "/v1/files") => files::upload(&state, &cx, key.as_deref()).await,
         (&Method::GET, "/v1/files") => {
             let purpose = parts.uri.query().and_then(|q| query_param(q, "purpose"));

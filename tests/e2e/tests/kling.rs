@@ -1,0 +1,115 @@
+//! The `kling` plugin end to end, through OpenAI's Videos API, against the mock's Kling
+//! (`tests/mock-vendor/src/kling.rs`, which recomputes each request's JWT from the account's
+//! secret key): a job is submitted signed, polled on the key that made it, its video archived
+//! from the vendor's CDN before it expires, and charged its tier once; a failed job costs
+//! nothing; a request Kling cannot render is refused before the vendor; a wrong secret or an
+//! exhausted account takes the key out of the pool.
+
+use std::time::Duration;
+use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
+
+const PRICES: &str = "[models.\"kling-v2-1-master\".units]\n\"std-5s\" = \"1.4\"\n\"pro-10s\" = \"4.9\"\n";
+
+fn kling(mock: &Mock, keys: &[&str]) -> Gateway {
+    let ch = channel("kling", "kling", &mock.url(), &["kling-v2-1-master"], keys);
+    // The mock's CDN is on loopback (the channel's own host): the operator names it.
+    let extra =
+        format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}allow_signing = true\n", pricing_setting(PRICES));
+    Gateway::start("kling", &[("kling", "kling.wasm")], &extra)
+}
+
+fn create(gw: &Gateway, body: &str) -> http::Response {
+    let auth = format!("Bearer {}", gw.key);
+    http::request(
+        &gw.addr,
+        "POST",
+        "/v1/videos",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+fn video(gw: &Gateway, id: &str) -> serde_json::Value {
+    let auth = format!("Bearer {}", gw.key);
+    let mut last = serde_json::Value::Null;
+    let done = eventually(Duration::from_secs(60), || {
+        last = http::request(&gw.addr, "GET", &format!("/v1/videos/{id}"), &[("authorization", &auth)], b"").json();
+        matches!(last["status"].as_str(), Some("completed" | "failed"))
+    });
+    assert!(done, "the video never finished: {last}");
+    last
+}
+
+fn balance_becomes(gw: &Gateway, micros: i64) {
+    let ok = eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == micros);
+    assert!(ok, "balance {} micros, expected {micros}", gw.balance_micros("e2e"));
+}
+
+#[test]
+fn a_kling_video_is_signed_polled_archived_and_charged_its_tier_once() {
+    let mock = Mock::start();
+    let gw = kling(&mock, &["ak-1|sk-1"]);
+    let r =
+        create(&gw, r#"{"model":"kling-v2-1-master","prompt":"a cat","seconds":"10","mode":"pro","size":"1280x720"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // The tier's price is held at once.
+    balance_becomes(&gw, 10_000_000 - 4_900_000);
+    let sent = mock.last_body("/v1/videos/text2video")["json"].clone();
+    assert_eq!((sent["duration"].as_str(), sent["aspect_ratio"].as_str()), (Some("10"), Some("16:9")), "{sent}");
+    assert!(sent["external_task_id"].as_str().is_some_and(|x| !x.is_empty()), "{sent}");
+
+    let done = video(&gw, &id);
+    assert_eq!(done["status"], "completed", "{done}");
+    let auth = format!("Bearer {}", gw.key);
+    let content = http::request(&gw.addr, "GET", &format!("/v1/videos/{id}/content"), &[("authorization", &auth)], b"");
+    assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
+    // Served from the archive: the CDN's URL worked once and has expired since.
+    assert_eq!(mock.stats()["cdn_downloads"], 1);
+    balance_becomes(&gw, 10_000_000 - 4_900_000);
+
+    // A job Kling fails costs nothing.
+    let r = create(&gw, r#"{"model":"kling-v2-1-master","prompt":"fail"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let failed = video(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap_or_default().contains("content check"), "{failed}");
+    balance_becomes(&gw, 10_000_000 - 4_900_000);
+
+    // What Kling cannot render, or the table does not price, is refused before the vendor.
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = create(&gw, r#"{"model":"kling-v2-1-master","prompt":"a cat","seconds":"8"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("5 or 10 seconds"), "{}", r.text());
+    let r = create(&gw, r#"{"model":"kling-v2-1-master","prompt":"a cat","seconds":"10"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (403, "unit_not_priced"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_wrong_secret_or_an_exhausted_kling_account_leaves_the_pool_and_costs_nothing() {
+    let mock = Mock::start();
+    // The first key's secret is wrong (the mock recomputes the signature); the second's
+    // account has no resource pack left; the third works.
+    let gw = kling(&mock, &["ak-2|not-the-secret", "ak-poor|sk-poor", "ak-1|sk-1"]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = create(&gw, r#"{"model":"kling-v2-1-master","prompt":"a dog","seconds":5}"#);
+        // A refused submit made no job: it is sent on the next key, and the consumer never
+        // sees the refusal.
+        assert_eq!(r.status, 200, "{}", r.text());
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        assert_eq!(video(&gw, id)["status"], "completed");
+    }
+    // Each job made is charged its tier once; the refusals cost nothing.
+    balance_becomes(&gw, 10_000_000 - 3 * 1_400_000);
+    let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains("tollgate_upstream_keys{channel=\"kling\",state=\"disabled\"} 2"), "{metrics}");
+    assert!(metrics.contains("tollgate_upstream_keys{channel=\"kling\",state=\"healthy\"} 1"), "{metrics}");
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
