@@ -476,7 +476,10 @@ impl ArchiveJob {
                     archived: &files,
                     ..Default::default()
                 };
-                self.settler.settle(&self.id, node, &ok, self.charge).await;
+                if !self.settler.settle(&self.id, node, &ok, self.charge).await {
+                    // Not recorded (settled elsewhere, or to be downloaded again): no hold stays.
+                    self.archive.release(&files).await;
+                }
             }
             Err(f) if f.permanent => {
                 let message = format!("{}; the vendor made it, so it is charged", f.message);

@@ -16,6 +16,7 @@
 use crate::Db;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// One archived file of a task.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -55,11 +56,18 @@ pub(crate) async fn record(conn: &mut sqlx::AnyConnection, task_id: &str, output
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        // Named now: the download's hold is over.
-        sqlx::query("UPDATE archive_blobs SET holds = holds - 1 WHERE sha256 = $1 AND holds > 0")
-            .bind(&o.sha256)
-            .execute(&mut *conn)
-            .await?;
+        // Named now: the download's hold is over. A blob whose deletion was claimed (its
+        // hold outlived, a pause past `held_until`) is not named: the task downloads it again.
+        let held = sqlx::query(
+            "UPDATE archive_blobs SET holds = CASE WHEN holds > 0 THEN holds - 1 ELSE 0 END \
+             WHERE sha256 = $1 AND deleting = 0",
+        )
+        .bind(&o.sha256)
+        .execute(&mut *conn)
+        .await?;
+        if held.rows_affected() == 0 {
+            bail!("blob {} is being deleted from the archive; the task stores it again", o.sha256);
+        }
     }
     Ok(())
 }
@@ -177,11 +185,18 @@ pub async fn hold(db: &Db, sha256: &str, until: i64) -> Result<bool> {
 pub const STALE_DELETION_SECS: i64 = 3600;
 
 /// Marks a blob for deletion, if nothing keeps it: no hold covers `now`, no live row names
-/// it (or an earlier deletion of it was cut short). `true`: delete the object, then `forget`.
-pub async fn claim_deletion(db: &Db, sha256: &str, now: i64) -> Result<bool> {
+/// it (or an earlier deletion of it was cut short). `Some(mark)`: delete the object, then
+/// `forget` it with the mark.
+pub async fn claim_deletion(db: &Db, sha256: &str, now: i64) -> Result<Option<i64>> {
+    check_hash(sha256)?;
     let mut tx = db.begin().await?;
-    // The write first: it takes the row (PostgreSQL) or the database (SQLite) before the read,
-    // so a download's hold or rows either came before it and are seen, or come after it.
+    // The writes first: they take the row (PostgreSQL) or the database (SQLite) before the
+    // read, so a download's hold or rows either came before and are seen, or come after. A
+    // blob without a row (stored before rows were kept) gets one.
+    sqlx::query("INSERT INTO archive_blobs (sha256, held_until) VALUES ($1, 0) ON CONFLICT (sha256) DO NOTHING")
+        .bind(sha256)
+        .execute(&mut *tx)
+        .await?;
     let marked = sqlx::query(
         "UPDATE archive_blobs SET deleting = $1 WHERE sha256 = $2 \
          AND ((deleting = 0 AND (holds = 0 OR held_until <= $3)) OR (deleting <> 0 AND deleting < $4))",
@@ -193,17 +208,17 @@ pub async fn claim_deletion(db: &Db, sha256: &str, now: i64) -> Result<bool> {
     .execute(&mut *tx)
     .await?;
     if marked.rows_affected() == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     let (live,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM task_outputs WHERE sha256 = $1 AND removed_at IS NULL")
         .bind(sha256)
         .fetch_one(&mut *tx)
         .await?;
     if live > 0 {
-        return Ok(false);
+        return Ok(None);
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(Some(now))
 }
 
 /// Releases a hold whose download will not be recorded (its task's other output failed).
@@ -215,9 +230,14 @@ pub async fn release(db: &Db, sha256: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops a deleted blob's row (after its object is gone).
-pub async fn forget(db: &Db, sha256: &str) -> Result<()> {
-    sqlx::query("DELETE FROM archive_blobs WHERE sha256 = $1 AND deleting <> 0").bind(sha256).execute(db).await?;
+/// Drops a deleted blob's row (after its object is gone), if the deletion is still the one
+/// claimed with `mark` (not taken over since as cut short).
+pub async fn forget(db: &Db, sha256: &str, mark: i64) -> Result<()> {
+    sqlx::query("DELETE FROM archive_blobs WHERE sha256 = $1 AND deleting = $2")
+        .bind(sha256)
+        .bind(mark)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -269,6 +289,60 @@ pub struct Blobs {
 
 /// Parts of an upload to a bucket; files up to this size are one request.
 const PART: usize = 8 << 20;
+/// The slowest upload to a bucket allowed, in bytes per second (past two minutes).
+const MIN_UPLOAD_RATE: u64 = 1 << 20;
+/// The longest a bucket may take to answer a request (a delete, the start of a read) or to
+/// send the next chunk of a read.
+const BUCKET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Uploads `size` bytes of `file` as `key`, within `limit`; a multipart upload that fails or
+/// runs out of time is aborted.
+async fn upload(
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    key: object_store::path::Path,
+    mut file: tokio::fs::File,
+    size: u64,
+    limit: Duration,
+) -> Result<()> {
+    use object_store::ObjectStoreExt;
+    use tokio::io::AsyncReadExt;
+    if size <= PART as u64 {
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut bytes).await?;
+        return match tokio::time::timeout(limit, store.put(&key, bytes.into())).await {
+            Ok(put) => put.map(|_| ()).map_err(Into::into),
+            Err(_) => bail!("no answer within {} s", limit.as_secs()),
+        };
+    }
+    let upload = tokio::time::timeout(BUCKET_TIMEOUT, store.put_multipart(&key))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {} s", BUCKET_TIMEOUT.as_secs()))??;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+    let sent = async {
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(2).await?;
+            writer.write(&buf[..n]);
+        }
+        anyhow::Ok(())
+    };
+    let sent = match tokio::time::timeout(limit, sent).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("not uploaded within {} s", limit.as_secs())),
+    };
+    if let Err(e) = sent {
+        let _ = tokio::time::timeout(BUCKET_TIMEOUT, writer.abort()).await;
+        return Err(e);
+    }
+    match tokio::time::timeout(BUCKET_TIMEOUT, writer.finish()).await {
+        Ok(done) => done.map(|_| ()).map_err(Into::into),
+        Err(_) => bail!("the upload was not completed within {} s", BUCKET_TIMEOUT.as_secs()),
+    }
+}
 /// Bytes read from a local blob per chunk served.
 const CHUNK: u64 = 64 << 10;
 
@@ -365,37 +439,14 @@ impl Blobs {
             tokio::task::spawn_blocking(move || crate::private_fs::create_dir(&dir)).await??;
             return tokio::fs::rename(temp, &path).await.with_context(|| format!("storing blob {sha256}"));
         };
-        use object_store::ObjectStoreExt;
-        use tokio::io::AsyncReadExt;
         let key = Self::key(prefix, sha256)?;
-        let mut file = tokio::fs::File::open(temp).await.with_context(|| format!("reading {}", temp.display()))?;
+        let file = tokio::fs::File::open(temp).await.with_context(|| format!("reading {}", temp.display()))?;
         let size = file.metadata().await?.len();
-        if size <= PART as u64 {
-            let mut bytes = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut bytes).await?;
-            store.put(&key, bytes.into()).await.with_context(|| format!("storing blob {sha256} in {store}"))?;
-        } else {
-            let upload =
-                store.put_multipart(&key).await.with_context(|| format!("storing blob {sha256} in {store}"))?;
-            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
-            let sent = async {
-                let mut buf = vec![0; 1 << 20];
-                loop {
-                    let n = file.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    writer.wait_for_capacity(2).await?;
-                    writer.write(&buf[..n]);
-                }
-                anyhow::Ok(())
-            };
-            if let Err(e) = sent.await {
-                let _ = writer.abort().await;
-                return Err(e.context(format!("storing blob {sha256} in {store}")));
-            }
-            writer.finish().await.with_context(|| format!("storing blob {sha256} in {store}"))?;
-        }
+        // Its own task, under its own time limit: a caller given up (a download's deadline)
+        // never leaves a multipart upload half done: it completes or is aborted.
+        let limit = Duration::from_secs(120 + size / MIN_UPLOAD_RATE);
+        let upload = tokio::spawn(upload(std::sync::Arc::clone(store), key, file, size, limit));
+        upload.await.context("the upload task")?.with_context(|| format!("storing blob {sha256} in {store}"))?;
         let _ = tokio::fs::remove_file(temp).await;
         Ok(())
     }
@@ -425,8 +476,9 @@ impl Blobs {
         };
         use object_store::ObjectStoreExt;
         let key = Self::key(prefix, sha256)?;
+        let late = || anyhow::anyhow!("the bucket did not answer within {} s", BUCKET_TIMEOUT.as_secs());
         if len == 0 {
-            return match store.head(&key).await {
+            return match tokio::time::timeout(BUCKET_TIMEOUT, store.head(&key)).await.map_err(|_| late())? {
                 Ok(_) => Ok(Some(futures_util::stream::empty().boxed())),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e).with_context(|| format!("reading blob {sha256} in {store}")),
@@ -436,8 +488,18 @@ impl Blobs {
             range: Some(object_store::GetRange::Bounded(offset..offset + len)),
             ..Default::default()
         };
-        match store.get_opts(&key, options).await {
-            Ok(got) => Ok(Some(got.into_stream().map(|r| r.map_err(std::io::Error::other)).boxed())),
+        match tokio::time::timeout(BUCKET_TIMEOUT, store.get_opts(&key, options)).await.map_err(|_| late())? {
+            Ok(got) => {
+                // Each chunk within the time-out: a stalled bucket ends the read.
+                let chunks = futures_util::stream::unfold(got.into_stream(), |mut inner| async move {
+                    match tokio::time::timeout(BUCKET_TIMEOUT, inner.next()).await {
+                        Ok(Some(chunk)) => Some((chunk.map_err(std::io::Error::other), inner)),
+                        Ok(None) => None,
+                        Err(_) => Some((Err(std::io::Error::other("the bucket stalled")), inner)),
+                    }
+                });
+                Ok(Some(chunks.boxed()))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading blob {sha256} in {store}")),
         }
@@ -453,7 +515,10 @@ impl Blobs {
             };
         };
         use object_store::ObjectStoreExt;
-        match store.delete(&Self::key(prefix, sha256)?).await {
+        let deleted = tokio::time::timeout(BUCKET_TIMEOUT, store.delete(&Self::key(prefix, sha256)?))
+            .await
+            .map_err(|_| anyhow::anyhow!("the bucket did not answer within {} s", BUCKET_TIMEOUT.as_secs()))?;
+        match deleted {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting blob {sha256} in {store}")),
         }
@@ -479,7 +544,16 @@ mod tests {
         }
     }
 
+    /// A task that succeeded with `files`, downloaded (held) first as the archive does.
     async fn succeed(db: &Db, id: &str, user: i64, files: &[Output], now: i64) {
+        for f in files {
+            assert!(hold(db, &f.sha256, now + 10).await.unwrap());
+        }
+        record_task(db, id, user, files, now).await;
+    }
+
+    /// A task that succeeded with `files`, recording (releasing) the holds of their downloads.
+    async fn record_task(db: &Db, id: &str, user: i64, files: &[Output], now: i64) {
         tasks::insert(db, id, &task(user), 0).await.unwrap();
         let ok = tasks::Outcome { status: tasks::SUCCEEDED, archived: files, ..Default::default() };
         assert!(tasks::finish_and_settle(db, id, None, &ok, 0, now).await.unwrap().is_some());
@@ -526,26 +600,32 @@ mod tests {
         let (a, b) = ("a".repeat(64), "b".repeat(64));
         // Two downloads of a hold it until 1000; their tasks have not recorded it yet.
         assert!(hold(&db, &a, 1000).await.unwrap());
-        assert!(!claim_deletion(&db, &a, 500).await.unwrap(), "held");
+        assert!(claim_deletion(&db, &a, 500).await.unwrap().is_none(), "held");
         assert!(sweepable(&db, 500, 10).await.unwrap().is_empty());
         // A shorter hold never shortens a longer one.
         assert!(hold(&db, &a, 800).await.unwrap());
-        assert!(!claim_deletion(&db, &a, 900).await.unwrap());
+        assert!(claim_deletion(&db, &a, 900).await.unwrap().is_none());
         // One task records it: the row keeps it, and the other download still holds it.
-        succeed(&db, "task_a", 1, &[file(0, 'a')], 600).await;
+        record_task(&db, "task_a", 1, &[file(0, 'a')], 600).await;
         assert_eq!(delete_task(&db, "task_a", 1).await.unwrap(), Some(Ok(vec![a.clone()])));
-        assert!(!claim_deletion(&db, &a, 900).await.unwrap(), "the other download's hold");
+        assert!(claim_deletion(&db, &a, 900).await.unwrap().is_none(), "the other download's hold");
         // The other task records it too; the rows keep it while they live.
-        succeed(&db, "task_b", 1, &[file(0, 'a')], 600).await;
-        assert!(!claim_deletion(&db, &a, 700).await.unwrap(), "named by a live row");
+        record_task(&db, "task_b", 1, &[file(0, 'a')], 600).await;
+        assert!(claim_deletion(&db, &a, 700).await.unwrap().is_none(), "named by a live row");
         assert!(sweepable(&db, 700, 10).await.unwrap().is_empty());
         assert_eq!(delete_task(&db, "task_b", 1).await.unwrap(), Some(Ok(vec![a.clone()])));
         // No hold and no row: claimed at once; while it is being deleted, a new download of
         // the same bytes is refused its hold (it stores them later), and nobody else claims it.
-        assert!(claim_deletion(&db, &a, 700).await.unwrap());
+        assert_eq!(claim_deletion(&db, &a, 700).await.unwrap(), Some(700));
         assert!(!hold(&db, &a, 5000).await.unwrap());
-        assert!(!claim_deletion(&db, &a, 2001).await.unwrap());
-        forget(&db, &a).await.unwrap();
+        assert!(claim_deletion(&db, &a, 2001).await.unwrap().is_none());
+        // A task that downloaded it before the claim cannot name it now: it downloads again.
+        tasks::insert(&db, "task_c", &task(1), 0).await.unwrap();
+        let ok = tasks::Outcome { status: tasks::SUCCEEDED, archived: &[file(0, 'a')], ..Default::default() };
+        assert!(tasks::finish_and_settle(&db, "task_c", None, &ok, 0, 800).await.is_err());
+        forget(&db, &a, 699).await.unwrap();
+        assert!(!hold(&db, &a, 5000).await.unwrap(), "another claim's mark forgets nothing");
+        forget(&db, &a, 700).await.unwrap();
         assert!(hold(&db, &a, 5000).await.unwrap(), "deleted: stored anew");
 
         // A download whose task never recorded its blob: swept once its hold is over, or
@@ -555,12 +635,18 @@ mod tests {
         assert_eq!(sweepable(&db, 1000, 10).await.unwrap(), vec![b.clone()]);
         release(&db, &b).await.unwrap();
         assert_eq!(sweepable(&db, 10, 10).await.unwrap(), vec![b.clone()]);
-        assert!(claim_deletion(&db, &b, 1000).await.unwrap());
+        assert_eq!(claim_deletion(&db, &b, 1000).await.unwrap(), Some(1000));
         assert!(sweepable(&db, 1001, 10).await.unwrap().is_empty());
         let later = 1000 + STALE_DELETION_SECS + 1;
         assert_eq!(sweepable(&db, later, 10).await.unwrap(), vec![b.clone()]);
-        assert!(claim_deletion(&db, &b, later).await.unwrap());
-        forget(&db, &b).await.unwrap();
+        assert_eq!(claim_deletion(&db, &b, later).await.unwrap(), Some(later));
+        forget(&db, &b, 1000).await.unwrap();
+        let much_later = later + STALE_DELETION_SECS + 1;
+        assert!(sweepable(&db, much_later, 10).await.unwrap().contains(&b), "the old claim forgot nothing");
+        forget(&db, &b, later).await.unwrap();
+        assert!(!sweepable(&db, much_later, 10).await.unwrap().contains(&b));
+        // A blob with no row (stored before rows were kept) is claimed all the same.
+        assert!(claim_deletion(&db, &"c".repeat(64), 10).await.unwrap().is_some());
         assert!(hold(&db, &"0".repeat(63), 1).await.is_err(), "not a hash");
     }
 

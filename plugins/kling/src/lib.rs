@@ -4,7 +4,8 @@
 //!   `POST /v1/videos/text2video`, or `image2video` when the request names an `image` (a URL
 //!   or base64, as Kling takes it). OpenAI's `seconds` becomes Kling's `duration` (a string,
 //!   "5" or "10": Kling refuses a number), `size` its `aspect_ratio`; Kling's own fields
-//!   (`mode`, `negative_prompt`, `cfg_scale`, `camera_control`, ...) pass through from JSON.
+//!   that do not change the price (`negative_prompt`, `cfg_scale`, `camera_control`, ...) pass
+//!   through from JSON; one that does (`sound`, ...) is refused.
 //!   The gateway's request id is sent as `external_task_id`, so a submit is one job whatever
 //!   happens to the answer.
 //! - op `task.poll`: `GET /v1/videos/{text2video|image2video}/{task_id}` until `succeed`
@@ -59,6 +60,19 @@ const JWT_SKEW_SECS: u64 = 5;
 const DURATIONS: &[&str] = &["5", "10"];
 /// The modes Kling renders in.
 const MODES: &[&str] = &["std", "pro"];
+/// Kling's request fields passed through as given: none changes what a job costs.
+const PASSED: &[&str] = &[
+    "prompt",
+    "negative_prompt",
+    "cfg_scale",
+    "aspect_ratio",
+    "image",
+    "image_tail",
+    "static_mask",
+    "dynamic_masks",
+    "camera_control",
+    "watermark_info",
+];
 
 /// Kling's JWT for `access_key`, signed with `secret_key`, issued at `now` (unix seconds):
 /// header and claims as compact JSON in Kling's order, HS256.
@@ -170,10 +184,18 @@ impl KlingExchange {
         if prompt.trim().is_empty() && !has_image {
             return Err(AdapterError::new(ErrorKind::BadRequest, "a video needs a 'prompt' (or an 'image')"));
         }
-        // OpenAI's names, translated; the gateway's own fields never reach Kling.
+        // OpenAI's names, translated; the gateway's own fields never reach Kling; of Kling's,
+        // only those that do not change the price (the tier prices mode and duration): an
+        // option Kling charges more for (sound, multiple shots, ...) is refused, not sent.
         let size = out.remove("size").and_then(|s| s.as_str().map(str::to_string));
-        for k in ["model", "seconds", "input_reference", "callback_url", "external_task_id", "duration", "mode"] {
+        for k in ["model", "seconds", "input_reference", "external_task_id", "duration", "mode"] {
             out.remove(k);
+        }
+        if let Some(k) = out.keys().find(|k| !PASSED.contains(&k.as_str())) {
+            return Err(AdapterError::new(
+                ErrorKind::BadRequest,
+                format!("'{k}' is not a field this gateway sends to Kling (it may change the price)"),
+            ));
         }
         if let Some(size) = size {
             out.entry("aspect_ratio").or_insert(Value::String(aspect_ratio(&size)?.into()));
@@ -324,6 +346,8 @@ fn error_of(status: u16, v: &Value) -> Option<AdapterError> {
     }
     let message = v["message"].as_str().unwrap_or("Kling refused the request").to_string();
     let kind = match code {
+        // A token not yet valid or expired: clocks disagree, the key is fine (it cools down).
+        Some(1003 | 1004) => ErrorKind::RateLimited,
         Some(1000..=1099) => ErrorKind::Unauthorized,
         Some(1100..=1199) => ErrorKind::InsufficientBalance,
         Some(1200..=1299) => ErrorKind::BadRequest,

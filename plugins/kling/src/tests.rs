@@ -107,6 +107,11 @@ fn an_image_makes_an_image2video_job_and_a_file_or_no_prompt_is_refused() {
     let run = Harness::<Kling>::new(c).run(|_| response(200, r#"{"code":0,"data":{"task_id":"3"}}"#));
     assert_eq!(submitted_body(&run)["duration"], "10");
 
+    // An option Kling charges more for is refused, never sent at the plain tier's price.
+    for priced in [r#"{"prompt":"a","sound":"on"}"#, r#"{"prompt":"a","multi_shot":true}"#] {
+        let run = Harness::<Kling>::new(signed("video", priced)).run(|_| panic!("nothing is sent"));
+        assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::BadRequest), "{priced}");
+    }
     let run = Harness::<Kling>::new(signed("video", r#"{"prompt":"  "}"#)).run(|_| panic!("nothing is sent"));
     assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::BadRequest));
 }
@@ -122,7 +127,8 @@ fn a_key_that_is_not_ak_and_sk_is_unauthorized_before_anything_is_sent() {
 #[test]
 fn klings_errors_are_classified_by_code_on_any_status() {
     for (status, body, kind) in [
-        (401, r#"{"code":1004,"message":"token expired"}"#, ErrorKind::Unauthorized),
+        (401, r#"{"code":1002,"message":"signature invalid"}"#, ErrorKind::Unauthorized),
+        (401, r#"{"code":1004,"message":"token expired"}"#, ErrorKind::RateLimited),
         (200, r#"{"code":1102,"message":"resource pack exhausted"}"#, ErrorKind::InsufficientBalance),
         (400, r#"{"code":1201,"message":"duration invalid"}"#, ErrorKind::BadRequest),
         (429, r#"{"code":1303,"message":"parallel task over limit"}"#, ErrorKind::RateLimited),

@@ -7,10 +7,12 @@
 //! Binds, prints exactly one line `LISTENING <addr>` on stdout, then serves HTTP/1.1 (keep-alive)
 //! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`), MiniMax
 //! `POST /v1/t2a_v2` (see `minimax.rs`), a generic video job API (`jobs.rs`), Kling's video API
-//! with its JWT checked (`kling.rs`), and the control routes under `/_mock/` (below).
+//! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
+//! checked (`jimeng.rs`), and the control routes under `/_mock/` (below).
 
 mod body;
 mod files;
+mod jimeng;
 mod jobs;
 mod kling;
 mod minimax;
@@ -133,6 +135,8 @@ pub struct State {
     jobs: Mutex<HashMap<String, jobs::Job>>,
     /// Kling's tasks by id (`POST /v1/videos/text2video`).
     kling: Mutex<HashMap<String, kling::Task>>,
+    /// Jimeng's tasks by id (`POST /?Action=CVSync2AsyncSubmitTask`).
+    jimeng: Mutex<HashMap<String, jimeng::Task>>,
     /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
@@ -159,6 +163,7 @@ impl State {
             hung: Mutex::new(std::collections::HashSet::new()),
             jobs: Mutex::new(HashMap::new()),
             kling: Mutex::new(HashMap::new()),
+            jimeng: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -261,6 +266,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         }
         (&Method::GET, path) if path.starts_with("/v1/video/jobs/") => {
             jobs::query(&state, &cx, key.as_deref(), &path["/v1/video/jobs/".len()..])
+        }
+        (&Method::POST, "/") if parts.uri.query().is_some_and(|q| q.contains("Action=")) => {
+            jimeng::action(&state, &cx, "/", parts.uri.query().unwrap_or_default())
         }
         (&Method::POST, path @ ("/v1/videos/text2video" | "/v1/videos/image2video")) => {
             kling::submit(&state, &cx, &path["/v1/videos/".len()..])

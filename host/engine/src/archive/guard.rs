@@ -1,5 +1,7 @@
 //! Where the gateway may download from: a URL's host must be one its plugin declares
-//! (`fetch-hosts`) and the operator allows (`fetch_allow_hosts`), over https, and every address
+//! (`fetch-hosts`; the caller adds the host of the channel the task runs on, which the
+//! operator configured and the plugin talks to anyway) and the operator allows
+//! (`fetch_allow_hosts`), over https, and every address
 //! it connects to must be public, unless the operator names the host in
 //! `fetch_allow_private_hosts` (then http is allowed too: local mocks, a private CDN).
 //!
@@ -63,7 +65,9 @@ impl Rules {
     pub fn check(&self, url: &str, plugin_hosts: &[String]) -> Result<http::Uri, Refusal> {
         let (uri, host) = self.vet(url, "the output's URL")?;
         if !plugin_hosts.iter().any(|p| p != "*" && matches(p, &host)) {
-            return Err(format!("the plugin does not declare the host '{host}' in its fetch-hosts"));
+            return Err(format!(
+                "the plugin does not declare the host '{host}' in its fetch-hosts (nor is it the channel's)"
+            ));
         }
         if !self.allow_hosts.iter().any(|p| matches(p, &host)) {
             return Err(format!("the operator does not allow the host '{host}' (fetch_allow_hosts)"));

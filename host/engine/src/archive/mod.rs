@@ -88,6 +88,13 @@ fn transient(message: impl Into<String>) -> Failure {
     Failure { permanent: false, message: message.into() }
 }
 
+/// The gateway's own store failed: logged in full (its errors name buckets, paths, the
+/// database), told to the consumer in general terms.
+fn unavailable(e: anyhow::Error) -> Failure {
+    tracing::warn!(error = %format!("{e:#}"), "the archive cannot store a download");
+    transient("the gateway's archive is unavailable; trying again")
+}
+
 impl Archive {
     pub fn open(s: Settings, db: crate::store::Db) -> anyhow::Result<Archive> {
         let rules = Arc::new(s.rules);
@@ -116,6 +123,15 @@ impl Archive {
         })
     }
 
+    /// Releases the holds of downloads whose task did not record them (it was not settled).
+    pub async fn release(&self, files: &[Output]) {
+        for o in files {
+            if let Err(e) = crate::store::archive::release(&self.db, &o.sha256).await {
+                tracing::warn!(error = %format!("{e:#}"), "releasing an archive hold failed");
+            }
+        }
+    }
+
     /// Downloads a task's outputs (the `n`th is `media[n]`), all or none, within the deadline.
     pub async fn download_all(&self, media: &[wit::Media], plugin_hosts: &[String]) -> Result<Vec<Output>, Failure> {
         if media.len() > MAX_OUTPUTS {
@@ -136,11 +152,7 @@ impl Archive {
             Ok(()) => Ok(out),
             Err(failure) => {
                 // The files stored so far will not be recorded: their holds are over.
-                for o in &out {
-                    if let Err(e) = crate::store::archive::release(&self.db, &o.sha256).await {
-                        tracing::warn!(error = %format!("{e:#}"), "releasing an archive hold failed");
-                    }
-                }
+                self.release(&out).await;
                 Err(failure)
             }
         }
@@ -227,7 +239,7 @@ impl Archive {
 
     /// Writes a body to a temporary file, hashing it, then moves it into the store.
     async fn write(&self, mut body: hyper::body::Incoming) -> Result<(String, u64), Failure> {
-        let (path, mut file) = self.blobs.create_temp().await.map_err(|e| transient(format!("the archive: {e:#}")))?;
+        let (path, mut file) = self.blobs.create_temp().await.map_err(unavailable)?;
         let temp = Temp(path);
         let (mut hasher, mut size) = (Sha256::new(), 0u64);
         loop {
@@ -243,9 +255,9 @@ impl Archive {
                 return Err(self.too_large());
             }
             hasher.update(&data);
-            file.write_all(&data).await.map_err(|e| transient(format!("the archive: {e}")))?;
+            file.write_all(&data).await.map_err(|e| unavailable(e.into()))?;
         }
-        file.flush().await.map_err(|e| transient(format!("the archive: {e}")))?;
+        file.flush().await.map_err(|e| unavailable(e.into()))?;
         drop(file);
         let sha256 = hex::encode(hasher.finalize());
         // Held past the task's whole download and its recording (the lease is the deadline):
@@ -254,9 +266,9 @@ impl Archive {
         match crate::store::archive::hold(&self.db, &sha256, until).await {
             Ok(true) => {}
             Ok(false) => return Err(transient("the same file is being removed from the archive; trying again")),
-            Err(e) => return Err(transient(format!("the archive: {e:#}"))),
+            Err(e) => return Err(unavailable(e)),
         }
-        self.blobs.put(&temp.0, &sha256).await.map_err(|e| transient(format!("the archive: {e:#}")))?;
+        self.blobs.put(&temp.0, &sha256).await.map_err(unavailable)?;
         temp.disarm();
         Ok((sha256, size))
     }
@@ -283,11 +295,12 @@ impl crate::Engine {
         let mut deleted = 0;
         for sha in candidates {
             let done = async {
-                if !crate::store::archive::claim_deletion(&self.db, sha, crate::store::now_unix()).await? {
+                let Some(mark) = crate::store::archive::claim_deletion(&self.db, sha, crate::store::now_unix()).await?
+                else {
                     return anyhow::Ok(false);
-                }
+                };
                 self.archive.blobs.delete(sha).await?;
-                crate::store::archive::forget(&self.db, sha).await?;
+                crate::store::archive::forget(&self.db, sha, mark).await?;
                 Ok(true)
             };
             match done.await {

@@ -1,14 +1,17 @@
-//! The `kling` plugin end to end, through OpenAI's Videos API, against the mock's Kling
-//! (`tests/mock-vendor/src/kling.rs`, which recomputes each request's JWT from the account's
-//! secret key): a job is submitted signed, polled on the key that made it, its video archived
-//! from the vendor's CDN before it expires, and charged its tier once; a failed job costs
-//! nothing; a request Kling cannot render is refused before the vendor; a wrong secret or an
-//! exhausted account takes the key out of the pool.
+//! The video vendors' plugins end to end, through OpenAI's Videos API, against the mock's
+//! vendors, which recompute each request's signature from the account's secret key (Kling's
+//! JWT in `tests/mock-vendor/src/kling.rs`, Volcengine's V4 in `jimeng.rs`): a job is
+//! submitted signed, polled on the key that made it, its video archived from the vendor's
+//! CDN before it expires, and charged its tier once; a failed job costs nothing; a request
+//! the vendor cannot render is refused before it; a wrong secret or an exhausted account
+//! takes the key out of the pool.
 
 use std::time::Duration;
 use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
 
 const PRICES: &str = "[models.\"kling-v2-1-master\".units]\n\"std-5s\" = \"1.4\"\n\"pro-10s\" = \"4.9\"\n";
+/// The mock's CDN is on loopback (the channel's own host): the operator names it.
+const LOCAL_CDN: &str = "fetch_allow_private_hosts = [\"127.0.0.1\"]\n";
 
 fn kling(mock: &Mock, keys: &[&str]) -> Gateway {
     let ch = channel("kling", "kling", &mock.url(), &["kling-v2-1-master"], keys);
@@ -29,11 +32,14 @@ fn create(gw: &Gateway, body: &str) -> http::Response {
     )
 }
 
+fn get(gw: &Gateway, path: &str) -> http::Response {
+    http::request(&gw.addr, "GET", path, &[("authorization", &format!("Bearer {}", gw.key))], b"")
+}
+
 fn video(gw: &Gateway, id: &str) -> serde_json::Value {
-    let auth = format!("Bearer {}", gw.key);
     let mut last = serde_json::Value::Null;
     let done = eventually(Duration::from_secs(60), || {
-        last = http::request(&gw.addr, "GET", &format!("/v1/videos/{id}"), &[("authorization", &auth)], b"").json();
+        last = get(gw, &format!("/v1/videos/{id}")).json();
         matches!(last["status"].as_str(), Some("completed" | "failed"))
     });
     assert!(done, "the video never finished: {last}");
@@ -61,8 +67,7 @@ fn a_kling_video_is_signed_polled_archived_and_charged_its_tier_once() {
 
     let done = video(&gw, &id);
     assert_eq!(done["status"], "completed", "{done}");
-    let auth = format!("Bearer {}", gw.key);
-    let content = http::request(&gw.addr, "GET", &format!("/v1/videos/{id}/content"), &[("authorization", &auth)], b"");
+    let content = get(&gw, &format!("/v1/videos/{id}/content"));
     assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
     // Served from the archive: the CDN's URL worked once and has expired since.
     assert_eq!(mock.stats()["cdn_downloads"], 1);
@@ -112,4 +117,49 @@ fn a_wrong_secret_or_an_exhausted_kling_account_leaves_the_pool_and_costs_nothin
     assert!(metrics.contains("tollgate_upstream_keys{channel=\"kling\",state=\"healthy\"} 1"), "{metrics}");
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
+}
+
+#[test]
+fn a_jimeng_video_is_signed_with_volcengine_v4_polled_archived_and_charged_once() {
+    let mock = Mock::start();
+    let ch = channel("jimeng", "jimeng", &mock.url(), &["jimeng_t2v_v30"], &["AK-jimeng|SK-jimeng"]);
+    let prices = "[models.\"jimeng_t2v_v30\".units]\n\"5s\" = \"1.0\"\n\"10s\" = \"2.0\"\n";
+    let extra = format!("{LOCAL_CDN}{}{ch}allow_signing = true\n", pricing_setting(prices));
+    let gw = Gateway::start("jimeng", &[("jimeng", "jimeng.wasm")], &extra);
+
+    let r = create(&gw, r#"{"model":"jimeng_t2v_v30","prompt":"a cat","seconds":"10","size":"1280x720"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    let sent = mock.last_body("/")["json"].clone();
+    assert_eq!((sent["frames"].as_u64(), sent["aspect_ratio"].as_str()), (Some(241), Some("16:9")), "{sent}");
+    let done = video(&gw, &id);
+    assert_eq!(done["status"], "completed", "{done}");
+    let content = get(&gw, &format!("/v1/videos/{id}/content"));
+    assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
+    assert_eq!(mock.stats()["cdn_downloads"], 1);
+
+    // A job that fails the vendor's content check costs nothing.
+    let r = create(&gw, r#"{"model":"jimeng_t2v_v30","prompt":"fail"}"#);
+    let failed = video(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap_or_default().contains("Risk Not Pass"), "{failed}");
+    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_jimeng_key_whose_signature_the_vendor_rejects_is_refused_and_costs_nothing() {
+    let mock = Mock::start();
+    let ch = channel("jimeng", "jimeng", &mock.url(), &["jimeng_t2v_v30"], &["AK-jimeng|not-the-secret"]);
+    let prices = "[models.\"jimeng_t2v_v30\".units]\n\"5s\" = \"1.0\"\n";
+    let extra = format!("{LOCAL_CDN}{}{ch}allow_signing = true\n", pricing_setting(prices));
+    let gw = Gateway::start("jimeng-bad", &[("jimeng", "jimeng.wasm")], &extra);
+    let r = create(&gw, r#"{"model":"jimeng_t2v_v30","prompt":"a cat"}"#);
+    assert!(r.status >= 400, "{}", r.text());
+    assert!(r.text().contains("signature"), "the vendor's reason: {}", r.text());
+    balance_becomes(&gw, 10_000_000);
+    let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains("tollgate_upstream_keys{channel=\"jimeng\",state=\"disabled\"} 1"), "{metrics}");
 }
