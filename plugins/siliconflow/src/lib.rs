@@ -1,12 +1,18 @@
 //! The `siliconflow` plugin: SiliconFlow's OpenAI-compatible chat and embeddings; rerank
 //! (`POST /v1/rerank`, billed by its `meta.tokens`); image generation translated both ways
 //! (OpenAI's `size`/`n` become `image_size`/`batch_size`, and SiliconFlow's `images` answer
-//! becomes OpenAI's `data`); and the key balance (`GET /v1/user/info`, `data.totalBalance`:
-//! granted plus topped-up, in CNY) for channels with `strategy = "highest-balance"`.
+//! becomes OpenAI's `data`); the key balance (`GET /v1/user/info`, `data.totalBalance`:
+//! granted plus topped-up, in CNY) for channels with `strategy = "highest-balance"`; and video
+//! generation as asynchronous tasks (`video`).
+
+mod video;
 
 use serde_json::Value;
-use tollgate_plugin_sdk::openai_compat::{Compat, Vendor};
-use tollgate_plugin_sdk::{export_plugin, Manifest};
+use tollgate_plugin_sdk::openai_compat::{CompatExchange, Vendor};
+use tollgate_plugin_sdk::{
+    export_plugin, AdapterError, Archived, Call, Exchange, Manifest, Operation, OutChunk, SocketAction, SocketInput,
+    Step, StreamEnd, StreamInput, StreamTail, UpstreamResponse, Usage,
+};
 
 pub struct SiliconFlow;
 
@@ -18,6 +24,11 @@ impl Vendor for SiliconFlow {
             "SiliconFlow",
             &["chat", "embeddings", "rerank", "images", "balance"],
         )
+        .with_operation(Operation::new("video").quoted())
+        .with_operation(Operation::new("task.poll").resend())
+        // Where SiliconFlow serves finished videos.
+        .fetching("*.siliconflow.cn")
+        .fetching("*.siliconflow.com")
         .with_base_url("https://api.siliconflow.cn")
     }
 
@@ -62,7 +73,77 @@ impl Vendor for SiliconFlow {
     }
 }
 
-pub type Plugin = Compat<SiliconFlow>;
+/// The plugin: SiliconFlow's OpenAI-compatible ops through `openai_compat`, its video tasks
+/// through `video`.
+pub struct Plugin;
+
+impl tollgate_plugin_sdk::Plugin for Plugin {
+    type Exchange = SiliconFlowExchange;
+    fn describe() -> Manifest {
+        SiliconFlow::manifest()
+    }
+}
+
+pub enum SiliconFlowExchange {
+    Compat(CompatExchange<SiliconFlow>),
+    Video(video::VideoExchange),
+}
+
+impl Exchange for SiliconFlowExchange {
+    fn new(call: Call) -> Self {
+        match call.op.as_str() {
+            "video" | "task.poll" => SiliconFlowExchange::Video(video::VideoExchange::new(call)),
+            _ => SiliconFlowExchange::Compat(CompatExchange::new(call)),
+        }
+    }
+    fn quote(&mut self) -> Result<Usage, AdapterError> {
+        match self {
+            SiliconFlowExchange::Compat(e) => e.quote(),
+            SiliconFlowExchange::Video(e) => e.quote(),
+        }
+    }
+    fn first(&mut self) -> Step {
+        match self {
+            SiliconFlowExchange::Compat(e) => e.first(),
+            SiliconFlowExchange::Video(e) => e.first(),
+        }
+    }
+    fn next(&mut self, response: UpstreamResponse) -> Step {
+        match self {
+            SiliconFlowExchange::Compat(e) => e.next(response),
+            SiliconFlowExchange::Video(e) => e.next(response),
+        }
+    }
+    fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
+        match self {
+            SiliconFlowExchange::Compat(e) => e.decode(input),
+            SiliconFlowExchange::Video(_) => Err(video_does_not("stream")),
+        }
+    }
+    fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
+        match self {
+            SiliconFlowExchange::Compat(e) => e.finish(end),
+            SiliconFlowExchange::Video(_) => Err(video_does_not("stream")),
+        }
+    }
+    fn archived(&mut self, stored: Vec<Archived>) -> Step {
+        match self {
+            SiliconFlowExchange::Compat(e) => e.archived(stored),
+            SiliconFlowExchange::Video(_) => Step::Fail(video_does_not("archive")),
+        }
+    }
+    fn frame(&mut self, input: SocketInput) -> Result<Vec<SocketAction>, AdapterError> {
+        match self {
+            SiliconFlowExchange::Compat(e) => e.frame(input),
+            SiliconFlowExchange::Video(_) => Err(video_does_not("open sockets")),
+        }
+    }
+}
+
+fn video_does_not(what: &str) -> AdapterError {
+    AdapterError::new(tollgate_plugin_sdk::ErrorKind::Unsupported, format!("SiliconFlow's video tasks do not {what}"))
+}
+
 export_plugin!(Plugin);
 
 #[cfg(test)]
@@ -142,5 +223,79 @@ mod tests {
 
     fn body_text_of(body: &tollgate_plugin_sdk::Body) -> String {
         String::from_utf8(body.as_bytes().unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_video_is_submitted_polled_and_billed_as_one_video() {
+        use tollgate_plugin_sdk::{TaskState, UpstreamRequest};
+        let c = call(
+            "video",
+            "Wan-AI/Wan2.2-T2V-A14B",
+            r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","size":"720x1280","seed":"7"}"#,
+        );
+        let mut ex = <super::SiliconFlowExchange as tollgate_plugin_sdk::Exchange>::new(c.clone());
+        assert_eq!(tollgate_plugin_sdk::Exchange::quote(&mut ex).unwrap().extra, vec![("video".to_string(), 1)]);
+        let run = Harness::<Plugin>::new(c).run(|_| response(200, r#"{"requestId":"req-9"}"#));
+        let sent: serde_json::Value =
+            serde_json::from_str(&tollgate_plugin_sdk::testing::body_text(&run.requests[0])).unwrap();
+        assert_eq!(run.requests[0].path, "/v1/video/submit");
+        assert_eq!(
+            sent,
+            serde_json::json!({"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","image_size":"720x1280","seed":7})
+        );
+        assert!(matches!(run.outcome, Outcome::Submitted(ref s) if s.state == "req-9"));
+
+        let poll = |answer: &'static str| {
+            let mut c = call("task.poll", "Wan-AI/Wan2.2-T2V-A14B", "");
+            c.task = Some("req-9".into());
+            Harness::<Plugin>::new(c).run(move |_| response(200, answer))
+        };
+        let run = poll(r#"{"status":"InQueue","position":3}"#);
+        let req: &UpstreamRequest = &run.requests[0];
+        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/video/status"));
+        assert_eq!(tollgate_plugin_sdk::testing::body_text(req), r#"{"requestId":"req-9"}"#);
+        assert!(
+            matches!(run.outcome, Outcome::Task(TaskState::Pending(ref p)) if p.message.as_deref() == Some("InQueue (position 3)"))
+        );
+        match poll(
+            r#"{"status":"Succeed","reason":"","results":{"videos":[{"url":"https://sf.example/v.mp4"}],"seed":42}}"#,
+        )
+        .outcome
+        {
+            Outcome::Task(TaskState::Succeeded(d)) => {
+                assert_eq!(
+                    (d.outputs[0].url.as_str(), d.usage.extra.clone()),
+                    ("https://sf.example/v.mp4", vec![("video".to_string(), 1)])
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(poll(r#"{"status":"Failed","reason":"sensitive content detected"}"#).outcome,
+            Outcome::Task(TaskState::Failed(ref e)) if e.kind == ErrorKind::ContentFiltered));
+        assert!(matches!(poll("not json").outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::UpstreamFault));
+    }
+
+    #[test]
+    fn what_siliconflow_cannot_render_or_price_is_refused_before_it_and_its_errors_are_classified() {
+        for bad in [
+            r#"{"prompt":"a","size":"1920x1080"}"#,
+            r#"{"prompt":"a","seconds":"8"}"#,
+            r#"{"prompt":"a","num_frames":300}"#,
+            r#"{"size":"1280x720"}"#,
+        ] {
+            let run =
+                Harness::<Plugin>::new(call("video", "Wan-AI/Wan2.2-T2V-A14B", bad)).run(|_| panic!("nothing is sent"));
+            assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::BadRequest), "{bad}");
+        }
+        for (status, body, kind) in [
+            (401, r#""Invalid token""#, ErrorKind::Unauthorized),
+            (400, r#"{"code":20012,"message":"model does not exist","data":""}"#, ErrorKind::BadRequest),
+            (429, r#"{"message":"Request was rejected due to rate limiting.","data":""}"#, ErrorKind::RateLimited),
+            (503, r#"{"code":50505,"message":"Model service overloaded.","data":""}"#, ErrorKind::UpstreamFault),
+        ] {
+            let run = Harness::<Plugin>::new(call("video", "Wan-AI/Wan2.2-T2V-A14B", r#"{"prompt":"a"}"#))
+                .run(|_| response(status, body));
+            assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == kind), "{status} {body}");
+        }
     }
 }

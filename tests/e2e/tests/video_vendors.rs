@@ -163,3 +163,75 @@ fn a_jimeng_key_whose_signature_the_vendor_rejects_is_refused_and_costs_nothing(
     let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     assert!(metrics.contains("tollgate_upstream_keys{channel=\"jimeng\",state=\"disabled\"} 1"), "{metrics}");
 }
+
+#[test]
+fn a_siliconflow_video_is_submitted_polled_archived_and_charged_per_video() {
+    let mock = Mock::start();
+    let ch = channel("sf", "siliconflow", &mock.url(), &["Wan-AI/Wan2.2-T2V-A14B"], &["sk-sf"]);
+    let prices = "[models.\"Wan-AI/Wan2.2-T2V-A14B\".units]\nvideo = \"2.0\"\n";
+    let extra = format!("{LOCAL_CDN}{}{ch}", pricing_setting(prices));
+    let gw = Gateway::start("sf-video", &[("siliconflow", "siliconflow.wasm")], &extra);
+
+    let r = create(&gw, r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","size":"720x1280"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    assert_eq!(mock.last_body("/v1/video/submit")["json"]["image_size"], "720x1280");
+    let done = video(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed", "{done}");
+    let content = get(&gw, &format!("/v1/videos/{}/content", done["id"].as_str().unwrap()));
+    assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
+
+    // A failed video costs nothing; a size SiliconFlow does not render is refused before it.
+    let r = create(&gw, r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"fail"}"#);
+    let failed = video(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = create(&gw, r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","size":"1920x1080"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn the_mindvideo_proxys_clients_get_mindvideo_videos_signed_and_rotated_over_accounts() {
+    let mock = Mock::start();
+    // The first account has no credits left: it leaves the pool, the job goes to the next.
+    let ch = channel("mv", "mindvideo", &format!("{}/api/v2", mock.url()), &["sora-2-free"], &["mv-poor", "mv-good"]);
+    let settings = "settings = { app_key = \"s#c_120*AB\", bots = { \"sora-2-free\" = 153 } }\n";
+    let prices = "[models.\"sora-2-free\".units]\nvideo = \"0.5\"\n";
+    let extra = format!("{LOCAL_CDN}{}{ch}{settings}strategy = \"round-robin\"\n", pricing_setting(prices));
+    let gw = Gateway::start("mindvideo", &[("mindvideo", "mindvideo.wasm")], &extra);
+    let auth = format!("Bearer {}", gw.key);
+    let post =
+        |path: &str, body: &str| http::request(&gw.addr, "POST", path, &[("authorization", &auth)], body.as_bytes());
+
+    // The proxy's image route: the task id at once; its stream ends with the video.
+    let r = post("/v1/images/generations", r#"{"model":"sora-2-free","prompt":"a cat","size":"720x1280"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["task_id"].as_str().unwrap().to_string();
+    let sent = mock.last_body("/api/v2/creations")["json"].clone();
+    assert_eq!((sent["bot_id"].as_u64(), sent["options"]["size"].as_str()), (Some(153), Some("720x1280")), "{sent}");
+    let events = get(&gw, &format!("/v1/tasks/{id}/stream")).sse_data();
+    assert!(events[events.len() - 2].contains("\"completed\""), "{events:?}");
+    assert!(events.iter().any(|e| e.contains("\"progress\":70")), "MindVideo's progress is relayed: {events:?}");
+    let content = get(&gw, &format!("/v1/tasks/{id}/content/0"));
+    assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
+
+    // The chat route blocks until the video is done.
+    let r = post("/v1/chat/completions", r#"{"model":"sora-2-free","messages":[{"role":"user","content":"a dog"}]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["choices"][0]["message"]["content"].as_str().unwrap_or_default().contains("/content/0"),
+        "{}",
+        r.text()
+    );
+
+    // Two videos, each charged once; the account out of credits is out of the pool.
+    balance_becomes(&gw, 10_000_000 - 2 * 500_000);
+    let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains("tollgate_upstream_keys{channel=\"mv\",state=\"disabled\"} 1"), "{metrics}");
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}

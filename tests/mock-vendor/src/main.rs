@@ -8,15 +8,18 @@
 //! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`), MiniMax
 //! `POST /v1/t2a_v2` (see `minimax.rs`), a generic video job API (`jobs.rs`), Kling's video API
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
-//! checked (`jimeng.rs`), and the control routes under `/_mock/` (below).
+//! checked (`jimeng.rs`), SiliconFlow's video API (`siliconflow.rs`), MindVideo's with its `i-sign`
+//! checked (`mindvideo.rs`), and the control routes under `/_mock/` (below).
 
 mod body;
 mod files;
 mod jimeng;
 mod jobs;
 mod kling;
+mod mindvideo;
 mod minimax;
 mod openai;
+mod siliconflow;
 
 use body::MockBody;
 use bytes::Bytes;
@@ -137,6 +140,10 @@ pub struct State {
     kling: Mutex<HashMap<String, kling::Task>>,
     /// Jimeng's tasks by id (`POST /?Action=CVSync2AsyncSubmitTask`).
     jimeng: Mutex<HashMap<String, jimeng::Task>>,
+    /// SiliconFlow's video requests by id (`POST /v1/video/submit`).
+    siliconflow: Mutex<HashMap<String, siliconflow::Request>>,
+    /// MindVideo's creations by id (`POST /api/v2/creations`).
+    mindvideo: Mutex<HashMap<u64, mindvideo::Creation>>,
     /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
@@ -164,6 +171,8 @@ impl State {
             jobs: Mutex::new(HashMap::new()),
             kling: Mutex::new(HashMap::new()),
             jimeng: Mutex::new(HashMap::new()),
+            siliconflow: Mutex::new(HashMap::new()),
+            mindvideo: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -266,6 +275,12 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         }
         (&Method::GET, path) if path.starts_with("/v1/video/jobs/") => {
             jobs::query(&state, &cx, key.as_deref(), &path["/v1/video/jobs/".len()..])
+        }
+        (&Method::POST, "/v1/video/submit") => siliconflow::submit(&state, &cx, key.as_deref()),
+        (&Method::POST, "/v1/video/status") => siliconflow::status(&state, &cx, key.as_deref()),
+        (&Method::POST, "/api/v2/creations") => mindvideo::create(&state, &cx, key.as_deref()),
+        (&Method::GET, "/api/v2/creations/task_progress") => {
+            mindvideo::progress(&state, &cx, key.as_deref(), parts.uri.query().unwrap_or_default())
         }
         (&Method::POST, "/") if parts.uri.query().is_some_and(|q| q.contains("Action=")) => {
             jimeng::action(&state, &cx, "/", parts.uri.query().unwrap_or_default())

@@ -1,0 +1,159 @@
+//! SiliconFlow's video generation as asynchronous tasks: op `video` (OpenAI's Videos API)
+//! submits `POST /v1/video/submit` (`{model, prompt, negative_prompt, image_size, image,
+//! seed}`, answered `{"requestId"}`); op `task.poll` asks `POST /v1/video/status`
+//! (`{"requestId"}`; note POST) until `Succeed` (its `results.videos[].url`, valid minutes,
+//! is archived by the gateway) or `Failed` (its `reason`).
+//!
+//! SiliconFlow renders a video of a fixed length at one of three sizes, and bills per video:
+//! the quote and a finished job's usage name one `video`. A `size` it does not render, or a
+//! `seconds` other than 5, is refused before anything is sent.
+
+use serde_json::{json, Map, Value};
+use tollgate_plugin_sdk::openai_compat::Vendor;
+use tollgate_plugin_sdk::{
+    AdapterError, Body, Call, ErrorKind, Media, PartValue, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted,
+    UpstreamRequest, UpstreamResponse, Usage,
+};
+
+/// The sizes SiliconFlow renders.
+const SIZES: &[&str] = &["1280x720", "720x1280", "960x960"];
+/// Request fields passed as given (none changes the price).
+const PASSED: &[&str] = &["prompt", "negative_prompt", "image", "seed"];
+
+fn one_video() -> Usage {
+    Usage { extra: vec![("video".into(), 1)], ..Usage::default() }
+}
+
+pub struct VideoExchange {
+    call: Call,
+}
+
+impl VideoExchange {
+    pub fn new(call: Call) -> Self {
+        VideoExchange { call }
+    }
+
+    fn submit_body(&self) -> Result<Value, AdapterError> {
+        let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
+        let mut given: Map<String, Value> =
+            match &self.call.body {
+                Body::Text(t) => match serde_json::from_str(t) {
+                    Ok(Value::Object(o)) => o,
+                    _ => return Err(bad("the request body is not a JSON object".into())),
+                },
+                Body::Form(parts) => {
+                    let mut o = Map::new();
+                    for p in parts {
+                        match &p.value {
+                            PartValue::Text(t) => {
+                                o.insert(p.name.clone(), Value::String(t.clone()));
+                            }
+                            _ => return Err(bad(
+                                "SiliconFlow takes a reference image as a URL or data URI in 'image', not as a file"
+                                    .into(),
+                            )),
+                        }
+                    }
+                    o
+                }
+                _ => return Err(bad("the request has no body".into())),
+            };
+        match given.remove("seconds").map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string)) {
+            None => {}
+            Some(s) if s.trim() == "5" => {}
+            Some(s) => return Err(bad(format!("SiliconFlow renders 5-second videos; '{s}' seconds were asked for"))),
+        }
+        let size = match given.remove("size").or_else(|| given.remove("image_size")) {
+            None => "1280x720".to_string(),
+            Some(Value::String(s)) if SIZES.contains(&s.as_str()) => s,
+            Some(s) => return Err(bad(format!("SiliconFlow renders videos of {}; not {s}", SIZES.join(", ")))),
+        };
+        given.remove("model");
+        if let Some(k) = given.keys().find(|k| !PASSED.contains(&k.as_str())) {
+            return Err(bad(format!("'{k}' is not a field this gateway sends to SiliconFlow")));
+        }
+        let has = |k: &str| given.get(k).and_then(Value::as_str).is_some_and(|v| !v.trim().is_empty());
+        if !has("prompt") {
+            return Err(bad("a video needs a 'prompt'".into()));
+        }
+        let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
+        given.insert("model".into(), Value::String(model.clone()));
+        given.insert("image_size".into(), Value::String(size));
+        if let Some(seed) = given.get("seed").and_then(Value::as_str).and_then(|s| s.parse::<i64>().ok()) {
+            given.insert("seed".into(), json!(seed));
+        }
+        Ok(Value::Object(given))
+    }
+
+    pub fn quote(&mut self) -> Result<Usage, AdapterError> {
+        self.submit_body().map(|_| one_video())
+    }
+
+    pub fn first(&mut self) -> Step {
+        match self.call.op.as_str() {
+            "video" => match self.submit_body() {
+                Ok(body) => Step::Send(UpstreamRequest::post_json("/v1/video/submit", body.to_string())),
+                Err(e) => Step::Fail(e),
+            },
+            _ => match self.call.task.as_deref().filter(|id| !id.is_empty()) {
+                Some(id) => {
+                    Step::Send(UpstreamRequest::post_json("/v1/video/status", json!({ "requestId": id }).to_string()))
+                }
+                None => Step::fail(ErrorKind::BadRequest, "the task has no SiliconFlow request id"),
+            },
+        }
+    }
+
+    pub fn next(&mut self, response: UpstreamResponse) -> Step {
+        if !(200..300).contains(&response.status) {
+            return Step::Fail(super::SiliconFlow::classify(&response));
+        }
+        let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        if self.call.op == "video" {
+            return match v["requestId"].as_str().filter(|id| !id.is_empty()) {
+                Some(id) => Step::Submitted(TaskSubmitted {
+                    state: id.to_string(),
+                    reply: None,
+                    usage: Usage::default(),
+                    poll_after_ms: Some(5_000),
+                }),
+                None => Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's answer to the submit has no requestId"),
+            };
+        }
+        let state = match v["status"].as_str() {
+            Some(s @ ("InQueue" | "InProgress")) => TaskState::Pending(TaskProgress {
+                percent: None,
+                message: Some(match v["position"].as_u64() {
+                    Some(p) if p > 0 => format!("{s} (position {p})"),
+                    _ => s.to_string(),
+                }),
+                state: None,
+                poll_after_ms: Some(5_000),
+                reply: None,
+            }),
+            Some("Succeed") => {
+                let outputs: Vec<Media> = v
+                    .pointer("/results/videos")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x["url"].as_str())
+                    .map(|url| Media { url: url.to_string(), content_type: Some("video/mp4".into()) })
+                    .collect();
+                if outputs.is_empty() {
+                    return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's finished task has no video");
+                }
+                TaskState::Succeeded(TaskDone { reply: None, outputs, usage: one_video() })
+            }
+            Some("Failed") => {
+                let reason = v["reason"].as_str().filter(|r| !r.is_empty()).unwrap_or("the video failed");
+                let lower = reason.to_ascii_lowercase();
+                let filtered = ["sensitive", "risk", "safety", "moderation"].iter().any(|w| lower.contains(w));
+                let kind = if filtered { ErrorKind::ContentFiltered } else { ErrorKind::UpstreamFault };
+                TaskState::Failed(AdapterError::new(kind, format!("SiliconFlow: {reason}")))
+            }
+            _ => return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's task status is unreadable"),
+        };
+        Step::Task(state)
+    }
+}
