@@ -443,7 +443,10 @@ fn a_browser_follows_a_task_on_its_event_stream_and_plays_the_result_with_a_task
         data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     let progress: Vec<i64> =
         events.iter().filter(|e| e["status"] == "processing").map(|e| e["progress"].as_i64().unwrap()).collect();
-    assert!(progress.contains(&30) && progress.windows(2).all(|w| w[0] <= w[1]), "progress as it happened: {events:?}");
+    // The stream reads the task every second: which of the vendor's steps (30, 60) it saw
+    // depends on timing, but it saw one, in order.
+    let between = progress.iter().any(|p| [30, 60].contains(p));
+    assert!(between && progress.windows(2).all(|w| w[0] <= w[1]), "progress as it happened: {events:?}");
     let done = events.last().unwrap();
     assert_eq!(done["status"], "completed", "{events:?}");
     // The result plays in a <video> (no header either): the URL carries a token.
