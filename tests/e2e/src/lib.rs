@@ -23,8 +23,9 @@ pub fn bin(name: &str) -> PathBuf {
     let p = root().join("target/release").join(name);
     assert!(p.exists(), "{} is missing: run the README's test command (it builds it)", p.display());
     let sources: &[&str] = match name {
-        // Every crate of the gateway, and the contract it is generated from.
-        "tollgate" => &["host", "wit", "Cargo.lock"],
+        // Every crate of the gateway, and the contract it is generated from. (Not Cargo.lock:
+        // a crate added elsewhere in the workspace changes it without relinking the gateway.)
+        "tollgate" => &["host", "wit"],
         _ => &["tests/mock-vendor/src"],
     };
     assert_fresh(&p, sources);

@@ -235,3 +235,40 @@ fn the_mindvideo_proxys_clients_get_mindvideo_videos_signed_and_rotated_over_acc
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn a_seedance_video_holds_its_token_bound_and_is_charged_the_tokens_ark_counted() {
+    let mock = Mock::start();
+    let ch =
+        channel("ark", "ark", &format!("{}/api/v3", mock.url()), &["doubao-seedance-1-0-pro-250528"], &["ark-key"]);
+    // $1 per million output tokens: a 720p 16:9 five-second video is 108,900 tokens.
+    let prices = "[models.\"doubao-seedance-1-0-pro-250528\"]\noutput_per_million = \"1\"\n";
+    let gw = Gateway::start("ark", &[("ark", "ark.wasm")], &format!("{LOCAL_CDN}{}{ch}", pricing_setting(prices)));
+    let r =
+        create(&gw, r#"{"model":"doubao-seedance-1-0-pro-250528","prompt":"a cat","size":"1280x720","seconds":"5"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The hold is the bound for 720p and 5 s (the widest ratio): 1680 × 720 × 121 / 1024 tokens.
+    balance_becomes(&gw, 10_000_000 - 142_932);
+    let done = video(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed", "{done}");
+    // Charged what Ark counted: 1280 × 720 × 121 / 1024 = 108,900 tokens.
+    balance_becomes(&gw, 10_000_000 - 108_900);
+
+    // A failed task costs nothing; a queued one is cancelled at Ark and gives its hold back.
+    let r = create(&gw, r#"{"model":"doubao-seedance-1-0-pro-250528","prompt":"fail"}"#);
+    let failed = video(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let r = create(&gw, r#"{"model":"doubao-seedance-1-0-pro-250528","prompt":"a dog"}"#);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let cancel = http::request(
+        &gw.addr,
+        "POST",
+        &format!("/v1/tasks/{id}/cancel"),
+        &[("authorization", &format!("Bearer {}", gw.key))],
+        b"",
+    );
+    assert_eq!(cancel.status, 200, "{}", cancel.text());
+    balance_becomes(&gw, 10_000_000 - 108_900);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}

@@ -9,8 +9,10 @@
 //! `POST /v1/t2a_v2` (see `minimax.rs`), a generic video job API (`jobs.rs`), Kling's video API
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
 //! checked (`jimeng.rs`), SiliconFlow's video API (`siliconflow.rs`), MindVideo's with its `i-sign`
-//! checked (`mindvideo.rs`), and the control routes under `/_mock/` (below).
+//! checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`), and the control routes under `/_mock/`
+//! (below).
 
+mod ark;
 mod body;
 mod files;
 mod jimeng;
@@ -144,6 +146,8 @@ pub struct State {
     siliconflow: Mutex<HashMap<String, siliconflow::Request>>,
     /// MindVideo's creations by id (`POST /api/v2/creations`).
     mindvideo: Mutex<HashMap<u64, mindvideo::Creation>>,
+    /// Ark's Seedance tasks by id (`POST /api/v3/contents/generations/tasks`).
+    ark: Mutex<HashMap<String, ark::Task>>,
     /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
@@ -173,6 +177,7 @@ impl State {
             jimeng: Mutex::new(HashMap::new()),
             siliconflow: Mutex::new(HashMap::new()),
             mindvideo: Mutex::new(HashMap::new()),
+            ark: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -278,6 +283,13 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         }
         (&Method::POST, "/v1/video/submit") => siliconflow::submit(&state, &cx, key.as_deref()),
         (&Method::POST, "/v1/video/status") => siliconflow::status(&state, &cx, key.as_deref()),
+        (&Method::POST, "/api/v3/contents/generations/tasks") => ark::create(&state, &cx, key.as_deref()),
+        (method @ (&Method::GET | &Method::DELETE), path)
+            if path.starts_with("/api/v3/contents/generations/tasks/") =>
+        {
+            let id = &path["/api/v3/contents/generations/tasks/".len()..];
+            ark::task(&state, &cx, key.as_deref(), id, method == Method::DELETE)
+        }
         (&Method::POST, "/api/v2/creations") => mindvideo::create(&state, &cx, key.as_deref()),
         (&Method::GET, "/api/v2/creations/task_progress") => {
             mindvideo::progress(&state, &cx, key.as_deref(), parts.uri.query().unwrap_or_default())
