@@ -272,3 +272,44 @@ fn a_seedance_video_holds_its_token_bound_and_is_charged_the_tokens_ark_counted(
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn a_wan_video_on_dashscope_is_held_by_its_seconds_and_charged_the_seconds_reported() {
+    let mock = Mock::start();
+    let ch = channel("dashscope", "dashscope", &mock.url(), &["wan2.2-t2v-plus"], &["ds-key"]);
+    let prices = "[models.\"wan2.2-t2v-plus\"]\nper_second = \"0.1\"\n";
+    let gw = Gateway::start(
+        "dashscope",
+        &[("dashscope", "dashscope.wasm")],
+        &format!("{LOCAL_CDN}{}{ch}", pricing_setting(prices)),
+    );
+    let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"a cat","size":"1280x720","seconds":"5"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    balance_becomes(&gw, 10_000_000 - 500_000);
+    assert_eq!(
+        mock.last_body("/api/v1/services/aigc/video-generation/video-synthesis")["json"]["parameters"]["size"],
+        "1280*720"
+    );
+    let done = video(&gw, r.json()["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed", "{done}");
+    let content = get(&gw, &format!("/v1/videos/{}/content", done["id"].as_str().unwrap()));
+    assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
+    balance_becomes(&gw, 10_000_000 - 500_000);
+
+    // A failed task costs nothing; a pending one is cancelled at DashScope.
+    let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"fail"}"#);
+    assert_eq!(video(&gw, r.json()["id"].as_str().unwrap())["status"], "failed");
+    let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"a dog"}"#);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let cancel = http::request(
+        &gw.addr,
+        "POST",
+        &format!("/v1/tasks/{id}/cancel"),
+        &[("authorization", &format!("Bearer {}", gw.key))],
+        b"",
+    );
+    assert_eq!(cancel.status, 200, "{}", cancel.text());
+    balance_becomes(&gw, 10_000_000 - 500_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}

@@ -9,11 +9,12 @@
 //! `POST /v1/t2a_v2` (see `minimax.rs`), a generic video job API (`jobs.rs`), Kling's video API
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
 //! checked (`jimeng.rs`), SiliconFlow's video API (`siliconflow.rs`), MindVideo's with its `i-sign`
-//! checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`), and the control routes under `/_mock/`
-//! (below).
+//! checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`), DashScope's asynchronous video
+//! (`dashscope.rs`), and the control routes under `/_mock/` (below).
 
 mod ark;
 mod body;
+mod dashscope;
 mod files;
 mod jimeng;
 mod jobs;
@@ -148,6 +149,8 @@ pub struct State {
     mindvideo: Mutex<HashMap<u64, mindvideo::Creation>>,
     /// Ark's Seedance tasks by id (`POST /api/v3/contents/generations/tasks`).
     ark: Mutex<HashMap<String, ark::Task>>,
+    /// DashScope's video tasks by id (`POST /api/v1/services/aigc/video-generation/…`).
+    dashscope: Mutex<HashMap<String, dashscope::Task>>,
     /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
@@ -178,6 +181,7 @@ impl State {
             siliconflow: Mutex::new(HashMap::new()),
             mindvideo: Mutex::new(HashMap::new()),
             ark: Mutex::new(HashMap::new()),
+            dashscope: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -289,6 +293,16 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         {
             let id = &path["/api/v3/contents/generations/tasks/".len()..];
             ark::task(&state, &cx, key.as_deref(), id, method == Method::DELETE)
+        }
+        (&Method::POST, "/api/v1/services/aigc/video-generation/video-synthesis") => {
+            dashscope::submit(&state, &cx, key.as_deref())
+        }
+        (&Method::GET, path) if path.starts_with("/api/v1/tasks/") => {
+            dashscope::task(&state, &cx, key.as_deref(), &path["/api/v1/tasks/".len()..], false)
+        }
+        (&Method::POST, path) if path.starts_with("/api/v1/tasks/") && path.ends_with("/cancel") => {
+            let id = &path["/api/v1/tasks/".len()..path.len() - "/cancel".len()];
+            dashscope::task(&state, &cx, key.as_deref(), id, true)
         }
         (&Method::POST, "/api/v2/creations") => mindvideo::create(&state, &cx, key.as_deref()),
         (&Method::GET, "/api/v2/creations/task_progress") => {

@@ -1,0 +1,224 @@
+//! The `dashscope` plugin: Alibaba DashScope's Wan video generation as asynchronous tasks
+//! (`vendor-apis.md` §6.2).
+//!
+//! - op `video` (OpenAI's Videos API): `POST /api/v1/services/aigc/video-generation/video-synthesis`
+//!   with `X-DashScope-Async: enable`; OpenAI's `size` (`1280x720`) becomes DashScope's
+//!   (`1280*720`), `seconds` `duration`, an `image` URL `img_url` (image to video). Fields
+//!   that change the price (`audio`, ...) are refused, not sent at the quoted price.
+//! - op `task.poll`: `GET /api/v1/tasks/{task_id}` until `SUCCEEDED` (its `video_url` is
+//!   archived) or `FAILED` / `CANCELED` / `UNKNOWN` (its `code` and `message`).
+//! - op `task.cancel`: `POST /api/v1/tasks/{task_id}/cancel` (a task still pending).
+//!
+//! DashScope bills a video by its seconds: the quote holds the seconds asked for, a finished
+//! task reports `usage.duration` (or the older `video_duration`). Auth is the channel's API key
+//! as a bearer token; errors are `{"code","message","request_id"}`.
+
+use serde_json::{json, Map, Value};
+use tollgate_plugin_sdk::{
+    export_plugin, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, Media, Operation, PartValue, Reply, Step,
+    TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+};
+
+pub struct DashScope;
+
+impl tollgate_plugin_sdk::Plugin for DashScope {
+    type Exchange = DashScopeExchange;
+
+    fn describe() -> Manifest {
+        Manifest::new("dashscope", env!("CARGO_PKG_VERSION"), "Alibaba DashScope", &[])
+            .with_operation(Operation::new("video").quoted())
+            .with_operation(Operation::new("task.poll").resend())
+            .with_operation(Operation::new("task.cancel"))
+            // Where DashScope serves results (its OSS buckets).
+            .fetching("*.aliyuncs.com")
+            .with_base_url("https://dashscope.aliyuncs.com")
+    }
+}
+
+const SUBMIT: &str = "/api/v1/services/aigc/video-generation/video-synthesis";
+/// Request fields passed into `input` / `parameters` as given: none changes the price.
+const INPUT: &[&str] = &["prompt", "negative_prompt"];
+const PARAMETERS: &[&str] = &["seed", "prompt_extend", "watermark"];
+
+pub struct DashScopeExchange {
+    call: Call,
+}
+
+impl DashScopeExchange {
+    fn fields(&self) -> Result<Map<String, Value>, AdapterError> {
+        let bad = |m: &str| AdapterError::new(ErrorKind::BadRequest, m.to_string());
+        match &self.call.body {
+            Body::Text(t) => match serde_json::from_str(t) {
+                Ok(Value::Object(o)) => Ok(o),
+                _ => Err(bad("the request body is not a JSON object")),
+            },
+            Body::Form(parts) => parts
+                .iter()
+                .map(|p| match &p.value {
+                    PartValue::Text(t) => Ok((p.name.clone(), Value::String(t.clone()))),
+                    _ => Err(bad("DashScope takes a first frame as a URL in 'image', not as a file")),
+                })
+                .collect(),
+            _ => Err(bad("the request has no body")),
+        }
+    }
+
+    /// DashScope's request body and the seconds it holds.
+    fn submit(&self) -> Result<(Value, u64), AdapterError> {
+        let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
+        let mut f = self.fields()?;
+        f.remove("model");
+        let seconds = match f.remove("seconds").or_else(|| f.remove("duration")) {
+            None => 5,
+            Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+                Some(s @ 1..=15) => s,
+                _ => return Err(bad(format!("a Wan video is 1 to 15 seconds, not {v}"))),
+            },
+        };
+        let mut input = Map::new();
+        let mut parameters = Map::new();
+        parameters.insert("duration".into(), json!(seconds));
+        if let Some(size) = f.remove("size") {
+            let s = size.as_str().unwrap_or_default();
+            let valid = s.split_once('x').is_some_and(|(w, h)| w.parse::<u32>().is_ok() && h.parse::<u32>().is_ok());
+            if !valid {
+                return Err(bad(format!("size {size} is not WIDTHxHEIGHT")));
+            }
+            parameters.insert("size".into(), Value::String(s.replace('x', "*")));
+        }
+        if let Some(image) = f.remove("image").and_then(|i| i.as_str().map(str::to_string)).filter(|i| !i.is_empty()) {
+            input.insert("img_url".into(), Value::String(image));
+        }
+        for (k, v) in f {
+            if INPUT.contains(&k.as_str()) {
+                input.insert(k, v);
+            } else if PARAMETERS.contains(&k.as_str()) {
+                parameters.insert(k, v);
+            } else {
+                return Err(bad(format!(
+                    "'{k}' is not a field this gateway sends to DashScope (it may change the price)"
+                )));
+            }
+        }
+        let has_prompt = input.get("prompt").and_then(Value::as_str).is_some_and(|p| !p.trim().is_empty());
+        if !has_prompt && !input.contains_key("img_url") {
+            return Err(bad("a video needs a 'prompt' (or an 'image')".into()));
+        }
+        let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
+        Ok((json!({ "model": model, "input": input, "parameters": parameters }), seconds))
+    }
+
+    fn task_id(&self) -> Option<&str> {
+        self.call
+            .task
+            .as_deref()
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    }
+}
+
+fn seconds(s: u64) -> Usage {
+    Usage { milliseconds: Some(s * 1000), ..Usage::default() }
+}
+
+/// DashScope's error (`{"code","message"}`, at the top or in `output`), classified.
+fn error_of(status: u16, v: &Value) -> AdapterError {
+    let at = |k: &str| v[k].as_str().or_else(|| v["output"][k].as_str()).unwrap_or_default();
+    let (code, message) = (at("code"), at("message"));
+    let kind = match code {
+        "InvalidApiKey" => ErrorKind::Unauthorized,
+        "Arrearage" => ErrorKind::InsufficientBalance,
+        c if c.starts_with("Throttling") => ErrorKind::RateLimited,
+        c if c.starts_with("DataInspectionFailed") || c.contains("InappropriateContent") => ErrorKind::ContentFiltered,
+        "InvalidParameter" => ErrorKind::BadRequest,
+        _ => tollgate_plugin_sdk::errors::kind_for_status(status),
+    };
+    let message = if message.is_empty() { "DashScope refused the request" } else { message };
+    let e = AdapterError::new(kind, format!("DashScope: {message}"));
+    if code.is_empty() {
+        e
+    } else {
+        e.with_code(code)
+    }
+}
+
+impl Exchange for DashScopeExchange {
+    fn new(call: Call) -> Self {
+        DashScopeExchange { call }
+    }
+
+    fn quote(&mut self) -> Result<Usage, AdapterError> {
+        self.submit().map(|(_, s)| seconds(s))
+    }
+
+    fn first(&mut self) -> Step {
+        match self.call.op.as_str() {
+            "video" => match self.submit() {
+                Ok((body, _)) => Step::Send(
+                    UpstreamRequest::post_json(SUBMIT, body.to_string()).with_header("x-dashscope-async", "enable"),
+                ),
+                Err(e) => Step::Fail(e),
+            },
+            "task.poll" => match self.task_id() {
+                Some(id) => Step::Send(UpstreamRequest::get(format!("/api/v1/tasks/{id}"))),
+                None => Step::fail(ErrorKind::BadRequest, "the task's state is not a DashScope task id"),
+            },
+            "task.cancel" => match self.task_id() {
+                Some(id) => Step::Send(UpstreamRequest::post_json(format!("/api/v1/tasks/{id}/cancel"), String::new())),
+                None => Step::fail(ErrorKind::BadRequest, "the task's state is not a DashScope task id"),
+            },
+            op => Step::fail(ErrorKind::Unsupported, format!("dashscope does not serve '{op}'")),
+        }
+    }
+
+    fn next(&mut self, response: UpstreamResponse) -> Step {
+        let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        if !(200..300).contains(&response.status) {
+            return Step::Fail(error_of(response.status, &v));
+        }
+        match self.call.op.as_str() {
+            "video" => match v.pointer("/output/task_id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
+                Some(id) => Step::Submitted(TaskSubmitted {
+                    state: id.to_string(),
+                    reply: None,
+                    usage: Usage::default(),
+                    poll_after_ms: Some(5_000),
+                }),
+                None => Step::fail(ErrorKind::UpstreamFault, "DashScope's answer to the submit has no task_id"),
+            },
+            "task.cancel" => Step::Reply(Reply::json("{}".into(), Usage::default())),
+            _ => polled(&v),
+        }
+    }
+}
+
+fn polled(v: &Value) -> Step {
+    let state = match v.pointer("/output/task_status").and_then(Value::as_str) {
+        Some(s @ ("PENDING" | "RUNNING")) => TaskState::Pending(TaskProgress {
+            percent: None,
+            message: Some(s.to_ascii_lowercase()),
+            state: None,
+            poll_after_ms: Some(if s == "PENDING" { 5_000 } else { 3_000 }),
+            reply: None,
+        }),
+        Some("SUCCEEDED") => {
+            let Some(url) = v.pointer("/output/video_url").and_then(Value::as_str).filter(|u| !u.is_empty()) else {
+                return Step::fail(ErrorKind::UpstreamFault, "DashScope's finished task has no video_url");
+            };
+            let usage = &v["usage"];
+            let reported = usage["duration"].as_f64().or_else(|| usage["video_duration"].as_f64());
+            TaskState::Succeeded(TaskDone {
+                reply: None,
+                outputs: vec![Media { url: url.to_string(), content_type: Some("video/mp4".into()) }],
+                usage: Usage { milliseconds: reported.map(|s| (s * 1000.0).round() as u64), ..Usage::default() },
+            })
+        }
+        Some("FAILED" | "CANCELED" | "UNKNOWN") => TaskState::Failed(error_of(400, v)),
+        _ => return Step::fail(ErrorKind::UpstreamFault, "DashScope's task status is unreadable"),
+    };
+    Step::Task(state)
+}
+
+export_plugin!(DashScope);
+
+#[cfg(test)]
+mod tests;

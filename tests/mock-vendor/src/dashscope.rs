@@ -1,0 +1,92 @@
+//! Alibaba DashScope's asynchronous video synthesis (`vendor-apis.md` §6.2): the submit
+//! needs `X-DashScope-Async: enable` (DashScope refuses a synchronous call of it) and answers
+//! `{"output":{"task_status":"PENDING","task_id"}}`; `GET /api/v1/tasks/{id}` answers
+//! `PENDING`, then `RUNNING`, then `SUCCEEDED` with a `video_url` on the mock's CDN and
+//! `usage.duration` (the seconds asked), or `FAILED` with DashScope's code when the prompt was
+//! `fail`; `POST /api/v1/tasks/{id}/cancel` cancels a pending task. Errors are
+//! `{"code","message","request_id"}`; a task belongs to the key that made it.
+
+use crate::body::MockBody;
+use crate::{json, Ctx, State};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+
+pub struct Task {
+    key: String,
+    job: String,
+    queries: u32,
+    prompt: String,
+    seconds: u64,
+    cancelled: bool,
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<MockBody> {
+    json(status, json!({ "code": code, "message": message, "request_id": "mock" }).to_string())
+}
+
+fn unauthorized() -> Response<MockBody> {
+    error(StatusCode::UNAUTHORIZED, "InvalidApiKey", "Invalid API-key provided.")
+}
+
+/// `POST /api/v1/services/aigc/video-generation/video-synthesis`.
+pub fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+    let Some(key) = key.filter(|_| cx.authorized).map(str::to_string) else { return unauthorized() };
+    if cx.headers.get("x-dashscope-async").and_then(|v| v.to_str().ok()) != Some("enable") {
+        return error(StatusCode::FORBIDDEN, "AccessDenied", "current user api does not support synchronous calls");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&cx.body) else {
+        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "the body is not JSON");
+    };
+    let prompt = body.pointer("/input/prompt").and_then(Value::as_str).unwrap_or_default().to_string();
+    if body["model"].as_str().is_none_or(str::is_empty)
+        || (prompt.is_empty() && body.pointer("/input/img_url").is_none())
+    {
+        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "model and input.prompt are required");
+    }
+    if body.pointer("/parameters/size").and_then(Value::as_str).is_some_and(|s| !s.contains('*')) {
+        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "size must be WIDTH*HEIGHT");
+    }
+    let seconds = body.pointer("/parameters/duration").and_then(Value::as_u64).unwrap_or(5);
+    let job = crate::jobs::create(state, &key, seconds, &prompt);
+    let id = format!("0385dc79-{:012x}", state.next_trace());
+    let task = Task { key, job, queries: 0, prompt, seconds, cancelled: false };
+    state.dashscope.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), task);
+    json(
+        StatusCode::OK,
+        json!({ "output": { "task_status": "PENDING", "task_id": id }, "request_id": "mock" }).to_string(),
+    )
+}
+
+/// `GET /api/v1/tasks/{id}`, or `POST /api/v1/tasks/{id}/cancel`.
+pub fn task(state: &State, cx: &Ctx, key: Option<&str>, id: &str, cancel: bool) -> Response<MockBody> {
+    let Some(key) = key.filter(|_| cx.authorized).map(str::to_string) else { return unauthorized() };
+    let mut tasks = state.dashscope.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(t) = tasks.get_mut(id).filter(|t| t.key == key) else {
+        return error(StatusCode::NOT_FOUND, "InvalidParameter", "task not found");
+    };
+    if cancel {
+        if t.queries > 0 || t.cancelled {
+            return error(StatusCode::BAD_REQUEST, "UnsupportedOperation", "only a pending task can be cancelled");
+        }
+        t.cancelled = true;
+        return json(StatusCode::OK, json!({ "request_id": "mock" }).to_string());
+    }
+    t.queries += 1;
+    let output = match (t.cancelled, t.queries) {
+        (true, _) => json!({ "task_id": id, "task_status": "CANCELED" }),
+        (_, 1) => json!({ "task_id": id, "task_status": "PENDING" }),
+        (_, 2) => json!({ "task_id": id, "task_status": "RUNNING" }),
+        _ if t.prompt == "fail" => json!({ "task_id": id, "task_status": "FAILED", "code": "DataInspectionFailed",
+            "message": "Output data may contain inappropriate content." }),
+        (_, n) => {
+            let url = format!("http://{}/cdn/{}.mp4?sig=ds{n}", state.addr, t.job);
+            return json(
+                StatusCode::OK,
+                json!({ "output": { "task_id": id, "task_status": "SUCCEEDED", "video_url": url },
+                    "usage": { "duration": t.seconds, "video_count": 1 }, "request_id": "mock" })
+                .to_string(),
+            );
+        }
+    };
+    json(StatusCode::OK, json!({ "output": output, "request_id": "mock" }).to_string())
+}
