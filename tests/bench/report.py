@@ -175,6 +175,21 @@ def main():
     if meta.get("peers_note"):
         print()
         print("Peers: " + meta["peers_note"])
+    flow = meta.get("task_flow") if isinstance(meta.get("task_flow"), dict) else {}
+    if flow:
+        print()
+        print("Task flow (the mock's SiliconFlow video API; the gateway holds, records, archives)")
+        if flow.get("error"):
+            warnings.append("task flow: " + str(flow["error"]))
+        for name, label in (("submit", "submit (us)"), ("poll", "a consumer's poll (us)")):
+            f = flow.get(name) or {}
+            print(f"{label:28}{fmt(f.get('direct_us')):>12}{fmt(f.get('tollgate_us')):>12}"
+                  f"{fmt(diff(f.get('direct_us'), f.get('tollgate_us')), sign=True):>12}")
+        dl = flow.get("download") or {}
+        print(f"{'download (MiB/s)':28}{fmt(dl.get('direct_mib_s'), 1):>12}{fmt(dl.get('tollgate_mib_s'), 1):>12}"
+              f"{fmt(dl.get('added_ms_per_mib'), 3, sign=True):>12}  ms per MiB, {dl.get('mib', '-')} MiB")
+        print(f"{'9 MiB video end to end (s)':28}{'':>12}{fmt(flow.get('end_to_end_s'), 2):>12}"
+              "  (the vendor's pace and poll hints)")
     for w in warnings:
         print("WARNING: " + w)
 
@@ -191,6 +206,7 @@ def main():
         "overhead": overhead,
         "peers": peers,
         "peers_note": meta.get("peers_note"),
+        "task_flow": meta.get("task_flow"),
         "warnings": warnings,
     }
     with open(out_path, "w") as f:

@@ -15,7 +15,9 @@
 # What it does: builds the gateway, mock-vendor and the openai plugin; starts mock-vendor and a
 # Tollgate with one channel pointing at it, both on 127.0.0.1 with ephemeral ports; loads each
 # with wrk (post.lua) at c=1 (latency) and c=32 (throughput, CPU per request from /proc); times the
-# first streamed byte with ttfb.py; prints a table and writes JSON via report.py.
+# first streamed byte with ttfb.py; runs the task flow with taskflow.py (a video submitted,
+# polled, archived and downloaded through the gateway, against the mock's SiliconFlow video
+# API, beside the same calls made directly); prints a table and writes JSON via report.py.
 # Everything started here is stopped by PID when the script exits (trap), and every load loop is
 # bounded in time (wrk -d, `timeout`, ttfb.py --max-secs and a request count).
 set -euo pipefail
@@ -42,6 +44,8 @@ done
 MOCK_BIN=$ROOT/target/release/mock-vendor
 GW_BIN=${GW_BIN:-$ROOT/target/release/tollgate}
 PLUGIN_WASM=${PLUGIN_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm}
+# The task flow's plugin (video tasks).
+VIDEO_WASM=${VIDEO_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_siliconflow.wasm}
 CHAT=/v1/chat/completions
 # The streamed request is paced: 5 chunks, 5 ms apart (no pause before the first one).
 STREAM_HEADERS=(-H 'x-mock-delay-ms: 5' -H 'x-mock-chunks: 5')
@@ -98,8 +102,8 @@ build() {
   # cargo waits by itself if another job holds the build lock.
   log "building tollgate and mock-vendor (release)"
   (cd "$ROOT" && cargo build --release -p tollgate -p mock-vendor)
-  log "building the openai plugin (wasm32-wasip2, profile plugin)"
-  (cd "$ROOT" && cargo build --profile plugin --target wasm32-wasip2 -p tollgate-plugin-openai)
+  log "building the openai and siliconflow plugins (wasm32-wasip2, profile plugin)"
+  (cd "$ROOT" && cargo build --profile plugin --target wasm32-wasip2 -p tollgate-plugin-openai -p tollgate-plugin-siliconflow)
 }
 
 ensure_tools() {
@@ -111,7 +115,7 @@ ensure_tools() {
   for t in wrk curl python3 timeout getconf ss; do
     command -v "$t" > /dev/null || die "missing tool: $t"
   done
-  for t in "$MOCK_BIN" "$GW_BIN" "$PLUGIN_WASM"; do
+  for t in "$MOCK_BIN" "$GW_BIN" "$PLUGIN_WASM" "$VIDEO_WASM"; do
     [ -e "$t" ] || die "missing $t (run without --no-build)"
   done
 }
@@ -157,6 +161,7 @@ start_mock() {
 start_gateway() {
   mkdir -p "$WORK/plugins" "$WORK/data"
   cp "$PLUGIN_WASM" "$WORK/plugins/openai.wasm"
+  cp "$VIDEO_WASM" "$WORK/plugins/siliconflow.wasm"
   CFG=$WORK/tollgate.toml
   # Billing on (every call priced, reserved, charged and written to the ledger) unless BILLING=0.
   local pricing=""
@@ -165,6 +170,9 @@ start_gateway() {
 [models."gpt-4o-mini"]
 input_per_million = "0.15"
 output_per_million = "0.60"
+
+[models."Wan-AI/Wan2.2-T2V-A14B".units]
+video = "0.01"
 EOF
     pricing="pricing_file = \"$WORK/pricing.toml\""
   fi
@@ -173,6 +181,8 @@ listen = "127.0.0.1:0"
 data_dir = "$WORK/data"
 plugins_dir = "$WORK/plugins"
 $pricing
+# The task flow's videos come from the mock's CDN, on loopback.
+fetch_allow_private_hosts = ["127.0.0.1"]
 
 [[channel]]
 name = "bench"
@@ -181,6 +191,13 @@ base_url = "$MOCK_URL"
 models = ["gpt-4o-mini"]
 # A weighted pool with a backup priority: key selection is on the measured path.
 keys = [{ key = "sk-upstream-1", weight = 3 }, "sk-upstream-2", { key = "sk-upstream-backup", priority = -1 }]
+
+[[channel]]
+name = "bench-video"
+plugin = "siliconflow"
+base_url = "$MOCK_URL"
+models = ["Wan-AI/Wan2.2-T2V-A14B"]
+keys = ["sk-upstream-video"]
 EOF
   GW_KEY=$(TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" keys create --name bench --balance 100 \
     2>> "$WORK/gateway.log" | awk 'NF { k = $0 } END { print k }')
@@ -287,6 +304,15 @@ measure_stream() {
   record "$target" stream "$json"
 }
 
+# measure_task_flow: a video task through the gateway and direct (taskflow.py; bounded).
+measure_task_flow() {
+  local json
+  log "task flow: submits, polls, a 9 MiB video end to end and its download"
+  json=$(timeout 150 python3 "$HERE/taskflow.py" "$GW_URL" "$GW_KEY" "$MOCK_URL" --max-secs 120 || true)
+  [ -n "$json" ] || json='{"error":"taskflow.py gave no output"}'
+  record meta task_flow "$json"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Optional peers (../shared/peer-bench): measured only if already running; never started here.
 
@@ -390,6 +416,7 @@ main() {
   measure_stream tollgate "$GW_URL$CHAT" "$GW_KEY" "${STREAM_HEADERS[@]}"
   record direct rss_hwm_kb "$(hwm_kb "$MOCK_PID")"
   record tollgate rss_hwm_kb "$(hwm_kb "$GW_PID")"
+  measure_task_flow
 
   if [ "$WITH_PEERS" = 1 ]; then
     measure_peers
