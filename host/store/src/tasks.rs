@@ -225,6 +225,41 @@ pub async fn finish_and_settle(
     Ok(Some(Settled { user_id: task.user_id, key_id: task.key_id, refund_micros: refund }))
 }
 
+/// Why a task failed when the archive refused its outputs (the vendor made them: charged).
+pub const ARCHIVE_FAILED: &str = "archive_failed";
+
+/// An operator's retry of a task that failed only because the archive refused its outputs:
+/// now they are archived, it succeeded. Its money was settled when it failed and is not
+/// touched. `false`: the task is not (or no longer) such a task.
+pub async fn rearchived(
+    db: &Db,
+    id: &str,
+    outputs: &str,
+    archived: &[crate::archive::Output],
+    now: i64,
+) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "UPDATE tasks SET status = $1, outputs = $2, error_kind = NULL, message = NULL, progress = 100, \
+         updated_at = $3, callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, \
+         callback_attempts = 0, callback_at = $3 WHERE id = $4 AND status = $5 AND error_kind = $6",
+    )
+    .bind(SUCCEEDED)
+    .bind(tollgate_base::text::truncate(outputs, MAX_OUTPUTS_BYTES))
+    .bind(now)
+    .bind(id)
+    .bind(FAILED)
+    .bind(ARCHIVE_FAILED)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    crate::archive::record(&mut tx, id, archived, now).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Writes a call record with its charge: the call log row, the ledger entry (keyed by the
 /// request id: a second one fails the transaction) and the balances.
 async fn charge(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &CallRecord) -> Result<()> {

@@ -733,3 +733,52 @@ fn a_video_priced_by_its_tier_holds_the_tier_and_an_unpriced_tier_is_refused() {
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn an_operator_retries_a_download_the_archive_refused_and_the_task_succeeds_charged_once() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let plugins = [("faulty-v1", "faulty.wasm")];
+    // The operator's limit is too small for the 9 MiB video: the task fails, charged.
+    let small = format!("{LOCAL_CDN}archive_max_bytes = 1048576\n{}{ch}", pricing_setting(PRICES));
+    let mut a = Gateway::start("tasks-retry-a", &plugins, &small);
+    let id = submit(&a, &a.key, r#"{"model":"fixture-video","seconds":3,"prompt":"huge"}"#).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let failed = finished(&a, &id);
+    assert_eq!((failed["error"].as_str(), failed["charge"].as_str()), (Some("archive_failed"), Some("0.020000")));
+    balance_becomes(&a, 10_000_000 - 20_000);
+    let admin = |gw: &Gateway, method: &str, path: &str| {
+        http::request(&gw.addr, method, path, &[("authorization", "Bearer admin-secret")], b"")
+    };
+    let retry = format!("/admin/tasks/{id}/retry");
+    // Retried under the same limit: refused again, and the task stays as it was.
+    let r = admin(&a, "POST", &retry);
+    assert_eq!((r.status, r.error_code().as_str()), (502, "retry_failed"), "{}", r.text());
+    assert!(r.text().contains("archive_max_bytes"), "{}", r.text());
+    assert_eq!(finished(&a, &id)["status"], "failed");
+    assert_eq!(admin(&a, "POST", "/admin/tasks/task_nope/retry").status, 404);
+
+    // The operator raises the limit (a restart on the same database) and retries: the vendor
+    // is polled again on the job's key, its fresh URL downloaded, and the task succeeds with
+    // its money untouched: charged once, when it failed.
+    a.terminate();
+    a.wait_exit(Duration::from_secs(10));
+    let b =
+        Gateway::start_sharing("tasks-retry-b", &plugins, &format!("{LOCAL_CDN}{}{ch}", pricing_setting(PRICES)), &a);
+    // (The second node's start created a key of its own, topping the account up.)
+    let before = b.balance_micros("e2e");
+    let r = admin(&b, "POST", &retry);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let done = finished_for(&b, &a.key, &id);
+    assert_eq!((done["status"].as_str(), done["charge"].as_str()), (Some("succeeded"), Some("0.020000")), "{done}");
+    let content = get(&b, &a.key, &format!("/v1/tasks/{id}/content/0"), &[]);
+    assert_eq!((content.status, content.body.len()), (200, 9 << 20));
+    assert_eq!(sha256_hex(&content.body), done["outputs"][0]["sha256"].as_str().unwrap());
+    assert_eq!(b.balance_micros("e2e"), before, "the retry moves no money");
+    // Once succeeded, a retry is refused; so is one of a task that did not fail its archive.
+    assert_eq!(admin(&b, "POST", &retry).error_code(), "task_not_archive_failed");
+    let (ok, report) = b.verify_ledger();
+    assert!(ok, "{report}");
+}

@@ -5,7 +5,8 @@
 //! the prompt was `fail`. A job exists only in the account (key) that submitted it.
 //!
 //! The URL is on the mock's CDN, `GET /cdn/{id}.mp4?sig=…` (no key, as CDNs are), and it
-//! expires once it has been downloaded: a second download gets 403 with S3's XML error. The
+//! expires once it has been downloaded: a second download of that URL gets 403 with S3's XML error (a
+//! later query of the job hands out a fresh URL, as vendors' signed URLs are). The
 //! prompt shapes the file: `huge` (9 MiB, with its length: more than one part of an upload to S3), `huge-chunked` (3 MiB, no length),
 //! `html` (an HTML page answered 200), `redirect` (a 302 to the file); otherwise an MP4-like
 //! file of `200_000 + seconds` bytes.
@@ -21,8 +22,8 @@ pub struct Job {
     seconds: u64,
     prompt: String,
     queries: u32,
-    /// The CDN URL was downloaded (it has expired).
-    downloaded: bool,
+    /// The CDN URLs (their `sig`) downloaded: each has expired since.
+    downloaded: std::collections::HashSet<String>,
 }
 
 pub async fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
@@ -52,7 +53,7 @@ pub async fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<Mock
         seconds,
         prompt,
         queries: 0,
-        downloaded: false,
+        downloaded: Default::default(),
     };
     state.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), job);
     json(
@@ -64,7 +65,14 @@ pub async fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<Mock
 /// Records a job another vendor's API made (`kling`), for the CDN to serve its file; its id.
 pub fn create(state: &State, key: &str, seconds: u64, prompt: &str) -> String {
     let id = format!("job-{}", state.next_trace());
-    let job = Job { cancelled: false, key: key.into(), seconds, prompt: prompt.into(), queries: 0, downloaded: false };
+    let job = Job {
+        cancelled: false,
+        key: key.into(),
+        seconds,
+        prompt: prompt.into(),
+        queries: 0,
+        downloaded: Default::default(),
+    };
     state.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), job);
     id
 }
@@ -130,7 +138,7 @@ pub fn cancel(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<
 }
 
 /// `GET /cdn/{file}`: a job's output, once.
-pub fn cdn(state: &State, file: &str) -> Response<MockBody> {
+pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
     let redirected = file.strip_prefix("r/");
     let id = redirected.unwrap_or(file).trim_end_matches(".mp4");
     let mut jobs = state.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,14 +147,14 @@ pub fn cdn(state: &State, file: &str) -> Response<MockBody> {
     };
     if job.prompt == "redirect" && redirected.is_none() {
         let mut r = crate::respond(StatusCode::FOUND, "text/plain", MockBody::empty());
-        let to = format!("/cdn/r/{id}.mp4");
+        let to = format!("/cdn/r/{id}.mp4?{query}");
         r.headers_mut().insert(hyper::header::LOCATION, to.parse().expect("a valid location"));
         return r;
     }
-    if job.downloaded {
+    let sig = crate::query_param(query, "sig").unwrap_or_default();
+    if !job.downloaded.insert(sig) {
         return crate::respond(StatusCode::FORBIDDEN, "application/xml", MockBody::full(XML_EXPIRED));
     }
-    job.downloaded = true;
     state.cdn_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match job.prompt.as_str() {
         "html" => {

@@ -254,7 +254,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     });
     if let Some(file) = req.uri().path().strip_prefix("/cdn/") {
         // A CDN: no key, not counted as a vendor call.
-        return jobs::cdn(&state, file);
+        return jobs::cdn(&state, file, req.uri().query().unwrap_or_default());
     }
     if req.uri().path() == "/v1/user/info" {
         // Balance reads are counted apart: `by_key` counts the calls that serve consumers.

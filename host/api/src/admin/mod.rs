@@ -154,6 +154,28 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 "attempts": task.callback_attempts });
             json(200, &v)
         }
+        (&Method::POST, p) if p.starts_with("/admin/tasks/") && p.ends_with("/retry") => {
+            use tollgate_engine::tasks::RetryRefused;
+            let id = &p["/admin/tasks/".len()..p.len() - "/retry".len()];
+            match state.engine.retry_archive(id).await {
+                Ok(t) => json(200, &task_json(&t)),
+                Err(RetryRefused::NotFound) => {
+                    error_response(404, "invalid_request_error", "task_not_found", &format!("No task '{id}'."))
+                }
+                Err(RetryRefused::NotArchiveFailed(why)) => error_response(
+                    409,
+                    "invalid_request_error",
+                    "task_not_archive_failed",
+                    &format!("Task '{id}' is {why}: only a task that failed for its archive is retried."),
+                ),
+                Err(RetryRefused::Failed(why)) => error_response(
+                    502,
+                    "server_error",
+                    "retry_failed",
+                    &format!("Task '{id}' was not archived: {why}. It stays failed (and charged)."),
+                ),
+            }
+        }
         (&Method::POST, p) if p.starts_with("/admin/tasks/") && p.ends_with("/cancel") => {
             let id = &p["/admin/tasks/".len()..p.len() - "/cancel".len()];
             match crate::store::tasks::find(&state.engine.db, id).await {
