@@ -230,7 +230,8 @@ pub const ARCHIVE_FAILED: &str = "archive_failed";
 
 /// An operator's retry of a task that failed only because the archive refused its outputs:
 /// now they are archived, it succeeded. Its money was settled when it failed and is not
-/// touched. `false`: the task is not (or no longer) such a task.
+/// touched. Its callback is not sent again (its failure may be in delivery right now; the
+/// consumer reads the task). `false`: the task is not (or no longer) such a task.
 pub async fn rearchived(
     db: &Db,
     id: &str,
@@ -241,8 +242,7 @@ pub async fn rearchived(
     let mut tx = db.begin().await?;
     let done = sqlx::query(
         "UPDATE tasks SET status = $1, outputs = $2, error_kind = NULL, message = NULL, progress = 100, \
-         updated_at = $3, callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, \
-         callback_attempts = 0, callback_at = $3 WHERE id = $4 AND status = $5 AND error_kind = $6",
+         updated_at = $3 WHERE id = $4 AND status = $5 AND error_kind = $6",
     )
     .bind(SUCCEEDED)
     .bind(tollgate_base::text::truncate(outputs, MAX_OUTPUTS_BYTES))

@@ -4,7 +4,8 @@
 //! - op `video` (OpenAI's Videos API): `POST /contents/generations/tasks` with the prompt as a
 //!   text item and an `image` URL as the first frame; OpenAI's `size` becomes `resolution`
 //!   and `ratio`, `seconds` `duration`. Fields that change the price (`generate_audio`,
-//!   `service_tier`, ...) are refused, not sent at the quoted price.
+//!   `service_tier`, ...) and parameters written into the prompt (`--dur 12`) are refused,
+//!   not sent at the quoted price.
 //! - op `task.poll`: `GET /contents/generations/tasks/{id}` until `succeeded` (its
 //!   `content.video_url` is archived) or `failed` / `expired` / `cancelled`.
 //! - op `task.cancel`: `DELETE /contents/generations/tasks/{id}` (Ark cancels a queued task).
@@ -74,6 +75,14 @@ fn resolution(size: &str) -> Result<(u64, Option<&'static str>), AdapterError> {
     Ok((short, Some(ratio)))
 }
 
+/// A Seedance parameter written into a prompt (`--dur`, `--rs`, ...: a word of `--` and a
+/// letter), if any.
+fn prompt_flag(prompt: &str) -> Option<&str> {
+    prompt
+        .split_whitespace()
+        .find(|w| w.strip_prefix("--").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_alphabetic())))
+}
+
 /// The most tokens a video of this short side and duration can count: the widest ratio
 /// (21:9), sides rounded up to 16, `FPS` frames a second plus one.
 pub fn token_bound(short: u64, seconds: u64) -> u64 {
@@ -135,6 +144,13 @@ impl ArkExchange {
             return Err(bad(format!("'{k}' is not a field this gateway sends to Ark (it may change the price)")));
         }
         let prompt = f.remove("prompt").and_then(|p| p.as_str().map(str::to_string)).filter(|p| !p.trim().is_empty());
+        // Seedance also reads parameters written into the prompt (`--dur 12`, `--rs 1080p`):
+        // they would override what was quoted.
+        if let Some(flag) = prompt.as_deref().and_then(prompt_flag) {
+            return Err(bad(format!(
+                "the prompt sets '{flag}'; give the video's parameters as fields (seconds, size), not in the text"
+            )));
+        }
         let image = f.remove("image").and_then(|p| p.as_str().map(str::to_string)).filter(|p| !p.is_empty());
         if prompt.is_none() && image.is_none() {
             return Err(bad("a video needs a 'prompt' (or an 'image')".into()));

@@ -8,6 +8,12 @@ fn video(json: &str) -> Call {
 }
 
 #[test]
+fn a_prompt_may_use_dashes_but_not_set_parameters() {
+    assert_eq!(prompt_flag("a cat -- running --dur 5"), Some("--dur"));
+    assert_eq!(prompt_flag("a cat — running - fast -- 5"), None);
+}
+
+#[test]
 fn the_quote_bounds_what_ark_counts_for_every_ratio() {
     // Ark's own figure for a 1080p 16:9 five-second video: 1920 × 1088 × 121 / 1024.
     assert!(token_bound(1080, 5) >= 246_840);
@@ -49,6 +55,10 @@ fn what_would_change_the_price_or_cannot_be_rendered_is_refused_before_ark() {
         r#"{"prompt":"a","size":"4096x2160"}"#,
         r#"{"prompt":"a","size":"1000x720"}"#,
         r#"{"prompt":" "}"#,
+        r#"{"prompt":"a cat --dur 12","seconds":"2"}"#,
+        r#"{"prompt":"a cat --rs 1080p"}"#,
+        r#"{"prompt":"a","seconds":"5","duration":"10"}"#,
+        r#"{"prompt":"a","size":"480p","resolution":"1080p"}"#,
     ] {
         let run = Harness::<Ark>::new(video(bad)).run(|_| panic!("nothing is sent"));
         assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::BadRequest), "{bad}");

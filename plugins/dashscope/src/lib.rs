@@ -9,9 +9,12 @@
 //!   archived) or `FAILED` / `CANCELED` / `UNKNOWN` (its `code` and `message`).
 //! - op `task.cancel`: `POST /api/v1/tasks/{task_id}/cancel` (a task still pending).
 //!
-//! DashScope bills a video by its seconds: the quote holds the seconds asked for, a finished
-//! task reports `usage.duration` (or the older `video_duration`). Auth is the channel's API key
-//! as a bearer token; errors are `{"code","message","request_id"}`.
+//! DashScope bills a video by its seconds at a price per resolution: the quote names the
+//! resolution's tier (`480p`, `720p`, `1080p`, from the size's area; 1080p when none is given,
+//! as DashScope defaults) counted in the seconds asked for, and a finished task the seconds
+//! it reports (`usage.duration`, or the older `video_duration`), a started second whole.
+//! Price them as `[models."wan2.2-t2v-plus".units] "720p" = "<per second>"`. Auth is the
+//! channel's API key as a bearer token; errors are `{"code","message","request_id"}`.
 
 use serde_json::{json, Map, Value};
 use tollgate_plugin_sdk::{
@@ -63,8 +66,8 @@ impl DashScopeExchange {
         }
     }
 
-    /// DashScope's request body and the seconds it holds.
-    fn submit(&self) -> Result<(Value, u64), AdapterError> {
+    /// DashScope's request body, the resolution's tier and the seconds it holds.
+    fn submit(&self) -> Result<(Value, &'static str, u64), AdapterError> {
         let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
         let mut f = self.fields()?;
         f.remove("model");
@@ -78,14 +81,16 @@ impl DashScopeExchange {
         let mut input = Map::new();
         let mut parameters = Map::new();
         parameters.insert("duration".into(), json!(seconds));
-        if let Some(size) = f.remove("size") {
-            let s = size.as_str().unwrap_or_default();
-            let valid = s.split_once('x').is_some_and(|(w, h)| w.parse::<u32>().is_ok() && h.parse::<u32>().is_ok());
-            if !valid {
-                return Err(bad(format!("size {size} is not WIDTHxHEIGHT")));
+        let tier = match f.remove("size") {
+            None => "1080p",
+            Some(size) => {
+                let s = size.as_str().unwrap_or_default();
+                let dims = s.split_once('x').and_then(|(w, h)| Some((w.parse::<u64>().ok()?, h.parse::<u64>().ok()?)));
+                let Some((w, h)) = dims else { return Err(bad(format!("size {size} is not WIDTHxHEIGHT"))) };
+                parameters.insert("size".into(), Value::String(s.replace('x', "*")));
+                tier(w * h).ok_or_else(|| bad(format!("size {s} is larger than 1080p")))?
             }
-            parameters.insert("size".into(), Value::String(s.replace('x', "*")));
-        }
+        };
         if let Some(image) = f.remove("image").and_then(|i| i.as_str().map(str::to_string)).filter(|i| !i.is_empty()) {
             input.insert("img_url".into(), Value::String(image));
         }
@@ -93,7 +98,17 @@ impl DashScopeExchange {
             if INPUT.contains(&k.as_str()) {
                 input.insert(k, v);
             } else if PARAMETERS.contains(&k.as_str()) {
-                parameters.insert(k, v);
+                // A form's fields are strings: DashScope wants the seed a number, flags booleans.
+                let typed = match v.as_str() {
+                    Some(t) if k == "seed" => t
+                        .trim()
+                        .parse::<i64>()
+                        .map(Value::from)
+                        .map_err(|_| bad(format!("seed '{t}' is not a number")))?,
+                    Some(t @ ("true" | "false")) => Value::Bool(t == "true"),
+                    _ => v,
+                };
+                parameters.insert(k, typed);
             } else {
                 return Err(bad(format!(
                     "'{k}' is not a field this gateway sends to DashScope (it may change the price)"
@@ -105,19 +120,31 @@ impl DashScopeExchange {
             return Err(bad("a video needs a 'prompt' (or an 'image')".into()));
         }
         let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
-        Ok((json!({ "model": model, "input": input, "parameters": parameters }), seconds))
+        Ok((json!({ "model": model, "input": input, "parameters": parameters }), tier, seconds))
     }
 
-    fn task_id(&self) -> Option<&str> {
-        self.call
-            .task
-            .as_deref()
-            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    /// The task's DashScope id and tier, from its state (`{"id","tier"}`).
+    fn task(&self) -> Option<(String, String)> {
+        let state: Value = serde_json::from_str(self.call.task.as_deref()?).ok()?;
+        let safe = |id: &&str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let id = state["id"].as_str().filter(safe)?;
+        Some((id.to_string(), state["tier"].as_str()?.to_string()))
     }
 }
 
-fn seconds(s: u64) -> Usage {
-    Usage { milliseconds: Some(s * 1000), ..Usage::default() }
+/// A resolution's tier by its area in pixels (DashScope's sizes of each resolution, all
+/// ratios); `None`: above 1080p.
+fn tier(area: u64) -> Option<&'static str> {
+    match area {
+        0..=410_000 => Some("480p"),
+        410_001..=930_000 => Some("720p"),
+        930_001..=2_100_000 => Some("1080p"),
+        _ => None,
+    }
+}
+
+fn seconds_of(tier: &str, s: u64) -> Usage {
+    Usage { extra: vec![(tier.to_string(), s)], ..Usage::default() }
 }
 
 /// DashScope's error (`{"code","message"}`, at the top or in `output`), classified.
@@ -147,23 +174,25 @@ impl Exchange for DashScopeExchange {
     }
 
     fn quote(&mut self) -> Result<Usage, AdapterError> {
-        self.submit().map(|(_, s)| seconds(s))
+        self.submit().map(|(_, tier, s)| seconds_of(tier, s))
     }
 
     fn first(&mut self) -> Step {
         match self.call.op.as_str() {
             "video" => match self.submit() {
-                Ok((body, _)) => Step::Send(
+                Ok((body, ..)) => Step::Send(
                     UpstreamRequest::post_json(SUBMIT, body.to_string()).with_header("x-dashscope-async", "enable"),
                 ),
                 Err(e) => Step::Fail(e),
             },
-            "task.poll" => match self.task_id() {
-                Some(id) => Step::Send(UpstreamRequest::get(format!("/api/v1/tasks/{id}"))),
+            "task.poll" => match self.task() {
+                Some((id, _)) => Step::Send(UpstreamRequest::get(format!("/api/v1/tasks/{id}"))),
                 None => Step::fail(ErrorKind::BadRequest, "the task's state is not a DashScope task id"),
             },
-            "task.cancel" => match self.task_id() {
-                Some(id) => Step::Send(UpstreamRequest::post_json(format!("/api/v1/tasks/{id}/cancel"), String::new())),
+            "task.cancel" => match self.task() {
+                Some((id, _)) => {
+                    Step::Send(UpstreamRequest::post_json(format!("/api/v1/tasks/{id}/cancel"), String::new()))
+                }
                 None => Step::fail(ErrorKind::BadRequest, "the task's state is not a DashScope task id"),
             },
             op => Step::fail(ErrorKind::Unsupported, format!("dashscope does not serve '{op}'")),
@@ -176,22 +205,26 @@ impl Exchange for DashScopeExchange {
             return Step::Fail(error_of(response.status, &v));
         }
         match self.call.op.as_str() {
-            "video" => match v.pointer("/output/task_id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
-                Some(id) => Step::Submitted(TaskSubmitted {
-                    state: id.to_string(),
-                    reply: None,
-                    usage: Usage::default(),
-                    poll_after_ms: Some(5_000),
-                }),
-                None => Step::fail(ErrorKind::UpstreamFault, "DashScope's answer to the submit has no task_id"),
-            },
+            "video" => {
+                match (v.pointer("/output/task_id").and_then(Value::as_str).filter(|id| !id.is_empty()), self.submit())
+                {
+                    (Some(id), Ok((_, tier, _))) => Step::Submitted(TaskSubmitted {
+                        // What a poll needs: where to ask, and the tier to report.
+                        state: json!({ "id": id, "tier": tier }).to_string(),
+                        reply: None,
+                        usage: Usage::default(),
+                        poll_after_ms: Some(5_000),
+                    }),
+                    _ => Step::fail(ErrorKind::UpstreamFault, "DashScope's answer to the submit has no task_id"),
+                }
+            }
             "task.cancel" => Step::Reply(Reply::json("{}".into(), Usage::default())),
-            _ => polled(&v),
+            _ => polled(&v, &self.task().map(|(_, t)| t).unwrap_or_default()),
         }
     }
 }
 
-fn polled(v: &Value) -> Step {
+fn polled(v: &Value, tier: &str) -> Step {
     let state = match v.pointer("/output/task_status").and_then(Value::as_str) {
         Some(s @ ("PENDING" | "RUNNING")) => TaskState::Pending(TaskProgress {
             percent: None,
@@ -209,7 +242,11 @@ fn polled(v: &Value) -> Step {
             TaskState::Succeeded(TaskDone {
                 reply: None,
                 outputs: vec![Media { url: url.to_string(), content_type: Some("video/mp4".into()) }],
-                usage: Usage { milliseconds: reported.map(|s| (s * 1000.0).round() as u64), ..Usage::default() },
+                // A started second is billed whole; none reported: the host bills the quote.
+                usage: match reported.filter(|s| s.is_finite() && *s >= 0.0) {
+                    Some(s) if !tier.is_empty() => seconds_of(tier, s.ceil() as u64),
+                    _ => Usage::default(),
+                },
             })
         }
         Some("FAILED" | "CANCELED" | "UNKNOWN") => TaskState::Failed(error_of(400, v)),

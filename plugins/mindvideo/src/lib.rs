@@ -12,8 +12,8 @@
 //! accounts, and an account out of credits leaves it), `i-lang`, `i-version` and `i-sign`:
 //! compact JSON `{"nonce","timestamp","sign"}` with `sign` the MD5 of
 //! `nonce=<nonce>&timestamp=<ms>&app_key=<app key>`. Settings:
-//! `{ app_key = "…", bots = { "sora-2-free" = 153 } }`. A job is billed as one `video`, with
-//! its seconds.
+//! `{ app_key = "…", bots = { "sora-2-free" = 153 }, is_public = true }`. A job is billed by
+//! its tier, `{seconds}s` (`15s` by default), with its seconds.
 
 use md5::Digest;
 use serde_json::{json, Value};
@@ -46,10 +46,15 @@ impl tollgate_plugin_sdk::Plugin for MindVideo {
         if let Some((model, _)) = bots.iter().find(|(_, id)| !id.is_u64()) {
             return Err(format!("bots.\"{model}\" must be MindVideo's numeric bot id"));
         }
+        if v.get("is_public").is_some_and(|p| !p.is_boolean()) {
+            return Err("is_public must be true or false".into());
+        }
         Ok(())
     }
 }
 
+/// The sizes MindVideo's video bots render.
+const SIZES: &[&str] = &["720x1280", "1280x720"];
 /// The seconds a video is when the request names none.
 const DEFAULT_SECONDS: u64 = 15;
 
@@ -102,17 +107,20 @@ impl MindVideoExchange {
         let prompt = self.call.body.field("prompt").filter(|p| !p.trim().is_empty());
         let Some(prompt) = prompt else { return Err(bad("a video needs a 'prompt'".into())) };
         let size = self.call.body.field("size").unwrap_or_else(|| "720x1280".into());
-        let valid = size.split_once('x').is_some_and(|(w, h)| w.parse::<u32>().is_ok() && h.parse::<u32>().is_ok());
-        if !valid {
-            return Err(bad(format!("size '{size}' is not WIDTHxHEIGHT")));
+        if !SIZES.contains(&size.as_str()) {
+            return Err(bad(format!("MindVideo renders {}; not '{size}'", SIZES.join(" or "))));
         }
+        // Public by default, as MindVideo's own clients send it; `settings.is_public = false`
+        // keeps the videos out of its gallery where the account allows it.
+        let public = self.settings()["is_public"].as_bool().unwrap_or(true);
         Ok(json!({ "type": 1, "bot_id": bot,
             "options": { "prompt": prompt, "size": size, "seconds": self.seconds()?, "history_images": [] },
-            "is_public": true, "copy_protection": false }))
+            "is_public": public, "copy_protection": false }))
     }
 
+    /// A video's tier, `{seconds}s`: MindVideo's bots cost more for longer videos.
     fn usage(seconds: u64) -> Usage {
-        Usage { milliseconds: Some(seconds * 1000), extra: vec![("video".into(), 1)], ..Usage::default() }
+        Usage { milliseconds: Some(seconds * 1000), extra: vec![(format!("{seconds}s"), 1)], ..Usage::default() }
     }
 }
 

@@ -66,7 +66,7 @@ fn a_video_is_submitted_signed_with_its_bot_and_polled_to_its_url() {
     match poll(r#"{"code":0,"data":[{"task_status":"processing","task_progress":100,"results":[{"result_url":"https://cdn.mindvideo.ai/v.mp4"}]}]}"#).outcome {
         Outcome::Task(TaskState::Succeeded(d)) => {
             assert_eq!(d.outputs[0].url, "https://cdn.mindvideo.ai/v.mp4");
-            assert_eq!((d.usage.milliseconds, d.usage.extra), (Some(10_000), vec![("video".to_string(), 1)]));
+            assert_eq!((d.usage.milliseconds, d.usage.extra), (Some(10_000), vec![("10s".to_string(), 1)]));
         }
         o => panic!("{o:?}"),
     }
@@ -90,7 +90,12 @@ fn refusals_are_classified_and_what_cannot_be_made_is_refused_before_it() {
         let run = Harness::<MindVideo>::new(video_call(r#"{"prompt":"a"}"#)).run(|_| response(status, body));
         assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == kind), "{status} {body}");
     }
-    for bad in [r#"{"prompt":""}"#, r#"{"prompt":"a","seconds":"600"}"#, r#"{"prompt":"a","size":"huge"}"#] {
+    for bad in [
+        r#"{"prompt":""}"#,
+        r#"{"prompt":"a","seconds":"600"}"#,
+        r#"{"prompt":"a","size":"huge"}"#,
+        r#"{"prompt":"a","size":"3840x2160"}"#,
+    ] {
         let run = Harness::<MindVideo>::new(video_call(bad)).run(|_| panic!("nothing is sent"));
         assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::BadRequest), "{bad}");
     }

@@ -200,7 +200,8 @@ fn the_mindvideo_proxys_clients_get_mindvideo_videos_signed_and_rotated_over_acc
     // The first account has no credits left: it leaves the pool, the job goes to the next.
     let ch = channel("mv", "mindvideo", &format!("{}/api/v2", mock.url()), &["sora-2-free"], &["mv-poor", "mv-good"]);
     let settings = "settings = { app_key = \"s#c_120*AB\", bots = { \"sora-2-free\" = 153 } }\n";
-    let prices = "[models.\"sora-2-free\".units]\nvideo = \"0.5\"\n";
+    // Priced by its tier: 15 s, the default.
+    let prices = "[models.\"sora-2-free\".units]\n\"15s\" = \"0.5\"\n";
     let extra = format!("{LOCAL_CDN}{}{ch}{settings}strategy = \"round-robin\"\n", pricing_setting(prices));
     let gw = Gateway::start("mindvideo", &[("mindvideo", "mindvideo.wasm")], &extra);
     let auth = format!("Bearer {}", gw.key);
@@ -241,18 +242,24 @@ fn a_seedance_video_holds_its_token_bound_and_is_charged_the_tokens_ark_counted(
     let mock = Mock::start();
     let ch =
         channel("ark", "ark", &format!("{}/api/v3", mock.url()), &["doubao-seedance-1-0-pro-250528"], &["ark-key"]);
-    // $1 per million output tokens: a 720p 16:9 five-second video is 108,900 tokens.
+    // $1 per million output tokens: one micro-dollar a token.
     let prices = "[models.\"doubao-seedance-1-0-pro-250528\"]\noutput_per_million = \"1\"\n";
     let gw = Gateway::start("ark", &[("ark", "ark.wasm")], &format!("{LOCAL_CDN}{}{ch}", pricing_setting(prices)));
     let r =
-        create(&gw, r#"{"model":"doubao-seedance-1-0-pro-250528","prompt":"a cat","size":"1280x720","seconds":"5"}"#);
+        create(&gw, r#"{"model":"doubao-seedance-1-0-pro-250528","prompt":"a cat","size":"1080x1920","seconds":"8"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
-    // The hold is the bound for 720p and 5 s (the widest ratio): 1680 × 720 × 121 / 1024 tokens.
-    balance_becomes(&gw, 10_000_000 - 142_932);
+    let sent = mock.last_body("/api/v3/contents/generations/tasks")["json"].clone();
+    assert_eq!(
+        (sent["resolution"].as_str(), sent["ratio"].as_str(), sent["duration"].as_u64()),
+        (Some("1080p"), Some("9:16"), Some(8)),
+        "{sent}"
+    );
+    // The hold is the bound for 1080p and 8 s (the widest ratio): 2528 × 1088 × 193 / 1024 tokens.
+    balance_becomes(&gw, 10_000_000 - 518_398);
     let done = video(&gw, r.json()["id"].as_str().unwrap());
     assert_eq!(done["status"], "completed", "{done}");
-    // Charged what Ark counted: 1280 × 720 × 121 / 1024 = 108,900 tokens.
-    balance_becomes(&gw, 10_000_000 - 108_900);
+    // Charged what Ark counted: 1088 × 1920 × 193 / 1024 = 393,720 tokens.
+    balance_becomes(&gw, 10_000_000 - 393_720);
 
     // A failed task costs nothing; a queued one is cancelled at Ark and gives its hold back.
     let r = create(&gw, r#"{"model":"doubao-seedance-1-0-pro-250528","prompt":"fail"}"#);
@@ -268,16 +275,17 @@ fn a_seedance_video_holds_its_token_bound_and_is_charged_the_tokens_ark_counted(
         b"",
     );
     assert_eq!(cancel.status, 200, "{}", cancel.text());
-    balance_becomes(&gw, 10_000_000 - 108_900);
+    balance_becomes(&gw, 10_000_000 - 393_720);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
 
 #[test]
-fn a_wan_video_on_dashscope_is_held_by_its_seconds_and_charged_the_seconds_reported() {
+fn a_wan_video_on_dashscope_is_held_by_its_resolution_and_seconds_and_charged_the_seconds_made() {
     let mock = Mock::start();
     let ch = channel("dashscope", "dashscope", &mock.url(), &["wan2.2-t2v-plus"], &["ds-key"]);
-    let prices = "[models.\"wan2.2-t2v-plus\"]\nper_second = \"0.1\"\n";
+    // Priced per second of each resolution.
+    let prices = "[models.\"wan2.2-t2v-plus\".units]\n\"720p\" = \"0.1\"\n\"1080p\" = \"0.2\"\n";
     let gw = Gateway::start(
         "dashscope",
         &[("dashscope", "dashscope.wasm")],
@@ -286,20 +294,24 @@ fn a_wan_video_on_dashscope_is_held_by_its_seconds_and_charged_the_seconds_repor
     let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"a cat","size":"1280x720","seconds":"5"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     balance_becomes(&gw, 10_000_000 - 500_000);
+    let sent = mock.last_body("/api/v1/services/aigc/video-generation/video-synthesis")["json"].clone();
     assert_eq!(
-        mock.last_body("/api/v1/services/aigc/video-generation/video-synthesis")["json"]["parameters"]["size"],
-        "1280*720"
+        (sent["parameters"]["size"].as_str(), sent["parameters"]["duration"].as_u64()),
+        (Some("1280*720"), Some(5))
     );
     let done = video(&gw, r.json()["id"].as_str().unwrap());
     assert_eq!(done["status"], "completed", "{done}");
     let content = get(&gw, &format!("/v1/videos/{}/content", done["id"].as_str().unwrap()));
     assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
-    balance_becomes(&gw, 10_000_000 - 500_000);
+    // Charged the 4 s DashScope reports making, at 720p's price.
+    balance_becomes(&gw, 10_000_000 - 400_000);
 
-    // A failed task costs nothing; a pending one is cancelled at DashScope.
+    // A failed task costs nothing; a pending one (1080p: DashScope's default) is cancelled at
+    // DashScope and gives its hold back.
     let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"fail"}"#);
     assert_eq!(video(&gw, r.json()["id"].as_str().unwrap())["status"], "failed");
     let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"a dog"}"#);
+    balance_becomes(&gw, 10_000_000 - 400_000 - 1_000_000);
     let id = r.json()["id"].as_str().unwrap().to_string();
     let cancel = http::request(
         &gw.addr,
@@ -309,7 +321,7 @@ fn a_wan_video_on_dashscope_is_held_by_its_seconds_and_charged_the_seconds_repor
         b"",
     );
     assert_eq!(cancel.status, 200, "{}", cancel.text());
-    balance_becomes(&gw, 10_000_000 - 500_000);
+    balance_becomes(&gw, 10_000_000 - 400_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }

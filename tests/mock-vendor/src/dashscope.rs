@@ -2,7 +2,7 @@
 //! needs `X-DashScope-Async: enable` (DashScope refuses a synchronous call of it) and answers
 //! `{"output":{"task_status":"PENDING","task_id"}}`; `GET /api/v1/tasks/{id}` answers
 //! `PENDING`, then `RUNNING`, then `SUCCEEDED` with a `video_url` on the mock's CDN and
-//! `usage.duration` (the seconds asked), or `FAILED` with DashScope's code when the prompt was
+//! `usage.duration` (a second less than asked: what was made), or `FAILED` with DashScope's code when the prompt was
 //! `fail`; `POST /api/v1/tasks/{id}/cancel` cancels a pending task. Errors are
 //! `{"code","message","request_id"}`; a task belongs to the key that made it.
 
@@ -83,7 +83,7 @@ pub fn task(state: &State, cx: &Ctx, key: Option<&str>, id: &str, cancel: bool) 
             return json(
                 StatusCode::OK,
                 json!({ "output": { "task_id": id, "task_status": "SUCCEEDED", "video_url": url },
-                    "usage": { "duration": t.seconds, "video_count": 1 }, "request_id": "mock" })
+                    "usage": { "duration": t.seconds.saturating_sub(1), "video_count": 1 }, "request_id": "mock" })
                 .to_string(),
             );
         }

@@ -154,9 +154,9 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 "attempts": task.callback_attempts });
             json(200, &v)
         }
-        (&Method::POST, p) if p.starts_with("/admin/tasks/") && p.ends_with("/retry") => {
+        (&Method::POST, p) if task_action(p, "/retry").is_some() => {
             use tollgate_engine::tasks::RetryRefused;
-            let id = &p["/admin/tasks/".len()..p.len() - "/retry".len()];
+            let id = task_action(p, "/retry").unwrap_or_default();
             match state.engine.retry_archive(id).await {
                 Ok(t) => json(200, &task_json(&t)),
                 Err(RetryRefused::NotFound) => {
@@ -176,8 +176,8 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 ),
             }
         }
-        (&Method::POST, p) if p.starts_with("/admin/tasks/") && p.ends_with("/cancel") => {
-            let id = &p["/admin/tasks/".len()..p.len() - "/cancel".len()];
+        (&Method::POST, p) if task_action(p, "/cancel").is_some() => {
+            let id = task_action(p, "/cancel").unwrap_or_default();
             match crate::store::tasks::find(&state.engine.db, id).await {
                 Ok(Some(t)) => crate::surface::tasks::cancel(state, &t, "the operator").await,
                 Ok(None) => error_response(404, "invalid_request_error", "task_not_found", &format!("No task '{id}'.")),
@@ -317,4 +317,21 @@ fn task_json(t: &crate::store::tasks::Task) -> serde_json::Value {
         v.extend(extra);
     }
     v
+}
+
+/// The task id of `/admin/tasks/{id}<action>` (an id that is not empty).
+fn task_action<'a>(path: &'a str, action: &str) -> Option<&'a str> {
+    path.strip_prefix("/admin/tasks/")?.strip_suffix(action).filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_task_action_path_names_one_task_or_none() {
+        assert_eq!(super::task_action("/admin/tasks/task_1/retry", "/retry"), Some("task_1"));
+        assert_eq!(super::task_action("/admin/tasks/retry", "/retry"), None, "no id (once a panic)");
+        assert_eq!(super::task_action("/admin/tasks//cancel", "/cancel"), None);
+        assert_eq!(super::task_action("/admin/tasks/a/b/cancel", "/cancel"), None);
+        assert_eq!(super::task_action("/admin/tasks/a/cancel", "/retry"), None);
+    }
 }
