@@ -84,6 +84,27 @@ impl Body {
         }
     }
 
+    /// The request's top-level fields as a JSON object: a JSON body's, or a form's text
+    /// fields (as strings). A form with a file is refused with `file_refusal` (what the vendor
+    /// takes instead), as is a body that is not a JSON object.
+    pub fn object(&self, file_refusal: &str) -> Result<serde_json::Map<String, serde_json::Value>, AdapterError> {
+        let bad = |m: &str| AdapterError::new(crate::ErrorKind::BadRequest, m.to_string());
+        match self {
+            Body::Text(t) => match serde_json::from_str(t) {
+                Ok(serde_json::Value::Object(o)) => Ok(o),
+                _ => Err(bad("the request body is not a JSON object")),
+            },
+            Body::Form(parts) => parts
+                .iter()
+                .map(|p| match &p.value {
+                    PartValue::Text(t) => Ok((p.name.clone(), serde_json::Value::String(t.clone()))),
+                    _ => Err(bad(file_refusal)),
+                })
+                .collect(),
+            _ => Err(bad("the request has no body")),
+        }
+    }
+
     /// The body as bytes; `None` for bodies the host holds (`client-body`, `form`).
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
@@ -214,6 +235,14 @@ impl Route {
     pub fn affinity(mut self, field: Field) -> Self {
         self.affinity = field;
         self
+    }
+}
+
+impl crate::Call {
+    /// A field of the credential of a plugin that signs its requests (`credential-fields`);
+    /// `None` when absent or empty.
+    pub fn credential_field(&self, name: &str) -> Option<&str> {
+        self.credential.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     }
 }
 

@@ -1,8 +1,9 @@
 //! Tollgate's leaf crate, shared by the host and the plugin SDK: money as integer micros with
-//! one parse and one format (`money`), stream framing (`sse`, `ndjson`), request ids (`ids`),
+//! one parse and one format (`money`), day numbers and dates (`calendar`), stream framing (`sse`, `ndjson`), request ids (`ids`),
 //! and the metrics counters every layer adds to (`metrics`). It depends on nothing, so
 //! everything may depend on it; it never depends on anything of the host.
 
+pub mod calendar;
 pub mod ids;
 pub mod metrics;
 pub mod money;

@@ -100,29 +100,10 @@ impl ArkExchange {
         }
     }
 
-    /// The request's fields, from JSON or the SDK's form (text fields only).
-    fn fields(&self) -> Result<serde_json::Map<String, Value>, AdapterError> {
-        let bad = |m: &str| AdapterError::new(ErrorKind::BadRequest, m.to_string());
-        match &self.call.body {
-            Body::Text(t) => match serde_json::from_str(t) {
-                Ok(Value::Object(o)) => Ok(o),
-                _ => Err(bad("the request body is not a JSON object")),
-            },
-            Body::Form(parts) => parts
-                .iter()
-                .map(|p| match &p.value {
-                    PartValue::Text(t) => Ok((p.name.clone(), Value::String(t.clone()))),
-                    _ => Err(bad("Ark takes a first frame as a URL in 'image', not as a file")),
-                })
-                .collect(),
-            _ => Err(bad("the request has no body")),
-        }
-    }
-
     /// Ark's request body and the quote's bound (short side, seconds).
     fn submit(&self) -> Result<(Value, u64), AdapterError> {
         let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
-        let mut f = self.fields()?;
+        let mut f = self.call.body.object("Ark takes a first frame as a URL in 'image', not as a file")?;
         f.remove("model");
         let seconds = match f.remove("seconds").or_else(|| f.remove("duration")) {
             None => 5,

@@ -48,28 +48,10 @@ pub struct DashScopeExchange {
 }
 
 impl DashScopeExchange {
-    fn fields(&self) -> Result<Map<String, Value>, AdapterError> {
-        let bad = |m: &str| AdapterError::new(ErrorKind::BadRequest, m.to_string());
-        match &self.call.body {
-            Body::Text(t) => match serde_json::from_str(t) {
-                Ok(Value::Object(o)) => Ok(o),
-                _ => Err(bad("the request body is not a JSON object")),
-            },
-            Body::Form(parts) => parts
-                .iter()
-                .map(|p| match &p.value {
-                    PartValue::Text(t) => Ok((p.name.clone(), Value::String(t.clone()))),
-                    _ => Err(bad("DashScope takes a first frame as a URL in 'image', not as a file")),
-                })
-                .collect(),
-            _ => Err(bad("the request has no body")),
-        }
-    }
-
     /// DashScope's request body, the resolution's tier and the seconds it holds.
     fn submit(&self) -> Result<(Value, &'static str, u64), AdapterError> {
         let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
-        let mut f = self.fields()?;
+        let mut f = self.call.body.object("DashScope takes a first frame as a URL in 'image', not as a file")?;
         f.remove("model");
         let seconds = match f.remove("seconds").or_else(|| f.remove("duration")) {
             None => 5,

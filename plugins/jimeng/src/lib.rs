@@ -75,10 +75,6 @@ fn task_state(req_key: &str, task_id: &str, seconds: u64) -> String {
 }
 
 impl JimengExchange {
-    fn credential(&self, name: &str) -> Option<&str> {
-        self.call.credential.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
-    }
-
     fn setting(&self, name: &str, default: &'static str) -> String {
         let v: Value = serde_json::from_str(&self.call.config).unwrap_or(Value::Null);
         v[name].as_str().unwrap_or(default).to_string()
@@ -86,7 +82,8 @@ impl JimengExchange {
 
     /// A signed `POST /?Action=<action>&Version=…` with a JSON body.
     fn request(&self, action: &str, body: &Value) -> Result<UpstreamRequest, AdapterError> {
-        let (Some(ak), Some(sk)) = (self.credential("access_key"), self.credential("secret_key")) else {
+        let (Some(ak), Some(sk)) = (self.call.credential_field("access_key"), self.call.credential_field("secret_key"))
+        else {
             return Err(AdapterError::new(
                 ErrorKind::Unauthorized,
                 "the channel's key is not 'AccessKey|SecretKey' (Volcengine signs each request with both)",

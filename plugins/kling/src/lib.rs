@@ -110,13 +110,10 @@ fn parse_state(state: &str) -> Option<(&'static str, &str, &str)> {
 }
 
 impl KlingExchange {
-    fn credential(&self, name: &str) -> Option<&str> {
-        self.call.credential.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
-    }
-
     /// A request to Kling, signed.
     fn signed(&self, mut req: UpstreamRequest) -> Result<UpstreamRequest, AdapterError> {
-        let (Some(ak), Some(sk)) = (self.credential("access_key"), self.credential("secret_key")) else {
+        let (Some(ak), Some(sk)) = (self.call.credential_field("access_key"), self.call.credential_field("secret_key"))
+        else {
             return Err(AdapterError::new(
                 ErrorKind::Unauthorized,
                 "the channel's key is not 'AccessKey|SecretKey' (Kling signs each request with both)",
@@ -155,28 +152,10 @@ impl KlingExchange {
 
     /// Kling's request body for the consumer's, and the kind of job it is.
     fn submit_body(&self) -> Result<(&'static str, Value), AdapterError> {
-        let mut out = match &self.call.body {
-            Body::Text(text) => match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(o)) => o,
-                _ => return Err(AdapterError::new(ErrorKind::BadRequest, "the request body is not a JSON object")),
-            },
-            Body::Form(parts) => {
-                if parts.iter().any(|p| !matches!(p.value, tollgate_plugin_sdk::PartValue::Text(_))) {
-                    return Err(AdapterError::new(
-                        ErrorKind::BadRequest,
-                        "Kling takes a reference image as a URL or base64 in the 'image' field, not as a file",
-                    ));
-                }
-                let mut o = Map::new();
-                for p in parts {
-                    if let tollgate_plugin_sdk::PartValue::Text(t) = &p.value {
-                        o.insert(p.name.clone(), Value::String(t.clone()));
-                    }
-                }
-                o
-            }
-            _ => return Err(AdapterError::new(ErrorKind::BadRequest, "the request has no body")),
-        };
+        let mut out = self
+            .call
+            .body
+            .object("Kling takes a reference image as a URL or base64 in the 'image' field, not as a file")?;
         let duration = self.duration()?;
         let mode = self.mode()?;
         let prompt = out.get("prompt").and_then(Value::as_str).unwrap_or_default();

@@ -35,29 +35,10 @@ impl VideoExchange {
 
     fn submit_body(&self) -> Result<Value, AdapterError> {
         let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
-        let mut given: Map<String, Value> =
-            match &self.call.body {
-                Body::Text(t) => match serde_json::from_str(t) {
-                    Ok(Value::Object(o)) => o,
-                    _ => return Err(bad("the request body is not a JSON object".into())),
-                },
-                Body::Form(parts) => {
-                    let mut o = Map::new();
-                    for p in parts {
-                        match &p.value {
-                            PartValue::Text(t) => {
-                                o.insert(p.name.clone(), Value::String(t.clone()));
-                            }
-                            _ => return Err(bad(
-                                "SiliconFlow takes a reference image as a URL or data URI in 'image', not as a file"
-                                    .into(),
-                            )),
-                        }
-                    }
-                    o
-                }
-                _ => return Err(bad("the request has no body".into())),
-            };
+        let mut given = self
+            .call
+            .body
+            .object("SiliconFlow takes a reference image as a URL or data URI in 'image', not as a file")?;
         match given.remove("seconds").map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string)) {
             None => {}
             Some(s) if s.trim() == "5" => {}

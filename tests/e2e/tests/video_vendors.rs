@@ -36,6 +36,16 @@ fn get(gw: &Gateway, path: &str) -> http::Response {
     http::request(&gw.addr, "GET", path, &[("authorization", &format!("Bearer {}", gw.key))], b"")
 }
 
+fn cancel(gw: &Gateway, id: &str) -> http::Response {
+    http::request(
+        &gw.addr,
+        "POST",
+        &format!("/v1/tasks/{id}/cancel"),
+        &[("authorization", &format!("Bearer {}", gw.key))],
+        b"",
+    )
+}
+
 fn video(gw: &Gateway, id: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let done = eventually(Duration::from_secs(60), || {
@@ -267,13 +277,7 @@ fn a_seedance_video_holds_its_token_bound_and_is_charged_the_tokens_ark_counted(
     assert_eq!(failed["status"], "failed", "{failed}");
     let r = create(&gw, r#"{"model":"doubao-seedance-1-0-pro-250528","prompt":"a dog"}"#);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    let cancel = http::request(
-        &gw.addr,
-        "POST",
-        &format!("/v1/tasks/{id}/cancel"),
-        &[("authorization", &format!("Bearer {}", gw.key))],
-        b"",
-    );
+    let cancel = cancel(&gw, &id);
     assert_eq!(cancel.status, 200, "{}", cancel.text());
     balance_becomes(&gw, 10_000_000 - 393_720);
     let (ok, report) = gw.verify_ledger();
@@ -313,13 +317,7 @@ fn a_wan_video_on_dashscope_is_held_by_its_resolution_and_seconds_and_charged_th
     let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"a dog"}"#);
     balance_becomes(&gw, 10_000_000 - 400_000 - 1_000_000);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    let cancel = http::request(
-        &gw.addr,
-        "POST",
-        &format!("/v1/tasks/{id}/cancel"),
-        &[("authorization", &format!("Bearer {}", gw.key))],
-        b"",
-    );
+    let cancel = cancel(&gw, &id);
     assert_eq!(cancel.status, 200, "{}", cancel.text());
     balance_becomes(&gw, 10_000_000 - 400_000);
     let (ok, report) = gw.verify_ledger();

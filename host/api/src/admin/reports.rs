@@ -6,6 +6,7 @@ use crate::account::format_money;
 use crate::store::Db;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
+use tollgate_base::calendar::{civil_from_days, days_from_civil};
 
 /// A time range in unix seconds; `None` ends are open.
 #[derive(Debug, Default, Clone, Copy)]
@@ -102,30 +103,6 @@ pub fn parse_time(text: &str) -> Option<i64> {
         }
     };
     Some(days * 86_400 + seconds)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date of a day number (days since 1970-01-01).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// Per consumer key: calls, spending, and its owner's balance.
@@ -352,13 +329,5 @@ mod tests {
         for bad in ["2026-02-30", "2026-13-01", "yesterday", "2026-12-01T25:00", "26-12-01", ""] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn day_numbers_become_calendar_dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(super::civil_from_days(20_779), (2026, 11, 22));
-        assert_eq!(super::civil_from_days(-1), (1969, 12, 31));
     }
 }
