@@ -211,6 +211,11 @@ fn get(gw: &Gateway, key: &str, path: &str, headers: &[(&str, &str)]) -> http::R
     http::request(&gw.addr, "GET", path, &all, b"")
 }
 
+/// `DELETE /v1/tasks/{id}` as the holder of `key`.
+fn delete_task(gw: &Gateway, key: &str, id: &str) -> http::Response {
+    http::request(&gw.addr, "DELETE", &format!("/v1/tasks/{id}"), &[("authorization", &format!("Bearer {key}"))], b"")
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -300,15 +305,7 @@ fn outputs_are_archived_and_served_to_their_owner_with_ranges_after_the_vendor_u
 
     // Deleting a task deletes its file; a running task is not deleted.
     assert_eq!(blobs_in(&gw), 2);
-    let delete = |key: &str, id: &str| {
-        http::request(
-            &gw.addr,
-            "DELETE",
-            &format!("/v1/tasks/{id}"),
-            &[("authorization", &format!("Bearer {key}"))],
-            b"",
-        )
-    };
+    let delete = |key: &str, id: &str| delete_task(&gw, key, id);
     assert_eq!(delete(&other, &id).status, 404);
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":2,"prompt":"a dog"}"#);
     let running = r.json()["id"].as_str().unwrap().to_string();
@@ -373,15 +370,7 @@ fn two_nodes_keep_the_archive_in_one_s3_bucket_and_a_file_goes_with_the_last_tas
         .unwrap()
         .to_string();
     assert_eq!(finished_for(&a, &key, &again)["outputs"][0]["sha256"], sha.as_str());
-    let delete = |gw: &Gateway, id: &str| {
-        http::request(
-            &gw.addr,
-            "DELETE",
-            &format!("/v1/tasks/{id}"),
-            &[("authorization", &format!("Bearer {key}"))],
-            b"",
-        )
-    };
+    let delete = |gw: &Gateway, id: &str| delete_task(gw, &key, id);
     assert_eq!(delete(&b, &first).status, 200);
     let mut objects = s3.keys("tg/");
     objects.sort();
