@@ -18,8 +18,8 @@
 
 use serde_json::{json, Map, Value};
 use tollgate_plugin_sdk::{
-    export_plugin, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, Media, Operation, PartValue, Reply, Step,
-    TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    export_plugin, AdapterError, Call, ErrorKind, Exchange, Manifest, Media, Operation, Reply, Step, TaskDone,
+    TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub struct DashScope;

@@ -20,9 +20,9 @@
 
 use base64::Engine as _;
 use hmac::Mac;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tollgate_plugin_sdk::{
-    export_plugin, AdapterError, Body, Call, CredentialField, ErrorKind, Exchange, Manifest, Media, Operation, Step,
+    export_plugin, AdapterError, Call, CredentialField, ErrorKind, Exchange, Manifest, Media, Operation, Step,
     TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 

@@ -1,6 +1,6 @@
 use super::*;
 use tollgate_plugin_sdk::testing::{call, response, Harness, Outcome};
-use tollgate_plugin_sdk::{FormPart, PartValue};
+use tollgate_plugin_sdk::{Body, FormPart, PartValue};
 
 fn signed(op: &str, json: &str) -> Call {
     let mut c = call(op, "kling-v2-1-master", json);

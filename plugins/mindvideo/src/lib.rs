@@ -37,7 +37,7 @@ impl tollgate_plugin_sdk::Plugin for MindVideo {
 
     fn check_settings(settings: &str) -> Result<(), String> {
         let v: Value = serde_json::from_str(settings).map_err(|e| format!("not JSON: {e}"))?;
-        if !v["app_key"].as_str().is_some_and(|k| !k.is_empty()) {
+        if v["app_key"].as_str().is_none_or(|k| k.is_empty()) {
             return Err("settings need the app_key that signs requests (i-sign)".into());
         }
         let Some(bots) = v["bots"].as_object().filter(|b| !b.is_empty()) else {

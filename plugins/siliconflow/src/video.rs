@@ -8,11 +8,11 @@
 //! the quote and a finished job's usage name one `video`. A `size` it does not render, or a
 //! `seconds` other than 5, is refused before anything is sent.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tollgate_plugin_sdk::openai_compat::Vendor;
 use tollgate_plugin_sdk::{
-    AdapterError, Body, Call, ErrorKind, Media, PartValue, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted,
-    UpstreamRequest, UpstreamResponse, Usage,
+    AdapterError, Call, ErrorKind, Media, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest,
+    UpstreamResponse, Usage,
 };
 
 /// The sizes SiliconFlow renders.
