@@ -16,7 +16,7 @@ mod clock;
 pub mod errors;
 pub mod openai_compat;
 /// Stream framing: the host frames upstream streams with these same parsers.
-pub use tollgate_base::{calendar, ndjson, sse};
+pub use tollgate_base::{calendar, ndjson, sse, text};
 pub mod testing;
 mod types;
 

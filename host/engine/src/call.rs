@@ -339,10 +339,14 @@ impl Engine {
             let Some(picked) = picked else { return (result, false) };
             picked.report(outcome);
             tried.push(picked.id);
-            if let Ok(Outcome::Reply { objects, .. }) = &result {
-                if !objects.is_empty() {
-                    self.remember(r, plugin, &picked.secret, objects).await;
-                }
+            let objects = match &result {
+                Ok(Outcome::Reply { objects, .. }) => &objects[..],
+                // A job's ids, named in the vendor's answer to its submit (native routes).
+                Ok(Outcome::Submitted { task, .. }) => task.reply.as_ref().map_or(&[][..], |r| &r.objects[..]),
+                _ => &[],
+            };
+            if !objects.is_empty() {
+                self.remember(r, plugin, &picked.secret, objects).await;
             }
             // A stream that started is the consumer's now (it is a success), and a request
             // the vendor may have worked on is never sent again (unless its op is a read the

@@ -38,6 +38,10 @@ pub const BATCH: usize = 16;
 const MIN_POLL_SECS: i64 = 1;
 const MAX_POLL_SECS: i64 = 60;
 
+/// The header naming the gateway's task on a vendor-shaped answer to a submit (native routes):
+/// `GET /v1/tasks/{id}` shows it, with its archived outputs.
+pub const TASK_HEADER: &str = "x-tollgate-task-id";
+
 /// The op a plugin maps to read a job's state, and the one that cancels it at the vendor.
 pub const POLL_OP: &str = "task.poll";
 pub const CANCEL_OP: &str = "task.cancel";
@@ -131,7 +135,12 @@ impl Engine {
         }
         let (status, headers, body) = match (r.task_view, sub.reply) {
             // The task is stored: a body only a request can have (the plugin's bug) is sent empty.
-            (None, Some(reply)) => (reply.status, reply.headers, exchange::reply_body(reply.body).unwrap_or_default()),
+            (None, Some(reply)) => {
+                // The vendor's own answer, and the gateway's task (its archived outputs) beside it.
+                let mut headers = reply.headers;
+                headers.push(wit::Header { name: TASK_HEADER.into(), value: id.clone() });
+                (reply.status, headers, exchange::reply_body(reply.body).unwrap_or_default())
+            }
             (task_view, _) => {
                 let task = tasks::get(&self.db, &id, r.consumer.user_id).await.ok().flatten();
                 let body =

@@ -1,6 +1,7 @@
-//! The `minimax` plugin: MiniMax text-to-speech (`POST /v1/t2a_v2`).
+//! The `minimax` plugin: MiniMax text-to-speech (`POST /v1/t2a_v2`), and its asynchronous
+//! speech and video jobs and files (`jobs`).
 //!
-//! Two ways in:
+//! Two ways into speech:
 //! - op `speech`, OpenAI's `/v1/audio/speech`: the JSON body is translated to a T2A request with
 //!   `output_format: "hex"`, and the hex audio of the answer is decoded and replied as bytes;
 //! - op `minimax.t2a`, the native route `POST /v1/t2a_v2`: byte-compatible, so MiniMax's own
@@ -29,21 +30,70 @@ use tollgate_plugin_sdk::{
     StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
 };
 
+mod jobs;
+
 const T2A_PATH: &str = "/v1/t2a_v2";
 const DEFAULT_VOICE: &str = "male-qn-qingse";
 
 pub struct MiniMax;
 
 impl Plugin for MiniMax {
-    type Exchange = T2a;
+    type Exchange = MiniMaxExchange;
     fn describe() -> Manifest {
-        Manifest::new("minimax", env!("CARGO_PKG_VERSION"), "MiniMax", &["speech", "minimax.t2a"])
+        let manifest = Manifest::new("minimax", env!("CARGO_PKG_VERSION"), "MiniMax", &["speech", "minimax.t2a"])
             .with_route("POST", T2A_PATH, "minimax.t2a")
-            .with_base_url("https://api.minimax.io")
+            .with_base_url("https://api.minimax.io");
+        jobs::declare(manifest)
     }
 }
 
 tollgate_plugin_sdk::export_plugin!(MiniMax);
+
+/// One call: a synchronous synthesis, or a job or file call (`jobs`).
+pub enum MiniMaxExchange {
+    T2a(T2a),
+    Jobs(jobs::Jobs),
+}
+
+impl Exchange for MiniMaxExchange {
+    fn new(call: Call) -> Self {
+        if jobs::handles(&call.op) {
+            MiniMaxExchange::Jobs(jobs::Jobs::new(call))
+        } else {
+            MiniMaxExchange::T2a(T2a::new(call))
+        }
+    }
+    fn quote(&mut self) -> Result<Usage, AdapterError> {
+        match self {
+            MiniMaxExchange::T2a(e) => e.quote(),
+            MiniMaxExchange::Jobs(e) => e.quote(),
+        }
+    }
+    fn first(&mut self) -> Step {
+        match self {
+            MiniMaxExchange::T2a(e) => e.first(),
+            MiniMaxExchange::Jobs(e) => e.first(),
+        }
+    }
+    fn next(&mut self, response: UpstreamResponse) -> Step {
+        match self {
+            MiniMaxExchange::T2a(e) => e.next(response),
+            MiniMaxExchange::Jobs(e) => e.next(response),
+        }
+    }
+    fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
+        match self {
+            MiniMaxExchange::T2a(e) => e.decode(input),
+            MiniMaxExchange::Jobs(_) => Err(fault("MiniMax's jobs and files do not stream")),
+        }
+    }
+    fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
+        match self {
+            MiniMaxExchange::T2a(e) => e.finish(end),
+            MiniMaxExchange::Jobs(_) => Err(fault("MiniMax's jobs and files do not stream")),
+        }
+    }
+}
 
 /// The MiniMax format, its MIME type and sample rate for an OpenAI `response_format`.
 /// OpenAI's `pcm` is raw 24 kHz samples; the other formats carry their rate in a header.
@@ -212,19 +262,19 @@ impl T2a {
             // Unchanged: the consumer's exact bytes, taken rather than copied.
             std::mem::replace(&mut self.call.body, Body::Empty)
         };
-        let mut request = UpstreamRequest::post_json(native_path(&self.call.query), String::new());
+        let mut request = UpstreamRequest::post_json(with_group(T2A_PATH, &self.call.query), String::new());
         request.body = body;
         self.mode = Mode::Native;
         Ok(if stream { Step::stream_sse(request) } else { Step::Send(request) })
     }
 }
 
-/// The T2A path, keeping the legacy `GroupId` parameter when the consumer sent one (older hosts
+/// `path`, keeping the legacy `GroupId` parameter when the consumer sent one (older hosts
 /// required it; nothing else of the consumer's query goes upstream).
-fn native_path(query: &str) -> String {
+fn with_group(path: &str, query: &str) -> String {
     match query.split('&').find(|p| p.starts_with("GroupId=")) {
-        Some(group) => format!("{T2A_PATH}?{group}"),
-        None => T2A_PATH.to_owned(),
+        Some(group) => format!("{path}?{group}"),
+        None => path.to_owned(),
     }
 }
 

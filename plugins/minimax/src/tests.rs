@@ -71,8 +71,11 @@ fn bytes(body: &Body) -> &[u8] {
 fn manifest_declares_ops_route_and_base_url() {
     let m = MiniMax::describe();
     let ops: Vec<&str> = m.operations.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!((m.name.as_str(), ops), ("minimax", vec!["speech", "minimax.t2a"]));
-    assert!(m.operations.iter().all(|o| !o.resend), "speech costs: never resent after it may have reached MiniMax");
+    assert_eq!((m.name.as_str(), &ops[..2]), ("minimax", &["speech", "minimax.t2a"][..]));
+    // What costs or changes something is never resent once it may have reached MiniMax.
+    for op in ["speech", "minimax.t2a", "minimax.t2a_async", "minimax.video", "minimax.upload", "minimax.file_delete"] {
+        assert!(m.operations.iter().any(|o| o.name == op && !o.resend), "{op}");
+    }
     let route = &m.routes[0];
     assert_eq!([&route.method, &route.path, &route.op], ["POST", T2A_PATH, "minimax.t2a"]);
     assert!(route.billed);
@@ -236,4 +239,197 @@ fn stream_answered_without_events_is_not_a_silent_success() {
     assert_eq!(e.kind, ErrorKind::UpstreamFault);
     let r = reply(run(native(HI_STREAM), response(401, BAD_KEY)).outcome);
     assert_eq!((r.status, r.error.map(|e| e.kind)), (401, Some(ErrorKind::Unauthorized)));
+}
+
+mod jobs {
+    use super::*;
+    use tollgate_plugin_sdk::{Field, FormPart, PartValue, TaskState};
+
+    const SUBMITTED: &str = r#"{"task_id":95157322514444,"task_token":"t","file_id":95157322514445,"usage_characters":7,"base_resp":{"status_code":0,"status_msg":"success"}}"#;
+
+    fn job(op: &str, model: &str, body: &str) -> Call {
+        call(op, model, body)
+    }
+
+    fn quote(c: Call) -> Result<Usage, AdapterError> {
+        MiniMaxExchange::new(c).quote()
+    }
+
+    fn poll(state: &str) -> Call {
+        Call { task: Some(state.into()), ..call("task.poll", "speech-2.8-hd", "") }
+    }
+
+    #[test]
+    fn routes_name_where_their_objects_are() {
+        let m = MiniMax::describe();
+        let route = |path: &str| m.routes.iter().find(|r| r.path == path).unwrap_or_else(|| panic!("{path}"));
+        let submit = route("/v1/t2a_async_v2");
+        assert!(submit.billed && matches!(&submit.affinity, Field::Body(f) if f == "text_file_id"));
+        for path in ["/v1/query/t2a_async_query_v2", "/v1/query/video_generation"] {
+            let r = route(path);
+            assert!(!r.billed && matches!(&r.affinity, Field::Query(f) if f == "task_id"), "{path}");
+        }
+        for path in ["/v1/files/retrieve", "/v1/files/retrieve_content", "/v1/video/download"] {
+            assert!(matches!(&route(path).affinity, Field::Query(f) if f == "file_id"), "{path}");
+        }
+        assert!(matches!(&route("/v1/files/delete").affinity, Field::Body(f) if f == "file_id"));
+        assert!(!route("/v1/files/upload").billed);
+    }
+
+    #[test]
+    fn long_speech_is_quoted_by_its_characters_or_bounded_by_its_file() {
+        let q = quote(job("minimax.t2a_async", "speech-2.8-hd", r#"{"model":"speech-2.8-hd","text":"ab你好"}"#));
+        assert_eq!(q.unwrap().characters, Some(6));
+        let q = quote(job("minimax.t2a_async", "speech-2.8-hd", r#"{"text_file_id":123}"#));
+        assert_eq!(q.unwrap().characters, Some(200_000));
+        for bad in [r#"{"text":""}"#, r#"{}"#, r#"{"text":"a","text_file_id":1}"#, r#"{"text":7}"#] {
+            let e = quote(job("minimax.t2a_async", "speech-2.8-hd", bad)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
+        }
+        let long = format!(r#"{{"text":"{}"}}"#, "a".repeat(50_001));
+        let e = quote(job("minimax.t2a_async", "speech-2.8-hd", &long)).unwrap_err();
+        assert!(e.message.contains("at most 50000"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_video_is_quoted_by_its_tier_and_what_minimax_cannot_render_is_refused() {
+        let tier = |model: &str, body: &str| quote(job("minimax.video", model, body)).map(|u| u.extra[0].0.clone());
+        assert_eq!(tier("MiniMax-Hailuo-02", r#"{"prompt":"cat"}"#).unwrap(), "768p-6s");
+        assert_eq!(
+            tier("MiniMax-Hailuo-02", r#"{"prompt":"cat","duration":10,"resolution":"512P"}"#).unwrap(),
+            "512p-10s"
+        );
+        assert_eq!(tier("MiniMax-Hailuo-02", r#"{"prompt":"cat","resolution":"1080P"}"#).unwrap(), "1080p-6s");
+        assert_eq!(tier("T2V-01", r#"{"prompt":"cat"}"#).unwrap(), "video");
+        assert_eq!(tier("I2V-01", r#"{"first_frame_image":"https://x/y.png"}"#).unwrap(), "video");
+        for (model, bad, says) in [
+            ("MiniMax-Hailuo-02", r#"{"prompt":"cat","resolution":"1080P","duration":10}"#, "6 seconds only"),
+            ("MiniMax-Hailuo-02", r#"{"prompt":"cat","duration":8}"#, "6 or 10"),
+            ("MiniMax-Hailuo-02", r#"{"prompt":"cat","duration":"6"}"#, "whole number"),
+            ("MiniMax-Hailuo-02", r#"{"prompt":"cat","resolution":"4K"}"#, "512P, 768P or 1080P"),
+            ("T2V-01", r#"{"prompt":"cat","duration":10}"#, "720P only"),
+            ("T2V-01", r#"{"prompt":" "}"#, "needs a 'prompt'"),
+        ] {
+            let e = tier(model, bad).unwrap_err();
+            assert!(e.kind == ErrorKind::BadRequest && e.message.contains(says), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_submit_becomes_a_task_answered_with_minimaxs_own_body() {
+        let body = r#"{"model":"speech-2.8-hd","text":"hello"}"#;
+        let run = run(job("minimax.t2a_async", "speech-2.8-hd", body), response(200, SUBMITTED));
+        assert_eq!(run.requests[0].path, "/v1/t2a_async_v2");
+        assert_eq!(bytes(&run.requests[0].body), body.as_bytes(), "the consumer's bytes, unchanged");
+        let Outcome::Submitted(t) = run.outcome else { panic!("expected a task") };
+        let state: Value = serde_json::from_str(&t.state).unwrap();
+        assert_eq!(state, json!({"kind": "speech", "task_id": "95157322514444", "characters": 7}));
+        assert_eq!(t.usage.characters, Some(7), "what MiniMax counted, not the quote");
+        let reply = t.reply.expect("MiniMax's own answer");
+        assert_eq!(bytes(&reply.body), SUBMITTED.as_bytes());
+        assert_eq!(reply.objects, ["95157322514444", "95157322514445"]);
+
+        // A refusal goes back as MiniMax wrote it, classified, and makes no task.
+        let run = super::run(job("minimax.t2a_async", "speech-2.8-hd", body), response(200, BAD_KEY));
+        let r = reply_of(run.outcome);
+        assert_eq!((bytes(&r.body), r.error.map(|e| e.kind)), (BAD_KEY.as_bytes(), Some(ErrorKind::Unauthorized)));
+
+        // A mapped model is renamed; a video's tier is kept for the charge.
+        let c = Call {
+            upstream_model: "MiniMax-Hailuo-02".into(),
+            ..job("minimax.video", "hailuo", r#"{"model":"hailuo","prompt":"cat","duration":10}"#)
+        };
+        let run = super::run(
+            c,
+            response(200, r#"{"task_id":"106916112212032","base_resp":{"status_code":0,"status_msg":"success"}}"#),
+        );
+        assert_eq!(sent(&run)["model"], "MiniMax-Hailuo-02");
+        let Outcome::Submitted(t) = run.outcome else { panic!("expected a task") };
+        assert_eq!(serde_json::from_str::<Value>(&t.state).unwrap()["unit"], "768p-10s");
+        assert_eq!(t.reply.unwrap().objects, ["106916112212032"]);
+    }
+
+    fn reply_of(outcome: Outcome) -> Reply {
+        super::reply(outcome)
+    }
+
+    #[test]
+    fn a_poll_reads_the_status_then_the_file_and_charges_what_was_counted() {
+        let state = r#"{"kind":"speech","task_id":"42","characters":7}"#;
+        let run = Harness::<MiniMax>::new(poll(state))
+            .run(|_| response(200, r#"{"task_id":42,"status":"Processing","base_resp":{"status_code":0}}"#));
+        assert_eq!(run.requests[0].path, "/v1/query/t2a_async_query_v2?task_id=42");
+        assert!(matches!(run.outcome, Outcome::Task(TaskState::Pending(_))));
+
+        let run = Harness::<MiniMax>::new(poll(state)).run(|req| {
+            if req.path.starts_with("/v1/query/") {
+                response(200, r#"{"task_id":42,"status":"success","file_id":77,"base_resp":{"status_code":0}}"#)
+            } else {
+                assert_eq!(req.path, "/v1/files/retrieve?file_id=77");
+                response(200, r#"{"file":{"file_id":77,"download_url":"https://cdn.example/a.tar"},"base_resp":{"status_code":0}}"#)
+            }
+        });
+        let Outcome::Task(TaskState::Succeeded(done)) = run.outcome else { panic!("expected success") };
+        assert_eq!(done.outputs[0].url, "https://cdn.example/a.tar");
+        assert_eq!(done.usage.characters, Some(7));
+
+        let video = r#"{"kind":"video","task_id":"9","unit":"768p-6s"}"#;
+        let run = Harness::<MiniMax>::new(poll(video)).run(|_| {
+            response(200, r#"{"task_id":"9","status":"Fail","base_resp":{"status_code":0,"status_msg":"success"}}"#)
+        });
+        assert_eq!(run.requests[0].path, "/v1/query/video_generation?task_id=9");
+        let Outcome::Task(TaskState::Failed(e)) = run.outcome else { panic!("expected a failed job") };
+        assert!(e.message.contains("fail"), "{}", e.message);
+
+        // A refused key only fails this poll (the host retries it later); garbage is a fault.
+        let run = Harness::<MiniMax>::new(poll(video)).run(|_| response(200, BAD_KEY));
+        assert_eq!(failed(run.outcome).kind, ErrorKind::Unauthorized);
+        let run = Harness::<MiniMax>::new(poll(video)).run(|_| response(200, "<html>"));
+        assert_eq!(failed(run.outcome).kind, ErrorKind::UpstreamFault);
+    }
+
+    #[test]
+    fn follow_ups_go_to_minimax_with_only_their_own_parameter_and_name_what_they_created() {
+        let c = |op: &str, path: &str, query: &str| {
+            let mut c = call(op, "", "");
+            c.context.path = path.into();
+            c.query = query.into();
+            c
+        };
+        let run = Harness::<MiniMax>::new(c("minimax.query", "/v1/query/video_generation", "task_id=9&x=1&GroupId=g"))
+            .run(|_| {
+                response(200, r#"{"task_id":"9","status":"Success","file_id":"55","base_resp":{"status_code":0}}"#)
+            });
+        assert_eq!(run.requests[0].path, "/v1/query/video_generation?task_id=9&GroupId=g");
+        assert_eq!(reply_of(run.outcome).objects, ["55"]);
+
+        let run = Harness::<MiniMax>::new(c("minimax.file_content", "/v1/video/download", "file_id=55"))
+            .run(|_| unreachable!());
+        let Outcome::Relay(r) = run.outcome else { panic!("expected a relay") };
+        assert_eq!(r.path, "/v1/files/retrieve_content?file_id=55");
+
+        let e = refused(c("minimax.file", "/v1/files/retrieve", "other=1"));
+        assert!(e.kind == ErrorKind::BadRequest && e.message.contains("file_id"), "{}", e.message);
+
+        let mut upload = c("minimax.upload", "/v1/files/upload", "");
+        upload.body = Body::Form(vec![
+            FormPart {
+                name: "purpose".into(),
+                filename: None,
+                content_type: None,
+                value: PartValue::Text("t2a_async_input".into()),
+            },
+            FormPart {
+                name: "file".into(),
+                filename: Some("a.txt".into()),
+                content_type: None,
+                value: PartValue::ClientFile("file".into()),
+            },
+        ]);
+        let run = Harness::<MiniMax>::new(upload).run(|_| {
+            response(200, r#"{"file":{"file_id":31,"bytes":5},"base_resp":{"status_code":0,"status_msg":"success"}}"#)
+        });
+        assert!(matches!(&run.requests[0].body, Body::Form(p) if p.len() == 2));
+        assert_eq!(reply_of(run.outcome).objects, ["31"]);
+    }
 }

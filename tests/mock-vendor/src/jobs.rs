@@ -4,7 +4,8 @@
 //! rendered (one less than asked: vendors report what they made) and a URL, or `failed` when
 //! the prompt was `fail`. A job exists only in the account (key) that submitted it.
 //!
-//! The URL is on the mock's CDN, `GET /cdn/{id}.mp4?sig=…` (no key, as CDNs are), and it
+//! The URL is on the mock's CDN, `GET /cdn/{id}.mp4?sig=…` (no key, as CDNs are; `.tar` for
+//! MiniMax's long speech), and it
 //! expires once it has been downloaded: a second download of that URL gets 403 with S3's XML error (a
 //! later query of the job hands out a fresh URL, as vendors' signed URLs are). The
 //! prompt shapes the file: `huge` (9 MiB, with its length: more than one part of an upload to S3), `huge-chunked` (3 MiB, no length),
@@ -140,7 +141,10 @@ pub fn cancel(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<
 /// `GET /cdn/{file}`: a job's output, once.
 pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
     let redirected = file.strip_prefix("r/");
-    let id = redirected.unwrap_or(file).trim_end_matches(".mp4");
+    let file = redirected.unwrap_or(file);
+    // MiniMax's long speech is a tar (`minimax_jobs.rs`).
+    let tar = file.ends_with(".tar");
+    let id = file.trim_end_matches(".mp4").trim_end_matches(".tar");
     let mut jobs = state.jobs.lock().unwrap_or_else(|e| e.into_inner());
     let Some(job) = jobs.get_mut(id) else {
         return crate::respond(StatusCode::NOT_FOUND, "application/xml", MockBody::full(XML_NO_KEY));
@@ -157,6 +161,7 @@ pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
     }
     state.cdn_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match job.prompt.as_str() {
+        _ if tar => crate::respond(StatusCode::OK, "application/x-tar", MockBody::full(crate::minimax_jobs::tar())),
         "html" => {
             crate::respond(StatusCode::OK, "text/html; charset=utf-8", MockBody::full("<html>Service busy</html>"))
         }

@@ -6,7 +6,8 @@
 //!
 //! Binds, prints exactly one line `LISTENING <addr>` on stdout, then serves HTTP/1.1 (keep-alive)
 //! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`), MiniMax
-//! `POST /v1/t2a_v2` (see `minimax.rs`), a generic video job API (`jobs.rs`), Kling's video API
+//! `POST /v1/t2a_v2` (see `minimax.rs`) and its asynchronous speech, video and files
+//! (`minimax_jobs.rs`), a generic video job API (`jobs.rs`), Kling's video API
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
 //! checked (`jimeng.rs`), SiliconFlow's video API (`siliconflow.rs`), MindVideo's with its `i-sign`
 //! checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`), DashScope's asynchronous video
@@ -21,6 +22,7 @@ mod jobs;
 mod kling;
 mod mindvideo;
 mod minimax;
+mod minimax_jobs;
 mod openai;
 mod siliconflow;
 
@@ -151,6 +153,8 @@ pub struct State {
     ark: Mutex<HashMap<String, ark::Task>>,
     /// DashScope's video tasks by id (`POST /api/v1/services/aigc/video-generation/…`).
     dashscope: Mutex<HashMap<String, dashscope::Task>>,
+    /// MiniMax's asynchronous tasks and files (`POST /v1/t2a_async_v2`, …).
+    minimax: Mutex<minimax_jobs::Store>,
     /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
@@ -182,6 +186,7 @@ impl State {
             mindvideo: Mutex::new(HashMap::new()),
             ark: Mutex::new(HashMap::new()),
             dashscope: Mutex::new(HashMap::new()),
+            minimax: Mutex::new(Default::default()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -318,6 +323,22 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
             Some((kind @ ("text2video" | "image2video"), id)) => kling::query(&state, &cx, kind, id),
             _ => openai::not_found(),
         },
+        (&Method::POST, "/v1/t2a_async_v2") => minimax_jobs::t2a_async(&state, &cx, key.as_deref()),
+        (&Method::POST, "/v1/video_generation") => minimax_jobs::video(&state, &cx, key.as_deref()),
+        (&Method::GET, "/v1/query/t2a_async_query_v2" | "/v1/query/video_generation") => {
+            minimax_jobs::query(&state, &cx, key.as_deref(), parts.uri.query().unwrap_or_default())
+        }
+        (&Method::GET, "/v1/files/retrieve") => {
+            minimax_jobs::retrieve(&state, &cx, key.as_deref(), parts.uri.query().unwrap_or_default())
+        }
+        (&Method::GET, "/v1/files/retrieve_content") => {
+            minimax_jobs::content(&state, &cx, key.as_deref(), parts.uri.query().unwrap_or_default())
+        }
+        (&Method::GET, "/v1/files/list") => {
+            minimax_jobs::list(&state, &cx, key.as_deref(), parts.uri.query().unwrap_or_default())
+        }
+        (&Method::POST, "/v1/files/upload") => minimax_jobs::upload(&state, &cx, key.as_deref()).await,
+        (&Method::POST, "/v1/files/delete") => minimax_jobs::delete(&state, &cx, key.as_deref()),
         (&Method::POST, "/v1/files") => files::upload(&state, &cx, key.as_deref()).await,
         (&Method::GET, "/v1/files") => {
             let purpose = parts.uri.query().and_then(|q| query_param(q, "purpose"));

@@ -41,11 +41,12 @@ async fn resolve(
     let request = read_request(state, req).await?;
     // The plugin sees the parameters as the consumer meant them (`%3A` is `:`), as the host does.
     let params: Vec<(String, String)> = params.into_iter().map(|(k, v)| (k, url::decode(&v, false))).collect();
-    let model = field_value(&route.model, &request, &params)?.unwrap_or_default();
+    let model = field_value(&route.model, &request, &params, false)?.unwrap_or_default();
     if model.is_empty() && !matches!(route.model, wit::Field::None) && route.billed {
         return Err(bad_request("missing_model", format!("This route needs a model ({}).", describe(&route.model))));
     }
-    let affinity = field_value(&route.affinity, &request, &params)?.filter(|a| !a.is_empty());
+    // Vendors write their ids as numbers too (MiniMax's `file_id`): a number is its text.
+    let affinity = field_value(&route.affinity, &request, &params, true)?.filter(|a| !a.is_empty());
     let channel = state
         .engine
         .channels
@@ -67,12 +68,14 @@ async fn resolve(
     Ok(CallRequest { path_params: params, billed: route.billed, affinity, ..call })
 }
 
-/// The value a route's field names in this request. A field given twice is refused: the
-/// host would price and authorize one copy while the vendor may read the other.
+/// The value a route's field names in this request (a JSON number as its text when `numbers`).
+/// A field given twice is refused: the host would price and authorize one copy while the
+/// vendor may read the other.
 pub(super) fn field_value(
     field: &wit::Field,
     request: &ConsumerRequest,
     params: &[(String, String)],
+    numbers: bool,
 ) -> Result<Option<String>, CallError> {
     let twice = |name: &str| bad_request("duplicate_field", format!("'{name}' is given more than once; give it once."));
     match field {
@@ -81,7 +84,7 @@ pub(super) fn field_value(
             "invalid_json",
             format!("This route reads '{name}' from a JSON body, not a multipart form."),
         )),
-        wit::Field::Body(name) => json_field(&request.body, name),
+        wit::Field::Body(name) => json_text_field(&request.body, name, numbers),
         wit::Field::Path(name) => Ok(params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())),
         wit::Field::Form(name) => {
             let Some(form) = &request.form else { return Ok(None) };
@@ -105,12 +108,8 @@ pub(super) fn field_value(
     }
 }
 
-/// A top-level string field of a JSON object body (`None`: absent, null, or no body).
-fn json_field(body: &[u8], name: &str) -> Result<Option<String>, CallError> {
-    json_text_field(body, name, false)
-}
-
-/// `json_field`, where `numbers` also takes a number as its text (`"seconds": 8`).
+/// A top-level string field of a JSON object body (`None`: absent, null, or no body); with
+/// `numbers`, a number is taken as its text too (`"seconds": 8`).
 pub(super) fn json_text_field(body: &[u8], name: &str, numbers: bool) -> Result<Option<String>, CallError> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
     /// Reads only `name`'s values: every copy of it, to refuse a second one.
@@ -161,7 +160,11 @@ fn describe(field: &wit::Field) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::json_field;
+    use super::json_text_field;
+
+    fn json_field(body: &[u8], name: &str) -> Result<Option<String>, crate::exchange::CallError> {
+        json_text_field(body, name, false)
+    }
 
     #[test]
     fn a_body_field_is_read_once_and_as_a_string() {
@@ -171,6 +174,10 @@ mod tests {
         let e = json_field(br#"{"model":"cheap","model":"dear"}"#, "model").unwrap_err();
         assert_eq!((e.status, e.code.as_str()), (400, "duplicate_field"));
         assert_eq!(json_field(br#"{"model":7}"#, "model").unwrap_err().code, "invalid_type");
+        assert_eq!(
+            json_text_field(br#"{"file_id":95157322514444}"#, "file_id", true).unwrap().as_deref(),
+            Some("95157322514444")
+        );
         assert_eq!(json_field(b"[1]", "model").unwrap_err().code, "invalid_json");
         assert_eq!(json_field(br#"{"model":"m"} {}"#, "model").unwrap_err().code, "invalid_json");
     }

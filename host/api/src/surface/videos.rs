@@ -165,7 +165,7 @@ pub(super) fn task_params(seconds: Option<String>, size: Option<String>, prompt:
 /// A text field of a JSON body (numbers as written) or a form; given twice: 400.
 fn text_field(request: &ConsumerRequest, name: &str) -> Result<Option<String>, CallError> {
     match request.form {
-        Some(_) => field_value(&wit::Field::Form(name.into()), request, &[]),
+        Some(_) => field_value(&wit::Field::Form(name.into()), request, &[], false),
         None => json_text_field(&request.body, name, true),
     }
 }

@@ -367,7 +367,8 @@ fn redirect(from: &http::Uri, location: Option<&str>) -> Result<String, String> 
 /// Binary types some hosts give every file.
 const GENERIC: &[&str] = &["", "application/octet-stream", "binary/octet-stream"];
 /// Media types outside audio/, video/ and image/.
-const OTHER_MEDIA: &[&str] = &["application/ogg", "application/mp4"];
+/// (MiniMax delivers long speech as a tar of the audio and its subtitles.)
+const OTHER_MEDIA: &[&str] = &["application/ogg", "application/mp4", "application/x-tar"];
 
 /// The content type a file is kept as: the host's when it is a media type (of the kind the
 /// plugin declared, if it did), the plugin's when the host's is generic; anything else is not

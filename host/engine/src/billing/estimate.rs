@@ -1,7 +1,8 @@
 //! What a call reserves: upper bounds read from the request as the vendor reads it (a JSON
 //! body, or a multipart form's text fields), or quoted by the plugin.
 
-use super::{pricing::vendor_characters, ModelPrice, Refusal, Reported};
+use super::{ModelPrice, Refusal, Reported};
+use tollgate_base::text::vendor_characters;
 
 /// The duration reserved for a model priced per second.
 fn reserved_milliseconds(price: &ModelPrice) -> u64 {

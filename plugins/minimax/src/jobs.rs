@@ -1,0 +1,467 @@
+//! MiniMax's asynchronous jobs and its files, on MiniMax's own routes (`compat-protocols.md`
+//! §1.2, `vendor-apis.md` §1.3): long speech (`POST /v1/t2a_async_v2`) and video
+//! (`POST /v1/video_generation`) become gateway tasks; their queries, the files they make and
+//! the files a consumer uploads are reached on the key that made them.
+//!
+//! Invariants:
+//! - a submit is quoted before it is sent: long speech by its text's characters as MiniMax
+//!   counts them (a CJK character 2), or by the most a text file may hold when it names one;
+//!   a Hailuo video by its tier (`768p-6s`: resolution × duration, MiniMax's defaults when the
+//!   request leaves them out), another video model as one `video`. What MiniMax would refuse
+//!   (a text over its limit, a duration or resolution it does not render) is refused first;
+//! - the consumer's body goes to MiniMax as it came (its `model` renamed only when the channel
+//!   maps it), and every answer comes back verbatim, errors included, with `reply.error` set
+//!   whenever MiniMax reported a failure, so that the host still acts on the class;
+//! - a submit's answer names the task id (and, for speech, the file id) as objects the
+//!   consumer created; a query's answer names the file its task made; an upload's the file:
+//!   follow-up calls find their key through them, and only their owner reaches them;
+//! - a poll reads the job's status (compared case-insensitively), then the finished file's
+//!   `download_url`, which the host archives; speech is charged the characters MiniMax
+//!   reported at the submit, a video its tier.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tollgate_plugin_sdk::{
+    text::vendor_characters, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media, Operation, Route, Step,
+    TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+};
+
+pub const T2A_ASYNC: &str = "minimax.t2a_async";
+pub const VIDEO: &str = "minimax.video";
+pub const QUERY: &str = "minimax.query";
+pub const FILE: &str = "minimax.file";
+pub const FILE_CONTENT: &str = "minimax.file_content";
+pub const UPLOAD: &str = "minimax.upload";
+pub const DELETE: &str = "minimax.file_delete";
+pub const POLL: &str = "task.poll";
+
+const T2A_ASYNC_PATH: &str = "/v1/t2a_async_v2";
+const VIDEO_PATH: &str = "/v1/video_generation";
+const T2A_QUERY_PATH: &str = "/v1/query/t2a_async_query_v2";
+const VIDEO_QUERY_PATH: &str = "/v1/query/video_generation";
+const RETRIEVE_PATH: &str = "/v1/files/retrieve";
+const CONTENT_PATH: &str = "/v1/files/retrieve_content";
+
+/// The most characters one `text` may have (MiniMax's limit), and the most a text file of
+/// `text_file_id` may bill (its 100,000 characters, each counted 2 when CJK): what such a
+/// submit reserves.
+const MAX_TEXT_CHARS: usize = 50_000;
+const FILE_CHARACTERS_BOUND: u64 = 200_000;
+
+/// The ops of this module and their routes: one list, for the manifest and the dispatch.
+pub fn declare(manifest: Manifest) -> Manifest {
+    let free = |method: &str, path: &str, op: &str, object: Field| {
+        Route::new(method, path, op).model(Field::None).free().affinity(object)
+    };
+    let task = || Field::Query("task_id".into());
+    let file = || Field::Query("file_id".into());
+    manifest
+        .with_operation(Operation::new(T2A_ASYNC).quoted())
+        .with_operation(Operation::new(VIDEO).quoted())
+        .with_operation(Operation::new(QUERY).resend())
+        .with_operation(Operation::new(FILE).resend())
+        .with_operation(Operation::new(FILE_CONTENT).resend())
+        .with_operation(Operation::new(UPLOAD))
+        .with_operation(Operation::new(DELETE))
+        .with_operation(Operation::new(POLL).resend())
+        // A text file is read on the key it was uploaded with.
+        .with(Route::new("POST", T2A_ASYNC_PATH, T2A_ASYNC).affinity(Field::Body("text_file_id".into())))
+        .with(Route::new("POST", VIDEO_PATH, VIDEO))
+        .with(free("GET", T2A_QUERY_PATH, QUERY, task()))
+        .with(free("GET", VIDEO_QUERY_PATH, QUERY, task()))
+        .with(free("GET", RETRIEVE_PATH, FILE, file()))
+        .with(free("GET", CONTENT_PATH, FILE_CONTENT, file()))
+        // The MiniMax proxy's download route: the video file's bytes.
+        .with(free("GET", "/v1/video/download", FILE_CONTENT, file()))
+        .with(free("POST", "/v1/files/upload", UPLOAD, Field::None))
+        .with(free("POST", "/v1/files/delete", DELETE, Field::Body("file_id".into())))
+        // Files of the jobs' answers are on MiniMax's object storage.
+        .fetching("*.aliyuncs.com")
+        .fetching("*.minimax.io")
+        .fetching("*.minimaxi.com")
+}
+
+/// Whether `op` is one of this module's.
+pub fn handles(op: &str) -> bool {
+    [T2A_ASYNC, VIDEO, QUERY, FILE, FILE_CONTENT, UPLOAD, DELETE, POLL].contains(&op)
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Speech,
+    Video,
+}
+
+/// What a task keeps between polls.
+#[derive(Serialize, Deserialize, Debug)]
+struct Job {
+    kind: Kind,
+    task_id: String,
+    /// What the finished job is charged: characters (speech) or a tier or `video`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    characters: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unit: Option<String>,
+}
+
+impl Job {
+    fn usage(&self) -> Usage {
+        match (&self.unit, self.characters) {
+            (Some(unit), _) => Usage { extra: vec![(unit.clone(), 1)], ..Usage::default() },
+            (None, characters) => Usage { characters, ..Usage::default() },
+        }
+    }
+}
+
+enum Stage {
+    Start,
+    /// A submit was sent; the quote's usage.
+    Submit(Kind, Usage),
+    /// A query, a file read, an upload or a delete: the answer goes back as it is.
+    Relay,
+    /// A poll asked the job's status.
+    Status(Job),
+    /// A poll asked where the finished job's file is.
+    Retrieve(Job),
+}
+
+pub struct Jobs {
+    call: Call,
+    stage: Stage,
+}
+
+impl Jobs {
+    pub fn new(call: Call) -> Self {
+        Jobs { call, stage: Stage::Start }
+    }
+
+    pub fn quote(&mut self) -> Result<Usage, AdapterError> {
+        match self.call.op.as_str() {
+            T2A_ASYNC => speech_quote(&self.body()?),
+            VIDEO => video_quote(self.model(), &self.body()?),
+            op => Err(AdapterError::new(ErrorKind::Unsupported, format!("the minimax plugin does not quote '{op}'"))),
+        }
+    }
+
+    pub fn first(&mut self) -> Step {
+        self.start().unwrap_or_else(Step::Fail)
+    }
+
+    fn start(&mut self) -> Result<Step, AdapterError> {
+        let op = self.call.op.clone();
+        let step = match op.as_str() {
+            T2A_ASYNC | VIDEO => {
+                let usage = self.quote()?;
+                let kind = if op == VIDEO { Kind::Video } else { Kind::Speech };
+                let path = if kind == Kind::Video { VIDEO_PATH } else { T2A_ASYNC_PATH };
+                let mut request = UpstreamRequest::post_json(super::with_group(path, &self.call.query), String::new());
+                request.body = self.forwarded_body()?;
+                self.stage = Stage::Submit(kind, usage);
+                Step::Send(request)
+            }
+            QUERY => {
+                let path = self.call.context.path.clone();
+                self.stage = Stage::Relay;
+                Step::Send(UpstreamRequest::get(self.with_param(&path, "task_id")?))
+            }
+            FILE => {
+                self.stage = Stage::Relay;
+                Step::Send(UpstreamRequest::get(self.with_param(RETRIEVE_PATH, "file_id")?))
+            }
+            FILE_CONTENT => Step::Relay(UpstreamRequest::get(self.with_param(CONTENT_PATH, "file_id")?)),
+            UPLOAD | DELETE => {
+                let path = self.call.context.path.clone();
+                let mut request = UpstreamRequest::post_json(super::with_group(&path, &self.call.query), String::new());
+                if op == UPLOAD {
+                    let Body::Form(parts) = &self.call.body else {
+                        return Err(super::bad_request("an upload is a multipart form with 'purpose' and 'file'"));
+                    };
+                    request.headers.clear();
+                    request.body = Body::Form(parts.clone());
+                } else {
+                    request.body = std::mem::replace(&mut self.call.body, Body::Empty);
+                }
+                self.stage = Stage::Relay;
+                Step::Send(request)
+            }
+            POLL => {
+                let state = self.call.task.as_deref().unwrap_or_default();
+                let job: Job = serde_json::from_str(state)
+                    .map_err(|_| super::bad_request("the task's MiniMax state is unreadable"))?;
+                let path = if job.kind == Kind::Video { VIDEO_QUERY_PATH } else { T2A_QUERY_PATH };
+                let request = UpstreamRequest::get(format!("{path}?task_id={}", encode(&job.task_id)));
+                self.stage = Stage::Status(job);
+                Step::Send(request)
+            }
+            op => {
+                return Err(AdapterError::new(
+                    ErrorKind::Unsupported,
+                    format!("operation '{op}' is not supported by the minimax plugin"),
+                ))
+            }
+        };
+        Ok(step)
+    }
+
+    pub fn next(&mut self, response: UpstreamResponse) -> Step {
+        match std::mem::replace(&mut self.stage, Stage::Start) {
+            Stage::Submit(kind, quoted) => submitted(kind, quoted, response),
+            Stage::Relay => {
+                let objects = created_objects(&self.call.op, &response);
+                let mut reply = super::native_reply(response);
+                if reply.error.is_none() {
+                    reply.objects = objects;
+                }
+                Step::Reply(reply)
+            }
+            Stage::Status(job) => self.status(job, response),
+            Stage::Retrieve(job) => retrieved(job, response),
+            Stage::Start => Step::Fail(super::fault("the minimax plugin got a response it did not ask for")),
+        }
+    }
+
+    fn status(&mut self, job: Job, response: UpstreamResponse) -> Step {
+        let v = match answer(&response) {
+            Ok(v) => v,
+            Err(e) => return Step::Fail(e),
+        };
+        let status = v["status"].as_str().unwrap_or_default().to_ascii_lowercase();
+        match status.as_str() {
+            "success" => match id_text(&v["file_id"]) {
+                Some(file) => {
+                    self.stage = Stage::Retrieve(job);
+                    Step::Send(UpstreamRequest::get(format!("{RETRIEVE_PATH}?file_id={}", encode(&file))))
+                }
+                None => Step::Fail(super::fault("MiniMax's finished job names no file")),
+            },
+            "preparing" | "queueing" | "processing" => Step::Task(TaskState::Pending(TaskProgress {
+                percent: None,
+                message: v["status"].as_str().map(str::to_string),
+                state: None,
+                poll_after_ms: Some(poll_hint(job.kind)),
+                reply: None,
+            })),
+            "failed" | "fail" | "expired" => {
+                let said = v
+                    .pointer("/base_resp/status_msg")
+                    .and_then(Value::as_str)
+                    .filter(|m| !m.is_empty() && *m != "success");
+                let message = match said {
+                    Some(m) => format!("MiniMax: the job {status}: {m}"),
+                    None => format!("MiniMax: the job {status}"),
+                };
+                Step::Task(TaskState::Failed(AdapterError::new(ErrorKind::UpstreamFault, message)))
+            }
+            _ => Step::Fail(super::fault("MiniMax's job status is unreadable")),
+        }
+    }
+
+    fn body(&self) -> Result<serde_json::Map<String, Value>, AdapterError> {
+        match super::json_object(&self.call.body)? {
+            Value::Object(o) => Ok(o),
+            _ => unreachable!("json_object answers objects"),
+        }
+    }
+
+    fn model(&self) -> &str {
+        if self.call.upstream_model.is_empty() {
+            &self.call.model
+        } else {
+            &self.call.upstream_model
+        }
+    }
+
+    /// The consumer's body, with the channel's name for the model when it differs.
+    fn forwarded_body(&mut self) -> Result<Body, AdapterError> {
+        let mut body = self.body()?;
+        let model = self.model().to_string();
+        if !model.is_empty() && body.get("model").and_then(Value::as_str) != Some(&model) {
+            body.insert("model".into(), Value::String(model));
+            return Ok(Body::Text(Value::Object(body).to_string()));
+        }
+        Ok(std::mem::replace(&mut self.call.body, Body::Empty))
+    }
+
+    /// `path?name=<the consumer's value>` (and `GroupId` when the consumer sent one).
+    fn with_param(&self, path: &str, name: &str) -> Result<String, AdapterError> {
+        let value = self
+            .call
+            .query
+            .split('&')
+            .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| super::bad_request(format!("'{name}' is required")))?;
+        // Already percent-encoded as the consumer sent it; only its own parameter goes on.
+        let group = self.call.query.split('&').find(|p| p.starts_with("GroupId="));
+        Ok(match group {
+            Some(g) => format!("{path}?{name}={value}&{g}"),
+            None => format!("{path}?{name}={value}"),
+        })
+    }
+}
+
+/// The units a long-speech submit reserves.
+fn speech_quote(body: &serde_json::Map<String, Value>) -> Result<Usage, AdapterError> {
+    let characters = match (body.get("text"), body.get("text_file_id")) {
+        (Some(Value::String(text)), None) if !text.trim().is_empty() => {
+            let count = text.chars().count();
+            if count > MAX_TEXT_CHARS {
+                return Err(super::bad_request(format!(
+                    "'text' has {count} characters; MiniMax takes at most {MAX_TEXT_CHARS} (upload a text file and name it in 'text_file_id')"
+                )));
+            }
+            vendor_characters(text)
+        }
+        (None, Some(id)) if id_text(id).is_some() => FILE_CHARACTERS_BOUND,
+        (Some(_), Some(_)) => return Err(super::bad_request("give 'text' or 'text_file_id', not both")),
+        _ => return Err(super::bad_request("'text' (a non-empty string) or 'text_file_id' is required")),
+    };
+    Ok(Usage { characters: Some(characters), ..Usage::default() })
+}
+
+/// The tier a video submit reserves: `{resolution}-{duration}s` for Hailuo models (which
+/// render 6 or 10 seconds at 512P, 768P or 1080P, 1080P for 6 only), `video` for the others
+/// (6 seconds at 720P).
+fn video_quote(model: &str, body: &serde_json::Map<String, Value>) -> Result<Usage, AdapterError> {
+    let bad = |m: String| super::bad_request(m);
+    let given = |k: &str| body.get(k).filter(|v| !v.is_null());
+    let text = |k: &str| given(k).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty());
+    if !(text("prompt") || given("first_frame_image").is_some() || given("subject_reference").is_some()) {
+        return Err(bad("a video needs a 'prompt' (or a 'first_frame_image' or 'subject_reference')".into()));
+    }
+    let duration = match given("duration") {
+        None => 6,
+        Some(d) => d.as_u64().ok_or_else(|| bad(format!("'duration' must be a whole number of seconds, not {d}")))?,
+    };
+    let resolution = match given("resolution") {
+        None => None,
+        Some(Value::String(r)) => Some(r.to_ascii_uppercase()),
+        Some(r) => return Err(bad(format!("'resolution' must be a string such as \"768P\", not {r}"))),
+    };
+    let unit = if model.starts_with("MiniMax-Hailuo") {
+        let resolution = resolution.unwrap_or_else(|| "768P".into());
+        match (resolution.as_str(), duration) {
+            ("512P" | "768P", 6 | 10) | ("1080P", 6) => {}
+            ("1080P", _) => return Err(bad("MiniMax renders 1080P videos of 6 seconds only".into())),
+            ("512P" | "768P", d) => return Err(bad(format!("MiniMax renders videos of 6 or 10 seconds, not {d}"))),
+            (r, _) => return Err(bad(format!("MiniMax renders videos at 512P, 768P or 1080P, not {r}"))),
+        }
+        format!("{}-{duration}s", resolution.to_ascii_lowercase())
+    } else {
+        if duration != 6 || resolution.as_deref().is_some_and(|r| r != "720P") {
+            return Err(bad(format!("{model} renders videos of 6 seconds at 720P only")));
+        }
+        "video".into()
+    };
+    Ok(Usage { extra: vec![(unit, 1)], ..Usage::default() })
+}
+
+/// The answer to a submit: the task, answered with MiniMax's own body, or the refusal.
+fn submitted(kind: Kind, quoted: Usage, response: UpstreamResponse) -> Step {
+    let parsed = answer(&response);
+    let mut reply = super::native_reply(response);
+    if reply.error.is_some() {
+        return Step::Reply(reply);
+    }
+    let v = match parsed {
+        Ok(v) => v,
+        Err(e) => return Step::Fail(e),
+    };
+    let Some(task_id) = id_text(&v["task_id"]) else {
+        return Step::Fail(super::fault("MiniMax's answer to the submit has no task_id"));
+    };
+    let job = match kind {
+        // Charged what MiniMax counted at the submit; the quote when it did not say.
+        Kind::Speech => Job {
+            kind,
+            task_id: task_id.clone(),
+            characters: v["usage_characters"].as_u64().or(quoted.characters),
+            unit: None,
+        },
+        Kind::Video => {
+            Job { kind, task_id: task_id.clone(), characters: None, unit: quoted.extra.first().map(|u| u.0.clone()) }
+        }
+    };
+    reply.objects = std::iter::once(task_id).chain(id_text(&v["file_id"])).collect();
+    reply.usage = Usage::default();
+    Step::Submitted(TaskSubmitted {
+        state: json!(job).to_string(),
+        reply: Some(reply),
+        usage: job.usage(),
+        poll_after_ms: Some(poll_hint(kind)),
+    })
+}
+
+/// How long to wait before the next query: MiniMax asks for a few seconds between queries.
+fn poll_hint(kind: Kind) -> u32 {
+    match kind {
+        Kind::Video => 5_000,
+        Kind::Speech => 3_000,
+    }
+}
+
+/// A finished job's file: its download URL, for the host to archive.
+fn retrieved(job: Job, response: UpstreamResponse) -> Step {
+    let v = match answer(&response) {
+        Ok(v) => v,
+        Err(e) => return Step::Fail(e),
+    };
+    let Some(url) = v.pointer("/file/download_url").and_then(Value::as_str).filter(|u| !u.is_empty()) else {
+        return Step::Fail(super::fault("MiniMax's file has no download_url"));
+    };
+    // Speech comes as an archive of the audio and its subtitles, or as the audio itself.
+    let content_type = (job.kind == Kind::Video).then(|| "video/mp4".to_string());
+    Step::Task(TaskState::Succeeded(TaskDone {
+        reply: None,
+        outputs: vec![Media { url: url.to_string(), content_type }],
+        usage: job.usage(),
+    }))
+}
+
+/// A 2xx JSON answer without a `base_resp` failure, or the classified error.
+fn answer(response: &UpstreamResponse) -> Result<Value, AdapterError> {
+    if !(200..300).contains(&response.status) {
+        return Err(super::http_error(response));
+    }
+    let v: Value =
+        serde_json::from_slice(&response.body).map_err(|_| super::fault("MiniMax answered with invalid JSON"))?;
+    match v.pointer("/base_resp/status_code").and_then(Value::as_i64) {
+        Some(code) if code != 0 => {
+            let message = v.pointer("/base_resp/status_msg").and_then(Value::as_str).unwrap_or_default();
+            Err(super::classify(code, message))
+        }
+        _ => Ok(v),
+    }
+}
+
+/// The objects a relayed answer shows the consumer made: the file a query's job made, the
+/// file an upload made. Lists and deletes name none.
+fn created_objects(op: &str, response: &UpstreamResponse) -> Vec<String> {
+    let Ok(v) = answer(response) else { return Vec::new() };
+    let id = match op {
+        QUERY => &v["file_id"],
+        UPLOAD => &v["file"]["file_id"],
+        _ => return Vec::new(),
+    };
+    id_text(id).into_iter().collect()
+}
+
+/// A MiniMax id (a number or a string) as text; `None` when absent, empty or 0.
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) if n.as_u64() != Some(0) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() && s != "0" => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A value for a query string (ids are digits; anything else is percent-encoded).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
