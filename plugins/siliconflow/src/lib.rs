@@ -10,26 +10,25 @@ mod video;
 use serde_json::Value;
 use tollgate_plugin_sdk::openai_compat::{CompatExchange, Vendor};
 use tollgate_plugin_sdk::{
-    export_plugin, AdapterError, Archived, Call, Exchange, Manifest, Operation, OutChunk, SocketAction, SocketInput,
-    Step, StreamEnd, StreamInput, StreamTail, UpstreamResponse, Usage,
+    export_plugin, AdapterError, Archived, Call, Exchange, Manifest, OutChunk, SocketAction, SocketInput, Step,
+    StreamEnd, StreamInput, StreamTail, UpstreamResponse, Usage,
 };
 
 pub struct SiliconFlow;
 
 impl Vendor for SiliconFlow {
     fn manifest() -> Manifest {
-        Manifest::new(
+        let manifest = Manifest::new(
             "siliconflow",
             env!("CARGO_PKG_VERSION"),
             "SiliconFlow",
             &["chat", "embeddings", "rerank", "images", "balance"],
         )
-        .with_operation(Operation::new("video").quoted())
-        .with_operation(Operation::new("task.poll").resend())
         // Where SiliconFlow serves finished videos.
         .fetching("*.siliconflow.cn")
         .fetching("*.siliconflow.com")
-        .with_base_url("https://api.siliconflow.cn")
+        .with_base_url("https://api.siliconflow.cn");
+        video::declare(manifest)
     }
 
     fn rewrites(op: &str) -> bool {
@@ -92,7 +91,7 @@ pub enum SiliconFlowExchange {
 impl Exchange for SiliconFlowExchange {
     fn new(call: Call) -> Self {
         match call.op.as_str() {
-            "video" | "task.poll" => SiliconFlowExchange::Video(video::VideoExchange::new(call)),
+            op if video::handles(op) => SiliconFlowExchange::Video(video::VideoExchange::new(call)),
             _ => SiliconFlowExchange::Compat(CompatExchange::new(call)),
         }
     }
@@ -297,5 +296,37 @@ mod tests {
                 .run(|_| response(status, body));
             assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == kind), "{status} {body}");
         }
+    }
+
+    #[test]
+    fn siliconflows_own_routes_answer_its_own_bodies_and_name_the_request() {
+        let body = r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","image_size":"720x1280"}"#;
+        let run = Harness::<Plugin>::new(call("siliconflow.video_submit", "Wan-AI/Wan2.2-T2V-A14B", body))
+            .run(|_| response(200, r#"{"requestId":"r-1"}"#));
+        assert_eq!(run.requests[0].path, "/v1/video/submit");
+        let Outcome::Submitted(t) = run.outcome else { panic!("expected a task") };
+        let reply = t.reply.expect("SiliconFlow's own answer");
+        assert_eq!((t.state.as_str(), body_text_of(&reply.body).as_str()), ("r-1", r#"{"requestId":"r-1"}"#));
+        assert_eq!(reply.objects, ["r-1"]);
+        // A size SiliconFlow does not render is refused before it, a refusal relayed as written.
+        let bad = r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a","image_size":"1920x1080"}"#;
+        let run = Harness::<Plugin>::new(call("siliconflow.video_submit", "Wan-AI/Wan2.2-T2V-A14B", bad))
+            .run(|_| panic!("nothing is sent"));
+        assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::BadRequest));
+        let run = Harness::<Plugin>::new(call("siliconflow.video_submit", "Wan-AI/Wan2.2-T2V-A14B", body))
+            .run(|_| response(401, r#""Invalid token""#));
+        let Outcome::Reply(r) = run.outcome else { panic!("expected the vendor's answer") };
+        assert_eq!((r.status, body_text_of(&r.body).as_str()), (401, r#""Invalid token""#));
+        assert_eq!(r.error.map(|e| e.kind), Some(ErrorKind::Unauthorized));
+
+        let status = r#"{"requestId":"r-1"}"#;
+        let answer = r#"{"status":"InQueue","reason":"","position":2}"#;
+        let run = Harness::<Plugin>::new(call("siliconflow.video_status", "", status)).run(|_| response(200, answer));
+        assert_eq!(
+            (run.requests[0].path.as_str(), body_text_of(&run.requests[0].body)),
+            ("/v1/video/status", status.to_string())
+        );
+        let Outcome::Reply(r) = run.outcome else { panic!("expected the vendor's answer") };
+        assert_eq!(body_text_of(&r.body), answer);
     }
 }

@@ -7,13 +7,46 @@
 //! SiliconFlow renders a video of a fixed length at one of three sizes, and bills per video:
 //! the quote and a finished job's usage name one `video`. A `size` it does not render, or a
 //! `seconds` other than 5, is refused before anything is sent.
+//!
+//! SiliconFlow's own routes are served too, for its clients: `POST /v1/video/submit`
+//! (op `siliconflow.video_submit`) checks and sends the same request and answers SiliconFlow's
+//! own `{"requestId"}`, the job becoming a task all the same; `POST /v1/video/status`
+//! (`siliconflow.video_status`, free) runs on the key that made the request, for its owner
+//! only, and answers SiliconFlow's body as it is. Errors come back as SiliconFlow wrote them.
 
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::openai_compat::Vendor;
 use tollgate_plugin_sdk::{
-    AdapterError, Call, ErrorKind, Media, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest,
-    UpstreamResponse, Usage,
+    header, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media, Operation, Reply, Route, Step, TaskDone,
+    TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
+
+/// SiliconFlow's own video routes, as ops.
+pub const NATIVE_SUBMIT: &str = "siliconflow.video_submit";
+pub const NATIVE_STATUS: &str = "siliconflow.video_status";
+const SUBMIT_PATH: &str = "/v1/video/submit";
+const STATUS_PATH: &str = "/v1/video/status";
+
+/// The video ops and SiliconFlow's own routes: one list, for the manifest and the dispatch.
+pub fn declare(manifest: Manifest) -> Manifest {
+    manifest
+        .with_operation(Operation::new("video").quoted())
+        .with_operation(Operation::new("task.poll").resend())
+        .with_operation(Operation::new(NATIVE_SUBMIT).quoted())
+        .with_operation(Operation::new(NATIVE_STATUS).resend())
+        .with(Route::new("POST", SUBMIT_PATH, NATIVE_SUBMIT))
+        .with(
+            Route::new("POST", STATUS_PATH, NATIVE_STATUS)
+                .model(Field::None)
+                .free()
+                .affinity(Field::Body("requestId".into())),
+        )
+}
+
+/// Whether `op` is a video op.
+pub fn handles(op: &str) -> bool {
+    ["video", "task.poll", NATIVE_SUBMIT, NATIVE_STATUS].contains(&op)
+}
 
 /// The sizes SiliconFlow renders.
 const SIZES: &[&str] = &["1280x720", "720x1280", "960x960"];
@@ -72,34 +105,47 @@ impl VideoExchange {
 
     pub fn first(&mut self) -> Step {
         match self.call.op.as_str() {
-            "video" => match self.submit_body() {
-                Ok(body) => Step::Send(UpstreamRequest::post_json("/v1/video/submit", body.to_string())),
+            "video" | NATIVE_SUBMIT => match self.submit_body() {
+                Ok(body) => Step::Send(UpstreamRequest::post_json(SUBMIT_PATH, body.to_string())),
                 Err(e) => Step::Fail(e),
             },
+            NATIVE_STATUS => {
+                let mut request = UpstreamRequest::post_json(STATUS_PATH, String::new());
+                request.body = std::mem::replace(&mut self.call.body, Body::Empty);
+                Step::Send(request)
+            }
             _ => match self.call.task.as_deref().filter(|id| !id.is_empty()) {
-                Some(id) => {
-                    Step::Send(UpstreamRequest::post_json("/v1/video/status", json!({ "requestId": id }).to_string()))
-                }
+                Some(id) => Step::Send(UpstreamRequest::post_json(STATUS_PATH, json!({ "requestId": id }).to_string())),
                 None => Step::fail(ErrorKind::BadRequest, "the task has no SiliconFlow request id"),
             },
         }
     }
 
     pub fn next(&mut self, response: UpstreamResponse) -> Step {
+        let native = matches!(self.call.op.as_str(), NATIVE_SUBMIT | NATIVE_STATUS);
         if !(200..300).contains(&response.status) {
-            return Step::Fail(super::SiliconFlow::classify(&response));
+            let error = super::SiliconFlow::classify(&response);
+            return match native {
+                true => Step::Reply(Reply { error: Some(error), ..verbatim(response) }),
+                false => Step::Fail(error),
+            };
+        }
+        if self.call.op == NATIVE_STATUS {
+            return Step::Reply(verbatim(response));
         }
         let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-        if self.call.op == "video" {
-            return match v["requestId"].as_str().filter(|id| !id.is_empty()) {
-                Some(id) => Step::Submitted(TaskSubmitted {
-                    state: id.to_string(),
-                    reply: None,
-                    usage: Usage::default(),
-                    poll_after_ms: Some(5_000),
-                }),
-                None => Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's answer to the submit has no requestId"),
+        if matches!(self.call.op.as_str(), "video" | NATIVE_SUBMIT) {
+            let Some(id) = v["requestId"].as_str().filter(|id| !id.is_empty()) else {
+                return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's answer to the submit has no requestId");
             };
+            // SiliconFlow's own answer for its clients, naming the request they will query.
+            let reply = native.then(|| Reply { objects: vec![id.to_string()], ..verbatim(response.clone()) });
+            return Step::Submitted(TaskSubmitted {
+                state: id.to_string(),
+                reply,
+                usage: Usage::default(),
+                poll_after_ms: Some(5_000),
+            });
         }
         let state = match v["status"].as_str() {
             Some(s @ ("InQueue" | "InProgress")) => TaskState::Pending(TaskProgress {
@@ -137,4 +183,10 @@ impl VideoExchange {
         };
         Step::Task(state)
     }
+}
+
+/// SiliconFlow's answer as it is (status, content type, body).
+fn verbatim(response: UpstreamResponse) -> Reply {
+    let content_type = header(&response.headers, "content-type").unwrap_or("application/json").to_string();
+    Reply::with_body(response.status, &content_type, Body::Bytes(response.body), Usage::default())
 }

@@ -205,6 +205,63 @@ fn a_siliconflow_video_is_submitted_polled_archived_and_charged_per_video() {
 }
 
 #[test]
+fn siliconflows_own_video_routes_answer_its_bodies_on_the_key_that_made_the_request() {
+    let mock = Mock::start();
+    let ch = channel("sf", "siliconflow", &mock.url(), &["Wan-AI/Wan2.2-T2V-A14B"], &["sk-sf"]);
+    let prices = "[models.\"Wan-AI/Wan2.2-T2V-A14B\".units]\nvideo = \"2.0\"\n";
+    let extra = format!("{LOCAL_CDN}{}{ch}", pricing_setting(prices));
+    let gw = Gateway::start("sf-native", &[("siliconflow", "siliconflow.wasm")], &extra);
+    let post = |key: &str, path: &str, body: &str| {
+        let auth = format!("Bearer {key}");
+        http::request(
+            &gw.addr,
+            "POST",
+            path,
+            &[("authorization", &auth), ("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    let r = post(
+        &gw.key,
+        "/v1/video/submit",
+        r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","image_size":"960x960"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // SiliconFlow's own answer, the gateway's task beside it, its video held.
+    let request_id = r.json()["requestId"].as_str().expect("SiliconFlow's requestId").to_string();
+    let task = r.header("x-tollgate-task-id").expect("the gateway's task").to_string();
+    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    let status = format!(r#"{{"requestId":"{request_id}"}}"#);
+    let r = post(&gw.key, "/v1/video/status", &status);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["status"].as_str().is_some(), "SiliconFlow's body: {}", r.text());
+
+    let finished =
+        eventually(Duration::from_secs(60), || get(&gw, &format!("/v1/tasks/{task}")).json()["status"] == "succeeded");
+    assert!(finished, "{}", get(&gw, &format!("/v1/tasks/{task}")).text());
+    let content = get(&gw, &format!("/v1/tasks/{task}/content/0"));
+    assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]));
+    balance_becomes(&gw, 10_000_000 - 2_000_000);
+
+    // Another consumer's query is not found, and SiliconFlow is not asked; a refusal is
+    // SiliconFlow's own body.
+    let other = gw.create_key("other", "10");
+    assert!(eventually(Duration::from_secs(5), || post(&other, "/v1/video/status", &status).status == 404));
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = post(&other, "/v1/video/status", &status);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+    let r = post(
+        &gw.key,
+        "/v1/video/submit",
+        r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","image_size":"1920x1080"}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
 fn the_mindvideo_proxys_clients_get_mindvideo_videos_signed_and_rotated_over_accounts() {
     let mock = Mock::start();
     // The first account has no credits left: it leaves the pool, the job goes to the next.
