@@ -116,6 +116,30 @@ impl Body {
     }
 }
 
+/// Refuses a JSON object whose keys a vendor might read otherwise than the plugin does: a key
+/// that is not ASCII, two keys equal but for case, or a key equal but for case to one the
+/// plugin reads (`read`: the fields that price or route the call) without being it. Vendors
+/// whose JSON decoders match keys case-insensitively (Go's does, with Unicode folds) would
+/// otherwise render `"Resolution":"1080P"` while the plugin quoted the default, or act on a
+/// `"File_Id"` the host never checked.
+pub fn exact_fields(fields: &serde_json::Map<String, serde_json::Value>, read: &[&str]) -> Result<(), AdapterError> {
+    let bad = |m: String| AdapterError::new(crate::ErrorKind::BadRequest, m);
+    let mut seen = std::collections::HashSet::with_capacity(fields.len());
+    for key in fields.keys() {
+        if !key.is_ascii() {
+            return Err(bad(format!("'{key}' is not a field name this vendor takes")));
+        }
+        let folded = key.to_ascii_lowercase();
+        if let Some(r) = read.iter().find(|r| r.eq_ignore_ascii_case(key) && **r != key) {
+            return Err(bad(format!("'{key}' must be written '{r}'")));
+        }
+        if !seen.insert(folded) {
+            return Err(bad(format!("'{key}' is given twice (in different cases); give it once")));
+        }
+    }
+    Ok(())
+}
+
 impl UpstreamRequest {
     /// A JSON POST with the channel's key as a bearer token.
     pub fn post_json(path: impl Into<String>, json: String) -> Self {
@@ -301,6 +325,18 @@ impl Manifest {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fields_are_taken_only_as_the_plugin_reads_them() {
+        let obj = |j: &str| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(j).unwrap();
+        let read = ["resolution", "file_id"];
+        assert!(super::exact_fields(&obj(r#"{"resolution":"768P","prompt":"a","callBackUrl":"x"}"#), &read).is_ok());
+        for bad in
+            [r#"{"Resolution":"1080P"}"#, r#"{"prompt":"a","PROMPT":"b"}"#, r#"{"ſile_id":1}"#, r#"{"FILE_ID":1}"#]
+        {
+            assert!(super::exact_fields(&obj(bad), &read).is_err(), "{bad}");
+        }
+    }
+
     use crate::{Body, FormPart, PartValue};
 
     #[test]

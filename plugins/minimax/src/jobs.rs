@@ -22,8 +22,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::{
-    text::vendor_characters, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media, Operation, Route, Step,
-    TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    exact_fields, text::vendor_characters, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media, Operation,
+    Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub const T2A_ASYNC: &str = "minimax.t2a_async";
@@ -47,6 +47,19 @@ const CONTENT_PATH: &str = "/v1/files/retrieve_content";
 /// submit reserves.
 const MAX_TEXT_CHARS: usize = 50_000;
 const FILE_CHARACTERS_BOUND: u64 = 200_000;
+
+/// The fields that price a submit or name an object: taken only as written here.
+const READ: &[&str] = &[
+    "model",
+    "text",
+    "text_file_id",
+    "duration",
+    "resolution",
+    "prompt",
+    "first_frame_image",
+    "subject_reference",
+    "file_id",
+];
 
 /// The ops of this module and their routes: one list, for the manifest and the dispatch.
 pub fn declare(manifest: Manifest) -> Manifest {
@@ -180,6 +193,10 @@ impl Jobs {
                     request.headers.clear();
                     request.body = Body::Form(parts.clone());
                 } else {
+                    // The file deleted is the one the host found its owner and key for.
+                    if self.body()?.get("file_id").and_then(id_text).is_none() {
+                        return Err(super::bad_request("'file_id' is required"));
+                    }
                     request.body = std::mem::replace(&mut self.call.body, Body::Empty);
                 }
                 self.stage = Stage::Relay;
@@ -233,7 +250,8 @@ impl Jobs {
                     self.stage = Stage::Retrieve(job);
                     Step::Send(UpstreamRequest::get(format!("{RETRIEVE_PATH}?file_id={}", encode(&file))))
                 }
-                None => Step::Fail(super::fault("MiniMax's finished job names no file")),
+                // MiniMax did the work: it is charged, with nothing to archive.
+                None => done(job, Vec::new()),
             },
             "preparing" | "queueing" | "processing" => Step::Task(TaskState::Pending(TaskProgress {
                 percent: None,
@@ -257,11 +275,13 @@ impl Jobs {
         }
     }
 
+    /// The consumer's JSON object, its fields as MiniMax reads them (`READ`).
     fn body(&self) -> Result<serde_json::Map<String, Value>, AdapterError> {
-        match super::json_object(&self.call.body)? {
-            Value::Object(o) => Ok(o),
-            _ => unreachable!("json_object answers objects"),
-        }
+        let Value::Object(o) = super::json_object(&self.call.body)? else {
+            unreachable!("json_object answers objects")
+        };
+        exact_fields(&o, READ)?;
+        Ok(o)
     }
 
     fn model(&self) -> &str {
@@ -402,21 +422,28 @@ fn poll_hint(kind: Kind) -> u32 {
 }
 
 /// A finished job's file: its download URL, for the host to archive.
+///
+/// MiniMax finished the job, so it is charged whatever the file's fate: a file that is gone
+/// (its owner may delete it through `/v1/files/delete` as soon as the job is done) leaves
+/// nothing to archive; only a transient failure (a refused key, a rate limit, a fault) is
+/// asked again at the next poll.
 fn retrieved(job: Job, response: UpstreamResponse) -> Step {
     let v = match answer(&response) {
         Ok(v) => v,
+        Err(e) if e.kind == ErrorKind::BadRequest => return done(job, Vec::new()),
         Err(e) => return Step::Fail(e),
     };
     let Some(url) = v.pointer("/file/download_url").and_then(Value::as_str).filter(|u| !u.is_empty()) else {
-        return Step::Fail(super::fault("MiniMax's file has no download_url"));
+        return done(job, Vec::new());
     };
     // Speech comes as an archive of the audio and its subtitles, or as the audio itself.
     let content_type = (job.kind == Kind::Video).then(|| "video/mp4".to_string());
-    Step::Task(TaskState::Succeeded(TaskDone {
-        reply: None,
-        outputs: vec![Media { url: url.to_string(), content_type }],
-        usage: job.usage(),
-    }))
+    done(job, vec![Media { url: url.to_string(), content_type }])
+}
+
+/// A finished job, charged what it was held for (or MiniMax counted).
+fn done(job: Job, outputs: Vec<Media>) -> Step {
+    Step::Task(TaskState::Succeeded(TaskDone { reply: None, outputs, usage: job.usage() }))
 }
 
 /// A 2xx JSON answer without a `base_resp` failure, or the classified error.

@@ -432,4 +432,38 @@ mod jobs {
         assert!(matches!(&run.requests[0].body, Body::Form(p) if p.len() == 2));
         assert_eq!(reply_of(run.outcome).objects, ["31"]);
     }
+
+    #[test]
+    fn fields_minimax_might_read_in_another_case_are_refused_and_a_gone_file_is_still_charged() {
+        for bad in [r#"{"prompt":"cat","Resolution":"1080P"}"#, r#"{"prompt":"cat","DURATION":10}"#] {
+            let e = quote(job("minimax.video", "MiniMax-Hailuo-02", bad)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
+        }
+        let mut delete = call("minimax.file_delete", "", r#"{"File_Id":5}"#);
+        delete.context.path = "/v1/files/delete".into();
+        assert_eq!(refused(delete.clone()).kind, ErrorKind::BadRequest);
+        delete.body = Body::Text(r#"{"purpose":"t2a_async_input"}"#.into());
+        assert!(refused(delete).message.contains("file_id"));
+
+        // The job finished and its file was deleted before the gateway took it: charged.
+        let state = r#"{"kind":"speech","task_id":"42","characters":7}"#;
+        let run = Harness::<MiniMax>::new(poll(state)).run(|req| {
+            if req.path.starts_with("/v1/query/") {
+                response(200, r#"{"task_id":42,"status":"Success","file_id":77,"base_resp":{"status_code":0}}"#)
+            } else {
+                response(200, r#"{"base_resp":{"status_code":2013,"status_msg":"invalid params, file not found"}}"#)
+            }
+        });
+        let Outcome::Task(TaskState::Succeeded(done)) = run.outcome else { panic!("expected a charged success") };
+        assert_eq!((done.outputs.len(), done.usage.characters), (0, Some(7)));
+        // A transient failure of the same read is asked again at the next poll.
+        let run = Harness::<MiniMax>::new(poll(state)).run(|req| {
+            if req.path.starts_with("/v1/query/") {
+                response(200, r#"{"task_id":42,"status":"Success","file_id":77,"base_resp":{"status_code":0}}"#)
+            } else {
+                response(200, r#"{"base_resp":{"status_code":1002,"status_msg":"rate limit"}}"#)
+            }
+        });
+        assert_eq!(failed(run.outcome).kind, ErrorKind::RateLimited);
+    }
 }

@@ -17,8 +17,8 @@
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::openai_compat::Vendor;
 use tollgate_plugin_sdk::{
-    header, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media, Operation, Reply, Route, Step, TaskDone,
-    TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    exact_fields, header, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media, Operation, Reply, Route, Step,
+    TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 /// SiliconFlow's own video routes, as ops.
@@ -110,9 +110,20 @@ impl VideoExchange {
                 Err(e) => Step::Fail(e),
             },
             NATIVE_STATUS => {
-                let mut request = UpstreamRequest::post_json(STATUS_PATH, String::new());
-                request.body = std::mem::replace(&mut self.call.body, Body::Empty);
-                Step::Send(request)
+                // Only the request the host found the owner and key of goes to SiliconFlow.
+                let id = self.call.body.object("a status request is JSON").and_then(|body| {
+                    exact_fields(&body, &["requestId"])?;
+                    match body.get("requestId") {
+                        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
+                        _ => Err(AdapterError::new(ErrorKind::BadRequest, "'requestId' is required")),
+                    }
+                });
+                match id {
+                    Ok(id) => {
+                        Step::Send(UpstreamRequest::post_json(STATUS_PATH, json!({ "requestId": id }).to_string()))
+                    }
+                    Err(e) => Step::Fail(e),
+                }
             }
             _ => match self.call.task.as_deref().filter(|id| !id.is_empty()) {
                 Some(id) => Step::Send(UpstreamRequest::post_json(STATUS_PATH, json!({ "requestId": id }).to_string())),

@@ -2,7 +2,9 @@
 //! MiniMax's own routes (`compat-protocols.md` §1.2): a submit answers MiniMax's own body and
 //! becomes a gateway task (held, polled on its key, archived, charged once); the follow-up
 //! routes (queries, file reads, downloads, deletes) reach the key that made the object, for
-//! its owner only; an upload's file can be named by a later submit.
+//! its owner only; an upload's file can be named by a later submit. The channel has two keys,
+//! and the mock keeps each object in the account that made it: a follow-up on the other key
+//! would be refused.
 
 use std::time::Duration;
 use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
@@ -12,7 +14,7 @@ const PRICES: &str = "[models.\"speech-2.8-hd\"]\ncharacters_per_10k = \"100\"\n
     [models.\"MiniMax-Hailuo-02\".units]\n\"768p-6s\" = \"2.0\"\n\"512p-10s\" = \"1.0\"\n";
 
 fn gateway(mock: &Mock) -> Gateway {
-    let ch = channel("mm", "minimax", &mock.url(), &["speech-2.8-hd", "MiniMax-Hailuo-02"], &["mm-key"]);
+    let ch = channel("mm", "minimax", &mock.url(), &["speech-2.8-hd", "MiniMax-Hailuo-02"], &["mm-key", "mm-key-2"]);
     // The mock's CDN is on loopback (the channel's own host): the operator names it.
     let extra = format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(PRICES));
     Gateway::start("minimax-jobs", &[("minimax", "minimax.wasm")], &extra)
@@ -70,14 +72,16 @@ fn long_speech_is_minimaxs_own_task_charged_its_characters_once_and_archived() {
         &gw,
         &gw.key,
         "/v1/t2a_async_v2",
-        r#"{"model":"speech-2.8-hd","text":"hello 你好","voice_setting":{"voice_id":"male-qn-qingse"}}"#,
+        r#"{"model":"speech-2.8-hd","text":"hello 你好\uF900","voice_setting":{"voice_id":"male-qn-qingse"}}"#,
     );
     // MiniMax's own answer: a numeric task id, the file it will write, what it bills.
     assert_eq!(
         (body["usage_characters"].as_u64(), body["base_resp"]["status_code"].as_i64()),
-        (Some(10), Some(0)),
+        (Some(11), Some(0)),
         "{body}"
     );
+    // Held as the gateway counts (U+F900, a compatibility ideograph, as 2: 12 characters)...
+    balance_becomes(&gw, "e2e", 10_000_000 - 120_000);
     let vendor_task = body["task_id"].as_u64().expect("a numeric task id").to_string();
 
     // The consumer's query reaches the key that made the task, and MiniMax answers it.
@@ -91,8 +95,8 @@ fn long_speech_is_minimaxs_own_task_charged_its_characters_once_and_archived() {
     let content = get(&gw, &gw.key, &format!("/v1/tasks/{task}/content/0"));
     assert_eq!((content.status, content.header("content-type")), (200, Some("application/x-tar")));
     assert!(content.body.starts_with(b"output.mp3"), "the archived tar");
-    // 10 characters as MiniMax counts them (a CJK character 2), at 0.01: charged once.
-    balance_becomes(&gw, "e2e", 10_000_000 - 100_000);
+    // ...and charged, once, the 11 MiniMax counted (a CJK character 2, U+F900 1), at 0.01.
+    balance_becomes(&gw, "e2e", 10_000_000 - 110_000);
 
     // The file the task made: its metadata and its bytes, from MiniMax, on the same key.
     let r = get(&gw, &gw.key, &query).json();
@@ -150,7 +154,7 @@ fn a_minimax_video_is_charged_its_tier_once_and_a_failed_one_nothing() {
     // The proxy's download route gives the video's bytes, relayed from MiniMax.
     let r = get(&gw, &gw.key, &format!("/v1/query/video_generation?task_id={vendor_task}")).json();
     assert_eq!(r["status"], "Success", "{r}");
-    let file_id = r["file_id"].as_u64().expect("the video's file").to_string();
+    let file_id = r["file_id"].as_str().expect("the video's file, a string").to_string();
     let r = get(&gw, &gw.key, &format!("/v1/video/download?file_id={file_id}"));
     assert_eq!((r.status, r.header("content-type"), &r.body[4..8]), (200, Some("video/mp4"), &b"ftyp"[..]));
 
@@ -211,6 +215,37 @@ fn an_uploaded_text_file_is_its_owners_to_synthesize_and_delete() {
     assert_eq!((r.status, r.json()["base_resp"]["status_code"].as_i64()), (200, Some(0)), "{}", r.text());
     let r = get(&gw, &rich, &format!("/v1/files/retrieve?file_id={file_id}"));
     assert_eq!(r.json()["base_resp"]["status_code"], 2013, "{}", r.text());
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_job_whose_file_its_owner_deleted_before_the_archive_took_it_is_still_charged() {
+    let mock = Mock::start();
+    let gw = gateway(&mock);
+    let (body, task) = submit(&gw, &gw.key, "/v1/t2a_async_v2", r#"{"model":"speech-2.8-hd","text":"free?"}"#);
+    let file_id = body["file_id"].as_u64().expect("the file the job writes");
+    // The owner takes the file out from under the gateway before its first poll.
+    let r = post(&gw, &gw.key, "/v1/files/delete", &format!(r#"{{"file_id":{file_id}}}"#));
+    assert_eq!(r.json()["base_resp"]["status_code"], 0, "{}", r.text());
+    let done = finished(&gw, &gw.key, &task);
+    // MiniMax did the work: the task succeeds with nothing archived, and is charged.
+    assert_eq!(
+        (done["status"].as_str(), done["outputs"].as_array().map(Vec::len)),
+        (Some("succeeded"), Some(0)),
+        "{done}"
+    );
+    balance_becomes(&gw, "e2e", 10_000_000 - 50_000);
+    // A field written in another case than MiniMax's is refused before MiniMax.
+    let r = post(&gw, &gw.key, "/v1/files/delete", &format!(r#"{{"File_Id":{file_id}}}"#));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post(
+        &gw,
+        &gw.key,
+        "/v1/video_generation",
+        r#"{"model":"MiniMax-Hailuo-02","prompt":"a","Resolution":"1080P"}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }

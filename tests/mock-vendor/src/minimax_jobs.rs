@@ -6,7 +6,8 @@
 //!   `Success` (or `Failed` when the text was `fail`);
 //! - `POST /v1/video_generation` (`duration` 6 or 10, `resolution` 512P/768P/1080P, 1080P for
 //!   6 s only) answers a string `task_id`; `GET /v1/query/video_generation?task_id=` answers
-//!   `Queueing`, `Processing`, then `Success` with a `file_id` (or `Fail` for the prompt `fail`);
+//!   `Queueing`, `Processing`, then `Success` with a `file_id`, a string (or `Fail` for the
+//!   prompt `fail`);
 //! - `GET /v1/files/retrieve?file_id=` answers the file with a `download_url` on the mock's CDN
 //!   (a tar for speech, an MP4 for video, each URL good for one download);
 //!   `GET /v1/files/retrieve_content?file_id=` its bytes; `POST /v1/files/upload` (multipart
@@ -96,6 +97,16 @@ pub fn t2a_async(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBod
     }
     let job = crate::jobs::create(state, key, 0, &text);
     let (task_id, file_id) = (s.id(), s.id());
+    // The file exists (and may be deleted) from the submit on.
+    let output = File {
+        key: key.into(),
+        filename: "output.tar".into(),
+        purpose: "t2a_async".into(),
+        bytes: None,
+        job: Some((job.clone(), false)),
+        downloads: 0,
+    };
+    s.files.insert(file_id, output);
     let task = Task { key: key.into(), video: false, job, fail: text == "fail", queries: 0, file_id };
     s.tasks.insert(task_id.to_string(), task);
     ok(json!({ "task_id": task_id, "task_token": "eyJhbGciOiJSUz", "file_id": file_id,
@@ -133,31 +144,38 @@ pub fn query(state: &State, cx: &Ctx, key: Option<&str>, query: &str) -> Respons
     task.queries += 1;
     let (queries, video, fail, job) = (task.queries, task.video, task.fail, task.job.clone());
     let running = if video { 3 } else { 2 };
+    // Long speech names its file from the submit on (as MiniMax documents); a video once done.
+    let pending_file = if video { json!("") } else { json!(task.file_id) };
     let status = match queries {
         n if n < running => {
             let status = if video && n == 1 { "Queueing" } else { "Processing" };
-            return ok(json!({ "task_id": id, "status": status, "file_id": 0 }));
+            return ok(json!({ "task_id": id, "status": status, "file_id": pending_file }));
         }
         _ if fail => return ok(json!({ "task_id": id, "status": if video { "Fail" } else { "Failed" } })),
         _ => "Success",
     };
     let file_id = match task.file_id {
-        0 => s.id(),
+        0 => {
+            // A video's file appears when it is done.
+            let file_id = s.id();
+            s.tasks.get_mut(&id).expect("the task").file_id = file_id;
+            let file = File {
+                key: key.into(),
+                filename: "output_aigc.mp4".into(),
+                purpose: "video_generation".into(),
+                bytes: None,
+                job: Some((job, video)),
+                downloads: 0,
+            };
+            s.files.insert(file_id, file);
+            file_id
+        }
         f => f,
     };
-    s.tasks.get_mut(&id).expect("the task").file_id = file_id;
-    let (filename, purpose) = if video { ("output_aigc.mp4", "video_generation") } else { ("output.tar", "t2a_async") };
-    let file = File {
-        key: key.into(),
-        filename: filename.into(),
-        purpose: purpose.into(),
-        bytes: None,
-        job: Some((job, video)),
-        downloads: 0,
-    };
-    s.files.entry(file_id).or_insert(file);
     let mut v = json!({ "task_id": id, "status": status, "file_id": file_id });
     if video {
+        // MiniMax's video API writes its ids as strings.
+        v["file_id"] = json!(file_id.to_string());
         v["video_width"] = json!(1366);
         v["video_height"] = json!(768);
     }
@@ -260,7 +278,8 @@ pub fn list(state: &State, cx: &Ctx, key: Option<&str>, query: &str) -> Response
 /// `POST /v1/files/delete` (`{"file_id": n}`).
 pub fn delete(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
     let (true, Some(key)) = (cx.authorized, key) else { return login_fail() };
-    let id = serde_json::from_slice::<Value>(&cx.body).ok().and_then(|v| v["file_id"].as_u64()).unwrap_or_default();
+    let id = serde_json::from_slice::<Value>(&cx.body).ok();
+    let id = id.and_then(|v| v["file_id"].as_u64().or_else(|| v["file_id"].as_str()?.parse().ok())).unwrap_or_default();
     let mut s = store(state);
     if s.files.get(&id).is_none_or(|f| f.key != key) {
         return failure(2013, "invalid params: file not found");
