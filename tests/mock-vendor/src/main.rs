@@ -11,7 +11,7 @@
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
 //! checked (`jimeng.rs`), SiliconFlow's video API (`siliconflow.rs`), MindVideo's with its `i-sign`
 //! checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`), DashScope's asynchronous video
-//! (`dashscope.rs`), and the control routes under `/_mock/` (below).
+//! (`dashscope.rs`), the Suno API's music (`suno.rs`), and the control routes under `/_mock/` (below).
 
 mod ark;
 mod body;
@@ -25,6 +25,7 @@ mod minimax;
 mod minimax_jobs;
 mod openai;
 mod siliconflow;
+mod suno;
 
 use body::MockBody;
 use bytes::Bytes;
@@ -155,6 +156,8 @@ pub struct State {
     dashscope: Mutex<HashMap<String, dashscope::Task>>,
     /// MiniMax's asynchronous tasks and files (`POST /v1/t2a_async_v2`, …).
     minimax: Mutex<minimax_jobs::Store>,
+    /// Suno's tasks by id (`POST /suno/submit/{action}`).
+    suno: Mutex<HashMap<String, suno::Task>>,
     /// `hang-once-…` list purposes whose first request already hung.
     hung: Mutex<std::collections::HashSet<String>>,
     /// The default pause between stream chunks (`--chunk-delay-ms`).
@@ -187,6 +190,7 @@ impl State {
             ark: Mutex::new(HashMap::new()),
             dashscope: Mutex::new(HashMap::new()),
             minimax: Mutex::new(Default::default()),
+            suno: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -323,6 +327,13 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
             Some((kind @ ("text2video" | "image2video"), id)) => kling::query(&state, &cx, kind, id),
             _ => openai::not_found(),
         },
+        (&Method::POST, path) if path.starts_with("/suno/submit/") => {
+            suno::submit(&state, &cx, key.as_deref(), &path["/suno/submit/".len()..])
+        }
+        (&Method::POST, "/suno/fetch") => suno::fetch(&state, &cx, key.as_deref(), None),
+        (&Method::GET, path) if path.starts_with("/suno/fetch/") => {
+            suno::fetch(&state, &cx, key.as_deref(), Some(&path["/suno/fetch/".len()..]))
+        }
         (&Method::POST, "/v1/t2a_async_v2") => minimax_jobs::t2a_async(&state, &cx, key.as_deref()),
         (&Method::POST, "/v1/video_generation") => minimax_jobs::video(&state, &cx, key.as_deref()),
         (&Method::GET, "/v1/query/t2a_async_query_v2" | "/v1/query/video_generation") => {
