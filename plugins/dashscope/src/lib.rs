@@ -9,6 +9,14 @@
 //!   archived) or `FAILED` / `CANCELED` / `UNKNOWN` (its `code` and `message`).
 //! - op `task.cancel`: `POST /api/v1/tasks/{task_id}/cancel` (a task still pending).
 //!
+//! - op `dashscope.image`, DashScope's own route `POST
+//!   /api/v1/services/aigc/text2image/image-synthesis` (Wan text to image), for its clients:
+//!   the request is checked and sent asynchronously, and DashScope's own answer goes back; the
+//!   job becomes a task held `parameters.n` images (1 to 4, 1 by default) and charged the
+//!   images DashScope reports (`usage.image_count`), each archived. `GET /api/v1/tasks/{id}`
+//!   (`dashscope.task`, free) runs on the key that made the task, for its owner only, and
+//!   answers DashScope's body as it is.
+//!
 //! DashScope bills a video by its seconds at a price per resolution: the quote names the
 //! resolution's tier (`480p`, `720p`, `1080p`, from the size's area; 1080p when none is given,
 //! as DashScope defaults) counted in the seconds asked for, and a finished task the seconds
@@ -18,8 +26,9 @@
 
 use serde_json::{json, Map, Value};
 use tollgate_plugin_sdk::{
-    export_plugin, AdapterError, Call, ErrorKind, Exchange, Manifest, Media, Operation, Reply, Step, TaskDone,
-    TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    exact_fields, export_plugin, header, AdapterError, Body, Call, ErrorKind, Exchange, Field, Manifest, Media,
+    Operation, Reply, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse,
+    Usage,
 };
 
 pub struct DashScope;
@@ -32,6 +41,15 @@ impl tollgate_plugin_sdk::Plugin for DashScope {
             .with_operation(Operation::new("video").quoted())
             .with_operation(Operation::new("task.poll").resend())
             .with_operation(Operation::new("task.cancel"))
+            .with_operation(Operation::new(IMAGE).quoted())
+            .with_operation(Operation::new(TASK).resend())
+            .with(Route::new("POST", IMAGE_SUBMIT, IMAGE))
+            .with(
+                Route::new("GET", "/api/v1/tasks/{task_id}", TASK)
+                    .model(Field::None)
+                    .free()
+                    .affinity(Field::Path("task_id".into())),
+            )
             // Where DashScope serves results (its OSS buckets).
             .fetching("*.aliyuncs.com")
             .with_base_url("https://dashscope.aliyuncs.com")
@@ -39,6 +57,12 @@ impl tollgate_plugin_sdk::Plugin for DashScope {
 }
 
 const SUBMIT: &str = "/api/v1/services/aigc/video-generation/video-synthesis";
+const IMAGE_SUBMIT: &str = "/api/v1/services/aigc/text2image/image-synthesis";
+/// DashScope's own routes, as ops.
+const IMAGE: &str = "dashscope.image";
+const TASK: &str = "dashscope.task";
+/// The fields of a native image request the quote reads (or that name the model).
+const IMAGE_READ: &[&str] = &["model", "input", "parameters", "n"];
 /// Request fields passed into `input` / `parameters` as given: none changes the price.
 const INPUT: &[&str] = &["prompt", "negative_prompt"];
 const PARAMETERS: &[&str] = &["seed", "prompt_extend", "watermark"];
@@ -105,13 +129,53 @@ impl DashScopeExchange {
         Ok((json!({ "model": model, "input": input, "parameters": parameters }), tier, seconds))
     }
 
+    /// A native image request, checked (its fields as DashScope reads them, the model the
+    /// channel's name), and the images it holds.
+    fn image(&self) -> Result<(Value, u32), AdapterError> {
+        let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
+        let mut body = self.call.body.object("DashScope takes JSON")?;
+        exact_fields(&body, IMAGE_READ)?;
+        let n = match body.get("parameters") {
+            None => 1,
+            Some(Value::Object(p)) => {
+                exact_fields(p, IMAGE_READ)?;
+                match p.get("n") {
+                    None => 1,
+                    Some(n) => match n.as_u64() {
+                        Some(n @ 1..=4) => n as u32,
+                        _ => return Err(bad(format!("'parameters.n' is 1 to 4 images, not {n}"))),
+                    },
+                }
+            }
+            Some(p) => return Err(bad(format!("'parameters' must be an object, not {p}"))),
+        };
+        let prompt = body.get("input").and_then(|i| i.get("prompt")).and_then(Value::as_str);
+        if prompt.is_none_or(|p| p.trim().is_empty()) {
+            return Err(bad("an image needs 'input.prompt'".into()));
+        }
+        let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
+        body.insert("model".into(), Value::String(model.clone()));
+        Ok((Value::Object(body), n))
+    }
+
     /// The task's DashScope id and tier, from its state (`{"id","tier"}`).
     fn task(&self) -> Option<(String, String)> {
         let state: Value = serde_json::from_str(self.call.task.as_deref()?).ok()?;
-        let safe = |id: &&str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        let id = state["id"].as_str().filter(safe)?;
+        let id = state["id"].as_str().filter(|id| safe_id(id))?;
         Some((id.to_string(), state["tier"].as_str()?.to_string()))
     }
+}
+
+/// A DashScope task id (letters, digits and dashes): safe in a path.
+fn safe_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// DashScope's answer as it is (status, content type, body), its failure classified.
+fn verbatim(response: UpstreamResponse, v: &Value) -> Reply {
+    let content_type = header(&response.headers, "content-type").unwrap_or("application/json").to_string();
+    let error = (!(200..300).contains(&response.status)).then(|| error_of(response.status, v));
+    Reply { error, ..Reply::with_body(response.status, &content_type, Body::Bytes(response.body), Usage::default()) }
 }
 
 /// A resolution's tier by its area in pixels (DashScope's sizes of each resolution, all
@@ -156,6 +220,9 @@ impl Exchange for DashScopeExchange {
     }
 
     fn quote(&mut self) -> Result<Usage, AdapterError> {
+        if self.call.op == IMAGE {
+            return self.image().map(|(_, n)| Usage { images: Some(n), ..Usage::default() });
+        }
         self.submit().map(|(_, tier, s)| seconds_of(tier, s))
     }
 
@@ -167,6 +234,20 @@ impl Exchange for DashScopeExchange {
                 ),
                 Err(e) => Step::Fail(e),
             },
+            IMAGE => match self.image() {
+                Ok((body, _)) => Step::Send(
+                    UpstreamRequest::post_json(IMAGE_SUBMIT, body.to_string())
+                        .with_header("x-dashscope-async", "enable"),
+                ),
+                Err(e) => Step::Fail(e),
+            },
+            TASK => {
+                let id = self.call.context.path_params.iter().find(|(n, _)| n == "task_id").map(|(_, v)| v.as_str());
+                match id.filter(|id| safe_id(id)) {
+                    Some(id) => Step::Send(UpstreamRequest::get(format!("/api/v1/tasks/{id}"))),
+                    None => Step::fail(ErrorKind::BadRequest, "not a DashScope task id"),
+                }
+            }
             "task.poll" => match self.task() {
                 Some((id, _)) => Step::Send(UpstreamRequest::get(format!("/api/v1/tasks/{id}"))),
                 None => Step::fail(ErrorKind::BadRequest, "the task's state is not a DashScope task id"),
@@ -183,8 +264,25 @@ impl Exchange for DashScopeExchange {
 
     fn next(&mut self, response: UpstreamResponse) -> Step {
         let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-        if !(200..300).contains(&response.status) {
-            return Step::Fail(error_of(response.status, &v));
+        let ok = (200..300).contains(&response.status);
+        match self.call.op.as_str() {
+            TASK => return Step::Reply(verbatim(response, &v)),
+            IMAGE if !ok => return Step::Reply(verbatim(response, &v)),
+            IMAGE => {
+                let Some(id) = v.pointer("/output/task_id").and_then(Value::as_str).filter(|id| safe_id(id)) else {
+                    return Step::fail(ErrorKind::UpstreamFault, "DashScope's answer to the submit has no task_id");
+                };
+                let state = json!({ "id": id, "tier": "", "kind": "image" }).to_string();
+                let reply = Reply { objects: vec![id.to_string()], ..verbatim(response, &v) };
+                return Step::Submitted(TaskSubmitted {
+                    state,
+                    reply: Some(reply),
+                    usage: Usage::default(),
+                    poll_after_ms: Some(3_000),
+                });
+            }
+            _ if !ok => return Step::Fail(error_of(response.status, &v)),
+            _ => {}
         }
         match self.call.op.as_str() {
             "video" => {
@@ -201,7 +299,14 @@ impl Exchange for DashScopeExchange {
                 }
             }
             "task.cancel" => Step::Reply(Reply::json("{}".into(), Usage::default())),
-            _ => polled(&v, &self.task().map(|(_, t)| t).unwrap_or_default()),
+            _ => {
+                let image = self.call.task.as_deref().is_some_and(|t| t.contains(r#""kind":"image""#));
+                if image {
+                    images_polled(&v)
+                } else {
+                    polled(&v, &self.task().map(|(_, t)| t).unwrap_or_default())
+                }
+            }
         }
     }
 }
@@ -235,6 +340,30 @@ fn polled(v: &Value, tier: &str) -> Step {
         _ => return Step::fail(ErrorKind::UpstreamFault, "DashScope's task status is unreadable"),
     };
     Step::Task(state)
+}
+
+/// An image task's state: its results' URLs archived, charged the images DashScope counted.
+fn images_polled(v: &Value) -> Step {
+    match v.pointer("/output/task_status").and_then(Value::as_str) {
+        Some("SUCCEEDED") => {
+            let outputs: Vec<Media> = v
+                .pointer("/output/results")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["url"].as_str().filter(|u| !u.is_empty()))
+                .map(|url| Media { url: url.to_string(), content_type: None })
+                .collect();
+            let counted = v.pointer("/usage/image_count").and_then(Value::as_u64).map(|n| n as u32);
+            if outputs.is_empty() && counted.is_none_or(|n| n > 0) {
+                return Step::fail(ErrorKind::UpstreamFault, "DashScope's finished task has no image");
+            }
+            let images = counted.unwrap_or(outputs.len() as u32);
+            let usage = Usage { images: Some(images), ..Usage::default() };
+            Step::Task(TaskState::Succeeded(TaskDone { reply: None, outputs, usage }))
+        }
+        _ => polled(v, ""),
+    }
 }
 
 export_plugin!(DashScope);

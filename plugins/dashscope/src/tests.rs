@@ -103,3 +103,52 @@ fn a_poll_follows_the_task_to_its_seconds_and_a_cancel_is_posted() {
     );
     assert!(matches!(run.outcome, Outcome::Reply(_)));
 }
+
+fn image(json: &str) -> Call {
+    call("dashscope.image", "wan2.2-t2i-flash", json)
+}
+
+#[test]
+fn dashscopes_own_image_route_holds_its_images_and_charges_those_counted() {
+    let body = r#"{"model":"wan2.2-t2i-flash","input":{"prompt":"a cat"},"parameters":{"size":"1024*1024","n":3}}"#;
+    assert_eq!(DashScopeExchange::new(image(body)).quote().unwrap().images, Some(3));
+    assert_eq!(DashScopeExchange::new(image(r#"{"input":{"prompt":"a"}}"#)).quote().unwrap().images, Some(1));
+    for bad in [
+        r#"{"input":{"prompt":"a"},"parameters":{"n":5}}"#,
+        r#"{"input":{"prompt":"a"},"parameters":{"N":4}}"#,
+        r#"{"input":{"prompt":"a"},"Parameters":{"n":4}}"#,
+        r#"{"input":{}}"#,
+    ] {
+        let e = DashScopeExchange::new(image(bad)).quote().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}");
+    }
+    let answer = r#"{"output":{"task_status":"PENDING","task_id":"abc-1"},"request_id":"r"}"#;
+    let run = Harness::<DashScope>::new(image(body)).run(|_| response(200, answer));
+    assert_eq!(run.requests[0].path, "/api/v1/services/aigc/text2image/image-synthesis");
+    assert_eq!(tollgate_plugin_sdk::header(&run.requests[0].headers, "x-dashscope-async"), Some("enable"));
+    let Outcome::Submitted(t) = run.outcome else { panic!("expected a task") };
+    let reply = t.reply.expect("DashScope's own answer");
+    assert_eq!((reply.body.as_bytes().unwrap(), reply.objects), (answer.as_bytes(), vec!["abc-1".to_string()]));
+
+    let state = r#"{"id":"abc-1","tier":"","kind":"image"}"#;
+    let poll = |answer: &'static str| {
+        Harness::<DashScope>::new(Call { task: Some(state.into()), ..call("task.poll", "wan2.2-t2i-flash", "") })
+            .run(move |_| response(200, answer))
+            .outcome
+    };
+    let done = poll(
+        r#"{"output":{"task_status":"SUCCEEDED","results":[{"url":"https://a.aliyuncs.com/1.png"},{"url":"https://a.aliyuncs.com/2.png"}]},"usage":{"image_count":2}}"#,
+    );
+    let Outcome::Task(TaskState::Succeeded(d)) = done else { panic!("expected success") };
+    assert_eq!((d.outputs.len(), d.usage.images), (2, Some(2)));
+    assert!(matches!(poll(r#"{"output":{"task_status":"RUNNING"}}"#), Outcome::Task(TaskState::Pending(_))));
+    assert!(matches!(
+        poll(r#"{"output":{"task_status":"FAILED","code":"DataInspectionFailed","message":"bad"}}"#),
+        Outcome::Task(TaskState::Failed(ref e)) if e.kind == ErrorKind::ContentFiltered
+    ));
+    // A refusal comes back as DashScope wrote it.
+    let run = Harness::<DashScope>::new(image(body))
+        .run(|_| response(401, r#"{"code":"InvalidApiKey","message":"Invalid API-key provided."}"#));
+    let Outcome::Reply(r) = run.outcome else { panic!("expected DashScope's answer") };
+    assert_eq!((r.status, r.error.map(|e| e.kind)), (401, Some(ErrorKind::Unauthorized)));
+}

@@ -380,3 +380,61 @@ fn a_wan_video_on_dashscope_is_held_by_its_resolution_and_seconds_and_charged_th
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn dashscopes_own_image_route_is_a_task_held_its_images_and_charged_those_made() {
+    let mock = Mock::start();
+    let ch = channel("dashscope", "dashscope", &mock.url(), &["wan2.2-t2i-flash"], &["ds-key", "ds-key-2"]);
+    let prices = "[models.\"wan2.2-t2i-flash\"]\nper_image = \"0.5\"\n";
+    let gw = Gateway::start(
+        "dashscope-image",
+        &[("dashscope", "dashscope.wasm")],
+        &format!("{LOCAL_CDN}{}{ch}", pricing_setting(prices)),
+    );
+    let call = |key: &str, method: &str, path: &str, body: &str| {
+        let auth = format!("Bearer {key}");
+        let headers =
+            [("authorization", auth.as_str()), ("content-type", "application/json"), ("x-dashscope-async", "enable")];
+        http::request(&gw.addr, method, path, &headers, body.as_bytes())
+    };
+    let submit = r#"{"model":"wan2.2-t2i-flash","input":{"prompt":"a cat"},"parameters":{"size":"1024*1024","n":2}}"#;
+    let r = call(&gw.key, "POST", "/api/v1/services/aigc/text2image/image-synthesis", submit);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // DashScope's own answer, and the gateway's task beside it; two images held.
+    let ds_id = r.json()["output"]["task_id"].as_str().expect("DashScope's task id").to_string();
+    let task = r.header("x-tollgate-task-id").expect("the gateway's task").to_string();
+    balance_becomes(&gw, 10_000_000 - 1_000_000);
+    let r = call(&gw.key, "GET", &format!("/api/v1/tasks/{ds_id}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["output"]["task_status"].as_str().is_some(), "{}", r.text());
+
+    let finished =
+        eventually(Duration::from_secs(60), || get(&gw, &format!("/v1/tasks/{task}")).json()["status"] == "succeeded");
+    assert!(finished, "{}", get(&gw, &format!("/v1/tasks/{task}")).text());
+    for n in 0..2 {
+        let image = get(&gw, &format!("/v1/tasks/{task}/content/{n}"));
+        assert_eq!((image.status, image.header("content-type")), (200, Some("image/png")), "image {n}");
+    }
+    balance_becomes(&gw, 10_000_000 - 1_000_000);
+
+    // Another consumer's query is not found; what DashScope would refuse is refused before it.
+    let other = gw.create_key("other", "10");
+    assert!(eventually(Duration::from_secs(5), || get_as(&gw, &other, "/v1/tasks").status == 200));
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = call(&other, "GET", &format!("/api/v1/tasks/{ds_id}"), "");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"), "{}", r.text());
+    let r = call(
+        &gw.key,
+        "POST",
+        "/api/v1/services/aigc/text2image/image-synthesis",
+        r#"{"model":"wan2.2-t2i-flash","input":{"prompt":"a"},"parameters":{"n":9}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+fn get_as(gw: &Gateway, key: &str, path: &str) -> http::Response {
+    http::request(&gw.addr, "GET", path, &[("authorization", &format!("Bearer {key}"))], b"")
+}

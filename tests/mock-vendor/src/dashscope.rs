@@ -4,7 +4,9 @@
 //! `PENDING`, then `RUNNING`, then `SUCCEEDED` with a `video_url` on the mock's CDN and
 //! `usage.duration` (a second less than asked: what was made), or `FAILED` with DashScope's code when the prompt was
 //! `fail`; `POST /api/v1/tasks/{id}/cancel` cancels a pending task. Errors are
-//! `{"code","message","request_id"}`; a task belongs to the key that made it.
+//! `{"code","message","request_id"}`; a task belongs to the key that made it. Text to image
+//! (`POST /api/v1/services/aigc/text2image/image-synthesis`, async only) is a task of the same
+//! kind whose success lists `parameters.n` PNGs in `results` and `usage.image_count`.
 
 use crate::body::MockBody;
 use crate::{json, Ctx, State};
@@ -18,6 +20,8 @@ pub struct Task {
     prompt: String,
     seconds: u64,
     cancelled: bool,
+    /// An image task: the images asked for.
+    images: Option<u64>,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<MockBody> {
@@ -49,7 +53,34 @@ pub fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> 
     let seconds = body.pointer("/parameters/duration").and_then(Value::as_u64).unwrap_or(5);
     let job = crate::jobs::create(state, &key, seconds, &prompt);
     let id = format!("0385dc79-{:012x}", state.next_trace());
-    let task = Task { key, job, queries: 0, prompt, seconds, cancelled: false };
+    let task = Task { key, job, queries: 0, prompt, seconds, cancelled: false, images: None };
+    state.dashscope.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), task);
+    json(
+        StatusCode::OK,
+        json!({ "output": { "task_status": "PENDING", "task_id": id }, "request_id": "mock" }).to_string(),
+    )
+}
+
+/// `POST /api/v1/services/aigc/text2image/image-synthesis`.
+pub fn image(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+    let Some(key) = key.filter(|_| cx.authorized).map(str::to_string) else { return unauthorized() };
+    if cx.headers.get("x-dashscope-async").and_then(|v| v.to_str().ok()) != Some("enable") {
+        return error(StatusCode::FORBIDDEN, "AccessDenied", "current user api does not support synchronous calls");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&cx.body) else {
+        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "the body is not JSON");
+    };
+    let prompt = body.pointer("/input/prompt").and_then(Value::as_str).unwrap_or_default().to_string();
+    if body["model"].as_str().is_none_or(str::is_empty) || prompt.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "model and input.prompt are required");
+    }
+    let n = body.pointer("/parameters/n").and_then(Value::as_u64).unwrap_or(1);
+    if !(1..=4).contains(&n) {
+        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "n must be 1 to 4");
+    }
+    let job = crate::jobs::create(state, &key, 0, &prompt);
+    let id = format!("0385dc79-{:012x}", state.next_trace());
+    let task = Task { key, job, queries: 0, prompt, seconds: 0, cancelled: false, images: Some(n) };
     state.dashscope.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), task);
     json(
         StatusCode::OK,
@@ -78,6 +109,22 @@ pub fn task(state: &State, cx: &Ctx, key: Option<&str>, id: &str, cancel: bool) 
         (_, 2) => json!({ "task_id": id, "task_status": "RUNNING" }),
         _ if t.prompt == "fail" => json!({ "task_id": id, "task_status": "FAILED", "code": "DataInspectionFailed",
             "message": "Output data may contain inappropriate content." }),
+        (_, n) if t.images.is_some() => {
+            let images = t.images.unwrap_or(1);
+            let results: Vec<Value> = (1..=images)
+                .map(|i| {
+                    json!({ "url": format!("http://{}/cdn/{}.png?sig=ds{n}i{i}", state.addr, t.job),
+                    "orig_prompt": t.prompt })
+                })
+                .collect();
+            return json(
+                StatusCode::OK,
+                json!({ "output": { "task_id": id, "task_status": "SUCCEEDED", "results": results,
+                    "task_metrics": { "TOTAL": images, "SUCCEEDED": images, "FAILED": 0 } },
+                    "usage": { "image_count": images }, "request_id": "mock" })
+                .to_string(),
+            );
+        }
         (_, n) => {
             let url = format!("http://{}/cdn/{}.mp4?sig=ds{n}", state.addr, t.job);
             return json(

@@ -5,7 +5,7 @@
 //! the prompt was `fail`. A job exists only in the account (key) that submitted it.
 //!
 //! The URL is on the mock's CDN, `GET /cdn/{id}.mp4?sig=…` (no key, as CDNs are; `.tar` for
-//! MiniMax's long speech, `.mp3` for Suno's clips), and it
+//! MiniMax's long speech, `.mp3` for Suno's clips, `.png` for DashScope's images), and it
 //! expires once it has been downloaded: a second download of that URL gets 403 with S3's XML error (a
 //! later query of the job hands out a fresh URL, as vendors' signed URLs are). The
 //! prompt shapes the file: `huge` (9 MiB, with its length: more than one part of an upload to S3), `huge-chunked` (3 MiB, no length),
@@ -146,7 +146,9 @@ pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
     let tar = file.ends_with(".tar");
     // Suno's clips are MP3.
     let mp3 = file.ends_with(".mp3");
-    let id = file.trim_end_matches(".mp4").trim_end_matches(".tar").trim_end_matches(".mp3");
+    // DashScope's images are PNG.
+    let png = file.ends_with(".png");
+    let id = file.trim_end_matches(".mp4").trim_end_matches(".tar").trim_end_matches(".mp3").trim_end_matches(".png");
     let mut jobs = state.jobs.lock().unwrap_or_else(|e| e.into_inner());
     let Some(job) = jobs.get_mut(id) else {
         return crate::respond(StatusCode::NOT_FOUND, "application/xml", MockBody::full(XML_NO_KEY));
@@ -164,6 +166,7 @@ pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
     state.cdn_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match job.prompt.as_str() {
         _ if tar => crate::respond(StatusCode::OK, "application/x-tar", MockBody::full(crate::minimax_jobs::tar())),
+        _ if png => crate::respond(StatusCode::OK, "image/png", MockBody::full(&b"\x89PNG\r\n\x1a\nmock image"[..])),
         _ if mp3 => crate::respond(StatusCode::OK, "audio/mpeg", MockBody::full(crate::minimax::fake_audio(file))),
         "html" => {
             crate::respond(StatusCode::OK, "text/html; charset=utf-8", MockBody::full("<html>Service busy</html>"))

@@ -303,6 +303,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
             let id = &path["/api/v3/contents/generations/tasks/".len()..];
             ark::task(&state, &cx, key.as_deref(), id, method == Method::DELETE)
         }
+        (&Method::POST, "/api/v1/services/aigc/text2image/image-synthesis") => {
+            dashscope::image(&state, &cx, key.as_deref())
+        }
         (&Method::POST, "/api/v1/services/aigc/video-generation/video-synthesis") => {
             dashscope::submit(&state, &cx, key.as_deref())
         }
