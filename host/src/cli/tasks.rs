@@ -1,8 +1,12 @@
-//! `tollgate tasks list`: every user's asynchronous tasks, newest first, filtered.
+//! `tollgate tasks list`: every user's asynchronous tasks, newest first, filtered (read from
+//! the database). `tollgate tasks cancel|retry ID`: asks a running gateway's admin API (they
+//! call the vendor and the archive, which only a serving node does), with the configuration's
+//! `admin_token`.
 
 use super::{json, table};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use http_body_util::{BodyExt, Full};
 use tollgate::config::Config;
 use tollgate_store::tasks::{search, Filter};
 
@@ -29,10 +33,31 @@ pub enum TasksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a task at its vendor; its hold is given back. Prints the task.
+    Cancel {
+        id: String,
+        /// The gateway to ask (default: http:// and the configuration's `listen`).
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Download the outputs of a task that failed for its archive again (it stays charged
+    /// once). Prints the task.
+    Retry {
+        id: String,
+        /// The gateway to ask (default: http:// and the configuration's `listen`).
+        #[arg(long)]
+        gateway: Option<String>,
+    },
 }
 
 pub async fn run(config: &Config, command: TasksCommand) -> Result<()> {
-    let TasksCommand::List { status, user_id, channel, plugin, limit, json: as_json } = command;
+    let (status, user_id, channel, plugin, limit, as_json) = match command {
+        TasksCommand::List { status, user_id, channel, plugin, limit, json } => {
+            (status, user_id, channel, plugin, limit, json)
+        }
+        TasksCommand::Cancel { id, gateway } => return admin_action(config, gateway, &id, "cancel").await,
+        TasksCommand::Retry { id, gateway } => return admin_action(config, gateway, &id, "retry").await,
+    };
     let db = tollgate_store::open(&config.database_url()).await?;
     let tasks = search(&db, &Filter { status, user_id, channel, plugin, limit }).await?;
     if as_json {
@@ -56,4 +81,38 @@ pub async fn run(config: &Config, command: TasksCommand) -> Result<()> {
         }),
     );
     Ok(())
+}
+
+/// `POST /admin/tasks/{id}/{action}` on the gateway; prints its answer (the task), fails with
+/// its error message.
+async fn admin_action(config: &Config, gateway: Option<String>, id: &str, action: &str) -> Result<()> {
+    let Some(token) = config.admin_token.as_deref() else {
+        bail!("the configuration has no admin_token: the admin API is off");
+    };
+    let base = match gateway {
+        Some(g) => g.trim_end_matches('/').to_string(),
+        None if config.listen.ends_with(":0") => bail!("the configuration listens on port 0: give --gateway URL"),
+        None => format!("http://{}", config.listen),
+    };
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        bail!("'{id}' is not a task id");
+    }
+    let url = format!("{base}/admin/tasks/{id}/{action}");
+    let request = http::Request::post(&url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::new(bytes::Bytes::new()))
+        .with_context(|| format!("'{url}' is not a URL"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(60), client.request(request))
+        .await
+        .with_context(|| format!("{url} did not answer within 60 s"))?
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await.context("reading the gateway's answer")?.to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let message = answer.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("no message");
+        bail!("the gateway answered {status}: {message}");
+    }
+    json(&answer)
 }

@@ -671,19 +671,18 @@ fn a_running_task_is_cancelled_at_its_vendor_and_its_hold_comes_back() {
     let done = finished(&gw, &id);
     assert_eq!(done["status"], "succeeded");
     assert_eq!(cancel(&gw.key, &id).error_code(), "task_finished");
-    // Operators cancel any user's task.
+    // Operators cancel any user's task, from the command line (which asks the gateway).
     let id = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":3,"prompt":"a bird"}"#).json()["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let r = http::request(
-        &gw.addr,
-        "POST",
-        &format!("/admin/tasks/{id}/cancel"),
-        &[("authorization", "Bearer admin-secret")],
-        b"",
+    let out = Gateway::cli(&gw.config, &["tasks", "cancel", &id, "--gateway", &format!("http://{}", gw.addr)]);
+    let r: serde_json::Value = serde_json::from_str(&out).expect("the task, as JSON");
+    assert_eq!(
+        (r["status"].as_str(), r["message"].as_str()),
+        (Some("cancelled"), Some("cancelled by the operator")),
+        "{r}"
     );
-    assert_eq!((r.status, r.json()["message"].as_str()), (200, Some("cancelled by the operator")), "{}", r.text());
     balance_becomes(&gw, 10_000_000 - 10_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
@@ -746,6 +745,14 @@ fn an_operator_retries_a_download_the_archive_refused_and_the_task_succeeds_char
     let r = admin(&a, "POST", &retry);
     assert_eq!((r.status, r.error_code().as_str()), (502, "retry_failed"), "{}", r.text());
     assert!(r.text().contains("archive_max_bytes"), "{}", r.text());
+    // The command line says so too, and fails.
+    let gateway = format!("http://{}", a.addr);
+    let out = tollgate_e2e::tollgate_command()
+        .args(["--config", a.config.to_str().unwrap(), "tasks", "retry", &id, "--gateway", &gateway])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("502") && stderr.contains("archive_max_bytes"), "{stderr}");
     assert_eq!(finished(&a, &id)["status"], "failed");
     assert_eq!(admin(&a, "POST", "/admin/tasks/task_nope/retry").status, 404);
 
@@ -758,8 +765,8 @@ fn an_operator_retries_a_download_the_archive_refused_and_the_task_succeeds_char
         Gateway::start_sharing("tasks-retry-b", &plugins, &format!("{LOCAL_CDN}{}{ch}", pricing_setting(PRICES)), &a);
     // (The second node's start created a key of its own, topping the account up.)
     let before = b.balance_micros("e2e");
-    let r = admin(&b, "POST", &retry);
-    assert_eq!(r.status, 200, "{}", r.text());
+    let out = Gateway::cli(&b.config, &["tasks", "retry", &id, "--gateway", &format!("http://{}", b.addr)]);
+    assert!(out.contains(&id), "the retried task: {out}");
     let done = finished_for(&b, &a.key, &id);
     assert_eq!((done["status"].as_str(), done["charge"].as_str()), (Some("succeeded"), Some("0.020000")), "{done}");
     let content = get(&b, &a.key, &format!("/v1/tasks/{id}/content/0"), &[]);
