@@ -122,6 +122,11 @@ impl Engine {
         if let Some(p) = &pinned {
             end.served_by(&p.channel.name, r.plugin.name());
         }
+        // A user's unfinished jobs are bounded: each is polled and held until it ends.
+        if let Err(e) = self.under_task_cap(&r).await {
+            give_up(end.refuse(&e)).await;
+            return Answer::Failed(e);
+        }
         // Billing: priced and reserved before the upstream is called (400/402/403 otherwise).
         if let (Some(b), true) = (&self.billing, r.billed) {
             let priced = match r.model.as_str() {
@@ -234,6 +239,33 @@ impl Engine {
                 "upstream_key_gone",
                 format!("The upstream key that created '{object}' is no longer configured on this gateway."),
             )),
+        }
+    }
+
+    /// Refuses an op that may start a job (one its plugin quotes) when the caller's user has
+    /// `task_max_open_per_user` unfinished tasks already.
+    async fn under_task_cap(&self, r: &CallRequest) -> Result<(), CallError> {
+        let cap = self.task_max_open_per_user;
+        if cap <= 0 || !r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
+            return Ok(());
+        }
+        match crate::store::tasks::count_open(&self.db, r.consumer.user_id, cap).await {
+            Ok(open) if open >= cap => Err(CallError::new(
+                429,
+                "rate_limit_error",
+                "too_many_open_tasks",
+                format!("This account has {open} unfinished tasks, the most it may have; submit more when some end."),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot count open tasks");
+                Err(CallError::new(
+                    503,
+                    "server_error",
+                    "database_unavailable",
+                    "The gateway cannot serve this call now; retry shortly.",
+                ))
+            }
         }
     }
 

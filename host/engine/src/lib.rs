@@ -138,6 +138,9 @@ pub struct Engine {
     pub task_ttl_secs: i64,
     /// The most polls of one plugin's tasks per poll round (a round is half a second).
     pub task_polls_per_round: usize,
+    /// The most unfinished tasks one user may have (0: no limit); checked before an op that
+    /// may start a job (one its plugin quotes) reaches the vendor.
+    pub task_max_open_per_user: i64,
     /// Where task outputs are downloaded to and served from.
     pub archive: Arc<archive::Archive>,
 }

@@ -76,6 +76,10 @@ pub struct Config {
     /// The most polls of one vendor's (plugin's) tasks per second, per node.
     #[serde(default = "defaults::task_polls_per_second")]
     pub task_polls_per_second: u32,
+    /// The most unfinished tasks one user may have; a submit beyond it is refused (429) before
+    /// the vendor. 0: no limit.
+    #[serde(default = "defaults::task_max_open_per_user")]
+    pub task_max_open_per_user: u32,
     /// Where task outputs (videos, music, speech) are kept; defaults to `<data_dir>/archive`.
     /// One folder per gateway process.
     #[serde(default)]
@@ -242,6 +246,9 @@ mod defaults {
     }
     pub fn task_polls_per_second() -> u32 {
         10
+    }
+    pub fn task_max_open_per_user() -> u32 {
+        100
     }
     pub fn key_refresh_ms() -> u64 {
         1_000

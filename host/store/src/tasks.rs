@@ -404,6 +404,20 @@ pub async fn page(
     Ok(q.fetch_all(db).await?)
 }
 
+/// How many unfinished tasks `user_id` has, counted up to `at_most`.
+pub async fn count_open(db: &Db, user_id: i64, at_most: i64) -> Result<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE user_id = $1 AND status IN ($2, $3) LIMIT $4) AS open_tasks",
+    )
+    .bind(user_id)
+    .bind(QUEUED)
+    .bind(IN_PROGRESS)
+    .bind(at_most.max(0))
+    .fetch_one(db)
+    .await?;
+    Ok(n)
+}
+
 /// Leases up to `limit` due tasks to `node` for `lease_secs`: queued or in progress, due, and
 /// not leased by a live node. The statement re-checks the lease on each row it updates, so
 /// concurrent claims (other nodes) never get the same task.
@@ -618,6 +632,20 @@ pub(crate) mod tests {
             params: None,
             callback_url: None,
         }
+    }
+
+    #[tokio::test]
+    async fn open_tasks_are_counted_per_user_and_only_up_to_the_bound() {
+        let db = crate::open_for_test("tasks_count_open").await;
+        for i in 0..3 {
+            insert(&db, &format!("task_{i}"), &new_task(1, 100), 90).await.unwrap();
+        }
+        insert(&db, "task_other", &new_task(2, 100), 90).await.unwrap();
+        let done = Outcome { status: SUCCEEDED, outputs: Some("[]"), ..Default::default() };
+        assert!(finish(&db, "task_0", &done, 95).await.unwrap());
+        assert_eq!(count_open(&db, 1, 10).await.unwrap(), 2, "an ended task is not open");
+        assert_eq!(count_open(&db, 1, 1).await.unwrap(), 1, "counted up to the bound");
+        assert_eq!(count_open(&db, 3, 10).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -778,3 +778,24 @@ fn an_operator_retries_a_download_the_archive_refused_and_the_task_succeeds_char
     let (ok, report) = b.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn a_user_with_the_most_unfinished_tasks_is_refused_another_before_the_vendor() {
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let extra = format!("{LOCAL_CDN}task_max_open_per_user = 1\n{}{ch}", pricing_setting(PRICES));
+    let gw = Gateway::start("tasks-cap", &[("faulty-v1", "faulty.wasm")], &extra);
+    let first = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":2,"prompt":"a cat"}"#);
+    assert_eq!(first.status, 200, "{}", first.text());
+    balance_becomes(&gw, 10_000_000 - 20_000);
+    // The second is refused while the first runs: nothing sent, nothing held.
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":3,"prompt":"a dog"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (429, "too_many_open_tasks"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+    balance_becomes(&gw, 10_000_000 - 20_000);
+    // Once it ended, the next is taken.
+    assert_eq!(finished(&gw, first.json()["id"].as_str().unwrap())["status"], "succeeded");
+    let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":3,"prompt":"a dog"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
