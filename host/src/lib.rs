@@ -101,6 +101,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
                         private_hosts: config.fetch_allow_private_hosts.clone(),
                     },
                     webhook_hosts: config.webhook_allow_hosts.clone(),
+                    speech_dir: config.speech_archive_dir(),
                 },
                 db.clone(),
             )

@@ -186,6 +186,7 @@ impl Reply {
             usage,
             error: None,
             objects: Vec::new(),
+            speech: None,
         }
     }
 }

@@ -380,6 +380,9 @@ impl Engine {
             if !objects.is_empty() {
                 self.remember(r, plugin, &picked.secret, objects).await;
             }
+            if channel.archive_speech {
+                self.keep_speech(r, &result);
+            }
             // A stream that started is the consumer's now (it is a success), and a request
             // the vendor may have worked on is never sent again (unless its op is a read the
             // plugin says may be resent): only a call the vendor refused or never received is
@@ -403,6 +406,31 @@ impl Engine {
             METRICS.key_failovers.fetch_add(1, Relaxed);
             tracing::warn!(channel = %channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
         }
+    }
+
+    /// Keeps a successful reply's synthesized speech in the speech archive: the plugin's
+    /// decoded audio, or the audio bytes of OpenAI's speech op (its text the request's `input`).
+    fn keep_speech(&self, r: &CallRequest, result: &Result<Outcome, CallError>) {
+        use crate::archive::speech::{format_of, keep, Speech};
+        let Ok(Outcome::Reply { status: 200..=299, error: None, headers, body, speech, .. }) = result else { return };
+        let (audio, format, text) = match speech {
+            Some(s) => (bytes::Bytes::from(s.audio.clone()), s.format.clone(), s.text.clone()),
+            None if r.op == "speech" => {
+                let content_type = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type"));
+                let content_type = content_type.map_or("", |h| h.value.as_str());
+                if !content_type.starts_with("audio/") {
+                    return;
+                }
+                let input = serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v["input"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                (body.clone(), format_of(content_type).to_string(), input)
+            }
+            None => return,
+        };
+        let speech = Speech { user_id: r.consumer.user_id, key_name: r.consumer.name.clone(), audio, format, text };
+        keep(self.archive.speech_dir.clone(), speech);
     }
 
     /// Remembers the vendor objects a call created, with its key and user.

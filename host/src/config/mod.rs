@@ -84,6 +84,11 @@ pub struct Config {
     /// One folder per gateway process.
     #[serde(default)]
     pub archive_dir: Option<PathBuf>,
+    /// Where channels with `archive_speech = true` keep synthesized speech
+    /// (`<dir>/<user id>/<YYYY-MM-DD>/<HHMMSS>_<8 hex>.<format>` and a `.txt`); defaults to
+    /// `<data_dir>/speech`.
+    #[serde(default)]
+    pub speech_archive_dir: Option<PathBuf>,
     /// Keep archived files in this S3-compatible bucket instead of `archive_dir` (which still
     /// holds downloads in progress): what several nodes share. Credentials come from the
     /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
@@ -296,6 +301,10 @@ impl Config {
 
     pub fn archive_dir(&self) -> PathBuf {
         self.archive_dir.clone().unwrap_or_else(|| self.data_dir.join("archive"))
+    }
+
+    pub fn speech_archive_dir(&self) -> PathBuf {
+        self.speech_archive_dir.clone().unwrap_or_else(|| self.data_dir.join("speech"))
     }
 
     pub fn plugins_dir(&self) -> PathBuf {

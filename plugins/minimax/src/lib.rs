@@ -26,8 +26,8 @@ use serde::Deserialize;
 use serde_json::{Number, Value};
 use std::borrow::Cow;
 use tollgate_plugin_sdk::{
-    errors, header, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, Step, StreamEnd,
-    StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
+    errors, header, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SpeechAudio,
+    Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 mod jobs;
@@ -112,7 +112,11 @@ enum Mode {
     Start,
     /// An OpenAI speech call; the audio is replied with this content type.
     Speech(&'static str),
-    Native,
+    /// A native T2A request: its audio format and text, for the decoded speech of the answer.
+    Native {
+        format: String,
+        text: String,
+    },
 }
 
 /// One call: a speech synthesis or one native T2A request (plain or streamed).
@@ -151,7 +155,19 @@ impl Exchange for T2a {
                 Ok(reply) => Step::Reply(reply),
                 Err(e) => Step::Fail(e),
             },
-            Mode::Native => Step::Reply(native_reply(response)),
+            Mode::Native { ref format, ref text } => {
+                let mut reply = native_reply(response);
+                if reply.error.is_none() {
+                    // The audio decoded, for the host's speech archive (a URL answer has none).
+                    reply.speech = reply
+                        .body
+                        .as_bytes()
+                        .and_then(|b| serde_json::from_slice::<T2aBody>(b).ok())
+                        .and_then(|b| b.data?.audio.and_then(|a| decode_hex(&a)))
+                        .map(|audio| SpeechAudio { audio, format: format.clone(), text: text.clone() });
+                }
+                Step::Reply(reply)
+            }
             Mode::Start => Step::Fail(fault("the minimax plugin got a response it did not ask for")),
         }
     }
@@ -254,6 +270,8 @@ impl T2a {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(AdapterError::new(ErrorKind::BadRequest, "'stream' must be true or false")),
         };
+        let format = json.pointer("/audio_setting/format").and_then(Value::as_str).unwrap_or("mp3").to_string();
+        let text = json.get("text").and_then(Value::as_str).unwrap_or_default().to_string();
         let model = &self.call.upstream_model;
         let body = if !model.is_empty() && json.get("model").and_then(Value::as_str) != Some(model) {
             json["model"] = Value::String(model.clone());
@@ -264,7 +282,7 @@ impl T2a {
         };
         let mut request = UpstreamRequest::post_json(with_group(T2A_PATH, &self.call.query), String::new());
         request.body = body;
-        self.mode = Mode::Native;
+        self.mode = Mode::Native { format, text };
         Ok(if stream { Step::stream_sse(request) } else { Step::Send(request) })
     }
 }

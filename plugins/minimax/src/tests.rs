@@ -196,6 +196,9 @@ fn native_forwards_bytes_and_replaces_only_a_different_model() {
     assert_eq!((r.status, bytes(&r.body)), (200, OK.as_bytes()));
     assert_eq!((r.usage.characters, r.error.is_none()), (Some(4), true));
     assert_eq!(header(&r.headers, "content-type"), Some("application/json"));
+    // The audio decoded beside the answer, for the host's speech archive.
+    let speech = r.speech.expect("the decoded speech");
+    assert_eq!((speech.audio, speech.format.as_str(), speech.text.as_str()), (b"RIFF".to_vec(), "mp3", "hi"));
 
     let c = Call { upstream_model: "speech-02-turbo".into(), ..native(body) };
     let mapped = run(c, response(200, OK));

@@ -89,3 +89,55 @@ fn native_t2a_is_byte_compatible() {
 fn hex_decode(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
+
+#[test]
+fn a_channel_keeps_its_synthesized_speech_in_the_minimax_proxys_layout() {
+    let mock = Mock::start();
+    let ch = channel("mm", "minimax", &mock.url(), &["speech-2.8-hd"], &["mm-key"]);
+    let gw = Gateway::start(
+        "minimax-speech-archive",
+        &[("minimax", "minimax.wasm")],
+        &format!("{ch}archive_speech = true\n"),
+    );
+    let r = gw.post("/v1/audio/speech", r#"{"model":"speech-2.8-hd","input":"今天好"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.post("/v1/t2a_v2", r#"{"model":"speech-2.8-hd","text":"hello","audio_setting":{"format":"wav"}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // <data>/speech/<user id>/<YYYY-MM-DD>/<HHMMSS>_<8 hex>.<format>, each with its .txt.
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![gw.dir.join("data/speech")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    dirs.push(e.path())
+                } else {
+                    out.push(e.path())
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    assert!(tollgate_e2e::eventually(std::time::Duration::from_secs(5), || files().len() == 4), "{:?}", files());
+    let files = files();
+    let audio: Vec<_> = files.iter().filter(|p| p.extension().is_some_and(|e| e != "txt")).collect();
+    let mut kept: Vec<(String, Vec<u8>, String)> = audio
+        .iter()
+        .map(|p| {
+            let sidecar = std::fs::read_to_string(p.with_extension("txt")).unwrap();
+            let ext = p.extension().unwrap().to_string_lossy().into_owned();
+            (ext, std::fs::read(p).unwrap(), sidecar)
+        })
+        .collect();
+    kept.sort();
+    assert_eq!((kept[0].0.as_str(), &kept[0].1), ("mp3", &fake_audio("今天好")));
+    assert!(kept[0].2.ends_with("text:\n今天好\n"), "{}", kept[0].2);
+    assert_eq!((kept[1].0.as_str(), &kept[1].1), ("wav", &fake_audio("hello")), "the hex decoded");
+    assert!(kept[1].2.contains("key: e2e") && kept[1].2.ends_with("text:\nhello\n"), "{}", kept[1].2);
+    let day = audio[0].parent().unwrap();
+    let name = day.file_name().unwrap().to_string_lossy();
+    assert!(name.len() == 10 && name.as_bytes()[4] == b'-', "a day folder: {name}");
+    let stem = audio[0].file_stem().unwrap().to_string_lossy();
+    assert!(stem.len() == 15 && stem.as_bytes()[6] == b'_', "HHMMSS_8hex: {stem}");
+}

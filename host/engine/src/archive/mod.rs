@@ -18,6 +18,7 @@
 //!   next answer may carry a fresh URL).
 
 pub mod guard;
+pub mod speech;
 
 use crate::plugin::wit;
 use crate::store::archive::{Blobs, Output};
@@ -55,6 +56,8 @@ pub struct Settings {
     pub rules: guard::Rules,
     /// Hosts consumers' callbacks may go to (`webhook_allow_hosts`; empty: none).
     pub webhook_hosts: Vec<String>,
+    /// Where channels with `archive_speech` keep synthesized speech (`speech`).
+    pub speech_dir: PathBuf,
 }
 
 /// The archive: where files are kept and the client that downloads them.
@@ -70,6 +73,8 @@ pub struct Archive {
     idle: Duration,
     /// One per task being downloaded on this node.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// Where channels with `archive_speech` keep synthesized speech.
+    pub speech_dir: PathBuf,
 }
 
 /// Why a file was not archived.
@@ -116,6 +121,7 @@ impl Archive {
             client,
             rules,
             webhook_hosts: s.webhook_hosts,
+            speech_dir: s.speech_dir,
             max_bytes: s.max_bytes,
             deadline: s.deadline,
             idle: s.idle_timeout,

@@ -154,6 +154,8 @@ pub enum Outcome {
         error: Option<wit::AdapterError>,
         /// Vendor objects the call created (for key affinity).
         objects: Vec<String>,
+        /// Speech the plugin decoded from a vendor encoding, for the speech archive.
+        speech: Option<wit::SpeechAudio>,
     },
     /// A streamed answer, not started yet: `PendingStream::start` hands it the value that
     /// ends the call, so that the stream task owns it from then on.
@@ -240,6 +242,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                     usage: r.usage,
                     error: r.error,
                     objects: r.objects,
+                    speech: r.speech,
                 });
             }
             wit::Step::Fail(e) => {

@@ -41,6 +41,10 @@ pub struct ChannelConfig {
     /// `images` runs those requests as video tasks (the MindVideo proxy's surface).
     #[serde(default)]
     pub ops: Option<Vec<String>>,
+    /// Keep every synthesized audio this channel answers whole in the speech archive
+    /// (`speech_archive_dir`), in the MiniMax proxy's layout.
+    #[serde(default)]
+    pub archive_speech: bool,
 }
 
 /// A channel's key selection among the usable keys of its best priority.

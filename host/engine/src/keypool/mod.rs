@@ -42,6 +42,8 @@ pub struct Channel {
     pub allow_signing: bool,
     /// The OpenAI-surface operations the operator lets this channel serve; `None`: all.
     pub ops: Option<Vec<String>>,
+    /// Synthesized speech this channel answers is kept in the speech archive.
+    pub archive_speech: bool,
     probe_after: Duration,
     /// The keys written in the configuration file.
     configured: Vec<KeyEntry>,
@@ -161,6 +163,7 @@ impl Channel {
             balance_refresh: Duration::from_secs(c.balance_refresh_secs.max(1)),
             allow_signing: c.allow_signing,
             ops: c.ops.clone(),
+            archive_speech: c.archive_speech,
             probe_after,
             configured,
             pool: ArcSwap::from_pointee(Pool { keys: Vec::new(), turn: std::sync::Mutex::new(Vec::new()) }),
