@@ -179,6 +179,13 @@ pub fn start(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "archive retention failed"),
                 }
+                let (dir, before_day) = (s.engine.archive.speech_dir.clone(), before.div_euclid(86_400));
+                let expired =
+                    tokio::task::spawn_blocking(move || tollgate_engine::archive::speech::expire(&dir, before_day))
+                        .await;
+                if let Ok(n @ 1..) = expired {
+                    tracing::info!(removed_days = n, days, "speech archive retention");
+                }
             }
             match s.engine.sweep_archive().await {
                 Ok(n) if n > 0 => tracing::info!(deleted = n, "archive files no task names"),

@@ -82,6 +82,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
         // Rounds are half a second apart.
         task_polls_per_round: (config.task_polls_per_second as usize).div_ceil(2).max(1),
         task_max_open_per_user: i64::from(config.task_max_open_per_user),
+        submitting: Default::default(),
         archive: Arc::new(
             tollgate_engine::archive::Archive::open(
                 tollgate_engine::archive::Settings {

@@ -192,6 +192,7 @@ pub fn call(op: &str, model: &str, json: &str) -> Call {
         credential: Vec::new(),
         config: "{}".into(),
         task: None,
+        keep_speech: false,
     }
 }
 

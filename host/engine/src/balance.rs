@@ -48,6 +48,7 @@ impl Engine {
                 credential,
                 config: channel.settings_json.clone(),
                 task: None,
+                keep_speech: false,
             };
             let ctx = self.exchange_context(&plugin, channel, Some(&key.secret), Default::default(), false);
             let result = exchange::run(ctx, &call).await;

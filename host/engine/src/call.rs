@@ -123,10 +123,13 @@ impl Engine {
             end.served_by(&p.channel.name, r.plugin.name());
         }
         // A user's unfinished jobs are bounded: each is polled and held until it ends.
-        if let Err(e) = self.under_task_cap(&r).await {
-            give_up(end.refuse(&e)).await;
-            return Answer::Failed(e);
-        }
+        let _submitting = match self.under_task_cap(&r).await {
+            Ok(s) => s,
+            Err(e) => {
+                give_up(end.refuse(&e)).await;
+                return Answer::Failed(e);
+            }
+        };
         // Billing: priced and reserved before the upstream is called (400/402/403 otherwise).
         if let (Some(b), true) = (&self.billing, r.billed) {
             let priced = match r.model.as_str() {
@@ -243,20 +246,25 @@ impl Engine {
     }
 
     /// Refuses an op that may start a job (one its plugin quotes) when the caller's user has
-    /// `task_max_open_per_user` unfinished tasks already.
-    async fn under_task_cap(&self, r: &CallRequest) -> Result<(), CallError> {
+    /// `task_max_open_per_user` unfinished tasks already, counting the submits this node is
+    /// running for the user (not yet tasks); the call holds its place until it ends.
+    async fn under_task_cap(&self, r: &CallRequest) -> Result<Option<crate::tasks::Submitting>, CallError> {
         let cap = self.task_max_open_per_user;
         if cap <= 0 || !r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
-            return Ok(());
+            return Ok(None);
         }
         match crate::store::tasks::count_open(&self.db, r.consumer.user_id, cap).await {
-            Ok(open) if open >= cap => Err(CallError::new(
-                429,
-                "rate_limit_error",
-                "too_many_open_tasks",
-                format!("This account has {open} unfinished tasks, the most it may have; submit more when some end."),
-            )),
-            Ok(_) => Ok(()),
+            Ok(open) => match crate::tasks::Submitting::start(&self.submitting, r.consumer.user_id, cap - open) {
+                Some(s) => Ok(Some(s)),
+                None => Err(CallError::new(
+                    429,
+                    "rate_limit_error",
+                    "too_many_open_tasks",
+                    format!(
+                        "This account has {cap} unfinished tasks or submits, the most it may have; submit more when some end."
+                    ),
+                )),
+            },
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot count open tasks");
                 Err(CallError::new(
@@ -482,6 +490,7 @@ fn wit_call(r: &CallRequest, channel: &Channel, plugin: &Plugin, attempt: u32) -
         credential: Vec::new(),
         config: channel.settings_json.clone(),
         task: None,
+        keep_speech: channel.archive_speech,
     })
 }
 

@@ -141,6 +141,8 @@ pub struct Engine {
     /// The most unfinished tasks one user may have (0: no limit); checked before an op that
     /// may start a job (one its plugin quotes) reaches the vendor.
     pub task_max_open_per_user: i64,
+    /// Submits this node is running per user (counted with the open tasks).
+    pub submitting: tasks::InFlight,
     /// Where task outputs are downloaded to and served from.
     pub archive: Arc<archive::Archive>,
 }

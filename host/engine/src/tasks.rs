@@ -46,6 +46,44 @@ pub const TASK_HEADER: &str = "x-tollgate-task-id";
 pub const POLL_OP: &str = "task.poll";
 pub const CANCEL_OP: &str = "task.cancel";
 
+/// A submit this node is running for a user, counted against `task_max_open_per_user` until
+/// the call ends (by then its task, if any, is in the database).
+pub struct Submitting {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<i64, i64>>>,
+    user_id: i64,
+}
+
+/// Submits in flight per user, on this node.
+pub type InFlight = Arc<std::sync::Mutex<std::collections::HashMap<i64, i64>>>;
+
+impl Submitting {
+    /// Takes a place when fewer than `room` submits of the user are in flight.
+    pub fn start(counts: &InFlight, user_id: i64, room: i64) -> Option<Submitting> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(user_id).or_default();
+        if *n >= room {
+            if *n == 0 {
+                map.remove(&user_id);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(Submitting { counts: Arc::clone(counts), user_id })
+    }
+}
+
+impl Drop for Submitting {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n <= 0 {
+                map.remove(&self.user_id);
+            }
+        }
+    }
+}
+
 /// What a cancel did.
 pub enum Cancel {
     /// Cancelled at the vendor; the hold is given back.
@@ -251,6 +289,7 @@ impl Engine {
             credential,
             config: channel.settings_json.clone(),
             task: Some(task.state.clone()),
+            keep_speech: false,
         };
         let ctx = self.exchange_context(&plugin, &channel, key.as_ref().map(|k| &k.secret), Default::default(), false);
         let result = match tokio::time::timeout(POLL_TIMEOUT, exchange::run(ctx, &call)).await {
@@ -692,5 +731,19 @@ mod tests {
         assert_eq!(super::poll_delay(None, 0), 1);
         assert_eq!(super::poll_delay(None, 10), 6);
         assert_eq!(super::poll_delay(None, 1_000), 60);
+    }
+
+    #[test]
+    fn a_users_submits_in_flight_take_places_until_they_end() {
+        let counts = super::InFlight::default();
+        let a = super::Submitting::start(&counts, 1, 2).expect("room for two");
+        let b = super::Submitting::start(&counts, 1, 2).expect("room for two");
+        assert!(super::Submitting::start(&counts, 1, 2).is_none(), "no third");
+        assert!(super::Submitting::start(&counts, 2, 1).is_some(), "another user has room");
+        assert!(super::Submitting::start(&counts, 3, 0).is_none(), "no room at all");
+        drop(a);
+        let c = super::Submitting::start(&counts, 1, 2).expect("a place came free");
+        drop((b, c));
+        assert!(counts.lock().unwrap().is_empty(), "nothing left behind");
     }
 }

@@ -1,7 +1,8 @@
 //! `tollgate tasks list`: every user's asynchronous tasks, newest first, filtered (read from
 //! the database). `tollgate tasks cancel|retry ID`: asks a running gateway's admin API (they
 //! call the vendor and the archive, which only a serving node does), with the configuration's
-//! `admin_token`.
+//! `admin_token`: over https, or plain http to a loopback address only (the token never
+//! crosses a network in clear); the whole exchange is bounded by the archive's deadline.
 
 use super::{json, table};
 use anyhow::{bail, Context, Result};
@@ -94,6 +95,18 @@ async fn admin_action(config: &Config, gateway: Option<String>, id: &str, action
         None if config.listen.ends_with(":0") => bail!("the configuration listens on port 0: give --gateway URL"),
         None => format!("http://{}", config.listen),
     };
+    let uri: http::Uri = base.parse().with_context(|| format!("'{base}' is not a URL"))?;
+    let loopback = match uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')) {
+        Some("localhost") => true,
+        Some(h) => h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    };
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if loopback => {}
+        Some("http") => bail!("{base}: the admin token goes over https, or plain http to a loopback address only"),
+        _ => bail!("'{base}' is not an http(s) URL"),
+    }
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         bail!("'{id}' is not a task id");
     }
@@ -102,13 +115,19 @@ async fn admin_action(config: &Config, gateway: Option<String>, id: &str, action
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Full::new(bytes::Bytes::new()))
         .with_context(|| format!("'{url}' is not a URL"))?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let response = tokio::time::timeout(std::time::Duration::from_secs(60), client.request(request))
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    // A retry downloads the outputs again: it may take the archive's whole deadline.
+    let limit = std::time::Duration::from_secs(config.archive_download_timeout_secs.clamp(1, 86_400) + 60);
+    let exchange = async {
+        let response = client.request(request).await.with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let body = response.into_body().collect().await.context("reading the gateway's answer")?.to_bytes();
+        anyhow::Ok((status, body))
+    };
+    let (status, body) = tokio::time::timeout(limit, exchange)
         .await
-        .with_context(|| format!("{url} did not answer within 60 s"))?
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body = response.into_body().collect().await.context("reading the gateway's answer")?.to_bytes();
+        .with_context(|| format!("{url} did not answer within {} s", limit.as_secs()))??;
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
         let message = answer.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("no message");

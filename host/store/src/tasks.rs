@@ -406,12 +406,13 @@ pub async fn page(
 
 /// How many unfinished tasks `user_id` has, counted up to `at_most`.
 pub async fn count_open(db: &Db, user_id: i64, at_most: i64) -> Result<i64> {
+    // The statuses are written out, as the partial index `tasks_open` names them.
+    const _: () = assert!(QUEUED.len() == 6 && IN_PROGRESS.len() == 11);
     let (n,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE user_id = $1 AND status IN ($2, $3) LIMIT $4) AS open_tasks",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE user_id = $1 AND status IN ('queued', 'in_progress') \
+         LIMIT $2) AS open_tasks",
     )
     .bind(user_id)
-    .bind(QUEUED)
-    .bind(IN_PROGRESS)
     .bind(at_most.max(0))
     .fetch_one(db)
     .await?;

@@ -61,8 +61,9 @@ const IMAGE_SUBMIT: &str = "/api/v1/services/aigc/text2image/image-synthesis";
 /// DashScope's own routes, as ops.
 const IMAGE: &str = "dashscope.image";
 const TASK: &str = "dashscope.task";
-/// The fields of a native image request the quote reads (or that name the model).
-const IMAGE_READ: &[&str] = &["model", "input", "parameters", "n"];
+/// The fields of a native image request sent to DashScope (none changes the price but `n`).
+const IMAGE_INPUT: &[&str] = &["prompt", "negative_prompt"];
+const IMAGE_PARAMETERS: &[&str] = &["size", "n", "seed", "prompt_extend", "watermark"];
 /// Request fields passed into `input` / `parameters` as given: none changes the price.
 const INPUT: &[&str] = &["prompt", "negative_prompt"];
 const PARAMETERS: &[&str] = &["seed", "prompt_extend", "watermark"];
@@ -129,33 +130,41 @@ impl DashScopeExchange {
         Ok((json!({ "model": model, "input": input, "parameters": parameters }), tier, seconds))
     }
 
-    /// A native image request, checked (its fields as DashScope reads them, the model the
-    /// channel's name), and the images it holds.
+    /// A native image request rebuilt from the fields DashScope is sent (`IMAGE_INPUT`,
+    /// `IMAGE_PARAMETERS`; any other is refused: it might change the price), the model the
+    /// channel's name; and the images it holds.
     fn image(&self) -> Result<(Value, u32), AdapterError> {
         let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
-        let mut body = self.call.body.object("DashScope takes JSON")?;
-        exact_fields(&body, IMAGE_READ)?;
-        let n = match body.get("parameters") {
-            None => 1,
-            Some(Value::Object(p)) => {
-                exact_fields(p, IMAGE_READ)?;
-                match p.get("n") {
-                    None => 1,
-                    Some(n) => match n.as_u64() {
-                        Some(n @ 1..=4) => n as u32,
-                        _ => return Err(bad(format!("'parameters.n' is 1 to 4 images, not {n}"))),
-                    },
-                }
+        let body = self.call.body.object("DashScope takes JSON")?;
+        let object = |name: &str, allowed: &[&str]| -> Result<Map<String, Value>, AdapterError> {
+            let map = match body.get(name) {
+                None => Map::new(),
+                Some(Value::Object(m)) => m.clone(),
+                Some(v) => return Err(bad(format!("'{name}' must be an object, not {v}"))),
+            };
+            exact_fields(&map, allowed)?;
+            match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+                Some(k) => Err(bad(format!("'{name}.{k}' is not a field this gateway sends to DashScope"))),
+                None => Ok(map),
             }
-            Some(p) => return Err(bad(format!("'parameters' must be an object, not {p}"))),
         };
-        let prompt = body.get("input").and_then(|i| i.get("prompt")).and_then(Value::as_str);
-        if prompt.is_none_or(|p| p.trim().is_empty()) {
+        exact_fields(&body, &["model", "input", "parameters"])?;
+        if let Some(k) = body.keys().find(|k| !["model", "input", "parameters"].contains(&k.as_str())) {
+            return Err(bad(format!("'{k}' is not a field this gateway sends to DashScope")));
+        }
+        let (input, parameters) = (object("input", IMAGE_INPUT)?, object("parameters", IMAGE_PARAMETERS)?);
+        let n = match parameters.get("n") {
+            None => 1,
+            Some(n) => match n.as_u64() {
+                Some(n @ 1..=4) => n as u32,
+                _ => return Err(bad(format!("'parameters.n' is 1 to 4 images, not {n}"))),
+            },
+        };
+        if input.get("prompt").and_then(Value::as_str).is_none_or(|p| p.trim().is_empty()) {
             return Err(bad("an image needs 'input.prompt'".into()));
         }
         let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
-        body.insert("model".into(), Value::String(model.clone()));
-        Ok((Value::Object(body), n))
+        Ok((json!({ "model": model, "input": input, "parameters": parameters }), n))
     }
 
     /// The task's DashScope id and tier, from its state (`{"id","tier"}`).
@@ -354,11 +363,12 @@ fn images_polled(v: &Value) -> Step {
                 .filter_map(|r| r["url"].as_str().filter(|u| !u.is_empty()))
                 .map(|url| Media { url: url.to_string(), content_type: None })
                 .collect();
-            let counted = v.pointer("/usage/image_count").and_then(Value::as_u64).map(|n| n as u32);
+            let counted = v.pointer("/usage/image_count").and_then(Value::as_u64).map(|n| n.min(64) as u32);
             if outputs.is_empty() && counted.is_none_or(|n| n > 0) {
                 return Step::fail(ErrorKind::UpstreamFault, "DashScope's finished task has no image");
             }
-            let images = counted.unwrap_or(outputs.len() as u32);
+            // What was counted or delivered, whichever is more (never a delivered image free).
+            let images = counted.unwrap_or(0).max(outputs.len() as u32);
             let usage = Usage { images: Some(images), ..Usage::default() };
             Step::Task(TaskState::Succeeded(TaskDone { reply: None, outputs, usage }))
         }

@@ -117,6 +117,9 @@ fn dashscopes_own_image_route_holds_its_images_and_charges_those_counted() {
         r#"{"input":{"prompt":"a"},"parameters":{"n":5}}"#,
         r#"{"input":{"prompt":"a"},"parameters":{"N":4}}"#,
         r#"{"input":{"prompt":"a"},"Parameters":{"n":4}}"#,
+        r#"{"input":{"prompt":"a"},"parameters":{"_n":4}}"#,
+        r#"{"input":{"prompt":"a","ref_img":"https://x/y.png"}}"#,
+        r#"{"input":{"prompt":"a"},"extra":1}"#,
         r#"{"input":{}}"#,
     ] {
         let e = DashScopeExchange::new(image(bad)).quote().unwrap_err();
@@ -141,6 +144,12 @@ fn dashscopes_own_image_route_holds_its_images_and_charges_those_counted() {
     );
     let Outcome::Task(TaskState::Succeeded(d)) = done else { panic!("expected success") };
     assert_eq!((d.outputs.len(), d.usage.images), (2, Some(2)));
+    // Delivered images are charged even when the count says fewer.
+    let done = poll(
+        r#"{"output":{"task_status":"SUCCEEDED","results":[{"url":"https://a.aliyuncs.com/1.png"}]},"usage":{"image_count":0}}"#,
+    );
+    let Outcome::Task(TaskState::Succeeded(d)) = done else { panic!("expected success") };
+    assert_eq!(d.usage.images, Some(1));
     assert!(matches!(poll(r#"{"output":{"task_status":"RUNNING"}}"#), Outcome::Task(TaskState::Pending(_))));
     assert!(matches!(
         poll(r#"{"output":{"task_status":"FAILED","code":"DataInspectionFailed","message":"bad"}}"#),

@@ -157,7 +157,7 @@ impl Exchange for T2a {
             },
             Mode::Native { ref format, ref text } => {
                 let mut reply = native_reply(response);
-                if reply.error.is_none() {
+                if reply.error.is_none() && self.call.keep_speech {
                     // The audio decoded, for the host's speech archive (a URL answer has none).
                     reply.speech = reply
                         .body

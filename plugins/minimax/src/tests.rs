@@ -188,7 +188,7 @@ fn unsupported_formats_are_refused_not_replaced() {
 #[test]
 fn native_forwards_bytes_and_replaces_only_a_different_model() {
     let body = r#"{"model":"speech-2.8-hd", "text":"hi","voice_setting":{"voice_id":"v"}}"#;
-    let c = Call { query: "GroupId=42&other=x".into(), ..native(body) };
+    let c = Call { query: "GroupId=42&other=x".into(), keep_speech: true, ..native(body) };
     let same = run(c, response(200, OK));
     assert_eq!(body_text(&same.requests[0]), body, "same model: bytes unchanged");
     assert_eq!(same.requests[0].path, "/v1/t2a_v2?GroupId=42");
@@ -204,6 +204,7 @@ fn native_forwards_bytes_and_replaces_only_a_different_model() {
     let mapped = run(c, response(200, OK));
     let want = json!({"model": "speech-02-turbo", "text": "hi", "voice_setting": {"voice_id": "v"}});
     assert_eq!((sent(&mapped), mapped.requests[0].path.as_str()), (want, T2A_PATH));
+    assert!(reply(mapped.outcome).speech.is_none(), "decoded only for a channel that keeps speech");
 }
 
 #[test]

@@ -12,8 +12,13 @@
 //! - a song submit holds two `song`s (Suno makes two clips per request) and is charged the
 //!   clips it delivered; a lyrics submit holds and is charged one `lyrics`. The model is `mv`;
 //! - what Suno would refuse (an unknown action, lyrics without a `prompt`, a song without any
-//!   prompt) is refused before it; Suno's failures (`code` other than `success`, at any HTTP
-//!   status) come back as it wrote them, classified;
+//!   prompt) is refused before it, and only the fields in `SENT` go to Suno (rebuilt, not
+//!   forwarded): continuations naming another clip and vendor callbacks are not offered, since
+//!   the gateway could not check whose clip or which host they name;
+//! - Suno's failures come back as it wrote them, classified by their HTTP status only (a
+//!   message's wording never takes a key out of the pool: consumers can make Suno echo words);
+//!   a 200 with a code other than `success` refuses the request, or, for a poll, is a fault
+//!   tried again at the next poll (never the end of a job Suno may still finish);
 //! - a status Suno did not document is read as still running, never as done: the task's
 //!   expiry ends a job that never finishes.
 
@@ -29,6 +34,9 @@ const FETCH: &str = "suno.fetch";
 const POLL: &str = "task.poll";
 /// Clips Suno makes for one song request.
 const CLIPS_PER_SONG: u64 = 2;
+/// The request fields sent to Suno; any other is refused.
+const SENT: &[&str] =
+    &["mv", "prompt", "gpt_description_prompt", "tags", "negative_tags", "title", "make_instrumental", "instrumental"];
 
 pub struct Suno;
 
@@ -106,10 +114,9 @@ impl Exchange for SunoExchange {
             SUBMIT => match self.checked() {
                 Ok(action) => {
                     self.action = Some(action);
-                    let mut request =
-                        UpstreamRequest::post_json(format!("/suno/submit/{}", action.name()), String::new());
-                    request.body = std::mem::replace(&mut self.call.body, Body::Empty);
-                    Step::Send(request)
+                    // Checked above: a JSON object of `SENT` fields only.
+                    let body = self.call.body.object("Suno takes JSON").map(Value::Object).unwrap_or_default();
+                    Step::Send(UpstreamRequest::post_json(format!("/suno/submit/{}", action.name()), body.to_string()))
                 }
                 Err(e) => Step::Fail(e),
             },
@@ -151,6 +158,10 @@ impl Exchange for SunoExchange {
             }
             FETCH => Step::Reply(Reply { error, ..verbatim(response) }),
             _ => match error {
+                // Suno may still finish the job: a refused poll is asked again later.
+                Some(e) if e.kind == ErrorKind::BadRequest => {
+                    Step::Fail(AdapterError { kind: ErrorKind::UpstreamFault, ..e })
+                }
                 Some(e) => Step::Fail(e),
                 None => self.polled(&response),
             },
@@ -170,7 +181,10 @@ impl SunoExchange {
         let action =
             Action::parse(&given).ok_or_else(|| bad(format!("Suno's actions are MUSIC and LYRICS, not '{given}'")))?;
         let body = self.call.body.object("Suno takes JSON")?;
-        exact_fields(&body, &["mv", "prompt", "gpt_description_prompt", "tags"])?;
+        exact_fields(&body, SENT)?;
+        if let Some(k) = body.keys().find(|k| !SENT.contains(&k.as_str())) {
+            return Err(bad(format!("'{k}' is not a field this gateway sends to Suno")));
+        }
         let text = |k: &str| body.get(k).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty());
         match action {
             Action::Lyrics if !text("prompt") => Err(bad("lyrics need a 'prompt'".into())),
@@ -237,16 +251,7 @@ fn failure(response: &UpstreamResponse) -> Option<AdapterError> {
         None if ok => Some(AdapterError::new(ErrorKind::UpstreamFault, "Suno answered without a code")),
         _ => {
             let message = v.as_ref().and_then(|v| v["message"].as_str()).filter(|m| !m.is_empty());
-            let lower = message.unwrap_or_default().to_ascii_lowercase();
-            let kind = if ["credit", "balance", "quota"].iter().any(|w| lower.contains(w)) {
-                ErrorKind::InsufficientBalance
-            } else if ["token", "auth", "api key"].iter().any(|w| lower.contains(w)) {
-                ErrorKind::Unauthorized
-            } else if ok {
-                ErrorKind::BadRequest
-            } else {
-                errors::kind_for_status(response.status)
-            };
+            let kind = if ok { ErrorKind::BadRequest } else { errors::kind_for_status(response.status) };
             let message = message
                 .map_or_else(|| format!("Suno refused the request ({})", response.status), |m| format!("Suno: {m}"));
             Some(AdapterError::new(kind, message).with_code(code.unwrap_or_default()))

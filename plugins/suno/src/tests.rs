@@ -27,6 +27,8 @@ fn a_song_holds_two_clips_and_lyrics_one_and_what_suno_refuses_is_refused_first(
         ("LYRICS", r#"{"tags":"pop"}"#, "need a 'prompt'"),
         ("MUSIC", r#"{"title":"t"}"#, "needs a 'prompt'"),
         ("MUSIC", "[1]", "not a JSON object"),
+        ("MUSIC", r#"{"prompt":"x","continue_clip_id":"someone-elses"}"#, "not a field"),
+        ("MUSIC", r#"{"prompt":"x","callBackUrl":"http://10.0.0.1/"}"#, "not a field"),
     ] {
         let e = quote(action, body).unwrap_err();
         assert!(e.kind == ErrorKind::BadRequest && e.message.contains(says), "{body}: {}", e.message);
@@ -38,17 +40,20 @@ fn a_submit_answers_sunos_own_body_and_becomes_a_task() {
     let body = r#"{"prompt":"la la","mv":"chirp-v3-5","make_instrumental":false}"#;
     let answer = r#"{"code":"success","message":"","data":"t-1"}"#;
     let run = Harness::<Suno>::new(submit("music", body)).run(|_| response(200, answer));
-    assert_eq!((run.requests[0].path.as_str(), text(&run.requests[0].body)), ("/suno/submit/MUSIC", body.to_string()));
+    let sent: Value = serde_json::from_str(&text(&run.requests[0].body)).unwrap();
+    assert_eq!((run.requests[0].path.as_str(), sent), ("/suno/submit/MUSIC", serde_json::from_str(body).unwrap()));
     let Outcome::Submitted(t) = run.outcome else { panic!("expected a task") };
     let reply = t.reply.expect("Suno's own answer");
     assert_eq!((text(&reply.body), reply.objects), (answer.to_string(), vec!["t-1".to_string()]));
     assert_eq!(serde_json::from_str::<Value>(&t.state).unwrap(), json!({"id": "t-1", "action": "MUSIC"}));
 
-    // A refusal is Suno's own body, classified; an account out of credits leaves the pool.
+    // A refusal is Suno's own body, classified by its status (never by words a consumer can
+    // make Suno echo); an account out of credits leaves the pool.
     for (status, refusal, kind) in [
-        (200, r#"{"code":"error","message":"insufficient credits","data":null}"#, ErrorKind::InsufficientBalance),
+        (402, r#"{"code":"error","message":"insufficient credits","data":null}"#, ErrorKind::InsufficientBalance),
         (401, r#"{"code":"error","message":"invalid token"}"#, ErrorKind::Unauthorized),
         (200, r#"{"code":"error","message":"prompt too long"}"#, ErrorKind::BadRequest),
+        (200, r#"{"code":"error","message":"tag 'auth token credit quota' rejected"}"#, ErrorKind::BadRequest),
         (502, "bad gateway", ErrorKind::UpstreamFault),
     ] {
         let run = Harness::<Suno>::new(submit("music", body)).run(|_| response(status, refusal));
@@ -86,6 +91,9 @@ fn a_poll_reads_progress_then_archives_each_clip_and_charges_the_clips_made() {
     let failed = r#"{"code":"success","data":[{"task_id":"t-1","status":"FAILURE","fail_reason":"lyrics rejected"}]}"#;
     let run = Harness::<Suno>::new(poll("MUSIC")).run(|_| response(200, failed));
     assert!(matches!(run.outcome, Outcome::Task(TaskState::Failed(ref e)) if e.message.contains("lyrics rejected")));
+    // A poll Suno refuses is a fault (asked again), never the job's end.
+    let refused = Harness::<Suno>::new(poll("MUSIC")).run(|_| response(200, r#"{"code":"error","message":"busy"}"#));
+    assert!(matches!(refused.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::UpstreamFault));
     // A song with no audio is not a success; garbage is a fault, never a panic.
     let empty = r#"{"code":"success","data":[{"task_id":"t-1","status":"SUCCESS","data":[]}]}"#;
     assert!(matches!(Harness::<Suno>::new(poll("MUSIC")).run(|_| response(200, empty)).outcome, Outcome::Failed(_)));

@@ -678,6 +678,13 @@ fn a_running_task_is_cancelled_at_its_vendor_and_its_hold_comes_back() {
         .to_string();
     let out = Gateway::cli(&gw.config, &["tasks", "cancel", &id, "--gateway", &format!("http://{}", gw.addr)]);
     let r: serde_json::Value = serde_json::from_str(&out).expect("the task, as JSON");
+    // The admin token never goes over plain http to another host.
+    let out = tollgate_e2e::tollgate_command()
+        .args(["--config", gw.config.to_str().unwrap(), "tasks", "cancel", &id, "--gateway", "http://192.0.2.1:9"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("loopback"), "{stderr}");
     assert_eq!(
         (r["status"].as_str(), r["message"].as_str()),
         (Some("cancelled"), Some("cancelled by the operator")),

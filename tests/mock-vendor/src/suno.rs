@@ -4,7 +4,7 @@
 //! `GET /suno/fetch/{id}` answer `SUBMITTED`, then `IN_PROGRESS` with a percentage, then
 //! `SUCCESS` with two clips whose `audio_url` is on the mock's CDN (or lyrics text), or
 //! `FAILURE` with a `fail_reason` when the prompt was `fail`. Failures are `code: "error"`:
-//! a bad key is HTTP 401, a key starting `poor` has no credits left (HTTP 200).
+//! a bad key is HTTP 401, a key starting `poor` has no credits left (HTTP 402).
 
 use crate::body::MockBody;
 use crate::{json, Ctx, State};
@@ -28,7 +28,7 @@ fn error(status: StatusCode, message: &str) -> Response<MockBody> {
 pub fn submit(state: &State, cx: &Ctx, key: Option<&str>, action: &str) -> Response<MockBody> {
     let (true, Some(key)) = (cx.authorized, key) else { return error(StatusCode::UNAUTHORIZED, "invalid token") };
     if key.starts_with("poor") {
-        return error(StatusCode::OK, "insufficient credits");
+        return error(StatusCode::PAYMENT_REQUIRED, "insufficient credits");
     }
     let lyrics = match action.to_ascii_uppercase().as_str() {
         "MUSIC" => false,

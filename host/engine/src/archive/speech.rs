@@ -5,13 +5,21 @@
 //! sidecar `.txt` naming the file, the time, the user and the key, then the text spoken.
 //!
 //! Invariants: the consumer's answer never waits for the archive (the files are written in a
-//! blocking task after it); a failure is logged, never answered; a file is written to a
-//! temporary name and renamed, so an audio without its sidecar or a half-written one is never
-//! seen; the format is a short alphanumeric word (anything else is `bin`), so no name a
-//! plugin or vendor chose becomes a path.
+//! blocking task after it), and at most `MAX_PENDING` writes wait at once (more are dropped,
+//! logged: memory stays bounded when the disk is slow); a failure is logged, never answered,
+//! and leaves nothing behind; each file is written under a temporary name (created new, 0600,
+//! in 0700 folders: only the gateway's user reads what was spoken) and renamed, so a
+//! half-written audio is never seen, and an existing file is never replaced; the format is a
+//! short alphanumeric word (anything else is `bin`), so no name a plugin or vendor chose
+//! becomes a path; day folders older than `archive_retention_days` are deleted hourly.
 
-use std::io::Write;
+use crate::store::private_fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Writes waiting or running at once; more are dropped.
+const MAX_PENDING: usize = 64;
+static PENDING: AtomicUsize = AtomicUsize::new(0);
 
 /// One synthesized audio to keep.
 pub struct Speech {
@@ -35,21 +43,53 @@ pub fn format_of(content_type: &str) -> &'static str {
     }
 }
 
-/// Writes `speech` under `dir` in the background.
+/// Writes `speech` under `dir` in the background (or drops it when `MAX_PENDING` wait).
 pub fn keep(dir: PathBuf, speech: Speech) {
+    if PENDING.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
+        PENDING.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(user_id = speech.user_id, "the speech archive is behind; this audio was not kept");
+        return;
+    }
     tokio::task::spawn_blocking(move || {
         if let Err(e) = write(&dir, &speech, std::time::SystemTime::now(), rand::random()) {
-            tracing::warn!(error = %e, user_id = speech.user_id, "could not keep synthesized speech in the archive");
+            tracing::warn!(error = %format!("{e:#}"), user_id = speech.user_id, "could not keep synthesized speech in the archive");
         }
+        PENDING.fetch_sub(1, Ordering::AcqRel);
     });
 }
 
-fn write(dir: &Path, s: &Speech, now: std::time::SystemTime, tag: u32) -> std::io::Result<PathBuf> {
+/// Deletes the day folders (`<dir>/<user>/<YYYY-MM-DD>`) of days before `before_day` (a day
+/// number); returns how many.
+pub fn expire(dir: &Path, before_day: i64) -> usize {
+    let mut removed = 0;
+    for user in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for day in std::fs::read_dir(user.path()).into_iter().flatten().flatten() {
+            let name = day.file_name();
+            let Some(n) = name.to_str().and_then(day_number) else { continue };
+            if n < before_day && std::fs::remove_dir_all(day.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// The day number of a `YYYY-MM-DD` folder name.
+fn day_number(name: &str) -> Option<i64> {
+    let mut parts = name.splitn(3, '-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if (y.len(), m.len(), d.len()) != (4, 2, 2) {
+        return None;
+    }
+    Some(tollgate_base::calendar::days_from_civil(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?))
+}
+
+fn write(dir: &Path, s: &Speech, now: std::time::SystemTime, tag: u32) -> anyhow::Result<PathBuf> {
     let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (y, m, d) = tollgate_base::calendar::civil_from_days(secs.div_euclid(86_400));
     let t = secs.rem_euclid(86_400);
     let folder = dir.join(s.user_id.to_string()).join(format!("{y:04}-{m:02}-{d:02}"));
-    std::fs::create_dir_all(&folder)?;
+    private_fs::create_dir(&folder)?;
     let format = if !s.format.is_empty() && s.format.len() <= 8 && s.format.bytes().all(|b| b.is_ascii_alphanumeric()) {
         s.format.to_ascii_lowercase()
     } else {
@@ -59,16 +99,23 @@ fn write(dir: &Path, s: &Speech, now: std::time::SystemTime, tag: u32) -> std::i
     let name = format!("{stem}.{format}");
     let time = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", t / 3600, t % 3600 / 60, t % 60);
     let sidecar = format!("file: {name}\ntime: {time}\nuser: {}\nkey: {}\ntext:\n{}\n", s.user_id, s.key_name, s.text);
-    let put = |file: &str, bytes: &[u8]| -> std::io::Result<()> {
-        let part = folder.join(format!(".{file}.part"));
-        let mut f = std::fs::File::create(&part)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&part, folder.join(file))
-    };
-    put(&format!("{stem}.txt"), sidecar.as_bytes())?;
-    put(&name, &s.audio)?;
-    Ok(folder.join(name))
+    let (audio_part, text_part) = (folder.join(format!(".{name}.part")), folder.join(format!(".{stem}.txt.part")));
+    let (audio_path, text_path) = (folder.join(&name), folder.join(format!("{stem}.txt")));
+    if audio_path.exists() || text_path.exists() {
+        anyhow::bail!("{} exists already", audio_path.display());
+    }
+    let written = private_fs::write_new(&text_part, sidecar.as_bytes())
+        .and_then(|()| private_fs::write_new(&audio_part, &s.audio))
+        .and_then(|()| std::fs::rename(&text_part, &text_path).map_err(anyhow::Error::from))
+        .and_then(|()| std::fs::rename(&audio_part, &audio_path).map_err(anyhow::Error::from));
+    if let Err(e) = written {
+        // Nothing half-kept: neither part, nor a text without its audio.
+        for leftover in [&audio_part, &text_part, &text_path] {
+            let _ = std::fs::remove_file(leftover);
+        }
+        return Err(e);
+    }
+    Ok(audio_path)
 }
 
 #[cfg(test)]
@@ -99,6 +146,20 @@ mod tests {
         let path = write(&dir, &speech("../../x"), at, 1).unwrap();
         assert_eq!(path.file_name().unwrap(), "083005_00000001.bin");
         assert_eq!(format_of("audio/mpeg; charset=x"), "mp3");
+        // A name already taken is never replaced.
+        assert!(write(&dir, &speech("mp3"), at, 0xabc).is_err());
+        assert_eq!(std::fs::read(dir.join("7/2026-12-02/083005_00000abc.mp3")).unwrap(), b"ID3audio");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+            assert_eq!(std::fs::metadata(dir.join("7/2026-12-02")).unwrap().mode() & 0o777, 0o700);
+        }
+        // Retention removes whole days before the one given.
+        let today = tollgate_base::calendar::days_from_civil(2026, 12, 2);
+        assert_eq!(expire(&dir, today), 0);
+        assert_eq!(expire(&dir, today + 1), 1);
+        assert!(!dir.join("7/2026-12-02").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
