@@ -245,38 +245,6 @@ impl Engine {
         }
     }
 
-    /// Refuses an op that may start a job (one its plugin quotes) when the caller's user has
-    /// `task_max_open_per_user` unfinished tasks already, counting the submits this node is
-    /// running for the user (not yet tasks); the call holds its place until it ends.
-    async fn under_task_cap(&self, r: &CallRequest) -> Result<Option<crate::tasks::Submitting>, CallError> {
-        let cap = self.task_max_open_per_user;
-        if cap <= 0 || !r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
-            return Ok(None);
-        }
-        match crate::store::tasks::count_open(&self.db, r.consumer.user_id, cap).await {
-            Ok(open) => match crate::tasks::Submitting::start(&self.submitting, r.consumer.user_id, cap - open) {
-                Some(s) => Ok(Some(s)),
-                None => Err(CallError::new(
-                    429,
-                    "rate_limit_error",
-                    "too_many_open_tasks",
-                    format!(
-                        "This account has {cap} unfinished tasks or submits, the most it may have; submit more when some end."
-                    ),
-                )),
-            },
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot count open tasks");
-                Err(CallError::new(
-                    503,
-                    "server_error",
-                    "database_unavailable",
-                    "The gateway cannot serve this call now; retry shortly.",
-                ))
-            }
-        }
-    }
-
     /// The plugin's quote, for ops it declares `quoted` (`None`: estimate from the body). A
     /// quote runs in an exchange of its own that sends nothing.
     async fn quote(&self, r: &CallRequest) -> Result<Option<Reported>, CallError> {
@@ -414,31 +382,6 @@ impl Engine {
             METRICS.key_failovers.fetch_add(1, Relaxed);
             tracing::warn!(channel = %channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
         }
-    }
-
-    /// Keeps a successful reply's synthesized speech in the speech archive: the plugin's
-    /// decoded audio, or the audio bytes of OpenAI's speech op (its text the request's `input`).
-    fn keep_speech(&self, r: &CallRequest, result: &Result<Outcome, CallError>) {
-        use crate::archive::speech::{format_of, keep, Speech};
-        let Ok(Outcome::Reply { status: 200..=299, error: None, headers, body, speech, .. }) = result else { return };
-        let (audio, format, text) = match speech {
-            Some(s) => (bytes::Bytes::from(s.audio.clone()), s.format.clone(), s.text.clone()),
-            None if r.op == "speech" => {
-                let content_type = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type"));
-                let content_type = content_type.map_or("", |h| h.value.as_str());
-                if !content_type.starts_with("audio/") {
-                    return;
-                }
-                let input = serde_json::from_slice::<serde_json::Value>(&r.body)
-                    .ok()
-                    .and_then(|v| v["input"].as_str().map(str::to_string))
-                    .unwrap_or_default();
-                (body.clone(), format_of(content_type).to_string(), input)
-            }
-            None => return,
-        };
-        let speech = Speech { user_id: r.consumer.user_id, key_name: r.consumer.name.clone(), audio, format, text };
-        keep(self.archive.speech_dir.clone(), speech);
     }
 
     /// Remembers the vendor objects a call created, with its key and user.

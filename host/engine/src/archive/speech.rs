@@ -13,7 +13,9 @@
 //! short alphanumeric word (anything else is `bin`), so no name a plugin or vendor chose
 //! becomes a path; day folders older than `archive_retention_days` are deleted hourly.
 
+use crate::exchange::{CallError, Outcome};
 use crate::store::private_fs;
+use crate::{CallRequest, Engine};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -28,6 +30,32 @@ pub struct Speech {
     pub audio: bytes::Bytes,
     pub format: String,
     pub text: String,
+}
+
+impl Engine {
+    /// Keeps a successful reply's synthesized speech in the speech archive: the plugin's
+    /// decoded audio, or the audio bytes of OpenAI's speech op (its text the request's `input`).
+    pub(crate) fn keep_speech(&self, r: &CallRequest, result: &Result<Outcome, CallError>) {
+        let Ok(Outcome::Reply { status: 200..=299, error: None, headers, body, speech, .. }) = result else { return };
+        let (audio, format, text) = match speech {
+            Some(s) => (bytes::Bytes::from(s.audio.clone()), s.format.clone(), s.text.clone()),
+            None if r.op == "speech" => {
+                let content_type = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type"));
+                let content_type = content_type.map_or("", |h| h.value.as_str());
+                if !content_type.starts_with("audio/") {
+                    return;
+                }
+                let input = serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v["input"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                (body.clone(), format_of(content_type).to_string(), input)
+            }
+            None => return,
+        };
+        let speech = Speech { user_id: r.consumer.user_id, key_name: r.consumer.name.clone(), audio, format, text };
+        keep(self.archive.speech_dir.clone(), speech);
+    }
 }
 
 /// The format word of an audio content type (`audio/mpeg` → `mp3`).

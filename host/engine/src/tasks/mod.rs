@@ -28,6 +28,12 @@ use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+mod callbacks;
+mod retry;
+mod submitting;
+pub use retry::RetryRefused;
+pub use submitting::{InFlight, Submitting};
+
 /// How long a node holds a due task while it polls it, and how long one poll may take (well
 /// inside the lease, so that no other node polls the task meanwhile).
 const LEASE_SECS: i64 = 60;
@@ -45,44 +51,6 @@ pub const TASK_HEADER: &str = "x-tollgate-task-id";
 /// The op a plugin maps to read a job's state, and the one that cancels it at the vendor.
 pub const POLL_OP: &str = "task.poll";
 pub const CANCEL_OP: &str = "task.cancel";
-
-/// A submit this node is running for a user, counted against `task_max_open_per_user` until
-/// the call ends (by then its task, if any, is in the database).
-pub struct Submitting {
-    counts: Arc<std::sync::Mutex<std::collections::HashMap<i64, i64>>>,
-    user_id: i64,
-}
-
-/// Submits in flight per user, on this node.
-pub type InFlight = Arc<std::sync::Mutex<std::collections::HashMap<i64, i64>>>;
-
-impl Submitting {
-    /// Takes a place when fewer than `room` submits of the user are in flight.
-    pub fn start(counts: &InFlight, user_id: i64, room: i64) -> Option<Submitting> {
-        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(user_id).or_default();
-        if *n >= room {
-            if *n == 0 {
-                map.remove(&user_id);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(Submitting { counts: Arc::clone(counts), user_id })
-    }
-}
-
-impl Drop for Submitting {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.user_id) {
-            *n -= 1;
-            if *n <= 0 {
-                map.remove(&self.user_id);
-            }
-        }
-    }
-}
 
 /// What a cancel did.
 pub enum Cancel {
@@ -547,127 +515,6 @@ fn outputs_json(files: &[crate::store::archive::Output]) -> String {
         .map(|o| serde_json::json!({ "index": o.n, "content_type": o.content_type, "size": o.size_bytes, "sha256": o.sha256 }))
         .collect();
     serde_json::Value::from(outputs).to_string()
-}
-
-/// Why an operator's retry of a task's archive did not succeed.
-#[derive(Debug)]
-pub enum RetryRefused {
-    NotFound,
-    /// The task did not fail for its archive (its status and error, if any).
-    NotArchiveFailed(String),
-    /// The vendor or the download failed: the task stays as it was.
-    Failed(String),
-}
-
-impl Engine {
-    /// An operator's retry of a task that failed because the archive refused its outputs (too
-    /// large for the limit then, a host not allowed then): polls the vendor again on the key
-    /// that made the job, downloads the outputs, and marks the task succeeded. Its money was
-    /// settled when it failed (charged: the vendor made it) and is not touched.
-    pub async fn retry_archive(&self, id: &str) -> Result<tasks::Task, RetryRefused> {
-        let db_error = |e: anyhow::Error| RetryRefused::Failed(format!("the database: {e:#}"));
-        let task = tasks::find(&self.db, id).await.map_err(db_error)?.ok_or(RetryRefused::NotFound)?;
-        if task.status != tasks::FAILED || task.error_kind.as_deref() != Some(tasks::ARCHIVE_FAILED) {
-            let why = format!("{} ({})", task.status, task.error_kind.as_deref().unwrap_or("no error"));
-            return Err(RetryRefused::NotArchiveFailed(why));
-        }
-        let TaskExchange { result, fetch_hosts } =
-            self.task_exchange(&task, POLL_OP).await.map_err(RetryRefused::Failed)?;
-        METRICS.task_polls.fetch_add(1, Relaxed);
-        let media = match result {
-            Ok(Outcome::Task(wit::TaskState::Succeeded(done))) if !done.outputs.is_empty() => done.outputs,
-            Ok(Outcome::Task(wit::TaskState::Succeeded(_))) => {
-                return Err(RetryRefused::Failed("the vendor reports no outputs now".into()))
-            }
-            Ok(Outcome::Task(wit::TaskState::Pending(_))) => {
-                return Err(RetryRefused::Failed("the vendor reports the job as running".into()))
-            }
-            Ok(Outcome::Task(wit::TaskState::Failed(e))) => {
-                return Err(RetryRefused::Failed(format!("the vendor reports the job failed: {}", e.message)))
-            }
-            Ok(_) => return Err(RetryRefused::Failed("the plugin answered the poll with something else".into())),
-            Err(e) => return Err(RetryRefused::Failed(e.message)),
-        };
-        // One of this node's download slots, as the poller's downloads take.
-        let _slot = std::sync::Arc::clone(&self.archive.slots).acquire_owned().await;
-        let files = match self.archive.download_all(&media, &fetch_hosts).await {
-            Ok(files) => files,
-            Err(f) => {
-                METRICS.archive_failures.fetch_add(1, Relaxed);
-                return Err(RetryRefused::Failed(f.message));
-            }
-        };
-        METRICS.archive_files.fetch_add(files.len() as u64, Relaxed);
-        METRICS.archive_bytes.fetch_add(files.iter().map(|f| f.size_bytes as u64).sum(), Relaxed);
-        match tasks::rearchived(&self.db, id, &outputs_json(&files), &files, now_unix()).await {
-            Ok(true) => {
-                tracing::info!(task = %id, files = files.len(), "an operator's retry archived a task's outputs");
-                tasks::find(&self.db, id).await.map_err(db_error)?.ok_or(RetryRefused::NotFound)
-            }
-            Ok(false) => {
-                self.archive.release(&files).await;
-                Err(RetryRefused::NotArchiveFailed("changed meanwhile (retried or deleted)".into()))
-            }
-            Err(e) => {
-                self.archive.release(&files).await;
-                Err(db_error(e))
-            }
-        }
-    }
-}
-
-/// How long a node holds a callback it delivers; when a failed delivery is tried again
-/// (after the first, second, ... attempt); past the last, the delivery has failed.
-const CALLBACK_LEASE_SECS: i64 = 60;
-const CALLBACK_RETRIES: [i64; 5] = [2, 10, 60, 300, 1800];
-
-impl Engine {
-    /// Delivers due callbacks: each finished task with a callback URL is POSTed, as
-    /// `{"type":"task.<status>","data":<task>}`, signed with its owner's key
-    /// (`Tollgate-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`), and tried again
-    /// on a failure (not 2xx, no answer) until `CALLBACK_RETRIES` run out. Returns how many
-    /// were attempted.
-    pub async fn deliver_callbacks(&self, key_of: &(dyn Fn(i64) -> Vec<u8> + Sync)) -> usize {
-        let now = now_unix();
-        let due = match tasks::claim_callbacks(&self.db, now, CALLBACK_LEASE_SECS, BATCH as i64).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "claiming due callbacks failed");
-                return 0;
-            }
-        };
-        let attempts = due.iter().map(|t| async move {
-            let Some(url) = t.callback_url.as_deref() else { return };
-            let body = serde_json::json!({ "type": format!("task.{}", t.status), "created_at": now, "data": view(t) });
-            let body = bytes::Bytes::from(body.to_string());
-            let signature = sign(&key_of(t.user_id), now, &body);
-            let headers = [("tollgate-signature", signature), ("tollgate-event", format!("task.{}", t.status))];
-            let result = self.archive.post(url, body, &headers).await;
-            let delivered = matches!(result, Ok(200..=299));
-            if !delivered {
-                let why = match &result {
-                    Ok(status) => format!("answered {status}"),
-                    Err(e) => e.clone(),
-                };
-                tracing::warn!(task = %t.id, attempt = t.callback_attempts + 1, why, "a callback was not delivered");
-            }
-            let retry_at = CALLBACK_RETRIES.get(t.callback_attempts as usize).map(|s| now_unix() + s);
-            if let Err(e) = tasks::callback_attempted(&self.db, &t.id, delivered, retry_at).await {
-                tracing::warn!(task = %t.id, error = %format!("{e:#}"), "recording a callback attempt failed");
-            }
-        });
-        futures_util::future::join_all(attempts).await;
-        due.len()
-    }
-}
-
-/// `t=<unix>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>`.
-fn sign(key: &[u8], t: i64, body: &[u8]) -> String {
-    use hmac::{Mac, SimpleHmac};
-    let mut mac = <SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// A poll failure of this class means the job will not finish (the vendor finds it bad, gone
