@@ -173,7 +173,27 @@ impl UpstreamRequest {
     }
 }
 
+/// RFC 3986 percent-encoding: only `A–Z a–z 0–9 - _ . ~` stay (and `/` when `keep_slash`);
+/// for ids put into a path or query, and for signatures' canonical requests.
+pub fn percent_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl Reply {
+    /// The upstream's answer as it is: status, content type (JSON when it names none) and
+    /// body; what native routes relay.
+    pub fn verbatim(response: crate::UpstreamResponse) -> Self {
+        let content_type = header(&response.headers, "content-type").unwrap_or("application/json").to_string();
+        Reply::with_body(response.status, &content_type, Body::Bytes(response.body), crate::Usage::default())
+    }
     /// A 200 JSON reply.
     pub fn json(json: String, usage: Usage) -> Self {
         Reply::with_body(200, "application/json", Body::Text(json), usage)

@@ -26,9 +26,8 @@
 
 use serde_json::{json, Map, Value};
 use tollgate_plugin_sdk::{
-    exact_fields, export_plugin, header, AdapterError, Body, Call, ErrorKind, Exchange, Field, Manifest, Media,
-    Operation, Reply, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse,
-    Usage,
+    exact_fields, export_plugin, AdapterError, Call, ErrorKind, Exchange, Field, Manifest, Media, Operation, Reply,
+    Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub struct DashScope;
@@ -182,9 +181,8 @@ fn safe_id(id: &str) -> bool {
 
 /// DashScope's answer as it is (status, content type, body), its failure classified.
 fn verbatim(response: UpstreamResponse, v: &Value) -> Reply {
-    let content_type = header(&response.headers, "content-type").unwrap_or("application/json").to_string();
     let error = (!(200..300).contains(&response.status)).then(|| error_of(response.status, v));
-    Reply { error, ..Reply::with_body(response.status, &content_type, Body::Bytes(response.body), Usage::default()) }
+    Reply { error, ..Reply::verbatim(response) }
 }
 
 /// A resolution's tier by its area in pixels (DashScope's sizes of each resolution, all

@@ -5,6 +5,7 @@
 
 use hmac::Mac;
 use sha2::{Digest, Sha256};
+use tollgate_plugin_sdk::percent_encode;
 
 /// Headers signed, in order (new-api's fixed set, which the SDK's rule also yields here).
 pub const SIGNED_HEADERS: &str = "content-type;host;x-content-sha256;x-date";
@@ -30,22 +31,10 @@ fn hmac(key: &[u8], data: &str) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// RFC 3986 percent-encoding: only `A–Z a–z 0–9 - _ . ~` stay (and `/` when `keep_slash`).
-pub fn encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The canonical query: names sorted by bytes, names and values encoded, `k=v` joined by `&`.
 pub fn canonical_query(pairs: &[(&str, &str)]) -> String {
-    let mut sorted: Vec<(String, String)> = pairs.iter().map(|(k, v)| (encode(k, false), encode(v, false))).collect();
+    let mut sorted: Vec<(String, String)> =
+        pairs.iter().map(|(k, v)| (percent_encode(k, false), percent_encode(v, false))).collect();
     sorted.sort();
     sorted.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
@@ -67,7 +56,7 @@ impl Signer<'_> {
         x_date: &str,
     ) -> Signed {
         let content_sha256 = hex::encode(Sha256::digest(body));
-        let uri = if path.is_empty() { "/".to_string() } else { encode(path, true) };
+        let uri = if path.is_empty() { "/".to_string() } else { percent_encode(path, true) };
         let headers = format!(
             "content-type:application/json\nhost:{}\nx-content-sha256:{content_sha256}\nx-date:{x_date}\n",
             signed_host(host)
@@ -123,7 +112,7 @@ mod tests {
     #[test]
     fn queries_are_sorted_and_encoded_as_rfc_3986_says() {
         assert_eq!(canonical_query(&[("b", "x y"), ("a", "1+2"), ("A", "~._-")]), "A=~._-&a=1%2B2&b=x%20y");
-        assert_eq!(encode("/a b/ü", true), "/a%20b/%C3%BC");
+        assert_eq!(tollgate_plugin_sdk::percent_encode("/a b/ü", true), "/a%20b/%C3%BC");
     }
 
     #[test]

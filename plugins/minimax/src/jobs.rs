@@ -22,8 +22,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::{
-    exact_fields, text::vendor_characters, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media, Operation,
-    Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    exact_fields, percent_encode, text::vendor_characters, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media,
+    Operation, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub const T2A_ASYNC: &str = "minimax.t2a_async";
@@ -207,7 +207,7 @@ impl Jobs {
                 let job: Job = serde_json::from_str(state)
                     .map_err(|_| super::bad_request("the task's MiniMax state is unreadable"))?;
                 let path = if job.kind == Kind::Video { VIDEO_QUERY_PATH } else { T2A_QUERY_PATH };
-                let request = UpstreamRequest::get(format!("{path}?task_id={}", encode(&job.task_id)));
+                let request = UpstreamRequest::get(format!("{path}?task_id={}", percent_encode(&job.task_id, false)));
                 self.stage = Stage::Status(job);
                 Step::Send(request)
             }
@@ -248,7 +248,10 @@ impl Jobs {
             "success" => match id_text(&v["file_id"]) {
                 Some(file) => {
                     self.stage = Stage::Retrieve(job);
-                    Step::Send(UpstreamRequest::get(format!("{RETRIEVE_PATH}?file_id={}", encode(&file))))
+                    Step::Send(UpstreamRequest::get(format!(
+                        "{RETRIEVE_PATH}?file_id={}",
+                        percent_encode(&file, false)
+                    )))
                 }
                 // MiniMax did the work: it is charged, with nothing to archive.
                 None => done(job, Vec::new()),
@@ -481,14 +484,4 @@ fn id_text(v: &Value) -> Option<String> {
         Value::String(s) if !s.is_empty() && s != "0" => Some(s.clone()),
         _ => None,
     }
-}
-
-/// A value for a query string (ids are digits; anything else is percent-encoded).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use serde_json::{Number, Value};
 use std::borrow::Cow;
 use tollgate_plugin_sdk::{
-    errors, header, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SpeechAudio,
-    Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
+    errors, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SpeechAudio, Step,
+    StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 mod jobs;
@@ -327,10 +327,7 @@ fn native_reply(response: UpstreamResponse) -> Reply {
     } else {
         (Usage::default(), Some(http_error(&response)))
     };
-    let content_type = header(&response.headers, "content-type").unwrap_or("application/json");
-    let mut reply = Reply::with_body(response.status, content_type, Body::Bytes(response.body), usage);
-    reply.error = error;
-    reply
+    Reply { usage, error, ..Reply::verbatim(response) }
 }
 
 /// The fields of a T2A answer or stream event that the plugin reads; serde skips the rest.

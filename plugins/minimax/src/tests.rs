@@ -3,7 +3,7 @@
 use super::*;
 use serde_json::json;
 use tollgate_plugin_sdk::testing::{body_text, call, event_data, response, Harness, Outcome, Run};
-use tollgate_plugin_sdk::{Auth, Framing, Header};
+use tollgate_plugin_sdk::{header, Auth, Framing, Header};
 
 const OK: &str = r#"{"data":{"audio":"52494646","status":2},"extra_info":{"audio_length":1234,"usage_characters":4},"trace_id":"t","base_resp":{"status_code":0,"status_msg":"success"}}"#;
 const BAD_KEY: &str = r#"{"base_resp":{"status_code":1004,"status_msg":"login fail"}}"#;

@@ -17,8 +17,8 @@
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::openai_compat::Vendor;
 use tollgate_plugin_sdk::{
-    exact_fields, header, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media, Operation, Reply, Route, Step,
-    TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    exact_fields, AdapterError, Call, ErrorKind, Field, Manifest, Media, Operation, Reply, Route, Step, TaskDone,
+    TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 /// SiliconFlow's own video routes, as ops.
@@ -137,12 +137,12 @@ impl VideoExchange {
         if !(200..300).contains(&response.status) {
             let error = super::SiliconFlow::classify(&response);
             return match native {
-                true => Step::Reply(Reply { error: Some(error), ..verbatim(response) }),
+                true => Step::Reply(Reply { error: Some(error), ..Reply::verbatim(response) }),
                 false => Step::Fail(error),
             };
         }
         if self.call.op == NATIVE_STATUS {
-            return Step::Reply(verbatim(response));
+            return Step::Reply(Reply::verbatim(response));
         }
         let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         if matches!(self.call.op.as_str(), "video" | NATIVE_SUBMIT) {
@@ -150,7 +150,7 @@ impl VideoExchange {
                 return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's answer to the submit has no requestId");
             };
             // SiliconFlow's own answer for its clients, naming the request they will query.
-            let reply = native.then(|| Reply { objects: vec![id.to_string()], ..verbatim(response.clone()) });
+            let reply = native.then(|| Reply { objects: vec![id.to_string()], ..Reply::verbatim(response.clone()) });
             return Step::Submitted(TaskSubmitted {
                 state: id.to_string(),
                 reply,
@@ -194,10 +194,4 @@ impl VideoExchange {
         };
         Step::Task(state)
     }
-}
-
-/// SiliconFlow's answer as it is (status, content type, body).
-fn verbatim(response: UpstreamResponse) -> Reply {
-    let content_type = header(&response.headers, "content-type").unwrap_or("application/json").to_string();
-    Reply::with_body(response.status, &content_type, Body::Bytes(response.body), Usage::default())
 }

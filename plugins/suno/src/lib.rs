@@ -24,9 +24,9 @@
 
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::{
-    errors, exact_fields, export_plugin, header, AdapterError, Body, Call, ErrorKind, Exchange, Field, Manifest, Media,
-    Operation, Reply, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse,
-    Usage,
+    errors, exact_fields, export_plugin, percent_encode, AdapterError, Call, ErrorKind, Exchange, Field, Manifest,
+    Media, Operation, Reply, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest,
+    UpstreamResponse, Usage,
 };
 
 const SUBMIT: &str = "suno.submit";
@@ -121,7 +121,7 @@ impl Exchange for SunoExchange {
                 Err(e) => Step::Fail(e),
             },
             FETCH => match self.path_param("id") {
-                Some(id) => Step::Send(UpstreamRequest::get(format!("/suno/fetch/{}", encode(&id)))),
+                Some(id) => Step::Send(UpstreamRequest::get(format!("/suno/fetch/{}", percent_encode(&id, false)))),
                 None => Step::fail(ErrorKind::BadRequest, "a task id is required"),
             },
             POLL => match self.call.task.as_deref().map(serde_json::from_str::<Value>) {
@@ -141,14 +141,14 @@ impl Exchange for SunoExchange {
         match self.call.op.as_str() {
             SUBMIT => {
                 if let Some(e) = error {
-                    return Step::Reply(Reply { error: Some(e), ..verbatim(response) });
+                    return Step::Reply(Reply { error: Some(e), ..Reply::verbatim(response) });
                 }
                 let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
                 let (Some(id), Some(action)) = (v["data"].as_str().filter(|d| !d.is_empty()), self.action) else {
                     return Step::fail(ErrorKind::UpstreamFault, "Suno's answer to the submit has no task id");
                 };
                 let state = json!({ "id": id, "action": action.name() }).to_string();
-                let reply = Reply { objects: vec![id.to_string()], ..verbatim(response) };
+                let reply = Reply { objects: vec![id.to_string()], ..Reply::verbatim(response) };
                 Step::Submitted(TaskSubmitted {
                     state,
                     reply: Some(reply),
@@ -156,7 +156,7 @@ impl Exchange for SunoExchange {
                     poll_after_ms: Some(5_000),
                 })
             }
-            FETCH => Step::Reply(Reply { error, ..verbatim(response) }),
+            FETCH => Step::Reply(Reply { error, ..Reply::verbatim(response) }),
             _ => match error {
                 // Suno may still finish the job: a refused poll is asked again later.
                 Some(e) if e.kind == ErrorKind::BadRequest => {
@@ -257,22 +257,6 @@ fn failure(response: &UpstreamResponse) -> Option<AdapterError> {
             Some(AdapterError::new(kind, message).with_code(code.unwrap_or_default()))
         }
     }
-}
-
-/// Suno's answer as it is (status, content type, body).
-fn verbatim(response: UpstreamResponse) -> Reply {
-    let content_type = header(&response.headers, "content-type").unwrap_or("application/json").to_string();
-    Reply::with_body(response.status, &content_type, Body::Bytes(response.body), Usage::default())
-}
-
-/// A path segment (task ids are UUIDs; anything else is percent-encoded).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use tollgate_plugin_sdk::testing::{call, response, Harness, Outcome};
+use tollgate_plugin_sdk::Body;
 
 fn submit(action: &str, body: &str) -> Call {
     let mut c = call("suno.submit", "chirp-v3-5", body);

@@ -32,14 +32,26 @@ fn unauthorized() -> Response<MockBody> {
     error(StatusCode::UNAUTHORIZED, "InvalidApiKey", "Invalid API-key provided.")
 }
 
+/// An asynchronous submit's key and JSON body, or DashScope's refusal (a bad key, a call
+/// without `X-DashScope-Async: enable`, a body that is not JSON).
+fn accept(cx: &Ctx, key: Option<&str>) -> Result<(String, Value), (StatusCode, &'static str, &'static str)> {
+    let Some(key) = key.filter(|_| cx.authorized).map(str::to_string) else {
+        return Err((StatusCode::UNAUTHORIZED, "InvalidApiKey", "Invalid API-key provided."));
+    };
+    if cx.headers.get("x-dashscope-async").and_then(|v| v.to_str().ok()) != Some("enable") {
+        return Err((StatusCode::FORBIDDEN, "AccessDenied", "current user api does not support synchronous calls"));
+    }
+    match serde_json::from_slice::<Value>(&cx.body) {
+        Ok(body) => Ok((key, body)),
+        Err(_) => Err((StatusCode::BAD_REQUEST, "InvalidParameter", "the body is not JSON")),
+    }
+}
+
 /// `POST /api/v1/services/aigc/video-generation/video-synthesis`.
 pub fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
-    let Some(key) = key.filter(|_| cx.authorized).map(str::to_string) else { return unauthorized() };
-    if cx.headers.get("x-dashscope-async").and_then(|v| v.to_str().ok()) != Some("enable") {
-        return error(StatusCode::FORBIDDEN, "AccessDenied", "current user api does not support synchronous calls");
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&cx.body) else {
-        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "the body is not JSON");
+    let (key, body) = match accept(cx, key) {
+        Ok(accepted) => accepted,
+        Err((status, code, message)) => return error(status, code, message),
     };
     let prompt = body.pointer("/input/prompt").and_then(Value::as_str).unwrap_or_default().to_string();
     if body["model"].as_str().is_none_or(str::is_empty)
@@ -63,12 +75,9 @@ pub fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> 
 
 /// `POST /api/v1/services/aigc/text2image/image-synthesis`.
 pub fn image(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
-    let Some(key) = key.filter(|_| cx.authorized).map(str::to_string) else { return unauthorized() };
-    if cx.headers.get("x-dashscope-async").and_then(|v| v.to_str().ok()) != Some("enable") {
-        return error(StatusCode::FORBIDDEN, "AccessDenied", "current user api does not support synchronous calls");
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&cx.body) else {
-        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "the body is not JSON");
+    let (key, body) = match accept(cx, key) {
+        Ok(accepted) => accepted,
+        Err((status, code, message)) => return error(status, code, message),
     };
     let prompt = body.pointer("/input/prompt").and_then(Value::as_str).unwrap_or_default().to_string();
     if body["model"].as_str().is_none_or(str::is_empty) || prompt.is_empty() {
