@@ -338,6 +338,20 @@ impl Manifest {
         self.credential_fields.push(field);
         self
     }
+    /// The usual signing pair: `access_key` (shown) and `secret_key` (masked), the channel's
+    /// keys written `AccessKey|SecretKey`; `vendor` names them for the operator.
+    pub fn with_access_key_pair(self, vendor: &str) -> Self {
+        self.with_credential(crate::CredentialField {
+            name: "access_key".into(),
+            description: format!("{vendor} access key (AK)"),
+            secret: false,
+        })
+        .with_credential(crate::CredentialField {
+            name: "secret_key".into(),
+            description: format!("{vendor} secret key (SK), signs each request"),
+            secret: true,
+        })
+    }
     pub fn with_base_url(mut self, url: &str) -> Self {
         self.default_base_url = Some(url.into());
         self

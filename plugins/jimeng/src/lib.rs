@@ -20,8 +20,8 @@ pub mod sign;
 
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::{
-    export_plugin, AdapterError, Auth, Body, Call, CredentialField, ErrorKind, Exchange, Manifest, Media, Operation,
-    Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    export_plugin, AdapterError, Auth, Body, Call, ErrorKind, Exchange, Manifest, Media, Operation, Step, TaskDone,
+    TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub struct Jimeng;
@@ -33,16 +33,7 @@ impl tollgate_plugin_sdk::Plugin for Jimeng {
         Manifest::new("jimeng", env!("CARGO_PKG_VERSION"), "Volcengine Jimeng", &[])
             .with_operation(Operation::new("video").quoted())
             .with_operation(Operation::new("task.poll").resend())
-            .with_credential(CredentialField {
-                name: "access_key".into(),
-                description: "Volcengine access key id (AK)".into(),
-                secret: false,
-            })
-            .with_credential(CredentialField {
-                name: "secret_key".into(),
-                description: "Volcengine secret access key (SK), signs each request".into(),
-                secret: true,
-            })
+            .with_access_key_pair("Volcengine")
             // Where Volcengine serves generated media.
             .fetching("*.volces.com")
             .fetching("*.volccdn.com")

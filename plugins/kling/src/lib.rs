@@ -22,8 +22,8 @@ use base64::Engine as _;
 use hmac::Mac;
 use serde_json::Value;
 use tollgate_plugin_sdk::{
-    export_plugin, AdapterError, Call, CredentialField, ErrorKind, Exchange, Manifest, Media, Operation, Step,
-    TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    export_plugin, AdapterError, Call, ErrorKind, Exchange, Manifest, Media, Operation, Step, TaskDone, TaskProgress,
+    TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub struct Kling;
@@ -35,16 +35,7 @@ impl tollgate_plugin_sdk::Plugin for Kling {
         Manifest::new("kling", env!("CARGO_PKG_VERSION"), "Kling", &[])
             .with_operation(Operation::new("video").quoted())
             .with_operation(Operation::new("task.poll").resend())
-            .with_credential(CredentialField {
-                name: "access_key".into(),
-                description: "Kling access key (AK)".into(),
-                secret: false,
-            })
-            .with_credential(CredentialField {
-                name: "secret_key".into(),
-                description: "Kling secret key (SK), signs each request's JWT".into(),
-                secret: true,
-            })
+            .with_access_key_pair("Kling")
             // Where Kling's finished videos are served from.
             .fetching("*.klingai.com")
             .fetching("*.kechuangai.com")
