@@ -284,6 +284,15 @@ impl Route {
 }
 
 impl crate::Call {
+    /// The model name to send the vendor: the channel's mapped name, else the consumer's.
+    pub fn vendor_model(&self) -> &str {
+        if self.upstream_model.is_empty() {
+            &self.model
+        } else {
+            &self.upstream_model
+        }
+    }
+
     /// A field of the credential of a plugin that signs its requests (`credential-fields`);
     /// `None` when absent or empty.
     pub fn credential_field(&self, name: &str) -> Option<&str> {

@@ -92,14 +92,6 @@ pub fn token_bound(short: u64, seconds: u64) -> u64 {
 }
 
 impl ArkExchange {
-    fn model(&self) -> &str {
-        if self.call.upstream_model.is_empty() {
-            &self.call.model
-        } else {
-            &self.call.upstream_model
-        }
-    }
-
     /// Ark's request body and the quote's bound (short side, seconds).
     fn submit(&self) -> Result<(Value, u64), AdapterError> {
         let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
@@ -143,7 +135,7 @@ impl ArkExchange {
         if let Some(i) = image {
             content.push(json!({ "type": "image_url", "image_url": { "url": i }, "role": "first_frame" }));
         }
-        let mut body = json!({ "model": self.model(), "content": content, "resolution": format!("{short}p"), "duration": seconds });
+        let mut body = json!({ "model": self.call.vendor_model(), "content": content, "resolution": format!("{short}p"), "duration": seconds });
         if let Some(r) = ratio {
             body["ratio"] = Value::String(r);
         }

@@ -125,7 +125,7 @@ impl DashScopeExchange {
         if !has_prompt && !input.contains_key("img_url") {
             return Err(bad("a video needs a 'prompt' (or an 'image')".into()));
         }
-        let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
+        let model = self.call.vendor_model();
         Ok((json!({ "model": model, "input": input, "parameters": parameters }), tier, seconds))
     }
 
@@ -162,15 +162,16 @@ impl DashScopeExchange {
         if input.get("prompt").and_then(Value::as_str).is_none_or(|p| p.trim().is_empty()) {
             return Err(bad("an image needs 'input.prompt'".into()));
         }
-        let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
+        let model = self.call.vendor_model();
         Ok((json!({ "model": model, "input": input, "parameters": parameters }), n))
     }
 
-    /// The task's DashScope id and tier, from its state (`{"id","tier"}`).
-    fn task(&self) -> Option<(String, String)> {
+    /// The task's DashScope id, tier and whether it makes images, from its state
+    /// (`{"id","tier"}`, with `"kind":"image"` for an image task).
+    fn task(&self) -> Option<(String, String, bool)> {
         let state: Value = serde_json::from_str(self.call.task.as_deref()?).ok()?;
         let id = state["id"].as_str().filter(|id| safe_id(id))?;
-        Some((id.to_string(), state["tier"].as_str()?.to_string()))
+        Some((id.to_string(), state["tier"].as_str()?.to_string(), state["kind"] == "image"))
     }
 }
 
@@ -256,11 +257,11 @@ impl Exchange for DashScopeExchange {
                 }
             }
             "task.poll" => match self.task() {
-                Some((id, _)) => Step::Send(UpstreamRequest::get(format!("/api/v1/tasks/{id}"))),
+                Some((id, ..)) => Step::Send(UpstreamRequest::get(format!("/api/v1/tasks/{id}"))),
                 None => Step::fail(ErrorKind::BadRequest, "the task's state is not a DashScope task id"),
             },
             "task.cancel" => match self.task() {
-                Some((id, _)) => {
+                Some((id, ..)) => {
                     Step::Send(UpstreamRequest::post_json(format!("/api/v1/tasks/{id}/cancel"), String::new()))
                 }
                 None => Step::fail(ErrorKind::BadRequest, "the task's state is not a DashScope task id"),
@@ -306,14 +307,10 @@ impl Exchange for DashScopeExchange {
                 }
             }
             "task.cancel" => Step::Reply(Reply::json("{}".into(), Usage::default())),
-            _ => {
-                let image = self.call.task.as_deref().is_some_and(|t| t.contains(r#""kind":"image""#));
-                if image {
-                    images_polled(&v)
-                } else {
-                    polled(&v, &self.task().map(|(_, t)| t).unwrap_or_default())
-                }
-            }
+            _ => match self.task() {
+                Some((_, _, true)) => images_polled(&v),
+                task => polled(&v, &task.map(|(_, tier, _)| tier).unwrap_or_default()),
+            },
         }
     }
 }

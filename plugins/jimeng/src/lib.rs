@@ -114,11 +114,7 @@ impl JimengExchange {
     }
 
     fn req_key(&self) -> &str {
-        if self.call.upstream_model.is_empty() {
-            &self.call.model
-        } else {
-            &self.call.upstream_model
-        }
+        self.call.vendor_model()
     }
 
     fn submit_body(&self) -> Result<Value, AdapterError> {

@@ -170,8 +170,8 @@ impl KlingExchange {
         if let Some(size) = size {
             out.entry("aspect_ratio").or_insert(Value::String(aspect_ratio(&size)?.into()));
         }
-        let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
-        out.insert("model_name".into(), Value::String(model.clone()));
+        let model = self.call.vendor_model();
+        out.insert("model_name".into(), Value::String(model.to_string()));
         out.insert("duration".into(), Value::String(duration));
         out.insert("mode".into(), Value::String(mode));
         // One job per gateway request, whatever becomes of the answer.

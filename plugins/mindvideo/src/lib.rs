@@ -100,8 +100,8 @@ impl MindVideoExchange {
 
     fn submit_body(&self) -> Result<Value, AdapterError> {
         let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
-        let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
-        let Some(bot) = self.settings()["bots"][model.as_str()].as_u64() else {
+        let model = self.call.vendor_model();
+        let Some(bot) = self.settings()["bots"][model].as_u64() else {
             return Err(bad(format!("model '{model}' has no MindVideo bot (the channel's settings.bots)")));
         };
         let prompt = self.call.body.field("prompt").filter(|p| !p.trim().is_empty());

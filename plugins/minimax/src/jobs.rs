@@ -151,9 +151,16 @@ impl Jobs {
 
     pub fn quote(&mut self) -> Result<Usage, AdapterError> {
         match self.call.op.as_str() {
-            T2A_ASYNC => speech_quote(&self.body()?),
-            VIDEO => video_quote(self.model(), &self.body()?),
+            T2A_ASYNC | VIDEO => self.quote_of(&self.body()?),
             op => Err(AdapterError::new(ErrorKind::Unsupported, format!("the minimax plugin does not quote '{op}'"))),
+        }
+    }
+
+    /// A submit's units, read from its body.
+    fn quote_of(&self, body: &serde_json::Map<String, Value>) -> Result<Usage, AdapterError> {
+        match self.call.op.as_str() {
+            VIDEO => video_quote(self.call.vendor_model(), body),
+            _ => speech_quote(body),
         }
     }
 
@@ -165,11 +172,12 @@ impl Jobs {
         let op = self.call.op.clone();
         let step = match op.as_str() {
             T2A_ASYNC | VIDEO => {
-                let usage = self.quote()?;
+                let body = self.body()?;
+                let usage = self.quote_of(&body)?;
                 let kind = if op == VIDEO { Kind::Video } else { Kind::Speech };
                 let path = if kind == Kind::Video { VIDEO_PATH } else { T2A_ASYNC_PATH };
                 let mut request = UpstreamRequest::post_json(super::with_group(path, &self.call.query), String::new());
-                request.body = self.forwarded_body()?;
+                request.body = self.forwarded_body(body);
                 self.stage = Stage::Submit(kind, usage);
                 Step::Send(request)
             }
@@ -287,23 +295,15 @@ impl Jobs {
         Ok(o)
     }
 
-    fn model(&self) -> &str {
-        if self.call.upstream_model.is_empty() {
-            &self.call.model
-        } else {
-            &self.call.upstream_model
-        }
-    }
-
-    /// The consumer's body, with the channel's name for the model when it differs.
-    fn forwarded_body(&mut self) -> Result<Body, AdapterError> {
-        let mut body = self.body()?;
-        let model = self.model().to_string();
+    /// The consumer's body (`body`, as parsed), with the channel's name for the model when it
+    /// differs; else its bytes as they came.
+    fn forwarded_body(&mut self, mut body: serde_json::Map<String, Value>) -> Body {
+        let model = self.call.vendor_model().to_string();
         if !model.is_empty() && body.get("model").and_then(Value::as_str) != Some(&model) {
             body.insert("model".into(), Value::String(model));
-            return Ok(Body::Text(Value::Object(body).to_string()));
+            return Body::Text(Value::Object(body).to_string());
         }
-        Ok(std::mem::replace(&mut self.call.body, Body::Empty))
+        std::mem::replace(&mut self.call.body, Body::Empty)
     }
 
     /// `path?name=<the consumer's value>` (and `GroupId` when the consumer sent one).

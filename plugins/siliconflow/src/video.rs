@@ -90,8 +90,8 @@ impl VideoExchange {
         if !has("prompt") {
             return Err(bad("a video needs a 'prompt'".into()));
         }
-        let model = if self.call.upstream_model.is_empty() { &self.call.model } else { &self.call.upstream_model };
-        given.insert("model".into(), Value::String(model.clone()));
+        let model = self.call.vendor_model();
+        given.insert("model".into(), Value::String(model.to_string()));
         given.insert("image_size".into(), Value::String(size));
         if let Some(seed) = given.get("seed").and_then(Value::as_str).and_then(|s| s.parse::<i64>().ok()) {
             given.insert("seed".into(), json!(seed));
