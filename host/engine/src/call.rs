@@ -342,7 +342,7 @@ impl Engine {
                 Err(e) => return (Err(e), false),
             };
             let ctx = self.exchange_context(plugin, channel, key, Arc::clone(&run.client), run.capture);
-            let result = exchange::run(ctx, &call).await;
+            let mut result = exchange::run(ctx, &call).await;
             let outcome = key_outcome(&result);
             let Some(picked) = picked else { return (result, false) };
             picked.report(outcome);
@@ -357,7 +357,7 @@ impl Engine {
                 self.remember(r, plugin, &picked.secret, objects).await;
             }
             if channel.archive_speech {
-                self.keep_speech(r, &result);
+                self.keep_speech(r, &mut result);
             }
             // A stream that started is the consumer's now (it is a success), and a request
             // the vendor may have worked on is never sent again (unless its op is a read the

@@ -35,10 +35,11 @@ pub struct Speech {
 impl Engine {
     /// Keeps a successful reply's synthesized speech in the speech archive: the plugin's
     /// decoded audio, or the audio bytes of OpenAI's speech op (its text the request's `input`).
-    pub(crate) fn keep_speech(&self, r: &CallRequest, result: &Result<Outcome, CallError>) {
+    pub(crate) fn keep_speech(&self, r: &CallRequest, result: &mut Result<Outcome, CallError>) {
         let Ok(Outcome::Reply { status: 200..=299, error: None, headers, body, speech, .. }) = result else { return };
-        let (audio, format, text) = match speech {
-            Some(s) => (bytes::Bytes::from(s.audio.clone()), s.format.clone(), s.text.clone()),
+        // The decoded audio is the archive's alone: taken, not copied.
+        let (audio, format, text) = match speech.take() {
+            Some(s) => (bytes::Bytes::from(s.audio), s.format, s.text),
             None if r.op == "speech" => {
                 let content_type = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type"));
                 let content_type = content_type.map_or("", |h| h.value.as_str());
@@ -123,9 +124,10 @@ fn write(dir: &Path, s: &Speech, now: std::time::SystemTime, tag: u32) -> anyhow
     } else {
         "bin".into()
     };
-    let stem = format!("{:02}{:02}{:02}_{tag:08x}", t / 3600, t % 3600 / 60, t % 60);
+    let (hh, mm, ss) = (t / 3600, t % 3600 / 60, t % 60);
+    let stem = format!("{hh:02}{mm:02}{ss:02}_{tag:08x}");
     let name = format!("{stem}.{format}");
-    let time = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", t / 3600, t % 3600 / 60, t % 60);
+    let time = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z");
     let sidecar = format!("file: {name}\ntime: {time}\nuser: {}\nkey: {}\ntext:\n{}\n", s.user_id, s.key_name, s.text);
     let (audio_part, text_part) = (folder.join(format!(".{name}.part")), folder.join(format!(".{stem}.txt.part")));
     let (audio_path, text_path) = (folder.join(&name), folder.join(format!("{stem}.txt")));

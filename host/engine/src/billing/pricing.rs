@@ -296,7 +296,4 @@ per_second = "0.1""#,
         std::fs::write(&f, "[models.m]\nper_call = \"-1\"").unwrap();
         assert!(format!("{:#}", PriceTable::load(&f).unwrap_err()).contains("negative"));
     }
-
-    #[test]
-    fn cjk_counts_two() {}
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 /// A submit this node is running for a user, counted against `task_max_open_per_user` until
 /// the call ends (by then its task, if any, is in the database).
 pub struct Submitting {
-    counts: Arc<std::sync::Mutex<std::collections::HashMap<i64, i64>>>,
+    counts: InFlight,
     user_id: i64,
 }
 
