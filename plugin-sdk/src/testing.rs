@@ -193,6 +193,7 @@ pub fn call(op: &str, model: &str, json: &str) -> Call {
         config: "{}".into(),
         task: None,
         keep_speech: false,
+        owned: Vec::new(),
     }
 }
 

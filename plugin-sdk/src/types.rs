@@ -150,6 +150,7 @@ impl UpstreamRequest {
             body: Body::Text(json),
             auth: Auth::Bearer,
             timeout_ms: None,
+            key: 0,
         }
     }
     /// A GET with the channel's key as a bearer token.
@@ -161,6 +162,7 @@ impl UpstreamRequest {
             body: Body::Empty,
             auth: Auth::Bearer,
             timeout_ms: None,
+            key: 0,
         }
     }
     pub fn with_auth(mut self, auth: Auth) -> Self {
@@ -169,6 +171,11 @@ impl UpstreamRequest {
     }
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push(Header::new(name, value));
+        self
+    }
+    /// Sent on the key of `call.owned[key]` (a call listing the consumer's objects).
+    pub fn on_key(mut self, key: u32) -> Self {
+        self.key = key;
         self
     }
 }

@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
         config: "{}".into(),
         task: None,
         keep_speech: false,
+        owned: Vec::new(),
     };
     let answer = br#"{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from mock"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#;
     let response = wit::UpstreamResponse { status: 200, headers: vec![], body: answer.to_vec() };

@@ -49,6 +49,7 @@ impl Engine {
                 config: channel.settings_json.clone(),
                 task: None,
                 keep_speech: false,
+                owned: Vec::new(),
             };
             let ctx = self.exchange_context(&plugin, channel, Some(&key.secret), Default::default(), false);
             let result = exchange::run(ctx, &call).await;

@@ -2,6 +2,7 @@
 //! steps on a key of the channel (failing over to other keys, then other channels), and end
 //! the call through its `CallEnd`.
 
+use super::affinity::{Affinity, Pinned};
 use super::end::CallEnd;
 use super::idempotency::{self, Held};
 use super::Engine;
@@ -11,7 +12,7 @@ use crate::exchange::{self, plugin_failure, CallError, ClientInput, Form, Outcom
 use crate::keypool::health::KeyOutcome;
 use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::{wit, Plugin};
-use crate::store::{now_unix, objects, CallRecord};
+use crate::store::{now_unix, CallRecord};
 use crate::telemetry::METRICS;
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,9 +37,8 @@ pub struct CallRequest {
     pub path_params: Vec<(String, String)>,
     /// False for routes the plugin marks free (queries, lists): never priced nor reserved.
     pub billed: bool,
-    /// The vendor object the call names (a route's `affinity`): it runs on the key that
-    /// created it.
-    pub affinity: Option<String>,
+    /// The vendor objects the call names (a route's `affinity`), which decide its key.
+    pub affinity: Affinity,
     pub started: Instant,
     pub request_id: String,
     /// The consumer's `Idempotency-Key`: the call claims it before the upstream is called.
@@ -208,43 +208,6 @@ impl Engine {
         }
     }
 
-    /// The key (and its channel) a call naming a vendor object must run on; `None` for a call
-    /// that names none. An object the consumer's user did not create through the gateway is
-    /// not found: another user's object of that id is never reached, and no key "tries".
-    async fn pinned_key(&self, r: &CallRequest) -> Result<Option<Pinned>, CallError> {
-        let Some(object) = &r.affinity else { return Ok(None) };
-        let not_found = || {
-            CallError::new(
-                404,
-                "invalid_request_error",
-                "not_found",
-                format!("No object '{object}' was created by this account through this gateway."),
-            )
-        };
-        let fingerprint = match objects::key_of(&self.db, r.plugin.name(), r.consumer.user_id, object).await {
-            Ok(Some(f)) => f,
-            Ok(None) => return Err(not_found()),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot read vendor objects");
-                return Err(CallError::new(
-                    503,
-                    "server_error",
-                    "database_unavailable",
-                    "The gateway cannot serve this call now; retry shortly.",
-                ));
-            }
-        };
-        match self.channels.load().with_key(r.plugin.name(), &fingerprint) {
-            Some(channel) => Ok(Some(Pinned { channel, fingerprint })),
-            None => Err(CallError::new(
-                503,
-                "server_error",
-                "upstream_key_gone",
-                format!("The upstream key that created '{object}' is no longer configured on this gateway."),
-            )),
-        }
-    }
-
     /// The plugin's quote, for ops it declares `quoted` (`None`: estimate from the body). A
     /// quote runs in an exchange of its own that sends nothing.
     async fn quote(&self, r: &CallRequest) -> Result<Option<Reported>, CallError> {
@@ -341,7 +304,11 @@ impl Engine {
                 Ok(c) => c,
                 Err(e) => return (Err(e), false),
             };
-            let ctx = self.exchange_context(plugin, channel, key, Arc::clone(&run.client), run.capture);
+            let mut ctx = self.exchange_context(plugin, channel, key, Arc::clone(&run.client), run.capture);
+            if let Some(p) = &run.pinned {
+                call.owned.clone_from(&p.owned);
+                ctx.more_keys.clone_from(&p.more_keys);
+            }
             let mut result = exchange::run(ctx, &call).await;
             let outcome = key_outcome(&result);
             let Some(picked) = picked else { return (result, false) };
@@ -383,16 +350,6 @@ impl Engine {
             tracing::warn!(channel = %channel.name, request_id = %r.request_id, attempt = tried.len(), ?outcome, "upstream failed on this key; trying another");
         }
     }
-
-    /// Remembers the vendor objects a call created, with its key and user.
-    async fn remember(&self, r: &CallRequest, plugin: &Plugin, key: &UpstreamKey, objects: &[String]) {
-        let (user, fingerprint) = (r.consumer.user_id, key.fingerprint());
-        let remembered =
-            objects::remember(&self.db, plugin.name(), user, objects, &fingerprint, &r.request_id, now_unix()).await;
-        if let Err(e) = remembered {
-            tracing::error!(error = %format!("{e:#}"), request_id = %r.request_id, "cannot remember the vendor objects a call created");
-        }
-    }
 }
 
 /// One call's run, the same for every attempt.
@@ -402,12 +359,6 @@ struct Run<'a> {
     capture: bool,
     /// The key the call must run on.
     pinned: Option<Pinned>,
-}
-
-/// The upstream key (and the channel holding it) that created the object a call names.
-struct Pinned {
-    channel: Arc<Channel>,
-    fingerprint: String,
 }
 
 /// What the plugin is given for one attempt (`attempt` 0: a quote, nothing is sent).
@@ -434,6 +385,7 @@ fn wit_call(r: &CallRequest, channel: &Channel, plugin: &Plugin, attempt: u32) -
         config: channel.settings_json.clone(),
         task: None,
         keep_speech: channel.archive_speech,
+        owned: Vec::new(),
     })
 }
 

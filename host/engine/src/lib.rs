@@ -19,6 +19,7 @@
 //! `tollgate-store`; above it: `tollgate-api` and the binary. Cargo refuses the other way.
 
 pub mod account;
+mod affinity;
 pub mod archive;
 mod balance;
 pub mod billing;
@@ -42,6 +43,7 @@ use crate::store::{CallLog, Db};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use affinity::Affinity;
 pub use call::{credential_for, key_outcome, kind_name, split_credential, Answer, CallRequest};
 
 impl Engine {
@@ -64,6 +66,7 @@ impl Engine {
             client,
             capture,
             write_timeout: self.stream_write_timeout,
+            more_keys: Vec::new(),
         }
     }
 

@@ -15,6 +15,9 @@
 //! - a submit's answer names the task id (and, for speech, the file id) as objects the
 //!   consumer created; a query's answer names the file its task made; an upload's the file:
 //!   follow-up calls find their key through them, and only their owner reaches them;
+//! - a file list asks every key the consumer has objects on and answers with the consumer's
+//!   files only (another consumer's files on a shared key are never shown); a consumer with
+//!   none is answered an empty list without asking MiniMax;
 //! - a poll reads the job's status (compared case-insensitively), then the finished file's
 //!   `download_url`, which the host archives; speech is charged the characters MiniMax
 //!   reported at the submit, a video its tier.
@@ -23,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::{
     exact_fields, percent_encode, text::vendor_characters, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media,
-    Operation, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    Operation, Reply, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse,
+    Usage,
 };
 
 pub const T2A_ASYNC: &str = "minimax.t2a_async";
@@ -33,6 +37,7 @@ pub const FILE: &str = "minimax.file";
 pub const FILE_CONTENT: &str = "minimax.file_content";
 pub const UPLOAD: &str = "minimax.upload";
 pub const DELETE: &str = "minimax.file_delete";
+pub const LIST: &str = "minimax.file_list";
 pub const POLL: &str = "task.poll";
 
 const T2A_ASYNC_PATH: &str = "/v1/t2a_async_v2";
@@ -41,6 +46,7 @@ const T2A_QUERY_PATH: &str = "/v1/query/t2a_async_query_v2";
 const VIDEO_QUERY_PATH: &str = "/v1/query/video_generation";
 const RETRIEVE_PATH: &str = "/v1/files/retrieve";
 const CONTENT_PATH: &str = "/v1/files/retrieve_content";
+const LIST_PATH: &str = "/v1/files/list";
 
 /// The most characters one `text` may have (MiniMax's limit), and the most a text file of
 /// `text_file_id` may bill (its 100,000 characters, each counted 2 when CJK): what such a
@@ -76,6 +82,7 @@ pub fn declare(manifest: Manifest) -> Manifest {
         .with_operation(Operation::new(FILE_CONTENT).resend())
         .with_operation(Operation::new(UPLOAD))
         .with_operation(Operation::new(DELETE))
+        .with_operation(Operation::new(LIST).resend())
         .with_operation(Operation::new(POLL).resend())
         // A text file is read on the key it was uploaded with.
         .with(Route::new("POST", T2A_ASYNC_PATH, T2A_ASYNC).affinity(Field::Body("text_file_id".into())))
@@ -88,6 +95,8 @@ pub fn declare(manifest: Manifest) -> Manifest {
         .with(free("GET", "/v1/video/download", FILE_CONTENT, file()))
         .with(free("POST", "/v1/files/upload", UPLOAD, Field::None))
         .with(free("POST", "/v1/files/delete", DELETE, Field::Body("file_id".into())))
+        // The consumer's own files, on every key they were uploaded or made with.
+        .with(free("GET", LIST_PATH, LIST, Field::Owned))
         // Files of the jobs' answers are on MiniMax's object storage.
         .fetching("*.aliyuncs.com")
         .fetching("*.minimax.io")
@@ -96,7 +105,7 @@ pub fn declare(manifest: Manifest) -> Manifest {
 
 /// Whether `op` is one of this module's.
 pub fn handles(op: &str) -> bool {
-    [T2A_ASYNC, VIDEO, QUERY, FILE, FILE_CONTENT, UPLOAD, DELETE, POLL].contains(&op)
+    [T2A_ASYNC, VIDEO, QUERY, FILE, FILE_CONTENT, UPLOAD, DELETE, LIST, POLL].contains(&op)
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Debug)]
@@ -133,6 +142,11 @@ enum Stage {
     Submit(Kind, Usage),
     /// A query, a file read, an upload or a delete: the answer goes back as it is.
     Relay,
+    /// A listing asked key `key` (an index into `call.owned`); the consumer's files so far.
+    List {
+        key: usize,
+        files: Vec<Value>,
+    },
     /// A poll asked the job's status.
     Status(Job),
     /// A poll asked where the finished job's file is.
@@ -210,6 +224,11 @@ impl Jobs {
                 self.stage = Stage::Relay;
                 Step::Send(request)
             }
+            LIST => match self.call.owned.is_empty() {
+                // Nothing of the consumer's is on any key: no key is asked.
+                true => Step::Reply(listing(Vec::new(), None)),
+                false => self.list_on(0, Vec::new()),
+            },
             POLL => {
                 let state = self.call.task.as_deref().unwrap_or_default();
                 let job: Job = serde_json::from_str(state)
@@ -240,10 +259,39 @@ impl Jobs {
                 }
                 Step::Reply(reply)
             }
+            Stage::List { key, files } => self.listed(key, files, response),
             Stage::Status(job) => self.status(job, response),
             Stage::Retrieve(job) => retrieved(job, response),
             Stage::Start => Step::Fail(super::fault("the minimax plugin got a response it did not ask for")),
         }
+    }
+
+    /// Asks key `key` for its files (the consumer's query as it came: `purpose`, `GroupId`).
+    fn list_on(&mut self, key: usize, files: Vec<Value>) -> Step {
+        let path = match self.call.query.as_str() {
+            "" => LIST_PATH.to_string(),
+            query => format!("{LIST_PATH}?{query}"),
+        };
+        self.stage = Stage::List { key, files };
+        Step::Send(UpstreamRequest::get(path).on_key(key as u32))
+    }
+
+    /// One key's files: the consumer's are kept; the next key is asked, or the listing ends.
+    /// A key that fails fails the listing with MiniMax's answer (never a partial list).
+    fn listed(&mut self, key: usize, mut files: Vec<Value>, response: UpstreamResponse) -> Step {
+        let mut v = match answer(&response) {
+            Ok(v) => v,
+            Err(_) => return Step::Reply(super::native_reply(response)),
+        };
+        let owned = &self.call.owned[key];
+        let Value::Array(listed) = v["files"].take() else {
+            return Step::Fail(super::fault("MiniMax's file list has no 'files'"));
+        };
+        files.extend(listed.into_iter().filter(|f| id_text(&f["file_id"]).is_some_and(|id| owned.contains(&id))));
+        if key + 1 < self.call.owned.len() {
+            return self.list_on(key + 1, files);
+        }
+        Step::Reply(listing(files, Some(v)))
     }
 
     fn status(&mut self, job: Job, response: UpstreamResponse) -> Step {
@@ -442,6 +490,13 @@ fn retrieved(job: Job, response: UpstreamResponse) -> Step {
     // Speech comes as an archive of the audio and its subtitles, or as the audio itself.
     let content_type = (job.kind == Kind::Video).then(|| "video/mp4".to_string());
     done(job, vec![Media { url: url.to_string(), content_type }])
+}
+
+/// MiniMax's answer to a file list with `files` (its other fields as the last key answered).
+fn listing(files: Vec<Value>, answered: Option<Value>) -> Reply {
+    let mut v = answered.unwrap_or_else(|| json!({ "base_resp": { "status_code": 0, "status_msg": "success" } }));
+    v["files"] = Value::Array(files);
+    Reply::json(v.to_string(), Usage::default())
 }
 
 /// A finished job, charged what it was held for (or MiniMax counted).

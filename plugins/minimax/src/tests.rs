@@ -278,6 +278,53 @@ mod jobs {
         }
         assert!(matches!(&route("/v1/files/delete").affinity, Field::Body(f) if f == "file_id"));
         assert!(!route("/v1/files/upload").billed);
+        let list = route("/v1/files/list");
+        assert!(!list.billed && matches!(list.affinity, Field::Owned));
+    }
+
+    #[test]
+    fn a_file_list_asks_each_key_and_shows_only_the_consumers_files() {
+        let list = |owned: Vec<Vec<String>>| Call {
+            query: "purpose=t2a_async_input".into(),
+            owned,
+            ..call("minimax.file_list", "", "")
+        };
+        let files = |ids: &[u64]| {
+            let files: Vec<Value> =
+                ids.iter().map(|id| json!({ "file_id": id, "purpose": "t2a_async_input" })).collect();
+            response(
+                200,
+                json!({ "files": files, "base_resp": { "status_code": 0, "status_msg": "success" } }).to_string(),
+            )
+        };
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Key 0 holds 1 and 2 of the consumer's and 3 of another's; key 1 holds 7.
+        let run = Harness::<MiniMax>::new(list(vec![ids(&["1", "2", "99"]), ids(&["7"])])).run(|r| match r.key {
+            0 => files(&[1, 2, 3]),
+            1 => files(&[7, 8]),
+            k => panic!("no key {k}"),
+        });
+        assert_eq!(run.requests.len(), 2);
+        assert!(run.requests.iter().all(|r| r.path == "/v1/files/list?purpose=t2a_async_input"));
+        let shown: Value = serde_json::from_slice(bytes(&reply(run.outcome).body)).unwrap();
+        let shown_ids: Vec<u64> =
+            shown["files"].as_array().unwrap().iter().map(|f| f["file_id"].as_u64().unwrap()).collect();
+        assert_eq!(shown_ids, [1, 2, 7]);
+        assert_eq!(shown["base_resp"]["status_code"], 0);
+
+        // No objects: an empty list, and MiniMax is not asked.
+        let run = Harness::<MiniMax>::new(list(Vec::new())).run(|_| unreachable!());
+        let shown: Value = serde_json::from_slice(bytes(&reply(run.outcome).body)).unwrap();
+        assert_eq!(shown["files"], json!([]));
+
+        // A key that fails fails the listing with MiniMax's answer, never a partial list.
+        let run = Harness::<MiniMax>::new(list(vec![ids(&["1"]), ids(&["7"])])).run(|r| match r.key {
+            0 => files(&[1]),
+            _ => response(200, r#"{"base_resp":{"status_code":1004,"status_msg":"login fail"}}"#),
+        });
+        let r = reply(run.outcome);
+        assert_eq!(r.error.map(|e| e.kind), Some(ErrorKind::Unauthorized));
+        assert!(String::from_utf8_lossy(bytes(&r.body)).contains("login fail"));
     }
 
     #[test]

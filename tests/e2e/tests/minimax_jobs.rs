@@ -2,9 +2,9 @@
 //! MiniMax's own routes (`compat-protocols.md` §1.2): a submit answers MiniMax's own body and
 //! becomes a gateway task (held, polled on its key, archived, charged once); the follow-up
 //! routes (queries, file reads, downloads, deletes) reach the key that made the object, for
-//! its owner only; an upload's file can be named by a later submit. The channel has two keys,
-//! and the mock keeps each object in the account that made it: a follow-up on the other key
-//! would be refused.
+//! its owner only; an upload's file can be named by a later submit; a file list shows a
+//! consumer its own files, from every key. The channel has two keys, and the mock keeps each
+//! object in the account that made it: a follow-up on the other key would be refused.
 
 use std::time::Duration;
 use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
@@ -217,6 +217,69 @@ fn an_uploaded_text_file_is_its_owners_to_synthesize_and_delete() {
     assert_eq!(r.json()["base_resp"]["status_code"], 2013, "{}", r.text());
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
+}
+
+/// Uploads a text file for `key`; its MiniMax file id.
+fn upload(gw: &Gateway, key: &str, text: &str) -> u64 {
+    let boundary = "e2e-mm-list-51a";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nt2a_async_input\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n{text}\r\n--{boundary}--\r\n"
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let r = call(gw, key, "POST", "/v1/files/upload", form.as_bytes(), &content_type);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["file"]["file_id"].as_u64().expect("the uploaded file's id")
+}
+
+/// The file ids a consumer's `GET /v1/files/list` shows, sorted.
+fn listed(gw: &Gateway, key: &str, purpose: &str) -> Vec<u64> {
+    let r = get(gw, key, &format!("/v1/files/list?purpose={purpose}"));
+    assert_eq!((r.status, r.json()["base_resp"]["status_code"].as_i64()), (200, Some(0)), "{}", r.text());
+    let mut ids: Vec<u64> =
+        r.json()["files"].as_array().expect("files").iter().filter_map(|f| f["file_id"].as_u64()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn a_file_list_shows_a_consumer_its_own_files_from_every_key_and_no_one_elses() {
+    let mock = Mock::start();
+    let gw = gateway(&mock);
+    let (rich, other, stranger) =
+        (new_key(&gw, "rich", "10"), new_key(&gw, "other", "10"), new_key(&gw, "stranger", "10"));
+    // The pool takes its two keys in turn: rich's files are on both, other's beside them.
+    let mut mine: Vec<u64> = (0..3).map(|i| upload(&gw, &rich, &format!("part {i}"))).collect();
+    let theirs = upload(&gw, &other, "not yours");
+    mine.sort_unstable();
+    // Asked directly, each of the channel's accounts holds some of rich's files.
+    for upstream_key in ["mm-key", "mm-key-2"] {
+        let auth = format!("Bearer {upstream_key}");
+        let r = http::request(
+            &mock.addr,
+            "GET",
+            "/v1/files/list?purpose=t2a_async_input",
+            &[("authorization", &auth)],
+            b"",
+        );
+        let there = r.json()["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter_map(|f| f["file_id"].as_u64())
+            .collect::<Vec<_>>();
+        assert!(there.iter().any(|id| mine.contains(id)), "{upstream_key} holds none of rich's files: {}", r.text());
+    }
+
+    assert_eq!(listed(&gw, &rich, "t2a_async_input"), mine);
+    assert_eq!(listed(&gw, &other, "t2a_async_input"), [theirs]);
+    assert_eq!(listed(&gw, &rich, "voice_clone"), Vec::<u64>::new(), "MiniMax's own purpose filter still applies");
+    // A consumer with no files is answered an empty list (MiniMax is not asked on any key).
+    assert_eq!(listed(&gw, &stranger, "t2a_async_input"), Vec::<u64>::new());
+    // A deleted file leaves the list; listing is free.
+    let r = post(&gw, &rich, "/v1/files/delete", &format!(r#"{{"file_id":{}}}"#, mine[0]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(listed(&gw, &rich, "t2a_async_input"), mine[1..]);
+    balance_becomes(&gw, "rich", 10_000_000);
 }
 
 #[test]

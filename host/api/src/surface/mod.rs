@@ -10,7 +10,7 @@ pub mod user;
 pub mod videos;
 
 use crate::account::Consumer;
-use crate::engine::{Answer, CallRequest};
+use crate::engine::{Affinity, Answer, CallRequest};
 use crate::exchange::{form, CallError, Form};
 use crate::keypool::Channel;
 use crate::plugin::{wit, Plugin, FORBIDDEN_FORWARD};
@@ -63,7 +63,7 @@ impl ConsumerRequest {
             path: self.path,
             path_params: Vec::new(),
             billed: true,
-            affinity: None,
+            affinity: Affinity::None,
             started,
             request_id,
             idempotency_key: self.idempotency_key,

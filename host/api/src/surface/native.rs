@@ -8,7 +8,7 @@
 //! the model, or else the first channel using that plugin.
 
 use super::{answer, read_request, ConsumerRequest};
-use crate::engine::CallRequest;
+use crate::engine::{Affinity, CallRequest};
 use crate::exchange::CallError;
 use crate::plugin::{wit, Plugin};
 use crate::server::body::Response;
@@ -46,7 +46,12 @@ async fn resolve(
         return Err(bad_request("missing_model", format!("This route needs a model ({}).", describe(&route.model))));
     }
     // Vendors write their ids as numbers too (MiniMax's `file_id`): a number is its text.
-    let affinity = field_value(&route.affinity, &request, &params, true)?.filter(|a| !a.is_empty());
+    let affinity = match &route.affinity {
+        wit::Field::Owned => Affinity::Owned,
+        field => field_value(field, &request, &params, true)?
+            .filter(|a| !a.is_empty())
+            .map_or(Affinity::None, Affinity::Object),
+    };
     let channel = state
         .engine
         .channels
@@ -79,7 +84,7 @@ pub(super) fn field_value(
 ) -> Result<Option<String>, CallError> {
     let twice = |name: &str| bad_request("duplicate_field", format!("'{name}' is given more than once; give it once."));
     match field {
-        wit::Field::None => Ok(None),
+        wit::Field::None | wit::Field::Owned => Ok(None),
         wit::Field::Body(name) if request.form.is_some() => Err(bad_request(
             "invalid_json",
             format!("This route reads '{name}' from a JSON body, not a multipart form."),
@@ -155,6 +160,7 @@ fn describe(field: &wit::Field) -> String {
         wit::Field::Path(n) => format!("the path parameter '{n}'"),
         wit::Field::Form(n) => format!("the form field '{n}'"),
         wit::Field::Query(n) => format!("the query parameter '{n}'"),
+        wit::Field::Owned => "the consumer's objects".into(),
     }
 }
 

@@ -141,6 +141,9 @@ pub struct CallContext {
     pub capture: bool,
     /// How long a stream waits on a consumer that stopped reading.
     pub write_timeout: std::time::Duration,
+    /// A listing of the consumer's objects: the keys after `key` (a request's `key` 1, 2,
+    /// ...), each with its channel's base URL.
+    pub more_keys: Vec<(String, UpstreamKey)>,
 }
 
 /// What the consumer gets.
@@ -296,10 +299,18 @@ async fn send(
     req: &wit::UpstreamRequest,
     work: VendorWork,
 ) -> Result<http::Response<hyper::body::Incoming>, CallError> {
-    ctx.upstream
-        .send(&ctx.channel.name, base_url, req, ctx.key.as_ref(), &ctx.client)
-        .await
-        .map_err(|e| e.at_least(work))
+    let (base_url, key) = match req.key as usize {
+        0 => (base_url, ctx.key.as_ref()),
+        // Another key's credential is inserted by the host: a signing plugin has only its own.
+        i => match ctx.more_keys.get(i - 1) {
+            Some((url, key)) if ctx.plugin.manifest.credential_fields.is_empty() => (url.as_str(), Some(key)),
+            _ => {
+                let e = format!("the plugin sent a request on key {i}, which the call does not have");
+                return Err(CallError::plugin(e).after(work));
+            }
+        },
+    };
+    ctx.upstream.send(&ctx.channel.name, base_url, req, key, &ctx.client).await.map_err(|e| e.at_least(work))
 }
 
 /// What an answer's status says the vendor did: a 2xx is work done.

@@ -217,6 +217,7 @@ mod tests {
             body: wit::Body::Text("{}".into()),
             auth,
             timeout_ms: None,
+            key: 0,
         }
     }
 

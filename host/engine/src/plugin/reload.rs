@@ -293,6 +293,9 @@ impl PluginRegistry {
                     r.op
                 );
             }
+            if matches!(r.model, wit::Field::Owned) {
+                bail!("route {} {} takes its model from the consumer's objects, which name no model", r.method, r.path);
+            }
             for (what, field) in [("model", &r.model), ("affinity", &r.affinity)] {
                 if let wit::Field::Path(name) = field {
                     if !pattern.has_param(name) {

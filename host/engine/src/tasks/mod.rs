@@ -258,6 +258,7 @@ impl Engine {
             config: channel.settings_json.clone(),
             task: Some(task.state.clone()),
             keep_speech: false,
+            owned: Vec::new(),
         };
         let ctx = self.exchange_context(&plugin, &channel, key.as_ref().map(|k| &k.secret), Default::default(), false);
         let result = match tokio::time::timeout(POLL_TIMEOUT, exchange::run(ctx, &call)).await {
