@@ -122,6 +122,11 @@ pub async fn serve(config: config::Config) -> Result<()> {
         max_connections: config.max_connections,
         shutdown_grace_ms: config.shutdown_grace_ms,
         auth_attempts_per_minute: config.auth_attempts_per_minute,
+        socket_limits: tollgate_engine::socket::SocketLimits {
+            max_message_bytes: config.socket_max_message_bytes,
+            idle_timeout: Duration::from_millis(config.socket_idle_timeout_ms),
+        },
+        max_sockets_per_key: config.max_sockets_per_key,
     };
     let source = Box::new(ConfigFile(config.source.clone()));
     let state = Arc::new(Api::new(settings, engine, keys, sessions, source));

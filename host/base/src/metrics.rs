@@ -30,6 +30,11 @@ pub struct Metrics {
     pub archive_bytes: AtomicU64,
     pub archive_failures: AtomicU64,
     pub archive_served_bytes: AtomicU64,
+    /// WebSocket sessions open, and the messages and bytes they carried from the consumer
+    /// (`[0]`) and from the upstream (`[1]`).
+    pub sockets_open: AtomicU64,
+    pub socket_frames: [AtomicU64; 2],
+    pub socket_bytes: [AtomicU64; 2],
 }
 
 /// The final statuses of a task, in the order of `Metrics::tasks_ended`.
@@ -52,6 +57,9 @@ pub static METRICS: Metrics = Metrics {
     archive_bytes: AtomicU64::new(0),
     archive_failures: AtomicU64::new(0),
     archive_served_bytes: AtomicU64::new(0),
+    sockets_open: AtomicU64::new(0),
+    socket_frames: [AtomicU64::new(0), AtomicU64::new(0)],
+    socket_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
 };
 
 impl Metrics {
@@ -60,6 +68,13 @@ impl Metrics {
         if let Some(i) = TASK_ENDS.iter().position(|s| *s == status) {
             self.tasks_ended[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// A WebSocket message read from the consumer (`from_client`) or the upstream.
+    pub fn socket_frame(&self, from_client: bool, bytes: u64) {
+        let i = usize::from(!from_client);
+        self.socket_frames[i].fetch_add(1, Relaxed);
+        self.socket_bytes[i].fetch_add(bytes, Relaxed);
     }
 
     pub fn response(&self, status: u16) {
@@ -181,6 +196,11 @@ pub fn render(s: &Snapshot) -> String {
         "Bytes of archived files served to their owners.",
         &[("", m.archive_served_bytes.load(Relaxed))],
     );
+    metric("tollgate_sockets_open", "gauge", "WebSocket sessions open.", &[("", m.sockets_open.load(Relaxed))]);
+    let sides =
+        |v: &[AtomicU64; 2]| [("{from=\"client\"}", v[0].load(Relaxed)), ("{from=\"upstream\"}", v[1].load(Relaxed))];
+    metric("tollgate_socket_messages_total", "counter", "WebSocket messages read, by side.", &sides(&m.socket_frames));
+    metric("tollgate_socket_bytes_total", "counter", "WebSocket message bytes read, by side.", &sides(&m.socket_bytes));
     let keys: Vec<(String, u64)> = s
         .upstream_keys
         .iter()

@@ -362,7 +362,12 @@ struct Run<'a> {
 }
 
 /// What the plugin is given for one attempt (`attempt` 0: a quote, nothing is sent).
-fn wit_call(r: &CallRequest, channel: &Channel, plugin: &Plugin, attempt: u32) -> Result<wit::Call, CallError> {
+pub(crate) fn wit_call(
+    r: &CallRequest,
+    channel: &Channel,
+    plugin: &Plugin,
+    attempt: u32,
+) -> Result<wit::Call, CallError> {
     Ok(wit::Call {
         op: r.op.clone(),
         context: wit::CallContext {
@@ -434,7 +439,7 @@ fn relayed_class(response: &http::Response<hyper::body::Incoming>) -> Option<(wi
     }
 }
 
-fn refusal_error(priced: Priced<'_>, refusal: Refusal) -> CallError {
+pub(crate) fn refusal_error(priced: Priced<'_>, refusal: Refusal) -> CallError {
     match refusal {
         Refusal::BadRequest { param, message } => CallError {
             param,
@@ -494,7 +499,7 @@ fn refusal_error(priced: Priced<'_>, refusal: Refusal) -> CallError {
     }
 }
 
-fn draft_record(r: &CallRequest) -> CallRecord {
+pub(crate) fn draft_record(r: &CallRequest) -> CallRecord {
     CallRecord {
         request_id: r.request_id.clone(),
         key_id: Some(r.consumer.key_id),

@@ -224,7 +224,7 @@ impl Drop for CallEnd {
 }
 
 /// The plugin's usage report in billing's terms.
-pub(super) fn reported(u: &wit::Usage) -> Reported {
+pub(crate) fn reported(u: &wit::Usage) -> Reported {
     Reported {
         input_tokens: u.input_tokens,
         output_tokens: u.output_tokens,

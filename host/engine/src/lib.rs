@@ -29,6 +29,7 @@ pub mod exchange;
 mod idempotency;
 pub mod keypool;
 pub mod plugin;
+pub mod socket;
 pub mod tasks;
 
 // The layers below, under the names the modules use.

@@ -147,6 +147,16 @@ pub struct Config {
     /// Sign-in and registration attempts per client address per minute (beyond: 429).
     #[serde(default = "defaults::auth_attempts_per_minute")]
     pub auth_attempts_per_minute: u32,
+    /// The largest WebSocket message (and frame) a consumer may send; larger closes the
+    /// session with 1009.
+    #[serde(default = "defaults::socket_max_message_bytes")]
+    pub socket_max_message_bytes: usize,
+    /// A WebSocket session whose consumer sent nothing for this long is closed.
+    #[serde(default = "defaults::socket_idle_timeout_ms")]
+    pub socket_idle_timeout_ms: u64,
+    /// WebSocket sessions one consumer key may hold at once (beyond: 429 at the upgrade).
+    #[serde(default = "defaults::max_sockets_per_key")]
+    pub max_sockets_per_key: u32,
     /// Keys a user may hold (enabled ones) through `POST /v1/user/keys`.
     #[serde(default = "defaults::max_keys_per_user")]
     pub max_keys_per_user: u32,
@@ -224,6 +234,15 @@ mod defaults {
     }
     pub fn auth_attempts_per_minute() -> u32 {
         20
+    }
+    pub fn socket_max_message_bytes() -> usize {
+        1 << 20
+    }
+    pub fn socket_idle_timeout_ms() -> u64 {
+        120_000
+    }
+    pub fn max_sockets_per_key() -> u32 {
+        16
     }
     pub fn max_keys_per_user() -> u32 {
         50

@@ -1,5 +1,5 @@
-//! The `minimax` plugin: MiniMax text-to-speech (`POST /v1/t2a_v2`), and its asynchronous
-//! speech and video jobs and files (`jobs`).
+//! The `minimax` plugin: MiniMax text-to-speech (`POST /v1/t2a_v2`), its WebSocket speech
+//! (`socket`), and its asynchronous speech and video jobs and files (`jobs`).
 //!
 //! Two ways into speech:
 //! - op `speech`, OpenAI's `/v1/audio/speech`: the JSON body is translated to a T2A request with
@@ -26,11 +26,12 @@ use serde::Deserialize;
 use serde_json::{Number, Value};
 use std::borrow::Cow;
 use tollgate_plugin_sdk::{
-    errors, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SpeechAudio, Step,
-    StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
+    errors, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SocketAction,
+    SocketInput, SpeechAudio, Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
 };
 
 mod jobs;
+mod socket;
 
 const T2A_PATH: &str = "/v1/t2a_v2";
 const DEFAULT_VOICE: &str = "male-qn-qingse";
@@ -43,22 +44,25 @@ impl Plugin for MiniMax {
         let manifest = Manifest::new("minimax", env!("CARGO_PKG_VERSION"), "MiniMax", &["speech", "minimax.t2a"])
             .with_route("POST", T2A_PATH, "minimax.t2a")
             .with_base_url("https://api.minimax.io");
-        jobs::declare(manifest)
+        socket::declare(jobs::declare(manifest))
     }
 }
 
 tollgate_plugin_sdk::export_plugin!(MiniMax);
 
-/// One call: a synchronous synthesis, or a job or file call (`jobs`).
+/// One call: a synchronous synthesis, a job or file call (`jobs`), or a socket session.
 pub enum MiniMaxExchange {
     T2a(T2a),
     Jobs(jobs::Jobs),
+    Socket(socket::Session),
 }
 
 impl Exchange for MiniMaxExchange {
     fn new(call: Call) -> Self {
         if jobs::handles(&call.op) {
             MiniMaxExchange::Jobs(jobs::Jobs::new(call))
+        } else if call.op == socket::SOCKET {
+            MiniMaxExchange::Socket(socket::Session::new(call))
         } else {
             MiniMaxExchange::T2a(T2a::new(call))
         }
@@ -67,30 +71,40 @@ impl Exchange for MiniMaxExchange {
         match self {
             MiniMaxExchange::T2a(e) => e.quote(),
             MiniMaxExchange::Jobs(e) => e.quote(),
+            MiniMaxExchange::Socket(_) => Err(fault("a MiniMax socket is reserved piece by piece")),
         }
     }
     fn first(&mut self) -> Step {
         match self {
             MiniMaxExchange::T2a(e) => e.first(),
             MiniMaxExchange::Jobs(e) => e.first(),
+            MiniMaxExchange::Socket(e) => e.first(),
         }
     }
     fn next(&mut self, response: UpstreamResponse) -> Step {
         match self {
             MiniMaxExchange::T2a(e) => e.next(response),
             MiniMaxExchange::Jobs(e) => e.next(response),
+            // The upgrade was refused: MiniMax's answer, classified.
+            MiniMaxExchange::Socket(_) => Step::Fail(http_error(&response)),
         }
     }
     fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
         match self {
             MiniMaxExchange::T2a(e) => e.decode(input),
-            MiniMaxExchange::Jobs(_) => Err(fault("MiniMax's jobs and files do not stream")),
+            MiniMaxExchange::Jobs(_) | MiniMaxExchange::Socket(_) => Err(fault("only MiniMax's speech streams")),
         }
     }
     fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
         match self {
             MiniMaxExchange::T2a(e) => e.finish(end),
-            MiniMaxExchange::Jobs(_) => Err(fault("MiniMax's jobs and files do not stream")),
+            MiniMaxExchange::Jobs(_) | MiniMaxExchange::Socket(_) => Err(fault("only MiniMax's speech streams")),
+        }
+    }
+    fn frame(&mut self, input: SocketInput) -> Result<Vec<SocketAction>, AdapterError> {
+        match self {
+            MiniMaxExchange::Socket(e) => e.frame(input),
+            _ => Err(fault("this MiniMax call is not a socket session")),
         }
     }
 }

@@ -11,7 +11,8 @@
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
 //! checked (`jimeng.rs`), SiliconFlow's video API (`siliconflow.rs`), MindVideo's with its `i-sign`
 //! checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`), DashScope's asynchronous video
-//! (`dashscope.rs`), the Suno API's music (`suno.rs`), and the control routes under `/_mock/` (below).
+//! (`dashscope.rs`), the Suno API's music (`suno.rs`), MiniMax's WebSocket speech
+//! (`minimax_ws.rs`), and the control routes under `/_mock/` (below).
 
 mod ark;
 mod body;
@@ -23,6 +24,7 @@ mod kling;
 mod mindvideo;
 mod minimax;
 mod minimax_jobs;
+mod minimax_ws;
 mod openai;
 mod siliconflow;
 mod suno;
@@ -115,6 +117,7 @@ async fn serve(args: Args) {
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
                 .await;
         });
     }
@@ -156,6 +159,8 @@ pub struct State {
     dashscope: Mutex<HashMap<String, dashscope::Task>>,
     /// MiniMax's asynchronous tasks and files (`POST /v1/t2a_async_v2`, …).
     minimax: Mutex<minimax_jobs::Store>,
+    /// Characters MiniMax's socket billed each key (its final frames).
+    ws_characters: Mutex<HashMap<String, u64>>,
     /// Suno's tasks by id (`POST /suno/submit/{action}`).
     suno: Mutex<HashMap<String, suno::Task>>,
     /// `hang-once-…` list purposes whose first request already hung.
@@ -191,6 +196,7 @@ impl State {
             dashscope: Mutex::new(HashMap::new()),
             minimax: Mutex::new(Default::default()),
             suno: Mutex::new(HashMap::new()),
+            ws_characters: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -256,6 +262,9 @@ pub struct Ctx {
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody> {
     if req.uri().path().starts_with("/_mock/") {
         return control(req, &state).await;
+    }
+    if req.uri().path() == minimax_ws::PATH {
+        return minimax_ws::upgrade(req, state);
     }
     let key = bearer(req.headers());
     let authorized = key.is_some_and(|k| {
@@ -383,6 +392,7 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
                 "by_key": by_key,
                 "balance_reads": state.balance_reads.load(Ordering::Relaxed),
                 "cdn_downloads": state.cdn_downloads.load(Ordering::Relaxed),
+                "ws_characters": *state.ws_characters.lock().unwrap_or_else(|e| e.into_inner()),
             });
             json(StatusCode::OK, v.to_string())
         }

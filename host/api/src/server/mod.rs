@@ -2,8 +2,9 @@
 //! request bodies with a size limit, and graceful shutdown.
 //!
 //! Shutdown: on the signal the listener closes at once (new connections are refused), idle
-//! keep-alive connections are closed, and calls in flight, streams included, run to their end
-//! or until `shutdown_grace_ms`; then the call log is flushed.
+//! keep-alive connections are closed, WebSocket sessions get a close frame (1001) and settle,
+//! and calls in flight, streams included, run to their end or until `shutdown_grace_ms`; then
+//! the call log is flushed.
 
 pub mod auth;
 pub mod body;
@@ -43,6 +44,9 @@ pub struct ApiSettings {
     pub max_connections: usize,
     pub shutdown_grace_ms: u64,
     pub auth_attempts_per_minute: u32,
+    /// WebSocket sessions: message size and idle limits, and how many one key may hold.
+    pub socket_limits: crate::engine::socket::SocketLimits,
+    pub max_sockets_per_key: u32,
 }
 
 /// Where a channel reload reads the channels from (the binary's configuration file); a test
@@ -65,6 +69,11 @@ pub struct Api {
     request_ids: tollgate_base::ids::RequestIds,
     /// Long-lived task streams open per consumer key.
     pub streams: Arc<throttle::OpenStreams>,
+    /// WebSocket sessions open per consumer key.
+    pub sockets: Arc<throttle::OpenStreams>,
+    /// The sessions' tasks, which shutdown closes (`shutdown` tells them) and waits for.
+    pub socket_tasks: tokio_util::task::TaskTracker,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Api {
@@ -77,6 +86,7 @@ impl Api {
     ) -> Api {
         Api {
             auth_throttle: throttle::Throttle::new(settings.auth_attempts_per_minute),
+            sockets: Arc::new(throttle::OpenStreams::new(settings.max_sockets_per_key)),
             settings,
             engine,
             keys,
@@ -84,6 +94,8 @@ impl Api {
             channel_source,
             request_ids: tollgate_base::ids::RequestIds::new(rand::random()),
             streams: Arc::default(),
+            socket_tasks: tokio_util::task::TaskTracker::new(),
+            shutdown: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -202,6 +214,7 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
                 surface::native::NativeRoute { plugin: Arc::clone(m.plugin), route: m.route.clone(), params: m.params }
             });
             match route {
+                Some(route) if surface::socket::is_upgrade(&req) => surface::socket::upgrade(&state, req, route).await,
                 Some(route) => surface::native::call(&state, req, route).await,
                 None => error::error_response(
                     404,
@@ -294,7 +307,9 @@ pub struct Peer(pub std::net::IpAddr);
 /// served at once: a connection is accepted only when a slot is free (others wait in the
 /// listen backlog), so a flood of idle or trickling connections cannot exhaust descriptors.
 pub async fn serve(state: Arc<Api>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections and their graceful close are tracked here (hyper-util's tracker does not
+    // take connections that may be upgraded to WebSockets).
+    let connections = tokio_util::task::TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
     let slots = Arc::new(tokio::sync::Semaphore::new(state.settings.max_connections.max(1)));
@@ -315,16 +330,24 @@ pub async fn serve(state: Arc<Api>, listener: TcpListener, shutdown: impl std::f
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let mut shutdown = state.shutdown.subscribe();
                 let state = Arc::clone(&state);
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(Peer(peer.ip()));
                     let state = Arc::clone(&state);
                     async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
                 });
-                let conn = http.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
+                let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                connections.spawn(async move {
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                            // Idle keep-alive connections close now; a call in flight ends first.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
                     drop(slot);
                 });
             }
@@ -337,8 +360,16 @@ pub async fn serve(state: Arc<Api>, listener: TcpListener, shutdown: impl std::f
         grace_ms = grace.as_millis() as u64,
         "shutting down: no new connections; waiting for calls in flight"
     );
+    // Open WebSocket sessions get their close frame, settle, and end.
+    state.shutdown.send_replace(true);
+    state.socket_tasks.close();
+    connections.close();
+    let drained = async {
+        connections.wait().await;
+        state.socket_tasks.wait().await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = drained => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
 }

@@ -72,13 +72,21 @@ mod tests {
     }
 }
 
-/// Long-lived task streams (progress streams, video chats that wait) open per consumer key:
-/// each reads the database every second and holds a connection, so a key holds at most
-/// `MAX_STREAMS_PER_KEY` at once.
-#[derive(Default)]
-pub struct OpenStreams(std::sync::Mutex<std::collections::HashMap<i64, u32>>);
+/// Long-lived streams open per consumer key (task progress streams, video chats that wait,
+/// WebSocket sessions): each holds a connection and reads or a plugin slot, so a key holds at
+/// most `limit` at once (`MAX_STREAMS_PER_KEY` for task streams).
+pub struct OpenStreams {
+    open: std::sync::Mutex<std::collections::HashMap<i64, u32>>,
+    limit: u32,
+}
 
 pub const MAX_STREAMS_PER_KEY: u32 = 16;
+
+impl Default for OpenStreams {
+    fn default() -> Self {
+        OpenStreams::new(MAX_STREAMS_PER_KEY)
+    }
+}
 
 /// One open stream; closing it (dropping) frees its place.
 pub struct StreamSlot {
@@ -87,11 +95,19 @@ pub struct StreamSlot {
 }
 
 impl OpenStreams {
+    pub fn new(limit: u32) -> Self {
+        OpenStreams { open: std::sync::Mutex::default(), limit }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
     /// A place for one more stream of `key_id`; `None` at the limit.
     pub fn open(self: &std::sync::Arc<Self>, key_id: i64) -> Option<StreamSlot> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(key_id).or_default();
-        if *n >= MAX_STREAMS_PER_KEY {
+        if *n >= self.limit {
             return None;
         }
         *n += 1;
@@ -101,7 +117,7 @@ impl OpenStreams {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut open = self.streams.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = open.get_mut(&self.key_id) {
             *n -= 1;
             if *n == 0 {
@@ -131,6 +147,6 @@ mod stream_tests {
         assert!(streams.open(2).is_some(), "another key is not held back");
         drop(held);
         assert!(streams.open(1).is_some());
-        assert!(streams.0.lock().unwrap().get(&1).is_none_or(|n| *n <= 1));
+        assert!(streams.open.lock().unwrap().get(&1).is_none_or(|n| *n <= 1));
     }
 }

@@ -5,6 +5,7 @@
 pub mod mindvideo;
 pub mod native;
 pub mod openai;
+pub mod socket;
 pub mod tasks;
 pub mod user;
 pub mod videos;

@@ -31,7 +31,7 @@ pub async fn call(state: &Arc<Api>, req: Request<Incoming>, route: NativeRoute) 
     answer(state, |started, request_id| resolve(state, req, route, started, request_id)).await
 }
 
-async fn resolve(
+pub(super) async fn resolve(
     state: &Arc<Api>,
     req: Request<Incoming>,
     NativeRoute { plugin, route, params }: NativeRoute,

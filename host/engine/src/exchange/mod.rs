@@ -264,9 +264,12 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                     "fetching absolute URLs is not supported by this gateway version yet",
                 ))
             }
-            wit::Step::Socket(_) => {
-                return Err(CallError::unsupported("upstream WebSockets are not supported by this gateway version yet"))
-            }
+            wit::Step::Socket(_) => return Err(CallError::new(
+                400,
+                "invalid_request_error",
+                "websocket_required",
+                "This route is a WebSocket: connect to it with an upgrade (Connection: Upgrade, Upgrade: websocket).",
+            )),
         };
     }
     Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())).after(work))

@@ -17,6 +17,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<Connector, UpstreamBody>,
+    pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -40,7 +41,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(512)
             .build(https);
-        Upstream { client, response_timeout, idle_timeout }
+        Upstream { client, connect_timeout, response_timeout, idle_timeout }
     }
 
     /// Sends `req` to `base_url`, attaching `key` as `req.auth` says; waits for the headers.
@@ -77,7 +78,7 @@ impl Upstream {
     }
 }
 
-fn build(
+pub(crate) fn build(
     channel: &str,
     base_url: &str,
     req: &wit::UpstreamRequest,

@@ -312,6 +312,24 @@ impl PluginCall {
         .await
     }
 
+    /// One message of a socket session.
+    pub async fn frame(
+        &mut self,
+        input: wit::SocketInput,
+    ) -> Result<Result<Vec<wit::SocketAction>, wit::AdapterError>> {
+        let deadline = self.deadline;
+        within(deadline, async {
+            enter(&mut self.store);
+            self.instance
+                .tollgate_adapter_adapter()
+                .exchange()
+                .call_frame(&mut self.store, self.exchange, &input)
+                .await
+                .map_err(Into::into)
+        })
+        .await
+    }
+
     pub async fn finish(&mut self, end: wit::StreamEnd) -> Result<Result<wit::StreamTail, wit::AdapterError>> {
         let deadline = self.deadline;
         within(deadline, async {

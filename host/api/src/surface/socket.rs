@@ -1,0 +1,109 @@
+//! WebSocket upgrades on plugin routes (MiniMax's `/ws/v1/t2a_v2`, ...): the consumer is
+//! authenticated at the upgrade (`Authorization: Bearer`, or `x-api-key`), the plugin's
+//! upstream socket is opened, and only then is the upgrade answered (101); the session runs on
+//! its own task (`Engine`'s `Session::run`), tracked so that shutdown closes it.
+//!
+//! Invariants: a key holds at most `max_sockets_per_key` sessions (429 beyond); a refused
+//! upgrade is answered in the API's error shape, as HTTP, before any socket exists; only
+//! version 13 of the protocol is spoken (426 otherwise).
+
+use super::native::{resolve, NativeRoute};
+use super::with_request_id;
+use crate::exchange::CallError;
+use crate::server::body::{Response, ResponseBody};
+use crate::server::error::ToResponse;
+use crate::server::Api;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+/// The request asks to become a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
+pub fn is_upgrade(req: &Request<Incoming>) -> bool {
+    let has = |name: http::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    has(http::header::CONNECTION, "upgrade") && has(http::header::UPGRADE, "websocket")
+}
+
+pub async fn upgrade(state: &Arc<Api>, req: Request<Incoming>, route: NativeRoute) -> Response {
+    let request_id = state.next_request_id();
+    let response = match open(state, req, route, request_id.clone()).await {
+        Ok(r) => r,
+        Err(e) => e.to_response(),
+    };
+    with_request_id(response, &request_id)
+}
+
+async fn open(
+    state: &Arc<Api>,
+    mut req: Request<Incoming>,
+    route: NativeRoute,
+    request_id: String,
+) -> Result<Response, CallError> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if req.method() != http::Method::GET {
+        return Err(crate::server::error::bad_request("invalid_upgrade", "A WebSocket upgrade is a GET request."));
+    }
+    if header("sec-websocket-version").as_deref() != Some("13") {
+        return Err(CallError::new(
+            426,
+            "invalid_request_error",
+            "unsupported_websocket_version",
+            "This gateway speaks WebSocket version 13 (Sec-WebSocket-Version: 13).",
+        ));
+    }
+    let Some(accept) = header("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())) else {
+        return Err(crate::server::error::bad_request(
+            "invalid_upgrade",
+            "A WebSocket upgrade needs Sec-WebSocket-Key.",
+        ));
+    };
+    let consumer = state.authenticate(&req)?;
+    let Some(slot) = state.sockets.open(consumer.key_id) else {
+        return Err(CallError::new(
+            429,
+            "rate_limit_error",
+            "too_many_sockets",
+            format!("This key has {} WebSocket sessions open; close one first.", state.sockets.limit()),
+        ));
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let call = resolve(state, req, route, Instant::now(), request_id).await?;
+    let session = state.engine.open_socket(call).await?;
+    let mut response = http::Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "websocket")
+        .header("sec-websocket-accept", accept);
+    for h in &session.reply_headers {
+        response = response.header(h.name.as_str(), h.value.as_str());
+    }
+    let response = response
+        .body(ResponseBody::Full(http_body_util::Full::new(bytes::Bytes::new())))
+        .map_err(|_| CallError::plugin("the plugin gave an invalid header for the upgrade answer"))?;
+    let limits = state.settings.socket_limits;
+    let shutdown = state.shutdown.subscribe();
+    state.socket_tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "the consumer's upgrade did not complete");
+                return;
+            }
+        };
+        let client =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits.config())).await;
+        session.run(client, limits, shutdown).await;
+        drop(slot);
+    });
+    Ok(response)
+}
