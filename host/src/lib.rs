@@ -125,8 +125,11 @@ pub async fn serve(config: config::Config) -> Result<()> {
         socket_limits: tollgate_engine::socket::SocketLimits {
             max_message_bytes: config.socket_max_message_bytes,
             idle_timeout: Duration::from_millis(config.socket_idle_timeout_ms),
+            write_timeout: Duration::from_millis(config.stream_write_timeout_ms),
         },
+        max_sockets: config.max_sockets,
         max_sockets_per_key: config.max_sockets_per_key,
+        minimax_proxy_socket_path: config.minimax_proxy_socket_path.clone(),
     };
     let source = Box::new(ConfigFile(config.source.clone()));
     let state = Arc::new(Api::new(settings, engine, keys, sessions, source));

@@ -108,6 +108,35 @@ impl CallEnd {
         })
     }
 
+    /// A piece of a socket session, ended by the plugin's word: charged the units the vendor
+    /// reported, or its reservation (marked estimated) when the vendor worked without saying,
+    /// or free. Its charge, if any.
+    pub(crate) fn settle_piece(mut self, how: PieceEnd<'_>) -> Option<Charge> {
+        let charge = self.bill(match how {
+            PieceEnd::Reported(u) => Bill::Usage(reported(u), None),
+            PieceEnd::Reserved(_) => Bill::Reserved,
+            PieceEnd::Free => Bill::Free,
+        });
+        self.finish(|rec| {
+            rec.streamed = true;
+            match how {
+                PieceEnd::Reported(u) => set_usage(rec, u),
+                PieceEnd::Reserved(u) => {
+                    set_usage(rec, u);
+                    rec.status = 502;
+                    rec.interrupted = true;
+                    rec.error_kind = Some("socket_interrupted".into());
+                }
+                PieceEnd::Free => {
+                    rec.status = 502;
+                    rec.error_kind = Some("vendor_failed".into());
+                }
+            }
+            set_charge(rec, charge);
+        });
+        charge
+    }
+
     /// A submitted task took the call over: its record and the hold of its reservation were
     /// written with the task, in one transaction (`tasks::create_with_hold`), and its meter
     /// was released for the hold. Never recorded here; hands back the idempotency claim.
@@ -199,6 +228,16 @@ impl CallEnd {
         }
         self.held.take()
     }
+}
+
+/// How a piece of a socket session ends.
+#[derive(Clone, Copy)]
+pub(crate) enum PieceEnd<'a> {
+    /// Charged the units the vendor reported.
+    Reported(&'a wit::Usage),
+    /// Charged its reservation (these units), marked estimated.
+    Reserved(&'a wit::Usage),
+    Free,
 }
 
 /// How a call's reservation ends.

@@ -154,6 +154,15 @@ pub struct Config {
     /// A WebSocket session whose consumer sent nothing for this long is closed.
     #[serde(default = "defaults::socket_idle_timeout_ms")]
     pub socket_idle_timeout_ms: u64,
+    /// WebSocket sessions the gateway holds at once (beyond: 503 at the upgrade); each holds a
+    /// plugin slot, so keep it below `max_concurrent_calls`.
+    #[serde(default = "defaults::max_sockets")]
+    pub max_sockets: usize,
+    /// The path where the MiniMax proxy's clients open their speech socket
+    /// (`compat-protocols.md` §1.1: key in the first frame, `usage_summary` frames); unset: not
+    /// served.
+    #[serde(default)]
+    pub minimax_proxy_socket_path: Option<String>,
     /// WebSocket sessions one consumer key may hold at once (beyond: 429 at the upgrade).
     #[serde(default = "defaults::max_sockets_per_key")]
     pub max_sockets_per_key: u32,
@@ -240,6 +249,9 @@ mod defaults {
     }
     pub fn socket_idle_timeout_ms() -> u64 {
         120_000
+    }
+    pub fn max_sockets() -> usize {
+        500
     }
     pub fn max_sockets_per_key() -> u32 {
         16

@@ -11,9 +11,13 @@
 //!   model of the session's `task_start`) before it is sent, so that nothing is synthesized
 //!   unpaid; a refused reservation is answered with MiniMax's own `task_failed` (1008 for a
 //!   balance too low), and the session ends;
-//! - pieces settle in order: an `is_final` frame charges its `usage_characters`; a piece whose
-//!   audio began to reach the consumer and that then broke (a failure, either side gone) is
-//!   charged its reservation; one that produced nothing is free;
+//! - pieces settle in order: an `is_final` frame charges its `usage_characters`. A piece sent to
+//!   MiniMax is MiniMax's work: when the consumer leaves, MiniMax is told to finish
+//!   (`task_finish`) and read on, so each piece is still charged what MiniMax counts, and a
+//!   piece that never got its count is charged its reservation; when the consumer broke the
+//!   protocol, its pieces in flight are charged their reservations. Only a piece MiniMax failed
+//!   (`task_failed`, or its connection gone) before any audio is free;
+//! - one `task_start` per session: the model that prices the pieces is the one MiniMax uses;
 //! - MiniMax's frames go back verbatim (its `connected_success` included: MiniMax's clients
 //!   expect it).
 
@@ -21,7 +25,7 @@ use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use tollgate_plugin_sdk::{
     exact_fields, text::vendor_characters, AdapterError, Call, ErrorKind, Manifest, Operation, Route, SocketAction,
-    SocketInput, SocketRequest, SocketReserve, Step, UpstreamRequest, Usage, WsFrame,
+    SocketInput, SocketRequest, SocketReserve, SpeechAudio, Step, UpstreamRequest, Usage, WsFrame,
 };
 
 pub const SOCKET: &str = "minimax.ws";
@@ -56,17 +60,27 @@ pub fn declare(manifest: Manifest) -> Manifest {
 struct Piece {
     /// Some of its audio reached the consumer.
     audio: bool,
+    /// Its text and decoded audio, kept for the speech archive (only when asked).
+    text: String,
+    decoded: Vec<u8>,
 }
 
 pub struct Session {
-    /// The model of the last `task_start`.
+    /// The host keeps the session's speech (`call.keep_speech`).
+    keep: bool,
+    /// The audio format of the session's `task_start` (MiniMax's default: mp3).
+    format: String,
+    /// The model of the session's `task_start`.
     model: Option<String>,
     pieces: VecDeque<Piece>,
+    /// The consumer left while pieces were in flight: MiniMax finishes them unheard.
+    client_gone: bool,
 }
 
 impl Session {
-    pub fn new(_call: Call) -> Self {
-        Session { model: None, pieces: VecDeque::new() }
+    pub fn new(call: Call) -> Self {
+        let keep = call.keep_speech;
+        Session { keep, format: "mp3".into(), model: None, pieces: VecDeque::new(), client_gone: false }
     }
 
     pub fn first(&mut self) -> Step {
@@ -79,14 +93,27 @@ impl Session {
             SocketInput::Client(WsFrame::Binary(_)) => {
                 self.fail(INVALID_PARAMS, "invalid params: frames are JSON text")
             }
-            SocketInput::Client(WsFrame::Close(_)) => self.end(Vec::new()),
+            SocketInput::Client(WsFrame::Close(_)) if self.pieces.is_empty() => self.end(Vec::new()),
+            SocketInput::Client(WsFrame::Close(_)) => {
+                // MiniMax has the texts: it finishes them, and each is charged what it counts.
+                self.client_gone = true;
+                vec![upstream(json!({ "event": "task_finish" }))]
+            }
             SocketInput::Upstream(WsFrame::Text(text)) => self.minimax_said(text),
-            SocketInput::Upstream(frame @ WsFrame::Binary(_)) => vec![SocketAction::ToClient(frame)],
-            SocketInput::Upstream(WsFrame::Close(_)) => match self.pieces.is_empty() {
-                true => self.end(Vec::new()),
-                // Gone mid-synthesis: the consumer is told, as MiniMax tells a failure.
-                false => self.fail(1000, "MiniMax closed the connection during the synthesis"),
-            },
+            SocketInput::Upstream(frame @ WsFrame::Binary(_)) => {
+                if let Some(piece) = self.pieces.front_mut() {
+                    piece.audio = true;
+                }
+                vec![SocketAction::ToClient(frame)]
+            }
+            SocketInput::Upstream(WsFrame::Close(_)) if self.pieces.is_empty() || self.client_gone => {
+                self.end(Vec::new())
+            }
+            // Gone mid-synthesis: the consumer is told, as MiniMax tells a failure.
+            SocketInput::Upstream(WsFrame::Close(_)) => {
+                let frame = failure(1000, "MiniMax closed the connection during the synthesis");
+                self.vendor_ended(vec![SocketAction::ToClient(frame)])
+            }
             SocketInput::Refused(e) => {
                 // The piece the refused reservation was for was never sent.
                 self.pieces.pop_back();
@@ -111,12 +138,18 @@ impl Session {
     }
 
     fn task_start(&mut self, frame: Map<String, Value>) -> Vec<SocketAction> {
+        if self.model.is_some() {
+            return self.fail(INVALID_PARAMS, "invalid params: one task_start per session");
+        }
         if let Err(e) = exact_fields(&frame, TASK_START) {
             return self.fail(INVALID_PARAMS, &format!("invalid params: {}", e.message));
         }
         match frame.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()) {
             Some(model) => self.model = Some(model.to_string()),
             None => return self.fail(INVALID_PARAMS, "invalid params: task_start needs a 'model'"),
+        }
+        if let Some(format) = frame.get("audio_setting").and_then(|a| a.get("format")).and_then(Value::as_str) {
+            self.format = format.to_string();
         }
         vec![upstream(Value::Object(frame))]
     }
@@ -130,7 +163,8 @@ impl Session {
             _ => return self.fail(INVALID_PARAMS, "invalid params: task_continue needs a non-empty 'text'"),
         };
         let usage = Usage { characters: Some(vendor_characters(text)), ..Usage::default() };
-        self.pieces.push_back(Piece { audio: false });
+        let text_kept = if self.keep { text.clone() } else { String::new() };
+        self.pieces.push_back(Piece { audio: false, text: text_kept, decoded: Vec::new() });
         vec![
             SocketAction::Reserve(SocketReserve { model, usage }),
             upstream(json!({ "event": "task_continue", "text": text })),
@@ -146,14 +180,25 @@ impl Session {
         let mut actions = vec![SocketAction::ToClient(WsFrame::Text(text.clone()))];
         if failed || event == "task_failed" {
             // MiniMax ends the session after a failure.
-            return self.end(actions);
+            return self.vendor_ended(actions);
         }
         if event == "task_continued" {
-            let audio = v.pointer("/data/audio").and_then(Value::as_str).is_some_and(|a| !a.is_empty());
-            if let Some(piece) = self.pieces.front_mut() {
-                piece.audio |= audio;
+            let audio = v.pointer("/data/audio").and_then(Value::as_str).filter(|a| !a.is_empty());
+            if let (Some(piece), Some(hex)) = (self.pieces.front_mut(), audio) {
+                piece.audio = true;
+                if self.keep {
+                    // Audio that is not hex is relayed as it came, and not kept.
+                    piece.decoded.extend(super::decode_hex(hex).unwrap_or_default());
+                }
             }
-            if v["is_final"].as_bool() == Some(true) && self.pieces.pop_front().is_some() {
+            if v["is_final"].as_bool() != Some(true) {
+                return actions;
+            }
+            if let Some(piece) = self.pieces.pop_front() {
+                if !piece.decoded.is_empty() {
+                    let speech = SpeechAudio { audio: piece.decoded, format: self.format.clone(), text: piece.text };
+                    actions.push(SocketAction::Keep(speech));
+                }
                 actions.push(match v.pointer("/extra_info/usage_characters").and_then(Value::as_u64) {
                     Some(n) => SocketAction::Bill(Usage { characters: Some(n), ..Usage::default() }),
                     None => SocketAction::BillReserved,
@@ -165,22 +210,34 @@ impl Session {
 
     /// MiniMax's failure frame to the consumer, then the end of the session.
     fn fail(&mut self, code: u32, message: &str) -> Vec<SocketAction> {
-        let frame = json!({
-            "event": "task_failed",
-            "base_resp": { "status_code": code, "status_msg": message },
-        });
-        self.end(vec![SocketAction::ToClient(WsFrame::Text(frame.to_string()))])
+        self.end(vec![SocketAction::ToClient(failure(code, message))])
     }
 
-    /// Settles every piece still open (charged its reservation when its audio began to reach
-    /// the consumer, else free), then closes.
+    /// The end of the session: every piece still open was sent to MiniMax and is charged its
+    /// reservation.
     fn end(&mut self, mut actions: Vec<SocketAction>) -> Vec<SocketAction> {
-        for piece in self.pieces.drain(..) {
-            actions.push(if piece.audio { SocketAction::BillReserved } else { SocketAction::Release });
-        }
+        actions.extend(self.pieces.drain(..).map(|_| SocketAction::BillReserved));
         actions.push(SocketAction::Close);
         actions
     }
+
+    /// The end MiniMax made (a failure, its connection gone): a piece with audio is charged
+    /// its reservation, one without is free.
+    fn vendor_ended(&mut self, mut actions: Vec<SocketAction>) -> Vec<SocketAction> {
+        let client_gone = self.client_gone;
+        actions.extend(self.pieces.drain(..).map(|p| match p.audio || client_gone {
+            true => SocketAction::BillReserved,
+            false => SocketAction::Release,
+        }));
+        actions.push(SocketAction::Close);
+        actions
+    }
+}
+
+/// MiniMax's failure frame.
+fn failure(code: u32, message: &str) -> WsFrame {
+    let frame = json!({ "event": "task_failed", "base_resp": { "status_code": code, "status_msg": message } });
+    WsFrame::Text(frame.to_string())
 }
 
 fn upstream(frame: Value) -> SocketAction {
@@ -291,16 +348,34 @@ mod tests {
         let refused = AdapterError::new(ErrorKind::InsufficientBalance, "balance too low");
         let actions = s.frame(SocketInput::Refused(refused)).unwrap();
         assert_eq!(failure_code(&actions), Some(1008));
-        // "one" had audio: charged its reservation; "two" was refused, never sent: not settled here.
+        // "one" was sent: charged its reservation; "two" was refused, never sent: not settled here.
         let settled: Vec<_> =
             actions.iter().filter(|a| matches!(a, SocketAction::BillReserved | SocketAction::Release)).collect();
         assert!(matches!(settled[..], [SocketAction::BillReserved]), "{actions:?}");
 
-        // The consumer gone: a piece without audio is free.
+        // The consumer gone: MiniMax finishes what it has, and each is charged what it counts.
         let mut s = started();
         client(&mut s, r#"{"event":"task_continue","text":"one"}"#);
         let actions = s.frame(SocketInput::Client(WsFrame::Close((1006, String::new())))).unwrap();
-        assert!(matches!(&actions[..], [SocketAction::Release, SocketAction::Close]), "{actions:?}");
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert_eq!(sent(&actions[0]).unwrap(), json!({ "event": "task_finish" }));
+        let last = json!({ "event": "task_continued", "is_final": true, "extra_info": { "usage_characters": 3 } });
+        assert!(matches!(minimax(&mut s, last)[1], SocketAction::Bill(ref u) if u.characters == Some(3)));
+        // One MiniMax never counted, the consumer gone: its reservation.
+        client(&mut s, r#"{"event":"task_continue","text":"two"}"#);
+        let actions = s.frame(SocketInput::Upstream(WsFrame::Close((1006, String::new())))).unwrap();
+        assert!(matches!(&actions[..], [SocketAction::BillReserved, SocketAction::Close]), "{actions:?}");
+
+        // MiniMax failed a piece before any audio: free.
+        let mut s = started();
+        client(&mut s, r#"{"event":"task_continue","text":"one"}"#);
+        let failed = json!({ "event": "task_failed", "base_resp": { "status_code": 1000, "status_msg": "x" } });
+        let actions = minimax(&mut s, failed);
+        assert!(matches!(&actions[1..], [SocketAction::Release, SocketAction::Close]), "{actions:?}");
+        // One task_start per session.
+        let mut s = started();
+        let again = client(&mut s, r#"{"event":"task_start","model":"speech-02-turbo"}"#);
+        assert_eq!(failure_code(&again), Some(2013));
 
         // MiniMax gone mid-synthesis: the consumer is told, and the piece with audio is charged.
         let mut s = started();

@@ -3,7 +3,8 @@
 //! MiniMax's own protocol at `/ws/v1/t2a_v2`, each `task_continue` is reserved by its
 //! characters and charged what MiniMax counted in its final frame; a balance that runs out gets
 //! MiniMax's failure frame and the session ends; an upstream gone mid-synthesis is an error
-//! frame and is charged its reservation; a consumer gone before any audio pays nothing; the
+//! frame and is charged its reservation; a consumer gone mid-synthesis pays what MiniMax
+//! counted; the MiniMax proxy's dialect (key in the first frame, `usage_summary`); the
 //! upgrade refuses bad keys and a key's sessions beyond its cap; oversize messages close the
 //! session; shutdown closes open sessions with 1001.
 
@@ -25,6 +26,14 @@ fn gateway(mock: &Mock, extra: &str) -> Gateway {
 }
 
 type Socket = WebSocket<TcpStream>;
+
+/// Waits until the gateway accepts a new key.
+fn ready(gw: &Gateway, key: &str) {
+    let auth = format!("Bearer {key}");
+    let accepted =
+        || tollgate_e2e::http::request(&gw.addr, "GET", "/v1/tasks", &[("authorization", &auth)], b"").status == 200;
+    assert!(eventually(Duration::from_secs(5), accepted), "the gateway never accepted the key");
+}
 
 /// Opens the speech socket with `key`; the HTTP status when the upgrade is refused.
 fn connect(gw: &Gateway, key: Option<&str>) -> Result<Socket, u16> {
@@ -102,7 +111,7 @@ fn minimax_speech_over_a_websocket_is_minimaxs_own_protocol_charged_per_piece() 
     let mock = Mock::start();
     let gw = gateway(&mock, "");
     let key = gw.create_key("ann", "10");
-    assert!(eventually(Duration::from_secs(5), || connect(&gw, Some(&key)).is_ok()));
+    ready(&gw, &key);
     let mut ws = started(&gw, &key);
     let (audio, last) = speak(&mut ws, "你好 world");
     assert_eq!(audio, "ID3mock-audio:你好 world".as_bytes(), "the audio arrives whole, in order");
@@ -121,7 +130,7 @@ fn minimax_speech_over_a_websocket_is_minimaxs_own_protocol_charged_per_piece() 
 #[test]
 fn the_upgrade_refuses_missing_and_bad_keys_and_sessions_beyond_a_keys_cap() {
     let mock = Mock::start();
-    let gw = gateway(&mock, "max_sockets_per_key = 2");
+    let gw = gateway(&mock, "max_sockets_per_key = 2\nmax_sockets = 3");
     assert_eq!(connect(&gw, None).err(), Some(401));
     let key = gw.create_key("ann", "10");
     // A plain request to the socket's route is told to upgrade.
@@ -135,6 +144,15 @@ fn the_upgrade_refuses_missing_and_bad_keys_and_sessions_beyond_a_keys_cap() {
     assert_eq!(connect(&gw, Some("sk-tg-nonsense")).err(), Some(401));
     let held = [started(&gw, &key), started(&gw, &key)];
     assert_eq!(connect(&gw, Some(&key)).err(), Some(429), "a key holds at most its cap of sessions");
+    let other = gw.create_key("bob", "10");
+    ready(&gw, &other);
+    let third = started(&gw, &other);
+    assert_eq!(connect(&gw, Some(&other)).err(), Some(503), "the gateway holds at most max_sockets");
+    drop(third);
+    // A consumer who cannot pay for any work gets no session.
+    let broke = gw.create_key("broke", "0");
+    ready(&gw, &broke);
+    assert_eq!(connect(&gw, Some(&broke)).err(), Some(402));
     drop(held);
     assert!(eventually(Duration::from_secs(5), || connect(&gw, Some(&key)).is_ok()), "closing one frees its place");
 }
@@ -145,7 +163,7 @@ fn a_balance_that_runs_out_ends_the_session_with_minimaxs_failure_and_nothing_is
     let gw = gateway(&mock, "");
     // 5 characters' worth.
     let key = gw.create_key("poor", "0.05");
-    assert!(eventually(Duration::from_secs(5), || connect(&gw, Some(&key)).is_ok()));
+    ready(&gw, &key);
     let mut ws = started(&gw, &key);
     speak(&mut ws, "abc");
     send(&mut ws, json!({ "event": "task_continue", "text": "abcdef" }));
@@ -163,7 +181,7 @@ fn an_upstream_gone_mid_synthesis_is_an_error_frame_and_charged_its_reservation(
     let mock = Mock::start();
     let gw = gateway(&mock, "");
     let key = gw.create_key("ann", "10");
-    assert!(eventually(Duration::from_secs(5), || connect(&gw, Some(&key)).is_ok()));
+    ready(&gw, &key);
     let mut ws = started(&gw, &key);
     send(&mut ws, json!({ "event": "task_continue", "text": "[drop] hello" }));
     let first = event(&mut ws);
@@ -176,17 +194,18 @@ fn an_upstream_gone_mid_synthesis_is_an_error_frame_and_charged_its_reservation(
 }
 
 #[test]
-fn a_consumer_gone_before_any_audio_pays_nothing() {
+fn a_consumer_gone_mid_synthesis_pays_what_minimax_counted_never_nothing() {
     let mock = Mock::start();
     let gw = gateway(&mock, "");
     let key = gw.create_key("ann", "10");
-    assert!(eventually(Duration::from_secs(5), || connect(&gw, Some(&key)).is_ok()));
+    ready(&gw, &key);
     let mut ws = started(&gw, &key);
-    // MiniMax takes its time with this one; the consumer leaves before any audio.
+    // MiniMax takes its time with this one; the consumer leaves before any audio. MiniMax has
+    // the text and bills it: so is the consumer, by MiniMax's count.
     send(&mut ws, json!({ "event": "task_continue", "text": "[slow] hello" }));
     drop(ws);
-    std::thread::sleep(Duration::from_millis(1500));
-    balance_becomes(&gw, "ann", 10_000_000);
+    balance_becomes(&gw, "ann", 10_000_000 - 12 * PER_CHAR);
+    assert!(eventually(Duration::from_secs(5), || minimax_billed(&mock, "mm-key") == 12));
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -196,7 +215,7 @@ fn an_oversize_message_closes_the_session_and_shutdown_closes_open_ones_with_100
     let mock = Mock::start();
     let mut gw = gateway(&mock, "socket_max_message_bytes = 4096");
     let key = gw.create_key("ann", "10");
-    assert!(eventually(Duration::from_secs(5), || connect(&gw, Some(&key)).is_ok()));
+    ready(&gw, &key);
     let mut ws = started(&gw, &key);
     send(&mut ws, json!({ "event": "task_continue", "text": "x".repeat(5000) }));
     assert_eq!(next(&mut ws).err(), Some(Some(1009)), "too big: closed with 1009");
@@ -206,4 +225,121 @@ fn an_oversize_message_closes_the_session_and_shutdown_closes_open_ones_with_100
     gw.terminate();
     assert_eq!(next(&mut open).err(), Some(Some(1001)), "shutdown closes open sessions as going away");
     assert!(gw.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
+}
+
+/// Opens the MiniMax proxy's socket (no key at the upgrade).
+fn connect_proxy(gw: &Gateway, path: &str, key: Option<&str>) -> Socket {
+    let stream = TcpStream::connect(&gw.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut request = format!("ws://{}{path}", gw.addr).into_client_request().unwrap();
+    if let Some(k) = key {
+        request.headers_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
+    }
+    tungstenite::client(request, stream).expect("the proxy's socket answers the upgrade").0
+}
+
+#[test]
+fn the_minimax_proxys_socket_authenticates_by_first_frame_and_reports_each_real_charge() {
+    let mock = Mock::start();
+    let gw = gateway(&mock, "minimax_proxy_socket_path = \"/tts/ws\"");
+    let key = gw.create_key("ann", "10");
+    ready(&gw, &key);
+
+    // A missing or bad token: an error frame, then the close.
+    for first in [json!({ "event": "task_start" }), json!({ "bearer_token": "sk-tg-nonsense" })] {
+        let mut ws = connect_proxy(&gw, "/tts/ws", None);
+        send(&mut ws, first.clone());
+        let refused = event(&mut ws);
+        assert_eq!(refused["event"], "error", "{first}: {refused}");
+        assert!(next(&mut ws).is_err(), "{first}: closed after the error");
+    }
+
+    let mut ws = connect_proxy(&gw, "/tts/ws", None);
+    send(&mut ws, json!({ "bearer_token": key }));
+    let hello = event(&mut ws);
+    assert_eq!(hello["event"], "connected_success", "{hello}");
+    assert!(hello["user_id"].as_str().is_some_and(|id| !id.is_empty()), "{hello}");
+    send(
+        &mut ws,
+        json!({ "event": "task_start", "model": "speech-2.8-hd", "voice_setting": { "voice_id": "female-shaonv" } }),
+    );
+    // MiniMax's own connected_success is not forwarded: the next frame is task_started.
+    assert_eq!(event(&mut ws)["event"], "task_started");
+    let (audio, _) = speak(&mut ws, "hello");
+    assert_eq!(audio, b"ID3mock-audio:hello");
+    let summary = event(&mut ws);
+    assert_eq!(summary["event"], "usage_summary", "{summary}");
+    assert_eq!((summary["char_count"].as_u64(), summary["model_name"].as_str()), (Some(5), Some("speech-2.8-hd")));
+    assert_eq!(
+        (summary["tts_cost"].as_f64(), summary["total_cost"].as_f64()),
+        (Some(0.05), Some(0.05)),
+        "the real charge"
+    );
+    assert_eq!(summary["voice_id"], "female-shaonv");
+
+    // Over 10,000 characters: an error frame, and the socket stays open.
+    send(&mut ws, json!({ "event": "task_continue", "text": "y".repeat(10_001) }));
+    assert_eq!(event(&mut ws)["event"], "error");
+    speak(&mut ws, "again");
+    assert_eq!(event(&mut ws)["char_count"], 5);
+
+    // A failed synthesis: MiniMax's failure, then "no charge".
+    send(&mut ws, json!({ "event": "task_continue", "text": "[fail] this" }));
+    assert_eq!(event(&mut ws)["event"], "task_failed");
+    let summary = event(&mut ws);
+    assert!(summary["message"].as_str().is_some_and(|m| m.contains("no charge")), "{summary}");
+    assert!(next(&mut ws).is_err());
+    balance_becomes(&gw, "ann", 10_000_000 - 10 * PER_CHAR);
+
+    // A key at the upgrade skips the first frame; task_finished ends the session.
+    let mut ws = connect_proxy(&gw, "/tts/ws", Some(&key));
+    assert_eq!(event(&mut ws)["event"], "connected_success");
+    send(&mut ws, json!({ "event": "task_start", "model": "speech-2.8-hd" }));
+    assert_eq!(event(&mut ws)["event"], "task_started");
+    send(&mut ws, json!({ "event": "task_finish" }));
+    assert_eq!(event(&mut ws)["event"], "task_finished");
+    assert!(next(&mut ws).is_err(), "closed after task_finished");
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_channel_that_archives_speech_keeps_each_socket_synthesis_hex_decoded() {
+    let mock = Mock::start();
+    let ch = channel("mm", "minimax", &mock.url(), &["speech-2.8-hd"], &["mm-key"]);
+    let extra = format!("{}{ch}archive_speech = true\n", pricing_setting(PRICES));
+    let gw = Gateway::start("realtime-archive", &[("minimax", "minimax.wasm")], &extra);
+    let key = gw.create_key("ann", "10");
+    ready(&gw, &key);
+    let mut ws = connect(&gw, Some(&key)).expect("the upgrade");
+    assert_eq!(event(&mut ws)["event"], "connected_success");
+    send(&mut ws, json!({ "event": "task_start", "model": "speech-2.8-hd", "audio_setting": { "format": "wav" } }));
+    assert_eq!(event(&mut ws)["event"], "task_started");
+    speak(&mut ws, "第一句 one");
+    speak(&mut ws, "second");
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![gw.dir.join("data/speech")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    dirs.push(e.path())
+                } else {
+                    out.push(e.path())
+                }
+            }
+        }
+        out
+    };
+    assert!(eventually(Duration::from_secs(5), || files().len() == 4), "{:?}", files());
+    let mut kept: Vec<(Vec<u8>, String)> = files()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .map(|p| (std::fs::read(p).unwrap(), std::fs::read_to_string(p.with_extension("txt")).unwrap()))
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 2, "each synthesis is one file, in the session's format");
+    assert_eq!(kept[0].0, "ID3mock-audio:second".as_bytes(), "the hex decoded");
+    assert!(kept[0].1.ends_with("text:\nsecond\n"), "{}", kept[0].1);
+    assert_eq!(kept[1].0, "ID3mock-audio:第一句 one".as_bytes());
 }

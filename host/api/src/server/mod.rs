@@ -46,7 +46,10 @@ pub struct ApiSettings {
     pub auth_attempts_per_minute: u32,
     /// WebSocket sessions: message size and idle limits, and how many one key may hold.
     pub socket_limits: crate::engine::socket::SocketLimits,
+    pub max_sockets: usize,
     pub max_sockets_per_key: u32,
+    /// Where the MiniMax proxy's clients open their speech socket (`None`: not served).
+    pub minimax_proxy_socket_path: Option<String>,
 }
 
 /// Where a channel reload reads the channels from (the binary's configuration file); a test
@@ -69,8 +72,9 @@ pub struct Api {
     request_ids: tollgate_base::ids::RequestIds,
     /// Long-lived task streams open per consumer key.
     pub streams: Arc<throttle::OpenStreams>,
-    /// WebSocket sessions open per consumer key.
+    /// WebSocket sessions open per consumer key, and on the whole gateway.
     pub sockets: Arc<throttle::OpenStreams>,
+    pub socket_places: Arc<tokio::sync::Semaphore>,
     /// The sessions' tasks, which shutdown closes (`shutdown` tells them) and waits for.
     pub socket_tasks: tokio_util::task::TaskTracker,
     pub shutdown: tokio::sync::watch::Sender<bool>,
@@ -87,6 +91,7 @@ impl Api {
         Api {
             auth_throttle: throttle::Throttle::new(settings.auth_attempts_per_minute),
             sockets: Arc::new(throttle::OpenStreams::new(settings.max_sockets_per_key)),
+            socket_places: Arc::new(tokio::sync::Semaphore::new(settings.max_sockets)),
             settings,
             engine,
             keys,
@@ -113,24 +118,25 @@ impl Api {
 
     /// The consumer behind the request's `Authorization: Bearer` (or `x-api-key`) key.
     pub fn authenticate(&self, req: &Request<Incoming>) -> Result<Consumer, CallError> {
-        let h = req.headers();
-        let key = auth::credential(h).value();
-        match key {
+        match auth::credential(req.headers()).value() {
             None | Some("") => Err(error::unauthorized(
                 "You didn't provide an API key. Send your Tollgate key as 'Authorization: Bearer sk-tg-...'.",
             )),
-            Some(k) => {
-                let consumer = self.keys.check(k).ok_or_else(|| {
-                    error::unauthorized(
-                        "Incorrect API key provided. Create one with 'tollgate keys create --name NAME'; a new key is accepted within key_refresh_ms (1 s by default).",
-                    )
-                })?;
-                if consumer.expired(crate::store::now_unix()) {
-                    return Err(error::unauthorized("This API key has expired; ask the operator for a new one."));
-                }
-                Ok(consumer)
-            }
+            Some(k) => self.consumer_for(k),
         }
+    }
+
+    /// The consumer of API key `key` (a header's, or a protocol's first frame's).
+    pub fn consumer_for(&self, key: &str) -> Result<Consumer, CallError> {
+        let consumer = self.keys.check(key).ok_or_else(|| {
+            error::unauthorized(
+                "Incorrect API key provided. Create one with 'tollgate keys create --name NAME'; a new key is accepted within key_refresh_ms (1 s by default).",
+            )
+        })?;
+        if consumer.expired(crate::store::now_unix()) {
+            return Err(error::unauthorized("This API key has expired; ask the operator for a new one."));
+        }
+        Ok(consumer)
     }
 
     /// Reads the whole request body, refusing more than `max_body_bytes` with 413.
@@ -179,6 +185,10 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
     use routes::{Found, Handler};
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let proxy_socket = state.settings.minimax_proxy_socket_path.as_deref() == Some(path.as_str());
+    if proxy_socket && surface::socket::is_upgrade(&req) {
+        return surface::minimax_proxy::upgrade(&state, req).await;
+    }
     let response = match routes::find(method.as_str(), &path) {
         Found::Route(Handler::Health) => json(200, &health(&state)),
         Found::Route(Handler::Metrics) => match &state.settings.metrics_token {

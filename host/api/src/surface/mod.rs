@@ -3,6 +3,7 @@
 //! `Engine::call` (which settles and records it) and renders the answer as HTTP.
 
 pub mod mindvideo;
+pub mod minimax_proxy;
 pub mod native;
 pub mod openai;
 pub mod socket;

@@ -3,14 +3,18 @@
 //! upstream socket is opened, and only then is the upgrade answered (101); the session runs on
 //! its own task (`Engine`'s `Session::run`), tracked so that shutdown closes it.
 //!
-//! Invariants: a key holds at most `max_sockets_per_key` sessions (429 beyond); a refused
+//! Invariants: the gateway holds at most `max_sockets` sessions (503 beyond, and while it
+//! shuts down), a key at most `max_sockets_per_key` (429 beyond); a refused
 //! upgrade is answered in the API's error shape, as HTTP, before any socket exists; only
 //! version 13 of the protocol is spoken (426 otherwise).
 
 use super::native::{resolve, NativeRoute};
 use super::with_request_id;
+use crate::engine::socket::Native;
 use crate::exchange::CallError;
+use crate::plugin::wit;
 use crate::server::body::{Response, ResponseBody};
+use crate::server::error::bad_request;
 use crate::server::error::ToResponse;
 use crate::server::Api;
 use http::Request;
@@ -18,6 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -43,17 +48,14 @@ pub async fn upgrade(state: &Arc<Api>, req: Request<Incoming>, route: NativeRout
     with_request_id(response, &request_id)
 }
 
-async fn open(
-    state: &Arc<Api>,
-    mut req: Request<Incoming>,
-    route: NativeRoute,
-    request_id: String,
-) -> Result<Response, CallError> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+/// Checks an upgrade request (GET, version 13, a key, the gateway not shutting down, a place
+/// among `max_sockets`) and gives its `Sec-WebSocket-Accept` and the place it holds.
+pub fn accept(state: &Api, req: &Request<Incoming>) -> Result<(String, OwnedSemaphorePermit), CallError> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     if req.method() != http::Method::GET {
-        return Err(crate::server::error::bad_request("invalid_upgrade", "A WebSocket upgrade is a GET request."));
+        return Err(bad_request("invalid_upgrade", "A WebSocket upgrade is a GET request."));
     }
-    if header("sec-websocket-version").as_deref() != Some("13") {
+    if header("sec-websocket-version") != Some("13") {
         return Err(CallError::new(
             426,
             "invalid_request_error",
@@ -62,11 +64,40 @@ async fn open(
         ));
     }
     let Some(accept) = header("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())) else {
-        return Err(crate::server::error::bad_request(
-            "invalid_upgrade",
-            "A WebSocket upgrade needs Sec-WebSocket-Key.",
-        ));
+        return Err(bad_request("invalid_upgrade", "A WebSocket upgrade needs Sec-WebSocket-Key."));
     };
+    let unavailable = |m: &str| CallError::new(503, "server_error", "sockets_unavailable", m);
+    if *state.shutdown.borrow() {
+        return Err(unavailable("The gateway is shutting down; connect again shortly."));
+    }
+    let place = Arc::clone(&state.socket_places).try_acquire_owned().map_err(|_| {
+        unavailable("The gateway holds all the WebSocket sessions it may (max_sockets); retry shortly.")
+    })?;
+    Ok((accept, place))
+}
+
+/// The answer that upgrades the connection.
+pub fn switching(accept: &str, headers: &[wit::Header]) -> Result<Response, CallError> {
+    let mut response = http::Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "websocket")
+        .header("sec-websocket-accept", accept);
+    for h in headers {
+        response = response.header(h.name.as_str(), h.value.as_str());
+    }
+    response
+        .body(ResponseBody::Full(http_body_util::Full::new(bytes::Bytes::new())))
+        .map_err(|_| CallError::plugin("the plugin gave an invalid header for the upgrade answer"))
+}
+
+async fn open(
+    state: &Arc<Api>,
+    mut req: Request<Incoming>,
+    route: NativeRoute,
+    request_id: String,
+) -> Result<Response, CallError> {
+    let (accept, place) = accept(state, &req)?;
     let consumer = state.authenticate(&req)?;
     let Some(slot) = state.sockets.open(consumer.key_id) else {
         return Err(CallError::new(
@@ -79,17 +110,7 @@ async fn open(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let call = resolve(state, req, route, Instant::now(), request_id).await?;
     let session = state.engine.open_socket(call).await?;
-    let mut response = http::Response::builder()
-        .status(http::StatusCode::SWITCHING_PROTOCOLS)
-        .header(http::header::CONNECTION, "Upgrade")
-        .header(http::header::UPGRADE, "websocket")
-        .header("sec-websocket-accept", accept);
-    for h in &session.reply_headers {
-        response = response.header(h.name.as_str(), h.value.as_str());
-    }
-    let response = response
-        .body(ResponseBody::Full(http_body_util::Full::new(bytes::Bytes::new())))
-        .map_err(|_| CallError::plugin("the plugin gave an invalid header for the upgrade answer"))?;
+    let response = switching(&accept, &session.reply_headers)?;
     let limits = state.settings.socket_limits;
     let shutdown = state.shutdown.subscribe();
     state.socket_tasks.spawn(async move {
@@ -102,8 +123,8 @@ async fn open(
         };
         let client =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits.config())).await;
-        session.run(client, limits, shutdown).await;
-        drop(slot);
+        session.run(client, limits, shutdown, Box::new(Native)).await;
+        drop((slot, place));
     });
     Ok(response)
 }

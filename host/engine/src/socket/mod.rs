@@ -13,34 +13,31 @@
 //!   or its reservation when the plugin says the vendor worked without reporting, or free;
 //!   pieces still open when the session ends are free, unless the plugin failed (then each is
 //!   charged its reservation, marked estimated: the vendor may have worked);
+//! - a session is opened only for a consumer whose balance can pay for some work;
 //! - a consumer gone without a close frame, or silent past the idle timeout, reaches the
-//!   plugin as a close (it settles its pieces), and the upstream is closed; at shutdown open
-//!   sessions get a close frame (1001);
+//!   plugin as a close (it settles its pieces; `session.rs` reads the upstream on so that it
+//!   can), and the upstream is closed; at shutdown open sessions get a close frame (1001);
 //! - every message is bounded (the consumer's by `SocketLimits`, the upstream's by
 //!   `connect::MAX_UPSTREAM_MESSAGE`), as are the pieces open at once.
 
 mod connect;
+mod session;
 
 use crate::account::Consumer;
 use crate::billing::{Estimate, Priced};
 use crate::call::{self, CallRequest};
 use crate::end::CallEnd;
-use crate::exchange::{self, plugin_failure, CallError, VendorWork};
+use crate::exchange::{self, plugin_failure, CallError};
 use crate::keypool::health::KeyOutcome;
 use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::{wit, Plugin, PluginCall};
 use crate::telemetry::METRICS;
 use crate::Engine;
-use futures_util::{SinkExt, StreamExt};
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 pub use connect::UpstreamSocket;
 
@@ -51,6 +48,8 @@ pub struct SocketLimits {
     pub max_message_bytes: usize,
     /// A session whose consumer sent nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A side that takes longer to take one message is gone.
+    pub write_timeout: Duration,
 }
 
 impl SocketLimits {
@@ -68,6 +67,45 @@ const MAX_OPEN_PIECES: usize = 32;
 /// The most keys opening a session tries.
 const MAX_ATTEMPTS: usize = 3;
 
+/// The consumer's protocol over the plugin's frames: the vendor's own (`Native`), or a
+/// replaced proxy's, which rewrites or drops frames either way and adds its own.
+pub trait Dialect: Send {
+    /// A consumer's data message before the plugin reads it: passed on (maybe rewritten), or
+    /// answered here with these frames and dropped.
+    fn inbound(&mut self, frame: wit::WsFrame) -> Result<wit::WsFrame, Vec<wit::WsFrame>> {
+        Ok(frame)
+    }
+    /// A message on its way to the consumer: what is sent instead (`None`: nothing), and
+    /// whether the session ends after it.
+    fn outbound(&mut self, frame: wit::WsFrame) -> (Option<wit::WsFrame>, bool) {
+        (Some(frame), false)
+    }
+    /// Frames for the consumer once a piece of work settled.
+    fn settled(&mut self, _piece: &Settled) -> Vec<wit::WsFrame> {
+        Vec::new()
+    }
+}
+
+/// The vendor's own protocol, untouched.
+pub struct Native;
+impl Dialect for Native {}
+
+/// A piece of work that settled.
+pub struct Settled<'a> {
+    pub model: &'a str,
+    /// The units billed: the vendor's, or those reserved.
+    pub usage: &'a wit::Usage,
+    /// `None`: free.
+    pub charge: Option<crate::billing::Charge>,
+}
+
+/// A piece of work in flight: its call's end, its model and the units it reserved.
+struct Piece {
+    end: CallEnd,
+    model: String,
+    reserved: wit::Usage,
+}
+
 /// A session whose upstream is open, waiting for the consumer's socket.
 pub struct Session {
     r: CallRequest,
@@ -77,6 +115,8 @@ pub struct Session {
     pub reply_headers: Vec<wit::Header>,
     billing: Option<Arc<crate::billing::Billing>>,
     log: crate::store::CallLog,
+    /// Where the session's speech is kept (the channel's `archive_speech`).
+    speech_dir: Option<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -91,6 +131,21 @@ impl Engine {
                 "model_not_allowed",
                 format!("This API key may not use the models of channel '{}'.", r.channel.name),
             ));
+        }
+        // A session holds a plugin slot and an upstream connection: only for a consumer who
+        // can pay for some of its work.
+        if let Some(b) = &self.billing {
+            match b.wallets.reserve(&r.consumer.accounts(), 1) {
+                Ok(hold) => b.wallets.release(hold),
+                Err(_) => {
+                    return Err(CallError::new(
+                        402,
+                        "insufficient_quota",
+                        "insufficient_balance",
+                        "This account's balance cannot pay for any speech; top it up first.",
+                    ))
+                }
+            }
         }
         let (channel, plugin) = (Arc::clone(&r.channel), Arc::clone(&r.plugin));
         let mut tried = Vec::new();
@@ -138,7 +193,9 @@ impl Engine {
         upstream: UpstreamSocket,
         reply_headers: Vec<wit::Header>,
     ) -> Session {
-        Session { r, pc, upstream, reply_headers, billing: self.billing.clone(), log: self.call_log.clone() }
+        let speech_dir = r.channel.archive_speech.then(|| self.archive.speech_dir.clone());
+        let (billing, log) = (self.billing.clone(), self.call_log.clone());
+        Session { r, pc, upstream, reply_headers, billing, log, speech_dir }
     }
 
     /// One attempt: the plugin's first step must be its socket, which is opened on `key`.
@@ -189,156 +246,7 @@ impl Engine {
     }
 }
 
-/// Where a session's input came from.
-enum Side {
-    Client,
-    Upstream,
-}
-
 impl Session {
-    /// Runs the session until one side closes, the plugin closes it, or `shutdown` fires.
-    pub async fn run<S>(
-        mut self,
-        mut client: WebSocketStream<S>,
-        limits: SocketLimits,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
-    {
-        METRICS.sockets_open.fetch_add(1, Relaxed);
-        let mut pieces: VecDeque<CallEnd> = VecDeque::new();
-        let mut seq = 0u32;
-        let mut client_open = true;
-        let mut upstream_open = true;
-        let plugin = Arc::clone(&self.r.plugin);
-        loop {
-            let input = tokio::select! {
-                changed = shutdown.changed() => {
-                    let _ = changed;
-                    let _ = client.send(close(CloseCode::Away, "the gateway is shutting down")).await;
-                    client_open = false;
-                    wit::SocketInput::Client(wit::WsFrame::Close((1001, String::new())))
-                }
-                m = tokio::time::timeout(limits.idle_timeout, client.next()), if client_open => match m {
-                    Err(_) => {
-                        let _ = client.send(close(CloseCode::Normal, "idle timeout")).await;
-                        client_open = false;
-                        wit::SocketInput::Client(wit::WsFrame::Close((1000, "idle timeout".into())))
-                    }
-                    Ok(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e)))) => {
-                        tracing::debug!(error = %e, "a consumer sent a message over the limit");
-                        let _ = client.send(close(CloseCode::Size, "message too big")).await;
-                        client_open = false;
-                        wit::SocketInput::Client(wit::WsFrame::Close((1009, String::new())))
-                    }
-                    Ok(m) => match to_frame(m, Side::Client) {
-                        Some(frame) => {
-                            if matches!(frame, wit::WsFrame::Close(_)) { client_open = false; }
-                            wit::SocketInput::Client(frame)
-                        }
-                        None => { let _ = client.flush().await; continue }
-                    },
-                },
-                m = self.upstream.next(), if upstream_open => match to_frame(m, Side::Upstream) {
-                    Some(frame) => {
-                        if matches!(frame, wit::WsFrame::Close(_)) { upstream_open = false; }
-                        wit::SocketInput::Upstream(frame)
-                    }
-                    None => { let _ = self.upstream.flush().await; continue }
-                },
-            };
-            let actions = match self.pc.frame(input).await {
-                Ok(Ok(actions)) => actions,
-                Ok(Err(e)) => {
-                    tracing::warn!(request_id = %self.r.request_id, error = %e.message, "the plugin ended the socket session");
-                    break;
-                }
-                Err(e) => {
-                    plugin_failure(&plugin, "frame()", e);
-                    // The vendor may have worked on every open piece.
-                    for end in pieces.drain(..) {
-                        end.fail(&interrupted());
-                    }
-                    break;
-                }
-            };
-            let mut closing = false;
-            let mut actions = actions.into_iter();
-            while let Some(action) = actions.next() {
-                match action {
-                    wit::SocketAction::ToClient(frame) => {
-                        if client_open && client.send(to_message(frame)).await.is_err() {
-                            client_open = false;
-                        }
-                    }
-                    wit::SocketAction::ToUpstream(frame) => {
-                        if upstream_open && self.upstream.send(to_message(frame)).await.is_err() {
-                            upstream_open = false;
-                        }
-                    }
-                    wit::SocketAction::Reserve(piece) => {
-                        seq += 1;
-                        match self.reserve(&piece, seq, pieces.len()) {
-                            Ok(end) => pieces.push_back(end),
-                            Err(e) => {
-                                // The rest asked for the refused piece: dropped; the plugin answers.
-                                let refused = wit::AdapterError {
-                                    kind: refusal_kind(&e),
-                                    message: e.message.clone(),
-                                    code: Some(e.code.clone()),
-                                    retry_after_ms: None,
-                                };
-                                actions = match self.pc.frame(wit::SocketInput::Refused(refused)).await {
-                                    // A reserve among the answer is refused too: it is dropped.
-                                    Ok(Ok(answer)) => answer
-                                        .into_iter()
-                                        .filter(|a| !matches!(a, wit::SocketAction::Reserve(_)))
-                                        .collect::<Vec<_>>()
-                                        .into_iter(),
-                                    _ => vec![wit::SocketAction::Close].into_iter(),
-                                };
-                            }
-                        }
-                    }
-                    wit::SocketAction::Bill(usage) => match pieces.pop_front() {
-                        Some(end) => {
-                            end.reply(200, &usage, None);
-                        }
-                        None => {
-                            tracing::warn!(request_id = %self.r.request_id, "the plugin billed a piece it never reserved")
-                        }
-                    },
-                    wit::SocketAction::BillReserved => {
-                        if let Some(end) = pieces.pop_front() {
-                            end.fail(&interrupted());
-                        }
-                    }
-                    wit::SocketAction::Release => {
-                        if let Some(end) = pieces.pop_front() {
-                            end.fail(&CallError::upstream(
-                                wit::ErrorKind::UpstreamFault,
-                                "the vendor failed the piece before any output",
-                            ));
-                        }
-                    }
-                    wit::SocketAction::Close => closing = true,
-                }
-            }
-            if closing || (!client_open && !upstream_open) {
-                break;
-            }
-        }
-        if client_open {
-            let _ = client.send(close(CloseCode::Normal, "")).await;
-        }
-        if upstream_open {
-            let _ = self.upstream.send(close(CloseCode::Normal, "")).await;
-        }
-        // Pieces the plugin left open: free (`CallEnd`'s drop records them and returns their holds).
-        drop(pieces);
-        METRICS.sockets_open.fetch_sub(1, Relaxed);
-    }
-
     /// Opens piece `seq` of the session: the model checked, its units reserved.
     fn reserve(&self, piece: &wit::SocketReserve, seq: u32, open: usize) -> Result<CallEnd, CallError> {
         let r = &self.r;
@@ -392,12 +300,7 @@ impl Session {
     }
 }
 
-/// A piece the vendor worked on whose units are unknown.
-fn interrupted() -> CallError {
-    CallError::upstream(wit::ErrorKind::UpstreamFault, "the session broke during this piece").after(VendorWork::Done)
-}
-
-fn refusal_kind(e: &CallError) -> wit::ErrorKind {
+pub(super) fn refusal_kind(e: &CallError) -> wit::ErrorKind {
     match e.status {
         402 => wit::ErrorKind::InsufficientBalance,
         403 => wit::ErrorKind::Forbidden,
@@ -407,28 +310,23 @@ fn refusal_kind(e: &CallError) -> wit::ErrorKind {
     }
 }
 
-fn close(code: CloseCode, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.to_string().into() }))
-}
-
 /// A message as the plugin sees it; `None` for control frames the library answers itself. A
 /// side gone without a close frame is a close 1006.
-fn to_frame(m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>, side: Side) -> Option<wit::WsFrame> {
+pub(super) fn to_frame(
+    m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    from_client: bool,
+) -> Option<wit::WsFrame> {
     let gone = || wit::WsFrame::Close((1006, String::new()));
     let message = match m {
         Some(Ok(m)) => m,
         Some(Err(e)) => {
-            let who = match side {
-                Side::Client => "consumer",
-                Side::Upstream => "upstream",
-            };
+            let who = if from_client { "consumer" } else { "upstream" };
             tracing::debug!(error = %e, who, "socket read failed");
             return Some(gone());
         }
         None => return Some(gone()),
     };
-    let (bytes, direction) = (message.len() as u64, matches!(side, Side::Client));
-    METRICS.socket_frame(direction, bytes);
+    METRICS.socket_frame(from_client, message.len() as u64);
     Some(match message {
         Message::Text(t) => wit::WsFrame::Text(t.to_string()),
         Message::Binary(b) => wit::WsFrame::Binary(b.to_vec()),
@@ -437,12 +335,4 @@ fn to_frame(m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>, s
         }
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
     })
-}
-
-fn to_message(frame: wit::WsFrame) -> Message {
-    match frame {
-        wit::WsFrame::Text(t) => Message::text(t),
-        wit::WsFrame::Binary(b) => Message::binary(b),
-        wit::WsFrame::Close((code, reason)) => close(CloseCode::from(code), &reason),
-    }
 }
