@@ -1,0 +1,42 @@
+//! The gateway's speech sockets driven by the `websockets` Python client
+//! (tests/python/websocket_check.py): MiniMax's own protocol and the MiniMax proxy's dialect.
+//! `.ci/run` installs it; outside CI a machine without it skips with a notice.
+
+use std::process::Command;
+use tollgate_e2e::{channel, eventually, pricing_setting, root, Gateway, Mock};
+
+#[test]
+fn the_websockets_python_client_speaks_to_both_speech_sockets() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = Command::new(&python).args(["-c", "import websockets.sync.client"]).status().is_ok_and(|s| s.success());
+    if !has {
+        assert!(std::env::var("CI").is_err(), "CI must have the websockets package (pip install websockets)");
+        eprintln!("SKIPPED: the websockets Python package is not installed (pip install websockets)");
+        return;
+    }
+    let mock = Mock::start();
+    let ch = channel("mm", "minimax", &mock.url(), &["speech-2.8-hd"], &["mm-key"]);
+    let prices = pricing_setting("[models.\"speech-2.8-hd\"]\ncharacters_per_10k = \"100\"\n");
+    let extra = format!("minimax_proxy_socket_path = \"/tts/ws\"\n{prices}{ch}");
+    let gw = Gateway::start("python-websockets", &[("minimax", "minimax.wasm")], &extra);
+    let key = gw.create_key("py", "10");
+    let auth = format!("Bearer {key}");
+    let accepted =
+        || tollgate_e2e::http::request(&gw.addr, "GET", "/v1/tasks", &[("authorization", &auth)], b"").status == 200;
+    assert!(eventually(std::time::Duration::from_secs(5), accepted));
+    let out = Command::new(&python)
+        .arg(root().join("tests/python/websocket_check.py"))
+        .arg(format!("ws://{}", gw.addr))
+        .arg(&key)
+        .arg("/tts/ws")
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "websocket check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 17 + 4 characters at 0.01.
+    assert!(eventually(std::time::Duration::from_secs(5), || gw.balance_micros("py") == 10_000_000 - 210_000));
+}
