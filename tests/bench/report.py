@@ -190,6 +190,22 @@ def main():
               f"{fmt(dl.get('added_ms_per_mib'), 3, sign=True):>12}  ms per MiB, {dl.get('mib', '-')} MiB")
         print(f"{'9 MiB video end to end (s)':28}{'':>12}{fmt(flow.get('end_to_end_s'), 2):>12}"
               "  (the vendor's pace and poll hints)")
+    sock = meta.get("socket_flow") if isinstance(meta.get("socket_flow"), dict) else {}
+    if sock:
+        print()
+        print("Socket flow (MiniMax's speech socket on the mock; the gateway reserves and bills each text)")
+        if sock.get("error"):
+            warnings.append("socket flow: " + str(sock["error"]))
+        fa = sock.get("first_audio") or {}
+        dm, tm = (fa.get("direct") or {}).get("median_ms"), (fa.get("tollgate") or {}).get("median_ms")
+        print(f"{'first audio frame (ms)':28}{fmt(dm, 2):>12}{fmt(tm, 2):>12}{fmt(diff(dm, tm), 2, sign=True):>12}"
+              f"  median of {(fa.get('tollgate') or {}).get('n', '-')}")
+        h = sock.get("held") or {}
+        print(f"{'sessions held at once':28}{'':>12}{fmt(h.get('sessions')):>12}"
+              f"  failed {h.get('failed', '-')}, {fmt(h.get('kib_per_session'), 1)} KiB RSS per session"
+              f" ({fmt(h.get('rss_before_mib'), 1)} → {fmt(h.get('rss_held_mib'), 1)} MiB)")
+        if h.get("failed"):
+            warnings.append(f"socket flow: {h['failed']} sessions failed: {h.get('last_error')}")
     for w in warnings:
         print("WARNING: " + w)
 
@@ -207,6 +223,7 @@ def main():
         "peers": peers,
         "peers_note": meta.get("peers_note"),
         "task_flow": meta.get("task_flow"),
+        "socket_flow": meta.get("socket_flow"),
         "warnings": warnings,
     }
     with open(out_path, "w") as f:

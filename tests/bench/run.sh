@@ -17,7 +17,10 @@
 # with wrk (post.lua) at c=1 (latency) and c=32 (throughput, CPU per request from /proc); times the
 # first streamed byte with ttfb.py; runs the task flow with taskflow.py (a video submitted,
 # polled, archived and downloaded through the gateway, against the mock's SiliconFlow video
-# API, beside the same calls made directly); prints a table and writes JSON via report.py.
+# API, beside the same calls made directly) and the socket flow with wsflow.py (MiniMax's
+# speech socket: time to the first audio frame through the gateway and direct, and SESSIONS
+# sessions held at once with the gateway's memory per session); prints a table and writes
+# JSON via report.py.
 # Everything started here is stopped by PID when the script exits (trap), and every load loop is
 # bounded in time (wrk -d, `timeout`, ttfb.py --max-secs and a request count).
 set -euo pipefail
@@ -46,6 +49,10 @@ GW_BIN=${GW_BIN:-$ROOT/target/release/tollgate}
 PLUGIN_WASM=${PLUGIN_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm}
 # The task flow's plugin (video tasks).
 VIDEO_WASM=${VIDEO_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_siliconflow.wasm}
+# The socket flow's plugin (MiniMax's speech socket).
+SPEECH_WASM=${SPEECH_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_minimax.wasm}
+# Sessions the socket flow holds at once.
+SESSIONS=${SESSIONS:-1000}
 CHAT=/v1/chat/completions
 # The streamed request is paced: 5 chunks, 5 ms apart (no pause before the first one).
 STREAM_HEADERS=(-H 'x-mock-delay-ms: 5' -H 'x-mock-chunks: 5')
@@ -103,7 +110,7 @@ build() {
   log "building tollgate and mock-vendor (release)"
   (cd "$ROOT" && cargo build --release -p tollgate -p mock-vendor)
   log "building the openai and siliconflow plugins (wasm32-wasip2, profile plugin)"
-  (cd "$ROOT" && cargo build --profile plugin --target wasm32-wasip2 -p tollgate-plugin-openai -p tollgate-plugin-siliconflow)
+  (cd "$ROOT" && cargo build --profile plugin --target wasm32-wasip2 -p tollgate-plugin-openai -p tollgate-plugin-siliconflow -p tollgate-plugin-minimax)
 }
 
 ensure_tools() {
@@ -115,7 +122,7 @@ ensure_tools() {
   for t in wrk curl python3 timeout getconf ss; do
     command -v "$t" > /dev/null || die "missing tool: $t"
   done
-  for t in "$MOCK_BIN" "$GW_BIN" "$PLUGIN_WASM" "$VIDEO_WASM"; do
+  for t in "$MOCK_BIN" "$GW_BIN" "$PLUGIN_WASM" "$VIDEO_WASM" "$SPEECH_WASM"; do
     [ -e "$t" ] || die "missing $t (run without --no-build)"
   done
 }
@@ -162,6 +169,7 @@ start_gateway() {
   mkdir -p "$WORK/plugins" "$WORK/data"
   cp "$PLUGIN_WASM" "$WORK/plugins/openai.wasm"
   cp "$VIDEO_WASM" "$WORK/plugins/siliconflow.wasm"
+  cp "$SPEECH_WASM" "$WORK/plugins/minimax.wasm"
   CFG=$WORK/tollgate.toml
   # Billing on (every call priced, reserved, charged and written to the ledger) unless BILLING=0.
   local pricing=""
@@ -173,6 +181,9 @@ output_per_million = "0.60"
 
 [models."Wan-AI/Wan2.2-T2V-A14B".units]
 video = "0.01"
+
+[models."speech-2.8-hd"]
+characters_per_10k = "0.01"
 EOF
     pricing="pricing_file = \"$WORK/pricing.toml\""
   fi
@@ -183,6 +194,10 @@ plugins_dir = "$WORK/plugins"
 $pricing
 # The task flow's videos come from the mock's CDN, on loopback.
 fetch_allow_private_hosts = ["127.0.0.1"]
+# The socket flow holds $SESSIONS sessions of one key at once (each holds a plugin slot).
+max_sockets = $((SESSIONS + 50))
+max_sockets_per_key = $((SESSIONS + 50))
+max_concurrent_calls = $((SESSIONS + 500))
 
 [[channel]]
 name = "bench"
@@ -198,6 +213,13 @@ plugin = "siliconflow"
 base_url = "$MOCK_URL"
 models = ["Wan-AI/Wan2.2-T2V-A14B"]
 keys = ["sk-upstream-video"]
+
+[[channel]]
+name = "bench-speech"
+plugin = "minimax"
+base_url = "$MOCK_URL"
+models = ["speech-2.8-hd"]
+keys = ["mm-bench"]
 EOF
   GW_KEY=$(TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" keys create --name bench --balance 100 \
     2>> "$WORK/gateway.log" | awk 'NF { k = $0 } END { print k }')
@@ -313,6 +335,20 @@ measure_task_flow() {
   record meta task_flow "$json"
 }
 
+# measure_socket_flow: MiniMax's speech socket through the gateway and direct (wsflow.py).
+measure_socket_flow() {
+  local json
+  if ! python3 -c 'import websockets.asyncio.client' 2> /dev/null; then
+    record meta socket_flow '{"error":"the websockets Python package is not installed (pip install websockets)"}'
+    return 0
+  fi
+  log "socket flow: first audio frame through the gateway and direct; $SESSIONS sessions held at once"
+  json=$(timeout 150 python3 "$HERE/wsflow.py" "ws://127.0.0.1:$GW_PORT" "$GW_KEY" "ws://127.0.0.1:$MOCK_PORT" "$GW_PID" \
+    --sessions "$SESSIONS" --max-secs 120 2>> "$WORK/wsflow.err" || true)
+  [ -n "$json" ] || json="{\"error\":\"wsflow.py gave no output: $(tail -n 1 "$WORK/wsflow.err" 2>/dev/null | tr -d '\"')\"}"
+  record meta socket_flow "$json"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Optional peers (../shared/peer-bench): measured only if already running; never started here.
 
@@ -417,6 +453,7 @@ main() {
   record direct rss_hwm_kb "$(hwm_kb "$MOCK_PID")"
   record tollgate rss_hwm_kb "$(hwm_kb "$GW_PID")"
   measure_task_flow
+  measure_socket_flow
 
   if [ "$WITH_PEERS" = 1 ]; then
     measure_peers
