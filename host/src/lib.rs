@@ -130,6 +130,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
         max_sockets: config.max_sockets,
         max_sockets_per_key: config.max_sockets_per_key,
         minimax_proxy_socket_path: config.minimax_proxy_socket_path.clone(),
+        chat_socket_paths: config.chat_socket_paths.clone(),
     };
     let source = Box::new(ConfigFile(config.source.clone()));
     let state = Arc::new(Api::new(settings, engine, keys, sessions, source));

@@ -52,6 +52,9 @@ pub struct CallRequest {
     /// Where the consumer wants the task's end POSTed (already checked against the
     /// operator's hosts); ignored by calls that are no task.
     pub callback_url: Option<String>,
+    /// A chat socket's chat and the app's user reference, recorded on the call.
+    pub chat_id: Option<String>,
+    pub user_uuid: Option<String>,
 }
 
 /// What the consumer gets.
@@ -510,6 +513,8 @@ pub(crate) fn draft_record(r: &CallRequest) -> CallRecord {
         op: r.op.clone(),
         status: 200,
         created_at: now_unix(),
+        chat_id: r.chat_id.clone(),
+        user_uuid: r.user_uuid.clone(),
         ..CallRecord::default()
     }
 }

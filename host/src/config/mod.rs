@@ -163,6 +163,10 @@ pub struct Config {
     /// served.
     #[serde(default)]
     pub minimax_proxy_socket_path: Option<String>,
+    /// The many-vendor backend's chat socket paths (`compat-protocols.md` §5.1), each bound to
+    /// the model its chats run on: `{ "/cozeZhsApi/ws/qwen/stream" = "qwen-plus" }`.
+    #[serde(default)]
+    pub chat_socket_paths: std::collections::BTreeMap<String, String>,
     /// WebSocket sessions one consumer key may hold at once (beyond: 429 at the upgrade).
     #[serde(default = "defaults::max_sockets_per_key")]
     pub max_sockets_per_key: u32,

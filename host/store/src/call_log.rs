@@ -44,6 +44,9 @@ pub struct CallRecord {
     /// The charge also counts against the key's spending limit.
     pub key_limited: bool,
     pub created_at: i64,
+    /// A chat socket's chat, and the app's user reference (never an identity).
+    pub chat_id: Option<String>,
+    pub user_uuid: Option<String>,
 }
 
 /// Who learns of committed charges (billing's wallets): the writer holds `lock` from before a
@@ -180,13 +183,13 @@ async fn write_loop(
 async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error> {
     let numbered = db.connect_options().database_url.scheme() != "sqlite";
     let mut tx = db.begin().await?;
-    // 20 parameters a row; SQLite allows 32766 per statement, PostgreSQL 65535.
+    // 22 parameters a row; SQLite allows 32766 per statement, PostgreSQL 65535.
     for rows in batch.chunks(800) {
         let sql = format!(
             "INSERT INTO call_log (request_id, key_id, channel, plugin, model, op, status, error_kind, \
              latency_us, streamed, interrupted, input_tokens, output_tokens, cached_tokens, characters, \
-             milliseconds, images, created_at, charge_micros, estimated) VALUES {}",
-            placeholders(rows.len(), 20, numbered)
+             milliseconds, images, created_at, charge_micros, estimated, chat_id, user_uuid) VALUES {}",
+            placeholders(rows.len(), 22, numbered)
         );
         let mut q = sqlx::query(&sql);
         for r in rows {
@@ -210,7 +213,9 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
                 .bind(r.images.map(db_count))
                 .bind(r.created_at)
                 .bind(r.charge_micros)
-                .bind(r.estimated as i64);
+                .bind(r.estimated as i64)
+                .bind(&r.chat_id)
+                .bind(&r.user_uuid);
         }
         q.execute(&mut *tx).await?;
     }

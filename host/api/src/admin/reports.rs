@@ -259,7 +259,7 @@ pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
     let rows = sqlx::query(
         "SELECT id, request_id, key_id, channel, model, op, status, error_kind, latency_us, charge_micros, \
          interrupted, created_at, streamed, estimated, input_tokens, output_tokens, cached_tokens, characters, \
-         milliseconds, images FROM call_log \
+         milliseconds, images, chat_id FROM call_log \
          WHERE ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR channel = $3) \
          AND status >= $4 AND status < $5 AND created_at >= $6 AND created_at < $7 AND id < $8 \
          AND ($10 IS NULL OR key_id IN (SELECT id FROM consumer_keys WHERE user_id = $10)) \
@@ -305,6 +305,9 @@ pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
             "created_at": row.try_get::<i64, _>(11)?, "streamed": row.try_get::<i64, _>(12)? != 0,
             "estimated": row.try_get::<i64, _>(13)? != 0, "units": units,
         }));
+        if let Some(chat_id) = row.try_get::<Option<String>, _>(20)? {
+            data.last_mut().expect("just pushed")["chat_id"] = json!(chat_id);
+        }
     }
     let next = (rows.len() as i64 == limit).then_some(last_id).flatten();
     Ok(json!({ "data": data, "next_before_id": next }))

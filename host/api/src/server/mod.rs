@@ -50,6 +50,8 @@ pub struct ApiSettings {
     pub max_sockets_per_key: u32,
     /// Where the MiniMax proxy's clients open their speech socket (`None`: not served).
     pub minimax_proxy_socket_path: Option<String>,
+    /// The backend's chat socket paths, each bound to a model.
+    pub chat_socket_paths: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a channel reload reads the channels from (the binary's configuration file); a test
@@ -189,6 +191,10 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
     if proxy_socket && surface::socket::is_upgrade(&req) {
         return surface::minimax_proxy::upgrade(&state, req).await;
     }
+    if let Some(model) = state.settings.chat_socket_paths.get(&path).filter(|_| surface::socket::is_upgrade(&req)) {
+        let protocol = surface::chat_socket::Protocol::Backend { model: model.clone() };
+        return surface::chat_socket::upgrade(&state, req, protocol).await;
+    }
     let response = match routes::find(method.as_str(), &path) {
         Found::Route(Handler::Health) => json(200, &health(&state)),
         Found::Route(Handler::Metrics) => match &state.settings.metrics_token {
@@ -206,6 +212,15 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
         Found::Route(Handler::Tasks) => surface::tasks::handle(&state, &req).await,
         Found::Route(Handler::Videos) => surface::videos::handle(&state, req).await,
         Found::Route(Handler::ModelCall(op)) => surface::openai::model_call(&state, req, op).await,
+        Found::Route(Handler::ChatSocket) if surface::socket::is_upgrade(&req) => {
+            surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi).await
+        }
+        Found::Route(Handler::ChatSocket) => error::error_response(
+            400,
+            "invalid_request_error",
+            "websocket_required",
+            "GET /v1/chat/ws is a WebSocket: connect to it with an upgrade.",
+        ),
         Found::Route(Handler::Admin) => admin::handle(&state, req).await,
         Found::WrongMethod(allowed) => {
             let mut resp = error::error_response(

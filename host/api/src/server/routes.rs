@@ -17,6 +17,8 @@ pub enum Handler {
     Videos,
     /// A model call on the OpenAI surface, with its operation.
     ModelCall(&'static str),
+    /// The gateway's own chat socket (an upgrade).
+    ChatSocket,
     Admin,
 }
 
@@ -56,6 +58,7 @@ pub const ROUTES: &[Route] = &[
     family("/v1/user/keys", Account),
     family("/v1/auth/", Account),
     route("POST", "/v1/chat/completions", ModelCall("chat")),
+    route("GET", "/v1/chat/ws", ChatSocket),
     route("POST", "/v1/embeddings", ModelCall("embeddings")),
     route("POST", "/v1/images/generations", ModelCall("images")),
     route("POST", "/v1/rerank", ModelCall("rerank")),

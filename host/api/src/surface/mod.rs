@@ -2,6 +2,7 @@
 //! plugins declare (`native`). Each reads and resolves the request, hands it to
 //! `Engine::call` (which settles and records it) and renders the answer as HTTP.
 
+pub mod chat_socket;
 pub mod mindvideo;
 pub mod minimax_proxy;
 pub mod native;
@@ -72,6 +73,8 @@ impl ConsumerRequest {
             task_view: None,
             task_params: None,
             callback_url: self.callback_url,
+            chat_id: None,
+            user_uuid: None,
         }
     }
 
