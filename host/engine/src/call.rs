@@ -284,18 +284,7 @@ impl Engine {
                 None => match channel.pick_key(&tried) {
                     Some(k) => Some(k),
                     None if channel.key_count() == 0 => None,
-                    None => {
-                        let e = CallError::new(
-                            503,
-                            "server_error",
-                            "upstream_keys_unavailable",
-                            format!(
-                                "every upstream key of channel '{}' is disabled or cooling down; retry later",
-                                channel.name
-                            ),
-                        );
-                        return (Err(e), true);
-                    }
+                    None => return (Err(keys_unavailable(channel)), true),
                 },
             };
             let mut call = match wit_call(r, channel, plugin, tried.len() as u32 + 1) {
@@ -395,6 +384,16 @@ pub(crate) fn wit_call(
         keep_speech: channel.archive_speech,
         owned: Vec::new(),
     })
+}
+
+/// The answer when every key of a channel is disabled or cooling down.
+pub(crate) fn keys_unavailable(channel: &Channel) -> CallError {
+    CallError::new(
+        503,
+        "server_error",
+        "upstream_keys_unavailable",
+        format!("every upstream key of channel '{}' is disabled or cooling down; retry later", channel.name),
+    )
 }
 
 pub(super) async fn give_up(held: Option<Held>) {

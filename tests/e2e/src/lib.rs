@@ -444,6 +444,23 @@ impl Gateway {
     }
 }
 
+/// Every file under `dir`, at any depth, sorted (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path())
+            } else {
+                out.push(e.path())
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A channel table for the config.
 pub fn channel(name: &str, plugin: &str, base_url: &str, models: &[&str], keys: &[&str]) -> String {
     format!("[[channel]]\nname = \"{name}\"\nplugin = \"{plugin}\"\nbase_url = \"{base_url}\"\nmodels = {models:?}\nkeys = {keys:?}\n")

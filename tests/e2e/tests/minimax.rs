@@ -104,21 +104,7 @@ fn a_channel_keeps_its_synthesized_speech_in_the_minimax_proxys_layout() {
     let r = gw.post("/v1/t2a_v2", r#"{"model":"speech-2.8-hd","text":"hello","audio_setting":{"format":"wav"}}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     // <data>/speech/<user id>/<YYYY-MM-DD>/<HHMMSS>_<8 hex>.<format>, each with its .txt.
-    let files = || -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        let mut dirs = vec![gw.dir.join("data/speech")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    dirs.push(e.path())
-                } else {
-                    out.push(e.path())
-                }
-            }
-        }
-        out.sort();
-        out
-    };
+    let files = || tollgate_e2e::files_under(&gw.dir.join("data/speech"));
     assert!(tollgate_e2e::eventually(std::time::Duration::from_secs(5), || files().len() == 4), "{:?}", files());
     let files = files();
     let audio: Vec<_> = files.iter().filter(|p| p.extension().is_some_and(|e| e != "txt")).collect();

@@ -317,20 +317,7 @@ fn a_channel_that_archives_speech_keeps_each_socket_synthesis_hex_decoded() {
     assert_eq!(event(&mut ws)["event"], "task_started");
     speak(&mut ws, "第一句 one");
     speak(&mut ws, "second");
-    let files = || -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        let mut dirs = vec![gw.dir.join("data/speech")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    dirs.push(e.path())
-                } else {
-                    out.push(e.path())
-                }
-            }
-        }
-        out
-    };
+    let files = || tollgate_e2e::files_under(&gw.dir.join("data/speech"));
     assert!(eventually(Duration::from_secs(5), || files().len() == 4), "{:?}", files());
     let mut kept: Vec<(Vec<u8>, String)> = files()
         .iter()

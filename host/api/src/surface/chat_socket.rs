@@ -18,7 +18,7 @@
 //! chat is billed for what was delivered, as a stream is); the gateway's and the key's socket
 //! caps apply (`socket::accept`).
 
-use super::socket::{accept, switching};
+use super::socket::{accept, key_place, switching, upgraded, Client};
 use super::{with_request_id, ConsumerRequest};
 use crate::engine::Answer;
 use crate::exchange::CallError;
@@ -29,15 +29,13 @@ use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 /// The gateway's own chat socket.
 pub const PATH: &str = "/v1/chat/ws";
@@ -54,21 +52,12 @@ pub enum Protocol {
     OpenAi,
 }
 
-type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
 pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Protocol) -> Response {
     let request_id = state.next_request_id();
     let opened = (|| {
         let (accept, place) = accept(state, &req)?;
         let consumer = state.authenticate(&req)?;
-        let slot = state.sockets.open(consumer.key_id).ok_or_else(|| {
-            CallError::new(
-                429,
-                "rate_limit_error",
-                "too_many_sockets",
-                format!("This key has {} WebSocket sessions open; close one first.", state.sockets.limit()),
-            )
-        })?;
+        let slot = key_place(state, consumer.key_id)?;
         Ok::<_, CallError>((accept, place, consumer, slot))
     })();
     let (accept, place, consumer, slot) = match opened {
@@ -87,10 +76,8 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
     let on_upgrade = hyper::upgrade::on(&mut req);
     let state_for_session = Arc::clone(state);
     state.socket_tasks.spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
         let limits = state_for_session.settings.socket_limits;
-        let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits.config())).await;
+        let Some(client) = upgraded(on_upgrade, limits).await else { return };
         let session = Session { state: state_for_session, consumer, protocol, client_id, user_uuid };
         session.run(client).await;
         drop((slot, place));

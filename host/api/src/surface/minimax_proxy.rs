@@ -15,7 +15,7 @@
 //! per-key session cap applies from the authentication on; everything else (reservations,
 //! limits, shutdown) is the engine's session, as on the native path.
 
-use super::socket::{accept, switching};
+use super::socket::{accept, key_place, switching, upgraded, Client};
 use super::{with_request_id, ConsumerRequest};
 use crate::engine::socket::{Dialect, Settled};
 use crate::exchange::CallError;
@@ -26,13 +26,10 @@ use crate::server::{auth, Api};
 use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 /// How long a new socket may take to send its token.
 const AUTH_WITHIN: Duration = Duration::from_secs(10);
@@ -54,17 +51,13 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
     let (parts, _) = req.into_parts();
     let state_for_session = Arc::clone(state);
     state.socket_tasks.spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
         let limits = state_for_session.settings.socket_limits;
-        let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits.config())).await;
+        let Some(client) = upgraded(on_upgrade, limits).await else { return };
         session(&state_for_session, client, header_token, parts, request_id).await;
         drop(place);
     });
     switching(&accept, &[]).unwrap_or_else(|e| e.to_response())
 }
-
-type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 async fn session(
     state: &Arc<Api>,
@@ -82,9 +75,9 @@ async fn session(
         Some(Err(e)) => return refuse(client, &e.message).await,
         None => return refuse(client, "Send your key first: {\"bearer_token\": \"<key>\"}.").await,
     };
-    let Some(slot) = state.sockets.open(consumer.key_id) else {
-        let message = format!("This key has {} WebSocket sessions open; close one first.", state.sockets.limit());
-        return refuse(client, &message).await;
+    let slot = match key_place(state, consumer.key_id) {
+        Ok(s) => s,
+        Err(e) => return refuse(client, &e.message).await,
     };
     let user_id = consumer.user_id;
     let call = match resolve(state, consumer, parts, request_id) {

@@ -10,7 +10,7 @@
 
 use super::native::{resolve, NativeRoute};
 use super::with_request_id;
-use crate::engine::socket::Native;
+use crate::engine::socket::{Native, SocketLimits};
 use crate::exchange::CallError;
 use crate::plugin::wit;
 use crate::server::body::{Response, ResponseBody};
@@ -76,6 +76,32 @@ pub fn accept(state: &Api, req: &Request<Incoming>) -> Result<(String, OwnedSema
     Ok((accept, place))
 }
 
+/// A place among the key's sessions (429 at its cap).
+pub fn key_place(state: &Api, key_id: i64) -> Result<crate::server::throttle::StreamSlot, CallError> {
+    state.sockets.open(key_id).ok_or_else(|| {
+        CallError::new(
+            429,
+            "rate_limit_error",
+            "too_many_sockets",
+            format!("This key has {} WebSocket sessions open; close one first.", state.sockets.limit()),
+        )
+    })
+}
+
+/// A consumer's socket, once hyper hands over the upgraded connection.
+pub type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The consumer's socket after the 101; `None` when the upgrade did not complete.
+pub async fn upgraded(on_upgrade: hyper::upgrade::OnUpgrade, limits: SocketLimits) -> Option<Client> {
+    match on_upgrade.await {
+        Ok(u) => Some(WebSocketStream::from_raw_socket(TokioIo::new(u), Role::Server, Some(limits.config())).await),
+        Err(e) => {
+            tracing::debug!(error = %e, "the consumer's upgrade did not complete");
+            None
+        }
+    }
+}
+
 /// The answer that upgrades the connection.
 pub fn switching(accept: &str, headers: &[wit::Header]) -> Result<Response, CallError> {
     let mut response = http::Response::builder()
@@ -99,14 +125,7 @@ async fn open(
 ) -> Result<Response, CallError> {
     let (accept, place) = accept(state, &req)?;
     let consumer = state.authenticate(&req)?;
-    let Some(slot) = state.sockets.open(consumer.key_id) else {
-        return Err(CallError::new(
-            429,
-            "rate_limit_error",
-            "too_many_sockets",
-            format!("This key has {} WebSocket sessions open; close one first.", state.sockets.limit()),
-        ));
-    };
+    let slot = key_place(state, consumer.key_id)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let call = resolve(state, req, route, Instant::now(), request_id).await?;
     let session = state.engine.open_socket(call).await?;
@@ -114,15 +133,7 @@ async fn open(
     let limits = state.settings.socket_limits;
     let shutdown = state.shutdown.subscribe();
     state.socket_tasks.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "the consumer's upgrade did not complete");
-                return;
-            }
-        };
-        let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits.config())).await;
+        let Some(client) = upgraded(on_upgrade, limits).await else { return };
         session.run(client, limits, shutdown, Box::new(Native)).await;
         drop((slot, place));
     });

@@ -153,15 +153,7 @@ impl Engine {
         loop {
             let picked = channel.pick_key(&tried);
             if picked.is_none() && channel.key_count() > 0 {
-                return Err(CallError::new(
-                    503,
-                    "server_error",
-                    "upstream_keys_unavailable",
-                    format!(
-                        "every upstream key of channel '{}' is disabled or cooling down; retry later",
-                        channel.name
-                    ),
-                ));
+                return Err(call::keys_unavailable(&channel));
             }
             let key = picked.as_ref().map(|k| &k.secret);
             let result = self.open_on(&r, &plugin, &channel, key, tried.len() as u32 + 1).await;
