@@ -177,6 +177,29 @@ async fn write_loop(
     }
 }
 
+/// The record as the database can hold it, when it cannot as it is: PostgreSQL refuses a NUL
+/// character in TEXT, and one record it refuses would hold back every charge batched with it,
+/// so a NUL is written as U+FFFD. (Request ids are the gateway's own and match the ledger's
+/// entries: written as they are.)
+fn without_nul(r: &CallRecord) -> Option<CallRecord> {
+    let has = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains('\0'));
+    let texts = [&r.channel, &r.plugin, &r.model, &r.error_kind, &r.chat_id, &r.user_uuid];
+    if !texts.into_iter().any(has) && !r.op.contains('\0') {
+        return None;
+    }
+    let clean = |s: &Option<String>| s.as_ref().map(|s| s.replace('\0', "\u{FFFD}"));
+    Some(CallRecord {
+        channel: clean(&r.channel),
+        plugin: clean(&r.plugin),
+        model: clean(&r.model),
+        error_kind: clean(&r.error_kind),
+        chat_id: clean(&r.chat_id),
+        user_uuid: clean(&r.user_uuid),
+        op: r.op.replace('\0', "\u{FFFD}"),
+        ..r.clone()
+    })
+}
+
 /// Writes a batch in one transaction: the call records and the ledger entries as multi-row
 /// inserts, then one balance update per key. Returns, for each record, whether its charge was
 /// applied (false when the ledger already had a charge for that request id).
@@ -191,8 +214,10 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
              milliseconds, images, created_at, charge_micros, estimated, chat_id, user_uuid) VALUES {}",
             placeholders(rows.len(), 22, numbered)
         );
+        let cleaned: Vec<Option<CallRecord>> = rows.iter().map(without_nul).collect();
         let mut q = sqlx::query(&sql);
-        for r in rows {
+        for (r, cleaned) in rows.iter().zip(&cleaned) {
+            let r = cleaned.as_ref().unwrap_or(r);
             q = q
                 .bind(&r.request_id)
                 .bind(r.key_id)
@@ -350,5 +375,20 @@ mod tests {
         assert_eq!(entries, 2, "one ledger entry per request id");
         let (balance,): (i64,) = sqlx::query_as("SELECT balance_micros FROM users").fetch_one(&db).await.unwrap();
         assert_eq!(balance, 1_000_000 - 305);
+
+        // A NUL in any text (PostgreSQL refuses it) does not hold back the charges beside it.
+        let odd = CallRecord {
+            model: Some("m\0odel".into()),
+            chat_id: Some("chat\0".into()),
+            user_uuid: Some("\0".into()),
+            ..charge("req-3", 1, 7)
+        };
+        assert_eq!(insert(&db, &[odd, charge("req-4", 1, 1)]).await.unwrap(), [true, true]);
+        let (model, chat): (String, String) =
+            sqlx::query_as("SELECT model, chat_id FROM call_log WHERE request_id = 'req-3'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!((model.as_str(), chat.as_str()), ("m\u{FFFD}odel", "chat\u{FFFD}"));
     }
 }

@@ -163,3 +163,58 @@ fn a_balance_too_low_is_a_402_frame_and_the_gateways_own_chat_socket_speaks_open
     assert_eq!(error["error"]["code"], "model_not_found", "{error}");
     assert_eq!(connect(&gw, "/v1/chat/ws", "sk-tg-nonsense").err(), Some(401));
 }
+
+#[test]
+fn references_are_bounded_and_a_key_revoked_mid_socket_stops_chatting() {
+    let mock = Mock::start();
+    let gw = gateway(&mock);
+    let key = gw.create_key("app", "10");
+    ready(&gw, &key);
+    // A user_uuid the log could not hold (too long) is refused at the upgrade.
+    let long = "u".repeat(200);
+    assert_eq!(connect(&gw, &format!("{BACKEND_PATH}?user_uuid={long}"), &key).err(), Some(400));
+    let mut ws = connect(&gw, &format!("{BACKEND_PATH}?user_uuid=u-1"), &key).expect("the upgrade");
+    assert_eq!(next(&mut ws)["event"], "system.connected");
+    // A chat_id with a control character (PostgreSQL refuses a NUL) is refused; nothing is billed.
+    send(&mut ws, json!({ "type": "chat", "data": { "prompt": "hi", "chat_id": "a\u{0}b" } }));
+    let refused = next(&mut ws);
+    assert_eq!((refused["code"].as_i64(), refused["data"]["code"].as_str()), (Some(400), Some("invalid_reference")));
+    send(&mut ws, json!({ "type": "chat", "data": { "prompt": "hi" } }));
+    let mut last = next(&mut ws);
+    while last["event"] != "conversation.chat.completed" {
+        last = next(&mut ws);
+    }
+    // The key is disabled while the socket is open: the next chat is refused and the socket ends.
+    let id = gw.key_id("app");
+    Gateway::cli(&gw.config, &["keys", "disable", "--id", &id]);
+    let gone = || {
+        let auth = format!("Bearer {key}");
+        http::request(&gw.addr, "GET", "/v1/tasks", &[("authorization", &auth)], b"").status == 401
+    };
+    assert!(eventually(Duration::from_secs(5), gone));
+    send(&mut ws, json!({ "type": "chat", "data": { "prompt": "hi again" } }));
+    let refused = next(&mut ws);
+    assert_eq!(
+        (refused["event"].as_str(), refused["data"]["status"].as_i64()),
+        (Some("system.error"), Some(401)),
+        "{refused}"
+    );
+    assert_eq!(refused["code"], 400, "401 is sent as the protocol's 400");
+    assert!(matches!(ws.read(), Ok(Message::Close(_)) | Err(_)), "the socket ends");
+    assert!(eventually(Duration::from_secs(5), || logs_of(&gw, "app").len() == 1), "one chat billed");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(logs_of(&gw, "app").len(), 1, "nothing else was a call");
+}
+
+/// The calls of user `name`, through the admin API.
+fn logs_of(gw: &Gateway, name: &str) -> Vec<Value> {
+    let id = gw.key_id(name);
+    let r = http::request(
+        &gw.addr,
+        "GET",
+        &format!("/admin/logs?key_id={id}"),
+        &[("authorization", "Bearer admin-secret")],
+        b"",
+    );
+    r.json()["data"].as_array().cloned().unwrap_or_default()
+}

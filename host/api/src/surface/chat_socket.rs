@@ -12,8 +12,11 @@
 //!   with the chat completion chunks (one frame each), then a `[DONE]` frame; errors in
 //!   OpenAI's error shape, the socket staying open.
 //!
-//! Invariants: the consumer is the key presented at the upgrade (`user_uuid` is recorded, never
-//! trusted); a chat's `chat_id` is recorded on its call; one chat runs at a time per socket;
+//! Invariants: the consumer is the key presented at the upgrade, looked up again before each
+//! chat (a key revoked meanwhile ends the socket); `user_uuid` is recorded, never trusted; a
+//! chat's `chat_id` is recorded on its call, and both are at most 128 characters without
+//! control characters; one chat runs at a time per socket, none after the shutdown signal; the
+//! idle timeout counts the consumer's text messages only;
 //! every write is bounded in time (a consumer that stops reading ends the session, and its
 //! chat is billed for what was delivered, as a stream is); the gateway's and the key's socket
 //! caps apply (`socket::accept`).
@@ -60,10 +63,6 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
         let slot = key_place(state, consumer.key_id)?;
         Ok::<_, CallError>((accept, place, consumer, slot))
     })();
-    let (accept, place, consumer, slot) = match opened {
-        Ok(o) => o,
-        Err(e) => return with_request_id(e.to_response(), &request_id),
-    };
     let query = req.uri().query().unwrap_or_default().to_string();
     let param = |name: &str| {
         query
@@ -71,14 +70,22 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
             .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
             .map(|v| crate::server::url::decode(v, true))
     };
-    let client_id = param("client_id").filter(|c| !c.is_empty()).unwrap_or_else(|| request_id.clone());
-    let user_uuid = param("user_uuid");
+    let references =
+        reference(param("client_id").as_deref()).and_then(|c| Ok((c, reference(param("user_uuid").as_deref())?)));
+    let opened = opened.and_then(|o| Ok((o, references?)));
+    let ((accept, place, _, slot), (client_id, user_uuid)) = match opened {
+        Ok(o) => o,
+        Err(e) => return with_request_id(e.to_response(), &request_id),
+    };
+    let client_id = client_id.unwrap_or_else(|| request_id.clone());
+    // The key is looked up again before each chat: a key revoked meanwhile stops chatting.
+    let token = crate::server::auth::credential(req.headers()).value().unwrap_or_default().to_string();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let state_for_session = Arc::clone(state);
     state.socket_tasks.spawn(async move {
         let limits = state_for_session.settings.socket_limits;
         let Some(client) = upgraded(on_upgrade, limits).await else { return };
-        let session = Session { state: state_for_session, consumer, protocol, client_id, user_uuid };
+        let session = Session { state: state_for_session, token, protocol, client_id, user_uuid };
         session.run(client).await;
         drop((slot, place));
     });
@@ -89,10 +96,27 @@ use crate::server::body::Response;
 
 struct Session {
     state: Arc<Api>,
-    consumer: crate::account::Consumer,
+    /// The key presented at the upgrade.
+    token: String,
     protocol: Protocol,
     client_id: String,
     user_uuid: Option<String>,
+}
+
+/// An app's reference (`chat_id`, `user_uuid`, `client_id`) as it may be recorded: 1 to 128
+/// characters, none of them a control character (a NUL would be refused by PostgreSQL, and a
+/// long one would bloat the log).
+fn reference(value: Option<&str>) -> Result<Option<String>, CallError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) if v.chars().count() <= 128 && !v.chars().any(char::is_control) => Ok(Some(v.to_string())),
+        Some(_) => Err(CallError::new(
+            400,
+            "invalid_request_error",
+            "invalid_reference",
+            "chat_id, user_uuid and client_id are 1 to 128 characters, none of them a control character.",
+        )),
+    }
 }
 
 /// A backend frame.
@@ -116,13 +140,15 @@ impl Session {
                 return;
             }
         }
+        let mut idle_until = tokio::time::Instant::now() + idle;
         loop {
             let message = tokio::select! {
+                biased;
                 _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
                     let _ = timeout(within, client.send(close(CloseCode::Away, "the gateway is shutting down"))).await;
                     return;
                 }
-                m = timeout(idle, client.next()) => m,
+                m = tokio::time::timeout_at(idle_until, client.next()) => m,
             };
             let text = match message {
                 Err(_) => {
@@ -133,7 +159,10 @@ impl Session {
                     let _ = timeout(within, client.send(close(CloseCode::Normal, "idle timeout"))).await;
                     return;
                 }
-                Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    idle_until = tokio::time::Instant::now() + idle;
+                    t.to_string()
+                }
                 Ok(Some(Ok(Message::Close(_)))) => {
                     let _ = timeout(within, client.flush()).await;
                     return;
@@ -156,6 +185,9 @@ impl Session {
                 }
                 Ok(Some(Err(_))) | Ok(None) => return,
             };
+            if *shutdown.borrow() {
+                continue;
+            }
             let alive = match &self.protocol {
                 Protocol::Backend { model } => self.backend_message(&mut client, model, &text).await,
                 Protocol::OpenAi => self.openai_message(&mut client, &text).await,
@@ -176,8 +208,14 @@ impl Session {
         let within = self.state.settings.socket_limits.write_timeout;
         let frame = match self.protocol {
             Protocol::Backend { .. } => {
-                let data = json!({ "type": "error", "message": e.message, "code": e.code });
-                backend(e.status, "error", "system.error", data)
+                // The protocol's codes: 402 for a balance too low, else 400 or 500.
+                let code = match e.status {
+                    402 => 402,
+                    400..=499 => 400,
+                    _ => 500,
+                };
+                let data = json!({ "type": "error", "message": e.message, "code": e.code, "status": e.status });
+                backend(code, "error", "system.error", data)
             }
             Protocol::OpenAi => e.to_json().to_string(),
         };
@@ -200,7 +238,10 @@ impl Session {
                 if prompt.trim().is_empty() {
                     return self.refuse(client, "a chat needs data.prompt (or data.query)").await;
                 }
-                let chat_id = data["chat_id"].as_str().map(str::to_string);
+                let chat_id = match reference(data["chat_id"].as_str()) {
+                    Ok(c) => c,
+                    Err(e) => return self.error(client, &e).await,
+                };
                 let body = json!({
                     "model": model,
                     "messages": [{ "role": "user", "content": prompt }],
@@ -220,16 +261,27 @@ impl Session {
         // Always streamed: the chunks are the frames.
         body.insert("stream".into(), Value::Bool(true));
         body.insert("stream_options".into(), json!({ "include_usage": true }));
-        let chat_id = body.get("metadata").and_then(|m| m["chat_id"].as_str()).map(str::to_string);
+        let chat_id = match reference(body.get("metadata").and_then(|m| m["chat_id"].as_str())) {
+            Ok(c) => c,
+            Err(e) => return self.error(client, &e).await,
+        };
         self.chat(client, Value::Object(body), chat_id).await
     }
 
-    /// Runs one chat call and sends its pieces; false when the consumer is gone.
+    /// Runs one chat call and sends its pieces; false when the consumer is gone (or its key).
     async fn chat(&self, client: &mut Client, body: Value, chat_id: Option<String>) -> bool {
         let within = self.state.settings.socket_limits.write_timeout;
+        let consumer = match self.state.consumer_for(&self.token) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(client, &e).await;
+                let _ = timeout(within, client.send(close(CloseCode::Policy, "the key is no longer valid"))).await;
+                return false;
+            }
+        };
         let backend_chat = matches!(self.protocol, Protocol::Backend { .. });
         let chat_data = |kind: &str| json!({ "type": kind, "chat_id": chat_id });
-        let call = self.call(body, chat_id.clone());
+        let call = self.call(consumer, body, chat_id.clone());
         let call = match call {
             Ok(c) => c,
             Err(e) => return self.error(client, &e).await,
@@ -245,7 +297,12 @@ impl Session {
                     .unwrap_or_else(|| "the chat failed".into());
                 return self.error(client, &CallError::new(status, "api_error", "upstream_error", message)).await;
             }
-            Answer::Full { .. } | Answer::Relay(_) => {
+            // Answered whole (and billed so): delivered as one piece.
+            Answer::Full { body, .. } => {
+                let completion: Value = serde_json::from_slice(&body).unwrap_or_default();
+                return self.whole(client, completion, chat_id).await;
+            }
+            Answer::Relay(_) => {
                 let e = CallError::new(502, "api_error", "not_streamed", "the vendor did not stream this chat");
                 return self.error(client, &e).await;
             }
@@ -267,6 +324,10 @@ impl Session {
             };
             let Ok(data) = frame.into_data() else { continue };
             parser.feed(&data, &mut events);
+            if parser.overflowed() {
+                failed = Some("the chat stream sent an event too large to read".to_string());
+                break;
+            }
             for event in events.drain(..) {
                 if event.data == "[DONE]" {
                     continue;
@@ -307,15 +368,54 @@ impl Session {
         }
     }
 
+    /// A chat the vendor answered whole: its content as one delta (backend), or as one chunk
+    /// (OpenAI), then the end.
+    async fn whole(&self, client: &mut Client, completion: Value, chat_id: Option<String>) -> bool {
+        let within = self.state.settings.socket_limits.write_timeout;
+        let content = completion.pointer("/choices/0/message/content").and_then(Value::as_str).unwrap_or_default();
+        let frames = match self.protocol {
+            Protocol::Backend { .. } => {
+                let data = |kind: &str| json!({ "type": kind, "chat_id": chat_id });
+                let mut delta = data("content");
+                delta["content"] = json!(content);
+                vec![
+                    backend(200, "success", "conversation.chat.created", data("stream_start")),
+                    backend(200, "success", "conversation.message.delta", delta),
+                    backend(200, "success", "conversation.chat.completed", data("completed")),
+                ]
+            }
+            Protocol::OpenAi => {
+                let chunk = json!({
+                    "id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
+                    "model": completion["model"], "usage": completion["usage"],
+                    "choices": [{ "index": 0, "delta": { "role": "assistant", "content": content },
+                                  "finish_reason": completion.pointer("/choices/0/finish_reason") }],
+                });
+                vec![chunk.to_string(), "[DONE]".to_string()]
+            }
+        };
+        for frame in frames {
+            if !send(client, frame, within).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The chat call, as `POST /v1/chat/completions` with `body` would be.
-    fn call(&self, body: Value, chat_id: Option<String>) -> Result<crate::engine::CallRequest, CallError> {
+    fn call(
+        &self,
+        consumer: crate::account::Consumer,
+        body: Value,
+        chat_id: Option<String>,
+    ) -> Result<crate::engine::CallRequest, CallError> {
         let model = body["model"].as_str().filter(|m| !m.is_empty()).map(str::to_string).ok_or_else(|| {
             CallError::new(400, "invalid_request_error", "missing_model", "A chat request needs a 'model'.")
         })?;
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         let request = ConsumerRequest {
-            consumer: self.consumer.clone(),
+            consumer,
             headers,
             path: "/v1/chat/completions".into(),
             query: String::new(),
