@@ -26,10 +26,12 @@ def load(path):
             if not line:
                 continue
             target, key, value = line.split("\t", 2)
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass  # plain string
+            # A commit hash is text even when its digits read as a number.
+            if key != "git":
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass  # plain string
             data[target][key] = value
     return data
 
