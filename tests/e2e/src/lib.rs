@@ -363,6 +363,31 @@ impl Gateway {
         line.split('\t').next().unwrap().to_string()
     }
 
+    /// Waits until the gateway accepts `key` (a key created while it serves is taken within
+    /// `key_refresh_ms`).
+    pub fn wait_for_key(&self, key: &str) {
+        let auth = format!("Bearer {key}");
+        let accepted = || http::request(&self.addr, "GET", "/v1/tasks", &[("authorization", &auth)], b"").status == 200;
+        assert!(eventually(Duration::from_secs(5), accepted), "the gateway never accepted the key");
+    }
+
+    /// Opens a WebSocket on `path` with `key` at the upgrade (tungstenite, a 20 s read
+    /// timeout); the HTTP status when the upgrade is refused.
+    pub fn socket(&self, path: &str, key: Option<&str>) -> Result<tungstenite::WebSocket<std::net::TcpStream>, u16> {
+        use tungstenite::client::IntoClientRequest;
+        let stream = std::net::TcpStream::connect(&self.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut request = format!("ws://{}{path}", self.addr).into_client_request().unwrap();
+        if let Some(k) = key {
+            request.headers_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        match tungstenite::client(request, stream) {
+            Ok((socket, _)) => Ok(socket),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => Err(r.status().as_u16()),
+            Err(e) => panic!("the upgrade failed: {e}"),
+        }
+    }
+
     /// `tollgate ledger verify`: (success, output).
     pub fn verify_ledger(&self) -> (bool, String) {
         let out = tollgate_command().arg("--config").arg(&self.config).args(["ledger", "verify"]).output().unwrap();

@@ -8,8 +8,6 @@ use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::time::Duration;
 use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::HandshakeError;
 use tungstenite::{Message, WebSocket};
 
 const PRICES: &str =
@@ -25,21 +23,7 @@ fn gateway(mock: &Mock) -> Gateway {
 type Socket = WebSocket<TcpStream>;
 
 fn connect(gw: &Gateway, path: &str, key: &str) -> Result<Socket, u16> {
-    let stream = TcpStream::connect(&gw.addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut request = format!("ws://{}{path}", gw.addr).into_client_request().unwrap();
-    request.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
-    match tungstenite::client(request, stream) {
-        Ok((socket, _)) => Ok(socket),
-        Err(HandshakeError::Failure(tungstenite::Error::Http(r))) => Err(r.status().as_u16()),
-        Err(e) => panic!("the upgrade failed: {e}"),
-    }
-}
-
-fn ready(gw: &Gateway, key: &str) {
-    let auth = format!("Bearer {key}");
-    let accepted = || http::request(&gw.addr, "GET", "/v1/tasks", &[("authorization", &auth)], b"").status == 200;
-    assert!(eventually(Duration::from_secs(5), accepted), "the gateway never accepted the key");
+    gw.socket(path, Some(key))
 }
 
 fn send(ws: &mut Socket, frame: Value) {
@@ -66,7 +50,7 @@ fn the_backends_chat_socket_streams_each_chat_billed_with_its_chat_id() {
     let mock = Mock::start();
     let gw = gateway(&mock);
     let key = gw.create_key("app", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     let mut ws = connect(&gw, &format!("{BACKEND_PATH}?client_id=c-7&user_uuid=u-1"), &key).expect("the upgrade");
     let hello = next(&mut ws);
     assert_eq!(
@@ -127,7 +111,7 @@ fn a_balance_too_low_is_a_402_frame_and_the_gateways_own_chat_socket_speaks_open
     let mock = Mock::start();
     let gw = gateway(&mock);
     let broke = gw.create_key("broke", "0");
-    ready(&gw, &broke);
+    gw.wait_for_key(&broke);
     let mut ws = connect(&gw, BACKEND_PATH, &broke).expect("the upgrade");
     assert_eq!(next(&mut ws)["event"], "system.connected");
     send(&mut ws, json!({ "type": "chat", "data": { "prompt": "hello" } }));
@@ -137,7 +121,7 @@ fn a_balance_too_low_is_a_402_frame_and_the_gateways_own_chat_socket_speaks_open
     assert_eq!(next(&mut ws)["event"], "connection.heartbeat", "the socket stays open");
 
     let key = gw.create_key("dev", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     let r = http::request(&gw.addr, "GET", "/v1/chat/ws", &[("authorization", &format!("Bearer {key}"))], b"");
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("websocket_required")));
     let mut ws = connect(&gw, "/v1/chat/ws", &key).expect("the upgrade");
@@ -169,7 +153,7 @@ fn references_are_bounded_and_a_key_revoked_mid_socket_stops_chatting() {
     let mock = Mock::start();
     let gw = gateway(&mock);
     let key = gw.create_key("app", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     // A user_uuid the log could not hold (too long) is refused at the upgrade.
     let long = "u".repeat(200);
     assert_eq!(connect(&gw, &format!("{BACKEND_PATH}?user_uuid={long}"), &key).err(), Some(400));

@@ -47,7 +47,7 @@ fn finished(gw: &Gateway, key: &str, id: &str) -> serde_json::Value {
 /// A new consumer key, once the gateway accepts it.
 fn new_key(gw: &Gateway, name: &str, balance: &str) -> String {
     let key = gw.create_key(name, balance);
-    assert!(eventually(Duration::from_secs(5), || get(gw, &key, "/v1/tasks").status == 200));
+    gw.wait_for_key(&key);
     key
 }
 

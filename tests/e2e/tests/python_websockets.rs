@@ -20,10 +20,7 @@ fn the_websockets_python_client_speaks_to_both_speech_sockets() {
     let extra = format!("minimax_proxy_socket_path = \"/tts/ws\"\n{prices}{ch}");
     let gw = Gateway::start("python-websockets", &[("minimax", "minimax.wasm")], &extra);
     let key = gw.create_key("py", "10");
-    let auth = format!("Bearer {key}");
-    let accepted =
-        || tollgate_e2e::http::request(&gw.addr, "GET", "/v1/tasks", &[("authorization", &auth)], b"").status == 200;
-    assert!(eventually(std::time::Duration::from_secs(5), accepted));
+    gw.wait_for_key(&key);
     let out = Command::new(&python)
         .arg(root().join("tests/python/websocket_check.py"))
         .arg(format!("ws://{}", gw.addr))

@@ -12,8 +12,6 @@ use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::time::Duration;
 use tollgate_e2e::{channel, eventually, pricing_setting, Gateway, Mock};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::HandshakeError;
 use tungstenite::{Message, WebSocket};
 
 /// 0.01 per character (10,000 micros).
@@ -27,27 +25,9 @@ fn gateway(mock: &Mock, extra: &str) -> Gateway {
 
 type Socket = WebSocket<TcpStream>;
 
-/// Waits until the gateway accepts a new key.
-fn ready(gw: &Gateway, key: &str) {
-    let auth = format!("Bearer {key}");
-    let accepted =
-        || tollgate_e2e::http::request(&gw.addr, "GET", "/v1/tasks", &[("authorization", &auth)], b"").status == 200;
-    assert!(eventually(Duration::from_secs(5), accepted), "the gateway never accepted the key");
-}
-
 /// Opens the speech socket with `key`; the HTTP status when the upgrade is refused.
 fn connect(gw: &Gateway, key: Option<&str>) -> Result<Socket, u16> {
-    let stream = TcpStream::connect(&gw.addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut request = format!("ws://{}/ws/v1/t2a_v2", gw.addr).into_client_request().unwrap();
-    if let Some(k) = key {
-        request.headers_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
-    }
-    match tungstenite::client(request, stream) {
-        Ok((socket, _)) => Ok(socket),
-        Err(HandshakeError::Failure(tungstenite::Error::Http(r))) => Err(r.status().as_u16()),
-        Err(e) => panic!("the upgrade failed: {e}"),
-    }
+    gw.socket("/ws/v1/t2a_v2", key)
 }
 
 fn send(ws: &mut Socket, frame: Value) {
@@ -111,7 +91,7 @@ fn minimax_speech_over_a_websocket_is_minimaxs_own_protocol_charged_per_piece() 
     let mock = Mock::start();
     let gw = gateway(&mock, "");
     let key = gw.create_key("ann", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     let mut ws = started(&gw, &key);
     let (audio, last) = speak(&mut ws, "你好 world");
     assert_eq!(audio, "ID3mock-audio:你好 world".as_bytes(), "the audio arrives whole, in order");
@@ -145,13 +125,13 @@ fn the_upgrade_refuses_missing_and_bad_keys_and_sessions_beyond_a_keys_cap() {
     let held = [started(&gw, &key), started(&gw, &key)];
     assert_eq!(connect(&gw, Some(&key)).err(), Some(429), "a key holds at most its cap of sessions");
     let other = gw.create_key("bob", "10");
-    ready(&gw, &other);
+    gw.wait_for_key(&other);
     let third = started(&gw, &other);
     assert_eq!(connect(&gw, Some(&other)).err(), Some(503), "the gateway holds at most max_sockets");
     drop(third);
     // A consumer who cannot pay for any work gets no session.
     let broke = gw.create_key("broke", "0");
-    ready(&gw, &broke);
+    gw.wait_for_key(&broke);
     assert_eq!(connect(&gw, Some(&broke)).err(), Some(402));
     drop(held);
     assert!(eventually(Duration::from_secs(5), || connect(&gw, Some(&key)).is_ok()), "closing one frees its place");
@@ -163,7 +143,7 @@ fn a_balance_that_runs_out_ends_the_session_with_minimaxs_failure_and_nothing_is
     let gw = gateway(&mock, "");
     // 5 characters' worth.
     let key = gw.create_key("poor", "0.05");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     let mut ws = started(&gw, &key);
     speak(&mut ws, "abc");
     send(&mut ws, json!({ "event": "task_continue", "text": "abcdef" }));
@@ -181,7 +161,7 @@ fn an_upstream_gone_mid_synthesis_is_an_error_frame_and_charged_its_reservation(
     let mock = Mock::start();
     let gw = gateway(&mock, "");
     let key = gw.create_key("ann", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     let mut ws = started(&gw, &key);
     send(&mut ws, json!({ "event": "task_continue", "text": "[drop] hello" }));
     let first = event(&mut ws);
@@ -198,7 +178,7 @@ fn a_consumer_gone_mid_synthesis_pays_what_minimax_counted_never_nothing() {
     let mock = Mock::start();
     let gw = gateway(&mock, "");
     let key = gw.create_key("ann", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     let mut ws = started(&gw, &key);
     // MiniMax takes its time with this one; the consumer leaves before any audio. MiniMax has
     // the text and bills it: so is the consumer, by MiniMax's count.
@@ -215,7 +195,7 @@ fn an_oversize_message_closes_the_session_and_shutdown_closes_open_ones_with_100
     let mock = Mock::start();
     let mut gw = gateway(&mock, "socket_max_message_bytes = 4096");
     let key = gw.create_key("ann", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     let mut ws = started(&gw, &key);
     send(&mut ws, json!({ "event": "task_continue", "text": "x".repeat(5000) }));
     assert_eq!(next(&mut ws).err(), Some(Some(1009)), "too big: closed with 1009");
@@ -227,15 +207,9 @@ fn an_oversize_message_closes_the_session_and_shutdown_closes_open_ones_with_100
     assert!(gw.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
 }
 
-/// Opens the MiniMax proxy's socket (no key at the upgrade).
+/// Opens the MiniMax proxy's socket.
 fn connect_proxy(gw: &Gateway, path: &str, key: Option<&str>) -> Socket {
-    let stream = TcpStream::connect(&gw.addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut request = format!("ws://{}{path}", gw.addr).into_client_request().unwrap();
-    if let Some(k) = key {
-        request.headers_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
-    }
-    tungstenite::client(request, stream).expect("the proxy's socket answers the upgrade").0
+    gw.socket(path, key).expect("the proxy's socket answers the upgrade")
 }
 
 #[test]
@@ -243,7 +217,7 @@ fn the_minimax_proxys_socket_authenticates_by_first_frame_and_reports_each_real_
     let mock = Mock::start();
     let gw = gateway(&mock, "minimax_proxy_socket_path = \"/tts/ws\"");
     let key = gw.create_key("ann", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
 
     // A missing or bad token: an error frame, then the close.
     for first in [json!({ "event": "task_start" }), json!({ "bearer_token": "sk-tg-nonsense" })] {
@@ -310,7 +284,7 @@ fn a_channel_that_archives_speech_keeps_each_socket_synthesis_hex_decoded() {
     let extra = format!("{}{ch}archive_speech = true\n", pricing_setting(PRICES));
     let gw = Gateway::start("realtime-archive", &[("minimax", "minimax.wasm")], &extra);
     let key = gw.create_key("ann", "10");
-    ready(&gw, &key);
+    gw.wait_for_key(&key);
     let mut ws = connect(&gw, Some(&key)).expect("the upgrade");
     assert_eq!(event(&mut ws)["event"], "connected_success");
     send(&mut ws, json!({ "event": "task_start", "model": "speech-2.8-hd", "audio_setting": { "format": "wav" } }));

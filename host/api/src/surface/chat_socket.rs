@@ -23,6 +23,7 @@
 
 use super::socket::{accept, key_place, switching, upgraded, Client};
 use super::{with_request_id, ConsumerRequest};
+use crate::engine::socket::close;
 use crate::engine::Answer;
 use crate::exchange::CallError;
 use crate::server::error::ToResponse;
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The gateway's own chat socket.
@@ -435,8 +435,4 @@ impl Session {
 /// Sends one text frame within `within`; false when the consumer is gone or stopped reading.
 async fn send(client: &mut Client, text: String, within: Duration) -> bool {
     matches!(timeout(within, client.send(Message::text(text))).await, Ok(Ok(())))
-}
-
-fn close(code: CloseCode, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.to_string().into() }))
 }

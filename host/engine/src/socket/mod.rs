@@ -23,7 +23,6 @@
 mod connect;
 mod session;
 
-use crate::account::Consumer;
 use crate::billing::{Estimate, Priced};
 use crate::call::{self, CallRequest};
 use crate::end::CallEnd;
@@ -40,6 +39,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 pub use connect::UpstreamSocket;
+pub use session::close;
 
 /// What bounds a consumer's session.
 #[derive(Debug, Clone, Copy)]
@@ -284,11 +284,6 @@ impl Session {
             }
         }
         Ok(end)
-    }
-
-    /// The consumer behind the session.
-    pub fn consumer(&self) -> &Consumer {
-        &self.r.consumer
     }
 }
 

@@ -316,7 +316,7 @@ where
 }
 
 /// A close frame; a reason is cut to what a close frame holds (123 bytes, on a character).
-pub(super) fn close(code: CloseCode, reason: &str) -> Message {
+pub fn close(code: CloseCode, reason: &str) -> Message {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
