@@ -1,5 +1,5 @@
 //! Tollgate's leaf crate, shared by the host and the plugin SDK: money as integer micros with
-//! one parse and one format (`money`), day numbers and dates (`calendar`), stream framing (`sse`, `ndjson`), request ids (`ids`),
+//! one parse and one format (`money`), day numbers and dates (`calendar`), stream framing (`sse`, `ndjson`), sentences cut from a streaming text (`sentences`), request ids (`ids`),
 //! and the metrics counters every layer adds to (`metrics`). It depends on nothing, so
 //! everything may depend on it; it never depends on anything of the host.
 
@@ -8,5 +8,6 @@ pub mod ids;
 pub mod metrics;
 pub mod money;
 pub mod ndjson;
+pub mod sentences;
 pub mod sse;
 pub mod text;
