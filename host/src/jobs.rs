@@ -91,14 +91,25 @@ impl Jobs {
     }
 }
 
+/// What the jobs are told by the configuration.
+pub struct Settings {
+    /// How often the consumer keys are read again.
+    pub refresh: Duration,
+    pub log_retention_days: Option<u32>,
+    pub archive_retention_days: Option<u32>,
+    /// Whether this node polls tasks.
+    pub poll_tasks: bool,
+    /// Where other nodes' task events are heard (PostgreSQL's `LISTEN`).
+    pub database_url: String,
+}
+
+/// How long the progress feed waits for a wake before it reads the events on its own (a
+/// notification lost, another node on SQLite).
+const FEED_EVERY: Duration = Duration::from_secs(2);
+
 /// Starts every background job of a serving gateway.
-pub fn start(
-    state: &Arc<Api>,
-    plugin_events: tokio::sync::mpsc::UnboundedReceiver<()>,
-    refresh: Duration,
-    log_retention_days: Option<u32>,
-    archive_retention_days: Option<u32>,
-) -> Jobs {
+pub fn start(state: &Arc<Api>, plugin_events: tokio::sync::mpsc::UnboundedReceiver<()>, settings: Settings) -> Jobs {
+    let Settings { refresh, log_retention_days, archive_retention_days, poll_tasks, database_url } = settings;
     let mut jobs = Jobs::default();
 
     let s = Arc::clone(state);
@@ -142,7 +153,26 @@ pub fn start(
         }
     });
     let s = Arc::clone(state);
+    jobs.spawn("progress feed", move |mut stop| async move {
+        let mut wakes = store::tasks::events::Wakes::open(&database_url).await;
+        let mut pruned = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = wakes.next(FEED_EVERY) => {}
+            }
+            s.engine.progress.round().await;
+            if pruned.elapsed() >= Duration::from_secs(60) {
+                pruned = std::time::Instant::now();
+                s.engine.progress.prune().await;
+            }
+        }
+    });
+    let s = Arc::clone(state);
     jobs.spawn("task poller", move |mut stop| async move {
+        if !poll_tasks {
+            return;
+        }
         // A name for this node's leases: unique per process.
         let node = format!("node-{:016x}", rand::random::<u64>());
         loop {

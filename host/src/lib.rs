@@ -83,6 +83,11 @@ pub async fn serve(config: config::Config) -> Result<()> {
         task_polls_per_round: (config.task_polls_per_second as usize).div_ceil(2).max(1),
         task_max_open_per_user: i64::from(config.task_max_open_per_user),
         submitting: Default::default(),
+        // At most a day: events are kept no longer.
+        progress: Arc::new(tollgate_engine::tasks::feed::Feed::new(
+            db.clone(),
+            config.progress_replay_secs.min(86_400) as i64,
+        )),
         archive: Arc::new(
             tollgate_engine::archive::Archive::open(
                 tollgate_engine::archive::Settings {
@@ -131,13 +136,24 @@ pub async fn serve(config: config::Config) -> Result<()> {
         max_sockets_per_key: config.max_sockets_per_key,
         minimax_proxy_socket_path: config.minimax_proxy_socket_path.clone(),
         chat_socket_paths: config.chat_socket_paths.clone(),
+        progress_socket_path: config.progress_socket_path.clone(),
     };
     let source = Box::new(ConfigFile(config.source.clone()));
     let state = Arc::new(Api::new(settings, engine, keys, sessions, source));
     for c in state.engine.channels.load().all().iter().filter(|c| c.key_count() == 0) {
         tracing::warn!(channel = %c.name, "channel has no upstream keys: its models answer 503 until you add keys to it in the configuration file or run `tollgate upstream import --channel {}`", c.name);
     }
-    let jobs = jobs::start(&state, plugin_events, key_refresh, log_retention_days, config.archive_retention_days);
+    let jobs = jobs::start(
+        &state,
+        plugin_events,
+        jobs::Settings {
+            refresh: key_refresh,
+            log_retention_days,
+            archive_retention_days: config.archive_retention_days,
+            poll_tasks: config.poll_tasks,
+            database_url: config.database_url(),
+        },
+    );
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.engine.registry.current().len(), "tollgate serving");

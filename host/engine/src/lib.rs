@@ -147,6 +147,8 @@ pub struct Engine {
     pub task_max_open_per_user: i64,
     /// Submits this node is running per user (counted with the open tasks).
     pub submitting: tasks::InFlight,
+    /// This node's progress socket registrations, and the round that feeds them.
+    pub progress: Arc<tasks::feed::Feed>,
     /// Where task outputs are downloaded to and served from.
     pub archive: Arc<archive::Archive>,
 }

@@ -167,6 +167,19 @@ pub struct Config {
     /// the model its chats run on: `{ "/cozeZhsApi/ws/qwen/stream" = "qwen-plus" }`.
     #[serde(default)]
     pub chat_socket_paths: std::collections::BTreeMap<String, String>,
+    /// Where the many-vendor backend's apps open their progress socket
+    /// (`compat-protocols.md` §5.2), e.g. `"/cozeZhsApi/public-socket/ws"`; unset: only the
+    /// gateway's own `/v1/tasks/ws` serves it.
+    #[serde(default)]
+    pub progress_socket_path: Option<String>,
+    /// How long a task event no progress socket took is kept, and replayed to the first
+    /// matching registration (seconds).
+    #[serde(default = "defaults::progress_replay_secs")]
+    pub progress_replay_secs: u64,
+    /// Whether this node polls tasks (a node that only serves requests may leave it to others;
+    /// at least one node on the database must).
+    #[serde(default = "defaults::poll_tasks")]
+    pub poll_tasks: bool,
     /// WebSocket sessions one consumer key may hold at once (beyond: 429 at the upgrade).
     #[serde(default = "defaults::max_sockets_per_key")]
     pub max_sockets_per_key: u32,
@@ -283,6 +296,12 @@ mod defaults {
     }
     pub fn fetch_allow_hosts() -> Vec<String> {
         vec!["*".into()]
+    }
+    pub fn progress_replay_secs() -> u64 {
+        900
+    }
+    pub fn poll_tasks() -> bool {
+        true
     }
     pub fn task_polls_per_second() -> u32 {
         10

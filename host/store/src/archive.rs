@@ -116,6 +116,8 @@ pub async fn delete_task(db: &Db, task_id: &str, user_id: i64) -> Result<Option<
             .await?;
         return Ok(status.map(|(s,)| Err(s)));
     }
+    // Its events go with it: a deleted task is never replayed.
+    sqlx::query("DELETE FROM task_events WHERE task_id = $1").bind(task_id).execute(&mut *tx).await?;
     let hashes: Vec<(String,)> = sqlx::query_as("DELETE FROM task_outputs WHERE task_id = $1 RETURNING sha256")
         .bind(task_id)
         .fetch_all(&mut *tx)

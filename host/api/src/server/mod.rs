@@ -52,6 +52,8 @@ pub struct ApiSettings {
     pub minimax_proxy_socket_path: Option<String>,
     /// The backend's chat socket paths, each bound to a model.
     pub chat_socket_paths: std::collections::BTreeMap<String, String>,
+    /// Where the backend's apps open their progress socket (`None`: only `/v1/tasks/ws`).
+    pub progress_socket_path: Option<String>,
 }
 
 /// Where a channel reload reads the channels from (the binary's configuration file); a test
@@ -191,6 +193,10 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
     if proxy_socket && surface::socket::is_upgrade(&req) {
         return surface::minimax_proxy::upgrade(&state, req).await;
     }
+    let progress_socket = state.settings.progress_socket_path.as_deref() == Some(path.as_str());
+    if progress_socket && surface::socket::is_upgrade(&req) {
+        return surface::progress_socket::upgrade(&state, req).await;
+    }
     if let Some(model) = state.settings.chat_socket_paths.get(&path).filter(|_| surface::socket::is_upgrade(&req)) {
         let protocol = surface::chat_socket::Protocol::Backend { model: model.clone() };
         return surface::chat_socket::upgrade(&state, req, protocol).await;
@@ -215,11 +221,14 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
         Found::Route(Handler::ChatSocket) if surface::socket::is_upgrade(&req) => {
             surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi).await
         }
-        Found::Route(Handler::ChatSocket) => error::error_response(
+        Found::Route(Handler::ProgressSocket) if surface::socket::is_upgrade(&req) => {
+            surface::progress_socket::upgrade(&state, req).await
+        }
+        Found::Route(Handler::ChatSocket | Handler::ProgressSocket) => error::error_response(
             400,
             "invalid_request_error",
             "websocket_required",
-            "GET /v1/chat/ws is a WebSocket: connect to it with an upgrade.",
+            &format!("GET {path} is a WebSocket: connect to it with an upgrade."),
         ),
         Found::Route(Handler::Admin) => admin::handle(&state, req).await,
         Found::WrongMethod(allowed) => {

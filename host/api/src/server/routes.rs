@@ -19,6 +19,8 @@ pub enum Handler {
     ModelCall(&'static str),
     /// The gateway's own chat socket (an upgrade).
     ChatSocket,
+    /// The gateway's own progress socket (an upgrade).
+    ProgressSocket,
     Admin,
 }
 
@@ -64,6 +66,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/rerank", ModelCall("rerank")),
     route("POST", "/v1/audio/speech", ModelCall("speech")),
     route("GET", "/v1/tasks", Tasks),
+    route("GET", "/v1/tasks/ws", ProgressSocket),
     family("/v1/tasks/", Tasks),
     route("GET", "/v1/videos", Videos),
     route("POST", "/v1/videos", Videos),
@@ -127,6 +130,8 @@ mod tests {
         assert_eq!(find("DELETE", "/v1/user/keys/7"), Found::Route(Account));
         assert_eq!(find("PUT", "/admin/pricing"), Found::Route(Admin));
         assert_eq!(find("POST", "/v1/t2a_v2"), Found::NotOurs);
+        assert_eq!(find("GET", "/v1/tasks/ws"), Found::Route(ProgressSocket), "before the tasks' family");
+        assert_eq!(find("GET", "/v1/tasks/task_1"), Found::Route(Tasks));
         // Every route of the table is reserved, the ones the old hand-written list missed too.
         for path in
             ["/v1/rerank", "/v1/images/generations", "/v1/auth/login", "/v1/user/keys", "/v1/user/logs", "/admin/x"]

@@ -12,8 +12,8 @@
 //!   with the chat completion chunks (one frame each), then a `[DONE]` frame; errors in
 //!   OpenAI's error shape, the socket staying open.
 //!
-//! Invariants: the consumer is the key presented at the upgrade, looked up again before each
-//! chat (a key revoked meanwhile ends the socket); `user_uuid` is recorded, never trusted; a
+//! Invariants: the consumer is the key presented at the upgrade (a header, or `?token=` from
+//! a browser: `socket::consumer`), looked up again before each chat (a key revoked meanwhile ends the socket); `user_uuid` is recorded, never trusted; a
 //! chat's `chat_id` is recorded on its call, and both are at most 128 characters without
 //! control characters; one chat runs at a time per socket, none after the shutdown signal; the
 //! idle timeout counts the consumer's text messages only;
@@ -21,8 +21,8 @@
 //! chat is billed for what was delivered, as a stream is); the gateway's and the key's socket
 //! caps apply (`socket::accept`).
 
-use super::socket::{accept, key_place, switching, upgraded, Client};
-use super::{with_request_id, ConsumerRequest};
+use super::socket::{accept, key_place, send, switching, upgraded, Client};
+use super::{reference, with_request_id, ConsumerRequest};
 use crate::engine::socket::close;
 use crate::engine::Answer;
 use crate::exchange::CallError;
@@ -59,9 +59,9 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
     let request_id = state.next_request_id();
     let opened = (|| {
         let (accept, place) = accept(state, &req)?;
-        let consumer = state.authenticate(&req)?;
+        let (consumer, token) = super::socket::consumer(state, &req)?;
         let slot = key_place(state, consumer.key_id)?;
-        Ok::<_, CallError>((accept, place, consumer, slot))
+        Ok::<_, CallError>((accept, place, token, slot))
     })();
     let query = req.uri().query().unwrap_or_default().to_string();
     let param = |name: &str| {
@@ -73,13 +73,12 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
     let references =
         reference(param("client_id").as_deref()).and_then(|c| Ok((c, reference(param("user_uuid").as_deref())?)));
     let opened = opened.and_then(|o| Ok((o, references?)));
-    let ((accept, place, _, slot), (client_id, user_uuid)) = match opened {
+    // The key is looked up again before each chat: a key revoked meanwhile stops chatting.
+    let ((accept, place, token, slot), (client_id, user_uuid)) = match opened {
         Ok(o) => o,
         Err(e) => return with_request_id(e.to_response(), &request_id),
     };
     let client_id = client_id.unwrap_or_else(|| request_id.clone());
-    // The key is looked up again before each chat: a key revoked meanwhile stops chatting.
-    let token = crate::server::auth::credential(req.headers()).value().unwrap_or_default().to_string();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let state_for_session = Arc::clone(state);
     state.socket_tasks.spawn(async move {
@@ -103,22 +102,6 @@ struct Session {
     user_uuid: Option<String>,
 }
 
-/// An app's reference (`chat_id`, `user_uuid`, `client_id`) as it may be recorded: 1 to 128
-/// characters, none of them a control character (a NUL would be refused by PostgreSQL, and a
-/// long one would bloat the log).
-fn reference(value: Option<&str>) -> Result<Option<String>, CallError> {
-    match value {
-        None | Some("") => Ok(None),
-        Some(v) if v.chars().count() <= 128 && !v.chars().any(char::is_control) => Ok(Some(v.to_string())),
-        Some(_) => Err(CallError::new(
-            400,
-            "invalid_request_error",
-            "invalid_reference",
-            "chat_id, user_uuid and client_id are 1 to 128 characters, none of them a control character.",
-        )),
-    }
-}
-
 /// A backend frame.
 fn backend(code: u16, msg: &str, event: &str, data: Value) -> String {
     json!({ "code": code, "msg": msg, "data": data, "event": event }).to_string()
@@ -126,6 +109,7 @@ fn backend(code: u16, msg: &str, event: &str, data: Value) -> String {
 
 impl Session {
     async fn run(self, mut client: Client) {
+        let _open = super::socket::Open::counted();
         let limits = self.state.settings.socket_limits;
         let within = limits.write_timeout;
         let idle = match self.protocol {
@@ -160,6 +144,7 @@ impl Session {
                     return;
                 }
                 Ok(Some(Ok(Message::Text(t)))) => {
+                    tollgate_base::metrics::METRICS.socket_frame(true, t.len() as u64);
                     idle_until = tokio::time::Instant::now() + idle;
                     t.to_string()
                 }
@@ -423,16 +408,10 @@ impl Session {
             form: None,
             idempotency_key: None,
             callback_url: None,
+            chat_id,
+            user_uuid: self.user_uuid.clone(),
         };
         let request_id = self.state.next_request_id();
-        let mut call = super::openai::to_channel(&self.state, request, "chat", model, Instant::now(), request_id)?;
-        call.chat_id = chat_id;
-        call.user_uuid.clone_from(&self.user_uuid);
-        Ok(call)
+        super::openai::to_channel(&self.state, request, "chat", model, Instant::now(), request_id)
     }
-}
-
-/// Sends one text frame within `within`; false when the consumer is gone or stopped reading.
-async fn send(client: &mut Client, text: String, within: Duration) -> bool {
-    matches!(timeout(within, client.send(Message::text(text))).await, Ok(Ok(())))
 }

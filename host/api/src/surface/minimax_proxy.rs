@@ -144,6 +144,8 @@ fn resolve(
         form: None,
         idempotency_key: None,
         callback_url: None,
+        chat_id: None,
+        user_uuid: None,
     };
     let mut call = request.into_call(plugin, channel, op, String::new(), Instant::now(), request_id);
     call.billed = false;

@@ -7,6 +7,7 @@ pub mod mindvideo;
 pub mod minimax_proxy;
 pub mod native;
 pub mod openai;
+pub mod progress_socket;
 pub mod socket;
 pub mod tasks;
 pub mod user;
@@ -38,6 +39,11 @@ pub struct ConsumerRequest {
     pub idempotency_key: Option<String>,
     /// `Tollgate-Callback-Url`: where a task's end is POSTed (checked: the operator's hosts).
     pub callback_url: Option<String>,
+    /// `Tollgate-Chat-Id` and `Tollgate-User-Uuid`: the app's chat and user references,
+    /// recorded on the call and its task (a task's events go to the progress socket's
+    /// registrations that name them), never an identity.
+    pub chat_id: Option<String>,
+    pub user_uuid: Option<String>,
 }
 
 impl ConsumerRequest {
@@ -73,8 +79,8 @@ impl ConsumerRequest {
             task_view: None,
             task_params: None,
             callback_url: self.callback_url,
-            chat_id: None,
-            user_uuid: None,
+            chat_id: self.chat_id,
+            user_uuid: self.user_uuid,
         }
     }
 
@@ -132,6 +138,12 @@ pub async fn read_request(
             ))
         }
     };
+    let reference_header = |name: &str| match req.headers().get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map_err(|_| invalid_reference()).and_then(|v| reference(Some(v))),
+    };
+    let chat_id = reference_header("tollgate-chat-id")?;
+    let user_uuid = reference_header("tollgate-user-uuid")?;
     // The headers move out, not copied; the body reader keeps the declared length.
     let mut req = req;
     let headers = std::mem::take(req.headers_mut());
@@ -144,7 +156,38 @@ pub async fn read_request(
         None => None,
         Some(boundary) => Some(form::parse(body.clone(), boundary?).await?),
     };
-    Ok(ConsumerRequest { consumer, headers, path, query, body, form, idempotency_key, callback_url })
+    Ok(ConsumerRequest {
+        consumer,
+        headers,
+        path,
+        query,
+        body,
+        form,
+        idempotency_key,
+        callback_url,
+        chat_id,
+        user_uuid,
+    })
+}
+
+/// An app's reference (`chat_id`, `user_uuid`, `client_id`) as it may be recorded: 1 to 128
+/// characters, none of them a control character (a NUL would be refused by PostgreSQL, and a
+/// long one would bloat the log).
+pub fn reference(value: Option<&str>) -> Result<Option<String>, CallError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) if v.chars().count() <= 128 && !v.chars().any(char::is_control) => Ok(Some(v.to_string())),
+        Some(_) => Err(invalid_reference()),
+    }
+}
+
+fn invalid_reference() -> CallError {
+    CallError::new(
+        400,
+        "invalid_request_error",
+        "invalid_reference",
+        "chat_id, user_uuid and client_id are 1 to 128 characters, none of them a control character.",
+    )
 }
 
 /// Runs a call once `resolve` has found its plugin and channel; a call refused while

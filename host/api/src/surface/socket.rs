@@ -76,6 +76,22 @@ pub fn accept(state: &Api, req: &Request<Incoming>) -> Result<(String, OwnedSema
     Ok((accept, place))
 }
 
+/// The key of a gateway socket (chat, progress): `Authorization` or `x-api-key` at the upgrade,
+/// else `?token=` in the query for browsers, whose `WebSocket` cannot send headers (only
+/// paths are ever logged). A plugin's socket takes headers only: its query goes to the vendor.
+pub fn consumer(state: &Api, req: &Request<Incoming>) -> Result<(crate::account::Consumer, String), CallError> {
+    let token = match crate::server::auth::credential(req.headers()).value() {
+        Some(v) => Some(v.to_string()),
+        None => req.uri().query().and_then(|q| crate::server::url::query_params(q).remove("token")),
+    };
+    match token {
+        Some(t) if !t.is_empty() => Ok((state.consumer_for(&t)?, t)),
+        _ => Err(crate::server::error::unauthorized(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer sk-tg-...' at the upgrade, or as ?token= from a browser.",
+        )),
+    }
+}
+
 /// A place among the key's sessions (429 at its cap).
 pub fn key_place(state: &Api, key_id: i64) -> Result<crate::server::throttle::StreamSlot, CallError> {
     state.sockets.open(key_id).ok_or_else(|| {
@@ -138,4 +154,29 @@ async fn open(
         drop((slot, place));
     });
     Ok(response)
+}
+
+/// Sends one text frame within `within`; false when the consumer is gone or stopped reading.
+pub async fn send(client: &mut Client, text: String, within: std::time::Duration) -> bool {
+    use futures_util::SinkExt;
+    tollgate_base::metrics::METRICS.socket_frame(false, text.len() as u64);
+    let message = tokio_tungstenite::tungstenite::Message::text(text);
+    matches!(tokio::time::timeout(within, client.send(message)).await, Ok(Ok(())))
+}
+
+/// One of the gateway's own sessions (chat, progress) counted in `tollgate_sockets_open` while
+/// it lives (a plugin's session counts itself).
+pub struct Open(());
+
+impl Open {
+    pub fn counted() -> Open {
+        tollgate_base::metrics::METRICS.sockets_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Open(())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        tollgate_base::metrics::METRICS.sockets_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 mod callbacks;
+pub mod feed;
 mod retry;
 mod submitting;
 pub use retry::RetryRefused;
@@ -104,6 +105,8 @@ impl Engine {
             expires_at: now + self.task_ttl_secs,
             params: r.task_params.clone(),
             callback_url: r.callback_url.clone(),
+            chat_id: r.chat_id.clone(),
+            user_uuid: r.user_uuid.clone(),
         };
         let stored = match &self.billing {
             Some(b) => {
@@ -334,8 +337,17 @@ impl Engine {
                     now,
                 )
                 .await;
-                if let Err(e) = progressed {
-                    tracing::warn!(task = %task.id, error = %format!("{e:#}"), "recording a task's progress failed");
+                match progressed {
+                    // News for the progress socket: the job started, or moved on.
+                    Ok(true) if task.status == tasks::QUEUED || (percent.is_some() && percent != task.progress) => {
+                        if let Err(e) = tasks::events::announce(&self.db, &task.id, now).await {
+                            tracing::warn!(task = %task.id, error = %format!("{e:#}"), "announcing a task's progress failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(task = %task.id, error = %format!("{e:#}"), "recording a task's progress failed")
+                    }
                 }
             }
             Ok(Outcome::Task(wit::TaskState::Succeeded(done))) => {

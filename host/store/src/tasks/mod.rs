@@ -21,6 +21,7 @@
 use super::{CallRecord, Db};
 use anyhow::{bail, Result};
 
+pub mod events;
 mod read;
 pub use read::{count_open, find, get, ledger, list, page, search, Filter};
 
@@ -70,6 +71,9 @@ pub struct Task {
     pub callback_state: Option<String>,
     pub callback_attempts: i64,
     pub callback_at: Option<i64>,
+    /// The chat and the app's user reference the task was submitted for (recorded as given).
+    pub chat_id: Option<String>,
+    pub user_uuid: Option<String>,
 }
 
 impl Task {
@@ -99,6 +103,9 @@ pub struct NewTask {
     pub params: Option<String>,
     /// The consumer's callback URL (checked against the operator's hosts before the call).
     pub callback_url: Option<String>,
+    /// The chat and the app's user reference of the submit (checked by the surface).
+    pub chat_id: Option<String>,
+    pub user_uuid: Option<String>,
 }
 
 /// The most a surface keeps of a task's request.
@@ -113,7 +120,7 @@ const COLUMNS: &str =
     "id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, state, \
      status, progress, message, polls, next_poll_at, lease_owner, lease_until, outputs, reserved_micros, \
      charge_micros, error_kind, request_id, created_at, updated_at, expires_at, params, callback_url, callback_state, \
-     callback_attempts, callback_at";
+     callback_attempts, callback_at, chat_id, user_uuid";
 
 fn check_state(state: &str) -> Result<()> {
     if state.len() > MAX_STATE_BYTES {
@@ -138,7 +145,8 @@ async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: 
     sqlx::query(
         "INSERT INTO tasks (id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, \
          state, status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at, params, \
-         callback_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17, $18, $19)",
+         callback_url, chat_id, user_uuid) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17, $18, $19, $20, $21)",
     )
     .bind(id)
     .bind(t.user_id)
@@ -159,6 +167,8 @@ async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: 
     .bind(t.expires_at)
     .bind(&t.params)
     .bind(&t.callback_url)
+    .bind(&t.chat_id)
+    .bind(&t.user_uuid)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -171,7 +181,9 @@ pub async fn create_with_hold(db: &Db, id: &str, t: &NewTask, record: &CallRecor
     insert_row(&mut tx, id, t, now).await?;
     let record = CallRecord { charge_micros: t.reserved_micros, ..record.clone() };
     charge(&mut tx, &record).await?;
+    events::record(&mut tx, id, now).await?;
     tx.commit().await?;
+    events::committed();
     Ok(())
 }
 
@@ -224,7 +236,9 @@ pub async fn finish_and_settle(
     if refund != 0 {
         charge(&mut tx, &record).await?;
     }
+    events::record(&mut tx, id, now).await?;
     tx.commit().await?;
+    events::committed();
     Ok(Some(Settled { user_id: task.user_id, key_id: task.key_id, refund_micros: refund }))
 }
 
@@ -259,7 +273,9 @@ pub async fn rearchived(
         return Ok(false);
     }
     crate::archive::record(&mut tx, id, archived, now).await?;
+    events::record(&mut tx, id, now).await?;
     tx.commit().await?;
+    events::committed();
     Ok(true)
 }
 

@@ -19,6 +19,8 @@ pub(crate) fn new_task(user_id: i64, first_poll_at: i64) -> NewTask {
         expires_at: first_poll_at + 3600,
         params: None,
         callback_url: None,
+        chat_id: None,
+        user_uuid: None,
     }
 }
 
@@ -286,4 +288,38 @@ async fn a_finished_tasks_callback_is_claimed_by_one_node_retried_and_ends_deliv
     assert!(finish(&db, "task_cb2", &ok, 150).await.unwrap());
     callback_attempted(&db, "task_cb2", false, None).await.unwrap();
     assert_eq!(get(&db, "task_cb2", 1).await.unwrap().unwrap().callback_state.as_deref(), Some("failed"));
+}
+
+#[tokio::test]
+async fn a_submit_and_an_end_write_their_events_and_one_claimer_takes_each() {
+    let db = crate::open_for_test("tasks_events").await;
+    account(&db).await;
+    use events::{announce, claim, pending, prune, unclaim};
+    let t = new_task(1, 1_000);
+    create_with_hold(&db, "task_ev", &t, &submit_record("req-ev"), 100).await.unwrap();
+    let events = pending(&db, &[1], 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].event_status.as_str(), events[0].task.id.as_str()), ("queued", "task_ev"));
+    assert!(pending(&db, &[2], 0, 10).await.unwrap().is_empty(), "another user's tasks are not theirs");
+    assert!(pending(&db, &[1], 101, 10).await.unwrap().is_empty(), "older than asked");
+
+    let ended = Outcome { status: SUCCEEDED, ..Default::default() };
+    finish_and_settle(&db, "task_ev", None, &ended, 400, 110).await.unwrap().unwrap();
+    let events = pending(&db, &[1], 0, 10).await.unwrap();
+    let statuses: Vec<&str> = events.iter().map(|e| e.event_status.as_str()).collect();
+    assert_eq!(statuses, ["queued", "succeeded"]);
+    assert_eq!(events[0].task.status, "succeeded", "the task as it is now");
+    assert_eq!(events[1].task.charge_micros, Some(400));
+
+    // Two nodes reading the same event: one pushes it.
+    let first = events[0].event_id;
+    assert!(claim(&db, first).await.unwrap());
+    assert!(!claim(&db, first).await.unwrap());
+    assert_eq!(pending(&db, &[1], 0, 10).await.unwrap().len(), 1);
+    unclaim(&db, first).await.unwrap();
+    assert_eq!(pending(&db, &[1], 0, 10).await.unwrap().len(), 2, "given back: replayed later");
+
+    announce(&db, "task_ev", 120).await.unwrap();
+    assert_eq!(prune(&db, 110).await.unwrap(), 1, "the submit's event is past the window");
+    assert_eq!(pending(&db, &[1], 0, 10).await.unwrap().len(), 2);
 }
