@@ -83,11 +83,27 @@ pub async fn serve(config: config::Config) -> Result<()> {
         task_polls_per_round: (config.task_polls_per_second as usize).div_ceil(2).max(1),
         task_max_open_per_user: i64::from(config.task_max_open_per_user),
         submitting: Default::default(),
-        // At most a day: events are kept no longer.
+        // A minute to a day.
         progress: Arc::new(tollgate_engine::tasks::feed::Feed::new(
             db.clone(),
-            config.progress_replay_secs.min(86_400) as i64,
+            config.progress_replay_secs.clamp(60, 86_400) as i64,
         )),
+        prefetch: {
+            let p = &config.speech_prefetch;
+            Arc::new(tollgate_engine::prefetch::Prefetch::new(tollgate_engine::prefetch::Settings {
+                model: p.model.clone().filter(|m| !m.is_empty()),
+                voice: p.voice.clone(),
+                format: p.format.to_ascii_lowercase(),
+                by_default: p.by_default,
+                concurrency: p.concurrency.clamp(1, 64),
+                wait: Duration::from_millis(p.wait_ms.min(600_000)),
+                limits: tollgate_engine::prefetch::cache::Limits {
+                    entries: p.cache_entries.clamp(1, 1_000_000),
+                    bytes: p.cache_bytes,
+                    ttl: Duration::from_secs(p.cache_ttl_secs.clamp(1, 7 * 86_400)),
+                },
+            }))
+        },
         archive: Arc::new(
             tollgate_engine::archive::Archive::open(
                 tollgate_engine::archive::Settings {

@@ -29,6 +29,7 @@ pub mod exchange;
 mod idempotency;
 pub mod keypool;
 pub mod plugin;
+pub mod prefetch;
 pub mod socket;
 pub mod tasks;
 
@@ -149,6 +150,8 @@ pub struct Engine {
     pub submitting: tasks::InFlight,
     /// This node's progress socket registrations, and the round that feeds them.
     pub progress: Arc<tasks::feed::Feed>,
+    /// Speech prefetch: its settings, cache and places on the speech channels.
+    pub prefetch: Arc<prefetch::Prefetch>,
     /// Where task outputs are downloaded to and served from.
     pub archive: Arc<archive::Archive>,
 }

@@ -10,6 +10,43 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 pub use tollgate_engine::keypool::config::{ChannelConfig, KeySpec, Strategy};
 
+/// `[speech_prefetch]`: a chat's sentences synthesized as it streams, for the app's speech
+/// requests to come.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechPrefetch {
+    /// The speech model (a channel must serve it with op `speech`); unset: prefetch is off.
+    pub model: Option<String>,
+    pub voice: String,
+    /// The audio format synthesized (`wav` joins a whole reply exactly).
+    pub format: String,
+    /// Prefetch a chat that does not say `tts_enabled` (the accelerator's clients).
+    pub by_default: bool,
+    /// Prefetches at once per speech channel.
+    pub concurrency: usize,
+    /// How long a speech request waits for a sentence being synthesized.
+    pub wait_ms: u64,
+    pub cache_entries: usize,
+    pub cache_bytes: usize,
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for SpeechPrefetch {
+    fn default() -> Self {
+        SpeechPrefetch {
+            model: None,
+            voice: "alloy".into(),
+            format: "wav".into(),
+            by_default: false,
+            concurrency: 3,
+            wait_ms: 30_000,
+            cache_entries: 1_000,
+            cache_bytes: 256 << 20,
+            cache_ttl_secs: 3_600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -176,6 +213,9 @@ pub struct Config {
     /// matching registration (seconds).
     #[serde(default = "defaults::progress_replay_secs")]
     pub progress_replay_secs: u64,
+    /// Speech prefetch (`compat-protocols.md` §4); off unless it names a speech model.
+    #[serde(default)]
+    pub speech_prefetch: SpeechPrefetch,
     /// Whether this node polls tasks (a node that only serves requests may leave it to others;
     /// at least one node on the database must).
     #[serde(default = "defaults::poll_tasks")]

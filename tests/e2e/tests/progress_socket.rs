@@ -88,9 +88,15 @@ fn a_socket_hears_its_own_tasks_run_and_stop_and_gets_what_it_missed_when_it_com
     let other = gw.create_key("other", "1");
     gw.wait_for_key(&other);
 
-    // Without a key, no socket; a browser gives its key in the query.
+    // Without a key, no socket; a browser gives a short-lived socket token in the query, never
+    // the key itself.
     assert_eq!(gw.socket(BACKEND_PATH, None).err(), Some(401));
-    let mut ws = gw.socket(&format!("/v1/tasks/ws?token={}", gw.key), None).expect("the upgrade with ?token=");
+    assert_eq!(gw.socket(&format!("/v1/tasks/ws?token={}", gw.key), None).err(), Some(401), "a key is no token");
+    let auth = format!("Bearer {}", gw.key);
+    let issued = http::request(&gw.addr, "POST", "/v1/sockets/token", &[("authorization", &auth)], b"").json();
+    let token = issued["token"].as_str().expect("a socket token").to_string();
+    assert_eq!(issued["expires_in"], 300);
+    let mut ws = gw.socket(&format!("/v1/tasks/ws?token={token}"), None).expect("the upgrade with ?token=");
     send(&mut ws, json!({ "event": "ping" }));
     assert_eq!(next(&mut ws)["event"], "pong");
     ws.send(Message::text("nonsense")).unwrap();
@@ -99,7 +105,11 @@ fn a_socket_hears_its_own_tasks_run_and_stop_and_gets_what_it_missed_when_it_com
     assert_eq!(next(&mut ws)["code"], "MISSING_PARAMS");
     send(&mut ws, json!({ "event": "subscribe" }));
     assert_eq!(next(&mut ws)["code"], "UNKNOWN_EVENT");
+    register(&mut ws, "u1", "c0");
+    send(&mut ws, json!({ "event": "register", "user_uuid": "u1", "model_id": "fixture-video" }));
+    assert_eq!(next(&mut ws)["code"], "TOO_MANY_REGISTRATIONS");
     drop(ws);
+    assert!(!gw.log().contains(&token), "the token is never logged");
 
     let mut mine = gw.socket(BACKEND_PATH, Some(&gw.key)).expect("the upgrade");
     let connected = register(&mut mine, "u1", "c1");
@@ -120,6 +130,10 @@ fn a_socket_hears_its_own_tasks_run_and_stop_and_gets_what_it_missed_when_it_com
     );
     assert_eq!((first["model_id"].as_str(), first["chat_id"].as_str()), (Some("fixture-video"), Some("c1")));
     assert_eq!(first["user_uuid"], "u1");
+    assert!(first["event_id"].as_i64() > Some(0), "{first}");
+    let mut ids: Vec<i64> = frames.iter().map(|f| f["event_id"].as_i64().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), frames.len(), "each event once");
     assert!(frames.iter().any(|f| f["message"]["status"] == "in_progress"), "{frames:?}");
     let stop = frames.last().unwrap();
     assert_eq!(stop["message"]["status"], "succeeded", "{stop}");
@@ -159,7 +173,8 @@ fn a_socket_hears_its_own_tasks_run_and_stop_and_gets_what_it_missed_when_it_com
     assert!(closed.unwrap().reason.contains("replaced"));
     // Open sessions are counted: the two registered ones.
     let metrics = || http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
-    assert!(eventually(Duration::from_secs(5), || metrics().contains("tollgate_sockets_open 2")), "{}", metrics());
+    let open_two = || metrics().lines().any(|l| l == "tollgate_sockets_open 2");
+    assert!(eventually(Duration::from_secs(5), open_two), "{}", metrics());
 }
 
 #[test]

@@ -221,6 +221,7 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
         Found::Route(Handler::ChatSocket) if surface::socket::is_upgrade(&req) => {
             surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi).await
         }
+        Found::Route(Handler::SocketToken) => surface::socket::token(&state, &req),
         Found::Route(Handler::ProgressSocket) if surface::socket::is_upgrade(&req) => {
             surface::progress_socket::upgrade(&state, req).await
         }

@@ -21,6 +21,8 @@ pub enum Handler {
     ChatSocket,
     /// The gateway's own progress socket (an upgrade).
     ProgressSocket,
+    /// A short-lived token that opens the caller's sockets from a browser.
+    SocketToken,
     Admin,
 }
 
@@ -61,6 +63,7 @@ pub const ROUTES: &[Route] = &[
     family("/v1/auth/", Account),
     route("POST", "/v1/chat/completions", ModelCall("chat")),
     route("GET", "/v1/chat/ws", ChatSocket),
+    route("POST", "/v1/sockets/token", SocketToken),
     route("POST", "/v1/embeddings", ModelCall("embeddings")),
     route("POST", "/v1/images/generations", ModelCall("images")),
     route("POST", "/v1/rerank", ModelCall("rerank")),

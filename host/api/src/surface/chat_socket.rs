@@ -12,8 +12,8 @@
 //!   with the chat completion chunks (one frame each), then a `[DONE]` frame; errors in
 //!   OpenAI's error shape, the socket staying open.
 //!
-//! Invariants: the consumer is the key presented at the upgrade (a header, or `?token=` from
-//! a browser: `socket::consumer`), looked up again before each chat (a key revoked meanwhile ends the socket); `user_uuid` is recorded, never trusted; a
+//! Invariants: the consumer is the key presented at the upgrade (a header, or a socket token
+//! from a browser: `socket::consumer`), looked up again before each chat (a key revoked meanwhile ends the socket); `user_uuid` is recorded, never trusted; a
 //! chat's `chat_id` is recorded on its call, and both are at most 128 characters without
 //! control characters; one chat runs at a time per socket, none after the shutdown signal; the
 //! idle timeout counts the consumer's text messages only;
@@ -59,9 +59,9 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
     let request_id = state.next_request_id();
     let opened = (|| {
         let (accept, place) = accept(state, &req)?;
-        let (consumer, token) = super::socket::consumer(state, &req)?;
+        let (consumer, auth) = super::socket::consumer(state, &req)?;
         let slot = key_place(state, consumer.key_id)?;
-        Ok::<_, CallError>((accept, place, token, slot))
+        Ok::<_, CallError>((accept, place, auth, slot))
     })();
     let query = req.uri().query().unwrap_or_default().to_string();
     let param = |name: &str| {
@@ -74,7 +74,7 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
         reference(param("client_id").as_deref()).and_then(|c| Ok((c, reference(param("user_uuid").as_deref())?)));
     let opened = opened.and_then(|o| Ok((o, references?)));
     // The key is looked up again before each chat: a key revoked meanwhile stops chatting.
-    let ((accept, place, token, slot), (client_id, user_uuid)) = match opened {
+    let ((accept, place, auth, slot), (client_id, user_uuid)) = match opened {
         Ok(o) => o,
         Err(e) => return with_request_id(e.to_response(), &request_id),
     };
@@ -84,7 +84,7 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
     state.socket_tasks.spawn(async move {
         let limits = state_for_session.settings.socket_limits;
         let Some(client) = upgraded(on_upgrade, limits).await else { return };
-        let session = Session { state: state_for_session, token, protocol, client_id, user_uuid };
+        let session = Session { state: state_for_session, auth, protocol, client_id, user_uuid };
         session.run(client).await;
         drop((slot, place));
     });
@@ -96,7 +96,7 @@ use crate::server::body::Response;
 struct Session {
     state: Arc<Api>,
     /// The key presented at the upgrade.
-    token: String,
+    auth: super::socket::Auth,
     protocol: Protocol,
     client_id: String,
     user_uuid: Option<String>,
@@ -256,7 +256,7 @@ impl Session {
     /// Runs one chat call and sends its pieces; false when the consumer is gone (or its key).
     async fn chat(&self, client: &mut Client, body: Value, chat_id: Option<String>) -> bool {
         let within = self.state.settings.socket_limits.write_timeout;
-        let consumer = match self.state.consumer_for(&self.token) {
+        let consumer = match self.auth.consumer(&self.state) {
             Ok(c) => c,
             Err(e) => {
                 self.error(client, &e).await;

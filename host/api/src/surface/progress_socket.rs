@@ -7,11 +7,12 @@
 //! <the task>,"status":"run"|"stop","total_tokens"?}` (`stop`: the task ended, with what it
 //! was charged, in the balance's unit). `{"event":"ping"}` is answered `{"event":"pong"}`;
 //! errors are `{"event":"error","code":"MISSING_PARAMS"|"INVALID_JSON"|"INVALID_PARAMS"|
-//! "UNKNOWN_EVENT"|"UNAUTHORIZED","message"}` and the socket stays open (not after
-//! `UNAUTHORIZED`).
+//! "UNKNOWN_EVENT"|"TOO_MANY_REGISTRATIONS"|"UNAUTHORIZED","message"}` and the socket stays
+//! open (not after `UNAUTHORIZED`). Each event frame carries its `event_id`.
 //!
 //! Invariants: the consumer is the key presented at the upgrade (`socket::consumer`), looked
-//! up again at each registration and every `PING_EVERY` (a revoked key ends the socket); a
+//! up again at each registration and every `PING_EVERY` (a revoked key ends the socket; so
+//! does a peer silent for two pings); at most one registration a second per socket; a
 //! socket gets only its own user's tasks (`engine::tasks::feed`), whichever node polled
 //! them; `user_uuid` and `chat_id` select among them, never an identity; one registration per
 //! socket (a new one replaces its own), and a newer registration of the same user, model,
@@ -22,7 +23,7 @@
 use super::socket::{accept, key_place, send, switching, upgraded, Client};
 use super::{reference, with_request_id};
 use crate::engine::socket::close;
-use crate::engine::tasks::feed::{Delivery, Filter, Subscription};
+use crate::engine::tasks::feed::{Delivery, Interest, Subscription};
 use crate::exchange::CallError;
 use crate::server::body::Response;
 use crate::server::error::ToResponse;
@@ -45,16 +46,18 @@ pub const PATH: &str = "/v1/tasks/ws";
 /// A registered socket waits for events as long as it likes; a ping this often finds a peer
 /// that is gone (its write times out) and rechecks the key.
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// The least time between two registrations of one socket.
+const REGISTER_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
     let request_id = state.next_request_id();
     let opened = (|| {
         let (accept, place) = accept(state, &req)?;
-        let (consumer, token) = super::socket::consumer(state, &req)?;
+        let (consumer, auth) = super::socket::consumer(state, &req)?;
         let slot = key_place(state, consumer.key_id)?;
-        Ok::<_, CallError>((accept, place, consumer.user_id, token, slot))
+        Ok::<_, CallError>((accept, place, consumer.user_id, auth, slot))
     })();
-    let (accept, place, user_id, token, slot) = match opened {
+    let (accept, place, user_id, auth, slot) = match opened {
         Ok(o) => o,
         Err(e) => return with_request_id(e.to_response(), &request_id),
     };
@@ -63,7 +66,7 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
     state.socket_tasks.spawn(async move {
         let limits = state_for_session.settings.socket_limits;
         let Some(client) = upgraded(on_upgrade, limits).await else { return };
-        Session { state: state_for_session, token, user_id, registered: None }.run(client).await;
+        Session { state: state_for_session, auth, user_id, registered: None, last_register: None }.run(client).await;
         drop((slot, place));
     });
     with_request_id(switching(&accept, &[]).unwrap_or_else(|e| e.to_response()), &request_id)
@@ -72,16 +75,10 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
 struct Session {
     state: Arc<Api>,
     /// The key presented at the upgrade.
-    token: String,
+    auth: super::socket::Auth,
     user_id: i64,
-    registered: Option<(Subscription, Registered)>,
-}
-
-/// What the consumer registered with, as its frames echo it.
-struct Registered {
-    user_uuid: String,
-    model_id: String,
-    chat_id: Option<String>,
+    registered: Option<Subscription>,
+    last_register: Option<tokio::time::Instant>,
 }
 
 /// How a message from the consumer leaves the session.
@@ -97,7 +94,14 @@ impl Session {
     async fn run(mut self, client: Client) {
         let _open = super::socket::Open::counted();
         let mut unsent = self.serve(client).await;
-        if let Some((mut subscription, _)) = self.registered.take() {
+        unsent.extend(self.unregister());
+        self.state.engine.progress.give_back(&unsent).await;
+    }
+
+    /// Ends the registration; the events queued for it and not sent.
+    fn unregister(&mut self) -> Vec<i64> {
+        let mut unsent = Vec::new();
+        if let Some(mut subscription) = self.registered.take() {
             subscription.events.close();
             while let Ok(delivery) = subscription.events.try_recv() {
                 if let Delivery::Event(e) = delivery {
@@ -105,7 +109,7 @@ impl Session {
                 }
             }
         }
-        self.state.engine.progress.give_back(&unsent).await;
+        unsent
     }
 
     async fn serve(&mut self, mut client: Client) -> Vec<i64> {
@@ -114,6 +118,8 @@ impl Session {
         let mut shutdown = self.state.shutdown.subscribe();
         // Until it registers, a socket is idle by the usual rule; then it waits for events.
         let mut idle_until = tokio::time::Instant::now() + limits.idle_timeout;
+        // A peer that answers neither pings nor anything else for two rounds is gone.
+        let mut last_heard = tokio::time::Instant::now();
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -126,13 +132,13 @@ impl Session {
                 }
                 delivery = async {
                     match self.registered.as_mut() {
-                        Some((subscription, _)) => subscription.events.recv().await,
+                        Some(subscription) => subscription.events.recv().await,
                         None => std::future::pending().await,
                     }
                 } => {
                     let reason = match delivery {
                         Some(Delivery::Event(e)) => {
-                            let frame = self.frame(&e);
+                            let frame = Self::frame(&e);
                             if !send(&mut client, frame, within).await {
                                 return vec![e.event_id];
                             }
@@ -146,8 +152,12 @@ impl Session {
                     return Vec::new();
                 }
                 _ = ping.tick() => {
-                    if self.state.consumer_for(&self.token).is_err() {
+                    if self.auth.consumer(&self.state).is_err() {
                         self.unauthorized(&mut client).await;
+                        return Vec::new();
+                    }
+                    if last_heard.elapsed() > 2 * PING_EVERY {
+                        let _ = timeout(within, client.send(close(CloseCode::Away, "no answer to pings"))).await;
                         return Vec::new();
                     }
                     if !matches!(timeout(within, client.send(Message::Ping(Default::default()))).await, Ok(Ok(()))) {
@@ -159,6 +169,7 @@ impl Session {
                     return Vec::new();
                 }
                 message = client.next() => {
+                    last_heard = tokio::time::Instant::now();
                     let text = match message {
                         Some(Ok(Message::Text(t))) => {
                             METRICS.socket_frame(true, t.len() as u64);
@@ -220,31 +231,39 @@ impl Session {
                     );
                     return reply(client, e, within).await;
                 };
-                if self.state.consumer_for(&self.token).is_err() {
+                if self.auth.consumer(&self.state).is_err() {
                     self.unauthorized(client).await;
                     return Next::End(Vec::new());
                 }
-                // Its own older registration ends first (it is not "replaced": it moved).
-                self.registered = None;
-                let filter = Filter {
+                // Each registration reads the database: one a second per socket.
+                let now = tokio::time::Instant::now();
+                if self.last_register.is_some_and(|t| now.duration_since(t) < REGISTER_EVERY) {
+                    let e = error("TOO_MANY_REGISTRATIONS", "register at most once a second");
+                    return reply(client, e, within).await;
+                }
+                self.last_register = Some(now);
+                // Its own older registration ends first (it is not "replaced": it moved); what
+                // was queued for it is given back, for the new one.
+                let queued = self.unregister();
+                self.state.engine.progress.give_back(&queued).await;
+                let interest = Interest {
+                    user_id: self.user_id,
                     model: model_id.to_string(),
                     chat_id: chat_id.clone(),
                     user_uuid: Some(user_uuid.clone()),
                 };
-                let (subscription, missed) = self.state.engine.progress.subscribe(self.user_id, filter).await;
-                let registered = Registered { user_uuid, model_id: model_id.to_string(), chat_id };
+                let (subscription, missed) = self.state.engine.progress.subscribe(interest).await;
                 let connected = json!({
                     "event": "connected", "code": 200, "msg": "success",
-                    "data": { "user_uuid": registered.user_uuid, "model_id": registered.model_id,
-                              "chat_id": registered.chat_id, "replayed": missed.len() },
+                    "data": { "user_uuid": user_uuid, "model_id": model_id, "chat_id": chat_id, "replayed": missed.len() },
                 });
-                self.registered = Some((subscription, registered));
+                self.registered = Some(subscription);
                 let unsent = |from: usize| Next::End(missed[from..].iter().map(|e| e.event_id).collect());
                 if !send(client, connected.to_string(), within).await {
                     return unsent(0);
                 }
                 for (i, e) in missed.iter().enumerate() {
-                    if !send(client, self.frame(e), within).await {
+                    if !send(client, Self::frame(e), within).await {
                         return unsent(i);
                     }
                 }
@@ -261,20 +280,22 @@ impl Session {
     }
 
     /// An event as the backend's apps read it.
-    fn frame(&self, e: &Event) -> String {
+    fn frame(e: &Event) -> String {
         let t = &e.task;
         let mut message = crate::engine::tasks::view(t);
         // The status and progress when it happened (a replayed event tells its own time).
         message["status"] = json!(e.event_status);
         message["progress"] = json!(e.event_progress);
         let ended = !matches!(e.event_status.as_str(), "queued" | "in_progress");
-        let registered = self.registered.as_ref().map(|(_, r)| r);
+        // The task's own references, never the registration's.
         let mut frame = json!({
             "event": kind(&t.op),
-            "user_uuid": t.user_uuid.as_deref().or(registered.map(|r| r.user_uuid.as_str())),
+            "user_uuid": t.user_uuid,
             "model_id": t.model,
-            "chat_id": t.chat_id.as_deref().or(registered.and_then(|r| r.chat_id.as_deref())),
+            "chat_id": t.chat_id,
             "task_id": t.id,
+            // Unique per event: a client can drop one it got twice.
+            "event_id": e.event_id,
             "timestamp": e.event_at * 1000,
             "message": message,
             "status": if ended { "stop" } else { "run" },

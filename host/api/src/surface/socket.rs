@@ -76,19 +76,72 @@ pub fn accept(state: &Api, req: &Request<Incoming>) -> Result<(String, OwnedSema
     Ok((accept, place))
 }
 
-/// The key of a gateway socket (chat, progress): `Authorization` or `x-api-key` at the upgrade,
-/// else `?token=` in the query for browsers, whose `WebSocket` cannot send headers (only
-/// paths are ever logged). A plugin's socket takes headers only: its query goes to the vendor.
-pub fn consumer(state: &Api, req: &Request<Incoming>) -> Result<(crate::account::Consumer, String), CallError> {
-    let token = match crate::server::auth::credential(req.headers()).value() {
-        Some(v) => Some(v.to_string()),
-        None => req.uri().query().and_then(|q| crate::server::url::query_params(q).remove("token")),
+/// How long a socket token (`POST /v1/sockets/token`) opens sockets.
+pub const TOKEN_TTL_SECS: i64 = 300;
+/// What a socket token names instead of a task.
+const SOCKET_TOKEN: &str = "socket";
+
+/// The key a gateway socket (chat, progress) was opened with, looked up again during the
+/// session: a key revoked meanwhile ends it.
+#[derive(Clone)]
+pub enum Auth {
+    /// The key itself, presented in a header.
+    Key(String),
+    /// A socket token's key.
+    KeyId(i64),
+}
+
+impl Auth {
+    pub fn consumer(&self, state: &Api) -> Result<crate::account::Consumer, CallError> {
+        match self {
+            Auth::Key(k) => state.consumer_for(k),
+            Auth::KeyId(id) => {
+                state.keys.by_id(*id).filter(|c| !c.expired(crate::store::now_unix())).ok_or_else(|| {
+                    crate::server::error::unauthorized("The key of this socket token is no longer valid.")
+                })
+            }
+        }
+    }
+}
+
+/// The consumer of a gateway socket (chat, progress): `Authorization` or `x-api-key` at the
+/// upgrade, else `?token=` with a socket token for browsers, whose `WebSocket` cannot send
+/// headers (a short-lived token from `POST /v1/sockets/token`, never the key itself, so no
+/// long-lived secret lands in a URL; only paths are ever logged). A plugin's socket takes
+/// headers only: its query goes to the vendor.
+pub fn consumer(state: &Api, req: &Request<Incoming>) -> Result<(crate::account::Consumer, Auth), CallError> {
+    if let Some(key) = crate::server::auth::credential(req.headers()).value() {
+        return Ok((state.consumer_for(key)?, Auth::Key(key.to_string())));
+    }
+    let token = req.uri().query().and_then(|q| crate::server::url::query_params(q).remove("token"));
+    let Some(token) = token else {
+        return Err(crate::server::error::unauthorized(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer sk-tg-...' at the upgrade, or from a browser a socket token (POST /v1/sockets/token) as ?token=.",
+        ));
     };
-    match token {
-        Some(t) if !t.is_empty() => Ok((state.consumer_for(&t)?, t)),
-        _ => Err(crate::server::error::unauthorized(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer sk-tg-...' at the upgrade, or as ?token= from a browser.",
-        )),
+    let auth = state.sessions.verify_task_token(&token, SOCKET_TOKEN).map(Auth::KeyId).ok_or_else(|| {
+        crate::server::error::unauthorized("The socket token is invalid or expired; ask for a new one.")
+    })?;
+    Ok((auth.consumer(state)?, auth))
+}
+
+/// `POST /v1/sockets/token`: a token that opens the caller's gateway sockets from a browser
+/// for `TOKEN_TTL_SECS` (its key is checked at each use).
+pub fn token(state: &Api, req: &Request<Incoming>) -> Response {
+    use crate::server::error::ToResponse;
+    let consumer = match state.authenticate(req) {
+        Ok(c) => c,
+        Err(e) => return e.to_response(),
+    };
+    match state.sessions.issue_task_token(consumer.key_id, SOCKET_TOKEN, TOKEN_TTL_SECS) {
+        Ok(token) => crate::server::body::json(
+            200,
+            &serde_json::json!({ "object": "socket.token", "token": token, "expires_in": TOKEN_TTL_SECS }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "issuing a socket token failed");
+            CallError::new(500, "server_error", "token_failed", "The gateway could not issue a token.").to_response()
+        }
     }
 }
 

@@ -21,6 +21,23 @@ use tollgate_base::{ndjson, sse};
 /// The consumer-facing body of a stream.
 pub struct StreamBody {
     rx: mpsc::Receiver<Result<Bytes, StreamCut>>,
+    /// Sees each chunk as the consumer takes it, and the clean end (speech prefetch).
+    tap: Option<Box<dyn Tap>>,
+}
+
+/// What watches a stream on its way to the consumer: only what the consumer took is seen,
+/// `end` only when the stream ended cleanly (never after a cut or a consumer that left).
+pub trait Tap: Send {
+    fn data(&mut self, chunk: &Bytes);
+    fn end(&mut self);
+}
+
+impl StreamBody {
+    /// This stream, with `tap` watching it.
+    pub fn tapped(mut self, tap: Box<dyn Tap>) -> StreamBody {
+        self.tap = Some(tap);
+        self
+    }
 }
 
 /// A stream that ended abnormally in a format with no error event of its own (audio, raw
@@ -40,7 +57,20 @@ impl Body for StreamBody {
     type Data = Bytes;
     type Error = StreamCut;
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        let polled = self.rx.poll_recv(cx);
+        if let Some(tap) = self.tap.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(chunk))) => tap.data(chunk),
+                Poll::Ready(None) => {
+                    tap.end();
+                    self.tap = None;
+                }
+                // A cut: nothing more is seen.
+                Poll::Ready(Some(Err(_))) => self.tap = None,
+                Poll::Pending => {}
+            }
+        }
+        polled.map(|o| o.map(|r| r.map(Frame::data)))
     }
 }
 
@@ -100,7 +130,7 @@ pub(super) fn start(
         drop(out.tx);
         on_end(report);
     });
-    StreamBody { rx }
+    StreamBody { rx, tap: None }
 }
 
 /// The consumer's side of a stream, with the copy kept for replays.

@@ -341,6 +341,11 @@ impl Channels {
         self.all.iter().find(|c| c.name == name)
     }
 
+    /// Every channel serving `model`, in configuration order.
+    pub fn serving(&self, model: &str) -> &[Arc<Channel>] {
+        self.by_model.get(model).map_or(&[], Vec::as_slice)
+    }
+
     /// The other channels serving `model`, in configuration order, for failover.
     pub fn others_for_model(&self, model: &str, except: &str) -> Vec<Arc<Channel>> {
         self.by_model.get(model).map(|l| l.iter().filter(|c| c.name != except).cloned().collect()).unwrap_or_default()

@@ -8,43 +8,30 @@
 //!   which is told so and ends;
 //! - an event is pushed once, by the node that claims it, to every matching registration of
 //!   that node; one no registration took stays for the replay window, and the first matching
-//!   registration made within it gets it (`subscribe`);
+//!   registration made within it gets it (`subscribe`); with several nodes, matching
+//!   registrations on two nodes share the events (each goes to one of them);
+//! - a round reads only the events written after the last it read (an id cursor, re-reading
+//!   `GRACE_IDS` behind it for transactions that committed late), in pages: its work is
+//!   bounded by what is new, and one user's unclaimed events never hide another's;
 //! - what a registration missed comes before anything newer (a round waits for the replay);
 //! - a registration's queue is bounded: one that does not keep up is dropped (its socket
 //!   ends), and the event it missed is replayed to its next registration.
 
 use crate::store::now_unix;
+pub use crate::store::tasks::events::Interest;
 use crate::store::tasks::events::{self, Event};
-use crate::store::tasks::Task;
 use crate::store::Db;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// How far back a round looks for events not pushed yet (later ones wait for a registration).
-const LIVE_WINDOW_SECS: i64 = 60;
-/// The most events one round, or one replay, reads.
-const ROUND_LIMIT: i64 = 500;
+/// How far behind its cursor a round reads again (events whose transaction committed after
+/// a later one's).
+const GRACE_IDS: i64 = 200;
+/// The events one page of a round, or one replay, reads.
+const PAGE: i64 = 500;
 /// The events queued for one registration before it counts as not keeping up.
 const QUEUE: usize = 64;
-
-/// What a registration asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filter {
-    pub model: String,
-    pub chat_id: Option<String>,
-    pub user_uuid: Option<String>,
-}
-
-impl Filter {
-    fn matches(&self, t: &Task) -> bool {
-        let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        t.model == self.model && same(&t.chat_id, &self.chat_id) && same(&t.user_uuid, &self.user_uuid)
-    }
-}
 
 /// What a registration receives.
 #[derive(Debug)]
@@ -55,8 +42,7 @@ pub enum Delivery {
 }
 
 struct Registration {
-    user_id: i64,
-    filter: Filter,
+    interest: Interest,
     tx: mpsc::Sender<Delivery>,
 }
 
@@ -64,6 +50,8 @@ pub struct Feed {
     db: Db,
     replay_secs: i64,
     registrations: Mutex<(u64, HashMap<u64, Registration>)>,
+    /// The newest event a round read.
+    cursor: std::sync::atomic::AtomicI64,
     /// Held by a round, and by a registration while it reads what it missed: a round never
     /// pushes one of those events ahead of the replay.
     turn: tokio::sync::Mutex<()>,
@@ -85,7 +73,13 @@ impl Drop for Subscription {
 impl Feed {
     /// A feed replaying what its registrations missed for `replay_secs`.
     pub fn new(db: Db, replay_secs: i64) -> Feed {
-        Feed { db, replay_secs, registrations: Mutex::new((0, HashMap::new())), turn: Default::default() }
+        Feed {
+            db,
+            replay_secs,
+            registrations: Mutex::new((0, HashMap::new())),
+            cursor: Default::default(),
+            turn: Default::default(),
+        }
     }
 
     pub fn replay_secs(&self) -> i64 {
@@ -96,16 +90,15 @@ impl Feed {
         self.registrations.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `user_id` for `filter` (replacing its older registration for the same) and
-    /// gives the events it missed within the replay window, claimed, oldest first; newer ones
-    /// arrive on the subscription.
-    pub async fn subscribe(self: &Arc<Self>, user_id: i64, filter: Filter) -> (Subscription, Vec<Event>) {
+    /// Registers `interest` (replacing the older registration of the same) and gives the
+    /// events it missed within the replay window, claimed, oldest first; newer ones arrive on
+    /// the subscription.
+    pub async fn subscribe(self: &Arc<Self>, interest: Interest) -> (Subscription, Vec<Event>) {
         let _turn = self.turn.lock().await;
         let (tx, rx) = mpsc::channel(QUEUE);
         let id = {
             let mut regs = self.lock();
-            let older: Vec<u64> =
-                regs.1.iter().filter(|(_, r)| r.user_id == user_id && r.filter == filter).map(|(id, _)| *id).collect();
+            let older: Vec<u64> = regs.1.iter().filter(|(_, r)| r.interest == interest).map(|(id, _)| *id).collect();
             for o in older {
                 if let Some(r) = regs.1.remove(&o) {
                     let _ = r.tx.try_send(Delivery::Replaced);
@@ -113,22 +106,15 @@ impl Feed {
             }
             regs.0 += 1;
             let id = regs.0;
-            regs.1.insert(id, Registration { user_id, filter: filter.clone(), tx });
+            regs.1.insert(id, Registration { interest: interest.clone(), tx });
             id
         };
         let subscription = Subscription { events: rx, id, feed: Arc::clone(self) };
-        let mut missed = Vec::new();
         let since = now_unix() - self.replay_secs;
-        match events::pending(&self.db, &[user_id], since, ROUND_LIMIT).await {
-            Ok(pending) => {
-                for e in pending.into_iter().filter(|e| filter.matches(&e.task)) {
-                    if self.claim(e.event_id).await {
-                        missed.push(e);
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading missed task events failed"),
-        }
+        let missed = events::claim_missed(&self.db, &interest, since, PAGE).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "reading missed task events failed");
+            Vec::new()
+        });
         (subscription, missed)
     }
 
@@ -141,13 +127,14 @@ impl Feed {
         self.len() == 0
     }
 
-    /// One round: the recent events of the registered users not pushed yet, each claimed and
-    /// pushed to this node's matching registrations.
+    /// One round: the events of the registered users written since the last round, each
+    /// claimed and pushed to this node's matching registrations.
     pub async fn round(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
         let _turn = self.turn.lock().await;
         let users: Vec<i64> = {
             let regs = self.lock();
-            let mut users: Vec<i64> = regs.1.values().map(|r| r.user_id).collect();
+            let mut users: Vec<i64> = regs.1.values().map(|r| r.interest.user_id).collect();
             users.sort_unstable();
             users.dedup();
             users
@@ -155,39 +142,50 @@ impl Feed {
         if users.is_empty() {
             return;
         }
-        let pending = match events::pending(&self.db, &users, now_unix() - LIVE_WINDOW_SECS, ROUND_LIMIT).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "reading task events failed");
+        let mut after = (self.cursor.load(Relaxed) - GRACE_IDS).max(0);
+        loop {
+            let page = match events::pending_after(&self.db, &users, after, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "reading task events failed");
+                    return;
+                }
+            };
+            let full = page.len() as i64 == PAGE;
+            for event in page {
+                after = event.event_id;
+                self.push(event).await;
+            }
+            self.cursor.fetch_max(after, Relaxed);
+            if !full {
                 return;
             }
+        }
+    }
+
+    /// Claims `event` and pushes it to this node's matching registrations (given back when
+    /// none took it).
+    async fn push(&self, event: Event) {
+        let targets: Vec<(u64, mpsc::Sender<Delivery>)> = {
+            let regs = self.lock();
+            regs.1.iter().filter(|(_, r)| r.interest.matches(&event.task)).map(|(id, r)| (*id, r.tx.clone())).collect()
         };
-        for event in pending {
-            let targets: Vec<(u64, mpsc::Sender<Delivery>)> = {
-                let regs = self.lock();
-                regs.1
-                    .iter()
-                    .filter(|(_, r)| r.user_id == event.task.user_id && r.filter.matches(&event.task))
-                    .map(|(id, r)| (*id, r.tx.clone()))
-                    .collect()
-            };
-            if targets.is_empty() || !self.claim(event.event_id).await {
-                continue;
-            }
-            let mut taken = false;
-            for (id, tx) in targets {
-                match tx.try_send(Delivery::Event(Box::new(event.clone()))) {
-                    Ok(()) => taken = true,
-                    // It does not keep up: dropped, so that its socket ends.
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        self.lock().1.remove(&id);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if targets.is_empty() || !self.claim(event.event_id).await {
+            return;
+        }
+        let mut taken = false;
+        for (id, tx) in targets {
+            match tx.try_send(Delivery::Event(Box::new(event.clone()))) {
+                Ok(()) => taken = true,
+                // It does not keep up: dropped, so that its socket ends.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.lock().1.remove(&id);
                 }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
-            if !taken {
-                self.give_back(&[event.event_id]).await;
-            }
+        }
+        if !taken {
+            self.give_back(&[event.event_id]).await;
         }
     }
 
@@ -221,57 +219,80 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tasks::{self, events, NewTask, Outcome};
 
-    fn task(model: &str, chat: Option<&str>, uuid: Option<&str>) -> Task {
-        Task {
-            id: "task_x".into(),
-            user_id: 1,
+    fn new_task(user_id: i64, model: &str, chat: Option<&str>) -> NewTask {
+        NewTask {
+            user_id,
             key_id: 1,
-            channel: String::new(),
+            channel: "video".into(),
             key_fingerprint: String::new(),
-            plugin: String::new(),
-            plugin_version: String::new(),
+            plugin: "kling".into(),
+            plugin_version: "1".into(),
             op: "video".into(),
             model: model.into(),
-            price_group: String::new(),
-            state: String::new(),
-            status: "queued".into(),
-            progress: None,
-            message: None,
-            polls: 0,
-            next_poll_at: 0,
-            lease_owner: None,
-            lease_until: None,
-            outputs: None,
+            price_group: "default".into(),
+            state: "{}".into(),
             reserved_micros: 0,
-            charge_micros: None,
-            error_kind: None,
-            request_id: String::new(),
-            created_at: 0,
-            updated_at: 0,
-            expires_at: 0,
+            request_id: format!("req-{user_id}-{model}-{chat:?}"),
+            first_poll_at: 0,
+            expires_at: i64::MAX / 2,
             params: None,
             callback_url: None,
-            callback_state: None,
-            callback_attempts: 0,
-            callback_at: None,
             chat_id: chat.map(str::to_string),
-            user_uuid: uuid.map(str::to_string),
+            user_uuid: None,
         }
     }
 
-    #[test]
-    fn a_registration_matches_its_model_and_the_chat_and_app_user_both_name() {
-        let reg = |chat: Option<&str>, uuid: Option<&str>| Filter {
-            model: "video-1".into(),
-            chat_id: chat.map(str::to_string),
-            user_uuid: uuid.map(str::to_string),
-        };
-        assert!(reg(Some("c1"), Some("u1")).matches(&task("video-1", Some("c1"), Some("u1"))));
-        assert!(!reg(Some("c1"), Some("u1")).matches(&task("video-2", Some("c1"), Some("u1"))), "another model");
-        assert!(!reg(Some("c1"), None).matches(&task("video-1", Some("c2"), None)), "another chat");
-        assert!(!reg(None, Some("u1")).matches(&task("video-1", None, Some("u2"))), "another app user");
-        assert!(reg(Some("c1"), None).matches(&task("video-1", None, Some("u2"))), "the task names no chat");
-        assert!(reg(None, None).matches(&task("video-1", Some("c9"), Some("u9"))), "the registration names none");
+    fn interest(user_id: i64, model: &str, chat: Option<&str>) -> Interest {
+        Interest { user_id, model: model.into(), chat_id: chat.map(str::to_string), user_uuid: Some("u1".into()) }
+    }
+
+    async fn next_event(s: &mut Subscription) -> Option<String> {
+        match tokio::time::timeout(std::time::Duration::from_millis(200), s.events.recv()).await {
+            Ok(Some(Delivery::Event(e))) => Some(format!("{}:{}", e.task.id, e.event_status)),
+            Ok(Some(Delivery::Replaced)) => Some("replaced".into()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn rounds_push_each_users_events_once_to_their_matching_registrations() {
+        let db = crate::store::open_for_test("feed_rounds").await;
+        let feed = Arc::new(Feed::new(db.clone(), 900));
+        let now = now_unix();
+        // Missed before anyone registered: replayed to the first matching registration.
+        tasks::insert(&db, "task_a", &new_task(1, "m", Some("c1")), now).await.unwrap();
+        events::announce(&db, "task_a", now).await.unwrap();
+        let (mut mine, missed) = feed.subscribe(interest(1, "m", Some("c1"))).await;
+        assert_eq!(missed.iter().map(|e| e.task.id.as_str()).collect::<Vec<_>>(), ["task_a"]);
+        let (mut theirs, _) = feed.subscribe(interest(2, "m", Some("c1"))).await;
+        let (mut other_chat, _) = feed.subscribe(interest(1, "m", Some("c2"))).await;
+
+        // Many unclaimed events of another user and model never hide this one's.
+        for i in 0..(PAGE + 20) {
+            let id = format!("task_noise_{i}");
+            tasks::insert(&db, &id, &new_task(2, "noise", None), now).await.unwrap();
+            events::announce(&db, &id, now).await.unwrap();
+        }
+        tasks::insert(&db, "task_b", &new_task(1, "m", Some("c1")), now).await.unwrap();
+        events::announce(&db, "task_b", now).await.unwrap();
+        feed.round().await;
+        assert_eq!(next_event(&mut mine).await.as_deref(), Some("task_b:queued"));
+        assert_eq!(next_event(&mut mine).await, None, "once");
+        assert_eq!(next_event(&mut theirs).await, None, "another user's");
+        assert_eq!(next_event(&mut other_chat).await, None, "another chat's");
+        feed.round().await;
+        assert_eq!(next_event(&mut mine).await, None, "never twice");
+
+        // The end of a task reaches the registration; a newer registration replaces it.
+        let ok = Outcome { status: tasks::SUCCEEDED, ..Default::default() };
+        assert!(tasks::finish(&db, "task_b", &ok, now).await.unwrap());
+        events::announce(&db, "task_b", now).await.unwrap();
+        feed.round().await;
+        assert_eq!(next_event(&mut mine).await.as_deref(), Some("task_b:succeeded"));
+        let (_newer, _) = feed.subscribe(interest(1, "m", Some("c1"))).await;
+        assert_eq!(next_event(&mut mine).await.as_deref(), Some("replaced"));
+        assert_eq!(feed.len(), 3);
     }
 }

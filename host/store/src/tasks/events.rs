@@ -8,8 +8,8 @@
 //! - an event is claimed (marked delivered) by one caller only (`claim`), so however many
 //!   nodes read it, one pushes it;
 //! - every write of an event wakes this node's readers at once (`committed`), and on
-//!   PostgreSQL every other node's too (`NOTIFY` in the same transaction: sent at its commit);
-//!   a reader also wakes on its own after a while, so a lost notification only delays;
+//!   PostgreSQL every other node's too (`NOTIFY` after the commit); a reader also wakes on its
+//!   own after a while, so a lost notification only delays;
 //! - a deleted task's events go with it (`archive::delete_task`); events older than the
 //!   replay window are pruned.
 
@@ -34,8 +34,7 @@ pub struct Event {
 }
 
 /// Writes task `id`'s event in the caller's transaction, from the task's row as the
-/// transaction sees it; on PostgreSQL the other nodes are notified when it commits. The caller
-/// calls `committed` after its commit.
+/// transaction sees it. The caller calls `committed` after its commit.
 pub(crate) async fn record(conn: &mut sqlx::AnyConnection, id: &str, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO task_events (task_id, user_id, status, progress, created_at) \
@@ -45,9 +44,6 @@ pub(crate) async fn record(conn: &mut sqlx::AnyConnection, id: &str, now: i64) -
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    if conn.backend_name() == "PostgreSQL" {
-        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut *conn).await?;
-    }
     Ok(())
 }
 
@@ -56,34 +52,111 @@ pub async fn announce(db: &Db, id: &str, now: i64) -> Result<()> {
     let mut tx = db.begin().await?;
     record(&mut tx, id, now).await?;
     tx.commit().await?;
-    committed();
+    committed(db).await;
     Ok(())
 }
 
 static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-/// An event this process wrote has committed: its reader wakes.
-pub(crate) fn committed() {
+/// An event this process wrote has committed: its reader wakes, and on PostgreSQL every other
+/// node's (a `NOTIFY` after the commit, never inside a transaction that moves money: a lost
+/// one only delays the event to the reader's next round).
+pub(crate) async fn committed(db: &Db) {
     WAKE.notify_one();
+    if db.connect_options().database_url.scheme().starts_with("postgres") {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(db).await {
+            tracing::debug!(error = %e, "notifying other nodes of a task event failed");
+        }
+    }
 }
 
-/// The undelivered events of `users`' tasks written at or after `since`, oldest first, at
-/// most `limit`.
-pub async fn pending(db: &Db, users: &[i64], since: i64, limit: i64) -> Result<Vec<Event>> {
+/// The columns an event reads of its task: the heavy ones it does not show (the plugin's
+/// state, the request's params) are left empty.
+fn task_columns() -> String {
+    COLUMNS
+        .split(',')
+        .map(|c| match c.trim() {
+            "state" => "'' AS state".to_string(),
+            "params" => "NULL AS params".to_string(),
+            c => format!("t.{c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The undelivered events of `users`' tasks after event `after`, oldest first, at most `limit`.
+pub async fn pending_after(db: &Db, users: &[i64], after: i64, limit: i64) -> Result<Vec<Event>> {
     if users.is_empty() {
         return Ok(Vec::new());
     }
-    let columns: Vec<String> = COLUMNS.split(',').map(|c| format!("t.{}", c.trim())).collect();
     // The users are numbers: written into the statement, no text of anyone's.
     let users: Vec<String> = users.iter().map(i64::to_string).collect();
     let sql = format!(
         "SELECT e.id AS event_id, e.status AS event_status, e.progress AS event_progress, e.created_at AS event_at, {} \
          FROM task_events e JOIN tasks t ON t.id = e.task_id \
-         WHERE e.delivered = 0 AND e.created_at >= $1 AND e.user_id IN ({}) ORDER BY e.id LIMIT $2",
-        columns.join(", "),
+         WHERE e.delivered = 0 AND e.id > $1 AND e.user_id IN ({}) ORDER BY e.id LIMIT $2",
+        task_columns(),
         users.join(", ")
     );
-    Ok(sqlx::query_as::<_, Event>(&sql).bind(since).bind(limit).fetch_all(db).await?)
+    Ok(sqlx::query_as::<_, Event>(&sql).bind(after).bind(limit).fetch_all(db).await?)
+}
+
+/// What one registration asks for: a user's tasks of a model, of a chat and an app user where
+/// both the registration and the task name one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interest {
+    pub user_id: i64,
+    pub model: String,
+    pub chat_id: Option<String>,
+    pub user_uuid: Option<String>,
+}
+
+impl Interest {
+    pub fn matches(&self, t: &Task) -> bool {
+        let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        t.user_id == self.user_id
+            && t.model == self.model
+            && same(&t.chat_id, &self.chat_id)
+            && same(&t.user_uuid, &self.user_uuid)
+    }
+}
+
+/// The undelivered events `interest` matches written at or after `since`, oldest first, at
+/// most `limit`, claimed for the caller (the replay of a new registration).
+pub async fn claim_missed(db: &Db, interest: &Interest, since: i64, limit: i64) -> Result<Vec<Event>> {
+    let sql = format!(
+        "SELECT e.id AS event_id, e.status AS event_status, e.progress AS event_progress, e.created_at AS event_at, {} \
+         FROM task_events e JOIN tasks t ON t.id = e.task_id \
+         WHERE e.delivered = 0 AND e.created_at >= $1 AND e.user_id = $2 AND t.model = $3 \
+         AND (t.chat_id IS NULL OR $4 = '' OR t.chat_id = $4) AND (t.user_uuid IS NULL OR $5 = '' OR t.user_uuid = $5) \
+         ORDER BY e.id LIMIT $6",
+        task_columns()
+    );
+    let found = sqlx::query_as::<_, Event>(&sql)
+        .bind(since)
+        .bind(interest.user_id)
+        .bind(&interest.model)
+        .bind(interest.chat_id.as_deref().unwrap_or(""))
+        .bind(interest.user_uuid.as_deref().unwrap_or(""))
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    if found.is_empty() {
+        return Ok(found);
+    }
+    // Claimed together: what another node took meanwhile is not pushed twice.
+    let ids: Vec<String> = found.iter().map(|e| e.event_id.to_string()).collect();
+    let claimed: Vec<(i64,)> = sqlx::query_as(&format!(
+        "UPDATE task_events SET delivered = 1 WHERE delivered = 0 AND id IN ({}) RETURNING id",
+        ids.join(", ")
+    ))
+    .fetch_all(db)
+    .await?;
+    let claimed: std::collections::HashSet<i64> = claimed.into_iter().map(|(id,)| id).collect();
+    Ok(found.into_iter().filter(|e| claimed.contains(&e.event_id)).collect())
 }
 
 /// Marks an event delivered; true for the one caller that did (it pushes the event).
@@ -132,8 +205,11 @@ impl Wakes {
         }
     }
 
-    /// Waits for a wake, at most `within`.
+    /// Waits for a wake, at most `within`; the notifications that came meanwhile count as one.
     pub async fn next(&mut self, within: Duration) {
+        if let Some(l) = &mut self.listener {
+            while l.next_buffered().is_some() {}
+        }
         let notified = async {
             match &mut self.listener {
                 // A lost connection is opened again by the next `recv`; meanwhile the

@@ -183,7 +183,7 @@ pub async fn create_with_hold(db: &Db, id: &str, t: &NewTask, record: &CallRecor
     charge(&mut tx, &record).await?;
     events::record(&mut tx, id, now).await?;
     tx.commit().await?;
-    events::committed();
+    events::committed(db).await;
     Ok(())
 }
 
@@ -238,7 +238,7 @@ pub async fn finish_and_settle(
     }
     events::record(&mut tx, id, now).await?;
     tx.commit().await?;
-    events::committed();
+    events::committed(db).await;
     Ok(Some(Settled { user_id: task.user_id, key_id: task.key_id, refund_micros: refund }))
 }
 
@@ -275,7 +275,7 @@ pub async fn rearchived(
     crate::archive::record(&mut tx, id, archived, now).await?;
     events::record(&mut tx, id, now).await?;
     tx.commit().await?;
-    events::committed();
+    events::committed(db).await;
     Ok(true)
 }
 

@@ -294,32 +294,48 @@ async fn a_finished_tasks_callback_is_claimed_by_one_node_retried_and_ends_deliv
 async fn a_submit_and_an_end_write_their_events_and_one_claimer_takes_each() {
     let db = crate::open_for_test("tasks_events").await;
     account(&db).await;
-    use events::{announce, claim, pending, prune, unclaim};
-    let t = new_task(1, 1_000);
+    use events::{announce, claim, claim_missed, pending_after, prune, unclaim, Interest};
+    let mut t = new_task(1, 1_000);
+    t.chat_id = Some("c1".into());
     create_with_hold(&db, "task_ev", &t, &submit_record("req-ev"), 100).await.unwrap();
-    let events = pending(&db, &[1], 0, 10).await.unwrap();
+    let events = pending_after(&db, &[1], 0, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].event_status.as_str(), events[0].task.id.as_str()), ("queued", "task_ev"));
-    assert!(pending(&db, &[2], 0, 10).await.unwrap().is_empty(), "another user's tasks are not theirs");
-    assert!(pending(&db, &[1], 101, 10).await.unwrap().is_empty(), "older than asked");
+    assert_eq!(events[0].task.state, "", "the plugin's state is not read");
+    assert!(pending_after(&db, &[2], 0, 10).await.unwrap().is_empty(), "another user's tasks are not theirs");
+    assert!(pending_after(&db, &[1], events[0].event_id, 10).await.unwrap().is_empty(), "after the last one");
 
     let ended = Outcome { status: SUCCEEDED, ..Default::default() };
     finish_and_settle(&db, "task_ev", None, &ended, 400, 110).await.unwrap().unwrap();
-    let events = pending(&db, &[1], 0, 10).await.unwrap();
+    let events = pending_after(&db, &[1], 0, 10).await.unwrap();
     let statuses: Vec<&str> = events.iter().map(|e| e.event_status.as_str()).collect();
     assert_eq!(statuses, ["queued", "succeeded"]);
     assert_eq!(events[0].task.status, "succeeded", "the task as it is now");
     assert_eq!(events[1].task.charge_micros, Some(400));
 
-    // Two nodes reading the same event: one pushes it.
+    // Two nodes reading the same event: one pushes it; given back, it is pending again.
     let first = events[0].event_id;
     assert!(claim(&db, first).await.unwrap());
     assert!(!claim(&db, first).await.unwrap());
-    assert_eq!(pending(&db, &[1], 0, 10).await.unwrap().len(), 1);
+    assert_eq!(pending_after(&db, &[1], 0, 10).await.unwrap().len(), 1);
     unclaim(&db, first).await.unwrap();
-    assert_eq!(pending(&db, &[1], 0, 10).await.unwrap().len(), 2, "given back: replayed later");
+
+    // A registration's replay: its model, its chat (or none named), claimed at once.
+    let interest = |chat: Option<&str>, model: &str| Interest {
+        user_id: 1,
+        model: model.into(),
+        chat_id: chat.map(str::to_string),
+        user_uuid: Some("u9".into()),
+    };
+    assert!(claim_missed(&db, &interest(Some("c2"), "kling-v2"), 0, 10).await.unwrap().is_empty(), "another chat");
+    assert!(claim_missed(&db, &interest(None, "other"), 0, 10).await.unwrap().is_empty(), "another model");
+    assert!(claim_missed(&db, &Interest { user_id: 2, ..interest(None, "kling-v2") }, 0, 10).await.unwrap().is_empty());
+    let missed = claim_missed(&db, &interest(Some("c1"), "kling-v2"), 0, 10).await.unwrap();
+    assert_eq!(missed.len(), 2);
+    assert!(claim_missed(&db, &interest(Some("c1"), "kling-v2"), 0, 10).await.unwrap().is_empty(), "claimed");
+    assert!(interest(Some("c1"), "kling-v2").matches(&missed[0].task));
 
     announce(&db, "task_ev", 120).await.unwrap();
     assert_eq!(prune(&db, 110).await.unwrap(), 1, "the submit's event is past the window");
-    assert_eq!(pending(&db, &[1], 0, 10).await.unwrap().len(), 2);
+    assert_eq!(pending_after(&db, &[1], 0, 10).await.unwrap().len(), 1);
 }
