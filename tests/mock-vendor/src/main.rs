@@ -161,6 +161,8 @@ pub struct State {
     minimax: Mutex<minimax_jobs::Store>,
     /// Characters MiniMax's socket billed each key (its final frames).
     ws_characters: Mutex<HashMap<String, u64>>,
+    /// MiniMax T2A requests per text (`POST /v1/t2a_v2`).
+    t2a_texts: Mutex<HashMap<String, u64>>,
     /// Suno's tasks by id (`POST /suno/submit/{action}`).
     suno: Mutex<HashMap<String, suno::Task>>,
     /// `hang-once-…` list purposes whose first request already hung.
@@ -197,6 +199,7 @@ impl State {
             minimax: Mutex::new(Default::default()),
             suno: Mutex::new(HashMap::new()),
             ws_characters: Mutex::new(HashMap::new()),
+            t2a_texts: Mutex::new(HashMap::new()),
             chunk_delay_ms,
             trace: AtomicU64::new(1),
             addr,
@@ -393,6 +396,7 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
                 "balance_reads": state.balance_reads.load(Ordering::Relaxed),
                 "cdn_downloads": state.cdn_downloads.load(Ordering::Relaxed),
                 "ws_characters": *state.ws_characters.lock().unwrap_or_else(|e| e.into_inner()),
+                "t2a_texts": *state.t2a_texts.lock().unwrap_or_else(|e| e.into_inner()),
             });
             json(StatusCode::OK, v.to_string())
         }

@@ -37,6 +37,29 @@ pub fn usage_characters(text: &str) -> u64 {
         .sum()
 }
 
+/// Deterministic WAV audio (PCM16 mono, 32 kHz): the text's UTF-8 bytes as samples, padded to
+/// a whole sample.
+pub fn fake_wav(text: &str) -> Vec<u8> {
+    let mut data = text.as_bytes().to_vec();
+    if data.len() % 2 == 1 {
+        data.push(0);
+    }
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&32000u32.to_le_bytes());
+    out.extend_from_slice(&64000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
 /// Deterministic fake audio: `ID3` then the text's UTF-8 bytes repeated to at least 64 bytes.
 pub fn fake_audio(text: &str) -> Vec<u8> {
     let mut audio = b"ID3".to_vec();
@@ -88,10 +111,23 @@ pub async fn t2a(state: &State, cx: &Ctx) -> Response<MockBody> {
         return fail(state, n);
     }
     fault.pause().await;
+    // Per text: `[slow]` answers after 1.5 s; `[flaky]` fails its first request.
+    let seen = {
+        let mut texts = state.t2a_texts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = texts.entry(text.to_string()).or_default();
+        *n += 1;
+        *n
+    };
+    if text.contains("[slow]") {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    }
+    if text.contains("[flaky]") && seen == 1 {
+        return base_error(state, StatusCode::OK, 1000, "unknown error");
+    }
 
-    let audio = fake_audio(text);
-    let chars = text.chars().count() as u64;
     let setting = req.audio_setting.unwrap_or_default();
+    let audio = if setting.format.as_deref() == Some("wav") { fake_wav(text) } else { fake_audio(text) };
+    let chars = text.chars().count() as u64;
     let extra_info = json!({
         "audio_length": 1000 * chars,
         "audio_sample_rate": setting.sample_rate.unwrap_or(32000),

@@ -26,6 +26,22 @@ struct ChatRequest<'a> {
     model: Option<Cow<'a, str>>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    content: Option<serde_json::Value>,
+}
+
+impl ChatRequest<'_> {
+    /// `say:<text>` as the last message: the answer is that text (streamed 4 characters a
+    /// chunk), for tests that need a given answer.
+    fn said(&self) -> Option<String> {
+        let last = self.messages.last()?.content.as_ref()?.as_str()?;
+        last.strip_prefix("say:").map(str::to_string)
+    }
 }
 
 #[derive(Deserialize)]
@@ -129,6 +145,9 @@ pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
         Err(answer) => return answer,
     };
     let model_json = serde_json::to_string(&model).expect("a string serialises");
+    if let Some(text) = req.said() {
+        return said(&model_json, &text, req.stream.unwrap_or(false), state.chunk_delay(&cx.headers));
+    }
     if !req.stream.unwrap_or(false) {
         return json(StatusCode::OK, completion(&model_json));
     }
@@ -138,6 +157,37 @@ pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
     let asked = model.strip_prefix("chunks-").and_then(|n| n.parse().ok());
     let n = if cut { 2 } else { asked.or(header_u64(&cx.headers, "x-mock-chunks")).unwrap_or(5).min(MAX_CHUNKS) };
     sse(stream_chunks(&model_json, n, include_usage, cut), state.chunk_delay(&cx.headers), cut)
+}
+
+/// The answer `text`, whole or streamed in chunks of 4 characters, with usage.
+fn said(model_json: &str, text: &str, stream: bool, delay: std::time::Duration) -> Response<MockBody> {
+    let tokens = text.chars().count().div_ceil(4);
+    let usage = format!(r#"{{"prompt_tokens":9,"completion_tokens":{tokens},"total_tokens":{}}}"#, 9 + tokens);
+    let content = serde_json::to_string(text).expect("a string serialises");
+    if !stream {
+        return json(
+            StatusCode::OK,
+            format!(
+                r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{model_json},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{usage}}}"#
+            ),
+        );
+    }
+    let head = format!(
+        r#"data: {{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":{model_json},"choices":["#
+    );
+    let event = |rest: &str| Bytes::from([head.as_str(), rest, "\n\n"].concat());
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    for piece in chars.chunks(4) {
+        let piece = serde_json::to_string(&piece.iter().collect::<String>()).expect("a string serialises");
+        out.push(event(&format!(
+            r#"{{"index":0,"delta":{{"content":{piece}}},"finish_reason":null}}],"usage":null}}"#
+        )));
+    }
+    out.push(event(r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#));
+    out.push(event(&format!(r#"],"usage":{usage}}}"#)));
+    out.push(Bytes::from_static(DONE));
+    sse(out, delay, false)
 }
 
 fn completion(model_json: &str) -> String {

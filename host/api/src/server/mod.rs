@@ -222,6 +222,7 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
             surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi).await
         }
         Found::Route(Handler::SocketToken) => surface::socket::token(&state, &req),
+        Found::Route(Handler::SpeechCache) => surface::speech_prefetch::cache_admin(&state, &req),
         Found::Route(Handler::ProgressSocket) if surface::socket::is_upgrade(&req) => {
             surface::progress_socket::upgrade(&state, req).await
         }
@@ -302,7 +303,7 @@ fn health(state: &Api) -> serde_json::Value {
 }
 
 /// The request presents `token` (compared in constant time).
-fn bearer_is(req: &Request<Incoming>, token: &str) -> bool {
+pub(crate) fn bearer_is(req: &Request<Incoming>, token: &str) -> bool {
     auth::credential(req.headers()).value().is_some_and(|given| auth::constant_time_eq(given, token))
 }
 

@@ -23,6 +23,8 @@ pub enum Handler {
     ProgressSocket,
     /// A short-lived token that opens the caller's sockets from a browser.
     SocketToken,
+    /// The speech prefetch cache's statistics and clearing (the admin token).
+    SpeechCache,
     Admin,
 }
 
@@ -75,6 +77,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/videos", Videos),
     family("/v1/videos/", Videos),
     family("/admin/", Admin),
+    route("GET", "/cache/stats", SpeechCache),
+    route("POST", "/cache/clear", SpeechCache),
 ];
 
 /// What the table says about a request.

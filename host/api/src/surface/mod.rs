@@ -9,6 +9,7 @@ pub mod native;
 pub mod openai;
 pub mod progress_socket;
 pub mod socket;
+pub mod speech_prefetch;
 pub mod tasks;
 pub mod user;
 pub mod videos;

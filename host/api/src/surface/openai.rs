@@ -16,12 +16,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn model_call(state: &Arc<Api>, req: Request<Incoming>, op: &str) -> Response {
-    let mut video = None;
+    if op == "speech" && state.engine.prefetch.settings.model.is_some() {
+        return super::speech_prefetch::speech(state, req).await;
+    }
+    let (mut video, mut speech) = (None, None);
     let (answer, request_id) =
-        run(state, |started, request_id| resolve(state, req, op, started, request_id, &mut video)).await;
-    let response = match video {
-        Some(v) => super::mindvideo::finish(state, v, answer).await,
-        None => render(answer),
+        run(state, |started, request_id| resolve(state, req, op, started, request_id, &mut video, &mut speech)).await;
+    let response = match (video, speech) {
+        (Some(v), _) => super::mindvideo::finish(state, v, answer).await,
+        (None, Some(plan)) => render(super::speech_prefetch::speak(state, plan, answer)),
+        (None, None) => render(answer),
     };
     with_request_id(response, &request_id)
 }
@@ -33,6 +37,7 @@ async fn resolve(
     started: Instant,
     request_id: String,
     video: &mut Option<super::mindvideo::VideoCall>,
+    speech: &mut Option<super::speech_prefetch::Plan>,
 ) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
     let model = requested_model(&request.body)?;
@@ -44,6 +49,8 @@ async fn resolve(
     if let Some(v) = as_video {
         v.prepare(&mut call);
         *video = Some(v);
+    } else if op == "chat" {
+        *speech = super::speech_prefetch::chat_plan(state, &mut call)?;
     }
     Ok(call)
 }
@@ -105,7 +112,7 @@ pub(super) fn serves(plugin: &crate::plugin::Plugin, channel: &crate::keypool::C
 }
 
 /// The `model` of a JSON object body; 400 with a precise message otherwise.
-fn requested_model(body: &[u8]) -> Result<String, CallError> {
+pub(super) fn requested_model(body: &[u8]) -> Result<String, CallError> {
     #[derive(Deserialize)]
     struct Head<'a> {
         #[serde(borrow, default)]

@@ -190,19 +190,24 @@ impl Cache {
         Claim::Mine(Ticket { cache: std::sync::Arc::clone(self), key: Some(key.clone()) })
     }
 
-    /// What a speech request finds: the audio, or someone generating it (counted as hits),
-    /// else nothing (a miss).
-    pub fn lookup(&self, key: &Key) -> Option<Result<Audio, watch::Receiver<Phase>>> {
+    /// What a speech request finds: the audio, or someone generating it (the caller counts
+    /// the outcome: `hit`, `miss`, `joined_hit`).
+    pub fn peek(&self, key: &Key) -> Option<Result<Audio, watch::Receiver<Phase>>> {
         let inner = self.lock();
-        let found = inner.entries.get(key).filter(|e| e.created.elapsed() < self.limits.ttl).map(|e| {
-            match &*e.phase.borrow() {
-                Phase::Ready(a) => Ok(a.clone()),
-                _ => Err(e.phase.subscribe()),
-            }
-        });
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Relaxed);
-        found
+        inner.entries.get(key).filter(|e| e.created.elapsed() < self.limits.ttl).map(|e| match &*e.phase.borrow() {
+            Phase::Ready(a) => Ok(a.clone()),
+            _ => Err(e.phase.subscribe()),
+        })
+    }
+
+    /// A speech request was answered from the cache.
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, Relaxed);
+    }
+
+    /// A speech request was not.
+    pub fn miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
     }
 
     /// Records a reply's sentences, in order, under its whole text.
@@ -323,7 +328,7 @@ mod tests {
         let c = cache(10, 1 << 20);
         let Claim::Mine(ticket) = c.claim(&key(1, "a")) else { panic!("the first claim generates") };
         let Claim::Wait(rx) = c.claim(&key(1, "a")) else { panic!("the second waits") };
-        let Some(Err(looked)) = c.lookup(&key(1, "a")) else { panic!("a request waits too") };
+        let Some(Err(looked)) = c.peek(&key(1, "a")) else { panic!("a request waits too") };
         assert!(matches!(c.claim(&key(2, "a")), Claim::Mine(_)), "another user's text is not this one");
         ticket.generating();
         assert_eq!(c.stats().generating, 1);
@@ -333,9 +338,8 @@ mod tests {
         assert_eq!(wait(looked, Duration::from_secs(5)).await, Some(audio(3)));
         assert!(matches!(c.claim(&key(1, "a")), Claim::Ready(a) if a == audio(3)));
         let s = c.stats();
-        assert_eq!((s.completed, s.bytes, s.hits, s.misses), (1, 3, 1, 0));
-        assert!(c.lookup(&key(1, "b")).is_none());
-        assert_eq!(c.stats().misses, 1);
+        assert_eq!((s.completed, s.bytes), (1, 3));
+        assert!(c.peek(&key(1, "b")).is_none());
     }
 
     #[tokio::test]
@@ -357,11 +361,11 @@ mod tests {
             ticket.ready(audio(4));
         }
         let Claim::Mine(third) = c.claim(&key(1, "c")) else { panic!("the oldest ready entry makes room") };
-        assert!(c.lookup(&key(1, "a")).is_none());
+        assert!(c.peek(&key(1, "a")).is_none());
         third.ready(audio(8));
         let s = c.stats();
         assert!(s.bytes <= 10 && s.entries <= 2, "{s:?}");
-        assert!(c.lookup(&key(1, "b")).is_none(), "evicted for bytes");
+        assert!(c.peek(&key(1, "b")).is_none(), "evicted for bytes");
         // Only unfinished work left: a claim is refused.
         let c = cache(1, 10);
         let _working = c.claim(&key(1, "x"));
