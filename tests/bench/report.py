@@ -208,6 +208,19 @@ def main():
               f" ({fmt(h.get('rss_before_mib'), 1)} → {fmt(h.get('rss_held_mib'), 1)} MiB)")
         if h.get("failed"):
             warnings.append(f"socket flow: {h['failed']} sessions failed: {h.get('last_error')}")
+    pf = meta.get("prefetch_flow") if isinstance(meta.get("prefetch_flow"), dict) else {}
+    if pf:
+        print()
+        print("Prefetch flow (a 6-sentence chat; the mock synthesizes 5 ms a character)")
+        if pf.get("error"):
+            warnings.append("prefetch flow: " + str(pf["error"]))
+        on, off = pf.get("prefetch") or {}, pf.get("no_prefetch") or {}
+        print(f"{'':28}{'without':>12}{'with':>12}{'change':>12}")
+        for k, label in (("first_audio_ms", "first sentence → audio (ms)"), ("reply_audio_ms", "chat end → reply audio (ms)"),
+                         ("chat_ms", "chat (ms)")):
+            a, b = off.get(k), on.get(k)
+            print(f"{label:28}{fmt(a, 1):>12}{fmt(b, 1):>12}{fmt(diff(a, b), 1, sign=True):>12}")
+        print(f"  medians of {pf.get('prefetch_rounds', '-')} rounds each, alternated")
     for w in warnings:
         print("WARNING: " + w)
 
@@ -226,6 +239,7 @@ def main():
         "peers_note": meta.get("peers_note"),
         "task_flow": meta.get("task_flow"),
         "socket_flow": meta.get("socket_flow"),
+        "prefetch_flow": meta.get("prefetch_flow"),
         "warnings": warnings,
     }
     with open(out_path, "w") as f:

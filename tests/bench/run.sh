@@ -19,8 +19,9 @@
 # polled, archived and downloaded through the gateway, against the mock's SiliconFlow video
 # API, beside the same calls made directly) and the socket flow with wsflow.py (MiniMax's
 # speech socket: time to the first audio frame through the gateway and direct, and SESSIONS
-# sessions held at once with the gateway's memory per session); prints a table and writes
-# JSON via report.py.
+# sessions held at once with the gateway's memory per session) and the prefetch flow with
+# prefetch.py (a chat's first sentence and whole reply to audio, with and without speech
+# prefetch); prints a table and writes JSON via report.py.
 # Everything started here is stopped by PID when the script exits (trap), and every load loop is
 # bounded in time (wrk -d, `timeout`, ttfb.py --max-secs and a request count).
 set -euo pipefail
@@ -53,6 +54,7 @@ VIDEO_WASM=${VIDEO_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_silic
 SPEECH_WASM=${SPEECH_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_minimax.wasm}
 # Sessions the socket flow holds at once.
 SESSIONS=${SESSIONS:-1000}
+BENCH_ADMIN=bench-admin
 CHAT=/v1/chat/completions
 # The streamed request is paced: 5 chunks, 5 ms apart (no pause before the first one).
 STREAM_HEADERS=(-H 'x-mock-delay-ms: 5' -H 'x-mock-chunks: 5')
@@ -184,6 +186,9 @@ video = "0.01"
 
 [models."speech-2.8-hd"]
 characters_per_10k = "0.01"
+
+[models."rtf-5"]
+characters_per_10k = "0.01"
 EOF
     pricing="pricing_file = \"$WORK/pricing.toml\""
   fi
@@ -198,6 +203,15 @@ fetch_allow_private_hosts = ["127.0.0.1"]
 max_sockets = $((SESSIONS + 50))
 max_sockets_per_key = $((SESSIONS + 50))
 max_concurrent_calls = $((SESSIONS + 500))
+# The prefetch flow clears the speech cache between rounds.
+admin_token = "$BENCH_ADMIN"
+
+# The prefetch flow: chats' sentences synthesized ahead on the mock's T2A, which takes 5 ms a
+# character (the model rtf-5), as real synthesis takes time in proportion to the text.
+[speech_prefetch]
+model = "rtf-5"
+voice = "male-qn-qingse"
+format = "wav"
 
 [[channel]]
 name = "bench"
@@ -218,7 +232,7 @@ keys = ["sk-upstream-video"]
 name = "bench-speech"
 plugin = "minimax"
 base_url = "$MOCK_URL"
-models = ["speech-2.8-hd"]
+models = ["speech-2.8-hd", "rtf-5"]
 keys = ["mm-bench"]
 EOF
   GW_KEY=$(TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" keys create --name bench --balance 100 \
@@ -349,6 +363,16 @@ measure_socket_flow() {
   record meta socket_flow "$json"
 }
 
+# measure_prefetch: a chat's speech with and without prefetch (prefetch.py; bounded).
+measure_prefetch() {
+  local json
+  log "prefetch flow: a chat's first sentence and whole reply to audio, with and without prefetch"
+  json=$(timeout 150 python3 "$HERE/prefetch.py" "$GW_URL" "$GW_KEY" rtf-5 "$BENCH_ADMIN" --n 6 --max-secs 120 \
+    2>> "$WORK/prefetch.err" || true)
+  [ -n "$json" ] || json="{\"error\":\"prefetch.py gave no output: $(tail -n 1 "$WORK/prefetch.err" 2>/dev/null | tr -d '\"')\"}"
+  record meta prefetch_flow "$json"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Optional peers (../shared/peer-bench): measured only if already running; never started here.
 
@@ -454,6 +478,7 @@ main() {
   record tollgate rss_hwm_kb "$(hwm_kb "$GW_PID")"
   measure_task_flow
   measure_socket_flow
+  measure_prefetch
 
   if [ "$WITH_PEERS" = 1 ]; then
     measure_peers

@@ -20,8 +20,9 @@
 /// The shortest sentence cut at an end mark, and at another break.
 pub const MIN_SENTENCE: usize = 5;
 pub const MIN_CLAUSE: usize = 40;
-/// The longest sentence: cut even without a break.
+/// The longest sentence, by length and by characters: cut even without a break.
 pub const MAX_SENTENCE: usize = 400;
+pub const MAX_SENTENCE_CHARS: usize = 600;
 
 #[derive(Debug, Default)]
 pub struct Splitter {
@@ -59,13 +60,19 @@ impl Splitter {
     }
 
     fn cut(&mut self) -> Vec<String> {
+        // One pass over what is pending: each sentence is scanned once.
+        let chars: Vec<(usize, char)> = self.pending.char_indices().collect();
         let mut out = Vec::new();
-        while let Some(at) = next_cut(&self.pending) {
-            let rest = self.pending.split_off(at);
-            let sentence = std::mem::replace(&mut self.pending, rest);
-            if let Some(s) = speakable(&sentence) {
+        let mut start = 0;
+        while let Some(end) = next_cut(&chars, start) {
+            let to = chars.get(end).map_or(self.pending.len(), |&(at, _)| at);
+            if let Some(s) = speakable(&self.pending[chars[start].0..to]) {
                 out.push(s);
             }
+            start = end;
+        }
+        if let Some(&(at, _)) = chars.get(start) {
+            self.pending.drain(..at);
         }
         out
     }
@@ -106,14 +113,13 @@ fn is_closer(c: char) -> bool {
     is_end(c) || matches!(c, '”' | '’' | '"' | '\'' | '」' | '』' | '）' | ')' | '】' | '》')
 }
 
-/// Where the first sentence of `text` ends (a byte offset), if it is known yet.
-fn next_cut(text: &str) -> Option<usize> {
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
+/// Where the sentence starting at `chars[start]` ends (the index of the first character after
+/// it), if it is known yet.
+fn next_cut(chars: &[(usize, char)], start: usize) -> Option<usize> {
     let mut length = 0;
     let mut last_space = None;
-    let mut i = 0;
-    while i < chars.len() {
-        let (at, c) = chars[i];
+    for i in start..chars.len() {
+        let (_, c) = chars[i];
         length += weight(c);
         let next = chars.get(i + 1).map(|&(_, n)| n);
         let cut_after = if is_end(c) && length >= MIN_SENTENCE {
@@ -134,15 +140,15 @@ fn next_cut(text: &str) -> Option<usize> {
         };
         if let Some(j) = cut_after {
             // At the very end of what arrived: it might go on (the end flushes it).
-            return chars.get(j).map(|&(at, _)| at);
+            return (j < chars.len()).then_some(j);
         }
         if c.is_whitespace() {
-            last_space = Some(at);
+            last_space = Some(i);
         }
-        if length >= MAX_SENTENCE {
-            return Some(last_space.filter(|&s| s > 0).unwrap_or(at + c.len_utf8()));
+        // Bounded whatever it holds (punctuation and spaces count no length).
+        if length >= MAX_SENTENCE || i + 1 - start >= MAX_SENTENCE_CHARS {
+            return Some(last_space.filter(|&s| s > start).unwrap_or(i + 1));
         }
-        i += 1;
     }
     None
 }
@@ -217,5 +223,10 @@ mod tests {
         assert!(parts.len() >= 2, "{parts:?}");
         assert_eq!(parts.join(" "), words.trim(), "cut at spaces, nothing lost");
         assert!(split("  ...  ").is_empty(), "nothing to say");
+        // Punctuation and spaces count no length, yet bound the sentence too.
+        let marks = ", ".repeat(1_000);
+        let mut s = Splitter::new();
+        assert!(s.push(&marks).is_empty(), "nothing said");
+        assert!(s.pending.len() < 2 * MAX_SENTENCE_CHARS, "the buffer stays bounded");
     }
 }

@@ -17,6 +17,7 @@ pub use tollgate_engine::keypool::config::{ChannelConfig, KeySpec, Strategy};
 pub struct SpeechPrefetch {
     /// The speech model (a channel must serve it with op `speech`); unset: prefetch is off.
     pub model: Option<String>,
+    /// The voice (unset: the speech plugin's own default).
     pub voice: String,
     /// The audio format synthesized (`wav` joins a whole reply exactly).
     pub format: String,
@@ -35,7 +36,7 @@ impl Default for SpeechPrefetch {
     fn default() -> Self {
         SpeechPrefetch {
             model: None,
-            voice: "alloy".into(),
+            voice: String::new(),
             format: "wav".into(),
             by_default: false,
             concurrency: 3,

@@ -143,6 +143,33 @@ fn a_chats_sentences_are_spoken_ahead_charged_once_and_answered_from_the_cache()
     let r = speech(&gw, &other, sentences[0]);
     assert_eq!((r.status, r.header("x-tollgate-cache")), (200, None));
     assert_eq!(synthesized(&mock, sentences[0]), 2);
+    let theirs = vec![("speech".to_string(), "0.230000".to_string())];
+    assert!(
+        eventually(Duration::from_secs(5), || speech_charges(&gw, &other) == theirs),
+        "{:?}",
+        speech_charges(&gw, &other)
+    );
+    // Another speed is other audio: a call, not a hit.
+    let body = json!({ "model": "speech-2.8-hd", "input": sentences[2], "speed": 1.5 });
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/v1/audio/speech",
+        &[("authorization", &bearer(&key))],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!((r.status, r.header("x-tollgate-cache")), (200, None));
+    // A speech model nobody serves is refused before the chat runs.
+    let body = json!({ "model": "gpt-4o-mini", "tts_enabled": true, "tts_model": "no-such-voice-model",
+                       "messages": [{ "role": "user", "content": "say:Hello there." }] });
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", &bearer(&key))],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_tts_option"), "{}", r.text());
 
     // A sentence still being synthesized is waited for, not synthesized twice.
     let slow = "This one is slow [slow].";
@@ -157,6 +184,10 @@ fn a_chats_sentences_are_spoken_ahead_charged_once_and_answered_from_the_cache()
     assert!(eventually(Duration::from_secs(10), || synthesized(&mock, flaky) == 2), "tried again");
     assert!(eventually(Duration::from_secs(5), || speech(&gw, &key, flaky).header("x-tollgate-cache") == Some("hit")));
     assert_eq!(synthesized(&mock, flaky), 2, "served from the cache once it worked");
+    // The failed attempt (HTTP 503: no work done) is free; the one that worked is charged once.
+    let flaky_charge = format!("{:.6}", flaky.len() as f64 / 100.0);
+    let charged = || speech_charges(&gw, &key).iter().filter(|(op, c)| op == "speech" && *c == flaky_charge).count();
+    assert!(eventually(Duration::from_secs(5), || charged() == 1), "{:?}", speech_charges(&gw, &key));
 
     let s = stats(&gw);
     assert!(s["hits"].as_u64() >= Some(3) && s["joined_hits"] == 1 && s["misses"].as_u64() >= Some(1), "{s}");

@@ -111,18 +111,24 @@ pub async fn t2a(state: &State, cx: &Ctx) -> Response<MockBody> {
         return fail(state, n);
     }
     fault.pause().await;
-    // Per text: `[slow]` answers after 1.5 s; `[flaky]` fails its first request.
+    // Per text: `[slow]` answers after 1.5 s; `[flaky]` fails its first request (HTTP 503).
     let seen = {
         let mut texts = state.t2a_texts.lock().unwrap_or_else(|e| e.into_inner());
         let n = texts.entry(text.to_string()).or_default();
         *n += 1;
         *n
     };
+    // `rtf-<ms>` as the model: synthesis takes that long per character, as real synthesis
+    // takes time in proportion to the text (the prefetch benchmark).
+    if let Some(ms) = req.model.as_deref().and_then(|m| m.strip_prefix("rtf-")).and_then(|n| n.parse::<u64>().ok()) {
+        let chars = text.chars().count() as u64;
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(100) * chars.min(10_000))).await;
+    }
     if text.contains("[slow]") {
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     }
     if text.contains("[flaky]") && seen == 1 {
-        return base_error(state, StatusCode::OK, 1000, "unknown error");
+        return base_error(state, StatusCode::SERVICE_UNAVAILABLE, 1000, "unknown error");
     }
 
     let setting = req.audio_setting.unwrap_or_default();

@@ -102,11 +102,31 @@ pub fn chat_plan(state: &Api, call: &mut CallRequest) -> Result<Option<Plan>, Ca
         }
         call.body = Bytes::from(Value::Object(body).to_string());
     }
-    Ok(enabled.then_some(plan))
+    if !enabled {
+        return Ok(None);
+    }
+    // The speech model must be one this consumer may use and a channel speaks.
+    let spoken =
+        state.engine.channels.load().serving(&plan.model).iter().any(|c| {
+            state.engine.registry.current().get(&c.plugin).is_some_and(|p| super::openai::serves(p, c, "speech"))
+        });
+    if !spoken || !plan.consumer.may_use(&plan.model) {
+        return Err(crate::server::error::bad_request(
+            "invalid_tts_option",
+            format!("'{}' is not a speech model you may use here", plan.model),
+        ));
+    }
+    Ok(Some(plan))
 }
 
 /// The chat's answer, with its speech prefetched as it reaches the consumer.
 pub fn speak(state: &Arc<Api>, plan: Plan, answer: Answer) -> Answer {
+    // A stored answer replayed (Idempotency-Key) was spoken when it was made.
+    if let Answer::Full { headers, .. } = &answer {
+        if headers.iter().any(|h| h.name.eq_ignore_ascii_case("idempotent-replayed")) {
+            return answer;
+        }
+    }
     match answer {
         Answer::Stream { headers, body } => {
             Answer::Stream { headers, body: body.tapped(Box::new(Speaker::new(Arc::clone(state), plan))) }
@@ -173,6 +193,8 @@ impl Speaker {
 
     fn say(&mut self, sentence: String) {
         if self.sentences.len() >= cache::MAX_SENTENCES {
+            // Not the whole reply: it is not mapped (a joined answer would be cut short).
+            self.failed = true;
             return;
         }
         let key = self.key(&sentence);
@@ -211,6 +233,9 @@ impl Tap for Speaker {
         for sentence in self.splitter.finish() {
             self.say(sentence);
         }
+        if self.failed {
+            return;
+        }
         let whole = self.key(&normalized(&self.reply));
         self.state.engine.prefetch.cache.map_reply(whole, std::mem::take(&mut self.sentences));
     }
@@ -244,8 +269,13 @@ async fn synthesize(state: Arc<Api>, plan: Arc<Plan>, key: Key, ticket: Ticket) 
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
         }
+        // The key as it is now: one revoked or expired since the chat pays nothing more.
+        let Some(consumer) = state.keys.by_id(plan.consumer.key_id) else { return };
+        if consumer.expired(crate::store::now_unix()) {
+            return;
+        }
         let Some(plugin) = state.engine.registry.current().get(&place.channel.plugin).cloned() else { return };
-        let request = speech_request(&plan, &key.text);
+        let request = speech_request(&plan, consumer, &key.text);
         let call = request.into_call(
             plugin,
             Arc::clone(&place.channel),
@@ -259,6 +289,8 @@ async fn synthesize(state: Arc<Api>, plan: Arc<Plan>, key: Key, ticket: Ticket) 
             // The consumer's own request is refused (its balance, its model): trying again
             // changes nothing.
             Err(e) if (400..500).contains(&e.status) && e.status != 429 && e.status != 408 => return,
+            // Work the vendor may have done is billed: never asked for twice.
+            Err(e) if e.work != crate::exchange::VendorWork::None => return,
             Err(e) => {
                 tracing::debug!(status = e.status, error = %e.message, "a prefetched sentence failed; trying again")
             }
@@ -267,12 +299,15 @@ async fn synthesize(state: Arc<Api>, plan: Arc<Plan>, key: Key, ticket: Ticket) 
 }
 
 /// The speech request a prefetched sentence is synthesized with.
-fn speech_request(plan: &Plan, text: &str) -> ConsumerRequest {
+fn speech_request(plan: &Plan, consumer: Consumer, text: &str) -> ConsumerRequest {
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    let body = json!({ "model": plan.model, "input": text, "voice": plan.voice, "response_format": plan.format });
+    let mut body = json!({ "model": plan.model, "input": text, "response_format": plan.format });
+    if !plan.voice.is_empty() {
+        body["voice"] = json!(plan.voice);
+    }
     ConsumerRequest {
-        consumer: plan.consumer.clone(),
+        consumer,
         headers,
         path: "/v1/audio/speech".into(),
         query: String::new(),
@@ -304,11 +339,14 @@ async fn audio_of(answer: Answer) -> Result<Audio, CallError> {
             let limited = http_body_util::Limited::new(response.into_body(), MAX_AUDIO_BYTES);
             match limited.collect().await {
                 Ok(b) => Ok(Audio { content_type: ct, bytes: b.to_bytes() }),
-                Err(_) => Err(CallError::new(502, "api_error", "audio_unreadable", "the speech could not be read")),
+                Err(_) => Err(CallError::new(502, "api_error", "audio_unreadable", "the speech could not be read")
+                    .after(crate::exchange::VendorWork::Done)),
             }
         }
         Answer::Failed(e) => Err(e),
-        _ => Err(CallError::new(502, "api_error", "not_audio", "the speech call did not answer audio")),
+        // A 2xx the cache cannot take (too large) was billed: not asked for again.
+        _ => Err(CallError::new(502, "api_error", "not_audio", "the speech call did not answer cacheable audio")
+            .after(crate::exchange::VendorWork::Done)),
     }
 }
 
@@ -329,18 +367,33 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
     // clients send only the model and the text).
     let voice = field(&body, "voice").unwrap_or_else(|| settings.voice.clone());
     let format = field(&body, "response_format").unwrap_or_else(|| settings.format.clone()).to_ascii_lowercase();
-    body.insert("voice".into(), Value::String(voice.clone()));
+    if !voice.is_empty() {
+        body.insert("voice".into(), Value::String(voice.clone()));
+    }
     body.insert("response_format".into(), Value::String(format.clone()));
+    request.body = Bytes::from(Value::Object(body.clone()).to_string());
     let (Some(model), Some(input)) = (field(&body, "model"), field(&body, "input")) else {
         return call(state, request).await;
     };
-    request.body = Bytes::from(Value::Object(body).to_string());
+    // The cache answers only what it holds exactly: a request with other settings (a `speed`
+    // other than 1, ...), a model this key may not use, or a text longer than any reply is a
+    // call.
+    let plain = body.iter().all(|(k, v)| {
+        ["model", "input", "voice", "response_format"].contains(&k.as_str())
+            || (k == "speed" && v.as_f64() == Some(1.0))
+    });
+    if !plain || !request.consumer.may_use(&model) || input.len() > MAX_REPLY_BYTES {
+        return call(state, request).await;
+    }
     let user_id = request.consumer.user_id;
     let key = |text: String| Key { user_id, model: model.clone(), voice: voice.clone(), format: format.clone(), text };
     let cache = &state.engine.prefetch.cache;
+    let deadline = tokio::time::Instant::now() + settings.wait;
     let found = match cache.peek(&key(input.trim().to_string())) {
         Some(Ok(audio)) => Some(audio),
-        Some(Err(waiting)) => cache::wait(waiting, settings.wait).await,
+        Some(Err(waiting)) => {
+            cache::wait(waiting, deadline.saturating_duration_since(tokio::time::Instant::now())).await
+        }
         None => None,
     };
     let found = match found {
@@ -349,7 +402,7 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
             Some(audio)
         }
         None => match cache.reply(&key(normalized(&input))) {
-            Some(sentences) => joined(state, &sentences, &format).await.inspect(|_| cache.joined_hit()),
+            Some(sentences) => joined(state, &sentences, &format, deadline).await.inspect(|_| cache.joined_hit()),
             None => None,
         },
     };
@@ -380,15 +433,17 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
     super::with_request_id(response, &request_id)
 }
 
-/// A prefetched reply's sentences joined, each ready or waited for; `None` when one is
-/// missing or the format cannot be joined.
-async fn joined(state: &Api, sentences: &[Key], format: &str) -> Option<Audio> {
-    let settings = &state.engine.prefetch.settings;
+/// A prefetched reply's sentences joined, each ready or waited for until `deadline`; `None`
+/// when one is missing or the format cannot be joined.
+async fn joined(state: &Api, sentences: &[Key], format: &str, deadline: tokio::time::Instant) -> Option<Audio> {
     let mut parts = Vec::with_capacity(sentences.len());
     for k in sentences {
         let audio = match state.engine.prefetch.cache.peek(k)? {
             Ok(a) => a,
-            Err(waiting) => cache::wait(waiting, settings.wait).await?,
+            // One deadline for the whole reply.
+            Err(waiting) => {
+                cache::wait(waiting, deadline.saturating_duration_since(tokio::time::Instant::now())).await?
+            }
         };
         parts.push(audio);
     }

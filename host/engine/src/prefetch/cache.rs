@@ -8,6 +8,7 @@
 //!   again): failures are never cached;
 //! - bounded: at most `entries` entries and `bytes` bytes of audio (the oldest ready entries
 //!   go first; when only unfinished entries are left a claim is refused), each kept `ttl`;
+//!   one user holds at most a quarter of the entries (its own oldest go first);
 //!   at most `entries` reply mappings of at most `MAX_SENTENCES` sentences;
 //! - keys include the user: one user's audio is never another's hit.
 
@@ -165,6 +166,12 @@ impl Cache {
         }
     }
 
+    /// The most entries one user holds: a quarter of the cache (at least 32), so that no
+    /// user's prefetches push everyone else's out.
+    fn user_share(&self) -> usize {
+        (self.limits.entries / 4).max(32).min(self.limits.entries)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -174,14 +181,28 @@ impl Cache {
         let now = Instant::now();
         let mut inner = self.lock();
         if let Some(e) = inner.entries.get(key) {
-            if now.duration_since(e.created) < self.limits.ttl {
-                return match &*e.phase.borrow() {
-                    Phase::Ready(a) => Claim::Ready(a.clone()),
-                    _ => Claim::Wait(e.phase.subscribe()),
-                };
+            match &*e.phase.borrow() {
+                Phase::Ready(a) if now.duration_since(e.created) < self.limits.ttl => return Claim::Ready(a.clone()),
+                Phase::Ready(_) => {}
+                // Work in progress is never replaced, however old: one ticket per key.
+                _ => return Claim::Wait(e.phase.subscribe()),
             }
         }
         self.evict(&mut inner, now, 1);
+        // A user holds at most its share: its own oldest ready entry makes room, else none.
+        let share = self.user_share();
+        let mine: Vec<(&Key, &Entry)> = inner.entries.iter().filter(|(k, _)| k.user_id == key.user_id).collect();
+        if mine.len() >= share {
+            let oldest = mine
+                .iter()
+                .filter(|(_, e)| matches!(&*e.phase.borrow(), Phase::Ready(_)))
+                .min_by_key(|(_, e)| e.created)
+                .map(|(k, _)| (*k).clone());
+            let Some(oldest) = oldest else { return Claim::Full };
+            if let Some(e) = inner.entries.remove(&oldest) {
+                inner.bytes -= ready_bytes(&e);
+            }
+        }
         if inner.entries.len() >= self.limits.entries {
             return Claim::Full;
         }
@@ -277,10 +298,7 @@ impl Cache {
     /// entries to spare).
     fn evict(&self, inner: &mut Inner, now: Instant, room: usize) {
         let ttl = self.limits.ttl;
-        let size = |e: &Entry| match &*e.phase.borrow() {
-            Phase::Ready(a) => a.bytes.len(),
-            _ => 0,
-        };
+        let size = ready_bytes;
         let mut freed = 0;
         inner.entries.retain(|_, e| {
             // Work in progress stays until its ticket ends it.
@@ -303,6 +321,14 @@ impl Cache {
                 inner.bytes -= size(&e);
             }
         }
+    }
+}
+
+/// The bytes an entry counts for (its audio, once ready).
+fn ready_bytes(e: &Entry) -> usize {
+    match &*e.phase.borrow() {
+        Phase::Ready(a) => a.bytes.len(),
+        _ => 0,
     }
 }
 
@@ -370,6 +396,17 @@ mod tests {
         let c = cache(1, 10);
         let _working = c.claim(&key(1, "x"));
         assert!(matches!(c.claim(&key(1, "y")), Claim::Full));
+        // One user's share: its own oldest ready entry goes, another user's stays.
+        let c = cache(128, 1 << 20);
+        let Claim::Mine(t) = c.claim(&key(2, "theirs")) else { panic!() };
+        t.ready(audio(1));
+        for i in 0..40 {
+            let Claim::Mine(t) = c.claim(&key(1, &i.to_string())) else { panic!("room for {i}") };
+            t.ready(audio(1));
+        }
+        assert!(c.peek(&key(2, "theirs")).is_some(), "not pushed out by another user");
+        assert!(c.peek(&key(1, "0")).is_none(), "the user's own oldest made room");
+        assert_eq!(c.stats().entries, 33);
     }
 
     #[test]

@@ -68,6 +68,9 @@ impl Prefetch {
 
     /// A place on the least busy of `channels` with room, waiting at most `within` for one.
     pub async fn place(self: &Arc<Self>, channels: &[Arc<Channel>], within: Duration) -> Option<Place> {
+        if channels.is_empty() {
+            return None;
+        }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let freed = self.freed.notified();

@@ -22,8 +22,10 @@ fn read_wav(file: &[u8]) -> Option<(&[u8], &[u8])> {
         let id = &file[at..at + 4];
         let size = u32::from_le_bytes(file[at + 4..at + 8].try_into().ok()?) as usize;
         let body_start = at + 8;
-        // A data chunk whose size says "unknown" (streamed WAV: 0 or 0xFFFFFFFF) runs to the end.
+        // A data chunk whose size says "unknown" (a streamed WAV: 0 or 0xFFFFFFFF), or runs
+        // past the file, runs to its end.
         let body_end = match body_start.checked_add(size) {
+            _ if id == b"data" && (size == 0 || size == 0xFFFF_FFFF) => file.len(),
             Some(end) if end <= file.len() => end,
             _ if id == b"data" => file.len(),
             _ => return None,
@@ -119,5 +121,10 @@ mod tests {
         assert!(join("wav", &[b"RIFF\xff\xff\xff\xffWAVEfmt \xff\xff\xff\xff"]).is_none());
         assert!(join("opus", &[b"a", b"b"]).is_none());
         assert_eq!(join("mp3", &[b"ab", b"c"]).unwrap(), b"abc");
+        // A streamed WAV says its data's size is unknown: its data runs to the end.
+        let mut streamed = wav(32000, &[5, 0, 6, 0]);
+        let at = streamed.len() - 4 - 4;
+        streamed[at..at + 4].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        assert_eq!(read_wav(&join("wav", &[&streamed, &streamed]).unwrap()).unwrap().1, [5, 0, 6, 0, 5, 0, 6, 0]);
     }
 }
