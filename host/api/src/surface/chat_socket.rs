@@ -21,7 +21,7 @@
 //! chat is billed for what was delivered, as a stream is); the gateway's and the key's socket
 //! caps apply (`socket::accept`).
 
-use super::socket::{accept, key_place, send, switching, upgraded, Client};
+use super::socket::{accept, key_place, send, Client};
 use super::{reference, with_request_id, ConsumerRequest};
 use crate::engine::socket::close;
 use crate::engine::Answer;
@@ -79,16 +79,8 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>, protocol: Pro
         Err(e) => return with_request_id(e.to_response(), &request_id),
     };
     let client_id = client_id.unwrap_or_else(|| request_id.clone());
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let state_for_session = Arc::clone(state);
-    state.socket_tasks.spawn(async move {
-        let limits = state_for_session.settings.socket_limits;
-        let Some(client) = upgraded(on_upgrade, limits).await else { return };
-        let session = Session { state: state_for_session, auth, protocol, client_id, user_uuid };
-        session.run(client).await;
-        drop((slot, place));
-    });
-    with_request_id(switching(&accept, &[]).unwrap_or_else(|e| e.to_response()), &request_id)
+    let session = Session { state: Arc::clone(state), auth, protocol, client_id, user_uuid };
+    super::socket::serve(state, &mut req, &accept, (slot, place), &request_id, |client| session.run(client))
 }
 
 use crate::server::body::Response;

@@ -20,7 +20,7 @@
 //! its events is ended, and they are replayed to its next registration; the gateway's and the
 //! key's socket caps apply (`socket::accept`).
 
-use super::socket::{accept, key_place, send, switching, upgraded, Client};
+use super::socket::{accept, key_place, send, Client};
 use super::{reference, with_request_id};
 use crate::engine::socket::close;
 use crate::engine::tasks::feed::{Delivery, Interest, Subscription};
@@ -61,15 +61,8 @@ pub async fn upgrade(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
         Ok(o) => o,
         Err(e) => return with_request_id(e.to_response(), &request_id),
     };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let state_for_session = Arc::clone(state);
-    state.socket_tasks.spawn(async move {
-        let limits = state_for_session.settings.socket_limits;
-        let Some(client) = upgraded(on_upgrade, limits).await else { return };
-        Session { state: state_for_session, auth, user_id, registered: None, last_register: None }.run(client).await;
-        drop((slot, place));
-    });
-    with_request_id(switching(&accept, &[]).unwrap_or_else(|e| e.to_response()), &request_id)
+    let session = Session { state: Arc::clone(state), auth, user_id, registered: None, last_register: None };
+    super::socket::serve(state, &mut req, &accept, (slot, place), &request_id, |client| session.run(client))
 }
 
 struct Session {

@@ -233,3 +233,28 @@ impl Drop for Open {
         tollgate_base::metrics::METRICS.sockets_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Answers the upgrade (101) and runs `session` on the upgraded connection, on a task that
+/// shutdown waits for; `held` (the places it takes) is released when the session ends.
+pub fn serve<F, Fut>(
+    state: &Arc<Api>,
+    req: &mut Request<Incoming>,
+    accept: &str,
+    held: impl Send + 'static,
+    request_id: &str,
+    session: F,
+) -> Response
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let on_upgrade = hyper::upgrade::on(req);
+    let limits = state.settings.socket_limits;
+    state.socket_tasks.spawn(async move {
+        if let Some(client) = upgraded(on_upgrade, limits).await {
+            session(client).await;
+        }
+        drop(held);
+    });
+    with_request_id(switching(accept, &[]).unwrap_or_else(|e| e.to_response()), request_id)
+}
