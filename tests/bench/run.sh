@@ -11,6 +11,7 @@
 #   BILLING=0  run the gateway without a price table (billing is on by default)
 #   GW_BIN, PLUGIN_WASM  the gateway binary and openai plugin to measure (default: this build)
 #   KEEP_TMP=1 keep the temp dir (config, logs, raw wrk output) instead of deleting it
+#   PREFETCH=0 skip the prefetch flow (and its settings: for a GW_BIN from before it existed)
 #
 # What it does: builds the gateway, mock-vendor and the openai plugin; starts mock-vendor and a
 # Tollgate with one channel pointing at it, both on 127.0.0.1 with ephemeral ports; loads each
@@ -192,6 +193,12 @@ characters_per_10k = "0.01"
 EOF
     pricing="pricing_file = \"$WORK/pricing.toml\""
   fi
+  # The prefetch flow: chats' sentences synthesized ahead on the mock's T2A, which takes 5 ms a
+  # character (the model rtf-5), as real synthesis takes time in proportion to the text.
+  local prefetch=""
+  if [ "${PREFETCH:-1}" != 0 ]; then
+    prefetch=$(printf '[speech_prefetch]\nmodel = "rtf-5"\nvoice = "male-qn-qingse"\nformat = "wav"')
+  fi
   cat > "$CFG" <<EOF
 listen = "127.0.0.1:0"
 data_dir = "$WORK/data"
@@ -206,12 +213,7 @@ max_concurrent_calls = $((SESSIONS + 500))
 # The prefetch flow clears the speech cache between rounds.
 admin_token = "$BENCH_ADMIN"
 
-# The prefetch flow: chats' sentences synthesized ahead on the mock's T2A, which takes 5 ms a
-# character (the model rtf-5), as real synthesis takes time in proportion to the text.
-[speech_prefetch]
-model = "rtf-5"
-voice = "male-qn-qingse"
-format = "wav"
+$prefetch
 
 [[channel]]
 name = "bench"
@@ -478,7 +480,7 @@ main() {
   record tollgate rss_hwm_kb "$(hwm_kb "$GW_PID")"
   measure_task_flow
   measure_socket_flow
-  measure_prefetch
+  if [ "${PREFETCH:-1}" != 0 ]; then measure_prefetch; fi
 
   if [ "$WITH_PEERS" = 1 ]; then
     measure_peers
