@@ -199,6 +199,10 @@ fn a_chats_sentences_are_spoken_ahead_charged_once_and_answered_from_the_cache()
     assert_eq!(stats(&gw)["completed"], 0);
     let r = speech(&gw, &key, sentences[1]);
     assert_eq!((r.status, r.header("x-tollgate-cache")), (200, None), "cleared: synthesized again");
+    // The speech models, for the accelerator's clients.
+    let listed = http::request(&gw.addr, "GET", "/v1/audio/models", &[("authorization", &bearer(&key))], b"").json();
+    let ids: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["speech-2.8-hd"], "{listed}");
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }

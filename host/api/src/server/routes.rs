@@ -8,6 +8,8 @@ pub enum Handler {
     Health,
     Metrics,
     Models,
+    /// The models some channel speaks (the TTS accelerator's clients list them).
+    AudioModels,
     UserInfo,
     /// Registration, sign-in, a user's own keys and log.
     Account,
@@ -59,6 +61,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/health", Health),
     route("GET", "/metrics", Metrics),
     route("GET", "/v1/models", Models),
+    route("GET", "/v1/audio/models", AudioModels),
     route("GET", "/v1/user/info", UserInfo),
     route("GET", "/v1/user/logs", Account),
     family("/v1/user/keys", Account),

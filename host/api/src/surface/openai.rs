@@ -172,16 +172,20 @@ pub async fn user_info(state: &Api, req: &Request<Incoming>) -> Response {
     )
 }
 
-pub fn models(state: &Api, req: &Request<Incoming>) -> Response {
+/// `GET /v1/models` (`speech_only`: `GET /v1/audio/models`, the models some channel speaks).
+pub fn models(state: &Api, req: &Request<Incoming>, speech_only: bool) -> Response {
     if let Err(e) = state.authenticate(req) {
         return e.to_response();
     }
-    let data: Vec<serde_json::Value> = state
-        .engine
-        .channels
-        .load()
+    let channels = state.engine.channels.load();
+    let registry = state.engine.registry.current();
+    let speaks = |model: &str| {
+        channels.serving(model).iter().any(|c| registry.get(&c.plugin).is_some_and(|p| serves(p, c, "speech")))
+    };
+    let data: Vec<serde_json::Value> = channels
         .models()
         .into_iter()
+        .filter(|(id, _)| !speech_only || speaks(id))
         .map(|(id, plugin)| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": plugin }))
         .collect();
     json(200, &serde_json::json!({ "object": "list", "data": data }))
