@@ -112,16 +112,22 @@ def main():
     a = ap.parse_args()
     deadline = time.monotonic() + a.max_secs
     rounds = {"prefetch": [], "no_prefetch": []}
+    failed, last_error = 0, None
     for i in range(a.n):
         modes = (("prefetch", True), ("no_prefetch", False))
         for mode, on in modes if i % 2 == 0 else modes[::-1]:
             if time.monotonic() > deadline:
                 break
-            rounds[mode].append(one_round(a.gateway, a.key, a.model, a.admin, on))
-    out = {}
+            try:
+                rounds[mode].append(one_round(a.gateway, a.key, a.model, a.admin, on))
+            except Exception as e:  # counted; the other rounds are still measured
+                failed, last_error = failed + 1, f"{type(e).__name__}: {e}"
+    out = {"failed": failed, "last_error": last_error}
     for mode, rs in rounds.items():
         out[mode] = {k: round(statistics.median(r[k] for r in rs), 1) for k in rs[0]} if rs else None
         out[mode + "_rounds"] = len(rs)
+    if not any(rounds.values()):
+        out["error"] = f"every round failed: {last_error}"
     print(json.dumps(out))
 
 

@@ -221,6 +221,8 @@ def main():
             a, b = off.get(k), on.get(k)
             print(f"{label:28}{fmt(a, 1):>12}{fmt(b, 1):>12}{fmt(diff(a, b), 1, sign=True):>12}")
         print(f"  medians of {pf.get('prefetch_rounds', '-')} rounds each, alternated")
+        if pf.get("failed"):
+            warnings.append(f"prefetch flow: {pf['failed']} rounds failed: {pf.get('last_error')}")
     for w in warnings:
         print("WARNING: " + w)
 

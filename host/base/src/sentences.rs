@@ -71,9 +71,8 @@ impl Splitter {
             }
             start = end;
         }
-        if let Some(&(at, _)) = chars.get(start) {
-            self.pending.drain(..at);
-        }
+        let done = chars.get(start).map_or(self.pending.len(), |&(at, _)| at);
+        self.pending.drain(..done);
         out
     }
 }
@@ -228,5 +227,11 @@ mod tests {
         let mut s = Splitter::new();
         assert!(s.push(&marks).is_empty(), "nothing said");
         assert!(s.pending.len() < 2 * MAX_SENTENCE_CHARS, "the buffer stays bounded");
+        // A cut by length that ends exactly where the text received so far ends: said once.
+        let unbroken = "汉".repeat(450);
+        let parts = split(&unbroken);
+        assert_eq!(parts.concat(), unbroken, "{parts:?}");
+        let letters = "a".repeat(1_000);
+        assert_eq!(split(&letters).concat(), letters);
     }
 }

@@ -105,6 +105,18 @@ fn checked_call(
     Ok(request.into_call(plugin, channel, op.to_string(), model, started, request_id))
 }
 
+/// The channels serving `model` whose plugin speaks it (op `speech`).
+pub(super) fn speakers(state: &Api, model: &str) -> Vec<Arc<crate::keypool::Channel>> {
+    let registry = state.engine.registry.current();
+    let channels = state.engine.channels.load();
+    channels
+        .serving(model)
+        .iter()
+        .filter(|c| registry.get(&c.plugin).is_some_and(|p| serves(p, c, "speech")))
+        .cloned()
+        .collect()
+}
+
 /// Whether `channel` serves `op`: its plugin supports it and the operator did not narrow the
 /// channel's ops (`ops = [...]`).
 pub(super) fn serves(plugin: &crate::plugin::Plugin, channel: &crate::keypool::Channel, op: &str) -> bool {
@@ -178,14 +190,10 @@ pub fn models(state: &Api, req: &Request<Incoming>, speech_only: bool) -> Respon
         return e.to_response();
     }
     let channels = state.engine.channels.load();
-    let registry = state.engine.registry.current();
-    let speaks = |model: &str| {
-        channels.serving(model).iter().any(|c| registry.get(&c.plugin).is_some_and(|p| serves(p, c, "speech")))
-    };
     let data: Vec<serde_json::Value> = channels
         .models()
         .into_iter()
-        .filter(|(id, _)| !speech_only || speaks(id))
+        .filter(|(id, _)| !speech_only || !speakers(state, id).is_empty())
         .map(|(id, plugin)| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": plugin }))
         .collect();
     json(200, &serde_json::json!({ "object": "list", "data": data }))

@@ -16,7 +16,7 @@
 //! socket gets only its own user's tasks (`engine::tasks::feed`), whichever node polled
 //! them; `user_uuid` and `chat_id` select among them, never an identity; one registration per
 //! socket (a new one replaces its own), and a newer registration of the same user, model,
-//! chat and app user elsewhere ends this one (1000, "replaced"); a socket that does not read
+//! chat and app user on the same node ends this one (1000, "replaced"); a socket that does not read
 //! its events is ended, and they are replayed to its next registration; the gateway's and the
 //! key's socket caps apply (`socket::accept`).
 

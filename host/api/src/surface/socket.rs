@@ -1,7 +1,12 @@
-//! WebSocket upgrades on plugin routes (MiniMax's `/ws/v1/t2a_v2`, ...): the consumer is
-//! authenticated at the upgrade (`Authorization: Bearer`, or `x-api-key`), the plugin's
-//! upstream socket is opened, and only then is the upgrade answered (101); the session runs on
-//! its own task (`Engine`'s `Session::run`), tracked so that shutdown closes it.
+//! WebSocket upgrades, and what every socket surface shares:
+//! - on plugin routes (MiniMax's `/ws/v1/t2a_v2`, ...) the consumer is authenticated at the
+//!   upgrade (`Authorization: Bearer`, or `x-api-key`), the plugin's upstream socket is
+//!   opened, and only then is the upgrade answered (101); the session runs on its own task
+//!   (`Engine`'s `Session::run`), tracked so that shutdown closes it;
+//! - the gateway's own sockets (chat, progress) take the key at the upgrade, or a short-lived
+//!   socket token from `POST /v1/sockets/token` as `?token=` (browsers; `consumer`, `Auth`,
+//!   `token`), and run their session through `serve`; `send` and `Open` are their writes and
+//!   their count in the metrics.
 //!
 //! Invariants: the gateway holds at most `max_sockets` sessions (503 beyond, and while it
 //! shuts down), a key at most `max_sockets_per_key` (429 beyond); a refused

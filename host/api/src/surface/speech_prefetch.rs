@@ -200,7 +200,9 @@ impl Speaker {
         let key = self.key(&sentence);
         self.sentences.push(key.clone());
         if let Claim::Mine(ticket) = self.state.engine.prefetch.cache.claim(&key) {
-            tokio::spawn(synthesize(Arc::clone(&self.state), Arc::clone(&self.plan), key, ticket));
+            // Tracked: shutdown waits for it (the vendor's work is recorded and billed).
+            let synthesis = synthesize(Arc::clone(&self.state), Arc::clone(&self.plan), key, ticket);
+            self.state.socket_tasks.spawn(synthesis);
         }
     }
 }
@@ -254,15 +256,7 @@ fn normalized(text: &str) -> String {
 /// consumer's request itself is refused; a failure leaves nothing cached.
 async fn synthesize(state: Arc<Api>, plan: Arc<Plan>, key: Key, ticket: Ticket) {
     let prefetch = Arc::clone(&state.engine.prefetch);
-    let channels: Vec<_> = {
-        let all = state.engine.channels.load();
-        let registry = state.engine.registry.current();
-        all.serving(&plan.model)
-            .iter()
-            .filter(|c| registry.get(&c.plugin).is_some_and(|p| super::openai::serves(p, c, "speech")))
-            .cloned()
-            .collect()
-    };
+    let channels = super::openai::speakers(&state, &plan.model);
     let Some(place) = prefetch.place(&channels, prefetch.settings.wait).await else { return };
     ticket.generating();
     for attempt in 0..ATTEMPTS {
@@ -363,6 +357,14 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
         _ => return call(state, request).await,
     };
     let field = |body: &Map<String, Value>, name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+    let (Some(model), Some(input)) = (field(&body, "model"), field(&body, "input")) else {
+        return call(state, request).await;
+    };
+    // Only the prefetch's speech model is answered from the cache; another model's request
+    // goes on untouched.
+    if settings.model.as_deref() != Some(model.as_str()) {
+        return call(state, request).await;
+    }
     // The prefetch's voice and format unless the app names its own (the accelerator's
     // clients send only the model and the text).
     let voice = field(&body, "voice").unwrap_or_else(|| settings.voice.clone());
@@ -372,9 +374,6 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
     }
     body.insert("response_format".into(), Value::String(format.clone()));
     request.body = Bytes::from(Value::Object(body.clone()).to_string());
-    let (Some(model), Some(input)) = (field(&body, "model"), field(&body, "input")) else {
-        return call(state, request).await;
-    };
     // The cache answers only what it holds exactly: a request with other settings (a `speed`
     // other than 1, ...), a model this key may not use, or a text longer than any reply is a
     // call.
@@ -389,7 +388,9 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
     let key = |text: String| Key { user_id, model: model.clone(), voice: voice.clone(), format: format.clone(), text };
     let cache = &state.engine.prefetch.cache;
     let deadline = tokio::time::Instant::now() + settings.wait;
-    let found = match cache.peek(&key(input.trim().to_string())) {
+    // The text as sentences are cached: a sentence, or a whole reply.
+    let text = normalized(&input);
+    let found = match cache.peek(&key(text.clone())) {
         Some(Ok(audio)) => Some(audio),
         Some(Err(waiting)) => {
             cache::wait(waiting, deadline.saturating_duration_since(tokio::time::Instant::now())).await
@@ -401,7 +402,7 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
             cache.hit();
             Some(audio)
         }
-        None => match cache.reply(&key(normalized(&input))) {
+        None => match cache.reply(&key(text)) {
             Some(sentences) => joined(state, &sentences, &format, deadline).await.inspect(|_| cache.joined_hit()),
             None => None,
         },
@@ -474,7 +475,7 @@ pub fn cache_admin(state: &Api, req: &Request<Incoming>) -> Response {
         return json(200, &json!({ "cleared": cleared }));
     }
     let s = cache.stats();
-    let asked = s.hits + s.misses;
+    let asked = s.hits + s.joined_hits + s.misses;
     let mut v = serde_json::to_value(&s).unwrap_or_default();
     v["hit_rate"] = json!(if asked == 0 { 0.0 } else { (s.hits + s.joined_hits) as f64 / asked as f64 });
     v["enabled"] = json!(state.engine.prefetch.settings.model.is_some());

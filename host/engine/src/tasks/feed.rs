@@ -7,8 +7,9 @@
 //! - a newer registration of the same user, model, chat and app user replaces the older one,
 //!   which is told so and ends;
 //! - an event is pushed once, by the node that claims it, to every matching registration of
-//!   that node; one no registration took stays for the replay window, and the first matching
-//!   registration made within it gets it (`subscribe`); with several nodes, matching
+//!   that node; one no registration took (or given back by a registration that ended before
+//!   sending it, when no other took it) stays for the replay window, and the first matching
+//!   registration made within it gets it (`subscribe`, up to `REPLAY_PAGES` pages); with several nodes, matching
 //!   registrations on two nodes share the events (each goes to one of them);
 //! - a round reads only the events written after the last it read (an id cursor, re-reading
 //!   `GRACE_IDS` behind it for transactions that committed late), in pages: its work is
@@ -28,8 +29,9 @@ use tokio::sync::mpsc;
 /// How far behind its cursor a round reads again (events whose transaction committed after
 /// a later one's).
 const GRACE_IDS: i64 = 200;
-/// The events one page of a round, or one replay, reads.
+/// The events one page of a round, or of a replay, reads; the pages a replay reads at most.
 const PAGE: i64 = 500;
+const REPLAY_PAGES: usize = 10;
 /// The events queued for one registration before it counts as not keeping up.
 const QUEUE: usize = 64;
 
@@ -111,10 +113,23 @@ impl Feed {
         };
         let subscription = Subscription { events: rx, id, feed: Arc::clone(self) };
         let since = now_unix() - self.replay_secs;
-        let missed = events::claim_missed(&self.db, &interest, since, PAGE).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %format!("{e:#}"), "reading missed task events failed");
-            Vec::new()
-        });
+        let mut missed = Vec::new();
+        // Page by page (claimed events leave the next query), at most `REPLAY_PAGES`.
+        for _ in 0..REPLAY_PAGES {
+            match events::claim_missed(&self.db, &interest, since, PAGE).await {
+                Ok(page) => {
+                    let full = page.len() as i64 == PAGE;
+                    missed.extend(page);
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "reading missed task events failed");
+                    break;
+                }
+            }
+        }
         (subscription, missed)
     }
 

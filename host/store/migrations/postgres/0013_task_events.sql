@@ -18,3 +18,4 @@ CREATE TABLE task_events (
 );
 CREATE INDEX task_events_owner ON task_events (user_id, delivered, created_at);
 CREATE INDEX task_events_age ON task_events (created_at);
+CREATE INDEX task_events_task ON task_events (task_id);

@@ -273,9 +273,8 @@ pub async fn rearchived(
         return Ok(false);
     }
     crate::archive::record(&mut tx, id, archived, now).await?;
-    events::record(&mut tx, id, now).await?;
+    // No second event: its end (and charge) was told when it failed; the task shows the files.
     tx.commit().await?;
-    events::committed(db).await;
     Ok(true)
 }
 
