@@ -62,12 +62,28 @@ pub static METRICS: Metrics = Metrics {
     socket_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
 };
 
+/// A session counted in `sockets_open` (`Metrics::socket_opened`).
+pub struct SocketOpen(&'static Metrics);
+
+impl Drop for SocketOpen {
+    fn drop(&mut self) {
+        self.0.sockets_open.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Metrics {
     /// A task reached `status` (one of `TASK_ENDS`).
     pub fn task_ended(&self, status: &str) {
         if let Some(i) = TASK_ENDS.iter().position(|s| *s == status) {
             self.tasks_ended[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// One WebSocket session, counted in `sockets_open` until the guard is dropped (every
+    /// socket surface, whatever way its session ends).
+    pub fn socket_opened(&'static self) -> SocketOpen {
+        self.sockets_open.fetch_add(1, Relaxed);
+        SocketOpen(self)
     }
 
     /// A WebSocket message read from the consumer (`from_client`) or the upstream.

@@ -101,7 +101,7 @@ fn backend(code: u16, msg: &str, event: &str, data: Value) -> String {
 
 impl Session {
     async fn run(self, mut client: Client) {
-        let _open = super::socket::Open::counted();
+        let _open = tollgate_base::metrics::METRICS.socket_opened();
         let limits = self.state.settings.socket_limits;
         let within = limits.write_timeout;
         let idle = match self.protocol {

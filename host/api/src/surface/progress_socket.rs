@@ -85,7 +85,7 @@ impl Session {
     /// Serves the socket; then the events claimed for it and never sent are given back (the
     /// next registration gets them).
     async fn run(mut self, client: Client) {
-        let _open = super::socket::Open::counted();
+        let _open = tollgate_base::metrics::METRICS.socket_opened();
         let mut unsent = self.serve(client).await;
         unsent.extend(self.unregister());
         self.state.engine.progress.give_back(&unsent).await;

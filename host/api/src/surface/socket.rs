@@ -5,8 +5,7 @@
 //!   (`Engine`'s `Session::run`), tracked so that shutdown closes it;
 //! - the gateway's own sockets (chat, progress) take the key at the upgrade, or a short-lived
 //!   socket token from `POST /v1/sockets/token` as `?token=` (browsers; `consumer`, `Auth`,
-//!   `token`), and run their session through `serve`; `send` and `Open` are their writes and
-//!   their count in the metrics.
+//!   `token`), and run their session through `serve`; `send` is their write.
 //!
 //! Invariants: the gateway holds at most `max_sockets` sessions (503 beyond, and while it
 //! shuts down), a key at most `max_sockets_per_key` (429 beyond); a refused
@@ -220,23 +219,6 @@ pub async fn send(client: &mut Client, text: String, within: std::time::Duration
     tollgate_base::metrics::METRICS.socket_frame(false, text.len() as u64);
     let message = tokio_tungstenite::tungstenite::Message::text(text);
     matches!(tokio::time::timeout(within, client.send(message)).await, Ok(Ok(())))
-}
-
-/// One of the gateway's own sessions (chat, progress) counted in `tollgate_sockets_open` while
-/// it lives (a plugin's session counts itself).
-pub struct Open(());
-
-impl Open {
-    pub fn counted() -> Open {
-        tollgate_base::metrics::METRICS.sockets_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Open(())
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        tollgate_base::metrics::METRICS.sockets_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Answers the upgrade (101) and runs `session` on the upgraded connection, on a task that

@@ -18,7 +18,6 @@ use crate::plugin::wit;
 use crate::telemetry::METRICS;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -69,7 +68,7 @@ impl Session {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        METRICS.sockets_open.fetch_add(1, Relaxed);
+        let _open = METRICS.socket_opened();
         let within = limits.write_timeout;
         let mut pieces: VecDeque<Piece> = VecDeque::new();
         let mut seq = 0u32;
@@ -266,7 +265,6 @@ impl Session {
         // Pieces the plugin left open are free: `CallEnd`'s drop records them and returns
         // their holds.
         drop(pieces);
-        METRICS.sockets_open.fetch_sub(1, Relaxed);
     }
 
     /// Settles the oldest piece by the vendor's units (`Some`) or its reservation (`None`),
