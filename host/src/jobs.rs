@@ -99,8 +99,6 @@ pub struct Settings {
     pub archive_retention_days: Option<u32>,
     /// Whether this node polls tasks.
     pub poll_tasks: bool,
-    /// Where other nodes' task events are heard (PostgreSQL's `LISTEN`).
-    pub database_url: String,
 }
 
 /// How long the progress feed waits for a wake before it reads the events on its own (a
@@ -109,7 +107,7 @@ const FEED_EVERY: Duration = Duration::from_secs(2);
 
 /// Starts every background job of a serving gateway.
 pub fn start(state: &Arc<Api>, plugin_events: tokio::sync::mpsc::UnboundedReceiver<()>, settings: Settings) -> Jobs {
-    let Settings { refresh, log_retention_days, archive_retention_days, poll_tasks, database_url } = settings;
+    let Settings { refresh, log_retention_days, archive_retention_days, poll_tasks } = settings;
     let mut jobs = Jobs::default();
 
     let s = Arc::clone(state);
@@ -154,7 +152,7 @@ pub fn start(state: &Arc<Api>, plugin_events: tokio::sync::mpsc::UnboundedReceiv
     });
     let s = Arc::clone(state);
     jobs.spawn("progress feed", move |mut stop| async move {
-        let mut wakes = store::tasks::events::Wakes::open(&database_url).await;
+        let mut wakes = store::tasks::events::Wakes::open(&s.engine.db).await;
         let mut pruned = std::time::Instant::now();
         loop {
             tokio::select! {

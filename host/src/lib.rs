@@ -167,7 +167,6 @@ pub async fn serve(config: config::Config) -> Result<()> {
             log_retention_days,
             archive_retention_days: config.archive_retention_days,
             poll_tasks: config.poll_tasks,
-            database_url: config.database_url(),
         },
     );
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).

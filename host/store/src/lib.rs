@@ -73,6 +73,11 @@ pub async fn open(url: &str) -> Result<Db> {
     Ok(pool)
 }
 
+/// Whether `db` is on PostgreSQL (several nodes may share it) rather than SQLite.
+pub fn is_postgres(db: &Db) -> bool {
+    db.connect_options().database_url.scheme().starts_with("postgres")
+}
+
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

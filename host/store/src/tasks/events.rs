@@ -63,7 +63,7 @@ static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// one only delays the event to the reader's next round).
 pub(crate) async fn committed(db: &Db) {
     WAKE.notify_one();
-    if db.connect_options().database_url.scheme().starts_with("postgres") {
+    if crate::is_postgres(db) {
         if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(db).await {
             tracing::debug!(error = %e, "notifying other nodes of a task event failed");
         }
@@ -185,14 +185,15 @@ pub struct Wakes {
 }
 
 impl Wakes {
-    /// Listens on `database_url` when it is PostgreSQL (a failure to listen is logged: the
+    /// Listens on `db`'s server when it is PostgreSQL (a failure to listen is logged: the
     /// reader then wakes on its own schedule only).
-    pub async fn open(database_url: &str) -> Wakes {
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+    pub async fn open(db: &Db) -> Wakes {
+        if !crate::is_postgres(db) {
             return Wakes { listener: None };
         }
+        let url = db.connect_options().database_url.to_string();
         let listening = async {
-            let mut l = sqlx::postgres::PgListener::connect(database_url).await?;
+            let mut l = sqlx::postgres::PgListener::connect(&url).await?;
             l.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(l)
         };
