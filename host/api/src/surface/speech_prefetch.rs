@@ -152,7 +152,8 @@ struct Speaker {
     events: Vec<tollgate_base::sse::Event>,
     splitter: Splitter,
     sentences: Vec<Key>,
-    reply: String,
+    /// The reply's length so far (a reply longer than `MAX_REPLY_BYTES` is not mapped).
+    reply_bytes: usize,
     failed: bool,
 }
 
@@ -165,7 +166,7 @@ impl Speaker {
             events: Vec::new(),
             splitter: Splitter::new(),
             sentences: Vec::new(),
-            reply: String::new(),
+            reply_bytes: 0,
             failed: false,
         }
     }
@@ -181,9 +182,8 @@ impl Speaker {
     }
 
     fn text(&mut self, piece: &str) {
-        if self.reply.len() + piece.len() <= MAX_REPLY_BYTES {
-            self.reply.push_str(piece);
-        } else {
+        self.reply_bytes += piece.len();
+        if self.reply_bytes > MAX_REPLY_BYTES {
             self.failed = true;
         }
         for sentence in self.splitter.push(piece) {
@@ -238,14 +238,17 @@ impl Tap for Speaker {
         if self.failed {
             return;
         }
-        let whole = self.key(&normalized(&self.reply));
+        // The reply as `normalized` writes it: its sentences (the same whatever pieces the text
+        // came in), joined by a space.
+        let text: Vec<&str> = self.sentences.iter().map(|k| k.text.as_str()).collect();
+        let whole = self.key(&text.join(" "));
         self.state.engine.prefetch.cache.map_reply(whole, std::mem::take(&mut self.sentences));
     }
 }
 
 /// A text as replies are mapped by: without newlines, trimmed.
 fn normalized(text: &str) -> String {
-    let mut s = tollgate_base::sentences::Splitter::new();
+    let mut s = Splitter::new();
     let mut out: Vec<String> = s.push(text);
     out.extend(s.finish());
     out.join(" ")
@@ -373,7 +376,6 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
         body.insert("voice".into(), Value::String(voice.clone()));
     }
     body.insert("response_format".into(), Value::String(format.clone()));
-    request.body = Bytes::from(Value::Object(body.clone()).to_string());
     // The cache answers only what it holds exactly: a request with other settings (a `speed`
     // other than 1, ...), a model this key may not use, or a text longer than any reply is a
     // call.
@@ -381,6 +383,7 @@ pub async fn speech(state: &Arc<Api>, req: Request<Incoming>) -> Response {
         ["model", "input", "voice", "response_format"].contains(&k.as_str())
             || (k == "speed" && v.as_f64() == Some(1.0))
     });
+    request.body = Bytes::from(Value::Object(body).to_string());
     if !plain || !request.consumer.may_use(&model) || input.len() > MAX_REPLY_BYTES {
         return call(state, request).await;
     }
