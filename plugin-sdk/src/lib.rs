@@ -13,6 +13,7 @@
 //! For OpenAI-compatible vendors, [`openai_compat`] does the whole job: see `plugins/openai`.
 
 mod clock;
+pub mod conformance;
 pub mod errors;
 pub mod openai_compat;
 /// Stream framing: the host frames upstream streams with these same parsers.

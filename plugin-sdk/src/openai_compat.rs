@@ -8,8 +8,17 @@
 //!   when the consumer did not ask for usage, that chunk is removed again before it is sent;
 //! - stream chunks are forwarded one by one as they arrive; only chunks that may carry usage
 //!   are parsed;
+//! - speech (`/v1/audio/speech`) is relayed: its audio goes to the consumer as it arrives,
+//!   never through the plugin (the host bills the input's characters); with
+//!   `stream_format: "sse"` it streams, its usage read from `speech.audio.done`;
+//! - a transcription's form is sent on as it came (its file spliced in by the host, only
+//!   `model` mapped), streamed when it asks (`stream=true`); its usage is the vendor's seconds
+//!   (`usage.seconds`, or `duration`), or its tokens;
 //! - a stream that ends without `[DONE]` but cleanly gets one; an interrupted stream does not
-//!   (the host ends it with an error event).
+//!   (the host ends it with an error event);
+//! - a channel's settings may move the API under another root (`api_root = "/api/v3"`, or a
+//!   known vendor's `preset = "groq"`, see [`PRESETS`]): OpenAI's `/v1/...` paths are sent
+//!   under it; any other setting is refused when the channel loads.
 
 use crate::{
     errors, AdapterError, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SseEvent, Step, StreamEnd,
@@ -30,6 +39,9 @@ pub trait Vendor: 'static {
             "embeddings" => Some("/v1/embeddings"),
             "images" => Some("/v1/images/generations"),
             "rerank" => Some("/v1/rerank"),
+            "speech" => Some("/v1/audio/speech"),
+            "transcription" => Some("/v1/audio/transcriptions"),
+            "translation" => Some("/v1/audio/translations"),
             _ => None,
         }
     }
@@ -64,6 +76,63 @@ pub trait Vendor: 'static {
     }
 }
 
+/// OpenAI-compatible vendors whose API is not under `/v1`: the `preset` a channel names, the
+/// base URL to write beside it, and the root its paths go under.
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    ("openai", "https://api.openai.com", "/v1"),
+    ("deepseek", "https://api.deepseek.com", ""),
+    ("moonshot", "https://api.moonshot.cn", "/v1"),
+    ("groq", "https://api.groq.com", "/openai/v1"),
+    ("openrouter", "https://openrouter.ai", "/api/v1"),
+    ("together", "https://api.together.xyz", "/v1"),
+    ("mistral", "https://api.mistral.ai", "/v1"),
+    ("xai", "https://api.x.ai", "/v1"),
+    ("fireworks", "https://api.fireworks.ai", "/inference/v1"),
+    ("perplexity", "https://api.perplexity.ai", ""),
+    ("ark", "https://ark.cn-beijing.volces.com", "/api/v3"),
+    ("dashscope", "https://dashscope.aliyuncs.com", "/compatible-mode/v1"),
+    ("zhipu", "https://open.bigmodel.cn", "/api/paas/v4"),
+    ("siliconflow", "https://api.siliconflow.cn", "/v1"),
+    ("ollama", "http://127.0.0.1:11434", "/v1"),
+];
+
+/// The API root a channel's settings (JSON) name: `api_root`, else its `preset`'s; `None`:
+/// OpenAI's `/v1`. Settings are checked when the channel loads (`check_compat_settings`).
+fn api_root(config: &str) -> Option<String> {
+    if config.len() <= 2 {
+        return None; // "{}": the common case, without a parse
+    }
+    let v: Value = serde_json::from_str(config).ok()?;
+    if let Some(root) = v.get("api_root").and_then(Value::as_str) {
+        return Some(root.trim_end_matches('/').to_string());
+    }
+    let preset = v.get("preset").and_then(Value::as_str)?;
+    PRESETS.iter().find(|(name, ..)| *name == preset).map(|(_, _, root)| root.to_string())
+}
+
+/// Checks the settings an OpenAI-compatible channel may have: `api_root` (a path, `""` for
+/// none) or `preset` (one of [`PRESETS`]), nothing else.
+pub fn check_compat_settings(settings: &str) -> Result<(), String> {
+    let v: Value = serde_json::from_str(settings).map_err(|e| format!("settings are not JSON: {e}"))?;
+    let Some(map) = v.as_object() else { return Err("settings must be a table".into()) };
+    for (key, value) in map {
+        match (key.as_str(), value.as_str()) {
+            ("api_root", Some(r)) if r.is_empty() || (r.starts_with('/') && !r.contains(['?', '#'])) => {}
+            ("api_root", _) => return Err(format!("api_root must be a path such as \"/api/v3\", not {value}")),
+            ("preset", Some(p)) if PRESETS.iter().any(|(name, ..)| *name == p) => {}
+            ("preset", _) => {
+                let names: Vec<&str> = PRESETS.iter().map(|(n, ..)| *n).collect();
+                return Err(format!("unknown preset {value}; known: {}", names.join(", ")));
+            }
+            (other, _) => return Err(format!("unknown setting '{other}'; this plugin takes api_root or preset")),
+        }
+    }
+    if map.contains_key("api_root") && map.contains_key("preset") {
+        return Err("give api_root or preset, not both".into());
+    }
+    Ok(())
+}
+
 /// The plugin type for a [`Vendor`]: `export_plugin!(Compat<MyVendor>)`.
 pub struct Compat<V>(PhantomData<V>);
 
@@ -71,6 +140,9 @@ impl<V: Vendor> Plugin for Compat<V> {
     type Exchange = CompatExchange<V>;
     fn describe() -> Manifest {
         V::manifest()
+    }
+    fn check_settings(settings: &str) -> Result<(), String> {
+        check_compat_settings(settings)
     }
 }
 
@@ -107,12 +179,24 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
                 format!("operation '{}' is not supported by this channel", self.call.op),
             );
         };
-        let streaming_asked = match self.call.op == "chat" {
-            true => match asks_for_stream(&self.call.body) {
+        let rooted;
+        let path = match api_root(&self.call.config) {
+            Some(root) => {
+                rooted = format!("{root}{}", path.strip_prefix("/v1").unwrap_or(path));
+                rooted.as_str()
+            }
+            None => path,
+        };
+        if matches!(self.call.op.as_str(), "transcription" | "translation") {
+            return self.transcription(path);
+        }
+        let streaming_asked = match self.call.op.as_str() {
+            "chat" => match asks_for_stream(&self.call.body) {
                 Ok(asked) => asked,
                 Err(e) => return Step::Fail(e),
             },
-            false => false,
+            "speech" => self.call.body.field("stream_format").as_deref() == Some("sse"),
+            _ => false,
         };
         let model_unchanged = self.call.upstream_model.is_empty() || self.call.upstream_model == self.call.model;
         if !streaming_asked && model_unchanged && !V::rewrites(&self.call.op) {
@@ -120,7 +204,7 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             // enters the plugin (the host has already checked it is a JSON object).
             let mut request = UpstreamRequest::post_json(path, String::new());
             request.body = crate::Body::ClientBody;
-            return Step::Send(request);
+            return if self.call.op == "speech" { Step::Relay(request) } else { Step::Send(request) };
         }
         let mut body: Value = match self.call.body.as_bytes().map(serde_json::from_slice) {
             Some(Ok(v @ Value::Object(_))) => v,
@@ -130,23 +214,26 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             body["model"] = Value::String(self.call.upstream_model.clone());
         }
         let streaming = streaming_asked;
-        if streaming {
+        if streaming && self.call.op == "chat" {
             self.consumer_wants_usage =
                 body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
             body["stream_options"] = serde_json::json!({ "include_usage": true });
         }
         V::adjust_request(&self.call.op, &mut body);
         let request = UpstreamRequest::post_json(path, body.to_string());
-        if streaming {
-            Step::stream_sse(request)
-        } else {
-            Step::Send(request)
+        match (streaming, self.call.op.as_str()) {
+            (true, _) => Step::stream_sse(request),
+            (false, "speech") => Step::Relay(request),
+            (false, _) => Step::Send(request),
         }
     }
 
     fn next(&mut self, response: UpstreamResponse) -> Step {
         if !(200..300).contains(&response.status) {
             return Step::Fail(V::classify(&response));
+        }
+        if matches!(self.call.op.as_str(), "transcription" | "translation") {
+            return transcribed(response);
         }
         if self.call.op == BALANCE {
             return balance_reply(serde_json::from_slice(&response.body).ok().as_ref().and_then(V::read_balance));
@@ -224,11 +311,15 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
                     return Err(AdapterError::new(ErrorKind::UpstreamFault, message));
                 }
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                    if let Ok(u) = OpenAiUsage::deserialize(u) {
+                    if matches!(self.call.op.as_str(), "transcription" | "translation") {
+                        self.usage = transcription_usage(&v);
+                    } else if let Ok(u) = OpenAiUsage::deserialize(u) {
                         self.usage = u.into_usage();
                     }
                     let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
-                    if no_choices && !self.consumer_wants_usage {
+                    // Only a chat's usage chunk is the gateway's to hide; other streams' usage
+                    // rides on events the consumer needs (`speech.audio.done`, ...).
+                    if self.call.op == "chat" && no_choices && !self.consumer_wants_usage {
                         continue;
                     }
                 }
@@ -244,6 +335,62 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             chunks.push(OutChunk::Event(SseEvent { event: None, data: "[DONE]".into(), id: None }));
         }
         Ok(StreamTail::new(chunks, std::mem::take(&mut self.usage)))
+    }
+}
+
+impl<V: Vendor> CompatExchange<V> {
+    /// A transcription: the consumer's form sent on (its file spliced in by the host), only
+    /// `model` mapped; streamed when the form asks (`stream=true`).
+    fn transcription(&mut self, path: &str) -> Step {
+        let crate::Body::Form(parts) = &self.call.body else {
+            return Step::fail(ErrorKind::BadRequest, "a transcription is a multipart/form-data request with a 'file'");
+        };
+        if !parts.iter().any(|p| matches!(p.value, crate::PartValue::ClientFile(_))) {
+            return Step::fail(ErrorKind::BadRequest, "a transcription needs the audio as a 'file' part");
+        }
+        let model = self.call.vendor_model().to_string();
+        let parts = parts
+            .iter()
+            .map(|p| match (&p.value, p.name.as_str()) {
+                (crate::PartValue::Text(_), "model") => {
+                    crate::FormPart { value: crate::PartValue::Text(model.clone()), ..p.clone() }
+                }
+                _ => p.clone(),
+            })
+            .collect();
+        let mut request = UpstreamRequest::post_json(path, String::new());
+        request.headers.clear();
+        request.body = crate::Body::Form(parts);
+        if self.call.body.field("stream").as_deref() == Some("true") {
+            Step::stream_sse(request)
+        } else {
+            Step::Send(request)
+        }
+    }
+}
+
+/// A transcription's answer as it came (JSON, or text for `response_format` text, srt, vtt),
+/// with the vendor's usage: `usage.seconds` (or `duration`) as milliseconds, or its tokens.
+fn transcribed(response: UpstreamResponse) -> Step {
+    let content_type = crate::header(&response.headers, "content-type").unwrap_or("application/json").to_string();
+    let usage = match serde_json::from_slice::<Value>(&response.body) {
+        Ok(v) => transcription_usage(&v),
+        // Plain text: the vendor reported nothing; the host estimates.
+        Err(_) if !content_type.contains("json") => Usage::default(),
+        Err(_) => return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON"),
+    };
+    Step::Reply(Reply::with_body(200, &content_type, crate::Body::Bytes(response.body), usage))
+}
+
+/// The usage of a transcription (or its stream's `done` event): seconds, or tokens.
+fn transcription_usage(v: &Value) -> Usage {
+    let seconds = v.pointer("/usage/seconds").or_else(|| v.get("duration")).and_then(Value::as_f64);
+    match (seconds, v.get("usage").filter(|u| u.is_object())) {
+        (Some(s), _) if s.is_finite() && s >= 0.0 => {
+            Usage { milliseconds: Some((s * 1000.0).ceil() as u64), ..Usage::default() }
+        }
+        (_, Some(u)) => OpenAiUsage::deserialize(u).map(OpenAiUsage::into_usage).unwrap_or_default(),
+        _ => Usage::default(),
     }
 }
 
@@ -303,12 +450,13 @@ fn mentions_object(json: &str, name: &str) -> bool {
     false
 }
 
-/// OpenAI's usage object, with DeepSeek's cache fields.
+/// OpenAI's usage object, with DeepSeek's cache fields; the audio and image APIs' names
+/// (`input_tokens`, `output_tokens`) read as the same.
 #[derive(Deserialize, Default)]
 pub struct OpenAiUsage {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: Option<u64>,
     #[serde(default)]
     pub prompt_tokens_details: Option<PromptDetails>,
@@ -336,6 +484,26 @@ impl OpenAiUsage {
 #[cfg(test)]
 mod tests {
     use super::mentions_object;
+
+    #[test]
+    fn a_channel_puts_the_api_under_its_root_or_its_presets() {
+        use super::{api_root, check_compat_settings};
+        assert_eq!(api_root("{}"), None);
+        assert_eq!(api_root(r#"{"api_root":"/api/v3/"}"#).as_deref(), Some("/api/v3"));
+        assert_eq!(api_root(r#"{"preset":"groq"}"#).as_deref(), Some("/openai/v1"));
+        assert_eq!(api_root(r#"{"preset":"deepseek"}"#).as_deref(), Some(""));
+        assert!(check_compat_settings(r#"{"preset":"zhipu"}"#).is_ok());
+        assert!(check_compat_settings(r#"{"api_root":""}"#).is_ok());
+        for bad in [
+            r#"{"preset":"nope"}"#,
+            r#"{"api_root":"v3"}"#,
+            r#"{"api-root":"/v3"}"#,
+            r#"{"api_root":"/a","preset":"groq"}"#,
+            "[]",
+        ] {
+            assert!(check_compat_settings(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_stream_is_read_from_the_parsed_json_never_a_substring() {

@@ -361,11 +361,13 @@ impl Manifest {
             name: "access_key".into(),
             description: format!("{vendor} access key (AK)"),
             secret: false,
+            optional: false,
         })
         .with_credential(crate::CredentialField {
             name: "secret_key".into(),
             description: format!("{vendor} secret key (SK), signs each request"),
             secret: true,
+            optional: false,
         })
     }
     pub fn with_base_url(mut self, url: &str) -> Self {

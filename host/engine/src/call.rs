@@ -535,8 +535,8 @@ pub fn kind_name(k: wit::ErrorKind) -> &'static str {
 }
 
 /// The raw credential `key` gives a plugin that signs requests itself (see
-/// `split_credential`); nothing for a plugin that lets the host insert the key, or without a
-/// key.
+/// `split_credential`); nothing for a plugin that lets the host insert the key, for one whose
+/// credential is optional on a channel that does not allow signing, or without a key.
 pub fn credential_for(
     plugin: &Plugin,
     channel: &Channel,
@@ -544,6 +544,8 @@ pub fn credential_for(
 ) -> Result<Vec<(String, String)>, CallError> {
     let fields = &plugin.manifest.credential_fields;
     match key {
+        // A plugin that can let the host insert the key gets none where signing is not allowed.
+        Some(_) if !channel.allow_signing && fields.iter().all(|f| f.optional) => Ok(Vec::new()),
         Some(key) if !fields.is_empty() => {
             let names: Vec<String> = fields.iter().map(|c| c.name.clone()).collect();
             split_credential(channel, &names, &key.0)

@@ -268,6 +268,7 @@ pub(crate) fn reported(u: &wit::Usage) -> Reported {
         input_tokens: u.input_tokens,
         output_tokens: u.output_tokens,
         cached_tokens: u.cached_tokens,
+        cache_write_tokens: u.cache_write_tokens,
         characters: u.characters,
         milliseconds: u.milliseconds,
         images: u.images,

@@ -1,5 +1,5 @@
-//! The `ark` plugin: Volcengine Ark's Seedance video generation as asynchronous tasks
-//! (`vendor-apis.md` §3.1).
+//! The `ark` plugin: Volcengine Ark (`vendor-apis.md` §3.1): Doubao chat and Seedream images
+//! (OpenAI-shaped, `openai.rs`), and Seedance video generation as asynchronous tasks.
 //!
 //! - op `video` (OpenAI's Videos API): `POST /contents/generations/tasks` with the prompt as a
 //!   text item and an `image` URL as the first frame; OpenAI's `size` becomes `resolution`
@@ -15,10 +15,14 @@
 //! rounded up to 16, 24 frames a second plus one), reported as output tokens; a finished task
 //! reports what Ark counted. Auth is the channel's Ark API key as a bearer token.
 
+mod openai;
+
 use serde_json::{json, Value};
+use tollgate_plugin_sdk::openai_compat::CompatExchange;
 use tollgate_plugin_sdk::{
-    export_plugin, AdapterError, Call, ErrorKind, Exchange, Manifest, Media, Operation, Reply, Step, TaskDone,
-    TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    export_plugin, AdapterError, Call, ErrorKind, Exchange, Manifest, Media, Operation, OutChunk, Reply, Step,
+    StreamEnd, StreamInput, StreamTail, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest,
+    UpstreamResponse, Usage,
 };
 
 pub struct Ark;
@@ -27,7 +31,8 @@ impl tollgate_plugin_sdk::Plugin for Ark {
     type Exchange = ArkExchange;
 
     fn describe() -> Manifest {
-        Manifest::new("ark", env!("CARGO_PKG_VERSION"), "Volcengine Ark", &[])
+        Manifest::new("ark", env!("CARGO_PKG_VERSION"), "Volcengine Ark", &["chat"])
+            .with_operation(Operation::new("images").quoted())
             .with_operation(Operation::new("video").quoted())
             .with_operation(Operation::new("task.poll").resend())
             .with_operation(Operation::new("task.cancel"))
@@ -45,6 +50,8 @@ const PASSED: &[&str] = &["prompt", "image", "seed", "camera_fixed", "watermark"
 
 pub struct ArkExchange {
     call: Call,
+    /// Chat and images: OpenAI's shape, on Ark's paths.
+    compat: Option<CompatExchange<openai::ArkCompat>>,
 }
 
 /// A resolution's short side, from Ark's name (`720p`) or OpenAI's size (`1280x720`), and
@@ -173,15 +180,22 @@ fn error_of(status: u16, v: &Value) -> AdapterError {
 
 impl Exchange for ArkExchange {
     fn new(call: Call) -> Self {
-        ArkExchange { call }
+        let compat = matches!(call.op.as_str(), "chat" | "images").then(|| CompatExchange::new(call.clone()));
+        ArkExchange { call, compat }
     }
 
     fn quote(&mut self) -> Result<Usage, AdapterError> {
+        if self.call.op == "images" {
+            return openai::images_quote(&self.call.body);
+        }
         let (_, tokens) = self.submit()?;
         Ok(Usage { output_tokens: Some(tokens), ..Usage::default() })
     }
 
     fn first(&mut self) -> Step {
+        if let Some(c) = self.compat.as_mut() {
+            return c.first();
+        }
         match self.call.op.as_str() {
             "video" => match self.submit() {
                 Ok((body, _)) => Step::Send(UpstreamRequest::post_json(TASKS, body.to_string())),
@@ -201,7 +215,24 @@ impl Exchange for ArkExchange {
         }
     }
 
+    fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
+        match self.compat.as_mut() {
+            Some(c) => c.decode(input),
+            None => Err(AdapterError::new(ErrorKind::Unsupported, "only chat streams")),
+        }
+    }
+
+    fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
+        match self.compat.as_mut() {
+            Some(c) => c.finish(end),
+            None => Err(AdapterError::new(ErrorKind::Unsupported, "only chat streams")),
+        }
+    }
+
     fn next(&mut self, response: UpstreamResponse) -> Step {
+        if let Some(c) = self.compat.as_mut() {
+            return c.next(response);
+        }
         let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         if !(200..300).contains(&response.status) {
             return Step::Fail(error_of(response.status, &v));

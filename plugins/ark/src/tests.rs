@@ -123,3 +123,63 @@ fn a_poll_follows_the_task_and_a_cancel_deletes_it() {
     c.task = Some("../x".into());
     assert!(matches!(Harness::<Ark>::new(c).run(|_| panic!("nothing is sent")).outcome, Outcome::Failed(_)));
 }
+
+#[test]
+fn doubao_chat_streams_with_its_reasoning_and_cache() {
+    let stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"reasoning_content\":\"Hmm\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":3}}}\n\n\
+        data: [DONE]\n\n";
+    let c = call("chat", "doubao-seed-1-6", r#"{"model":"doubao-seed-1-6","stream":true,"messages":[]}"#);
+    let run = Harness::<Ark>::new(c).run(|_| response(200, stream));
+    assert_eq!(run.requests[0].path, "/chat/completions");
+    let Outcome::Stream { chunks, tail } = run.outcome else { panic!("a stream") };
+    assert!(tollgate_plugin_sdk::testing::event_data(&chunks)[0].contains("reasoning_content"));
+    assert_eq!(
+        (tail.usage.input_tokens, tail.usage.cached_tokens, tail.usage.output_tokens),
+        (Some(9), Some(4), Some(5))
+    );
+}
+
+#[test]
+fn seedream_reserves_every_image_a_series_may_make() {
+    let quote = |body: &str| ArkExchange::new(call("images", "doubao-seedream-4-0", body)).quote();
+    assert_eq!(quote(r#"{"prompt":"a cat"}"#).unwrap().images, Some(1));
+    assert_eq!(quote(r#"{"prompt":"a cat","sequential_image_generation":"auto"}"#).unwrap().images, Some(15));
+    let series =
+        r#"{"prompt":"a","sequential_image_generation":"auto","sequential_image_generation_options":{"max_images":4}}"#;
+    assert_eq!(quote(series).unwrap().images, Some(4));
+    assert!(quote(r#"{"prompt":"a","n":99}"#).is_err());
+    assert!(quote(r#"{"prompt":"a","sequential_image_generation":"auto","sequential_image_generation_options":{"max_images":"4"}}"#).is_err());
+    let run = Harness::<Ark>::new(call("images", "doubao-seedream-4-0", series)).run(|_| {
+        response(200, r#"{"model":"m","created":1,"data":[{"url":"https://x/1.png"},{"url":"https://x/2.png"}],"usage":{"generated_images":2,"output_tokens":8192}}"#)
+    });
+    assert_eq!(run.requests[0].path, "/images/generations");
+    assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.images == Some(2)));
+}
+
+#[test]
+fn the_conformance_battery() {
+    use tollgate_plugin_sdk::conformance::{answer, run, Vendor};
+    let error = |status: u16, code: &str| {
+        answer(status, json!({ "error": { "code": code, "message": "m", "type": "BadRequest" } }).to_string())
+    };
+    let whole =
+        r#"{"choices":[{"index":0,"message":{"content":"Hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":2}}"#;
+    let stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+    let usage = Usage { input_tokens: Some(9), output_tokens: Some(2), ..Usage::default() };
+    run::<Ark>(Vendor {
+        whole: (call("chat", "doubao", r#"{"model":"doubao","messages":[]}"#), answer(200, whole), usage.clone()),
+        whole_without_usage: Some(answer(200, r#"{"choices":[{"index":0,"message":{"content":"Hi"}}]}"#)),
+        stream: Some((call("chat", "doubao", r#"{"stream":true,"messages":[]}"#), stream.as_bytes().to_vec(), usage)),
+        failures: vec![
+            (error(401, "AuthenticationError"), ErrorKind::Unauthorized),
+            (error(403, "AccountOverdueError"), ErrorKind::InsufficientBalance),
+            (error(400, "InputTextRiskDetection"), ErrorKind::ContentFiltered),
+            (error(404, "InvalidEndpointOrModel.NotFound"), ErrorKind::NotFound),
+            (error(429, "RateLimitExceeded.EndpointRPMExceeded"), ErrorKind::RateLimited),
+            (error(500, "InternalServiceError"), ErrorKind::UpstreamFault),
+            (error(400, "InvalidParameter"), ErrorKind::BadRequest),
+        ],
+    });
+}

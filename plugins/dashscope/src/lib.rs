@@ -1,5 +1,6 @@
-//! The `dashscope` plugin: Alibaba DashScope's Wan video generation as asynchronous tasks
-//! (`vendor-apis.md` §6.2).
+//! The `dashscope` plugin: Alibaba DashScope: Qwen chat, vision and omni in OpenAI's shape
+//! and DashScope's own (`chat.rs`, `vendor-apis.md` §6.1), and Wan video and images as
+//! asynchronous tasks (§6.2).
 //!
 //! - op `video` (OpenAI's Videos API): `POST /api/v1/services/aigc/video-generation/video-synthesis`
 //!   with `X-DashScope-Async: enable`; OpenAI's `size` (`1280x720`) becomes DashScope's
@@ -24,10 +25,14 @@
 //! Price them as `[models."wan2.2-t2v-plus".units] "720p" = "<per second>"`. Auth is the
 //! channel's API key as a bearer token; errors are `{"code","message","request_id"}`.
 
+mod chat;
+
 use serde_json::{json, Map, Value};
+use tollgate_plugin_sdk::openai_compat::CompatExchange;
 use tollgate_plugin_sdk::{
-    exact_fields, export_plugin, AdapterError, Call, ErrorKind, Exchange, Field, Manifest, Media, Operation, Reply,
-    Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse, Usage,
+    exact_fields, export_plugin, AdapterError, Call, ErrorKind, Exchange, Field, Manifest, Media, Operation, OutChunk,
+    Reply, Route, Step, StreamEnd, StreamInput, StreamTail, TaskDone, TaskProgress, TaskState, TaskSubmitted,
+    UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub struct DashScope;
@@ -36,22 +41,30 @@ impl tollgate_plugin_sdk::Plugin for DashScope {
     type Exchange = DashScopeExchange;
 
     fn describe() -> Manifest {
-        Manifest::new("dashscope", env!("CARGO_PKG_VERSION"), "Alibaba DashScope", &[])
-            .with_operation(Operation::new("video").quoted())
-            .with_operation(Operation::new("task.poll").resend())
-            .with_operation(Operation::new("task.cancel"))
-            .with_operation(Operation::new(IMAGE).quoted())
-            .with_operation(Operation::new(TASK).resend())
-            .with(Route::new("POST", IMAGE_SUBMIT, IMAGE))
-            .with(
-                Route::new("GET", "/api/v1/tasks/{task_id}", TASK)
-                    .model(Field::None)
-                    .free()
-                    .affinity(Field::Path("task_id".into())),
-            )
-            // Where DashScope serves results (its OSS buckets).
-            .fetching("*.aliyuncs.com")
-            .with_base_url("https://dashscope.aliyuncs.com")
+        Manifest::new(
+            "dashscope",
+            env!("CARGO_PKG_VERSION"),
+            "Alibaba DashScope",
+            &["chat", "embeddings", chat::GENERATION, chat::MULTIMODAL],
+        )
+        .with_route("POST", chat::GENERATION_PATH, chat::GENERATION)
+        .with_route("POST", chat::MULTIMODAL_PATH, chat::MULTIMODAL)
+        .forwarding("x-dashscope-sse")
+        .with_operation(Operation::new("video").quoted())
+        .with_operation(Operation::new("task.poll").resend())
+        .with_operation(Operation::new("task.cancel"))
+        .with_operation(Operation::new(IMAGE).quoted())
+        .with_operation(Operation::new(TASK).resend())
+        .with(Route::new("POST", IMAGE_SUBMIT, IMAGE))
+        .with(
+            Route::new("GET", "/api/v1/tasks/{task_id}", TASK)
+                .model(Field::None)
+                .free()
+                .affinity(Field::Path("task_id".into())),
+        )
+        // Where DashScope serves results (its OSS buckets).
+        .fetching("*.aliyuncs.com")
+        .with_base_url("https://dashscope.aliyuncs.com")
     }
 }
 
@@ -69,6 +82,10 @@ const PARAMETERS: &[&str] = &["seed", "prompt_extend", "watermark"];
 
 pub struct DashScopeExchange {
     call: Call,
+    /// Chat and embeddings: OpenAI's shape, on DashScope's compatible mode.
+    compat: Option<CompatExchange<chat::Compatible>>,
+    /// A native stream's usage so far.
+    usage: Usage,
 }
 
 impl DashScopeExchange {
@@ -224,7 +241,23 @@ fn error_of(status: u16, v: &Value) -> AdapterError {
 
 impl Exchange for DashScopeExchange {
     fn new(call: Call) -> Self {
-        DashScopeExchange { call }
+        let compat = matches!(call.op.as_str(), "chat" | "embeddings").then(|| CompatExchange::new(call.clone()));
+        DashScopeExchange { call, compat, usage: Usage::default() }
+    }
+
+    fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
+        match (self.compat.as_mut(), input) {
+            (Some(c), input) => c.decode(input),
+            (None, StreamInput::Events(events)) => chat::native_decode(events, &mut self.usage),
+            (None, _) => Err(AdapterError::new(ErrorKind::UpstreamFault, "expected SSE")),
+        }
+    }
+
+    fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
+        match self.compat.as_mut() {
+            Some(c) => c.finish(end),
+            None => Ok(StreamTail::new(Vec::new(), std::mem::take(&mut self.usage))),
+        }
     }
 
     fn quote(&mut self) -> Result<Usage, AdapterError> {
@@ -235,7 +268,11 @@ impl Exchange for DashScopeExchange {
     }
 
     fn first(&mut self) -> Step {
+        if let Some(c) = self.compat.as_mut() {
+            return c.first();
+        }
         match self.call.op.as_str() {
+            chat::GENERATION | chat::MULTIMODAL => chat::native_first(&self.call),
             "video" => match self.submit() {
                 Ok((body, ..)) => Step::Send(
                     UpstreamRequest::post_json(SUBMIT, body.to_string()).with_header("x-dashscope-async", "enable"),
@@ -271,6 +308,12 @@ impl Exchange for DashScopeExchange {
     }
 
     fn next(&mut self, response: UpstreamResponse) -> Step {
+        if let Some(c) = self.compat.as_mut() {
+            return c.next(response);
+        }
+        if matches!(self.call.op.as_str(), chat::GENERATION | chat::MULTIMODAL) {
+            return chat::native_next(response);
+        }
         let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         let ok = (200..300).contains(&response.status);
         match self.call.op.as_str() {

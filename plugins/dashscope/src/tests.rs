@@ -161,3 +161,86 @@ fn dashscopes_own_image_route_holds_its_images_and_charges_those_counted() {
     let Outcome::Reply(r) = run.outcome else { panic!("expected DashScope's answer") };
     assert_eq!((r.status, r.error.map(|e| e.kind)), (401, Some(ErrorKind::Unauthorized)));
 }
+
+/// DashScope's native stream as it writes it: no space after the colons, a status comment,
+/// usage cumulative, no `[DONE]`.
+const NATIVE_STREAM: &str = "id:1\nevent:result\n:HTTP_STATUS/200\ndata:{\"output\":{\"choices\":[{\"message\":{\"content\":\"\",\"reasoning_content\":\"The\",\"role\":\"assistant\"},\"finish_reason\":\"null\"}]},\"usage\":{\"total_tokens\":288,\"output_tokens\":1,\"input_tokens\":287},\"request_id\":\"r1\"}\n\n\
+id:2\nevent:result\n:HTTP_STATUS/200\ndata:{\"output\":{\"choices\":[{\"message\":{\"content\":\"Hi\",\"role\":\"assistant\"},\"finish_reason\":\"stop\"}]},\"usage\":{\"total_tokens\":290,\"output_tokens\":3,\"input_tokens\":287,\"prompt_tokens_details\":{\"cached_tokens\":200}},\"request_id\":\"r1\"}\n\n";
+
+fn native(op: &str, sse: bool) -> Call {
+    let mut c = call(
+        op,
+        "qwen-plus",
+        r#"{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"hi"}]},"parameters":{"incremental_output":true}}"#,
+    );
+    if sse {
+        c.headers.push(tollgate_plugin_sdk::Header::new("x-dashscope-sse", "enable"));
+    }
+    c
+}
+
+#[test]
+fn qwen_chat_runs_on_the_compatible_mode() {
+    let run = Harness::<DashScope>::new(call("chat", "qwen-vl-max", r#"{"model":"qwen-vl-max","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/cat.png"}}]}]}"#))
+        .run(|_| response(200, r#"{"choices":[{"message":{"content":"a cat"}}],"usage":{"prompt_tokens":1200,"completion_tokens":3}}"#));
+    assert_eq!(run.requests[0].path, "/compatible-mode/v1/chat/completions");
+    assert!(matches!(run.requests[0].body, tollgate_plugin_sdk::Body::ClientBody), "vision parts pass as they are");
+    assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.input_tokens == Some(1200)));
+}
+
+#[test]
+fn native_generation_streams_as_dashscope_streams_and_bills_the_last_usage() {
+    for piece in [1, 7, 1000] {
+        let run = Harness::<DashScope>::new(native(chat::GENERATION, true))
+            .piece_size(piece)
+            .run(|_| response(200, NATIVE_STREAM));
+        let r = &run.requests[0];
+        assert_eq!(r.path, chat::GENERATION_PATH);
+        assert_eq!(tollgate_plugin_sdk::header(&r.headers, "x-dashscope-sse"), Some("enable"));
+        let Outcome::Stream { chunks, tail } = run.outcome else { panic!("a stream") };
+        assert_eq!(chunks.len(), 2);
+        let u = tail.usage;
+        assert_eq!((u.input_tokens, u.output_tokens, u.cached_tokens), (Some(287), Some(3), Some(200)));
+    }
+    let run = Harness::<DashScope>::new(native(chat::MULTIMODAL, false)).run(|_| {
+        response(200, r#"{"output":{"choices":[{"message":{"content":[{"image":"https://x/1.png"}]}}]},"usage":{"input_tokens":10,"output_tokens":0},"request_id":"r"}"#)
+    });
+    assert_eq!(run.requests[0].path, chat::MULTIMODAL_PATH);
+    assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.images == Some(1)), "qwen-image's image counted");
+    // A failure is DashScope's own body, relayed, classified.
+    let run = Harness::<DashScope>::new(native(chat::GENERATION, false))
+        .run(|_| response(401, r#"{"request_id":"r","code":"InvalidApiKey","message":"Invalid API-key provided."}"#));
+    assert!(
+        matches!(run.outcome, Outcome::Reply(r) if r.status == 401 && r.error.as_ref().unwrap().kind == ErrorKind::Unauthorized)
+    );
+}
+
+#[test]
+fn the_conformance_battery() {
+    use tollgate_plugin_sdk::conformance::{answer, run, Vendor};
+    let error = |status: u16, code: &str| {
+        answer(status, json!({ "request_id": "r", "code": code, "message": "m" }).to_string())
+    };
+    let whole = r#"{"output":{"choices":[{"message":{"content":"Hi"},"finish_reason":"stop"}]},"usage":{"input_tokens":287,"output_tokens":3},"request_id":"r"}"#;
+    run::<DashScope>(Vendor {
+        whole: (
+            native(chat::GENERATION, false),
+            answer(200, whole),
+            Usage { input_tokens: Some(287), output_tokens: Some(3), ..Usage::default() },
+        ),
+        whole_without_usage: Some(answer(200, r#"{"output":{"choices":[]},"request_id":"r"}"#)),
+        stream: Some((
+            native(chat::GENERATION, true),
+            NATIVE_STREAM.as_bytes().to_vec(),
+            Usage { input_tokens: Some(287), output_tokens: Some(3), cached_tokens: Some(200), ..Usage::default() },
+        )),
+        failures: vec![
+            (error(401, "InvalidApiKey"), ErrorKind::Unauthorized),
+            (error(400, "Arrearage"), ErrorKind::InsufficientBalance),
+            (error(429, "Throttling.RateQuota"), ErrorKind::RateLimited),
+            (error(400, "DataInspectionFailed"), ErrorKind::ContentFiltered),
+            (error(400, "InvalidParameter"), ErrorKind::BadRequest),
+            (error(500, "InternalError"), ErrorKind::UpstreamFault),
+        ],
+    });
+}

@@ -1,6 +1,7 @@
-//! The `openai` plugin: any OpenAI-compatible vendor, chosen by the channel's base URL.
-//! Chat (with streaming and usage), embeddings, image generation; bodies pass through, usage
-//! (tokens, images) is reported.
+//! The `openai` plugin: any OpenAI-compatible vendor, chosen by the channel's base URL (and
+//! its preset or API root, `openai_compat::PRESETS`). Chat (with streaming and usage),
+//! embeddings, image generation, speech (audio relayed) and transcriptions (the file streamed
+//! from the consumer); bodies pass through, usage (tokens, images, seconds) is reported.
 
 use tollgate_plugin_sdk::openai_compat::{Compat, Vendor};
 use tollgate_plugin_sdk::{export_plugin, Manifest};
@@ -9,8 +10,13 @@ pub struct OpenAi;
 
 impl Vendor for OpenAi {
     fn manifest() -> Manifest {
-        Manifest::new("openai", env!("CARGO_PKG_VERSION"), "OpenAI-compatible", &["chat", "embeddings", "images"])
-            .with_base_url("https://api.openai.com")
+        Manifest::new(
+            "openai",
+            env!("CARGO_PKG_VERSION"),
+            "OpenAI-compatible",
+            &["chat", "embeddings", "images", "speech", "transcription", "translation"],
+        )
+        .with_base_url("https://api.openai.com")
     }
 }
 
@@ -37,6 +43,79 @@ mod tests {
         let Outcome::Reply(r) = run.outcome else { panic!("expected a reply") };
         assert_eq!((r.usage.input_tokens, r.usage.output_tokens, r.usage.cached_tokens), (Some(9), Some(2), Some(4)));
         assert!(matches!(r.body, Body::Bytes(b) if b.starts_with(br#"{"id":"x""#)));
+    }
+
+    #[test]
+    fn a_preset_puts_the_paths_under_its_vendors_root() {
+        let mut c = call("chat", "llama", r#"{"model":"llama","messages":[]}"#);
+        c.config = r#"{"preset":"groq"}"#.into();
+        let run = Harness::<Plugin>::new(c).run(|_| response(200, r#"{"choices":[]}"#));
+        assert_eq!(run.requests[0].path, "/openai/v1/chat/completions");
+        let mut c = call("embeddings", "e", r#"{"input":"x"}"#);
+        c.config = r#"{"api_root":"/api/paas/v4"}"#.into();
+        let run = Harness::<Plugin>::new(c).run(|_| response(200, r#"{"data":[]}"#));
+        assert_eq!(run.requests[0].path, "/api/paas/v4/embeddings");
+    }
+
+    #[test]
+    fn speech_is_relayed_or_streamed_with_its_usage() {
+        let run = Harness::<Plugin>::new(call("speech", "tts-1", r#"{"model":"tts-1","input":"hi","voice":"alloy"}"#))
+            .run(|_| unreachable!());
+        let Outcome::Relay(r) = run.outcome else { panic!("relayed") };
+        assert_eq!((r.path.as_str(), matches!(r.body, Body::ClientBody)), ("/v1/audio/speech", true));
+        let sse = "data: {\"type\":\"speech.audio.delta\",\"audio\":\"AAAA\"}\n\n\
+            data: {\"type\":\"speech.audio.done\",\"usage\":{\"input_tokens\":3,\"output_tokens\":40,\"total_tokens\":43}}\n\n";
+        let c = call(
+            "speech",
+            "gpt-4o-mini-tts",
+            r#"{"model":"gpt-4o-mini-tts","input":"hi","voice":"alloy","stream_format":"sse"}"#,
+        );
+        let run = Harness::<Plugin>::new(c).run(|_| response(200, sse));
+        let Outcome::Stream { chunks, tail } = run.outcome else { panic!("a stream") };
+        assert_eq!(event_data(&chunks).len(), 2, "the done event, usage and all, reaches the consumer");
+        assert_eq!((tail.usage.input_tokens, tail.usage.output_tokens), (Some(3), Some(40)));
+    }
+
+    #[test]
+    fn a_transcription_sends_the_form_on_and_reads_seconds_or_tokens() {
+        use tollgate_plugin_sdk::{FormPart, PartValue};
+        let part =
+            |name: &str, value: PartValue| FormPart { name: name.into(), filename: None, content_type: None, value };
+        let form = |stream: bool| {
+            let mut parts = vec![
+                part("model", PartValue::Text("whisper".into())),
+                part("file", PartValue::ClientFile("file".into())),
+            ];
+            if stream {
+                parts.push(part("stream", PartValue::Text("true".into())));
+            }
+            let mut c = call("transcription", "whisper", "");
+            c.upstream_model = "whisper-1".into();
+            c.body = Body::Form(parts);
+            c
+        };
+        let run = Harness::<Plugin>::new(form(false))
+            .run(|_| response(200, r#"{"text":"hi","usage":{"type":"duration","seconds":2.5}}"#));
+        let sent = &run.requests[0];
+        assert_eq!(sent.path, "/v1/audio/transcriptions");
+        let Body::Form(parts) = &sent.body else { panic!("a form") };
+        assert!(matches!(&parts[0].value, PartValue::Text(m) if m == "whisper-1"), "the model mapped");
+        assert!(matches!(&parts[1].value, PartValue::ClientFile(f) if f == "file"), "the file spliced in by the host");
+        assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.milliseconds == Some(2500)));
+        let text = Harness::<Plugin>::new(form(false)).run(|_| tollgate_plugin_sdk::UpstreamResponse {
+            status: 200,
+            headers: vec![tollgate_plugin_sdk::Header::new("content-type", "text/plain")],
+            body: b"hi".to_vec(),
+        });
+        assert!(matches!(text.outcome, Outcome::Reply(r) if r.usage.milliseconds.is_none()), "nothing reported");
+        let sse = "data: {\"type\":\"transcript.text.delta\",\"delta\":\"hi\"}\n\n\
+            data: {\"type\":\"transcript.text.done\",\"text\":\"hi\",\"usage\":{\"type\":\"tokens\",\"input_tokens\":20,\"output_tokens\":1}}\n\n";
+        let run = Harness::<Plugin>::new(form(true)).run(|_| response(200, sse));
+        let Outcome::Stream { tail, .. } = run.outcome else { panic!("a stream") };
+        assert_eq!((tail.usage.input_tokens, tail.usage.output_tokens), (Some(20), Some(1)));
+        let run =
+            Harness::<Plugin>::new(call("transcription", "whisper", r#"{"model":"whisper"}"#)).run(|_| unreachable!());
+        assert!(matches!(run.outcome, Outcome::Failed(e) if e.kind == ErrorKind::BadRequest));
     }
 
     #[test]
@@ -103,7 +182,43 @@ mod tests {
         assert!(
             matches!(tollgate_plugin_sdk::Exchange::first(&mut ex), Step::Fail(e) if e.kind == ErrorKind::BadRequest)
         );
-        let run = Harness::<Plugin>::new(call("speech", "m", "{}")).run(|_| unreachable!());
+        let run = Harness::<Plugin>::new(call("video", "m", "{}")).run(|_| unreachable!());
         assert!(matches!(run.outcome, Outcome::Failed(e) if e.kind == ErrorKind::Unsupported));
+    }
+
+    #[test]
+    fn the_conformance_battery() {
+        use tollgate_plugin_sdk::conformance::{answer, run, Vendor};
+        let error = |status: u16, code: &str| {
+            let e = serde_json::json!({ "error": { "message": "m", "type": "x", "param": null, "code": code } });
+            answer(status, e.to_string())
+        };
+        let whole = r#"{"id":"x","choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        let usage = tollgate_plugin_sdk::Usage {
+            input_tokens: Some(9),
+            output_tokens: Some(2),
+            cached_tokens: Some(4),
+            ..Default::default()
+        };
+        let stream_call = call("chat", "m", r#"{"model":"m","stream":true,"messages":[]}"#);
+        run::<Plugin>(Vendor {
+            whole: (call("chat", "m", r#"{"model":"m","messages":[]}"#), answer(200, whole), usage),
+            whole_without_usage: Some(answer(200, r#"{"id":"x","choices":[{"message":{"content":"Hi"}}]}"#)),
+            stream: Some((
+                stream_call,
+                STREAM.as_bytes().to_vec(),
+                tollgate_plugin_sdk::Usage { input_tokens: Some(5), output_tokens: Some(2), ..Default::default() },
+            )),
+            failures: vec![
+                (error(401, "invalid_api_key"), ErrorKind::Unauthorized),
+                (error(429, "rate_limit_exceeded"), ErrorKind::RateLimited),
+                (error(429, "insufficient_quota"), ErrorKind::InsufficientBalance),
+                (error(400, "invalid_request"), ErrorKind::BadRequest),
+                (error(403, "forbidden"), ErrorKind::Forbidden),
+                (error(404, "model_not_found"), ErrorKind::NotFound),
+                (error(500, "server_error"), ErrorKind::UpstreamFault),
+                (answer(502, "<html>Bad Gateway</html>"), ErrorKind::UpstreamFault),
+            ],
+        });
     }
 }

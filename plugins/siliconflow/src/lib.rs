@@ -22,7 +22,7 @@ impl Vendor for SiliconFlow {
             "siliconflow",
             env!("CARGO_PKG_VERSION"),
             "SiliconFlow",
-            &["chat", "embeddings", "rerank", "images", "balance"],
+            &["chat", "embeddings", "rerank", "images", "speech", "transcription", "balance"],
         )
         // Where SiliconFlow serves finished videos.
         .fetching("*.siliconflow.cn")

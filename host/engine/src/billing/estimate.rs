@@ -59,6 +59,13 @@ pub(super) struct RequestEstimate {
     pub(super) named: Vec<(String, u64)>,
 }
 
+/// The ops that generate output tokens bounded by the request: OpenAI's chat and Anthropic's
+/// messages (`max_tokens`), Gemini's generate (`generationConfig.maxOutputTokens`). A reply of
+/// theirs that reports no output is billed what was reserved, never nothing.
+pub(super) fn generates_tokens(op: &str) -> bool {
+    matches!(op, "chat" | "messages" | "generate")
+}
+
 /// The most items (`n`, `batch_size`) one request may ask for: more is refused, not estimated.
 const MAX_COUNT: u64 = 10_000;
 
@@ -85,6 +92,17 @@ impl RequestEstimate {
             n: Option<serde_json::Value>,
             #[serde(default)]
             batch_size: Option<serde_json::Value>,
+            /// Gemini's bounds (`maxOutputTokens`, `candidateCount`), in either spelling Google
+            /// accepts; both spellings at once are refused like any field given twice.
+            #[serde(default, rename = "generationConfig", alias = "generation_config")]
+            generation_config: Option<GenerationConfig>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct GenerationConfig {
+            #[serde(default, rename = "maxOutputTokens", alias = "max_output_tokens")]
+            max_output_tokens: Option<serde_json::Value>,
+            #[serde(default, rename = "candidateCount", alias = "candidate_count")]
+            candidate_count: Option<serde_json::Value>,
         }
         let f: Fields = if body.iter().all(u8::is_ascii_whitespace) {
             Fields::default()
@@ -108,6 +126,9 @@ impl RequestEstimate {
         let max_completion = count("max_completion_tokens", &f.max_completion_tokens, 0, u32::MAX as u64)?;
         let n = count("n", &f.n, 1, MAX_COUNT)?;
         let batch_size = count("batch_size", &f.batch_size, 1, MAX_COUNT)?;
+        let gemini = f.generation_config.unwrap_or_default();
+        let max_output = count("maxOutputTokens", &gemini.max_output_tokens, 0, u32::MAX as u64)?;
+        let candidates = count("candidateCount", &gemini.candidate_count, 1, MAX_COUNT)?;
         // Every text field a vendor may read: each is counted, so that adding an empty one
         // never hides the one the vendor synthesises.
         let mut characters = 0u64;
@@ -115,16 +136,16 @@ impl RequestEstimate {
             characters = characters.saturating_add(text_characters(name, v.as_ref())?);
         }
         // The vendor generates `n` (or its own `batch_size`) items: the larger bounds both.
-        let items = n.unwrap_or(1).max(batch_size.unwrap_or(1));
+        let items = n.unwrap_or(1).max(batch_size.unwrap_or(1)).max(candidates.unwrap_or(1));
         // Vendors read one or the other: the larger bounds both.
-        let per_choice = match (max_completion, max_tokens) {
-            (None, None) => price.max_output_tokens,
-            (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
+        let per_choice = match (max_completion, max_tokens, max_output) {
+            (None, None, None) => price.max_output_tokens,
+            (a, b, c) => a.unwrap_or(0).max(b.unwrap_or(0)).max(c.unwrap_or(0)),
         };
         Ok(RequestEstimate {
             // A token is at least ~2 bytes of JSON-escaped text: bytes/2 is a generous bound.
             input_tokens: (body.len() as u64).div_ceil(2),
-            max_output_tokens: if op == "chat" { per_choice.saturating_mul(items) } else { 0 },
+            max_output_tokens: if generates_tokens(op) { per_choice.saturating_mul(items) } else { 0 },
             characters,
             images: items,
             milliseconds: reserved_milliseconds(price),

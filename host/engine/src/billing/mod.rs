@@ -71,7 +71,10 @@ pub struct Meter {
 pub struct Reported {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Input tokens read from the vendor's cache (counted in `input_tokens` too).
     pub cached_tokens: Option<u64>,
+    /// Input tokens written to the vendor's cache (counted in `input_tokens` too).
+    pub cache_write_tokens: Option<u64>,
     pub characters: Option<u64>,
     pub milliseconds: Option<u64>,
     pub images: Option<u32>,
@@ -165,7 +168,7 @@ impl Billing {
         let Some(price) = price else {
             return Err(Refusal::NotPriced);
         };
-        let multiplier = table.multiplier(group);
+        let multiplier = table.factor(group, price);
         let mut request = match source {
             Estimate::Body(body) => RequestEstimate::of(op, body, price)?,
             Estimate::Quote(q) => RequestEstimate::quoted(q, price),
@@ -208,7 +211,7 @@ impl Billing {
             images_estimate: request.images,
             output_tokens_estimate: request.max_output_tokens,
             milliseconds_estimate: request.milliseconds,
-            generates_tokens: op == "chat" || request.quoted_output,
+            generates_tokens: estimate::generates_tokens(op) || request.quoted_output,
             named_estimate: request.named,
         })
     }
@@ -235,12 +238,13 @@ impl Billing {
             input_tokens: usage.input_tokens.unwrap_or(0),
             output_tokens: usage.output_tokens.unwrap_or(0),
             cached_tokens: usage.cached_tokens.unwrap_or(0),
+            cache_write_tokens: usage.cache_write_tokens.unwrap_or(0),
             characters: usage.characters.unwrap_or(0),
             milliseconds: usage.milliseconds.unwrap_or(0),
             images: usage.images.map_or(0, u64::from),
         };
         // A named unit without a price, or an absurd count: the hold, estimated.
-        match price.cost_micros(&units, &usage.named, table.multiplier(group)) {
+        match price.cost_micros(&units, &usage.named, table.factor(group, price)) {
             Some(micros) => (micros, false),
             None => (held, true),
         }
@@ -303,6 +307,7 @@ impl Meter {
                 delivered_events.unwrap_or(self.output_tokens_estimate),
             ),
             cached_tokens: u.cached_tokens.unwrap_or(0),
+            cache_write_tokens: u.cache_write_tokens.unwrap_or(0),
             characters: estimate(u.characters, !p.characters_per_10k.0.is_zero(), self.characters_estimate),
             // Nothing in a request bounds a duration: the model's `max_seconds` is reserved,
             // and billed (estimated, logged) when the vendor reports none. Never free.
@@ -497,6 +502,21 @@ mod tests {
         let usage = Reported { input_tokens: Some(1000), output_tokens: Some(500), ..Reported::default() };
         let c = b.settle(m, &usage, None);
         assert_eq!((c.micros, c.estimated), (1000 + 1000, false));
+        // Anthropic's messages reserve their max_tokens like a chat, and a reply reporting no
+        // output is billed them.
+        let m = b.start(&[u1], "default", "m", "messages", br#"{"max_tokens":10}"#).unwrap();
+        assert_eq!(m.reservation.amount, 20 + 9);
+        let c = b.settle(m, &Reported { input_tokens: Some(1000), ..Reported::default() }, None);
+        assert_eq!((c.micros, c.estimated), (1000 + 20, true));
+        // Gemini's generate: its generationConfig bounds the output, each candidate's.
+        let body = br#"{"generationConfig":{"maxOutputTokens":10,"candidateCount":2}}"#;
+        let m = b.start(&[u1], "default", "m", "generate", body).unwrap();
+        assert_eq!(m.reservation.amount, 40 + (body.len() as u64).div_ceil(2) as i64);
+        b.release(m);
+        let twice = br#"{"generationConfig":{"maxOutputTokens":1},"generation_config":{"maxOutputTokens":1}}"#;
+        assert!(b.start(&[u1], "default", "m", "generate", twice).is_err(), "both spellings at once");
+        let bad = br#"{"generationConfig":{"maxOutputTokens":"many"}}"#;
+        assert!(b.start(&[u1], "default", "m", "generate", bad).is_err());
 
         // A stream cut before its usage chunk: 7 delivered events bill as 7 output tokens.
         let body = br#"{"messages":[{"role":"user","content":"hello"}]}"#;

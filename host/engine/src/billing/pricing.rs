@@ -44,9 +44,13 @@ pub struct ModelPrice {
     pub input_per_million: Price,
     #[serde(default)]
     pub output_per_million: Price,
-    /// Cached input tokens; when absent they cost the input price.
+    /// Input tokens read from the vendor's cache; when absent they cost the input price.
     #[serde(default)]
     pub cached_per_million: Option<Price>,
+    /// Input tokens written to the vendor's cache (Anthropic's cache creation, billed above
+    /// the input price); when absent they cost the input price.
+    #[serde(default)]
+    pub cache_write_per_million: Option<Price>,
     /// Characters as the vendor counts them (a CJK character counts 2).
     #[serde(default)]
     pub characters_per_10k: Price,
@@ -64,6 +68,15 @@ pub struct ModelPrice {
     /// naming an unpriced unit the hold. A model without it ignores named units.
     #[serde(default)]
     pub units: std::collections::BTreeMap<String, Price>,
+    /// Higher token prices for calls whose input is larger: each tier applies above its
+    /// `above_input_tokens`, in ascending order, and is never cheaper than the prices below it
+    /// (so a reservation read from an upper bound of the input covers the charge).
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+    /// The currency these prices are written in, when not the table's: converted by the
+    /// table's `rates` into the balance's unit.
+    #[serde(default)]
+    pub currency: Option<String>,
     /// Output tokens reserved up front when the request sets no `max_tokens`.
     #[serde(default = "default_max_output")]
     pub max_output_tokens: u64,
@@ -71,6 +84,32 @@ pub struct ModelPrice {
     /// duration), and billed when the vendor reports none.
     #[serde(default = "default_max_seconds")]
     pub max_seconds: u64,
+}
+
+/// Token prices for calls whose input exceeds `above_input_tokens` (Gemini 2.5 Pro above 200k,
+/// MiniMax-M1 above 32k and 128k, ...). A cache price it leaves out is its input price.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub above_input_tokens: u64,
+    #[serde(default)]
+    pub input_per_million: Price,
+    #[serde(default)]
+    pub output_per_million: Price,
+    #[serde(default)]
+    pub cached_per_million: Option<Price>,
+    #[serde(default)]
+    pub cache_write_per_million: Option<Price>,
+}
+
+/// Per-million token prices: input, output, cache read, cache write.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TokenPrices([Decimal; 4]);
+
+impl TokenPrices {
+    fn of(input: Price, output: Price, cached: Option<Price>, written: Option<Price>) -> Self {
+        TokenPrices([input.0, output.0, cached.unwrap_or(input).0, written.unwrap_or(input).0])
+    }
 }
 
 fn default_max_seconds() -> u64 {
@@ -95,6 +134,11 @@ pub struct PriceTable {
     /// `per_call`).
     #[serde(default)]
     pub ops: HashMap<String, ModelPrice>,
+    /// How many units of the balance (`currency`) one unit of another currency is, for models
+    /// priced in it (`currency = "CNY"` on the model). A backend whose balance is "tokens" at
+    /// two a yuan writes `currency = "tokens"` and `CNY = "2"`.
+    #[serde(default)]
+    pub rates: HashMap<String, Price>,
 }
 
 fn default_currency() -> String {
@@ -106,7 +150,10 @@ fn default_currency() -> String {
 pub struct Units {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of the input tokens, those read from the cache.
     pub cached_tokens: u64,
+    /// Of the input tokens, those written to the cache.
+    pub cache_write_tokens: u64,
     pub characters: u64,
     pub milliseconds: u64,
     pub images: u64,
@@ -131,6 +178,7 @@ impl PriceTable {
                 p.input_per_million,
                 p.output_per_million,
                 p.cached_per_million.unwrap_or_default(),
+                p.cache_write_per_million.unwrap_or_default(),
                 p.characters_per_10k,
                 p.per_second,
                 p.per_image,
@@ -138,6 +186,35 @@ impl PriceTable {
             ];
             if all.iter().chain(p.units.values()).any(|x| x.0.is_sign_negative()) {
                 bail!("model '{model}': prices cannot be negative");
+            }
+            let mut below = (0u64, p.base_prices());
+            for (i, t) in p.tiers.iter().enumerate() {
+                let prices = TokenPrices::of(
+                    t.input_per_million,
+                    t.output_per_million,
+                    t.cached_per_million,
+                    t.cache_write_per_million,
+                );
+                if i > 0 && t.above_input_tokens <= below.0 {
+                    bail!("model '{model}': tiers go in ascending order of above_input_tokens");
+                }
+                if prices.0.iter().zip(below.1 .0).any(|(tier, under)| *tier < under) {
+                    bail!("model '{model}': the tier above {} input tokens is cheaper than the prices below it; a larger input never costs less (reservations rely on it)", t.above_input_tokens);
+                }
+                below = (t.above_input_tokens, prices);
+            }
+            if let Some(c) = p.currency.as_deref().filter(|c| *c != table.currency) {
+                if !table.rates.contains_key(c) {
+                    bail!(
+                        "model '{model}' is priced in {c}: add its rate to [rates] ({c} = \"<{} per {c}>\")",
+                        table.currency
+                    );
+                }
+            }
+        }
+        for (currency, rate) in &table.rates {
+            if rate.0 <= Decimal::ZERO {
+                bail!("rate of {currency}: it must be above zero");
             }
         }
         Ok(table)
@@ -155,6 +232,16 @@ impl PriceTable {
     pub fn multiplier(&self, group: &str) -> Decimal {
         self.groups.get(group).or_else(|| self.groups.get("default")).map(|p| p.0).unwrap_or(Decimal::ONE)
     }
+
+    /// What a cost in `price`'s currency is multiplied by for a consumer of `group`: the
+    /// group's multiplier and the currency's rate into the balance's unit.
+    pub fn factor(&self, group: &str, price: &ModelPrice) -> Decimal {
+        let rate = match price.currency.as_deref() {
+            Some(c) if c != self.currency => self.rates.get(c).map_or(Decimal::ONE, |r| r.0),
+            _ => Decimal::ONE,
+        };
+        self.multiplier(group) * rate
+    }
 }
 
 impl ModelPrice {
@@ -162,12 +249,16 @@ impl ModelPrice {
     /// (an absurd usage: an error, never a wrap).
     pub fn cost_micros(&self, units: &Units, named: &[(String, u64)], multiplier: Decimal) -> Option<i64> {
         let d = Decimal::from;
-        let uncached = units.input_tokens.saturating_sub(units.cached_tokens);
-        let cached_price = self.cached_per_million.unwrap_or(self.input_per_million).0;
+        // Reads and writes are parts of the input: never more than it, reads counted first.
+        let cached = units.cached_tokens.min(units.input_tokens);
+        let written = units.cache_write_tokens.min(units.input_tokens - cached);
+        let uncached = units.input_tokens - cached - written;
+        let TokenPrices([input, output, cached_price, write_price]) = self.token_prices(units.input_tokens);
         let terms = [
-            (d(uncached), self.input_per_million.0, 1_000_000u64),
-            (d(units.cached_tokens.min(units.input_tokens)), cached_price, 1_000_000),
-            (d(units.output_tokens), self.output_per_million.0, 1_000_000),
+            (d(uncached), input, 1_000_000u64),
+            (d(cached), cached_price, 1_000_000),
+            (d(written), write_price, 1_000_000),
+            (d(units.output_tokens), output, 1_000_000),
             (d(units.characters), self.characters_per_10k.0, 10_000),
             (d(units.milliseconds), self.per_second.0, 1_000),
             (d(units.images), self.per_image.0, 1),
@@ -185,6 +276,29 @@ impl ModelPrice {
         (micros <= MAX_CHARGE_MICROS).then_some(micros)
     }
 
+    fn base_prices(&self) -> TokenPrices {
+        TokenPrices::of(
+            self.input_per_million,
+            self.output_per_million,
+            self.cached_per_million,
+            self.cache_write_per_million,
+        )
+    }
+
+    /// The token prices for a call of `input_tokens`: the highest tier it is above, else the
+    /// base prices.
+    fn token_prices(&self, input_tokens: u64) -> TokenPrices {
+        match self.tiers.iter().rev().find(|t| input_tokens > t.above_input_tokens) {
+            Some(t) => TokenPrices::of(
+                t.input_per_million,
+                t.output_per_million,
+                t.cached_per_million,
+                t.cache_write_per_million,
+            ),
+            None => self.base_prices(),
+        }
+    }
+
     /// Whether a report of named units says what was made: one of them, counted, costs.
     pub fn named_covers(&self, named: &[(String, u64)]) -> bool {
         named.iter().any(|(n, count)| *count > 0 && self.units.get(n).is_some_and(|p| !p.0.is_zero()))
@@ -200,7 +314,19 @@ impl ModelPrice {
 
     /// No unit of this model has a price.
     pub fn is_free(&self) -> bool {
-        self.units.values().all(|p| p.0.is_zero()) && self.fixed_free()
+        self.units.values().all(|p| p.0.is_zero())
+            && self.fixed_free()
+            && self.tiers.iter().all(|t| {
+                TokenPrices::of(
+                    t.input_per_million,
+                    t.output_per_million,
+                    t.cached_per_million,
+                    t.cache_write_per_million,
+                )
+                .0
+                .iter()
+                .all(Decimal::is_zero)
+            })
     }
 
     fn fixed_free(&self) -> bool {
@@ -208,6 +334,7 @@ impl ModelPrice {
             self.input_per_million,
             self.output_per_million,
             self.cached_per_million.unwrap_or_default(),
+            self.cache_write_per_million.unwrap_or_default(),
             self.characters_per_10k,
             self.per_second,
             self.per_image,
@@ -246,6 +373,103 @@ cached_per_million = "0.075""#,
         // One token at 0.15 per million is 0.15 micros: charged as 1 micro, never 0.
         assert_eq!(p.cost_micros(&Units { input_tokens: 1, ..Units::default() }, &[], Decimal::ONE), Some(1));
         assert_eq!(p.cost_micros(&Units::default(), &[], Decimal::ONE), Some(0));
+    }
+
+    #[test]
+    fn cache_writes_cost_their_own_price_and_never_more_tokens_than_the_input() {
+        let t = table(
+            r#"[models.claude]
+input_per_million = "3"
+cached_per_million = "0.30"
+cache_write_per_million = "3.75"
+output_per_million = "15"
+[models.plain]
+input_per_million = "3""#,
+        );
+        let p = t.model("claude").unwrap();
+        // 100 input: 60 read (0.30), 30 written (3.75), 10 plain (3); 10 out (15), per million:
+        // 18 + 112.5 + 30 + 150 = 310.5 → 311 micros.
+        let u = Units {
+            input_tokens: 100,
+            cached_tokens: 60,
+            cache_write_tokens: 30,
+            output_tokens: 10,
+            ..Units::default()
+        };
+        assert_eq!(p.cost_micros(&u, &[], Decimal::ONE), Some(311));
+        // A vendor claiming more cache than input: reads first, then writes, within the input.
+        let absurd = Units { input_tokens: 100, cached_tokens: 90, cache_write_tokens: 1_000_000, ..Units::default() };
+        // 90 read × 0.30 + 10 written × 3.75 = 27 + 37.5 = 64.5 → 65.
+        assert_eq!(p.cost_micros(&absurd, &[], Decimal::ONE), Some(65));
+        // Without a write price, a write costs the input price: never free.
+        let plain = t.model("plain").unwrap();
+        let u = Units { input_tokens: 100, cache_write_tokens: 100, ..Units::default() };
+        assert_eq!(plain.cost_micros(&u, &[], Decimal::ONE), Some(300));
+        assert!(PriceTable::parse("[models.x]\ncache_write_per_million = \"-1\"").is_err());
+    }
+
+    #[test]
+    fn larger_inputs_cost_their_tiers_price_and_tiers_never_get_cheaper() {
+        let t = PriceTable::parse(
+            r#"[models.pro]
+input_per_million = "1"
+output_per_million = "10"
+[[models.pro.tiers]]
+above_input_tokens = 1000
+input_per_million = "2"
+output_per_million = "15"
+[[models.pro.tiers]]
+above_input_tokens = 5000
+input_per_million = "4"
+output_per_million = "30"
+cached_per_million = "4""#,
+        )
+        .unwrap();
+        let p = t.model("pro").unwrap();
+        let cost = |input, output| {
+            p.cost_micros(&Units { input_tokens: input, output_tokens: output, ..Units::default() }, &[], Decimal::ONE)
+        };
+        assert_eq!(cost(1000, 100), Some(1000 + 1000), "at the threshold: the base prices");
+        assert_eq!(cost(1001, 100), Some(2002 + 1500), "above it: the tier's, for every token");
+        assert_eq!(cost(6000, 0), Some(24_000));
+        // A cache price the tier leaves out is its input price, not the base's cache price.
+        let u = Units { input_tokens: 2000, cached_tokens: 2000, ..Units::default() };
+        assert_eq!(p.cost_micros(&u, &[], Decimal::ONE), Some(4000));
+        // A tier cheaper than what is below it, or out of order, is refused.
+        let cheaper = "[models.x]\ninput_per_million = \"2\"\n[[models.x.tiers]]\nabove_input_tokens = 10\ninput_per_million = \"1\"";
+        assert!(PriceTable::parse(cheaper).unwrap_err().to_string().contains("cheaper"));
+        let cheaper_output = "[models.x]\noutput_per_million = \"2\"\n[[models.x.tiers]]\nabove_input_tokens = 10\noutput_per_million = \"1\"";
+        assert!(PriceTable::parse(cheaper_output).is_err());
+        let order =
+            "[models.x]\n[[models.x.tiers]]\nabove_input_tokens = 10\n[[models.x.tiers]]\nabove_input_tokens = 10";
+        assert!(PriceTable::parse(order).unwrap_err().to_string().contains("ascending"));
+        assert!(!t.model("pro").unwrap().is_free());
+    }
+
+    #[test]
+    fn a_model_priced_in_another_currency_is_converted_at_the_tables_rate() {
+        let t = PriceTable::parse(
+            r#"currency = "tokens"
+[rates]
+CNY = "2"
+[groups]
+vip = "0.5"
+[models.qwen]
+currency = "CNY"
+input_per_million = "1"
+[models.local]
+input_per_million = "1""#,
+        )
+        .unwrap();
+        let u = Units { input_tokens: 1_000_000, ..Units::default() };
+        let qwen = t.model("qwen").unwrap();
+        assert_eq!(qwen.cost_micros(&u, &[], t.factor("default", qwen)), Some(2_000_000), "1 yuan is 2 tokens");
+        assert_eq!(qwen.cost_micros(&u, &[], t.factor("vip", qwen)), Some(1_000_000));
+        let local = t.model("local").unwrap();
+        assert_eq!(local.cost_micros(&u, &[], t.factor("default", local)), Some(1_000_000));
+        let unknown = "[models.x]\ncurrency = \"EUR\"\ninput_per_million = \"1\"";
+        assert!(PriceTable::parse(unknown).unwrap_err().to_string().contains("[rates]"));
+        assert!(PriceTable::parse("[rates]\nCNY = \"0\"").is_err());
     }
 
     #[test]

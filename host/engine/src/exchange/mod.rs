@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 
 pub use form::{ClientFile, Form};
-pub use stream::{StreamBody, Tap};
+pub use stream::{StreamBody, StreamCut, Tap};
 pub use upstream::Upstream;
 
 /// The largest upstream answer read whole (larger downloads are relayed, never buffered).

@@ -1,0 +1,170 @@
+//! The conformance battery every plugin runs: one call of `cargo test` proves a plugin reads
+//! its vendor's wire format the way the host needs it.
+//!
+//! A plugin describes its vendor with a [`Vendor`] (a call answered whole and its usage, a
+//! streamed call and its usage, the vendor's failures and their classes) and runs
+//! [`run`]. The battery checks:
+//! - a whole answer is a reply with exactly the usage the vendor reported, and the same answer
+//!   without its usage reports *none* (the host estimates), never zeros;
+//! - a stream fed in pieces of 1, 7 and 1000 bytes gives the consumer the same bytes and the
+//!   same usage each time (chunk boundaries fall anywhere, even inside a UTF-8 character);
+//! - every failure is classified as given (a failed call, or a native route's vendor answer
+//!   relayed with its class), and the classes the key pool acts on
+//!   (`unauthorized`, `rate-limited`, `upstream-fault`) are among them;
+//! - garbage never panics: bodies cut short, not JSON, not UTF-8, nested deep, empty, on
+//!   success and failure statuses, whole and streamed, end in a reply or a classified failure.
+
+use crate::testing::{Harness, Outcome};
+use crate::{Call, ErrorKind, OutChunk, Plugin, UpstreamResponse, Usage};
+
+/// What a plugin's vendor puts on the wire, for the battery.
+pub struct Vendor {
+    /// A call the vendor answers whole, its 2xx answer, and the usage the plugin must report.
+    pub whole: (Call, UpstreamResponse, Usage),
+    /// The same answer with its usage taken out (`None`: the vendor's answers always carry it).
+    pub whole_without_usage: Option<UpstreamResponse>,
+    /// A streamed call, the vendor's whole stream body, and the usage the plugin must report.
+    pub stream: Option<(Call, Vec<u8>, Usage)>,
+    /// The vendor's failures (to the whole call) and the class of each.
+    pub failures: Vec<(UpstreamResponse, ErrorKind)>,
+}
+
+/// A response with `status` and `body`, no headers.
+pub fn answer(status: u16, body: impl Into<Vec<u8>>) -> UpstreamResponse {
+    UpstreamResponse { status, headers: Vec::new(), body: body.into() }
+}
+
+/// Runs the battery; panics with what is off.
+pub fn run<P: Plugin>(vendor: Vendor) {
+    let (call, ok, usage) = vendor.whole;
+    whole::<P>(&call, &ok, &usage);
+    if let Some(bare) = vendor.whole_without_usage {
+        match Harness::<P>::new(call.clone()).run(|_| bare.clone()).outcome {
+            Outcome::Reply(r) => assert!(
+                r.usage.input_tokens.is_none() && r.usage.output_tokens.is_none(),
+                "an answer without usage must report none (the host estimates), not {:?}",
+                r.usage
+            ),
+            other => panic!("an answer without usage must still be a reply: {other:?}"),
+        }
+    }
+    if let Some((call, body, usage)) = &vendor.stream {
+        stream::<P>(call, body, usage);
+    }
+    for (response, kind) in &vendor.failures {
+        // A failure, or the vendor's own answer relayed (native routes), classified.
+        let class = match Harness::<P>::new(call.clone()).run(|_| response.clone()).outcome {
+            Outcome::Failed(e) => e.kind,
+            Outcome::Reply(r) if r.error.is_some() => r.error.map(|e| e.kind).expect("checked"),
+            other => panic!("HTTP {} must fail the call: {other:?}", response.status),
+        };
+        assert_eq!(
+            class,
+            *kind,
+            "HTTP {} {} is classified {class:?}, not {kind:?}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        );
+    }
+    for needed in [ErrorKind::Unauthorized, ErrorKind::RateLimited, ErrorKind::UpstreamFault] {
+        assert!(
+            vendor.failures.iter().any(|(_, k)| *k == needed),
+            "the battery needs a failure of class {needed:?}: the key pool acts on it"
+        );
+    }
+    garbage::<P>(&call, false);
+    if let Some((call, ..)) = &vendor.stream {
+        garbage::<P>(call, true);
+    }
+}
+
+fn whole<P: Plugin>(call: &Call, ok: &UpstreamResponse, usage: &Usage) {
+    match Harness::<P>::new(call.clone()).run(|_| ok.clone()).outcome {
+        Outcome::Reply(r) => {
+            assert!((200..300).contains(&r.status), "a 2xx answer is a 2xx reply, not {}", r.status);
+            assert_eq!(&r.usage, usage, "the usage of a whole answer");
+        }
+        other => panic!("a 2xx answer must be a reply: {other:?}"),
+    }
+}
+
+fn bytes_of(chunks: &[OutChunk]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in chunks {
+        match c {
+            OutChunk::Bytes(b) => out.extend_from_slice(b),
+            OutChunk::Event(e) => {
+                crate::sse::write_event(&mut out, e.event.as_deref(), e.id.as_deref(), &e.data);
+            }
+        }
+    }
+    out
+}
+
+fn stream<P: Plugin>(call: &Call, body: &[u8], usage: &Usage) {
+    let mut first: Option<Vec<u8>> = None;
+    for piece in [1, 7, 1000] {
+        let run = Harness::<P>::new(call.clone()).piece_size(piece).run(|_| answer(200, body.to_vec()));
+        let (chunks, tail) = match run.outcome {
+            Outcome::Stream { chunks, tail } => (chunks, tail),
+            other => panic!("a 2xx stream fed {piece} bytes at a time must stream: {other:?}"),
+        };
+        assert_eq!(&tail.usage, usage, "the usage of a stream fed {piece} bytes at a time");
+        let mut all = bytes_of(&chunks);
+        all.extend(bytes_of(&tail.chunks));
+        assert!(!all.is_empty(), "a stream gives the consumer something");
+        match &first {
+            None => first = Some(all),
+            Some(f) => assert!(
+                *f == all,
+                "fed {piece} bytes at a time, the consumer got other bytes:\n{}\n---\n{}",
+                String::from_utf8_lossy(f),
+                String::from_utf8_lossy(&all)
+            ),
+        }
+    }
+}
+
+/// Bodies no vendor should send.
+fn garbage_bodies() -> Vec<Vec<u8>> {
+    let deep = "[".repeat(10_000);
+    vec![
+        Vec::new(),
+        b"{".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"text\"".to_vec(),
+        b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x80, b'{'],
+        deep.into_bytes(),
+        br#"{"usage":{"prompt_tokens":-1,"completion_tokens":1e999,"input_tokens":"9"}}"#.to_vec(),
+        br#"{"choices":"x","candidates":7,"content":null,"error":"x"}"#.to_vec(),
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"\xe4\xbd\"}}]}\n\ndata: {\n\nevent: error\ndata: ]\n\n"
+            .to_vec(),
+        b"data: [DONE]\n\ndata: {\"usage\":{\"output_tokens\":99999999999999999999}}\n\n".to_vec(),
+    ]
+}
+
+fn garbage<P: Plugin>(call: &Call, streamed: bool) {
+    for status in [200, 400, 401, 429, 500, 503] {
+        for body in garbage_bodies() {
+            for piece in [1, 1000] {
+                let outcome =
+                    Harness::<P>::new(call.clone()).piece_size(piece).run(|_| answer(status, body.clone())).outcome;
+                let fine = match (&outcome, status) {
+                    (Outcome::Failed(_) | Outcome::StreamFailed { .. }, _) => true,
+                    // A vendor's failure relayed as it is, classified.
+                    (Outcome::Reply(r), _) if r.error.is_some() => true,
+                    (Outcome::Reply(r), 200) => !streamed || (200..300).contains(&r.status),
+                    (Outcome::Stream { .. }, 200) => true,
+                    _ => false,
+                };
+                assert!(
+                    fine,
+                    "HTTP {status} with {:?} (streamed: {streamed}) must end in a reply or a failure: {outcome:?}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+        }
+    }
+}

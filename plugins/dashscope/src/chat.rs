@@ -1,0 +1,147 @@
+//! DashScope's Qwen models in both shapes:
+//! - ops `chat` and `embeddings` (OpenAI's surface) on DashScope's OpenAI-compatible mode
+//!   (`/compatible-mode/v1/...`): vision (`image_url` parts), qwen-omni's audio output
+//!   (`modalities`, streamed) and thinking (`reasoning_content`) pass through as they are;
+//! - DashScope's own routes for its SDK and clients, byte-compatible:
+//!   `POST /api/v1/services/aigc/text-generation/generation` (`dashscope.generation`) and
+//!   `POST /api/v1/services/aigc/multimodal-generation/generation` (`dashscope.multimodal`:
+//!   Qwen-VL, Qwen-Omni, qwen-image, qwen3-asr-flash), whole, or streamed as DashScope streams
+//!   them when the consumer sends `X-DashScope-SSE: enable` (`id:`/`event:result`/`data:` events,
+//!   no `[DONE]`, usage cumulative in each event: the last one is billed).
+//!
+//! Native usage: `input_tokens` (with `prompt_tokens_details.cached_tokens`), `output_tokens`;
+//! a multimodal answer's images are counted when it has them (`output.choices[].message.content[].image`).
+
+use serde::Deserialize;
+use serde_json::Value;
+use tollgate_plugin_sdk::openai_compat::Vendor;
+use tollgate_plugin_sdk::{
+    header, AdapterError, Body, Call, ErrorKind, Manifest, OutChunk, Reply, SseEvent, Step, StreamRequest,
+    UpstreamRequest, UpstreamResponse, Usage,
+};
+
+pub const GENERATION: &str = "dashscope.generation";
+pub const MULTIMODAL: &str = "dashscope.multimodal";
+pub const GENERATION_PATH: &str = "/api/v1/services/aigc/text-generation/generation";
+pub const MULTIMODAL_PATH: &str = "/api/v1/services/aigc/multimodal-generation/generation";
+
+/// DashScope's OpenAI-compatible mode.
+pub struct Compatible;
+
+impl Vendor for Compatible {
+    fn manifest() -> Manifest {
+        unreachable!("the dashscope plugin's manifest is its own")
+    }
+
+    fn path(op: &str) -> Option<&'static str> {
+        match op {
+            "chat" => Some("/compatible-mode/v1/chat/completions"),
+            "embeddings" => Some("/compatible-mode/v1/embeddings"),
+            _ => None,
+        }
+    }
+
+    fn classify(response: &UpstreamResponse) -> AdapterError {
+        let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        // The compatible mode answers OpenAI's error object; DashScope's own codes inside it.
+        let inner = v.get("error").cloned().unwrap_or(v);
+        super::error_of(response.status, &inner)
+    }
+}
+
+/// DashScope's native usage.
+#[derive(Deserialize, Default)]
+struct NativeUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    prompt_tokens_details: Option<Cached>,
+}
+
+#[derive(Deserialize, Default)]
+struct Cached {
+    cached_tokens: Option<u64>,
+}
+
+/// The usage of a native answer (or stream event); `None` when it has none.
+fn native_usage(v: &Value) -> Option<Usage> {
+    let u = NativeUsage::deserialize(v.get("usage").filter(|u| u.is_object())?).ok()?;
+    let images = v
+        .pointer("/output/choices")
+        .and_then(Value::as_array)
+        .map(|choices| {
+            choices
+                .iter()
+                .filter_map(|c| c.pointer("/message/content").and_then(Value::as_array))
+                .flatten()
+                .filter(|part| part.get("image").is_some())
+                .count() as u32
+        })
+        .filter(|n| *n > 0);
+    Some(Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        images,
+        ..Usage::default()
+    })
+}
+
+/// The first step of a native generation call: the body (its model the channel's name), to
+/// the route's path, streamed when the consumer asked DashScope's way.
+pub fn native_first(call: &Call) -> Step {
+    let path = if call.op == MULTIMODAL { MULTIMODAL_PATH } else { GENERATION_PATH };
+    let mut body = match call.body.object("DashScope takes JSON") {
+        Ok(b) => b,
+        Err(e) => return Step::Fail(e),
+    };
+    let mut request = UpstreamRequest::post_json(path, String::new());
+    request.body = if call.upstream_model.is_empty() || call.upstream_model == call.model {
+        Body::ClientBody
+    } else {
+        body.insert("model".into(), Value::String(call.upstream_model.clone()));
+        Body::Text(Value::Object(body).to_string())
+    };
+    let streamed = header(&call.headers, "x-dashscope-sse").is_some_and(|v| v.eq_ignore_ascii_case("enable"));
+    if !streamed {
+        return Step::Send(request);
+    }
+    request = request.with_header("x-dashscope-sse", "enable").with_header("accept", "text/event-stream");
+    Step::Stream(StreamRequest {
+        request,
+        framing: tollgate_plugin_sdk::Framing::Sse,
+        reply_headers: vec![
+            tollgate_plugin_sdk::Header::new("content-type", "text/event-stream"),
+            tollgate_plugin_sdk::Header::new("cache-control", "no-cache"),
+        ],
+    })
+}
+
+/// A native answer: DashScope's body as it is, its usage read, a failure relayed and classified.
+pub fn native_next(response: UpstreamResponse) -> Step {
+    let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    if !(200..300).contains(&response.status) {
+        return Step::Reply(super::verbatim(response, &v));
+    }
+    if !v.is_object() {
+        return Step::fail(ErrorKind::UpstreamFault, "DashScope answered with invalid JSON");
+    }
+    let usage = native_usage(&v).unwrap_or_default();
+    Step::Reply(Reply { usage, ..Reply::verbatim(response) })
+}
+
+/// One chunk's events of a native stream: passed as they are, the last usage kept.
+pub fn native_decode(events: Vec<SseEvent>, usage: &mut Usage) -> Result<Vec<OutChunk>, AdapterError> {
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let v: Value = serde_json::from_str(&event.data)
+            .map_err(|_| AdapterError::new(ErrorKind::UpstreamFault, "DashScope sent an invalid stream event"))?;
+        if v.get("code").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) && v.get("output").is_none() {
+            return Err(super::error_of(500, &v));
+        }
+        if let Some(u) = native_usage(&v) {
+            *usage = u;
+        }
+        out.push(OutChunk::Event(event));
+    }
+    Ok(out)
+}
