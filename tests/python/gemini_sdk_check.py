@@ -55,14 +55,15 @@ for version in [None, "v1beta"]:
     assert thought and r.usage_metadata.thoughts_token_count == 4, r
 
 # The models served on Gemini's routes, listed the SDK's way.
-names = [m.name for m in genai.Client(api_key=key, http_options=types.HttpOptions(base_url=base_url, api_version="v1beta", retry_options=NO_RETRY)).models.list()]
+beta = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=base_url, api_version="v1beta", retry_options=NO_RETRY))
+names = [m.name for m in beta.models.list()]
 assert "models/gemini-mock" in names and "models/gpt-4o-mini" not in names, names
 
 # Errors are the SDK's exception classes, with Google's status names.
 client = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=base_url, retry_options=NO_RETRY))
 try:
-    genai.Client(api_key="sk-tg-wrong", http_options=types.HttpOptions(base_url=base_url, retry_options=NO_RETRY)) \
-        .models.generate_content(model="gemini-mock", contents="hi")
+    wrong = genai.Client(api_key="sk-tg-wrong", http_options=types.HttpOptions(base_url=base_url, retry_options=NO_RETRY))
+    wrong.models.generate_content(model="gemini-mock", contents="hi")
     raise AssertionError("a bad key was accepted")
 except errors.ClientError as err:
     assert err.code == 401 and err.status == "UNAUTHENTICATED", (err.code, err.status)

@@ -38,9 +38,25 @@ assert len(e.data[0].embedding) == 3, e
 img = client.images.generate(model="dall-e-3", prompt="a lighthouse at dusk", n=2)
 assert len(img.data) == 2 and img.data[0].url.endswith(".png"), img
 
-# Models.
+# Models, listed and retrieved.
 ids = [m.id for m in client.models.list()]
 assert "gpt-4o-mini" in ids, ids
+assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+
+# Speech: the audio's bytes as the vendor sent them.
+speech = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello")
+assert speech.content == b"Hello" * 4, speech.content
+with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input="Hi", response_format="wav") as r:
+    assert r.headers["content-type"] == "audio/wav" and r.read() == b"Hi" * 4
+
+# Transcriptions: the file streamed through, whole or as events.
+t = client.audio.transcriptions.create(model="whisper-1", file=("hello.wav", b"the spoken words"))
+assert t.text == "the spoken words", t
+t = client.audio.transcriptions.create(model="whisper-1", file=("hello.wav", b"plain text"), response_format="text")
+assert t.strip() == "plain text", t
+events = list(client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("a.wav", b"streamed words"), stream=True))
+assert "".join(e.delta for e in events if e.type == "transcript.text.delta") == "streamed words", events
+assert events[-1].type == "transcript.text.done" and events[-1].usage.input_tokens == 10, events[-1]
 
 # Errors map onto the SDK's exception classes.
 try:

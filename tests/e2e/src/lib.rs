@@ -149,6 +149,20 @@ pub fn fresh_database(dir: &Path) -> Option<String> {
     Some(format!("{server}/{name}"))
 }
 
+/// The Python (`$PYTHON`, else `python3`) that can `import_line`; `None` (with a notice)
+/// outside CI when it cannot. CI installs every package the suite needs (`.ci/run`), so there
+/// a missing one fails the test.
+pub fn python_with(import_line: &str, package: &str) -> Option<String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = Command::new(&python).args(["-c", import_line]).status().is_ok_and(|s| s.success());
+    if !has {
+        assert!(std::env::var("CI").is_err(), "CI must have the {package} package (pip install {package})");
+        eprintln!("SKIPPED: the {package} Python package is not installed (pip install {package})");
+        return None;
+    }
+    Some(python)
+}
+
 /// Writes `table` as a price table in a scratch folder; returns the `pricing_file` setting
 /// that names it (billing on).
 pub fn pricing_setting(table: &str) -> String {

@@ -75,10 +75,12 @@ fn cache_reads_are_billed_as_cache_reads_and_errors_are_anthropics() {
     }
     // A repeated Idempotency-Key: the first stream's answer again, in Anthropic's events, free.
     let once = [("x-api-key", key.as_str()), ("anthropic-version", "2023-06-01"), ("idempotency-key", "stream-1")];
-    let first = tollgate_e2e::http::request(&gw.addr, "POST", "/v1/messages", &once, body("gpt-cached", true).as_bytes());
+    let first =
+        tollgate_e2e::http::request(&gw.addr, "POST", "/v1/messages", &once, body("gpt-cached", true).as_bytes());
     spent += 5_600;
     assert!(eventually(std::time::Duration::from_secs(5), || gw.balance_micros("cache") == 1_000_000 - spent));
-    let again = tollgate_e2e::http::request(&gw.addr, "POST", "/v1/messages", &once, body("gpt-cached", true).as_bytes());
+    let again =
+        tollgate_e2e::http::request(&gw.addr, "POST", "/v1/messages", &once, body("gpt-cached", true).as_bytes());
     assert_eq!(again.header("idempotent-replayed"), Some("true"), "{}", again.text());
     let texts = |r: &tollgate_e2e::http::Response| -> Vec<String> {
         r.sse_data().iter().filter(|d| d.contains("text_delta")).cloned().collect()

@@ -10,7 +10,9 @@ const BOUNDARY: &str = "tollgate-test-boundary";
 fn form(fields: &[(&str, &str)], file: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, value) in fields {
-        body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+        body.extend(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
+        );
     }
     body.extend(
         format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n")
@@ -33,7 +35,13 @@ fn speech_and_transcriptions_are_served_and_billed_as_the_vendor_reports() {
     let auth = format!("Bearer {key}");
     let spent = |micros: i64| eventually(Duration::from_secs(5), || gw.balance_micros("audio") == 10_000_000 - micros);
 
-    let r = http::request(&gw.addr, "POST", "/v1/audio/speech", &[("authorization", &auth)], br#"{"model":"tts-1","input":"Hello","voice":"alloy","response_format":"wav"}"#);
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/v1/audio/speech",
+        &[("authorization", &auth)],
+        br#"{"model":"tts-1","input":"Hello","voice":"alloy","response_format":"wav"}"#,
+    );
     assert_eq!((r.status, r.header("content-type")), (200, Some("audio/wav")), "{}", r.text());
     assert_eq!(r.body, b"Hello".repeat(4), "the vendor's bytes, relayed");
     assert!(spent(50_000), "5 characters at 0.01: {}", gw.balance_micros("audio"));
@@ -42,7 +50,8 @@ fn speech_and_transcriptions_are_served_and_billed_as_the_vendor_reports() {
     let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
     let headers = [("authorization", auth.as_str()), ("content-type", content_type.as_str())];
     let audio = b"a long recording of words spoken into the mic.!!";
-    let r = http::request(&gw.addr, "POST", "/v1/audio/transcriptions", &headers, &form(&[("model", "whisper-1")], audio));
+    let r =
+        http::request(&gw.addr, "POST", "/v1/audio/transcriptions", &headers, &form(&[("model", "whisper-1")], audio));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["text"], std::str::from_utf8(audio).unwrap());
     assert!(spent(50_000 + 300_000), "3 seconds at 0.1: {}", gw.balance_micros("audio"));
@@ -54,7 +63,13 @@ fn speech_and_transcriptions_are_served_and_billed_as_the_vendor_reports() {
     assert_eq!((r.status, r.error_code().as_str()), (400, "missing_model"), "{}", r.text());
 
     // The singular images route of older SiliconFlow clients, and their model list.
-    let r = http::request(&gw.addr, "POST", "/v1/image/generations", &[("authorization", &auth)], br#"{"model":"dall-e-3","prompt":"a cat"}"#);
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/v1/image/generations",
+        &[("authorization", &auth)],
+        br#"{"model":"dall-e-3","prompt":"a cat"}"#,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(spent(50_000 + 300_000 + 40_000));
     let r = http::request(&gw.addr, "GET", "/v1/user/models", &[("authorization", &auth)], b"");

@@ -51,10 +51,9 @@ fn a_query_key_is_never_logged_and_usage_is_billed_as_google_reports_it() {
     let r = http::request(&gw.addr, "POST", &path, &[("content-type", "application/json")], body);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["usageMetadata"]["cachedContentTokenCount"], 6);
-    assert_eq!(
-        mock.last_body("/v1beta/models/gemini-cached:generateContent")["contents"][0]["parts"][0]["text"],
-        "say:Hi"
-    );
+    let sent = mock.last_body("/v1beta/models/gemini-cached:generateContent");
+    assert_eq!(sent["json"]["contents"][0]["parts"][0]["text"], "say:Hi", "{sent}");
+    assert!(sent["query"].is_null() && sent["headers"]["x-goog-api-key"] == "gk", "the channel's key only: {sent}");
     // 9 prompt tokens of which 6 from the cache, 1 output: 3 × 1000 + 6 × 100 + 1 × 2000.
     assert!(eventually(std::time::Duration::from_secs(5), || gw.balance_micros("gem") == 1_000_000 - 5_600));
     // Thinking is output: 1 + 4 tokens.

@@ -2,29 +2,17 @@
 //! `.ci/run` installs the SDK; outside CI a machine without it skips with a notice.
 
 use std::process::Command;
-use tollgate_e2e::{channel, pricing_setting, root, Gateway, Mock};
-
-/// The Python that has the `openai` package; `None` (a notice) outside CI without it.
-fn python_with_sdk() -> Option<String> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_sdk = Command::new(&python).args(["-c", "import openai"]).status().is_ok_and(|s| s.success());
-    if !has_sdk {
-        assert!(std::env::var("CI").is_err(), "CI must have the openai package (pip install openai)");
-        eprintln!("SKIPPED: the openai Python package is not installed (pip install openai)");
-        return None;
-    }
-    Some(python)
-}
+use tollgate_e2e::{channel, pricing_setting, python_with, root, Gateway, Mock};
 
 #[test]
 fn the_official_openai_sdk_works_against_tollgate() {
-    let Some(python) = python_with_sdk() else { return };
+    let Some(python) = python_with("import openai", "openai") else { return };
     let mock = Mock::start();
     let ch = channel(
         "mock",
         "openai",
         &mock.url(),
-        &["gpt-4o-mini", "text-embedding-3-small", "dall-e-3", "cut-stream"],
+        &["gpt-4o-mini", "text-embedding-3-small", "dall-e-3", "cut-stream", "tts-1", "whisper-1", "gpt-4o-transcribe"],
         &["up"],
     );
     let gw = Gateway::start("pysdk", &[("openai", "openai.wasm")], &ch);
@@ -44,7 +32,7 @@ fn the_official_openai_sdk_works_against_tollgate() {
 
 #[test]
 fn the_official_openai_sdk_makes_lists_downloads_and_deletes_videos() {
-    let Some(python) = python_with_sdk() else { return };
+    let Some(python) = python_with("import openai", "openai") else { return };
     let mock = Mock::start();
     let ch = channel("video", "faulty", &mock.url(), &["sora-2"], &["k1"]);
     let prices = "[models.\"sora-2\"]\nper_second = \"0.1\"\n";

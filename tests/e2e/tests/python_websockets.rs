@@ -3,17 +3,11 @@
 //! `.ci/run` installs it; outside CI a machine without it skips with a notice.
 
 use std::process::Command;
-use tollgate_e2e::{channel, eventually, pricing_setting, root, Gateway, Mock};
+use tollgate_e2e::{channel, eventually, pricing_setting, python_with, root, Gateway, Mock};
 
 #[test]
 fn the_websockets_python_client_speaks_to_both_speech_sockets() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let has = Command::new(&python).args(["-c", "import websockets.sync.client"]).status().is_ok_and(|s| s.success());
-    if !has {
-        assert!(std::env::var("CI").is_err(), "CI must have the websockets package (pip install websockets)");
-        eprintln!("SKIPPED: the websockets Python package is not installed (pip install websockets)");
-        return;
-    }
+    let Some(python) = python_with("import websockets.sync.client", "websockets") else { return };
     let mock = Mock::start();
     let ch = channel("mm", "minimax", &mock.url(), &["speech-2.8-hd"], &["mm-key"]);
     let prices = pricing_setting("[models.\"speech-2.8-hd\"]\ncharacters_per_10k = \"100\"\n");

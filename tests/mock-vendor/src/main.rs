@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Binds, prints exactly one line `LISTENING <addr>` on stdout, then serves HTTP/1.1 (keep-alive)
-//! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`), MiniMax
+//! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`),
+//! OpenAI's speech and transcriptions (`audio.rs`), Anthropic's messages (`anthropic.rs`), Gemini's generateContent (`gemini.rs`), MiniMax
 //! `POST /v1/t2a_v2` (see `minimax.rs`) and its asynchronous speech, video and files
 //! (`minimax_jobs.rs`), a generic video job API (`jobs.rs`), Kling's video API
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
@@ -14,10 +15,13 @@
 //! (`dashscope.rs`), the Suno API's music (`suno.rs`), MiniMax's WebSocket speech
 //! (`minimax_ws.rs`), and the control routes under `/_mock/` (below).
 
+mod anthropic;
 mod ark;
+mod audio;
 mod body;
 mod dashscope;
 mod files;
+mod gemini;
 mod jimeng;
 mod jobs;
 mod kling;
@@ -208,6 +212,11 @@ impl State {
         }
     }
 
+    /// A key refused as if revoked (`/_mock/reject`).
+    pub fn is_rejected(&self, key: &str) -> bool {
+        self.rejected.lock().unwrap_or_else(|e| e.into_inner()).contains(key)
+    }
+
     fn count(&self, key: Option<&str>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(k) = key {
@@ -269,10 +278,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     if req.uri().path() == minimax_ws::PATH {
         return minimax_ws::upgrade(req, state);
     }
-    let key = bearer(req.headers());
-    let authorized = key.is_some_and(|k| {
-        !k.starts_with("bad") && !state.rejected.lock().unwrap_or_else(|e| e.into_inner()).contains(k)
-    });
+    // Anthropic's key is its own header; every other vendor's is a Bearer token.
+    let key = bearer(req.headers()).or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
+    let authorized = key.is_some_and(|k| !k.starts_with("bad") && !state.is_rejected(k));
     if let Some(file) = req.uri().path().strip_prefix("/cdn/") {
         // A CDN: no key, not counted as a vendor call.
         return jobs::cdn(&state, file, req.uri().query().unwrap_or_default());
@@ -293,6 +301,12 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     let cx = Ctx { headers: parts.headers, body, authorized };
     match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => openai::chat(&state, &cx).await,
+        (&Method::POST, "/v1/messages") => anthropic::messages(&state, &cx).await,
+        (&Method::POST, "/v1/audio/speech") => audio::speech(&cx),
+        (&Method::POST, "/v1/audio/transcriptions") => audio::transcription(&cx).await,
+        (&Method::POST, path) if path.starts_with("/v1beta/models/") => {
+            gemini::generate(&state, &cx, path, parts.uri.query().unwrap_or_default())
+        }
         (&Method::POST, "/v1/embeddings") => openai::embeddings(&cx).await,
         (&Method::POST, "/v1/images/generations") => openai::images(&cx).await,
         (&Method::POST, "/v1/rerank") => openai::rerank(&cx).await,

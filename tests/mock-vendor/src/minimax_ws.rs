@@ -37,9 +37,7 @@ pub fn upgrade(mut req: Request<Incoming>, state: Arc<State>) -> Response<MockBo
         return super::json(StatusCode::BAD_REQUEST, r#"{"error":"not a WebSocket upgrade"}"#);
     };
     let key = bearer(req.headers()).map(str::to_string);
-    let authorized = key.as_deref().is_some_and(|k| {
-        !k.starts_with("bad") && !state.rejected.lock().unwrap_or_else(|e| e.into_inner()).contains(k)
-    });
+    let authorized = key.as_deref().is_some_and(|k| !k.starts_with("bad") && !state.is_rejected(k));
     let Some(key) = key.filter(|_| authorized) else {
         let body = r#"{"base_resp":{"status_code":1004,"status_msg":"login fail: Please carry the API secret key in the 'Authorization' field of the request header"}}"#;
         return super::json(StatusCode::UNAUTHORIZED, body);

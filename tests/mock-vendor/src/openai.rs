@@ -42,6 +42,14 @@ impl ChatRequest<'_> {
         let last = self.messages.last()?.content.as_ref()?.as_str()?;
         last.strip_prefix("say:").map(str::to_string)
     }
+
+    /// `call:<name> <arguments>` as the last message: the answer calls that tool with those
+    /// arguments (streamed 5 characters a chunk), for tests of tool use.
+    fn called(&self) -> Option<(String, String)> {
+        let last = self.messages.last()?.content.as_ref()?.as_str()?;
+        let (name, args) = last.strip_prefix("call:")?.split_once(' ')?;
+        Some((name.to_string(), args.to_string()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -145,8 +153,13 @@ pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
         Err(answer) => return answer,
     };
     let model_json = serde_json::to_string(&model).expect("a string serialises");
+    // A model named `…cached…` read 6 of its 9 prompt tokens from the vendor's cache.
+    let cached = if model.contains("cached") { 6 } else { 0 };
     if let Some(text) = req.said() {
-        return said(&model_json, &text, req.stream.unwrap_or(false), state.chunk_delay(&cx.headers));
+        return said(&model_json, &text, req.stream.unwrap_or(false), state.chunk_delay(&cx.headers), cached);
+    }
+    if let Some((name, args)) = req.called() {
+        return called(&model_json, &name, &args, req.stream.unwrap_or(false), cached);
     }
     if !req.stream.unwrap_or(false) {
         return json(StatusCode::OK, completion(&model_json));
@@ -159,10 +172,18 @@ pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
     sse(stream_chunks(&model_json, n, include_usage, cut), state.chunk_delay(&cx.headers), cut)
 }
 
+/// The usage of an answer of `tokens` tokens to a 9-token prompt, `cached` of them from the cache.
+fn usage_json(tokens: usize, cached: u64) -> String {
+    format!(
+        r#"{{"prompt_tokens":9,"completion_tokens":{tokens},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":{cached}}}}}"#,
+        9 + tokens
+    )
+}
+
 /// The answer `text`, whole or streamed in chunks of 4 characters, with usage.
-fn said(model_json: &str, text: &str, stream: bool, delay: std::time::Duration) -> Response<MockBody> {
+fn said(model_json: &str, text: &str, stream: bool, delay: std::time::Duration, cached: u64) -> Response<MockBody> {
     let tokens = text.chars().count().div_ceil(4);
-    let usage = format!(r#"{{"prompt_tokens":9,"completion_tokens":{tokens},"total_tokens":{}}}"#, 9 + tokens);
+    let usage = usage_json(tokens, cached);
     let content = serde_json::to_string(text).expect("a string serialises");
     if !stream {
         return json(
@@ -188,6 +209,40 @@ fn said(model_json: &str, text: &str, stream: bool, delay: std::time::Duration) 
     out.push(event(&format!(r#"],"usage":{usage}}}"#)));
     out.push(Bytes::from_static(DONE));
     sse(out, delay, false)
+}
+
+/// A call of tool `name` with `args`, whole or streamed as OpenAI streams tool calls (the id
+/// and name first, then the arguments 5 characters a chunk), `finish_reason` `tool_calls`.
+fn called(model_json: &str, name: &str, args: &str, stream: bool, cached: u64) -> Response<MockBody> {
+    let usage = usage_json(args.len().div_ceil(4), cached);
+    let (name, whole) =
+        (serde_json::to_string(name).expect("a string"), serde_json::to_string(args).expect("a string"));
+    if !stream {
+        return json(
+            StatusCode::OK,
+            format!(
+                r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{model_json},"choices":[{{"index":0,"message":{{"role":"assistant","content":null,"tool_calls":[{{"id":"call_mock1","type":"function","function":{{"name":{name},"arguments":{whole}}}}}]}},"finish_reason":"tool_calls"}}],"usage":{usage}}}"#
+            ),
+        );
+    }
+    let head = format!(
+        r#"data: {{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":{model_json},"choices":["#
+    );
+    let event = |rest: &str| Bytes::from([head.as_str(), rest, "\n\n"].concat());
+    let mut out = vec![event(&format!(
+        r#"{{"index":0,"delta":{{"role":"assistant","content":null,"tool_calls":[{{"index":0,"id":"call_mock1","type":"function","function":{{"name":{name},"arguments":""}}}}]}},"finish_reason":null}}],"usage":null}}"#
+    ))];
+    let chars: Vec<char> = args.chars().collect();
+    for piece in chars.chunks(5) {
+        let piece = serde_json::to_string(&piece.iter().collect::<String>()).expect("a string");
+        out.push(event(&format!(
+            r#"{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":{piece}}}}}]}},"finish_reason":null}}],"usage":null}}"#
+        )));
+    }
+    out.push(event(r#"{"index":0,"delta":{},"finish_reason":"tool_calls"}],"usage":null}"#));
+    out.push(event(&format!(r#"],"usage":{usage}}}"#)));
+    out.push(Bytes::from_static(DONE));
+    sse(out, std::time::Duration::ZERO, false)
 }
 
 fn completion(model_json: &str) -> String {

@@ -1,5 +1,6 @@
 //! The one reading of a request's credential, for every route: `Authorization: Bearer <x>`
-//! (the scheme in any case, RFC 7235) or `x-api-key: <x>` (Anthropic's clients). A token
+//! (the scheme in any case, RFC 7235), `x-api-key: <x>` (Anthropic's clients) or
+//! `x-goog-api-key: <x>` (Google's; the Gemini surface moves a `?key=` there). A token
 //! shaped like a JWT is a session; anything else is an API key (or the admin or metrics token,
 //! which the route compares in constant time). What a credential is worth is decided by the
 //! route: model calls take API keys, account routes sessions, the admin API its token or an
@@ -32,7 +33,8 @@ pub fn credential(headers: &HeaderMap) -> Credential<'_> {
         let (scheme, rest) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
     });
-    let value = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let value = bearer.or_else(|| header("x-api-key")).or_else(|| header("x-goog-api-key"));
     match value {
         None | Some("") => Credential::None,
         Some(v) if crate::account::session::looks_like_jwt(v) => Credential::Session(v),
@@ -65,6 +67,7 @@ mod tests {
         assert_eq!(read(&[("authorization", "bearer sk-tg-abc")]), Credential::Key("sk-tg-abc"));
         assert_eq!(read(&[("authorization", "BEARER  sk-tg-abc ")]), Credential::Key("sk-tg-abc"));
         assert_eq!(read(&[("x-api-key", "sk-tg-abc")]), Credential::Key("sk-tg-abc"));
+        assert_eq!(read(&[("x-goog-api-key", "sk-tg-abc")]), Credential::Key("sk-tg-abc"));
         assert_eq!(read(&[("authorization", "Bearer aaa.bbb.ccc")]), Credential::Session("aaa.bbb.ccc"));
         assert_eq!(read(&[("authorization", "Basic dXNlcg==")]), Credential::None);
         assert_eq!(read(&[("authorization", "Bearer ")]), Credential::None);

@@ -1,12 +1,13 @@
 //! The response body type and helpers to build responses. One enum instead of a boxed trait
 //! object: no allocation per response for the common full-body case.
 
-use crate::exchange::StreamBody;
+use crate::exchange::{StreamBody, StreamCut};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tollgate_base::sse;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -17,6 +18,8 @@ pub enum ResponseBody {
     Relay(Incoming),
     /// Chunks a task of the gateway's writes (a slice of a file, an event stream).
     Channel(ChannelBody),
+    /// A stream's events rewritten into another API's on their way to the consumer.
+    Sse(SseMapped),
 }
 
 impl Body for ResponseBody {
@@ -28,6 +31,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
             ResponseBody::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ResponseBody::Relay(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseBody::Sse(b) => b.poll(cx).map_err(Into::into),
             ResponseBody::Channel(b) => match b.rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
@@ -40,7 +44,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(b) => b.is_end_stream(),
-            ResponseBody::Stream(_) => false,
+            ResponseBody::Stream(_) | ResponseBody::Sse(_) => false,
             ResponseBody::Relay(b) => b.is_end_stream(),
             ResponseBody::Channel(b) => b.len == Some(0),
         }
@@ -49,9 +53,66 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full(b) => b.size_hint(),
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Stream(_) | ResponseBody::Sse(_) => SizeHint::default(),
             ResponseBody::Relay(b) => b.size_hint(),
             ResponseBody::Channel(b) => b.len.map_or_else(SizeHint::default, SizeHint::with_exact),
+        }
+    }
+}
+
+/// What rewrites a stream's events: each event the stream completes, then its clean end.
+pub trait SseMap: Send {
+    fn event(&mut self, event: sse::Event, out: &mut Vec<u8>);
+    /// The stream ended cleanly (never called after a cut: the consumer sees a broken
+    /// transfer, as for any stream).
+    fn end(&mut self, out: &mut Vec<u8>);
+}
+
+/// A stream whose SSE events pass through an [`SseMap`] one network chunk at a time; nothing
+/// is held but an incomplete event (bounded by the parser).
+pub struct SseMapped {
+    inner: StreamBody,
+    parser: sse::Parser,
+    events: Vec<sse::Event>,
+    map: Box<dyn SseMap>,
+    ended: bool,
+}
+
+impl SseMapped {
+    pub fn new(inner: StreamBody, map: Box<dyn SseMap>) -> SseMapped {
+        SseMapped { inner, parser: sse::Parser::new(), events: Vec::new(), map, ended: false }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            let mut out = Vec::new();
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(cut))) => return Poll::Ready(Some(Err(cut))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    self.parser.feed(&data, &mut self.events);
+                    if self.parser.overflowed() {
+                        return Poll::Ready(Some(Err(StreamCut)));
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    self.parser.finish(&mut self.events);
+                }
+            }
+            for event in self.events.drain(..) {
+                self.map.event(event, &mut out);
+            }
+            if self.ended {
+                self.map.end(&mut out);
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+            }
         }
     }
 }

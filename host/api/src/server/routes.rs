@@ -19,6 +19,10 @@ pub enum Handler {
     Videos,
     /// A model call on the OpenAI surface, with its operation.
     ModelCall(&'static str),
+    /// Anthropic's Messages API.
+    Messages,
+    /// Gemini's model methods (`{model}:generateContent`), and OpenAI's `GET /v1/models/{id}`.
+    Gemini,
     /// The gateway's own chat socket (an upgrade).
     ChatSocket,
     /// The gateway's own progress socket (an upgrade).
@@ -61,18 +65,28 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/health", Health),
     route("GET", "/metrics", Metrics),
     route("GET", "/v1/models", Models),
+    family("/v1/models/", Gemini),
+    route("GET", "/v1beta/models", Gemini),
+    family("/v1beta/models/", Gemini),
     route("GET", "/v1/audio/models", AudioModels),
     route("GET", "/v1/user/info", UserInfo),
+    // SiliconFlow's clients list models here.
+    route("GET", "/v1/user/models", Models),
     route("GET", "/v1/user/logs", Account),
     family("/v1/user/keys", Account),
     family("/v1/auth/", Account),
     route("POST", "/v1/chat/completions", ModelCall("chat")),
     route("GET", "/v1/chat/ws", ChatSocket),
+    route("POST", "/v1/messages", Messages),
     route("POST", "/v1/sockets/token", SocketToken),
     route("POST", "/v1/embeddings", ModelCall("embeddings")),
     route("POST", "/v1/images/generations", ModelCall("images")),
+    // The singular spelling older SiliconFlow clients send.
+    route("POST", "/v1/image/generations", ModelCall("images")),
     route("POST", "/v1/rerank", ModelCall("rerank")),
     route("POST", "/v1/audio/speech", ModelCall("speech")),
+    route("POST", "/v1/audio/transcriptions", ModelCall("transcription")),
+    route("POST", "/v1/audio/translations", ModelCall("translation")),
     route("GET", "/v1/tasks", Tasks),
     route("GET", "/v1/tasks/ws", ProgressSocket),
     family("/v1/tasks/", Tasks),
@@ -156,6 +170,7 @@ mod tests {
         assert!(reserved("/v1/videos/{id}"), "OpenAI's Videos API is the gateway's");
         assert!(!reserved("/v1/video_generation"));
         assert!(!reserved("/v1/query/{kind}"));
-        assert!(!reserved("/v1beta/models/{model}:generateContent"));
+        assert!(reserved("/v1beta/models/{model}:generateContent"), "Gemini's surface is the gateway's");
+        assert!(!reserved("/v1beta/files/{id}"));
     }
 }

@@ -176,7 +176,7 @@ impl SseMap for Errors {
     fn event(&mut self, event: sse::Event, out: &mut Vec<u8>) {
         let failure = serde_json::from_str::<serde_json::Value>(&event.data)
             .ok()
-            .and_then(|v| v.pointer("/error/type").and_then(|t| t.as_str()).map(|_| v));
+            .filter(|v| v.pointer("/error/type").is_some_and(serde_json::Value::is_string));
         match failure {
             Some(v) => {
                 let message = v.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("The stream failed.");

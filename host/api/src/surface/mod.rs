@@ -2,7 +2,9 @@
 //! plugins declare (`native`). Each reads and resolves the request, hands it to
 //! `Engine::call` (which settles and records it) and renders the answer as HTTP.
 
+pub mod anthropic;
 pub mod chat_socket;
+pub mod gemini;
 pub mod mindvideo;
 pub mod minimax_proxy;
 pub mod native;
@@ -238,22 +240,11 @@ const NOT_FORWARDED: &[&str] = &["content-length", "transfer-encoding", "connect
 
 /// What the engine answered, as an HTTP response.
 pub fn render(answer: Answer) -> Response {
-    let with_headers = |status: u16, headers: &[wit::Header]| {
-        let mut resp = http::Response::builder().status(status);
-        for h in headers {
-            if !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
-                resp = resp.header(h.name.as_str(), h.value.as_str());
-            }
-        }
-        resp
-    };
     match answer {
         Answer::Full { status, headers, body } => with_headers(status, &headers)
             .body(ResponseBody::Full(Full::new(body)))
             .unwrap_or_else(|_| CallError::plugin("the plugin replied with invalid headers").to_response()),
-        Answer::Stream { headers, body } => with_headers(200, &headers)
-            .body(ResponseBody::Stream(body))
-            .unwrap_or_else(|_| CallError::plugin("the plugin set invalid stream headers").to_response()),
+        Answer::Stream { headers, body } => stream_response(&headers, ResponseBody::Stream(body)),
         Answer::Relay(response) => {
             let (parts, body) = response.into_parts();
             let mut resp = http::Response::builder().status(parts.status);
@@ -266,6 +257,23 @@ pub fn render(answer: Answer) -> Response {
         }
         Answer::Failed(e) => e.to_response(),
     }
+}
+
+/// A stream's response: the plugin's headers (those that may be forwarded) and `body`.
+pub fn stream_response(headers: &[wit::Header], body: ResponseBody) -> Response {
+    with_headers(200, headers)
+        .body(body)
+        .unwrap_or_else(|_| CallError::plugin("the plugin set invalid stream headers").to_response())
+}
+
+fn with_headers(status: u16, headers: &[wit::Header]) -> http::response::Builder {
+    let mut resp = http::Response::builder().status(status);
+    for h in headers {
+        if !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+            resp = resp.header(h.name.as_str(), h.value.as_str());
+        }
+    }
+    resp
 }
 
 pub fn with_request_id(mut resp: Response, id: &str) -> Response {

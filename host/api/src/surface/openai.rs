@@ -1,5 +1,6 @@
-//! The OpenAI-compatible routes: `/v1/chat/completions`, `/v1/embeddings`,
-//! `/v1/audio/speech` (model calls, translated by the channel's plugin) and `/v1/models`.
+//! The OpenAI-compatible routes: `/v1/chat/completions`, `/v1/embeddings`, `/v1/images/generations`,
+//! `/v1/audio/speech`, `/v1/audio/transcriptions` (model calls, translated by the channel's
+//! plugin; a multipart call's model is its form's `model` field) and `/v1/models`.
 
 use super::{read_request, render, run, with_request_id};
 use crate::engine::CallRequest;
@@ -40,7 +41,16 @@ async fn resolve(
     speech: &mut Option<super::speech_prefetch::Plan>,
 ) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
-    let model = requested_model(&request.body)?;
+    let model = match &request.form {
+        // A transcription's model is a field of its form, once (the vendor might read another copy).
+        Some(form) if form.text_fields().filter(|(name, _)| *name == "model").count() > 1 => {
+            return Err(bad_request("duplicate_model", "The form gives 'model' more than once."));
+        }
+        Some(form) => form.text("model").filter(|m| !m.is_empty()).map(str::to_string).ok_or_else(|| {
+            bad_request("missing_model", "You must provide a model parameter (a 'model' field of the form).")
+        })?,
+        None => requested_model(&request.body)?,
+    };
     let (plugin, channel) = route(state, &model)?;
     // A video model asked through chat or images: the MindVideo proxy's surface.
     let (as_video, request) = super::mindvideo::resolve(state, &plugin, &channel, request, op, &model)?;
@@ -70,7 +80,10 @@ pub(super) fn to_channel(
 }
 
 /// The channel serving `model` (several take turns: call once per request) and its plugin.
-fn route(state: &Api, model: &str) -> Result<(Arc<crate::plugin::Plugin>, Arc<crate::keypool::Channel>), CallError> {
+pub(super) fn route(
+    state: &Api,
+    model: &str,
+) -> Result<(Arc<crate::plugin::Plugin>, Arc<crate::keypool::Channel>), CallError> {
     let channel = state.engine.channels.load().for_model(model).cloned().ok_or_else(|| {
         not_found(
             "model_not_found",
@@ -87,7 +100,7 @@ fn route(state: &Api, model: &str) -> Result<(Arc<crate::plugin::Plugin>, Arc<cr
 }
 
 /// The call, if the channel serves `op`.
-fn checked_call(
+pub(super) fn checked_call(
     plugin: Arc<crate::plugin::Plugin>,
     channel: Arc<crate::keypool::Channel>,
     request: super::ConsumerRequest,
@@ -194,9 +207,28 @@ pub fn models(state: &Api, req: &Request<Incoming>, speech_only: bool) -> Respon
         .models()
         .into_iter()
         .filter(|(id, _)| !speech_only || !speakers(state, id).is_empty())
-        .map(|(id, plugin)| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": plugin }))
+        .map(|(id, plugin)| model_object(id, plugin))
         .collect();
     json(200, &serde_json::json!({ "object": "list", "data": data }))
+}
+
+/// `GET /v1/models/{id}`: one model, as OpenAI's SDKs retrieve it.
+pub fn model(state: &Api, req: &Request<Incoming>, id: &str) -> Response {
+    if let Err(e) = state.authenticate(req) {
+        return e.to_response();
+    }
+    let channels = state.engine.channels.load();
+    match channels.models().into_iter().find(|(m, _)| *m == id) {
+        Some((id, plugin)) => json(200, &model_object(id, plugin)),
+        None => {
+            not_found("model_not_found", format!("The model '{id}' does not exist or you do not have access to it."))
+                .to_response()
+        }
+    }
+}
+
+fn model_object(id: &str, plugin: &str) -> serde_json::Value {
+    serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": plugin })
 }
 
 #[cfg(test)]

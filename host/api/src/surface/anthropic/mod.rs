@@ -123,7 +123,9 @@ fn translated(answer: Answer, request_id: &str, model: String) -> Response {
             translator.end(&mut out);
             let mut resp = full(200, "text/event-stream", out);
             for h in headers.iter().filter(|h| h.name.starts_with("idempotent-") || h.name == "original-request-id") {
-                if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_str(&h.value)) {
+                if let (Ok(n), Ok(v)) =
+                    (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_str(&h.value))
+                {
                     resp.headers_mut().insert(n, v);
                 }
             }

@@ -61,7 +61,6 @@ enum Content {
 /// What the surface needs besides the translated body.
 pub struct Translated {
     pub model: String,
-    pub stream: bool,
     /// The OpenAI chat request.
     pub body: Vec<u8>,
 }
@@ -127,7 +126,7 @@ pub fn to_openai(body: &[u8]) -> Result<Translated, CallError> {
         req.insert("user".into(), Value::String(user));
     }
     let body = serde_json::to_vec(&Value::Object(req)).expect("a JSON value serialises");
-    Ok(Translated { model: m.model, stream, body })
+    Ok(Translated { model: m.model, body })
 }
 
 fn invalid(at: &str, message: impl std::fmt::Display) -> CallError {
