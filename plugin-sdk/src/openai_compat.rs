@@ -451,13 +451,17 @@ fn mentions_object(json: &str, name: &str) -> bool {
 }
 
 /// OpenAI's usage object, with DeepSeek's cache fields; the audio and image APIs' names
-/// (`input_tokens`, `output_tokens`) read as the same.
+/// (`input_tokens`, `output_tokens`) read where the chat names are absent.
 #[derive(Deserialize, Default)]
 pub struct OpenAiUsage {
-    #[serde(default, alias = "input_tokens")]
+    #[serde(default)]
     pub prompt_tokens: Option<u64>,
-    #[serde(default, alias = "output_tokens")]
+    #[serde(default)]
     pub completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
     #[serde(default)]
     pub prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
@@ -473,8 +477,8 @@ pub struct PromptDetails {
 impl OpenAiUsage {
     pub fn into_usage(self) -> Usage {
         Usage {
-            input_tokens: self.prompt_tokens,
-            output_tokens: self.completion_tokens,
+            input_tokens: self.prompt_tokens.or(self.input_tokens),
+            output_tokens: self.completion_tokens.or(self.output_tokens),
             cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens).or(self.prompt_cache_hit_tokens),
             ..Usage::default()
         }

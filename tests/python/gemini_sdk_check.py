@@ -58,6 +58,8 @@ for version in [None, "v1beta"]:
 beta = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=base_url, api_version="v1beta", retry_options=NO_RETRY))
 names = [m.name for m in beta.models.list()]
 assert "models/gemini-mock" in names and "models/gpt-4o-mini" not in names, names
+assert beta.models.get(model="gemini-mock").name == "models/gemini-mock"
+assert beta.models.count_tokens(model="gemini-mock", contents="hi").total_tokens == 9
 
 # Errors are the SDK's exception classes, with Google's status names.
 client = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=base_url, retry_options=NO_RETRY))

@@ -178,11 +178,13 @@ impl CallEnd {
         if report.error.is_some() {
             METRICS.streams_interrupted.fetch_add(1, Relaxed);
         }
-        let charge = self.bill(if nothing {
-            Bill::Free
-        } else {
-            Bill::Usage(reported(&report.usage), Some(report.delivered_events))
-        });
+        let mut usage = reported(&report.usage);
+        if interrupted {
+            // A cut stream's output so far is at least what reached the consumer, whatever
+            // count the vendor gave before the cut (Anthropic's `message_start` says 1).
+            usage.output_tokens = usage.output_tokens.map(|o| o.max(report.delivered_events));
+        }
+        let charge = self.bill(if nothing { Bill::Free } else { Bill::Usage(usage, Some(report.delivered_events)) });
         let held = self.finish(|rec| {
             set_usage(rec, &report.usage);
             rec.streamed = true;

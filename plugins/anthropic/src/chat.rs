@@ -6,7 +6,7 @@
 //!   of one role are merged into one turn (Anthropic alternates roles), tool results are user
 //!   turns of `tool_result` blocks;
 //! - what Anthropic cannot take is refused with a `bad-request` naming it (`n` above 1, audio
-//!   input, legacy `function` messages), never dropped;
+//!   input, legacy `function` messages, a JSON `response_format`), never dropped;
 //! - a streamed tool call reaches the consumer as OpenAI's `tool_calls` deltas: its id and name
 //!   first, then every fragment of its arguments, on the call's own index;
 //! - `usage` follows OpenAI: `prompt_tokens` includes cache reads and writes, cache reads are
@@ -95,6 +95,11 @@ pub fn to_messages(call: &Call) -> Result<(String, Answer), AdapterError> {
     if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err(bad("n: Anthropic answers one choice per request"));
     }
+    if let Some(kind) = body.get("response_format").and_then(|f| f["type"].as_str()).filter(|k| *k != "text") {
+        return Err(bad(format!(
+            "response_format: Anthropic has no '{kind}' mode; ask for JSON in the prompt, or use a tool"
+        )));
+    }
     let messages = body.get("messages").and_then(Value::as_array).ok_or_else(|| bad("messages: a list is required"))?;
     let mut system = Vec::new();
     let mut turns: Vec<Value> = Vec::with_capacity(messages.len());
@@ -145,7 +150,8 @@ pub fn to_messages(call: &Call) -> Result<(String, Answer), AdapterError> {
     if let Some(t) = body.get("temperature").and_then(Value::as_f64) {
         out.insert("temperature".into(), json!(t.min(1.0)));
     }
-    if let Some(p) = body.get("top_p").and_then(Value::as_f64) {
+    // Newer Claude models refuse both at once: the temperature wins.
+    if let Some(p) = body.get("top_p").and_then(Value::as_f64).filter(|_| !out.contains_key("temperature")) {
         out.insert("top_p".into(), json!(p));
     }
     match body.get("stop") {
@@ -189,7 +195,8 @@ pub fn to_messages(call: &Call) -> Result<(String, Answer), AdapterError> {
         let c = choice.get_or_insert_with(|| json!({ "type": "auto" }));
         c["disable_parallel_tool_use"] = json!(true);
     }
-    if let Some(c) = choice {
+    // A tool choice without tools is refused by Anthropic; without tools there is no choice.
+    if let Some(c) = choice.filter(|_| out.contains_key("tools")) {
         out.insert("tool_choice".into(), c);
     }
     if let Some(user) = body.get("user").and_then(Value::as_str) {

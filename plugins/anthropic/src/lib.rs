@@ -106,6 +106,38 @@ fn stream_error(data: &str) -> AdapterError {
     AdapterError::new(kind, message)
 }
 
+/// Server tools Anthropic bills per use, on top of tokens.
+const PAID_TOOLS: [&str; 3] = ["web_search", "web_fetch", "code_execution"];
+
+/// What a Messages request asks for that Anthropic bills beyond the tokens this gateway
+/// prices: server tools (per search, per container hour), remote MCP servers, one-hour cache
+/// writes (twice the input price). Refused, so a consumer never gets them unbilled.
+fn unpriced_feature(body: &serde_json::Map<String, Value>) -> Option<String> {
+    let tools = body.get("tools").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if let Some(kind) = tools
+        .iter()
+        .filter_map(|t| t.get("type").and_then(Value::as_str))
+        .find(|kind| PAID_TOOLS.iter().any(|paid| kind.starts_with(paid)))
+    {
+        return Some(format!(
+            "tools: the server tool '{kind}' is billed by Anthropic per use, which this gateway does not price"
+        ));
+    }
+    if body.get("mcp_servers").is_some_and(|m| m.as_array().is_none_or(|a| !a.is_empty())) {
+        return Some("mcp_servers: remote MCP servers are not available through this gateway".into());
+    }
+    fn one_hour_cache(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.get("ttl").and_then(Value::as_str) == Some("1h") || m.values().any(one_hour_cache),
+            Value::Array(a) => a.iter().any(one_hour_cache),
+            _ => false,
+        }
+    }
+    body.values().any(one_hour_cache).then(|| {
+        "cache_control: one-hour cache writes are not priced by this gateway; use the default five-minute cache".into()
+    })
+}
+
 impl AnthropicExchange {
     /// The request to `/v1/messages` with `body`, the key in `x-api-key` and the version.
     fn request(&self, body: Body) -> UpstreamRequest {
@@ -126,6 +158,9 @@ impl AnthropicExchange {
             Ok(b) => b,
             Err(e) => return Step::Fail(e),
         };
+        if let Some(why) = unpriced_feature(&body) {
+            return Step::fail(ErrorKind::BadRequest, why);
+        }
         let stream = match body.get("stream") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -208,7 +243,11 @@ impl Exchange for AnthropicExchange {
                         AdapterError::new(ErrorKind::UpstreamFault, "Anthropic sent an invalid stream event")
                     })?;
                     let usage = if name == "message_start" { &v["message"]["usage"] } else { &v["usage"] };
-                    if let Ok(u) = AnthropicUsage::deserialize(usage) {
+                    if let Ok(mut u) = AnthropicUsage::deserialize(usage) {
+                        if name == "message_start" {
+                            // Its output count is a placeholder (1); only message_delta's is.
+                            u.output_tokens = None;
+                        }
                         u.merge_into(&mut self.usage);
                     }
                 }

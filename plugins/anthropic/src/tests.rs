@@ -80,7 +80,7 @@ fn a_native_stream_passes_every_event_and_bills_the_last_cumulative_output() {
 fn chat_is_translated_to_messages_and_the_stream_back_to_openai_chunks() {
     let body = json!({
         "model": "claude", "stream": true, "stream_options": { "include_usage": true }, "max_tokens": 50,
-        "temperature": 1.5, "stop": "END", "user": "u1", "parallel_tool_calls": false,
+        "temperature": 1.5, "top_p": 0.9, "stop": "END", "user": "u1", "parallel_tool_calls": false,
         "messages": [
             { "role": "system", "content": "Be brief." },
             { "role": "user", "content": [
@@ -112,6 +112,7 @@ fn chat_is_translated_to_messages_and_the_stream_back_to_openai_chunks() {
         assert_eq!(sent["messages"][2]["content"][0]["type"], "tool_result", "a tool result is a user turn");
         assert_eq!(sent["messages"][2]["content"][1], json!({ "type": "text", "text": "So?" }), "merged into one turn");
         assert_eq!((&sent["temperature"], &sent["stop_sequences"]), (&json!(1.0), &json!(["END"])));
+        assert!(sent.get("top_p").is_none(), "never with a temperature");
         assert_eq!(sent["tool_choice"], json!({ "type": "auto", "disable_parallel_tool_use": true }));
         assert_eq!(sent["tools"][0]["input_schema"], json!({ "type": "object" }));
         let Outcome::Stream { chunks, tail } = run.outcome else { panic!("a stream") };
@@ -180,6 +181,9 @@ fn errors_are_classified_by_anthropics_types() {
     // What Anthropic cannot take is refused, not dropped.
     let run = Harness::<Anthropic>::new(call("chat", "c", r#"{"n":2,"messages":[]}"#)).run(|_| unreachable!());
     assert!(matches!(run.outcome, Outcome::Failed(e) if e.kind == ErrorKind::BadRequest));
+    let json_mode = r#"{"response_format":{"type":"json_object"},"messages":[]}"#;
+    let run = Harness::<Anthropic>::new(call("chat", "c", json_mode)).run(|_| unreachable!());
+    assert!(matches!(run.outcome, Outcome::Failed(e) if e.message.contains("json_object")));
     let audio = r#"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#;
     let run = Harness::<Anthropic>::new(call("chat", "c", audio)).run(|_| unreachable!());
     assert!(matches!(run.outcome, Outcome::Failed(e) if e.message.contains("input_audio")));
@@ -230,4 +234,35 @@ fn the_conformance_battery() {
             ],
         });
     }
+}
+
+#[test]
+fn what_anthropic_bills_beyond_tokens_is_refused_not_given_away() {
+    let refused = |body: Value| {
+        let run = Harness::<Anthropic>::new(call("messages", "claude", &body.to_string())).run(|_| unreachable!());
+        match run.outcome {
+            Outcome::Failed(e) if e.kind == ErrorKind::BadRequest => e.message,
+            other => panic!("{other:?}"),
+        }
+    };
+    let base = |extra: Value| {
+        let mut b = json!({ "model": "claude", "max_tokens": 9, "messages": [{ "role": "user", "content": "hi" }] });
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    assert!(refused(base(json!({ "tools": [{ "type": "web_search_20250305", "name": "web_search" }] })))
+        .contains("web_search"));
+    assert!(refused(base(json!({ "tools": [{ "type": "code_execution_20250522", "name": "x" }] })))
+        .contains("code_execution"));
+    assert!(refused(base(json!({ "mcp_servers": [{ "type": "url", "url": "https://x" }] }))).contains("mcp_servers"));
+    let hour =
+        json!({ "system": [{ "type": "text", "text": "s", "cache_control": { "type": "ephemeral", "ttl": "1h" } }] });
+    assert!(refused(base(hour)).contains("one-hour"));
+    // Client tools and the default cache pass.
+    let fine =
+        base(json!({ "tools": [{ "name": "f", "input_schema": {} }, { "type": "bash_20250124", "name": "bash" }],
+        "system": [{ "type": "text", "text": "s", "cache_control": { "type": "ephemeral" } }] }));
+    let run = Harness::<Anthropic>::new(call("messages", "claude", &fine.to_string()))
+        .run(|_| response(200, r#"{"usage":{"input_tokens":1,"output_tokens":1}}"#));
+    assert!(matches!(run.outcome, Outcome::Reply(_)));
 }

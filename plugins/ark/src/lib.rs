@@ -231,7 +231,17 @@ impl Exchange for ArkExchange {
 
     fn next(&mut self, response: UpstreamResponse) -> Step {
         if let Some(c) = self.compat.as_mut() {
-            return c.next(response);
+            let generated = (self.call.op == "images" && (200..300).contains(&response.status))
+                .then(|| serde_json::from_slice::<Value>(&response.body).ok())
+                .flatten()
+                .and_then(|v| v.pointer("/usage/generated_images").and_then(Value::as_u64));
+            return match (c.next(response), generated) {
+                (Step::Reply(mut r), Some(n)) => {
+                    r.usage.images = Some(n.min(u64::from(u32::MAX)) as u32);
+                    Step::Reply(r)
+                }
+                (step, _) => step,
+            };
         }
         let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         if !(200..300).contains(&response.status) {

@@ -4,7 +4,9 @@
 //!
 //! A Seedream request can make a series of images (`sequential_image_generation = "auto"`, up
 //! to `sequential_image_generation_options.max_images`, 15 by default): the op is quoted, so
-//! that the reservation covers every image the request may make, never just one.
+//! that the reservation covers every image the request may make, never just one; what is
+//! charged is what Ark counted (`usage.generated_images`), not the answer's entries (a
+//! series lists failed images too).
 
 use serde_json::Value;
 use tollgate_plugin_sdk::openai_compat::Vendor;
@@ -48,12 +50,14 @@ pub fn images_quote(body: &tollgate_plugin_sdk::Body) -> Result<Usage, AdapterEr
         }
     };
     let n = count(f.get("n"), "n")?.unwrap_or(1);
-    let series = match f.get("sequential_image_generation").and_then(Value::as_str) {
-        Some("auto") => {
+    // Anything but no series or "disabled" may make a series: reserved as one.
+    let series = match f.get("sequential_image_generation") {
+        None | Some(Value::Null) => 1,
+        Some(Value::String(s)) if s == "disabled" => 1,
+        Some(_) => {
             let options = f.get("sequential_image_generation_options");
             count(options.and_then(|o| o.get("max_images")), "max_images")?.unwrap_or(MAX_IMAGES)
         }
-        _ => 1,
     };
     Ok(Usage { images: Some(n.max(series) as u32), ..Usage::default() })
 }

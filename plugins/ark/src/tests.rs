@@ -156,6 +156,16 @@ fn seedream_reserves_every_image_a_series_may_make() {
     });
     assert_eq!(run.requests[0].path, "/images/generations");
     assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.images == Some(2)));
+    // A series lists a failed image too: Ark's count is charged.
+    let run = Harness::<Ark>::new(call("images", "doubao-seedream-4-0", series)).run(|_| {
+        response(200, r#"{"data":[{"url":"https://x/1.png"},{"error":{"code":"OutputImageSensitiveContentDetected"}}],"usage":{"generated_images":1}}"#)
+    });
+    assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.images == Some(1)));
+    assert_eq!(
+        quote(r#"{"prompt":"a","sequential_image_generation":"AUTO"}"#).unwrap().images,
+        Some(15),
+        "fails closed"
+    );
 }
 
 #[test]

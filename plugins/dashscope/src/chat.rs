@@ -86,6 +86,46 @@ fn native_usage(v: &Value) -> Option<Usage> {
     })
 }
 
+/// The output a native request may make when it names no `max_tokens`: DashScope's largest
+/// (thinking included), so a reservation always bounds it.
+pub const DEFAULT_MAX_OUTPUT: u64 = 32_768;
+
+/// What a native generation request may cost, read from DashScope's own fields (the host
+/// reads OpenAI's): input bounded by the body's size, output by `parameters.max_tokens` (or
+/// DashScope's largest) plus the thinking budget when thinking is on, times `n`; images
+/// (qwen-image) by `n`.
+pub fn native_quote(call: &Call) -> Result<Usage, AdapterError> {
+    let body = call.body.object("DashScope takes JSON")?;
+    let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
+    let parameters = match body.get("parameters") {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(p)) => p.clone(),
+        Some(v) => return Err(bad(format!("'parameters' must be an object, not {v}"))),
+    };
+    let count = |name: &str, max: u64| -> Result<Option<u64>, AdapterError> {
+        match parameters.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64().filter(|n| (1..=max).contains(n)) {
+                Some(n) => Ok(Some(n)),
+                None => Err(bad(format!("'parameters.{name}' must be an integer from 1 to {max}, not {v}"))),
+            },
+        }
+    };
+    let max_tokens = count("max_tokens", 1 << 20)?.unwrap_or(DEFAULT_MAX_OUTPUT);
+    let thinking = match parameters.get("enable_thinking") {
+        Some(Value::Bool(true)) => count("thinking_budget", 1 << 20)?.unwrap_or(DEFAULT_MAX_OUTPUT),
+        _ => 0,
+    };
+    let n = count("n", 16)?.unwrap_or(1);
+    let size = serde_json::to_vec(&body).map(|b| b.len() as u64).unwrap_or(u64::MAX);
+    Ok(Usage {
+        input_tokens: Some(size.div_ceil(2)),
+        output_tokens: Some(max_tokens.saturating_add(thinking).saturating_mul(n)),
+        images: (call.op == MULTIMODAL).then_some(n as u32),
+        ..Usage::default()
+    })
+}
+
 /// The first step of a native generation call: the body (its model the channel's name), to
 /// the route's path, streamed when the consumer asked DashScope's way.
 pub fn native_first(call: &Call) -> Step {

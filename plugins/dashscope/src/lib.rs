@@ -41,30 +41,27 @@ impl tollgate_plugin_sdk::Plugin for DashScope {
     type Exchange = DashScopeExchange;
 
     fn describe() -> Manifest {
-        Manifest::new(
-            "dashscope",
-            env!("CARGO_PKG_VERSION"),
-            "Alibaba DashScope",
-            &["chat", "embeddings", chat::GENERATION, chat::MULTIMODAL],
-        )
-        .with_route("POST", chat::GENERATION_PATH, chat::GENERATION)
-        .with_route("POST", chat::MULTIMODAL_PATH, chat::MULTIMODAL)
-        .forwarding("x-dashscope-sse")
-        .with_operation(Operation::new("video").quoted())
-        .with_operation(Operation::new("task.poll").resend())
-        .with_operation(Operation::new("task.cancel"))
-        .with_operation(Operation::new(IMAGE).quoted())
-        .with_operation(Operation::new(TASK).resend())
-        .with(Route::new("POST", IMAGE_SUBMIT, IMAGE))
-        .with(
-            Route::new("GET", "/api/v1/tasks/{task_id}", TASK)
-                .model(Field::None)
-                .free()
-                .affinity(Field::Path("task_id".into())),
-        )
-        // Where DashScope serves results (its OSS buckets).
-        .fetching("*.aliyuncs.com")
-        .with_base_url("https://dashscope.aliyuncs.com")
+        Manifest::new("dashscope", env!("CARGO_PKG_VERSION"), "Alibaba DashScope", &["chat", "embeddings"])
+            .with_operation(Operation::new(chat::GENERATION).quoted())
+            .with_operation(Operation::new(chat::MULTIMODAL).quoted())
+            .with_route("POST", chat::GENERATION_PATH, chat::GENERATION)
+            .with_route("POST", chat::MULTIMODAL_PATH, chat::MULTIMODAL)
+            .forwarding("x-dashscope-sse")
+            .with_operation(Operation::new("video").quoted())
+            .with_operation(Operation::new("task.poll").resend())
+            .with_operation(Operation::new("task.cancel"))
+            .with_operation(Operation::new(IMAGE).quoted())
+            .with_operation(Operation::new(TASK).resend())
+            .with(Route::new("POST", IMAGE_SUBMIT, IMAGE))
+            .with(
+                Route::new("GET", "/api/v1/tasks/{task_id}", TASK)
+                    .model(Field::None)
+                    .free()
+                    .affinity(Field::Path("task_id".into())),
+            )
+            // Where DashScope serves results (its OSS buckets).
+            .fetching("*.aliyuncs.com")
+            .with_base_url("https://dashscope.aliyuncs.com")
     }
 }
 
@@ -261,6 +258,9 @@ impl Exchange for DashScopeExchange {
     }
 
     fn quote(&mut self) -> Result<Usage, AdapterError> {
+        if matches!(self.call.op.as_str(), chat::GENERATION | chat::MULTIMODAL) {
+            return chat::native_quote(&self.call);
+        }
         if self.call.op == IMAGE {
             return self.image().map(|(_, n)| Usage { images: Some(n), ..Usage::default() });
         }

@@ -244,3 +244,20 @@ fn the_conformance_battery() {
         ],
     });
 }
+
+#[test]
+fn a_native_request_is_quoted_from_dashscopes_own_fields() {
+    let quote = |body: &str| DashScopeExchange::new(call(chat::GENERATION, "qwen-plus", body)).quote();
+    let q = quote(r#"{"model":"qwen-plus","input":{"messages":[]},"parameters":{"max_tokens":100,"n":2}}"#).unwrap();
+    assert_eq!(q.output_tokens, Some(200));
+    let q = quote(r#"{"model":"qwen-plus","input":{"messages":[]},"parameters":{"max_tokens":100,"enable_thinking":true,"thinking_budget":500}}"#).unwrap();
+    assert_eq!(q.output_tokens, Some(600), "thinking is output, beyond max_tokens");
+    let q = quote(r#"{"model":"qwen-plus","input":{"messages":[]}}"#).unwrap();
+    assert_eq!(q.output_tokens, Some(chat::DEFAULT_MAX_OUTPUT));
+    assert!(q.input_tokens.unwrap() > 10);
+    assert!(quote(r#"{"model":"qwen-plus","parameters":{"max_tokens":"9"}}"#).is_err());
+    let q = DashScopeExchange::new(call(chat::MULTIMODAL, "qwen-image", r#"{"input":{},"parameters":{"n":3}}"#))
+        .quote()
+        .unwrap();
+    assert_eq!(q.images, Some(3));
+}

@@ -89,7 +89,12 @@ pub fn to_gemini(call: &Call) -> Result<(String, Answer), AdapterError> {
                     let args = call["function"]["arguments"].as_str().unwrap_or_default();
                     let args = serde_json::from_str::<Value>(args).ok().filter(Value::is_object).unwrap_or(json!({}));
                     names.push((call["id"].as_str().unwrap_or_default().to_string(), name.clone()));
-                    p.push(json!({ "functionCall": { "name": name, "args": args } }));
+                    let mut part = json!({ "functionCall": { "name": name, "args": args } });
+                    // Gemini's signature of its thinking, given back with the call it came with.
+                    if let Some(sig) = call.pointer("/extra_content/google/thought_signature").and_then(Value::as_str) {
+                        part["thoughtSignature"] = json!(sig);
+                    }
+                    p.push(part);
                 }
                 push_turn(&mut turns, "model", p);
             }
@@ -97,7 +102,7 @@ pub fn to_gemini(call: &Call) -> Result<(String, Answer), AdapterError> {
                 let id = m["tool_call_id"].as_str().unwrap_or_default();
                 let name = names
                     .iter()
-                    .find(|(i, _)| i == id)
+                    .rfind(|(i, _)| i == id)
                     .map(|(_, n)| n.clone())
                     .ok_or_else(|| bad(format!("{at}: tool_call_id '{id}' names no earlier tool call")))?;
                 let text: String = parts(&m["content"], &at)?.iter().filter_map(|p| p["text"].as_str()).collect();
@@ -136,8 +141,17 @@ pub fn to_gemini(call: &Call) -> Result<(String, Answer), AdapterError> {
         }
         _ => {}
     }
-    if matches!(body.get("response_format").and_then(|f| f["type"].as_str()), Some("json_object" | "json_schema")) {
-        config.insert("responseMimeType".into(), json!("application/json"));
+    match body.get("response_format").and_then(|f| f["type"].as_str()) {
+        Some("json_object") => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+        }
+        Some("json_schema") => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+            if let Some(schema) = body.get("response_format").and_then(|f| f.pointer("/json_schema/schema")) {
+                config.insert("responseJsonSchema".into(), schema.clone());
+            }
+        }
+        _ => {}
     }
     let mut out = Map::new();
     out.insert("contents".into(), Value::Array(turns));
@@ -158,7 +172,9 @@ pub fn to_gemini(call: &Call) -> Result<(String, Answer), AdapterError> {
                     d["description"] = json!(desc);
                 }
                 if let Some(p) = f.get("parameters") {
-                    d["parameters"] = p.clone();
+                    // The whole JSON Schema (`$defs`, `$ref`, ...), which `parameters` (an
+                    // OpenAPI subset) would refuse.
+                    d["parametersJsonSchema"] = p.clone();
                 }
                 Ok(d)
             })
@@ -189,6 +205,7 @@ pub fn to_gemini(call: &Call) -> Result<(String, Answer), AdapterError> {
         created: tollgate_plugin_sdk::now_ms() / 1000,
         started: false,
         calls: 0,
+        call_prefix: call.context.request_id.chars().filter(char::is_ascii_alphanumeric).collect(),
     };
     Ok((Value::Object(out).to_string(), answer))
 }
@@ -223,6 +240,8 @@ pub struct Answer {
     started: bool,
     /// Tool calls given so far (their OpenAI indexes and ids follow this count).
     calls: usize,
+    /// What makes this answer's call ids unique in the conversation (the request id).
+    call_prefix: String,
 }
 
 impl Answer {
@@ -233,19 +252,23 @@ impl Answer {
 
 /// One candidate's parts as an OpenAI delta or message (content, reasoning, tool calls);
 /// `calls_so_far` counts the tool calls given before (their indexes and ids follow it).
-fn message(calls_so_far: &mut usize, candidate: &Value, with_index: bool) -> (Value, bool) {
+fn message(prefix: &str, calls_so_far: &mut usize, candidate: &Value, with_index: bool) -> (Value, bool) {
     let mut text = String::new();
     let mut thought = String::new();
     let mut calls = Vec::new();
     for part in candidate["content"]["parts"].as_array().map(Vec::as_slice).unwrap_or_default() {
         if let Some(call) = part.get("functionCall") {
             let mut c = json!({
-                "id": format!("call_{calls_so_far}"),
+                // Unique in the conversation: a later turn's result names its own call.
+                "id": format!("call_{prefix}_{calls_so_far}"),
                 "type": "function",
                 "function": { "name": call["name"], "arguments": call.get("args").cloned().unwrap_or(json!({})).to_string() },
             });
             if with_index {
                 c["index"] = json!(*calls_so_far);
+            }
+            if let Some(sig) = part.get("thoughtSignature").and_then(Value::as_str) {
+                c["extra_content"] = json!({ "google": { "thought_signature": sig } });
             }
             *calls_so_far += 1;
             calls.push(c);
@@ -280,7 +303,7 @@ impl Answer {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let (mut message, called) = message(&mut calls, c, false);
+                let (mut message, called) = message(&self.call_prefix, &mut calls, c, false);
                 message["role"] = json!("assistant");
                 if message.get("content").is_none() {
                     message["content"] = Value::Null;
@@ -289,6 +312,14 @@ impl Answer {
                 json!({ "index": c["index"].as_u64().unwrap_or(i as u64), "message": message, "finish_reason": reason })
             })
             .collect();
+        // A prompt Gemini blocked has no candidate: one filtered choice, as OpenAI answers it.
+        let choices = if choices.is_empty() && answer.pointer("/promptFeedback/blockReason").is_some() {
+            vec![
+                json!({ "index": 0, "message": { "role": "assistant", "content": null }, "finish_reason": "content_filter" }),
+            ]
+        } else {
+            choices
+        };
         let usage = super::UsageMetadata::of(answer).unwrap_or_default();
         json!({
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
@@ -314,9 +345,10 @@ impl Answer {
                 Value::Null,
             ));
         }
+        self.blocked(chunk, out);
         for (i, c) in chunk["candidates"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
             let index = c["index"].as_u64().unwrap_or(i as u64);
-            let (delta, called) = message(&mut self.calls, c, true);
+            let (delta, called) = message(&self.call_prefix, &mut self.calls, c, true);
             if delta.as_object().is_some_and(|d| !d.is_empty()) {
                 out.push(self.chunk(json!([{ "index": index, "delta": delta, "finish_reason": null }]), Value::Null));
             }
@@ -324,6 +356,14 @@ impl Answer {
                 let reason = finish_reason(reason, called || self.calls > 0);
                 out.push(self.chunk(json!([{ "index": index, "delta": {}, "finish_reason": reason }]), Value::Null));
             }
+        }
+    }
+
+    /// A blocked prompt in a stream: a filtered finish.
+    fn blocked(&self, chunk: &Value, out: &mut Vec<OutChunk>) {
+        let none = chunk["candidates"].as_array().is_none_or(Vec::is_empty);
+        if none && chunk.pointer("/promptFeedback/blockReason").is_some() {
+            out.push(self.chunk(json!([{ "index": 0, "delta": {}, "finish_reason": "content_filter" }]), Value::Null));
         }
     }
 

@@ -109,6 +109,28 @@ fn classify(response: &UpstreamResponse) -> AdapterError {
     }
 }
 
+/// Tools Google bills per use or whose input it fetches itself (unbounded by the request
+/// the reservation reads): grounding with Search or Maps, URL context, file search.
+const PAID_TOOLS: [&str; 6] =
+    ["googleSearch", "googleSearchRetrieval", "googleMaps", "urlContext", "fileSearch", "enterpriseWebSearch"];
+
+/// A request's tool that this gateway does not price, named; `None` when there is none.
+fn unpriced_tool(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Tools {
+        #[serde(default)]
+        tools: Vec<serde_json::Map<String, Value>>,
+    }
+    let tools = serde_json::from_slice::<Tools>(body).ok()?.tools;
+    let snake = |s: &str| {
+        s.chars()
+            .flat_map(|c| if c.is_ascii_uppercase() { vec!['_', c.to_ascii_lowercase()] } else { vec![c] })
+            .collect::<String>()
+    };
+    let found = tools.iter().flat_map(|t| t.keys()).find(|k| PAID_TOOLS.iter().any(|p| *k == p || **k == snake(p)))?;
+    Some(format!("tools: '{found}' is billed by Google per use (or reads input this gateway cannot bound), which this gateway does not price"))
+}
+
 impl GeminiExchange {
     /// The request for `model`'s `action`, streamed as SSE for `streamGenerateContent`.
     fn step(&self, action: &str, body: Body) -> Step {
@@ -133,8 +155,11 @@ impl GeminiExchange {
     fn generate(&mut self) -> Step {
         let action = self.call.context.path_params.iter().find(|(k, _)| k == "action").map(|(_, v)| v.clone());
         let action = action.unwrap_or_else(|| "generateContent".into());
-        if !matches!(action.as_str(), "generateContent" | "streamGenerateContent") {
+        if !matches!(action.as_str(), "generateContent" | "streamGenerateContent" | "countTokens") {
             return Step::fail(ErrorKind::Unsupported, format!("'{action}' is not a method this plugin serves"));
+        }
+        if let Some(why) = self.call.body.as_bytes().and_then(unpriced_tool) {
+            return Step::fail(ErrorKind::BadRequest, why);
         }
         if action == "streamGenerateContent" && !self.call.query.split('&').any(|p| p == "alt=sse") {
             self.array = Some(false);

@@ -215,3 +215,52 @@ fn the_conformance_battery() {
         });
     }
 }
+
+#[test]
+fn grounding_and_url_context_are_refused_not_given_away() {
+    for tool in [r#"{"googleSearch":{}}"#, r#"{"url_context":{}}"#, r#"{"googleSearchRetrieval":{}}"#] {
+        let mut c = generate("generateContent", "");
+        c.body =
+            Body::Text(format!(r#"{{"contents":[{{"role":"user","parts":[{{"text":"hi"}}]}}],"tools":[{tool}]}}"#));
+        let run = Harness::<Gemini>::new(c).run(|_| unreachable!());
+        assert!(matches!(run.outcome, Outcome::Failed(e) if e.kind == ErrorKind::BadRequest), "{tool}");
+    }
+    let mut c = generate("generateContent", "");
+    c.body = Body::Text(r#"{"contents":[],"tools":[{"functionDeclarations":[]},{"codeExecution":{}}]}"#.into());
+    let run = Harness::<Gemini>::new(c).run(|_| response(200, r#"{"candidates":[]}"#));
+    assert!(matches!(run.outcome, Outcome::Reply(_)), "function calling and code execution are tokens");
+}
+
+#[test]
+fn call_ids_are_unique_across_turns_and_signatures_go_back_with_their_calls() {
+    let answer = r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"look","args":{}},"thoughtSignature":"c2ln"}]},"finishReason":"STOP"}]}"#;
+    let mut c = call("chat", "g", r#"{"messages":[{"role":"user","content":"hi"}]}"#);
+    c.context.request_id = "req-turn-2".into();
+    let run = Harness::<Gemini>::new(c).run(|_| response(200, answer));
+    let Outcome::Reply(r) = run.outcome else { panic!("a reply") };
+    let Body::Text(text) = r.body else { panic!("text") };
+    let call0 = serde_json::from_str::<Value>(&text).unwrap()["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call0["id"], "call_reqturn2_0");
+    assert_eq!(call0["extra_content"]["google"]["thought_signature"], "c2ln");
+    // Two turns that each called a tool: each result is answered under its own call's name.
+    let history = json!({ "messages": [
+        { "role": "user", "content": "hi" },
+        { "role": "assistant", "tool_calls": [{ "id": "call_a_0", "type": "function", "function": { "name": "first", "arguments": "{}" } }] },
+        { "role": "tool", "tool_call_id": "call_a_0", "content": "1" },
+        { "role": "assistant", "tool_calls": [{ "id": "call_b_0", "type": "function", "function": { "name": "second", "arguments": "{}" },
+            "extra_content": { "google": { "thought_signature": "c2ln" } } }] },
+        { "role": "tool", "tool_call_id": "call_b_0", "content": "2" },
+    ]});
+    let run =
+        Harness::<Gemini>::new(call("chat", "g", &history.to_string())).run(|_| response(200, r#"{"candidates":[]}"#));
+    let sent: Value = serde_json::from_str(&body_text(&run.requests[0])).unwrap();
+    assert_eq!(sent["contents"][4]["parts"][0]["functionResponse"]["name"], "second");
+    assert_eq!(sent["contents"][3]["parts"][0]["thoughtSignature"], "c2ln");
+    // A blocked prompt: one filtered choice, never an empty list.
+    let run = Harness::<Gemini>::new(call("chat", "g", r#"{"messages":[{"role":"user","content":"x"}]}"#)).run(|_| {
+        response(200, r#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":3}}"#)
+    });
+    let Outcome::Reply(r) = run.outcome else { panic!("a reply") };
+    let Body::Text(text) = r.body else { panic!("text") };
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["choices"][0]["finish_reason"], "content_filter");
+}

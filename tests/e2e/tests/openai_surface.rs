@@ -103,7 +103,7 @@ fn errors_use_openais_shape_and_status() {
     assert_eq!((r.status, r.error_code().as_str()), (413, "request_too_large"));
 
     // An op the plugin does not map: 400.
-    let r = gw.post("/v1/audio/speech", r#"{"model":"gpt-4o-mini","input":"hi","voice":"alloy"}"#);
+    let r = gw.post("/v1/rerank", r#"{"model":"gpt-4o-mini","query":"hi","documents":["a"]}"#);
     assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_operation"));
 
     // Upstream faults: 502 with the upstream's message, 429 passed on, 504 on a hang.

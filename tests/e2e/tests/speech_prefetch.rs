@@ -13,7 +13,8 @@ const PRICES: &str = "[models.\"gpt-4o-mini\"]\ninput_per_million = \"0\"\noutpu
                       [models.\"speech-2.8-hd\"]\ncharacters_per_10k = \"100\"\n";
 
 fn gateway(mock: &Mock) -> Gateway {
-    let chat = channel("chat", "openai", &mock.url(), &["gpt-4o-mini"], &["up"]);
+    // The openai plugin speaks too: a channel of chat models says it serves chat only.
+    let chat = format!("{}ops = [\"chat\"]\n", channel("chat", "openai", &mock.url(), &["gpt-4o-mini"], &["up"]));
     let speech = channel("speech", "minimax", &mock.url(), &["speech-2.8-hd"], &["mm-key"]);
     let prefetch = "[speech_prefetch]\nmodel = \"speech-2.8-hd\"\nvoice = \"male-qn-qingse\"\nformat = \"wav\"\n";
     Gateway::start(

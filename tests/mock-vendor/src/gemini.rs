@@ -94,6 +94,7 @@ pub fn generate(state: &State, cx: &Ctx, path: &str, query: &str) -> Response<Mo
         json!({ "candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "mock-response" })
     };
     match action {
+        "countTokens" => json(StatusCode::OK, json!({ "totalTokens": 9 }).to_string()),
         "generateContent" => json(StatusCode::OK, response(chunks.concat(), true, usage(tokens)).to_string()),
         "streamGenerateContent" => {
             let n = chunks.len();

@@ -6,7 +6,8 @@
 //!
 //! Binds, prints exactly one line `LISTENING <addr>` on stdout, then serves HTTP/1.1 (keep-alive)
 //! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`),
-//! OpenAI's speech and transcriptions (`audio.rs`), Anthropic's messages (`anthropic.rs`), Gemini's generateContent (`gemini.rs`), MiniMax
+//! OpenAI's speech and transcriptions (`audio.rs`), DeepSeek's, Zhipu's, Ark's and DashScope's
+//! chat on their own paths (`compatible.rs`), Anthropic's messages (`anthropic.rs`), Gemini's generateContent (`gemini.rs`), MiniMax
 //! `POST /v1/t2a_v2` (see `minimax.rs`) and its asynchronous speech, video and files
 //! (`minimax_jobs.rs`), a generic video job API (`jobs.rs`), Kling's video API
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
@@ -19,6 +20,7 @@ mod anthropic;
 mod ark;
 mod audio;
 mod body;
+mod compatible;
 mod dashscope;
 mod files;
 mod gemini;
@@ -212,6 +214,11 @@ impl State {
         }
     }
 
+    /// The balance `/_mock/balance` set for `key`.
+    pub fn balance_of(&self, key: &str) -> Option<String> {
+        self.balances.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
     /// A key refused as if revoked (`/_mock/reject`).
     pub fn is_rejected(&self, key: &str) -> bool {
         self.rejected.lock().unwrap_or_else(|e| e.into_inner()).contains(key)
@@ -302,6 +309,14 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => openai::chat(&state, &cx).await,
         (&Method::POST, "/v1/messages") => anthropic::messages(&state, &cx).await,
+        (&Method::POST, "/chat/completions") => compatible::deepseek(&state, &cx).await,
+        (&Method::GET, "/user/balance") => compatible::deepseek_balance(&state, key.as_deref(), cx.authorized),
+        (&Method::POST, "/api/paas/v4/chat/completions") => compatible::zhipu(&state, &cx).await,
+        (&Method::POST, "/api/v3/chat/completions") => compatible::bearer_chat(&state, &cx, "ark").await,
+        (&Method::POST, "/compatible-mode/v1/chat/completions") => {
+            compatible::bearer_chat(&state, &cx, "dashscope").await
+        }
+        (&Method::POST, "/api/v1/services/aigc/text-generation/generation") => compatible::dashscope_generation(&cx),
         (&Method::POST, "/v1/audio/speech") => audio::speech(&cx),
         (&Method::POST, "/v1/audio/transcriptions") => audio::transcription(&cx).await,
         (&Method::POST, path) if path.starts_with("/v1beta/models/") => {

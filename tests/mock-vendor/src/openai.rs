@@ -182,6 +182,8 @@ fn usage_json(tokens: usize, cached: u64) -> String {
 
 /// The answer `text`, whole or streamed in chunks of 4 characters, with usage.
 fn said(model_json: &str, text: &str, stream: bool, delay: std::time::Duration, cached: u64) -> Response<MockBody> {
+    let reasons = model_json.contains("reasoner");
+    let reasoning = if reasons { r#","reasoning_content":"Let me think.""# } else { "" };
     let tokens = text.chars().count().div_ceil(4);
     let usage = usage_json(tokens, cached);
     let content = serde_json::to_string(text).expect("a string serialises");
@@ -189,7 +191,7 @@ fn said(model_json: &str, text: &str, stream: bool, delay: std::time::Duration, 
         return json(
             StatusCode::OK,
             format!(
-                r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{model_json},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{usage}}}"#
+                r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{model_json},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}{reasoning}}},"finish_reason":"stop"}}],"usage":{usage}}}"#
             ),
         );
     }
@@ -208,6 +210,10 @@ fn said(model_json: &str, text: &str, stream: bool, delay: std::time::Duration, 
     out.push(event(r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#));
     out.push(event(&format!(r#"],"usage":{usage}}}"#)));
     out.push(Bytes::from_static(DONE));
+    if reasons {
+        // A reasoning model thinks first, with no content (DeepSeek's reasoner).
+        out.insert(0, event(r#"{"index":0,"delta":{"role":"assistant","content":null,"reasoning_content":"Let me think."},"finish_reason":null}],"usage":null}"#));
+    }
     sse(out, delay, false)
 }
 

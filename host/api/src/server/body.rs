@@ -91,11 +91,16 @@ impl SseMapped {
             let mut out = Vec::new();
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(cut))) => return Poll::Ready(Some(Err(cut))),
+                Poll::Ready(Some(Err(cut))) => {
+                    // Never a clean end after a cut, however the body is polled again.
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(cut)));
+                }
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     self.parser.feed(&data, &mut self.events);
                     if self.parser.overflowed() {
+                        self.ended = true;
                         return Poll::Ready(Some(Err(StreamCut)));
                     }
                 }

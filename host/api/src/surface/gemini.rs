@@ -23,8 +23,8 @@ use tollgate_base::sse;
 /// The op of a plugin that speaks Gemini's `generateContent` natively.
 pub const GENERATE: &str = "generate";
 
-/// The methods of a model the gateway serves.
-const ACTIONS: [&str; 2] = ["generateContent", "streamGenerateContent"];
+/// The methods of a model the gateway serves (`countTokens` free).
+const ACTIONS: [&str; 3] = ["generateContent", "streamGenerateContent", "countTokens"];
 
 pub async fn handle(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
     let path = req.uri().path().to_string();
@@ -32,25 +32,23 @@ pub async fn handle(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
         return list(state, req);
     }
     let rest = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/")).unwrap_or_default();
-    let Some((model, action)) = rest.rsplit_once(':') else {
-        if req.method() == http::Method::GET && path.starts_with("/v1/models/") {
-            return super::openai::model(state, &req, &url::decode(rest, false));
-        }
-        return error(&not_found("not_found", format!("{path} is not a model method the gateway serves")));
-    };
-    if !ACTIONS.contains(&action) {
-        let message = format!("models/{model}:{action} is not served; this gateway serves {}.", ACTIONS.join(" and "));
-        return error(&not_found("not_found", message));
-    }
-    if req.method() != http::Method::POST {
-        return error(&CallError::new(
-            405,
-            "invalid_request_error",
-            "method_not_allowed",
-            format!("{path} takes POST"),
-        ));
-    }
     if let Err(e) = key_to_header(&mut req) {
+        return error(&e);
+    }
+    // A model id may hold ':' itself (`qwen2.5:7b`): only a method the gateway serves is one.
+    let method = rest.rsplit_once(':').filter(|(_, action)| ACTIONS.contains(action));
+    let Some((model, action)) = method else {
+        if req.method() == http::Method::GET {
+            return match path.starts_with("/v1/models/") {
+                true => super::openai::model(state, &req, &url::decode(rest, false)),
+                false => model_object(state, &req, &url::decode(rest, false)),
+            };
+        }
+        let message = format!("{path} is not served; this gateway serves models/{{model}}:{}.", ACTIONS.join(", :"));
+        return error(&not_found("not_found", message));
+    };
+    if req.method() != http::Method::POST {
+        let e = CallError::new(405, "invalid_request_error", "method_not_allowed", format!("{path} takes POST"));
         return error(&e);
     }
     let (model, action) = (url::decode(model, false), action.to_string());
@@ -79,17 +77,37 @@ fn list(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
     if let Err(e) = key_to_header(&mut req).and_then(|()| state.authenticate(&req).map(drop)) {
         return error(&e);
     }
+    let models: Vec<serde_json::Value> = gemini_models(state).iter().map(|m| google_model(m)).collect();
+    crate::server::body::json(200, &serde_json::json!({ "models": models }))
+}
+
+/// `GET /v1beta/models/{model}`: one of them (the SDK's `models.get`).
+fn model_object(state: &Arc<Api>, req: &Request<Incoming>, model: &str) -> Response {
+    if let Err(e) = state.authenticate(req) {
+        return error(&e);
+    }
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    match gemini_models(state).iter().find(|m| *m == model) {
+        Some(m) => crate::server::body::json(200, &google_model(m)),
+        None => error(&not_found("not_found", format!("models/{model} is not found on this gateway"))),
+    }
+}
+
+/// The models a channel serves on Gemini's routes (its plugin speaks `generate`).
+fn gemini_models(state: &Api) -> Vec<String> {
     let registry = state.engine.registry.current();
     let channels = state.engine.channels.load();
-    let models: Vec<serde_json::Value> = channels
-        .models()
-        .into_iter()
-        .filter(|(m, _)| {
-            channels.serving(m).iter().any(|c| registry.get(&c.plugin).is_some_and(|p| super::openai::serves(p, c, GENERATE)))
-        })
-        .map(|(m, _)| serde_json::json!({ "name": format!("models/{m}"), "displayName": m, "supportedGenerationMethods": ACTIONS }))
-        .collect();
-    crate::server::body::json(200, &serde_json::json!({ "models": models }))
+    let speaks = |m: &str| {
+        channels
+            .serving(m)
+            .iter()
+            .any(|c| registry.get(&c.plugin).is_some_and(|p| super::openai::serves(p, c, GENERATE)))
+    };
+    channels.models().into_iter().filter(|(m, _)| speaks(m)).map(|(m, _)| m.to_string()).collect()
+}
+
+fn google_model(m: &str) -> serde_json::Value {
+    serde_json::json!({ "name": format!("models/{m}"), "displayName": m, "supportedGenerationMethods": ACTIONS })
 }
 
 /// Moves a `?key=` into `x-goog-api-key` (a header given too wins), leaving the query without it.
@@ -135,6 +153,8 @@ async fn resolve(
         ));
     }
     let mut call = super::openai::checked_call(plugin, channel, request, GENERATE, model.clone(), started, request_id)?;
+    // Counting tokens generates nothing: a read, never priced.
+    call.billed = action != "countTokens";
     call.path_params = vec![("model".into(), model), ("action".into(), action)];
     Ok(call)
 }

@@ -43,7 +43,7 @@ async fn resolve(
     let request = read_request(state, req).await?;
     let model = match &request.form {
         // A transcription's model is a field of its form, once (the vendor might read another copy).
-        Some(form) if form.text_fields().filter(|(name, _)| *name == "model").count() > 1 => {
+        Some(form) if form.parts.iter().filter(|p| p.name == "model").count() > 1 => {
             return Err(bad_request("duplicate_model", "The form gives 'model' more than once."));
         }
         Some(form) => form.text("model").filter(|m| !m.is_empty()).map(str::to_string).ok_or_else(|| {

@@ -182,14 +182,14 @@ impl Billing {
         if !price.units.is_empty() && request.named.is_empty() {
             return Err(Refusal::NoUnitQuoted);
         }
-        let reserve_units = Units {
+        let reserve_units = price.dearest_input(Units {
             input_tokens: request.input_tokens,
             output_tokens: request.max_output_tokens,
             characters: request.characters,
             images: request.images,
             milliseconds: request.milliseconds,
             ..Units::default()
-        };
+        });
         // A priced call reserves at least one micro, so that an account at zero or below is
         // refused even when the estimate rounds to nothing.
         let amount = match price.cost_micros(&reserve_units, &request.named, multiplier) {
@@ -225,7 +225,7 @@ impl Billing {
         let price = priced.price(&table);
         let Some(price) = price else { return (held, true) };
         let unreported = |priced: bool, reported: bool| priced && !reported;
-        let tokens = !price.input_per_million.0.is_zero() || !price.output_per_million.0.is_zero();
+        let tokens = price.prices_tokens();
         if unreported(tokens, usage.input_tokens.is_some() || usage.output_tokens.is_some())
             || unreported(!price.characters_per_10k.0.is_zero(), usage.characters.is_some())
             || unreported(!price.per_second.0.is_zero(), usage.milliseconds.is_some())
@@ -287,7 +287,7 @@ impl Meter {
     /// The units to bill: reported ones as they are, missing priced ones estimated.
     fn units<'a>(&'a self, u: &'a Reported, delivered_events: Option<u64>) -> (Units, &'a [(String, u64)], bool) {
         let p = &self.price;
-        let tokens_priced = !p.input_per_million.0.is_zero() || !p.output_per_million.0.is_zero();
+        let tokens_priced = p.prices_tokens();
         let mut estimated = false;
         let mut estimate = |reported: Option<u64>, priced: bool, guess: u64| match reported {
             Some(v) => v,

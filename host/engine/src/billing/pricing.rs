@@ -276,6 +276,28 @@ impl ModelPrice {
         (micros <= MAX_CHARGE_MICROS).then_some(micros)
     }
 
+    /// Units of a reservation: `input_tokens` all counted at the dearest of the input, cache
+    /// read and cache write prices (a vendor's cache writes may cost more than plain input),
+    /// so that the reservation bounds the charge whatever the vendor reports of its cache.
+    pub fn dearest_input(&self, units: Units) -> Units {
+        let TokenPrices([input, _, read, write]) = self.token_prices(units.input_tokens);
+        let all = units.input_tokens;
+        match (write > input && write >= read, read > input && read > write) {
+            (true, _) => Units { cache_write_tokens: all, cached_tokens: 0, ..units },
+            (_, true) => Units { cached_tokens: all, cache_write_tokens: 0, ..units },
+            _ => Units { cached_tokens: 0, cache_write_tokens: 0, ..units },
+        }
+    }
+
+    /// Whether any token costs something: at the base prices or in a tier, input, output or
+    /// cache (a model free at its base and priced in a tier still prices tokens).
+    pub fn prices_tokens(&self) -> bool {
+        let tiers = self.tiers.iter().map(|t| {
+            TokenPrices::of(t.input_per_million, t.output_per_million, t.cached_per_million, t.cache_write_per_million)
+        });
+        std::iter::once(self.base_prices()).chain(tiers).any(|p| p.0.iter().any(|d| !d.is_zero()))
+    }
+
     fn base_prices(&self) -> TokenPrices {
         TokenPrices::of(
             self.input_per_million,
@@ -401,6 +423,19 @@ input_per_million = "3""#,
         let absurd = Units { input_tokens: 100, cached_tokens: 90, cache_write_tokens: 1_000_000, ..Units::default() };
         // 90 read × 0.30 + 10 written × 3.75 = 27 + 37.5 = 64.5 → 65.
         assert_eq!(p.cost_micros(&absurd, &[], Decimal::ONE), Some(65));
+        // A reservation counts every input token at the dearest input-side price.
+        let reserve = p.dearest_input(Units { input_tokens: 100, output_tokens: 10, ..Units::default() });
+        assert_eq!(p.cost_micros(&reserve, &[], Decimal::ONE), Some(375 + 150), "100 × 3.75 + 10 × 15");
+        for (cached, written) in [(100, 0), (0, 100), (40, 60), (0, 0)] {
+            let charge = Units {
+                input_tokens: 100,
+                cached_tokens: cached,
+                cache_write_tokens: written,
+                output_tokens: 10,
+                ..Units::default()
+            };
+            assert!(p.cost_micros(&charge, &[], Decimal::ONE) <= p.cost_micros(&reserve, &[], Decimal::ONE));
+        }
         // Without a write price, a write costs the input price: never free.
         let plain = t.model("plain").unwrap();
         let u = Units { input_tokens: 100, cache_write_tokens: 100, ..Units::default() };

@@ -6,7 +6,9 @@
 //! - `stop_reason` is `tool_use` whenever the answer calls a tool, whatever the vendor's
 //!   `finish_reason` said;
 //! - a streamed tool call's arguments reach the consumer as `input_json_delta`s in the order
-//!   they came, each on the block of its call, none dropped;
+//!   they came, each on the block of its call, none dropped: tool blocks stay open until the
+//!   message ends (a vendor may add to an earlier call after starting the next), and a call
+//!   the vendor gives no index is found by its id, else it is the last one;
 //! - a stream ends with `message_delta` (stop reason and usage) and `message_stop` only when
 //!   the vendor's ended cleanly; a failure ends it with Anthropic's `error` event.
 
@@ -79,13 +81,11 @@ pub fn message(completion: &[u8], id: &str, model: &str) -> Option<Value> {
     }))
 }
 
-/// The kind of the content block open in a stream.
+/// The kind of a text-like content block open in a stream (tool blocks are kept apart).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Block {
     Thinking,
     Text,
-    /// A tool call: OpenAI's index of it.
-    Tool(u64),
 }
 
 /// Turns a stream of OpenAI chat chunks into Anthropic's events, event by event.
@@ -93,11 +93,14 @@ pub struct StreamTranslator {
     id: String,
     model: String,
     started: bool,
-    /// The open block and its index.
+    /// The open text or thinking block and its index.
     open: Option<(Block, usize)>,
     next_index: usize,
-    /// OpenAI's tool-call index → the block of that call.
-    tools: HashMap<u64, usize>,
+    /// Each tool call's key (OpenAI's index, else its id) → its block, open until the end.
+    tools: HashMap<String, usize>,
+    /// The tool blocks, in order, and the last one's key.
+    tool_blocks: Vec<usize>,
+    last_tool: Option<String>,
     finish: Option<String>,
     usage: Option<Value>,
     ended: bool,
@@ -112,6 +115,8 @@ impl StreamTranslator {
             open: None,
             next_index: 0,
             tools: HashMap::new(),
+            tool_blocks: Vec::new(),
+            last_tool: None,
             finish: None,
             usage: None,
             ended: false,
@@ -150,13 +155,18 @@ impl StreamTranslator {
             Some((k, index)) if k == kind => index,
             _ => {
                 self.close(out);
-                let index = self.next_index;
-                self.next_index += 1;
+                let index = self.open_block(start, out);
                 self.open = Some((kind, index));
-                Self::emit(out, json!({ "type": "content_block_start", "index": index, "content_block": start }));
                 index
             }
         }
+    }
+
+    fn open_block(&mut self, start: Value, out: &mut Vec<u8>) -> usize {
+        let index = self.next_index;
+        self.next_index += 1;
+        Self::emit(out, json!({ "type": "content_block_start", "index": index, "content_block": start }));
+        index
     }
 
     /// One event of the OpenAI stream, as Anthropic's events appended to `out`.
@@ -200,23 +210,29 @@ impl StreamTranslator {
     }
 
     fn tool_delta(&mut self, call: &Value, out: &mut Vec<u8>) {
-        let key = call["index"].as_u64().unwrap_or(0);
+        let id = call["id"].as_str().filter(|id| !id.is_empty());
+        let key = match (call["index"].as_u64(), id) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(id)) => format!("id:{id}"),
+            (None, None) => self.last_tool.clone().unwrap_or_else(|| "0".into()),
+        };
         let index = match self.tools.get(&key) {
-            // A call seen before: its block, even when another is open now (the official
-            // SDKs add a delta to the block its index names).
             Some(&index) => index,
             None => {
+                self.close(out);
                 let start = json!({
                     "type": "tool_use",
-                    "id": call["id"].as_str().unwrap_or_default(),
+                    "id": id.unwrap_or_default(),
                     "name": call["function"]["name"].as_str().unwrap_or_default(),
                     "input": {},
                 });
-                let index = self.block(Block::Tool(key), start, out);
-                self.tools.insert(key, index);
+                let index = self.open_block(start, out);
+                self.tools.insert(key.clone(), index);
+                self.tool_blocks.push(index);
                 index
             }
         };
+        self.last_tool = Some(key);
         if let Some(args) = call["function"]["arguments"].as_str().filter(|a| !a.is_empty()) {
             let d = json!({ "type": "input_json_delta", "partial_json": args });
             Self::emit(out, json!({ "type": "content_block_delta", "index": index, "delta": d }));
@@ -230,6 +246,9 @@ impl StreamTranslator {
         }
         self.start(out);
         self.close(out);
+        for index in std::mem::take(&mut self.tool_blocks) {
+            Self::emit(out, json!({ "type": "content_block_stop", "index": index }));
+        }
         self.ended = true;
         let reason = stop_reason(self.finish.as_deref(), !self.tools.is_empty());
         let usage = self.usage.take().unwrap_or_else(|| usage(&Value::Null));
@@ -333,10 +352,10 @@ mod tests {
                 "content_block_stop",
                 "content_block_start",
                 "content_block_delta",
-                "content_block_stop",
                 "content_block_start",
                 "content_block_delta",
                 "content_block_delta",
+                "content_block_stop",
                 "content_block_stop",
                 "message_delta",
                 "message_stop"
@@ -347,7 +366,16 @@ mod tests {
             .filter(|(_, v)| v["delta"]["type"] == "input_json_delta")
             .map(|(_, v)| (v["index"].as_u64().unwrap(), v["delta"]["partial_json"].as_str().unwrap()))
             .collect();
-        assert_eq!(partial, [(1, "{\"x\":"), (2, "{}"), (1, "1}")], "every fragment, on its call's block");
+        assert_eq!(partial, [(1, "{\"x\":"), (2, "{}"), (1, "1}")], "every fragment, on its call's block, still open");
+        // Calls without an index: found by id, else the last one.
+        let mut t = StreamTranslator::new("msg_2".into(), "m".into());
+        let mut out = Vec::new();
+        t.event(chunk(calls(json!({ "id": "a", "function": { "name": "f", "arguments": "{\"k\"" } }))), &mut out);
+        t.event(chunk(calls(json!({ "function": { "arguments": ":1}" } }))), &mut out);
+        t.event(chunk(calls(json!({ "id": "b", "function": { "name": "g", "arguments": "{}" } }))), &mut out);
+        t.end(&mut out);
+        let starts = events(&out).iter().filter(|(n, _)| n == "content_block_start").count();
+        assert_eq!(starts, 2, "two calls, two blocks");
         assert_eq!(evs[11].1["delta"]["stop_reason"], "tool_use");
         assert_eq!(evs[11].1["usage"]["input_tokens"], 9);
         // Nothing after the end.
