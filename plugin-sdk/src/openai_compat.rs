@@ -13,7 +13,8 @@
 //!   `stream_format: "sse"` it streams, its usage read from `speech.audio.done`;
 //! - a transcription's form is sent on as it came (its file spliced in by the host, only
 //!   `model` mapped), streamed when it asks (`stream=true`); its usage is the vendor's seconds
-//!   (`usage.seconds`, or `duration`), or its tokens;
+//!   (`usage.seconds`, or `duration`), or its tokens; text, SRT and VTT are asked upstream as
+//!   JSON (they would carry no usage) and rebuilt;
 //! - a stream that ends without `[DONE]` but cleanly gets one; an interrupted stream does not
 //!   (the host ends it with an error event);
 //! - a channel's settings may move the API under another root (`api_root = "/api/v3"`, or a
@@ -152,6 +153,9 @@ pub struct CompatExchange<V> {
     consumer_wants_usage: bool,
     saw_done: bool,
     usage: Usage,
+    /// A transcription asked as text, SRT or VTT: asked upstream as JSON (which carries the
+    /// usage billing needs), given back in this format.
+    transcript_format: Option<&'static str>,
     vendor: PhantomData<V>,
 }
 
@@ -162,6 +166,7 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             consumer_wants_usage: false,
             saw_done: false,
             usage: Usage::default(),
+            transcript_format: None,
             vendor: PhantomData,
         }
     }
@@ -233,7 +238,7 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             return Step::Fail(V::classify(&response));
         }
         if matches!(self.call.op.as_str(), "transcription" | "translation") {
-            return transcribed(response);
+            return transcribed(response, self.transcript_format);
         }
         if self.call.op == BALANCE {
             return balance_reply(serde_json::from_slice(&response.body).ok().as_ref().and_then(V::read_balance));
@@ -349,11 +354,29 @@ impl<V: Vendor> CompatExchange<V> {
             return Step::fail(ErrorKind::BadRequest, "a transcription needs the audio as a 'file' part");
         }
         let model = self.call.vendor_model().to_string();
+        let streamed = self.call.body.field("stream").as_deref() == Some("true");
+        // Text, SRT and VTT answers carry no usage: JSON is asked for instead (verbose, with
+        // its segments' times, for subtitles), and the answer rebuilt in the format asked.
+        self.transcript_format = match self.call.body.field("response_format").as_deref() {
+            _ if streamed => None,
+            Some("text") => Some("text"),
+            Some("srt") => Some("srt"),
+            Some("vtt") => Some("vtt"),
+            _ => None,
+        };
+        let upstream_format = match self.transcript_format {
+            Some("text") => "json",
+            Some(_) => "verbose_json",
+            None => "",
+        };
         let parts = parts
             .iter()
             .map(|p| match (&p.value, p.name.as_str()) {
                 (crate::PartValue::Text(_), "model") => {
                     crate::FormPart { value: crate::PartValue::Text(model.clone()), ..p.clone() }
+                }
+                (crate::PartValue::Text(_), "response_format") if !upstream_format.is_empty() => {
+                    crate::FormPart { value: crate::PartValue::Text(upstream_format.into()), ..p.clone() }
                 }
                 _ => p.clone(),
             })
@@ -361,7 +384,7 @@ impl<V: Vendor> CompatExchange<V> {
         let mut request = UpstreamRequest::post_json(path, String::new());
         request.headers.clear();
         request.body = crate::Body::Form(parts);
-        if self.call.body.field("stream").as_deref() == Some("true") {
+        if streamed {
             Step::stream_sse(request)
         } else {
             Step::Send(request)
@@ -369,17 +392,52 @@ impl<V: Vendor> CompatExchange<V> {
     }
 }
 
-/// A transcription's answer as it came (JSON, or text for `response_format` text, srt, vtt),
-/// with the vendor's usage: `usage.seconds` (or `duration`) as milliseconds, or its tokens.
-fn transcribed(response: UpstreamResponse) -> Step {
+/// A transcription's answer (rebuilt as text, SRT or VTT when the consumer asked so) with the
+/// vendor's usage: `usage.seconds` (or `duration`) as milliseconds, or its tokens.
+fn transcribed(response: UpstreamResponse, format: Option<&str>) -> Step {
     let content_type = crate::header(&response.headers, "content-type").unwrap_or("application/json").to_string();
-    let usage = match serde_json::from_slice::<Value>(&response.body) {
-        Ok(v) => transcription_usage(&v),
-        // Plain text: the vendor reported nothing; the host estimates.
-        Err(_) if !content_type.contains("json") => Usage::default(),
+    let v = match serde_json::from_slice::<Value>(&response.body) {
+        Ok(v) => v,
+        // Plain text from a vendor that ignored the format asked: nothing reported, the host
+        // estimates.
+        Err(_) if !content_type.contains("json") => {
+            let body = crate::Body::Bytes(response.body);
+            return Step::Reply(Reply::with_body(200, &content_type, body, Usage::default()));
+        }
         Err(_) => return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON"),
     };
-    Step::Reply(Reply::with_body(200, &content_type, crate::Body::Bytes(response.body), usage))
+    let usage = transcription_usage(&v);
+    let (content_type, body) = match format {
+        Some("text") => {
+            ("text/plain; charset=utf-8", format!("{}\n", v["text"].as_str().unwrap_or_default()).into_bytes())
+        }
+        Some(f @ ("srt" | "vtt")) => ("text/plain; charset=utf-8", subtitles(&v, f == "vtt").into_bytes()),
+        _ => (content_type.as_str(), response.body),
+    };
+    Step::Reply(Reply::with_body(200, content_type, crate::Body::Bytes(body), usage))
+}
+
+/// SRT or WebVTT from a verbose transcription's segments (`start`, `end` in seconds, `text`).
+fn subtitles(v: &Value, vtt: bool) -> String {
+    let time = |s: f64| {
+        let ms = (s.max(0.0) * 1000.0).round() as u64;
+        let (h, m, sec, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+        if vtt {
+            format!("{h:02}:{m:02}:{sec:02}.{milli:03}")
+        } else {
+            format!("{h:02}:{m:02}:{sec:02},{milli:03}")
+        }
+    };
+    let mut out = String::from(if vtt { "WEBVTT\n\n" } else { "" });
+    for (i, seg) in v["segments"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+        let (start, end) = (seg["start"].as_f64().unwrap_or(0.0), seg["end"].as_f64().unwrap_or(0.0));
+        let text = seg["text"].as_str().unwrap_or_default().trim();
+        if !vtt {
+            out.push_str(&format!("{}\n", i + 1));
+        }
+        out.push_str(&format!("{} --> {}\n{text}\n\n", time(start), time(end)));
+    }
+    out
 }
 
 /// The usage of a transcription (or its stream's `done` event): seconds, or tokens.

@@ -102,12 +102,23 @@ mod tests {
         assert!(matches!(&parts[0].value, PartValue::Text(m) if m == "whisper-1"), "the model mapped");
         assert!(matches!(&parts[1].value, PartValue::ClientFile(f) if f == "file"), "the file spliced in by the host");
         assert!(matches!(run.outcome, Outcome::Reply(r) if r.usage.milliseconds == Some(2500)));
-        let text = Harness::<Plugin>::new(form(false)).run(|_| tollgate_plugin_sdk::UpstreamResponse {
-            status: 200,
-            headers: vec![tollgate_plugin_sdk::Header::new("content-type", "text/plain")],
-            body: b"hi".to_vec(),
-        });
-        assert!(matches!(text.outcome, Outcome::Reply(r) if r.usage.milliseconds.is_none()), "nothing reported");
+        // Text and subtitles carry no usage: asked as JSON, rebuilt, billed by its seconds.
+        let mut asked = form(false);
+        let Body::Form(parts) = &mut asked.body else { unreachable!() };
+        parts.push(part("response_format", PartValue::Text("srt".into())));
+        let verbose = r#"{"text":"hi there","duration":3.5,"segments":[{"start":0.0,"end":1.25,"text":" hi"},{"start":1.25,"end":3.5,"text":" there"}]}"#;
+        let run = Harness::<Plugin>::new(asked).run(|_| response(200, verbose));
+        let Body::Form(sent) = &run.requests[0].body else { panic!("a form") };
+        assert!(sent
+            .iter()
+            .any(|p| p.name == "response_format" && matches!(&p.value, PartValue::Text(f) if f == "verbose_json")));
+        let Outcome::Reply(r) = run.outcome else { panic!("a reply") };
+        assert_eq!(r.usage.milliseconds, Some(3500));
+        let Body::Bytes(srt) = r.body else { panic!("bytes") };
+        assert_eq!(
+            String::from_utf8(srt).unwrap(),
+            "1\n00:00:00,000 --> 00:00:01,250\nhi\n\n2\n00:00:01,250 --> 00:00:03,500\nthere\n\n"
+        );
         let sse = "data: {\"type\":\"transcript.text.delta\",\"delta\":\"hi\"}\n\n\
             data: {\"type\":\"transcript.text.done\",\"text\":\"hi\",\"usage\":{\"type\":\"tokens\",\"input_tokens\":20,\"output_tokens\":1}}\n\n";
         let run = Harness::<Plugin>::new(form(true)).run(|_| response(200, sse));

@@ -55,6 +55,11 @@ fn speech_and_transcriptions_are_served_and_billed_as_the_vendor_reports() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["text"], std::str::from_utf8(audio).unwrap());
     assert!(spent(50_000 + 300_000), "3 seconds at 0.1: {}", gw.balance_micros("audio"));
+    // Asked as plain text (which carries no usage): still billed the seconds the vendor heard.
+    let text = form(&[("model", "whisper-1"), ("response_format", "text")], audio);
+    let r = http::request(&gw.addr, "POST", "/v1/audio/transcriptions", &headers, &text);
+    assert_eq!((r.status, r.text().trim()), (200, std::str::from_utf8(audio).unwrap()), "{}", r.text());
+    assert!(spent(50_000 + 600_000), "3 more seconds at 0.1: {}", gw.balance_micros("audio"));
     // The model given twice: refused before the vendor, whichever copy it would read.
     let twice = form(&[("model", "whisper-1"), ("model", "gpt-4o-transcribe")], audio);
     let r = http::request(&gw.addr, "POST", "/v1/audio/transcriptions", &headers, &twice);
@@ -71,7 +76,7 @@ fn speech_and_transcriptions_are_served_and_billed_as_the_vendor_reports() {
         br#"{"model":"dall-e-3","prompt":"a cat"}"#,
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(spent(50_000 + 300_000 + 40_000));
+    assert!(spent(50_000 + 600_000 + 40_000));
     let r = http::request(&gw.addr, "GET", "/v1/user/models", &[("authorization", &auth)], b"");
     assert!(r.json()["data"].as_array().unwrap().iter().any(|m| m["id"] == "whisper-1"), "{}", r.text());
     assert!(gw.verify_ledger().0, "{}", gw.verify_ledger().1);
