@@ -70,6 +70,10 @@ for model, native in [("gpt-4o-mini", False), ("claude-mock", True)]:
     m = client.messages.create(model=model, max_tokens=64, messages=follow, tools=[WEATHER])
     assert m.content[0].text == "It is 18 degrees in Paris.", (where, m)
 
+# Counting tokens: the vendor's count natively, an estimate when translated; free either way.
+assert client.messages.count_tokens(model="claude-mock", messages=user("hi")).input_tokens == 9
+assert client.messages.count_tokens(model="gpt-4o-mini", messages=user("hi there")).input_tokens > 0
+
 # Cache reads are reported, never 0, whole and streamed.
 m = client.messages.create(model="gpt-cached", max_tokens=8, messages=user("say:Hi"))
 assert (m.usage.input_tokens, m.usage.cache_read_input_tokens) == (3, 6), m.usage

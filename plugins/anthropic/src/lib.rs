@@ -5,6 +5,7 @@
 //!   `anthropic-beta` are forwarded, and the answer, whole or streamed, comes back as it is.
 //! - Op `chat` (the OpenAI surface, `chat.rs`): OpenAI's chat request translated to Messages,
 //!   the answer translated back, streamed chunk by chunk.
+//! - Op `messages.count`: `POST /v1/messages/count_tokens`, Anthropic's answer as it is (free).
 //!
 //! Usage in the contract's units: input tokens include the ones read from and written to the
 //! cache (as OpenAI counts them), `cached-tokens` are the reads, `cache-write-tokens` the
@@ -29,6 +30,7 @@ impl Plugin for Anthropic {
     type Exchange = AnthropicExchange;
     fn describe() -> Manifest {
         Manifest::new("anthropic", env!("CARGO_PKG_VERSION"), "Anthropic", &["messages", "chat"])
+            .with_operation(tollgate_plugin_sdk::Operation::new("messages.count").resend())
             .forwarding("anthropic-version")
             .forwarding("anthropic-beta")
             .with_base_url("https://api.anthropic.com")
@@ -189,6 +191,20 @@ impl Exchange for AnthropicExchange {
     fn first(&mut self) -> Step {
         match self.call.op.as_str() {
             "messages" => self.messages(),
+            "messages.count" => {
+                let mut request = self.request(Body::ClientBody);
+                request.path = "/v1/messages/count_tokens".into();
+                if !self.call.upstream_model.is_empty() && self.call.upstream_model != self.call.model {
+                    match self.call.body.object("a Messages request is JSON") {
+                        Ok(mut body) => {
+                            body.insert("model".into(), Value::String(self.call.upstream_model.clone()));
+                            request.body = Body::Text(Value::Object(body).to_string());
+                        }
+                        Err(e) => return Step::Fail(e),
+                    }
+                }
+                Step::Send(request)
+            }
             "chat" => match chat::to_messages(&self.call) {
                 Ok((body, answer)) => {
                     let stream = answer.streams();

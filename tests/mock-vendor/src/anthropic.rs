@@ -55,7 +55,8 @@ fn answer_to(messages: &[Value]) -> Answer {
     Answer::Text("Hello from mock".into())
 }
 
-pub async fn messages(state: &State, cx: &Ctx) -> Response<MockBody> {
+/// `POST /v1/messages` (`count`: `POST /v1/messages/count_tokens`, which needs no `max_tokens`).
+pub async fn messages(state: &State, cx: &Ctx, count: bool) -> Response<MockBody> {
     let key = cx.headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if key.is_empty() || key.starts_with("bad") || state.is_rejected(key) {
         return error(401, "authentication_error", "invalid x-api-key");
@@ -69,12 +70,15 @@ pub async fn messages(state: &State, cx: &Ctx) -> Response<MockBody> {
     let Some(model) = body["model"].as_str().map(str::to_string) else {
         return error(400, "invalid_request_error", "model: Field required");
     };
-    if !body["max_tokens"].is_u64() {
+    if !count && !body["max_tokens"].is_u64() {
         return error(400, "invalid_request_error", "max_tokens: Field required");
     }
     let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
         return error(400, "invalid_request_error", "messages: at least one message is required");
     };
+    if count {
+        return json(StatusCode::OK, json!({ "input_tokens": 9 }).to_string());
+    }
     if let Some(n) = model.strip_prefix("fail-").and_then(|n| n.parse::<u16>().ok()) {
         return match n {
             401 => error(401, "authentication_error", "invalid x-api-key"),

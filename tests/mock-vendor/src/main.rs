@@ -308,7 +308,8 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     let cx = Ctx { headers: parts.headers, body, authorized };
     match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => openai::chat(&state, &cx).await,
-        (&Method::POST, "/v1/messages") => anthropic::messages(&state, &cx).await,
+        (&Method::POST, "/v1/messages") => anthropic::messages(&state, &cx, false).await,
+        (&Method::POST, "/v1/messages/count_tokens") => anthropic::messages(&state, &cx, true).await,
         (&Method::POST, "/chat/completions") => compatible::deepseek(&state, &cx).await,
         (&Method::GET, "/user/balance") => compatible::deepseek_balance(&state, key.as_deref(), cx.authorized),
         (&Method::POST, "/api/paas/v4/chat/completions") => compatible::zhipu(&state, &cx).await,

@@ -220,6 +220,7 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
         Found::Route(Handler::Videos) => surface::videos::handle(&state, req).await,
         Found::Route(Handler::ModelCall(op)) => surface::openai::model_call(&state, req, op).await,
         Found::Route(Handler::Messages) => surface::anthropic::messages(&state, req).await,
+        Found::Route(Handler::MessagesCount) => surface::anthropic::count_tokens(&state, req).await,
         Found::Route(Handler::Gemini) => surface::gemini::handle(&state, req).await,
         Found::Route(Handler::ChatSocket) if surface::socket::is_upgrade(&req) => {
             surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi).await

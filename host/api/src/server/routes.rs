@@ -21,6 +21,8 @@ pub enum Handler {
     ModelCall(&'static str),
     /// Anthropic's Messages API.
     Messages,
+    /// Its token count (free).
+    MessagesCount,
     /// Gemini's model methods (`{model}:generateContent`), and OpenAI's `GET /v1/models/{id}`.
     Gemini,
     /// The gateway's own chat socket (an upgrade).
@@ -78,6 +80,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/chat/completions", ModelCall("chat")),
     route("GET", "/v1/chat/ws", ChatSocket),
     route("POST", "/v1/messages", Messages),
+    route("POST", "/v1/messages/count_tokens", MessagesCount),
     route("POST", "/v1/sockets/token", SocketToken),
     route("POST", "/v1/embeddings", ModelCall("embeddings")),
     route("POST", "/v1/images/generations", ModelCall("images")),

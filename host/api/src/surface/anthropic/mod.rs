@@ -7,6 +7,10 @@
 //! streamed, back to Anthropic's (`reply.rs`). Either way every failure is Anthropic's error
 //! object (`{"type":"error","error":{"type","message"}}`), in a stream its `error` event,
 //! and billing is the chat's: the reservation is read from the body the vendor sees.
+//!
+//! `POST /v1/messages/count_tokens` is free: asked of a plugin that counts natively, else an
+//! estimate from the translated request's size (Anthropic's own count is an estimate too),
+//! marked `tollgate-estimated: true`.
 
 mod reply;
 mod request;
@@ -25,6 +29,8 @@ use tollgate_base::sse;
 
 /// The op of a plugin that speaks Anthropic's Messages API natively.
 pub const MESSAGES: &str = "messages";
+/// Its token count (`/v1/messages/count_tokens`), a free read.
+pub const COUNT: &str = "messages.count";
 
 /// How the call was sent, which decides how its answer is read.
 enum Mode {
@@ -68,6 +74,51 @@ async fn resolve(
     request.body = Bytes::from(translated.body);
     *mode = Some(Mode::Translated { model: translated.model });
     super::openai::checked_call(plugin, channel, request, "chat", model, started, request_id)
+}
+
+pub async fn count_tokens(state: &Arc<Api>, req: Request<Incoming>) -> Response {
+    let request = match read_request(state, req).await {
+        Ok(r) => r,
+        Err(e) => return error(&e),
+    };
+    let model = match super::openai::requested_model(&request.body) {
+        Ok(m) => m,
+        Err(e) => return error(&e),
+    };
+    let (plugin, channel) = match super::openai::route(state, &model) {
+        Ok(found) => found,
+        Err(e) => return error(&e),
+    };
+    if !request.consumer.may_use(&model) {
+        let e = CallError::new(
+            403,
+            "permission_error",
+            "model_not_allowed",
+            format!("This API key may not use the model '{model}'."),
+        );
+        return error(&e);
+    }
+    if super::openai::serves(&plugin, &channel, COUNT) {
+        let (answer, request_id) = run(state, |started, request_id| async move {
+            let mut call = super::openai::checked_call(plugin, channel, request, COUNT, model, started, request_id)?;
+            call.billed = false;
+            Ok(call)
+        })
+        .await;
+        let response = match answer {
+            Answer::Failed(e) => error(&e),
+            answer => super::render(answer),
+        };
+        return super::with_request_id(response, &request_id);
+    }
+    match request::estimated_tokens(&request.body) {
+        Ok(tokens) => {
+            let mut resp = json(200, &serde_json::json!({ "input_tokens": tokens }));
+            resp.headers_mut().insert("tollgate-estimated", http::HeaderValue::from_static("true"));
+            resp
+        }
+        Err(e) => error(&e),
+    }
 }
 
 /// An answer already in Anthropic's shape: only the gateway's own stream error is rewritten.

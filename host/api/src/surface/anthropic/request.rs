@@ -18,7 +18,9 @@ use serde_json::{json, Map, Value};
 #[derive(Deserialize)]
 struct Messages {
     model: String,
-    max_tokens: u64,
+    /// Required but by the token count.
+    #[serde(default)]
+    max_tokens: Option<u64>,
     messages: Vec<Message>,
     #[serde(default)]
     system: Option<Content>,
@@ -68,8 +70,23 @@ pub struct Translated {
 /// The OpenAI chat request for an Anthropic Messages request; a 400 in Anthropic's terms when
 /// the request is not a valid Messages request or asks for what OpenAI's format cannot carry.
 pub fn to_openai(body: &[u8]) -> Result<Translated, CallError> {
+    translate(body, false)
+}
+
+/// An estimate of a token count request's input tokens (it has no `max_tokens`): about four
+/// bytes of the translated request's JSON a token. A request the translation refuses is refused.
+pub fn estimated_tokens(body: &[u8]) -> Result<u64, CallError> {
+    Ok((translate(body, true)?.body.len() as u64).div_ceil(4).max(1))
+}
+
+fn translate(body: &[u8], counting: bool) -> Result<Translated, CallError> {
     let m: Messages = serde_json::from_slice(body)
         .map_err(|e| bad_request("invalid_request", format!("The body is not a valid Messages request: {e}")))?;
+    let max_tokens = match (m.max_tokens, counting) {
+        (Some(n), _) => n,
+        (None, true) => 1,
+        (None, false) => return Err(bad_request("invalid_request", "max_tokens: Field required")),
+    };
     if m.model.is_empty() {
         return Err(bad_request("invalid_request", "model: the model is required."));
     }
@@ -96,7 +113,7 @@ pub fn to_openai(body: &[u8]) -> Result<Translated, CallError> {
     let mut req = Map::new();
     req.insert("model".into(), Value::String(m.model.clone()));
     req.insert("messages".into(), Value::Array(out));
-    req.insert("max_tokens".into(), json!(m.max_tokens));
+    req.insert("max_tokens".into(), json!(max_tokens));
     if stream {
         req.insert("stream".into(), Value::Bool(true));
         // The usage chunk is where the answer's usage comes from.
