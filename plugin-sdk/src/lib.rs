@@ -15,6 +15,7 @@
 mod clock;
 pub mod conformance;
 pub mod errors;
+pub mod openai_chunks;
 pub mod openai_compat;
 /// Stream framing: the host frames upstream streams with these same parsers.
 pub use tollgate_base::{calendar, ndjson, sse, text};

@@ -13,6 +13,7 @@
 //!   `prompt_tokens_details.cached_tokens`; the usage chunk is sent only when asked for.
 
 use serde_json::{json, Map, Value};
+use tollgate_plugin_sdk::openai_chunks::Chunks;
 use tollgate_plugin_sdk::{AdapterError, Call, ErrorKind, OutChunk, SseEvent, StreamEnd, Usage};
 
 /// `max_tokens` when the consumer names none: Anthropic requires one.
@@ -204,11 +205,9 @@ pub fn to_messages(call: &Call) -> Result<(String, Answer), AdapterError> {
     }
     let include_usage = body.get("stream_options").and_then(|o| o["include_usage"].as_bool()).unwrap_or(false);
     let answer = Answer {
-        model: call.model.clone(),
+        out: Chunks::new("chatcmpl-anthropic".into(), call.model.clone()),
         stream,
         include_usage,
-        id: String::from("chatcmpl-anthropic"),
-        created: tollgate_plugin_sdk::now_ms() / 1000,
         tools: Vec::new(),
     };
     Ok((Value::Object(out).to_string(), answer))
@@ -223,24 +222,12 @@ fn finish_reason(stop: Option<&str>) -> &'static str {
     }
 }
 
-/// OpenAI's usage for the contract's.
-fn openai_usage(u: &Usage) -> Value {
-    let (prompt, completion) = (u.input_tokens.unwrap_or(0), u.output_tokens.unwrap_or(0));
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": { "cached_tokens": u.cached_tokens.unwrap_or(0) },
-    })
-}
-
 /// Reads Anthropic's answer for an OpenAI consumer.
 pub struct Answer {
-    model: String,
+    /// OpenAI's chunks (their id becomes Anthropic's message id once it is known).
+    out: Chunks,
     stream: bool,
     include_usage: bool,
-    id: String,
-    created: u64,
     /// The content block index of each tool call, in order (its OpenAI index is its place).
     tools: Vec<u64>,
 }
@@ -278,27 +265,14 @@ impl Answer {
         if let Ok(u) = serde_json::from_value::<super::AnthropicUsage>(m["usage"].clone()) {
             u.merge_into(&mut usage);
         }
-        let completion = json!({
-            "id": format!("chatcmpl-{}", m["id"].as_str().unwrap_or("anthropic")),
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{ "index": 0, "message": message, "finish_reason": finish_reason(m["stop_reason"].as_str()) }],
-            "usage": openai_usage(&usage),
-        });
-        Some(completion.to_string())
-    }
-
-    fn chunk(&self, choices: Value, usage: Value) -> OutChunk {
-        let data = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": choices, "usage": usage,
-        });
-        OutChunk::Event(SseEvent { event: None, data: data.to_string(), id: None })
+        let out = Chunks { id: format!("chatcmpl-{}", m["id"].as_str().unwrap_or("anthropic")), ..self.out.clone() };
+        let choices =
+            json!([{ "index": 0, "message": message, "finish_reason": finish_reason(m["stop_reason"].as_str()) }]);
+        Some(out.completion(choices, &usage))
     }
 
     fn delta(&self, delta: Value, finish: Option<&str>) -> OutChunk {
-        self.chunk(json!([{ "index": 0, "delta": delta, "finish_reason": finish }]), Value::Null)
+        self.out.delta(delta, finish)
     }
 
     /// One event of Anthropic's stream, as OpenAI chunks.
@@ -312,7 +286,7 @@ impl Answer {
         match name {
             "message_start" => {
                 if let Some(id) = v["message"]["id"].as_str() {
-                    self.id = format!("chatcmpl-{id}");
+                    self.out.id = format!("chatcmpl-{id}");
                 }
                 out.push(self.delta(json!({ "role": "assistant", "content": "" }), None));
             }
@@ -353,9 +327,6 @@ impl Answer {
         if end != StreamEnd::Complete {
             return;
         }
-        if self.include_usage {
-            out.push(self.chunk(json!([]), openai_usage(usage)));
-        }
-        out.push(OutChunk::Event(SseEvent { event: None, data: "[DONE]".into(), id: None }));
+        self.out.end(self.include_usage, usage, out);
     }
 }

@@ -12,7 +12,8 @@
 //!   tokens, cached tokens in `prompt_tokens_details`), the usage chunk only when asked for.
 
 use serde_json::{json, Map, Value};
-use tollgate_plugin_sdk::{AdapterError, Call, ErrorKind, OutChunk, SseEvent, Usage};
+use tollgate_plugin_sdk::openai_chunks::Chunks;
+use tollgate_plugin_sdk::{AdapterError, Call, ErrorKind, OutChunk, Usage};
 
 fn bad(message: impl Into<String>) -> AdapterError {
     AdapterError::new(ErrorKind::BadRequest, message)
@@ -198,11 +199,9 @@ pub fn to_gemini(call: &Call) -> Result<(String, Answer), AdapterError> {
         out.insert("toolConfig".into(), json!({ "functionCallingConfig": mode }));
     }
     let answer = Answer {
-        model: call.model.clone(),
+        out: Chunks::new(format!("chatcmpl-{}", call.context.request_id), call.model.clone()),
         stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
         include_usage: body.get("stream_options").and_then(|o| o["include_usage"].as_bool()).unwrap_or(false),
-        id: format!("chatcmpl-{}", call.context.request_id),
-        created: tollgate_plugin_sdk::now_ms() / 1000,
         started: false,
         calls: 0,
         call_prefix: call.context.request_id.chars().filter(char::is_ascii_alphanumeric).collect(),
@@ -219,24 +218,11 @@ fn finish_reason(reason: &str, called: bool) -> &'static str {
     }
 }
 
-/// OpenAI's usage for the contract's.
-fn openai_usage(u: &Usage) -> Value {
-    let (prompt, completion) = (u.input_tokens.unwrap_or(0), u.output_tokens.unwrap_or(0));
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": { "cached_tokens": u.cached_tokens.unwrap_or(0) },
-    })
-}
-
 /// Reads Gemini's answer for an OpenAI consumer.
 pub struct Answer {
-    model: String,
+    out: Chunks,
     stream: bool,
     include_usage: bool,
-    id: String,
-    created: u64,
     started: bool,
     /// Tool calls given so far (their OpenAI indexes and ids follow this count).
     calls: usize,
@@ -321,19 +307,11 @@ impl Answer {
             choices
         };
         let usage = super::UsageMetadata::of(answer).unwrap_or_default();
-        json!({
-            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-            "choices": choices, "usage": openai_usage(&usage),
-        })
-        .to_string()
+        self.out.completion(Value::Array(choices), &usage)
     }
 
     fn chunk(&self, choices: Value, usage: Value) -> OutChunk {
-        let data = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": choices, "usage": usage,
-        });
-        OutChunk::Event(SseEvent { event: None, data: data.to_string(), id: None })
+        self.out.chunk(choices, usage)
     }
 
     /// One chunk of Gemini's stream, as OpenAI chunks.
@@ -369,9 +347,6 @@ impl Answer {
 
     /// The clean end: the usage chunk (when asked for) and `[DONE]` (Gemini sends none).
     pub fn finish(&mut self, usage: &Usage, out: &mut Vec<OutChunk>) {
-        if self.include_usage {
-            out.push(self.chunk(json!([]), openai_usage(usage)));
-        }
-        out.push(OutChunk::Event(SseEvent { event: None, data: "[DONE]".into(), id: None }));
+        self.out.end(self.include_usage, usage, out);
     }
 }

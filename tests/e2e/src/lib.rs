@@ -163,6 +163,18 @@ pub fn python_with(import_line: &str, package: &str) -> Option<String> {
     Some(python)
 }
 
+/// Runs `tests/python/<script>` with `args` and fails the test with its output when it fails.
+pub fn run_python_check(python: &str, script: &str, args: &[&str]) {
+    let out =
+        Command::new(python).arg(root().join("tests/python").join(script)).args(args).output().expect("run python");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Writes `table` as a price table in a scratch folder; returns the `pricing_file` setting
 /// that names it (billing on).
 pub fn pricing_setting(table: &str) -> String {

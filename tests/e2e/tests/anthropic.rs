@@ -2,7 +2,7 @@
 //! to the `anthropic` plugin; driven by the official `anthropic` SDK
 //! (tests/python/anthropic_sdk_check.py) and checked for what it bills.
 
-use tollgate_e2e::{channel, eventually, pricing_setting, python_with, root, Gateway, Mock};
+use tollgate_e2e::{channel, eventually, pricing_setting, python_with, run_python_check, Gateway, Mock};
 
 /// Input 1000 micros a token, a cache read 100, a cache write 1250, output 2000.
 const PRICES: &str = "input_per_million = \"1000\"\ncached_per_million = \"100\"\ncache_write_per_million = \"1250\"\noutput_per_million = \"2000\"\n";
@@ -23,18 +23,7 @@ fn the_official_anthropic_sdk_works_translated_and_native() {
     let Some(python) = python_with("import anthropic, openai", "anthropic") else { return };
     let mock = Mock::start();
     let gw = start("anthropic-sdk", &mock);
-    let out = std::process::Command::new(&python)
-        .arg(root().join("tests/python/anthropic_sdk_check.py"))
-        .arg(format!("http://{}", gw.addr))
-        .arg(&gw.key)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "anthropic SDK check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python_check(&python, "anthropic_sdk_check.py", &[&format!("http://{}", gw.addr), &gw.key]);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! `google-genai` SDK (tests/python/gemini_sdk_check.py); the key in the query never logged;
 //! what a call reserves and bills.
 
-use tollgate_e2e::{channel, eventually, http, pricing_setting, python_with, root, Gateway, Mock};
+use tollgate_e2e::{channel, eventually, http, pricing_setting, python_with, run_python_check, Gateway, Mock};
 
 /// Input 1000 micros a token, a cache read 100, output 2000.
 const PRICES: &str =
@@ -24,18 +24,7 @@ fn the_official_google_genai_sdk_works_against_tollgate() {
     let Some(python) = python_with("from google import genai; import openai", "google-genai") else { return };
     let mock = Mock::start();
     let gw = start("gemini-sdk", &mock);
-    let out = std::process::Command::new(&python)
-        .arg(root().join("tests/python/gemini_sdk_check.py"))
-        .arg(format!("http://{}", gw.addr))
-        .arg(&gw.key)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "google-genai SDK check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python_check(&python, "gemini_sdk_check.py", &[&format!("http://{}", gw.addr), &gw.key]);
 }
 
 #[test]

@@ -1,8 +1,7 @@
 //! The gateway driven by the official `openai` Python SDK (tests/python/openai_sdk_check.py).
 //! `.ci/run` installs the SDK; outside CI a machine without it skips with a notice.
 
-use std::process::Command;
-use tollgate_e2e::{channel, pricing_setting, python_with, root, Gateway, Mock};
+use tollgate_e2e::{channel, pricing_setting, python_with, run_python_check, Gateway, Mock};
 
 #[test]
 fn the_official_openai_sdk_works_against_tollgate() {
@@ -16,18 +15,7 @@ fn the_official_openai_sdk_works_against_tollgate() {
         &["up"],
     );
     let gw = Gateway::start("pysdk", &[("openai", "openai.wasm")], &ch);
-    let out = Command::new(&python)
-        .arg(root().join("tests/python/openai_sdk_check.py"))
-        .arg(format!("http://{}", gw.addr))
-        .arg(&gw.key)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "openai SDK check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python_check(&python, "openai_sdk_check.py", &[&format!("http://{}", gw.addr), &gw.key]);
 }
 
 #[test]
@@ -38,20 +26,7 @@ fn the_official_openai_sdk_makes_lists_downloads_and_deletes_videos() {
     let prices = "[models.\"sora-2\"]\nper_second = \"0.1\"\n";
     let extra = format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(prices));
     let gw = Gateway::start("pysdk-videos", &[("faulty-v1", "faulty.wasm")], &extra);
-    let out = Command::new(&python)
-        .arg(root().join("tests/python/openai_videos_check.py"))
-        .arg(format!("http://{}", gw.addr))
-        .arg(&gw.key)
-        .arg(mock.url())
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "openai SDK videos check failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        gw.log()
-    );
+    run_python_check(&python, "openai_videos_check.py", &[&format!("http://{}", gw.addr), &gw.key, &mock.url()]);
     // Charged what was rendered (3 s and 7 s at 0.1); the failed video and the refused
     // creates cost nothing.
     assert!(
