@@ -518,3 +518,29 @@ mod jobs {
         assert_eq!(failed(run.outcome).kind, ErrorKind::RateLimited);
     }
 }
+
+#[test]
+fn the_conformance_battery() {
+    use tollgate_plugin_sdk::conformance::{answer, run, Vendor};
+    let base = |code: i64, msg: &str| {
+        answer(200, json!({ "base_resp": { "status_code": code, "status_msg": msg } }).to_string())
+    };
+    let spoken = |n, ms| Usage { characters: Some(n), milliseconds: Some(ms), ..Usage::default() };
+    run::<MiniMax>(Vendor {
+        whole: (native(r#"{"model":"speech-2.8-hd","text":"hi"}"#), answer(200, OK), spoken(4, 1234)),
+        whole_without_usage: Some(answer(
+            200,
+            OK.replace(r#""extra_info":{"audio_length":1234,"usage_characters":4},"#, ""),
+        )),
+        stream: Some((native(HI_STREAM), sse(&EVENTS, "\r\n").into_bytes(), spoken(26, 900))),
+        // MiniMax answers most failures with HTTP 200 and a base_resp code.
+        failures: vec![
+            (base(1004, "login fail"), ErrorKind::Unauthorized),
+            (base(1008, "insufficient balance"), ErrorKind::InsufficientBalance),
+            (base(1002, "rpm limit"), ErrorKind::RateLimited),
+            (base(2013, "invalid params"), ErrorKind::BadRequest),
+            (base(1000, "unknown"), ErrorKind::UpstreamFault),
+            (answer(502, "<html>Bad Gateway</html>"), ErrorKind::UpstreamFault),
+        ],
+    });
+}

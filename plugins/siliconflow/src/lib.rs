@@ -329,4 +329,47 @@ mod tests {
         let Outcome::Reply(r) = run.outcome else { panic!("expected the vendor's answer") };
         assert_eq!(body_text_of(&r.body), answer);
     }
+
+    #[test]
+    fn the_conformance_battery() {
+        use tollgate_plugin_sdk::conformance::{answer, run, Vendor};
+        use tollgate_plugin_sdk::Usage;
+        let whole = r#"{"id":"x","choices":[{"message":{"content":"Hi","reasoning_content":"Hmm"}}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        let usage = Usage { input_tokens: Some(9), output_tokens: Some(2), ..Usage::default() };
+        run::<Plugin>(Vendor {
+            whole: (
+                call("chat", "Qwen/Qwen3-8B", r#"{"model":"Qwen/Qwen3-8B","messages":[]}"#),
+                answer(200, whole),
+                usage.clone(),
+            ),
+            whole_without_usage: Some(answer(200, r#"{"id":"x","choices":[{"message":{"content":"Hi"}}]}"#)),
+            stream: Some((
+                call("chat", "Qwen/Qwen3-8B", r#"{"stream":true,"messages":[]}"#),
+                stream.as_bytes().to_vec(),
+                usage,
+            )),
+            // SiliconFlow's own error shapes (`vendor-apis.md` §2.2), several plain strings.
+            failures: vec![
+                (answer(401, r#""Invalid token""#), ErrorKind::Unauthorized),
+                (answer(400, r#"{"code":20012,"message":"Model does not exist","data":"x"}"#), ErrorKind::BadRequest),
+                (
+                    answer(
+                        429,
+                        r#"{"message":"Request was rejected due to rate limiting. Details:TPM limit reached.","data":"x"}"#,
+                    ),
+                    ErrorKind::RateLimited,
+                ),
+                (
+                    answer(
+                        503,
+                        r#"{"code":50505,"message":"Model service overloaded. Please try again later.","data":"x"}"#,
+                    ),
+                    ErrorKind::UpstreamFault,
+                ),
+                (answer(404, "404 page not found"), ErrorKind::NotFound),
+                (answer(504, "gateway timeout"), ErrorKind::Timeout),
+            ],
+        });
+    }
 }
