@@ -116,4 +116,22 @@ for chunk in stream:
 assert finish == "tool_calls" and calls[0]["name"] == "get_weather", (finish, calls)
 assert json.loads(calls[0]["arguments"]) == ARGS, calls
 assert usage is not None and usage.prompt_tokens == 9, usage
+# Two rounds of tool use through the OpenAI SDK on a thinking model: the call's id and its
+# thought signature go back with the history as the SDK gives it, and the mock checks both.
+tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+ask = [{"role": "user", "content": "call:get_weather " + json.dumps(ARGS)}]
+r = oa.chat.completions.create(model="gemini-thinking", messages=ask, tools=tools)
+message = r.choices[0].message
+assert message.tool_calls and r.choices[0].finish_reason == "tool_calls", r
+history = ask + [message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "18 degrees"},
+                 {"role": "user", "content": "call:get_weather " + json.dumps({"city": "Rome"})}]
+r = oa.chat.completions.create(model="gemini-thinking", messages=history, tools=tools)
+second = r.choices[0].message
+assert second.tool_calls[0].id != message.tool_calls[0].id, "call ids are unique across turns"
+history += [second.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": second.tool_calls[0].id, "content": "21 degrees"},
+            {"role": "user", "content": "say:Warm in both."}]
+r = oa.chat.completions.create(model="gemini-thinking", messages=history, tools=tools)
+assert r.choices[0].message.content == "Warm in both.", r
 print("gemini SDK check passed")

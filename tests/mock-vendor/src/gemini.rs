@@ -7,7 +7,9 @@
 //! The answer follows the last user turn's last text: `say:<text>` answers that text (4
 //! characters a chunk), `call:<name> <json>` calls that function, anything else `Hello from
 //! mock`. Models: `fail-<n>` answers HTTP n in Google's shape; a model named `…cached…` read 6
-//! of its 9 prompt tokens from the cache; `…thinking…` thinks first (a thought part, 4 tokens).
+//! of its 9 prompt tokens from the cache; `…thinking…` thinks first (a thought part, 4 tokens)
+//! and signs its function calls (`thoughtSignature`), refusing a history that lost a signature.
+//! A function response must name a function an earlier turn called, as at Google.
 
 use crate::body::MockBody;
 use crate::{json, sse, Ctx, State};
@@ -70,6 +72,9 @@ pub fn generate(state: &State, cx: &Ctx, path: &str, query: &str) -> Response<Mo
         }
         u
     };
+    if let Some(refusal) = history_refusal(contents, thoughts > 0) {
+        return error(400, "INVALID_ARGUMENT", &refusal);
+    }
     // Each chunk's parts, the last one's with the finish reason.
     let mut chunks: Vec<Vec<Value>> = Vec::new();
     if thoughts > 0 {
@@ -79,7 +84,12 @@ pub fn generate(state: &State, cx: &Ctx, path: &str, query: &str) -> Response<Mo
     if let Some((name, args)) = last_text.strip_prefix("call:").and_then(|c| c.split_once(' ')) {
         let args: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
         tokens = 3;
-        chunks.push(vec![json!({ "functionCall": { "name": name, "args": args } })]);
+        let mut part = json!({ "functionCall": { "name": name, "args": args } });
+        if thoughts > 0 {
+            // A thinking model signs its call; the signature must come back with it.
+            part["thoughtSignature"] = json!(format!("sig-{name}"));
+        }
+        chunks.push(vec![part]);
     } else {
         let text = last_text.strip_prefix("say:").unwrap_or("Hello from mock");
         let chars: Vec<char> = text.chars().collect();
@@ -115,4 +125,24 @@ pub fn generate(state: &State, cx: &Ctx, path: &str, query: &str) -> Response<Mo
         }
         _ => error(404, "NOT_FOUND", &format!("models/{model}:{action} is not found")),
     }
+}
+
+/// What Google refuses in a conversation's history: a function response whose name no earlier
+/// call had, and (a thinking model) a function call without its thought signature.
+fn history_refusal(contents: &[Value], thinking: bool) -> Option<String> {
+    let mut called: Vec<&str> = Vec::new();
+    for part in contents.iter().filter_map(|c| c["parts"].as_array()).flatten() {
+        if let Some(name) = part.pointer("/functionCall/name").and_then(Value::as_str) {
+            if thinking && part["thoughtSignature"].as_str() != Some(&format!("sig-{name}")) {
+                return Some(format!("Function call {name} is missing a thought_signature"));
+            }
+            called.push(name);
+        }
+        if let Some(name) = part.pointer("/functionResponse/name").and_then(Value::as_str) {
+            if !called.contains(&name) {
+                return Some(format!("The function response {name} answers no function call"));
+            }
+        }
+    }
+    None
 }
