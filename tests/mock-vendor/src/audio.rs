@@ -12,7 +12,6 @@
 use crate::body::MockBody;
 use crate::{json, openai, respond, sse, Ctx};
 use bytes::Bytes;
-use hyper::header::CONTENT_TYPE;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -56,28 +55,17 @@ pub async fn transcription(cx: &Ctx) -> Response<MockBody> {
     if !cx.authorized {
         return openai::unauthorized();
     }
-    let ct = cx.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let Ok(boundary) = multer::parse_boundary(ct) else {
-        return openai::bad_request("expected a multipart/form-data body");
+    let parts = match crate::multipart::parts(cx).await {
+        None => return openai::bad_request("expected a multipart/form-data body"),
+        Some(Err(e)) => return openai::bad_request(&e),
+        Some(Ok(parts)) => parts,
     };
-    let body = cx.body.clone();
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-    let mut form = multer::Multipart::new(stream, boundary);
     let (mut fields, mut file) = (std::collections::HashMap::new(), None);
-    loop {
-        match form.next_field().await {
-            Ok(Some(field)) => {
-                let name = field.name().unwrap_or_default().to_string();
-                let is_file = field.file_name().is_some();
-                let Ok(data) = field.bytes().await else { return openai::bad_request("a part is malformed") };
-                if is_file && name == "file" {
-                    file = Some(data);
-                } else if fields.insert(name.clone(), String::from_utf8_lossy(&data).into_owned()).is_some() {
-                    return openai::bad_request(&format!("'{name}' is given twice"));
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return openai::bad_request(&format!("malformed multipart body: {e}")),
+    for part in parts {
+        if part.filename.is_some() && part.name == "file" {
+            file = Some(part.data);
+        } else if fields.insert(part.name.clone(), String::from_utf8_lossy(&part.data).into_owned()).is_some() {
+            return openai::bad_request(&format!("'{}' is given twice", part.name));
         }
     }
     let (Some(model), Some(file)) = (fields.get("model"), file) else {

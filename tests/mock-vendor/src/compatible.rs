@@ -14,9 +14,7 @@
 
 use crate::body::MockBody;
 use crate::{json, openai, sse, Ctx, State};
-use base64::Engine as _;
 use bytes::Bytes;
-use hmac::Mac;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -66,23 +64,15 @@ fn zhipu_account(cx: &Ctx) -> Result<(), (&'static str, String)> {
     if let Some((id, secret)) = token.split_once('.').filter(|_| token.matches('.').count() == 1) {
         return if secret == format!("{id}-secret") { Ok(()) } else { Err(("1000", "Authentication failed".into())) };
     }
-    let parts: Vec<&str> = token.split('.').collect();
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let decode = |p: &str| b64.decode(p).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-    let (Some(header), Some(claims), Some(sig)) = (
-        parts.first().and_then(|p| decode(p)),
-        parts.get(1).and_then(|p| decode(p)),
-        parts.get(2).and_then(|p| b64.decode(p).ok()),
-    ) else {
+    let Some(jwt) = crate::jwt::Jwt::parse(token) else {
         return Err(("1001", "the token is malformed".into()));
     };
-    if parts.len() != 3 || header != json!({ "alg": "HS256", "sign_type": "SIGN" }) {
-        return Err(("1001", format!("the token's header is not Zhipu's: {header}")));
+    if jwt.header != json!({ "alg": "HS256", "sign_type": "SIGN" }) {
+        return Err(("1001", format!("the token's header is not Zhipu's: {}", jwt.header)));
     }
+    let claims = &jwt.claims;
     let Some(id) = claims["api_key"].as_str() else { return Err(("1001", "the token names no api_key".into())) };
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(format!("{id}-secret").as_bytes()).expect("any key");
-    mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
-    if mac.verify_slice(&sig).is_err() {
+    if !jwt.signed_with(&format!("{id}-secret")) {
         return Err(("1002", "the token's signature is invalid".into()));
     }
     let (Some(exp), Some(issued)) = (claims["exp"].as_u64(), claims["timestamp"].as_u64()) else {

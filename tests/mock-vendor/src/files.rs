@@ -7,7 +7,6 @@
 
 use crate::body::MockBody;
 use crate::{json, openai, Ctx, State};
-use hyper::header::CONTENT_TYPE;
 use hyper::{Response, StatusCode};
 
 /// An uploaded file: its owner key and its OpenAI file object.
@@ -20,28 +19,17 @@ pub async fn upload(state: &State, cx: &Ctx, key: Option<&str>) -> Response<Mock
     if !cx.authorized {
         return openai::unauthorized();
     }
-    let ct = cx.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let Ok(boundary) = multer::parse_boundary(ct) else {
-        return openai::bad_request("expected a multipart/form-data body");
+    let parts = match crate::multipart::parts(cx).await {
+        None => return openai::bad_request("expected a multipart/form-data body"),
+        Some(Err(e)) => return openai::bad_request(&e),
+        Some(Ok(parts)) => parts,
     };
-    let body = cx.body.clone();
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-    let mut form = multer::Multipart::new(stream, boundary);
     let (mut purpose, mut file) = (None, None);
-    loop {
-        match form.next_field().await {
-            Ok(Some(field)) => {
-                let name = field.name().unwrap_or_default().to_string();
-                let filename = field.file_name().map(str::to_string);
-                let Ok(data) = field.bytes().await else { return openai::bad_request("a part is malformed") };
-                match (name.as_str(), filename) {
-                    ("purpose", None) => purpose = Some(String::from_utf8_lossy(&data).into_owned()),
-                    ("file", Some(f)) => file = Some((f, data)),
-                    _ => return openai::bad_request(&format!("unexpected part '{name}'")),
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return openai::bad_request(&format!("malformed multipart body: {e}")),
+    for part in parts {
+        match (part.name.as_str(), part.filename) {
+            ("purpose", None) => purpose = Some(String::from_utf8_lossy(&part.data).into_owned()),
+            ("file", Some(f)) => file = Some((f, part.data)),
+            (name, _) => return openai::bad_request(&format!("unexpected part '{name}'")),
         }
     }
     let (Some(purpose), Some((filename, data))) = (purpose, file) else {

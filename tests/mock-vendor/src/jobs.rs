@@ -31,13 +31,10 @@ pub async fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<Mock
     if !cx.authorized {
         return openai::unauthorized();
     }
-    let ct = cx.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let body = match multer::parse_boundary(ct) {
-        Ok(boundary) => match form_fields(cx.body.clone(), boundary).await {
-            Ok(v) => v,
-            Err(e) => return openai::bad_request(&e),
-        },
-        Err(_) => match serde_json::from_slice::<serde_json::Value>(&cx.body) {
+    let body = match crate::multipart::parts(cx).await {
+        Some(Ok(parts)) => form_fields(parts),
+        Some(Err(e)) => return openai::bad_request(&e),
+        None => match serde_json::from_slice::<serde_json::Value>(&cx.body) {
             Ok(v) => v,
             Err(_) => return openai::bad_request("the body must be JSON or a form"),
         },
@@ -80,23 +77,17 @@ pub fn create(state: &State, key: &str, seconds: u64, prompt: &str) -> String {
 
 /// A form's parts as a JSON object: text parts as strings, files as their name, type, length
 /// and FNV-1a hash (what a test compares with what it sent).
-async fn form_fields(body: bytes::Bytes, boundary: String) -> Result<serde_json::Value, String> {
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-    let mut form = multer::Multipart::new(stream, boundary);
+fn form_fields(parts: Vec<crate::multipart::Part>) -> serde_json::Value {
     let mut out = serde_json::Map::new();
-    while let Some(field) = form.next_field().await.map_err(|e| format!("malformed multipart body: {e}"))? {
-        let name = field.name().unwrap_or_default().to_string();
-        let filename = field.file_name().map(str::to_string);
-        let content_type = field.content_type().map(|m| m.to_string());
-        let data = field.bytes().await.map_err(|_| "a part is malformed".to_string())?;
-        let value = match filename {
-            None => String::from_utf8_lossy(&data).into_owned().into(),
-            Some(f) => serde_json::json!({ "filename": f, "content_type": content_type,
-                "bytes": data.len(), "fnv1a64": crate::files::fnv1a64(&data) }),
+    for part in parts {
+        let value = match part.filename {
+            None => String::from_utf8_lossy(&part.data).into_owned().into(),
+            Some(f) => serde_json::json!({ "filename": f, "content_type": part.content_type,
+                "bytes": part.data.len(), "fnv1a64": crate::files::fnv1a64(&part.data) }),
         };
-        out.insert(name, value);
+        out.insert(part.name, value);
     }
-    Ok(out.into())
+    out.into()
 }
 
 pub fn query(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<MockBody> {

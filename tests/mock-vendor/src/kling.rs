@@ -13,8 +13,6 @@
 
 use crate::body::MockBody;
 use crate::{json, Ctx, State};
-use base64::Engine as _;
-use hmac::Mac;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -53,25 +51,17 @@ fn account(cx: &Ctx) -> Result<&'static str, (u32, &'static str)> {
     else {
         return refuse(1000, "Authorization header is missing");
     };
-    let parts: Vec<&str> = token.split('.').collect();
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let decode = |p: &str| b64.decode(p).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-    let (Some(header), Some(claims), Some(sig)) = (
-        parts.first().and_then(|p| decode(p)),
-        parts.get(1).and_then(|p| decode(p)),
-        parts.get(2).and_then(|p| b64.decode(p).ok()),
-    ) else {
+    let Some(jwt) = crate::jwt::Jwt::parse(token) else {
         return refuse(1001, "Authorization token is malformed");
     };
-    if parts.len() != 3 || header["alg"] != "HS256" || header["typ"] != "JWT" {
+    if jwt.header["alg"] != "HS256" || jwt.header["typ"] != "JWT" {
         return refuse(1001, "Authorization token header is invalid");
     }
+    let claims = &jwt.claims;
     let Some(&(ak, sk)) = ACCOUNTS.iter().find(|(ak, _)| claims["iss"] == *ak) else {
         return refuse(1002, "Authorization access key is unknown");
     };
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(sk.as_bytes()).expect("any key");
-    mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
-    if mac.verify_slice(&sig).is_err() {
+    if !jwt.signed_with(sk) {
         return refuse(1002, "Authorization signature is invalid");
     }
     let (Some(nbf), Some(exp)) = (claims["nbf"].as_u64(), claims["exp"].as_u64()) else {
@@ -184,6 +174,8 @@ pub fn query(state: &State, cx: &Ctx, kind: &str, id: &str) -> Response<MockBody
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use hmac::Mac;
 
     fn token(header: &str, claims: &Value, secret: &str) -> String {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
