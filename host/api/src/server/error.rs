@@ -15,12 +15,18 @@ pub trait ToResponse {
 
 impl ToResponse for CallError {
     fn to_response(&self) -> Response {
-        let mut resp = json(self.status, &self.to_json());
-        if let Some(ms) = self.retry_after_ms {
-            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(ms.div_ceil(1000).max(1)));
-        }
-        resp
+        shaped(self, &self.to_json())
     }
+}
+
+/// A call's error in some API's shape (`body`): its status, and its `Retry-After` when it has
+/// one. Every surface's errors go through here.
+pub fn shaped(e: &CallError, body: &serde_json::Value) -> Response {
+    let mut resp = json(e.status, body);
+    if let Some(ms) = e.retry_after_ms {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(ms.div_ceil(1000).max(1)));
+    }
+    resp
 }
 
 pub fn unauthorized(message: &str) -> CallError {

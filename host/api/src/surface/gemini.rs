@@ -11,7 +11,7 @@
 use super::{read_request, run};
 use crate::engine::{Answer, CallRequest};
 use crate::exchange::CallError;
-use crate::server::body::{full, Response, ResponseBody, SseMap, SseMapped};
+use crate::server::body::{Response, ResponseBody, SseMap, SseMapped};
 use crate::server::error::{bad_request, not_found};
 use crate::server::{url, Api};
 use http::Request;
@@ -57,10 +57,7 @@ pub async fn handle(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
     let response = match answer {
         Answer::Failed(e) => error(&e),
         Answer::Stream { headers, body } => {
-            let sse = headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream"));
-            let body = if sse {
+            let body = if super::is_event_stream(&headers) {
                 ResponseBody::Sse(SseMapped::new(body, Box::new(Errors)))
             } else {
                 ResponseBody::Stream(body)
@@ -181,11 +178,7 @@ fn error_json(status: u16, message: &str) -> serde_json::Value {
 
 /// A call's error as Google's error object (the status kept, `Retry-After` too).
 pub fn error(e: &CallError) -> Response {
-    let mut resp = full(e.status, "application/json", error_json(e.status, &e.message).to_string());
-    if let Some(ms) = e.retry_after_ms {
-        resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(ms.div_ceil(1000).max(1)));
-    }
-    resp
+    crate::server::error::shaped(e, &error_json(e.status, &e.message))
 }
 
 /// Rewrites the gateway's own stream error event (OpenAI-shaped) into Google's error object;

@@ -259,6 +259,11 @@ pub fn render(answer: Answer) -> Response {
     }
 }
 
+/// Whether a plugin's headers say its answer is an event stream.
+pub(super) fn is_event_stream(headers: &[wit::Header]) -> bool {
+    headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream"))
+}
+
 /// A stream's response: the plugin's headers (those that may be forwarded) and `body`.
 pub fn stream_response(headers: &[wit::Header], body: ResponseBody) -> Response {
     with_headers(200, headers)

@@ -102,6 +102,17 @@ pub struct Tier {
     pub cache_write_per_million: Option<Price>,
 }
 
+impl Tier {
+    fn prices(&self) -> TokenPrices {
+        TokenPrices::of(
+            self.input_per_million,
+            self.output_per_million,
+            self.cached_per_million,
+            self.cache_write_per_million,
+        )
+    }
+}
+
 /// Per-million token prices: input, output, cache read, cache write.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct TokenPrices([Decimal; 4]);
@@ -189,12 +200,7 @@ impl PriceTable {
             }
             let mut below = (0u64, p.base_prices());
             for (i, t) in p.tiers.iter().enumerate() {
-                let prices = TokenPrices::of(
-                    t.input_per_million,
-                    t.output_per_million,
-                    t.cached_per_million,
-                    t.cache_write_per_million,
-                );
+                let prices = t.prices();
                 if i > 0 && t.above_input_tokens <= below.0 {
                     bail!("model '{model}': tiers go in ascending order of above_input_tokens");
                 }
@@ -292,9 +298,7 @@ impl ModelPrice {
     /// Whether any token costs something: at the base prices or in a tier, input, output or
     /// cache (a model free at its base and priced in a tier still prices tokens).
     pub fn prices_tokens(&self) -> bool {
-        let tiers = self.tiers.iter().map(|t| {
-            TokenPrices::of(t.input_per_million, t.output_per_million, t.cached_per_million, t.cache_write_per_million)
-        });
+        let tiers = self.tiers.iter().map(|t| t.prices());
         std::iter::once(self.base_prices()).chain(tiers).any(|p| p.0.iter().any(|d| !d.is_zero()))
     }
 
@@ -311,12 +315,7 @@ impl ModelPrice {
     /// base prices.
     fn token_prices(&self, input_tokens: u64) -> TokenPrices {
         match self.tiers.iter().rev().find(|t| input_tokens > t.above_input_tokens) {
-            Some(t) => TokenPrices::of(
-                t.input_per_million,
-                t.output_per_million,
-                t.cached_per_million,
-                t.cache_write_per_million,
-            ),
+            Some(t) => t.prices(),
             None => self.base_prices(),
         }
     }
@@ -338,17 +337,7 @@ impl ModelPrice {
     pub fn is_free(&self) -> bool {
         self.units.values().all(|p| p.0.is_zero())
             && self.fixed_free()
-            && self.tiers.iter().all(|t| {
-                TokenPrices::of(
-                    t.input_per_million,
-                    t.output_per_million,
-                    t.cached_per_million,
-                    t.cache_write_per_million,
-                )
-                .0
-                .iter()
-                .all(Decimal::is_zero)
-            })
+            && self.tiers.iter().all(|t| t.prices().0.iter().all(Decimal::is_zero))
     }
 
     fn fixed_free(&self) -> bool {

@@ -163,7 +163,7 @@ fn translated(answer: Answer, request_id: &str, model: String) -> Response {
                 .expect("static response parts are valid")
         }
         // A stream replayed whole (a repeated `Idempotency-Key`): its events translated at once.
-        Answer::Full { status, headers, body } if (200..300).contains(&status) && is_event_stream(&headers) => {
+        Answer::Full { status, headers, body } if (200..300).contains(&status) && super::is_event_stream(&headers) => {
             let mut translator = reply::StreamTranslator::new(id, model);
             let (mut parser, mut events, mut out) = (sse::Parser::new(), Vec::new(), Vec::new());
             parser.feed(&body, &mut events);
@@ -202,10 +202,6 @@ fn translated(answer: Answer, request_id: &str, model: String) -> Response {
     }
 }
 
-fn is_event_stream(headers: &[crate::plugin::wit::Header]) -> bool {
-    headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with("text/event-stream"))
-}
-
 /// Anthropic's error type for a status.
 fn error_type(status: u16) -> &'static str {
     match status {
@@ -225,9 +221,5 @@ fn error_type(status: u16) -> &'static str {
 /// A call's error as Anthropic's error object (the status kept, `Retry-After` too).
 pub fn error(e: &CallError) -> Response {
     let body = serde_json::json!({ "type": "error", "error": { "type": error_type(e.status), "message": e.message } });
-    let mut resp = full(e.status, "application/json", body.to_string());
-    if let Some(ms) = e.retry_after_ms {
-        resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(ms.div_ceil(1000).max(1)));
-    }
-    resp
+    crate::server::error::shaped(e, &body)
 }
