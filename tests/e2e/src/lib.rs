@@ -495,7 +495,9 @@ impl Gateway {
     }
 }
 
-/// Every file under `dir`, at any depth, sorted (none when it does not exist).
+/// Every finished file under `dir`, at any depth, sorted (none when it does not exist). Names
+/// starting with `.` are files still being written (the archives write `.name.part` and rename),
+/// so they are left out: a test that waits for a count never counts half a write.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
@@ -503,7 +505,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             if e.path().is_dir() {
                 dirs.push(e.path())
-            } else {
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
                 out.push(e.path())
             }
         }
