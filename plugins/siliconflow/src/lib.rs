@@ -2,9 +2,11 @@
 //! (`POST /v1/rerank`, billed by its `meta.tokens`); image generation translated both ways
 //! (OpenAI's `size`/`n` become `image_size`/`batch_size`, and SiliconFlow's `images` answer
 //! becomes OpenAI's `data`); the key balance (`GET /v1/user/info`, `data.totalBalance`:
-//! granted plus topped-up, in CNY) for channels with `strategy = "highest-balance"`; and video
-//! generation as asynchronous tasks (`video`).
+//! granted plus topped-up, in CNY) for channels with `strategy = "highest-balance"`; video
+//! generation as asynchronous tasks (`video`); and reference audio, the custom voices a speech
+//! call names (`references`).
 
+mod references;
 mod video;
 
 use serde_json::Value;
@@ -28,7 +30,7 @@ impl Vendor for SiliconFlow {
         .fetching("*.siliconflow.cn")
         .fetching("*.siliconflow.com")
         .with_base_url("https://api.siliconflow.cn");
-        video::declare(manifest)
+        references::declare(video::declare(manifest))
     }
 
     fn rewrites(op: &str) -> bool {
@@ -73,7 +75,7 @@ impl Vendor for SiliconFlow {
 }
 
 /// The plugin: SiliconFlow's OpenAI-compatible ops through `openai_compat`, its video tasks
-/// through `video`.
+/// through `video`, its reference audio through `references`.
 pub struct Plugin;
 
 impl tollgate_plugin_sdk::Plugin for Plugin {
@@ -86,12 +88,14 @@ impl tollgate_plugin_sdk::Plugin for Plugin {
 pub enum SiliconFlowExchange {
     Compat(CompatExchange<SiliconFlow>),
     Video(video::VideoExchange),
+    References(references::ReferenceExchange),
 }
 
 impl Exchange for SiliconFlowExchange {
     fn new(call: Call) -> Self {
         match call.op.as_str() {
             op if video::handles(op) => SiliconFlowExchange::Video(video::VideoExchange::new(call)),
+            op if references::handles(op) => SiliconFlowExchange::References(references::ReferenceExchange::new(call)),
             _ => SiliconFlowExchange::Compat(CompatExchange::new(call)),
         }
     }
@@ -99,48 +103,57 @@ impl Exchange for SiliconFlowExchange {
         match self {
             SiliconFlowExchange::Compat(e) => e.quote(),
             SiliconFlowExchange::Video(e) => e.quote(),
+            SiliconFlowExchange::References(_) => Err(AdapterError::new(
+                tollgate_plugin_sdk::ErrorKind::Unsupported,
+                "SiliconFlow's reference audio is free: it has no quote",
+            )),
         }
     }
     fn first(&mut self) -> Step {
         match self {
             SiliconFlowExchange::Compat(e) => e.first(),
             SiliconFlowExchange::Video(e) => e.first(),
+            SiliconFlowExchange::References(e) => e.first(),
         }
     }
     fn next(&mut self, response: UpstreamResponse) -> Step {
         match self {
             SiliconFlowExchange::Compat(e) => e.next(response),
             SiliconFlowExchange::Video(e) => e.next(response),
+            SiliconFlowExchange::References(e) => e.next(response),
         }
     }
     fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
         match self {
             SiliconFlowExchange::Compat(e) => e.decode(input),
-            SiliconFlowExchange::Video(_) => Err(video_does_not("stream")),
+            _ => Err(does_not("stream")),
         }
     }
     fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
         match self {
             SiliconFlowExchange::Compat(e) => e.finish(end),
-            SiliconFlowExchange::Video(_) => Err(video_does_not("stream")),
+            _ => Err(does_not("stream")),
         }
     }
     fn archived(&mut self, stored: Vec<Archived>) -> Step {
         match self {
             SiliconFlowExchange::Compat(e) => e.archived(stored),
-            SiliconFlowExchange::Video(_) => Step::Fail(video_does_not("archive")),
+            _ => Step::Fail(does_not("archive")),
         }
     }
     fn frame(&mut self, input: SocketInput) -> Result<Vec<SocketAction>, AdapterError> {
         match self {
             SiliconFlowExchange::Compat(e) => e.frame(input),
-            SiliconFlowExchange::Video(_) => Err(video_does_not("open sockets")),
+            _ => Err(does_not("open sockets")),
         }
     }
 }
 
-fn video_does_not(what: &str) -> AdapterError {
-    AdapterError::new(tollgate_plugin_sdk::ErrorKind::Unsupported, format!("SiliconFlow's video tasks do not {what}"))
+fn does_not(what: &str) -> AdapterError {
+    AdapterError::new(
+        tollgate_plugin_sdk::ErrorKind::Unsupported,
+        format!("SiliconFlow's video tasks and reference audio do not {what}"),
+    )
 }
 
 export_plugin!(Plugin);
