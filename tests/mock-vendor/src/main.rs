@@ -11,8 +11,9 @@
 //! `POST /v1/t2a_v2` (see `minimax.rs`) and its asynchronous speech, video and files
 //! (`minimax_jobs.rs`), a generic video job API (`jobs.rs`), Kling's video API
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
-//! checked (`jimeng.rs`), SiliconFlow's video API (`siliconflow.rs`), MindVideo's with its `i-sign`
-//! checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`), DashScope's asynchronous video
+//! checked (`jimeng.rs`), SiliconFlow's video API and reference audio (`siliconflow.rs`),
+//! MindVideo's with its `i-sign` checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`),
+//! DashScope's asynchronous video
 //! (`dashscope.rs`), the Suno API's music (`suno.rs`), MiniMax's WebSocket speech
 //! (`minimax_ws.rs`), and the control routes under `/_mock/` (below).
 
@@ -159,6 +160,8 @@ pub struct State {
     jimeng: Mutex<HashMap<String, jimeng::Task>>,
     /// SiliconFlow's video requests by id (`POST /v1/video/submit`).
     siliconflow: Mutex<HashMap<String, siliconflow::Request>>,
+    /// SiliconFlow's reference audio, per key (`POST /v1/uploads/audio/voice`).
+    siliconflow_references: Mutex<siliconflow::References>,
     /// MindVideo's creations by id (`POST /api/v2/creations`).
     mindvideo: Mutex<HashMap<u64, mindvideo::Creation>>,
     /// Ark's Seedance tasks by id (`POST /api/v3/contents/generations/tasks`).
@@ -201,6 +204,7 @@ impl State {
             kling: Mutex::new(HashMap::new()),
             jimeng: Mutex::new(HashMap::new()),
             siliconflow: Mutex::new(HashMap::new()),
+            siliconflow_references: Mutex::new(HashMap::new()),
             mindvideo: Mutex::new(HashMap::new()),
             ark: Mutex::new(HashMap::new()),
             dashscope: Mutex::new(HashMap::new()),
@@ -340,6 +344,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         }
         (&Method::POST, "/v1/video/submit") => siliconflow::submit(&state, &cx, key.as_deref()),
         (&Method::POST, "/v1/video/status") => siliconflow::status(&state, &cx, key.as_deref()),
+        (&Method::POST, "/v1/uploads/audio/voice") => siliconflow::upload_reference(&state, &cx, key.as_deref()).await,
+        (&Method::GET, "/v1/audio/voice/list") => siliconflow::list_references(&state, &cx, key.as_deref()),
+        (&Method::POST, "/v1/audio/voice/deletions") => siliconflow::delete_reference(&state, &cx, key.as_deref()),
         (&Method::POST, "/api/v3/contents/generations/tasks") => ark::create(&state, &cx, key.as_deref()),
         (method @ (&Method::GET | &Method::DELETE), path)
             if path.starts_with("/api/v3/contents/generations/tasks/") =>

@@ -4,6 +4,12 @@
 //! a reason when the prompt was `fail`. A request belongs to the key that submitted it; a
 //! size SiliconFlow does not render is its 400 (`{"code":20012,…}`), a bad key its plain
 //! `"Invalid token"`.
+//!
+//! Its reference audio (docs.siliconflow.cn `api-reference/audio/`): `POST
+//! /v1/uploads/audio/voice` (JSON with a data URI or URL, or a form with `file`) answers
+//! `{"uri":"speech:…"}`; `GET /v1/audio/voice/list` answers the key's own `{"results":[…]}`;
+//! `POST /v1/audio/voice/deletions` `{"uri"}` removes one of the key's. Each account (key)
+//! sees only its own references, as at SiliconFlow.
 
 use crate::body::MockBody;
 use crate::{json, Ctx, State};
@@ -61,4 +67,90 @@ pub fn status(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> 
             "timings": { "inference": 12.3 }, "seed": 42 } }),
     };
     json(StatusCode::OK, v.to_string())
+}
+
+/// One account's reference audio (`POST /v1/uploads/audio/voice`), by key: the list entries
+/// SiliconFlow answers, in upload order.
+pub type References = std::collections::HashMap<String, Vec<Value>>;
+
+/// `POST /v1/uploads/audio/voice`: JSON `{model, customName, text, audio}` (`audio` a data URI
+/// or a URL) or a form with those text fields and the audio as `file`; answers
+/// `{"uri":"speech:<customName>:<account>:<n>"}`, the reference kept in the key's account.
+pub async fn upload_reference(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+    let (true, Some(key)) = (cx.authorized, key) else { return invalid_token() };
+    let mut fields = std::collections::HashMap::new();
+    // The audio's copies: a file and an `audio` field.
+    let mut audio = 0;
+    match crate::multipart::parts(cx).await {
+        Some(Err(e)) => return bad(&e),
+        Some(Ok(parts)) => {
+            for part in parts {
+                match (part.name.as_str(), part.filename) {
+                    ("file", Some(_)) if !part.data.is_empty() => audio += 1,
+                    (name, None) => {
+                        fields.insert(name.to_string(), String::from_utf8_lossy(&part.data).into_owned());
+                    }
+                    (name, Some(_)) => return bad(&format!("unexpected file '{name}'")),
+                }
+            }
+        }
+        None => {
+            let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&cx.body) else {
+                return bad("the body is not a JSON object");
+            };
+            for (name, value) in body {
+                let Value::String(value) = value else { return bad(&format!("'{name}' must be a string")) };
+                fields.insert(name, value);
+            }
+        }
+    }
+    if let Some(a) = fields.remove("audio") {
+        if !(a.starts_with("data:audio/") && a.contains(";base64,") || a.starts_with("http")) {
+            return bad("audio must be a base64 data URI (data:audio/mpeg;base64,…) or a URL");
+        }
+        audio += 1;
+    }
+    let field = |k: &str| fields.get(k).filter(|v| !v.trim().is_empty()).cloned();
+    let (Some(model), Some(name), Some(text)) = (field("model"), field("customName"), field("text")) else {
+        return bad("model, customName and text are required");
+    };
+    if audio != 1 {
+        return bad("the audio is required, once: as 'audio' or as the file 'file'");
+    }
+    let uri = format!("speech:{name}:{}:{}", crate::files::fnv1a64(key.as_bytes()), state.next_trace());
+    let reference = json!({ "model": model, "customName": name, "text": text, "uri": uri });
+    state
+        .siliconflow_references
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.into())
+        .or_default()
+        .push(reference);
+    json(StatusCode::OK, json!({ "uri": uri }).to_string())
+}
+
+/// `GET /v1/audio/voice/list`: the key's references, `{"results":[…]}` as SiliconFlow's API
+/// reference writes it.
+pub fn list_references(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+    let (true, Some(key)) = (cx.authorized, key) else { return invalid_token() };
+    let references = state.siliconflow_references.lock().unwrap_or_else(|e| e.into_inner());
+    let mine = references.get(key).cloned().unwrap_or_default();
+    json(StatusCode::OK, json!({ "results": mine }).to_string())
+}
+
+/// `POST /v1/audio/voice/deletions` `{"uri"}`: removes one of the key's references. SiliconFlow
+/// documents its answer only as a string; an unknown uri is the mock's 400.
+pub fn delete_reference(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+    let (true, Some(key)) = (cx.authorized, key) else { return invalid_token() };
+    let uri = serde_json::from_slice::<Value>(&cx.body).ok().and_then(|v| v["uri"].as_str().map(str::to_string));
+    let Some(uri) = uri.filter(|u| !u.is_empty()) else { return bad("uri is required") };
+    let mut references = state.siliconflow_references.lock().unwrap_or_else(|e| e.into_inner());
+    let mine = references.entry(key.into()).or_default();
+    match mine.iter().position(|r| r["uri"] == uri.as_str()) {
+        Some(i) => {
+            mine.remove(i);
+            json(StatusCode::OK, r#""success""#)
+        }
+        None => bad("the voice does not exist"),
+    }
 }
