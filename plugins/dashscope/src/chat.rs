@@ -10,7 +10,10 @@
 //!   no `[DONE]`, usage cumulative in each event: the last one is billed).
 //!
 //! Native usage: `input_tokens` (with `prompt_tokens_details.cached_tokens`), `output_tokens`;
-//! a multimodal answer's images are counted when it has them (`output.choices[].message.content[].image`).
+//! a multimodal answer's images (qwen-image, qwen-image-edit: `usage.image_count`, or the
+//! `image` parts of `output.choices[].message.content[]`, whichever is more), and the seconds
+//! of audio qwen3-asr-flash heard (`usage.seconds`), each billed where the model is priced in
+//! them (`per_image`, `per_second`).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -55,6 +58,10 @@ struct NativeUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     prompt_tokens_details: Option<Cached>,
+    /// Images made (qwen-image, qwen-image-edit).
+    image_count: Option<u64>,
+    /// Seconds of audio heard (qwen3-asr-flash).
+    seconds: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -65,7 +72,7 @@ struct Cached {
 /// The usage of a native answer (or stream event); `None` when it has none.
 fn native_usage(v: &Value) -> Option<Usage> {
     let u = NativeUsage::deserialize(v.get("usage").filter(|u| u.is_object())?).ok()?;
-    let images = v
+    let delivered = v
         .pointer("/output/choices")
         .and_then(Value::as_array)
         .map(|choices| {
@@ -77,11 +84,19 @@ fn native_usage(v: &Value) -> Option<Usage> {
                 .count() as u32
         })
         .filter(|n| *n > 0);
+    // What was counted or delivered, whichever is more (never a delivered image free).
+    let counted = u.image_count.map(|n| n.min(u64::from(MAX_IMAGES)) as u32);
+    let images = match (counted, delivered) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
+    };
+    let milliseconds = u.seconds.filter(|s| s.is_finite() && *s >= 0.0).map(|s| (s * 1000.0).ceil() as u64);
     Some(Usage {
         input_tokens: u.input_tokens,
         output_tokens: u.output_tokens,
         cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
         images,
+        milliseconds,
         ..Usage::default()
     })
 }
@@ -89,19 +104,56 @@ fn native_usage(v: &Value) -> Option<Usage> {
 /// The output a native request may make when it names no `max_tokens`: DashScope's largest
 /// (thinking included), so a reservation always bounds it.
 pub const DEFAULT_MAX_OUTPUT: u64 = 32_768;
+/// The most images one multimodal request may ask for (`parameters.n`).
+const MAX_IMAGES: u32 = 16;
+/// The longest audio qwen3-asr-flash hears in one request (DashScope's limit: 5 minutes).
+pub const MAX_AUDIO_SECONDS: u64 = 300;
+
+/// The `audio` parts of a multimodal request's messages (what qwen3-asr-flash hears).
+fn audio_parts(body: &serde_json::Map<String, Value>) -> u64 {
+    let messages = body.get("input").and_then(|i| i.get("messages")).and_then(Value::as_array);
+    messages
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .filter(|part| part.get("audio").is_some())
+        .count() as u64
+}
+
+/// The seconds of audio a multimodal request holds: each audio part at DashScope's longest.
+fn audio_bound_ms(call: &Call) -> Option<u64> {
+    let body = call.body.object("").ok()?;
+    let parts = audio_parts(&body);
+    (parts > 0).then(|| parts.saturating_mul(MAX_AUDIO_SECONDS * 1000))
+}
+
+/// A native answer's usage, its seconds never beyond what the request held: the bound is
+/// DashScope's own limit, so a larger report is absurd, and a call is never charged more than
+/// its reservation.
+pub fn bounded(call: &Call, mut usage: Usage) -> Usage {
+    if let (Some(ms), Some(bound)) = (usage.milliseconds, audio_bound_ms(call)) {
+        usage.milliseconds = Some(ms.min(bound));
+    }
+    usage
+}
 
 /// What a native generation request may cost, read from DashScope's own fields (the host
 /// reads OpenAI's): input bounded by the body's size, output by `parameters.max_tokens` (or
 /// DashScope's largest) plus the thinking budget when thinking is on, times `n`; images
-/// (qwen-image) by `n`.
+/// (qwen-image, qwen-image-edit) by `n`, 1 by default; seconds of audio (qwen3-asr-flash) by
+/// its audio parts, each at DashScope's longest. Fields that price the call are read only as
+/// written (`"N"` beside `"n"` is refused: DashScope might read the other).
 pub fn native_quote(call: &Call) -> Result<Usage, AdapterError> {
     let body = call.body.object("DashScope takes JSON")?;
     let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
+    tollgate_plugin_sdk::exact_fields(&body, &["model", "input", "parameters"])?;
     let parameters = match body.get("parameters") {
         None | Some(Value::Null) => serde_json::Map::new(),
         Some(Value::Object(p)) => p.clone(),
         Some(v) => return Err(bad(format!("'parameters' must be an object, not {v}"))),
     };
+    tollgate_plugin_sdk::exact_fields(&parameters, &["max_tokens", "enable_thinking", "thinking_budget", "n"])?;
     let count = |name: &str, max: u64| -> Result<Option<u64>, AdapterError> {
         match parameters.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -116,12 +168,13 @@ pub fn native_quote(call: &Call) -> Result<Usage, AdapterError> {
         Some(Value::Bool(true)) => count("thinking_budget", 1 << 20)?.unwrap_or(DEFAULT_MAX_OUTPUT),
         _ => 0,
     };
-    let n = count("n", 16)?.unwrap_or(1);
+    let n = count("n", u64::from(MAX_IMAGES))?.unwrap_or(1);
     let size = serde_json::to_vec(&body).map(|b| b.len() as u64).unwrap_or(u64::MAX);
     Ok(Usage {
         input_tokens: Some(size.div_ceil(2)),
         output_tokens: Some(max_tokens.saturating_add(thinking).saturating_mul(n)),
         images: (call.op == MULTIMODAL).then_some(n as u32),
+        milliseconds: audio_bound_ms(call).filter(|_| call.op == MULTIMODAL),
         ..Usage::default()
     })
 }
@@ -157,7 +210,7 @@ pub fn native_first(call: &Call) -> Step {
 }
 
 /// A native answer: DashScope's body as it is, its usage read, a failure relayed and classified.
-pub fn native_next(response: UpstreamResponse) -> Step {
+pub fn native_next(call: &Call, response: UpstreamResponse) -> Step {
     let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
     if !(200..300).contains(&response.status) {
         return Step::Reply(super::verbatim(response, &v));
@@ -165,7 +218,7 @@ pub fn native_next(response: UpstreamResponse) -> Step {
     if !v.is_object() {
         return Step::fail(ErrorKind::UpstreamFault, "DashScope answered with invalid JSON");
     }
-    let usage = native_usage(&v).unwrap_or_default();
+    let usage = bounded(call, native_usage(&v).unwrap_or_default());
     Step::Reply(Reply { usage, ..Reply::verbatim(response) })
 }
 

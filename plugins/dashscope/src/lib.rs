@@ -17,6 +17,10 @@
 //!   images DashScope reports (`usage.image_count`), each archived. `GET /api/v1/tasks/{id}`
 //!   (`dashscope.task`, free) runs on the key that made the task, for its owner only, and
 //!   answers DashScope's body as it is.
+//! - op `dashscope.transcription`, DashScope's own route `POST
+//!   /api/v1/services/audio/asr/transcription` (Paraformer and Fun-ASR on files): a task the
+//!   same way, held the most its files may be heard and charged the seconds DashScope reports
+//!   (`asr.rs`).
 //!
 //! DashScope bills a video by its seconds at a price per resolution: the quote names the
 //! resolution's tier (`480p`, `720p`, `1080p`, from the size's area; 1080p when none is given,
@@ -25,6 +29,7 @@
 //! Price them as `[models."wan2.2-t2v-plus".units] "720p" = "<per second>"`. Auth is the
 //! channel's API key as a bearer token; errors are `{"code","message","request_id"}`.
 
+mod asr;
 mod chat;
 
 use serde_json::{json, Map, Value};
@@ -53,6 +58,8 @@ impl tollgate_plugin_sdk::Plugin for DashScope {
             .with_operation(Operation::new(IMAGE).quoted())
             .with_operation(Operation::new(TASK).resend())
             .with(Route::new("POST", IMAGE_SUBMIT, IMAGE))
+            .with_operation(Operation::new(asr::OP).quoted())
+            .with(Route::new("POST", asr::PATH, asr::OP))
             .with(
                 Route::new("GET", "/api/v1/tasks/{task_id}", TASK)
                     .model(Field::None)
@@ -62,6 +69,14 @@ impl tollgate_plugin_sdk::Plugin for DashScope {
             // Where DashScope serves results (its OSS buckets).
             .fetching("*.aliyuncs.com")
             .with_base_url("https://dashscope.aliyuncs.com")
+    }
+
+    fn check_settings(settings: &str) -> Result<(), String> {
+        let v: Value = match settings.trim() {
+            "" => Value::Null,
+            s => serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?,
+        };
+        asr::check_settings(&v)
     }
 }
 
@@ -180,12 +195,13 @@ impl DashScopeExchange {
         Ok((json!({ "model": model, "input": input, "parameters": parameters }), n))
     }
 
-    /// The task's DashScope id, tier and whether it makes images, from its state
-    /// (`{"id","tier"}`, with `"kind":"image"` for an image task).
-    fn task(&self) -> Option<(String, String, bool)> {
+    /// The task's DashScope id, tier and kind, from its state (`{"id","tier"}`, with
+    /// `"kind":"image"` for an image task, `"asr"` for a transcription; a video has none).
+    fn task(&self) -> Option<(String, String, String)> {
         let state: Value = serde_json::from_str(self.call.task.as_deref()?).ok()?;
         let id = state["id"].as_str().filter(|id| safe_id(id))?;
-        Some((id.to_string(), state["tier"].as_str()?.to_string(), state["kind"] == "image"))
+        let kind = state["kind"].as_str().unwrap_or_default().to_string();
+        Some((id.to_string(), state["tier"].as_str()?.to_string(), kind))
     }
 }
 
@@ -253,7 +269,7 @@ impl Exchange for DashScopeExchange {
     fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
         match self.compat.as_mut() {
             Some(c) => c.finish(end),
-            None => Ok(StreamTail::new(Vec::new(), std::mem::take(&mut self.usage))),
+            None => Ok(StreamTail::new(Vec::new(), chat::bounded(&self.call, std::mem::take(&mut self.usage)))),
         }
     }
 
@@ -263,6 +279,9 @@ impl Exchange for DashScopeExchange {
         }
         if self.call.op == IMAGE {
             return self.image().map(|(_, n)| Usage { images: Some(n), ..Usage::default() });
+        }
+        if self.call.op == asr::OP {
+            return asr::quote(&self.call);
         }
         self.submit().map(|(_, tier, s)| seconds_of(tier, s))
     }
@@ -286,6 +305,7 @@ impl Exchange for DashScopeExchange {
                 ),
                 Err(e) => Step::Fail(e),
             },
+            asr::OP => asr::first(&self.call),
             TASK => {
                 let id = self.call.context.path_params.iter().find(|(n, _)| n == "task_id").map(|(_, v)| v.as_str());
                 match id.filter(|id| safe_id(id)) {
@@ -312,18 +332,19 @@ impl Exchange for DashScopeExchange {
             return c.next(response);
         }
         if matches!(self.call.op.as_str(), chat::GENERATION | chat::MULTIMODAL) {
-            return chat::native_next(response);
+            return chat::native_next(&self.call, response);
         }
         let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         let ok = (200..300).contains(&response.status);
         match self.call.op.as_str() {
             TASK => return Step::Reply(verbatim(response, &v)),
-            IMAGE if !ok => return Step::Reply(verbatim(response, &v)),
-            IMAGE => {
+            IMAGE | asr::OP if !ok => return Step::Reply(verbatim(response, &v)),
+            IMAGE | asr::OP => {
                 let Some(id) = v.pointer("/output/task_id").and_then(Value::as_str).filter(|id| safe_id(id)) else {
                     return Step::fail(ErrorKind::UpstreamFault, "DashScope's answer to the submit has no task_id");
                 };
-                let state = json!({ "id": id, "tier": "", "kind": "image" }).to_string();
+                let kind = if self.call.op == IMAGE { "image" } else { "asr" };
+                let state = json!({ "id": id, "tier": "", "kind": kind }).to_string();
                 let reply = Reply { objects: vec![id.to_string()], ..verbatim(response, &v) };
                 return Step::Submitted(TaskSubmitted {
                     state,
@@ -351,7 +372,8 @@ impl Exchange for DashScopeExchange {
             }
             "task.cancel" => Step::Reply(Reply::json("{}".into(), Usage::default())),
             _ => match self.task() {
-                Some((_, _, true)) => images_polled(&v),
+                Some((_, _, kind)) if kind == "image" => images_polled(&v),
+                Some((_, _, kind)) if kind == "asr" => asr::polled(&v),
                 task => polled(&v, &task.map(|(_, tier, _)| tier).unwrap_or_default()),
             },
         }

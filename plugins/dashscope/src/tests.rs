@@ -261,3 +261,139 @@ fn a_native_request_is_quoted_from_dashscopes_own_fields() {
         .unwrap();
     assert_eq!(q.images, Some(3));
 }
+
+fn transcription(json: &str) -> Call {
+    call(asr::OP, "paraformer-v2", json)
+}
+
+#[test]
+fn a_file_transcription_holds_its_files_at_dashscopes_longest_and_is_sent_asynchronously() {
+    let body = r#"{"model":"paraformer-v2","input":{"file_urls":["https://x.oss-cn-beijing.aliyuncs.com/a.wav","http://y/b.mp3"]},"parameters":{"language_hints":["zh","en"]}}"#;
+    let q = DashScopeExchange::new(transcription(body)).quote().unwrap();
+    assert_eq!(q.milliseconds, Some(2 * 12 * 3600 * 1000), "two files, 12 hours each");
+    // Two tracks heard in each file: twice the hold; an operator's lower bound per file.
+    let tracks = r#"{"input":{"file_urls":["https://x/a.wav"]},"parameters":{"channel_id":[0,1]}}"#;
+    assert_eq!(DashScopeExchange::new(transcription(tracks)).quote().unwrap().milliseconds, Some(2 * 43_200_000));
+    let lowered = Call { config: r#"{"asr_max_file_seconds":600}"#.into(), ..transcription(body) };
+    assert_eq!(DashScopeExchange::new(lowered).quote().unwrap().milliseconds, Some(1_200_000));
+    let many = format!(r#"{{"input":{{"file_urls":{:?}}}}}"#, vec!["https://x/a.wav"; 101]);
+    for bad in [
+        many.as_str(),
+        r#"{"input":{"file_urls":[]}}"#,
+        r#"{"input":{"file_urls":"https://x/a.wav"}}"#,
+        r#"{"input":{"file_urls":["file:///etc/passwd"]}}"#,
+        r#"{"input":{"file_urls":[7]}}"#,
+        r#"{"input":{"file_urls":["https://x/a.wav"],"File_urls":["https://x/b.wav"]}}"#,
+        r#"{"input":{"file_urls":["https://x/a.wav"]},"parameters":{"channel_id":[0,1,2,3,4,5,6,7,8]}}"#,
+        r#"{"input":{"file_urls":["https://x/a.wav"]},"parameters":{"channel_id":"0"}}"#,
+        r#"{"input":{"file_urls":["https://x/a.wav"]},"parameters":{"callback_url":"https://evil"}}"#,
+        r#"{"input":{"file_urls":["https://x/a.wav"]},"extra":1}"#,
+    ] {
+        let run = Harness::<DashScope>::new(transcription(bad)).run(|_| panic!("nothing is sent"));
+        assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::BadRequest), "{bad}");
+    }
+    assert!(<DashScope as tollgate_plugin_sdk::Plugin>::check_settings(r#"{"asr_max_file_seconds":0}"#).is_err());
+    assert!(<DashScope as tollgate_plugin_sdk::Plugin>::check_settings(r#"{"asr_max_file_seconds":3600}"#).is_ok());
+    assert!(<DashScope as tollgate_plugin_sdk::Plugin>::check_settings("{}").is_ok());
+
+    let answer = r#"{"output":{"task_status":"PENDING","task_id":"asr-1"},"request_id":"r"}"#;
+    let run = Harness::<DashScope>::new(transcription(body)).run(|_| response(200, answer));
+    let req = &run.requests[0];
+    assert_eq!(req.path, asr::PATH);
+    assert_eq!(tollgate_plugin_sdk::header(&req.headers, "x-dashscope-async"), Some("enable"));
+    let sent: Value = serde_json::from_str(&tollgate_plugin_sdk::testing::body_text(req)).unwrap();
+    assert_eq!(sent["input"]["file_urls"][1], "http://y/b.mp3");
+    assert_eq!(sent["parameters"]["language_hints"], json!(["zh", "en"]));
+    let Outcome::Submitted(t) = run.outcome else { panic!("expected a task") };
+    assert_eq!(t.state, r#"{"id":"asr-1","kind":"asr","tier":""}"#);
+    let reply = t.reply.expect("DashScope's own answer");
+    assert_eq!((reply.body.as_bytes().unwrap(), reply.objects), (answer.as_bytes(), vec!["asr-1".to_string()]));
+    let run = Harness::<DashScope>::new(transcription(body))
+        .run(|_| response(401, r#"{"code":"InvalidApiKey","message":"Invalid API-key provided."}"#));
+    assert!(matches!(run.outcome, Outcome::Reply(ref r) if r.status == 401));
+}
+
+#[test]
+fn a_transcription_task_is_charged_the_seconds_dashscope_heard_and_nothing_when_no_file_was_heard() {
+    let poll = |answer: &'static str| {
+        let c =
+            Call { task: Some(r#"{"id":"asr-1","tier":"","kind":"asr"}"#.into()), ..call("task.poll", "fun-asr", "") };
+        Harness::<DashScope>::new(c).run(move |_| response(200, answer)).outcome
+    };
+    let done = poll(
+        r#"{"output":{"task_status":"SUCCEEDED","results":[{"file_url":"https://x/a.wav","transcription_url":"https://r.aliyuncs.com/a.json","subtask_status":"SUCCEEDED"},{"file_url":"https://x/fail.wav","subtask_status":"FAILED","code":"InvalidFile.DownloadFailed","message":"m"}]},"usage":{"duration":9}}"#,
+    );
+    let Outcome::Task(TaskState::Succeeded(d)) = done else { panic!("expected success: {done:?}") };
+    assert_eq!((d.usage.milliseconds, d.outputs.len()), (Some(9_000), 0));
+    let done = poll(r#"{"output":{"task_status":"SUCCEEDED","results":[{"subtask_status":"SUCCEEDED"}]}}"#);
+    let Outcome::Task(TaskState::Succeeded(d)) = done else { panic!("expected success") };
+    assert_eq!(d.usage.milliseconds, None, "no duration: the host bills the hold, marked estimated");
+    let failed = poll(
+        r#"{"output":{"task_status":"SUCCEEDED","results":[{"subtask_status":"FAILED","code":"InvalidFile.DownloadFailed","message":"The audio file cannot be downloaded."}]},"usage":{"duration":0}}"#,
+    );
+    assert!(matches!(failed, Outcome::Task(TaskState::Failed(ref e)) if e.message.contains("cannot be downloaded")));
+    assert!(matches!(poll(r#"{"output":{"task_status":"RUNNING"}}"#), Outcome::Task(TaskState::Pending(_))));
+    assert!(matches!(
+        poll(r#"{"output":{"task_status":"FAILED","code":"InternalError"}}"#),
+        Outcome::Task(TaskState::Failed(_))
+    ));
+}
+
+fn multimodal(model: &str, body: &str) -> Call {
+    call(chat::MULTIMODAL, model, body)
+}
+
+#[test]
+fn an_image_edit_holds_its_n_images_and_is_charged_those_made() {
+    let edit = r#"{"model":"qwen-image-edit-plus","input":{"messages":[{"role":"user","content":[{"image":"data:image/png;base64,iVBORw0KGgo="},{"text":"make it blue"}]}]},"parameters":{"n":2}}"#;
+    let q = DashScopeExchange::new(multimodal("qwen-image-edit-plus", edit)).quote().unwrap();
+    assert_eq!((q.images, q.milliseconds), (Some(2), None));
+    let one = r#"{"input":{"messages":[{"role":"user","content":[{"image":"https://x/a.png"},{"text":"t"}]}]}}"#;
+    assert_eq!(DashScopeExchange::new(multimodal("qwen-image-edit", one)).quote().unwrap().images, Some(1));
+    for bad in [
+        r#"{"input":{},"parameters":{"n":2,"N":6}}"#,
+        r#"{"input":{},"Parameters":{"n":6}}"#,
+        r#"{"input":{},"parameters":{"n":17}}"#,
+    ] {
+        assert!(DashScopeExchange::new(multimodal("qwen-image-edit-plus", bad)).quote().is_err(), "{bad}");
+    }
+    let made = |answer: &'static str| match Harness::<DashScope>::new(multimodal("qwen-image-edit-plus", edit))
+        .run(move |_| response(200, answer))
+        .outcome
+    {
+        Outcome::Reply(r) => r.usage.images,
+        o => panic!("{o:?}"),
+    };
+    let two = r#"{"output":{"choices":[{"message":{"content":[{"image":"https://a/1.png"},{"image":"https://a/2.png"}]}}]},"usage":{"width":1024,"height":1024,"image_count":2}}"#;
+    assert_eq!(made(two), Some(2));
+    let counted =
+        r#"{"output":{"choices":[{"message":{"content":[{"image":"https://a/1.png"}]}}]},"usage":{"image_count":2}}"#;
+    assert_eq!(made(counted), Some(2), "DashScope's count, when it is more");
+    let none = r#"{"output":{"choices":[{"message":{"content":[]}}]},"usage":{"image_count":0}}"#;
+    assert_eq!(made(none), Some(0), "none made, none charged");
+    let run = Harness::<DashScope>::new(multimodal("qwen-image-edit-plus", edit))
+        .run(|_| response(400, r#"{"request_id":"r","code":"DataInspectionFailed","message":"bad"}"#));
+    assert!(
+        matches!(run.outcome, Outcome::Reply(r) if r.error.as_ref().is_some_and(|e| e.kind == ErrorKind::ContentFiltered))
+    );
+}
+
+#[test]
+fn a_synchronous_asr_holds_its_audio_at_dashscopes_longest_and_is_charged_the_seconds_heard() {
+    let body = r#"{"model":"qwen3-asr-flash","input":{"messages":[{"role":"system","content":[{"text":""}]},{"role":"user","content":[{"audio":"https://x/welcome.mp3"}]}]},"parameters":{"asr_options":{"enable_itn":false}}}"#;
+    let q = DashScopeExchange::new(multimodal("qwen3-asr-flash", body)).quote().unwrap();
+    assert_eq!(q.milliseconds, Some(chat::MAX_AUDIO_SECONDS * 1000));
+    let heard = |answer: &'static str| match Harness::<DashScope>::new(multimodal("qwen3-asr-flash", body))
+        .run(move |_| response(200, answer))
+        .outcome
+    {
+        Outcome::Reply(r) => r.usage,
+        o => panic!("{o:?}"),
+    };
+    let u = heard(
+        r#"{"output":{"choices":[{"finish_reason":"stop","message":{"content":[{"text":"Welcome."}],"role":"assistant"}}]},"usage":{"input_tokens_details":{"text_tokens":0},"output_tokens_details":{"text_tokens":6},"seconds":1},"request_id":"r"}"#,
+    );
+    assert_eq!((u.milliseconds, u.input_tokens, u.images), (Some(1_000), None, None));
+    let u = heard(r#"{"output":{"choices":[]},"usage":{"seconds":1e12}}"#);
+    assert_eq!(u.milliseconds, Some(300_000), "never beyond what was held");
+}
