@@ -7,6 +7,19 @@
 //! `{"code","message","request_id"}`; a task belongs to the key that made it. Text to image
 //! (`POST /api/v1/services/aigc/text2image/image-synthesis`, async only) is a task of the same
 //! kind whose success lists `parameters.n` PNGs in `results` and `usage.image_count`.
+//!
+//! Speech recognition of files (`POST /api/v1/services/audio/asr/transcription`, async only,
+//! `input.file_urls`: 1 to 100 http(s) URLs) is a task of the same kind whose success lists a
+//! subtask per file: `SUCCEEDED` with a `transcription_url` (JSON on the mock's CDN), or, for a
+//! URL containing `fail`, `FAILED` with DashScope's `InvalidFile.DownloadFailed`; its
+//! `usage.duration` is the seconds heard in the files transcribed (a URL's `seconds=N`, else 5).
+//!
+//! The synchronous multimodal route (`POST /api/v1/services/aigc/multimodal-generation/generation`)
+//! serves qwen-image-edit (1 to 3 `image` parts, URLs or data URIs, and a `text`;
+//! `parameters.n` images, 1 for `qwen-image-edit`, up to 6 for the others; `usage` with
+//! `image_count`; the text `fail` is refused as DashScope refuses inappropriate content) and
+//! qwen3-asr-flash (one `audio` part; `usage.seconds`: a URL's `seconds=N`, a data URI's
+//! bytes at 32,000 a second, else 3), and any other model a short text with its tokens.
 
 use crate::body::MockBody;
 use crate::{json, Ctx, State};
@@ -22,6 +35,8 @@ pub struct Task {
     cancelled: bool,
     /// An image task: the images asked for.
     images: Option<u64>,
+    /// A transcription task: its files' URLs.
+    files: Option<Vec<String>>,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<MockBody> {
@@ -65,7 +80,7 @@ pub fn submit(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> 
     let seconds = body.pointer("/parameters/duration").and_then(Value::as_u64).unwrap_or(5);
     let job = crate::jobs::create(state, &key, seconds, &prompt);
     let id = format!("0385dc79-{:012x}", state.next_trace());
-    let task = Task { key, job, queries: 0, prompt, seconds, cancelled: false, images: None };
+    let task = Task { key, job, queries: 0, prompt, seconds, cancelled: false, images: None, files: None };
     state.dashscope.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), task);
     json(
         StatusCode::OK,
@@ -89,12 +104,139 @@ pub fn image(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
     }
     let job = crate::jobs::create(state, &key, 0, &prompt);
     let id = format!("0385dc79-{:012x}", state.next_trace());
-    let task = Task { key, job, queries: 0, prompt, seconds: 0, cancelled: false, images: Some(n) };
+    let task = Task { key, job, queries: 0, prompt, seconds: 0, cancelled: false, images: Some(n), files: None };
     state.dashscope.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), task);
     json(
         StatusCode::OK,
         json!({ "output": { "task_status": "PENDING", "task_id": id }, "request_id": "mock" }).to_string(),
     )
+}
+
+/// `POST /api/v1/services/audio/asr/transcription`.
+pub fn transcription(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+    let (key, body) = match accept(cx, key) {
+        Ok(accepted) => accepted,
+        Err((status, code, message)) => return error(status, code, message),
+    };
+    let urls = body.pointer("/input/file_urls").and_then(Value::as_array);
+    let files: Option<Vec<String>> = urls.and_then(|u| u.iter().map(|u| u.as_str().map(str::to_string)).collect());
+    let Some(files) = files.filter(|f| (1..=100).contains(&f.len())) else {
+        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "input.file_urls must list 1 to 100 URLs");
+    };
+    if body["model"].as_str().is_none_or(str::is_empty) || files.iter().any(|f| !f.starts_with("http")) {
+        return error(StatusCode::BAD_REQUEST, "InvalidParameter", "model and http(s) file_urls are required");
+    }
+    let job = crate::jobs::create(state, &key, 0, "transcript");
+    let id = format!("0385dc79-{:012x}", state.next_trace());
+    let task = Task {
+        key,
+        job,
+        queries: 0,
+        prompt: String::new(),
+        seconds: 0,
+        cancelled: false,
+        images: None,
+        files: Some(files),
+    };
+    state.dashscope.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), task);
+    json(
+        StatusCode::OK,
+        json!({ "output": { "task_status": "PENDING", "task_id": id }, "request_id": "mock" }).to_string(),
+    )
+}
+
+/// The seconds a file or audio URL says it lasts (`seconds=N` in it).
+fn seconds_in(url: &str) -> Option<u64> {
+    let (_, rest) = url.split_once("seconds=")?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// A finished transcription task: a subtask per file, the seconds of those transcribed.
+fn transcribed(state: &State, id: &str, t: &Task, files: &[String], n: u32) -> Value {
+    let mut heard = 0;
+    let results: Vec<Value> = files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| {
+            if file.contains("fail") {
+                return json!({ "file_url": file, "subtask_status": "FAILED", "code": "InvalidFile.DownloadFailed",
+                    "message": "The audio file cannot be downloaded." });
+            }
+            heard += seconds_in(file).unwrap_or(5);
+            let url = format!("http://{}/cdn/{}.json?sig=ds{n}f{i}", state.addr, t.job);
+            json!({ "file_url": file, "transcription_url": url, "subtask_status": "SUCCEEDED" })
+        })
+        .collect();
+    let ok = results.iter().filter(|r| r["subtask_status"] == "SUCCEEDED").count();
+    json!({ "output": { "task_id": id, "task_status": "SUCCEEDED", "results": results,
+        "task_metrics": { "TOTAL": files.len(), "SUCCEEDED": ok, "FAILED": files.len() - ok } },
+        "usage": { "duration": heard }, "request_id": "mock" })
+}
+
+/// `POST /api/v1/services/aigc/multimodal-generation/generation`: qwen-image-edit, qwen3-asr-flash.
+pub fn multimodal(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
+    let Some(key) = key.filter(|_| cx.authorized) else { return unauthorized() };
+    let invalid = |message: &str| error(StatusCode::BAD_REQUEST, "InvalidParameter", message);
+    let Ok(body) = serde_json::from_slice::<Value>(&cx.body) else { return invalid("the body is not JSON") };
+    let model = body["model"].as_str().unwrap_or_default();
+    let parts: Vec<&Value> = body
+        .pointer("/input/messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .collect();
+    let named = |kind: &str| parts.iter().filter_map(|p| p[kind].as_str()).collect::<Vec<_>>();
+    let (images, audios, texts) = (named("image"), named("audio"), named("text"));
+    let media = |url: &&str, kind: &str| url.starts_with("http") || url.starts_with(&format!("data:{kind}/"));
+    let answer = |content: Value, usage: Value| {
+        let choice = json!({ "finish_reason": "stop", "message": { "role": "assistant", "content": content } });
+        json(
+            StatusCode::OK,
+            json!({ "output": { "choices": [choice] }, "usage": usage, "request_id": "mock" }).to_string(),
+        )
+    };
+    if model.starts_with("qwen-image-edit") {
+        if !(1..=3).contains(&images.len()) || !images.iter().all(|i| media(i, "image")) || texts.is_empty() {
+            return invalid("an edit takes 1 to 3 images (URLs or data URIs) and a text");
+        }
+        if texts.contains(&"fail") {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "DataInspectionFailed",
+                "Input data may contain inappropriate content.",
+            );
+        }
+        let most = if model == "qwen-image-edit" { 1 } else { 6 };
+        let n = body.pointer("/parameters/n").map_or(Some(1), Value::as_u64).filter(|n| (1..=most).contains(n));
+        let Some(n) = n else { return invalid("parameters.n is out of range for this model") };
+        let job = crate::jobs::create(state, key, 0, texts[0]);
+        let trace = state.next_trace();
+        let content: Vec<Value> = (1..=n)
+            .map(|i| json!({ "image": format!("http://{}/cdn/{job}.png?sig=mm{trace}i{i}", state.addr) }))
+            .collect();
+        return answer(json!(content), json!({ "width": 1024, "height": 1024, "image_count": n }));
+    }
+    if model.contains("asr") {
+        if audios.len() != 1 || !media(&audios[0], "audio") {
+            return invalid("the model takes one audio (a URL or a data URI)");
+        }
+        let audio = audios[0];
+        if audio.contains("fail") {
+            return invalid("The audio file cannot be downloaded.");
+        }
+        let seconds = match audio.split_once(";base64,") {
+            Some((_, data)) if audio.starts_with("data:") => (data.len() as u64 * 3 / 4).div_ceil(32_000).max(1),
+            _ => seconds_in(audio).unwrap_or(3),
+        };
+        return answer(
+            json!([{ "text": "Hello from the mock's ears." }]),
+            json!({ "input_tokens_details": { "text_tokens": 0 }, "output_tokens_details": { "text_tokens": 7 },
+                "seconds": seconds }),
+        );
+    }
+    answer(json!([{ "text": "Hello from mock" }]), json!({ "input_tokens": 9, "output_tokens": 3 }))
 }
 
 /// `GET /api/v1/tasks/{id}`, or `POST /api/v1/tasks/{id}/cancel`.
@@ -118,6 +260,10 @@ pub fn task(state: &State, cx: &Ctx, key: Option<&str>, id: &str, cancel: bool) 
         (_, 2) => json!({ "task_id": id, "task_status": "RUNNING" }),
         _ if t.prompt == "fail" => json!({ "task_id": id, "task_status": "FAILED", "code": "DataInspectionFailed",
             "message": "Output data may contain inappropriate content." }),
+        (_, n) if t.files.is_some() => {
+            let files = t.files.clone().unwrap_or_default();
+            return json(StatusCode::OK, transcribed(state, id, t, &files, n).to_string());
+        }
         (_, n) if t.images.is_some() => {
             let images = t.images.unwrap_or(1);
             let results: Vec<Value> = (1..=images)

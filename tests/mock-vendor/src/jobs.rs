@@ -129,6 +129,9 @@ pub fn cancel(state: &State, cx: &Ctx, key: Option<&str>, id: &str) -> Response<
     json(StatusCode::OK, serde_json::json!({ "id": id, "status": "cancelled" }).to_string())
 }
 
+/// A transcript as DashScope's file recognition writes it.
+const TRANSCRIPT: &str = r#"{"properties":{"audio_format":"wav","original_duration_in_milliseconds":5000},"transcripts":[{"channel_id":0,"text":"Hello from the mock's ears.","sentences":[{"begin_time":0,"end_time":5000,"text":"Hello from the mock's ears."}]}]}"#;
+
 /// `GET /cdn/{file}`: a job's output, once.
 pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
     let redirected = file.strip_prefix("r/");
@@ -137,9 +140,11 @@ pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
     let tar = file.ends_with(".tar");
     // Suno's clips are MP3.
     let mp3 = file.ends_with(".mp3");
-    // DashScope's images are PNG.
+    // DashScope's images are PNG, its transcripts JSON.
     let png = file.ends_with(".png");
+    let transcript = file.ends_with(".json");
     let id = file.trim_end_matches(".mp4").trim_end_matches(".tar").trim_end_matches(".mp3").trim_end_matches(".png");
+    let id = id.trim_end_matches(".json");
     let mut jobs = state.jobs.lock().unwrap_or_else(|e| e.into_inner());
     let Some(job) = jobs.get_mut(id) else {
         return crate::respond(StatusCode::NOT_FOUND, "application/xml", MockBody::full(XML_NO_KEY));
@@ -158,6 +163,7 @@ pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
     match job.prompt.as_str() {
         _ if tar => crate::respond(StatusCode::OK, "application/x-tar", MockBody::full(crate::minimax_jobs::tar())),
         _ if png => crate::respond(StatusCode::OK, "image/png", MockBody::full(&b"\x89PNG\r\n\x1a\nmock image"[..])),
+        _ if transcript => crate::respond(StatusCode::OK, "application/json", MockBody::full(TRANSCRIPT)),
         _ if mp3 => crate::respond(StatusCode::OK, "audio/mpeg", MockBody::full(crate::minimax::fake_audio(file))),
         "html" => {
             crate::respond(StatusCode::OK, "text/html; charset=utf-8", MockBody::full("<html>Service busy</html>"))

@@ -360,6 +360,12 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         (&Method::POST, "/api/v1/services/aigc/video-generation/video-synthesis") => {
             dashscope::submit(&state, &cx, key.as_deref())
         }
+        (&Method::POST, "/api/v1/services/audio/asr/transcription") => {
+            dashscope::transcription(&state, &cx, key.as_deref())
+        }
+        (&Method::POST, "/api/v1/services/aigc/multimodal-generation/generation") => {
+            dashscope::multimodal(&state, &cx, key.as_deref())
+        }
         (&Method::GET, path) if path.starts_with("/api/v1/tasks/") => {
             dashscope::task(&state, &cx, key.as_deref(), &path["/api/v1/tasks/".len()..], false)
         }
