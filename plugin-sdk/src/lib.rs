@@ -61,6 +61,12 @@ pub trait Exchange: Sized + 'static {
     fn quote(&mut self) -> Result<Usage, AdapterError> {
         Err(AdapterError::new(ErrorKind::Unsupported, "this plugin quotes no operation"))
     }
+    /// For ops the manifest declares `quoted`, asked after `quote`: the vendor objects the call
+    /// uses (a cloned voice's id), which the host runs on the key that created them and
+    /// charges a one-time fee for where one is priced. The default: none.
+    fn uses(&mut self) -> Vec<String> {
+        Vec::new()
+    }
     /// The first step: usually `Step::Send` or `Step::Stream` with the translated request.
     fn first(&mut self) -> Step;
     /// The step after a `Send` (or a `Stream` that answered non-2xx) got its response.
@@ -94,8 +100,10 @@ impl<E: Exchange> GuestExchange for ExchangeCell<E> {
     fn new(call: Call) -> Self {
         ExchangeCell(RefCell::new(E::new(call)))
     }
-    fn quote(&self) -> Result<Usage, AdapterError> {
-        self.0.borrow_mut().quote()
+    fn quote(&self) -> Result<Quote, AdapterError> {
+        let mut e = self.0.borrow_mut();
+        let usage = e.quote()?;
+        Ok(Quote { usage, uses: e.uses() })
     }
     fn first(&self) -> Step {
         self.0.borrow_mut().first()

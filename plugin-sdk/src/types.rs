@@ -105,13 +105,14 @@ impl Body {
         }
     }
 
-    /// The body as bytes; `None` for bodies the host holds (`client-body`, `form`).
+    /// The body as bytes; `None` for bodies the host completes (`client-body`, `form`,
+    /// `text-with-files`).
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Body::Empty => Some(&[]),
             Body::Text(s) => Some(s.as_bytes()),
             Body::Bytes(b) => Some(b),
-            Body::ClientBody | Body::Form(_) => None,
+            Body::ClientBody | Body::Form(_) | Body::TextWithFiles(_) => None,
         }
     }
 }

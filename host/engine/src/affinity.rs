@@ -7,14 +7,19 @@
 //!   of the same id is "not found" (404), and no key "tries";
 //! - a listing gives the plugin, per key, only the consumer's own objects there, so that it
 //!   answers with those only; a consumer with none is answered without any key;
-//! - what a listing reads is bounded: the newest `MAX_OWNED` objects on at most `MAX_KEYS` keys.
+//! - what a listing reads is bounded: the newest `MAX_OWNED` objects on at most `MAX_KEYS` keys;
+//! - the objects a call *uses* (a cloned voice, from the plugin's quote) pin it the same way
+//!   when the gateway made them: another user's is not found, objects of two keys are refused,
+//!   and an id the gateway never made is the vendor's own (any key). A one-time fee due on
+//!   one is taken by one call (`FeeClaim`) and given back unless that call is charged.
 
 use super::call::CallRequest;
 use super::Engine;
+use crate::billing::Billing;
 use crate::exchange::{self, CallError};
 use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::Plugin;
-use crate::store::{now_unix, objects};
+use crate::store::{now_unix, objects, Db};
 use std::sync::Arc;
 
 /// The vendor objects a call names, which decide its key.
@@ -32,6 +37,52 @@ pub enum Affinity {
 /// The most objects, and keys, one listing reads.
 const MAX_OWNED: i64 = 10_000;
 const MAX_KEYS: usize = 16;
+/// The most vendor objects one call may use.
+const MAX_USES: usize = 16;
+
+/// What the objects a call uses decide.
+#[derive(Debug, Default)]
+pub(crate) struct Uses {
+    /// The key that made the consumer's objects among them; `None` when the gateway made none.
+    pub fingerprint: Option<String>,
+    /// The one-time fees still due on them: (object, the op that made it).
+    pub due: Vec<(String, String)>,
+}
+
+/// One-time fees a call took for the objects it uses, in micros: given back when dropped
+/// uncharged (the call was refused or free, or its consumer left), kept by `charged`.
+pub(crate) struct FeeClaim {
+    db: Db,
+    plugin: String,
+    user_id: i64,
+    /// (object, op) of each fee taken.
+    taken: Vec<(String, String)>,
+    pub micros: i64,
+}
+
+impl FeeClaim {
+    /// The call was charged (its charge includes `micros`): the fees are paid.
+    pub fn charged(mut self) {
+        self.taken.clear();
+    }
+}
+
+impl Drop for FeeClaim {
+    fn drop(&mut self) {
+        if self.taken.is_empty() {
+            return;
+        }
+        let (db, plugin, user_id, taken) =
+            (self.db.clone(), self.plugin.clone(), self.user_id, std::mem::take(&mut self.taken));
+        tokio::spawn(async move {
+            for (object, op) in taken {
+                if let Err(e) = objects::give_back_fee(&db, &plugin, user_id, &object, &op).await {
+                    tracing::error!(error = %format!("{e:#}"), object, "an uncharged call's one-time fee could not be given back: the object's next use is not charged it");
+                }
+            }
+        });
+    }
+}
 
 /// The key (and the channel holding it) a call must run on.
 pub(super) struct Pinned {
@@ -55,19 +106,15 @@ impl Engine {
     }
 
     async fn key_of(&self, r: &CallRequest, object: &str) -> Result<Pinned, CallError> {
-        let not_found = || {
-            CallError::new(
-                404,
-                "invalid_request_error",
-                "not_found",
-                format!("No object '{object}' was created by this account through this gateway."),
-            )
-        };
-        let fingerprint = match objects::key_of(&self.db, r.plugin.name(), r.consumer.user_id, object).await {
-            Ok(Some(f)) => f,
-            Ok(None) => return Err(not_found()),
-            Err(e) => return Err(database_unavailable(e)),
-        };
+        match objects::key_of(&self.db, r.plugin.name(), r.consumer.user_id, object).await {
+            Ok(Some(fingerprint)) => self.pin_to(r, fingerprint, object),
+            Ok(None) => Err(not_found(object)),
+            Err(e) => Err(database_unavailable(e)),
+        }
+    }
+
+    /// The call pinned to the key `fingerprint`, which made `object`.
+    pub(super) fn pin_to(&self, r: &CallRequest, fingerprint: String, object: &str) -> Result<Pinned, CallError> {
         match self.channels.load().with_key(r.plugin.name(), &fingerprint) {
             Some(channel) => Ok(Pinned { channel, fingerprint, owned: Vec::new(), more_keys: Vec::new() }),
             None => Err(CallError::new(
@@ -108,15 +155,84 @@ impl Engine {
         Ok(pinned)
     }
 
-    /// Remembers the vendor objects a call created, with its key and user.
+    /// Remembers the vendor objects a call created, with its key, user and op.
     pub(super) async fn remember(&self, r: &CallRequest, plugin: &Plugin, key: &UpstreamKey, objects: &[String]) {
-        let (user, fingerprint) = (r.consumer.user_id, key.fingerprint());
-        let remembered =
-            objects::remember(&self.db, plugin.name(), user, objects, &fingerprint, &r.request_id, now_unix()).await;
+        let fingerprint = key.fingerprint();
+        let made = objects::Made {
+            plugin: plugin.name(),
+            user_id: r.consumer.user_id,
+            key_fingerprint: &fingerprint,
+            request_id: &r.request_id,
+            op: &r.op,
+        };
+        let remembered = objects::remember(&self.db, &made, objects, now_unix()).await;
         if let Err(e) = remembered {
             tracing::error!(error = %format!("{e:#}"), request_id = %r.request_id, "cannot remember the vendor objects a call created");
         }
     }
+}
+
+/// What the objects a call uses decide (see `Uses`): another user's is not found, and
+/// the consumer's own must all have been made on one key.
+pub(crate) async fn uses(db: &Db, plugin: &str, user_id: i64, ids: &[String]) -> Result<Uses, CallError> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    if ids.len() > MAX_USES {
+        return Err(CallError::bad_request(format!("A call may use at most {MAX_USES} vendor objects.")));
+    }
+    let known = objects::known(db, plugin, &ids).await.map_err(database_unavailable)?;
+    let mut uses = Uses::default();
+    for id in &ids {
+        let rows: Vec<&objects::Known> = known.iter().filter(|k| &k.object_id == id).collect();
+        let Some(mine) = rows.iter().find(|k| k.user_id == user_id) else {
+            if rows.is_empty() {
+                continue; // the vendor's own (a stock voice)
+            }
+            return Err(not_found(id));
+        };
+        match &uses.fingerprint {
+            Some(f) if *f != mine.key_fingerprint => {
+                return Err(CallError::bad_request(format!(
+                    "'{id}' was made on another upstream account than the other objects this call uses; one call uses objects of one account."
+                )))
+            }
+            _ => uses.fingerprint = Some(mine.key_fingerprint.clone()),
+        }
+        if let Some(op) = &mine.fee_due_op {
+            uses.due.push((id.clone(), op.clone()));
+        }
+    }
+    Ok(uses)
+}
+
+/// Takes the one-time fees due on a billed call's objects that the price table prices,
+/// for its consumer; `None` when none is due.
+pub(crate) async fn take_fees(
+    db: &Db,
+    b: &Billing,
+    r: &CallRequest,
+    due: &[(String, String)],
+) -> Result<Option<FeeClaim>, CallError> {
+    let (plugin, user_id) = (r.plugin.name(), r.consumer.user_id);
+    let mut claim = FeeClaim { db: db.clone(), plugin: plugin.to_string(), user_id, taken: Vec::new(), micros: 0 };
+    for (object, op) in due {
+        let Some(micros) = b.fee_micros(&r.consumer.group, plugin, op) else { continue };
+        if objects::take_fee(db, plugin, user_id, object, op).await.map_err(database_unavailable)? {
+            claim.taken.push((object.clone(), op.clone()));
+            claim.micros = claim.micros.saturating_add(micros);
+        }
+    }
+    Ok((!claim.taken.is_empty()).then_some(claim))
+}
+
+fn not_found(object: &str) -> CallError {
+    CallError::new(
+        404,
+        "invalid_request_error",
+        "not_found",
+        format!("No object '{object}' was created by this account through this gateway."),
+    )
 }
 
 fn database_unavailable(e: anyhow::Error) -> CallError {

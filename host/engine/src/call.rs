@@ -2,7 +2,7 @@
 //! steps on a key of the channel (failing over to other keys, then other channels), and end
 //! the call through its `CallEnd`.
 
-use super::affinity::{Affinity, Pinned};
+use super::affinity::{Affinity, FeeClaim, Pinned};
 use super::end::CallEnd;
 use super::idempotency::{self, Held};
 use super::Engine;
@@ -114,9 +114,22 @@ impl Engine {
             body: r.body.clone(),
             files: r.form.as_ref().map(|f| f.files.clone()).unwrap_or_default(),
         });
-        // A follow-up call runs on the key that created its object, for its owner only.
-        let pinned = match self.pinned_key(&r).await {
-            Ok(p) => p,
+        // The plugin's quote, for ops it declares quoted: the units to reserve and the vendor
+        // objects the call uses.
+        let quote = match self.quote(&r).await {
+            Ok(q) => q,
+            Err(e) => {
+                give_up(end.refuse(&e)).await;
+                return Answer::Failed(e);
+            }
+        };
+        // A follow-up call runs on the key that created its object, and a call using the
+        // consumer's objects on the key that made them, for their owner only.
+        let pinned = match self.pin(&r, quote.as_ref().map_or(&[][..], |q| &q.1)).await {
+            Ok((pinned, fees)) => {
+                end.fees = fees;
+                pinned
+            }
             Err(e) => {
                 give_up(end.refuse(&e)).await;
                 return Answer::Failed(e);
@@ -140,16 +153,13 @@ impl Engine {
                 model => Priced::Model(model),
             };
             let (accounts, group) = (r.consumer.accounts(), &r.consumer.group);
-            let started = match self.quote(&r).await {
-                Ok(Some(q)) => b.start_with(&accounts, group, priced, &r.op, Estimate::Quote(&q)),
-                Ok(None) => {
+            let fees = end.fees.as_ref().map_or(0, |f| f.micros);
+            let started = match &quote {
+                Some((q, _)) => b.start_with_fees(&accounts, group, priced, &r.op, Estimate::Quote(q), fees),
+                None => {
                     let form_fields = r.form.as_ref().map(|f| billing::form_estimate_body(f.text_fields()));
                     let body = form_fields.as_deref().unwrap_or(&r.body);
-                    b.start_with(&accounts, group, priced, &r.op, Estimate::Body(body))
-                }
-                Err(e) => {
-                    give_up(end.refuse(&e)).await;
-                    return Answer::Failed(e);
+                    b.start_with_fees(&accounts, group, priced, &r.op, Estimate::Body(body), fees)
                 }
             };
             match started {
@@ -211,9 +221,10 @@ impl Engine {
         }
     }
 
-    /// The plugin's quote, for ops it declares `quoted` (`None`: estimate from the body). A
-    /// quote runs in an exchange of its own that sends nothing.
-    async fn quote(&self, r: &CallRequest) -> Result<Option<Reported>, CallError> {
+    /// The plugin's quote, for ops it declares `quoted` (`None`: estimate from the body): the
+    /// units to reserve and the vendor objects the call uses. A quote runs in an exchange of
+    /// its own that sends nothing.
+    async fn quote(&self, r: &CallRequest) -> Result<Option<(Reported, Vec<String>)>, CallError> {
         if !r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
             return Ok(None);
         }
@@ -223,10 +234,34 @@ impl Engine {
         let runtime = self.registry.runtime();
         let mut pc = runtime.start(&r.plugin.pre, &call).await.map_err(|e| plugin_failure(&r.plugin, "quote()", e))?;
         match pc.quote().await {
-            Ok(Ok(usage)) => Ok(Some(super::end::reported(&usage))),
+            Ok(Ok(q)) => Ok(Some((super::end::reported(&q.usage), q.uses))),
             Ok(Err(e)) => Err(CallError::from_adapter(&e)),
             Err(e) => Err(plugin_failure(&r.plugin, "quote()", e)),
         }
+    }
+
+    /// The key a call must run on: its route's affinity, and the key that made the objects it
+    /// uses (both must agree); with the one-time fees those objects still owe, taken.
+    async fn pin(&self, r: &CallRequest, uses: &[String]) -> Result<(Option<Pinned>, Option<FeeClaim>), CallError> {
+        let pinned = self.pinned_key(r).await?;
+        if uses.is_empty() {
+            return Ok((pinned, None));
+        }
+        let used = super::affinity::uses(&self.db, r.plugin.name(), r.consumer.user_id, uses).await?;
+        let pinned = match (pinned, used.fingerprint) {
+            (Some(p), Some(f)) if p.fingerprint != f => {
+                return Err(CallError::bad_request(
+                    "The objects this call names were made on different upstream accounts; one call uses objects of one account.",
+                ))
+            }
+            (None, Some(f)) => Some(self.pin_to(r, f, &uses[0])?),
+            (pinned, _) => pinned,
+        };
+        let fees = match (&self.billing, r.billed) {
+            (Some(b), true) => super::affinity::take_fees(&self.db, b, r, &used.due).await?,
+            _ => None,
+        };
+        Ok((pinned, fees))
     }
 
     /// Runs the call on the resolved channel; when every attempt there failed on the keys'

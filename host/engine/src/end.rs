@@ -11,6 +11,7 @@
 //! The finishing methods are synchronous: money and the record are done before anything is
 //! awaited. They hand back the idempotency claim, which the caller completes afterwards.
 
+use super::affinity::FeeClaim;
 use super::idempotency::Held;
 use crate::billing::{Billing, Meter};
 use crate::billing::{Charge, Reported};
@@ -25,6 +26,9 @@ use std::time::Instant;
 pub(super) struct CallEnd {
     billing: Option<Arc<Billing>>,
     pub(super) meter: Option<Meter>,
+    /// One-time fees of the objects the call uses, reserved with the meter: paid when the
+    /// call is charged, given back otherwise (by the claim's drop).
+    pub(super) fees: Option<FeeClaim>,
     pub(super) held: Option<Held>,
     log: CallLog,
     /// `None` once recorded.
@@ -36,7 +40,7 @@ impl CallEnd {
     /// Counts the call in flight until it ends.
     pub(super) fn new(billing: Option<Arc<Billing>>, log: CallLog, rec: CallRecord, started: Instant) -> CallEnd {
         METRICS.in_flight.fetch_add(1, Relaxed);
-        CallEnd { billing, meter: None, held: None, log, rec: Some(rec), started }
+        CallEnd { billing, meter: None, fees: None, held: None, log, rec: Some(rec), started }
     }
 
     /// The channel and plugin that serve, when failover moved the call.
@@ -141,6 +145,10 @@ impl CallEnd {
     /// written with the task, in one transaction (`tasks::create_with_hold`), and its meter
     /// was released for the hold. Never recorded here; hands back the idempotency claim.
     pub(super) fn into_task(mut self) -> Option<Held> {
+        // The fees are in the task's hold, charged with it when it succeeds.
+        if let Some(f) = self.fees.take() {
+            f.charged();
+        }
         if self.rec.take().is_some() {
             METRICS.in_flight.fetch_sub(1, Relaxed);
         }
@@ -210,14 +218,20 @@ impl CallEnd {
     /// events a stream delivered), or charged whole. `None` when nothing was charged.
     fn bill(&mut self, how: Bill) -> Option<Charge> {
         let (Some(b), Some(m)) = (&self.billing, self.meter.take()) else { return None };
-        match how {
+        let fees = self.fees.take();
+        let charge = match how {
             Bill::Free => {
                 b.release(m);
                 None
             }
             Bill::Usage(usage, delivered_events) => Some(b.settle(m, &usage, delivered_events)),
             Bill::Reserved => Some(b.settle_reserved(m)),
+        };
+        // Charged: the fees are in the charge. Free: their drop gives them back.
+        if let (Some(f), Some(_)) = (fees, charge) {
+            f.charged();
         }
+        charge
     }
 
     /// Writes the record (once) and hands back the idempotency claim.

@@ -63,6 +63,9 @@ pub struct Meter {
     generates_tokens: bool,
     /// The named units quoted: what a call that reports none is billed.
     named_estimate: Vec<(String, u64)>,
+    /// One-time fees of the objects the call uses (reserved with it): charged with any
+    /// charge the call gets.
+    fee_micros: i64,
 }
 
 /// Usage as the vendor reported it (the pipeline converts the plugin's report once); `None`:
@@ -163,6 +166,20 @@ impl Billing {
         op: &str,
         source: Estimate<'_>,
     ) -> Result<Meter, Refusal> {
+        self.start_with_fees(accounts, group, priced, op, source, 0)
+    }
+
+    /// `start_with`, reserving also `fee_micros` of one-time fees (see `fee_micros`), which
+    /// any charge of the call includes.
+    pub fn start_with_fees(
+        &self,
+        accounts: &[Account],
+        group: &str,
+        priced: Priced<'_>,
+        op: &str,
+        source: Estimate<'_>,
+        fee_micros: i64,
+    ) -> Result<Meter, Refusal> {
         let table = self.table();
         let price = priced.price(&table);
         let Some(price) = price else {
@@ -196,7 +213,8 @@ impl Billing {
             Some(0) if !price.is_free() => 1,
             Some(amount) => amount,
             None => i64::MAX,
-        };
+        }
+        .saturating_add(fee_micros);
         let reservation = self.wallets.reserve(accounts, amount).map_err(|e| Refusal::Insufficient {
             account: e.account,
             available: e.available,
@@ -213,7 +231,14 @@ impl Billing {
             milliseconds_estimate: request.milliseconds,
             generates_tokens: estimate::generates_tokens(op) || request.quoted_output,
             named_estimate: request.named,
+            fee_micros,
         })
+    }
+
+    /// The one-time fee, for a consumer of `group`, of an object made by `op` of `plugin`;
+    /// `None` when the price table gives that op none.
+    pub fn fee_micros(&self, group: &str, plugin: &str, op: &str) -> Option<i64> {
+        self.table().first_use_micros(group, &format!("{plugin}/{op}"))
     }
 
     /// What a finished task costs, by the units the vendor reported at the end (`priced` as
@@ -259,7 +284,8 @@ impl Billing {
     /// events a stream delivered (for an interrupted stream without usage).
     pub fn settle(&self, meter: Meter, usage: &Reported, delivered_events: Option<u64>) -> Charge {
         let (units, named, estimated) = meter.units(usage, delivered_events);
-        match meter.price.cost_micros(&units, named, meter.multiplier) {
+        let cost = meter.price.cost_micros(&units, named, meter.multiplier);
+        match cost.and_then(|c| c.checked_add(meter.fee_micros)) {
             Some(micros) => self.charge(meter, micros, estimated),
             None => {
                 tracing::error!(?units, "the reported usage costs more than any balance holds: billed as reserved");
@@ -284,6 +310,11 @@ impl Billing {
 }
 
 impl Meter {
+    /// The one-time fees reserved with the call.
+    pub fn fee_micros(&self) -> i64 {
+        self.fee_micros
+    }
+
     /// The units to bill: reported ones as they are, missing priced ones estimated.
     fn units<'a>(&'a self, u: &'a Reported, delivered_events: Option<u64>) -> (Units, &'a [(String, u64)], bool) {
         let p = &self.price;
@@ -417,6 +448,35 @@ mod tests {
         assert_eq!(b.task_charge(video, "default", &secs(u64::MAX), 50_000), (50_000, true), "absurd: the hold");
         let op = Priced::Op { plugin: "kling", op: "upload" };
         assert_eq!(b.task_charge(op, "default", &Reported::default(), 9_000), (2_000, false), "per call");
+    }
+
+    #[test]
+    fn a_one_time_fee_is_reserved_with_the_call_using_it_and_charged_with_any_charge() {
+        let b = billing(concat!(
+            "currency = \"USD\"\n[groups]\nvip = \"0.5\"\n[models.tts]\ncharacters_per_10k = \"10\"\n",
+            "[ops.\"minimax/clone\"]\nfirst_use = \"9.9\"\ncurrency = \"CNY\"\n[rates]\nCNY = \"0.14\"\n"
+        ));
+        assert_eq!(b.fee_micros("default", "minimax", "clone"), Some(1_386_000), "converted to the balance's unit");
+        assert_eq!(b.fee_micros("vip", "minimax", "clone"), Some(693_000), "and the group's multiplier");
+        assert_eq!(b.fee_micros("default", "minimax", "design"), None, "an op without one has none");
+        let u1 = Account::User(1);
+        b.wallets.set_db_balances([(u1, 3_000_000)]);
+        let tts = Priced::Model("tts");
+        let chars = Reported { characters: Some(1_000), ..Reported::default() };
+        let m = b.start_with_fees(&[u1], "default", tts, "speech", Estimate::Quote(&chars), 1_386_000).unwrap();
+        assert_eq!(m.reservation.amount, 2_386_000, "1,000 characters and the fee");
+        let fewer = Reported { characters: Some(500), ..Reported::default() };
+        assert_eq!(b.settle(m, &fewer, None).micros, 500_000 + 1_386_000, "the characters used and the fee");
+        // The fee counts against the balance before the vendor is called.
+        let poor = billing("[models.tts]\ncharacters_per_10k = \"10\"\n");
+        poor.wallets.set_db_balances([(u1, 1_500_000)]);
+        assert!(matches!(
+            poor.start_with_fees(&[u1], "default", tts, "speech", Estimate::Quote(&chars), 1_000_000),
+            Err(Refusal::Insufficient { .. })
+        ));
+        let m = poor.start_with_fees(&[u1], "default", tts, "speech", Estimate::Quote(&chars), 500_000).unwrap();
+        poor.release(m);
+        assert!(PriceTable::parse("[ops.\"m/clone\"]\nfirst_use = \"-1\"").is_err(), "never negative");
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub struct ModelPrice {
     pub per_image: Price,
     #[serde(default)]
     pub per_call: Price,
+    /// For an op that makes vendor objects (`[ops."minimax/minimax.voice_clone"]`): a fee per
+    /// object made, charged once, with the first charged call that uses it (MiniMax's cloned
+    /// and designed voices). Absent: none.
+    #[serde(default)]
+    pub first_use: Price,
     /// Units a vendor names (a plugin's `usage.extra`), each priced per unit: per-video tiers
     /// (`"768p-6s" = "2.0"`, the tier read from the request by the plugin's quote), songs
     /// (`song = "0.25"`), ... A model with this table needs its calls quoted with one of them
@@ -194,6 +199,7 @@ impl PriceTable {
                 p.per_second,
                 p.per_image,
                 p.per_call,
+                p.first_use,
             ];
             if all.iter().chain(p.units.values()).any(|x| x.0.is_sign_negative()) {
                 bail!("model '{model}': prices cannot be negative");
@@ -233,6 +239,16 @@ impl PriceTable {
     /// The price of a model-less call, by `"<plugin>/<op>"`.
     pub fn op(&self, op: &str) -> Option<&ModelPrice> {
         self.ops.get(op)
+    }
+
+    /// The one-time fee of an object made by op `"<plugin>/<op>"`, in micros for a consumer of
+    /// `group` (rounded up); `None` when that op prices none.
+    pub fn first_use_micros(&self, group: &str, op: &str) -> Option<i64> {
+        use rust_decimal::prelude::ToPrimitive;
+        let price = self.op(op).filter(|p| !p.first_use.0.is_zero())?;
+        let micros =
+            price.first_use.0.checked_mul(self.factor(group, price))?.checked_mul(Decimal::from(1_000_000u64))?;
+        micros.ceil().to_i64().filter(|m| *m <= MAX_CHARGE_MICROS)
     }
 
     pub fn multiplier(&self, group: &str) -> Decimal {

@@ -100,6 +100,53 @@ pub async fn parse(body: Bytes, boundary: String) -> Result<Form, CallError> {
     Ok(form)
 }
 
+/// A plugin's text with the consumer's files written in as `data:` URIs, each where its one
+/// placeholder stands (`text-with-files`): the bytes never passed through the plugin.
+pub fn write_files_into(t: &wit::TextWithFiles, files: &[ClientFile]) -> Result<String, CallError> {
+    use base64::Engine as _;
+    // Every placeholder is found in the plugin's text before anything is written into it.
+    let mut spots = Vec::with_capacity(t.files.len());
+    for (placeholder, field) in &t.files {
+        let mut found = t.text.match_indices(placeholder.as_str()).map(|(at, _)| at);
+        let (Some(at), None, false) = (found.next(), found.next(), placeholder.is_empty()) else {
+            return Err(CallError::plugin(format!(
+                "the plugin's placeholder for the consumer's file '{field}' is not in its text exactly once"
+            )));
+        };
+        let Some(f) = files.iter().find(|f| &f.field == field) else {
+            return Err(CallError::plugin(format!(
+                "the plugin named the consumer's file '{field}', which the consumer did not send"
+            )));
+        };
+        spots.push((at, at + placeholder.len(), f));
+    }
+    spots.sort_by_key(|s| s.0);
+    if spots.windows(2).any(|w| w[1].0 < w[0].1) {
+        return Err(CallError::plugin("the plugin's placeholders for the consumer's files overlap"));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let grown: usize = spots.iter().map(|(_, _, f)| f.data.len() / 3 * 4 + 64).sum();
+    let mut out = String::with_capacity(t.text.len() + grown);
+    let mut from = 0;
+    for (start, end, f) in spots {
+        out.push_str(&t.text[from..start]);
+        let content_type = f.content_type.as_deref().filter(|c| is_media_type(c)).unwrap_or("application/octet-stream");
+        out.push_str("data:");
+        out.push_str(content_type);
+        out.push_str(";base64,");
+        b64.encode_string(&f.data, &mut out);
+        from = end;
+    }
+    out.push_str(&t.text[from..]);
+    Ok(out)
+}
+
+/// A bare `type/subtype` of token characters: safe inside a `data:` URI and a JSON string.
+fn is_media_type(c: &str) -> bool {
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    c.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
+}
+
 /// Encodes a plugin's form as `multipart/form-data`: the content type and the body's pieces
 /// (the consumer's files are shared, not copied).
 pub fn encode(parts: &[wit::FormPart], files: &[ClientFile]) -> Result<(String, Vec<Bytes>), CallError> {
@@ -209,5 +256,35 @@ mod tests {
             "a".repeat(MAX_TEXT_BYTES + 1)
         );
         assert_eq!(parse(Bytes::from(text), "x".into()).await.unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn files_are_written_into_a_plugins_text_once_each_and_only_where_it_says() {
+        let file = |field: &str, ct: Option<&str>, data: &'static [u8]| ClientFile {
+            field: field.into(),
+            filename: None,
+            content_type: ct.map(Into::into),
+            data: Bytes::from_static(data),
+        };
+        let files = [file("file", Some("audio/wav"), b"RIFF"), file("other", Some("x\"y/z"), b"hi")];
+        let t = |text: &str, spots: &[(&str, &str)]| wit::TextWithFiles {
+            text: text.into(),
+            files: spots.iter().map(|(p, f)| (p.to_string(), f.to_string())).collect(),
+        };
+        let both = t(r#"{"a":"@F@","b":"@O@"}"#, &[("@O@", "other"), ("@F@", "file")]);
+        assert_eq!(
+            write_files_into(&both, &files).unwrap(),
+            r#"{"a":"data:audio/wav;base64,UklGRg==","b":"data:application/octet-stream;base64,aGk="}"#,
+            "a content type that is no bare media type is not written"
+        );
+        for bad in [
+            t("@F@ @F@", &[("@F@", "file")]),
+            t("none", &[("@F@", "file")]),
+            t("@F@", &[("@F@", "gone")]),
+            t("x", &[("", "file")]),
+            t("@F@@", &[("@F@", "file"), ("F@@", "other")]),
+        ] {
+            assert_eq!(write_files_into(&bad, &files).unwrap_err().code, "plugin_error", "{}", bad.text);
+        }
     }
 }

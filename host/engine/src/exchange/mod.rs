@@ -80,6 +80,9 @@ impl CallError {
     pub fn config(message: impl Into<String>) -> Self {
         CallError::new(503, "server_error", "channel_misconfigured", message)
     }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        CallError::new(400, "invalid_request_error", "invalid_request", message)
+    }
     pub fn unsupported(message: impl Into<String>) -> Self {
         CallError::new(400, "invalid_request_error", "unsupported_operation", message)
     }
@@ -281,7 +284,7 @@ pub fn reply_body(body: wit::Body) -> Result<Bytes, CallError> {
         wit::Body::Empty => Ok(Bytes::new()),
         wit::Body::Text(s) => Ok(Bytes::from(s)),
         wit::Body::Bytes(b) => Ok(Bytes::from(b)),
-        wit::Body::ClientBody | wit::Body::Form(_) => {
+        wit::Body::ClientBody | wit::Body::Form(_) | wit::Body::TextWithFiles(_) => {
             Err(CallError::plugin("the plugin replied with a body only a request can have"))
         }
     }

@@ -151,6 +151,7 @@ pub(crate) fn build(
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_str(&content_type).expect("ASCII boundary"));
             UpstreamBody::pieces(pieces)
         }
+        wit::Body::TextWithFiles(t) => UpstreamBody::whole(Bytes::from(form::write_files_into(t, &client.files)?)),
     };
     builder.body(body).map_err(|e| plugin_bug(format!("the plugin built an invalid request: {e}")))
 }

@@ -283,8 +283,8 @@ impl PluginCall {
         .await
     }
 
-    /// The units to reserve, for ops the plugin declares `quoted`.
-    pub async fn quote(&mut self) -> Result<Result<wit::Usage, wit::AdapterError>> {
+    /// The units to reserve and the objects used, for ops the plugin declares `quoted`.
+    pub async fn quote(&mut self) -> Result<Result<wit::Quote, wit::AdapterError>> {
         let deadline = self.deadline;
         within(deadline, async {
             enter(&mut self.store);

@@ -117,6 +117,10 @@ pub struct Session {
     log: crate::store::CallLog,
     /// Where the session's speech is kept (the channel's `archive_speech`).
     speech_dir: Option<std::path::PathBuf>,
+    db: crate::store::Db,
+    /// The fingerprint of the upstream key the session runs on ("" without a key): the
+    /// consumer's objects a piece uses must have been made on it.
+    key_fingerprint: String,
 }
 
 impl Engine {
@@ -158,7 +162,7 @@ impl Engine {
             let key = picked.as_ref().map(|k| &k.secret);
             let result = self.open_on(&r, &plugin, &channel, key, tried.len() as u32 + 1).await;
             let Some(picked) = picked else {
-                return result.map(|(pc, socket, headers)| self.session(r, pc, socket, headers));
+                return result.map(|(pc, socket, headers)| self.session(r, pc, socket, headers, String::new()));
             };
             let outcome = match &result {
                 Ok(_) => KeyOutcome::Success,
@@ -168,7 +172,9 @@ impl Engine {
             tried.push(picked.id);
             let retry = matches!(outcome, KeyOutcome::Refused | KeyOutcome::RateLimited(_) | KeyOutcome::Fault);
             match result {
-                Ok((pc, socket, headers)) => return Ok(self.session(r, pc, socket, headers)),
+                Ok((pc, socket, headers)) => {
+                    return Ok(self.session(r, pc, socket, headers, picked.secret.fingerprint()))
+                }
                 Err(e) if !retry || tried.len() >= attempts => return Err(e),
                 Err(_) => {
                     METRICS.key_failovers.fetch_add(1, Relaxed);
@@ -184,10 +190,11 @@ impl Engine {
         pc: PluginCall,
         upstream: UpstreamSocket,
         reply_headers: Vec<wit::Header>,
+        key_fingerprint: String,
     ) -> Session {
         let speech_dir = r.channel.archive_speech.then(|| self.archive.speech_dir.clone());
-        let (billing, log) = (self.billing.clone(), self.call_log.clone());
-        Session { r, pc, upstream, reply_headers, billing, log, speech_dir }
+        let (billing, log, db) = (self.billing.clone(), self.call_log.clone(), self.db.clone());
+        Session { r, pc, upstream, reply_headers, billing, log, speech_dir, db, key_fingerprint }
     }
 
     /// One attempt: the plugin's first step must be its socket, which is opened on `key`.
@@ -239,8 +246,10 @@ impl Engine {
 }
 
 impl Session {
-    /// Opens piece `seq` of the session: the model checked, its units reserved.
-    fn reserve(&self, piece: &wit::SocketReserve, seq: u32, open: usize) -> Result<CallEnd, CallError> {
+    /// Opens piece `seq` of the session: the model checked, the consumer's objects it uses
+    /// found on the session's key, its units and their one-time fees reserved. (`&mut`: held
+    /// across awaits, a shared borrow would need the session to be `Sync`.)
+    async fn reserve(&mut self, piece: &wit::SocketReserve, seq: u32, open: usize) -> Result<CallEnd, CallError> {
         let r = &self.r;
         if open >= MAX_OPEN_PIECES {
             return Err(CallError::new(
@@ -266,15 +275,26 @@ impl Session {
                 format!("The model '{}' is not served on this route.", piece.model),
             ));
         }
+        let mut used = crate::affinity::Uses::default();
+        if !piece.uses.is_empty() {
+            used = crate::affinity::uses(&self.db, r.plugin.name(), r.consumer.user_id, &piece.uses).await?;
+            if used.fingerprint.as_ref().is_some_and(|f| *f != self.key_fingerprint) {
+                return Err(CallError::bad_request(
+                    "What this piece uses was made on another upstream account than this session's; use it over HTTP, or in a new session.",
+                ));
+            }
+        }
         let mut rec = call::draft_record(r);
         rec.request_id = format!("{}-{seq}", r.request_id);
         rec.model = Some(piece.model.clone());
         let mut end = CallEnd::new(self.billing.clone(), self.log.clone(), rec, Instant::now());
         if let Some(b) = &self.billing {
+            end.fees = crate::affinity::take_fees(&self.db, b, r, &used.due).await?;
             let (accounts, group) = (r.consumer.accounts(), &r.consumer.group);
             let quoted = crate::end::reported(&piece.usage);
             let priced = Priced::Model(&piece.model);
-            match b.start_with(&accounts, group, priced, &r.op, Estimate::Quote(&quoted)) {
+            let fees = end.fees.as_ref().map_or(0, |f| f.micros);
+            match b.start_with_fees(&accounts, group, priced, &r.op, Estimate::Quote(&quoted), fees) {
                 Ok(meter) => end.meter = Some(meter),
                 Err(refusal) => {
                     let e = call::refusal_error(priced, refusal);

@@ -193,7 +193,7 @@ impl Session {
                     }
                     wit::SocketAction::Reserve(piece) => {
                         seq += 1;
-                        match self.reserve(&piece, seq, pieces.len()) {
+                        match self.reserve(&piece, seq, pieces.len()).await {
                             Ok(end) => pieces.push_back(Piece { end, model: piece.model, reserved: piece.usage }),
                             Err(e) => {
                                 // What followed asked for the refused piece: dropped; the plugin answers.

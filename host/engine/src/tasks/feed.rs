@@ -249,6 +249,7 @@ mod tests {
             price_group: "default".into(),
             state: "{}".into(),
             reserved_micros: 0,
+            fee_micros: 0,
             request_id: format!("req-{user_id}-{model}-{chat:?}"),
             first_poll_at: 0,
             expires_at: i64::MAX / 2,

@@ -101,6 +101,7 @@ impl Engine {
             price_group: r.consumer.group.to_string(),
             state: sub.state,
             reserved_micros: end.meter.as_ref().map_or(0, |m| m.reservation.amount),
+            fee_micros: end.meter.as_ref().map_or(0, |m| m.fee_micros()),
             request_id: r.request_id.clone(),
             // Times are whole seconds: the first poll comes at least a full second after the submit.
             first_poll_at: now + 1 + poll_delay(sub.poll_after_ms, 0),
@@ -358,7 +359,12 @@ impl Engine {
                     model => Priced::Model(model),
                 };
                 let charge = match &self.billing {
-                    Some(b) => b.task_charge(priced, &task.price_group, &reported(&done.usage), task.reserved_micros).0,
+                    // One-time fees the submit reserved are charged with the job that used them
+                    // (the settle caps the whole at the hold).
+                    Some(b) => b
+                        .task_charge(priced, &task.price_group, &reported(&done.usage), task.reserved_micros)
+                        .0
+                        .saturating_add(task.fee_micros),
                     None => 0,
                 };
                 if done.outputs.is_empty() {

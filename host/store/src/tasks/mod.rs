@@ -58,6 +58,9 @@ pub struct Task {
     pub lease_until: Option<i64>,
     pub outputs: Option<String>,
     pub reserved_micros: i64,
+    /// The part of the hold that is one-time fees of objects the submit used (see
+    /// `NewTask::fee_micros`).
+    pub fee_micros: i64,
     pub charge_micros: Option<i64>,
     pub error_kind: Option<String>,
     pub request_id: String,
@@ -96,6 +99,9 @@ pub struct NewTask {
     pub price_group: String,
     pub state: String,
     pub reserved_micros: i64,
+    /// One-time fees of the objects the submit used (a cloned voice), within
+    /// `reserved_micros`: charged with the task when it succeeds.
+    pub fee_micros: i64,
     pub request_id: String,
     pub first_poll_at: i64,
     pub expires_at: i64,
@@ -119,7 +125,7 @@ pub fn new_id(random: u128) -> String {
 const COLUMNS: &str =
     "id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, state, \
      status, progress, message, polls, next_poll_at, lease_owner, lease_until, outputs, reserved_micros, \
-     charge_micros, error_kind, request_id, created_at, updated_at, expires_at, params, callback_url, callback_state, \
+     fee_micros, charge_micros, error_kind, request_id, created_at, updated_at, expires_at, params, callback_url, callback_state, \
      callback_attempts, callback_at, chat_id, user_uuid";
 
 fn check_state(state: &str) -> Result<()> {
@@ -145,8 +151,8 @@ async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: 
     sqlx::query(
         "INSERT INTO tasks (id, user_id, key_id, channel, key_fingerprint, plugin, plugin_version, op, model, price_group, \
          state, status, polls, next_poll_at, reserved_micros, request_id, created_at, updated_at, expires_at, params, \
-         callback_url, chat_id, user_uuid) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17, $18, $19, $20, $21)",
+         callback_url, chat_id, user_uuid, fee_micros) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $16, $17, $18, $19, $20, $21, $22)",
     )
     .bind(id)
     .bind(t.user_id)
@@ -169,6 +175,7 @@ async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: 
     .bind(&t.callback_url)
     .bind(&t.chat_id)
     .bind(&t.user_uuid)
+    .bind(t.fee_micros)
     .execute(&mut *conn)
     .await?;
     Ok(())

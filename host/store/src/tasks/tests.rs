@@ -14,6 +14,7 @@ pub(crate) fn new_task(user_id: i64, first_poll_at: i64) -> NewTask {
         price_group: "default".into(),
         state: r#"{"vendor_id":"v1"}"#.into(),
         reserved_micros: 500_000,
+        fee_micros: 0,
         request_id: "req-1".into(),
         first_poll_at,
         expires_at: first_poll_at + 3600,
