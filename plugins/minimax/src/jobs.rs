@@ -25,9 +25,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tollgate_plugin_sdk::{
-    exact_fields, percent_encode, text::vendor_characters, AdapterError, Body, Call, ErrorKind, Field, Manifest, Media,
-    Operation, Reply, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest, UpstreamResponse,
-    Usage,
+    exact_fields, percent_encode, text::vendor_characters, AdapterError, Body, Call, ErrorKind, Field, FormPart,
+    Manifest, Media, Operation, PartValue, Reply, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted,
+    UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub const T2A_ASYNC: &str = "minimax.t2a_async";
@@ -94,6 +94,9 @@ pub fn declare(manifest: Manifest) -> Manifest {
         // The MiniMax proxy's download route: the video file's bytes.
         .with(free("GET", "/v1/video/download", FILE_CONTENT, file()))
         .with(free("POST", "/v1/files/upload", UPLOAD, Field::None))
+        // The MiniMax proxy's uploads of a voice's audio: MiniMax's upload with that purpose.
+        .with(free("POST", "/v1/files/upload/voice_clone", UPLOAD, Field::None))
+        .with(free("POST", "/v1/files/upload/prompt_audio", UPLOAD, Field::None))
         .with(free("POST", "/v1/files/delete", DELETE, Field::Body("file_id".into())))
         // The consumer's own files, on every key they were uploaded or made with.
         .with(free("GET", LIST_PATH, LIST, Field::Owned))
@@ -170,6 +173,14 @@ impl Jobs {
         }
     }
 
+    /// The voices a long speech names (the consumer's made voices run on their key).
+    pub fn uses(&mut self) -> Vec<String> {
+        match (self.call.op.as_str(), self.body()) {
+            (T2A_ASYNC, Ok(body)) => super::voices::voices_in(&body),
+            _ => Vec::new(),
+        }
+    }
+
     /// A submit's units, read from its body.
     fn quote_of(&self, body: &serde_json::Map<String, Value>) -> Result<Usage, AdapterError> {
         match self.call.op.as_str() {
@@ -206,14 +217,35 @@ impl Jobs {
             }
             FILE_CONTENT => Step::Relay(UpstreamRequest::get(self.with_param(CONTENT_PATH, "file_id")?)),
             UPLOAD | DELETE => {
-                let path = self.call.context.path.clone();
+                // The proxy's `/v1/files/upload/<purpose>` is MiniMax's upload with that purpose.
+                let (path, purpose) = match self.call.context.path.strip_prefix("/v1/files/upload/") {
+                    Some(purpose) => ("/v1/files/upload".to_string(), Some(purpose.to_string())),
+                    None => (self.call.context.path.clone(), None),
+                };
                 let mut request = UpstreamRequest::post_json(super::with_group(&path, &self.call.query), String::new());
                 if op == UPLOAD {
                     let Body::Form(parts) = &self.call.body else {
                         return Err(super::bad_request("an upload is a multipart form with 'purpose' and 'file'"));
                     };
+                    let mut parts = parts.clone();
+                    if let Some(purpose) = purpose {
+                        if parts.iter().any(|p| p.name == "purpose") {
+                            return Err(super::bad_request(format!(
+                                "this route uploads with purpose '{purpose}': send no 'purpose'"
+                            )));
+                        }
+                        parts.insert(
+                            0,
+                            FormPart {
+                                name: "purpose".into(),
+                                filename: None,
+                                content_type: None,
+                                value: PartValue::Text(purpose),
+                            },
+                        );
+                    }
                     request.headers.clear();
-                    request.body = Body::Form(parts.clone());
+                    request.body = Body::Form(parts);
                 } else {
                     // The file deleted is the one the host found its owner and key for.
                     if self.body()?.get("file_id").and_then(id_text).is_none() {
@@ -505,7 +537,7 @@ fn done(job: Job, outputs: Vec<Media>) -> Step {
 }
 
 /// A 2xx JSON answer without a `base_resp` failure, or the classified error.
-fn answer(response: &UpstreamResponse) -> Result<Value, AdapterError> {
+pub(crate) fn answer(response: &UpstreamResponse) -> Result<Value, AdapterError> {
     if !(200..300).contains(&response.status) {
         return Err(super::http_error(response));
     }
@@ -533,7 +565,7 @@ fn created_objects(op: &str, response: &UpstreamResponse) -> Vec<String> {
 }
 
 /// A MiniMax id (a number or a string) as text; `None` when absent, empty or 0.
-fn id_text(v: &Value) -> Option<String> {
+pub(crate) fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::Number(n) if n.as_u64() != Some(0) => Some(n.to_string()),
         Value::String(s) if !s.is_empty() && s != "0" => Some(s.clone()),

@@ -26,12 +26,14 @@ use serde::Deserialize;
 use serde_json::{Number, Value};
 use std::borrow::Cow;
 use tollgate_plugin_sdk::{
-    errors, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, OutChunk, Plugin, Reply, SocketAction,
-    SocketInput, SpeechAudio, Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest, UpstreamResponse, Usage,
+    errors, text::vendor_characters, AdapterError, Body, Call, ErrorKind, Exchange, Manifest, Operation, OutChunk,
+    Plugin, Reply, SocketAction, SocketInput, SpeechAudio, Step, StreamEnd, StreamInput, StreamTail, UpstreamRequest,
+    UpstreamResponse, Usage,
 };
 
 mod jobs;
 mod socket;
+mod voices;
 
 const T2A_PATH: &str = "/v1/t2a_v2";
 const DEFAULT_VOICE: &str = "male-qn-qingse";
@@ -41,19 +43,25 @@ pub struct MiniMax;
 impl Plugin for MiniMax {
     type Exchange = MiniMaxExchange;
     fn describe() -> Manifest {
-        let manifest = Manifest::new("minimax", env!("CARGO_PKG_VERSION"), "MiniMax", &["speech", "minimax.t2a"])
+        // Speech is quoted: its characters, and the voices it uses (a made voice runs on the
+        // key that made it, and owes its one-time fee).
+        let manifest = Manifest::new("minimax", env!("CARGO_PKG_VERSION"), "MiniMax", &[])
+            .with_operation(Operation::new("speech").quoted())
+            .with_operation(Operation::new("minimax.t2a").quoted())
             .with_route("POST", T2A_PATH, "minimax.t2a")
             .with_base_url("https://api.minimax.io");
-        socket::declare(jobs::declare(manifest))
+        voices::declare(socket::declare(jobs::declare(manifest)))
     }
 }
 
 tollgate_plugin_sdk::export_plugin!(MiniMax);
 
-/// One call: a synchronous synthesis, a job or file call (`jobs`), or a socket session.
+/// One call: a synchronous synthesis, a job or file call (`jobs`), a voice call (`voices`),
+/// or a socket session.
 pub enum MiniMaxExchange {
     T2a(T2a),
     Jobs(jobs::Jobs),
+    Voices(voices::Voices),
     Socket(socket::Session),
 }
 
@@ -61,6 +69,8 @@ impl Exchange for MiniMaxExchange {
     fn new(call: Call) -> Self {
         if jobs::handles(&call.op) {
             MiniMaxExchange::Jobs(jobs::Jobs::new(call))
+        } else if voices::handles(&call.op) {
+            MiniMaxExchange::Voices(voices::Voices::new(call))
         } else if call.op == socket::SOCKET {
             MiniMaxExchange::Socket(socket::Session::new(call))
         } else {
@@ -71,13 +81,23 @@ impl Exchange for MiniMaxExchange {
         match self {
             MiniMaxExchange::T2a(e) => e.quote(),
             MiniMaxExchange::Jobs(e) => e.quote(),
+            MiniMaxExchange::Voices(e) => e.quote(),
             MiniMaxExchange::Socket(_) => Err(fault("a MiniMax socket is reserved piece by piece")),
+        }
+    }
+    fn uses(&mut self) -> Vec<String> {
+        match self {
+            MiniMaxExchange::T2a(e) => e.uses(),
+            MiniMaxExchange::Jobs(e) => e.uses(),
+            MiniMaxExchange::Voices(e) => e.uses(),
+            MiniMaxExchange::Socket(_) => Vec::new(),
         }
     }
     fn first(&mut self) -> Step {
         match self {
             MiniMaxExchange::T2a(e) => e.first(),
             MiniMaxExchange::Jobs(e) => e.first(),
+            MiniMaxExchange::Voices(e) => e.first(),
             MiniMaxExchange::Socket(e) => e.first(),
         }
     }
@@ -85,6 +105,7 @@ impl Exchange for MiniMaxExchange {
         match self {
             MiniMaxExchange::T2a(e) => e.next(response),
             MiniMaxExchange::Jobs(e) => e.next(response),
+            MiniMaxExchange::Voices(e) => e.next(response),
             // The upgrade was refused: MiniMax's answer, classified.
             MiniMaxExchange::Socket(_) => Step::Fail(http_error(&response)),
         }
@@ -92,13 +113,13 @@ impl Exchange for MiniMaxExchange {
     fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
         match self {
             MiniMaxExchange::T2a(e) => e.decode(input),
-            MiniMaxExchange::Jobs(_) | MiniMaxExchange::Socket(_) => Err(fault("only MiniMax's speech streams")),
+            _ => Err(fault("only MiniMax's speech streams")),
         }
     }
     fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
         match self {
             MiniMaxExchange::T2a(e) => e.finish(end),
-            MiniMaxExchange::Jobs(_) | MiniMaxExchange::Socket(_) => Err(fault("only MiniMax's speech streams")),
+            _ => Err(fault("only MiniMax's speech streams")),
         }
     }
     fn frame(&mut self, input: SocketInput) -> Result<Vec<SocketAction>, AdapterError> {
@@ -149,6 +170,23 @@ pub struct T2a {
 impl Exchange for T2a {
     fn new(call: Call) -> Self {
         T2a { call, mode: Mode::Start, usage: Usage::default(), saw_event: false, pending: None }
+    }
+
+    /// The characters of the text spoken, as MiniMax counts them.
+    fn quote(&mut self) -> Result<Usage, AdapterError> {
+        let field = if self.call.op == "speech" { "input" } else { "text" };
+        match json_object(&self.call.body)?.get(field) {
+            Some(Value::String(text)) => Ok(Usage { characters: Some(vendor_characters(text)), ..Usage::default() }),
+            _ => Err(bad_request(format!("'{field}' is required, as a string"))),
+        }
+    }
+
+    /// The voices the synthesis names.
+    fn uses(&mut self) -> Vec<String> {
+        match json_object(&self.call.body) {
+            Ok(Value::Object(body)) => voices::voices_in(&body),
+            _ => Vec::new(),
+        }
     }
 
     fn first(&mut self) -> Step {

@@ -72,6 +72,8 @@ pub struct Session {
     format: String,
     /// The model of the session's `task_start`.
     model: Option<String>,
+    /// The voices of the session's `task_start`, which each piece uses.
+    voices: Vec<String>,
     pieces: VecDeque<Piece>,
     /// The consumer left while pieces were in flight: MiniMax finishes them unheard.
     client_gone: bool,
@@ -80,7 +82,14 @@ pub struct Session {
 impl Session {
     pub fn new(call: Call) -> Self {
         let keep = call.keep_speech;
-        Session { keep, format: "mp3".into(), model: None, pieces: VecDeque::new(), client_gone: false }
+        Session {
+            keep,
+            format: "mp3".into(),
+            model: None,
+            voices: Vec::new(),
+            pieces: VecDeque::new(),
+            client_gone: false,
+        }
     }
 
     pub fn first(&mut self) -> Step {
@@ -151,6 +160,7 @@ impl Session {
         if let Some(format) = frame.get("audio_setting").and_then(|a| a.get("format")).and_then(Value::as_str) {
             self.format = format.to_string();
         }
+        self.voices = super::voices::voices_in(&frame);
         vec![upstream(Value::Object(frame))]
     }
 
@@ -166,7 +176,7 @@ impl Session {
         let text_kept = if self.keep { text.clone() } else { String::new() };
         self.pieces.push_back(Piece { audio: false, text: text_kept, decoded: Vec::new() });
         vec![
-            SocketAction::Reserve(SocketReserve { model, usage }),
+            SocketAction::Reserve(SocketReserve { model, usage, uses: self.voices.clone() }),
             upstream(json!({ "event": "task_continue", "text": text })),
         ]
     }
@@ -304,6 +314,7 @@ mod tests {
         let actions = client(&mut s, r#"{"event":"task_continue","text":"a","text":"你好 world","voice":"x"}"#);
         let [SocketAction::Reserve(r), forward] = &actions[..] else { panic!("{actions:?}") };
         assert_eq!((r.model.as_str(), r.usage.characters), ("speech-2.8-hd", Some(10)));
+        assert_eq!(r.uses, vec!["v".to_string()], "each piece uses the task_start's voice");
         assert_eq!(sent(forward).unwrap(), json!({ "event": "task_continue", "text": "你好 world" }));
 
         // MiniMax's frames go back verbatim; the final one charges what MiniMax counted.

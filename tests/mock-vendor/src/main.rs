@@ -32,6 +32,7 @@ mod kling;
 mod mindvideo;
 mod minimax;
 mod minimax_jobs;
+mod minimax_voices;
 mod minimax_ws;
 mod multipart;
 mod openai;
@@ -333,7 +334,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         (&Method::POST, "/v1/images/generations") => openai::images(&cx).await,
         (&Method::POST, "/v1/rerank") => openai::rerank(&cx).await,
         (&Method::GET, "/v1/models") => openai::models(&cx),
-        (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx).await,
+        (&Method::POST, "/v1/t2a_v2") => minimax::t2a(&state, &cx, key.as_deref()).await,
+        (&Method::POST, "/v1/voice_clone") => minimax_voices::clone(&state, &cx, key.as_deref()),
+        (&Method::POST, "/v1/voice_design") => minimax_voices::design(&state, &cx, key.as_deref()),
+        (&Method::POST, "/v1/get_voice") => minimax_voices::list(&state, &cx, key.as_deref()),
+        (&Method::POST, "/v1/delete_voice") => minimax_voices::delete(&state, &cx, key.as_deref()),
         (&Method::POST, "/v1/ndjson") => ndjson(&state, &cx, parts.uri.query().is_some_and(|q| q.contains("cut=1"))),
         (&Method::POST, "/v1/video/jobs") => jobs::submit(&state, &cx, key.as_deref()).await,
         (&Method::DELETE, path) if path.starts_with("/v1/video/jobs/") => {

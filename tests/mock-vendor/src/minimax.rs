@@ -14,10 +14,16 @@ use std::borrow::Cow;
 struct T2aRequest<'a> {
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
+    voice_setting: Option<VoiceSetting>,
     #[serde(borrow)]
     text: Option<Cow<'a, str>>,
     stream: Option<bool>,
     audio_setting: Option<AudioSetting>,
+}
+
+#[derive(Deserialize, Default)]
+struct VoiceSetting {
+    voice_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,7 +100,7 @@ fn fail(state: &State, n: u32) -> Response<MockBody> {
     }
 }
 
-pub async fn t2a(state: &State, cx: &Ctx) -> Response<MockBody> {
+pub async fn t2a(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBody> {
     if !cx.authorized {
         return base_error(state, StatusCode::OK, 1004, "authorized failed");
     }
@@ -102,6 +108,11 @@ pub async fn t2a(state: &State, cx: &Ctx) -> Response<MockBody> {
         Ok(r) => r,
         Err(_) => return base_error(state, StatusCode::OK, 2013, "invalid params"),
     };
+    // A voice lives in the account that made it.
+    let voice = req.voice_setting.as_ref().and_then(|v| v.voice_id.as_deref()).unwrap_or_default();
+    if crate::minimax_voices::made_elsewhere(state, key, voice) {
+        return base_error(state, StatusCode::OK, 2054, "voice id not exist");
+    }
     let text = match req.text.as_deref() {
         Some(t) if !t.is_empty() => t,
         _ => return base_error(state, StatusCode::OK, 2013, "invalid params"),

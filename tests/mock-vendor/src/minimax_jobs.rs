@@ -24,6 +24,8 @@ pub struct Store {
     tasks: std::collections::HashMap<String, Task>,
     files: std::collections::HashMap<u64, File>,
     next: u64,
+    /// Voices made (`minimax_voices.rs`), by (key, voice id).
+    pub voices: std::collections::HashMap<(String, String), crate::minimax_voices::Voice>,
 }
 
 struct Task {
@@ -51,26 +53,33 @@ impl Store {
         self.next += 1;
         95_157_322_514_444 + self.next
     }
+    pub fn next_id(&mut self) -> u64 {
+        self.id()
+    }
+    /// The purpose of file `id`, when `key`'s account uploaded it.
+    pub fn file_purpose(&self, id: u64, key: &str) -> Option<&str> {
+        self.files.get(&id).filter(|f| f.key == key).map(|f| f.purpose.as_str())
+    }
 }
 
 fn base(code: u32, msg: &str) -> Value {
     json!({ "status_code": code, "status_msg": msg })
 }
 
-fn failure(code: u32, msg: &str) -> Response<MockBody> {
+pub fn failure(code: u32, msg: &str) -> Response<MockBody> {
     json(StatusCode::OK, json!({ "base_resp": base(code, msg) }).to_string())
 }
 
-fn login_fail() -> Response<MockBody> {
+pub fn login_fail() -> Response<MockBody> {
     failure(1004, "login fail: Please carry the API secret key in the 'Authorization' field of the request header")
 }
 
-fn ok(mut v: Value) -> Response<MockBody> {
+pub fn ok(mut v: Value) -> Response<MockBody> {
     v["base_resp"] = base(0, "success");
     json(StatusCode::OK, v.to_string())
 }
 
-fn store(state: &State) -> std::sync::MutexGuard<'_, Store> {
+pub fn store(state: &State) -> std::sync::MutexGuard<'_, Store> {
     state.minimax.lock().unwrap_or_else(|e| e.into_inner())
 }
 
