@@ -259,3 +259,51 @@ fn an_interrupted_ndjson_stream_ends_with_an_error_line_and_pays_for_what_it_del
     // No usage came: the two lines delivered are billed as two output tokens, never free.
     balance_becomes(&gw, "e2e", 10_000_000 - 9_000);
 }
+
+/// The released contract's text and its SHA-256: a release is never edited (a later version
+/// is a new file beside it), so that plugins built from it keep their meaning.
+const RELEASED: &[(&str, &str)] =
+    &[("wit/released/1.0.0/adapter.wit", "7acb35985871415d08115919466cda8c47a5ba2e9d3ecc656a7ebcdd66d2e852")];
+
+#[test]
+fn a_released_contracts_text_never_changes_and_the_live_one_is_it_until_the_next_version() {
+    use sha2::{Digest, Sha256};
+    let root = tollgate_e2e::root();
+    for (path, sha256) in RELEASED {
+        let text = std::fs::read(root.join(path)).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&text)), *sha256, "{path} is released: its text never changes");
+    }
+    // While the live contract names the released version, it is the released text.
+    let live = std::fs::read_to_string(root.join("wit/adapter.wit")).unwrap();
+    let released = std::fs::read_to_string(root.join(RELEASED[0].0)).unwrap();
+    let package = |s: &str| s.lines().find(|l| l.starts_with("package ")).map(str::to_string);
+    if package(&live) == package(&released) {
+        assert!(
+            live == released,
+            "wit/adapter.wit changed but still says {:?}: a change is a new version",
+            package(&live)
+        );
+    }
+}
+
+#[test]
+fn a_plugin_built_from_the_released_contract_loads_and_serves() {
+    let mock = Mock::start();
+    let ch = channel("old", "released", &mock.url(), &["gpt-4o-mini"], &["sk-old"]);
+    let prices = "[models.\"gpt-4o-mini\"]\ninput_per_million = \"1\"\noutput_per_million = \"1\"\n";
+    let gw = Gateway::start(
+        "contract-released",
+        &[("released-1.0", "released.wasm")],
+        &format!("{}{ch}", pricing_setting(prices)),
+    );
+    let loaded = gw.admin_plugins();
+    assert!(loaded.to_string().contains("\"released\""), "{loaded}");
+    let r = gw.chat(&gw.key, "gpt-4o-mini", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert!(answer["choices"][0]["message"]["content"].as_str().is_some(), "{answer}");
+    let spent = eventually(Duration::from_secs(5), || gw.balance_micros("e2e") < 10_000_000);
+    assert!(spent, "the call was charged its tokens");
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
