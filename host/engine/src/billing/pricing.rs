@@ -381,6 +381,31 @@ pub const MAX_CHARGE_MICROS: i64 = 1_000_000_000_000_000;
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_shipped_example_table_is_valid_and_prices_a_model_of_every_shipped_plugin() {
+        let table = PriceTable::parse(include_str!("../../../../config/pricing.toml")).expect("config/pricing.toml");
+        // One model (or op) per shipped plugin, as the README's vendor table names them.
+        for model in [
+            "gpt-4o-mini",
+            "claude-sonnet-4-5",
+            "gemini-2.5-pro",
+            "deepseek-chat",
+            "glm-4.6",
+            "speech-2.8-hd",
+            "Qwen/Qwen3-8B",
+            "kling-v2-1-master",
+            "jimeng_t2v_v30",
+            "sora-2-free",
+            "doubao-seed-1-6-250615",
+            "doubao-seedream-4-0-250828",
+            "qwen-plus",
+            "chirp-v3-5",
+        ] {
+            assert!(table.model(model).is_some(), "{model}");
+        }
+        assert_eq!(table.first_use_micros("default", "minimax/minimax.voice_clone"), Some(1_386_000));
+    }
+
     fn table(text: &str) -> PriceTable {
         toml::from_str(text).unwrap()
     }
