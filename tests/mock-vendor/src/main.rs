@@ -325,7 +325,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
             compatible::bearer_chat(&state, &cx, "dashscope").await
         }
         (&Method::POST, "/api/v1/services/aigc/text-generation/generation") => compatible::dashscope_generation(&cx),
-        (&Method::POST, "/v1/audio/speech") => audio::speech(&cx),
+        (&Method::POST, "/v1/audio/speech") => {
+            siliconflow::foreign_reference(&state, &cx, key.as_deref()).unwrap_or_else(|| audio::speech(&cx))
+        }
         (&Method::POST, "/v1/audio/transcriptions") => audio::transcription(&cx).await,
         (&Method::POST, path) if path.starts_with("/v1beta/models/") => {
             gemini::generate(&state, &cx, path, parts.uri.query().unwrap_or_default())

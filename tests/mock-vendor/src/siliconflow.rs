@@ -9,7 +9,9 @@
 //! /v1/uploads/audio/voice` (JSON with a data URI or URL, or a form with `file`) answers
 //! `{"uri":"speech:…"}`; `GET /v1/audio/voice/list` answers the key's own `{"results":[…]}`;
 //! `POST /v1/audio/voice/deletions` `{"uri"}` removes one of the key's. Each account (key)
-//! sees only its own references, as at SiliconFlow.
+//! sees only its own references, as at SiliconFlow, and speaks only with them: a speech
+//! request (`POST /v1/audio/speech`, otherwise `audio.rs`) whose `voice` is a `speech:…` uri
+//! the key's account does not hold is refused with SiliconFlow's 400 (`{"code":20012,…}`).
 
 use crate::body::MockBody;
 use crate::{json, Ctx, State};
@@ -153,4 +155,16 @@ pub fn delete_reference(state: &State, cx: &Ctx, key: Option<&str>) -> Response<
         }
         None => bad("the voice does not exist"),
     }
+}
+
+/// `POST /v1/audio/speech` naming a reference (`"voice":"speech:…"`) the key's account does
+/// not hold: SiliconFlow's refusal. `None` lets `audio::speech` answer (any other voice, or a
+/// request it refuses itself).
+pub fn foreign_reference(state: &State, cx: &Ctx, key: Option<&str>) -> Option<Response<MockBody>> {
+    let (true, Some(key)) = (cx.authorized, key) else { return None };
+    let body = serde_json::from_slice::<Value>(&cx.body).ok()?;
+    let voice = body["voice"].as_str().filter(|v| v.starts_with("speech:"))?;
+    let references = state.siliconflow_references.lock().unwrap_or_else(|e| e.into_inner());
+    let held = references.get(key).is_some_and(|mine| mine.iter().any(|r| r["uri"] == voice));
+    (!held).then(|| bad(&format!("the voice {voice} does not exist")))
 }
