@@ -3,10 +3,12 @@
 //! (OpenAI's `size`/`n` become `image_size`/`batch_size`, and SiliconFlow's `images` answer
 //! becomes OpenAI's `data`); the key balance (`GET /v1/user/info`, `data.totalBalance`:
 //! granted plus topped-up, in CNY) for channels with `strategy = "highest-balance"`; video
-//! generation as asynchronous tasks (`video`); and reference audio, the custom voices a speech
-//! call names (`references`).
+//! generation as asynchronous tasks (`video`); reference audio, the custom voices a speech
+//! call names (`references`); and speech, quoted so that a call naming a reference runs on
+//! the key that uploaded it (`speech`).
 
 mod references;
+mod speech;
 mod video;
 
 use serde_json::Value;
@@ -30,7 +32,7 @@ impl Vendor for SiliconFlow {
         .fetching("*.siliconflow.cn")
         .fetching("*.siliconflow.com")
         .with_base_url("https://api.siliconflow.cn");
-        references::declare(video::declare(manifest))
+        speech::declare(references::declare(video::declare(manifest)))
     }
 
     fn rewrites(op: &str) -> bool {
@@ -74,8 +76,8 @@ impl Vendor for SiliconFlow {
     }
 }
 
-/// The plugin: SiliconFlow's OpenAI-compatible ops through `openai_compat`, its video tasks
-/// through `video`, its reference audio through `references`.
+/// The plugin: SiliconFlow's OpenAI-compatible ops through `openai_compat` (speech quoted by
+/// `speech`), its video tasks through `video`, its reference audio through `references`.
 pub struct Plugin;
 
 impl tollgate_plugin_sdk::Plugin for Plugin {
@@ -86,7 +88,8 @@ impl tollgate_plugin_sdk::Plugin for Plugin {
 }
 
 pub enum SiliconFlowExchange {
-    Compat(CompatExchange<SiliconFlow>),
+    /// An OpenAI-compatible op; for speech, what its quote reads.
+    Compat(CompatExchange<SiliconFlow>, Option<speech::Speech>),
     Video(video::VideoExchange),
     References(references::ReferenceExchange),
 }
@@ -96,12 +99,16 @@ impl Exchange for SiliconFlowExchange {
         match call.op.as_str() {
             op if video::handles(op) => SiliconFlowExchange::Video(video::VideoExchange::new(call)),
             op if references::handles(op) => SiliconFlowExchange::References(references::ReferenceExchange::new(call)),
-            _ => SiliconFlowExchange::Compat(CompatExchange::new(call)),
+            _ => {
+                let speech = speech::Speech::of(&call);
+                SiliconFlowExchange::Compat(CompatExchange::new(call), speech)
+            }
         }
     }
     fn quote(&mut self) -> Result<Usage, AdapterError> {
         match self {
-            SiliconFlowExchange::Compat(e) => e.quote(),
+            SiliconFlowExchange::Compat(_, Some(s)) => s.quote(),
+            SiliconFlowExchange::Compat(e, None) => e.quote(),
             SiliconFlowExchange::Video(e) => e.quote(),
             SiliconFlowExchange::References(_) => Err(AdapterError::new(
                 tollgate_plugin_sdk::ErrorKind::Unsupported,
@@ -109,41 +116,47 @@ impl Exchange for SiliconFlowExchange {
             )),
         }
     }
+    fn uses(&mut self) -> Vec<String> {
+        match self {
+            SiliconFlowExchange::Compat(_, Some(s)) => s.uses(),
+            _ => Vec::new(),
+        }
+    }
     fn first(&mut self) -> Step {
         match self {
-            SiliconFlowExchange::Compat(e) => e.first(),
+            SiliconFlowExchange::Compat(e, _) => e.first(),
             SiliconFlowExchange::Video(e) => e.first(),
             SiliconFlowExchange::References(e) => e.first(),
         }
     }
     fn next(&mut self, response: UpstreamResponse) -> Step {
         match self {
-            SiliconFlowExchange::Compat(e) => e.next(response),
+            SiliconFlowExchange::Compat(e, _) => e.next(response),
             SiliconFlowExchange::Video(e) => e.next(response),
             SiliconFlowExchange::References(e) => e.next(response),
         }
     }
     fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
         match self {
-            SiliconFlowExchange::Compat(e) => e.decode(input),
+            SiliconFlowExchange::Compat(e, _) => e.decode(input),
             _ => Err(does_not("stream")),
         }
     }
     fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
         match self {
-            SiliconFlowExchange::Compat(e) => e.finish(end),
+            SiliconFlowExchange::Compat(e, _) => e.finish(end),
             _ => Err(does_not("stream")),
         }
     }
     fn archived(&mut self, stored: Vec<Archived>) -> Step {
         match self {
-            SiliconFlowExchange::Compat(e) => e.archived(stored),
+            SiliconFlowExchange::Compat(e, _) => e.archived(stored),
             _ => Step::Fail(does_not("archive")),
         }
     }
     fn frame(&mut self, input: SocketInput) -> Result<Vec<SocketAction>, AdapterError> {
         match self {
-            SiliconFlowExchange::Compat(e) => e.frame(input),
+            SiliconFlowExchange::Compat(e, _) => e.frame(input),
             _ => Err(does_not("open sockets")),
         }
     }
