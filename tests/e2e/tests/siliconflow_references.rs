@@ -4,17 +4,24 @@
 //! made it; a list shows a consumer their own references, from every key, and no one else's;
 //! a delete runs on the key that made the reference, for its uploader only. The channel has
 //! two keys, and the mock keeps each reference in the account that made it, as SiliconFlow
-//! does: a delete on the other key would not find it. These calls are free.
+//! does: a delete on the other key would not find it. These calls are free. A speech call
+//! naming a reference as its `voice` runs on the key that uploaded it (the mock, as
+//! SiliconFlow, refuses another account's), for its uploader only, charged its characters.
 
 use std::time::Duration;
-use tollgate_e2e::{channel, eventually, http, Gateway, Mock};
+use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
 
 const MODEL: &str = "FunAudioLLM/CosyVoice2-0.5B";
 const BOUNDARY: &str = "e2e-sf-reference-9c2";
 
 fn gateway(mock: &Mock, name: &str, keys: &[&str]) -> Gateway {
+    gateway_with(mock, name, keys, "")
+}
+
+/// With `extra` settings before the channel (a price table).
+fn gateway_with(mock: &Mock, name: &str, keys: &[&str], extra: &str) -> Gateway {
     let ch = channel("sf", "siliconflow", &mock.url(), &[MODEL], keys);
-    Gateway::start(name, &[("siliconflow", "siliconflow.wasm")], &ch)
+    Gateway::start(name, &[("siliconflow", "siliconflow.wasm")], &format!("{extra}{ch}"))
 }
 
 fn call(gw: &Gateway, key: &str, method: &str, path: &str, body: &[u8], content_type: &str) -> http::Response {
@@ -210,4 +217,81 @@ fn bad_uploads_and_deletes_are_refused_with_what_to_fix_and_siliconflows_refusal
     let fields = [("model", MODEL), ("customName", "n"), ("text", "hi")];
     let r = form_upload(&bad, &key, "/v1/uploads/audio/voice", &fields, Some(b"audio"));
     assert_eq!((r.status, r.text().as_str()), (401, r#""Invalid token""#));
+}
+
+/// OpenAI's speech on the gateway, as `key`, with `voice`.
+fn speak(gw: &Gateway, key: &str, voice: &str, input: &str) -> http::Response {
+    let body = serde_json::json!({ "model": MODEL, "input": input, "voice": voice, "response_format": "mp3" });
+    post(gw, key, "/v1/audio/speech", &body.to_string())
+}
+
+/// The synthesis succeeded: the mock's audio (the input repeated four times), relayed.
+fn spoken(r: &http::Response, input: &str) {
+    assert_eq!((r.status, r.header("content-type")), (200, Some("audio/mpeg")), "{}", r.text());
+    assert_eq!(r.body, input.repeat(4).into_bytes(), "SiliconFlow's audio, relayed");
+}
+
+/// The calls each upstream key served so far.
+fn by_key(mock: &Mock, upstream_key: &str) -> u64 {
+    mock.stats()["by_key"][upstream_key].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn speech_with_a_reference_runs_on_the_key_that_uploaded_it_for_its_uploader_only() {
+    let mock = Mock::start();
+    // Speech at 0.01 per character.
+    let prices = pricing_setting(&format!("[models.\"{MODEL}\"]\ncharacters_per_10k = \"100\"\n"));
+    let gw = gateway_with(&mock, "sf-reference-speech", &["sf-one", "sf-two"], &prices);
+    let (alice, bob) = (new_key(&gw, "alice"), new_key(&gw, "bob"));
+    let spent = |name: &str, micros: i64| {
+        let ok = eventually(Duration::from_secs(5), || gw.balance_micros(name) == 10_000_000 - micros);
+        assert!(ok, "{name}: {} micros left, expected {}", gw.balance_micros(name), 10_000_000 - micros);
+    };
+    let uri = upload(&gw, &alice, "alice-voice", false);
+    let (holder, other) = match on_upstream(&mock, "sf-one").contains(&uri) {
+        true => ("sf-one", "sf-two"),
+        false => ("sf-two", "sf-one"),
+    };
+    assert!(on_upstream(&mock, holder).contains(&uri) && !on_upstream(&mock, other).contains(&uri));
+    // SiliconFlow, as the mock, speaks a reference on its own account only.
+    let direct = serde_json::json!({ "model": MODEL, "input": "hi", "voice": uri }).to_string();
+    for (upstream_key, status) in [(other, 400), (holder, 200)] {
+        let auth = format!("Bearer {upstream_key}");
+        let r = http::request(&mock.addr, "POST", "/v1/audio/speech", &[("authorization", &auth)], direct.as_bytes());
+        assert_eq!(r.status, status, "{upstream_key}: {}", r.text());
+        if status == 400 {
+            assert_eq!(r.json()["code"], 20012, "{}", r.text());
+        }
+    }
+
+    // Every call with her voice reaches the key that holds it (taken in turn, half would
+    // reach the other), each charged its characters: 5, and 2 for each CJK character.
+    let (held_before, other_before) = (by_key(&mock, holder), by_key(&mock, other));
+    for _ in 0..4 {
+        spoken(&speak(&gw, &alice, &uri, "hello"), "hello");
+    }
+    spoken(&speak(&gw, &alice, &uri, "你好"), "你好");
+    assert_eq!((by_key(&mock, holder), by_key(&mock, other)), (held_before + 5, other_before));
+    spent("alice", 4 * 50_000 + 40_000);
+
+    // Bob cannot speak with it: not found, SiliconFlow not asked, nothing charged.
+    let before = requests(&mock);
+    let r = speak(&gw, &bob, &uri, "hello");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"), "{}", r.text());
+    // An input that is not text is refused before SiliconFlow too.
+    let r = post(&gw, &alice, "/v1/audio/speech", &format!(r#"{{"model":"{MODEL}","input":7,"voice":"{uri}"}}"#));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap_or_default().contains("'input'"), "{}", r.text());
+    assert_eq!(requests(&mock), before);
+
+    // A stock voice is SiliconFlow's own: any key serves it, both in turn.
+    let (one, two) = (by_key(&mock, "sf-one"), by_key(&mock, "sf-two"));
+    for _ in 0..4 {
+        spoken(&speak(&gw, &bob, "FunAudioLLM/CosyVoice2-0.5B:alex", "hey"), "hey");
+    }
+    assert!(by_key(&mock, "sf-one") > one && by_key(&mock, "sf-two") > two, "{}", mock.stats());
+    spent("bob", 4 * 30_000);
+    spent("alice", 4 * 50_000 + 40_000);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
 }
