@@ -21,6 +21,9 @@
 //!   /api/v1/services/audio/asr/transcription` (Paraformer and Fun-ASR on files): a task the
 //!   same way, held the most its files may be heard and charged the seconds DashScope reports
 //!   (`asr.rs`).
+//! - op `transcription` (OpenAI's `POST /v1/audio/transcriptions`): qwen3-asr-flash on the
+//!   multimodal route, the consumer's file written into the JSON by the host, held 5 minutes
+//!   and charged the seconds DashScope heard (`transcription.rs`).
 //!
 //! DashScope bills a video by its seconds at a price per resolution: the quote names the
 //! resolution's tier (`480p`, `720p`, `1080p`, from the size's area; 1080p when none is given,
@@ -31,6 +34,7 @@
 
 mod asr;
 mod chat;
+mod transcription;
 
 use serde_json::{json, Map, Value};
 use tollgate_plugin_sdk::openai_compat::CompatExchange;
@@ -60,6 +64,7 @@ impl tollgate_plugin_sdk::Plugin for DashScope {
             .with(Route::new("POST", IMAGE_SUBMIT, IMAGE))
             .with_operation(Operation::new(asr::OP).quoted())
             .with(Route::new("POST", asr::PATH, asr::OP))
+            .with_operation(Operation::new(transcription::OP).quoted())
             .with(
                 Route::new("GET", "/api/v1/tasks/{task_id}", TASK)
                     .model(Field::None)
@@ -283,6 +288,9 @@ impl Exchange for DashScopeExchange {
         if self.call.op == asr::OP {
             return asr::quote(&self.call);
         }
+        if self.call.op == transcription::OP {
+            return transcription::quote(&self.call);
+        }
         self.submit().map(|(_, tier, s)| seconds_of(tier, s))
     }
 
@@ -306,6 +314,7 @@ impl Exchange for DashScopeExchange {
                 Err(e) => Step::Fail(e),
             },
             asr::OP => asr::first(&self.call),
+            transcription::OP => transcription::first(&self.call),
             TASK => {
                 let id = self.call.context.path_params.iter().find(|(n, _)| n == "task_id").map(|(_, v)| v.as_str());
                 match id.filter(|id| safe_id(id)) {
@@ -333,6 +342,9 @@ impl Exchange for DashScopeExchange {
         }
         if matches!(self.call.op.as_str(), chat::GENERATION | chat::MULTIMODAL) {
             return chat::native_next(&self.call, response);
+        }
+        if self.call.op == transcription::OP {
+            return transcription::next(&self.call, response);
         }
         let v: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         let ok = (200..300).contains(&response.status);

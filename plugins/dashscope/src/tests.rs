@@ -397,3 +397,5 @@ fn a_synchronous_asr_holds_its_audio_at_dashscopes_longest_and_is_charged_the_se
     let u = heard(r#"{"output":{"choices":[]},"usage":{"seconds":1e12}}"#);
     assert_eq!(u.milliseconds, Some(300_000), "never beyond what was held");
 }
+
+mod transcription;
