@@ -19,7 +19,9 @@
 //! `parameters.n` images, 1 for `qwen-image-edit`, up to 6 for the others; `usage` with
 //! `image_count`; the text `fail` is refused as DashScope refuses inappropriate content) and
 //! qwen3-asr-flash (one `audio` part; `usage.seconds`: a URL's `seconds=N`, a data URI's
-//! bytes at 32,000 a second, else 3), and any other model a short text with its tokens.
+//! decoded bytes at 32,000 a second, else 3; a data URI's transcript names its decoded bytes'
+//! count and SHA-256; an `audio_info` annotation with `asr_options.language`, else `zh`), and
+//! any other model a short text with its tokens.
 
 use crate::body::MockBody;
 use crate::{json, Ctx, State};
@@ -226,14 +228,36 @@ pub fn multimodal(state: &State, cx: &Ctx, key: Option<&str>) -> Response<MockBo
         if audio.contains("fail") {
             return invalid("The audio file cannot be downloaded.");
         }
-        let seconds = match audio.split_once(";base64,") {
-            Some((_, data)) if audio.starts_with("data:") => (data.len() as u64 * 3 / 4).div_ceil(32_000).max(1),
-            _ => seconds_in(audio).unwrap_or(3),
+        // A data URI's bytes are decoded and named in the transcript (their count and SHA-256),
+        // so a test sees that they arrived intact.
+        let (seconds, heard) = match audio.split_once(";base64,") {
+            Some((_, data)) if audio.starts_with("data:") => {
+                use base64::Engine as _;
+                use sha2::Digest as _;
+                let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                    return invalid("The audio's base64 is malformed.");
+                };
+                let digest = hex::encode(sha2::Sha256::digest(&bytes));
+                let seconds = (bytes.len() as u64).div_ceil(32_000).max(1);
+                (seconds, format!("Heard {} bytes, sha256 {digest}.", bytes.len()))
+            }
+            _ => (seconds_in(audio).unwrap_or(3), "Hello from the mock's ears.".to_string()),
         };
-        return answer(
-            json!([{ "text": "Hello from the mock's ears." }]),
-            json!({ "input_tokens_details": { "text_tokens": 0 }, "output_tokens_details": { "text_tokens": 7 },
-                "seconds": seconds }),
+        let options = body.pointer("/parameters/asr_options");
+        let language = options.and_then(|o| o.get("language"));
+        if language.is_some_and(|l| !l.is_string())
+            || options.and_then(|o| o.get("enable_itn")).is_some_and(|i| !i.is_boolean())
+        {
+            return invalid("asr_options.language is a string, asr_options.enable_itn a boolean");
+        }
+        let choice = json!({ "finish_reason": "stop", "message": { "role": "assistant", "content": [{ "text": heard }],
+            "annotations": [{ "type": "audio_info", "language": language.and_then(Value::as_str).unwrap_or("zh"),
+                "emotion": "neutral" }] } });
+        let usage = json!({ "input_tokens_details": { "text_tokens": 0 }, "output_tokens_details": { "text_tokens": 7 },
+            "seconds": seconds });
+        return json(
+            StatusCode::OK,
+            json!({ "output": { "choices": [choice] }, "usage": usage, "request_id": "mock" }).to_string(),
         );
     }
     answer(json!([{ "text": "Hello from mock" }]), json!({ "input_tokens": 9, "output_tokens": 3 }))
