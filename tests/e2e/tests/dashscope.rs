@@ -4,6 +4,8 @@
 //! qwen3-asr-flash on the synchronous multimodal route are held their `n` images or their
 //! audio's longest and charged what was made or heard; a refusal costs nothing; a hold beyond
 //! the balance is refused before DashScope is asked; another consumer's task is not found.
+//! OpenAI's transcriptions run qwen3-asr-flash on the multimodal route, the uploaded file's
+//! bytes written into DashScope's JSON by the gateway and charged the seconds heard.
 //! Prices are written in CNY, converted at the table's rate.
 
 use std::time::Duration;
@@ -173,6 +175,114 @@ fn an_image_edit_and_a_synchronous_asr_on_dashscopes_multimodal_route_are_charge
     let r = call(&gw, &poor, "POST", MULTIMODAL, &hear("https://audio.example/a.mp3"), false);
     assert_eq!(r.status, 402, "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+const BOUNDARY: &str = "tollgate-dashscope-boundary";
+const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
+
+/// A multipart form of text `fields` and, when given, the audio as `file` (audio/wav).
+fn form(fields: &[(&str, &str)], audio: Option<&[u8]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        let part = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
+        body.extend_from_slice(part.as_bytes());
+    }
+    if let Some(audio) = audio {
+        let head = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+        );
+        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(audio);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// `n` bytes of "audio" with every byte value in it, a boundary-like run and CRLFs included.
+fn audio(n: usize) -> Vec<u8> {
+    let mut seed = 0x2545_f491_u32;
+    let mut bytes: Vec<u8> = (0..n)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        })
+        .collect();
+    let tricky = b"\r\n--tollgate-dashscope-boundar\r\n\0\xff";
+    bytes[100..100 + tricky.len()].copy_from_slice(tricky);
+    bytes
+}
+
+#[test]
+fn openais_transcriptions_run_qwen3_asr_flash_with_the_file_written_into_dashscopes_json() {
+    use sha2::Digest as _;
+    let mock = Mock::start();
+    let ch = channel("dashscope", "dashscope", &mock.url(), &["qwen3-asr-flash"], &["ds-key"]);
+    // Forms up to 64 KiB: a larger file is refused by the gateway itself.
+    let gw = Gateway::start(
+        "dashscope-openai-asr",
+        &[("dashscope", "dashscope.wasm")],
+        &format!("max_body_bytes = 65536\n{}{ch}", pricing_setting(PRICES)),
+    );
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let auth = format!("Bearer {}", gw.key);
+    let headers = [("authorization", auth.as_str()), ("content-type", content_type.as_str())];
+    let post = |body: &[u8]| http::request(&gw.addr, "POST", TRANSCRIPTIONS, &headers, body);
+
+    // 40,000 bytes: the mock hears 2 seconds, charged once at 0.0002 USD each.
+    let sound = audio(40_000);
+    let digest = hex::encode(sha2::Sha256::digest(&sound));
+    let asked = [("model", "qwen3-asr-flash"), ("language", "en"), ("prompt", "Tollgate, DashScope")];
+    let r = post(&form(&asked, Some(&sound)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["text"], format!("Heard 40000 bytes, sha256 {digest}."), "the file's bytes arrived intact");
+    assert_eq!(answer["usage"]["seconds"].as_u64(), Some(2), "{answer}");
+    balance_becomes(&gw, 10_000_000 - 400);
+    let sent = mock.last_body(MULTIMODAL)["json"].clone();
+    assert_eq!(sent["model"], "qwen3-asr-flash");
+    assert_eq!(sent["parameters"]["asr_options"], serde_json::json!({ "language": "en", "enable_itn": false }));
+    assert_eq!(sent["input"]["messages"][0]["content"][0]["text"], "Tollgate, DashScope");
+    let uri = sent["input"]["messages"][1]["content"][0]["audio"].as_str().expect("the audio").to_string();
+    assert!(uri.starts_with("data:audio/wav;base64,"), "{}", &uri[..40]);
+
+    // Plain text, and OpenAI's verbose JSON: each charged the seconds heard.
+    let r = post(&form(&[("model", "qwen3-asr-flash"), ("response_format", "text")], Some(&sound)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", r.header("content-type"));
+    assert_eq!(r.text(), format!("Heard 40000 bytes, sha256 {digest}.\n"));
+    balance_becomes(&gw, 10_000_000 - 800);
+    let r = post(&form(&[("model", "qwen3-asr-flash"), ("response_format", "verbose_json")], Some(&sound[..100])));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let verbose = r.json();
+    assert_eq!((verbose["duration"].as_u64(), verbose["language"].as_str()), (Some(1), Some("zh")), "{verbose}");
+    balance_becomes(&gw, 10_000_000 - 1_000);
+
+    // Refused before DashScope is asked, and free: no file, a file beyond the gateway's upload
+    // limit, a field DashScope would not read, subtitles DashScope cannot time.
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    let r = post(&form(&[("model", "qwen3-asr-flash")], None));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("'file'"), "{}", r.text());
+    let r = post(&form(&[("model", "qwen3-asr-flash")], Some(&audio(70_000))));
+    assert_eq!((r.status, r.error_code().as_str()), (413, "request_too_large"), "{}", r.text());
+    let r = post(&form(&[("model", "qwen3-asr-flash"), ("timestamp_granularities[]", "word")], Some(&sound)));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("timestamp_granularities[]"), "{}", r.text());
+    let r = post(&form(&[("model", "qwen3-asr-flash"), ("response_format", "srt")], Some(&sound)));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
+    balance_becomes(&gw, 10_000_000 - 1_000);
+
+    // DashScope's refusal (a file that is not audio) is the consumer's 400, and free.
+    let text = String::from_utf8(form(&[("model", "qwen3-asr-flash")], Some(b"plain words"))).unwrap();
+    let r = post(text.replace("audio/wav", "text/plain").as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("DashScope: "), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before + 1);
+    balance_becomes(&gw, 10_000_000 - 1_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
