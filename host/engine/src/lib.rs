@@ -69,6 +69,7 @@ impl Engine {
             capture,
             write_timeout: self.stream_write_timeout,
             more_keys: Vec::new(),
+            archive: Arc::clone(&self.archive),
         }
     }
 

@@ -307,3 +307,40 @@ fn a_plugin_built_from_the_released_contract_loads_and_serves() {
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
+
+#[test]
+fn a_fetch_step_reads_a_declared_and_allowed_url_without_a_credential_and_nothing_else() {
+    let mock = Mock::start();
+    let ch = channel("fixture", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    // The fixture declares 127.0.0.1 among its fetch hosts; the operator allows it here.
+    let extra = format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(PRICES));
+    let gw = Gateway::start("contract-fetch", &[("faulty-v1", "faulty.wasm")], &extra);
+    let fetch = |gw: &Gateway, url: &str| {
+        http::request(
+            &gw.addr,
+            "GET",
+            &format!("/fixture/fetch?url={url}"),
+            &[("authorization", &bearer(&gw.key))],
+            b"",
+        )
+    };
+    // The mock's model list needs a key: the fetch carries none, so the plugin reads a 401.
+    let r = fetch(&gw, &format!("{}/v1/models", mock.url()));
+    assert_eq!((r.status, r.json()["status"].as_u64()), (200, Some(401)), "{}", r.text());
+    // A host the plugin did not declare, and a plain-http public host: refused, never reached.
+    for url in ["http://example.com/x", "https://example.com/x"] {
+        let r = fetch(&gw, url);
+        assert_eq!(r.status, 502, "{url}: {}", r.text());
+    }
+    // Without the operator's leave, the declared loopback host is not reached either.
+    let ch = channel("fixture", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let strict = Gateway::start(
+        "contract-fetch-strict",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{}{ch}", pricing_setting(PRICES)),
+    );
+    let before = mock.stats()["requests"].as_u64();
+    let r = fetch(&strict, &format!("{}/v1/models", mock.url()));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64(), before, "nothing reached the private host");
+}

@@ -1,6 +1,7 @@
 //! The archive's downloader: a task's outputs are vendor URLs that expire, so the gateway
 //! downloads each one into its content-addressed store (`tollgate-store::archive`) before the
-//! task succeeds, and serves it back to the task's owner.
+//! task succeeds, and serves it back to the task's owner. A plugin's `fetch` step goes the
+//! same guarded way, and gets the answer whole (`Archive::fetch`).
 //!
 //! Invariants (tests here, in `guard` and in `tests/e2e/tests/tasks.rs`):
 //! - a download goes only where `guard` allows (declared and allowed host, https, public
@@ -40,6 +41,10 @@ pub const MAX_OUTPUTS: usize = 16;
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tasks whose outputs one node downloads at once (more wait for a later poll).
 const SLOTS: usize = 4;
+/// The most a plugin's `fetch` step reads (the plugin gets the answer whole).
+pub const MAX_FETCH_BYTES: usize = 8 << 20;
+/// The plugin's headers a `fetch` sends (no credential, no cookie: none is attached).
+const FETCH_HEADERS: &[&str] = &["accept", "accept-language", "range", "if-none-match", "if-modified-since"];
 
 /// The operator's archive settings.
 #[derive(Debug, Clone)]
@@ -165,20 +170,47 @@ impl Archive {
     }
 
     async fn download(&self, n: i64, media: &wit::Media, plugin_hosts: &[String]) -> Result<Output, Failure> {
-        let mut url = media.url.clone();
+        let (_, response) = self.get(&media.url, plugin_hosts, &[]).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(transient(format!("the file host answered {status}")));
+        }
+        let headers = response.headers();
+        let answered = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = media_type(answered, media.content_type.as_deref()).map_err(permanent)?;
+        let length = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if length.is_some_and(|l| l > self.max_bytes) {
+            return Err(self.too_large());
+        }
+        let (sha256, size) = self.write(response.into_body()).await?;
+        Ok(Output { n, sha256, size_bytes: size as i64, content_type, source_url: media.url.clone() })
+    }
+
+    /// GETs `url` where the guard allows it, following redirects (each re-checked), without
+    /// a credential: the first answer that is no redirect.
+    async fn get(
+        &self,
+        url: &str,
+        plugin_hosts: &[String],
+        headers: &[wit::Header],
+    ) -> Result<(http::Uri, hyper::Response<hyper::body::Incoming>), Failure> {
+        let mut url = url.to_string();
         for _ in 0..=MAX_REDIRECTS {
             let uri = self.rules.check(&url, plugin_hosts).map_err(permanent)?;
-            let request = http::Request::get(uri.clone())
-                .header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-                .body(Full::default())
-                .map_err(|e| permanent(format!("the output's URL cannot be requested: {e}")))?;
+            let mut request = http::Request::get(uri.clone())
+                .header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")));
+            for h in headers.iter().filter(|h| FETCH_HEADERS.iter().any(|n| h.name.eq_ignore_ascii_case(n))) {
+                request = request.header(h.name.as_str(), h.value.as_str());
+            }
+            let request =
+                request.body(Full::default()).map_err(|e| permanent(format!("the URL cannot be requested: {e}")))?;
             let response = match tokio::time::timeout(self.idle, self.client.request(request)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     if let Some(why) = guard::refused(&e) {
                         return Err(permanent(why));
                     }
-                    tracing::warn!(error = %e, host = uri.host().unwrap_or(""), "archive download failed");
+                    tracing::warn!(error = %e, host = uri.host().unwrap_or(""), "download failed");
                     return Err(transient(format!(
                         "cannot download from '{}': {}",
                         uri.host().unwrap_or(""),
@@ -187,26 +219,53 @@ impl Archive {
                 }
                 Err(_) => return Err(transient(format!("'{}' did not answer in time", uri.host().unwrap_or("")))),
             };
-            let status = response.status();
-            if status.is_redirection() {
+            if response.status().is_redirection() {
                 let location = response.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok());
                 url = redirect(&uri, location).map_err(permanent)?;
                 continue;
             }
-            if !status.is_success() {
-                return Err(transient(format!("the file host answered {status}")));
-            }
-            let headers = response.headers();
-            let answered = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            let content_type = media_type(answered, media.content_type.as_deref()).map_err(permanent)?;
-            let length = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if length.is_some_and(|l| l > self.max_bytes) {
-                return Err(self.too_large());
-            }
-            let (sha256, size) = self.write(response.into_body()).await?;
-            return Ok(Output { n, sha256, size_bytes: size as i64, content_type, source_url: media.url.clone() });
+            return Ok((uri, response));
         }
         Err(permanent(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    /// A plugin's `fetch` step: `url` read whole (at most `MAX_FETCH_BYTES`, within the
+    /// archive's deadline) where a download may go, whatever its status, for `exchange.next`.
+    pub async fn fetch(
+        &self,
+        url: &str,
+        plugin_hosts: &[String],
+        headers: &[wit::Header],
+    ) -> Result<wit::UpstreamResponse, Failure> {
+        let read = async {
+            let (_, response) = self.get(url, plugin_hosts, headers).await?;
+            let status = response.status().as_u16();
+            let headers: Vec<wit::Header> = response
+                .headers()
+                .iter()
+                .filter_map(|(n, v)| Some(wit::Header { name: n.to_string(), value: v.to_str().ok()?.to_string() }))
+                .collect();
+            let mut body = response.into_body();
+            let mut bytes = Vec::new();
+            loop {
+                let frame = match tokio::time::timeout(self.idle, body.frame()).await {
+                    Ok(Some(Ok(f))) => f,
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(transient(format!("the answer broke off: {e}"))),
+                    Err(_) => return Err(transient("the answer stalled")),
+                };
+                let Ok(data) = frame.into_data() else { continue };
+                if bytes.len() + data.len() > MAX_FETCH_BYTES {
+                    return Err(permanent(format!("the answer is larger than {MAX_FETCH_BYTES} bytes")));
+                }
+                bytes.extend_from_slice(&data);
+            }
+            Ok(wit::UpstreamResponse { status, headers, body: bytes })
+        };
+        match tokio::time::timeout(self.deadline, read).await {
+            Ok(result) => result,
+            Err(_) => Err(transient(format!("the answer did not arrive within {} s", self.deadline.as_secs()))),
+        }
     }
 
     /// Whether a consumer may be called back at `url` (checked before the call is made).

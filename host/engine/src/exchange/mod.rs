@@ -147,6 +147,8 @@ pub struct CallContext {
     /// A listing of the consumer's objects: the keys after `key` (a request's `key` 1, 2,
     /// ...), each with its channel's base URL.
     pub more_keys: Vec<(String, UpstreamKey)>,
+    /// Where `fetch` steps go (the archive's guarded downloader).
+    pub archive: Arc<crate::archive::Archive>,
 }
 
 /// What the consumer gets.
@@ -262,10 +264,22 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 return Ok(Outcome::Submitted { task, key_fingerprint });
             }
             wit::Step::Task(state) => return Ok(Outcome::Task(state)),
-            wit::Step::Fetch(_) | wit::Step::Archive(_) => {
+            wit::Step::Fetch(req) => {
+                if !req.method.eq_ignore_ascii_case("GET") {
+                    return Err(CallError::plugin("a fetch step is a GET").after(work));
+                }
+                let hosts = &ctx.plugin.manifest.fetch_hosts;
+                let response = match ctx.archive.fetch(&req.path, hosts, &req.headers).await {
+                    Ok(r) => r,
+                    Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
+                };
+                pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
+            }
+            wit::Step::Archive(_) => {
                 return Err(CallError::unsupported(
-                    "fetching absolute URLs is not supported by this gateway version yet",
-                ))
+                    "this gateway archives a task's outputs (task-done.outputs), not a call's archive step yet",
+                )
+                .after(work))
             }
             wit::Step::Socket(_) => return Err(CallError::new(
                 400,
