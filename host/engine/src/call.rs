@@ -332,6 +332,11 @@ impl Engine {
                 Err(e) => return (Err(e), false),
             };
             let mut ctx = self.exchange_context(plugin, channel, key, Arc::clone(&run.client), run.capture);
+            ctx.owner = Some(exchange::FilesOwner {
+                user_id: r.consumer.user_id,
+                key_id: r.consumer.key_id,
+                group: Arc::clone(&r.consumer.group),
+            });
             if let Some(p) = &run.pinned {
                 call.owned.clone_from(&p.owned);
                 ctx.more_keys.clone_from(&p.more_keys);

@@ -70,6 +70,7 @@ impl Engine {
             write_timeout: self.stream_write_timeout,
             more_keys: Vec::new(),
             archive: Arc::clone(&self.archive),
+            owner: None,
         }
     }
 

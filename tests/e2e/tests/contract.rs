@@ -344,3 +344,34 @@ fn a_fetch_step_reads_a_declared_and_allowed_url_without_a_credential_and_nothin
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64(), before, "nothing reached the private host");
 }
+
+#[test]
+fn an_archive_step_keeps_a_file_for_the_calls_consumer_only() {
+    let mock = Mock::start();
+    let ch = channel("fixture", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let extra = format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(PRICES));
+    let gw = Gateway::start("contract-archive", &[("faulty-v1", "faulty.wasm")], &extra);
+    let get = |key: &str, path: &str| http::request(&gw.addr, "GET", path, &[("authorization", &bearer(key))], b"");
+    let r = get(&gw.key, &format!("/fixture/archive?url={}/cdn/static/clip.mp4", mock.url()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let file = r.json()["files"][0].clone();
+    let expected = b"\0\0\0\x18ftypmp42 static clip";
+    assert_eq!(
+        (file["size"].as_u64(), file["content_type"].as_str()),
+        (Some(expected.len() as u64), Some("video/mp4")),
+        "{file}"
+    );
+    // The plugin is told where the consumer reads it now: the gateway, for its owner only.
+    let url = file["url"].as_str().expect("the gateway's URL").to_string();
+    assert!(url.starts_with("/v1/tasks/task_") && url.ends_with("/content/0"), "{url}");
+    let kept = get(&gw.key, &url);
+    assert_eq!((kept.status, kept.header("content-type")), (200, Some("video/mp4")));
+    assert_eq!(kept.body, expected);
+    let other = known_key(&gw, "other", "1");
+    assert_eq!(get(&other, &url).status, 404, "another consumer never reads it");
+    // What is no media (an HTML page answered 200) is refused, and nothing is kept.
+    let r = get(&gw.key, &format!("/fixture/archive?url={}/cdn/static/page.html", mock.url()));
+    assert_eq!(r.status, 502, "{}", r.text());
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}

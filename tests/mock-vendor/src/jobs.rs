@@ -134,6 +134,16 @@ const TRANSCRIPT: &str = r#"{"properties":{"audio_format":"wav","original_durati
 
 /// `GET /cdn/{file}`: a job's output, once.
 pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
+    // Files that are always there: `static/clip.mp4`, and `static/page.html` (an error page).
+    match file {
+        "static/clip.mp4" => {
+            return crate::respond(StatusCode::OK, "video/mp4", MockBody::full(&b"\0\0\0\x18ftypmp42 static clip"[..]))
+        }
+        "static/page.html" => {
+            return crate::respond(StatusCode::OK, "text/html", MockBody::full(&b"<html>oops</html>"[..]))
+        }
+        _ => {}
+    }
     let redirected = file.strip_prefix("r/");
     let file = redirected.unwrap_or(file);
     // MiniMax's long speech is a tar (`minimax_jobs.rs`).

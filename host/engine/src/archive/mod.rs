@@ -23,6 +23,7 @@ pub mod speech;
 
 use crate::plugin::wit;
 use crate::store::archive::{Blobs, Output};
+use crate::store::tasks::NewTask;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -266,6 +267,35 @@ impl Archive {
             Ok(result) => result,
             Err(_) => Err(transient(format!("the answer did not arrive within {} s", self.deadline.as_secs()))),
         }
+    }
+
+    /// A plugin's `archive` step in a consumer's call: the media downloaded as a task's
+    /// outputs are, and kept for the call's owner as a finished task's files
+    /// (`tasks::keep_call_files`); what the plugin is told of each.
+    pub async fn keep(
+        &self,
+        media: &[wit::Media],
+        plugin_hosts: &[String],
+        owner: &NewTask,
+    ) -> Result<Vec<wit::Archived>, Failure> {
+        let files = self.download_all(media, plugin_hosts).await?;
+        let id = crate::store::tasks::new_id(rand::random());
+        let outputs = crate::tasks::outputs_json(&files);
+        let now = crate::store::now_unix();
+        if let Err(e) = crate::store::tasks::keep_call_files(&self.db, &id, owner, &outputs, &files, now).await {
+            self.release(&files).await;
+            return Err(unavailable(e));
+        }
+        Ok(files
+            .into_iter()
+            .map(|o| wit::Archived {
+                url: format!("/v1/tasks/{id}/content/{}", o.n),
+                source: o.source_url,
+                content_type: o.content_type,
+                size: o.size_bytes as u64,
+                sha256: o.sha256,
+            })
+            .collect())
     }
 
     /// Whether a consumer may be called back at `url` (checked before the call is made).

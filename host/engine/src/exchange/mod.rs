@@ -149,6 +149,46 @@ pub struct CallContext {
     pub more_keys: Vec<(String, UpstreamKey)>,
     /// Where `fetch` steps go (the archive's guarded downloader).
     pub archive: Arc<crate::archive::Archive>,
+    /// A consumer's call: who keeps the files an `archive` step stores; `None` for the
+    /// host's own exchanges (balance reads, polls).
+    pub owner: Option<FilesOwner>,
+}
+
+/// The consumer whose call keeps the files an `archive` step stores (cheap to copy per
+/// attempt: the rest comes from the call and its context when a plugin archives).
+#[derive(Debug, Clone)]
+pub struct FilesOwner {
+    pub user_id: i64,
+    pub key_id: i64,
+    pub group: Arc<str>,
+}
+
+impl CallContext {
+    /// The files' task of an `archive` step in `call`: it holds nothing and is born finished.
+    fn files_task(&self, owner: &FilesOwner, call: &wit::Call) -> crate::store::tasks::NewTask {
+        let now = crate::store::now_unix();
+        crate::store::tasks::NewTask {
+            user_id: owner.user_id,
+            key_id: owner.key_id,
+            channel: self.channel.name.clone(),
+            key_fingerprint: self.key.as_ref().map(UpstreamKey::fingerprint).unwrap_or_default(),
+            plugin: self.plugin.name().to_string(),
+            plugin_version: self.plugin.manifest.version.clone(),
+            op: call.op.clone(),
+            model: call.model.clone(),
+            price_group: owner.group.to_string(),
+            state: String::new(),
+            reserved_micros: 0,
+            fee_micros: 0,
+            request_id: call.context.request_id.clone(),
+            first_poll_at: now,
+            expires_at: now,
+            params: None,
+            callback_url: None,
+            chat_id: None,
+            user_uuid: None,
+        }
+    }
 }
 
 /// What the consumer gets.
@@ -275,11 +315,17 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 };
                 pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
             }
-            wit::Step::Archive(_) => {
-                return Err(CallError::unsupported(
-                    "this gateway archives a task's outputs (task-done.outputs), not a call's archive step yet",
-                )
-                .after(work))
+            wit::Step::Archive(media) => {
+                let Some(owner) = &ctx.owner else {
+                    return Err(CallError::plugin("only a consumer's call keeps files (a poll names them as outputs)")
+                        .after(work));
+                };
+                let hosts = &ctx.plugin.manifest.fetch_hosts;
+                let stored = match ctx.archive.keep(&media, hosts, &ctx.files_task(owner, call)).await {
+                    Ok(s) => s,
+                    Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
+                };
+                pc.archived(&stored).await.map_err(|e| plugin_failure(&ctx.plugin, "archived()", e).after(work))?
             }
             wit::Step::Socket(_) => return Err(CallError::new(
                 400,

@@ -283,6 +283,21 @@ impl PluginCall {
         .await
     }
 
+    /// The step after an `archive` step stored its media.
+    pub async fn archived(&mut self, stored: &[wit::Archived]) -> Result<wit::Step> {
+        let deadline = self.deadline;
+        within(deadline, async {
+            enter(&mut self.store);
+            self.instance
+                .tollgate_adapter_adapter()
+                .exchange()
+                .call_archived(&mut self.store, self.exchange, stored)
+                .await
+                .map_err(Into::into)
+        })
+        .await
+    }
+
     /// The units to reserve and the objects used, for ops the plugin declares `quoted`.
     pub async fn quote(&mut self) -> Result<Result<wit::Quote, wit::AdapterError>> {
         let deadline = self.deadline;

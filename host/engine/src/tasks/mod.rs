@@ -530,7 +530,7 @@ impl ArchiveJob {
 }
 
 /// A task's archived files as its `outputs` column keeps them (the consumer's view).
-fn outputs_json(files: &[crate::store::archive::Output]) -> String {
+pub(crate) fn outputs_json(files: &[crate::store::archive::Output]) -> String {
     let outputs: Vec<serde_json::Value> = files
         .iter()
         .map(|o| serde_json::json!({ "index": o.n, "content_type": o.content_type, "size": o.size_bytes, "sha256": o.sha256 }))

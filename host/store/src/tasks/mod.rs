@@ -194,6 +194,33 @@ pub async fn create_with_hold(db: &Db, id: &str, t: &NewTask, record: &CallRecor
     Ok(())
 }
 
+/// Keeps the files one call archived (its plugin's `archive` step) for the call's owner: as a
+/// task born succeeded that holds and is charged nothing (the call is billed as a call), so
+/// that the files are served (`/v1/tasks/{id}/content/{n}`), listed and expired as every
+/// task's are. `outputs` is the consumer's view of them (JSON).
+pub async fn keep_call_files(
+    db: &Db,
+    id: &str,
+    t: &NewTask,
+    outputs: &str,
+    archived: &[crate::archive::Output],
+    now: i64,
+) -> Result<()> {
+    if t.reserved_micros != 0 || t.fee_micros != 0 {
+        bail!("a call's archived files hold nothing");
+    }
+    let mut tx = db.begin().await?;
+    insert_row(&mut tx, id, t, now).await?;
+    let done =
+        Outcome { status: SUCCEEDED, outputs: Some(outputs), archived, charge_micros: Some(0), ..Default::default() };
+    if !finish_in(&mut tx, id, None, &done, now).await? {
+        bail!("the files' task {id} could not be ended");
+    }
+    crate::archive::record(&mut tx, id, archived, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// A settled task: who paid, and what was given back of the hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settled {
