@@ -346,7 +346,7 @@ fn a_fetch_step_reads_a_declared_and_allowed_url_without_a_credential_and_nothin
 }
 
 #[test]
-fn an_archive_step_keeps_a_file_for_the_calls_consumer_only() {
+fn an_archive_step_keeps_a_file_for_the_calls_consumer_only_and_a_relay_streams_one() {
     let mock = Mock::start();
     let ch = channel("fixture", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
     let extra = format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(PRICES));
@@ -369,6 +369,11 @@ fn an_archive_step_keeps_a_file_for_the_calls_consumer_only() {
     assert_eq!(kept.body, expected);
     let other = known_key(&gw, "other", "1");
     assert_eq!(get(&other, &url).status, 404, "another consumer never reads it");
+    // A relay of the same URL streams it to the consumer, the vendor's bytes as they are.
+    let relayed = get(&gw.key, &format!("/fixture/relay?url={}/cdn/static/clip.mp4", mock.url()));
+    assert_eq!((relayed.status, relayed.header("content-type")), (200, Some("video/mp4")));
+    assert_eq!(relayed.body, expected);
+    assert_eq!(get(&gw.key, "/fixture/relay?url=https://example.com/clip.mp4").status, 502, "an undeclared host");
     // What is no media (an HTML page answered 200) is refused, and nothing is kept.
     let r = get(&gw.key, &format!("/fixture/archive?url={}/cdn/static/page.html", mock.url()));
     assert_eq!(r.status, 502, "{}", r.text());

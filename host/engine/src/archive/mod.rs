@@ -188,8 +188,8 @@ impl Archive {
     }
 
     /// GETs `url` where the guard allows it, following redirects (each re-checked), without
-    /// a credential: the first answer that is no redirect.
-    async fn get(
+    /// a credential: the first answer that is no redirect (a `relay` step streams it on).
+    pub(crate) async fn get(
         &self,
         url: &str,
         plugin_hosts: &[String],

@@ -277,6 +277,19 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                     return Ok(Outcome::Stream { headers: s.reply_headers, pending: Box::new(pending) });
                 }
             }
+            // An absolute URL (a vendor's CDN) goes the guarded way `fetch` goes, without a
+            // credential; a path goes to the channel's base URL with its key.
+            wit::Step::Relay(req) if req.path.starts_with("https://") || req.path.starts_with("http://") => {
+                if !req.method.eq_ignore_ascii_case("GET") {
+                    return Err(CallError::plugin("a relay of an absolute URL is a GET").after(work));
+                }
+                let hosts = &ctx.plugin.manifest.fetch_hosts;
+                let response = match ctx.archive.get(&req.path, hosts, &req.headers).await {
+                    Ok((_, response)) => response,
+                    Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
+                };
+                return Ok(Outcome::Relay { response });
+            }
             wit::Step::Relay(req) => {
                 let response = send(&ctx, base_url, &req, work).await?;
                 return Ok(Outcome::Relay { response });
