@@ -247,7 +247,8 @@ impl Engine {
         if uses.is_empty() {
             return Ok((pinned, None));
         }
-        let used = super::affinity::uses(&self.db, r.plugin.name(), r.consumer.user_id, uses).await?;
+        // Boxed: a call that uses no objects carries none of these futures.
+        let used = Box::pin(super::affinity::uses(&self.db, r.plugin.name(), r.consumer.user_id, uses)).await?;
         let pinned = match (pinned, used.fingerprint) {
             (Some(p), Some(f)) if p.fingerprint != f => {
                 return Err(CallError::bad_request(
@@ -258,7 +259,7 @@ impl Engine {
             (pinned, _) => pinned,
         };
         let fees = match (&self.billing, r.billed) {
-            (Some(b), true) => super::affinity::take_fees(&self.db, b, r, &used.due).await?,
+            (Some(b), true) => Box::pin(super::affinity::take_fees(&self.db, b, r, &used.due)).await?,
             _ => None,
         };
         Ok((pinned, fees))

@@ -247,6 +247,8 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
     // What a failure now costs: once the vendor answered 2xx, a plugin that cannot use the
     // answer (it fails or traps) does not make the call free.
     let mut work = VendorWork::None;
+    // The rare steps' futures (fetch, archive, an absolute relay) are boxed: every call's
+    // future stays the size of its common steps.
     for _ in 0..MAX_STEPS {
         step = match step {
             wit::Step::Send(req) => {
@@ -284,7 +286,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                     return Err(CallError::plugin("a relay of an absolute URL is a GET").after(work));
                 }
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
-                let response = match ctx.archive.get(&req.path, hosts, &req.headers).await {
+                let response = match Box::pin(ctx.archive.get(&req.path, hosts, &req.headers)).await {
                     Ok((_, response)) => response,
                     Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
                 };
@@ -322,7 +324,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                     return Err(CallError::plugin("a fetch step is a GET").after(work));
                 }
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
-                let response = match ctx.archive.fetch(&req.path, hosts, &req.headers).await {
+                let response = match Box::pin(ctx.archive.fetch(&req.path, hosts, &req.headers)).await {
                     Ok(r) => r,
                     Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
                 };
@@ -334,7 +336,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                         .after(work));
                 };
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
-                let stored = match ctx.archive.keep(&media, hosts, &ctx.files_task(owner, call)).await {
+                let stored = match Box::pin(ctx.archive.keep(&media, hosts, &ctx.files_task(owner, call))).await {
                     Ok(s) => s,
                     Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
                 };
