@@ -13,10 +13,8 @@
 //! The finished task is charged the seconds DashScope reports; a task whose files all failed
 //! is a failure (nothing charged). The host never charges a task more than it held.
 
-use serde_json::{json, Map, Value};
-use tollgate_plugin_sdk::{
-    exact_fields, AdapterError, Call, ErrorKind, Step, TaskDone, TaskState, UpstreamRequest, Usage,
-};
+use serde_json::{json, Value};
+use tollgate_plugin_sdk::{AdapterError, Call, ErrorKind, Step, TaskDone, TaskState, UpstreamRequest, Usage};
 
 pub const OP: &str = "dashscope.transcription";
 pub const PATH: &str = "/api/v1/services/audio/asr/transcription";
@@ -57,24 +55,7 @@ pub fn check_settings(settings: &Value) -> Result<(), String> {
 /// The request sent to DashScope (its model the channel's name) and the seconds it holds.
 pub fn request(call: &Call) -> Result<(Value, u64), AdapterError> {
     let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
-    let body = call.body.object("DashScope takes JSON")?;
-    exact_fields(&body, &["model", "input", "parameters"])?;
-    if let Some(k) = body.keys().find(|k| !["model", "input", "parameters"].contains(&k.as_str())) {
-        return Err(bad(format!("'{k}' is not a field this gateway sends to DashScope")));
-    }
-    let object = |name: &str, allowed: &[&str]| -> Result<Map<String, Value>, AdapterError> {
-        let map = match body.get(name) {
-            None => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(v) => return Err(bad(format!("'{name}' must be an object, not {v}"))),
-        };
-        exact_fields(&map, allowed)?;
-        match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(k) => Err(bad(format!("'{name}.{k}' is not a field this gateway sends to DashScope"))),
-            None => Ok(map),
-        }
-    };
-    let (input, parameters) = (object("input", &["file_urls"])?, object("parameters", PARAMETERS)?);
+    let (input, parameters) = crate::native_sections(call, &["file_urls"], PARAMETERS)?;
     let files = match input.get("file_urls").and_then(Value::as_array) {
         Some(urls) if (1..=MAX_FILES).contains(&urls.len()) => urls,
         _ => return Err(bad(format!("'input.file_urls' must list 1 to {MAX_FILES} file URLs"))),

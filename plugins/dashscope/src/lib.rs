@@ -168,24 +168,7 @@ impl DashScopeExchange {
     /// channel's name; and the images it holds.
     fn image(&self) -> Result<(Value, u32), AdapterError> {
         let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
-        let body = self.call.body.object("DashScope takes JSON")?;
-        let object = |name: &str, allowed: &[&str]| -> Result<Map<String, Value>, AdapterError> {
-            let map = match body.get(name) {
-                None => Map::new(),
-                Some(Value::Object(m)) => m.clone(),
-                Some(v) => return Err(bad(format!("'{name}' must be an object, not {v}"))),
-            };
-            exact_fields(&map, allowed)?;
-            match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-                Some(k) => Err(bad(format!("'{name}.{k}' is not a field this gateway sends to DashScope"))),
-                None => Ok(map),
-            }
-        };
-        exact_fields(&body, &["model", "input", "parameters"])?;
-        if let Some(k) = body.keys().find(|k| !["model", "input", "parameters"].contains(&k.as_str())) {
-            return Err(bad(format!("'{k}' is not a field this gateway sends to DashScope")));
-        }
-        let (input, parameters) = (object("input", IMAGE_INPUT)?, object("parameters", IMAGE_PARAMETERS)?);
+        let (input, parameters) = native_sections(&self.call, IMAGE_INPUT, IMAGE_PARAMETERS)?;
         let n = match parameters.get("n") {
             None => 1,
             Some(n) => match n.as_u64() {
@@ -211,6 +194,38 @@ impl DashScopeExchange {
 }
 
 /// A DashScope task id (letters, digits and dashes): safe in a path.
+/// A JSON object's fields.
+type Fields = Map<String, Value>;
+
+/// A native request's `input` and `parameters` (each absent as empty), holding only the
+/// fields named here, each written once: any other field, at the top or inside, is refused,
+/// since it might change what DashScope does or charges.
+pub(crate) fn native_sections(
+    call: &Call,
+    input_fields: &[&str],
+    parameter_fields: &[&str],
+) -> Result<(Fields, Fields), AdapterError> {
+    let bad = |m: String| AdapterError::new(ErrorKind::BadRequest, m);
+    let body = call.body.object("DashScope takes JSON")?;
+    exact_fields(&body, &["model", "input", "parameters"])?;
+    if let Some(k) = body.keys().find(|k| !["model", "input", "parameters"].contains(&k.as_str())) {
+        return Err(bad(format!("'{k}' is not a field this gateway sends to DashScope")));
+    }
+    let section = |name: &str, allowed: &[&str]| -> Result<Fields, AdapterError> {
+        let map = match body.get(name) {
+            None => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(v) => return Err(bad(format!("'{name}' must be an object, not {v}"))),
+        };
+        exact_fields(&map, allowed)?;
+        match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(bad(format!("'{name}.{k}' is not a field this gateway sends to DashScope"))),
+            None => Ok(map),
+        }
+    };
+    Ok((section("input", input_fields)?, section("parameters", parameter_fields)?))
+}
+
 fn safe_id(id: &str) -> bool {
     !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
