@@ -405,6 +405,19 @@ impl Gateway {
         assert!(eventually(Duration::from_secs(5), accepted), "the gateway never accepted the key");
     }
 
+    /// Creates a consumer key with `balance` and waits until the gateway accepts it.
+    pub fn new_key(&self, name: &str, balance: &str) -> String {
+        let key = self.create_key(name, balance);
+        self.wait_for_key(&key);
+        key
+    }
+
+    /// Waits until the key named `name` shows `micros` (charges are written in batches).
+    pub fn balance_becomes(&self, name: &str, micros: i64) {
+        let ok = eventually(Duration::from_secs(5), || self.balance_micros(name) == micros);
+        assert!(ok, "balance of {name}: {} micros, expected {micros}", self.balance_micros(name));
+    }
+
     /// Opens a WebSocket on `path` with `key` at the upgrade (tungstenite, a 20 s read
     /// timeout); the HTTP status when the upgrade is refused.
     pub fn socket(&self, path: &str, key: Option<&str>) -> Result<tungstenite::WebSocket<std::net::TcpStream>, u16> {

@@ -30,12 +30,6 @@ fn known_key(gw: &Gateway, name: &str, balance: &str) -> String {
     key
 }
 
-/// Waits until the key named `name` shows `micros` (charges are written in batches).
-fn balance_becomes(gw: &Gateway, name: &str, micros: i64) {
-    let ok = eventually(Duration::from_secs(5), || gw.balance_micros(name) == micros);
-    assert!(ok, "balance of {name}: {} micros, expected {micros}", gw.balance_micros(name));
-}
-
 #[test]
 fn a_pattern_route_gets_its_context_forwarded_headers_and_a_quoted_reservation() {
     let mock = Mock::start();
@@ -62,13 +56,13 @@ fn a_pattern_route_gets_its_context_forwarded_headers_and_a_quoted_reservation()
     assert_eq!(v["tag"], "blue", "the header the manifest asks for is forwarded");
     assert_eq!(v["credential_headers"], serde_json::json!([]), "consumer credentials never reach a plugin");
     // 30 seconds at 0.01 a second, as the plugin reported.
-    balance_becomes(&gw, "e2e", 10_000_000 - 300_000);
+    gw.balance_becomes("e2e", 10_000_000 - 300_000);
 
     // The quote sets the reservation: 10 seconds fit a 0.20 balance (the model's default
     // 60 seconds would not), 30 do not.
     let small = known_key(&gw, "small", "0.20");
     assert_eq!(echo(&bearer(&small), r#"{"model":"fixture-video","seconds":10}"#).status, 200);
-    balance_becomes(&gw, "small", 100_000);
+    gw.balance_becomes("small", 100_000);
     let r = echo(&bearer(&small), r#"{"model":"fixture-video","seconds":30}"#);
     assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_balance"), "{}", r.text());
 
@@ -84,7 +78,7 @@ fn a_pattern_route_gets_its_context_forwarded_headers_and_a_quoted_reservation()
     // A path the pattern does not match is not the plugin's.
     let r = http::request(&gw.addr, "POST", "/fixture/echo/intro", &[("authorization", &auth)], b"{}");
     assert_eq!(r.status, 404, "{}", r.text());
-    balance_becomes(&gw, "e2e", 10_000_000 - 300_000);
+    gw.balance_becomes("e2e", 10_000_000 - 300_000);
     assert_eq!(mock.stats()["requests"], 0, "the echo route never calls the vendor");
 }
 
@@ -132,7 +126,7 @@ fn an_uploaded_file_is_followed_up_on_the_key_that_created_it_for_its_owner_only
     assert_eq!(uploaded["filename"], "voice.wav");
     let id = uploaded["id"].as_str().unwrap().to_string();
     // A model-less route the plugin marks billed is priced per call by its op.
-    balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000);
 
     // The vendor keeps the file in the uploading key's account only; the pool has three keys,
     // and every follow-up runs on that one. Reads are free.
@@ -144,7 +138,7 @@ fn an_uploaded_file_is_followed_up_on_the_key_that_created_it_for_its_owner_only
     let by_key = mock.stats()["by_key"].clone();
     let used: Vec<_> = by_key.as_object().unwrap().iter().filter(|(_, n)| n.as_u64() > Some(0)).collect();
     assert_eq!(used.len(), 1, "one key served the upload and its follow-ups: {by_key}");
-    balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000);
 
     // Another consumer cannot reach the file through the gateway, and the vendor is not asked.
     let other = known_key(&gw, "other", "1");
@@ -179,7 +173,7 @@ fn an_uploaded_file_is_followed_up_on_the_key_that_created_it_for_its_owner_only
         b"--zz\r\nbroken",
     );
     assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_multipart"), "{}", r.text());
-    balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000);
 }
 
 #[test]
@@ -233,7 +227,7 @@ fn a_read_that_got_no_answer_is_resent_on_another_key_a_costly_call_never() {
     );
     assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"), "{}", r.text());
     assert_eq!(mock.stats()["requests"], 3, "sent once, never on the other key");
-    balance_becomes(&gw, "e2e", 10_000_000 - 2_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000);
 }
 
 #[test]
@@ -250,14 +244,14 @@ fn an_interrupted_ndjson_stream_ends_with_an_error_line_and_pays_for_what_it_del
     let lines: Vec<serde_json::Value> = r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "each upstream line, reassembled across chunks: {}", r.text());
     // 7 output tokens, as the usage line said, at 0.001 each.
-    balance_becomes(&gw, "e2e", 10_000_000 - 7_000);
+    gw.balance_becomes("e2e", 10_000_000 - 7_000);
 
     let r = gw.chat(&gw.key, "ndjson-cut", "");
     let lines: Vec<serde_json::Value> = r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "two lines, then the error as a JSON line: {}", r.text());
     assert!(lines[2]["error"]["message"].as_str().is_some(), "{}", r.text());
     // No usage came: the two lines delivered are billed as two output tokens, never free.
-    balance_becomes(&gw, "e2e", 10_000_000 - 9_000);
+    gw.balance_becomes("e2e", 10_000_000 - 9_000);
 }
 
 /// The released contract's text and its SHA-256: a release is never edited (a later version

@@ -41,11 +41,6 @@ fn get(gw: &Gateway, key: &str, path: &str) -> http::Response {
     http::request(&gw.addr, "GET", path, &[("authorization", &format!("Bearer {key}"))], b"")
 }
 
-fn balance_becomes(gw: &Gateway, micros: i64) {
-    let ok = eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == micros);
-    assert!(ok, "balance {} != {micros}", gw.balance_micros("e2e"));
-}
-
 /// Waits for the gateway's task to end; its final status.
 fn finished(gw: &Gateway, task: &str) -> String {
     let mut last = serde_json::Value::Null;
@@ -73,12 +68,12 @@ fn a_file_transcription_is_held_its_files_longest_and_charged_the_seconds_dashsc
     // DashScope's own answer, the gateway's task beside it; two files of 12 hours held.
     let ds_id = r.json()["output"]["task_id"].as_str().expect("DashScope's task id").to_string();
     let task = r.header("x-tollgate-task-id").expect("the gateway's task").to_string();
-    balance_becomes(&gw, 10_000_000 - 2 * 4_320_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2 * 4_320_000);
     assert_eq!(mock.last_body(TRANSCRIPTION)["json"]["input"]["file_urls"][1], "https://files.example/b.mp3?seconds=5");
 
     assert_eq!(finished(&gw, &task), "succeeded");
     // Charged the 12 seconds heard, once: 12 × 0.0001 USD.
-    balance_becomes(&gw, 10_000_000 - 1_200);
+    gw.balance_becomes("e2e", 10_000_000 - 1_200);
     let r = call(&gw, &gw.key, "GET", &format!("/api/v1/tasks/{ds_id}"), "", false);
     assert_eq!(r.status, 200, "{}", r.text());
     let done = r.json();
@@ -89,14 +84,14 @@ fn a_file_transcription_is_held_its_files_longest_and_charged_the_seconds_dashsc
     let url = done["output"]["results"][0]["transcription_url"].as_str().expect("a transcript's URL").to_string();
     let transcript = http::request(&mock.addr, "GET", url.split_once(&mock.addr).unwrap().1, &[], b"").json();
     assert!(transcript["transcripts"][0]["text"].as_str().is_some(), "{transcript}");
-    balance_becomes(&gw, 10_000_000 - 1_200);
+    gw.balance_becomes("e2e", 10_000_000 - 1_200);
 
     // No file heard: the task failed and its hold came back.
     let r = call(&gw, &gw.key, "POST", TRANSCRIPTION, &files(&["https://files.example/fail.wav"]), true);
     assert_eq!(r.status, 200, "{}", r.text());
     let failed = r.header("x-tollgate-task-id").unwrap().to_string();
     assert_eq!(finished(&gw, &failed), "failed");
-    balance_becomes(&gw, 10_000_000 - 1_200);
+    gw.balance_becomes("e2e", 10_000_000 - 1_200);
 
     // Another consumer's query is not found; three files' hold is beyond the balance, 101 files
     // beyond DashScope's limit: refused before DashScope is asked.
@@ -111,7 +106,7 @@ fn a_file_transcription_is_held_its_files_longest_and_charged_the_seconds_dashsc
     let r = call(&gw, &gw.key, "POST", TRANSCRIPTION, &files(&["https://f.example/1.wav"; 101]), true);
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
-    balance_becomes(&gw, 10_000_000 - 1_200);
+    gw.balance_becomes("e2e", 10_000_000 - 1_200);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -145,11 +140,11 @@ fn an_image_edit_and_a_synchronous_asr_on_dashscopes_multimodal_route_are_charge
         .as_str()
         .unwrap()
         .starts_with("data:image/png;base64,"));
-    balance_becomes(&gw, 10_000_000 - 4_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 4_000_000);
     // A refusal costs nothing.
     let r = call(&gw, &gw.key, "POST", MULTIMODAL, &edit("fail", 1), false);
     assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("DataInspectionFailed")), "{}", r.text());
-    balance_becomes(&gw, 10_000_000 - 4_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 4_000_000);
     // Six images' hold (12 USD) is beyond the balance: refused before DashScope is asked.
     let before = mock.stats()["requests"].as_u64().unwrap();
     let r = call(&gw, &gw.key, "POST", MULTIMODAL, &edit("six", 6), false);
@@ -160,14 +155,14 @@ fn an_image_edit_and_a_synchronous_asr_on_dashscopes_multimodal_route_are_charge
     let r = call(&gw, &gw.key, "POST", MULTIMODAL, &hear("https://audio.example/welcome.mp3?seconds=4"), false);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["usage"]["seconds"].as_u64(), Some(4), "{}", r.text());
-    balance_becomes(&gw, 10_000_000 - 4_000_000 - 800);
+    gw.balance_becomes("e2e", 10_000_000 - 4_000_000 - 800);
     let data = format!("data:audio/wav;base64,{}", "A".repeat(85_332));
     let r = call(&gw, &gw.key, "POST", MULTIMODAL, &hear(&data), false);
     assert_eq!((r.status, r.json()["usage"]["seconds"].as_u64()), (200, Some(2)), "{}", r.text());
-    balance_becomes(&gw, 10_000_000 - 4_000_000 - 1_200);
+    gw.balance_becomes("e2e", 10_000_000 - 4_000_000 - 1_200);
     let r = call(&gw, &gw.key, "POST", MULTIMODAL, &hear("https://audio.example/fail.mp3"), false);
     assert_eq!(r.status, 400, "{}", r.text());
-    balance_becomes(&gw, 10_000_000 - 4_000_000 - 1_200);
+    gw.balance_becomes("e2e", 10_000_000 - 4_000_000 - 1_200);
     // Five minutes held (0.06 USD) beyond a balance of 0.01: refused before DashScope.
     let poor = gw.create_key("poor", "0.01");
     assert!(eventually(Duration::from_secs(5), || get(&gw, &poor, "/v1/tasks").status == 200));
@@ -240,7 +235,7 @@ fn openais_transcriptions_run_qwen3_asr_flash_with_the_file_written_into_dashsco
     let answer = r.json();
     assert_eq!(answer["text"], format!("Heard 40000 bytes, sha256 {digest}."), "the file's bytes arrived intact");
     assert_eq!(answer["usage"]["seconds"].as_u64(), Some(2), "{answer}");
-    balance_becomes(&gw, 10_000_000 - 400);
+    gw.balance_becomes("e2e", 10_000_000 - 400);
     let sent = mock.last_body(MULTIMODAL)["json"].clone();
     assert_eq!(sent["model"], "qwen3-asr-flash");
     assert_eq!(sent["parameters"]["asr_options"], serde_json::json!({ "language": "en", "enable_itn": false }));
@@ -253,12 +248,12 @@ fn openais_transcriptions_run_qwen3_asr_flash_with_the_file_written_into_dashsco
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", r.header("content-type"));
     assert_eq!(r.text(), format!("Heard 40000 bytes, sha256 {digest}.\n"));
-    balance_becomes(&gw, 10_000_000 - 800);
+    gw.balance_becomes("e2e", 10_000_000 - 800);
     let r = post(&form(&[("model", "qwen3-asr-flash"), ("response_format", "verbose_json")], Some(&sound[..100])));
     assert_eq!(r.status, 200, "{}", r.text());
     let verbose = r.json();
     assert_eq!((verbose["duration"].as_u64(), verbose["language"].as_str()), (Some(1), Some("zh")), "{verbose}");
-    balance_becomes(&gw, 10_000_000 - 1_000);
+    gw.balance_becomes("e2e", 10_000_000 - 1_000);
 
     // Refused before DashScope is asked, and free: no file, a file beyond the gateway's upload
     // limit, a field DashScope would not read, subtitles DashScope cannot time.
@@ -274,7 +269,7 @@ fn openais_transcriptions_run_qwen3_asr_flash_with_the_file_written_into_dashsco
     let r = post(&form(&[("model", "qwen3-asr-flash"), ("response_format", "srt")], Some(&sound)));
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
-    balance_becomes(&gw, 10_000_000 - 1_000);
+    gw.balance_becomes("e2e", 10_000_000 - 1_000);
 
     // DashScope's refusal (a file that is not audio) is the consumer's 400, and free.
     let text = String::from_utf8(form(&[("model", "qwen3-asr-flash")], Some(b"plain words"))).unwrap();
@@ -282,7 +277,7 @@ fn openais_transcriptions_run_qwen3_asr_flash_with_the_file_written_into_dashsco
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("DashScope: "), "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before + 1);
-    balance_becomes(&gw, 10_000_000 - 1_000);
+    gw.balance_becomes("e2e", 10_000_000 - 1_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }

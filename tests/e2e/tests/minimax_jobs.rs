@@ -44,18 +44,6 @@ fn finished(gw: &Gateway, key: &str, id: &str) -> serde_json::Value {
     last
 }
 
-/// A new consumer key, once the gateway accepts it.
-fn new_key(gw: &Gateway, name: &str, balance: &str) -> String {
-    let key = gw.create_key(name, balance);
-    gw.wait_for_key(&key);
-    key
-}
-
-fn balance_becomes(gw: &Gateway, name: &str, micros: i64) {
-    let ok = eventually(Duration::from_secs(5), || gw.balance_micros(name) == micros);
-    assert!(ok, "balance {} micros, expected {micros}", gw.balance_micros(name));
-}
-
 /// The submit's MiniMax body and the gateway's task id beside it.
 fn submit(gw: &Gateway, key: &str, path: &str, json: &str) -> (serde_json::Value, String) {
     let r = post(gw, key, path, json);
@@ -81,7 +69,7 @@ fn long_speech_is_minimaxs_own_task_charged_its_characters_once_and_archived() {
         "{body}"
     );
     // Held as the gateway counts (U+F900, a compatibility ideograph, as 2: 12 characters)...
-    balance_becomes(&gw, "e2e", 10_000_000 - 120_000);
+    gw.balance_becomes("e2e", 10_000_000 - 120_000);
     let vendor_task = body["task_id"].as_u64().expect("a numeric task id").to_string();
 
     // The consumer's query reaches the key that made the task, and MiniMax answers it.
@@ -96,7 +84,7 @@ fn long_speech_is_minimaxs_own_task_charged_its_characters_once_and_archived() {
     assert_eq!((content.status, content.header("content-type")), (200, Some("application/x-tar")));
     assert!(content.body.starts_with(b"output.mp3"), "the archived tar");
     // ...and charged, once, the 11 MiniMax counted (a CJK character 2, U+F900 1), at 0.01.
-    balance_becomes(&gw, "e2e", 10_000_000 - 110_000);
+    gw.balance_becomes("e2e", 10_000_000 - 110_000);
 
     // The file the task made: its metadata and its bytes, from MiniMax, on the same key.
     let r = get(&gw, &gw.key, &query).json();
@@ -107,7 +95,7 @@ fn long_speech_is_minimaxs_own_task_charged_its_characters_once_and_archived() {
     assert_eq!((r.status, r.header("content-type")), (200, Some("application/x-tar")));
 
     // Another consumer reaches none of it, and MiniMax is not even asked.
-    let other = new_key(&gw, "other", "10");
+    let other = gw.new_key("other", "10");
     let before = mock.stats()["requests"].as_u64().unwrap();
     for path in [
         query.clone(),
@@ -136,11 +124,11 @@ fn a_minimax_video_is_charged_its_tier_once_and_a_failed_one_nothing() {
     let (body, task) = submit(&gw, &gw.key, "/v1/video_generation", video);
     let vendor_task = body["task_id"].as_str().expect("a string task id").to_string();
     // The tier's price (768P, 6 s: MiniMax's defaults) is held at once.
-    balance_becomes(&gw, "e2e", 10_000_000 - 2_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000_000);
     // A job MiniMax will fail is held its tier meanwhile.
     let fails = r#"{"model":"MiniMax-Hailuo-02","prompt":"fail","duration":10,"resolution":"512P"}"#;
     let (_, failed) = submit(&gw, &gw.key, "/v1/video_generation", fails);
-    balance_becomes(&gw, "e2e", 10_000_000 - 3_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 3_000_000);
 
     let done = finished(&gw, &gw.key, &task);
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -149,7 +137,7 @@ fn a_minimax_video_is_charged_its_tier_once_and_a_failed_one_nothing() {
     // A job MiniMax fails costs nothing; the other is charged its tier once.
     let failed = finished(&gw, &gw.key, &failed);
     assert_eq!(failed["status"], "failed", "{failed}");
-    balance_becomes(&gw, "e2e", 10_000_000 - 2_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000_000);
 
     // The proxy's download route gives the video's bytes, relayed from MiniMax.
     let r = get(&gw, &gw.key, &format!("/v1/query/video_generation?task_id={vendor_task}")).json();
@@ -180,7 +168,7 @@ fn a_minimax_video_is_charged_its_tier_once_and_a_failed_one_nothing() {
 fn an_uploaded_text_file_is_its_owners_to_synthesize_and_delete() {
     let mock = Mock::start();
     let gw = gateway(&mock);
-    let rich = new_key(&gw, "rich", "5000");
+    let rich = gw.new_key("rich", "5000");
     let boundary = "e2e-mm-7d1f";
     let form = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nt2a_async_input\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"book.txt\"\r\nContent-Type: text/plain\r\n\r\nonce upon\r\n--{boundary}--\r\n"
@@ -196,10 +184,10 @@ fn an_uploaded_text_file_is_its_owners_to_synthesize_and_delete() {
     assert_eq!(r.status, 200, "{}", r.text());
     let file_id = r.json()["file"]["file_id"].as_u64().expect("the uploaded file's id");
     // Uploads are free.
-    balance_becomes(&gw, "rich", 5_000_000_000);
+    gw.balance_becomes("rich", 5_000_000_000);
 
     // Another consumer cannot name the file; its owner can, and is charged what MiniMax counted.
-    let other = new_key(&gw, "other", "5000");
+    let other = gw.new_key("other", "5000");
     let submit_file = format!(r#"{{"model":"speech-2.8-hd","text_file_id":{file_id}}}"#);
     let r = post(&gw, &other, "/v1/t2a_async_v2", &submit_file);
     assert_eq!(r.status, 404, "{}", r.text());
@@ -208,7 +196,7 @@ fn an_uploaded_text_file_is_its_owners_to_synthesize_and_delete() {
     assert_eq!(body["usage_characters"], 9, "{body}");
     let done = finished(&gw, &rich, &task);
     assert_eq!(done["status"], "succeeded", "{done}");
-    balance_becomes(&gw, "rich", 5_000_000_000 - 90_000);
+    gw.balance_becomes("rich", 5_000_000_000 - 90_000);
 
     // Its owner deletes it; then it is gone at MiniMax too.
     let r = post(&gw, &rich, "/v1/files/delete", &format!(r#"{{"file_id":{file_id}}}"#));
@@ -245,8 +233,7 @@ fn listed(gw: &Gateway, key: &str, purpose: &str) -> Vec<u64> {
 fn a_file_list_shows_a_consumer_its_own_files_from_every_key_and_no_one_elses() {
     let mock = Mock::start();
     let gw = gateway(&mock);
-    let (rich, other, stranger) =
-        (new_key(&gw, "rich", "10"), new_key(&gw, "other", "10"), new_key(&gw, "stranger", "10"));
+    let (rich, other, stranger) = (gw.new_key("rich", "10"), gw.new_key("other", "10"), gw.new_key("stranger", "10"));
     // The pool takes its two keys in turn: rich's files are on both, other's beside them.
     let mut mine: Vec<u64> = (0..3).map(|i| upload(&gw, &rich, &format!("part {i}"))).collect();
     let theirs = upload(&gw, &other, "not yours");
@@ -279,7 +266,7 @@ fn a_file_list_shows_a_consumer_its_own_files_from_every_key_and_no_one_elses() 
     let r = post(&gw, &rich, "/v1/files/delete", &format!(r#"{{"file_id":{}}}"#, mine[0]));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(listed(&gw, &rich, "t2a_async_input"), mine[1..]);
-    balance_becomes(&gw, "rich", 10_000_000);
+    gw.balance_becomes("rich", 10_000_000);
 }
 
 #[test]
@@ -298,7 +285,7 @@ fn a_job_whose_file_its_owner_deleted_before_the_archive_took_it_is_still_charge
         (Some("succeeded"), Some(0)),
         "{done}"
     );
-    balance_becomes(&gw, "e2e", 10_000_000 - 50_000);
+    gw.balance_becomes("e2e", 10_000_000 - 50_000);
     // A field written in another case than MiniMax's is refused before MiniMax.
     let r = post(&gw, &gw.key, "/v1/files/delete", &format!(r#"{{"File_Id":{file_id}}}"#));
     assert_eq!(r.status, 400, "{}", r.text());

@@ -24,17 +24,6 @@ fn post(gw: &Gateway, key: &str, path: &str, json: &str) -> http::Response {
     )
 }
 
-fn new_key(gw: &Gateway, name: &str, balance: &str) -> String {
-    let key = gw.create_key(name, balance);
-    gw.wait_for_key(&key);
-    key
-}
-
-fn balance_becomes(gw: &Gateway, name: &str, micros: i64) {
-    let ok = eventually(Duration::from_secs(5), || gw.balance_micros(name) == micros);
-    assert!(ok, "{name}: balance {} micros, expected {micros}", gw.balance_micros(name));
-}
-
 /// Uploads audio for a clone on the MiniMax proxy's route (its purpose in the path).
 fn upload_sample(gw: &Gateway, key: &str) -> u64 {
     let boundary = "e2e-voice-0c4e";
@@ -67,15 +56,15 @@ fn a_made_voice_is_its_makers_on_its_key_and_its_fee_is_charged_once_on_first_us
     let ch = channel("mm", "minimax", &mock.url(), &["speech-2.8-hd"], &["mm-key", "mm-key-2"]);
     let gw =
         Gateway::start("minimax-voices", &[("minimax", "minimax.wasm")], &format!("{}{ch}", pricing_setting(PRICES)));
-    let ann = new_key(&gw, "ann", "100");
-    let bob = new_key(&gw, "bob", "1");
+    let ann = gw.new_key("ann", "100");
+    let bob = gw.new_key("bob", "1");
 
     // A clone of ann's upload runs on the key that has the upload (the other key's account
     // has no such file), and costs nothing yet.
     let file_id = upload_sample(&gw, &ann);
     let clone = format!(r#"{{"file_id":{file_id},"voice_id":"AnnVoice01"}}"#);
     ok(&post(&gw, &ann, "/v1/voice_clone", &clone));
-    balance_becomes(&gw, "ann", 100_000_000);
+    gw.balance_becomes("ann", 100_000_000);
     // Bob cannot clone from ann's file: not found, and MiniMax is not asked.
     let r = post(&gw, &bob, "/v1/voice_clone", &format!(r#"{{"file_id":{file_id},"voice_id":"BobVoice01"}}"#));
     assert_eq!(r.status, 404, "{}", r.text());
@@ -83,19 +72,19 @@ fn a_made_voice_is_its_makers_on_its_key_and_its_fee_is_charged_once_on_first_us
     // Every synthesis with the voice reaches its key (each would fail on the other): the
     // first is charged its 5 characters and the voice's fee, the next ones their characters.
     ok(&speak(&gw, &ann, "AnnVoice01", "hello"));
-    balance_becomes(&gw, "ann", 100_000_000 - 50_000 - 5_000_000);
+    gw.balance_becomes("ann", 100_000_000 - 50_000 - 5_000_000);
     for _ in 0..3 {
         ok(&speak(&gw, &ann, "AnnVoice01", "hello"));
     }
-    balance_becomes(&gw, "ann", 100_000_000 - 4 * 50_000 - 5_000_000);
+    gw.balance_becomes("ann", 100_000_000 - 4 * 50_000 - 5_000_000);
     // OpenAI's speech with the voice, too.
     let speech = r#"{"model":"speech-2.8-hd","input":"hi","voice":"AnnVoice01"}"#;
     let r = post(&gw, &ann, "/v1/audio/speech", speech);
     assert_eq!(r.status, 200, "{}", r.text());
-    balance_becomes(&gw, "ann", 100_000_000 - 4 * 50_000 - 20_000 - 5_000_000);
+    gw.balance_becomes("ann", 100_000_000 - 4 * 50_000 - 20_000 - 5_000_000);
     // Stock voices run on any key, free of fees.
     ok(&speak(&gw, &ann, "male-qn-qingse", "hey"));
-    balance_becomes(&gw, "ann", 100_000_000 - 4 * 50_000 - 20_000 - 30_000 - 5_000_000);
+    gw.balance_becomes("ann", 100_000_000 - 4 * 50_000 - 20_000 - 30_000 - 5_000_000);
 
     // Bob can neither speak with ann's voice nor delete it: not found, MiniMax not asked.
     let sent = mock.stats()["requests"].as_u64();
@@ -111,7 +100,7 @@ fn a_made_voice_is_its_makers_on_its_key_and_its_fee_is_charged_once_on_first_us
     let designed = ok(&post(&gw, &bob, "/v1/voice_design", design));
     let bobs_voice = designed["voice_id"].as_str().expect("MiniMax's voice id").to_string();
     assert!(designed["trial_audio"].as_str().is_some_and(|a| !a.is_empty()), "{designed}");
-    balance_becomes(&gw, "bob", 1_000_000 - 80_000);
+    gw.balance_becomes("bob", 1_000_000 - 80_000);
     // Its first use needs the fee too: refused before MiniMax while the balance cannot pay,
     // and the fee stays due.
     let r = speak(&gw, &bob, &bobs_voice, "hello");
@@ -120,10 +109,10 @@ fn a_made_voice_is_its_makers_on_its_key_and_its_fee_is_charged_once_on_first_us
     let topup = [("authorization", token), ("content-type", "application/json")];
     let r = http::request(&gw.addr, "POST", "/admin/users/bob/topup", &topup, br#"{"amount":"10"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
-    balance_becomes(&gw, "bob", 11_000_000 - 80_000);
+    gw.balance_becomes("bob", 11_000_000 - 80_000);
     let paid = eventually(Duration::from_secs(5), || speak(&gw, &bob, &bobs_voice, "hello").status == 200);
     assert!(paid, "the top-up reaches the gateway's wallets");
-    balance_becomes(&gw, "bob", 11_000_000 - 80_000 - 50_000 - 3_000_000);
+    gw.balance_becomes("bob", 11_000_000 - 80_000 - 50_000 - 3_000_000);
 
     // Each lists the stock voices and their own made voices only.
     let list = |key: &str| ok(&post(&gw, key, "/v1/get_voice", r#"{"voice_type":"all"}"#));
@@ -136,7 +125,7 @@ fn a_made_voice_is_its_makers_on_its_key_and_its_fee_is_charged_once_on_first_us
     assert_eq!(bobs["voice_cloning"], serde_json::json!([]), "{bobs}");
     assert_eq!(bobs["voice_generation"][0]["voice_id"].as_str(), Some(bobs_voice.as_str()), "{bobs}");
     // A consumer who made none is answered MiniMax's shape, empty, without MiniMax.
-    let carl = new_key(&gw, "carl", "1");
+    let carl = gw.new_key("carl", "1");
     let sent = mock.stats()["requests"].as_u64();
     let carls = list(&carl);
     assert_eq!(carls["voice_cloning"], serde_json::json!([]), "{carls}");

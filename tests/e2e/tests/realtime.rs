@@ -76,11 +76,6 @@ fn speak(ws: &mut Socket, text: &str) -> (Vec<u8>, Value) {
     }
 }
 
-fn balance_becomes(gw: &Gateway, name: &str, micros: i64) {
-    let ok = eventually(Duration::from_secs(5), || gw.balance_micros(name) == micros);
-    assert!(ok, "balance {} micros, expected {micros}", gw.balance_micros(name));
-}
-
 /// What MiniMax billed `key` for its sockets (the characters of the final frames it sent).
 fn minimax_billed(mock: &Mock, key: &str) -> i64 {
     mock.stats()["ws_characters"][key].as_i64().unwrap_or(0)
@@ -101,7 +96,7 @@ fn minimax_speech_over_a_websocket_is_minimaxs_own_protocol_charged_per_piece() 
     assert_eq!(event(&mut ws)["event"], "task_finished");
     assert!(next(&mut ws).is_err(), "MiniMax closes after task_finished");
     // Charged what MiniMax counted, piece by piece: 10 + 5 characters.
-    balance_becomes(&gw, "ann", 10_000_000 - 15 * PER_CHAR);
+    gw.balance_becomes("ann", 10_000_000 - 15 * PER_CHAR);
     assert_eq!(minimax_billed(&mock, "mm-key"), 15);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
@@ -152,7 +147,7 @@ fn a_balance_that_runs_out_ends_the_session_with_minimaxs_failure_and_nothing_is
     assert_eq!(failed["base_resp"]["status_code"], 1008, "MiniMax's code for a balance too low: {failed}");
     assert!(next(&mut ws).is_err(), "the session ends");
     // The refused text never reached MiniMax: charged exactly what was delivered.
-    balance_becomes(&gw, "poor", 50_000 - 3 * PER_CHAR);
+    gw.balance_becomes("poor", 50_000 - 3 * PER_CHAR);
     assert_eq!(minimax_billed(&mock, "mm-key"), 3);
 }
 
@@ -170,7 +165,7 @@ fn an_upstream_gone_mid_synthesis_is_an_error_frame_and_charged_its_reservation(
     assert_eq!(failed["event"], "task_failed", "{failed}");
     assert!(next(&mut ws).is_err());
     // Audio reached the consumer and MiniMax never said how much: its 12 characters reserved.
-    balance_becomes(&gw, "ann", 10_000_000 - 12 * PER_CHAR);
+    gw.balance_becomes("ann", 10_000_000 - 12 * PER_CHAR);
 }
 
 #[test]
@@ -184,7 +179,7 @@ fn a_consumer_gone_mid_synthesis_pays_what_minimax_counted_never_nothing() {
     // the text and bills it: so is the consumer, by MiniMax's count.
     send(&mut ws, json!({ "event": "task_continue", "text": "[slow] hello" }));
     drop(ws);
-    balance_becomes(&gw, "ann", 10_000_000 - 12 * PER_CHAR);
+    gw.balance_becomes("ann", 10_000_000 - 12 * PER_CHAR);
     assert!(eventually(Duration::from_secs(5), || minimax_billed(&mock, "mm-key") == 12));
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
@@ -199,7 +194,7 @@ fn an_oversize_message_closes_the_session_and_shutdown_closes_open_ones_with_100
     let mut ws = started(&gw, &key);
     send(&mut ws, json!({ "event": "task_continue", "text": "x".repeat(5000) }));
     assert_eq!(next(&mut ws).err(), Some(Some(1009)), "too big: closed with 1009");
-    balance_becomes(&gw, "ann", 10_000_000);
+    gw.balance_becomes("ann", 10_000_000);
 
     let mut open = started(&gw, &key);
     gw.terminate();
@@ -263,7 +258,7 @@ fn the_minimax_proxys_socket_authenticates_by_first_frame_and_reports_each_real_
     let summary = event(&mut ws);
     assert!(summary["message"].as_str().is_some_and(|m| m.contains("no charge")), "{summary}");
     assert!(next(&mut ws).is_err());
-    balance_becomes(&gw, "ann", 10_000_000 - 10 * PER_CHAR);
+    gw.balance_becomes("ann", 10_000_000 - 10 * PER_CHAR);
 
     // A key at the upgrade skips the first frame; task_finished ends the session.
     let mut ws = connect_proxy(&gw, "/tts/ws", Some(&key));

@@ -33,13 +33,6 @@ fn post(gw: &Gateway, key: &str, path: &str, json: &str) -> http::Response {
     call(gw, key, "POST", path, json.as_bytes(), "application/json")
 }
 
-/// A new consumer key, once the gateway accepts it.
-fn new_key(gw: &Gateway, name: &str) -> String {
-    let key = gw.create_key(name, "10");
-    gw.wait_for_key(&key);
-    key
-}
-
 /// A multipart upload: the text fields, then the audio as `file` (when given).
 fn form(fields: &[(&str, &str)], audio: Option<&[u8]>) -> Vec<u8> {
     let mut body = Vec::new();
@@ -116,7 +109,7 @@ fn requests(mock: &Mock) -> u64 {
 fn each_user_sees_and_deletes_only_their_own_references_from_every_key() {
     let mock = Mock::start();
     let gw = gateway(&mock, "sf-references", &["sf-one", "sf-two"]);
-    let (alice, bob, carol) = (new_key(&gw, "alice"), new_key(&gw, "bob"), new_key(&gw, "carol"));
+    let (alice, bob, carol) = (gw.new_key("alice", "10"), gw.new_key("bob", "10"), gw.new_key("carol", "10"));
     // The pool takes its two keys in turn: alice's references land on both, bob's beside them.
     let mut hers = vec![upload(&gw, &alice, "alice-1", false), upload(&gw, &alice, "alice-2", true)];
     let mut his = vec![upload(&gw, &bob, "bob-1", true), upload(&gw, &bob, "bob-2", false)];
@@ -175,7 +168,7 @@ fn each_user_sees_and_deletes_only_their_own_references_from_every_key() {
 fn bad_uploads_and_deletes_are_refused_with_what_to_fix_and_siliconflows_refusals_come_back_as_written() {
     let mock = Mock::start();
     let gw = gateway(&mock, "sf-references-bad", &["sf-one"]);
-    let key = new_key(&gw, "dana");
+    let key = gw.new_key("dana", "10");
     let before = requests(&mock);
     let refused = |r: http::Response, says: &str| {
         assert_eq!(r.status, 400, "{}", r.text());
@@ -213,7 +206,7 @@ fn bad_uploads_and_deletes_are_refused_with_what_to_fix_and_siliconflows_refusal
     // What SiliconFlow refuses comes back in its own shape: a key it does not know is its
     // plain string, on SiliconFlow's own route too.
     let bad = gateway(&mock, "sf-references-badkey", &["bad-sf"]);
-    let key = new_key(&bad, "erin");
+    let key = bad.new_key("erin", "10");
     let fields = [("model", MODEL), ("customName", "n"), ("text", "hi")];
     let r = form_upload(&bad, &key, "/v1/uploads/audio/voice", &fields, Some(b"audio"));
     assert_eq!((r.status, r.text().as_str()), (401, r#""Invalid token""#));
@@ -242,7 +235,7 @@ fn speech_with_a_reference_runs_on_the_key_that_uploaded_it_for_its_uploader_onl
     // Speech at 0.01 per character.
     let prices = pricing_setting(&format!("[models.\"{MODEL}\"]\ncharacters_per_10k = \"100\"\n"));
     let gw = gateway_with(&mock, "sf-reference-speech", &["sf-one", "sf-two"], &prices);
-    let (alice, bob) = (new_key(&gw, "alice"), new_key(&gw, "bob"));
+    let (alice, bob) = (gw.new_key("alice", "10"), gw.new_key("bob", "10"));
     let spent = |name: &str, micros: i64| {
         let ok = eventually(Duration::from_secs(5), || gw.balance_micros(name) == 10_000_000 - micros);
         assert!(ok, "{name}: {} micros left, expected {}", gw.balance_micros(name), 10_000_000 - micros);

@@ -30,11 +30,6 @@ fn finished(gw: &Gateway, id: &str) -> serde_json::Value {
     last
 }
 
-fn balance_becomes(gw: &Gateway, micros: i64) {
-    let ok = eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == micros);
-    assert!(ok, "balance {} micros, expected {micros}", gw.balance_micros("e2e"));
-}
-
 #[test]
 fn a_song_is_held_two_clips_archived_and_charged_the_clips_made_once() {
     let mock = Mock::start();
@@ -48,7 +43,7 @@ fn a_song_is_held_two_clips_archived_and_charged_the_clips_made_once() {
     assert_eq!(r.json()["code"], "success", "Suno's own answer: {}", r.text());
     let suno_id = r.json()["data"].as_str().expect("Suno's task id").to_string();
     let task = r.header("x-tollgate-task-id").expect("the gateway's task").to_string();
-    balance_becomes(&gw, 10_000_000 - 1_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 1_000_000);
     let r = call(&gw, &gw.key, "GET", &format!("/suno/fetch/{suno_id}"), "");
     assert_eq!((r.status, r.json()["code"].as_str()), (200, Some("success")), "{}", r.text());
     // The account without credits was tried and left the pool.
@@ -61,7 +56,7 @@ fn a_song_is_held_two_clips_archived_and_charged_the_clips_made_once() {
         let clip = call(&gw, &gw.key, "GET", &format!("/v1/tasks/{task}/content/{n}"), "");
         assert_eq!((clip.status, clip.header("content-type")), (200, Some("audio/mpeg")), "clip {n}");
     }
-    balance_becomes(&gw, 10_000_000 - 1_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 1_000_000);
 
     // Lyrics are charged as lyrics; a job Suno fails costs nothing.
     let r = call(&gw, &gw.key, "POST", "/suno/submit/LYRICS", r#"{"prompt":"rain","mv":"chirp-v3-5"}"#);
@@ -70,7 +65,7 @@ fn a_song_is_held_two_clips_archived_and_charged_the_clips_made_once() {
     let failed = r.header("x-tollgate-task-id").expect("a task").to_string();
     assert_eq!(finished(&gw, &lyrics)["status"], "succeeded");
     assert_eq!(finished(&gw, &failed)["status"], "failed");
-    balance_becomes(&gw, 10_000_000 - 1_100_000);
+    gw.balance_becomes("e2e", 10_000_000 - 1_100_000);
 
     // Another consumer's fetch is not found, and Suno is not asked; what Suno would refuse
     // is refused before it.

@@ -34,11 +34,6 @@ fn finished_for(gw: &Gateway, key: &str, id: &str) -> serde_json::Value {
     last
 }
 
-fn balance_becomes(gw: &Gateway, micros: i64) {
-    let ok = eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == micros);
-    assert!(ok, "balance {} micros, expected {micros}", gw.balance_micros("e2e"));
-}
-
 #[test]
 fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_made() {
     let mock = Mock::start();
@@ -56,7 +51,7 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     assert!(id.starts_with("task_") && id.len() > 30, "an unguessable id: {id}");
     assert_eq!(submitted["status"], "queued");
     // The quote (5 s at 0.01) is held at once, on the ledger.
-    balance_becomes(&gw, 10_000_000 - 50_000);
+    gw.balance_becomes("e2e", 10_000_000 - 50_000);
 
     let done = finished(&gw, &id);
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -64,7 +59,7 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     assert_eq!(done["outputs"][0]["url"], format!("/v1/tasks/{id}/content/0"), "{done}");
     // The vendor rendered 4 s: 0.04 charged, the rest of the hold given back, once.
     assert_eq!(done["charge"], "0.040000", "{done}");
-    balance_becomes(&gw, 10_000_000 - 40_000);
+    gw.balance_becomes("e2e", 10_000_000 - 40_000);
     // Every poll ran on the key that created the job (the vendor knows it on that key only).
     let by_key = mock.stats()["by_key"].clone();
     let used = by_key.as_object().unwrap().values().filter(|n| n.as_u64() > Some(0)).count();
@@ -75,7 +70,7 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     let failed = finished(&gw, r.json()["id"].as_str().unwrap());
     assert_eq!((failed["status"].as_str(), failed["error"].as_str()), (Some("failed"), Some("content_filtered")));
     assert_eq!(failed["charge"], "0.000000");
-    balance_becomes(&gw, 10_000_000 - 40_000);
+    gw.balance_becomes("e2e", 10_000_000 - 40_000);
 
     // Only the owner sees a task; a submit the vendor refuses is no task and costs nothing.
     let other = gw.create_key("other", "1");
@@ -86,7 +81,7 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     assert_eq!(list.json()["data"].as_array().unwrap().len(), 2);
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":0}"#);
     assert_eq!(r.status, 400, "{}", r.text());
-    balance_becomes(&gw, 10_000_000 - 40_000);
+    gw.balance_becomes("e2e", 10_000_000 - 40_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "the ledger's invariants hold: {report}");
 
@@ -167,11 +162,11 @@ fn a_task_the_vendor_never_finishes_expires_and_gives_its_hold_back() {
     );
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    balance_becomes(&gw, 10_000_000 - 50_000);
+    gw.balance_becomes("e2e", 10_000_000 - 50_000);
     let done = finished(&gw, &id);
     assert_eq!((done["status"].as_str(), done["error"].as_str()), (Some("expired"), Some("expired")), "{done}");
     assert_eq!(done["charge"], "0.000000");
-    balance_becomes(&gw, 10_000_000);
+    gw.balance_becomes("e2e", 10_000_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -197,7 +192,7 @@ fn a_vendors_poll_rate_is_capped_and_every_task_still_finishes() {
     // Each job took exactly three queries: a task given back untouched is not polled twice.
     let queries = mock.stats()["requests"].as_u64().unwrap();
     assert_eq!(queries, 4 + 4 * 3, "4 submits and 3 queries each");
-    balance_becomes(&gw, 10_000_000 - 4 * 10_000);
+    gw.balance_becomes("e2e", 10_000_000 - 4 * 10_000);
     // Four tasks due within two seconds, one poll of the vendor per round: some waited a round.
     let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     let deferred = m.lines().find_map(|l| l.strip_prefix("tollgate_task_polls_deferred_total ")).unwrap_or("0");
@@ -296,7 +291,7 @@ fn outputs_are_archived_and_served_to_their_owner_with_ranges_after_the_vendor_u
         assert_eq!(failed["charge"], "0.020000");
     }
     // Charged: 4 s, 1 s and three times 2 s rendered, each once.
-    balance_becomes(&gw, 10_000_000 - 40_000 - 10_000 - 3 * 20_000);
+    gw.balance_becomes("e2e", 10_000_000 - 40_000 - 10_000 - 3 * 20_000);
     assert_eq!(std::fs::read_dir(gw.dir.join("data/archive/tmp")).unwrap().count(), 0, "no partial file is left");
     let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     for line in ["tollgate_archive_files_total 2", "tollgate_archive_failures_total 3"] {
@@ -404,7 +399,7 @@ fn a_private_cdn_the_operator_did_not_name_is_never_reached() {
     assert!(failed["message"].as_str().unwrap().contains("fetch_allow_private_hosts"), "{failed}");
     assert_eq!(mock.stats()["cdn_downloads"], 0);
     // The vendor made it: charged (4 s rendered), once.
-    balance_becomes(&gw, 10_000_000 - 40_000);
+    gw.balance_becomes("e2e", 10_000_000 - 40_000);
 }
 
 #[test]
@@ -569,7 +564,7 @@ fn the_mindvideo_proxys_clients_get_videos_through_the_image_and_chat_routes() {
     // Ordinary video tasks: in the Videos API's list, each charged once (3 s rendered).
     let videos = get(&gw, &gw.key, "/v1/videos", &[]).json();
     assert_eq!(videos["data"].as_array().unwrap().len(), 4, "{videos}");
-    balance_becomes(&gw, 10_000_000 - 3 * 30_000);
+    gw.balance_becomes("e2e", 10_000_000 - 3 * 30_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -645,7 +640,7 @@ fn a_running_task_is_cancelled_at_its_vendor_and_its_hold_comes_back() {
         .as_str()
         .unwrap()
         .to_string();
-    balance_becomes(&gw, 10_000_000 - 50_000);
+    gw.balance_becomes("e2e", 10_000_000 - 50_000);
     // Only the owner cancels.
     let other = gw.create_key("other", "1");
     assert!(eventually(Duration::from_secs(5), || get(&gw, &other, "/v1/tasks", &[]).status == 200));
@@ -653,7 +648,7 @@ fn a_running_task_is_cancelled_at_its_vendor_and_its_hold_comes_back() {
     let r = cancel(&gw.key, &id);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!((r.json()["status"].as_str(), r.json()["charge"].as_str()), (Some("cancelled"), Some("0.000000")));
-    balance_becomes(&gw, 10_000_000);
+    gw.balance_becomes("e2e", 10_000_000);
     // The vendor was told, on the key that made the job.
     let last = mock.last_body(&format!("/v1/video/jobs/{}", "job-1"));
     assert_eq!(last["method"], "DELETE", "{last}");
@@ -690,7 +685,7 @@ fn a_running_task_is_cancelled_at_its_vendor_and_its_hold_comes_back() {
         (Some("cancelled"), Some("cancelled by the operator")),
         "{r}"
     );
-    balance_becomes(&gw, 10_000_000 - 10_000);
+    gw.balance_becomes("e2e", 10_000_000 - 10_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -708,11 +703,11 @@ fn a_video_priced_by_its_tier_holds_the_tier_and_an_unpriced_tier_is_refused() {
     // The quote names the tier (720p, 5 s): its price is held at once.
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-tier","seconds":5,"size":"1280x720","prompt":"a cat"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
-    balance_becomes(&gw, 10_000_000 - 500_000);
+    gw.balance_becomes("e2e", 10_000_000 - 500_000);
     // The vendor reports no tier at the end: the quoted one is charged, estimated; once.
     let done = finished(&gw, r.json()["id"].as_str().unwrap());
     assert_eq!((done["status"].as_str(), done["charge"].as_str()), (Some("succeeded"), Some("0.500000")), "{done}");
-    balance_becomes(&gw, 10_000_000 - 500_000);
+    gw.balance_becomes("e2e", 10_000_000 - 500_000);
     // A tier the table does not price, or none at all, is refused before the vendor is called.
     let before = mock.stats()["requests"].as_u64().unwrap();
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-tier","seconds":5,"size":"3840x2160","prompt":"a cat"}"#);
@@ -724,7 +719,7 @@ fn a_video_priced_by_its_tier_holds_the_tier_and_an_unpriced_tier_is_refused() {
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-tier","seconds":5,"size":"1280x720","size":"1920x1080"}"#);
     assert_eq!((r.status, r.error_code().as_str()), (400, "duplicate_field"), "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
-    balance_becomes(&gw, 10_000_000 - 500_000);
+    gw.balance_becomes("e2e", 10_000_000 - 500_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -743,7 +738,7 @@ fn an_operator_retries_a_download_the_archive_refused_and_the_task_succeeds_char
         .to_string();
     let failed = finished(&a, &id);
     assert_eq!((failed["error"].as_str(), failed["charge"].as_str()), (Some("archive_failed"), Some("0.020000")));
-    balance_becomes(&a, 10_000_000 - 20_000);
+    a.balance_becomes("e2e", 10_000_000 - 20_000);
     let admin = |gw: &Gateway, method: &str, path: &str| {
         http::request(&gw.addr, method, path, &[("authorization", "Bearer admin-secret")], b"")
     };
@@ -794,13 +789,13 @@ fn a_user_with_the_most_unfinished_tasks_is_refused_another_before_the_vendor() 
     let gw = Gateway::start("tasks-cap", &[("faulty-v1", "faulty.wasm")], &extra);
     let first = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":2,"prompt":"a cat"}"#);
     assert_eq!(first.status, 200, "{}", first.text());
-    balance_becomes(&gw, 10_000_000 - 20_000);
+    gw.balance_becomes("e2e", 10_000_000 - 20_000);
     // The second is refused while the first runs: nothing sent, nothing held.
     let before = mock.stats()["requests"].as_u64().unwrap();
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":3,"prompt":"a dog"}"#);
     assert_eq!((r.status, r.error_code().as_str()), (429, "too_many_open_tasks"), "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
-    balance_becomes(&gw, 10_000_000 - 20_000);
+    gw.balance_becomes("e2e", 10_000_000 - 20_000);
     // Once it ended, the next is taken.
     assert_eq!(finished(&gw, first.json()["id"].as_str().unwrap())["status"], "succeeded");
     let r = submit(&gw, &gw.key, r#"{"model":"fixture-video","seconds":3,"prompt":"a dog"}"#);

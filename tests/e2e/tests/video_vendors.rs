@@ -56,11 +56,6 @@ fn video(gw: &Gateway, id: &str) -> serde_json::Value {
     last
 }
 
-fn balance_becomes(gw: &Gateway, micros: i64) {
-    let ok = eventually(Duration::from_secs(5), || gw.balance_micros("e2e") == micros);
-    assert!(ok, "balance {} micros, expected {micros}", gw.balance_micros("e2e"));
-}
-
 #[test]
 fn a_kling_video_is_signed_polled_archived_and_charged_its_tier_once() {
     let mock = Mock::start();
@@ -70,7 +65,7 @@ fn a_kling_video_is_signed_polled_archived_and_charged_its_tier_once() {
     assert_eq!(r.status, 200, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
     // The tier's price is held at once.
-    balance_becomes(&gw, 10_000_000 - 4_900_000);
+    gw.balance_becomes("e2e", 10_000_000 - 4_900_000);
     let sent = mock.last_body("/v1/videos/text2video")["json"].clone();
     assert_eq!((sent["duration"].as_str(), sent["aspect_ratio"].as_str()), (Some("10"), Some("16:9")), "{sent}");
     assert!(sent["external_task_id"].as_str().is_some_and(|x| !x.is_empty()), "{sent}");
@@ -81,7 +76,7 @@ fn a_kling_video_is_signed_polled_archived_and_charged_its_tier_once() {
     assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
     // Served from the archive: the CDN's URL worked once and has expired since.
     assert_eq!(mock.stats()["cdn_downloads"], 1);
-    balance_becomes(&gw, 10_000_000 - 4_900_000);
+    gw.balance_becomes("e2e", 10_000_000 - 4_900_000);
 
     // A job Kling fails costs nothing.
     let r = create(&gw, r#"{"model":"kling-v2-1-master","prompt":"fail"}"#);
@@ -89,7 +84,7 @@ fn a_kling_video_is_signed_polled_archived_and_charged_its_tier_once() {
     let failed = video(&gw, r.json()["id"].as_str().unwrap());
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["error"]["message"].as_str().unwrap_or_default().contains("content check"), "{failed}");
-    balance_becomes(&gw, 10_000_000 - 4_900_000);
+    gw.balance_becomes("e2e", 10_000_000 - 4_900_000);
 
     // What Kling cannot render, or the table does not price, is refused before the vendor.
     let before = mock.stats()["requests"].as_u64().unwrap();
@@ -121,7 +116,7 @@ fn a_wrong_secret_or_an_exhausted_kling_account_leaves_the_pool_and_costs_nothin
         assert_eq!(video(&gw, id)["status"], "completed");
     }
     // Each job made is charged its tier once; the refusals cost nothing.
-    balance_becomes(&gw, 10_000_000 - 3 * 1_400_000);
+    gw.balance_becomes("e2e", 10_000_000 - 3 * 1_400_000);
     let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     assert!(metrics.contains("tollgate_upstream_keys{channel=\"kling\",state=\"disabled\"} 2"), "{metrics}");
     assert!(metrics.contains("tollgate_upstream_keys{channel=\"kling\",state=\"healthy\"} 1"), "{metrics}");
@@ -140,7 +135,7 @@ fn a_jimeng_video_is_signed_with_volcengine_v4_polled_archived_and_charged_once(
     let r = create(&gw, r#"{"model":"jimeng_t2v_v30","prompt":"a cat","seconds":"10","size":"1280x720"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
-    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000_000);
     let sent = mock.last_body("/")["json"].clone();
     assert_eq!((sent["frames"].as_u64(), sent["aspect_ratio"].as_str()), (Some(241), Some("16:9")), "{sent}");
     let done = video(&gw, &id);
@@ -154,7 +149,7 @@ fn a_jimeng_video_is_signed_with_volcengine_v4_polled_archived_and_charged_once(
     let failed = video(&gw, r.json()["id"].as_str().unwrap());
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["error"]["message"].as_str().unwrap_or_default().contains("Risk Not Pass"), "{failed}");
-    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -169,7 +164,7 @@ fn a_jimeng_key_whose_signature_the_vendor_rejects_is_refused_and_costs_nothing(
     let r = create(&gw, r#"{"model":"jimeng_t2v_v30","prompt":"a cat"}"#);
     assert!(r.status >= 400, "{}", r.text());
     assert!(r.text().contains("signature"), "the vendor's reason: {}", r.text());
-    balance_becomes(&gw, 10_000_000);
+    gw.balance_becomes("e2e", 10_000_000);
     let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     assert!(metrics.contains("tollgate_upstream_keys{channel=\"jimeng\",state=\"disabled\"} 1"), "{metrics}");
 }
@@ -184,7 +179,7 @@ fn a_siliconflow_video_is_submitted_polled_archived_and_charged_per_video() {
 
     let r = create(&gw, r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","size":"720x1280"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
-    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000_000);
     assert_eq!(mock.last_body("/v1/video/submit")["json"]["image_size"], "720x1280");
     let done = video(&gw, r.json()["id"].as_str().unwrap());
     assert_eq!(done["status"], "completed", "{done}");
@@ -199,7 +194,7 @@ fn a_siliconflow_video_is_submitted_polled_archived_and_charged_per_video() {
     let r = create(&gw, r#"{"model":"Wan-AI/Wan2.2-T2V-A14B","prompt":"a cat","size":"1920x1080"}"#);
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before);
-    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -230,7 +225,7 @@ fn siliconflows_own_video_routes_answer_its_bodies_on_the_key_that_made_the_requ
     // SiliconFlow's own answer, the gateway's task beside it, its video held.
     let request_id = r.json()["requestId"].as_str().expect("SiliconFlow's requestId").to_string();
     let task = r.header("x-tollgate-task-id").expect("the gateway's task").to_string();
-    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000_000);
     let status = format!(r#"{{"requestId":"{request_id}"}}"#);
     let r = post(&gw.key, "/v1/video/status", &status);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -241,7 +236,7 @@ fn siliconflows_own_video_routes_answer_its_bodies_on_the_key_that_made_the_requ
     assert!(finished, "{}", get(&gw, &format!("/v1/tasks/{task}")).text());
     let content = get(&gw, &format!("/v1/tasks/{task}/content/0"));
     assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]));
-    balance_becomes(&gw, 10_000_000 - 2_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2_000_000);
 
     // Another consumer's query is not found, and SiliconFlow is not asked; a refusal is
     // SiliconFlow's own body.
@@ -297,7 +292,7 @@ fn the_mindvideo_proxys_clients_get_mindvideo_videos_signed_and_rotated_over_acc
     );
 
     // Two videos, each charged once; the account out of credits is out of the pool.
-    balance_becomes(&gw, 10_000_000 - 2 * 500_000);
+    gw.balance_becomes("e2e", 10_000_000 - 2 * 500_000);
     let metrics = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     assert!(metrics.contains("tollgate_upstream_keys{channel=\"mv\",state=\"disabled\"} 1"), "{metrics}");
     let (ok, report) = gw.verify_ledger();
@@ -322,11 +317,11 @@ fn a_seedance_video_holds_its_token_bound_and_is_charged_the_tokens_ark_counted(
         "{sent}"
     );
     // The hold is the bound for 1080p and 8 s (the widest ratio): 2528 × 1088 × 193 / 1024 tokens.
-    balance_becomes(&gw, 10_000_000 - 518_398);
+    gw.balance_becomes("e2e", 10_000_000 - 518_398);
     let done = video(&gw, r.json()["id"].as_str().unwrap());
     assert_eq!(done["status"], "completed", "{done}");
     // Charged what Ark counted: 1088 × 1920 × 193 / 1024 = 393,720 tokens.
-    balance_becomes(&gw, 10_000_000 - 393_720);
+    gw.balance_becomes("e2e", 10_000_000 - 393_720);
 
     // A failed task costs nothing; a queued one is cancelled at Ark and gives its hold back.
     let r = create(&gw, r#"{"model":"doubao-seedance-1-0-pro-250528","prompt":"fail"}"#);
@@ -336,7 +331,7 @@ fn a_seedance_video_holds_its_token_bound_and_is_charged_the_tokens_ark_counted(
     let id = r.json()["id"].as_str().unwrap().to_string();
     let cancel = cancel(&gw, &id);
     assert_eq!(cancel.status, 200, "{}", cancel.text());
-    balance_becomes(&gw, 10_000_000 - 393_720);
+    gw.balance_becomes("e2e", 10_000_000 - 393_720);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -354,7 +349,7 @@ fn a_wan_video_on_dashscope_is_held_by_its_resolution_and_seconds_and_charged_th
     );
     let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"a cat","size":"1280x720","seconds":"5"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
-    balance_becomes(&gw, 10_000_000 - 500_000);
+    gw.balance_becomes("e2e", 10_000_000 - 500_000);
     let sent = mock.last_body("/api/v1/services/aigc/video-generation/video-synthesis")["json"].clone();
     assert_eq!(
         (sent["parameters"]["size"].as_str(), sent["parameters"]["duration"].as_u64()),
@@ -365,18 +360,18 @@ fn a_wan_video_on_dashscope_is_held_by_its_resolution_and_seconds_and_charged_th
     let content = get(&gw, &format!("/v1/videos/{}/content", done["id"].as_str().unwrap()));
     assert_eq!((content.status, &content.body[4..8]), (200, &b"ftyp"[..]), "{}", content.text());
     // Charged the 4 s DashScope reports making, at 720p's price.
-    balance_becomes(&gw, 10_000_000 - 400_000);
+    gw.balance_becomes("e2e", 10_000_000 - 400_000);
 
     // A failed task costs nothing; a pending one (1080p: DashScope's default) is cancelled at
     // DashScope and gives its hold back.
     let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"fail"}"#);
     assert_eq!(video(&gw, r.json()["id"].as_str().unwrap())["status"], "failed");
     let r = create(&gw, r#"{"model":"wan2.2-t2v-plus","prompt":"a dog"}"#);
-    balance_becomes(&gw, 10_000_000 - 400_000 - 1_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 400_000 - 1_000_000);
     let id = r.json()["id"].as_str().unwrap().to_string();
     let cancel = cancel(&gw, &id);
     assert_eq!(cancel.status, 200, "{}", cancel.text());
-    balance_becomes(&gw, 10_000_000 - 400_000);
+    gw.balance_becomes("e2e", 10_000_000 - 400_000);
     let (ok, report) = gw.verify_ledger();
     assert!(ok, "{report}");
 }
@@ -403,7 +398,7 @@ fn dashscopes_own_image_route_is_a_task_held_its_images_and_charged_those_made()
     // DashScope's own answer, and the gateway's task beside it; two images held.
     let ds_id = r.json()["output"]["task_id"].as_str().expect("DashScope's task id").to_string();
     let task = r.header("x-tollgate-task-id").expect("the gateway's task").to_string();
-    balance_becomes(&gw, 10_000_000 - 1_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 1_000_000);
     let r = call(&gw.key, "GET", &format!("/api/v1/tasks/{ds_id}"), "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["output"]["task_status"].as_str().is_some(), "{}", r.text());
@@ -415,7 +410,7 @@ fn dashscopes_own_image_route_is_a_task_held_its_images_and_charged_those_made()
         let image = get(&gw, &format!("/v1/tasks/{task}/content/{n}"));
         assert_eq!((image.status, image.header("content-type")), (200, Some("image/png")), "image {n}");
     }
-    balance_becomes(&gw, 10_000_000 - 1_000_000);
+    gw.balance_becomes("e2e", 10_000_000 - 1_000_000);
 
     // Another consumer's query is not found; what DashScope would refuse is refused before it.
     let other = gw.create_key("other", "10");
