@@ -199,7 +199,7 @@ impl Engine {
                 }
                 Answer::Full { status, headers, body }
             }
-            Ok(Outcome::Relay { response }) => {
+            Ok(Outcome::Relay { response, .. }) => {
                 let ok = response.status().is_success();
                 match end.relay(response.status().as_u16()) {
                     // A download is not kept: a repeat is told so, never served again.
@@ -450,10 +450,12 @@ pub fn key_outcome(result: &Result<Outcome, CallError>) -> KeyOutcome {
         Ok(Outcome::Reply { error: Some(e), .. }) => (e.kind, e.retry_after_ms),
         // A relayed answer is classified by its status, like any other: a 401 on a download
         // disables the key, a 429 cools it.
-        Ok(Outcome::Relay { response }) => match relayed_class(response) {
+        Ok(Outcome::Relay { response, keyed: true }) => match relayed_class(response) {
             Some(class) => class,
             None => return KeyOutcome::Success,
         },
+        // A relay of an absolute URL went without the key: its status says nothing of it.
+        Ok(Outcome::Relay { keyed: false, .. }) => return KeyOutcome::Neutral,
         Ok(_) => return KeyOutcome::Success,
         Err(CallError { class: Some(c), retry_after_ms, .. }) => (*c, *retry_after_ms),
         Err(_) => return KeyOutcome::Neutral,

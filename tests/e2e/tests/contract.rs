@@ -368,6 +368,12 @@ fn an_archive_step_keeps_a_file_for_the_calls_consumer_only_and_a_relay_streams_
     assert_eq!((relayed.status, relayed.header("content-type")), (200, Some("video/mp4")));
     assert_eq!(relayed.body, expected);
     assert_eq!(get(&gw.key, "/fixture/relay?url=https://example.com/clip.mp4").status, 502, "an undeclared host");
+    // A CDN's refusal is relayed as it is and says nothing of the channel's key, which
+    // went nowhere near it: the key still serves the next call.
+    let refused = get(&gw.key, &format!("/fixture/relay?url={}/v1/models", mock.url()));
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    let listed = get(&gw.key, "/fixture/files");
+    assert_eq!(listed.status, 200, "the channel's only key was not disabled: {}", listed.text());
     // What is no media (an HTML page answered 200) is refused, and nothing is kept.
     let r = get(&gw.key, &format!("/fixture/archive?url={}/cdn/static/page.html", mock.url()));
     assert_eq!(r.status, 502, "{}", r.text());

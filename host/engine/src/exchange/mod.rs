@@ -208,8 +208,9 @@ pub enum Outcome {
     /// A streamed answer, not started yet: `PendingStream::start` hands it the value that
     /// ends the call, so that the stream task owns it from then on.
     Stream { headers: Vec<wit::Header>, pending: Box<PendingStream> },
-    /// An upstream response copied to the consumer as it is.
-    Relay { response: http::Response<hyper::body::Incoming> },
+    /// An upstream response copied to the consumer as it is; `keyed` when it came from the
+    /// channel's base URL with its key (only then does its status tell of the key).
+    Relay { response: http::Response<hyper::body::Incoming>, keyed: bool },
     /// The vendor accepted an asynchronous job (on `key_fingerprint`'s account).
     Submitted { task: wit::TaskSubmitted, key_fingerprint: String },
     /// A poll's news of a job.
@@ -288,13 +289,13 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
                 let response = match Box::pin(ctx.archive.get(&req.path, hosts, &req.headers)).await {
                     Ok((_, response)) => response,
-                    Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
+                    Err(f) => return Err(download_failed(f).after(work)),
                 };
-                return Ok(Outcome::Relay { response });
+                return Ok(Outcome::Relay { response, keyed: false });
             }
             wit::Step::Relay(req) => {
                 let response = send(&ctx, base_url, &req, work).await?;
-                return Ok(Outcome::Relay { response });
+                return Ok(Outcome::Relay { response, keyed: true });
             }
             wit::Step::Reply(r) => {
                 let body = reply_body(r.body)?;
@@ -326,7 +327,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
                 let response = match Box::pin(ctx.archive.fetch(&req.path, hosts, &req.headers)).await {
                     Ok(r) => r,
-                    Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
+                    Err(f) => return Err(download_failed(f).after(work)),
                 };
                 pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
             }
@@ -338,7 +339,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
                 let stored = match Box::pin(ctx.archive.keep(&media, hosts, &ctx.files_task(owner, call))).await {
                     Ok(s) => s,
-                    Err(f) => return Err(CallError::upstream(wit::ErrorKind::UpstreamFault, f.message).after(work)),
+                    Err(f) => return Err(download_failed(f).after(work)),
                 };
                 pc.archived(&stored).await.map_err(|e| plugin_failure(&ctx.plugin, "archived()", e).after(work))?
             }
@@ -351,6 +352,13 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
         };
     }
     Err(CallError::plugin(format!("plugin '{}' took more than {MAX_STEPS} steps", ctx.plugin.name())).after(work))
+}
+
+/// A download of an absolute URL (`fetch`, `archive`, a relay of one) that failed: it carried
+/// no key, so it has no class, and says nothing of the channel's key (never disabled, cooled
+/// or failed over for it).
+fn download_failed(f: crate::archive::Failure) -> CallError {
+    CallError::new(502, "upstream_error", "download_failed", f.message)
 }
 
 /// The bytes of a plugin's reply; a body only a request can have is the plugin's bug.
