@@ -43,8 +43,9 @@ const MAX_USES: usize = 16;
 /// What the objects a call uses decide.
 #[derive(Debug, Default)]
 pub(crate) struct Uses {
-    /// The key that made the consumer's objects among them; `None` when the gateway made none.
-    pub fingerprint: Option<String>,
+    /// The key that made the consumer's objects among them, and the first of those objects
+    /// (what an error about that key names); `None` when the gateway made none.
+    pub made_on: Option<(String, String)>,
     /// The one-time fees still due on them: (object, the op that made it).
     pub due: Vec<(String, String)>,
 }
@@ -191,13 +192,14 @@ pub(crate) async fn uses(db: &Db, plugin: &str, user_id: i64, ids: &[String]) ->
             }
             return Err(not_found(id));
         };
-        match &uses.fingerprint {
-            Some(f) if *f != mine.key_fingerprint => {
+        match &uses.made_on {
+            Some((f, _)) if *f != mine.key_fingerprint => {
                 return Err(CallError::bad_request(format!(
                     "'{id}' was made on another upstream account than the other objects this call uses; one call uses objects of one account."
                 )))
             }
-            _ => uses.fingerprint = Some(mine.key_fingerprint.clone()),
+            Some(_) => {}
+            None => uses.made_on = Some((mine.key_fingerprint.clone(), id.clone())),
         }
         if let Some(op) = &mine.fee_due_op {
             uses.due.push((id.clone(), op.clone()));

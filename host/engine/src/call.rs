@@ -249,13 +249,13 @@ impl Engine {
         }
         // Boxed: a call that uses no objects carries none of these futures.
         let used = Box::pin(super::affinity::uses(&self.db, r.plugin.name(), r.consumer.user_id, uses)).await?;
-        let pinned = match (pinned, used.fingerprint) {
-            (Some(p), Some(f)) if p.fingerprint != f => {
+        let pinned = match (pinned, used.made_on) {
+            (Some(p), Some((f, _))) if p.fingerprint != f => {
                 return Err(CallError::bad_request(
                     "The objects this call names were made on different upstream accounts; one call uses objects of one account.",
                 ))
             }
-            (None, Some(f)) => Some(self.pin_to(r, f, &uses[0])?),
+            (None, Some((f, object))) => Some(self.pin_to(r, f, &object)?),
             (pinned, _) => pinned,
         };
         let fees = match (&self.billing, r.billed) {

@@ -278,7 +278,7 @@ impl Session {
         let mut used = crate::affinity::Uses::default();
         if !piece.uses.is_empty() {
             used = crate::affinity::uses(&self.db, r.plugin.name(), r.consumer.user_id, &piece.uses).await?;
-            if used.fingerprint.as_ref().is_some_and(|f| *f != self.key_fingerprint) {
+            if used.made_on.as_ref().is_some_and(|(f, _)| *f != self.key_fingerprint) {
                 return Err(CallError::bad_request(
                     "What this piece uses was made on another upstream account than this session's; use it over HTTP, or in a new session.",
                 ));
