@@ -99,7 +99,7 @@ pub async fn outputs(db: &Db, task_id: &str) -> Result<Vec<Output>> {
 /// `Some(Err(status))`: the task is still running; otherwise the blobs nothing names any more
 /// (the caller deletes them from the store).
 pub async fn delete_task(db: &Db, task_id: &str, user_id: i64) -> Result<Option<Result<Vec<String>, String>>> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     // The write first (SQLite: a transaction that reads first deadlocks a racing writer).
     let deleted = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND status NOT IN ($3, $4)")
         .bind(task_id)
@@ -130,7 +130,7 @@ pub async fn delete_task(db: &Db, task_id: &str, user_id: i64) -> Result<Option<
 /// Retention: marks the files archived before `before` removed and returns the blobs nothing
 /// names any more (the caller deletes them). At most `limit` files a round.
 pub async fn expire(db: &Db, before: i64, now: i64, limit: i64) -> Result<Vec<String>> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     let hashes: Vec<(String,)> = sqlx::query_as(
         "UPDATE task_outputs SET removed_at = $1 WHERE (task_id, n) IN \
          (SELECT task_id, n FROM task_outputs WHERE removed_at IS NULL AND created_at < $2 ORDER BY created_at LIMIT $3) \
@@ -191,7 +191,7 @@ pub const STALE_DELETION_SECS: i64 = 3600;
 /// `forget` it with the mark.
 pub async fn claim_deletion(db: &Db, sha256: &str, now: i64) -> Result<Option<i64>> {
     check_hash(sha256)?;
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     // The writes first: they take the row (PostgreSQL) or the database (SQLite) before the
     // read, so a download's hold or rows either came before and are seen, or come after. A
     // blob without a row (stored before rows were kept) gets one.

@@ -205,7 +205,7 @@ fn without_nul(r: &CallRecord) -> Option<CallRecord> {
 /// applied (false when the ledger already had a charge for that request id).
 async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error> {
     let numbered = db.connect_options().database_url.scheme() != "sqlite";
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     // 22 parameters a row; SQLite allows 32766 per statement, PostgreSQL 65535.
     for rows in batch.chunks(800) {
         let sql = format!(

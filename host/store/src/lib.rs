@@ -8,6 +8,11 @@
 //! - every `SUM` is wrapped in `CAST(… AS BIGINT)` (PostgreSQL sums BIGINT as NUMERIC);
 //! - dates are unix seconds, bucketed in Rust, not with a dialect's date functions.
 //!
+//! Every transaction that writes begins with [`begin_write`]: on SQLite a deferred transaction
+//! that reads and then writes fails at once with "database is locked" (no busy wait) when
+//! another connection wrote in between, so a writing transaction takes the write lock at
+//! `BEGIN IMMEDIATE` and waits its turn under `busy_timeout` instead.
+//!
 //! Each backend has its own migrations folder; a migration added to one is added to the other
 //! under the same number. The request path never awaits the database: it reads caches (see
 //! `account`) and hands records to `CallLog`.
@@ -71,6 +76,16 @@ pub async fn open(url: &str) -> Result<Db> {
     let migrations = if sqlite { &SQLITE_MIGRATIONS } else { &POSTGRES_MIGRATIONS };
     migrations.run(&pool).await.context("applying database migrations")?;
     Ok(pool)
+}
+
+/// Begins a transaction that will write: `BEGIN IMMEDIATE` on SQLite (see the module doc),
+/// a plain `BEGIN` on PostgreSQL, whose row locks need nothing more.
+pub async fn begin_write(db: &Db) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+    if is_postgres(db) {
+        db.begin().await
+    } else {
+        db.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
 /// Whether `db` is on PostgreSQL (several nodes may share it) rather than SQLite.

@@ -51,7 +51,7 @@ pub async fn create_key(db: &Db, new: &NewKey) -> Result<String> {
     };
     let key = format!("sk-tg-{secret}");
     let now = now_unix();
-    let mut tx = db.begin().await?;
+    let mut tx = crate::store::begin_write(db).await?;
     let owner = new.user.as_deref().unwrap_or(name);
     let user_id = users::find_or_create(&mut tx, owner, new.user.is_none()).await?;
     let (id,): (i64,) = sqlx::query_as(

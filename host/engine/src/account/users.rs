@@ -37,7 +37,7 @@ pub async fn create_user(db: &Db, new: &NewUser) -> Result<i64> {
     }
     let grant = parse_money(&new.balance)?;
     let now = now_unix();
-    let mut tx = db.begin().await?;
+    let mut tx = crate::store::begin_write(db).await?;
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO users (name, password_hash, role, user_group, balance_micros, disabled, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 0, 0, $5, $5) RETURNING id",
@@ -120,7 +120,7 @@ pub(super) async fn credit(
 /// `key_refresh_ms`.
 pub async fn top_up(db: &Db, name: &str, amount: &str) -> Result<String> {
     let micros = parse_money(amount)?;
-    let mut tx = db.begin().await?;
+    let mut tx = crate::store::begin_write(db).await?;
     let user_id = find_or_create(&mut tx, name, false).await?;
     let entry = format!("topup-{user_id}-{}-{:016x}", now_unix(), rand::random::<u64>());
     credit(&mut tx, user_id, None, micros, "topup", &entry).await?;
@@ -195,4 +195,32 @@ pub async fn set_user_disabled(db: &Db, name: &str, disabled: bool) -> Result<()
         bail!("no user named '{name}'");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A top-up reads the user, then writes: on SQLite two of them at once made the later
+    /// one fail with "database is locked" until writing transactions began IMMEDIATE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_top_ups_all_land_and_the_ledger_sums_them() {
+        let db = crate::store::open_for_test("concurrent_top_ups").await;
+        let carol = NewUser { name: "carol".into(), role: "user".into(), balance: "1".into(), ..Default::default() };
+        create_user(&db, &carol).await.unwrap();
+        let runs: Vec<_> = (0..24)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move { top_up(&db, "carol", "0.5").await })
+            })
+            .collect();
+        for run in runs {
+            run.await.unwrap().expect("every top-up lands");
+        }
+        let (balance,): (i64,) =
+            sqlx::query_as("SELECT balance_micros FROM users WHERE name = 'carol'").fetch_one(&db).await.unwrap();
+        assert_eq!(balance, 13_000_000);
+        let (_, mismatches, _) = super::super::ledger::verify_ledger(&db).await.unwrap();
+        assert!(mismatches.is_empty(), "{mismatches:?}");
+    }
 }

@@ -150,7 +150,7 @@ pub fn parse_import(text: &str) -> Result<Vec<KeyRecord>> {
 /// Stores `records` for `channel`, sealed. Returns (added, updated).
 pub async fn import(db: &Db, master: &MasterKey, channel: &str, records: &[KeyRecord]) -> Result<(usize, usize)> {
     let now = now_unix();
-    let mut tx = db.begin().await?;
+    let mut tx = crate::store::begin_write(db).await?;
     let (mut added, mut updated) = (0, 0);
     for r in records {
         let fingerprint = hex::encode(Sha256::digest(r.key.as_bytes()));

@@ -49,7 +49,7 @@ pub(crate) async fn record(conn: &mut sqlx::AnyConnection, id: &str, now: i64) -
 
 /// Writes task `id`'s event now (its progress, just recorded) and wakes the readers.
 pub async fn announce(db: &Db, id: &str, now: i64) -> Result<()> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     record(&mut tx, id, now).await?;
     tx.commit().await?;
     committed(db).await;

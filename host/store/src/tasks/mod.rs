@@ -184,7 +184,7 @@ async fn insert_row(conn: &mut sqlx::AnyConnection, id: &str, t: &NewTask, now: 
 /// Stores a new task and holds its `reserved_micros` of its owner's balance (and of its key's limit):
 /// the task, the submit's call record and the ledger entry commit together or not at all.
 pub async fn create_with_hold(db: &Db, id: &str, t: &NewTask, record: &CallRecord, now: i64) -> Result<()> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     insert_row(&mut tx, id, t, now).await?;
     let record = CallRecord { charge_micros: t.reserved_micros, ..record.clone() };
     charge(&mut tx, &record).await?;
@@ -209,7 +209,7 @@ pub async fn keep_call_files(
     if t.reserved_micros != 0 || t.fee_micros != 0 {
         bail!("a call's archived files hold nothing");
     }
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     insert_row(&mut tx, id, t, now).await?;
     let done =
         Outcome { status: SUCCEEDED, outputs: Some(outputs), archived, charge_micros: Some(0), ..Default::default() };
@@ -245,7 +245,7 @@ pub async fn finish_and_settle(
 ) -> Result<Option<Settled>> {
     // The write comes first: it takes the write lock before anything is read (two SQLite
     // transactions that both read first deadlock when both then write).
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     let outcome = Outcome { charge_micros: Some(charge_micros), ..outcome.clone() };
     if !finish_in(&mut tx, id, node, &outcome, now).await? {
         return Ok(None);
@@ -290,7 +290,7 @@ pub async fn rearchived(
     archived: &[crate::archive::Output],
     now: i64,
 ) -> Result<bool> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::begin_write(db).await?;
     let done = sqlx::query(
         "UPDATE tasks SET status = $1, outputs = $2, error_kind = NULL, message = NULL, progress = 100, \
          updated_at = $3 WHERE id = $4 AND status = $5 AND error_kind = $6",
