@@ -12,6 +12,7 @@
 //! (`minimax_jobs.rs`), a generic video job API (`jobs.rs`), Kling's video API
 //! with its JWT checked (`kling.rs`), Volcengine's Visual API for Jimeng with its V4 signature
 //! checked (`jimeng.rs`), SiliconFlow's video API and reference audio (`siliconflow.rs`),
+//! SiliconFlow's files and batches under `/siliconflow` (`siliconflow_batches.rs`),
 //! MindVideo's with its `i-sign` checked (`mindvideo.rs`), Ark's Seedance tasks (`ark.rs`),
 //! DashScope's asynchronous video
 //! (`dashscope.rs`), the Suno API's music (`suno.rs`), MiniMax's WebSocket speech
@@ -37,6 +38,7 @@ mod minimax_ws;
 mod multipart;
 mod openai;
 mod siliconflow;
+mod siliconflow_batches;
 mod suno;
 
 use body::MockBody;
@@ -163,6 +165,8 @@ pub struct State {
     siliconflow: Mutex<HashMap<String, siliconflow::Request>>,
     /// SiliconFlow's reference audio, per key (`POST /v1/uploads/audio/voice`).
     siliconflow_references: Mutex<siliconflow::References>,
+    /// SiliconFlow's batch files and batches (`/siliconflow/v1/files`, `/siliconflow/v1/batches`).
+    siliconflow_batches: Mutex<siliconflow_batches::Store>,
     /// MindVideo's creations by id (`POST /api/v2/creations`).
     mindvideo: Mutex<HashMap<u64, mindvideo::Creation>>,
     /// Ark's Seedance tasks by id (`POST /api/v3/contents/generations/tasks`).
@@ -206,6 +210,7 @@ impl State {
             jimeng: Mutex::new(HashMap::new()),
             siliconflow: Mutex::new(HashMap::new()),
             siliconflow_references: Mutex::new(HashMap::new()),
+            siliconflow_batches: Mutex::new(Default::default()),
             mindvideo: Mutex::new(HashMap::new()),
             ark: Mutex::new(HashMap::new()),
             dashscope: Mutex::new(HashMap::new()),
@@ -299,6 +304,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
         // A CDN: no key, not counted as a vendor call.
         return jobs::cdn(&state, file, req.uri().query().unwrap_or_default());
     }
+    if let Some(file) = req.uri().path().strip_prefix(siliconflow_batches::RESULTS) {
+        // SiliconFlow's batch results: a signed URL, no key, not counted as a vendor call.
+        return siliconflow_batches::download(&state, file);
+    }
     if req.uri().path() == "/v1/user/info" {
         // Balance reads are counted apart: `by_key` counts the calls that serve consumers.
         state.balance_reads.fetch_add(1, Ordering::Relaxed);
@@ -313,6 +322,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<MockBody>
     };
     state.record(&parts, &body);
     let cx = Ctx { headers: parts.headers, body, authorized };
+    if let Some(path) = parts.uri.path().strip_prefix(siliconflow_batches::PREFIX).filter(|p| p.starts_with('/')) {
+        let query = parts.uri.query().unwrap_or_default();
+        return siliconflow_batches::route(&state, &cx, key.as_deref(), &parts.method, path, query).await;
+    }
     match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => openai::chat(&state, &cx).await,
         (&Method::POST, "/v1/messages") => anthropic::messages(&state, &cx, false).await,
