@@ -157,7 +157,14 @@ impl Engine {
     }
 
     /// Remembers the vendor objects a call created, with its key, user and op.
-    pub(super) async fn remember(&self, r: &CallRequest, plugin: &Plugin, key: &UpstreamKey, objects: &[String]) {
+    pub(super) async fn remember(
+        &self,
+        r: &CallRequest,
+        plugin: &Plugin,
+        key: &UpstreamKey,
+        objects: &[String],
+        batch_input: Option<&str>,
+    ) {
         let fingerprint = key.fingerprint();
         let made = objects::Made {
             plugin: plugin.name(),
@@ -165,6 +172,7 @@ impl Engine {
             key_fingerprint: &fingerprint,
             request_id: &r.request_id,
             op: &r.op,
+            batch_input,
         };
         let remembered = objects::remember(&self.db, &made, objects, now_unix()).await;
         if let Err(e) = remembered {
@@ -228,7 +236,7 @@ pub(crate) async fn take_fees(
     Ok((!claim.taken.is_empty()).then_some(claim))
 }
 
-fn not_found(object: &str) -> CallError {
+pub(crate) fn not_found(object: &str) -> CallError {
     CallError::new(
         404,
         "invalid_request_error",

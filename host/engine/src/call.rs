@@ -74,7 +74,17 @@ const MAX_ATTEMPTS: usize = 3;
 
 impl Engine {
     /// Runs one call to what the consumer gets; the call is settled and recorded exactly once.
-    pub async fn call(&self, r: CallRequest) -> Answer {
+    pub async fn call(&self, mut r: CallRequest) -> Answer {
+        // A batch is priced by the model its input file names; a batch input upload is read
+        // before it is sent (see `billing::batch`).
+        let (batch, batch_upload) = match crate::batch::prepare(&self.db, &mut r).await {
+            Ok(read) => read,
+            Err(e) => {
+                let end = CallEnd::new(self.billing.clone(), self.call_log.clone(), draft_record(&r), r.started);
+                end.refuse(&e);
+                return Answer::Failed(e);
+            }
+        };
         let mut end = CallEnd::new(self.billing.clone(), self.call_log.clone(), draft_record(&r), r.started);
         // A model-less route (a file upload, a task query) is allowed to a key whose models are
         // limited only when its channel serves one of them.
@@ -148,15 +158,13 @@ impl Engine {
         };
         // Billing: priced and reserved before the upstream is called (400/402/403 otherwise).
         if let (Some(b), true) = (&self.billing, r.billed) {
-            let priced = match r.model.as_str() {
-                "" => Priced::Op { plugin: r.plugin.name(), op: &r.op },
-                model => Priced::Model(model),
-            };
+            let priced = Priced::of(r.plugin.name(), &r.op, &r.model);
             let (accounts, group) = (r.consumer.accounts(), &r.consumer.group);
             let fees = end.fees.as_ref().map_or(0, |f| f.micros);
-            let started = match &quote {
-                Some((q, _)) => b.start_with_fees(&accounts, group, priced, &r.op, Estimate::Quote(q), fees),
-                None => {
+            let started = match (&quote, &batch) {
+                (_, Some(input)) => b.start_with_fees(&accounts, group, priced, &r.op, Estimate::Batch(input), fees),
+                (Some((q, _)), None) => b.start_with_fees(&accounts, group, priced, &r.op, Estimate::Quote(q), fees),
+                (None, None) => {
                     let form_fields = r.form.as_ref().map(|f| billing::form_estimate_body(f.text_fields()));
                     let body = form_fields.as_deref().unwrap_or(&r.body);
                     b.start_with_fees(&accounts, group, priced, &r.op, Estimate::Body(body), fees)
@@ -172,7 +180,7 @@ impl Engine {
             }
         }
         let capture = end.held.is_some();
-        let run = Run { r: &r, client, capture, pinned };
+        let run = Run { r: &r, client, capture, pinned, batch_upload };
         match self.run_with_failover(&run, &mut end).await {
             Ok(Outcome::Submitted { task, key_fingerprint }) => {
                 return self.submitted(&r, end, task, key_fingerprint).await;
@@ -354,7 +362,7 @@ impl Engine {
                 _ => &[],
             };
             if !objects.is_empty() {
-                self.remember(r, plugin, &picked.secret, objects).await;
+                self.remember(r, plugin, &picked.secret, objects, run.batch_upload.as_deref()).await;
             }
             if channel.archive_speech {
                 self.keep_speech(r, &mut result);
@@ -392,6 +400,8 @@ struct Run<'a> {
     capture: bool,
     /// The key the call must run on.
     pinned: Option<Pinned>,
+    /// The summary of the batch input file the call uploads, kept with the file it creates.
+    batch_upload: Option<String>,
 }
 
 /// What the plugin is given for one attempt (`attempt` 0: a quote, nothing is sent).
@@ -496,7 +506,7 @@ pub(crate) fn refusal_error(priced: Priced<'_>, refusal: Refusal) -> CallError {
             )
         },
         Refusal::NotPriced => match priced {
-            Priced::Model(model) => CallError::new(
+            Priced::Model(model) | Priced::Batch(model) => CallError::new(
                 403,
                 "invalid_request_error",
                 "model_not_priced",

@@ -22,6 +22,7 @@ pub mod account;
 mod affinity;
 pub mod archive;
 mod balance;
+mod batch;
 pub mod billing;
 mod call;
 mod end;

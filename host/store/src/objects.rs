@@ -20,6 +20,9 @@ pub struct Made<'a> {
     pub key_fingerprint: &'a str,
     pub request_id: &'a str,
     pub op: &'a str,
+    /// The summary of a batch input file the call uploaded (see the engine's `batch`), kept
+    /// with the object it created.
+    pub batch_input: Option<&'a str>,
 }
 
 /// Remembers the objects one call created. The same user creating an id again (a vendor
@@ -27,10 +30,11 @@ pub struct Made<'a> {
 pub async fn remember(db: &Db, made: &Made<'_>, objects: &[String], now: i64) -> Result<()> {
     for object in objects {
         sqlx::query(
-            "INSERT INTO vendor_objects (plugin, user_id, object_id, key_fingerprint, request_id, created_at, fee_due_op) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (plugin, user_id, object_id) DO UPDATE \
+            "INSERT INTO vendor_objects \
+             (plugin, user_id, object_id, key_fingerprint, request_id, created_at, fee_due_op, batch_input) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (plugin, user_id, object_id) DO UPDATE \
              SET key_fingerprint = excluded.key_fingerprint, request_id = excluded.request_id, \
-             created_at = excluded.created_at, fee_due_op = excluded.fee_due_op",
+             created_at = excluded.created_at, fee_due_op = excluded.fee_due_op, batch_input = excluded.batch_input",
         )
         .bind(made.plugin)
         .bind(made.user_id)
@@ -39,10 +43,24 @@ pub async fn remember(db: &Db, made: &Made<'_>, objects: &[String], now: i64) ->
         .bind(made.request_id)
         .bind(now)
         .bind(made.op)
+        .bind(made.batch_input)
         .execute(db)
         .await?;
     }
     Ok(())
+}
+
+/// The batch input summary kept with `object`, if `user_id` created it: `None` when the user
+/// has no such object, `Some(None)` when it is no batch input.
+pub async fn batch_input(db: &Db, plugin: &str, user_id: i64, object: &str) -> Result<Option<Option<String>>> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT batch_input FROM vendor_objects WHERE plugin = $1 AND user_id = $2 AND object_id = $3")
+            .bind(plugin)
+            .bind(user_id)
+            .bind(object)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(summary,)| summary))
 }
 
 /// A vendor object a call names, as the gateway knows it.
@@ -157,6 +175,7 @@ mod tests {
             key_fingerprint,
             request_id,
             op: "upload",
+            batch_input: None,
         };
         remember(&db, &made("minimax", 1, "key-a", "req-1"), &ids(&["f1", "f2"]), 100).await.unwrap();
         remember(&db, &made("minimax", 1, "key-b", "req-2"), &ids(&["f3"]), 200).await.unwrap();
@@ -177,10 +196,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_inputs_summary_is_read_by_its_maker_only() {
+        let db = crate::open_for_test("batch_inputs").await;
+        let made = Made {
+            plugin: "siliconflow",
+            user_id: 1,
+            key_fingerprint: "key-a",
+            request_id: "r1",
+            op: "upload",
+            batch_input: Some(r#"{"model":"m"}"#),
+        };
+        remember(&db, &made, &["file-1".to_string()], 100).await.unwrap();
+        remember(&db, &Made { batch_input: None, request_id: "r2", ..made }, &["file-2".to_string()], 100)
+            .await
+            .unwrap();
+        let read = |user, object: &'static str| batch_input(&db, "siliconflow", user, object);
+        assert_eq!(read(1, "file-1").await.unwrap(), Some(Some(r#"{"model":"m"}"#.to_string())));
+        assert_eq!(read(1, "file-2").await.unwrap(), Some(None), "an object that is no batch input");
+        assert_eq!(read(2, "file-1").await.unwrap(), None, "another user's file is not found");
+        assert_eq!(batch_input(&db, "minimax", 1, "file-1").await.unwrap(), None, "nor another plugin's");
+    }
+
+    #[tokio::test]
     async fn a_fee_is_taken_by_one_call_given_back_when_unpaid_and_due_again_on_a_new_object() {
         let db = crate::open_for_test("object_fees").await;
         let voice = vec!["v1".to_string()];
-        let made = Made { plugin: "minimax", user_id: 1, key_fingerprint: "key-a", request_id: "r1", op: "clone" };
+        let made = Made {
+            plugin: "minimax",
+            user_id: 1,
+            key_fingerprint: "key-a",
+            request_id: "r1",
+            op: "clone",
+            batch_input: None,
+        };
         remember(&db, &made, &voice, 100).await.unwrap();
         let found = known(&db, "minimax", &voice).await.unwrap();
         assert_eq!(

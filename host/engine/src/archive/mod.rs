@@ -21,6 +21,7 @@
 pub mod guard;
 pub mod speech;
 
+use crate::billing::batch::BatchOutput;
 use crate::plugin::wit;
 use crate::store::archive::{Blobs, Output};
 use crate::store::tasks::NewTask;
@@ -144,15 +145,24 @@ impl Archive {
         }
     }
 
-    /// Downloads a task's outputs (the `n`th is `media[n]`), all or none, within the deadline.
-    pub async fn download_all(&self, media: &[wit::Media], plugin_hosts: &[String]) -> Result<Vec<Output>, Failure> {
+    /// Downloads a task's outputs (the `n`th is `media[n]`), all or none, within the deadline;
+    /// `scan` (a batch's) reads each file as it is written.
+    pub async fn download_all(
+        &self,
+        media: &[wit::Media],
+        plugin_hosts: &[String],
+        mut scan: Option<&mut BatchOutput>,
+    ) -> Result<Vec<Output>, Failure> {
         if media.len() > MAX_OUTPUTS {
             return Err(permanent(format!("the job has {} outputs; at most {MAX_OUTPUTS} are archived", media.len())));
         }
         let mut out = Vec::with_capacity(media.len());
         let all = async {
             for (n, m) in media.iter().enumerate() {
-                out.push(self.download(n as i64, m, plugin_hosts).await?);
+                out.push(self.download(n as i64, m, plugin_hosts, scan.as_deref_mut()).await?);
+                if let Some(s) = scan.as_deref_mut() {
+                    s.end_file();
+                }
             }
             Ok(())
         };
@@ -170,7 +180,13 @@ impl Archive {
         }
     }
 
-    async fn download(&self, n: i64, media: &wit::Media, plugin_hosts: &[String]) -> Result<Output, Failure> {
+    async fn download(
+        &self,
+        n: i64,
+        media: &wit::Media,
+        plugin_hosts: &[String],
+        scan: Option<&mut BatchOutput>,
+    ) -> Result<Output, Failure> {
         let (_, response) = self.get(&media.url, plugin_hosts, &[]).await?;
         let status = response.status();
         if !status.is_success() {
@@ -183,7 +199,7 @@ impl Archive {
         if length.is_some_and(|l| l > self.max_bytes) {
             return Err(self.too_large());
         }
-        let (sha256, size) = self.write(response.into_body()).await?;
+        let (sha256, size) = self.write(response.into_body(), scan).await?;
         Ok(Output { n, sha256, size_bytes: size as i64, content_type, source_url: media.url.clone() })
     }
 
@@ -278,7 +294,7 @@ impl Archive {
         plugin_hosts: &[String],
         owner: &NewTask,
     ) -> Result<Vec<wit::Archived>, Failure> {
-        let files = self.download_all(media, plugin_hosts).await?;
+        let files = self.download_all(media, plugin_hosts, None).await?;
         let id = crate::store::tasks::new_id(rand::random());
         let outputs = crate::tasks::outputs_json(&files);
         let now = crate::store::now_unix();
@@ -333,7 +349,11 @@ impl Archive {
     }
 
     /// Writes a body to a temporary file, hashing it, then moves it into the store.
-    async fn write(&self, mut body: hyper::body::Incoming) -> Result<(String, u64), Failure> {
+    async fn write(
+        &self,
+        mut body: hyper::body::Incoming,
+        mut scan: Option<&mut BatchOutput>,
+    ) -> Result<(String, u64), Failure> {
         let (path, mut file) = self.blobs.create_temp().await.map_err(unavailable)?;
         let temp = Temp(path);
         let (mut hasher, mut size) = (Sha256::new(), 0u64);
@@ -350,6 +370,9 @@ impl Archive {
                 return Err(self.too_large());
             }
             hasher.update(&data);
+            if let Some(s) = scan.as_deref_mut() {
+                s.feed(&data);
+            }
             file.write_all(&data).await.map_err(|e| unavailable(e.into()))?;
         }
         file.flush().await.map_err(|e| unavailable(e.into()))?;
@@ -461,9 +484,10 @@ fn redirect(from: &http::Uri, location: Option<&str>) -> Result<String, String> 
 
 /// Binary types some hosts give every file.
 const GENERIC: &[&str] = &["", "application/octet-stream", "binary/octet-stream"];
-/// Media types outside audio/, video/ and image/.
-/// (MiniMax delivers long speech as a tar of the audio and its subtitles.)
-const OTHER_MEDIA: &[&str] = &["application/ogg", "application/mp4", "application/x-tar"];
+/// Types outside audio/, video/ and image/ that vendors deliver outputs as: MiniMax's long
+/// speech is a tar of the audio and its subtitles; a batch's results are JSON lines.
+const OTHER_MEDIA: &[&str] =
+    &["application/ogg", "application/mp4", "application/x-tar", "application/jsonl", "application/x-ndjson"];
 
 /// The content type a file is kept as: the host's when it is a media type (of the kind the
 /// plugin declared, if it did), the plugin's when the host's is generic; anything else is not
@@ -512,7 +536,12 @@ mod tests {
         assert_eq!(media_type(None, None).unwrap(), "application/octet-stream");
         assert_eq!(media_type(Some("video/webm"), Some("video/mp4")).unwrap(), "video/webm");
         assert!(media_type(Some("text/html; charset=utf-8"), Some("video/mp4")).unwrap_err().contains("text/html"));
-        assert!(media_type(Some("application/json"), None).is_err());
+        assert!(media_type(Some("application/json"), None).is_err(), "an answer, not a file");
+        assert_eq!(
+            media_type(Some("application/octet-stream"), Some("application/jsonl")).unwrap(),
+            "application/jsonl"
+        );
+        assert_eq!(media_type(Some("application/x-ndjson"), None).unwrap(), "application/x-ndjson", "results");
         assert!(media_type(Some("image/png"), Some("video/mp4")).unwrap_err().contains("announced"));
         assert!(media_type(Some("video/"), None).is_err());
         assert!(media_type(Some("image/svg+xml"), None).is_err(), "scripts");

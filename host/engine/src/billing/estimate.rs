@@ -43,6 +43,8 @@ pub enum Estimate<'a> {
     Body(&'a [u8]),
     /// The plugin's quote (ops it declares `quoted`: video seconds, songs, images).
     Quote(&'a Reported),
+    /// A batch's input file: the worst case of all its requests.
+    Batch(&'a super::batch::BatchInput),
 }
 
 /// Upper bounds of a call's units, read from the request or quoted by the plugin.
@@ -152,6 +154,21 @@ impl RequestEstimate {
             quoted_output: false,
             named: Vec::new(),
         })
+    }
+
+    /// A batch: every request's input bound, and every answer's output bound (the model's
+    /// `max_output_tokens` where a request sets none).
+    pub(super) fn batch(input: &super::batch::BatchInput, price: &ModelPrice) -> RequestEstimate {
+        let (input_tokens, max_output_tokens) = input.bound(price.max_output_tokens);
+        RequestEstimate {
+            input_tokens,
+            max_output_tokens,
+            characters: 0,
+            images: 0,
+            milliseconds: 0,
+            quoted_output: true,
+            named: Vec::new(),
+        }
     }
 
     /// The plugin's quote: each unit it names is reserved; a duration it does not name is the

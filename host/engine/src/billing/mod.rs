@@ -22,6 +22,7 @@
 //! Billing is on when the configuration names a `pricing_file`; the file is re-read when it
 //! changes, and a file that fails to parse keeps the previous table.
 
+pub mod batch;
 mod estimate;
 pub mod pricing;
 pub mod wallet;
@@ -185,10 +186,11 @@ impl Billing {
         let Some(price) = price else {
             return Err(Refusal::NotPriced);
         };
-        let multiplier = table.factor(group, price);
+        let multiplier = priced.factor(&table, group, price);
         let mut request = match source {
             Estimate::Body(body) => RequestEstimate::of(op, body, price)?,
             Estimate::Quote(q) => RequestEstimate::quoted(q, price),
+            Estimate::Batch(input) => RequestEstimate::batch(input, price),
         };
         // A unit quoted zero times bounds nothing.
         request.named.retain(|(_, count)| *count > 0);
@@ -269,7 +271,7 @@ impl Billing {
             images: usage.images.map_or(0, u64::from),
         };
         // A named unit without a price, or an absurd count: the hold, estimated.
-        match price.cost_micros(&units, &usage.named, table.factor(group, price)) {
+        match price.cost_micros(&units, &usage.named, priced.factor(&table, group, price)) {
             Some(micros) => (micros, false),
             None => (held, true),
         }
@@ -404,15 +406,35 @@ pub enum Priced<'a> {
     Model(&'a str),
     /// A model-less call of a plugin route marked billed (`[ops."<plugin>/<op>"]`).
     Op { plugin: &'a str, op: &'a str },
+    /// Requests run in a batch: the model's prices at its `batch` share.
+    Batch(&'a str),
 }
 
-impl Priced<'_> {
+impl<'a> Priced<'a> {
+    /// How a call of `op` on `model` ("" for a model-less route) is priced.
+    pub fn of(plugin: &'a str, op: &'a str, model: &'a str) -> Priced<'a> {
+        match model {
+            "" => Priced::Op { plugin, op },
+            model if op == batch::BATCH_OP => Priced::Batch(model),
+            model => Priced::Model(model),
+        }
+    }
+
     /// Its entry in the price table.
     fn price(self, table: &PriceTable) -> Option<&ModelPrice> {
         match self {
-            Priced::Model(model) => table.model(model),
+            Priced::Model(model) | Priced::Batch(model) => table.model(model),
             Priced::Op { plugin, op } => table.op(&format!("{plugin}/{op}")),
         }
+    }
+
+    /// What its cost in `price` is multiplied by for a consumer of `group`.
+    fn factor(self, table: &PriceTable, group: &str, price: &ModelPrice) -> Decimal {
+        let share = match self {
+            Priced::Batch(_) => price.batch.map_or(Decimal::ONE, |s| s.0),
+            _ => Decimal::ONE,
+        };
+        table.factor(group, price) * share
     }
 }
 
@@ -424,7 +446,7 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 mod tests {
     use super::*;
 
-    fn billing(prices: &str) -> Arc<Billing> {
+    pub(super) fn billing(prices: &str) -> Arc<Billing> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("tollgate-billing-{}-{n}", std::process::id()));

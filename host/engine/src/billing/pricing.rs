@@ -82,6 +82,10 @@ pub struct ModelPrice {
     /// table's `rates` into the balance's unit.
     #[serde(default)]
     pub currency: Option<String>,
+    /// The share of these prices a request run in a batch (op `batch`) costs, e.g. `"0.5"`
+    /// (SiliconFlow and OpenAI bill batches at half price); absent: the full prices.
+    #[serde(default)]
+    pub batch: Option<Price>,
     /// Output tokens reserved up front when the request sets no `max_tokens`.
     #[serde(default = "default_max_output")]
     pub max_output_tokens: u64,
@@ -200,6 +204,7 @@ impl PriceTable {
                 p.per_image,
                 p.per_call,
                 p.first_use,
+                p.batch.unwrap_or_default(),
             ];
             if all.iter().chain(p.units.values()).any(|x| x.0.is_sign_negative()) {
                 bail!("model '{model}': prices cannot be negative");

@@ -8,7 +8,9 @@
 //! - a task is settled once, by the node whose final transition it is (a poll's result only
 //!   while its node still holds the lease): success charges the units the vendor reported
 //!   (its hold, estimated, when it left a priced unit unreported), never more than its hold;
-//!   failure and expiry give the hold back; a task being polled does not expire;
+//!   failure and expiry give the hold back; a task being polled does not expire; a batch
+//!   (op `batch`) is charged by the answers its result files hold as they are archived, each
+//!   at the model's batch share (`billing::batch`), its hold when they cannot be read whole;
 //! - a poll never holds an instance between polls, never runs on another key, ends within
 //!   `POLL_TIMEOUT` (well inside its lease), and a transient failure (network, rate limit, a
 //!   refused key) only delays the task: its expiry ends it; a vendor saying the job is bad or
@@ -16,6 +18,7 @@
 //! - the wallets follow every hold and settlement under their `sync` lock, so a balance
 //!   refresh never undoes one.
 
+use crate::billing::batch::{BatchOutput, BATCH_OP};
 use crate::billing::{Account, Priced};
 use crate::end::{reported, CallEnd};
 use crate::exchange::{self, CallError, Outcome};
@@ -354,18 +357,24 @@ impl Engine {
                 }
             }
             Ok(Outcome::Task(wit::TaskState::Succeeded(done))) => {
-                let priced = match task.model.as_str() {
-                    "" => Priced::Op { plugin: &task.plugin, op: &task.op },
-                    model => Priced::Model(model),
-                };
-                let charge = match &self.billing {
+                let priced = Priced::of(&task.plugin, &task.op, &task.model);
+                // A batch is charged by its answers, read from its result files as they are
+                // archived (its hold, when it names none: it ran).
+                let batch = (task.op == BATCH_OP).then(|| BatchSettle {
+                    model: task.model.clone(),
+                    group: task.price_group.clone(),
+                    held: task.reserved_micros,
+                    fee: task.fee_micros,
+                });
+                let charge = match (&self.billing, &batch) {
+                    (None, _) => 0,
+                    (Some(_), Some(_)) => task.reserved_micros.saturating_add(task.fee_micros),
                     // One-time fees the submit reserved are charged with the job that used them
                     // (the settle caps the whole at the hold).
-                    Some(b) => b
+                    (Some(b), None) => b
                         .task_charge(priced, &task.price_group, &reported(&done.usage), task.reserved_micros)
                         .0
                         .saturating_add(task.fee_micros),
-                    None => 0,
                 };
                 if done.outputs.is_empty() {
                     let ok = tasks::Outcome { status: tasks::SUCCEEDED, outputs: Some("[]"), ..Default::default() };
@@ -391,6 +400,7 @@ impl Engine {
                     polls: task.polls,
                     media: done.outputs,
                     charge,
+                    batch,
                 };
                 tokio::spawn(async move {
                     job.run().await;
@@ -478,8 +488,19 @@ struct ArchiveJob {
     node: String,
     polls: i64,
     media: Vec<wit::Media>,
-    /// What the vendor's reported units cost.
+    /// What the vendor's reported units cost (a batch's hold, until its answers are read).
     charge: i64,
+    /// A batch: charged by the answers its result files hold.
+    batch: Option<BatchSettle>,
+}
+
+/// How a batch's answers are priced once read.
+struct BatchSettle {
+    model: String,
+    group: String,
+    held: i64,
+    /// One-time fees its submit reserved.
+    fee: i64,
 }
 
 impl ArchiveJob {
@@ -487,8 +508,18 @@ impl ArchiveJob {
     /// refuses an output (too large, not media, a host not allowed), charged all the same (the
     /// vendor made it, and the operator pays the vendor: a consumer cannot have jobs made for
     /// free by asking for outputs the archive refuses); tried again later on a network error.
-    async fn run(self) {
-        let result = self.archive.download_all(&self.media, &self.hosts).await;
+    async fn run(mut self) {
+        let mut answers = self.batch.as_ref().map(|_| BatchOutput::default());
+        let result = self.archive.download_all(&self.media, &self.hosts, answers.as_mut()).await;
+        // Only a whole read prices a batch by its answers; else it keeps its hold.
+        let read = answers.as_ref().filter(|_| result.is_ok());
+        if let (Some(b), Some(answers), Some(billing)) = (&self.batch, read, &self.settler.billing) {
+            let (charge, estimated) = billing.batch_charge(&b.model, &b.group, answers, b.held);
+            if estimated {
+                tracing::warn!(task = %self.id, why = answers.unreadable.as_deref().unwrap_or("the model has no price now"), "a batch is charged its hold");
+            }
+            self.charge = charge.saturating_add(b.fee);
+        }
         match &result {
             Ok(files) => {
                 METRICS.archive_files.fetch_add(files.len() as u64, Relaxed);

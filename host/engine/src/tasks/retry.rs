@@ -51,7 +51,7 @@ impl Engine {
         };
         // One of this node's download slots, as the poller's downloads take.
         let _slot = std::sync::Arc::clone(&self.archive.slots).acquire_owned().await;
-        let files = match self.archive.download_all(&media, &fetch_hosts).await {
+        let files = match self.archive.download_all(&media, &fetch_hosts, None).await {
             Ok(files) => files,
             Err(f) => {
                 METRICS.archive_failures.fetch_add(1, Relaxed);
