@@ -4,9 +4,12 @@
 //! becomes OpenAI's `data`); the key balance (`GET /v1/user/info`, `data.totalBalance`:
 //! granted plus topped-up, in CNY) for channels with `strategy = "highest-balance"`; video
 //! generation as asynchronous tasks (`video`); reference audio, the custom voices a speech
-//! call names (`references`); and speech, quoted so that a call naming a reference runs on
-//! the key that uploaded it (`speech`).
+//! call names (`references`); speech, quoted so that a call naming a reference runs on the
+//! key that uploaded it (`speech`); and OpenAI's files and batches as SiliconFlow serves them,
+//! a batch a task the host prices by its input file's lines and charges by its results'
+//! (`batches`).
 
+mod batches;
 mod references;
 mod speech;
 mod video;
@@ -28,11 +31,11 @@ impl Vendor for SiliconFlow {
             "SiliconFlow",
             &["chat", "embeddings", "rerank", "images", "speech", "transcription", "balance"],
         )
-        // Where SiliconFlow serves finished videos.
+        // Where SiliconFlow serves finished videos and batch results.
         .fetching("*.siliconflow.cn")
         .fetching("*.siliconflow.com")
         .with_base_url("https://api.siliconflow.cn");
-        speech::declare(references::declare(video::declare(manifest)))
+        batches::declare(speech::declare(references::declare(video::declare(manifest))))
     }
 
     fn rewrites(op: &str) -> bool {
@@ -77,7 +80,8 @@ impl Vendor for SiliconFlow {
 }
 
 /// The plugin: SiliconFlow's OpenAI-compatible ops through `openai_compat` (speech quoted by
-/// `speech`), its video tasks through `video`, its reference audio through `references`.
+/// `speech`), its video tasks through `video`, its reference audio through `references`, its
+/// files and batches through `batches`.
 pub struct Plugin;
 
 impl tollgate_plugin_sdk::Plugin for Plugin {
@@ -92,11 +96,16 @@ pub enum SiliconFlowExchange {
     Compat(CompatExchange<SiliconFlow>, Option<speech::Speech>),
     Video(video::VideoExchange),
     References(references::ReferenceExchange),
+    Batches(batches::BatchExchange),
 }
 
 impl Exchange for SiliconFlowExchange {
     fn new(call: Call) -> Self {
         match call.op.as_str() {
+            // Before video: a batch task's poll is told from a video's by its state's prefix.
+            op if batches::handles(op, call.task.as_deref()) => {
+                SiliconFlowExchange::Batches(batches::BatchExchange::new(call))
+            }
             op if video::handles(op) => SiliconFlowExchange::Video(video::VideoExchange::new(call)),
             op if references::handles(op) => SiliconFlowExchange::References(references::ReferenceExchange::new(call)),
             _ => {
@@ -114,6 +123,10 @@ impl Exchange for SiliconFlowExchange {
                 tollgate_plugin_sdk::ErrorKind::Unsupported,
                 "SiliconFlow's reference audio is free: it has no quote",
             )),
+            SiliconFlowExchange::Batches(_) => Err(AdapterError::new(
+                tollgate_plugin_sdk::ErrorKind::Unsupported,
+                "SiliconFlow's files and batches are not quoted: the host prices a batch by its input file",
+            )),
         }
     }
     fn uses(&mut self) -> Vec<String> {
@@ -127,6 +140,7 @@ impl Exchange for SiliconFlowExchange {
             SiliconFlowExchange::Compat(e, _) => e.first(),
             SiliconFlowExchange::Video(e) => e.first(),
             SiliconFlowExchange::References(e) => e.first(),
+            SiliconFlowExchange::Batches(e) => e.first(),
         }
     }
     fn next(&mut self, response: UpstreamResponse) -> Step {
@@ -134,6 +148,7 @@ impl Exchange for SiliconFlowExchange {
             SiliconFlowExchange::Compat(e, _) => e.next(response),
             SiliconFlowExchange::Video(e) => e.next(response),
             SiliconFlowExchange::References(e) => e.next(response),
+            SiliconFlowExchange::Batches(e) => e.next(response),
         }
     }
     fn decode(&mut self, input: StreamInput) -> Result<Vec<OutChunk>, AdapterError> {
@@ -165,7 +180,7 @@ impl Exchange for SiliconFlowExchange {
 fn does_not(what: &str) -> AdapterError {
     AdapterError::new(
         tollgate_plugin_sdk::ErrorKind::Unsupported,
-        format!("SiliconFlow's video tasks and reference audio do not {what}"),
+        format!("SiliconFlow's video tasks, reference audio, files and batches do not {what}"),
     )
 }
 

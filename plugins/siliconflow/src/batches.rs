@@ -1,0 +1,998 @@
+//! SiliconFlow's files and batches: OpenAI's batch API, as SiliconFlow serves it
+//! (docs.siliconflow.cn, `api-reference/batch` and the batch guide), on its own routes:
+//!
+//! | consumer route                  | op                          | billed | affinity              |
+//! |---------------------------------|-----------------------------|--------|-----------------------|
+//! | `POST /v1/files`                | `siliconflow.files_upload`  | free   | none                  |
+//! | `GET /v1/files`                 | `siliconflow.files_list`    | free   | owned, every key      |
+//! | `POST /v1/batches`              | `batch`, a task             | yes    | body `input_file_id`  |
+//! | `GET /v1/batches/{id}`          | `siliconflow.batch_get`     | free   | path `id`             |
+//! | `POST /v1/batches/{id}/cancel`  | `siliconflow.batch_cancel`  | free   | path `id`             |
+//! | `GET /v1/batches`               | `siliconflow.batches_list`  | free   | owned, every key      |
+//!
+//! and `task.poll` for a task whose state is `batch:<id>` (a video task's state is a bare
+//! requestId; `lib.rs` dispatches on the prefix).
+//!
+//! Wire format (base `https://api.siliconflow.cn`, the key as a Bearer token):
+//! - `POST /v1/files`, multipart: the text `purpose` (`batch`) and the JSONL as the file
+//!   `file`; answers `{"code":20000,"message":"Ok","status":true,"data":{"id":"file-…",
+//!   "object":"file","bytes","createdAt","filename","purpose":"batch"}}`: the file is in `data`;
+//! - `GET /v1/files?purpose=batch&limit=N` answers `{"code":20000,…,"data":{"data":[files],
+//!   "object":"list"}}`;
+//! - `POST /v1/batches`, JSON `{input_file_id, endpoint:"/v1/chat/completions",
+//!   completion_window:"24h".."336h", metadata?, replace?:{model}}`, answers the batch object
+//!   `{"id":"batch_…","object":"batch","status":"in_queue","output_file_id":null,
+//!   "error_file_id":null,"request_counts":null,…}`;
+//! - `GET /v1/batches/{id}` answers the batch object: `status` one of `in_queue`, `validating`,
+//!   `in_progress`, `finalizing`, `completed`, `failed`, `expired`, `cancelling`, `cancelled`;
+//!   `request_counts` `{total, completed, failed}` or null; once finished, `output_file_id`
+//!   (and `error_file_id` when lines failed) are absolute URLs of the result files, valid a
+//!   month; `errors` (an array of strings in the reference) may say why a batch failed;
+//! - `GET /v1/batches?limit=N&after=…` answers OpenAI's list, `{"object":"list","data",
+//!   "first_id","last_id","has_more"}`; `POST /v1/batches/{id}/cancel` the batch object;
+//! - errors: 400 `{"code":20012,"message","data"}`, 401 `"Invalid token"` (a JSON string),
+//!   404 `"404 page not found"`, 429 and 503 JSON with a `message`.
+//!
+//! Invariants:
+//! - only a batch costs: the host prices it by the model its input file's lines name (it read
+//!   the file when it was uploaded with `purpose` `batch`), reserves its worst case with the
+//!   task, and charges what the result file's lines report once the poll hands it the file.
+//!   This plugin never reports a batch's usage. Files, reads, cancels and lists are free;
+//! - SiliconFlow's `replace` (run every line on another model) is refused: the batch would be
+//!   charged at the price of the model its lines name while another model ran. So is any field
+//!   this module does not know, an `endpoint` other than `/v1/chat/completions` (the host
+//!   prices chat lines only), and a form that SiliconFlow would refuse for want of `purpose` or
+//!   `file`. Refusals are 400s sent before anything reaches SiliconFlow;
+//! - an upload names the file it made (`reply.objects`, SiliconFlow's `data.id`), a batch its
+//!   id: a batch names its input file (`affinity`) and runs on the key that holds it, and a
+//!   read or cancel of a batch runs on the key that made it, for its owner only;
+//! - the lists ask every key the consumer has objects on (`call.owned`) with the consumer's
+//!   query and answer that consumer's own files or batches only; a consumer with none is
+//!   answered an empty list without asking; a key that fails fails the list with SiliconFlow's
+//!   answer, never a partial list. The query's `limit` and `after` apply to each key's whole
+//!   listing, before the consumer's are picked out of it: a page may hold fewer than `limit`;
+//! - what SiliconFlow answers a native route goes back verbatim, its refusals with `reply.error`
+//!   set to their class so that the host still acts on them (a refused key is disabled);
+//! - a poll maps the batch's status: running (`in_queue` … `finalizing`, `cancelling`) is
+//!   pending, its percent read from `request_counts`; finished (`completed`, `cancelled`,
+//!   `expired`, `failed`) with a result URL succeeds with the result files as outputs, which the
+//!   host archives (SiliconFlow's URLs expire) and reads the usage of; finished without one
+//!   (nothing ran) fails as a bad request, which is free. `failed` is read like the others: a
+//!   batch that left results ran, and is never free;
+//! - assumption: SiliconFlow documents its results as URLs. A finished batch whose result is a
+//!   bare file id instead ran but cannot be archived: the poll fails as an upstream fault, so
+//!   the host keeps the task and asks again later, rather than ending it free or unpriced.
+//!   An `error_file_id` that is not a URL is left out of the outputs (it holds no usage);
+//! - result files are fetched from SiliconFlow's hosts, which the manifest's `fetch-hosts`
+//!   declare (`*.siliconflow.cn`, `*.siliconflow.com`).
+
+use serde_json::{json, Value};
+use tollgate_plugin_sdk::openai_compat::Vendor;
+use tollgate_plugin_sdk::{
+    exact_fields, percent_encode, text, AdapterError, Body, Call, ErrorKind, Field, FormPart, Manifest, Media,
+    Operation, PartValue, Reply, Route, Step, TaskDone, TaskProgress, TaskState, TaskSubmitted, UpstreamRequest,
+    UpstreamResponse, Usage,
+};
+
+pub const FILES_UPLOAD: &str = "siliconflow.files_upload";
+pub const FILES_LIST: &str = "siliconflow.files_list";
+/// The op the host knows: it finds the input file by the affinity field, prices the batch by
+/// the model of its lines and reserves its worst case.
+pub const BATCH: &str = "batch";
+pub const BATCH_GET: &str = "siliconflow.batch_get";
+pub const BATCH_CANCEL: &str = "siliconflow.batch_cancel";
+pub const BATCHES_LIST: &str = "siliconflow.batches_list";
+
+const FILES_PATH: &str = "/v1/files";
+const BATCHES_PATH: &str = "/v1/batches";
+
+/// A batch task's state: this prefix, then SiliconFlow's batch id.
+const STATE_PREFIX: &str = "batch:";
+
+/// Where a route finds the object it names.
+enum Pin {
+    None,
+    /// It lists the consumer's objects, on every key.
+    Owned,
+    Body(&'static str),
+    Path(&'static str),
+}
+
+/// method, path, op, billed, resend, affinity: one list, for the manifest and the dispatch.
+const ROUTES: &[(&str, &str, &str, bool, bool, Pin)] = &[
+    ("POST", FILES_PATH, FILES_UPLOAD, false, false, Pin::None),
+    ("GET", FILES_PATH, FILES_LIST, false, true, Pin::Owned),
+    ("POST", BATCHES_PATH, BATCH, true, false, Pin::Body("input_file_id")),
+    ("GET", "/v1/batches/{id}", BATCH_GET, false, true, Pin::Path("id")),
+    ("POST", "/v1/batches/{id}/cancel", BATCH_CANCEL, false, false, Pin::Path("id")),
+    ("GET", BATCHES_PATH, BATCHES_LIST, false, true, Pin::Owned),
+];
+
+/// The fields of a batch request SiliconFlow gets, taken only as written here.
+const BATCH_FIELDS: &[&str] = &["input_file_id", "endpoint", "completion_window", "metadata"];
+/// The one endpoint whose lines the host prices.
+const CHAT: &str = "/v1/chat/completions";
+
+/// The ops and their routes (none quoted; `task.poll` is declared by `video`).
+pub fn declare(manifest: Manifest) -> Manifest {
+    ROUTES.iter().fold(manifest, |m, (method, path, op, billed, resend, pin)| {
+        let operation = Operation::new(op);
+        let mut route = Route::new(method, path, op).model(Field::None).affinity(match pin {
+            Pin::None => Field::None,
+            Pin::Owned => Field::Owned,
+            Pin::Body(f) => Field::Body(f.to_string()),
+            Pin::Path(p) => Field::Path(p.to_string()),
+        });
+        if !billed {
+            route = route.free();
+        }
+        m.with_operation(if *resend { operation.resend() } else { operation }).with(route)
+    })
+}
+
+/// Whether this module serves `op`: one of its routes', or the poll of a batch task.
+pub fn handles(op: &str, task: Option<&str>) -> bool {
+    ROUTES.iter().any(|r| r.2 == op) || (op == "task.poll" && task.is_some_and(|t| t.starts_with(STATE_PREFIX)))
+}
+
+enum Stage {
+    Start,
+    /// One request was sent (an upload, a batch, a read, a cancel, a poll): `next` reads its
+    /// answer by the op.
+    Sent,
+    /// Key `key` (an index into `call.owned`) was asked for its files or batches; the
+    /// consumer's so far, and whether any key said it has more.
+    List {
+        key: usize,
+        found: Vec<Value>,
+        has_more: bool,
+    },
+}
+
+pub struct BatchExchange {
+    call: Call,
+    stage: Stage,
+}
+
+impl BatchExchange {
+    pub fn new(call: Call) -> Self {
+        BatchExchange { call, stage: Stage::Start }
+    }
+
+    pub fn first(&mut self) -> Step {
+        self.start().unwrap_or_else(Step::Fail)
+    }
+
+    fn start(&mut self) -> Result<Step, AdapterError> {
+        let request = match self.call.op.as_str() {
+            FILES_UPLOAD => {
+                let Body::Form(parts) = &self.call.body else {
+                    return Err(bad(
+                        "an upload is a multipart form: 'purpose' (batch) and the JSONL input as the file 'file'",
+                    ));
+                };
+                check_form(parts)?;
+                // The host writes the form's own content type and splices the file in.
+                let mut request = UpstreamRequest::post_json(FILES_PATH, String::new());
+                request.headers.clear();
+                request.body = Body::Form(parts.clone());
+                request
+            }
+            BATCH => {
+                check_batch(&self.call.body)?;
+                let mut request = UpstreamRequest::post_json(BATCHES_PATH, String::new());
+                request.body = Body::ClientBody;
+                request
+            }
+            BATCH_GET => UpstreamRequest::get(batch_path(self.path_id()?, "")),
+            BATCH_CANCEL => {
+                let path = batch_path(self.path_id()?, "/cancel");
+                UpstreamRequest { method: "POST".into(), ..UpstreamRequest::get(path) }
+            }
+            FILES_LIST | BATCHES_LIST => {
+                return Ok(match self.call.owned.is_empty() {
+                    // Nothing of the consumer's is on any key: no key is asked.
+                    true => Step::Reply(self.listing(None, Vec::new(), false)),
+                    false => self.list_on(0, Vec::new(), false),
+                });
+            }
+            "task.poll" => match self.call.task.as_deref().and_then(|t| t.strip_prefix(STATE_PREFIX)) {
+                Some(id) if !id.is_empty() => UpstreamRequest::get(batch_path(id, "")),
+                _ => return Err(bad("the task has no SiliconFlow batch id")),
+            },
+            op => {
+                return Err(AdapterError::new(
+                    ErrorKind::Unsupported,
+                    format!("operation '{op}' is not a batch operation"),
+                ))
+            }
+        };
+        self.stage = Stage::Sent;
+        Ok(Step::Send(request))
+    }
+
+    /// The batch id of the consumer's path (`{id}`).
+    fn path_id(&self) -> Result<&str, AdapterError> {
+        let id = self.call.context.path_params.iter().find(|(name, _)| name == "id").map(|(_, v)| v.as_str());
+        id.filter(|id| !id.is_empty()).ok_or_else(|| bad("the path names no batch"))
+    }
+
+    pub fn next(&mut self, response: UpstreamResponse) -> Step {
+        match std::mem::replace(&mut self.stage, Stage::Start) {
+            Stage::Sent => match self.call.op.as_str() {
+                "task.poll" => polled(response),
+                BATCH => submitted(response),
+                FILES_UPLOAD => uploaded(response),
+                _ if !ok(&response) => refusal(response),
+                _ => Step::Reply(Reply::verbatim(response)),
+            },
+            Stage::List { key, found, has_more } => self.listed(key, found, has_more, response),
+            Stage::Start => {
+                Step::fail(ErrorKind::UpstreamFault, "the siliconflow plugin got a response it did not ask for")
+            }
+        }
+    }
+
+    /// Asks key `key` for its files or batches, with the consumer's query.
+    fn list_on(&mut self, key: usize, found: Vec<Value>, has_more: bool) -> Step {
+        let path = if self.call.op == FILES_LIST { FILES_PATH } else { BATCHES_PATH };
+        let path = match self.call.query.is_empty() {
+            true => path.to_string(),
+            false => format!("{path}?{}", self.call.query),
+        };
+        self.stage = Stage::List { key, found, has_more };
+        Step::Send(UpstreamRequest::get(path).on_key(key as u32))
+    }
+
+    /// One key's files or batches: the consumer's are kept; the next key is asked, or the list
+    /// ends.
+    fn listed(&mut self, key: usize, mut found: Vec<Value>, mut has_more: bool, response: UpstreamResponse) -> Step {
+        if !ok(&response) {
+            return refusal(response);
+        }
+        let files = self.call.op == FILES_LIST;
+        let Ok(mut answer) = serde_json::from_slice::<Value>(&response.body) else {
+            return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's list is not JSON");
+        };
+        // Files are listed in `data.data`, batches in `data`; an empty list may be null.
+        let listed = match answer.pointer_mut(if files { "/data/data" } else { "/data" }).map(Value::take) {
+            Some(Value::Array(listed)) => listed,
+            Some(Value::Null) => Vec::new(),
+            _ => return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's list has no 'data' list"),
+        };
+        has_more |= answer["has_more"] == Value::Bool(true);
+        let owned = &self.call.owned[key];
+        found.extend(listed.into_iter().filter(|x| x["id"].as_str().is_some_and(|id| owned.iter().any(|o| o == id))));
+        if key + 1 < self.call.owned.len() {
+            return self.list_on(key + 1, found, has_more);
+        }
+        Step::Reply(self.listing(Some(answer), found, has_more))
+    }
+
+    /// The consumer's list in SiliconFlow's shape: files in the last key's envelope (`data.data`),
+    /// batches as OpenAI's list with its cursors recomputed.
+    fn listing(&self, answered: Option<Value>, found: Vec<Value>, has_more: bool) -> Reply {
+        let body = if self.call.op == FILES_LIST {
+            let mut v = answered
+                .filter(|v| v["data"].is_object())
+                .unwrap_or_else(|| json!({"code": 20000, "message": "Ok", "status": true, "data": {"object": "list"}}));
+            v["data"]["data"] = Value::Array(found);
+            v
+        } else {
+            let first_id = found.first().map_or(Value::Null, |b| b["id"].clone());
+            let last_id = found.last().map_or(Value::Null, |b| b["id"].clone());
+            json!({"object": "list", "data": found, "first_id": first_id, "last_id": last_id, "has_more": has_more})
+        };
+        Reply::json(body.to_string(), Usage::default())
+    }
+}
+
+fn ok(response: &UpstreamResponse) -> bool {
+    (200..300).contains(&response.status)
+}
+
+fn bad(message: impl Into<String>) -> AdapterError {
+    AdapterError::new(ErrorKind::BadRequest, message)
+}
+
+/// `/v1/batches/{id}{tail}`, the id encoded.
+fn batch_path(id: &str, tail: &str) -> String {
+    format!("{BATCHES_PATH}/{}{tail}", percent_encode(id, false))
+}
+
+/// SiliconFlow's refusal, verbatim, with its class for the host.
+fn refusal(response: UpstreamResponse) -> Step {
+    let error = super::SiliconFlow::classify(&response);
+    Step::Reply(Reply { error: Some(error), ..Reply::verbatim(response) })
+}
+
+/// A form SiliconFlow takes: the text `purpose`, `batch`, once; one file, `file`; other text
+/// fields as they came.
+fn check_form(parts: &[FormPart]) -> Result<(), AdapterError> {
+    let purposes: Vec<&FormPart> = parts.iter().filter(|p| p.name == "purpose").collect();
+    match purposes.as_slice() {
+        [] => return Err(bad("'purpose' is required: SiliconFlow keeps files for batches, 'purpose' 'batch'")),
+        [p] => match &p.value {
+            PartValue::Text(t) if t == "batch" => {}
+            PartValue::Text(t) => {
+                return Err(bad(format!(
+                    "SiliconFlow keeps files for batches only: 'purpose' must be 'batch', not '{t}'"
+                )))
+            }
+            _ => return Err(bad("'purpose' is a text field ('batch'), not a file")),
+        },
+        _ => return Err(bad("'purpose' is given twice; give it once")),
+    }
+    if parts.iter().any(|p| p.name == "file" && matches!(p.value, PartValue::Text(_))) {
+        return Err(bad("'file' must be the JSONL input uploaded as a file, not a text field"));
+    }
+    let files: Vec<&FormPart> = parts.iter().filter(|p| !matches!(p.value, PartValue::Text(_))).collect();
+    match files.as_slice() {
+        [f] if f.name == "file" => Ok(()),
+        [f] => Err(bad(format!("the form's file must be named 'file', not '{}'", f.name))),
+        [] => Err(bad("the form needs the batch's input, a JSONL file, as the file 'file'")),
+        _ => Err(bad("the form takes one file, 'file'")),
+    }
+}
+
+/// A batch SiliconFlow runs as the host priced it: chat lines, on the models they name.
+fn check_batch(body: &Body) -> Result<(), AdapterError> {
+    if matches!(body, Body::Form(_)) {
+        return Err(bad("a batch is JSON: {\"input_file_id\", \"endpoint\", \"completion_window\"}"));
+    }
+    let fields = body.object("a batch is JSON: {\"input_file_id\", \"endpoint\", \"completion_window\"}")?;
+    if fields.keys().any(|k| k.eq_ignore_ascii_case("replace")) {
+        return Err(bad(
+            "'replace' is not taken: name the model in every line of the input file instead (the gateway prices \
+             a batch by the model its lines name)",
+        ));
+    }
+    exact_fields(&fields, BATCH_FIELDS)?;
+    if let Some(k) = fields.keys().find(|k| !BATCH_FIELDS.contains(&k.as_str())) {
+        return Err(bad(format!("'{k}' is not a field of a batch this gateway sends ({})", BATCH_FIELDS.join(", "))));
+    }
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).filter(|s| !s.trim().is_empty());
+    if text("input_file_id").is_none() {
+        return Err(bad("'input_file_id' (the id of the JSONL file uploaded with 'purpose' 'batch') is required"));
+    }
+    match text("endpoint") {
+        Some(CHAT) => {}
+        Some(e) => return Err(bad(format!("SiliconFlow's batches run '{CHAT}' only; 'endpoint' is '{e}'"))),
+        None => return Err(bad(format!("'endpoint' ('{CHAT}') is required"))),
+    }
+    if text("completion_window").is_none() {
+        return Err(bad("'completion_window' (from \"24h\" to \"336h\") is required"));
+    }
+    match fields.get("metadata") {
+        None | Some(Value::Null | Value::Object(_)) => Ok(()),
+        Some(_) => Err(bad("'metadata' is an object of strings")),
+    }
+}
+
+/// An upload's answer, as SiliconFlow wrote it, naming the file it made.
+fn uploaded(response: UpstreamResponse) -> Step {
+    if !ok(&response) {
+        return refusal(response);
+    }
+    let id = serde_json::from_slice::<Value>(&response.body)
+        .ok()
+        .and_then(|v| v.pointer("/data/id").and_then(Value::as_str).filter(|id| !id.is_empty()).map(str::to_string));
+    match id {
+        Some(id) => Step::Reply(Reply { objects: vec![id], ..Reply::verbatim(response) }),
+        None => Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's answer to the upload has no 'data.id'"),
+    }
+}
+
+/// A batch SiliconFlow accepted becomes a task (the host holds its reservation and polls it);
+/// the consumer gets SiliconFlow's batch object. A refusal is relayed, and nothing is charged.
+fn submitted(response: UpstreamResponse) -> Step {
+    if !ok(&response) {
+        return refusal(response);
+    }
+    let id = serde_json::from_slice::<Value>(&response.body)
+        .ok()
+        .and_then(|v| v["id"].as_str().filter(|id| !id.is_empty()).map(str::to_string));
+    let Some(id) = id else {
+        return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's answer to the batch has no 'id'");
+    };
+    let reply = Reply { status: 200, objects: vec![id.clone()], ..Reply::verbatim(response) };
+    Step::Submitted(TaskSubmitted {
+        state: format!("{STATE_PREFIX}{id}"),
+        reply: Some(reply),
+        usage: Usage::default(),
+        poll_after_ms: Some(30_000),
+    })
+}
+
+/// An absolute http(s) URL, which the host can archive.
+fn is_url(s: &str) -> bool {
+    ["https://", "http://"].iter().any(|p| s.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p)))
+}
+
+/// A poll's answer: the batch's status as the task's.
+fn polled(response: UpstreamResponse) -> Step {
+    if !ok(&response) {
+        // 404 ends the task (failed, free); a refused key, 429 and 5xx are asked again later.
+        return Step::Fail(super::SiliconFlow::classify(&response));
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&response.body) else {
+        return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's batch is not JSON");
+    };
+    let status = v["status"].as_str().unwrap_or_default();
+    let file = |k: &str| v[k].as_str().map(str::trim).filter(|f| !f.is_empty());
+    Step::Task(match status {
+        "in_queue" | "validating" | "in_progress" | "finalizing" | "cancelling" => TaskState::Pending(TaskProgress {
+            percent: percent(&v["request_counts"]),
+            message: Some(status.to_string()),
+            state: None,
+            poll_after_ms: Some(if status == "in_queue" { 30_000 } else { 10_000 }),
+            reply: None,
+        }),
+        "completed" | "cancelled" | "expired" | "failed" => match file("output_file_id") {
+            Some(url) if is_url(url) => {
+                let jsonl = |url: &str| Media { url: url.to_string(), content_type: Some("application/jsonl".into()) };
+                let errors = file("error_file_id").filter(|e| is_url(e));
+                TaskState::Succeeded(TaskDone {
+                    reply: None,
+                    outputs: std::iter::once(url).chain(errors).map(jsonl).collect(),
+                    // The host reads the usage from the result's lines.
+                    usage: Usage::default(),
+                })
+            }
+            Some(id) => {
+                return Step::fail(
+                    ErrorKind::UpstreamFault,
+                    format!(
+                        "SiliconFlow names the finished batch's results by id ('{}'), not by URL; the gateway \
+                         archives result URLs only, and asks again later",
+                        text::truncate(id, 100)
+                    ),
+                )
+            }
+            None => {
+                let why = errors(&v["errors"]).unwrap_or_else(|| format!("the batch ended {status} with no results"));
+                TaskState::Failed(bad(format!("SiliconFlow: {why}")))
+            }
+        },
+        "" => return Step::fail(ErrorKind::UpstreamFault, "SiliconFlow's batch has no status"),
+        other => {
+            return Step::fail(
+                ErrorKind::UpstreamFault,
+                format!("SiliconFlow's batch status '{}' is unknown", text::truncate(other, 40)),
+            )
+        }
+    })
+}
+
+/// Percent done from `request_counts` (`completed` and `failed` of `total`), when it has a total.
+fn percent(counts: &Value) -> Option<u8> {
+    let n = |k: &str| counts[k].as_u64().unwrap_or(0) as u128;
+    let total = n("total");
+    (total > 0).then(|| ((n("completed") + n("failed")) * 100 / total).min(100) as u8)
+}
+
+/// Why a batch failed, from its `errors`: strings, OpenAI's `{data:[{code, message, line}]}`,
+/// or objects with a `message`.
+fn errors(errors: &Value) -> Option<String> {
+    let one = |e: &Value| match e {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => {
+            let message = o.get("message").and_then(Value::as_str)?;
+            let code = o.get("code").and_then(Value::as_str).map(|c| format!("{c}: ")).unwrap_or_default();
+            let line = o.get("line").and_then(Value::as_u64).map(|l| format!(" (line {l})")).unwrap_or_default();
+            Some(format!("{code}{message}{line}"))
+        }
+        _ => None,
+    };
+    let list = match errors {
+        Value::Array(list) => list.iter().filter_map(one).collect::<Vec<_>>(),
+        Value::Object(o) if o.get("data").is_some_and(Value::is_array) => {
+            o["data"].as_array().into_iter().flatten().filter_map(one).collect()
+        }
+        other => one(other).into_iter().collect(),
+    };
+    let joined = list.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>();
+    (!joined.is_empty()).then(|| text::truncate(&joined.join("; "), 500).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BATCH, BATCHES_LIST, BATCH_CANCEL, BATCH_GET, FILES_LIST, FILES_UPLOAD};
+    use crate::Plugin;
+    use serde_json::{json, Value};
+    use tollgate_plugin_sdk::testing::{call, response, Harness, Outcome, Run};
+    use tollgate_plugin_sdk::{Body, ErrorKind, Field, FormPart, PartValue, Plugin as _, Reply, TaskState};
+
+    const BATCH_BODY: &str = r#"{"input_file_id":"file-in1","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"description":"nightly"}}"#;
+    const ACCEPTED: &str = r#"{"id":"batch_rdyqgrcgjg","object":"batch","endpoint":"/v1/chat/completions","errors":null,"input_file_id":"file-in1","completion_window":"24h","status":"in_queue","output_file_id":null,"error_file_id":null,"created_at":1741685413,"request_counts":null,"metadata":{"description":"nightly"}}"#;
+    const UPLOADED: &str = r#"{"code":20000,"message":"Ok","status":true,"data":{"id":"file-in1","object":"file","bytes":512,"createdAt":1741685400,"filename":"in.jsonl","purpose":"batch"}}"#;
+
+    fn text(body: &Body) -> String {
+        String::from_utf8(body.as_bytes().expect("a plugin-held body").to_vec()).unwrap()
+    }
+
+    fn reply(run: Run) -> Reply {
+        match run.outcome {
+            Outcome::Reply(r) => r,
+            o => panic!("expected SiliconFlow's answer, got {o:?}"),
+        }
+    }
+
+    fn refused(run: Run) -> String {
+        assert!(run.requests.is_empty(), "nothing is sent: {:?}", run.requests);
+        match run.outcome {
+            Outcome::Failed(e) if e.kind == ErrorKind::BadRequest => e.message,
+            o => panic!("expected a bad request, got {o:?}"),
+        }
+    }
+
+    fn with_id(op: &str, id: &str) -> tollgate_plugin_sdk::Call {
+        let mut c = call(op, "", "");
+        c.body = Body::Empty;
+        c.context.path_params = vec![("id".into(), id.into())];
+        c
+    }
+
+    fn poll(answer: Value) -> Run {
+        let mut c = call("task.poll", "", "");
+        c.body = Body::Empty;
+        c.task = Some("batch:batch_rdyqgrcgjg".into());
+        Harness::<Plugin>::new(c).run(move |_| response(200, answer.to_string()))
+    }
+
+    fn task(run: Run) -> TaskState {
+        assert_eq!(
+            run.requests.iter().map(|r| (r.method.as_str(), r.path.as_str())).collect::<Vec<_>>(),
+            [("GET", "/v1/batches/batch_rdyqgrcgjg")]
+        );
+        match run.outcome {
+            Outcome::Task(t) => t,
+            o => panic!("expected the task's state, got {o:?}"),
+        }
+    }
+
+    #[test]
+    fn the_routes_and_ops_are_declared_as_the_host_reads_them() {
+        let manifest = Plugin::describe();
+        for (method, path, op, billed, affinity) in [
+            ("POST", "/v1/files", FILES_UPLOAD, false, Field::None),
+            ("GET", "/v1/files", FILES_LIST, false, Field::Owned),
+            ("POST", "/v1/batches", BATCH, true, Field::Body("input_file_id".into())),
+            ("GET", "/v1/batches/{id}", BATCH_GET, false, Field::Path("id".into())),
+            ("POST", "/v1/batches/{id}/cancel", BATCH_CANCEL, false, Field::Path("id".into())),
+            ("GET", "/v1/batches", BATCHES_LIST, false, Field::Owned),
+        ] {
+            let r = manifest.routes.iter().find(|r| r.method == method && r.path == path).expect(path);
+            assert_eq!((r.op.as_str(), r.billed), (op, billed), "{method} {path}");
+            assert!(matches!(r.model, Field::None), "{path}");
+            assert_eq!(format!("{:?}", r.affinity), format!("{affinity:?}"), "{method} {path}");
+        }
+        let op = |name: &str| manifest.operations.iter().find(|o| o.name == name).expect(name);
+        assert!(!op(BATCH).quoted && !op(BATCH).resend, "a batch is reserved by the host and never sent twice");
+        assert!(op(BATCH_GET).resend && op(FILES_LIST).resend && op(BATCHES_LIST).resend);
+        assert!(!op(FILES_UPLOAD).resend && !op(BATCH_CANCEL).resend);
+        assert!(op("task.poll").resend);
+        assert!(manifest.fetch_hosts.iter().any(|h| h == "*.siliconflow.cn"));
+        assert!(manifest.fetch_hosts.iter().any(|h| h == "*.siliconflow.com"));
+    }
+
+    #[test]
+    fn a_batch_goes_as_sent_and_becomes_a_task_named_by_its_id() {
+        let run = Harness::<Plugin>::new(call(BATCH, "", BATCH_BODY)).run(|_| response(200, ACCEPTED));
+        let sent = &run.requests[0];
+        assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v1/batches"));
+        assert!(matches!(sent.body, Body::ClientBody), "the consumer's own bytes: {:?}", sent.body);
+        assert!(matches!(sent.auth, tollgate_plugin_sdk::Auth::Bearer));
+        let Outcome::Submitted(t) = run.outcome else { panic!("expected a task") };
+        assert_eq!((t.state.as_str(), t.poll_after_ms), ("batch:batch_rdyqgrcgjg", Some(30_000)));
+        assert!(t.usage.is_empty(), "the host prices the batch from its input file");
+        let r = t.reply.expect("SiliconFlow's batch object");
+        assert_eq!((r.status, text(&r.body).as_str()), (200, ACCEPTED));
+        assert_eq!(r.objects, ["batch_rdyqgrcgjg"]);
+        assert!(r.error.is_none());
+        // Without `metadata`, and with it null.
+        for body in [
+            r#"{"input_file_id":"f","endpoint":"/v1/chat/completions","completion_window":"336h"}"#,
+            r#"{"input_file_id":"f","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":null}"#,
+        ] {
+            let run = Harness::<Plugin>::new(call(BATCH, "", body)).run(|_| response(200, ACCEPTED));
+            assert!(matches!(run.outcome, Outcome::Submitted(_)), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_batch_the_gateway_would_price_otherwise_is_refused_before_siliconflow() {
+        let with = |k: &str, v: Value| {
+            let mut b: Value = serde_json::from_str(BATCH_BODY).unwrap();
+            b[k] = v;
+            b.to_string()
+        };
+        let without = |k: &str| {
+            let mut b: Value = serde_json::from_str(BATCH_BODY).unwrap();
+            b.as_object_mut().unwrap().remove(k);
+            b.to_string()
+        };
+        for (body, says) in [
+            (with("replace", json!({"model": "deepseek-ai/DeepSeek-V3"})), "name the model in every line"),
+            (with("Replace", json!({"model": "deepseek-ai/DeepSeek-V3"})), "name the model in every line"),
+            (with("model", json!("deepseek-ai/DeepSeek-V3")), "'model' is not a field"),
+            (with("Endpoint", json!("/v1/chat/completions")), "must be written 'endpoint'"),
+            (with("endpoint", json!("/v1/embeddings")), "'/v1/chat/completions' only"),
+            (without("endpoint"), "'endpoint'"),
+            (with("endpoint", json!(["/v1/chat/completions"])), "'endpoint'"),
+            (without("input_file_id"), "'input_file_id'"),
+            (with("input_file_id", json!(7)), "'input_file_id'"),
+            (without("completion_window"), "'completion_window'"),
+            (with("completion_window", json!(24)), "'completion_window'"),
+            (with("metadata", json!("nightly")), "'metadata'"),
+            ("not json".to_string(), "JSON"),
+            ("[1]".to_string(), "JSON"),
+        ] {
+            let message = refused(Harness::<Plugin>::new(call(BATCH, "", &body)).run(|_| panic!("nothing is sent")));
+            assert!(message.contains(says), "{body}: {message}");
+        }
+        let mut form = call(BATCH, "", "");
+        form.body = Body::Form(vec![FormPart {
+            name: "input_file_id".into(),
+            filename: None,
+            content_type: None,
+            value: PartValue::Text("file-in1".into()),
+        }]);
+        assert!(refused(Harness::<Plugin>::new(form).run(|_| panic!("nothing is sent"))).contains("JSON"));
+    }
+
+    #[test]
+    fn siliconflows_refusal_of_a_batch_comes_back_as_written_and_makes_no_task() {
+        for (status, body, kind) in [
+            (400, r#"{"code":20012,"message":"input file not found","data":""}"#, ErrorKind::BadRequest),
+            (401, r#""Invalid token""#, ErrorKind::Unauthorized),
+            (404, "404 page not found", ErrorKind::NotFound),
+            (429, r#"{"message":"Request was rejected due to rate limiting.","data":""}"#, ErrorKind::RateLimited),
+            (503, r#"{"code":50505,"message":"Model service overloaded.","data":""}"#, ErrorKind::UpstreamFault),
+        ] {
+            let r = reply(Harness::<Plugin>::new(call(BATCH, "", BATCH_BODY)).run(|_| response(status, body)));
+            assert_eq!((r.status, text(&r.body).as_str()), (status, body));
+            assert_eq!(r.error.map(|e| e.kind), Some(kind), "{body}");
+            assert!(r.objects.is_empty() && r.usage.is_empty());
+        }
+        for garbage in ["{}", "not json", r#"{"id":""}"#] {
+            let run = Harness::<Plugin>::new(call(BATCH, "", BATCH_BODY)).run(|_| response(200, garbage));
+            assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::UpstreamFault), "{garbage}");
+        }
+    }
+
+    #[test]
+    fn a_running_batch_is_pending_with_its_progress() {
+        for (answer, percent, message, after) in [
+            (json!({"status":"in_queue","request_counts":null}), None, "in_queue", 30_000),
+            (json!({"status":"validating"}), None, "validating", 10_000),
+            (
+                json!({"status":"in_progress","request_counts":{"total":200,"completed":40,"failed":10}}),
+                Some(25),
+                "in_progress",
+                10_000,
+            ),
+            (
+                json!({"status":"in_progress","request_counts":{"total":0,"completed":0,"failed":0}}),
+                None,
+                "in_progress",
+                10_000,
+            ),
+            (
+                json!({"status":"finalizing","request_counts":{"total":3,"completed":3,"failed":0}}),
+                Some(100),
+                "finalizing",
+                10_000,
+            ),
+            (json!({"status":"cancelling","request_counts":{"total":4,"completed":1}}), Some(25), "cancelling", 10_000),
+            (
+                json!({"status":"in_progress","request_counts":{"total":1,"completed":u64::MAX,"failed":u64::MAX}}),
+                Some(100),
+                "in_progress",
+                10_000,
+            ),
+        ] {
+            match task(poll(answer.clone())) {
+                TaskState::Pending(p) => {
+                    assert_eq!(
+                        (p.percent, p.message.as_deref(), p.poll_after_ms),
+                        (percent, Some(message), Some(after))
+                    );
+                    assert!(p.state.is_none() && p.reply.is_none(), "{answer}");
+                }
+                t => panic!("{answer}: {t:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_finished_batch_hands_its_result_files_to_the_host() {
+        let output = "https://batch.siliconflow.cn/results/out.jsonl?sig=1";
+        let errors = "https://batch.siliconflow.cn/results/err.jsonl?sig=2";
+        for (answer, urls) in [
+            (json!({"status":"completed","output_file_id":output,"error_file_id":null}), vec![output]),
+            (json!({"status":"completed","output_file_id":output,"error_file_id":errors}), vec![output, errors]),
+            // Cancelled or expired part way: what ran is in the output, and is charged.
+            (
+                json!({"status":"cancelled","output_file_id":output,"error_file_id":errors,"request_counts":{"total":10,"completed":4,"failed":0}}),
+                vec![output, errors],
+            ),
+            (json!({"status":"expired","output_file_id":output}), vec![output]),
+            // A failed batch that left results ran: it is not free either.
+            (json!({"status":"failed","output_file_id":output,"errors":["3 lines failed"]}), vec![output]),
+            // The mock's plain http, and an error file named by id only (left out: no usage in it).
+            (
+                json!({"status":"completed","output_file_id":"http://127.0.0.1:9/o.jsonl","error_file_id":"file-err"}),
+                vec!["http://127.0.0.1:9/o.jsonl"],
+            ),
+        ] {
+            match task(poll(answer.clone())) {
+                TaskState::Succeeded(d) => {
+                    let got: Vec<_> = d.outputs.iter().map(|m| (m.url.as_str(), m.content_type.as_deref())).collect();
+                    let want: Vec<_> = urls.iter().map(|u| (*u, Some("application/jsonl"))).collect();
+                    assert_eq!(got, want, "{answer}");
+                    assert!(d.usage.is_empty() && d.reply.is_none(), "the host reads the usage from the output");
+                }
+                t => panic!("{answer}: {t:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_that_ran_nothing_fails_free() {
+        for (answer, says) in [
+            (
+                json!({"status":"failed","errors":["input file has no valid line"],"output_file_id":null}),
+                "input file has no valid line",
+            ),
+            (
+                json!({"status":"failed","errors":{"object":"list","data":[{"code":"invalid_model","message":"model not found","line":2}]}}),
+                "invalid_model: model not found (line 2)",
+            ),
+            (json!({"status":"failed","errors":null}), "the batch ended failed with no results"),
+            (
+                json!({"status":"completed","output_file_id":null,"error_file_id":"https://x.siliconflow.cn/e.jsonl"}),
+                "the batch ended completed with no results",
+            ),
+            (json!({"status":"cancelled","output_file_id":""}), "the batch ended cancelled with no results"),
+            (json!({"status":"expired"}), "the batch ended expired with no results"),
+        ] {
+            match task(poll(answer.clone())) {
+                TaskState::Failed(e) => {
+                    assert_eq!(e.kind, ErrorKind::BadRequest, "{answer}: a bad request ends the task free");
+                    assert!(e.message.contains(says), "{answer}: {}", e.message);
+                }
+                t => panic!("{answer}: {t:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_result_named_by_a_bare_id_is_asked_again_not_ended_free() {
+        let run = poll(json!({"status":"completed","output_file_id":"file-out9","error_file_id":null}));
+        assert_eq!(run.requests.len(), 1);
+        match run.outcome {
+            Outcome::Failed(e) => {
+                assert_eq!(e.kind, ErrorKind::UpstreamFault, "an upstream fault keeps the task and polls again");
+                assert!(e.message.contains("file-out9") && e.message.contains("URL"), "{}", e.message);
+            }
+            o => panic!("expected a retried failure, got {o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_polls_errors_are_classified_so_that_only_a_missing_batch_ends_it() {
+        let mut c = call("task.poll", "", "");
+        c.body = Body::Empty;
+        c.task = Some("batch:batch_rdyqgrcgjg".into());
+        for (status, body, kind) in [
+            (404, "404 page not found", ErrorKind::NotFound),
+            (401, r#""Invalid token""#, ErrorKind::Unauthorized),
+            (429, r#"{"message":"Request was rejected due to rate limiting.","data":""}"#, ErrorKind::RateLimited),
+            (503, r#"{"code":50505,"message":"Model service overloaded.","data":""}"#, ErrorKind::UpstreamFault),
+            (200, "not json", ErrorKind::UpstreamFault),
+            (200, "{}", ErrorKind::UpstreamFault),
+            (200, r#"{"status":"paused"}"#, ErrorKind::UpstreamFault),
+        ] {
+            let run = Harness::<Plugin>::new(c.clone()).run(|_| response(status, body));
+            assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == kind), "{status} {body}");
+        }
+    }
+
+    #[test]
+    fn video_tasks_still_poll_as_videos_and_batch_tasks_as_batches() {
+        let mut c = call("task.poll", "", "");
+        c.body = Body::Empty;
+        c.task = Some("req-9".into());
+        let run = Harness::<Plugin>::new(c.clone()).run(|_| response(200, r#"{"status":"InQueue"}"#));
+        assert_eq!((run.requests[0].method.as_str(), run.requests[0].path.as_str()), ("POST", "/v1/video/status"));
+        c.task = Some("batch:a/b c".into());
+        let run = Harness::<Plugin>::new(c.clone()).run(|_| response(200, r#"{"status":"in_queue"}"#));
+        assert_eq!((run.requests[0].method.as_str(), run.requests[0].path.as_str()), ("GET", "/v1/batches/a%2Fb%20c"));
+        c.task = Some("batch:".into());
+        assert!(refused(Harness::<Plugin>::new(c).run(|_| panic!("nothing is sent"))).contains("batch id"));
+    }
+
+    #[test]
+    fn a_batch_is_read_and_cancelled_on_its_own_path_verbatim() {
+        let run = Harness::<Plugin>::new(with_id(BATCH_GET, "batch_1")).run(|_| response(200, ACCEPTED));
+        let sent = &run.requests[0];
+        assert_eq!((sent.method.as_str(), sent.path.as_str()), ("GET", "/v1/batches/batch_1"));
+        let r = reply(run);
+        assert_eq!((r.status, text(&r.body).as_str()), (200, ACCEPTED));
+        assert!(r.objects.is_empty() && r.error.is_none());
+
+        let cancelling = ACCEPTED.replace("in_queue", "cancelling");
+        let run = Harness::<Plugin>::new(with_id(BATCH_CANCEL, "batch_1")).run(|_| response(200, cancelling.clone()));
+        let sent = &run.requests[0];
+        assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v1/batches/batch_1/cancel"));
+        assert!(matches!(sent.body, Body::Empty));
+        assert_eq!(text(&reply(run).body), cancelling);
+
+        for op in [BATCH_GET, BATCH_CANCEL] {
+            let r = reply(Harness::<Plugin>::new(with_id(op, "batch_1")).run(|_| response(401, r#""Invalid token""#)));
+            assert_eq!((r.status, text(&r.body).as_str()), (401, r#""Invalid token""#));
+            assert_eq!(r.error.map(|e| e.kind), Some(ErrorKind::Unauthorized), "{op}");
+        }
+    }
+
+    fn part(name: &str, value: PartValue) -> FormPart {
+        let filename = matches!(value, PartValue::ClientFile(_)).then(|| "in.jsonl".to_string());
+        FormPart { name: name.into(), filename, content_type: None, value }
+    }
+
+    fn upload(parts: Vec<FormPart>) -> tollgate_plugin_sdk::Call {
+        let mut c = call(FILES_UPLOAD, "", "");
+        c.body = Body::Form(parts);
+        c
+    }
+
+    #[test]
+    fn a_file_upload_goes_as_sent_and_names_the_file_it_made() {
+        let parts =
+            vec![part("purpose", PartValue::Text("batch".into())), part("file", PartValue::ClientFile("file".into()))];
+        let run = Harness::<Plugin>::new(upload(parts.clone())).run(|_| response(200, UPLOADED));
+        let sent = &run.requests[0];
+        assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v1/files"));
+        assert!(sent.headers.is_empty(), "the host writes the form's content type: {:?}", sent.headers);
+        match &sent.body {
+            Body::Form(sent) => assert_eq!(format!("{sent:?}"), format!("{parts:?}")),
+            b => panic!("expected the form, got {b:?}"),
+        }
+        let r = reply(run);
+        assert_eq!((r.status, text(&r.body).as_str()), (200, UPLOADED));
+        assert_eq!(r.objects, ["file-in1"]);
+        assert!(r.error.is_none() && r.usage.is_empty());
+
+        for (status, body, kind) in [
+            (400, r#"{"code":20012,"message":"invalid file","data":""}"#, ErrorKind::BadRequest),
+            (401, r#""Invalid token""#, ErrorKind::Unauthorized),
+        ] {
+            let r = reply(Harness::<Plugin>::new(upload(parts.clone())).run(|_| response(status, body)));
+            assert_eq!((r.status, text(&r.body).as_str()), (status, body));
+            assert_eq!(r.error.map(|e| e.kind), Some(kind));
+            assert!(r.objects.is_empty());
+        }
+        let run = Harness::<Plugin>::new(upload(parts)).run(|_| response(200, r#"{"id":"file-x"}"#));
+        assert!(matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::UpstreamFault));
+    }
+
+    #[test]
+    fn an_upload_siliconflow_would_refuse_is_refused_first_and_says_why() {
+        let purpose = || part("purpose", PartValue::Text("batch".into()));
+        let file = || part("file", PartValue::ClientFile("file".into()));
+        for (parts, says) in [
+            (vec![file()], "'purpose'"),
+            (vec![purpose()], "as the file 'file'"),
+            (vec![part("purpose", PartValue::Text("fine-tune".into())), file()], "'batch', not 'fine-tune'"),
+            (vec![purpose(), purpose(), file()], "twice"),
+            (vec![part("purpose", PartValue::ClientFile("purpose".into())), file()], "text field"),
+            (vec![purpose(), part("input", PartValue::ClientFile("input".into()))], "named 'file', not 'input'"),
+            (vec![purpose(), file(), part("file", PartValue::Text("x".into()))], "not a text field"),
+            (vec![purpose(), file(), part("extra", PartValue::ClientFile("extra".into()))], "one file"),
+        ] {
+            let message = refused(Harness::<Plugin>::new(upload(parts)).run(|_| panic!("nothing is sent")));
+            assert!(message.contains(says), "{message}");
+        }
+        let json = call(FILES_UPLOAD, "", r#"{"purpose":"batch","file":"x"}"#);
+        assert!(refused(Harness::<Plugin>::new(json).run(|_| panic!("nothing is sent"))).contains("multipart"));
+    }
+
+    fn owned_call(op: &str, query: &str, owned: Vec<Vec<&str>>) -> tollgate_plugin_sdk::Call {
+        let mut c = call(op, "", "");
+        c.body = Body::Empty;
+        c.query = query.into();
+        c.owned = owned.into_iter().map(|ids| ids.into_iter().map(str::to_string).collect()).collect();
+        c
+    }
+
+    fn file(id: &str) -> Value {
+        json!({"id": id, "object": "file", "bytes": 1, "createdAt": 1, "filename": "in.jsonl", "purpose": "batch"})
+    }
+
+    fn files(list: Vec<Value>) -> String {
+        json!({"code": 20000, "message": "Ok", "status": true, "data": {"data": list, "object": "list"}}).to_string()
+    }
+
+    #[test]
+    fn the_file_list_asks_every_key_and_shows_the_consumers_own_files_only() {
+        // Key 0 holds the consumer's f1 and a stranger's s1; key 1 the consumer's g1 and a stranger's s2.
+        let accounts = [files(vec![file("f1"), file("s1")]), files(vec![file("s2"), file("g1")])];
+        let c = owned_call(FILES_LIST, "purpose=batch&limit=20", vec![vec!["f1", "batch_x"], vec!["g1"]]);
+        let run = Harness::<Plugin>::new(c).run(|req| response(200, accounts[req.key as usize].clone()));
+        let asked: Vec<_> = run.requests.iter().map(|r| (r.method.as_str(), r.path.as_str(), r.key)).collect();
+        assert_eq!(
+            asked,
+            [("GET", "/v1/files?purpose=batch&limit=20", 0), ("GET", "/v1/files?purpose=batch&limit=20", 1)]
+        );
+        let r = reply(run);
+        let listed: Value = serde_json::from_str(&text(&r.body)).unwrap();
+        assert_eq!(listed, serde_json::from_str::<Value>(&files(vec![file("f1"), file("g1")])).unwrap());
+        assert!(r.objects.is_empty() && r.error.is_none(), "a list creates nothing");
+
+        // Nothing of the consumer's: SiliconFlow's empty list, and no key asked.
+        let run = Harness::<Plugin>::new(owned_call(FILES_LIST, "", vec![])).run(|_| panic!("no key is asked"));
+        let listed: Value = serde_json::from_str(&text(&reply(run).body)).unwrap();
+        assert_eq!(listed, serde_json::from_str::<Value>(&files(vec![])).unwrap());
+        // An empty list written null is empty; no query, no '?'.
+        let run = Harness::<Plugin>::new(owned_call(FILES_LIST, "", vec![vec!["f1"]])).run(|_| {
+            response(200, r#"{"code":20000,"message":"Ok","status":true,"data":{"data":null,"object":"list"}}"#)
+        });
+        assert_eq!(run.requests[0].path, "/v1/files");
+        let listed: Value = serde_json::from_str(&text(&reply(run).body)).unwrap();
+        assert_eq!(listed["data"]["data"], json!([]));
+    }
+
+    fn batch(id: &str) -> Value {
+        json!({"id": id, "object": "batch", "status": "in_queue", "input_file_id": "file-in1"})
+    }
+
+    #[test]
+    fn the_batch_list_merges_the_consumers_own_batches_across_keys() {
+        let accounts = [
+            json!({"object":"list","data":[batch("b1"), batch("s1"), batch("b2")],"first_id":"b1","last_id":"b2","has_more":false}),
+            json!({"object":"list","data":[batch("s2"), batch("c1")],"first_id":"s2","last_id":"c1","has_more":true}),
+        ];
+        let c = owned_call(BATCHES_LIST, "limit=10", vec![vec!["b1", "b2", "file-in1"], vec!["c1"]]);
+        let run = Harness::<Plugin>::new(c).run(|req| response(200, accounts[req.key as usize].to_string()));
+        let asked: Vec<_> = run.requests.iter().map(|r| (r.path.as_str(), r.key)).collect();
+        assert_eq!(asked, [("/v1/batches?limit=10", 0), ("/v1/batches?limit=10", 1)]);
+        let listed: Value = serde_json::from_str(&text(&reply(run).body)).unwrap();
+        assert_eq!(
+            listed,
+            json!({"object":"list","data":[batch("b1"), batch("b2"), batch("c1")],"first_id":"b1","last_id":"c1","has_more":true})
+        );
+
+        let run = Harness::<Plugin>::new(owned_call(BATCHES_LIST, "", vec![])).run(|_| panic!("no key is asked"));
+        let listed: Value = serde_json::from_str(&text(&reply(run).body)).unwrap();
+        assert_eq!(listed, json!({"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false}));
+        // Only strangers' batches on the key: an empty page.
+        let run = Harness::<Plugin>::new(owned_call(BATCHES_LIST, "", vec![vec!["b9"]]))
+            .run(|_| response(200, accounts[0].to_string()));
+        let listed: Value = serde_json::from_str(&text(&reply(run).body)).unwrap();
+        assert_eq!(listed, json!({"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false}));
+    }
+
+    #[test]
+    fn a_key_that_fails_fails_the_list_with_siliconflows_answer() {
+        for op in [FILES_LIST, BATCHES_LIST] {
+            let c = owned_call(op, "", vec![vec!["f1"], vec!["g1"]]);
+            let run = Harness::<Plugin>::new(c).run(|req| match req.key {
+                0 if op == FILES_LIST => response(200, files(vec![file("f1")])),
+                0 => response(200, json!({"object":"list","data":[batch("f1")],"has_more":false}).to_string()),
+                _ => response(401, r#""Invalid token""#),
+            });
+            assert_eq!(run.requests.len(), 2);
+            let r = reply(run);
+            assert_eq!((r.status, text(&r.body).as_str()), (401, r#""Invalid token""#), "{op}");
+            assert_eq!(r.error.map(|e| e.kind), Some(ErrorKind::Unauthorized));
+            for garbage in ["not json", "{}", r#"{"data":{}}"#, r#"{"data":"x"}"#] {
+                let run = Harness::<Plugin>::new(owned_call(op, "", vec![vec!["f1"]])).run(|_| response(200, garbage));
+                assert!(
+                    matches!(run.outcome, Outcome::Failed(ref e) if e.kind == ErrorKind::UpstreamFault),
+                    "{op} {garbage}"
+                );
+            }
+        }
+    }
+}
