@@ -220,8 +220,8 @@ impl BatchExchange {
     pub fn next(&mut self, response: UpstreamResponse) -> Step {
         match std::mem::replace(&mut self.stage, Stage::Start) {
             Stage::Sent => match self.call.op.as_str() {
-                "task.poll" => polled(response),
-                BATCH => submitted(response),
+                "task.poll" => polled(response, poll_every(&self.call.config)),
+                BATCH => submitted(response, poll_every(&self.call.config)),
                 FILES_UPLOAD => uploaded(response),
                 _ if !ok(&response) => refusal(response),
                 _ => Step::Reply(Reply::verbatim(response)),
@@ -385,7 +385,7 @@ fn uploaded(response: UpstreamResponse) -> Step {
 
 /// A batch SiliconFlow accepted becomes a task (the host holds its reservation and polls it);
 /// the consumer gets SiliconFlow's batch object. A refusal is relayed, and nothing is charged.
-fn submitted(response: UpstreamResponse) -> Step {
+fn submitted(response: UpstreamResponse, every: Option<u32>) -> Step {
     if !ok(&response) {
         return refusal(response);
     }
@@ -400,8 +400,30 @@ fn submitted(response: UpstreamResponse) -> Step {
         state: format!("{STATE_PREFIX}{id}"),
         reply: Some(reply),
         usage: Usage::default(),
-        poll_after_ms: Some(30_000),
+        poll_after_ms: Some(every.unwrap_or(30_000)),
     })
+}
+
+/// The channel setting that sets how often a batch is read (seconds), in place of 30 s while
+/// it is queued and 10 s while it runs.
+pub const POLL_SETTING: &str = "batch_poll_seconds";
+/// The most seconds between two reads of a batch.
+const MAX_POLL_SECONDS: u64 = 3600;
+
+/// The channel's `batch_poll_seconds`, in milliseconds.
+fn poll_every(config: &str) -> Option<u32> {
+    let v: Value = serde_json::from_str(config).unwrap_or(Value::Null);
+    let seconds = v.get(POLL_SETTING).and_then(Value::as_u64).filter(|s| (1..=MAX_POLL_SECONDS).contains(s))?;
+    Some(seconds as u32 * 1000)
+}
+
+/// A channel's settings, checked when the channel loads.
+pub fn check_settings(settings: &Value) -> Result<(), String> {
+    match settings.get(POLL_SETTING) {
+        None => Ok(()),
+        Some(v) if v.as_u64().is_some_and(|s| (1..=MAX_POLL_SECONDS).contains(&s)) => Ok(()),
+        Some(v) => Err(format!("{POLL_SETTING} must be a number of seconds from 1 to {MAX_POLL_SECONDS}, not {v}")),
+    }
 }
 
 /// An absolute http(s) URL, which the host can archive.
@@ -410,7 +432,7 @@ fn is_url(s: &str) -> bool {
 }
 
 /// A poll's answer: the batch's status as the task's.
-fn polled(response: UpstreamResponse) -> Step {
+fn polled(response: UpstreamResponse, every: Option<u32>) -> Step {
     if !ok(&response) {
         // 404 ends the task (failed, free); a refused key, 429 and 5xx are asked again later.
         return Step::Fail(super::SiliconFlow::classify(&response));
@@ -425,7 +447,7 @@ fn polled(response: UpstreamResponse) -> Step {
             percent: percent(&v["request_counts"]),
             message: Some(status.to_string()),
             state: None,
-            poll_after_ms: Some(if status == "in_queue" { 30_000 } else { 10_000 }),
+            poll_after_ms: Some(every.unwrap_or(if status == "in_queue" { 30_000 } else { 10_000 })),
             reply: None,
         }),
         "completed" | "cancelled" | "expired" | "failed" => match file("output_file_id") {
@@ -702,6 +724,24 @@ mod tests {
                 }
                 t => panic!("{answer}: {t:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_channel_may_set_how_often_a_batch_is_read() {
+        let mut c = call("task.poll", "", "");
+        c.body = Body::Empty;
+        c.task = Some("batch:batch_rdyqgrcgjg".into());
+        c.config = r#"{"batch_poll_seconds":2}"#.into();
+        let answer = json!({"status":"in_queue"}).to_string();
+        match task(Harness::<Plugin>::new(c).run(move |_| response(200, answer.clone()))) {
+            TaskState::Pending(p) => assert_eq!(p.poll_after_ms, Some(2_000)),
+            t => panic!("{t:?}"),
+        }
+        let check = <Plugin as tollgate_plugin_sdk::Plugin>::check_settings;
+        assert!(check(r#"{"batch_poll_seconds":60}"#).is_ok() && check("").is_ok());
+        for bad in [r#"{"batch_poll_seconds":0}"#, r#"{"batch_poll_seconds":"5"}"#, r#"{"batch_poll_seconds":3601}"#] {
+            assert!(check(bad).unwrap_err().contains("batch_poll_seconds"), "{bad}");
         }
     }
 

@@ -89,6 +89,14 @@ impl tollgate_plugin_sdk::Plugin for Plugin {
     fn describe() -> Manifest {
         SiliconFlow::manifest()
     }
+    /// `batch_poll_seconds`: how often a batch is read (see `batches`).
+    fn check_settings(settings: &str) -> Result<(), String> {
+        let v: Value = match settings.trim() {
+            "" => Value::Null,
+            s => serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?,
+        };
+        batches::check_settings(&v)
+    }
 }
 
 pub enum SiliconFlowExchange {
