@@ -4,7 +4,7 @@
 Usage: report.py METRICS_TSV OUT_JSON
 
 METRICS_TSV has one figure per line: TARGET <tab> KEY <tab> VALUE, where TARGET is "meta",
-"direct", "tollgate" or a peer name, and VALUE is a number, a string, or a JSON object (the
+"direct", "nginx", "tollgate" or a peer name, and VALUE is a number, a string, or a JSON object (the
 WRK_JSON line of post.lua, the output of ttfb.py). Keys per target:
   wrk_c1, wrk_c32     post.lua's done() output for the c=1 (--latency) and c=32 runs
   cpu_ticks_self      utime+stime ticks of the target's own process(es) during the c=32 run
@@ -95,6 +95,31 @@ def pct(a, b):
     return f"{(b / a - 1) * 100:+.0f}%"
 
 
+def targets(d, n, g):
+    """The performance issue's targets: (what, met?) with None where a figure is missing."""
+    def check(ok, a, b):
+        return None if a is None or b is None else ok
+
+    added_g, added_n = diff(d["p50_us"], g["p50_us"]), diff(d["p50_us"], n["p50_us"])
+    p50_bound = max(60, 2 * added_n) if added_n is not None else 60
+    fb = diff(d["first_byte_ms"], g["first_byte_ms"])
+    failed = sum(x or 0 for x in (g["errors_c1"], g["errors_c32"], g["stream_failed"]))
+    ratio = g["rps_c32"] / n["rps_c32"] if g["rps_c32"] and n["rps_c32"] else None
+    return [
+        (f"req/s c=32 at least 50% of nginx's: {fmt(ratio * 100 if ratio else None)}%",
+         check(ratio is not None and ratio >= 0.5, ratio, ratio)),
+        (f"p50 added at c=1 at most {fmt(p50_bound)} us: {fmt(added_g, sign=True)} us",
+         check(added_g is not None and added_g <= p50_bound, added_g, added_g)),
+        (f"CPU per request at most 50 us: {fmt(g['cpu_us_per_req'], 1)} us",
+         check(g["cpu_us_per_req"] is not None and g["cpu_us_per_req"] <= 50, g["cpu_us_per_req"], 0)),
+        (f"peak RSS at most 60 MiB: {fmt(g['peak_rss_mib'], 1)} MiB",
+         check(g["peak_rss_mib"] is not None and g["peak_rss_mib"] <= 60, g["peak_rss_mib"], 0)),
+        (f"first streamed byte added at most 0.2 ms: {fmt(fb, 2, sign=True)} ms",
+         check(fb is not None and fb <= 0.2, fb, fb)),
+        (f"no failed request: {failed} failed", failed == 0),
+    ]
+
+
 def rounded(v):
     """Floats to 3 decimals, so the JSON is readable and diffs stay small."""
     if isinstance(v, float):
@@ -112,6 +137,7 @@ def main():
     meta = data.pop("meta", {})
     clk = int(meta.get("clk_tck", 100))
     d = summarize(data.pop("direct", {}), clk)
+    n = summarize(data.pop("nginx", {}), clk)
     g = summarize(data.pop("tollgate", {}), clk)
     peers = {name: summarize(t, clk) for name, t in data.items()}
 
@@ -125,35 +151,46 @@ def main():
     }
 
     rows = [
-        ("p50 latency c=1 (us)", fmt(d["p50_us"]), fmt(g["p50_us"]), fmt(overhead["p50_us"], sign=True)),
-        ("p99 latency c=1 (us)", fmt(d["p99_us"]), fmt(g["p99_us"]), fmt(overhead["p99_us"], sign=True)),
-        ("req/s c=32", fmt(d["rps_c32"]), fmt(g["rps_c32"]), pct(d["rps_c32"], g["rps_c32"])),
-        ("CPU per request (us)", fmt(d["cpu_us_per_req"], 1), fmt(g["cpu_us_per_req"], 1),
-         fmt(g["cpu_us_per_req"], 1, sign=True)),
-        ("  mock CPU per req (us)", fmt(d["mock_cpu_us_per_req"], 1), fmt(g["mock_cpu_us_per_req"], 1), ""),
-        ("peak RSS (MiB)", "-", fmt(g["peak_rss_mib"], 1), ""),
-        ("first streamed byte (ms)", fmt(d["first_byte_ms"], 2), fmt(g["first_byte_ms"], 2),
-         fmt(overhead["first_byte_ms"], 2, sign=True)),
-        ("last streamed byte (ms)", fmt(d["last_byte_ms"], 2), fmt(g["last_byte_ms"], 2),
-         fmt(overhead["last_byte_ms"], 2, sign=True)),
+        ("p50 latency c=1 (us)", d["p50_us"], n["p50_us"], g["p50_us"], 0, True),
+        ("p99 latency c=1 (us)", d["p99_us"], n["p99_us"], g["p99_us"], 0, True),
+        ("req/s c=32", d["rps_c32"], n["rps_c32"], g["rps_c32"], 0, False),
+        ("CPU per request (us)", d["cpu_us_per_req"], n["cpu_us_per_req"], g["cpu_us_per_req"], 1, False),
+        ("  mock CPU per req (us)", d["mock_cpu_us_per_req"], n["mock_cpu_us_per_req"], g["mock_cpu_us_per_req"], 1,
+         None),
+        ("peak RSS (MiB)", None, n["peak_rss_mib"], g["peak_rss_mib"], 1, None),
+        ("first streamed byte (ms)", d["first_byte_ms"], n["first_byte_ms"], g["first_byte_ms"], 2, True),
+        ("last streamed byte (ms)", d["last_byte_ms"], n["last_byte_ms"], g["last_byte_ms"], 2, True),
     ]
     cores = meta.get("cores", "?")
     print(f"Tollgate benchmark ({cores} cores shared by wrk, mock and gateway)  {meta.get('date', '')}")
     print(f"git {meta.get('git', '?')}   wrk -t1, {meta.get('duration_s', '?')} s per run, "
           f"stream: median of {meta.get('stream_n', '?')}   CPU busy just before: "
           f"{meta.get('busy_before_pct', '?')}%")
-    print(f"{'':28}{'direct':>12}{'tollgate':>12}{'overhead':>12}")
-    for name, a, b, c in rows:
-        print(f"{name:28}{a:>12}{b:>12}{c:>12}")
-    print("CPU per request: direct = mock-vendor process; tollgate = gateway process only (the mock's")
-    print("share is the line below). CPU ticks are 1/%d s; overhead = tollgate minus direct." % clk)
+    print(f"{'':28}{'direct':>12}{'nginx':>12}{'tollgate':>12}{'nginx ovh':>12}{'tollgate ovh':>14}")
+    for name, a, b, c, nd, added in rows:
+        if added is None:
+            ovh = ("", "")
+        elif added:
+            ovh = (fmt(diff(a, b), nd, sign=True), fmt(diff(a, c), nd, sign=True))
+        elif name.startswith("req/s"):
+            ovh = (pct(a, b), pct(a, c))
+        else:
+            ovh = (fmt(b, nd, sign=True), fmt(c, nd, sign=True))
+        print(f"{name:28}{fmt(a, nd):>12}{fmt(b, nd):>12}{fmt(c, nd):>12}{ovh[0]:>12}{ovh[1]:>14}")
+    print("CPU per request: direct = mock-vendor process; nginx, tollgate = the proxy's processes only")
+    print("(the mock's share is the line below). CPU ticks are 1/%d s; overhead = minus direct." % clk)
+    verdict = targets(d, n, g)
+    print()
+    print("Targets (issue 11), tollgate beside nginx in this run:")
+    for line, ok in verdict:
+        print(f"  {'met    ' if ok else ('NOT MET' if ok is False else 'n/a    ')}  {line}")
 
     warnings = []
     busy = meta.get("busy_before_pct")
     if isinstance(busy, (int, float)) and busy > 20:
         warnings.append(f"the CPUs were {busy}% busy just before the load (other jobs?): "
                         "figures are noisy, rerun on a quiet machine")
-    for name, s in [("direct", d), ("tollgate", g)] + sorted(peers.items()):
+    for name, s in [("direct", d), ("nginx", n), ("tollgate", g)] + sorted(peers.items()):
         for k in ("errors_c1", "errors_c32", "stream_failed"):
             if s.get(k):
                 warnings.append(f"{name}: {s[k]} {k.replace('_', ' ')}")
@@ -235,7 +272,9 @@ def main():
         "clk_tck": clk,
         "busy_before_pct": meta.get("busy_before_pct"),
         "direct": d,
+        "nginx": n,
         "tollgate": g,
+        "targets": [{"target": line, "met": ok} for line, ok in verdict],
         "overhead": overhead,
         "peers": peers,
         "peers_note": meta.get("peers_note"),

@@ -13,8 +13,9 @@
 #   KEEP_TMP=1 keep the temp dir (config, logs, raw wrk output) instead of deleting it
 #   PREFETCH=0 skip the prefetch flow (and its settings: for a GW_BIN from before it existed)
 #
-# What it does: builds the gateway, mock-vendor and the openai plugin; starts mock-vendor and a
-# Tollgate with one channel pointing at it, both on 127.0.0.1 with ephemeral ports; loads each
+# What it does: builds the gateway, mock-vendor and the openai plugin; starts mock-vendor, nginx
+# as a plain keep-alive reverse proxy to it (the practical limit of a proxy hop), and a
+# Tollgate with one channel pointing at it, all on 127.0.0.1 with ephemeral ports; loads each
 # with wrk (post.lua) at c=1 (latency) and c=32 (throughput, CPU per request from /proc); times the
 # first streamed byte with ttfb.py; runs the task flow with taskflow.py (a video submitted,
 # polled, archived and downloaded through the gateway, against the mock's SiliconFlow video
@@ -120,6 +121,10 @@ ensure_tools() {
   if ! command -v wrk > /dev/null; then
     log "installing wrk"
     apt-get update -qq && apt-get install -y -qq wrk > /dev/null
+  fi
+  if ! command -v nginx > /dev/null && [ ! -x /usr/sbin/nginx ]; then
+    log "installing nginx (the practical limit: a plain keep-alive reverse proxy)"
+    apt-get update -qq && apt-get install -y -qq nginx-light > /dev/null
   fi
   local t
   for t in wrk curl python3 timeout getconf ss; do
@@ -250,6 +255,54 @@ EOF
   GW_URL=http://127.0.0.1:$GW_PORT
   wait_http_200 "$GW_URL/health" 30
   log "tollgate pid $GW_PID on $GW_URL"
+}
+
+# start_nginx: nginx as a plain keep-alive reverse proxy to the mock (no auth, no plugin, no
+# billing): the practical limit of a proxy hop on this machine, measured beside Tollgate.
+start_nginx() {
+  local bin
+  bin=$(command -v nginx || echo /usr/sbin/nginx)
+  NGINX_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+  "$bin" -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" > "$WORK/nginx/out" 2>&1 &
+  NGINX_PID=$!
+  STARTED_PIDS+=("$NGINX_PID")
+  NGINX_URL=http://127.0.0.1:$NGINX_PORT
+  wait_http_200 "$NGINX_URL/v1/models" 10
+  log "nginx pid $NGINX_PID on $NGINX_URL"
+}
+
+# nginx_pids: the master and its workers.
+nginx_pids() {
+  local kids
+  kids=$(ps -o pid= --ppid "$NGINX_PID" 2>/dev/null | tr -s ' \n' ' ' || true)
+  # shellcheck disable=SC2086  # word-split on purpose: one line of PIDs
+  echo $NGINX_PID $kids
 }
 
 # check_chat NAME URL AUTH [curl header args...]: one request must succeed before we load it.
@@ -464,8 +517,10 @@ main() {
   record meta git "$rev"
 
   start_mock
+  start_nginx
   start_gateway
   check_chat direct "$MOCK_URL$CHAT" sk-bench || die "the mock does not answer the chat request"
+  check_chat nginx "$NGINX_URL$CHAT" sk-bench || die "nginx does not answer the chat request"
   check_chat tollgate "$GW_URL$CHAT" "$GW_KEY" || die "tollgate does not answer the chat request"
 
   # Other jobs on the machine skew every figure; record how busy it was just before the load.
@@ -473,10 +528,14 @@ main() {
 
   # Same request, same wrk settings, one after the other in this run.
   AUTH=sk-bench measure_load direct "$MOCK_URL$CHAT" "$MOCK_PID"
+  AUTH=sk-bench measure_load nginx "$NGINX_URL$CHAT" "$(nginx_pids)"
   AUTH=$GW_KEY measure_load tollgate "$GW_URL$CHAT" "$GW_PID"
   measure_stream direct "$MOCK_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
+  measure_stream nginx "$NGINX_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
   measure_stream tollgate "$GW_URL$CHAT" "$GW_KEY" "${STREAM_HEADERS[@]}"
   record direct rss_hwm_kb "$(hwm_kb "$MOCK_PID")"
+  # shellcheck disable=SC2046  # word-split on purpose: the PIDs
+  record nginx rss_hwm_kb "$(hwm_kb $(nginx_pids))"
   record tollgate rss_hwm_kb "$(hwm_kb "$GW_PID")"
   measure_task_flow
   measure_socket_flow

@@ -53,7 +53,7 @@ pub struct Plugin {
     pub manifest: Manifest,
     pub sha256: String,
     pub file: std::path::PathBuf,
-    pub(crate) pre: bindings::PluginPre<runtime::CallState>,
+    pub(crate) pre: runtime::Pre,
 }
 
 impl Plugin {

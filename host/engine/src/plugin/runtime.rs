@@ -6,6 +6,11 @@
 //! every tick inside it the callback yields to tokio (a busy plugin never blocks a worker
 //! thread) and, once the call's budget is spent, traps.
 //!
+//! Calls: the contract's exports are found once per component (`Exports`), and each call's
+//! instance reaches them by index without the bindings' per-instance type check: their types
+//! were checked when the plugin was described (the bindings check every export), and a
+//! component whose description has not succeeded is never started.
+//!
 //! Cache: compiled components are stored as `<cache>/<sha256 of the .wasm>-<engine hash>.cwasm`.
 //! Only files in that folder, written by this process or an earlier run of the same engine
 //! build, are ever deserialized.
@@ -15,9 +20,10 @@ use super::wit;
 use anyhow::{Context, Result};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceAny, ResourceTable, TypedFunc};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
     UpdateDeadline,
@@ -43,6 +49,53 @@ impl WasiView for CallState {
 }
 
 impl wit::Host for CallState {}
+
+/// A component ready to instantiate: the bindings' view, and the exports a call uses.
+pub struct Pre {
+    bindings: bindings::PluginPre<CallState>,
+    exports: Exports,
+    /// True once `describe` instantiated it through the bindings, which checked the types of
+    /// every export: only then may a call reach them unchecked.
+    checked: AtomicBool,
+}
+
+/// The exchange's functions, by index into the component's exports.
+#[derive(Clone, Copy)]
+struct Exports {
+    constructor: ComponentExportIndex,
+    quote: ComponentExportIndex,
+    first: ComponentExportIndex,
+    next: ComponentExportIndex,
+    decode: ComponentExportIndex,
+    finish: ComponentExportIndex,
+    archived: ComponentExportIndex,
+    frame: ComponentExportIndex,
+}
+
+/// The interface the contract's functions are exported under.
+const ADAPTER: &str = "tollgate:adapter/adapter@1.0.0";
+
+impl Exports {
+    fn find(component: &Component) -> Result<Exports> {
+        let missing = || anyhow::anyhow!("the plugin does not export {ADAPTER}");
+        let (_, adapter) = component.get_export(None, ADAPTER).ok_or_else(missing)?;
+        let f = |name: &str| {
+            component
+                .get_export_index(Some(&adapter), name)
+                .ok_or_else(|| anyhow::anyhow!("the plugin's {ADAPTER} does not export '{name}'"))
+        };
+        Ok(Exports {
+            constructor: f("[constructor]exchange")?,
+            quote: f("[method]exchange.quote")?,
+            first: f("[method]exchange.first")?,
+            next: f("[method]exchange.next")?,
+            decode: f("[method]exchange.decode")?,
+            finish: f("[method]exchange.finish")?,
+            archived: f("[method]exchange.archived")?,
+            frame: f("[method]exchange.frame")?,
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -114,14 +167,16 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the cache) and links a component; does not run it.
-    pub fn prepare(&self, wasm: &[u8], sha256: &str) -> Result<bindings::PluginPre<CallState>> {
+    pub fn prepare(&self, wasm: &[u8], sha256: &str) -> Result<Pre> {
         let component = self.compile_cached(wasm, sha256)?;
+        let exports = Exports::find(&component)?;
         let pre = self.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context(
             "the plugin imports something the host does not provide (only WASI with no capabilities is linked)",
         )?;
-        bindings::PluginPre::new(pre)
+        let bindings = bindings::PluginPre::new(pre)
             .map_err(anyhow::Error::from)
-            .context("the plugin does not export tollgate:adapter/adapter@1.0.0")
+            .context("the plugin does not export tollgate:adapter/adapter@1.0.0")?;
+        Ok(Pre { bindings, exports, checked: AtomicBool::new(false) })
     }
 
     fn compile_cached(&self, wasm: &[u8], sha256: &str) -> Result<Component> {
@@ -175,29 +230,28 @@ impl Runtime {
         store
     }
 
-    /// Runs `describe()` in a fresh store.
-    pub async fn describe(&self, pre: &bindings::PluginPre<CallState>) -> Result<Manifest> {
+    /// Runs `describe()` in a fresh store, through the bindings, which check the type of every
+    /// export: calls may start once it succeeded.
+    pub async fn describe(&self, pre: &Pre) -> Result<Manifest> {
         let mut store = self.new_store();
-        within(self.deadline, async {
+        let manifest = within(self.deadline, async {
             enter(&mut store);
-            let plugin = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+            let plugin = pre.bindings.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
             enter(&mut store);
-            plugin.tollgate_adapter_adapter().call_describe(&mut store).await.map_err(Into::into)
+            plugin.tollgate_adapter_adapter().call_describe(&mut store).await.map_err(anyhow::Error::from)
         })
-        .await
+        .await?;
+        pre.checked.store(true, Ordering::Release);
+        Ok(manifest)
     }
 
     /// Runs `check-settings(settings)` in a fresh store: `Ok(Err(message))` is the plugin's
     /// verdict on the settings, `Err` a plugin that failed.
-    pub async fn check_settings(
-        &self,
-        pre: &bindings::PluginPre<CallState>,
-        settings: &str,
-    ) -> Result<Result<(), String>> {
+    pub async fn check_settings(&self, pre: &Pre, settings: &str) -> Result<Result<(), String>> {
         let mut store = self.new_store();
         within(self.deadline, async {
             enter(&mut store);
-            let plugin = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+            let plugin = pre.bindings.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
             enter(&mut store);
             plugin.tollgate_adapter_adapter().call_check_settings(&mut store, settings).await.map_err(Into::into)
         })
@@ -205,22 +259,27 @@ impl Runtime {
     }
 
     /// Starts one call: a fresh store, an instance, and the plugin's exchange resource.
-    pub async fn start(&self, pre: &bindings::PluginPre<CallState>, call: &wit::Call) -> Result<PluginCall> {
+    pub async fn start(&self, pre: &Pre, call: &wit::Call) -> Result<PluginCall> {
+        anyhow::ensure!(pre.checked.load(Ordering::Acquire), "the plugin was not described before its first call");
         let mut store = self.new_store();
+        let exports = pre.exports;
         let (instance, exchange) = within(self.deadline, async {
             enter(&mut store);
-            let instance = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+            let instance = pre.bindings.instance_pre().instantiate_async(&mut store).await?;
             enter(&mut store);
-            let exchange = instance
-                .tollgate_adapter_adapter()
-                .exchange()
-                .call_constructor(&mut store, call)
-                .await
-                .map_err(anyhow::Error::from)?;
+            // SAFETY: the type is the bindings' for this export, which `describe` checked.
+            let constructor = unsafe {
+                TypedFunc::<(&wit::Call,), (ResourceAny,)>::new_unchecked(func(
+                    &instance,
+                    &mut store,
+                    exports.constructor,
+                )?)
+            };
+            let (exchange,) = constructor.call_async(&mut store, (call,)).await?;
             Ok((instance, exchange))
         })
         .await?;
-        Ok(PluginCall { store, instance, exchange, deadline: self.deadline })
+        Ok(PluginCall { store, instance, exports, exchange, deadline: self.deadline })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -246,85 +305,65 @@ fn enter(store: &mut Store<CallState>) {
     store.set_epoch_deadline(1);
 }
 
+/// An export of `instance` by index.
+fn func(
+    instance: &Instance,
+    store: &mut Store<CallState>,
+    index: ComponentExportIndex,
+) -> Result<wasmtime::component::Func> {
+    instance
+        .get_func(store, index)
+        .ok_or_else(|| anyhow::anyhow!("the plugin's instance lacks an export its component has"))
+}
+
 /// One call's store and exchange. Dropping it frees the instance's pool slot.
 pub struct PluginCall {
     store: Store<CallState>,
-    instance: bindings::Plugin,
+    instance: Instance,
+    exports: Exports,
     exchange: ResourceAny,
     deadline: Duration,
 }
 
-impl PluginCall {
-    pub async fn first(&mut self) -> Result<wit::Step> {
-        let deadline = self.deadline;
+/// Calls method `$export` of the call's exchange with `($args)`, typed `$params -> $result`
+/// as the bindings type it (checked by `describe`), within the deadline.
+macro_rules! method {
+    ($self:ident, $export:ident, $params:ty, $result:ty, ($($arg:expr),*)) => {{
+        let deadline = $self.deadline;
+        let index = $self.exports.$export;
         within(deadline, async {
-            enter(&mut self.store);
-            self.instance
-                .tollgate_adapter_adapter()
-                .exchange()
-                .call_first(&mut self.store, self.exchange)
-                .await
-                .map_err(Into::into)
+            enter(&mut $self.store);
+            let f = func(&$self.instance, &mut $self.store, index)?;
+            // SAFETY: the type is the bindings' for this export, which `describe` checked.
+            let typed = unsafe { TypedFunc::<$params, ($result,)>::new_unchecked(f) };
+            let (out,) = typed.call_async(&mut $self.store, ($self.exchange, $($arg),*)).await?;
+            Ok(out)
         })
         .await
+    }};
+}
+
+impl PluginCall {
+    pub async fn first(&mut self) -> Result<wit::Step> {
+        method!(self, first, (ResourceAny,), wit::Step, ())
     }
 
     pub async fn next(&mut self, response: &wit::UpstreamResponse) -> Result<wit::Step> {
-        let deadline = self.deadline;
-        within(deadline, async {
-            enter(&mut self.store);
-            self.instance
-                .tollgate_adapter_adapter()
-                .exchange()
-                .call_next(&mut self.store, self.exchange, response)
-                .await
-                .map_err(Into::into)
-        })
-        .await
+        method!(self, next, (ResourceAny, &wit::UpstreamResponse), wit::Step, (response))
     }
 
     /// The step after an `archive` step stored its media.
     pub async fn archived(&mut self, stored: &[wit::Archived]) -> Result<wit::Step> {
-        let deadline = self.deadline;
-        within(deadline, async {
-            enter(&mut self.store);
-            self.instance
-                .tollgate_adapter_adapter()
-                .exchange()
-                .call_archived(&mut self.store, self.exchange, stored)
-                .await
-                .map_err(Into::into)
-        })
-        .await
+        method!(self, archived, (ResourceAny, &[wit::Archived]), wit::Step, (stored))
     }
 
     /// The units to reserve and the objects used, for ops the plugin declares `quoted`.
     pub async fn quote(&mut self) -> Result<Result<wit::Quote, wit::AdapterError>> {
-        let deadline = self.deadline;
-        within(deadline, async {
-            enter(&mut self.store);
-            self.instance
-                .tollgate_adapter_adapter()
-                .exchange()
-                .call_quote(&mut self.store, self.exchange)
-                .await
-                .map_err(Into::into)
-        })
-        .await
+        method!(self, quote, (ResourceAny,), Result<wit::Quote, wit::AdapterError>, ())
     }
 
     pub async fn decode(&mut self, input: &wit::StreamInput) -> Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
-        let deadline = self.deadline;
-        within(deadline, async {
-            enter(&mut self.store);
-            self.instance
-                .tollgate_adapter_adapter()
-                .exchange()
-                .call_decode(&mut self.store, self.exchange, input)
-                .await
-                .map_err(Into::into)
-        })
-        .await
+        method!(self, decode, (ResourceAny, &wit::StreamInput), Result<Vec<wit::OutChunk>, wit::AdapterError>, (input))
     }
 
     /// One message of a socket session.
@@ -332,31 +371,17 @@ impl PluginCall {
         &mut self,
         input: wit::SocketInput,
     ) -> Result<Result<Vec<wit::SocketAction>, wit::AdapterError>> {
-        let deadline = self.deadline;
-        within(deadline, async {
-            enter(&mut self.store);
-            self.instance
-                .tollgate_adapter_adapter()
-                .exchange()
-                .call_frame(&mut self.store, self.exchange, &input)
-                .await
-                .map_err(Into::into)
-        })
-        .await
+        method!(
+            self,
+            frame,
+            (ResourceAny, &wit::SocketInput),
+            Result<Vec<wit::SocketAction>, wit::AdapterError>,
+            (&input)
+        )
     }
 
     pub async fn finish(&mut self, end: wit::StreamEnd) -> Result<Result<wit::StreamTail, wit::AdapterError>> {
-        let deadline = self.deadline;
-        within(deadline, async {
-            enter(&mut self.store);
-            self.instance
-                .tollgate_adapter_adapter()
-                .exchange()
-                .call_finish(&mut self.store, self.exchange, end)
-                .await
-                .map_err(Into::into)
-        })
-        .await
+        method!(self, finish, (ResourceAny, wit::StreamEnd), Result<wit::StreamTail, wit::AdapterError>, (end))
     }
 }
 
