@@ -293,7 +293,7 @@ EOF
   NGINX_PID=$!
   STARTED_PIDS+=("$NGINX_PID")
   NGINX_URL=http://127.0.0.1:$NGINX_PORT
-  wait_http_200 "$NGINX_URL/v1/models" 10
+  wait_http_200 "$NGINX_URL/_mock/stats" 10
   log "nginx pid $NGINX_PID on $NGINX_URL"
 }
 
