@@ -14,6 +14,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join("tollgate-plugin-cost");
     let runtime = Runtime::new(dir, 64, 1000, 5000, 64)?;
     let pre = runtime.prepare(&bytes, &sha256_hex(&bytes))?;
+    // As the gateway does: a plugin is described (its exports' types checked) before any call.
+    runtime.describe(&pre).await?;
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
     let call = wit::Call {
         op: "chat".into(),
