@@ -60,8 +60,8 @@
 //!   (nothing ran) fails as a bad request, which is free. `failed` is read like the others: a
 //!   batch that left results ran, and is never free;
 //! - assumption: SiliconFlow documents its results as URLs. A finished batch whose result is a
-//!   bare file id instead ran but cannot be archived: the poll fails as an upstream fault, so
-//!   the host keeps the task and asks again later, rather than ending it free or unpriced.
+//!   bare file id instead ran but cannot be archived or read: it succeeds with no outputs, and
+//!   the host charges a batch without outputs its hold (never free, never left to expire).
 //!   An `error_file_id` that is not a URL is left out of the outputs (it holds no usage);
 //! - result files are fetched from SiliconFlow's hosts, which the manifest's `fetch-hosts`
 //!   declare (`*.siliconflow.cn`, `*.siliconflow.com`).
@@ -461,16 +461,9 @@ fn polled(response: UpstreamResponse, every: Option<u32>) -> Step {
                     usage: Usage::default(),
                 })
             }
-            Some(id) => {
-                return Step::fail(
-                    ErrorKind::UpstreamFault,
-                    format!(
-                        "SiliconFlow names the finished batch's results by id ('{}'), not by URL; the gateway \
-                         archives result URLs only, and asks again later",
-                        text::truncate(id, 100)
-                    ),
-                )
-            }
+            // Results named by id cannot be archived (the host fetches URLs only): the batch
+            // ran, so it ends charged its hold, never free and never polled until it expires.
+            Some(_) => TaskState::Succeeded(TaskDone { reply: None, outputs: Vec::new(), usage: Usage::default() }),
             None => {
                 let why = errors(&v["errors"]).unwrap_or_else(|| format!("the batch ended {status} with no results"));
                 TaskState::Failed(bad(format!("SiliconFlow: {why}")))
@@ -808,15 +801,18 @@ mod tests {
     }
 
     #[test]
-    fn a_result_named_by_a_bare_id_is_asked_again_not_ended_free() {
+    fn a_result_named_by_a_bare_id_ends_with_no_outputs_for_the_host_to_charge_the_hold() {
         let run = poll(json!({"status":"completed","output_file_id":"file-out9","error_file_id":null}));
-        assert_eq!(run.requests.len(), 1);
-        match run.outcome {
-            Outcome::Failed(e) => {
-                assert_eq!(e.kind, ErrorKind::UpstreamFault, "an upstream fault keeps the task and polls again");
-                assert!(e.message.contains("file-out9") && e.message.contains("URL"), "{}", e.message);
+        match task(run) {
+            TaskState::Succeeded(done) => {
+                assert!(done.outputs.is_empty() && done.reply.is_none(), "{done:?}");
+                assert_eq!(
+                    done.usage,
+                    tollgate_plugin_sdk::Usage::default(),
+                    "the host charges a batch without outputs its hold"
+                );
             }
-            o => panic!("expected a retried failure, got {o:?}"),
+            t => panic!("expected a success without outputs, got {t:?}"),
         }
     }
 
