@@ -513,33 +513,15 @@ fn errors(errors: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::{BATCH, BATCHES_LIST, BATCH_CANCEL, BATCH_GET, FILES_LIST, FILES_UPLOAD};
+    use crate::test_helpers::{refused, reply, text};
     use crate::Plugin;
     use serde_json::{json, Value};
     use tollgate_plugin_sdk::testing::{call, response, Harness, Outcome, Run};
-    use tollgate_plugin_sdk::{Body, ErrorKind, Field, FormPart, PartValue, Plugin as _, Reply, TaskState};
+    use tollgate_plugin_sdk::{Body, ErrorKind, Field, FormPart, PartValue, Plugin as _, TaskState};
 
     const BATCH_BODY: &str = r#"{"input_file_id":"file-in1","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"description":"nightly"}}"#;
     const ACCEPTED: &str = r#"{"id":"batch_rdyqgrcgjg","object":"batch","endpoint":"/v1/chat/completions","errors":null,"input_file_id":"file-in1","completion_window":"24h","status":"in_queue","output_file_id":null,"error_file_id":null,"created_at":1741685413,"request_counts":null,"metadata":{"description":"nightly"}}"#;
     const UPLOADED: &str = r#"{"code":20000,"message":"Ok","status":true,"data":{"id":"file-in1","object":"file","bytes":512,"createdAt":1741685400,"filename":"in.jsonl","purpose":"batch"}}"#;
-
-    fn text(body: &Body) -> String {
-        String::from_utf8(body.as_bytes().expect("a plugin-held body").to_vec()).unwrap()
-    }
-
-    fn reply(run: Run) -> Reply {
-        match run.outcome {
-            Outcome::Reply(r) => r,
-            o => panic!("expected SiliconFlow's answer, got {o:?}"),
-        }
-    }
-
-    fn refused(run: Run) -> String {
-        assert!(run.requests.is_empty(), "nothing is sent: {:?}", run.requests);
-        match run.outcome {
-            Outcome::Failed(e) if e.kind == ErrorKind::BadRequest => e.message,
-            o => panic!("expected a bad request, got {o:?}"),
-        }
-    }
 
     fn with_id(op: &str, id: &str) -> tollgate_plugin_sdk::Call {
         let mut c = call(op, "", "");

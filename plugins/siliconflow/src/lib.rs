@@ -422,3 +422,30 @@ mod tests {
         });
     }
 }
+
+/// What the modules' tests share: a body's text, SiliconFlow's answer, a refusal's message.
+#[cfg(test)]
+mod test_helpers {
+    use tollgate_plugin_sdk::testing::{Outcome, Run};
+    use tollgate_plugin_sdk::{Body, ErrorKind, Reply};
+
+    pub fn text(body: &Body) -> String {
+        String::from_utf8(body.as_bytes().expect("a plugin-held body").to_vec()).unwrap()
+    }
+
+    pub fn reply(run: Run) -> Reply {
+        match run.outcome {
+            Outcome::Reply(r) => r,
+            o => panic!("expected SiliconFlow's answer, got {o:?}"),
+        }
+    }
+
+    /// A refusal before anything was sent: its message.
+    pub fn refused(run: Run) -> String {
+        assert!(run.requests.is_empty(), "nothing is sent: {:?}", run.requests);
+        match run.outcome {
+            Outcome::Failed(e) if e.kind == ErrorKind::BadRequest => e.message,
+            o => panic!("expected a bad request, got {o:?}"),
+        }
+    }
+}

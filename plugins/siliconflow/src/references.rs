@@ -270,30 +270,12 @@ fn required(has: impl Fn(&str) -> bool) -> Result<(), AdapterError> {
 #[cfg(test)]
 mod tests {
     use super::{DELETE, LIST, UPLOAD};
+    use crate::test_helpers::{refused, reply, text};
     use crate::Plugin;
-    use tollgate_plugin_sdk::testing::{call, response, Harness, Outcome, Run};
-    use tollgate_plugin_sdk::{Body, ErrorKind, Field, FormPart, PartValue, Plugin as _, Reply};
+    use tollgate_plugin_sdk::testing::{call, response, Harness, Outcome};
+    use tollgate_plugin_sdk::{Body, ErrorKind, Field, FormPart, PartValue, Plugin as _};
 
     const JSON_UPLOAD: &str = r#"{"model":"FunAudioLLM/CosyVoice2-0.5B","customName":"mine","text":"hello there","audio":"data:audio/mpeg;base64,aGVsbG8="}"#;
-
-    fn text(body: &Body) -> String {
-        String::from_utf8(body.as_bytes().expect("a plugin-held body").to_vec()).unwrap()
-    }
-
-    fn reply(run: Run) -> Reply {
-        match run.outcome {
-            Outcome::Reply(r) => r,
-            o => panic!("expected SiliconFlow's answer, got {o:?}"),
-        }
-    }
-
-    fn refused(run: Run) -> String {
-        assert!(run.requests.is_empty(), "nothing is sent: {:?}", run.requests);
-        match run.outcome {
-            Outcome::Failed(e) if e.kind == ErrorKind::BadRequest => e.message,
-            o => panic!("expected a bad request, got {o:?}"),
-        }
-    }
 
     fn part(name: &str, value: PartValue) -> FormPart {
         let filename = matches!(value, PartValue::ClientFile(_)).then(|| "me.wav".to_string());

@@ -19,21 +19,9 @@ pub async fn upload(state: &State, cx: &Ctx, key: Option<&str>) -> Response<Mock
     if !cx.authorized {
         return openai::unauthorized();
     }
-    let parts = match crate::multipart::parts(cx).await {
-        None => return openai::bad_request("expected a multipart/form-data body"),
-        Some(Err(e)) => return openai::bad_request(&e),
-        Some(Ok(parts)) => parts,
-    };
-    let (mut purpose, mut file) = (None, None);
-    for part in parts {
-        match (part.name.as_str(), part.filename) {
-            ("purpose", None) => purpose = Some(String::from_utf8_lossy(&part.data).into_owned()),
-            ("file", Some(f)) => file = Some((f, part.data)),
-            (name, _) => return openai::bad_request(&format!("unexpected part '{name}'")),
-        }
-    }
-    let (Some(purpose), Some((filename, data))) = (purpose, file) else {
-        return openai::bad_request("'purpose' and 'file' are required");
+    let (purpose, filename, data) = match crate::multipart::purpose_and_file(cx).await {
+        Ok(form) => form,
+        Err(e) => return openai::bad_request(&e),
     };
     if purpose == "hang" {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;

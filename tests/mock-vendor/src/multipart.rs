@@ -37,3 +37,24 @@ pub async fn parts(cx: &Ctx) -> Option<Result<Vec<Part>, String>> {
         }
     }
 }
+
+/// An upload form of exactly a text `purpose` and a file `file` (OpenAI's files API, and
+/// SiliconFlow's): (purpose, file name, bytes), or what is wrong.
+pub async fn purpose_and_file(cx: &Ctx) -> Result<(String, String, Bytes), String> {
+    let parts = match parts(cx).await {
+        None => return Err("expected a multipart/form-data body".into()),
+        Some(result) => result?,
+    };
+    let (mut purpose, mut file) = (None, None);
+    for part in parts {
+        match (part.name.as_str(), part.filename) {
+            ("purpose", None) => purpose = Some(String::from_utf8_lossy(&part.data).into_owned()),
+            ("file", Some(f)) => file = Some((f, part.data)),
+            (name, _) => return Err(format!("unexpected part '{name}'")),
+        }
+    }
+    match (purpose, file) {
+        (Some(purpose), Some((filename, data))) => Ok((purpose, filename, data)),
+        _ => Err("'purpose' and 'file' are required".into()),
+    }
+}

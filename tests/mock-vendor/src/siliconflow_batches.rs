@@ -251,21 +251,9 @@ pub async fn route(
 }
 
 async fn upload(state: &State, cx: &Ctx, key: &str) -> Response<MockBody> {
-    let parts = match crate::multipart::parts(cx).await {
-        None => return bad("expected a multipart/form-data body"),
-        Some(Err(e)) => return bad(&e),
-        Some(Ok(parts)) => parts,
-    };
-    let (mut purpose, mut file) = (None, None);
-    for part in parts {
-        match (part.name.as_str(), part.filename) {
-            ("purpose", None) => purpose = Some(String::from_utf8_lossy(&part.data).into_owned()),
-            ("file", Some(f)) => file = Some((f, part.data)),
-            (name, _) => return bad(&format!("unexpected part '{name}'")),
-        }
-    }
-    let (Some(purpose), Some((filename, data))) = (purpose, file) else {
-        return bad("'purpose' and 'file' are required");
+    let (purpose, filename, data) = match crate::multipart::purpose_and_file(cx).await {
+        Ok(form) => form,
+        Err(e) => return bad(&e),
     };
     if purpose != "batch" {
         return bad("purpose must be batch");
