@@ -7,7 +7,8 @@
 //! - a call of op `batch` names its input file by its route's affinity, and only a file its
 //!   user uploaded through the gateway as a batch input is taken (another user's, or one the
 //!   gateway never read, is refused before any key is chosen); the call is then the file's
-//!   model's, so the consumer's model limits and the model's price apply to it.
+//!   model's, so the channel must serve it, and the consumer's model limits and the model's
+//!   price apply to it.
 
 use crate::affinity::{not_found, Affinity};
 use crate::billing::batch::{BatchInput, BATCH_OP};
@@ -40,6 +41,15 @@ pub(crate) async fn prepare(db: &Db, r: &mut CallRequest) -> Result<(Option<Batc
         };
         let input: BatchInput = serde_json::from_str(&summary)
             .map_err(|e| CallError::plugin(format!("the kept summary of a batch input file is unreadable: {e}")))?;
+        // The route named no model, so the channel was chosen without one: it must serve this.
+        if !r.channel.models.contains(&input.model) {
+            return Err(CallError::new(
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                format!("The batch's model '{}' is not served by channel '{}'.", input.model, r.channel.name),
+            ));
+        }
         r.model = input.model.clone();
         return Ok((Some(input), None));
     }

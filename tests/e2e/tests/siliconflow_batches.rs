@@ -21,12 +21,17 @@ const PRICES: &str = "[models.\"Qwen/Qwen2.5-7B-Instruct\"]\ninput_per_million =
 const BOUNDARY: &str = "e2e-sf-batch-71f";
 
 fn gateway(mock: &Mock, name: &str) -> Gateway {
+    // Read every second, not SiliconFlow's 30 s: the mock's batches move one state a read.
+    gateway_with(mock, name, 1, "")
+}
+
+/// Batches read every `poll_seconds`; `extra` settings before the channel.
+fn gateway_with(mock: &Mock, name: &str, poll_seconds: u32, extra: &str) -> Gateway {
     // SiliconFlow's files and batches are under the mock's /siliconflow; its results are on
     // the mock's own (loopback) host, which the operator names.
     let ch = channel("sf", "siliconflow", &format!("{}/siliconflow", mock.url()), &[MODEL], &["sk-a", "sk-b"]);
-    // Read every second, not SiliconFlow's 30 s: the mock's batches move one state a read.
-    let ch = format!("{ch}settings = {{ batch_poll_seconds = 1 }}\n");
-    let extra = format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(PRICES));
+    let ch = format!("{ch}settings = {{ batch_poll_seconds = {poll_seconds} }}\n");
+    let extra = format!("{extra}fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{ch}", pricing_setting(PRICES));
     Gateway::start(name, &[("siliconflow", "siliconflow.wasm")], &extra)
 }
 
@@ -72,7 +77,7 @@ fn batch_of(file: &str) -> String {
 fn finished(gw: &Gateway, key: &str, task: &str) -> serde_json::Value {
     let path = format!("/v1/tasks/{task}");
     let ended = eventually(Duration::from_secs(60), || {
-        get(gw, key, &path).json()["status"].as_str().is_some_and(|s| s == "succeeded" || s == "failed")
+        get(gw, key, &path).json()["status"].as_str().is_some_and(|s| ["succeeded", "failed", "expired"].contains(&s))
     });
     assert!(ended, "{}", get(gw, key, &path).text());
     get(gw, key, &path).json()
@@ -188,6 +193,23 @@ fn a_batch_holds_its_worst_case_runs_on_its_files_key_and_is_charged_each_answer
     assert_eq!(bobs.json()["data"].as_array().map(Vec::len), Some(0), "{}", bobs.text());
     gw.balance_becomes("bob", 1_000_000);
     gw.balance_becomes("carol", hold - 1);
+}
+
+#[test]
+fn a_batch_the_gateway_stops_following_is_charged_its_hold_not_given_it_back() {
+    // Read once a minute and expired after 2 s: the task ends before its first read, while
+    // SiliconFlow would run the batch all the same (and its results stay fetchable there).
+    let mock = Mock::start();
+    let gw = gateway_with(&mock, "sf-batches-expiry", 60, "task_ttl_secs = 2\n");
+    let alice = gw.new_key("alice", "1");
+    let file = line("a", r#"[{"role":"user","content":"hello"}]"#, r#","max_tokens":5"#);
+    let hold = file.len().div_ceil(2) as i64 + 5 * 2;
+    let r = create(&gw, &alice, &batch_of(&uploaded(&gw, &alice, &file)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let task = r.header("x-tollgate-task-id").expect("the gateway's task").to_string();
+    let view = finished(&gw, &alice, &task);
+    assert_eq!(view["status"], "expired", "{view}");
+    gw.balance_becomes("alice", 1_000_000 - hold);
 }
 
 #[test]

@@ -69,6 +69,11 @@ impl BatchInput {
             }
             let l: Line = serde_json::from_str(line)
                 .map_err(|e| format!("line {at} of the batch file is not a request with a 'body' object: {e}"))?;
+            if let Some(key) = case_variant(line) {
+                return Err(format!(
+                    "line {at} of the batch file spells the field '{key}' in another case: a vendor may read it where the gateway reads the other"
+                ));
+            }
             if l.url.as_deref().is_some_and(|u| u != "/v1/chat/completions") {
                 return Err(format!(
                     "line {at} of the batch file asks for {}; batches run chat completions only",
@@ -106,6 +111,26 @@ impl BatchInput {
     pub fn bound(&self, max_output_tokens: u64) -> (u64, u64) {
         (self.input_tokens, self.output_tokens.saturating_add(self.unbounded.saturating_mul(max_output_tokens)))
     }
+}
+
+/// The fields a batch line is priced by, in the line and in its `body`.
+const PRICED_FIELDS: &[&str] = &["body", "url", "model", "max_tokens", "max_completion_tokens", "n"];
+
+/// A key of the line or of its `body` that is a priced field in another case (`MODEL`,
+/// `Max_Tokens`), or a priced field twice over in different cases: some vendors' parsers match
+/// keys without regard to case, and would read what the gateway did not.
+fn case_variant(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let objects = [Some(&v), v.get("body")];
+    for object in objects.into_iter().flatten().filter_map(serde_json::Value::as_object) {
+        for key in object.keys() {
+            let lower = key.to_ascii_lowercase();
+            if PRICED_FIELDS.contains(&lower.as_str()) && key != &lower {
+                return Some(key.clone());
+            }
+        }
+    }
+    None
 }
 
 /// The usage of a batch's answers, read from its result files as they are downloaded.
@@ -269,6 +294,10 @@ mod tests {
         assert!(refused("not json").contains("line 1"));
         assert!(refused(&format!("{a}\n{}", a.replace("m1", "m2"))).contains("line 2"), "two models");
         assert!(refused(&a.replace(r#""model":"m1","#, "")).contains("names no model"));
+        let smuggled = a.replace(r#""model":"m1","#, r#""model":"m1","MODEL":"dear","#);
+        assert!(refused(&smuggled).contains("'MODEL'"), "a model in another case");
+        assert!(refused(&a.replace("max_tokens", "Max_Tokens")).contains("'Max_Tokens'"));
+        assert!(refused(&a.replace(r#""body""#, r#""Body""#)).contains("line 1"));
         assert!(refused(&a.replace("/v1/chat/completions", "/v1/embeddings")).contains("chat completions only"));
         assert!(refused(&a.replace("100", "-1")).contains("line 1"), "a negative bound");
         assert!(BatchInput::read(b"\xff").unwrap_err().contains("UTF-8"));

@@ -10,7 +10,8 @@
 //!   (its hold, estimated, when it left a priced unit unreported), never more than its hold;
 //!   failure and expiry give the hold back; a task being polled does not expire; a batch
 //!   (op `batch`) is charged by the answers its result files hold as they are archived, each
-//!   at the model's batch share (`billing::batch`), its hold when they cannot be read whole;
+//!   at the model's batch share (`billing::batch`), its hold when they cannot be read whole
+//!   or when it expires (its vendor runs it all the same);
 //! - a poll never holds an instance between polls, never runs on another key, ends within
 //!   `POLL_TIMEOUT` (well inside its lease), and a transient failure (network, rate limit, a
 //!   refused key) only delays the task: its expiry ends it; a vendor saying the job is bad or
@@ -181,13 +182,27 @@ impl Engine {
         match tasks::overdue(&self.db, now, BATCH as i64).await {
             Ok(ids) => {
                 for id in ids {
+                    // A batch keeps running at its vendor (and its results stay the consumer's to
+                    // fetch there) after the gateway stops following it: it is charged its hold,
+                    // never given it back.
+                    let batch = match tasks::find(&self.db, &id).await {
+                        Ok(Some(t)) if t.op == BATCH_OP => Some(t.reserved_micros.saturating_add(t.fee_micros)),
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::warn!(task = %id, error = %format!("{e:#}"), "reading an overdue task failed");
+                            continue;
+                        }
+                    };
                     let expired = tasks::Outcome {
                         status: tasks::EXPIRED,
                         error_kind: Some("expired"),
-                        message: Some("the vendor did not finish the job in time"),
+                        message: Some(match batch {
+                            Some(_) => "the batch did not finish before task_ttl_secs; it is charged its hold",
+                            None => "the vendor did not finish the job in time",
+                        }),
                         ..Default::default()
                     };
-                    self.settle(&id, None, &expired, 0).await;
+                    self.settle(&id, None, &expired, batch.unwrap_or(0)).await;
                 }
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading overdue tasks failed"),
