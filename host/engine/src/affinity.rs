@@ -245,7 +245,7 @@ pub(crate) fn not_found(object: &str) -> CallError {
     )
 }
 
-fn database_unavailable(e: anyhow::Error) -> CallError {
+pub(crate) fn database_unavailable(e: anyhow::Error) -> CallError {
     tracing::error!(error = %format!("{e:#}"), "cannot read vendor objects");
     CallError::new(
         503,

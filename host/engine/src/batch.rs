@@ -10,7 +10,7 @@
 //!   model's, so the channel must serve it, and the consumer's model limits and the model's
 //!   price apply to it.
 
-use crate::affinity::{not_found, Affinity};
+use crate::affinity::{database_unavailable, not_found, Affinity};
 use crate::billing::batch::{BatchInput, BATCH_OP};
 use crate::exchange::CallError;
 use crate::store::{objects, Db};
@@ -23,10 +23,8 @@ pub(crate) async fn prepare(db: &Db, r: &mut CallRequest) -> Result<(Option<Batc
         let Affinity::Object(file) = &r.affinity else {
             return Err(CallError::plugin("a batch route names its input file by its affinity; this one names none"));
         };
-        let kept = objects::batch_input(db, r.plugin.name(), r.consumer.user_id, file).await.map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "reading a batch input file failed");
-            CallError::new(503, "server_error", "database_unavailable", "The gateway cannot read its database now.")
-        })?;
+        let kept =
+            objects::batch_input(db, r.plugin.name(), r.consumer.user_id, file).await.map_err(database_unavailable)?;
         let summary = match kept {
             None => return Err(not_found(file)),
             Some(None) => {

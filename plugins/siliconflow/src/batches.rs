@@ -530,11 +530,16 @@ mod tests {
         c
     }
 
-    fn poll(answer: Value) -> Run {
+    /// A poll of the batch `batch_rdyqgrcgjg`.
+    fn poll_call() -> tollgate_plugin_sdk::Call {
         let mut c = call("task.poll", "", "");
         c.body = Body::Empty;
         c.task = Some("batch:batch_rdyqgrcgjg".into());
-        Harness::<Plugin>::new(c).run(move |_| response(200, answer.to_string()))
+        c
+    }
+
+    fn poll(answer: Value) -> Run {
+        Harness::<Plugin>::new(poll_call()).run(move |_| response(200, answer.to_string()))
     }
 
     fn task(run: Run) -> TaskState {
@@ -704,9 +709,7 @@ mod tests {
 
     #[test]
     fn a_channel_may_set_how_often_a_batch_is_read() {
-        let mut c = call("task.poll", "", "");
-        c.body = Body::Empty;
-        c.task = Some("batch:batch_rdyqgrcgjg".into());
+        let mut c = poll_call();
         c.config = r#"{"batch_poll_seconds":2}"#.into();
         let answer = json!({"status":"in_queue"}).to_string();
         match task(Harness::<Plugin>::new(c).run(move |_| response(200, answer.clone()))) {
@@ -800,9 +803,7 @@ mod tests {
 
     #[test]
     fn a_polls_errors_are_classified_so_that_only_a_missing_batch_ends_it() {
-        let mut c = call("task.poll", "", "");
-        c.body = Body::Empty;
-        c.task = Some("batch:batch_rdyqgrcgjg".into());
+        let c = poll_call();
         for (status, body, kind) in [
             (404, "404 page not found", ErrorKind::NotFound),
             (401, r#""Invalid token""#, ErrorKind::Unauthorized),
