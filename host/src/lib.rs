@@ -63,10 +63,12 @@ pub async fn serve(config: config::Config) -> Result<()> {
         account::session::Sessions::new(config.jwt_secret.as_deref(), &config.data_dir, config.session_ttl_hours)?;
     let key_refresh = Duration::from_millis(config.key_refresh_ms.max(50));
     let log_retention_days = config.log_retention_days;
+    let workers = server::workers::Workers::start(config.request_workers()).context("starting the request workers")?;
     let engine = Engine {
         registry,
         channels: arc_swap::ArcSwap::from_pointee(keypool::Channels::default()),
         upstream: exchange::Upstream::new(
+            workers.len(),
             Duration::from_millis(config.connect_timeout_ms),
             Duration::from_millis(config.upstream_timeout_ms),
             Duration::from_millis(config.stream_idle_timeout_ms),
@@ -172,7 +174,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     // Tests and scripts read this line to learn the port (listen = "127.0.0.1:0" works).
     println!("tollgate listening on http://{addr}");
     tracing::info!(%addr, plugins = state.engine.registry.current().len(), "tollgate serving");
-    server::serve(Arc::clone(&state), listener, shutdown_signal()).await;
+    server::serve(Arc::clone(&state), listener, workers, shutdown_signal()).await;
     jobs.stop(Duration::from_secs(5)).await;
     drop(watcher);
     drop(state);

@@ -98,11 +98,9 @@ fn main() -> Result<()> {
     let path = cli.config.unwrap_or_else(|| PathBuf::from("config/tollgate.toml"));
     let config = Config::load(&path, path_given)?;
     tollgate::logging::init_logging(&config.log_format);
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.worker_threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt.enable_all().build()?;
+    // Requests run on `serve`'s own workers (`worker_threads` of them); this runtime accepts
+    // connections and runs the background jobs and the commands.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         match cli.command {
             Command::Serve => tollgate::serve(config).await,

@@ -1,7 +1,9 @@
 //! Tollgate's leaf crate, shared by the host and the plugin SDK: money as integer micros with
-//! one parse and one format (`money`), day numbers and dates (`calendar`), stream framing (`sse`, `ndjson`), sentences cut from a streaming text (`sentences`), request ids (`ids`),
-//! and the metrics counters every layer adds to (`metrics`). It depends on nothing, so
-//! everything may depend on it; it never depends on anything of the host.
+//! one parse and one format (`money`), day numbers and dates (`calendar`), stream framing
+//! (`sse`, `ndjson`), sentences cut from a streaming text (`sentences`), request ids (`ids`),
+//! which request worker a thread is (`worker`), and the metrics counters every layer adds to
+//! (`metrics`). It depends on nothing, so everything may depend on it; it never depends on
+//! anything of the host.
 
 pub mod calendar;
 pub mod ids;
@@ -11,3 +13,4 @@ pub mod ndjson;
 pub mod sentences;
 pub mod sse;
 pub mod text;
+pub mod worker;

@@ -241,7 +241,8 @@ pub struct Config {
     /// unset: open, for a scraper on a private network.
     #[serde(default)]
     pub metrics_token: Option<String>,
-    /// Threads serving requests; defaults to the number of cores.
+    /// Threads serving requests, each with its own connections and upstream pool; defaults
+    /// to the number of cores.
     #[serde(default)]
     pub worker_threads: Option<usize>,
     /// Call records older than this many days are deleted (hourly); unset keeps them all.
@@ -407,6 +408,13 @@ impl Config {
     }
 
     /// Refuses settings that would serve the operator's upstream keys to strangers for free.
+    /// How many request workers `serve` runs: `worker_threads`, or one per core.
+    pub fn request_workers(&self) -> usize {
+        self.worker_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 1024)
+    }
+
     pub fn check_serve_safety(&self) -> Result<()> {
         if self.allow_registration && self.pricing_file.is_none() && !self.allow_unbilled_registration {
             bail!(

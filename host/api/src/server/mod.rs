@@ -12,6 +12,7 @@ pub mod error;
 pub mod routes;
 pub mod throttle;
 pub mod url;
+pub mod workers;
 
 use crate::account::{Consumer, KeyCache};
 use crate::engine::Engine;
@@ -343,10 +344,17 @@ fn metrics_text(state: &Api) -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::IpAddr);
 
-/// Serves until `shutdown` resolves, then drains gracefully. At most `max_connections` are
-/// served at once: a connection is accepted only when a slot is free (others wait in the
-/// listen backlog), so a flood of idle or trickling connections cannot exhaust descriptors.
-pub async fn serve(state: Arc<Api>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+/// Serves until `shutdown` resolves, then drains gracefully and stops the workers. The
+/// listener accepts and hands each connection to a request worker (`workers`). At most
+/// `max_connections` are served at once: a connection is accepted only when a slot is free
+/// (others wait in the listen backlog), so a flood of idle or trickling connections cannot
+/// exhaust descriptors.
+pub async fn serve(
+    state: Arc<Api>,
+    listener: TcpListener,
+    workers: workers::Workers,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     // Connections and their graceful close are tracked here (hyper-util's tracker does not
     // take connections that may be upgraded to WebSockets).
     let connections = tokio_util::task::TaskTracker::new();
@@ -372,13 +380,14 @@ pub async fn serve(state: Arc<Api>, listener: TcpListener, shutdown: impl std::f
                 let _ = stream.set_nodelay(true);
                 let mut shutdown = state.shutdown.subscribe();
                 let state = Arc::clone(&state);
-                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(Peer(peer.ip()));
-                    let state = Arc::clone(&state);
-                    async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
-                });
-                let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
-                connections.spawn(async move {
+                let http = http.clone();
+                let serve = move |stream: tokio::net::TcpStream| async move {
+                    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        req.extensions_mut().insert(Peer(peer.ip()));
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+                    });
+                    let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
@@ -388,8 +397,16 @@ pub async fn serve(state: Arc<Api>, listener: TcpListener, shutdown: impl std::f
                             let _ = conn.await;
                         }
                     }
-                    drop(slot);
-                });
+                };
+                match workers.serve(stream, serve) {
+                    Ok(done) => {
+                        connections.spawn(async move {
+                            done.await;
+                            drop(slot);
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not hand a connection to a worker"),
+                }
             }
             _ = &mut shutdown => break,
         }
@@ -412,4 +429,6 @@ pub async fn serve(state: Arc<Api>, listener: TcpListener, shutdown: impl std::f
         _ = drained => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
+    // Joining the workers' threads blocks: off this runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
 }

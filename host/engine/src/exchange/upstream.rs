@@ -1,6 +1,10 @@
 //! The one upstream HTTP client: pooled keep-alive connections, rustls for https, connect and
 //! response timeouts. It sends a plugin's request only to its channel's base URL: the plugin
 //! gives a path, never a host.
+//!
+//! One connection pool per request worker (`tollgate_base::worker`), and one for every other
+//! thread: a worker's connections are driven by its own runtime, so a request never waits on
+//! another thread's wake-up to reach its vendor.
 
 use super::{form, CallError, ClientInput, VendorWork};
 use crate::keypool::UpstreamKey;
@@ -16,10 +20,28 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<Connector, UpstreamBody>,
+    /// `clients[0]` for threads that are no worker, `clients[i + 1]` for worker `i`.
+    clients: std::sync::Arc<[Client<Connector, UpstreamBody>]>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
+}
+
+/// One pool of keep-alive connections, http and https.
+fn client(connect_timeout: Duration) -> Client<Connector, UpstreamBody> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(512)
+        .build(https)
 }
 
 /// Headers a plugin may not set: the host owns framing and connection management.
@@ -27,21 +49,21 @@ const HOP_BY_HOP: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"];
 
 impl Upstream {
-    pub fn new(connect_timeout: Duration, response_timeout: Duration, idle_timeout: Duration) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(512)
-            .build(https);
-        Upstream { client, connect_timeout, response_timeout, idle_timeout }
+    /// `workers`: how many request workers will send through it (each gets its own pool).
+    pub fn new(
+        workers: usize,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Upstream {
+        let clients = (0..=workers).map(|_| client(connect_timeout)).collect();
+        Upstream { clients, connect_timeout, response_timeout, idle_timeout }
+    }
+
+    /// This thread's pool.
+    fn client(&self) -> &Client<Connector, UpstreamBody> {
+        let i = tollgate_base::worker::index().map_or(0, |i| i + 1);
+        &self.clients[i % self.clients.len()]
     }
 
     /// Sends `req` to `base_url`, attaching `key` as `req.auth` says; waits for the headers.
@@ -56,7 +78,7 @@ impl Upstream {
     ) -> Result<Response<Incoming>, CallError> {
         let request = build(channel, base_url, req, key, client)?;
         let timeout = req.timeout_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(self.response_timeout);
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        match tokio::time::timeout(timeout, self.client().request(request)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, base_url, "upstream request failed");
