@@ -2,7 +2,7 @@
 //!
 //! The request path calls `CallLog::record`, which never waits: records go into a bounded
 //! queue and one task writes them in a transaction per batch (up to `BATCH` records, or what
-//! arrived within `WINDOW`). If the queue is full (the database is far behind), the record is
+//! arrived within `WINDOW`; the queue is read every `TICK`, so a record does not wake it). If the queue is full (the database is far behind), the record is
 //! dropped, counted in `dropped` and logged: never silently. A crash loses at most the
 //! records of one open window.
 
@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 
 const BATCH: usize = 512;
 const WINDOW: Duration = Duration::from_millis(200);
+/// How often a window's queue is read.
+const TICK: Duration = Duration::from_millis(20);
 const QUEUE: usize = 65_536;
 
 #[derive(Debug, Clone, Default)]
@@ -121,12 +123,26 @@ async fn write_loop(
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
+        // The window's records are taken every `TICK`, not as each arrives: the writer wakes
+        // a few times per batch rather than once per call.
         let deadline = tokio::time::Instant::now() + WINDOW;
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => batch.push(r),
-                _ => break,
+        loop {
+            let mut open = true;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
             }
+            let now = tokio::time::Instant::now();
+            if batch.len() >= BATCH || !open || now >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(deadline.min(now + TICK)).await;
         }
         let mut attempt = 0;
         // Held from the transaction to the wallet update: a balance refresh never reads the
