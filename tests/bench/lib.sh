@@ -131,6 +131,8 @@ start_mock() {
   log "mock-vendor pid $MOCK_PID on $MOCK_URL"
 }
 
+# start_gateway: a Tollgate on the mock (channels for chat, video and speech). Env GW_EXTRA_CONFIG:
+# top-level configuration lines added to its file (e.g. database_url, max_connections).
 start_gateway() {
   mkdir -p "$WORK/plugins" "$WORK/data"
   cp "$PLUGIN_WASM" "$WORK/plugins/openai.wasm"
@@ -167,6 +169,7 @@ listen = "127.0.0.1:0"
 data_dir = "$WORK/data"
 plugins_dir = "$WORK/plugins"
 $pricing
+${GW_EXTRA_CONFIG:-}
 # The task flow's videos come from the mock's CDN, on loopback.
 fetch_allow_private_hosts = ["127.0.0.1"]
 # The socket flow holds $SESSIONS sessions of one key at once (each holds a plugin slot).
