@@ -185,22 +185,23 @@ fn too_large(limit: usize) -> CallError {
 }
 
 /// Routes one request: the gateway's own routes from `routes::ROUTES`, then plugins' native
-/// routes.
+/// routes. Every route but the model calls is boxed: this future is moved per request, and
+/// its size is that of its largest branch.
 pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
     use routes::{Found, Handler};
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let proxy_socket = state.settings.minimax_proxy_socket_path.as_deref() == Some(path.as_str());
     if proxy_socket && surface::socket::is_upgrade(&req) {
-        return surface::minimax_proxy::upgrade(&state, req).await;
+        return Box::pin(surface::minimax_proxy::upgrade(&state, req)).await;
     }
     let progress_socket = state.settings.progress_socket_path.as_deref() == Some(path.as_str());
     if progress_socket && surface::socket::is_upgrade(&req) {
-        return surface::progress_socket::upgrade(&state, req).await;
+        return Box::pin(surface::progress_socket::upgrade(&state, req)).await;
     }
     if let Some(model) = state.settings.chat_socket_paths.get(&path).filter(|_| surface::socket::is_upgrade(&req)) {
         let protocol = surface::chat_socket::Protocol::Backend { model: model.clone() };
-        return surface::chat_socket::upgrade(&state, req, protocol).await;
+        return Box::pin(surface::chat_socket::upgrade(&state, req, protocol)).await;
     }
     let response = match routes::find(method.as_str(), &path) {
         Found::Route(Handler::Health) => json(200, &health(&state)),
@@ -215,21 +216,21 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
         },
         Found::Route(Handler::Models) => surface::openai::models(&state, &req, false),
         Found::Route(Handler::AudioModels) => surface::openai::models(&state, &req, true),
-        Found::Route(Handler::UserInfo) => surface::openai::user_info(&state, &req).await,
-        Found::Route(Handler::Account) => surface::user::handle(&state, req).await,
-        Found::Route(Handler::Tasks) => surface::tasks::handle(&state, &req).await,
-        Found::Route(Handler::Videos) => surface::videos::handle(&state, req).await,
+        Found::Route(Handler::UserInfo) => Box::pin(surface::openai::user_info(&state, &req)).await,
+        Found::Route(Handler::Account) => Box::pin(surface::user::handle(&state, req)).await,
+        Found::Route(Handler::Tasks) => Box::pin(surface::tasks::handle(&state, &req)).await,
+        Found::Route(Handler::Videos) => Box::pin(surface::videos::handle(&state, req)).await,
         Found::Route(Handler::ModelCall(op)) => surface::openai::model_call(&state, req, op).await,
-        Found::Route(Handler::Messages) => surface::anthropic::messages(&state, req).await,
-        Found::Route(Handler::MessagesCount) => surface::anthropic::count_tokens(&state, req).await,
-        Found::Route(Handler::Gemini) => surface::gemini::handle(&state, req).await,
+        Found::Route(Handler::Messages) => Box::pin(surface::anthropic::messages(&state, req)).await,
+        Found::Route(Handler::MessagesCount) => Box::pin(surface::anthropic::count_tokens(&state, req)).await,
+        Found::Route(Handler::Gemini) => Box::pin(surface::gemini::handle(&state, req)).await,
         Found::Route(Handler::ChatSocket) if surface::socket::is_upgrade(&req) => {
-            surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi).await
+            Box::pin(surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi)).await
         }
         Found::Route(Handler::SocketToken) => surface::socket::token(&state, &req),
         Found::Route(Handler::SpeechCache) => surface::speech_prefetch::cache_admin(&state, &req),
         Found::Route(Handler::ProgressSocket) if surface::socket::is_upgrade(&req) => {
-            surface::progress_socket::upgrade(&state, req).await
+            Box::pin(surface::progress_socket::upgrade(&state, req)).await
         }
         Found::Route(Handler::ChatSocket | Handler::ProgressSocket) => error::error_response(
             400,
@@ -237,7 +238,7 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
             "websocket_required",
             &format!("GET {path} is a WebSocket: connect to it with an upgrade."),
         ),
-        Found::Route(Handler::Admin) => admin::handle(&state, req).await,
+        Found::Route(Handler::Admin) => Box::pin(admin::handle(&state, req)).await,
         Found::WrongMethod(allowed) => {
             let mut resp = error::error_response(
                 405,
@@ -255,7 +256,9 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
                 surface::native::NativeRoute { plugin: Arc::clone(m.plugin), route: m.route.clone(), params: m.params }
             });
             match route {
-                Some(route) if surface::socket::is_upgrade(&req) => surface::socket::upgrade(&state, req, route).await,
+                Some(route) if surface::socket::is_upgrade(&req) => {
+                    Box::pin(surface::socket::upgrade(&state, req, route)).await
+                }
                 Some(route) => surface::native::call(&state, req, route).await,
                 None => error::error_response(
                     404,
