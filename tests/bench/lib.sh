@@ -116,11 +116,14 @@ wait_http_200() {
   die "$url did not answer 200 within ${secs}s"
 }
 
+# start_mock [CHUNK_DELAY_MS]: the pause between a stream's chunks when the request names none
+# (default 5; scale.sh paces its slow streams with it).
 start_mock() {
+  local delay=${1:-5}
   # --chunk-delay-ms 5 as well as the x-mock-delay-ms header: Tollgate forwards only a few consumer
   # headers upstream (content-type, accept, accept-language, user-agent), so without the default
   # the gateway's stream would be unpaced while the direct one is paced.
-  "$MOCK_BIN" --listen 127.0.0.1:0 --threads 1 --chunk-delay-ms 5 \
+  "$MOCK_BIN" --listen 127.0.0.1:0 --threads 1 --chunk-delay-ms "$delay" \
     > "$WORK/mock.out" 2> "$WORK/mock.err" &
   MOCK_PID=$!
   STARTED_PIDS+=("$MOCK_PID")
@@ -131,8 +134,16 @@ start_mock() {
   log "mock-vendor pid $MOCK_PID on $MOCK_URL"
 }
 
+# gw_default KEY VALUE: the line "KEY = VALUE", unless GW_EXTRA_CONFIG sets KEY itself (a key may
+# appear only once in TOML, so the caller's line replaces this default).
+gw_default() {
+  if printf '%s\n' "${GW_EXTRA_CONFIG:-}" | grep -qE "^[[:space:]]*$1[[:space:]]*="; then return 0; fi
+  echo "$1 = $2"
+}
+
 # start_gateway: a Tollgate on the mock (channels for chat, video and speech). Env GW_EXTRA_CONFIG:
-# top-level configuration lines added to its file (e.g. database_url, max_connections).
+# top-level configuration lines added to its file (e.g. database_url, max_connections; one that
+# sets max_sockets, max_sockets_per_key or max_concurrent_calls replaces the default below).
 start_gateway() {
   mkdir -p "$WORK/plugins" "$WORK/data"
   cp "$PLUGIN_WASM" "$WORK/plugins/openai.wasm"
@@ -173,9 +184,9 @@ ${GW_EXTRA_CONFIG:-}
 # The task flow's videos come from the mock's CDN, on loopback.
 fetch_allow_private_hosts = ["127.0.0.1"]
 # The socket flow holds $SESSIONS sessions of one key at once (each holds a plugin slot).
-max_sockets = $((SESSIONS + 50))
-max_sockets_per_key = $((SESSIONS + 50))
-max_concurrent_calls = $((SESSIONS + 500))
+$(gw_default max_sockets $((SESSIONS + 50)))
+$(gw_default max_sockets_per_key $((SESSIONS + 50)))
+$(gw_default max_concurrent_calls $((SESSIONS + 500)))
 # The prefetch flow clears the speech cache between rounds.
 admin_token = "$BENCH_ADMIN"
 
