@@ -3,7 +3,8 @@
 # and a Tollgate, and the measurements they share (wrk runs, CPU ticks, peak RSS). Expects
 # HERE, ROOT and DURATION to be set and `set -euo pipefail`.
 #
-# Everything started here is recorded in STARTED_PIDS and stopped by PID when the script exits.
+# Everything started here is recorded in STARTED_PIDS and stopped by PID when the script exits;
+# a script that started something else defines bench_on_exit, run once those are stopped.
 
 MOCK_BIN=$ROOT/target/release/mock-vendor
 GW_BIN=${GW_BIN:-$ROOT/target/release/tollgate}
@@ -41,8 +42,9 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  if declare -F bench_on_exit > /dev/null; then bench_on_exit || true; fi
   if [ "$rc" != 0 ]; then
-    for f in "$WORK"/mock.err "$WORK"/gateway.log; do
+    for f in "$WORK"/mock.err "$WORK"/gateway.log "$WORK"/gateway-*.log; do
       [ -s "$f" ] && { log "last lines of $f:"; tail -n 20 "$f" >&2; }
     done
   fi
@@ -144,16 +146,22 @@ gw_default() {
 # start_gateway: a Tollgate on the mock (channels for chat, video and speech). Env GW_EXTRA_CONFIG:
 # top-level configuration lines added to its file (e.g. database_url, max_connections; one that
 # sets max_sockets, max_sockets_per_key or max_concurrent_calls replaces the default below).
+# Env GW_NODE: a name for a further node (e.g. "b"), whose files get a suffix (data-b,
+# plugins-b, tollgate-b.toml, gateway-b.out, gateway-b.log) so it runs beside the first one;
+# GW_CREATE_KEY=0 creates no key (GW_KEY is kept: a node sharing the first one's database).
+# Sets CFG, GW_KEY, GW_PID, GW_PORT and GW_URL (save the first node's before starting another).
 start_gateway() {
-  mkdir -p "$WORK/plugins" "$WORK/data"
-  cp "$PLUGIN_WASM" "$WORK/plugins/openai.wasm"
-  cp "$VIDEO_WASM" "$WORK/plugins/siliconflow.wasm"
-  cp "$SPEECH_WASM" "$WORK/plugins/minimax.wasm"
-  CFG=$WORK/tollgate.toml
+  local sfx=${GW_NODE:+-$GW_NODE}
+  local data=$WORK/data$sfx plugins=$WORK/plugins$sfx
+  mkdir -p "$plugins" "$data"
+  cp "$PLUGIN_WASM" "$plugins/openai.wasm"
+  cp "$VIDEO_WASM" "$plugins/siliconflow.wasm"
+  cp "$SPEECH_WASM" "$plugins/minimax.wasm"
+  CFG=$WORK/tollgate$sfx.toml
   # Billing on (every call priced, reserved, charged and written to the ledger) unless BILLING=0.
   local pricing=""
   if [ "${BILLING:-1}" != 0 ]; then
-    cat > "$WORK/pricing.toml" <<EOF
+    cat > "$WORK/pricing$sfx.toml" <<EOF
 [models."gpt-4o-mini"]
 input_per_million = "0.15"
 output_per_million = "0.60"
@@ -167,7 +175,7 @@ characters_per_10k = "0.01"
 [models."rtf-5"]
 characters_per_10k = "0.01"
 EOF
-    pricing="pricing_file = \"$WORK/pricing.toml\""
+    pricing="pricing_file = \"$WORK/pricing$sfx.toml\""
   fi
   # The prefetch flow: chats' sentences synthesized ahead on the mock's T2A, which takes 5 ms a
   # character (the model rtf-5), as real synthesis takes time in proportion to the text.
@@ -177,8 +185,8 @@ EOF
   fi
   cat > "$CFG" <<EOF
 listen = "127.0.0.1:0"
-data_dir = "$WORK/data"
-plugins_dir = "$WORK/plugins"
+data_dir = "$data"
+plugins_dir = "$plugins"
 $pricing
 ${GW_EXTRA_CONFIG:-}
 # The task flow's videos come from the mock's CDN, on loopback.
@@ -214,19 +222,21 @@ base_url = "$MOCK_URL"
 models = ["speech-2.8-hd", "rtf-5"]
 keys = ["mm-bench"]
 EOF
-  GW_KEY=$(TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" keys create --name bench --balance 100 \
-    2>> "$WORK/gateway.log" | awk 'NF { k = $0 } END { print k }')
-  [ -n "$GW_KEY" ] || die "keys create printed no key"
+  if [ "${GW_CREATE_KEY:-1}" != 0 ]; then
+    GW_KEY=$(TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" keys create --name bench --balance 100 \
+      2>> "$WORK/gateway$sfx.log" | awk 'NF { k = $0 } END { print k }')
+    [ -n "$GW_KEY" ] || die "keys create printed no key"
+  fi
 
-  TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" serve > "$WORK/gateway.out" 2>> "$WORK/gateway.log" &
+  TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" serve > "$WORK/gateway$sfx.out" 2>> "$WORK/gateway$sfx.log" &
   GW_PID=$!
   STARTED_PIDS+=("$GW_PID")
   local line
-  line=$(wait_for_line "$WORK/gateway.out" 'tollgate listening on http://127\.0\.0\.1:[0-9]+' "$GW_PID" 30)
+  line=$(wait_for_line "$WORK/gateway$sfx.out" 'tollgate listening on http://127\.0\.0\.1:[0-9]+' "$GW_PID" 30)
   GW_PORT=${line##*:}
   GW_URL=http://127.0.0.1:$GW_PORT
   wait_http_200 "$GW_URL/health" 30
-  log "tollgate pid $GW_PID on $GW_URL"
+  log "tollgate${GW_NODE:+ $GW_NODE} pid $GW_PID on $GW_URL"
 }
 
 # start_nginx: nginx as a plain keep-alive reverse proxy to the mock (no auth, no plugin, no
@@ -325,12 +335,13 @@ hwm_kb() {
 }
 
 # run_wrk TAG CONNS URL [--latency]: one bounded wrk run; prints post.lua's JSON line.
-# Env AUTH / EXTRA_HEADERS / MODEL are read by post.lua.
+# Env AUTH / EXTRA_HEADERS / MODEL are read by post.lua; WRK_SCRIPT replaces post.lua by a
+# script that prints the same line.
 run_wrk() {
   local tag=$1 conns=$2 url=$3 raw
   shift 3
   raw=$WORK/wrk-$tag.txt
-  timeout $((DURATION + 30)) wrk -t1 -c"$conns" -d"${DURATION}s" "$@" -s "$HERE/post.lua" "$url" \
+  timeout $((DURATION + 30)) wrk -t1 -c"$conns" -d"${DURATION}s" "$@" -s "${WRK_SCRIPT:-$HERE/post.lua}" "$url" \
     > "$raw" 2>&1 || die "wrk $tag failed: $(tail -n 5 "$raw")"
   grep -m1 '^WRK_JSON ' "$raw" | sed 's/^WRK_JSON //' | grep . || die "no WRK_JSON in $raw"
 }
