@@ -124,6 +124,9 @@ impl Runtime {
         cfg.wasm_component_model(true).epoch_interruption(true);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
+            // A streamed call or a socket session keeps its fiber stack to its end: one per slot
+            // (wasmtime's default is 1,000, whatever the slots).
+            .total_stacks(slots)
             .total_core_instances(slots * 4)
             .total_memories(slots * 2)
             .total_tables(slots * 4)
@@ -139,6 +142,10 @@ impl Runtime {
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(128 << 10);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Each memory reserves its limit, not wasmtime's default 4 GiB: 10,000 slots of two
+        // memories fit the address space (at 4 GiB each they did not), for bounds checks in
+        // the plugin's code.
+        cfg.memory_reservation(memory_limit as u64);
         let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("creating the wasm engine")?;
         let ticker = engine.weak();
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || loop {
