@@ -1,10 +1,14 @@
 //! The batching writer for call records.
 //!
-//! The request path calls `CallLog::record`, which never waits: records go into a bounded
-//! queue and one task writes them in a transaction per batch (up to `BATCH` records, or what
-//! arrived within `WINDOW`; the queue is read every `TICK`, so a record does not wake it). If the queue is full (the database is far behind), the record is
-//! dropped, counted in `dropped` and logged: never silently. A crash loses at most the
-//! records of one open window.
+//! The request path calls `CallLog::record`, which never waits: records go into bounded
+//! queues and one task writes them in a transaction per batch (up to `BATCH` records, or what
+//! arrived within `WINDOW`; the queues are read every `TICK`, so a record does not wake it).
+//! A record carrying a charge has a queue of its own, taken first, and is never dropped: when
+//! that queue is full, it waits for room in a task of its own. A free record (a refused or
+//! failed call) is dropped when its queue is full, counted in `dropped` and logged: never
+//! silently. So a flood of refused calls cannot delay a charge's commit, which is when the
+//! other nodes of a PostgreSQL database see it. A crash loses at most the records of one open
+//! window.
 
 use super::Db;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,49 +67,52 @@ pub trait Charges: Send + Sync + 'static {
 
 #[derive(Clone)]
 pub struct CallLog {
+    /// Records without a charge: dropped when full.
     tx: mpsc::Sender<CallRecord>,
+    /// Records carrying a charge: waited for, never dropped, and written first.
+    charges: mpsc::Sender<CallRecord>,
     pub written: Arc<AtomicU64>,
     pub dropped: Arc<AtomicU64>,
 }
 
 impl CallLog {
     /// Starts the writer task. The returned handle finishes once every `CallLog` clone is
-    /// dropped and the queue is drained (used on shutdown).
+    /// dropped and the queues are drained (used on shutdown).
     pub fn start(db: Db, charges: Option<Arc<dyn Charges>>) -> (CallLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (charges_tx, charges_rx) = mpsc::channel(QUEUE);
         let written = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(write_loop(db, rx, written.clone(), charges));
-        (CallLog { tx, written, dropped }, task)
+        let task = tokio::spawn(write_loop(db, Queues { charges: charges_rx, free: rx }, written.clone(), charges));
+        (CallLog { tx, charges: charges_tx, written, dropped }, task)
     }
 
-    /// A call log whose records go to the returned receiver (for tests of what is recorded).
     /// A call log whose records a test reads from the receiver instead of a database.
     #[cfg(any(test, feature = "test-support"))]
     pub fn to_channel() -> (CallLog, mpsc::Receiver<CallRecord>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (CallLog { tx, written: Arc::default(), dropped: Arc::default() }, rx)
+        (CallLog { charges: tx.clone(), tx, written: Arc::default(), dropped: Arc::default() }, rx)
     }
 
     /// Queues a record. A record carrying a charge waits for room rather than being dropped:
     /// money is never lost to a full queue.
     pub async fn record_charge(&self, record: CallRecord) {
-        if self.tx.send(record).await.is_err() {
+        if self.charges.send(record).await.is_err() {
             tracing::error!("call log writer is gone: a charge was not recorded");
         }
     }
 
     pub fn record(&self, record: CallRecord) {
-        let record = match self.tx.try_send(record) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(r)) | Err(mpsc::error::TrySendError::Closed(r)) => r,
-        };
         if record.charge_micros != 0 {
-            let log = self.clone();
-            tokio::spawn(async move { log.record_charge(record).await });
+            if let Err(mpsc::error::TrySendError::Full(record) | mpsc::error::TrySendError::Closed(record)) =
+                self.charges.try_send(record)
+            {
+                let log = self.clone();
+                tokio::spawn(async move { log.record_charge(record).await });
+            }
             return;
         }
-        {
+        if self.tx.try_send(record).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::error!(dropped_total = n, "call log queue full: call records dropped");
@@ -114,30 +121,56 @@ impl CallLog {
     }
 }
 
-async fn write_loop(
-    db: Db,
-    mut rx: mpsc::Receiver<CallRecord>,
-    written: Arc<AtomicU64>,
-    charges: Option<Arc<dyn Charges>>,
-) {
+/// The writer's two queues. Charges are taken first: a flood of free records (refused calls)
+/// never holds a charge back from the database, where the other nodes see it.
+struct Queues {
+    charges: mpsc::Receiver<CallRecord>,
+    free: mpsc::Receiver<CallRecord>,
+}
+
+impl Queues {
+    /// The next record, charges first; `None` once both queues are closed and empty.
+    async fn next(&mut self) -> Option<CallRecord> {
+        tokio::select! {
+            biased;
+            Some(r) = self.charges.recv() => Some(r),
+            Some(r) = self.free.recv() => Some(r),
+            else => None,
+        }
+    }
+
+    /// Moves what is queued into `batch`, charges first, up to `BATCH`; false once both
+    /// queues are closed.
+    fn take(&mut self, batch: &mut Vec<CallRecord>) -> bool {
+        let mut open = false;
+        for rx in [&mut self.charges, &mut self.free] {
+            loop {
+                if batch.len() >= BATCH {
+                    return true;
+                }
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        open = true;
+                        break;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            }
+        }
+        open
+    }
+}
+
+async fn write_loop(db: Db, mut queues: Queues, written: Arc<AtomicU64>, charges: Option<Arc<dyn Charges>>) {
     let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = queues.next().await {
         batch.push(first);
         // The window's records are taken every `TICK`, not as each arrives: the writer wakes
         // a few times per batch rather than once per call.
         let deadline = tokio::time::Instant::now() + WINDOW;
         loop {
-            let mut open = true;
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
+            let open = queues.take(&mut batch);
             let now = tokio::time::Instant::now();
             if batch.len() >= BATCH || !open || now >= deadline {
                 break;
@@ -367,6 +400,31 @@ mod tests {
             charge_micros: micros,
             ..CallRecord::default()
         }
+    }
+
+    #[tokio::test]
+    async fn charges_are_written_before_a_flood_of_free_records() {
+        let (free_tx, free) = mpsc::channel(QUEUE);
+        let (charges_tx, charges) = mpsc::channel(QUEUE);
+        let mut queues = Queues { charges, free };
+        for i in 0..BATCH + 10 {
+            free_tx.try_send(CallRecord { request_id: format!("refused-{i}"), ..Default::default() }).unwrap();
+        }
+        charges_tx.try_send(charge("paid-1", 1, 5)).unwrap();
+        charges_tx.try_send(charge("paid-2", 1, 5)).unwrap();
+        // The first record taken is a charge, and the batch carries both before any free one.
+        let mut batch = vec![queues.next().await.unwrap()];
+        assert!(queues.take(&mut batch));
+        assert_eq!(batch.len(), BATCH);
+        assert_eq!(batch[0].request_id, "paid-1");
+        assert_eq!(batch[1].request_id, "paid-2");
+        assert!(batch[2..].iter().all(|r| r.charge_micros == 0));
+        // Both queues closed: what is left is taken, then `take` says closed and `next` ends.
+        drop((free_tx, charges_tx));
+        let mut rest = Vec::new();
+        assert!(!queues.take(&mut rest));
+        assert_eq!(rest.len(), 12);
+        assert!(queues.next().await.is_none());
     }
 
     #[tokio::test]
