@@ -264,7 +264,10 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
             placeholders(rows.len(), 22, numbered)
         );
         let cleaned: Vec<Option<CallRecord>> = rows.iter().map(without_nul).collect();
-        let mut q = sqlx::query(&sql);
+        // Not kept prepared: the text differs with the batch's size, and every size kept in
+        // each connection's statement cache held megabytes (RSS grew 70 MiB in a soak while
+        // the writer fell behind).
+        let mut q = sqlx::query(&sql).persistent(false);
         for (r, cleaned) in rows.iter().zip(&cleaned) {
             let r = cleaned.as_ref().unwrap_or(r);
             q = q
@@ -302,7 +305,8 @@ async fn insert(db: &Db, batch: &[CallRecord]) -> Result<Vec<bool>, sqlx::Error>
              ON CONFLICT (entry_id) DO NOTHING RETURNING entry_id",
             placeholders(rows.len(), 6, numbered)
         );
-        let mut q = sqlx::query_as::<_, (String,)>(&sql);
+        // Not kept prepared, as above.
+        let mut q = sqlx::query_as::<_, (String,)>(&sql).persistent(false);
         for r in rows {
             q = q
                 .bind(&r.request_id)
