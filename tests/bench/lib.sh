@@ -166,6 +166,11 @@ start_gateway() {
 input_per_million = "0.15"
 output_per_million = "0.60"
 
+# The mock's unpaced 500-chunk stream (run.sh's cost per chunk).
+[models."burst-500"]
+input_per_million = "0.15"
+output_per_million = "0.60"
+
 [models."Wan-AI/Wan2.2-T2V-A14B".units]
 video = "0.01"
 
@@ -204,7 +209,7 @@ $prefetch
 name = "bench"
 plugin = "openai"
 base_url = "$MOCK_URL"
-models = ["gpt-4o-mini"]
+models = ["gpt-4o-mini", "burst-500"]
 # A weighted pool with a backup priority: key selection is on the measured path.
 keys = [{ key = "sk-upstream-1", weight = 3 }, "sk-upstream-2", { key = "sk-upstream-backup", priority = -1 }]
 

@@ -11,6 +11,8 @@ WRK_JSON line of post.lua, the output of ttfb.py). Keys per target:
   cpu_ticks_mock      ticks of mock-vendor during the same run (the upstream's share)
   rss_hwm_kb          VmHWM after the load
   stream              ttfb.py output
+  chunks              ttfb.py output for the 500-chunk unpaced streams (model burst-500)
+  chunks_cpu_ticks    ticks of the target's own process(es) during those streams (warm-up included)
   upstream, note      free text
 """
 import json
@@ -55,7 +57,15 @@ def summarize(t, clk_tck):
     def per_req(ticks):
         return ticks * us_per_tick / n32 if (ticks is not None and n32) else None
 
+    ch = t.get("chunks") or {}
+    # Warm-up streams (2) run too, and count in the ticks.
+    n_chunks = ((ch.get("ok") or 0) + 2) * 500
+    cpu_per_chunk = (t["chunks_cpu_ticks"] * us_per_tick / n_chunks
+                     if t.get("chunks_cpu_ticks") is not None and ch.get("ok") else None)
     return {
+        "chunks_ms": ch.get("last_ms"),
+        "cpu_us_per_chunk": cpu_per_chunk,
+        "chunks_failed": ch.get("failed"),
         "p50_us": c1["p50_us"] if c1 else None,
         "p99_us": c1["p99_us"] if c1 else None,
         "requests_c1": c1["requests"] if c1 else None,
@@ -81,6 +91,12 @@ def diff(a, b):
     return b - a if (a is not None and b is not None) else None
 
 
+def per_chunk(d, t):
+    """Time a proxy adds per chunk of the 500-chunk stream, in microseconds."""
+    added = diff(d["chunks_ms"], t["chunks_ms"])
+    return added * 1000 / 500 if added is not None else None
+
+
 def fmt(v, nd=0, sign=False):
     if v is None:
         return "-"
@@ -103,7 +119,7 @@ def targets(d, n, g):
     added_g, added_n = diff(d["p50_us"], g["p50_us"]), diff(d["p50_us"], n["p50_us"])
     p50_bound = max(60, 2 * added_n) if added_n is not None else 60
     fb = diff(d["first_byte_ms"], g["first_byte_ms"])
-    failed = sum(x or 0 for x in (g["errors_c1"], g["errors_c32"], g["stream_failed"]))
+    failed = sum(x or 0 for x in (g["errors_c1"], g["errors_c32"], g["stream_failed"], g["chunks_failed"]))
     ratio = g["rps_c32"] / n["rps_c32"] if g["rps_c32"] and n["rps_c32"] else None
     return [
         (f"req/s c=32 at least 50% of nginx's: {fmt(ratio * 100 if ratio else None)}%",
@@ -148,6 +164,8 @@ def main():
         "gateway_cpu_us_per_req": g["cpu_us_per_req"],
         "first_byte_ms": diff(d["first_byte_ms"], g["first_byte_ms"]),
         "last_byte_ms": diff(d["last_byte_ms"], g["last_byte_ms"]),
+        "us_per_chunk": per_chunk(d, g),
+        "gateway_cpu_us_per_chunk": g["cpu_us_per_chunk"],
     }
 
     rows = [
@@ -160,6 +178,9 @@ def main():
         ("peak RSS (MiB)", None, n["peak_rss_mib"], g["peak_rss_mib"], 1, None),
         ("first streamed byte (ms)", d["first_byte_ms"], n["first_byte_ms"], g["first_byte_ms"], 2, True),
         ("last streamed byte (ms)", d["last_byte_ms"], n["last_byte_ms"], g["last_byte_ms"], 2, True),
+        ("500-chunk stream (ms)", d["chunks_ms"], n["chunks_ms"], g["chunks_ms"], 2, True),
+        ("  per chunk added (us)", None, per_chunk(d, n), per_chunk(d, g), 2, None),
+        ("  CPU per chunk (us)", d["cpu_us_per_chunk"], n["cpu_us_per_chunk"], g["cpu_us_per_chunk"], 2, None),
     ]
     cores = meta.get("cores", "?")
     print(f"Tollgate benchmark ({cores} cores shared by wrk, mock and gateway)  {meta.get('date', '')}")
@@ -191,7 +212,7 @@ def main():
         warnings.append(f"the CPUs were {busy}% busy just before the load (other jobs?): "
                         "figures are noisy, rerun on a quiet machine")
     for name, s in [("direct", d), ("nginx", n), ("tollgate", g)] + sorted(peers.items()):
-        for k in ("errors_c1", "errors_c32", "stream_failed"):
+        for k in ("errors_c1", "errors_c32", "stream_failed", "chunks_failed"):
             if s.get(k):
                 warnings.append(f"{name}: {s[k]} {k.replace('_', ' ')}")
     if peers:

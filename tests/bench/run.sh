@@ -7,6 +7,7 @@
 # Environment:
 #   DURATION   seconds per wrk run (default 8)
 #   STREAM_N   streamed requests per target for the first-byte median (default 50)
+#   CHUNK_N    500-chunk streams per target for the cost per chunk (default 20; warm-up 2 more)
 #   OUT        JSON output (default tests/bench/results/latest.json; that folder is git-ignored)
 #   BILLING=0  run the gateway without a price table (billing is on by default)
 #   GW_BIN, PLUGIN_WASM  the gateway binary and openai plugin to measure (default: this build)
@@ -32,6 +33,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 DURATION=${DURATION:-8}
 STREAM_N=${STREAM_N:-50}
+CHUNK_N=${CHUNK_N:-20}
 # A relative OUT is relative to where the script was called from; the default lives in the repo.
 OUT=${OUT:-$ROOT/tests/bench/results/latest.json}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
@@ -59,6 +61,22 @@ measure_stream() {
     || true)
   [ -n "$json" ] || json='{"ok":0,"failed":null,"last_error":"ttfb.py gave no output"}'
   record "$target" stream "$json"
+}
+
+# measure_chunks TARGET URL AUTH "SELF_PIDS": the cost per chunk of a stream: CHUNK_N sequential
+# streams of the mock's unpaced 500 chunks (model burst-500), their median time to the last byte
+# and the target's own CPU per chunk.
+measure_chunks() {
+  local target=$1 url=$2 auth=$3 self_pids=$4 before json
+  log "$target: $CHUNK_N streams of 500 chunks"
+  # shellcheck disable=SC2086  # self_pids is a space-separated PID list
+  before=$(cpu_ticks $self_pids)
+  json=$(timeout 120 python3 "$HERE/ttfb.py" "$url" -n "$CHUNK_N" --warmup 2 --max-secs 60 --auth "$auth" \
+    --model burst-500 || true)
+  [ -n "$json" ] || json='{"ok":0,"failed":null,"last_error":"ttfb.py gave no output"}'
+  record "$target" chunks "$json"
+  # shellcheck disable=SC2086
+  record "$target" chunks_cpu_ticks $(($(cpu_ticks $self_pids) - before))
 }
 
 # measure_task_flow: a video task through the gateway and direct (taskflow.py; bounded).
@@ -199,6 +217,9 @@ main() {
   measure_stream direct "$MOCK_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
   measure_stream nginx "$NGINX_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
   measure_stream tollgate "$GW_URL$CHAT" "$GW_KEY" "${STREAM_HEADERS[@]}"
+  measure_chunks direct "$MOCK_URL$CHAT" sk-bench "$MOCK_PID"
+  measure_chunks nginx "$NGINX_URL$CHAT" sk-bench "$(nginx_pids)"
+  measure_chunks tollgate "$GW_URL$CHAT" "$GW_KEY" "$GW_PID"
   record direct rss_hwm_kb "$(hwm_kb "$MOCK_PID")"
   # shellcheck disable=SC2046  # word-split on purpose: the PIDs
   record nginx rss_hwm_kb "$(hwm_kb $(nginx_pids))"

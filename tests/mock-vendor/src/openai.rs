@@ -166,10 +166,14 @@ pub async fn chat(state: &State, cx: &Ctx) -> Response<MockBody> {
     }
     let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let cut = fault == Fault::Cut;
-    // `chunks-<n>` as the model asks for n chunks, like the `x-mock-chunks` header.
-    let asked = model.strip_prefix("chunks-").and_then(|n| n.parse().ok());
+    // `chunks-<n>` as the model asks for n chunks, like the `x-mock-chunks` header;
+    // `burst-<n>` for n chunks sent without a pause whatever the pacing (a stream's cost per
+    // chunk, measured through a gateway that does not forward the mock's headers).
+    let burst = model.strip_prefix("burst-").and_then(|n| n.parse().ok());
+    let asked = model.strip_prefix("chunks-").and_then(|n| n.parse().ok()).or(burst);
     let n = if cut { 2 } else { asked.or(header_u64(&cx.headers, "x-mock-chunks")).unwrap_or(5).min(MAX_CHUNKS) };
-    sse(stream_chunks(&model_json, n, include_usage, cut), state.chunk_delay(&cx.headers), cut)
+    let delay = if burst.is_some() { std::time::Duration::ZERO } else { state.chunk_delay(&cx.headers) };
+    sse(stream_chunks(&model_json, n, include_usage, cut), delay, cut)
 }
 
 /// The usage of an answer of `tokens` tokens to a 9-token prompt, `cached` of them from the cache.
