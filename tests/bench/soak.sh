@@ -309,7 +309,7 @@ print(f"[bench] rate: target {f['target_rps']:.0f} req/s ({f['target_rps'] / f['
 print(f"[bench] RSS: idle before the load {f['rss_idle_before_mib']} MiB; under load start {f['rss_start_mib']} MiB "
       f"(at {f['rss_start_t_s']:g} s), end {f['rss_end_mib']} MiB, max {f['rss_max_mib']} MiB; "
       f"slope {f['slope_mib_per_min']:+.3f} MiB/min over the last {f['slope_window_s']:g} s: "
-      + ("flat (within ±0.1 MiB/min)" if f["rss_flat"] else "NOT flat (beyond ±0.1 MiB/min)"))
+      + ("flat (grows at most 0.1 MiB/min)" if f["rss_flat"] else "NOT flat (grows more than 0.1 MiB/min)"))
 EOF
   if [ "$failed" != 0 ]; then
     die "failed requests during the soak (see above)"
