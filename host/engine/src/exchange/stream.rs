@@ -1,6 +1,8 @@
 //! Streams: one task per streamed call owns the plugin's store, reads the upstream body frame
-//! by frame, frames it (SSE, NDJSON or raw) and feeds each network chunk's events to `decode`, and writes the
-//! plugin's output to the consumer as one frame per upstream chunk. Nothing is buffered whole.
+//! by frame, frames it (SSE, NDJSON or raw) and feeds the events of what has arrived to
+//! `decode`, and writes the plugin's output to the consumer: one call and one write per
+//! network chunk, or per burst of chunks that arrived together (up to `BURST_BYTES`; never
+//! waiting for more). Nothing is buffered whole.
 //!
 //! The end is always explicit: `finish` is called with why the stream ended; an upstream cut,
 //! an idle timeout or a decoder error ends the consumer's stream with an SSE `error` event,
@@ -183,29 +185,29 @@ async fn pump(
         {
             Err(_) => break Stop::Cut(CallError::upstream(wit::ErrorKind::Timeout, "the upstream stream went silent")),
             Ok(None) => break Stop::Complete,
-            Ok(Some(Err(_))) => {
-                break Stop::Cut(CallError::upstream(
-                    wit::ErrorKind::UpstreamFault,
-                    "the upstream stream was interrupted",
-                ))
-            }
+            Ok(Some(Err(_))) => break interrupted(),
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        let input = match framer.feed(&data) {
-            Err(e) => break Stop::Cut(e),
-            Ok(None) => continue,
-            Ok(Some(input)) => input,
-        };
-        match deliver(&mut pc, &input, plugin, out, &mut delivered).await {
-            Ok(()) => {}
-            Err(stop) => break stop,
+        if let Err(e) = framer.feed(&data) {
+            break Stop::Cut(e);
+        }
+        // What the upstream has sent already goes into the same plugin call and write: a
+        // burst of chunks costs one call and one write, not one each.
+        let ended = take_ready(&mut body, &mut framer, data.len()).await;
+        if let Some(input) = framer.take() {
+            if let Err(stop) = deliver(&mut pc, &input, plugin, out, &mut delivered).await {
+                break stop;
+            }
+        }
+        if let Some(stop) = ended {
+            break stop;
         }
     };
     let stop = match stop {
-        Stop::Complete => match framer.finish() {
+        Stop::Complete => match framer.take_last() {
             None => Stop::Complete,
             Some(input) => deliver(&mut pc, &input, plugin, out, &mut delivered).await.err().unwrap_or(Stop::Complete),
         },
@@ -255,6 +257,44 @@ async fn pump(
     }
 }
 
+/// Most bytes of a burst taken into one plugin call, and most frames.
+const BURST_BYTES: usize = 64 << 10;
+const BURST_FRAMES: usize = 64;
+
+/// Feeds `framer` the frames `body` has ready, without waiting for the upstream, until
+/// `BURST_BYTES` (from `taken`) or `BURST_FRAMES`; returns how the body ended, if it did. The
+/// upstream connection's task hands frames over one at a time, so each is asked for after a
+/// yield that lets it run: a paced stream pays one yield per chunk, a burst one plugin call.
+async fn take_ready(body: &mut Incoming, framer: &mut Framer, mut taken: usize) -> Option<Stop> {
+    for _ in 1..BURST_FRAMES {
+        if taken >= BURST_BYTES {
+            break;
+        }
+        tokio::task::yield_now().await;
+        // Polled with a waker that does nothing: on `Pending`, the caller polls again with its
+        // own before it waits, so no wake-up is lost.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Pending => break,
+            Poll::Ready(None) => return Some(Stop::Complete),
+            Poll::Ready(Some(Err(_))) => return Some(interrupted()),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    taken += data.len();
+                    if let Err(e) = framer.feed(&data) {
+                        return Some(Stop::Cut(e));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+fn interrupted() -> Stop {
+    Stop::Cut(CallError::upstream(wit::ErrorKind::UpstreamFault, "the upstream stream was interrupted"))
+}
+
 async fn deliver(
     pc: &mut PluginCall,
     input: &wit::StreamInput,
@@ -275,11 +315,12 @@ async fn deliver(
     }
 }
 
-/// Splits an upstream body into what `decode` receives, as the stream step's framing says.
+/// Splits an upstream body into what `decode` receives, as the stream step's framing says:
+/// `feed` takes network chunks, `take` what they completed (one `decode` for all of them).
 enum Framer {
     Sse(sse::Parser, Vec<sse::Event>),
     Ndjson(ndjson::Splitter, Vec<String>),
-    Raw,
+    Raw(Vec<u8>),
 }
 
 impl Framer {
@@ -287,12 +328,12 @@ impl Framer {
         match framing {
             wit::Framing::Sse => Framer::Sse(sse::Parser::new(), Vec::new()),
             wit::Framing::Ndjson => Framer::Ndjson(ndjson::Splitter::new(), Vec::new()),
-            wit::Framing::Raw => Framer::Raw,
+            wit::Framing::Raw => Framer::Raw(Vec::new()),
         }
     }
 
-    /// One network chunk: `None` when it completed no event or line.
-    fn feed(&mut self, data: &[u8]) -> Result<Option<wit::StreamInput>, CallError> {
+    /// One network chunk.
+    fn feed(&mut self, data: &[u8]) -> Result<(), CallError> {
         let too_long = |what: &str| {
             CallError::upstream(
                 wit::ErrorKind::UpstreamFault,
@@ -305,32 +346,37 @@ impl Framer {
                 if parser.overflowed() {
                     return Err(too_long("an event"));
                 }
-                Ok((!events.is_empty()).then(|| wit::StreamInput::Events(events.drain(..).map(to_wit).collect())))
             }
             Framer::Ndjson(splitter, lines) => {
                 splitter.feed(data, lines);
                 if splitter.overflowed() {
                     return Err(too_long("a line"));
                 }
-                Ok((!lines.is_empty()).then(|| wit::StreamInput::Lines(std::mem::take(lines))))
             }
-            Framer::Raw => Ok(Some(wit::StreamInput::Bytes(data.to_vec()))),
+            Framer::Raw(bytes) => bytes.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    /// The events, lines or bytes completed since the last `take`; `None` when there are none.
+    fn take(&mut self) -> Option<wit::StreamInput> {
+        match self {
+            Framer::Sse(_, events) => {
+                (!events.is_empty()).then(|| wit::StreamInput::Events(events.drain(..).map(to_wit).collect()))
+            }
+            Framer::Ndjson(_, lines) => (!lines.is_empty()).then(|| wit::StreamInput::Lines(std::mem::take(lines))),
+            Framer::Raw(bytes) => (!bytes.is_empty()).then(|| wit::StreamInput::Bytes(std::mem::take(bytes))),
         }
     }
 
     /// The end of the body: what it completed.
-    fn finish(&mut self) -> Option<wit::StreamInput> {
+    fn take_last(&mut self) -> Option<wit::StreamInput> {
         match self {
-            Framer::Sse(parser, events) => {
-                parser.finish(events);
-                (!events.is_empty()).then(|| wit::StreamInput::Events(events.drain(..).map(to_wit).collect()))
-            }
-            Framer::Ndjson(splitter, lines) => {
-                splitter.finish(lines);
-                (!lines.is_empty()).then(|| wit::StreamInput::Lines(std::mem::take(lines)))
-            }
-            Framer::Raw => None,
+            Framer::Sse(parser, events) => parser.finish(events),
+            Framer::Ndjson(splitter, lines) => splitter.finish(lines),
+            Framer::Raw(_) => {}
         }
+        self.take()
     }
 }
 
