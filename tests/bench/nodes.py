@@ -26,6 +26,8 @@ import re
 import sys
 import time
 import urllib.request
+
+import report  # the figures' file format, shared with run.sh's report (same folder)
 from collections import defaultdict
 
 SAMPLE_S = 0.1
@@ -75,20 +77,7 @@ def sample(out_path, min_s, max_s, urls):
 
 
 def load(path):
-    data = defaultdict(dict)
-    with open(path) as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            target, key, value = line.split("\t", 2)
-            if key not in ("git", "postgres", "pg_busiest", "probe_a_message", "probe_b_message", "ledger_verify"):
-                try:
-                    value = json.loads(value)
-                except ValueError:
-                    pass
-            data[target][key] = value
-    return data
+    return report.load(path, ("git", "postgres", "pg_busiest", "probe_a_message", "probe_b_message", "ledger_verify"))
 
 
 def run_figures(r, clk_tck):

@@ -20,7 +20,8 @@ import sys
 from collections import defaultdict
 
 
-def load(path):
+def load(path, text_keys=("git",)):
+    """The figures by target and key; the values of `text_keys` stay text."""
     data = defaultdict(dict)
     with open(path) as f:
         for line in f:
@@ -29,7 +30,7 @@ def load(path):
                 continue
             target, key, value = line.split("\t", 2)
             # A commit hash is text even when its digits read as a number.
-            if key != "git":
+            if key not in text_keys:
                 try:
                     value = json.loads(value)
                 except ValueError:
