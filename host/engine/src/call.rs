@@ -77,7 +77,7 @@ impl Engine {
     pub async fn call(&self, mut r: CallRequest) -> Answer {
         // A batch is priced by the model its input file names; a batch input upload is read
         // before it is sent (see `billing::batch`).
-        let (batch, batch_upload) = match crate::batch::prepare(&self.db, &mut r).await {
+        let (batch, batch_upload) = match Box::pin(crate::batch::prepare(&self.db, &mut r)).await {
             Ok(read) => read,
             Err(e) => {
                 let end = CallEnd::new(self.billing.clone(), self.call_log.clone(), draft_record(&r), r.started);
@@ -109,7 +109,7 @@ impl Engine {
             return Answer::Failed(e);
         }
         // An Idempotency-Key is claimed before anything is reserved or sent.
-        match idempotency::claim(&self.db, &r).await {
+        match Box::pin(idempotency::claim(&self.db, &r)).await {
             idempotency::Decision::Run(held) => end.held = held,
             idempotency::Decision::Replay(stored) => {
                 end.replayed(stored.status);
@@ -126,7 +126,7 @@ impl Engine {
         });
         // The plugin's quote, for ops it declares quoted: the units to reserve and the vendor
         // objects the call uses.
-        let quote = match self.quote(&r).await {
+        let quote = match Box::pin(self.quote(&r)).await {
             Ok(q) => q,
             Err(e) => {
                 give_up(end.refuse(&e)).await;
@@ -135,7 +135,7 @@ impl Engine {
         };
         // A follow-up call runs on the key that created its object, and a call using the
         // consumer's objects on the key that made them, for their owner only.
-        let pinned = match self.pin(&r, quote.as_ref().map_or(&[][..], |q| &q.1)).await {
+        let pinned = match Box::pin(self.pin(&r, quote.as_ref().map_or(&[][..], |q| &q.1))).await {
             Ok((pinned, fees)) => {
                 end.fees = fees;
                 pinned
@@ -149,7 +149,7 @@ impl Engine {
             end.served_by(&p.channel.name, r.plugin.name());
         }
         // A user's unfinished jobs are bounded: each is polled and held until it ends.
-        let _submitting = match self.under_task_cap(&r).await {
+        let _submitting = match Box::pin(self.under_task_cap(&r)).await {
             Ok(s) => s,
             Err(e) => {
                 give_up(end.refuse(&e)).await;
@@ -183,7 +183,7 @@ impl Engine {
         let run = Run { r: &r, client, capture, pinned, batch_upload };
         match self.run_with_failover(&run, &mut end).await {
             Ok(Outcome::Submitted { task, key_fingerprint }) => {
-                return self.submitted(&r, end, task, key_fingerprint).await;
+                return Box::pin(self.submitted(&r, end, task, key_fingerprint)).await;
             }
             Ok(Outcome::Task(_)) => {
                 let e = CallError::plugin("the plugin answered a call with a task's state (that answers a poll)");
@@ -200,7 +200,7 @@ impl Engine {
                 if let Some(h) = held {
                     if answered {
                         let ct = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type"));
-                        h.complete(Some((status, ct.map(|h| h.value.as_str()), &body))).await;
+                        Box::pin(h.complete(Some((status, ct.map(|h| h.value.as_str()), &body)))).await;
                     } else {
                         h.give_up().await;
                     }
@@ -211,7 +211,7 @@ impl Engine {
                 let ok = response.status().is_success();
                 match end.relay(response.status().as_u16()) {
                     // A download is not kept: a repeat is told so, never served again.
-                    Some(h) if ok => h.complete(None).await,
+                    Some(h) if ok => Box::pin(h.complete(None)).await,
                     held => give_up(held).await,
                 }
                 Answer::Relay(response)
@@ -220,7 +220,7 @@ impl Engine {
                 match end.fail(&e) {
                     Some(h) if e.work != VendorWork::None => {
                         let body = e.to_json().to_string();
-                        h.complete(Some((e.status, Some("application/json"), body.as_bytes()))).await
+                        Box::pin(h.complete(Some((e.status, Some("application/json"), body.as_bytes())))).await
                     }
                     held => give_up(held).await,
                 }
@@ -449,7 +449,8 @@ pub(crate) fn keys_unavailable(channel: &Channel) -> CallError {
 
 pub(super) async fn give_up(held: Option<Held>) {
     if let Some(h) = held {
-        h.give_up().await;
+        // Boxed: a call without an Idempotency-Key carries none of its futures.
+        Box::pin(h.give_up()).await;
     }
 }
 
