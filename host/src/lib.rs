@@ -21,6 +21,16 @@ use tollgate_engine::keypool::config::ChannelConfig;
 use tollgate_engine::{account, billing, exchange, keypool, plugin, Engine};
 use tollgate_store as store;
 
+/// This running program, for the child processes `serve` starts (`tollgate compile-plugin`):
+/// on Linux the file it was started from even if an upgrade has replaced it on disk since.
+fn this_program() -> Result<std::path::PathBuf> {
+    let proc_self = std::path::Path::new("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self.to_path_buf());
+    }
+    std::env::current_exe().context("finding this program's path")
+}
+
 /// Starts everything `tollgate serve` runs and serves until SIGTERM or Ctrl-C.
 pub async fn serve(config: config::Config) -> Result<()> {
     config.check_serve_safety()?;
@@ -38,7 +48,8 @@ pub async fn serve(config: config::Config) -> Result<()> {
         config.plugin_time_limit_ms,
         config.plugin_deadline_ms,
         config.max_concurrent_calls,
-    )?;
+    )?
+    .compile_in_child(this_program()?);
     let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir(), server::routes::reserved);
     registry.scan().await.with_context(|| format!("scanning {}", registry.dir().display()))?;
     let (watcher, plugin_events) = registry.watch_folder()?;

@@ -104,8 +104,11 @@ pub struct Runtime {
     cache: Arc<super::compile_cache::CompileCache>,
     engine_hash: String,
     memory_limit: usize,
+    slots: u32,
     max_ticks: u64,
     deadline: Duration,
+    /// The program that compiles plugins in a child process (`compile`), if any.
+    compiler: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -120,32 +123,7 @@ impl Runtime {
         slots: u32,
     ) -> Result<Runtime> {
         let memory_limit = memory_limit_mb << 20;
-        let mut cfg = Config::new();
-        cfg.wasm_component_model(true).epoch_interruption(true);
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(slots)
-            // A streamed call or a socket session keeps its fiber stack to its end: one per slot
-            // (wasmtime's default is 1,000, whatever the slots).
-            .total_stacks(slots)
-            .total_core_instances(slots * 4)
-            .total_memories(slots * 2)
-            .total_tables(slots * 4)
-            .max_memory_size(memory_limit)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            // Reset the first 256 KiB of a freed slot's memory by zeroing it instead of
-            // madvise: a fresh instance per call otherwise pays page faults and TLB
-            // shootdowns on every call. A plugin linked with a 64 KiB stack (see
-            // .cargo/config.toml) fits in it; measured with examples/plugin_cost: 56 → 34 µs
-            // per call, and 8.5k → 10.5k req/s through the gateway.
-            .linear_memory_keep_resident(256 << 10)
-            .table_keep_resident(64 << 10)
-            .async_stack_keep_resident(128 << 10);
-        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        // Each memory reserves its limit, not wasmtime's default 4 GiB: 10,000 slots of two
-        // memories fit the address space (at 4 GiB each they did not), for bounds checks in
-        // the plugin's code.
-        cfg.memory_reservation(memory_limit as u64);
+        let cfg = engine_config(memory_limit, slots);
         let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("creating the wasm engine")?;
         let ticker = engine.weak();
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || loop {
@@ -168,9 +146,21 @@ impl Runtime {
             cache,
             engine_hash,
             memory_limit,
+            slots,
             max_ticks: time_limit_ms.div_ceil(TICK.as_millis() as u64).max(1),
             deadline: Duration::from_millis(deadline_ms.max(1)),
+            compiler: None,
         })
+    }
+
+    /// Compiles plugins in a child process, `program compile-plugin`: the compiler's memory
+    /// (tens of MiB for a plugin, more for a large one) is the child's and is gone when it
+    /// exits, instead of staying in this process's heap; and a component that crashes the
+    /// compiler fails to load instead of taking the gateway down. `program` must run
+    /// `compile_plugin_main` for that subcommand.
+    pub fn compile_in_child(mut self, program: PathBuf) -> Runtime {
+        self.compiler = Some(program);
+        self
     }
 
     /// Compiles (or loads from the cache) and links a component; does not run it.
@@ -197,14 +187,17 @@ impl Runtime {
                 Err(e) => tracing::warn!(entry = %name, error = %e, "ignoring unreadable compile cache entry"),
             }
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(anyhow::Error::from)
-            .context("not a valid WebAssembly component")?;
-        if let Err(e) = component.serialize().map_err(anyhow::Error::from).and_then(|code| self.cache.put(&name, &code))
-        {
+        let code = match &self.compiler {
+            Some(program) => compile_in_child(program, self.memory_limit, self.slots, wasm)?,
+            None => compile(&self.engine, wasm)?,
+        };
+        if let Err(e) = self.cache.put(&name, &code) {
             tracing::warn!(entry = %name, error = %format!("{e:#}"), "could not write the compile cache");
         }
-        Ok(component)
+        // SAFETY: `code` is what `compile` serialized, here or in a child running this same
+        // program (see `compile_in_child`); `deserialize` also checks it was compiled for
+        // this engine's version and settings.
+        unsafe { Component::deserialize(&self.engine, &code) }.map_err(anyhow::Error::from)
     }
 
     fn new_store(&self) -> Store<CallState> {
@@ -292,6 +285,106 @@ impl Runtime {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+}
+
+/// The engine's settings: the same in the gateway and in the child that compiles for it
+/// (`compile`), so the code one compiles is code the other's engine accepts.
+fn engine_config(memory_limit: usize, slots: u32) -> Config {
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true).epoch_interruption(true);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        // A streamed call or a socket session keeps its fiber stack to its end: one per slot
+        // (wasmtime's default is 1,000, whatever the slots).
+        .total_stacks(slots)
+        .total_core_instances(slots * 4)
+        .total_memories(slots * 2)
+        .total_tables(slots * 4)
+        .max_memory_size(memory_limit)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        // Reset up to 256 KiB of a freed slot's memory by writing it back instead of
+        // madvise: a fresh instance per call otherwise pays page faults and TLB
+        // shootdowns on every call. A plugin linked with a 64 KiB stack (see
+        // .cargo/config.toml) fits in it; measured with examples/plugin_cost: 56 → 34 µs
+        // per call, and 8.5k → 10.5k req/s through the gateway.
+        .linear_memory_keep_resident(256 << 10)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(128 << 10)
+        // Where the kernel has PAGEMAP_SCAN (Linux 6.7), only the pages the call wrote are
+        // written back, not the first 256 KiB whole: 21.0 → 20.2 µs per call at best of
+        // eight, 27.4 → 24.9 at the median (examples/plugin_cost, alternated).
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // Each memory reserves its limit, not wasmtime's default 4 GiB: 10,000 slots of two
+    // memories fit the address space (at 4 GiB each they did not), for bounds checks in
+    // the plugin's code.
+    cfg.memory_reservation(memory_limit as u64);
+    cfg
+}
+
+/// Compiles a component and serializes the code.
+fn compile(engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>> {
+    let component =
+        Component::new(engine, wasm).map_err(anyhow::Error::from).context("not a valid WebAssembly component")?;
+    component.serialize().map_err(anyhow::Error::from).context("serializing the compiled plugin")
+}
+
+/// The most compiled code a child may hand back.
+const MAX_CODE: u64 = 1 << 30;
+
+/// Runs `program compile-plugin --memory-limit-bytes M --slots S` with the component on its
+/// standard input; its standard output is the compiled code, its standard error the reason
+/// it failed.
+fn compile_in_child(program: &Path, memory_limit: usize, slots: u32, wasm: &[u8]) -> Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(["compile-plugin", "--memory-limit-bytes", &memory_limit.to_string(), "--slots", &slots.to_string()])
+        .env_remove("TOLLGATE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting the plugin compiler {}", program.display()))?;
+    let (mut stdin, stdout, stderr) =
+        (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let (code, message) = std::thread::scope(|s| {
+        s.spawn(move || {
+            // A child that exits early closes its end: its status and message tell why.
+            let _ = stdin.write_all(wasm);
+        });
+        let message = s.spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.take(64 << 10).read_to_string(&mut text);
+            text
+        });
+        let mut code = Vec::new();
+        let read = stdout.take(MAX_CODE).read_to_end(&mut code);
+        (read.map(|_| code), message.join().unwrap_or_default())
+    });
+    let status = child.wait().context("waiting for the plugin compiler")?;
+    if !status.success() {
+        let message = message.trim();
+        anyhow::bail!(
+            "{}",
+            if message.is_empty() { format!("the plugin compiler failed ({status})") } else { message.to_string() }
+        );
+    }
+    code.context("reading the compiled plugin")
+}
+
+/// The `compile-plugin` subcommand of the program given to `Runtime::compile_in_child`: reads
+/// a component from standard input and writes its compiled code to standard output, for an
+/// engine with the gateway's settings.
+pub fn compile_plugin_main(memory_limit: usize, slots: u32) -> Result<()> {
+    use std::io::{Read, Write};
+    let engine = Engine::new(&engine_config(memory_limit, slots)).map_err(anyhow::Error::from)?;
+    let mut wasm = Vec::new();
+    std::io::stdin().read_to_end(&mut wasm).context("reading the component")?;
+    let code = compile(&engine, &wasm)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&code).and_then(|()| out.flush()).context("writing the compiled code")
 }
 
 /// Runs one plugin entry within the wall-clock deadline. On expiry the entry's future is
