@@ -5,8 +5,22 @@
 //! which the route compares in constant time). What a credential is worth is decided by the
 //! route: model calls take API keys, account routes sessions, the admin API its token or an
 //! admin's session.
+//!
+//! The console's browser session is the same session token, carried in the HttpOnly,
+//! SameSite=Strict cookie `SESSION_COOKIE` instead of a header. `from_cookie` turns it into
+//! that header for the routes, so every route applies its usual rules; a state-changing request
+//! (any method but GET and HEAD) is taken only with `x-csrf-token: csrf_token(session)`, which
+//! only a page of this origin can read (`GET /console/session`), so another site's form or
+//! script can never act with the cookie. A request that presents a credential of its own is
+//! left as it is: the cookie never adds to it.
 
 use http::HeaderMap;
+
+/// The console's session cookie.
+pub const SESSION_COOKIE: &str = "tollgate_session";
+
+/// The header a cookie-authenticated state-changing request must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// What a request presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +56,49 @@ pub fn credential(headers: &HeaderMap) -> Credential<'_> {
     }
 }
 
+/// The session token in the request's `Cookie` header, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| crate::account::session::looks_like_jwt(v))
+}
+
+/// The anti-forgery token of a session: a one-way function of the session token, which the
+/// cookie keeps from every script (HttpOnly), so only this origin's pages, told it by the
+/// gateway, can present it.
+pub fn csrf_token(session: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::new().chain_update(b"tollgate console csrf\0").chain_update(session).finalize())
+}
+
+/// Why a cookie could not stand for a credential.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CsrfRefused;
+
+/// Moves a session cookie into `Authorization` for a request that presents no credential of
+/// its own. A state-changing request must carry the session's `x-csrf-token`.
+pub fn from_cookie(method: &http::Method, headers: &mut HeaderMap) -> Result<(), CsrfRefused> {
+    if credential(headers) != Credential::None {
+        return Ok(());
+    }
+    let Some(session) = session_cookie(headers) else { return Ok(()) };
+    if !matches!(*method, http::Method::GET | http::Method::HEAD) {
+        let given = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !constant_time_eq(given, &csrf_token(session)) {
+            return Err(CsrfRefused);
+        }
+    }
+    let value = http::HeaderValue::from_str(&format!("Bearer {session}")).map_err(|_| CsrfRefused)?;
+    headers.insert(http::header::AUTHORIZATION, value);
+    Ok(())
+}
+
 /// `given` equals `secret`, compared in constant time (only the length leaks).
 pub fn constant_time_eq(given: &str, secret: &str) -> bool {
     let (a, b) = (given.as_bytes(), secret.as_bytes());
@@ -74,5 +131,48 @@ mod tests {
         assert_eq!(read(&[]), Credential::None);
         assert!(constant_time_eq("secret", "secret") && !constant_time_eq("secret", "secreT"));
         assert!(!constant_time_eq("s", "secret"));
+    }
+
+    fn cookie_request(method: http::Method, pairs: &[(&'static str, String)]) -> (Result<(), CsrfRefused>, HeaderMap) {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        let result = from_cookie(&method, &mut h);
+        (result, h)
+    }
+
+    #[test]
+    fn a_cookie_stands_for_a_session_only_with_its_csrf_token_on_state_changing_requests() {
+        let jwt = "aaa.bbb.ccc".to_string();
+        let cookie = format!("theme=dark; {SESSION_COOKIE}={jwt}; other=1");
+        // A cross-site form: the cookie alone, no token (or a wrong one): refused, nothing set.
+        for token in [None, Some("0".repeat(64)), Some(csrf_token("aaa.bbb.ccd"))] {
+            let mut pairs = vec![("cookie", cookie.clone())];
+            if let Some(t) = token {
+                pairs.push((CSRF_HEADER, t));
+            }
+            let (result, h) = cookie_request(http::Method::POST, &pairs);
+            assert_eq!(result, Err(CsrfRefused));
+            assert!(h.get("authorization").is_none());
+        }
+        // This origin's page, with the token: the session.
+        let (result, h) =
+            cookie_request(http::Method::DELETE, &[("cookie", cookie.clone()), (CSRF_HEADER, csrf_token(&jwt))]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(credential(&h), Credential::Session("aaa.bbb.ccc"));
+        // A read needs no token.
+        let (result, h) = cookie_request(http::Method::GET, &[("cookie", cookie.clone())]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(credential(&h), Credential::Session("aaa.bbb.ccc"));
+        // A request with its own credential keeps it, and needs no token.
+        let (result, h) =
+            cookie_request(http::Method::POST, &[("cookie", cookie), ("authorization", "Bearer sk-tg-own".into())]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(credential(&h), Credential::Key("sk-tg-own"));
+        // A cookie that is no session token is no credential.
+        let (result, h) = cookie_request(http::Method::POST, &[("cookie", format!("{SESSION_COOKIE}=sk-tg-abc"))]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(credential(&h), Credential::None);
     }
 }

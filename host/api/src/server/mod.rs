@@ -187,7 +187,7 @@ fn too_large(limit: usize) -> CallError {
 /// Routes one request: the gateway's own routes from `routes::ROUTES`, then plugins' native
 /// routes. Every route but the model calls is boxed: this future is moved per request, and
 /// its size is that of its largest branch.
-pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
+pub async fn handle(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
     use routes::{Found, Handler};
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -202,6 +202,16 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
     if let Some(model) = state.settings.chat_socket_paths.get(&path).filter(|_| surface::socket::is_upgrade(&req)) {
         let protocol = surface::chat_socket::Protocol::Backend { model: model.clone() };
         return Box::pin(surface::chat_socket::upgrade(&state, req, protocol)).await;
+    }
+    // The console's session cookie stands for its session from here on (sockets above never
+    // take it: a browser opens them with a socket token).
+    if req.headers().contains_key(http::header::COOKIE) && auth::from_cookie(&method, req.headers_mut()).is_err() {
+        return error::error_response(
+            403,
+            "permission_error",
+            "csrf_failed",
+            "A request signed in by the console's cookie must carry its 'x-csrf-token' (GET /console/session tells it).",
+        );
     }
     let response = match routes::find(method.as_str(), &path) {
         Found::Route(Handler::Health) => json(200, &health(&state)),
@@ -239,6 +249,7 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
             &format!("GET {path} is a WebSocket: connect to it with an upgrade."),
         ),
         Found::Route(Handler::Admin) => Box::pin(admin::handle(&state, req)).await,
+        Found::Route(Handler::Console) => Box::pin(crate::console::handle(&state, req)).await,
         Found::WrongMethod(allowed) => {
             let mut resp = error::error_response(
                 405,

@@ -34,6 +34,8 @@ pub enum Handler {
     /// The speech prefetch cache's statistics and clearing (the admin token).
     SpeechCache,
     Admin,
+    /// The web console's page, assets and browser session.
+    Console,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +99,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/videos", Videos),
     family("/v1/videos/", Videos),
     family("/admin/", Admin),
+    family("/console", Console),
     route("GET", "/cache/stats", SpeechCache),
     route("POST", "/cache/clear", SpeechCache),
 ];

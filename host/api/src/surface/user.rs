@@ -102,17 +102,24 @@ async fn register(state: &Api, req: Request<Incoming>) -> Result<Response, CallE
 
 async fn login(state: &Api, req: Request<Incoming>) -> Result<Response, CallError> {
     let c: Credentials = read_json(state, req).await?;
+    let (token, role, expires_at) = check_password(state, c.name.trim(), c.password).await?;
+    Ok(json(200, &serde_json::json!({ "token": token, "expires_at": expires_at, "role": role })))
+}
+
+/// A new session for `name` if `password` is its password and the user is enabled: the
+/// token, the user's role and when the token expires.
+pub async fn check_password(state: &Api, name: &str, password: String) -> Result<(String, String, i64), CallError> {
     let refused = || unauthorized("Wrong user name or password.");
     let Some((id, Some(hash), role, disabled)) =
-        account::credentials(&state.engine.db, c.name.trim()).await.map_err(internal)?
+        account::credentials(&state.engine.db, name).await.map_err(internal)?
     else {
         return Err(refused());
     };
-    if disabled || !account::session::verify_password_off_workers(c.password, hash).await {
+    if disabled || !account::session::verify_password_off_workers(password, hash).await {
         return Err(refused());
     }
-    let (token, expires_at) = state.sessions.issue(id, c.name.trim(), &role).map_err(internal)?;
-    Ok(json(200, &serde_json::json!({ "token": token, "expires_at": expires_at, "role": role })))
+    let (token, expires_at) = state.sessions.issue(id, name, &role).map_err(internal)?;
+    Ok((token, role, expires_at))
 }
 
 /// The signed-in user (a valid session token of an enabled user), as the database has it now.

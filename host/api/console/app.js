@@ -1,0 +1,381 @@
+// Tollgate's web console: one page, no framework, no build step. Every figure comes from the
+// gateway's admin and account APIs, called with the session cookie and, on every change, the
+// session's CSRF token. Text from the API is only ever set as text (never parsed as HTML).
+"use strict";
+
+const state = { user: null, csrf: "" };
+
+// ---- DOM helpers -------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function table(columns, rows, empty) {
+  if (!rows.length) return h("p", { class: "muted" }, empty || "Nothing yet.");
+  return h("table", {},
+    h("thead", {}, h("tr", {}, columns.map(([title]) => h("th", {}, title)))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(r)))))));
+}
+
+function form(fields, submitText, onsubmit) {
+  const message = h("p", { class: "error", role: "alert" });
+  const el = h("form", { class: "row" }, fields, h("button", { type: "submit" }, submitText), message);
+  el.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    message.textContent = "";
+    message.className = "error";
+    try {
+      const done = await onsubmit(Object.fromEntries(new FormData(el).entries()), el);
+      if (done) { message.className = "ok"; message.textContent = done; }
+    } catch (e) {
+      message.textContent = e.message;
+    }
+  });
+  return el;
+}
+
+const field = (label, name, attrs) => h("label", {}, label, h("input", { name, ...(attrs || {}) }));
+const when = (unix) => (unix ? new Date(unix * 1000).toISOString().replace("T", " ").slice(0, 19) : "");
+const today = () => new Date().toISOString().slice(0, 10);
+const monthStart = () => new Date().toISOString().slice(0, 8) + "01";
+
+// ---- the API -----------------------------------------------------------------------------
+
+async function api(method, path, body, raw) {
+  const headers = {};
+  if (method !== "GET") headers["x-csrf-token"] = state.csrf;
+  if (body !== undefined && !raw) headers["content-type"] = "application/json";
+  const r = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!r.ok) {
+    const message = (data && data.error && data.error.message) || `${r.status} ${r.statusText}`;
+    if (r.status === 401 && path !== "/console/session") { signedOut(); }
+    throw new Error(message);
+  }
+  return data;
+}
+
+// ---- pages -------------------------------------------------------------------------------
+
+function barChart(title, points) {
+  // points: [{label, value}] drawn as bars, labelled at both ends.
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("viewBox", "0 0 600 160");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", title);
+  const max = Math.max(...points.map((p) => p.value), 0) || 1;
+  const w = 600 / Math.max(points.length, 1);
+  points.forEach((p, i) => {
+    const bar = document.createElementNS(ns, "rect");
+    const height = Math.round((p.value / max) * 130);
+    bar.setAttribute("x", String(i * w + 1));
+    bar.setAttribute("y", String(140 - height));
+    bar.setAttribute("width", String(Math.max(w - 2, 1)));
+    bar.setAttribute("height", String(height));
+    const tip = document.createElementNS(ns, "title");
+    tip.textContent = `${p.label}: ${p.value}`;
+    bar.append(tip);
+    svg.append(bar);
+  });
+  for (const [x, anchor, p] of [[0, "start", points[0]], [600, "end", points[points.length - 1]]]) {
+    if (!p) continue;
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", String(x));
+    t.setAttribute("y", "155");
+    t.setAttribute("text-anchor", anchor);
+    t.textContent = p.label;
+    svg.append(t);
+  }
+  return h("div", { class: "card" }, h("h2", {}, title), points.length ? svg : h("p", {}, "No calls in this period."));
+}
+
+const pages = {
+  admin: {
+    overview: async () => {
+      const [day, month, usage] = await Promise.all([
+        api("GET", `/admin/stats?from=${today()}`),
+        api("GET", `/admin/stats?from=${monthStart()}`),
+        api("GET", `/admin/reports/usage?period=day&from=${monthStart()}`),
+      ]);
+      const figures = (label, s) => h("div", { class: "figure" }, h("span", {}, label),
+        h("b", { "data-figure": label }, s.calls), `calls · ${s.revenue} spent · ${s.errors} errors`);
+      return [
+        h("h1", {}, "Overview"),
+        h("div", { class: "figures" }, figures("Today", day), figures("This month", month)),
+        barChart("Calls per day, this month", usage.data.map((d) => ({ label: d.period, value: d.calls }))),
+        barChart("Spend per day, this month", usage.data.map((d) => ({ label: d.period, value: Number(d.spent) }))),
+        h("div", { class: "card" }, h("h2", {}, "Top users this month"),
+          table([["User", (u) => u.name], ["Calls", (u) => u.calls], ["Spent", (u) => u.spent]], month.top_users)),
+        h("div", { class: "card" }, h("h2", {}, "Models this month"),
+          table([["Model", (m) => m.model], ["Calls", (m) => m.calls], ["Spent", (m) => m.spent]], month.models)),
+      ];
+    },
+    channels: async () => {
+      const { channels } = await api("GET", "/admin/channels");
+      const select = h("select", { name: "channel" }, channels.map((c) => h("option", { value: c.name }, c.name)));
+      return [
+        h("h1", {}, "Channels and keys"),
+        h("div", { class: "card" },
+          h("button", { type: "button", class: "plain", onclick: async (ev) => {
+            const r = await api("POST", "/admin/channels/reload");
+            ev.target.textContent = `Reloaded (${(r.channels || []).length || "ok"})`;
+          } }, "Reload channels")),
+        channels.map((c) => h("div", { class: "card", "data-channel": c.name },
+          h("h2", {}, `${c.name} · ${c.plugin} · ${c.strategy}`),
+          h("p", {}, `Models: ${c.models.join(", ")}`),
+          table([
+            ["Key", (k) => k.key], ["State", (k) => h("span", { class: `state-${k.state}` }, k.state)],
+            ["Weight", (k) => k.weight], ["Priority", (k) => k.priority], ["Balance", (k) => k.balance ?? ""],
+            ["", (k) => (k.stored_id ? h("button", { type: "button", class: "plain", onclick: async () => {
+              await api("DELETE", `/admin/channels/${encodeURIComponent(c.name)}/keys/${k.stored_id}`);
+              show("channels");
+            } }, "Remove") : "from the configuration file")],
+          ], c.keys, "No keys."))),
+        h("div", { class: "card" }, h("h2", {}, "Import keys"),
+          h("p", {}, "One key per line: key[,weight[,priority]]."),
+          form([h("label", {}, "Channel", select), h("label", { class: "wide" }, "Keys", h("textarea", { name: "keys", required: true }))],
+            "Import", async (v) => {
+              const r = await api("POST", `/admin/channels/${encodeURIComponent(v.channel)}/keys`, v.keys, true);
+              setTimeout(() => show("channels"), 1500);
+              return `Imported ${r.added} new, ${r.updated} already stored (updated).`;
+            })),
+      ];
+    },
+    users: async () => {
+      const { data } = await api("GET", "/admin/reports/users");
+      return [
+        h("h1", {}, "Users"),
+        h("div", { class: "card" }, h("h2", {}, "Create a user"),
+          form([field("Name", "name", { required: true }), field("Password", "password", { type: "password" }),
+                field("Balance", "balance", { value: "0" }), field("Group", "group", { value: "default" })],
+            "Create", async (v) => { await api("POST", "/admin/users", v); show("users"); })),
+        h("div", { class: "card" }, h("h2", {}, "Create a consumer key"),
+          form([field("Key name", "name", { required: true }), field("User", "user", { required: true }),
+                field("Spending limit", "limit", { placeholder: "none" })],
+            "Create key", async (v) => {
+              if (!v.limit) delete v.limit;
+              const r = await api("POST", "/admin/keys", v);
+              return `New key (shown once): ${r.key}`;
+            })),
+        h("div", { class: "card" }, table([
+          ["Id", (u) => u.user_id], ["Name", (u) => u.name], ["Group", (u) => u.group],
+          ["Balance", (u) => h("span", { "data-balance": u.name }, u.balance)], ["Calls", (u) => u.calls], ["Spent", (u) => u.spent],
+          ["Top up", (u) => form([h("input", { name: "amount", placeholder: "amount", "aria-label": `top up ${u.name}`, size: 6 })],
+            "Add", async (v) => { await api("POST", `/admin/users/${encodeURIComponent(u.name)}/topup`, v); show("users"); })],
+          ["", (u) => h("span", {},
+            h("button", { type: "button", class: "plain", onclick: () => api("POST", `/admin/users/${encodeURIComponent(u.name)}/disable`).then(() => show("users")) }, "Disable"),
+            " ",
+            h("button", { type: "button", class: "plain", onclick: () => api("POST", `/admin/users/${encodeURIComponent(u.name)}/enable`).then(() => show("users")) }, "Enable"))],
+        ], data)),
+      ];
+    },
+    pricing: async () => {
+      const text = await api("GET", "/admin/pricing");
+      const area = h("textarea", { name: "toml", rows: 20 });
+      area.value = typeof text === "string" ? text : JSON.stringify(text, null, 2);
+      return [h("h1", {}, "Pricing"), h("div", { class: "card" },
+        form([h("label", { class: "wide" }, "Price table (TOML)", area)], "Save", async (v) => {
+          await api("PUT", "/admin/pricing", v.toml, true);
+          return "Saved: the new prices apply from the next call.";
+        }))];
+    },
+    plugins: async () => {
+      const { plugins } = await api("GET", "/admin/plugins");
+      return [h("h1", {}, "Plugins"), h("div", { class: "card" },
+        h("button", { type: "button", class: "plain", onclick: async () => { await api("POST", "/admin/plugins/rescan"); show("plugins"); } }, "Rescan the folder"),
+        table([["File", (p) => p.file], ["Name", (p) => p.name || ""], ["Version", (p) => p.version || ""],
+               ["Status", (p) => p.status], ["SHA-256", (p) => (p.sha256 || "").slice(0, 12)], ["Error", (p) => p.last_error || ""]], plugins))];
+    },
+    tasks: async () => {
+      const { tasks } = await api("GET", "/admin/tasks?limit=100");
+      return [h("h1", {}, "Tasks"), h("div", { class: "card" }, table([
+        ["Id", (t) => t.id], ["User", (t) => t.user_id], ["Model", (t) => t.model || ""], ["Status", (t) => t.status],
+        ["Progress", (t) => (t.progress ?? "")], ["Held", (t) => t.held], ["Created", (t) => when(t.created_at)],
+        ["", (t) => (["queued", "running", "submitted", "in_progress"].includes(t.status)
+          ? h("button", { type: "button", class: "plain", onclick: async () => { await api("POST", `/admin/tasks/${encodeURIComponent(t.id)}/cancel`); show("tasks"); } }, "Cancel") : "")],
+      ], tasks, "No tasks."))];
+    },
+    logs: async () => logPage("/admin/logs", true),
+  },
+  user: {
+    account: async () => {
+      const info = await api("GET", "/v1/user/info");
+      const figure = (label, value) => h("div", { class: "figure" }, h("span", {}, label), h("b", { "data-figure": label }, value ?? ""));
+      return [h("h1", {}, "Account"), h("div", { class: "figures" },
+        figure("Balance", info.balance), figure("Calls", info.calls ?? info.usage?.calls), figure("Spent", info.spent ?? info.usage?.spent))];
+    },
+    keys: async () => {
+      const { data } = await api("GET", "/v1/user/keys");
+      return [h("h1", {}, "My keys"),
+        h("div", { class: "card" }, form([field("Name", "name", { required: true })], "Create key", async (v) => {
+          const r = await api("POST", "/v1/user/keys", v);
+          sessionStorage.setItem("playground-key", r.key);
+          return `New key (shown once; the playground uses it in this tab): ${r.key}`;
+        })),
+        h("div", { class: "card" }, table([["Id", (k) => k.id], ["Name", (k) => k.name], ["Key", (k) => k.key || k.prefix || ""],
+          ["State", (k) => (k.disabled ? "revoked" : "active")], ["Created", (k) => when(k.created_at)],
+          ["", (k) => (k.disabled ? "" : h("button", { type: "button", class: "plain", onclick: async () => { await api("DELETE", `/v1/user/keys/${k.id}`); show("keys"); } }, "Revoke"))]], data, "No keys yet."))];
+    },
+    logs: async () => logPage("/v1/user/logs", false),
+    playground: async () => playground(),
+  },
+};
+
+async function logPage(base, operator) {
+  const rows = h("div", { class: "card" });
+  let before = null;
+  const filters = { model: "", status: "" };
+  const load = async (reset) => {
+    if (reset) { before = null; rows.replaceChildren(); }
+    const q = new URLSearchParams({ limit: "50" });
+    if (before) q.set("before_id", before);
+    for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+    const r = await api("GET", `${base}?${q}`);
+    before = r.next_before_id;
+    rows.append(table([
+      ["Time", (c) => when(c.created_at)], ["Model", (c) => c.model || ""], ["Op", (c) => c.op],
+      ...(operator ? [["Channel", (c) => c.channel || ""], ["Key", (c) => c.key_id ?? ""]] : []),
+      ["Status", (c) => c.status], ["Units", (c) => Object.entries(c.units || {}).map(([k, v]) => `${k} ${v}`).join(", ")],
+      ["Charge", (c) => h("span", { "data-charge": c.request_id }, c.charge)], ["Latency", (c) => `${Math.round(c.latency_us / 1000)} ms`],
+    ], r.data, "No calls."));
+    more.hidden = !before;
+  };
+  const more = h("button", { type: "button", class: "plain", onclick: () => load(false) }, "Older");
+  await load(true);
+  return [h("h1", {}, "Request log"),
+    h("div", { class: "card" }, form([field("Model", "model"), field("Status", "status", { placeholder: "e.g. 200" })], "Filter", async (v) => {
+      Object.assign(filters, v); await load(true);
+    })), rows, more];
+}
+
+function playground() {
+  const answer = h("pre", { class: "answer", "aria-live": "polite" });
+  const usage = h("p", { class: "muted" });
+  const key = sessionStorage.getItem("playground-key") || "";
+  return [h("h1", {}, "Playground"), h("div", { class: "card" },
+    h("p", {}, "Calls go with one of your keys, billed and logged like any other call."),
+    form([field("API key", "key", { value: key, required: true, autocomplete: "off" }), field("Model", "model", { required: true }),
+          h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 4 }))],
+      "Send", async (v) => {
+        sessionStorage.setItem("playground-key", v.key);
+        answer.textContent = ""; usage.textContent = "";
+        const r = await fetch("/v1/chat/completions", {
+          method: "POST",
+          headers: { authorization: `Bearer ${v.key}`, "content-type": "application/json" },
+          body: JSON.stringify({ model: v.model, stream: true, stream_options: { include_usage: true },
+                                 messages: [{ role: "user", content: v.prompt }] }),
+        });
+        if (!r.ok) {
+          const e = await r.json().catch(() => null);
+          throw new Error((e && e.error && e.error.message) || `${r.status}`);
+        }
+        const reader = r.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            const event = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            for (const line of event.split("\n")) {
+              if (!line.startsWith("data:")) continue;
+              const data = line.slice(5).trim();
+              if (data === "[DONE]") continue;
+              const chunk = JSON.parse(data);
+              const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+              if (delta && delta.content) answer.textContent += delta.content;
+              if (chunk.usage) usage.textContent = `${chunk.usage.prompt_tokens} input + ${chunk.usage.completion_tokens} output tokens`;
+              if (chunk.error) throw new Error(chunk.error.message);
+            }
+          }
+        }
+        return "Done.";
+      }), answer, usage)];
+}
+
+// ---- navigation and session --------------------------------------------------------------
+
+const titles = {
+  overview: "Overview", channels: "Channels", users: "Users", pricing: "Pricing", plugins: "Plugins", tasks: "Tasks",
+  logs: "Request log", account: "Account", keys: "My keys", playground: "Playground",
+};
+
+function role() { return state.user && state.user.role === "admin" ? "admin" : "user"; }
+
+async function show(name) {
+  const set = pages[role()];
+  if (!set[name]) name = Object.keys(set)[0];
+  if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === name);
+  const page = document.getElementById("page");
+  page.replaceChildren(h("p", {}, "Loading…"));
+  try {
+    page.replaceChildren(...(await set[name]()).flat());
+  } catch (e) {
+    page.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+  }
+}
+
+function signedIn(user) {
+  state.user = user;
+  state.csrf = user.csrf;
+  document.getElementById("sign-in").hidden = true;
+  document.getElementById("bar").hidden = false;
+  document.getElementById("who").textContent = `${user.name} (${user.role})`;
+  document.getElementById("nav").replaceChildren(...Object.keys(pages[role()]).map((p) =>
+    h("a", { href: `#${p}`, "data-page": p }, titles[p])));
+  show(location.hash.slice(1));
+}
+
+function signedOut() {
+  state.user = null;
+  state.csrf = "";
+  document.getElementById("bar").hidden = true;
+  document.getElementById("page").replaceChildren();
+  document.getElementById("sign-in").hidden = false;
+}
+
+window.addEventListener("hashchange", () => { if (state.user) show(location.hash.slice(1)); });
+
+document.addEventListener("DOMContentLoaded", async () => {
+  const signIn = document.getElementById("sign-in");
+  signIn.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const error = signIn.querySelector(".error");
+    error.textContent = "";
+    try {
+      signedIn(await api("POST", "/console/session", Object.fromEntries(new FormData(signIn).entries())));
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  });
+  document.getElementById("sign-out").addEventListener("click", async () => {
+    await api("DELETE", "/console/session").catch(() => {});
+    signedOut();
+  });
+  try {
+    signedIn(await api("GET", "/console/session"));
+  } catch {
+    signedOut();
+  }
+});

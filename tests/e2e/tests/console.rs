@@ -1,0 +1,145 @@
+//! The web console through the real binary: its page served from the binary with a strict
+//! policy, the browser session (an HttpOnly, SameSite=Strict cookie that never acts without
+//! its CSRF token), and the whole console driven in headless Chromium by Playwright
+//! (tests/python/console_check.py), which leaves a screenshot of every page in docs/console.
+
+use tollgate_e2e::{channel, http, pricing_setting, python_with, root, run_python_check, Gateway, Mock};
+
+const PRICES: &str = "[models.\"gpt-4o-mini\"]\ninput_per_million = \"150\"\noutput_per_million = \"600\"\n";
+
+fn console_gateway(name: &str, mock: &Mock) -> Gateway {
+    let ch = channel("main", "openai", &mock.url(), &["gpt-4o-mini"], &["sk-upstream-console"]);
+    let gw = Gateway::start(name, &[("openai", "openai.wasm")], &format!("{}{ch}", pricing_setting(PRICES)));
+    Gateway::cli(&gw.config, &["users", "create", "--name", "root", "--password", "root password", "--role", "admin"]);
+    gw
+}
+
+fn sign_in(gw: &Gateway, name: &str, password: &str) -> http::Response {
+    let body = serde_json::json!({ "name": name, "password": password }).to_string();
+    http::request(&gw.addr, "POST", "/console/session", &[("content-type", "application/json")], body.as_bytes())
+}
+
+/// The `name=value` of the response's Set-Cookie.
+fn cookie_of(r: &http::Response) -> String {
+    r.header("set-cookie").expect("a cookie").split(';').next().unwrap().to_string()
+}
+
+#[test]
+fn the_page_comes_from_the_binary_and_runs_only_its_own_code() {
+    let mock = Mock::start();
+    let gw = console_gateway("console-page", &mock);
+    for (path, kind) in [
+        ("/console", "text/html"),
+        ("/console/", "text/html"),
+        ("/console/app.js", "javascript"),
+        ("/console/app.css", "css"),
+    ] {
+        let r = http::request(&gw.addr, "GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.header("content-type").unwrap().contains(kind), "{path}");
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(r.header("x-frame-options"), Some("DENY"));
+        // Nothing is fetched from elsewhere: no URL but the SVG namespace.
+        let text = r.text().replace("http://www.w3.org/2000/svg", "");
+        assert!(!text.contains("http://") && !text.contains("https://") && !text.contains("//cdn"), "{path}");
+    }
+    let r = http::request(&gw.addr, "GET", "/console/nothing", &[], b"");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "unknown_route"));
+    assert_eq!(http::request(&gw.addr, "POST", "/console", &[], b"").status, 405);
+}
+
+#[test]
+fn the_session_cookie_is_http_only_strict_and_never_acts_without_its_csrf_token() {
+    let mock = Mock::start();
+    let gw = console_gateway("console-session", &mock);
+
+    let r = sign_in(&gw, "root", "wrong password");
+    assert_eq!((r.status, r.header("set-cookie")), (401, None));
+    assert_eq!(http::request(&gw.addr, "GET", "/console/session", &[], b"").status, 401);
+
+    let r = sign_in(&gw, "root", "root password");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set = r.header("set-cookie").unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    let body = r.json();
+    assert_eq!((body["name"].as_str(), body["role"].as_str()), (Some("root"), Some("admin")));
+    let csrf = body["csrf"].as_str().unwrap().to_string();
+    let cookie = cookie_of(&r);
+    assert!(!r.text().contains(cookie.split_once('=').unwrap().1), "the session token is never in a body");
+    let who = http::request(&gw.addr, "GET", "/console/session", &[("cookie", &cookie)], b"");
+    assert_eq!((who.status, who.json()["csrf"].as_str()), (200, Some(csrf.as_str())));
+
+    // Reads with the cookie alone are the admin's.
+    let r = http::request(&gw.addr, "GET", "/admin/channels", &[("cookie", &cookie)], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A change with the cookie alone (another site's form) or a wrong token: refused, undone.
+    let user = br#"{"name":"mallory","password":"a long password","balance":"100"}"#;
+    for headers in [vec![("cookie", cookie.as_str())], vec![("cookie", cookie.as_str()), ("x-csrf-token", "00")]] {
+        let r = http::request(&gw.addr, "POST", "/admin/users", &headers, user);
+        assert_eq!((r.status, r.error_code().as_str()), (403, "csrf_failed"), "{}", r.text());
+    }
+    let users = http::request(&gw.addr, "GET", "/admin/reports/users", &[("cookie", &cookie)], b"").json();
+    assert!(!users.to_string().contains("mallory"), "no user was created: {users}");
+
+    // With the token, the change is made.
+    let r = http::request(&gw.addr, "POST", "/admin/users", &[("cookie", &cookie), ("x-csrf-token", &csrf)], user);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A consumer's cookie is a consumer's session: no admin API.
+    let r = sign_in(&gw, "mallory", "a long password");
+    let consumer = cookie_of(&r);
+    assert_eq!(r.json()["role"], "user");
+    let r = http::request(&gw.addr, "GET", "/admin/channels", &[("cookie", &consumer)], b"");
+    assert_eq!(r.status, 401);
+    let r = http::request(&gw.addr, "GET", "/v1/user/info", &[("cookie", &consumer)], b"");
+    assert_eq!((r.status, r.json()["name"].as_str()), (200, Some("mallory")));
+
+    // Signing out needs the token too, and clears the cookie.
+    let r = http::request(&gw.addr, "DELETE", "/console/session", &[("cookie", &cookie)], b"");
+    assert_eq!(r.status, 403);
+    let r = http::request(&gw.addr, "DELETE", "/console/session", &[("cookie", &cookie), ("x-csrf-token", &csrf)], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+
+    // A disabled user's cookie signs in no one.
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/admin/users/mallory/disable",
+        &[("authorization", "Bearer admin-secret")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(http::request(&gw.addr, "GET", "/console/session", &[("cookie", &consumer)], b"").status, 401);
+}
+
+#[test]
+fn an_operator_and_a_consumer_use_the_console_in_a_real_browser() {
+    let Some(python) = python_with("from playwright.sync_api import sync_playwright", "playwright") else { return };
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        assert!(std::env::var("CI").is_err(), "CI must have Chromium at {chromium} (apt-get install chromium)");
+        eprintln!("SKIPPED: no Chromium at {chromium}");
+        return;
+    }
+    let mock = Mock::start();
+    let gw = console_gateway("console-browser", &mock);
+    let shots = root().join("docs/console");
+    run_python_check(
+        &python,
+        "console_check.py",
+        &[&format!("http://{}", gw.addr), "root", "root password", "main", "gpt-4o-mini", shots.to_str().unwrap()],
+    );
+    // The call the consumer made in the playground was billed and logged like any other.
+    let log = http::request(&gw.addr, "GET", "/admin/logs", &[("authorization", "Bearer admin-secret")], b"").json();
+    let call = log["data"].as_array().unwrap().iter().find(|c| c["model"] == "gpt-4o-mini").expect("the call").clone();
+    assert_eq!(call["status"], 200, "{call}");
+    assert!(call["streamed"].as_bool().unwrap(), "{call}");
+    assert!(call["charge"].as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{call}");
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}

@@ -1,0 +1,161 @@
+"""Drives the web console in headless Chromium (Playwright): an operator signs in, sees the
+overview and the channels, imports keys, creates a user and sees a bad price refused inline;
+that user signs in, creates a key, chats in the playground (streamed) and finds the call, with
+its charge, in the request log; the operator's overview then counts it. Every page is
+screenshotted into SHOTS.
+
+usage: console_check.py BASE_URL ADMIN_NAME ADMIN_PASSWORD CHANNEL MODEL SHOTS
+"""
+
+import os
+import sys
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE, ADMIN, ADMIN_PASSWORD, CHANNEL, MODEL, SHOTS = sys.argv[1:7]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Chromium on this closed network: no background connections, no sandbox (root in CI).
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
+
+
+def sign_in(page, name, password):
+    page.goto(f"{BASE}/console")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who")).to_contain_text(name)
+
+
+def open_page(page, title):
+    page.get_by_role("link", name=title, exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        # Script errors fail the check; a refused request (a 401 before signing in, the bad
+        # price's 400) is the browser's note of an answer the page handled.
+        page.on("console", lambda m: errors.append(m.text)
+                if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+
+        # A wrong password is said so, on the sign-in form.
+        page.goto(f"{BASE}/console")
+        page.get_by_label("User name").fill(ADMIN)
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#sign-in .error")).to_contain_text("Wrong user name or password")
+        shot(page, "sign-in")
+
+        # The operator.
+        sign_in(page, ADMIN, ADMIN_PASSWORD)
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        shot(page, "overview")
+
+        open_page(page, "Channels")
+        card = page.locator(f'[data-channel="{CHANNEL}"]')
+        expect(card).to_be_visible()
+        page.get_by_label("Keys").fill("sk-console-imported-1\nsk-console-imported-2,3\n")
+        page.get_by_role("button", name="Import").click()
+        expect(page.get_by_text("Imported 2 new")).to_be_visible()
+        page.wait_for_timeout(1800)  # the page reloads its channels
+        expect(card.get_by_role("cell", name="Remove").first).to_be_visible()
+        shot(page, "channels")
+
+        open_page(page, "Users")
+        create = page.locator("form").filter(has=page.get_by_role("button", name="Create", exact=True))
+        create.get_by_label("Name", exact=True).fill("carol")
+        create.get_by_label("Password").fill("carol's long password")
+        create.get_by_label("Balance").fill("5")
+        create.get_by_role("button", name="Create", exact=True).click()
+        expect(page.locator('[data-balance="carol"]')).to_have_text("5.000000")
+        top_up = page.get_by_label("top up carol")
+        top_up.fill("2.5")
+        top_up.locator("xpath=..").get_by_role("button", name="Add").click()
+        expect(page.locator('[data-balance="carol"]')).to_have_text("7.500000")
+        shot(page, "users")
+
+        open_page(page, "Pricing")
+        table = page.get_by_label("Price table (TOML)")
+        good = table.input_value()
+        table.fill(good + '\n[models."bad-model"]\ninput_per_million = "minus one"\n')
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator("#page .error")).to_contain_text("'minus one' is not a decimal amount")
+        shot(page, "pricing-error")
+        table.fill(good)
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_text("Saved")).to_be_visible()
+
+        open_page(page, "Plugins")
+        expect(page.get_by_role("cell", name="loaded").first).to_be_visible()
+        shot(page, "plugins")
+        open_page(page, "Tasks")
+        shot(page, "tasks")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+
+        # The consumer.
+        sign_in(page, "carol", "carol's long password")
+        expect(page.locator('[data-figure="Balance"]')).to_have_text("7.500000")
+        shot(page, "account")
+        open_page(page, "My keys")
+        page.get_by_label("Name", exact=True).fill("playground")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.get_by_text("New key (shown once")).to_be_visible()
+        shot(page, "keys")
+
+        open_page(page, "Playground")
+        page.get_by_label("Model").fill(MODEL)
+        page.get_by_label("Prompt").fill("Say hello")
+        page.get_by_role("button", name="Send").click()
+        done = page.locator("#page form p")
+        expect(done).not_to_have_text("")
+        assert done.inner_text() == "Done.", f"the playground said: {done.inner_text()}"
+        answer = page.locator("pre.answer").inner_text()
+        assert answer.strip(), "the streamed answer is empty"
+        shot(page, "playground")
+
+        # The call log is written in batches (within a fraction of a second): look again until
+        # the call is there.
+        open_page(page, "Request log")
+        for _ in range(20):
+            expect(page.get_by_role("heading", name="Request log")).to_be_visible()
+            if page.locator("[data-charge]").count():
+                break
+            page.wait_for_timeout(250)
+            page.reload()
+        charge = page.locator("[data-charge]").first
+        expect(charge).to_be_visible()
+        assert float(charge.inner_text()) > 0, f"the call was charged: {charge.inner_text()}"
+        shot(page, "request-log")
+        open_page(page, "Account")
+        expect(page.locator('[data-figure="Balance"]')).not_to_have_text("7.500000")
+        page.get_by_role("button", name="Sign out").click()
+
+        # The operator's overview counts the call.
+        sign_in(page, ADMIN, ADMIN_PASSWORD)
+        today = page.locator('[data-figure="Today"]')
+        expect(today).not_to_have_text("0")
+        expect(page.locator("svg.chart rect").first).to_be_visible()
+        shot(page, "overview")
+        open_page(page, "Request log")
+        expect(page.get_by_role("cell", name=MODEL).first).to_be_visible()
+        shot(page, "admin-request-log")
+
+        assert not errors, f"the page reported errors: {errors}"
+        browser.close()
+    print("console check passed")
+
+
+if __name__ == "__main__":
+    main()
