@@ -8,6 +8,7 @@ usage: console_check.py BASE_URL ADMIN_NAME ADMIN_PASSWORD CHANNEL MODEL SHOTS
 """
 
 import os
+import re
 import sys
 
 from playwright.sync_api import expect, sync_playwright
@@ -115,28 +116,63 @@ def main():
         shot(page, "keys")
 
         open_page(page, "Playground")
+        done = page.locator("#page form p")
+
+        def run(button):
+            page.get_by_role("button", name=button).click()
+            expect(done).not_to_have_text("", timeout=30000)
+            assert done.inner_text() == "Done.", f"the playground said: {done.inner_text()}"
+
         page.get_by_label("Model").fill(MODEL)
         page.get_by_label("Prompt").fill("Say hello")
-        page.get_by_role("button", name="Send").click()
-        done = page.locator("#page form p")
-        expect(done).not_to_have_text("")
-        assert done.inner_text() == "Done.", f"the playground said: {done.inner_text()}"
+        run("Send")
         answer = page.locator("pre.answer").inner_text()
         assert answer.strip(), "the streamed answer is empty"
         shot(page, "playground")
+
+        page.get_by_role("tab", name="Speech").click()
+        page.get_by_label("Model").fill("tts-1")
+        page.get_by_label("Text").fill("Hello from the console.")
+        run("Speak")
+        expect(page.locator("audio")).to_have_attribute("src", re.compile("^blob:"))
+
+        page.get_by_role("tab", name="Image").click()
+        page.get_by_label("Model").fill("dall-e-3")
+        page.get_by_label("Prompt").fill("a lighthouse")
+        run("Generate")
+        expect(page.locator("img.result")).to_have_attribute("src", re.compile("^https://"))
+
+        # A video: the progress bar follows the task's event stream, then the archived clip
+        # plays in the page.
+        page.get_by_role("tab", name="Video").click()
+        page.get_by_label("Model").fill("fixture-video")
+        page.get_by_label("Seconds").fill("2")
+        page.get_by_label("Prompt").fill("playable")
+        page.get_by_role("button", name="Submit").click()
+        expect(page.get_by_label("progress")).to_be_visible()
+        expect(done).to_have_text("Done.", timeout=60000)
+        assert page.get_by_label("progress").get_attribute("value") == "100"
+        video = page.locator("video.result")
+        page.wait_for_function("() => { const v = document.querySelector('video.result'); return v && v.readyState >= 2; }",
+                               timeout=20000)
+        assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [64, 48], "the clip plays"
+        shot(page, "playground-video")
 
         # The call log is written in batches (within a fraction of a second): look again until
         # the call is there.
         open_page(page, "Request log")
         for _ in range(20):
             expect(page.get_by_role("heading", name="Request log")).to_be_visible()
-            if page.locator("[data-charge]").count():
+            if page.locator("[data-charge]").count() >= 4:
                 break
             page.wait_for_timeout(250)
             page.reload()
-        charge = page.locator("[data-charge]").first
-        expect(charge).to_be_visible()
-        assert float(charge.inner_text()) > 0, f"the call was charged: {charge.inner_text()}"
+        # The chat, the speech, the image and the video submit, each with its charge.
+        models = page.locator("tbody tr td:nth-child(2)").all_inner_texts()
+        for model in [MODEL, "tts-1", "dall-e-3", "fixture-video"]:
+            assert model in models, f"{model} is in the log: {models}"
+        charges = [float(c) for c in page.locator("[data-charge]").all_inner_texts()]
+        assert sum(1 for c in charges if c > 0) >= 3, f"the calls were charged: {charges}"
         shot(page, "request-log")
         open_page(page, "Account")
         expect(page.locator('[data-figure="Balance"]')).not_to_have_text("7.500000")

@@ -265,52 +265,119 @@ async function logPage(base, operator) {
     })), rows, more];
 }
 
+// The playground: chat (streamed), speech (played), image (shown) and video (a progress bar
+// from the task's event stream, then the archived video playing), each called with one of
+// the consumer's keys, billed and logged like any other call.
 function playground() {
-  const answer = h("pre", { class: "answer", "aria-live": "polite" });
-  const usage = h("p", { class: "muted" });
   const key = sessionStorage.getItem("playground-key") || "";
+  const keyField = h("input", { name: "key", value: key, required: true, autocomplete: "off", "aria-label": "API key" });
+  keyField.addEventListener("change", () => sessionStorage.setItem("playground-key", keyField.value));
+  const call = async (path, body) => {
+    const r = await fetch(path, {
+      method: "POST",
+      headers: { authorization: `Bearer ${keyField.value}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!r.ok) {
+      const e = await r.json().catch(() => null);
+      throw new Error((e && e.error && e.error.message) || `${r.status}`);
+    }
+    return r;
+  };
+  const output = h("div", { class: "output" });
+  const kinds = {
+    Chat: () => form([field("Model", "model", { required: true }), h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 4 }))],
+      "Send", async (v) => {
+        const answer = h("pre", { class: "answer", "aria-live": "polite" });
+        const usage = h("p", { class: "muted" });
+        output.replaceChildren(answer, usage);
+        const r = await call("/v1/chat/completions", { model: v.model, stream: true, stream_options: { include_usage: true },
+                                                        messages: [{ role: "user", content: v.prompt }] });
+        await readEvents(r, (chunk) => {
+          const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+          if (delta && delta.content) answer.textContent += delta.content;
+          if (chunk.usage) usage.textContent = `${chunk.usage.prompt_tokens} input + ${chunk.usage.completion_tokens} output tokens`;
+        });
+        return "Done.";
+      }),
+    Speech: () => form([field("Model", "model", { required: true }), field("Voice", "voice", { value: "alloy" }),
+                        h("label", { class: "wide" }, "Text", h("textarea", { name: "input", required: true, rows: 3 }))],
+      "Speak", async (v) => {
+        const r = await call("/v1/audio/speech", { model: v.model, voice: v.voice, input: v.input });
+        const audio = h("audio", { controls: true, src: URL.createObjectURL(await r.blob()) });
+        output.replaceChildren(audio);
+        return "Done.";
+      }),
+    Image: () => form([field("Model", "model", { required: true }), h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }))],
+      "Generate", async (v) => {
+        const r = await (await call("/v1/images/generations", { model: v.model, prompt: v.prompt, n: 1 })).json();
+        const image = r.data && r.data[0];
+        const src = image && (image.b64_json ? `data:image/png;base64,${image.b64_json}` : image.url);
+        if (!src) throw new Error("The answer has no image.");
+        output.replaceChildren(h("img", { src, alt: v.prompt, class: "result" }));
+        return "Done.";
+      }),
+    Video: () => form([field("Model", "model", { required: true }), field("Seconds", "seconds", { value: "5" }),
+                       h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }))],
+      "Submit", async (v) => {
+        const created = await (await call("/v1/videos", { model: v.model, prompt: v.prompt, seconds: v.seconds })).json();
+        const task = await (await fetch(`/v1/tasks/${encodeURIComponent(created.id)}`, { headers: { authorization: `Bearer ${keyField.value}` } })).json();
+        const bar = h("progress", { max: "100", value: "0", "aria-label": "progress" });
+        const status = h("p", { class: "muted" }, "Submitted.");
+        output.replaceChildren(bar, status);
+        const url = await new Promise((resolve, reject) => {
+          const events = new EventSource(task.stream_url);
+          events.onmessage = (m) => {
+            if (m.data === "[DONE]") return events.close();
+            const e = JSON.parse(m.data);
+            if (e.progress !== undefined) bar.value = e.progress;
+            status.textContent = `${e.status}${e.progress !== undefined ? ` ${e.progress}%` : ""}`;
+            if (e.status === "completed") { bar.value = 100; events.close(); resolve(e.url); }
+            if (e.status === "failed") { events.close(); reject(new Error(e.error || "The video failed.")); }
+          };
+          events.onerror = () => { events.close(); reject(new Error("The progress stream closed.")); };
+        });
+        output.append(h("video", { controls: true, muted: true, src: url, class: "result" }));
+        return "Done.";
+      }),
+  };
+  const tabs = h("div", { class: "tabs", role: "tablist" });
+  const panel = h("div", {});
+  const open = (name) => {
+    for (const b of tabs.children) b.setAttribute("aria-selected", String(b.textContent === name));
+    output.replaceChildren();
+    panel.replaceChildren(kinds[name](), output);
+  };
+  for (const name of Object.keys(kinds)) tabs.append(h("button", { type: "button", role: "tab", class: "plain", onclick: () => open(name) }, name));
+  open("Chat");
   return [h("h1", {}, "Playground"), h("div", { class: "card" },
     h("p", {}, "Calls go with one of your keys, billed and logged like any other call."),
-    form([field("API key", "key", { value: key, required: true, autocomplete: "off" }), field("Model", "model", { required: true }),
-          h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 4 }))],
-      "Send", async (v) => {
-        sessionStorage.setItem("playground-key", v.key);
-        answer.textContent = ""; usage.textContent = "";
-        const r = await fetch("/v1/chat/completions", {
-          method: "POST",
-          headers: { authorization: `Bearer ${v.key}`, "content-type": "application/json" },
-          body: JSON.stringify({ model: v.model, stream: true, stream_options: { include_usage: true },
-                                 messages: [{ role: "user", content: v.prompt }] }),
-        });
-        if (!r.ok) {
-          const e = await r.json().catch(() => null);
-          throw new Error((e && e.error && e.error.message) || `${r.status}`);
-        }
-        const reader = r.body.getReader();
-        const decoder = new TextDecoder();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += decoder.decode(value, { stream: true });
-          let end;
-          while ((end = buffer.indexOf("\n\n")) >= 0) {
-            const event = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            for (const line of event.split("\n")) {
-              if (!line.startsWith("data:")) continue;
-              const data = line.slice(5).trim();
-              if (data === "[DONE]") continue;
-              const chunk = JSON.parse(data);
-              const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-              if (delta && delta.content) answer.textContent += delta.content;
-              if (chunk.usage) usage.textContent = `${chunk.usage.prompt_tokens} input + ${chunk.usage.completion_tokens} output tokens`;
-              if (chunk.error) throw new Error(chunk.error.message);
-            }
-          }
-        }
-        return "Done.";
-      }), answer, usage)];
+    h("label", {}, "API key", keyField), tabs, panel)];
+}
+
+/// Reads a server-sent event stream of JSON chunks until `[DONE]`; an `error` chunk throws.
+async function readEvents(response, onChunk) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data:")) continue;
+        const data = line.slice(5).trim();
+        if (data === "[DONE]") return;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message);
+        onChunk(chunk);
+      }
+    }
+  }
 }
 
 // ---- navigation and session --------------------------------------------------------------

@@ -5,11 +5,16 @@
 
 use tollgate_e2e::{channel, http, pricing_setting, python_with, root, run_python_check, Gateway, Mock};
 
-const PRICES: &str = "[models.\"gpt-4o-mini\"]\ninput_per_million = \"150\"\noutput_per_million = \"600\"\n";
+const PRICES: &str = "[models.\"gpt-4o-mini\"]\ninput_per_million = \"150\"\noutput_per_million = \"600\"\n\
+                      [models.\"tts-1\"]\ncharacters_per_10k = \"100\"\n[models.\"dall-e-3\"]\nper_image = \"0.04\"\n\
+                      [models.\"fixture-video\"]\nper_second = \"0.01\"\n";
 
 fn console_gateway(name: &str, mock: &Mock) -> Gateway {
-    let ch = channel("main", "openai", &mock.url(), &["gpt-4o-mini"], &["sk-upstream-console"]);
-    let gw = Gateway::start(name, &[("openai", "openai.wasm")], &format!("{}{ch}", pricing_setting(PRICES)));
+    let main = channel("main", "openai", &mock.url(), &["gpt-4o-mini", "tts-1", "dall-e-3"], &["sk-upstream-console"]);
+    let video = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    // The mock's CDN is on loopback: the operator names it, or the archive never reaches it.
+    let settings = format!("fetch_allow_private_hosts = [\"127.0.0.1\"]\n{}{main}{video}", pricing_setting(PRICES));
+    let gw = Gateway::start(name, &[("openai", "openai.wasm"), ("faulty-v1", "faulty.wasm")], &settings);
     Gateway::cli(&gw.config, &["users", "create", "--name", "root", "--password", "root password", "--role", "admin"]);
     gw
 }

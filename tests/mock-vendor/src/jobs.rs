@@ -178,6 +178,9 @@ pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
         "html" => {
             crate::respond(StatusCode::OK, "text/html; charset=utf-8", MockBody::full("<html>Service busy</html>"))
         }
+        // A clip a browser plays (64x48 VP8, 1.2 s; recorded by Chromium's MediaRecorder from a
+        // canvas): the console's playground shows it.
+        "playable" => crate::respond(StatusCode::OK, "video/webm", MockBody::full(PLAYABLE)),
         "huge" => crate::respond(StatusCode::OK, "video/mp4", MockBody::full(video(9 << 20))),
         "huge-chunked" => {
             let chunks = video(3 << 20).chunks(64 << 10).map(bytes::Bytes::copy_from_slice).collect();
@@ -186,6 +189,8 @@ pub fn cdn(state: &State, file: &str, query: &str) -> Response<MockBody> {
         _ => crate::respond(StatusCode::OK, "video/mp4", MockBody::full(video(200_000 + job.seconds as usize))),
     }
 }
+
+const PLAYABLE: &[u8] = include_bytes!("../../fixtures/clip.webm");
 
 /// An MP4-like file: an `ftyp` box, then bytes that differ at every offset.
 pub fn video(len: usize) -> Vec<u8> {

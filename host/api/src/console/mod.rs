@@ -28,9 +28,10 @@ const PAGE: &str = include_str!("../../console/index.html");
 const SCRIPT: &str = include_str!("../../console/app.js");
 const STYLE: &str = include_str!("../../console/app.css");
 
-/// The page's policy: its own script, style and API only; images for the charts' data URLs
-/// and media from this origin (the playground's audio and video).
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+/// The page's policy: its own script, style and API only; images from this origin, data URLs
+/// and vendors' HTTPS links (the playground's generated images), audio and video from this
+/// origin (the archive) and the playground's own blobs.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: https:; \
                    media-src 'self' blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
                    base-uri 'none'";
 

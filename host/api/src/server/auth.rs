@@ -7,8 +7,9 @@
 //! admin's session.
 //!
 //! The console's browser session is the same session token, carried in the HttpOnly,
-//! SameSite=Strict cookie `SESSION_COOKIE` instead of a header. `from_cookie` turns it into
-//! that header for the routes, so every route applies its usual rules; a state-changing request
+//! SameSite=Strict cookie `SESSION_COOKIE` instead of a header. On the routes that take
+//! sessions (account, admin, console), `from_cookie` turns it into that header, so each route
+//! applies its usual rules; routes that take keys or tokens never read it; a state-changing request
 //! (any method but GET and HEAD) is taken only with `x-csrf-token: csrf_token(session)`, which
 //! only a page of this origin can read (`GET /console/session`), so another site's form or
 //! script can never act with the cookie. A request that presents a credential of its own is

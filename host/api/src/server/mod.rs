@@ -203,9 +203,13 @@ pub async fn handle(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
         let protocol = surface::chat_socket::Protocol::Backend { model: model.clone() };
         return Box::pin(surface::chat_socket::upgrade(&state, req, protocol)).await;
     }
-    // The console's session cookie stands for its session from here on (sockets above never
-    // take it: a browser opens them with a socket token).
-    if req.headers().contains_key(http::header::COOKIE) && auth::from_cookie(&method, req.headers_mut()).is_err() {
+    let found = routes::find(method.as_str(), &path);
+    // The console's session cookie stands for its session on the routes that take sessions
+    // (model calls, tasks and sockets take keys and tokens, and never read it).
+    if matches!(found, Found::Route(Handler::Account | Handler::UserInfo | Handler::Admin | Handler::Console))
+        && req.headers().contains_key(http::header::COOKIE)
+        && auth::from_cookie(&method, req.headers_mut()).is_err()
+    {
         return error::error_response(
             403,
             "permission_error",
@@ -213,7 +217,7 @@ pub async fn handle(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
             "A request signed in by the console's cookie must carry its 'x-csrf-token' (GET /console/session tells it).",
         );
     }
-    let response = match routes::find(method.as_str(), &path) {
+    let response = match found {
         Found::Route(Handler::Health) => json(200, &health(&state)),
         Found::Route(Handler::Metrics) => match &state.settings.metrics_token {
             Some(token) if !bearer_is(&req, token) => error::error_response(
