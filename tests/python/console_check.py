@@ -108,7 +108,6 @@ def main():
         # The consumer.
         sign_in(page, "carol", "carol's long password")
         expect(page.locator('[data-figure="Balance"]')).to_have_text("7.500000")
-        shot(page, "account")
         open_page(page, "My keys")
         page.get_by_label("Name", exact=True).fill("playground")
         page.get_by_role("button", name="Create key").click()
@@ -176,6 +175,9 @@ def main():
         shot(page, "request-log")
         open_page(page, "Account")
         expect(page.locator('[data-figure="Balance"]')).not_to_have_text("7.500000")
+        expect(page.get_by_role("cell", name=MODEL, exact=True)).to_be_visible()
+        expect(page.locator("svg.chart rect").first).to_be_visible()
+        shot(page, "account")
         page.get_by_role("button", name="Sign out").click()
 
         # The operator's overview counts the call.

@@ -216,10 +216,20 @@ const pages = {
   },
   user: {
     account: async () => {
-      const info = await api("GET", "/v1/user/info");
+      const [info, days, models] = await Promise.all([
+        api("GET", "/v1/user/info"),
+        api("GET", `/v1/user/usage?period=day&from=${monthStart()}`),
+        api("GET", `/v1/user/usage?period=month&by=model&from=${monthStart()}`),
+      ]);
       const figure = (label, value) => h("div", { class: "figure" }, h("span", {}, label), h("b", { "data-figure": label }, value ?? ""));
       return [h("h1", {}, "Account"), h("div", { class: "figures" },
-        figure("Balance", info.balance), figure("Calls", info.calls ?? info.usage?.calls), figure("Spent", info.spent ?? info.usage?.spent))];
+        figure("Balance", info.balance), figure("Calls", info.calls ?? info.usage?.calls), figure("Spent", info.spent ?? info.usage?.spent)),
+        barChart("My calls per day, this month", days.data.map((d) => ({ label: d.period, value: d.calls }))),
+        barChart("My spend per day, this month", days.data.map((d) => ({ label: d.period, value: Number(d.spent) }))),
+        h("div", { class: "card" }, h("h2", {}, "By model, this month"), table([
+          ["Model", (m) => m.model || "(no model)"], ["Calls", (m) => m.calls], ["Input tokens", (m) => m.input_tokens],
+          ["Output tokens", (m) => m.output_tokens], ["Characters", (m) => m.characters], ["Spent", (m) => m.spent],
+        ], models.data, "No calls this month."))];
     },
     keys: async () => {
       const { data } = await api("GET", "/v1/user/keys");

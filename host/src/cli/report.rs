@@ -52,8 +52,10 @@ pub async fn report(config: &Config, command: ReportCommand, range: TimeRange) -
     let db = tollgate_store::open(&config.database_url()).await?;
     let range = range.range();
     let v = match command {
-        ReportCommand::Usage { period: Period::Day } => reports::usage(&db, "day", range).await?,
-        ReportCommand::Usage { period: Period::Month } => reports::usage(&db, "month", range).await?,
+        ReportCommand::Usage { period: Period::Day } => reports::usage(&db, "day", range, Default::default()).await?,
+        ReportCommand::Usage { period: Period::Month } => {
+            reports::usage(&db, "month", range, Default::default()).await?
+        }
         ReportCommand::Keys => reports::keys(&db, range).await?,
         ReportCommand::Users => reports::users(&db, range).await?,
         ReportCommand::Stats => reports::stats(&db, range).await?,

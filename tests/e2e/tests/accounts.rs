@@ -142,3 +142,70 @@ fn admin_users_manage_users_balances_and_keys() {
     let (ok, out) = gw.verify_ledger();
     assert!(ok, "{out}");
 }
+
+#[test]
+fn a_user_reads_only_its_own_usage_per_day_and_model() {
+    let mock = Mock::start();
+    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini", "gpt-4o"], &["up"]);
+    let prices = "[models.\"gpt-4o-mini\"]\ninput_per_million = \"150\"\noutput_per_million = \"600\"\n\
+                  [models.\"gpt-4o\"]\ninput_per_million = \"2500\"\noutput_per_million = \"10000\"\n";
+    let gw = Gateway::start(
+        "usage",
+        &[("openai", "openai.wasm")],
+        &format!("{}{ch}", tollgate_e2e::pricing_setting(prices)),
+    );
+    let admin = "admin-secret";
+    for name in ["ann", "bob"] {
+        let body = format!(r#"{{"name":"{name}","password":"{name}'s password","balance":"10"}}"#);
+        assert_eq!(post(&gw, "/admin/users", admin, &body).status, 200);
+    }
+    let session = |name: &str| {
+        let body = format!(r#"{{"name":"{name}","password":"{name}'s password"}}"#);
+        post(&gw, "/v1/auth/login", "", &body).json()["token"].as_str().unwrap().to_string()
+    };
+    let (ann, bob) = (session("ann"), session("bob"));
+    let key_of =
+        |token: &str| post(&gw, "/v1/user/keys", token, r#"{"name":"k"}"#).json()["key"].as_str().unwrap().to_string();
+    let (ann_key, bob_key) = (key_of(&ann), key_of(&bob));
+    for key in [&ann_key, &bob_key] {
+        gw.wait_for_key(key);
+        // The new user's balance reaches the wallets within key_refresh_ms.
+        assert!(eventually(Duration::from_secs(5), || get(&gw, "/v1/user/info", key).json()["balance"] == "10.000000"));
+    }
+    for (key, model) in
+        [(&ann_key, "gpt-4o-mini"), (&ann_key, "gpt-4o-mini"), (&ann_key, "gpt-4o"), (&bob_key, "gpt-4o-mini")]
+    {
+        let r = gw.chat(key, model, r#","max_tokens":100"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let calls =
+        |r: &serde_json::Value| r["data"].as_array().unwrap().iter().map(|d| d["calls"].as_i64().unwrap()).sum::<i64>();
+    assert!(eventually(Duration::from_secs(5), || calls(&get(&gw, "/v1/user/usage", &ann).json()) == 3));
+
+    // Per model, today: ann's two models, and nothing of bob's.
+    let r = get(&gw, "/v1/user/usage?by=model", &ann).json();
+    let rows: Vec<(String, i64)> = r["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["model"].as_str().unwrap().to_string(), d["calls"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(rows, [("gpt-4o".to_string(), 1), ("gpt-4o-mini".to_string(), 2)], "{r}");
+    assert!(r["data"][0]["spent"].as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{r}");
+    let month = get(&gw, "/v1/user/usage?period=month", &ann).json();
+    assert_eq!((calls(&month), month["data"].as_array().unwrap().len()), (3, 1), "{month}");
+
+    // Bob sees his one call, whatever he asks for; a key sees its own calls.
+    let ann_id = get(&gw, "/v1/user/info", &ann).json()["id"].clone();
+    assert_eq!(calls(&get(&gw, &format!("/v1/user/usage?user_id={ann_id}&key_id=1"), &bob).json()), 1);
+    assert_eq!(calls(&get(&gw, "/v1/user/usage", &bob_key).json()), 1);
+    assert_eq!(calls(&get(&gw, "/v1/user/usage", &ann_key).json()), 3);
+    let r = get(&gw, "/v1/user/usage?period=week", &ann);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "bad_report_query"));
+    assert_eq!(get(&gw, "/v1/user/usage", "").status, 401);
+
+    // The operator reads the same, and everyone's.
+    let r = get(&gw, &format!("/admin/reports/usage?by=model&user_id={ann_id}"), admin).json();
+    assert_eq!(calls(&r), 3, "{r}");
+    assert_eq!(calls(&get(&gw, "/admin/reports/usage", admin).json()), 4);
+}

@@ -1,5 +1,5 @@
 //! The admin API (`/admin/*`), guarded by the `admin_token` setting (off when unset).
-//! Reports: `GET /admin/reports/usage?period=day|month`, `/admin/reports/users`,
+//! Reports: `GET /admin/reports/usage?period=day|month&by=model&user_id=&key_id=`, `/admin/reports/users`,
 //! `/admin/reports/keys`, `/admin/stats`,
 //! `/admin/logs?user_id=&key_id=&model=&channel=&status=&before_id=&limit=`; every
 //! report takes `from` and `to` (unix seconds).
@@ -79,7 +79,14 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
             let range = reports::Range::from_query(&q);
             let result = match path {
                 "/admin/reports/usage" => {
-                    reports::usage(&state.engine.db, q.get("period").map(String::as_str).unwrap_or("day"), range).await
+                    let id = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
+                    let scope = reports::UsageScope {
+                        user_id: id("user_id"),
+                        key_id: id("key_id"),
+                        by_model: q.get("by").is_some_and(|b| b == "model"),
+                    };
+                    let period = q.get("period").map(String::as_str).unwrap_or("day");
+                    reports::usage(&state.engine.db, period, range, scope).await
                 }
                 "/admin/reports/keys" => reports::keys(&state.engine.db, range).await,
                 "/admin/reports/users" => reports::users(&state.engine.db, range).await,

@@ -27,42 +27,64 @@ impl Range {
     }
 }
 
-/// Calls, spending and units per day (`day`) or month (`month`), in UTC.
-pub async fn usage(db: &Db, period: &str, range: Range) -> Result<Value> {
+/// Whose calls a usage report counts, and whether per model.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UsageScope {
+    /// One user's calls (every key of theirs).
+    pub user_id: Option<i64>,
+    /// One key's calls.
+    pub key_id: Option<i64>,
+    /// A row per period and model instead of per period.
+    pub by_model: bool,
+}
+
+/// Calls, spending and units per day (`day`) or month (`month`), in UTC, of every call or of
+/// `scope`'s, per model when it says so.
+pub async fn usage(db: &Db, period: &str, range: Range, scope: UsageScope) -> Result<Value> {
     let month = match period {
         "day" => false,
         "month" => true,
         other => bail!("period must be 'day' or 'month', not '{other}'"),
     };
     let (from, to) = range.bounds();
+    let model = if scope.by_model { "COALESCE(model, '')" } else { "''" };
     // Grouped by day number in SQL (portable integer division), formatted and merged into
     // months here.
-    type Row = (i64, i64, i64, i64, i64, i64, i64);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT created_at / 86400 AS day, COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT), \
+    type Row = (i64, String, i64, i64, i64, i64, i64, i64);
+    let sql = format!(
+        "SELECT created_at / 86400 AS day, {model} AS m, COUNT(*), CAST(COALESCE(SUM(charge_micros), 0) AS BIGINT), \
          CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), \
          CAST(COALESCE(SUM(characters), 0) AS BIGINT), CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) \
-         FROM call_log WHERE created_at >= $1 AND created_at < $2 GROUP BY created_at / 86400 ORDER BY day",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(db)
-    .await?;
-    let mut buckets: Vec<(String, [i64; 6])> = Vec::new();
-    for (day, calls, spent, input, output, chars, errors) in rows {
+         FROM call_log WHERE created_at >= $1 AND created_at < $2 \
+         AND ($3 = 0 OR key_id IN (SELECT id FROM consumer_keys WHERE user_id = $3)) AND ($4 = 0 OR key_id = $4) \
+         GROUP BY created_at / 86400, {model} ORDER BY day, m"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(from)
+        .bind(to)
+        .bind(scope.user_id.unwrap_or(0))
+        .bind(scope.key_id.unwrap_or(0))
+        .fetch_all(db)
+        .await?;
+    let mut buckets: Vec<(String, String, [i64; 6])> = Vec::new();
+    for (day, model, calls, spent, input, output, chars, errors) in rows {
         let (y, m, d) = civil_from_days(day);
         let label = if month { format!("{y:04}-{m:02}") } else { format!("{y:04}-{m:02}-{d:02}") };
         let figures = [calls, spent, input, output, chars, errors];
-        match buckets.last_mut() {
-            Some((last, sums)) if *last == label => sums.iter_mut().zip(figures).for_each(|(s, f)| *s += f),
-            _ => buckets.push((label, figures)),
+        match buckets.iter_mut().rev().find(|(l, m, _)| *l == label && *m == model) {
+            Some((_, _, sums)) => sums.iter_mut().zip(figures).for_each(|(s, f)| *s += f),
+            None => buckets.push((label, model, figures)),
         }
     }
     let data: Vec<Value> = buckets
         .into_iter()
-        .map(|(period, [calls, spent, input, output, chars, errors])| {
-            json!({ "period": period, "calls": calls, "errors": errors, "spent": format_money(spent),
-                    "input_tokens": input, "output_tokens": output, "characters": chars })
+        .map(|(period, model, [calls, spent, input, output, chars, errors])| {
+            let mut row = json!({ "period": period, "calls": calls, "errors": errors, "spent": format_money(spent),
+                                  "input_tokens": input, "output_tokens": output, "characters": chars });
+            if scope.by_model {
+                row["model"] = json!(model);
+            }
+            row
         })
         .collect();
     Ok(json!({ "period": period, "data": data }))

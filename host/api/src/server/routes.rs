@@ -77,6 +77,7 @@ pub const ROUTES: &[Route] = &[
     // SiliconFlow's clients list models here.
     route("GET", "/v1/user/models", Models),
     route("GET", "/v1/user/logs", Account),
+    route("GET", "/v1/user/usage", Account),
     family("/v1/user/keys", Account),
     family("/v1/auth/", Account),
     route("POST", "/v1/chat/completions", ModelCall("chat")),

@@ -1,5 +1,5 @@
 //! Accounts as users see them: register, log in (a session token, JWT), their info, their
-//! own API keys, and their own request log. Session routes read the database: they are not on the model-call path.
+//! own API keys, their own request log and usage. Session routes read the database: they are not on the model-call path.
 
 use crate::account;
 use crate::exchange::CallError;
@@ -34,6 +34,7 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
         (Method::POST, p) if p == "/v1/auth/login" => login(state, req).await,
         (Method::GET, p) if p == "/v1/user/keys" => list_keys(state, &req).await,
         (Method::GET, p) if p == "/v1/user/logs" => logs(state, &req).await,
+        (Method::GET, p) if p == "/v1/user/usage" => usage(state, &req).await,
         (Method::POST, p) if p == "/v1/user/keys" => create_key(state, req).await,
         (Method::DELETE, p) if p.starts_with("/v1/user/keys/") => {
             revoke_key(state, &req, &p["/v1/user/keys/".len()..]).await
@@ -176,6 +177,25 @@ async fn logs(state: &Api, req: &Request<Incoming>) -> Result<Response, CallErro
         }
     }
     Ok(json(200, &page))
+}
+
+/// `GET /v1/user/usage?period=day|month&by=model&from=&to=`: the caller's own calls and
+/// spending per period (per model with `by=model`): a session's user's, or an API key's.
+async fn usage(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError> {
+    use crate::admin::reports;
+    let (user_id, key_id) = if let Credential::Session(_) = credential(req.headers()) {
+        (Some(session_user(state, req).await?.id), None)
+    } else {
+        (None, Some(state.authenticate(req)?.key_id))
+    };
+    let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
+    // The caller's own calls only: the scope comes from the credential, never the query.
+    let scope = reports::UsageScope { user_id, key_id, by_model: q.get("by").is_some_and(|b| b == "model") };
+    let period = q.get("period").map(String::as_str).unwrap_or("day");
+    match reports::usage(&state.engine.db, period, reports::Range::from_query(&q), scope).await {
+        Ok(v) => Ok(json(200, &v)),
+        Err(e) => Err(bad_request("bad_report_query", format!("{e:#}"))),
+    }
 }
 
 async fn list_keys(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError> {
