@@ -102,6 +102,9 @@ def main():
         shot(page, "plugins")
         open_page(page, "Tasks")
         shot(page, "tasks")
+        open_page(page, "Health")
+        expect(page.locator('[data-figure="Ready"]')).to_have_text("ready")
+        shot(page, "health")
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("button", name="Sign in")).to_be_visible()
 

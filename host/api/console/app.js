@@ -213,6 +213,16 @@ const pages = {
       ], tasks, "No tasks."))];
     },
     logs: async () => logPage("/admin/logs", true),
+    health: async () => {
+      const health = await api("GET", "/health");
+      return [h("h1", {}, "Health"), h("div", { class: "figures" },
+        h("div", { class: "figure" }, h("span", {}, "Serving"), h("b", { "data-figure": "Ready" }, health.ready ? "ready" : "not ready")),
+        h("div", { class: "figure" }, h("span", {}, "Plugins loaded"), h("b", {}, health.plugins))),
+        h("div", { class: "card" }, h("h2", {}, "Channels that cannot serve"),
+          table([["Channel", (c) => c.channel], ["Why", (c) => c.reason]], health.channels_not_ready, "Every channel can serve.")),
+        h("div", { class: "card" }, h("h2", {}, "Plugin files that failed to load"),
+          table([["File", (p) => p.file], ["Error", (p) => p.error || ""]], health.plugins_failed, "None."))];
+    },
   },
   user: {
     account: async () => {
@@ -394,7 +404,7 @@ async function readEvents(response, onChunk) {
 
 const titles = {
   overview: "Overview", channels: "Channels", users: "Users", pricing: "Pricing", plugins: "Plugins", tasks: "Tasks",
-  logs: "Request log", account: "Account", keys: "My keys", playground: "Playground",
+  logs: "Request log", health: "Health", account: "Account", keys: "My keys", playground: "Playground",
 };
 
 function role() { return state.user && state.user.role === "admin" ? "admin" : "user"; }
