@@ -411,7 +411,7 @@ function role() { return state.user && state.user.role === "admin" ? "admin" : "
 
 async function show(name) {
   const set = pages[role()];
-  if (!set[name]) name = Object.keys(set)[0];
+  if (!Object.hasOwn(set, name)) name = Object.keys(set)[0];
   if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === name);
   const page = document.getElementById("page");

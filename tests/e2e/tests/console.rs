@@ -61,6 +61,26 @@ fn the_session_cookie_is_http_only_strict_and_never_acts_without_its_csrf_token(
 
     let r = sign_in(&gw, "root", "wrong password");
     assert_eq!((r.status, r.header("set-cookie")), (401, None));
+    // Another site's form (a text/plain body shaped as JSON), or a JSON post a browser says
+    // came from elsewhere, cannot sign the browser in (login CSRF).
+    let credentials = br#"{"name":"root","password":"root password","x":"="}"#;
+    for headers in [
+        vec![("content-type", "text/plain")],
+        vec![("content-type", "application/json"), ("sec-fetch-site", "cross-site")],
+    ] {
+        let r = http::request(&gw.addr, "POST", "/console/session", &headers, credentials);
+        assert_eq!((r.status, r.error_code().as_str()), (403, "cross_site_sign_in"), "{headers:?}");
+        assert_eq!(r.header("set-cookie"), None);
+    }
+    // Behind an HTTPS proxy the cookie is Secure.
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/console/session",
+        &[("content-type", "application/json"), ("sec-fetch-site", "same-origin"), ("x-forwarded-proto", "https")],
+        credentials,
+    );
+    assert!(r.header("set-cookie").unwrap().contains("; Secure"), "{:?}", r.header("set-cookie"));
     assert_eq!(http::request(&gw.addr, "GET", "/console/session", &[], b"").status, 401);
 
     let r = sign_in(&gw, "root", "root password");
@@ -76,6 +96,19 @@ fn the_session_cookie_is_http_only_strict_and_never_acts_without_its_csrf_token(
     assert!(!r.text().contains(cookie.split_once('=').unwrap().1), "the session token is never in a body");
     let who = http::request(&gw.addr, "GET", "/console/session", &[("cookie", &cookie)], b"");
     assert_eq!((who.status, who.json()["csrf"].as_str()), (200, Some(csrf.as_str())));
+    assert!(!who.header("set-cookie").is_some_and(|c| c.contains("Secure")));
+    // The cookie's user and another credential at once: neither is told.
+    let both = http::request(
+        &gw.addr,
+        "GET",
+        "/console/session",
+        &[("cookie", &cookie), ("authorization", &format!("Bearer {}", gw.key))],
+        b"",
+    );
+    assert_eq!((both.status, both.error_code().as_str()), (400, "two_credentials"));
+    // A second session cookie (planted for a narrower path) makes both count for nothing.
+    let planted = format!("tollgate_session=aaa.bbb.ccc; {cookie}");
+    assert_eq!(http::request(&gw.addr, "GET", "/console/session", &[("cookie", &planted)], b"").status, 401);
 
     // Reads with the cookie alone are the admin's.
     let r = http::request(&gw.addr, "GET", "/admin/channels", &[("cookie", &cookie)], b"");
@@ -107,7 +140,7 @@ fn the_session_cookie_is_http_only_strict_and_never_acts_without_its_csrf_token(
     let r = http::request(&gw.addr, "DELETE", "/console/session", &[("cookie", &cookie)], b"");
     assert_eq!(r.status, 403);
     let r = http::request(&gw.addr, "DELETE", "/console/session", &[("cookie", &cookie), ("x-csrf-token", &csrf)], b"");
-    assert_eq!(r.status, 200);
+    assert_eq!((r.status, r.json()["signed_out"].as_bool()), (200, Some(true)));
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
 
     // A disabled user's cookie signs in no one.
@@ -120,6 +153,25 @@ fn the_session_cookie_is_http_only_strict_and_never_acts_without_its_csrf_token(
     );
     assert_eq!(r.status, 200);
     assert_eq!(http::request(&gw.addr, "GET", "/console/session", &[("cookie", &consumer)], b"").status, 401);
+    // Signing out still clears a cookie whose session no longer holds.
+    let consumer_csrf = tollgate_api_csrf(&consumer);
+    let r = http::request(
+        &gw.addr,
+        "DELETE",
+        "/console/session",
+        &[("cookie", &consumer), ("x-csrf-token", &consumer_csrf)],
+        b"",
+    );
+    assert_eq!((r.status, r.json()["signed_out"].as_bool()), (200, Some(false)));
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+}
+
+/// The CSRF token of a `tollgate_session=<token>` cookie, computed as the gateway documents it
+/// (hex SHA-256 of "tollgate console csrf\0" and the token).
+fn tollgate_api_csrf(cookie: &str) -> String {
+    use sha2::Digest;
+    let token = cookie.split_once('=').unwrap().1;
+    hex::encode(sha2::Sha256::new().chain_update(b"tollgate console csrf\0").chain_update(token).finalize())
 }
 
 #[test]

@@ -47,7 +47,12 @@ pub async fn usage(db: &Db, period: &str, range: Range, scope: UsageScope) -> Re
         other => bail!("period must be 'day' or 'month', not '{other}'"),
     };
     let (from, to) = range.bounds();
-    let model = if scope.by_model { "COALESCE(model, '')" } else { "''" };
+    // PostgreSQL refuses a constant in GROUP BY: group by the model only when asked.
+    let (model, group) = if scope.by_model {
+        ("COALESCE(model, '')", "created_at / 86400, COALESCE(model, '')")
+    } else {
+        ("''", "created_at / 86400")
+    };
     // Grouped by day number in SQL (portable integer division), formatted and merged into
     // months here.
     type Row = (i64, String, i64, i64, i64, i64, i64, i64);
@@ -57,7 +62,7 @@ pub async fn usage(db: &Db, period: &str, range: Range, scope: UsageScope) -> Re
          CAST(COALESCE(SUM(characters), 0) AS BIGINT), CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) \
          FROM call_log WHERE created_at >= $1 AND created_at < $2 \
          AND ($3 = 0 OR key_id IN (SELECT id FROM consumer_keys WHERE user_id = $3)) AND ($4 = 0 OR key_id = $4) \
-         GROUP BY created_at / 86400, {model} ORDER BY day, m"
+         GROUP BY {group} ORDER BY day, m"
     );
     let rows: Vec<Row> = sqlx::query_as(&sql)
         .bind(from)

@@ -4,9 +4,12 @@
 //! - `GET /console` (and `/console/`): the page; `GET /console/app.js`, `/console/app.css`.
 //! - `POST /console/session` `{name, password}`: signs in (throttled like `/v1/auth/login`);
 //!   sets the session cookie (`server::auth::SESSION_COOKIE`: HttpOnly, SameSite=Strict,
-//!   Path=/, for the session's lifetime) and answers `{name, role, csrf, expires_at}`.
+//!   Path=/, for the session's lifetime, Secure behind an HTTPS proxy) and answers
+//!   `{name, role, csrf, expires_at}`. Only a JSON body from this origin signs in: no other
+//!   site can sign the browser into an account of its choosing.
 //! - `GET /console/session`: who the cookie signs in (`401` if no one), with `csrf`.
-//! - `DELETE /console/session`: signs out (clears the cookie; needs `x-csrf-token`).
+//! - `DELETE /console/session`: signs out (clears the cookie; needs `x-csrf-token`); the
+//!   session token itself lasts until it expires.
 //!
 //! Everything else the console shows it reads from the admin and account APIs, with the
 //! same cookie (see `server::auth::from_cookie`): it needs no route of its own for data, so
@@ -82,6 +85,11 @@ async fn who(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError
     let Some(session) = auth::session_cookie(req.headers()) else {
         return Err(unauthorized("Not signed in."));
     };
+    // The answer's user and its CSRF token are the cookie's: a request that also sends a
+    // credential of its own gets neither.
+    if auth::credential(req.headers()) != auth::Credential::Session(session) {
+        return Err(bad_request("two_credentials", "Send the console's cookie or an Authorization header, not both."));
+    }
     let claims = state.sessions.verify(session).ok_or_else(|| unauthorized("The session expired; sign in again."))?;
     // The same rule as every session route: a disabled user is signed out.
     let user = crate::surface::user::session_user(state, req).await?;
@@ -95,6 +103,21 @@ struct Credentials {
 }
 
 async fn sign_in(state: &Api, req: Request<Incoming>) -> Result<Response, CallError> {
+    // Another site's form can post here (signing in needs no cookie) to sign the browser into
+    // an account of the attacker's: a form cannot send JSON's content type, and a browser
+    // says where a request comes from.
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let json_body =
+        header("content-type").split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json_body || !matches!(header("sec-fetch-site"), "" | "same-origin" | "none") {
+        return Err(CallError::new(
+            403,
+            "permission_error",
+            "cross_site_sign_in",
+            "Sign in from the console's own page (a JSON body from this origin).",
+        ));
+    }
+    let secure = behind_https(req.headers());
     if let Some(peer) = req.extensions().get::<crate::server::Peer>() {
         if state.auth_throttle.take(peer.0, std::time::Instant::now()).is_err() {
             return Err(CallError::new(
@@ -111,16 +134,30 @@ async fn sign_in(state: &Api, req: Request<Incoming>) -> Result<Response, CallEr
     let (session, role, expires_at) = crate::surface::user::check_password(state, c.name.trim(), c.password).await?;
     let mut r = json(200, &signed_in(c.name.trim(), &role, &session, expires_at));
     let max_age = (expires_at - crate::store::now_unix()).max(0);
-    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
     r.headers_mut().insert(http::header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("a token is header-safe"));
     Ok(r)
 }
 
+/// Signing out clears the cookie, whether or not its session is still good (the CSRF token
+/// was checked when the cookie became the request's session). The token itself stays valid
+/// until it expires (`session_ttl_hours`): sessions are not revoked one by one.
 async fn sign_out(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError> {
-    // The CSRF token was checked when the cookie became the request's session.
-    crate::surface::user::session_user(state, req).await?;
-    let mut r = json(200, &serde_json::json!({ "signed_out": true }));
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let signed_in = crate::surface::user::session_user(state, req).await.is_ok();
+    let mut r = json(200, &serde_json::json!({ "signed_out": signed_in }));
+    let secure = behind_https(req.headers());
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
     r.headers_mut().insert(http::header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("static"));
     Ok(r)
+}
+
+/// `; Secure` when a TLS proxy in front says the browser came over HTTPS
+/// (`X-Forwarded-Proto: https`): the cookie then never travels over plain HTTP.
+fn behind_https(headers: &http::HeaderMap) -> &'static str {
+    let proto = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if proto.eq_ignore_ascii_case("https") {
+        "; Secure"
+    } else {
+        ""
+    }
 }

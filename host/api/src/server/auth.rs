@@ -57,17 +57,23 @@ pub fn credential(headers: &HeaderMap) -> Credential<'_> {
     }
 }
 
-/// The session token in the request's `Cookie` header, if any.
+/// The session token in the request's `Cookie` header, if there is exactly one: a second
+/// `tollgate_session` (planted by a sibling domain, or for a narrower path) makes both count
+/// for nothing, so nobody can slip a session of theirs in front of the user's.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+    let mut sessions = headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim())
-        .filter(|v| crate::account::session::looks_like_jwt(v))
+        .filter(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim());
+    let first = sessions.next()?;
+    if sessions.next().is_some() {
+        return None;
+    }
+    Some(first).filter(|v| crate::account::session::looks_like_jwt(v))
 }
 
 /// The anti-forgery token of a session: a one-way function of the session token, which the
@@ -171,6 +177,13 @@ mod tests {
             cookie_request(http::Method::POST, &[("cookie", cookie), ("authorization", "Bearer sk-tg-own".into())]);
         assert_eq!(result, Ok(()));
         assert_eq!(credential(&h), Credential::Key("sk-tg-own"));
+        // Two session cookies (one planted for a narrower path) count for nothing.
+        let (result, h) = cookie_request(
+            http::Method::GET,
+            &[("cookie", format!("{SESSION_COOKIE}=eee.fff.ggg; {SESSION_COOKIE}={jwt}"))],
+        );
+        assert_eq!(result, Ok(()));
+        assert_eq!(credential(&h), Credential::None);
         // A cookie that is no session token is no credential.
         let (result, h) = cookie_request(http::Method::POST, &[("cookie", format!("{SESSION_COOKIE}=sk-tg-abc"))]);
         assert_eq!(result, Ok(()));

@@ -111,14 +111,17 @@ async fn login(state: &Api, req: Request<Incoming>) -> Result<Response, CallErro
 /// token, the user's role and when the token expires.
 pub async fn check_password(state: &Api, name: &str, password: String) -> Result<(String, String, i64), CallError> {
     let refused = || unauthorized("Wrong user name or password.");
-    let Some((id, Some(hash), role, disabled)) =
-        account::credentials(&state.engine.db, name).await.map_err(internal)?
-    else {
+    let found = account::credentials(&state.engine.db, name).await.map_err(internal)?;
+    // An unknown or disabled user's password is checked too (against a stand-in hash), so
+    // the refusal takes a wrong password's time.
+    let (user, hash) = match found {
+        Some((id, Some(hash), role, false)) => (Some((id, role)), hash),
+        _ => (None, account::session::stand_in_hash()),
+    };
+    let verified = account::session::verify_password_off_workers(password, hash).await;
+    let Some((id, role)) = user.filter(|_| verified) else {
         return Err(refused());
     };
-    if disabled || !account::session::verify_password_off_workers(password, hash).await {
-        return Err(refused());
-    }
     let (token, expires_at) = state.sessions.issue(id, name, &role).map_err(internal)?;
     Ok((token, role, expires_at))
 }

@@ -169,6 +169,18 @@ pub async fn verify_password_off_workers(password: String, stored: String) -> bo
     off_workers(move || verify_password(&password, &stored)).await
 }
 
+/// A hash no password matches in practice, to verify against when a user does not exist (or
+/// is disabled): the refusal then takes as long as a wrong password's, so the answer's time
+/// does not tell which names exist.
+pub fn stand_in_hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let random: [u8; 24] = rand::random();
+        hash_password(&hex::encode(random)).expect("a 48-character password hashes")
+    })
+    .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
