@@ -66,9 +66,11 @@ def main():
         open_page(page, "Channels")
         card = page.locator(f'[data-channel="{CHANNEL}"]')
         expect(card).to_be_visible()
-        page.get_by_label("Keys").fill("sk-console-imported-1\nsk-console-imported-2,3\n")
+        page.get_by_label("Keys").fill("sk-console-imported-1\nsk-console-imported-2,3\nsk-console-imported-1\nnot a key\n")
         page.get_by_role("button", name="Import").click()
-        expect(page.get_by_text("Imported 2 new")).to_be_visible()
+        report = page.locator("#page .ok")
+        expect(report).to_contain_text("Imported 2 new, 0 already stored (updated), 1 repeated in the text.")
+        expect(report).to_contain_text("Refused 1: line 4: a key is empty or contains spaces")
         page.wait_for_timeout(1800)  # the page reloads its channels
         expect(card.get_by_role("cell", name="Remove").first).to_be_visible()
         shot(page, "channels")

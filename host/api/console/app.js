@@ -154,7 +154,8 @@ const pages = {
             "Import", async (v) => {
               const r = await api("POST", `/admin/channels/${encodeURIComponent(v.channel)}/keys`, v.keys, true);
               setTimeout(() => show("channels"), 1500);
-              return `Imported ${r.added} new, ${r.updated} already stored (updated).`;
+              const refused = r.invalid.length ? ` Refused ${r.invalid.length}: ${r.invalid.join("; ")}.` : "";
+              return `Imported ${r.added} new, ${r.updated} already stored (updated), ${r.repeated} repeated in the text.${refused}`;
             })),
       ];
     },

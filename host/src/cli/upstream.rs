@@ -73,9 +73,14 @@ pub async fn run(config: &Config, command: UpstreamCommand) -> Result<()> {
                 Some(f) => std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?,
                 None => std::io::read_to_string(std::io::stdin())?,
             };
-            let records = stored::parse_import(&text)?;
-            let (added, updated) = stored::import(&db, &master()?, &channel, &records).await?;
-            line(format!("{added} added, {updated} updated"));
+            // The command line stores all or nothing: a file with a bad line is fixed and run again.
+            let read = stored::parse_import(&text)?;
+            if !read.invalid.is_empty() {
+                anyhow::bail!("nothing imported; fix these lines: {}", read.invalid.join("; "));
+            }
+            let (added, updated) = stored::import(&db, &master()?, &channel, &read.records).await?;
+            let repeated = if read.repeated > 0 { format!(", {} repeated", read.repeated) } else { String::new() };
+            line(format!("{added} added, {updated} updated{repeated}"));
         }
         UpstreamCommand::Export { channel } => json(&stored::export(&db, &master()?, channel.as_deref()).await?)?,
         UpstreamCommand::List => table(

@@ -1,6 +1,9 @@
 //! Upstream keys stored in the database, through the admin API:
 //! - `POST /admin/channels/{name}/keys`: imports keys (the body is a JSON array, or lines of
-//!   `key[,weight[,priority]]`); they serve from the next call on;
+//!   `key[,weight[,priority]]`); they serve from the next call on. The answer reports what
+//!   was `added`, `updated` (already stored: its weight and priority replaced), `repeated`
+//!   in the text, and each `invalid` line with why; the good lines are stored (400 when none
+//!   is good);
 //! - `GET /admin/channels/{name}/keys/export`: the channel's stored keys in clear, as JSON;
 //! - `DELETE /admin/channels/{name}/keys/{id}`: removes a stored key.
 //!
@@ -51,13 +54,24 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 Ok(b) => b,
                 Err(e) => return e.to_response(),
             };
-            let records = match stored::parse_import(&String::from_utf8_lossy(&body)) {
+            let read = match stored::parse_import(&String::from_utf8_lossy(&body)) {
                 Ok(r) => r,
                 Err(e) => return error_response(400, "invalid_request_error", "invalid_keys", &format!("{e:#}")),
             };
-            stored::import(&state.engine.db, master, name, &records)
-                .await
-                .map(|(added, updated)| serde_json::json!({ "added": added, "updated": updated }))
+            if read.records.is_empty() {
+                let why = if read.invalid.is_empty() { "no keys".to_string() } else { read.invalid.join("; ") };
+                return error_response(
+                    400,
+                    "invalid_request_error",
+                    "invalid_keys",
+                    &format!("Nothing to import: {why}"),
+                );
+            }
+            // The good lines are stored; the report names the refused ones.
+            stored::import(&state.engine.db, master, name, &read.records).await.map(|(added, updated)| {
+                serde_json::json!({ "added": added, "updated": updated, "repeated": read.repeated,
+                                    "invalid": read.invalid })
+            })
         }
         (&Method::GET, ["keys", "export"]) => {
             stored::export(&state.engine.db, master, Some(name)).await.map(|keys| serde_json::json!({ "keys": keys }))

@@ -160,16 +160,22 @@ pub async fn info(state: &Api, req: &Request<Incoming>) -> Result<Response, Call
     ))
 }
 
+/// Whose calls a caller may read: a session's user's (every key of theirs), or an API key's
+/// own; never from the query.
+async fn own_scope(state: &Api, req: &Request<Incoming>) -> Result<(Option<i64>, Option<i64>), CallError> {
+    Ok(if let Credential::Session(_) = credential(req.headers()) {
+        (Some(session_user(state, req).await?.id), None)
+    } else {
+        (None, Some(state.authenticate(req)?.key_id))
+    })
+}
+
 /// `GET /v1/user/logs?model=&status=&from=&to=&before_id=&limit=`: the caller's own calls,
 /// newest first. With a session token, every call of the user's keys; with an API key, that
 /// key's calls only. Never another user's, and without the operator's channel names.
 async fn logs(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError> {
     use crate::admin::reports;
-    let (user_id, key_id) = if let Credential::Session(_) = credential(req.headers()) {
-        (Some(session_user(state, req).await?.id), None)
-    } else {
-        (None, Some(state.authenticate(req)?.key_id))
-    };
+    let (user_id, key_id) = own_scope(state, req).await?;
     let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
     // The caller's own calls only: the identity filters come from the credential, never the query.
     let filter = reports::LogFilter { key_id, user_id, channel: None, ..reports::LogFilter::from_query(&q, 50) };
@@ -186,11 +192,7 @@ async fn logs(state: &Api, req: &Request<Incoming>) -> Result<Response, CallErro
 /// spending per period (per model with `by=model`): a session's user's, or an API key's.
 async fn usage(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError> {
     use crate::admin::reports;
-    let (user_id, key_id) = if let Credential::Session(_) = credential(req.headers()) {
-        (Some(session_user(state, req).await?.id), None)
-    } else {
-        (None, Some(state.authenticate(req)?.key_id))
-    };
+    let (user_id, key_id) = own_scope(state, req).await?;
     let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
     // The caller's own calls only: the scope comes from the credential, never the query.
     let scope = reports::UsageScope { user_id, key_id, by_model: q.get("by").is_some_and(|b| b == "model") };

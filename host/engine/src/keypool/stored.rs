@@ -93,28 +93,50 @@ fn one() -> u32 {
     1
 }
 
+/// An import text, read: the keys to store (each once: the first line naming a key wins), how
+/// many lines named a key again, and the lines (or array items) refused, each with why.
+#[derive(Debug, Default)]
+pub struct ImportText {
+    pub records: Vec<KeyRecord>,
+    pub repeated: usize,
+    pub invalid: Vec<String>,
+}
+
 /// Reads keys to import: a JSON array (of strings, or of `{key, weight, priority}`), or
-/// lines of `key` or `key,weight,priority` (blank lines and `#` comments are skipped).
-pub fn parse_import(text: &str) -> Result<Vec<KeyRecord>> {
+/// lines of `key` or `key,weight,priority` (blank lines and `#` comments are skipped). A
+/// line or item that is not a key is refused on its own (`invalid`); a text that is not
+/// JSON when it starts like it is an error.
+pub fn parse_import(text: &str) -> Result<ImportText> {
     let text = text.trim();
-    let records: Vec<KeyRecord> = if text.starts_with('[') {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Item {
-            Plain(String),
-            Record(KeyRecord),
+    let mut read = ImportText::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut take = |read: &mut ImportText, place: String, record: Result<KeyRecord>| {
+        let checked = record.and_then(|r| {
+            if r.key.is_empty() || r.key.chars().any(char::is_whitespace) {
+                bail!("a key is empty or contains spaces");
+            }
+            if r.weight == 0 {
+                bail!("a key needs a weight of at least 1");
+            }
+            Ok(r)
+        });
+        match checked {
+            Ok(r) if !seen.insert(r.key.clone()) => read.repeated += 1,
+            Ok(r) => read.records.push(r),
+            Err(e) => read.invalid.push(format!("{place}: {e:#}")),
         }
-        let items: Vec<Item> =
+    };
+    if text.starts_with('[') {
+        let items: Vec<serde_json::Value> =
             serde_json::from_str(text).context("keys: a JSON array of strings or {key, weight, priority}")?;
-        items
-            .into_iter()
-            .map(|i| match i {
-                Item::Plain(key) => KeyRecord { key, weight: 1, priority: 0, channel: None },
-                Item::Record(r) => r,
-            })
-            .collect()
+        for (n, item) in items.into_iter().enumerate() {
+            let record = match item {
+                serde_json::Value::String(key) => Ok(KeyRecord { key, weight: 1, priority: 0, channel: None }),
+                other => serde_json::from_value::<KeyRecord>(other).map_err(anyhow::Error::from),
+            };
+            take(&mut read, format!("item {}", n + 1), record);
+        }
     } else {
-        let mut out = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -125,26 +147,22 @@ pub fn parse_import(text: &str) -> Result<Vec<KeyRecord>> {
             let number = |f: Option<&str>, default: i64| -> Result<i64> {
                 match f.filter(|f| !f.is_empty()) {
                     None => Ok(default),
-                    Some(f) => f.parse().with_context(|| format!("line {}: '{f}' is not a number", n + 1)),
+                    Some(f) => f.parse().map_err(|_| anyhow::anyhow!("'{f}' is not a number")),
                 }
             };
-            let weight = number(fields.next(), 1)?;
-            let priority = number(fields.next(), 0)?;
-            let weight = u32::try_from(weight).with_context(|| format!("line {}: bad weight", n + 1))?;
-            let priority = i32::try_from(priority).with_context(|| format!("line {}: bad priority", n + 1))?;
-            out.push(KeyRecord { key, weight, priority, channel: None });
-        }
-        out
-    };
-    for r in &records {
-        if r.key.is_empty() || r.key.chars().any(char::is_whitespace) {
-            bail!("a key is empty or contains spaces");
-        }
-        if r.weight == 0 {
-            bail!("every key needs a weight of at least 1");
+            let record = (|| {
+                let weight = number(fields.next(), 1)?;
+                let weight =
+                    u32::try_from(weight).map_err(|_| anyhow::anyhow!("the weight {weight} is out of range"))?;
+                let priority = number(fields.next(), 0)?;
+                let priority =
+                    i32::try_from(priority).map_err(|_| anyhow::anyhow!("the priority {priority} is out of range"))?;
+                Ok(KeyRecord { key, weight, priority, channel: None })
+            })();
+            take(&mut read, format!("line {}", n + 1), record);
         }
     }
-    Ok(records)
+    Ok(read)
 }
 
 /// Stores `records` for `channel`, sealed. Returns (added, updated).
@@ -328,22 +346,40 @@ mod tests {
 
     #[test]
     fn imports_read_lines_and_json() {
-        let r = parse_import("# pool\nsk-a\nsk-b, 3, -1\n\n").unwrap();
+        let r = parse_import("# pool\nsk-a\nsk-b, 3, -1\n\n").unwrap().records;
         assert_eq!((r.len(), r[1].key.as_str(), r[1].weight, r[1].priority), (2, "sk-b", 3, -1));
-        let r = parse_import(r#"["sk-a", {"key":"sk-b","weight":2}]"#).unwrap();
+        let r = parse_import(r#"["sk-a", {"key":"sk-b","weight":2}]"#).unwrap().records;
         assert_eq!((r[0].weight, r[1].weight), (1, 2));
-        assert!(parse_import("sk-a, 0").is_err(), "weight 0");
-        assert!(parse_import("sk-a, x").is_err());
-        assert!(parse_import(r#"[{"weight":2}]"#).is_err());
+        assert!(parse_import("[not json").is_err());
+    }
+
+    #[test]
+    fn an_import_refuses_each_bad_line_on_its_own_and_counts_repeats() {
+        let r = parse_import("sk-a\nsk-a, 0\nsk-b, x\nsk-c, 2\nsk a\nsk-c\nsk-d,1,99999999999").unwrap();
+        let keys: Vec<&str> = r.records.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["sk-a", "sk-c"]);
+        assert_eq!(r.repeated, 1, "sk-c again");
+        assert_eq!(
+            r.invalid,
+            [
+                "line 2: a key needs a weight of at least 1",
+                "line 3: 'x' is not a number",
+                "line 5: a key is empty or contains spaces",
+                "line 7: the priority 99999999999 is out of range",
+            ]
+        );
+        let r = parse_import(r#"["sk-a", {"weight":2}, "", "sk-a"]"#).unwrap();
+        assert_eq!((r.records.len(), r.repeated, r.invalid.len()), (1, 1, 2), "{:?}", r.invalid);
+        assert!(r.invalid[0].starts_with("item 2: "), "{:?}", r.invalid);
     }
 
     #[tokio::test]
     async fn imported_keys_are_stored_sealed_and_export_as_they_were() {
         let db = crate::store::open_for_test("upstream_keys").await;
         let m = MasterKey::parse(MASTER).unwrap();
-        let records = parse_import("sk-one,2\nsk-two").unwrap();
+        let records = parse_import("sk-one,2\nsk-two").unwrap().records;
         assert_eq!(import(&db, &m, "sf", &records).await.unwrap(), (2, 0));
-        assert_eq!(import(&db, &m, "sf", &parse_import("sk-one,5").unwrap()).await.unwrap(), (0, 1));
+        assert_eq!(import(&db, &m, "sf", &parse_import("sk-one,5").unwrap().records).await.unwrap(), (0, 1));
         let (secrets,): (String,) =
             sqlx::query_as("SELECT MIN(secret) || MAX(secret) FROM upstream_keys").fetch_one(&db).await.unwrap();
         assert!(!secrets.contains("sk-one") && !secrets.contains("sk-two"));
