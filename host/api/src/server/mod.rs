@@ -254,6 +254,7 @@ pub async fn handle(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
         ),
         Found::Route(Handler::Admin) => Box::pin(admin::handle(&state, req)).await,
         Found::Route(Handler::Console) => Box::pin(crate::console::handle(&state, req)).await,
+        Found::Route(Handler::OpenApi) => full(200, "application/json", routes::OPENAPI),
         Found::WrongMethod(allowed) => {
             let mut resp = error::error_response(
                 405,
@@ -279,7 +280,9 @@ pub async fn handle(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
                     404,
                     "invalid_request_error",
                     "unknown_route",
-                    &format!("Unknown request URL: {method} {path}. See the README for the routes Tollgate serves."),
+                    &format!(
+                        "Unknown request URL: {method} {path}. GET /openapi.json lists the routes Tollgate serves."
+                    ),
                 ),
             }
         }

@@ -36,6 +36,8 @@ pub enum Handler {
     Admin,
     /// The web console's page, assets and browser session.
     Console,
+    /// The OpenAPI document of these routes (`host/api/openapi.json`).
+    OpenApi,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,10 +66,14 @@ const fn family(prefix: &'static str, handler: Handler) -> Route {
     Route { method: None, path: Prefix(prefix), handler }
 }
 
+/// The OpenAPI document of the gateway's own routes, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
 /// The routes the gateway serves itself; everything else may be a plugin's native route.
 pub const ROUTES: &[Route] = &[
     route("GET", "/health", Health),
     route("GET", "/metrics", Metrics),
+    route("GET", "/openapi.json", OpenApi),
     route("GET", "/v1/models", Models),
     family("/v1/models/", Gemini),
     route("GET", "/v1beta/models", Gemini),
@@ -179,5 +185,26 @@ mod tests {
         assert!(!reserved("/v1/query/{kind}"));
         assert!(reserved("/v1beta/models/{model}:generateContent"), "Gemini's surface is the gateway's");
         assert!(!reserved("/v1beta/files/{id}"));
+    }
+
+    /// The OpenAPI document names every route of the table with its method, and a path under
+    /// every family; what it names is routed (tests/e2e/tests/openapi.rs calls each).
+    #[test]
+    fn the_openapi_document_covers_the_table() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("the document is JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        for r in ROUTES {
+            match (r.path, r.method) {
+                (Exact(p), Some(m)) => {
+                    assert!(
+                        paths.get(p).and_then(|ops| ops.get(m.to_lowercase())).is_some(),
+                        "{m} {p} is not documented"
+                    )
+                }
+                (Prefix(p), _) | (Exact(p), None) => {
+                    assert!(paths.keys().any(|k| k.starts_with(p)), "nothing under {p} is documented")
+                }
+            }
+        }
     }
 }
