@@ -167,6 +167,10 @@ fn a_user_reads_only_its_own_usage_per_day_and_model() {
     let key_of =
         |token: &str| post(&gw, "/v1/user/keys", token, r#"{"name":"k"}"#).json()["key"].as_str().unwrap().to_string();
     let (ann_key, bob_key) = (key_of(&ann), key_of(&bob));
+    // A new key answers at once on the node that made it (not after key_refresh_ms).
+    assert_eq!(get(&gw, "/v1/models", &bob_key).status, 200);
+    let r = post(&gw, "/admin/keys", admin, r#"{"name":"ops","user":"ann"}"#);
+    assert_eq!(get(&gw, "/v1/models", r.json()["key"].as_str().unwrap()).status, 200);
     for key in [&ann_key, &bob_key] {
         gw.wait_for_key(key);
         // The new user's balance reaches the wallets within key_refresh_ms.

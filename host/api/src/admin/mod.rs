@@ -301,6 +301,7 @@ async fn run_manage(state: &Api, segments: &[&str], body: serde_json::Value) -> 
                     .unwrap_or_default(),
             };
             let key = account::create_key(&state.engine.db, &new).await?;
+            state.accept_new_keys().await;
             Ok(serde_json::json!({ "key": key }))
         }
         ["keys", id, action] => {

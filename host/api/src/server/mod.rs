@@ -116,6 +116,16 @@ impl Api {
         self.engine.replace_channels(&configs).await
     }
 
+    /// Reads the consumer keys again now, so a key just created answers at once on this node
+    /// (others see it within `key_refresh_ms`, as before). A failure leaves that to the
+    /// refresh job.
+    pub async fn accept_new_keys(&self) {
+        let wallets = self.engine.billing.as_ref().map(|b| &b.wallets);
+        if let Err(e) = self.keys.reload(&self.engine.db, wallets).await {
+            tracing::warn!(error = %e, "reloading consumer keys after a new key failed; the refresh job will");
+        }
+    }
+
     /// A request id unique across restarts (random prefix) and cheap (a counter).
     pub fn next_request_id(&self) -> String {
         self.request_ids.next()

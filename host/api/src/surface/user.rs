@@ -244,6 +244,7 @@ async fn create_key(state: &Api, req: Request<Incoming>) -> Result<Response, Cal
     let key = account::create_key(&state.engine.db, &new)
         .await
         .map_err(|e| bad_request("invalid_key_request", format!("{e:#}")))?;
+    state.accept_new_keys().await;
     Ok(json(201, &serde_json::json!({ "key": key, "note": "This is the only time the key is shown." })))
 }
 
