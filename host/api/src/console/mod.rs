@@ -96,12 +96,6 @@ async fn who(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError
     Ok(json(200, &signed_in(&user.name, &user.role, session, claims.exp)))
 }
 
-#[derive(serde::Deserialize)]
-struct Credentials {
-    name: String,
-    password: String,
-}
-
 async fn sign_in(state: &Api, req: Request<Incoming>) -> Result<Response, CallError> {
     // Another site's form can post here (signing in needs no cookie) to sign the browser into
     // an account of the attacker's: a form cannot send JSON's content type, and a browser
@@ -118,19 +112,10 @@ async fn sign_in(state: &Api, req: Request<Incoming>) -> Result<Response, CallEr
         ));
     }
     let secure = behind_https(req.headers());
-    if let Some(peer) = req.extensions().get::<crate::server::Peer>() {
-        if state.auth_throttle.take(peer.0, std::time::Instant::now()).is_err() {
-            return Err(CallError::new(
-                429,
-                "rate_limit_error",
-                "too_many_attempts",
-                "Too many sign-in attempts from this address; wait and retry.",
-            ));
-        }
+    if let Some(refused) = crate::surface::user::throttled(state, &req) {
+        return Ok(refused);
     }
-    let body = state.read_body_within(req, 8 * 1024).await?;
-    let c: Credentials =
-        serde_json::from_slice(&body).map_err(|e| bad_request("invalid_json", format!("Invalid JSON body: {e}")))?;
+    let c: crate::surface::user::Credentials = crate::surface::user::read_json(state, req).await?;
     let (session, role, expires_at) = crate::surface::user::check_password(state, c.name.trim(), c.password).await?;
     let mut r = json(200, &signed_in(c.name.trim(), &role, &session, expires_at));
     let max_age = (expires_at - crate::store::now_unix()).max(0);

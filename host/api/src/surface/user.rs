@@ -15,18 +15,8 @@ use serde::Deserialize;
 /// `POST /v1/auth/register`, `POST /v1/auth/login`, `/v1/user/keys[/{id}]`, `GET /v1/user/logs`.
 pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
     if req.uri().path().starts_with("/v1/auth/") {
-        if let Some(peer) = req.extensions().get::<crate::server::Peer>() {
-            if let Err(wait) = state.auth_throttle.take(peer.0, std::time::Instant::now()) {
-                let mut resp = CallError::new(
-                    429,
-                    "rate_limit_error",
-                    "too_many_attempts",
-                    "Too many sign-in or registration attempts from this address; wait and retry.",
-                )
-                .to_response();
-                resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(wait.as_secs().max(1)));
-                return resp;
-            }
+        if let Some(refused) = throttled(state, &req) {
+            return refused;
         }
     }
     let result = match (req.method().clone(), req.uri().path().to_string()) {
@@ -44,17 +34,37 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
     result.unwrap_or_else(|e| e.to_response())
 }
 
+/// A 429 (with `Retry-After`) when the caller's address has used up its sign-in and
+/// registration attempts (`auth_attempts_per_minute`); every route that checks a password
+/// asks first.
+pub(crate) fn throttled(state: &Api, req: &Request<Incoming>) -> Option<Response> {
+    let peer = req.extensions().get::<crate::server::Peer>()?;
+    let wait = state.auth_throttle.take(peer.0, std::time::Instant::now()).err()?;
+    let mut resp = CallError::new(
+        429,
+        "rate_limit_error",
+        "too_many_attempts",
+        "Too many sign-in or registration attempts from this address; wait and retry.",
+    )
+    .to_response();
+    resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(wait.as_secs().max(1)));
+    Some(resp)
+}
+
 #[derive(Deserialize)]
-struct Credentials {
-    name: String,
-    password: String,
+pub(crate) struct Credentials {
+    pub name: String,
+    pub password: String,
 }
 
 /// The largest body an account route reads: credentials and key requests are small, and these
 /// routes are open before authentication.
 const MAX_ACCOUNT_BODY: usize = 8 * 1024;
 
-async fn read_json<T: serde::de::DeserializeOwned>(state: &Api, req: Request<Incoming>) -> Result<T, CallError> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &Api,
+    req: Request<Incoming>,
+) -> Result<T, CallError> {
     let body = state.read_body_within(req, MAX_ACCOUNT_BODY).await?;
     serde_json::from_slice(&body).map_err(|e| bad_request("invalid_json", format!("Invalid JSON body: {e}")))
 }
