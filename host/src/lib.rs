@@ -146,6 +146,15 @@ pub async fn serve(config: config::Config) -> Result<()> {
     // The channels, with their stored upstream keys, before the first call; settings a
     // plugin refuses are the operator's to fix before anything is served.
     engine.replace_channels(&config.channels).await?;
+    // Traces, when the operator names a receiver: exported by a task of their own.
+    let (tracer, trace_export) = match config.tracing.otlp()? {
+        Some(otlp) => {
+            tracing::info!(endpoint = %otlp.endpoint, sample_ratio = otlp.sample_ratio, "exporting traces over OTLP");
+            let (tracer, export) = tollgate_engine::trace::otlp::start(otlp);
+            (Some(tracer), Some(tokio::spawn(export)))
+        }
+        None => (None, None),
+    };
     let settings = ApiSettings {
         admin_token: config.admin_token.clone(),
         metrics_token: config.metrics_token.clone(),
@@ -166,6 +175,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
         minimax_proxy_socket_path: config.minimax_proxy_socket_path.clone(),
         chat_socket_paths: config.chat_socket_paths.clone(),
         progress_socket_path: config.progress_socket_path.clone(),
+        tracer,
     };
     let source = Box::new(ConfigFile(config.source.clone()));
     let state = Arc::new(Api::new(settings, engine, keys, sessions, source));
@@ -189,6 +199,12 @@ pub async fn serve(config: config::Config) -> Result<()> {
     jobs.stop(Duration::from_secs(5)).await;
     drop(watcher);
     drop(state);
+    // The tracer went with the state: the exporter sends what it holds and ends.
+    if let Some(export) = trace_export {
+        if tokio::time::timeout(Duration::from_secs(10), export).await.is_err() {
+            tracing::warn!("the trace exporter did not finish within 10 s");
+        }
+    }
     // Every CallLog clone is gone once the connections and jobs are; the writer drains and ends.
     if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {
         tracing::error!("the call log did not finish writing within 10 s");

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub sockets_open: AtomicU64,
     pub socket_frames: [AtomicU64; 2],
     pub socket_bytes: [AtomicU64; 2],
+    /// Traces handed to the OTLP receiver, and traces dropped (queue full, receiver failed).
+    pub traces_exported: AtomicU64,
+    pub traces_dropped: AtomicU64,
 }
 
 /// The final statuses of a task, in the order of `Metrics::tasks_ended`.
@@ -60,6 +63,8 @@ pub static METRICS: Metrics = Metrics {
     sockets_open: AtomicU64::new(0),
     socket_frames: [AtomicU64::new(0), AtomicU64::new(0)],
     socket_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+    traces_exported: AtomicU64::new(0),
+    traces_dropped: AtomicU64::new(0),
 };
 
 /// A session counted in `sockets_open` (`Metrics::socket_opened`).
@@ -217,6 +222,18 @@ pub fn render(s: &Snapshot) -> String {
         |v: &[AtomicU64; 2]| [("{from=\"client\"}", v[0].load(Relaxed)), ("{from=\"upstream\"}", v[1].load(Relaxed))];
     metric("tollgate_socket_messages_total", "counter", "WebSocket messages read, by side.", &sides(&m.socket_frames));
     metric("tollgate_socket_bytes_total", "counter", "WebSocket message bytes read, by side.", &sides(&m.socket_bytes));
+    metric(
+        "tollgate_traces_exported_total",
+        "counter",
+        "Traces taken by the OTLP receiver.",
+        &[("", m.traces_exported.load(Relaxed))],
+    );
+    metric(
+        "tollgate_traces_dropped_total",
+        "counter",
+        "Traces dropped (export queue full, receiver failed).",
+        &[("", m.traces_dropped.load(Relaxed))],
+    );
     let keys: Vec<(String, u64)> = s
         .upstream_keys
         .iter()

@@ -158,6 +158,7 @@ impl Engine {
         };
         // Billing: priced and reserved before the upstream is called (400/402/403 otherwise).
         if let (Some(b), true) = (&self.billing, r.billed) {
+            let mut span = crate::trace::span("reserve");
             let priced = Priced::of(r.plugin.name(), &r.op, &r.model);
             let (accounts, group) = (r.consumer.accounts(), &r.consumer.group);
             let fees = end.fees.as_ref().map_or(0, |f| f.micros);
@@ -171,9 +172,14 @@ impl Engine {
                 }
             };
             match started {
-                Ok(m) => end.meter = Some(m),
+                Ok(m) => {
+                    span.attr("tollgate.reserved_micros", m.reservation.amount);
+                    end.meter = Some(m);
+                }
                 Err(refusal) => {
                     let e = refusal_error(priced, refusal);
+                    span.fail(e.code.clone());
+                    drop(span);
                     give_up(end.refuse(&e)).await;
                     return Answer::Failed(e);
                 }

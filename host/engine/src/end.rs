@@ -218,6 +218,7 @@ impl CallEnd {
     /// events a stream delivered), or charged whole. `None` when nothing was charged.
     fn bill(&mut self, how: Bill) -> Option<Charge> {
         let (Some(b), Some(m)) = (&self.billing, self.meter.take()) else { return None };
+        let _span = crate::trace::span("settle");
         let fees = self.fees.take();
         let charge = match how {
             Bill::Free => {
@@ -239,10 +240,31 @@ impl CallEnd {
         if let Some(mut rec) = self.rec.take() {
             fill(&mut rec);
             rec.latency_us = self.started.elapsed().as_micros() as u64;
+            annotate_trace(&rec);
             METRICS.in_flight.fetch_sub(1, Relaxed);
             self.log.record(rec);
         }
         self.held.take()
+    }
+}
+
+/// The call's record, on its trace's root span (if the call is traced).
+fn annotate_trace(rec: &CallRecord) {
+    let Some(trace) = crate::trace::current() else { return };
+    trace.annotate("tollgate.request_id", rec.request_id.clone());
+    let named = [("tollgate.model", &rec.model), ("tollgate.channel", &rec.channel), ("tollgate.plugin", &rec.plugin)];
+    for (key, value) in named {
+        if let Some(v) = value {
+            trace.annotate(key, v.clone());
+        }
+    }
+    if let Some(user) = rec.user_id {
+        trace.annotate("tollgate.user_id", user);
+    }
+    trace.annotate("tollgate.charge_micros", rec.charge_micros);
+    if let Some(kind) = &rec.error_kind {
+        trace.annotate("tollgate.error", kind.clone());
+        trace.fail(kind.clone());
     }
 }
 
@@ -271,6 +293,7 @@ impl Drop for CallEnd {
             rec.error_kind = Some("client_gone".into());
             rec.interrupted = true;
             rec.latency_us = self.started.elapsed().as_micros() as u64;
+            annotate_trace(&rec);
             METRICS.in_flight.fetch_sub(1, Relaxed);
             self.log.record(rec);
         }

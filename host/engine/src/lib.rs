@@ -33,6 +33,7 @@ pub mod plugin;
 pub mod prefetch;
 pub mod socket;
 pub mod tasks;
+pub mod trace;
 
 // The layers below, under the names the modules use.
 use tollgate_base::metrics as telemetry;

@@ -32,6 +32,66 @@ pub struct SpeechPrefetch {
     pub cache_ttl_secs: u64,
 }
 
+/// `[tracing]`: each sampled request's spans (auth, reserve, plugin steps, upstream,
+/// stream, settle) exported to an OpenTelemetry receiver over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tracing {
+    /// The receiver's traces URL, e.g. `http://127.0.0.1:4318/v1/traces` (a collector's
+    /// OTLP/HTTP port); unset: tracing is off.
+    pub otlp_endpoint: Option<String>,
+    /// Headers every export carries (a hosted receiver's API key).
+    pub otlp_headers: std::collections::BTreeMap<String, String>,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// The share of requests traced, 0 to 1; a caller's sampled `traceparent` is always
+    /// followed.
+    pub sample_ratio: f64,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Tracing {
+            otlp_endpoint: None,
+            otlp_headers: Default::default(),
+            service_name: "tollgate".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+impl Tracing {
+    /// The exporter's settings; `None` when tracing is off.
+    pub fn otlp(&self) -> Result<Option<tollgate_engine::trace::otlp::Settings>> {
+        let Some(endpoint) = self.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) else { return Ok(None) };
+        let uri: http::Uri =
+            endpoint.parse().with_context(|| format!("[tracing] otlp_endpoint '{endpoint}' is not a URL"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            bail!("[tracing] otlp_endpoint must be http(s)://host[:port]/path, e.g. http://127.0.0.1:4318/v1/traces");
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            bail!("[tracing] sample_ratio must be between 0 and 1");
+        }
+        let headers = self
+            .otlp_headers
+            .iter()
+            .map(|(k, v)| {
+                let name = http::HeaderName::try_from(k.as_str())
+                    .with_context(|| format!("[tracing] otlp_headers: '{k}' is not a header name"))?;
+                let value = http::HeaderValue::try_from(v.as_str())
+                    .with_context(|| format!("[tracing] otlp_headers: the value of '{k}' is not a header value"))?;
+                Ok((name, value))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(tollgate_engine::trace::otlp::Settings {
+            endpoint: uri,
+            headers,
+            service_name: self.service_name.clone(),
+            sample_ratio: self.sample_ratio,
+        }))
+    }
+}
+
 impl Default for SpeechPrefetch {
     fn default() -> Self {
         SpeechPrefetch {
@@ -217,6 +277,9 @@ pub struct Config {
     /// Speech prefetch (`compat-protocols.md` §4); off unless it names a speech model.
     #[serde(default)]
     pub speech_prefetch: SpeechPrefetch,
+    /// OpenTelemetry traces of calls (`[tracing]`); off unless it names a receiver.
+    #[serde(default)]
+    pub tracing: Tracing,
     /// Whether this node polls tasks (a node that only serves requests may leave it to others;
     /// at least one node on the database must).
     #[serde(default = "defaults::poll_tasks")]
@@ -427,6 +490,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        self.tracing.otlp()?;
         let mut names = std::collections::HashSet::new();
         for c in &self.channels {
             if !names.insert(&c.name) {
@@ -509,5 +573,26 @@ mod tests {
         let c: Config =
             toml::from_str("[[channel]]\nname='a'\nplugin='openai'\nmodels=['m']\nbase_url='ftp://x'").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("base_url"));
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_a_bad_receiver_setting_is_refused_at_start() {
+        let c: Config = toml::from_str("").unwrap();
+        assert!(c.tracing.otlp().unwrap().is_none());
+        for (bad, says) in [
+            ("otlp_endpoint = 'localhost:4318'", "otlp_endpoint"),
+            ("otlp_endpoint = 'grpc://127.0.0.1:4317'", "otlp_endpoint"),
+            ("otlp_endpoint = 'http://127.0.0.1:4318/v1/traces'\nsample_ratio = 1.5", "sample_ratio"),
+            ("otlp_endpoint = 'http://127.0.0.1:4318/v1/traces'\notlp_headers = { 'bad name' = 'x' }", "header name"),
+            ("otlp_endpoint = 'http://127.0.0.1:4318/v1/traces'\notlp_headers = { a = \"x\\ny\" }", "header value"),
+        ] {
+            let c: Config = toml::from_str(&format!("[tracing]\n{bad}")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(toml::from_str::<Config>("[tracing]\nendpoint = 'http://x'").is_err(), "a misspelt key is refused");
+        let c: Config = toml::from_str("[tracing]\notlp_endpoint = 'https://otlp.example.com/v1/traces'").unwrap();
+        let otlp = c.tracing.otlp().unwrap().unwrap();
+        assert_eq!((otlp.service_name.as_str(), otlp.sample_ratio), ("tollgate", 1.0));
     }
 }

@@ -104,7 +104,7 @@ impl Drop for Proc {
 }
 
 /// Spawns `cmd` and returns it with the first line it prints on stdout.
-fn spawn_reading_first_line(mut cmd: Command, log: &Path) -> (Proc, String) {
+pub fn spawn_reading_first_line(mut cmd: Command, log: &Path) -> (Proc, String) {
     let stderr = std::fs::File::create(log).expect("log file");
     let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn");
     let stdout = child.stdout.take().expect("stdout");

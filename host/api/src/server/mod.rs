@@ -15,7 +15,7 @@ pub mod url;
 pub mod workers;
 
 use crate::account::{Consumer, KeyCache};
-use crate::engine::Engine;
+use crate::engine::{trace, Engine};
 use crate::exchange::CallError;
 use crate::keypool::config::ChannelConfig;
 use crate::keypool::health::KeyState;
@@ -55,6 +55,8 @@ pub struct ApiSettings {
     pub chat_socket_paths: std::collections::BTreeMap<String, String>,
     /// Where the backend's apps open their progress socket (`None`: only `/v1/tasks/ws`).
     pub progress_socket_path: Option<String>,
+    /// Where sampled requests' traces go (`None`: tracing is off).
+    pub tracer: Option<trace::Tracer>,
 }
 
 /// Where a channel reload reads the channels from (the binary's configuration file); a test
@@ -134,15 +136,33 @@ impl Api {
     /// The consumer behind the request's `Authorization: Bearer` (or `x-api-key`) key.
     pub fn authenticate(&self, req: &Request<Incoming>) -> Result<Consumer, CallError> {
         match auth::credential(req.headers()).value() {
-            None | Some("") => Err(error::unauthorized(
-                "You didn't provide an API key. Send your Tollgate key as 'Authorization: Bearer sk-tg-...'.",
-            )),
+            None | Some("") => {
+                let e = error::unauthorized(
+                    "You didn't provide an API key. Send your Tollgate key as 'Authorization: Bearer sk-tg-...'.",
+                );
+                trace::span("auth").fail(e.code.clone());
+                Err(e)
+            }
             Some(k) => self.consumer_for(k),
         }
     }
 
     /// The consumer of API key `key` (a header's, or a protocol's first frame's).
     pub fn consumer_for(&self, key: &str) -> Result<Consumer, CallError> {
+        let mut span = trace::span("auth");
+        let found = self.key_consumer(key);
+        match &found {
+            Ok(c) if span.on() => {
+                span.attr("tollgate.key_id", c.key_id);
+                span.attr("tollgate.user_id", c.user_id);
+            }
+            Err(e) => span.fail(e.code.clone()),
+            Ok(_) => {}
+        }
+        found
+    }
+
+    fn key_consumer(&self, key: &str) -> Result<Consumer, CallError> {
         let consumer = self.keys.check(key).ok_or_else(|| {
             error::unauthorized(
                 "Incorrect API key provided. Create one with 'tollgate keys create --name NAME'; a new key is accepted within key_refresh_ms (1 s by default).",
@@ -194,10 +214,29 @@ fn too_large(limit: usize) -> CallError {
     )
 }
 
+/// Serves one request, traced when the operator exports traces and the request is sampled
+/// (see `tollgate_engine::trace`): its root span names the route and ends with its status.
+pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
+    let Some(tracer) = &state.settings.tracer else { return route(state, req).await };
+    let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let (method, path) = (req.method().as_str(), req.uri().path());
+    let attrs = vec![("http.request.method", method.into()), ("url.path", path.into())];
+    let Some(trace) = tracer.start(routes::span_name(method, path), traceparent, attrs) else {
+        return route(state, req).await;
+    };
+    let response = trace::scope(Some(Arc::clone(&trace)), route(state, req)).await;
+    let status = response.status().as_u16();
+    trace.annotate("http.response.status_code", status);
+    if status >= 500 {
+        trace.fail(format!("HTTP {status}"));
+    }
+    response
+}
+
 /// Routes one request: the gateway's own routes from `routes::ROUTES`, then plugins' native
 /// routes. Every route but the model calls is boxed: this future is moved per request, and
 /// its size is that of its largest branch.
-pub async fn handle(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
+async fn route(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
     use routes::{Found, Handler};
     let method = req.method().clone();
     let path = req.uri().path().to_string();

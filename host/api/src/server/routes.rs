@@ -144,6 +144,18 @@ pub fn find(method: &str, path: &str) -> Found {
     }
 }
 
+/// A request's span name, low in cardinality as OpenTelemetry asks: the method and the route
+/// when it is one of the table's exact paths (`POST /v1/chat/completions`), else the method
+/// alone (the path, with its ids, is the span's `url.path`).
+pub fn span_name(method: &str, path: &str) -> String {
+    let exact = ROUTES.iter().any(|r| matches!(r.path, Exact(p) if p == path));
+    if exact {
+        format!("{method} {path}")
+    } else {
+        method.to_string()
+    }
+}
+
 /// True when a plugin route `pattern` could take a path of the gateway's (it matches one of
 /// the table's paths, or reaches into one of its families), so a plugin may not declare it.
 /// A malformed pattern is refused elsewhere; here it counts as reserved.
@@ -166,6 +178,8 @@ mod tests {
         assert_eq!(find("GET", "/v1/rerank"), Found::WrongMethod(vec!["POST"]));
         assert_eq!(find("DELETE", "/v1/user/keys/7"), Found::Route(Account));
         assert_eq!(find("PUT", "/admin/pricing"), Found::Route(Admin));
+        assert_eq!(span_name("POST", "/v1/chat/completions"), "POST /v1/chat/completions");
+        assert_eq!(span_name("GET", "/v1/tasks/task_123"), "GET", "ids stay out of span names");
         assert_eq!(find("POST", "/v1/t2a_v2"), Found::NotOurs);
         assert_eq!(find("GET", "/v1/tasks/ws"), Found::Route(ProgressSocket), "before the tasks' family");
         assert_eq!(find("GET", "/v1/tasks/task_1"), Found::Route(Tasks));

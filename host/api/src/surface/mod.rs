@@ -217,7 +217,8 @@ where
         // working on; it finishes, is settled by its usage and recorded.
         Ok(r) => {
             let state = Arc::clone(state);
-            match tokio::spawn(async move { state.engine.call(r).await }).await {
+            let trace = crate::engine::trace::current();
+            match tokio::spawn(crate::engine::trace::scope(trace, async move { state.engine.call(r).await })).await {
                 Ok(answer) => answer,
                 Err(e) => {
                     tracing::error!(request_id = %request_id, error = %e, "a call's task failed");

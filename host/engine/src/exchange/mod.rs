@@ -253,14 +253,21 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
     for _ in 0..MAX_STEPS {
         step = match step {
             wit::Step::Send(req) => {
+                let mut span = upstream_span(&ctx, call, &req);
                 // Work an earlier step got done is never forgotten by a later step's failure.
-                let resp = send(&ctx, base_url, &req, work).await?;
-                let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
+                let resp = send(&ctx, base_url, &req, work).await.map_err(|e| failed(&mut span, e))?;
+                let response =
+                    read_whole(resp, &ctx.upstream).await.map_err(|e| failed(&mut span, e.at_least(work)))?;
+                span.attr("http.response.status_code", response.status);
+                drop(span);
                 work = work.max(answered(response.status));
                 pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
             }
             wit::Step::Stream(s) => {
-                let resp = send(&ctx, base_url, &s.request, work).await?;
+                let mut span = upstream_span(&ctx, call, &s.request);
+                let resp = send(&ctx, base_url, &s.request, work).await.map_err(|e| failed(&mut span, e))?;
+                span.attr("http.response.status_code", resp.status().as_u16());
+                drop(span);
                 if !resp.status().is_success() || answered_json_instead_of_events(&resp, &s.framing) {
                     let response = read_whole(resp, &ctx.upstream).await.map_err(|e| e.at_least(work))?;
                     work = work.max(answered(response.status));
@@ -294,7 +301,10 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 return Ok(Outcome::Relay { response, keyed: false });
             }
             wit::Step::Relay(req) => {
-                let response = send(&ctx, base_url, &req, work).await?;
+                let mut span = upstream_span(&ctx, call, &req);
+                let response = send(&ctx, base_url, &req, work).await.map_err(|e| failed(&mut span, e))?;
+                span.attr("http.response.status_code", response.status().as_u16());
+                drop(span);
                 return Ok(Outcome::Relay { response, keyed: true });
             }
             wit::Step::Reply(r) => {
@@ -400,6 +410,30 @@ async fn send(
         },
     };
     ctx.upstream.send(&ctx.channel.name, base_url, req, key, &ctx.client).await.map_err(|e| e.at_least(work))
+}
+
+/// The span of one request to the channel's upstream: where it went (host and path, never
+/// the query, a header or a body) and on which key (by fingerprint).
+fn upstream_span(ctx: &CallContext, call: &wit::Call, req: &wit::UpstreamRequest) -> crate::trace::Span {
+    let mut span = crate::trace::client_span("upstream");
+    if span.on() {
+        let host = call.context.base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_string));
+        span.attr("http.request.method", req.method.clone());
+        span.attr("server.address", host.unwrap_or_default());
+        span.attr("url.path", req.path.split('?').next().unwrap_or_default().to_string());
+        span.attr("tollgate.channel", ctx.channel.name.clone());
+        span.attr("tollgate.attempt", u64::from(call.context.attempt));
+        if let (0, Some(key)) = (req.key, &ctx.key) {
+            span.attr("tollgate.key", key.fingerprint());
+        }
+    }
+    span
+}
+
+/// `e`, marked on `span`.
+fn failed(span: &mut crate::trace::Span, e: CallError) -> CallError {
+    span.fail(e.code.clone());
+    e
 }
 
 /// What an answer's status says the vendor did: a 2xx is work done.

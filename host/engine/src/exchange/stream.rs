@@ -112,9 +112,20 @@ pub(super) fn start(
     on_end: OnStreamEnd,
 ) -> StreamBody {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    // The call's trace goes on in the stream's task (its settle ends there).
+    let trace = crate::trace::current();
+    tokio::spawn(crate::trace::scope(trace, async move {
         let mut out = Out { tx, capture: settings.capture.then(Vec::new), write_timeout: settings.write_timeout };
+        let mut span = crate::trace::span("stream");
         let mut report = pump(pc, resp.into_body(), framing, settings.idle, &plugin, &mut out).await;
+        if span.on() {
+            span.attr("tollgate.events", report.delivered_events);
+            span.attr("tollgate.client_gone", report.client_gone);
+            if let Some(e) = &report.error {
+                span.fail(e.code.clone());
+            }
+        }
+        drop(span);
         if let Some(e) = &report.error {
             if !report.client_gone {
                 match end_with_error(&settings.content_type, e) {
@@ -131,7 +142,7 @@ pub(super) fn start(
         report.content_type = settings.content_type;
         drop(out.tx);
         on_end(report);
-    });
+    }));
     StreamBody { rx, tap: None }
 }
 

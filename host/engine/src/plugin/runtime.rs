@@ -261,9 +261,10 @@ impl Runtime {
     /// Starts one call: a fresh store, an instance, and the plugin's exchange resource.
     pub async fn start(&self, pre: &Pre, call: &wit::Call) -> Result<PluginCall> {
         anyhow::ensure!(pre.checked.load(Ordering::Acquire), "the plugin was not described before its first call");
+        let mut span = crate::trace::span("plugin.start");
         let mut store = self.new_store();
         let exports = pre.exports;
-        let (instance, exchange) = within(self.deadline, async {
+        let started = within(self.deadline, async {
             enter(&mut store);
             let instance = pre.bindings.instance_pre().instantiate_async(&mut store).await?;
             enter(&mut store);
@@ -278,7 +279,8 @@ impl Runtime {
             let (exchange,) = constructor.call_async(&mut store, (call,)).await?;
             Ok((instance, exchange))
         })
-        .await?;
+        .await;
+        let (instance, exchange) = traced(&mut span, started)?;
         Ok(PluginCall { store, instance, exports, exchange, deadline: self.deadline })
     }
 
@@ -445,21 +447,29 @@ macro_rules! method {
 
 impl PluginCall {
     pub async fn first(&mut self) -> Result<wit::Step> {
-        method!(self, first, (ResourceAny,), wit::Step, ())
+        let mut span = crate::trace::span("plugin.first");
+        let out = method!(self, first, (ResourceAny,), wit::Step, ());
+        traced(&mut span, out)
     }
 
     pub async fn next(&mut self, response: &wit::UpstreamResponse) -> Result<wit::Step> {
-        method!(self, next, (ResourceAny, &wit::UpstreamResponse), wit::Step, (response))
+        let mut span = crate::trace::span("plugin.next");
+        let out = method!(self, next, (ResourceAny, &wit::UpstreamResponse), wit::Step, (response));
+        traced(&mut span, out)
     }
 
     /// The step after an `archive` step stored its media.
     pub async fn archived(&mut self, stored: &[wit::Archived]) -> Result<wit::Step> {
-        method!(self, archived, (ResourceAny, &[wit::Archived]), wit::Step, (stored))
+        let mut span = crate::trace::span("plugin.archived");
+        let out = method!(self, archived, (ResourceAny, &[wit::Archived]), wit::Step, (stored));
+        traced(&mut span, out)
     }
 
     /// The units to reserve and the objects used, for ops the plugin declares `quoted`.
     pub async fn quote(&mut self) -> Result<Result<wit::Quote, wit::AdapterError>> {
-        method!(self, quote, (ResourceAny,), Result<wit::Quote, wit::AdapterError>, ())
+        let mut span = crate::trace::span("plugin.quote");
+        let out = method!(self, quote, (ResourceAny,), Result<wit::Quote, wit::AdapterError>, ());
+        traced(&mut span, out)
     }
 
     pub async fn decode(&mut self, input: &wit::StreamInput) -> Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
@@ -481,8 +491,19 @@ impl PluginCall {
     }
 
     pub async fn finish(&mut self, end: wit::StreamEnd) -> Result<Result<wit::StreamTail, wit::AdapterError>> {
-        method!(self, finish, (ResourceAny, wit::StreamEnd), Result<wit::StreamTail, wit::AdapterError>, (end))
+        let mut span = crate::trace::span("plugin.finish");
+        let out =
+            method!(self, finish, (ResourceAny, wit::StreamEnd), Result<wit::StreamTail, wit::AdapterError>, (end));
+        traced(&mut span, out)
     }
+}
+
+/// A plugin export's result, its failure marked on its span.
+fn traced<T>(span: &mut crate::trace::Span, out: Result<T>) -> Result<T> {
+    if let Err(e) = &out {
+        span.fail(format!("{e:#}"));
+    }
+    out
 }
 
 /// SHA-256 of a file's bytes, lower-case hex.
