@@ -7,6 +7,8 @@ screenshotted into SHOTS.
 usage: console_check.py BASE_URL ADMIN_NAME ADMIN_PASSWORD CHANNEL MODEL SHOTS
 """
 
+import hashlib
+import json
 import os
 import re
 import sys
@@ -66,13 +68,33 @@ def main():
         open_page(page, "Channels")
         card = page.locator(f'[data-channel="{CHANNEL}"]')
         expect(card).to_be_visible()
-        page.get_by_label("Keys").fill("sk-console-imported-1\nsk-console-imported-2,3\nsk-console-imported-1\nnot a key\n")
+        page.get_by_label("Keys", exact=True).fill("sk-console-imported-1\nsk-console-imported-2,3\nsk-console-imported-1\nnot a key\n")
         page.get_by_role("button", name="Import").click()
         report = page.locator("#page .ok")
         expect(report).to_contain_text("Imported 2 new, 0 already stored (updated), 1 repeated in the text.")
         expect(report).to_contain_text("Refused 1: line 4: a key is empty or contains spaces")
         page.wait_for_timeout(1800)  # the page reloads its channels
         expect(card.get_by_role("cell", name="Remove").first).to_be_visible()
+
+        # An imported key disabled by the operator, shown as such, then enabled again.
+        row = card.locator(f'[data-key="{hashlib.sha256(b"sk-console-imported-1").hexdigest()}"]')
+        expect(row.locator("[data-state]")).to_have_text("healthy")
+        row.get_by_role("button", name="Disable").click()
+        expect(row.locator("[data-state]")).to_have_text("disabled by the operator")
+        expect(card.get_by_role("status")).to_contain_text("no call uses it until it is enabled")
+        shot(page, "channels-key-disabled")
+        row.get_by_role("button", name="Enable").click()
+        expect(row.locator("[data-state]")).to_have_text("healthy")
+        # This vendor's balances cannot be read: the card says why.
+        card.get_by_role("button", name="Refresh balances").click()
+        expect(card.get_by_role("status")).to_contain_text("has no 'balance' operation")
+        # The stored keys download as a file that imports again.
+        with page.expect_download() as download:
+            card.get_by_role("button", name="Export stored keys").click()
+        assert download.value.suggested_filename == f"{CHANNEL}-keys.json", download.value.suggested_filename
+        exported = json.loads(open(download.value.path()).read())
+        assert sorted(k["key"] for k in exported) == ["sk-console-imported-1", "sk-console-imported-2"], exported
+        expect(card.get_by_role("status")).to_contain_text("Exported 2 stored keys")
         shot(page, "channels")
 
         open_page(page, "Users")
@@ -135,7 +157,7 @@ def main():
         shot(page, "playground")
 
         page.get_by_role("tab", name="Speech").click()
-        page.get_by_label("Model").fill("tts-1")
+        page.get_by_label("Model", exact=True).fill("tts-1")
         page.get_by_label("Text").fill("Hello from the console.")
         run("Speak")
         expect(page.locator("audio")).to_have_attribute("src", re.compile("^blob:"))
@@ -191,6 +213,7 @@ def main():
         expect(today).not_to_have_text("0")
         expect(page.locator("svg.chart rect").first).to_be_visible()
         shot(page, "overview")
+
         open_page(page, "Request log")
         expect(page.get_by_role("cell", name=MODEL).first).to_be_visible()
         shot(page, "admin-request-log")

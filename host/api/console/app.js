@@ -20,11 +20,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
-function table(columns, rows, empty) {
+// rowAttrs(row) gives each row's attributes (e.g. a data- name a test or a script can find).
+function table(columns, rows, empty, rowAttrs) {
   if (!rows.length) return h("p", { class: "muted" }, empty || "Nothing yet.");
   return h("table", {},
     h("thead", {}, h("tr", {}, columns.map(([title]) => h("th", {}, title)))),
-    h("tbody", {}, rows.map((r) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(r)))))));
+    h("tbody", {}, rows.map((r) => h("tr", rowAttrs ? rowAttrs(r) : {}, columns.map(([, cell]) => h("td", {}, cell(r)))))));
 }
 
 function form(fields, submitText, onsubmit) {
@@ -44,7 +45,18 @@ function form(fields, submitText, onsubmit) {
   return el;
 }
 
-const field = (label, name, attrs) => h("label", {}, label, h("input", { name, ...(attrs || {}) }));
+// Every form control has a <label for> naming it (screen readers and tests find it by it).
+let controls = 0;
+function labelled(label, control, wide) {
+  control.id = control.id || `control-${++controls}`;
+  return h("div", { class: wide ? "field wide" : "field" }, h("label", { for: control.id }, label), control);
+}
+const field = (label, name, attrs) => labelled(label, h("input", { name, ...(attrs || {}) }));
+// options: [value, text] pairs; the one equal to `value` is selected.
+const choice = (name, options, value) =>
+  h("select", { name }, options.map(([v, text]) => h("option", { value: v, selected: v === (value || "") }, text)));
+// Query text of the filled fields only.
+const query = (fields) => new URLSearchParams(Object.entries(fields).filter(([, v]) => v !== "" && v != null)).toString();
 const when = (unix) => (unix ? new Date(unix * 1000).toISOString().replace("T", " ").slice(0, 19) : "");
 const today = () => new Date().toISOString().slice(0, 10);
 const monthStart = () => new Date().toISOString().slice(0, 8) + "01";
@@ -129,7 +141,7 @@ const pages = {
     },
     channels: async () => {
       const { channels } = await api("GET", "/admin/channels");
-      const select = h("select", { name: "channel" }, channels.map((c) => h("option", { value: c.name }, c.name)));
+      const select = choice("channel", channels.map((c) => [c.name, c.name]));
       return [
         h("h1", {}, "Channels and keys"),
         h("div", { class: "card" },
@@ -137,20 +149,10 @@ const pages = {
             const r = await api("POST", "/admin/channels/reload");
             ev.target.textContent = `Reloaded (${(r.channels || []).length || "ok"})`;
           } }, "Reload channels")),
-        channels.map((c) => h("div", { class: "card", "data-channel": c.name },
-          h("h2", {}, `${c.name} · ${c.plugin} · ${c.strategy}`),
-          h("p", {}, `Models: ${c.models.join(", ")}`),
-          table([
-            ["Key", (k) => k.key], ["State", (k) => h("span", { class: `state-${k.state}` }, k.state)],
-            ["Weight", (k) => k.weight], ["Priority", (k) => k.priority], ["Balance", (k) => k.balance ?? ""],
-            ["", (k) => (k.stored_id ? h("button", { type: "button", class: "plain", onclick: async () => {
-              await api("DELETE", `/admin/channels/${encodeURIComponent(c.name)}/keys/${k.stored_id}`);
-              show("channels");
-            } }, "Remove") : "from the configuration file")],
-          ], c.keys, "No keys."))),
+        channels.map(channelCard),
         h("div", { class: "card" }, h("h2", {}, "Import keys"),
-          h("p", {}, "One key per line: key[,weight[,priority]]."),
-          form([h("label", {}, "Channel", select), h("label", { class: "wide" }, "Keys", h("textarea", { name: "keys", required: true }))],
+          h("p", {}, "One key per line: key[,weight[,priority]], or an exported file's JSON."),
+          form([labelled("Channel", select), labelled("Keys", h("textarea", { name: "keys", required: true }), true)],
             "Import", async (v) => {
               const r = await api("POST", `/admin/channels/${encodeURIComponent(v.channel)}/keys`, v.keys, true);
               setTimeout(() => show("channels"), 1500);
@@ -192,7 +194,7 @@ const pages = {
       const area = h("textarea", { name: "toml", rows: 20 });
       area.value = typeof text === "string" ? text : JSON.stringify(text, null, 2);
       return [h("h1", {}, "Pricing"), h("div", { class: "card" },
-        form([h("label", { class: "wide" }, "Price table (TOML)", area)], "Save", async (v) => {
+        form([labelled("Price table (TOML)", area, true)], "Save", async (v) => {
           await api("PUT", "/admin/pricing", v.toml, true);
           return "Saved: the new prices apply from the next call.";
         }))];
@@ -259,6 +261,66 @@ const pages = {
   },
 };
 
+const keyStates = {
+  healthy: "healthy", cooling_down: "cooling down", disabled: "disabled (refused by the vendor)",
+  disabled_by_operator: "disabled by the operator",
+};
+
+// One channel's card: its keys (masked) with state, weight, priority, balance and last error;
+// disable, enable and remove a key; read the balances now; download the stored keys. After a
+// change the card reads its channel again and says what happened.
+function channelCard(c) {
+  const card = h("div", { class: "card", "data-channel": c.name });
+  const path = `/admin/channels/${encodeURIComponent(c.name)}/keys`;
+  const render = (channel, message, ok) => {
+    // A button showing `text`, named `label` for assistive technology (each key's are distinct).
+    const act = (text, label, run) => h("button", { type: "button", class: "plain", "aria-label": label, onclick: async () => {
+      try { await redraw(await run(), true); } catch (e) { await redraw(e.message, false); }
+    } }, text);
+    card.replaceChildren(
+      h("h2", {}, `${channel.name} · ${channel.plugin} · ${channel.strategy}`),
+      h("p", {}, `Models: ${channel.models.join(", ")}`),
+      h("div", { class: "row" },
+        act("Refresh balances", `Refresh balances of ${channel.name}`, async () => {
+          const r = await api("POST", `${path}/balances/refresh`);
+          const failed = r.keys.filter((k) => k.error).map((k) => `${k.key}: ${k.error}`);
+          return `Read ${r.keys.length - failed.length} of ${r.keys.length} balances.${failed.length ? ` Not read: ${failed.join("; ")}` : ""}`;
+        }),
+        act("Export keys", `Export stored keys of ${channel.name}`, async () => {
+          const { keys } = await api("GET", `${path}/export`);
+          const name = `${channel.name}-keys.json`;
+          const url = URL.createObjectURL(new Blob([`${JSON.stringify(keys, null, 2)}\n`], { type: "application/json" }));
+          const link = h("a", { href: url, download: name, hidden: true });
+          document.body.append(link);
+          link.click();
+          link.remove();
+          setTimeout(() => URL.revokeObjectURL(url), 60000);
+          return `Exported ${keys.length} stored keys to ${name}: they are in clear, keep the file safe (keys of the configuration file are not in it).`;
+        })),
+      h("p", { class: ok ? "ok" : "error", role: "status" }, message || ""),
+      table([
+        ["Key", (k) => k.key],
+        ["State", (k) => h("span", { class: `state-${k.state}`, "data-state": k.state }, keyStates[k.state] || k.state)],
+        ["Weight", (k) => k.weight], ["Priority", (k) => k.priority], ["Balance", (k) => k.balance ?? ""],
+        ["Last error", (k) => (k.last_error ? `${k.last_error.message} (${when(k.last_error.at)})` : "")],
+        ["", (k) => h("span", {},
+          k.disabled_by_operator
+            ? act("Enable", `Enable ${k.key} ${k.fingerprint.slice(0, 8)}`, async () => { await api("POST", `${path}/${k.fingerprint}/enable`); return `Enabled ${k.key}.`; })
+            : act("Disable", `Disable ${k.key} ${k.fingerprint.slice(0, 8)}`, async () => { await api("POST", `${path}/${k.fingerprint}/disable`); return `Disabled ${k.key}: no call uses it until it is enabled.`; }),
+          " ",
+          k.stored_id
+            ? act("Remove", `Remove ${k.key} ${k.fingerprint.slice(0, 8)}`, async () => { await api("DELETE", `${path}/${k.stored_id}`); return `Removed ${k.key}.`; })
+            : h("span", { class: "muted" }, "from the configuration file"))],
+      ], channel.keys, "No keys.", (k) => ({ "data-key": k.fingerprint })));
+  };
+  const redraw = async (message, ok) => {
+    const { channels } = await api("GET", "/admin/channels");
+    render(channels.find((x) => x.name === c.name) || c, message, ok);
+  };
+  render(c);
+  return card;
+}
+
 async function logPage(base, operator) {
   const rows = h("div", { class: "card" });
   let before = null;
@@ -307,7 +369,7 @@ function playground() {
   };
   const output = h("div", { class: "output" });
   const kinds = {
-    Chat: () => form([field("Model", "model", { required: true }), h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 4 }))],
+    Chat: () => form([field("Model", "model", { required: true }), labelled("Prompt", h("textarea", { name: "prompt", required: true, rows: 4 }), true)],
       "Send", async (v) => {
         const answer = h("pre", { class: "answer", "aria-live": "polite" });
         const usage = h("p", { class: "muted" });
@@ -322,14 +384,14 @@ function playground() {
         return "Done.";
       }),
     Speech: () => form([field("Model", "model", { required: true }), field("Voice", "voice", { value: "alloy" }),
-                        h("label", { class: "wide" }, "Text", h("textarea", { name: "input", required: true, rows: 3 }))],
+                        labelled("Text", h("textarea", { name: "input", required: true, rows: 3 }), true)],
       "Speak", async (v) => {
         const r = await call("/v1/audio/speech", { model: v.model, voice: v.voice, input: v.input });
         const audio = h("audio", { controls: true, src: URL.createObjectURL(await r.blob()) });
         output.replaceChildren(audio);
         return "Done.";
       }),
-    Image: () => form([field("Model", "model", { required: true }), h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }))],
+    Image: () => form([field("Model", "model", { required: true }), labelled("Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }), true)],
       "Generate", async (v) => {
         const r = await (await call("/v1/images/generations", { model: v.model, prompt: v.prompt, n: 1 })).json();
         const image = r.data && r.data[0];
@@ -339,7 +401,7 @@ function playground() {
         return "Done.";
       }),
     Video: () => form([field("Model", "model", { required: true }), field("Seconds", "seconds", { value: "5" }),
-                       h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }))],
+                       labelled("Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }), true)],
       "Submit", async (v) => {
         const created = await (await call("/v1/videos", { model: v.model, prompt: v.prompt, seconds: v.seconds })).json();
         const task = await (await fetch(`/v1/tasks/${encodeURIComponent(created.id)}`, { headers: { authorization: `Bearer ${keyField.value}` } })).json();
@@ -373,7 +435,7 @@ function playground() {
   open("Chat");
   return [h("h1", {}, "Playground"), h("div", { class: "card" },
     h("p", {}, "Calls go with one of your keys, billed and logged like any other call."),
-    h("label", {}, "API key", keyField), tabs, panel)];
+    labelled("API key", keyField), tabs, panel)];
 }
 
 /// Reads a server-sent event stream of JSON chunks until `[DONE]`; an `error` chunk throws.

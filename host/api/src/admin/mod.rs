@@ -9,7 +9,8 @@
 //! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
 //! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels, their strategy, and each key's
 //! health and balance, masked), `POST /admin/channels/reload` (the channels re-read from the
-//! configuration file). Stored upstream keys: see `upstream`.
+//! configuration file). Upstream keys (import, export, remove, disable, enable, balance
+//! refresh): see `upstream`.
 //! Tasks: `GET /admin/tasks?status=&user_id=&channel=&plugin=&limit=` (every user's, newest
 //! first, with their owner, key, plugin, polls and hold); `GET /admin/tasks/{id}` (one, with
 //! its archived files and their sources, its ledger entries and its callback);
