@@ -1,8 +1,10 @@
 """Drives the web console in headless Chromium (Playwright): an operator signs in, sees the
-overview and the channels, imports keys, creates a user and sees a bad price refused inline;
-that user signs in, creates a key, chats in the playground (streamed) and finds the call, with
-its charge, in the request log; the operator's overview then counts it. Every page is
-screenshotted into SHOTS.
+overview and the channels, imports keys, disables and enables one, is told why the channel's
+balances cannot be read, downloads the stored keys, creates a user and sees a bad price refused
+inline; that user signs in, creates a key, chats in the playground (streamed) and finds the
+call, with its charge, in the request log; the operator's overview then counts it, the
+operator filters and inspects the user's video task and filters the request log, and signs
+out: the session's token is refused from then on. Every page is screenshotted into SHOTS.
 
 usage: console_check.py BASE_URL ADMIN_NAME ADMIN_PASSWORD CHANNEL MODEL SHOTS
 """
@@ -124,8 +126,6 @@ def main():
         open_page(page, "Plugins")
         expect(page.get_by_role("cell", name="loaded").first).to_be_visible()
         shot(page, "plugins")
-        open_page(page, "Tasks")
-        shot(page, "tasks")
         open_page(page, "Health")
         expect(page.locator('[data-figure="Ready"]')).to_have_text("ready")
         shot(page, "health")
@@ -213,6 +213,25 @@ def main():
         expect(today).not_to_have_text("0")
         expect(page.locator("svg.chart rect").first).to_be_visible()
         shot(page, "overview")
+
+        # The consumer's video task, found by status, user and model, and inspected.
+        open_page(page, "Tasks")
+        tasks = page.locator("#page [aria-live]")
+        expect(tasks.get_by_role("heading")).to_have_text(re.compile(r"^\d+ tasks?$"))
+        page.get_by_label("Status", exact=True).select_option("failed")
+        page.get_by_label("User", exact=True).select_option(label="carol")
+        page.get_by_role("button", name="Filter").click()
+        expect(tasks).to_contain_text("No tasks match.")
+        page.get_by_label("Status", exact=True).select_option("succeeded")
+        page.get_by_label("Model", exact=True).select_option("fixture-video")
+        page.get_by_role("button", name="Filter").click()
+        expect(tasks.get_by_role("heading")).to_have_text("1 task")
+        tasks.get_by_role("button", name="Inspect").click()
+        detail = page.locator("[data-task-detail]")
+        expect(detail.locator('[data-fact="Status"]')).to_have_text("succeeded")
+        expect(detail.locator('[data-fact="Model"]')).to_have_text("fixture-video")
+        expect(detail.get_by_role("cell", name="succeeded", exact=True).first).to_be_visible()
+        shot(page, "tasks")
 
         open_page(page, "Request log")
         expect(page.get_by_role("cell", name=MODEL).first).to_be_visible()

@@ -206,15 +206,7 @@ const pages = {
         table([["File", (p) => p.file], ["Name", (p) => p.name || ""], ["Version", (p) => p.version || ""],
                ["Status", (p) => p.status], ["SHA-256", (p) => (p.sha256 || "").slice(0, 12)], ["Error", (p) => p.last_error || ""]], plugins))];
     },
-    tasks: async () => {
-      const { tasks } = await api("GET", "/admin/tasks?limit=100");
-      return [h("h1", {}, "Tasks"), h("div", { class: "card" }, table([
-        ["Id", (t) => t.id], ["User", (t) => t.user_id], ["Model", (t) => t.model || ""], ["Status", (t) => t.status],
-        ["Progress", (t) => (t.progress ?? "")], ["Held", (t) => t.held], ["Created", (t) => when(t.created_at)],
-        ["", (t) => (["queued", "running", "submitted", "in_progress"].includes(t.status)
-          ? h("button", { type: "button", class: "plain", onclick: async () => { await api("POST", `/admin/tasks/${encodeURIComponent(t.id)}/cancel`); show("tasks"); } }, "Cancel") : "")],
-      ], tasks, "No tasks."))];
-    },
+    tasks: async () => taskPage(),
     logs: async () => logPage("/admin/logs", true),
     health: async () => {
       const health = await api("GET", "/health");
@@ -319,6 +311,63 @@ function channelCard(c) {
   };
   render(c);
   return card;
+}
+
+const taskStatuses = ["queued", "in_progress", "succeeded", "failed", "expired", "cancelled"];
+const openTask = (t) => ["queued", "in_progress"].includes(t.status);
+
+// Every user's tasks, filtered by status, user and model (the filter stays while the console
+// is open); a task's detail (its fields, outputs, error, events, ledger and callback) opens
+// below the filter; an unfinished task can be cancelled.
+const taskFilter = { status: "", user_id: "", model: "" };
+async function taskPage() {
+  const [users, { channels }] = await Promise.all([api("GET", "/admin/reports/users"), api("GET", "/admin/channels")]);
+  const models = [...new Set(channels.flatMap((c) => c.models))].sort();
+  const list = h("div", { class: "card", "aria-live": "polite" });
+  const detail = h("div", {});
+  const load = async () => {
+    const { tasks } = await api("GET", `/admin/tasks?${query({ ...taskFilter, limit: 100 })}`);
+    list.replaceChildren(h("h2", {}, `${tasks.length} task${tasks.length === 1 ? "" : "s"}`), table([
+      ["Id", (t) => t.id], ["User", (t) => t.user_id], ["Model", (t) => t.model || ""], ["Status", (t) => t.status],
+      ["Progress", (t) => (t.progress ?? "")], ["Held", (t) => t.held], ["Charge", (t) => t.charge ?? ""],
+      ["Created", (t) => when(t.created_at)],
+      ["", (t) => h("span", {},
+        h("button", { type: "button", class: "plain", "aria-label": `Inspect ${t.id}`, onclick: () => inspect(t.id).catch(failed) }, "Inspect"),
+        " ",
+        openTask(t) ? h("button", { type: "button", class: "plain", "aria-label": `Cancel ${t.id}`, onclick: () =>
+          api("POST", `/admin/tasks/${encodeURIComponent(t.id)}/cancel`).then(load).then(() => inspect(t.id)).catch(failed),
+        }, "Cancel") : "")],
+    ], tasks, "No tasks match.", (t) => ({ "data-task": t.id })));
+  };
+  const failed = (e) => detail.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+  const inspect = async (id) => {
+    const t = await api("GET", `/admin/tasks/${encodeURIComponent(id)}`);
+    const facts = [["Status", t.status], ["Progress", t.progress], ["Message", t.message], ["Error", t.error],
+      ["Model", t.model], ["User", t.user_id], ["Consumer key", t.key_id], ["Channel", t.channel],
+      ["Plugin", `${t.plugin} ${t.plugin_version}`], ["Operation", t.op], ["Polls", t.polls], ["Held", t.held],
+      ["Charge", t.charge], ["Request id", t.request_id], ["Created", when(t.created_at)], ["Updated", when(t.updated_at)],
+      ["Expires", when(t.expires_at)], ["Callback", t.callback.url ? `${t.callback.url} (${t.callback.state}, ${t.callback.attempts} attempts)` : ""]];
+    detail.replaceChildren(h("div", { class: "card", "data-task-detail": t.id },
+      h("h2", {}, `Task ${t.id}`),
+      h("dl", { class: "facts" }, facts.filter(([, v]) => v !== null && v !== undefined && v !== "").flatMap(([k, v]) =>
+        [h("dt", {}, k), h("dd", { "data-fact": k }, String(v))])),
+      h("h3", {}, "Outputs"),
+      table([["#", (f) => f.index], ["Type", (f) => f.content_type || ""], ["Bytes", (f) => f.size ?? ""],
+             ["SHA-256", (f) => (f.sha256 || "").slice(0, 12)], ["Source", (f) => f.source_url || ""]], t.files || [], "No archived outputs."),
+      h("h3", {}, "Events"),
+      table([["Time", (e) => when(e.at)], ["Status", (e) => e.status], ["Progress", (e) => e.progress ?? ""]],
+            t.events || [], "No events kept (they are kept for the progress socket's replay window)."),
+      h("h3", {}, "Ledger"),
+      table([["Entry", (l) => l.entry_id], ["Amount", (l) => l.amount], ["Time", (l) => when(l.created_at)]], t.ledger || [], "No entries.")));
+  };
+  await load();
+  return [h("h1", {}, "Tasks"),
+    h("div", { class: "card" }, form([
+      labelled("Status", choice("status", [["", "any"], ...taskStatuses.map((x) => [x, x])], taskFilter.status)),
+      labelled("User", choice("user_id", [["", "anyone"], ...users.data.map((u) => [String(u.user_id), u.name])], taskFilter.user_id)),
+      labelled("Model", choice("model", [["", "any"], ...models.map((m) => [m, m])], taskFilter.model)),
+    ], "Filter", async (v) => { Object.assign(taskFilter, v); await load(); detail.replaceChildren(); })),
+    detail, list];
 }
 
 async function logPage(base, operator) {
