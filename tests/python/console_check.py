@@ -233,8 +233,19 @@ def main():
         expect(detail.get_by_role("cell", name="succeeded", exact=True).first).to_be_visible()
         shot(page, "tasks")
 
+        # The request log filtered: the user's errors (none), then one model's calls.
         open_page(page, "Request log")
         expect(page.get_by_role("cell", name=MODEL).first).to_be_visible()
+        page.get_by_label("User", exact=True).select_option(label="carol")
+        page.get_by_label("Status", exact=True).select_option("errors")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_text("No calls match.")).to_be_visible()
+        page.get_by_label("Status", exact=True).select_option("")
+        page.get_by_label("Model", exact=True).fill("tts-1")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_role("cell", name="tts-1", exact=True).first).to_be_visible()
+        models = page.locator("tbody tr td:nth-child(2)").all_inner_texts()
+        assert models and set(models) == {"tts-1"}, f"only the model asked for: {models}"
         shot(page, "admin-request-log")
 
         assert not errors, f"the page reported errors: {errors}"

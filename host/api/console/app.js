@@ -370,30 +370,46 @@ async function taskPage() {
     detail, list];
 }
 
+// The request log, newest first, a page at a time ("Older" reads the next). Operators filter
+// by user, consumer key, channel, model and status; consumers by model and status (their own
+// calls only: the API decides whose).
 async function logPage(base, operator) {
   const rows = h("div", { class: "card" });
   let before = null;
-  const filters = { model: "", status: "" };
+  const filters = {};
+  const [users, keys, channels] = operator
+    ? await Promise.all([api("GET", "/admin/reports/users"), api("GET", "/admin/reports/keys"), api("GET", "/admin/channels")])
+    : [];
   const load = async (reset) => {
     if (reset) { before = null; rows.replaceChildren(); }
-    const q = new URLSearchParams({ limit: "50" });
-    if (before) q.set("before_id", before);
-    for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+    const q = query({ ...filters, limit: "50", before_id: before });
     const r = await api("GET", `${base}?${q}`);
     before = r.next_before_id;
     rows.append(table([
       ["Time", (c) => when(c.created_at)], ["Model", (c) => c.model || ""], ["Op", (c) => c.op],
       ...(operator ? [["Channel", (c) => c.channel || ""], ["Key", (c) => c.key_id ?? ""]] : []),
-      ["Status", (c) => c.status], ["Units", (c) => Object.entries(c.units || {}).map(([k, v]) => `${k} ${v}`).join(", ")],
+      ["Status", (c) => c.status], ["Error", (c) => c.error || ""],
+      ["Units", (c) => Object.entries(c.units || {}).map(([k, v]) => `${k} ${v}`).join(", ")],
       ["Charge", (c) => h("span", { "data-charge": c.request_id }, c.charge)], ["Latency", (c) => `${Math.round(c.latency_us / 1000)} ms`],
-    ], r.data, "No calls."));
+    ], r.data, reset ? "No calls match." : "No older calls.", (c) => ({ "data-call": c.id })));
     more.hidden = !before;
   };
   const more = h("button", { type: "button", class: "plain", onclick: () => load(false) }, "Older");
   await load(true);
+  const statuses = [["", "any"], ["errors", "errors only"], ["2", "2xx"], ["4", "4xx"], ["5", "5xx"]];
   return [h("h1", {}, "Request log"),
-    h("div", { class: "card" }, form([field("Model", "model"), field("Status", "status", { placeholder: "e.g. 200" })], "Filter", async (v) => {
-      Object.assign(filters, v); await load(true);
+    h("div", { class: "card" }, form([
+      ...(operator ? [
+        labelled("User", choice("user_id", [["", "anyone"], ...users.data.map((u) => [String(u.user_id), u.name])])),
+        labelled("Consumer key", choice("key_id", [["", "any"], ...keys.data.map((k) => [String(k.key_id), `${k.name} (${k.user})`])])),
+        labelled("Channel", choice("channel", [["", "any"], ...channels.channels.map((c) => [c.name, c.name])])),
+      ] : []),
+      field("Model", "model"),
+      labelled("Status", choice("status", statuses)),
+    ], "Filter", async (v) => {
+      for (const k of Object.keys(filters)) delete filters[k];
+      Object.assign(filters, v);
+      await load(true);
     })), rows, more];
 }
 

@@ -1,7 +1,8 @@
 //! The admin API (`/admin/*`), guarded by the `admin_token` setting (off when unset).
 //! Reports: `GET /admin/reports/usage?period=day|month&by=model&user_id=&key_id=`, `/admin/reports/users`,
 //! `/admin/reports/keys`, `/admin/stats`,
-//! `/admin/logs?user_id=&key_id=&model=&channel=&status=&before_id=&limit=`; every
+//! `/admin/logs?user_id=&key_id=&model=&channel=&status=&before_id=&limit=` (`status`: a
+//! status, a class 2/4/5, or `errors`; a parameter that does not read is a 400); every
 //! report takes `from` and `to` (unix seconds).
 //! Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup|disable|enable`,
 //! `POST /admin/keys`, `POST /admin/keys/{id}/disable|enable`. Access: `admin_token`, or an admin user's session.
@@ -93,7 +94,10 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 "/admin/reports/keys" => reports::keys(&state.engine.db, range).await,
                 "/admin/reports/users" => reports::users(&state.engine.db, range).await,
                 "/admin/stats" => reports::stats(&state.engine.db, range).await,
-                _ => reports::logs(&state.engine.db, &reports::LogFilter::from_query(&q, 100)).await,
+                _ => match reports::LogFilter::from_query(&q, 100) {
+                    Ok(filter) => reports::logs(&state.engine.db, &filter).await,
+                    Err(why) => Err(anyhow::anyhow!(why)),
+                },
             };
             match result {
                 Ok(v) => json(200, &v),

@@ -178,7 +178,8 @@ async fn logs(state: &Api, req: &Request<Incoming>) -> Result<Response, CallErro
     let (user_id, key_id) = own_scope(state, req).await?;
     let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
     // The caller's own calls only: the identity filters come from the credential, never the query.
-    let filter = reports::LogFilter { key_id, user_id, channel: None, ..reports::LogFilter::from_query(&q, 50) };
+    let asked = reports::LogFilter::from_query(&q, 50).map_err(|why| bad_request("bad_log_query", why))?;
+    let filter = reports::LogFilter { key_id, user_id, channel: None, ..asked };
     let mut page = reports::logs(&state.engine.db, &filter).await.map_err(internal)?;
     if let Some(rows) = page["data"].as_array_mut() {
         for row in rows.iter_mut().filter_map(|r| r.as_object_mut()) {
