@@ -248,6 +248,13 @@ def main():
         assert models and set(models) == {"tts-1"}, f"only the model asked for: {models}"
         shot(page, "admin-request-log")
 
+        # Signing out ends the session on the gateway: a copy of its token is refused.
+        token = next(c["value"] for c in context.cookies() if c["name"] == "tollgate_session")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+        copied = context.request.get(f"{BASE}/admin/channels", headers={"authorization": f"Bearer {token}"})
+        assert copied.status == 401, f"a signed-out token still works: {copied.status}"
+
         assert not errors, f"the page reported errors: {errors}"
         browser.close()
     print("console check passed")

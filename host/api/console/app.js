@@ -584,9 +584,14 @@ document.addEventListener("DOMContentLoaded", async () => {
       error.textContent = e.message;
     }
   });
+  // Signing out revokes the session on the gateway: only then is the page signed out.
   document.getElementById("sign-out").addEventListener("click", async () => {
-    await api("DELETE", "/console/session").catch(() => {});
-    signedOut();
+    try {
+      await api("DELETE", "/console/session");
+      signedOut();
+    } catch (e) {
+      document.getElementById("page").prepend(h("p", { class: "error", role: "alert" }, `Not signed out: ${e.message}`));
+    }
   });
   try {
     signedIn(await api("GET", "/console/session"));
