@@ -145,7 +145,9 @@ pub fn start(state: &Arc<Api>, plugin_events: tokio::sync::mpsc::UnboundedReceiv
             for channel in channels.all().iter().filter(|c| c.strategy == Strategy::HighestBalance) {
                 if last_read.get(&channel.name).is_none_or(|t| t.elapsed() >= channel.balance_refresh) {
                     last_read.insert(channel.name.clone(), std::time::Instant::now());
-                    s.engine.read_balances(channel).await;
+                    if let Err(e) = s.engine.read_balances(channel).await {
+                        tracing::warn!(channel = %channel.name, "strategy highest-balance: {e}; keys take turns instead");
+                    }
                 }
             }
         }

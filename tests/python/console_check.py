@@ -1,12 +1,16 @@
 """Drives the web console in headless Chromium (Playwright): an operator signs in, sees the
-overview and the channels, imports keys, creates a user and sees a bad price refused inline;
-that user signs in, creates a key, chats in the playground (streamed) and finds the call, with
-its charge, in the request log; the operator's overview then counts it. Every page is
-screenshotted into SHOTS.
+overview and the channels, imports keys, disables and enables one, is told why the channel's
+balances cannot be read, downloads the stored keys, creates a user and sees a bad price refused
+inline; that user signs in, creates a key, chats in the playground (streamed) and finds the
+call, with its charge, in the request log; the operator's overview then counts it, the
+operator filters and inspects the user's video task and filters the request log, and signs
+out: the session's token is refused from then on. Every page is screenshotted into SHOTS.
 
 usage: console_check.py BASE_URL ADMIN_NAME ADMIN_PASSWORD CHANNEL MODEL SHOTS
 """
 
+import hashlib
+import json
 import os
 import re
 import sys
@@ -66,13 +70,33 @@ def main():
         open_page(page, "Channels")
         card = page.locator(f'[data-channel="{CHANNEL}"]')
         expect(card).to_be_visible()
-        page.get_by_label("Keys").fill("sk-console-imported-1\nsk-console-imported-2,3\nsk-console-imported-1\nnot a key\n")
+        page.get_by_label("Keys", exact=True).fill("sk-console-imported-1\nsk-console-imported-2,3\nsk-console-imported-1\nnot a key\n")
         page.get_by_role("button", name="Import").click()
         report = page.locator("#page .ok")
         expect(report).to_contain_text("Imported 2 new, 0 already stored (updated), 1 repeated in the text.")
         expect(report).to_contain_text("Refused 1: line 4: a key is empty or contains spaces")
         page.wait_for_timeout(1800)  # the page reloads its channels
         expect(card.get_by_role("cell", name="Remove").first).to_be_visible()
+
+        # An imported key disabled by the operator, shown as such, then enabled again.
+        row = card.locator(f'[data-key="{hashlib.sha256(b"sk-console-imported-1").hexdigest()}"]')
+        expect(row.locator("[data-state]")).to_have_text("healthy")
+        row.get_by_role("button", name="Disable").click()
+        expect(row.locator("[data-state]")).to_have_text("disabled by the operator")
+        expect(card.get_by_role("status")).to_contain_text("no call uses it until it is enabled")
+        shot(page, "channels-key-disabled")
+        row.get_by_role("button", name="Enable").click()
+        expect(row.locator("[data-state]")).to_have_text("healthy")
+        # This vendor's balances cannot be read: the card says why.
+        card.get_by_role("button", name="Refresh balances").click()
+        expect(card.get_by_role("status")).to_contain_text("has no 'balance' operation")
+        # The stored keys download as a file that imports again.
+        with page.expect_download() as download:
+            card.get_by_role("button", name="Export stored keys").click()
+        assert download.value.suggested_filename == f"{CHANNEL}-keys.json", download.value.suggested_filename
+        exported = json.loads(open(download.value.path()).read())
+        assert sorted(k["key"] for k in exported) == ["sk-console-imported-1", "sk-console-imported-2"], exported
+        expect(card.get_by_role("status")).to_contain_text("Exported 2 stored keys")
         shot(page, "channels")
 
         open_page(page, "Users")
@@ -102,8 +126,6 @@ def main():
         open_page(page, "Plugins")
         expect(page.get_by_role("cell", name="loaded").first).to_be_visible()
         shot(page, "plugins")
-        open_page(page, "Tasks")
-        shot(page, "tasks")
         open_page(page, "Health")
         expect(page.locator('[data-figure="Ready"]')).to_have_text("ready")
         shot(page, "health")
@@ -135,7 +157,7 @@ def main():
         shot(page, "playground")
 
         page.get_by_role("tab", name="Speech").click()
-        page.get_by_label("Model").fill("tts-1")
+        page.get_by_label("Model", exact=True).fill("tts-1")
         page.get_by_label("Text").fill("Hello from the console.")
         run("Speak")
         expect(page.locator("audio")).to_have_attribute("src", re.compile("^blob:"))
@@ -191,9 +213,47 @@ def main():
         expect(today).not_to_have_text("0")
         expect(page.locator("svg.chart rect").first).to_be_visible()
         shot(page, "overview")
+
+        # The consumer's video task, found by status, user and model, and inspected.
+        open_page(page, "Tasks")
+        tasks = page.locator("#page [aria-live]")
+        expect(tasks.get_by_role("heading")).to_have_text(re.compile(r"^\d+ tasks?$"))
+        page.get_by_label("Status", exact=True).select_option("failed")
+        page.get_by_label("User", exact=True).select_option(label="carol")
+        page.get_by_role("button", name="Filter").click()
+        expect(tasks).to_contain_text("No tasks match.")
+        page.get_by_label("Status", exact=True).select_option("succeeded")
+        page.get_by_label("Model", exact=True).select_option("fixture-video")
+        page.get_by_role("button", name="Filter").click()
+        expect(tasks.get_by_role("heading")).to_have_text("1 task")
+        tasks.get_by_role("button", name="Inspect").click()
+        detail = page.locator("[data-task-detail]")
+        expect(detail.locator('[data-fact="Status"]')).to_have_text("succeeded")
+        expect(detail.locator('[data-fact="Model"]')).to_have_text("fixture-video")
+        expect(detail.get_by_role("cell", name="succeeded", exact=True).first).to_be_visible()
+        shot(page, "tasks")
+
+        # The request log filtered: the user's errors (none), then one model's calls.
         open_page(page, "Request log")
         expect(page.get_by_role("cell", name=MODEL).first).to_be_visible()
+        page.get_by_label("User", exact=True).select_option(label="carol")
+        page.get_by_label("Status", exact=True).select_option("errors")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_text("No calls match.")).to_be_visible()
+        page.get_by_label("Status", exact=True).select_option("")
+        page.get_by_label("Model", exact=True).fill("tts-1")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_role("cell", name="tts-1", exact=True).first).to_be_visible()
+        models = page.locator("tbody tr td:nth-child(2)").all_inner_texts()
+        assert models and set(models) == {"tts-1"}, f"only the model asked for: {models}"
         shot(page, "admin-request-log")
+
+        # Signing out ends the session on the gateway: a copy of its token is refused.
+        token = next(c["value"] for c in context.cookies() if c["name"] == "tollgate_session")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+        copied = context.request.get(f"{BASE}/admin/channels", headers={"authorization": f"Bearer {token}"})
+        assert copied.status == 401, f"a signed-out token still works: {copied.status}"
 
         assert not errors, f"the page reported errors: {errors}"
         browser.close()

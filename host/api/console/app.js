@@ -20,11 +20,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
-function table(columns, rows, empty) {
+// rowAttrs(row) gives each row's attributes (e.g. a data- name a test or a script can find).
+function table(columns, rows, empty, rowAttrs) {
   if (!rows.length) return h("p", { class: "muted" }, empty || "Nothing yet.");
   return h("table", {},
     h("thead", {}, h("tr", {}, columns.map(([title]) => h("th", {}, title)))),
-    h("tbody", {}, rows.map((r) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(r)))))));
+    h("tbody", {}, rows.map((r) => h("tr", rowAttrs ? rowAttrs(r) : {}, columns.map(([, cell]) => h("td", {}, cell(r)))))));
 }
 
 function form(fields, submitText, onsubmit) {
@@ -44,7 +45,18 @@ function form(fields, submitText, onsubmit) {
   return el;
 }
 
-const field = (label, name, attrs) => h("label", {}, label, h("input", { name, ...(attrs || {}) }));
+// Every form control has a <label for> naming it (screen readers and tests find it by it).
+let controls = 0;
+function labelled(label, control, wide) {
+  control.id = control.id || `control-${++controls}`;
+  return h("div", { class: wide ? "field wide" : "field" }, h("label", { for: control.id }, label), control);
+}
+const field = (label, name, attrs) => labelled(label, h("input", { name, ...(attrs || {}) }));
+// options: [value, text] pairs; the one equal to `value` is selected.
+const choice = (name, options, value) =>
+  h("select", { name }, options.map(([v, text]) => h("option", { value: v, selected: v === (value || "") }, text)));
+// Query text of the filled fields only.
+const query = (fields) => new URLSearchParams(Object.entries(fields).filter(([, v]) => v !== "" && v != null)).toString();
 const when = (unix) => (unix ? new Date(unix * 1000).toISOString().replace("T", " ").slice(0, 19) : "");
 const today = () => new Date().toISOString().slice(0, 10);
 const monthStart = () => new Date().toISOString().slice(0, 8) + "01";
@@ -129,7 +141,7 @@ const pages = {
     },
     channels: async () => {
       const { channels } = await api("GET", "/admin/channels");
-      const select = h("select", { name: "channel" }, channels.map((c) => h("option", { value: c.name }, c.name)));
+      const select = choice("channel", channels.map((c) => [c.name, c.name]));
       return [
         h("h1", {}, "Channels and keys"),
         h("div", { class: "card" },
@@ -137,20 +149,10 @@ const pages = {
             const r = await api("POST", "/admin/channels/reload");
             ev.target.textContent = `Reloaded (${(r.channels || []).length || "ok"})`;
           } }, "Reload channels")),
-        channels.map((c) => h("div", { class: "card", "data-channel": c.name },
-          h("h2", {}, `${c.name} · ${c.plugin} · ${c.strategy}`),
-          h("p", {}, `Models: ${c.models.join(", ")}`),
-          table([
-            ["Key", (k) => k.key], ["State", (k) => h("span", { class: `state-${k.state}` }, k.state)],
-            ["Weight", (k) => k.weight], ["Priority", (k) => k.priority], ["Balance", (k) => k.balance ?? ""],
-            ["", (k) => (k.stored_id ? h("button", { type: "button", class: "plain", onclick: async () => {
-              await api("DELETE", `/admin/channels/${encodeURIComponent(c.name)}/keys/${k.stored_id}`);
-              show("channels");
-            } }, "Remove") : "from the configuration file")],
-          ], c.keys, "No keys."))),
+        channels.map(channelCard),
         h("div", { class: "card" }, h("h2", {}, "Import keys"),
-          h("p", {}, "One key per line: key[,weight[,priority]]."),
-          form([h("label", {}, "Channel", select), h("label", { class: "wide" }, "Keys", h("textarea", { name: "keys", required: true }))],
+          h("p", {}, "One key per line: key[,weight[,priority]], or an exported file's JSON."),
+          form([labelled("Channel", select), labelled("Keys", h("textarea", { name: "keys", required: true }), true)],
             "Import", async (v) => {
               const r = await api("POST", `/admin/channels/${encodeURIComponent(v.channel)}/keys`, v.keys, true);
               setTimeout(() => show("channels"), 1500);
@@ -192,7 +194,7 @@ const pages = {
       const area = h("textarea", { name: "toml", rows: 20 });
       area.value = typeof text === "string" ? text : JSON.stringify(text, null, 2);
       return [h("h1", {}, "Pricing"), h("div", { class: "card" },
-        form([h("label", { class: "wide" }, "Price table (TOML)", area)], "Save", async (v) => {
+        form([labelled("Price table (TOML)", area, true)], "Save", async (v) => {
           await api("PUT", "/admin/pricing", v.toml, true);
           return "Saved: the new prices apply from the next call.";
         }))];
@@ -204,15 +206,7 @@ const pages = {
         table([["File", (p) => p.file], ["Name", (p) => p.name || ""], ["Version", (p) => p.version || ""],
                ["Status", (p) => p.status], ["SHA-256", (p) => (p.sha256 || "").slice(0, 12)], ["Error", (p) => p.last_error || ""]], plugins))];
     },
-    tasks: async () => {
-      const { tasks } = await api("GET", "/admin/tasks?limit=100");
-      return [h("h1", {}, "Tasks"), h("div", { class: "card" }, table([
-        ["Id", (t) => t.id], ["User", (t) => t.user_id], ["Model", (t) => t.model || ""], ["Status", (t) => t.status],
-        ["Progress", (t) => (t.progress ?? "")], ["Held", (t) => t.held], ["Created", (t) => when(t.created_at)],
-        ["", (t) => (["queued", "running", "submitted", "in_progress"].includes(t.status)
-          ? h("button", { type: "button", class: "plain", onclick: async () => { await api("POST", `/admin/tasks/${encodeURIComponent(t.id)}/cancel`); show("tasks"); } }, "Cancel") : "")],
-      ], tasks, "No tasks."))];
-    },
+    tasks: async () => taskPage(),
     logs: async () => logPage("/admin/logs", true),
     health: async () => {
       const health = await api("GET", "/health");
@@ -259,30 +253,163 @@ const pages = {
   },
 };
 
+const keyStates = {
+  healthy: "healthy", cooling_down: "cooling down", disabled: "disabled (refused by the vendor)",
+  disabled_by_operator: "disabled by the operator",
+};
+
+// One channel's card: its keys (masked) with state, weight, priority, balance and last error;
+// disable, enable and remove a key; read the balances now; download the stored keys. After a
+// change the card reads its channel again and says what happened.
+function channelCard(c) {
+  const card = h("div", { class: "card", "data-channel": c.name });
+  const path = `/admin/channels/${encodeURIComponent(c.name)}/keys`;
+  const render = (channel, message, ok) => {
+    // A button showing `text`, named `label` for assistive technology (each key's are distinct).
+    const act = (text, label, run) => h("button", { type: "button", class: "plain", "aria-label": label, onclick: async () => {
+      try { await redraw(await run(), true); } catch (e) { await redraw(e.message, false); }
+    } }, text);
+    card.replaceChildren(
+      h("h2", {}, `${channel.name} · ${channel.plugin} · ${channel.strategy}`),
+      h("p", {}, `Models: ${channel.models.join(", ")}`),
+      h("div", { class: "row" },
+        act("Refresh balances", `Refresh balances of ${channel.name}`, async () => {
+          const r = await api("POST", `${path}/balances/refresh`);
+          const failed = r.keys.filter((k) => k.error).map((k) => `${k.key}: ${k.error}`);
+          return `Read ${r.keys.length - failed.length} of ${r.keys.length} balances.${failed.length ? ` Not read: ${failed.join("; ")}` : ""}`;
+        }),
+        act("Export keys", `Export stored keys of ${channel.name}`, async () => {
+          const { keys } = await api("GET", `${path}/export`);
+          const name = `${channel.name}-keys.json`;
+          const url = URL.createObjectURL(new Blob([`${JSON.stringify(keys, null, 2)}\n`], { type: "application/json" }));
+          const link = h("a", { href: url, download: name, hidden: true });
+          document.body.append(link);
+          link.click();
+          link.remove();
+          setTimeout(() => URL.revokeObjectURL(url), 60000);
+          return `Exported ${keys.length} stored keys to ${name}: they are in clear, keep the file safe (keys of the configuration file are not in it).`;
+        })),
+      h("p", { class: ok ? "ok" : "error", role: "status" }, message || ""),
+      table([
+        ["Key", (k) => k.key],
+        ["State", (k) => h("span", { class: `state-${k.state}`, "data-state": k.state }, keyStates[k.state] || k.state)],
+        ["Weight", (k) => k.weight], ["Priority", (k) => k.priority], ["Balance", (k) => k.balance ?? ""],
+        ["Last error", (k) => (k.last_error ? `${k.last_error.message} (${when(k.last_error.at)})` : "")],
+        ["", (k) => h("span", {},
+          k.disabled_by_operator
+            ? act("Enable", `Enable ${k.key} ${k.fingerprint.slice(0, 8)}`, async () => { await api("POST", `${path}/${k.fingerprint}/enable`); return `Enabled ${k.key}.`; })
+            : act("Disable", `Disable ${k.key} ${k.fingerprint.slice(0, 8)}`, async () => { await api("POST", `${path}/${k.fingerprint}/disable`); return `Disabled ${k.key}: no call uses it until it is enabled.`; }),
+          " ",
+          k.stored_id
+            ? act("Remove", `Remove ${k.key} ${k.fingerprint.slice(0, 8)}`, async () => { await api("DELETE", `${path}/${k.stored_id}`); return `Removed ${k.key}.`; })
+            : h("span", { class: "muted" }, "from the configuration file"))],
+      ], channel.keys, "No keys.", (k) => ({ "data-key": k.fingerprint })));
+  };
+  const redraw = async (message, ok) => {
+    const { channels } = await api("GET", "/admin/channels");
+    render(channels.find((x) => x.name === c.name) || c, message, ok);
+  };
+  render(c);
+  return card;
+}
+
+const taskStatuses = ["queued", "in_progress", "succeeded", "failed", "expired", "cancelled"];
+const openTask = (t) => ["queued", "in_progress"].includes(t.status);
+
+// Every user's tasks, filtered by status, user and model (the filter stays while the console
+// is open); a task's detail (its fields, outputs, error, events, ledger and callback) opens
+// below the filter; an unfinished task can be cancelled.
+const taskFilter = { status: "", user_id: "", model: "" };
+async function taskPage() {
+  const [users, { channels }] = await Promise.all([api("GET", "/admin/reports/users"), api("GET", "/admin/channels")]);
+  const models = [...new Set(channels.flatMap((c) => c.models))].sort();
+  const list = h("div", { class: "card", "aria-live": "polite" });
+  const detail = h("div", {});
+  const load = async () => {
+    const { tasks } = await api("GET", `/admin/tasks?${query({ ...taskFilter, limit: 100 })}`);
+    list.replaceChildren(h("h2", {}, `${tasks.length} task${tasks.length === 1 ? "" : "s"}`), table([
+      ["Id", (t) => t.id], ["User", (t) => t.user_id], ["Model", (t) => t.model || ""], ["Status", (t) => t.status],
+      ["Progress", (t) => (t.progress ?? "")], ["Held", (t) => t.held], ["Charge", (t) => t.charge ?? ""],
+      ["Created", (t) => when(t.created_at)],
+      ["", (t) => h("span", {},
+        h("button", { type: "button", class: "plain", "aria-label": `Inspect ${t.id}`, onclick: () => inspect(t.id).catch(failed) }, "Inspect"),
+        " ",
+        openTask(t) ? h("button", { type: "button", class: "plain", "aria-label": `Cancel ${t.id}`, onclick: () =>
+          api("POST", `/admin/tasks/${encodeURIComponent(t.id)}/cancel`).then(load).then(() => inspect(t.id)).catch(failed),
+        }, "Cancel") : "")],
+    ], tasks, "No tasks match.", (t) => ({ "data-task": t.id })));
+  };
+  const failed = (e) => detail.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+  const inspect = async (id) => {
+    const t = await api("GET", `/admin/tasks/${encodeURIComponent(id)}`);
+    const facts = [["Status", t.status], ["Progress", t.progress], ["Message", t.message], ["Error", t.error],
+      ["Model", t.model], ["User", t.user_id], ["Consumer key", t.key_id], ["Channel", t.channel],
+      ["Plugin", `${t.plugin} ${t.plugin_version}`], ["Operation", t.op], ["Polls", t.polls], ["Held", t.held],
+      ["Charge", t.charge], ["Request id", t.request_id], ["Created", when(t.created_at)], ["Updated", when(t.updated_at)],
+      ["Expires", when(t.expires_at)], ["Callback", t.callback.url ? `${t.callback.url} (${t.callback.state}, ${t.callback.attempts} attempts)` : ""]];
+    detail.replaceChildren(h("div", { class: "card", "data-task-detail": t.id },
+      h("h2", {}, `Task ${t.id}`),
+      h("dl", { class: "facts" }, facts.filter(([, v]) => v !== null && v !== undefined && v !== "").flatMap(([k, v]) =>
+        [h("dt", {}, k), h("dd", { "data-fact": k }, String(v))])),
+      h("h3", {}, "Outputs"),
+      table([["#", (f) => f.index], ["Type", (f) => f.content_type || ""], ["Bytes", (f) => f.size ?? ""],
+             ["SHA-256", (f) => (f.sha256 || "").slice(0, 12)], ["Source", (f) => f.source_url || ""]], t.files || [], "No archived outputs."),
+      h("h3", {}, "Events"),
+      table([["Time", (e) => when(e.at)], ["Status", (e) => e.status], ["Progress", (e) => e.progress ?? ""]],
+            t.events || [], "No events kept (they are kept for the progress socket's replay window)."),
+      h("h3", {}, "Ledger"),
+      table([["Entry", (l) => l.entry_id], ["Amount", (l) => l.amount], ["Time", (l) => when(l.created_at)]], t.ledger || [], "No entries.")));
+  };
+  await load();
+  return [h("h1", {}, "Tasks"),
+    h("div", { class: "card" }, form([
+      labelled("Status", choice("status", [["", "any"], ...taskStatuses.map((x) => [x, x])], taskFilter.status)),
+      labelled("User", choice("user_id", [["", "anyone"], ...users.data.map((u) => [String(u.user_id), u.name])], taskFilter.user_id)),
+      labelled("Model", choice("model", [["", "any"], ...models.map((m) => [m, m])], taskFilter.model)),
+    ], "Filter", async (v) => { Object.assign(taskFilter, v); await load(); detail.replaceChildren(); })),
+    detail, list];
+}
+
+// The request log, newest first, a page at a time ("Older" reads the next). Operators filter
+// by user, consumer key, channel, model and status; consumers by model and status (their own
+// calls only: the API decides whose).
 async function logPage(base, operator) {
   const rows = h("div", { class: "card" });
   let before = null;
-  const filters = { model: "", status: "" };
+  const filters = {};
+  const [users, keys, channels] = operator
+    ? await Promise.all([api("GET", "/admin/reports/users"), api("GET", "/admin/reports/keys"), api("GET", "/admin/channels")])
+    : [];
   const load = async (reset) => {
     if (reset) { before = null; rows.replaceChildren(); }
-    const q = new URLSearchParams({ limit: "50" });
-    if (before) q.set("before_id", before);
-    for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+    const q = query({ ...filters, limit: "50", before_id: before });
     const r = await api("GET", `${base}?${q}`);
     before = r.next_before_id;
     rows.append(table([
       ["Time", (c) => when(c.created_at)], ["Model", (c) => c.model || ""], ["Op", (c) => c.op],
       ...(operator ? [["Channel", (c) => c.channel || ""], ["Key", (c) => c.key_id ?? ""]] : []),
-      ["Status", (c) => c.status], ["Units", (c) => Object.entries(c.units || {}).map(([k, v]) => `${k} ${v}`).join(", ")],
+      ["Status", (c) => c.status], ["Error", (c) => c.error || ""],
+      ["Units", (c) => Object.entries(c.units || {}).map(([k, v]) => `${k} ${v}`).join(", ")],
       ["Charge", (c) => h("span", { "data-charge": c.request_id }, c.charge)], ["Latency", (c) => `${Math.round(c.latency_us / 1000)} ms`],
-    ], r.data, "No calls."));
+    ], r.data, reset ? "No calls match." : "No older calls.", (c) => ({ "data-call": c.id })));
     more.hidden = !before;
   };
   const more = h("button", { type: "button", class: "plain", onclick: () => load(false) }, "Older");
   await load(true);
+  const statuses = [["", "any"], ["errors", "errors only"], ["2", "2xx"], ["4", "4xx"], ["5", "5xx"]];
   return [h("h1", {}, "Request log"),
-    h("div", { class: "card" }, form([field("Model", "model"), field("Status", "status", { placeholder: "e.g. 200" })], "Filter", async (v) => {
-      Object.assign(filters, v); await load(true);
+    h("div", { class: "card" }, form([
+      ...(operator ? [
+        labelled("User", choice("user_id", [["", "anyone"], ...users.data.map((u) => [String(u.user_id), u.name])])),
+        labelled("Consumer key", choice("key_id", [["", "any"], ...keys.data.map((k) => [String(k.key_id), `${k.name} (${k.user})`])])),
+        labelled("Channel", choice("channel", [["", "any"], ...channels.channels.map((c) => [c.name, c.name])])),
+      ] : []),
+      field("Model", "model"),
+      labelled("Status", choice("status", statuses)),
+    ], "Filter", async (v) => {
+      for (const k of Object.keys(filters)) delete filters[k];
+      Object.assign(filters, v);
+      await load(true);
     })), rows, more];
 }
 
@@ -307,7 +434,7 @@ function playground() {
   };
   const output = h("div", { class: "output" });
   const kinds = {
-    Chat: () => form([field("Model", "model", { required: true }), h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 4 }))],
+    Chat: () => form([field("Model", "model", { required: true }), labelled("Prompt", h("textarea", { name: "prompt", required: true, rows: 4 }), true)],
       "Send", async (v) => {
         const answer = h("pre", { class: "answer", "aria-live": "polite" });
         const usage = h("p", { class: "muted" });
@@ -322,14 +449,14 @@ function playground() {
         return "Done.";
       }),
     Speech: () => form([field("Model", "model", { required: true }), field("Voice", "voice", { value: "alloy" }),
-                        h("label", { class: "wide" }, "Text", h("textarea", { name: "input", required: true, rows: 3 }))],
+                        labelled("Text", h("textarea", { name: "input", required: true, rows: 3 }), true)],
       "Speak", async (v) => {
         const r = await call("/v1/audio/speech", { model: v.model, voice: v.voice, input: v.input });
         const audio = h("audio", { controls: true, src: URL.createObjectURL(await r.blob()) });
         output.replaceChildren(audio);
         return "Done.";
       }),
-    Image: () => form([field("Model", "model", { required: true }), h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }))],
+    Image: () => form([field("Model", "model", { required: true }), labelled("Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }), true)],
       "Generate", async (v) => {
         const r = await (await call("/v1/images/generations", { model: v.model, prompt: v.prompt, n: 1 })).json();
         const image = r.data && r.data[0];
@@ -339,7 +466,7 @@ function playground() {
         return "Done.";
       }),
     Video: () => form([field("Model", "model", { required: true }), field("Seconds", "seconds", { value: "5" }),
-                       h("label", { class: "wide" }, "Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }))],
+                       labelled("Prompt", h("textarea", { name: "prompt", required: true, rows: 3 }), true)],
       "Submit", async (v) => {
         const created = await (await call("/v1/videos", { model: v.model, prompt: v.prompt, seconds: v.seconds })).json();
         const task = await (await fetch(`/v1/tasks/${encodeURIComponent(created.id)}`, { headers: { authorization: `Bearer ${keyField.value}` } })).json();
@@ -373,7 +500,7 @@ function playground() {
   open("Chat");
   return [h("h1", {}, "Playground"), h("div", { class: "card" },
     h("p", {}, "Calls go with one of your keys, billed and logged like any other call."),
-    h("label", {}, "API key", keyField), tabs, panel)];
+    labelled("API key", keyField), tabs, panel)];
 }
 
 /// Reads a server-sent event stream of JSON chunks until `[DONE]`; an `error` chunk throws.
@@ -457,9 +584,14 @@ document.addEventListener("DOMContentLoaded", async () => {
       error.textContent = e.message;
     }
   });
+  // Signing out revokes the session on the gateway: only then is the page signed out.
   document.getElementById("sign-out").addEventListener("click", async () => {
-    await api("DELETE", "/console/session").catch(() => {});
-    signedOut();
+    try {
+      await api("DELETE", "/console/session");
+      signedOut();
+    } catch (e) {
+      document.getElementById("page").prepend(h("p", { class: "error", role: "alert" }, `Not signed out: ${e.message}`));
+    }
   });
   try {
     signedIn(await api("GET", "/console/session"));

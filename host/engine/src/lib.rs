@@ -48,6 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use affinity::Affinity;
+pub use balance::{BalanceRead, BalanceUnreadable};
 pub use call::{credential_for, key_outcome, kind_name, split_credential, Answer, CallRequest};
 
 impl Engine {

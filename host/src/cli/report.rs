@@ -78,9 +78,9 @@ pub struct LogsArgs {
     /// Only calls served by this channel.
     #[arg(long)]
     channel: Option<String>,
-    /// An exact HTTP status (429), or a class: 2, 4 or 5.
-    #[arg(long)]
-    status: Option<i64>,
+    /// An exact HTTP status (429), a class (2, 4 or 5), or `errors` (400 and above).
+    #[arg(long, value_parser = reports::StatusFilter::parse)]
+    status: Option<reports::StatusFilter>,
     /// Records per page (1 to 1000).
     #[arg(long, default_value_t = 50)]
     limit: i64,

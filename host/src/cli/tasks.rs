@@ -60,7 +60,7 @@ pub async fn run(config: &Config, command: TasksCommand) -> Result<()> {
         TasksCommand::Retry { id, gateway } => return admin_action(config, gateway, &id, "retry").await,
     };
     let db = tollgate_store::open(&config.database_url()).await?;
-    let tasks = search(&db, &Filter { status, user_id, channel, plugin, limit }).await?;
+    let tasks = search(&db, &Filter { status, user_id, channel, plugin, model: None, limit }).await?;
     if as_json {
         return json(&tasks.iter().map(tollgate_engine::tasks::view).collect::<Vec<_>>());
     }

@@ -78,6 +78,13 @@ fn register_log_in_and_manage_own_keys() {
     assert_eq!(get(&gw, "/v1/user/logs", &bob).json()["data"], serde_json::json!([]), "bob sees none of ann's");
     assert_eq!(get(&gw, "/v1/user/logs", &gw.key).json()["data"], serde_json::json!([]), "another key neither");
     assert_eq!(get(&gw, "/v1/user/logs", "nonsense").status, 401);
+    let r = get(&gw, "/v1/user/logs?status=oops", &token);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "bad_log_query"), "{}", r.text());
+    assert_eq!(
+        get(&gw, "/v1/user/logs?status=errors", &token).json()["data"],
+        serde_json::json!([]),
+        "no error of ann's"
+    );
 
     let r = http::request(
         &gw.addr,

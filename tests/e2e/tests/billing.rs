@@ -228,7 +228,19 @@ fn reports_and_logs_show_usage_spending_and_pages() {
     let bob_calls = admin(&format!("/admin/logs?user_id={}", bob["user_id"])).json();
     assert_eq!(bob_calls["data"].as_array().unwrap().len(), 1, "{bob_calls}");
 
-    // Filters and pages.
+    // Filters and pages. A filter that does not read is refused, never silently dropped.
+    for bad in ["status=oops", "status=7", "user_id=bob", "key_id=1.5", "from=yesterday", "limit=all"] {
+        let r = admin(&format!("/admin/logs?{bad}"));
+        assert_eq!((r.status, r.error_code().as_str()), (400, "bad_report_query"), "{bad}: {}", r.text());
+    }
+    let errors_only = admin("/admin/logs?status=errors").json();
+    assert_eq!(errors_only["data"].as_array().unwrap().len(), 1, "{errors_only}");
+    assert_eq!(errors_only["data"][0]["status"], 502);
+    let bob_key_id =
+        keys["data"].as_array().unwrap().iter().find(|k| k["name"] == "bob-key").unwrap()["key_id"].clone();
+    let by_key = admin(&format!("/admin/logs?key_id={bob_key_id}&status=2&user_id=")).json();
+    assert_eq!(by_key["data"].as_array().unwrap().len(), 1, "{by_key}");
+    assert_eq!(by_key["data"][0]["key_id"], bob_key_id);
     let errors = admin("/admin/logs?status=5").json();
     assert_eq!(errors["data"].as_array().unwrap().len(), 1, "{errors}");
     assert_eq!(errors["data"][0]["model"], "fail-500");
@@ -244,6 +256,8 @@ fn reports_and_logs_show_usage_spending_and_pages() {
     assert!(out.contains("\"revenue\": \"0.012036\""), "{out}");
     let out = Gateway::cli(&gw.config, &["logs", "--status", "5"]);
     assert!(out.contains("fail-500"), "{out}");
+    let out = Gateway::cli(&gw.config, &["logs", "--status", "errors"]);
+    assert!(out.contains("fail-500") && !out.contains("\"gpt-4o-mini\""), "{out}");
     let out = Gateway::cli(&gw.config, &["report", "users"]);
     assert!(out.contains("\"credited\": \"2.000000\""), "{out}");
 }

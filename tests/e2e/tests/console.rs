@@ -136,12 +136,13 @@ fn the_session_cookie_is_http_only_strict_and_never_acts_without_its_csrf_token(
     let r = http::request(&gw.addr, "GET", "/v1/user/info", &[("cookie", &consumer)], b"");
     assert_eq!((r.status, r.json()["name"].as_str()), (200, Some("mallory")));
 
-    // Signing out needs the token too, and clears the cookie.
+    // Signing out needs the token too, and clears the cookie; the session is over.
     let r = http::request(&gw.addr, "DELETE", "/console/session", &[("cookie", &cookie)], b"");
     assert_eq!(r.status, 403);
     let r = http::request(&gw.addr, "DELETE", "/console/session", &[("cookie", &cookie), ("x-csrf-token", &csrf)], b"");
     assert_eq!((r.status, r.json()["signed_out"].as_bool()), (200, Some(true)));
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(http::request(&gw.addr, "GET", "/admin/channels", &[("cookie", &cookie)], b"").status, 401);
 
     // A disabled user's cookie signs in no one.
     let r = http::request(
@@ -164,6 +165,80 @@ fn the_session_cookie_is_http_only_strict_and_never_acts_without_its_csrf_token(
     );
     assert_eq!((r.status, r.json()["signed_out"].as_bool()), (200, Some(false)));
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+}
+
+#[test]
+fn a_signed_out_session_is_refused_on_every_node_sharing_the_database() {
+    let mock = Mock::start();
+    // Two nodes of one gateway: one database, one session secret.
+    let settings = format!(
+        "jwt_secret = \"a-session-secret-both-nodes-share\"\n{}",
+        channel("main", "openai", &mock.url(), &["gpt-4o-mini"], &["sk-upstream-console"])
+    );
+    let a = Gateway::start("revoke-a", &[("openai", "openai.wasm")], &settings);
+    let b = Gateway::start_sharing("revoke-b", &[("openai", "openai.wasm")], &settings, &a);
+    Gateway::cli(&a.config, &["users", "create", "--name", "root", "--password", "root password", "--role", "admin"]);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let status = |gw: &Gateway, path: &str, auth: &str| {
+        http::request(&gw.addr, "GET", path, &[("authorization", auth)], b"").status
+    };
+
+    // The console's session on node a, and an API session on node b: each works on both nodes.
+    let r = sign_in(&a, "root", "root password");
+    let (cookie, csrf) = (cookie_of(&r), r.json()["csrf"].as_str().unwrap().to_string());
+    let console_token = cookie.split_once('=').unwrap().1.to_string();
+    let login = |gw: &Gateway| {
+        let r =
+            http::request(&gw.addr, "POST", "/v1/auth/login", &[], br#"{"name":"root","password":"root password"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_string()
+    };
+    let api_token = login(&b);
+    for gw in [&a, &b] {
+        for token in [&console_token, &api_token] {
+            assert_eq!(status(gw, "/admin/channels", &bearer(token)), 200);
+            assert_eq!(status(gw, "/v1/user/info", &bearer(token)), 200);
+        }
+    }
+
+    // Unhappy paths first: signing out needs a session token, not an API key or nothing.
+    for auth in [vec![], vec![("authorization", format!("Bearer {}", a.key))]] {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = http::request(&b.addr, "POST", "/v1/auth/logout", &headers, b"");
+        assert_eq!((r.status, r.json()["error"]["message"].is_string()), (401, true), "{}", r.text());
+    }
+
+    // The console signs out on node a: a copy of its token is refused everywhere, as a cookie
+    // or a bearer token, while the user's other session goes on.
+    let r = http::request(&a.addr, "DELETE", "/console/session", &[("cookie", &cookie), ("x-csrf-token", &csrf)], b"");
+    assert_eq!((r.status, r.json()["signed_out"].as_bool()), (200, Some(true)), "{}", r.text());
+    for gw in [&a, &b] {
+        assert_eq!(http::request(&gw.addr, "GET", "/console/session", &[("cookie", &cookie)], b"").status, 401);
+        for path in ["/admin/channels", "/v1/user/info", "/v1/user/keys"] {
+            assert_eq!(status(gw, path, &bearer(&console_token)), 401, "{path}");
+        }
+        assert_eq!(status(gw, "/admin/channels", &bearer(&api_token)), 200);
+    }
+    let r = http::request(&b.addr, "GET", "/v1/user/info", &[("authorization", &bearer(&console_token))], b"");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("signed out"), "{}", r.text());
+
+    // The API's session signs out on node b, once.
+    let logout = |t: &str| http::request(&b.addr, "POST", "/v1/auth/logout", &[("authorization", &bearer(t))], b"");
+    assert_eq!(logout(&api_token).json()["signed_out"], true);
+    assert_eq!(logout(&api_token).json()["signed_out"], false, "already signed out");
+    assert_eq!(status(&a, "/admin/channels", &bearer(&api_token)), 401);
+
+    // Signing in again makes a new session; the database holds digests, never a token.
+    assert_eq!(status(&a, "/admin/channels", &bearer(&login(&a))), 200);
+    let raw = a.raw_database("revoked_sessions");
+    assert!(!raw.contains(&console_token) && !raw.contains(&api_token), "no token is stored");
+    assert!(raw.contains(&tollgate_api_digest(&console_token)), "the sign-out is recorded by digest");
+}
+
+/// Hex SHA-256 of a session token: what a sign-out records.
+fn tollgate_api_digest(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// The CSRF token of a `tollgate_session=<token>` cookie, computed as the gateway documents it

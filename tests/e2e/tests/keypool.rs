@@ -279,3 +279,140 @@ fn channels_reload_from_the_file_without_restart_and_keep_their_keys_health() {
     assert!(eventually(Duration::from_secs(5), || embed() == 404), "channel b removed by SIGHUP");
     assert_eq!(chat(&gw), 200);
 }
+
+/// The keys of channel `ch` as `GET /admin/channels` shows them.
+fn keys_of(gw: &Gateway, ch: &str) -> Vec<serde_json::Value> {
+    let channels = admin(gw, "GET", "/admin/channels", "").json();
+    let channel =
+        channels["channels"].as_array().unwrap().iter().find(|c| c["name"] == ch).expect("the channel").clone();
+    channel["keys"].as_array().unwrap().clone()
+}
+
+/// The fingerprint of the key of `ch` whose masked form is `masked`.
+fn fingerprint(gw: &Gateway, ch: &str, masked: &str) -> String {
+    let keys = keys_of(gw, ch);
+    let key = keys.iter().find(|k| k["key"] == masked).unwrap_or_else(|| panic!("{masked} in {keys:?}"));
+    key["fingerprint"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn an_operator_disables_a_key_on_every_node_across_restarts_until_enabled() {
+    let mock = Mock::start();
+    let ch = channel("pool", "openai", &mock.url(), &["gpt-4o-mini"], &["held-a1", "free-b2"]);
+    let a = Gateway::start("holds-a", &[("openai", "openai.wasm")], &ch);
+    let b = Gateway::start_sharing("holds-b", &[("openai", "openai.wasm")], &ch, &a);
+    let held = fingerprint(&a, "pool", "held-a…");
+    let disable = |gw: &Gateway, fp: &str| admin(gw, "POST", &format!("/admin/channels/pool/keys/{fp}/disable"), "");
+
+    // Unhappy paths first: what is not a fingerprint, a key the channel lacks, no such channel.
+    let r = disable(&a, "held-a1");
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_fingerprint"), "{}", r.text());
+    let r = disable(&a, &"0".repeat(64));
+    assert_eq!((r.status, r.error_code().as_str()), (404, "unknown_key"), "{}", r.text());
+    let r = admin(&a, "POST", &format!("/admin/channels/nope/keys/{held}/disable"), "");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "unknown_channel"), "{}", r.text());
+    assert!(keys_of(&a, "pool").iter().all(|k| k["state"] == "healthy" && k["disabled_by_operator"] == false));
+
+    // Disabled on node a: it shows as the operator's, apart from its health, and no call of
+    // either node uses it (node b within key_refresh_ms).
+    let r = disable(&a, &held.to_uppercase());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.json()["key"].as_str(), r.json()["disabled_by_operator"].as_bool()), (Some("held-a…"), Some(true)));
+    let shown = keys_of(&a, "pool")[0].clone();
+    assert_eq!(
+        (shown["state"].as_str(), shown["health"].as_str()),
+        (Some("disabled_by_operator"), Some("healthy")),
+        "{shown}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || keys_of(&b, "pool")[0]["state"] == "disabled_by_operator"),
+        "node b applies the hold: {:?}",
+        keys_of(&b, "pool")
+    );
+    let before = used(&mock, "held-a1");
+    for gw in [&a, &b, &a, &b, &a, &b] {
+        assert_eq!(chat(gw), 200);
+    }
+    assert_eq!(used(&mock, "held-a1"), before, "a disabled key is never picked: {}", mock.stats());
+
+    // The only other key refused by the vendor: the held key still serves no one.
+    reject(&mock, "free-b2", true);
+    let r = a.post("/v1/chat/completions", r#"{"model":"gpt-4o-mini","messages":[]}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (503, "upstream_keys_unavailable"), "{}", r.text());
+    assert_eq!(used(&mock, "held-a1"), before);
+    let last = keys_of(&a, "pool")[1]["last_error"].clone();
+    assert!(
+        last["message"].as_str().unwrap().contains("refused by the vendor") && last["at"].as_i64().unwrap() > 0,
+        "{last}"
+    );
+    reject(&mock, "free-b2", false);
+
+    // A reload of the channels and a new node started later (a restart) keep the hold.
+    assert_eq!(admin(&a, "POST", "/admin/channels/reload", "").status, 200);
+    assert_eq!(keys_of(&a, "pool")[0]["state"], "disabled_by_operator");
+    let c = Gateway::start_sharing("holds-c", &[("openai", "openai.wasm")], &ch, &a);
+    assert_eq!(keys_of(&c, "pool")[0]["state"], "disabled_by_operator", "held from the first call on");
+    for _ in 0..3 {
+        chat(&c);
+    }
+    assert_eq!(used(&mock, "held-a1"), before, "{}", mock.stats());
+
+    // Enabled on node c: it serves again on every node.
+    let r = admin(&c, "POST", &format!("/admin/channels/pool/keys/{held}/enable"), "");
+    assert_eq!((r.status, r.json()["disabled_by_operator"].as_bool()), (200, Some(false)), "{}", r.text());
+    assert!(eventually(Duration::from_secs(5), || keys_of(&a, "pool")[0]["state"] == "healthy"));
+    for _ in 0..4 {
+        assert_eq!(chat(&a), 200);
+    }
+    assert!(used(&mock, "held-a1") > before, "back in rotation: {}", mock.stats());
+}
+
+#[test]
+fn an_operator_reads_the_balances_now_or_is_told_why_not() {
+    let mock = Mock::start();
+    set_balance(&mock, "sf-rich", "50.00");
+    set_balance(&mock, "sf-poor", "0.50");
+    let sf =
+        channel("sf", "siliconflow", &mock.url(), &["gpt-4o-mini"], &["sf-rich", "sf-poor", "sf-unread", "bad-sf"]);
+    let oa = channel("oa", "openai", &mock.url(), &["gpt-4o"], &["oa-key"]);
+    let gw = Gateway::start(
+        "balance-now",
+        &[("siliconflow", "siliconflow.wasm"), ("openai", "openai.wasm")],
+        &format!("{sf}{oa}"),
+    );
+    // Unhappy paths first: a vendor whose plugin reads no balance, a channel that is not.
+    let r = admin(&gw, "POST", "/admin/channels/oa/keys/balances/refresh", "");
+    assert_eq!((r.status, r.error_code().as_str()), (409, "no_balance_operation"), "{}", r.text());
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().contains("'openai' has no 'balance' operation"),
+        "{}",
+        r.text()
+    );
+    let r = admin(&gw, "POST", "/admin/channels/nope/keys/balances/refresh", "");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "unknown_channel"));
+    assert_eq!(mock.stats()["balance_reads"], 0, "the channel's strategy reads no balance on its own");
+    assert!(keys_of(&gw, "sf").iter().all(|k| k["balance"].is_null()));
+
+    let r = admin(&gw, "POST", "/admin/channels/sf/keys/balances/refresh", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let read: Vec<(String, serde_json::Value, bool)> = r.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap().to_string(), k["balance"].clone(), k["error"].is_string()))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("sf-ric…".into(), serde_json::json!("50.000000"), false),
+            ("sf-poo…".into(), serde_json::json!("0.500000"), false),
+            ("sf-unr…".into(), serde_json::Value::Null, true),
+            ("bad-sf…".into(), serde_json::Value::Null, true),
+        ]
+    );
+    assert_eq!(mock.stats()["balance_reads"], 4);
+    let keys = keys_of(&gw, "sf");
+    assert_eq!((keys[0]["balance"].as_str(), keys[1]["balance"].as_str()), (Some("50.000000"), Some("0.500000")));
+    assert!(keys[2]["last_error"]["message"].as_str().unwrap().starts_with("balance read failed"), "{:?}", keys[2]);
+    assert_eq!(keys[3]["state"], "disabled", "the vendor refused the key: its breaker opened");
+}

@@ -104,6 +104,33 @@ fn a_task_holds_its_quote_is_polled_on_its_key_and_is_charged_once_by_what_was_m
     assert_eq!(ledger, ["-0.050000", "0.010000"], "held 5 s, gave 1 s back: {one}");
     assert_eq!((tasks[0]["id"].as_str(), tasks[0]["held"].as_str()), (Some(id.as_str()), Some("0.050000")));
     assert!(tasks[0]["polls"].as_i64() >= Some(2), "{}", admin.text());
+    // What happened to it, in order, while the events are kept.
+    let events: Vec<&str> = one["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!((events.first(), events.last()), (Some(&"queued"), Some(&"succeeded")), "{one}");
+    // Filters: a query that does not read is refused with why; by status, user and model.
+    let list = |query: &str| {
+        http::request(
+            &gw.addr,
+            "GET",
+            &format!("/admin/tasks?{query}"),
+            &[("authorization", "Bearer admin-secret")],
+            b"",
+        )
+    };
+    for bad in ["status=done", "limit=0", "limit=many", "user_id=e2e"] {
+        let r = list(bad);
+        assert_eq!((r.status, r.error_code().as_str()), (400, "bad_task_query"), "{bad}: {}", r.text());
+    }
+    let ids = |query: &str| -> Vec<String> {
+        let r = list(query);
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        r.json()["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_string()).collect()
+    };
+    let owner = one["user_id"].as_i64().unwrap();
+    assert_eq!(ids(&format!("model=fixture-video&user_id={owner}")).len(), 2);
+    assert_eq!(ids(&format!("model=fixture-video&user_id={owner}&status=succeeded")), std::slice::from_ref(&id));
+    assert!(ids("model=another-model").is_empty());
+    assert!(ids(&format!("user_id={}", owner + 1000)).is_empty());
     let cli = Gateway::cli(&gw.config, &["tasks", "list", "--status", "failed"]);
     assert_eq!(cli.lines().count(), 2, "a header and the failed task: {cli}");
     let row: Vec<&str> = cli.lines().nth(1).unwrap().split('\t').collect();

@@ -1,7 +1,8 @@
 //! The admin API (`/admin/*`), guarded by the `admin_token` setting (off when unset).
 //! Reports: `GET /admin/reports/usage?period=day|month&by=model&user_id=&key_id=`, `/admin/reports/users`,
 //! `/admin/reports/keys`, `/admin/stats`,
-//! `/admin/logs?user_id=&key_id=&model=&channel=&status=&before_id=&limit=`; every
+//! `/admin/logs?user_id=&key_id=&model=&channel=&status=&before_id=&limit=` (`status`: a
+//! status, a class 2/4/5, or `errors`; a parameter that does not read is a 400); every
 //! report takes `from` and `to` (unix seconds).
 //! Users and keys: `POST /admin/users`, `POST /admin/users/{name}/topup|disable|enable`,
 //! `POST /admin/keys`, `POST /admin/keys/{id}/disable|enable`. Access: `admin_token`, or an admin user's session.
@@ -9,11 +10,13 @@
 //! Plugins and channels: `GET /admin/plugins` (every plugin file's status),
 //! `POST /admin/plugins/rescan`, `GET /admin/channels` (channels, their strategy, and each key's
 //! health and balance, masked), `POST /admin/channels/reload` (the channels re-read from the
-//! configuration file). Stored upstream keys: see `upstream`.
-//! Tasks: `GET /admin/tasks?status=&user_id=&channel=&plugin=&limit=` (every user's, newest
-//! first, with their owner, key, plugin, polls and hold); `GET /admin/tasks/{id}` (one, with
-//! its archived files and their sources, its ledger entries and its callback);
-//! `POST /admin/tasks/{id}/cancel`.
+//! configuration file). Upstream keys (import, export, remove, disable, enable, balance
+//! refresh): see `upstream`.
+//! Tasks: `GET /admin/tasks?status=&user_id=&model=&channel=&plugin=&limit=` (every user's,
+//! newest first, with their owner, key, plugin, polls and hold; a status that is none of the
+//! statuses or a limit out of 1..=1000 is a 400); `GET /admin/tasks/{id}` (one, with its
+//! archived files and their sources, its ledger entries, its callback and its events still
+//! within the replay window); `POST /admin/tasks/{id}/cancel`.
 
 pub mod reports;
 pub mod upstream;
@@ -91,7 +94,10 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 "/admin/reports/keys" => reports::keys(&state.engine.db, range).await,
                 "/admin/reports/users" => reports::users(&state.engine.db, range).await,
                 "/admin/stats" => reports::stats(&state.engine.db, range).await,
-                _ => reports::logs(&state.engine.db, &reports::LogFilter::from_query(&q, 100)).await,
+                _ => match reports::LogFilter::from_query(&q, 100) {
+                    Ok(filter) => reports::logs(&state.engine.db, &filter).await,
+                    Err(why) => Err(anyhow::anyhow!(why)),
+                },
             };
             match result {
                 Ok(v) => json(200, &v),
@@ -100,24 +106,9 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
         }
         (&Method::GET, "/admin/tasks") => {
             let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
-            let user_id = match q.get("user_id").map(|v| v.parse::<i64>()) {
-                None => None,
-                Some(Ok(id)) => Some(id),
-                Some(Err(_)) => {
-                    return error_response(
-                        400,
-                        "invalid_request_error",
-                        "bad_task_query",
-                        "user_id must be a user's id",
-                    )
-                }
-            };
-            let filter = crate::store::tasks::Filter {
-                status: q.get("status").cloned(),
-                user_id,
-                channel: q.get("channel").cloned(),
-                plugin: q.get("plugin").cloned(),
-                limit: q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(100),
+            let filter = match task_filter(&q) {
+                Ok(f) => f,
+                Err(why) => return error_response(400, "invalid_request_error", "bad_task_query", &why),
             };
             match crate::store::tasks::search(&state.engine.db, &filter).await {
                 Ok(tasks) => {
@@ -136,9 +127,10 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 }
                 Err(e) => return error_response(503, "server_error", "database_unavailable", &format!("{e:#}")),
             };
-            let (files, ledger) = match tokio::try_join!(
+            let (files, ledger, events) = match tokio::try_join!(
                 crate::store::archive::outputs(db, id),
-                crate::store::tasks::ledger(db, &task)
+                crate::store::tasks::ledger(db, &task),
+                crate::store::tasks::events::of_task(db, id)
             ) {
                 Ok(found) => found,
                 Err(e) => return error_response(503, "server_error", "database_unavailable", &format!("{e:#}")),
@@ -159,6 +151,10 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 .collect();
             v["callback"] = serde_json::json!({ "url": task.callback_url, "state": task.callback_state,
                 "attempts": task.callback_attempts });
+            v["events"] = events
+                .iter()
+                .map(|(status, progress, at)| serde_json::json!({ "status": status, "progress": progress, "at": at }))
+                .collect();
             json(200, &v)
         }
         (&Method::POST, p) if task_action(p, "/retry").is_some() => {
@@ -313,6 +309,35 @@ async fn run_manage(state: &Api, segments: &[&str], body: serde_json::Value) -> 
     }
 }
 
+/// The filter of `GET /admin/tasks` (`status`, `user_id`, `model`, `channel`, `plugin`,
+/// `limit`; an empty parameter is no filter), or why the query is wrong.
+fn task_filter(q: &std::collections::HashMap<String, String>) -> Result<crate::store::tasks::Filter, String> {
+    use crate::store::tasks::STATUSES;
+    let text = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_string);
+    let status = text("status");
+    if let Some(s) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return Err(format!("status '{s}' is none of {}", STATUSES.join(", ")));
+    }
+    let user_id = match text("user_id").map(|v| v.parse::<i64>()) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return Err("user_id must be a user's id (a number)".into()),
+    };
+    let limit = match text("limit").map(|v| v.parse::<i64>()) {
+        None => 100,
+        Some(Ok(n @ 1..=1000)) => n,
+        Some(_) => return Err("limit must be a number from 1 to 1000".into()),
+    };
+    Ok(crate::store::tasks::Filter {
+        status,
+        user_id,
+        model: text("model"),
+        channel: text("channel"),
+        plugin: text("plugin"),
+        limit,
+    })
+}
+
 /// A task as an operator sees it: what its owner sees, and whose it is and how it runs.
 fn task_json(t: &crate::store::tasks::Task) -> serde_json::Value {
     let mut v = crate::engine::tasks::view(t);
@@ -334,6 +359,22 @@ fn task_action<'a>(path: &'a str, action: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_task_query_is_read_or_refused_with_why() {
+        let q = |text: &str| super::task_filter(&crate::server::url::query_params(text));
+        let f = q("status=failed&user_id=7&model=kling-v2&channel=&limit=5").unwrap();
+        assert_eq!(
+            (f.status.as_deref(), f.user_id, f.model.as_deref(), f.channel, f.limit),
+            (Some("failed"), Some(7), Some("kling-v2"), None, 5)
+        );
+        assert_eq!(q("").unwrap().limit, 100);
+        assert!(q("status=done").unwrap_err().contains("queued, in_progress, succeeded"), "names the statuses");
+        assert!(q("user_id=carol").unwrap_err().contains("user_id"));
+        for limit in ["0", "1001", "many"] {
+            assert!(q(&format!("limit={limit}")).unwrap_err().contains("limit"), "{limit}");
+        }
+    }
+
     #[test]
     fn a_task_action_path_names_one_task_or_none() {
         assert_eq!(super::task_action("/admin/tasks/task_1/retry", "/retry"), Some("task_1"));

@@ -248,29 +248,72 @@ pub struct LogFilter {
     pub user_id: Option<i64>,
     pub model: Option<String>,
     pub channel: Option<String>,
-    /// An exact status, or a class: 2 (2xx), 4 (4xx), 5 (5xx).
-    pub status: Option<i64>,
+    pub status: Option<StatusFilter>,
     pub range: Range,
     /// Newest first; the page after the record with this id.
     pub before_id: Option<i64>,
     pub limit: i64,
 }
 
+/// Which calls a log page keeps by their status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// One status (429).
+    Exact(i64),
+    /// A class: 2 (2xx), 4 (4xx), 5 (5xx).
+    Class(i64),
+    /// Every call refused or failed: 400 and above.
+    Errors,
+}
+
+impl StatusFilter {
+    /// `429`, `4` (a class) or `errors`.
+    pub fn parse(text: &str) -> Result<StatusFilter, String> {
+        match text.trim() {
+            "errors" => Ok(StatusFilter::Errors),
+            t => match t.parse::<i64>() {
+                Ok(c @ 1..=5) => Ok(StatusFilter::Class(c)),
+                Ok(s @ 100..=599) => Ok(StatusFilter::Exact(s)),
+                _ => Err(format!("status '{t}' is none of: an HTTP status (429), a class (2, 4 or 5), 'errors'")),
+            },
+        }
+    }
+
+    /// The statuses kept: from, up to (excluded).
+    fn bounds(self) -> (i64, i64) {
+        match self {
+            StatusFilter::Exact(s) => (s, s + 1),
+            StatusFilter::Class(c) => (c * 100, c * 100 + 100),
+            StatusFilter::Errors => (400, 1000),
+        }
+    }
+}
+
 impl LogFilter {
     /// From query parameters (`user_id`, `key_id`, `model`, `channel`, `status`, `from`, `to`,
-    /// `before_id`, `limit`); a page holds `default_limit` records unless `limit` says otherwise.
-    pub fn from_query(q: &std::collections::HashMap<String, String>, default_limit: i64) -> LogFilter {
-        let int = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
-        LogFilter {
-            key_id: int("key_id"),
-            user_id: int("user_id"),
-            model: q.get("model").cloned(),
-            channel: q.get("channel").cloned(),
-            status: int("status"),
-            range: Range::from_query(q),
-            before_id: int("before_id"),
-            limit: int("limit").unwrap_or(default_limit),
+    /// `before_id`, `limit`; an empty one is no filter); a page holds `default_limit` records
+    /// unless `limit` says otherwise (at most 1000). A parameter that does not read is an
+    /// error that says which and why, never a filter silently dropped.
+    pub fn from_query(q: &std::collections::HashMap<String, String>, default_limit: i64) -> Result<LogFilter, String> {
+        let text = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let int = |k: &str| -> Result<Option<i64>, String> {
+            text(k).map(|v| v.parse::<i64>().map_err(|_| format!("{k} must be a number, not '{v}'"))).transpose()
+        };
+        for k in ["from", "to"] {
+            if let Some(v) = text(k).filter(|v| parse_time(v).is_none()) {
+                return Err(format!("{k} must be unix seconds or a date (2026-12-01[T08:30]), not '{v}'"));
+            }
         }
+        Ok(LogFilter {
+            key_id: int("key_id")?,
+            user_id: int("user_id")?,
+            model: text("model").map(str::to_string),
+            channel: text("channel").map(str::to_string),
+            status: text("status").map(StatusFilter::parse).transpose()?,
+            range: Range::from_query(q),
+            before_id: int("before_id")?,
+            limit: int("limit")?.unwrap_or(default_limit),
+        })
     }
 }
 
@@ -278,11 +321,7 @@ impl LogFilter {
 pub async fn logs(db: &Db, f: &LogFilter) -> Result<Value> {
     let (from, to) = f.range.bounds();
     let limit = f.limit.clamp(1, 1000);
-    let (status_lo, status_hi) = match f.status {
-        None => (0, 1000),
-        Some(c @ 1..=5) => (c * 100, c * 100 + 100),
-        Some(s) => (s, s + 1),
-    };
+    let (status_lo, status_hi) = f.status.map_or((0, 1000), StatusFilter::bounds);
     let rows = sqlx::query(
         "SELECT id, request_id, key_id, channel, model, op, status, error_kind, latency_us, charge_micros, \
          interrupted, created_at, streamed, estimated, input_tokens, output_tokens, cached_tokens, characters, \
@@ -348,6 +387,35 @@ pub async fn prune(db: &Db, days: u32) -> Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_log_query_is_read_or_refused_with_why() {
+        use super::{LogFilter, StatusFilter};
+        let q = |text: &str| LogFilter::from_query(&crate::server::url::query_params(text), 50);
+        let f = q("user_id=3&key_id=&channel=main&model=m&status=errors&before_id=9&from=2026-12-01").unwrap();
+        assert_eq!(
+            (f.user_id, f.key_id, f.channel.as_deref(), f.model.as_deref()),
+            (Some(3), None, Some("main"), Some("m"))
+        );
+        assert_eq!(
+            (f.status, f.before_id, f.limit, f.range.from),
+            (Some(StatusFilter::Errors), Some(9), 50, Some(1_796_083_200))
+        );
+        assert_eq!(StatusFilter::Errors.bounds(), (400, 1000));
+        assert_eq!(q("status=4").unwrap().status.map(StatusFilter::bounds), Some((400, 500)));
+        assert_eq!(q("status=429").unwrap().status.map(StatusFilter::bounds), Some((429, 430)));
+        for (query, named) in [
+            ("status=bad", "status"),
+            ("status=7", "status"),
+            ("user_id=carol", "user_id"),
+            ("limit=x", "limit"),
+            ("before_id=1.5", "before_id"),
+            ("from=yesterday", "from"),
+        ] {
+            let why = q(query).unwrap_err();
+            assert!(why.starts_with(named), "{query}: {why}");
+        }
+    }
+
     #[test]
     fn times_are_unix_seconds_or_iso_dates_in_utc() {
         use super::parse_time;

@@ -5,18 +5,26 @@
 //!   in the text, and each `invalid` line with why; the good lines are stored (400 when none
 //!   is good);
 //! - `GET /admin/channels/{name}/keys/export`: the channel's stored keys in clear, as JSON;
-//! - `DELETE /admin/channels/{name}/keys/{id}`: removes a stored key.
+//! - `DELETE /admin/channels/{name}/keys/{id}`: removes a stored key;
+//! - `POST /admin/channels/{name}/keys/{fingerprint}/disable|enable`: takes a key out of
+//!   service or returns it, on every node sharing the database (see `keypool::holds`); any
+//!   key of the pool, stored or from the configuration file, named by the `fingerprint`
+//!   `GET /admin/channels` shows;
+//! - `POST /admin/channels/{name}/keys/balances/refresh`: reads every key's balance at the
+//!   vendor now and answers each (409 `no_balance_operation` when the vendor's plugin cannot).
 //!
-//! Keys written in the configuration file are listed by `GET /admin/channels` but are not
-//! managed here.
+//! Keys written in the configuration file are listed by `GET /admin/channels`, and can be
+//! disabled and enabled, but are not imported, exported or removed here. Only the routes that
+//! read or write sealed keys need the master key.
 
-use crate::keypool::stored;
+use crate::keypool::{holds, stored};
 use crate::server::body::{json, Response};
 use crate::server::error::error_response;
 use crate::server::error::ToResponse;
 use crate::server::Api;
 use http::{Method, Request};
 use hyper::body::Incoming;
+use tollgate_engine::BalanceUnreadable;
 
 /// Whether `path` is one of this module's routes.
 pub fn is_route(path: &str) -> bool {
@@ -39,6 +47,13 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
             "unknown_channel",
             &format!("No channel is named '{name}'."),
         );
+    }
+    match (&method, &segs[2..]) {
+        (&Method::POST, ["keys", "balances", "refresh"]) => return refresh_balances(state, name).await,
+        (&Method::POST, ["keys", fingerprint, action @ ("disable" | "enable")]) => {
+            return hold(state, name, fingerprint, *action == "disable").await
+        }
+        _ => {}
     }
     let Some(master) = state.engine.master_key.as_ref() else {
         return error_response(
@@ -104,5 +119,57 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
             json(200, &v)
         }
         Err(e) => error_response(500, "server_error", "stored_keys_failed", &format!("{e:#}")),
+    }
+}
+
+/// Disables (`held`) or enables the key of channel `name` with `fingerprint`, then applies
+/// the change on this node at once (the others within `key_refresh_ms`).
+async fn hold(state: &Api, name: &str, fingerprint: &str, held: bool) -> Response {
+    if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error_response(
+            400,
+            "invalid_request_error",
+            "invalid_fingerprint",
+            "Name the key by its fingerprint: the 64 hex digits GET /admin/channels shows for it.",
+        );
+    }
+    let fingerprint = fingerprint.to_ascii_lowercase();
+    let channels = state.engine.channels.load_full();
+    let Some(key) = channels.by_name(name).and_then(|c| c.masked_key(&fingerprint)) else {
+        return error_response(
+            404,
+            "invalid_request_error",
+            "unknown_key",
+            &format!("Channel '{name}' has no key with fingerprint {fingerprint}."),
+        );
+    };
+    let db = &state.engine.db;
+    if let Err(e) = holds::set(db, name, &fingerprint, held).await {
+        return error_response(503, "server_error", "database_unavailable", &format!("{e:#}"));
+    }
+    if let Err(e) = holds::load_into(db, &channels).await {
+        tracing::warn!(error = %e, "applying the disabled upstream keys failed; the refresh job will");
+    }
+    json(200, &serde_json::json!({ "key": key, "fingerprint": fingerprint, "disabled_by_operator": held }))
+}
+
+/// Reads the balance of every key of channel `name` now.
+async fn refresh_balances(state: &Api, name: &str) -> Response {
+    let Some(channel) = state.engine.channels.load().by_name(name).cloned() else {
+        return error_response(
+            404,
+            "invalid_request_error",
+            "unknown_channel",
+            &format!("No channel is named '{name}'."),
+        );
+    };
+    match state.engine.read_balances(&channel).await {
+        Ok(keys) => json(200, &serde_json::json!({ "channel": name, "keys": keys })),
+        Err(e @ BalanceUnreadable::NoBalanceOp { .. }) => {
+            error_response(409, "invalid_request_error", "no_balance_operation", &format!("Channel '{name}': {e}."))
+        }
+        Err(e @ BalanceUnreadable::PluginNotLoaded { .. }) => {
+            error_response(503, "server_error", "plugin_not_loaded", &format!("Channel '{name}': {e}."))
+        }
     }
 }

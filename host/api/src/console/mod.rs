@@ -8,8 +8,9 @@
 //!   `{name, role, csrf, expires_at}`. Only a JSON body from this origin signs in: no other
 //!   site can sign the browser into an account of its choosing.
 //! - `GET /console/session`: who the cookie signs in (`401` if no one), with `csrf`.
-//! - `DELETE /console/session`: signs out (clears the cookie; needs `x-csrf-token`); the
-//!   session token itself lasts until it expires.
+//! - `DELETE /console/session`: signs out (needs `x-csrf-token`): the session token is
+//!   revoked on every node sharing the database (`account::session::revoke`), so a copy of
+//!   it is refused everywhere from then on, and the cookie is cleared.
 //!
 //! Everything else the console shows it reads from the admin and account APIs, with the
 //! same cookie (see `server::auth::from_cookie`): it needs no route of its own for data, so
@@ -124,11 +125,12 @@ async fn sign_in(state: &Api, req: Request<Incoming>) -> Result<Response, CallEr
     Ok(r)
 }
 
-/// Signing out clears the cookie, whether or not its session is still good (the CSRF token
-/// was checked when the cookie became the request's session). The token itself stays valid
-/// until it expires (`session_ttl_hours`): sessions are not revoked one by one.
+/// Signing out revokes the session token and clears the cookie, whether or not its session
+/// is still good (the CSRF token was checked when the cookie became the request's session).
+/// When the revocation cannot be written, the answer says so and the cookie stays: the
+/// browser is not told it signed out while its token still works.
 async fn sign_out(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError> {
-    let signed_in = crate::surface::user::session_user(state, req).await.is_ok();
+    let signed_in = crate::surface::user::revoke_session(state, req).await?;
     let mut r = json(200, &serde_json::json!({ "signed_out": signed_in }));
     let secure = behind_https(req.headers());
     let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");

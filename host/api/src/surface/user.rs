@@ -12,7 +12,8 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-/// `POST /v1/auth/register`, `POST /v1/auth/login`, `/v1/user/keys[/{id}]`, `GET /v1/user/logs`.
+/// `POST /v1/auth/register`, `POST /v1/auth/login`, `POST /v1/auth/logout`, `/v1/user/keys[/{id}]`,
+/// `GET /v1/user/logs`.
 pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
     if req.uri().path().starts_with("/v1/auth/") {
         if let Some(refused) = throttled(state, &req) {
@@ -22,6 +23,7 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
     let result = match (req.method().clone(), req.uri().path().to_string()) {
         (Method::POST, p) if p == "/v1/auth/register" => register(state, req).await,
         (Method::POST, p) if p == "/v1/auth/login" => login(state, req).await,
+        (Method::POST, p) if p == "/v1/auth/logout" => logout(state, &req).await,
         (Method::GET, p) if p == "/v1/user/keys" => list_keys(state, &req).await,
         (Method::GET, p) if p == "/v1/user/logs" => logs(state, &req).await,
         (Method::GET, p) if p == "/v1/user/usage" => usage(state, &req).await,
@@ -136,7 +138,8 @@ pub async fn check_password(state: &Api, name: &str, password: String) -> Result
     Ok((token, role, expires_at))
 }
 
-/// The signed-in user (a valid session token of an enabled user), as the database has it now.
+/// The signed-in user (a valid session token, not signed out, of an enabled user), as the
+/// database has it now.
 pub async fn session_user(state: &Api, req: &Request<Incoming>) -> Result<account::UserInfo, CallError> {
     let Credential::Session(token) = credential(req.headers()) else {
         return Err(unauthorized("Sign in: send 'Authorization: Bearer <token>' from POST /v1/auth/login."));
@@ -145,10 +148,34 @@ pub async fn session_user(state: &Api, req: &Request<Incoming>) -> Result<accoun
         .sessions
         .verify(token)
         .ok_or_else(|| unauthorized("The session token is invalid or expired; sign in again."))?;
-    match account::get_user(&state.engine.db, claims.sub).await.map_err(internal)? {
+    match account::session_holder(&state.engine.db, claims.sub, token).await.map_err(internal)? {
         Some(u) if !u.disabled => Ok(u),
-        _ => Err(unauthorized("This user is disabled or no longer exists.")),
+        _ => Err(unauthorized("This session was signed out, or its user is disabled or gone; sign in again.")),
     }
+}
+
+/// Signs out the request's session token, if it is a valid one, on every node sharing the
+/// database (`account::session::revoke`). True when the token was a live session (signed out
+/// now); false when it was no session, expired, or already signed out. A token whose user was
+/// disabled is revoked too, so enabling the user again does not bring it back.
+pub async fn revoke_session(state: &Api, req: &Request<Incoming>) -> Result<bool, CallError> {
+    let Credential::Session(token) = credential(req.headers()) else { return Ok(false) };
+    let Some(claims) = state.sessions.verify(token) else { return Ok(false) };
+    let was_live = session_user(state, req).await.is_ok();
+    account::session::revoke(&state.engine.db, token, claims.exp).await.map_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "revoking a session failed");
+        CallError::new(503, "server_error", "sign_out_failed", "The session could not be signed out; try again.")
+    })?;
+    Ok(was_live)
+}
+
+/// `POST /v1/auth/logout` with a session token: signs it out everywhere.
+async fn logout(state: &Api, req: &Request<Incoming>) -> Result<Response, CallError> {
+    if !matches!(credential(req.headers()), Credential::Session(_)) {
+        return Err(unauthorized("Send the session token to sign out: 'Authorization: Bearer <token>'."));
+    }
+    let signed_out = revoke_session(state, req).await?;
+    Ok(json(200, &serde_json::json!({ "signed_out": signed_out })))
 }
 
 /// `GET /v1/user/info` for a session: the user, its balance and spending.
@@ -188,7 +215,8 @@ async fn logs(state: &Api, req: &Request<Incoming>) -> Result<Response, CallErro
     let (user_id, key_id) = own_scope(state, req).await?;
     let q = crate::server::url::query_params(req.uri().query().unwrap_or(""));
     // The caller's own calls only: the identity filters come from the credential, never the query.
-    let filter = reports::LogFilter { key_id, user_id, channel: None, ..reports::LogFilter::from_query(&q, 50) };
+    let asked = reports::LogFilter::from_query(&q, 50).map_err(|why| bad_request("bad_log_query", why))?;
+    let filter = reports::LogFilter { key_id, user_id, channel: None, ..asked };
     let mut page = reports::logs(&state.engine.db, &filter).await.map_err(internal)?;
     if let Some(rows) = page["data"].as_array_mut() {
         for row in rows.iter_mut().filter_map(|r| r.as_object_mut()) {

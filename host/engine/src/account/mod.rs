@@ -17,7 +17,8 @@ mod users;
 pub use keys::{create_key, list_keys, list_keys_of, set_disabled, set_disabled_of, KeyInfo, NewKey};
 pub use ledger::{verify_ledger, LedgerMismatch};
 pub use users::{
-    create_user, credentials, get_user, list_users, set_user_disabled, top_up, top_up_key, NewUser, UserInfo,
+    create_user, credentials, get_user, list_users, session_holder, set_user_disabled, top_up, top_up_key, NewUser,
+    UserInfo,
 };
 
 use crate::billing::{Account, Billing, Wallets};

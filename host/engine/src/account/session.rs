@@ -3,7 +3,14 @@
 //! The signing secret is `jwt_secret` (or `TOLLGATE_JWT_SECRET`); when unset, a random secret
 //! is created once in `<data_dir>/jwt.secret` (mode 0600) so that sessions survive restarts and
 //! every node given the same file or setting accepts the same tokens. A token says who the
-//! user is and its role; whether the user is still enabled is checked on every use.
+//! user is and its role; whether the user is still enabled, and whether the token was signed
+//! out, is checked on every use (`users::session_holder`, one read).
+//!
+//! Signing out (`revoke`) records the token's SHA-256 in `revoked_sessions` until the token
+//! would have expired: every node sharing the database refuses it from then on. Each sign-out
+//! deletes the records of tokens past their expiry, so the table holds only the sessions
+//! signed out within the last `session_ttl_hours`. Model calls take API keys, not sessions:
+//! none of this is on their path.
 
 use anyhow::{bail, Result};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -21,6 +28,10 @@ pub struct Claims {
     pub role: String,
     pub iat: i64,
     pub exp: i64,
+    /// Random: two sign-ins of one user in one second are still two sessions, and signing
+    /// out one leaves the other.
+    #[serde(default)]
+    pub jti: String,
 }
 
 /// What a task token carries: one consumer key's read access to one task (its progress
@@ -64,7 +75,14 @@ impl Sessions {
     /// A token for the user; returns it and its expiry (unix seconds).
     pub fn issue(&self, user_id: i64, name: &str, role: &str) -> Result<(String, i64)> {
         let now = crate::store::now_unix();
-        let claims = Claims { sub: user_id, name: name.into(), role: role.into(), iat: now, exp: now + self.ttl_secs };
+        let claims = Claims {
+            sub: user_id,
+            name: name.into(),
+            role: role.into(),
+            iat: now,
+            exp: now + self.ttl_secs,
+            jti: hex::encode(rand::random::<[u8; 16]>()),
+        };
         Ok((encode(&Header::default(), &claims, &self.encoding)?, claims.exp))
     }
 
@@ -95,6 +113,31 @@ impl Sessions {
     pub fn verify(&self, token: &str) -> Option<Claims> {
         decode::<Claims>(token, &self.decoding, &Validation::default()).ok().map(|d| d.claims)
     }
+}
+
+/// The name a session token is revoked under (hex SHA-256): the table never holds a token.
+pub fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Signs out `token` (a session that verified, expiring at `expires_at`) on every node sharing
+/// the database, and forgets the sign-outs of tokens that expired meanwhile.
+pub async fn revoke(db: &crate::store::Db, token: &str, expires_at: i64) -> Result<()> {
+    let mut tx = crate::store::begin_write(db).await?;
+    sqlx::query("DELETE FROM revoked_sessions WHERE expires_at < $1")
+        .bind(crate::store::now_unix())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO revoked_sessions (token_sha256, expires_at) VALUES ($1, $2) ON CONFLICT (token_sha256) DO NOTHING",
+    )
+    .bind(token_digest(token))
+    .bind(expires_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// True when a bearer value looks like a JWT rather than an API key.
@@ -201,6 +244,39 @@ mod tests {
         let other = Sessions::new(Some("another-secret-of-some-length"), Path::new("/nonexistent"), 1).unwrap();
         assert!(other.verify(&token).is_none(), "a token from another secret is refused");
         assert!(s.verify(&format!("{token}x")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_signed_out_token_signs_in_no_one_and_its_record_goes_once_it_expired() {
+        let db = crate::store::open_for_test("revoked_sessions").await;
+        let new = super::super::NewUser {
+            name: "ann".into(),
+            role: "user".into(),
+            balance: "0".into(),
+            ..Default::default()
+        };
+        let id = super::super::create_user(&db, &new).await.unwrap();
+        let s = Sessions::new(Some("a-test-secret-of-some-length"), Path::new("/nonexistent"), 1).unwrap();
+        let (token, exp) = s.issue(id, "ann", "user").unwrap();
+        let (other, _) = s.issue(id, "ann", "user").unwrap();
+        let holder = |t: String| {
+            let db = db.clone();
+            async move { super::super::users::session_holder(&db, id, &t).await }
+        };
+        assert_eq!(holder(token.clone()).await.unwrap().map(|u| u.name), Some("ann".into()));
+        revoke(&db, &token, exp).await.unwrap();
+        revoke(&db, &token, exp).await.unwrap(); // twice: still one record
+        assert!(holder(token.clone()).await.unwrap().is_none(), "the signed-out token is refused");
+        assert!(holder(other.clone()).await.unwrap().is_some(), "another session of the user is not");
+        let rows = || {
+            sqlx::query_as::<_, (String, i64)>("SELECT token_sha256, expires_at FROM revoked_sessions").fetch_all(&db)
+        };
+        let stored = rows().await.unwrap();
+        assert_eq!(stored, [(token_digest(&token), exp)], "the digest is stored, never the token");
+        // A sign-out after the first token expired forgets the first.
+        sqlx::query("UPDATE revoked_sessions SET expires_at = 1").execute(&db).await.unwrap();
+        revoke(&db, &other, exp).await.unwrap();
+        assert_eq!(rows().await.unwrap(), [(token_digest(&other), exp)]);
     }
 
     #[test]

@@ -144,7 +144,7 @@ pub async fn top_up_key(db: &Db, key_id: i64, amount: &str) -> Result<String> {
 }
 
 pub async fn list_users(db: &Db) -> Result<Vec<UserInfo>> {
-    list_users_where(db, None).await
+    list_users_where(db, None, None).await
 }
 
 /// What login needs: id, password hash, role, disabled.
@@ -159,14 +159,26 @@ pub async fn credentials(db: &Db, name: &str) -> Result<Option<(i64, Option<Stri
 
 /// One user, if it exists.
 pub async fn get_user(db: &Db, id: i64) -> Result<Option<UserInfo>> {
-    Ok(list_users_where(db, Some(id)).await?.into_iter().next())
+    Ok(list_users_where(db, Some(id), None).await?.into_iter().next())
 }
 
-async fn list_users_where(db: &Db, id: Option<i64>) -> Result<Vec<UserInfo>> {
+/// The user `id` a verified session token signs in, as the database has it now; `None` when
+/// the user is gone or the token was signed out (`session::revoke`). One indexed read: the
+/// revocation costs a session route no second round trip.
+pub async fn session_holder(db: &Db, id: i64, token: &str) -> Result<Option<UserInfo>> {
+    let digest = super::session::token_digest(token);
+    Ok(list_users_where(db, Some(id), Some(&digest)).await?.into_iter().next())
+}
+
+/// Users (`id`'s, or all); with `unrevoked`, only if no sign-out revoked the session token of
+/// that digest.
+async fn list_users_where(db: &Db, id: Option<i64>, unrevoked: Option<&str>) -> Result<Vec<UserInfo>> {
     let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT id, name, role, user_group, balance_micros, disabled FROM users WHERE ($1 IS NULL OR id = $1) ORDER BY id",
+        "SELECT id, name, role, user_group, balance_micros, disabled FROM users WHERE ($1 IS NULL OR id = $1) \
+         AND ($2 IS NULL OR NOT EXISTS (SELECT 1 FROM revoked_sessions WHERE token_sha256 = $2)) ORDER BY id",
     )
     .bind(id)
+    .bind(unrevoked)
     .fetch_all(db)
     .await?;
     Ok(rows

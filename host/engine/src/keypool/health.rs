@@ -9,8 +9,10 @@
 //!   more samples with half or more faults, the key cools down for 30 s.
 //! - success clears all of it.
 //!
-//! It also holds the key's last known balance at the vendor (for the highest-balance
-//! strategy), refreshed by `keypool::balance`.
+//! It also holds the key's last known balance at the vendor (read by `engine::balance`, on
+//! the highest-balance strategy's schedule or when the operator asks) and what last went
+//! wrong with the key (`LastError`: the class of the failure, or why its balance could not be
+//! read), which a success does not erase: it is history for the operator, not state.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -42,11 +44,30 @@ pub enum KeyState {
     Disabled,
 }
 
+impl KeyState {
+    /// The name the admin API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Healthy => "healthy",
+            KeyState::CoolingDown => "cooling_down",
+            KeyState::Disabled => "disabled",
+        }
+    }
+}
+
+/// What last went wrong with a key, and when (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LastError {
+    pub message: String,
+    pub at: i64,
+}
+
 #[derive(Debug)]
 struct State {
     disabled: Option<Disabled>,
     cooling_until: Option<Instant>,
     recent: VecDeque<(Instant, bool)>,
+    last_error: Option<LastError>,
 }
 
 #[derive(Debug)]
@@ -69,7 +90,7 @@ const UNKNOWN_BALANCE: i64 = i64::MIN;
 impl KeyHealth {
     pub fn new(probe_after: Duration) -> KeyHealth {
         KeyHealth {
-            state: Mutex::new(State { disabled: None, cooling_until: None, recent: VecDeque::new() }),
+            state: Mutex::new(State { disabled: None, cooling_until: None, recent: VecDeque::new(), last_error: None }),
             probe_after,
             balance: AtomicI64::new(UNKNOWN_BALANCE),
         }
@@ -82,6 +103,16 @@ impl KeyHealth {
 
     pub fn set_balance(&self, micros: Option<i64>) {
         self.balance.store(micros.unwrap_or(UNKNOWN_BALANCE), Ordering::Relaxed);
+    }
+
+    pub fn last_error(&self) -> Option<LastError> {
+        self.state.lock().expect("key health").last_error.clone()
+    }
+
+    /// Records `message` as what last went wrong with the key, now.
+    pub fn note_error(&self, message: impl Into<String>) {
+        let error = LastError { message: message.into(), at: crate::store::now_unix() };
+        self.state.lock().expect("key health").last_error = Some(error);
     }
 
     /// Takes the key for a call if it may serve one now (a disabled key: one probe call).
@@ -118,6 +149,15 @@ impl KeyHealth {
     }
 
     pub fn report(&self, outcome: KeyOutcome, now: Instant) {
+        let failure = match outcome {
+            KeyOutcome::Refused => Some("refused by the vendor (unauthorized or out of balance)"),
+            KeyOutcome::RateLimited(_) => Some("rate limited by the vendor"),
+            KeyOutcome::Fault => Some("upstream fault or timeout"),
+            KeyOutcome::Success | KeyOutcome::Neutral => None,
+        };
+        if let Some(message) = failure {
+            self.note_error(message);
+        }
         let mut s = self.state.lock().expect("key health");
         match outcome {
             KeyOutcome::Neutral => {
@@ -183,6 +223,8 @@ mod tests {
         assert!(h.try_take(t0 + Duration::from_secs(15)));
         h.report(KeyOutcome::Success, t0 + Duration::from_secs(15));
         assert_eq!(h.state(t0 + Duration::from_secs(15)), KeyState::Healthy);
+        let last = h.last_error().expect("the refusal is remembered after the recovery");
+        assert!(last.message.starts_with("refused by the vendor"), "{last:?}");
         assert!(h.try_take(t0 + Duration::from_secs(15)));
     }
 
@@ -193,8 +235,10 @@ mod tests {
         h.report(KeyOutcome::RateLimited(Some(Duration::from_secs(2))), t0);
         assert!(!h.try_take(t0 + Duration::from_secs(1)));
         assert!(h.try_take(t0 + Duration::from_secs(2)));
+        assert_eq!(h.last_error().unwrap().message, "rate limited by the vendor");
         let h = KeyHealth::new(Duration::from_secs(5));
         h.report(KeyOutcome::Success, t0);
+        assert_eq!(h.last_error(), None, "a success is no error");
         h.report(KeyOutcome::Fault, t0);
         h.report(KeyOutcome::Success, t0);
         assert!(h.try_take(t0), "one fault in three is not a storm");

@@ -8,21 +8,23 @@
 //! Selection: among the keys of the highest priority that has a usable key, by the channel's
 //! `strategy`: smooth weighted turn (a key of weight 3 serves three calls for each call of a
 //! key of weight 1, interleaved), plain turn, or the highest known balance (ties and unknown
-//! balances take turns). Keys that are disabled or cooling down are skipped (see `health`); a
-//! call that fails on a key's account is retried on another key of the pool before anything
-//! reaches the consumer (see `engine::call`).
+//! balances take turns). Keys that are disabled or cooling down are skipped (see `health`), and
+//! a key the operator disabled is never picked (see `holds`); a call that fails on a key's
+//! account is retried on another key of the pool before anything reaches the consumer (see
+//! `engine::call`).
 //!
 //! Upstream keys are secrets: they are never logged, `Debug` prints them masked, the admin API
 //! shows a prefix.
 
 pub mod config;
 pub mod health;
+pub mod holds;
 pub mod stored;
 
 use arc_swap::ArcSwap;
 use config::{ChannelConfig, Strategy};
-use health::{KeyHealth, KeyOutcome, KeyState};
-use std::collections::HashMap;
+use health::{KeyHealth, KeyOutcome, KeyState, LastError};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +49,9 @@ pub struct Channel {
     probe_after: Duration,
     /// The keys written in the configuration file.
     configured: Vec<KeyEntry>,
+    /// The fingerprints of the keys the operator disabled (`holds`), whether or not the pool
+    /// holds them now: a key that joins later is held from the start.
+    held: std::sync::Mutex<Arc<HashSet<String>>>,
     pool: ArcSwap<Pool>,
 }
 
@@ -99,6 +104,8 @@ struct PooledKey {
     /// `UpstreamKey::fingerprint`, computed once (follow-up calls and task polls look keys
     /// up by it).
     fingerprint: String,
+    /// The operator disabled it (`holds`): never picked.
+    held: bool,
 }
 
 /// A key taken for one call (or one balance read).
@@ -118,17 +125,33 @@ impl PickedKey {
     pub fn set_balance(&self, micros: Option<i64>) {
         self.health.set_balance(micros);
     }
+    /// Records what went wrong with the key outside a call (a balance read).
+    pub fn note_error(&self, message: impl Into<String>) {
+        self.health.note_error(message);
+    }
 }
 
-/// One key as the operator sees it.
+/// One key as the operator sees it. In JSON, `state` is what the operator reads first
+/// (`disabled_by_operator` while the operator holds the key out, else its health) and `health`
+/// is the breaker's own state.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KeyView {
     pub key: String,
+    /// SHA-256 of the key, hex: names the key in the admin API and reveals nothing of it.
+    pub fingerprint: String,
+    /// `disabled_by_operator`, or the health's name.
+    #[serde(rename = "state")]
+    pub shown: &'static str,
+    /// The health breaker's state, whatever the operator's hold.
+    #[serde(rename = "health")]
     pub state: KeyState,
+    pub disabled_by_operator: bool,
     pub weight: u32,
     pub priority: i32,
-    /// The balance at the vendor, when the strategy reads it.
+    /// The balance at the vendor, when it was read.
     pub balance: Option<String>,
+    /// What last went wrong with the key, and when.
+    pub last_error: Option<LastError>,
     /// The `upstream_keys` id of a stored key; absent for keys of the configuration file.
     pub stored_id: Option<i64>,
 }
@@ -166,6 +189,7 @@ impl Channel {
             archive_speech: c.archive_speech,
             probe_after,
             configured,
+            held: std::sync::Mutex::new(Arc::default()),
             pool: ArcSwap::from_pointee(Pool { keys: Vec::new(), turn: std::sync::Mutex::new(Vec::new()) }),
         };
         channel.set_stored_keys(Vec::new());
@@ -179,15 +203,34 @@ impl Channel {
         self.build_pool(stored, &old);
     }
 
-    /// Takes over what `old` (the same channel before a reload) knew: its stored keys, and
-    /// the id, health and balance of every key that stays.
+    /// Takes over what `old` (the same channel before a reload) knew: its stored keys, the
+    /// keys the operator disabled, and the id, health and balance of every key that stays.
     pub fn carry_over(&self, old: &Channel) {
-        let old = old.pool.load_full();
+        *self.held.lock().expect("held keys") = Arc::clone(&old.held.lock().expect("held keys"));
+        self.rebuild_from(&old.pool.load_full());
+    }
+
+    /// Sets the fingerprints of the keys the operator disabled (`holds`); the pool is rebuilt
+    /// only when they changed.
+    pub fn set_held(&self, fingerprints: HashSet<String>) {
+        {
+            let mut held = self.held.lock().expect("held keys");
+            if **held == fingerprints {
+                return;
+            }
+            *held = Arc::new(fingerprints);
+        }
+        self.rebuild_from(&self.pool.load_full());
+    }
+
+    /// The pool again from the configured keys and `old`'s stored keys.
+    fn rebuild_from(&self, old: &Pool) {
         let stored = old.keys.iter().filter(|k| k.entry.stored_id.is_some()).map(|k| k.entry.clone()).collect();
-        self.build_pool(stored, &old);
+        self.build_pool(stored, old);
     }
 
     fn build_pool(&self, stored: Vec<KeyEntry>, old: &Pool) {
+        let held = Arc::clone(&self.held.lock().expect("held keys"));
         let mut known: HashMap<&UpstreamKey, &PooledKey> = old.keys.iter().map(|k| (&k.entry.secret, k)).collect();
         let mut seen = std::collections::HashSet::new();
         let keys: Vec<PooledKey> = self
@@ -196,16 +239,25 @@ impl Channel {
             .cloned()
             .chain(stored)
             .filter(|e| seen.insert(e.secret.clone()))
-            .map(|entry| match known.remove(&entry.secret) {
-                Some(k) => {
-                    PooledKey { entry, id: k.id, health: Arc::clone(&k.health), fingerprint: k.fingerprint.clone() }
-                }
-                None => PooledKey {
-                    fingerprint: entry.secret.fingerprint(),
-                    entry,
-                    id: NEXT_KEY_ID.fetch_add(1, Ordering::Relaxed),
-                    health: Arc::new(KeyHealth::new(self.probe_after)),
-                },
+            .map(|entry| {
+                let mut key = match known.remove(&entry.secret) {
+                    Some(k) => PooledKey {
+                        entry,
+                        id: k.id,
+                        health: Arc::clone(&k.health),
+                        fingerprint: k.fingerprint.clone(),
+                        held: false,
+                    },
+                    None => PooledKey {
+                        fingerprint: entry.secret.fingerprint(),
+                        entry,
+                        id: NEXT_KEY_ID.fetch_add(1, Ordering::Relaxed),
+                        health: Arc::new(KeyHealth::new(self.probe_after)),
+                        held: false,
+                    },
+                };
+                key.held = held.contains(&key.fingerprint);
+                key
             })
             .collect();
         let turn = std::sync::Mutex::new(vec![0; keys.len()]);
@@ -214,7 +266,8 @@ impl Channel {
 
     /// The next usable key of the pool, not among `tried` (key ids): among the usable keys of
     /// the highest priority, by the channel's strategy (a disabled key is usable when its
-    /// probe is due); if no key is usable, one that is cooling down. `None`: no key can serve.
+    /// probe is due); if no key is usable, one that is cooling down. Never a key the operator
+    /// disabled. `None`: no key can serve.
     pub fn pick_key(&self, tried: &[u64]) -> Option<PickedKey> {
         let pool = self.pool.load();
         let keys = &pool.keys;
@@ -227,7 +280,8 @@ impl Channel {
             Strategy::RoundRobin => 1,
             _ => i64::from(keys[i].entry.weight),
         };
-        let mut excluded: Vec<usize> = (0..keys.len()).filter(|&i| tried.contains(&keys[i].id)).collect();
+        let mut excluded: Vec<usize> =
+            (0..keys.len()).filter(|&i| keys[i].held || tried.contains(&keys[i].id)).collect();
         loop {
             let usable: Vec<usize> =
                 (0..keys.len()).filter(|i| !excluded.contains(i) && keys[*i].health.available(now)).collect();
@@ -250,7 +304,9 @@ impl Channel {
             }
             excluded.push(pick); // taken by a concurrent call's probe meanwhile
         }
-        keys.iter().find(|k| !tried.contains(&k.id) && k.health.state(now) == KeyState::CoolingDown).map(picked)
+        keys.iter()
+            .find(|k| !k.held && !tried.contains(&k.id) && k.health.state(now) == KeyState::CoolingDown)
+            .map(picked)
     }
 
     /// The key with this fingerprint, whatever its health: a follow-up call must run on the
@@ -268,6 +324,11 @@ impl Channel {
         self.pool.load().keys.iter().map(picked).collect()
     }
 
+    /// The masked form of the pool's key with `fingerprint`, if the pool holds it.
+    pub fn masked_key(&self, fingerprint: &str) -> Option<String> {
+        self.pool.load().keys.iter().find(|k| k.fingerprint == fingerprint).map(|k| k.entry.secret.masked())
+    }
+
     /// Each key, masked, with its state, for the operator.
     pub fn key_states(&self) -> Vec<KeyView> {
         let now = Instant::now();
@@ -275,13 +336,20 @@ impl Channel {
             .load()
             .keys
             .iter()
-            .map(|k| KeyView {
-                key: k.entry.secret.masked(),
-                state: k.health.state(now),
-                weight: k.entry.weight,
-                priority: k.entry.priority,
-                balance: k.health.balance().map(tollgate_base::money::format),
-                stored_id: k.entry.stored_id,
+            .map(|k| {
+                let state = k.health.state(now);
+                KeyView {
+                    key: k.entry.secret.masked(),
+                    fingerprint: k.fingerprint.clone(),
+                    shown: if k.held { "disabled_by_operator" } else { state.as_str() },
+                    state,
+                    disabled_by_operator: k.held,
+                    weight: k.entry.weight,
+                    priority: k.entry.priority,
+                    balance: k.health.balance().map(tollgate_base::money::format),
+                    last_error: k.health.last_error(),
+                    stored_id: k.entry.stored_id,
+                }
             })
             .collect()
     }

@@ -233,13 +233,25 @@ pub async fn list(db: &Db) -> Result<Vec<(i64, String, String, i64, i64)>> {
         .await?)
 }
 
-/// Deletes a stored key of `channel` (any channel if `None`). False: no such key.
+/// Deletes a stored key of `channel` (any channel if `None`), and the operator's hold on it
+/// (`holds`). False: no such key.
 pub async fn remove(db: &Db, id: i64, channel: Option<&str>) -> Result<bool> {
+    let mut tx = crate::store::begin_write(db).await?;
+    sqlx::query(
+        "DELETE FROM upstream_key_holds WHERE EXISTS (SELECT 1 FROM upstream_keys k WHERE k.id = $1 \
+         AND ($2 IS NULL OR k.channel = $2) AND k.channel = upstream_key_holds.channel \
+         AND k.fingerprint = upstream_key_holds.fingerprint)",
+    )
+    .bind(id)
+    .bind(channel)
+    .execute(&mut *tx)
+    .await?;
     let done = sqlx::query("DELETE FROM upstream_keys WHERE id = $1 AND ($2 IS NULL OR channel = $2)")
         .bind(id)
         .bind(channel)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -270,9 +282,11 @@ async fn rows(db: &Db, channel: Option<&str>) -> Result<Vec<Row>> {
         .collect())
 }
 
-/// Loads every stored key into its channel's pool. A key that does not decrypt is skipped
-/// and logged (without its secret); keys of unknown channels are logged.
+/// Loads every stored key into its channel's pool, and the operator's holds (`holds`). A key
+/// that does not decrypt is skipped and logged (without its secret); keys of unknown channels
+/// are logged.
 pub async fn load_into(db: &Db, master: Option<&MasterKey>, channels: &Channels) -> Result<()> {
+    super::holds::load_into(db, channels).await?;
     let rows = rows(db, None).await?;
     let Some(master) = master else {
         if !rows.is_empty() {
@@ -305,9 +319,13 @@ pub async fn load_into(db: &Db, master: Option<&MasterKey>, channels: &Channels)
 }
 
 /// Reloads the stored keys into `channels`' pools if they changed since the last look
-/// (another process imported, another node shares the database); a job calls this.
-/// `seen` is the fingerprint of the last load.
+/// (another process imported, another node shares the database), and the operator's holds
+/// (a small table, read every time: a pool is rebuilt only when they changed); a job calls
+/// this. `seen` is the fingerprint of the last load of stored keys.
 pub async fn sync(db: &Db, master: Option<&MasterKey>, channels: &Channels, seen: &mut Option<(i64, i64, i64)>) {
+    if let Err(e) = super::holds::load_into(db, channels).await {
+        tracing::warn!(error = %e, "loading the operator's disabled upstream keys failed");
+    }
     let fingerprint: Result<(i64, i64, i64), _> = sqlx::query_as(
         "SELECT COUNT(*), CAST(COALESCE(SUM(id), 0) AS BIGINT), CAST(COALESCE(SUM(updated_at), 0) AS BIGINT) \
          FROM upstream_keys",

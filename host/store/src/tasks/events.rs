@@ -174,6 +174,15 @@ pub async fn unclaim(db: &Db, event_id: i64) -> Result<()> {
     Ok(())
 }
 
+/// Task `id`'s events still kept (within the replay window), oldest first: status, progress,
+/// time; for operators inspecting a task.
+pub async fn of_task(db: &Db, id: &str) -> Result<Vec<(String, Option<i64>, i64)>> {
+    Ok(sqlx::query_as("SELECT status, progress, created_at FROM task_events WHERE task_id = $1 ORDER BY id")
+        .bind(id)
+        .fetch_all(db)
+        .await?)
+}
+
 /// Deletes the events written before `before`; returns how many.
 pub async fn prune(db: &Db, before: i64) -> Result<u64> {
     Ok(sqlx::query("DELETE FROM task_events WHERE created_at < $1").bind(before).execute(db).await?.rows_affected())

@@ -34,6 +34,8 @@ pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
 pub const EXPIRED: &str = "expired";
 pub const CANCELLED: &str = "cancelled";
+/// Every status a task can have, in the order a task moves through them.
+pub const STATUSES: [&str; 6] = [QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, EXPIRED, CANCELLED];
 
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

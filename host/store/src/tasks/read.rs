@@ -37,6 +37,7 @@ pub struct Filter {
     pub user_id: Option<i64>,
     pub channel: Option<String>,
     pub plugin: Option<String>,
+    pub model: Option<String>,
     pub limit: i64,
 }
 
@@ -60,6 +61,9 @@ pub async fn search(db: &Db, f: &Filter) -> Result<Vec<Task>> {
     if f.plugin.is_some() {
         sql.push_str(&format!(" AND plugin = ${}", next()));
     }
+    if f.model.is_some() {
+        sql.push_str(&format!(" AND model = ${}", next()));
+    }
     sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT ${}", next()));
     let mut q = sqlx::query_as::<_, Task>(&sql);
     if let Some(v) = &f.status {
@@ -72,6 +76,9 @@ pub async fn search(db: &Db, f: &Filter) -> Result<Vec<Task>> {
         q = q.bind(v);
     }
     if let Some(v) = &f.plugin {
+        q = q.bind(v);
+    }
+    if let Some(v) = &f.model {
         q = q.bind(v);
     }
     Ok(q.bind(f.limit.clamp(1, 1000)).fetch_all(db).await?)

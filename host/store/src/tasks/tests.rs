@@ -102,6 +102,9 @@ async fn a_task_ends_once_and_only_its_owner_sees_it() {
     assert_eq!(search(&db, &mine).await.unwrap().len(), 1);
     let none = Filter { plugin: Some("suno".into()), channel: Some("video".into()), limit: 10, ..Default::default() };
     assert!(search(&db, &none).await.unwrap().is_empty());
+    let of_model = |m: &str| Filter { model: Some(m.into()), user_id: Some(8), limit: 10, ..Default::default() };
+    assert_eq!(search(&db, &of_model("kling-v2")).await.unwrap().len(), 1);
+    assert!(search(&db, &of_model("suno-v4")).await.unwrap().is_empty(), "another model");
 }
 
 /// A user granted 1.000000, and a key of theirs.
@@ -295,7 +298,7 @@ async fn a_finished_tasks_callback_is_claimed_by_one_node_retried_and_ends_deliv
 async fn a_submit_and_an_end_write_their_events_and_one_claimer_takes_each() {
     let db = crate::open_for_test("tasks_events").await;
     account(&db).await;
-    use events::{announce, claim, claim_missed, pending_after, prune, unclaim, Interest};
+    use events::{announce, claim, claim_missed, of_task, pending_after, prune, unclaim, Interest};
     let mut t = new_task(1, 1_000);
     t.chat_id = Some("c1".into());
     create_with_hold(&db, "task_ev", &t, &submit_record("req-ev"), 100).await.unwrap();
@@ -337,6 +340,14 @@ async fn a_submit_and_an_end_write_their_events_and_one_claimer_takes_each() {
     assert!(interest(Some("c1"), "kling-v2").matches(&missed[0].task));
 
     announce(&db, "task_ev", 120).await.unwrap();
+    // An operator reads a task's events, delivered or not, oldest first.
+    let history = of_task(&db, "task_ev").await.unwrap();
+    assert_eq!(
+        history.iter().map(|(s, _, at)| (s.as_str(), *at)).collect::<Vec<_>>(),
+        [("queued", 100), ("succeeded", 110), ("succeeded", 120)]
+    );
+    assert!(of_task(&db, "task_other").await.unwrap().is_empty());
     assert_eq!(prune(&db, 110).await.unwrap(), 1, "the submit's event is past the window");
     assert_eq!(pending_after(&db, &[1], 0, 10).await.unwrap().len(), 1);
+    assert_eq!(of_task(&db, "task_ev").await.unwrap().len(), 2);
 }
