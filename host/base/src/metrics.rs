@@ -116,7 +116,7 @@ pub struct Snapshot {
     pub call_records_written: u64,
     pub call_records_dropped: u64,
     /// Per channel: its keys that are healthy, cooling down, disabled.
-    pub upstream_keys: Vec<(String, [u64; 3])>,
+    pub upstream_keys: Vec<(String, [u64; 4])>,
 }
 
 pub fn render(s: &Snapshot) -> String {
@@ -238,7 +238,7 @@ pub fn render(s: &Snapshot) -> String {
         .upstream_keys
         .iter()
         .flat_map(|(channel, counts)| {
-            ["healthy", "cooling_down", "disabled"]
+            ["healthy", "cooling_down", "disabled", "disabled_by_operator"]
                 .iter()
                 .zip(counts)
                 .map(move |(state, n)| (format!("{{channel=\"{channel}\",state=\"{state}\"}}"), *n))

@@ -130,8 +130,20 @@ fn admin_users_manage_users_balances_and_keys() {
     assert!(Gateway::cli(&gw.config, &["keys", "list"])
         .lines()
         .any(|l| l.contains("carol-key") && l.contains("disabled")));
+    // What the request names is missing (404), exists already (409), or is of the wrong type
+    // (400, never read as absent).
     let r = post(&gw, "/admin/users/nobody/topup", &token, r#"{"amount":"1"}"#);
-    assert_eq!(r.status, 400);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"), "{}", r.text());
+    let r = post(&gw, "/admin/keys/999999/disable", &token, "");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"), "{}", r.text());
+    post(&gw, "/admin/users", &token, r#"{"name":"erin"}"#);
+    let r = post(&gw, "/admin/users", &token, r#"{"name":"erin"}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (409, "already_exists"), "{}", r.text());
+    let r = post(&gw, "/admin/keys", &token, r#"{"name":"typed","user":7}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("invalid type"), "{}", r.text());
+    let r = post(&gw, "/admin/keys", &token, r#"{"name":"typed","models":"gpt-4o-mini"}"#);
+    assert_eq!(r.status, 400, "a model list that is a string is refused, not read as none: {}", r.text());
 
     // A disabled user can neither sign in nor use its keys; enabling restores both.
     post(&gw, "/admin/users", &token, r#"{"name":"dave","password":"dave's password"}"#);

@@ -334,6 +334,11 @@ fn an_operator_disables_a_key_on_every_node_across_restarts_until_enabled() {
         assert_eq!(chat(gw), 200);
     }
     assert_eq!(used(&mock, "held-a1"), before, "a disabled key is never picked: {}", mock.stats());
+    // The metrics count it apart from the health states.
+    let metrics = http::request(&a.addr, "GET", "/metrics", &[], b"").text();
+    for line in ["channel=\"pool\",state=\"disabled_by_operator\"} 1", "channel=\"pool\",state=\"healthy\"} 1"] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 
     // The only other key refused by the vendor: the held key still serves no one.
     reject(&mock, "free-b2", true);

@@ -26,6 +26,7 @@ use crate::server::body::{json, Response};
 use crate::server::error::error_response;
 use crate::server::error::ToResponse;
 use crate::server::Api;
+use anyhow::Context;
 use http::{Method, Request};
 use hyper::body::Incoming;
 
@@ -219,7 +220,7 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
             Ok(()) => json(200, &serde_json::json!({ "plugins": state.engine.registry.status() })),
             Err(e) => error_response(500, "server_error", "rescan_failed", &format!("{e:#}")),
         },
-        _ => error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
+        (method, path) => unknown(method, path),
     }
 }
 
@@ -252,22 +253,52 @@ async fn manage(state: &Api, req: Request<Incoming>) -> Response {
     };
     match run_manage(state, &segments, body).await {
         Ok(v) => json(200, &v),
-        Err(e) => error_response(400, "invalid_request_error", "admin_request_failed", &format!("{e:#}")),
+        Err(e) => match e.downcast_ref::<crate::account::Refused>() {
+            Some(r @ crate::account::Refused::NotFound(_)) => {
+                error_response(404, "invalid_request_error", "not_found", &r.to_string())
+            }
+            Some(r @ crate::account::Refused::Taken(_)) => {
+                error_response(409, "invalid_request_error", "already_exists", &r.to_string())
+            }
+            None => error_response(400, "invalid_request_error", "admin_request_failed", &format!("{e:#}")),
+        },
     }
+}
+
+/// The bodies of the manage routes: a field of the wrong type is a 400 naming it, never read
+/// as absent.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ManageBody {
+    name: String,
+    password: Option<String>,
+    role: Option<String>,
+    group: Option<String>,
+    balance: Option<String>,
+    amount: String,
+    user: Option<String>,
+    limit: Option<String>,
+    /// A whole number of days (JSON may write it `30.0`).
+    expires_in_days: Option<f64>,
+    models: Vec<String>,
 }
 
 async fn run_manage(state: &Api, segments: &[&str], body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
     use crate::account;
-    let text = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let body: ManageBody =
+        if body.is_null() { ManageBody::default() } else { serde_json::from_value(body).context("the body")? };
     match segments {
         ["users"] => {
-            let password_hash = text("password").map(|p| account::session::hash_password(&p)).transpose()?;
+            let password_hash = match body.password {
+                Some(p) => Some(account::session::hash_password_off_workers(p).await?),
+                None => None,
+            };
             let new = account::NewUser {
-                name: text("name").unwrap_or_default(),
+                name: body.name,
                 password_hash,
-                role: text("role").unwrap_or_else(|| "user".into()),
-                group: text("group").unwrap_or_else(|| "default".into()),
-                balance: text("balance").unwrap_or_else(|| "0".into()),
+                role: body.role.unwrap_or_else(|| "user".into()),
+                group: body.group.unwrap_or_else(|| "default".into()),
+                balance: body.balance.unwrap_or_else(|| "0".into()),
             };
             let id = account::create_user(&state.engine.db, &new).await?;
             Ok(serde_json::json!({ "id": id, "name": new.name }))
@@ -277,24 +308,23 @@ async fn run_manage(state: &Api, segments: &[&str], body: serde_json::Value) -> 
             Ok(serde_json::json!({ "name": name, "disabled": *action == "disable" }))
         }
         ["users", name, "topup"] => {
-            let balance = account::top_up(&state.engine.db, name, &text("amount").unwrap_or_default()).await?;
+            let balance = account::top_up(&state.engine.db, name, &body.amount).await?;
             Ok(serde_json::json!({ "name": name, "balance": balance }))
         }
         ["keys"] => {
             let new = account::NewKey {
-                name: text("name").unwrap_or_default(),
-                user: text("user"),
-                balance: text("balance").unwrap_or_else(|| "0".into()),
-                limit: text("limit"),
-                expires_at: body
-                    .get("expires_in_days")
-                    .and_then(|d| d.as_i64())
-                    .map(|d| crate::store::now_unix() + d * 86_400),
-                models: body
-                    .get("models")
-                    .and_then(|m| m.as_array())
-                    .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default(),
+                name: body.name,
+                user: body.user,
+                balance: body.balance.unwrap_or_else(|| "0".into()),
+                limit: body.limit,
+                expires_at: match body.expires_in_days {
+                    Some(d) if d.fract() == 0.0 && (1.0..=36_500.0).contains(&d) => {
+                        Some(crate::store::now_unix() + d as i64 * 86_400)
+                    }
+                    Some(_) => anyhow::bail!("expires_in_days is a whole number of days from 1 to 36500"),
+                    None => None,
+                },
+                models: body.models,
             };
             let key = account::create_key(&state.engine.db, &new).await?;
             state.accept_new_keys().await;
@@ -355,6 +385,15 @@ fn task_json(t: &crate::store::tasks::Task) -> serde_json::Value {
 /// The task id of `/admin/tasks/{id}<action>` (an id that is not empty).
 fn task_action<'a>(path: &'a str, action: &str) -> Option<&'a str> {
     path.strip_prefix("/admin/tasks/")?.strip_suffix(action).filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// An admin URL no route takes with this method: 405 with the methods the document gives the
+/// path, else 404.
+pub(crate) fn unknown(method: &Method, path: &str) -> Response {
+    match crate::server::routes::documented_methods(path) {
+        Some(allow) => crate::server::error::method_not_allowed(method, path, &allow),
+        None => error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
+    }
 }
 
 #[cfg(test)]

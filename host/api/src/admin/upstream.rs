@@ -69,7 +69,10 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 Ok(b) => b,
                 Err(e) => return e.to_response(),
             };
-            let read = match stored::parse_import(&String::from_utf8_lossy(&body)) {
+            let Ok(text) = std::str::from_utf8(&body) else {
+                return error_response(400, "invalid_request_error", "invalid_keys", "The keys must be UTF-8 text.");
+            };
+            let read = match stored::parse_import(text) {
                 Ok(r) => r,
                 Err(e) => return error_response(400, "invalid_request_error", "invalid_keys", &format!("{e:#}")),
             };
@@ -108,7 +111,7 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
                 Err(e) => Err(e),
             }
         }
-        _ => return error_response(404, "invalid_request_error", "unknown_route", "Unknown admin route."),
+        _ => return super::unknown(&method, &path),
     };
     match result {
         Ok(v) => {

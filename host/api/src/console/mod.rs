@@ -50,8 +50,9 @@ pub async fn handle(state: &Api, req: Request<Incoming>) -> Response {
         (&Method::POST, "/console/session") => sign_in(state, req).await.unwrap_or_else(|e| e.to_response()),
         (&Method::DELETE, "/console/session") => sign_out(state, &req).await.unwrap_or_else(|e| e.to_response()),
         (_, "/console" | "/console/" | "/console/app.js" | "/console/app.css") => {
-            crate::server::error::error_response(405, "invalid_request_error", "method_not_allowed", "Use GET.")
+            crate::server::error::method_not_allowed(&method, &path, "GET")
         }
+        (_, "/console/session") => crate::server::error::method_not_allowed(&method, &path, "GET, POST, DELETE"),
         _ => crate::server::error::error_response(
             404,
             "invalid_request_error",

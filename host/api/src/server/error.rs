@@ -8,6 +8,20 @@ pub fn error_response(status: u16, kind: &str, code: &str, message: &str) -> Res
     json(status, &serde_json::json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }))
 }
 
+/// 405 with the `Allow` header RFC 9110 asks for: the methods `path` takes.
+pub fn method_not_allowed(method: &http::Method, path: &str, allow: &str) -> Response {
+    let mut resp = error_response(
+        405,
+        "invalid_request_error",
+        "method_not_allowed",
+        &format!("{method} is not allowed on {path}; use {allow}."),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(allow) {
+        resp.headers_mut().insert(http::header::ALLOW, v);
+    }
+    resp
+}
+
 /// A call's error as an HTTP response.
 pub trait ToResponse {
     fn to_response(&self) -> Response;

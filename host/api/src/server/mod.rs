@@ -304,18 +304,7 @@ async fn route(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
         Found::Route(Handler::Admin) => Box::pin(admin::handle(&state, req)).await,
         Found::Route(Handler::Console) => Box::pin(crate::console::handle(&state, req)).await,
         Found::Route(Handler::OpenApi) => full(200, "application/json", routes::OPENAPI),
-        Found::WrongMethod(allowed) => {
-            let mut resp = error::error_response(
-                405,
-                "invalid_request_error",
-                "method_not_allowed",
-                &format!("{method} is not allowed on {path}; use {}", allowed.join(" or ")),
-            );
-            if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
-                resp.headers_mut().insert(http::header::ALLOW, v);
-            }
-            resp
-        }
+        Found::WrongMethod(allowed) => error::method_not_allowed(&method, &path, &allowed.join(", ")),
         Found::NotOurs => {
             let route = state.engine.registry.current().route(method.as_str(), &path).map(|m| {
                 surface::native::NativeRoute { plugin: Arc::clone(m.plugin), route: m.route.clone(), params: m.params }
@@ -346,7 +335,7 @@ fn health(state: &Api) -> serde_json::Value {
     let plugins = state.engine.registry.current();
     let mut unready = Vec::new();
     for c in state.engine.channels.load().all() {
-        let usable = c.key_states().iter().filter(|k| k.state != KeyState::Disabled).count();
+        let usable = c.key_states().iter().filter(|k| k.state != KeyState::Disabled && !k.disabled_by_operator).count();
         let why = if plugins.get(&c.plugin).is_none() {
             Some(format!("plugin '{}' is not loaded", c.plugin))
         } else if c.key_count() == 0 {
@@ -396,9 +385,10 @@ fn metrics_text(state: &Api) -> String {
             .all()
             .iter()
             .map(|c| {
-                let mut counts = [0u64; 3];
+                let mut counts = [0u64; 4];
                 for k in c.key_states() {
                     counts[match k.state {
+                        _ if k.disabled_by_operator => 3,
                         KeyState::Healthy => 0,
                         KeyState::CoolingDown => 1,
                         KeyState::Disabled => 2,

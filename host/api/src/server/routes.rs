@@ -84,7 +84,12 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/user/models", Models),
     route("GET", "/v1/user/logs", Account),
     route("GET", "/v1/user/usage", Account),
-    family("/v1/user/keys", Account),
+    route("GET", "/v1/user/keys", Account),
+    route("POST", "/v1/user/keys", Account),
+    family("/v1/user/keys/", Account),
+    route("POST", "/v1/auth/register", Account),
+    route("POST", "/v1/auth/login", Account),
+    route("POST", "/v1/auth/logout", Account),
     family("/v1/auth/", Account),
     route("POST", "/v1/chat/completions", ModelCall("chat")),
     route("GET", "/v1/chat/ws", ChatSocket),
@@ -132,7 +137,10 @@ pub fn find(method: &str, path: &str) -> Found {
             continue;
         }
         match r.method {
-            None => return Found::Route(r.handler),
+            // A family takes the paths under it, but not another method of an exact path
+            // listed before it (which names its methods).
+            None if allowed.is_empty() => return Found::Route(r.handler),
+            None => break,
             Some(m) if m == method => return Found::Route(r.handler),
             Some(m) => allowed.push(m),
         }
@@ -142,6 +150,33 @@ pub fn find(method: &str, path: &str) -> Found {
     } else {
         Found::WrongMethod(allowed)
     }
+}
+
+/// The methods the OpenAPI document gives `path` (a `{param}` segment matches any one
+/// segment; where several of its paths match, the one with the most literal segments), as an
+/// `Allow` value: a route's handler answers a method it does not take with these. `None`: the
+/// document has no such path.
+pub fn documented_methods(path: &str) -> Option<String> {
+    static PATHS: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> = std::sync::LazyLock::new(|| {
+        let doc: serde_json::Value =
+            serde_json::from_str(OPENAPI).expect("openapi.json is JSON (a unit test reads it)");
+        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+        paths
+            .into_iter()
+            .map(|(p, ops)| {
+                let methods = ops.as_object().map(|o| o.keys().map(|m| m.to_uppercase()).collect()).unwrap_or_default();
+                (p.split('/').map(str::to_string).collect(), methods)
+            })
+            .collect()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    let literal = |t: &str| !(t.starts_with('{') && t.ends_with('}'));
+    let matching = PATHS.iter().filter(|(template, _)| {
+        template.len() == segments.len()
+            && template.iter().zip(&segments).all(|(t, s)| if literal(t) { t == s } else { !s.is_empty() })
+    });
+    let best = matching.max_by_key(|(template, _)| template.iter().filter(|t| literal(t)).count())?;
+    Some(best.1.join(", "))
 }
 
 /// A request's span name, low in cardinality as OpenTelemetry asks: the method and the route
@@ -178,6 +213,14 @@ mod tests {
         assert_eq!(find("GET", "/v1/rerank"), Found::WrongMethod(vec!["POST"]));
         assert_eq!(find("DELETE", "/v1/user/keys/7"), Found::Route(Account));
         assert_eq!(find("PUT", "/admin/pricing"), Found::Route(Admin));
+        assert_eq!(find("TRACE", "/v1/auth/login"), Found::WrongMethod(vec!["POST"]));
+        assert_eq!(documented_methods("/admin/users").as_deref(), Some("POST"));
+        assert_eq!(documented_methods("/admin/pricing").as_deref(), Some("GET, PUT"));
+        assert_eq!(documented_methods("/admin/channels/main/keys/export").as_deref(), Some("GET"), "the literal wins");
+        assert_eq!(documented_methods("/admin/channels/main/keys/7").as_deref(), Some("DELETE"));
+        assert_eq!(documented_methods("/admin/nothing"), None);
+        assert_eq!(find("PUT", "/v1/tasks/ws"), Found::WrongMethod(vec!["GET"]), "not the family's");
+        assert_eq!(find("DELETE", "/v1/tasks/task_1"), Found::Route(Tasks));
         assert_eq!(span_name("POST", "/v1/chat/completions"), "POST /v1/chat/completions");
         assert_eq!(span_name("GET", "/v1/tasks/task_123"), "GET", "ids stay out of span names");
         assert_eq!(find("POST", "/v1/t2a_v2"), Found::NotOurs);

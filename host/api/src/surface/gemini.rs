@@ -49,7 +49,9 @@ pub async fn handle(state: &Arc<Api>, mut req: Request<Incoming>) -> Response {
     };
     if req.method() != http::Method::POST {
         let e = CallError::new(405, "invalid_request_error", "method_not_allowed", format!("{path} takes POST"));
-        return error(&e);
+        let mut resp = error(&e);
+        resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+        return resp;
     }
     let (model, action) = (url::decode(model, false), action.to_string());
     let (answer, request_id) =

@@ -96,19 +96,17 @@ pub async fn handle(state: &std::sync::Arc<Api>, req: &Request<Incoming>) -> Res
             Ok(None) => no_task(id),
             Err(e) => failed(e),
         },
-        (&Method::GET | &Method::DELETE, Some(_), _) => {
-            not_found("not_found", format!("No route for {}.", req.uri().path())).to_response()
+        // Another method on one of the task routes: 405 with that route's methods.
+        (_, Some(_), sub) => {
+            let allow = match sub {
+                Some((None, _)) => "GET, DELETE",
+                Some((Some("cancel"), None)) => "POST",
+                Some((Some("stream"), None) | (Some("content"), Some(_))) => "GET",
+                _ => return not_found("not_found", format!("No route for {}.", req.uri().path())).to_response(),
+            };
+            crate::server::error::method_not_allowed(method, req.uri().path(), allow)
         }
-        _ => {
-            let mut resp = error_response(
-                405,
-                "invalid_request_error",
-                "method_not_allowed",
-                "Tasks are read with GET, deleted with DELETE and cancelled with POST /v1/tasks/{id}/cancel.",
-            );
-            resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, POST, DELETE"));
-            resp
-        }
+        (_, None, _) => crate::server::error::method_not_allowed(method, req.uri().path(), "GET"),
     }
 }
 

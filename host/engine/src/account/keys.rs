@@ -93,7 +93,10 @@ pub async fn set_disabled_of(db: &Db, key_id: i64, owner: Option<i64>, disabled:
         .await?
         .rows_affected();
     if updated != 1 {
-        bail!("no consumer key with id {key_id} ('tollgate keys list' shows the ids)");
+        return Err(super::Refused::NotFound(format!(
+            "no consumer key with id {key_id} ('tollgate keys list' shows the ids)"
+        ))
+        .into());
     }
     Ok(())
 }

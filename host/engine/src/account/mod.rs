@@ -162,3 +162,21 @@ pub fn parse_money(s: &str) -> Result<i64> {
 }
 
 pub use tollgate_base::money::format as format_money;
+
+/// Why an account change was refused, when it is the request's fault: what it names does not
+/// exist, or exists already (the admin API answers 404 and 409; other failures are 400).
+#[derive(Debug)]
+pub enum Refused {
+    NotFound(String),
+    Taken(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::NotFound(m) | Refused::Taken(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}

@@ -3,7 +3,7 @@
 
 use super::{format_money, parse_money};
 use crate::store::{now_unix, Db};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use sqlx::{Any, Transaction};
 
 #[derive(Debug, Clone, Default)]
@@ -32,6 +32,9 @@ pub async fn create_user(db: &Db, new: &NewUser) -> Result<i64> {
     if new.name.trim().is_empty() {
         bail!("the user needs a name");
     }
+    if !new.group.is_empty() && new.group.trim().is_empty() {
+        bail!("a group needs a name (leave it out for 'default')");
+    }
     if !matches!(new.role.as_str(), "admin" | "user") {
         bail!("role must be 'admin' or 'user'");
     }
@@ -49,7 +52,12 @@ pub async fn create_user(db: &Db, new: &NewUser) -> Result<i64> {
     .bind(now)
     .fetch_one(&mut *tx)
     .await
-    .with_context(|| format!("creating user '{}' (is the name taken?)", new.name))?;
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() || d.message().to_ascii_lowercase().contains("unique") => {
+            anyhow::Error::new(super::Refused::Taken(format!("a user named '{}' exists already", new.name)))
+        }
+        _ => anyhow::Error::new(e).context(format!("creating user '{}'", new.name)),
+    })?;
     if grant != 0 {
         credit(&mut tx, id, None, grant, "grant", &format!("grant-user-{id}")).await?;
     }
@@ -67,11 +75,16 @@ pub(super) async fn find_or_create(tx: &mut Transaction<'_, Any>, name: &str, cr
         .fetch_optional(&mut **tx)
         .await?;
     match found {
-        Some((_, Some(_))) if create => bail!(
+        Some((_, Some(_))) if create => return Err(super::Refused::Taken(format!(
             "a user named '{name}' already exists and signs in with a password; to give it this key, name it as the owner: --user {name}"
-        ),
+        )).into()),
         Some((id, _)) => return Ok(id),
-        None if !create => bail!("no user named '{name}' ('tollgate users create --name {name}' creates one)"),
+        None if !create => {
+            return Err(super::Refused::NotFound(format!(
+                "no user named '{name}' ('tollgate users create --name {name}' creates one)"
+            ))
+            .into())
+        }
         None => {}
     }
     let now = now_unix();
@@ -139,7 +152,10 @@ pub async fn top_up_key(db: &Db, key_id: i64, amount: &str) -> Result<String> {
             .await?;
     match owner {
         Some((name,)) => top_up(db, &name, amount).await,
-        None => bail!("no consumer key with id {key_id} ('tollgate keys list' shows the ids)"),
+        None => Err(super::Refused::NotFound(format!(
+            "no consumer key with id {key_id} ('tollgate keys list' shows the ids)"
+        ))
+        .into()),
     }
 }
 
@@ -204,7 +220,7 @@ pub async fn set_user_disabled(db: &Db, name: &str, disabled: bool) -> Result<()
         .await?
         .rows_affected();
     if updated != 1 {
-        bail!("no user named '{name}'");
+        return Err(super::Refused::NotFound(format!("no user named '{name}'")).into());
     }
     Ok(())
 }
