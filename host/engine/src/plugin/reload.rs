@@ -378,7 +378,7 @@ impl PluginRegistry {
         use notify::Watcher;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            if event.is_ok_and(|e| changes_files(&e.kind)) {
                 let _ = tx.send(());
             }
         })?;
@@ -411,5 +411,56 @@ impl PluginRegistry {
                 tracing::error!(error = %e, dir = %self.dir.display(), "plugin rescan failed");
             }
         }
+    }
+}
+
+/// Whether a folder event can change what the folder holds. Reading a file is an event too
+/// (inotify's open, access and close-without-write), and a rescan reads every file: were
+/// those triggers, each rescan would trigger the next, forever.
+fn changes_files(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind};
+    match kind {
+        // A file written and closed: its content is complete now.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rescan reads every plugin file; reading must not trigger the next rescan, while a
+    /// file written, replaced or removed must.
+    #[tokio::test]
+    async fn reading_the_folder_is_not_a_change() {
+        let dir = std::env::temp_dir().join(format!("tollgate-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.wasm");
+        std::fs::write(&file, b"one").unwrap();
+        let runtime = Runtime::new(dir.join(".cache"), 8, 100, 1000, 2).unwrap();
+        let registry = PluginRegistry::new(runtime, dir.clone(), |_| false);
+        let (_watcher, mut events) = registry.watch_folder().unwrap();
+        let quiet = Duration::from_millis(300);
+
+        for _ in 0..3 {
+            assert_eq!(std::fs::read(&file).unwrap(), b"one");
+            let _ = std::fs::read_dir(&dir).unwrap().count();
+        }
+        assert!(
+            tokio::time::timeout(quiet, events.recv()).await.is_err(),
+            "reading the folder's files was taken for a change"
+        );
+
+        std::fs::write(&file, b"two").unwrap();
+        let changed = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+        assert_eq!(changed, Ok(Some(())), "a file written was not seen");
+        while tokio::time::timeout(quiet, events.recv()).await.is_ok() {}
+
+        std::fs::remove_file(&file).unwrap();
+        let removed = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+        assert_eq!(removed, Ok(Some(())), "a file removed was not seen");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
