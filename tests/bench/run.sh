@@ -24,7 +24,9 @@
 # speech socket: time to the first audio frame through the gateway and direct, and SESSIONS
 # sessions held at once with the gateway's memory per session) and the prefetch flow with
 # prefetch.py (a chat's first sentence and whole reply to audio, with and without speech
-# prefetch); prints a table and writes JSON via report.py.
+# prefetch); prints a table and writes JSON via report.py. --with-peers adds Portkey and LiteLLM
+# from ../shared/peer-bench: those running are measured; if none is, its scripts install (once)
+# and start them, and stop them at the end.
 # Everything started here is stopped by PID when the script exits (trap), and every load loop is
 # bounded in time (wrk -d, `timeout`, ttfb.py --max-secs and a request count).
 set -euo pipefail
@@ -113,7 +115,9 @@ measure_prefetch() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Optional peers (../shared/peer-bench): measured only if already running; never started here.
+# Optional peers (../shared/peer-bench). Those already running are measured as they are; when
+# none is, peer-bench's own scripts install them (once: apt, pip, npm, cargo) and start them,
+# and its stop script stops them, by PID, when this script exits.
 
 # listening_pids PORT: the PIDs holding the listening socket on 127.0.0.1:PORT, plus their
 # direct children (LiteLLM workers).
@@ -143,6 +147,37 @@ measure_peer() {
   record "$name" rss_hwm_kb "$(hwm_kb $pids)"
 }
 
+# peers_up: the peers' ports that answer, one per line.
+peers_up() {
+  local port
+  for port in 18788 18787 14000; do
+    curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/" && echo "$port"
+  done
+}
+
+# start_peers DIR: peer-bench's setup (when its installs are missing) and start scripts; its stop
+# script runs when this script exits. Their output goes to $WORK/peers.log.
+start_peers() {
+  local pb=$1
+  if [ ! -x "$pb/.venv/bin/litellm" ] || [ ! -d "$pb/portkey/node_modules" ] \
+    || [ ! -d "$pb/portkey-default/node_modules" ] || [ ! -x "$pb/mock/target/release/mockup" ]; then
+    log "peers: installing them with $pb/bench/setup.sh (once; apt, pip, npm and cargo)"
+    (cd "$pb" && bash bench/setup.sh) >> "$WORK/peers.log" 2>&1 || return 1
+  fi
+  log "peers: starting them with $pb/bench/start.sh"
+  PEERS_DIR=$pb
+  (cd "$pb" && bash bench/start.sh) >> "$WORK/peers.log" 2>&1
+}
+
+# Stops the peers this script started (peer-bench's stop script stops what its start script
+# recorded, by PID).
+bench_on_exit() {
+  if [ -n "${PEERS_DIR:-}" ]; then
+    log "peers: stopping them with $PEERS_DIR/bench/stop.sh"
+    (cd "$PEERS_DIR" && bash bench/stop.sh) > /dev/null 2>&1
+  fi
+}
+
 measure_peers() {
   local pb
   pb=$(cd "$ROOT/.." && pwd)/shared/peer-bench
@@ -150,15 +185,19 @@ measure_peers() {
     record meta peers_note "skipped: $pb not found"
     return 0
   fi
-  local up=() port
-  for port in 18788 18787 14000; do
-    curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/" && up+=("$port")
-  done
+  local up note
+  mapfile -t up < <(peers_up)
   if [ ${#up[@]} = 0 ]; then
-    record meta peers_note "skipped: none running (Portkey :18788/:18787, LiteLLM :14000); start them with $pb/bench/setup.sh then bench/start.sh"
-    return 0
+    start_peers "$pb" || {
+      record meta peers_note "skipped: peer-bench could not be set up or started (see $WORK/peers.log)"
+      return 0
+    }
+    mapfile -t up < <(peers_up)
+    note="started by this script with $pb/bench/start.sh and stopped at its end: ports ${up[*]}"
+  else
+    note="measured what was running: ports ${up[*]} (not started by this script)"
   fi
-  record meta peers_note "measured what was running: ports ${up[*]} (not started by this script)"
+  record meta peers_note "$note"
   for port in "${up[@]}"; do
     case $port in
       18788 | 18787)
