@@ -8,11 +8,16 @@ use std::time::{Duration, Instant};
 use tollgate_e2e::{channel, eventually, http, Gateway, Mock};
 
 fn faulty_gateway(mock: &Mock, name: &str) -> Gateway {
-    let ch = channel("faults", "faulty", &mock.url(), &["trap", "loop", "oom", "sleep", "clock", "echo"], &[]);
+    faulty_gateway_with(mock, name, "")
+}
+
+/// `extra`: top-level configuration lines.
+fn faulty_gateway_with(mock: &Mock, name: &str, extra: &str) -> Gateway {
+    let ch = channel("faults", "faulty", &mock.url(), &["trap", "loop", "oom", "sleep", "clock", "echo", "seen"], &[]);
     Gateway::start(
         name,
         &[("faulty-v1", "faulty.wasm")],
-        &format!("plugin_time_limit_ms = 300\nplugin_deadline_ms = 1000\nplugin_memory_limit_mb = 32\n{ch}"),
+        &format!("plugin_time_limit_ms = 300\nplugin_deadline_ms = 1000\nplugin_memory_limit_mb = 32\n{extra}{ch}"),
     )
 }
 
@@ -41,6 +46,77 @@ fn a_faulty_plugin_fails_only_its_own_call() {
     let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
     assert!(m.contains("tollgate_plugin_failures_total 4"), "{m}");
     assert!(m.contains("tollgate_in_flight 0"), "every failed call freed its slot: {m}");
+}
+
+/// A call by the `seen` model: how many exchanges its instance's memory has held.
+fn calls_seen(addr: &str, key: &str) -> u64 {
+    let r = http::request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", &format!("Bearer {key}"))],
+        br#"{"model":"seen","messages":[]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["calls_seen"].as_u64().expect("calls_seen")
+}
+
+/// Instances are made ahead of their calls and freed after their answers, off the consumer's
+/// wait; still, every call gets one that no other call entered: calls one after another,
+/// many at once, and after a call that trapped.
+#[test]
+fn every_call_gets_an_instance_no_other_call_entered() {
+    let mock = Mock::start();
+    let gw = faulty_gateway(&mock, "fresh");
+    let (addr, key) = (gw.addr.clone(), gw.key.clone());
+    for _ in 0..30 {
+        assert_eq!(calls_seen(&addr, &key), 1);
+    }
+    let seen: Vec<u64> = std::thread::scope(|s| {
+        let threads: Vec<_> =
+            (0..8).map(|_| s.spawn(|| (0..15).map(|_| calls_seen(&addr, &key)).collect::<Vec<_>>())).collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    assert!(seen.iter().all(|&n| n == 1), "an instance served more than one call: {seen:?}");
+    let r = gw.post("/v1/chat/completions", r#"{"model":"trap","messages":[]}"#);
+    assert_eq!(r.status, 502, "{}", r.text());
+    for _ in 0..5 {
+        assert_eq!(calls_seen(&addr, &key), 1, "after a trap");
+    }
+}
+
+/// `max_concurrent_calls` is exact: with two calls in flight a third is refused (503,
+/// retry shortly), and once they end, calls one after another are all served at once,
+/// although their stores are freed after their answers.
+#[test]
+fn max_concurrent_calls_is_exact() {
+    let mock = Mock::start();
+    let gw = faulty_gateway_with(&mock, "admission", "max_concurrent_calls = 2\n");
+    let (addr, key) = (gw.addr.clone(), gw.key.clone());
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, key) = (addr.clone(), key.clone());
+            std::thread::spawn(move || {
+                let auth = format!("Bearer {key}");
+                let body = br#"{"model":"sleep","messages":[]}"#;
+                http::request(&addr, "POST", "/v1/chat/completions", &[("authorization", &auth)], body).status
+            })
+        })
+        .collect();
+    let metrics = || http::request(&addr, "GET", "/metrics", &[], b"").text();
+    assert!(eventually(Duration::from_secs(10), || metrics().contains("tollgate_in_flight 2")), "{}", metrics());
+    // Counted in flight just before their plugins start; they sleep for a second there.
+    std::thread::sleep(Duration::from_millis(200));
+    let r = echo(&gw);
+    assert_eq!((r.status, r.error_code().as_str()), (503, "overloaded"), "{}", r.text());
+    for s in sleepers {
+        assert_eq!(s.join().unwrap(), 502, "the sleeping call ends at its deadline");
+    }
+    for i in 0..50 {
+        let r = echo(&gw);
+        assert_eq!(r.status, 200, "call {i} after the sleepers: {}", r.text());
+        assert_eq!(calls_seen(&addr, &key), 1);
+    }
 }
 
 #[test]

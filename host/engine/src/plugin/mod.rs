@@ -6,12 +6,14 @@
 //!   source (signers need them): no files, no network, no environment; everything else it
 //!   needs comes through the contract;
 //! - every call runs in a fresh `Store` (one call never sees another's state) with a memory
-//!   limit and an epoch deadline; a trap ends that call only;
+//!   limit and an epoch deadline; a trap ends that call only; the store may be made before the
+//!   call and is freed after its answer (`ready`), never entered by another call;
 //! - the loaded set is immutable and swapped whole: a call holds `Arc<Plugin>` and finishes
 //!   on the version it started with.
 
 mod compile_cache;
 mod pattern;
+mod ready;
 pub mod reload;
 pub mod runtime;
 

@@ -16,7 +16,7 @@
 //! build, are ever deserialized.
 
 use super::bindings::{self, exports::tollgate::adapter::adapter::Manifest};
-use super::wit;
+use super::{ready, wit};
 use anyhow::{Context, Result};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -50,13 +50,16 @@ impl WasiView for CallState {
 
 impl wit::Host for CallState {}
 
-/// A component ready to instantiate: the bindings' view, and the exports a call uses.
+/// A component ready to instantiate: the bindings' view, and the exports a call uses. Clones
+/// share everything.
+#[derive(Clone)]
 pub struct Pre {
     bindings: bindings::PluginPre<CallState>,
     exports: Exports,
     /// True once `describe` instantiated it through the bindings, which checked the types of
-    /// every export: only then may a call reach them unchecked.
-    checked: AtomicBool,
+    /// every export: only then may a call reach them unchecked. Its allocation, one per
+    /// `prepare`, is also the component's identity for instances made ahead (`ready`).
+    described: Arc<AtomicBool>,
 }
 
 /// The exchange's functions, by index into the component's exports.
@@ -109,6 +112,8 @@ pub struct Runtime {
     deadline: Duration,
     /// The program that compiles plugins in a child process (`compile`), if any.
     compiler: Option<PathBuf>,
+    /// Calls in flight (at most `slots`) and instances made ahead.
+    counts: Arc<ready::Counts>,
 }
 
 impl Runtime {
@@ -150,6 +155,7 @@ impl Runtime {
             max_ticks: time_limit_ms.div_ceil(TICK.as_millis() as u64).max(1),
             deadline: Duration::from_millis(deadline_ms.max(1)),
             compiler: None,
+            counts: ready::Counts::new(slots),
         })
     }
 
@@ -173,7 +179,7 @@ impl Runtime {
         let bindings = bindings::PluginPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the plugin does not export tollgate:adapter/adapter@1.0.0")?;
-        Ok(Pre { bindings, exports, checked: AtomicBool::new(false) })
+        Ok(Pre { bindings, exports, described: Arc::new(AtomicBool::new(false)) })
     }
 
     fn compile_cached(&self, wasm: &[u8], sha256: &str) -> Result<Component> {
@@ -241,7 +247,7 @@ impl Runtime {
             plugin.tollgate_adapter_adapter().call_describe(&mut store).await.map_err(anyhow::Error::from)
         })
         .await?;
-        pre.checked.store(true, Ordering::Release);
+        pre.described.store(true, Ordering::Release);
         Ok(manifest)
     }
 
@@ -258,30 +264,60 @@ impl Runtime {
         .await
     }
 
-    /// Starts one call: a fresh store, an instance, and the plugin's exchange resource.
+    /// Starts one call: an instance never entered (this thread's made ahead, or a fresh one),
+    /// and the plugin's exchange resource. Refused once `slots` calls are in flight.
     pub async fn start(&self, pre: &Pre, call: &wit::Call) -> Result<PluginCall> {
-        anyhow::ensure!(pre.checked.load(Ordering::Acquire), "the plugin was not described before its first call");
+        anyhow::ensure!(pre.described.load(Ordering::Acquire), "the plugin was not described before its first call");
+        let admitted = self.counts.admit()?;
         let mut span = crate::trace::span("plugin.start");
-        let mut store = self.new_store();
+        let made = match ready::take(&pre.described) {
+            Some(made) => Ok(made),
+            None => self.instantiate(pre).await,
+        };
         let exports = pre.exports;
-        let started = within(self.deadline, async {
-            enter(&mut store);
-            let instance = pre.bindings.instance_pre().instantiate_async(&mut store).await?;
-            enter(&mut store);
-            // SAFETY: the type is the bindings' for this export, which `describe` checked.
-            let constructor = unsafe {
-                TypedFunc::<(&wit::Call,), (ResourceAny,)>::new_unchecked(func(
-                    &instance,
-                    &mut store,
-                    exports.constructor,
-                )?)
-            };
-            let (exchange,) = constructor.call_async(&mut store, (call,)).await?;
-            Ok((instance, exchange))
+        let started = match made {
+            Ok((mut store, instance)) => {
+                within(self.deadline, async {
+                    enter(&mut store);
+                    // SAFETY: the type is the bindings' for this export, which `describe` checked;
+                    // the instance is of this `Pre`'s component (made from it here, or matched to
+                    // it by `ready::take`).
+                    let constructor = unsafe {
+                        TypedFunc::<(&wit::Call,), (ResourceAny,)>::new_unchecked(func(
+                            &instance,
+                            &mut store,
+                            exports.constructor,
+                        )?)
+                    };
+                    let (exchange,) = constructor.call_async(&mut store, (call,)).await?;
+                    Ok((store, instance, exchange))
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let (store, instance, exchange) = traced(&mut span, started)?;
+        let end = End { runtime: self.clone(), pre: pre.clone() };
+        Ok(PluginCall {
+            store: Some(store),
+            instance,
+            exports,
+            exchange,
+            deadline: self.deadline,
+            end: Some(end),
+            _admitted: admitted,
         })
-        .await;
-        let (instance, exchange) = traced(&mut span, started)?;
-        Ok(PluginCall { store, instance, exports, exchange, deadline: self.deadline })
+    }
+
+    /// A fresh store and an instance of `pre`'s component in it, not yet entered by a call.
+    async fn instantiate(&self, pre: &Pre) -> Result<(Store<CallState>, Instance)> {
+        let mut store = self.new_store();
+        let instance = within(self.deadline, async {
+            enter(&mut store);
+            Ok(pre.bindings.instance_pre().instantiate_async(&mut store).await?)
+        })
+        .await?;
+        Ok((store, instance))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -295,6 +331,9 @@ fn engine_config(memory_limit: usize, slots: u32) -> Config {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true).epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
+    // Room for the calls admitted, the instances made ahead and the stores freed late (see
+    // `ready`).
+    let slots = slots + ready::MAX_READY + ready::MAX_FREEING;
     pool.total_component_instances(slots)
         // A streamed call or a socket session keeps its fiber stack to its end: one per slot
         // (wasmtime's default is 1,000, whatever the slots).
@@ -418,13 +457,53 @@ fn func(
         .ok_or_else(|| anyhow::anyhow!("the plugin's instance lacks an export its component has"))
 }
 
-/// One call's store and exchange. Dropping it frees the instance's pool slot.
+/// One call's store and exchange. Dropping it frees the instance's pool slot once the call's
+/// answer is on its way (`End`).
 pub struct PluginCall {
-    store: Store<CallState>,
+    /// `Some` until dropped.
+    store: Option<Store<CallState>>,
     instance: Instance,
     exports: Exports,
     exchange: ResourceAny,
     deadline: Duration,
+    /// `Some` until dropped.
+    end: Option<End>,
+    /// Counts the call in flight until it ends (this is dropped).
+    _admitted: ready::Admitted,
+}
+
+/// What happens after a call's answer: its store is freed and the thread's next instance made.
+struct End {
+    runtime: Runtime,
+    pre: Pre,
+}
+
+impl End {
+    /// Runs as a task of its own. Its first yield puts it behind the tasks already woken, the
+    /// connection's write of the answer among them (tokio runs a yielded task after those),
+    /// so the consumer waits neither for the store to be freed nor for the next one.
+    async fn after_answer(self, ended: Option<(Store<CallState>, ready::Freeing)>) {
+        tokio::task::yield_now().await;
+        drop(ended);
+        ready::refill(&self.runtime.counts, &self.pre.described, self.runtime.instantiate(&self.pre)).await;
+    }
+}
+
+impl Drop for PluginCall {
+    fn drop(&mut self) {
+        let (Some(store), Some(end)) = (self.store.take(), self.end.take()) else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return drop(store); // outside a runtime (a program ending): freed here
+        };
+        let ended = match end.runtime.counts.reserve_freeing() {
+            Some(freeing) => Some((store, freeing)),
+            None => {
+                drop(store); // MAX_FREEING stores wait already: this one is freed here
+                None
+            }
+        };
+        drop(handle.spawn(end.after_answer(ended)));
+    }
 }
 
 /// Calls method `$export` of the call's exchange with `($args)`, typed `$params -> $result`
@@ -433,12 +512,15 @@ macro_rules! method {
     ($self:ident, $export:ident, $params:ty, $result:ty, ($($arg:expr),*)) => {{
         let deadline = $self.deadline;
         let index = $self.exports.$export;
+        let exchange = $self.exchange;
+        let instance = $self.instance;
+        let store = $self.store.as_mut().expect("a call's store is there until it is dropped");
         within(deadline, async {
-            enter(&mut $self.store);
-            let f = func(&$self.instance, &mut $self.store, index)?;
+            enter(store);
+            let f = func(&instance, store, index)?;
             // SAFETY: the type is the bindings' for this export, which `describe` checked.
             let typed = unsafe { TypedFunc::<$params, ($result,)>::new_unchecked(f) };
-            let (out,) = typed.call_async(&mut $self.store, ($self.exchange, $($arg),*)).await?;
+            let (out,) = typed.call_async(store, (exchange, $($arg),*)).await?;
             Ok(out)
         })
         .await
