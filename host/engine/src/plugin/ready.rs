@@ -3,10 +3,15 @@
 //! Every call gets an instance of its own, fresh, which no other call ever enters. Making one
 //! (the store, the instance) and freeing it (resetting the memory it dirtied) is most of what
 //! the runtime costs a call; done on the call's path, the consumer waits for both. So each
-//! thread keeps at most one instance made ahead for the plugin it last ran, never entered: a
-//! call of that plugin takes it, and once the call's answer is on its way (a task that runs
-//! after the connection's write), the call's store is freed and the thread's next instance
-//! made. The work is the same; the consumer no longer waits for it.
+//! thread keeps at most one instance made ahead, never entered: a call of its plugin takes it,
+//! and when the call ends a task frees the call's store and, if the thread's slot is empty,
+//! makes the next instance of that call's plugin. The task yields first, so it runs after the
+//! tasks already woken: usually the connection's write of the answer among them (not when the
+//! call still awaits the database after its plugin, e.g. an idempotent answer being stored).
+//! The work is the same; the consumer usually no longer waits for it. A thread that runs
+//! several plugins keeps the instance of the first it ran after its slot emptied; calls of
+//! the others make theirs at call time, as before (replacing it each time would make and
+//! throw away an instance per call).
 //!
 //! Invariants:
 //! - An instance serves one call at most: a ready one is taken out of its thread's slot and
@@ -14,12 +19,16 @@
 //! - A ready instance is matched to its component by the identity of the `Pre` it was made
 //!   from (`Pre::described`, held weakly so the allocation cannot be reused while it waits):
 //!   the exports a call reaches by index are that component's. One whose plugin was unloaded
-//!   is dropped when its thread next looks.
-//! - The instance pool has room for `slots + MAX_READY + MAX_FREEING`: calls are admitted up
-//!   to `slots` (`max_concurrent_calls`) and counted until they end; at most `MAX_READY`
-//!   instances wait in the process, and at most `MAX_FREEING` ended calls' stores wait to be
-//!   freed (past that, a store is freed where its call ends). None can starve another, and a
-//!   call that ends lets the next one in at once, as when its store was freed in place.
+//!   is dropped when its thread next starts a call (until then it keeps the old component's
+//!   code alive; at most one per thread).
+//! - The instance pool has room for `slots + MAX_READY + MAX_FREEING + LOADS`: calls are
+//!   admitted up to `slots` (`max_concurrent_calls`) and counted until they end; at most
+//!   `MAX_READY` instances wait in the process, and at most `MAX_FREEING` ended calls' stores
+//!   wait to be freed (past that, a store is freed where its call ends); plugin loads and
+//!   settings checks (`describe`, `check-settings`: one scan at a time, one store each) have
+//!   `LOADS`. None can starve another, and a call that ends lets the next one in at once, as
+//!   when its store was freed in place. A store waiting to be freed still holds the memory
+//!   its call dirtied: at most `MAX_FREEING` such stores.
 
 use super::runtime::CallState;
 use std::cell::RefCell;
@@ -28,10 +37,14 @@ use std::sync::{Arc, Weak};
 use wasmtime::component::Instance;
 use wasmtime::Store;
 
-/// The most instances waiting ready in the process (one per thread that runs calls).
-pub(super) const MAX_READY: u32 = 8;
+/// The most instances waiting ready in the process: a bound, not a target (a thread holds at
+/// most one, and only threads that run calls make any: one request worker per core and the
+/// main runtime's threads).
+pub(super) const MAX_READY: u32 = 64;
 /// The most stores of ended calls waiting to be freed after their answers.
 pub(super) const MAX_FREEING: u32 = 64;
+/// Room for the stores of plugin loads and settings checks, which are not calls.
+pub(super) const LOADS: u32 = 4;
 
 /// Calls in flight and instances waiting, shared by every clone of the runtime.
 pub(super) struct Counts {
@@ -46,10 +59,10 @@ impl Counts {
         Arc::new(Counts { slots, in_flight: AtomicU32::new(0), ready: AtomicU32::new(0), freeing: AtomicU32::new(0) })
     }
 
-    /// Admits one call, or refuses it when `slots` are in flight (the engine answers 503).
+    /// Admits one call, or refuses it when `slots` are in flight (the engine answers 503). A
+    /// refused call never counts, even for a moment.
     pub(super) fn admit(self: &Arc<Self>) -> anyhow::Result<Admitted> {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.slots {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !reserve(&self.in_flight, self.slots) {
             anyhow::bail!("too many concurrent calls (max_concurrent_calls = {})", self.slots);
         }
         Ok(Admitted(self.clone()))

@@ -15,7 +15,8 @@
 //! - A file that fails keeps serving its previous good version (if it had one); the failure is
 //!   logged, counted and shown by `tollgate plugins list` and `GET /admin/plugins`.
 //! - Calls hold an `Arc<Plugin>`: a call in flight finishes on the version it started with;
-//!   the old version is freed when its last call ends.
+//!   the old version is freed when its last call ends (and an instance made ahead of it, if a
+//!   thread holds one, when that thread next starts a call: `ready`).
 //! - Scans are serialised by a mutex, so two triggers never race to swap.
 
 use super::pattern::Pattern;

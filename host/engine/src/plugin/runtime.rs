@@ -331,9 +331,9 @@ fn engine_config(memory_limit: usize, slots: u32) -> Config {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true).epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
-    // Room for the calls admitted, the instances made ahead and the stores freed late (see
-    // `ready`).
-    let slots = slots + ready::MAX_READY + ready::MAX_FREEING;
+    // Room for the calls admitted, the instances made ahead, the stores freed late and the
+    // plugin loads (see `ready`).
+    let slots = slots + ready::MAX_READY + ready::MAX_FREEING + ready::LOADS;
     pool.total_component_instances(slots)
         // A streamed call or a socket session keeps its fiber stack to its end: one per slot
         // (wasmtime's default is 1,000, whatever the slots).
@@ -457,8 +457,9 @@ fn func(
         .ok_or_else(|| anyhow::anyhow!("the plugin's instance lacks an export its component has"))
 }
 
-/// One call's store and exchange. Dropping it frees the instance's pool slot once the call's
-/// answer is on its way (`End`).
+/// One call's store and exchange. Dropping it ends the call (it stops counting against
+/// `max_concurrent_calls`) and frees its store: in a task of its own, behind the tasks already
+/// woken (`End`), or in place outside a runtime or when `ready::MAX_FREEING` stores wait.
 pub struct PluginCall {
     /// `Some` until dropped.
     store: Option<Store<CallState>>,
@@ -479,9 +480,9 @@ struct End {
 }
 
 impl End {
-    /// Runs as a task of its own. Its first yield puts it behind the tasks already woken, the
-    /// connection's write of the answer among them (tokio runs a yielded task after those),
-    /// so the consumer waits neither for the store to be freed nor for the next one.
+    /// Runs as a task of its own. Its first yield puts it behind the tasks already woken
+    /// (tokio runs a yielded task after those): usually the connection's write of the answer
+    /// among them, so the consumer waits neither for the store to be freed nor for the next.
     async fn after_answer(self, ended: Option<(Store<CallState>, ready::Freeing)>) {
         tokio::task::yield_now().await;
         drop(ended);
