@@ -112,7 +112,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::CompilePlugin { memory_limit_bytes, slots } = cli.command {
         // The parent reads standard error as the reason: one line, the whole chain.
-        if let Err(e) = tollgate_engine::plugin::runtime::compile_plugin_main(memory_limit_bytes, slots) {
+        if let Err(e) = tollgate_engine::plugin::compile_plugin_main(memory_limit_bytes, slots) {
             eprintln!("{e:#}");
             std::process::exit(1);
         }

@@ -11,12 +11,14 @@
 //! - the loaded set is immutable and swapped whole: a call holds `Arc<Plugin>` and finishes
 //!   on the version it started with.
 
+mod compile;
 mod compile_cache;
 mod pattern;
 mod ready;
 pub mod reload;
 pub mod runtime;
 
+pub use compile::compile_plugin_main;
 pub use pattern::Pattern;
 pub use reload::{ChannelSettings, PluginFileStatus, PluginRegistry, PluginSet, RouteMatch, FORBIDDEN_FORWARD};
 pub use runtime::{PluginCall, Runtime};

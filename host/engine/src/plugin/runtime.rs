@@ -1,5 +1,6 @@
-//! The wasmtime side: one `Engine` (pooling allocator, epoch interruption), compiling with an
-//! on-disk cache, and `PluginCall`, one consumer call's store and exchange.
+//! The wasmtime side: one `Engine` (pooling allocator, epoch interruption), components from
+//! an on-disk cache (compiled by `compile`), and `PluginCall`, one consumer call's store and
+//! exchange.
 //!
 //! Deadline: an epoch ticker advances every `TICK`. Before each entry into the plugin the
 //! store's deadline is reset to the next tick, so only time spent *inside* the plugin counts;
@@ -16,7 +17,7 @@
 //! build, are ever deserialized.
 
 use super::bindings::{self, exports::tollgate::adapter::adapter::Manifest};
-use super::{ready, wit};
+use super::{compile, ready, wit};
 use anyhow::{Context, Result};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -100,18 +101,19 @@ impl Exports {
     }
 }
 
+/// Cheap to clone (its parts are shared or small): each call's context and its end hold one.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
     cache: Arc<super::compile_cache::CompileCache>,
-    engine_hash: String,
+    engine_hash: Arc<str>,
     memory_limit: usize,
     slots: u32,
     max_ticks: u64,
     deadline: Duration,
     /// The program that compiles plugins in a child process (`compile`), if any.
-    compiler: Option<PathBuf>,
+    compiler: Option<Arc<Path>>,
     /// Calls in flight (at most `slots`) and instances made ahead.
     counts: Arc<ready::Counts>,
 }
@@ -143,7 +145,7 @@ impl Runtime {
         bindings::Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let engine_hash = format!("{:016x}", h.finish());
+        let engine_hash = format!("{:016x}", h.finish()).into();
         let cache = Arc::new(super::compile_cache::CompileCache::open(cache_dir)?);
         Ok(Runtime {
             engine,
@@ -165,7 +167,7 @@ impl Runtime {
     /// compiler fails to load instead of taking the gateway down. `program` must run
     /// `compile_plugin_main` for that subcommand.
     pub fn compile_in_child(mut self, program: PathBuf) -> Runtime {
-        self.compiler = Some(program);
+        self.compiler = Some(program.into());
         self
     }
 
@@ -194,8 +196,8 @@ impl Runtime {
             }
         }
         let code = match &self.compiler {
-            Some(program) => compile_in_child(program, self.memory_limit, self.slots, wasm)?,
-            None => compile(&self.engine, wasm)?,
+            Some(program) => compile::compile_in_child(program, self.memory_limit, self.slots, wasm)?,
+            None => compile::compile(&self.engine, wasm)?,
         };
         if let Err(e) = self.cache.put(&name, &code) {
             tracing::warn!(entry = %name, error = %format!("{e:#}"), "could not write the compile cache");
@@ -270,41 +272,38 @@ impl Runtime {
         anyhow::ensure!(pre.described.load(Ordering::Acquire), "the plugin was not described before its first call");
         let admitted = self.counts.admit()?;
         let mut span = crate::trace::span("plugin.start");
-        let made = match ready::take(&pre.described) {
-            Some(made) => Ok(made),
-            None => self.instantiate(pre).await,
-        };
         let exports = pre.exports;
-        let started = match made {
-            Ok((mut store, instance)) => {
-                within(self.deadline, async {
-                    enter(&mut store);
-                    // SAFETY: the type is the bindings' for this export, which `describe` checked;
-                    // the instance is of this `Pre`'s component (made from it here, or matched to
-                    // it by `ready::take`).
-                    let constructor = unsafe {
-                        TypedFunc::<(&wit::Call,), (ResourceAny,)>::new_unchecked(func(
-                            &instance,
-                            &mut store,
-                            exports.constructor,
-                        )?)
-                    };
-                    let (exchange,) = constructor.call_async(&mut store, (call,)).await?;
-                    Ok((store, instance, exchange))
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let started = async {
+            let (mut store, instance) = match ready::take(&pre.described) {
+                Some(made) => made,
+                None => self.instantiate(pre).await?,
+            };
+            within(self.deadline, async {
+                enter(&mut store);
+                // SAFETY: the type is the bindings' for this export, which `describe` checked;
+                // the instance is of this `Pre`'s component (made from it here, or matched to
+                // it by `ready::take`).
+                let constructor = unsafe {
+                    TypedFunc::<(&wit::Call,), (ResourceAny,)>::new_unchecked(func(
+                        &instance,
+                        &mut store,
+                        exports.constructor,
+                    )?)
+                };
+                let (exchange,) = constructor.call_async(&mut store, (call,)).await?;
+                Ok((store, instance, exchange))
+            })
+            .await
+        }
+        .await;
         let (store, instance, exchange) = traced(&mut span, started)?;
         let end = End { runtime: self.clone(), pre: pre.clone() };
         Ok(PluginCall {
-            store: Some(store),
+            live: Some((store, end)),
             instance,
             exports,
             exchange,
             deadline: self.deadline,
-            end: Some(end),
             _admitted: admitted,
         })
     }
@@ -327,7 +326,7 @@ impl Runtime {
 
 /// The engine's settings: the same in the gateway and in the child that compiles for it
 /// (`compile`), so the code one compiles is code the other's engine accepts.
-fn engine_config(memory_limit: usize, slots: u32) -> Config {
+pub(super) fn engine_config(memory_limit: usize, slots: u32) -> Config {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true).epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
@@ -364,70 +363,6 @@ fn engine_config(memory_limit: usize, slots: u32) -> Config {
     cfg
 }
 
-/// Compiles a component and serializes the code.
-fn compile(engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>> {
-    let component =
-        Component::new(engine, wasm).map_err(anyhow::Error::from).context("not a valid WebAssembly component")?;
-    component.serialize().map_err(anyhow::Error::from).context("serializing the compiled plugin")
-}
-
-/// The most compiled code a child may hand back.
-const MAX_CODE: u64 = 1 << 30;
-
-/// Runs `program compile-plugin --memory-limit-bytes M --slots S` with the component on its
-/// standard input; its standard output is the compiled code, its standard error the reason
-/// it failed.
-fn compile_in_child(program: &Path, memory_limit: usize, slots: u32, wasm: &[u8]) -> Result<Vec<u8>> {
-    use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(program)
-        .args(["compile-plugin", "--memory-limit-bytes", &memory_limit.to_string(), "--slots", &slots.to_string()])
-        .env_remove("TOLLGATE_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting the plugin compiler {}", program.display()))?;
-    let (mut stdin, stdout, stderr) =
-        (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
-    let (code, message) = std::thread::scope(|s| {
-        s.spawn(move || {
-            // A child that exits early closes its end: its status and message tell why.
-            let _ = stdin.write_all(wasm);
-        });
-        let message = s.spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.take(64 << 10).read_to_string(&mut text);
-            text
-        });
-        let mut code = Vec::new();
-        let read = stdout.take(MAX_CODE).read_to_end(&mut code);
-        (read.map(|_| code), message.join().unwrap_or_default())
-    });
-    let status = child.wait().context("waiting for the plugin compiler")?;
-    if !status.success() {
-        let message = message.trim();
-        anyhow::bail!(
-            "{}",
-            if message.is_empty() { format!("the plugin compiler failed ({status})") } else { message.to_string() }
-        );
-    }
-    code.context("reading the compiled plugin")
-}
-
-/// The `compile-plugin` subcommand of the program given to `Runtime::compile_in_child`: reads
-/// a component from standard input and writes its compiled code to standard output, for an
-/// engine with the gateway's settings.
-pub fn compile_plugin_main(memory_limit: usize, slots: u32) -> Result<()> {
-    use std::io::{Read, Write};
-    let engine = Engine::new(&engine_config(memory_limit, slots)).map_err(anyhow::Error::from)?;
-    let mut wasm = Vec::new();
-    std::io::stdin().read_to_end(&mut wasm).context("reading the component")?;
-    let code = compile(&engine, &wasm)?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&code).and_then(|()| out.flush()).context("writing the compiled code")
-}
-
 /// Runs one plugin entry within the wall-clock deadline. On expiry the entry's future is
 /// dropped: that store is never entered again (its call fails and frees the slot).
 async fn within<T>(deadline: Duration, entry: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -461,14 +396,12 @@ fn func(
 /// `max_concurrent_calls`) and frees its store: in a task of its own, behind the tasks already
 /// woken (`End`), or in place outside a runtime or when `ready::MAX_FREEING` stores wait.
 pub struct PluginCall {
-    /// `Some` until dropped.
-    store: Option<Store<CallState>>,
+    /// The store and what follows the call; `Some` until dropped.
+    live: Option<(Store<CallState>, End)>,
     instance: Instance,
     exports: Exports,
     exchange: ResourceAny,
     deadline: Duration,
-    /// `Some` until dropped.
-    end: Option<End>,
     /// Counts the call in flight until it ends (this is dropped).
     _admitted: ready::Admitted,
 }
@@ -492,7 +425,7 @@ impl End {
 
 impl Drop for PluginCall {
     fn drop(&mut self) {
-        let (Some(store), Some(end)) = (self.store.take(), self.end.take()) else { return };
+        let Some((store, end)) = self.live.take() else { return };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return drop(store); // outside a runtime (a program ending): freed here
         };
@@ -515,7 +448,7 @@ macro_rules! method {
         let index = $self.exports.$export;
         let exchange = $self.exchange;
         let instance = $self.instance;
-        let store = $self.store.as_mut().expect("a call's store is there until it is dropped");
+        let (store, _) = $self.live.as_mut().expect("a call's store is there until it is dropped");
         within(deadline, async {
             enter(store);
             let f = func(&instance, store, index)?;
