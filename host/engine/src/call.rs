@@ -125,13 +125,17 @@ impl Engine {
             files: r.form.as_ref().map(|f| f.files.clone()).unwrap_or_default(),
         });
         // The plugin's quote, for ops it declares quoted: the units to reserve and the vendor
-        // objects the call uses.
-        let quote = match Box::pin(self.quote(&r)).await {
-            Ok(q) => q,
-            Err(e) => {
-                give_up(end.refuse(&e)).await;
-                return Answer::Failed(e);
+        // objects the call uses. Its future is made only then (it is a plugin call's size).
+        let quote = if r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
+            match Box::pin(self.quote(&r)).await {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    give_up(end.refuse(&e)).await;
+                    return Answer::Failed(e);
+                }
             }
+        } else {
+            None
         };
         // A follow-up call runs on the key that created its object, and a call using the
         // consumer's objects on the key that made them, for their owner only.
@@ -187,7 +191,8 @@ impl Engine {
         }
         let capture = end.held.is_some();
         let run = Run { r: &r, client, capture, pinned, batch_upload };
-        match self.run_with_failover(&run, &mut end).await {
+        // Boxed: the call's future is moved whole into its task; the run is most of it.
+        match Box::pin(self.run_with_failover(&run, &mut end)).await {
             Ok(Outcome::Submitted { task, key_fingerprint }) => {
                 return Box::pin(self.submitted(&r, end, task, key_fingerprint)).await;
             }
@@ -197,7 +202,7 @@ impl Engine {
                 Answer::Failed(e)
             }
             Ok(Outcome::Stream { headers, pending }) => {
-                let body = pending.start(Box::new(move |report| end.stream(report)));
+                let body = pending.start(Box::new(move |report| end.stream(report))).await;
                 Answer::Stream { headers, body }
             }
             Ok(Outcome::Reply { status, headers, body, usage, error, .. }) => {
@@ -235,20 +240,17 @@ impl Engine {
         }
     }
 
-    /// The plugin's quote, for ops it declares `quoted` (`None`: estimate from the body): the
-    /// units to reserve and the vendor objects the call uses. A quote runs in an exchange of
-    /// its own that sends nothing.
-    async fn quote(&self, r: &CallRequest) -> Result<Option<(Reported, Vec<String>)>, CallError> {
-        if !r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
-            return Ok(None);
-        }
+    /// The plugin's quote of an op it declares `quoted` (others are estimated from the body):
+    /// the units to reserve and the vendor objects the call uses. A quote runs in an exchange
+    /// of its own that sends nothing.
+    async fn quote(&self, r: &CallRequest) -> Result<(Reported, Vec<String>), CallError> {
         // What the quote reads, the vendor reads: a field given twice could be read once each.
         refuse_repeated_fields(r)?;
         let call = wit_call(r, &r.channel, &r.plugin, 0)?;
         let runtime = self.registry.runtime();
         let mut pc = runtime.start(&r.plugin.pre, &call).await.map_err(|e| plugin_failure(&r.plugin, "quote()", e))?;
         match pc.quote().await {
-            Ok(Ok(q)) => Ok(Some((super::end::reported(&q.usage), q.uses))),
+            Ok(Ok(q)) => Ok((super::end::reported(&q.usage), q.uses)),
             Ok(Err(e)) => Err(CallError::from_adapter(&e)),
             Err(e) => Err(plugin_failure(&r.plugin, "quote()", e)),
         }

@@ -461,10 +461,11 @@ pub struct PendingStream {
 }
 
 impl PendingStream {
-    /// Starts the stream task; it calls `on_end` once, when the stream ends (dropped unused if
+    /// Starts the stream task, with what the upstream sent with its head already decoded for
+    /// the consumer's; the task calls `on_end` once, when the stream ends (dropped unused if
     /// the task dies, so a value it owns still ends the call by its own drop).
-    pub fn start(self, on_end: OnStreamEnd) -> StreamBody {
-        stream::start(self.pc, self.resp, self.framing, self.settings, self.plugin, on_end)
+    pub async fn start(self, on_end: OnStreamEnd) -> StreamBody {
+        stream::start(self.pc, self.resp, self.framing, self.settings, self.plugin, on_end).await
     }
 }
 

@@ -2,7 +2,9 @@
 //! by frame, frames it (SSE, NDJSON or raw) and feeds the events of what has arrived to
 //! `decode`, and writes the plugin's output to the consumer: one call and one write per
 //! network chunk, or per burst of chunks that arrived together (up to `BURST_BYTES`; never
-//! waiting for more). Nothing is buffered whole.
+//! waiting for more). Nothing is buffered whole. What arrived with the upstream's head is
+//! decoded before the task starts, in the call's own, so that it leaves with the consumer's
+//! head in one write.
 //!
 //! The end is always explicit: `finish` is called with why the stream ended; an upstream cut,
 //! an idle timeout or a decoder error ends the consumer's stream with an SSE `error` event,
@@ -103,8 +105,8 @@ pub(super) struct Settings {
     pub content_type: String,
 }
 
-pub(super) fn start(
-    pc: PluginCall,
+pub(super) async fn start(
+    mut pc: PluginCall,
     resp: http::Response<Incoming>,
     framing: wit::Framing,
     settings: Settings,
@@ -112,12 +114,21 @@ pub(super) fn start(
     on_end: OnStreamEnd,
 ) -> StreamBody {
     let (tx, rx) = mpsc::channel(16);
+    let mut out = Out { tx, capture: settings.capture.then(Vec::new), write_timeout: settings.write_timeout };
+    // What the upstream sent with its head goes to the consumer with the consumer's head (the
+    // body holds it before hyper writes the head): one write, the first chunk at once. Never
+    // waits for the upstream: what has not arrived is the stream task's.
+    let mut read = Read { body: resp.into_body(), framer: Framer::new(framing), delivered: 0 };
+    let ended = read.take_arrived().await;
+    let early = match read.deliver_taken(&mut pc, &plugin, &mut out).await {
+        Ok(()) => ended,
+        Err(stop) => Some(stop),
+    };
     // The call's trace goes on in the stream's task (its settle ends there).
     let trace = crate::trace::current();
     tokio::spawn(crate::trace::scope(trace, async move {
-        let mut out = Out { tx, capture: settings.capture.then(Vec::new), write_timeout: settings.write_timeout };
         let mut span = crate::trace::span("stream");
-        let mut report = pump(pc, resp.into_body(), framing, settings.idle, &plugin, &mut out).await;
+        let mut report = pump(pc, read, early, settings.idle, &plugin, &mut out).await;
         if span.on() {
             span.attr("tollgate.events", report.delivered_events);
             span.attr("tollgate.client_gone", report.client_gone);
@@ -180,43 +191,69 @@ enum Stop {
     Rejected(CallError),
 }
 
+/// The upstream body being read: the framer of what arrived and the content delivered.
+struct Read {
+    body: Incoming,
+    framer: Framer,
+    delivered: u64,
+}
+
+impl Read {
+    /// Takes what the upstream sent with its head, without waiting for more; how the body
+    /// ended, if it did. hyper's connection reads none of a body before it is asked for: the
+    /// first poll asks, and `take_ready` lets the connection run and takes what it read.
+    async fn take_arrived(&mut self) -> Option<Stop> {
+        let polled = Pin::new(&mut self.body).poll_frame(&mut Context::from_waker(std::task::Waker::noop()));
+        let taken = match took(polled, &mut self.framer) {
+            Ok(Some(n)) => n,
+            Ok(None) => 0,
+            Err(stop) => return Some(stop),
+        };
+        take_ready(&mut self.body, &mut self.framer, taken).await
+    }
+
+    /// `decode` of what the framer completed, and its write.
+    async fn deliver_taken(&mut self, pc: &mut PluginCall, plugin: &Plugin, out: &mut Out) -> Result<(), Stop> {
+        match self.framer.take() {
+            Some(input) => deliver(pc, &input, plugin, out, &mut self.delivered).await,
+            None => Ok(()),
+        }
+    }
+}
+
 async fn pump(
     mut pc: PluginCall,
-    mut body: Incoming,
-    framing: wit::Framing,
+    mut read: Read,
+    early: Option<Stop>,
     idle: Duration,
     plugin: &Plugin,
     out: &mut Out,
 ) -> StreamReport {
-    let mut framer = Framer::new(framing);
-    let mut delivered = 0u64;
-    let stop = loop {
-        let frame = match tokio::time::timeout(idle, std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)))
-            .await
-        {
-            Err(_) => break Stop::Cut(CallError::upstream(wit::ErrorKind::Timeout, "the upstream stream went silent")),
-            Ok(None) => break Stop::Complete,
-            Ok(Some(Err(_))) => break interrupted(),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if let Err(e) = framer.feed(&data) {
-            break Stop::Cut(e);
-        }
-        // What the upstream has sent already goes into the same plugin call and write: a
-        // burst of chunks costs one call and one write, not one each.
-        let ended = take_ready(&mut body, &mut framer, data.len()).await;
-        if let Some(input) = framer.take() {
-            if let Err(stop) = deliver(&mut pc, &input, plugin, out, &mut delivered).await {
+    let stop = match early {
+        Some(stop) => stop,
+        None => loop {
+            let polled = tokio::time::timeout(idle, std::future::poll_fn(|cx| Pin::new(&mut read.body).poll_frame(cx)));
+            let taken = match polled.await {
+                Err(_) => {
+                    break Stop::Cut(CallError::upstream(wit::ErrorKind::Timeout, "the upstream stream went silent"))
+                }
+                Ok(frame) => match took(Poll::Ready(frame), &mut read.framer) {
+                    Ok(taken) => taken.unwrap_or(0),
+                    Err(stop) => break stop,
+                },
+            };
+            // What the upstream has sent already goes into the same plugin call and write: a
+            // burst of chunks costs one call and one write, not one each.
+            let ended = take_ready(&mut read.body, &mut read.framer, taken).await;
+            if let Err(stop) = read.deliver_taken(&mut pc, plugin, out).await {
                 break stop;
             }
-        }
-        if let Some(stop) = ended {
-            break stop;
-        }
+            if let Some(stop) = ended {
+                break stop;
+            }
+        },
     };
+    let Read { mut framer, mut delivered, .. } = read;
     let stop = match stop {
         Stop::Complete => match framer.take_last() {
             None => Stop::Complete,
@@ -285,21 +322,28 @@ async fn take_ready(body: &mut Incoming, framer: &mut Framer, mut taken: usize) 
         // Polled with a waker that does nothing: on `Pending`, the caller polls again with its
         // own before it waits, so no wake-up is lost.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match Pin::new(&mut *body).poll_frame(&mut cx) {
-            Poll::Pending => break,
-            Poll::Ready(None) => return Some(Stop::Complete),
-            Poll::Ready(Some(Err(_))) => return Some(interrupted()),
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    taken += data.len();
-                    if let Err(e) = framer.feed(&data) {
-                        return Some(Stop::Cut(e));
-                    }
-                }
-            }
+        match took(Pin::new(&mut *body).poll_frame(&mut cx), framer) {
+            Ok(Some(n)) => taken += n,
+            Ok(None) => break,
+            Err(stop) => return Some(stop),
         }
     }
     None
+}
+
+/// A polled frame fed to `framer`: the bytes it brought (`None` when there was none yet), or
+/// how the body ended.
+fn took(polled: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>, framer: &mut Framer) -> Result<Option<usize>, Stop> {
+    match polled {
+        Poll::Pending => Ok(None),
+        Poll::Ready(None) => Err(Stop::Complete),
+        Poll::Ready(Some(Err(_))) => Err(interrupted()),
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) => framer.feed(&data).map(|()| Some(data.len())).map_err(Stop::Cut),
+            // Trailers: nothing for the consumer.
+            Err(_) => Ok(Some(0)),
+        },
+    }
 }
 
 fn interrupted() -> Stop {
