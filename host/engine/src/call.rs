@@ -126,7 +126,7 @@ impl Engine {
         });
         // The plugin's quote, for ops it declares quoted: the units to reserve and the vendor
         // objects the call uses. Its future is made only then (it is a plugin call's size).
-        let quote = if r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
+        let quote = if r.plugin.quotes(&r.op) {
             match Box::pin(self.quote(&r)).await {
                 Ok(q) => Some(q),
                 Err(e) => {

@@ -70,4 +70,8 @@ impl Plugin {
     pub fn operation(&self, op: &str) -> Option<&wit::Operation> {
         self.manifest.operations.iter().find(|o| o.name == op)
     }
+    /// Whether the plugin quotes `op` (what a call reserves, before it is sent).
+    pub fn quotes(&self, op: &str) -> bool {
+        self.operation(op).is_some_and(|o| o.quoted)
+    }
 }

@@ -49,7 +49,7 @@ impl Engine {
     /// running for the user (not yet tasks); the call holds its place until it ends.
     pub(crate) async fn under_task_cap(&self, r: &CallRequest) -> Result<Option<Submitting>, CallError> {
         let cap = self.task_max_open_per_user;
-        if cap <= 0 || !r.plugin.operation(&r.op).is_some_and(|o| o.quoted) {
+        if cap <= 0 || !r.plugin.quotes(&r.op) {
             return Ok(None);
         }
         match crate::store::tasks::count_open(&self.db, r.consumer.user_id, cap).await {
