@@ -149,6 +149,7 @@ gw_default() {
 # Env GW_NODE: a name for a further node (e.g. "b"), whose files get a suffix (data-b,
 # plugins-b, tollgate-b.toml, gateway-b.out, gateway-b.log) so it runs beside the first one;
 # GW_CREATE_KEY=0 creates no key (GW_KEY is kept: a node sharing the first one's database).
+# Env UPSTREAM_HTTP2=1: the chat channel speaks HTTP/2 to the mock (`http2 = true`).
 # Sets CFG, GW_KEY, GW_PID, GW_PORT and GW_URL (save the first node's before starting another).
 start_gateway() {
   local sfx=${GW_NODE:+-$GW_NODE}
@@ -210,6 +211,7 @@ name = "bench"
 plugin = "openai"
 base_url = "$MOCK_URL"
 models = ["gpt-4o-mini", "burst-500"]
+$([ "${UPSTREAM_HTTP2:-0}" = 1 ] && echo "http2 = true")
 # A weighted pool with a backup priority: key selection is on the measured path.
 keys = [{ key = "sk-upstream-1", weight = 3 }, "sk-upstream-2", { key = "sk-upstream-backup", priority = -1 }]
 

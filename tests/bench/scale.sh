@@ -14,11 +14,14 @@
 #                    ~48 s a stream, longer than it takes to open them all on a busy 2-core machine)
 #   MAX_SECS         the streams' global deadline (default 120; the idle phase: IDLE_SECS + 60)
 #   OUT              JSON output (default tests/bench/results/scale.json; git-ignored)
+#   UPSTREAM_HTTP2   1 (default): the gateway speaks HTTP/2 to the mock (the channel's `http2`),
+#                    every stream of a worker on one upstream connection; 0: HTTP/1.1, one
+#                    upstream connection per stream
 #   KEEP_TMP=1       keep the temp dir (config, gateway log) instead of deleting it
 #   GW_BIN, PLUGIN_WASM, GW_EXTRA_CONFIG, BILLING, PREFETCH  as for run.sh (lib.sh)
 #
-# What it does: raises the open-file limit to the hard limit (the gateway needs two descriptors
-# per stream: the consumer's connection and its upstream one); starts the mock with a slow
+# What it does: raises the open-file limit to the hard limit (the gateway needs a descriptor per
+# stream for the consumer's connection, and over HTTP/1.1 one more for its upstream one); starts the mock with a slow
 # default pace (--chunk-delay-ms: the gateway does not forward the consumer's x-mock-* headers)
 # and a Tollgate (billing, the openai plugin, the key pool and call log on, as in run.sh) whose
 # max_connections and max_concurrent_calls (each stream holds a plugin slot) fit the load; runs
@@ -40,6 +43,7 @@ IDLE=${IDLE:-5000}
 IDLE_SECS=${IDLE_SECS:-20}
 STREAM_DELAY_MS=${STREAM_DELAY_MS:-6000}
 MAX_SECS=${MAX_SECS:-120}
+export UPSTREAM_HTTP2=${UPSTREAM_HTTP2:-1}
 OUT=${OUT:-$ROOT/tests/bench/results/scale.json}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 
@@ -61,14 +65,16 @@ raise_fd_limit() {
   local hard need
   hard=$(ulimit -Hn)
   ulimit -n "$hard"
-  # Streams: 2 each plus the gateway's own (~35); idle: 1 each plus its upstream pool.
-  need=$((2 * STREAMS + 200))
+  # Streams: 1 each (2 over HTTP/1.1) plus the gateway's own (~35); idle: 1 each plus its
+  # upstream pool.
+  need=$(((UPSTREAM_HTTP2 == 1 ? 1 : 2) * STREAMS + 200))
+  record meta upstream_http2 "$UPSTREAM_HTTP2"
   if [ $((IDLE + 1200)) -gt "$need" ]; then need=$((IDLE + 1200)); fi
   record meta fd_limit "\"$(ulimit -n)\""
   record meta fd_needed "$need"
   if [ "$hard" != unlimited ] && [ "$hard" -lt "$need" ]; then
     log "WARNING: open-file limit $hard (hard) is below the ~$need the gateway needs for $STREAMS streams" \
-      "(2 per stream + its own); expect failed streams near the top (raising the hard limit needs CAP_SYS_RESOURCE)"
+      "(per stream + its own); expect failed streams near the top (raising the hard limit needs CAP_SYS_RESOURCE)"
     record meta fd_note "\"hard limit $hard < ~$need needed\""
   else
     log "open-file limit $(ulimit -n)"

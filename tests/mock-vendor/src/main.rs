@@ -48,7 +48,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write;
@@ -56,6 +56,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Concurrent HTTP/2 streams per connection: enough for the scale test's 10,000 streams on
+/// one connection per gateway worker.
+const H2_STREAMS: u32 = 20_000;
 
 const USAGE: &str = "usage: mock-vendor [--listen ADDR] [--threads N] [--chunk-delay-ms D]";
 
@@ -126,17 +130,19 @@ async fn serve(args: Args) {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(req, state).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await;
+            // HTTP/1.1, or HTTP/2 with prior knowledge (a channel's `http2`), many streams
+            // to a connection as a vendor's load balancer allows.
+            let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            server.http1().keep_alive(true);
+            server.http2().max_concurrent_streams(H2_STREAMS);
+            let _ = server.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
         });
     }
 }
 
 /// The last request seen on one path.
 struct Last {
+    version: hyper::Version,
     method: Method,
     query: Option<String>,
     headers: HeaderMap,
@@ -251,6 +257,7 @@ impl State {
 
     fn record(&self, parts: &Parts, body: &Bytes) {
         let last = Last {
+            version: parts.version,
             method: parts.method.clone(),
             query: parts.uri.query().map(str::to_owned),
             headers: parts.headers.clone(),
@@ -550,6 +557,7 @@ fn last_json(path: &str, last: &Last) -> serde_json::Value {
     serde_json::json!({
         "path": path,
         "method": last.method.as_str(),
+        "version": format!("{:?}", last.version),
         "query": last.query,
         "headers": headers,
         "body": String::from_utf8_lossy(&last.body),

@@ -409,7 +409,7 @@ async fn send(
             }
         },
     };
-    ctx.upstream.send(&ctx.channel.name, base_url, req, key, &ctx.client).await.map_err(|e| e.at_least(work))
+    ctx.upstream.send(&ctx.channel, base_url, req, key, &ctx.client).await.map_err(|e| e.at_least(work))
 }
 
 /// The span of one request to the channel's upstream: where it went (host and path, never

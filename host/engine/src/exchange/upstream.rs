@@ -7,7 +7,7 @@
 //! another thread's wake-up to reach its vendor.
 
 use super::{form, CallError, ClientInput, VendorWork};
-use crate::keypool::UpstreamKey;
+use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::wit;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
@@ -21,27 +21,39 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[derive(Clone)]
 pub struct Upstream {
     /// `clients[0]` for threads that are no worker, `clients[i + 1]` for worker `i`.
-    clients: std::sync::Arc<[Client<Connector, UpstreamBody>]>,
+    clients: std::sync::Arc<[Clients]>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
 }
 
-/// One pool of keep-alive connections, http and https.
-fn client(connect_timeout: Duration) -> Client<Connector, UpstreamBody> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(512)
-        .build(https)
+/// One thread's pools: HTTP/1.1 keep-alive connections, and HTTP/2 connections for the
+/// channels that ask for it (one per host, its calls multiplexed).
+struct Clients {
+    http1: Client<Connector, UpstreamBody>,
+    http2: Client<Connector, UpstreamBody>,
+}
+
+impl Clients {
+    fn new(connect_timeout: Duration) -> Clients {
+        let connector = || {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(connect_timeout));
+            http.set_nodelay(true);
+            http
+        };
+        let tls = || hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http();
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(512)
+            .build(tls().enable_http1().wrap_connector(connector()));
+        let http2 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_only(true)
+            .build(tls().enable_http2().wrap_connector(connector()));
+        Clients { http1, http2 }
+    }
 }
 
 /// Headers a plugin may not set: the host owns framing and connection management.
@@ -56,29 +68,34 @@ impl Upstream {
         response_timeout: Duration,
         idle_timeout: Duration,
     ) -> Upstream {
-        let clients = (0..=workers).map(|_| client(connect_timeout)).collect();
+        let clients = (0..=workers).map(|_| Clients::new(connect_timeout)).collect();
         Upstream { clients, connect_timeout, response_timeout, idle_timeout }
     }
 
-    /// This thread's pool.
-    fn client(&self) -> &Client<Connector, UpstreamBody> {
+    /// This thread's pool for `channel`.
+    fn client(&self, channel: &Channel) -> &Client<Connector, UpstreamBody> {
         let i = tollgate_base::worker::index().map_or(0, |i| i + 1);
-        &self.clients[i % self.clients.len()]
+        let clients = &self.clients[i % self.clients.len()];
+        if channel.http2 {
+            &clients.http2
+        } else {
+            &clients.http1
+        }
     }
 
     /// Sends `req` to `base_url`, attaching `key` as `req.auth` says; waits for the headers.
-    /// `channel` names the channel in errors that are its operator's to fix.
+    /// `channel` is named in errors that are its operator's to fix.
     pub async fn send(
         &self,
-        channel: &str,
+        channel: &Channel,
         base_url: &str,
         req: &wit::UpstreamRequest,
         key: Option<&UpstreamKey>,
         client: &ClientInput,
     ) -> Result<Response<Incoming>, CallError> {
-        let request = build(channel, base_url, req, key, client)?;
+        let request = build(&channel.name, base_url, req, key, client)?;
         let timeout = req.timeout_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(self.response_timeout);
-        match tokio::time::timeout(timeout, self.client().request(request)).await {
+        match tokio::time::timeout(timeout, self.client(channel).request(request)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, base_url, "upstream request failed");

@@ -45,6 +45,12 @@ pub struct ChannelConfig {
     /// (`speech_archive_dir`), in the MiniMax proxy's layout.
     #[serde(default)]
     pub archive_speech: bool,
+    /// Speak HTTP/2 to the upstream (prior knowledge on `http://`, ALPN on `https://`): each
+    /// request worker multiplexes the channel's calls on one connection to its host, as many
+    /// at once as the vendor's server allows (more wait for a stream). Off: HTTP/1.1, one
+    /// connection per call in flight.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// A channel's key selection among the usable keys of its best priority.

@@ -46,6 +46,8 @@ pub struct Channel {
     pub ops: Option<Vec<String>>,
     /// Synthesized speech this channel answers is kept in the speech archive.
     pub archive_speech: bool,
+    /// Its upstream requests go over HTTP/2 (`http2` in its configuration).
+    pub http2: bool,
     probe_after: Duration,
     /// The keys written in the configuration file.
     configured: Vec<KeyEntry>,
@@ -187,6 +189,7 @@ impl Channel {
             allow_signing: c.allow_signing,
             ops: c.ops.clone(),
             archive_speech: c.archive_speech,
+            http2: c.http2,
             probe_after,
             configured,
             held: std::sync::Mutex::new(Arc::default()),
