@@ -1,10 +1,11 @@
-//! The one upstream HTTP client: pooled keep-alive connections, rustls for https, connect and
-//! response timeouts. It sends a plugin's request only to its channel's base URL: the plugin
-//! gives a path, never a host.
+//! The one upstream HTTP client: pooled keep-alive connections (HTTP/1.1, or HTTP/2 for the
+//! channels that ask for it), rustls for https, connect and response timeouts. It sends a
+//! plugin's request only to its channel's base URL: the plugin gives a path, never a host.
 //!
-//! One connection pool per request worker (`tollgate_base::worker`), and one for every other
-//! thread: a worker's connections are driven by its own runtime, so a request never waits on
-//! another thread's wake-up to reach its vendor.
+//! One pair of connection pools per request worker (`tollgate_base::worker`), and one for
+//! every other thread: a worker's connections are driven by its own runtime, so a request
+//! never waits on another thread's wake-up to reach its vendor (an HTTP/2 connection is a task
+//! of that runtime, which its calls wake).
 
 use super::{form, CallError, ClientInput, VendorWork};
 use crate::keypool::{Channel, UpstreamKey};
