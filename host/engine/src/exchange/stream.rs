@@ -117,11 +117,13 @@ pub(super) async fn start(
     let mut out = Out { tx, capture: settings.capture.then(Vec::new), write_timeout: settings.write_timeout };
     // What the upstream sent with its head goes to the consumer with the consumer's head (the
     // body holds it before hyper writes the head): one write, the first chunk at once. Never
-    // waits for the upstream: what has not arrived is the stream task's.
+    // waits for the upstream: what has not arrived is the stream task's. hyper's connection
+    // reads none of a body before it is asked for: this poll asks, and the burst lets the
+    // connection run and takes what it read.
     let mut read = Read { body: resp.into_body(), framer: Framer::new(framing), delivered: 0 };
-    let ended = read.take_arrived().await;
-    let early = match read.deliver_taken(&mut pc, &plugin, &mut out).await {
-        Ok(()) => ended,
+    let first = Pin::new(&mut read.body).poll_frame(&mut Context::from_waker(std::task::Waker::noop()));
+    let early = match took(first, &mut read.framer) {
+        Ok(taken) => read.burst(taken.unwrap_or(0), &mut pc, &plugin, &mut out).await,
         Err(stop) => Some(stop),
     };
     // The call's trace goes on in the stream's task (its settle ends there).
@@ -199,25 +201,17 @@ struct Read {
 }
 
 impl Read {
-    /// Takes what the upstream sent with its head, without waiting for more; how the body
-    /// ended, if it did. hyper's connection reads none of a body before it is asked for: the
-    /// first poll asks, and `take_ready` lets the connection run and takes what it read.
-    async fn take_arrived(&mut self) -> Option<Stop> {
-        let polled = Pin::new(&mut self.body).poll_frame(&mut Context::from_waker(std::task::Waker::noop()));
-        let taken = match took(polled, &mut self.framer) {
-            Ok(Some(n)) => n,
-            Ok(None) => 0,
-            Err(stop) => return Some(stop),
-        };
-        take_ready(&mut self.body, &mut self.framer, taken).await
-    }
-
-    /// `decode` of what the framer completed, and its write.
-    async fn deliver_taken(&mut self, pc: &mut PluginCall, plugin: &Plugin, out: &mut Out) -> Result<(), Stop> {
-        match self.framer.take() {
-            Some(input) => deliver(pc, &input, plugin, out, &mut self.delivered).await,
-            None => Ok(()),
+    /// After a frame of `taken` bytes: what else has arrived (without waiting), decoded and
+    /// written in one plugin call and one write. How the stream stopped, if it did; a failed
+    /// delivery before the body's end.
+    async fn burst(&mut self, taken: usize, pc: &mut PluginCall, plugin: &Plugin, out: &mut Out) -> Option<Stop> {
+        let ended = take_ready(&mut self.body, &mut self.framer, taken).await;
+        if let Some(input) = self.framer.take() {
+            if let Err(stop) = deliver(pc, &input, plugin, out, &mut self.delivered).await {
+                return Some(stop);
+            }
         }
+        ended
     }
 }
 
@@ -244,11 +238,7 @@ async fn pump(
             };
             // What the upstream has sent already goes into the same plugin call and write: a
             // burst of chunks costs one call and one write, not one each.
-            let ended = take_ready(&mut read.body, &mut read.framer, taken).await;
-            if let Err(stop) = read.deliver_taken(&mut pc, plugin, out).await {
-                break stop;
-            }
-            if let Some(stop) = ended {
+            if let Some(stop) = read.burst(taken, &mut pc, plugin, out).await {
                 break stop;
             }
         },
