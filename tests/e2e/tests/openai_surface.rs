@@ -207,3 +207,33 @@ fn a_channel_asking_for_http2_sends_whole_and_streamed_calls_over_it() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(version(), "HTTP/1.1");
 }
+
+#[test]
+fn an_http2_channel_opens_another_connection_when_its_streams_are_full() {
+    // The vendor's server takes 4 streams a connection, and the channel says so.
+    let mock = Mock::start_with(&["--chunk-delay-ms", "100", "--h2-streams", "4"]);
+    let h2 = channel("h2", "openai", &mock.url(), &["gpt-4o-mini"], &["up-key-1"]);
+    let gw = Gateway::start(
+        "http2-full",
+        &[("openai", "openai.wasm")],
+        &format!("{h2}http2 = true\nhttp2_max_streams = 4\n"),
+    );
+    let auth = format!("Bearer {}", gw.key);
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+    // 12 streams at once, each ~0.5 s: with 4 a connection on each of the two workers, at
+    // least 3 connections (one per worker would hold 8 calls waiting for a stream).
+    let ended: Vec<bool> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..12)
+            .map(|_| {
+                s.spawn(|| {
+                    let t = http::timed(&gw.addr, "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes());
+                    t.status == 200 && t.arrival_of("[DONE]").is_some()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(ended.iter().all(|&e| e), "{ended:?}");
+    let opened = http::request(&mock.addr, "GET", "/_mock/h2-connections", &[], b"").json()["connections"].as_u64();
+    assert!(opened.is_some_and(|n| (3..=12).contains(&n)), "HTTP/2 connections opened: {opened:?}");
+}

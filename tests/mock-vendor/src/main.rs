@@ -57,20 +57,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Concurrent HTTP/2 streams per connection: enough for the scale test's 10,000 streams on
-/// one connection per gateway worker.
-const H2_STREAMS: u32 = 20_000;
-
-const USAGE: &str = "usage: mock-vendor [--listen ADDR] [--threads N] [--chunk-delay-ms D]";
+const USAGE: &str = "usage: mock-vendor [--listen ADDR] [--threads N] [--chunk-delay-ms D] [--h2-streams N]";
 
 struct Args {
     listen: SocketAddr,
     threads: usize,
     chunk_delay_ms: u64,
+    /// Concurrent HTTP/2 streams per connection; by default enough for the scale test's
+    /// 10,000 streams on one connection per gateway worker.
+    h2_streams: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { listen: ([127, 0, 0, 1], 0).into(), threads: 1, chunk_delay_ms: 0 };
+    let mut args = Args { listen: ([127, 0, 0, 1], 0).into(), threads: 1, chunk_delay_ms: 0, h2_streams: 20_000 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -83,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
             "--listen" => args.listen = value.parse().map_err(|_| bad())?,
             "--threads" => args.threads = value.parse::<usize>().map_err(|_| bad())?.max(1),
             "--chunk-delay-ms" => args.chunk_delay_ms = value.parse().map_err(|_| bad())?,
+            "--h2-streams" => args.h2_streams = value.parse().map_err(|_| bad())?,
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -115,8 +115,8 @@ async fn serve(args: Args) {
     }
     let state = Arc::new(State::new(args.chunk_delay_ms, addr));
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             // Out of file descriptors and the like: back off instead of spinning.
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -125,16 +125,20 @@ async fn serve(args: Args) {
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let h2_streams = args.h2_streams;
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
+                if req.version() == hyper::Version::HTTP_2 {
+                    state.h2_peers.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
+                }
                 async move { Ok::<_, Infallible>(handle(req, state).await) }
             });
             // HTTP/1.1, or HTTP/2 with prior knowledge (a channel's `http2`), many streams
             // to a connection as a vendor's load balancer allows.
             let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             server.http1().keep_alive(true);
-            server.http2().max_concurrent_streams(H2_STREAMS);
+            server.http2().max_concurrent_streams(h2_streams);
             let _ = server.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
         });
     }
@@ -151,6 +155,8 @@ struct Last {
 
 pub struct State {
     requests: AtomicU64,
+    /// The connections HTTP/2 requests came on (`GET /_mock/h2-connections` counts them).
+    h2_peers: Mutex<std::collections::HashSet<SocketAddr>>,
     by_key: Mutex<HashMap<String, u64>>,
     last: Mutex<HashMap<String, Last>>,
     /// Keys refused as if revoked (`POST /_mock/reject?key=K&on=1|0`), besides `bad…` keys.
@@ -204,6 +210,7 @@ impl State {
     fn new(chunk_delay_ms: u64, addr: std::net::SocketAddr) -> Self {
         State {
             requests: AtomicU64::new(0),
+            h2_peers: Mutex::default(),
             by_key: Mutex::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
             rejected: Mutex::new(std::collections::HashSet::new()),
@@ -498,6 +505,10 @@ async fn control(req: Request<Incoming>, state: &State) -> Response<MockBody> {
             };
             state.balances.lock().unwrap_or_else(|e| e.into_inner()).insert(key, value);
             json(StatusCode::OK, r#"{"ok":true}"#)
+        }
+        (&Method::GET, "/_mock/h2-connections") => {
+            let n = state.h2_peers.lock().unwrap_or_else(|e| e.into_inner()).len();
+            json(StatusCode::OK, format!(r#"{{"connections":{n}}}"#))
         }
         (&Method::GET, "/_mock/last") => {
             let path = req.uri().query().and_then(|q| query_param(q, "path")).unwrap_or_default();

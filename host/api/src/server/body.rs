@@ -4,7 +4,7 @@
 use crate::exchange::{StreamBody, StreamCut};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tollgate_base::sse;
@@ -15,7 +15,7 @@ pub enum ResponseBody {
     Full(Full<Bytes>),
     Stream(StreamBody),
     /// An upstream body relayed as it arrives.
-    Relay(Incoming),
+    Relay(tollgate_engine::exchange::http2::UpstreamIncoming),
     /// Chunks a task of the gateway's writes (a slice of a file, an event stream).
     Channel(ChannelBody),
     /// A stream's events rewritten into another API's on their way to the consumer.

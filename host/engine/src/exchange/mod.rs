@@ -7,6 +7,7 @@
 //! - every call ends in exactly one `Finished` report (for the call log), streams included.
 
 pub mod form;
+pub mod http2;
 mod stream;
 pub mod upstream;
 
@@ -210,7 +211,7 @@ pub enum Outcome {
     Stream { headers: Vec<wit::Header>, pending: Box<PendingStream> },
     /// An upstream response copied to the consumer as it is; `keyed` when it came from the
     /// channel's base URL with its key (only then does its status tell of the key).
-    Relay { response: http::Response<hyper::body::Incoming>, keyed: bool },
+    Relay { response: http::Response<crate::exchange::http2::UpstreamIncoming>, keyed: bool },
     /// The vendor accepted an asynchronous job (on `key_fingerprint`'s account).
     Submitted { task: wit::TaskSubmitted, key_fingerprint: String },
     /// A poll's news of a job.
@@ -295,7 +296,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
                 }
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
                 let response = match Box::pin(ctx.archive.get(&req.path, hosts, &req.headers)).await {
-                    Ok((_, response)) => response,
+                    Ok((_, response)) => response.map(Into::into),
                     Err(f) => return Err(download_failed(f).after(work)),
                 };
                 return Ok(Outcome::Relay { response, keyed: false });
@@ -397,7 +398,7 @@ async fn send(
     base_url: &str,
     req: &wit::UpstreamRequest,
     work: VendorWork,
-) -> Result<http::Response<hyper::body::Incoming>, CallError> {
+) -> Result<http::Response<crate::exchange::http2::UpstreamIncoming>, CallError> {
     let (base_url, key) = match req.key as usize {
         0 => (base_url, ctx.key.as_ref()),
         // Another key's credential is inserted by the host: a signing plugin has only its own.
@@ -454,7 +455,7 @@ pub fn is_fault(kind: wit::ErrorKind) -> bool {
 /// A stream whose upstream answered, waiting for the value that will end the call.
 pub struct PendingStream {
     pc: crate::plugin::PluginCall,
-    resp: http::Response<hyper::body::Incoming>,
+    resp: http::Response<crate::exchange::http2::UpstreamIncoming>,
     framing: wit::Framing,
     settings: stream::Settings,
     plugin: Arc<Plugin>,
@@ -471,7 +472,10 @@ impl PendingStream {
 
 /// Vendors such as MiniMax answer a streamed request that failed with a plain JSON error
 /// (HTTP 200); that body goes to `next()` for classification instead of the SSE decoder.
-fn answered_json_instead_of_events(resp: &http::Response<hyper::body::Incoming>, framing: &wit::Framing) -> bool {
+fn answered_json_instead_of_events(
+    resp: &http::Response<crate::exchange::http2::UpstreamIncoming>,
+    framing: &wit::Framing,
+) -> bool {
     matches!(framing, wit::Framing::Sse)
         && resp
             .headers()
@@ -482,7 +486,7 @@ fn answered_json_instead_of_events(resp: &http::Response<hyper::body::Incoming>,
 
 /// Reads a whole upstream body, within the response timeout.
 async fn read_whole(
-    resp: http::Response<hyper::body::Incoming>,
+    resp: http::Response<crate::exchange::http2::UpstreamIncoming>,
     upstream: &Upstream,
 ) -> Result<wit::UpstreamResponse, CallError> {
     let status = resp.status().as_u16();

@@ -11,10 +11,11 @@
 //! never a silent clean end; a consumer that goes away, or stops reading for the write timeout,
 //! stops the upstream read. The end is reported once, with the usage seen, through `on_end`.
 
+use super::http2::UpstreamIncoming as Incoming;
 use super::{plugin_failure, CallError, OnStreamEnd, StreamReport};
 use crate::plugin::{wit, Plugin, PluginCall};
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::{Body, Frame};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -1,18 +1,20 @@
 //! The one upstream HTTP client: pooled keep-alive connections (HTTP/1.1, or HTTP/2 for the
-//! channels that ask for it), rustls for https, connect and response timeouts. It sends a
-//! plugin's request only to its channel's base URL: the plugin gives a path, never a host.
+//! channels that ask for it, `http2`), rustls for https, connect and response timeouts. It
+//! sends a plugin's request only to its channel's base URL: the plugin gives a path, never a
+//! host.
 //!
 //! One pair of connection pools per request worker (`tollgate_base::worker`), and one for
 //! every other thread: a worker's connections are driven by its own runtime, so a request
 //! never waits on another thread's wake-up to reach its vendor (an HTTP/2 connection is a task
 //! of that runtime, which its calls wake).
 
+use super::http2::{self, UpstreamIncoming};
 use super::{form, CallError, ClientInput, VendorWork};
 use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::wit;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -29,10 +31,11 @@ pub struct Upstream {
 }
 
 /// One thread's pools: HTTP/1.1 keep-alive connections, and HTTP/2 connections for the
-/// channels that ask for it (one per host, its calls multiplexed).
+/// channels that ask for it (`http2`: a host's calls multiplexed, on more connections as
+/// they fill).
 struct Clients {
     http1: Client<Connector, UpstreamBody>,
-    http2: Client<Connector, UpstreamBody>,
+    http2: http2::Pool,
 }
 
 impl Clients {
@@ -49,10 +52,7 @@ impl Clients {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(512)
             .build(tls().enable_http1().wrap_connector(connector()));
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_only(true)
-            .build(tls().enable_http2().wrap_connector(connector()));
+        let http2 = http2::Pool::new(tls().enable_http2().wrap_connector(connector()));
         Clients { http1, http2 }
     }
 }
@@ -73,15 +73,10 @@ impl Upstream {
         Upstream { clients, connect_timeout, response_timeout, idle_timeout }
     }
 
-    /// This thread's pool for `channel`.
-    fn client(&self, channel: &Channel) -> &Client<Connector, UpstreamBody> {
+    /// This thread's pools.
+    fn clients(&self) -> &Clients {
         let i = tollgate_base::worker::index().map_or(0, |i| i + 1);
-        let clients = &self.clients[i % self.clients.len()];
-        if channel.http2 {
-            &clients.http2
-        } else {
-            &clients.http1
-        }
+        &self.clients[i % self.clients.len()]
     }
 
     /// Sends `req` to `base_url`, attaching `key` as `req.auth` says; waits for the headers.
@@ -93,20 +88,44 @@ impl Upstream {
         req: &wit::UpstreamRequest,
         key: Option<&UpstreamKey>,
         client: &ClientInput,
-    ) -> Result<Response<Incoming>, CallError> {
+    ) -> Result<Response<UpstreamIncoming>, CallError> {
         let request = build(&channel.name, base_url, req, key, client)?;
         let timeout = req.timeout_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(self.response_timeout);
-        match tokio::time::timeout(timeout, self.client(channel).request(request)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, base_url, "upstream request failed");
-                // A connection that never opened carried nothing; one that failed later may
-                // have delivered the request.
-                Err(if e.is_connect() {
-                    CallError::upstream(wit::ErrorKind::UpstreamFault, "cannot connect to the upstream")
+        let clients = self.clients();
+        let sent = async {
+            if channel.http2 {
+                return clients.http2.send(request, channel.http2_max_streams).await;
+            }
+            clients.http1.request(request).await.map(|resp| resp.map(UpstreamIncoming::from)).map_err(|e| {
+                if e.is_connect() {
+                    http2::Failure::Connect(e.to_string())
                 } else {
-                    CallError::upstream(wit::ErrorKind::UpstreamFault, "the upstream connection failed")
-                        .after(VendorWork::Unknown)
+                    http2::Failure::Other(e.to_string())
+                }
+            })
+        };
+        match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(failure)) => {
+                // A connection that never opened carried nothing, nor did a stream the vendor
+                // refused; a connection that failed later may have delivered the request.
+                Err(match failure {
+                    http2::Failure::Connect(e) => {
+                        tracing::warn!(error = %e, base_url, "cannot connect to the upstream");
+                        CallError::upstream(wit::ErrorKind::UpstreamFault, "cannot connect to the upstream")
+                    }
+                    http2::Failure::NotSent(e) => {
+                        tracing::warn!(error = %e, base_url, "the upstream did not take the request");
+                        CallError::upstream(
+                            wit::ErrorKind::UpstreamFault,
+                            "the upstream refused the request unprocessed",
+                        )
+                    }
+                    http2::Failure::Other(e) => {
+                        tracing::warn!(error = %e, base_url, "upstream request failed");
+                        CallError::upstream(wit::ErrorKind::UpstreamFault, "the upstream connection failed")
+                            .after(VendorWork::Unknown)
+                    }
                 })
             }
             Err(_) => Err(CallError::upstream(
@@ -204,7 +223,7 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn whole(b: Bytes) -> Self {
+    pub(super) fn whole(b: Bytes) -> Self {
         Self::pieces(vec![b])
     }
     fn pieces(pieces: Vec<Bytes>) -> Self {

@@ -46,11 +46,19 @@ pub struct ChannelConfig {
     #[serde(default)]
     pub archive_speech: bool,
     /// Speak HTTP/2 to the upstream (prior knowledge on `http://`, ALPN on `https://`): each
-    /// request worker multiplexes the channel's calls on one connection to its host, as many
-    /// at once as the vendor's server allows (more wait for a stream). Off: HTTP/1.1, one
+    /// request worker multiplexes the channel's calls on a connection to its host, up to
+    /// `http2_max_streams` at once, and opens another as one fills. Off: HTTP/1.1, one
     /// connection per call in flight.
     #[serde(default)]
     pub http2: bool,
+    /// The most calls one HTTP/2 connection carries at once (keep it at or below what the
+    /// vendor's server allows, commonly 100 to 256).
+    #[serde(default = "default_http2_max_streams")]
+    pub http2_max_streams: usize,
+}
+
+fn default_http2_max_streams() -> usize {
+    100
 }
 
 /// A channel's key selection among the usable keys of its best priority.

@@ -48,6 +48,8 @@ pub struct Channel {
     pub archive_speech: bool,
     /// Its upstream requests go over HTTP/2 (`http2` in its configuration).
     pub http2: bool,
+    /// The most of its calls one HTTP/2 connection carries at once (`http2_max_streams`).
+    pub http2_max_streams: usize,
     probe_after: Duration,
     /// The keys written in the configuration file.
     configured: Vec<KeyEntry>,
@@ -190,6 +192,7 @@ impl Channel {
             ops: c.ops.clone(),
             archive_speech: c.archive_speech,
             http2: c.http2,
+            http2_max_streams: c.http2_max_streams.max(1),
             probe_after,
             configured,
             held: std::sync::Mutex::new(Arc::default()),

@@ -1,0 +1,292 @@
+//! A worker's HTTP/2 connections to upstreams (the channels with `http2 = true`).
+//!
+//! Calls to one origin share a connection up to the channel's `http2_max_streams` calls in
+//! flight; past that the worker opens another connection to it, rather than let calls wait
+//! for a stream while the vendor's server holds the rest (HTTP/2 servers commonly allow 100 to
+//! 256 streams on a connection). A call holds its stream from its request to the end of its
+//! answer's body ([`Held`], carried by [`UpstreamIncoming`]), so a stream relayed for minutes
+//! counts for minutes.
+//!
+//! Invariants:
+//! - a connection carries at most `max_streams` calls, unless the origin has
+//!   [`MAX_CONNECTIONS`] open, all full: then the least busy takes the call (the vendor's
+//!   server queues or refuses it);
+//! - a connection is dropped from the pool once closed (by the vendor, or after a failed
+//!   connect) and once idle for `IDLE`; its driver task ends when it closes;
+//! - a request the connection did not send (it closed first) is sent once more on another
+//!   connection; one the vendor refused with `REFUSED_STREAM` (which RFC 9113 §8.7 says it
+//!   did not process) fails as not sent: the engine tries another key or answers without a
+//!   charge.
+
+use super::upstream::UpstreamBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower_service::Service;
+
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// The most connections a worker opens to one origin.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection with no call for this long is closed.
+const IDLE: Duration = Duration::from_secs(90);
+
+/// An origin (`scheme://host:port`) and the most streams a connection to it carries.
+type Origin = (String, usize);
+
+/// One worker's HTTP/2 connections, by origin and stream limit.
+pub struct Pool {
+    connector: Connector,
+    origins: Mutex<HashMap<Origin, Vec<Arc<Conn>>>>,
+}
+
+struct Conn {
+    /// Set once connected; a connection that failed to open is closed.
+    send: tokio::sync::OnceCell<SendRequest<UpstreamBody>>,
+    failed: std::sync::atomic::AtomicBool,
+    streams: Arc<AtomicUsize>,
+    idle_since: Mutex<Instant>,
+}
+
+impl Conn {
+    fn closed(&self) -> bool {
+        self.failed.load(Ordering::Acquire) || self.send.get().is_some_and(SendRequest::is_closed)
+    }
+}
+
+/// Why an HTTP/2 request failed.
+pub enum Failure {
+    /// The connection did not open: nothing was sent.
+    Connect(String),
+    /// The vendor refused the stream (`REFUSED_STREAM`) or the connection closed before the
+    /// request went out: not processed.
+    NotSent(String),
+    /// Failed after the request may have reached the vendor.
+    Other(String),
+}
+
+impl Pool {
+    pub fn new(connector: Connector) -> Pool {
+        Pool { connector, origins: Mutex::default() }
+    }
+
+    /// Sends `req` on a connection to its origin with a free stream (opening one if none has
+    /// one), and returns the answer holding that stream.
+    pub async fn send(
+        &self,
+        req: http::Request<UpstreamBody>,
+        max_streams: usize,
+    ) -> Result<http::Response<UpstreamIncoming>, Failure> {
+        let origin = match (req.uri().scheme_str(), req.uri().authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => return Err(Failure::Connect("the upstream URL has no host".into())),
+        };
+        let key = (origin, max_streams.max(1));
+        let mut req = req;
+        // Once more on another connection if this one closed before sending it.
+        for attempt in 0..2 {
+            let (conn, held) = self.pick(&key);
+            // Calls waiting for the same new connection open it one at a time: once it
+            // failed, the others fail at once instead of each trying again.
+            let opened = conn.send.get_or_try_init(|| async {
+                if conn.failed.load(Ordering::Acquire) {
+                    return Err("the connection to the upstream failed".to_string());
+                }
+                let opened = self.connect(&key.0).await;
+                if opened.is_err() {
+                    conn.failed.store(true, Ordering::Release);
+                }
+                opened
+            });
+            let mut send = match opened.await {
+                Ok(send) => send.clone(),
+                Err(e) => return Err(Failure::Connect(e)),
+            };
+            match send.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(|body| UpstreamIncoming { body, _held: Some(held) })),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if attempt == 0 => req = unsent,
+                    Some(_) => return Err(Failure::NotSent(e.into_error().to_string())),
+                    None => {
+                        let error = e.into_error();
+                        return Err(if refused(&error) {
+                            Failure::NotSent(error.to_string())
+                        } else {
+                            Failure::Other(error.to_string())
+                        });
+                    }
+                },
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// A connection to `key`'s origin with a free stream, taken; a new one (not yet opened)
+    /// when none has one and fewer than `MAX_CONNECTIONS` are open.
+    fn pick(&self, key: &Origin) -> (Arc<Conn>, Held) {
+        let mut origins = self.origins.lock().expect("the pool's lock is never held across a panic");
+        let conns = origins.entry(key.clone()).or_default();
+        let now = Instant::now();
+        conns.retain(|c| {
+            !c.closed()
+                && (c.streams.load(Ordering::Acquire) > 0
+                    || now.duration_since(*c.idle_since.lock().expect("never poisoned")) < IDLE)
+        });
+        let free = conns.iter().find(|c| c.streams.load(Ordering::Acquire) < key.1);
+        let conn = match free {
+            Some(c) => c.clone(),
+            None if conns.len() < MAX_CONNECTIONS => {
+                let c = Arc::new(Conn {
+                    send: tokio::sync::OnceCell::new(),
+                    failed: Default::default(),
+                    streams: Arc::default(),
+                    idle_since: Mutex::new(now),
+                });
+                conns.push(c.clone());
+                c
+            }
+            None => conns.iter().min_by_key(|c| c.streams.load(Ordering::Acquire)).expect("full, so not empty").clone(),
+        };
+        conn.streams.fetch_add(1, Ordering::AcqRel);
+        let held = Held(conn.clone());
+        (conn, held)
+    }
+
+    /// Opens a connection to `origin` and drives it in a task of this thread's runtime.
+    async fn connect(&self, origin: &str) -> Result<SendRequest<UpstreamBody>, String> {
+        let uri: http::Uri = origin.parse().map_err(|e| format!("{e}"))?;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("{e}"))?;
+        let io = connector.call(uri).await.map_err(|e| format!("{e}"))?;
+        let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake::<_, UpstreamBody>(io)
+            .await
+            .map_err(|e| format!("{e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "an upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(send)
+    }
+}
+
+/// Whether the vendor refused the request's stream: RFC 9113 §8.7 says it was not processed.
+fn refused(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A call's stream on its connection, counted until dropped.
+pub struct Held(Arc<Conn>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock().expect("never poisoned") = Instant::now();
+        }
+    }
+}
+
+/// An upstream answer's body; over HTTP/2 it holds its stream until it is dropped.
+pub struct UpstreamIncoming {
+    body: Incoming,
+    _held: Option<Held>,
+}
+
+impl From<Incoming> for UpstreamIncoming {
+    fn from(body: Incoming) -> Self {
+        UpstreamIncoming { body, _held: None }
+    }
+}
+
+impl Body for UpstreamIncoming {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP/2 server on loopback that resets every stream with `reason`.
+    async fn resetting_server(reason: h2::Reason) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(tcp).await.unwrap();
+                    while let Some(Ok((_, mut respond))) = conn.accept().await {
+                        respond.send_reset(reason);
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn pool() -> Pool {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        Pool::new(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http2()
+                .wrap_connector(http),
+        )
+    }
+
+    fn post(origin: &str) -> http::Request<UpstreamBody> {
+        let body = UpstreamBody::whole(bytes::Bytes::from_static(b"{}"));
+        http::Request::post(format!("{origin}/v1/chat/completions")).body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_was_not_sent_and_any_other_reset_may_have_been() {
+        let pool = pool();
+        let refusing = resetting_server(h2::Reason::REFUSED_STREAM).await;
+        assert!(matches!(pool.send(post(&refusing), 100).await, Err(Failure::NotSent(_))));
+        let failing = resetting_server(h2::Reason::INTERNAL_ERROR).await;
+        assert!(matches!(pool.send(post(&failing), 100).await, Err(Failure::Other(_))));
+    }
+
+    #[tokio::test]
+    async fn a_host_that_does_not_listen_is_a_failed_connect_for_every_call_waiting_on_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let pool = pool();
+        let (a, b) = tokio::join!(pool.send(post(&origin), 100), pool.send(post(&origin), 100));
+        assert!(matches!(a, Err(Failure::Connect(_))) && matches!(b, Err(Failure::Connect(_))));
+        // The failed connection left the pool: the next call tries afresh.
+        assert!(matches!(pool.send(post(&origin), 100).await, Err(Failure::Connect(_))));
+        assert_eq!(pool.origins.lock().unwrap().values().map(Vec::len).sum::<usize>(), 1);
+    }
+}
