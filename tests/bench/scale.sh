@@ -15,8 +15,8 @@
 #   MAX_SECS         the streams' global deadline (default 120; the idle phase: IDLE_SECS + 60)
 #   OUT              JSON output (default tests/bench/results/scale.json; git-ignored)
 #   UPSTREAM_HTTP2   1 (default): the gateway speaks HTTP/2 to the mock (the channel's `http2`),
-#                    every stream of a worker on one upstream connection; 0: HTTP/1.1, one
-#                    upstream connection per stream
+#                    a worker's streams 100 to an upstream connection (`http2_max_streams`);
+#                    0: HTTP/1.1, one upstream connection per stream
 #   KEEP_TMP=1       keep the temp dir (config, gateway log) instead of deleting it
 #   GW_BIN, PLUGIN_WASM, GW_EXTRA_CONFIG, BILLING, PREFETCH  as for run.sh (lib.sh)
 #
