@@ -64,7 +64,7 @@ pub enum Answer {
     /// A stream; the stream task ends the call.
     Stream { headers: Vec<wit::Header>, body: StreamBody },
     /// An upstream response copied as it is (downloads).
-    Relay(http::Response<crate::exchange::http2::UpstreamIncoming>),
+    Relay(http::Response<crate::exchange::upstream::UpstreamIncoming>),
     /// An error in the consumer's API shape.
     Failed(CallError),
 }
@@ -489,7 +489,7 @@ pub fn key_outcome(result: &Result<Outcome, CallError>) -> KeyOutcome {
 
 /// The class of a relayed answer's status (`None`: a success or the consumer's own problem).
 fn relayed_class(
-    response: &http::Response<crate::exchange::http2::UpstreamIncoming>,
+    response: &http::Response<crate::exchange::upstream::UpstreamIncoming>,
 ) -> Option<(wit::ErrorKind, Option<u64>)> {
     use wit::ErrorKind as K;
     let retry_after = || {

@@ -63,8 +63,8 @@ struct Args {
     listen: SocketAddr,
     threads: usize,
     chunk_delay_ms: u64,
-    /// Concurrent HTTP/2 streams per connection; by default enough for the scale test's
-    /// 10,000 streams on one connection per gateway worker.
+    /// Concurrent HTTP/2 streams per connection; by default more than any test opens on
+    /// one connection, so the gateway's own limit (`http2_max_streams`) decides.
     h2_streams: u32,
 }
 

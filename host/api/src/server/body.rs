@@ -15,7 +15,7 @@ pub enum ResponseBody {
     Full(Full<Bytes>),
     Stream(StreamBody),
     /// An upstream body relayed as it arrives.
-    Relay(tollgate_engine::exchange::http2::UpstreamIncoming),
+    Relay(tollgate_engine::exchange::upstream::UpstreamIncoming),
     /// Chunks a task of the gateway's writes (a slice of a file, an event stream).
     Channel(ChannelBody),
     /// A stream's events rewritten into another API's on their way to the consumer.

@@ -4,7 +4,7 @@
 //! flight; past that the worker opens another connection to it, rather than let calls wait
 //! for a stream while the vendor's server holds the rest (HTTP/2 servers commonly allow 100 to
 //! 256 streams on a connection). A call holds its stream from its request to the end of its
-//! answer's body ([`Held`], carried by [`UpstreamIncoming`]), so a stream relayed for minutes
+//! answer's body ([`Held`], carried by its `UpstreamIncoming`), so a stream relayed for minutes
 //! counts for minutes.
 //!
 //! Invariants:
@@ -18,15 +18,12 @@
 //!   did not process) fails as not sent: the engine tries another key or answers without a
 //!   charge.
 
-use super::upstream::UpstreamBody;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use super::upstream::{Failure, UpstreamBody, UpstreamIncoming};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower_service::Service;
 
@@ -50,7 +47,7 @@ struct Conn {
     /// Set once connected; a connection that failed to open is closed.
     send: tokio::sync::OnceCell<SendRequest<UpstreamBody>>,
     failed: std::sync::atomic::AtomicBool,
-    streams: Arc<AtomicUsize>,
+    streams: AtomicUsize,
     idle_since: Mutex<Instant>,
 }
 
@@ -60,24 +57,14 @@ impl Conn {
     }
 }
 
-/// Why an HTTP/2 request failed.
-pub enum Failure {
-    /// The connection did not open: nothing was sent.
-    Connect(String),
-    /// The vendor refused the stream (`REFUSED_STREAM`) or the connection closed before the
-    /// request went out: not processed.
-    NotSent(String),
-    /// Failed after the request may have reached the vendor.
-    Other(String),
-}
-
 impl Pool {
     pub fn new(connector: Connector) -> Pool {
         Pool { connector, origins: Mutex::default() }
     }
 
-    /// Sends `req` on a connection to its origin with a free stream (opening one if none has
-    /// one), and returns the answer holding that stream.
+    /// Sends `req` on a connection to its origin with fewer than `max_streams` (at least 1)
+    /// calls in flight, opening one if none has room, and returns the answer holding that
+    /// stream.
     pub async fn send(
         &self,
         req: http::Request<UpstreamBody>,
@@ -87,7 +74,7 @@ impl Pool {
             (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
             _ => return Err(Failure::Connect("the upstream URL has no host".into())),
         };
-        let key = (origin, max_streams.max(1));
+        let key = (origin, max_streams);
         let mut req = req;
         // Once more on another connection if this one closed before sending it.
         for attempt in 0..2 {
@@ -109,7 +96,7 @@ impl Pool {
                 Err(e) => return Err(Failure::Connect(e)),
             };
             match send.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(|body| UpstreamIncoming { body, _held: Some(held) })),
+                Ok(resp) => return Ok(resp.map(|body| UpstreamIncoming::held(body, held))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if attempt == 0 => req = unsent,
                     Some(_) => return Err(Failure::NotSent(e.into_error().to_string())),
@@ -145,7 +132,7 @@ impl Pool {
                 let c = Arc::new(Conn {
                     send: tokio::sync::OnceCell::new(),
                     failed: Default::default(),
-                    streams: Arc::default(),
+                    streams: AtomicUsize::new(0),
                     idle_since: Mutex::new(now),
                 });
                 conns.push(c.clone());
@@ -198,35 +185,6 @@ impl Drop for Held {
         if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.0.idle_since.lock().expect("never poisoned") = Instant::now();
         }
-    }
-}
-
-/// An upstream answer's body; over HTTP/2 it holds its stream until it is dropped.
-pub struct UpstreamIncoming {
-    body: Incoming,
-    _held: Option<Held>,
-}
-
-impl From<Incoming> for UpstreamIncoming {
-    fn from(body: Incoming) -> Self {
-        UpstreamIncoming { body, _held: None }
-    }
-}
-
-impl Body for UpstreamIncoming {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -211,7 +211,7 @@ pub enum Outcome {
     Stream { headers: Vec<wit::Header>, pending: Box<PendingStream> },
     /// An upstream response copied to the consumer as it is; `keyed` when it came from the
     /// channel's base URL with its key (only then does its status tell of the key).
-    Relay { response: http::Response<crate::exchange::http2::UpstreamIncoming>, keyed: bool },
+    Relay { response: http::Response<crate::exchange::upstream::UpstreamIncoming>, keyed: bool },
     /// The vendor accepted an asynchronous job (on `key_fingerprint`'s account).
     Submitted { task: wit::TaskSubmitted, key_fingerprint: String },
     /// A poll's news of a job.
@@ -398,7 +398,7 @@ async fn send(
     base_url: &str,
     req: &wit::UpstreamRequest,
     work: VendorWork,
-) -> Result<http::Response<crate::exchange::http2::UpstreamIncoming>, CallError> {
+) -> Result<http::Response<crate::exchange::upstream::UpstreamIncoming>, CallError> {
     let (base_url, key) = match req.key as usize {
         0 => (base_url, ctx.key.as_ref()),
         // Another key's credential is inserted by the host: a signing plugin has only its own.
@@ -455,7 +455,7 @@ pub fn is_fault(kind: wit::ErrorKind) -> bool {
 /// A stream whose upstream answered, waiting for the value that will end the call.
 pub struct PendingStream {
     pc: crate::plugin::PluginCall,
-    resp: http::Response<crate::exchange::http2::UpstreamIncoming>,
+    resp: http::Response<crate::exchange::upstream::UpstreamIncoming>,
     framing: wit::Framing,
     settings: stream::Settings,
     plugin: Arc<Plugin>,
@@ -473,7 +473,7 @@ impl PendingStream {
 /// Vendors such as MiniMax answer a streamed request that failed with a plain JSON error
 /// (HTTP 200); that body goes to `next()` for classification instead of the SSE decoder.
 fn answered_json_instead_of_events(
-    resp: &http::Response<crate::exchange::http2::UpstreamIncoming>,
+    resp: &http::Response<crate::exchange::upstream::UpstreamIncoming>,
     framing: &wit::Framing,
 ) -> bool {
     matches!(framing, wit::Framing::Sse)
@@ -486,7 +486,7 @@ fn answered_json_instead_of_events(
 
 /// Reads a whole upstream body, within the response timeout.
 async fn read_whole(
-    resp: http::Response<crate::exchange::http2::UpstreamIncoming>,
+    resp: http::Response<crate::exchange::upstream::UpstreamIncoming>,
     upstream: &Upstream,
 ) -> Result<wit::UpstreamResponse, CallError> {
     let status = resp.status().as_u16();

@@ -11,7 +11,7 @@
 //! never a silent clean end; a consumer that goes away, or stops reading for the write timeout,
 //! stops the upstream read. The end is reported once, with the usage seen, through `on_end`.
 
-use super::http2::UpstreamIncoming as Incoming;
+use super::upstream::UpstreamIncoming as Incoming;
 use super::{plugin_failure, CallError, OnStreamEnd, StreamReport};
 use crate::plugin::{wit, Plugin, PluginCall};
 use bytes::Bytes;

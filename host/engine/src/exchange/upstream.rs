@@ -8,13 +8,13 @@
 //! never waits on another thread's wake-up to reach its vendor (an HTTP/2 connection is a task
 //! of that runtime, which its calls wake).
 
-use super::http2::{self, UpstreamIncoming};
+use super::http2;
 use super::{form, CallError, ClientInput, VendorWork};
 use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::wit;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use hyper::body::{Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -98,9 +98,9 @@ impl Upstream {
             }
             clients.http1.request(request).await.map(|resp| resp.map(UpstreamIncoming::from)).map_err(|e| {
                 if e.is_connect() {
-                    http2::Failure::Connect(e.to_string())
+                    Failure::Connect(e.to_string())
                 } else {
-                    http2::Failure::Other(e.to_string())
+                    Failure::Other(e.to_string())
                 }
             })
         };
@@ -110,18 +110,18 @@ impl Upstream {
                 // A connection that never opened carried nothing, nor did a stream the vendor
                 // refused; a connection that failed later may have delivered the request.
                 Err(match failure {
-                    http2::Failure::Connect(e) => {
+                    Failure::Connect(e) => {
                         tracing::warn!(error = %e, base_url, "cannot connect to the upstream");
                         CallError::upstream(wit::ErrorKind::UpstreamFault, "cannot connect to the upstream")
                     }
-                    http2::Failure::NotSent(e) => {
+                    Failure::NotSent(e) => {
                         tracing::warn!(error = %e, base_url, "the upstream did not take the request");
                         CallError::upstream(
                             wit::ErrorKind::UpstreamFault,
                             "the upstream refused the request unprocessed",
                         )
                     }
-                    http2::Failure::Other(e) => {
+                    Failure::Other(e) => {
                         tracing::warn!(error = %e, base_url, "upstream request failed");
                         CallError::upstream(wit::ErrorKind::UpstreamFault, "the upstream connection failed")
                             .after(VendorWork::Unknown)
@@ -134,6 +134,52 @@ impl Upstream {
             )
             .after(VendorWork::Unknown)),
         }
+    }
+}
+
+/// Why an upstream request failed, as far as the vendor's work is concerned.
+pub enum Failure {
+    /// The connection did not open: nothing was sent.
+    Connect(String),
+    /// Not processed: an HTTP/2 stream the vendor refused (`REFUSED_STREAM`), or a request
+    /// its connection closed before sending.
+    NotSent(String),
+    /// Failed after the request may have reached the vendor.
+    Other(String),
+}
+
+/// An upstream answer's body; over HTTP/2 it holds its stream until it is dropped.
+pub struct UpstreamIncoming {
+    body: Incoming,
+    _held: Option<http2::Held>,
+}
+
+impl UpstreamIncoming {
+    pub(super) fn held(body: Incoming, held: http2::Held) -> Self {
+        UpstreamIncoming { body, _held: Some(held) }
+    }
+}
+
+impl From<Incoming> for UpstreamIncoming {
+    fn from(body: Incoming) -> Self {
+        UpstreamIncoming { body, _held: None }
+    }
+}
+
+impl Body for UpstreamIncoming {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
