@@ -173,6 +173,39 @@ fn a_cut_stream_ends_with_an_error_event_not_a_clean_end() {
 }
 
 #[test]
+fn a_stream_is_cut_when_its_upstream_goes_silent_not_while_it_keeps_sending() {
+    // Chunks 100 ms apart under a 250 ms silence limit: each chunk moves the limit on, so a
+    // stream longer than the limit ends cleanly. Chunks 400 ms apart: cut after the first
+    // (the role event, which comes with the head).
+    let paced = Mock::start_with(&["--chunk-delay-ms", "100"]);
+    let silent = Mock::start_with(&["--chunk-delay-ms", "400"]);
+    let config = format!(
+        "stream_idle_timeout_ms = 250\n{}{}",
+        channel("paced", "openai", &paced.url(), &["gpt-4o-mini"], &["up-key-1"]),
+        channel("silent", "openai", &silent.url(), &["gpt-4o"], &["up-key-1"])
+    );
+    let gw = Gateway::start("silence", &[("openai", "openai.wasm")], &config);
+    let auth = format!("Bearer {}", gw.key);
+
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+    let t = http::timed(&gw.addr, "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes());
+    assert_eq!(t.status, 200);
+    let (first, last) = (t.arrival_of("tok0").expect("first token"), t.arrival_of("[DONE]").expect("a clean end"));
+    assert!(last - first >= Duration::from_millis(300), "first token at {first:?}, end at {last:?}: not paced");
+
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    let t = http::timed(&gw.addr, "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes());
+    assert_eq!(t.status, 200);
+    let data = http::sse_data(&t.text());
+    assert!(data.first().is_some_and(|d| d.contains(r#""role":"assistant""#)), "{data:?}");
+    assert!(!data.iter().any(|d| d.contains("tok0") || d == "[DONE]"), "cut after the first event: {data:?}");
+    let last: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert!(last["error"]["message"].as_str().unwrap_or_default().contains("went silent"), "{data:?}");
+    let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    assert!(m.contains("tollgate_streams_interrupted_total 1"), "{m}");
+}
+
+#[test]
 fn a_channel_asking_for_http2_sends_whole_and_streamed_calls_over_it() {
     let mock = Mock::start_with(&["--chunk-delay-ms", "100"]);
     let h2 = channel("h2", "openai", &mock.url(), &["gpt-4o-mini"], &["up-key-1"]);

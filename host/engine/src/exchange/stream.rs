@@ -16,6 +16,7 @@ use super::{plugin_failure, CallError, OnStreamEnd, StreamReport};
 use crate::plugin::{wit, Plugin, PluginCall};
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -224,15 +225,23 @@ async fn pump(
     plugin: &Plugin,
     out: &mut Out,
 ) -> StreamReport {
+    // One timer for the whole stream, moved on as frames arrive: a later deadline is an
+    // atomic store, where a new timer per frame is an insert into the runtime's timer wheel
+    // and, at low load, a wake-up of its own driver (a syscall and another turn of its loop).
+    let silence = tokio::time::sleep(idle);
+    tokio::pin!(silence);
     let stop = match early {
         Some(stop) => stop,
         None => loop {
-            let polled = tokio::time::timeout(idle, std::future::poll_fn(|cx| Pin::new(&mut read.body).poll_frame(cx)));
+            let polled = std::future::poll_fn(|cx| match Pin::new(&mut read.body).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(Some(frame)),
+                Poll::Pending => silence.as_mut().poll(cx).map(|()| None),
+            });
             let taken = match polled.await {
-                Err(_) => {
+                None => {
                     break Stop::Cut(CallError::upstream(wit::ErrorKind::Timeout, "the upstream stream went silent"))
                 }
-                Ok(frame) => match took(Poll::Ready(frame), &mut read.framer) {
+                Some(frame) => match took(Poll::Ready(frame), &mut read.framer) {
                     Ok(taken) => taken.unwrap_or(0),
                     Err(stop) => break stop,
                 },
@@ -242,6 +251,8 @@ async fn pump(
             if let Some(stop) = read.burst(taken, &mut pc, plugin, out).await {
                 break stop;
             }
+            // Silence is counted from here, as a consumer slow to take the writes is not.
+            silence.as_mut().reset(tokio::time::Instant::now() + idle);
         },
     };
     let Read { mut framer, mut delivered, .. } = read;
