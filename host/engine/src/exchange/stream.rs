@@ -225,17 +225,25 @@ async fn pump(
     plugin: &Plugin,
     out: &mut Out,
 ) -> StreamReport {
-    // One timer for the whole stream, moved on as frames arrive: a later deadline is an
-    // atomic store, where a new timer per frame is an insert into the runtime's timer wheel
+    // One timer for the whole stream. Its deadline moves on after each delivery as a plain
+    // value, and the timer is only told when the stream must wait: a later deadline is then an
+    // atomic store, where a new timer per frame was an insert into the runtime's timer wheel
     // and, at low load, a wake-up of its own driver (a syscall and another turn of its loop).
-    let silence = tokio::time::sleep(idle);
+    // A burst that never waits never touches it.
+    let mut deadline = tokio::time::Instant::now() + idle;
+    let silence = tokio::time::sleep_until(deadline);
     tokio::pin!(silence);
     let stop = match early {
         Some(stop) => stop,
         None => loop {
             let polled = std::future::poll_fn(|cx| match Pin::new(&mut read.body).poll_frame(cx) {
                 Poll::Ready(frame) => Poll::Ready(Some(frame)),
-                Poll::Pending => silence.as_mut().poll(cx).map(|()| None),
+                Poll::Pending => {
+                    if silence.deadline() != deadline {
+                        silence.as_mut().reset(deadline);
+                    }
+                    silence.as_mut().poll(cx).map(|()| None)
+                }
             });
             let taken = match polled.await {
                 None => {
@@ -252,7 +260,7 @@ async fn pump(
                 break stop;
             }
             // Silence is counted from here, as a consumer slow to take the writes is not.
-            silence.as_mut().reset(tokio::time::Instant::now() + idle);
+            deadline = tokio::time::Instant::now() + idle;
         },
     };
     let Read { mut framer, mut delivered, .. } = read;
@@ -320,7 +328,7 @@ async fn take_ready(body: &mut Incoming, framer: &mut Framer, mut taken: usize) 
         if taken >= BURST_BYTES {
             break;
         }
-        tokio::task::yield_now().await;
+        woken_first().await;
         // Polled with a waker that does nothing: on `Pending`, the caller polls again with its
         // own before it waits, so no wake-up is lost.
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -331,6 +339,23 @@ async fn take_ready(body: &mut Incoming, framer: &mut Framer, mut taken: usize) 
         }
     }
     None
+}
+
+/// Lets the tasks already woken run before this one goes on: the upstream connection's task,
+/// woken when the body was polled, decodes the next frame it has read. The task wakes itself
+/// and goes to the back of its thread's queue. `tokio::task::yield_now` would instead wait
+/// for the runtime to poll its I/O driver, a syscall per frame of a burst.
+async fn woken_first() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 /// A polled frame fed to `framer`: the bytes it brought (`None` when there was none yet), or
