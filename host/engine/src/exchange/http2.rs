@@ -14,9 +14,9 @@
 //! - a connection is dropped from the pool once closed (by the vendor, or after a failed
 //!   connect) and once idle for `IDLE`; its driver task ends when it closes;
 //! - a request the connection did not send (it closed first) is sent once more on another
-//!   connection; one the vendor refused with `REFUSED_STREAM` (which RFC 9113 §8.7 says it
-//!   did not process) fails as not sent: the engine tries another key or answers without a
-//!   charge.
+//!   connection; one the vendor refused with `REFUSED_STREAM`, or whose stream is past the
+//!   last one a GOAWAY named (both of which RFC 9113 §8.7 says it did not process), fails as
+//!   not sent: the engine tries another key or answers without a charge.
 
 use super::upstream::{Failure, UpstreamBody, UpstreamIncoming};
 use hyper::client::conn::http2::SendRequest;
@@ -102,7 +102,7 @@ impl Pool {
                     Some(_) => return Err(Failure::NotSent(e.into_error().to_string())),
                     None => {
                         let error = e.into_error();
-                        return Err(if refused(&error) {
+                        return Err(if not_processed(&error) {
                             Failure::NotSent(error.to_string())
                         } else {
                             Failure::Other(error.to_string())
@@ -165,12 +165,15 @@ impl Pool {
     }
 }
 
-/// Whether the vendor refused the request's stream: RFC 9113 §8.7 says it was not processed.
-fn refused(e: &hyper::Error) -> bool {
+/// Whether the vendor said it did not process the request's stream (RFC 9113 §8.7): it
+/// refused the stream (`REFUSED_STREAM`), or its GOAWAY named a last stream below this one (h2
+/// fails only those streams with the GOAWAY's error; a stream the GOAWAY covers that the
+/// connection then drops fails as a broken pipe).
+fn not_processed(e: &hyper::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            return h2.is_remote() && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
         }
         source = s.source();
     }
@@ -233,6 +236,72 @@ mod tests {
         assert!(matches!(pool.send(post(&refusing), 100).await, Err(Failure::NotSent(_))));
         let failing = resetting_server(h2::Reason::INTERNAL_ERROR).await;
         assert!(matches!(pool.send(post(&failing), 100).await, Err(Failure::Other(_))));
+    }
+
+    /// A server speaking just enough HTTP/2, by hand, to answer a connection's first request
+    /// with a GOAWAY naming `last_stream_id` (NO_ERROR) and then close the connection.
+    async fn going_away_server(last_stream_id: u32) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut preface = [0u8; 24];
+                    if tcp.read_exact(&mut preface).await.is_err() {
+                        return;
+                    }
+                    // An empty SETTINGS frame; the client's SETTINGS acknowledged; on its first
+                    // HEADERS (the request's stream), the GOAWAY.
+                    let _ = tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                    loop {
+                        let mut head = [0u8; 9];
+                        if tcp.read_exact(&mut head).await.is_err() {
+                            return;
+                        }
+                        let mut payload = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+                        if tcp.read_exact(&mut payload).await.is_err() {
+                            return;
+                        }
+                        match (head[3], head[4] & 1) {
+                            (4, 0) => {
+                                let _ = tcp.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                            }
+                            (1, _) => break,
+                            _ => {}
+                        }
+                    }
+                    let mut goaway = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
+                    goaway.extend_from_slice(&last_stream_id.to_be_bytes());
+                    goaway.extend_from_slice(&0u32.to_be_bytes());
+                    let _ = tcp.write_all(&goaway).await;
+                    let _ = tcp.shutdown().await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_stream_past_a_goaway_was_not_sent_and_one_it_covers_may_have_been() {
+        let pool = pool();
+        // The call's stream is 1: a GOAWAY naming stream 0 says it was not processed.
+        let turned_away = going_away_server(0).await;
+        let r = pool.send(post(&turned_away), 100).await;
+        assert!(matches!(r, Err(Failure::NotSent(_))), "{}", outcome(&r));
+        // Naming stream 1 says it was taken; the connection then closed under it.
+        let cut = going_away_server(1).await;
+        let r = pool.send(post(&cut), 100).await;
+        assert!(matches!(r, Err(Failure::Other(_))), "{}", outcome(&r));
+    }
+
+    fn outcome(r: &Result<http::Response<UpstreamIncoming>, Failure>) -> String {
+        match r {
+            Ok(resp) => format!("answered {}", resp.status()),
+            Err(Failure::Connect(e)) => format!("connect: {e}"),
+            Err(Failure::NotSent(e)) => format!("not sent: {e}"),
+            Err(Failure::Other(e)) => format!("other: {e}"),
+        }
     }
 
     #[tokio::test]
