@@ -22,8 +22,10 @@ use super::upstream::{Failure, UpstreamBody, UpstreamIncoming};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower_service::Service;
 
@@ -46,6 +48,9 @@ pub struct Pool {
 struct Conn {
     /// Set once connected; a connection that failed to open is closed.
     send: tokio::sync::OnceCell<SendRequest<UpstreamBody>>,
+    /// What the server's first bytes were (`Preface`): 0 until they arrived, then `PEER_HTTP2`
+    /// or `PEER_OTHER`.
+    peer: Arc<AtomicU8>,
     failed: std::sync::atomic::AtomicBool,
     streams: AtomicUsize,
     idle_since: Mutex<Instant>,
@@ -85,7 +90,7 @@ impl Pool {
                 if conn.failed.load(Ordering::Acquire) {
                     return Err("the connection to the upstream failed".to_string());
                 }
-                let opened = self.connect(&key.0).await;
+                let opened = self.connect(&key.0, conn.peer.clone()).await;
                 if opened.is_err() {
                     conn.failed.store(true, Ordering::Release);
                 }
@@ -102,7 +107,10 @@ impl Pool {
                     Some(_) => return Err(Failure::NotSent(e.into_error().to_string())),
                     None => {
                         let error = e.into_error();
-                        return Err(if not_processed(&error) {
+                        // A server whose first bytes were not HTTP/2's could not read the
+                        // request (an HTTP/1.1 server answers the preface with an error).
+                        let not_http2 = conn.peer.load(Ordering::Acquire) == PEER_OTHER;
+                        return Err(if not_http2 || not_processed(&error) {
                             Failure::NotSent(error.to_string())
                         } else {
                             Failure::Other(error.to_string())
@@ -132,6 +140,7 @@ impl Pool {
                 let c = Arc::new(Conn {
                     send: tokio::sync::OnceCell::new(),
                     failed: Default::default(),
+                    peer: Arc::default(),
                     streams: AtomicUsize::new(0),
                     idle_since: Mutex::new(now),
                 });
@@ -146,11 +155,11 @@ impl Pool {
     }
 
     /// Opens a connection to `origin` and drives it in a task of this thread's runtime.
-    async fn connect(&self, origin: &str) -> Result<SendRequest<UpstreamBody>, String> {
+    async fn connect(&self, origin: &str, peer: Arc<AtomicU8>) -> Result<SendRequest<UpstreamBody>, String> {
         let uri: http::Uri = origin.parse().map_err(|e| format!("{e}"))?;
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("{e}"))?;
-        let io = connector.call(uri).await.map_err(|e| format!("{e}"))?;
+        let io = Preface::watch(connector.call(uri).await.map_err(|e| format!("{e}"))?, peer);
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake::<_, UpstreamBody>(io)
@@ -178,6 +187,77 @@ fn not_processed(e: &hyper::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// A connection's I/O, watched until the server's first 9 bytes have arrived: an HTTP/2
+/// server's first frame is its SETTINGS (RFC 9113 §3.4). Sets `peer` to `PEER_HTTP2` or
+/// `PEER_OTHER` once they have; passes everything through unchanged.
+struct Preface<T> {
+    io: T,
+    head: [u8; 9],
+    seen: usize,
+    peer: Arc<AtomicU8>,
+}
+
+/// What a connection's server sent first (`Conn::peer`): not all of a frame's head yet (0),
+/// an HTTP/2 SETTINGS frame's head, or something else.
+const PEER_HTTP2: u8 = 1;
+const PEER_OTHER: u8 = 2;
+
+impl<T> Preface<T> {
+    fn watch(io: T, peer: Arc<AtomicU8>) -> Preface<T> {
+        Preface { io, head: [0; 9], seen: 0, peer }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Preface<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.seen == self.head.len() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        // Until the head has arrived, read through a buffer of our own to see the bytes.
+        let mut bytes = vec![0; buf.remaining().min(16 << 10)];
+        let mut read = hyper::rt::ReadBuf::new(&mut bytes);
+        std::task::ready!(Pin::new(&mut self.io).poll_read(cx, read.unfilled()))?;
+        let got = read.filled();
+        let me = &mut *self;
+        let take = got.len().min(me.head.len() - me.seen);
+        me.head[me.seen..me.seen + take].copy_from_slice(&got[..take]);
+        me.seen += take;
+        if me.seen == me.head.len() {
+            let h = &me.head;
+            let settings = h[3] == 4 && h[4] & 1 == 0 && u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]) == 0;
+            me.peer.store(if settings { PEER_HTTP2 } else { PEER_OTHER }, Ordering::Release);
+        }
+        buf.put_slice(got);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Preface<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
 }
 
 /// A call's stream on its connection, counted until dropped.
@@ -302,6 +382,28 @@ mod tests {
             Err(Failure::NotSent(e)) => format!("not sent: {e}"),
             Err(Failure::Other(e)) => format!("other: {e}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_speak_http2_never_read_the_request() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An HTTP/1.1 server: HTTP/2's preface is a bad request to it. It closes as servers
+        // do (nginx's lingering close): its side first, then it reads what else comes, so
+        // that its answer is not lost to a reset.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut some = [0u8; 64];
+                let _ = tcp.read(&mut some).await;
+                let _ =
+                    tcp.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                let _ = tcp.shutdown().await;
+                tokio::spawn(async move { while matches!(tcp.read(&mut some).await, Ok(n) if n > 0) {} });
+            }
+        });
+        let r = pool().send(post(&origin), 100).await;
+        assert!(matches!(r, Err(Failure::NotSent(_))), "{}", outcome(&r));
     }
 
     #[tokio::test]
