@@ -15,8 +15,9 @@
 //!   connect) and once idle for `IDLE`; its driver task ends when it closes;
 //! - a request the connection did not send (it closed first) is sent once more on another
 //!   connection; one the vendor refused with `REFUSED_STREAM`, or whose stream is past the
-//!   last one a GOAWAY named (both of which RFC 9113 §8.7 says it did not process), fails as
-//!   not sent: the engine tries another key or answers without a charge.
+//!   last one a GOAWAY named (both of which RFC 9113 §8.7 says it did not process), or one on
+//!   a connection whose server answered in HTTP/1 (it cannot have read HTTP/2), fails as not
+//!   sent: the engine tries another key or answers without a charge.
 
 use super::upstream::{Failure, UpstreamBody, UpstreamIncoming};
 use hyper::client::conn::http2::SendRequest;
@@ -48,8 +49,7 @@ pub struct Pool {
 struct Conn {
     /// Set once connected; a connection that failed to open is closed.
     send: tokio::sync::OnceCell<SendRequest<UpstreamBody>>,
-    /// What the server's first bytes were (`Preface`): 0 until they arrived, then `PEER_HTTP2`
-    /// or `PEER_OTHER`.
+    /// `PEER_HTTP1` once the server's first bytes were an HTTP/1 status line (`Preface`).
     peer: Arc<AtomicU8>,
     failed: std::sync::atomic::AtomicBool,
     streams: AtomicUsize,
@@ -107,9 +107,9 @@ impl Pool {
                     Some(_) => return Err(Failure::NotSent(e.into_error().to_string())),
                     None => {
                         let error = e.into_error();
-                        // A server whose first bytes were not HTTP/2's could not read the
-                        // request (an HTTP/1.1 server answers the preface with an error).
-                        let not_http2 = conn.peer.load(Ordering::Acquire) == PEER_OTHER;
+                        // A server that answered in HTTP/1 could not read the request (it
+                        // answers HTTP/2's preface with an error).
+                        let not_http2 = conn.peer.load(Ordering::Acquire) == PEER_HTTP1;
                         return Err(if not_http2 || not_processed(&error) {
                             Failure::NotSent(error.to_string())
                         } else {
@@ -177,21 +177,29 @@ impl Pool {
 /// Whether the vendor said it did not process the request's stream (RFC 9113 §8.7): it
 /// refused the stream (`REFUSED_STREAM`), or its GOAWAY named a last stream below this one (h2
 /// fails only those streams with the GOAWAY's error; a stream the GOAWAY covers that the
-/// connection then drops fails as a broken pipe).
+/// connection then drops fails as a broken pipe). The GOAWAY reading holds only where the
+/// connection's task and hyper's dispatch take turns on one thread (the request workers): on
+/// a multi-threaded runtime hyper can report a GOAWAY that arrived after it handed the stream
+/// over, for a stream the GOAWAY covers.
 fn not_processed(e: &hyper::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.is_remote() && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+            let one_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+            return h2.is_remote()
+                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && one_thread));
         }
         source = s.source();
     }
     false
 }
 
-/// A connection's I/O, watched until the server's first 9 bytes have arrived: an HTTP/2
-/// server's first frame is its SETTINGS (RFC 9113 §3.4). Sets `peer` to `PEER_HTTP2` or
-/// `PEER_OTHER` once they have; passes everything through unchanged.
+/// A connection's I/O, watched until the server's first 9 bytes have arrived; sets `peer` to
+/// `PEER_HTTP1` if they begin an HTTP/1 status line (`HTTP/1.`), which as an HTTP/2 frame
+/// head is longer than any frame h2 accepts, so none of it can have been read as HTTP/2.
+/// Anything else (an HTTP/2 server's SETTINGS, or a server that opens otherwise) proves
+/// nothing. Passes every byte through unchanged.
 struct Preface<T> {
     io: T,
     head: [u8; 9],
@@ -199,10 +207,8 @@ struct Preface<T> {
     peer: Arc<AtomicU8>,
 }
 
-/// What a connection's server sent first (`Conn::peer`): not all of a frame's head yet (0),
-/// an HTTP/2 SETTINGS frame's head, or something else.
-const PEER_HTTP2: u8 = 1;
-const PEER_OTHER: u8 = 2;
+/// `Conn::peer` of a server whose first bytes were an HTTP/1 status line.
+const PEER_HTTP1: u8 = 1;
 
 impl<T> Preface<T> {
     fn watch(io: T, peer: Arc<AtomicU8>) -> Preface<T> {
@@ -228,10 +234,8 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Preface<T> {
         let take = got.len().min(me.head.len() - me.seen);
         me.head[me.seen..me.seen + take].copy_from_slice(&got[..take]);
         me.seen += take;
-        if me.seen == me.head.len() {
-            let h = &me.head;
-            let settings = h[3] == 4 && h[4] & 1 == 0 && u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]) == 0;
-            me.peer.store(if settings { PEER_HTTP2 } else { PEER_OTHER }, Ordering::Release);
+        if me.seen == me.head.len() && me.head.starts_with(b"HTTP/1.") {
+            me.peer.store(PEER_HTTP1, Ordering::Release);
         }
         buf.put_slice(got);
         Poll::Ready(Ok(()))
@@ -356,6 +360,10 @@ mod tests {
                     goaway.extend_from_slice(&0u32.to_be_bytes());
                     let _ = tcp.write_all(&goaway).await;
                     let _ = tcp.shutdown().await;
+                    // What else the client sends is read, so that no reset can overtake the
+                    // GOAWAY.
+                    let mut rest = [0u8; 1024];
+                    while matches!(tcp.read(&mut rest).await, Ok(n) if n > 0) {}
                 });
             }
         });

@@ -108,7 +108,8 @@ impl Upstream {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(failure)) => {
                 // A connection that never opened carried nothing, nor did a stream the vendor
-                // refused; a connection that failed later may have delivered the request.
+                // said it did not process; a connection that failed later may have delivered
+                // the request.
                 Err(match failure {
                     Failure::Connect(e) => {
                         tracing::warn!(error = %e, base_url, "cannot connect to the upstream");
@@ -141,8 +142,9 @@ impl Upstream {
 pub enum Failure {
     /// The connection did not open: nothing was sent.
     Connect(String),
-    /// Not processed: an HTTP/2 stream the vendor refused (`REFUSED_STREAM`), or a request
-    /// its connection closed before sending.
+    /// Not processed: an HTTP/2 stream the vendor refused (`REFUSED_STREAM`) or that was past
+    /// its GOAWAY's last stream, a request its connection closed before sending, or one on a
+    /// connection whose server answered in HTTP/1 (see `http2::not_processed`, `Preface`).
     NotSent(String),
     /// Failed after the request may have reached the vendor.
     Other(String),
