@@ -24,7 +24,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -49,8 +49,8 @@ pub struct Pool {
 struct Conn {
     /// Set once connected; a connection that failed to open is closed.
     send: tokio::sync::OnceCell<SendRequest<UpstreamBody>>,
-    /// `PEER_HTTP1` once the server's first bytes were an HTTP/1 status line (`Preface`).
-    peer: Arc<AtomicU8>,
+    /// Set once the server's first bytes were an HTTP/1 status line (`Preface`).
+    answered_http1: Arc<AtomicBool>,
     failed: std::sync::atomic::AtomicBool,
     streams: AtomicUsize,
     idle_since: Mutex<Instant>,
@@ -90,7 +90,7 @@ impl Pool {
                 if conn.failed.load(Ordering::Acquire) {
                     return Err("the connection to the upstream failed".to_string());
                 }
-                let opened = self.connect(&key.0, conn.peer.clone()).await;
+                let opened = self.connect(&key.0, conn.answered_http1.clone()).await;
                 if opened.is_err() {
                     conn.failed.store(true, Ordering::Release);
                 }
@@ -109,7 +109,7 @@ impl Pool {
                         let error = e.into_error();
                         // A server that answered in HTTP/1 could not read the request (it
                         // answers HTTP/2's preface with an error).
-                        let not_http2 = conn.peer.load(Ordering::Acquire) == PEER_HTTP1;
+                        let not_http2 = conn.answered_http1.load(Ordering::Acquire);
                         return Err(if not_http2 || not_processed(&error) {
                             Failure::NotSent(error.to_string())
                         } else {
@@ -140,7 +140,7 @@ impl Pool {
                 let c = Arc::new(Conn {
                     send: tokio::sync::OnceCell::new(),
                     failed: Default::default(),
-                    peer: Arc::default(),
+                    answered_http1: Arc::default(),
                     streams: AtomicUsize::new(0),
                     idle_since: Mutex::new(now),
                 });
@@ -155,11 +155,15 @@ impl Pool {
     }
 
     /// Opens a connection to `origin` and drives it in a task of this thread's runtime.
-    async fn connect(&self, origin: &str, peer: Arc<AtomicU8>) -> Result<SendRequest<UpstreamBody>, String> {
+    async fn connect(
+        &self,
+        origin: &str,
+        answered_http1: Arc<AtomicBool>,
+    ) -> Result<SendRequest<UpstreamBody>, String> {
         let uri: http::Uri = origin.parse().map_err(|e| format!("{e}"))?;
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("{e}"))?;
-        let io = Preface::watch(connector.call(uri).await.map_err(|e| format!("{e}"))?, peer);
+        let io = Preface::watch(connector.call(uri).await.map_err(|e| format!("{e}"))?, answered_http1);
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake::<_, UpstreamBody>(io)
@@ -195,8 +199,8 @@ fn not_processed(e: &hyper::Error) -> bool {
     false
 }
 
-/// A connection's I/O, watched until the server's first 9 bytes have arrived; sets `peer` to
-/// `PEER_HTTP1` if they begin an HTTP/1 status line (`HTTP/1.`), which as an HTTP/2 frame
+/// A connection's I/O, watched until the server's first 9 bytes have arrived; sets
+/// `answered_http1` if they begin an HTTP/1 status line (`HTTP/1.`), which as an HTTP/2 frame
 /// head is longer than any frame h2 accepts, so none of it can have been read as HTTP/2.
 /// Anything else (an HTTP/2 server's SETTINGS, or a server that opens otherwise) proves
 /// nothing. Passes every byte through unchanged.
@@ -204,15 +208,12 @@ struct Preface<T> {
     io: T,
     head: [u8; 9],
     seen: usize,
-    peer: Arc<AtomicU8>,
+    answered_http1: Arc<AtomicBool>,
 }
 
-/// `Conn::peer` of a server whose first bytes were an HTTP/1 status line.
-const PEER_HTTP1: u8 = 1;
-
 impl<T> Preface<T> {
-    fn watch(io: T, peer: Arc<AtomicU8>) -> Preface<T> {
-        Preface { io, head: [0; 9], seen: 0, peer }
+    fn watch(io: T, answered_http1: Arc<AtomicBool>) -> Preface<T> {
+        Preface { io, head: [0; 9], seen: 0, answered_http1 }
     }
 }
 
@@ -235,7 +236,7 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Preface<T> {
         me.head[me.seen..me.seen + take].copy_from_slice(&got[..take]);
         me.seen += take;
         if me.seen == me.head.len() && me.head.starts_with(b"HTTP/1.") {
-            me.peer.store(PEER_HTTP1, Ordering::Release);
+            me.answered_http1.store(true, Ordering::Release);
         }
         buf.put_slice(got);
         Poll::Ready(Ok(()))
