@@ -13,11 +13,15 @@
 //!   server queues or refuses it);
 //! - a connection is dropped from the pool once closed (by the vendor, or after a failed
 //!   connect) and once idle for `IDLE`; its driver task ends when it closes;
-//! - a request the connection did not send (it closed first) is sent once more on another
-//!   connection; one the vendor refused with `REFUSED_STREAM`, or whose stream is past the
-//!   last one a GOAWAY named (both of which RFC 9113 §8.7 says it did not process), or one on
-//!   a connection whose server answered in HTTP/1 (it cannot have read HTTP/2), fails as not
-//!   sent: the engine tries another key or answers without a charge.
+//! - a request is sent at most twice, the second time on another connection, and only when
+//!   the first did not reach the vendor: its connection closed before sending it, or its
+//!   stream is past the last one the server's GOAWAY named (RFC 9113 §8.7: not processed;
+//!   servers send GOAWAY routinely, after a number of requests or on a graceful restart). A
+//!   connection whose server sent GOAWAY takes no new call;
+//! - a request that still did not reach the vendor (a second GOAWAY, or the vendor refused its
+//!   stream with `REFUSED_STREAM`, or its connection's server answered in HTTP/1 and cannot
+//!   have read HTTP/2) fails as not sent: the engine tries another key or answers without a
+//!   charge. Any other failure after sending may have reached the vendor.
 
 use super::upstream::{Failure, UpstreamBody, UpstreamIncoming};
 use hyper::client::conn::http2::SendRequest;
@@ -51,14 +55,15 @@ struct Conn {
     send: tokio::sync::OnceCell<SendRequest<UpstreamBody>>,
     /// Set once the server's first bytes were an HTTP/1 status line (`Preface`).
     answered_http1: Arc<AtomicBool>,
-    failed: std::sync::atomic::AtomicBool,
+    /// Set once the connection failed to open or its server sent GOAWAY: no new call picks it.
+    retired: AtomicBool,
     streams: AtomicUsize,
     idle_since: Mutex<Instant>,
 }
 
 impl Conn {
     fn closed(&self) -> bool {
-        self.failed.load(Ordering::Acquire) || self.send.get().is_some_and(SendRequest::is_closed)
+        self.retired.load(Ordering::Acquire) || self.send.get().is_some_and(SendRequest::is_closed)
     }
 }
 
@@ -81,18 +86,19 @@ impl Pool {
         };
         let key = (origin, max_streams);
         let mut req = req;
-        // Once more on another connection if this one closed before sending it.
+        // A copy for a second attempt after a GOAWAY (the body's bytes are shared, not copied).
+        let mut spare = Some(copy(&req));
         for attempt in 0..2 {
             let (conn, held) = self.pick(&key);
             // Calls waiting for the same new connection open it one at a time: once it
             // failed, the others fail at once instead of each trying again.
             let opened = conn.send.get_or_try_init(|| async {
-                if conn.failed.load(Ordering::Acquire) {
+                if conn.retired.load(Ordering::Acquire) {
                     return Err("the connection to the upstream failed".to_string());
                 }
                 let opened = self.connect(&key.0, conn.answered_http1.clone()).await;
                 if opened.is_err() {
-                    conn.failed.store(true, Ordering::Release);
+                    conn.retired.store(true, Ordering::Release);
                 }
                 opened
             });
@@ -100,23 +106,33 @@ impl Pool {
                 Ok(send) => send.clone(),
                 Err(e) => return Err(Failure::Connect(e)),
             };
-            match send.try_send_request(req).await {
+            let error = match send.try_send_request(req).await {
                 Ok(resp) => return Ok(resp.map(|body| UpstreamIncoming::held(body, held))),
                 Err(mut e) => match e.take_message() {
-                    Some(unsent) if attempt == 0 => req = unsent,
-                    Some(_) => return Err(Failure::NotSent(e.into_error().to_string())),
-                    None => {
-                        let error = e.into_error();
-                        // A server that answered in HTTP/1 could not read the request (it
-                        // answers HTTP/2's preface with an error).
-                        let not_http2 = conn.answered_http1.load(Ordering::Acquire);
-                        return Err(if not_http2 || not_processed(&error) {
-                            Failure::NotSent(error.to_string())
-                        } else {
-                            Failure::Other(error.to_string())
-                        });
+                    // The connection closed before sending it.
+                    Some(unsent) if attempt == 0 => {
+                        req = unsent;
+                        continue;
                     }
+                    Some(_) => return Err(Failure::NotSent(e.into_error().to_string())),
+                    None => e.into_error(),
                 },
+            };
+            // A server that answered in HTTP/1 could not read the request (it answers HTTP/2's
+            // preface with an error).
+            if conn.answered_http1.load(Ordering::Acquire) {
+                return Err(Failure::NotSent(error.to_string()));
+            }
+            match unprocessed(&error) {
+                Some(Unprocessed::PastGoaway) => {
+                    conn.retired.store(true, Ordering::Release);
+                    match spare.take() {
+                        Some(again) if attempt == 0 => req = again,
+                        _ => return Err(Failure::NotSent(error.to_string())),
+                    }
+                }
+                Some(Unprocessed::Refused) => return Err(Failure::NotSent(error.to_string())),
+                None => return Err(Failure::Other(error.to_string())),
             }
         }
         unreachable!("the loop returns on its second attempt")
@@ -139,7 +155,7 @@ impl Pool {
             None if conns.len() < MAX_CONNECTIONS => {
                 let c = Arc::new(Conn {
                     send: tokio::sync::OnceCell::new(),
-                    failed: Default::default(),
+                    retired: AtomicBool::new(false),
                     answered_http1: Arc::default(),
                     streams: AtomicUsize::new(0),
                     idle_since: Mutex::new(now),
@@ -178,25 +194,48 @@ impl Pool {
     }
 }
 
-/// Whether the vendor said it did not process the request's stream (RFC 9113 §8.7): it
-/// refused the stream (`REFUSED_STREAM`), or its GOAWAY named a last stream below this one (h2
-/// fails only those streams with the GOAWAY's error; a stream the GOAWAY covers that the
-/// connection then drops fails as a broken pipe). The GOAWAY reading holds only where the
-/// connection's task and hyper's dispatch take turns on one thread (the request workers): on
-/// a multi-threaded runtime hyper can report a GOAWAY that arrived after it handed the stream
-/// over, for a stream the GOAWAY covers.
-fn not_processed(e: &hyper::Error) -> bool {
+/// Why the vendor did not process a request's stream (RFC 9113 §8.7), as its server said.
+enum Unprocessed {
+    /// It refused the stream (`REFUSED_STREAM`).
+    Refused,
+    /// Its GOAWAY named a last stream below this one.
+    PastGoaway,
+}
+
+/// Whether the vendor said it did not process the request's stream, and how. h2 fails with
+/// the GOAWAY's error only the streams past the last one it names; a stream the GOAWAY covers
+/// that the connection then drops fails as a broken pipe. The GOAWAY reading holds only where
+/// the connection's task and hyper's dispatch take turns on one thread (the request workers):
+/// on a multi-threaded runtime hyper can report a GOAWAY that arrived after it handed the
+/// stream over, for a stream the GOAWAY covers.
+fn unprocessed(e: &hyper::Error) -> Option<Unprocessed> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            if !h2.is_remote() {
+                return None;
+            }
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Some(Unprocessed::Refused);
+            }
             let one_thread = tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-            return h2.is_remote()
-                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && one_thread));
+            return (h2.is_go_away() && one_thread).then_some(Unprocessed::PastGoaway);
         }
         source = s.source();
     }
-    false
+    None
+}
+
+/// A copy of a request not yet sent: method, URI, version, headers and body (whose bytes are
+/// shared). Extensions are not copied: the upstream client sets none.
+fn copy(req: &http::Request<UpstreamBody>) -> http::Request<UpstreamBody> {
+    let mut again = http::Request::new(req.body().clone());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
 }
 
 /// A connection's I/O, watched until the server's first 9 bytes have arrived; sets
@@ -324,13 +363,21 @@ mod tests {
     }
 
     /// A server speaking just enough HTTP/2, by hand, to answer a connection's first request
-    /// with a GOAWAY naming `last_stream_id` (NO_ERROR) and then close the connection.
-    async fn going_away_server(last_stream_id: u32) -> String {
+    /// with a GOAWAY naming `last_stream_id` (NO_ERROR) and then close the connection. With
+    /// `answer_later`, only its first connection does that, and later ones (real HTTP/2) answer
+    /// 200 with the request's body. Also returns the count of connections it accepted.
+    async fn going_away_server(last_stream_id: u32, answer_later: bool) -> (String, Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
+                if counted.fetch_add(1, Ordering::AcqRel) > 0 && answer_later {
+                    tokio::spawn(echo(tcp));
+                    continue;
+                }
                 tokio::spawn(async move {
                     let mut preface = [0u8; 24];
                     if tcp.read_exact(&mut preface).await.is_err() {
@@ -368,20 +415,62 @@ mod tests {
                 });
             }
         });
-        format!("http://{addr}")
+        (format!("http://{addr}"), accepted)
+    }
+
+    /// Serves one HTTP/2 connection: each request is answered 200 with its own body.
+    async fn echo(tcp: tokio::net::TcpStream) {
+        let mut conn = h2::server::handshake(tcp).await.unwrap();
+        while let Some(Ok((req, mut respond))) = conn.accept().await {
+            tokio::spawn(async move {
+                let mut body = req.into_body();
+                let mut got = Vec::new();
+                while let Some(Ok(chunk)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    got.extend_from_slice(&chunk);
+                }
+                let mut send = respond.send_response(http::Response::new(()), false).unwrap();
+                send.send_data(got.into(), true).unwrap();
+            });
+        }
     }
 
     #[tokio::test]
     async fn a_stream_past_a_goaway_was_not_sent_and_one_it_covers_may_have_been() {
         let pool = pool();
-        // The call's stream is 1: a GOAWAY naming stream 0 says it was not processed.
-        let turned_away = going_away_server(0).await;
+        // The call's stream is 1: a GOAWAY naming stream 0 says it was not processed. It is
+        // sent once more, on a new connection; turned away again, it fails as not sent.
+        let (turned_away, accepted) = going_away_server(0, false).await;
         let r = pool.send(post(&turned_away), 100).await;
         assert!(matches!(r, Err(Failure::NotSent(_))), "{}", outcome(&r));
-        // Naming stream 1 says it was taken; the connection then closed under it.
-        let cut = going_away_server(1).await;
+        assert_eq!(accepted.load(Ordering::Acquire), 2);
+        // Naming stream 1 says it was taken; the connection then closed under it: not sent
+        // again.
+        let (cut, accepted) = going_away_server(1, false).await;
         let r = pool.send(post(&cut), 100).await;
         assert!(matches!(r, Err(Failure::Other(_))), "{}", outcome(&r));
+        assert_eq!(accepted.load(Ordering::Acquire), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_a_goaway_turned_away_is_sent_again_whole_on_a_new_connection() {
+        use http_body_util::BodyExt;
+        let pool = pool();
+        let (origin, accepted) = going_away_server(0, true).await;
+        let body = UpstreamBody::whole(bytes::Bytes::from_static(br#"{"model":"m","n":1}"#));
+        let req = http::Request::post(format!("{origin}/v1/chat/completions")).body(body).unwrap();
+        let resp = match pool.send(req, 100).await {
+            Ok(resp) => resp,
+            r => panic!("{}", outcome(&r)),
+        };
+        assert_eq!(resp.status(), 200);
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], br#"{"model":"m","n":1}"#);
+        assert_eq!(accepted.load(Ordering::Acquire), 2);
+        // The connection that went away takes no new call; the new one takes the next.
+        let again = pool.send(post(&origin), 100).await;
+        assert!(matches!(&again, Ok(r) if r.status() == 200), "{}", outcome(&again));
+        assert_eq!(accepted.load(Ordering::Acquire), 2);
     }
 
     fn outcome(r: &Result<http::Response<UpstreamIncoming>, Failure>) -> String {

@@ -143,8 +143,8 @@ pub enum Failure {
     /// The connection did not open: nothing was sent.
     Connect(String),
     /// Not processed: an HTTP/2 stream the vendor refused (`REFUSED_STREAM`) or that was past
-    /// its GOAWAY's last stream, a request its connection closed before sending, or one on a
-    /// connection whose server answered in HTTP/1 (see `http2::not_processed`, `Preface`).
+    /// its GOAWAY's last stream (twice: see `http2`), a request its connection closed before
+    /// sending, or one on a connection whose server answered in HTTP/1 (`http2::Preface`).
     NotSent(String),
     /// Failed after the request may have reached the vendor.
     Other(String),
@@ -264,7 +264,8 @@ pub(crate) fn build(
 }
 
 /// An upstream request body: whole, or pieces sent in turn (a form whose files are the
-/// consumer's own bytes, shared rather than copied).
+/// consumer's own bytes, shared rather than copied). A clone shares the bytes.
+#[derive(Clone)]
 pub struct UpstreamBody {
     pieces: std::collections::VecDeque<Bytes>,
     remaining: u64,
