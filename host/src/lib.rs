@@ -75,6 +75,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     let key_refresh = Duration::from_millis(config.key_refresh_ms.max(50));
     let log_retention_days = config.log_retention_days;
     let workers = server::workers::Workers::start(config.request_workers()).context("starting the request workers")?;
+    let trust = config.trust()?;
     let engine = Engine {
         registry,
         channels: arc_swap::ArcSwap::from_pointee(keypool::Channels::default()),
@@ -83,6 +84,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
             Duration::from_millis(config.connect_timeout_ms),
             Duration::from_millis(config.upstream_timeout_ms),
             Duration::from_millis(config.stream_idle_timeout_ms),
+            trust.clone(),
         ),
         billing,
         call_log,
@@ -137,6 +139,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
                     },
                     webhook_hosts: config.webhook_allow_hosts.clone(),
                     speech_dir: config.speech_archive_dir(),
+                    trust: trust.clone(),
                 },
                 db.clone(),
             )
@@ -150,7 +153,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     let (tracer, trace_export) = match config.tracing.otlp()? {
         Some(otlp) => {
             tracing::info!(endpoint = %otlp.endpoint, sample_ratio = otlp.sample_ratio, "exporting traces over OTLP");
-            let (tracer, export) = tollgate_engine::trace::otlp::start(otlp);
+            let (tracer, export) = tollgate_engine::trace::otlp::start(otlp, trust);
             (Some(tracer), Some(tokio::spawn(export)))
         }
         None => (None, None),

@@ -115,7 +115,7 @@ async fn admin_action(config: &Config, gateway: Option<String>, id: &str, action
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Full::new(bytes::Bytes::new()))
         .with_context(|| format!("'{url}' is not a URL"))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+    let https = config.trust()?.https().https_or_http().enable_http1().build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     // A retry downloads the outputs again: it may take the archive's whole deadline.
     let limit = std::time::Duration::from_secs(config.archive_download_timeout_secs.clamp(1, 86_400) + 60);

@@ -5,7 +5,7 @@
 //! environment variable named `TOLLGATE_` + the setting in upper case (e.g. `TOLLGATE_LISTEN`);
 //! channels can be replaced whole with `TOLLGATE_CHANNELS` holding TOML `[[channel]]` tables.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 pub use tollgate_engine::keypool::config::{ChannelConfig, KeySpec, Strategy};
@@ -144,6 +144,10 @@ pub struct Config {
     /// Longest silence allowed between two chunks of a streamed upstream body.
     #[serde(default = "defaults::stream_idle_timeout_ms")]
     pub stream_idle_timeout_ms: u64,
+    /// CA certificates (PEM) trusted for outbound TLS besides the web PKI's roots: vendors,
+    /// their media URLs, webhooks and the OTLP receiver behind a private CA.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// CPU budget of one plugin call (first, next, decode, ...), in milliseconds.
     #[serde(default = "defaults::plugin_time_limit_ms")]
     pub plugin_time_limit_ms: u64,
@@ -489,8 +493,17 @@ impl Config {
         Ok(())
     }
 
+    /// What outbound TLS trusts: the web PKI's roots and `tls_ca_file`'s certificates.
+    pub fn trust(&self) -> Result<tollgate_engine::exchange::Trust> {
+        let Some(path) = &self.tls_ca_file else { return Ok(tollgate_engine::exchange::Trust::web_pki()) };
+        let pem = std::fs::read(path).with_context(|| format!("tls_ca_file: cannot read {}", path.display()))?;
+        tollgate_engine::exchange::Trust::adding(&pem, &format!("tls_ca_file {}", path.display()))
+            .map_err(|e| anyhow!(e))
+    }
+
     fn validate(&self) -> Result<()> {
         self.tracing.otlp()?;
+        self.trust()?;
         let mut names = std::collections::HashSet::new();
         for c in &self.channels {
             if !names.insert(&c.name) {

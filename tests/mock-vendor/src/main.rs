@@ -5,7 +5,10 @@
 //! ```
 //!
 //! Binds, prints exactly one line `LISTENING <addr>` on stdout, then serves HTTP/1.1 (keep-alive)
-//! until killed. Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`),
+//! and HTTP/2 until killed. With `--tls-cert FILE --tls-key FILE` (PEM), a connection that
+//! opens with a TLS handshake is served over TLS, offering `--tls-alpn` (default
+//! `h2,http/1.1`) as a vendor's https endpoint does, and any other in plain text (the tests'
+//! requests to the control routes). Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`),
 //! OpenAI's speech and transcriptions (`audio.rs`), DeepSeek's, Zhipu's, Ark's and DashScope's
 //! chat on their own paths (`compatible.rs`), Anthropic's messages (`anthropic.rs`), Gemini's generateContent (`gemini.rs`), MiniMax
 //! `POST /v1/t2a_v2` (see `minimax.rs`) and its asynchronous speech, video and files
@@ -57,7 +60,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const USAGE: &str = "usage: mock-vendor [--listen ADDR] [--threads N] [--chunk-delay-ms D] [--h2-streams N]";
+const USAGE: &str = "usage: mock-vendor [--listen ADDR] [--threads N] [--chunk-delay-ms D] [--h2-streams N] \
+    [--tls-cert PEM --tls-key PEM [--tls-alpn h2,http/1.1]]";
 
 struct Args {
     listen: SocketAddr,
@@ -66,10 +70,21 @@ struct Args {
     /// Concurrent HTTP/2 streams per connection; by default more than any test opens on
     /// one connection, so the gateway's own limit (`http2_max_streams`) decides.
     h2_streams: u32,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_alpn: String,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { listen: ([127, 0, 0, 1], 0).into(), threads: 1, chunk_delay_ms: 0, h2_streams: 20_000 };
+    let mut args = Args {
+        listen: ([127, 0, 0, 1], 0).into(),
+        threads: 1,
+        chunk_delay_ms: 0,
+        h2_streams: 20_000,
+        tls_cert: None,
+        tls_key: None,
+        tls_alpn: "h2,http/1.1".into(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -83,10 +98,36 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => args.threads = value.parse::<usize>().map_err(|_| bad())?.max(1),
             "--chunk-delay-ms" => args.chunk_delay_ms = value.parse().map_err(|_| bad())?,
             "--h2-streams" => args.h2_streams = value.parse().map_err(|_| bad())?,
+            "--tls-cert" => args.tls_cert = Some(value),
+            "--tls-key" => args.tls_key = Some(value),
+            "--tls-alpn" => args.tls_alpn = value,
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
+    }
     Ok(args)
+}
+
+/// The TLS acceptor `--tls-cert` and `--tls-key` ask for.
+fn tls_acceptor(args: &Args) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {key}: {e}"))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    config.alpn_protocols = args.tls_alpn.split(',').filter(|p| !p.is_empty()).map(|p| p.as_bytes().to_vec()).collect();
+    Ok(Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))))
 }
 
 fn main() {
@@ -94,15 +135,19 @@ fn main() {
         eprintln!("mock-vendor: {e}\n{USAGE}");
         std::process::exit(2);
     });
+    let tls = tls_acceptor(&args).unwrap_or_else(|e| {
+        eprintln!("mock-vendor: {e}");
+        std::process::exit(2);
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(serve(args));
+    rt.block_on(serve(args, tls));
 }
 
-async fn serve(args: Args) {
+async fn serve(args: Args, tls: Option<tokio_rustls::TlsAcceptor>) {
     let listener = tokio::net::TcpListener::bind(args.listen).await.unwrap_or_else(|e| {
         eprintln!("mock-vendor: cannot bind {}: {e}", args.listen);
         std::process::exit(1);
@@ -126,22 +171,39 @@ async fn serve(args: Args) {
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let h2_streams = args.h2_streams;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                if req.version() == hyper::Version::HTTP_2 {
-                    state.h2_peers.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
+            // A TLS record of type handshake (22) opens a TLS connection.
+            let mut first = [0u8; 1];
+            match tls {
+                Some(tls) if matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 22) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve_connection(stream, peer, state, h2_streams).await;
+                    }
                 }
-                async move { Ok::<_, Infallible>(handle(req, state).await) }
-            });
-            // HTTP/1.1, or HTTP/2 with prior knowledge (a channel's `http2`), many streams
-            // to a connection as a vendor's load balancer allows.
-            let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            server.http1().keep_alive(true);
-            server.http2().max_concurrent_streams(h2_streams);
-            let _ = server.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                _ => serve_connection(stream, peer, state, h2_streams).await,
+            }
         });
     }
+}
+
+/// HTTP/1.1, or HTTP/2 (with prior knowledge in plain text, a channel's `http2`; by ALPN
+/// over TLS), many streams to a connection as a vendor's load balancer allows.
+async fn serve_connection<I>(io: I, peer: SocketAddr, state: Arc<State>, h2_streams: u32)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        if req.version() == hyper::Version::HTTP_2 {
+            state.h2_peers.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
+        }
+        async move { Ok::<_, Infallible>(handle(req, state).await) }
+    });
+    let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    server.http1().keep_alive(true);
+    server.http2().max_concurrent_streams(h2_streams);
+    let _ = server.serve_connection_with_upgrades(TokioIo::new(io), svc).await;
 }
 
 /// The last request seen on one path.

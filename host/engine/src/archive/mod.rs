@@ -65,6 +65,8 @@ pub struct Settings {
     pub webhook_hosts: Vec<String>,
     /// Where channels with `archive_speech` keep synthesized speech (`speech`).
     pub speech_dir: PathBuf,
+    /// What downloads and callbacks over https trust.
+    pub trust: crate::exchange::Trust,
 }
 
 /// The archive: where files are kept and the client that downloads them.
@@ -116,11 +118,7 @@ impl Archive {
         let mut http = HttpConnector::new_with_resolver(guard::GuardedResolver::new(Arc::clone(&rules)));
         http.enforce_http(false);
         http.set_connect_timeout(Some(s.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = s.trust.https().https_or_http().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(8).build(https);
         Ok(Archive {
             blobs: Blobs::open(&s.dir, s.remote.as_ref())?,
@@ -231,7 +229,7 @@ impl Archive {
                     return Err(transient(format!(
                         "cannot download from '{}': {}",
                         uri.host().unwrap_or(""),
-                        root(&e)
+                        crate::exchange::root_cause(&e)
                     )));
                 }
                 Err(_) => return Err(transient(format!("'{}' did not answer in time", uri.host().unwrap_or("")))),
@@ -329,7 +327,7 @@ impl Archive {
         }
         let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         let sent = async {
-            let response = self.client.request(request).await.map_err(|e| root(&e))?;
+            let response = self.client.request(request).await.map_err(|e| crate::exchange::root_cause(&e))?;
             let status = response.status().as_u16();
             // The answer is read (bounded by the time-out) so that the connection is reused.
             let _ = http_body_util::Limited::new(response.into_body(), 64 << 10).collect().await;
@@ -459,14 +457,6 @@ impl Drop for Temp {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(Path::new(&self.0));
     }
-}
-
-fn root(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut e = e;
-    while let Some(s) = e.source() {
-        e = s;
-    }
-    e.to_string()
 }
 
 /// The next URL of a redirect: absolute, or a path on the same origin.

@@ -339,13 +339,7 @@ mod tests {
     fn pool() -> Pool {
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
-        Pool::new(
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http()
-                .enable_http2()
-                .wrap_connector(http),
-        )
+        Pool::new(crate::exchange::Trust::web_pki().https().https_or_http().enable_http2().wrap_connector(http))
     }
 
     fn post(origin: &str) -> http::Request<UpstreamBody> {

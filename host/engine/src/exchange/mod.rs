@@ -9,6 +9,7 @@
 pub mod form;
 pub mod http2;
 mod stream;
+pub mod tls;
 pub mod upstream;
 
 use crate::keypool::{Channel, UpstreamKey};
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 pub use form::{ClientFile, Form};
 pub use stream::{StreamBody, StreamCut, Tap};
+pub use tls::Trust;
 pub use upstream::Upstream;
 
 /// The largest upstream answer read whole (larger downloads are relayed, never buffered).
@@ -541,4 +543,14 @@ pub(crate) fn plugin_failure(plugin: &Plugin, during: &str, e: anyhow::Error) ->
     crate::telemetry::METRICS.plugin_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::error!(plugin = plugin.name(), version = %plugin.manifest.version, during, error = %detail, "plugin failed");
     CallError::plugin(format!("plugin '{}' {cause} during {during}", plugin.name()))
+}
+
+/// The innermost cause of `e` (what a failed connection's logs need: "invalid peer
+/// certificate: UnknownIssuer", "Connection refused", not "client error (Connect)").
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(s) = e.source() {
+        e = s;
+    }
+    e.to_string()
 }

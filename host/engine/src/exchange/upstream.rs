@@ -1,5 +1,6 @@
 //! The one upstream HTTP client: pooled keep-alive connections (HTTP/1.1, or HTTP/2 for the
-//! channels that ask for it, `http2`), rustls for https, connect and response timeouts. It
+//! channels that ask for it, `http2`), rustls for https (trusting `tls::Trust`'s roots),
+//! connect and response timeouts. It
 //! sends a plugin's request only to its channel's base URL: the plugin gives a path, never a
 //! host.
 //!
@@ -9,7 +10,7 @@
 //! of that runtime, which its calls wake).
 
 use super::http2;
-use super::{form, CallError, ClientInput, VendorWork};
+use super::{form, CallError, ClientInput, Trust, VendorWork};
 use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::wit;
 use bytes::Bytes;
@@ -28,6 +29,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
+    /// What https and wss connections to vendors trust.
+    pub trust: Trust,
 }
 
 /// One thread's pools: HTTP/1.1 keep-alive connections, and HTTP/2 connections for the
@@ -39,7 +42,7 @@ struct Clients {
 }
 
 impl Clients {
-    fn new(connect_timeout: Duration) -> Clients {
+    fn new(connect_timeout: Duration, trust: &Trust) -> Clients {
         let connector = || {
             let mut http = HttpConnector::new();
             http.enforce_http(false);
@@ -47,7 +50,7 @@ impl Clients {
             http.set_nodelay(true);
             http
         };
-        let tls = || hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http();
+        let tls = || trust.https().https_or_http();
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(512)
@@ -68,9 +71,10 @@ impl Upstream {
         connect_timeout: Duration,
         response_timeout: Duration,
         idle_timeout: Duration,
+        trust: Trust,
     ) -> Upstream {
-        let clients = (0..=workers).map(|_| Clients::new(connect_timeout)).collect();
-        Upstream { clients, connect_timeout, response_timeout, idle_timeout }
+        let clients = (0..=workers).map(|_| Clients::new(connect_timeout, &trust)).collect();
+        Upstream { clients, connect_timeout, response_timeout, idle_timeout, trust }
     }
 
     /// This thread's pools.
@@ -98,7 +102,7 @@ impl Upstream {
             }
             clients.http1.request(request).await.map(|resp| resp.map(UpstreamIncoming::from)).map_err(|e| {
                 if e.is_connect() {
-                    Failure::Connect(e.to_string())
+                    Failure::Connect(super::root_cause(&e))
                 } else {
                     Failure::Other(e.to_string())
                 }

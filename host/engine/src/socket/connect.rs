@@ -1,5 +1,5 @@
 //! Opening a plugin's upstream WebSocket: the upgrade request built like any of the plugin's
-//! requests (the key inserted by the host), over TCP, with rustls for `wss`.
+//! requests (the key inserted by the host), over TCP, with rustls for `wss` (the upstream's `Trust`).
 //!
 //! Invariants: the URL is the channel's base URL with `https` → `wss` (`http` → `ws`); connect
 //! and handshake are each bounded by the upstream's timeouts; a handshake the upstream refused
@@ -9,7 +9,6 @@ use crate::exchange::upstream::{build, Upstream};
 use crate::exchange::{CallError, ClientInput, VendorWork};
 use crate::keypool::UpstreamKey;
 use crate::plugin::wit;
-use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -30,21 +29,6 @@ pub enum Opened {
     Socket(Box<UpstreamSocket>),
     /// The upstream answered the upgrade with this instead.
     Refused(wit::UpstreamResponse),
-}
-
-fn tls() -> tokio_rustls::TlsConnector {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    });
-    tokio_rustls::TlsConnector::from(Arc::clone(config))
 }
 
 /// Opens `req` on `base_url` with `key`.
@@ -86,7 +70,7 @@ pub async fn open(
     let io: Box<dyn Io> = if secure {
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|_| CallError::config(format!("channel '{channel}' names an invalid host '{host}'")))?;
-        match tokio::time::timeout(upstream.connect_timeout, tls().connect(name, tcp)).await {
+        match tokio::time::timeout(upstream.connect_timeout, upstream.trust.connector().connect(name, tcp)).await {
             Ok(Ok(s)) => Box::new(s),
             Ok(Err(e)) => return Err(unreachable(format!("the upstream's TLS handshake failed: {e}"))),
             Err(_) => return Err(unreachable("the upstream's TLS handshake timed out".into())),

@@ -12,6 +12,7 @@
 //! - it ends when every sender is gone (the gateway stopped), after sending what it holds.
 
 use super::{Finished, Kind, Tracer, Value};
+use crate::exchange::Trust;
 use crate::telemetry::METRICS;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -44,21 +45,18 @@ pub struct Settings {
     pub sample_ratio: f64,
 }
 
-/// Starts the exporter; the tracer is the gateway's, the future runs until it is dropped.
-pub fn start(settings: Settings) -> (Tracer, impl std::future::Future<Output = ()> + Send + 'static) {
+/// Starts the exporter (an https receiver's certificate must chain to `trust`); the tracer is
+/// the gateway's, the future runs until it is dropped.
+pub fn start(settings: Settings, trust: Trust) -> (Tracer, impl std::future::Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (Tracer::new(tx, settings.sample_ratio), run(rx, settings))
+    (Tracer::new(tx, settings.sample_ratio), run(rx, settings, trust))
 }
 
-async fn run(mut rx: mpsc::Receiver<Finished>, settings: Settings) {
+async fn run(mut rx: mpsc::Receiver<Finished>, settings: Settings, trust: Trust) {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(TIMEOUT));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let https = trust.https().https_or_http().enable_http1().wrap_connector(http);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     let resource = resource(&settings.service_name);
     let mut last_warning: Option<tokio::time::Instant> = None;
