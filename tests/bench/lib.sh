@@ -118,14 +118,37 @@ wait_http_200() {
   die "$url did not answer 200 within ${secs}s"
 }
 
+# make_tls_files DIR: a CA (DIR/ca.pem) and a certificate it signed for localhost and 127.0.0.1
+# (DIR/server.pem, DIR/server.key), as a vendor's https endpoint has.
+make_tls_files() {
+  local dir=$1
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=Tollgate bench CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2> /dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2> /dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    > "$dir/server.ext"
+  openssl x509 -req -days 2 -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -extfile "$dir/server.ext" -out "$dir/server.pem" 2> /dev/null
+}
+
 # start_mock [CHUNK_DELAY_MS]: the pause between a stream's chunks when the request names none
-# (default 5; scale.sh paces its slow streams with it).
+# (default 5; scale.sh paces its slow streams with it). Env UPSTREAM_TLS=1: the mock also serves
+# TLS (HTTP/1.1 and HTTP/2 by ALPN) with a certificate of a CA made here (UPSTREAM_CA), which the
+# chat's targets (direct, nginx, the gateway's chat channel) reach at UPSTREAM_URL (https); the
+# mock's control routes and the other flows stay on MOCK_URL (plain text, the same port).
 start_mock() {
-  local delay=${1:-5}
+  local delay=${1:-5} tls=()
+  if [ "${UPSTREAM_TLS:-0}" = 1 ]; then
+    make_tls_files "$WORK/tls"
+    UPSTREAM_CA=$WORK/tls/ca.pem
+    tls=(--tls-cert "$WORK/tls/server.pem" --tls-key "$WORK/tls/server.key")
+  fi
   # --chunk-delay-ms 5 as well as the x-mock-delay-ms header: Tollgate forwards only a few consumer
   # headers upstream (content-type, accept, accept-language, user-agent), so without the default
   # the gateway's stream would be unpaced while the direct one is paced.
-  "$MOCK_BIN" --listen 127.0.0.1:0 --threads 1 --chunk-delay-ms "$delay" \
+  "$MOCK_BIN" --listen 127.0.0.1:0 --threads 1 --chunk-delay-ms "$delay" "${tls[@]}" \
     > "$WORK/mock.out" 2> "$WORK/mock.err" &
   MOCK_PID=$!
   STARTED_PIDS+=("$MOCK_PID")
@@ -133,7 +156,9 @@ start_mock() {
   line=$(wait_for_line "$WORK/mock.out" 'LISTENING 127\.0\.0\.1:[0-9]+' "$MOCK_PID" 10)
   MOCK_PORT=${line##*:}
   MOCK_URL=http://127.0.0.1:$MOCK_PORT
-  log "mock-vendor pid $MOCK_PID on $MOCK_URL"
+  UPSTREAM_URL=$MOCK_URL
+  [ "${UPSTREAM_TLS:-0}" = 1 ] && UPSTREAM_URL=https://127.0.0.1:$MOCK_PORT
+  log "mock-vendor pid $MOCK_PID on $UPSTREAM_URL"
 }
 
 # gw_default KEY VALUE: the line "KEY = VALUE", unless GW_EXTRA_CONFIG sets KEY itself (a key may
@@ -201,6 +226,7 @@ fetch_allow_private_hosts = ["127.0.0.1"]
 $(gw_default max_sockets $((SESSIONS + 50)))
 $(gw_default max_sockets_per_key $((SESSIONS + 50)))
 $(gw_default max_concurrent_calls $((SESSIONS + 500)))
+$([ "${UPSTREAM_TLS:-0}" = 1 ] && echo "tls_ca_file = \"$UPSTREAM_CA\"")
 # The prefetch flow clears the speech cache between rounds.
 admin_token = "$BENCH_ADMIN"
 
@@ -209,7 +235,7 @@ $prefetch
 [[channel]]
 name = "bench"
 plugin = "openai"
-base_url = "$MOCK_URL"
+base_url = "$UPSTREAM_URL"
 models = ["gpt-4o-mini", "burst-500"]
 $([ "${UPSTREAM_HTTP2:-0}" = 1 ] && echo "http2 = true")
 # A weighted pool with a backup priority: key selection is on the measured path.
@@ -270,7 +296,8 @@ http {
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / {
-      proxy_pass http://mock;
+      proxy_pass ${UPSTREAM_URL%%://*}://mock;
+$([ "${UPSTREAM_TLS:-0}" = 1 ] && printf '      proxy_ssl_verify on;\n      proxy_ssl_trusted_certificate %s;\n      proxy_ssl_name localhost;\n      proxy_ssl_session_reuse on;' "$UPSTREAM_CA")
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;

@@ -13,6 +13,8 @@
 #   GW_BIN, PLUGIN_WASM  the gateway binary and openai plugin to measure (default: this build)
 #   KEEP_TMP=1 keep the temp dir (config, logs, raw wrk output) instead of deleting it
 #   PREFETCH=0 skip the prefetch flow (and its settings: for a GW_BIN from before it existed)
+#   UPSTREAM_TLS=1  the chat's upstream over TLS, as a real vendor's: direct, nginx
+#              (proxy_ssl_verify) and the gateway (tls_ca_file) reach the mock over https
 #
 # What it does: builds the gateway, mock-vendor and the openai plugin; starts mock-vendor, nginx
 # as a plain keep-alive reverse proxy to it (the practical limit of a proxy hop), and a
@@ -60,6 +62,7 @@ measure_stream() {
   shift 3
   log "$target: $STREAM_N streamed requests"
   json=$(timeout 120 python3 "$HERE/ttfb.py" "$url" -n "$STREAM_N" --max-secs 60 --auth "$auth" "$@" \
+    ${UPSTREAM_CA:+--cafile "$UPSTREAM_CA"} \
     || true)
   [ -n "$json" ] || json='{"ok":0,"failed":null,"last_error":"ttfb.py gave no output"}'
   record "$target" stream "$json"
@@ -74,7 +77,7 @@ measure_chunks() {
   # shellcheck disable=SC2086  # self_pids is a space-separated PID list
   before=$(cpu_ticks $self_pids)
   json=$(timeout 120 python3 "$HERE/ttfb.py" "$url" -n "$CHUNK_N" --warmup 2 --max-secs 60 --auth "$auth" \
-    --model burst-500 || true)
+    --model burst-500 ${UPSTREAM_CA:+--cafile "$UPSTREAM_CA"} || true)
   [ -n "$json" ] || json='{"ok":0,"failed":null,"last_error":"ttfb.py gave no output"}'
   record "$target" chunks "$json"
   # shellcheck disable=SC2086
@@ -238,11 +241,12 @@ main() {
   rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && rev+=-dirty
   record meta git "$rev"
+  record meta upstream_tls "${UPSTREAM_TLS:-0}"
 
   start_mock
   start_nginx
   start_gateway
-  check_chat direct "$MOCK_URL$CHAT" sk-bench || die "the mock does not answer the chat request"
+  check_chat direct "$UPSTREAM_URL$CHAT" sk-bench ${UPSTREAM_CA:+--cacert "$UPSTREAM_CA"} || die "the mock does not answer the chat request"
   check_chat nginx "$NGINX_URL$CHAT" sk-bench || die "nginx does not answer the chat request"
   check_chat tollgate "$GW_URL$CHAT" "$GW_KEY" || die "tollgate does not answer the chat request"
 
@@ -250,13 +254,13 @@ main() {
   record meta busy_before_pct "$(cpu_busy_pct)"
 
   # Same request, same wrk settings, one after the other in this run.
-  AUTH=sk-bench measure_load direct "$MOCK_URL$CHAT" "$MOCK_PID"
+  AUTH=sk-bench measure_load direct "$UPSTREAM_URL$CHAT" "$MOCK_PID"
   AUTH=sk-bench measure_load nginx "$NGINX_URL$CHAT" "$(nginx_pids)"
   AUTH=$GW_KEY measure_load tollgate "$GW_URL$CHAT" "$GW_PID"
-  measure_stream direct "$MOCK_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
+  measure_stream direct "$UPSTREAM_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
   measure_stream nginx "$NGINX_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
   measure_stream tollgate "$GW_URL$CHAT" "$GW_KEY" "${STREAM_HEADERS[@]}"
-  measure_chunks direct "$MOCK_URL$CHAT" sk-bench "$MOCK_PID"
+  measure_chunks direct "$UPSTREAM_URL$CHAT" sk-bench "$MOCK_PID"
   measure_chunks nginx "$NGINX_URL$CHAT" sk-bench "$(nginx_pids)"
   measure_chunks tollgate "$GW_URL$CHAT" "$GW_KEY" "$GW_PID"
   record direct rss_hwm_kb "$(hwm_kb "$MOCK_PID")"

@@ -13,6 +13,7 @@ plus counts of ok / failed requests. The loop is bounded by N and by --max-secs.
 import argparse
 import http.client
 import json
+import ssl
 import statistics
 import sys
 import time
@@ -52,6 +53,7 @@ def main():
     ap.add_argument("--auth", default="sk-bench")
     ap.add_argument("--model", default="gpt-4o-mini")
     ap.add_argument("-H", dest="headers", action="append", default=[])
+    ap.add_argument("--cafile", help="for an https URL: the CA its certificate must chain to")
     a = ap.parse_args()
 
     u = urllib.parse.urlsplit(a.url)
@@ -62,6 +64,9 @@ def main():
     body = (BODY_TMPL % a.model).encode()
 
     def connect():
+        if u.scheme == "https":
+            context = ssl.create_default_context(cafile=a.cafile)
+            return http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=10, context=context)
         return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10)
 
     conn = connect()
