@@ -3,7 +3,7 @@
 //! constructor; `first()`; `next()`), and in all, the store freed and the next instance made
 //! after the call (the runtime does that in a task after the answer; the loop lets it run).
 //!
-//! `cargo run --release -p tollgate --example plugin_cost -- target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm`
+//! `cargo run --release -p tollgate-engine --example plugin_cost -- target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm`
 
 use std::time::Instant;
 use tollgate_engine::plugin::{runtime::sha256_hex, wit, Runtime};

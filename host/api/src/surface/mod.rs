@@ -218,7 +218,10 @@ where
         Ok(r) => {
             let state = Arc::clone(state);
             let trace = crate::engine::trace::current();
-            match tokio::spawn(crate::engine::trace::scope(trace, async move { state.engine.call(r).await })).await {
+            // Boxed: the task holds a pointer, not the call's state machine (kilobytes, which
+            // the task's cell would otherwise copy in when spawned and overwrite when done).
+            let call = Box::pin(crate::engine::trace::scope(trace, async move { state.engine.call(r).await }));
+            match tokio::spawn(call).await {
                 Ok(answer) => answer,
                 Err(e) => {
                     tracing::error!(request_id = %request_id, error = %e, "a call's task failed");
