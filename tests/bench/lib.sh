@@ -90,6 +90,7 @@ ensure_tools() {
   for t in wrk curl python3 timeout getconf ss; do
     command -v "$t" > /dev/null || die "missing tool: $t"
   done
+  if [ "${UPSTREAM_TLS:-0}" = 1 ]; then command -v openssl > /dev/null || die "missing tool: openssl (UPSTREAM_TLS=1)"; fi
   for t in "$MOCK_BIN" "$GW_BIN" "$PLUGIN_WASM" "$VIDEO_WASM" "$SPEECH_WASM"; do
     [ -e "$t" ] || die "missing $t (run without --no-build)"
   done
@@ -124,13 +125,16 @@ make_tls_files() {
   local dir=$1
   mkdir -p "$dir"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=Tollgate bench CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2> /dev/null
+    -subj "/CN=Tollgate bench CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>> "$dir/openssl.log" \
+    || die "openssl could not make the CA (see $dir/openssl.log)"
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-    -keyout "$dir/server.key" -out "$dir/server.csr" 2> /dev/null
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>> "$dir/openssl.log" \
+    || die "openssl could not make the server's key (see $dir/openssl.log)"
   printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
     > "$dir/server.ext"
   openssl x509 -req -days 2 -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
-    -extfile "$dir/server.ext" -out "$dir/server.pem" 2> /dev/null
+    -extfile "$dir/server.ext" -out "$dir/server.pem" 2>> "$dir/openssl.log" \
+    || die "openssl could not sign the server's certificate (see $dir/openssl.log)"
 }
 
 # start_mock [CHUNK_DELAY_MS]: the pause between a stream's chunks when the request names none

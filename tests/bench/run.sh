@@ -56,6 +56,12 @@ done
 # shellcheck source=tests/bench/lib.sh
 source "$HERE/lib.sh"
 
+# The peers are measured against the plain mock, and their overhead against `direct`.
+if [ "$WITH_PEERS" = 1 ] && [ "${UPSTREAM_TLS:-0}" = 1 ]; then
+  echo "--with-peers measures the peers against a plain upstream: run it without UPSTREAM_TLS=1" >&2
+  exit 2
+fi
+
 # measure_stream TARGET URL AUTH [ttfb.py args...]: median time to the first streamed byte.
 measure_stream() {
   local target=$1 url=$2 auth=$3 json

@@ -493,12 +493,18 @@ impl Config {
         Ok(())
     }
 
-    /// What outbound TLS trusts: the web PKI's roots and `tls_ca_file`'s certificates.
+    /// What outbound TLS trusts: the web PKI's roots and `tls_ca_file`'s certificates (read
+    /// at start: a reload checks the file but does not apply a change to it).
     pub fn trust(&self) -> Result<tollgate_engine::exchange::Trust> {
         let Some(path) = &self.tls_ca_file else { return Ok(tollgate_engine::exchange::Trust::web_pki()) };
-        let pem = std::fs::read(path).with_context(|| format!("tls_ca_file: cannot read {}", path.display()))?;
-        tollgate_engine::exchange::Trust::adding(&pem, &format!("tls_ca_file {}", path.display()))
+        tollgate_engine::exchange::Trust::adding(&self.tls_ca_pem()?, &format!("tls_ca_file {}", path.display()))
             .map_err(|e| anyhow!(e))
+    }
+
+    /// `tls_ca_file`'s bytes; empty when unset.
+    pub fn tls_ca_pem(&self) -> Result<Vec<u8>> {
+        let Some(path) = &self.tls_ca_file else { return Ok(Vec::new()) };
+        std::fs::read(path).with_context(|| format!("tls_ca_file: cannot read {}", path.display()))
     }
 
     fn validate(&self) -> Result<()> {

@@ -276,6 +276,9 @@ pub struct Remote {
     /// Another S3-compatible server's URL (MinIO, moto, a cloud's S3 API); none: AWS.
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// CA certificates (PEM) its server's certificate may chain to besides the usual roots
+    /// (the gateway's `tls_ca_file`); empty: none.
+    pub ca_pem: Vec<u8>,
 }
 
 /// A blob's bytes as read, a chunk at a time.
@@ -370,13 +373,20 @@ impl Blobs {
                 None
             }
             Some(r) => {
-                let mut b =
-                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&r.bucket).with_client_options(
-                        // A read is as slow as the consumer reading it: no overall time-out.
-                        object_store::ClientOptions::new()
-                            .with_timeout_disabled()
-                            .with_connect_timeout(std::time::Duration::from_secs(10)),
-                    );
+                // A read is as slow as the consumer reading it: no overall time-out.
+                let mut options = object_store::ClientOptions::new()
+                    .with_timeout_disabled()
+                    .with_connect_timeout(std::time::Duration::from_secs(10));
+                if !r.ca_pem.is_empty() {
+                    let certificates = object_store::Certificate::from_pem_bundle(&r.ca_pem)
+                        .context("the archive's bucket: the CA certificates of tls_ca_file")?;
+                    for c in certificates {
+                        options = options.with_root_certificate(c);
+                    }
+                }
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&r.bucket)
+                    .with_client_options(options);
                 if let Some(e) = &r.endpoint {
                     b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
                 }

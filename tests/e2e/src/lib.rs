@@ -535,6 +535,33 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Checks a gateway whose channel for `gpt-4o-mini` speaks HTTP/2 and whose channel for
+/// `gpt-4o` speaks HTTP/1.1, both to `mock` (pacing its chunks): a whole chat and a stream go
+/// over HTTP/2, the stream relayed as its chunks arrive (at least `paced` from its first
+/// token to `[DONE]`) with the usage chunk it asked for, and the other model's chat goes over
+/// HTTP/1.1.
+pub fn chats_over_http2_and_http1(gw: &Gateway, mock: &Mock, paced: Duration) {
+    let version = || mock.last_body("/v1/chat/completions")["version"].as_str().unwrap_or_default().to_string();
+    let chat = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = gw.post("/v1/chat/completions", chat);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["usage"]["total_tokens"], 12);
+    assert_eq!(version(), "HTTP/2.0");
+
+    let auth = format!("Bearer {}", gw.key);
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let t = http::timed(&gw.addr, "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes());
+    assert_eq!(t.status, 200);
+    let (first, last) = (t.arrival_of("tok0").expect("first token"), t.arrival_of("[DONE]").expect("[DONE]"));
+    assert!(last - first >= paced, "first token at {first:?}, end at {last:?}: buffered");
+    assert!(http::sse_data(&t.text()).iter().any(|d| d.contains("\"usage\":{")));
+    assert_eq!(version(), "HTTP/2.0");
+
+    let r = gw.post("/v1/chat/completions", &chat.replace("gpt-4o-mini", "gpt-4o"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(version(), "HTTP/1.1");
+}
+
 /// A channel table for the config.
 pub fn channel(name: &str, plugin: &str, base_url: &str, models: &[&str], keys: &[&str]) -> String {
     format!("[[channel]]\nname = \"{name}\"\nplugin = \"{plugin}\"\nbase_url = \"{base_url}\"\nmodels = {models:?}\nkeys = {keys:?}\n")

@@ -2,7 +2,7 @@
 //! every error the foundation promises, streaming that is incremental, upstream faults.
 
 use std::time::Duration;
-use tollgate_e2e::{channel, eventually, http, Gateway, Mock};
+use tollgate_e2e::{channel, chats_over_http2_and_http1, eventually, http, Gateway, Mock};
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
@@ -211,22 +211,7 @@ fn a_channel_asking_for_http2_sends_whole_and_streamed_calls_over_it() {
     let h2 = channel("h2", "openai", &mock.url(), &["gpt-4o-mini"], &["up-key-1"]);
     let h1 = channel("h1", "openai", &mock.url(), &["gpt-4o"], &["up-key-1"]);
     let gw = Gateway::start("http2", &[("openai", "openai.wasm")], &format!("{h2}http2 = true\n{h1}"));
-    let version = || mock.last_body("/v1/chat/completions")["version"].as_str().unwrap_or_default().to_string();
-
-    let r = gw.post("/v1/chat/completions", CHAT);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["usage"]["total_tokens"], 12);
-    assert_eq!(version(), "HTTP/2.0");
-
-    // A stream over HTTP/2 is relayed as its chunks arrive, and ends cleanly.
-    let auth = format!("Bearer {}", gw.key);
-    let body = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
-    let t = http::timed(&gw.addr, "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes());
-    assert_eq!(t.status, 200);
-    let (first, last) = (t.arrival_of("tok0").expect("first token"), t.arrival_of("[DONE]").expect("[DONE]"));
-    assert!(last - first >= Duration::from_millis(400), "first token at {first:?}, end at {last:?}: buffered");
-    assert!(http::sse_data(&t.text()).iter().any(|d| d.contains("\"usage\":{")));
-    assert_eq!(version(), "HTTP/2.0");
+    chats_over_http2_and_http1(&gw, &mock, Duration::from_millis(400));
 
     // Calls at once share the worker's connection, each with its own answer.
     let answers: Vec<u16> = std::thread::scope(|s| {
@@ -234,11 +219,6 @@ fn a_channel_asking_for_http2_sends_whole_and_streamed_calls_over_it() {
         calls.into_iter().map(|c| c.join().unwrap()).collect()
     });
     assert!(answers.iter().all(|&s| s == 200), "{answers:?}");
-
-    // Other channels keep HTTP/1.1.
-    let r = gw.post("/v1/chat/completions", &CHAT.replace("gpt-4o-mini", "gpt-4o"));
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(version(), "HTTP/1.1");
 }
 
 #[test]

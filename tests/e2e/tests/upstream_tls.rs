@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tollgate_e2e::{channel, http, pricing_setting, scratch, tollgate_command, Gateway, Mock};
+use tollgate_e2e::{channel, chats_over_http2_and_http1, pricing_setting, scratch, tollgate_command, Gateway, Mock};
 use tungstenite::Message;
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
@@ -63,27 +63,16 @@ fn https_vendors_are_reached_over_http1_http2_and_wss_with_an_added_ca() {
     let mm = channel("mm", "minimax", &url, &["speech-2.8-hd"], &["mm-key"]);
     let extra = format!("tls_ca_file = \"{}\"\n{}{h2}http2 = true\n{h1}{mm}", ca.display(), pricing_setting(PRICES));
     let gw = Gateway::start("tls-ok", &[("openai", "openai.wasm"), ("minimax", "minimax.wasm")], &extra);
-    let version = || mock.last_body("/v1/chat/completions")["version"].as_str().unwrap_or_default().to_string();
 
-    // HTTP/2, chosen by ALPN: whole and streamed.
-    let r = gw.post("/v1/chat/completions", CHAT);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["usage"]["total_tokens"], 12);
-    assert_eq!(version(), "HTTP/2.0");
-    let auth = format!("Bearer {}", gw.key);
-    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
-    let t = http::timed(&gw.addr, "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes());
-    assert_eq!(t.status, 200);
-    let (first, last) = (t.arrival_of("tok0").expect("first token"), t.arrival_of("[DONE]").expect("[DONE]"));
-    assert!(last - first >= Duration::from_millis(150), "first token at {first:?}, end at {last:?}: buffered");
-    assert_eq!(version(), "HTTP/2.0");
-
-    // HTTP/1.1 on the other channel, to the same server.
-    let r = gw.post("/v1/chat/completions", &CHAT.replace("gpt-4o-mini", "gpt-4o"));
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(version(), "HTTP/1.1");
-    // Three calls, a unit each.
-    gw.balance_becomes("e2e", 10_000_000 - 3_000_000);
+    // HTTP/2, chosen by ALPN, whole and streamed; HTTP/1.1 on the other channel, to the same
+    // server.
+    chats_over_http2_and_http1(&gw, &mock, Duration::from_millis(150));
+    let alpn = || mock.last_body("/v1/chat/completions")["tls_alpn"].clone();
+    assert_eq!(alpn(), "", "the HTTP/1.1 client offers no protocol: TLS, none chosen");
+    assert_eq!(gw.post("/v1/chat/completions", CHAT).status, 200);
+    assert_eq!(alpn(), "h2", "the HTTP/2 pool offers h2 and the server chose it");
+    // Four calls, a unit each.
+    gw.balance_becomes("e2e", 10_000_000 - 4_000_000);
 
     // MiniMax's speech socket over wss.
     let mut ws = gw.socket("/ws/v1/t2a_v2", Some(&gw.key)).expect("the upgrade");
@@ -124,6 +113,7 @@ fn an_untrusted_certificate_fails_the_call_free_and_an_http2_channel_needs_alpn(
     let gw = Gateway::start("tls-h1-only", &[("openai", "openai.wasm")], &extra);
     let r = gw.post("/v1/chat/completions", CHAT);
     assert_eq!(r.status, 502, "{}", r.text());
+    assert!(gw.log().contains("NoApplicationProtocol"), "refused for its protocol:\n{}", gw.log());
     assert_eq!(mock.stats()["requests"], 0, "nothing reached the vendor");
     assert_eq!(gw.balance_micros("e2e"), 10_000_000, "free");
 }

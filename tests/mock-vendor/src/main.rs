@@ -178,10 +178,12 @@ async fn serve(args: Args, tls: Option<tokio_rustls::TlsAcceptor>) {
             match tls {
                 Some(tls) if matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 22) => {
                     if let Ok(stream) = tls.accept(stream).await {
-                        serve_connection(stream, peer, state, h2_streams).await;
+                        let alpn = stream.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+                        let tls = Tls(alpn.unwrap_or_default());
+                        serve_connection(stream, peer, state, h2_streams, Some(tls)).await;
                     }
                 }
-                _ => serve_connection(stream, peer, state, h2_streams).await,
+                _ => serve_connection(stream, peer, state, h2_streams, None).await,
             }
         });
     }
@@ -189,12 +191,15 @@ async fn serve(args: Args, tls: Option<tokio_rustls::TlsAcceptor>) {
 
 /// HTTP/1.1, or HTTP/2 (with prior knowledge in plain text, a channel's `http2`; by ALPN
 /// over TLS), many streams to a connection as a vendor's load balancer allows.
-async fn serve_connection<I>(io: I, peer: SocketAddr, state: Arc<State>, h2_streams: u32)
+async fn serve_connection<I>(io: I, peer: SocketAddr, state: Arc<State>, h2_streams: u32, tls: Option<Tls>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let state = state.clone();
+        if let Some(tls) = &tls {
+            req.extensions_mut().insert(tls.clone());
+        }
         if req.version() == hyper::Version::HTTP_2 {
             state.h2_peers.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
         }
@@ -206,9 +211,15 @@ where
     let _ = server.serve_connection_with_upgrades(TokioIo::new(io), svc).await;
 }
 
+/// A request came over TLS, and the protocol its connection's ALPN chose ("" for none).
+#[derive(Clone)]
+struct Tls(String);
+
 /// The last request seen on one path.
 struct Last {
     version: hyper::Version,
+    /// Over TLS: the protocol ALPN chose ("" for none); `None` in plain text.
+    tls_alpn: Option<String>,
     method: Method,
     query: Option<String>,
     headers: HeaderMap,
@@ -327,6 +338,7 @@ impl State {
     fn record(&self, parts: &Parts, body: &Bytes) {
         let last = Last {
             version: parts.version,
+            tls_alpn: parts.extensions.get::<Tls>().map(|t| t.0.clone()),
             method: parts.method.clone(),
             query: parts.uri.query().map(str::to_owned),
             headers: parts.headers.clone(),
@@ -631,6 +643,7 @@ fn last_json(path: &str, last: &Last) -> serde_json::Value {
         "path": path,
         "method": last.method.as_str(),
         "version": format!("{:?}", last.version),
+        "tls_alpn": last.tls_alpn,
         "query": last.query,
         "headers": headers,
         "body": String::from_utf8_lossy(&last.body),

@@ -179,7 +179,7 @@ impl Pool {
         let uri: http::Uri = origin.parse().map_err(|e| format!("{e}"))?;
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("{e}"))?;
-        let io = Preface::watch(connector.call(uri).await.map_err(|e| format!("{e}"))?, answered_http1);
+        let io = Preface::watch(connector.call(uri).await.map_err(|e| super::root_cause(&*e))?, answered_http1);
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake::<_, UpstreamBody>(io)

@@ -72,7 +72,12 @@ pub async fn open(
             .map_err(|_| CallError::config(format!("channel '{channel}' names an invalid host '{host}'")))?;
         match tokio::time::timeout(upstream.connect_timeout, upstream.trust.connector().connect(name, tcp)).await {
             Ok(Ok(s)) => Box::new(s),
-            Ok(Err(e)) => return Err(unreachable(format!("the upstream's TLS handshake failed: {e}"))),
+            Ok(Err(e)) => {
+                // The reason is the operator's (a certificate the gateway does not trust, see
+                // `tls_ca_file`), not the consumer's.
+                tracing::warn!(error = %e, channel, "the upstream socket's TLS handshake failed");
+                return Err(unreachable("cannot connect to the upstream".into()));
+            }
             Err(_) => return Err(unreachable("the upstream's TLS handshake timed out".into())),
         }
     } else {
