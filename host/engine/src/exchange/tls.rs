@@ -1,11 +1,13 @@
 //! What the gateway's outbound TLS trusts: vendors over https and wss, the media URLs it
 //! archives, consumers' webhooks and the OTLP collector. The web PKI's roots, and the CA
 //! certificates an operator adds (`tls_ca_file`) for a vendor, a self-hosted model server or
-//! an egress proxy behind a private CA.
+//! an egress proxy behind a private CA. (The archive's S3 bucket goes through
+//! `object_store`'s own client, which is given the same file: `store::archive::Remote`.)
 //!
 //! Invariants:
 //! - one trust for every outbound connection: a CA added is trusted for all of them, and no
-//!   connection trusts less than the web PKI's roots;
+//!   connection trusts less than the web PKI's roots (hyper-rustls is built without its
+//!   web PKI feature, so `with_webpki_roots` does not compile: clients start from a `Trust`);
 //! - added certificates come from PEM; a file with none, or with one that is not a usable CA
 //!   certificate, is refused (the gateway does not start), never ignored;
 //! - the protocols offered by ALPN are each client's own (`hyper_rustls` sets them): the
