@@ -53,14 +53,15 @@ for arg in "$@"; do
   esac
 done
 
-# shellcheck source=tests/bench/lib.sh
-source "$HERE/lib.sh"
-
 # The peers are measured against the plain mock, and their overhead against `direct`.
 if [ "$WITH_PEERS" = 1 ] && [ "${UPSTREAM_TLS:-0}" = 1 ]; then
   echo "--with-peers measures the peers against a plain upstream: run it without UPSTREAM_TLS=1" >&2
   exit 2
 fi
+
+# shellcheck source=tests/bench/lib.sh
+source "$HERE/lib.sh"
+
 
 # measure_stream TARGET URL AUTH [ttfb.py args...]: median time to the first streamed byte.
 measure_stream() {
