@@ -76,7 +76,6 @@ pub async fn serve(config: config::Config) -> Result<()> {
     let log_retention_days = config.log_retention_days;
     let workers = server::workers::Workers::start(config.request_workers()).context("starting the request workers")?;
     let trust = config.trust()?;
-    let ca_pem = config.tls_ca_pem()?;
     let engine = Engine {
         registry,
         channels: arc_swap::ArcSwap::from_pointee(keypool::Channels::default()),
@@ -129,7 +128,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
                         prefix: config.archive_s3_prefix.clone(),
                         endpoint: config.archive_s3_endpoint.clone(),
                         region: config.archive_s3_region.clone(),
-                        ca_pem: ca_pem.clone(),
+                        ca_pem: trust.added_pem().to_vec(),
                     }),
                     max_bytes: config.archive_max_bytes,
                     deadline: Duration::from_secs(config.archive_download_timeout_secs.clamp(1, 86_400)),

@@ -62,7 +62,6 @@ fi
 # shellcheck source=tests/bench/lib.sh
 source "$HERE/lib.sh"
 
-
 # measure_stream TARGET URL AUTH [ttfb.py args...]: median time to the first streamed byte.
 measure_stream() {
   local target=$1 url=$2 auth=$3 json

@@ -145,7 +145,8 @@ pub struct Config {
     #[serde(default = "defaults::stream_idle_timeout_ms")]
     pub stream_idle_timeout_ms: u64,
     /// CA certificates (PEM) trusted for outbound TLS besides the web PKI's roots: vendors,
-    /// their media URLs, webhooks and the OTLP receiver behind a private CA.
+    /// their media URLs, webhooks, the OTLP receiver and the archive's bucket behind a
+    /// private CA.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
     /// CPU budget of one plugin call (first, next, decode, ...), in milliseconds.
@@ -497,14 +498,9 @@ impl Config {
     /// at start: a reload checks the file but does not apply a change to it).
     pub fn trust(&self) -> Result<tollgate_engine::exchange::Trust> {
         let Some(path) = &self.tls_ca_file else { return Ok(tollgate_engine::exchange::Trust::web_pki()) };
-        tollgate_engine::exchange::Trust::adding(&self.tls_ca_pem()?, &format!("tls_ca_file {}", path.display()))
+        let pem = std::fs::read(path).with_context(|| format!("tls_ca_file: cannot read {}", path.display()))?;
+        tollgate_engine::exchange::Trust::adding(&pem, &format!("tls_ca_file {}", path.display()))
             .map_err(|e| anyhow!(e))
-    }
-
-    /// `tls_ca_file`'s bytes; empty when unset.
-    pub fn tls_ca_pem(&self) -> Result<Vec<u8>> {
-        let Some(path) = &self.tls_ca_file else { return Ok(Vec::new()) };
-        std::fs::read(path).with_context(|| format!("tls_ca_file: cannot read {}", path.display()))
     }
 
     fn validate(&self) -> Result<()> {

@@ -8,7 +8,9 @@
 //! and HTTP/2 until killed. With `--tls-cert FILE --tls-key FILE` (PEM), a connection that
 //! opens with a TLS handshake is served over TLS, offering `--tls-alpn` (default
 //! `h2,http/1.1`) as a vendor's https endpoint does, and any other in plain text (the tests'
-//! requests to the control routes). Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`),
+//! requests to the control routes).
+//!
+//! Routes: OpenAI-compatible chat/embeddings/images/models (see `openai.rs`),
 //! OpenAI's speech and transcriptions (`audio.rs`), DeepSeek's, Zhipu's, Ark's and DashScope's
 //! chat on their own paths (`compatible.rs`), Anthropic's messages (`anthropic.rs`), Gemini's generateContent (`gemini.rs`), MiniMax
 //! `POST /v1/t2a_v2` (see `minimax.rs`) and its asynchronous speech, video and files

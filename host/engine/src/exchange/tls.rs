@@ -2,7 +2,7 @@
 //! archives, consumers' webhooks and the OTLP collector. The web PKI's roots, and the CA
 //! certificates an operator adds (`tls_ca_file`) for a vendor, a self-hosted model server or
 //! an egress proxy behind a private CA. (The archive's S3 bucket goes through
-//! `object_store`'s own client, which is given the same file: `store::archive::Remote`.)
+//! `object_store`'s own client, which is given the same certificates: `added_pem`.)
 //!
 //! Invariants:
 //! - one trust for every outbound connection: a CA added is trusted for all of them, and no
@@ -18,12 +18,15 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Trust {
     config: Arc<rustls::ClientConfig>,
+    /// The PEM the added certificates were read from (empty: none), for clients built on
+    /// another TLS stack (the archive's bucket).
+    added_pem: Arc<[u8]>,
 }
 
 impl Trust {
     /// The web PKI's roots only.
     pub fn web_pki() -> Trust {
-        Trust::with_roots(web_pki_roots())
+        Trust::with_roots(web_pki_roots(), Arc::from([]))
     }
 
     /// The web PKI's roots and the CA certificates in `pem` (`source` names it in errors).
@@ -39,17 +42,22 @@ impl Trust {
         if added == 0 {
             return Err(format!("{source}: no certificate in it (expected PEM, -----BEGIN CERTIFICATE-----)"));
         }
-        Ok(Trust::with_roots(roots))
+        Ok(Trust::with_roots(roots, Arc::from(pem)))
     }
 
-    fn with_roots(roots: rustls::RootCertStore) -> Trust {
+    fn with_roots(roots: rustls::RootCertStore, added_pem: Arc<[u8]>) -> Trust {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Trust { config: Arc::new(config) }
+        Trust { config: Arc::new(config), added_pem }
+    }
+
+    /// The added CA certificates, as the PEM they were read from; empty: none.
+    pub fn added_pem(&self) -> &[u8] {
+        &self.added_pem
     }
 
     /// An https connector's builder with this trust; the caller picks its schemes and
@@ -76,7 +84,8 @@ mod tests {
     fn added_certificates_must_be_pem_and_usable() {
         let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let pem = ca.cert.pem();
-        assert!(Trust::adding(pem.as_bytes(), "ca.pem").is_ok());
+        assert_eq!(Trust::adding(pem.as_bytes(), "ca.pem").unwrap().added_pem(), pem.as_bytes());
+        assert!(Trust::web_pki().added_pem().is_empty());
         let two = format!("{pem}{}", rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap().cert.pem());
         assert!(Trust::adding(two.as_bytes(), "ca.pem").is_ok());
         for (bad, says) in [

@@ -1,8 +1,7 @@
 //! The one upstream HTTP client: pooled keep-alive connections (HTTP/1.1, or HTTP/2 for the
-//! channels that ask for it, `http2`), rustls for https (trusting `tls::Trust`'s roots),
-//! connect and response timeouts. It
-//! sends a plugin's request only to its channel's base URL: the plugin gives a path, never a
-//! host.
+//! channels that ask for it, `http2`), rustls for https (with the roots of a `tls::Trust`),
+//! connect and response timeouts. It sends a plugin's request only to its channel's base URL:
+//! the plugin gives a path, never a host.
 //!
 //! One pair of connection pools per request worker (`tollgate_base::worker`), and one for
 //! every other thread: a worker's connections are driven by its own runtime, so a request

@@ -1,5 +1,6 @@
 //! Opening a plugin's upstream WebSocket: the upgrade request built like any of the plugin's
-//! requests (the key inserted by the host), over TCP, with rustls for `wss` (the upstream's `Trust`).
+//! requests (the key inserted by the host), over TCP, with rustls for `wss` (the upstream's
+//! `Trust`).
 //!
 //! Invariants: the URL is the channel's base URL with `https` → `wss` (`http` → `ws`); connect
 //! and handshake are each bounded by the upstream's timeouts; a handshake the upstream refused
