@@ -75,7 +75,8 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
     try_request(addr, method, path, headers, body).unwrap_or_else(|| panic!("{method} {path} to {addr} failed"))
 }
 
-fn parse(raw: &[u8]) -> Option<Response> {
+/// Parses one whole answer as read from a socket.
+pub fn parse(raw: &[u8]) -> Option<Response> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");

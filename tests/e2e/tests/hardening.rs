@@ -1,6 +1,7 @@
 //! Cheap denial of service, refused: a consumer that stops reading a stream, bodies that
 //! trickle in or are too large for the route, connection floods, password guessing and key
-//! spam. Each limit is a setting; the tests set them low.
+//! spam. Each limit is a setting; the tests set them low. And a connection is never closed
+//! behind a client's back.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -95,6 +96,54 @@ fn bodies_that_trickle_or_overflow_an_account_route_are_refused() {
     let long = format!(r#"{{"name":"ann","password":"{}"}}"#, "p".repeat(1_000));
     let r = http::request(&gw.addr, "POST", "/v1/auth/register", &[], long.as_bytes());
     assert_eq!((r.status, r.error_code().as_str()), (400, "weak_password"), "a 1,000-byte password: {}", r.text());
+}
+
+#[test]
+fn an_answer_given_before_the_body_is_read_says_the_connection_closes() {
+    let mock = Mock::start();
+    let gw = gateway(&mock, "unread", "");
+    let bearer = format!("authorization: Bearer {}\r\n", gw.key);
+    // Only the head is sent: the gateway answers without the body, and the connection cannot
+    // be reused; the answer must say so, or the client's next request meets a closed socket.
+    for (path, auth, status) in [
+        ("/v1/videos/video_1/remix", bearer.as_str(), 404),
+        ("/v1/no/such/route", bearer.as_str(), 404),
+        ("/v1/chat/completions", "", 401),
+    ] {
+        let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: 20\r\n\r\n");
+        let mut s = raw_request(&gw.addr, &head, b"");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let answer = tollgate_e2e::http::parse(&raw).unwrap();
+        assert_eq!((answer.status, answer.header("connection")), (status, Some("close")), "{path}: {}", answer.text());
+    }
+    // A body read whole keeps the connection open: two calls on one socket.
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let call = |last: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n{bearer}{last}content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut s = raw_request(&gw.addr, &call(""), b"");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut raw, mut buf) = (Vec::new(), [0u8; 4096]);
+    let first = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+        let whole = tollgate_e2e::http::parse(&raw)
+            .filter(|a| a.header("content-length").and_then(|l| l.parse().ok()) == Some(a.body.len()));
+        if let Some(answer) = whole {
+            break answer;
+        }
+    };
+    assert_eq!((first.status, first.header("connection")), (200, None), "{}", first.text());
+    s.write_all(call("connection: close\r\n").as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert_eq!(tollgate_e2e::http::parse(&raw).unwrap().status, 200, "{}", String::from_utf8_lossy(&raw));
 }
 
 #[test]

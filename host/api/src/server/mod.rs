@@ -1,6 +1,12 @@
 //! The HTTP server: accepting connections (hyper 1, HTTP/1.1 keep-alive), routing, consumer
 //! request bodies with a size limit, and graceful shutdown.
 //!
+//! A request's body is read whole by `Api::read_body_within` or not at all. An answer given
+//! with the body left unread (a refused key, an unknown route, a body too large) says
+//! `connection: close`: hyper cannot reuse a connection holding unread bytes and closes it
+//! after the answer, and a client told nothing would send its next request into the closed
+//! socket.
+//!
 //! Shutdown: on the signal the listener closes at once (new connections are refused), idle
 //! keep-alive connections are closed, WebSocket sessions get a close frame (1001) and settle,
 //! and calls in flight, streams included, run to their end or until `shutdown_grace_ms`; then
@@ -26,7 +32,7 @@ use http::Request;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -191,8 +197,14 @@ impl Api {
             }
         }
         let deadline = Duration::from_millis(self.settings.body_read_timeout_ms);
+        let read = req.extensions().get::<BodyRead>().cloned();
         match tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect()).await {
-            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Ok(b)) => {
+                if let Some(read) = read {
+                    read.0.store(true, Ordering::Relaxed);
+                }
+                Ok(b.to_bytes())
+            }
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
             Ok(Err(_)) => Err(error::bad_request("body_read_failed", "the request body could not be read")),
             Err(_) => Err(CallError::new(
@@ -204,6 +216,10 @@ impl Api {
         }
     }
 }
+
+/// Set once a request's body has been read whole (see the module's doc).
+#[derive(Clone, Default)]
+struct BodyRead(Arc<AtomicBool>);
 
 fn too_large(limit: usize) -> CallError {
     CallError::new(
@@ -233,10 +249,27 @@ pub async fn handle(state: Arc<Api>, req: Request<Incoming>) -> Response {
     response
 }
 
+/// Serves one request and counts its answer; an answer given with the request's body unread
+/// closes the connection (see the module's doc).
+async fn route(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
+    use hyper::body::Body;
+    let body_read = (!req.body().is_end_stream()).then(|| {
+        let read = BodyRead::default();
+        req.extensions_mut().insert(read.clone());
+        read
+    });
+    let mut response = dispatch(state, req).await;
+    if body_read.is_some_and(|read| !read.0.load(Ordering::Relaxed)) {
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    telemetry::METRICS.response(response.status().as_u16());
+    response
+}
+
 /// Routes one request: the gateway's own routes from `routes::ROUTES`, then plugins' native
 /// routes. Every route but the model calls is boxed: this future is moved per request, and
 /// its size is that of its largest branch.
-async fn route(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
+async fn dispatch(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
     use routes::{Found, Handler};
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -266,7 +299,7 @@ async fn route(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
             "A request signed in by the console's cookie must carry its 'x-csrf-token' (GET /console/session tells it).",
         );
     }
-    let response = match found {
+    match found {
         Found::Route(Handler::Health) => json(200, &health(&state)),
         Found::Route(Handler::Metrics) => match &state.settings.metrics_token {
             Some(token) if !bearer_is(&req, token) => error::error_response(
@@ -324,9 +357,7 @@ async fn route(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
                 ),
             }
         }
-    };
-    telemetry::METRICS.response(response.status().as_u16());
-    response
+    }
 }
 
 /// Liveness (always 200 while serving) with readiness details: channels that cannot serve
