@@ -225,17 +225,64 @@ impl Mock {
     }
 }
 
+/// A CA, and a certificate it signed for `localhost` and 127.0.0.1: the CA's PEM file and the
+/// server's certificate and key files, in `dir`.
+pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Tollgate test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let files = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&files.0, ca.pem()).unwrap();
+    std::fs::write(&files.1, server.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
 /// An S3-compatible server (moto's server mode, from PyPI) with one bucket, for the
-/// archive's tests; `S3::start` returns `None` (and says so) where moto is not installed,
+/// archive's tests, over plain http or TLS; `None` (and says so) where moto is not installed,
 /// except in CI, which installs it.
 pub struct S3 {
     _proc: Proc,
     pub addr: String,
     pub bucket: String,
+    python: String,
+    /// Over TLS: the CA its certificate chains to.
+    tls_ca: Option<PathBuf>,
 }
+
+/// One request over TLS with Python's client, trusting only the given CA (argv: method, URL,
+/// CA file): prints the status, a newline and the body.
+const TLS_REQUEST: &str = r#"
+import ssl, sys, urllib.error, urllib.request
+method, url, ca = sys.argv[1:4]
+try:
+    r = urllib.request.urlopen(urllib.request.Request(url, method=method), context=ssl.create_default_context(cafile=ca), timeout=10)
+    status, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read()
+sys.stdout.write("%d\n%s" % (status, body.decode()))
+"#;
 
 impl S3 {
     pub fn start() -> Option<S3> {
+        S3::launch(None)
+    }
+
+    /// Over TLS, with a certificate for `localhost` from a CA made in `dir`: the server and
+    /// the CA's file (a gateway reaches it with that file as its `tls_ca_file`).
+    pub fn start_tls(dir: &Path) -> Option<(S3, PathBuf)> {
+        let (ca, cert, key) = certificates(dir);
+        S3::launch(Some((ca.clone(), cert, key))).map(|s3| (s3, ca))
+    }
+
+    fn launch(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Option<S3> {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let has_moto = Command::new(&python).args(["-c", "import moto.server"]).status().is_ok_and(|s| s.success());
         if !has_moto {
@@ -246,25 +293,51 @@ impl S3 {
         let dir = scratch("s3");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::File::create(dir.join("moto.log")).unwrap();
-        let child = Command::new(&python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start moto");
-        let s3 = S3 { _proc: Proc { child }, addr: format!("127.0.0.1:{port}"), bucket: "tollgate-archive".into() };
-        let made = eventually(Duration::from_secs(60), || {
-            http::try_request(&s3.addr, "PUT", &format!("/{}", s3.bucket), &[], b"").is_some_and(|r| r.status == 200)
-        });
+        let mut moto = Command::new(&python);
+        moto.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some((_, cert, key)) = &tls {
+            moto.arg("--ssl-cert").arg(cert).arg("--ssl-key").arg(key);
+        }
+        let child = moto.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start moto");
+        let s3 = S3 {
+            _proc: Proc { child },
+            addr: format!("127.0.0.1:{port}"),
+            bucket: "tollgate-archive".into(),
+            python,
+            tls_ca: tls.map(|(ca, _, _)| ca),
+        };
+        let path = format!("/{}", s3.bucket);
+        let made =
+            eventually(Duration::from_secs(60), || s3.request("PUT", &path).is_some_and(|(status, _)| status == 200));
         assert!(made, "moto never answered; its log:\n{}", std::fs::read_to_string(dir.join("moto.log")).unwrap());
         Some(s3)
+    }
+
+    fn endpoint(&self) -> String {
+        match self.tls_ca {
+            None => format!("http://{}", self.addr),
+            Some(_) => format!("https://localhost:{}", self.addr.rsplit(':').next().unwrap()),
+        }
+    }
+
+    /// A request with no body: the status and the body's text, `None` if it was not answered.
+    fn request(&self, method: &str, path: &str) -> Option<(u16, String)> {
+        let Some(ca) = &self.tls_ca else {
+            return http::try_request(&self.addr, method, path, &[], b"").map(|r| (r.status, r.text()));
+        };
+        let url = format!("{}{path}", self.endpoint());
+        let out = Command::new(&self.python).args(["-c", TLS_REQUEST, method, &url]).arg(ca).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (status, body) = text.split_once('\n')?;
+        Some((status.parse().ok()?, body.to_string()))
     }
 
     /// The gateway's settings for a bucket on this server, under `prefix`.
     pub fn settings(&self, prefix: &str) -> String {
         format!(
-            "archive_s3_bucket = \"{}\"\narchive_s3_prefix = \"{prefix}\"\narchive_s3_endpoint = \"http://{}\"\narchive_s3_region = \"us-east-1\"\n",
-            self.bucket, self.addr
+            "archive_s3_bucket = \"{}\"\narchive_s3_prefix = \"{prefix}\"\narchive_s3_endpoint = \"{}\"\narchive_s3_region = \"us-east-1\"\n",
+            self.bucket,
+            self.endpoint()
         )
     }
 
@@ -275,9 +348,8 @@ impl S3 {
 
     /// The keys of the bucket's objects under `prefix` (ListObjectsV2).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let list = http::request(&self.addr, "GET", &format!("/{}?list-type=2&prefix={prefix}", self.bucket), &[], b"");
-        assert_eq!(list.status, 200, "{}", list.text());
-        let text = list.text();
+        let list = self.request("GET", &format!("/{}?list-type=2&prefix={prefix}", self.bucket));
+        let Some((200, text)) = list else { panic!("listing the bucket: {list:?}") };
         text.split("<Key>").skip(1).filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string())).collect()
     }
 }

@@ -5,7 +5,7 @@
 //! the owner sees the task.
 
 use std::time::Duration;
-use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock, S3};
+use tollgate_e2e::{channel, eventually, http, pricing_setting, scratch, Gateway, Mock, S3};
 
 const PRICES: &str = "[models.\"fixture-video\"]\nper_second = \"0.01\"\n";
 /// The mock's CDN is on loopback: the operator names it, or the archive never reaches it.
@@ -405,6 +405,46 @@ fn two_nodes_keep_the_archive_in_one_s3_bucket_and_a_file_goes_with_the_last_tas
     assert_eq!(get(&b, &key, &format!("/v1/tasks/{again}/content/0"), &[]).status, 404);
     let (ok, report) = a.verify_ledger();
     assert!(ok, "{report}");
+}
+
+#[test]
+fn the_archive_reaches_a_bucket_over_tls_only_trusting_the_ca_of_tls_ca_file() {
+    let Some((s3, ca)) = S3::start_tls(&scratch("s3-tls")) else { return };
+    let mock = Mock::start();
+    let ch = channel("video", "faulty", &mock.url(), &["fixture-video"], &["k1"]);
+    let plugins = [("faulty-v1", "faulty.wasm")];
+    let settings = format!("{LOCAL_CDN}{}{}{ch}", s3.settings("tg/tls"), pricing_setting(PRICES));
+    let video = r#"{"model":"fixture-video","seconds":5,"prompt":"a cat"}"#;
+
+    // A gateway that does not trust the bucket's certificate stores nothing, says why, and
+    // keeps the task to try again.
+    let untrusting = Gateway::start_with_env("tasks-s3-tls-untrusted", &plugins, &settings, None, &s3.env());
+    let id = submit(&untrusting, &untrusting.key, video).json()["id"].as_str().unwrap().to_string();
+    assert!(
+        eventually(Duration::from_secs(30), || untrusting.log().contains("UnknownIssuer")),
+        "no certificate error in the log:\n{}",
+        untrusting.log()
+    );
+    let status = task(&untrusting, &untrusting.key, &id).json()["status"].clone();
+    assert!(matches!(status.as_str(), Some("queued" | "in_progress")), "{status}");
+    assert!(s3.keys("tg/").is_empty());
+
+    // With the CA, the same archive goes to the bucket and is served from it.
+    let gw = Gateway::start_with_env(
+        "tasks-s3-tls",
+        &plugins,
+        &format!("tls_ca_file = \"{}\"\n{settings}", ca.display()),
+        None,
+        &s3.env(),
+    );
+    let id = submit(&gw, &gw.key, video).json()["id"].as_str().unwrap().to_string();
+    let done = finished(&gw, &id);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let sha = done["outputs"][0]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(s3.keys("tg/"), vec![format!("tg/tls/sha256/{}/{sha}", &sha[..2])]);
+    let whole = get(&gw, &gw.key, &format!("/v1/tasks/{id}/content/0"), &[]);
+    assert_eq!((whole.status, sha256_hex(&whole.body)), (200, sha), "{}", whole.text());
+    assert!(!gw.dir.join("data/archive/sha256").exists(), "no local copy");
 }
 
 #[test]

@@ -5,33 +5,15 @@
 //! the call before anything reaches the vendor, free; a CA file that is not one stops the
 //! gateway from starting.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-use tollgate_e2e::{channel, chats_over_http2_and_http1, pricing_setting, scratch, tollgate_command, Gateway, Mock};
+use tollgate_e2e::{
+    certificates, channel, chats_over_http2_and_http1, pricing_setting, scratch, tollgate_command, Gateway, Mock,
+};
 use tungstenite::Message;
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 const PRICES: &str = "[models.\"gpt-4o-mini\"]\nper_call = \"1\"\n[models.\"gpt-4o\"]\nper_call = \"1\"\n";
-
-/// A CA, and a certificate it signed for `localhost` and 127.0.0.1: the CA's PEM file and the
-/// server's certificate and key files, in `dir`.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "Tollgate test CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let files = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
-    std::fs::write(&files.0, ca.pem()).unwrap();
-    std::fs::write(&files.1, server.pem()).unwrap();
-    std::fs::write(&files.2, key.serialize_pem()).unwrap();
-    files
-}
 
 /// The mock serving TLS with the test CA's certificate (plain text still reaches its control
 /// routes), and the CA's file.
