@@ -257,32 +257,34 @@ pub struct S3 {
     tls_ca: Option<PathBuf>,
 }
 
-/// One request over TLS with Python's client, trusting only the given CA (argv: method, URL,
-/// CA file): prints the status, a newline and the body.
+/// One request over TLS with Python's client, trusting only the given CA and no proxy (argv:
+/// method, URL, CA file): prints the status, a newline and the body.
 const TLS_REQUEST: &str = r#"
 import ssl, sys, urllib.error, urllib.request
 method, url, ca = sys.argv[1:4]
+opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca)))
 try:
-    r = urllib.request.urlopen(urllib.request.Request(url, method=method), context=ssl.create_default_context(cafile=ca), timeout=10)
+    r = opener.open(urllib.request.Request(url, method=method), timeout=10)
     status, body = r.status, r.read()
 except urllib.error.HTTPError as e:
     status, body = e.code, e.read()
-sys.stdout.write("%d\n%s" % (status, body.decode()))
+sys.stdout.buffer.write(b"%d\n" % status + body)
 "#;
 
 impl S3 {
     pub fn start() -> Option<S3> {
-        S3::launch(None)
+        S3::launch(&scratch("s3"), None)
     }
 
-    /// Over TLS, with a certificate for `localhost` from a CA made in `dir`: the server and
-    /// the CA's file (a gateway reaches it with that file as its `tls_ca_file`).
+    /// Over TLS, with a certificate for 127.0.0.1 from a CA made in `dir`: the server and the
+    /// CA's file (a gateway reaches it with that file as its `tls_ca_file`).
     pub fn start_tls(dir: &Path) -> Option<(S3, PathBuf)> {
         let (ca, cert, key) = certificates(dir);
-        S3::launch(Some((ca.clone(), cert, key))).map(|s3| (s3, ca))
+        S3::launch(dir, Some((ca.clone(), cert, key))).map(|s3| (s3, ca))
     }
 
-    fn launch(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Option<S3> {
+    fn launch(dir: &Path, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Option<S3> {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let has_moto = Command::new(&python).args(["-c", "import moto.server"]).status().is_ok_and(|s| s.success());
         if !has_moto {
@@ -290,16 +292,16 @@ impl S3 {
             eprintln!("SKIPPED: moto's server is not installed (pip install 'moto[server]')");
             return None;
         }
-        let dir = scratch("s3");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+        let log_path = dir.join("moto.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut moto = Command::new(&python);
         moto.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]);
         if let Some((_, cert, key)) = &tls {
             moto.arg("--ssl-cert").arg(cert).arg("--ssl-key").arg(key);
         }
         let child = moto.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start moto");
-        let s3 = S3 {
+        let mut s3 = S3 {
             _proc: Proc { child },
             addr: format!("127.0.0.1:{port}"),
             bucket: "tollgate-archive".into(),
@@ -307,29 +309,43 @@ impl S3 {
             tls_ca: tls.map(|(ca, _, _)| ca),
         };
         let path = format!("/{}", s3.bucket);
-        let made =
-            eventually(Duration::from_secs(60), || s3.request("PUT", &path).is_some_and(|(status, _)| status == 200));
-        assert!(made, "moto never answered; its log:\n{}", std::fs::read_to_string(dir.join("moto.log")).unwrap());
+        let (mut last, mut exited) = (Err("not asked yet".to_string()), None);
+        let made = eventually(Duration::from_secs(60), || {
+            exited = s3._proc.child.try_wait().ok().flatten();
+            last = s3.request("PUT", &path);
+            exited.is_some() || matches!(last, Ok((200, _)))
+        });
+        assert!(
+            made && exited.is_none(),
+            "moto did not make the bucket (exited: {exited:?}; last answer: {last:?}); its log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
         Some(s3)
     }
 
     fn endpoint(&self) -> String {
-        match self.tls_ca {
-            None => format!("http://{}", self.addr),
-            Some(_) => format!("https://localhost:{}", self.addr.rsplit(':').next().unwrap()),
-        }
+        let scheme = if self.tls_ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// A request with no body: the status and the body's text, `None` if it was not answered.
-    fn request(&self, method: &str, path: &str) -> Option<(u16, String)> {
+    /// A request with no body: the status and the body's text, or why there was no answer.
+    fn request(&self, method: &str, path: &str) -> Result<(u16, String), String> {
         let Some(ca) = &self.tls_ca else {
-            return http::try_request(&self.addr, method, path, &[], b"").map(|r| (r.status, r.text()));
+            return http::try_request(&self.addr, method, path, &[], b"")
+                .map(|r| (r.status, r.text()))
+                .ok_or_else(|| "no answer".to_string());
         };
         let url = format!("{}{path}", self.endpoint());
-        let out = Command::new(&self.python).args(["-c", TLS_REQUEST, method, &url]).arg(ca).output().ok()?;
+        let out = Command::new(&self.python)
+            .args(["-c", TLS_REQUEST, method, &url])
+            .arg(ca)
+            .output()
+            .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let (status, body) = text.split_once('\n')?;
-        Some((status.parse().ok()?, body.to_string()))
+        match text.split_once('\n').and_then(|(status, body)| Some((status.parse().ok()?, body.to_string()))) {
+            Some(answer) => Ok(answer),
+            None => Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr))),
+        }
     }
 
     /// The gateway's settings for a bucket on this server, under `prefix`.
@@ -349,7 +365,7 @@ impl S3 {
     /// The keys of the bucket's objects under `prefix` (ListObjectsV2).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let list = self.request("GET", &format!("/{}?list-type=2&prefix={prefix}", self.bucket));
-        let Some((200, text)) = list else { panic!("listing the bucket: {list:?}") };
+        let Ok((200, text)) = list else { panic!("listing the bucket: {list:?}") };
         text.split("<Key>").skip(1).filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string())).collect()
     }
 }

@@ -114,10 +114,19 @@ fn an_answer_given_before_the_body_is_read_says_the_connection_closes() {
         let mut s = raw_request(&gw.addr, &head, b"");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
+        s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{path}: the connection stayed open ({e})"));
         let answer = tollgate_e2e::http::parse(&raw).unwrap();
         assert_eq!((answer.status, answer.header("connection")), (status, Some("close")), "{path}: {}", answer.text());
     }
+    // A WebSocket's 101 keeps its `connection: upgrade`, a body declared and unread or not.
+    use tungstenite::client::IntoClientRequest;
+    let mut upgrade = format!("ws://{}/v1/tasks/ws", gw.addr).into_client_request().unwrap();
+    upgrade.headers_mut().insert("authorization", format!("Bearer {}", gw.key).parse().unwrap());
+    upgrade.headers_mut().insert("content-length", "20".parse().unwrap());
+    let stream = TcpStream::connect(&gw.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (_socket, answer) = tungstenite::client(upgrade, stream).expect("the upgrade");
+    assert_eq!(answer.status(), 101);
     // A body read whole keeps the connection open: two calls on one socket.
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
     let call = |last: &str| {
@@ -130,7 +139,7 @@ fn an_answer_given_before_the_body_is_read_says_the_connection_closes() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (mut raw, mut buf) = (Vec::new(), [0u8; 4096]);
     let first = loop {
-        let n = s.read(&mut buf).unwrap();
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("no whole answer ({e}): {}", String::from_utf8_lossy(&raw)));
         assert!(n > 0, "closed after {}", String::from_utf8_lossy(&raw));
         raw.extend_from_slice(&buf[..n]);
         let whole = tollgate_e2e::http::parse(&raw)
@@ -142,7 +151,7 @@ fn an_answer_given_before_the_body_is_read_says_the_connection_closes() {
     assert_eq!((first.status, first.header("connection")), (200, None), "{}", first.text());
     s.write_all(call("connection: close\r\n").as_bytes()).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("the second call was not answered and closed ({e})"));
     assert_eq!(tollgate_e2e::http::parse(&raw).unwrap().status, 200, "{}", String::from_utf8_lossy(&raw));
 }
 

@@ -428,6 +428,7 @@ fn the_archive_reaches_a_bucket_over_tls_only_trusting_the_ca_of_tls_ca_file() {
     let status = task(&untrusting, &untrusting.key, &id).json()["status"].clone();
     assert!(matches!(status.as_str(), Some("queued" | "in_progress")), "{status}");
     assert!(s3.keys("tg/").is_empty());
+    drop(untrusting);
 
     // With the CA, the same archive goes to the bucket and is served from it.
     let gw = Gateway::start_with_env(

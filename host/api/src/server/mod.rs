@@ -5,7 +5,7 @@
 //! with the body left unread (a refused key, an unknown route, a body too large) says
 //! `connection: close`: hyper cannot reuse a connection holding unread bytes and closes it
 //! after the answer, and a client told nothing would send its next request into the closed
-//! socket.
+//! socket. (A 101 keeps its `connection: upgrade`: the WebSocket takes the connection over.)
 //!
 //! Shutdown: on the signal the listener closes at once (new connections are refused), idle
 //! keep-alive connections are closed, WebSocket sessions get a close frame (1001) and settle,
@@ -259,7 +259,8 @@ async fn route(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
         read
     });
     let mut response = dispatch(state, req).await;
-    if body_read.is_some_and(|read| !read.0.load(Ordering::Relaxed)) {
+    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    if !switching && body_read.is_some_and(|read| !read.0.load(Ordering::Relaxed)) {
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     telemetry::METRICS.response(response.status().as_u16());
