@@ -249,7 +249,7 @@ pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// archive's tests, over plain http or TLS; `None` (and says so) where moto is not installed,
 /// except in CI, which installs it.
 pub struct S3 {
-    _proc: Proc,
+    proc: Proc,
     pub addr: String,
     pub bucket: String,
     python: String,
@@ -302,7 +302,7 @@ impl S3 {
         }
         let child = moto.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start moto");
         let mut s3 = S3 {
-            _proc: Proc { child },
+            proc: Proc { child },
             addr: format!("127.0.0.1:{port}"),
             bucket: "tollgate-archive".into(),
             python,
@@ -311,7 +311,7 @@ impl S3 {
         let path = format!("/{}", s3.bucket);
         let (mut last, mut exited) = (Err("not asked yet".to_string()), None);
         let made = eventually(Duration::from_secs(60), || {
-            exited = s3._proc.child.try_wait().ok().flatten();
+            exited = s3.proc.child.try_wait().ok().flatten();
             last = s3.request("PUT", &path);
             exited.is_some() || matches!(last, Ok((200, _)))
         });
