@@ -48,8 +48,10 @@ pub async fn serve(config: config::Config) -> Result<()> {
         config.plugin_time_limit_ms,
         config.plugin_deadline_ms,
         config.max_concurrent_calls,
-    )?
-    .compile_in_child(this_program()?);
+        config.plugin_perf_map,
+    )?;
+    // Profiled, plugins compile here: valgrind cannot start this program again as the child.
+    let runtime = if config.plugin_perf_map { runtime } else { runtime.compile_in_child(this_program()?) };
     let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir(), server::routes::reserved);
     registry.scan().await.with_context(|| format!("scanning {}", registry.dir().display()))?;
     let (watcher, plugin_events) = registry.watch_folder()?;

@@ -179,6 +179,8 @@ gw_default() {
 # plugins-b, tollgate-b.toml, gateway-b.out, gateway-b.log) so it runs beside the first one;
 # GW_CREATE_KEY=0 creates no key (GW_KEY is kept: a node sharing the first one's database).
 # Env UPSTREAM_HTTP2=1: the chat channel speaks HTTP/2 to the mock (`http2 = true`).
+# Env GW_WRAP: a command the gateway's `serve` runs under; GW_START_SECS: how long it may take
+# to listen (default 30).
 # Sets CFG, GW_KEY, GW_PID, GW_PORT and GW_URL (save the first node's before starting another).
 start_gateway() {
   local sfx=${GW_NODE:+-$GW_NODE}
@@ -265,11 +267,13 @@ EOF
     [ -n "$GW_KEY" ] || die "keys create printed no key"
   fi
 
-  TOLLGATE_LOG=warn "$GW_BIN" --config "$CFG" serve > "$WORK/gateway$sfx.out" 2>> "$WORK/gateway$sfx.log" &
+  # GW_WRAP: a command the gateway runs under (instructions.sh: valgrind), as words.
+  # shellcheck disable=SC2086
+  TOLLGATE_LOG=warn ${GW_WRAP:-} "$GW_BIN" --config "$CFG" serve > "$WORK/gateway$sfx.out" 2>> "$WORK/gateway$sfx.log" &
   GW_PID=$!
   STARTED_PIDS+=("$GW_PID")
   local line
-  line=$(wait_for_line "$WORK/gateway$sfx.out" 'tollgate listening on http://127\.0\.0\.1:[0-9]+' "$GW_PID" 30)
+  line=$(wait_for_line "$WORK/gateway$sfx.out" 'tollgate listening on http://127\.0\.0\.1:[0-9]+' "$GW_PID" "${GW_START_SECS:-30}")
   GW_PORT=${line##*:}
   GW_URL=http://127.0.0.1:$GW_PORT
   wait_http_200 "$GW_URL/health" 30

@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let n: u32 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
     let bytes = std::fs::read(&path)?;
     let dir = std::env::temp_dir().join("tollgate-plugin-cost");
-    let runtime = Runtime::new(dir, 64, 1000, 5000, 64)?;
+    let runtime = Runtime::new(dir, 64, 1000, 5000, 64, false)?;
     let pre = runtime.prepare(&bytes, &sha256_hex(&bytes))?;
     // As the gateway does: a plugin is described (its exports' types checked) before any call.
     runtime.describe(&pre).await?;

@@ -23,6 +23,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> Result<()> {
         config.plugin_time_limit_ms,
         config.plugin_deadline_ms,
         16,
+        false,
     )?;
     let registry = tollgate_engine::plugin::PluginRegistry::new(
         runtime,

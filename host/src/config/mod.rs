@@ -159,6 +159,11 @@ pub struct Config {
     /// Linear memory one plugin call may use.
     #[serde(default = "defaults::plugin_memory_limit_mb")]
     pub plugin_memory_limit_mb: usize,
+    /// For profiling: wasmtime names the plugins' compiled functions in `/tmp/perf-<pid>.map`
+    /// (read by perf and callgrind), and plugins compile in the gateway's own process, whose
+    /// heap then keeps the compiler's memory (valgrind cannot follow the compiling child).
+    #[serde(default)]
+    pub plugin_perf_map: bool,
     /// Plugin calls in flight at once (pooling allocator slots); beyond it, 503.
     #[serde(default = "defaults::max_concurrent_calls")]
     pub max_concurrent_calls: u32,

@@ -284,3 +284,19 @@ fn a_new_version_that_refuses_a_channels_settings_never_replaces_the_serving_one
     assert_eq!(status["plugins"][0]["version"], "1.0.1", "v1 keeps serving: {status}");
     assert_eq!(echo(&gw).json()["version"], "1");
 }
+
+/// `plugin_perf_map`: the plugins compile in the gateway's own process (the profilers it is
+/// for cannot follow a compiling child) and wasmtime names their functions in
+/// `/tmp/perf-<pid>.map`, which perf and `tests/bench/instructions.sh` read; calls are served.
+#[test]
+fn a_profiled_gateway_names_the_plugins_code_for_profilers() {
+    let mock = Mock::start();
+    let ch = channel("main", "openai", &mock.url(), &["gpt-4o-mini"], &["sk-upstream-1"]);
+    let gw = Gateway::start("perfmap", &[("openai", "openai.wasm")], &format!("plugin_perf_map = true\n{ch}"));
+    let r = gw.post("/v1/chat/completions", r#"{"model":"gpt-4o-mini","messages":[]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", gw.proc.child.id()));
+    let names = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    assert!(names.lines().any(|l| l.contains("wasm[0]::function[")), "no plugin function in {}", map.display());
+}

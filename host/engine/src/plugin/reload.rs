@@ -6,7 +6,9 @@
 //!   half written, and are not delivered on every filesystem; the scan itself (list, hash,
 //!   compare) is the source of truth, and a periodic rescan backs the watcher up.
 //! - Files are compared by SHA-256, so touching a file or rewriting identical bytes does
-//!   nothing, and the same broken bytes are not compiled again and again.
+//!   nothing, and the same broken bytes are not compiled again and again. A file is read and
+//!   hashed again only when its metadata moved (`Stamp`: a write always moves its status
+//!   change time), so the periodic rescan does not re-read a folder of large plugins.
 //! - A new or changed file is compiled and validated (links against the empty WASI context,
 //!   exports the contract, `describe()` runs, its name and routes do not collide with another
 //!   plugin or with the gateway's own routes, it accepts the settings of every channel that
@@ -124,6 +126,9 @@ pub struct PluginFileStatus {
 struct FileEntry {
     /// SHA-256 of the bytes last examined.
     sha256: String,
+    /// The file's metadata, taken before those bytes were read: while it is the same, the
+    /// file is not read again (see `Stamp`).
+    stamp: Option<Stamp>,
     /// The good version serving from this file.
     plugin: Option<Arc<Plugin>>,
     error: Option<String>,
@@ -208,6 +213,12 @@ impl PluginRegistry {
         }
 
         for path in on_disk {
+            let stamp = Stamp::of(&path);
+            if stamp.is_some()
+                && self.files.lock().expect("plugin file table").get(&path).is_some_and(|e| e.stamp == stamp)
+            {
+                continue;
+            }
             let bytes = match read_plugin_file(&path) {
                 Ok(b) => b,
                 Err(e) => {
@@ -216,15 +227,23 @@ impl PluginRegistry {
                 }
             };
             let sha = sha256_hex(&bytes);
-            if self.files.lock().expect("plugin file table").get(&path).is_some_and(|e| e.sha256 == sha) {
-                continue;
+            if let Some(entry) = self.files.lock().expect("plugin file table").get_mut(&path) {
+                if entry.sha256 == sha {
+                    entry.stamp = stamp;
+                    continue;
+                }
             }
             changed = true;
             let result = self.load(&path, bytes, &sha).await;
             let mut files = self.files.lock().expect("plugin file table");
-            let entry =
-                files.entry(path.clone()).or_insert(FileEntry { sha256: String::new(), plugin: None, error: None });
+            let entry = files.entry(path.clone()).or_insert(FileEntry {
+                sha256: String::new(),
+                stamp: None,
+                plugin: None,
+                error: None,
+            });
             entry.sha256 = sha.clone();
+            entry.stamp = stamp;
             match result {
                 Ok(plugin) => {
                     self.loads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -415,6 +434,43 @@ impl PluginRegistry {
     }
 }
 
+/// What a file's metadata says of its content: its inode, length, and last modification
+/// and status change. Any write, replacement (a rename onto it) or truncation changes the
+/// status change time, which no one can set back (`touch` and `cp -p` set only the
+/// modification time), so the backstop rescan reads and hashes only files whose stamp moved.
+/// The times are coarse (a clock tick, seconds on some filesystems): a write in the same
+/// tick as the read would leave the stamp as it was, so a file changed less than `SETTLED`
+/// ago has no stamp and is read again by the next scan.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+const SETTLED: Duration = Duration::from_secs(3);
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let changed =
+            std::time::UNIX_EPOCH + Duration::new(u64::try_from(m.ctime()).ok()?, u32::try_from(m.ctime_nsec()).ok()?);
+        if std::time::SystemTime::now().duration_since(changed).map_or(true, |age| age < SETTLED) {
+            return None;
+        }
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
 /// Whether a folder event can change what the folder holds. Reading a file is an event too
 /// (inotify's open, access and close-without-write), and a rescan reads every file: were
 /// those triggers, each rescan would trigger the next, forever.
@@ -440,7 +496,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.wasm");
         std::fs::write(&file, b"one").unwrap();
-        let runtime = Runtime::new(dir.join(".cache"), 8, 100, 1000, 2).unwrap();
+        let runtime = Runtime::new(dir.join(".cache"), 8, 100, 1000, 2, false).unwrap();
         let registry = PluginRegistry::new(runtime, dir.clone(), |_| false);
         let (_watcher, mut events) = registry.watch_folder().unwrap();
         let quiet = Duration::from_millis(300);
@@ -462,6 +518,35 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         let removed = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
         assert_eq!(removed, Ok(Some(())), "a file removed was not seen");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A rescan sees a rewrite of a settled file (its stamp kept) whose length and
+    /// modification time are the old ones (`cp -p`, an editor restoring the time).
+    #[tokio::test]
+    async fn a_rewrite_that_keeps_length_and_time_is_still_seen() {
+        let dir = std::env::temp_dir().join(format!("tollgate-stamp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.wasm");
+        std::fs::write(&file, b"one").unwrap();
+        let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+        tokio::time::sleep(SETTLED + Duration::from_millis(100)).await;
+        let runtime = Runtime::new(dir.join(".cache"), 8, 100, 1000, 2, false).unwrap();
+        let registry = PluginRegistry::new(runtime, dir.clone(), |_| false);
+        let failed = || registry.loads_failed.load(std::sync::atomic::Ordering::Relaxed);
+        let sha = || registry.status()[0].sha256.clone();
+
+        registry.scan().await.unwrap();
+        assert_eq!((failed(), sha()), (1, sha256_hex(b"one")), "the bytes are not a plugin");
+        assert!(registry.files.lock().unwrap().values().all(|e| e.stamp.is_some()), "settled: stamped");
+        registry.scan().await.unwrap();
+        assert_eq!(failed(), 1, "unchanged: not examined again");
+
+        std::fs::write(&file, b"two").unwrap();
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), modified);
+        registry.scan().await.unwrap();
+        assert_eq!((failed(), sha()), (2, sha256_hex(b"two")), "the rewrite was not read");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -121,16 +121,21 @@ pub struct Runtime {
 impl Runtime {
     /// `time_limit_ms`: CPU time inside the plugin per entry (epoch ticks); `deadline_ms`:
     /// wall-clock time per entry, host waits included (a plugin blocked on a WASI clock or
-    /// poll does not tick the epoch, and must not hold its slot).
+    /// poll does not tick the epoch, and must not hold its slot). `perf_map`: wasmtime writes
+    /// `/tmp/perf-<pid>.map`, naming the plugins' compiled functions for perf and callgrind.
     pub fn new(
         cache_dir: PathBuf,
         memory_limit_mb: usize,
         time_limit_ms: u64,
         deadline_ms: u64,
         slots: u32,
+        perf_map: bool,
     ) -> Result<Runtime> {
         let memory_limit = memory_limit_mb << 20;
-        let cfg = engine_config(memory_limit, slots);
+        let mut cfg = engine_config(memory_limit, slots);
+        if perf_map {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("creating the wasm engine")?;
         let ticker = engine.weak();
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || loop {

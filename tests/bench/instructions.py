@@ -1,0 +1,109 @@
+"""instructions.sh's two halves.
+
+  instructions.py load URL KEY N          N small chats, one after another on one keep-alive
+                                          connection; fails if any is not answered 200
+  instructions.py report DUMP MAP N TOP   callgrind's DUMP per request: the total, by part, and
+                                          the TOP functions by their own instructions, the
+                                          plugin's code named from wasmtime's perf MAP
+"""
+
+import bisect
+import collections
+import http.client
+import json
+import re
+import subprocess
+import sys
+
+
+def load(url, key, n):
+    host = url.split("//", 1)[1]
+    conn = http.client.HTTPConnection(host, timeout=60)
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]})
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer " + key}
+    for i in range(n):
+        conn.request("POST", "/v1/chat/completions", body, headers)
+        answer = conn.getresponse()
+        data = answer.read()
+        if answer.status != 200:
+            sys.exit(f"request {i}: {answer.status} {data[:300]!r}")
+
+
+def perf_map(path):
+    """(starts, entries) of the map's functions, sorted by address."""
+    entries = []
+    try:
+        with open(path) as f:
+            for line in f:
+                address, size, name = line.rstrip("\n").split(" ", 2)
+                entries.append((int(address, 16), int(size, 16), name))
+    except FileNotFoundError:
+        pass
+    entries.sort()
+    return [e[0] for e in entries], entries
+
+
+def jit_name(address, starts, entries):
+    i = bisect.bisect_right(starts, address) - 1
+    if i >= 0 and address < entries[i][0] + entries[i][1]:
+        # "wasm[0]::function[640]::dlmalloc" → "plugin: dlmalloc"
+        return "plugin: " + entries[i][2].split("::", 2)[-1]
+    return "plugin: ?"
+
+
+# The part a function is counted in, by the first of these its name holds.
+PARTS = [
+    ("memcpy", ("memcpy", "memmove")),
+    ("memset", ("memset",)),
+    ("mimalloc", ("mi_",)),
+    ("SQLite", ("sqlite3", "yy_", "walChecksum", "balance_nonroot", "btree", "vdbe", "tokenExpr", "getPage", "pager", "whereLoop", "expr", "strAccum")),
+]
+
+
+def part_of(name):
+    if name.startswith("plugin: "):
+        return "the plugin's code"
+    for part, needles in PARTS:
+        if any(n in name for n in needles):
+            return part
+    crate = re.split(r"::|<| as |\[", name.lstrip("<"))[0]
+    return crate or name
+
+
+def report(dump, map_path, n, top):
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", dump], capture_output=True, text=True, check=True)
+    starts, entries = perf_map(map_path)
+    total = 0
+    rows = collections.Counter()
+    for line in out.stdout.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+        if not m:
+            continue
+        count, where = int(m.group(1).replace(",", "")), m.group(2)
+        if "PROGRAM TOTALS" in where:
+            total = count
+            continue
+        name = where.split(":", 1)[1] if ":" in where else where
+        name = re.sub(r" \[[^\]]*\]$", "", name)
+        if re.match(r"0x[0-9a-f]+$", name):
+            name = jit_name(int(name, 16), starts, entries)
+        rows[name] += count
+    parts = collections.Counter()
+    for name, count in rows.items():
+        parts[part_of(name)] += count
+    print(f"instructions per request: {total / n:,.0f} ({n} requests)")
+    print("\nby part (own instructions per request):")
+    for part, count in parts.most_common(16):
+        print(f"  {count / n:9,.0f}  {100 * count / total:5.1f}%  {part}")
+    print(f"\nthe {top} functions with the most own instructions per request:")
+    for name, count in rows.most_common(top):
+        print(f"  {count / n:9,.0f}  {100 * count / total:5.1f}%  {name[:150]}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "load":
+        load(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif len(sys.argv) == 6 and sys.argv[1] == "report":
+        report(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        sys.exit(__doc__)

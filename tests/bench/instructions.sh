@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Instructions per request: the gateway under valgrind's callgrind serves REQUESTS small chats
+# one after another (the benchmark's gateway: billing with the ledger, the openai plugin, a
+# weighted key pool, the call log), and the script prints the instructions it executed per
+# request, by part (the plugin's own code named by function, wasmtime, hyper, SQLite, ...).
+# Unlike CPU time, the count is the same run after run whatever else the machine does, so a
+# change of 1% shows: measure a change to the request path with it beside run.sh's times.
+#
+#   tests/bench/instructions.sh [--no-build]
+#
+# Environment:
+#   REQUESTS  requests counted (default 2000), after WARMUP uncounted ones (default 600)
+#   TOP       functions listed (default 30)
+#   OUT       keep callgrind's output and the plugins' symbol map in this folder (default: not
+#             kept); `callgrind_annotate OUT/callgrind.out` reads it
+#   GW_BIN, PLUGIN_WASM, GW_EXTRA_CONFIG, BILLING  as for run.sh (lib.sh)
+#
+# Notes: the count includes everything the gateway's threads did while the requests ran (the
+# call log's writer too, at its batch sizes for this pace, which is ~200 requests a second
+# under valgrind); the plugin's code is named through wasmtime's perf map
+# (`plugin_perf_map = true`), with names only if the plugin was built without stripping its
+# symbols (`CARGO_PROFILE_PLUGIN_STRIP=false`). Copies and fills (memcpy, memset) count each
+# loop step as an instruction: read them as bytes moved more than as time. valgrind is
+# installed from Debian's packages if missing.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DURATION=1
+REQUESTS=${REQUESTS:-2000}
+WARMUP=${WARMUP:-600}
+TOP=${TOP:-30}
+export PREFETCH=0 SESSIONS=10
+
+BUILD=1
+for arg in "$@"; do
+  case $arg in
+    --no-build) BUILD=0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+# shellcheck source=tests/bench/lib.sh
+source "$HERE/lib.sh"
+
+if ! command -v valgrind > /dev/null; then
+  log "installing valgrind"
+  apt-get update -qq && apt-get install -y -qq valgrind > /dev/null
+fi
+[ "$BUILD" = 1 ] && build
+ensure_tools
+
+CG=$WORK/callgrind.out
+# Instrumentation starts off (the start-up and the plugins' compilation run at valgrind's
+# uninstrumented pace) and is turned on for the warm-up; the counts are zeroed before the
+# measured requests and dumped after them.
+export GW_WRAP="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$CG --log-file=$WORK/valgrind.log"
+export GW_START_SECS=300
+# Valgrind's address space is smaller than the pool's reservation for the default slots.
+export GW_EXTRA_CONFIG="plugin_perf_map = true
+max_concurrent_calls = 64
+${GW_EXTRA_CONFIG:-}"
+start_mock
+start_gateway
+# The plugin folder's first backstop rescan (10 s after the start) reads the files the start
+# found just copied (too fresh to trust their metadata); later ones read nothing. Past it:
+sleep 11
+
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP / 2))"
+callgrind_control -i on "$GW_PID" > /dev/null
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP - WARMUP / 2))"
+callgrind_control -z "$GW_PID" > /dev/null
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$REQUESTS"
+callgrind_control -d "$GW_PID" > /dev/null
+DUMP=$(ls "$CG".* | head -n 1)
+MAP=/tmp/perf-$GW_PID.map
+python3 "$HERE/instructions.py" report "$DUMP" "$MAP" "$REQUESTS" "$TOP"
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  cp "$DUMP" "$OUT/callgrind.out"
+  cp "$MAP" "$OUT/perf.map"
+  log "kept in $OUT"
+fi
+rm -f "$MAP"
