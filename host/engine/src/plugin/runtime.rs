@@ -370,14 +370,20 @@ pub(super) fn engine_config(memory_limit: usize, slots: u32) -> Config {
 
 /// Runs one plugin entry within the wall-clock deadline. On expiry the entry's future is
 /// dropped: that store is never entered again (its call fails and frees the slot).
-async fn within<T>(deadline: Duration, entry: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    match tokio::time::timeout(deadline, entry).await {
+/// Not an `async fn`: that would hold `entry` twice (argument and awaited value) and copy it
+/// between the two when first polled, on every entry.
+fn within<T>(
+    deadline: Duration,
+    entry: impl std::future::Future<Output = Result<T>>,
+) -> impl std::future::Future<Output = Result<T>> {
+    use futures_util::FutureExt;
+    tokio::time::timeout(deadline, entry).map(move |timed| match timed {
         Ok(result) => result,
         Err(_) => Err(anyhow::anyhow!(
             "the plugin exceeded its wall-clock deadline of {} ms (plugin_deadline_ms)",
             deadline.as_millis()
         )),
-    }
+    })
 }
 
 /// Resets the time budget before entering the plugin.
@@ -421,10 +427,15 @@ impl End {
     /// Runs as a task of its own. Its first yield puts it behind the tasks already woken
     /// (tokio runs a yielded task after those): usually the connection's write of the answer
     /// among them, so the consumer waits neither for the store to be freed nor for the next.
+    ///
+    /// The refill is boxed: the task holds a pointer, not the instantiation's future
+    /// (kilobytes), which tokio's task cell would copy in on spawn and out at each change of
+    /// the task's stage.
     async fn after_answer(self, ended: Option<(Store<CallState>, ready::Freeing)>) {
         tokio::task::yield_now().await;
         drop(ended);
-        ready::refill(&self.runtime.counts, &self.pre.described, self.runtime.instantiate(&self.pre)).await;
+        let (runtime, pre) = (&self.runtime, &self.pre);
+        Box::pin(ready::refill(&runtime.counts, &pre.described, || runtime.instantiate(pre))).await;
     }
 }
 

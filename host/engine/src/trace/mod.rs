@@ -19,6 +19,7 @@
 pub mod otlp;
 
 use crate::telemetry::METRICS;
+use futures_util::future::Either;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -210,11 +211,13 @@ tokio::task_local! {
     static CURRENT: Arc<Trace>;
 }
 
-/// Runs `f` with `trace` current (as it is: `None` runs `f` untraced).
-pub async fn scope<F: Future>(trace: Option<Arc<Trace>>, f: F) -> F::Output {
+/// Runs `f` with `trace` current (as it is: `None` runs `f` untraced). Not an `async fn`:
+/// that would hold `f` twice (the argument, and the value it awaits) and copy it from one to
+/// the other when first polled, and a call's future is kilobytes.
+pub fn scope<F: Future>(trace: Option<Arc<Trace>>, f: F) -> impl Future<Output = F::Output> {
     match trace {
-        Some(t) => CURRENT.scope(t, f).await,
-        None => f.await,
+        Some(t) => Either::Left(CURRENT.scope(t, f)),
+        None => Either::Right(f),
     }
 }
 
