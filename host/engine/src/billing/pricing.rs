@@ -292,7 +292,8 @@ impl ModelPrice {
             (Decimal::ONE, self.per_call.0, 1),
         ];
         let mut cost = Decimal::ZERO;
-        for (count, price, per) in terms {
+        // A unit not used or not priced adds exactly nothing: most of a call's terms.
+        for (count, price, per) in terms.into_iter().filter(|(count, price, _)| !count.is_zero() && !price.is_zero()) {
             cost = cost.checked_add(count.checked_mul(price)?.checked_div(d(per))?)?;
         }
         for (name, count) in named.iter().filter(|_| !self.units.is_empty()) {
