@@ -2,9 +2,10 @@
 
   instructions.py load URL KEY N          N small chats, one after another on one keep-alive
                                           connection; fails if any is not answered 200
-  instructions.py report DUMP MAP N TOP   callgrind's DUMP per request: the total, by part, and
-                                          the TOP functions by their own instructions, the
-                                          plugin's code named from wasmtime's perf MAP
+  instructions.py report MAP N TOP DUMP...  callgrind's DUMPs (one per thread) per request:
+                                          the total, by kind of thread, by part, and the TOP
+                                          functions by their own instructions, the plugin's
+                                          code named from wasmtime's perf MAP
 """
 
 import bisect
@@ -70,9 +71,9 @@ def part_of(name):
     return crate or name
 
 
-def report(dump, map_path, n, top):
+def own_counts(dump, starts, entries):
+    """(total, {function: own instructions}) of one dump."""
     out = subprocess.run(["callgrind_annotate", "--threshold=100", dump], capture_output=True, text=True, check=True)
-    starts, entries = perf_map(map_path)
     total = 0
     rows = collections.Counter()
     for line in out.stdout.splitlines():
@@ -88,10 +89,33 @@ def report(dump, map_path, n, top):
         if re.match(r"0x[0-9a-f]+$", name):
             name = jit_name(int(name, 16), starts, entries)
         rows[name] += count
+    return total, rows
+
+
+def thread_kind(rows):
+    if any("sqlite3_step" in name for name in rows):
+        return "the call log's writer"
+    if any("hyper::proto::h1" in name for name in rows):
+        return "request workers"
+    return "other threads"
+
+
+def report(map_path, n, top, dumps):
+    starts, entries = perf_map(map_path)
+    total = 0
+    rows = collections.Counter()
+    kinds = collections.Counter()
+    for dump in dumps:
+        t, r = own_counts(dump, starts, entries)
+        total += t
+        rows.update(r)
+        kinds[thread_kind(r)] += t
     parts = collections.Counter()
     for name, count in rows.items():
         parts[part_of(name)] += count
     print(f"instructions per request: {total / n:,.0f} ({n} requests)")
+    for kind, count in kinds.most_common():
+        print(f"  {count / n:9,.0f}  {kind}")
     print("\nby part (own instructions per request):")
     for part, count in parts.most_common(16):
         print(f"  {count / n:9,.0f}  {100 * count / total:5.1f}%  {part}")
@@ -103,7 +127,7 @@ def report(dump, map_path, n, top):
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "load":
         load(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    elif len(sys.argv) == 6 and sys.argv[1] == "report":
-        report(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    elif len(sys.argv) >= 6 and sys.argv[1] == "report":
+        report(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
     else:
         sys.exit(__doc__)

@@ -11,13 +11,14 @@
 # Environment:
 #   REQUESTS  requests counted (default 2000), after WARMUP uncounted ones (default 600)
 #   TOP       functions listed (default 30)
-#   OUT       keep callgrind's output and the plugins' symbol map in this folder (default: not
-#             kept); `callgrind_annotate OUT/callgrind.out` reads it
+#   OUT       keep callgrind's output (a file per thread) and the plugins' symbol map in this
+#             folder (default: not kept); `callgrind_annotate OUT/callgrind.out.1-02` reads one
 #   GW_BIN, PLUGIN_WASM, GW_EXTRA_CONFIG, BILLING  as for run.sh (lib.sh)
 #
-# Notes: the count includes everything the gateway's threads did while the requests ran (the
-# call log's writer too, at its batch sizes for this pace, which is ~200 requests a second
-# under valgrind); the plugin's code is named through wasmtime's perf map
+# Notes: the count includes everything the gateway's threads did while the requests ran, shown
+# per kind of thread: the request workers' count repeats to a few hundred instructions; the
+# call log's writer's varies by thousands with how its batches fall (its pace here is ~200
+# requests a second, under valgrind). The plugin's code is named through wasmtime's perf map
 # (`plugin_perf_map = true`), with names only if the plugin was built without stripping its
 # symbols (`CARGO_PROFILE_PLUGIN_STRIP=false`). Copies and fills (memcpy, memset) count each
 # loop step as an instruction: read them as bytes moved more than as time. valgrind is
@@ -55,7 +56,7 @@ CG=$WORK/callgrind.out
 # Instrumentation starts off (the start-up and the plugins' compilation run at valgrind's
 # uninstrumented pace) and is turned on for the warm-up; the counts are zeroed before the
 # measured requests and dumped after them.
-export GW_WRAP="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$CG --log-file=$WORK/valgrind.log"
+export GW_WRAP="valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes --callgrind-out-file=$CG --log-file=$WORK/valgrind.log"
 export GW_START_SECS=300
 # Valgrind's address space is smaller than the pool's reservation for the default slots.
 export GW_EXTRA_CONFIG="plugin_perf_map = true
@@ -73,13 +74,12 @@ python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP - WARMUP / 2
 callgrind_control -z "$GW_PID" > /dev/null
 python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$REQUESTS"
 callgrind_control -d "$GW_PID" > /dev/null
-DUMP=$(ls "$CG".* | head -n 1)
 MAP=/tmp/perf-$GW_PID.map
-python3 "$HERE/instructions.py" report "$DUMP" "$MAP" "$REQUESTS" "$TOP"
+# One file per thread (callgrind.out.1-01, -02, ...).
+python3 "$HERE/instructions.py" report "$MAP" "$REQUESTS" "$TOP" "$CG".*
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
-  cp "$DUMP" "$OUT/callgrind.out"
-  cp "$MAP" "$OUT/perf.map"
+  cp "$CG".* "$MAP" "$OUT/"
   log "kept in $OUT"
 fi
 rm -f "$MAP"
