@@ -148,6 +148,8 @@ pub struct PluginRegistry {
     /// Counters for /metrics: accepted and rejected files.
     pub loads_ok: std::sync::atomic::AtomicU64,
     pub loads_failed: std::sync::atomic::AtomicU64,
+    /// Plugin files read by scans (the quiet rescans skip the unchanged ones).
+    files_read: std::sync::atomic::AtomicU64,
 }
 
 impl PluginRegistry {
@@ -164,6 +166,7 @@ impl PluginRegistry {
             scanning: tokio::sync::Mutex::new(()),
             loads_ok: Default::default(),
             loads_failed: Default::default(),
+            files_read: Default::default(),
         })
     }
 
@@ -186,8 +189,14 @@ impl PluginRegistry {
         &self.dir
     }
 
-    /// Rescans the folder, loads what is new or changed, unloads what is gone, swaps.
+    /// Rescans the folder, loads what is new or changed, unloads what is gone, swaps. Reads
+    /// every file.
     pub async fn scan(&self) -> Result<()> {
+        self.scan_files(false).await
+    }
+
+    /// `trust_stamps`: skip the files whose `Stamp` did not move (the quiet backstop rescans).
+    async fn scan_files(&self, trust_stamps: bool) -> Result<()> {
         let _only_one = self.scanning.lock().await;
         std::fs::create_dir_all(&self.dir)?;
         let mut on_disk: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
@@ -213,12 +222,14 @@ impl PluginRegistry {
         }
 
         for path in on_disk {
-            let stamp = Stamp::of(&path);
-            if stamp.is_some()
+            let stamp = std::fs::metadata(&path).ok().and_then(|m| Stamp::at(&m, std::time::SystemTime::now()));
+            if trust_stamps
+                && stamp.is_some()
                 && self.files.lock().expect("plugin file table").get(&path).is_some_and(|e| e.stamp == stamp)
             {
                 continue;
             }
+            self.files_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let bytes = match read_plugin_file(&path) {
                 Ok(b) => b,
                 Err(e) => {
@@ -408,6 +419,10 @@ impl PluginRegistry {
 
     /// The rescan job's loop: scans on each trigger (a burst of events, such as a file being
     /// written, settles first) and every `backstop`, until `stop` resolves (the gateway stops).
+    /// A triggered scan and every `FULL_EVERY`th backstop read every file; the others only the
+    /// files whose metadata moved (`Stamp`), so a change the stamps cannot see (a filesystem
+    /// whose status-change time is not kept, a clock set back) is still found within
+    /// `FULL_EVERY` backstops.
     pub async fn rescan_on(
         &self,
         mut triggers: tokio::sync::mpsc::UnboundedReceiver<()>,
@@ -415,6 +430,7 @@ impl PluginRegistry {
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        let mut backstops = 0u32;
         loop {
             let triggered = tokio::select! {
                 _ = &mut stop => return,
@@ -423,11 +439,15 @@ impl PluginRegistry {
             if let Ok(None) = triggered {
                 return; // every trigger source is gone
             }
-            if triggered.is_ok() {
+            let full = if triggered.is_ok() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 while triggers.try_recv().is_ok() {}
-            }
-            if let Err(e) = self.scan().await {
+                true
+            } else {
+                backstops = backstops.wrapping_add(1);
+                backstops.is_multiple_of(FULL_EVERY)
+            };
+            if let Err(e) = self.scan_files(!full).await {
                 tracing::error!(error = %e, dir = %self.dir.display(), "plugin rescan failed");
             }
         }
@@ -435,12 +455,14 @@ impl PluginRegistry {
 }
 
 /// What a file's metadata says of its content: its inode, length, and last modification
-/// and status change. Any write, replacement (a rename onto it) or truncation changes the
-/// status change time, which no one can set back (`touch` and `cp -p` set only the
-/// modification time), so the backstop rescan reads and hashes only files whose stamp moved.
-/// The times are coarse (a clock tick, seconds on some filesystems): a write in the same
-/// tick as the read would leave the stamp as it was, so a file changed less than `SETTLED`
-/// ago has no stamp and is read again by the next scan.
+/// and status change. On a local filesystem any write, replacement (a rename onto it) or
+/// truncation changes the status change time, which `touch` and `cp -p` cannot set back, so
+/// the quiet backstop rescans read and hash only files whose stamp moved. The times are coarse
+/// (a clock tick, seconds on some filesystems): a write in the same tick as the read would
+/// leave the stamp as it was, so a file changed less than `SETTLED` ago has no stamp and is
+/// read again by the next scan. Where even that does not hold (a network or FUSE filesystem
+/// that does not keep the status change time, a clock set back), every `FULL_EVERY`th
+/// backstop reads every file.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Stamp {
     dev: u64,
@@ -451,14 +473,17 @@ struct Stamp {
 }
 
 const SETTLED: Duration = Duration::from_secs(3);
+/// With a 10 s backstop: every file read at least once a minute.
+const FULL_EVERY: u32 = 6;
 
 impl Stamp {
-    fn of(path: &Path) -> Option<Stamp> {
+    /// The stamp of a file with metadata `m` at time `now`; `None` while it is not settled.
+    #[cfg(unix)]
+    fn at(m: &std::fs::Metadata, now: std::time::SystemTime) -> Option<Stamp> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
         let changed =
             std::time::UNIX_EPOCH + Duration::new(u64::try_from(m.ctime()).ok()?, u32::try_from(m.ctime_nsec()).ok()?);
-        if std::time::SystemTime::now().duration_since(changed).map_or(true, |age| age < SETTLED) {
+        if now.duration_since(changed).map_or(true, |age| age < SETTLED) {
             return None;
         }
         Some(Stamp {
@@ -468,6 +493,12 @@ impl Stamp {
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
         })
+    }
+
+    /// No status change time to trust: every scan reads every file.
+    #[cfg(not(unix))]
+    fn at(_: &std::fs::Metadata, _: std::time::SystemTime) -> Option<Stamp> {
+        None
     }
 }
 
@@ -521,32 +552,49 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A rescan sees a rewrite of a settled file (its stamp kept) whose length and
-    /// modification time are the old ones (`cp -p`, an editor restoring the time).
+    /// A stamp: none while the file is fresh; it moves with a rewrite that keeps the length
+    /// and the modification time (`cp -p`, an editor restoring the time), through the status
+    /// change time; and a scan trusting it skips an unchanged file, reads a rewritten one.
     #[tokio::test]
-    async fn a_rewrite_that_keeps_length_and_time_is_still_seen() {
+    async fn a_rewrite_that_keeps_length_and_time_moves_the_stamp() {
         let dir = std::env::temp_dir().join(format!("tollgate-stamp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.wasm");
         std::fs::write(&file, b"one").unwrap();
-        let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+        let before = std::fs::metadata(&file).unwrap();
+        let later = |m: &std::fs::Metadata| m.modified().unwrap() + SETTLED + Duration::from_secs(1);
+        assert_eq!(Stamp::at(&before, std::time::SystemTime::now()), None, "fresh: no stamp");
+        let settled = Stamp::at(&before, later(&before));
+        assert!(settled.is_some());
+
+        // Past the clock's tick (the status change time is coarse), rewritten, time restored.
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(&file, b"two").unwrap();
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(before.modified().unwrap()).unwrap();
+        let after = std::fs::metadata(&file).unwrap();
+        assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
+        assert_ne!(Stamp::at(&after, later(&after)), settled, "the rewrite left the stamp as it was");
+
+        // Through a registry: a quiet rescan skips a settled, unchanged file; a full scan and a
+        // quiet one after a rewrite read it.
         tokio::time::sleep(SETTLED + Duration::from_millis(100)).await;
         let runtime = Runtime::new(dir.join(".cache"), 8, 100, 1000, 2, false).unwrap();
         let registry = PluginRegistry::new(runtime, dir.clone(), |_| false);
-        let failed = || registry.loads_failed.load(std::sync::atomic::Ordering::Relaxed);
-        let sha = || registry.status()[0].sha256.clone();
-
+        let counts = || {
+            let (read, failed) = (&registry.files_read, &registry.loads_failed);
+            (read.load(std::sync::atomic::Ordering::Relaxed), failed.load(std::sync::atomic::Ordering::Relaxed))
+        };
         registry.scan().await.unwrap();
-        assert_eq!((failed(), sha()), (1, sha256_hex(b"one")), "the bytes are not a plugin");
-        assert!(registry.files.lock().unwrap().values().all(|e| e.stamp.is_some()), "settled: stamped");
+        assert_eq!(counts(), (1, 1), "read, and not a plugin");
+        registry.scan_files(true).await.unwrap();
+        assert_eq!(counts(), (1, 1), "settled and unchanged: not read again");
         registry.scan().await.unwrap();
-        assert_eq!(failed(), 1, "unchanged: not examined again");
-
-        std::fs::write(&file, b"two").unwrap();
-        std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified).unwrap();
-        assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), modified);
-        registry.scan().await.unwrap();
-        assert_eq!((failed(), sha()), (2, sha256_hex(b"two")), "the rewrite was not read");
+        assert_eq!(counts(), (2, 1), "a full scan reads every file");
+        std::fs::write(&file, b"six").unwrap();
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(before.modified().unwrap()).unwrap();
+        registry.scan_files(true).await.unwrap();
+        assert_eq!(counts(), (3, 2), "the rewrite was not read");
+        assert_eq!(registry.status()[0].sha256, sha256_hex(b"six"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
