@@ -145,7 +145,7 @@ fn occupied() -> bool {
 /// Makes this thread's next instance with `make`, unless it holds one already or the process
 /// has `MAX_READY` waiting. `make` builds a fresh store and instantiates, entering nothing
 /// but the component's instantiation; its future (kilobytes: wasmtime's) is made only when
-/// needed, in place, rather than carried in and copied.
+/// needed, boxed, so that this future stays small.
 pub(super) async fn refill<F>(counts: &Arc<Counts>, described: &Arc<AtomicBool>, make: impl FnOnce() -> F)
 where
     F: std::future::Future<Output = anyhow::Result<(Store<CallState>, Instance)>>,
@@ -154,7 +154,7 @@ where
         return;
     }
     let Some(counted) = counts.reserve_ready() else { return };
-    let Ok((store, instance)) = make().await else { return };
+    let Ok((store, instance)) = Box::pin(make()).await else { return };
     let ready = Ready { of: Arc::downgrade(described), store, instance, _counted: counted };
     READY.with_borrow_mut(|slot| {
         if slot.is_none() {

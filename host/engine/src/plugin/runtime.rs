@@ -122,7 +122,8 @@ impl Runtime {
     /// `time_limit_ms`: CPU time inside the plugin per entry (epoch ticks); `deadline_ms`:
     /// wall-clock time per entry, host waits included (a plugin blocked on a WASI clock or
     /// poll does not tick the epoch, and must not hold its slot). `perf_map`: wasmtime writes
-    /// `/tmp/perf-<pid>.map`, naming the plugins' compiled functions for perf and callgrind.
+    /// `/tmp/perf-<pid>.map`, naming the plugins' compiled functions (perf reads it;
+    /// `tests/bench/instructions.sh` names callgrind's addresses with it).
     pub fn new(
         cache_dir: PathBuf,
         memory_limit_mb: usize,
@@ -371,7 +372,8 @@ pub(super) fn engine_config(memory_limit: usize, slots: u32) -> Config {
 /// Runs one plugin entry within the wall-clock deadline. On expiry the entry's future is
 /// dropped: that store is never entered again (its call fails and frees the slot).
 /// Not an `async fn`: that would hold `entry` twice (argument and awaited value) and copy it
-/// between the two when first polled, on every entry.
+/// between the two when first polled, on every entry. The deadline runs from this call (each
+/// caller awaits at once).
 fn within<T>(
     deadline: Duration,
     entry: impl std::future::Future<Output = Result<T>>,
@@ -428,14 +430,14 @@ impl End {
     /// (tokio runs a yielded task after those): usually the connection's write of the answer
     /// among them, so the consumer waits neither for the store to be freed nor for the next.
     ///
-    /// The refill is boxed: the task holds a pointer, not the instantiation's future
-    /// (kilobytes), which tokio's task cell would copy in on spawn and out at each change of
-    /// the task's stage.
+    /// The task stays small (`refill` boxes the instantiation's future, kilobytes, when it
+    /// makes one): tokio's task cell copies its future in on spawn and at each change of the
+    /// task's stage.
     async fn after_answer(self, ended: Option<(Store<CallState>, ready::Freeing)>) {
         tokio::task::yield_now().await;
         drop(ended);
         let (runtime, pre) = (&self.runtime, &self.pre);
-        Box::pin(ready::refill(&runtime.counts, &pre.described, || runtime.instantiate(pre))).await;
+        ready::refill(&runtime.counts, &pre.described, || runtime.instantiate(pre)).await;
     }
 }
 
