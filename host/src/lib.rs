@@ -50,7 +50,8 @@ pub async fn serve(config: config::Config) -> Result<()> {
         config.max_concurrent_calls,
         config.plugin_perf_map,
     )?;
-    // Profiled, plugins compile here: valgrind cannot start this program again as the child.
+    // Profiled, plugins compile here: valgrind cannot start this program again as the child
+    // (perf alone would not need it; one switch keeps profiling one setting).
     let runtime = if config.plugin_perf_map { runtime } else { runtime.compile_in_child(this_program()?) };
     let registry = plugin::PluginRegistry::new(runtime, config.plugins_dir(), server::routes::reserved);
     registry.scan().await.with_context(|| format!("scanning {}", registry.dir().display()))?;

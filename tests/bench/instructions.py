@@ -94,10 +94,10 @@ def own_counts(dump, starts, entries):
 
 def thread_kind(rows):
     if any("sqlite3_step" in name for name in rows):
-        return "the call log's writer"
+        return "SQLite's connection threads (the call log's inserts, key and balance reads)"
     if any("hyper::proto::h1" in name for name in rows):
         return "request workers"
-    return "other threads"
+    return "other threads (the main runtime: the call log's batching, timers)"
 
 
 def report(map_path, n, top, dumps):

@@ -17,7 +17,7 @@
 #
 # Notes: the count includes everything the gateway's threads did while the requests ran, shown
 # per kind of thread: the request workers' count repeats to a few hundred instructions; the
-# call log's writer's varies by thousands with how its batches fall (its pace here is ~200
+# database's varies by thousands with how the call log's batches fall (their pace here is ~200
 # requests a second, under valgrind). The plugin's code is named through wasmtime's perf map
 # (`plugin_perf_map = true`), with names only if the plugin was built without stripping its
 # symbols (`CARGO_PROFILE_PLUGIN_STRIP=false`). Copies and fills (memcpy, memset) count each
@@ -53,6 +53,8 @@ fi
 ensure_tools
 
 CG=$WORK/callgrind.out
+# wasmtime's map of the plugins' code, named by the gateway's pid (set by start_gateway).
+bench_on_exit() { [ -n "${GW_PID:-}" ] && rm -f "/tmp/perf-$GW_PID.map"; }
 # Instrumentation starts off (the start-up and the plugins' compilation run at valgrind's
 # uninstrumented pace) and is turned on for the warm-up; the counts are zeroed before the
 # measured requests and dumped after them.
@@ -82,4 +84,3 @@ if [ -n "${OUT:-}" ]; then
   cp "$CG".* "$MAP" "$OUT/"
   log "kept in $OUT"
 fi
-rm -f "$MAP"

@@ -159,9 +159,11 @@ pub struct Config {
     /// Linear memory one plugin call may use.
     #[serde(default = "defaults::plugin_memory_limit_mb")]
     pub plugin_memory_limit_mb: usize,
-    /// For profiling: wasmtime names the plugins' compiled functions in `/tmp/perf-<pid>.map`
-    /// (read by perf and callgrind), and plugins compile in the gateway's own process, whose
-    /// heap then keeps the compiler's memory (valgrind cannot follow the compiling child).
+    /// For profiling only: wasmtime names the plugins' compiled functions in
+    /// `/tmp/perf-<pid>.map` (perf reads it; a file local users can read, which grows with each
+    /// plugin load), and plugins compile in the gateway's own process (valgrind cannot start
+    /// the compiling child), whose heap keeps the compiler's memory and whose crash a compiler
+    /// crash becomes.
     #[serde(default)]
     pub plugin_perf_map: bool,
     /// Plugin calls in flight at once (pooling allocator slots); beyond it, 503.
