@@ -300,3 +300,26 @@ fn a_profiled_gateway_names_the_plugins_code_for_profilers() {
     let _ = std::fs::remove_file(&map);
     assert!(names.lines().any(|l| l.contains("wasm[0]::function[")), "no plugin function in {}", map.display());
 }
+
+/// The plugins run on a 64 KiB stack, built for speed (larger frames than for size): a body
+/// nested as deep as JSON parsing allows is read inside the plugin without exhausting it, and
+/// one nested deeper is refused in the API's error shape, never a trapped plugin.
+#[test]
+fn a_body_nested_to_the_parsers_limit_does_not_exhaust_the_plugins_stack() {
+    let mock = Mock::start();
+    let ch = channel("main", "openai", &mock.url(), &["gpt-4o-mini"], &["sk-upstream-1"]);
+    let gw = Gateway::start("deep", &[("openai", "openai.wasm")], &ch);
+    // A streamed chat: the plugin parses the whole body to ask the vendor for usage.
+    let body = |depth: usize| {
+        format!(
+            r#"{{"model":"gpt-4o-mini","stream":true,"messages":[],"x":{}{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    let r = gw.post("/v1/chat/completions", &body(126));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("[DONE]"), "{}", r.text());
+    let r = gw.post("/v1/chat/completions", &body(127));
+    assert_eq!((r.status, r.json()["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{}", r.text());
+}
