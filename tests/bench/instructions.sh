@@ -33,14 +33,8 @@ WARMUP=${WARMUP:-600}
 TOP=${TOP:-30}
 export PREFETCH=0 SESSIONS=10
 
-BUILD=1
-for arg in "$@"; do
-  case $arg in
-    --no-build) BUILD=0 ;;
-    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=tests/bench/args.sh
+source "$HERE/args.sh"
 
 # shellcheck source=tests/bench/lib.sh
 source "$HERE/lib.sh"

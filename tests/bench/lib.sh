@@ -1,7 +1,7 @@
-# The benchmark scripts' shared setup, sourced by run.sh, scale.sh, soak.sh and nodes.sh (it
-# runs nothing itself): the binaries, a work folder removed on exit, starting the mock, nginx
-# and a Tollgate, and the measurements they share (wrk runs, CPU ticks, peak RSS). Expects
-# HERE, ROOT and DURATION to be set and `set -euo pipefail`.
+# The benchmark scripts' shared setup, sourced by run.sh, scale.sh, soak.sh, nodes.sh and
+# instructions.sh (it runs nothing itself): the binaries, a work folder removed on exit,
+# starting the mock, nginx and a Tollgate, and the measurements they share (wrk runs, CPU
+# ticks, peak RSS). Expects HERE, ROOT and DURATION to be set and `set -euo pipefail`.
 #
 # Everything started here is recorded in STARTED_PIDS and stopped by PID when the script exits;
 # a script that started something else defines bench_on_exit, run once those are stopped.

@@ -50,14 +50,8 @@ SOAK_BALANCE=${SOAK_BALANCE:-10000}
 # The socket flow's session allowance is irrelevant here; keep lib.sh's limits modest.
 SESSIONS=${SESSIONS:-200}
 
-BUILD=1
-for arg in "$@"; do
-  case $arg in
-    --no-build) BUILD=0 ;;
-    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=tests/bench/args.sh
+source "$HERE/args.sh"
 
 # shellcheck source=tests/bench/lib.sh
 source "$HERE/lib.sh"
