@@ -6,9 +6,9 @@
 //!   half written, and are not delivered on every filesystem; the scan itself (list, hash,
 //!   compare) is the source of truth, and a periodic rescan backs the watcher up.
 //! - Files are compared by SHA-256, so touching a file or rewriting identical bytes does
-//!   nothing, and the same broken bytes are not compiled again and again. A file is read and
-//!   hashed again only when its metadata moved (`Stamp`: a write always moves its status
-//!   change time), so the periodic rescan does not re-read a folder of large plugins.
+//!   nothing, and the same broken bytes are not compiled again and again. The quiet periodic
+//!   rescans read and hash again only files whose metadata moved (`Stamp`), so they do not
+//!   re-read a folder of large plugins; every other scan reads every file.
 //! - A new or changed file is compiled and validated (links against the empty WASI context,
 //!   exports the contract, `describe()` runs, its name and routes do not collide with another
 //!   plugin or with the gateway's own routes, it accepts the settings of every channel that
@@ -519,16 +519,27 @@ fn changes_files(kind: &notify::EventKind) -> bool {
 mod tests {
     use super::*;
 
+    /// A scratch plugin folder named `name` holding `a.wasm` ("one", not a plugin), and the
+    /// file's path.
+    fn folder(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.wasm");
+        std::fs::write(&file, b"one").unwrap();
+        (dir, file)
+    }
+
+    fn registry(dir: &Path) -> Arc<PluginRegistry> {
+        let runtime = Runtime::new(dir.join(".cache"), 8, 100, 1000, 2, false).unwrap();
+        PluginRegistry::new(runtime, dir.to_path_buf(), |_| false)
+    }
+
     /// A rescan reads every plugin file; reading must not trigger the next rescan, while a
     /// file written, replaced or removed must.
     #[tokio::test]
     async fn reading_the_folder_is_not_a_change() {
-        let dir = std::env::temp_dir().join(format!("tollgate-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("a.wasm");
-        std::fs::write(&file, b"one").unwrap();
-        let runtime = Runtime::new(dir.join(".cache"), 8, 100, 1000, 2, false).unwrap();
-        let registry = PluginRegistry::new(runtime, dir.clone(), |_| false);
+        let (dir, file) = folder("watch");
+        let registry = registry(&dir);
         let (_watcher, mut events) = registry.watch_folder().unwrap();
         let quiet = Duration::from_millis(300);
 
@@ -557,10 +568,7 @@ mod tests {
     /// change time; and a scan trusting it skips an unchanged file, reads a rewritten one.
     #[tokio::test]
     async fn a_rewrite_that_keeps_length_and_time_moves_the_stamp() {
-        let dir = std::env::temp_dir().join(format!("tollgate-stamp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("a.wasm");
-        std::fs::write(&file, b"one").unwrap();
+        let (dir, file) = folder("stamp");
         let before = std::fs::metadata(&file).unwrap();
         let later = |m: &std::fs::Metadata| m.modified().unwrap() + SETTLED + Duration::from_secs(1);
         assert_eq!(Stamp::at(&before, std::time::SystemTime::now()), None, "fresh: no stamp");
@@ -578,8 +586,7 @@ mod tests {
         // Through a registry: a quiet rescan skips a settled, unchanged file; a full scan and a
         // quiet one after a rewrite read it.
         tokio::time::sleep(SETTLED + Duration::from_millis(100)).await;
-        let runtime = Runtime::new(dir.join(".cache"), 8, 100, 1000, 2, false).unwrap();
-        let registry = PluginRegistry::new(runtime, dir.clone(), |_| false);
+        let registry = registry(&dir);
         let counts = || {
             let (read, failed) = (&registry.files_read, &registry.loads_failed);
             (read.load(std::sync::atomic::Ordering::Relaxed), failed.load(std::sync::atomic::Ordering::Relaxed))
