@@ -61,7 +61,8 @@ ${GW_EXTRA_CONFIG:-}"
 start_mock
 start_gateway
 # The plugin folder's first backstop rescan (10 s after the start) reads the files the start
-# found just copied (too fresh to trust their metadata); later ones read nothing. Past it:
+# found just copied (too fresh to trust their metadata); the next four read nothing (the
+# sixth, a minute in, reads every file: after the default run's end). Past the first:
 sleep 11
 
 python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP / 2))"
