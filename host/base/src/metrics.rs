@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Traces handed to the OTLP receiver, and traces dropped (queue full, receiver failed).
     pub traces_exported: AtomicU64,
     pub traces_dropped: AtomicU64,
+    /// Ticks of the plugins' time-limit clock, which stands still while no plugin runs.
+    pub plugin_clock_ticks: AtomicU64,
 }
 
 /// The final statuses of a task, in the order of `Metrics::tasks_ended`.
@@ -65,6 +67,7 @@ pub static METRICS: Metrics = Metrics {
     socket_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
     traces_exported: AtomicU64::new(0),
     traces_dropped: AtomicU64::new(0),
+    plugin_clock_ticks: AtomicU64::new(0),
 };
 
 /// A session counted in `sockets_open` (`Metrics::socket_opened`).
@@ -233,6 +236,12 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Traces dropped (export queue full, receiver failed).",
         &[("", m.traces_dropped.load(Relaxed))],
+    );
+    metric(
+        "tollgate_plugin_clock_ticks_total",
+        "counter",
+        "Ticks of the plugins' time-limit clock (every 10 ms while a plugin may run; still when idle).",
+        &[("", m.plugin_clock_ticks.load(Relaxed))],
     );
     let keys: Vec<(String, u64)> = s
         .upstream_keys

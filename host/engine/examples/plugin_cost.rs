@@ -3,15 +3,20 @@
 //! constructor; `first()`; `next()`), and in all, the store freed and the next instance made
 //! after the call (the runtime does that in a task after the answer; the loop lets it run).
 //!
-//! `cargo run --release -p tollgate-engine --example plugin_cost -- target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm`
+//! `cargo run --release -p tollgate-engine --example plugin_cost -- target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm [N] [GAP_MS]`
+//!
+//! N calls (default 20,000), back to back or `GAP_MS` apart (a sparse load, each call on cold
+//! caches: the idle time is left out of the figures). Also prints the thread's CPU time per
+//! call.
 
 use std::time::Instant;
 use tollgate_engine::plugin::{runtime::sha256_hex, wit, Runtime};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).expect("usage: plugin_cost FILE.wasm [N]");
+    let path = std::env::args().nth(1).expect("usage: plugin_cost FILE.wasm [N] [GAP_MS]");
     let n: u32 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
+    let gap: u64 = std::env::args().nth(3).map(|s| s.parse()).transpose()?.unwrap_or(0);
     let bytes = std::fs::read(&path)?;
     let dir = std::env::temp_dir().join("tollgate-plugin-cost");
     let runtime = Runtime::new(dir, 64, 1000, 5000, 64, false)?;
@@ -43,7 +48,14 @@ async fn main() -> anyhow::Result<()> {
     let response = wit::UpstreamResponse { status: 200, headers: vec![], body: answer.to_vec() };
     let (mut t_start, mut t_first, mut t_next) = (0u128, 0u128, 0u128);
     let all = Instant::now();
+    let mut idle = std::time::Duration::ZERO;
+    let cpu = cpu_time();
     for _ in 0..n {
+        if gap > 0 {
+            let t = Instant::now();
+            std::thread::sleep(std::time::Duration::from_millis(gap));
+            idle += t.elapsed();
+        }
         let t0 = Instant::now();
         let mut pc = runtime.start(&pre, &call).await?;
         let t1 = Instant::now();
@@ -70,7 +82,14 @@ async fn main() -> anyhow::Result<()> {
         per(t_first),
         per(t_next),
         per(t_start + t_first + t_next),
-        per(all.elapsed().as_nanos())
+        per((all.elapsed() - idle).as_nanos())
     );
+    println!("cpu per call {:.1} µs", (cpu_time() - cpu) as f64 / n as f64 / 1000.0);
     Ok(())
+}
+
+/// This thread's CPU time in ns (the runtime is single-threaded).
+fn cpu_time() -> u128 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    s.split_whitespace().next().and_then(|t| t.parse().ok()).unwrap_or(0)
 }

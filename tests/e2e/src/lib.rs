@@ -382,6 +382,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The value of an unlabelled metric at `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = http::request(&self.addr, "GET", "/metrics", &[], b"").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     /// Starts a gateway in a scratch folder with `plugins` (name in target → file name in
     /// plugins_dir) and `extra` TOML appended to the config (settings and channels).
     pub fn start(name: &str, plugins: &[(&str, &str)], extra: &str) -> Gateway {

@@ -27,13 +27,6 @@ fn raw_request(addr: &str, head: &str, body: &[u8]) -> TcpStream {
     s
 }
 
-fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 #[test]
 fn a_consumer_that_stops_reading_a_stream_is_cut_and_billed_for_what_was_delivered() {
     let mock = Mock::start();
@@ -50,7 +43,7 @@ fn a_consumer_that_stops_reading_a_stream_is_cut_and_billed_for_what_was_deliver
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"), "the stream started");
     // The consumer reads nothing more; the gateway gives up on it and frees the call.
     assert!(
-        eventually(Duration::from_secs(15), || metric(&gw, "tollgate_in_flight") == 0.0),
+        eventually(Duration::from_secs(15), || gw.metric("tollgate_in_flight") == 0.0),
         "the stalled stream still holds its slot"
     );
     let logs = || {

@@ -48,6 +48,30 @@ fn a_faulty_plugin_fails_only_its_own_call() {
     assert!(m.contains("tollgate_in_flight 0"), "every failed call freed its slot: {m}");
 }
 
+/// The plugins' time-limit clock stands still while no plugin runs (an idle gateway does not
+/// wake every 10 ms for it), and a plugin that loops after such a spell is still stopped by
+/// its time limit: had the clock stayed still, the loop would hold its worker for good.
+#[test]
+fn a_plugin_that_loops_after_the_clock_stood_still_is_stopped_by_its_time_limit() {
+    let mock = Mock::start();
+    let gw = faulty_gateway(&mock, "clock-still");
+    assert_eq!(echo(&gw).status, 200);
+    let ticks = || gw.metric("tollgate_plugin_clock_ticks_total");
+    // Still once no plugin has run for the deadline (1 s here) and a second more.
+    let still = eventually(Duration::from_secs(20), || {
+        let before = ticks();
+        std::thread::sleep(Duration::from_millis(300));
+        ticks() == before
+    });
+    assert!(still, "the clock kept ticking with no plugin running");
+    let stopped_at = ticks();
+    let r = gw.post("/v1/chat/completions", r#"{"model":"loop","messages":[]}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (502, "plugin_error"), "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("time limit"), "{}", r.text());
+    assert!(ticks() > stopped_at, "the loop was stopped without the clock");
+    assert_eq!(echo(&gw).status, 200);
+}
+
 /// A call by the `seen` model: how many exchanges its instance's memory has held.
 fn calls_seen(addr: &str, key: &str) -> u64 {
     let r = http::request(

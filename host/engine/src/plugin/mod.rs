@@ -13,6 +13,7 @@
 
 mod compile;
 mod compile_cache;
+mod epoch;
 mod pattern;
 mod ready;
 pub mod reload;

@@ -2,10 +2,10 @@
 //! an on-disk cache (compiled by `compile`), and `PluginCall`, one consumer call's store and
 //! exchange.
 //!
-//! Deadline: an epoch ticker advances every `TICK`. Before each entry into the plugin the
-//! store's deadline is reset to the next tick, so only time spent *inside* the plugin counts;
-//! every tick inside it the callback yields to tokio (a busy plugin never blocks a worker
-//! thread) and, once the call's budget is spent, traps.
+//! Deadline: an epoch ticker (`epoch`) advances every `TICK` while a plugin may run. Before each
+//! entry into the plugin the store's deadline is reset to the next tick, so only time spent
+//! *inside* the plugin counts; every tick inside it the callback yields to tokio (a busy plugin
+//! never blocks a worker thread) and, once the call's budget is spent, traps.
 //!
 //! Calls: the contract's exports are found once per component (`Exports`), and each call's
 //! instance reaches them by index without the bindings' per-instance type check: their types
@@ -17,6 +17,7 @@
 //! build, are ever deserialized.
 
 use super::bindings::{self, exports::tollgate::adapter::adapter::Manifest};
+use super::epoch::{Running, Ticker, TICK};
 use super::{compile, ready, wit};
 use anyhow::{Context, Result};
 use std::hash::{Hash, Hasher};
@@ -30,8 +31,6 @@ use wasmtime::{
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-const TICK: Duration = Duration::from_millis(10);
 
 /// The state of one call's store.
 pub struct CallState {
@@ -116,6 +115,7 @@ pub struct Runtime {
     compiler: Option<Arc<Path>>,
     /// Calls in flight (at most `slots`) and instances made ahead.
     counts: Arc<ready::Counts>,
+    ticker: Arc<Ticker>,
 }
 
 impl Runtime {
@@ -138,14 +138,8 @@ impl Runtime {
             cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("creating the wasm engine")?;
-        let ticker = engine.weak();
-        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || loop {
-            std::thread::sleep(TICK);
-            match ticker.upgrade() {
-                Some(e) => e.increment_epoch(),
-                None => return,
-            }
-        })?;
+        let deadline = Duration::from_millis(deadline_ms.max(1));
+        let ticker = Ticker::start(engine.weak(), deadline)?;
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)?;
@@ -161,9 +155,10 @@ impl Runtime {
             memory_limit,
             slots,
             max_ticks: time_limit_ms.div_ceil(TICK.as_millis() as u64).max(1),
-            deadline: Duration::from_millis(deadline_ms.max(1)),
+            deadline,
             compiler: None,
             counts: ready::Counts::new(slots),
+            ticker,
         })
     }
 
@@ -248,7 +243,7 @@ impl Runtime {
     /// export: calls may start once it succeeded.
     pub async fn describe(&self, pre: &Pre) -> Result<Manifest> {
         let mut store = self.new_store();
-        let manifest = within(self.deadline, async {
+        let manifest = within(&self.ticker, self.deadline, async {
             enter(&mut store);
             let plugin = pre.bindings.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
             enter(&mut store);
@@ -263,7 +258,7 @@ impl Runtime {
     /// verdict on the settings, `Err` a plugin that failed.
     pub async fn check_settings(&self, pre: &Pre, settings: &str) -> Result<Result<(), String>> {
         let mut store = self.new_store();
-        within(self.deadline, async {
+        within(&self.ticker, self.deadline, async {
             enter(&mut store);
             let plugin = pre.bindings.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
             enter(&mut store);
@@ -284,7 +279,7 @@ impl Runtime {
                 Some(made) => made,
                 None => self.instantiate(pre).await?,
             };
-            within(self.deadline, async {
+            within(&self.ticker, self.deadline, async {
                 enter(&mut store);
                 // SAFETY: the type is the bindings' for this export, which `describe` checked;
                 // the instance is of this `Pre`'s component (made from it here, or matched to
@@ -317,7 +312,7 @@ impl Runtime {
     /// A fresh store and an instance of `pre`'s component in it, not yet entered by a call.
     async fn instantiate(&self, pre: &Pre) -> Result<(Store<CallState>, Instance)> {
         let mut store = self.new_store();
-        let instance = within(self.deadline, async {
+        let instance = within(&self.ticker, self.deadline, async {
             enter(&mut store);
             Ok(pre.bindings.instance_pre().instantiate_async(&mut store).await?)
         })
@@ -369,17 +364,19 @@ pub(super) fn engine_config(memory_limit: usize, slots: u32) -> Config {
     cfg
 }
 
-/// Runs one plugin entry within the wall-clock deadline. On expiry the entry's future is
-/// dropped: that store is never entered again (its call fails and frees the slot).
+/// Runs one plugin entry within the wall-clock deadline, the ticker kept awake while it runs.
+/// On expiry the entry's future is dropped: that store is never entered again (its call fails
+/// and frees the slot).
 /// Not an `async fn`: that would hold `entry` twice (argument and awaited value) and copy it
 /// between the two when first polled, on every entry. The deadline runs from this call (each
 /// caller awaits at once).
-fn within<T>(
+fn within<'a, T>(
+    ticker: &'a Ticker,
     deadline: Duration,
-    entry: impl std::future::Future<Output = Result<T>>,
-) -> impl std::future::Future<Output = Result<T>> {
+    entry: impl std::future::Future<Output = Result<T>> + 'a,
+) -> impl std::future::Future<Output = Result<T>> + 'a {
     use futures_util::FutureExt;
-    tokio::time::timeout(deadline, entry).map(move |timed| match timed {
+    tokio::time::timeout(deadline, Running::new(ticker, entry)).map(move |timed| match timed {
         Ok(result) => result,
         Err(_) => Err(anyhow::anyhow!(
             "the plugin exceeded its wall-clock deadline of {} ms (plugin_deadline_ms)",
@@ -466,8 +463,8 @@ macro_rules! method {
         let index = $self.exports.$export;
         let exchange = $self.exchange;
         let instance = $self.instance;
-        let (store, _) = $self.live.as_mut().expect("a call's store is there until it is dropped");
-        within(deadline, async {
+        let (store, end) = $self.live.as_mut().expect("a call's store is there until it is dropped");
+        within(&end.runtime.ticker, deadline, async {
             enter(store);
             let f = func(&instance, store, index)?;
             // SAFETY: the type is the bindings' for this export, which `describe` checked.
