@@ -51,15 +51,24 @@ impl WasiView for CallState {
 impl wit::Host for CallState {}
 
 /// A component ready to instantiate: the bindings' view, and the exports a call uses. Clones
-/// share everything.
+/// share everything: a clone is one reference count's increment (each call's end holds one).
 #[derive(Clone)]
-pub struct Pre {
+pub struct Pre(Arc<PreParts>);
+
+pub struct PreParts {
     bindings: bindings::PluginPre<CallState>,
     exports: Exports,
     /// True once `describe` instantiated it through the bindings, which checked the types of
     /// every export: only then may a call reach them unchecked. Its allocation, one per
     /// `prepare`, is also the component's identity for instances made ahead (`ready`).
     described: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for Pre {
+    type Target = PreParts;
+    fn deref(&self) -> &PreParts {
+        &self.0
+    }
 }
 
 /// The exchange's functions, by index into the component's exports.
@@ -100,22 +109,33 @@ impl Exports {
     }
 }
 
-/// Cheap to clone (its parts are shared or small): each call's context and its end hold one.
+/// Cheap to clone: one shared allocation, so that a clone (each call's end holds one) is one
+/// reference count's increment, not one per part: request workers cloning it at once contend
+/// for that count's cache line.
 #[derive(Clone)]
-pub struct Runtime {
+pub struct Runtime(Arc<Shared>);
+
+pub struct Shared {
     engine: Engine,
-    linker: Arc<Linker<CallState>>,
-    cache: Arc<super::compile_cache::CompileCache>,
-    engine_hash: Arc<str>,
+    linker: Linker<CallState>,
+    cache: super::compile_cache::CompileCache,
+    engine_hash: String,
     memory_limit: usize,
     slots: u32,
     max_ticks: u64,
     deadline: Duration,
     /// The program that compiles plugins in a child process (`compile`), if any.
-    compiler: Option<Arc<Path>>,
+    compiler: std::sync::OnceLock<PathBuf>,
     /// Calls in flight (at most `slots`) and instances made ahead.
     counts: Arc<ready::Counts>,
     ticker: Arc<Ticker>,
+}
+
+impl std::ops::Deref for Runtime {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl Runtime {
@@ -145,21 +165,21 @@ impl Runtime {
         bindings::Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let engine_hash = format!("{:016x}", h.finish()).into();
-        let cache = Arc::new(super::compile_cache::CompileCache::open(cache_dir)?);
-        Ok(Runtime {
+        let engine_hash = format!("{:016x}", h.finish());
+        let cache = super::compile_cache::CompileCache::open(cache_dir)?;
+        Ok(Runtime(Arc::new(Shared {
             engine,
-            linker: Arc::new(linker),
+            linker,
             cache,
             engine_hash,
             memory_limit,
             slots,
             max_ticks: time_limit_ms.div_ceil(TICK.as_millis() as u64).max(1),
             deadline,
-            compiler: None,
+            compiler: std::sync::OnceLock::new(),
             counts: ready::Counts::new(slots),
             ticker,
-        })
+        })))
     }
 
     /// Compiles plugins in a child process, `program compile-plugin`: the compiler's memory
@@ -167,8 +187,8 @@ impl Runtime {
     /// exits, instead of staying in this process's heap; and a component that crashes the
     /// compiler fails to load instead of taking the gateway down. `program` must run
     /// `compile_plugin_main` for that subcommand.
-    pub fn compile_in_child(mut self, program: PathBuf) -> Runtime {
-        self.compiler = Some(program.into());
+    pub fn compile_in_child(self, program: PathBuf) -> Runtime {
+        let _ = self.compiler.set(program);
         self
     }
 
@@ -182,7 +202,7 @@ impl Runtime {
         let bindings = bindings::PluginPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the plugin does not export tollgate:adapter/adapter@1.0.0")?;
-        Ok(Pre { bindings, exports, described: Arc::new(AtomicBool::new(false)) })
+        Ok(Pre(Arc::new(PreParts { bindings, exports, described: Arc::new(AtomicBool::new(false)) })))
     }
 
     fn compile_cached(&self, wasm: &[u8], sha256: &str) -> Result<Component> {
@@ -196,7 +216,7 @@ impl Runtime {
                 Err(e) => tracing::warn!(entry = %name, error = %e, "ignoring unreadable compile cache entry"),
             }
         }
-        let code = match &self.compiler {
+        let code = match self.compiler.get() {
             Some(program) => compile::compile_in_child(program, self.memory_limit, self.slots, wasm)?,
             None => compile::compile(&self.engine, wasm)?,
         };
