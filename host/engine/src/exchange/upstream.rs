@@ -202,7 +202,9 @@ pub(crate) fn build(
             req.path
         )));
     }
-    let mut uri = format!("{base_url}{}", req.path);
+    let mut uri = String::with_capacity(base_url.len() + req.path.len() + 16);
+    uri.push_str(base_url);
+    uri.push_str(&req.path);
     let method = Method::from_bytes(req.method.as_bytes())
         .map_err(|_| plugin_bug(format!("the plugin asked for method '{}'", req.method)))?;
     let needs_key = !matches!(req.auth, wit::Auth::None);
@@ -241,7 +243,10 @@ pub(crate) fn build(
         };
         match &req.auth {
             wit::Auth::Bearer => {
-                headers.insert(http::header::AUTHORIZATION, secret(format!("Bearer {}", k.0))?);
+                let mut value = String::with_capacity(7 + k.0.len());
+                value.push_str("Bearer ");
+                value.push_str(&k.0);
+                headers.insert(http::header::AUTHORIZATION, secret(value)?);
             }
             wit::Auth::Header(name) => {
                 let name = HeaderName::from_bytes(name.as_bytes())
