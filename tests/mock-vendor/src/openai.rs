@@ -267,13 +267,16 @@ fn completion(model_json: &str) -> String {
 }
 
 /// The SSE events of a streamed completion with `n` content chunks `tok0 `, `tok1 `, ...; a cut
-/// stream stops after the content chunks.
+/// stream stops after the content chunks. The finish, the usage (when asked) and `[DONE]` are
+/// one write, as a vendor sends them once the answer is complete: paced apart, a gateway that
+/// asks for the usage (the consumer's request did not) would end its streams a pause later than
+/// the direct call, for the mock's pacing only.
 fn stream_chunks(model_json: &str, n: u64, include_usage: bool, cut: bool) -> Vec<Bytes> {
     let head = format!(
         r#"data: {{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":{model_json},"choices":["#
     );
     let event = |rest: &str| Bytes::from([head.as_str(), rest, "\n\n"].concat());
-    let mut out = Vec::with_capacity(n as usize + 4);
+    let mut out = Vec::with_capacity(n as usize + 2);
     out.push(event(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#));
     for i in 0..n {
         out.push(event(&format!(
@@ -283,14 +286,15 @@ fn stream_chunks(model_json: &str, n: u64, include_usage: bool, cut: bool) -> Ve
     if cut {
         return out;
     }
-    out.push(event(r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#));
+    let mut tail = event(r#"{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#).to_vec();
     if include_usage {
-        out.push(event(&format!(
+        tail.extend_from_slice(&event(&format!(
             r#"],"usage":{{"prompt_tokens":9,"completion_tokens":{n},"total_tokens":{}}}}}"#,
             9 + n
         )));
     }
-    out.push(Bytes::from_static(DONE));
+    tail.extend_from_slice(DONE);
+    out.push(Bytes::from(tail));
     out
 }
 
@@ -381,16 +385,23 @@ mod tests {
     #[test]
     fn stream_shape() {
         let chunks = stream_chunks("\"m\"", 3, true, false);
-        assert_eq!(chunks.len(), 1 + 3 + 1 + 1 + 1);
+        assert_eq!(chunks.len(), 1 + 3 + 1);
         assert_eq!(parse(&chunks[0])["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(parse(&chunks[1])["choices"][0]["delta"]["content"], "tok0 ");
-        assert_eq!(parse(&chunks[4])["choices"][0]["finish_reason"], "stop");
-        let usage = parse(&chunks[5]);
+        // The finish, the usage and [DONE]: one write.
+        let tail = std::str::from_utf8(&chunks[4]).unwrap();
+        let events: Vec<&str> = tail.split_inclusive("\n\n").collect();
+        assert_eq!(events.len(), 3, "{tail}");
+        let finish = parse(&Bytes::copy_from_slice(events[0].as_bytes()));
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        assert!(finish["usage"].is_null());
+        let usage = parse(&Bytes::copy_from_slice(events[1].as_bytes()));
         assert_eq!(usage["choices"], serde_json::json!([]));
         assert_eq!(usage["usage"]["total_tokens"], 12);
-        assert!(parse(&chunks[4])["usage"].is_null());
-        assert_eq!(&chunks[6][..], DONE);
-        assert_eq!(stream_chunks("\"m\"", 3, false, false).len(), 6);
+        assert_eq!(events[2].as_bytes(), DONE);
+        let without_usage = stream_chunks("\"m\"", 3, false, false);
+        assert_eq!(without_usage.len(), 5);
+        assert_eq!(std::str::from_utf8(&without_usage[4]).unwrap().split_inclusive("\n\n").count(), 2);
         assert_eq!(stream_chunks("\"m\"", 2, true, true).len(), 3);
         let v: serde_json::Value = serde_json::from_str(&completion("\"m\"")).unwrap();
         assert_eq!(v["usage"]["total_tokens"], 12);
