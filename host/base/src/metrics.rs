@@ -38,7 +38,8 @@ pub struct Metrics {
     /// Traces handed to the OTLP receiver, and traces dropped (queue full, receiver failed).
     pub traces_exported: AtomicU64,
     pub traces_dropped: AtomicU64,
-    /// Ticks of the plugins' time-limit clock, which stands still while no plugin runs.
+    /// Ticks of the plugins' time-limit clock: every 10 ms while a plugin may run, every
+    /// second when none has for a while.
     pub plugin_clock_ticks: AtomicU64,
 }
 
@@ -240,7 +241,7 @@ pub fn render(s: &Snapshot) -> String {
     metric(
         "tollgate_plugin_clock_ticks_total",
         "counter",
-        "Ticks of the plugins' time-limit clock (every 10 ms while a plugin may run; still when idle).",
+        "Ticks of the plugins' time-limit clock (every 10 ms while a plugin may run, every second when idle).",
         &[("", m.plugin_clock_ticks.load(Relaxed))],
     );
     let keys: Vec<(String, u64)> = s

@@ -49,26 +49,27 @@ fn a_faulty_plugin_fails_only_its_own_call() {
 }
 
 /// The plugins' time-limit clock stands still while no plugin runs (an idle gateway does not
-/// wake every 10 ms for it), and a plugin that loops after such a spell is still stopped by
-/// its time limit: had the clock stayed still, the loop would hold its worker for good.
+/// wake every 10 ms for it: a tick a second remains), and a plugin that loops after such a
+/// spell is still stopped by its time limit: had the clock stayed still, the loop would hold
+/// its worker for good. (Its first entry, the exchange's constructor, wakes the clock; every
+/// entry is marked the same way, in `within`.)
 #[test]
 fn a_plugin_that_loops_after_the_clock_stood_still_is_stopped_by_its_time_limit() {
     let mock = Mock::start();
     let gw = faulty_gateway(&mock, "clock-still");
     assert_eq!(echo(&gw).status, 200);
     let ticks = || gw.metric("tollgate_plugin_clock_ticks_total");
-    // Still once no plugin has run for the deadline (1 s here) and a second more.
+    // Still once no plugin has run for the deadline (1 s here) and a second more: at most the
+    // idle tick or two in a second, where a running clock makes a hundred.
     let still = eventually(Duration::from_secs(20), || {
         let before = ticks();
-        std::thread::sleep(Duration::from_millis(300));
-        ticks() == before
+        std::thread::sleep(Duration::from_secs(1));
+        ticks() - before <= 2.0
     });
     assert!(still, "the clock kept ticking with no plugin running");
-    let stopped_at = ticks();
     let r = gw.post("/v1/chat/completions", r#"{"model":"loop","messages":[]}"#);
     assert_eq!((r.status, r.error_code().as_str()), (502, "plugin_error"), "{}", r.text());
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("time limit"), "{}", r.text());
-    assert!(ticks() > stopped_at, "the loop was stopped without the clock");
     assert_eq!(echo(&gw).status, 200);
 }
 

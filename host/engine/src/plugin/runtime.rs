@@ -186,9 +186,11 @@ impl Runtime {
     /// (tens of MiB for a plugin, more for a large one) is the child's and is gone when it
     /// exits, instead of staying in this process's heap; and a component that crashes the
     /// compiler fails to load instead of taking the gateway down. `program` must run
-    /// `compile_plugin_main` for that subcommand.
+    /// `compile_plugin_main` for that subcommand. Set once, before the runtime is shared (it
+    /// changes every clone).
     pub fn compile_in_child(self, program: PathBuf) -> Runtime {
-        let _ = self.compiler.set(program);
+        let set = self.compiler.set(program);
+        debug_assert!(set.is_ok(), "compile_in_child is set once");
         self
     }
 
