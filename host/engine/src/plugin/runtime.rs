@@ -55,6 +55,7 @@ impl wit::Host for CallState {}
 #[derive(Clone)]
 pub struct Pre(Arc<PreParts>);
 
+/// What a `Pre` shares with its clones.
 pub struct PreParts {
     bindings: bindings::PluginPre<CallState>,
     exports: Exports,
@@ -115,6 +116,7 @@ impl Exports {
 #[derive(Clone)]
 pub struct Runtime(Arc<Shared>);
 
+/// What a `Runtime` shares with its clones.
 pub struct Shared {
     engine: Engine,
     linker: Linker<CallState>,
