@@ -1,7 +1,7 @@
 //! The clock of the plugins' time limit: wasmtime's epoch, advanced every `TICK` by a thread of
 //! its own (`runtime` sets each entry's deadline a tick ahead and counts the ticks spent inside
-//! the plugin). An idle gateway should not wake a hundred times a second for it: the thread
-//! sleeps once no plugin can be running, and the next entry wakes it.
+//! the plugin). An idle gateway should not wake a hundred times a second for it: once no
+//! plugin can be running, the thread ticks only every `BACKSTOP`, and the next entry wakes it.
 //!
 //! Invariants:
 //! - While a plugin may run, the epoch advances every `TICK`. A plugin's code runs only while
