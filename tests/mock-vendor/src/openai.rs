@@ -376,7 +376,7 @@ pub fn models(cx: &Ctx) -> Response<MockBody> {
 mod tests {
     use super::*;
 
-    fn parse(b: &Bytes) -> serde_json::Value {
+    fn parse(b: &[u8]) -> serde_json::Value {
         let s = std::str::from_utf8(b).unwrap();
         let data = s.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
         serde_json::from_str(data).unwrap()
@@ -392,10 +392,10 @@ mod tests {
         let tail = std::str::from_utf8(&chunks[4]).unwrap();
         let events: Vec<&str> = tail.split_inclusive("\n\n").collect();
         assert_eq!(events.len(), 3, "{tail}");
-        let finish = parse(&Bytes::copy_from_slice(events[0].as_bytes()));
+        let finish = parse(events[0].as_bytes());
         assert_eq!(finish["choices"][0]["finish_reason"], "stop");
         assert!(finish["usage"].is_null());
-        let usage = parse(&Bytes::copy_from_slice(events[1].as_bytes()));
+        let usage = parse(events[1].as_bytes());
         assert_eq!(usage["choices"], serde_json::json!([]));
         assert_eq!(usage["usage"]["total_tokens"], 12);
         assert_eq!(events[2].as_bytes(), DONE);

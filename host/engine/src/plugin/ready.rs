@@ -17,7 +17,7 @@
 //! - An instance serves one call at most: a ready one is taken out of its thread's slot and
 //!   never put back; a call's store is only ever dropped.
 //! - A ready instance is matched to its component by the identity of the `Pre` it was made
-//!   from (`Pre::described`, held weakly so the allocation cannot be reused while it waits):
+//!   from (its shared allocation, held weakly so that it cannot be reused while it waits):
 //!   the exports a call reaches by index are that component's. One whose plugin was unloaded
 //!   is dropped when its thread next starts a call (until then it keeps the old component's
 //!   code alive; at most one per thread).
@@ -30,9 +30,9 @@
 //!   when its store was freed in place. A store waiting to be freed still holds the memory
 //!   its call dirtied: at most `MAX_FREEING` such stores.
 
-use super::runtime::CallState;
+use super::runtime::{CallState, PreParts};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use wasmtime::component::Instance;
 use wasmtime::Store;
@@ -113,7 +113,7 @@ impl Drop for Freeing {
 
 /// An instance made ahead, never entered.
 struct Ready {
-    of: Weak<AtomicBool>,
+    of: Weak<PreParts>,
     store: Store<CallState>,
     instance: Instance,
     _counted: Waiting,
@@ -123,11 +123,11 @@ thread_local! {
     static READY: RefCell<Option<Ready>> = const { RefCell::new(None) };
 }
 
-/// This thread's waiting instance, if it was made from the component `described` belongs to.
-/// One of a plugin that was unloaded since is dropped; one of another plugin stays.
-pub(super) fn take(described: &Arc<AtomicBool>) -> Option<(Store<CallState>, Instance)> {
+/// This thread's waiting instance, if it was made from the component `pre` prepared. One of a
+/// plugin that was unloaded since is dropped; one of another plugin stays.
+pub(super) fn take(pre: &Arc<PreParts>) -> Option<(Store<CallState>, Instance)> {
     let ready = READY.with_borrow_mut(|slot| match slot {
-        Some(r) if std::ptr::eq(r.of.as_ptr(), Arc::as_ptr(described)) => slot.take(),
+        Some(r) if std::ptr::eq(r.of.as_ptr(), Arc::as_ptr(pre)) => slot.take(),
         Some(r) if r.of.strong_count() == 0 => {
             drop(slot.take());
             None
@@ -146,7 +146,7 @@ fn occupied() -> bool {
 /// has `MAX_READY` waiting. `make` builds a fresh store and instantiates, entering nothing
 /// but the component's instantiation; its future (kilobytes: wasmtime's) is made only when
 /// needed, boxed, so that this future stays small.
-pub(super) async fn refill<F>(counts: &Arc<Counts>, described: &Arc<AtomicBool>, make: impl FnOnce() -> F)
+pub(super) async fn refill<F>(counts: &Arc<Counts>, pre: &Arc<PreParts>, make: impl FnOnce() -> F)
 where
     F: std::future::Future<Output = anyhow::Result<(Store<CallState>, Instance)>>,
 {
@@ -155,7 +155,7 @@ where
     }
     let Some(counted) = counts.reserve_ready() else { return };
     let Ok((store, instance)) = Box::pin(make()).await else { return };
-    let ready = Ready { of: Arc::downgrade(described), store, instance, _counted: counted };
+    let ready = Ready { of: Arc::downgrade(pre), store, instance, _counted: counted };
     READY.with_borrow_mut(|slot| {
         if slot.is_none() {
             *slot = Some(ready);

@@ -52,17 +52,18 @@ impl wit::Host for CallState {}
 
 /// A component ready to instantiate: the bindings' view, and the exports a call uses. Clones
 /// share everything: a clone is one reference count's increment (each call's end holds one).
+/// Its allocation, one per `prepare`, is also the component's identity for instances made
+/// ahead (`ready`).
 #[derive(Clone)]
-pub struct Pre(Arc<PreParts>);
+pub struct Pre(pub(super) Arc<PreParts>);
 
 /// What a `Pre` shares with its clones.
 pub struct PreParts {
     bindings: bindings::PluginPre<CallState>,
     exports: Exports,
     /// True once `describe` instantiated it through the bindings, which checked the types of
-    /// every export: only then may a call reach them unchecked. Its allocation, one per
-    /// `prepare`, is also the component's identity for instances made ahead (`ready`).
-    described: Arc<AtomicBool>,
+    /// every export: only then may a call reach them unchecked.
+    described: AtomicBool,
 }
 
 impl std::ops::Deref for Pre {
@@ -206,7 +207,7 @@ impl Runtime {
         let bindings = bindings::PluginPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the plugin does not export tollgate:adapter/adapter@1.0.0")?;
-        Ok(Pre(Arc::new(PreParts { bindings, exports, described: Arc::new(AtomicBool::new(false)) })))
+        Ok(Pre(Arc::new(PreParts { bindings, exports, described: AtomicBool::new(false) })))
     }
 
     fn compile_cached(&self, wasm: &[u8], sha256: &str) -> Result<Component> {
@@ -299,7 +300,7 @@ impl Runtime {
         let mut span = crate::trace::span("plugin.start");
         let exports = pre.exports;
         let started = async {
-            let (mut store, instance) = match ready::take(&pre.described) {
+            let (mut store, instance) = match ready::take(&pre.0) {
                 Some(made) => made,
                 None => self.instantiate(pre).await?,
             };
@@ -458,7 +459,7 @@ impl End {
         tokio::task::yield_now().await;
         drop(ended);
         let (runtime, pre) = (&self.runtime, &self.pre);
-        ready::refill(&runtime.counts, &pre.described, || runtime.instantiate(pre)).await;
+        ready::refill(&runtime.counts, &pre.0, || runtime.instantiate(pre)).await;
     }
 }
 
