@@ -34,7 +34,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The state of one call's store.
 pub struct CallState {
-    wasi: WasiCtx,
+    /// Made when the plugin first calls WASI (a signer reading the clock or drawing a nonce):
+    /// most calls never do, and making it (its random sources seeded, a dozen allocations)
+    /// was ~1% of a request's instructions.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     limits: StoreLimits,
     /// Ticks spent inside the plugin since the last entry.
@@ -44,7 +47,15 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let ctx = self.wasi.get_or_insert_with(|| {
+            // Pinned, not left to defaults: plugins that sign requests need the real wall
+            // clock and a cryptographically secure random source (and nothing else of WASI).
+            WasiCtx::builder()
+                .wall_clock(wasmtime_wasi::clocks::WallClock::new())
+                .secure_random(wasmtime_wasi::thread_rng())
+                .build()
+        });
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 
@@ -236,12 +247,7 @@ impl Runtime {
 
     fn new_store(&self) -> Store<CallState> {
         let state = CallState {
-            // Pinned, not left to defaults: plugins that sign requests need the real wall
-            // clock and a cryptographically secure random source (and nothing else of WASI).
-            wasi: WasiCtx::builder()
-                .wall_clock(wasmtime_wasi::clocks::WallClock::new())
-                .secure_random(wasmtime_wasi::thread_rng())
-                .build(),
+            wasi: None,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.memory_limit)
