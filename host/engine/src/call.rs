@@ -202,7 +202,8 @@ impl Engine {
                 Answer::Failed(e)
             }
             Ok(Outcome::Stream { headers, pending }) => {
-                let body = pending.start(Box::new(move |report| end.stream(report))).await;
+                // Boxed: its future (~3 KB) would otherwise size every call's.
+                let body = Box::pin(pending.start(Box::new(move |report| end.stream(report)))).await;
                 Answer::Stream { headers, body }
             }
             Ok(Outcome::Reply { status, headers, body, usage, error, .. }) => {

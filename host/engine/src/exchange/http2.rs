@@ -96,7 +96,9 @@ impl Pool {
                 if conn.retired.load(Ordering::Acquire) {
                     return Err("the connection to the upstream failed".to_string());
                 }
-                let opened = self.connect(&key.0, conn.answered_http1.clone()).await;
+                // Boxed: opening is once a connection; its future (~5.5 KB) stays out of
+                // every call's.
+                let opened = Box::pin(self.connect(&key.0, conn.answered_http1.clone())).await;
                 if opened.is_err() {
                     conn.retired.store(true, Ordering::Release);
                 }

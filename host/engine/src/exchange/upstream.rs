@@ -97,7 +97,9 @@ impl Upstream {
         let clients = self.clients();
         let sent = async {
             if channel.http2 {
-                return clients.http2.send(request, channel.http2_max_streams).await;
+                // Boxed: its future (~7 KB, the connection's opening inline) would otherwise
+                // be part of every call's, HTTP/1.1 ones too, and be copied as they are made.
+                return Box::pin(clients.http2.send(request, channel.http2_max_streams)).await;
             }
             clients.http1.request(request).await.map(|resp| resp.map(UpstreamIncoming::from)).map_err(|e| {
                 if e.is_connect() {
