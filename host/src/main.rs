@@ -24,12 +24,15 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// constructor, like the `MIMALLOC_*` environment variables.
 /// - `arena_eager_commit` off: the memory a plugin's first compile freed is not kept
 ///   committed: 157 → 68 MiB resident after a cold start, the same CPU per request;
-/// - `purge_delay` 0: freed pages go back to the system at once, not after an idle delay
-///   that a quiet worker never reaches: resident after start 89 → 52 MiB, peak under wrk c=32
-///   78/80/78 → 72/72/72 MiB, CPU per request 126/113/119 → 103/112/104 µs (alternated,
-///   machine noise).
+/// - `purge_delay` 10 ms, not mimalloc 3's 1 s: freed pages go back to the system soon
+///   (resident after start 89 → 52 MiB when it was 0). Not 0: then a page emptied between
+///   two requests was returned and faulted back in at once, each time with a TLB shootdown
+///   to the other core (`smp_call_function_many_cond`, page faults 5× in a worker's
+///   profile): held gateways under wrk c=32, four rounds each, 91–96 µs of CPU per request
+///   at 0, 77–82 at 10 ms, 77–78 at 1 s; resident at the peak 49 → 55 MiB.
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const PURGE_DELAY_MS: std::os::raw::c_long = 10;
 
 #[used]
 #[link_section = ".init_array"]
@@ -38,7 +41,7 @@ static SET_ALLOCATOR_OPTIONS: extern "C" fn() = {
         // SAFETY: sets documented mimalloc options; touches nothing else.
         unsafe {
             libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
         }
     }
     set
