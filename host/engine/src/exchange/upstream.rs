@@ -97,8 +97,8 @@ impl Upstream {
         let clients = self.clients();
         let sent = async {
             if channel.http2 {
-                // Boxed: its future (~7 KB, the connection's opening inline) would otherwise
-                // be part of every call's, HTTP/1.1 ones too, and be copied as they are made.
+                // Boxed: its future (~1.4 KB; the connection's opening is boxed inside it)
+                // would otherwise be part of every call's, HTTP/1.1 ones too.
                 return Box::pin(clients.http2.send(request, channel.http2_max_streams)).await;
             }
             clients.http1.request(request).await.map(|resp| resp.map(UpstreamIncoming::from)).map_err(|e| {
