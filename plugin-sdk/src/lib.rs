@@ -12,6 +12,8 @@
 //!
 //! For OpenAI-compatible vendors, [`openai_compat`] does the whole job: see `plugins/openai`.
 
+#[cfg(any(test, all(feature = "arena-allocator", target_arch = "wasm32", not(target_feature = "atomics"))))]
+mod arena;
 mod clock;
 pub mod conformance;
 pub mod errors;
