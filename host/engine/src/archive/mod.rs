@@ -255,11 +255,7 @@ impl Archive {
         let read = async {
             let (_, response) = self.get(url, plugin_hosts, headers).await?;
             let status = response.status().as_u16();
-            let headers: Vec<wit::Header> = response
-                .headers()
-                .iter()
-                .filter_map(|(n, v)| Some(wit::Header { name: n.to_string(), value: v.to_str().ok()?.to_string() }))
-                .collect();
+            let headers = crate::exchange::upstream::plugin_headers(response.headers());
             let mut body = response.into_body();
             let mut bytes = Vec::new();
             loop {

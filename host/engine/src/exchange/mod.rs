@@ -492,13 +492,7 @@ async fn read_whole(
     upstream: &Upstream,
 ) -> Result<wit::UpstreamResponse, CallError> {
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| {
-            v.to_str().ok().map(|v| wit::Header { name: k.as_str().to_string(), value: v.to_string() })
-        })
-        .collect();
+    let headers = upstream::plugin_headers(resp.headers());
     // A 2xx whose body is lost was still worked on by the vendor.
     let work = answered(status);
     let limited = http_body_util::Limited::new(resp.into_body(), MAX_UPSTREAM_BODY);

@@ -59,9 +59,25 @@ impl Clients {
     }
 }
 
-/// Headers a plugin may not set: the host owns framing and connection management.
+/// Headers of the hop, not of the message: the host owns framing and connection management,
+/// so a plugin may not set them, and does not get them from an answer (lower case, as
+/// `HeaderName::as_str` is).
 const HOP_BY_HOP: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"];
+
+/// An upstream answer's headers as a plugin gets them: the vendor's own, without the hop's
+/// (`HOP_BY_HOP`: the body comes whole) and `date`, and without values that are not text.
+/// Each header is two strings copied into the plugin's memory, each through a call into the
+/// plugin, and a vendor's answer carries a dozen or more.
+pub(crate) fn plugin_headers(headers: &http::HeaderMap) -> Vec<wit::Header> {
+    headers
+        .iter()
+        .filter(|(name, _)| *name != http::header::DATE && !HOP_BY_HOP.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some(wit::Header { name: name.as_str().to_string(), value: value.to_str().ok()?.to_string() })
+        })
+        .collect()
+}
 
 impl Upstream {
     /// `workers`: how many request workers will send through it (each gets its own pool).
@@ -328,6 +344,35 @@ fn percent_encode(s: &str) -> String {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_plugin_gets_the_answers_own_headers_not_the_hops() {
+        let mut h = http::HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/json"),
+            ("content-length", "266"),
+            ("date", "Sat, 05 Dec 2026 01:08:34 GMT"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("retry-after", "3"),
+            ("x-request-id", "abc"),
+            ("x-ratelimit-remaining-requests", "9"),
+        ] {
+            h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        h.append("x-request-id", HeaderValue::from_static("second"));
+        h.append("x-binary", HeaderValue::from_bytes(b"\xff\xfe").unwrap());
+        let got: Vec<(String, String)> = plugin_headers(&h).into_iter().map(|h| (h.name, h.value)).collect();
+        let want = [
+            ("content-type", "application/json"),
+            ("retry-after", "3"),
+            ("x-request-id", "abc"),
+            ("x-request-id", "second"),
+            ("x-ratelimit-remaining-requests", "9"),
+        ];
+        assert_eq!(got, want.map(|(n, v)| (n.to_string(), v.to_string())));
+    }
 
     fn req(path: &str, auth: wit::Auth) -> wit::UpstreamRequest {
         wit::UpstreamRequest {

@@ -91,11 +91,7 @@ pub async fn open(
         Ok(Ok((socket, _))) => Ok(Opened::Socket(Box::new(socket))),
         Ok(Err(Error::Http(response))) => {
             let (parts, body) = response.into_parts();
-            let headers = parts
-                .headers
-                .iter()
-                .filter_map(|(n, v)| Some(wit::Header { name: n.to_string(), value: v.to_str().ok()?.to_string() }))
-                .collect();
+            let headers = crate::exchange::upstream::plugin_headers(&parts.headers);
             Ok(Opened::Refused(wit::UpstreamResponse {
                 status: parts.status.as_u16(),
                 headers,
