@@ -432,6 +432,10 @@ fn metrics_text(state: &Api) -> String {
     })
 }
 
+/// How long a connection may take to send a request's head, and so how long an idle
+/// keep-alive connection stays open.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The client's address, put in each request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::IpAddr);
@@ -451,7 +455,7 @@ pub async fn serve(
     // take connections that may be upgraded to WebSockets).
     let connections = tokio_util::task::TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     let slots = Arc::new(tokio::sync::Semaphore::new(state.settings.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {

@@ -38,7 +38,12 @@ impl Workers {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let thread = std::thread::Builder::new().name(format!("tollgate-worker-{i}")).spawn(move || {
                 tollgate_base::worker::enter(i);
-                let _ = rt.block_on(stopped);
+                rt.block_on(async {
+                    tokio::select! {
+                        _ = stopped => {}
+                        _ = keep_a_timer_due() => {}
+                    }
+                });
                 // Whatever is still running (a call past the grace period) ends here.
                 rt.shutdown_background();
             })?;
@@ -93,6 +98,20 @@ impl Workers {
                 let _ = thread.join();
             }
         }
+    }
+}
+
+/// Keeps a timer due within the header-read timeout on the worker, for ever. tokio wakes its
+/// driver (a write to its eventfd, then one more `epoll_wait`) whenever a timer is armed
+/// earlier than every timer the driver last saw, even from the driver's own thread; hyper
+/// arms its header-read timer after every response, and with no earlier timer on the worker
+/// (the usual case: a call's other timers end with it) each response cost those two system
+/// calls. With this timer due sooner, only its own re-arming wakes the driver, every 10 s.
+async fn keep_a_timer_due() {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    const _: () = assert!(EVERY.as_secs() < super::HEADER_READ_TIMEOUT.as_secs());
+    loop {
+        tokio::time::sleep(EVERY).await;
     }
 }
 
