@@ -26,7 +26,6 @@ use crate::store::Db;
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What the request path knows about a consumer key.
@@ -68,12 +67,12 @@ impl Consumer {
 
 /// SHA-256 hashes of enabled keys → consumer.
 pub struct KeyCache {
-    keys: ArcSwap<HashMap<[u8; 32], Consumer>>,
+    keys: ArcSwap<crate::FastMap<[u8; 32], Consumer>>,
 }
 
 impl KeyCache {
     pub fn new() -> Arc<KeyCache> {
-        Arc::new(KeyCache { keys: ArcSwap::from_pointee(HashMap::new()) })
+        Arc::new(KeyCache { keys: ArcSwap::from_pointee(crate::FastMap::default()) })
     }
 
     /// The consumer owning `key`, if it is a known, enabled key.
@@ -105,7 +104,7 @@ impl KeyCache {
             w.set_db_balances(rows.iter().map(|r| (Account::User(r.5), r.7)));
             w.set_db_balances(rows.iter().filter_map(|r| r.8.map(|limit| (Account::KeyLimit(r.0), limit - r.9))));
         }
-        let mut map = HashMap::with_capacity(rows.len());
+        let mut map = crate::FastMap::with_capacity_and_hasher(rows.len(), Default::default());
         for (key_id, name, key_hash, expires_at, models, user_id, group, _, limit, _) in rows {
             let models = models.map(|m| m.split(',').map(str::to_string).collect::<Vec<_>>().into());
             let mut h = [0u8; 32];

@@ -4,10 +4,10 @@
 //! arithmetic uses `rust_decimal`, and a call's charge is rounded **up** to the next
 //! millionth of the currency unit (`micros`), the unit balances and the ledger are kept in.
 
+use crate::FastMap;
 use anyhow::{bail, Context, Result};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -147,18 +147,18 @@ pub struct PriceTable {
     pub currency: String,
     /// Multiplier per consumer group; the group "default" applies when a consumer has none.
     #[serde(default)]
-    pub groups: HashMap<String, Price>,
+    pub groups: FastMap<String, Price>,
     #[serde(default)]
-    pub models: HashMap<String, ModelPrice>,
+    pub models: FastMap<String, ModelPrice>,
     /// Prices of model-less calls a plugin route marks billed, by `"<plugin>/<op>"` (usually
     /// `per_call`).
     #[serde(default)]
-    pub ops: HashMap<String, ModelPrice>,
+    pub ops: FastMap<String, ModelPrice>,
     /// How many units of the balance (`currency`) one unit of another currency is, for models
     /// priced in it (`currency = "CNY"` on the model). A backend whose balance is "tokens" at
     /// two a yuan writes `currency = "tokens"` and `CNY = "2"`.
     #[serde(default)]
-    pub rates: HashMap<String, Price>,
+    pub rates: FastMap<String, Price>,
 }
 
 fn default_currency() -> String {

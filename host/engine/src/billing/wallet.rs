@@ -18,7 +18,6 @@
 //! writer take the same `sync` lock, so a refresh can never overwrite a charge that was
 //! committed after its read.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// What a charge is drawn from.
@@ -42,7 +41,7 @@ impl WalletState {
     }
 }
 
-type State = Arc<Mutex<HashMap<Account, WalletState>>>;
+type State = Arc<Mutex<crate::FastMap<Account, WalletState>>>;
 
 #[derive(Default)]
 pub struct Wallets {

@@ -21,6 +21,7 @@ pub mod health;
 pub mod holds;
 pub mod stored;
 
+use crate::FastMap;
 use arc_swap::ArcSwap;
 use config::{ChannelConfig, Strategy};
 use health::{KeyHealth, KeyOutcome, KeyState, LastError};
@@ -35,7 +36,7 @@ pub struct Channel {
     /// Normalised: no trailing '/'. `None`: the plugin's default base URL.
     pub base_url: Option<String>,
     pub models: Vec<String>,
-    pub model_map: HashMap<String, String>,
+    pub model_map: FastMap<String, String>,
     /// The channel's plugin settings as JSON, handed to the plugin.
     pub settings_json: String,
     pub strategy: Strategy,
@@ -373,7 +374,7 @@ fn picked(k: &PooledKey) -> PickedKey {
 #[derive(Default)]
 pub struct Channels {
     all: Vec<Arc<Channel>>,
-    by_model: HashMap<String, Vec<Arc<Channel>>>,
+    by_model: FastMap<String, Vec<Arc<Channel>>>,
     next: AtomicUsize,
 }
 

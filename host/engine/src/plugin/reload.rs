@@ -24,10 +24,11 @@
 use super::pattern::Pattern;
 use super::runtime::{read_plugin_file, sha256_hex, Runtime};
 use super::{wit, Manifest, Plugin};
+use crate::FastMap;
 use anyhow::{bail, Result};
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,9 +36,9 @@ use std::time::Duration;
 /// An immutable snapshot of the loaded plugins.
 #[derive(Default)]
 pub struct PluginSet {
-    by_name: HashMap<String, Arc<Plugin>>,
+    by_name: FastMap<String, Arc<Plugin>>,
     /// Literal routes: (method, path) → (plugin, index of the route in its manifest).
-    literal: HashMap<(String, String), (Arc<Plugin>, usize)>,
+    literal: FastMap<(String, String), (Arc<Plugin>, usize)>,
     /// Pattern routes, the most specific first.
     patterns: Vec<(String, Pattern, Arc<Plugin>, usize)>,
 }
