@@ -7,16 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rustup target add wasm32-wasip2 >/dev/null
+rustup target add wasm32-unknown-unknown >/dev/null
 # shellcheck disable=SC2046 # one -p flag per shipped plugin (plugins/shipped names them)
-cargo build --profile plugin --target wasm32-wasip2 $(sed 's/^/-p tollgate-plugin-/' plugins/shipped)
+cargo plugins $(sed 's/^/-p tollgate-plugin-/' plugins/shipped)
 cargo build --release -p tollgate -p mock-vendor
 
 plugins_dir="${TOLLGATE_PLUGINS_DIR:-data/plugins}"
 mkdir -p "$plugins_dir"
 while read -r name; do
   # Write beside, then rename: a running gateway never reads half a file.
-  cp "target/wasm32-wasip2/plugin/tollgate_plugin_${name}.wasm" "$plugins_dir/.${name}.wasm.part"
+  cp "target/wasm32-unknown-unknown/plugin/tollgate_plugin_${name}.wasm" "$plugins_dir/.${name}.wasm.part"
   mv "$plugins_dir/.${name}.wasm.part" "$plugins_dir/${name}.wasm"
 done < plugins/shipped
 

@@ -8,11 +8,11 @@
 
 MOCK_BIN=$ROOT/target/release/mock-vendor
 GW_BIN=${GW_BIN:-$ROOT/target/release/tollgate}
-PLUGIN_WASM=${PLUGIN_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm}
+PLUGIN_WASM=${PLUGIN_WASM:-$ROOT/target/wasm32-unknown-unknown/plugin/tollgate_plugin_openai.wasm}
 # The task flow's plugin (video tasks).
-VIDEO_WASM=${VIDEO_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_siliconflow.wasm}
+VIDEO_WASM=${VIDEO_WASM:-$ROOT/target/wasm32-unknown-unknown/plugin/tollgate_plugin_siliconflow.wasm}
 # The socket flow's plugin (MiniMax's speech socket).
-SPEECH_WASM=${SPEECH_WASM:-$ROOT/target/wasm32-wasip2/plugin/tollgate_plugin_minimax.wasm}
+SPEECH_WASM=${SPEECH_WASM:-$ROOT/target/wasm32-unknown-unknown/plugin/tollgate_plugin_minimax.wasm}
 # Sessions the socket flow holds at once.
 SESSIONS=${SESSIONS:-1000}
 BENCH_ADMIN=bench-admin
@@ -67,14 +67,14 @@ record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$METRICS"; }
 build() {
   # The plugin target is needed for the wasm build; skip rustup when it is already there so an
   # offline machine does not stall.
-  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
-    rustup target add wasm32-wasip2
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    rustup target add wasm32-unknown-unknown
   fi
   # cargo waits by itself if another job holds the build lock.
   log "building tollgate and mock-vendor (release)"
   (cd "$ROOT" && cargo build --release -p tollgate -p mock-vendor)
-  log "building the openai and siliconflow plugins (wasm32-wasip2, profile plugin)"
-  (cd "$ROOT" && cargo build --profile plugin --target wasm32-wasip2 -p tollgate-plugin-openai -p tollgate-plugin-siliconflow -p tollgate-plugin-minimax)
+  log "building the openai, siliconflow and minimax plugins (cargo plugins: .cargo/config.toml)"
+  (cd "$ROOT" && cargo plugins -p tollgate-plugin-openai -p tollgate-plugin-siliconflow -p tollgate-plugin-minimax)
 }
 
 ensure_tools() {

@@ -22,7 +22,7 @@
 #                   the raw figures go beside it (.tsv) and the wrk outputs to OUT's .raw folder
 #   KEEP_TMP=1      keep the temp dir (configs, logs)
 #
-# What it does, all on 127.0.0.1 (binaries prebuilt: target/release, target/wasm32-wasip2/plugin):
+# What it does, all on 127.0.0.1 (binaries prebuilt: target/release, target/wasm32-unknown-unknown/plugin):
 # 1. starts a throwaway PostgreSQL (tests/postgres.sh, stopped on exit), the mock vendor and
 #    node A on it (lib.sh's start_gateway: auth, the openai plugin, billing with the ledger, a
 #    weighted key pool, the call log); one user with a large balance; wrk c=32 on A alone;
@@ -293,7 +293,7 @@ main() {
     command -v "$t" > /dev/null || die "missing tool: $t"
   done
   for t in "$MOCK_BIN" "$GW_BIN" "$PLUGIN_WASM" "$VIDEO_WASM" "$SPEECH_WASM"; do
-    [ -e "$t" ] || die "missing $t (build it first: cargo build --release; the plugins with --profile plugin --target wasm32-wasip2)"
+    [ -e "$t" ] || die "missing $t (build it first: cargo build --release; the plugins with cargo plugins)"
   done
   mkdir -p "$(dirname "$OUT")"
   # Private copies of the binaries: a rebuild during the run cannot give the nodes different ones.

@@ -3,7 +3,7 @@
 //! constructor; `first()`; `next()`), and in all, the store freed and the next instance made
 //! after the call (the runtime does that in a task after the answer; the loop lets it run).
 //!
-//! `cargo run --release -p tollgate-engine --example plugin_cost -- target/wasm32-wasip2/plugin/tollgate_plugin_openai.wasm [N] [GAP_MS]`
+//! `cargo run --release -p tollgate-engine --example plugin_cost -- target/wasm32-unknown-unknown/plugin/tollgate_plugin_openai.wasm [N] [GAP_MS]`
 //!
 //! N calls (default 20,000), back to back or `GAP_MS` apart (a sparse load, each call on cold
 //! caches: the idle time is left out of the figures). Also prints the thread's CPU time per

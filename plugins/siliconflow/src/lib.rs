@@ -64,8 +64,7 @@ impl Vendor for SiliconFlow {
             return;
         }
         let images = body.get_mut("images").map(Value::take).unwrap_or(Value::Array(Vec::new()));
-        let created =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created = tollgate_plugin_sdk::now_ms() / 1000;
         *body = serde_json::json!({ "created": created, "data": images });
     }
 

@@ -3,8 +3,9 @@
 //! sockets with a small HTTP/1.1 client (which can also time each streamed chunk).
 //!
 //! Expects the binaries and plugins built first (the README's test command does it):
-//! `target/release/{tollgate,mock-vendor}` and `target/wasm32-wasip2/plugin/*.wasm`, plus the
-//! two versions of the fault plugin in `target/fixtures/`.
+//! `target/release/{tollgate,mock-vendor}` and `target/wasm32-unknown-unknown/plugin/*.wasm`,
+//! plus the fixtures in `target/fixtures/` (the fault plugin in two versions, the released
+//! contract's plugin; built for `wasm32-wasip2`).
 
 pub mod http;
 
@@ -65,7 +66,7 @@ fn assert_fresh(built: &Path, sources: &[&str]) {
 pub fn plugin_file(name: &str) -> PathBuf {
     let shipped = include_str!("../../../plugins/shipped").lines().any(|l| l.trim() == name);
     let p = if shipped {
-        root().join(format!("target/wasm32-wasip2/plugin/tollgate_plugin_{name}.wasm"))
+        root().join(format!("target/wasm32-unknown-unknown/plugin/tollgate_plugin_{name}.wasm"))
     } else {
         root().join(format!("target/fixtures/{name}.wasm"))
     };
