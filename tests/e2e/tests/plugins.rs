@@ -1,6 +1,8 @@
 //! The sandbox and hot reload, with fixture plugins built from `tests/fixtures/trap`: a plugin
 //! that traps, loops or allocates without bound fails only its own call; replacing plugin
 //! files under a steady request loop fails no request; a broken file never replaces a good one.
+//! And what the shipped plugins ask of the host: the contract, and WASI's clock and random
+//! source at most.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -347,4 +349,49 @@ fn a_body_nested_to_the_parsers_limit_does_not_exhaust_the_plugins_stack() {
     assert!(r.text().contains("[DONE]"), "{}", r.text());
     let r = gw.post("/v1/chat/completions", &body(127));
     assert_eq!((r.status, r.json()["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{}", r.text());
+}
+
+/// The top-level imports of a built component, by name (not those of the components and
+/// modules nested in it, whose payloads come between their own `Version` and `End`).
+fn component_imports(wasm: &[u8]) -> Vec<String> {
+    let (mut names, mut depth) = (Vec::new(), 0);
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.expect("a valid component") {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
+                names.extend(section.into_iter().map(|import| import.expect("an import").name.name.to_string()))
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+/// The shipped plugins are built for `wasm32-unknown-unknown` (`cargo plugins`): each imports
+/// the contract's types and, if it reads the time or draws a nonce through the SDK, WASI's wall
+/// clock and random source; nothing else (no files, environment, sockets or stdio, and not
+/// WASI's command adapter, which would cost every call its instances). A build for another
+/// target, or a plugin reaching std's clock, fails here.
+#[test]
+fn the_shipped_plugins_import_the_contract_and_at_most_the_clock_and_randomness() {
+    let allowed = |name: &str| {
+        name == "tollgate:adapter/types@1.0.0"
+            || name.starts_with("wasi:clocks/wall-clock@0.2.")
+            || name.starts_with("wasi:random/random@0.2.")
+    };
+    for name in include_str!("../../../plugins/shipped").lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let wasm = std::fs::read(tollgate_e2e::plugin_file(name)).expect("the built plugin");
+        let imports = component_imports(&wasm);
+        assert!(imports.contains(&"tollgate:adapter/types@1.0.0".to_string()), "{name}: {imports:?}");
+        let extra: Vec<_> = imports.iter().filter(|i| !allowed(i)).collect();
+        assert!(extra.is_empty(), "{name} imports more than the contract, the clock and randomness: {extra:?}");
+        if name == "openai" {
+            // It neither signs nor dates anything: the contract alone.
+            assert_eq!(imports, ["tollgate:adapter/types@1.0.0"], "{name}");
+        }
+    }
+    // The check can fail: a fixture built for wasm32-wasip2 imports WASI's command world.
+    let wasip2 = component_imports(&std::fs::read(tollgate_e2e::plugin_file("faulty-v1")).unwrap());
+    assert!(wasip2.iter().any(|i| i.starts_with("wasi:cli/")), "{wasip2:?}");
 }
