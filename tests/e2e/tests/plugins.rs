@@ -370,8 +370,8 @@ fn component_imports(wasm: &[u8]) -> Vec<String> {
 
 /// The shipped plugins are built for `wasm32-unknown-unknown` (`cargo plugins`): each imports
 /// the contract's types and, if it reads the time or draws a nonce through the SDK, WASI's wall
-/// clock and random source; nothing else (no files, environment, sockets or stdio, and not
-/// WASI's command adapter, which would cost every call its instances). A build for another
+/// clock and random source; nothing else (no files, environment, sockets or stdio: each
+/// imported interface would cost every call an instance of its own). A build for another
 /// target, or a plugin reaching std's clock, fails here.
 #[test]
 fn the_shipped_plugins_import_the_contract_and_at_most_the_clock_and_randomness() {
@@ -391,7 +391,7 @@ fn the_shipped_plugins_import_the_contract_and_at_most_the_clock_and_randomness(
             assert_eq!(imports, ["tollgate:adapter/types@1.0.0"], "{name}");
         }
     }
-    // The check can fail: a fixture built for wasm32-wasip2 imports WASI's command world.
+    // The check can fail: a fixture built for wasm32-wasip2 imports WASI's cli interfaces.
     let wasip2 = component_imports(&std::fs::read(tollgate_e2e::plugin_file("faulty-v1")).unwrap());
     assert!(wasip2.iter().any(|i| i.starts_with("wasi:cli/")), "{wasip2:?}");
 }
