@@ -18,9 +18,10 @@ use tokio::sync::mpsc;
 
 const BATCH: usize = 512;
 /// Rows per insert statement. Only a statement of exactly this many rows is kept prepared, so
-/// each database connection keeps one statement per table, whatever the batches' sizes (when
-/// every size was kept, the cache held megabytes and RSS grew 70 MiB in a soak while the
-/// writer fell behind); a batch's remainder is prepared for its one use. Parsing the
+/// each database connection keeps one statement per table (two for the ledger: counted and
+/// returning, see `insert`), whatever the batches' sizes (when every size was kept, the cache
+/// held megabytes and RSS grew 70 MiB in a soak while the writer fell behind); a batch's
+/// remainder is prepared for its one use. Parsing the
 /// statements was a quarter of the SQLite writer's CPU. 64 × 22 parameters is within
 /// SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS: usize = 64;
@@ -525,6 +526,34 @@ mod tests {
             .unwrap();
             assert_eq!((model, micros), (format!("m-{i}"), i as i64 + 1));
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_new_charges_is_counted_and_applied_whole_with_balances_matching_the_ledger() {
+        let db = with_one_user("counted").await;
+        // Two prepared statements and a remainder, every request id new: the counted write
+        // commits, nothing to undo.
+        let batch: Vec<CallRecord> =
+            (0..2 * ROWS + 5).map(|i| charge(&format!("new-{i}"), 1, 10 * i as i64 + 3)).collect();
+        assert_eq!(insert(&db, &batch).await.unwrap(), vec![true; batch.len()]);
+        let one = |sql: &'static str| async { sqlx::query_as::<_, (i64,)>(sql).fetch_one(&db).await.unwrap().0 };
+        let charged: i64 = batch.iter().map(|r| r.charge_micros).sum();
+        assert_eq!(one("SELECT COUNT(*) FROM ledger").await, batch.len() as i64);
+        assert_eq!(one("SELECT COUNT(*) FROM call_log").await, batch.len() as i64);
+        assert_eq!(one("SELECT CAST(-SUM(amount_micros) AS BIGINT) FROM ledger").await, charged);
+        assert_eq!(one("SELECT balance_micros FROM users").await, 1_000_000 - charged);
+        assert_eq!(one("SELECT spent_micros FROM consumer_keys").await, charged);
+        // A conflict in the last, short chunk only, after full chunks were written counted:
+        // the whole batch is written again, and only the new request ids charge.
+        let mut again: Vec<CallRecord> = (0..2 * ROWS + 1).map(|i| charge(&format!("more-{i}"), 1, 1)).collect();
+        again.push(charge("new-0", 1, 3));
+        let expected: Vec<bool> = (0..again.len()).map(|i| i < 2 * ROWS + 1).collect();
+        assert_eq!(insert(&db, &again).await.unwrap(), expected);
+        let total = charged + 2 * ROWS as i64 + 1;
+        assert_eq!(one("SELECT COUNT(*) FROM call_log").await, (batch.len() + again.len()) as i64);
+        assert_eq!(one("SELECT CAST(-SUM(amount_micros) AS BIGINT) FROM ledger").await, total);
+        assert_eq!(one("SELECT balance_micros FROM users").await, 1_000_000 - total);
+        assert_eq!(one("SELECT spent_micros FROM consumer_keys").await, total);
     }
 
     #[tokio::test]
