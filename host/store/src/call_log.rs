@@ -21,9 +21,8 @@ const BATCH: usize = 512;
 /// each database connection keeps one statement per table (two for the ledger: counted and
 /// returning, see `insert`), whatever the batches' sizes (when every size was kept, the cache
 /// held megabytes and RSS grew 70 MiB in a soak while the writer fell behind); a batch's
-/// remainder is prepared for its one use. Parsing the
-/// statements was a quarter of the SQLite writer's CPU. 64 × 22 parameters is within
-/// SQLite's 32,766 and PostgreSQL's 65,535.
+/// remainder is prepared for its one use. Parsing the statements was a quarter of the SQLite
+/// writer's CPU. 64 × 22 parameters is within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS: usize = 64;
 const WINDOW: Duration = Duration::from_millis(200);
 /// How often a window's queue is read.
