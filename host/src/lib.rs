@@ -77,7 +77,9 @@ pub async fn serve(config: config::Config) -> Result<()> {
         account::session::Sessions::new(config.jwt_secret.as_deref(), &config.data_dir, config.session_ttl_hours)?;
     let key_refresh = Duration::from_millis(config.key_refresh_ms.max(50));
     let log_retention_days = config.log_retention_days;
-    let workers = server::workers::Workers::start(config.request_workers()).context("starting the request workers")?;
+    let workers =
+        server::workers::Workers::start(config.request_workers(), Duration::from_micros(config.worker_poll_us))
+            .context("starting the request workers")?;
     let trust = config.trust()?;
     let engine = Engine {
         registry,

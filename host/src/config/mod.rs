@@ -10,6 +10,9 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 pub use tollgate_engine::keypool::config::{ChannelConfig, KeySpec, Strategy};
 
+/// The longest `worker_poll_us`: 10 ms.
+pub const MAX_WORKER_POLL_US: u64 = 10_000;
+
 /// `[speech_prefetch]`: a chat's sentences synthesized as it streams, for the app's speech
 /// requests to come.
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +323,11 @@ pub struct Config {
     /// to the number of cores.
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// How long a request worker keeps polling its sockets after its last work before it
+    /// sleeps, in microseconds, shortened while polling catches nothing (see the server's
+    /// `poll`); 0: it sleeps at once. At most `MAX_WORKER_POLL_US`.
+    #[serde(default = "defaults::worker_poll_us")]
+    pub worker_poll_us: u64,
     /// Call records older than this many days are deleted (hourly); unset keeps them all.
     /// The ledger is never pruned.
     #[serde(default)]
@@ -359,6 +367,9 @@ mod defaults {
     }
     pub fn plugin_memory_limit_mb() -> usize {
         64
+    }
+    pub fn worker_poll_us() -> u64 {
+        100
     }
     pub fn max_concurrent_calls() -> u32 {
         1_000
@@ -538,6 +549,9 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be \"text\" or \"json\"");
         }
+        if self.worker_poll_us > MAX_WORKER_POLL_US {
+            bail!("worker_poll_us must be at most {MAX_WORKER_POLL_US} (polling longer only burns the core)");
+        }
         Ok(())
     }
 }
@@ -595,6 +609,17 @@ mod tests {
         let c: Config =
             toml::from_str("[[channel]]\nname='a'\nplugin='openai'\nmodels=['m']\nbase_url='ftp://x'").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("base_url"));
+    }
+
+    #[test]
+    fn workers_poll_a_short_while_by_default_and_a_longer_poll_is_refused() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.worker_poll_us, 100);
+        c.validate().unwrap();
+        let c: Config = toml::from_str("worker_poll_us = 0").unwrap();
+        c.validate().unwrap();
+        let c: Config = toml::from_str(&format!("worker_poll_us = {}", MAX_WORKER_POLL_US + 1)).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("worker_poll_us"));
     }
 
     #[test]

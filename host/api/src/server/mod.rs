@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+mod poll;
 pub mod routes;
 pub mod throttle;
 pub mod url;

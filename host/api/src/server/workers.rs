@@ -5,6 +5,8 @@
 //! on that thread. A request never waits for another thread to be woken, which on two cores
 //! was the largest share of the added latency.
 //!
+//! After its last work a worker polls a while before it sleeps (`poll`, `worker_poll_us`).
+//!
 //! Invariants: a worker's thread is marked with its index (`tollgate_base::worker`) before
 //! it serves; a worker runs until `Workers::stop`, which the server calls only after every
 //! connection has ended or the grace period is over. A busy plugin cannot hold a worker: it
@@ -13,6 +15,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::runtime::Handle;
 
 struct Worker {
@@ -29,16 +32,23 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` workers (at least one).
-    pub fn start(n: usize) -> std::io::Result<Workers> {
+    /// Starts `n` workers (at least one), each polling up to `poll` after its last work
+    /// before it sleeps (zero: never).
+    pub fn start(n: usize, poll: Duration) -> std::io::Result<Workers> {
         let mut workers = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let woke = Arc::new(tokio::sync::Notify::new());
+            let on_wake = Arc::clone(&woke);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_unpark(move || on_wake.notify_one())
+                .build()?;
             let handle = rt.handle().clone();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let thread = std::thread::Builder::new().name(format!("tollgate-worker-{i}")).spawn(move || {
                 tollgate_base::worker::enter(i);
                 rt.block_on(async {
+                    super::poll::start(poll, woke);
                     tokio::select! {
                         _ = stopped => {}
                         _ = keep_a_timer_due() => {}
@@ -129,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_go_to_the_least_busy_worker_and_run_on_its_thread() {
-        let workers = Workers::start(2).unwrap();
+        let workers = Workers::start(2, Duration::ZERO).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut clients = Vec::new();
@@ -162,5 +172,51 @@ mod tests {
         }
         assert!(workers.workers.iter().all(|w| w.open.load(Ordering::Relaxed) == 0));
         workers.stop();
+    }
+
+    /// How many times the current thread has slept (Linux counts a wait as a voluntary
+    /// context switch; being preempted or yielding is not one).
+    fn sleeps_of_this_thread() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).unwrap();
+        line.trim().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_polling_worker_takes_requests_that_come_soon_without_sleeping_and_one_that_does_not_poll_sleeps() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const PINGS: u64 = 200;
+        for poll in [Duration::from_millis(50), Duration::ZERO] {
+            let workers = Workers::start(1, poll).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let done = workers
+                .serve(stream, move |mut stream| async move {
+                    let mut byte = [0u8; 1];
+                    let mut first_sleeps = None;
+                    for _ in 0..PINGS {
+                        stream.read_exact(&mut byte).await.unwrap();
+                        first_sleeps.get_or_insert_with(sleeps_of_this_thread);
+                        stream.write_all(&byte).await.unwrap();
+                    }
+                    let _ = tx.send(sleeps_of_this_thread() - first_sleeps.unwrap());
+                })
+                .unwrap();
+            let mut byte = [0u8; 1];
+            for _ in 0..PINGS {
+                client.write_all(b"p").await.unwrap();
+                client.read_exact(&mut byte).await.unwrap();
+            }
+            let sleeps = rx.await.unwrap();
+            done.await;
+            workers.stop();
+            if poll.is_zero() {
+                assert!(sleeps >= PINGS / 2, "a worker that does not poll sleeps between pings: {sleeps}");
+            } else {
+                assert!(sleeps < PINGS / 4, "the polling worker slept {sleeps} times in {PINGS} pings");
+            }
+        }
     }
 }
