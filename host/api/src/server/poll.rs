@@ -83,34 +83,44 @@ async fn poll_after_wakes(mut window: Window, woke: Arc<Notify>) {
             continue;
         }
         let mut last_work = Instant::now();
-        let mut cpu_before = thread_cpu();
+        // The thread's CPU time, and when it was read.
+        let (mut cpu, mut cpu_read_at) = (thread_cpu(), last_work);
         // The previous pass found nothing to do.
         let mut idle = false;
         loop {
+            let pass = Instant::now();
             // Every other runnable task runs, and the runtime polls its sockets (without
             // sleeping: a task is waiting), before this one is polled again.
             tokio::task::yield_now().await;
-            let cpu = thread_cpu();
-            if cpu.saturating_sub(cpu_before) > WORK_SEEN {
+            let now = Instant::now();
+            // A pass no longer than `WORK_SEEN` did no work; a longer one may have been
+            // preempted: it worked if the thread's CPU time grew by more than `WORK_SEEN` on
+            // top of all the time between the last reading and the pass.
+            let worked = now - pass > WORK_SEEN && {
+                let before = std::mem::replace(&mut cpu, thread_cpu());
+                let since_reading = pass - std::mem::replace(&mut cpu_read_at, now);
+                cpu.saturating_sub(before).saturating_sub(since_reading) > WORK_SEEN
+            };
+            if worked {
                 if idle {
                     limit = window.caught();
                 }
-                last_work = Instant::now();
+                last_work = now;
                 idle = false;
-            } else if last_work.elapsed() >= limit {
+            } else if now - last_work >= limit {
                 window.missed();
                 break;
             } else {
                 idle = true;
                 std::thread::yield_now();
             }
-            cpu_before = cpu;
         }
     }
 }
 
-/// The CPU time this thread has used: a pass that used more than `WORK_SEEN` ran tasks. (Wall
-/// time would count the time the thread was preempted, or gave its core away, as work.)
+/// The CPU time this thread has used (a system call, unlike the clock: read only after a long
+/// pass). Wall time would count the time the thread was preempted, or gave its core away, as
+/// work.
 fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
