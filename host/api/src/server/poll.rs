@@ -2,16 +2,18 @@
 //! for a short window (`worker_poll_us`) instead of sleeping at once, so a request or an
 //! upstream answer that arrives meanwhile is taken without the wake-up of a sleeping thread,
 //! on a core whose caches still hold the request's work. On two cores, one chat at a time
-//! against a mock vendor answering in ~50 µs: ~2,600 → ~3,800 chats a second (held gateways,
-//! wrk c=1), p50 added +269/+295 → +132/+222 µs (`tests/bench/run.sh`).
+//! against a mock vendor answering in ~50 µs: 3,224 → 5,478 chats a second (held gateways,
+//! wrk c=1), p50 added +239/+265 → +111/+112 µs (`tests/bench/run.sh`).
 //!
 //! The window adapts: a poll that catches work makes it whole again; one that ends without
 //! any halves it, down to nothing, and every `PROBE_EVERY`th wake-up polls the whole window
 //! to learn whether work now comes soon enough. A worker whose vendors answer in hundreds of
-//! milliseconds stops polling after a few wake-ups. Polling costs CPU only while it catches
-//! work: streams paced 5 ms a chunk by that fast mock cost 9–15% more CPU each (a poll
-//! catches each stream's first chunk, then halves through the pauses); a window that never
-//! shrank cost 27–55% more for 15% more chats a second at c=1.
+//! milliseconds stops polling after a few wake-ups. Work is told by the thread's own CPU
+//! time, so a pass during which the thread was preempted, or gave its core away, is not
+//! taken for work (which kept the window whole under load). Measured beside polling off:
+//! the same CPU per request at c=32 (85.3 against 85.5 µs), per stream paced 5 ms a chunk
+//! (1,014 against 1,012 µs at 4 at once, 315 against 316 at 64), and when idle; a window
+//! that never shrank cost 27–55% more CPU on those streams.
 //!
 //! Invariants: the poller polls only after the worker's thread woke from sleep, and at most
 //! the window after the worker's last work, so an idle worker sleeps; while it polls it
