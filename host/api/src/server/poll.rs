@@ -5,20 +5,25 @@
 //! against a mock vendor answering in ~50 µs: 3,224 → 5,478 chats a second (held gateways,
 //! wrk c=1), p50 added +239/+265 → +111/+112 µs (`tests/bench/run.sh`).
 //!
-//! The window adapts: a poll that catches work makes it whole again; one that ends without
-//! any halves it, down to nothing, and every `PROBE_EVERY`th wake-up polls the whole window
-//! to learn whether work now comes soon enough. A worker whose vendors answer in hundreds of
-//! milliseconds stops polling after a few wake-ups. Work is told by the thread's own CPU
-//! time, so a pass during which the thread was preempted, or gave its core away, is not
-//! taken for work (which kept the window whole under load). Measured beside polling off:
-//! the same CPU per request at c=32 (85.3 against 85.5 µs), per stream paced 5 ms a chunk
-//! (1,014 against 1,012 µs at 4 at once, 315 against 316 at 64), and when idle; a window
-//! that never shrank cost 27–55% more CPU on those streams.
+//! The window adapts: while polls catch work it is whole; a poll that catches nothing ends
+//! the wake-up's polling and halves the window for the next one, down to nothing, and every
+//! `PROBE_EVERY`th wake-up polls the whole window to learn whether work now comes soon
+//! enough. A worker whose vendors answer in hundreds of milliseconds stops polling after a
+//! few wake-ups. Work is told by the thread's own CPU time, less the time since its last
+//! reading: a pass during which the thread was preempted, or gave its core away, is not taken
+//! for work (taken for work in wall time, it kept the window whole under load), and under
+//! contention the rule errs toward sleeping. Measured beside polling off: the same CPU per
+//! request at c=32 (85.3 against 85.5 µs), per stream paced 5 ms a chunk (1,014 against
+//! 1,012 µs at 4 at once, 315 against 316 at 64), and when idle; a window that never shrank
+//! cost 27–55% more CPU on those streams.
 //!
-//! Invariants: the poller polls only after the worker's thread woke from sleep, and at most
-//! the window after the worker's last work, so an idle worker sleeps; while it polls it
-//! gives its core to any other runnable thread (`std::thread::yield_now`); a window of zero
-//! turns it off (no task is started).
+//! Invariants: the poller polls only after the worker's thread woke from sleep, until the
+//! window passes without work it sees, and for at most `LONGEST` windows (should every pass
+//! look like work, as where system calls are slow, polling still ends and the window
+//! halves), so an idle worker sleeps (for windows up to the setting's 1 ms: see
+//! `MAX_WORKER_POLL_US`); between idle passes it offers its core to other
+//! runnable threads (`std::thread::yield_now`); a window of zero turns it off (no task is
+//! started).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +35,8 @@ const WORK_SEEN: Duration = Duration::from_micros(5);
 const SHORTEST: Duration = Duration::from_micros(1);
 /// One wake-up in this many polls the whole window, whatever the current one is.
 const PROBE_EVERY: u32 = 32;
+/// A wake-up's polling lasts at most this many whole windows (100 ms at the default).
+const LONGEST: u32 = 1_000;
 
 /// How long the worker polls after a wake-up: the adaptive window.
 #[derive(Debug)]
@@ -85,6 +92,7 @@ async fn poll_after_wakes(mut window: Window, woke: Arc<Notify>) {
             continue;
         }
         let mut last_work = Instant::now();
+        let ends_by = last_work + window.max * LONGEST;
         // The thread's CPU time, and when it was read.
         let (mut cpu, mut cpu_read_at) = (thread_cpu(), last_work);
         // The previous pass found nothing to do.
@@ -109,10 +117,12 @@ async fn poll_after_wakes(mut window: Window, woke: Arc<Notify>) {
                 }
                 last_work = now;
                 idle = false;
-            } else if now - last_work >= limit {
+            }
+            if now - last_work >= limit || now >= ends_by {
                 window.missed();
                 break;
-            } else {
+            }
+            if !worked {
                 idle = true;
                 std::thread::yield_now();
             }

@@ -183,40 +183,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_polling_worker_takes_requests_that_come_soon_without_sleeping_and_one_that_does_not_poll_sleeps() {
+    async fn a_polling_worker_takes_requests_that_come_soon_without_sleeping_and_sleeps_when_idle() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const PINGS: u64 = 200;
-        for poll in [Duration::from_millis(50), Duration::ZERO] {
-            let workers = Workers::start(1, poll).unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-            let (stream, _) = listener.accept().await.unwrap();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let done = workers
-                .serve(stream, move |mut stream| async move {
-                    let mut byte = [0u8; 1];
-                    let mut first_sleeps = None;
-                    for _ in 0..PINGS {
-                        stream.read_exact(&mut byte).await.unwrap();
-                        first_sleeps.get_or_insert_with(sleeps_of_this_thread);
-                        stream.write_all(&byte).await.unwrap();
-                    }
-                    let _ = tx.send(sleeps_of_this_thread() - first_sleeps.unwrap());
-                })
-                .unwrap();
-            let mut byte = [0u8; 1];
-            for _ in 0..PINGS {
-                client.write_all(b"p").await.unwrap();
-                client.read_exact(&mut byte).await.unwrap();
-            }
-            let sleeps = rx.await.unwrap();
-            done.await;
-            workers.stop();
-            if poll.is_zero() {
-                assert!(sleeps >= PINGS / 2, "a worker that does not poll sleeps between pings: {sleeps}");
-            } else {
-                assert!(sleeps < PINGS / 4, "the polling worker slept {sleeps} times in {PINGS} pings");
-            }
+        let workers = Workers::start(1, Duration::from_millis(1)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = workers
+            .serve(stream, move |mut stream| async move {
+                let mut byte = [0u8; 1];
+                let mut first_sleeps = None;
+                for _ in 0..PINGS {
+                    stream.read_exact(&mut byte).await.unwrap();
+                    first_sleeps.get_or_insert_with(sleeps_of_this_thread);
+                    stream.write_all(&byte).await.unwrap();
+                }
+                let busy = sleeps_of_this_thread() - first_sleeps.unwrap();
+                // Fifty windows with nothing to do: the poller stops and the thread sleeps.
+                let before = sleeps_of_this_thread();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.send((busy, sleeps_of_this_thread() - before));
+            })
+            .unwrap();
+        let mut byte = [0u8; 1];
+        for _ in 0..PINGS {
+            client.write_all(b"p").await.unwrap();
+            client.read_exact(&mut byte).await.unwrap();
         }
+        let (busy, idle) = rx.await.unwrap();
+        done.await;
+        workers.stop();
+        assert!(busy < PINGS / 4, "the polling worker slept {busy} times in {PINGS} pings");
+        assert!(idle >= 1, "an idle worker sleeps");
     }
 }
