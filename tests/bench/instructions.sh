@@ -54,9 +54,12 @@ bench_on_exit() { [ -n "${GW_PID:-}" ] && rm -f "/tmp/perf-$GW_PID.map"; }
 # measured requests and dumped after them.
 export GW_WRAP="valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes --callgrind-out-file=$CG --log-file=$WORK/valgrind.log"
 export GW_START_SECS=300
-# Valgrind's address space is smaller than the pool's reservation for the default slots.
+# Valgrind's address space is smaller than the pool's reservation for the default slots. The
+# workers do not poll before sleeping (`worker_poll_us`): how often a poll's pass runs depends
+# on timing, which would make the count vary run to run.
 export GW_EXTRA_CONFIG="plugin_perf_map = true
 max_concurrent_calls = 64
+worker_poll_us = 0
 ${GW_EXTRA_CONFIG:-}"
 start_mock
 start_gateway
