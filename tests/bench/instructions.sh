@@ -56,10 +56,11 @@ export GW_WRAP="valgrind --tool=callgrind --instr-atstart=no --separate-threads=
 export GW_START_SECS=300
 # Valgrind's address space is smaller than the pool's reservation for the default slots. The
 # workers do not poll before sleeping (`worker_poll_us`): how often a poll's pass runs depends
-# on timing, which would make the count vary run to run.
+# on timing, which would make the count vary run to run. A caller's GW_EXTRA_CONFIG line for
+# either setting replaces these defaults (`gw_default`).
 export GW_EXTRA_CONFIG="plugin_perf_map = true
-max_concurrent_calls = 64
-worker_poll_us = 0
+$(gw_default max_concurrent_calls 64)
+$(gw_default worker_poll_us 0)
 ${GW_EXTRA_CONFIG:-}"
 start_mock
 start_gateway
