@@ -162,6 +162,13 @@ def main():
     rps = [num(r, "req_s") for r in rows]
     busy = [num(r, "machine_busy_pct") for r in rows]
     others = [num(r, "others_cpu_pct") for r in rows]
+    # Older CSVs have no slot column.
+    slots = [mib(r, "slot_resident_kib") for r in rows]
+    # Fiber stacks that have run a plugin: the unused warm ones and those in use.
+    stacks = [
+        (num(r, "stacks_warm") or 0) + (num(r, "plugin_instances") or 0) if num(r, "stacks_warm") is not None else None
+        for r in rows
+    ]
 
     gw_cpu = [num(r, "cpu_pct") for r in rows]
     load_cpu = [num(r, "load_cpu_pct") for r in rows]
@@ -198,6 +205,12 @@ def main():
         "slope_mib_per_min": round(slope, 3),
         "slope_window_s": window[-1][0] - window[0][0] if window else 0,
         "rss_flat": slope <= FLAT_MIB_PER_MIN,
+        # What the plugin runtime's unused slots kept resident, and the fiber stacks that ran
+        # a plugin: both step up only with a new peak of instances alive at once.
+        "slot_resident_start_mib": r1(slots[first]),
+        "slot_resident_end_mib": r1(slots[-1]),
+        "stacks_used_start": stacks[first],
+        "stacks_used_end": stacks[-1],
         "gateway_cpu_pct_mean": mean(gw_cpu),
         "load_cpu_pct_mean": mean(load_cpu),
         "machine_busy_pct_mean": mean(busy),

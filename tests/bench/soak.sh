@@ -80,6 +80,11 @@ now_us() { local t=$EPOCHREALTIME; echo "${t/[.,]/}"; }
 # metric NAME TEXT: the value of one sample line of the gateway's /metrics text (0 if absent).
 metric() { awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }' <<< "$2"; }
 
+# What the plugin runtime's unused slots keep resident, all kinds, in KiB. It and the warm
+# stacks (one per instance that ran) grow only with the most instances alive at once; a fiber
+# stack's pages stay resident once touched and are not in the bytes.
+slot_kib() { awk '$1 ~ /^tollgate_plugin_slot_resident_bytes[{]/ { b += $2 } END { printf "%d\n", b / 1024 }' <<< "$1"; }
+
 # json_sum JSON KEY...: the sum of KEYs of a flat JSON object.
 json_sum() {
   python3 -c 'import json, sys; d = json.loads(sys.argv[1]); print(sum(int(d[k]) for k in sys.argv[2:]))' "$@"
@@ -181,7 +186,7 @@ main() {
     echo "# gw_bin=$GW_BIN"
     echo "# gw_bin_built=$(date -u -r "$GW_BIN" +%FT%TZ)"
     echo "# gw_bin_sha256=$(sha256sum "$GW_BIN" | cut -c1-16)"
-    echo "t_s,rss_kib,rss_anon_kib,rss_file_kib,hwm_kib,threads,cpu_pct,cpu_us_per_req,req_s,non_2xx_total,in_flight,records_dropped,machine_busy_pct,load_cpu_pct,others_cpu_pct"
+    echo "t_s,rss_kib,rss_anon_kib,rss_file_kib,hwm_kib,threads,cpu_pct,cpu_us_per_req,req_s,non_2xx_total,in_flight,records_dropped,machine_busy_pct,load_cpu_pct,others_cpu_pct,plugin_instances,stacks_warm,slot_resident_kib"
   } > "$csv"
 
   local clk
@@ -221,11 +226,13 @@ main() {
                    (dok > 0 ? 1e6 * cpu / dok : 0), (dst > 0 ? 100 * (1 - dsi / dst) : 0),
                    100 * dl / clk / dt, (others > 0 ? 100 * others / dt : 0) }')
     fi
-    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$1" \
+    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$1" \
       "$(status_kb VmRSS "$GW_PID")" "$(status_kb RssAnon "$GW_PID")" "$(status_kb RssFile "$GW_PID")" \
       "$(status_kb VmHWM "$GW_PID")" "$(awk '$1 == "Threads:" { print $2 }' "/proc/$GW_PID/status")" \
       "$cpu_pct" "$cpu_us" "$req_s" "$bad" "$(metric tollgate_in_flight "$text")" \
-      "$(metric tollgate_call_records_dropped_total "$text")" "$busy" "$load_pct" "$others_pct" >> "$csv"
+      "$(metric tollgate_call_records_dropped_total "$text")" "$busy" "$load_pct" "$others_pct" \
+      "$(metric tollgate_plugin_instances "$text")" "$(metric 'tollgate_plugin_slots_warm{kind="stack"}' "$text")" \
+      "$(slot_kib "$text")" >> "$csv"
     if [ "$bad" -gt 0 ] && [ "$failed" = 0 ]; then
       log "the gateway has answered $bad requests with a non-2xx status"
       failed=1
@@ -304,6 +311,9 @@ print(f"[bench] RSS: idle before the load {f['rss_idle_before_mib']} MiB; under 
       f"(at {f['rss_start_t_s']:g} s), end {f['rss_end_mib']} MiB, max {f['rss_max_mib']} MiB; "
       f"slope {f['slope_mib_per_min']:+.3f} MiB/min over the last {f['slope_window_s']:g} s: "
       + ("flat (grows at most 0.1 MiB/min)" if f["rss_flat"] else "NOT flat (grows more than 0.1 MiB/min)"))
+if f.get("slot_resident_end_mib") is not None:
+    print(f"[bench] plugin slots: unused ones keep {f['slot_resident_start_mib']} -> {f['slot_resident_end_mib']} MiB resident; "
+          f"fiber stacks used {f['stacks_used_start']:g} -> {f['stacks_used_end']:g} (warm and in use; their touched pages stay resident)")
 EOF
   if [ "$failed" != 0 ]; then
     die "failed requests during the soak (see above)"

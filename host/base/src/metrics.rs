@@ -121,6 +121,30 @@ pub struct Snapshot {
     pub call_records_dropped: u64,
     /// Per channel: its keys that are healthy, cooling down, disabled.
     pub upstream_keys: Vec<(String, [u64; 4])>,
+    pub plugin_slots: PluginSlots,
+}
+
+/// The plugin runtime's pool of slots (memories, tables, fiber stacks), one per instance
+/// alive. A freed slot stays warm: wasmtime keeps the start of it resident, reset, for the
+/// next instance. Warm slots only grow to the most instances ever alive at once, so the
+/// resident bytes they hold are bounded by the slots' count times what each keeps, and a
+/// step in the gateway's memory under load can be read here as a new peak of instances.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PluginSlots {
+    /// Component instances alive: calls in flight, instances made ahead, stores not yet freed.
+    pub instances: u64,
+    /// Unused slots that held an instance before, by kind (`SLOT_KINDS`).
+    pub warm: [u64; 3],
+    /// Bytes those unused slots keep resident, by kind.
+    pub resident_bytes: [u64; 3],
+}
+
+/// The kinds of `PluginSlots::warm` and `resident_bytes`, in order.
+pub const SLOT_KINDS: [&str; 3] = ["memory", "table", "stack"];
+
+/// Samples whose labels were formatted, as `render`'s `metric` takes them.
+fn borrowed(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
+    samples.iter().map(|(l, n)| (l.as_str(), *n)).collect()
 }
 
 pub fn render(s: &Snapshot) -> String {
@@ -254,9 +278,26 @@ pub fn render(s: &Snapshot) -> String {
                 .map(move |(state, n)| (format!("{{channel=\"{channel}\",state=\"{state}\"}}"), *n))
         })
         .collect();
-    let keys: Vec<(&str, u64)> = keys.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-    metric("tollgate_upstream_keys", "gauge", "Upstream keys per channel and state.", &keys);
+    metric("tollgate_upstream_keys", "gauge", "Upstream keys per channel and state.", &borrowed(&keys));
     metric("tollgate_call_records_written_total", "counter", "Call records written.", &[("", s.call_records_written)]);
+    let p = &s.plugin_slots;
+    metric("tollgate_plugin_instances", "gauge", "Plugin instances alive.", &[("", p.instances)]);
+    let by_kind = |v: &[u64; 3]| -> Vec<(String, u64)> {
+        SLOT_KINDS.iter().zip(v).map(|(k, n)| (format!("{{kind=\"{k}\"}}"), *n)).collect()
+    };
+    let (warm, resident) = (by_kind(&p.warm), by_kind(&p.resident_bytes));
+    metric(
+        "tollgate_plugin_slots_warm",
+        "gauge",
+        "Unused plugin slots that held an instance before.",
+        &borrowed(&warm),
+    );
+    metric(
+        "tollgate_plugin_slot_resident_bytes",
+        "gauge",
+        "Bytes unused plugin slots keep resident for the next instance.",
+        &borrowed(&resident),
+    );
     metric(
         "tollgate_call_records_dropped_total",
         "counter",

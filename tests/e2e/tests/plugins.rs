@@ -118,7 +118,7 @@ fn every_call_gets_an_instance_no_other_call_entered() {
 #[test]
 fn max_concurrent_calls_is_exact() {
     let mock = Mock::start();
-    let gw = faulty_gateway_with(&mock, "admission", "max_concurrent_calls = 2\n");
+    let gw = faulty_gateway_with(&mock, "admission", "max_concurrent_calls = 2\nworker_threads = 2\n");
     let (addr, key) = (gw.addr.clone(), gw.key.clone());
     let sleepers: Vec<_> = (0..2)
         .map(|_| {
@@ -134,6 +134,8 @@ fn max_concurrent_calls_is_exact() {
     assert!(eventually(Duration::from_secs(10), || metrics().contains("tollgate_in_flight 2")), "{}", metrics());
     // Counted in flight just before their plugins start; they sleep for a second there.
     std::thread::sleep(Duration::from_millis(200));
+    // The runtime's pool says so too: their two instances alive (and any made ahead).
+    assert!(gw.metric("tollgate_plugin_instances") >= 2.0, "{}", metrics());
     let r = echo(&gw);
     assert_eq!((r.status, r.error_code().as_str()), (503, "overloaded"), "{}", r.text());
     for s in sleepers {
@@ -144,6 +146,11 @@ fn max_concurrent_calls_is_exact() {
         assert_eq!(r.status, 200, "call {i} after the sleepers: {}", r.text());
         assert_eq!(calls_seen(&addr, &key), 1);
     }
+    // Calls one at a time reuse their slots: each takes its worker's instance made ahead, and
+    // the next is made in the slot the call's store freed. So the memory slots ever used (in
+    // use, or unused and kept warm) stay at the two workers' instances and the sleepers'.
+    let slots = gw.metric("tollgate_plugin_instances") + gw.metric("tollgate_plugin_slots_warm{kind=\"memory\"}");
+    assert!((2.0..=4.0).contains(&slots), "{}", metrics());
 }
 
 #[test]

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_base::metrics::PluginSlots;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceAny, ResourceTable, TypedFunc};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
@@ -353,6 +354,21 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The pool's slots now (`/metrics`).
+    pub fn slots(&self) -> PluginSlots {
+        let Some(m) = self.engine.pooling_allocator_metrics() else { return PluginSlots::default() };
+        PluginSlots {
+            instances: m.component_instances(),
+            warm: [m.unused_warm_memories(), m.unused_warm_tables(), m.unused_warm_stacks()].map(u64::from),
+            resident_bytes: [
+                m.unused_memory_bytes_resident(),
+                m.unused_table_bytes_resident(),
+                m.unused_stack_bytes_resident().unwrap_or(0),
+            ]
+            .map(|b| b as u64),
+        }
     }
 }
 
