@@ -29,7 +29,7 @@
 # draws the CSV (RSS, req/s and CPU over time) into OUT_DIR/soak.svg and copies it to OUT_DIR/soak.csv.
 #
 # Why the unpaced 2 s first: the gateway's memory grows with the most calls it has held at
-# once (each keeps ~150–170 KiB resident after it: its plugin slot, kept warm for the next
+# once (each keeps ~140–170 KiB resident after it: its plugin slot, kept warm for the next
 # instance, and its upstream connection), not with time. The paced load is bursty, so without
 # them its first minutes set new peaks of calls, each a step in RSS that says nothing of a
 # leak; with them the soak starts with the peak its connections can reach.
