@@ -18,13 +18,13 @@
 #
 # What it does: starts mock-vendor and a Tollgate on it (lib.sh: billing with the ledger, a
 # weighted key pool and the call log on), measures the gateway's peak req/s with wrk c=32, runs
-# 2 s unpaced on SOAK_CONNS connections (see below), then loads it at SOAK_PCT% of that rate for SOAK_SECS with one wrk run paced by soak.lua (a slot
-# every 1/rate s, see there). Every SAMPLE_SECS it writes a CSV row: the gateway's VmRSS,
+# 2 s unpaced on SOAK_CONNS connections (see below), then loads it at SOAK_PCT% of that rate
+# for SOAK_SECS with one wrk run paced by soak.lua (a slot every 1/rate s, see there). Every SAMPLE_SECS it writes a CSV row: the gateway's VmRSS,
 # RssAnon, RssFile and VmHWM (/proc/PID/status), its CPU over the interval (/proc/PID/stat), the
 # req/s it answered 2xx over the interval and its non-2xx answers so far (its /metrics counters),
 # calls in flight, the plugin runtime's slots (instances alive, fiber stacks that ran a plugin,
-# what unused slots keep resident), how busy the whole machine was (/proc/stat), the CPU of wrk and the mock, and
-# what the rest of the machine took (other jobs share these cores). /proc/PID/smaps at the start
+# what unused slots keep resident), how busy the whole machine was (/proc/stat), the CPU of
+# wrk and the mock, and what the rest of the machine took (other jobs share these cores). /proc/PID/smaps at the start
 # and the end of the soak are compared (the mappings that grew most are printed). plot.py then
 # draws the CSV (RSS, req/s and CPU over time) into OUT_DIR/soak.svg and copies it to OUT_DIR/soak.csv.
 #
@@ -97,6 +97,14 @@ json_sum() {
   python3 -c 'import json, sys; d = json.loads(sys.argv[1]); print(sum(int(d[k]) for k in sys.argv[2:]))' "$@"
 }
 
+# count_failed LABEL JSON: logs the failed requests in wrk's summary JSON, if any, and marks the
+# soak failed (main's `failed`).
+count_failed() {
+  local errs
+  errs=$(json_sum "$2" err_connect err_read err_write err_status err_timeout)
+  if [ "$errs" != 0 ]; then log "$1: $errs failed requests: $2"; failed=1; fi
+}
+
 # smaps_growth BEFORE AFTER: how two /proc/PID/smaps copies differ: Rss by mapping name
 # (anonymous ones together), then the single mappings whose Rss grew most (by start address;
 # "new" ones were not there before: a buffer that realloc moved, a new arena or thread stack).
@@ -156,7 +164,7 @@ main() {
     sleep 0.2
   done
   export AUTH=$GW_KEY
-  local failed=0 json errs text
+  local failed=0 json text
   text=$(curl -s -m 2 "$GW_URL/metrics") || die "GET /metrics failed"
   local bad0
   bad0=$(($(metric 'tollgate_responses_total{class="4xx"}' "$text") + $(metric 'tollgate_responses_total{class="5xx"}' "$text")))
@@ -165,20 +173,18 @@ main() {
   log "peak: warm-up 2 s, then wrk c=32 for ${DURATION}s"
   DURATION=2 run_wrk warmup 32 "$GW_URL$CHAT" > /dev/null
   json=$(run_wrk peak 32 "$GW_URL$CHAT")
-  errs=$(json_sum "$json" err_connect err_read err_write err_status err_timeout)
-  if [ "$errs" != 0 ]; then log "peak run: $errs failed requests: $json"; failed=1; fi
+  count_failed "peak run" "$json"
   local peak rate
   peak=$(python3 -c 'import json, sys; d = json.loads(sys.argv[1]); print(round(d["requests"] / (d["duration_us"] / 1e6)))' "$json")
   if [ -n "$SOAK_RATE" ]; then rate=$SOAK_RATE; else rate=$((peak * SOAK_PCT / 100)); fi
   [ "$rate" -gt 0 ] || die "no rate to soak at (peak $peak req/s)"
   log "peak $peak req/s; soak at $rate req/s ($SOAK_CONNS connections) for ${SOAK_SECS}s, a sample every ${SAMPLE_SECS}s"
 
-  # Let the peak's backlog (call log, ledger) drain before the first sample.
   log "the soak's connections unpaced for 2 s (c=$SOAK_CONNS): the most calls at once they can hold"
   json=$(DURATION=2 run_wrk fill "$SOAK_CONNS" "$GW_URL$CHAT")
-  errs=$(json_sum "$json" err_connect err_read err_write err_status err_timeout)
-  if [ "$errs" != 0 ]; then log "c=$SOAK_CONNS run: $errs failed requests: $json"; failed=1; fi
+  count_failed "c=$SOAK_CONNS run" "$json"
 
+  # Let the backlog of those runs (call log, ledger) drain before the first sample.
   sleep 2
 
   local csv=$WORK/soak.csv rev
@@ -297,8 +303,7 @@ main() {
     log "no WRK_JSON in $raw"
     failed=1
   else
-    errs=$(json_sum "$json" err_connect err_read err_write err_status err_timeout)
-    if [ "$errs" != 0 ]; then log "soak: $errs failed requests in wrk's summary: $json"; failed=1; fi
+    count_failed "soak (wrk's summary)" "$json"
     log "wrk soak: $json"
   fi
 
