@@ -204,7 +204,7 @@ main() {
     echo "# gw_bin=$GW_BIN"
     echo "# gw_bin_built=$(date -u -r "$GW_BIN" +%FT%TZ)"
     echo "# gw_bin_sha256=$(sha256sum "$GW_BIN" | cut -c1-16)"
-    echo "t_s,rss_kib,rss_anon_kib,rss_file_kib,hwm_kib,threads,cpu_pct,cpu_us_per_req,req_s,non_2xx_total,in_flight,records_dropped,machine_busy_pct,load_cpu_pct,others_cpu_pct,plugin_instances,stacks_warm,slot_resident_kib"
+    echo "t_s,rss_kib,rss_anon_kib,rss_file_kib,hwm_kib,threads,cpu_pct,cpu_us_per_req,req_s,non_2xx_total,in_flight,records_dropped,machine_busy_pct,load_cpu_pct,others_cpu_pct,plugin_instances,stacks_warm,slot_resident_kib,records_queued_peak"
   } > "$csv"
 
   local clk
@@ -244,13 +244,13 @@ main() {
                    (dok > 0 ? 1e6 * cpu / dok : 0), (dst > 0 ? 100 * (1 - dsi / dst) : 0),
                    100 * dl / clk / dt, (others > 0 ? 100 * others / dt : 0) }')
     fi
-    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$1" \
+    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$1" \
       "$(status_kb VmRSS "$GW_PID")" "$(status_kb RssAnon "$GW_PID")" "$(status_kb RssFile "$GW_PID")" \
       "$(status_kb VmHWM "$GW_PID")" "$(awk '$1 == "Threads:" { print $2 }' "/proc/$GW_PID/status")" \
       "$cpu_pct" "$cpu_us" "$req_s" "$bad" "$(metric tollgate_in_flight "$text")" \
       "$(metric tollgate_call_records_dropped_total "$text")" "$busy" "$load_pct" "$others_pct" \
       "$(metric tollgate_plugin_instances "$text")" "$(metric 'tollgate_plugin_slots_warm{kind="stack"}' "$text")" \
-      "$(slot_kib "$text")" >> "$csv"
+      "$(slot_kib "$text")" "$(metric tollgate_call_records_queued_peak "$text")" >> "$csv"
     if [ "$bad" -gt 0 ] && [ "$failed" = 0 ]; then
       log "the gateway has answered $bad requests with a non-2xx status"
       failed=1

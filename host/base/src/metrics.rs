@@ -119,6 +119,8 @@ pub struct Snapshot {
     pub plugin_loads_failed: u64,
     pub call_records_written: u64,
     pub call_records_dropped: u64,
+    pub call_records_queued: u64,
+    pub call_records_queued_peak: u64,
     /// Per channel: its keys that are healthy, cooling down, disabled.
     pub upstream_keys: Vec<(String, [u64; 4])>,
     pub plugin_slots: PluginSlots,
@@ -280,6 +282,18 @@ pub fn render(s: &Snapshot) -> String {
         .collect();
     metric("tollgate_upstream_keys", "gauge", "Upstream keys per channel and state.", &borrowed(&keys));
     metric("tollgate_call_records_written_total", "counter", "Call records written.", &[("", s.call_records_written)]);
+    metric(
+        "tollgate_call_records_queued",
+        "gauge",
+        "Call records waiting for the writer.",
+        &[("", s.call_records_queued)],
+    );
+    metric(
+        "tollgate_call_records_queued_peak",
+        "gauge",
+        "The most call records found waiting for the writer.",
+        &[("", s.call_records_queued_peak)],
+    );
     let p = &s.plugin_slots;
     metric("tollgate_plugin_instances", "gauge", "Plugin instances alive.", &[("", p.instances)]);
     let by_kind = |v: &[u64; 3]| -> Vec<(String, u64)> {

@@ -80,6 +80,10 @@ pub struct CallLog {
     charges: mpsc::Sender<CallRecord>,
     pub written: Arc<AtomicU64>,
     pub dropped: Arc<AtomicU64>,
+    /// The most records the writer has found waiting in the queues (it looks every `TICK`).
+    /// What they hold is resident memory, and memory a burst made resident may stay so (the
+    /// allocator keeps pages a record shares with longer-lived blocks).
+    pub queued_peak: Arc<AtomicU64>,
 }
 
 impl CallLog {
@@ -89,16 +93,24 @@ impl CallLog {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (charges_tx, charges_rx) = mpsc::channel(QUEUE);
         let written = Arc::new(AtomicU64::new(0));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(write_loop(db, Queues { charges: charges_rx, free: rx }, written.clone(), charges));
-        (CallLog { tx, charges: charges_tx, written, dropped }, task)
+        let queued_peak = Arc::new(AtomicU64::new(0));
+        let counters = Counters { written: written.clone(), queued_peak: queued_peak.clone() };
+        let task = tokio::spawn(write_loop(db, Queues { charges: charges_rx, free: rx }, counters, charges));
+        (CallLog { tx, charges: charges_tx, written, dropped: Arc::new(AtomicU64::new(0)), queued_peak }, task)
     }
 
     /// A call log whose records a test reads from the receiver instead of a database.
     #[cfg(any(test, feature = "test-support"))]
     pub fn to_channel() -> (CallLog, mpsc::Receiver<CallRecord>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (CallLog { charges: tx.clone(), tx, written: Arc::default(), dropped: Arc::default() }, rx)
+        let log = CallLog {
+            charges: tx.clone(),
+            tx,
+            written: Arc::default(),
+            dropped: Arc::default(),
+            queued_peak: Arc::default(),
+        };
+        (log, rx)
     }
 
     /// Queues a record. A record carrying a charge waits for room rather than being dropped:
@@ -107,6 +119,15 @@ impl CallLog {
         if self.charges.send(record).await.is_err() {
             tracing::error!("call log writer is gone: a charge was not recorded");
         }
+    }
+
+    /// Records waiting in the queues for the writer (not those of the batch it is writing).
+    /// Grows when the database falls behind: the queues hold at most `QUEUE` records each,
+    /// and what they hold is resident memory.
+    pub fn queued(&self) -> usize {
+        let waiting = |q: &mpsc::Sender<CallRecord>| q.max_capacity() - q.capacity();
+        // A test's log (`to_channel`) has one queue for both.
+        waiting(&self.tx) + if self.charges.same_channel(&self.tx) { 0 } else { waiting(&self.charges) }
     }
 
     pub fn record(&self, record: CallRecord) {
@@ -146,6 +167,11 @@ impl Queues {
         }
     }
 
+    /// Records waiting in both queues.
+    fn len(&self) -> usize {
+        self.charges.len() + self.free.len()
+    }
+
     /// Moves what is queued into `batch`, charges first, up to `BATCH`; false once both
     /// queues are closed.
     fn take(&mut self, batch: &mut Vec<CallRecord>) -> bool {
@@ -169,7 +195,14 @@ impl Queues {
     }
 }
 
-async fn write_loop(db: Db, mut queues: Queues, written: Arc<AtomicU64>, charges: Option<Arc<dyn Charges>>) {
+/// What the writer counts for `/metrics` (see `CallLog`).
+struct Counters {
+    written: Arc<AtomicU64>,
+    queued_peak: Arc<AtomicU64>,
+}
+
+async fn write_loop(db: Db, mut queues: Queues, counters: Counters, charges: Option<Arc<dyn Charges>>) {
+    let Counters { written, queued_peak } = counters;
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = queues.next().await {
         batch.push(first);
@@ -177,6 +210,7 @@ async fn write_loop(db: Db, mut queues: Queues, written: Arc<AtomicU64>, charges
         // a few times per batch rather than once per call.
         let deadline = tokio::time::Instant::now() + WINDOW;
         loop {
+            queued_peak.fetch_max(queues.len() as u64 + 1, Ordering::Relaxed);
             let open = queues.take(&mut batch);
             let now = tokio::time::Instant::now();
             if batch.len() >= BATCH || !open || now >= deadline {
@@ -478,6 +512,34 @@ mod tests {
         assert!(!queues.take(&mut rest));
         assert_eq!(rest.len(), 12);
         assert!(queues.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_queued_records_and_the_most_the_writer_found_waiting_are_counted() {
+        let (log, mut rx) = CallLog::to_channel();
+        for i in 0..3 {
+            log.record(CallRecord { request_id: format!("free-{i}"), ..Default::default() });
+        }
+        assert_eq!(log.queued(), 3);
+        rx.recv().await.unwrap();
+        assert_eq!(log.queued(), 2);
+
+        let db = with_one_user("peak").await;
+        let (free_tx, free) = mpsc::channel(QUEUE);
+        let (charges_tx, charges) = mpsc::channel(QUEUE);
+        for i in 0..100 {
+            free_tx
+                .try_send(CallRecord { request_id: format!("free-{i}"), op: "chat".into(), ..Default::default() })
+                .unwrap();
+        }
+        charges_tx.try_send(charge("paid", 1, 5)).unwrap();
+        drop((free_tx, charges_tx));
+        let counters = Counters { written: Arc::default(), queued_peak: Arc::default() };
+        let (written, peak) = (counters.written.clone(), counters.queued_peak.clone());
+        // The queues are closed: the writer drains them and ends.
+        write_loop(db, Queues { charges, free }, counters, None).await;
+        assert_eq!(written.load(Ordering::Relaxed), 101);
+        assert_eq!(peak.load(Ordering::Relaxed), 101);
     }
 
     /// A database with user 1 (balance 1,000,000 micros) and its key 1.

@@ -56,14 +56,17 @@ fn chat_embeddings_models_and_health() {
     let sent: serde_json::Value = serde_json::from_str(last["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent["model"], "gpt-4o-mini", "{last}");
 
-    // Every call is recorded by the batching writer.
+    // Every call is recorded by the batching writer, which has found at least one waiting.
+    let metric = |m: &str, name: &str| -> u64 {
+        let line = m.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name}: {m}"));
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
     assert!(eventually(Duration::from_secs(5), || {
         let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
-        m.lines().any(|l| {
-            l.starts_with("tollgate_call_records_written_total ")
-                && l.split(' ').nth(1).unwrap().parse::<u64>().unwrap() >= 7
-        })
+        metric(&m, "tollgate_call_records_written_total") >= 7 && metric(&m, "tollgate_call_records_queued") == 0
     }));
+    let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
+    assert!(metric(&m, "tollgate_call_records_queued_peak") >= 1, "{m}");
 }
 
 #[test]

@@ -411,6 +411,8 @@ fn metrics_text(state: &Api) -> String {
         plugin_loads_failed: state.engine.registry.loads_failed.load(Ordering::Relaxed),
         call_records_written: state.engine.call_log.written.load(Ordering::Relaxed),
         call_records_dropped: state.engine.call_log.dropped.load(Ordering::Relaxed),
+        call_records_queued: state.engine.call_log.queued() as u64,
+        call_records_queued_peak: state.engine.call_log.queued_peak.load(Ordering::Relaxed),
         plugin_slots: state.engine.registry.runtime().slots(),
         upstream_keys: state
             .engine
