@@ -68,7 +68,7 @@ pub async fn serve(config: config::Config) -> Result<()> {
     }
 
     let charges = billing.clone().map(|b| b as Arc<dyn store::call_log::Charges>);
-    let (call_log, writer) = store::CallLog::start(db.clone(), charges);
+    let (call_log, writer) = store::CallLog::start(db.clone(), charges, config.call_log_queue);
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

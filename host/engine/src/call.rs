@@ -162,6 +162,17 @@ impl Engine {
         };
         // Billing: priced and reserved before the upstream is called (400/402/403 otherwise).
         if let (Some(b), true) = (&self.billing, r.billed) {
+            // A charge that cannot be queued would wait in memory of its own: none is made.
+            if self.call_log.charges_full() {
+                let e = CallError::new(
+                    503,
+                    "server_error",
+                    "overloaded",
+                    "the gateway is recording charges slower than they come (its database is behind); retry shortly",
+                );
+                give_up(end.refuse(&e)).await;
+                return Answer::Failed(e);
+            }
             let mut span = crate::trace::span("reserve");
             let priced = Priced::of(r.plugin.name(), &r.op, &r.model);
             let (accounts, group) = (r.consumer.accounts(), &r.consumer.group);

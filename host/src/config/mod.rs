@@ -175,6 +175,11 @@ pub struct Config {
     /// Plugin calls in flight at once (pooling allocator slots); beyond it, 503.
     #[serde(default = "defaults::max_concurrent_calls")]
     pub max_concurrent_calls: u32,
+    /// Call records that may wait for the database, per queue (charges, the rest): the memory
+    /// a slow database can make the gateway hold. While the charges' queue is full, paid calls
+    /// are refused (503); a free record that finds its queue full is dropped and counted.
+    #[serde(default = "defaults::call_log_queue")]
+    pub call_log_queue: usize,
     /// How long SIGTERM waits for calls in flight before closing their connections.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -377,6 +382,9 @@ mod defaults {
     pub fn max_concurrent_calls() -> u32 {
         1_000
     }
+    pub fn call_log_queue() -> usize {
+        65_536
+    }
     pub fn shutdown_grace_ms() -> u64 {
         30_000
     }
@@ -551,6 +559,9 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be \"text\" or \"json\"");
+        }
+        if self.call_log_queue == 0 {
+            bail!("call_log_queue must be at least 1");
         }
         if self.worker_poll_us > MAX_WORKER_POLL_US {
             bail!("worker_poll_us must be at most {MAX_WORKER_POLL_US} (polling longer only burns the core)");

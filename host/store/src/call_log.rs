@@ -4,7 +4,9 @@
 //! queues and one task writes them in a transaction per batch (up to `BATCH` records, or what
 //! arrived within `WINDOW`; the queues are read every `TICK`, so a record does not wake it).
 //! A record carrying a charge has a queue of its own, taken first, and is never dropped: when
-//! that queue is full, it waits for room in a task of its own. A free record (a refused or
+//! that queue is full, it waits for room in a task of its own, and the engine refuses new paid
+//! calls until there is room (`charges_full`), so those tasks are at most the calls that were
+//! in flight when it filled. A free record (a refused or
 //! failed call) is dropped when its queue is full, counted in `dropped` and logged: never
 //! silently. So a flood of refused calls cannot delay a charge's commit, which is when the
 //! other nodes of a PostgreSQL database see it. A crash loses at most the records of one open
@@ -27,6 +29,8 @@ const ROWS: usize = 64;
 const WINDOW: Duration = Duration::from_millis(200);
 /// How often a window's queue is read.
 const TICK: Duration = Duration::from_millis(20);
+/// Records per queue in tests (the gateway's is `call_log_queue` in its configuration).
+#[cfg(test)]
 const QUEUE: usize = 65_536;
 
 #[derive(Debug, Clone, Default)]
@@ -87,11 +91,12 @@ pub struct CallLog {
 }
 
 impl CallLog {
-    /// Starts the writer task. The returned handle finishes once every `CallLog` clone is
-    /// dropped and the queues are drained (used on shutdown).
-    pub fn start(db: Db, charges: Option<Arc<dyn Charges>>) -> (CallLog, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let (charges_tx, charges_rx) = mpsc::channel(QUEUE);
+    /// Starts the writer task, with queues of `queue` records each. The returned handle
+    /// finishes once every `CallLog` clone is dropped and the queues are drained (used on
+    /// shutdown).
+    pub fn start(db: Db, charges: Option<Arc<dyn Charges>>, queue: usize) -> (CallLog, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let (charges_tx, charges_rx) = mpsc::channel(queue.max(1));
         let written = Arc::new(AtomicU64::new(0));
         let queued_peak = Arc::new(AtomicU64::new(0));
         let counters = Counters { written: written.clone(), queued_peak: queued_peak.clone() };
@@ -102,7 +107,7 @@ impl CallLog {
     /// A call log whose records a test reads from the receiver instead of a database.
     #[cfg(any(test, feature = "test-support"))]
     pub fn to_channel() -> (CallLog, mpsc::Receiver<CallRecord>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::channel(65_536);
         let log = CallLog {
             charges: tx.clone(),
             tx,
@@ -122,12 +127,16 @@ impl CallLog {
     }
 
     /// Records waiting in the queues for the writer (not those of the batch it is writing).
-    /// Grows when the database falls behind: the queues hold at most `QUEUE` records each,
-    /// and what they hold is resident memory.
+    /// Grows when the database falls behind: what the queues hold is resident memory.
     pub fn queued(&self) -> usize {
         let waiting = |q: &mpsc::Sender<CallRecord>| q.max_capacity() - q.capacity();
         // A test's log (`to_channel`) has one queue for both.
         waiting(&self.tx) + if self.charges.same_channel(&self.tx) { 0 } else { waiting(&self.charges) }
+    }
+
+    /// The charges' queue is full: a charge recorded now would wait in a task of its own.
+    pub fn charges_full(&self) -> bool {
+        self.charges.capacity() == 0
     }
 
     pub fn record(&self, record: CallRecord) {

@@ -509,6 +509,42 @@ impl Gateway {
         key
     }
 
+    /// Holds the database's write lock (SQLite: a transaction begun IMMEDIATE; PostgreSQL:
+    /// the call log's table locked EXCLUSIVE) until the returned process is dropped: the call
+    /// log's writer waits, as behind a slow or stalled database.
+    pub fn hold_writes(&self) -> Proc {
+        let mut cmd = match &self.database_url {
+            Some(url) => {
+                let mut c = Command::new("psql");
+                c.args(["-v", "ON_ERROR_STOP=1", "-q", "-d", url]);
+                c
+            }
+            None => {
+                let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+                let db = self.dir.join("data/tollgate.db");
+                let script = "import sqlite3, sys\n\
+                              c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)\n\
+                              c.execute('BEGIN IMMEDIATE')\n\
+                              print('locked', flush=True)\n\
+                              sys.stdin.read()\n";
+                let mut c = Command::new(python);
+                c.args(["-c", script, db.to_str().unwrap()]);
+                c
+            }
+        };
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        if self.database_url.is_some() {
+            use std::io::Write;
+            let sql = "BEGIN;\nLOCK TABLE call_log IN EXCLUSIVE MODE;\n\\echo locked\n";
+            child.stdin.as_mut().unwrap().write_all(sql.as_bytes()).unwrap();
+        }
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "locked", "the database's write lock was not taken");
+        Proc { child }
+    }
+
     /// Waits until the key named `name` shows `micros` (charges are written in batches).
     pub fn balance_becomes(&self, name: &str, micros: i64) {
         let ok = eventually(Duration::from_secs(5), || self.balance_micros(name) == micros);

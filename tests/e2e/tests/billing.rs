@@ -80,6 +80,48 @@ fn charges_are_exact_and_failed_calls_are_free() {
 }
 
 #[test]
+fn paid_calls_are_refused_while_charges_cannot_be_queued_and_each_call_served_is_charged_once() {
+    let mock = Mock::start();
+    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini"], &["up"]);
+    let gw = Gateway::start(
+        "chargequeue",
+        &[("openai", "openai.wasm")],
+        &format!("call_log_queue = 4\n{}{ch}", pricing_setting(PRICES)),
+    );
+    let start = gw.balance_micros("e2e");
+    let served_before = mock.stats()["requests"].as_u64().unwrap();
+    // The database stops taking writes: the writer holds its batch, and four more charges
+    // fill their queue; then paid calls are refused before the upstream.
+    let lock = gw.hold_writes();
+    let mut served = 0;
+    let refused = loop {
+        let r = gw.chat(&gw.key, "gpt-4o-mini", "");
+        if r.status != 200 {
+            break r;
+        }
+        served += 1;
+        assert!(served < 2_000, "no call was refused with the database's writes held");
+    };
+    assert_eq!((refused.status, refused.error_code().as_str()), (503, "overloaded"), "{}", refused.text());
+    assert!(refused.json()["error"]["message"].as_str().unwrap().contains("database is behind"));
+    assert_eq!(
+        mock.stats()["requests"].as_u64().unwrap(),
+        served_before + served,
+        "the refused call never reached the upstream"
+    );
+    // Four charges wait, and the refused call's own (free) record.
+    assert_eq!(gw.metric("tollgate_call_records_queued"), 5.0);
+    assert_eq!(gw.balance_micros("e2e"), start, "nothing is committed while the database holds its writes");
+    // Writes resume: every charge queued or held is written once, and paid calls are served.
+    drop(lock);
+    assert!(eventually(Duration::from_secs(20), || gw.chat(&gw.key, "gpt-4o-mini", "").status == 200));
+    served += 1;
+    gw.balance_becomes("e2e", start - served as i64 * 3009);
+    let (ok, out) = gw.verify_ledger();
+    assert!(ok, "{out}");
+}
+
+#[test]
 fn parallel_calls_against_a_small_balance_never_overdraw() {
     let mock = Mock::start();
     let gw = billed_gateway(&mock, "billrace");
