@@ -23,7 +23,8 @@
 # RssAnon, RssFile and VmHWM (/proc/PID/status), its CPU over the interval (/proc/PID/stat), the
 # req/s it answered 2xx over the interval and its non-2xx answers so far (its /metrics counters),
 # calls in flight, the plugin runtime's slots (instances alive, fiber stacks that ran a plugin,
-# what unused slots keep resident), how busy the whole machine was (/proc/stat), the CPU of
+# what unused slots keep resident), the most call records the writer has found waiting (a
+# backlog of them is resident memory), how busy the whole machine was (/proc/stat), the CPU of
 # wrk and the mock, and what the rest of the machine took (other jobs share these cores). /proc/PID/smaps at the start
 # and the end of the soak are compared (the mappings that grew most are printed). plot.py then
 # draws the CSV (RSS, req/s and CPU over time) into OUT_DIR/soak.svg and copies it to OUT_DIR/soak.csv.
