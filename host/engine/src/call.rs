@@ -162,14 +162,8 @@ impl Engine {
         };
         // Billing: priced and reserved before the upstream is called (400/402/403 otherwise).
         if let (Some(b), true) = (&self.billing, r.billed) {
-            // A charge that cannot be queued would wait in memory of its own: none is made.
             if self.call_log.charges_full() {
-                let e = CallError::new(
-                    503,
-                    "server_error",
-                    "overloaded",
-                    "the gateway is recording charges slower than they come (its database is behind); retry shortly",
-                );
+                let e = charges_backlogged();
                 give_up(end.refuse(&e)).await;
                 return Answer::Failed(e);
             }
@@ -455,6 +449,18 @@ pub(crate) fn wit_call(
         keep_speech: channel.archive_speech,
         owned: Vec::new(),
     })
+}
+
+/// The answer to paid work while the call log cannot queue another charge (its database is
+/// behind): a charge is never dropped, and one that cannot be queued would wait in memory of
+/// its own, so none is made.
+pub(crate) fn charges_backlogged() -> CallError {
+    CallError::new(
+        503,
+        "server_error",
+        "overloaded",
+        "the gateway is recording charges slower than they come (its database is behind); retry shortly",
+    )
 }
 
 /// The answer when every key of a channel is disabled or cooling down.

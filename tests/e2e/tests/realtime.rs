@@ -103,6 +103,42 @@ fn minimax_speech_over_a_websocket_is_minimaxs_own_protocol_charged_per_piece() 
 }
 
 #[test]
+fn a_piece_is_refused_while_charges_cannot_be_queued_and_each_piece_spoken_is_charged_once() {
+    let mock = Mock::start();
+    let gw = gateway(&mock, "call_log_queue = 2");
+    let key = gw.create_key("ann", "100");
+    gw.wait_for_key(&key);
+    let mut ws = started(&gw, &key);
+    // The database stops taking writes: pieces are spoken until two charges wait, then the
+    // next is refused before MiniMax hears it.
+    let lock = gw.hold_writes();
+    let mut spoken: i64 = 0;
+    let failed = 'pieces: loop {
+        send(&mut ws, json!({ "event": "task_continue", "text": "abc" }));
+        loop {
+            let f = event(&mut ws);
+            if f["event"] != "task_continued" {
+                break 'pieces f;
+            }
+            if f["is_final"] == true {
+                break;
+            }
+        }
+        spoken += 1;
+        assert!(spoken < 3_000, "no piece was refused with the database's writes held");
+    };
+    assert_eq!(failed["event"], "task_failed", "{failed}");
+    assert!(failed["base_resp"]["status_msg"].as_str().unwrap().contains("database is behind"), "{failed}");
+    assert!(next(&mut ws).is_err(), "the session ends");
+    assert_eq!(minimax_billed(&mock, "mm-key"), 3 * spoken, "the refused piece never reached MiniMax");
+    // Writes resume: each piece spoken is charged once.
+    drop(lock);
+    gw.balance_becomes("ann", 100_000_000 - 3 * spoken * PER_CHAR);
+    let (ok, report) = gw.verify_ledger();
+    assert!(ok, "{report}");
+}
+
+#[test]
 fn the_upgrade_refuses_missing_and_bad_keys_and_sessions_beyond_a_keys_cap() {
     let mock = Mock::start();
     let gw = gateway(&mock, "max_sockets_per_key = 2\nmax_sockets = 3");

@@ -289,6 +289,11 @@ impl Session {
         rec.model = Some(piece.model.clone());
         let mut end = CallEnd::new(self.billing.clone(), self.log.clone(), rec, Instant::now());
         if let Some(b) = &self.billing {
+            if self.log.charges_full() {
+                let e = call::charges_backlogged();
+                end.refuse(&e);
+                return Err(e);
+            }
             end.fees = crate::affinity::take_fees(&self.db, b, r, &used.due).await?;
             let (accounts, group) = (r.consumer.accounts(), &r.consumer.group);
             let quoted = crate::end::reported(&piece.usage);
@@ -313,6 +318,7 @@ pub(super) fn refusal_kind(e: &CallError) -> wit::ErrorKind {
         403 => wit::ErrorKind::Forbidden,
         404 => wit::ErrorKind::NotFound,
         429 => wit::ErrorKind::RateLimited,
+        503 if e.code == "overloaded" => wit::ErrorKind::RateLimited,
         _ => wit::ErrorKind::BadRequest,
     }
 }
