@@ -177,7 +177,8 @@ pub struct Config {
     pub max_concurrent_calls: u32,
     /// Call records that may wait for the database, per queue (charges, the rest): the memory
     /// a slow database can make the gateway hold. While the charges' queue is full, paid calls
-    /// are refused (503); a free record that finds its queue full is dropped and counted.
+    /// and socket pieces are refused (503); a free record that finds its queue full is dropped
+    /// and counted.
     #[serde(default = "defaults::call_log_queue")]
     pub call_log_queue: usize,
     /// How long SIGTERM waits for calls in flight before closing their connections.

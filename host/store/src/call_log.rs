@@ -5,8 +5,8 @@
 //! arrived within `WINDOW`; the queues are read every `TICK`, so a record does not wake it).
 //! A record carrying a charge has a queue of its own, taken first, and is never dropped: when
 //! that queue is full, it waits for room in a task of its own, and the engine refuses new paid
-//! calls until there is room (`charges_full`), so those tasks are at most the calls that were
-//! in flight when it filled. A free record (a refused or
+//! calls and socket pieces until there is room (`charges_full`), so those tasks are at most the
+//! calls and pieces that were in flight when it filled. A free record (a refused or
 //! failed call) is dropped when its queue is full, counted in `dropped` and logged: never
 //! silently. So a flood of refused calls cannot delay a charge's commit, which is when the
 //! other nodes of a PostgreSQL database see it. A crash loses at most the records of one open
@@ -84,9 +84,8 @@ pub struct CallLog {
     charges: mpsc::Sender<CallRecord>,
     pub written: Arc<AtomicU64>,
     pub dropped: Arc<AtomicU64>,
-    /// The most records the writer has found waiting in the queues (it looks every `TICK`).
-    /// What they hold is resident memory, and memory a burst made resident may stay so (the
-    /// allocator keeps pages a record shares with longer-lived blocks).
+    /// The most records the writer has found waiting in the queues (it looks every `TICK`):
+    /// what they held was resident memory, about 0.5 KiB a record.
     pub queued_peak: Arc<AtomicU64>,
 }
 
