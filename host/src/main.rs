@@ -15,17 +15,21 @@ use std::path::PathBuf;
 use tollgate::config::Config;
 
 /// mimalloc: the request path allocates many small short-lived buffers; glibc's allocator
-/// showed up at ~15% of CPU under load.
+/// showed up at ~15% of CPU under load. Version 2 (the crate's `v2` feature), not 3: under
+/// a 10-minute soak, mimalloc 3 grew ~10 MiB in one arena at a random time in most runs
+/// (records waiting for the call log never above ~1,100, so no backlog of ours; pages
+/// abandoned and reclaimed across threads 0.57 times a request), where mimalloc 2 stayed
+/// flat, at the same CPU per request in the benchmark (README, Performance).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's options, by their numbers in mimalloc 3's `mi_option_e`, set before mimalloc
-/// reserves its first arena, so before `main` (whose runtime has allocated by then): as a
-/// constructor, like the `MIMALLOC_*` environment variables.
+/// mimalloc's options, by their numbers in `mi_option_e` (the same in versions 2 and 3),
+/// set before mimalloc reserves its first arena, so before `main` (whose runtime has
+/// allocated by then): as a constructor, like the `MIMALLOC_*` environment variables.
 /// - `arena_eager_commit` off: the memory a plugin's first compile freed is not kept
 ///   committed: 157 → 68 MiB resident after a cold start, the same CPU per request;
-/// - `purge_delay` 10 ms, not mimalloc 3's 1 s: freed pages go back to the system soon
-///   (resident after start 89 → 52 MiB when it was 0). Not 0: then a page emptied between
+/// - `purge_delay` 10 ms (mimalloc 2's default; 3's is 1 s): freed pages go back to the
+///   system soon (resident after start 89 → 52 MiB when it was 0). Not 0: then a page emptied between
 ///   two requests was returned and faulted back in at once, each time with a TLB shootdown
 ///   to the other core (`smp_call_function_many_cond`, page faults 5× in a worker's
 ///   profile): held gateways under wrk c=32, four rounds each, 91–96 µs of CPU per request
