@@ -30,7 +30,7 @@ const WINDOW: Duration = Duration::from_millis(200);
 /// How often a window's queue is read.
 const TICK: Duration = Duration::from_millis(20);
 /// Records per queue in tests (the gateway's is `call_log_queue` in its configuration).
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 const QUEUE: usize = 65_536;
 
 #[derive(Debug, Clone, Default)]
@@ -94,8 +94,9 @@ impl CallLog {
     /// finishes once every `CallLog` clone is dropped and the queues are drained (used on
     /// shutdown).
     pub fn start(db: Db, charges: Option<Arc<dyn Charges>>, queue: usize) -> (CallLog, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let (charges_tx, charges_rx) = mpsc::channel(queue.max(1));
+        let queue = queue.max(1);
+        let (tx, rx) = mpsc::channel(queue);
+        let (charges_tx, charges_rx) = mpsc::channel(queue);
         let written = Arc::new(AtomicU64::new(0));
         let queued_peak = Arc::new(AtomicU64::new(0));
         let counters = Counters { written: written.clone(), queued_peak: queued_peak.clone() };
@@ -106,7 +107,7 @@ impl CallLog {
     /// A call log whose records a test reads from the receiver instead of a database.
     #[cfg(any(test, feature = "test-support"))]
     pub fn to_channel() -> (CallLog, mpsc::Receiver<CallRecord>) {
-        let (tx, rx) = mpsc::channel(65_536);
+        let (tx, rx) = mpsc::channel(QUEUE);
         let log = CallLog {
             charges: tx.clone(),
             tx,

@@ -57,16 +57,10 @@ fn chat_embeddings_models_and_health() {
     assert_eq!(sent["model"], "gpt-4o-mini", "{last}");
 
     // Every call is recorded by the batching writer, which has found at least one waiting.
-    let metric = |m: &str, name: &str| -> u64 {
-        let line = m.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name}: {m}"));
-        line.split(' ').nth(1).unwrap().parse().unwrap()
-    };
     assert!(eventually(Duration::from_secs(5), || {
-        let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
-        metric(&m, "tollgate_call_records_written_total") >= 7 && metric(&m, "tollgate_call_records_queued") == 0
+        gw.metric("tollgate_call_records_written_total") >= 7.0 && gw.metric("tollgate_call_records_queued") == 0.0
     }));
-    let m = http::request(&gw.addr, "GET", "/metrics", &[], b"").text();
-    assert!(metric(&m, "tollgate_call_records_queued_peak") >= 1, "{m}");
+    assert!(gw.metric("tollgate_call_records_queued_peak") >= 1.0);
 }
 
 #[test]
