@@ -12,7 +12,9 @@
 //!   [`MAX_CONNECTIONS`] open, all full: then the least busy takes the call (the vendor's
 //!   server queues or refuses it);
 //! - a connection is dropped from the pool once closed (by the vendor, or after a failed
-//!   connect) and once idle for `IDLE`; its driver task ends when it closes;
+//!   connect) and once idle for `IDLE`, when its origin is next used or by the pool's sweep
+//!   ([`super::sweep`]), whichever comes first; its driver task ends when it closes; an origin
+//!   left with no connection is forgotten by the sweep;
 //! - a request is sent at most twice, the second time on another connection, and only when
 //!   the first did not reach the vendor: its connection closed before sending it, or its
 //!   stream is past the last one the server's GOAWAY named (RFC 9113 §8.7: not processed;
@@ -23,6 +25,7 @@
 //!   have read HTTP/2) fails as not sent: the engine tries another key or answers without a
 //!   charge. Any other failure after sending may have reached the vendor.
 
+use super::sweep::{Sweep, Sweeper};
 use super::upstream::{Failure, UpstreamBody, UpstreamIncoming};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioExecutor;
@@ -48,6 +51,8 @@ type Origin = (String, usize);
 pub struct Pool {
     connector: Connector,
     origins: Mutex<HashMap<Origin, Vec<Arc<Conn>>>>,
+    /// Started by the first call.
+    sweeper: Sweeper,
 }
 
 struct Conn {
@@ -65,21 +70,29 @@ impl Conn {
     fn closed(&self) -> bool {
         self.retired.load(Ordering::Acquire) || self.send.get().is_some_and(SendRequest::is_closed)
     }
+
+    /// Whether the pool keeps it: open, and carrying a call or idle less than `IDLE`.
+    fn kept(&self, now: Instant) -> bool {
+        !self.closed()
+            && (self.streams.load(Ordering::Acquire) > 0
+                || now.duration_since(*self.idle_since.lock().expect("never poisoned")) < IDLE)
+    }
 }
 
 impl Pool {
     pub fn new(connector: Connector) -> Pool {
-        Pool { connector, origins: Mutex::default() }
+        Pool { connector, origins: Mutex::default(), sweeper: Sweeper::new(super::sweep::EVERY) }
     }
 
     /// Sends `req` on a connection to its origin with fewer than `max_streams` (at least 1)
     /// calls in flight, opening one if none has room, and returns the answer holding that
     /// stream.
     pub async fn send(
-        &self,
+        self: &Arc<Self>,
         req: http::Request<UpstreamBody>,
         max_streams: usize,
     ) -> Result<http::Response<UpstreamIncoming>, Failure> {
+        self.sweeper.start(self);
         let origin = match (req.uri().scheme_str(), req.uri().authority()) {
             (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
             _ => return Err(Failure::Connect("the upstream URL has no host".into())),
@@ -146,11 +159,7 @@ impl Pool {
         let mut origins = self.origins.lock().expect("the pool's lock is never held across a panic");
         let conns = origins.entry(key.clone()).or_default();
         let now = Instant::now();
-        conns.retain(|c| {
-            !c.closed()
-                && (c.streams.load(Ordering::Acquire) > 0
-                    || now.duration_since(*c.idle_since.lock().expect("never poisoned")) < IDLE)
-        });
+        conns.retain(|c| c.kept(now));
         let free = conns.iter().find(|c| c.streams.load(Ordering::Acquire) < key.1);
         let conn = match free {
             Some(c) => c.clone(),
@@ -193,6 +202,18 @@ impl Pool {
             }
         });
         Ok(send)
+    }
+}
+
+impl Sweep for Pool {
+    /// Drops the connections closed or idle for `IDLE`, and the origins left with none.
+    fn sweep(&self) {
+        let mut origins = self.origins.lock().expect("the pool's lock is never held across a panic");
+        let now = Instant::now();
+        origins.retain(|_, conns| {
+            conns.retain(|c| c.kept(now));
+            !conns.is_empty()
+        });
     }
 }
 
@@ -338,15 +359,60 @@ mod tests {
         format!("http://{addr}")
     }
 
-    fn pool() -> Pool {
+    fn pool() -> Arc<Pool> {
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
-        Pool::new(crate::exchange::Trust::web_pki().https().https_or_http().enable_http2().wrap_connector(http))
+        Arc::new(Pool::new(
+            crate::exchange::Trust::web_pki().https().https_or_http().enable_http2().wrap_connector(http),
+        ))
     }
 
     fn post(origin: &str) -> http::Request<UpstreamBody> {
         let body = UpstreamBody::whole(bytes::Bytes::from_static(b"{}"));
         http::Request::post(format!("{origin}/v1/chat/completions")).body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_a_connection_idle_too_long_and_forgets_its_origin() {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let closed = Arc::new(AtomicUsize::new(0));
+        let counted = closed.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(tcp).await.unwrap();
+                    while let Some(Ok((_, mut respond))) = conn.accept().await {
+                        let mut body = respond.send_response(http::Response::new(()), false).unwrap();
+                        body.send_data(bytes::Bytes::from_static(b"ok"), true).unwrap();
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let mut pool = pool();
+        Arc::get_mut(&mut pool).unwrap().sweeper = Sweeper::new(Duration::from_millis(20));
+        let answer = pool.send(post(&origin), 100).await.ok().expect("answered");
+        assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), "ok");
+        let origins = |pool: &Pool| pool.origins.lock().unwrap().len();
+        // Idle less than IDLE: kept through several sweeps.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!((origins(&pool), closed.load(Ordering::SeqCst)), (1, 0));
+        for conns in pool.origins.lock().unwrap().values() {
+            for c in conns {
+                *c.idle_since.lock().unwrap() = Instant::now().checked_sub(IDLE).unwrap();
+            }
+        }
+        for _ in 0..500 {
+            if closed.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(closed.load(Ordering::SeqCst), 1, "the idle connection closed, its origin never used again");
+        assert_eq!(origins(&pool), 0);
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@
 //! - every call ends in exactly one `Finished` report (for the call log), streams included.
 
 pub mod form;
+pub mod http1;
 pub mod http2;
 mod stream;
+mod sweep;
 pub mod tls;
 pub mod upstream;
 

@@ -8,23 +8,21 @@
 //! never waits on another thread's wake-up to reach its vendor (an HTTP/2 connection is a task
 //! of that runtime, which its calls wake).
 
-use super::http2;
 use super::{form, CallError, ClientInput, Trust, VendorWork};
+use super::{http1, http2};
 use crate::keypool::{Channel, UpstreamKey};
 use crate::plugin::wit;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::HttpConnector;
+use std::sync::Arc;
 use std::time::Duration;
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 #[derive(Clone)]
 pub struct Upstream {
     /// `clients[0]` for threads that are no worker, `clients[i + 1]` for worker `i`.
-    clients: std::sync::Arc<[Clients]>,
+    clients: Arc<[Clients]>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
@@ -36,8 +34,8 @@ pub struct Upstream {
 /// channels that ask for it (`http2`: a host's calls multiplexed, on more connections as
 /// they fill).
 struct Clients {
-    http1: Client<Connector, UpstreamBody>,
-    http2: http2::Pool,
+    http1: Arc<http1::Pool>,
+    http2: Arc<http2::Pool>,
 }
 
 impl Clients {
@@ -50,11 +48,8 @@ impl Clients {
             http
         };
         let tls = || trust.https().https_or_http();
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(512)
-            .build(tls().enable_http1().wrap_connector(connector()));
-        let http2 = http2::Pool::new(tls().enable_http2().wrap_connector(connector()));
+        let http1 = Arc::new(http1::Pool::new(tls().enable_http1().wrap_connector(connector())));
+        let http2 = Arc::new(http2::Pool::new(tls().enable_http2().wrap_connector(connector())));
         Clients { http1, http2 }
     }
 }
@@ -117,13 +112,7 @@ impl Upstream {
                 // would otherwise be part of every call's, HTTP/1.1 ones too.
                 return Box::pin(clients.http2.send(request, channel.http2_max_streams)).await;
             }
-            clients.http1.request(request).await.map(|resp| resp.map(UpstreamIncoming::from)).map_err(|e| {
-                if e.is_connect() {
-                    Failure::Connect(super::root_cause(&e))
-                } else {
-                    Failure::Other(e.to_string())
-                }
-            })
+            clients.http1.send(request).await
         };
         match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(resp)) => Ok(resp),
@@ -171,21 +160,37 @@ pub enum Failure {
     Other(String),
 }
 
-/// An upstream answer's body; over HTTP/2 it holds its stream until it is dropped.
+/// An upstream answer's body; over HTTP/2 it holds its stream until it is dropped, over
+/// HTTP/1.1 its connection, parked again once the body was read to its end.
 pub struct UpstreamIncoming {
     body: Incoming,
     _held: Option<http2::Held>,
+    lease: Option<http1::Lease>,
 }
 
 impl UpstreamIncoming {
     pub(super) fn held(body: Incoming, held: http2::Held) -> Self {
-        UpstreamIncoming { body, _held: Some(held) }
+        UpstreamIncoming { body, _held: Some(held), lease: None }
+    }
+
+    pub(super) fn leased(body: Incoming, lease: http1::Lease) -> Self {
+        UpstreamIncoming { body, _held: None, lease: Some(lease) }
     }
 }
 
 impl From<Incoming> for UpstreamIncoming {
     fn from(body: Incoming) -> Self {
-        UpstreamIncoming { body, _held: None }
+        UpstreamIncoming { body, _held: None, lease: None }
+    }
+}
+
+impl Drop for UpstreamIncoming {
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.park();
+            }
+        }
     }
 }
 
@@ -196,7 +201,13 @@ impl Body for UpstreamIncoming {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = frame {
+            if let Some(lease) = self.lease.take() {
+                lease.park();
+            }
+        }
+        frame
     }
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
