@@ -16,7 +16,10 @@
 //!   download leaves nothing behind;
 //! - a failure says whether trying again can help (`Failure::permanent`): a refused host,
 //!   size or type cannot; a network error, a time-out or an error status can (the vendor's
-//!   next answer may carry a fresh URL).
+//!   next answer may carry a fresh URL);
+//! - the client keeps at most 8 idle connections per host (CDNs, consumers' callback
+//!   endpoints) and closes each `POOL_IDLE` after its last use, whether or not its host is
+//!   called again.
 
 pub mod guard;
 pub mod speech;
@@ -28,7 +31,7 @@ use crate::store::tasks::NewTask;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +44,9 @@ const MAX_REDIRECTS: usize = 3;
 pub const MAX_OUTPUTS: usize = 16;
 /// The longest a consumer's callback endpoint may take to answer.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// An idle connection of the downloader is closed this long after its last use (checked by a
+/// timer, so a host never called again keeps no socket).
+const POOL_IDLE: Duration = if cfg!(test) { Duration::from_millis(200) } else { Duration::from_secs(90) };
 /// Tasks whose outputs one node downloads at once (more wait for a later poll).
 const SLOTS: usize = 4;
 /// The most a plugin's `fetch` step reads (the plugin gets the answer whole).
@@ -119,7 +125,11 @@ impl Archive {
         http.enforce_http(false);
         http.set_connect_timeout(Some(s.connect_timeout));
         let https = s.trust.https().https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(8).build(https);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(8)
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(https);
         Ok(Archive {
             blobs: Blobs::open(&s.dir, s.remote.as_ref())?,
             db,
@@ -513,6 +523,65 @@ fn media_type(answered: Option<&str>, declared: Option<&str>) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_even_when_its_host_is_never_called_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        // A callback endpoint on loopback that keeps its connections open, counting those the
+        // client closes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (opened, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (o, c) = (opened.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                o.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = tcp.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            tcp.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+                        }
+                    }
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("tg_archive_pool_{}", std::process::id()));
+        let settings = Settings {
+            dir: dir.clone(),
+            remote: None,
+            max_bytes: 1 << 20,
+            deadline: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            rules: guard::Rules { allow_hosts: vec![], private_hosts: vec!["127.0.0.1".into()] },
+            webhook_hosts: vec!["127.0.0.1".into()],
+            speech_dir: dir.join("speech"),
+            trust: crate::exchange::Trust::web_pki(),
+        };
+        let archive = Archive::open(settings, crate::store::open_for_test("archive_pool").await).unwrap();
+        for _ in 0..2 {
+            assert_eq!(archive.post(&url, Bytes::from_static(b"{}"), &[]).await, Ok(204));
+        }
+        assert_eq!(opened.load(Ordering::SeqCst), 1, "the second callback reused the connection");
+        // Never called again: closed by the client once idle for POOL_IDLE.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(closed.load(Ordering::SeqCst), 0, "kept while idle less than POOL_IDLE");
+        for _ in 0..200 {
+            if closed.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(closed.load(Ordering::SeqCst), 1, "closed once idle for POOL_IDLE");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn only_media_are_kept_as_what_the_host_or_the_plugin_says() {
