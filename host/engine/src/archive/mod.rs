@@ -46,7 +46,7 @@ pub const MAX_OUTPUTS: usize = 16;
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// An idle connection of the downloader is closed this long after its last use (checked by a
 /// timer, so a host never called again keeps no socket).
-const POOL_IDLE: Duration = if cfg!(test) { Duration::from_millis(200) } else { Duration::from_secs(90) };
+const POOL_IDLE: Duration = if cfg!(test) { Duration::from_secs(1) } else { Duration::from_secs(90) };
 /// Tasks whose outputs one node downloads at once (more wait for a later poll).
 const SLOTS: usize = 4;
 /// The most a plugin's `fetch` step reads (the plugin gets the answer whole).
@@ -539,12 +539,23 @@ mod tests {
                 o.fetch_add(1, Ordering::SeqCst);
                 let c = c.clone();
                 tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = tcp.read(&mut buf).await {
+                    // Each request is a head and a body of `content-length` bytes.
+                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                    while let Ok(n) = tcp.read(&mut chunk).await {
                         if n == 0 {
                             break;
                         }
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            if buf.len() < end + 4 + length {
+                                break;
+                            }
+                            buf.drain(..end + 4 + length);
                             tcp.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
                         }
                     }
@@ -571,9 +582,9 @@ mod tests {
         }
         assert_eq!(opened.load(Ordering::SeqCst), 1, "the second callback reused the connection");
         // Never called again: closed by the client once idle for POOL_IDLE.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(closed.load(Ordering::SeqCst), 0, "kept while idle less than POOL_IDLE");
-        for _ in 0..200 {
+        for _ in 0..500 {
             if closed.load(Ordering::SeqCst) == 1 {
                 break;
             }

@@ -13,12 +13,15 @@
 //!   closes its connection (hyper cannot reuse it);
 //! - at most [`MAX_PARKED`] connections per origin are parked; one parked [`IDLE`] or longer,
 //!   or closed by its server, is dropped (which closes it) when its origin is next used or by
-//!   the pool's sweep ([`super::sweep`]), whichever comes first; an origin with nothing parked
-//!   is forgotten by the sweep;
+//!   the pool's sweep ([`super::sweep`], started by the pool's first call), whichever comes
+//!   first; an origin enters the pool with its first connection parked and leaves it at the
+//!   first sweep that finds none parked;
 //! - a request goes to another connection only when hyper hands it back unsent from a parked
-//!   one (its server closed it while parked): then to the next parked, or a new one. So a call
-//!   tries at most `MAX_PARKED + 1` connections, and a new connection's failure is the call's
-//!   (`Failure::NotSent` when hyper hands the request back: the vendor never saw it).
+//!   one (its server closed it while parked, and hyper saw so before writing): then to the
+//!   next parked, or a new one. So a call tries at most `MAX_PARKED + 1` connections, and a
+//!   new connection's failure is the call's (`Failure::NotSent` when hyper hands the request
+//!   back: the vendor never saw it). A close hyper sees only after writing the request fails
+//!   the call as one the vendor may have received (`Failure::Other`), as any client's would.
 
 use super::sweep::{Sweep, Sweeper};
 use super::upstream::{Failure, UpstreamBody, UpstreamIncoming};
@@ -42,8 +45,10 @@ pub struct Pool {
     connector: Connector,
     /// By scheme (`[http, https]`), then authority.
     parked: Mutex<[FastMap<Arc<str>, Origin>; 2]>,
-    /// Started by the first connection parked.
+    /// Started by the first call.
     sweeper: Sweeper,
+    /// `IDLE`, shorter in tests.
+    idle: Duration,
 }
 
 struct Origin {
@@ -70,7 +75,6 @@ impl Lease {
     /// Parks the connection once hyper is ready for its next request (at once where the
     /// connection's task and the body's reader share a thread, as on the request workers).
     pub(super) fn park(self) {
-        self.pool.sweeper.start(&self.pool);
         if self.send.is_ready() {
             return self.pool.park(self.https, self.authority, self.send);
         }
@@ -86,12 +90,13 @@ impl Lease {
 
 impl Pool {
     pub fn new(connector: Connector) -> Pool {
-        Pool { connector, parked: Mutex::default(), sweeper: Sweeper::new(super::sweep::EVERY) }
+        Pool { connector, parked: Mutex::default(), sweeper: Sweeper::new(super::sweep::EVERY), idle: IDLE }
     }
 
     /// Sends `req` (its URI absolute, http or https) on a parked connection to its origin or
     /// a new one; the answer's body holds the connection.
     pub async fn send(self: &Arc<Self>, mut req: Request<UpstreamBody>) -> Result<Response<UpstreamIncoming>, Failure> {
+        self.sweeper.start(self);
         let uri = req.uri().clone();
         let https = match uri.scheme_str() {
             Some("http") => false,
@@ -131,13 +136,11 @@ impl Pool {
         let mut parked = self.parked.lock().expect("the pool's lock is never held across a panic");
         let origins = &mut parked[https as usize];
         let Some(origin) = origins.get_mut(authority) else {
-            let name: Arc<str> = Arc::from(authority);
-            origins.insert(name.clone(), Origin { name: name.clone(), parked: Vec::new() });
-            return (name, None);
+            return (Arc::from(authority), None);
         };
         let name = origin.name.clone();
         let now = Instant::now();
-        let stale = origin.parked.iter().take_while(|p| now.duration_since(p.since) >= IDLE).count();
+        let stale = origin.parked.iter().take_while(|p| now.duration_since(p.since) >= self.idle).count();
         origin.parked.drain(..stale);
         while let Some(p) = origin.parked.pop() {
             if p.send.is_ready() {
@@ -186,7 +189,7 @@ impl Sweep for Pool {
         let now = Instant::now();
         for origins in parked.iter_mut() {
             origins.retain(|_, origin| {
-                origin.parked.retain(|p| now.duration_since(p.since) < IDLE && p.send.is_ready());
+                origin.parked.retain(|p| now.duration_since(p.since) < self.idle && p.send.is_ready());
                 !origin.parked.is_empty()
             });
         }
@@ -220,8 +223,8 @@ mod tests {
     }
 
     /// An HTTP/1.1 server on loopback answering `ok` to each request (bodiless); with `close`,
-    /// it closes each connection after its first answer without saying so (as a server whose
-    /// keep-alive timeout passed does).
+    /// it closes each connection 30 ms after its first answer without saying so (as a server
+    /// whose keep-alive timeout passed does), once the client has parked it.
     async fn server(close: bool) -> (String, Arc<Seen>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -241,6 +244,8 @@ mod tests {
                             s.heads.lock().unwrap().push(head);
                             tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
                             if close {
+                                tokio::time::sleep(Duration::from_millis(30)).await;
+                                drop(tcp);
                                 s.closed.fetch_add(1, Ordering::SeqCst);
                                 return;
                             }
@@ -265,6 +270,32 @@ mod tests {
         ))
     }
 
+    /// A pool whose connections are idle too long after `idle`, swept every `sweep`.
+    fn pool_with(idle: Duration, sweep: Duration) -> Arc<Pool> {
+        let mut pool = pool();
+        let p = Arc::get_mut(&mut pool).unwrap();
+        (p.idle, p.sweeper) = (idle, Sweeper::new(sweep));
+        pool
+    }
+
+    /// Connections parked (to any origin over http), and how many of them hyper says are open.
+    fn parked(pool: &Pool) -> (usize, usize) {
+        let parked = pool.parked.lock().unwrap();
+        let all = parked[0].values().flat_map(|o| &o.parked);
+        all.fold((0, 0), |(n, open), p| (n + 1, open + p.send.is_ready() as usize))
+    }
+
+    /// Waits (bounded) until hyper has seen every parked connection closed.
+    async fn parked_closed(pool: &Pool) {
+        for _ in 0..500 {
+            if parked(pool).1 == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("a parked connection was awaited closed; {:?} parked and open", parked(pool));
+    }
+
     fn get(url: &str) -> Request<UpstreamBody> {
         Request::get(url).body(UpstreamBody::whole(bytes::Bytes::new())).unwrap()
     }
@@ -276,7 +307,7 @@ mod tests {
 
     /// Waits (bounded) for the server to count `n` closed connections.
     async fn closed(seen: &Seen, n: usize) {
-        for _ in 0..500 {
+        for _ in 0..2000 {
             if seen.closed.load(Ordering::SeqCst) >= n {
                 return;
             }
@@ -315,23 +346,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_closed_or_idle_too_long_while_parked_is_replaced_without_failing_the_call() {
-        // Closed by its server after each answer: every call still succeeds, each on a new one.
+        // Closed by its server while parked: every call still succeeds, each on a new one.
         let (url, seen) = server(true).await;
         let pool = pool();
         for n in 1..=3 {
             assert_eq!(read(&pool, &url).await, "ok");
+            assert_eq!(parked(&pool), (1, 1), "parked, open, before its server closes it");
             closed(&seen, n).await;
+            parked_closed(&pool).await;
         }
         assert_eq!(seen.opened.load(Ordering::SeqCst), 3);
 
-        // Parked longer than IDLE: dropped (closed) when its origin is next used.
+        // Parked longer than its idle limit: dropped (closed) when its origin is next used.
         let (url, seen) = server(false).await;
+        let pool = pool_with(Duration::from_millis(200), crate::exchange::sweep::EVERY);
         assert_eq!(read(&pool, &url).await, "ok");
-        for origin in pool.parked.lock().unwrap()[0].values_mut() {
-            for p in &mut origin.parked {
-                p.since = Instant::now().checked_sub(IDLE).unwrap();
-            }
-        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(read(&pool, &url).await, "ok");
         assert_eq!(seen.opened.load(Ordering::SeqCst), 2);
         closed(&seen, 1).await;
@@ -341,12 +371,12 @@ mod tests {
     async fn the_sweep_closes_connections_parked_too_long_and_forgets_origins_left_with_none() {
         let (url, seen) = server(false).await;
         let (closing_url, closing) = server(true).await;
-        let mut pool = pool();
-        Arc::get_mut(&mut pool).unwrap().sweeper = Sweeper::new(Duration::from_millis(20));
+        let pool = pool_with(Duration::from_secs(1), Duration::from_millis(20));
         assert_eq!(read(&pool, &url).await, "ok");
         assert_eq!(read(&pool, &closing_url).await, "ok");
         let origins = |pool: &Pool| pool.parked.lock().unwrap()[0].len();
-        // The server that closes after each answer: its origin goes at the next sweep.
+        assert_eq!(origins(&pool), 2, "both parked");
+        // The server that closes its connection while parked: its origin goes at a sweep.
         closed(&closing, 1).await;
         for _ in 0..100 {
             if origins(&pool) == 1 {
@@ -355,15 +385,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(origins(&pool), 1, "the origin whose connection its server closed is forgotten");
-        // Parked within IDLE: kept through several sweeps.
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(seen.closed.load(Ordering::SeqCst), 0);
-        // Parked longer than IDLE: closed by the sweep, the origin never used again.
-        for origin in pool.parked.lock().unwrap()[0].values_mut() {
-            for p in &mut origin.parked {
-                p.since = Instant::now().checked_sub(IDLE).unwrap();
-            }
-        }
+        assert_eq!(seen.closed.load(Ordering::SeqCst), 0, "the other, parked within its limit, is kept");
+        // Parked past its limit: closed by a sweep, the origin never used again.
         closed(&seen, 1).await;
         assert_eq!(origins(&pool), 0);
         // The sweep ends with its pool.

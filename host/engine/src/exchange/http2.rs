@@ -53,6 +53,8 @@ pub struct Pool {
     origins: Mutex<HashMap<Origin, Vec<Arc<Conn>>>>,
     /// Started by the first call.
     sweeper: Sweeper,
+    /// `IDLE`, shorter in tests.
+    idle: Duration,
 }
 
 struct Conn {
@@ -71,17 +73,17 @@ impl Conn {
         self.retired.load(Ordering::Acquire) || self.send.get().is_some_and(SendRequest::is_closed)
     }
 
-    /// Whether the pool keeps it: open, and carrying a call or idle less than `IDLE`.
-    fn kept(&self, now: Instant) -> bool {
+    /// Whether the pool keeps it: open, and carrying a call or idle less than `idle`.
+    fn kept(&self, now: Instant, idle: Duration) -> bool {
         !self.closed()
             && (self.streams.load(Ordering::Acquire) > 0
-                || now.duration_since(*self.idle_since.lock().expect("never poisoned")) < IDLE)
+                || now.duration_since(*self.idle_since.lock().expect("never poisoned")) < idle)
     }
 }
 
 impl Pool {
     pub fn new(connector: Connector) -> Pool {
-        Pool { connector, origins: Mutex::default(), sweeper: Sweeper::new(super::sweep::EVERY) }
+        Pool { connector, origins: Mutex::default(), sweeper: Sweeper::new(super::sweep::EVERY), idle: IDLE }
     }
 
     /// Sends `req` on a connection to its origin with fewer than `max_streams` (at least 1)
@@ -159,7 +161,7 @@ impl Pool {
         let mut origins = self.origins.lock().expect("the pool's lock is never held across a panic");
         let conns = origins.entry(key.clone()).or_default();
         let now = Instant::now();
-        conns.retain(|c| c.kept(now));
+        conns.retain(|c| c.kept(now, self.idle));
         let free = conns.iter().find(|c| c.streams.load(Ordering::Acquire) < key.1);
         let conn = match free {
             Some(c) => c.clone(),
@@ -211,7 +213,7 @@ impl Sweep for Pool {
         let mut origins = self.origins.lock().expect("the pool's lock is never held across a panic");
         let now = Instant::now();
         origins.retain(|_, conns| {
-            conns.retain(|c| c.kept(now));
+            conns.retain(|c| c.kept(now, self.idle));
             !conns.is_empty()
         });
     }
@@ -393,19 +395,16 @@ mod tests {
             }
         });
         let mut pool = pool();
-        Arc::get_mut(&mut pool).unwrap().sweeper = Sweeper::new(Duration::from_millis(20));
+        let p = Arc::get_mut(&mut pool).unwrap();
+        (p.idle, p.sweeper) = (Duration::from_secs(1), Sweeper::new(Duration::from_millis(20)));
         let answer = pool.send(post(&origin), 100).await.ok().expect("answered");
         assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), "ok");
         let origins = |pool: &Pool| pool.origins.lock().unwrap().len();
-        // Idle less than IDLE: kept through several sweeps.
+        // Idle less than its limit: kept through several sweeps.
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!((origins(&pool), closed.load(Ordering::SeqCst)), (1, 0));
-        for conns in pool.origins.lock().unwrap().values() {
-            for c in conns {
-                *c.idle_since.lock().unwrap() = Instant::now().checked_sub(IDLE).unwrap();
-            }
-        }
-        for _ in 0..500 {
+        // Idle past it: closed by a sweep, its origin never used again.
+        for _ in 0..2000 {
             if closed.load(Ordering::SeqCst) == 1 {
                 break;
             }
