@@ -11,11 +11,15 @@
 //! - every failure is classified as given (a failed call, or a native route's vendor answer
 //!   relayed with its class), and the classes the key pool acts on
 //!   (`unauthorized`, `rate-limited`, `upstream-fault`) are among them;
+//! - an op the plugin lets the host forward ([`Plugin::forward`], `tollgate:fast`) is one whose
+//!   first step, for a call the host would forward, is exactly the request the host sends, and
+//!   whose 2xx answer the host reads as the plugin does: the same body, the same usage;
 //! - garbage never panics: bodies cut short, not JSON, not UTF-8, nested deep, empty, on
 //!   success and failure statuses, whole and streamed, end in a reply or a classified failure.
 
 use crate::testing::{Harness, Outcome};
-use crate::{Call, ErrorKind, OutChunk, Plugin, UpstreamResponse, Usage};
+use crate::{Auth, Body, Call, ErrorKind, OutChunk, Plugin, UpstreamResponse, Usage};
+use tollgate_base::openai_json::Answer;
 
 /// What a plugin's vendor puts on the wire, for the battery.
 pub struct Vendor {
@@ -38,6 +42,7 @@ pub fn answer(status: u16, body: impl Into<Vec<u8>>) -> UpstreamResponse {
 pub fn run<P: Plugin>(vendor: Vendor) {
     let (call, ok, usage) = vendor.whole;
     whole::<P>(&call, &ok, &usage);
+    forwarded::<P>(&call, &ok);
     if let Some(bare) = vendor.whole_without_usage {
         match Harness::<P>::new(call.clone()).run(|_| bare.clone()).outcome {
             Outcome::Reply(r) => assert!(
@@ -86,6 +91,51 @@ fn whole<P: Plugin>(call: &Call, ok: &UpstreamResponse, usage: &Usage) {
         }
         other => panic!("a 2xx answer must be a reply: {other:?}"),
     }
+}
+
+/// A call the host would forward (its op declared by `Plugin::forward` for the call's settings,
+/// its model not mapped, no stream asked) must be forwarded as the plugin would send it, and
+/// its 2xx answer with usage answered as the plugin would answer it.
+fn forwarded<P: Plugin>(call: &Call, ok: &UpstreamResponse) {
+    let Some(route) = P::forward(&call.config).into_iter().find(|r| r.op == call.op) else { return };
+    let mapped = !call.upstream_model.is_empty() && call.upstream_model != call.model;
+    let streamed = tollgate_base::openai_json::asks_for_stream(call.body.as_bytes().unwrap_or_default());
+    assert!(!mapped && matches!(streamed, Ok(false)), "the battery's whole call must be one the host forwards");
+    let run = Harness::<P>::new(call.clone()).run(|_| ok.clone());
+    let sent = &run.requests[0];
+    let json_type = sent.headers.len() == 1
+        && sent.headers[0].name.eq_ignore_ascii_case("content-type")
+        && sent.headers[0].value == "application/json";
+    assert!(
+        sent.method == "POST"
+            && sent.path == route.path
+            && matches!(sent.body, Body::ClientBody)
+            && matches!(sent.auth, Auth::Bearer)
+            && sent.key == 0
+            && sent.timeout_ms.is_none()
+            && json_type,
+        "op '{}' is declared forwarded on {}: its first step must be a POST of the consumer's body there, with the key as a bearer and only content-type application/json, not {sent:?}",
+        call.op,
+        route.path
+    );
+    let Some(answer) = Answer::read(&ok.body).filter(Answer::has_usage) else { return };
+    let Outcome::Reply(r) = run.outcome else { panic!("a forwarded op's 2xx answer must be a reply") };
+    let units = answer.units(&call.op);
+    let read = Usage {
+        input_tokens: units.input_tokens,
+        output_tokens: units.output_tokens,
+        cached_tokens: units.cached_tokens,
+        images: units.images,
+        ..Usage::default()
+    };
+    assert_eq!(r.usage, read, "the host reads another usage from this answer than the plugin reports");
+    let json_type = r.headers.len() == 1
+        && r.headers[0].name.eq_ignore_ascii_case("content-type")
+        && r.headers[0].value == "application/json";
+    assert!(
+        r.status == 200 && json_type && matches!(&r.body, Body::Bytes(b) if *b == ok.body),
+        "the host gives a forwarded answer as it came, status 200, as application/json: the plugin must too"
+    );
 }
 
 fn bytes_of(chunks: &[OutChunk]) -> Vec<u8> {

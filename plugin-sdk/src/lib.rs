@@ -24,18 +24,21 @@ pub use tollgate_base::{calendar, ndjson, sse, text};
 pub mod testing;
 mod types;
 
-/// The bindings generated from `wit/adapter.wit`. Plugin authors rarely need this module; the
-/// types are re-exported at the crate root.
+/// The bindings generated from `wit/fast/forward.wit`'s world, which is `wit/adapter.wit`'s
+/// (`tollgate:adapter@1.0.0`) and `tollgate:fast`'s `forward`. Plugin authors rarely need this
+/// module; the types are re-exported at the crate root.
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
-        world: "plugin",
+        path: "../wit/fast",
+        world: "tollgate:fast/plugin",
+        generate_all,
         default_bindings_module: "tollgate_plugin_sdk::bindings",
         pub_export_macro: true,
         export_macro_name: "__export_bindings",
     });
 }
 
+pub use bindings::exports::tollgate::fast::forward::Route as ForwardRoute;
 pub use bindings::tollgate::adapter::types::*;
 pub use clock::{nonce, now_ms};
 pub use types::*;
@@ -52,6 +55,13 @@ pub trait Plugin: 'static {
     /// error tells the operator what is wrong. The default accepts any settings.
     fn check_settings(_settings: &str) -> Result<(), String> {
         Ok(())
+    }
+    /// The ops the gateway may forward itself, without entering the plugin, for a channel with
+    /// these settings (`tollgate:fast`'s `forward`, in `wit/fast/forward.wit`: what such a call
+    /// sends and which answers still come to the plugin). The default: none.
+    /// [`openai_compat`] declares its pass-through chats and embeddings.
+    fn forward(_settings: &str) -> Vec<ForwardRoute> {
+        Vec::new()
     }
 }
 
@@ -141,7 +151,14 @@ impl<P: Plugin> Guest for Exported<P> {
     }
 }
 
-/// Exports a [`Plugin`] as the component's `tollgate:adapter/adapter` interface.
+impl<P: Plugin> bindings::exports::tollgate::fast::forward::Guest for Exported<P> {
+    fn routes(settings: String) -> Vec<ForwardRoute> {
+        P::forward(&settings)
+    }
+}
+
+/// Exports a [`Plugin`] as the component's `tollgate:adapter/adapter` and `tollgate:fast/forward`
+/// interfaces.
 ///
 /// ```ignore
 /// tollgate_plugin_sdk::export_plugin!(MyPlugin);

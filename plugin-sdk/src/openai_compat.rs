@@ -28,6 +28,7 @@ use crate::{
 use serde::Deserialize;
 use serde_json::Value;
 use std::marker::PhantomData;
+use tollgate_base::openai_json::{Answer, Units};
 
 /// What differs between OpenAI-compatible vendors.
 pub trait Vendor: 'static {
@@ -111,6 +112,32 @@ fn api_root(config: &str) -> Option<String> {
     PRESETS.iter().find(|(name, ..)| *name == preset).map(|(_, _, root)| root.to_string())
 }
 
+/// The upstream path of `op` on a channel with these settings: the vendor's path, under the
+/// channel's API root; `None`: the vendor does not serve `op`.
+fn upstream_path<V: Vendor>(op: &str, config: &str) -> Option<std::borrow::Cow<'static, str>> {
+    let path = V::path(op)?;
+    Some(match api_root(config) {
+        Some(root) => format!("{root}{}", path.strip_prefix("/v1").unwrap_or(path)).into(),
+        None => path.into(),
+    })
+}
+
+/// The ops the host may forward for a channel with these settings (`tollgate:fast`): a chat
+/// or embeddings the vendor serves and does not rewrite, whose request `first()` sends as the
+/// consumer's body when it is not streamed and its model not mapped, and whose answer's usage
+/// is OpenAI's.
+pub fn forwarded_routes<V: Vendor>(settings: &str) -> Vec<crate::ForwardRoute> {
+    let manifest = V::manifest();
+    ["chat", "embeddings"]
+        .into_iter()
+        .filter(|op| manifest.operations.iter().any(|o| o.name == *op && !o.quoted) && !V::rewrites(op))
+        .filter_map(|op| {
+            let path = upstream_path::<V>(op, settings)?;
+            Some(crate::ForwardRoute { op: op.to_string(), path: path.into_owned() })
+        })
+        .collect()
+}
+
 /// Checks the settings an OpenAI-compatible channel may have: `api_root` (a path, `""` for
 /// none) or `preset` (one of [`PRESETS`]), nothing else.
 pub fn check_compat_settings(settings: &str) -> Result<(), String> {
@@ -145,6 +172,9 @@ impl<V: Vendor> Plugin for Compat<V> {
     fn check_settings(settings: &str) -> Result<(), String> {
         check_compat_settings(settings)
     }
+    fn forward(settings: &str) -> Vec<crate::ForwardRoute> {
+        forwarded_routes::<V>(settings)
+    }
 }
 
 pub struct CompatExchange<V> {
@@ -178,20 +208,13 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
                 None => Step::fail(ErrorKind::Unsupported, "this vendor has no balance endpoint"),
             };
         }
-        let Some(path) = V::path(&self.call.op) else {
+        let Some(path) = upstream_path::<V>(&self.call.op, &self.call.config) else {
             return Step::fail(
                 ErrorKind::Unsupported,
                 format!("operation '{}' is not supported by this channel", self.call.op),
             );
         };
-        let rooted;
-        let path = match api_root(&self.call.config) {
-            Some(root) => {
-                rooted = format!("{root}{}", path.strip_prefix("/v1").unwrap_or(path));
-                rooted.as_str()
-            }
-            None => path,
-        };
+        let path = path.as_ref();
         if matches!(self.call.op.as_str(), "transcription" | "translation") {
             return self.transcription(path);
         }
@@ -206,7 +229,9 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
         let model_unchanged = self.call.upstream_model.is_empty() || self.call.upstream_model == self.call.model;
         if !streaming_asked && model_unchanged && !V::rewrites(&self.call.op) {
             // Nothing to change: the host forwards the consumer's bytes; the body never
-            // enters the plugin (the host has already checked it is a JSON object).
+            // enters the plugin (the host has already checked it is a JSON object). For the
+            // ops `forward` declares, the host sends this very request itself and enters the
+            // plugin only for an answer it cannot use as it is.
             let mut request = UpstreamRequest::post_json(path, String::new());
             request.body = crate::Body::ClientBody;
             return if self.call.op == "speech" { Step::Relay(request) } else { Step::Send(request) };
@@ -251,44 +276,10 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             V::adjust_response(&self.call.op, &mut answer);
             body = answer.to_string().into_bytes();
         }
-        #[derive(Deserialize)]
-        struct UsageOnly {
-            usage: Option<OpenAiUsage>,
-            /// Image generation: one item per image.
-            #[serde(default)]
-            data: Option<Vec<serde::de::IgnoredAny>>,
-            /// Rerank: `tokens`, or `meta.tokens` (Cohere's shape, which rerank vendors follow).
-            #[serde(default)]
-            tokens: Option<RerankTokens>,
-            #[serde(default)]
-            meta: Option<RerankMeta>,
-        }
-        #[derive(Deserialize)]
-        struct RerankMeta {
-            tokens: Option<RerankTokens>,
-        }
-        #[derive(Deserialize)]
-        struct RerankTokens {
-            input_tokens: Option<u64>,
-            output_tokens: Option<u64>,
-        }
-        let usage = match serde_json::from_slice::<UsageOnly>(&body) {
-            Ok(u) => {
-                let op = self.call.op.as_str();
-                let images = u.data.as_ref().map(|d| d.len() as u32).filter(|_| op == "images");
-                let rerank = u.tokens.or(u.meta.and_then(|m| m.tokens)).filter(|_| op == "rerank");
-                match (u.usage, rerank) {
-                    (Some(usage), _) => Usage { images, ..usage.into_usage() },
-                    (None, Some(t)) => Usage {
-                        input_tokens: t.input_tokens,
-                        output_tokens: Some(t.output_tokens.unwrap_or(0)),
-                        ..Usage::default()
-                    },
-                    (None, None) => Usage { images, ..Usage::default() },
-                }
-            }
-            Err(_) => return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON"),
+        let Some(answer) = Answer::read(&body) else {
+            return Step::fail(ErrorKind::UpstreamFault, "the upstream answered with invalid JSON");
         };
+        let usage = usage_of(answer.units(&self.call.op));
         Step::Reply(Reply::with_body(200, "application/json", crate::Body::Bytes(body), usage))
     }
 
@@ -319,7 +310,7 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
                     if matches!(self.call.op.as_str(), "transcription" | "translation") {
                         self.usage = transcription_usage(&v);
                     } else if let Ok(u) = OpenAiUsage::deserialize(u) {
-                        self.usage = u.into_usage();
+                        self.usage = usage_of(u.units());
                     }
                     let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
                     // Only a chat's usage chunk is the gateway's to hide; other streams' usage
@@ -447,7 +438,7 @@ fn transcription_usage(v: &Value) -> Usage {
         (Some(s), _) if s.is_finite() && s >= 0.0 => {
             Usage { milliseconds: Some((s * 1000.0).ceil() as u64), ..Usage::default() }
         }
-        (_, Some(u)) => OpenAiUsage::deserialize(u).map(OpenAiUsage::into_usage).unwrap_or_default(),
+        (_, Some(u)) => OpenAiUsage::deserialize(u).map(|u| usage_of(u.units())).unwrap_or_default(),
         _ => Usage::default(),
     }
 }
@@ -471,24 +462,15 @@ pub fn balance_reply(balance: Option<String>) -> Step {
     }
 }
 
-/// Whether the consumer asked for a stream, read as the vendor reads it: from the parsed
-/// JSON (an escaped key such as `"str\u0065am"` is still `stream`), never from a substring.
-/// A body that is not one JSON object with at most one boolean `stream` is refused: the vendor
-/// might read it another way.
+/// Whether the consumer asked for a stream (`tollgate_base::openai_json::asks_for_stream`, which
+/// the host reads alike); a body it cannot read is refused: the vendor might read it another way.
 fn asks_for_stream(body: &crate::Body) -> Result<bool, AdapterError> {
-    #[derive(Deserialize)]
-    struct StreamField {
-        #[serde(default)]
-        stream: Option<bool>,
-    }
-    let bytes = body.as_bytes().unwrap_or_default();
-    match serde_json::from_slice::<StreamField>(bytes) {
-        Ok(f) => Ok(f.stream.unwrap_or(false)),
-        Err(e) => Err(AdapterError::new(
+    tollgate_base::openai_json::asks_for_stream(body.as_bytes().unwrap_or_default()).map_err(|e| {
+        AdapterError::new(
             ErrorKind::BadRequest,
             format!("the request body must be one JSON object with a boolean 'stream' at most once: {e}"),
-        )),
-    }
+        )
+    })
 }
 
 /// True when `json` has the key `"name"` followed by an object (not `null`): a cheap test that
@@ -508,38 +490,17 @@ fn mentions_object(json: &str, name: &str) -> bool {
     false
 }
 
-/// OpenAI's usage object, with DeepSeek's cache fields; the audio and image APIs' names
-/// (`input_tokens`, `output_tokens`) read where the chat names are absent.
-#[derive(Deserialize, Default)]
-pub struct OpenAiUsage {
-    #[serde(default)]
-    pub prompt_tokens: Option<u64>,
-    #[serde(default)]
-    pub completion_tokens: Option<u64>,
-    #[serde(default)]
-    pub input_tokens: Option<u64>,
-    #[serde(default)]
-    pub output_tokens: Option<u64>,
-    #[serde(default)]
-    pub prompt_tokens_details: Option<PromptDetails>,
-    #[serde(default)]
-    pub prompt_cache_hit_tokens: Option<u64>,
-}
+/// OpenAI's usage object (the one reading the host shares: `tollgate_base::openai_json`).
+pub use tollgate_base::openai_json::Usage as OpenAiUsage;
 
-#[derive(Deserialize, Default)]
-pub struct PromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<u64>,
-}
-
-impl OpenAiUsage {
-    pub fn into_usage(self) -> Usage {
-        Usage {
-            input_tokens: self.prompt_tokens.or(self.input_tokens),
-            output_tokens: self.completion_tokens.or(self.output_tokens),
-            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens).or(self.prompt_cache_hit_tokens),
-            ..Usage::default()
-        }
+/// A plugin's usage of the units an OpenAI-shaped answer gives.
+pub fn usage_of(units: Units) -> Usage {
+    Usage {
+        input_tokens: units.input_tokens,
+        output_tokens: units.output_tokens,
+        cached_tokens: units.cached_tokens,
+        images: units.images,
+        ..Usage::default()
     }
 }
 

@@ -2,14 +2,16 @@
 //! one parse and one format (`money`), day numbers and dates (`calendar`), stream framing
 //! (`sse`, `ndjson`), sentences cut from a streaming text (`sentences`), request ids (`ids`),
 //! which request worker a thread is (`worker`), and the metrics counters every layer adds to
-//! (`metrics`). It depends on nothing, so everything may depend on it; it never depends on
-//! anything of the host.
+//! (`metrics`), and what a plugin and the host must read alike of an OpenAI-shaped body: whether
+//! a request asks for a stream, an answer's usage (`openai_json`). It depends on nothing but serde, so everything may depend on it; it
+//! never depends on anything of the host.
 
 pub mod calendar;
 pub mod ids;
 pub mod metrics;
 pub mod money;
 pub mod ndjson;
+pub mod openai_json;
 pub mod sentences;
 pub mod sse;
 pub mod text;

@@ -10,6 +10,9 @@ pub struct Metrics {
     /// Consumer responses by status class: 2xx, 4xx, 5xx.
     pub responses: [AtomicU64; 3],
     pub plugin_failures: AtomicU64,
+    /// Calls the host forwarded without entering their plugin (`tollgate:fast`): answered by
+    /// the host (`[0]`), and whose answer went to the plugin after all (`[1]`).
+    pub forwarded: [AtomicU64; 2],
     pub streams_interrupted: AtomicU64,
     pub streams_client_gone: AtomicU64,
     pub in_flight: AtomicU64,
@@ -49,6 +52,7 @@ pub const TASK_ENDS: [&str; 4] = ["succeeded", "failed", "expired", "cancelled"]
 pub static METRICS: Metrics = Metrics {
     responses: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
     plugin_failures: AtomicU64::new(0),
+    forwarded: [AtomicU64::new(0), AtomicU64::new(0)],
     streams_interrupted: AtomicU64::new(0),
     streams_client_gone: AtomicU64::new(0),
     in_flight: AtomicU64::new(0),
@@ -174,6 +178,15 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Plugin traps, time-outs and memory faults.",
         &[("", m.plugin_failures.load(Relaxed))],
+    );
+    metric(
+        "tollgate_calls_forwarded_total",
+        "counter",
+        "Calls the host sent without entering their plugin, by who made the answer.",
+        &[
+            ("{answered=\"host\"}", m.forwarded[0].load(Relaxed)),
+            ("{answered=\"plugin\"}", m.forwarded[1].load(Relaxed)),
+        ],
     );
     metric(
         "tollgate_streams_interrupted_total",

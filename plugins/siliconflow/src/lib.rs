@@ -96,6 +96,10 @@ impl tollgate_plugin_sdk::Plugin for Plugin {
         };
         batches::check_settings(&v)
     }
+    /// Chats and embeddings pass through (no `api_root` here: SiliconFlow's own paths).
+    fn forward(settings: &str) -> Vec<tollgate_plugin_sdk::ForwardRoute> {
+        tollgate_plugin_sdk::openai_compat::forwarded_routes::<SiliconFlow>(settings)
+    }
 }
 
 pub enum SiliconFlowExchange {

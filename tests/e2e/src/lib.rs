@@ -72,12 +72,12 @@ pub fn plugin_file(name: &str) -> PathBuf {
     };
     assert!(p.exists(), "{} is missing: run the README's test command (it builds plugins)", p.display());
     if shipped {
-        assert_fresh(&p, &[&format!("plugins/{name}/src"), "plugin-sdk/src", "wit"]);
+        assert_fresh(&p, &[&format!("plugins/{name}/src"), "plugin-sdk/src", "host/base/src", "wit"]);
     } else if name.starts_with("released-") {
         // Built from a released contract's text, which never changes, without the SDK.
         assert_fresh(&p, &[&format!("tests/fixtures/{name}/src"), "wit/released"]);
     } else {
-        assert_fresh(&p, &["tests/fixtures/trap/src", "plugin-sdk/src", "wit"]);
+        assert_fresh(&p, &["tests/fixtures/trap/src", "plugin-sdk/src", "host/base/src", "wit"]);
     }
     p
 }

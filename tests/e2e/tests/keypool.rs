@@ -34,6 +34,9 @@ fn a_refused_key_fails_over_is_disabled_and_recovers() {
     assert!(metrics.contains("tollgate_upstream_keys{channel=\"pool\",state=\"disabled\"} 1"), "{metrics}");
     assert!(metrics.contains("tollgate_upstream_keys{channel=\"pool\",state=\"healthy\"} 2"), "{metrics}");
     assert!(metrics.contains("tollgate_failovers_total{to=\"key\"} 1"), "{metrics}");
+    // The chats were forwarded by the host; the refusal went to the plugin, whose class
+    // (unauthorized) disabled the key.
+    assert!(metrics.contains("tollgate_calls_forwarded_total{answered=\"plugin\"} 1"), "{metrics}");
 
     // The vendor accepts the key again: after the probe delay one call probes it, and it serves.
     reject(&mock, "k-one", false);

@@ -1,5 +1,6 @@
 //! Drives one consumer call through a plugin: start the exchange, perform each step the plugin
-//! answers (send, stream, relay, reply, fail), and hand back what the consumer gets.
+//! answers (send, stream, relay, reply, fail), and hand back what the consumer gets; or forward
+//! it without entering the plugin, where the plugin lets the host (`forward`).
 //!
 //! Invariants:
 //! - the plugin's store lives exactly as long as the call (streams: until the stream task ends);
@@ -7,6 +8,7 @@
 //! - every call ends in exactly one `Finished` report (for the call log), streams included.
 
 pub mod form;
+mod forward;
 pub mod http1;
 pub mod http2;
 mod stream;
@@ -241,18 +243,52 @@ pub struct StreamReport {
 
 pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
 
-/// Runs the call to its first answer.
+/// Runs the call to its first answer: forwarded by the host when the plugin lets it
+/// (`forward`), else through the plugin's steps.
 pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallError> {
-    let mut pc = ctx
-        .runtime
-        .start(&ctx.plugin.pre, call)
-        .await
-        .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e))?;
+    if let Some(path) = forward::route(&ctx, call).await {
+        let sent = forward::request(path);
+        let mut span = upstream_span(&ctx, call, &sent);
+        let resp =
+            send(&ctx, &call.context.base_url, &sent, VendorWork::None).await.map_err(|e| failed(&mut span, e))?;
+        let (head, body) = read_body(resp, &ctx.upstream).await.map_err(|e| failed(&mut span, e))?;
+        span.attr("http.response.status_code", head.status.as_u16());
+        drop(span);
+        if let Some(outcome) = forward::reply(&call.op, head.status, &body) {
+            return Ok(outcome);
+        }
+        // The plugin's answer, as if it had sent the request itself.
+        let work = answered(head.status.as_u16());
+        let response = whole_response(&head, &body);
+        let mut pc = start(&ctx, call).await.map_err(|e| e.after(work))?;
+        let first = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e).after(work))?;
+        if !forward::asks_for(&first, &sent) {
+            return Err(forward::not_as_declared(&ctx, call, work));
+        }
+        let step = pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?;
+        return steps(ctx, call, pc, step, work).await;
+    }
+    let mut pc = start(&ctx, call).await?;
+    let step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
+    steps(ctx, call, pc, step, VendorWork::None).await
+}
+
+/// The plugin's exchange for `call`, started.
+async fn start(ctx: &CallContext, call: &wit::Call) -> Result<crate::plugin::PluginCall, CallError> {
+    ctx.runtime.start(&ctx.plugin.pre, call).await.map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e))
+}
+
+/// Performs the plugin's steps from `step` to the call's answer. `work`: what the vendor has
+/// done so far; once it answered 2xx, a plugin that cannot use the answer (it fails or traps)
+/// does not make the call free.
+async fn steps(
+    ctx: CallContext,
+    call: &wit::Call,
+    mut pc: crate::plugin::PluginCall,
+    mut step: wit::Step,
+    mut work: VendorWork,
+) -> Result<Outcome, CallError> {
     let base_url = &call.context.base_url;
-    let mut step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
-    // What a failure now costs: once the vendor answered 2xx, a plugin that cannot use the
-    // answer (it fails or traps) does not make the call free.
-    let mut work = VendorWork::None;
     // The rare steps' futures (fetch, archive, an absolute relay) are boxed: every call's
     // future stays the size of its common steps.
     for _ in 0..MAX_STEPS {
@@ -488,16 +524,33 @@ fn answered_json_instead_of_events(
             .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
-/// Reads a whole upstream body, within the response timeout.
+/// Reads a whole upstream answer for the plugin, within the response timeout.
 async fn read_whole(
     resp: http::Response<crate::exchange::upstream::UpstreamIncoming>,
     upstream: &Upstream,
 ) -> Result<wit::UpstreamResponse, CallError> {
-    let status = resp.status().as_u16();
-    let headers = upstream::plugin_headers(resp.headers());
+    let (head, body) = read_body(resp, upstream).await?;
+    Ok(whole_response(&head, &body))
+}
+
+/// An answer read whole, as the plugin gets it.
+fn whole_response(head: &http::response::Parts, body: &Bytes) -> wit::UpstreamResponse {
+    wit::UpstreamResponse {
+        status: head.status.as_u16(),
+        headers: upstream::plugin_headers(&head.headers),
+        body: body.to_vec(),
+    }
+}
+
+/// Reads a whole upstream body, within the response timeout.
+async fn read_body(
+    resp: http::Response<crate::exchange::upstream::UpstreamIncoming>,
+    upstream: &Upstream,
+) -> Result<(http::response::Parts, Bytes), CallError> {
+    let (head, body) = resp.into_parts();
     // A 2xx whose body is lost was still worked on by the vendor.
-    let work = answered(status);
-    let limited = http_body_util::Limited::new(resp.into_body(), MAX_UPSTREAM_BODY);
+    let work = answered(head.status.as_u16());
+    let limited = http_body_util::Limited::new(body, MAX_UPSTREAM_BODY);
     let body = match tokio::time::timeout(upstream.response_timeout, limited.collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
@@ -519,7 +572,7 @@ async fn read_whole(
                 .after(work))
         }
     };
-    Ok(wit::UpstreamResponse { status, headers, body: body.to_vec() })
+    Ok((head, body))
 }
 
 /// A plugin that trapped, ran out of time or memory: logged with its cause, 502 for the consumer.

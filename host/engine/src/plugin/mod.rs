@@ -9,11 +9,12 @@
 //!   limit and an epoch deadline; a trap ends that call only; the store may be made before the
 //!   call and is freed after its answer (`ready`), never entered by another call;
 //! - the loaded set is immutable and swapped whole: a call holds `Arc<Plugin>` and finishes
-//!   on the version it started with.
+//!   on the version it started with (and with the routes that version forwards, `forward`).
 
 mod compile;
 mod compile_cache;
 mod epoch;
+mod forward;
 mod pattern;
 mod ready;
 pub mod reload;
@@ -34,8 +35,19 @@ pub mod bindings {
     });
 }
 
+/// Host bindings of `tollgate:fast`'s `forward` (`wit/fast/forward.wit`), which a plugin may
+/// export beside the contract: the calls the host forwards without entering it.
+pub mod forward_bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/fast",
+        world: "tollgate:fast/forwarder",
+        exports: { default: async },
+    });
+}
+
 pub use bindings::exports::tollgate::adapter::adapter::Manifest;
 pub use bindings::tollgate::adapter::types as wit;
+pub use forward::{ForwardRoute, Forwards};
 
 impl Default for wit::Usage {
     /// No unit reported.
@@ -59,6 +71,8 @@ pub struct Plugin {
     pub sha256: String,
     pub file: std::path::PathBuf,
     pub(crate) pre: runtime::Pre,
+    /// The calls this version lets the host forward, per channel settings.
+    pub(crate) forwards: Forwards,
 }
 
 impl Plugin {

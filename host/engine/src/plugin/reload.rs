@@ -23,7 +23,7 @@
 
 use super::pattern::Pattern;
 use super::runtime::{read_plugin_file, sha256_hex, Runtime};
-use super::{wit, Manifest, Plugin};
+use super::{wit, Forwards, Manifest, Plugin};
 use crate::FastMap;
 use anyhow::{bail, Result};
 use arc_swap::ArcSwap;
@@ -302,7 +302,8 @@ impl PluginRegistry {
                 Err(e) => bail!("check-settings failed for channel '{}': {e:#}", c.channel),
             }
         }
-        Ok(Arc::new(Plugin { manifest, sha256: sha.to_string(), file: path.to_path_buf(), pre }))
+        let forwards = Forwards::default();
+        Ok(Arc::new(Plugin { manifest, sha256: sha.to_string(), file: path.to_path_buf(), pre, forwards }))
     }
 
     /// A plugin's manifest must make sense, and its name and routes must be its own: not

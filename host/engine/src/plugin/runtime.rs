@@ -73,6 +73,8 @@ pub struct Pre(pub(super) Arc<PreParts>);
 pub struct PreParts {
     bindings: bindings::PluginPre<CallState>,
     exports: Exports,
+    /// `tollgate:fast/forward`, when the plugin exports it.
+    forward: Option<super::forward_bindings::ForwarderPre<CallState>>,
     /// True once `describe` instantiated it through the bindings, which checked the types of
     /// every export: only then may a call reach them unchecked.
     described: AtomicBool,
@@ -100,6 +102,9 @@ struct Exports {
 
 /// The interface the contract's functions are exported under.
 const ADAPTER: &str = "tollgate:adapter/adapter@1.0.0";
+
+/// The interface of the calls a plugin lets the host forward (`wit/fast/forward.wit`).
+const FORWARD: &str = "tollgate:fast/forward@0.1.0";
 
 impl Exports {
     fn find(component: &Component) -> Result<Exports> {
@@ -216,10 +221,18 @@ impl Runtime {
         let pre = self.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context(
             "the plugin imports something the host does not provide (only WASI with no capabilities is linked)",
         )?;
+        let forward = match component.get_export_index(None, FORWARD) {
+            None => None,
+            Some(_) => Some(
+                super::forward_bindings::ForwarderPre::new(pre.clone())
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("the plugin's {FORWARD} is not the contract's"))?,
+            ),
+        };
         let bindings = bindings::PluginPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the plugin does not export tollgate:adapter/adapter@1.0.0")?;
-        Ok(Pre(Arc::new(PreParts { bindings, exports, described: AtomicBool::new(false) })))
+        Ok(Pre(Arc::new(PreParts { bindings, exports, forward, described: AtomicBool::new(false) })))
     }
 
     fn compile_cached(&self, wasm: &[u8], sha256: &str) -> Result<Component> {
@@ -295,6 +308,26 @@ impl Runtime {
             let plugin = pre.bindings.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
             enter(&mut store);
             plugin.tollgate_adapter_adapter().call_check_settings(&mut store, settings).await.map_err(Into::into)
+        })
+        .await
+    }
+
+    /// Whether the plugin exports `tollgate:fast/forward`.
+    pub fn forwards(pre: &Pre) -> bool {
+        pre.forward.is_some()
+    }
+
+    /// Runs `tollgate:fast/forward`'s `routes(settings)` in a fresh store: the ops the host may
+    /// forward for a channel with these settings (none for a plugin that does not export it).
+    pub async fn forward_routes(&self, pre: &Pre, settings: &str) -> Result<Vec<super::ForwardRoute>> {
+        let Some(forward) = &pre.forward else { return Ok(Vec::new()) };
+        anyhow::ensure!(pre.described.load(Ordering::Acquire), "the plugin was not described before its routes");
+        let mut store = self.new_store();
+        within(&self.ticker, self.deadline, async {
+            enter(&mut store);
+            let plugin = forward.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
+            enter(&mut store);
+            plugin.tollgate_fast_forward().call_routes(&mut store, settings).await.map_err(anyhow::Error::from)
         })
         .await
     }

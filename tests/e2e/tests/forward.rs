@@ -1,0 +1,121 @@
+//! Calls the host forwards without entering their plugin (`tollgate:fast`'s `forward`,
+//! `wit/fast/forward.wit`), through the real binary: the openai plugin's plain chats are
+//! answered by the host with the vendor's bytes and billed as the plugin bills them; streams
+//! and mapped models go through the plugin; an answer the host cannot use goes to the plugin,
+//! whose classification still decides the bill (and the key's health: `keypool.rs`); a plugin
+//! whose first step breaks its declaration fails the call as its fault.
+
+use std::time::Duration;
+use tollgate_e2e::{channel, eventually, http, pricing_setting, Gateway, Mock};
+
+/// The same prices for the model and the name mapped to it, so a call through the plugin and a
+/// forwarded one cost the same: the mock's usage (9 in, 3 out) is 9 + 3000 micros.
+const PRICES: &str = r#"
+[models."gpt-4o-mini"]
+input_per_million = "1"
+output_per_million = "1000"
+max_output_tokens = 1000
+[models."alias"]
+input_per_million = "1"
+output_per_million = "1000"
+max_output_tokens = 1000
+[models."garbled-200"]
+input_per_million = "1"
+output_per_million = "1000"
+max_output_tokens = 1000
+[models."fail-400"]
+per_call = "1"
+"#;
+
+fn forwarded(gw: &Gateway, by: &str) -> f64 {
+    gw.metric(&format!("tollgate_calls_forwarded_total{{answered=\"{by}\"}}"))
+}
+
+/// What the consumer's balance lost to `call` (whose charge is written in a batch, soon after
+/// it answered: waited for up to 3 s; a free call waits the whole 3 s).
+fn cost(gw: &Gateway, name: &str, call: impl FnOnce() -> http::Response) -> (http::Response, i64) {
+    let before = gw.balance_micros(name);
+    let r = call();
+    eventually(Duration::from_secs(3), || gw.balance_micros(name) != before);
+    (r, before - gw.balance_micros(name))
+}
+
+#[test]
+fn a_plain_chat_is_answered_by_the_host_and_billed_as_through_its_plugin() {
+    let mock = Mock::start();
+    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini", "alias", "garbled-200", "fail-400"], &["up"]);
+    let gw = Gateway::start(
+        "forward-chat",
+        &[("openai", "openai.wasm")],
+        &format!("{}{ch}[channel.model_map]\nalias = \"gpt-4o-mini\"\n", pricing_setting(PRICES)),
+    );
+    let key = gw.create_key("fwd", "10");
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&key, "gpt-4o-mini", "").status != 401));
+    gw.balance_becomes("fwd", 10_000_000 - 3009);
+    let (host, plugin) = (forwarded(&gw, "host"), forwarded(&gw, "plugin"));
+    assert!(host >= 1.0, "the plain chat above was forwarded");
+
+    // Forwarded: the vendor's bytes as they came, the consumer's body as it was sent.
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"say:forwarded"}],"temperature":0.5}"#;
+    let auth = format!("Bearer {key}");
+    let direct =
+        http::request(&mock.addr, "POST", "/v1/chat/completions", &[("authorization", "Bearer up")], body.as_bytes());
+    let (r, forwarded_cost) = cost(&gw, "fwd", || {
+        http::request(&gw.addr, "POST", "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes())
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), direct.text(), "the answer is the vendor's, byte for byte");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let sent = mock.last_body("/v1/chat/completions");
+    assert_eq!(sent["body"], body, "the body went as it was sent, byte for byte");
+    assert_eq!(
+        (sent["headers"]["authorization"].as_str(), sent["headers"]["content-type"].as_str()),
+        (Some("Bearer up"), Some("application/json"))
+    );
+    assert_eq!(forwarded(&gw, "host"), host + 1.0);
+    assert_eq!(forwarded_cost, 9 + 3000, "billed by the answer's usage");
+
+    // Through the plugin: a mapped model, and a stream. Billed alike, not forwarded.
+    let (r, mapped_cost) = cost(&gw, "fwd", || gw.chat(&key, "alias", ""));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.last_body("/v1/chat/completions")["json"]["model"], "gpt-4o-mini", "the plugin mapped the name");
+    assert_eq!(mapped_cost, forwarded_cost, "a forwarded call costs what the same call through the plugin costs");
+    let (r, streamed_cost) = cost(&gw, "fwd", || gw.chat(&key, "gpt-4o-mini", r#","stream":true"#));
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+    assert!(streamed_cost > 0);
+    // `stream` twice is the plugin's to refuse, as it always was.
+    let r = gw.chat(&key, "gpt-4o-mini", r#","stream":false,"stream":true"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!((forwarded(&gw, "host"), forwarded(&gw, "plugin")), (host + 1.0, plugin));
+
+    // An answer the host cannot use goes to the plugin: its class, its bill.
+    let (r, failed_cost) = cost(&gw, "fwd", || gw.chat(&key, "fail-400", ""));
+    assert_eq!((r.status, r.error_code().as_str()), (400, "upstream_bad_request"), "{}", r.text());
+    assert_eq!(failed_cost, 0, "a refused call is free");
+    let (r, garbled_cost) = cost(&gw, "fwd", || gw.chat(&key, "garbled-200", ""));
+    assert_eq!((r.status, r.error_code().as_str()), (502, "upstream_error"), "{}", r.text());
+    assert!(garbled_cost > 0, "a 2xx the vendor worked on is billed even when it cannot be read");
+    assert_eq!(forwarded(&gw, "plugin"), plugin + 2.0);
+    assert!(gw.verify_ledger().0, "{}", gw.verify_ledger().1);
+}
+
+#[test]
+fn a_plugin_whose_first_step_is_not_the_request_it_declared_fails_the_call() {
+    let mock = Mock::start();
+    let ch = channel("faults", "faulty", &mock.url(), &["trap", "fail-500"], &["up"]);
+    let gw = Gateway::start(
+        "forward-faulty",
+        &[("faulty-v1", "faulty.wasm")],
+        &format!("{ch}[channel.settings]\nforward = \"/v1/chat/completions\"\n"),
+    );
+    // Forwarded and answered by the host: the plugin is never entered (it would trap).
+    let r = gw.post("/v1/chat/completions", r#"{"model":"trap","messages":[]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(forwarded(&gw, "host"), 1.0);
+    // Handed to the plugin, whose first step replies instead of sending: its fault.
+    let r = gw.post("/v1/chat/completions", r#"{"model":"fail-500","messages":[]}"#);
+    assert_eq!((r.status, r.error_code().as_str()), (502, "plugin_error"), "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("declared op 'chat' forwarded"), "{}", r.text());
+    assert_eq!(forwarded(&gw, "plugin"), 1.0);
+}
