@@ -93,10 +93,12 @@ fn whole<P: Plugin>(call: &Call, ok: &UpstreamResponse, usage: &Usage) {
     }
 }
 
-/// A call the host would forward (its op declared by `Plugin::forward` for the call's settings,
-/// its model not mapped, no stream asked) must be forwarded as the plugin would send it, and
-/// its 2xx answer with usage answered as the plugin would answer it.
-fn forwarded<P: Plugin>(call: &Call, ok: &UpstreamResponse) {
+/// Checks that a call the host would forward (its op declared by `Plugin::forward` for the
+/// call's settings, its model not mapped, no stream asked) is sent by the plugin as the host
+/// forwards it, and that its 2xx answer `ok` is answered as the host answers it: the same body,
+/// the same usage. `run` checks the battery's whole call; a plugin that forwards more ops
+/// checks each with a call of its own. A call of an op the plugin does not forward passes.
+pub fn forwarded<P: Plugin>(call: &Call, ok: &UpstreamResponse) {
     let Some(route) = P::forward(&call.config).into_iter().find(|r| r.op == call.op) else { return };
     let mapped = !call.upstream_model.is_empty() && call.upstream_model != call.model;
     let streamed = tollgate_base::openai_json::asks_for_stream(call.body.as_bytes().unwrap_or_default());
@@ -118,9 +120,8 @@ fn forwarded<P: Plugin>(call: &Call, ok: &UpstreamResponse) {
         call.op,
         route.path
     );
-    let Some(answer) = Answer::read(&ok.body).filter(Answer::has_usage) else { return };
+    let Some(units) = Answer::read(&ok.body).and_then(|a| a.usage()) else { return };
     let Outcome::Reply(r) = run.outcome else { panic!("a forwarded op's 2xx answer must be a reply") };
-    let units = answer.units(&call.op);
     let read = Usage {
         input_tokens: units.input_tokens,
         output_tokens: units.output_tokens,

@@ -22,7 +22,38 @@ pub fn asks_for_stream(body: &[u8]) -> Result<bool, serde_json::Error> {
         #[serde(default)]
         stream: Option<bool>,
     }
+    object(body)?;
     serde_json::from_slice::<StreamField>(body).map(|f| f.stream.unwrap_or(false))
+}
+
+/// `Ok` when `body` starts as one JSON object: serde's derived readers also take a struct from
+/// an array (`[true]` as `{"stream": true}`), which no vendor means.
+fn object(body: &[u8]) -> Result<(), serde_json::Error> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(serde::de::Error::custom("expected one JSON object")),
+    }
+}
+
+/// A `T` read only from a JSON object (serde's derived readers also take a struct from an
+/// array, `[9, 2]` as `{"prompt_tokens": 9, "completion_tokens": 2}`, which no vendor means).
+#[derive(Debug, Default)]
+pub struct MapOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData)).map(MapOnly)
+    }
 }
 
 /// What an answer says it used, in the units a plugin reports.
@@ -47,7 +78,7 @@ pub struct Usage {
     #[serde(default)]
     pub output_tokens: Option<u64>,
     #[serde(default)]
-    pub prompt_tokens_details: Option<PromptDetails>,
+    pub prompt_tokens_details: Option<MapOnly<PromptDetails>>,
     #[serde(default)]
     pub prompt_cache_hit_tokens: Option<u64>,
 }
@@ -66,7 +97,7 @@ impl Usage {
             cached_tokens: self
                 .prompt_tokens_details
                 .as_ref()
-                .and_then(|d| d.cached_tokens)
+                .and_then(|d| d.0.cached_tokens)
                 .or(self.prompt_cache_hit_tokens),
             images: None,
         }
@@ -78,7 +109,7 @@ impl Usage {
 /// follow).
 #[derive(Deserialize, Debug)]
 pub struct Answer {
-    usage: Option<Usage>,
+    usage: Option<MapOnly<Usage>>,
     #[serde(default)]
     data: Option<Vec<IgnoredAny>>,
     #[serde(default)]
@@ -101,12 +132,14 @@ struct RerankTokens {
 impl Answer {
     /// Reads a whole answer's body; `None`: not one JSON object of the shapes above.
     pub fn read(body: &[u8]) -> Option<Answer> {
+        object(body).ok()?;
         serde_json::from_slice(body).ok()
     }
 
-    /// Whether the answer has a `usage` object (what the host needs to bill a forwarded call).
-    pub fn has_usage(&self) -> bool {
-        self.usage.is_some()
+    /// The units of the answer's `usage` object alone, `None` without one: what the host bills
+    /// a forwarded call by (`tollgate:fast`: OpenAI's usage, whatever the op).
+    pub fn usage(&self) -> Option<Units> {
+        self.usage.as_ref().map(|u| u.0.units())
     }
 
     /// The units of `op`'s answer: its usage; an image generation's images; a rerank's tokens.
@@ -114,7 +147,7 @@ impl Answer {
         let images = self.data.as_ref().map(|d| d.len() as u32).filter(|_| op == "images");
         let rerank = self.tokens.or(self.meta.as_ref().and_then(|m| m.tokens)).filter(|_| op == "rerank");
         match (&self.usage, rerank) {
-            (Some(usage), _) => Units { images, ..usage.units() },
+            (Some(usage), _) => Units { images, ..usage.0.units() },
             (None, Some(t)) => Units {
                 input_tokens: t.input_tokens,
                 output_tokens: Some(t.output_tokens.unwrap_or(0)),
@@ -160,12 +193,14 @@ mod tests {
             r#"{"data":5,"usage":{"prompt_tokens":9}}"#,
             r#"{"usage":{"prompt_tokens":-1}}"#,
             "[1]",
+            r#"[{"prompt_tokens":9,"completion_tokens":2}]"#,
+            r#"{"usage":[9,2]}"#,
             "not json",
         ] {
             assert!(Answer::read(body.as_bytes()).is_none(), "{body}");
         }
         let a = Answer::read(br#"{"usage":null,"choices":[]}"#).unwrap();
-        assert!(!a.has_usage());
+        assert_eq!(a.usage(), None);
         assert_eq!(a.units("chat"), Units::default(), "no usage is no units, never zeros");
     }
 
@@ -174,7 +209,7 @@ mod tests {
         assert!(asks_for_stream(br#"{"model":"m","str\u0065am":true}"#).unwrap());
         assert!(!asks_for_stream(br#"{"model":"m","messages":[{"content":"\"stream\":true"}]}"#).unwrap());
         assert!(!asks_for_stream(br#"{"stream":null}"#).unwrap());
-        for body in [&br#"{"stream":false,"stream":true}"#[..], br#"{"stream":"yes"}"#, b""] {
+        for body in [&br#"{"stream":false,"stream":true}"#[..], br#"{"stream":"yes"}"#, b"[true]", b""] {
             assert!(asks_for_stream(body).is_err(), "{}", String::from_utf8_lossy(body));
         }
     }

@@ -130,6 +130,24 @@ mod tests {
     }
 
     #[test]
+    fn chats_and_embeddings_are_forwarded_as_the_plugin_sends_them() {
+        use tollgate_plugin_sdk::conformance::forwarded;
+        use tollgate_plugin_sdk::Plugin as _;
+        let ops = |settings: &str| Plugin::forward(settings).into_iter().map(|r| (r.op, r.path)).collect::<Vec<_>>();
+        assert_eq!(
+            ops("{}"),
+            [("chat".to_string(), "/v1/chat/completions".to_string()), ("embeddings".into(), "/v1/embeddings".into())]
+        );
+        assert_eq!(ops(r#"{"preset":"groq"}"#)[0].1, "/openai/v1/chat/completions", "under the channel's root");
+        let embeddings =
+            r#"{"object":"list","data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        forwarded::<Plugin>(&call("embeddings", "e", r#"{"model":"e","input":"x"}"#), &response(200, embeddings));
+        let mut grouped = call("embeddings", "e", r#"{"model":"e","input":"x"}"#);
+        grouped.config = r#"{"api_root":"/api/v3"}"#.into();
+        forwarded::<Plugin>(&grouped, &response(200, embeddings));
+    }
+
+    #[test]
     fn images_are_counted_for_billing() {
         let run = Harness::<Plugin>::new(call("images", "dall-e-3", r#"{"model":"dall-e-3","prompt":"a cat","n":2}"#))
             .run(|_| response(200, r#"{"created":1,"data":[{"url":"https://x/1.png"},{"url":"https://x/2.png"}]}"#));

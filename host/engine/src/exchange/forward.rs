@@ -10,7 +10,9 @@
 //! - an answer the host does not use as it came goes to the plugin's `next()`, after its
 //!   `first()` asked for that same request; so a forwarded call ends as it would have through
 //!   the plugin, its error class, key health and bill included;
-//! - the usage is read by the reading the plugin SDK uses (`tollgate_base::openai_json`).
+//! - the usage is read by the reading the plugin SDK uses (`tollgate_base::openai_json`);
+//! - a forwarded call is admitted (`max_concurrent_calls`) before it is sent, as a call through
+//!   the plugin is: the plugin an answer still needs can always be entered.
 
 use super::{CallContext, CallError, Outcome, VendorWork};
 use crate::plugin::wit;
@@ -20,13 +22,13 @@ use tollgate_base::metrics::METRICS;
 use tollgate_base::openai_json;
 
 /// The upstream path `call` is forwarded on, when the contract lets the host forward it.
-pub(super) async fn route(ctx: &CallContext, call: &wit::Call) -> Option<String> {
+pub(super) fn route(ctx: &CallContext, call: &wit::Call) -> Option<String> {
     let mapped = !call.upstream_model.is_empty() && call.upstream_model != call.model;
     let plain = !matches!(call.body, wit::Body::Form(_)) && call.owned.is_empty() && call.task.is_none();
     if mapped || !plain || !call.credential.is_empty() || !ctx.plugin.manifest.credential_fields.is_empty() {
         return None;
     }
-    let path = ctx.plugin.forwarded(&ctx.runtime, &call.config, &call.op).await?;
+    let path = ctx.plugin.forwarded(&call.config, &call.op)?;
     matches!(openai_json::asks_for_stream(&ctx.client.body), Ok(false)).then_some(path)
 }
 
@@ -59,14 +61,13 @@ pub(super) fn asks_for(step: &wit::Step, sent: &wit::UpstreamRequest) -> bool {
 
 /// The reply to a forwarded call whose answer the host uses as it came: a 2xx with a usage
 /// object; `None`: the answer goes to the plugin.
-pub(super) fn reply(op: &str, status: http::StatusCode, body: &Bytes) -> Option<Outcome> {
-    let answer = status.is_success().then(|| openai_json::Answer::read(body)).flatten().filter(|a| a.has_usage());
-    let Some(answer) = answer else {
+pub(super) fn reply(status: http::StatusCode, body: &Bytes) -> Option<Outcome> {
+    let units = status.is_success().then(|| openai_json::Answer::read(body)).flatten().and_then(|a| a.usage());
+    let Some(units) = units else {
         METRICS.forwarded[1].fetch_add(1, Relaxed);
         return None;
     };
     METRICS.forwarded[0].fetch_add(1, Relaxed);
-    let units = answer.units(op);
     Some(Outcome::Reply {
         status: 200,
         headers: vec![wit::Header { name: "content-type".into(), value: "application/json".into() }],
@@ -87,6 +88,7 @@ pub(super) fn reply(op: &str, status: http::StatusCode, body: &Bytes) -> Option<
 /// The failure of a plugin whose `first()` did not ask for the request the host forwarded
 /// under its declaration: its fault, with what the vendor did counted.
 pub(super) fn not_as_declared(ctx: &CallContext, call: &wit::Call, work: VendorWork) -> CallError {
+    METRICS.plugin_failures.fetch_add(1, Relaxed);
     tracing::error!(plugin = ctx.plugin.name(), version = %ctx.plugin.manifest.version, op = %call.op, "the plugin's first step is not the request it declared forwarded");
     CallError::plugin(format!(
         "plugin '{}' declared op '{}' forwarded, and its first step asked for another request",

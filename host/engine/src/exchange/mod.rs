@@ -246,21 +246,27 @@ pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
 /// Runs the call to its first answer: forwarded by the host when the plugin lets it
 /// (`forward`), else through the plugin's steps.
 pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallError> {
-    if let Some(path) = forward::route(&ctx, call).await {
+    if let Some(path) = forward::route(&ctx, call) {
+        let admitted = ctx.runtime.admit().map_err(|e| plugin_failure(&ctx.plugin, "admitting the call", e))?;
         let sent = forward::request(path);
         let mut span = upstream_span(&ctx, call, &sent);
+        span.attr("tollgate.forwarded", true);
         let resp =
             send(&ctx, &call.context.base_url, &sent, VendorWork::None).await.map_err(|e| failed(&mut span, e))?;
         let (head, body) = read_body(resp, &ctx.upstream).await.map_err(|e| failed(&mut span, e))?;
         span.attr("http.response.status_code", head.status.as_u16());
         drop(span);
-        if let Some(outcome) = forward::reply(&call.op, head.status, &body) {
+        if let Some(outcome) = forward::reply(head.status, &body) {
             return Ok(outcome);
         }
         // The plugin's answer, as if it had sent the request itself.
         let work = answered(head.status.as_u16());
         let response = whole_response(&head, &body);
-        let mut pc = start(&ctx, call).await.map_err(|e| e.after(work))?;
+        let mut pc = ctx
+            .runtime
+            .start_admitted(&ctx.plugin.pre, call, admitted)
+            .await
+            .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e).after(work))?;
         let first = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e).after(work))?;
         if !forward::asks_for(&first, &sent) {
             return Err(forward::not_as_declared(&ctx, call, work));

@@ -1,6 +1,8 @@
 //! The calls a plugin lets the host forward without entering it (`tollgate:fast`'s `forward`,
-//! `wit/fast/forward.wit`; the call side is `exchange::forward`): asked of the plugin once per
-//! channel settings, kept with the plugin's version.
+//! `wit/fast/forward.wit`; the call side is `exchange::forward`): asked of the plugin when it
+//! loads, for the settings of each channel that uses it, and when channels load, for theirs;
+//! kept with the plugin's version. Never asked on a call's path: a call whose settings were not
+//! asked about goes through the plugin.
 //!
 //! Invariants:
 //! - what is kept is the plugin's answer for exactly those settings, checked: each op one the
@@ -12,7 +14,8 @@
 //! - bounded: the answers for at most `MAX_SETTINGS` settings are kept; beyond, a channel's
 //!   calls are not forwarded.
 
-use super::{Plugin, Runtime};
+use super::runtime::Pre;
+use super::{Manifest, Plugin, Runtime};
 use crate::FastMap;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -28,62 +31,58 @@ pub struct Forwards {
     known: ArcSwap<FastMap<Box<str>, Arc<[ForwardRoute]>>>,
 }
 
-impl Plugin {
-    /// The upstream path `op` is forwarded on for a channel with these settings; `None`: the
-    /// plugin keeps the call.
-    pub(crate) async fn forwarded(&self, runtime: &Runtime, settings: &str, op: &str) -> Option<String> {
-        if !Runtime::forwards(&self.pre) {
-            return None;
+impl Forwards {
+    /// Asks the plugin which ops it forwards for `settings` (once: settings already asked
+    /// about are not asked again), checks and keeps its answer.
+    pub(crate) async fn learn(&self, runtime: &Runtime, pre: &Pre, manifest: &Manifest, settings: &str) {
+        if !Runtime::forwards(pre) || self.known.load().contains_key(settings) {
+            return;
         }
-        let routes = match self.forwards.known.load().get(settings) {
-            Some(routes) => Arc::clone(routes),
-            // Boxed: asked once per settings, its future is no part of every call's.
-            None => Box::pin(self.learn_forwards(runtime, settings)).await?,
-        };
-        routes.iter().find(|r| r.op == op).map(|r| r.path.clone())
-    }
-
-    /// Asks the plugin which ops it forwards for `settings`, checks and keeps its answer.
-    async fn learn_forwards(&self, runtime: &Runtime, settings: &str) -> Option<Arc<[ForwardRoute]>> {
-        if self.forwards.known.load().len() >= MAX_SETTINGS {
-            return None;
-        }
-        let routes: Arc<[ForwardRoute]> = match runtime.forward_routes(&self.pre, settings).await {
-            Ok(routes) => match self.check_forwards(routes) {
-                Ok(routes) => routes.into(),
+        let routes = match runtime.forward_routes(pre, settings).await {
+            Ok(routes) => match check(manifest, routes) {
+                Ok(routes) => routes,
                 Err(why) => {
-                    tracing::warn!(plugin = self.name(), version = %self.manifest.version, why, "the plugin's forwarded routes are refused; its calls go through it");
-                    Arc::new([])
+                    tracing::warn!(plugin = %manifest.name, version = %manifest.version, why, "the plugin's forwarded routes are refused; its calls go through it");
+                    Vec::new()
                 }
             },
             Err(e) => {
                 let error = format!("{e:#}");
-                tracing::warn!(plugin = self.name(), version = %self.manifest.version, error, "the plugin failed naming its forwarded routes; its calls go through it");
-                Arc::new([])
+                tracing::warn!(plugin = %manifest.name, version = %manifest.version, error, "the plugin failed naming its forwarded routes; its calls go through it");
+                Vec::new()
             }
         };
-        self.forwards.known.rcu(|known| {
+        let routes: Arc<[ForwardRoute]> = routes.into();
+        self.known.rcu(|known| {
             let mut known = FastMap::clone(known);
             if known.len() < MAX_SETTINGS {
                 known.insert(settings.into(), Arc::clone(&routes));
             }
             known
         });
-        Some(routes)
     }
+}
 
-    /// The routes, when each names an op the manifest declares unquoted and a path.
-    fn check_forwards(&self, routes: Vec<ForwardRoute>) -> Result<Vec<ForwardRoute>, String> {
-        for r in &routes {
-            match self.operation(&r.op) {
-                None => return Err(format!("op '{}' is not one the manifest declares", r.op)),
-                Some(o) if o.quoted => return Err(format!("op '{}' is quoted: its calls need the plugin", r.op)),
-                Some(_) => {}
-            }
-            if !r.path.starts_with('/') || r.path.starts_with("//") {
-                return Err(format!("'{}' is not a path", r.path));
-            }
-        }
-        Ok(routes)
+impl Plugin {
+    /// The upstream path `op` is forwarded on for a channel with these settings; `None`: the
+    /// plugin keeps the call.
+    pub(crate) fn forwarded(&self, settings: &str, op: &str) -> Option<String> {
+        let known = self.forwards.known.load();
+        known.get(settings)?.iter().find(|r| r.op == op).map(|r| r.path.clone())
     }
+}
+
+/// The routes, when each names an op the manifest declares unquoted and a path.
+fn check(manifest: &Manifest, routes: Vec<ForwardRoute>) -> Result<Vec<ForwardRoute>, String> {
+    for r in &routes {
+        match manifest.operations.iter().find(|o| o.name == r.op) {
+            None => return Err(format!("op '{}' is not one the manifest declares", r.op)),
+            Some(o) if o.quoted => return Err(format!("op '{}' is quoted: its calls need the plugin", r.op)),
+            Some(_) => {}
+        }
+        if !r.path.starts_with('/') || r.path.starts_with("//") {
+            return Err(format!("'{}' is not a path", r.path));
+        }
+    }
+    Ok(routes)
 }

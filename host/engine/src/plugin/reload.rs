@@ -295,7 +295,7 @@ impl PluginRegistry {
             let all = self.channel_settings.lock().expect("channel settings");
             all.iter().filter(|c| c.plugin == manifest.name).cloned().collect()
         };
-        for c in channels {
+        for c in &channels {
             match self.runtime.check_settings(&pre, &c.settings_json).await {
                 Ok(Ok(())) => {}
                 Ok(Err(why)) => bail!("it refuses the settings of channel '{}': {why}", c.channel),
@@ -303,6 +303,9 @@ impl PluginRegistry {
             }
         }
         let forwards = Forwards::default();
+        for c in &channels {
+            forwards.learn(&self.runtime, &pre, &manifest, &c.settings_json).await;
+        }
         Ok(Arc::new(Plugin { manifest, sha256: sha.to_string(), file: path.to_path_buf(), pre, forwards }))
     }
 

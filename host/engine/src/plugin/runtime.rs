@@ -100,6 +100,9 @@ struct Exports {
     frame: ComponentExportIndex,
 }
 
+/// One call counted among those in flight (`max_concurrent_calls`), until dropped.
+pub struct Admission(ready::Admitted);
+
 /// The interface the contract's functions are exported under.
 const ADAPTER: &str = "tollgate:adapter/adapter@1.0.0";
 
@@ -335,8 +338,21 @@ impl Runtime {
     /// Starts one call: an instance never entered (this thread's made ahead, or a fresh one),
     /// and the plugin's exchange resource. Refused once `slots` calls are in flight.
     pub async fn start(&self, pre: &Pre, call: &wit::Call) -> Result<PluginCall> {
+        let admitted = self.admit()?;
+        self.start_admitted(pre, call, admitted).await
+    }
+
+    /// Admits one call, counted until the admission is dropped; refused once `slots` calls
+    /// are in flight. A call the host forwards is admitted before it is sent, so that the
+    /// plugin it may still need has its slot.
+    pub fn admit(&self) -> Result<Admission> {
+        Ok(Admission(self.counts.admit()?))
+    }
+
+    /// `start`, for a call already admitted.
+    pub async fn start_admitted(&self, pre: &Pre, call: &wit::Call, admitted: Admission) -> Result<PluginCall> {
         anyhow::ensure!(pre.described.load(Ordering::Acquire), "the plugin was not described before its first call");
-        let admitted = self.counts.admit()?;
+        let Admission(admitted) = admitted;
         let mut span = crate::trace::span("plugin.start");
         let exports = pre.exports;
         let started = async {
