@@ -69,7 +69,7 @@ impl Engine {
                 exchange::base_url(channel, &plugin),
             ) {
                 (Ok(credential), Ok(base_url)) => {
-                    let call = wit::Call {
+                    let mut call = wit::Call {
                         op: BALANCE_OP.into(),
                         context: wit::CallContext {
                             request_id: format!("balance-{}", channel.name),
@@ -90,7 +90,7 @@ impl Engine {
                         owned: Vec::new(),
                     };
                     let ctx = self.exchange_context(&plugin, channel, Some(&key.secret), Default::default(), false);
-                    exchange::run(ctx, &call).await
+                    exchange::run(ctx, &mut call).await
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };

@@ -345,7 +345,11 @@ impl Engine {
                     None => return (Err(keys_unavailable(channel)), true),
                 },
             };
-            let mut call = match wit_call(r, channel, plugin, tried.len() as u32 + 1) {
+            let body = match &r.form {
+                Some(form) => wit::Body::Form(form.parts.clone()),
+                None => wit::Body::ClientBody,
+            };
+            let mut call = match wit_call_with(r, channel, plugin, tried.len() as u32 + 1, body) {
                 Ok(c) => c,
                 Err(e) => return (Err(e), false),
             };
@@ -364,7 +368,7 @@ impl Engine {
                 call.owned.clone_from(&p.owned);
                 ctx.more_keys.clone_from(&p.more_keys);
             }
-            let mut result = exchange::run(ctx, &call).await;
+            let mut result = exchange::run(ctx, &mut call).await;
             let outcome = key_outcome(&result);
             let Some(picked) = picked else { return (result, false) };
             picked.report(outcome);
@@ -425,6 +429,24 @@ pub(crate) fn wit_call(
     plugin: &Plugin,
     attempt: u32,
 ) -> Result<wit::Call, CallError> {
+    let body = match (&r.form, std::str::from_utf8(&r.body)) {
+        (Some(form), _) => wit::Body::Form(form.parts.clone()),
+        (None, Ok(s)) => wit::Body::Text(s.to_string()),
+        (None, Err(_)) => wit::Body::Bytes(r.body.to_vec()),
+    };
+    wit_call_with(r, channel, plugin, attempt, body)
+}
+
+/// `wit_call` with `body`: `client-body` for the consumer's body the host holds, copied into
+/// the call only if the plugin is entered (`exchange::run`), so that a forwarded call never
+/// copies it.
+fn wit_call_with(
+    r: &CallRequest,
+    channel: &Channel,
+    plugin: &Plugin,
+    attempt: u32,
+    body: wit::Body,
+) -> Result<wit::Call, CallError> {
     Ok(wit::Call {
         op: r.op.clone(),
         context: wit::CallContext {
@@ -436,11 +458,7 @@ pub(crate) fn wit_call(
         },
         model: r.model.clone(),
         upstream_model: channel.upstream_model(&r.model).to_string(),
-        body: match (&r.form, std::str::from_utf8(&r.body)) {
-            (Some(form), _) => wit::Body::Form(form.parts.clone()),
-            (None, Ok(s)) => wit::Body::Text(s.to_string()),
-            (None, Err(_)) => wit::Body::Bytes(r.body.to_vec()),
-        },
+        body,
         query: r.query.clone(),
         headers: r.headers.clone(),
         credential: Vec::new(),

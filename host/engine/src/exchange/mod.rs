@@ -245,7 +245,7 @@ pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
 
 /// Runs the call to its first answer: forwarded by the host when the plugin lets it
 /// (`forward`), else through the plugin's steps.
-pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallError> {
+pub async fn run(ctx: CallContext, call: &mut wit::Call) -> Result<Outcome, CallError> {
     if let Some(path) = forward::route(&ctx, call) {
         let admitted = ctx.runtime.admit().map_err(|e| plugin_failure(&ctx.plugin, "admitting the call", e))?;
         let sent = forward::request(path);
@@ -262,6 +262,7 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
         // The plugin's answer, as if it had sent the request itself.
         let work = answered(head.status.as_u16());
         let response = whole_response(&head, &body);
+        consumer_body_into(call, &ctx.client);
         let mut pc = ctx
             .runtime
             .start_admitted(&ctx.plugin.pre, call, admitted)
@@ -274,9 +275,22 @@ pub async fn run(ctx: CallContext, call: &wit::Call) -> Result<Outcome, CallErro
         let step = pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?;
         return steps(ctx, call, pc, step, work).await;
     }
+    consumer_body_into(call, &ctx.client);
     let mut pc = start(&ctx, call).await?;
     let step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
     steps(ctx, call, pc, step, VendorWork::None).await
+}
+
+/// The consumer's body into a call whose body is `client-body` (which the contract gives only
+/// requests; a call made with it means the body the host holds, `CallContext::client`): done
+/// before the plugin is entered, never for a forwarded call, which sends the held bytes.
+fn consumer_body_into(call: &mut wit::Call, client: &ClientInput) {
+    if matches!(call.body, wit::Body::ClientBody) {
+        call.body = match std::str::from_utf8(&client.body) {
+            Ok(s) => wit::Body::Text(s.to_string()),
+            Err(_) => wit::Body::Bytes(client.body.to_vec()),
+        };
+    }
 }
 
 /// The plugin's exchange for `call`, started.

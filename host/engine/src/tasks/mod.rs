@@ -264,7 +264,7 @@ impl Engine {
         fetch_hosts.extend(base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_string)));
         let credential =
             crate::credential_for(&plugin, &channel, key.as_ref().map(|k| &k.secret)).map_err(|e| e.message)?;
-        let call = wit::Call {
+        let mut call = wit::Call {
             op: op.into(),
             context: wit::CallContext {
                 request_id: task.request_id.clone(),
@@ -285,7 +285,7 @@ impl Engine {
             owned: Vec::new(),
         };
         let ctx = self.exchange_context(&plugin, &channel, key.as_ref().map(|k| &k.secret), Default::default(), false);
-        let result = match tokio::time::timeout(POLL_TIMEOUT, exchange::run(ctx, &call)).await {
+        let result = match tokio::time::timeout(POLL_TIMEOUT, exchange::run(ctx, &mut call)).await {
             Ok(result) => result,
             Err(_) => Err(CallError::upstream(wit::ErrorKind::Timeout, format!("the {op} did not finish in time"))),
         };
