@@ -86,3 +86,47 @@ fn check(manifest: &Manifest, routes: Vec<ForwardRoute>) -> Result<Vec<ForwardRo
     }
     Ok(routes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{check, ForwardRoute};
+    use crate::plugin::{wit, Manifest};
+
+    fn manifest() -> Manifest {
+        let op = |name: &str, quoted: bool| wit::Operation { name: name.into(), resend: false, quoted };
+        Manifest {
+            name: "p".into(),
+            version: "1".into(),
+            vendor: "v".into(),
+            operations: vec![op("chat", false), op("video", true)],
+            routes: Vec::new(),
+            forward_headers: Vec::new(),
+            fetch_hosts: Vec::new(),
+            credential_fields: Vec::new(),
+            default_base_url: None,
+        }
+    }
+
+    fn route(op: &str, path: &str) -> ForwardRoute {
+        ForwardRoute { op: op.into(), path: path.into() }
+    }
+
+    #[test]
+    fn a_declaration_names_declared_unquoted_ops_and_paths_or_nothing_is_forwarded() {
+        let m = manifest();
+        assert_eq!(check(&m, vec![route("chat", "/v1/chat/completions")]).unwrap().len(), 1);
+        for (routes, why) in [
+            (
+                vec![route("chat", "/v1/chat/completions"), route("embeddings", "/v1/embeddings")],
+                "not one the manifest",
+            ),
+            (vec![route("video", "/v1/video")], "quoted"),
+            (vec![route("chat", "https://elsewhere.example/v1/chat/completions")], "not a path"),
+            (vec![route("chat", "//elsewhere.example/v1")], "not a path"),
+            (vec![route("chat", "v1/chat/completions")], "not a path"),
+        ] {
+            let e = check(&m, routes).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+}
