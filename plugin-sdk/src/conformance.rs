@@ -105,9 +105,6 @@ pub fn forwarded<P: Plugin>(call: &Call, ok: &UpstreamResponse) {
     assert!(!mapped && matches!(streamed, Ok(false)), "the battery's whole call must be one the host forwards");
     let run = Harness::<P>::new(call.clone()).run(|_| ok.clone());
     let sent = &run.requests[0];
-    let json_type = sent.headers.len() == 1
-        && sent.headers[0].name.eq_ignore_ascii_case("content-type")
-        && sent.headers[0].value == "application/json";
     assert!(
         sent.method == "POST"
             && sent.path == route.path
@@ -115,28 +112,25 @@ pub fn forwarded<P: Plugin>(call: &Call, ok: &UpstreamResponse) {
             && matches!(sent.auth, Auth::Bearer)
             && sent.key == 0
             && sent.timeout_ms.is_none()
-            && json_type,
+            && only_json_type(&sent.headers),
         "op '{}' is declared forwarded on {}: its first step must be a POST of the consumer's body there, with the key as a bearer and only content-type application/json, not {sent:?}",
         call.op,
         route.path
     );
     let Some(units) = Answer::read(&ok.body).and_then(|a| a.usage()) else { return };
     let Outcome::Reply(r) = run.outcome else { panic!("a forwarded op's 2xx answer must be a reply") };
-    let read = Usage {
-        input_tokens: units.input_tokens,
-        output_tokens: units.output_tokens,
-        cached_tokens: units.cached_tokens,
-        images: units.images,
-        ..Usage::default()
-    };
+    let read = crate::openai_compat::usage_of(units);
     assert_eq!(r.usage, read, "the host reads another usage from this answer than the plugin reports");
-    let json_type = r.headers.len() == 1
-        && r.headers[0].name.eq_ignore_ascii_case("content-type")
-        && r.headers[0].value == "application/json";
     assert!(
-        r.status == 200 && json_type && matches!(&r.body, Body::Bytes(b) if *b == ok.body),
+        r.status == 200 && only_json_type(&r.headers) && matches!(&r.body, Body::Bytes(b) if *b == ok.body),
         "the host gives a forwarded answer as it came, status 200, as application/json: the plugin must too"
     );
+}
+
+/// Headers that are `content-type: application/json` alone, as the host sends and replies to a
+/// forwarded call.
+fn only_json_type(headers: &[crate::Header]) -> bool {
+    matches!(headers, [h] if h.name.eq_ignore_ascii_case("content-type") && h.value == "application/json")
 }
 
 fn bytes_of(chunks: &[OutChunk]) -> Vec<u8> {

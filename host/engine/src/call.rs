@@ -345,11 +345,7 @@ impl Engine {
                     None => return (Err(keys_unavailable(channel)), true),
                 },
             };
-            let body = match &r.form {
-                Some(form) => wit::Body::Form(form.parts.clone()),
-                None => wit::Body::ClientBody,
-            };
-            let mut call = match wit_call_with(r, channel, plugin, tried.len() as u32 + 1, body) {
+            let mut call = match wit_call_with(r, channel, plugin, tried.len() as u32 + 1, true) {
                 Ok(c) => c,
                 Err(e) => return (Err(e), false),
             };
@@ -429,24 +425,24 @@ pub(crate) fn wit_call(
     plugin: &Plugin,
     attempt: u32,
 ) -> Result<wit::Call, CallError> {
-    let body = match (&r.form, std::str::from_utf8(&r.body)) {
-        (Some(form), _) => wit::Body::Form(form.parts.clone()),
-        (None, Ok(s)) => wit::Body::Text(s.to_string()),
-        (None, Err(_)) => wit::Body::Bytes(r.body.to_vec()),
-    };
-    wit_call_with(r, channel, plugin, attempt, body)
+    wit_call_with(r, channel, plugin, attempt, false)
 }
 
-/// `wit_call` with `body`: `client-body` for the consumer's body the host holds, copied into
-/// the call only if the plugin is entered (`exchange::run`), so that a forwarded call never
-/// copies it.
+/// `wit_call`; with `body_held`, a body that is no form is `client-body`, the consumer's body
+/// the host holds, copied into the call only if the plugin is entered (`exchange::run`), so
+/// that a forwarded call never copies it.
 fn wit_call_with(
     r: &CallRequest,
     channel: &Channel,
     plugin: &Plugin,
     attempt: u32,
-    body: wit::Body,
+    body_held: bool,
 ) -> Result<wit::Call, CallError> {
+    let body = match &r.form {
+        Some(form) => wit::Body::Form(form.parts.clone()),
+        None if body_held => wit::Body::ClientBody,
+        None => exchange::call_body(&r.body),
+    };
     Ok(wit::Call {
         op: r.op.clone(),
         context: wit::CallContext {

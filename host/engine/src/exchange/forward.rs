@@ -14,7 +14,10 @@
 //! - a forwarded call is admitted (`max_concurrent_calls`) before it is sent, as a call through
 //!   the plugin is: the plugin an answer still needs can always be entered.
 
-use super::{CallContext, CallError, Outcome, VendorWork};
+use super::{
+    answered, consumer_body_into, failed, plugin_failure, read_body, send, steps, upstream_span, whole_response,
+    CallContext, CallError, Outcome, VendorWork,
+};
 use crate::plugin::wit;
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,8 +35,38 @@ pub(super) fn route(ctx: &CallContext, call: &wit::Call) -> Option<String> {
     matches!(openai_json::asks_for_stream(&ctx.client.body), Ok(false)).then_some(path)
 }
 
+/// Forwards `call` on `path` (from `route`): the host's reply to a 2xx with usage, else the
+/// plugin's steps from the answer on, as if it had sent the request itself.
+pub(super) async fn run(ctx: CallContext, call: &mut wit::Call, path: String) -> Result<Outcome, CallError> {
+    let admitted = ctx.runtime.admit().map_err(|e| plugin_failure(&ctx.plugin, "admitting the call", e))?;
+    let sent = request(path);
+    let mut span = upstream_span(&ctx, call, &sent);
+    span.attr("tollgate.forwarded", true);
+    let resp = send(&ctx, &call.context.base_url, &sent, VendorWork::None).await.map_err(|e| failed(&mut span, e))?;
+    let (head, body) = read_body(resp, &ctx.upstream).await.map_err(|e| failed(&mut span, e))?;
+    span.attr("http.response.status_code", head.status.as_u16());
+    drop(span);
+    if let Some(outcome) = reply(head.status, &body) {
+        return Ok(outcome);
+    }
+    let work = answered(head.status.as_u16());
+    let response = whole_response(&head, &body);
+    consumer_body_into(call, &ctx.client);
+    let mut pc = ctx
+        .runtime
+        .start_admitted(&ctx.plugin.pre, call, admitted)
+        .await
+        .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e).after(work))?;
+    let first = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e).after(work))?;
+    if !asks_for(&first, &sent) {
+        return Err(not_as_declared(&ctx, call, work));
+    }
+    let step = pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?;
+    steps(ctx, call, pc, step, work).await
+}
+
 /// The request a forwarded call sends: what `first()` would have asked for.
-pub(super) fn request(path: String) -> wit::UpstreamRequest {
+fn request(path: String) -> wit::UpstreamRequest {
     wit::UpstreamRequest {
         method: "POST".into(),
         path,
@@ -46,7 +79,7 @@ pub(super) fn request(path: String) -> wit::UpstreamRequest {
 }
 
 /// Whether the plugin's first step asks for `sent`, the request the host forwarded.
-pub(super) fn asks_for(step: &wit::Step, sent: &wit::UpstreamRequest) -> bool {
+fn asks_for(step: &wit::Step, sent: &wit::UpstreamRequest) -> bool {
     let wit::Step::Send(r) = step else { return false };
     r.method == sent.method
         && r.path == sent.path
@@ -61,7 +94,7 @@ pub(super) fn asks_for(step: &wit::Step, sent: &wit::UpstreamRequest) -> bool {
 
 /// The reply to a forwarded call whose answer the host uses as it came: a 2xx with a usage
 /// object; `None`: the answer goes to the plugin.
-pub(super) fn reply(status: http::StatusCode, body: &Bytes) -> Option<Outcome> {
+fn reply(status: http::StatusCode, body: &Bytes) -> Option<Outcome> {
     let units = status.is_success().then(|| openai_json::Answer::read(body)).flatten().and_then(|a| a.usage());
     let Some(units) = units else {
         METRICS.forwarded[1].fetch_add(1, Relaxed);
@@ -87,7 +120,7 @@ pub(super) fn reply(status: http::StatusCode, body: &Bytes) -> Option<Outcome> {
 
 /// The failure of a plugin whose `first()` did not ask for the request the host forwarded
 /// under its declaration: its fault, with what the vendor did counted.
-pub(super) fn not_as_declared(ctx: &CallContext, call: &wit::Call, work: VendorWork) -> CallError {
+fn not_as_declared(ctx: &CallContext, call: &wit::Call, work: VendorWork) -> CallError {
     METRICS.plugin_failures.fetch_add(1, Relaxed);
     tracing::error!(plugin = ctx.plugin.name(), version = %ctx.plugin.manifest.version, op = %call.op, "the plugin's first step is not the request it declared forwarded");
     CallError::plugin(format!(

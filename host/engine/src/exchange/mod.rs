@@ -247,33 +247,7 @@ pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
 /// (`forward`), else through the plugin's steps.
 pub async fn run(ctx: CallContext, call: &mut wit::Call) -> Result<Outcome, CallError> {
     if let Some(path) = forward::route(&ctx, call) {
-        let admitted = ctx.runtime.admit().map_err(|e| plugin_failure(&ctx.plugin, "admitting the call", e))?;
-        let sent = forward::request(path);
-        let mut span = upstream_span(&ctx, call, &sent);
-        span.attr("tollgate.forwarded", true);
-        let resp =
-            send(&ctx, &call.context.base_url, &sent, VendorWork::None).await.map_err(|e| failed(&mut span, e))?;
-        let (head, body) = read_body(resp, &ctx.upstream).await.map_err(|e| failed(&mut span, e))?;
-        span.attr("http.response.status_code", head.status.as_u16());
-        drop(span);
-        if let Some(outcome) = forward::reply(head.status, &body) {
-            return Ok(outcome);
-        }
-        // The plugin's answer, as if it had sent the request itself.
-        let work = answered(head.status.as_u16());
-        let response = whole_response(&head, &body);
-        consumer_body_into(call, &ctx.client);
-        let mut pc = ctx
-            .runtime
-            .start_admitted(&ctx.plugin.pre, call, admitted)
-            .await
-            .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e).after(work))?;
-        let first = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e).after(work))?;
-        if !forward::asks_for(&first, &sent) {
-            return Err(forward::not_as_declared(&ctx, call, work));
-        }
-        let step = pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?;
-        return steps(ctx, call, pc, step, work).await;
+        return forward::run(ctx, call, path).await;
     }
     consumer_body_into(call, &ctx.client);
     let mut pc = start(&ctx, call).await?;
@@ -286,10 +260,15 @@ pub async fn run(ctx: CallContext, call: &mut wit::Call) -> Result<Outcome, Call
 /// before the plugin is entered, never for a forwarded call, which sends the held bytes.
 fn consumer_body_into(call: &mut wit::Call, client: &ClientInput) {
     if matches!(call.body, wit::Body::ClientBody) {
-        call.body = match std::str::from_utf8(&client.body) {
-            Ok(s) => wit::Body::Text(s.to_string()),
-            Err(_) => wit::Body::Bytes(client.body.to_vec()),
-        };
+        call.body = call_body(&client.body);
+    }
+}
+
+/// The consumer's body as a call carries it: text when it is UTF-8, else bytes.
+pub(crate) fn call_body(body: &[u8]) -> wit::Body {
+    match std::str::from_utf8(body) {
+        Ok(s) => wit::Body::Text(s.to_string()),
+        Err(_) => wit::Body::Bytes(body.to_vec()),
     }
 }
 

@@ -35,7 +35,7 @@ impl Forwards {
     /// Asks the plugin which ops it forwards for `settings` (once: settings already asked
     /// about are not asked again), checks and keeps its answer.
     pub(crate) async fn learn(&self, runtime: &Runtime, pre: &Pre, manifest: &Manifest, settings: &str) {
-        if !Runtime::forwards(pre) || self.known.load().contains_key(settings) {
+        if self.known.load().contains_key(settings) {
             return;
         }
         let routes = match runtime.forward_routes(pre, settings).await {

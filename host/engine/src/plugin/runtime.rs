@@ -315,11 +315,6 @@ impl Runtime {
         .await
     }
 
-    /// Whether the plugin exports `tollgate:fast/forward`.
-    pub fn forwards(pre: &Pre) -> bool {
-        pre.forward.is_some()
-    }
-
     /// Runs `tollgate:fast/forward`'s `routes(settings)` in a fresh store: the ops the host may
     /// forward for a channel with these settings (none for a plugin that does not export it).
     pub async fn forward_routes(&self, pre: &Pre, settings: &str) -> Result<Vec<super::ForwardRoute>> {
