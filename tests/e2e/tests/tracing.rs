@@ -1,7 +1,8 @@
 //! OpenTelemetry traces through the real binary, received by an OTLP/HTTP receiver that
 //! decodes them with OpenTelemetry's own protobuf definitions (tests/python/otlp_receiver.py):
-//! a call's spans (auth, reserve, plugin steps, upstream, settle; a stream's), the caller's
-//! `traceparent` followed, no secret in any span, and a receiver that is briefly down.
+//! a call's spans (auth, reserve, upstream, settle: a forwarded call's have no plugin step; a
+//! call through its plugin, whole or streamed, has its steps), the caller's `traceparent`
+//! followed, no secret in any span, and a receiver that is briefly down.
 
 use serde_json::Value;
 use std::process::Command;
@@ -9,7 +10,8 @@ use std::time::Duration;
 use tollgate_e2e::{channel, eventually, http, pricing_setting, python_with, root, scratch, spawn_reading_first_line};
 use tollgate_e2e::{Gateway, Mock, Proc};
 
-const PRICES: &str = "[models.\"gpt-4o-mini\"]\ninput_per_million = \"150\"\noutput_per_million = \"600\"\n";
+const PRICES: &str = "[models.\"gpt-4o-mini\"]\ninput_per_million = \"150\"\noutput_per_million = \"600\"\n\
+                      [models.mapped]\ninput_per_million = \"150\"\noutput_per_million = \"600\"\n";
 const UPSTREAM_KEY: &str = "sk-upstream-traced-secret";
 
 struct Receiver {
@@ -90,9 +92,9 @@ fn names(spans: &[Value]) -> Vec<String> {
 }
 
 fn traced_gateway(name: &str, mock: &Mock, receiver: &Receiver) -> Gateway {
-    let main = channel("main", "openai", &mock.url(), &["gpt-4o-mini"], &[UPSTREAM_KEY]);
+    let main = channel("main", "openai", &mock.url(), &["gpt-4o-mini", "mapped"], &[UPSTREAM_KEY]);
     let settings = format!(
-        "{}{main}[tracing]\notlp_endpoint = \"http://127.0.0.1:{}/v1/traces\"\nservice_name = \"tollgate-e2e\"\n\
+        "{}{main}[channel.model_map]\nmapped = \"gpt-4o-mini\"\n[tracing]\notlp_endpoint = \"http://127.0.0.1:{}/v1/traces\"\nservice_name = \"tollgate-e2e\"\n\
          otlp_headers = {{ \"x-receiver-token\" = \"receiver-secret\" }}\n",
         pricing_setting(PRICES),
         receiver.port
@@ -147,28 +149,42 @@ fn a_call_is_traced_from_auth_to_settle_and_no_span_carries_a_secret() {
         );
         assert!(r0 <= start && start <= end && end <= r1, "within the root: {s:#}");
     }
+    // A whole answer to a model the channel does not map is forwarded by the host: its
+    // plugin is never entered, and the upstream span says so.
     let got = names(children);
-    for want in ["auth", "reserve", "plugin.start", "plugin.first", "upstream", "plugin.next", "settle"] {
-        assert!(got.iter().any(|n| n == want), "span {want} missing from {got:?}");
-    }
-    let pos = |n: &str| got.iter().position(|g| g == n).unwrap();
-    assert!(
-        pos("auth") < pos("reserve") && pos("reserve") < pos("upstream") && pos("upstream") < pos("settle"),
-        "{got:?}"
-    );
+    assert_eq!(got, ["auth", "reserve", "upstream", "settle"], "a forwarded call's spans");
     let upstream = children.iter().find(|s| s["name"] == "upstream").unwrap();
     assert_eq!(upstream["kind"], "SPAN_KIND_CLIENT");
     assert_eq!(attr(upstream, "http.response.status_code").as_deref(), Some("200"));
     assert_eq!(attr(upstream, "url.path").as_deref(), Some("/v1/chat/completions"));
+    assert_eq!(attr(upstream, "tollgate.forwarded").as_deref(), Some("true"), "{upstream:#}");
     assert!(attr(upstream, "server.address").is_some(), "{upstream:#}");
 
-    // A stream: its own span, and the settle after it.
+    // A model the channel maps goes through the plugin: its steps, in order, and the vendor's
+    // call between them.
+    let r = gw.chat(&gw.key, "mapped", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let spans = receiver.trace_of(r.header("x-request-id").unwrap());
+    let got = names(&spans[1..]);
+    assert_eq!(
+        got,
+        ["auth", "reserve", "plugin.start", "plugin.first", "upstream", "plugin.next", "settle"],
+        "a call through its plugin"
+    );
+    let upstream = spans.iter().find(|s| s["name"] == "upstream").unwrap();
+    assert!(attr(upstream, "tollgate.forwarded").is_none(), "{upstream:#}");
+
+    // A stream goes through the plugin too: its steps, its own span, and the settle after them.
     let r = gw.chat(&gw.key, "gpt-4o-mini", r#","stream":true"#);
     assert_eq!(r.status, 200);
     let id = r.header("x-request-id").unwrap().to_string();
     let spans = receiver.trace_of(&id);
     let got = names(&spans[1..]);
-    let stream = spans.iter().find(|s| s["name"] == "stream").unwrap_or_else(|| panic!("no stream span: {got:?}"));
+    assert_eq!(
+        got,
+        ["auth", "reserve", "plugin.start", "plugin.first", "upstream", "plugin.finish", "stream", "settle"]
+    );
+    let stream = spans.iter().find(|s| s["name"] == "stream").unwrap();
     assert!(attr(stream, "tollgate.events").is_some_and(|n| n.parse::<u64>().unwrap() > 0), "{stream:#}");
     assert!(got.iter().position(|n| n == "stream") < got.iter().position(|n| n == "settle"), "{got:?}");
 
