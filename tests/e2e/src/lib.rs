@@ -158,18 +158,31 @@ pub fn fresh_database(dir: &Path) -> Option<String> {
     Some(format!("{server}/{name}"))
 }
 
-/// The Python (`$PYTHON`, else `python3`) that can `import_line`; `None` (with a notice)
-/// outside CI when it cannot. CI installs every package the suite needs (`.ci/run`), so there
-/// a missing one fails the test.
+/// The Python (`$PYTHON`, else `python3`) that can `import_line`; `None` (`skipped`) when it
+/// cannot.
 pub fn python_with(import_line: &str, package: &str) -> Option<String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let has = Command::new(&python).args(["-c", import_line]).status().is_ok_and(|s| s.success());
     if !has {
-        assert!(std::env::var("CI").is_err(), "CI must have the {package} package (pip install {package})");
-        eprintln!("SKIPPED: the {package} Python package is not installed (pip install {package})");
+        skipped(&format!("the {package} Python package is not installed (pip install {package})"));
         return None;
     }
     Some(python)
+}
+
+/// A test that cannot run here for want of `what` (a package, a browser): a failure in CI,
+/// which installs everything the suite needs (`.ci/run`); elsewhere a notice, and a line in
+/// `$TOLLGATE_TEST_SKIPS` (tests/run names that file and prints what it holds at the end, so a
+/// local run never reads as whole when it was not).
+pub fn skipped(what: &str) {
+    assert!(std::env::var("CI").is_err(), "CI must have what this test needs: {what}");
+    eprintln!("SKIPPED: {what}");
+    if let Some(file) = std::env::var_os("TOLLGATE_TEST_SKIPS") {
+        use std::io::Write;
+        let test = std::thread::current().name().unwrap_or("a test").to_string();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).expect("the skips file");
+        writeln!(f, "{test}: {what}").expect("write the skips file");
+    }
 }
 
 /// Runs `tests/python/<script>` with `args` and fails the test with its output when it fails.
@@ -289,8 +302,7 @@ impl S3 {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let has_moto = Command::new(&python).args(["-c", "import moto.server"]).status().is_ok_and(|s| s.success());
         if !has_moto {
-            assert!(std::env::var("CI").is_err(), "CI must have moto's server (pip install 'moto[server]')");
-            eprintln!("SKIPPED: moto's server is not installed (pip install 'moto[server]')");
+            skipped("moto's server is not installed (pip install 'moto[server]')");
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
