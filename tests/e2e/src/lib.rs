@@ -181,7 +181,9 @@ pub fn skipped(what: &str) {
         use std::io::Write;
         let test = std::thread::current().name().unwrap_or("a test").to_string();
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).expect("the skips file");
-        writeln!(f, "{test}: {what}").expect("write the skips file");
+        // One write of the whole line: tests run in parallel, and appends of one write each
+        // do not interleave.
+        f.write_all(format!("{test}: {what}\n").as_bytes()).expect("write the skips file");
     }
 }
 
