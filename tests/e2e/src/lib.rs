@@ -172,12 +172,12 @@ pub fn python_with(import_line: &str, package: &str) -> Option<String> {
 
 /// A test that cannot run here for want of `what` (a package, a browser): a failure in CI,
 /// which installs everything the suite needs (`.ci/run`); elsewhere a notice, and a line in
-/// `$TOLLGATE_TEST_SKIPS` (tests/run names that file and prints what it holds at the end, so a
+/// `$TEST_SKIPS_FILE` (tests/run names that file and prints what it holds at the end, so a
 /// local run never reads as whole when it was not).
 pub fn skipped(what: &str) {
     assert!(std::env::var("CI").is_err(), "CI must have what this test needs: {what}");
     eprintln!("SKIPPED: {what}");
-    if let Some(file) = std::env::var_os("TOLLGATE_TEST_SKIPS") {
+    if let Some(file) = std::env::var_os("TEST_SKIPS_FILE") {
         use std::io::Write;
         let test = std::thread::current().name().unwrap_or("a test").to_string();
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).expect("the skips file");
