@@ -31,12 +31,12 @@ impl Receiver {
         Receiver { _proc: proc, port, out }
     }
 
+    /// The entries written whole: a line the receiver is still writing (no newline yet) is
+    /// read on a later look.
     fn entries(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
     }
 
     /// Every span received, each with its trace id and the resource's attributes.
