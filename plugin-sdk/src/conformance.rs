@@ -13,12 +13,13 @@
 //!   (`unauthorized`, `rate-limited`, `upstream-fault`) are among them;
 //! - an op the plugin lets the host forward ([`Plugin::forward`], `tollgate:fast`) is one whose
 //!   first step, for a call the host would forward, is exactly the request the host sends, and
-//!   whose 2xx answer the host reads as the plugin does: the same body, the same usage;
+//!   whose 2xx answer the host reads as the plugin does: the same body, the same usage; a
+//!   stream it lets the host forward is asked for and relayed as the host does, to the byte;
 //! - garbage never panics: bodies cut short, not JSON, not UTF-8, nested deep, empty, on
 //!   success and failure statuses, whole and streamed, end in a reply or a classified failure.
 
 use crate::testing::{Harness, Outcome};
-use crate::{Auth, Body, Call, ErrorKind, OutChunk, Plugin, UpstreamResponse, Usage};
+use crate::{Auth, Body, Call, ErrorKind, Exchange, OutChunk, Plugin, UpstreamResponse, Usage};
 use tollgate_base::openai_json::Answer;
 
 /// What a plugin's vendor puts on the wire, for the battery.
@@ -55,6 +56,7 @@ pub fn run<P: Plugin>(vendor: Vendor) {
     }
     if let Some((call, body, usage)) = &vendor.stream {
         stream::<P>(call, body, usage);
+        forwarded_stream::<P>(call, body);
     }
     for (response, kind) in &vendor.failures {
         // A failure, or the vendor's own answer relayed (native routes), classified.
@@ -125,6 +127,76 @@ pub fn forwarded<P: Plugin>(call: &Call, ok: &UpstreamResponse) {
         r.status == 200 && only_json_type(&r.headers) && matches!(&r.body, Body::Bytes(b) if *b == ok.body),
         "the host gives a forwarded answer as it came, status 200, as application/json: the plugin must too"
     );
+}
+
+/// Checks that a stream the host would forward (its op declared with `streams` for the call's
+/// settings, its model not mapped, a stream asked) is asked for by the plugin as the host asks
+/// for it (`tollgate_base::openai_stream`'s request, compared as JSON), and that the vendor's
+/// stream `body` reaches the consumer as the host relays it: the same events, the same usage.
+/// A call the host would not forward passes.
+pub fn forwarded_stream<P: Plugin>(call: &Call, body: &[u8]) {
+    use tollgate_base::openai_stream::{ChatStream, Event};
+    let Some(route) = P::forward(&call.config).into_iter().find(|r| r.op == call.op && r.streams) else { return };
+    let mapped = !call.upstream_model.is_empty() && call.upstream_model != call.model;
+    let consumer = call.body.as_bytes().unwrap_or_default();
+    let streamed = tollgate_base::openai_json::asks_for_stream(consumer);
+    if mapped || !matches!(streamed, Ok(true)) {
+        return;
+    }
+    let upstream_model = Some(call.upstream_model.as_str()).filter(|m| !m.is_empty());
+    let (host_body, mut host) =
+        ChatStream::request_json(consumer, upstream_model).expect("a stream's body is a JSON object");
+    let crate::Step::Stream(s) = P::Exchange::new(call.clone()).first() else {
+        panic!("op '{}' declares its streams forwarded: its first step for a stream must be a stream", call.op)
+    };
+    let sent = &s.request;
+    let sent_body: Option<serde_json::Value> = match &sent.body {
+        Body::Text(t) => serde_json::from_str(t).ok(),
+        Body::Bytes(b) => serde_json::from_slice(b).ok(),
+        _ => None,
+    };
+    let reply_types: Vec<(&str, &str)> = s.reply_headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
+    assert!(
+        sent.method == "POST"
+            && sent.path == route.path
+            && matches!(sent.auth, Auth::Bearer)
+            && sent.key == 0
+            && sent.timeout_ms.is_none()
+            && only_json_type(&sent.headers)
+            && sent_body.as_ref() == Some(&host_body)
+            && matches!(s.framing, crate::Framing::Sse)
+            && reply_types == [("content-type", "text/event-stream"), ("cache-control", "no-cache")],
+        "op '{}' declares its streams forwarded on {}: its first step for a stream must ask for what the host sends (tollgate_base::openai_stream), not {s:?}",
+        call.op,
+        route.path
+    );
+    // The host's relay of the vendor's stream.
+    let mut events = Vec::new();
+    let mut parser = crate::sse::Parser::new();
+    parser.feed(body, &mut events);
+    parser.finish(&mut events);
+    let mut relayed = Vec::new();
+    for e in &events {
+        match host.event(&e.data) {
+            Event::Keep => crate::sse::write_event(&mut relayed, e.event.as_deref(), e.id.as_deref(), &e.data),
+            Event::Hide => {}
+            Event::Fail(m) => panic!("the battery's stream fails the host's relay: {m}"),
+        }
+    }
+    if host.needs_done(true) {
+        crate::sse::write_event(&mut relayed, None, None, "[DONE]");
+    }
+    let run = Harness::<P>::new(call.clone()).run(|_| answer(200, body.to_vec()));
+    let Outcome::Stream { chunks, tail } = run.outcome else { panic!("a 2xx stream must stream") };
+    let mut all = bytes_of(&chunks);
+    all.extend(bytes_of(&tail.chunks));
+    assert_eq!(
+        String::from_utf8_lossy(&all),
+        String::from_utf8_lossy(&relayed),
+        "the host relays this stream otherwise than the plugin"
+    );
+    let read = host.usage().map(crate::openai_compat::usage_of).unwrap_or_default();
+    assert_eq!(tail.usage, read, "the host reads another usage from this stream than the plugin reports");
 }
 
 /// Headers that are `content-type: application/json` alone, as the host sends and replies to a

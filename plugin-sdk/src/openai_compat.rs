@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::marker::PhantomData;
 use tollgate_base::openai_json::{Answer, Units};
+use tollgate_base::openai_stream::{mentions_object, ChatStream, Event as ChatEvent};
 
 /// What differs between OpenAI-compatible vendors.
 pub trait Vendor: 'static {
@@ -125,7 +126,8 @@ fn upstream_path<V: Vendor>(op: &str, config: &str) -> Option<std::borrow::Cow<'
 /// The ops the host may forward for a channel with these settings (`tollgate:fast`): a chat
 /// or embeddings the vendor serves and does not rewrite, whose request `first()` sends as the
 /// consumer's body when it is not streamed and its model not mapped, and whose answer's usage
-/// is OpenAI's.
+/// is OpenAI's; a chat's streams too (`first()` and `decode` follow
+/// `tollgate_base::openai_stream`, the rule the host forwards them by).
 pub fn forwarded_routes<V: Vendor>(settings: &str) -> Vec<crate::ForwardRoute> {
     let manifest = V::manifest();
     ["chat", "embeddings"]
@@ -133,7 +135,7 @@ pub fn forwarded_routes<V: Vendor>(settings: &str) -> Vec<crate::ForwardRoute> {
         .filter(|op| manifest.operations.iter().any(|o| o.name == *op && !o.quoted) && !V::rewrites(op))
         .filter_map(|op| {
             let path = upstream_path::<V>(op, settings)?;
-            Some(crate::ForwardRoute { op: op.to_string(), path: path.into_owned() })
+            Some(crate::ForwardRoute { op: op.to_string(), path: path.into_owned(), streams: op == "chat" })
         })
         .collect()
 }
@@ -179,8 +181,10 @@ impl<V: Vendor> Plugin for Compat<V> {
 
 pub struct CompatExchange<V> {
     call: Call,
-    /// The consumer asked for `stream_options.include_usage`.
-    consumer_wants_usage: bool,
+    /// A chat's stream (`tollgate_base::openai_stream`, the rule the host forwards by); boxed,
+    /// as most exchanges are no chat stream.
+    chat: Option<Box<ChatStream>>,
+    /// Other streams: whether the upstream sent `[DONE]`, and the usage read.
     saw_done: bool,
     usage: Usage,
     /// A transcription asked as text, SRT or VTT: asked upstream as JSON (which carries the
@@ -193,7 +197,7 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
     fn new(call: Call) -> Self {
         CompatExchange {
             call,
-            consumer_wants_usage: false,
+            chat: None,
             saw_done: false,
             usage: Usage::default(),
             transcript_format: None,
@@ -236,19 +240,24 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             request.body = crate::Body::ClientBody;
             return if self.call.op == "speech" { Step::Relay(request) } else { Step::Send(request) };
         }
-        let mut body: Value = match self.call.body.as_bytes().map(serde_json::from_slice) {
-            Some(Ok(v @ Value::Object(_))) => v,
-            _ => return Step::fail(ErrorKind::BadRequest, "the request body must be a JSON object"),
-        };
-        if !self.call.upstream_model.is_empty() {
-            body["model"] = Value::String(self.call.upstream_model.clone());
-        }
+        let not_an_object = || Step::fail(ErrorKind::BadRequest, "the request body must be a JSON object");
+        let upstream_model = Some(self.call.upstream_model.as_str()).filter(|m| !m.is_empty());
         let streaming = streaming_asked;
-        if streaming && self.call.op == "chat" {
-            self.consumer_wants_usage =
-                body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-            body["stream_options"] = serde_json::json!({ "include_usage": true });
-        }
+        let mut body = if streaming && self.call.op == "chat" {
+            let read = self.call.body.as_bytes().and_then(|b| ChatStream::request_json(b, upstream_model));
+            let Some((body, chat)) = read else { return not_an_object() };
+            self.chat = Some(Box::new(chat));
+            body
+        } else {
+            let mut body: Value = match self.call.body.as_bytes().map(serde_json::from_slice) {
+                Some(Ok(v @ Value::Object(_))) => v,
+                _ => return not_an_object(),
+            };
+            if let Some(model) = upstream_model {
+                body["model"] = Value::String(model.to_string());
+            }
+            body
+        };
         V::adjust_request(&self.call.op, &mut body);
         let request = UpstreamRequest::post_json(path, body.to_string());
         match (streaming, self.call.op.as_str()) {
@@ -291,6 +300,16 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
             }
         };
         let mut out = Vec::with_capacity(events.len());
+        if let Some(chat) = &mut self.chat {
+            for event in events {
+                match chat.event(&event.data) {
+                    ChatEvent::Keep => out.push(OutChunk::Event(event)),
+                    ChatEvent::Hide => {}
+                    ChatEvent::Fail(message) => return Err(AdapterError::new(ErrorKind::UpstreamFault, message)),
+                }
+            }
+            return Ok(out);
+        }
         for event in events {
             let data = event.data.trim();
             if data == "[DONE]" {
@@ -306,17 +325,13 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
                     let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
                     return Err(AdapterError::new(ErrorKind::UpstreamFault, message));
                 }
+                // Only a chat's usage chunk is the gateway's to hide (above); other streams'
+                // usage rides on events the consumer needs (`speech.audio.done`, ...).
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     if matches!(self.call.op.as_str(), "transcription" | "translation") {
                         self.usage = transcription_usage(&v);
                     } else if let Ok(u) = OpenAiUsage::deserialize(u) {
                         self.usage = usage_of(u.units());
-                    }
-                    let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
-                    // Only a chat's usage chunk is the gateway's to hide; other streams' usage
-                    // rides on events the consumer needs (`speech.audio.done`, ...).
-                    if self.call.op == "chat" && no_choices && !self.consumer_wants_usage {
-                        continue;
                     }
                 }
             }
@@ -327,8 +342,15 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
 
     fn finish(&mut self, end: StreamEnd) -> Result<StreamTail, AdapterError> {
         let mut chunks = Vec::new();
+        let done = SseEvent { event: None, data: "[DONE]".into(), id: None };
+        if let Some(chat) = &self.chat {
+            if chat.needs_done(end == StreamEnd::Complete) {
+                chunks.push(OutChunk::Event(done));
+            }
+            return Ok(StreamTail::new(chunks, chat.usage().map(usage_of).unwrap_or_default()));
+        }
         if end == StreamEnd::Complete && !self.saw_done {
-            chunks.push(OutChunk::Event(SseEvent { event: None, data: "[DONE]".into(), id: None }));
+            chunks.push(OutChunk::Event(done));
         }
         Ok(StreamTail::new(chunks, std::mem::take(&mut self.usage)))
     }
@@ -473,23 +495,6 @@ fn asks_for_stream(body: &crate::Body) -> Result<bool, AdapterError> {
     })
 }
 
-/// True when `json` has the key `"name"` followed by an object (not `null`): a cheap test that
-/// spares parsing the chunks that cannot carry usage or an error.
-fn mentions_object(json: &str, name: &str) -> bool {
-    let key = format!("\"{name}\"");
-    let mut rest = json;
-    while let Some(i) = rest.find(&key) {
-        rest = &rest[i + key.len()..];
-        let after = rest.trim_start();
-        if let Some(v) = after.strip_prefix(':') {
-            if v.trim_start().starts_with('{') {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// OpenAI's usage object (the one reading the host shares: `tollgate_base::openai_json`).
 pub use tollgate_base::openai_json::Usage as OpenAiUsage;
 
@@ -506,8 +511,6 @@ pub fn usage_of(units: Units) -> Usage {
 
 #[cfg(test)]
 mod tests {
-    use super::mentions_object;
-
     #[test]
     fn a_channel_puts_the_api_under_its_root_or_its_presets() {
         use super::{api_root, check_compat_settings};
@@ -539,12 +542,5 @@ mod tests {
         assert!(ask(r#"{"stream":false,"stream":true}"#).is_err(), "written twice");
         assert!(ask(r#"{"stream":"yes"}"#).is_err());
         assert!(ask("[1]").is_err());
-    }
-
-    #[test]
-    fn mentions_object_ignores_null_and_strings() {
-        assert!(mentions_object(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#, "usage"));
-        assert!(!mentions_object(r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#, "usage"));
-        assert!(!mentions_object(r#"{"x":"\"usage\""}"#, "usage"));
     }
 }

@@ -2,9 +2,10 @@
 //! one parse and one format (`money`), day numbers and dates (`calendar`), stream framing
 //! (`sse`, `ndjson`), sentences cut from a streaming text (`sentences`), request ids (`ids`),
 //! which request worker a thread is (`worker`), and the metrics counters every layer adds to
-//! (`metrics`), and what a plugin and the host must read alike of an OpenAI-shaped body: whether
-//! a request asks for a stream, an answer's usage (`openai_json`). It depends on nothing but serde, so everything may depend on it; it
-//! never depends on anything of the host.
+//! (`metrics`), and what a plugin and the host must read and do alike with OpenAI-shaped
+//! bodies: whether a request asks for a stream, an answer's usage (`openai_json`), what a chat
+//! stream asks for and gives back (`openai_stream`). It depends on nothing but serde, so
+//! everything may depend on it; it never depends on anything of the host.
 
 pub mod calendar;
 pub mod ids;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod money;
 pub mod ndjson;
 pub mod openai_json;
+pub mod openai_stream;
 pub mod sentences;
 pub mod sse;
 pub mod text;

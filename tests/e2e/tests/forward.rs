@@ -1,7 +1,8 @@
 //! Calls the host forwards without entering their plugin (`tollgate:fast`'s `forward`,
 //! `wit/fast/forward.wit`), through the real binary: the openai plugin's plain chats are
-//! answered by the host with the vendor's bytes and billed as the plugin bills them; streams
-//! and mapped models go through the plugin; an answer the host cannot use goes to the plugin,
+//! answered by the host with the vendor's bytes and billed as the plugin bills them, their
+//! streams relayed by the host as the plugin relays them; mapped models go through the plugin;
+//! an answer the host cannot use goes to the plugin,
 //! whose classification still decides the bill (and the key's health: `keypool.rs`); a plugin
 //! whose first step breaks its declaration fails the call as its fault.
 
@@ -75,15 +76,12 @@ fn a_plain_chat_is_answered_by_the_host_and_billed_as_through_its_plugin() {
     assert_eq!(forwarded(&gw, "host"), host + 1.0);
     assert_eq!(forwarded_cost, 9 + 3000, "billed by the answer's usage");
 
-    // Through the plugin: a mapped model, and a stream. Billed alike, not forwarded.
+    // Through the plugin: a mapped model. Billed alike, not forwarded.
     let (r, mapped_cost) = cost(&gw, "fwd", || gw.chat(&key, "alias", ""));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.last_body("/v1/chat/completions")["json"]["model"], "gpt-4o-mini", "the plugin mapped the name");
     assert_eq!(mapped_cost, forwarded_cost, "a forwarded call costs what the same call through the plugin costs");
-    let (r, streamed_cost) = cost(&gw, "fwd", || gw.chat(&key, "gpt-4o-mini", r#","stream":true"#));
-    assert_eq!(r.status, 200);
-    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
-    assert!(streamed_cost > 0);
+    assert_eq!((forwarded(&gw, "host"), forwarded(&gw, "plugin")), (host + 1.0, plugin));
     // `stream` twice is the plugin's to refuse, as it always was.
     let r = gw.chat(&key, "gpt-4o-mini", r#","stream":false,"stream":true"#);
     assert_eq!(r.status, 400, "{}", r.text());
@@ -97,6 +95,71 @@ fn a_plain_chat_is_answered_by_the_host_and_billed_as_through_its_plugin() {
     assert_eq!((r.status, r.error_code().as_str()), (502, "upstream_error"), "{}", r.text());
     assert!(garbled_cost > 0, "a 2xx the vendor worked on is billed even when it cannot be read");
     assert_eq!(forwarded(&gw, "plugin"), plugin + 2.0);
+    assert!(gw.verify_ledger().0, "{}", gw.verify_ledger().1);
+}
+
+#[test]
+fn a_chat_stream_is_relayed_by_the_host_as_through_its_plugin_and_billed_alike() {
+    let mock = Mock::start();
+    let models = ["gpt-4o-mini", "alias", "cut-stream", "cut-alias", "fail-400"];
+    let ch = channel("mock", "openai", &mock.url(), &models, &["up"]);
+    let prices = format!("{PRICES}[models.\"cut-stream\"]\ninput_per_million = \"1\"\noutput_per_million = \"1000\"\nmax_output_tokens = 1000\n[models.\"cut-alias\"]\ninput_per_million = \"1\"\noutput_per_million = \"1000\"\nmax_output_tokens = 1000\n");
+    let gw = Gateway::start(
+        "forward-stream",
+        &[("openai", "openai.wasm")],
+        &format!(
+            "{}{ch}[channel.model_map]\nalias = \"gpt-4o-mini\"\n\"cut-alias\" = \"cut-stream\"\n",
+            pricing_setting(&prices)
+        ),
+    );
+    let key = gw.create_key("fwd", "10");
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&key, "gpt-4o-mini", "").status != 401));
+    gw.balance_becomes("fwd", 10_000_000 - 3009);
+    let (host, plugin) = (forwarded(&gw, "host"), forwarded(&gw, "plugin"));
+    let stream = r#","stream":true,"temperature":0.5"#;
+
+    // Relayed by the host: the usage asked of the vendor, its chunk hidden, billed by it.
+    let (forwarded_stream, forwarded_cost) = cost(&gw, "fwd", || gw.chat(&key, "gpt-4o-mini", stream));
+    assert_eq!(forwarded_stream.status, 200, "{}", forwarded_stream.text());
+    assert_eq!(forwarded_stream.header("content-type"), Some("text/event-stream"));
+    assert_eq!(forwarded(&gw, "host"), host + 1.0, "the stream was forwarded");
+    let sent = mock.last_body("/v1/chat/completions")["json"].clone();
+    let mut asked: serde_json::Value = serde_json::from_str(&format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}]{stream}}}"#
+    ))
+    .unwrap();
+    asked["stream_options"] = serde_json::json!({ "include_usage": true });
+    assert_eq!(sent, asked, "the consumer's request, asking for the usage");
+    let text = forwarded_stream.text();
+    assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("prompt_tokens"), "{text}");
+    assert_eq!(forwarded_cost, 9 + 5 * 1000, "billed by the stream's usage (9 in, 5 out)");
+
+    // The same stream through the plugin (a mapped name): the same bytes, the same bill.
+    let (through_plugin, plugin_cost) = cost(&gw, "fwd", || gw.chat(&key, "alias", stream));
+    assert_eq!(through_plugin.text(), text, "the host relays the stream as the plugin does");
+    assert_eq!(plugin_cost, forwarded_cost);
+    assert_eq!(forwarded(&gw, "host"), host + 1.0, "a mapped model's stream is the plugin's");
+
+    // The consumer who asks for the usage chunk gets it, either way.
+    let with_usage = r#","stream":true,"stream_options":{"include_usage":true}"#;
+    let (r, c) = cost(&gw, "fwd", || gw.chat(&key, "gpt-4o-mini", with_usage));
+    let (p, pc) = cost(&gw, "fwd", || gw.chat(&key, "alias", with_usage));
+    assert!(r.text().contains(r#""prompt_tokens":9"#), "{}", r.text());
+    assert_eq!((r.text(), c), (p.text(), pc));
+
+    // A stream cut by the vendor: an error event, billed for what was delivered, as through
+    // the plugin.
+    let (cut, cut_cost) = cost(&gw, "fwd", || gw.chat(&key, "cut-stream", r#","stream":true"#));
+    let (cut_plugin, cut_plugin_cost) = cost(&gw, "fwd", || gw.chat(&key, "cut-alias", r#","stream":true"#));
+    assert!(cut.text().contains("upstream_error") && !cut.text().contains("[DONE]"), "{}", cut.text());
+    assert_eq!(cut.text().replace("cut-stream", ""), cut_plugin.text().replace("cut-stream", ""));
+    assert!(cut_cost > 0 && cut_cost == cut_plugin_cost, "{cut_cost} {cut_plugin_cost}");
+
+    // A refusal goes to the plugin, which classifies it: free.
+    let (r, refused_cost) = cost(&gw, "fwd", || gw.chat(&key, "fail-400", r#","stream":true"#));
+    assert_eq!((r.status, r.error_code().as_str()), (400, "upstream_bad_request"), "{}", r.text());
+    assert_eq!(refused_cost, 0);
+    assert_eq!((forwarded(&gw, "host"), forwarded(&gw, "plugin")), (host + 3.0, plugin + 1.0));
     assert!(gw.verify_ledger().0, "{}", gw.verify_ledger().1);
 }
 

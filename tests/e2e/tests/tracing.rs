@@ -1,8 +1,8 @@
 //! OpenTelemetry traces through the real binary, received by an OTLP/HTTP receiver that
 //! decodes them with OpenTelemetry's own protobuf definitions (tests/python/otlp_receiver.py):
-//! a call's spans (auth, reserve, upstream, settle: a forwarded call's have no plugin step; a
-//! call through its plugin, whole or streamed, has its steps), the caller's `traceparent`
-//! followed, no secret in any span, and a receiver that is briefly down.
+//! a call's spans (auth, reserve, upstream, settle, a stream's: a forwarded call's have no
+//! plugin step; a call through its plugin, whole or streamed, has its steps), the caller's
+//! `traceparent` followed, no secret in any span, and a receiver that is briefly down.
 
 use serde_json::Value;
 use std::process::Command;
@@ -174,16 +174,25 @@ fn a_call_is_traced_from_auth_to_settle_and_no_span_carries_a_secret() {
     let upstream = spans.iter().find(|s| s["name"] == "upstream").unwrap();
     assert!(attr(upstream, "tollgate.forwarded").is_none(), "{upstream:#}");
 
-    // A stream goes through the plugin too: its steps, its own span, and the settle after them.
+    // A stream: its own span and the settle after it; forwarded by the host, or through the
+    // plugin (its steps, the last one in the stream) for a mapped model.
+    for (model, steps) in [
+        ("gpt-4o-mini", &["auth", "reserve", "upstream", "stream", "settle"][..]),
+        (
+            "mapped",
+            &["auth", "reserve", "plugin.start", "plugin.first", "upstream", "plugin.finish", "stream", "settle"],
+        ),
+    ] {
+        let r = gw.chat(&gw.key, model, r#","stream":true"#);
+        assert_eq!(r.status, 200);
+        let spans = receiver.trace_of(r.header("x-request-id").unwrap());
+        assert_eq!(names(&spans[1..]), steps, "a stream of {model}");
+        let upstream = spans.iter().find(|s| s["name"] == "upstream").unwrap();
+        assert_eq!(attr(upstream, "tollgate.forwarded").is_some(), model == "gpt-4o-mini", "{upstream:#}");
+    }
     let r = gw.chat(&gw.key, "gpt-4o-mini", r#","stream":true"#);
-    assert_eq!(r.status, 200);
-    let id = r.header("x-request-id").unwrap().to_string();
-    let spans = receiver.trace_of(&id);
+    let spans = receiver.trace_of(r.header("x-request-id").unwrap());
     let got = names(&spans[1..]);
-    assert_eq!(
-        got,
-        ["auth", "reserve", "plugin.start", "plugin.first", "upstream", "plugin.finish", "stream", "settle"]
-    );
     let stream = spans.iter().find(|s| s["name"] == "stream").unwrap();
     assert!(attr(stream, "tollgate.events").is_some_and(|n| n.parse::<u64>().unwrap() > 0), "{stream:#}");
     assert!(got.iter().position(|n| n == "stream") < got.iter().position(|n| n == "settle"), "{got:?}");

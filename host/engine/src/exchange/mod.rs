@@ -246,8 +246,8 @@ pub type OnStreamEnd = Box<dyn FnOnce(StreamReport) + Send>;
 /// Runs the call to its first answer: forwarded by the host when the plugin lets it
 /// (`forward`), else through the plugin's steps.
 pub async fn run(ctx: CallContext, call: &mut wit::Call) -> Result<Outcome, CallError> {
-    if let Some(path) = forward::route(&ctx, call) {
-        return forward::run(ctx, call, path).await;
+    if let Some(forward) = forward::route(&ctx, call) {
+        return forward::run(ctx, call, forward).await;
     }
     consumer_body_into(call, &ctx.client);
     let mut pc = start(&ctx, call).await?;
@@ -313,18 +313,8 @@ async fn steps(
                     work = work.max(answered(response.status));
                     pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?
                 } else {
-                    let settings = stream::Settings {
-                        idle: ctx.upstream.idle_timeout,
-                        write_timeout: ctx.write_timeout,
-                        capture: ctx.capture,
-                        content_type: s
-                            .reply_headers
-                            .iter()
-                            .find(|h| h.name.eq_ignore_ascii_case("content-type"))
-                            .map_or_else(|| "text/event-stream".to_string(), |h| h.value.clone()),
-                    };
-                    let pending = PendingStream { pc, resp, framing: s.framing, settings, plugin: ctx.plugin };
-                    return Ok(Outcome::Stream { headers: s.reply_headers, pending: Box::new(pending) });
+                    let decoder = stream::Decoder::Plugin(pc);
+                    return Ok(PendingStream::outcome(ctx, decoder, resp, s.framing, s.reply_headers));
                 }
             }
             // An absolute URL (a vendor's CDN) goes the guarded way `fetch` goes, without a
@@ -493,7 +483,7 @@ pub fn is_fault(kind: wit::ErrorKind) -> bool {
 
 /// A stream whose upstream answered, waiting for the value that will end the call.
 pub struct PendingStream {
-    pc: crate::plugin::PluginCall,
+    decoder: stream::Decoder,
     resp: http::Response<crate::exchange::upstream::UpstreamIncoming>,
     framing: wit::Framing,
     settings: stream::Settings,
@@ -501,17 +491,39 @@ pub struct PendingStream {
 }
 
 impl PendingStream {
+    /// The call's outcome: `resp`'s stream, decoded by `decoder`, to go to the consumer with
+    /// `headers`.
+    fn outcome(
+        ctx: CallContext,
+        decoder: stream::Decoder,
+        resp: http::Response<crate::exchange::upstream::UpstreamIncoming>,
+        framing: wit::Framing,
+        headers: Vec<wit::Header>,
+    ) -> Outcome {
+        let settings = stream::Settings {
+            idle: ctx.upstream.idle_timeout,
+            write_timeout: ctx.write_timeout,
+            capture: ctx.capture,
+            content_type: headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+                .map_or_else(|| "text/event-stream".to_string(), |h| h.value.clone()),
+        };
+        let pending = PendingStream { decoder, resp, framing, settings, plugin: ctx.plugin };
+        Outcome::Stream { headers, pending: Box::new(pending) }
+    }
+
     /// Starts the stream task, with what the upstream sent with its head already decoded for
     /// the consumer's; the task calls `on_end` once, when the stream ends (dropped unused if
     /// the task dies, so a value it owns still ends the call by its own drop).
     pub async fn start(self, on_end: OnStreamEnd) -> StreamBody {
-        stream::start(self.pc, self.resp, self.framing, self.settings, self.plugin, on_end).await
+        stream::start(self.decoder, self.resp, self.framing, self.settings, self.plugin, on_end).await
     }
 }
 
 /// Vendors such as MiniMax answer a streamed request that failed with a plain JSON error
 /// (HTTP 200); that body goes to `next()` for classification instead of the SSE decoder.
-fn answered_json_instead_of_events(
+pub(super) fn answered_json_instead_of_events(
     resp: &http::Response<crate::exchange::upstream::UpstreamIncoming>,
     framing: &wit::Framing,
 ) -> bool {
@@ -524,7 +536,7 @@ fn answered_json_instead_of_events(
 }
 
 /// Reads a whole upstream answer for the plugin, within the response timeout.
-async fn read_whole(
+pub(super) async fn read_whole(
     resp: http::Response<crate::exchange::upstream::UpstreamIncoming>,
     upstream: &Upstream,
 ) -> Result<wit::UpstreamResponse, CallError> {

@@ -13,7 +13,7 @@
 
 use super::upstream::UpstreamIncoming as Incoming;
 use super::{plugin_failure, CallError, OnStreamEnd, StreamReport};
-use crate::plugin::{wit, Plugin, PluginCall};
+use crate::plugin::{wit, Admission, Plugin, PluginCall};
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
 use std::future::Future;
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tollgate_base::openai_stream::{ChatStream, Event};
 use tollgate_base::{ndjson, sse};
 
 /// The consumer-facing body of a stream.
@@ -108,7 +109,7 @@ pub(super) struct Settings {
 }
 
 pub(super) async fn start(
-    mut pc: PluginCall,
+    mut pc: Decoder,
     resp: http::Response<Incoming>,
     framing: wit::Framing,
     settings: Settings,
@@ -185,6 +186,68 @@ impl Out {
     }
 }
 
+/// What turns the upstream's events into the consumer's: the plugin (`decode`, `finish`), or
+/// the host itself for a chat stream it forwards (`tollgate:fast`; the rule is
+/// `tollgate_base::openai_stream`, the one the SDK's plugins follow).
+pub(super) enum Decoder {
+    Plugin(PluginCall),
+    /// Held with its admission: a forwarded stream counts among the calls in flight until it
+    /// ends, as its plugin's would.
+    Forwarded {
+        chat: ChatStream,
+        _admitted: Admission,
+    },
+}
+
+impl Decoder {
+    async fn decode(
+        &mut self,
+        input: &wit::StreamInput,
+    ) -> anyhow::Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
+        match self {
+            Decoder::Plugin(pc) => pc.decode(input).await,
+            Decoder::Forwarded { chat, .. } => Ok(relay(chat, input)),
+        }
+    }
+
+    async fn finish(&mut self, end: wit::StreamEnd) -> anyhow::Result<Result<wit::StreamTail, wit::AdapterError>> {
+        match self {
+            Decoder::Plugin(pc) => pc.finish(end).await,
+            Decoder::Forwarded { chat, .. } => {
+                let done = wit::SseEvent { event: None, data: "[DONE]".into(), id: None };
+                let chunks = if chat.needs_done(end == wit::StreamEnd::Complete) {
+                    vec![wit::OutChunk::Event(done)]
+                } else {
+                    Vec::new()
+                };
+                Ok(Ok(wit::StreamTail {
+                    chunks,
+                    usage: chat.usage().map(super::forward::usage_of).unwrap_or_default(),
+                }))
+            }
+        }
+    }
+}
+
+/// A forwarded stream's events for the consumer.
+fn relay(chat: &mut ChatStream, input: &wit::StreamInput) -> Result<Vec<wit::OutChunk>, wit::AdapterError> {
+    let wit::StreamInput::Events(events) = input else { return Err(fault("expected SSE".into())) };
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        match chat.event(&e.data) {
+            Event::Keep => out.push(wit::OutChunk::Event(e.clone())),
+            Event::Hide => {}
+            Event::Fail(message) => return Err(fault(message)),
+        }
+    }
+    Ok(out)
+}
+
+/// A forwarded stream's failure: the upstream's fault, as the SDK's adapter classes it.
+fn fault(message: String) -> wit::AdapterError {
+    wit::AdapterError { kind: wit::ErrorKind::UpstreamFault, message, code: None, retry_after_ms: None }
+}
+
 enum Stop {
     Complete,
     Cut(CallError),
@@ -206,7 +269,7 @@ impl Read {
     /// After a frame of `taken` bytes: what else has arrived (without waiting), decoded and
     /// written in one plugin call and one write. How the stream stopped, if it did; a failed
     /// delivery before the body's end.
-    async fn burst(&mut self, taken: usize, pc: &mut PluginCall, plugin: &Plugin, out: &mut Out) -> Option<Stop> {
+    async fn burst(&mut self, taken: usize, pc: &mut Decoder, plugin: &Plugin, out: &mut Out) -> Option<Stop> {
         let ended = take_ready(&mut self.body, &mut self.framer, taken).await;
         if let Some(input) = self.framer.take() {
             if let Err(stop) = deliver(pc, &input, plugin, out, &mut self.delivered).await {
@@ -218,7 +281,7 @@ impl Read {
 }
 
 async fn pump(
-    mut pc: PluginCall,
+    mut pc: Decoder,
     mut read: Read,
     early: Option<Stop>,
     idle: Duration,
@@ -378,7 +441,7 @@ fn interrupted() -> Stop {
 }
 
 async fn deliver(
-    pc: &mut PluginCall,
+    pc: &mut Decoder,
     input: &wit::StreamInput,
     plugin: &Plugin,
     out: &mut Out,

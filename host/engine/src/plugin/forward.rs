@@ -64,11 +64,11 @@ impl Forwards {
 }
 
 impl Plugin {
-    /// The upstream path `op` is forwarded on for a channel with these settings; `None`: the
-    /// plugin keeps the call.
-    pub(crate) fn forwarded(&self, settings: &str, op: &str) -> Option<String> {
+    /// The upstream path `op` is forwarded on for a channel with these settings, and whether
+    /// its streams are too; `None`: the plugin keeps the call.
+    pub(crate) fn forwarded(&self, settings: &str, op: &str) -> Option<(String, bool)> {
         let known = self.forwards.known.load();
-        known.get(settings)?.iter().find(|r| r.op == op).map(|r| r.path.clone())
+        known.get(settings)?.iter().find(|r| r.op == op).map(|r| (r.path.clone(), r.streams))
     }
 }
 
@@ -108,7 +108,7 @@ mod tests {
     }
 
     fn route(op: &str, path: &str) -> ForwardRoute {
-        ForwardRoute { op: op.into(), path: path.into() }
+        ForwardRoute { op: op.into(), path: path.into(), streams: false }
     }
 
     #[test]

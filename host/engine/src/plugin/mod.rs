@@ -23,7 +23,7 @@ pub mod runtime;
 pub use compile::compile_plugin_main;
 pub use pattern::Pattern;
 pub use reload::{ChannelSettings, PluginFileStatus, PluginRegistry, PluginSet, RouteMatch, FORBIDDEN_FORWARD};
-pub use runtime::{PluginCall, Runtime};
+pub use runtime::{Admission, PluginCall, Runtime};
 
 /// Host bindings generated from `wit/adapter.wit`.
 pub mod bindings {

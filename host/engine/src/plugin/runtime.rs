@@ -107,7 +107,7 @@ pub struct Admission(ready::Admitted);
 const ADAPTER: &str = "tollgate:adapter/adapter@1.0.0";
 
 /// The interface of the calls a plugin lets the host forward (`wit/fast/forward.wit`).
-const FORWARD: &str = "tollgate:fast/forward@0.1.0";
+const FORWARD: &str = "tollgate:fast/forward@0.2.0";
 
 impl Exports {
     fn find(component: &Component) -> Result<Exports> {

@@ -1,0 +1,187 @@
+//! What both sides of the plugin boundary do with an OpenAI chat stream, done once: the
+//! request asks the vendor for the usage chunk billing needs, and the events going back hide
+//! that chunk when the consumer did not ask for it, stop at an error event and end with
+//! `[DONE]`. The SDK's OpenAI-compatible adapter does it inside a plugin; the host does it for
+//! the chat streams it forwards without entering the plugin (`tollgate:fast`). One rule, so a
+//! stream is sent, relayed and billed the same whichever side ran it.
+//!
+//! Invariants:
+//! - the request is the consumer's JSON object with `stream_options` replaced by
+//!   `{"include_usage": true}` (and `model` by the upstream's name when one is given), nothing
+//!   else changed; a body that is not one JSON object is not rewritten;
+//! - an event's usage is read by `openai_json::Usage`, the reading of whole answers; an event
+//!   that names a `usage` or `error` object and is not JSON fails the stream, as does an event
+//!   with an `error` object (its message is the failure's).
+
+use crate::openai_json::{MapOnly, Units, Usage};
+use serde_json::Value;
+
+/// A chat stream's state, from its request to its end.
+#[derive(Debug, Default)]
+pub struct ChatStream {
+    /// The consumer asked for `stream_options.include_usage`: the usage chunk is theirs too.
+    consumer_wants_usage: bool,
+    saw_done: bool,
+    usage: Option<Units>,
+}
+
+/// What to do with one event of the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Give it to the consumer.
+    Keep,
+    /// The usage chunk the consumer did not ask for: read, not given.
+    Hide,
+    /// The stream failed with this message (the vendor's error event, or an event that could
+    /// not be read): an upstream fault.
+    Fail(String),
+}
+
+impl ChatStream {
+    /// The upstream request's body for the consumer's `body` (with `model` set to
+    /// `upstream_model` when one is given), and the stream's state; `None` when `body` is not
+    /// one JSON object.
+    pub fn request(body: &[u8], upstream_model: Option<&str>) -> Option<(String, ChatStream)> {
+        ChatStream::request_json(body, upstream_model).map(|(body, s)| (body.to_string(), s))
+    }
+
+    /// `request`, its body as JSON (for a vendor that adjusts it further).
+    pub fn request_json(body: &[u8], upstream_model: Option<&str>) -> Option<(Value, ChatStream)> {
+        let mut body: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return None,
+        };
+        if let Some(model) = upstream_model {
+            body["model"] = Value::String(model.to_string());
+        }
+        let consumer_wants_usage =
+            body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+        body["stream_options"] = serde_json::json!({ "include_usage": true });
+        Some((body, ChatStream { consumer_wants_usage, ..ChatStream::default() }))
+    }
+
+    /// One event's `data`: whether it goes to the consumer. A usage it carries is kept (the
+    /// last one read is the stream's).
+    pub fn event(&mut self, data: &str) -> Event {
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.saw_done = true;
+            return Event::Keep;
+        }
+        if !mentions_object(data, "usage") && !mentions_object(data, "error") {
+            return Event::Keep;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return Event::Fail("the upstream sent an invalid stream chunk".into());
+        };
+        if let Some(err) = v.get("error").filter(|e| e.is_object()) {
+            return Event::Fail(err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error").into());
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            if let Ok(MapOnly(u)) = serde_json::from_value::<MapOnly<Usage>>(u.clone()) {
+                self.usage = Some(u.units());
+            }
+            let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
+            if no_choices && !self.consumer_wants_usage {
+                return Event::Hide;
+            }
+        }
+        Event::Keep
+    }
+
+    /// Whether a stream that ended (`complete`: the upstream closed it cleanly) needs the
+    /// `[DONE]` its upstream did not send.
+    pub fn needs_done(&self, complete: bool) -> bool {
+        complete && !self.saw_done
+    }
+
+    /// The usage the stream reported; `None` when no event carried one.
+    pub fn usage(&self) -> Option<Units> {
+        self.usage
+    }
+}
+
+/// Whether `json` has a member `name` whose value is an object (a quick look before parsing:
+/// most chunks of a stream carry neither usage nor error).
+pub fn mentions_object(json: &str, name: &str) -> bool {
+    let key = format!("\"{name}\"");
+    let mut rest = json;
+    while let Some(i) = rest.find(&key) {
+        rest = &rest[i + key.len()..];
+        let after = rest.trim_start();
+        if let Some(v) = after.strip_prefix(':') {
+            if v.trim_start().starts_with('{') {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(b: &str) -> Value {
+        serde_json::from_str(b).unwrap()
+    }
+
+    #[test]
+    fn the_request_asks_for_usage_and_keeps_everything_else() {
+        let (sent, s) =
+            ChatStream::request(br#"{"model":"m","stream":true,"stream_options":{"x":1},"temperature":0.5}"#, None)
+                .unwrap();
+        assert_eq!(
+            body(&sent),
+            body(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"temperature":0.5}"#)
+        );
+        assert!(!s.consumer_wants_usage);
+        let (sent, s) =
+            ChatStream::request(br#"{"model":"m","stream_options":{"include_usage":true}}"#, Some("up")).unwrap();
+        assert_eq!(body(&sent), body(r#"{"model":"up","stream_options":{"include_usage":true}}"#));
+        assert!(s.consumer_wants_usage);
+        for not_an_object in [&b"[1]"[..], b"\"s\"", b"{", b""] {
+            assert!(ChatStream::request(not_an_object, None).is_none());
+        }
+    }
+
+    #[test]
+    fn the_usage_chunk_is_read_and_hidden_unless_asked_for() {
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}"#;
+        let (_, mut s) = ChatStream::request(br#"{"stream":true}"#, None).unwrap();
+        assert_eq!(s.event(r#"{"choices":[{"delta":{"content":"usage"}}]}"#), Event::Keep);
+        assert_eq!(s.event(usage), Event::Hide);
+        assert_eq!(s.usage().unwrap().output_tokens, Some(2));
+        assert!(s.needs_done(true) && !s.needs_done(false));
+        assert_eq!(s.event("[DONE]"), Event::Keep);
+        assert!(!s.needs_done(true));
+
+        let (_, mut s) = ChatStream::request(br#"{"stream_options":{"include_usage":true}}"#, None).unwrap();
+        assert_eq!(s.event(usage), Event::Keep);
+        // A usage riding on a chunk with choices goes to the consumer whoever asked.
+        let (_, mut s) = ChatStream::request(b"{}", None).unwrap();
+        assert_eq!(s.event(r#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#), Event::Keep);
+        assert_eq!(s.usage().unwrap().input_tokens, Some(1));
+    }
+
+    #[test]
+    fn an_error_event_or_an_unreadable_one_fails_the_stream() {
+        let mut s = ChatStream::default();
+        assert_eq!(s.event(r#"{"error":{"message":"overloaded"}}"#), Event::Fail("overloaded".into()));
+        assert_eq!(s.event(r#"{"error":{}}"#), Event::Fail("upstream stream error".into()));
+        assert_eq!(
+            s.event(r#"{"usage":{"prompt_tokens":1}"#),
+            Event::Fail("the upstream sent an invalid stream chunk".into())
+        );
+        // A usage of the wrong shape is not read, and the chunk is the consumer's as it came.
+        assert_eq!(s.event(r#"{"choices":[{}],"usage":{"prompt_tokens":"9"}}"#), Event::Keep);
+        assert_eq!(s.usage(), None);
+    }
+
+    #[test]
+    fn mentions_object_ignores_null_and_strings() {
+        assert!(mentions_object(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#, "usage"));
+        assert!(!mentions_object(r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#, "usage"));
+        assert!(!mentions_object(r#"{"x":"\"usage\""}"#, "usage"));
+    }
+}
