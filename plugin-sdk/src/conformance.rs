@@ -57,6 +57,11 @@ pub fn run<P: Plugin>(vendor: Vendor) {
     if let Some((call, body, usage)) = &vendor.stream {
         stream::<P>(call, body, usage);
         forwarded_stream::<P>(call, body);
+    } else {
+        assert!(
+            !P::forward(&call.config).iter().any(|r| r.streams),
+            "the plugin declares streams forwarded: the battery needs its vendor's stream to check them"
+        );
     }
     for (response, kind) in &vendor.failures {
         // A failure, or the vendor's own answer relayed (native routes), classified.
@@ -133,16 +138,18 @@ pub fn forwarded<P: Plugin>(call: &Call, ok: &UpstreamResponse) {
 /// settings, its model not mapped, a stream asked) is asked for by the plugin as the host asks
 /// for it (`tollgate_base::openai_stream`'s request, compared as JSON), and that the vendor's
 /// stream `body` reaches the consumer as the host relays it: the same events, the same usage.
-/// A call the host would not forward passes.
+/// A call of an op whose streams are not declared passes.
 pub fn forwarded_stream<P: Plugin>(call: &Call, body: &[u8]) {
     use tollgate_base::openai_stream::{ChatStream, Event};
     let Some(route) = P::forward(&call.config).into_iter().find(|r| r.op == call.op && r.streams) else { return };
     let mapped = !call.upstream_model.is_empty() && call.upstream_model != call.model;
     let consumer = call.body.as_bytes().unwrap_or_default();
     let streamed = tollgate_base::openai_json::asks_for_stream(consumer);
-    if mapped || !matches!(streamed, Ok(true)) {
-        return;
-    }
+    assert!(
+        !mapped && matches!(streamed, Ok(true)),
+        "op '{}' declares its streams forwarded: the battery's stream call must be one the host forwards (a stream, its model not mapped)",
+        call.op
+    );
     let upstream_model = Some(call.upstream_model.as_str()).filter(|m| !m.is_empty());
     let (host_body, mut host) =
         ChatStream::request_json(consumer, upstream_model).expect("a stream's body is a JSON object");

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::marker::PhantomData;
 use tollgate_base::openai_json::{Answer, Units};
-use tollgate_base::openai_stream::{mentions_object, ChatStream, Event as ChatEvent};
+use tollgate_base::openai_stream::{special, ChatStream, Event as ChatEvent};
 
 /// What differs between OpenAI-compatible vendors.
 pub trait Vendor: 'static {
@@ -317,14 +317,8 @@ impl<V: Vendor> Exchange for CompatExchange<V> {
                 out.push(OutChunk::Event(event));
                 continue;
             }
-            if mentions_object(data, "usage") || mentions_object(data, "error") {
-                let v: Value = serde_json::from_str(data).map_err(|_| {
-                    AdapterError::new(ErrorKind::UpstreamFault, "the upstream sent an invalid stream chunk")
-                })?;
-                if let Some(err) = v.get("error").filter(|e| e.is_object()) {
-                    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
-                    return Err(AdapterError::new(ErrorKind::UpstreamFault, message));
-                }
+            let read = special(data).map_err(|message| AdapterError::new(ErrorKind::UpstreamFault, message))?;
+            if let Some(v) = read {
                 // Only a chat's usage chunk is the gateway's to hide (above); other streams'
                 // usage rides on events the consumer needs (`speech.audio.done`, ...).
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {

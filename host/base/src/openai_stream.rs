@@ -14,6 +14,7 @@
 //!   with an `error` object (its message is the failure's).
 
 use crate::openai_json::{MapOnly, Units, Usage};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// A chat stream's state, from its request to its end.
@@ -68,17 +69,13 @@ impl ChatStream {
             self.saw_done = true;
             return Event::Keep;
         }
-        if !mentions_object(data, "usage") && !mentions_object(data, "error") {
-            return Event::Keep;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            return Event::Fail("the upstream sent an invalid stream chunk".into());
+        let v = match special(data) {
+            Ok(None) => return Event::Keep,
+            Ok(Some(v)) => v,
+            Err(message) => return Event::Fail(message),
         };
-        if let Some(err) = v.get("error").filter(|e| e.is_object()) {
-            return Event::Fail(err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error").into());
-        }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            if let Ok(MapOnly(u)) = serde_json::from_value::<MapOnly<Usage>>(u.clone()) {
+            if let Ok(MapOnly(u)) = MapOnly::<Usage>::deserialize(u) {
                 self.usage = Some(u.units());
             }
             let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
@@ -101,12 +98,26 @@ impl ChatStream {
     }
 }
 
-/// Whether `json` has a member `name` whose value is an object (a quick look before parsing:
-/// most chunks of a stream carry neither usage nor error).
-pub fn mentions_object(json: &str, name: &str) -> bool {
-    let key = format!("\"{name}\"");
+/// An OpenAI stream event's `data` when it names a `usage` or an `error` object, parsed
+/// (`None`: it names neither, and is passed on unread); `Err`: the stream fails with this
+/// message, the vendor's error event or an event that is not JSON. Every OpenAI-shaped stream
+/// reads its events by this (the SDK's other streams too: speech, transcriptions).
+pub fn special(data: &str) -> Result<Option<Value>, String> {
+    if !mentions_object(data, "\"usage\"") && !mentions_object(data, "\"error\"") {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_str(data).map_err(|_| "the upstream sent an invalid stream chunk".to_string())?;
+    if let Some(err) = v.get("error").filter(|e| e.is_object()) {
+        return Err(err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error").into());
+    }
+    Ok(Some(v))
+}
+
+/// Whether `json` has a member `key` (quoted: `"usage"`) whose value is an object (a quick look
+/// before parsing: most chunks of a stream carry neither usage nor error).
+fn mentions_object(json: &str, key: &str) -> bool {
     let mut rest = json;
-    while let Some(i) = rest.find(&key) {
+    while let Some(i) = rest.find(key) {
         rest = &rest[i + key.len()..];
         let after = rest.trim_start();
         if let Some(v) = after.strip_prefix(':') {
@@ -180,8 +191,10 @@ mod tests {
 
     #[test]
     fn mentions_object_ignores_null_and_strings() {
-        assert!(mentions_object(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#, "usage"));
-        assert!(!mentions_object(r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#, "usage"));
-        assert!(!mentions_object(r#"{"x":"\"usage\""}"#, "usage"));
+        let usage = "\"usage\"";
+        assert!(mentions_object(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#, usage));
+        assert!(!mentions_object(r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#, usage));
+        assert!(!mentions_object(r#"{"x":"\"usage\""}"#, usage));
+        assert_eq!(special(r#"{"choices":[],"usage":null}"#), Ok(None));
     }
 }

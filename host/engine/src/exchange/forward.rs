@@ -34,9 +34,9 @@ use tollgate_base::openai_stream::ChatStream;
 pub(super) enum Forward {
     /// A whole answer, asked on this path with the consumer's body.
     Whole(String),
-    /// A chat stream, asked on this path with this body (`openai_stream`'s request), relayed
-    /// by this state.
-    Stream(String, String, ChatStream),
+    /// A chat stream, asked on `path` with `body` (`openai_stream`'s request), relayed by
+    /// `chat`.
+    Stream { path: String, body: String, chat: ChatStream },
 }
 
 /// How `call` is forwarded, when the contract lets the host forward it.
@@ -53,7 +53,7 @@ pub(super) fn route(ctx: &CallContext, call: &wit::Call) -> Option<Forward> {
             // The SDK's `first()` sets the model it is given, mapped or not: so does the host.
             let model = Some(call.upstream_model.as_str()).filter(|m| !m.is_empty());
             let (body, chat) = ChatStream::request(&ctx.client.body, model)?;
-            Some(Forward::Stream(path, body, chat))
+            Some(Forward::Stream { path, body, chat })
         }
         _ => None,
     }
@@ -66,7 +66,7 @@ pub(super) async fn run(ctx: CallContext, call: &mut wit::Call, forward: Forward
     let admitted = ctx.runtime.admit().map_err(|e| plugin_failure(&ctx.plugin, "admitting the call", e))?;
     let (sent, chat) = match forward {
         Forward::Whole(path) => (request(path, wit::Body::ClientBody), None),
-        Forward::Stream(path, body, chat) => (request(path, wit::Body::Text(body)), Some(chat)),
+        Forward::Stream { path, body, chat } => (request(path, wit::Body::Text(body)), Some(chat)),
     };
     let mut span = upstream_span(&ctx, call, &sent);
     span.attr("tollgate.forwarded", true);

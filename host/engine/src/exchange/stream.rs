@@ -202,10 +202,10 @@ pub(super) enum Decoder {
 impl Decoder {
     async fn decode(
         &mut self,
-        input: &wit::StreamInput,
+        input: wit::StreamInput,
     ) -> anyhow::Result<Result<Vec<wit::OutChunk>, wit::AdapterError>> {
         match self {
-            Decoder::Plugin(pc) => pc.decode(input).await,
+            Decoder::Plugin(pc) => pc.decode(&input).await,
             Decoder::Forwarded { chat, .. } => Ok(relay(chat, input)),
         }
     }
@@ -229,13 +229,13 @@ impl Decoder {
     }
 }
 
-/// A forwarded stream's events for the consumer.
-fn relay(chat: &mut ChatStream, input: &wit::StreamInput) -> Result<Vec<wit::OutChunk>, wit::AdapterError> {
+/// A forwarded stream's events for the consumer (always SSE: the host forwards chat streams).
+fn relay(chat: &mut ChatStream, input: wit::StreamInput) -> Result<Vec<wit::OutChunk>, wit::AdapterError> {
     let wit::StreamInput::Events(events) = input else { return Err(fault("expected SSE".into())) };
     let mut out = Vec::with_capacity(events.len());
     for e in events {
         match chat.event(&e.data) {
-            Event::Keep => out.push(wit::OutChunk::Event(e.clone())),
+            Event::Keep => out.push(wit::OutChunk::Event(e)),
             Event::Hide => {}
             Event::Fail(message) => return Err(fault(message)),
         }
@@ -272,7 +272,7 @@ impl Read {
     async fn burst(&mut self, taken: usize, pc: &mut Decoder, plugin: &Plugin, out: &mut Out) -> Option<Stop> {
         let ended = take_ready(&mut self.body, &mut self.framer, taken).await;
         if let Some(input) = self.framer.take() {
-            if let Err(stop) = deliver(pc, &input, plugin, out, &mut self.delivered).await {
+            if let Err(stop) = deliver(pc, input, plugin, out, &mut self.delivered).await {
                 return Some(stop);
             }
         }
@@ -330,7 +330,7 @@ async fn pump(
     let stop = match stop {
         Stop::Complete => match framer.take_last() {
             None => Stop::Complete,
-            Some(input) => deliver(&mut pc, &input, plugin, out, &mut delivered).await.err().unwrap_or(Stop::Complete),
+            Some(input) => deliver(&mut pc, input, plugin, out, &mut delivered).await.err().unwrap_or(Stop::Complete),
         },
         other => other,
     };
@@ -442,7 +442,7 @@ fn interrupted() -> Stop {
 
 async fn deliver(
     pc: &mut Decoder,
-    input: &wit::StreamInput,
+    input: wit::StreamInput,
     plugin: &Plugin,
     out: &mut Out,
     delivered: &mut u64,

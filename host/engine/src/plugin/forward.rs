@@ -6,9 +6,9 @@
 //!
 //! Invariants:
 //! - what is kept is the plugin's answer for exactly those settings, checked: each op one the
-//!   manifest declares and does not quote, each path a path (one leading `/`); a plugin that
-//!   fails or declares anything else forwards nothing for those settings, and its calls go
-//!   through it as if it exported nothing;
+//!   manifest declares and does not quote, each path a path (one leading `/`), streams only
+//!   for `chat`; a plugin that fails or declares anything else forwards nothing for those
+//!   settings, and its calls go through it as if it exported nothing;
 //! - kept with the `Plugin`: a reloaded version is asked again, and a call finishes with the
 //!   routes of the version it started on;
 //! - bounded: the answers for at most `MAX_SETTINGS` settings are kept; beyond, a channel's
@@ -80,6 +80,11 @@ fn check(manifest: &Manifest, routes: Vec<ForwardRoute>) -> Result<Vec<ForwardRo
             Some(o) if o.quoted => return Err(format!("op '{}' is quoted: its calls need the plugin", r.op)),
             Some(_) => {}
         }
+        // The host forwards streams by OpenAI's chat rule (`openai_stream`): another op's
+        // events (a `usage` riding on Anthropic's `message_delta`, say) would be misread.
+        if r.streams && r.op != "chat" {
+            return Err(format!("op '{}' declares its streams forwarded: only chat streams are", r.op));
+        }
         if !r.path.starts_with('/') || r.path.starts_with("//") {
             return Err(format!("'{}' is not a path", r.path));
         }
@@ -98,7 +103,7 @@ mod tests {
             name: "p".into(),
             version: "1".into(),
             vendor: "v".into(),
-            operations: vec![op("chat", false), op("video", true)],
+            operations: vec![op("chat", false), op("embeddings", false), op("video", true)],
             routes: Vec::new(),
             forward_headers: Vec::new(),
             fetch_hosts: Vec::new(),
@@ -112,14 +117,15 @@ mod tests {
     }
 
     #[test]
-    fn a_declaration_names_declared_unquoted_ops_and_paths_or_nothing_is_forwarded() {
+    fn a_declaration_names_declared_unquoted_ops_paths_and_only_chat_streams_or_nothing_is_forwarded() {
         let m = manifest();
         assert_eq!(check(&m, vec![route("chat", "/v1/chat/completions")]).unwrap().len(), 1);
+        let streamed = |op: &str, path: &str| ForwardRoute { streams: true, ..route(op, path) };
+        let both = vec![streamed("chat", "/v1/chat/completions"), route("embeddings", "/v1/embeddings")];
+        assert_eq!(check(&m, both).unwrap().len(), 2);
         for (routes, why) in [
-            (
-                vec![route("chat", "/v1/chat/completions"), route("embeddings", "/v1/embeddings")],
-                "not one the manifest",
-            ),
+            (vec![route("chat", "/v1/chat/completions"), route("images", "/v1/images")], "not one the manifest"),
+            (vec![streamed("embeddings", "/v1/embeddings")], "only chat streams"),
             (vec![route("video", "/v1/video")], "quoted"),
             (vec![route("chat", "https://elsewhere.example/v1/chat/completions")], "not a path"),
             (vec![route("chat", "//elsewhere.example/v1")], "not a path"),
