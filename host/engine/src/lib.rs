@@ -104,15 +104,8 @@ impl Engine {
             })
             .collect();
         self.registry.set_channel_settings(settings);
-        // What each channel's plugin forwards for its settings, asked once they are set (a
-        // plugin that loads in that moment may miss them: those channels' calls then go
-        // through it until it or the channels load again).
-        let plugins = self.registry.current();
-        for channel in channels.all() {
-            if let Some(p) = plugins.get(&channel.plugin) {
-                p.forwards.learn(self.registry.runtime(), &p.pre, &p.manifest, &channel.settings_json).await;
-            }
-        }
+        // What each channel's plugin forwards for its settings, asked once they are set.
+        self.registry.learn_forwards().await;
         self.channels.store(Arc::new(channels));
         Ok(names)
     }

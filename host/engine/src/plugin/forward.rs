@@ -1,7 +1,8 @@
 //! The calls a plugin lets the host forward without entering it (`tollgate:fast`'s `forward`,
 //! `wit/fast/forward.wit`; the call side is `exchange::forward`): asked of the plugin when it
-//! loads, for the settings of each channel that uses it, and when channels load, for theirs;
-//! kept with the plugin's version. Never asked on a call's path: a call whose settings were not
+//! loads, for the settings of each channel that uses it, and when channels load or plugins are
+//! swapped, for the settings not asked about yet (`PluginRegistry::learn_forwards`); kept with the
+//! plugin's version. Never asked on a call's path: a call whose settings were not
 //! asked about goes through the plugin.
 //!
 //! Invariants:

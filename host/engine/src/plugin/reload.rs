@@ -177,6 +177,21 @@ impl PluginRegistry {
         *self.channel_settings.lock().expect("channel settings") = settings;
     }
 
+    /// Asks each current plugin which calls it forwards for the settings of its channels, those
+    /// it was not asked about yet: called once channels are set, and once a scan swapped the
+    /// plugins, so that a plugin that loaded while the channels changed (and read their old
+    /// settings) learns the new ones. Settings are set before the plugins are read here, and
+    /// the plugins swapped before the settings are read: one of the two calls sees both.
+    pub async fn learn_forwards(&self) {
+        let channels = self.channel_settings.lock().expect("channel settings").clone();
+        let plugins = self.current();
+        for c in &channels {
+            if let Some(p) = plugins.get(&c.plugin) {
+                p.forwards.learn(&self.runtime, &p.pre, &p.manifest, &c.settings_json).await;
+            }
+        }
+    }
+
     /// The current set; cheap, lock-free, for the request path.
     pub fn current(&self) -> arc_swap::Guard<Arc<PluginSet>> {
         self.current.load()
@@ -275,9 +290,12 @@ impl PluginRegistry {
         }
 
         if changed {
-            let files = self.files.lock().expect("plugin file table");
-            let set = PluginSet::build(files.values().filter_map(|e| e.plugin.clone()));
+            let set = {
+                let files = self.files.lock().expect("plugin file table");
+                PluginSet::build(files.values().filter_map(|e| e.plugin.clone()))
+            };
             self.current.store(Arc::new(set));
+            self.learn_forwards().await;
         }
         Ok(())
     }
