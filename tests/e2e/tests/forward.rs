@@ -163,6 +163,41 @@ fn a_chat_stream_is_relayed_by_the_host_as_through_its_plugin_and_billed_alike()
     assert!(gw.verify_ledger().0, "{}", gw.verify_ledger().1);
 }
 
+/// A forwarded stream counts among the calls in flight to its end, as its plugin's would: with
+/// `max_concurrent_calls = 1`, a call made while a paced stream runs is refused (503, retry
+/// shortly), and one made after it ended is served.
+#[test]
+fn a_forwarded_stream_holds_its_admission_to_its_end() {
+    let mock = Mock::start_with(&["--chunk-delay-ms", "300"]);
+    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini"], &["up"]);
+    let gw = Gateway::start(
+        "forward-admission",
+        &[("openai", "openai.wasm")],
+        &format!(
+            "max_concurrent_calls = 1
+{ch}"
+        ),
+    );
+    let key = gw.key.clone();
+    assert_eq!(gw.chat(&key, "gpt-4o-mini", "").status, 200);
+    let streaming = {
+        let gw_addr = gw.addr.clone();
+        let key = key.clone();
+        std::thread::spawn(move || {
+            let body = r#"{"model":"gpt-4o-mini","messages":[],"stream":true}"#;
+            let auth = format!("Bearer {key}");
+            http::request(&gw_addr, "POST", "/v1/chat/completions", &[("authorization", &auth)], body.as_bytes())
+        })
+    };
+    // The stream's head has come (it was forwarded), and its chunks are 300 ms apart.
+    assert!(eventually(Duration::from_secs(5), || forwarded(&gw, "host") >= 2.0), "the stream was not forwarded");
+    let r = gw.chat(&key, "gpt-4o-mini", "");
+    assert_eq!((r.status, r.error_code().as_str()), (503, "overloaded"), "{}", r.text());
+    let stream = streaming.join().unwrap();
+    assert!(stream.text().ends_with("data: [DONE]\n\n"), "{}", stream.text());
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&key, "gpt-4o-mini", "").status == 200));
+}
+
 #[test]
 fn a_plugin_whose_first_step_is_not_the_request_it_declared_fails_the_call() {
     let mock = Mock::start();
