@@ -1,6 +1,7 @@
-//! Streams: one task per streamed call owns the plugin's store, reads the upstream body frame
-//! by frame, frames it (SSE, NDJSON or raw) and feeds the events of what has arrived to
-//! `decode`, and writes the plugin's output to the consumer: one call and one write per
+//! Streams: one task per streamed call owns its `Decoder` (the plugin's store, or for a chat
+//! stream the host forwards, the host's relay and the call's admission), reads the upstream
+//! body frame by frame, frames it (SSE, NDJSON or raw) and feeds the events of what has arrived
+//! to `decode`, and writes the decoder's output to the consumer: one call and one write per
 //! network chunk, or per burst of chunks that arrived together (up to `BURST_BYTES`; never
 //! waiting for more). Nothing is buffered whole. What arrived with the upstream's head is
 //! decoded before the task starts, in the call's own, so that it leaves with the consumer's
