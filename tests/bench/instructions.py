@@ -1,7 +1,8 @@
 """instructions.sh's two halves.
 
-  instructions.py load URL KEY N          N small chats, one after another on one keep-alive
-                                          connection; fails if any is not answered 200
+  instructions.py load URL KEY N [stream]  N small chats, one after another on one keep-alive
+                                          connection (streamed: "stream"); fails if any is not
+                                          answered 200
   instructions.py report MAP N TOP DUMP...  callgrind's DUMPs (one per thread) per request:
                                           the total, by kind of thread, by part, and the TOP
                                           functions by their own instructions, the plugin's
@@ -17,10 +18,13 @@ import subprocess
 import sys
 
 
-def load(url, key, n):
+def load(url, key, n, stream=False):
     host = url.split("//", 1)[1]
     conn = http.client.HTTPConnection(host, timeout=60)
-    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]})
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+    if stream:
+        chat["stream"] = True
+    body = json.dumps(chat)
     headers = {"Content-Type": "application/json", "Authorization": "Bearer " + key}
     for i in range(n):
         conn.request("POST", "/v1/chat/completions", body, headers)
@@ -125,8 +129,8 @@ def report(map_path, n, top, dumps):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "load":
-        load(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "load" and sys.argv[5:] in ([], ["stream"]):
+        load(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:] == ["stream"])
     elif len(sys.argv) >= 6 and sys.argv[1] == "report":
         report(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
     else:

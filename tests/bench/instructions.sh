@@ -10,6 +10,7 @@
 #
 # Environment:
 #   REQUESTS  requests counted (default 2000), after WARMUP uncounted ones (default 600)
+#   STREAM=1  the chats are streamed (the mock's 5 chunks, unpaced: a chat forwarded by the host)
 #   TOP       functions listed (default 30)
 #   OUT       keep callgrind's output (a file per thread) and the plugins' symbol map in this
 #             folder (default: not kept); `callgrind_annotate OUT/callgrind.out.1-02` reads one
@@ -62,18 +63,19 @@ export GW_EXTRA_CONFIG="plugin_perf_map = true
 $(gw_default max_concurrent_calls 64)
 $(gw_default worker_poll_us 0)
 ${GW_EXTRA_CONFIG:-}"
-start_mock
+# Unpaced: the count is per request, and callgrind's pace is slow enough.
+start_mock 0
 start_gateway
 # The plugin folder's first backstop rescan (10 s after the start) reads the files the start
 # found just copied (too fresh to trust their metadata); the next four read nothing (the
 # sixth, a minute in, reads every file: after the default run's end). Past the first:
 sleep 11
 
-python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP / 2))"
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP / 2))" ${STREAM:+stream}
 callgrind_control -i on "$GW_PID" > /dev/null
-python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP - WARMUP / 2))"
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP - WARMUP / 2))" ${STREAM:+stream}
 callgrind_control -z "$GW_PID" > /dev/null
-python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$REQUESTS"
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$REQUESTS" ${STREAM:+stream}
 callgrind_control -d "$GW_PID" > /dev/null
 MAP=/tmp/perf-$GW_PID.map
 # One file per thread (callgrind.out.1-01, -02, ...).

@@ -14,8 +14,10 @@
 //!   with an `error` object (its message is the failure's).
 
 use crate::openai_json::{MapOnly, Units, Usage};
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::LazyLock;
 
 /// A chat stream's state, from its request to its end.
 #[derive(Debug, Default)]
@@ -43,6 +45,11 @@ impl ChatStream {
     /// `upstream_model` when one is given), and the stream's state; `None` when `body` is not
     /// one JSON object.
     pub fn request(body: &[u8], upstream_model: Option<&str>) -> Option<(String, ChatStream)> {
+        if upstream_model.is_none() {
+            if let Some(body) = with_usage_asked(body) {
+                return Some((body, ChatStream::default()));
+            }
+        }
         ChatStream::request_json(body, upstream_model).map(|(body, s)| (body.to_string(), s))
     }
 
@@ -98,12 +105,49 @@ impl ChatStream {
     }
 }
 
+/// `body` with `"stream_options":{"include_usage":true}` added as its last member, when it is
+/// one JSON object in UTF-8 without a `stream_options` member (the usual request: the consumer
+/// asked for no options): the bytes the consumer sent, the member spliced in, where a parse
+/// into a `Value` and a print of it cost a stream's first byte ~15k instructions. `None` for
+/// any other body (a `stream_options` of any value, `null` too, a member named twice, not one
+/// object): `request_json` rewrites it.
+fn with_usage_asked(body: &[u8]) -> Option<String> {
+    /// Whether the member was there, whatever its value.
+    #[derive(Default)]
+    struct Present(bool);
+    impl<'de> Deserialize<'de> for Present {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
+        }
+    }
+    #[derive(Deserialize)]
+    struct Options {
+        #[serde(default)]
+        stream_options: Present,
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let inner = text.trim_ascii().strip_prefix('{')?.strip_suffix('}')?;
+    match serde_json::from_str::<MapOnly<Options>>(text) {
+        Ok(MapOnly(Options { stream_options: Present(false) })) => {}
+        _ => return None,
+    }
+    const MEMBER: &str = r#""stream_options":{"include_usage":true}}"#;
+    let mut out = String::with_capacity(inner.len() + MEMBER.len() + 2);
+    out.push('{');
+    out.push_str(inner);
+    if !inner.trim_ascii().is_empty() {
+        out.push(',');
+    }
+    out.push_str(MEMBER);
+    Some(out)
+}
+
 /// An OpenAI stream event's `data` when it names a `usage` or an `error` object, parsed
 /// (`None`: it names neither, and is passed on unread); `Err`: the stream fails with this
 /// message, the vendor's error event or an event that is not JSON. Every OpenAI-shaped stream
 /// reads its events by this (the SDK's other streams too: speech, transcriptions).
 pub fn special(data: &str) -> Result<Option<Value>, String> {
-    if !mentions_object(data, "\"usage\"") && !mentions_object(data, "\"error\"") {
+    if !mentions_object(data, &USAGE) && !mentions_object(data, &ERROR) {
         return Ok(None);
     }
     let v: Value = serde_json::from_str(data).map_err(|_| "the upstream sent an invalid stream chunk".to_string())?;
@@ -113,20 +157,19 @@ pub fn special(data: &str) -> Result<Option<Value>, String> {
     Ok(Some(v))
 }
 
+/// The quoted names `special` looks for, their searchers set up once (a substring search set
+/// its searcher up anew on each call: a fifth of a stream's relay).
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
+
 /// Whether `json` has a member `key` (quoted: `"usage"`) whose value is an object (a quick look
 /// before parsing: most chunks of a stream carry neither usage nor error).
-fn mentions_object(json: &str, key: &str) -> bool {
-    let mut rest = json;
-    while let Some(i) = rest.find(key) {
-        rest = &rest[i + key.len()..];
-        let after = rest.trim_start();
-        if let Some(v) = after.strip_prefix(':') {
-            if v.trim_start().starts_with('{') {
-                return true;
-            }
-        }
-    }
-    false
+fn mentions_object(json: &str, key: &Finder) -> bool {
+    let len = key.needle().len();
+    key.find_iter(json.as_bytes()).any(|i| {
+        let after = json[i + len..].trim_start();
+        after.strip_prefix(':').is_some_and(|v| v.trim_start().starts_with('{'))
+    })
 }
 
 #[cfg(test)]
@@ -154,6 +197,39 @@ mod tests {
         for not_an_object in [&b"[1]"[..], b"\"s\"", b"{", b""] {
             assert!(ChatStream::request(not_an_object, None).is_none());
         }
+    }
+
+    #[test]
+    fn a_request_without_options_keeps_its_bytes_and_gains_the_member_at_its_end() {
+        let cases: [(&[u8], &str); 3] = [
+            (
+                b"  {\"stream\": true, \"messages\":[{\"content\":\"\\u00e9\"}], \"n\": 1.0e2}\n",
+                r#"{"stream": true, "messages":[{"content":"\u00e9"}], "n": 1.0e2,"stream_options":{"include_usage":true}}"#,
+            ),
+            (b"{ }", r#"{ "stream_options":{"include_usage":true}}"#),
+            (b"{\"a\":1,\"a\":2}", r#"{"a":1,"a":2,"stream_options":{"include_usage":true}}"#),
+        ];
+        for (sent, want) in cases {
+            let (body, s) = ChatStream::request(sent, None).unwrap();
+            assert_eq!(body, want);
+            assert!(!s.consumer_wants_usage);
+        }
+        // Options of any value, the member twice, a mapped model, text that is not UTF-8 or
+        // not one object: rewritten whole, or not at all.
+        for sent in [
+            &br#"{"stream_options":null}"#[..],
+            br#"{"stream_options":{"include_usage":false},"stream_options":{"include_usage":true}}"#,
+            b"{\"x\":\"\xff\"}",
+            b"{\"x\":1}}",
+            b"[{}]",
+        ] {
+            assert_eq!(with_usage_asked(sent), None, "{}", String::from_utf8_lossy(sent));
+        }
+        let (body, s) = ChatStream::request(br#"{"stream_options":null}"#, None).unwrap();
+        assert_eq!(body, r#"{"stream_options":{"include_usage":true}}"#);
+        assert!(!s.consumer_wants_usage);
+        let (body, _) = ChatStream::request(br#"{"model":"m","stream":true}"#, Some("up")).unwrap();
+        assert_eq!(body, r#"{"model":"up","stream":true,"stream_options":{"include_usage":true}}"#);
     }
 
     #[test]
@@ -191,10 +267,10 @@ mod tests {
 
     #[test]
     fn mentions_object_ignores_null_and_strings() {
-        let usage = "\"usage\"";
-        assert!(mentions_object(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#, usage));
-        assert!(!mentions_object(r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#, usage));
-        assert!(!mentions_object(r#"{"x":"\"usage\""}"#, usage));
+        assert!(mentions_object(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#, &USAGE));
+        assert!(!mentions_object(r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#, &USAGE));
+        assert!(!mentions_object(r#"{"x":"\"usage\""}"#, &USAGE));
+        assert!(mentions_object(r#"{"x":"\"usage\"","error" :{}}"#, &ERROR));
         assert_eq!(special(r#"{"choices":[],"usage":null}"#), Ok(None));
     }
 }

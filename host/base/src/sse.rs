@@ -52,7 +52,7 @@ impl Parser {
                 chunk = &chunk[1..];
             }
         }
-        while let Some(pos) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
             let (head, rest) = chunk.split_at(pos);
             let is_cr = rest[0] == b'\r';
             chunk = &rest[1..];
@@ -106,7 +106,12 @@ impl Parser {
             }
             None => (line, &b""[..]),
         };
-        let value = String::from_utf8_lossy(value);
+        // Valid UTF-8 (every vendor's) is checked at the standard library's pace; the lossy
+        // reading, a byte at a time, only for what is not.
+        let value = match std::str::from_utf8(value) {
+            Ok(v) => std::borrow::Cow::Borrowed(v),
+            Err(_) => String::from_utf8_lossy(value),
+        };
         match field {
             b"data" => {
                 if self.has_data {
@@ -184,6 +189,18 @@ mod tests {
             p.feed(line.as_bytes(), &mut out);
         }
         assert!(p.overflowed() && out.is_empty());
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_and_the_rest_kept() {
+        let input = b"data: a\xffb\xe2\x82\n\nevent: \xc3\ndata: \xe2\x82\xac\n\n";
+        let want = vec![
+            Event { event: None, data: "a\u{FFFD}b\u{FFFD}".into(), id: None },
+            Event { event: Some("\u{FFFD}".into()), data: "\u{20AC}".into(), id: None },
+        ];
+        for piece in 1..input.len() {
+            assert_eq!(parse_in_pieces(input, piece), want, "piece size {piece}");
+        }
     }
 
     #[test]
