@@ -45,10 +45,8 @@ impl ChatStream {
     /// `upstream_model` when one is given), and the stream's state; `None` when `body` is not
     /// one JSON object.
     pub fn request(body: &[u8], upstream_model: Option<&str>) -> Option<(String, ChatStream)> {
-        if upstream_model.is_none() {
-            if let Some(body) = with_usage_asked(body) {
-                return Some((body, ChatStream::default()));
-            }
+        if let Some(body) = with_usage_asked(body, upstream_model) {
+            return Some((body, ChatStream::default()));
         }
         ChatStream::request_json(body, upstream_model).map(|(body, s)| (body.to_string(), s))
     }
@@ -107,11 +105,12 @@ impl ChatStream {
 
 /// `body` with `"stream_options":{"include_usage":true}` added as its last member, when it is
 /// one JSON object in UTF-8 without a `stream_options` member (the usual request: the consumer
-/// asked for no options): the bytes the consumer sent, the member spliced in, where a parse
-/// into a `Value` and a print of it cost a stream's first byte ~15k instructions. `None` for
-/// any other body (a `stream_options` of any value, `null` too, a member named twice, not one
+/// asked for no options) whose `model` is `upstream_model` already (or with none given): the
+/// bytes the consumer sent, the member spliced in, where a parse into a `Value` and a print of
+/// it cost a stream's first byte ~15k instructions. `None` for any other body (a
+/// `stream_options` of any value, `null` too, another model, a member named twice, not one
 /// object): `request_json` rewrites it.
-fn with_usage_asked(body: &[u8]) -> Option<String> {
+fn with_usage_asked(body: &[u8], upstream_model: Option<&str>) -> Option<String> {
     /// Whether the member was there, whatever its value.
     #[derive(Default)]
     struct Present(bool);
@@ -121,15 +120,17 @@ fn with_usage_asked(body: &[u8]) -> Option<String> {
         }
     }
     #[derive(Deserialize)]
-    struct Options {
+    struct Members<'a> {
         #[serde(default)]
         stream_options: Present,
+        #[serde(borrow)]
+        model: Option<std::borrow::Cow<'a, str>>,
     }
     let text = std::str::from_utf8(body).ok()?;
     let inner = text.trim_ascii().strip_prefix('{')?.strip_suffix('}')?;
-    match serde_json::from_str::<MapOnly<Options>>(text) {
-        Ok(MapOnly(Options { stream_options: Present(false) })) => {}
-        _ => return None,
+    let MapOnly(members) = serde_json::from_str::<MapOnly<Members>>(text).ok()?;
+    if members.stream_options.0 || upstream_model.is_some_and(|m| members.model.as_deref() != Some(m)) {
+        return None;
     }
     const MEMBER: &str = r#""stream_options":{"include_usage":true}}"#;
     let mut out = String::with_capacity(inner.len() + MEMBER.len() + 2);
@@ -223,13 +224,26 @@ mod tests {
             b"{\"x\":1}}",
             b"[{}]",
         ] {
-            assert_eq!(with_usage_asked(sent), None, "{}", String::from_utf8_lossy(sent));
+            assert_eq!(with_usage_asked(sent, None), None, "{}", String::from_utf8_lossy(sent));
         }
         let (body, s) = ChatStream::request(br#"{"stream_options":null}"#, None).unwrap();
         assert_eq!(body, r#"{"stream_options":{"include_usage":true}}"#);
         assert!(!s.consumer_wants_usage);
-        let (body, _) = ChatStream::request(br#"{"model":"m","stream":true}"#, Some("up")).unwrap();
-        assert_eq!(body, r#"{"model":"up","stream":true,"stream_options":{"include_usage":true}}"#);
+        // The model the upstream is asked for: kept in place when it is the consumer's.
+        let (body, _) = ChatStream::request(br#"{"model":"m","stream":true}"#, Some("m")).unwrap();
+        assert_eq!(body, r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#);
+        for (sent, model) in [(&br#"{"model":"m","stream":true}"#[..], "up"), (br#"{"stream":true}"#, "up")] {
+            assert_eq!(with_usage_asked(sent, Some(model)), None);
+            let (body, _) = ChatStream::request(sent, Some(model)).unwrap();
+            assert_eq!(body, r#"{"model":"up","stream":true,"stream_options":{"include_usage":true}}"#);
+        }
+        assert_eq!(with_usage_asked(br#"{"model":7}"#, None), None);
+        assert_eq!(with_usage_asked(br#"{"model":"m","model":"m"}"#, Some("m")), None);
+        let escaped = br#"{"model":"\u006d"}"#;
+        assert_eq!(
+            with_usage_asked(escaped, Some("m")).unwrap(),
+            r#"{"model":"\u006d","stream_options":{"include_usage":true}}"#
+        );
     }
 
     #[test]
