@@ -126,6 +126,9 @@ fn with_usage_asked(body: &[u8], upstream_model: Option<&str>) -> Option<String>
         #[serde(borrow)]
         model: Option<std::borrow::Cow<'a, str>>,
     }
+    if value_might_refuse(body) {
+        return None;
+    }
     let text = std::str::from_utf8(body).ok()?;
     let inner = text.trim_ascii().strip_prefix('{')?.strip_suffix('}')?;
     let MapOnly(members) = serde_json::from_str::<MapOnly<Members>>(text).ok()?;
@@ -141,6 +144,49 @@ fn with_usage_asked(body: &[u8], upstream_model: Option<&str>) -> Option<String>
     }
     out.push_str(MEMBER);
     Some(out)
+}
+
+/// Whether a `Value` might refuse `body` where the reading of `with_usage_asked` (serde's
+/// `IgnoredAny`, which builds nothing) takes it: containers nested past serde_json's limit
+/// (128 deep), an escape of a surrogate (`\uD800` to `\uDFFF`: a lone one is refused), a
+/// number beyond `f64` (an exponent, or 300 digits in a row; an escape's hex digits are not
+/// one: `\u4e2d` is text). Such a body is rewritten
+/// through a `Value`, as the plugin's `first()` does, so the host refuses what the plugin
+/// would: the test is by bytes, strings included, and errs toward the `Value`.
+fn value_might_refuse(body: &[u8]) -> bool {
+    const DEEPEST: usize = 127;
+    const LONGEST_NUMBER: usize = 300;
+    let (mut openers, mut digits, mut i) = (0, 0, 0);
+    while let Some(&b) = body.get(i) {
+        i += 1;
+        if b.is_ascii_digit() {
+            digits += 1;
+            if digits >= LONGEST_NUMBER {
+                return true;
+            }
+            continue;
+        }
+        let after_digit = std::mem::take(&mut digits) > 0;
+        match b {
+            b'e' | b'E' if after_digit => return true,
+            b'[' | b'{' => {
+                openers += 1;
+                if openers > DEEPEST {
+                    return true;
+                }
+            }
+            // An escape: a surrogate's is refused, another's four hex digits are no number.
+            b'\\' if body.get(i) == Some(&b'u') => {
+                if matches!(body.get(i + 1), Some(b'd' | b'D')) {
+                    return true;
+                }
+                i += 5;
+            }
+            b'\\' => i += 1,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// An OpenAI stream event's `data` when it names a `usage` or an `error` object, parsed
@@ -204,8 +250,8 @@ mod tests {
     fn a_request_without_options_keeps_its_bytes_and_gains_the_member_at_its_end() {
         let cases: [(&[u8], &str); 3] = [
             (
-                b"  {\"stream\": true, \"messages\":[{\"content\":\"\\u00e9\"}], \"n\": 1.0e2}\n",
-                r#"{"stream": true, "messages":[{"content":"\u00e9"}], "n": 1.0e2,"stream_options":{"include_usage":true}}"#,
+                b"  {\"stream\": true, \"messages\":[{\"content\":\"\\u00e9\"}], \"n\": 100.50}\n",
+                r#"{"stream": true, "messages":[{"content":"\u00e9"}], "n": 100.50,"stream_options":{"include_usage":true}}"#,
             ),
             (b"{ }", r#"{ "stream_options":{"include_usage":true}}"#),
             (b"{\"a\":1,\"a\":2}", r#"{"a":1,"a":2,"stream_options":{"include_usage":true}}"#),
@@ -238,6 +284,25 @@ mod tests {
             assert_eq!(body, r#"{"model":"up","stream":true,"stream_options":{"include_usage":true}}"#);
         }
         assert_eq!(with_usage_asked(br#"{"model":7}"#, None), None);
+        // What a `Value` refuses (or might) goes the `Value`'s way: the same refusal as the
+        // plugin's, or the same request.
+        let nested = |depth: usize| format!(r#"{{"x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        assert!(with_usage_asked(nested(126).as_bytes(), None).is_some());
+        for refused in [
+            nested(127),
+            r#"{"x":1e400}"#.into(),
+            r#"{"x":"\ud800"}"#.into(),
+            format!(r#"{{"x":{}}}"#, "9".repeat(400)),
+        ] {
+            assert_eq!(with_usage_asked(refused.as_bytes(), None), None, "{refused}");
+            assert!(ChatStream::request(refused.as_bytes(), None).is_none(), "{refused}");
+        }
+        let escaped = br#"{"x":"\u4e2d\u6587 \\\\ud","y":"a\\"}"#;
+        assert!(with_usage_asked(escaped, None).is_some());
+        for taken_by_a_value in [r#"{"x":1.5e3}"#, r#"{"x":"\uD7FF"}"#, r#"{"x":"\\ud800 x2e"}"#] {
+            assert_eq!(with_usage_asked(taken_by_a_value.as_bytes(), None), None);
+            assert!(ChatStream::request(taken_by_a_value.as_bytes(), None).is_some());
+        }
         assert_eq!(with_usage_asked(br#"{"model":"m","model":"m"}"#, Some("m")), None);
         let escaped = br#"{"model":"\u006d"}"#;
         assert_eq!(

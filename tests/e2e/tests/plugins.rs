@@ -337,25 +337,31 @@ fn a_profiled_gateway_names_the_plugins_code_for_profilers() {
 
 /// The plugins run on a 64 KiB stack, built for speed (larger frames than for size): a body
 /// nested as deep as JSON parsing allows is read inside the plugin without exhausting it, and
-/// one nested deeper is refused in the API's error shape, never a trapped plugin.
+/// one nested deeper is refused in the API's error shape, never a trapped plugin. A stream of a
+/// mapped model enters the plugin; one the host forwards refuses the same body (the host's
+/// rewrite reads it as the plugin's does).
 #[test]
 fn a_body_nested_to_the_parsers_limit_does_not_exhaust_the_plugins_stack() {
     let mock = Mock::start();
-    let ch = channel("main", "openai", &mock.url(), &["gpt-4o-mini"], &["sk-upstream-1"]);
-    let gw = Gateway::start("deep", &[("openai", "openai.wasm")], &ch);
+    let ch = channel("main", "openai", &mock.url(), &["gpt-4o-mini", "mapped"], &["sk-upstream-1"]);
+    let gw = Gateway::start(
+        "deep",
+        &[("openai", "openai.wasm")],
+        &format!("{ch}[channel.model_map]\nmapped = \"gpt-4o-mini\"\n"),
+    );
     // A streamed chat: the plugin parses the whole body to ask the vendor for usage.
-    let body = |depth: usize| {
-        format!(
-            r#"{{"model":"gpt-4o-mini","stream":true,"messages":[],"x":{}{}}}"#,
-            "[".repeat(depth),
-            "]".repeat(depth)
-        )
+    let body = |model: &str, depth: usize| {
+        format!(r#"{{"model":"{model}","stream":true,"messages":[],"x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth))
     };
-    let r = gw.post("/v1/chat/completions", &body(126));
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("[DONE]"), "{}", r.text());
-    let r = gw.post("/v1/chat/completions", &body(127));
-    assert_eq!((r.status, r.json()["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{}", r.text());
+    for model in ["mapped", "gpt-4o-mini"] {
+        let r = gw.post("/v1/chat/completions", &body(model, 126));
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        assert!(r.text().contains("[DONE]"), "{model}: {}", r.text());
+        let r = gw.post("/v1/chat/completions", &body(model, 127));
+        let kind = r.json()["error"]["type"].clone();
+        assert_eq!((r.status, kind.as_str()), (400, Some("invalid_request_error")), "{model}: {}", r.text());
+    }
+    assert_eq!(mock.stats()["requests"].as_u64(), Some(2), "only the bodies a Value reads reach the vendor");
 }
 
 /// The top-level imports of a built component, by name (not those of the components and
