@@ -4,11 +4,13 @@
 //! which request worker a thread is (`worker`), and the metrics counters every layer adds to
 //! (`metrics`), and what a plugin and the host must read and do alike with OpenAI-shaped
 //! bodies: whether a request asks for a stream, an answer's usage (`openai_json`), what a chat
-//! stream asks for and gives back (`openai_stream`). It depends on nothing but serde, so
+//! stream asks for and gives back (`openai_stream`), and the keys a vendor would read otherwise
+//! than the host (`json_keys`). It depends on nothing but serde, so
 //! everything may depend on it; it never depends on anything of the host.
 
 pub mod calendar;
 pub mod ids;
+pub mod json_keys;
 pub mod metrics;
 pub mod money;
 pub mod ndjson;

@@ -1,4 +1,4 @@
-//! `Engine::call`: authorize the model, claim the idempotency key, reserve, run the plugin's
+//! `Engine::call`: refuse a body a vendor would read otherwise (`json_keys`), authorize the model, claim the idempotency key, reserve, run the plugin's
 //! steps on a key of the channel (failing over to other keys, then other channels), and end
 //! the call through its `CallEnd`.
 
@@ -18,6 +18,7 @@ use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
+use tollgate_base::json_keys;
 
 /// One call, resolved to its plugin and channel.
 pub struct CallRequest {
@@ -86,6 +87,21 @@ impl Engine {
             }
         };
         let mut end = CallEnd::new(self.billing.clone(), self.call_log.clone(), draft_record(&r), r.started);
+        // A JSON body that spells a field the host reads in another case (`MODEL`,
+        // `Max_Tokens`) may be run by a vendor on the copy the host did not price or authorize.
+        if let Some((key, field)) = r.form.is_none().then(|| json_keys::misspelled_field(&r.body)).flatten() {
+            let e = CallError {
+                param: Some(field),
+                ..CallError::new(
+                    400,
+                    "invalid_request_error",
+                    "ambiguous_field",
+                    format!("'{key}' is the field '{field}' spelled otherwise, which some vendors read as '{field}'; write it '{field}', once."),
+                )
+            };
+            end.refuse(&e);
+            return Answer::Failed(e);
+        }
         // A model-less route (a file upload, a task query) is allowed to a key whose models are
         // limited only when its channel serves one of them.
         let allowed = if r.model.is_empty() {

@@ -217,3 +217,49 @@ fn a_plugin_whose_first_step_is_not_the_request_it_declared_fails_the_call() {
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("declared op 'chat' forwarded"), "{}", r.text());
     assert_eq!(forwarded(&gw, "plugin"), 1.0);
 }
+
+/// A body that spells a field the host reads in another case (or with a letter Go folds onto
+/// ASCII) is refused before anything is reserved or sent, forwarded or through the plugin: a
+/// vendor matching keys without regard to case would run the copy the host did not price
+/// (`"max_tokens":1,"Max_Tokens":100000` on a small balance) or authorize (`"MODEL"`).
+#[test]
+fn a_body_spelling_a_read_field_in_another_case_is_refused_unsent() {
+    let mock = Mock::start();
+    let ch = channel("mock", "openai", &mock.url(), &["gpt-4o-mini", "alias"], &["up"]);
+    let gw = Gateway::start(
+        "forward-case",
+        &[("openai", "openai.wasm")],
+        &format!("{}{ch}[channel.model_map]\nalias = \"gpt-4o-mini\"\n", pricing_setting(PRICES)),
+    );
+    // 0.01: one call of a few tokens, never 100,000 of them (0.001 each).
+    let key = gw.create_key("small", "0.01");
+    assert!(eventually(Duration::from_secs(5), || gw.chat(&key, "gpt-4o-mini", r#","max_tokens":5"#).status != 401));
+    gw.balance_becomes("small", 10_000 - 3009);
+    let sent = mock.stats()["requests"].as_u64().unwrap();
+    for model in ["gpt-4o-mini", "alias"] {
+        for (extra, field) in [
+            (r#","MODEL":"o1-pro""#, "model"),
+            (r#","max_tokens":1,"Max_Tokens":100000"#, "max_tokens"),
+            (r#","max_tokens":1,"\u004dax_tokens":100000"#, "max_tokens"),
+            (r#","max_tokens":1,"max_tokenſ":100000"#, "max_tokens"),
+            (r#","stream":true,"ſtream_options":{"include_usage":false}"#, "stream_options"),
+            (r#","stream":true,"max_tokens":1,"MAX_TOKENS":100000"#, "max_tokens"),
+            (r#","Stream":true"#, "stream"),
+        ] {
+            let r = gw.chat(&key, model, extra);
+            let error = &r.json()["error"];
+            assert_eq!(
+                (r.status, error["code"].as_str(), error["param"].as_str()),
+                (400, Some("ambiguous_field"), Some(field)),
+                "{model} {extra}: {}",
+                r.text()
+            );
+        }
+    }
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), sent, "nothing was sent");
+    // Nothing was reserved or charged: the next call costs what the first did.
+    let r = gw.chat(&key, "gpt-4o-mini", r#","max_tokens":5"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    gw.balance_becomes("small", 10_000 - 2 * 3009);
+    assert!(gw.verify_ledger().0, "{}", gw.verify_ledger().1);
+}

@@ -18,6 +18,7 @@
 
 use super::pricing::Units;
 use serde::{Deserialize, Serialize};
+use tollgate_base::json_keys;
 
 /// The op of a call that creates a batch (the host reads its input file's summary).
 pub const BATCH_OP: &str = "batch";
@@ -116,21 +117,15 @@ impl BatchInput {
 /// The fields a batch line is priced by, in the line and in its `body`.
 const PRICED_FIELDS: &[&str] = &["body", "url", "model", "max_tokens", "max_completion_tokens", "n"];
 
-/// A key of the line or of its `body` that is a priced field in another case (`MODEL`,
-/// `Max_Tokens`), or a priced field twice over in different cases: some vendors' parsers match
-/// keys without regard to case, and would read what the gateway did not.
+/// A key of the line or of its `body` that is a priced field spelled otherwise (`MODEL`,
+/// `Max_Tokens`, `max_tokenſ`: `json_keys`): some vendors' parsers match keys without regard to
+/// case, and would read what the gateway did not.
 fn case_variant(line: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let objects = [Some(&v), v.get("body")];
-    for object in objects.into_iter().flatten().filter_map(serde_json::Value::as_object) {
-        for key in object.keys() {
-            let lower = key.to_ascii_lowercase();
-            if PRICED_FIELDS.contains(&lower.as_str()) && key != &lower {
-                return Some(key.clone());
-            }
-        }
-    }
-    None
+    let mut keys = objects.into_iter().flatten().filter_map(serde_json::Value::as_object).flat_map(|o| o.keys());
+    let found = keys.find(|key| json_keys::variant_of(key, PRICED_FIELDS).is_some()).cloned();
+    found
 }
 
 /// The usage of a batch's answers, read from its result files as they are downloaded.
@@ -297,6 +292,7 @@ mod tests {
         let smuggled = a.replace(r#""model":"m1","#, r#""model":"m1","MODEL":"dear","#);
         assert!(refused(&smuggled).contains("'MODEL'"), "a model in another case");
         assert!(refused(&a.replace("max_tokens", "Max_Tokens")).contains("'Max_Tokens'"));
+        assert!(refused(&a.replace("max_tokens", "max_tokenſ")).contains("'max_tokenſ'"), "folded as Go folds");
         assert!(refused(&a.replace(r#""body""#, r#""Body""#)).contains("line 1"));
         assert!(refused(&a.replace("/v1/chat/completions", "/v1/embeddings")).contains("chat completions only"));
         assert!(refused(&a.replace("100", "-1")).contains("line 1"), "a negative bound");

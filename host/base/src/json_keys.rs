@@ -1,0 +1,220 @@
+//! The keys of a JSON request body that a vendor may read otherwise than the gateway. Go's
+//! `encoding/json`, and decoders like it, match a key to a field without regard to case (the
+//! last match winning), and fold four non-ASCII letters onto ASCII ones: a body with `"model"`
+//! and `"MODEL"`, or `"max_tokens"` and `"Max_Tokens"`, is priced and routed by the gateway
+//! on one copy and run by such a vendor on the other. Such bodies are refused, whichever path
+//! sends them (the consumer's bytes verbatim, or a rewrite that keeps their order).
+//!
+//! Invariants:
+//! - `READ_FIELDS` names every field the host reads from a JSON body to route, authorize or
+//!   price a call; a key that folds onto one of them without being it is refused;
+//! - folding is Go's (`unicode.ToUpper(unicode.ToLower(r))`): ASCII letters in either case,
+//!   `ſ` as `s`, the Kelvin sign as `k`, `ı` and `İ` as `i`; no other letter folds onto ASCII.
+
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// The fields of a JSON body the host reads: the model (routing and the key's allowed models),
+/// the stream flag and its options (a forwarded stream's usage), and what the estimate reads
+/// (`max_tokens`, `max_completion_tokens`, `n`, `batch_size`, the texts, Gemini's config).
+pub const READ_FIELDS: &[&str] = &[
+    "model",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "batch_size",
+    "input",
+    "text",
+    "prompt",
+    "generationConfig",
+    "generation_config",
+];
+
+/// The fields the estimate reads inside Gemini's `generationConfig`, in both spellings.
+const GENERATION_FIELDS: &[&str] = &["maxOutputTokens", "max_output_tokens", "candidateCount", "candidate_count"];
+
+/// Whether a decoder that folds case reads `key` as `field` (an ASCII name).
+pub fn folds_to(key: &str, field: &str) -> bool {
+    let mut field = field.bytes();
+    for c in key.chars() {
+        let folded = match c {
+            'ſ' => b's',
+            '\u{212A}' => b'k',
+            'ı' | 'İ' => b'i',
+            c if c.is_ascii() => c as u8,
+            _ => return false,
+        };
+        match field.next() {
+            Some(f) if f.eq_ignore_ascii_case(&folded) => {}
+            _ => return false,
+        }
+    }
+    field.next().is_none()
+}
+
+/// The field of `fields` that `key` names in another spelling, if any.
+pub fn variant_of<'f>(key: &str, fields: &[&'f str]) -> Option<&'f str> {
+    fields.iter().copied().find(|f| *f != key && folds_to(key, f))
+}
+
+/// The first key of `body`'s object (or of its `generationConfig`) that spells a field the host
+/// reads otherwise, with that field: `("MODEL", "model")`. `None` for a body that is not one
+/// JSON object (the host's readers refuse it on their own) or has no such key.
+pub fn misspelled_field(body: &[u8]) -> Option<(String, &'static str)> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Misspelled>(body).ok()?.0
+}
+
+/// A key as the parser gives it: borrowed from the body unless it has escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// An object's first misspelled key, read in one pass over it.
+struct Misspelled(Option<(String, &'static str)>);
+
+impl<'de> Deserialize<'de> for Misspelled {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Keys { fields: READ_FIELDS, top: true })
+    }
+}
+
+/// Looks for a key spelling one of `fields` otherwise; at the top, also into Gemini's config.
+struct Keys {
+    fields: &'static [&'static str],
+    top: bool,
+}
+
+impl<'de> Visitor<'de> for Keys {
+    type Value = Misspelled;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Misspelled, A::Error> {
+        let mut found = None;
+        while let Some(Key(key)) = map.next_key()? {
+            if found.is_none() {
+                found = variant_of(&key, self.fields).map(|f| (key.to_string(), f));
+            }
+            let config = || folds_to(&key, "generationConfig") || folds_to(&key, "generation_config");
+            if found.is_none() && self.top && config() {
+                found = map.next_value_seed(Nested)?.0;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Misspelled(found))
+    }
+}
+
+/// Gemini's config: looked into when it is an object; any other value is skipped (the
+/// estimate refuses it).
+struct Nested;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Nested {
+    type Value = Misspelled;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Misspelled, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Nested {
+    type Value = Misspelled;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Misspelled, A::Error> {
+        Keys { fields: GENERATION_FIELDS, top: false }.visit_map(map)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Misspelled, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Misspelled(None))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Misspelled, E> {
+        Ok(Misspelled(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Misspelled, E> {
+        Ok(Misspelled(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Misspelled, E> {
+        Ok(Misspelled(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Misspelled, E> {
+        Ok(Misspelled(None))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Misspelled, E> {
+        Ok(Misspelled(None))
+    }
+    fn visit_unit<E>(self) -> Result<Misspelled, E> {
+        Ok(Misspelled(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_fold_as_go_folds_them() {
+        for (key, field) in [
+            ("MODEL", "model"),
+            ("Max_Tokens", "max_tokens"),
+            ("ſtream_options", "stream_options"),
+            ("\u{212A}", "k"),
+            ("batch_sİze", "batch_size"),
+            ("ınput", "input"),
+            ("model", "model"),
+        ] {
+            assert!(folds_to(key, field), "{key} folds to {field}");
+        }
+        for (key, field) in [("models", "model"), ("mode", "model"), ("modél", "model"), ("max-tokens", "max_tokens")]
+        {
+            assert!(!folds_to(key, field), "{key} is not {field}");
+        }
+        assert_eq!(variant_of("model", READ_FIELDS), None, "the field itself is no variant");
+        assert_eq!(variant_of("Model", READ_FIELDS), Some("model"));
+    }
+
+    #[test]
+    fn a_body_spelling_a_read_field_otherwise_is_found() {
+        let found = |body: &str| misspelled_field(body.as_bytes());
+        for (body, key, field) in [
+            (r#"{"model":"m","MODEL":"dear","stream":true}"#, "MODEL", "model"),
+            (r#"{"model":"m","max_tokens":1,"Max_Tokens":100000}"#, "Max_Tokens", "max_tokens"),
+            (
+                r#"{"model":"m","stream":true,"ſtream_options":{"include_usage":false}}"#,
+                "ſtream_options",
+                "stream_options",
+            ),
+            (r#"{"model":"m","\u004dodel":"dear"}"#, "Model", "model"),
+            (r#"{"Model":"m"}"#, "Model", "model"),
+            (r#"{"model":"m","Input":"a long text"}"#, "Input", "input"),
+            (
+                r#"{"generationConfig":{"maxOutputTokens":1,"MaxOutputTokens":9000}}"#,
+                "MaxOutputTokens",
+                "maxOutputTokens",
+            ),
+            (r#"{"GenerationConfig":{"maxOutputTokens":9000}}"#, "GenerationConfig", "generationConfig"),
+            (r#"{"generation_config":{"Max_Output_Tokens":9000}}"#, "Max_Output_Tokens", "max_output_tokens"),
+            (r#"{"generationConfig":null,"MODEL":"dear"}"#, "MODEL", "model"),
+            (r#"{"generationConfig":[1,{"x":2}],"stream":1,"STREAM":true}"#, "STREAM", "stream"),
+        ] {
+            assert_eq!(found(body), Some((key.to_string(), field)), "{body}");
+        }
+        for body in [
+            r#"{"model":"m","messages":[{"role":"user","content":"MODEL Max_Tokens"}],"stream":true}"#,
+            r#"{"model":"m","metadata":{"MODEL":"x","Stream":true}}"#,
+            r#"{"generationConfig":{"maxOutputTokens":9000,"temperature":1},"contents":[]}"#,
+            r#"{"generationConfig":null,"Temperature":1}"#,
+            r#"[{"MODEL":"x"}]"#,
+            r#"{"MODEL":"#,
+            "",
+        ] {
+            assert_eq!(found(body), None, "{body}");
+        }
+    }
+}
