@@ -8,8 +8,11 @@
 //! Invariants:
 //! - `READ_FIELDS` names every field the host reads from a JSON body to route, authorize or
 //!   price a call; a key that folds onto one of them without being it is refused;
-//! - folding is Go's (`unicode.ToUpper(unicode.ToLower(r))`): ASCII letters in either case,
-//!   `ſ` as `s`, the Kelvin sign as `k`, `ı` and `İ` as `i`; no other letter folds onto ASCII.
+//! - folding is Go's (ASCII letters in either case, `ſ` as `s`, the Kelvin sign as `k`), and
+//!   also `ı` and `İ` as `i`, as decoders that upper-case without a locale read them (.NET's
+//!   invariant culture); no other letter folds onto ASCII;
+//! - a body whose keys cannot be walked is refused, never taken as clean: the walk reads keys
+//!   and skips values as leniently as any of the host's readers.
 
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
@@ -61,13 +64,14 @@ pub fn variant_of<'f>(key: &str, fields: &[&'f str]) -> Option<&'f str> {
 }
 
 /// The first key of `body`'s object (or of its `generationConfig`) that spells a field the host
-/// reads otherwise, with that field: `("MODEL", "model")`. `None` for a body that is not one
-/// JSON object (the host's readers refuse it on their own) or has no such key.
-pub fn misspelled_field(body: &[u8]) -> Option<(String, &'static str)> {
+/// reads otherwise, with that field: `("MODEL", "model")`. `Ok(None)` for a body that does not
+/// start as a JSON object (no field of it is read) or has no such key; an error for one that
+/// starts as an object and cannot be read through (its keys could not be vouched for).
+pub fn misspelled_field(body: &[u8]) -> Result<Option<(String, &'static str)>, serde_json::Error> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return None;
+        return Ok(None);
     }
-    serde_json::from_slice::<Misspelled>(body).ok()?.0
+    serde_json::from_slice::<Misspelled>(body).map(|m| m.0)
 }
 
 /// A key as the parser gives it: borrowed from the body unless it has escapes.
@@ -112,7 +116,7 @@ impl<'de> Visitor<'de> for Keys {
 }
 
 /// Gemini's config: looked into when it is an object; any other value is skipped (the
-/// estimate refuses it).
+/// estimate refuses it; a number or string the parser cannot take fails the walk).
 struct Nested;
 
 impl<'de> serde::de::DeserializeSeed<'de> for Nested {
@@ -181,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_body_spelling_a_read_field_otherwise_is_found() {
-        let found = |body: &str| misspelled_field(body.as_bytes());
+        let found = |body: &str| misspelled_field(body.as_bytes()).unwrap();
         for (body, key, field) in [
             (r#"{"model":"m","MODEL":"dear","stream":true}"#, "MODEL", "model"),
             (r#"{"model":"m","max_tokens":1,"Max_Tokens":100000}"#, "Max_Tokens", "max_tokens"),
@@ -210,11 +214,20 @@ mod tests {
             r#"{"model":"m","metadata":{"MODEL":"x","Stream":true}}"#,
             r#"{"generationConfig":{"maxOutputTokens":9000,"temperature":1},"contents":[]}"#,
             r#"{"generationConfig":null,"Temperature":1}"#,
+            r#"{"model":"m","x":"\ud800","y":1e400,"z":[[[[[[[[1]]]]]]]]}"#,
             r#"[{"MODEL":"x"}]"#,
-            r#"{"MODEL":"#,
             "",
         ] {
             assert_eq!(found(body), None, "{body}");
+        }
+        // What cannot be walked is refused, not taken as clean.
+        for body in [
+            r#"{"MODEL":"#,
+            r#"{"generationConfig":1e400,"MODEL":"o1-pro"}"#,
+            r#"{"generationConfig":"\ud800","MODEL":"o1-pro"}"#,
+            r#"{"model":"m"}{"MODEL":"o1-pro"}"#,
+        ] {
+            assert!(misspelled_field(body.as_bytes()).is_err(), "{body}");
         }
     }
 }

@@ -89,8 +89,8 @@ impl Engine {
         let mut end = CallEnd::new(self.billing.clone(), self.call_log.clone(), draft_record(&r), r.started);
         // A JSON body that spells a field the host reads in another case (`MODEL`,
         // `Max_Tokens`) may be run by a vendor on the copy the host did not price or authorize.
-        if let Some((key, field)) = r.form.is_none().then(|| json_keys::misspelled_field(&r.body)).flatten() {
-            let e = CallError {
+        let misread = match r.form.is_none().then(|| json_keys::misspelled_field(&r.body)) {
+            Some(Ok(Some((key, field)))) => Some(CallError {
                 param: Some(field),
                 ..CallError::new(
                     400,
@@ -98,7 +98,16 @@ impl Engine {
                     "ambiguous_field",
                     format!("'{key}' is the field '{field}' spelled otherwise, which some vendors read as '{field}'; write it '{field}', once."),
                 )
-            };
+            }),
+            Some(Err(e)) => Some(CallError::new(
+                400,
+                "invalid_request_error",
+                "invalid_json",
+                format!("We could not parse the JSON body of your request: {e}"),
+            )),
+            Some(Ok(None)) | None => None,
+        };
+        if let Some(e) = misread {
             end.refuse(&e);
             return Answer::Failed(e);
         }

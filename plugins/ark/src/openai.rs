@@ -49,6 +49,14 @@ pub fn images_quote(body: &tollgate_plugin_sdk::Body) -> Result<Usage, AdapterEr
             },
         }
     };
+    // The body goes as it came: a case-blind reader must find no other copy of these.
+    tollgate_plugin_sdk::exact_fields(
+        &f,
+        &["n", "sequential_image_generation", "sequential_image_generation_options"],
+    )?;
+    if let Some(Value::Object(options)) = f.get("sequential_image_generation_options") {
+        tollgate_plugin_sdk::exact_fields(options, &["max_images"])?;
+    }
     let n = count(f.get("n"), "n")?.unwrap_or(1);
     // Anything but no series or "disabled" may make a series: reserved as one.
     let series = match f.get("sequential_image_generation") {

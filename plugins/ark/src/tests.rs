@@ -151,6 +151,14 @@ fn seedream_reserves_every_image_a_series_may_make() {
     assert_eq!(quote(series).unwrap().images, Some(4));
     assert!(quote(r#"{"prompt":"a","n":99}"#).is_err());
     assert!(quote(r#"{"prompt":"a","sequential_image_generation":"auto","sequential_image_generation_options":{"max_images":"4"}}"#).is_err());
+    // The body goes as it came: a field that prices it, spelled otherwise, is refused.
+    for smuggled in [
+        r#"{"prompt":"a","sequential_image_generation":"disabled","Sequential_Image_Generation":"auto"}"#,
+        r#"{"prompt":"a","sequential_image_generation":"auto","sequential_image_generation_options":{"max_images":1,"Max_Images":15}}"#,
+        r#"{"prompt":"a","n":1,"N":15}"#,
+    ] {
+        assert!(quote(smuggled).is_err(), "{smuggled}");
+    }
     let run = Harness::<Ark>::new(call("images", "doubao-seedream-4-0", series)).run(|_| {
         response(200, r#"{"model":"m","created":1,"data":[{"url":"https://x/1.png"},{"url":"https://x/2.png"}],"usage":{"generated_images":2,"output_tokens":8192}}"#)
     });

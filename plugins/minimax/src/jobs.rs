@@ -372,6 +372,7 @@ impl Jobs {
             unreachable!("json_object answers objects")
         };
         exact_fields(&o, READ)?;
+        super::voices::exact_voice_fields(&o)?;
         Ok(o)
     }
 

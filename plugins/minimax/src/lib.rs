@@ -175,7 +175,11 @@ impl Exchange for T2a {
     /// The characters of the text spoken, as MiniMax counts them.
     fn quote(&mut self) -> Result<Usage, AdapterError> {
         let field = if self.call.op == "speech" { "input" } else { "text" };
-        match json_object(&self.call.body)?.get(field) {
+        let body = json_object(&self.call.body)?;
+        if let Value::Object(o) = &body {
+            voices::exact_voice_fields(o)?;
+        }
+        match body.get(field) {
             Some(Value::String(text)) => Ok(Usage { characters: Some(vendor_characters(text)), ..Usage::default() }),
             _ => Err(bad_request(format!("'{field}' is required, as a string"))),
         }

@@ -150,7 +150,7 @@ impl Session {
         if self.model.is_some() {
             return self.fail(INVALID_PARAMS, "invalid params: one task_start per session");
         }
-        if let Err(e) = exact_fields(&frame, TASK_START) {
+        if let Err(e) = exact_fields(&frame, TASK_START).and_then(|()| super::voices::exact_voice_fields(&frame)) {
             return self.fail(INVALID_PARAMS, &format!("invalid params: {}", e.message));
         }
         match frame.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()) {
@@ -341,6 +341,15 @@ mod tests {
         let actions = client(&mut s, r#"{"event":"task_start","model":"speech-2.8-hd","Model":"speech-02-turbo"}"#);
         assert_eq!(failure_code(&actions), Some(2013));
         assert!(!actions.iter().any(|a| matches!(a, SocketAction::ToUpstream(_))));
+        for voices in [
+            r#""voice_setting":{"voice_id":"male-qn-qingse","Voice_Id":"Other0001"}"#,
+            r#""Timber_Weights":[{"voice_id":"Other0001","weight":1}]"#,
+        ] {
+            let mut s = session();
+            let actions = client(&mut s, &format!(r#"{{"event":"task_start","model":"speech-2.8-hd",{voices}}}"#));
+            assert_eq!(failure_code(&actions), Some(2013), "{voices}");
+            assert!(!actions.iter().any(|a| matches!(a, SocketAction::ToUpstream(_))));
+        }
         for frame in [r#"{"event":"TASK_CONTINUE","text":"hi"}"#, "not json", r#"{"event":"task_continue","text":" "}"#]
         {
             let mut s = started();

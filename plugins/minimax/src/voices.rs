@@ -20,8 +20,8 @@
 
 use serde_json::{json, Map, Value};
 use tollgate_plugin_sdk::{
-    text::vendor_characters, AdapterError, Body, Call, Field, Manifest, Operation, Reply, Route, Step, UpstreamRequest,
-    UpstreamResponse, Usage,
+    exact_fields, text::vendor_characters, AdapterError, Body, Call, Field, Manifest, Operation, Reply, Route, Step,
+    UpstreamRequest, UpstreamResponse, Usage,
 };
 
 pub const CLONE: &str = "minimax.voice_clone";
@@ -50,6 +50,43 @@ pub fn declare(manifest: Manifest) -> Manifest {
 /// Whether `op` is one of this module's.
 pub fn handles(op: &str) -> bool {
     [CLONE, DESIGN, LIST, DELETE].contains(&op)
+}
+
+/// The fields a voice or synthesis body names voices, files and previews by: read only as
+/// written here. The body goes to MiniMax as it came (or with its keys in order), so a
+/// case-blind reader must find no other copy of them (`exact_voice_fields`).
+const VOICE_FIELDS: &[&str] = &[
+    "voice_id",
+    "file_id",
+    "clone_prompt",
+    "text",
+    "preview_text",
+    "prompt",
+    "voice",
+    "voice_setting",
+    "timber_weights",
+    "timbre_weights",
+];
+
+/// Refuses a body whose voice fields, or the nested ones `voices_in` and a clone read
+/// (`voice_setting.voice_id`, `clone_prompt.prompt_audio`, each mixed voice's `voice_id`), a
+/// case-blind reader could read otherwise: `"Voice_Id"` beside `"voice_id"` would run, bill or
+/// delete a voice the plugin never checked.
+pub fn exact_voice_fields(body: &Map<String, Value>) -> Result<(), AdapterError> {
+    exact_fields(body, VOICE_FIELDS)?;
+    for (field, inner) in [("voice_setting", "voice_id"), ("clone_prompt", "prompt_audio")] {
+        if let Some(Value::Object(o)) = body.get(field) {
+            exact_fields(o, &[inner])?;
+        }
+    }
+    for mix in ["timber_weights", "timbre_weights"] {
+        for weight in body.get(mix).and_then(Value::as_array).into_iter().flatten() {
+            if let Value::Object(o) = weight {
+                exact_fields(o, &["voice_id"])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The voices a synthesis request names: `voice_setting.voice_id` and each of the mixed
@@ -94,7 +131,7 @@ impl Voices {
 
     fn body(&self) -> Result<Map<String, Value>, AdapterError> {
         match super::json_object(&self.call.body)? {
-            Value::Object(o) => Ok(o),
+            Value::Object(o) => exact_voice_fields(&o).map(|()| o),
             _ => unreachable!("json_object answers objects"),
         }
     }
@@ -265,6 +302,32 @@ mod tests {
             r#"{"text":"a","voice_setting":{"voice_id":"V1234567"}}"#,
         ));
         assert_eq!(long.uses(), ["V1234567"]);
+    }
+
+    /// The body goes to MiniMax as it came: a voice, file or preview named twice in different
+    /// cases (MiniMax might read either) is refused on every route that reads it.
+    #[test]
+    fn a_voice_field_spelled_otherwise_is_refused_on_every_route() {
+        let quoted = |op: &str, body: &str| MiniMaxExchange::new(call(op, "m", body)).quote();
+        let t2a = [
+            r#"{"text":"hi","voice_setting":{"voice_id":"male-qn-qingse","Voice_Id":"Other0001"}}"#,
+            r#"{"text":"hi","Timber_Weights":[{"voice_id":"Other0001","weight":1}]}"#,
+            r#"{"text":"hi","timbre_weights":[{"voice_id":"a","VOICE_ID":"Other0001","weight":1}]}"#,
+        ];
+        for body in t2a {
+            assert!(quoted("minimax.t2a", body).is_err(), "{body}");
+            assert!(quoted(crate::jobs::T2A_ASYNC, body).is_err(), "{body}");
+        }
+        assert!(quoted("minimax.t2a", r#"{"text":"hi","voice_setting":{"voice_id":"a","speed":1}}"#).is_ok());
+        let design = r#"{"prompt":"warm","preview_text":"hi","Preview_Text":"a much longer text"}"#;
+        assert!(quoted(DESIGN, design).is_err());
+        let clone = r#"{"voice_id":"Mine00001","file_id":1,"File_Id":2}"#;
+        assert!(quoted(CLONE, clone).is_err());
+        let prompt_audio = r#"{"voice_id":"Mine00001","file_id":1,"clone_prompt":{"prompt_audio":1,"Prompt_Audio":2}}"#;
+        assert!(quoted(CLONE, prompt_audio).is_err());
+        let delete = r#"{"voice_type":"voice_cloning","voice_id":"Mine00001","Voice_Id":"Theirs001"}"#;
+        let mut exchange = MiniMaxExchange::new(call(DELETE, "m", delete));
+        assert!(matches!(exchange.first(), Step::Fail(e) if e.message.contains("Voice_Id")));
     }
 
     #[test]

@@ -173,6 +173,19 @@ fn an_uploaded_file_is_followed_up_on_the_key_that_created_it_for_its_owner_only
         b"--zz\r\nbroken",
     );
     assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_multipart"), "{}", r.text());
+    // JSON under a multipart type, `--zz--` in a string: no empty form whose bytes a plugin
+    // could relay unread, on a model's route either.
+    let json_in_disguise = br#"{"model":"gpt-4o-mini","messages":[],"MODEL":"o1-pro","x":"--zz--"}"#;
+    for path in ["/fixture/files", "/v1/chat/completions"] {
+        let r = http::request(
+            &gw.addr,
+            "POST",
+            path,
+            &[("authorization", &auth), ("content-type", "multipart/form-data; boundary=zz")],
+            json_in_disguise,
+        );
+        assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_multipart"), "{path}: {}", r.text());
+    }
     gw.balance_becomes("e2e", 10_000_000 - 2_000);
 }
 

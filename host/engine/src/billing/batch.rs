@@ -70,7 +70,12 @@ impl BatchInput {
             }
             let l: Line = serde_json::from_str(line)
                 .map_err(|e| format!("line {at} of the batch file is not a request with a 'body' object: {e}"))?;
-            if let Some(key) = case_variant(line) {
+            // Every key is walked, and a line a `Value` cannot read (a lone surrogate or a
+            // number beyond f64 in a field the line's reader skipped) is refused: a key behind
+            // it could not be vouched for.
+            let whole: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("line {at} of the batch file is not JSON the gateway reads whole: {e}"))?;
+            if let Some(key) = case_variant(&whole) {
                 return Err(format!(
                     "line {at} of the batch file spells the field '{key}' in another case: a vendor may read it where the gateway reads the other"
                 ));
@@ -120,12 +125,10 @@ const PRICED_FIELDS: &[&str] = &["body", "url", "model", "max_tokens", "max_comp
 /// A key of the line or of its `body` that is a priced field spelled otherwise (`MODEL`,
 /// `Max_Tokens`, `max_tokenſ`: `json_keys`): some vendors' parsers match keys without regard to
 /// case, and would read what the gateway did not.
-fn case_variant(line: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let objects = [Some(&v), v.get("body")];
+fn case_variant(line: &serde_json::Value) -> Option<String> {
+    let objects = [Some(line), line.get("body")];
     let mut keys = objects.into_iter().flatten().filter_map(serde_json::Value::as_object).flat_map(|o| o.keys());
-    let found = keys.find(|key| json_keys::variant_of(key, PRICED_FIELDS).is_some()).cloned();
-    found
+    keys.find(|key| json_keys::variant_of(key, PRICED_FIELDS).is_some()).cloned()
 }
 
 /// The usage of a batch's answers, read from its result files as they are downloaded.
@@ -293,6 +296,10 @@ mod tests {
         assert!(refused(&smuggled).contains("'MODEL'"), "a model in another case");
         assert!(refused(&a.replace("max_tokens", "Max_Tokens")).contains("'Max_Tokens'"));
         assert!(refused(&a.replace("max_tokens", "max_tokenſ")).contains("'max_tokenſ'"), "folded as Go folds");
+        for hidden in [r#""x":"\ud800","#, r#""x":1e400,"#] {
+            let smuggled = a.replace(r#""model":"m1","#, &format!(r#""model":"m1",{hidden}"Max_Tokens":100000,"#));
+            assert!(refused(&smuggled).contains("reads whole"), "{hidden}: {}", refused(&smuggled));
+        }
         assert!(refused(&a.replace(r#""body""#, r#""Body""#)).contains("line 1"));
         assert!(refused(&a.replace("/v1/chat/completions", "/v1/embeddings")).contains("chat completions only"));
         assert!(refused(&a.replace("100", "-1")).contains("line 1"), "a negative bound");

@@ -58,8 +58,16 @@ pub fn boundary(content_type: &str) -> Option<Result<String, CallError>> {
     Some(multer::parse_boundary(content_type).map_err(|_| bad_form("the multipart content type has no boundary")))
 }
 
-/// Parses a consumer's multipart body (already read within the body limit).
+/// Parses a consumer's multipart body (already read within the body limit). The body starts
+/// with its first boundary (no preamble; no client sends one) and has a part: multer skips a
+/// preamble, so a JSON body sent under a multipart type with `--boundary--` inside a string
+/// would read as an empty form, while a plugin relaying the consumer's bytes sent the JSON
+/// that no reader of the host had checked.
 pub async fn parse(body: Bytes, boundary: String) -> Result<Form, CallError> {
+    let first = body.strip_prefix(b"\r\n").unwrap_or(&body[..]);
+    if !(first.starts_with(b"--") && first[2..].starts_with(boundary.as_bytes())) {
+        return Err(bad_form("the multipart body must start with its boundary"));
+    }
     let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut form = Form::default();
@@ -96,6 +104,9 @@ pub async fn parse(body: Bytes, boundary: String) -> Result<Form, CallError> {
             }
         };
         form.parts.push(wit::FormPart { name, filename, content_type, value });
+    }
+    if form.parts.is_empty() {
+        return Err(bad_form("the multipart body has no part"));
     }
     Ok(form)
 }
@@ -243,6 +254,21 @@ mod tests {
         assert_eq!(pieces[1].as_ptr(), form.files[0].data.as_ptr(), "the file is shared, not copied");
         let missing = vec![wit::FormPart { value: wit::PartValue::ClientFile("other".into()), ..forward[0].clone() }];
         assert!(encode(&missing, &form.files).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_no_form_is_refused_not_read_as_an_empty_one() {
+        let refused = |body: &'static str| async move {
+            let e = parse(Bytes::from(body), "zz".into()).await.err().expect("refused");
+            (e.status, e.message)
+        };
+        // JSON under a multipart type: multer would take it all as a preamble.
+        let (status, message) = refused(r#"{"model":"tts-1","input":"long","x":"--zz--"}"#).await;
+        assert_eq!(status, 400);
+        assert!(message.contains("start with its boundary"), "{message}");
+        assert!(refused("--zz--\r\n").await.1.contains("no part"));
+        let form = "\r\n--zz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n--zz--\r\n";
+        assert_eq!(parse(Bytes::from(form), "zz".into()).await.unwrap().text("model"), Some("m"));
     }
 
     #[tokio::test]
