@@ -58,9 +58,13 @@ pub fn folds_to(key: &str, field: &str) -> bool {
     field.next().is_none()
 }
 
-/// The field of `fields` that `key` names in another spelling, if any.
+/// The field of `fields` (ASCII names) that `key` names in another spelling, if any. Every
+/// JSON body's every top-level key comes here: an ASCII key is compared by length first.
 pub fn variant_of<'f>(key: &str, fields: &[&'f str]) -> Option<&'f str> {
-    fields.iter().copied().find(|f| *f != key && folds_to(key, f))
+    if key.is_ascii() {
+        return fields.iter().copied().find(|f| f.len() == key.len() && *f != key && f.eq_ignore_ascii_case(key));
+    }
+    fields.iter().copied().find(|f| folds_to(key, f))
 }
 
 /// The first key of `body`'s object (or of its `generationConfig`) that spells a field the host
