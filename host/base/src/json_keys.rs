@@ -67,55 +67,81 @@ pub fn variant_of<'f>(key: &str, fields: &[&'f str]) -> Option<&'f str> {
     fields.iter().copied().find(|f| folds_to(key, f))
 }
 
+/// A key spelling a read field otherwise, and that field: `("MODEL", "model")`.
+pub type Misspelled = (String, &'static str);
+
 /// The first key of `body`'s object (or of its `generationConfig`) that spells a field the host
 /// reads otherwise, with that field: `("MODEL", "model")`. `Ok(None)` for a body that does not
 /// start as a JSON object (no field of it is read) or has no such key; an error for one that
 /// starts as an object and cannot be read through (its keys could not be vouched for).
-pub fn misspelled_field(body: &[u8]) -> Result<Option<(String, &'static str)>, serde_json::Error> {
+pub fn misspelled_field(body: &[u8]) -> Result<Option<Misspelled>, serde_json::Error> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Ok(None);
     }
-    serde_json::from_slice::<Misspelled>(body).map(|m| m.0)
+    walk(body, false).map(|w| w.misspelled)
 }
 
-/// A key as the parser gives it: borrowed from the body unless it has escapes.
+/// `misspelled_field`'s walk of a JSON object that also reads its `model` (a string, once;
+/// `None` when absent or null): a surface that routes by the body's model reads both in one
+/// pass, and the engine need not walk the body again. An error for a body that is not one
+/// object.
+pub fn model_and_misspelled(body: &[u8]) -> Result<(Option<Cow<'_, str>>, Option<Misspelled>), serde_json::Error> {
+    walk(body, true).map(|w| (w.model, w.misspelled))
+}
+
+/// One walk of `body`, which must be one JSON object and nothing after it.
+fn walk(body: &[u8], model: bool) -> Result<Walk<'_>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let walk = serde::Deserializer::deserialize_map(&mut de, Keys { fields: READ_FIELDS, top: true, model })?;
+    de.end()?;
+    Ok(walk)
+}
+
+/// A key, or the model's value, as the parser gives it: borrowed from the body unless it has
+/// escapes.
 #[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-/// An object's first misspelled key, read in one pass over it.
-struct Misspelled(Option<(String, &'static str)>);
-
-impl<'de> Deserialize<'de> for Misspelled {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(Keys { fields: READ_FIELDS, top: true })
-    }
+/// What one walk of an object found: its first misspelled key and, when asked, its `model`.
+#[derive(Default)]
+struct Walk<'a> {
+    misspelled: Option<Misspelled>,
+    model: Option<Cow<'a, str>>,
 }
 
-/// Looks for a key spelling one of `fields` otherwise; at the top, also into Gemini's config.
+/// Looks for a key spelling one of `fields` otherwise; at the top, also into Gemini's config,
+/// and reads the `model` when `model` is set.
 struct Keys {
     fields: &'static [&'static str],
     top: bool,
+    model: bool,
 }
 
 impl<'de> Visitor<'de> for Keys {
-    type Value = Misspelled;
+    type Value = Walk<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Misspelled, A::Error> {
-        let mut found = None;
-        while let Some(Key(key)) = map.next_key()? {
-            if found.is_none() {
-                found = variant_of(&key, self.fields).map(|f| (key.to_string(), f));
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walk<'de>, A::Error> {
+        let mut walk = Walk::default();
+        let mut model_seen = false;
+        while let Some(Text(key)) = map.next_key()? {
+            if walk.misspelled.is_none() {
+                walk.misspelled = variant_of(&key, self.fields).map(|f| (key.to_string(), f));
             }
             let config = || folds_to(&key, "generationConfig") || folds_to(&key, "generation_config");
-            if found.is_none() && self.top && config() {
-                found = map.next_value_seed(Nested)?.0;
+            if self.model && key == "model" {
+                if std::mem::replace(&mut model_seen, true) {
+                    return Err(serde::de::Error::duplicate_field("model"));
+                }
+                walk.model = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0);
+            } else if walk.misspelled.is_none() && self.top && config() {
+                walk.misspelled = map.next_value_seed(Nested)?.misspelled;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(Misspelled(found))
+        Ok(walk)
     }
 }
 
@@ -124,47 +150,65 @@ impl<'de> Visitor<'de> for Keys {
 struct Nested;
 
 impl<'de> serde::de::DeserializeSeed<'de> for Nested {
-    type Value = Misspelled;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Misspelled, D::Error> {
+    type Value = Walk<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Walk<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Nested {
-    type Value = Misspelled;
+    type Value = Walk<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Misspelled, A::Error> {
-        Keys { fields: GENERATION_FIELDS, top: false }.visit_map(map)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Walk<'de>, A::Error> {
+        Keys { fields: GENERATION_FIELDS, top: false, model: false }.visit_map(map)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Misspelled, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Walk<'de>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Misspelled(None))
+        Ok(Walk::default())
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Misspelled, E> {
-        Ok(Misspelled(None))
+    fn visit_bool<E>(self, _: bool) -> Result<Walk<'de>, E> {
+        Ok(Walk::default())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Misspelled, E> {
-        Ok(Misspelled(None))
+    fn visit_i64<E>(self, _: i64) -> Result<Walk<'de>, E> {
+        Ok(Walk::default())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Misspelled, E> {
-        Ok(Misspelled(None))
+    fn visit_u64<E>(self, _: u64) -> Result<Walk<'de>, E> {
+        Ok(Walk::default())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Misspelled, E> {
-        Ok(Misspelled(None))
+    fn visit_f64<E>(self, _: f64) -> Result<Walk<'de>, E> {
+        Ok(Walk::default())
     }
-    fn visit_str<E>(self, _: &str) -> Result<Misspelled, E> {
-        Ok(Misspelled(None))
+    fn visit_str<E>(self, _: &str) -> Result<Walk<'de>, E> {
+        Ok(Walk::default())
     }
-    fn visit_unit<E>(self) -> Result<Misspelled, E> {
-        Ok(Misspelled(None))
+    fn visit_unit<E>(self) -> Result<Walk<'de>, E> {
+        Ok(Walk::default())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_is_read_in_the_same_walk() {
+        let read = |body: &str| model_and_misspelled(body.as_bytes()).map(|(m, x)| (m.map(|m| m.into_owned()), x));
+        assert_eq!(read(r#"{"model":"m","messages":[]}"#).unwrap(), (Some("m".into()), None));
+        assert_eq!(read(r#" {"mod\u0065l":"a\"b"}"#).unwrap(), (Some("a\"b".into()), None));
+        assert_eq!(read(r#"{"model":null}"#).unwrap(), (None, None));
+        assert_eq!(read(r#"{"messages":[]}"#).unwrap(), (None, None));
+        assert_eq!(
+            read(r#"{"model":"m","MODEL":"o1-pro"}"#).unwrap(),
+            (Some("m".into()), Some(("MODEL".into(), "model")))
+        );
+        for bad in [r#"{"model":"a","model":"b"}"#, r#"{"model":5}"#, r#"[{"model":"m"}]"#, r#"{"model":"m"} x"#, ""] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        // Without reading the model, its type is not the walk's to judge.
+        assert_eq!(misspelled_field(br#"{"model":5}"#).unwrap(), None);
+    }
 
     #[test]
     fn keys_fold_as_go_folds_them() {

@@ -38,6 +38,10 @@ pub struct CallRequest {
     pub path_params: Vec<(String, String)>,
     /// False for routes the plugin marks free (queries, lists): never priced nor reserved.
     pub billed: bool,
+    /// The surface walked the body's keys for misspelled fields already, reading its model
+    /// (`json_keys::model_and_misspelled`): the engine does not walk them again. False unless
+    /// a surface did, so a surface that forgets costs a second walk, never a missed one.
+    pub keys_read: bool,
     /// The vendor objects the call names (a route's `affinity`), which decide its key.
     pub affinity: Affinity,
     pub started: Instant,
@@ -89,16 +93,9 @@ impl Engine {
         let mut end = CallEnd::new(self.billing.clone(), self.call_log.clone(), draft_record(&r), r.started);
         // A JSON body that spells a field the host reads in another case (`MODEL`,
         // `Max_Tokens`) may be run by a vendor on the copy the host did not price or authorize.
-        let misread = match r.form.is_none().then(|| json_keys::misspelled_field(&r.body)) {
-            Some(Ok(Some((key, field)))) => Some(CallError {
-                param: Some(field),
-                ..CallError::new(
-                    400,
-                    "invalid_request_error",
-                    "ambiguous_field",
-                    format!("'{key}' is the field '{field}' spelled otherwise, which some vendors read as '{field}'; write it '{field}', once."),
-                )
-            }),
+        // A surface that read the model walked the keys in the same pass (`keys_read`).
+        let misread = match (r.form.is_none() && !r.keys_read).then(|| json_keys::misspelled_field(&r.body)) {
+            Some(Ok(Some((key, field)))) => Some(CallError::ambiguous_field(&key, field)),
             Some(Err(e)) => Some(CallError::new(
                 400,
                 "invalid_request_error",

@@ -75,6 +75,7 @@ impl ConsumerRequest {
             path: self.path,
             path_params: Vec::new(),
             billed: true,
+            keys_read: false,
             affinity: Affinity::None,
             started,
             request_id,

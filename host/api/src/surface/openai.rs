@@ -12,7 +12,6 @@ use crate::server::error::{bad_request, not_found};
 use crate::server::Api;
 use http::Request;
 use hyper::body::Incoming;
-use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +40,8 @@ async fn resolve(
     speech: &mut Option<super::speech_prefetch::Plan>,
 ) -> Result<CallRequest, CallError> {
     let request = read_request(state, req).await?;
+    // A JSON body's keys are walked with its model read (`requested_model`).
+    let keys_read = request.form.is_none();
     let model = match &request.form {
         // A transcription's model is a field of its form, once (the vendor might read another copy).
         Some(form) if form.parts.iter().filter(|p| p.name == "model").count() > 1 => {
@@ -56,6 +57,8 @@ async fn resolve(
     let (as_video, request) = super::mindvideo::resolve(state, &plugin, &channel, request, op, &model)?;
     let op = if as_video.is_some() { "video" } else { op };
     let mut call = checked_call(plugin, channel, request, op, model, started, request_id)?;
+    // A video's body is the surface's rewrite: the engine walks it as it walks any.
+    call.keys_read = keys_read && as_video.is_none();
     if let Some(v) = as_video {
         v.prepare(&mut call);
         *video = Some(v);
@@ -136,13 +139,9 @@ pub(super) fn serves(plugin: &crate::plugin::Plugin, channel: &crate::keypool::C
     plugin.supports(op) && channel.ops.as_ref().is_none_or(|ops| ops.iter().any(|o| o == op))
 }
 
-/// The `model` of a JSON object body; 400 with a precise message otherwise.
+/// The `model` of a JSON object body; 400 with a precise message otherwise, and for a body
+/// spelling a field the host reads another way (read in the same walk: `json_keys`).
 pub(super) fn requested_model(body: &[u8]) -> Result<String, CallError> {
-    #[derive(Deserialize)]
-    struct Head<'a> {
-        #[serde(borrow, default)]
-        model: Option<std::borrow::Cow<'a, str>>,
-    }
     if body.is_empty() {
         return Err(bad_request("invalid_json", "The request body is empty; send a JSON object."));
     }
@@ -150,9 +149,12 @@ pub(super) fn requested_model(body: &[u8]) -> Result<String, CallError> {
     if first != Some(&b'{') {
         return Err(bad_request("invalid_json", "The request body must be a JSON object."));
     }
-    let head: Head = serde_json::from_slice(body)
+    let (model, misspelled) = tollgate_base::json_keys::model_and_misspelled(body)
         .map_err(|e| bad_request("invalid_json", format!("We could not parse the JSON body of your request: {e}")))?;
-    match head.model {
+    if let Some((key, field)) = misspelled {
+        return Err(CallError::ambiguous_field(&key, field));
+    }
+    match model {
         Some(m) if !m.is_empty() => Ok(m.into_owned()),
         _ => Err(bad_request("missing_model", "You must provide a model parameter.")),
     }
@@ -244,5 +246,7 @@ mod tests {
         assert_eq!(requested_model(b"[1]").unwrap_err().code, "invalid_json");
         assert_eq!(requested_model(b"{\"model\":").unwrap_err().status, 400);
         assert_eq!(requested_model(b"").unwrap_err().code, "invalid_json");
+        let e = requested_model(br#"{"model":"m","Max_Tokens":9}"#).unwrap_err();
+        assert_eq!((e.status, e.code.as_str(), e.param), (400, "ambiguous_field", Some("max_tokens")));
     }
 }

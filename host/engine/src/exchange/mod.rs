@@ -90,6 +90,19 @@ impl CallError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         CallError::new(400, "invalid_request_error", "invalid_request", message)
     }
+    /// A body spelling `field`, which the host reads, another way (`key`; `json_keys`): a vendor
+    /// matching keys without regard to case might run that copy.
+    pub fn ambiguous_field(key: &str, field: &'static str) -> Self {
+        CallError {
+            param: Some(field),
+            ..CallError::new(
+                400,
+                "invalid_request_error",
+                "ambiguous_field",
+                format!("'{key}' is the field '{field}' spelled otherwise, which some vendors read as '{field}'; write it '{field}', once."),
+            )
+        }
+    }
     pub fn unsupported(message: impl Into<String>) -> Self {
         CallError::new(400, "invalid_request_error", "unsupported_operation", message)
     }
