@@ -1,6 +1,6 @@
-//! `Engine::call`: refuse a body a vendor would read otherwise (`json_keys`), authorize the model, claim the idempotency key, reserve, run the plugin's
-//! steps on a key of the channel (failing over to other keys, then other channels), and end
-//! the call through its `CallEnd`.
+//! `Engine::call`: refuse a body a vendor would read otherwise (`json_keys`), authorize the
+//! model, claim the idempotency key, reserve, run the plugin's steps on a key of the channel
+//! (failing over to other keys, then other channels), and end the call through its `CallEnd`.
 
 use super::affinity::{Affinity, FeeClaim, Pinned};
 use super::end::CallEnd;
