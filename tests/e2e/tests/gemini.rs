@@ -68,6 +68,21 @@ fn a_query_key_is_never_logged_and_usage_is_billed_as_google_reports_it() {
         greedy,
     );
     assert_eq!((r.status, r.json()["error"]["status"].as_str()), (402, Some("FAILED_PRECONDITION")), "{}", r.text());
+    // A bound spelled twice (the engine walks a body whose model is in the path): refused in
+    // Google's shape before anything is reserved or sent, never reserved by the smaller copy.
+    let sent_before = mock.stats()["requests"].as_u64();
+    let smuggled =
+        br#"{"contents":[{"role":"user","parts":[{"text":"x"}]}],"generationConfig":{"maxOutputTokens":1,"MaxOutputTokens":100}}"#;
+    let r = http::request(
+        &gw.addr,
+        "POST",
+        "/v1beta/models/gemini-mock:generateContent",
+        &[("x-goog-api-key", &poor)],
+        smuggled,
+    );
+    assert_eq!((r.status, r.json()["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")), "{}", r.text());
+    assert!(r.text().contains("MaxOutputTokens"), "{}", r.text());
+    assert_eq!(mock.stats()["requests"].as_u64(), sent_before, "nothing was sent");
     let log = gw.log() + &gw.raw_database("call_log");
     assert!(!log.contains(&key), "the consumer's key was written down");
     assert!(gw.verify_ledger().0, "{}", gw.verify_ledger().1);
