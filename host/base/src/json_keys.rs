@@ -1,6 +1,6 @@
 //! The keys of a JSON request body that a vendor may read otherwise than the gateway. Go's
 //! `encoding/json`, and decoders like it, match a key to a field without regard to case (the
-//! last match winning), and fold four non-ASCII letters onto ASCII ones: a body with `"model"`
+//! last match winning), and fold two non-ASCII letters onto ASCII ones: a body with `"model"`
 //! and `"MODEL"`, or `"max_tokens"` and `"Max_Tokens"`, is priced and routed by the gateway
 //! on one copy and run by such a vendor on the other. Such bodies are refused, whichever path
 //! sends them (the consumer's bytes verbatim, or a rewrite that keeps their order).

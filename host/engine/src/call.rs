@@ -96,12 +96,7 @@ impl Engine {
         // A surface that read the model walked the keys in the same pass (`keys_read`).
         let misread = match (r.form.is_none() && !r.keys_read).then(|| json_keys::misspelled_field(&r.body)) {
             Some(Ok(Some((key, field)))) => Some(CallError::ambiguous_field(&key, field)),
-            Some(Err(e)) => Some(CallError::new(
-                400,
-                "invalid_request_error",
-                "invalid_json",
-                format!("We could not parse the JSON body of your request: {e}"),
-            )),
+            Some(Err(e)) => Some(CallError::invalid_json(e)),
             Some(Ok(None)) | None => None,
         };
         if let Some(e) = misread {

@@ -62,8 +62,7 @@ pub fn resolve(
     if serves(op) || !serves("video") {
         return Ok((None, request));
     }
-    let body: serde_json::Value = serde_json::from_slice(&request.body)
-        .map_err(|e| bad_request("invalid_json", format!("We could not parse the JSON body of your request: {e}")))?;
+    let body: serde_json::Value = serde_json::from_slice(&request.body).map_err(CallError::invalid_json)?;
     let prompt = match op {
         "chat" => last_user_text(&body),
         _ => body["prompt"].as_str().map(str::to_string),

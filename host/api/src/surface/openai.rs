@@ -149,8 +149,7 @@ pub(super) fn requested_model(body: &[u8]) -> Result<String, CallError> {
     if first != Some(&b'{') {
         return Err(bad_request("invalid_json", "The request body must be a JSON object."));
     }
-    let (model, misspelled) = tollgate_base::json_keys::model_and_misspelled(body)
-        .map_err(|e| bad_request("invalid_json", format!("We could not parse the JSON body of your request: {e}")))?;
+    let (model, misspelled) = tollgate_base::json_keys::model_and_misspelled(body).map_err(CallError::invalid_json)?;
     if let Some((key, field)) = misspelled {
         return Err(CallError::ambiguous_field(&key, field));
     }

@@ -23,6 +23,7 @@ use super::{
     answered, answered_json_instead_of_events, consumer_body_into, failed, plugin_failure, read_body, read_whole, send,
     steps, upstream_span, whole_response, CallContext, CallError, Outcome, PendingStream, VendorWork,
 };
+use crate::plugin::runtime::Admission;
 use crate::plugin::wit;
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
@@ -94,6 +95,20 @@ pub(super) async fn run(ctx: CallContext, call: &mut wit::Call, forward: Forward
         }
     };
     METRICS.forwarded[1].fetch_add(1, Relaxed);
+    // Boxed: the plugin's steps are most of a call's future (its instance's calls), and a
+    // forwarded call seldom needs them; unboxed, every call's future is moved at their size.
+    Box::pin(to_plugin(ctx, call, &sent, &response, admitted)).await
+}
+
+/// The plugin's steps from `response`, the answer to the forwarded `sent`, on: its `first()`
+/// must ask for `sent`, then its `next()` reads the answer.
+async fn to_plugin(
+    ctx: CallContext,
+    call: &mut wit::Call,
+    sent: &wit::UpstreamRequest,
+    response: &wit::UpstreamResponse,
+    admitted: Admission,
+) -> Result<Outcome, CallError> {
     let work = answered(response.status);
     consumer_body_into(call, &ctx.client);
     let mut pc = ctx
@@ -102,10 +117,10 @@ pub(super) async fn run(ctx: CallContext, call: &mut wit::Call, forward: Forward
         .await
         .map_err(|e| plugin_failure(&ctx.plugin, "starting the exchange", e).after(work))?;
     let first = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e).after(work))?;
-    if !asks_for(&first, &sent) {
+    if !asks_for(&first, sent) {
         return Err(not_as_declared(&ctx, call, work));
     }
-    let step = pc.next(&response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?;
+    let step = pc.next(response).await.map_err(|e| plugin_failure(&ctx.plugin, "next()", e).after(work))?;
     steps(ctx, call, pc, step, work).await
 }
 

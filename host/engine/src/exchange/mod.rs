@@ -103,6 +103,15 @@ impl CallError {
             )
         }
     }
+    /// A body that should be JSON and is not (`reason`: the parser's words, with where).
+    pub fn invalid_json(reason: impl std::fmt::Display) -> Self {
+        CallError::new(
+            400,
+            "invalid_request_error",
+            "invalid_json",
+            format!("We could not parse the JSON body of your request: {reason}"),
+        )
+    }
     pub fn unsupported(message: impl Into<String>) -> Self {
         CallError::new(400, "invalid_request_error", "unsupported_operation", message)
     }
@@ -262,6 +271,13 @@ pub async fn run(ctx: CallContext, call: &mut wit::Call) -> Result<Outcome, Call
     if let Some(forward) = forward::route(&ctx, call) {
         return forward::run(ctx, call, forward).await;
     }
+    // Boxed, as `forward::run` boxes its own way to the plugin: a forwarded call's future (the
+    // common call's) is then not moved at the size of the plugin's steps.
+    Box::pin(through_plugin(ctx, call)).await
+}
+
+/// The call through its plugin's steps, from its `first()`.
+async fn through_plugin(ctx: CallContext, call: &mut wit::Call) -> Result<Outcome, CallError> {
     consumer_body_into(call, &ctx.client);
     let mut pc = start(&ctx, call).await?;
     let step = pc.first().await.map_err(|e| plugin_failure(&ctx.plugin, "first()", e))?;
