@@ -71,11 +71,14 @@ start_gateway
 # sixth, a minute in, reads every file: after the default run's end). Past the first:
 sleep 11
 
-python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP / 2))" ${STREAM:+stream}
+# STREAM=1 streams; unset or anything else (STREAM=0 too) asks whole chats.
+mode=()
+[ "${STREAM:-}" = 1 ] && mode=(stream)
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP / 2))" "${mode[@]}"
 callgrind_control -i on "$GW_PID" > /dev/null
-python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP - WARMUP / 2))" ${STREAM:+stream}
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$((WARMUP - WARMUP / 2))" "${mode[@]}"
 callgrind_control -z "$GW_PID" > /dev/null
-python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$REQUESTS" ${STREAM:+stream}
+python3 "$HERE/instructions.py" load "$GW_URL" "$GW_KEY" "$REQUESTS" "${mode[@]}"
 callgrind_control -d "$GW_PID" > /dev/null
 MAP=/tmp/perf-$GW_PID.map
 # One file per thread (callgrind.out.1-01, -02, ...).
