@@ -96,5 +96,22 @@ fn cache_reads_are_billed_as_cache_reads_and_errors_are_anthropics() {
     // A body that is not a Messages request: Anthropic's invalid_request_error.
     let r = tollgate_e2e::http::request(&gw.addr, "POST", "/v1/messages", &headers, b"{\"model\":\"claude-mock\"");
     assert_eq!((r.status, r.json()["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{}", r.text());
+    // A bound spelled twice (a vendor matching keys without regard to case could run the other
+    // copy): Anthropic's invalid_request_error naming the field, native and translated, unsent.
+    let before = mock.stats()["requests"].as_u64().unwrap();
+    for model in ["claude-mock", "gpt-4o-mini"] {
+        let twice = format!(
+            r#"{{"model":"{model}","max_tokens":8,"MAX_TOKENS":4096,"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        let r = tollgate_e2e::http::request(&gw.addr, "POST", "/v1/messages", &headers, twice.as_bytes());
+        assert_eq!(
+            (r.status, r.json()["error"]["type"].as_str()),
+            (400, Some("invalid_request_error")),
+            "{}",
+            r.text()
+        );
+        assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("'max_tokens'")), "{}", r.text());
+    }
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), before, "refused before the vendor");
     assert!(gw.verify_ledger().0, "{}", gw.verify_ledger().1);
 }

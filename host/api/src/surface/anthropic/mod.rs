@@ -68,7 +68,10 @@ async fn resolve(
     let (plugin, channel) = super::openai::route(state, &model)?;
     if super::openai::serves(&plugin, &channel, MESSAGES) {
         *mode = Some(Mode::Native);
-        return super::openai::checked_call(plugin, channel, request, MESSAGES, model, started, request_id);
+        // The body goes as it came: its keys were walked as its model was read.
+        let mut call = super::openai::checked_call(plugin, channel, request, MESSAGES, model, started, request_id)?;
+        call.keys_read = call.form.is_none();
+        return Ok(call);
     }
     let translated = request::to_openai(&request.body)?;
     request.body = Bytes::from(translated.body);
