@@ -40,9 +40,14 @@ GW_BIN=$out/train/$host/release/tollgate DURATION=${DURATION:-3} SESSIONS=${SESS
 echo "[pgo] (the verdict above is the instrumented build's, which counts as it runs: a training run, not a measurement)" >&2
 ls "$counts"/*.profraw > /dev/null 2>&1 || { echo "[pgo] the training run wrote no counts" >&2; exit 1; }
 "$profdata" merge -o "$out/merged.profdata" "$counts"/*.profraw
+# Named by its content: cargo rebuilds what its flags change, so new counts rebuild every
+# crate with them (under one name, only the crates whose code changed would be).
+profile=$out/counts-$(sha256sum "$out/merged.profdata" | cut -c1-16).profdata
+mv "$out/merged.profdata" "$profile"
+find "$out" -maxdepth 1 -name 'counts-*.profdata' ! -path "$profile" -delete
 
 echo "[pgo] 3/3: the optimized build (target/pgo/build)" >&2
-RUSTFLAGS="-Cprofile-use=$out/merged.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
+RUSTFLAGS="-Cprofile-use=$profile -Cllvm-args=-pgo-warn-missing-function=false" \
   CARGO_TARGET_DIR=$out/build cargo build --release --target "$host" -p tollgate
 cp "$out/build/$host/release/tollgate" "$out/.tollgate.part"
 mv "$out/.tollgate.part" "$out/tollgate"
