@@ -59,27 +59,24 @@ fn a_query_key_is_never_logged_and_usage_is_billed_as_google_reports_it() {
     // A reservation reads generationConfig: a balance below maxOutputTokens' worth is refused.
     let poor = gw.create_key("poor", "0.15");
     gw.wait_for_key(&poor);
+    let generate = |body: &[u8]| {
+        http::request(
+            &gw.addr,
+            "POST",
+            "/v1beta/models/gemini-mock:generateContent",
+            &[("x-goog-api-key", &poor)],
+            body,
+        )
+    };
     let greedy = br#"{"contents":[{"role":"user","parts":[{"text":"x"}]}],"generationConfig":{"maxOutputTokens":100}}"#;
-    let r = http::request(
-        &gw.addr,
-        "POST",
-        "/v1beta/models/gemini-mock:generateContent",
-        &[("x-goog-api-key", &poor)],
-        greedy,
-    );
+    let r = generate(greedy);
     assert_eq!((r.status, r.json()["error"]["status"].as_str()), (402, Some("FAILED_PRECONDITION")), "{}", r.text());
     // A bound spelled twice (the engine walks a body whose model is in the path): refused in
     // Google's shape before anything is reserved or sent, never reserved by the smaller copy.
     let sent_before = mock.stats()["requests"].as_u64();
     let smuggled =
         br#"{"contents":[{"role":"user","parts":[{"text":"x"}]}],"generationConfig":{"maxOutputTokens":1,"MaxOutputTokens":100}}"#;
-    let r = http::request(
-        &gw.addr,
-        "POST",
-        "/v1beta/models/gemini-mock:generateContent",
-        &[("x-goog-api-key", &poor)],
-        smuggled,
-    );
+    let r = generate(smuggled);
     assert_eq!((r.status, r.json()["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")), "{}", r.text());
     assert!(r.text().contains("MaxOutputTokens"), "{}", r.text());
     assert_eq!(mock.stats()["requests"].as_u64(), sent_before, "nothing was sent");
