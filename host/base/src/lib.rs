@@ -8,6 +8,7 @@
 //! than the host (`json_keys`). It depends on nothing but serde, so
 //! everything may depend on it; it never depends on anything of the host.
 
+pub mod boxed;
 pub mod calendar;
 pub mod ids;
 pub mod json_keys;

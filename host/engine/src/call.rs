@@ -18,6 +18,7 @@ use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
+use tollgate_base::boxed;
 use tollgate_base::json_keys;
 
 /// One call, resolved to its plugin and channel.
@@ -82,7 +83,7 @@ impl Engine {
     pub async fn call(&self, mut r: CallRequest) -> Answer {
         // A batch is priced by the model its input file names; a batch input upload is read
         // before it is sent (see `billing::batch`).
-        let (batch, batch_upload) = match Box::pin(crate::batch::prepare(&self.db, &mut r)).await {
+        let (batch, batch_upload) = match boxed::pin(|| crate::batch::prepare(&self.db, &mut r)).await {
             Ok(read) => read,
             Err(e) => {
                 let end = CallEnd::new(self.billing.clone(), self.call_log.clone(), draft_record(&r), r.started);
@@ -126,7 +127,7 @@ impl Engine {
             return Answer::Failed(e);
         }
         // An Idempotency-Key is claimed before anything is reserved or sent.
-        match Box::pin(idempotency::claim(&self.db, &r)).await {
+        match boxed::pin(|| idempotency::claim(&self.db, &r)).await {
             idempotency::Decision::Run(held) => end.held = held,
             idempotency::Decision::Replay(stored) => {
                 end.replayed(stored.status);
@@ -144,7 +145,7 @@ impl Engine {
         // The plugin's quote, for ops it declares quoted: the units to reserve and the vendor
         // objects the call uses. Its future is made only then (it is a plugin call's size).
         let quote = if r.plugin.quotes(&r.op) {
-            match Box::pin(self.quote(&r)).await {
+            match boxed::pin(|| self.quote(&r)).await {
                 Ok(q) => Some(q),
                 Err(e) => {
                     give_up(end.refuse(&e)).await;
@@ -156,7 +157,7 @@ impl Engine {
         };
         // A follow-up call runs on the key that created its object, and a call using the
         // consumer's objects on the key that made them, for their owner only.
-        let pinned = match Box::pin(self.pin(&r, quote.as_ref().map_or(&[][..], |q| &q.1))).await {
+        let pinned = match boxed::pin(|| self.pin(&r, quote.as_ref().map_or(&[][..], |q| &q.1))).await {
             Ok((pinned, fees)) => {
                 end.fees = fees;
                 pinned
@@ -170,7 +171,7 @@ impl Engine {
             end.served_by(&p.channel.name, r.plugin.name());
         }
         // A user's unfinished jobs are bounded: each is polled and held until it ends.
-        let _submitting = match Box::pin(self.under_task_cap(&r)).await {
+        let _submitting = match boxed::pin(|| self.under_task_cap(&r)).await {
             Ok(s) => s,
             Err(e) => {
                 give_up(end.refuse(&e)).await;
@@ -214,9 +215,9 @@ impl Engine {
         let capture = end.held.is_some();
         let run = Run { r: &r, client, capture, pinned, batch_upload };
         // Boxed: the call's future is moved whole into its task; the run is most of it.
-        match Box::pin(self.run_with_failover(&run, &mut end)).await {
+        match boxed::pin(|| self.run_with_failover(&run, &mut end)).await {
             Ok(Outcome::Submitted { task, key_fingerprint }) => {
-                return Box::pin(self.submitted(&r, end, task, key_fingerprint)).await;
+                return boxed::pin(|| self.submitted(&r, end, task, key_fingerprint)).await;
             }
             Ok(Outcome::Task(_)) => {
                 let e = CallError::plugin("the plugin answered a call with a task's state (that answers a poll)");
@@ -225,7 +226,7 @@ impl Engine {
             }
             Ok(Outcome::Stream { headers, pending }) => {
                 // Boxed: its future (~3 KB) would otherwise size every call's.
-                let body = Box::pin(pending.start(Box::new(move |report| end.stream(report)))).await;
+                let body = boxed::pin(|| pending.start(Box::new(move |report| end.stream(report)))).await;
                 Answer::Stream { headers, body }
             }
             Ok(Outcome::Reply { status, headers, body, usage, error, .. }) => {
@@ -234,7 +235,7 @@ impl Engine {
                 if let Some(h) = held {
                     if answered {
                         let ct = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-type"));
-                        Box::pin(h.complete(Some((status, ct.map(|h| h.value.as_str()), &body)))).await;
+                        boxed::pin(|| h.complete(Some((status, ct.map(|h| h.value.as_str()), &body)))).await;
                     } else {
                         h.give_up().await;
                     }
@@ -245,7 +246,7 @@ impl Engine {
                 let ok = response.status().is_success();
                 match end.relay(response.status().as_u16()) {
                     // A download is not kept: a repeat is told so, never served again.
-                    Some(h) if ok => Box::pin(h.complete(None)).await,
+                    Some(h) if ok => boxed::pin(|| h.complete(None)).await,
                     held => give_up(held).await,
                 }
                 Answer::Relay(response)
@@ -254,7 +255,7 @@ impl Engine {
                 match end.fail(&e) {
                     Some(h) if e.work != VendorWork::None => {
                         let body = e.to_json().to_string();
-                        Box::pin(h.complete(Some((e.status, Some("application/json"), body.as_bytes())))).await
+                        boxed::pin(|| h.complete(Some((e.status, Some("application/json"), body.as_bytes())))).await
                     }
                     held => give_up(held).await,
                 }
@@ -287,7 +288,7 @@ impl Engine {
             return Ok((pinned, None));
         }
         // Boxed: a call that uses no objects carries none of these futures.
-        let used = Box::pin(super::affinity::uses(&self.db, r.plugin.name(), r.consumer.user_id, uses)).await?;
+        let used = boxed::pin(|| super::affinity::uses(&self.db, r.plugin.name(), r.consumer.user_id, uses)).await?;
         let pinned = match (pinned, used.made_on) {
             (Some(p), Some((f, _))) if p.fingerprint != f => {
                 return Err(CallError::bad_request(
@@ -298,7 +299,7 @@ impl Engine {
             (pinned, _) => pinned,
         };
         let fees = match (&self.billing, r.billed) {
-            (Some(b), true) => Box::pin(super::affinity::take_fees(&self.db, b, r, &used.due)).await?,
+            (Some(b), true) => boxed::pin(|| super::affinity::take_fees(&self.db, b, r, &used.due)).await?,
             _ => None,
         };
         Ok((pinned, fees))
@@ -507,7 +508,7 @@ pub(crate) fn keys_unavailable(channel: &Channel) -> CallError {
 pub(super) async fn give_up(held: Option<Held>) {
     if let Some(h) = held {
         // Boxed: a call without an Idempotency-Key carries none of its futures.
-        Box::pin(h.give_up()).await;
+        boxed::pin(|| h.give_up()).await;
     }
 }
 

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tollgate_base::boxed;
 
 /// The settings of the HTTP side (the binary reads them from its configuration).
 #[derive(Debug, Clone)]
@@ -277,15 +278,15 @@ async fn dispatch(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
     let path = req.uri().path().to_string();
     let proxy_socket = state.settings.minimax_proxy_socket_path.as_deref() == Some(path.as_str());
     if proxy_socket && surface::socket::is_upgrade(&req) {
-        return Box::pin(surface::minimax_proxy::upgrade(&state, req)).await;
+        return boxed::pin(|| surface::minimax_proxy::upgrade(&state, req)).await;
     }
     let progress_socket = state.settings.progress_socket_path.as_deref() == Some(path.as_str());
     if progress_socket && surface::socket::is_upgrade(&req) {
-        return Box::pin(surface::progress_socket::upgrade(&state, req)).await;
+        return boxed::pin(|| surface::progress_socket::upgrade(&state, req)).await;
     }
     if let Some(model) = state.settings.chat_socket_paths.get(&path).filter(|_| surface::socket::is_upgrade(&req)) {
         let protocol = surface::chat_socket::Protocol::Backend { model: model.clone() };
-        return Box::pin(surface::chat_socket::upgrade(&state, req, protocol)).await;
+        return boxed::pin(|| surface::chat_socket::upgrade(&state, req, protocol)).await;
     }
     let found = routes::find(method.as_str(), &path);
     // The console's session cookie stands for its session on the routes that take sessions
@@ -314,21 +315,21 @@ async fn dispatch(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
         },
         Found::Route(Handler::Models) => surface::openai::models(&state, &req, false),
         Found::Route(Handler::AudioModels) => surface::openai::models(&state, &req, true),
-        Found::Route(Handler::UserInfo) => Box::pin(surface::openai::user_info(&state, &req)).await,
-        Found::Route(Handler::Account) => Box::pin(surface::user::handle(&state, req)).await,
-        Found::Route(Handler::Tasks) => Box::pin(surface::tasks::handle(&state, &req)).await,
-        Found::Route(Handler::Videos) => Box::pin(surface::videos::handle(&state, req)).await,
+        Found::Route(Handler::UserInfo) => boxed::pin(|| surface::openai::user_info(&state, &req)).await,
+        Found::Route(Handler::Account) => boxed::pin(|| surface::user::handle(&state, req)).await,
+        Found::Route(Handler::Tasks) => boxed::pin(|| surface::tasks::handle(&state, &req)).await,
+        Found::Route(Handler::Videos) => boxed::pin(|| surface::videos::handle(&state, req)).await,
         Found::Route(Handler::ModelCall(op)) => surface::openai::model_call(&state, req, op).await,
-        Found::Route(Handler::Messages) => Box::pin(surface::anthropic::messages(&state, req)).await,
-        Found::Route(Handler::MessagesCount) => Box::pin(surface::anthropic::count_tokens(&state, req)).await,
-        Found::Route(Handler::Gemini) => Box::pin(surface::gemini::handle(&state, req)).await,
+        Found::Route(Handler::Messages) => boxed::pin(|| surface::anthropic::messages(&state, req)).await,
+        Found::Route(Handler::MessagesCount) => boxed::pin(|| surface::anthropic::count_tokens(&state, req)).await,
+        Found::Route(Handler::Gemini) => boxed::pin(|| surface::gemini::handle(&state, req)).await,
         Found::Route(Handler::ChatSocket) if surface::socket::is_upgrade(&req) => {
-            Box::pin(surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi)).await
+            boxed::pin(|| surface::chat_socket::upgrade(&state, req, surface::chat_socket::Protocol::OpenAi)).await
         }
         Found::Route(Handler::SocketToken) => surface::socket::token(&state, &req),
         Found::Route(Handler::SpeechCache) => surface::speech_prefetch::cache_admin(&state, &req),
         Found::Route(Handler::ProgressSocket) if surface::socket::is_upgrade(&req) => {
-            Box::pin(surface::progress_socket::upgrade(&state, req)).await
+            boxed::pin(|| surface::progress_socket::upgrade(&state, req)).await
         }
         Found::Route(Handler::ChatSocket | Handler::ProgressSocket) => error::error_response(
             400,
@@ -336,8 +337,8 @@ async fn dispatch(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
             "websocket_required",
             &format!("GET {path} is a WebSocket: connect to it with an upgrade."),
         ),
-        Found::Route(Handler::Admin) => Box::pin(admin::handle(&state, req)).await,
-        Found::Route(Handler::Console) => Box::pin(crate::console::handle(&state, req)).await,
+        Found::Route(Handler::Admin) => boxed::pin(|| admin::handle(&state, req)).await,
+        Found::Route(Handler::Console) => boxed::pin(|| crate::console::handle(&state, req)).await,
         Found::Route(Handler::OpenApi) => full(200, "application/json", routes::OPENAPI),
         Found::WrongMethod(allowed) => error::method_not_allowed(&method, &path, &allowed.join(", ")),
         Found::NotOurs => {
@@ -346,7 +347,7 @@ async fn dispatch(state: Arc<Api>, mut req: Request<Incoming>) -> Response {
             });
             match route {
                 Some(route) if surface::socket::is_upgrade(&req) => {
-                    Box::pin(surface::socket::upgrade(&state, req, route)).await
+                    boxed::pin(|| surface::socket::upgrade(&state, req, route)).await
                 }
                 Some(route) => surface::native::call(&state, req, route).await,
                 None => error::error_response(

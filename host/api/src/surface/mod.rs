@@ -28,6 +28,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use std::sync::Arc;
 use std::time::Instant;
+use tollgate_base::boxed;
 
 /// What every call reads from the consumer's request before it is resolved to a channel.
 pub struct ConsumerRequest {
@@ -158,7 +159,11 @@ pub async fn read_request(
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let form = match form::boundary(content_type) {
         None => None,
-        Some(boundary) => Some(form::parse(body.clone(), boundary?).await?),
+        // Boxed: a multipart body's parse is not carried in every call's future.
+        Some(boundary) => {
+            let boundary = boundary?;
+            Some(boxed::pin(|| form::parse(body.clone(), boundary)).await?)
+        }
     };
     Ok(ConsumerRequest {
         consumer,

@@ -14,16 +14,19 @@ use http::Request;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
+use tollgate_base::boxed;
 
 pub async fn model_call(state: &Arc<Api>, req: Request<Incoming>, op: &str) -> Response {
+    // The rarer paths are boxed: this future is moved with every request, at its largest
+    // branch's size.
     if op == "speech" && state.engine.prefetch.settings.model.is_some() {
-        return super::speech_prefetch::speech(state, req).await;
+        return boxed::pin(|| super::speech_prefetch::speech(state, req)).await;
     }
     let (mut video, mut speech) = (None, None);
     let (answer, request_id) =
         run(state, |started, request_id| resolve(state, req, op, started, request_id, &mut video, &mut speech)).await;
     let response = match (video, speech) {
-        (Some(v), _) => super::mindvideo::finish(state, v, answer).await,
+        (Some(v), _) => boxed::pin(|| super::mindvideo::finish(state, v, answer)).await,
         (None, Some(plan)) => render(super::speech_prefetch::speak(state, plan, answer)),
         (None, None) => render(answer),
     };

@@ -27,6 +27,7 @@ use crate::plugin::runtime::Admission;
 use crate::plugin::wit;
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
+use tollgate_base::boxed;
 use tollgate_base::metrics::METRICS;
 use tollgate_base::openai_json::{self, Units};
 use tollgate_base::openai_stream::ChatStream;
@@ -97,7 +98,7 @@ pub(super) async fn run(ctx: CallContext, call: &mut wit::Call, forward: Forward
     METRICS.forwarded[1].fetch_add(1, Relaxed);
     // Boxed: the plugin's steps are most of a call's future (its instance's calls), and a
     // forwarded call seldom needs them; unboxed, every call's future is moved at their size.
-    Box::pin(to_plugin(ctx, call, &sent, &response, admitted)).await
+    boxed::pin(|| to_plugin(ctx, call, &sent, &response, admitted)).await
 }
 
 /// The plugin's steps from `response`, the answer to the forwarded `sent`, on: its `first()`

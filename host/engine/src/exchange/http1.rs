@@ -31,6 +31,7 @@ use http::{HeaderValue, Request, Response, Uri};
 use hyper::client::conn::http1::SendRequest;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tollgate_base::boxed;
 use tower_service::Service;
 
 type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
@@ -113,7 +114,7 @@ impl Pool {
             let (name, send) = self.take(https, authority.as_str());
             let (mut send, parked) = match send {
                 Some(send) => (send, true),
-                None => (Box::pin(self.connect(&uri)).await?, false),
+                None => (boxed::pin(|| self.connect(&uri)).await?, false),
             };
             match send.try_send_request(req).await {
                 Ok(resp) => {

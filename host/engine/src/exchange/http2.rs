@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tollgate_base::boxed;
 use tower_service::Service;
 
 type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
@@ -113,7 +114,7 @@ impl Pool {
                 }
                 // Boxed: opening is once a connection; its future (~5.5 KB) stays out of
                 // every call's.
-                let opened = Box::pin(self.connect(&key.0, conn.answered_http1.clone())).await;
+                let opened = boxed::pin(|| self.connect(&key.0, conn.answered_http1.clone())).await;
                 if opened.is_err() {
                     conn.retired.store(true, Ordering::Release);
                 }

@@ -22,6 +22,7 @@ use crate::plugin::{wit, Plugin, Runtime};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
+use tollgate_base::boxed;
 
 pub(crate) use error::{plugin_failure, root_cause};
 pub use error::{CallError, VendorWork};
@@ -157,7 +158,7 @@ pub async fn run(ctx: CallContext, call: &mut wit::Call) -> Result<Outcome, Call
     }
     // Boxed, as `forward::run` boxes its own way to the plugin: a forwarded call's future (the
     // common call's) is then not moved at the size of the plugin's steps.
-    Box::pin(through_plugin(ctx, call)).await
+    boxed::pin(|| through_plugin(ctx, call)).await
 }
 
 /// The call through its plugin's steps, from its `first()`.
@@ -237,7 +238,7 @@ async fn steps(
                     return Err(CallError::plugin("a relay of an absolute URL is a GET").after(work));
                 }
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
-                let response = match Box::pin(ctx.archive.get(&req.path, hosts, &req.headers)).await {
+                let response = match boxed::pin(|| ctx.archive.get(&req.path, hosts, &req.headers)).await {
                     Ok((_, response)) => response.map(Into::into),
                     Err(f) => return Err(download_failed(f).after(work)),
                 };
@@ -278,7 +279,7 @@ async fn steps(
                     return Err(CallError::plugin("a fetch step is a GET").after(work));
                 }
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
-                let response = match Box::pin(ctx.archive.fetch(&req.path, hosts, &req.headers)).await {
+                let response = match boxed::pin(|| ctx.archive.fetch(&req.path, hosts, &req.headers)).await {
                     Ok(r) => r,
                     Err(f) => return Err(download_failed(f).after(work)),
                 };
@@ -290,7 +291,8 @@ async fn steps(
                         .after(work));
                 };
                 let hosts = &ctx.plugin.manifest.fetch_hosts;
-                let stored = match Box::pin(ctx.archive.keep(&media, hosts, &ctx.files_task(owner, call))).await {
+                let task = ctx.files_task(owner, call);
+                let stored = match boxed::pin(|| ctx.archive.keep(&media, hosts, &task)).await {
                     Ok(s) => s,
                     Err(f) => return Err(download_failed(f).after(work)),
                 };

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tollgate_base::boxed;
 use tollgate_base::openai_stream::{ChatStream, Event};
 use tollgate_base::{ndjson, sse};
 
@@ -132,33 +133,37 @@ pub(super) async fn start(
     };
     // The call's trace goes on in the stream's task (its settle ends there).
     let trace = crate::trace::current();
-    tokio::spawn(crate::trace::scope(trace, async move {
-        let mut span = crate::trace::span("stream");
-        let mut report = pump(pc, read, early, settings.idle, &plugin, &mut out).await;
-        if span.on() {
-            span.attr("tollgate.events", report.delivered_events);
-            span.attr("tollgate.client_gone", report.client_gone);
-            if let Some(e) = &report.error {
-                span.fail(e.code.clone());
+    // Boxed: the task's cell holds a pointer. Its future is kilobytes, which tokio's spawn
+    // would copy from call to call on its way into the cell.
+    tokio::spawn(boxed::pin(|| {
+        crate::trace::scope(trace, async move {
+            let mut span = crate::trace::span("stream");
+            let mut report = pump(pc, read, early, settings.idle, &plugin, &mut out).await;
+            if span.on() {
+                span.attr("tollgate.events", report.delivered_events);
+                span.attr("tollgate.client_gone", report.client_gone);
+                if let Some(e) = &report.error {
+                    span.fail(e.code.clone());
+                }
             }
-        }
-        drop(span);
-        if let Some(e) = &report.error {
-            if !report.client_gone {
-                match end_with_error(&settings.content_type, e) {
-                    Ok(last) => {
-                        let _ = out.send(last).await;
-                    }
-                    Err(cut) => {
-                        let _ = out.tx.send(Err(cut)).await;
+            drop(span);
+            if let Some(e) = &report.error {
+                if !report.client_gone {
+                    match end_with_error(&settings.content_type, e) {
+                        Ok(last) => {
+                            let _ = out.send(last).await;
+                        }
+                        Err(cut) => {
+                            let _ = out.tx.send(Err(cut)).await;
+                        }
                     }
                 }
             }
-        }
-        report.captured = out.capture.map(Bytes::from);
-        report.content_type = settings.content_type;
-        drop(out.tx);
-        on_end(report);
+            report.captured = out.capture.map(Bytes::from);
+            report.content_type = settings.content_type;
+            drop(out.tx);
+            on_end(report);
+        })
     }));
     StreamBody { rx, tap: None }
 }

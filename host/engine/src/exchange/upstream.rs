@@ -18,6 +18,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_base::boxed;
 
 #[derive(Clone)]
 pub struct Upstream {
@@ -110,7 +111,7 @@ impl Upstream {
             if channel.http2 {
                 // Boxed: its future (~1.4 KB; the connection's opening is boxed inside it)
                 // would otherwise be part of every call's, HTTP/1.1 ones too.
-                return Box::pin(clients.http2.send(request, channel.http2_max_streams)).await;
+                return boxed::pin(|| clients.http2.send(request, channel.http2_max_streams)).await;
             }
             clients.http1.send(request).await
         };

@@ -34,6 +34,7 @@ use super::runtime::{CallState, PreParts};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
+use tollgate_base::boxed;
 use wasmtime::component::Instance;
 use wasmtime::Store;
 
@@ -154,7 +155,7 @@ where
         return;
     }
     let Some(counted) = counts.reserve_ready() else { return };
-    let Ok((store, instance)) = Box::pin(make()).await else { return };
+    let Ok((store, instance)) = boxed::pin(make).await else { return };
     let ready = Ready { of: Arc::downgrade(pre), store, instance, _counted: counted };
     READY.with_borrow_mut(|slot| {
         if slot.is_none() {
