@@ -334,7 +334,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// How long a request worker keeps polling its sockets after its last work before it
     /// sleeps, in microseconds, shortened while polling catches nothing (see the server's
-    /// `poll`); 0: it sleeps at once. At most `MAX_WORKER_POLL_US`.
+    /// `poll`; after an answer it polls up to 1 ms for the connection's next request); 0: it
+    /// sleeps at once, never polling. At most `MAX_WORKER_POLL_US`.
     #[serde(default = "defaults::worker_poll_us")]
     pub worker_poll_us: u64,
     /// Call records older than this many days are deleted (hourly); unset keeps them all.

@@ -486,7 +486,7 @@ pub async fn serve(
                     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                         req.extensions_mut().insert(Peer(peer.ip()));
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+                        async move { Ok::<_, std::convert::Infallible>(handle(state, req).await.map(poll::Answered)) }
                     });
                     let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
                     tokio::pin!(conn);
