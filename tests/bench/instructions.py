@@ -104,22 +104,45 @@ def thread_kind(rows):
     return "other threads (the main runtime: the call log's batching, timers)"
 
 
+def cache_misses(dumps):
+    """(I1 misses, D1 misses) summed over the dumps, when callgrind simulated the caches."""
+    i1 = d1 = 0
+    for dump in dumps:
+        with open(dump) as f:
+            head = [line.split() for line in f if line.startswith(("events:", "summary:"))]
+        events = next((h[1:] for h in head if h[0] == "events:"), [])
+        summary = next((h[1:] for h in head if h[0] == "summary:"), [])
+        if "I1mr" not in events:
+            return None
+        got = dict(zip(events, map(int, summary)))
+        i1 += got.get("I1mr", 0)
+        d1 += got.get("D1mr", 0) + got.get("D1mw", 0)
+    return (i1, d1) if dumps else None
+
+
 def report(map_path, n, top, dumps):
     starts, entries = perf_map(map_path)
     total = 0
     rows = collections.Counter()
     kinds = collections.Counter()
+    workers = []
     for dump in dumps:
         t, r = own_counts(dump, starts, entries)
         total += t
         rows.update(r)
         kinds[thread_kind(r)] += t
+        if thread_kind(r) == "request workers":
+            workers.append(dump)
     parts = collections.Counter()
     for name, count in rows.items():
         parts[part_of(name)] += count
     print(f"instructions per request: {total / n:,.0f} ({n} requests)")
     for kind, count in kinds.most_common():
         print(f"  {count / n:9,.0f}  {kind}")
+    misses = cache_misses(workers)
+    if misses:
+        i1, d1 = misses
+        print(f"cache misses per request of the request workers (simulated: CACHE=1): I1 {i1 / n:,.0f}, D1 {d1 / n:,.0f}")
     print("\nby part (own instructions per request):")
     for part, count in parts.most_common(16):
         print(f"  {count / n:9,.0f}  {100 * count / total:5.1f}%  {part}")

@@ -11,6 +11,10 @@
 # Environment:
 #   REQUESTS  requests counted (default 2000), after WARMUP uncounted ones (default 600)
 #   STREAM=1  the chats are streamed (the mock's 5 chunks, unpaced: a chat forwarded by the host)
+#   CACHE=1   callgrind simulates the caches (a 32 KB I1, 48 KB D1, 4 MB L2) and the request
+#             workers' misses per request are printed: the instruction-cache misses count the
+#             code a request runs, which is what it pays for when it runs on cold caches (the
+#             first streamed byte: README, Performance)
 #   TOP       functions listed (default 30)
 #   OUT       keep callgrind's output (a file per thread) and the plugins' symbol map in this
 #             folder (default: not kept); `callgrind_annotate OUT/callgrind.out.1-02` reads one
@@ -55,6 +59,9 @@ bench_on_exit() { [ -n "${GW_PID:-}" ] && rm -f "/tmp/perf-$GW_PID.map"; }
 # measured requests and dumped after them.
 export GW_WRAP="valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes --callgrind-out-file=$CG --log-file=$WORK/valgrind.log"
 export GW_START_SECS=300
+if [ "${CACHE:-0}" = 1 ]; then
+  export VALGRIND_OPTS="--cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 --LL=4194304,16,64"
+fi
 # Valgrind's address space is smaller than the pool's reservation for the default slots. The
 # workers do not poll before sleeping (`worker_poll_us`): how often a poll's pass runs depends
 # on timing, which would make the count vary run to run. A caller's GW_EXTRA_CONFIG line for

@@ -176,6 +176,13 @@ mod tests {
         workers.stop();
     }
 
+    /// A connection on loopback: the client's end and the server's.
+    async fn connected() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        (client, listener.accept().await.unwrap().0)
+    }
+
     /// How many times the current thread has slept (Linux counts a wait as a voluntary
     /// context switch; being preempted or yielding is not one).
     fn sleeps_of_this_thread() -> u64 {
@@ -195,9 +202,7 @@ mod tests {
         const PINGS: u64 = 100;
         const ROUNDS: usize = 30;
         let workers = Workers::start(1, Duration::from_micros(1)).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (mut client, stream) = connected().await;
         let done = workers
             .serve(stream, move |mut stream| async move {
                 let mut byte = [0u8; 1];
@@ -257,9 +262,7 @@ mod tests {
         const PINGS: u64 = 200;
         const ROUNDS: usize = 30;
         let workers = Workers::start(1, Duration::from_millis(1)).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (mut client, stream) = connected().await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let done = workers
             .serve(stream, move |mut stream| async move {
