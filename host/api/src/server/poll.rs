@@ -28,10 +28,9 @@
 //! in 5 of 6 rounds), its p90 0.75–1.02 → 0.55–0.84 ms.
 //!
 //! Invariants: the poller polls only after the worker's thread woke from sleep or was about to
-//! sleep after an answer, until the
-//! window passes without work it sees, and for at most `LONGEST` windows (should every pass
-//! look like work, as where system calls are slow, polling still ends and the window
-//! halves), so an idle worker sleeps (for windows up to the setting's 1 ms: see
+//! sleep after an answer, until the window passes without work it sees, and for at most
+//! `LONGEST` windows (should every pass look like work, as where system calls are slow,
+//! polling still ends and the window halves), so an idle worker sleeps (for windows up to the setting's 1 ms: see
 //! `MAX_WORKER_POLL_US`); between idle passes it offers its core to other runnable threads
 //! (`std::thread::yield_now`); a window of zero turns it off (no task is started).
 
