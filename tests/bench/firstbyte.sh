@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The first streamed byte, held side by side: one mock, nginx, and two Tollgates (A and B, e.g.
 # the last session's build and this one) started once and asked in turn, ROUNDS rounds of N
-# streams each (ttfb.py, the benchmark's paced stream). run.sh measures each target once, and
-# its first-byte figure moves by a quarter of a millisecond from run to run; here every round
-# asks the direct call (before and after), nginx, A and B within seconds of each other, so a
-# change of a few tens of microseconds shows as A above B round after round.
+# streams each (ttfb.py, the benchmark's paced stream). run.sh's first-byte figure, from one
+# gateway in five rounds of ten, moves by ~0.1 ms from run to run; here every round asks the
+# direct call (before and after), nginx, A and B within seconds of each other, so a change of
+# a few tens of microseconds shows as A above B round after round.
 #
 #   tests/bench/firstbyte.sh [--no-build]
 #

@@ -10,14 +10,17 @@ WRK_JSON line of post.lua, the output of ttfb.py). Keys per target:
   cpu_ticks_self      utime+stime ticks of the target's own process(es) during the c=32 run
   cpu_ticks_mock      ticks of mock-vendor during the same run (the upstream's share)
   rss_hwm_kb          VmHWM after the load
-  stream              ttfb.py output
+  stream.<round>      ttfb.py output of one round of streamed requests (pooled per target)
   chunks              ttfb.py output for the 500-chunk unpaced streams (model burst-500)
   chunks_cpu_ticks    ticks of the target's own process(es) during those streams (warm-up included)
   upstream, note      free text
 """
 import json
+import statistics
 import sys
 from collections import defaultdict
+
+from ttfb import percentile
 
 
 def load(path, text_keys=("git",)):
@@ -49,9 +52,27 @@ def errors(w):
     return sum(w[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
 
 
+def pooled_stream(t):
+    """A target's streamed requests over its rounds (keys stream.<round>): the medians and p90s
+    of all rounds' requests together, the counts summed (a round that gave no output counts as
+    one failure), and each round's own median first byte by round."""
+    rounds = sorted((int(k.split(".", 1)[1]), v) for k, v in t.items()
+                    if k.startswith("stream.") and isinstance(v, dict))
+    if not rounds:
+        return {}
+    out = {"ok": sum(r.get("ok") or 0 for _, r in rounds),
+           "failed": sum(1 if r.get("failed") is None else r["failed"] for _, r in rounds),
+           "first_by_round": {n: r.get("first_ms") for n, r in rounds}}
+    for name in ("head_ms", "first_ms", "last_ms"):
+        vals = [v for _, r in rounds for v in (r.get("samples") or {}).get(name, [])]
+        out[name] = statistics.median(vals) if vals else None
+        out[name.replace("_ms", "_p90_ms")] = percentile(vals, 90)
+    return out
+
+
 def summarize(t, clk_tck):
     """Figures of one target, in the units the table uses."""
-    c1, c32, st = t.get("wrk_c1"), t.get("wrk_c32"), t.get("stream") or {}
+    c1, c32, st = t.get("wrk_c1"), t.get("wrk_c32"), pooled_stream(t)
     us_per_tick = 1e6 / clk_tck
     n32 = c32["requests"] if c32 else 0
 
@@ -81,6 +102,7 @@ def summarize(t, clk_tck):
         "last_byte_ms": st.get("last_ms"),
         "stream_ok": st.get("ok"),
         "stream_failed": st.get("failed"),
+        "first_byte_by_round_ms": st.get("first_by_round"),
         "errors_c1": errors(c1),
         "errors_c32": errors(c32),
         "upstream": t.get("upstream"),
@@ -186,7 +208,8 @@ def main():
     cores = meta.get("cores", "?")
     print(f"Tollgate benchmark ({cores} cores shared by wrk, mock and gateway)  {meta.get('date', '')}")
     print(f"git {meta.get('git', '?')}   wrk -t1, {meta.get('duration_s', '?')} s per run, "
-          f"stream: median of {meta.get('stream_n', '?')}   CPU busy just before: "
+          f"stream: median of {meta.get('stream_n', '?')} in {meta.get('stream_rounds', 1)} rounds"
+          f"   CPU busy just before: "
           f"{meta.get('busy_before_pct', '?')}%")
     print(f"{'':28}{'direct':>12}{'nginx':>12}{'tollgate':>12}{'nginx ovh':>12}{'tollgate ovh':>14}")
     for name, a, b, c, nd, added in rows:
@@ -201,6 +224,10 @@ def main():
         print(f"{name:28}{fmt(a, nd):>12}{fmt(b, nd):>12}{fmt(c, nd):>12}{ovh[0]:>12}{ovh[1]:>14}")
     print("CPU per request: direct = mock-vendor process; nginx, tollgate = the proxy's processes only")
     print("(the mock's share is the line below). CPU ticks are 1/%d s; overhead = minus direct." % clk)
+    rounds_d, rounds_g = d["first_byte_by_round_ms"] or {}, g["first_byte_by_round_ms"] or {}
+    by_round = [diff(rounds_d.get(r), rounds_g[r]) for r in sorted(rounds_g)]
+    if len(by_round) > 1 and None not in by_round:
+        print("first streamed byte added, round by round (ms): " + " ".join(fmt(x, 2, sign=True) for x in by_round))
     verdict = targets(d, n, g)
     print()
     print("Targets (issue 11), tollgate beside nginx in this run:")

@@ -6,7 +6,9 @@
 #
 # Environment:
 #   DURATION   seconds per wrk run (default 8)
-#   STREAM_N   streamed requests per target for the first-byte median (default 50)
+#   STREAM_N   streamed requests per target for the first-byte median (default 50), asked in
+#   STREAM_ROUNDS rounds (default 5): each round asks every target in turn, the order turned
+#              round by round, and each target's figures are the median of all its rounds
 #   CHUNK_N    500-chunk streams per target for the cost per chunk (default 20; warm-up 2 more)
 #   OUT        JSON output (default tests/bench/results/latest.json; that folder is git-ignored)
 #   BILLING=0  run the gateway without a price table (billing is on by default)
@@ -37,6 +39,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 DURATION=${DURATION:-8}
 STREAM_N=${STREAM_N:-50}
+STREAM_ROUNDS=${STREAM_ROUNDS:-5}
 CHUNK_N=${CHUNK_N:-20}
 # A relative OUT is relative to where the script was called from; the default lives in the repo.
 OUT=${OUT:-$ROOT/tests/bench/results/latest.json}
@@ -62,16 +65,35 @@ fi
 # shellcheck source=tests/bench/lib.sh
 source "$HERE/lib.sh"
 
-# measure_stream TARGET URL AUTH [ttfb.py args...]: median time to the first streamed byte.
+# measure_stream TARGET KEY N URL AUTH [ttfb.py args...]: N streamed requests, their times to
+# the first byte recorded under KEY (stream.<round>; report.py pools a target's rounds).
 measure_stream() {
-  local target=$1 url=$2 auth=$3 json
-  shift 3
-  log "$target: $STREAM_N streamed requests"
-  json=$(timeout 120 python3 "$HERE/ttfb.py" "$url" -n "$STREAM_N" --max-secs 60 --auth "$auth" "$@" \
+  local target=$1 key=$2 n=$3 url=$4 auth=$5 json
+  shift 5
+  log "$target: $n streamed requests ($key)"
+  json=$(timeout 120 python3 "$HERE/ttfb.py" "$url" -n "$n" --max-secs 60 --auth "$auth" "$@" \
     ${UPSTREAM_CA:+--cafile "$UPSTREAM_CA"} \
     || true)
   [ -n "$json" ] || json='{"ok":0,"failed":null,"last_error":"ttfb.py gave no output"}'
-  record "$target" stream "$json"
+  record "$target" "$key" "$json"
+}
+
+# measure_streams: direct, nginx and the gateway in STREAM_ROUNDS rounds, the order turned each
+# round. A target asked in one turn of its own meets that moment's machine (a slow second, a
+# core the scheduler shares with the client), and its median moved by ~0.2 ms from run to run
+# with the code unchanged; rounds spread such moments over every target alike.
+measure_streams() {
+  local per=$(((STREAM_N + STREAM_ROUNDS - 1) / STREAM_ROUNDS)) r i
+  local -a order=(direct nginx tollgate)
+  for ((r = 1; r <= STREAM_ROUNDS; r++)); do
+    for i in 0 1 2; do
+      case ${order[(r + i) % 3]} in
+        direct) measure_stream direct "stream.$r" "$per" "$UPSTREAM_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}" ;;
+        nginx) measure_stream nginx "stream.$r" "$per" "$NGINX_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}" ;;
+        tollgate) measure_stream tollgate "stream.$r" "$per" "$GW_URL$CHAT" "$GW_KEY" "${STREAM_HEADERS[@]}" ;;
+      esac
+    done
+  done
 }
 
 # measure_chunks TARGET URL AUTH "SELF_PIDS": the cost per chunk of a stream: CHUNK_N sequential
@@ -151,7 +173,7 @@ measure_peer() {
   local extra="" h
   for h in "$@"; do [ "$h" = -H ] || extra+="$h;"; done
   AUTH=$auth EXTRA_HEADERS=$extra measure_load "$name" "$url" "$pids"
-  measure_stream "$name" "$url" "$auth" "$@" "${STREAM_HEADERS[@]}"
+  measure_stream "$name" stream.1 "$STREAM_N" "$url" "$auth" "$@" "${STREAM_HEADERS[@]}"
   # shellcheck disable=SC2086
   record "$name" rss_hwm_kb "$(hwm_kb $pids)"
 }
@@ -243,6 +265,7 @@ main() {
   record meta clk_tck "$(getconf CLK_TCK)"
   record meta duration_s "$DURATION"
   record meta stream_n "$STREAM_N"
+  record meta stream_rounds "$STREAM_ROUNDS"
   local rev
   rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && rev+=-dirty
@@ -263,9 +286,7 @@ main() {
   AUTH=sk-bench measure_load direct "$UPSTREAM_URL$CHAT" "$MOCK_PID"
   AUTH=sk-bench measure_load nginx "$NGINX_URL$CHAT" "$(nginx_pids)"
   AUTH=$GW_KEY measure_load tollgate "$GW_URL$CHAT" "$GW_PID"
-  measure_stream direct "$UPSTREAM_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
-  measure_stream nginx "$NGINX_URL$CHAT" sk-bench "${STREAM_HEADERS[@]}"
-  measure_stream tollgate "$GW_URL$CHAT" "$GW_KEY" "${STREAM_HEADERS[@]}"
+  measure_streams
   measure_chunks direct "$UPSTREAM_URL$CHAT" sk-bench "$MOCK_PID"
   measure_chunks nginx "$NGINX_URL$CHAT" sk-bench "$(nginx_pids)"
   measure_chunks tollgate "$GW_URL$CHAT" "$GW_KEY" "$GW_PID"

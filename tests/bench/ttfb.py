@@ -8,7 +8,8 @@ JSON object: medians (and p90) in milliseconds of
   head_ms   request sent -> response headers received,
   first_ms  request sent -> first body byte (the first SSE event),
   last_ms   request sent -> end of the body (all chunks; shows whether pacing passes through),
-plus counts of ok / failed requests. The loop is bounded by N and by --max-secs.
+plus counts of ok / failed requests and each measured request's three figures ("samples", in
+order), so runs in several rounds can be pooled. The loop is bounded by N and by --max-secs.
 """
 import argparse
 import http.client
@@ -101,6 +102,8 @@ def main():
     for name, vals in (("head_ms", head), ("first_ms", first), ("last_ms", last)):
         out[name] = statistics.median(vals) if vals else None
         out[name.replace("_ms", "_p90_ms")] = percentile(vals, 90)
+    out["samples"] = {name: [round(v, 4) for v in vals]
+                      for name, vals in (("head_ms", head), ("first_ms", first), ("last_ms", last))}
     print(json.dumps(out))
     return 0 if ok else 1
 
