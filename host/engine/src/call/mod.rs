@@ -1,16 +1,19 @@
 //! `Engine::call`: refuse a body a vendor would read otherwise (`json_keys`), authorize the
 //! model, claim the idempotency key, reserve, run the plugin's steps on a key of the channel
 //! (failing over to other keys, then other channels), and end the call through its `CallEnd`.
+//! Beside the run: `refusal` (the errors of a call refused before its vendor is asked),
+//! `outcome` (what a result says of the key it used), `credential` (raw keys, only for a
+//! plugin that signs on a channel that allows it) and `fields` (repeated fields refused).
 
 use super::affinity::{Affinity, FeeClaim, Pinned};
 use super::end::CallEnd;
 use super::idempotency::{self, Held};
 use super::Engine;
-use crate::account::{format_money, Consumer};
-use crate::billing::{self, Account, Estimate, Priced, Refusal, Reported};
+use crate::account::Consumer;
+use crate::billing::{self, Estimate, Priced, Reported};
 use crate::exchange::{self, plugin_failure, CallError, ClientInput, Form, Outcome, StreamBody, VendorWork};
 use crate::keypool::health::KeyOutcome;
-use crate::keypool::{Channel, UpstreamKey};
+use crate::keypool::Channel;
 use crate::plugin::{wit, Plugin};
 use crate::store::{now_unix, CallRecord};
 use crate::telemetry::METRICS;
@@ -20,6 +23,16 @@ use std::sync::Arc;
 use std::time::Instant;
 use tollgate_base::boxed;
 use tollgate_base::json_keys;
+
+mod credential;
+mod fields;
+mod outcome;
+mod refusal;
+
+pub use credential::{credential_for, split_credential};
+use fields::refuse_repeated_fields;
+pub use outcome::{key_outcome, kind_name};
+pub(crate) use refusal::{charges_backlogged, keys_unavailable, refusal_error};
 
 /// One call, resolved to its plugin and channel.
 pub struct CallRequest {
@@ -483,135 +496,10 @@ fn wit_call_with(
     })
 }
 
-/// The answer to paid work while the call log cannot queue another charge (its database is
-/// behind): a charge is never dropped, and one that cannot be queued would wait in memory of
-/// its own, so none is made.
-pub(crate) fn charges_backlogged() -> CallError {
-    CallError::new(
-        503,
-        "server_error",
-        "overloaded",
-        "the gateway is recording charges slower than they come (its database is behind); retry shortly",
-    )
-}
-
-/// The answer when every key of a channel is disabled or cooling down.
-pub(crate) fn keys_unavailable(channel: &Channel) -> CallError {
-    CallError::new(
-        503,
-        "server_error",
-        "upstream_keys_unavailable",
-        format!("every upstream key of channel '{}' is disabled or cooling down; retry later", channel.name),
-    )
-}
-
 pub(super) async fn give_up(held: Option<Held>) {
     if let Some(h) = held {
         // Boxed: a call without an Idempotency-Key carries none of its futures.
         boxed::pin(|| h.give_up()).await;
-    }
-}
-
-/// What a call's result says about the key it used.
-pub fn key_outcome(result: &Result<Outcome, CallError>) -> KeyOutcome {
-    use wit::ErrorKind as K;
-    let (class, retry_after) = match result {
-        Ok(Outcome::Reply { error: Some(e), .. }) => (e.kind, e.retry_after_ms),
-        // A relayed answer is classified by its status, like any other: a 401 on a download
-        // disables the key, a 429 cools it.
-        Ok(Outcome::Relay { response, keyed: true }) => match relayed_class(response) {
-            Some(class) => class,
-            None => return KeyOutcome::Success,
-        },
-        // A relay of an absolute URL went without the key: its status says nothing of it.
-        Ok(Outcome::Relay { keyed: false, .. }) => return KeyOutcome::Neutral,
-        Ok(_) => return KeyOutcome::Success,
-        Err(CallError { class: Some(c), retry_after_ms, .. }) => (*c, *retry_after_ms),
-        Err(_) => return KeyOutcome::Neutral,
-    };
-    match class {
-        K::Unauthorized | K::InsufficientBalance => KeyOutcome::Refused,
-        K::RateLimited => KeyOutcome::RateLimited(retry_after.map(std::time::Duration::from_millis)),
-        K::UpstreamFault | K::Timeout => KeyOutcome::Fault,
-        K::BadRequest | K::Forbidden | K::NotFound | K::ContentFiltered | K::Unsupported => KeyOutcome::Neutral,
-    }
-}
-
-/// The class of a relayed answer's status (`None`: a success or the consumer's own problem).
-fn relayed_class(
-    response: &http::Response<crate::exchange::upstream::UpstreamIncoming>,
-) -> Option<(wit::ErrorKind, Option<u64>)> {
-    use wit::ErrorKind as K;
-    let retry_after = || {
-        let secs = response.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
-        secs.checked_mul(1000)
-    };
-    match response.status().as_u16() {
-        401 => Some((K::Unauthorized, None)),
-        402 => Some((K::InsufficientBalance, None)),
-        429 => Some((K::RateLimited, retry_after())),
-        500..=599 => Some((K::UpstreamFault, None)),
-        _ => None,
-    }
-}
-
-pub(crate) fn refusal_error(priced: Priced<'_>, refusal: Refusal) -> CallError {
-    match refusal {
-        Refusal::BadRequest { param, message } => CallError {
-            param,
-            ..CallError::new(
-                400,
-                "invalid_request_error",
-                if param.is_some() { "invalid_type" } else { "invalid_json" },
-                message,
-            )
-        },
-        Refusal::NotPriced => match priced {
-            Priced::Model(model) | Priced::Batch(model) => CallError::new(
-                403,
-                "invalid_request_error",
-                "model_not_priced",
-                format!("The model '{model}' has no price on this gateway; the operator must add it to the price table."),
-            ),
-            Priced::Op { plugin, op } => CallError::new(
-                403,
-                "invalid_request_error",
-                "operation_not_priced",
-                format!("The operation '{op}' has no price on this gateway; the operator must add [ops.\"{plugin}/{op}\"] to the price table."),
-            ),
-        },
-        Refusal::NoUnitQuoted => CallError::new(
-            403,
-            "invalid_request_error",
-            "unit_not_quoted",
-            "This model is priced per named unit (a video tier, a song), and this request names none; give what the model needs (a size, a duration, a count), or ask the operator.",
-        ),
-        Refusal::UnitNotPriced(unit) => CallError::new(
-            403,
-            "invalid_request_error",
-            "unit_not_priced",
-            format!("This call is priced by the unit '{unit}', which has no price on this gateway; the operator must add it to the price table."),
-        ),
-        Refusal::Insufficient { account: Account::User(_), available, needed } => CallError::new(
-            402,
-            "insufficient_quota",
-            "insufficient_balance",
-            format!(
-                "Your balance ({}) cannot cover this call, which reserves up to {}. Top up, or ask for less (max_tokens, n).",
-                format_money(available),
-                format_money(needed)
-            ),
-        ),
-        Refusal::Insufficient { account: Account::KeyLimit(_), available, needed } => CallError::new(
-            402,
-            "insufficient_quota",
-            "key_limit_reached",
-            format!(
-                "This API key's spending limit has {} left; this call reserves up to {}.",
-                format_money(available),
-                format_money(needed)
-            ),
-        ),
     }
 }
 
@@ -629,139 +517,5 @@ pub(crate) fn draft_record(r: &CallRequest) -> CallRecord {
         chat_id: r.chat_id.clone(),
         user_uuid: r.user_uuid.clone(),
         ..CallRecord::default()
-    }
-}
-
-pub fn kind_name(k: wit::ErrorKind) -> &'static str {
-    use wit::ErrorKind as K;
-    match k {
-        K::BadRequest => "bad_request",
-        K::Unauthorized => "unauthorized",
-        K::Forbidden => "forbidden",
-        K::InsufficientBalance => "insufficient_balance",
-        K::RateLimited => "rate_limited",
-        K::NotFound => "not_found",
-        K::ContentFiltered => "content_filtered",
-        K::UpstreamFault => "upstream_fault",
-        K::Timeout => "timeout",
-        K::Unsupported => "unsupported",
-    }
-}
-
-/// The raw credential `key` gives a plugin that signs requests itself (see
-/// `split_credential`); nothing for a plugin that lets the host insert the key, for one whose
-/// credential is optional on a channel that does not allow signing, or without a key.
-pub fn credential_for(
-    plugin: &Plugin,
-    channel: &Channel,
-    key: Option<&UpstreamKey>,
-) -> Result<Vec<(String, String)>, CallError> {
-    let fields = &plugin.manifest.credential_fields;
-    match key {
-        // A plugin that can let the host insert the key gets none where signing is not allowed.
-        Some(_) if !channel.allow_signing && fields.iter().all(|f| f.optional) => Ok(Vec::new()),
-        Some(key) if !fields.is_empty() => {
-            let names: Vec<String> = fields.iter().map(|c| c.name.clone()).collect();
-            split_credential(channel, &names, &key.0)
-        }
-        _ => Ok(Vec::new()),
-    }
-}
-
-/// The raw credential for a plugin that signs requests itself, only where the channel's
-/// operator allows it (`allow_signing`): a plugin file alone never decides that it receives
-/// keys. A multi-field credential is written in the channel's `keys` as `value1|value2|...`,
-/// in the order of the plugin's credential fields.
-pub fn split_credential(channel: &Channel, fields: &[String], key: &str) -> Result<Vec<(String, String)>, CallError> {
-    if !channel.allow_signing {
-        return Err(CallError::config(format!(
-            "channel '{}' uses a plugin that signs requests with the raw key; set allow_signing = true on the channel if you trust plugin '{}' with its keys",
-            channel.name, channel.plugin
-        )));
-    }
-    let values: Vec<&str> = if fields.len() == 1 { vec![key] } else { key.split('|').collect() };
-    if values.len() != fields.len() {
-        return Err(CallError::config(format!(
-            "this channel's plugin needs credentials as '{}' (separated by '|')",
-            fields.join("|")
-        )));
-    }
-    Ok(fields.iter().cloned().zip(values.into_iter().map(str::to_string)).collect())
-}
-
-/// A quoted request's top-level fields (JSON keys, form text fields) given more than once are
-/// refused (400): the plugin's quote might read one copy and the vendor another.
-fn refuse_repeated_fields(r: &CallRequest) -> Result<(), CallError> {
-    let repeated = match &r.form {
-        Some(form) => {
-            let mut seen = std::collections::HashSet::new();
-            form.parts
-                .iter()
-                .filter(|p| matches!(p.value, wit::PartValue::Text(_)))
-                .find(|p| !seen.insert(&p.name))
-                .map(|p| p.name.clone())
-        }
-        None => repeated_json_key(&r.body),
-    };
-    match repeated {
-        Some(name) => Err(CallError::new(
-            400,
-            "invalid_request_error",
-            "duplicate_field",
-            format!("'{name}' is given more than once; give it once."),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The first top-level key a JSON object repeats (`None` also for what is not an object).
-fn repeated_json_key(body: &[u8]) -> Option<String> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-    struct Keys;
-    impl<'de> Visitor<'de> for Keys {
-        type Value = Option<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            while let Some(key) = map.next_key::<String>()? {
-                map.next_value::<IgnoredAny>()?;
-                if !seen.insert(key.clone()) {
-                    return Ok(Some(key));
-                }
-            }
-            Ok(None)
-        }
-    }
-    serde_json::Deserializer::from_slice(body).deserialize_map(Keys).ok().flatten()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_repeated_top_level_key_is_found_and_nested_ones_are_not_its_business() {
-        assert_eq!(repeated_json_key(br#"{"size":"a","seconds":5,"size":"b"}"#).as_deref(), Some("size"));
-        assert_eq!(repeated_json_key(br#"{"a":{"x":1,"x":2},"b":[{"y":1},{"y":2}]}"#), None);
-        assert_eq!(repeated_json_key(br#"{"a":1}"#), None);
-        assert_eq!(repeated_json_key(b"not json"), None);
-        assert_eq!(repeated_json_key(b"[1,1]"), None);
-    }
-
-    #[test]
-    fn raw_keys_reach_a_signing_plugin_only_where_the_operator_allows_it() {
-        let channel = |allow: bool| {
-            let text = format!("name = \"k\"\nplugin = \"kling\"\nmodels = [\"m\"]\nallow_signing = {allow}");
-            Channel::from_config(&toml::from_str(&text).unwrap(), std::time::Duration::from_secs(1))
-        };
-        let fields = vec!["access_key".to_string(), "secret_key".to_string()];
-        let e = split_credential(&channel(false), &fields, "ak|sk").unwrap_err();
-        assert_eq!(e.status, 503);
-        assert!(e.message.contains("allow_signing"), "{}", e.message);
-        let pairs = split_credential(&channel(true), &fields, "ak|sk").unwrap();
-        assert_eq!(pairs, vec![("access_key".into(), "ak".into()), ("secret_key".into(), "sk".into())]);
-        assert!(split_credential(&channel(true), &fields, "ak").is_err(), "one field short");
     }
 }
