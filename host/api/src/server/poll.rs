@@ -30,9 +30,10 @@
 //! Invariants: the poller polls only after the worker's thread woke from sleep or was about to
 //! sleep after an answer, until the window passes without work it sees, and for at most
 //! `LONGEST` windows (should every pass look like work, as where system calls are slow,
-//! polling still ends and the window halves), so an idle worker sleeps (for windows up to the setting's 1 ms: see
-//! `MAX_WORKER_POLL_US`); between idle passes it offers its core to other runnable threads
-//! (`std::thread::yield_now`); a window of zero turns it off (no task is started).
+//! polling still ends and the window halves), so an idle worker sleeps (for windows up to
+//! the setting's 1 ms: see `MAX_WORKER_POLL_US`); between idle passes it offers its core to
+//! other runnable threads (`std::thread::yield_now`); a window of zero turns it off (no task
+//! is started).
 
 use std::cell::Cell;
 use std::pin::Pin;

@@ -191,47 +191,47 @@ mod tests {
         line.trim().parse().unwrap()
     }
 
-    /// A worker that just finished an answer polls for the connection's next request before
-    /// it sleeps, however short its window after a wake-up: pings asked 300 µs after each
-    /// answer (its window after a wake-up, 1 µs, never catches them) are taken without
-    /// sleeping for most of them. Tried in rounds as the test below; a worker that sleeps once
-    /// an answer ended fails them all.
-    #[tokio::test]
-    async fn a_worker_that_finished_an_answer_polls_for_the_next_request() {
+    /// The pings' server side: b'p' a ping, echoed (then `after_ping`); b'?' the round's
+    /// verdict, b'y' when this thread slept for fewer than a quarter of the round's `pings`;
+    /// anything else ends. Returns how many rounds were quiet.
+    async fn answer_pings(stream: &mut tokio::net::TcpStream, pings: u64, after_ping: impl Fn()) -> usize {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        const PINGS: u64 = 100;
-        const ROUNDS: usize = 30;
-        let workers = Workers::start(1, Duration::from_micros(1)).unwrap();
-        let (mut client, stream) = connected().await;
-        let done = workers
-            .serve(stream, move |mut stream| async move {
-                let mut byte = [0u8; 1];
-                let mut round_sleeps = None;
-                loop {
-                    stream.read_exact(&mut byte).await.unwrap();
-                    match byte[0] {
-                        b'p' => {
-                            round_sleeps.get_or_insert_with(sleeps_of_this_thread);
-                            stream.write_all(&byte).await.unwrap();
-                            // What hyper does once it wrote a response's body whole.
-                            drop(super::super::poll::Answered(()));
-                        }
-                        b'?' => {
-                            let slept = sleeps_of_this_thread() - round_sleeps.take().unwrap();
-                            stream.write_all(if slept < PINGS / 4 { b"y" } else { b"n" }).await.unwrap();
-                        }
-                        _ => break,
-                    }
+        let mut byte = [0u8; 1];
+        let mut round_sleeps = None;
+        let mut quiet_rounds = 0;
+        loop {
+            stream.read_exact(&mut byte).await.unwrap();
+            match byte[0] {
+                b'p' => {
+                    round_sleeps.get_or_insert_with(sleeps_of_this_thread);
+                    stream.write_all(&byte).await.unwrap();
+                    after_ping();
                 }
-            })
-            .unwrap();
+                b'?' => {
+                    let slept = sleeps_of_this_thread() - round_sleeps.take().unwrap();
+                    let quiet = slept < pings / 4;
+                    quiet_rounds += usize::from(quiet);
+                    stream.write_all(if quiet { b"y" } else { b"n" }).await.unwrap();
+                }
+                _ => return quiet_rounds,
+            }
+        }
+    }
+
+    /// The pings' client side: rounds of `pings` pings, each sent `pause` after the last
+    /// answer, a tenth of a second apart, until a round is quiet or `rounds` were tried; then
+    /// the end. Returns whether a round was quiet.
+    async fn ask_pings(client: &mut tokio::net::TcpStream, pings: u64, rounds: usize, pause: Duration) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut byte = [0u8; 1];
         let mut quiet = false;
-        for _ in 0..ROUNDS {
-            for _ in 0..PINGS {
+        for _ in 0..rounds {
+            for _ in 0..pings {
                 client.write_all(b"p").await.unwrap();
                 client.read_exact(&mut byte).await.unwrap();
-                std::thread::sleep(Duration::from_micros(300));
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
             }
             client.write_all(b"?").await.unwrap();
             client.read_exact(&mut byte).await.unwrap();
@@ -242,6 +242,27 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         client.write_all(b"e").await.unwrap();
+        quiet
+    }
+
+    /// A worker that just finished an answer polls for the connection's next request before
+    /// it sleeps, however short its window after a wake-up: pings asked 300 µs after each
+    /// answer (its window after a wake-up, 1 µs, never catches them) are taken without
+    /// sleeping for most of them. Tried in rounds as the test below; a worker that sleeps once
+    /// an answer ended fails them all.
+    #[tokio::test]
+    async fn a_worker_that_finished_an_answer_polls_for_the_next_request() {
+        const PINGS: u64 = 100;
+        const ROUNDS: usize = 30;
+        let workers = Workers::start(1, Duration::from_micros(1)).unwrap();
+        let (mut client, stream) = connected().await;
+        let done = workers
+            .serve(stream, move |mut stream| async move {
+                // What hyper does once it wrote a response's body whole.
+                answer_pings(&mut stream, PINGS, || drop(super::super::poll::Answered(()))).await;
+            })
+            .unwrap();
+        let quiet = ask_pings(&mut client, PINGS, ROUNDS, Duration::from_micros(300)).await;
         done.await;
         workers.stop();
         assert!(
@@ -258,7 +279,6 @@ mod tests {
     /// pings stop, the worker sleeps.
     #[tokio::test]
     async fn a_polling_worker_takes_requests_that_come_soon_without_sleeping_and_sleeps_when_idle() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const PINGS: u64 = 200;
         const ROUNDS: usize = 30;
         let workers = Workers::start(1, Duration::from_millis(1)).unwrap();
@@ -266,27 +286,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let done = workers
             .serve(stream, move |mut stream| async move {
-                let mut byte = [0u8; 1];
-                // b'p': a ping, echoed; b'?': the round's verdict (b'y': it slept for fewer
-                // than a quarter of its pings); b'e': the end.
-                let mut round_sleeps = None;
-                let mut quiet_rounds = 0;
-                loop {
-                    stream.read_exact(&mut byte).await.unwrap();
-                    match byte[0] {
-                        b'p' => {
-                            round_sleeps.get_or_insert_with(sleeps_of_this_thread);
-                            stream.write_all(&byte).await.unwrap();
-                        }
-                        b'?' => {
-                            let slept = sleeps_of_this_thread() - round_sleeps.take().unwrap();
-                            let quiet = slept < PINGS / 4;
-                            quiet_rounds += usize::from(quiet);
-                            stream.write_all(if quiet { b"y" } else { b"n" }).await.unwrap();
-                        }
-                        _ => break,
-                    }
-                }
+                let quiet_rounds = answer_pings(&mut stream, PINGS, || ()).await;
                 // With nothing to do the poller stops and the thread sleeps: after a window
                 // that catches nothing, or, should every pass look like work (slow system
                 // calls, a contended machine), after `LONGEST` windows (1 s here). Waited for
@@ -301,20 +301,7 @@ mod tests {
                 let _ = tx.send((quiet_rounds, sleeps_of_this_thread() - before));
             })
             .unwrap();
-        let mut byte = [0u8; 1];
-        for _ in 0..ROUNDS {
-            for _ in 0..PINGS {
-                client.write_all(b"p").await.unwrap();
-                client.read_exact(&mut byte).await.unwrap();
-            }
-            client.write_all(b"?").await.unwrap();
-            client.read_exact(&mut byte).await.unwrap();
-            if &byte == b"y" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        client.write_all(b"e").await.unwrap();
+        ask_pings(&mut client, PINGS, ROUNDS, Duration::ZERO).await;
         let (quiet_rounds, idle) = rx.await.unwrap();
         done.await;
         workers.stop();
